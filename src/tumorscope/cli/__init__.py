@@ -1,0 +1,60 @@
+"""The ``tumorscope`` command: a thin layer over the public API.
+
+Each module in this package that defines ``register(app: typer.Typer) -> None`` adds its
+commands (or a sub-app, e.g. ``tumorscope fit dwi``). Modules are discovered automatically, so
+a new command is one new file. Command modules import heavy libraries inside the command
+functions so that ``tumorscope --help`` starts fast.
+
+Exit codes: 0 success, 1 the job ran and found errors (e.g. ``validate`` found problems, some
+subjects failed), 2 bad usage or bad input.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+import typer
+
+from .. import __version__
+
+app = typer.Typer(
+    name="tumorscope",
+    help="Quantitative multiparametric MRI of tumours during therapy.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tumorscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Quantitative multiparametric MRI of tumours during therapy."""
+
+
+def _register_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

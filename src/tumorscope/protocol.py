@@ -1,0 +1,321 @@
+"""Acquisition protocols as frozen, self-validating dataclasses.
+
+A protocol holds what a model needs to know about how a series was acquired, in
+tumorscope's units (b in s/mm², times in ms for TR/TE/TI, dynamic frame times in s, angles in
+degrees). Each validates itself on construction and raises :class:`ProtocolError` naming the
+field and what is wrong, e.g. ``ProtocolError: bvalues: b-values must be >= 0, got -50 at
+index 2``. Sequences are stored as tuples of float so protocols are hashable and picklable.
+
+Readers convert from file conventions (BIDS stores TR/TE in s) before building a protocol;
+``source`` names the file a protocol was read from so that errors raised later point at it.
+"""
+
+from __future__ import annotations
+
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import ProtocolError
+
+__all__ = [
+    "DiffusionProtocol",
+    "DynamicProtocol",
+    "InversionRecoveryProtocol",
+    "MultiEchoProtocol",
+    "Protocol",
+    "VFAProtocol",
+]
+
+
+def _as_tuple(value: Any, name: str, source: str | None) -> tuple[float, ...]:
+    if isinstance(value, str | bytes):
+        raise ProtocolError(f"expected a sequence of numbers, got the string {value!r}", file=source, field=name)
+    try:
+        arr = np.asarray(value, dtype=float).ravel()
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"expected a sequence of numbers, got {value!r}", file=source, field=name) from exc
+    if arr.size == 0:
+        raise ProtocolError("must not be empty", file=source, field=name)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        raise ProtocolError(
+            f"values must be finite, got {arr[bad[0]]} at index {bad[0]}", file=source, field=name
+        )
+    return tuple(float(v) for v in arr)
+
+
+def _as_float(value: Any, name: str, source: str | None, *, positive: bool = True) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"expected a number, got {value!r}", file=source, field=name) from exc
+    if not np.isfinite(x):
+        raise ProtocolError(f"must be finite, got {x}", file=source, field=name)
+    if positive and x <= 0:
+        raise ProtocolError(f"must be > 0, got {x:g}", file=source, field=name)
+    return x
+
+
+def _check_min(values: tuple[float, ...], minimum: float, name: str, what: str, source: str | None,
+               *, strict: bool = False) -> None:
+    arr = np.asarray(values)
+    bad = np.flatnonzero(arr <= minimum) if strict else np.flatnonzero(arr < minimum)
+    if bad.size:
+        op = ">" if strict else ">="
+        raise ProtocolError(
+            f"{what} must be {op} {minimum:g}, got {arr[bad[0]]:g} at index {bad[0]}",
+            file=source,
+            field=name,
+        )
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Base class: every protocol knows its number of measurements (4th axis length)."""
+
+    kind: ClassVar[str] = "protocol"
+    source: str | None = field(default=None, kw_only=True, compare=False)
+
+    @property
+    def n_measurements(self) -> int:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict of the protocol's fields (for sidecars and provenance)."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for name in self.__dataclass_fields__:
+            if name == "source":
+                continue
+            value = getattr(self, name)
+            out[name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True)
+class DiffusionProtocol(Protocol):
+    """Diffusion-weighted series.
+
+    Parameters
+    ----------
+    bvalues : sequence of float
+        b-values in s/mm², one per volume; at least two, all >= 0 and at least two distinct.
+    bvecs : sequence of 3-vectors, optional
+        Gradient directions (unit vectors; zero vectors allowed where b = 0). Trace-weighted
+        (direction-averaged) data need none.
+    """
+
+    kind: ClassVar[str] = "dwi"
+    bvalues: tuple[float, ...] = ()
+    bvecs: tuple[tuple[float, float, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        b = _as_tuple(self.bvalues, "bvalues", self.source)
+        _check_min(b, 0.0, "bvalues", "b-values", self.source)
+        if len(b) < 2:
+            raise ProtocolError(f"need at least 2 b-values, got {len(b)}", file=self.source, field="bvalues")
+        if len(set(b)) < 2:
+            raise ProtocolError("need at least 2 distinct b-values", file=self.source, field="bvalues")
+        object.__setattr__(self, "bvalues", b)
+        if self.bvecs is not None:
+            vecs = np.asarray(self.bvecs, dtype=float)
+            if vecs.ndim == 2 and vecs.shape[0] == 3 and vecs.shape[1] != 3:
+                vecs = vecs.T
+            if vecs.shape != (len(b), 3):
+                raise ProtocolError(
+                    f"expected {len(b)} gradient directions of 3 components, got shape {vecs.shape}",
+                    file=self.source,
+                    field="bvecs",
+                )
+            if not np.all(np.isfinite(vecs)):
+                raise ProtocolError("gradient directions must be finite", file=self.source, field="bvecs")
+            object.__setattr__(self, "bvecs", tuple(tuple(float(c) for c in v) for v in vecs))
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.bvalues)
+
+    @property
+    def b(self) -> np.ndarray:
+        """b-values as a float64 array (s/mm²)."""
+        return np.asarray(self.bvalues)
+
+
+@dataclass(frozen=True)
+class VFAProtocol(Protocol):
+    """Variable flip angle spoiled gradient echo (T1 mapping).
+
+    Parameters
+    ----------
+    flip_angles_deg : sequence of float
+        Nominal flip angles in degrees, at least two distinct, each in (0, 180).
+    tr_ms : float
+        Repetition time in ms (> 0).
+    """
+
+    kind: ClassVar[str] = "vfa"
+    flip_angles_deg: tuple[float, ...] = ()
+    tr_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        fa = _as_tuple(self.flip_angles_deg, "flip_angles_deg", self.source)
+        if len(fa) < 2:
+            raise ProtocolError(
+                f"need at least 2 flip angles for T1 mapping, got {len(fa)}",
+                file=self.source,
+                field="flip_angles_deg",
+            )
+        _check_min(fa, 0.0, "flip_angles_deg", "flip angles", self.source, strict=True)
+        if max(fa) >= 180:
+            raise ProtocolError(f"flip angles must be < 180 degrees, got {max(fa):g}",
+                                file=self.source, field="flip_angles_deg")
+        if len(set(fa)) < 2:
+            raise ProtocolError("need at least 2 distinct flip angles", file=self.source, field="flip_angles_deg")
+        object.__setattr__(self, "flip_angles_deg", fa)
+        object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.flip_angles_deg)
+
+
+@dataclass(frozen=True)
+class DynamicProtocol(Protocol):
+    """Dynamic (DCE or DSC) series.
+
+    Parameters
+    ----------
+    frame_times_s : sequence of float
+        Acquisition time of each frame in s (strictly increasing; at least 3 frames).
+    flip_angle_deg : float
+        Flip angle in degrees.
+    tr_ms : float
+        Repetition time in ms.
+    n_baseline : int
+        Number of pre-contrast frames (>= 1, fewer than the number of frames).
+    te_ms : float, optional
+        Echo time in ms (DSC needs it).
+    """
+
+    kind: ClassVar[str] = "dynamic"
+    frame_times_s: tuple[float, ...] = ()
+    flip_angle_deg: float = 0.0
+    tr_ms: float = 0.0
+    n_baseline: int = 1
+    te_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        t = _as_tuple(self.frame_times_s, "frame_times_s", self.source)
+        if len(t) < 3:
+            raise ProtocolError(f"need at least 3 frames, got {len(t)}", file=self.source, field="frame_times_s")
+        d = np.diff(t)
+        bad = np.flatnonzero(d <= 0)
+        if bad.size:
+            i = int(bad[0])
+            raise ProtocolError(
+                f"frame times must be strictly increasing, got {t[i]:g} then {t[i + 1]:g} at index {i + 1}",
+                file=self.source,
+                field="frame_times_s",
+            )
+        object.__setattr__(self, "frame_times_s", t)
+        fa = _as_float(self.flip_angle_deg, "flip_angle_deg", self.source)
+        if fa >= 180:
+            raise ProtocolError(f"flip angle must be < 180 degrees, got {fa:g}", file=self.source,
+                                field="flip_angle_deg")
+        object.__setattr__(self, "flip_angle_deg", fa)
+        object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
+        if isinstance(self.n_baseline, bool) or int(self.n_baseline) != self.n_baseline:
+            raise ProtocolError(f"must be a whole number, got {self.n_baseline!r}", file=self.source,
+                                field="n_baseline")
+        nb = int(self.n_baseline)
+        if not 1 <= nb < len(t):
+            raise ProtocolError(
+                f"must be between 1 and {len(t) - 1} (frames - 1), got {nb}",
+                file=self.source,
+                field="n_baseline",
+            )
+        object.__setattr__(self, "n_baseline", nb)
+        if self.te_ms is not None:
+            object.__setattr__(self, "te_ms", _as_float(self.te_ms, "te_ms", self.source))
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.frame_times_s)
+
+    @property
+    def t(self) -> np.ndarray:
+        """Frame times as a float64 array (s)."""
+        return np.asarray(self.frame_times_s)
+
+
+@dataclass(frozen=True)
+class MultiEchoProtocol(Protocol):
+    """Multi-echo series (spin echo T2 or gradient echo T2*).
+
+    Parameters
+    ----------
+    echo_times_ms : sequence of float
+        Echo times in ms, > 0, strictly increasing, at least two.
+    tr_ms : float, optional
+        Repetition time in ms.
+    flip_angle_deg : float, optional
+        Flip angle in degrees.
+    """
+
+    kind: ClassVar[str] = "multiecho"
+    echo_times_ms: tuple[float, ...] = ()
+    tr_ms: float | None = None
+    flip_angle_deg: float | None = None
+
+    def __post_init__(self) -> None:
+        te = _as_tuple(self.echo_times_ms, "echo_times_ms", self.source)
+        if len(te) < 2:
+            raise ProtocolError(f"need at least 2 echo times, got {len(te)}", file=self.source,
+                                field="echo_times_ms")
+        _check_min(te, 0.0, "echo_times_ms", "echo times", self.source, strict=True)
+        if np.any(np.diff(te) <= 0):
+            raise ProtocolError("echo times must be strictly increasing", file=self.source, field="echo_times_ms")
+        object.__setattr__(self, "echo_times_ms", te)
+        if self.tr_ms is not None:
+            object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
+        if self.flip_angle_deg is not None:
+            object.__setattr__(self, "flip_angle_deg", _as_float(self.flip_angle_deg, "flip_angle_deg", self.source))
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.echo_times_ms)
+
+
+@dataclass(frozen=True)
+class InversionRecoveryProtocol(Protocol):
+    """Inversion recovery series (T1 mapping).
+
+    Parameters
+    ----------
+    inversion_times_ms : sequence of float
+        Inversion times in ms, > 0, at least three distinct.
+    tr_ms : float, optional
+        Repetition time in ms.
+    """
+
+    kind: ClassVar[str] = "ir"
+    inversion_times_ms: tuple[float, ...] = ()
+    tr_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        ti = _as_tuple(self.inversion_times_ms, "inversion_times_ms", self.source)
+        _check_min(ti, 0.0, "inversion_times_ms", "inversion times", self.source, strict=True)
+        if len(set(ti)) < 3:
+            raise ProtocolError(f"need at least 3 distinct inversion times, got {len(set(ti))}",
+                                file=self.source, field="inversion_times_ms")
+        object.__setattr__(self, "inversion_times_ms", ti)
+        if self.tr_ms is not None:
+            object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.inversion_times_ms)
+
+

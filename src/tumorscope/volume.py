@@ -1,0 +1,267 @@
+"""`Volume`: an image array with its 4×4 affine, named axes and metadata.
+
+A `Volume` never rescales intensities. Data are held as float32 unless the caller asks for
+another dtype (label maps use an integer dtype). Geometry operations return new objects; a
+`Volume` is never modified in place by tumorscope.
+
+The affine maps voxel indices ``(i, j, k, 1)`` to scanner (RAS+, mm) coordinates, as in
+nibabel. The first three axes are always spatial; a fourth axis, when present, holds the
+measurements (b-values, frames, echoes, flip angles) and is named accordingly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import DataError
+
+__all__ = ["SPATIAL_AXES", "Volume", "atomic_write"]
+
+SPATIAL_AXES: tuple[str, str, str] = ("x", "y", "z")
+
+_MEASUREMENT_AXES = ("b", "t", "echo", "flip_angle", "inversion", "measurement", "label")
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """An image: data, affine, axis names and metadata.
+
+    Parameters
+    ----------
+    data : ndarray, shape (X, Y, Z) or (X, Y, Z, N)
+        Voxel values. Kept as given (no copy, no rescaling); use :meth:`astype` to convert.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world (RAS+, mm) transform.
+    axes : sequence of str, optional
+        One name per axis. Default ``("x", "y", "z")`` plus ``"measurement"`` for a 4th axis.
+    meta : mapping, optional
+        Free-form metadata (sidecar fields, provenance). Copied into a new dict.
+    source : str, optional
+        Where the data came from (a file path), used in error messages.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> v = Volume(np.zeros((4, 4, 2), np.float32), np.diag([2.0, 2.0, 5.0, 1.0]))
+    >>> v.voxel_sizes
+    (2.0, 2.0, 5.0)
+    >>> v.voxel_volume_ml
+    0.02
+    """
+
+    data: np.ndarray
+    affine: np.ndarray
+    axes: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        data = self.data
+        if not isinstance(data, np.ndarray):
+            raise DataError(
+                f"data must be a numpy array, got {type(data).__name__}", file=self.source
+            )
+        if data.ndim not in (3, 4):
+            raise DataError(
+                f"expected a 3-D or 4-D image, got {data.ndim}-D with shape {data.shape}",
+                file=self.source,
+                field="shape",
+            )
+        affine = np.asarray(self.affine, dtype=float)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise DataError(
+                f"affine must be a finite 4x4 matrix, got shape {affine.shape}",
+                file=self.source,
+                field="affine",
+            )
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise DataError("affine is singular (zero voxel size)", file=self.source, field="affine")
+        axes = tuple(self.axes) if self.axes else _default_axes(data.ndim)
+        if len(axes) != data.ndim:
+            raise DataError(
+                f"{len(axes)} axis names {axes} for a {data.ndim}-D array",
+                file=self.source,
+                field="axes",
+            )
+        if axes[:3] != SPATIAL_AXES:
+            raise DataError(
+                f"the first three axes must be {SPATIAL_AXES}, got {axes[:3]}",
+                file=self.source,
+                field="axes",
+            )
+        object.__setattr__(self, "affine", affine)
+        object.__setattr__(self, "axes", axes)
+        object.__setattr__(self, "meta", dict(self.meta))
+
+    # ------------------------------------------------------------------ geometry
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        s = self.data.shape
+        return (int(s[0]), int(s[1]), int(s[2]))
+
+    @property
+    def n_measurements(self) -> int:
+        """Length of the 4th axis (1 for a 3-D volume)."""
+        return int(self.data.shape[3]) if self.data.ndim == 4 else 1
+
+    @property
+    def voxel_sizes(self) -> tuple[float, float, float]:
+        """Voxel edge lengths in mm (norms of the affine's columns)."""
+        z = np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+        return (float(z[0]), float(z[1]), float(z[2]))
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (|det A| mm³ / 1000)."""
+        return float(abs(np.linalg.det(self.affine[:3, :3])) / 1000.0)
+
+    def same_grid(self, other: Volume, *, atol: float = 1e-3) -> bool:
+        """True if ``other`` has the same spatial shape and affine (within ``atol`` mm)."""
+        return self.spatial_shape == other.spatial_shape and bool(
+            np.allclose(self.affine, other.affine, atol=atol)
+        )
+
+    # ------------------------------------------------------------------ copies
+    def with_data(
+        self, data: np.ndarray, *, axes: Sequence[str] | None = None, **meta: Any
+    ) -> Volume:
+        """A new Volume on the same grid with other data (and optionally axes, extra meta)."""
+        if tuple(data.shape[:3]) != self.spatial_shape:
+            raise DataError(
+                f"new data shape {data.shape} does not match grid {self.spatial_shape}",
+                file=self.source,
+                field="shape",
+            )
+        new_meta = {**self.meta, **meta}
+        if axes is None:
+            axes = self.axes if data.ndim == self.data.ndim else _default_axes(data.ndim)
+        return Volume(data, self.affine.copy(), tuple(axes), new_meta, self.source)
+
+    def astype(self, dtype: npt.DTypeLike) -> Volume:
+        """A copy with data cast to ``dtype`` (values unchanged, no rescaling)."""
+        return Volume(
+            self.data.astype(dtype), self.affine.copy(), self.axes, self.meta, self.source
+        )
+
+    def frame(self, index: int) -> Volume:
+        """One 3-D volume from the 4th axis."""
+        if self.data.ndim != 4:
+            raise DataError("frame() needs a 4-D volume", file=self.source)
+        return Volume(self.data[..., index], self.affine.copy(), SPATIAL_AXES, self.meta, self.source)
+
+    # ------------------------------------------------------------------ NIfTI
+    @classmethod
+    def from_nifti(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        dtype: npt.DTypeLike = np.float32,
+        axes: Sequence[str] | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Volume:
+        """Read a NIfTI-1/2 file.
+
+        Stored values are read as the file defines them (the header's ``scl_slope`` and
+        ``scl_inter``, if set, are part of that definition); nothing else is rescaled.
+
+        Parameters
+        ----------
+        path : path-like
+            ``.nii`` or ``.nii.gz`` file.
+        dtype : dtype, default float32
+            Dtype of the returned data. Use an integer dtype for label maps (values must then
+            be integral).
+
+        Raises
+        ------
+        DataError
+            If the file is missing, truncated or not a NIfTI image (the message names it).
+        """
+        import nibabel as nib
+
+        p = Path(path)
+        if not p.exists():
+            raise DataError("file not found", file=p)
+        try:
+            img = nib.load(str(p))
+            arr = np.asanyarray(img.dataobj)
+        except Exception as exc:  # nibabel raises many types for corrupt files
+            raise DataError(f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p) from exc
+        target = np.dtype(dtype)
+        if np.issubdtype(target, np.integer):
+            if np.issubdtype(arr.dtype, np.floating):
+                finite = np.isfinite(arr)
+                if not finite.all() or not np.array_equal(arr, np.round(arr)):
+                    raise DataError("label image holds non-integer values", file=p, field="data")
+            data = arr.astype(target, copy=False)
+        else:
+            data = arr.astype(target, copy=False)
+        while data.ndim > 4 and data.shape[-1] == 1:
+            data = data[..., 0]
+        if data.ndim == 2:
+            data = data[..., None]
+        return cls(data, img.affine, tuple(axes) if axes else (), dict(meta or {}), str(p))
+
+    def to_nifti(self, path: str | os.PathLike[str], *, dtype: npt.DTypeLike | None = None) -> Path:
+        """Write a NIfTI-1 file atomically (temporary name, then rename).
+
+        The data's dtype is kept (or ``dtype`` if given), and no scaling is applied: the
+        header's ``scl_slope`` is left unset. The affine is written as both sform and qform.
+        """
+        import nibabel as nib
+
+        p = Path(path)
+        data = self.data if dtype is None else self.data.astype(dtype)
+        if data.dtype == np.bool_:
+            data = data.astype(np.uint8)
+        img = nib.Nifti1Image(data, self.affine)
+        img.header.set_xyzt_units("mm", "sec")
+        img.header.set_slope_inter(1.0, 0.0)
+        img.set_sform(self.affine, code=1)
+        img.set_qform(self.affine, code=1)
+
+        def _write(tmp: Path) -> None:
+            nib.save(img, str(tmp))
+
+        atomic_write(p, _write)
+        return p
+
+
+def _default_axes(ndim: int) -> tuple[str, ...]:
+    return SPATIAL_AXES if ndim == 3 else (*SPATIAL_AXES, "measurement")
+
+
+def atomic_write(path: Path, writer: Any) -> None:
+    """Call ``writer(tmp_path)`` then rename the temporary file to ``path``.
+
+    The temporary file sits in the same folder and keeps the final suffixes (so that
+    libraries choosing a format by extension, like nibabel with ``.nii.gz``, behave).
+    Nothing is left behind if ``writer`` raises.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmpname = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmpname)
+    try:
+        writer(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# measurement axis names that the readers use; exported for consistency checks
+MEASUREMENT_AXES = _MEASUREMENT_AXES
