@@ -12,7 +12,6 @@ Readers convert from file conventions (BIDS stores TR/TE in s) before building a
 
 from __future__ import annotations
 
-
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,11 +31,15 @@ __all__ = [
 
 def _as_tuple(value: Any, name: str, source: str | None) -> tuple[float, ...]:
     if isinstance(value, str | bytes):
-        raise ProtocolError(f"expected a sequence of numbers, got the string {value!r}", file=source, field=name)
+        raise ProtocolError(
+            f"expected a sequence of numbers, got the string {value!r}", file=source, field=name
+        )
     try:
         arr = np.asarray(value, dtype=float).ravel()
     except (TypeError, ValueError) as exc:
-        raise ProtocolError(f"expected a sequence of numbers, got {value!r}", file=source, field=name) from exc
+        raise ProtocolError(
+            f"expected a sequence of numbers, got {value!r}", file=source, field=name
+        ) from exc
     if arr.size == 0:
         raise ProtocolError("must not be empty", file=source, field=name)
     bad = np.flatnonzero(~np.isfinite(arr))
@@ -59,8 +62,15 @@ def _as_float(value: Any, name: str, source: str | None, *, positive: bool = Tru
     return x
 
 
-def _check_min(values: tuple[float, ...], minimum: float, name: str, what: str, source: str | None,
-               *, strict: bool = False) -> None:
+def _check_min(
+    values: tuple[float, ...],
+    minimum: float,
+    name: str,
+    what: str,
+    source: str | None,
+    *,
+    strict: bool = False,
+) -> None:
     arr = np.asarray(values)
     bad = np.flatnonzero(arr <= minimum) if strict else np.flatnonzero(arr < minimum)
     if bad.size:
@@ -115,9 +125,13 @@ class DiffusionProtocol(Protocol):
         b = _as_tuple(self.bvalues, "bvalues", self.source)
         _check_min(b, 0.0, "bvalues", "b-values", self.source)
         if len(b) < 2:
-            raise ProtocolError(f"need at least 2 b-values, got {len(b)}", file=self.source, field="bvalues")
+            raise ProtocolError(
+                f"need at least 2 b-values, got {len(b)}", file=self.source, field="bvalues"
+            )
         if len(set(b)) < 2:
-            raise ProtocolError("need at least 2 distinct b-values", file=self.source, field="bvalues")
+            raise ProtocolError(
+                "need at least 2 distinct b-values", file=self.source, field="bvalues"
+            )
         object.__setattr__(self, "bvalues", b)
         if self.bvecs is not None:
             vecs = np.asarray(self.bvecs, dtype=float)
@@ -130,7 +144,9 @@ class DiffusionProtocol(Protocol):
                     field="bvecs",
                 )
             if not np.all(np.isfinite(vecs)):
-                raise ProtocolError("gradient directions must be finite", file=self.source, field="bvecs")
+                raise ProtocolError(
+                    "gradient directions must be finite", file=self.source, field="bvecs"
+                )
             object.__setattr__(self, "bvecs", tuple(tuple(float(c) for c in v) for v in vecs))
 
     @property
@@ -169,10 +185,15 @@ class VFAProtocol(Protocol):
             )
         _check_min(fa, 0.0, "flip_angles_deg", "flip angles", self.source, strict=True)
         if max(fa) >= 180:
-            raise ProtocolError(f"flip angles must be < 180 degrees, got {max(fa):g}",
-                                file=self.source, field="flip_angles_deg")
+            raise ProtocolError(
+                f"flip angles must be < 180 degrees, got {max(fa):g}",
+                file=self.source,
+                field="flip_angles_deg",
+            )
         if len(set(fa)) < 2:
-            raise ProtocolError("need at least 2 distinct flip angles", file=self.source, field="flip_angles_deg")
+            raise ProtocolError(
+                "need at least 2 distinct flip angles", file=self.source, field="flip_angles_deg"
+            )
         object.__setattr__(self, "flip_angles_deg", fa)
         object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
 
@@ -209,7 +230,9 @@ class DynamicProtocol(Protocol):
     def __post_init__(self) -> None:
         t = _as_tuple(self.frame_times_s, "frame_times_s", self.source)
         if len(t) < 3:
-            raise ProtocolError(f"need at least 3 frames, got {len(t)}", file=self.source, field="frame_times_s")
+            raise ProtocolError(
+                f"need at least 3 frames, got {len(t)}", file=self.source, field="frame_times_s"
+            )
         d = np.diff(t)
         bad = np.flatnonzero(d <= 0)
         if bad.size:
@@ -222,13 +245,19 @@ class DynamicProtocol(Protocol):
         object.__setattr__(self, "frame_times_s", t)
         fa = _as_float(self.flip_angle_deg, "flip_angle_deg", self.source)
         if fa >= 180:
-            raise ProtocolError(f"flip angle must be < 180 degrees, got {fa:g}", file=self.source,
-                                field="flip_angle_deg")
+            raise ProtocolError(
+                f"flip angle must be < 180 degrees, got {fa:g}",
+                file=self.source,
+                field="flip_angle_deg",
+            )
         object.__setattr__(self, "flip_angle_deg", fa)
         object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
         if isinstance(self.n_baseline, bool) or int(self.n_baseline) != self.n_baseline:
-            raise ProtocolError(f"must be a whole number, got {self.n_baseline!r}", file=self.source,
-                                field="n_baseline")
+            raise ProtocolError(
+                f"must be a whole number, got {self.n_baseline!r}",
+                file=self.source,
+                field="n_baseline",
+            )
         nb = int(self.n_baseline)
         if not 1 <= nb < len(t):
             raise ProtocolError(
@@ -272,16 +301,25 @@ class MultiEchoProtocol(Protocol):
     def __post_init__(self) -> None:
         te = _as_tuple(self.echo_times_ms, "echo_times_ms", self.source)
         if len(te) < 2:
-            raise ProtocolError(f"need at least 2 echo times, got {len(te)}", file=self.source,
-                                field="echo_times_ms")
+            raise ProtocolError(
+                f"need at least 2 echo times, got {len(te)}",
+                file=self.source,
+                field="echo_times_ms",
+            )
         _check_min(te, 0.0, "echo_times_ms", "echo times", self.source, strict=True)
         if np.any(np.diff(te) <= 0):
-            raise ProtocolError("echo times must be strictly increasing", file=self.source, field="echo_times_ms")
+            raise ProtocolError(
+                "echo times must be strictly increasing", file=self.source, field="echo_times_ms"
+            )
         object.__setattr__(self, "echo_times_ms", te)
         if self.tr_ms is not None:
             object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
         if self.flip_angle_deg is not None:
-            object.__setattr__(self, "flip_angle_deg", _as_float(self.flip_angle_deg, "flip_angle_deg", self.source))
+            object.__setattr__(
+                self,
+                "flip_angle_deg",
+                _as_float(self.flip_angle_deg, "flip_angle_deg", self.source),
+            )
 
     @property
     def n_measurements(self) -> int:
@@ -308,8 +346,11 @@ class InversionRecoveryProtocol(Protocol):
         ti = _as_tuple(self.inversion_times_ms, "inversion_times_ms", self.source)
         _check_min(ti, 0.0, "inversion_times_ms", "inversion times", self.source, strict=True)
         if len(set(ti)) < 3:
-            raise ProtocolError(f"need at least 3 distinct inversion times, got {len(set(ti))}",
-                                file=self.source, field="inversion_times_ms")
+            raise ProtocolError(
+                f"need at least 3 distinct inversion times, got {len(set(ti))}",
+                file=self.source,
+                field="inversion_times_ms",
+            )
         object.__setattr__(self, "inversion_times_ms", ti)
         if self.tr_ms is not None:
             object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
@@ -317,5 +358,3 @@ class InversionRecoveryProtocol(Protocol):
     @property
     def n_measurements(self) -> int:
         return len(self.inversion_times_ms)
-
-

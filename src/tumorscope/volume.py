@@ -83,7 +83,9 @@ class Volume:
                 field="affine",
             )
         if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-            raise DataError("affine is singular (zero voxel size)", file=self.source, field="affine")
+            raise DataError(
+                "affine is singular (zero voxel size)", file=self.source, field="affine"
+            )
         axes = tuple(self.axes) if self.axes else _default_axes(data.ndim)
         if len(axes) != data.ndim:
             raise DataError(
@@ -159,7 +161,9 @@ class Volume:
         """One 3-D volume from the 4th axis."""
         if self.data.ndim != 4:
             raise DataError("frame() needs a 4-D volume", file=self.source)
-        return Volume(self.data[..., index], self.affine.copy(), SPATIAL_AXES, self.meta, self.source)
+        return Volume(
+            self.data[..., index], self.affine.copy(), SPATIAL_AXES, self.meta, self.source
+        )
 
     # ------------------------------------------------------------------ NIfTI
     @classmethod
@@ -198,7 +202,9 @@ class Volume:
             img = nib.load(str(p))
             arr = np.asanyarray(img.dataobj)
         except Exception as exc:  # nibabel raises many types for corrupt files
-            raise DataError(f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p) from exc
+            raise DataError(
+                f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p
+            ) from exc
         target = np.dtype(dtype)
         if np.issubdtype(target, np.integer):
             if np.issubdtype(arr.dtype, np.floating):
@@ -252,7 +258,9 @@ def atomic_write(path: Path, writer: Any) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmpname = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent)
+    fd, tmpname = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmpname)
     try:

@@ -1,1 +1,25 @@
-"""tumorscope.io."""
+"""Reading and writing studies and images.
+
+- :func:`open_study`, :func:`validate_study`: the BIDS-style study folder
+  (``docs/study-format.md``).
+- :class:`tumorscope.volume.Volume` reads and writes NIfTI (``Volume.from_nifti``, ``to_nifti``).
+- ``tumorscope.io.dicom`` / ``dicom_export``: DICOM in and out.
+"""
+
+from __future__ import annotations
+
+from .manifest import Manifest, read_manifest
+from .study import LesionInfo, Lesions, Series, Study, Subject, Visit, open_study, validate_study
+
+__all__ = [
+    "LesionInfo",
+    "Lesions",
+    "Manifest",
+    "Series",
+    "Study",
+    "Subject",
+    "Visit",
+    "open_study",
+    "read_manifest",
+    "validate_study",
+]

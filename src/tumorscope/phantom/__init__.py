@@ -1,1 +1,27 @@
-"""tumorscope.phantom."""
+"""Synthetic studies with known ground truth (the demo, the tests and the benchmarks).
+
+>>> from tumorscope.phantom import make_study
+>>> root = make_study("demo-study", size="tiny", seed=0)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .generate import SIZES, PhantomConfig, make_study
+from .scenarios import SCENARIOS, TISSUES, LesionSpec, Scenario, Tissue
+from .signals import dwi_signal, etofts_concentration, parker_blood_mM, rician, spgr_signal
+
+__all__ = [
+    "SCENARIOS",
+    "SIZES",
+    "TISSUES",
+    "LesionSpec",
+    "PhantomConfig",
+    "Scenario",
+    "Tissue",
+    "dwi_signal",
+    "etofts_concentration",
+    "make_study",
+    "parker_blood_mM",
+    "rician",
+    "spgr_signal",
+]

@@ -1,0 +1,92 @@
+"""``tumorscope phantom``, ``tumorscope validate`` and ``tumorscope demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import user_errors
+
+
+def phantom(
+    out: Path = typer.Argument(..., help="Folder to write the study to (must not exist)."),
+    size: str = typer.Option("default", help="tiny (tests), default (demo) or large (benchmarks)."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same bytes."),
+    subjects: int = typer.Option(None, help="Number of subjects (default from --size)."),
+    overwrite: bool = typer.Option(False, help="Replace the folder if it exists."),
+) -> None:
+    """Write a synthetic study with known ground truth (under derivatives/truth)."""
+    from ..phantom import make_study
+
+    with user_errors():
+        root = make_study(out, size=size, seed=seed, n_subjects=subjects, overwrite=overwrite)
+    typer.echo(f"wrote synthetic study to {root}")
+
+
+def print_problems(problems: list, root: Path) -> int:
+    """Print problems with Rich; return the number of errors."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    errors = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    if problems:
+        table = Table(title=f"Problems in {root}", show_lines=False)
+        table.add_column("severity")
+        table.add_column("file")
+        table.add_column("field")
+        table.add_column("problem")
+        for p in problems:
+            style = "red" if p.severity == "error" else "yellow"
+            table.add_row(f"[{style}]{p.severity}[/{style}]", p.file, p.field, p.message)
+        console.print(table)
+    console.print(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    return len(errors)
+
+
+def validate(
+    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
+) -> None:
+    """List every problem in a study; exit 1 if any is an error."""
+    from ..io import validate_study
+
+    problems = validate_study(study)
+    n_err = print_problems(problems, study)
+    if n_err:
+        raise typer.Exit(code=1)
+
+
+def demo(
+    out: Path = typer.Option(
+        Path("tumorscope-demo"), help="Folder for the demo study and results."
+    ),
+    size: str = typer.Option("default", help="Phantom size: tiny, default or large."),
+    seed: int = typer.Option(0, help="Random seed of the phantom."),
+) -> None:
+    """Write the built-in synthetic study and run the analysis on it."""
+    from rich.console import Console
+
+    from ..io import open_study, validate_study
+    from ..phantom import make_study
+
+    console = Console()
+    study_dir = out / "study"
+    with user_errors():
+        if study_dir.exists():
+            console.print(f"using the existing synthetic study in {study_dir}")
+        else:
+            console.print(f"writing the synthetic study ({size}) to {study_dir} ...")
+            make_study(study_dir, size=size, seed=seed)
+        problems = validate_study(study_dir)
+        if print_problems(problems, study_dir):
+            raise typer.Exit(code=1)
+        study = open_study(study_dir)
+    console.print(f"{study!r}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("phantom")(phantom)
+    app.command("validate")(validate)
+    app.command("demo")(demo)

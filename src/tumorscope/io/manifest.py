@@ -1,0 +1,291 @@
+"""The study manifest, ``study.yaml``: subjects, visits, dates, treatment, roles, criteria.
+
+See ``docs/study-format.md`` for the fields. :func:`read_manifest` never raises on content
+problems: it returns the manifest it could build and a list of :class:`Problem`, so that
+``tumorscope validate`` can report everything at once. A missing or unparsable file is a
+problem too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import Problem
+
+__all__ = [
+    "DEFAULT_ROLES",
+    "Manifest",
+    "SubjectEntry",
+    "Treatment",
+    "VisitEntry",
+    "read_manifest",
+]
+
+#: role -> file suffix (the last ``_`` part of a BIDS file name before the extension).
+DEFAULT_ROLES: dict[str, str] = {
+    "anatomical": "T2w",
+    "dwi": "dwi",
+    "t1_vfa": "VFA",
+    "dce": "dce",
+    "t2star": "MEGRE",
+    "t2": "MESE",
+    "t1_ir": "IRT1",
+}
+
+KNOWN_CRITERIA = ("recist1.1", "irecist", "rano", "irano", "percist", "mrecist", "choi")
+
+
+@dataclass(frozen=True)
+class Treatment:
+    """Treatment of a subject: the agent and its start date."""
+
+    agent: str | None
+    start_date: dt.date | None
+
+
+@dataclass(frozen=True)
+class VisitEntry:
+    """A visit as the manifest declares it.
+
+    ``prebaseline`` marks a scan before the baseline (e.g. a screening scan used for the
+    pre-treatment tumour growth rate); such visits may be dated before the baseline.
+    """
+
+    id: str
+    date: dt.date | None
+    baseline: bool = False
+    prebaseline: bool = False
+
+
+@dataclass(frozen=True)
+class SubjectEntry:
+    """A subject as the manifest declares it, with its visits in date order."""
+
+    id: str
+    treatment: Treatment
+    visits: tuple[VisitEntry, ...]
+
+    @property
+    def baseline(self) -> VisitEntry | None:
+        for v in self.visits:
+            if v.baseline:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Parsed ``study.yaml``."""
+
+    name: str
+    criteria: tuple[str, ...]
+    roles: dict[str, str]
+    subjects: dict[str, SubjectEntry]
+    dce: dict[str, float] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _parse_date(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.date | None:
+    if value is None:
+        problems.append(Problem("error", file, fld, "date is missing (expected YYYY-MM-DD)"))
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        problems.append(
+            Problem("error", file, fld, f"{value!r} is not a real date in ISO form YYYY-MM-DD")
+        )
+        return None
+
+
+def read_manifest(
+    path: Path, *, display_name: str = "study.yaml"
+) -> tuple[Manifest | None, list[Problem]]:
+    """Read and check ``study.yaml``.
+
+    Parameters
+    ----------
+    path : Path
+        The manifest file.
+    display_name : str
+        How the file is named in problems (relative to the study root).
+
+    Returns
+    -------
+    manifest : Manifest or None
+        None when the file is missing or cannot be parsed at all.
+    problems : list of Problem
+    """
+    import yaml
+
+    f = display_name
+    problems: list[Problem] = []
+    if not path.exists():
+        return None, [Problem("error", f, "", "study manifest is missing")]
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return None, [Problem("error", f, "", f"cannot parse YAML: {exc}")]
+    if not isinstance(raw, dict):
+        return None, [Problem("error", f, "", "expected a mapping at the top level")]
+
+    name = str(raw.get("name", path.parent.name))
+    criteria_raw = raw.get("criteria", ["recist1.1"])
+    if isinstance(criteria_raw, str):
+        criteria_raw = [criteria_raw]
+    criteria: list[str] = []
+    for c in criteria_raw or []:
+        c = str(c).lower()
+        if c not in KNOWN_CRITERIA:
+            problems.append(
+                Problem(
+                    "error",
+                    f,
+                    "criteria",
+                    f"unknown criteria {c!r}; expected one of {', '.join(KNOWN_CRITERIA)}",
+                )
+            )
+        else:
+            criteria.append(c)
+
+    roles = dict(DEFAULT_ROLES)
+    roles_raw = raw.get("roles") or {}
+    if not isinstance(roles_raw, dict):
+        problems.append(Problem("error", f, "roles", "expected a mapping role -> file suffix"))
+    else:
+        for role, suffix in roles_raw.items():
+            roles[str(role)] = str(suffix)
+
+    dce_raw = raw.get("dce") or {}
+    dce: dict[str, float] = {}
+    if isinstance(dce_raw, dict):
+        for k, v in dce_raw.items():
+            try:
+                dce[str(k)] = float(v)
+            except (TypeError, ValueError):
+                problems.append(Problem("error", f, f"dce.{k}", f"expected a number, got {v!r}"))
+
+    subjects: dict[str, SubjectEntry] = {}
+    subj_raw = raw.get("subjects")
+    if not isinstance(subj_raw, dict) or not subj_raw:
+        problems.append(Problem("error", f, "subjects", "expected a non-empty mapping of subjects"))
+        subj_raw = {}
+    for sid, entry in subj_raw.items():
+        sid = str(sid)
+        base = f"subjects.{sid}"
+        if not isinstance(entry, dict):
+            problems.append(Problem("error", f, base, "expected a mapping with 'visits'"))
+            continue
+        tr_raw = entry.get("treatment") or {}
+        start = None
+        if tr_raw.get("start_date") is not None:
+            start = _parse_date(
+                tr_raw.get("start_date"), f, f"{base}.treatment.start_date", problems
+            )
+        treatment = Treatment(agent=tr_raw.get("agent"), start_date=start)
+        visits_raw = entry.get("visits")
+        if not isinstance(visits_raw, dict) or not visits_raw:
+            problems.append(
+                Problem("error", f, f"{base}.visits", "expected a non-empty mapping of visits")
+            )
+            continue
+        visits: list[VisitEntry] = []
+        for vid, ventry in visits_raw.items():
+            vid = str(vid)
+            vfield = f"{base}.visits.{vid}"
+            if not isinstance(ventry, dict):
+                problems.append(Problem("error", f, vfield, "expected a mapping with 'date'"))
+                continue
+            d = _parse_date(ventry.get("date"), f, f"{vfield}.date", problems)
+            visits.append(
+                VisitEntry(
+                    vid,
+                    d,
+                    baseline=bool(ventry.get("baseline", False)),
+                    prebaseline=bool(ventry.get("prebaseline", False)),
+                )
+            )
+        visits = _check_visits(visits, f, base, problems)
+        subj = SubjectEntry(sid, treatment, tuple(visits))
+        _check_treatment(subj, f, base, problems)
+        subjects[sid] = subj
+    return Manifest(name, tuple(criteria), roles, subjects, dce, raw), problems
+
+
+def _check_visits(
+    visits: list[VisitEntry], f: str, base: str, problems: list[Problem]
+) -> list[VisitEntry]:
+    flagged = [v for v in visits if v.baseline]
+    if len(flagged) > 1:
+        problems.append(
+            Problem(
+                "error",
+                f,
+                f"{base}.visits",
+                f"{len(flagged)} visits say baseline: true, expected one",
+            )
+        )
+    if not flagged:
+        # the first visit that is not a pre-baseline scan is the baseline
+        for i, v in enumerate(visits):
+            if not v.prebaseline:
+                visits[i] = VisitEntry(v.id, v.date, baseline=True, prebaseline=False)
+                break
+    baseline = next((v for v in visits if v.baseline), None)
+    prev: VisitEntry | None = None
+    for v in visits:
+        if v.date is None:
+            continue
+        if (
+            baseline is not None
+            and baseline.date is not None
+            and not v.prebaseline
+            and v.date < baseline.date
+        ):
+            problems.append(
+                Problem(
+                    "error",
+                    f,
+                    f"{base}.visits.{v.id}.date",
+                    f"visit dated {v.date} is before the baseline {baseline.id} ({baseline.date})",
+                )
+            )
+        if prev is not None and prev.date is not None and v.date <= prev.date:
+            problems.append(
+                Problem(
+                    "error",
+                    f,
+                    f"{base}.visits.{v.id}.date",
+                    f"visit dated {v.date} is not after the previous visit {prev.id} ({prev.date}); "
+                    "list visits in date order",
+                )
+            )
+        prev = v
+    return visits
+
+
+def _check_treatment(subj: SubjectEntry, f: str, base: str, problems: list[Problem]) -> None:
+    start = subj.treatment.start_date
+    bl = subj.baseline
+    if start is None or bl is None or bl.date is None:
+        return
+    on_treatment = [
+        v for v in subj.visits if v.date is not None and not v.baseline and not v.prebaseline
+    ]
+    if on_treatment and start > on_treatment[0].date:  # type: ignore[operator]
+        problems.append(
+            Problem(
+                "error",
+                f,
+                f"{base}.treatment.start_date",
+                f"treatment start {start} is after the first follow-up visit "
+                f"{on_treatment[0].id} ({on_treatment[0].date})",
+            )
+        )

@@ -1,0 +1,522 @@
+"""Reading a study folder: :func:`open_study` and :func:`validate_study`.
+
+``open_study(path)`` checks the manifest and the folder structure (cheap: no image data is
+read) and returns a :class:`Study` that walks subjects → visits → series and lesions lazily:
+``series.load()`` reads the image, ``visit.lesions.load_labels()`` the label map.
+
+``validate_study(path)`` goes further: it reads every image and label map, checks the
+sidecars, b-value counts, grids and lesion tables, and returns every problem found (it never
+stops at the first). ``tumorscope validate`` prints them.
+
+The format is specified in ``docs/study-format.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, Problem, ProtocolError, StudyError
+from ..protocol import Protocol
+from ..volume import Volume
+from .bids import NIFTI_SUFFIXES, protocol_from_sidecar, read_sidecar, split_entities
+from .manifest import Manifest, SubjectEntry, Treatment, read_manifest
+
+__all__ = [
+    "LesionInfo",
+    "Lesions",
+    "Series",
+    "Study",
+    "Subject",
+    "Visit",
+    "open_study",
+    "validate_study",
+]
+
+_TRUE = {"true", "yes", "1", "y", "t"}
+_FALSE = {"false", "no", "0", "n", "f"}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One image series of a visit: a file, its sidecar and protocol, read on demand."""
+
+    role: str
+    suffix: str
+    path: Path
+    study_root: Path = field(repr=False)
+
+    @property
+    def relpath(self) -> str:
+        return _rel(self.path, self.study_root)
+
+    @cached_property
+    def sidecar(self) -> dict[str, Any]:
+        return read_sidecar(self.path)
+
+    @cached_property
+    def protocol(self) -> Protocol | None:
+        """The acquisition protocol (None for anatomical series)."""
+        return protocol_from_sidecar(self.path, self.suffix, self.sidecar)
+
+    def load(self) -> Volume:
+        """Read the image as float32, checking it against its protocol."""
+        axes = {
+            "dwi": "b",
+            "VFA": "flip_angle",
+            "dce": "t",
+            "MEGRE": "echo",
+            "MESE": "echo",
+            "IRT1": "inversion",
+        }
+        vol = Volume.from_nifti(self.path, meta={"role": self.role, "sidecar": self.sidecar})
+        proto = self.protocol
+        if proto is not None:
+            if vol.data.ndim != 4 or vol.n_measurements != proto.n_measurements:
+                raise DataError(
+                    f"image has {vol.n_measurements} volume(s) along its 4th axis but the protocol "
+                    f"lists {proto.n_measurements}",
+                    file=self.relpath,
+                    field="dim[4]",
+                )
+            vol = Volume(
+                vol.data,
+                vol.affine,
+                (*vol.axes[:3], axes.get(self.suffix, "measurement")),
+                vol.meta,
+                vol.source,
+            )
+        return vol
+
+
+@dataclass(frozen=True)
+class LesionInfo:
+    """One row of a lesion table."""
+
+    label: int
+    lesion_id: str
+    organ: str
+    target: bool
+    nodal: bool
+
+
+@dataclass(frozen=True)
+class Lesions:
+    """The lesion label map of a visit and its table."""
+
+    map_path: Path
+    table_path: Path
+    study_root: Path = field(repr=False)
+
+    @cached_property
+    def table(self) -> tuple[LesionInfo, ...]:
+        rows, problems = _read_lesion_table(self.table_path, _rel(self.table_path, self.study_root))
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise StudyError(errors, file=_rel(self.table_path, self.study_root))
+        return tuple(rows)
+
+    def load_labels(self) -> Volume:
+        """The label map as an int32 Volume (0 = background)."""
+        return Volume.from_nifti(self.map_path, dtype=np.int32)
+
+    def by_label(self) -> dict[int, LesionInfo]:
+        return {r.label: r for r in self.table}
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """Boolean mask per lesion id."""
+        labels = self.load_labels().data
+        return {info.lesion_id: labels == info.label for info in self.table}
+
+
+@dataclass(frozen=True)
+class Visit:
+    """A visit (BIDS session) of a subject."""
+
+    subject_id: str
+    id: str
+    date: dt.date | None
+    baseline: bool
+    prebaseline: bool
+    path: Path
+    study: Study = field(repr=False)
+
+    @property
+    def days_on_treatment(self) -> int | None:
+        """Days from the treatment start (negative before it); None if either date is unknown."""
+        start = self.study.subjects[self.subject_id].treatment.start_date
+        if start is None or self.date is None:
+            return None
+        return (self.date - start).days
+
+    @cached_property
+    def series(self) -> dict[str, Series]:
+        """Series present at this visit, keyed by role."""
+        found: dict[str, Series] = {}
+        if not self.path.is_dir():
+            return found
+        by_suffix = {v: k for k, v in self.study.manifest.roles.items()}
+        for p in sorted(self.path.glob("*/*")):
+            if not p.name.endswith(NIFTI_SUFFIXES):
+                continue
+            _, suffix = split_entities(p)
+            role = by_suffix.get(suffix)
+            if role is not None and role not in found:
+                found[role] = Series(role, suffix, p, self.study.root)
+        return found
+
+    @cached_property
+    def lesions(self) -> Lesions | None:
+        """The visit's lesion map and table, or None if the visit has no segmentation."""
+        d = (
+            self.study.root
+            / "derivatives"
+            / "lesions"
+            / f"sub-{self.subject_id}"
+            / f"ses-{self.id}"
+        )
+        stem = f"sub-{self.subject_id}_ses-{self.id}_lesions"
+        for suf in NIFTI_SUFFIXES:
+            m = d / f"{stem}{suf}"
+            if m.exists():
+                return Lesions(m, d / f"{stem}.tsv", self.study.root)
+        return None
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A subject with its treatment and visits (in date order)."""
+
+    id: str
+    treatment: Treatment
+    visits: dict[str, Visit]
+
+    @property
+    def baseline(self) -> Visit:
+        return next(v for v in self.visits.values() if v.baseline)
+
+    def __iter__(self) -> Iterator[Visit]:
+        return iter(self.visits.values())
+
+
+class Study:
+    """A study folder: manifest, subjects, visits, series and lesions (read lazily)."""
+
+    def __init__(self, root: Path, manifest: Manifest):
+        self.root = root
+        self.manifest = manifest
+        self.subjects: dict[str, Subject] = {}
+        for sid, entry in manifest.subjects.items():
+            self.subjects[sid] = self._subject(entry)
+
+    def _subject(self, entry: SubjectEntry) -> Subject:
+        visits = {
+            v.id: Visit(
+                entry.id,
+                v.id,
+                v.date,
+                v.baseline,
+                v.prebaseline,
+                self.root / f"sub-{entry.id}" / f"ses-{v.id}",
+                self,
+            )
+            for v in entry.visits
+        }
+        return Subject(entry.id, entry.treatment, visits)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def criteria(self) -> tuple[str, ...]:
+        return self.manifest.criteria
+
+    def __iter__(self) -> Iterator[Subject]:
+        return iter(self.subjects.values())
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def visits(self) -> Iterator[Visit]:
+        """Every visit of every subject."""
+        for s in self:
+            yield from s
+
+    def __repr__(self) -> str:
+        n = sum(len(s.visits) for s in self)
+        return f"Study({str(self.root)!r}, {len(self)} subjects, {n} visits)"
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _structure_problems(root: Path, manifest: Manifest) -> list[Problem]:
+    problems: list[Problem] = []
+    on_disk = {p.name[4:] for p in root.glob("sub-*") if p.is_dir()}
+    for sid in sorted(on_disk - set(manifest.subjects)):
+        problems.append(
+            Problem("error", f"sub-{sid}", "", "subject folder is not listed in study.yaml")
+        )
+    for sid, entry in manifest.subjects.items():
+        sdir = root / f"sub-{sid}"
+        if not sdir.is_dir():
+            problems.append(
+                Problem(
+                    "error",
+                    "study.yaml",
+                    f"subjects.{sid}",
+                    f"subject folder sub-{sid}/ is missing",
+                )
+            )
+            continue
+        declared = {v.id for v in entry.visits}
+        for p in sorted(sdir.glob("ses-*")):
+            if p.is_dir() and p.name[4:] not in declared:
+                problems.append(
+                    Problem(
+                        "error",
+                        _rel(p, root),
+                        "",
+                        f"visit folder is not listed under subjects.{sid}.visits in study.yaml",
+                    )
+                )
+        for v in entry.visits:
+            if not (sdir / f"ses-{v.id}").is_dir():
+                problems.append(
+                    Problem(
+                        "error",
+                        "study.yaml",
+                        f"subjects.{sid}.visits.{v.id}",
+                        f"visit folder sub-{sid}/ses-{v.id}/ is missing",
+                    )
+                )
+    return problems
+
+
+def open_study(path: str | Path) -> Study:
+    """Open a study folder.
+
+    Checks the manifest (dates, baseline, treatment) and that subject and visit folders
+    match it; image data are not read (see :func:`validate_study` for the full check).
+
+    Parameters
+    ----------
+    path : path-like
+        The study root (the folder holding ``study.yaml``).
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    StudyError
+        With every problem found; ``exc.problems`` lists them.
+
+    Examples
+    --------
+    >>> study = open_study("tumorscope-demo/study")               # doctest: +SKIP
+    >>> for visit in study.visits():                              # doctest: +SKIP
+    ...     dwi = visit.series["dwi"]; vol = dwi.load(); b = dwi.protocol.bvalues
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise StudyError(
+            [Problem("error", str(root), "", "study folder does not exist")], file=root
+        )
+    manifest, problems = read_manifest(root / "study.yaml")
+    if manifest is not None:
+        problems += _structure_problems(root, manifest)
+    errors = [p for p in problems if p.severity == "error"]
+    if manifest is None or errors:
+        raise StudyError(problems, file=root)
+    return Study(root, manifest)
+
+
+def _parse_bool(value: str, file: str, fld: str, problems: list[Problem]) -> bool:
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    problems.append(Problem("error", file, fld, f"expected true or false, got {value!r}"))
+    return False
+
+
+def _read_lesion_table(path: Path, display: str) -> tuple[list[LesionInfo], list[Problem]]:
+    problems: list[Problem] = []
+    if not path.exists():
+        return [], [
+            Problem("error", display, "", "lesion table is missing (expected beside the label map)")
+        ]
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter="\t")
+        required = ["label", "lesion_id", "organ", "target", "nodal"]
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            return [], [Problem("error", display, ",".join(missing), "required column(s) missing")]
+        rows: list[LesionInfo] = []
+        seen_labels: set[int] = set()
+        seen_ids: set[str] = set()
+        for i, r in enumerate(reader, start=2):
+            try:
+                label = int(r["label"])
+                if label < 1:
+                    raise ValueError
+            except (TypeError, ValueError):
+                problems.append(
+                    Problem(
+                        "error",
+                        display,
+                        f"row {i}: label",
+                        f"expected an integer >= 1, got {r['label']!r}",
+                    )
+                )
+                continue
+            lid = (r["lesion_id"] or "").strip()
+            if not lid:
+                problems.append(
+                    Problem("error", display, f"row {i}: lesion_id", "lesion id is empty")
+                )
+                continue
+            if label in seen_labels:
+                problems.append(
+                    Problem("error", display, f"row {i}: label", f"label {label} appears twice")
+                )
+            if lid in seen_ids:
+                problems.append(
+                    Problem(
+                        "error", display, f"row {i}: lesion_id", f"lesion id {lid!r} appears twice"
+                    )
+                )
+            seen_labels.add(label)
+            seen_ids.add(lid)
+            target = _parse_bool(r["target"] or "", display, f"row {i}: target", problems)
+            nodal = _parse_bool(r["nodal"] or "", display, f"row {i}: nodal", problems)
+            rows.append(LesionInfo(label, lid, (r["organ"] or "").strip(), target, nodal))
+    return rows, problems
+
+
+def validate_study(path: str | Path) -> list[Problem]:
+    """Check a study completely and return every problem found.
+
+    Reads every image (so truncated or corrupt files are found), builds every protocol from
+    its sidecar, checks the 4th dimension against the protocol, checks that all series and
+    the lesion map of a visit share one grid, and that every label in a map is named in its
+    table.
+
+    Returns
+    -------
+    list of Problem
+        Errors and warnings; an empty list means the study is clean.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        return [Problem("error", str(root), "", "study folder does not exist")]
+    manifest, problems = read_manifest(root / "study.yaml")
+    if manifest is None:
+        return problems
+    problems += _structure_problems(root, manifest)
+    study = Study(root, manifest)
+    for visit in study.visits():
+        if not visit.path.is_dir():
+            continue
+        problems += _validate_visit(study, visit)
+    return problems
+
+
+def _validate_visit(study: Study, visit: Visit) -> list[Problem]:
+    problems: list[Problem] = []
+    grids: list[tuple[str, Volume]] = []
+    if not visit.series:
+        problems.append(
+            Problem("warning", _rel(visit.path, study.root), "", "visit has no recognised series")
+        )
+    for role, series in visit.series.items():
+        rel = series.relpath
+        try:
+            _ = series.protocol
+        except (DataError, ProtocolError) as exc:
+            problems.append(
+                Problem(
+                    "error",
+                    _rel(Path(exc.file), study.root) if exc.file else rel,
+                    exc.field or "",
+                    exc.message,
+                )
+            )
+            continue
+        try:
+            vol = series.load()
+        except DataError as exc:
+            problems.append(Problem("error", rel, exc.field or "", exc.message))
+            continue
+        if not np.all(np.isfinite(vol.data)):
+            n = int((~np.isfinite(vol.data)).sum())
+            problems.append(Problem("warning", rel, "data", f"{n} non-finite voxel value(s)"))
+        grids.append((rel, vol))
+    lesions = visit.lesions
+    if lesions is None:
+        problems.append(
+            Problem(
+                "warning", _rel(visit.path, study.root), "", "no lesion segmentation for this visit"
+            )
+        )
+    else:
+        lrel = _rel(lesions.map_path, study.root)
+        trel = _rel(lesions.table_path, study.root)
+        rows, tprob = _read_lesion_table(lesions.table_path, trel)
+        problems += tprob
+        try:
+            labels = lesions.load_labels()
+        except DataError as exc:
+            problems.append(Problem("error", lrel, exc.field or "", exc.message))
+        else:
+            present = {int(v) for v in np.unique(labels.data) if v != 0}
+            named = {r.label for r in rows}
+            for lab in sorted(present - named):
+                problems.append(
+                    Problem(
+                        "error",
+                        lrel,
+                        f"label {lab}",
+                        f"label {lab} is in the map but not named in {Path(trel).name}",
+                    )
+                )
+            for r in rows:
+                if r.label not in present and not tprob:
+                    problems.append(
+                        Problem(
+                            "warning",
+                            trel,
+                            f"label {r.label}",
+                            f"lesion {r.lesion_id} (label {r.label}) is not in the label map",
+                        )
+                    )
+            grids.append((lrel, labels))
+    if grids:
+        ref_name, ref = grids[0]
+        for name, vol in grids[1:]:
+            if not ref.same_grid(vol):
+                problems.append(
+                    Problem(
+                        "error",
+                        name,
+                        "affine",
+                        f"grid {vol.spatial_shape} differs from {ref_name} {ref.spatial_shape}; "
+                        "series of a visit must be co-registered",
+                    )
+                )
+    return problems

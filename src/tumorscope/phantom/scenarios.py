@@ -1,0 +1,330 @@
+"""Tissue states and lesion trajectories of the synthetic study.
+
+Every number here is a ground truth the tests and the demo rely on. Values are typical of
+published tumour and liver measurements at 1.5–3 T (diffusion: Koh & Collins, AJR 2007,
+doi:10.2214/AJR.06.1403; IVIM: Le Bihan, Radiology 2019, doi:10.1148/radiol.2019181773;
+DCE: O'Connor et al., Nat Rev Clin Oncol 2012, doi:10.1038/nrclinonc.2011.215).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["SCENARIOS", "TISSUES", "LesionSpec", "Scenario", "Tissue"]
+
+
+@dataclass(frozen=True)
+class Tissue:
+    """Parameters of one tissue state (units as in docs/architecture.md)."""
+
+    D: float  # mm²/s
+    f: float  # 1
+    D_star: float  # mm²/s
+    K: float  # 1
+    S0: float  # a.u., DWI b=0 signal
+    T1: float  # ms
+    T2: float  # ms
+    M0: float  # a.u., proton density for VFA/DCE
+    Ktrans: float  # 1/min
+    ve: float  # 1
+    vp: float  # 1
+
+
+TISSUES: dict[str, Tissue] = {
+    # liver-like background parenchyma
+    "background": Tissue(1.10e-3, 0.12, 0.050, 0.60, 800.0, 800.0, 45.0, 26000.0, 0.05, 0.12, 0.02),
+    # viable tumour, untreated: cellular (low D, high K), leaky vessels
+    "untreated": Tissue(
+        0.75e-3, 0.08, 0.025, 0.95, 1000.0, 1300.0, 85.0, 30000.0, 0.30, 0.30, 0.06
+    ),
+    # early response: cell kill raises D, vessels normalise
+    "responding": Tissue(
+        1.15e-3, 0.07, 0.025, 0.70, 1000.0, 1250.0, 95.0, 30000.0, 0.15, 0.35, 0.03
+    ),
+    # late response: low cellularity, little perfusion
+    "responded": Tissue(
+        1.45e-3, 0.05, 0.020, 0.50, 1050.0, 1200.0, 110.0, 30000.0, 0.07, 0.40, 0.015
+    ),
+    # immune infiltration (pseudoprogression): lymphocytes lower D, inflammation raises Ktrans
+    "infiltrated": Tissue(
+        0.60e-3, 0.10, 0.030, 1.05, 1000.0, 1350.0, 90.0, 30000.0, 0.35, 0.25, 0.07
+    ),
+    # growing tumour
+    "progressing": Tissue(
+        0.70e-3, 0.08, 0.025, 1.00, 1000.0, 1320.0, 85.0, 30000.0, 0.32, 0.28, 0.06
+    ),
+    # hyperprogression: very cellular, very leaky
+    "aggressive": Tissue(
+        0.62e-3, 0.09, 0.028, 1.10, 1000.0, 1350.0, 80.0, 30000.0, 0.38, 0.25, 0.08
+    ),
+    # necrotic core: free water, almost no perfusion
+    "necrotic": Tissue(
+        2.20e-3, 0.02, 0.020, 0.30, 1200.0, 2000.0, 160.0, 32000.0, 0.02, 0.60, 0.005
+    ),
+    # lymph node
+    "node": Tissue(0.90e-3, 0.08, 0.030, 0.80, 950.0, 1100.0, 80.0, 30000.0, 0.15, 0.25, 0.04),
+    # arterial blood (DWI: fast flow; DCE: concentration is the blood AIF)
+    "blood": Tissue(2.00e-3, 0.95, 0.200, 0.00, 600.0, 1600.0, 200.0, 30000.0, 0.0, 0.0, 1.0),
+}
+
+
+@dataclass(frozen=True)
+class LesionSpec:
+    """A lesion: where it is, its shape, and per-visit scale and tissue state.
+
+    ``scales`` and ``states`` have one entry per visit of the scenario (``None`` scale: the
+    lesion is absent at that visit, e.g. before a new lesion appears). ``radii_mm`` are the
+    ellipsoid semi-axes at scale 1; the ellipsoid is rotated by ``angle_deg`` in the axial
+    plane. Lesions with a baseline in-plane radius of at least 12 mm have a necrotic core of
+    half their radii.
+    """
+
+    lesion_id: str
+    organ: str
+    role: str  # "target", "non-target" or "new"
+    nodal: bool
+    centre_mm: tuple[float, float, float]
+    radii_mm: tuple[float, float, float]
+    angle_deg: float
+    scales: tuple[float | None, ...]
+    states: tuple[str, ...]
+    necrotic_core: bool = True
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A subject: its trajectory label, visit days (from baseline) and lesions."""
+
+    trajectory: str
+    visit_days: tuple[int, ...]
+    lesions: tuple[LesionSpec, ...]
+    baseline_index: int = 0
+    notes: str = ""
+    treatment_agent: str = "pembrolizumab"
+    aif_delay_s: float = 20.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+_V4 = (0, 21, 42, 84)  # baseline, ~3, ~6 and ~12 weeks
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(
+        "responder",
+        _V4,
+        (
+            LesionSpec(
+                "L1",
+                "liver",
+                "target",
+                False,
+                (-28.0, 8.0, 0.0),
+                (18.0, 15.0, 15.0),
+                20.0,
+                (1.0, 0.85, 0.62, 0.50),
+                ("untreated", "responding", "responded", "responded"),
+            ),
+            LesionSpec(
+                "N1",
+                "lymph node",
+                "target",
+                True,
+                (8.0, -22.0, -6.0),
+                (13.0, 9.0, 10.0),
+                -30.0,
+                (1.0, 0.80, 0.60, 0.45),
+                ("node", "node", "node", "node"),
+                necrotic_core=False,
+            ),
+            LesionSpec(
+                "NT1",
+                "liver",
+                "non-target",
+                False,
+                (30.0, 18.0, 12.0),
+                (6.0, 5.0, 5.0),
+                0.0,
+                (1.0, 0.9, 0.8, 0.7),
+                ("untreated", "responding", "responded", "responded"),
+            ),
+        ),
+        notes="shrinks steadily; ADC (D) rises and Ktrans falls from the first follow-up",
+        aif_delay_s=18.0,
+    ),
+    Scenario(
+        "pseudoprogressor",
+        _V4,
+        (
+            LesionSpec(
+                "L1",
+                "liver",
+                "target",
+                False,
+                (-25.0, 5.0, 0.0),
+                (15.0, 13.0, 13.0),
+                10.0,
+                (1.0, 1.30, 0.90, 0.60),
+                ("untreated", "infiltrated", "responding", "responded"),
+            ),
+            LesionSpec(
+                "L2",
+                "liver",
+                "target",
+                False,
+                (26.0, 12.0, 6.0),
+                (10.0, 8.0, 9.0),
+                45.0,
+                (1.0, 1.25, 0.95, 0.70),
+                ("untreated", "infiltrated", "responding", "responded"),
+            ),
+        ),
+        notes="grows at ~3 weeks with immune infiltration (D falls), then shrinks with D rising",
+        aif_delay_s=22.0,
+    ),
+    Scenario(
+        "progressor",
+        _V4,
+        (
+            LesionSpec(
+                "L1",
+                "liver",
+                "target",
+                False,
+                (-22.0, 6.0, 0.0),
+                (14.0, 12.0, 12.0),
+                -15.0,
+                (1.0, 1.25, 1.55, 1.85),
+                ("untreated", "progressing", "progressing", "progressing"),
+            ),
+            LesionSpec(
+                "NT1",
+                "liver",
+                "non-target",
+                False,
+                (28.0, -12.0, 10.0),
+                (6.0, 6.0, 5.0),
+                0.0,
+                (1.0, 1.1, 1.2, 1.3),
+                ("untreated", "progressing", "progressing", "progressing"),
+            ),
+            LesionSpec(
+                "NEW1",
+                "liver",
+                "new",
+                False,
+                (22.0, 22.0, -10.0),
+                (7.0, 6.0, 6.0),
+                30.0,
+                (None, None, 1.0, 1.4),
+                ("progressing",) * 4,
+                necrotic_core=False,
+            ),
+        ),
+        notes="grows at every visit (D stays low, Ktrans high); a new lesion appears at ~6 weeks",
+        aif_delay_s=20.0,
+    ),
+    Scenario(
+        "mixed",
+        _V4,
+        (
+            LesionSpec(
+                "L1",
+                "liver",
+                "target",
+                False,
+                (-26.0, 10.0, 0.0),
+                (16.0, 14.0, 14.0),
+                0.0,
+                (1.0, 0.75, 0.55, 0.50),
+                ("untreated", "responding", "responded", "responded"),
+            ),
+            LesionSpec(
+                "L2",
+                "lung",
+                "target",
+                False,
+                (24.0, 4.0, 4.0),
+                (11.0, 9.0, 9.0),
+                60.0,
+                (1.0, 1.30, 1.50, 1.70),
+                ("untreated", "progressing", "progressing", "progressing"),
+            ),
+        ),
+        notes="L1 shrinks by half while L2 grows by 70%: a dissociated response",
+        aif_delay_s=19.0,
+    ),
+    Scenario(
+        "hyperprogressor",
+        (-42, 0, 21, 42, 84),
+        (
+            LesionSpec(
+                "L1",
+                "liver",
+                "target",
+                False,
+                (-18.0, 4.0, 0.0),
+                (10.0, 9.0, 8.0),
+                0.0,
+                (0.92, 1.0, 1.80, 2.30, 2.60),
+                ("untreated", "untreated", "aggressive", "aggressive", "aggressive"),
+            ),
+            LesionSpec(
+                "NEW1",
+                "liver",
+                "new",
+                False,
+                (26.0, 16.0, -8.0),
+                (8.0, 7.0, 6.0),
+                0.0,
+                (None, None, 1.0, 1.6, 2.0),
+                ("aggressive",) * 5,
+                necrotic_core=False,
+            ),
+        ),
+        baseline_index=1,
+        notes="slow growth before treatment (pre-baseline scan at -6 weeks), explosive growth "
+        "and a new lesion at the first assessment",
+        aif_delay_s=21.0,
+    ),
+    Scenario(
+        "stable",
+        _V4,
+        (
+            LesionSpec(
+                "L1",
+                "liver",
+                "target",
+                False,
+                (-24.0, 6.0, 0.0),
+                (13.0, 11.0, 11.0),
+                30.0,
+                (1.0, 1.02, 0.96, 0.97),
+                ("untreated",) * 4,
+            ),
+            LesionSpec(
+                "N1",
+                "lymph node",
+                "target",
+                True,
+                (10.0, -24.0, 6.0),
+                (11.0, 8.0, 9.0),
+                15.0,
+                (1.0, 1.0, 1.03, 0.98),
+                ("node",) * 4,
+                necrotic_core=False,
+            ),
+            LesionSpec(
+                "NT1",
+                "lung",
+                "non-target",
+                False,
+                (30.0, 16.0, -10.0),
+                (5.0, 5.0, 5.0),
+                0.0,
+                (1.0, 1.0, 1.0, 1.0),
+                ("untreated",) * 4,
+            ),
+        ),
+        notes="no size change beyond measurement noise; functional maps unchanged",
+        aif_delay_s=20.0,
+    ),
+)
