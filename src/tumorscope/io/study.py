@@ -444,7 +444,7 @@ def _validate_visit(study: Study, visit: Visit) -> list[Problem]:
         problems.append(
             Problem("warning", _rel(visit.path, study.root), "", "visit has no recognised series")
         )
-    for role, series in visit.series.items():
+    for series in visit.series.values():
         rel = series.relpath
         try:
             _ = series.protocol

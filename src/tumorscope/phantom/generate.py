@@ -266,7 +266,7 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         hetero_d = _smooth_field(cfg.shape, cfg.heterogeneity, rng_subject, 1.5)
         hetero_k = _smooth_field(cfg.shape, cfg.heterogeneity, rng_subject, 1.5)
 
-        for vi, days in enumerate(sc.visit_days):
+        for vi in range(len(sc.visit_days)):
             vid = vids[vi]
             rng = np.random.default_rng([seed, s_index, vi])
             _write_visit(
