@@ -65,8 +65,8 @@ def spgr_signal(
     .. math:: S(\\alpha) = M_0 \\sin\\alpha \\frac{1 - E_1}{1 - E_1\\cos\\alpha},
               \\quad E_1 = e^{-TR/T_1},\\quad \\alpha = B_1\\,\\alpha_{nom}
 
-    (Ernst & Anderson, Rev Sci Instrum 1966, doi:10.1063/1.1719961; Fram et al., Magn Reson
-    Imaging 1987, doi:10.1016/0730-725X(87)90021-X). ``M0`` absorbs ``exp(-TE/T2*)``.
+    (Ernst & Anderson, Rev Sci Instrum 1966, doi:10.1063/1.1719961; Deoni et al., Magn Reson
+    Med 2003, doi:10.1002/mrm.10407). ``M0`` absorbs ``exp(-TE/T2*)``.
 
     Parameters
     ----------
@@ -130,8 +130,8 @@ def despot1(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Linearised variable flip angle T1 (DESPOT1), all voxels at once.
 
-    The SPGR equation rearranges to a straight line (Gupta, J Magn Reson 1977,
-    doi:10.1016/0022-2364(77)90230-X; Deoni et al., Magn Reson Med 2003, doi:10.1002/mrm.10407):
+    The SPGR equation rearranges to a straight line (Deoni et al., Magn Reson Med 2003,
+    doi:10.1002/mrm.10407):
 
     .. math:: \\frac{S}{\\sin\\alpha} = E_1 \\frac{S}{\\tan\\alpha} + M_0 (1 - E_1)
 
@@ -179,8 +179,9 @@ def vfa_two_point(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two-point VFA T1 from the first and last flip angle only (exact, closed form).
 
-    The two-point special case of :func:`despot1` (Wang et al., Magn Reson Med 1987,
-    doi:10.1002/mrm.1910050502), kept because it is what short clinical protocols acquire.
+    The two-point special case of :func:`despot1` (Deoni et al., Magn Reson Med 2003,
+    doi:10.1002/mrm.10407; Wang et al., Magn Reson Med 1987;5:399-416), kept because it is
+    what short clinical protocols acquire.
 
     Returns
     -------
@@ -241,8 +242,8 @@ def monoexp_signal(params: npt.ArrayLike, echo_times_ms: npt.ArrayLike) -> np.nd
     .. math:: S(TE) = S_0\\, e^{-TE\\,R_2} + c
 
     with ``R2`` in 1/s and ``TE`` in ms (``TE·R2/1000``). The offset ``c`` models a noise
-    floor or a long-T2 background crudely (Milford et al., Magn Reson Med 2015,
-    doi:10.1002/mrm.25420 discuss its bias); see :func:`t2star_rician_signal` for the
+    floor or a long-T2 background crudely (Milford et al., PLoS One 2015,
+    doi:10.1371/journal.pone.0145255 discuss its bias); see :func:`t2star_rician_signal` for the
     statistically exact floor.
 
     Parameters
