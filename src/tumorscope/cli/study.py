@@ -25,24 +25,21 @@ def phantom(
 
 
 def print_problems(problems: list, root: Path) -> int:
-    """Print problems with Rich; return the number of errors."""
-    from rich.console import Console
-    from rich.table import Table
+    """Print one line per problem (``ERROR file: field: message``); return the error count.
 
-    console = Console()
+    Lines are never wrapped, so file names can be copied and grepped.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(soft_wrap=True, highlight=False)
     errors = [p for p in problems if p.severity == "error"]
     warnings = [p for p in problems if p.severity == "warning"]
-    if problems:
-        table = Table(title=f"Problems in {root}", show_lines=False)
-        table.add_column("severity")
-        table.add_column("file")
-        table.add_column("field")
-        table.add_column("problem")
-        for p in problems:
-            style = "red" if p.severity == "error" else "yellow"
-            table.add_row(f"[{style}]{p.severity}[/{style}]", p.file, p.field, p.message)
-        console.print(table)
-    console.print(f"{len(errors)} error(s), {len(warnings)} warning(s)")
+    for p in problems:
+        style = "red" if p.severity == "error" else "yellow"
+        where = ": ".join(x for x in (p.file, p.field) if x)
+        console.print(f"[{style}]{p.severity.upper()}[/{style}] {escape(where)}: {escape(p.message)}")
+    console.print(f"{root}: {len(errors)} error(s), {len(warnings)} warning(s)")
     return len(errors)
 
 

@@ -1,0 +1,5 @@
+"""``python -m tumorscope`` runs the command line."""
+
+from tumorscope.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""Volume: geometry, no rescaling, NIfTI round trip, atomic writes, corrupt files."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tumorscope.errors import DataError
+from tumorscope.volume import Volume, atomic_write
+
+
+def _oblique_affine() -> np.ndarray:
+    th = np.deg2rad(20)
+    rot = np.array([[np.cos(th), -np.sin(th), 0], [np.sin(th), np.cos(th), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.8, 1.2, 3.0])
+    aff[:3, 3] = [-10.0, 5.0, 2.5]
+    return aff
+
+
+def test_geometry() -> None:
+    v = Volume(np.zeros((4, 5, 6), np.float32), _oblique_affine())
+    np.testing.assert_allclose(v.voxel_sizes, (0.8, 1.2, 3.0))
+    assert v.voxel_volume_ml == pytest.approx(0.8 * 1.2 * 3.0 / 1000)
+    assert v.axes == ("x", "y", "z") and v.n_measurements == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8, np.float64])
+def test_nifti_round_trip_keeps_affine_dtype_values(tmp_path: Path, dtype: type) -> None:
+    rng = np.random.default_rng(1)
+    data = (rng.random((5, 4, 3, 2)) * 100).astype(dtype)
+    v = Volume(data, _oblique_affine(), ("x", "y", "z", "b"))
+    p = v.to_nifti(tmp_path / "img.nii.gz")
+    back = Volume.from_nifti(p, dtype=dtype)
+    assert back.data.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(back.data, data)
+    np.testing.assert_allclose(back.affine, v.affine, atol=1e-5)
+    default = Volume.from_nifti(p)
+    assert default.data.dtype == np.float32  # float32 by default, values unchanged
+    np.testing.assert_allclose(default.data, data.astype(np.float32))
+
+
+def test_no_rescaling_of_intensities(tmp_path: Path) -> None:
+    data = np.full((2, 2, 2), 30000, np.int16)
+    Volume(data, np.eye(4)).to_nifti(tmp_path / "a.nii")
+    assert float(Volume.from_nifti(tmp_path / "a.nii").data.max()) == 30000.0
+
+
+def test_bad_construction() -> None:
+    with pytest.raises(DataError, match="expected a 3-D or 4-D image"):
+        Volume(np.zeros((3, 3)), np.eye(4))
+    with pytest.raises(DataError, match="affine must be a finite 4x4 matrix"):
+        Volume(np.zeros((3, 3, 3)), np.eye(3))
+    with pytest.raises(DataError, match="singular"):
+        Volume(np.zeros((3, 3, 3)), np.diag([1, 0, 1, 1]))
+    with pytest.raises(DataError, match="2 axis names"):
+        Volume(np.zeros((3, 3, 3)), np.eye(4), ("x", "y"))
+
+
+def test_with_data_checks_grid() -> None:
+    v = Volume(np.zeros((3, 3, 3), np.float32), np.eye(4))
+    w = v.with_data(np.ones((3, 3, 3, 2), np.float32), axes=("x", "y", "z", "t"), units="s")
+    assert w.axes[-1] == "t" and w.meta["units"] == "s" and v.meta == {}
+    with pytest.raises(DataError, match="does not match grid"):
+        v.with_data(np.zeros((2, 3, 3)))
+
+
+def test_truncated_gzip_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "img.nii.gz"
+    Volume(np.random.default_rng(0).random((20, 20, 20)).astype(np.float32), np.eye(4)).to_nifti(p)
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cannot read NIfTI image") as info:
+        Volume.from_nifti(p)
+    assert info.value.file == str(p)
+
+
+def test_not_a_nifti(tmp_path: Path) -> None:
+    p = tmp_path / "img.nii.gz"
+    p.write_bytes(gzip.compress(b"hello"))
+    with pytest.raises(DataError, match="cannot read NIfTI image"):
+        Volume.from_nifti(p)
+    with pytest.raises(DataError, match="file not found"):
+        Volume.from_nifti(tmp_path / "missing.nii.gz")
+
+
+def test_label_dtype_rejects_fractional(tmp_path: Path) -> None:
+    Volume(np.full((2, 2, 2), 1.5, np.float32), np.eye(4)).to_nifti(tmp_path / "l.nii.gz")
+    with pytest.raises(DataError, match="non-integer"):
+        Volume.from_nifti(tmp_path / "l.nii.gz", dtype=np.int32)
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
+    def boom(tmp: Path) -> None:
+        tmp.write_text("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(tmp_path / "out.json", boom)
+    assert list(tmp_path.iterdir()) == []
