@@ -199,7 +199,7 @@ class Volume:
         if not p.exists():
             raise DataError("file not found", file=p)
         try:
-            img = nib.load(str(p))
+            img: Any = nib.load(str(p))
             arr = np.asanyarray(img.dataobj)
         except Exception as exc:  # nibabel raises many types for corrupt files
             raise DataError(

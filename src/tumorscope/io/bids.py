@@ -152,13 +152,13 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             return VFAProtocol(tuple(fa), float(s_to_ms(tr)), source=src)
         if suffix == "dce":
             t = _as_list(_need(sidecar, "FrameTimes", js), "FrameTimes", js)
-            fa = _number(_need(sidecar, "FlipAngle", js), "FlipAngle", js)
+            fa_dce = _number(_need(sidecar, "FlipAngle", js), "FlipAngle", js)
             tr = _number(_need(sidecar, "RepetitionTime", js), "RepetitionTime", js)
             nb = _need(sidecar, "BaselineFrames", js)
             te = sidecar.get("EchoTime")
             return DynamicProtocol(
                 tuple(t),
-                fa,
+                fa_dce,
                 float(s_to_ms(tr)),
                 nb,
                 te_ms=None if te is None else float(s_to_ms(_number(te, "EchoTime", js))),
@@ -166,20 +166,24 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             )
         if suffix in ("MEGRE", "MESE"):
             te_list = _as_list(_need(sidecar, "EchoTime", js), "EchoTime", js)
-            tr = sidecar.get("RepetitionTime")
-            fa = sidecar.get("FlipAngle")
+            tr_me = sidecar.get("RepetitionTime")
+            fa_me = sidecar.get("FlipAngle")
             return MultiEchoProtocol(
                 tuple(s_to_ms(te_list)),
-                tr_ms=None if tr is None else float(s_to_ms(_number(tr, "RepetitionTime", js))),
-                flip_angle_deg=None if fa is None else _number(fa, "FlipAngle", js),
+                tr_ms=None
+                if tr_me is None
+                else float(s_to_ms(_number(tr_me, "RepetitionTime", js))),
+                flip_angle_deg=None if fa_me is None else _number(fa_me, "FlipAngle", js),
                 source=src,
             )
         if suffix == "IRT1":
             ti = _as_list(_need(sidecar, "InversionTime", js), "InversionTime", js)
-            tr = sidecar.get("RepetitionTime")
+            tr_ir = sidecar.get("RepetitionTime")
             return InversionRecoveryProtocol(
                 tuple(s_to_ms(ti)),
-                tr_ms=None if tr is None else float(s_to_ms(_number(tr, "RepetitionTime", js))),
+                tr_ms=None
+                if tr_ir is None
+                else float(s_to_ms(_number(tr_ir, "RepetitionTime", js))),
                 source=src,
             )
     except ProtocolError as exc:

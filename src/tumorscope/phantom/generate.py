@@ -426,13 +426,15 @@ def _write_visit(
     sig = _sigmas(cfg)
 
     # --- DWI
-    b = np.asarray(cfg.bvalues, float)
+    bvals = np.asarray(cfg.bvalues, float)
     inb = body
-    dwi = np.zeros((*shape, b.size))
-    dwi[inb] = dwi_signal(b, p["S0"][inb], p["D"][inb], p["f"][inb], p["D_star"][inb], p["K"][inb])
+    dwi = np.zeros((*shape, bvals.size))
+    dwi[inb] = dwi_signal(
+        bvals, p["S0"][inb], p["D"][inb], p["f"][inb], p["D_star"][inb], p["K"][inb]
+    )
     if artery.any():
         bl = dwi_signal(
-            b,
+            bvals,
             np.array([blood.S0]),
             np.array([blood.D]),
             np.array([blood.f]),
@@ -490,7 +492,7 @@ def _write_visit(
     )
     Volume(_to_int16(dwi), aff).to_nifti(sdir / "dwi" / f"{prefix}_dwi.nii.gz")
     _write_json(sdir / "dwi" / f"{prefix}_dwi.json", {**common, "EchoTime": 0.07})
-    (sdir / "dwi" / f"{prefix}_dwi.bval").write_text(" ".join(f"{v:g}" for v in b) + "\n")
+    (sdir / "dwi" / f"{prefix}_dwi.bval").write_text(" ".join(f"{v:g}" for v in bvals) + "\n")
     Volume(_to_int16(s_dce), aff).to_nifti(sdir / "perf" / f"{prefix}_dce.nii.gz")
     _write_json(
         sdir / "perf" / f"{prefix}_dce.json",

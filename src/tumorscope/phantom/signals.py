@@ -15,6 +15,7 @@ Gudbjartsson H, Patz S. MRM 1995;34:910 (Rician noise), doi:10.1002/mrm.19103406
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = [
     "dwi_signal",
@@ -26,7 +27,7 @@ __all__ = [
 
 
 def dwi_signal(
-    b: np.ndarray, s0: np.ndarray, d: np.ndarray, f: np.ndarray, dstar: np.ndarray, k: np.ndarray
+    b: npt.ArrayLike, s0: np.ndarray, d: np.ndarray, f: np.ndarray, dstar: np.ndarray, k: np.ndarray
 ) -> np.ndarray:
     """IVIM with a kurtosis term in the tissue compartment.
 
@@ -41,15 +42,15 @@ def dwi_signal(
 
 
 def spgr_signal(
-    m0: np.ndarray, r1_per_s: np.ndarray, flip_deg: np.ndarray | float, tr_ms: float
+    m0: npt.ArrayLike, r1_per_s: npt.ArrayLike, flip_deg: npt.ArrayLike, tr_ms: float
 ) -> np.ndarray:
     """Steady-state spoiled gradient echo: ``M0 sin a (1 - E1) / (1 - cos a E1)``, E1 = exp(-TR R1).
 
     Broadcasts ``m0``, ``r1_per_s`` and ``flip_deg`` against each other.
     """
-    a = np.deg2rad(flip_deg)
-    e1 = np.exp(-tr_ms * 1e-3 * r1_per_s)
-    return m0 * np.sin(a) * (1.0 - e1) / (1.0 - np.cos(a) * e1)
+    a = np.deg2rad(np.asarray(flip_deg, float))
+    e1 = np.exp(-tr_ms * 1e-3 * np.asarray(r1_per_s, float))
+    return np.asarray(m0, float) * np.sin(a) * (1.0 - e1) / (1.0 - np.cos(a) * e1)
 
 
 # Parker et al. 2006, Table 1 (times in min, A in mM·min, beta and s in 1/min)
