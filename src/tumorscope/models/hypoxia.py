@@ -1,0 +1,239 @@
+"""Hypoxia from R2* (BOLD): perfusion-gated classes and the oxygen-challenge response.
+
+R2* rises with the deoxyhaemoglobin content of a voxel, so a high R2* suggests poorly
+oxygenated blood; but R2* also rises with blood volume and falls where there is no blood at
+all, which is why R2* alone correlates poorly with tissue pO2 (Baudelet & Gallez, Magn Reson
+Med 2002, doi:10.1002/mrm.10318). Two ways this module makes R2* more specific:
+
+* **Perfusion gating** (:func:`hypoxia_classes`): a voxel with high R2* *and* low perfusion
+  (Ktrans or vp from DCE) is labelled hypoxic, poorly perfused; high R2* with normal perfusion
+  is labelled high-deoxyhaemoglobin, perfused. The same perfused/non-perfused split underlies
+  oxygen-enhanced MRI hypoxia maps (O'Connor et al., Cancer Res 2016,
+  doi:10.1158/0008-5472.CAN-15-2062).
+* **Oxygen challenge** (:func:`oxygen_challenge`): ``ΔR2* = R2*(O2 or carbogen) - R2*(air)``
+  on co-registered acquisitions; a significant decrease marks vessels whose haemoglobin could
+  still be oxygenated (responders); no significant change in perfused tissue is the hypoxic
+  signature (Taylor et al., J Magn Reson Imaging 2001;14:156-163). Significance uses the
+  fits' standard errors, ``|ΔR2*| > z·sqrt(se_air² + se_o2²)``, rather than a fixed cut-off,
+  so the call adapts to SNR; without standard errors a fixed threshold must be given.
+
+Thresholds are the user's (they depend on field strength, tumour type and sequence); nothing
+here pretends to a universal hypoxia cut-off.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import DataError, FitError
+
+__all__ = ["HypoxiaClass", "OxygenChallenge", "hypoxia_classes", "oxygen_challenge"]
+
+
+class HypoxiaClass(IntEnum):
+    """Voxel classes of :func:`hypoxia_classes` (stored as uint8).
+
+    Attributes
+    ----------
+    NORMAL : 0
+        R2* at or below the threshold.
+    HIGH_R2STAR_PERFUSED : 1
+        High R2* with perfusion at or above its threshold (deoxygenated but perfused blood).
+    HYPOXIC_POORLY_PERFUSED : 2
+        High R2* with low perfusion.
+    LOW_R2STAR_UNPERFUSED : 3
+        Low R2* and low perfusion (no blood signal: necrosis or fluid; not called hypoxic).
+    UNKNOWN : 255
+        Missing (NaN) R2* or perfusion, or outside the mask.
+    """
+
+    NORMAL = 0
+    HIGH_R2STAR_PERFUSED = 1
+    HYPOXIC_POORLY_PERFUSED = 2
+    LOW_R2STAR_UNPERFUSED = 3
+    UNKNOWN = 255
+
+
+def _arr(x: npt.ArrayLike, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=float)
+    if a.ndim == 0:
+        raise DataError("expected a map, got a scalar", field=name)
+    return a
+
+
+def _same_shape(ref: np.ndarray, other: np.ndarray, name: str) -> None:
+    if other.shape != ref.shape:
+        raise DataError(
+            f"{name} shape {other.shape} does not match the R2* map {ref.shape}; "
+            "maps must be on one grid",
+            field=name,
+        )
+
+
+def _positive_threshold(value: float, name: str) -> float:
+    v = float(value)
+    if not np.isfinite(v) or v < 0:
+        raise FitError(f"must be a finite number >= 0, got {value!r}", field=name)
+    return v
+
+
+def hypoxia_classes(
+    r2star_per_s: npt.ArrayLike,
+    *,
+    r2star_threshold_per_s: float,
+    perfusion: npt.ArrayLike | None = None,
+    perfusion_threshold: float | None = None,
+    mask: npt.ArrayLike | None = None,
+) -> np.ndarray:
+    """Classify voxels by R2* and, optionally, perfusion (see :class:`HypoxiaClass`).
+
+    Parameters
+    ----------
+    r2star_per_s : array_like, shape (X, Y, Z)
+        R2* map in 1/s (e.g. ``T2Star(...).fit(...)["R2star"]``).
+    r2star_threshold_per_s : float
+        R2* above which a voxel counts as high (1/s).
+    perfusion : array_like, shape (X, Y, Z), optional
+        A perfusion map on the same grid (``Ktrans`` in 1/min, ``vp`` or ``Fp``).
+    perfusion_threshold : float, optional
+        Perfusion below which a voxel counts as poorly perfused (same unit as ``perfusion``);
+        required with ``perfusion``.
+    mask : array_like of bool, optional
+
+    Returns
+    -------
+    ndarray of uint8, shape (X, Y, Z)
+        :class:`HypoxiaClass` codes. Without ``perfusion`` only ``NORMAL``,
+        ``HIGH_R2STAR_PERFUSED`` (read: high R2*, perfusion unknown) and ``UNKNOWN`` occur.
+    """
+    r2 = _arr(r2star_per_s, "r2star")
+    thr = _positive_threshold(r2star_threshold_per_s, "r2star_threshold_per_s")
+    out = np.full(r2.shape, HypoxiaClass.UNKNOWN, dtype=np.uint8)
+    valid = np.isfinite(r2)
+    if mask is not None:
+        m = np.asarray(mask, dtype=bool)
+        _same_shape(r2, m, "mask")
+        valid &= m
+    high = r2 > thr
+    if perfusion is None:
+        if perfusion_threshold is not None:
+            raise FitError("perfusion_threshold given without a perfusion map", field="perfusion")
+        out[valid & ~high] = HypoxiaClass.NORMAL
+        out[valid & high] = HypoxiaClass.HIGH_R2STAR_PERFUSED
+        return out
+    if perfusion_threshold is None:
+        raise FitError(
+            "a perfusion map needs perfusion_threshold (same unit as the map)",
+            field="perfusion_threshold",
+        )
+    perf = _arr(perfusion, "perfusion")
+    _same_shape(r2, perf, "perfusion")
+    pthr = _positive_threshold(perfusion_threshold, "perfusion_threshold")
+    valid &= np.isfinite(perf)
+    low_p = perf < pthr
+    out[valid & ~high & ~low_p] = HypoxiaClass.NORMAL
+    out[valid & high & ~low_p] = HypoxiaClass.HIGH_R2STAR_PERFUSED
+    out[valid & high & low_p] = HypoxiaClass.HYPOXIC_POORLY_PERFUSED
+    out[valid & ~high & low_p] = HypoxiaClass.LOW_R2STAR_UNPERFUSED
+    return out
+
+
+@dataclass(frozen=True)
+class OxygenChallenge:
+    """Result of :func:`oxygen_challenge`.
+
+    Attributes
+    ----------
+    delta_r2star_per_s : ndarray, shape (X, Y, Z)
+        ``R2*(gas) - R2*(air)`` in 1/s.
+    z : ndarray, shape (X, Y, Z)
+        ``ΔR2* / sqrt(se_air² + se_gas²)`` (NaN without standard errors).
+    responding : ndarray of bool
+        Significant decrease of R2* (oxygenation of haemoglobin).
+    increasing : ndarray of bool
+        Significant increase (e.g. vasoconstriction or steal).
+    threshold_per_s : ndarray or float
+        The |ΔR2*| threshold that was applied (per voxel when from standard errors).
+    """
+
+    delta_r2star_per_s: np.ndarray
+    z: np.ndarray
+    responding: np.ndarray
+    increasing: np.ndarray
+    threshold_per_s: np.ndarray | float
+
+
+def oxygen_challenge(
+    r2star_air_per_s: npt.ArrayLike,
+    r2star_gas_per_s: npt.ArrayLike,
+    *,
+    stderr_air_per_s: npt.ArrayLike | None = None,
+    stderr_gas_per_s: npt.ArrayLike | None = None,
+    z: float = 1.96,
+    threshold_per_s: float | None = None,
+) -> OxygenChallenge:
+    """ΔR2* under an oxygen (or carbogen) challenge, with a per-voxel significance call.
+
+    Parameters
+    ----------
+    r2star_air_per_s, r2star_gas_per_s : array_like, same shape
+        R2* maps (1/s) breathing air and breathing the gas, co-registered.
+    stderr_air_per_s, stderr_gas_per_s : array_like, optional
+        Standard errors of the two maps (``FitResult.stderr["R2star"]``). With both, a change
+        is significant when ``|ΔR2*| > z * sqrt(se_air² + se_gas²)``.
+    z : float, default 1.96
+        Two-sided normal quantile (1.96: 5 % per voxel).
+    threshold_per_s : float, optional
+        Fixed |ΔR2*| threshold, used when standard errors are not given (then required).
+
+    Returns
+    -------
+    OxygenChallenge
+    """
+    air = _arr(r2star_air_per_s, "r2star_air")
+    gas = _arr(r2star_gas_per_s, "r2star_gas")
+    _same_shape(air, gas, "r2star_gas")
+    delta = gas - air
+    if (stderr_air_per_s is None) != (stderr_gas_per_s is None):
+        raise FitError(
+            "give the standard errors of both maps or of neither", field="stderr_gas_per_s"
+        )
+    if stderr_air_per_s is not None and stderr_gas_per_s is not None:
+        if threshold_per_s is not None:
+            raise FitError(
+                "give standard errors or a fixed threshold, not both", field="threshold_per_s"
+            )
+        zq = _positive_threshold(z, "z")
+        se_a = _arr(stderr_air_per_s, "stderr_air")
+        se_g = _arr(stderr_gas_per_s, "stderr_gas")
+        _same_shape(air, se_a, "stderr_air")
+        _same_shape(air, se_g, "stderr_gas")
+        se = np.sqrt(se_a**2 + se_g**2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            zmap = np.where(se > 0, delta / se, np.nan)
+        thr: np.ndarray | float = zq * se
+        responding = zmap < -zq
+        increasing = zmap > zq
+    else:
+        if threshold_per_s is None:
+            raise FitError(
+                "without standard errors a fixed |ΔR2*| threshold (1/s) is required",
+                field="threshold_per_s",
+            )
+        t = _positive_threshold(threshold_per_s, "threshold_per_s")
+        zmap = np.full(delta.shape, np.nan)
+        thr = t
+        responding = delta < -t
+        increasing = delta > t
+    finite = np.isfinite(delta)
+    return OxygenChallenge(
+        delta_r2star_per_s=delta,
+        z=zmap,
+        responding=responding & finite,
+        increasing=increasing & finite,
+        threshold_per_s=thr,
+    )
