@@ -12,7 +12,13 @@ import pytest
 
 from tumorscope.errors import DataError
 from tumorscope.io import open_study
-from tumorscope.phantom import SCENARIOS, etofts_concentration, make_study, parker_blood_mM, spgr_signal
+from tumorscope.phantom import (
+    SCENARIOS,
+    etofts_concentration,
+    make_study,
+    parker_blood_mM,
+    spgr_signal,
+)
 from tumorscope.volume import Volume
 
 
@@ -85,7 +91,9 @@ def test_dwi_follows_truth(tiny_study: Path) -> None:
     data = series.load().data.astype(float)
     b = np.asarray(series.protocol.bvalues)  # type: ignore[union-attr]
     keep = _tissue_voxels(tiny_study, sid, vid)
-    s0, d, f, ds, k = (_truth(tiny_study, sid, vid, n)[keep][:, None] for n in ("S0", "D", "f", "D_star", "K"))
+    s0, d, f, ds, k = (
+        _truth(tiny_study, sid, vid, n)[keep][:, None] for n in ("S0", "D", "f", "D_star", "K")
+    )
     # IVIM with kurtosis, written out here independently of the phantom's code
     model = s0 * (f * np.exp(-b * ds) + (1 - f) * np.exp(-b * d + (b * d) ** 2 * k / 6))
     _check_noise(data[keep], model, _meta(tiny_study)["sigma"]["dwi"])
@@ -105,6 +113,17 @@ def test_vfa_follows_truth(tiny_study: Path) -> None:
     _check_noise(data[keep], model, _meta(tiny_study)["sigma"]["vfa"])
 
 
+def test_megre_follows_truth(tiny_study: Path) -> None:
+    sid, vid = "005", "03"
+    series = open_study(tiny_study).subjects[sid].visits[vid].series["t2star"]
+    data = series.load().data.astype(float)
+    te = np.asarray(series.protocol.echo_times_ms)  # type: ignore[union-attr]
+    keep = _tissue_voxels(tiny_study, sid, vid)
+    t2s = _truth(tiny_study, sid, vid, "T2star")[keep][:, None]
+    m0 = _truth(tiny_study, sid, vid, "M0")[keep][:, None]
+    _check_noise(data[keep], m0 / 30 * np.exp(-te / t2s), _meta(tiny_study)["sigma"]["megre"])
+
+
 def test_dce_follows_truth(tiny_study: Path) -> None:
     sid, vid = "003", "02"
     meta = _meta(tiny_study)
@@ -116,15 +135,23 @@ def test_dce_follows_truth(tiny_study: Path) -> None:
     dt = 0.1
     t_fine = np.arange(0.0, t[-1] + 2 * dt, dt)
     cp_fine = parker_blood_mM(t_fine, delay_s=delay) / (1 - meta["hematocrit"])
-    kt, ve, vp, t1, m0 = (_truth(tiny_study, sid, vid, n)[keep] for n in ("Ktrans", "ve", "vp", "T1", "M0"))
+    kt, ve, vp, t1, m0 = (
+        _truth(tiny_study, sid, vid, n)[keep] for n in ("Ktrans", "ve", "vp", "T1", "M0")
+    )
     conc = etofts_concentration(t, cp_fine, dt, kt, ve, vp)
-    model = spgr_signal(m0[:, None], 1e3 / t1[:, None] + meta["relaxivity"] * conc, meta["dce_flip_deg"],
-                        meta["dce_tr_ms"])
+    model = spgr_signal(
+        m0[:, None],
+        1e3 / t1[:, None] + meta["relaxivity"] * conc,
+        meta["dce_flip_deg"],
+        meta["dce_tr_ms"],
+    )
     _check_noise(data[keep], model, meta["sigma"]["dce"])
     # the AIF table holds the plasma curve that was used
     with (tiny_study / "derivatives/truth/aif.tsv").open() as fh:
         rows = list(csv.DictReader(fh, delimiter="\t"))
-    np.testing.assert_allclose([float(r[f"cp_mM_sub-{sid}"]) for r in rows], np.interp(t, t_fine, cp_fine), atol=1e-5)
+    np.testing.assert_allclose(
+        [float(r[f"cp_mM_sub-{sid}"]) for r in rows], np.interp(t, t_fine, cp_fine), atol=1e-5
+    )
 
 
 def test_artery_enhances_like_the_aif(tiny_study: Path) -> None:
@@ -136,7 +163,11 @@ def test_artery_enhances_like_the_aif(tiny_study: Path) -> None:
     assert art.sum() >= 1
     a = data[art].mean(0)
     peak = int(np.argmax(a))
-    t = np.asarray(json.loads((tiny_study / f"sub-{sid}/ses-{vid}/perf/sub-{sid}_ses-{vid}_dce.json").read_text())["FrameTimes"])
+    t = np.asarray(
+        json.loads(
+            (tiny_study / f"sub-{sid}/ses-{vid}/perf/sub-{sid}_ses-{vid}_dce.json").read_text()
+        )["FrameTimes"]
+    )
     assert 18.0 <= t[peak] <= 40.0  # bolus arrives at 18 s, blood peaks ~10 s later
     assert a.max() / a[:5].mean() > 4 * (data[tis].mean(0).max() / data[tis].mean(0)[:5].mean())
 
@@ -145,7 +176,14 @@ def test_trajectories_are_labelled_and_sizes_follow_them(tiny_study: Path) -> No
     with (tiny_study / "derivatives/truth/trajectories.tsv").open() as fh:
         traj = list(csv.DictReader(fh, delimiter="\t"))
     labels = {r["trajectory"] for r in traj}
-    assert labels == {"responder", "pseudoprogressor", "progressor", "mixed", "hyperprogressor", "stable"}
+    assert labels == {
+        "responder",
+        "pseudoprogressor",
+        "progressor",
+        "mixed",
+        "hyperprogressor",
+        "stable",
+    }
     assert any(r["role"] == "new" for r in traj)
     assert any(r["nodal"] == "true" and r["role"] == "target" for r in traj)
     assert any(r["role"] == "non-target" for r in traj)
@@ -162,7 +200,11 @@ def test_trajectories_are_labelled_and_sizes_follow_them(tiny_study: Path) -> No
     # the label map's voxels of a lesion match the truth table's count
     v = study.subjects["001"].visits["03"]
     masks = v.lesions.masks()  # type: ignore[union-attr]
-    counts = {r["lesion_id"]: int(r["n_voxels"]) for r in les if r["subject"] == "001" and r["visit"] == "03"}
+    counts = {
+        r["lesion_id"]: int(r["n_voxels"])
+        for r in les
+        if r["subject"] == "001" and r["visit"] == "03"
+    }
     assert {k: int(m.sum()) for k, m in masks.items()} == {k: c for k, c in counts.items() if c > 0}
 
 
@@ -176,4 +218,8 @@ def test_functional_trajectories_in_truth(tiny_study: Path) -> None:
 
     assert lesion_mean("001", "03", "D") > 1.3 * lesion_mean("001", "01", "D")
     assert lesion_mean("001", "03", "Ktrans") < 0.6 * lesion_mean("001", "01", "Ktrans")
-    assert lesion_mean("002", "02", "D") < lesion_mean("002", "01", "D") < lesion_mean("002", "04", "D")
+    assert (
+        lesion_mean("002", "02", "D")
+        < lesion_mean("002", "01", "D")
+        < lesion_mean("002", "04", "D")
+    )

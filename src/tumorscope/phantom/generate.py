@@ -27,7 +27,7 @@ from scipy import ndimage
 from .. import __version__
 from ..errors import DataError
 from ..volume import Volume
-from .scenarios import SCENARIOS, TISSUES, LesionSpec, Scenario
+from .scenarios import SCENARIOS, T2STAR_MS, TISSUES, LesionSpec, Scenario
 from .signals import dwi_signal, etofts_concentration, parker_blood_mM, rician, spgr_signal
 
 __all__ = ["SIZES", "PhantomConfig", "make_study"]
@@ -53,6 +53,10 @@ class PhantomConfig:
     snr_dce: float = 40.0  # relative to the pre-contrast tumour signal
     relaxivity: float = 4.5  # 1/(mM s)
     hematocrit: float = 0.42
+    megre_te_ms: tuple[float, ...] = (2.0, 5.0, 8.0, 12.0, 16.0, 20.0, 25.0, 30.0)
+    megre_tr_ms: float = 40.0
+    megre_flip_deg: float = 20.0
+    snr_megre: float = 60.0  # at the first echo for untreated tumour
     t2w_te_ms: float = 90.0
     snr_t2w: float = 50.0
     heterogeneity: float = 0.08  # SD of the smooth multiplicative field on D and Ktrans
@@ -140,6 +144,7 @@ def _params_at(names: tuple[str, ...], region: np.ndarray) -> dict[str, np.ndarr
     for field in ("D", "f", "D_star", "K", "S0", "T1", "T2", "M0", "Ktrans", "ve", "vp"):
         vals = np.array([getattr(TISSUES[n], field) if n else np.nan for n in names])
         out[field] = vals[region]
+    out["T2star"] = np.array([T2STAR_MS[n] if n else np.nan for n in names])[region]
     return out
 
 
@@ -315,7 +320,7 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         tumorscope_version=__version__,
         noise="Rician: magnitude of signal + complex Gaussian noise, sigma per channel listed below",
         sigma={k: v for k, v in _sigmas(cfg).items()},
-        tissues={k: asdict(v) for k, v in TISSUES.items()},
+        tissues={k: {**asdict(v), "T2star": T2STAR_MS[k]} for k, v in TISSUES.items()},
         artery={
             "centre_mm_xy": list(_ARTERY_CENTRE),
             "radius_mm": _ARTERY_RADIUS,
@@ -327,6 +332,7 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
             "dce": "SPGR with R1(t) = 1/T1 + r1 C(t); C = vp cp + Ktrans cp * exp(-kep t), kep = Ktrans/ve; "
             "artery voxels: C = fraction * Cb + (1 - fraction) * C_tissue",
             "t2w": "M0 exp(-TE/T2) / 30 (proton density weighted by T2 decay)",
+            "megre": "M0 exp(-TE/T2*) / 30",
         },
     )
     _write_json(truth / "phantom.json", cfg_dict)
@@ -337,7 +343,9 @@ def _sigmas(cfg: PhantomConfig) -> dict[str, float]:
     vfa_ref = float(spgr_signal(tum.M0, 1e3 / tum.T1, cfg.vfa_flip_deg[-1], cfg.vfa_tr_ms))
     dce_ref = float(spgr_signal(tum.M0, 1e3 / tum.T1, cfg.dce_flip_deg, cfg.dce_tr_ms))
     t2w_ref = tum.M0 * np.exp(-cfg.t2w_te_ms / tum.T2) / 30.0
+    megre_ref = tum.M0 / 30.0 * np.exp(-cfg.megre_te_ms[0] / T2STAR_MS["untreated"])
     return {
+        "megre": float(megre_ref / cfg.snr_megre),
         "dwi": 1000.0 / cfg.snr_dwi,
         "vfa": vfa_ref / cfg.snr_vfa,
         "dce": dce_ref / cfg.snr_dce,
@@ -477,6 +485,15 @@ def _write_visit(
         tb = blood.M0 * np.exp(-cfg.t2w_te_ms / blood.T2) / 30.0
         t2w[artery] = art_frac[artery] * tb + (1 - art_frac[artery]) * t2w[artery]
     t2w = rician(t2w, sig["t2w"], rng)
+    # --- multi-echo gradient echo (T2*): S = M0/30 exp(-TE/T2*)
+    te = np.asarray(cfg.megre_te_ms)
+    t2s = np.where(body, p["T2star"], 1.0)
+    megre = np.where(body[..., None], m0[..., None] / 30.0 * np.exp(-te / t2s[..., None]), 0.0)
+    if artery.any():
+        mb = blood.M0 / 30.0 * np.exp(-te / T2STAR_MS["blood"])
+        fr = art_frac[artery][:, None]
+        megre[artery] = fr * mb + (1 - fr) * megre[artery]
+    megre = rician(megre, sig["megre"], rng)
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}
@@ -489,6 +506,16 @@ def _write_visit(
     _write_json(
         sdir / "anat" / f"{prefix}_VFA.json",
         {**common, "FlipAngle": list(cfg.vfa_flip_deg), "RepetitionTime": cfg.vfa_tr_ms / 1e3},
+    )
+    Volume(_to_int16(megre), aff).to_nifti(sdir / "anat" / f"{prefix}_MEGRE.nii.gz")
+    _write_json(
+        sdir / "anat" / f"{prefix}_MEGRE.json",
+        {
+            **common,
+            "EchoTime": [te_ms / 1e3 for te_ms in cfg.megre_te_ms],
+            "RepetitionTime": cfg.megre_tr_ms / 1e3,
+            "FlipAngle": cfg.megre_flip_deg,
+        },
     )
     Volume(_to_int16(dwi), aff).to_nifti(sdir / "dwi" / f"{prefix}_dwi.nii.gz")
     _write_json(sdir / "dwi" / f"{prefix}_dwi.json", {**common, "EchoTime": 0.07})
@@ -513,7 +540,7 @@ def _write_visit(
     (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table_rows) + "\n", encoding="utf-8")
     # --- truth
     tdir = root / "derivatives" / "truth" / f"sub-{sid}" / f"ses-{vid}"
-    for name in ("D", "f", "D_star", "K", "S0", "T1", "T2", "M0", "Ktrans", "ve", "vp"):
+    for name in ("D", "f", "D_star", "K", "S0", "T1", "T2", "T2star", "M0", "Ktrans", "ve", "vp"):
         m = np.where(body, p[name], np.nan).astype(np.float32)
         m[tissue == blood_idx] = np.nan
         Volume(m, aff).to_nifti(tdir / f"{prefix}_desc-{name}_truth.nii.gz")

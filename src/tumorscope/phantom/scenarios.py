@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["SCENARIOS", "TISSUES", "LesionSpec", "Scenario", "Tissue"]
+__all__ = ["SCENARIOS", "T2STAR_MS", "TISSUES", "LesionSpec", "Scenario", "Tissue"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,22 @@ TISSUES: dict[str, Tissue] = {
     "node": Tissue(0.90e-3, 0.08, 0.030, 0.80, 950.0, 1100.0, 80.0, 30000.0, 0.15, 0.25, 0.04),
     # arterial blood (DWI: fast flow; DCE: concentration is the blood AIF)
     "blood": Tissue(2.00e-3, 0.95, 0.200, 0.00, 600.0, 1600.0, 200.0, 30000.0, 0.0, 0.0, 1.0),
+}
+
+#: T2* (ms) of each tissue state at 3 T for the multi-echo gradient echo series. Hypoxic,
+#: cellular tumour has a higher R2* (BOLD: deoxyhaemoglobin), treated and necrotic tissue a
+#: lower one (values after Li et al., Radiology 2011, doi:10.1148/radiol.11101891).
+T2STAR_MS: dict[str, float] = {
+    "background": 25.0,
+    "untreated": 28.0,
+    "responding": 35.0,
+    "responded": 45.0,
+    "infiltrated": 30.0,
+    "progressing": 26.0,
+    "aggressive": 22.0,
+    "necrotic": 55.0,
+    "node": 40.0,
+    "blood": 60.0,
 }
 
 
