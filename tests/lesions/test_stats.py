@@ -93,13 +93,13 @@ def test_all_nan_lesion_gives_nan_rows_with_a_reason(lesion):
     notes = df.set_index("statistic")["note"]
     assert "all 256 lesion voxels excluded" in notes["mean"]
     assert notes["n_voxels"] == ""
-    with pytest.raises(DataError, match="map Ktrans.*all 256 lesion voxels excluded"):
+    with pytest.raises(DataError, match=r"map Ktrans.*all 256 lesion voxels excluded"):
         lesion_statistics(values, mask, lesion_id="L2", visit="03", map_name="Ktrans", strict=True)
 
 
 def test_empty_mask_is_an_error(lesion):
     values, mask = lesion
-    with pytest.raises(DataError, match="lesion L9.*empty"):
+    with pytest.raises(DataError, match=r"lesion L9.*empty"):
         lesion_statistics(values, np.zeros_like(mask), lesion_id="L9")
 
 
@@ -107,7 +107,7 @@ def test_mask_on_another_grid_is_an_error(lesion):
     values, mask = lesion
     vmap = Volume(values.astype(np.float32), np.diag([1.0, 1.0, 3.0, 1.0]))
     other = Volume(mask.astype(np.uint8), np.diag([2.0, 2.0, 3.0, 1.0]), source="mask.nii.gz")
-    with pytest.raises(DataError, match="differs from the map grid.*resample_mask"):
+    with pytest.raises(DataError, match=r"differs from the map grid.*resample_mask"):
         lesion_statistics(vmap, other, lesion_id="L1")
     with pytest.raises(DataError, match="does not match the map shape"):
         lesion_statistics(values, mask[:, :, :3])
