@@ -1,0 +1,155 @@
+"""19F cell quantification: calibration, counts within the noise-predicted uncertainty,
+detection limits and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tumorscope.errors import DataError, FitError
+from tumorscope.models.fluorine import (
+    AVOGADRO,
+    calibrate_fluorine,
+    count_cells,
+    detection_threshold,
+    rayleigh_sigma,
+    spins_per_voxel,
+)
+
+SHAPE = (40, 40, 12)
+VOX_ML = 0.001  # 1 mm^3
+F_PER_CELL = 2e12  # 19F spins per cell (order of magnitude of PFC-labelled immune cells)
+KAPPA = 1e-15  # a.u. of signal per 19F spin in a voxel (scanner gain of the simulation)
+SIGMA = 1.0
+
+
+def _rician(a: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    return np.abs(
+        a + sigma * rng.standard_normal(a.shape) + 1j * sigma * rng.standard_normal(a.shape)
+    )
+
+
+def _scene(rng: np.random.Generator, cells_blob: float, cells_faint: float):
+    """A 19F image with two reference tubes, a compact labelled blob, a faint region, an
+    empty region and background. Returns image, tubes, conc, labels, background, truth."""
+    amp = np.zeros(SHAPE)
+    tubes = []
+    conc = [20.0, 60.0]  # mM 19F
+    for k, c in enumerate(conc):
+        m = np.zeros(SHAPE, bool)
+        m[2 + 10 * k : 8 + 10 * k, 2:8, 2:10] = True
+        amp[m] = KAPPA * spins_per_voxel(c, VOX_ML)
+        tubes.append(m)
+    labels = np.zeros(SHAPE, np.int32)
+    # region 1: compact blob of 27 voxels holding the cells evenly, inside a 7^3 region
+    labels[20:27, 20:27, 2:9] = 1
+    blob = np.zeros(SHAPE, bool)
+    blob[22:25, 22:25, 4:7] = True
+    amp[blob] = cells_blob * F_PER_CELL * KAPPA / blob.sum()
+    # region 2: the faint one, cells spread over 27 voxels
+    labels[30:37, 20:27, 2:9] = 2
+    faint = np.zeros(SHAPE, bool)
+    faint[32:35, 22:25, 4:7] = True
+    amp[faint] = cells_faint * F_PER_CELL * KAPPA / faint.sum()
+    # region 3: no cells
+    labels[20:27, 30:37, 2:9] = 3
+    background = np.zeros(SHAPE, bool)
+    background[:, 32:, :] = True
+    background[labels > 0] = False
+    img = _rician(amp, SIGMA, rng)
+    return img, tubes, conc, labels, background
+
+
+def test_spins_per_voxel_worked_example():
+    # 1 mM of 19F in 1 uL holds 1e-3 mol/L * 1e-6 L * N_A = 6.022e14 spins
+    assert spins_per_voxel(1.0, 0.001) == pytest.approx(1e-9 * AVOGADRO, rel=1e-12)
+    assert spins_per_voxel(1.0, 0.001) == pytest.approx(6.02214076e14, rel=1e-9)
+
+
+def test_detection_threshold_matches_rayleigh_tail():
+    # P(M > tau | no signal) = exp(-tau^2 / 2 sigma^2) = alpha / n
+    tau = detection_threshold(2.0, 100, alpha=0.05)
+    assert np.exp(-(tau**2) / (2 * 4.0)) == pytest.approx(0.05 / 100, rel=1e-12)
+
+
+def test_rayleigh_sigma_recovers_noise():
+    rng = np.random.default_rng(1)
+    m = _rician(np.zeros(20000), 3.0, rng)
+    assert rayleigh_sigma(m) == pytest.approx(3.0, rel=0.02)  # SE ~ 0.35 %
+
+
+def test_calibration_recovers_kappa():
+    rng = np.random.default_rng(2)
+    img, tubes, conc, _labels, bg = _scene(rng, 1e6, 0.0)
+    cal = calibrate_fluorine(img, tubes, conc, voxel_volume_ml=VOX_ML, background=bg)
+    assert cal.noise_sigma == pytest.approx(SIGMA, rel=0.03)
+    # tubes: 20 and 60 mM * 6.02e14 spins/mM/uL * 1e-15 -> SNR 12 and 36
+    assert np.all(cal.tube_snr > 5)
+    assert cal.signal_per_spin == pytest.approx(KAPPA, rel=4 * cal.signal_per_spin_se / KAPPA)
+
+
+def test_counts_within_noise_predicted_uncertainty():
+    """Monte Carlo over 40 seeds: the count's z-score against the truth has mean ~0 and SD ~1
+    (the predicted SE is honest). With 40 draws the SE of the mean z is 0.16 and of the SD
+    about 0.11, so |mean| < 0.5 and 0.6 < SD < 1.5 are 3-sigma-wide checks."""
+    truth = 5e5
+    zs = []
+    for seed in range(40):
+        rng = np.random.default_rng(100 + seed)
+        img, tubes, conc, labels, _bg = _scene(rng, truth, 0.0)
+        cal = calibrate_fluorine(img, tubes, conc, voxel_volume_ml=VOX_ML, noise_sigma=SIGMA)
+        tab = count_cells(img, labels, cal, fluorine_per_cell=F_PER_CELL)
+        i = int(np.flatnonzero(tab["label"] == 1)[0])
+        assert tab["status"][i] == "quantified"
+        zs.append((tab["cells"][i] - truth) / tab["cells_se"][i])
+    zs_a = np.asarray(zs)
+    assert abs(zs_a.mean()) < 0.5
+    assert 0.6 < zs_a.std(ddof=1) < 1.5
+
+
+def test_below_detection_is_not_a_number():
+    rng = np.random.default_rng(7)
+    # faint: 2e3 cells * 2e12 spins * 1e-15 = 4 a.u. over 27 voxels -> 0.15 sigma per voxel
+    img, tubes, conc, labels, _bg = _scene(rng, 5e5, 2e3)
+    cal = calibrate_fluorine(img, tubes, conc, voxel_volume_ml=VOX_ML, noise_sigma=SIGMA)
+    tab = count_cells(img, labels, cal, fluorine_per_cell=F_PER_CELL)
+    by = {int(lab): j for j, lab in enumerate(tab["label"])}
+    for lab in (2, 3):
+        j = by[lab]
+        assert tab["status"][j] == "below detection"
+        assert np.isnan(tab["cells"][j]) and np.isnan(tab["fluorine_spins"][j])
+        # the limit: cells in one voxel giving an amplitude at the threshold
+        tau = detection_threshold(SIGMA, int(tab["n_voxels"][j]), alpha=0.01)
+        expected = np.sqrt(tau**2 - SIGMA**2) / KAPPA / F_PER_CELL
+        assert tab["cells_detection_limit"][j] == pytest.approx(expected, rel=0.05)
+    assert tab["status"][by[1]] == "quantified"
+
+
+def test_bad_input():
+    rng = np.random.default_rng(3)
+    img, tubes, conc, labels, _bg = _scene(rng, 1e6, 0.0)
+    with pytest.raises(FitError, match="one known 19F concentration"):
+        calibrate_fluorine(img, tubes, conc[:1], voxel_volume_ml=VOX_ML, noise_sigma=1.0)
+    with pytest.raises(FitError, match="at least one reference tube"):
+        calibrate_fluorine(img, [], [], voxel_volume_ml=VOX_ML, noise_sigma=1.0)
+    with pytest.raises(FitError, match="fluorine_mM"):
+        calibrate_fluorine(
+            img, tubes, [20.0, float("nan")], voxel_volume_ml=VOX_ML, noise_sigma=1.0
+        )
+    with pytest.raises(FitError, match="noise_sigma or a signal-free background"):
+        calibrate_fluorine(img, tubes, conc, voxel_volume_ml=VOX_ML)
+    with pytest.raises(DataError, match="empty"):
+        calibrate_fluorine(
+            img, [np.zeros(SHAPE, bool)], [10.0], voxel_volume_ml=VOX_ML, noise_sigma=1.0
+        )
+    with pytest.raises(DataError, match="too close to the noise floor"):
+        calibrate_fluorine(img, [labels == 3], [10.0], voxel_volume_ml=VOX_ML, noise_sigma=1.0)
+    with pytest.raises(DataError, match="does not match"):
+        calibrate_fluorine(
+            img, [tubes[0][:, :, :5]], [10.0], voxel_volume_ml=VOX_ML, noise_sigma=1.0
+        )
+    cal = calibrate_fluorine(img, tubes, conc, voxel_volume_ml=VOX_ML, noise_sigma=1.0)
+    with pytest.raises(FitError, match="fluorine_per_cell"):
+        count_cells(img, labels, cal, fluorine_per_cell=0.0)
+    with pytest.raises(DataError, match="labels shape"):
+        count_cells(img, labels[:5], cal, fluorine_per_cell=F_PER_CELL)
