@@ -1,0 +1,224 @@
+"""The fitting engine: validation, masks, chunks, executors.
+
+:func:`fit_blocks` turns a data array of any spatial shape into ``(n_voxels, n_measurements)``
+float64 blocks of at most ``chunk_voxels`` masked voxels, drops the voxels whose data are
+unusable (status ``INVALID_INPUT``), hands the rest to a block solver and scatters the results
+back. Memory is bounded by the chunk size: only one block per worker is converted to float64
+at a time.
+
+Executors. A block solver compiled with ``numba.prange`` already uses every core, so blocks are
+processed one after the other (``n_workers=1``). Pure numpy solvers run blocks in a thread
+pool (numpy releases the GIL inside its kernels). The measured choice is documented in
+``docs/fitting.md``.
+
+Determinism. No solver uses random numbers; a voxel's result depends only on its own data, so
+results are identical whatever the chunk size, the number of workers or the mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import FitError
+from .status import FitStatus
+
+__all__ = ["DEFAULT_CHUNK_VOXELS", "BlockFit", "FlatFit", "fit_blocks", "validate_inputs"]
+
+#: Default number of voxels per block (about 10 MB of float64 data for 20 measurements).
+DEFAULT_CHUNK_VOXELS = 65536
+
+
+@dataclass
+class BlockFit:
+    """What a block solver returns for ``n`` valid voxels.
+
+    Attributes
+    ----------
+    params : ndarray, shape (n, p)
+    status : ndarray of uint8, shape (n,)
+    rss : ndarray, shape (n,)
+    stderr : ndarray, shape (n, p), optional
+    """
+
+    params: np.ndarray
+    status: np.ndarray
+    rss: np.ndarray
+    stderr: np.ndarray | None = None
+
+
+@dataclass
+class FlatFit:
+    """Results scattered onto all voxels (flattened spatial axes, float32 maps).
+
+    Attributes
+    ----------
+    params, stderr : ndarray, shape (V, p), float32, NaN where not fitted
+    status : ndarray of uint8, shape (V,)
+    rss : ndarray, shape (V,), float32
+    mask : ndarray of bool, shape (V,)
+    """
+
+    params: np.ndarray
+    stderr: np.ndarray
+    status: np.ndarray
+    rss: np.ndarray
+    mask: np.ndarray
+
+
+def validate_inputs(
+    data: object, mask: object, *, n_measurements: int, what: str = "measurements"
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Check data and mask shapes before any work.
+
+    Parameters
+    ----------
+    data : array_like, shape (..., m)
+        Measurements on the last axis.
+    mask : array_like of bool, shape data.shape[:-1], optional
+    n_measurements : int
+        Expected ``m`` (from the protocol).
+    what : str
+        Name of the measurement axis for messages ("b-values", "frames" ...).
+
+    Returns
+    -------
+    data : ndarray
+        As given (no copy) when already an ndarray of numbers.
+    mask : ndarray of bool or None
+
+    Raises
+    ------
+    FitError
+        Non-numeric data, a last axis that disagrees with the protocol, a mask of another shape.
+    """
+    arr = np.asarray(data)
+    if arr.dtype.kind not in "biuf":
+        raise FitError(f"expected numeric data, got dtype {arr.dtype}", field="data")
+    if arr.ndim < 1 or arr.shape[-1] != n_measurements:
+        got = arr.shape[-1] if arr.ndim else 0
+        raise FitError(
+            f"the last axis of the data has {got} values but the protocol has "
+            f"{n_measurements} {what} (data shape {arr.shape})",
+            field="data",
+        )
+    if mask is None:
+        return arr, None
+    m = np.asarray(mask)
+    if m.shape != arr.shape[:-1]:
+        raise FitError(
+            f"mask shape {m.shape} does not match the data's spatial shape {arr.shape[:-1]}",
+            field="mask",
+        )
+    if m.dtype != np.bool_:
+        if m.dtype.kind not in "biuf" or not np.all(np.isfinite(m)):
+            raise FitError(f"mask must be boolean or numeric, got dtype {m.dtype}", field="mask")
+        m = m != 0
+    return arr, m
+
+
+def _default_invalid(y: np.ndarray) -> np.ndarray:
+    return ~np.all(np.isfinite(y), axis=1)
+
+
+def fit_blocks(
+    block_fn: Callable[[np.ndarray], BlockFit],
+    data: np.ndarray,
+    mask: np.ndarray | None,
+    *,
+    n_params: int,
+    invalid_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    chunk_voxels: int | None = None,
+    n_workers: int = 1,
+) -> FlatFit:
+    """Fit all masked voxels block by block.
+
+    Parameters
+    ----------
+    block_fn : callable
+        ``block_fn(y (n, m) float64) -> BlockFit`` for ``n`` valid voxels.
+    data : ndarray, shape (..., m)
+        Already validated by :func:`validate_inputs`.
+    mask : ndarray of bool, shape data.shape[:-1], or None
+    n_params : int
+    invalid_fn : callable, optional
+        ``invalid_fn(y (n, m)) -> (n,) bool``: voxels not to fit (status ``INVALID_INPUT``).
+        Default: any non-finite value.
+    chunk_voxels : int, optional
+        Voxels per block (default :data:`DEFAULT_CHUNK_VOXELS`).
+    n_workers : int, default 1
+        Blocks processed concurrently in a thread pool.
+
+    Returns
+    -------
+    FlatFit
+    """
+    m = data.shape[-1]
+    flat = data.reshape(-1, m)
+    V = flat.shape[0]
+    chunk = int(chunk_voxels or DEFAULT_CHUNK_VOXELS)
+    if chunk < 1:
+        raise FitError(f"must be >= 1, got {chunk}", field="chunk_voxels")
+    if n_workers < 1:
+        raise FitError(f"must be >= 1, got {n_workers}", field="n_workers")
+    invalid_fn = invalid_fn or _default_invalid
+    params = np.full((V, n_params), np.nan, dtype=np.float32)
+    stderr = np.full((V, n_params), np.nan, dtype=np.float32)
+    rss = np.full(V, np.nan, dtype=np.float32)
+    status = np.full(V, FitStatus.NOT_FITTED, dtype=np.uint8)
+    if mask is None:
+        fmask = np.ones(V, dtype=bool)
+        index: np.ndarray | None = None
+        n_fit = V
+    else:
+        fmask = mask.reshape(-1)
+        index = np.flatnonzero(fmask)
+        n_fit = index.size
+    n_chunks = math.ceil(n_fit / chunk) if n_fit else 0
+
+    def one(c: int) -> None:
+        lo, hi = c * chunk, min((c + 1) * chunk, n_fit)
+        sel: slice | np.ndarray = slice(lo, hi) if index is None else index[lo:hi]
+        y = np.asarray(flat[sel], dtype=np.float64)
+        bad = np.asarray(invalid_fn(y), dtype=bool)
+        st = np.full(y.shape[0], FitStatus.INVALID_INPUT, dtype=np.uint8)
+        good = ~bad
+        if np.all(good):
+            res = block_fn(np.ascontiguousarray(y))
+            params[sel] = res.params
+            status[sel] = res.status
+            rss[sel] = res.rss
+            if res.stderr is not None:
+                stderr[sel] = res.stderr
+            return
+        pp = np.full((y.shape[0], n_params), np.nan)
+        se = np.full((y.shape[0], n_params), np.nan)
+        rr = np.full(y.shape[0], np.nan)
+        if good.any():
+            res = block_fn(np.ascontiguousarray(y[good]))
+            pp[good] = res.params
+            st[good] = res.status
+            rr[good] = res.rss
+            if res.stderr is not None:
+                se[good] = res.stderr
+        params[sel] = pp
+        status[sel] = st
+        rss[sel] = rr
+        stderr[sel] = se
+
+    if n_workers == 1 or n_chunks <= 1:
+        for c in range(n_chunks):
+            one(c)
+    else:
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            list(pool.map(one, range(n_chunks)))
+    # failed voxels carry no numbers
+    failed = status == FitStatus.FAILED
+    if failed.any():
+        params[failed] = np.nan
+        stderr[failed] = np.nan
+    return FlatFit(params, stderr, status, rss, fmask)

@@ -1,0 +1,591 @@
+"""Model base class, fit results, parameter specifications and the model registry.
+
+How to write a model on the engine is explained step by step in ``docs/fitting.md``. In short,
+a subclass of :class:`Model`:
+
+* sets ``name`` (registry key), ``parameters`` (a tuple of :class:`ParameterSpec`, in the
+  order of the parameter vector), optionally ``derived`` (maps computed from the fitted ones,
+  such as ``kep`` or ``R2star``) and ``methods`` (accepted ``method=`` names, first = default);
+* stores its protocol and options in ``__init__`` (never data) and validates them;
+* implements ``n_measurements``, the vectorised ``signal(params (n, p)) -> (n, m)`` and
+  ``jacobian(params (n, p)) -> (n, m, p)``, and ``initial_guess(y (n, m)) -> (n, p)``;
+* optionally supplies a compiled per-voxel function (``kernel()`` and ``consts()``) to run the
+  numba solver, ``invalid_voxels(y)``, ``derive(maps)``, or overrides ``fit_block`` entirely for
+  linear or multi-step methods;
+* implements the classmethod ``example()`` and ``sample_parameters`` used by the common API test
+  battery, and is decorated with :func:`register_model`.
+
+``Model.fit`` (not overridden) validates shapes, masks and chunks the data via
+:func:`tumorscope.fitting.engine.fit_blocks`, builds the :class:`FitResult`, and issues one
+summary :class:`~tumorscope.errors.TumorscopeWarning` for the voxels that did not converge.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import json
+import os
+import pkgutil
+import warnings
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ..errors import ExportError, FitError, TumorscopeWarning
+from ..fitting.engine import BlockFit, fit_blocks, validate_inputs
+from ..fitting.lm import LMOptions, levenberg_marquardt
+from ..fitting.status import FitStatus, summarize_status
+
+__all__ = [
+    "FitResult",
+    "Model",
+    "ParameterSpec",
+    "get_model",
+    "list_models",
+    "register_model",
+    "resolve_backend",
+]
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A model parameter: name, unit, bounds.
+
+    Parameters
+    ----------
+    name : str
+        Map name (OSIPI / tumorscope naming, e.g. ``"D_star"``, ``"Ktrans"``).
+    unit : str
+        Unit string as in :data:`tumorscope.units.PARAMETER_UNITS`.
+    lower, upper : float
+        Bounds enforced by the solvers (``-inf``/``inf`` allowed).
+    typical : tuple of float, optional
+        A range of realistic values, used to scale convergence tests and to simulate data in
+        tests. Default: the bounds when finite.
+    description : str, optional
+    """
+
+    name: str
+    unit: str
+    lower: float = -np.inf
+    upper: float = np.inf
+    typical: tuple[float, float] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.lower <= self.upper:
+            raise FitError(
+                f"lower bound {self.lower} above upper bound {self.upper}", field=self.name
+            )
+        if self.typical is None:
+            lo = self.lower if np.isfinite(self.lower) else 0.0
+            hi = self.upper if np.isfinite(self.upper) else max(1.0, lo + 1.0)
+            object.__setattr__(self, "typical", (float(lo), float(hi)))
+
+    @property
+    def scale(self) -> float:
+        """Typical magnitude (largest absolute value of the typical range, > 0)."""
+        assert self.typical is not None
+        s = max(abs(self.typical[0]), abs(self.typical[1]))
+        return float(s) if s > 0 else 1.0
+
+
+@dataclass(eq=False)
+class FitResult:
+    """Named parameter maps of one fit, with units, status and provenance.
+
+    Attributes
+    ----------
+    maps : dict of str to ndarray
+        One float32 array per fitted and derived parameter, shaped like the data minus its
+        last axis; NaN outside the mask and where the status is ``INVALID_INPUT`` or
+        ``FAILED``.
+    units : dict of str to str
+    status : ndarray of uint8
+        :class:`~tumorscope.fitting.status.FitStatus` per voxel (255 = outside the mask).
+    rss : ndarray of float32
+        Residual sum of squares (signal units squared).
+    stderr : dict of str to ndarray
+        Standard errors of the fitted parameters from the Jacobian at the solution
+        (NaN where not available).
+    provenance : dict
+        Model name, method, options, backend, package versions, input fingerprint.
+    mask : ndarray of bool
+        Voxels that were fitted (the mask given, or all).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tumorscope.models import ADC
+    >>> b = [0, 500, 1000]
+    >>> fit = ADC(b).fit(np.exp(-np.multiply.outer([1e-3, 2e-3], b)))
+    >>> np.round(fit["ADC"] * 1e3, 6)
+    array([1., 2.], dtype=float32)
+    """
+
+    maps: dict[str, np.ndarray]
+    units: dict[str, str]
+    status: np.ndarray
+    rss: np.ndarray
+    stderr: dict[str, np.ndarray]
+    provenance: dict[str, Any]
+    mask: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, bool))
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise KeyError(f"no map named {name!r}; this fit has {sorted(self.maps)}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.maps
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.maps)
+
+    def keys(self) -> list[str]:
+        """Names of the maps."""
+        return list(self.maps)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Spatial shape of the maps."""
+        return tuple(self.status.shape)
+
+    def to_nifti(
+        self,
+        directory: str | os.PathLike[str],
+        affine: np.ndarray,
+        *,
+        prefix: str = "",
+        include_stderr: bool = True,
+    ) -> dict[str, Path]:
+        """Write every map as ``<prefix><name>.nii.gz`` with a JSON sidecar.
+
+        Also writes ``<prefix>status.nii.gz`` (uint8), ``<prefix>rss.nii.gz`` and, if
+        ``include_stderr``, ``<prefix><name>_stderr.nii.gz``. Sidecars hold ``Units``,
+        ``Description`` and ``Provenance``. Every file is written atomically.
+
+        Parameters
+        ----------
+        directory : path-like
+            Created if missing.
+        affine : ndarray, shape (4, 4)
+            Voxel-to-world transform of the maps.
+        prefix : str, keyword-only
+            Prepended to each file name (e.g. ``"sub-001_ses-01_"``).
+        include_stderr : bool, keyword-only
+
+        Returns
+        -------
+        dict of str to Path
+            Image path per written map name.
+
+        Raises
+        ------
+        ExportError
+            If the maps are not 3-D or the affine is not 4×4 (checked before writing).
+        """
+        from ..volume import Volume, atomic_write
+
+        if len(self.shape) != 3:
+            raise ExportError(
+                f"NIfTI maps need 3-D spatial data, this fit has shape {self.shape}",
+                field="maps",
+            )
+        aff = np.asarray(affine, dtype=float)
+        if aff.shape != (4, 4) or not np.all(np.isfinite(aff)):
+            raise ExportError(
+                f"affine must be a finite 4x4 matrix, got {aff.shape}", field="affine"
+            )
+        out = Path(directory)
+        items: list[tuple[str, np.ndarray, str, str]] = [
+            (k, v, self.units.get(k, ""), f"{k} map") for k, v in self.maps.items()
+        ]
+        if include_stderr:
+            items += [
+                (f"{k}_stderr", v, self.units.get(k, ""), f"standard error of {k}")
+                for k, v in self.stderr.items()
+            ]
+        items.append(("status", self.status, "1", _STATUS_DOC))
+        items.append(("rss", self.rss, "", "residual sum of squares (signal units squared)"))
+        written: dict[str, Path] = {}
+        for name, arr, unit, desc in items:
+            path = out / f"{prefix}{name}.nii.gz"
+            Volume(np.asarray(arr), aff).to_nifti(path)
+            side = {"Units": unit, "Description": desc, "Provenance": self.provenance}
+            text = json.dumps(side, indent=2, default=_json_default) + "\n"
+            atomic_write(out / f"{prefix}{name}.json", lambda tmp, text=text: tmp.write_text(text))
+            written[name] = path
+        return written
+
+
+_STATUS_DOC = "fit status: " + ", ".join(f"{s.value}={s.name}" for s in FitStatus)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def resolve_backend(backend: str, *, has_kernel: bool) -> str:
+    """Turn ``"auto"`` into ``"numba"`` or ``"numpy"``; reject unknown names.
+
+    Raises
+    ------
+    FitError
+        Unknown backend, or ``"numba"`` asked for but numba is not installed or the model has
+        no compiled kernel.
+    """
+    if backend not in ("auto", "numba", "numpy"):
+        raise FitError(
+            f"unknown backend {backend!r}; expected 'auto', 'numba' or 'numpy'", field="backend"
+        )
+    if backend == "numpy":
+        return "numpy"
+    try:
+        import numba  # noqa: F401
+
+        have = True
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        have = False
+    if backend == "numba":
+        if not have:
+            raise FitError(
+                "backend 'numba' needs numba (pip install tumorscope[fast])", field="backend"
+            )
+        if not has_kernel:
+            raise FitError(
+                "this model has no compiled kernel; use backend='numpy'", field="backend"
+            )
+        return "numba"
+    return "numba" if (have and has_kernel) else "numpy"
+
+
+class Model(abc.ABC):
+    """Base class of every signal model (see the module docstring and ``docs/fitting.md``).
+
+    Subclasses hold the acquisition and options, never data; ``fit`` never mutates the model.
+    """
+
+    #: Registry key (lower case), e.g. ``"ivim"``.
+    name: ClassVar[str] = ""
+    #: Fitted parameters, in parameter-vector order.
+    parameters: ClassVar[tuple[ParameterSpec, ...]] = ()
+    #: Maps computed from the fitted parameters by :meth:`derive`.
+    derived: ClassVar[tuple[ParameterSpec, ...]] = ()
+    #: Accepted ``method=`` names; the first is the default.
+    methods: ClassVar[tuple[str, ...]] = ("lm",)
+    #: Name of the measurement axis in messages.
+    measurement_name: ClassVar[str] = "measurements"
+
+    method: str = "lm"
+    backend: str = "auto"
+    lm_options: LMOptions = LMOptions()
+
+    # ------------------------------------------------------------------ to implement
+    @property
+    @abc.abstractmethod
+    def n_measurements(self) -> int:
+        """Length of the last data axis the model expects."""
+
+    @abc.abstractmethod
+    def signal(self, params: np.ndarray) -> np.ndarray:
+        """Model signal, ``params (n, p) -> (n, m)`` (float64)."""
+
+    @abc.abstractmethod
+    def jacobian(self, params: np.ndarray) -> np.ndarray:
+        """Analytic derivative of :meth:`signal`, ``params (n, p) -> (n, m, p)``."""
+
+    def initial_guess(self, y: np.ndarray) -> np.ndarray:
+        """Starting parameters ``(n, p)`` for data ``y (n, m)``.
+
+        Default: the middle of each parameter's typical range. Override with something
+        data-driven (a linearised fit, a grid search: :mod:`tumorscope.fitting.grid`).
+        """
+        mid = np.array([0.5 * (s.typical[0] + s.typical[1]) for s in self.parameters])  # type: ignore[index]
+        return np.broadcast_to(mid, (y.shape[0], mid.size)).copy()
+
+    def kernel(self) -> Any:
+        """Compiled per-voxel model for the numba solver, or None (numpy solver only)."""
+        return None
+
+    def consts(self) -> np.ndarray:
+        """Constants handed to :meth:`kernel` (float64, 1-D)."""
+        return np.zeros(1)
+
+    def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
+        """``(n,)`` bool: voxels whose data cannot be fitted (default: any non-finite)."""
+        return ~np.all(np.isfinite(y), axis=1)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Derived maps (names in :attr:`derived`) from the fitted ones. Default: none."""
+        return {}
+
+    def options(self) -> dict[str, Any]:
+        """Options recorded in provenance (JSON-serialisable)."""
+        return {"method": self.method}
+
+    @classmethod
+    @abc.abstractmethod
+    def example(cls) -> Model:
+        """A model with a typical protocol, used by the common API test battery."""
+
+    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        """``(n, p)`` parameters drawn uniformly in each typical range (for simulations)."""
+        lo = np.array([s.typical[0] for s in self.parameters])  # type: ignore[index]
+        hi = np.array([s.typical[1] for s in self.parameters])  # type: ignore[index]
+        return lo + (hi - lo) * rng.random((n, lo.size))
+
+    # ------------------------------------------------------------------ provided
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.parameters)
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Unit of every map this model produces."""
+        return {s.name: s.unit for s in (*self.parameters, *self.derived)}
+
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds, each shape (p,)."""
+        return (
+            np.array([s.lower for s in self.parameters], dtype=float),
+            np.array([s.upper for s in self.parameters], dtype=float),
+        )
+
+    def scales(self) -> np.ndarray:
+        """Typical magnitude of each parameter, shape (p,)."""
+        return np.array([s.scale for s in self.parameters], dtype=float)
+
+    def _check_method(self, method: str) -> str:
+        if method not in self.methods:
+            raise FitError(
+                f"unknown method {method!r} for model {self.name!r}; expected one of "
+                f"{', '.join(repr(m) for m in self.methods)}",
+                field="method",
+            )
+        return method
+
+    def solve_nonlinear(
+        self,
+        y: np.ndarray,
+        p0: np.ndarray,
+        *,
+        lower: np.ndarray | None = None,
+        upper: np.ndarray | None = None,
+        backend: str | None = None,
+    ) -> BlockFit:
+        """Bounded Levenberg–Marquardt of this model on a block, from ``p0``."""
+        lo, hi = self.bounds()
+        be = resolve_backend(backend or self.backend, has_kernel=self.kernel() is not None)
+        res = levenberg_marquardt(
+            y,
+            p0,
+            lo if lower is None else lower,
+            hi if upper is None else upper,
+            fun=self.signal,
+            jac=self.jacobian,
+            kernel=self.kernel() if be == "numba" else None,
+            consts=self.consts() if be == "numba" else None,
+            scale=self.scales(),
+            options=self.lm_options,
+            backend=be,
+        )
+        return BlockFit(res.params, res.status, res.rss, res.stderr)
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        """Fit a block ``y (n, m)`` of valid voxels. Default: LM from :meth:`initial_guess`."""
+        return self.solve_nonlinear(y, self.initial_guess(y))
+
+    def _n_workers(self) -> int:
+        be = resolve_backend(self.backend, has_kernel=self.kernel() is not None)
+        return 1 if be == "numba" else max(1, os.cpu_count() or 1)
+
+    def fit(
+        self,
+        data: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        chunk_voxels: int | None = None,
+    ) -> FitResult:
+        """Fit the model to every voxel of ``data`` (within ``mask``).
+
+        Parameters
+        ----------
+        data : ndarray, shape (..., m)
+            Measurements on the last axis, in the order of the protocol.
+        mask : ndarray of bool, shape data.shape[:-1], optional
+            Voxels to fit; others get NaN maps and status ``NOT_FITTED``.
+        chunk_voxels : int, optional, keyword-only
+            Voxels per block (bounds memory); results do not depend on it.
+
+        Returns
+        -------
+        FitResult
+
+        Raises
+        ------
+        FitError
+            Data whose last axis disagrees with the protocol, a mask of another shape.
+
+        Warns
+        -----
+        TumorscopeWarning
+            Once, if some voxels did not converge, hit bounds or had invalid input.
+        """
+        arr, m = validate_inputs(
+            data, mask, n_measurements=self.n_measurements, what=self.measurement_name
+        )
+        flat = fit_blocks(
+            self.fit_block,
+            arr,
+            m,
+            n_params=len(self.parameters),
+            invalid_fn=self.invalid_voxels,
+            chunk_voxels=chunk_voxels,
+            n_workers=self._n_workers(),
+        )
+        return self._result(arr, flat)
+
+    def _result(self, arr: np.ndarray, flat: Any) -> FitResult:
+        shape = arr.shape[:-1]
+        maps = {s.name: flat.params[:, i].reshape(shape) for i, s in enumerate(self.parameters)}
+        for name, value in self.derive(maps).items():
+            maps[name] = np.asarray(value, dtype=np.float32).reshape(shape)
+        stderr = {s.name: flat.stderr[:, i].reshape(shape) for i, s in enumerate(self.parameters)}
+        status = flat.status.reshape(shape)
+        msg = summarize_status(status)
+        if msg:
+            warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=3)
+        from .. import __version__
+
+        buf = np.ascontiguousarray(arr)
+        provenance = {
+            "model": self.name,
+            "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "options": self.options(),
+            "backend": resolve_backend(self.backend, has_kernel=self.kernel() is not None),
+            "tumorscope_version": __version__,
+            "numpy_version": np.__version__,
+            "input": {
+                "shape": list(arr.shape),
+                "dtype": str(arr.dtype),
+                "crc32": f"{zlib.crc32(memoryview(buf).cast('B')):08x}",
+                "fitted_voxels": int(flat.mask.sum()),
+            },
+        }
+        return FitResult(
+            maps=maps,
+            units=self.units,
+            status=status,
+            rss=flat.rss.reshape(shape),
+            stderr=stderr,
+            provenance=provenance,
+            mask=flat.mask.reshape(shape),
+        )
+
+    def predict(self, fit: FitResult | Mapping[str, np.ndarray]) -> np.ndarray:
+        """Noise-free signal from fitted maps.
+
+        Parameters
+        ----------
+        fit : FitResult or mapping of name to ndarray
+            Maps of every fitted parameter, all of one shape ``S``.
+
+        Returns
+        -------
+        ndarray, shape S + (m,), float64
+            NaN where any parameter is NaN.
+        """
+        maps = fit.maps if isinstance(fit, FitResult) else fit
+        missing = [n for n in self.parameter_names if n not in maps]
+        if missing:
+            raise FitError(f"missing maps {missing} to predict {self.name!r}", field="fit")
+        arrs = [np.asarray(maps[n], dtype=np.float64) for n in self.parameter_names]
+        shape = arrs[0].shape
+        P = np.stack([a.reshape(-1) for a in arrs], axis=1)
+        out = np.full((P.shape[0], self.n_measurements), np.nan)
+        ok = np.all(np.isfinite(P), axis=1)
+        if ok.any():
+            out[ok] = self.signal(P[ok])
+        return out.reshape((*shape, self.n_measurements))
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{type(self).__name__}({opts})"
+
+
+# ---------------------------------------------------------------------- registry
+_REGISTRY: dict[str, type[Model]] = {}
+_M = TypeVar("_M", bound=type[Model])
+_LOADED = False
+
+
+def register_model(cls: _M) -> _M:
+    """Class decorator: register a :class:`Model` subclass under ``cls.name``.
+
+    Raises
+    ------
+    FitError
+        If the name is empty or already taken by another class.
+    """
+    name = getattr(cls, "name", "")
+    if not name:
+        raise FitError(f"{cls.__qualname__} has no 'name'", field="name")
+    other = _REGISTRY.get(name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise FitError(
+            f"model name {name!r} already registered by {other.__qualname__}", field="name"
+        )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    """Import every public module of ``tumorscope.models`` so that they register."""
+    global _LOADED
+    if _LOADED:
+        return
+    pkg = importlib.import_module("tumorscope.models")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_") or info.name == "base":
+            continue
+        importlib.import_module(f"tumorscope.models.{info.name}")
+    _LOADED = True
+
+
+def list_models() -> list[str]:
+    """Names of every registered model (imports all model modules first)."""
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def get_model(name: str) -> type[Model]:
+    """The model class registered as ``name`` (case-insensitive).
+
+    Raises
+    ------
+    FitError
+        If no model has that name (the message lists the known ones).
+    """
+    key = name.lower()
+    if key not in _REGISTRY:
+        _load_all()
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        raise FitError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))}",
+            field="model",
+        ) from None
