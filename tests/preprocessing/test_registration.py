@@ -1,0 +1,139 @@
+"""Registration and resampling against known transforms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from tumorscope.errors import DataError
+from tumorscope.preprocessing import register, resample, resample_mask
+from tumorscope.volume import Volume
+
+CENTRES = np.array([[0.0, 0.0, 0.0], [14.0, -6.0, 4.0], [-10.0, 12.0, -6.0], [4.0, 16.0, 8.0]])
+WIDTHS = np.array([10.0, 5.0, 7.0, 4.0])
+HEIGHTS = np.array([1.0, 0.8, -0.6, 1.2])
+
+
+def _scene(xyz):
+    d2 = ((xyz[:, None, :] - CENTRES[None]) ** 2).sum(-1)
+    return (HEIGHTS * np.exp(-d2 / (2 * WIDTHS**2))).sum(-1) * 1000.0
+
+
+def _sample(shape, affine, world_map=None):
+    ijk = np.indices(shape).reshape(3, -1).T.astype(float)
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    if world_map is not None:
+        xyz = xyz @ world_map[:3, :3].T + world_map[:3, 3]
+    return _scene(xyz).reshape(shape).astype(np.float32)
+
+
+def _affine(spacing, shape, rot=np.eye(3)):
+    a = np.eye(4)
+    a[:3, :3] = rot @ np.diag(spacing)
+    a[:3, 3] = -(a[:3, :3] @ ((np.asarray(shape) - 1) / 2))
+    return a
+
+
+def _rigid(angles_deg, shift):
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler("xyz", angles_deg, degrees=True).as_matrix()
+    m[:3, 3] = shift
+    return m
+
+
+@pytest.mark.parametrize("metric", ["mean_squares", "mattes"])
+def test_rigid_registration_recovers_a_known_motion(metric):
+    shape = (36, 36, 16)
+    fixed_aff = _affine((2.0, 2.0, 3.0), shape)
+    truth = _rigid((2.0, -3.0, 6.0), (3.0, -2.5, 1.5))  # fixed world -> moving world
+    # the moving image is on an oblique grid of its own
+    moving_aff = _affine(
+        (2.0, 2.0, 3.0), shape, Rotation.from_euler("z", 10, degrees=True).as_matrix()
+    )
+    fixed = Volume(_sample(shape, fixed_aff), fixed_aff)
+    moving = Volume(_sample(shape, moving_aff, np.linalg.inv(truth)), moving_aff)
+    reg = register(fixed, moving, kind="rigid", metric=metric)
+    pts = np.array([[0, 0, 0, 1], [15, 10, 5, 1], [-15, 10, -5, 1], [10, -15, 0, 1.0]])
+    err = np.linalg.norm((pts @ reg.matrix.T - pts @ truth.T)[:, :3], axis=1)
+    assert err.max() < 0.6, (err, reg.stop_condition)
+    assert reg.rotation_deg() == pytest.approx(
+        np.degrees(Rotation.from_matrix(truth[:3, :3]).magnitude()), abs=0.5
+    )
+
+
+def test_resample_applies_the_transform():
+    shape = (30, 30, 12)
+    aff = _affine((2.0, 2.0, 3.0), shape)
+    truth = _rigid((0.0, 0.0, 8.0), (4.0, 2.0, 0.0))
+    moving = Volume(_sample(shape, aff, np.linalg.inv(truth)), aff)
+    fixed = Volume(_sample(shape, aff), aff)
+    back = resample(moving, fixed, transform=truth)
+    inner = (slice(5, 25), slice(5, 25), slice(3, 9))
+    err = np.abs(back.data[inner] - fixed.data[inner]).max()
+    assert err < 0.05 * np.abs(fixed.data[inner]).max()
+    assert np.isnan(resample(moving, fixed, transform=_rigid((0, 0, 0), (500, 0, 0))).data).all()
+
+
+def test_resample_mask_keeps_labels_and_volume_on_a_coarser_grid():
+    fine_shape = (120, 120, 40)
+    fine = _affine((0.5, 0.5, 1.0), fine_shape)
+    ijk = np.indices(fine_shape).reshape(3, -1).T
+    xyz = (ijk @ fine[:3, :3].T + fine[:3, 3]).reshape(*fine_shape, 3)
+    labels = np.zeros(fine_shape, np.int16)
+    labels[((xyz - [8, 0, 0]) ** 2).sum(-1) <= 9.0**2] = 1
+    labels[((xyz - [-15, 5, 2]) ** 2).sum(-1) <= 6.0**2] = 4
+    mask = Volume(labels, fine)
+    coarse_shape = (32, 32, 10)
+    coarse = Volume(np.zeros(coarse_shape, np.float32), _affine((2.0, 2.0, 4.0), coarse_shape))
+    out = resample_mask(mask, coarse)
+    assert out.data.dtype == np.int32
+    assert set(np.unique(out.data)) == {0, 1, 4}
+    # independent majority vote of the analytic partial volume (5 sub-points per axis)
+    ijk = np.indices(coarse_shape).reshape(3, -1).T.astype(float)
+    off = (np.arange(5) + 0.5) / 5 - 0.5
+    sub = np.stack(np.meshgrid(off, off, off, indexing="ij"), -1).reshape(-1, 3)
+    for lab, centre, radius in ((1, [8, 0, 0], 9.0), (4, [-15, 5, 2], 6.0)):
+        frac = np.zeros(len(ijk))
+        for o in sub:
+            xyz = (ijk + o) @ coarse.affine[:3, :3].T + coarse.affine[:3, 3]
+            frac += ((xyz - centre) ** 2).sum(-1) <= radius**2
+        expected = (frac / len(sub) > 0.5).reshape(coarse_shape)
+        got = out.data == lab
+        dice = 2 * (got & expected).sum() / (got.sum() + expected.sum())
+        assert dice > 0.95
+        # the partial-volume sum is the sphere's volume; the vote stays near it
+        pv_ml = frac.sum() / len(sub) * 16.0 / 1000
+        assert pv_ml == pytest.approx(4 / 3 * np.pi * radius**3 / 1000, rel=0.02)
+    # identity onto the same grid is exact
+    same = resample_mask(mask, mask)
+    assert np.array_equal(same.data, labels)
+
+
+def test_resample_mask_through_a_registration_transform():
+    shape = (40, 40, 20)
+    aff = _affine((1.0, 1.0, 2.0), shape)
+    labels = np.zeros(shape, np.int32)
+    labels[15:25, 12:20, 8:12] = 3
+    truth = _rigid((0, 0, 0), (5.0, -4.0, 2.0))  # target world -> source world
+    out = resample_mask(
+        Volume(labels, aff), Volume(np.zeros(shape, np.float32), aff), transform=truth
+    )
+    # a point p of the target maps to p + shift in the source: the box moves by -shift
+    expected = np.zeros(shape, np.int32)
+    expected[10:20, 16:24, 7:11] = 3
+    assert np.array_equal(out.data, expected)
+
+
+def test_bad_inputs():
+    aff = np.eye(4)
+    const = Volume(np.ones((8, 8, 8), np.float32), aff)
+    other = Volume(np.random.default_rng(0).random((8, 8, 8)).astype(np.float32), aff)
+    with pytest.raises(DataError, match="constant"):
+        register(const, other)
+    with pytest.raises(DataError, match="3-D"):
+        register(Volume(np.zeros((8, 8, 8, 2), np.float32), aff), other)
+    with pytest.raises(DataError, match="kind"):
+        register(other, other, kind="elastic")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="non-integer"):
+        resample_mask(Volume(np.full((4, 4, 4), 0.5, np.float32), aff), other)
