@@ -54,7 +54,7 @@ _VOXEL_SIG = types.void(
 
 
 @nb.njit(cache=True, inline="always")
-def _chol_solve(A, b, x, L, P):  # type: ignore[no-untyped-def]
+def _chol_solve(A, b, x, L, P):
     for j in range(P):
         s = A[j, j]
         for k in range(j):
@@ -82,7 +82,7 @@ def _chol_solve(A, b, x, L, P):  # type: ignore[no-untyped-def]
 
 
 @nb.njit(_VOXEL_SIG, cache=True, nogil=True)
-def _lm_voxel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss_out, se, nit):  # type: ignore[no-untyped-def]
+def _lm_voxel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss_out, se, nit):
     m = y.shape[0]
     P = p.shape[0]
     f = np.empty(m)
@@ -224,7 +224,7 @@ _DRIVER_SIG = types.void(
 
 
 @nb.njit(_DRIVER_SIG, parallel=True, cache=True)
-def _drive_parallel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):  # type: ignore[no-untyped-def]
+def _drive_parallel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     for v in nb.prange(y.shape[0]):
         _lm_voxel(
             fn,
@@ -245,7 +245,7 @@ def _drive_parallel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, r
 
 
 @nb.njit(_DRIVER_SIG, cache=True, nogil=True)
-def _drive_serial(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):  # type: ignore[no-untyped-def]
+def _drive_serial(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     for v in range(y.shape[0]):
         _lm_voxel(
             fn,
@@ -265,7 +265,7 @@ def _drive_serial(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss
         )
 
 
-def run(kernel, consts, y, p0, lo, hi, scale, opts, *, parallel):  # type: ignore[no-untyped-def]
+def run(kernel, consts, y, p0, lo, hi, scale, opts, *, parallel):
     """Run the compiled solver; see :func:`tumorscope.fitting.lm.levenberg_marquardt`."""
     from .lm import LMResult
 

@@ -481,7 +481,7 @@ class Model(abc.ABC):
             "input": {
                 "shape": list(arr.shape),
                 "dtype": str(arr.dtype),
-                "crc32": f"{zlib.crc32(memoryview(buf).cast('B')):08x}",
+                "crc32": f"{zlib.crc32(buf.data):08x}",
                 "fitted_voxels": int(flat.mask.sum()),
             },
         }

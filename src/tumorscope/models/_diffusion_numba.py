@@ -1,0 +1,177 @@
+"""Compiled per-voxel diffusion kernels (numba); imported only when numba is installed.
+
+Signal equations and references are documented in :mod:`tumorscope.models.diffusion`.
+Parameter orders: ADC (S0, ADC); IVIM (S0, D, f, D_star); DKI (S0, D, K).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import types
+
+from ..fitting._lm_numba import MODEL_SIGNATURE
+from ..fitting.status import FitStatus
+
+_CONVERGED = np.uint8(FitStatus.CONVERGED)
+_AT_BOUND = np.uint8(FitStatus.AT_BOUND)
+_FAILED = np.uint8(FitStatus.FAILED)
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def mono_kernel(p, b, f, J):
+    """S = S0 exp(-b ADC); consts = b (m,)."""
+    for k in range(b.shape[0]):
+        e = np.exp(-b[k] * p[1])
+        f[k] = p[0] * e
+        J[k, 0] = e
+        J[k, 1] = -p[0] * b[k] * e
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def ivim_kernel(p, b, f, J):
+    """S = S0 (f exp(-b D*) + (1 - f) exp(-b D)); consts = b (m,)."""
+    s0 = p[0]
+    d = p[1]
+    fr = p[2]
+    ds = p[3]
+    for k in range(b.shape[0]):
+        e1 = np.exp(-b[k] * d)
+        e2 = np.exp(-b[k] * ds)
+        s = fr * e2 + (1.0 - fr) * e1
+        f[k] = s0 * s
+        J[k, 0] = s
+        J[k, 1] = -s0 * (1.0 - fr) * b[k] * e1
+        J[k, 2] = s0 * (e2 - e1)
+        J[k, 3] = -s0 * fr * b[k] * e2
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def ivim_map_kernel(p, c, f, J):
+    """IVIM plus three Gaussian prior rows (MAP / empirical Bayes).
+
+    consts = [m, b_1..b_m, w_D, mu_D, w_f, mu_f, w_Ds, mu_logDs]; rows m..m+2 are
+    ``w_D (D - mu_D)``, ``w_f (f - mu_f)``, ``w_Ds (log D* - mu_logDs)`` (observed 0).
+    """
+    m = int(c[0])
+    s0 = p[0]
+    d = p[1]
+    fr = p[2]
+    ds = p[3]
+    for k in range(m):
+        bk = c[1 + k]
+        e1 = np.exp(-bk * d)
+        e2 = np.exp(-bk * ds)
+        s = fr * e2 + (1.0 - fr) * e1
+        f[k] = s0 * s
+        J[k, 0] = s
+        J[k, 1] = -s0 * (1.0 - fr) * bk * e1
+        J[k, 2] = s0 * (e2 - e1)
+        J[k, 3] = -s0 * fr * bk * e2
+    o = 1 + m
+    for r in range(3):
+        for i in range(4):
+            J[m + r, i] = 0.0
+    f[m] = c[o] * (d - c[o + 1])
+    J[m, 1] = c[o]
+    f[m + 1] = c[o + 2] * (fr - c[o + 3])
+    J[m + 1, 2] = c[o + 2]
+    f[m + 2] = c[o + 4] * (np.log(ds) - c[o + 5])
+    J[m + 2, 3] = c[o + 4] / ds
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def dki_kernel(p, b, f, J):
+    """S = S0 exp(-b D + b^2 D^2 K / 6); consts = shell b-values."""
+    s0 = p[0]
+    d = p[1]
+    kk = p[2]
+    for k in range(b.shape[0]):
+        bk = b[k]
+        e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
+        f[k] = s0 * e
+        J[k, 0] = e
+        J[k, 1] = s0 * e * (-bk + bk * bk * d * kk / 3.0)
+        J[k, 2] = s0 * e * bk * bk * d * d / 6.0
+
+
+@nb.njit(
+    types.void(
+        types.float64[:, ::1],
+        types.float64[::1],
+        types.boolean,
+        types.float64,
+        types.float64,
+        types.float64[:, ::1],
+        types.float64[:, ::1],
+        types.float64[::1],
+        types.uint8[::1],
+    ),
+    parallel=True,
+    cache=True,
+)
+def loglinear_block(y, b, weighted, adc_lo, adc_hi, params, stderr, rss, status):
+    """Fused (weighted) log-linear mono-exponential fit of every row of ``y``.
+
+    ``log y = log S0 - b ADC`` with weights ``y^2`` (``weighted``) or 1; non-positive samples
+    get weight 0. ADC is clipped to ``[adc_lo, adc_hi]`` (status AT_BOUND). ``rss`` is the
+    weighted log-domain objective (with ``y^2`` weights it approximates the signal RSS).
+    """
+    n, m = y.shape
+    for i in nb.prange(n):
+        sw = 0.0
+        swb = 0.0
+        swbb = 0.0
+        swl = 0.0
+        swbl = 0.0
+        npos = 0
+        for k in range(m):
+            v = y[i, k]
+            if v > 0.0:
+                lv = np.log(v)
+                w = v * v if weighted else 1.0
+                bk = b[k]
+                sw += w
+                swb += w * bk
+                swbb += w * bk * bk
+                swl += w * lv
+                swbl += w * bk * lv
+                npos += 1
+        det = sw * swbb - swb * swb
+        if npos < 2 or not (det > 0.0):
+            params[i, 0] = np.nan
+            params[i, 1] = np.nan
+            stderr[i, 0] = np.nan
+            stderr[i, 1] = np.nan
+            rss[i] = np.nan
+            status[i] = _FAILED
+            continue
+        slope = (sw * swbl - swb * swl) / det
+        icpt = (swl - slope * swb) / sw
+        r = 0.0
+        for k in range(m):
+            v = y[i, k]
+            if v > 0.0:
+                w = v * v if weighted else 1.0
+                e = np.log(v) - icpt - slope * b[k]
+                r += w * e * e
+        adc = -slope
+        st = _CONVERGED
+        if adc < adc_lo:
+            adc = adc_lo
+            st = _AT_BOUND
+        elif adc > adc_hi:
+            adc = adc_hi
+            st = _AT_BOUND
+        s0 = np.exp(icpt)
+        params[i, 0] = s0
+        params[i, 1] = adc
+        rss[i] = r
+        status[i] = st
+        if npos > 2:
+            s2 = r / (npos - 2)
+            stderr[i, 0] = s0 * np.sqrt(s2 * swbb / det)
+            stderr[i, 1] = np.sqrt(s2 * sw / det)
+        else:
+            stderr[i, 0] = np.nan
+            stderr[i, 1] = np.nan
