@@ -16,15 +16,20 @@ nothing is rescaled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 from scipy import special
 
 from ..errors import DataError, FitError
+from ..fitting.engine import BlockFit
+from ..fitting.status import FitStatus
+from .base import FitResult, Model, ParameterSpec, register_model
 
 __all__ = [
+    "VFAT1",
     "despot1",
     "ir_jacobian",
     "ir_signal",
@@ -409,3 +414,446 @@ def _check_last_axis(data: np.ndarray, n: int, name: str) -> None:
             f"expected {n} measurements on the last axis to match {name}, got shape {data.shape}",
             field="data",
         )
+
+
+# --------------------------------------------------------------------------------------------
+# shared solver pieces: variable projection over one non-linear parameter
+# --------------------------------------------------------------------------------------------
+_GOLD = 0.5 * (np.sqrt(5.0) - 1.0)
+
+
+def _project(basis: np.ndarray, y: np.ndarray, *, nonneg: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form linear coefficients and residual for basis ``(n, m, q)``, ``q`` in {1, 2}.
+
+    With ``nonneg`` the first coefficient (the amplitude) is constrained to be >= 0 (for
+    ``q = 1`` exactly; for ``q = 2`` by falling back to the best one-column fit).
+    """
+    yy = np.einsum("nm,nm->n", y, y)
+    f = basis[..., 0]
+    ff = np.einsum("nm,nm->n", f, f)
+    fy = np.einsum("nm,nm->n", f, y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if basis.shape[-1] == 1:
+            c = np.where(ff > 0, fy / ff, 0.0)
+            if nonneg:
+                c = np.maximum(c, 0.0)
+            rss = yy - 2 * c * fy + c * c * ff
+            return c[:, None], np.maximum(rss, 0.0)
+        g = basis[..., 1]
+        gg = np.einsum("nm,nm->n", g, g)
+        fg = np.einsum("nm,nm->n", f, g)
+        gy = np.einsum("nm,nm->n", g, y)
+        det = ff * gg - fg * fg
+        ok = det > 1e-12 * np.maximum(ff * gg, 1e-300)
+        c0 = np.where(ok, (gg * fy - fg * gy) / np.where(ok, det, 1.0), 0.0)
+        c1 = np.where(ok, (ff * gy - fg * fy) / np.where(ok, det, 1.0), 0.0)
+        if nonneg:
+            bad = c0 < 0
+            c0 = np.where(bad, 0.0, c0)
+            c1 = np.where(bad, np.where(gg > 0, gy / gg, 0.0), c1)
+        r = y - c0[:, None] * f - c1[:, None] * g
+        rss = np.einsum("nm,nm->n", r, r)
+    return np.stack([c0, c1], axis=1), rss
+
+
+def _varpro_log(
+    basis_fn: Callable[[np.ndarray], np.ndarray],
+    y: np.ndarray,
+    lo: float,
+    hi: float,
+    *,
+    nonneg: bool = True,
+    n_grid: int = 48,
+    n_golden: int = 45,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Least squares over one non-linear parameter ``x`` in ``[lo, hi]`` with linear amplitudes.
+
+    ``y ≈ B(x) c``: for every ``x`` the coefficients ``c`` are solved in closed form (variable
+    projection, Golub & Pereyra, SIAM J Numer Anal 1973, doi:10.1137/0710036), so only the
+    1-D reduced residual ``rss(x)`` is searched: a log-spaced grid finds the basin (global,
+    no starting value needed), golden-section search (Kiefer 1953, doi:10.2307/2032161)
+    then narrows the bracket around the best grid point by ``0.618**n_golden`` (1e-9 of the
+    bracket with the defaults), all voxels at once.
+
+    Parameters
+    ----------
+    basis_fn : callable
+        ``basis_fn(x (n,)) -> (n, m, q)``.
+    y : ndarray, shape (n, m)
+
+    Returns
+    -------
+    x : ndarray, shape (n,)
+    coef : ndarray, shape (n, q)
+    rss : ndarray, shape (n,)
+    at_bound : ndarray of bool, shape (n,)
+        The best grid point was the first or last (the optimum may lie beyond the bounds).
+    """
+    n = y.shape[0]
+    grid = np.linspace(np.log(lo), np.log(hi), n_grid)
+    best = np.full(n, np.inf)
+    k = np.zeros(n, dtype=np.int64)
+    for g, th in enumerate(grid):
+        _, r = _project(basis_fn(np.full(n, np.exp(th))), y, nonneg=nonneg)
+        better = r < best
+        best = np.where(better, r, best)
+        k = np.where(better, g, k)
+    at_bound = (k == 0) | (k == n_grid - 1)
+    kc = np.clip(k, 1, n_grid - 2)
+    a, b = grid[kc - 1], grid[kc + 1]
+    c = b - _GOLD * (b - a)
+    d = a + _GOLD * (b - a)
+
+    def rss_at(th: np.ndarray) -> np.ndarray:
+        return _project(basis_fn(np.exp(th)), y, nonneg=nonneg)[1]
+
+    fc, fd = rss_at(c), rss_at(d)
+    for _ in range(n_golden):
+        left = fc < fd  # minimum in [a, d]
+        b = np.where(left, d, b)
+        a = np.where(left, a, c)
+        new_c = b - _GOLD * (b - a)
+        new_d = a + _GOLD * (b - a)
+        # reuse the surviving interior point, evaluate the other one
+        th_new = np.where(left, new_c, new_d)
+        f_new = rss_at(th_new)
+        fd, fc = np.where(left, fc, f_new), np.where(left, f_new, fd)
+        c, d = new_c, new_d
+    th = 0.5 * (a + b)
+    x = np.exp(th)
+    coef, rss = _project(basis_fn(x), y, nonneg=nonneg)
+    # never worse than the best grid point
+    worse = rss > best
+    if worse.any():
+        xg = np.exp(grid[k])
+        cg, rg = _project(basis_fn(xg), y, nonneg=nonneg)
+        x = np.where(worse, xg, x)
+        coef = np.where(worse[:, None], cg, coef)
+        rss = np.where(worse, rg, rss)
+    return x, coef, rss, at_bound
+
+
+def _stderr_from_jacobian(J: np.ndarray, rss: np.ndarray) -> np.ndarray:
+    """``sqrt(diag((JᵀJ)⁻¹) · rss / (m - p))`` per voxel; NaN when ``m <= p`` or singular."""
+    n, m, p = J.shape
+    if m <= p:
+        return np.full((n, p), np.nan)
+    H = np.einsum("nmi,nmj->nij", J, J)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = np.sqrt(np.einsum("nii->ni", H))
+        d = np.where(d > 0, d, 1.0)
+        Hs = H / (d[:, :, None] * d[:, None, :])
+        ok = np.all(np.isfinite(Hs), axis=(1, 2))
+        inv = np.full_like(H, np.nan)
+        if ok.any():
+            cond = np.linalg.cond(Hs[ok])
+            good = np.flatnonzero(ok)[cond < 1e12]
+            if good.size:
+                inv[good] = np.linalg.inv(Hs[good]) / (d[good, :, None] * d[good, None, :])
+        var = np.einsum("nii->ni", inv) * (rss / (m - p))[:, None]
+        return np.sqrt(np.where(var >= 0, var, np.nan))
+
+
+def _gn_polish(
+    params: np.ndarray,
+    y: np.ndarray,
+    fun: Callable[[np.ndarray], np.ndarray],
+    jac: Callable[[np.ndarray], np.ndarray],
+    rss: np.ndarray,
+    *,
+    steps: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A few Gauss-Newton steps from a search result, each kept only where it lowers the RSS.
+
+    ``params`` must be finite (rows of a block, all fitted together).
+
+    The golden-section search locates the minimum to about ``sqrt(eps)`` relative (the
+    residual is flat there); Gauss-Newton from that point converges quadratically to full
+    precision.
+    """
+    p = params.copy()
+    r_best = rss.copy()
+    n_par = p.shape[1]
+    for _ in range(steps):
+        J = jac(p)
+        r = y - fun(p)
+        H = np.einsum("nmi,nmj->nij", J, J)
+        g = np.einsum("nmi,nm->ni", J, r)
+        with np.errstate(all="ignore"):
+            d = np.sqrt(np.einsum("nii->ni", H))
+            d = np.where(d > 0, d, 1.0)
+            Hs = H / (d[:, :, None] * d[:, None, :]) + 1e-12 * np.eye(n_par)
+            good = np.all(np.isfinite(Hs), axis=(1, 2)) & np.all(np.isfinite(g), axis=1)
+            good[good] &= np.linalg.det(Hs[good]) > 1e-14
+            step = np.zeros_like(g)
+            if good.any():
+                step[good] = np.linalg.solve(Hs[good], (g / d)[good][..., None])[..., 0] / d[good]
+            trial = p + step
+            rt = np.sum((y - fun(trial)) ** 2, axis=1)
+        better = good & np.isfinite(rt) & (rt < r_best) & np.all(np.isfinite(trial), axis=1)
+        p[better] = trial[better]
+        r_best[better] = rt[better]
+    return p, r_best
+
+
+def _status(ok: np.ndarray, at_bound: np.ndarray) -> np.ndarray:
+    st = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
+    st[~ok] = FitStatus.FAILED
+    return st
+
+
+def _invalid_magnitude(y: np.ndarray) -> np.ndarray:
+    """Voxels that cannot be fitted: non-finite, negative or all-zero magnitudes."""
+    return ~np.all(np.isfinite(y), axis=1) | np.any(y < 0, axis=1) | ~np.any(y > 0, axis=1)
+
+
+def _check_backend(backend: str) -> str:
+    if backend not in ("auto", "numpy", "numba"):
+        raise FitError(
+            f"unknown backend {backend!r}; expected 'auto', 'numba' or 'numpy'", field="backend"
+        )
+    return backend
+
+
+# --------------------------------------------------------------------------------------------
+# VFA T1
+# --------------------------------------------------------------------------------------------
+@register_model
+class VFAT1(Model):
+    """Variable flip angle T1 mapping from spoiled gradient echo (SPGR) magnitudes.
+
+    Fits :func:`spgr_signal` to one signal per flip angle. Methods:
+
+    ``"nonlinear"`` (default)
+        Exact least squares on the magnitudes: ``M0`` is linear and solved in closed form for
+        every ``T1``, and ``T1`` is found by a global log-grid plus golden-section search of
+        the 1-D reduced residual (variable projection). No starting value, no local minima
+        within the grid, per-voxel B1 supported.
+    ``"despot1"``
+        The linearised DESPOT1 regression of :func:`despot1` (Deoni et al. 2003,
+        doi:10.1002/mrm.10407): fast, but it weights the angles unevenly, so it is noisier.
+    ``"two_point"``
+        DESPOT1 on the first and last flip angle only (what two-angle protocols give).
+
+    Parameters
+    ----------
+    flip_angles_deg : sequence of float, shape (n_fa,)
+        Nominal flip angles in degrees, at least two distinct, each in (0, 180).
+    tr_ms : float
+        Repetition time in ms.
+    method : {"nonlinear", "despot1", "two_point"}, keyword-only
+    backend : {"auto", "numpy", "numba"}, keyword-only
+        Accepted for a uniform interface; every method here is closed-form or a vectorised
+        1-D search and runs in numpy.
+
+    Notes
+    -----
+    Maps: ``"M0"`` (a.u.), ``"T1"`` (ms), derived ``"R1"`` (1/s). Pass a B1 map (relative
+    flip angle, 1 = nominal) to :meth:`fit` as ``b1=``; the actual flip angles are
+    ``b1 * flip_angles_deg`` voxel by voxel. Without it T1 is biased by roughly
+    ``(actual/nominal)^2`` (Stikov et al., Magn Reson Med 2015, doi:10.1002/mrm.25135).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> m = VFAT1([2, 5, 12], 5.4)
+    >>> y = spgr_signal(np.array([[1000.0, 1100.0]]), [2, 5, 12], 5.4)
+    >>> fit = m.fit(y)
+    >>> round(float(fit["T1"][0]), 3)
+    1100.0
+    """
+
+    name = "vfat1"
+    parameters = (
+        ParameterSpec(
+            "M0",
+            "a.u.",
+            0.0,
+            np.inf,
+            typical=(500.0, 5000.0),
+            description="equilibrium signal (includes receive gain and T2* decay)",
+        ),
+        ParameterSpec(
+            "T1",
+            "ms",
+            5.0,
+            50000.0,
+            typical=(300.0, 3000.0),
+            description="longitudinal relaxation time",
+        ),
+    )
+    derived = (ParameterSpec("R1", "1/s", 0.0, np.inf, description="1000 / T1"),)
+    methods = ("nonlinear", "despot1", "two_point")
+    measurement_name = "flip angles"
+
+    def __init__(
+        self,
+        flip_angles_deg: Sequence[float] | npt.ArrayLike,
+        tr_ms: float,
+        *,
+        method: Literal["nonlinear", "despot1", "two_point"] = "nonlinear",
+        backend: str = "auto",
+    ) -> None:
+        from ..protocol import VFAProtocol
+
+        proto = VFAProtocol(flip_angles_deg=flip_angles_deg, tr_ms=tr_ms)  # type: ignore[arg-type]
+        self.flip_angles_deg = np.asarray(proto.flip_angles_deg)
+        self.tr_ms = float(proto.tr_ms)
+        self.method = self._check_method(method)
+        self.backend = _check_backend(backend)
+        self._b1_column = False
+
+    @classmethod
+    def from_protocol(cls, protocol: Any, **options: Any) -> VFAT1:
+        """Build from a :class:`~tumorscope.protocol.VFAProtocol`."""
+        return cls(protocol.flip_angles_deg, protocol.tr_ms, **options)
+
+    @property
+    def n_measurements(self) -> int:
+        return int(self.flip_angles_deg.size) + (1 if self._b1_column else 0)
+
+    def signal(self, params: np.ndarray) -> np.ndarray:
+        return spgr_signal(params, self.flip_angles_deg, self.tr_ms)
+
+    def jacobian(self, params: np.ndarray) -> np.ndarray:
+        return spgr_jacobian(params, self.flip_angles_deg, self.tr_ms)
+
+    def initial_guess(self, y: np.ndarray) -> np.ndarray:
+        m0, t1 = despot1(y[:, : self.flip_angles_deg.size], self.flip_angles_deg, self.tr_ms)
+        return np.stack(
+            [np.nan_to_num(m0, nan=float(np.max(y))), np.nan_to_num(t1, nan=1000.0)], axis=1
+        )
+
+    def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
+        bad = _invalid_magnitude(y[:, : self.flip_angles_deg.size])
+        if self._b1_column:
+            b1 = y[:, -1]
+            bad |= ~np.isfinite(b1) | (b1 <= 0)
+        return bad
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"R1": _rate(maps["T1"])}
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "flip_angles_deg": self.flip_angles_deg.tolist(),
+            "tr_ms": self.tr_ms,
+            "method": self.method,
+        }
+
+    @classmethod
+    def example(cls) -> VFAT1:
+        return cls([2.0, 5.0, 10.0, 15.0], 5.0)
+
+    def fit(
+        self,
+        data: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
+        *,
+        b1: npt.ArrayLike | None = None,
+        chunk_voxels: int | None = None,
+    ) -> FitResult:
+        """Fit every voxel (within ``mask``); see :meth:`Model.fit`.
+
+        Parameters
+        ----------
+        data : array_like, shape (..., n_fa)
+        mask : array_like of bool, shape data.shape[:-1], optional
+        b1 : array_like, shape data.shape[:-1], optional, keyword-only
+            Relative flip angle map (actual / nominal, 1 = perfect). Voxels with a non-finite
+            or non-positive B1 get status ``INVALID_INPUT``.
+        chunk_voxels : int, optional, keyword-only
+        """
+        if b1 is None:
+            return super().fit(
+                np.asarray(data),
+                None if mask is None else np.asarray(mask),
+                chunk_voxels=chunk_voxels,
+            )
+        from ..fitting.engine import validate_inputs
+
+        arr, m = validate_inputs(
+            data, mask, n_measurements=self.flip_angles_deg.size, what=self.measurement_name
+        )
+        b = np.asarray(b1, dtype=float)
+        if b.shape != arr.shape[:-1]:
+            raise FitError(
+                f"B1 map shape {b.shape} does not match the data's spatial shape {arr.shape[:-1]}",
+                field="b1",
+            )
+        sel = b[m] if m is not None else b
+        sel = sel[np.isfinite(sel)]
+        if sel.size and float(np.median(sel)) > 3.0:
+            raise DataError(
+                f"B1 map median is {float(np.median(sel)):g}; expected a relative flip-angle "
+                "scale near 1 (divide a map in percent by 100)",
+                field="b1",
+            )
+        aug = np.concatenate([arr.astype(np.float64, copy=False), b[..., None]], axis=-1)
+        variant = _copy_model(self)
+        variant._b1_column = True
+        res = Model.fit(variant, aug, m, chunk_voxels=chunk_voxels)
+        res.provenance["options"]["b1_map"] = True
+        return res
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        nfa = self.flip_angles_deg.size
+        if self._b1_column:
+            s, b1 = y[:, :nfa], y[:, nfa]
+        else:
+            s, b1 = y, None
+        n = s.shape[0]
+        if self.method == "nonlinear":
+            a = _flip_rad(self.flip_angles_deg, b1)
+            a = np.broadcast_to(a, (n, nfa))
+            sa, ca = np.sin(a), np.cos(a)
+
+            def basis(t1: np.ndarray) -> np.ndarray:
+                e1 = np.exp(-self.tr_ms / t1)[:, None]
+                return (sa * (1.0 - e1) / (1.0 - e1 * ca))[..., None]
+
+            lo, hi = self.parameters[1].lower, self.parameters[1].upper
+            t1, coef, rss, at_bound = _varpro_log(basis, s, lo, hi)
+            params = np.stack([coef[:, 0], t1], axis=1)
+            free = ~at_bound & (coef[:, 0] > 0)
+            if free.any():
+                b1f = None if b1 is None else b1[free]
+                pol, rss_f = _gn_polish(
+                    params[free],
+                    s[free],
+                    lambda p: spgr_signal(p, self.flip_angles_deg, self.tr_ms, b1=b1f),
+                    lambda p: spgr_jacobian(p, self.flip_angles_deg, self.tr_ms, b1=b1f),
+                    rss[free],
+                )
+                params[free], rss[free] = pol, rss_f
+            at_bound |= params[:, 0] <= 0
+        else:
+            fn = despot1 if self.method == "despot1" else vfa_two_point
+            m0, t1 = fn(s, self.flip_angles_deg, self.tr_ms, b1=b1)
+            params = np.stack([m0, t1], axis=1)
+            with np.errstate(invalid="ignore"):
+                pred = spgr_signal(params, self.flip_angles_deg, self.tr_ms, b1=b1)
+                rss = np.sum((s - pred) ** 2, axis=1)
+            at_bound = np.zeros(n, dtype=bool)
+        ok = np.all(np.isfinite(params), axis=1)
+        J = spgr_jacobian(
+            np.where(ok[:, None], params, 1.0), self.flip_angles_deg, self.tr_ms, b1=b1
+        )
+        stderr = _stderr_from_jacobian(J, np.where(ok, rss, np.nan))
+        if self.method != "nonlinear":
+            # the linearised estimators are not least-squares solutions of the magnitudes:
+            # Jacobian-based errors would be those of another estimator
+            stderr[:] = np.nan
+        return BlockFit(params, _status(ok, at_bound), rss, stderr)
+
+
+def _rate(t_ms: np.ndarray) -> np.ndarray:
+    t = np.asarray(t_ms, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, 1000.0 / t, np.nan)
+
+
+def _copy_model(model: Any) -> Any:
+    import copy
+
+    return copy.copy(model)
