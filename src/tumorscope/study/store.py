@@ -1,0 +1,378 @@
+"""Reading and writing the study database: :class:`Store` and :func:`open_store`.
+
+A :class:`Store` wraps one SQLAlchemy engine. SQLite (a file in the output folder, the
+default) and PostgreSQL (any ``postgresql://`` URL; the ``psycopg`` driver is used) behave the
+same: the schema comes from the Alembic migrations shipped in ``tumorscope/study/migrations``,
+applied on open.
+
+Transactions. Every unit of work writes through :meth:`Store.transaction`: all of its rows
+and its ``step_runs`` record are committed together or not at all, so an interrupted run
+leaves either the old rows or the new ones, never half of each. :meth:`Store.replace` deletes
+the rows a unit owns (selected by ``where``) and inserts the new ones: running a step again
+replaces its rows instead of duplicating them.
+
+Values. numpy scalars become Python numbers; NaN becomes NULL (SQLite cannot store NaN and
+PostgreSQL would keep it, so NULL is the one representation both give back the same).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ExportError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+__all__ = ["Store", "default_url", "migrate", "open_store"]
+
+#: Tables exported by :meth:`Store.export` (the analysis tables; pipeline memory excluded).
+EXPORT_TABLES: tuple[str, ...] = (
+    "subjects",
+    "visits",
+    "series",
+    "lesions",
+    "maps",
+    "measurements",
+    "assessments",
+)
+
+
+def default_url(out_dir: str | Path) -> str:
+    """The default database: ``sqlite:///<out_dir>/tumorscope.sqlite`` (absolute path)."""
+    return f"sqlite:///{Path(out_dir).resolve() / 'tumorscope.sqlite'}"
+
+
+def _normalise_url(url: str) -> str:
+    # "postgresql://" alone would pick psycopg2, which is not a dependency
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show it as given (it has no usable password)
+        return url
+
+
+def _engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 60})
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.close()
+
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ExportError(
+            f"not a usable database URL ({exc}); expected e.g. sqlite:///out/tumorscope.sqlite "
+            "or postgresql://user@host/dbname",
+            field="--db",
+        ) from exc
+    return engine
+
+
+def migrate(engine: Engine, *, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` with the migrations shipped in the package.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+    revision : str, default "head"
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+_migrate = migrate  # the name ``migrate`` is also a keyword of Store
+
+
+def _clean(value: Any) -> Any:
+    """Python value for the database: numpy scalars unwrapped, NaN/inf to None."""
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            value = value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class Store:
+    """The study database.
+
+    Parameters
+    ----------
+    url : str
+        SQLAlchemy URL: ``sqlite:///path/tumorscope.sqlite`` or ``postgresql://user@host/db``.
+    migrate : bool, keyword-only, default True
+        Apply the shipped migrations on open (creates the schema in an empty database).
+
+    Raises
+    ------
+    ExportError
+        If the URL is unusable or the database cannot be reached (the message names the URL
+        without its password).
+
+    Examples
+    --------
+    >>> store = open_store("sqlite:///:memory:")
+    >>> with store.transaction() as s:
+    ...     store.upsert(s, "subjects", [{"subject": "001", "n_visits": 2}])
+    >>> len(store.read_table("subjects"))
+    1
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        self.url = _normalise_url(str(url))
+        self.engine = _engine(self.url)
+        if migrate:
+            try:
+                _migrate(self.engine)
+            except SQLAlchemyError as exc:
+                raise ExportError(
+                    f"cannot open or migrate the database ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0]})",
+                    file=_redact(self.url),
+                ) from exc
+
+    def __repr__(self) -> str:
+        return f"Store({_redact(self.url)!r})"
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return str(self.engine.dialect.name)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ writing
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commit on success, roll back on any exception.
+
+        Database errors are raised as :class:`~tumorscope.errors.ExportError`.
+        """
+        from sqlalchemy.exc import SQLAlchemyError
+        from sqlalchemy.orm import Session
+
+        session = Session(self.engine)
+        try:
+            with session.begin():
+                yield session
+        except SQLAlchemyError as exc:
+            raise ExportError(
+                f"database write failed and was rolled back ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0]})",
+                file=_redact(self.url),
+            ) from exc
+        finally:
+            session.close()
+
+    def replace(
+        self,
+        session: Session,
+        table: str,
+        where: Mapping[str, Any],
+        rows: Sequence[Mapping[str, Any]],
+    ) -> int:
+        """Delete the rows matching ``where`` and insert ``rows`` (within ``session``).
+
+        Parameters
+        ----------
+        session : Session
+            From :meth:`transaction`.
+        table : str
+            A table name of :data:`tumorscope.study.schema.TABLES`.
+        where : mapping
+            Column equalities selecting the rows this unit of work owns. Every row must
+            match it (checked), so a unit cannot write rows it would not replace next time.
+        rows : sequence of mapping
+
+        Returns
+        -------
+        int
+            Number of rows inserted.
+        """
+        from sqlalchemy import delete, insert
+
+        model = _model(table)
+        for i, r in enumerate(rows):
+            for k, v in where.items():
+                if r.get(k) != v:
+                    raise ExportError(
+                        f"row {i} has {k}={r.get(k)!r}, outside the rows this step owns "
+                        f"({k}={v!r})",
+                        field=f"{table}.{k}",
+                    )
+        cols = model.__table__.c
+        session.execute(delete(model).where(*[cols[k] == v for k, v in where.items()]))
+        if rows:
+            session.execute(insert(model), [self._row(model, r) for r in rows])
+        return len(rows)
+
+    def upsert(self, session: Session, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert rows, or update the existing rows with the same primary key."""
+        model = _model(table)
+        for r in rows:
+            session.merge(model(**self._row(model, r)))
+
+    @staticmethod
+    def _row(model: Any, row: Mapping[str, Any]) -> dict[str, Any]:
+        cols = set(model.__table__.c.keys())
+        unknown = set(row) - cols
+        if unknown:
+            raise ExportError(
+                f"unknown column(s) {sorted(unknown)}; the table has {sorted(cols)}",
+                field=model.__tablename__,
+            )
+        return {k: _clean(v) for k, v in row.items()}
+
+    # ------------------------------------------------------------------ reading
+    def get(self, table: str, **key: Any) -> dict[str, Any] | None:
+        """The row with this primary key as a dict, or None."""
+        from sqlalchemy.orm import Session
+
+        model = _model(table)
+        with Session(self.engine) as s:
+            obj = s.get(model, key)
+            if obj is None:
+                return None
+            return {c: getattr(obj, c) for c in model.__table__.c.keys()}
+
+    def read_table(self, table: str, **where: Any) -> pd.DataFrame:
+        """A table (optionally filtered by column equalities) as a DataFrame, sorted by key.
+
+        Columns are in schema order; the rows are ordered by the primary key, so the same
+        content gives the same frame on SQLite and PostgreSQL.
+        """
+        import pandas as pd
+        from sqlalchemy import select
+
+        model = _model(table)
+        t = model.__table__
+        stmt = select(t).where(*[t.c[k] == v for k, v in where.items()])
+        stmt = stmt.order_by(*t.primary_key.columns)
+        with self.engine.connect() as conn:
+            result = conn.execute(stmt)
+            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        return frame
+
+    def counts(self) -> dict[str, int]:
+        """Number of rows per table."""
+        from sqlalchemy import func, select
+
+        from .schema import TABLES
+
+        out = {}
+        with self.engine.connect() as conn:
+            for name, model in TABLES.items():
+                out[name] = int(conn.execute(select(func.count()).select_from(model)).scalar_one())
+        return out
+
+    # ------------------------------------------------------------------ export
+    def export(
+        self, out_dir: str | Path, *, formats: Sequence[str] = ("parquet", "csv")
+    ) -> dict[str, list[Path]]:
+        """Write the analysis tables as tidy Parquet and/or CSV files (atomically).
+
+        One file per table (``subjects``, ``visits``, ``series``, ``lesions``, ``maps``,
+        ``measurements``, ``assessments``) named ``<table>.parquet`` / ``<table>.csv``. JSON
+        columns are written as JSON text, dates as ISO strings in CSV and as dates in Parquet.
+
+        Returns
+        -------
+        dict of str to list of Path
+            The files written per table.
+        """
+        import json
+
+        from ..volume import atomic_write
+
+        bad = sorted(set(formats) - {"parquet", "csv"})
+        if bad:
+            raise ExportError(f"unknown export format(s) {bad}; expected parquet or csv")
+        out = Path(out_dir)
+        written: dict[str, list[Path]] = {}
+        for name in EXPORT_TABLES:
+            frame = self.read_table(name)
+            for col in ("provenance", "details"):
+                if col in frame:
+                    frame[col] = [json.dumps(v, sort_keys=True, default=str) for v in frame[col]]
+            paths = []
+            for fmt in formats:
+                path = out / f"{name}.{fmt}"
+                if fmt == "parquet":
+                    atomic_write(path, lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+                else:
+                    atomic_write(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+                paths.append(path)
+            written[name] = paths
+        return written
+
+
+def _model(table: str) -> Any:
+    from .schema import TABLES
+
+    try:
+        return TABLES[table]
+    except KeyError:
+        raise ExportError(
+            f"unknown table {table!r}; expected one of {', '.join(TABLES)}", field="table"
+        ) from None
+
+
+def open_store(url: str, *, migrate: bool = True) -> Store:
+    """Open (and create or upgrade) the study database at ``url``.
+
+    Parameters
+    ----------
+    url : str
+        ``sqlite:///path`` or ``postgresql://user[:password]@host[:port]/dbname``.
+    migrate : bool, keyword-only, default True
+
+    Returns
+    -------
+    Store
+    """
+    return Store(url, migrate=migrate)
+
+
+def utcnow() -> dt.datetime:
+    """The current UTC time without tzinfo (what the ``DateTime`` columns store)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
