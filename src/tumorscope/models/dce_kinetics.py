@@ -53,10 +53,12 @@ __all__ = [
     "two_cxm",
 ]
 
-try:  # pragma: no cover - exercised when numba is installed
-    import numba as _numba
+try:  # numba is an optional dependency (the "fast" extra)
+    import numba as _numba  # noqa: F401
+
+    HAVE_NUMBA = True
 except ImportError:  # pragma: no cover
-    _numba = None  # type: ignore[assignment]
+    HAVE_NUMBA = False
 
 
 # --------------------------------------------------------------------------- checks
@@ -183,89 +185,6 @@ def _partial_numpy(
     return ftau, gtau, ctau, slope
 
 
-if _numba is not None:  # pragma: no branch
-
-    @_numba.njit(cache=True, fastmath=False, inline="always")
-    def _g012_nb(x: float) -> tuple[float, float, float, float]:  # pragma: no cover
-        e = np.exp(-x)
-        if x < _SERIES_X:
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            term = 1.0
-            for m in range(9):
-                s0 += term / (m + 1)
-                s1 += term / (m + 2)
-                s2 += term / (m + 3)
-                term = term * (-x) / (m + 1)
-            return e, s0, s1, s2
-        g0 = -np.expm1(-x) / x
-        g1 = (1.0 - e * (1.0 + x)) / (x * x)
-        g2 = (2.0 - e * (2.0 + 2.0 * x + x * x)) / (x * x * x)
-        return e, g0, g1, g2
-
-    @_numba.njit(cache=True, parallel=True)
-    def _conv_nb(t, c, k, delay, want_g):  # pragma: no cover - compiled
-        nv = k.size
-        n = t.size
-        f_out = np.zeros((nv, n))
-        g_out = np.zeros((nv, n))
-        c_out = np.zeros((nv, n))
-        s_out = np.zeros((nv, n))
-        for v in _numba.prange(nv):
-            kv = k[v]
-            dv = delay[v]
-            fgrid = np.zeros(n)
-            ggrid = np.zeros(n)
-            dprev = -1.0
-            e = g0 = g1 = g2 = 0.0
-            for i in range(1, n):
-                d = t[i] - t[i - 1]
-                if d != dprev:
-                    e, g0, g1, g2 = _g012_nb(kv * d)
-                    dprev = d
-                c0 = c[i - 1]
-                c1 = c[i]
-                if want_g:
-                    ggrid[i] = e * (ggrid[i - 1] + d * fgrid[i - 1]) + d * d * (
-                        c1 * g1 + (c0 - c1) * g2
-                    )
-                fgrid[i] = e * fgrid[i - 1] + d * (c1 * g0 + (c0 - c1) * g1)
-            if dv == 0.0:
-                for j in range(n):
-                    f_out[v, j] = fgrid[j]
-                    g_out[v, j] = ggrid[j]
-                    c_out[v, j] = c[j]
-                    if j < n - 1:
-                        s_out[v, j] = (c[j + 1] - c[j]) / (t[j + 1] - t[j])
-                continue
-            idx = 0
-            for j in range(n):
-                tau = t[j] - dv
-                if tau < t[0]:
-                    continue
-                while idx < n - 1 and t[idx + 1] <= tau:
-                    idx += 1
-                while idx > 0 and t[idx] > tau:
-                    idx -= 1
-                s = tau - t[idx]
-                ci = c[idx]
-                if idx < n - 1:
-                    slope = (c[idx + 1] - ci) / (t[idx + 1] - t[idx])
-                else:
-                    slope = 0.0
-                ct = ci + slope * s
-                e2, h0, h1, h2 = _g012_nb(kv * s)
-                f_out[v, j] = e2 * fgrid[idx] + s * (ct * h0 + (ci - ct) * h1)
-                if want_g:
-                    g_out[v, j] = e2 * (ggrid[idx] + s * fgrid[idx]) + s * s * (
-                        ct * h1 + (ci - ct) * h2
-                    )
-                c_out[v, j] = ct
-                s_out[v, j] = slope
-        return f_out, g_out, c_out, s_out
-
-
 def exp_convolution(
     times_s: np.ndarray,
     cp_mM: np.ndarray,
@@ -317,12 +236,14 @@ def exp_convolution(
         raise FitError(
             f"unknown engine {engine!r}; expected 'auto', 'numba' or 'numpy'", field="engine"
         )
-    if engine == "numba" and _numba is None:
+    if engine == "numba" and not HAVE_NUMBA:
         raise FitError("engine='numba' asked for but numba is not installed", field="engine")
     d = None if delay_s is None else np.broadcast_to(np.asarray(delay_s, dtype=float), (nv,))
-    if _numba is not None and engine != "numpy":
+    if HAVE_NUMBA and engine != "numpy":
+        from ._dce_kernels import conv_many
+
         dd = np.zeros(nv) if d is None else np.ascontiguousarray(d)
-        f, g, cp_d, slope = _conv_nb(t, c, k, dd, derivative)
+        f, g, cp_d, slope = conv_many(t, c, k, dd, derivative)
         return f, (g if derivative else None), cp_d, slope
     f, g = _grid_numpy(t, c, k, derivative)
     if d is None:
@@ -670,24 +591,42 @@ def _cumtrapz(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
-def _lstsq_batched(a: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Solve ``min ||A x - y||`` per voxel: a (N, n, q) or (n, q), y (N, n) -> (N, q).
+def _lstsq_columns(cols: list[np.ndarray], y: np.ndarray) -> np.ndarray:
+    """Solve ``min ||A x - y||`` per voxel, ``A = [cols]``; y (N, n) -> x (N, q).
 
-    Normal equations with column scaling (q ≤ 4, well-conditioned after scaling); rank-deficient
-    voxels get NaN.
+    Each column is shared by all voxels (shape (n,)) or per voxel (shape (N, n)); the normal
+    equations are built from dot products only (BLAS matrix-vector products for the shared
+    columns) with column scaling, and solved per voxel. Singular voxels get NaN.
     """
-    if a.ndim == 2:
-        a = np.broadcast_to(a, (y.shape[0], *a.shape))
-    scale = np.sqrt(np.einsum("vnq,vnq->vq", a, a))
+    nv = y.shape[0]
+    q = len(cols)
+    norms = [np.sqrt(c @ c) if c.ndim == 1 else np.sqrt(np.einsum("ij,ij->i", c, c)) for c in cols]
+    ata = np.empty((nv, q, q))
+    aty = np.empty((nv, q))
+    for i, ci in enumerate(cols):
+        aty[:, i] = y @ ci if ci.ndim == 1 else np.einsum("ij,ij->i", y, ci)
+        for j in range(i + 1):
+            cj = cols[j]
+            if ci.ndim == 1 and cj.ndim == 1:
+                v = np.full(nv, ci @ cj)
+            elif ci.ndim == 1:
+                v = cj @ ci
+            elif cj.ndim == 1:
+                v = ci @ cj
+            else:
+                v = np.einsum("ij,ij->i", ci, cj)
+            ata[:, i, j] = v
+            ata[:, j, i] = v
+    scale = np.stack([np.broadcast_to(nrm, (nv,)) for nrm in norms], axis=-1)
     scale = np.where(scale > 0, scale, 1.0)
-    an = a / scale[:, None, :]
-    ata = np.einsum("vnq,vnr->vqr", an, an)
-    aty = np.einsum("vnq,vn->vq", an, y)
-    q = ata.shape[-1]
-    cond_ok = np.linalg.det(ata) > 1e-14
-    ata = np.where(cond_ok[:, None, None], ata, np.eye(q))
+    ata /= scale[:, :, None] * scale[:, None, :]
+    aty /= scale
+    ok = np.all(np.isfinite(ata), axis=(1, 2)) & np.all(np.isfinite(aty), axis=1)
+    ok &= np.linalg.det(np.where(ok[:, None, None], ata, np.eye(q))) > 1e-14
+    ata[~ok] = np.eye(q)
+    aty[~ok] = 0.0
     x = np.linalg.solve(ata, aty[..., None])[..., 0] / scale
-    x[~cond_ok] = np.nan
+    x[~ok] = np.nan
     return x
 
 
@@ -726,8 +665,7 @@ def linear_tofts(
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
     icp = _cumtrapz(cp, t)
     ic = _cumtrapz(y, t)
-    a = np.stack([np.broadcast_to(icp, y.shape), -ic], axis=-1)
-    x = _lstsq_batched(a, y)
+    x = _lstsq_columns([icp, -ic], y)
     kt = x[:, 0] * 60.0
     with np.errstate(divide="ignore", invalid="ignore"):
         ve = x[:, 0] / x[:, 1]
@@ -750,8 +688,7 @@ def linear_extended_tofts(
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
     icp = _cumtrapz(cp, t)
     ic = _cumtrapz(y, t)
-    a = np.stack([np.broadcast_to(icp, y.shape), -ic, np.broadcast_to(cp, y.shape)], axis=-1)
-    x = _lstsq_batched(a, y)
+    x = _lstsq_columns([icp, -ic, cp], y)
     b, kep, vp = x[:, 0], x[:, 1], x[:, 2]
     kt = b - kep * vp
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -772,8 +709,7 @@ def linear_patlak(
         ``Ktrans`` (1/min), ``vp``.
     """
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
-    a = np.stack([_cumtrapz(cp, t), cp], axis=-1)
-    x = _lstsq_batched(a, y)
+    x = _lstsq_columns([_cumtrapz(cp, t), cp], y)
     x[:, 0] *= 60.0
     return x.reshape((*lead, 2))
 
@@ -798,10 +734,7 @@ def linear_2cxm(
     iicp = _cumtrapz(icp, t)
     ic = _cumtrapz(y, t)
     iic = _cumtrapz(ic, t)
-    a = np.stack(
-        [-ic, -iic, np.broadcast_to(icp, y.shape), np.broadcast_to(iicp, y.shape)], axis=-1
-    )
-    x = _lstsq_batched(a, y)
+    x = _lstsq_columns([-ic, -iic, icp, iicp], y)
     ssum, prod, fp, q = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         vp = fp / (ssum - q / fp)
@@ -828,8 +761,7 @@ def linear_2cum(
     icp = _cumtrapz(cp, t)
     iicp = _cumtrapz(icp, t)
     ic = _cumtrapz(y, t)
-    a = np.stack([-ic, np.broadcast_to(icp, y.shape), np.broadcast_to(iicp, y.shape)], axis=-1)
-    x = _lstsq_batched(a, y)
+    x = _lstsq_columns([-ic, icp, iicp], y)
     alpha, u, w = x[:, 0], x[:, 1], x[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         fe = w / alpha  # Fp E

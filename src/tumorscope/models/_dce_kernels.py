@@ -1,0 +1,300 @@
+"""Compiled (numba) per-voxel kernels of the DCE models, for the engine's compiled solver.
+
+Each model kernel has the engine's signature
+(:data:`tumorscope.fitting._lm_numba.MODEL_SIGNATURE`)::
+
+    kernel(p (n_params,), consts (2 + 2n,), f_out (n,), J_out (n, n_params))
+
+with ``consts = [n, fit_delay, t_0 … t_{n-1}, cp_0 … cp_{n-1}]`` (times in s, plasma AIF in
+mM; see :func:`pack_consts`). The equations, units and Jacobians are those of the vectorised
+functions in :mod:`tumorscope.models.dce_kinetics` (which the tests compare them with); the
+convolution is the same exact piecewise-linear recursion, done in one pass per voxel.
+
+This module imports numba; :mod:`tumorscope.models.dce` only imports it when numba is
+installed.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ..fitting._lm_numba import MODEL_SIGNATURE
+
+__all__ = ["KERNELS", "conv_many", "pack_consts"]
+
+_SERIES_X = 0.05
+
+
+def pack_consts(times_s: np.ndarray, cp_mM: np.ndarray, fit_delay: bool) -> np.ndarray:
+    """Constants vector of the kernels: ``[n, fit_delay, t..., cp...]`` (float64)."""
+    t = np.asarray(times_s, dtype=float)
+    return np.ascontiguousarray(
+        np.concatenate([[t.size, 1.0 if fit_delay else 0.0], t, np.asarray(cp_mM, float)])
+    )
+
+
+@nb.njit(cache=True, inline="always")
+def _g012(x):
+    e = np.exp(-x)
+    if x < _SERIES_X:
+        s0 = 0.0
+        s1 = 0.0
+        s2 = 0.0
+        term = 1.0
+        for m in range(9):
+            s0 += term / (m + 1)
+            s1 += term / (m + 2)
+            s2 += term / (m + 3)
+            term = term * (-x) / (m + 1)
+        return e, s0, s1, s2
+    g0 = -np.expm1(-x) / x
+    g1 = (1.0 - e * (1.0 + x)) / (x * x)
+    g2 = (2.0 - e * (2.0 + 2.0 * x + x * x)) / (x * x * x)
+    return e, g0, g1, g2
+
+
+@nb.njit(cache=True, nogil=True)
+def _conv_one(t, c, k, d, want_g, f_out, g_out, c_out, s_out):
+    """Exact convolution at ``t - d`` for one rate ``k`` (1/s), single forward pass.
+
+    Fills ``f_out`` (F), ``g_out`` (G = -dF/dk, if ``want_g``), ``c_out`` (cp(t - d)) and
+    ``s_out`` (dcp/dt at t - d, right derivative).
+    """
+    n = t.size
+    if k < 0.0:
+        k = 0.0
+    # outputs before the input starts are zero
+    j = 0
+    while j < n and t[j] - d < t[0]:
+        f_out[j] = 0.0
+        g_out[j] = 0.0
+        c_out[j] = 0.0
+        s_out[j] = 0.0
+        j += 1
+    fi = 0.0
+    gi = 0.0
+    dprev = -1.0
+    e = g0 = g1 = g2 = 0.0
+    for i in range(n):
+        ci = c[i]
+        if i < n - 1:
+            seg = t[i + 1] - t[i]
+            slope = (c[i + 1] - ci) / seg
+            tnext = t[i + 1]
+        else:
+            seg = 0.0
+            slope = 0.0
+            tnext = np.inf
+        # emit every output whose delayed time falls in [t_i, t_{i+1})
+        while j < n and t[j] - d < tnext:
+            s = t[j] - d - t[i]
+            if s == 0.0:
+                f_out[j] = fi
+                g_out[j] = gi
+            else:
+                ct = ci + slope * s
+                e2, h0, h1, h2 = _g012(k * s)
+                f_out[j] = e2 * fi + s * (ct * h0 + (ci - ct) * h1)
+                if want_g:
+                    g_out[j] = e2 * (gi + s * fi) + s * s * (ct * h1 + (ci - ct) * h2)
+            c_out[j] = ci + slope * s
+            s_out[j] = slope
+            j += 1
+        if i == n - 1 or j >= n:
+            break
+        # advance the grid recursion to t_{i+1}
+        if seg != dprev:
+            e, g0, g1, g2 = _g012(k * seg)
+            dprev = seg
+        c1 = c[i + 1]
+        if want_g:
+            gi = e * (gi + seg * fi) + seg * seg * (c1 * g1 + (ci - c1) * g2)
+        fi = e * fi + seg * (c1 * g0 + (ci - c1) * g1)
+
+
+@nb.njit(cache=True, parallel=True)
+def conv_many(t, c, k, delay, want_g):
+    """:func:`_conv_one` for many (k, delay) pairs in parallel; arrays of shape (N, n)."""
+    nv = k.size
+    n = t.size
+    f = np.zeros((nv, n))
+    g = np.zeros((nv, n))
+    cp = np.zeros((nv, n))
+    sl = np.zeros((nv, n))
+    for v in nb.prange(nv):
+        _conv_one(t, c, k[v], delay[v], want_g, f[v], g[v], cp[v], sl[v])
+    return f, g, cp, sl
+
+
+@nb.njit(cache=True, inline="always")
+def _unpack(consts):
+    n = int(consts[0])
+    fit_delay = consts[1] != 0.0
+    return n, fit_delay, consts[2 : 2 + n], consts[2 + n : 2 + 2 * n]
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
+def tofts_kernel(p, consts, f_out, J_out):
+    n, fit_delay, t, c = _unpack(consts)
+    kt = p[0] / 60.0
+    ve = p[1]
+    d = p[2] if fit_delay else 0.0
+    k = kt / ve if ve > 0.0 else 0.0
+    inv_ve = 1.0 / ve if ve > 0.0 else 0.0
+    F = np.empty(n)
+    G = np.empty(n)
+    CP = np.empty(n)
+    S = np.empty(n)
+    _conv_one(t, c, k, d, True, F, G, CP, S)
+    for j in range(n):
+        f_out[j] = kt * F[j]
+        J_out[j, 0] = (F[j] - kt * G[j] * inv_ve) / 60.0
+        J_out[j, 1] = kt * G[j] * k * inv_ve
+        if fit_delay:
+            J_out[j, 2] = -kt * (CP[j] - k * F[j])
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
+def extended_tofts_kernel(p, consts, f_out, J_out):
+    n, fit_delay, t, c = _unpack(consts)
+    kt = p[0] / 60.0
+    ve = p[1]
+    vp = p[2]
+    d = p[3] if fit_delay else 0.0
+    k = kt / ve if ve > 0.0 else 0.0
+    inv_ve = 1.0 / ve if ve > 0.0 else 0.0
+    F = np.empty(n)
+    G = np.empty(n)
+    CP = np.empty(n)
+    S = np.empty(n)
+    _conv_one(t, c, k, d, True, F, G, CP, S)
+    for j in range(n):
+        f_out[j] = kt * F[j] + vp * CP[j]
+        J_out[j, 0] = (F[j] - kt * G[j] * inv_ve) / 60.0
+        J_out[j, 1] = kt * G[j] * k * inv_ve
+        J_out[j, 2] = CP[j]
+        if fit_delay:
+            J_out[j, 3] = -kt * (CP[j] - k * F[j]) - vp * S[j]
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
+def patlak_kernel(p, consts, f_out, J_out):
+    n, fit_delay, t, c = _unpack(consts)
+    kt = p[0] / 60.0
+    vp = p[1]
+    d = p[2] if fit_delay else 0.0
+    F = np.empty(n)
+    G = np.empty(n)
+    CP = np.empty(n)
+    S = np.empty(n)
+    _conv_one(t, c, 0.0, d, False, F, G, CP, S)
+    for j in range(n):
+        f_out[j] = kt * F[j] + vp * CP[j]
+        J_out[j, 0] = F[j] / 60.0
+        J_out[j, 1] = CP[j]
+        if fit_delay:
+            J_out[j, 2] = -kt * CP[j] - vp * S[j]
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
+def two_cxm_kernel(p, consts, f_out, J_out):
+    n, fit_delay, t, c = _unpack(consts)
+    fp = p[0] / 6000.0
+    ps = p[1] / 6000.0
+    ve = p[2]
+    vp = p[3]
+    d = p[4] if fit_delay else 0.0
+    s = (fp + ps) / vp + ps / ve
+    q = fp * ps / (vp * ve)
+    disc = np.sqrt(max(s * s - 4.0 * q, 0.0))
+    alpha = 0.5 * (s + disc)
+    beta = q / alpha if alpha > 0.0 else 0.0
+    a = (fp / vp - beta) / disc if disc > 0.0 else 1.0
+    Fa = np.empty(n)
+    Ga = np.empty(n)
+    CP = np.empty(n)
+    S = np.empty(n)
+    Fb = np.empty(n)
+    Gb = np.empty(n)
+    _conv_one(t, c, alpha, d, True, Fa, Ga, CP, S)
+    _conv_one(t, c, beta, d, True, Fb, Gb, CP, S)
+    # derivatives of s, q, disc, alpha, beta, a with respect to (fp, ps, ve, vp)
+    ds = np.empty(4)
+    dq = np.empty(4)
+    ds[0] = 1.0 / vp
+    ds[1] = 1.0 / vp + 1.0 / ve
+    ds[2] = -ps / (ve * ve)
+    ds[3] = -(fp + ps) / (vp * vp)
+    dq[0] = ps / (vp * ve)
+    dq[1] = fp / (vp * ve)
+    dq[2] = -q / ve
+    dq[3] = -q / vp
+    dfv = np.zeros(4)
+    dfv[0] = 1.0 / vp
+    dfv[3] = -fp / (vp * vp)
+    dal = np.empty(4)
+    dbe = np.empty(4)
+    da = np.empty(4)
+    inv = 1.0 / disc if disc > 0.0 else 0.0
+    for i in range(4):
+        dd = (s * ds[i] - 2.0 * dq[i]) * inv
+        dal[i] = 0.5 * (ds[i] + dd)
+        dbe[i] = 0.5 * (ds[i] - dd)
+        da[i] = (dfv[i] - dbe[i]) * inv - a * dd * inv
+    for j in range(n):
+        core = a * Fa[j] + (1.0 - a) * Fb[j]
+        f_out[j] = fp * core
+        for i in range(4):
+            v = fp * (da[i] * (Fa[j] - Fb[j]) - a * Ga[j] * dal[i] - (1.0 - a) * Gb[j] * dbe[i])
+            if i == 0:
+                v += core
+            if i < 2:
+                v /= 6000.0
+            J_out[j, i] = v
+        if fit_delay:
+            J_out[j, 4] = -fp * (a * (CP[j] - alpha * Fa[j]) + (1.0 - a) * (CP[j] - beta * Fb[j]))
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
+def two_cum_kernel(p, consts, f_out, J_out):
+    n, fit_delay, t, c = _unpack(consts)
+    fp = p[0] / 6000.0
+    ps = p[1] / 6000.0
+    vp = p[2]
+    d = p[3] if fit_delay else 0.0
+    tot = fp + ps
+    alpha = tot / vp if vp > 0.0 else 0.0
+    inv_vp = 1.0 / vp if vp > 0.0 else 0.0
+    amp_a = fp * fp / tot if tot > 0.0 else 0.0
+    amp_b = fp * ps / tot if tot > 0.0 else 0.0
+    tot2 = tot * tot if tot > 0.0 else np.inf
+    da0 = fp * (fp + 2.0 * ps) / tot2
+    da1 = -fp * fp / tot2
+    db0 = ps * ps / tot2
+    db1 = fp * fp / tot2
+    Fa = np.empty(n)
+    Ga = np.empty(n)
+    CP = np.empty(n)
+    S = np.empty(n)
+    Fi = np.empty(n)
+    Gi = np.empty(n)
+    _conv_one(t, c, alpha, d, True, Fa, Ga, CP, S)
+    _conv_one(t, c, 0.0, d, False, Fi, Gi, CP, S)
+    for j in range(n):
+        f_out[j] = amp_a * Fa[j] + amp_b * Fi[j]
+        J_out[j, 0] = (da0 * Fa[j] - amp_a * Ga[j] * inv_vp + db0 * Fi[j]) / 6000.0
+        J_out[j, 1] = (da1 * Fa[j] - amp_a * Ga[j] * inv_vp + db1 * Fi[j]) / 6000.0
+        J_out[j, 2] = amp_a * Ga[j] * alpha * inv_vp
+        if fit_delay:
+            J_out[j, 3] = -(amp_a * (CP[j] - alpha * Fa[j]) + amp_b * CP[j])
+
+
+#: Kernel of each model, by registered name.
+KERNELS = {
+    "tofts": tofts_kernel,
+    "extended_tofts": extended_tofts_kernel,
+    "patlak": patlak_kernel,
+    "2cxm": two_cxm_kernel,
+    "2cum": two_cum_kernel,
+}
