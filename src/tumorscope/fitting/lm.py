@@ -107,7 +107,7 @@ def _as_bounds(b: Any, n: int, p: int, name: str) -> np.ndarray:
         arr = np.broadcast_to(arr, (n, p))
     if arr.shape != (n, p):
         raise FitError(f"expected shape ({p},) or ({n}, {p}), got {arr.shape}", field=name)
-    return arr
+    return np.array(arr, dtype=np.float64, order="C")  # writeable, contiguous copy
 
 
 def levenberg_marquardt(
