@@ -1,1 +1,41 @@
-"""tumorscope.response."""
+"""Response assessment over the longitudinal measurement table.
+
+Size-based criteria (RECIST 1.1, iRECIST, RANO 2.0, iRANO) through :func:`assess` and
+:func:`best_overall_response`; functional response (:mod:`~tumorscope.response.functional`:
+change beyond the repeatability coefficient, functional diffusion / parametric response
+maps); immunotherapy response patterns (:mod:`~tumorscope.response.patterns`:
+pseudoprogression, mixed response, hyperprogression, durable response). See
+``docs/response.md``.
+
+The public names are imported lazily so that ``import tumorscope.response`` does not import
+pandas.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "CRITERIA": "assessment",
+    "assess": "assessment",
+    "from_lesion_table": "assessment",
+    "best_overall_response": "recist",
+    "read_table": "table",
+    "validate_table": "table",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tumorscope.response' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

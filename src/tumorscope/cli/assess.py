@@ -1,0 +1,95 @@
+"""``tumorscope assess``: response criteria over a measurement table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import user_errors
+
+
+def assess(
+    table: Path = typer.Argument(..., help="Measurement table (CSV; .tsv for tab-separated)."),
+    criteria: str = typer.Option(
+        "recist1.1", "--criteria", "-c", help="recist1.1, irecist, rano or irano."
+    ),
+    out: Path = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="Folder for <table>_<criteria>.csv and .json (default: beside the table).",
+    ),
+    confirm: bool = typer.Option(
+        None,
+        "--confirm/--no-confirm",
+        help="Require confirmation of CR/PR for the best response (default: RANO yes, RECIST no).",
+    ),
+    min_sd_days: int = typer.Option(
+        0, help="Minimum days from baseline for stable disease to count."
+    ),
+) -> None:
+    """Score every visit of every subject and print the responses with their reasons."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..response import assess as run_assess
+    from ..response import best_overall_response
+    from ..volume import atomic_write
+
+    console = Console()
+    with user_errors():
+        result = run_assess(table, criteria=criteria)
+        bor = best_overall_response(result, confirm=confirm, min_sd_days=min_sd_days)
+        name = str(result["criteria"].iloc[0])
+        folder = out if out is not None else table.parent
+        stem = f"{table.stem}_{name}"
+        csv_path = folder / f"{stem}.csv"
+        json_path = folder / f"{stem}.json"
+        printable = result.assign(date=result["date"].dt.strftime("%Y-%m-%d"))
+        payload = {
+            "criteria": name,
+            "table": str(table),
+            "visits": json.loads(printable.to_json(orient="records")),
+            "best_overall_response": json.loads(bor.to_json(orient="records")),
+        }
+        atomic_write(csv_path, lambda p: printable.to_csv(p, index=False))
+        atomic_write(json_path, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+
+    view = Table(title=f"{name} responses: {table.name}", show_lines=False)
+    for col in ("subject", "visit", "date", "response", "sum", "Δbase", "Δnadir"):
+        view.add_column(col, no_wrap=True)
+    view.add_column("reason", overflow="fold", min_width=30)
+    size_col = "spd_mm2" if name in ("rano", "irano") else "sum_mm"
+    for r in printable.itertuples(index=False):
+        size = getattr(r, size_col)
+        view.add_row(
+            str(r.subject),
+            str(r.visit),
+            str(r.date),
+            str(r.response),
+            "" if size != size else f"{size:.1f}",
+            _pct(r.change_from_baseline_pct),
+            _pct(r.change_from_nadir_pct),
+            str(r.reason),
+        )
+    console.print(view)
+    best = Table(title="best overall response")
+    for col in ("subject", "best response", "visit", "confirmed at", "reason"):
+        best.add_column(col, overflow="fold")
+    for b in bor.itertuples(index=False):
+        best.add_row(
+            str(b.subject), str(b.best_response), str(b.visit), str(b.confirmed_at), str(b.reason)
+        )
+    console.print(best)
+    console.print(f"wrote {csv_path} and {json_path}")
+
+
+def _pct(x: float) -> str:
+    return "" if x != x else f"{x:+.1f}%"
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="assess")(assess)

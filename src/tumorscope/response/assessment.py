@@ -1,0 +1,304 @@
+"""`assess`: one response per subject and visit, for every supported criterion; and
+`from_lesion_table`, which turns the lesion measurements tumorscope makes from masks into the
+measurement table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import ResponseError
+from ._core import subjects_from_table
+from .table import read_table, validate_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["CRITERIA", "assess", "from_lesion_table"]
+
+#: Criterion names accepted by :func:`assess`.
+CRITERIA: tuple[str, ...] = ("recist1.1", "irecist", "rano", "irano")
+
+_ALIASES = {
+    "recist": "recist1.1",
+    "recist1_1": "recist1.1",
+    "recist11": "recist1.1",
+    "irecist1.1": "irecist",
+}
+
+
+def assess(
+    table: pd.DataFrame | str | os.PathLike[str],
+    *,
+    criteria: str = "recist1.1",
+    check_measurability: bool = True,
+    confirm_window_days: int | None = None,
+) -> pd.DataFrame:
+    """Time-point response of every subject at every visit.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame or path
+        The measurement table (:mod:`tumorscope.response.table`), or a CSV file holding it.
+        It is validated first; nothing is computed from an invalid table.
+    criteria : {"recist1.1", "irecist", "rano", "irano"}, default "recist1.1"
+        RECIST 1.1 (Eisenhauer et al. 2009, doi:10.1016/j.ejca.2008.10.026), iRECIST
+        (Seymour et al. 2017, doi:10.1016/S1470-2045(17)30074-8), RANO 2.0 (Wen et al. 2023,
+        doi:10.1200/JCO.23.01059) or iRANO (Okada et al. 2015,
+        doi:10.1016/S1470-2045(15)00088-1). The rules and the design decisions are in the
+        docstrings of :mod:`~tumorscope.response.recist`, :mod:`~tumorscope.response.irecist`
+        and :mod:`~tumorscope.response.rano`.
+    check_measurability : bool, default True
+        RECIST/iRECIST: reject target lesions under 10 mm (nodes under 15 mm short axis) at
+        baseline.
+    confirm_window_days : int, optional
+        RANO/iRANO only: days after baseline in which progression is preliminary (default 0
+        for RANO, 182 for iRANO).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per subject and visit, sorted by subject and date, columns ``subject``,
+        ``visit``, ``date``, ``days_from_baseline``, ``response``, ``sum_mm``,
+        ``change_from_baseline_pct``, ``change_from_nadir_pct``, ``nadir_mm``,
+        ``target_response``, ``nontarget_response``, ``new_lesions`` (bool),
+        ``new_lesion_ids``, ``reason`` (plain language), ``criteria``; iRECIST adds
+        ``new_lesion_target_sum_mm``, ``new_target_ids`` and ``iupd_since``; RANO adds
+        ``spd_mm2``, ``nadir_mm2``, ``steroid_dose_mg``, ``clinical_status`` (and its
+        ``change_*`` columns refer to the SPD). The baseline visit's response is
+        ``baseline``, earlier visits ``pre-baseline``.
+
+    Raises
+    ------
+    ResponseError
+        If the table breaks a rule (the message names the row and the rule) or the criterion
+        is unknown.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> t = pd.DataFrame({"subject": ["1", "1"], "visit": ["1", "2"],
+    ...                   "date": ["2026-01-05", "2026-03-02"], "lesion_id": ["L1", "L1"],
+    ...                   "kind": ["target", "target"], "diameter_mm": [50, 30]})
+    >>> assess(t)[["visit", "response", "change_from_baseline_pct"]].to_string(index=False)
+    'visit response  change_from_baseline_pct\\n    1 baseline                       NaN\\n    2       PR                     -40.0'
+    """
+    import pandas as pd
+
+    name = str(criteria).strip().lower()
+    name = _ALIASES.get(name, name)
+    if name not in CRITERIA:
+        raise ResponseError(
+            f"unknown criteria {criteria!r}; expected one of {list(CRITERIA)}", field="criteria"
+        )
+    if isinstance(table, str | os.PathLike):
+        df = read_table(table)
+    else:
+        df = validate_table(table)
+    subjects = subjects_from_table(df)
+    if name == "recist1.1":
+        from .recist import COLUMNS, assess_recist
+
+        rows = assess_recist(subjects, check_measurability=check_measurability)
+    elif name == "irecist":
+        from .irecist import COLUMNS, assess_irecist
+
+        rows = assess_irecist(subjects, check_measurability=check_measurability)
+    else:
+        from .rano import COLUMNS, assess_rano
+
+        rows = assess_rano(
+            subjects, immunotherapy=name == "irano", confirm_window_days=confirm_window_days
+        )
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    out["date"] = pd.to_datetime(out["date"])
+    return out.sort_values(["subject", "date"], kind="stable").reset_index(drop=True)
+
+
+_LESION_COLUMNS = (
+    "subject",
+    "visit",
+    "date",
+    "lesion_id",
+    "target",
+    "nodal",
+    "longest_diameter_mm",
+    "short_axis_mm",
+)
+
+
+def from_lesion_table(
+    lesions: pd.DataFrame,
+    *,
+    baseline: Mapping[str, str] | None = None,
+    missing: Literal["absent", "not assessed"] = "absent",
+    nontarget_progression_pct: float | None = None,
+) -> pd.DataFrame:
+    """Measurement table from per-lesion, per-visit geometry (the output of lesion measurement).
+
+    Parameters
+    ----------
+    lesions : pandas.DataFrame
+        One row per lesion and visit, columns ``subject``, ``visit``, ``date``,
+        ``lesion_id``, ``target`` (bool), ``nodal`` (bool), ``longest_diameter_mm``,
+        ``short_axis_mm``; optional ``bidimensional_product_mm2``, ``volume_ml``, ``organ``,
+        ``baseline`` (bool, rows of the baseline visit) and any map statistics
+        (``ADC_mean``, ``Ktrans_mean``, ...), which are carried over unchanged.
+    baseline : mapping of subject to visit, optional
+        The baseline visit of each subject (overrides a ``baseline`` column). Default: the
+        first visit, so give it when a pre-treatment scan precedes the baseline.
+    missing : {"absent", "not assessed"}, default "absent"
+        What a lesion missing from a later visit means. ``"absent"`` (the default for
+        measurements from masks: the lesion was not found, so it disappeared) adds a row with
+        status ``absent`` (diameter 0 for target lesions); ``"not assessed"`` leaves it out,
+        which makes the visit NE when a target lesion is missing.
+    nontarget_progression_pct : float, optional
+        If given, a non-target lesion whose ``volume_ml`` grew at least this much (percent)
+        from baseline is marked ``unequivocal progression``. RECIST 1.1 leaves non-target
+        progression to the reader; this is an explicit, opt-in rule for automated pipelines.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The validated measurement table: lesions seen at baseline are ``target`` (if
+        ``target``) or ``non-target``; a lesion first seen after baseline is ``new``
+        (RECIST 1.1 section 4.3.2). ``diameter_mm`` is the short axis for nodes and the
+        longest diameter otherwise; ``perpendicular_mm`` is the other one of the two.
+
+    Raises
+    ------
+    ResponseError
+        If a required column is missing or the result breaks a rule of the measurement table.
+    """
+    import numpy as np
+    import pandas as pd
+
+    missing_cols = [c for c in _LESION_COLUMNS if c not in lesions.columns]
+    if missing_cols:
+        raise ResponseError(
+            f"lesion table lacks column(s) {missing_cols}; expected {list(_LESION_COLUMNS)}",
+            field=", ".join(missing_cols),
+        )
+    if missing not in ("absent", "not assessed"):
+        raise ResponseError(
+            f"missing must be 'absent' or 'not assessed', got {missing!r}", field="missing"
+        )
+    df = lesions.copy().reset_index(drop=True)
+    for col in ("subject", "visit", "lesion_id"):
+        df[col] = df[col].astype(str)
+    df["date"] = pd.to_datetime(df["date"]).dt.strftime("%Y-%m-%d")
+    rows: list[dict[str, Any]] = []
+    extra = [
+        c
+        for c in df.columns
+        if c
+        not in (
+            *_LESION_COLUMNS,
+            "baseline",
+            "organ",
+            "kind",
+            "diameter_mm",
+            "perpendicular_mm",
+            "status",
+        )
+    ]
+    for subject_key, sub in df.groupby("subject", sort=True):
+        subject = str(subject_key)
+        visit_dates = sub.groupby("visit")["date"].first().sort_values()
+        order = list(visit_dates.index)
+        if baseline is not None and subject in baseline:
+            base = str(baseline[subject])
+        elif "baseline" in sub.columns and sub["baseline"].astype(bool).any():
+            base = str(sub.loc[sub["baseline"].astype(bool), "visit"].iloc[0])
+        else:
+            base = order[0]
+        if base not in order:
+            raise ResponseError(
+                f"baseline visit {base} of subject {subject} has no rows", field="baseline"
+            )
+        b = order.index(base)
+        at_base = sub[sub["visit"] == base]
+        base_ids = set(at_base["lesion_id"])
+        base_volume = dict(
+            zip(
+                at_base["lesion_id"], at_base.get("volume_ml", pd.Series(dtype=float)), strict=False
+            )
+        )
+        info = {r["lesion_id"]: r for _, r in sub.sort_values("date").iterrows()}
+        for k, visit in enumerate(order):
+            here = sub[sub["visit"] == visit]
+            present = set(here["lesion_id"])
+            for _, r in here.iterrows():
+                lid = r["lesion_id"]
+                nodal = _as_bool(r["nodal"])
+                if k < b:
+                    kind = (
+                        "target"
+                        if _as_bool(r["target"]) and lid in base_ids
+                        else ("non-target" if lid in base_ids else None)
+                    )
+                    if kind is None:
+                        continue  # seen only before baseline: not part of the assessment
+                elif lid in base_ids:
+                    kind = "target" if _as_bool(info[lid]["target"]) else "non-target"
+                else:
+                    kind = "new"
+                longest, short = float(r["longest_diameter_mm"]), float(r["short_axis_mm"])
+                status = "present" if kind != "target" else ""
+                if (
+                    kind == "non-target"
+                    and nontarget_progression_pct is not None
+                    and k > b
+                    and "volume_ml" in r
+                    and float(base_volume.get(lid, math.nan)) > 0
+                    and 100.0 * (float(r["volume_ml"]) / float(base_volume[lid]) - 1.0)
+                    >= nontarget_progression_pct
+                ):
+                    status = "unequivocal progression"
+                row = {
+                    "subject": subject,
+                    "visit": visit,
+                    "date": visit_dates[visit],
+                    "lesion_id": lid,
+                    "kind": kind,
+                    "nodal": nodal,
+                    "diameter_mm": short if nodal else longest,
+                    "perpendicular_mm": longest if nodal else short,
+                    "status": status,
+                    "baseline": visit == base,
+                }
+                if "organ" in r:
+                    row["organ"] = r["organ"]
+                row.update({c: r[c] for c in extra})
+                rows.append(row)
+            if k > b and missing == "absent":
+                for lid in sorted(base_ids - present):
+                    r0 = info[lid]
+                    kind = "target" if _as_bool(r0["target"]) else "non-target"
+                    row = {
+                        "subject": subject,
+                        "visit": visit,
+                        "date": visit_dates[visit],
+                        "lesion_id": lid,
+                        "kind": kind,
+                        "nodal": _as_bool(r0["nodal"]),
+                        "diameter_mm": 0.0,
+                        "perpendicular_mm": 0.0,
+                        "status": "absent",
+                        "baseline": False,
+                    }
+                    if "organ" in r0:
+                        row["organ"] = r0["organ"]
+                    row.update(dict.fromkeys(extra, np.nan))
+                    rows.append(row)
+    out = pd.DataFrame(rows)
+    return validate_table(out)
+
+
+def _as_bool(v: Any) -> bool:
+    if isinstance(v, str):
+        return v.strip().lower() in ("true", "1", "yes", "y", "t")
+    return bool(v)

@@ -1,0 +1,318 @@
+"""RANO 2.0 and iRANO: response of brain tumours from bidimensional products.
+
+Wen PY, van den Bent M, Youssef G, et al. RANO 2.0: Update to the Response Assessment in
+Neuro-Oncology criteria for high- and low-grade gliomas in adults. J Clin Oncol
+2023;41:5187-5199. doi:10.1200/JCO.23.01059
+
+Wen PY, Macdonald DR, Reardon DA, et al. Updated response assessment criteria for high-grade
+gliomas: RANO working group. J Clin Oncol 2010;28:1963-1972. doi:10.1200/JCO.2009.26.3541
+
+Okada H, Weller M, Huang R, et al. Immunotherapy response assessment in neuro-oncology: a
+report of the RANO working group. Lancet Oncol 2015;16:e534-e542.
+doi:10.1016/S1470-2045(15)00088-1
+
+Rules implemented (time point)
+------------------------------
+* Size is the sum of products of perpendicular diameters (SPD, mm²) of the enhancing target
+  lesions: ``diameter_mm × perpendicular_mm``; ``absent`` counts 0. Target lesions must be
+  measurable at baseline, "contrast-enhancing lesions with clearly defined margins, with
+  two perpendicular diameters of at least 10 mm"; RANO 2.0 keeps at most 3 target lesions.
+* CR: disappearance of all enhancing target and non-target disease, no new lesion, "off
+  corticosteroids (or on physiologic replacement doses only)", clinically stable or improved.
+* PR: "≥50% decrease in the sum of products of perpendicular diameters" from baseline, no
+  new lesion, no progression of non-measurable disease, a corticosteroid dose not greater
+  than at baseline, clinically stable or improved.
+* PD: "≥25% increase in the sum of products of perpendicular diameters of enhancing lesions
+  compared with the smallest tumour measurement obtained either at baseline (if no decrease)
+  or best response", a new lesion, unequivocal progression of non-target disease, or
+  clinical deterioration (``clinical_status`` ``worse``). An increase in corticosteroids
+  alone is not progression.
+* SD: none of these. When the images meet CR or PR but the corticosteroid or clinical
+  conditions do not, the visit is SD and the reason says why.
+* CR and PR need confirmation at least 4 weeks later: that is applied by
+  :func:`tumorscope.response.best_overall_response`, which confirms by default for RANO.
+
+Confirmation of progression (design decision, stated in every reason)
+---------------------------------------------------------------------
+RANO 2.0 asks for a confirmation scan when progression is seen early (within 12 weeks of the
+end of radiotherapy) and iRANO asks for one when radiographic progression (including new
+lesions) appears within 6 months of starting immunotherapy in a patient without significant
+clinical decline, with the date of progression back-dated to the first scan once confirmed.
+Such a visit is reported as ``preliminary PD``. It becomes ``PD`` at a later scan when the
+SPD rose at least ``confirm_increase_pct`` (default 25%, the RANO threshold) above the SPD of
+the first preliminary-PD scan, a further new lesion appeared, non-target disease progressed
+unequivocally, or the patient deteriorated clinically; it is withdrawn (SD, PR, CR) when the
+images no longer meet progression; otherwise it stays ``preliminary PD``. The windows are
+options: ``confirm_window_days`` counted from the baseline visit (default 0 for ``"rano"``,
+i.e. no confirmation, and 182 days for ``"irano"``). Clinical deterioration is progression
+at once in both.
+
+Not implemented: the assessment of non-enhancing tumours on T2/FLAIR and its minor response
+category (RANO 2.0); rows with ``enhancing`` false are ignored with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..errors import ResponseError
+from ._core import Subject, at_least, fmt, new_lesions_present, nontarget_category, pct
+from .recist import COLUMNS as _RECIST_COLUMNS
+
+__all__ = ["COLUMNS", "assess_rano"]
+
+COLUMNS: list[str] = [
+    *_RECIST_COLUMNS,
+    "spd_mm2",
+    "nadir_mm2",
+    "steroid_dose_mg",
+    "clinical_status",
+]
+
+
+def assess_rano(
+    subjects: list[Subject],
+    *,
+    immunotherapy: bool = False,
+    confirm_window_days: int | None = None,
+    confirm_increase_pct: float = 25.0,
+    physiologic_steroid_mg: float = 0.0,
+    max_targets: int | None = None,
+) -> list[dict[str, Any]]:
+    """Score every visit with RANO 2.0 (``immunotherapy=False``) or iRANO (``True``).
+
+    Parameters
+    ----------
+    subjects : list of Subject
+        From the validated measurement table.
+    immunotherapy : bool, default False
+        Apply iRANO (Okada et al. 2015): progression within ``confirm_window_days`` (default
+        182, 6 months) of the baseline needs confirmation unless the patient deteriorated.
+    confirm_window_days : int, optional
+        Days after baseline within which progression is preliminary. Default 0 (RANO) or 182
+        (iRANO).
+    confirm_increase_pct : float, default 25
+        SPD increase over the first preliminary-PD scan that confirms progression.
+    physiologic_steroid_mg : float, default 0
+        Highest daily dexamethasone-equivalent dose accepted as physiologic replacement for CR.
+    max_targets : int, optional
+        Maximum number of target lesions; default 3 for RANO 2.0, 5 for iRANO (RANO 2010).
+
+    Returns
+    -------
+    list of dict
+        One per visit, keys :data:`COLUMNS`; ``change_*`` columns refer to the SPD.
+    """
+    window = (
+        confirm_window_days if confirm_window_days is not None else (182 if immunotherapy else 0)
+    )
+    limit = max_targets if max_targets is not None else (5 if immunotherapy else 3)
+    name = "irano" if immunotherapy else "rano"
+    rows: list[dict[str, Any]] = []
+    for s in subjects:
+        _check_rano_targets(s, limit=limit, name=name)
+        rows.extend(_subject_rows(s, name, window, confirm_increase_pct, physiologic_steroid_mg))
+    return rows
+
+
+def _check_rano_targets(s: Subject, *, limit: int, name: str) -> None:
+    targets = [t for t in s.of_kind("target") if t.enhancing]
+    base = s.baseline
+    if len(targets) > limit:
+        les = targets[limit]
+        raise ResponseError(
+            f"{base.obs[les.lesion_id].row}: subject {s.subject} has {len(targets)} enhancing "
+            f"target lesions; {name.upper()} uses at most {limit}",
+            field="kind",
+        )
+    for les in targets:
+        o = base.obs[les.lesion_id]
+        if not (
+            math.isfinite(o.perpendicular_mm)
+            and o.perpendicular_mm >= 10.0
+            and o.diameter_mm >= 10.0
+        ):
+            raise ResponseError(
+                f"{o.row}: target lesion {les.lesion_id} of subject {s.subject} is "
+                f"{fmt(o.diameter_mm)} x {fmt(o.perpendicular_mm)} mm at baseline; "
+                f"{name.upper()} needs two perpendicular diameters of at least 10 mm",
+                field="perpendicular_mm",
+            )
+
+
+def _spd(s: Subject, v: Any) -> tuple[float, list[str]]:
+    total, missing = 0.0, []
+    for les in s.of_kind("target"):
+        if not les.enhancing:
+            continue
+        o = v.obs.get(les.lesion_id)
+        if o is None:
+            missing.append(les.lesion_id)
+        elif o.status == "absent" or (math.isfinite(o.diameter_mm) and o.diameter_mm == 0):
+            continue
+        elif math.isfinite(o.diameter_mm) and math.isfinite(o.perpendicular_mm):
+            total += o.diameter_mm * o.perpendicular_mm
+        else:
+            missing.append(les.lesion_id)
+    return total, missing
+
+
+def _subject_rows(
+    s: Subject, name: str, window: int, confirm_pct: float, physio: float
+) -> list[dict[str, Any]]:
+    base = s.baseline
+    base_spd, _ = _spd(s, base)
+    base_dose = base.steroid_dose_mg
+    nadir, nadir_visit = base_spd, base.visit
+    prelim: tuple[str, float, set[str]] | None = None  # visit, SPD, new lesions
+    confirmed: str | None = None
+    ignored = [les.lesion_id for les in s.lesions.values() if not les.enhancing]
+    out = []
+    for v in s.visits:
+        days = int((v.date - base.date).days)
+        spd, missing = _spd(s, v)
+        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row.update(
+            subject=s.subject,
+            visit=v.visit,
+            date=v.date,
+            days_from_baseline=days,
+            criteria=name,
+            sum_mm=math.nan,
+            spd_mm2=math.nan if missing else spd,
+            nadir_mm2=nadir,
+            nadir_mm=math.nan,
+            change_from_baseline_pct=math.nan,
+            change_from_nadir_pct=math.nan,
+            new_lesions=False,
+            new_lesion_ids="",
+            steroid_dose_mg=v.steroid_dose_mg,
+            clinical_status=v.clinical_status,
+        )
+        if v.index <= 0:
+            row.update(
+                response="baseline" if v.index == 0 else "pre-baseline",
+                reason=f"baseline SPD {fmt(base_spd)} mm²" if v.index == 0 else "not scored",
+                spd_mm2=spd if v.index == 0 else row["spd_mm2"],
+            )
+            out.append(row)
+            continue
+        nt, nt_reason, _ = nontarget_category(s, v)
+        new = new_lesions_present(s, v)
+        rise_pct = pct(spd, nadir)
+        nadir_txt = "baseline" if nadir_visit == base.visit else f"visit {nadir_visit}"
+        # target category
+        if not missing and spd == 0:
+            target = "CR"
+            t_reason = "all enhancing target lesions gone"
+        elif nadir > 0 and at_least(rise_pct, 25.0):
+            target = "PD"
+            t_reason = (
+                f"SPD rose {fmt(rise_pct)}% from nadir {fmt(nadir)} mm² ({nadir_txt}) to "
+                f"{fmt(spd)} mm²" + (f" with {', '.join(missing)} not assessed" if missing else "")
+            )
+        elif missing:
+            target = "NE"
+            t_reason = f"target lesion(s) {', '.join(missing)} not assessed"
+        elif at_least(-pct(spd, base_spd), 50.0):
+            target = "PR"
+            t_reason = f"SPD fell {fmt(-pct(spd, base_spd))}% from baseline {fmt(base_spd)} mm² to {fmt(spd)} mm²"
+        else:
+            target = "SD"
+            t_reason = (
+                f"SPD {fmt(spd)} mm²: {fmt(pct(spd, base_spd))}% from baseline, "
+                f"{fmt(rise_pct)}% from nadir {fmt(nadir)} mm² ({nadir_txt})"
+            )
+        row.update(
+            target_response=target,
+            nontarget_response=nt,
+            new_lesions=bool(new),
+            new_lesion_ids=",".join(new),
+            change_from_baseline_pct=math.nan if missing else pct(spd, base_spd),
+            change_from_nadir_pct=math.nan if missing else rise_pct,
+        )
+        worse = v.clinical_status == "worse"
+        radiographic_pd = []
+        if target == "PD":
+            radiographic_pd.append(t_reason)
+        if nt == "PD":
+            radiographic_pd.append(nt_reason)
+        if new:
+            radiographic_pd.append(f"new lesion(s) {', '.join(new)}")
+        notes = [f"non-enhancing {', '.join(ignored)} not assessed"] if ignored else []
+
+        if confirmed is not None:
+            response, reason = "PD", f"progression confirmed at visit {confirmed}"
+        elif worse:
+            response = "PD"
+            reason = "; ".join(["clinical deterioration", *radiographic_pd])
+        elif prelim is not None:
+            p_visit, p_spd, p_new = prelim
+            why = []
+            if p_spd > 0 and not missing and at_least(pct(spd, p_spd), confirm_pct):
+                why.append(
+                    f"SPD rose {fmt(pct(spd, p_spd))}% from {fmt(p_spd)} mm² at the "
+                    f"preliminary PD (visit {p_visit})"
+                )
+            if set(new) - p_new:
+                why.append(f"further new lesion(s) {', '.join(sorted(set(new) - p_new))}")
+            if nt == "PD":
+                why.append(nt_reason)
+            if why:
+                response, confirmed = "PD", v.visit
+                reason = f"preliminary PD of visit {p_visit} confirmed: " + "; ".join(why)
+            elif radiographic_pd:
+                response = "preliminary PD"
+                reason = f"preliminary PD since visit {p_visit} not confirmed: " + "; ".join(
+                    radiographic_pd
+                )
+            else:
+                response, reason = _non_pd(target, t_reason, nt, nt_reason, v, base_dose, physio)
+                reason = f"preliminary PD of visit {p_visit} withdrawn: " + reason
+                prelim = None
+        elif radiographic_pd:
+            if days <= window:
+                response = "preliminary PD"
+                reason = (
+                    "; ".join(radiographic_pd)
+                    + f" within {window} days of baseline: needs a confirmation scan"
+                )
+                prelim = (v.visit, spd, set(new))
+            else:
+                response, reason = "PD", "; ".join(radiographic_pd)
+        else:
+            response, reason = _non_pd(target, t_reason, nt, nt_reason, v, base_dose, physio)
+        row.update(response=response, reason="; ".join([reason, *notes]))
+        out.append(row)
+        if not missing and spd < nadir:
+            nadir, nadir_visit = spd, v.visit
+    return out
+
+
+def _non_pd(
+    target: str,
+    t_reason: str,
+    nt: str | None,
+    nt_reason: str,
+    v: Any,
+    base_dose: float,
+    physio: float,
+) -> tuple[str, str]:
+    dose = v.steroid_dose_mg
+    if target == "NE" or nt == "NE":
+        return "NE", t_reason if target == "NE" else nt_reason
+    if target == "CR" and nt in (None, "CR"):
+        if math.isfinite(dose) and dose > physio:
+            return "SD", f"{t_reason}, but on corticosteroids ({fmt(dose)} mg/day): not CR"
+        note = "" if math.isfinite(dose) else " (corticosteroid dose not recorded)"
+        return "CR", t_reason + note
+    if target in ("CR", "PR"):
+        if math.isfinite(dose) and math.isfinite(base_dose) and dose > base_dose:
+            return "SD", (
+                f"{t_reason}, but corticosteroids rose from {fmt(base_dose)} to {fmt(dose)} "
+                "mg/day: not PR"
+            )
+        extra = f"; {nt_reason}" if target == "CR" else ""
+        return "PR", t_reason + extra
+    return "SD", t_reason
