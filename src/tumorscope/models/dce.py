@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from ..errors import DataError, FitError, ProtocolError
 from ..fitting.engine import BlockFit
+from ..fitting.lm import LMOptions
 from ..fitting.status import FitStatus
 from . import dce_kinetics as kin
 from .base import Model, ParameterSpec, register_model
@@ -291,6 +292,9 @@ class _DCEModel(Model):
         self.parameters = params  # type: ignore[misc]
         self.method = self._check_method(method)
         self.backend = backend
+        # strongly correlated parameters (Fp, vp; the delay) can need more than the engine's
+        # default 100 trial steps from a grid start; rare voxels only, so the cost is small
+        self.lm_options = LMOptions(max_iter=400)
 
     # ------------------------------------------------------------------ engine hooks
     @property
@@ -394,7 +398,11 @@ class _DCEModel(Model):
     def fit_block(self, y: np.ndarray) -> BlockFit:
         p0 = self.initial_guess(y)
         if self.method == "lm":
-            return self.solve_nonlinear(y, p0)
+            # per-voxel (writable) bounds: the compiled solver rejects read-only views, which
+            # broadcast (p,) bounds are for a one-voxel block
+            lo, hi = self.bounds()
+            n = y.shape[0]
+            return self.solve_nonlinear(y, p0, lower=np.tile(lo, (n, 1)), upper=np.tile(hi, (n, 1)))
         # "linear": the starting values themselves
         rss = self._rss(y, p0)
         lo, hi = self.bounds()
