@@ -17,7 +17,7 @@ nothing is rescaled.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -25,11 +25,16 @@ from scipy import special
 
 from ..errors import DataError, FitError
 from ..fitting.engine import BlockFit
+from ..fitting.lm import LMOptions, levenberg_marquardt
 from ..fitting.status import FitStatus
 from .base import FitResult, Model, ParameterSpec, register_model
 
 __all__ = [
+    "IRT1",
+    "T2",
     "VFAT1",
+    "T2Offset",
+    "T2Star",
     "despot1",
     "ir_jacobian",
     "ir_signal",
@@ -596,6 +601,28 @@ def _gn_polish(
     return p, r_best
 
 
+def _loglinear_start(a: np.ndarray, te_ms: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``(S0, R)`` from a weighted log-linear fit of amplitudes ``a (n, m)`` (weights ``a²``).
+
+    Voxels with fewer than two positive amplitudes fall back to ``S0 = max(y)``, ``R = 0``.
+    """
+    x = np.asarray(te_ms, dtype=float) * 1e-3
+    pos = a > 0
+    w = np.where(pos, a * a, 0.0)
+    z = np.log(np.where(pos, a, 1.0))
+    sw = w.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xm = (w * x).sum(axis=1) / sw
+        zm = (w * z).sum(axis=1) / sw
+        sxx = (w * (x - xm[:, None]) ** 2).sum(axis=1)
+        sxz = (w * (x - xm[:, None]) * (z - zm[:, None])).sum(axis=1)
+        slope = sxz / sxx
+        r = -slope
+        s0 = np.exp(zm + r * xm)
+    ok = (pos.sum(axis=1) >= 2) & np.isfinite(r) & np.isfinite(s0) & (sxx > 0)
+    return np.stack([np.where(ok, s0, y.max(axis=1)), np.where(ok, r, 0.0)], axis=1)
+
+
 def _status(ok: np.ndarray, at_bound: np.ndarray) -> np.ndarray:
     st = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
     st[~ok] = FitStatus.FAILED
@@ -857,3 +884,662 @@ def _copy_model(model: Any) -> Any:
     import copy
 
     return copy.copy(model)
+
+
+# --------------------------------------------------------------------------------------------
+# inversion recovery T1
+# --------------------------------------------------------------------------------------------
+@register_model
+class IRT1(Model):
+    """Inversion recovery T1 mapping, magnitude data with polarity restoration.
+
+    Fits the three-parameter :func:`ir_signal` ``M0 (1 - k exp(-TI/T1))``. For magnitude
+    data the sign of the points before the null is unknown: following the RD-NLS-PR method
+    of Barral et al. (Magn Reson Med 2010, doi:10.1002/mrm.22497), the points up to the
+    minimum magnitude are negated (two candidates: with and without the minimum itself), each
+    candidate is fitted and the one with the smaller residual is kept. Every fit is exact least
+    squares: ``M0`` and ``M0·k`` are linear and solved in closed form for each ``T1``, ``T1``
+    by a global log-grid and golden-section search (variable projection), then polished by
+    Gauss–Newton.
+
+    Parameters
+    ----------
+    inversion_times_ms : sequence of float, shape (n_ti,)
+        Inversion times in ms (> 0, at least three distinct; any order).
+    magnitude : bool, default True, keyword-only
+        False for phase-corrected real (signed) data: no polarity restoration.
+    backend : str, keyword-only
+        Accepted for a uniform interface (numpy only).
+
+    Notes
+    -----
+    Maps: ``"M0"`` (a.u.), ``"T1"`` (ms), ``"k"`` (1; 2 for an ideal inversion with full
+    recovery, lower for imperfect inversion or short TR) and derived ``"R1"`` (1/s).
+    """
+
+    name = "irt1"
+    parameters = (
+        ParameterSpec(
+            "M0",
+            "a.u.",
+            -np.inf,
+            np.inf,
+            typical=(500.0, 5000.0),
+            description="signal at full recovery",
+        ),
+        ParameterSpec(
+            "T1",
+            "ms",
+            5.0,
+            50000.0,
+            typical=(300.0, 3000.0),
+            description="longitudinal relaxation time",
+        ),
+        ParameterSpec(
+            "k",
+            "1",
+            -np.inf,
+            np.inf,
+            typical=(1.8, 2.0),
+            description="inversion factor (2 = ideal inversion, full recovery)",
+        ),
+    )
+    derived = (ParameterSpec("R1", "1/s", 0.0, np.inf, description="1000 / T1"),)
+    methods = ("rdnls",)
+    measurement_name = "inversion times"
+
+    def __init__(
+        self,
+        inversion_times_ms: Sequence[float] | npt.ArrayLike,
+        *,
+        magnitude: bool = True,
+        backend: str = "auto",
+    ) -> None:
+        from ..protocol import InversionRecoveryProtocol
+
+        proto = InversionRecoveryProtocol(inversion_times_ms=inversion_times_ms)  # type: ignore[arg-type]
+        self.inversion_times_ms = np.asarray(proto.inversion_times_ms)
+        self.magnitude = bool(magnitude)
+        self.method = "rdnls"
+        self.backend = _check_backend(backend)
+
+    @classmethod
+    def from_protocol(cls, protocol: Any, **options: Any) -> IRT1:
+        """Build from an :class:`~tumorscope.protocol.InversionRecoveryProtocol`."""
+        return cls(protocol.inversion_times_ms, **options)
+
+    @property
+    def n_measurements(self) -> int:
+        return int(self.inversion_times_ms.size)
+
+    def signal(self, params: np.ndarray) -> np.ndarray:
+        s = ir_signal(params, self.inversion_times_ms)
+        return np.abs(s) if self.magnitude else s
+
+    def jacobian(self, params: np.ndarray) -> np.ndarray:
+        J = ir_jacobian(params, self.inversion_times_ms)
+        if self.magnitude:
+            J = J * np.sign(ir_signal(params, self.inversion_times_ms))[..., None]
+        return J
+
+    def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
+        if self.magnitude:
+            return _invalid_magnitude(y)
+        return ~np.all(np.isfinite(y), axis=1) | ~np.any(y != 0, axis=1)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"R1": _rate(maps["T1"])}
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "inversion_times_ms": self.inversion_times_ms.tolist(),
+            "magnitude": self.magnitude,
+            "method": self.method,
+        }
+
+    @classmethod
+    def example(cls) -> IRT1:
+        return cls([50.0, 150.0, 400.0, 800.0, 1500.0, 3000.0])
+
+    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        m0 = rng.uniform(500.0, 5000.0, n)
+        t1 = rng.uniform(300.0, 2000.0, n)
+        k = rng.uniform(1.8, 2.0, n)
+        return np.stack([m0, t1, k], axis=1)
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        ti = self.inversion_times_ms
+        order = np.argsort(ti, kind="stable")
+        m = y.shape[1]
+        lo, hi = self.parameters[1].lower, self.parameters[1].upper
+
+        def basis(t1: np.ndarray) -> np.ndarray:
+            e = np.exp(-ti[None, :] / t1[:, None])
+            return np.stack([np.ones_like(e), e], axis=-1)
+
+        if self.magnitude:
+            # candidates: negate the first j points in TI order, j = argmin and argmin + 1
+            kmin = np.argmin(y[:, order], axis=1)
+            best = None
+            for extra in (0, 1):
+                j = kmin + extra
+                rank = np.empty(m, dtype=np.int64)
+                rank[order] = np.arange(m)
+                sign = np.where(rank[None, :] < j[:, None], -1.0, 1.0)
+                ys = y * sign
+                t1, coef, rss, at_bound = _varpro_log(basis, ys, lo, hi, nonneg=False)
+                cand = (t1, coef, rss, at_bound, ys)
+                if best is None:
+                    best = cand
+                else:
+                    take = rss < best[2]
+                    best = tuple(
+                        np.where(take.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+                        for a, b in zip(cand, best, strict=True)
+                    )  # type: ignore[assignment]
+            assert best is not None
+            t1, coef, rss, at_bound, ys = best
+        else:
+            ys = y
+            t1, coef, rss, at_bound = _varpro_log(basis, ys, lo, hi, nonneg=False)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            m0 = coef[:, 0]
+            k = np.where(m0 != 0, -coef[:, 1] / m0, np.nan)
+        params = np.stack([m0, t1, k], axis=1)
+        ok = np.all(np.isfinite(params), axis=1)
+        free = ok & ~at_bound
+        if free.any():
+            pol, rss_f = _gn_polish(
+                params[free],
+                ys[free],
+                lambda p: ir_signal(p, ti),
+                lambda p: ir_jacobian(p, ti),
+                rss[free],
+            )
+            params[free], rss[free] = pol, rss_f
+        J = ir_jacobian(np.where(ok[:, None], params, 1.0), ti)
+        stderr = _stderr_from_jacobian(J, np.where(ok, rss, np.nan))
+        return BlockFit(params, _status(ok, at_bound), rss, stderr)
+
+
+# --------------------------------------------------------------------------------------------
+# mono-exponential decay: T2 (spin echo), T2* (gradient echo)
+# --------------------------------------------------------------------------------------------
+_FLOORS = ("none", "rician", "offset")
+
+
+class _DecayModel(Model):
+    """Shared machinery of :class:`T2`, :class:`T2Offset` and :class:`T2Star`.
+
+    The solver works in ``(S0, R)`` with ``R`` in 1/s; subclasses state how their second
+    parameter maps to ``R`` (:meth:`_rate_of`, :meth:`_drate`).
+    """
+
+    measurement_name = "echo times"
+    methods = ("nlls",)
+    _rate_bounds: tuple[float, float] = (0.2, 1000.0)
+
+    def __init__(
+        self,
+        echo_times_ms: Sequence[float] | npt.ArrayLike,
+        *,
+        floor: str,
+        noise_sigma: float | None,
+        backend: str,
+    ) -> None:
+        from ..protocol import MultiEchoProtocol
+
+        proto = MultiEchoProtocol(echo_times_ms=echo_times_ms)  # type: ignore[arg-type]
+        self.echo_times_ms = np.asarray(proto.echo_times_ms)
+        if floor not in _FLOORS:
+            raise FitError(f"unknown floor {floor!r}; expected one of {_FLOORS}", field="floor")
+        self.floor = floor
+        n_par = len(self.parameters)
+        if self.echo_times_ms.size < n_par:
+            raise FitError(
+                f"{self.echo_times_ms.size} echoes cannot determine {n_par} parameters "
+                f"({', '.join(self.parameter_names)}); need at least {n_par}",
+                field="echo_times_ms",
+            )
+        if noise_sigma is not None:
+            if floor != "rician":
+                raise FitError(
+                    f"noise_sigma is only used with floor='rician', not {floor!r}",
+                    field="noise_sigma",
+                )
+            s = float(noise_sigma)
+            if not np.isfinite(s) or s < 0:
+                raise FitError(
+                    f"must be a finite number >= 0, got {noise_sigma!r}", field="noise_sigma"
+                )
+            noise_sigma = s
+        self.noise_sigma = noise_sigma
+        self.method = "nlls"
+        self.backend = _check_backend(backend)
+        self._sigma_estimated = False
+
+    # -- parameterisation ---------------------------------------------------------------
+    def _rate_of(self, q: np.ndarray) -> np.ndarray:
+        return q
+
+    def _drate(self, q: np.ndarray) -> np.ndarray:
+        return np.ones_like(q)
+
+    def _from_rate(self, r: np.ndarray) -> np.ndarray:
+        return r
+
+    def _rate_params(self, params: np.ndarray) -> np.ndarray:
+        p = np.array(params, dtype=float, copy=True)
+        p[..., 1] = self._rate_of(p[..., 1])
+        return p
+
+    # -- model ----------------------------------------------------------------------------
+    @property
+    def n_measurements(self) -> int:
+        return int(self.echo_times_ms.size)
+
+    def _sigma(self) -> float:
+        return 0.0 if self.noise_sigma is None else float(self.noise_sigma)
+
+    def signal(self, params: np.ndarray) -> np.ndarray:
+        pr = self._rate_params(params)
+        if self.floor == "rician":
+            return t2star_rician_signal(pr, self.echo_times_ms, self._sigma())
+        return monoexp_signal(pr, self.echo_times_ms)
+
+    def jacobian(self, params: np.ndarray) -> np.ndarray:
+        pr = self._rate_params(params)
+        if self.floor == "rician":
+            J = t2star_rician_jacobian(pr, self.echo_times_ms, self._sigma())
+        else:
+            J = monoexp_jacobian(pr, self.echo_times_ms)
+        J[..., 1] *= self._drate(np.asarray(params, dtype=float)[..., 1:2])
+        return J
+
+    def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
+        return _invalid_magnitude(y)
+
+    _time_parameter: ClassVar[bool] = False
+
+    def kernel(self) -> Any:
+        """The compiled Rician decay kernel (numba), used when ``floor="rician"``."""
+        if self.floor != "rician":
+            return None
+        try:
+            from ._relaxometry_numba import rician_decay_kernel
+        except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+            return None
+        return rician_decay_kernel
+
+    def consts(self) -> np.ndarray:
+        mode = 1.0 if self._time_parameter else 0.0
+        return np.concatenate([[self._sigma(), mode], self.echo_times_ms * 1e-3])
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "echo_times_ms": self.echo_times_ms.tolist(),
+            "floor": self.floor,
+            "method": self.method,
+        }
+        if self.floor == "rician":
+            out["noise_sigma"] = self.noise_sigma
+            out["noise_sigma_estimated"] = self._sigma_estimated
+        return out
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _varpro(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Exact least-squares mono-exponential (+ offset) in rate space."""
+        te_s = self.echo_times_ms * 1e-3
+        offset = self.floor == "offset"
+
+        def basis(r: np.ndarray) -> np.ndarray:
+            e = np.exp(-te_s[None, :] * r[:, None])
+            if offset:
+                return np.stack([e, np.ones_like(e)], axis=-1)
+            return e[..., None]
+
+        lo, hi = self._rate_bounds
+        r, coef, rss, at_bound = _varpro_log(basis, y, lo, hi, nonneg=True)
+        pr = np.column_stack([coef[:, 0], r] + ([coef[:, 1]] if offset else []))
+        free = ~at_bound & (coef[:, 0] > 0)
+        if free.any():
+            pol, rss_f = _gn_polish(
+                pr[free],
+                y[free],
+                lambda p: monoexp_signal(p, self.echo_times_ms),
+                lambda p: monoexp_jacobian(p, self.echo_times_ms),
+                rss[free],
+            )
+            pr[free], rss[free] = pol, rss_f
+        at_bound |= pr[:, 0] <= 0
+        return pr, rss, at_bound
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        sigma = self._sigma()
+        if self.floor == "rician" and sigma > 0:
+            # start: log-linear fit of floor-corrected magnitudes (Gudbjartsson & Patz 1995:
+            # A ≈ sqrt(M² - σ²)) weighted by A² (the delta-method variance of log A), then the
+            # Rician-mean model by LM
+            yc = np.sqrt(np.maximum(y**2 - sigma**2, 0.0))
+            pr0 = _loglinear_start(yc, self.echo_times_ms, y)
+            lo_r, hi_r = self._rate_bounds
+            pr0[:, 1] = np.clip(pr0[:, 1], lo_r, hi_r)
+            p0 = pr0.copy()
+            p0[:, 1] = self._from_rate(pr0[:, 1])
+            return self.solve_nonlinear(y, p0)
+        pr, rss, at_bound = self._varpro(y)
+        params = pr.copy()
+        with np.errstate(divide="ignore", invalid="ignore"):
+            params[:, 1] = self._from_rate(pr[:, 1])
+        ok = np.all(np.isfinite(params), axis=1)
+        safe = np.where(ok[:, None], params, 1.0)
+        J = self.jacobian(safe)
+        stderr = _stderr_from_jacobian(J, np.where(ok, rss, np.nan))
+        return BlockFit(params, _status(ok, at_bound), rss, stderr)
+
+    def fit(
+        self,
+        data: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
+        *,
+        chunk_voxels: int | None = None,
+    ) -> FitResult:
+        """Fit every voxel (within ``mask``); see :meth:`Model.fit`.
+
+        With ``floor="rician"`` and no ``noise_sigma``, the noise level is first estimated
+        from the data (:meth:`estimate_noise_sigma`) and recorded in the provenance.
+        """
+        arr = np.asarray(data)
+        msk = None if mask is None else np.asarray(mask)
+        if self.floor == "rician" and self.noise_sigma is None:
+            sigma = self.estimate_noise_sigma(arr, msk)
+            model = _copy_model(self)
+            model.noise_sigma = sigma
+            model._sigma_estimated = True
+            return Model.fit(model, arr, msk, chunk_voxels=chunk_voxels)
+        return super().fit(arr, msk, chunk_voxels=chunk_voxels)
+
+    def estimate_noise_sigma(
+        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 20000
+    ) -> float:
+        """Rician noise level of multi-echo magnitude data, from the decays themselves.
+
+        Every voxel (or an evenly spaced subset of ``max_voxels``) is fitted with the noise
+        level as a third parameter, ``E[M] = R_σ(S0 e^{-TE R})`` (:func:`rician_mean`). The
+        noise level is identifiable only in voxels whose decay reaches the floor (fitted
+        amplitude at the last echo below ``2σ``); the median of those voxels' estimates is
+        returned. If fewer than 10 voxels reach the floor, the floor cannot bias any fit and
+        0 is returned (the fit is then a plain mono-exponential).
+
+        Parameters
+        ----------
+        data : array_like, shape (..., n_echoes)
+        mask : array_like of bool, shape data.shape[:-1], optional
+
+        Returns
+        -------
+        float
+            σ in signal units.
+        """
+        from ..fitting.engine import validate_inputs
+
+        arr, m = validate_inputs(
+            data, mask, n_measurements=self.n_measurements, what=self.measurement_name
+        )
+        if self.echo_times_ms.size < 4:
+            raise FitError(
+                f"estimating the noise level needs at least 4 echoes, got "
+                f"{self.echo_times_ms.size}; pass noise_sigma",
+                field="noise_sigma",
+            )
+        flat = arr.reshape(-1, arr.shape[-1])
+        if m is not None:
+            flat = flat[m.reshape(-1)]
+        y = np.asarray(flat, dtype=np.float64)
+        y = y[~_invalid_magnitude(y)]
+        if y.shape[0] == 0:
+            return 0.0
+        if y.shape[0] > max_voxels:
+            y = y[np.linspace(0, y.shape[0] - 1, max_voxels).astype(np.int64)]
+        te = self.echo_times_ms
+        plain = _copy_model(self)
+        plain.floor = "none"
+        pr, _, _ = plain._varpro(y)
+        lo_r, hi_r = self._rate_bounds
+        s0 = np.where(pr[:, 0] > 0, pr[:, 0], y.max(axis=1))
+        r0 = np.clip(np.nan_to_num(pr[:, 1], nan=lo_r), lo_r, hi_r)
+        sig0 = np.maximum(y.min(axis=1) / np.sqrt(np.pi / 2), 1e-6 * y.max(axis=1))
+        p0 = np.stack([s0, r0, sig0], axis=1)
+
+        def fun(p: np.ndarray) -> np.ndarray:
+            return t2star_rician_signal(p[:, :2], te, p[:, 2])
+
+        def jac(p: np.ndarray) -> np.ndarray:
+            a = monoexp_signal(p[:, :2], te)
+            sig = p[:, 2:3]
+            e = rician_mean(a, sig)
+            da = rician_mean_derivative(a, sig)
+            j2 = monoexp_jacobian(p[:, :2], te) * da[..., None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ds = np.where(
+                    sig > 0, (e - a * da) / np.where(sig > 0, sig, 1.0), np.sqrt(np.pi / 2)
+                )
+            return np.concatenate([j2, ds[..., None]], axis=-1)
+
+        res = levenberg_marquardt(
+            y,
+            p0,
+            np.array([0.0, 0.0, 0.0]),
+            np.array([np.inf, hi_r, np.inf]),
+            fun=fun,
+            jac=jac,
+            scale=np.array([float(np.median(s0)), 50.0, float(np.median(sig0))]),
+            options=LMOptions(max_iter=200),
+        )
+        p = res.params
+        ok = (res.status <= FitStatus.AT_BOUND) & np.all(np.isfinite(p), axis=1) & (p[:, 2] > 0)
+        a_last = p[:, 0] * np.exp(-te[-1] * 1e-3 * p[:, 1])
+        floor_reached = ok & (a_last < 2.0 * p[:, 2])
+        if floor_reached.sum() < 10:
+            return 0.0
+        return float(np.median(p[floor_reached, 2]))
+
+
+@register_model
+class T2Star(_DecayModel):
+    """Multi-echo gradient echo T2*/R2*, noise-floor aware.
+
+    With the default ``floor="rician"`` the model is the expected magnitude of a
+    mono-exponential decay under Rician noise (:func:`t2star_rician_signal`; Gudbjartsson &
+    Patz 1995, doi:10.1002/mrm.1910340618; Feng et al. 2013, doi:10.1002/mrm.24607). Short T2*
+    (iron-laden tissue) reaches the noise floor within a few echoes; a plain exponential fit
+    then mistakes the floor for slow decay and underestimates R2*, the Rician model does not.
+
+    Parameters
+    ----------
+    echo_times_ms : sequence of float, shape (n_echoes,)
+        Echo times in ms, > 0, strictly increasing, at least 2 (4 to estimate the noise).
+    noise_sigma : float, optional, keyword-only
+        Rician noise level (SD of each of the real and imaginary channels, signal units),
+        e.g. from a background region. Estimated from the decays when omitted
+        (:meth:`estimate_noise_sigma`); the value used is recorded in the provenance.
+    floor : {"rician", "none"}, default "rician", keyword-only
+        ``"none"`` fits a plain exponential (exact least squares, variable projection).
+    backend : {"auto", "numba", "numpy"}, keyword-only
+        Solver of the Rician model: the compiled per-voxel LM (``"numba"``, the default when
+        numba is installed) or the vectorised numpy LM. The plain fit is closed-form.
+
+    Notes
+    -----
+    Maps: ``"S0"`` (a.u.), ``"R2star"`` (1/s), derived ``"T2star"`` (ms).
+    """
+
+    name = "t2star"
+    parameters = (
+        ParameterSpec(
+            "S0",
+            "a.u.",
+            0.0,
+            np.inf,
+            typical=(500.0, 5000.0),
+            description="signal extrapolated to TE = 0",
+        ),
+        ParameterSpec(
+            "R2star",
+            "1/s",
+            0.0,
+            5000.0,
+            typical=(10.0, 300.0),
+            description="transverse relaxation rate (gradient echo)",
+        ),
+    )
+    derived = (ParameterSpec("T2star", "ms", 0.0, np.inf, description="1000 / R2star"),)
+    _rate_bounds = (0.1, 5000.0)
+
+    def __init__(
+        self,
+        echo_times_ms: Sequence[float] | npt.ArrayLike,
+        *,
+        noise_sigma: float | None = None,
+        floor: Literal["rician", "none"] = "rician",
+        backend: str = "auto",
+    ) -> None:
+        if floor == "offset":
+            raise FitError(
+                "T2Star has floor 'rician' or 'none'; use T2Offset for an offset", field="floor"
+            )
+        super().__init__(echo_times_ms, floor=floor, noise_sigma=noise_sigma, backend=backend)
+
+    @classmethod
+    def from_protocol(cls, protocol: Any, **options: Any) -> T2Star:
+        """Build from a :class:`~tumorscope.protocol.MultiEchoProtocol`."""
+        return cls(protocol.echo_times_ms, **options)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"T2star": _rate(maps["R2star"])}
+
+    @classmethod
+    def example(cls) -> T2Star:
+        return cls([2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 25.0], noise_sigma=1.0)
+
+    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([rng.uniform(500.0, 5000.0, n), rng.uniform(10.0, 300.0, n)], axis=1)
+
+
+@register_model
+class T2(_DecayModel):
+    """Multi-echo spin echo T2 (mono-exponential).
+
+    ``S0 exp(-TE/T2)`` by exact least squares (variable projection). ``floor="rician"`` fits
+    the Rician expected magnitude instead (as :class:`T2Star`), with ``noise_sigma`` given or
+    estimated. For an additive offset use :class:`T2Offset`. Stimulated echoes from imperfect
+    refocusing (multi-echo CPMG) are not modelled: drop the first echo, or use sequences
+    with crushers, when they matter (Milford et al. 2015, doi:10.1371/journal.pone.0145255).
+
+    Parameters
+    ----------
+    echo_times_ms : sequence of float, shape (n_echoes,)
+    floor : {"none", "rician"}, default "none", keyword-only
+    noise_sigma : float, optional, keyword-only
+        Only with ``floor="rician"``.
+    backend : str, keyword-only
+
+    Notes
+    -----
+    Maps: ``"S0"`` (a.u.), ``"T2"`` (ms), derived ``"R2"`` (1/s).
+    """
+
+    name = "t2"
+    parameters: ClassVar[tuple[ParameterSpec, ...]] = (
+        ParameterSpec(
+            "S0",
+            "a.u.",
+            0.0,
+            np.inf,
+            typical=(500.0, 5000.0),
+            description="signal extrapolated to TE = 0",
+        ),
+        ParameterSpec(
+            "T2", "ms", 1.0, 5000.0, typical=(30.0, 300.0), description="transverse relaxation time"
+        ),
+    )
+    derived = (ParameterSpec("R2", "1/s", 0.0, np.inf, description="1000 / T2"),)
+    _rate_bounds = (0.2, 1000.0)
+    _time_parameter = True
+
+    def __init__(
+        self,
+        echo_times_ms: Sequence[float] | npt.ArrayLike,
+        *,
+        floor: Literal["none", "rician"] = "none",
+        noise_sigma: float | None = None,
+        backend: str = "auto",
+    ) -> None:
+        if floor == "offset" and type(self) is T2:
+            raise FitError("use T2Offset for a mono-exponential with an offset", field="floor")
+        super().__init__(echo_times_ms, floor=floor, noise_sigma=noise_sigma, backend=backend)
+
+    @classmethod
+    def from_protocol(cls, protocol: Any, **options: Any) -> T2:
+        """Build from a :class:`~tumorscope.protocol.MultiEchoProtocol`."""
+        return cls(protocol.echo_times_ms, **options)
+
+    def _rate_of(self, q: np.ndarray) -> np.ndarray:
+        return _rate(q)
+
+    def _drate(self, q: np.ndarray) -> np.ndarray:
+        return -1000.0 / np.asarray(q, dtype=float) ** 2
+
+    def _from_rate(self, r: np.ndarray) -> np.ndarray:
+        return _rate(r)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"R2": _rate(maps["T2"])}
+
+    @classmethod
+    def example(cls) -> T2:
+        return cls([10.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 160.0])
+
+    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        return np.stack([rng.uniform(500.0, 5000.0, n), rng.uniform(30.0, 300.0, n)], axis=1)
+
+
+@register_model
+class T2Offset(T2):
+    """Mono-exponential T2 with a constant offset, ``S0 exp(-TE/T2) + offset``.
+
+    The offset absorbs a noise floor or a long-T2 background crudely (it biases T2 less than
+    ignoring the floor, more than the Rician model; Milford et al. 2015,
+    doi:10.1371/journal.pone.0145255). Exact least squares: ``S0`` and the offset are linear.
+    At least three echoes.
+
+    Notes
+    -----
+    Maps: ``"S0"``, ``"T2"`` (ms), ``"offset"`` (a.u.), derived ``"R2"`` (1/s).
+    """
+
+    name = "t2_offset"
+    parameters = (
+        *T2.parameters,
+        ParameterSpec(
+            "offset",
+            "a.u.",
+            -np.inf,
+            np.inf,
+            typical=(0.0, 50.0),
+            description="constant added to the decay",
+        ),
+    )
+
+    def __init__(
+        self, echo_times_ms: Sequence[float] | npt.ArrayLike, *, backend: str = "auto"
+    ) -> None:
+        _DecayModel.__init__(self, echo_times_ms, floor="offset", noise_sigma=None, backend=backend)
+
+    @classmethod
+    def example(cls) -> T2Offset:
+        return cls([10.0, 20.0, 30.0, 40.0, 60.0, 80.0, 120.0, 160.0])
+
+    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        base = super().sample_parameters(n, rng=rng)
+        return np.column_stack([base, rng.uniform(0.0, 50.0, n)])
