@@ -1,0 +1,80 @@
+"""Signal ↔ concentration for spoiled gradient echo: round trip, impossible inputs, bad input.
+
+(Agreement with the OSIPI SI-to-concentration reference is in ``test_dce_reference.py``.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tumorscope.errors import ProtocolError
+from tumorscope.models.dce import (
+    ConcentrationStatus,
+    concentration_to_signal,
+    signal_to_concentration,
+)
+
+KW = {"flip_angle_deg": 15.0, "tr_ms": 4.0, "relaxivity": 4.5}
+
+
+def test_round_trip_is_exact_with_t1_and_b1_maps() -> None:
+    rng = np.random.default_rng(0)
+    c = np.concatenate([np.zeros((3, 4, 5)), rng.uniform(0, 3, (3, 4, 40))], axis=-1)
+    t1 = rng.uniform(500.0, 2000.0, (3, 4))
+    b1 = rng.uniform(0.8, 1.2, (3, 4))
+    m0 = rng.uniform(500.0, 2000.0, (3, 4))
+    s = concentration_to_signal(c, t1_ms=t1, m0=m0, b1=b1, **KW)
+    back, status = signal_to_concentration(s, t1_ms=t1, n_baseline=5, b1=b1, **KW)
+    assert np.all(status == ConcentrationStatus.OK)
+    np.testing.assert_allclose(back, c, atol=1e-9)
+
+
+def test_impossible_inputs_give_nan_and_status_not_exceptions() -> None:
+    c = np.tile(np.r_[0.0, 0.0, 1.0, 2.0, 1.0], (6, 1))
+    s = concentration_to_signal(c, t1_ms=1000.0, m0=100.0, **KW)
+    s[1, 3] = 1e6  # above the steady-state maximum M0 sin(a)
+    s[2, 4] = -1.0  # negative
+    s[3, :2] = 0.0  # zero baseline
+    t1 = np.full(6, 1000.0)
+    t1[4] = 0.0  # T1 <= 0
+    t1[5] = np.nan
+    conc, status = signal_to_concentration(s, t1_ms=t1, n_baseline=2, **KW)
+    assert list(status) == [
+        ConcentrationStatus.OK,
+        ConcentrationStatus.SIGNAL_ABOVE_MAXIMUM,
+        ConcentrationStatus.NEGATIVE_SIGNAL,
+        ConcentrationStatus.BAD_BASELINE,
+        ConcentrationStatus.BAD_T1,
+        ConcentrationStatus.BAD_T1,
+    ]
+    assert np.isnan(conc[1, 3]) and np.isfinite(conc[1, :3]).all()
+    assert np.isnan(conc[2, 4]) and np.isfinite(conc[2, :4]).all()
+    assert np.all(np.isnan(conc[3:]))
+    np.testing.assert_allclose(conc[0], c[0], atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"flip_angle_deg": 0.0}, "flip_angle_deg"),
+        ({"flip_angle_deg": 180.0}, "flip_angle_deg"),
+        ({"tr_ms": -1.0}, "tr_ms"),
+        ({"relaxivity": 0.0}, "relaxivity"),
+        ({"n_baseline": 0}, "at least one frame"),
+        ({"n_baseline": 2, "baseline_start": 2}, "at least one frame"),
+        ({"n_baseline": 2.5}, "whole number"),
+        ({"t1_ms": np.ones(3)}, "T1 map of shape"),
+    ],
+)
+def test_bad_protocol_is_rejected(kwargs, match) -> None:
+    args = {**KW, "t1_ms": 1000.0, "n_baseline": 2, **kwargs}
+    with pytest.raises(ProtocolError, match=match):
+        signal_to_concentration(np.ones((2, 10)), **args)
+
+
+def test_concentration_to_signal_rejects_flip_angle_zero() -> None:
+    with pytest.raises(ProtocolError, match="flip_angle_deg"):
+        concentration_to_signal(
+            np.zeros(4), t1_ms=1000.0, flip_angle_deg=0.0, tr_ms=4.0, relaxivity=4.5
+        )
