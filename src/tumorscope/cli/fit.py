@@ -1,0 +1,104 @@
+"""``tumorscope fit ...``: fit signal models to series and write parameter maps.
+
+``fit_app`` is the ``fit`` command group. Other modules add their commands to it::
+
+    from tumorscope.cli.fit import fit_app
+
+    @fit_app.command("dce")
+    def dce(...): ...
+
+This module imports nothing heavy at import time (the fitting code is imported inside the
+commands), so ``tumorscope --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import user_errors
+
+__all__ = ["fit_app", "register"]
+
+fit_app = typer.Typer(
+    help="Fit signal models to a series and write parameter maps (NIfTI + JSON sidecars).",
+    no_args_is_help=True,
+)
+
+
+@fit_app.command("dwi")
+def dwi(
+    series: Path = typer.Argument(..., help="4-D DWI NIfTI series (.nii or .nii.gz)."),
+    model: str = typer.Option("ivim", "--model", "-m", help="adc, ivim or dki."),
+    mask: Path = typer.Option(
+        None, "--mask", help="Mask NIfTI on the series grid (non-zero = fit)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
+    bval: Path = typer.Option(
+        None, "--bval", help="b-value file (default: the .bval beside SERIES)."
+    ),
+    method: str = typer.Option(
+        None,
+        "--method",
+        help="Fit method (adc: wlls|lls|nlls; ivim: segmented|full|bayes; dki: wlls|nlls).",
+    ),
+    b_threshold: float = typer.Option(
+        None, "--b-threshold", help="IVIM: b (s/mm²) of the segmented split."
+    ),
+    b_min: float = typer.Option(None, "--b-min", help="ADC: ignore b-values below this (s/mm²)."),
+    b_max: float = typer.Option(None, "--b-max", help="ADC: ignore b-values above this (s/mm²)."),
+    prefix: str = typer.Option(
+        None, "--prefix", help="File name prefix (default '<series>_<model>_')."
+    ),
+    chunk_voxels: int = typer.Option(
+        None, "--chunk-voxels", help="Voxels per block (memory bound)."
+    ),
+) -> None:
+    """Fit a diffusion model (ADC, IVIM, DKI) to a DWI series."""
+    import warnings
+
+    from ..errors import FitError, TumorscopeWarning
+    from ..pipeline.fit_stage import fit_dwi
+
+    options: dict[str, object] = {}
+    if method is not None:
+        options["method"] = method
+    given = {"--b-threshold": b_threshold, "--b-min": b_min, "--b-max": b_max}
+    allowed = {"ivim": {"--b-threshold"}, "adc": {"--b-min", "--b-max"}, "dki": set()}
+    with user_errors():
+        key = model.lower()
+        if key not in allowed:
+            raise FitError(
+                f"unknown diffusion model {model!r}; expected adc, ivim or dki", field="--model"
+            )
+        for flag, value in given.items():
+            if value is None:
+                continue
+            if flag not in allowed[key]:
+                raise FitError(f"{flag} does not apply to model {key!r}", field=flag)
+            options[flag.lstrip("-").replace("-", "_")] = value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TumorscopeWarning)
+            res = fit_dwi(
+                series,
+                out_dir=out,
+                model=key,
+                mask=mask,
+                bval=bval,
+                prefix=prefix,
+                options=options,
+                chunk_voxels=chunk_voxels,
+            )
+    fit = res.fit
+    n = int(fit.mask.sum())
+    typer.echo(f"fitted {key} ({fit.provenance['options'].get('method')}) to {n:,} voxels")
+    for msg in res.warnings:
+        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    for name, path in res.files.items():
+        typer.echo(f"  {name:<16} {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``fit`` command group to the root app."""
+    app.add_typer(fit_app, name="fit")

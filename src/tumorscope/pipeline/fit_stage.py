@@ -1,0 +1,274 @@
+"""Pipeline stage: fit a model to a series within a mask, write NIfTI maps with sidecars.
+
+:func:`fit_volume` is generic (any :class:`~tumorscope.models.base.Model` and a 4-D
+:class:`~tumorscope.volume.Volume` whose last axis matches the model's protocol); DCE,
+relaxometry and diffusion stages all use it. :func:`fit_dwi` reads a DWI series (NIfTI + the
+``.bval`` beside it) and fits a diffusion model; it backs ``tumorscope fit dwi``.
+
+Contract (``docs/architecture.md``): every input is checked before anything is written; a
+problem raises an error naming the file and field; every output is written atomically
+(temporary name, then rename) and a re-run replaces the previous outputs. Sidecars carry
+``Units``, ``Description`` and ``Provenance`` (model, options, backend, package versions,
+SHA-256 of the input files, the mask's voxel count).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, FitError, TumorscopeWarning
+from ..models.base import FitResult, Model, get_model
+from ..volume import Volume
+
+__all__ = ["FitOutputs", "fit_dwi", "fit_volume", "load_mask"]
+
+
+@dataclass
+class FitOutputs:
+    """What a fit stage wrote.
+
+    Attributes
+    ----------
+    fit : FitResult
+    files : dict of str to Path
+        Image written per map name (plus ``status``, ``rss`` and ``<name>_stderr``).
+    warnings : list of str
+        The summary warning(s) of the fit, also issued as :class:`TumorscopeWarning`.
+    """
+
+    fit: FitResult
+    files: dict[str, Path]
+    warnings: list[str] = field(default_factory=list)
+
+
+def load_mask(
+    mask: Volume | np.ndarray | str | os.PathLike[str] | None, like: Volume
+) -> np.ndarray | None:
+    """A boolean mask on the grid of ``like``.
+
+    Parameters
+    ----------
+    mask : Volume, ndarray, path or None
+        A label or binary image; non-zero voxels are fitted. A path is read as NIfTI.
+    like : Volume
+        The series the mask belongs to.
+
+    Raises
+    ------
+    DataError
+        A mask of another shape or on another grid (the message names the mask file).
+    """
+    if mask is None:
+        return None
+    if isinstance(mask, str | os.PathLike):
+        mask = Volume.from_nifti(mask, dtype=np.float32)
+    if isinstance(mask, Volume):
+        data = mask.data
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.shape != like.spatial_shape:
+            raise DataError(
+                f"mask shape {data.shape} does not match the series grid {like.spatial_shape}"
+                f" ({like.source or 'series'})",
+                file=mask.source,
+                field="shape",
+            )
+        if not np.allclose(mask.affine, like.affine, atol=1e-3):
+            raise DataError(
+                f"mask affine differs from the series affine ({like.source or 'series'}); "
+                "resample or register the mask first",
+                file=mask.source,
+                field="affine",
+            )
+        arr = data
+    else:
+        arr = np.asarray(mask)
+        if arr.shape != like.spatial_shape:
+            raise DataError(
+                f"mask shape {arr.shape} does not match the series grid {like.spatial_shape}",
+                file=like.source,
+                field="mask",
+            )
+    if not np.all(np.isfinite(arr)):
+        raise DataError("mask holds NaN or infinite values", field="mask")
+    return np.asarray(arr) != 0
+
+
+def fit_volume(
+    model: Model,
+    volume: Volume,
+    *,
+    out_dir: str | os.PathLike[str],
+    mask: Volume | np.ndarray | str | os.PathLike[str] | None = None,
+    prefix: str = "",
+    input_files: Mapping[str, str | os.PathLike[str]] | None = None,
+    chunk_voxels: int | None = None,
+    include_stderr: bool = True,
+) -> FitOutputs:
+    """Fit ``model`` to a 4-D series within a mask and write every map as NIfTI + JSON.
+
+    Parameters
+    ----------
+    model : Model
+        Any registered model, built with the series' protocol.
+    volume : Volume, shape (X, Y, Z, m)
+        The series; ``m`` must equal ``model.n_measurements``.
+    out_dir : path-like, keyword-only
+        Output folder (created).
+    mask : Volume, ndarray of shape (X, Y, Z), path or None, keyword-only
+        Non-zero voxels are fitted; others get NaN and status 255.
+    prefix : str, keyword-only
+        File name prefix, e.g. ``"sub-001_ses-01_ivim_"``.
+    input_files : mapping of role to path, keyword-only
+        Files the inputs came from; their SHA-256 go into provenance. Default: the volume's
+        and the mask's ``source``.
+    chunk_voxels : int, keyword-only
+    include_stderr : bool, keyword-only, default True
+
+    Returns
+    -------
+    FitOutputs
+
+    Raises
+    ------
+    DataError
+        A 3-D series, a mask on another grid.
+    FitError
+        A series whose 4th axis disagrees with the protocol.
+    """
+    from .hashing import file_sha256
+
+    if volume.data.ndim != 4:
+        raise DataError(
+            f"expected a 4-D series (x, y, z, {model.measurement_name}), got shape {volume.shape}",
+            file=volume.source,
+            field="shape",
+        )
+    if volume.n_measurements != model.n_measurements:
+        raise FitError(
+            f"the series has {volume.n_measurements} volumes but the protocol has "
+            f"{model.n_measurements} {model.measurement_name}",
+            file=volume.source,
+            field="dim[4]",
+        )
+    mask_source = (
+        mask.source
+        if isinstance(mask, Volume)
+        else (str(mask) if isinstance(mask, str | os.PathLike) else None)
+    )
+    m = load_mask(mask, volume)
+    files: dict[str, str] = {}
+    if input_files is not None:
+        files = {k: str(v) for k, v in input_files.items()}
+    else:
+        if volume.source:
+            files["series"] = volume.source
+        if mask_source:
+            files["mask"] = mask_source
+    hashes: dict[str, Any] = {}
+    for role, path in files.items():
+        p = Path(path)
+        if not p.is_file():
+            raise DataError("input file not found", file=p, field=role)
+        hashes[role] = {"path": str(p), "sha256": file_sha256(p)}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", TumorscopeWarning)
+        fit = model.fit(volume.data, m, chunk_voxels=chunk_voxels)
+    messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
+    for w in caught:  # re-issue every warning once, to the caller
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    fit.provenance["inputs"] = hashes
+    fit.provenance["stage"] = "fit"
+    written = fit.to_nifti(out_dir, volume.affine, prefix=prefix, include_stderr=include_stderr)
+    return FitOutputs(fit, written, messages)
+
+
+def fit_dwi(
+    series: str | os.PathLike[str],
+    *,
+    out_dir: str | os.PathLike[str],
+    model: str = "ivim",
+    mask: str | os.PathLike[str] | None = None,
+    bval: str | os.PathLike[str] | None = None,
+    prefix: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    chunk_voxels: int | None = None,
+) -> FitOutputs:
+    """Fit a diffusion model to a DWI series file and write its maps.
+
+    Parameters
+    ----------
+    series : path-like
+        4-D DWI NIfTI (``.nii`` or ``.nii.gz``).
+    out_dir : path-like, keyword-only
+    model : {"adc", "ivim", "dki"}, keyword-only, default "ivim"
+    mask : path-like, keyword-only, optional
+        Mask NIfTI on the same grid.
+    bval : path-like, keyword-only, optional
+        b-value file (FSL/BIDS: whitespace-separated, s/mm²). Default: the ``.bval`` beside
+        the series.
+    prefix : str, keyword-only, optional
+        Default: ``"<series stem>_<model>_"``.
+    options : mapping, keyword-only, optional
+        Keyword options of the model (``method``, ``b_threshold``, ``b_min`` ...).
+    chunk_voxels : int, keyword-only
+
+    Returns
+    -------
+    FitOutputs
+
+    Raises
+    ------
+    DataError
+        Missing or malformed series, b-value file or mask.
+    FitError, ProtocolError
+        Unknown model or option, b-values that disagree with the series.
+    """
+    from ..io.bids import read_bval, stem
+
+    path = Path(series)
+    cls = get_model(model)
+    if getattr(cls, "measurement_name", "") != "b-values":
+        raise FitError(f"model {model!r} is not a diffusion model", field="model")
+    if bval is None:
+        b = read_bval(path)
+        bval_path = path.with_name(stem(path) + ".bval")
+    else:
+        bval_path = Path(bval)
+        if not bval_path.is_file():
+            raise DataError("b-value file not found", file=bval_path, field="bval")
+        try:
+            b = np.array(bval_path.read_text().split(), dtype=float)
+        except ValueError as exc:
+            raise DataError(
+                f"b-values must be numbers: {exc}", file=bval_path, field="bval"
+            ) from exc
+    from ..protocol import DiffusionProtocol
+
+    protocol = DiffusionProtocol(tuple(b), source=str(bval_path))
+    try:
+        m = cls(protocol, **dict(options or {}))  # type: ignore[call-arg]
+    except TypeError as exc:
+        raise FitError(f"bad option for model {model!r}: {exc}", field="options") from exc
+    vol = Volume.from_nifti(path)
+    if vol.data.ndim == 4 and vol.n_measurements != len(b):
+        raise FitError(
+            f"the series has {vol.n_measurements} volumes but {bval_path.name} lists "
+            f"{len(b)} b-values",
+            file=path,
+            field="dim[4]",
+        )
+    files = {"series": str(path), "bval": str(bval_path)}
+    if mask is not None:
+        files["mask"] = str(mask)
+    pre = prefix if prefix is not None else f"{stem(path)}_{cls.name}_"
+    return fit_volume(
+        m, vol, out_dir=out_dir, mask=mask, prefix=pre, input_files=files, chunk_voxels=chunk_voxels
+    )
