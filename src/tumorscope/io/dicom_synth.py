@@ -1,0 +1,753 @@
+"""Write synthetic DICOM MR series from volumes: the test data of the DICOM importer.
+
+tumorscope writes its own DICOM test data (no downloads): a :class:`~tumorscope.volume.Volume`
+and its acquisition protocol become an MR series in the style of one vendor, either as classic
+single-frame MR Image Storage objects (one file per slice and measurement) or as one Enhanced
+MR Image Storage object (multi-frame, functional groups). :func:`study_to_dicom` converts a
+whole study folder (e.g. the phantom of :func:`tumorscope.phantom.make_study`) into a folder of
+DICOM files, with the lesion label maps as DICOM SEG objects, so that
+import → analyse → export is tested end to end.
+
+Design decisions
+----------------
+* **Geometry.** The volume's affine is RAS+ (nibabel); DICOM patient coordinates are LPS+.
+  Voxel ``(i, j, k)`` is written as column ``i``, row ``j`` of the ``k``-th slice, so
+  ``ImageOrientationPatient`` is the LPS direction of the first and second affine columns,
+  ``PixelSpacing`` is ``[row spacing (|col 2|), column spacing (|col 1|)]`` and
+  ``ImagePositionPatient`` of slice ``k`` is ``A_lps @ (0, 0, k, 1)``.
+* **Values.** Pixel data are written exactly as given: integer data only (like scanner data),
+  unsigned 16-bit when all values are >= 0, signed otherwise, no rescale slope/intercept.
+  Non-integral data are refused rather than silently quantised.
+* **Vendor styles** differ where real scanners differ, so that the importer is exercised on
+  each: manufacturer and model names; where the b-value lives (Siemens ``(0019,100C)``, GE
+  ``(0043,1039)`` whose first value carries the well-known ``+ 1 000 000 000`` offset, Philips
+  ``(2001,1003)``, and/or the standard ``DiffusionBValue (0018,9087)``); and how dynamic frames
+  are timed (Siemens: ``AcquisitionTime`` only; GE: ``TriggerTime``; Philips:
+  ``TemporalPositionIdentifier`` plus ``TriggerTime``).
+* **File names** are hashes of the SOP Instance UID, so nothing can be learned from their
+  order; UIDs are derived deterministically from the inputs, so the same call writes the same
+  bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import DataError
+from ..protocol import (
+    DiffusionProtocol,
+    DynamicProtocol,
+    InversionRecoveryProtocol,
+    MultiEchoProtocol,
+    Protocol,
+    VFAProtocol,
+)
+from ..volume import Volume, atomic_write
+
+__all__ = [
+    "VENDORS",
+    "SynthPatient",
+    "SynthStudy",
+    "lps_affine",
+    "study_to_dicom",
+    "write_series",
+]
+
+Vendor = Literal["siemens", "ge", "philips"]
+VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
+
+_VENDOR_INFO: dict[str, dict[str, str]] = {
+    "siemens": {"Manufacturer": "SIEMENS", "ManufacturerModelName": "MAGNETOM Skyra"},
+    "ge": {"Manufacturer": "GE MEDICAL SYSTEMS", "ManufacturerModelName": "SIGNA Premier"},
+    "philips": {"Manufacturer": "Philips Medical Systems", "ManufacturerModelName": "Ingenia"},
+}
+_PRIVATE_CREATOR = {
+    "siemens": (0x0019, "SIEMENS MR HEADER"),
+    "ge": (0x0043, "GEMS_PARM_01"),
+    "philips": (0x2001, "Philips Imaging DD 001"),
+}
+#: offset GE adds to the first value of (0043,1039) on many software versions
+GE_BVALUE_OFFSET = 1_000_000_000
+
+_SERIES_TEXT = {
+    "T2w": ("t2_tse_tra", "SE", "T2 weighted axial"),
+    "T1w": ("t1_vibe_tra", "GR", "T1 weighted axial"),
+    "dwi": ("ep2d_diff_tra", "EP", "Diffusion weighted"),
+    "VFA": ("t1_vibe_vfa", "GR", "Variable flip angle"),
+    "dce": ("t1_vibe_dyn", "GR", "DCE dynamic"),
+    "MEGRE": ("gre_me_t2star", "GR", "Multi-echo GRE"),
+    "MESE": ("se_mc_t2", "SE", "Multi-echo SE"),
+    "IRT1": ("tse_ir_t1map", "IR", "Inversion recovery"),
+}
+
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
+
+
+@dataclass(frozen=True)
+class SynthPatient:
+    """The (fictitious) identity written into a synthetic series."""
+
+    name: str = "DOE^JANE"
+    patient_id: str = "PAT0001"
+    birth_date: str = "19610415"
+    sex: str = "F"
+
+
+@dataclass(frozen=True)
+class SynthStudy:
+    """A synthetic imaging study (one visit): patient, date, accession number, UIDs.
+
+    UIDs default to values derived deterministically from the patient and the date.
+    """
+
+    patient: SynthPatient = field(default_factory=SynthPatient)
+    date: dt.date = dt.date(2026, 1, 5)
+    time: dt.time = dt.time(9, 30, 0)
+    accession: str = "ACC0001"
+    description: str = "MR abdomen with contrast"
+    institution: str = "Synthetic General Hospital"
+    field_strength_t: float = 3.0
+    study_uid: str = ""
+    frame_of_reference_uid: str = ""
+
+    def __post_init__(self) -> None:
+        key = f"{self.patient.patient_id}|{self.date.isoformat()}|{self.accession}"
+        if not self.study_uid:
+            object.__setattr__(self, "study_uid", _uid(key, "study"))
+        if not self.frame_of_reference_uid:
+            object.__setattr__(self, "frame_of_reference_uid", _uid(key, "for"))
+
+
+def _uid(*parts: object) -> str:
+    from pydicom.uid import generate_uid
+
+    return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
+
+
+def lps_affine(ras_affine: np.ndarray) -> np.ndarray:
+    """RAS+ voxel-to-world affine → the LPS+ affine of DICOM (flip the first two world axes)."""
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(ras_affine, dtype=float)
+
+
+def _ds(value: float) -> str:
+    """A DICOM DS string (at most 16 characters) for a float."""
+    for digits in range(12, 4, -1):
+        s = f"{value:.{digits}g}"
+        if len(s) <= 16:
+            return s
+    return f"{value:.4g}"
+
+
+def _tm(seconds: float) -> str:
+    """Seconds since midnight → DICOM TM ``HHMMSS.FFFFFF``."""
+    us = round(seconds * 1e6)
+    h, rem = divmod(us, 3_600_000_000)
+    m, rem = divmod(rem, 60_000_000)
+    s, us = divmod(rem, 1_000_000)
+    return f"{h:02d}{m:02d}{s:02d}.{us:06d}"
+
+
+@dataclass(frozen=True)
+class _VolumeParams:
+    """Acquisition parameters of one volume (4th-axis index) of a series."""
+
+    te_ms: float | None
+    tr_ms: float | None
+    flip_deg: float | None
+    ti_ms: float | None
+    b: float | None
+    time_s: float | None
+    temporal_index: int | None
+    echo_number: int
+
+
+def _volume_params(
+    suffix: str, protocol: Protocol | None, n: int, *, te_ms: float | None, tr_ms: float | None
+) -> list[_VolumeParams]:
+    p = protocol
+    out: list[_VolumeParams] = []
+    for v in range(n):
+        kw: dict[str, Any] = {
+            "te_ms": te_ms,
+            "tr_ms": tr_ms,
+            "flip_deg": None,
+            "ti_ms": None,
+            "b": None,
+            "time_s": None,
+            "temporal_index": None,
+            "echo_number": 1,
+        }
+        if isinstance(p, DiffusionProtocol):
+            kw["b"] = p.bvalues[v]
+        elif isinstance(p, VFAProtocol):
+            kw["flip_deg"], kw["tr_ms"] = p.flip_angles_deg[v], p.tr_ms
+        elif isinstance(p, DynamicProtocol):
+            kw.update(
+                flip_deg=p.flip_angle_deg,
+                tr_ms=p.tr_ms,
+                time_s=p.frame_times_s[v],
+                temporal_index=v + 1,
+                te_ms=p.te_ms if p.te_ms is not None else te_ms,
+            )
+        elif isinstance(p, MultiEchoProtocol):
+            kw.update(
+                te_ms=p.echo_times_ms[v],
+                tr_ms=p.tr_ms,
+                flip_deg=p.flip_angle_deg,
+                echo_number=v + 1,
+            )
+        elif isinstance(p, InversionRecoveryProtocol):
+            kw.update(ti_ms=p.inversion_times_ms[v], tr_ms=p.tr_ms)
+        out.append(_VolumeParams(**kw))
+    return out
+
+
+def _check_inputs(volume: Volume, suffix: str, protocol: Protocol | None) -> np.ndarray:
+    data = volume.data
+    if data.ndim == 3:
+        data = data[..., None]
+    if protocol is not None and protocol.n_measurements != data.shape[3]:
+        raise DataError(
+            f"volume has {data.shape[3]} measurement(s) but the protocol lists "
+            f"{protocol.n_measurements}",
+            file=volume.source,
+            field="protocol",
+        )
+    if protocol is None and data.shape[3] != 1:
+        raise DataError(
+            f"a {data.shape[3]}-volume series needs a protocol", file=volume.source, field=suffix
+        )
+    if not np.all(np.isfinite(data)) or not np.array_equal(data, np.round(data)):
+        raise DataError(
+            "synthetic DICOM holds integer pixel data only (like scanner data); round first",
+            file=volume.source,
+            field="data",
+        )
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -32768 or hi > 65535 or (lo < 0 and hi > 32767):
+        raise DataError(
+            f"values {lo:g}..{hi:g} do not fit 16 bits", file=volume.source, field="data"
+        )
+    return data
+
+
+def _base_dataset(
+    study: SynthStudy,
+    vendor: str,
+    *,
+    suffix: str,
+    series_uid: str,
+    series_number: int,
+    description: str,
+    params0: _VolumeParams,
+) -> Any:
+    from pydicom.dataset import Dataset
+
+    seq_name, scanning_seq, _ = _SERIES_TEXT.get(suffix, ("sequence", "GR", suffix))
+    ds = Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.Modality = "MR"
+    ds.PatientName = study.patient.name
+    ds.PatientID = study.patient.patient_id
+    ds.PatientBirthDate = study.patient.birth_date
+    ds.PatientSex = study.patient.sex
+    ds.PatientPosition = "HFS"
+    ds.StudyInstanceUID = study.study_uid
+    ds.StudyDate = study.date.strftime("%Y%m%d")
+    t0 = study.time.hour * 3600 + study.time.minute * 60 + study.time.second
+    ds.StudyTime = _tm(t0)
+    ds.StudyID = "1"
+    ds.AccessionNumber = study.accession
+    ds.StudyDescription = study.description
+    ds.ReferringPhysicianName = "SMITH^JOHN"
+    ds.InstitutionName = study.institution
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = description
+    ds.SeriesDate = ds.StudyDate
+    ds.SeriesTime = _tm(t0 + 60 * series_number)
+    ds.FrameOfReferenceUID = study.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
+    ds.BodyPartExamined = "ABDOMEN"
+    for k, v in _VENDOR_INFO[vendor].items():
+        setattr(ds, k, v)
+    ds.SoftwareVersions = "tumorscope-synth"
+    ds.DeviceSerialNumber = "12345"
+    ds.StationName = "SYNTHMR01"
+    ds.MagneticFieldStrength = _ds(study.field_strength_t)
+    ds.ImagingFrequency = _ds(42.577478 * study.field_strength_t)
+    ds.ImagedNucleus = "1H"
+    ds.ScanningSequence = scanning_seq
+    ds.SequenceVariant = "SP" if scanning_seq == "GR" else "SK"
+    ds.ScanOptions = ""
+    ds.MRAcquisitionType = "3D" if scanning_seq == "GR" else "2D"
+    ds.SequenceName = seq_name
+    ds.ProtocolName = seq_name
+    return ds
+
+
+def _set_pixels(ds: Any, frames: np.ndarray) -> None:
+    signed = bool(frames.min() < 0)
+    arr = frames.astype(np.int16 if signed else np.uint16)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if signed else 0
+    ds.Rows = int(arr.shape[-2])
+    ds.Columns = int(arr.shape[-1])
+    ds.PixelData = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+
+
+def _add_private_b(ds: Any, vendor: str, b: float) -> None:
+    group, creator = _PRIVATE_CREATOR[vendor]
+    block = ds.private_block(group, creator, create=True)
+    if vendor == "siemens":
+        block.add_new(0x0C, "IS", str(round(b)))
+    elif vendor == "ge":
+        block.add_new(0x39, "IS", [str(round(b) + GE_BVALUE_OFFSET), "8", "0", "0"])
+    else:
+        block.add_new(0x03, "FL", float(b))
+
+
+def write_series(
+    volume: Volume,
+    out_dir: str | Path,
+    *,
+    suffix: str,
+    protocol: Protocol | None = None,
+    study: SynthStudy | None = None,
+    vendor: str = "siemens",
+    enhanced: bool = False,
+    series_number: int = 1,
+    series_description: str | None = None,
+    bvalue_tags: Literal["vendor", "standard", "both"] = "both",
+    echo_time_ms: float | None = None,
+    repetition_time_ms: float | None = None,
+) -> list[Path]:
+    """Write a volume as a DICOM MR series in the style of one vendor.
+
+    Parameters
+    ----------
+    volume : Volume
+        3-D or 4-D image (RAS+ affine) holding integer values (scanner-like data).
+    out_dir : path-like
+        Folder the files are written to (created if needed); file names are hashes.
+    suffix : str
+        Series kind as in the study format: ``T2w``, ``dwi``, ``VFA``, ``dce``, ``MEGRE``,
+        ``MESE``, ``IRT1`` (sets sequence names and which fields are written).
+    protocol : Protocol, optional
+        Acquisition protocol of a 4-D series (b-values, flip angles, frame times, echo times,
+        inversion times are written per volume). Required for 4-D volumes.
+    study : SynthStudy, optional
+        Patient and study identity, date and UIDs (default: a fictitious patient).
+    vendor : {"siemens", "ge", "philips"}
+        Header style (manufacturer, private b-value tag, dynamic timing tags).
+    enhanced : bool
+        Write one Enhanced MR Image object (multi-frame) instead of one file per slice.
+    series_number : int
+        Series number (also seeds the series UID).
+    series_description : str, optional
+        Default: the vendor-neutral sequence name of ``suffix``.
+    bvalue_tags : {"vendor", "standard", "both"}
+        Where b-values are written: the vendor's private tag, ``DiffusionBValue (0018,9087)``
+        or both. Enhanced objects always carry the standard MR Diffusion functional group.
+    echo_time_ms, repetition_time_ms : float, optional
+        TE and TR of series whose protocol does not hold them (e.g. ``T2w``).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+
+    Raises
+    ------
+    DataError
+        Non-integer or out-of-range data, or a protocol that does not match the 4th axis.
+    """
+    if vendor not in VENDORS:
+        raise DataError(f"unknown vendor {vendor!r}; expected one of {VENDORS}", field="vendor")
+    if bvalue_tags not in ("vendor", "standard", "both"):
+        raise DataError(
+            f"bvalue_tags must be 'vendor', 'standard' or 'both', got {bvalue_tags!r}",
+            field="bvalue_tags",
+        )
+    study = study or SynthStudy()
+    data = _check_inputs(volume, suffix, protocol)
+    _nx, _ny, nz, nv = data.shape
+    params = _volume_params(suffix, protocol, nv, te_ms=echo_time_ms, tr_ms=repetition_time_ms)
+    series_uid = _uid(study.study_uid, series_number, suffix, "series")
+    description = series_description or _SERIES_TEXT.get(suffix, (suffix,))[0]
+    A = lps_affine(volume.affine)
+    col_sp, row_sp, _ = (float(np.linalg.norm(A[:3, c])) for c in range(3))
+    iop = [*(A[:3, 0] / col_sp), *(A[:3, 1] / row_sp)]
+    normal = np.cross(A[:3, 0], A[:3, 1])
+    normal /= np.linalg.norm(normal)
+    slice_gap = float(abs(A[:3, 2] @ normal))
+    positions = [A @ np.array([0.0, 0.0, k, 1.0]) for k in range(nz)]
+    out = Path(out_dir)
+    base = _base_dataset(
+        study,
+        vendor,
+        suffix=suffix,
+        series_uid=series_uid,
+        series_number=series_number,
+        description=description,
+        params0=params[0],
+    )
+    t_series = study.time.hour * 3600 + study.time.minute * 60 + 60.0 * series_number
+    if enhanced:
+        return [
+            _write_enhanced(
+                base,
+                data,
+                out,
+                vendor=vendor,
+                params=params,
+                iop=iop,
+                positions=positions,
+                spacing=(row_sp, col_sp),
+                slice_gap=slice_gap,
+                normal=normal,
+                t_series=t_series,
+            )
+        ]
+    return _write_classic(
+        base,
+        data,
+        out,
+        vendor=vendor,
+        params=params,
+        iop=iop,
+        positions=positions,
+        spacing=(row_sp, col_sp),
+        slice_gap=slice_gap,
+        normal=normal,
+        t_series=t_series,
+        bvalue_tags=bvalue_tags,
+        suffix=suffix,
+    )
+
+
+def _file_meta(sop_class: str, sop_uid: str) -> Any:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta: Any = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.8.498.1"
+    meta.ImplementationVersionName = "TUMORSCOPE"
+    return meta
+
+
+def _save(ds: Any, out: Path) -> Path:
+    name = hashlib.sha1(str(ds.SOPInstanceUID).encode()).hexdigest()[:16] + ".dcm"
+    path = out / name
+
+    def _w(tmp: Path) -> None:
+        ds.save_as(tmp, enforce_file_format=True)
+
+    atomic_write(path, _w)
+    return path
+
+
+def _write_classic(
+    base: Any,
+    data: np.ndarray,
+    out: Path,
+    *,
+    vendor: str,
+    params: list[_VolumeParams],
+    iop: list[float],
+    positions: list[np.ndarray],
+    spacing: tuple[float, float],
+    slice_gap: float,
+    normal: np.ndarray,
+    t_series: float,
+    bvalue_tags: str,
+    suffix: str,
+) -> list[Path]:
+    import copy
+
+    nz, nv = data.shape[2], data.shape[3]
+    paths: list[Path] = []
+    instance = 0
+    n_temporal = sum(1 for p in params if p.temporal_index is not None)
+    for v, p in enumerate(params):
+        for k in range(nz):
+            instance += 1
+            ds = copy.deepcopy(base)
+            ds.SOPClassUID = MR_IMAGE_STORAGE
+            ds.SOPInstanceUID = _uid(base.SeriesInstanceUID, v, k)
+            ds.file_meta = _file_meta(MR_IMAGE_STORAGE, ds.SOPInstanceUID)
+            ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION" if p.b is not None else "M", "ND"]
+            ds.InstanceNumber = instance
+            ds.AcquisitionNumber = v + 1
+            # slices of one volume are acquired 10 ms apart; volumes follow the protocol time
+            t_vol = p.time_s if p.time_s is not None else 2.0 * v
+            t_acq = t_series + t_vol + 0.01 * k
+            ds.AcquisitionDate = base.StudyDate
+            ds.AcquisitionTime = _tm(t_acq)
+            ds.ContentDate = base.StudyDate
+            ds.ContentTime = _tm(t_acq)
+            ds.ImagePositionPatient = [_ds(float(x)) for x in positions[k][:3]]
+            ds.ImageOrientationPatient = [_ds(float(x)) for x in iop]
+            ds.SliceLocation = _ds(float(positions[k][:3] @ normal))
+            ds.PixelSpacing = [_ds(spacing[0]), _ds(spacing[1])]
+            ds.SliceThickness = _ds(slice_gap)
+            ds.SpacingBetweenSlices = _ds(slice_gap)
+            if p.tr_ms is not None:
+                ds.RepetitionTime = _ds(p.tr_ms)
+            if p.te_ms is not None:
+                ds.EchoTime = _ds(p.te_ms)
+            if p.flip_deg is not None:
+                ds.FlipAngle = _ds(p.flip_deg)
+            if p.ti_ms is not None:
+                ds.InversionTime = _ds(p.ti_ms)
+            ds.EchoNumbers = p.echo_number
+            if suffix in ("MEGRE", "MESE"):
+                ds.EchoTrainLength = nv
+            if p.temporal_index is not None:
+                # vendors time dynamics differently; the importer must cope with each
+                if vendor in ("ge", "philips"):
+                    ds.TriggerTime = _ds(1e3 * float(p.time_s or 0.0))
+                if vendor == "philips":
+                    ds.TemporalPositionIdentifier = p.temporal_index
+                    ds.NumberOfTemporalPositions = n_temporal
+            if p.b is not None:
+                if bvalue_tags in ("standard", "both"):
+                    ds.add_new(0x00189087, "FD", float(p.b))
+                    ds.add_new(0x00189075, "CS", "ISOTROPIC" if p.b > 0 else "NONE")
+                if bvalue_tags in ("vendor", "both"):
+                    _add_private_b(ds, vendor, p.b)
+            _set_pixels(ds, data[:, :, k, v].T)
+            paths.append(_save(ds, out))
+    return paths
+
+
+def _seq(**items: Any) -> Any:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    item = Dataset()
+    for k, v in items.items():
+        setattr(item, k, v)
+    return DicomSequence([item])
+
+
+def _write_enhanced(
+    base: Any,
+    data: np.ndarray,
+    out: Path,
+    *,
+    vendor: str,
+    params: list[_VolumeParams],
+    iop: list[float],
+    positions: list[np.ndarray],
+    spacing: tuple[float, float],
+    slice_gap: float,
+    normal: np.ndarray,
+    t_series: float,
+) -> Path:
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    nz, nv = data.shape[2], data.shape[3]
+    ds = base
+    ds.SOPClassUID = ENHANCED_MR_IMAGE_STORAGE
+    ds.SOPInstanceUID = _uid(base.SeriesInstanceUID, "enhanced")
+    ds.file_meta = _file_meta(ENHANCED_MR_IMAGE_STORAGE, ds.SOPInstanceUID)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.InstanceNumber = 1
+    ds.AcquisitionNumber = 1
+    ds.ContentDate = base.StudyDate
+    ds.ContentTime = _tm(t_series)
+    ds.AcquisitionDateTime = base.StudyDate + _tm(t_series)
+    ds.NumberOfFrames = nz * nv
+    ds.ContentQualification = "RESEARCH"
+    ds.ResonantNucleus = "1H"
+    ds.KSpaceFiltering = "NONE"
+    ds.MagneticFieldStrength = base.MagneticFieldStrength
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.PixelPresentation = "MONOCHROME"
+    ds.VolumetricProperties = "VOLUME"
+    ds.VolumeBasedCalculationTechnique = "NONE"
+    ds.ComplexImageComponent = "MAGNITUDE"
+    ds.AcquisitionContrast = "DIFFUSION" if params[0].b is not None else "UNKNOWN"
+    ds.BurnedInAnnotation = "NO"
+    ds.LossyImageCompression = "00"
+    dim_org_uid = _uid(base.SeriesInstanceUID, "dimorg")
+    ds.DimensionOrganizationSequence = _seq(DimensionOrganizationUID=dim_org_uid)
+    dims = DicomSequence()
+    for pointer, group_ptr, desc in (
+        (0x00200032, 0x00209113, "Image Position"),
+        (0x00209128, 0x00209111, "Temporal Position Index"),
+    ):
+        item = Dataset()
+        item.DimensionOrganizationUID = dim_org_uid
+        item.DimensionIndexPointer = pointer
+        item.FunctionalGroupPointer = group_ptr
+        item.DimensionDescriptionLabel = desc
+        dims.append(item)
+    ds.DimensionIndexSequence = dims
+    shared = Dataset()
+    shared.PixelMeasuresSequence = _seq(
+        PixelSpacing=[_ds(spacing[0]), _ds(spacing[1])],
+        SliceThickness=_ds(slice_gap),
+        SpacingBetweenSlices=_ds(slice_gap),
+    )
+    shared.PlaneOrientationSequence = _seq(ImageOrientationPatient=[_ds(float(x)) for x in iop])
+    shared.PixelValueTransformationSequence = _seq(
+        RescaleIntercept="0", RescaleSlope="1", RescaleType="US"
+    )
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    per_frame = DicomSequence()
+    frames = []
+    # frames are stored volume-major but in reverse slice order, so that the importer has to
+    # sort them by position (as it must for Philips objects stored in acquisition order)
+    for v, p in enumerate(params):
+        for k in reversed(range(nz)):
+            fg = Dataset()
+            t_vol = p.time_s if p.time_s is not None else 2.0 * v
+            fg.FrameContentSequence = _seq(
+                FrameAcquisitionDateTime=base.StudyDate + _tm(t_series + t_vol + 0.01 * k),
+                StackID="1",
+                InStackPositionNumber=k + 1,
+                TemporalPositionIndex=v + 1,
+                DimensionIndexValues=[k + 1, v + 1],
+                FrameAcquisitionNumber=v + 1,
+            )
+            fg.PlanePositionSequence = _seq(
+                ImagePositionPatient=[_ds(float(x)) for x in positions[k][:3]]
+            )
+            timing: dict[str, Any] = {}
+            if p.tr_ms is not None:
+                timing["RepetitionTime"] = _ds(p.tr_ms)
+            if p.flip_deg is not None:
+                timing["FlipAngle"] = _ds(p.flip_deg)
+            if timing:
+                fg.MRTimingAndRelatedParametersSequence = _seq(**timing)
+            if p.te_ms is not None:
+                fg.MREchoSequence = _seq(EffectiveEchoTime=float(p.te_ms))
+            if p.ti_ms is not None:
+                fg.MRModifierSequence = _seq(
+                    InversionRecovery="YES", InversionTimes=[float(p.ti_ms)]
+                )
+            if p.b is not None:
+                fg.MRDiffusionSequence = _seq(
+                    DiffusionBValue=float(p.b),
+                    DiffusionDirectionality="ISOTROPIC" if p.b > 0 else "NONE",
+                )
+            if p.temporal_index is not None and vendor in ("ge", "philips"):
+                fg.CardiacSynchronizationSequence = _seq(
+                    NominalCardiacTriggerDelayTime=1e3 * float(p.time_s or 0.0)
+                )
+            per_frame.append(fg)
+            frames.append(data[:, :, k, v].T)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    _set_pixels(ds, np.stack(frames))
+    return _save(ds, out)
+
+
+def study_to_dicom(
+    study_root: str | Path,
+    out_dir: str | Path,
+    *,
+    vendors: Sequence[str] = VENDORS,
+    enhanced: Sequence[str] = (),
+    segmentations: bool = True,
+) -> Path:
+    """Write every series (and lesion map) of a study folder as DICOM.
+
+    Subjects cycle through ``vendors`` (subject ``i`` is scanned on ``vendors[i % n]``); each
+    subject gets a fictitious name, ID, birth date and an accession number per visit, so that
+    de-identification can be checked. Lesion label maps are written as DICOM SEG objects that
+    reference the visit's first series (``T2w`` when present).
+
+    Parameters
+    ----------
+    study_root : path-like
+        A study folder in the tumorscope format (``docs/study-format.md``).
+    out_dir : path-like
+        Folder to write to (files of all subjects, visits and series are mixed in it, in
+        sub-folders per subject like a PACS export).
+    vendors : sequence of str
+        Vendor styles to cycle through.
+    enhanced : sequence of str
+        Series suffixes to write as Enhanced (multi-frame) MR objects.
+    segmentations : bool
+        Also write the lesion label maps as DICOM SEG.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+    """
+    from .study import open_study
+
+    st = open_study(study_root)
+    out = Path(out_dir)
+    order = ["T2w", "dwi", "VFA", "dce", "MEGRE", "MESE", "IRT1"]
+    for i, subject in enumerate(st):
+        vendor = vendors[i % len(vendors)]
+        patient = SynthPatient(
+            name=f"SYNTH^PATIENT{i + 1:03d}",
+            patient_id=f"MRN{7340 + i:06d}",
+            birth_date=f"19{50 + i:02d}0{1 + i % 9}1{i % 9}",
+            sex="F" if i % 2 else "M",
+        )
+        for j, visit in enumerate(subject):
+            if visit.date is None:
+                raise DataError("visit has no date", file=visit.path, field="date")
+            sdy = SynthStudy(
+                patient=patient, date=visit.date, accession=f"ACC{90000 + 100 * i + j:08d}"
+            )
+            series = sorted(
+                visit.series.values(),
+                key=lambda s: order.index(s.suffix) if s.suffix in order else 99,
+            )
+            first_files: list[Path] = []
+            for n, s in enumerate(series, start=1):
+                vol = s.load()
+                vol = Volume(np.round(vol.data), vol.affine, vol.axes, vol.meta, vol.source)
+                side = s.sidecar
+                te = side.get("EchoTime")
+                tr = side.get("RepetitionTime")
+                files = write_series(
+                    vol,
+                    out / f"{patient.patient_id}" / f"{sdy.accession}",
+                    suffix=s.suffix,
+                    protocol=s.protocol,
+                    study=sdy,
+                    vendor=vendor,
+                    enhanced=s.suffix in enhanced,
+                    series_number=n,
+                    echo_time_ms=1e3 * te if isinstance(te, int | float) else None,
+                    repetition_time_ms=1e3 * tr if isinstance(tr, int | float) else None,
+                    bvalue_tags="vendor",
+                )
+                if n == 1:
+                    first_files = files
+            if segmentations and visit.lesions is not None and first_files:
+                from .dicom_export import write_seg
+
+                labels = visit.lesions.load_labels()
+                write_seg(
+                    labels,
+                    visit.lesions.table,
+                    first_files,
+                    out / f"{patient.patient_id}" / f"{sdy.accession}" / "seg.dcm",
+                    series_number=99,
+                )
+    return out
