@@ -212,7 +212,9 @@ def target_category(
             total,
             partial,
             [],
-            f"sum rose {fmt(rise_pct)}% and {fmt(rise)} mm from {nadir_txt} to {fmt(total)} mm",
+            f"sum rose {fmt(rise_pct)}% and {fmt(rise)} mm from {nadir_txt} to {fmt(total)} mm"
+            if nadir > 0
+            else f"sum rose {fmt(rise)} mm from {nadir_txt} to {fmt(total)} mm",
         )
     nodes_normal = all(sizes[les.lesion_id] < 10.0 for les in targets if les.nodal)
     others_gone = all(sizes[les.lesion_id] == 0 for les in targets if not les.nodal)

@@ -164,7 +164,7 @@ def pseudoprogression_candidates(
             raise ResponseError(f"no repeatability coefficient for marker {m!r}", field="rc_pct")
         if m not in df.columns:
             raise ResponseError(f"the table has no column {m!r}", field=m)
-    calls: dict[str, dict[tuple[str, str, str], dict[str, Any]]] = {}
+    calls: dict[str, dict[tuple[str, str, str], Any]] = {}
     for m in markers:
         fc = functional_change(df, statistic=m, rc_pct=rc_pct[m])
         calls[m] = {
