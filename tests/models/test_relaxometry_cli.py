@@ -1,0 +1,224 @@
+"""``tumorscope fit t1/t2/t2star``, ``tumorscope iron`` and ``tumorscope cells19f`` end to end
+on small synthetic NIfTI files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from typer.testing import CliRunner
+
+from tumorscope.cli import app
+from tumorscope.models.fluorine import spins_per_voxel
+from tumorscope.models.relaxometry import ir_signal, monoexp_signal, spgr_signal
+from tumorscope.volume import Volume
+
+runner = CliRunner()
+AFF = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def _write(path: Path, data: np.ndarray, sidecar: dict | None = None) -> Path:
+    Volume(np.asarray(data, dtype=np.float32), AFF).to_nifti(path)
+    if sidecar is not None:
+        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+    return path
+
+
+def _map(path: Path) -> np.ndarray:
+    return Volume.from_nifti(path).data
+
+
+def test_fit_t1_vfa_with_sidecar_and_b1(tmp_path: Path) -> None:
+    fa = [2.0, 5.0, 10.0, 15.0]
+    t1 = np.linspace(400, 2000, 24).reshape(4, 3, 2)
+    b1 = np.linspace(0.85, 1.15, 24).reshape(4, 3, 2)
+    y = spgr_signal(np.stack([np.full_like(t1, 1000.0), t1], -1), fa, 5.0, b1=b1)
+    series = _write(tmp_path / "sub-1_VFA.nii.gz", y, {"FlipAngle": fa, "RepetitionTime": 0.005})
+    b1p = _write(tmp_path / "b1.nii.gz", b1)
+    res = runner.invoke(
+        app, ["fit", "t1", str(series), "-o", str(tmp_path / "out"), "--b1", str(b1p)]
+    )
+    assert res.exit_code == 0, res.output
+    got = _map(tmp_path / "out" / "sub-1_VFA_vfat1_T1.nii.gz")
+    np.testing.assert_allclose(got, t1, rtol=1e-4)
+    side = json.loads((tmp_path / "out" / "sub-1_VFA_vfat1_T1.json").read_text())
+    assert side["Units"] == "ms"
+    assert set(side["Provenance"]["inputs"]) == {"series", "b1"}
+    # B1 on another grid is refused before anything is written
+    bad = tmp_path / "b1bad.nii.gz"
+    Volume(b1.astype(np.float32), np.diag([3.0, 2.0, 2.0, 1.0])).to_nifti(bad)
+    res = runner.invoke(
+        app, ["fit", "t1", str(series), "-o", str(tmp_path / "o2"), "--b1", str(bad)]
+    )
+    assert res.exit_code == 2 and "B1 map grid" in res.output
+    assert not (tmp_path / "o2").exists()
+
+
+def test_fit_t1_ir_and_missing_sidecar(tmp_path: Path) -> None:
+    ti = [50.0, 150.0, 400.0, 800.0, 1500.0, 3000.0]
+    t1 = np.linspace(300, 2500, 8).reshape(2, 2, 2)
+    p = np.stack([np.full_like(t1, 1000.0), t1, np.full_like(t1, 1.9)], -1)
+    series = _write(
+        tmp_path / "ir.nii.gz", np.abs(ir_signal(p, ti)), {"InversionTime": [t / 1000 for t in ti]}
+    )
+    res = runner.invoke(app, ["fit", "t1", str(series), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(_map(tmp_path / "out" / "ir_irt1_T1.nii.gz"), t1, rtol=1e-4)
+    nos = _write(tmp_path / "nos.nii.gz", np.abs(ir_signal(p, ti)))
+    res = runner.invoke(app, ["fit", "t1", str(nos), "-o", str(tmp_path / "o3")])
+    assert res.exit_code == 2 and "sidecar" in res.output
+
+
+def test_fit_t2star_and_t2_from_options(tmp_path: Path) -> None:
+    te = [2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 25.0]
+    r2s = np.linspace(20, 300, 8).reshape(2, 2, 2)
+    y = monoexp_signal(np.stack([np.full_like(r2s, 1000.0), r2s], -1), te)
+    series = _write(tmp_path / "me.nii.gz", y)
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "t2star",
+            str(series),
+            "-o",
+            str(tmp_path / "o"),
+            "--echo-times",
+            ",".join(map(str, te)),
+            "--floor",
+            "none",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(_map(tmp_path / "o" / "me_t2star_R2star.nii.gz"), r2s, rtol=1e-4)
+    res = runner.invoke(
+        app,
+        [
+            "fit",
+            "t2",
+            str(series),
+            "-o",
+            str(tmp_path / "o"),
+            "--echo-times",
+            ",".join(map(str, te)),
+            "--floor",
+            "offset",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(
+        _map(tmp_path / "o" / "me_t2_offset_T2.nii.gz"), 1000 / r2s, rtol=1e-3
+    )
+    res = runner.invoke(
+        app, ["fit", "t2star", str(series), "-o", str(tmp_path / "o4"), "--echo-times", "2,4,x"]
+    )
+    assert res.exit_code == 2 and "comma-separated numbers" in res.output
+    res = runner.invoke(
+        app, ["fit", "t2star", str(series), "-o", str(tmp_path / "o4"), "--echo-times", "2,4,6"]
+    )
+    assert res.exit_code == 2 and "3 echo times" in res.output
+
+
+def test_iron_command(tmp_path: Path) -> None:
+    pre = np.full((4, 4, 2), 25.0)
+    post = pre.copy()
+    post[:2] += 57.0 * 0.3  # 0.3 mM Fe at 3 T
+    lab = np.zeros((4, 4, 2))
+    lab[:2] = 1
+    lab[2:] = 2
+    a = _write(tmp_path / "pre.nii.gz", pre)
+    b = _write(tmp_path / "post.nii.gz", post)
+    lp = _write(tmp_path / "lab.nii.gz", lab)
+    res = runner.invoke(
+        app,
+        [
+            "iron",
+            str(a),
+            str(b),
+            "-o",
+            str(tmp_path / "o"),
+            "--labels",
+            str(lp),
+            "--field-strength",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    fe = _map(tmp_path / "o" / "iron.nii.gz")
+    np.testing.assert_allclose(fe[:2], 0.3, rtol=1e-5)
+    rows = (tmp_path / "o" / "iron_uptake.tsv").read_text().splitlines()
+    head = rows[0].split("\t")
+    first = dict(zip(head, rows[1].split("\t"), strict=True))
+    assert (
+        float(first["iron_mean_mM"]) == np.float32(0.3).item()
+        or abs(float(first["iron_mean_mM"]) - 0.3) < 1e-5
+    )
+    res = runner.invoke(app, ["iron", str(a), str(b), "-o", str(tmp_path / "o5")])
+    assert res.exit_code == 2 and "relaxivity" in res.output
+
+
+def test_cells19f_command(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    shape = (20, 20, 6)
+    vox_ml = 0.008
+    kappa = 2e-16
+    amp = np.zeros(shape)
+    tubes = np.zeros(shape)
+    tubes[1:5, 1:5, 1:5] = 1
+    amp[tubes == 1] = kappa * spins_per_voxel(20.0, vox_ml)
+    regions = np.zeros(shape)
+    regions[10:16, 10:16, 1:5] = 1
+    regions[10:16, 2:8, 1:5] = 2
+    amp[12:14, 12:14, 2:4] = 1e6 * 1e12 * kappa / 8  # 25 sigma per voxel
+    img = np.abs(amp + rng.standard_normal(shape) + 1j * rng.standard_normal(shape))
+    ip = _write(tmp_path / "f19.nii.gz", img)
+    tp = _write(tmp_path / "tubes.nii.gz", tubes)
+    rp = _write(tmp_path / "regions.nii.gz", regions)
+    out = tmp_path / "cells.tsv"
+    res = runner.invoke(
+        app,
+        [
+            "cells19f",
+            str(ip),
+            "--tubes",
+            str(tp),
+            "--tube-mM",
+            "20",
+            "--regions",
+            str(rp),
+            "--fluorine-per-cell",
+            "1e12",
+            "--noise-sigma",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "below detection" in res.output
+    rows = [r.split("\t") for r in out.read_text().splitlines()]
+    table = {h: [r[i] for r in rows[1:]] for i, h in enumerate(rows[0])}
+    assert table["status"] == ["quantified", "below detection"]
+    assert table["cells"][1] == "n/a"
+    assert abs(float(table["cells"][0]) / 1e6 - 1) < 4 * float(table["cells_se"][0]) / 1e6
+    res = runner.invoke(
+        app,
+        [
+            "cells19f",
+            str(ip),
+            "--tubes",
+            str(tp),
+            "--tube-mM",
+            "20,40",
+            "--regions",
+            str(rp),
+            "--fluorine-per-cell",
+            "1e12",
+            "--noise-sigma",
+            "1",
+            "-o",
+            str(tmp_path / "x.tsv"),
+        ],
+    )
+    assert res.exit_code == 2 and "tube labels" in res.output
+    assert not (tmp_path / "x.tsv").exists()
