@@ -140,7 +140,13 @@ def test_automatic_aif_picks_the_pure_artery_voxels(rng) -> None:
     # the mean of 4 voxels with 1% noise: within 2% of the peak everywhere
     np.testing.assert_allclose(res.concentration_mM, cb, atol=0.02 * cb.max())
     assert res.n_candidates >= 4
-    assert set(res.criteria) == {"peak_percentile", "max_arrival_s", "max_tail_ratio", "n_voxels"}
+    assert set(res.criteria) == {
+        "peak_percentile",
+        "max_arrival_s",
+        "max_tail_ratio",
+        "n_voxels",
+        "min_cnr",
+    }
 
 
 def test_automatic_aif_respects_mask_and_reports_failure(rng) -> None:

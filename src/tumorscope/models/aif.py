@@ -442,11 +442,16 @@ def automatic_aif(
     peak_percentile: float = 95.0,
     max_arrival_s: float | None = None,
     max_tail_ratio: float = 0.5,
+    n_baseline: int | None = None,
+    min_cnr: float = 10.0,
 ) -> AutomaticAIF:
     """Select arterial voxels automatically and average their curves.
 
     Arteries enhance early, high and narrow. The selection, over the voxels of ``mask``:
 
+    0. **not noise** (with ``n_baseline``): the peak is at least ``min_cnr`` × the standard
+       deviation of the baseline frames, which removes background voxels whose T1 and
+       concentration are noise (their spikes would otherwise be the "highest" curves);
     1. **high**: peak concentration at or above the ``peak_percentile`` of the candidates;
     2. **early**: time to peak at most ``max_arrival_s`` (default: the 25th percentile of the
        time to peak of the high voxels, plus one frame);
@@ -475,6 +480,10 @@ def automatic_aif(
         Latest allowed time to peak (s).
     max_tail_ratio : float, default 0.5
         Largest allowed (late mean / peak).
+    n_baseline : int, optional
+        Number of pre-contrast frames; enables the noise criterion.
+    min_cnr : float, default 10
+        Smallest peak / baseline standard deviation (with ``n_baseline``).
 
     Returns
     -------
@@ -511,9 +520,19 @@ def automatic_aif(
     ipk = np.argmax(curves, axis=1)
     peak = curves[np.arange(curves.shape[0]), ipk]
     ttp = t[ipk]
-    stage = "high"
-    keep = peak >= max(np.percentile(peak, peak_percentile), 0.0) if peak.max() > 0 else peak > 0
-    keep &= peak > 0
+    keep = peak > 0
+    stage = "noise"
+    if n_baseline is not None:
+        nb = int(n_baseline)
+        if not 2 <= nb < t.size:
+            raise FitError(
+                f"must be between 2 and {t.size - 1} to estimate the noise, got {n_baseline}",
+                field="n_baseline",
+            )
+        keep &= peak >= min_cnr * curves[:, :nb].std(axis=1, ddof=1)
+    if keep.any():
+        stage = "high"
+        keep &= peak >= np.percentile(peak[keep], peak_percentile)
     if max_arrival_s is None and keep.any():
         step = float(np.median(np.diff(t)))
         max_arrival = float(np.percentile(ttp[keep], 25.0)) + step
@@ -551,5 +570,6 @@ def automatic_aif(
             "max_arrival_s": max_arrival,
             "max_tail_ratio": float(max_tail_ratio),
             "n_voxels": int(n_voxels),
+            "min_cnr": float(min_cnr) if n_baseline is not None else 0.0,
         },
     )
