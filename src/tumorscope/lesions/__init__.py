@@ -1,1 +1,43 @@
-"""tumorscope.lesions."""
+"""Lesions across visits: size, per-map statistics, radiomics, habitats and tracking.
+
+Modules: :mod:`.geometry` (``measure``), :mod:`.stats`, :mod:`.radiomics` (MIRP),
+:mod:`.habitats`, :mod:`.tracking` and :mod:`.study` (``measure_study``, the study stage).
+Public names are imported lazily so that ``import tumorscope.lesions`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "measure": "geometry",
+    "GEOMETRY_KEYS": "geometry",
+    "lesion_statistics": "stats",
+    "statistics_table": "stats",
+    "radiomics_features": "radiomics",
+    "delta_radiomics": "radiomics",
+    "RadiomicsSettings": "radiomics",
+    "settings_for": "radiomics",
+    "fit_habitats": "habitats",
+    "HabitatModel": "habitats",
+    "track_lesions": "tracking",
+    "VisitLabels": "tracking",
+    "measure_study": "study",
+    "study_radiomics": "study",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tumorscope.lesions' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

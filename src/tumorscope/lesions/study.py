@@ -1,0 +1,471 @@
+"""The lesion stage of a study: one row per subject, visit and lesion.
+
+:func:`measure_study` walks a study (:func:`tumorscope.io.open_study`), measures every
+lesion of every visit (:mod:`.geometry`), reads the parameter maps of the visit and adds
+their per-lesion statistics (:mod:`.stats`) as wide columns (``ADC_mean``, ``Ktrans_p90`` …),
+the lesion's tracking status (:mod:`.tracking`) and, if asked, habitat fractions
+(:mod:`.habitats`). :func:`study_radiomics` gives the MIRP features of every lesion on every
+map as a tidy table with delta-radiomics.
+
+Where the maps come from (``maps``)
+-----------------------------------
+* ``None``: ``<study>/derivatives/tumorscope`` if it exists (the pipeline's output), else no
+  maps (geometry only).
+* A folder laid out like the pipeline output, ``DIR/sub-<s>/ses-<v>/[maps/]*.nii.gz``.
+  File names ``…_model-<model>_<param>.nii.gz`` (with ``…_model-<model>_status.nii.gz``
+  giving the fit status of that model's maps) or ``…_desc-<param>_truth.nii.gz`` (the
+  phantom's ground truth, ``DIR = <study>/derivatives/truth``). A parameter fitted by two
+  models (``D`` by IVIM and DKI) is named ``<model>_<param>`` (``ivim_D``).
+* A callable ``(subject, visit) -> {name: Volume}`` or ``{name: (Volume, status)}``.
+
+Grids
+-----
+The study format puts every image of a visit on the lesion map's grid. A map on another grid
+is an error by default (``on_grid_mismatch="error"``), because a different grid may mean a
+different position of the patient; with ``"resample"`` the label map is resampled onto the
+map's grid in world coordinates (:func:`tumorscope.preprocessing.resample_mask`), which is
+right when the scanner kept the patient's position (series of one session). Between visits,
+lesions keep the ids of the lesion tables; :func:`tumorscope.lesions.tracking.track_lesions`
+reports whether each is ``baseline``, ``present``, ``new``, ``reappeared`` or ``disappeared``
+(disappeared lesions get a row with ``present = False`` and NaN measures).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from ..errors import DataError
+from ..volume import Volume
+from .geometry import GEOMETRY_KEYS, measure
+from .stats import lesion_statistics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..io import Study
+
+__all__ = [
+    "DEFAULT_WIDE_STATISTICS",
+    "LESION_COLUMNS",
+    "discover_maps",
+    "measure_study",
+    "study_radiomics",
+]
+
+#: Identity and geometry columns of :func:`measure_study`, in order (map columns follow).
+LESION_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "visit",
+    "date",
+    "lesion_id",
+    "organ",
+    "target",
+    "nodal",
+    "present",
+    "tracking",
+    *GEOMETRY_KEYS,
+)
+
+#: Statistics of each map that become columns ``<map>_<statistic>``.
+DEFAULT_WIDE_STATISTICS: tuple[str, ...] = (
+    "mean",
+    "median",
+    "sd",
+    "p10",
+    "p25",
+    "p75",
+    "p90",
+    "n_valid",
+    "n_excluded",
+)
+
+MapSource = str | Path | Callable[[str, str], Mapping[str, Any]] | None
+GridPolicy = Literal["error", "resample"]
+
+_MODEL_RE = re.compile(r"_model-(?P<model>[A-Za-z0-9]+)_(?P<param>.+)$")
+_DESC_RE = re.compile(r"_desc-(?P<param>[A-Za-z0-9_]+?)_(?:truth|map)$")
+_SKIP_PARAMS = {"status", "rss"}
+
+
+@dataclass(frozen=True)
+class _MapFile:
+    name: str
+    path: Path
+    status: Path | None
+
+
+def discover_maps(folder: str | Path) -> dict[str, tuple[Path, Path | None]]:
+    """Parameter maps in one visit folder: ``{name: (map path, status path or None)}``.
+
+    See the module docstring for the file names recognised; standard errors, residuals,
+    masks and status images are not maps.
+    """
+    d = Path(folder)
+    found: dict[str, list[tuple[str, Path, Path | None]]] = {}
+    files = sorted(d.glob("*.nii.gz")) + sorted(d.glob("*.nii"))
+    for p in files:
+        stem = p.name[: -len(".nii.gz")] if p.name.endswith(".nii.gz") else p.stem
+        m = _MODEL_RE.search(stem)
+        if m:
+            model, param = m["model"], m["param"]
+            if param in _SKIP_PARAMS or param.endswith("_stderr"):
+                continue
+            status = p.with_name(
+                p.name.replace(f"_model-{model}_{param}", f"_model-{model}_status")
+            )
+            found.setdefault(param, []).append((model, p, status if status.exists() else None))
+            continue
+        m = _DESC_RE.search(stem)
+        if m and not stem.endswith("_mask"):
+            found.setdefault(m["param"], []).append(("", p, None))
+    out: dict[str, tuple[Path, Path | None]] = {}
+    for param, items in found.items():
+        if len(items) == 1:
+            out[param] = (items[0][1], items[0][2])
+        else:
+            for model, p, st in items:
+                out[f"{model}_{param}" if model else param] = (p, st)
+    return out
+
+
+def measure_study(
+    study: Study | str | Path,
+    maps: MapSource = None,
+    *,
+    statistics: Sequence[str] = DEFAULT_WIDE_STATISTICS,
+    habitat_maps: Sequence[str] | None = None,
+    n_habitats: int = 3,
+    on_grid_mismatch: GridPolicy = "error",
+) -> pd.DataFrame:
+    """Per-lesion, per-visit table of a study: geometry, map statistics, tracking, habitats.
+
+    Parameters
+    ----------
+    study : Study or path
+        An opened study or its folder.
+    maps : path, callable or None
+        Where the parameter maps are (module docstring).
+    statistics : sequence of str
+        Statistics of :func:`tumorscope.lesions.stats.lesion_statistics` that become the
+        columns ``<map>_<statistic>``.
+    habitat_maps : sequence of str, optional
+        Maps to cluster into habitats (e.g. ``["ADC", "Ktrans"]``); the model is fitted on the
+        lesions of every subject's baseline visit and applied to every visit. Adds columns
+        ``habitat_<k>_fraction`` and ``habitat_<k>_name``.
+    n_habitats : int, default 3
+    on_grid_mismatch : {"error", "resample"}, default "error"
+        What to do when a map is not on the lesion map's grid.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`LESION_COLUMNS` then the map columns; one row per subject, visit and lesion
+        (sorted by subject, visit order, lesion id). ``date`` is a ``datetime.date``.
+
+    Raises
+    ------
+    DataError
+        Unreadable or inconsistent inputs (named), a map on another grid with
+        ``on_grid_mismatch="error"``.
+    """
+    import pandas as pd
+
+    from .tracking import VisitLabels, track_lesions
+
+    st = _open(study)
+    rows: list[dict[str, Any]] = []
+    hab_inputs: list[tuple[dict[str, Any], dict[str, Volume], dict[str, np.ndarray], bool]] = []
+    for subject in st:
+        visits = [v for v in subject if v.lesions is not None]
+        lesion_sets = [(v, v.lesions) for v in visits if v.lesions is not None]
+        tracked: dict[tuple[str, str], str] = {}
+        if lesion_sets:
+            track = track_lesions(
+                [
+                    VisitLabels(
+                        v.id,
+                        les.load_labels(),
+                        ids={r.label: r.lesion_id for r in les.table},
+                    )
+                    for v, les in lesion_sets
+                ]
+            )
+            tracked = {
+                (str(vv), str(lid)): str(stt)
+                for vv, lid, stt in zip(
+                    track["visit"], track["lesion_id"], track["status"], strict=True
+                )
+            }
+        infos_all: dict[str, Any] = {}
+        for _, les in lesion_sets:
+            for r in les.table:
+                infos_all.setdefault(r.lesion_id, r)
+        for visit in visits:
+            assert visit.lesions is not None
+            labels = visit.lesions.load_labels()
+            table = visit.lesions.table
+            vmaps = _visit_maps(st, maps, subject.id, visit.id)
+            hab_masks: dict[str, np.ndarray] = {}
+            for info in table:
+                m = labels.data == info.label
+                if not m.any():
+                    continue  # not segmented at this visit: reported as disappeared below
+                where = f"{info.lesion_id} at visit {visit.id} of subject {subject.id}"
+                geo = measure(m, labels.affine, lesion=where)
+                row: dict[str, Any] = {
+                    "subject": subject.id,
+                    "visit": visit.id,
+                    "date": visit.date,
+                    "lesion_id": info.lesion_id,
+                    "organ": info.organ,
+                    "target": info.target,
+                    "nodal": info.nodal,
+                    "present": True,
+                    "tracking": tracked.get((visit.id, info.lesion_id), ""),
+                    **{k: geo[k] for k in GEOMETRY_KEYS},
+                }
+                for name, (vol, status) in vmaps.items():
+                    mask = _mask_on(labels, info.label, vol, on_grid_mismatch, name, where)
+                    stats = lesion_statistics(
+                        vol,
+                        mask,
+                        lesion_id=info.lesion_id,
+                        visit=visit.id,
+                        map_name=name,
+                        status=status,
+                    )
+                    s = dict(zip(stats["statistic"], stats["value"], strict=True))
+                    for k in statistics:
+                        if k not in s:
+                            raise DataError(f"unknown statistic {k!r}", field="statistics")
+                        row[f"{name}_{k}"] = s[k]
+                    if habitat_maps and name == habitat_maps[0]:
+                        hab_masks[info.lesion_id] = mask
+                rows.append(row)
+            for lid in sorted(
+                k for (vv, k), stt in tracked.items() if vv == visit.id and stt == "disappeared"
+            ):
+                info = infos_all[lid]
+                rows.append(
+                    {
+                        "subject": subject.id,
+                        "visit": visit.id,
+                        "date": visit.date,
+                        "lesion_id": lid,
+                        "organ": info.organ,
+                        "target": info.target,
+                        "nodal": info.nodal,
+                        "present": False,
+                        "tracking": "disappeared",
+                        **{k: np.nan for k in GEOMETRY_KEYS},
+                    }
+                )
+            if habitat_maps and all(h in vmaps for h in habitat_maps) and hab_masks:
+                hab_inputs.append(
+                    (
+                        {"subject": subject.id, "visit": visit.id},
+                        {h: vmaps[h][0] for h in habitat_maps},
+                        hab_masks,
+                        bool(visit.baseline),
+                    )
+                )
+    df = pd.DataFrame(rows)
+    for c in LESION_COLUMNS:
+        if c not in df.columns:
+            df[c] = pd.Series(dtype=object)
+    if habitat_maps and rows:
+        df = _add_habitats(df, hab_inputs, list(habitat_maps), n_habitats)
+    extra = [c for c in df.columns if c not in LESION_COLUMNS]
+    order = {(s.id, v.id): i for s in st for i, v in enumerate(s)}
+    if len(df):
+        df = df.assign(
+            _o=[order.get((s, v), 0) for s, v in zip(df["subject"], df["visit"], strict=True)]
+        )
+        df = df.sort_values(["subject", "_o", "lesion_id"]).drop(columns="_o")
+    return df[list(LESION_COLUMNS) + extra].reset_index(drop=True)
+
+
+def study_radiomics(
+    study: Study | str | Path,
+    maps: MapSource = None,
+    *,
+    map_names: Sequence[str] | None = None,
+    on_grid_mismatch: GridPolicy = "error",
+) -> pd.DataFrame:
+    """MIRP radiomics of every lesion on every map, with deltas from each subject's baseline.
+
+    Parameters
+    ----------
+    study, maps, on_grid_mismatch
+        As in :func:`measure_study`.
+    map_names : sequence of str, optional
+        Maps to use (default all). Settings are :func:`.radiomics.settings_for` each name.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``subject, lesion_id, map, feature, visit, value, baseline_value, delta,
+        relative_delta`` (see :func:`.radiomics.delta_radiomics`).
+    """
+    import pandas as pd
+
+    from .radiomics import delta_radiomics, radiomics_features
+
+    st = _open(study)
+    out = []
+    for subject in st:
+        frames = []
+        order = [v.id for v in subject]
+        for visit in subject:
+            if visit.lesions is None:
+                continue
+            labels = visit.lesions.load_labels()
+            vmaps = _visit_maps(st, maps, subject.id, visit.id)
+            for info in visit.lesions.table:
+                if not (labels.data == info.label).any():
+                    continue
+                where = f"{info.lesion_id} at visit {visit.id} of subject {subject.id}"
+                for name, (vol, _) in vmaps.items():
+                    if map_names is not None and name not in map_names:
+                        continue
+                    mask = _mask_on(labels, info.label, vol, on_grid_mismatch, name, where)
+                    frames.append(
+                        radiomics_features(
+                            vol, mask, map_name=name, lesion_id=info.lesion_id, visit=visit.id
+                        )
+                    )
+        if frames:
+            base = subject.baseline.id
+            present = pd.concat(frames, ignore_index=True)
+            if base not in set(present["visit"]):
+                base = next(v for v in order if v in set(present["visit"]))
+            d = delta_radiomics(present, visit_order=order, baseline=base)
+            d.insert(0, "subject", subject.id)
+            out.append(d)
+    if not out:
+        return pd.DataFrame(
+            columns=[
+                "subject",
+                "lesion_id",
+                "map",
+                "feature",
+                "visit",
+                "value",
+                "baseline_value",
+                "delta",
+                "relative_delta",
+            ]
+        )
+    return pd.concat(out, ignore_index=True)
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+def _open(study: Study | str | Path) -> Study:
+    if isinstance(study, str | Path):
+        from ..io import open_study
+
+        return open_study(study)
+    return study
+
+
+def _visit_maps(
+    st: Study, maps: MapSource, subject: str, visit: str
+) -> dict[str, tuple[Volume, np.ndarray | None]]:
+    if callable(maps):
+        got = maps(subject, visit)
+        out: dict[str, tuple[Volume, np.ndarray | None]] = {}
+        for k, v in got.items():
+            if isinstance(v, tuple):
+                out[k] = (v[0], None if v[1] is None else np.asarray(v[1]))
+            elif isinstance(v, Volume):
+                out[k] = (v, None)
+            else:
+                raise DataError(
+                    f"map {k!r} must be a Volume or (Volume, status), got {type(v).__name__}",
+                    field="maps",
+                )
+        return out
+    if maps is None:
+        root = st.root / "derivatives" / "tumorscope"
+        if not root.is_dir():
+            return {}
+    else:
+        root = Path(maps)
+        if not root.is_dir():
+            raise DataError("maps folder does not exist", file=root)
+    vdir = root / f"sub-{subject}" / f"ses-{visit}"
+    found: dict[str, tuple[Path, Path | None]] = {}
+    for d in (vdir, vdir / "maps"):
+        if d.is_dir():
+            found.update(discover_maps(d))
+    result: dict[str, tuple[Volume, np.ndarray | None]] = {}
+    for name, (p, status) in sorted(found.items()):
+        vol = Volume.from_nifti(p)
+        if vol.data.ndim != 3:
+            raise DataError(f"map must be 3-D, got shape {vol.shape}", file=p)
+        stat = None if status is None else Volume.from_nifti(status, dtype=np.uint8).data
+        result[name] = (vol, stat)
+    return result
+
+
+def _mask_on(
+    labels: Volume, label: int, onto: Volume, policy: GridPolicy, name: str, where: str
+) -> np.ndarray:
+    if labels.same_grid(onto):
+        return np.asarray(labels.data == label)
+    if policy == "resample":
+        from ..preprocessing import resample_mask
+
+        single = labels.with_data((labels.data == label).astype(np.int32))
+        return np.asarray(resample_mask(single, onto).data == 1)
+    raise DataError(
+        f"map {name!r} grid {onto.spatial_shape} is not the lesion map's grid "
+        f"{labels.spatial_shape} ({where}); register the series and resample "
+        "(on_grid_mismatch='resample' if they share world coordinates)",
+        file=onto.source,
+        field=f"lesion {where}",
+    )
+
+
+def _add_habitats(
+    df: pd.DataFrame,
+    inputs: list[tuple[dict[str, Any], dict[str, Volume], dict[str, np.ndarray], bool]],
+    names: list[str],
+    n_habitats: int,
+) -> pd.DataFrame:
+    import pandas as pd
+
+    from .habitats import fit_habitats
+
+    ref = [(m, k) for key, m, k, is_base in inputs if is_base and k]
+    if not ref:
+        raise DataError(
+            "no lesion with maps at any baseline visit: cannot fit habitats", field="habitat_maps"
+        )
+    model = fit_habitats(
+        [m for m, _ in ref], [k for _, k in ref], map_names=names, n_habitats=n_habitats
+    )
+    frames = []
+    for key, m, k, _ in inputs:
+        if not k:
+            continue
+        fr = model.fractions(m, k, visit=key["visit"])
+        fr.insert(0, "subject", key["subject"])
+        frames.append(fr)
+    long = pd.concat(frames, ignore_index=True)
+    wide = long.pivot_table(
+        index=["subject", "visit", "lesion_id"], columns="habitat", values="fraction"
+    )
+    wide.columns = [f"habitat_{h}_fraction" for h in wide.columns]
+    wide = wide.reset_index()
+    for h, nm in enumerate(model.names):
+        wide[f"habitat_{h}_name"] = nm
+    return df.merge(wide, on=["subject", "visit", "lesion_id"], how="left")
