@@ -82,6 +82,7 @@ __all__ = [
     "SeriesData",
     "affine_from_frames",
     "import_dicom",
+    "index_series",
     "read_segmentation",
     "read_series",
     "scan_dicom",
@@ -541,6 +542,25 @@ def scan_dicom(folder: str | Path) -> ScanResult:
         ),
     )
     return ScanResult(ordered, segs, problems)
+
+
+def index_series(folder: str | Path) -> dict[str, list[Path]]:
+    """Series Instance UID → files, reading only that tag of each file (fast).
+
+    Files that are not readable DICOM are ignored (use :func:`scan_dicom` to have them
+    reported).
+    """
+    import pydicom
+
+    index: dict[str, list[Path]] = defaultdict(list)
+    for path in _walk(Path(folder)):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            uid = str(ds.SeriesInstanceUID)
+        except Exception:
+            continue
+        index[uid].append(path)
+    return dict(index)
 
 
 # --------------------------------------------------------------------------- geometry

@@ -44,7 +44,9 @@ from ..volume import Volume, atomic_write
 
 __all__ = [
     "LesionMeasurement",
+    "export_visit",
     "load_source_images",
+    "source_series_files",
     "to_highdicom_volume",
     "write_parametric_map",
     "write_seg",
@@ -284,8 +286,9 @@ def write_parametric_map(
             device_serial_number="0",
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[rwvm],
-            window_center=(lo + hi) / 2,
-            window_width=hi - lo,
+            voi_lut_transformations=[
+                hd.VOILUTTransformation(window_center=(lo + hi) / 2, window_width=hi - lo)
+            ],
             content_label=name.upper()[:16].replace("_", ""),
             content_description=(series_description or f"{name} map (tumorscope)")[:64],
         )
@@ -371,11 +374,11 @@ def write_seg(
     for n, r in enumerate(rows, start=1):
         seg_array[data == int(r["label"])] = n
         organ = str(r.get("organ", "") or "").lower()
-        region = [_code(*_ORGANS[organ], "SCT")] if organ in _ORGANS else None
-        if region is None and organ:
-            region = [_code(organ, PRIVATE_SCHEME, organ)]
-        if region is not None:
-            region = [_code(c.value, c.scheme_designator, c.meaning) for c in region]
+        region = None
+        if organ in _ORGANS:
+            region = [_code(_ORGANS[organ][0], "SCT", _ORGANS[organ][1])]
+        elif organ:
+            region = [_code(organ[:16], PRIVATE_SCHEME, organ)]
         words = ["target" if _truthy(r.get("target")) else "non-target"]
         if _truthy(r.get("nodal")):
             words.append("nodal")
@@ -605,3 +608,206 @@ def write_sr(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the structured report: {exc}", file=out) from exc
     return _save(sr, out)
+
+
+def source_series_files(
+    study_dir: str | Path,
+    dicom_dir: str | Path,
+    *,
+    subject: str,
+    visit: str,
+    role: str,
+    mapping_file: str | Path | None = None,
+    index: Mapping[str, list[Path]] | None = None,
+) -> list[Path]:
+    """The DICOM files of the series an imported study file came from.
+
+    The Series Instance UID is read from the sidecar (studies imported with
+    ``keep_identifiers``) or from the identifier mapping file (default
+    ``<study_dir>-identifiers.tsv``), then the series is looked up in ``dicom_dir``.
+
+    ``index`` (from :func:`tumorscope.io.dicom.index_series`) saves re-reading the folder.
+
+    Raises
+    ------
+    ExportError
+        Unknown subject/visit/role, no UID recorded, or the series is not in ``dicom_dir``.
+    """
+    from .deid import Pseudonymizer
+    from .dicom import index_series
+    from .study import open_study
+
+    root = Path(study_dir)
+    st = open_study(root)
+    if subject not in st.subjects:
+        raise ExportError(f"no subject {subject!r} in the study", file=root, field="subject")
+    visits = st.subjects[subject].visits
+    if visit not in visits:
+        raise ExportError(f"no visit {visit!r} for subject {subject}", file=root, field="visit")
+    series = visits[visit].series
+    if role not in series:
+        by_suffix = {s.suffix: s for s in series.values()}
+        if role not in by_suffix:
+            raise ExportError(
+                f"visit {subject}/{visit} has no series {role!r} (has {', '.join(series)})",
+                file=root,
+                field="role",
+            )
+        ser = by_suffix[role]
+    else:
+        ser = series[role]
+    uid = ser.sidecar.get("SeriesInstanceUID")
+    if not uid:
+        mf = (
+            Path(mapping_file)
+            if mapping_file is not None
+            else root.parent / f"{root.name}-identifiers.tsv"
+        )
+        if not mf.exists():
+            raise ExportError(
+                "the study is de-identified and the identifier mapping file is missing "
+                "(needed to find the source DICOM series)",
+                file=mf,
+            )
+        uid = Pseudonymizer(mf).series_uid(subject, ser.relpath)
+    if not uid:
+        raise ExportError(
+            "no Series Instance UID recorded for this file",
+            file=ser.relpath,
+            field="SeriesInstanceUID",
+        )
+    files = (index if index is not None else index_series(dicom_dir)).get(uid)
+    if files:
+        return sorted(files)
+    raise ExportError(
+        f"source series {uid} is not in the DICOM folder", file=dicom_dir, field="SeriesInstanceUID"
+    )
+
+
+def export_visit(
+    study_dir: str | Path,
+    dicom_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    subject: str,
+    visit: str,
+    maps: Mapping[str, tuple[str | Path | Volume, str]] | None = None,
+    reference: str = "anatomical",
+    mapping_file: str | Path | None = None,
+    response: str | None = None,
+    criteria: str = "RECIST 1.1",
+) -> list[Path]:
+    """Export one visit: parameter maps, the lesion SEG and the measurement SR.
+
+    Parameters
+    ----------
+    study_dir, dicom_dir : path-like
+        The imported study and the DICOM folder it was imported from.
+    out_dir : path-like
+        Folder for the new DICOM files (``<subject>_<visit>_<what>.dcm``).
+    subject, visit : str
+        Ids as in the study.
+    maps : mapping, optional
+        ``{name: (NIfTI path or Volume, source role or suffix)}``, e.g.
+        ``{"ADC": ("fits/adc.nii.gz", "dwi")}``; each map references its source series.
+    reference : str
+        Role or suffix of the series the lesions were drawn on (SEG and SR reference it).
+    mapping_file : path-like, optional
+        Identifier mapping of a de-identified study.
+    response : {"CR", "PR", "SD", "PD"}, optional
+        Overall response at this visit, written into the SR.
+    criteria : str
+        Name of the response criteria.
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    from ..lesions.geometry import measure
+    from .dicom import index_series
+    from .study import open_study
+
+    out = Path(out_dir)
+    st = open_study(study_dir)
+    v = st.subjects[subject].visits[visit]
+    written: list[Path] = []
+    sources_cache: dict[str, list[Any]] = {}
+    index = index_series(dicom_dir)
+
+    def sources(role: str) -> list[Any]:
+        if role not in sources_cache:
+            files = source_series_files(
+                study_dir,
+                dicom_dir,
+                subject=subject,
+                visit=visit,
+                role=role,
+                mapping_file=mapping_file,
+                index=index,
+            )
+            sources_cache[role] = load_source_images(files)
+        return sources_cache[role]
+
+    loaded: dict[str, Volume] = {}
+    for name, (img, role) in (maps or {}).items():
+        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
+        if vol.data.ndim != 3:
+            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
+        loaded[name] = vol
+        written.append(
+            write_parametric_map(
+                vol,
+                sources(role),
+                out / f"sub-{subject}_ses-{visit}_{name}_pm.dcm",
+                name=name,
+                series_number=900 + len(written),
+            )
+        )
+    if v.lesions is None:
+        return written
+    labels = v.lesions.load_labels()
+    table = v.lesions.table
+    seg_path = write_seg(
+        labels, table, sources(reference), out / f"sub-{subject}_ses-{visit}_lesions_seg.dcm"
+    )
+    written.append(seg_path)
+    present = {int(x) for x in np.unique(labels.data) if x != 0}
+    measurements = []
+    for info in table:
+        if info.label not in present:
+            continue
+        mask = labels.data == info.label
+        size = measure(mask, labels.affine, lesion=info.lesion_id)
+        stats: dict[str, dict[str, float]] = {}
+        for name, vol in loaded.items():
+            if not vol.same_grid(labels):
+                raise ExportError(
+                    f"map {name} is not on the grid of the lesion map",
+                    file=vol.source,
+                    field="affine",
+                )
+            vals = vol.data[mask]
+            vals = vals[np.isfinite(vals)]
+            if vals.size:
+                stats[name] = {"mean": float(vals.mean()), "median": float(np.median(vals))}
+        measurements.append(
+            LesionMeasurement(
+                info.lesion_id,
+                volume_ml=size["volume_ml"],
+                longest_diameter_mm=size["longest_diameter_mm"],
+                short_axis_mm=size["short_axis_mm"],
+                statistics=stats,
+            )
+        )
+    written.append(
+        write_sr(
+            measurements,
+            sources(reference),
+            seg_path,
+            out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
+            response=response,
+            criteria=criteria,
+        )
+    )
+    return written
