@@ -337,3 +337,22 @@ def test_bayes_with_fixed_prior_is_chunk_independent(rng: np.random.Generator) -
         c = m.fit(y, chunk_voxels=7)
     np.testing.assert_array_equal(a["D_star"], c["D_star"])
     assert a.provenance["options"]["prior"]["sigma"] == 0.02
+
+
+def test_bound_overrides(rng: np.random.Generator) -> None:
+    """bounds= replaces a parameter's bounds; the fit respects them and records them."""
+    P = np.array([[1.0, 1e-3, 0.2, 0.15]])
+    m = IVIM(B_IVIM, method="full", bounds={"D_star": (0.005, 0.1)})
+    fit = _quiet_fit(m, ivim_signal(B_IVIM, P))
+    assert fit["D_star"][0] == pytest.approx(0.1)
+    assert fit.status[0] == FitStatus.AT_BOUND
+    assert fit.provenance["options"]["bounds"] == {"D_star": [0.005, 0.1]}
+    bay = _quiet_fit(
+        IVIM(B_IVIM, method="bayes", bounds={"D_star": (0.005, 0.1)}),
+        ivim_signal(B_IVIM, np.tile(P, (5, 1))),
+    )
+    assert np.all(bay["D_star"] <= 0.1)
+    with pytest.raises(FitError, match="unknown parameter 'Dp'"):
+        IVIM(B_IVIM, bounds={"Dp": (0.0, 1.0)})
+    with pytest.raises(FitError, match="lower < upper"):
+        IVIM(B_IVIM, bounds={"f": (0.5, 0.1)})

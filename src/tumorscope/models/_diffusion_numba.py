@@ -175,3 +175,67 @@ def loglinear_block(y, b, weighted, adc_lo, adc_hi, params, stderr, rss, status)
         else:
             stderr[i, 0] = np.nan
             stderr[i, 1] = np.nan
+
+
+@nb.njit(
+    types.void(
+        types.float64[:, ::1],
+        types.float64[::1],
+        types.float64[::1],
+        types.float64[:, ::1],
+        types.float64[::1],
+        types.float64[:, ::1],
+    ),
+    parallel=True,
+    cache=True,
+)
+def ivim_grid_init(y, b, d, e2_grid, dstar_grid, out):
+    """IVIM start values: D given; for each grid D*, ``y ≈ a e^{-b D*} + c e^{-b D}`` with
+    ``(a, c) >= 0`` by 2×2 least squares; keep the best. out[i] = (S0, D, f, D*)."""
+    n, m = y.shape
+    G = dstar_grid.shape[0]
+    for i in nb.prange(n):
+        e1 = np.empty(m)
+        s11 = 0.0
+        y1 = 0.0
+        for k in range(m):
+            e1[k] = np.exp(-b[k] * d[i])
+            s11 += e1[k] * e1[k]
+            y1 += y[i, k] * e1[k]
+        best = np.inf
+        bs0 = 0.0
+        bf = 0.1
+        bds = 0.02
+        for g in range(G):
+            s22 = 0.0
+            s12 = 0.0
+            y2 = 0.0
+            for k in range(m):
+                e2 = e2_grid[g, k]
+                s22 += e2 * e2
+                s12 += e1[k] * e2
+                y2 += y[i, k] * e2
+            det = s11 * s22 - s12 * s12
+            if not (det > 0.0):
+                continue
+            a = (s11 * y2 - s12 * y1) / det
+            c = (s22 * y1 - s12 * y2) / det
+            if a < 0.0:
+                a = 0.0
+                c = max(y1 / s11, 0.0)
+            elif c < 0.0:
+                c = 0.0
+                a = max(y2 / s22, 0.0)
+            r = 0.0
+            for k in range(m):
+                e = y[i, k] - a * e2_grid[g, k] - c * e1[k]
+                r += e * e
+            if r < best:
+                best = r
+                bs0 = a + c
+                bf = a / (a + c) if a + c > 0.0 else 0.0
+                bds = dstar_grid[g]
+        out[i, 0] = bs0
+        out[i, 1] = d[i]
+        out[i, 2] = bf
+        out[i, 3] = bds

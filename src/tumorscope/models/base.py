@@ -29,7 +29,7 @@ import os
 import pkgutil
 import warnings
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -292,6 +292,8 @@ class Model(abc.ABC):
     method: str = "lm"
     backend: str = "auto"
     lm_options: LMOptions = LMOptions()
+    #: Per-instance bounds replacing those of the ParameterSpecs (see :meth:`_set_bounds`).
+    bound_overrides: Mapping[str, tuple[float, float]] = {}
 
     # ------------------------------------------------------------------ to implement
     @property
@@ -358,11 +360,41 @@ class Model(abc.ABC):
         return {s.name: s.unit for s in (*self.parameters, *self.derived)}
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Lower and upper bounds, each shape (p,)."""
-        return (
-            np.array([s.lower for s in self.parameters], dtype=float),
-            np.array([s.upper for s in self.parameters], dtype=float),
-        )
+        """Lower and upper bounds, each shape (p,) (ParameterSpecs, then overrides)."""
+        lo = np.array([s.lower for s in self.parameters], dtype=float)
+        hi = np.array([s.upper for s in self.parameters], dtype=float)
+        for name, (a, b) in self.bound_overrides.items():
+            i = self.parameter_names.index(name)
+            lo[i], hi[i] = a, b
+        return lo, hi
+
+    def _set_bounds(self, bounds: Mapping[str, Sequence[float]] | None) -> None:
+        """Validate and store per-instance bounds ``{name: (lower, upper)}`` (call in __init__).
+
+        Raises
+        ------
+        FitError
+            Unknown parameter name, or bounds that are not two numbers with lower < upper.
+        """
+        out: dict[str, tuple[float, float]] = {}
+        for name, pair in (bounds or {}).items():
+            if name not in self.parameter_names:
+                raise FitError(
+                    f"unknown parameter {name!r}; expected one of {list(self.parameter_names)}",
+                    field="bounds",
+                )
+            try:
+                a, b = (float(v) for v in pair)
+            except (TypeError, ValueError):
+                raise FitError(
+                    f"bounds[{name!r}] must be (lower, upper), got {pair!r}", field="bounds"
+                ) from None
+            if not a < b:
+                raise FitError(
+                    f"bounds[{name!r}] needs lower < upper, got ({a}, {b})", field="bounds"
+                )
+            out[name] = (a, b)
+        self.bound_overrides = out
 
     def scales(self) -> np.ndarray:
         """Typical magnitude of each parameter, shape (p,)."""

@@ -338,7 +338,7 @@ class ADC(_DiffusionModel):
 
 
 # ---------------------------------------------------------------------- IVIM
-_DSTAR_GRID = np.geomspace(6e-3, 0.25, 16)
+_N_DSTAR_GRID = 16
 
 
 @register_model
@@ -355,6 +355,8 @@ class IVIM(_DiffusionModel):
     b_threshold : float, keyword-only, default 200
         b-value (s/mm²) from which the perfusion signal is taken as negligible (segmented
         first step and initial guesses).
+    bounds : mapping, keyword-only, optional
+        Replace default bounds, e.g. ``{"D_star": (0.002, 0.1)}`` (lower < upper).
     prior : mapping, keyword-only, optional
         ``"bayes"`` only: fixed prior instead of the empirical one, with keys ``D`` (mean,
         sd in mm²/s), ``f`` (mean, sd), ``log_D_star`` (mean, sd of ln(D*/(mm²/s))) and
@@ -364,8 +366,8 @@ class IVIM(_DiffusionModel):
     Notes
     -----
     Maps: ``S0``, ``D`` (mm²/s, [0, 5e-3]), ``f`` ([0, 1]), ``D_star`` (mm²/s,
-    [5e-3, 0.5]). The bounds keep D* above D (no label switching), as in the OSIPI IVIM code
-    collection (D ≤ 5e-3 ≤ D*).
+    [5e-3, 0.2]). The default bounds are those of the OSIPI IVIM code collection tests
+    (D ≤ 5e-3 ≤ D* ≤ 0.2): they keep D* above D (no label switching).
     """
 
     name: ClassVar[str] = "ivim"
@@ -399,11 +401,13 @@ class IVIM(_DiffusionModel):
         *,
         method: str = "segmented",
         b_threshold: float = 200.0,
+        bounds: Mapping[str, Sequence[float]] | None = None,
         prior: Mapping[str, Sequence[float] | float] | None = None,
         backend: str = "auto",
     ) -> None:
         self.b = _bvalues(bvalues)
         self.method = self._check_method(method)
+        self._set_bounds(bounds)
         resolve_backend(backend, has_kernel=True)
         self.backend = backend
         self.b_threshold = float(b_threshold)
@@ -425,6 +429,7 @@ class IVIM(_DiffusionModel):
             "method": self.method,
             "b_threshold": self.b_threshold,
             "prior": self.prior,
+            "bounds": {k: list(v) for k, v in self.bound_overrides.items()},
         }
 
     @classmethod
@@ -459,40 +464,52 @@ class IVIM(_DiffusionModel):
         )
 
     def initial_guess(self, y: np.ndarray) -> np.ndarray:
-        """Segmented D and intercept, then a D* grid with (S0, f) solved linearly."""
-        lin = self._segmented_D(y)
+        """Segmented D, then a D* grid with the two amplitudes (S0·f, S0·(1 - f)) solved by
+        non-negative 2×2 least squares per grid point (variable projection)."""
+        return self._grid_init(y, self._segmented_D(y))
+
+    def _grid_init(self, y: np.ndarray, lin: BlockFit) -> np.ndarray:
         d = np.where(np.isfinite(lin.params[:, 1]), lin.params[:, 1], 1e-3)
-        # for each D* on the grid: y ≈ a exp(-b D*) + c exp(-b D), (a, c) by 2x2 least squares
-        e1 = np.exp(-np.outer(d, self.b))  # (n, m)
-        best_rss = np.full(y.shape[0], np.inf)
+        lo, hi = self.bounds()
+        grid = np.geomspace(max(lo[3], 1e-3) * 1.1, min(hi[3], 1.0) * 0.95, _N_DSTAR_GRID)
+        e2 = np.exp(-np.outer(grid, self.b))  # (G, m)
         out = np.empty((y.shape[0], 4))
-        out[:, 1] = d
-        s11 = np.einsum("nm,nm->n", e1, e1)
-        y1 = np.einsum("nm,nm->n", y, e1)
-        for ds in _DSTAR_GRID:
-            e2 = np.exp(-ds * self.b)
-            s22 = float(e2 @ e2)
-            s12 = e1 @ e2
-            y2 = y @ e2
-            det = s11 * s22 - s12 * s12
-            with np.errstate(divide="ignore", invalid="ignore"):
-                a = (s11 * y2 - s12 * y1) / det
-                c = (s22 * y1 - s12 * y2) / det
-            a = np.clip(np.nan_to_num(a), 0.0, None)
-            c = np.clip(np.nan_to_num(c), 0.0, None)
-            r = np.sum((y - a[:, None] * e2 - c[:, None] * e1) ** 2, axis=1)
-            better = r < best_rss
-            best_rss[better] = r[better]
-            s0 = a + c
-            out[better, 0] = s0[better]
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[better, 2] = np.where(s0 > 0, a / s0, 0.0)[better]
-            out[better, 3] = ds
-        bad = ~np.isfinite(best_rss) | (out[:, 0] <= 0)
+        if resolve_backend(self.backend, has_kernel=True) == "numba":
+            _numba().ivim_grid_init(
+                np.ascontiguousarray(y), self.b, np.ascontiguousarray(d), e2, grid, out
+            )
+        else:
+            e1 = np.exp(-np.outer(d, self.b))  # (n, m)
+            best = np.full(y.shape[0], np.inf)
+            s11 = np.einsum("nm,nm->n", e1, e1)
+            y1 = np.einsum("nm,nm->n", y, e1)
+            out[:, 0], out[:, 1], out[:, 2], out[:, 3] = 0.0, d, 0.1, 0.02
+            for g, ds in enumerate(grid):
+                s22 = float(e2[g] @ e2[g])
+                s12 = e1 @ e2[g]
+                y2 = y @ e2[g]
+                det = s11 * s22 - s12 * s12
+                ok = det > 0
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    a = (s11 * y2 - s12 * y1) / det
+                    c = (s22 * y1 - s12 * y2) / det
+                neg_a = a < 0
+                neg_c = ~neg_a & (c < 0)
+                a = np.where(neg_a, 0.0, np.where(neg_c, np.maximum(y2 / s22, 0.0), a))
+                c = np.where(neg_a, np.maximum(y1 / s11, 0.0), np.where(neg_c, 0.0, c))
+                r = np.sum((y - a[:, None] * e2[g] - c[:, None] * e1) ** 2, axis=1)
+                better = ok & (r < best)
+                best[better] = r[better]
+                s0 = a + c
+                out[better, 0] = s0[better]
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    out[better, 2] = np.where(s0 > 0, a / s0, 0.0)[better]
+                out[better, 3] = ds
+        bad = out[:, 0] <= 0
         out[bad, 0] = y[bad].max(axis=1)
         out[bad, 2] = 0.1
-        out[bad, 3] = 0.02
-        return out
+        out[bad, 3] = grid[_N_DSTAR_GRID // 2]
+        return np.clip(out, lo, hi)
 
     def fit_block(self, y: np.ndarray) -> BlockFit:
         if self.method == "bayes":
@@ -501,11 +518,11 @@ class IVIM(_DiffusionModel):
                     "method 'bayes' needs a prior; call fit() to estimate it", field="prior"
                 )
             return self._map_block(y, self.prior)
-        p0 = self.initial_guess(y)
+        lin = self._segmented_D(y)
+        p0 = self._grid_init(y, lin)
         if self.method == "full":
             return self.solve_nonlinear(y, p0)
         # segmented: D fixed at the high-b estimate, then S0, f, D* with per-voxel bounds
-        lin = self._segmented_D(y)
         d = lin.params[:, 1]
         ok = np.isfinite(d)
         lo, hi = self.bounds()
@@ -582,7 +599,13 @@ class IVIM(_DiffusionModel):
         arr, m = validate_inputs(
             data, mask, n_measurements=self.n_measurements, what=self.measurement_name
         )
-        first = IVIM(self.b, method="segmented", b_threshold=self.b_threshold, backend=self.backend)
+        first = IVIM(
+            self.b,
+            method="segmented",
+            b_threshold=self.b_threshold,
+            bounds=self.bound_overrides,
+            backend=self.backend,
+        )
         flat = fit_blocks(
             first.fit_block,
             arr,
@@ -594,7 +617,12 @@ class IVIM(_DiffusionModel):
         )
         prior = _empirical_prior(flat.params, flat.status, flat.rss, self.b.size)
         second = IVIM(
-            self.b, method="bayes", b_threshold=self.b_threshold, prior=prior, backend=self.backend
+            self.b,
+            method="bayes",
+            b_threshold=self.b_threshold,
+            bounds=self.bound_overrides,
+            prior=prior,
+            backend=self.backend,
         )
         second.lm_options = self.lm_options
         flat2 = fit_blocks(
