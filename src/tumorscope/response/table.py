@@ -424,13 +424,13 @@ def _check_visit_numbers(
     numbers = [int(m.group(2)) for m in matches if m]
     for k in range(1, len(numbers)):
         if numbers[k] <= numbers[k - 1]:
-            a, b = ordered[k - 1], ordered[k]
-            i = int(sub.index[(sub["visit"] == b).to_numpy()][0])
+            a, b = ordered[k - 1], ordered[k]  # a is numbered after b but dated before it
+            i = int(sub.index[(sub["visit"] == a).to_numpy()][0])
             raise fail(
                 i,
                 "date",
-                f"dates out of order for subject {subject}: visit {b} is dated "
-                f"{dates[b]:%Y-%m-%d}, before visit {a} ({dates[a]:%Y-%m-%d})",
+                f"dates out of order for subject {subject}: visit {a} is dated "
+                f"{dates[a]:%Y-%m-%d}, before visit {b} ({dates[b]:%Y-%m-%d})",
             )
 
 

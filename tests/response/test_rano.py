@@ -1,0 +1,127 @@
+"""RANO 2.0 (Wen et al. 2023, doi:10.1200/JCO.23.01059) and iRANO (Okada et al. 2015,
+doi:10.1016/S1470-2045(15)00088-1): one test per rule, the rule quoted in the docstring."""
+
+from __future__ import annotations
+
+import pytest
+from _response_helpers import lesion, responses, table
+
+from tumorscope.errors import ResponseError
+from tumorscope.response import assess, best_overall_response
+
+
+def _t(*sizes, steroids=None, clinical=None, weeks=None, extra=None):
+    les = {"E1": lesion("target", *sizes)}
+    les.update(extra or {})
+    cols = {}
+    n = len(sizes)
+    if steroids is not None:
+        cols["steroid_dose_mg"] = list(steroids)
+    if clinical is not None:
+        cols["clinical_status"] = list(clinical)
+    if weeks is None:
+        weeks = tuple(8.0 * k for k in range(n))
+    return table(les, visit_cols=cols, weeks=weeks)
+
+
+def test_spd_and_partial_response_50_percent():
+    """PR: "≥50% decrease in the sum of products of perpendicular diameters" from baseline.
+    20×20 = 400 mm² → 20×10 = 200 mm² is exactly −50%."""
+    r = assess(_t((20, 20), (20, 10), (20, 11)), criteria="rano")
+    assert responses(r) == ["baseline", "PR", "SD"]
+    assert r["spd_mm2"].tolist() == [400, 200, 220]
+
+
+def test_progression_25_percent_from_nadir():
+    """PD: "≥25% increase in the sum of products of perpendicular diameters ... compared with
+    the smallest tumour measurement obtained either at baseline (if no decrease) or best
+    response". 400 → 200 (nadir) → 250 mm² is +25% from the nadir although −37.5% from
+    baseline."""
+    r = assess(_t((20, 20), (20, 10), (25, 10)), criteria="rano")
+    assert responses(r) == ["baseline", "PR", "PD"]
+    assert "SPD rose 25% from nadir 200 mm² (visit V2)" in r["reason"].iloc[2]
+
+
+def test_complete_response_needs_no_steroids():
+    """CR: disappearance of all enhancing disease, "off corticosteroids (or on physiologic
+    replacement doses only)"."""
+    r = assess(_t((20, 20), "absent", "absent", steroids=[4, 2, 0]), criteria="rano")
+    assert responses(r) == ["baseline", "SD", "CR"]
+    assert "on corticosteroids (2 mg/day): not CR" in r["reason"].iloc[1]
+
+
+def test_partial_response_needs_steroids_not_above_baseline():
+    """PR requires a corticosteroid dose "not greater than the dose at time of baseline"."""
+    r = assess(_t((20, 20), (10, 10), (10, 10), steroids=[2, 4, 2]), criteria="rano")
+    assert responses(r) == ["baseline", "SD", "PR"]
+    assert "corticosteroids rose from 2 to 4" in r["reason"].iloc[1]
+
+
+def test_steroid_increase_alone_is_not_progression():
+    """ "An increase in corticosteroid dose alone ... will not be taken into account in
+    determining progression"."""
+    r = assess(_t((20, 20), (20, 20), steroids=[2, 16]), criteria="rano")
+    assert responses(r) == ["baseline", "SD"]
+
+
+def test_clinical_deterioration_is_progression():
+    """PD: "clinical deterioration not attributable to other causes apart from the tumour"."""
+    r = assess(_t((20, 20), (20, 20), clinical=["stable", "worse"]), criteria="rano")
+    assert responses(r) == ["baseline", "PD"]
+    assert r["reason"].iloc[1].startswith("clinical deterioration")
+
+
+def test_new_lesion_is_progression():
+    """PD: "any new lesion"."""
+    r = assess(_t((20, 20), (20, 20), extra={"X1": lesion("new", None, (12, 11))}), criteria="rano")
+    assert responses(r) == ["baseline", "PD"]
+
+
+def test_measurable_needs_two_perpendicular_diameters_of_10_mm():
+    """Measurable disease: "contrast-enhancing lesions with clearly defined margins ... with
+    two perpendicular diameters of at least 10 mm"."""
+    with pytest.raises(ResponseError, match=r"E1.*20 x 9 mm.*at least 10 mm"):
+        assess(_t((20, 9), (20, 9)), criteria="rano")
+
+
+def test_rano2_at_most_three_target_lesions():
+    """RANO 2.0: at most three target lesions."""
+    les = {f"E{k}": lesion("target", (20, 20), (20, 20)) for k in range(4)}
+    with pytest.raises(ResponseError, match="RANO uses at most 3"):
+        assess(table(les), criteria="rano")
+    assert len(assess(table(les), criteria="irano")) == 2
+
+
+def test_rano_best_response_requires_confirmation():
+    """RANO 2.0: CR and PR must be sustained on a scan at least 4 weeks later."""
+    r = assess(_t((20, 20), (10, 10), (20, 20)), criteria="rano")
+    assert best_overall_response(r)["best_response"].tolist() == ["SD"]
+    r = assess(_t((20, 20), (10, 10), (10, 10)), criteria="rano")
+    assert best_overall_response(r)["best_response"].tolist() == ["PR"]
+
+
+def test_irano_progression_within_6_months_needs_confirmation():
+    """iRANO: for radiographic progression within 6 months of starting immunotherapy
+    without significant clinical decline, "confirmation of radiographic progression on
+    follow-up imaging" is recommended before calling PD; a follow-up that shows further
+    progression confirms it (back-dated), one that does not withdraws it."""
+    grow = _t((20, 20), (25, 25), (30, 30), weeks=(0, 8, 20))
+    r = assess(grow, criteria="irano")
+    assert responses(r) == ["baseline", "preliminary PD", "PD"]
+    assert "confirmed" in r["reason"].iloc[2]
+    b = best_overall_response(r)
+    assert b["best_response"].tolist() == ["PD"] and b["visit"].tolist() == ["V2"]
+    shrink = _t((20, 20), (25, 25), (18, 18), weeks=(0, 8, 20))
+    r = assess(shrink, criteria="irano")
+    assert responses(r) == ["baseline", "preliminary PD", "SD"]
+    assert "withdrawn" in r["reason"].iloc[2]
+    # RANO without a window: progression at once
+    assert responses(assess(grow, criteria="rano")) == ["baseline", "PD", "PD"]
+
+
+def test_irano_progression_after_6_months_and_clinical_decline_are_immediate():
+    """iRANO's confirmation applies within 6 months and without clinical decline."""
+    late = _t((20, 20), (20, 20), (25, 25), weeks=(0, 12, 30))
+    assert responses(assess(late, criteria="irano")) == ["baseline", "SD", "PD"]
+    worse = _t((20, 20), (25, 25), clinical=["stable", "worse"])
+    assert responses(assess(worse, criteria="irano")) == ["baseline", "PD"]
