@@ -1,0 +1,748 @@
+"""Run the pipeline over a study: :func:`run_study`.
+
+How a run goes
+--------------
+1. ``open_study`` checks the manifest and folders (a broken manifest stops the run: nothing
+   is written). Stale temporary files of an interrupted run are removed from the output folder.
+2. For every subject the steps of :data:`tumorscope.pipeline.steps.STEPS` run in order
+   (visit-scoped steps for all visits of the subject at once). Each unit of work is sent to
+   an executor — the calling process (serial), a local Dask cluster (``workers=N``) or an
+   existing one (``scheduler="tcp://…"``). The worker hashes the unit's inputs, compares with
+   the memory the client sent along, and either skips the unit (up to date) or runs it.
+3. The client records each finished unit — its rows and its ``step_runs`` memory — in one
+   database transaction. Only the client writes to the database.
+4. A unit that fails is recorded as failed with its reason (the file and field when the error
+   names them); the later steps of that subject do not run; other subjects go on.
+5. Finally the tables are exported (Parquet and CSV) and the study report is written.
+
+Up to date means: the last record of the unit says ``done``, its input hash (input files'
+content, step version, options, the output hashes of the steps it reads) is unchanged, and
+every file it wrote still has the recorded content hash. ``force=("fit_dwi",)`` redoes every
+unit of a step; the steps after it run again only if its outputs changed.
+
+Interrupting a run (Ctrl-C, a killed process) loses at most the units in flight: their files
+are written atomically (temporary name, then rename) and their rows were never committed; the
+next run redoes exactly them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..errors import DataError, TumorscopeError, TumorscopeWarning
+from .hashing import file_sha256, inputs_hash
+from .steps import DEFAULT_OPTIONS, STEPS, Context, Step, Unit, Upstream, Write
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..io import Study
+    from ..study import Store
+
+__all__ = ["Failure", "Outcome", "RunSummary", "execute_unit", "run_study"]
+
+log = logging.getLogger("tumorscope.pipeline")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A unit of work that failed, and why."""
+
+    step: str
+    unit: str
+    subject: str | None
+    message: str
+    file: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = ": ".join(x for x in (self.file, self.field) if x)
+        return f"{self.step} {self.unit}: {where + ': ' if where else ''}{self.message}"
+
+
+@dataclass
+class Outcome:
+    """What a worker returns for one unit."""
+
+    unit: Unit
+    status: str  # "done", "skipped" or "failed"
+    input_hash: str = ""
+    outputs: dict[str, str] = field(default_factory=dict)
+    writes: list[Write] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+    error_file: str | None = None
+    error_field: str | None = None
+    traceback: str | None = None
+    duration_s: float = 0.0
+
+
+@dataclass
+class RunSummary:
+    """How a run ended.
+
+    Attributes
+    ----------
+    run_id : str
+    out_dir : Path
+    db_url : str
+    log_file : Path
+    report : Path or None
+        The study report (``report/index.html``).
+    done, skipped : list of str
+        Units that ran, units that were up to date (``"step sub-001/ses-01"``).
+    failed : list of Failure
+    blocked : list of str
+        Units not run because an earlier step of the subject failed.
+    not_wired : dict of str to str
+        Steps that could not run in this installation, and why.
+    """
+
+    run_id: str
+    out_dir: Path
+    db_url: str
+    log_file: Path
+    report: Path | None = None
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[Failure] = field(default_factory=list)
+    blocked: list[str] = field(default_factory=list)
+    not_wired: dict[str, str] = field(default_factory=dict)
+    n_subjects: int = 0
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no unit failed."""
+        return not self.failed
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything ran, 1 when some unit failed (the CLI's exit code)."""
+        return 0 if self.ok else 1
+
+    @property
+    def failed_subjects(self) -> list[str]:
+        return sorted({f.subject for f in self.failed if f.subject is not None})
+
+
+# ---------------------------------------------------------------------------- worker side
+
+
+@lru_cache(maxsize=4)
+def _open(root: str, manifest_sha: str) -> Study:
+    from ..io import open_study
+
+    return open_study(root)
+
+
+def _study(ctx: Context) -> Study:
+    manifest = ctx.study_root / "study.yaml"
+    return _open(str(ctx.study_root), file_sha256(manifest))
+
+
+def _step(name: str) -> Step:
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def _set_threads(threads: int | None) -> None:
+    if not threads:
+        return
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+
+
+def execute_unit(
+    step_name: str,
+    ctx: Context,
+    unit: Unit,
+    record: Mapping[str, Any] | None,
+    upstream: Upstream,
+    force: bool,
+    threads: int | None = None,
+) -> Outcome:
+    """Run (or skip) one unit of work. Runs on a worker; never touches the database.
+
+    Parameters
+    ----------
+    step_name : str
+    ctx : Context
+    unit : Unit
+    record : mapping or None
+        The unit's last ``step_runs`` row (``status``, ``input_hash``, ``outputs``).
+    upstream : dict
+        Output hashes of the required steps for this subject.
+    force : bool
+        Run even if up to date.
+    threads : int, optional
+        Threads the numerical kernels may use on this worker.
+
+    Returns
+    -------
+    Outcome
+        Never raises for a problem of the unit: failures are returned with their reason.
+    """
+    t0 = time.perf_counter()
+    _set_threads(threads)
+    step = _step(step_name)
+    try:
+        study = _study(ctx)
+        files = [(ctx.in_rel(p), file_sha256(p)) for p in step.inputs(ctx, study, unit)]
+        options = {k: ctx.options.get(k) for k in step.option_keys}
+        h = inputs_hash(
+            step=step.name, version=step.version, options=options, files=files, upstream=upstream
+        )
+        if not force and _up_to_date(ctx, record, h):
+            assert record is not None
+            return Outcome(
+                unit, "skipped", h, dict(record["outputs"]), duration_s=time.perf_counter() - t0
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TumorscopeWarning)
+            out = step.run(ctx, study, unit, upstream)
+        notes = [*out.notes, *(f"warning: {w.message}" for w in caught)]
+        outputs = {ctx.out_rel(p): file_sha256(p) for p in out.files}
+        return Outcome(
+            unit, "done", h, outputs, out.writes, notes, duration_s=time.perf_counter() - t0
+        )
+    except TumorscopeError as exc:
+        return Outcome(
+            unit,
+            "failed",
+            error=f"{type(exc).__name__}: {exc.message}",
+            error_file=exc.file,
+            error_field=exc.field,
+            traceback=traceback.format_exc(),
+            duration_s=time.perf_counter() - t0,
+        )
+    except Exception as exc:  # a bug or an unexpected library error: recorded, not fatal
+        return Outcome(
+            unit,
+            "failed",
+            error=f"internal error {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            duration_s=time.perf_counter() - t0,
+        )
+
+
+def _up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
+    if record is None or record.get("status") != "done" or record.get("input_hash") != h:
+        return False
+    for rel, sha in dict(record.get("outputs") or {}).items():
+        p = ctx.out_dir / rel
+        if not p.is_file() or file_sha256(p) != sha:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------- client side
+
+
+class _Executor:
+    """Runs :func:`execute_unit` in-process, or on a Dask cluster."""
+
+    def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
+        self.client: Any = None
+        self.cluster: Any = None
+        self.n_workers = 1
+        self.threads: int | None = None
+        if scheduler or workers:
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError as exc:  # pragma: no cover - dask is in the extras
+                raise DataError(
+                    "--workers/--scheduler need dask.distributed "
+                    "(pip install 'tumorscope[distributed]')",
+                    field="--workers",
+                ) from exc
+            if scheduler:
+                try:
+                    self.client = Client(scheduler, timeout="20s")
+                except OSError as exc:
+                    raise DataError(
+                        f"cannot reach the Dask scheduler ({exc})", field="--scheduler"
+                    ) from exc
+                self.n_workers = max(1, len(self.client.scheduler_info()["workers"]))
+            else:
+                assert workers is not None
+                if workers < 1:
+                    raise DataError(f"expected at least 1 worker, got {workers}", field="--workers")
+                self.cluster = LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+                self.client = Client(self.cluster)
+                self.n_workers = workers
+                self.threads = max(1, (os.cpu_count() or 1) // workers)
+
+    @property
+    def description(self) -> str:
+        if self.client is None:
+            return "serial"
+        if self.cluster is not None:
+            return f"local Dask cluster, {self.n_workers} worker process(es)"
+        return f"Dask scheduler {self.client.scheduler.address}, {self.n_workers} worker(s)"
+
+    def run(self, jobs: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        if self.client is None:
+            return [execute_unit(*job) for job in jobs]
+        futures = [self.client.submit(execute_unit, *job, pure=False) for job in jobs]
+        return list(self.client.gather(futures))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _sweep_temporaries(out_dir: Path) -> int:
+    """Remove temporary files an interrupted run left (``.<name>-<random><suffix>``)."""
+    n = 0
+    if not out_dir.is_dir():
+        return 0
+    for p in out_dir.rglob(".*-*"):
+        if p.is_file() and p.parent != out_dir:
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def _plan(study: Study, steps: Sequence[Step]) -> dict[str, list[tuple[Step, list[Unit]]]]:
+    plan: dict[str, list[tuple[Step, list[Unit]]]] = {}
+    for subject in study:
+        items: list[tuple[Step, list[Unit]]] = []
+        for step in steps:
+            if step.scope == "subject":
+                units = [Unit(step.name, subject.id)]
+            else:
+                units = [Unit(step.name, subject.id, v.id) for v in subject]
+            units = [u for u in units if step.applies(study, u)]
+            if units:
+                items.append((step, units))
+        plan[subject.id] = items
+    return plan
+
+
+class _Recorder:
+    """Writes outcomes to the database (one transaction per unit) and to the summary."""
+
+    def __init__(self, store: Store, summary: RunSummary, run_id: str) -> None:
+        self.store = store
+        self.summary = summary
+        self.run_id = run_id
+        self.lock = threading.Lock()
+
+    def record(self, outcome: Outcome) -> None:
+        from ..study.store import utcnow
+
+        u = outcome.unit
+        label = f"{u.step} {u.key}"
+        with self.lock:
+            if outcome.status == "skipped":
+                self.summary.skipped.append(label)
+                log.info("up to date: %s", label)
+                return
+            row = {
+                "step": u.step,
+                "unit": u.key,
+                "subject": u.subject or None,
+                "status": outcome.status,
+                "input_hash": outcome.input_hash,
+                "outputs": outcome.outputs,
+                "error": outcome.error,
+                "error_file": outcome.error_file,
+                "error_field": outcome.error_field,
+                "run_id": self.run_id,
+                "finished_at": utcnow(),
+                "duration_s": outcome.duration_s,
+            }
+            if outcome.status == "failed":
+                f = Failure(
+                    u.step,
+                    u.key,
+                    u.subject or None,
+                    outcome.error or "",
+                    outcome.error_file,
+                    outcome.error_field,
+                )
+                self.summary.failed.append(f)
+                log.error("FAILED %s", f)
+                if outcome.traceback:
+                    log.debug("%s", outcome.traceback)
+                with self.store.transaction() as s:
+                    self.store.upsert(s, "step_runs", [row])
+                return
+            for note in outcome.notes:
+                log.info("%s: %s", label, note)
+            with self.store.transaction() as s:
+                for w in outcome.writes:
+                    if w.mode == "upsert":
+                        self.store.upsert(s, w.table, w.rows)
+                    else:
+                        self.store.replace(s, w.table, w.where, w.rows)
+                self.store.upsert(s, "step_runs", [row])
+            self.summary.done.append(label)
+            log.info("done: %s (%.2f s)", label, outcome.duration_s)
+
+    def block(self, unit: Unit, why: str) -> None:
+        with self.lock:
+            self.summary.blocked.append(f"{unit.step} {unit.key}")
+            log.warning("not run: %s %s (%s)", unit.step, unit.key, why)
+
+
+def _records(store: Store, units: Iterable[Unit]) -> dict[Unit, dict[str, Any] | None]:
+    return {u: store.get("step_runs", step=u.step, unit=u.key) for u in units}
+
+
+def run_study(
+    study: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    db_url: str | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    force: Sequence[str] = (),
+    options: Mapping[str, Any] | None = None,
+    report: bool = True,
+    progress: bool = False,
+    console: Console | None = None,
+) -> RunSummary:
+    """Run the whole analysis of a study: fits, lesion measurements, response, report.
+
+    Parameters
+    ----------
+    study : path-like
+        The study folder (holding ``study.yaml``).
+    out_dir : path-like, optional
+        Where results go (default: ``<study>/derivatives/tumorscope``). Created if missing.
+    db_url : str, optional
+        Database URL (default: ``sqlite:///<out_dir>/tumorscope.sqlite``).
+    workers : int, optional
+        Run on a local Dask cluster of this many worker processes.
+    scheduler : str, optional
+        Run on an existing Dask cluster (``tcp://host:port``); overrides ``workers``.
+    force : sequence of str
+        Steps to redo even if up to date (names of :data:`~tumorscope.pipeline.steps.STEPS`,
+        or ``"report"``).
+    options : mapping, optional
+        Overrides of :data:`~tumorscope.pipeline.steps.DEFAULT_OPTIONS`.
+    report : bool, default True
+        Write the HTML report and export the tables at the end.
+    progress : bool, default False
+        Show Rich progress bars (subjects and units).
+    console : rich.console.Console, optional
+        Where progress bars go.
+
+    Returns
+    -------
+    RunSummary
+        What ran, what was up to date, what failed and why; ``exit_code`` is 1 if anything
+        failed.
+
+    Raises
+    ------
+    StudyError
+        If the manifest or folder structure is broken (nothing is written).
+    DataError
+        For unusable options (an unknown step in ``force``, no Dask).
+    ExportError
+        If the database cannot be opened.
+    """
+    from ..io import open_study
+    from ..study import default_url, open_store
+    from ..study.store import utcnow
+
+    root = Path(study).resolve()
+    study_obj = open_study(root)
+    out = Path(out_dir) if out_dir is not None else root / "derivatives" / "tumorscope"
+    out = out.resolve()
+    names = {s.name for s in STEPS} | {"report"}
+    unknown = sorted(set(force) - names)
+    if unknown:
+        raise DataError(
+            f"unknown step(s) {unknown}; expected one of {', '.join(sorted(names))}",
+            field="--force",
+        )
+    opts = {**DEFAULT_OPTIONS, **dict(options or {})}
+    bad_opts = sorted(set(opts) - set(DEFAULT_OPTIONS))
+    if bad_opts:
+        raise DataError(
+            f"unknown option(s) {bad_opts}; expected {sorted(DEFAULT_OPTIONS)}", field="options"
+        )
+    ctx = Context(root, out, opts)
+
+    out.mkdir(parents=True, exist_ok=True)
+    run_id = dt.datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    log_file = out / "logs" / f"run-{run_id}.log"
+    url = db_url or default_url(out)
+    summary = RunSummary(run_id, out, url, log_file, n_subjects=len(study_obj))
+    handler = _attach_log(log_file)
+    t0 = time.perf_counter()
+    store = open_store(url)
+    executor: _Executor | None = None
+    try:
+        log.info("tumorscope %s: run %s of %s into %s", __version__, run_id, root, out)
+        n_tmp = _sweep_temporaries(out)
+        if n_tmp:
+            log.info("removed %d temporary file(s) of an interrupted run", n_tmp)
+        steps = []
+        for step in STEPS:
+            why = step.missing()
+            if why is None:
+                steps.append(step)
+            else:
+                summary.not_wired[step.name] = why
+                log.warning("step %s is not available: %s", step.name, why)
+        executor = _Executor(workers=workers, scheduler=scheduler)
+        log.info("executor: %s", executor.description)
+        with store.transaction() as s:
+            store.upsert(
+                s,
+                "runs",
+                [
+                    {
+                        "run_id": run_id,
+                        "started_at": utcnow(),
+                        "status": "running",
+                        "n_done": 0,
+                        "n_skipped": 0,
+                        "n_failed": 0,
+                        "log_file": str(log_file),
+                        "version": __version__,
+                        "options": {
+                            **{k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+                            "workers": workers,
+                            "scheduler": scheduler,
+                            "force": list(force),
+                        },
+                    }
+                ],
+            )
+        plan = _plan(study_obj, steps)
+        recorder = _Recorder(store, summary, run_id)
+        bars = _Bars(progress, console, len(plan), sum(len(u) for i in plan.values() for _, u in i))
+        active = {s.name for s in steps}
+        with bars:
+
+            def drive(subject: str) -> None:
+                _drive_subject(
+                    subject,
+                    plan[subject],
+                    ctx,
+                    store,
+                    executor,
+                    recorder,
+                    set(force),
+                    active,
+                    bars,
+                )
+
+            if executor.client is None:
+                for sid in plan:
+                    drive(sid)
+            else:
+                with ThreadPoolExecutor(max_workers=max(2, 2 * executor.n_workers)) as pool:
+                    list(pool.map(drive, plan))
+        if report:
+            summary.report = _publish(ctx, study_obj, store, recorder, "report" in force)
+        status = "ok" if summary.ok else "failed"
+    except BaseException:
+        status = "interrupted"
+        raise
+    finally:
+        summary.duration_s = time.perf_counter() - t0
+        try:
+            with store.transaction() as s:
+                store.upsert(
+                    s,
+                    "runs",
+                    [
+                        {
+                            "run_id": run_id,
+                            "finished_at": utcnow(),
+                            "status": status,
+                            "n_done": len(summary.done),
+                            "n_skipped": len(summary.skipped),
+                            "n_failed": len(summary.failed),
+                        }
+                    ],
+                )
+        except TumorscopeError:  # pragma: no cover - the run's own outcome matters more
+            log.exception("could not record the end of the run")
+        log.info(
+            "run %s %s: %d done, %d up to date, %d failed, %d not run (%.1f s)",
+            run_id,
+            status,
+            len(summary.done),
+            len(summary.skipped),
+            len(summary.failed),
+            len(summary.blocked),
+            summary.duration_s,
+        )
+        if executor is not None:
+            executor.close()
+        store.close()
+        _detach_log(handler)
+    return summary
+
+
+def _drive_subject(
+    subject: str,
+    items: list[tuple[Step, list[Unit]]],
+    ctx: Context,
+    store: Store,
+    executor: _Executor,
+    recorder: _Recorder,
+    force: set[str],
+    active: set[str],
+    bars: _Bars,
+) -> None:
+    upstream_all: Upstream = {}
+    failed: list[str] = []
+    for step, units in items:
+        if failed:
+            for u in units:
+                recorder.block(u, f"{', '.join(failed)} failed")
+            bars.advance_units(len(units))
+            continue
+        upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
+        records = _records(store, units)
+        jobs = [
+            (step.name, ctx, u, records[u], upstream, step.name in force, executor.threads)
+            for u in units
+        ]
+        for outcome in executor.run(jobs):
+            recorder.record(outcome)
+            bars.advance_units(1)
+            if outcome.status == "failed":
+                failed.append(f"{outcome.unit.step} {outcome.unit.key}")
+            else:
+                upstream_all.setdefault(step.name, {})[outcome.unit.key] = outcome.outputs
+    bars.advance_subject()
+
+
+def _publish(
+    ctx: Context, study: Study, store: Store, recorder: _Recorder, force: bool
+) -> Path | None:
+    """Export the tables and write the study report (a study-level unit, hashed too)."""
+    import json
+
+    from ..report import write_study_report
+
+    unit = Unit("report", "")
+    state = store.read_table("step_runs")
+    state = state[state["step"] != "report"]
+    h = inputs_hash(
+        step="report",
+        version="1",
+        options={},
+        files=[],
+        upstream=json.loads(
+            state[["step", "unit", "status", "input_hash", "outputs"]].to_json(orient="records")
+        ),
+    )
+    record = store.get("step_runs", step="report", unit=unit.key)
+    index = ctx.out_dir / "report" / "index.html"
+    if not force and _up_to_date(ctx, record, h):
+        assert record is not None
+        recorder.record(Outcome(unit, "skipped", h, dict(record["outputs"])))
+        return index
+    t0 = time.perf_counter()
+    try:
+        tables = store.export(ctx.out_dir / "tables")
+        path = write_study_report(ctx, study, store)
+        files = [p for ps in tables.values() for p in ps] + [path]
+        outputs = {ctx.out_rel(p): file_sha256(p) for p in files}
+        recorder.record(Outcome(unit, "done", h, outputs, duration_s=time.perf_counter() - t0))
+        return path
+    except Exception as exc:
+        recorder.record(
+            Outcome(
+                unit,
+                "failed",
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+                duration_s=time.perf_counter() - t0,
+            )
+        )
+        return None
+
+
+class _Bars:
+    """Rich progress bars for subjects and units (no-ops when disabled)."""
+
+    def __init__(self, enabled: bool, console: Console | None, n_subjects: int, n_units: int):
+        self.progress: Any = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+            self.progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            )
+            self.t_subjects = self.progress.add_task("subjects", total=n_subjects)
+            self.t_units = self.progress.add_task("units of work", total=n_units)
+
+    def __enter__(self) -> _Bars:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def advance_units(self, n: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.t_units, n)
+
+    def advance_subject(self) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.t_subjects, 1)
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG)
+    return handler
+
+
+def _detach_log(handler: logging.Handler) -> None:
+    log.removeHandler(handler)
+    handler.close()
+
+
+#: Type of a function that prints a summary (the CLI's).
+SummaryPrinter = Callable[[RunSummary], None]

@@ -1,0 +1,683 @@
+"""The steps of the study pipeline, declared with their inputs and outputs.
+
+A :class:`Step` works on one *unit*: a visit (``scope="visit"``) or a subject
+(``scope="subject"``). It declares
+
+- ``inputs``: the study files its result depends on (hashed by content),
+- ``requires``: the steps whose outputs it reads (their output hashes join its input hash),
+- ``run``: the work. It runs on a worker process, writes its files atomically under the
+  output folder and *returns* its database rows (:class:`Write`); it never touches the
+  database. The runner records the rows and the step's memory in one transaction.
+
+Because the worker only returns rows, the database is written by one process (the client),
+which keeps SQLite safe under Dask and makes a unit of work all-or-nothing.
+
+Files are the interface between steps: the maps of a fit step, the per-subject measurement
+table of ``measure`` (Parquet), read by ``assess`` and ``report_subject``. Their content hashes
+decide what is up to date.
+
+Steps of this module and the code they call:
+
+=================  =======  ====================================================================
+step               scope    calls
+=================  =======  ====================================================================
+``register``       subject  ``tumorscope.io`` (reads and checks every series and lesion map)
+``fit_dwi``        visit    ``tumorscope.models`` registry (ADC, IVIM, DKI), ``FitResult.to_nifti``
+``measure``        subject  ``tumorscope.lesions.geometry.measure``, ``lesions.stats``
+``assess``         subject  ``tumorscope.response.assess`` (criteria named in ``study.yaml``)
+``report_subject`` subject  :mod:`tumorscope.report`
+=================  =======  ====================================================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import DataError, Problem
+
+if TYPE_CHECKING:
+    from ..io import Study, Visit
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "STEPS",
+    "Context",
+    "Step",
+    "StepOutput",
+    "Unit",
+    "Write",
+    "assessments_path",
+    "lesion_table_path",
+    "measurements_path",
+]
+
+#: Options of a run and their defaults (they are part of the input hashes).
+DEFAULT_OPTIONS: dict[str, Any] = {
+    # diffusion models fitted to every DWI series (names of the model registry)
+    "dwi_models": ("adc", "ivim"),
+}
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work: a step on a subject, on one visit of a subject, or (subject "") the
+    whole study."""
+
+    step: str
+    subject: str
+    visit: str | None = None
+
+    @property
+    def key(self) -> str:
+        """``sub-001``, ``sub-001/ses-01`` or ``study`` (the ``unit`` column of ``step_runs``)."""
+        if not self.subject:
+            return "study"
+        base = f"sub-{self.subject}"
+        return base if self.visit is None else f"{base}/ses-{self.visit}"
+
+    def __str__(self) -> str:
+        return f"{self.step} {self.key}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every step needs to find its inputs and outputs (picklable, sent to workers)."""
+
+    study_root: Path
+    out_dir: Path
+    options: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
+
+    def out_rel(self, path: Path) -> str:
+        """Path relative to the output folder (how outputs are named in the database)."""
+        return Path(path).resolve().relative_to(self.out_dir.resolve()).as_posix()
+
+    def in_rel(self, path: Path) -> str:
+        """Path relative to the study root (how inputs are named in hashes and tables)."""
+        return Path(path).resolve().relative_to(self.study_root.resolve()).as_posix()
+
+
+@dataclass
+class Write:
+    """Rows a unit of work owns in one table.
+
+    ``mode="replace"`` deletes the rows matching ``where`` then inserts ``rows``;
+    ``mode="upsert"`` inserts or updates by primary key (used for subjects and visits, whose
+    deletion would cascade to the results of other steps).
+    """
+
+    table: str
+    where: dict[str, Any]
+    rows: list[dict[str, Any]]
+    mode: Literal["replace", "upsert"] = "replace"
+
+
+@dataclass
+class StepOutput:
+    """What a step returns: the files it wrote, its rows, and log lines."""
+
+    files: list[Path] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+#: Output hashes of the required steps: ``{step: {unit_key: {relative path: sha256}}}``.
+Upstream = dict[str, dict[str, dict[str, str]]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A pipeline step (see the module docstring)."""
+
+    name: str
+    scope: Literal["subject", "visit"]
+    version: str
+    description: str
+    run: Callable[[Context, Study, Unit, Upstream], StepOutput]
+    inputs: Callable[[Context, Study, Unit], list[Path]]
+    requires: tuple[str, ...] = ()
+    applies: Callable[[Study, Unit], bool] = lambda study, unit: True
+    #: None when the step can run here, else why not (a module not installed or not written)
+    missing: Callable[[], str | None] = lambda: None
+    #: option names that change this step's results
+    option_keys: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _visit(study: Study, unit: Unit) -> Visit:
+    assert unit.visit is not None
+    return study.subjects[unit.subject].visits[unit.visit]
+
+
+def _series_files(path: Path) -> list[Path]:
+    """An image and its sidecars (``.json``, ``.bval``, ``.bvec``) that exist."""
+    name = path.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
+    extra = [path.with_name(stem + ext) for ext in (".json", ".bval", ".bvec")]
+    return [path, *[p for p in extra if p.exists()]]
+
+
+def _lesion_files(visit: Visit) -> list[Path]:
+    les = visit.lesions
+    if les is None:
+        return []
+    return [les.map_path, *([les.table_path] if les.table_path.exists() else [])]
+
+
+def _manifest_file(ctx: Context) -> Path:
+    return ctx.study_root / "study.yaml"
+
+
+def subject_dir(ctx: Context, subject: str) -> Path:
+    """Output folder of a subject: ``OUT/sub-<id>``."""
+    return ctx.out_dir / f"sub-{subject}"
+
+
+def measurements_path(ctx: Context, subject: str) -> Path:
+    """The tidy per-lesion table ``measure`` writes (Parquet)."""
+    return subject_dir(ctx, subject) / f"sub-{subject}_measurements.parquet"
+
+
+def lesion_table_path(ctx: Context, subject: str) -> Path:
+    """Per-lesion, per-visit geometry ``measure`` writes (Parquet, one row per lesion and visit).
+
+    Columns: ``subject, visit, date, lesion_id, target, nodal, organ, baseline`` and the
+    geometry of :data:`tumorscope.lesions.geometry.GEOMETRY_KEYS` (the input of
+    :func:`tumorscope.response.from_lesion_table`).
+    """
+    return subject_dir(ctx, subject) / f"sub-{subject}_lesions.parquet"
+
+
+def _has_module(module: str, attr: str | None = None) -> str | None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        return f"{module} cannot be imported ({exc})"
+    if attr is not None and not hasattr(mod, attr):
+        return f"{module}.{attr} does not exist yet"
+    return None
+
+
+def _problems_error(problems: list[Problem], what: str) -> DataError:
+    first = problems[0]
+    listing = "; ".join(str(p) for p in problems[:10])
+    more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
+    return DataError(
+        f"{len(problems)} error(s) in {what}: {listing}{more}",
+        file=first.file,
+        field=first.field or None,
+    )
+
+
+# ---------------------------------------------------------------------------- register
+
+
+def _register_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    files = [_manifest_file(ctx)]
+    for visit in study.subjects[unit.subject]:
+        for series in visit.series.values():
+            files += _series_files(series.path)
+        files += _lesion_files(visit)
+    return files
+
+
+def _register(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Check every series and lesion map of the subject; record subject, visits, series."""
+    import nibabel as nib
+
+    from ..io.study import _validate_visit
+    from .hashing import file_sha256
+
+    subject = study.subjects[unit.subject]
+    problems: list[Problem] = []
+    for visit in subject:
+        problems += _validate_visit(study, visit)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise _problems_error(errors, f"subject {unit.subject}")
+    notes = [str(p) for p in problems]
+
+    s = unit.subject
+    visits, series_rows, lesions = [], [], {}
+    baseline_ids: set[str] = set()
+    base = subject.baseline
+    if base.lesions is not None:
+        baseline_ids = {r.lesion_id for r in base.lesions.table}
+    for visit in subject:
+        visits.append(
+            {
+                "subject": s,
+                "visit": visit.id,
+                "date": visit.date,
+                "days_on_treatment": visit.days_on_treatment,
+                "baseline": visit.baseline,
+                "prebaseline": visit.prebaseline,
+            }
+        )
+        for role, ser in visit.series.items():
+            img: Any = nib.load(str(ser.path))
+            shape = tuple(int(n) for n in img.shape)
+            series_rows.append(
+                {
+                    "subject": s,
+                    "visit": visit.id,
+                    "role": role,
+                    "suffix": ser.suffix,
+                    "path": ser.relpath,
+                    "sha256": file_sha256(ser.path),
+                    "shape": "x".join(map(str, shape)),
+                    "n_measurements": shape[3] if len(shape) > 3 else 1,
+                }
+            )
+        if visit.lesions is not None:
+            for info in visit.lesions.table:
+                if info.lesion_id in lesions:
+                    continue
+                kind = (
+                    "target"
+                    if info.target
+                    else ("non-target" if info.lesion_id in baseline_ids else "new")
+                )
+                if visit.prebaseline:
+                    kind = "target" if info.target else "non-target"
+                lesions[info.lesion_id] = {
+                    "subject": s,
+                    "lesion_id": info.lesion_id,
+                    "organ": info.organ,
+                    "kind": kind,
+                    "nodal": info.nodal,
+                    "first_visit": visit.id,
+                }
+    writes = [
+        Write(
+            "subjects",
+            {"subject": s},
+            [
+                {
+                    "subject": s,
+                    "treatment_agent": subject.treatment.agent,
+                    "treatment_start": subject.treatment.start_date,
+                    "n_visits": len(subject.visits),
+                }
+            ],
+            mode="upsert",
+        ),
+        Write("visits", {"subject": s}, visits, mode="upsert"),
+        Write("series", {"subject": s}, series_rows),
+        Write("lesions", {"subject": s}, list(lesions.values())),
+    ]
+    return StepOutput(files=[], writes=writes, notes=notes)
+
+
+# ---------------------------------------------------------------------------- fit_dwi
+
+
+def _dwi_applies(study: Study, unit: Unit) -> bool:
+    return "dwi" in _visit(study, unit).series
+
+
+def _dwi_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    return _series_files(_visit(study, unit).series["dwi"].path)
+
+
+def maps_dir(ctx: Context, subject: str, visit: str) -> Path:
+    """Where the fitted maps of a visit go: ``OUT/sub-<id>/ses-<id>/maps``."""
+    return subject_dir(ctx, subject) / f"ses-{visit}" / "maps"
+
+
+def map_prefix(subject: str, visit: str, model: str) -> str:
+    """File name prefix of a fit's maps: ``sub-001_ses-01_model-ivim_``."""
+    return f"sub-{subject}_ses-{visit}_model-{model}_"
+
+
+def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Fit every diffusion model of ``options["dwi_models"]`` to the visit's DWI series."""
+    import numpy as np
+
+    from ..fitting.status import FitStatus
+    from ..models import get_model
+    from .hashing import file_sha256
+
+    assert unit.visit is not None
+    series = _visit(study, unit).series["dwi"]
+    protocol = series.protocol
+    vol = series.load()
+    out = maps_dir(ctx, unit.subject, unit.visit)
+    files: list[Path] = []
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for name in ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"]):
+        model = get_model(name)(protocol)
+        fit = model.fit(vol.data)
+        written = fit.to_nifti(
+            out, vol.affine, prefix=map_prefix(unit.subject, unit.visit, model.name)
+        )
+        n_fitted = int(fit.mask.sum()) if fit.mask.size else int(np.prod(fit.shape))
+        n_conv = int((fit.status == FitStatus.CONVERGED).sum())
+        notes.append(f"{model.name}: {n_conv}/{n_fitted} voxels converged")
+        for key, path in written.items():
+            files += [path, path.with_name(path.name[: -len(".nii.gz")] + ".json")]
+            if key in fit.maps:
+                rows.append(
+                    {
+                        "subject": unit.subject,
+                        "visit": unit.visit,
+                        "model": model.name,
+                        "parameter": key,
+                        "step": "fit_dwi",
+                        "unit": fit.units.get(key, ""),
+                        "path": ctx.out_rel(path),
+                        "sha256": file_sha256(path),
+                        "n_fitted": n_fitted,
+                        "n_converged": n_conv,
+                        "provenance": json.loads(json.dumps(fit.provenance, default=_json_default)),
+                    }
+                )
+    where = {"subject": unit.subject, "visit": unit.visit, "step": "fit_dwi"}
+    return StepOutput(files=files, writes=[Write("maps", where, rows)], notes=notes)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------- measure
+
+_MAP_STEPS = ("fit_dwi",)
+
+
+def _measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    files = [_manifest_file(ctx)]
+    for visit in study.subjects[unit.subject]:
+        files += _lesion_files(visit)
+    return files
+
+
+def _maps_of_visit(
+    ctx: Context, upstream: Upstream, subject: str, visit: str
+) -> dict[str, tuple[Path, Path | None]]:
+    """``{"ivim.D": (map path, status path)}`` from the fit steps' outputs for one visit."""
+    key = f"sub-{subject}/ses-{visit}"
+    found: dict[str, tuple[Path, Path | None]] = {}
+    for step in _MAP_STEPS:
+        outputs = upstream.get(step, {}).get(key, {})
+        for rel in sorted(outputs):
+            name = Path(rel).name
+            if not name.endswith(".nii.gz"):
+                continue
+            stem = name[: -len(".nii.gz")]
+            head, _, param = stem.rpartition("_")
+            if "_model-" not in stem or param in ("status", "rss", "stderr"):
+                continue
+            model = head.rsplit("_model-", 1)[1]
+            status = ctx.out_dir / Path(rel).with_name(f"{head}_status.nii.gz")
+            found[f"{model}.{param}"] = (
+                ctx.out_dir / rel,
+                status if status.exists() else None,
+            )
+    return found
+
+
+def _measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Geometry of every lesion at every visit, and statistics of every fitted map in it."""
+    import numpy as np
+    import pandas as pd
+
+    from ..fitting.status import FitStatus
+    from ..lesions.geometry import GEOMETRY_KEYS, measure
+    from ..lesions.stats import statistics_table
+    from ..volume import Volume, atomic_write
+
+    s = unit.subject
+    subject = study.subjects[s]
+    tidy: list[dict[str, Any]] = []
+    wide: list[dict[str, Any]] = []
+    units = {
+        "volume_ml": "mL",
+        "longest_diameter_mm": "mm",
+        "short_axis_mm": "mm",
+        "bidimensional_product_mm2": "mm2",
+        "max_3d_diameter_mm": "mm",
+    }
+    notes: list[str] = []
+    for visit in subject:
+        les = visit.lesions
+        infos = {} if les is None else {r.lesion_id: r for r in les.table}
+        labels = None if les is None else les.load_labels()
+        masks: dict[str, np.ndarray] = {}
+        for lid, info in infos.items():
+            assert labels is not None
+            m = labels.data == info.label
+            if m.any():
+                masks[lid] = m
+        for lid, m in masks.items():
+            assert labels is not None
+            geo = measure(m, labels.affine, lesion=f"{lid} at visit {visit.id}")
+            for k in GEOMETRY_KEYS:
+                tidy.append(_mrow(s, visit.id, lid, "", k, geo[k], units[k]))
+        maps = _maps_of_visit(ctx, upstream, s, visit.id)
+        if masks and maps:
+            values = {k: Volume.from_nifti(p).data for k, (p, _) in maps.items()}
+            status = {
+                k: (
+                    Volume.from_nifti(st, dtype=np.uint8).data
+                    if st is not None
+                    else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
+                )
+                for k, (_, st) in maps.items()
+            }
+            unit_of = {k: _map_unit(p) for k, (p, _) in maps.items()}
+            table = statistics_table(values, masks, visit=visit.id, status=status, units=unit_of)
+            for r in table.itertuples(index=False):
+                tidy.append(
+                    _mrow(
+                        s,
+                        visit.id,
+                        str(r.lesion_id),
+                        str(r.map),
+                        str(r.statistic),
+                        r.value,
+                        str(r.unit),
+                    )
+                )
+        # the per-lesion, per-visit table (the input of response.from_lesion_table)
+        for lid in masks:
+            info = infos[lid]
+            geo_row = {
+                r["statistic"]: r["value"]
+                for r in tidy
+                if r["visit"] == visit.id and r["lesion_id"] == lid and not r["map"]
+            }
+            wide.append(
+                {
+                    "subject": s,
+                    "visit": visit.id,
+                    "date": visit.date.isoformat() if visit.date else None,
+                    "lesion_id": lid,
+                    "target": bool(info.target),
+                    "nodal": bool(info.nodal),
+                    "organ": info.organ,
+                    "baseline": bool(visit.baseline),
+                    **geo_row,
+                }
+            )
+    if not tidy:
+        notes.append(f"subject {s}: no lesion segmentation at any visit")
+    out_m, out_r = measurements_path(ctx, s), lesion_table_path(ctx, s)
+    frame = pd.DataFrame(tidy, columns=list(_MROW))
+    rframe = pd.DataFrame(wide)
+    atomic_write(out_m, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(out_r, lambda tmp: rframe.to_parquet(tmp, index=False))
+    rows = [{**r, "step": "measure"} for r in tidy]
+    return StepOutput(
+        files=[out_m, out_r],
+        writes=[Write("measurements", {"subject": s, "step": "measure"}, rows)],
+        notes=notes,
+    )
+
+
+_MROW = ("subject", "visit", "lesion_id", "map", "statistic", "value", "unit")
+
+
+def _mrow(s: str, v: str, lid: str, m: str, stat: str, value: Any, unit: str) -> dict[str, Any]:
+    val = None if value is None else float(value)
+    return dict(zip(_MROW, (s, v, lid, m, stat, val, unit), strict=True))
+
+
+def _map_unit(path: Path) -> str:
+    side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
+    try:
+        return str(json.loads(side.read_text()).get("Units", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+# ---------------------------------------------------------------------------- assess
+
+
+def _assess_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    return [_manifest_file(ctx)]
+
+
+def assessments_path(ctx: Context, subject: str) -> Path:
+    """The assessments ``assess`` writes for a subject (Parquet, ``details`` as JSON text)."""
+    return subject_dir(ctx, subject) / f"sub-{subject}_assessments.parquet"
+
+
+def _assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Response under every criterion ``study.yaml`` names (default RECIST 1.1).
+
+    The lesion table of ``measure`` goes through :func:`tumorscope.response.from_lesion_table`
+    with the manifest's baseline visit (so pre-baseline scans are not taken as baseline) and
+    ``missing="absent"`` (a lesion not segmented at a later visit has disappeared).
+    """
+    import pandas as pd
+
+    from .. import response
+    from ..volume import atomic_write
+
+    s = unit.subject
+    lesions = pd.read_parquet(lesion_table_path(ctx, s))
+    if lesions.empty:
+        raise DataError(
+            "no lesion was measured at any visit, nothing to assess",
+            file=ctx.out_rel(lesion_table_path(ctx, s)),
+        )
+    baseline = {s: study.subjects[s].baseline.id}
+    table = response.from_lesion_table(lesions, baseline=baseline, missing="absent")
+    rows: list[dict[str, Any]] = []
+    columns = {
+        "subject",
+        "visit",
+        "response",
+        "criteria",
+        "sum_mm",
+        "reason",
+        "change_from_baseline_pct",
+        "change_from_nadir_pct",
+    }
+    for crit in study.criteria or ("recist1.1",):
+        res = response.assess(table, criteria=crit)
+        for r in res.to_dict("records"):
+            details = {k: v for k, v in r.items() if k not in columns}
+            rows.append(
+                {
+                    "subject": str(r["subject"]),
+                    "visit": str(r["visit"]),
+                    "criteria": crit,
+                    "response": r.get("response"),
+                    "target_sum_mm": r.get("sum_mm"),
+                    "change_from_baseline_pct": r.get("change_from_baseline_pct"),
+                    "change_from_nadir_pct": r.get("change_from_nadir_pct"),
+                    "reason": r.get("reason"),
+                    "details": json.loads(json.dumps(details, default=_json_default)),
+                }
+            )
+    out = assessments_path(ctx, s)
+    frame = pd.DataFrame(rows)
+    if "details" in frame:
+        frame["details"] = [json.dumps(d, sort_keys=True) for d in frame["details"]]
+    atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
+    return StepOutput(files=[out], writes=[Write("assessments", {"subject": s}, rows)])
+
+
+# ---------------------------------------------------------------------------- report
+
+
+def _report_subject(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    from ..report import write_subject_report
+
+    path = write_subject_report(ctx, study, unit.subject, upstream)
+    return StepOutput(files=[path])
+
+
+def _report_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    files = [_manifest_file(ctx)]
+    for visit in study.subjects[unit.subject]:
+        anat = visit.series.get("anatomical")
+        if anat is not None:
+            files.append(anat.path)
+        files += _lesion_files(visit)
+    return files
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "register",
+        "subject",
+        "1",
+        "read and check every series and lesion map; record subject, visits, series, lesions",
+        _register,
+        _register_inputs,
+    ),
+    Step(
+        "fit_dwi",
+        "visit",
+        "1",
+        "fit the diffusion models to the DWI series",
+        _fit_dwi,
+        _dwi_inputs,
+        requires=("register",),
+        applies=_dwi_applies,
+        missing=lambda: _has_module("tumorscope.models.diffusion"),
+        option_keys=("dwi_models",),
+    ),
+    Step(
+        "measure",
+        "subject",
+        "1",
+        "lesion geometry and map statistics per lesion and visit",
+        _measure,
+        _measure_inputs,
+        requires=("register", *_MAP_STEPS),
+        missing=lambda: _has_module("tumorscope.lesions.stats"),
+    ),
+    Step(
+        "assess",
+        "subject",
+        "1",
+        "response assessment under the criteria of study.yaml",
+        _assess,
+        _assess_inputs,
+        requires=("measure",),
+        missing=lambda: _has_module("tumorscope.response", "assess"),
+    ),
+    Step(
+        "report_subject",
+        "subject",
+        "1",
+        "the subject's HTML report",
+        _report_subject,
+        _report_inputs,
+        requires=("measure", "assess", *_MAP_STEPS),
+    ),
+)

@@ -1,0 +1,260 @@
+"""Figures of the report: matplotlib (Agg), returned as base64 PNG data URIs.
+
+Every function takes plain tables or arrays and returns a ``data:image/png;base64,…`` string,
+so the HTML opens from disk with no server and no side files. Figures are small (about 100 dpi)
+to keep a report of many subjects light.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "RESPONSE_COLOURS",
+    "histograms",
+    "map_panels",
+    "spider_plot",
+    "to_data_uri",
+    "trajectories",
+    "waterfall_plot",
+]
+
+#: Colour of each response category (RECIST and iRECIST names).
+RESPONSE_COLOURS: dict[str, str] = {
+    "CR": "#1a9850",
+    "iCR": "#1a9850",
+    "PR": "#66bd63",
+    "iPR": "#66bd63",
+    "SD": "#fdae61",
+    "iSD": "#fdae61",
+    "PD": "#d73027",
+    "iUPD": "#f46d43",
+    "iCPD": "#a50026",
+    "NE": "#999999",
+}
+
+
+def _figure(w: float, h: float, *, layout: Literal["tight"] | None = "tight") -> Figure:
+    from matplotlib.figure import Figure
+
+    # constrained layout doubles the drawing time of image grids; they are laid out by hand
+    return Figure(figsize=(w, h), dpi=90, layout=layout)
+
+
+def to_data_uri(fig: Figure) -> str:
+    """PNG of a figure as a ``data:`` URI."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def spider_plot(sums: pd.DataFrame, *, title: str = "Change of the target sum") -> str:
+    """Change of the target sum from baseline over time, one line per subject.
+
+    Parameters
+    ----------
+    sums : DataFrame
+        Columns ``subject``, ``days`` (days on treatment), ``change_pct``; optional
+        ``response`` (colours the markers).
+    """
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot()
+    for subject, g in sums.groupby("subject", sort=True):
+        g = g.sort_values("days")
+        (line,) = ax.plot(g["days"], g["change_pct"], "-", lw=1.5, label=str(subject))
+        colours = [
+            RESPONSE_COLOURS.get(str(r), line.get_color())
+            for r in g.get("response", [None] * len(g))
+        ]
+        ax.scatter(g["days"], g["change_pct"], c=colours, s=28, zorder=3, edgecolors="k")
+    for y, style in ((20, "--"), (-30, ":")):
+        ax.axhline(y, color="grey", lw=0.8, ls=style)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("days on treatment")
+    ax.set_ylabel("target sum, change from baseline (%)")
+    ax.set_title(title)
+    if len(sums):
+        ax.legend(fontsize=7, ncols=2, title="subject", title_fontsize=7)
+    return to_data_uri(fig)
+
+
+def waterfall_plot(best: pd.DataFrame, *, title: str = "Best change of the target sum") -> str:
+    """Best (most negative) change of the target sum per subject, sorted, as bars.
+
+    Parameters
+    ----------
+    best : DataFrame
+        Columns ``subject``, ``best_change_pct``; optional ``response`` (bar colour).
+    """
+    fig = _figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    b = best.sort_values("best_change_pct", ascending=False).reset_index(drop=True)
+    colours = [RESPONSE_COLOURS.get(str(r), "#4575b4") for r in b.get("response", [None] * len(b))]
+    ax.bar(np.arange(len(b)), b["best_change_pct"], color=colours, edgecolor="k")
+    ax.set_xticks(np.arange(len(b)), [str(s) for s in b["subject"]], rotation=90, fontsize=8)
+    for y, style in ((20, "--"), (-30, ":")):
+        ax.axhline(y, color="grey", lw=0.8, ls=style)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_ylabel("best change from baseline (%)")
+    ax.set_xlabel("subject")
+    ax.set_title(title)
+    return to_data_uri(fig)
+
+
+def trajectories(
+    series: Mapping[str, pd.DataFrame], *, ylabels: Mapping[str, str] | None = None
+) -> str:
+    """One panel per quantity: value over time per lesion.
+
+    Parameters
+    ----------
+    series : mapping of str to DataFrame
+        Quantity name -> DataFrame with columns ``lesion_id``, ``days``, ``value``.
+    ylabels : mapping, optional
+        Axis label per quantity.
+    """
+    n = max(1, len(series))
+    ncols = min(3, n)
+    nrows = (n + ncols - 1) // ncols
+    fig = _figure(3.3 * ncols, 2.6 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, df) in zip(axes, series.items(), strict=False):
+        for lid, g in df.groupby("lesion_id", sort=True):
+            g = g.sort_values("days")
+            ax.plot(g["days"], g["value"], "o-", ms=4, label=str(lid))
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("days on treatment", fontsize=8)
+        ax.set_ylabel((ylabels or {}).get(name, name), fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    for ax in axes[len(series) :]:
+        ax.set_axis_off()
+    return to_data_uri(fig)
+
+
+def map_panels(
+    anatomical: np.ndarray | None,
+    maps: Mapping[str, np.ndarray],
+    labels: np.ndarray | None,
+    *,
+    units: Mapping[str, str] | None = None,
+    limits: Mapping[str, tuple[float, float]] | None = None,
+    title: str = "",
+) -> str:
+    """One axial slice: the anatomical image and each map, with lesion outlines.
+
+    Parameters
+    ----------
+    anatomical : ndarray (X, Y) or None
+    maps : mapping of str to ndarray (X, Y)
+    labels : ndarray of int (X, Y) or None
+        Lesion label map on the same slice (outlined in every panel).
+    units, limits : mapping, optional
+        Colour-bar unit and display range per map (default: 2nd-98th percentile).
+    """
+    panels: list[tuple[str, np.ndarray, str]] = []
+    if anatomical is not None:
+        panels.append(("anatomical", anatomical, "gray"))
+    panels += [(k, v, "viridis") for k, v in maps.items()]
+    n = max(1, len(panels))
+    fig = _figure(2.4 * n, 2.6, layout=None)
+    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.03, top=0.80, wspace=0.25)
+    axes = fig.subplots(1, n, squeeze=False).ravel()
+    for ax, (name, img, cmap) in zip(axes, panels, strict=True):
+        data = np.asarray(img, dtype=float).T  # rows = y, so the image is not transposed
+        finite = data[np.isfinite(data)]
+        if limits and name in limits:
+            lo, hi = limits[name]
+        elif finite.size:
+            lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
+        else:
+            lo, hi = 0.0, 1.0
+        im = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower")
+        if labels is not None and np.any(labels):
+            lab = np.asarray(labels).T
+            for value in np.unique(lab[lab > 0]):
+                ax.contour(lab == value, levels=[0.5], colors="#ff3b3b", linewidths=0.9)
+        ax.set_title(name, fontsize=8)
+        ax.set_axis_off()
+        if name != "anatomical":
+            cb = fig.colorbar(im, ax=ax, shrink=0.75, fraction=0.08, pad=0.03)
+            cb.ax.tick_params(labelsize=6)
+            if units and units.get(name):
+                cb.set_label(units[name], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return to_data_uri(fig)
+
+
+def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str = "") -> str:
+    """Histograms of one map's values inside the lesions, one curve per visit.
+
+    Parameters
+    ----------
+    values : mapping of str to mapping of str to sequence
+        Map name -> visit -> voxel values (all lesions of the visit).
+    """
+    n = max(1, len(values))
+    fig = _figure(3.3 * n, 2.6)
+    axes = fig.subplots(1, n, squeeze=False).ravel()
+    for ax, (name, by_visit) in zip(axes, values.items(), strict=True):
+        parts = [np.asarray(v, float).ravel() for v in by_visit.values()]
+        pooled = np.concatenate(parts) if parts else np.zeros(0)
+        pooled = pooled[np.isfinite(pooled)]
+        edges: Any = 30
+        if pooled.size:
+            lo, hi = np.percentile(pooled, [1, 99])
+            edges = np.linspace(lo, hi if hi > lo else lo + 1e-9, 31)
+        for visit, vals in by_visit.items():
+            v = np.asarray(vals, float)
+            v = v[np.isfinite(v)]
+            if v.size:
+                ax.hist(v, bins=edges, histtype="step", lw=1.3, label=f"visit {visit}")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(unit or name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
+    return to_data_uri(fig)
+
+
+def fdm_panel(delta: np.ndarray, inside: np.ndarray, *, threshold: float, title: str = "") -> str:
+    """Functional diffusion map of one slice: voxels whose ADC rose or fell beyond a threshold.
+
+    Parameters
+    ----------
+    delta : ndarray (X, Y)
+        ADC change (follow-up minus baseline), mm²/s.
+    inside : ndarray of bool (X, Y)
+        Voxels in the lesion at both visits.
+    threshold : float
+        Change (mm²/s) beyond which a voxel counts as changed.
+    """
+    from matplotlib.colors import ListedColormap
+
+    cls = np.full(delta.shape, np.nan)
+    cls[inside] = 0.0
+    cls[inside & (delta > threshold)] = 1.0
+    cls[inside & (delta < -threshold)] = -1.0
+    fig = _figure(2.6, 2.6, layout=None)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88)
+    ax = fig.add_subplot()
+    ax.imshow(
+        cls.T,
+        cmap=ListedColormap(["#2166ac", "#dddddd", "#b2182b"]),
+        vmin=-1,
+        vmax=1,
+        origin="lower",
+    )
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=8)
+    return to_data_uri(fig)

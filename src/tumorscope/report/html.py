@@ -1,0 +1,555 @@
+"""Self-contained HTML reports: one per study (``report/index.html``), one per subject.
+
+The subject report is written by the pipeline's ``report_subject`` step on a worker, from the
+files the earlier steps wrote (maps, lesion and assessment tables), so it never needs the
+database. The study report is written by the client at the end of a run from the database.
+
+Design: Jinja2 templates (``templates/``), matplotlib figures embedded as base64 PNG, tables
+sortable by a few lines of inline JavaScript, no external resource at all (the file opens
+from disk, offline). Numbers are shown with their units in the column names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import __version__
+from ..volume import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..io import Study
+    from ..pipeline.steps import Context, Upstream
+    from ..study import Store
+
+__all__ = ["FDM_THRESHOLD", "render", "write_study_report", "write_subject_report"]
+
+#: ADC change (mm²/s) beyond which a voxel counts as changed in the functional diffusion map
+#: (Moffat et al., PNAS 2005, doi:10.1073/pnas.0501532102: 55e-5 mm²/s, the 95 % limit of
+#: agreement of repeated ADC in contralateral brain).
+FDM_THRESHOLD = 0.55e-3
+
+#: Maps shown on the subject pages, in order (those present are shown).
+SHOWN_MAPS = ("adc.ADC", "ivim.D", "ivim.f", "ivim.D_star", "dki.D", "dki.K")
+_DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")
+
+
+@dataclass
+class _Frame:
+    columns: list[str]
+    rows: list[list[dict[str, Any]]] = field(default_factory=list)
+
+
+def _cell(value: Any, *, digits: int = 3) -> dict[str, Any]:
+    """A table cell: ``text``, ``num`` (right-aligned, sortable as number), ``sort``, ``html``."""
+    cell: dict[str, Any] = {"text": "", "num": False, "sort": "", "html": ""}
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return cell
+    if isinstance(value, (bool, np.bool_)):
+        cell["text"] = "yes" if value else "no"
+    elif isinstance(value, (int, np.integer)):
+        cell.update(text=str(int(value)), num=True, sort=int(value))
+    elif isinstance(value, (float, np.floating)):
+        v = float(value)
+        if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e5):
+            text = f"{v:.{digits}g}"
+        else:
+            text = f"{v:.{digits}f}".rstrip("0").rstrip(".")
+        cell.update(text=text, num=True, sort=repr(v))
+    elif isinstance(value, dt.date):
+        cell["text"] = value.isoformat()
+    else:
+        cell["text"] = str(value)
+    return cell
+
+
+def frame_of(df: pd.DataFrame | None, *, links: Mapping[str, str] | None = None) -> _Frame | None:
+    """A DataFrame as the template's table structure (``links``: column -> href pattern)."""
+    if df is None:
+        return None
+    out = _Frame([str(c) for c in df.columns])
+    for rec in df.itertuples(index=False):
+        row = []
+        for col, v in zip(df.columns, rec, strict=True):
+            cell = _cell(v)
+            if links and col in links and cell["text"]:
+                from markupsafe import escape
+
+                href = links[col].format(value=cell["text"])
+                cell["html"] = f'<a href="{escape(href)}">{escape(cell["text"])}</a>'
+            row.append(cell)
+        out.rows.append(row)
+    return out
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one of the report templates with ``context``."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+    env = Environment(
+        loader=PackageLoader("tumorscope.report", "templates"),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return env.get_template(template).render(version=__version__, generated=now, **context)
+
+
+def _write(path: Path, text: str) -> Path:
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return path
+
+
+def _methods(provenances: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Sentences describing the fits, from the maps' provenance (one per model and method)."""
+    seen: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    for p in provenances:
+        opts = dict(p.get("options") or {})
+        key = (str(p.get("model", "?")), str(opts.get("method", "")), str(p.get("backend", "")))
+        seen.setdefault(key, p)
+    lines = []
+    for (model, method, backend), p in sorted(seen.items()):
+        opts = {k: v for k, v in dict(p.get("options") or {}).items() if k != "bvalues"}
+        bvals = (p.get("options") or {}).get("bvalues")
+        text = f"Model {model}" + (f", method {method}" if method else "")
+        if bvals:
+            text += f", b-values {', '.join(f'{float(b):g}' for b in bvals)} s/mm²"
+        rest = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "method" and v is not None)
+        if rest:
+            text += f" ({rest})"
+        text += (
+            f"; fitted with tumorscope {p.get('tumorscope_version', '?')}"
+            + (f" ({backend} backend)" if backend else "")
+            + (f", numpy {p['numpy_version']}" if p.get("numpy_version") else "")
+            + "."
+        )
+        lines.append(text)
+    return lines
+
+
+def _software() -> pd.DataFrame:
+    import importlib.metadata as md
+
+    import pandas as pd
+
+    rows = [("python", platform.python_version())]
+    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas", "matplotlib"):
+        try:
+            rows.append((name, md.version(name)))
+        except md.PackageNotFoundError:
+            continue
+    return pd.DataFrame(rows, columns=["software", "version"])
+
+
+# ---------------------------------------------------------------------------- subject
+
+
+def _read_parquet(path: Path) -> pd.DataFrame | None:
+    import pandas as pd
+
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream) -> Path:
+    """Write ``report/sub-<id>.html`` from the files of the earlier steps.
+
+    Parameters
+    ----------
+    ctx : tumorscope.pipeline.steps.Context
+    study : tumorscope.io.Study
+    subject : str
+    upstream : dict
+        Output hashes of the earlier steps (the map files are found there).
+
+    Returns
+    -------
+    Path
+    """
+    import pandas as pd
+
+    from ..pipeline.steps import (
+        _maps_of_visit,
+        assessments_path,
+        lesion_table_path,
+        measurements_path,
+    )
+    from ..volume import Volume
+    from . import figures
+
+    subj = study.subjects[subject]
+    days = {v.id: v.days_on_treatment for v in subj}
+    visits = pd.DataFrame(
+        [
+            {
+                "visit": v.id,
+                "date": v.date.isoformat() if v.date else "",
+                "days on treatment": v.days_on_treatment,
+                "baseline": v.baseline,
+                "pre-baseline": v.prebaseline,
+                "series": ", ".join(sorted(v.series)),
+            }
+            for v in subj
+        ]
+    )
+    lesions = _read_parquet(lesion_table_path(ctx, subject))
+    tidy = _read_parquet(measurements_path(ctx, subject))
+    assessed = _read_parquet(assessments_path(ctx, subject))
+    main = (study.criteria or ("recist1.1",))[0]
+
+    # response timeline and its table
+    timeline = None
+    flags: list[str] = []
+    atable = None
+    if assessed is not None and len(assessed):
+        atable = assessed[
+            [
+                "criteria",
+                "visit",
+                "response",
+                "target_sum_mm",
+                "change_from_baseline_pct",
+                "change_from_nadir_pct",
+                "reason",
+            ]
+        ].copy()
+        atable.insert(2, "days on treatment", [days.get(v) for v in atable["visit"]])
+        m = assessed[assessed["criteria"] == main]
+        sums = pd.DataFrame(
+            {
+                "subject": subject,
+                "days": [days.get(v) for v in m["visit"]],
+                "change_pct": m["change_from_baseline_pct"].astype(float),
+                "response": m["response"],
+            }
+        ).dropna(subset=["days"])
+        timeline = figures.spider_plot(sums, title=f"sub-{subject}: target sum ({main})")
+        for rec in assessed.to_dict("records"):
+            d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
+            if d.get("iupd_since"):
+                flags.append(
+                    f"{rec['criteria']} visit {rec['visit']}: unconfirmed progression since "
+                    f"visit {d['iupd_since']} ({rec['response']}): {rec['reason']}"
+                )
+            if d.get("new_lesions"):
+                flags.append(
+                    f"{rec['criteria']} visit {rec['visit']}: new lesion(s) "
+                    f"{d.get('new_lesion_ids', '')}"
+                )
+
+    # lesion trajectories (size and map means)
+    traj_uri = None
+    ltable = None
+    if lesions is not None and len(lesions):
+        keep = [
+            c
+            for c in (
+                "visit",
+                "lesion_id",
+                "organ",
+                "target",
+                "nodal",
+                "longest_diameter_mm",
+                "short_axis_mm",
+                "volume_ml",
+            )
+            if c in lesions
+        ]
+        ltable = lesions[keep]
+        series: dict[str, pd.DataFrame] = {}
+        for col in ("longest_diameter_mm", "volume_ml"):
+            series[col] = pd.DataFrame(
+                {
+                    "lesion_id": lesions["lesion_id"],
+                    "days": [days.get(v) for v in lesions["visit"]],
+                    "value": lesions[col],
+                }
+            )
+        if tidy is not None and len(tidy):
+            means = tidy[(tidy["map"] != "") & (tidy["statistic"] == "mean")]
+            for name in [m for m in SHOWN_MAPS if m in set(means["map"])][:4]:
+                g = means[means["map"] == name]
+                unit = str(g["unit"].iloc[0]) if len(g) else ""
+                series[f"{name} mean ({unit})" if unit else f"{name} mean"] = pd.DataFrame(
+                    {
+                        "lesion_id": g["lesion_id"],
+                        "days": [days.get(v) for v in g["visit"]],
+                        "value": g["value"],
+                    }
+                )
+        traj_uri = figures.trajectories(series)
+
+    # maps over the anatomical image, histograms, fDM
+    map_figs: list[dict[str, Any]] = []
+    hist_values: dict[str, dict[str, np.ndarray]] = {}
+    per_visit: dict[str, dict[str, Any]] = {}
+    limits: dict[str, tuple[float, float]] = {}
+    provenances: list[dict[str, Any]] = []
+    units: dict[str, str] = {}
+    for v in subj:
+        maps = _maps_of_visit(ctx, upstream, subject, v.id)
+        shown = {k: maps[k][0] for k in SHOWN_MAPS if k in maps}
+        if not shown:
+            continue
+        labels = v.lesions.load_labels().data if v.lesions is not None else None
+        arrays = {k: Volume.from_nifti(p).data for k, p in shown.items()}
+        for k, p in shown.items():
+            side = p.with_name(p.name[: -len(".nii.gz")] + ".json")
+            if side.exists():
+                meta = json.loads(side.read_text())
+                units[k] = str(meta.get("Units", ""))
+                provenances.append(meta.get("Provenance") or {})
+        anat = None
+        if "anatomical" in v.series:
+            anat = v.series["anatomical"].load().data
+        z = arrays[next(iter(arrays))].shape[2] // 2
+        if labels is not None and labels.any():
+            z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
+        for k, a in arrays.items():
+            if k not in limits:
+                ref = a[labels > 0] if labels is not None and labels.any() else a
+                ref = ref[np.isfinite(ref)]
+                if ref.size:
+                    lo, hi = np.percentile(ref, [1, 99])
+                    pad = 0.5 * (hi - lo)
+                    limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
+        per_visit[v.id] = {"arrays": arrays, "labels": labels}
+        map_figs.append(
+            {
+                "visit": v.id,
+                "date": v.date.isoformat() if v.date else "",
+                "slice": z,
+                "uri": figures.map_panels(
+                    None if anat is None else anat[:, :, z],
+                    {k: a[:, :, z] for k, a in arrays.items()},
+                    None if labels is None else labels[:, :, z],
+                    units=units,
+                    limits=limits,
+                    title=f"sub-{subject} visit {v.id}",
+                ),
+            }
+        )
+        if labels is not None:
+            for k in _DIFFUSION_FOR_FDM:
+                if k in arrays:
+                    hist_values.setdefault(k, {})[v.id] = arrays[k][labels > 0]
+    hist_uri = figures.histograms(hist_values) if hist_values else None
+
+    fdm, fdm_rows = [], []
+    base = subj.baseline.id
+    key = next(
+        (k for k in _DIFFUSION_FOR_FDM if base in per_visit and k in per_visit[base]["arrays"]),
+        None,
+    )
+    if key is not None and per_visit[base]["labels"] is not None:
+        b_arr, b_lab = per_visit[base]["arrays"][key], per_visit[base]["labels"]
+        for v in subj:
+            pv = per_visit.get(v.id)
+            if v.id == base or pv is None or pv["labels"] is None or key not in pv["arrays"]:
+                continue
+            if pv["arrays"][key].shape != b_arr.shape:
+                continue
+            inside = (b_lab > 0) & (pv["labels"] > 0)
+            inside &= np.isfinite(b_arr) & np.isfinite(pv["arrays"][key])
+            delta = pv["arrays"][key] - b_arr
+            n = int(inside.sum())
+            if n == 0:
+                continue
+            up = int((inside & (delta > FDM_THRESHOLD)).sum())
+            down = int((inside & (delta < -FDM_THRESHOLD)).sum())
+            z = int(np.argmax(inside.sum(axis=(0, 1))))
+            fdm.append(
+                {
+                    "visit": v.id,
+                    "uri": figures.fdm_panel(
+                        delta[:, :, z],
+                        inside[:, :, z],
+                        threshold=FDM_THRESHOLD,
+                        title=f"visit {v.id}, slice {z}",
+                    ),
+                }
+            )
+            fdm_rows.append(
+                {
+                    "visit": v.id,
+                    "days on treatment": days.get(v.id),
+                    "voxels": n,
+                    "increased (%)": 100.0 * up / n,
+                    "decreased (%)": 100.0 * down / n,
+                    "unchanged (%)": 100.0 * (n - up - down) / n,
+                }
+            )
+    fdm_note = (
+        f"Voxel-wise change of {key} from baseline in voxels inside the lesions at both visits "
+        f"(same grid, no registration); red: increase above {FDM_THRESHOLD:g} mm²/s, blue: "
+        f"decrease below −{FDM_THRESHOLD:g} mm²/s, grey: unchanged (Moffat et al. 2005, "
+        "doi:10.1073/pnas.0501532102)."
+        if key
+        else ""
+    )
+    t = subj.treatment
+    html = render(
+        "subject.html.j2",
+        title=f"{study.name}: subject {subject}",
+        treatment=f"{t.agent or 'unknown agent'} from {t.start_date or 'unknown date'}",
+        visits=frame_of(visits),
+        timeline=timeline,
+        main_criteria=main,
+        assessments=frame_of(atable),
+        flags=flags,
+        lesions=frame_of(ltable),
+        trajectories=traj_uri,
+        map_figures=map_figs,
+        histograms=hist_uri,
+        fdm=fdm,
+        fdm_note=fdm_note,
+        fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
+        methods=_methods(provenances) or ["No model was fitted."],
+    )
+    return _write(ctx.out_dir / "report" / f"sub-{subject}.html", html)
+
+
+# ---------------------------------------------------------------------------- study
+
+
+def target_sums(store: Store, criteria: str) -> pd.DataFrame:
+    """Per subject and visit: days on treatment, change of the target sum, response."""
+    import pandas as pd
+
+    a = store.read_table("assessments", criteria=criteria)
+    v = store.read_table("visits")[["subject", "visit", "days_on_treatment"]]
+    if a.empty:
+        return pd.DataFrame(columns=["subject", "visit", "days", "change_pct", "response"])
+    m = a.merge(v, on=["subject", "visit"], how="left")
+    return pd.DataFrame(
+        {
+            "subject": m["subject"],
+            "visit": m["visit"],
+            "days": m["days_on_treatment"],
+            "change_pct": m["change_from_baseline_pct"].astype(float),
+            "response": m["response"],
+        }
+    )
+
+
+def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
+    """Write ``report/index.html`` from the database.
+
+    Returns
+    -------
+    Path
+    """
+    import pandas as pd
+
+    from . import figures
+
+    main = (study.criteria or ("recist1.1",))[0]
+    subjects = store.read_table("subjects")
+    visits = store.read_table("visits")
+    lesions = store.read_table("lesions")
+    maps = store.read_table("maps")
+    steps = store.read_table("step_runs")
+    assessments = store.read_table("assessments")
+
+    sums = target_sums(store, main)
+    post = sums[sums["days"].notna()]
+    spider = waterfall = None
+    best = pd.DataFrame(columns=["subject", "best_change_pct", "response"])
+    if len(post):
+        spider = figures.spider_plot(post, title=f"Target sum over time ({main})")
+        after = post.merge(
+            visits[["subject", "visit", "baseline", "prebaseline"]], on=["subject", "visit"]
+        )
+        base_dates = visits[visits["baseline"]].set_index("subject")["days_on_treatment"]
+        after = after[after["days"] > after["subject"].map(base_dates)]
+        after = after.dropna(subset=["change_pct"])
+        if len(after):
+            idx = after.groupby("subject")["change_pct"].idxmin()
+            best = after.loc[idx, ["subject", "change_pct", "response"]].rename(
+                columns={"change_pct": "best_change_pct"}
+            )
+            waterfall = figures.waterfall_plot(
+                best, title=f"Best change of the target sum ({main})"
+            )
+
+    failed = steps[steps["status"] == "failed"] if len(steps) else steps
+    last = {}
+    if len(assessments):
+        m = assessments[assessments["criteria"] == main].merge(
+            visits[["subject", "visit", "days_on_treatment"]], on=["subject", "visit"]
+        )
+        for s, g in m.sort_values("days_on_treatment").groupby("subject"):
+            last[s] = g["response"].iloc[-1]
+    best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
+    srows = []
+    for sid in study.subjects:
+        row = subjects[subjects["subject"] == sid]
+        srows.append(
+            {
+                "subject": sid,
+                "treatment": row["treatment_agent"].iloc[0] if len(row) else "",
+                "visits": int((visits["subject"] == sid).sum()),
+                "lesions": int((lesions["subject"] == sid).sum()),
+                f"last response ({main})": last.get(sid, ""),
+                "best change (%)": best_by.get(sid),
+                "failed steps": ", ".join(
+                    sorted(set(failed[failed["subject"] == sid]["step"])) if len(failed) else []
+                ),
+            }
+        )
+    atable = None
+    if len(assessments):
+        atable = assessments[
+            [
+                "subject",
+                "visit",
+                "criteria",
+                "response",
+                "target_sum_mm",
+                "change_from_baseline_pct",
+                "change_from_nadir_pct",
+                "reason",
+            ]
+        ]
+    ftable = None
+    if len(failed):
+        ftable = failed[["step", "unit", "error_file", "error_field", "error"]].rename(
+            columns={"error_file": "file", "error_field": "field", "error": "reason"}
+        )
+    methods = _methods([p for p in maps["provenance"] if isinstance(p, dict)]) if len(maps) else []
+    methods.append(
+        f"Lesion geometry: RECIST longest axial diameter and short axis, volume, IBSI maximum "
+        f"3-D diameter (tumorscope.lesions.geometry); response: {', '.join(study.criteria)} "
+        "(tumorscope.response)."
+    )
+    not_wired = ""
+    html = render(
+        "study.html.j2",
+        title=f"{study.name}: report",
+        n_subjects=len(study),
+        n_visits=len(visits),
+        n_lesions=len(lesions),
+        n_maps=len(maps),
+        criteria=list(study.criteria),
+        subjects=frame_of(pd.DataFrame(srows), links={"subject": "sub-{value}.html"}),
+        spider=spider,
+        waterfall=waterfall,
+        main_criteria=main,
+        not_wired=not_wired,
+        assessments=frame_of(atable),
+        failures=frame_of(ftable),
+        methods=methods,
+        software=frame_of(_software()),
+    )
+    return _write(ctx.out_dir / "report" / "index.html", html)
