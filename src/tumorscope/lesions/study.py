@@ -33,6 +33,7 @@ reports whether each is ``baseline``, ``present``, ``new``, ``reappeared`` or ``
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +41,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, TumorscopeWarning
 from ..volume import Volume
 from .geometry import GEOMETRY_KEYS, measure
-from .stats import lesion_statistics
+from .stats import SUMMARY_STATISTICS, lesion_statistics
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,6 +179,17 @@ def measure_study(
 
     from .tracking import VisitLabels, track_lesions
 
+    unknown = [k for k in statistics if k not in SUMMARY_STATISTICS]
+    if unknown:
+        raise DataError(
+            f"unknown statistic(s) {unknown}; choose from {list(SUMMARY_STATISTICS)}",
+            field="statistics",
+        )
+    if on_grid_mismatch not in ("error", "resample"):
+        raise DataError(
+            f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}",
+            field="on_grid_mismatch",
+        )
     st = _open(study)
     rows: list[dict[str, Any]] = []
     hab_inputs: list[tuple[dict[str, Any], dict[str, Volume], dict[str, np.ndarray], bool]] = []
@@ -232,21 +244,29 @@ def measure_study(
                 }
                 for name, (vol, status) in vmaps.items():
                     mask = _mask_on(labels, info.label, vol, on_grid_mismatch, name, where)
-                    stats = lesion_statistics(
-                        vol,
-                        mask,
-                        lesion_id=info.lesion_id,
-                        visit=visit.id,
-                        map_name=name,
-                        status=status,
-                    )
-                    s = dict(zip(stats["statistic"], stats["value"], strict=True))
+                    if not mask.any():
+                        # a small lesion can vanish when resampled onto a coarse map grid
+                        warnings.warn(
+                            f"lesion {where}: no voxel left on the grid of map {name!r}; "
+                            "its statistics are NaN",
+                            TumorscopeWarning,
+                            stacklevel=2,
+                        )
+                        s = {k: (0.0 if k.startswith("n_") else np.nan) for k in statistics}
+                    else:
+                        stats = lesion_statistics(
+                            vol,
+                            mask,
+                            lesion_id=info.lesion_id,
+                            visit=visit.id,
+                            map_name=name,
+                            status=status,
+                        )
+                        s = dict(zip(stats["statistic"], stats["value"], strict=True))
+                        if habitat_maps and name == habitat_maps[0]:
+                            hab_masks[info.lesion_id] = mask
                     for k in statistics:
-                        if k not in s:
-                            raise DataError(f"unknown statistic {k!r}", field="statistics")
                         row[f"{name}_{k}"] = s[k]
-                    if habitat_maps and name == habitat_maps[0]:
-                        hab_masks[info.lesion_id] = mask
                 rows.append(row)
             for lid in sorted(
                 k for (vv, k), stt in tracked.items() if vv == visit.id and stt == "disappeared"
