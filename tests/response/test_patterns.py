@@ -1,0 +1,163 @@
+"""Immune response patterns: each published definition, with hand-computed growth rates."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from _response_helpers import lesion, table
+
+from tumorscope.errors import ResponseError
+from tumorscope.response import assess
+from tumorscope.response.patterns import (
+    durable_response,
+    hyperprogression,
+    mixed_response,
+    pseudoprogression,
+    pseudoprogression_candidates,
+    tumour_growth_kinetics,
+    tumour_growth_rate,
+)
+
+
+def test_pseudoprogression_iupd_then_response_without_icpd():
+    """irRC: "response after an initial increase in total tumor burden" (Wolchok et al.
+    2009); iRECIST: iUPD followed by iPR/iCR without iCPD."""
+    pp = assess(table({"L1": lesion("target", 40, 50, 27)}), criteria="irecist")
+    out = pseudoprogression(pp)
+    assert out["pseudoprogression"].tolist() == [True]
+    assert out["progression_visit"].tolist() == ["V2"] and out["response_visit"].tolist() == ["V3"]
+    tp = assess(table({"L1": lesion("target", 40, 50, 55, 20)}), criteria="irecist")
+    out = pseudoprogression(tp)
+    assert out["pseudoprogression"].tolist() == [False]
+    assert "confirmed at visit V3" in out["reason"].iloc[0]
+    sd = assess(table({"L1": lesion("target", 40, 50, 38)}), criteria="irecist")
+    assert pseudoprogression(sd)["pseudoprogression"].tolist() == [False]
+    assert pseudoprogression(sd, include_stable=True)["pseudoprogression"].tolist() == [True]
+
+
+def test_pseudoprogression_candidate_flag_from_functional_markers():
+    """A lesion that grows ≥20% while ADC rises (or Ktrans falls) beyond the repeatability
+    coefficient is a candidate; growth with ADC falling is not."""
+    t = table({"L1": lesion("target", 20, 25), "L2": lesion("target", 20, 26)})
+    t["ADC_mean"] = [1.0e-3, 1.0e-3, 1.3e-3, 0.9e-3]
+    t["Ktrans_mean"] = [0.3, 0.3, 0.3, 0.35]
+    c = pseudoprogression_candidates(t, rc_pct={"ADC_mean": 15.0, "Ktrans_mean": 25.0})
+    assert c["lesion_id"].tolist() == ["L1", "L2"]
+    assert c["candidate"].tolist() == [True, False]
+    assert c["ADC_mean_change_pct"].iloc[0] == pytest.approx(30.0)
+    assert "grew 25%" in c["reason"].iloc[0]
+    with pytest.raises(ResponseError, match="no repeatability coefficient"):
+        pseudoprogression_candidates(t, rc_pct={"ADC_mean": 15.0})
+
+
+def test_mixed_response_names_lesions():
+    """Dissociated response: "coexistence of responding and non-responding lesions"; per
+    lesion ≥30% shrinkage and ≥20% growth from baseline."""
+    t = table(
+        {
+            "L1": lesion("target", 50, 30, 30),
+            "L2": lesion("target", 20, 25, 23),
+            "NT1": lesion("non-target", (12, "present"), (15, "present"), (12, "present")),
+        }
+    )
+    m = mixed_response(t)
+    assert m["mixed"].tolist() == [True, False]
+    assert m["shrinking"].iloc[0] == "L1" and m["growing"].iloc[0] == "L2,NT1"
+    assert "L1 (-40%)" in m["reason"].iloc[0]
+
+
+def test_growth_rate_formulas_known_answers():
+    """Champiat et al. 2017: TGR = 100·(exp(3·ln(D1/D0)/t) − 1), t in months;
+    Saâda-Bouzid et al. 2017: TGK = (D1 − D0)/t. Values computed by hand for 42 days."""
+    assert tumour_growth_rate(30, 33, 42) == pytest.approx(23.0246, rel=1e-5)
+    assert tumour_growth_rate(33, 50, 42) == pytest.approx(146.7919, rel=1e-5)
+    assert tumour_growth_kinetics(33, 50, 42) == pytest.approx(12.31994, rel=1e-5)
+    assert math.isnan(tumour_growth_rate(0, 10, 42))
+
+
+def _hpd_table(pre, base, first, *, new=0) -> pd.DataFrame:
+    les = {"L1": lesion("target", pre, base, first, organ="liver")}
+    for k in range(new):
+        les[f"X{k}"] = lesion("new", None, None, 12, organ="liver")
+    return table(les, weeks=(-6, 0, 6), baseline_visit=1)
+
+
+def test_hyperprogression_champiat_saada_bouzid_ferrara():
+    """Champiat: RECIST PD at first evaluation and TGR ratio ≥ 2; Saâda-Bouzid: TGK ratio
+    ≥ 2; Ferrara: PD at first evaluation and ΔTGR > 50 %/month. A hyperprogressor
+    (30 → 33 → 50 mm) meets all three, a steady progressor (20 → 30 → 37 mm, PD with a
+    slower rate than before) none."""
+    hpd, steady = _hpd_table(30, 33, 50), _hpd_table(20, 30, 37)
+    for definition in ("champiat", "saada-bouzid", "ferrara"):
+        assert hyperprogression(hpd, definition=definition)["hyperprogression"].tolist() == [True]
+        assert hyperprogression(steady, definition=definition)["hyperprogression"].tolist() == [
+            False
+        ]
+    h = hyperprogression(hpd).iloc[0]
+    assert h["tgr_pre_pct_per_month"] == pytest.approx(23.0246, rel=1e-5)
+    assert h["tgr_on_pct_per_month"] == pytest.approx(146.7919, rel=1e-5)
+    assert h["tgr_ratio"] == pytest.approx(146.7919 / 23.0246, rel=1e-5)
+    assert h["tgk_ratio"] == pytest.approx(12.31994 / 2.174107, rel=1e-5)
+    assert h["first_response"] == "PD"
+    s = hyperprogression(steady).iloc[0]
+    assert s["first_response"] == "PD" and s["tgr_ratio"] == pytest.approx(
+        57.7679 / 141.4578, rel=1e-5
+    )
+
+
+def test_hyperprogression_kato_and_lo_russo():
+    """Kato: TTF < 2 months, > 50% burden increase, > 2-fold pace; Lo Russo: ≥ 3 of 5
+    criteria (here TTF < 2 months, ≥ 50% growth, ≥ 2 new lesions in an involved organ)."""
+    hpd = _hpd_table(30, 33, 50, new=2)
+    assert hyperprogression(hpd, definition="kato", time_to_treatment_failure_days={"S1": 40})[
+        "hyperprogression"
+    ].tolist() == [True]
+    assert hyperprogression(hpd, definition="kato", time_to_treatment_failure_days={"S1": 90})[
+        "hyperprogression"
+    ].tolist() == [False]
+    lr = hyperprogression(hpd, definition="lo-russo", time_to_treatment_failure_days={"S1": 40})
+    assert lr["hyperprogression"].tolist() == [True]
+    assert lr["reason"].iloc[0].startswith("3 of 5 criteria met")
+    lr = hyperprogression(hpd, definition="lo-russo")
+    assert lr["hyperprogression"].tolist() == [False]
+    assert "2 of 5" in lr["reason"].iloc[0]
+    with pytest.raises(ResponseError, match="needs time_to_treatment_failure_days"):
+        hyperprogression(hpd, definition="kato")
+
+
+def test_hyperprogression_needs_pre_baseline_scan_and_known_definition():
+    t = table({"L1": lesion("target", 30, 50)})
+    h = hyperprogression(t)
+    assert h["hyperprogression"].tolist() == [None]
+    assert "no pre-baseline scan" in h["reason"].iloc[0]
+    with pytest.raises(ResponseError, match="unknown definition"):
+        hyperprogression(t, definition="fast")
+
+
+def test_hyperprogression_infinite_ratio_when_no_growth_before():
+    h = hyperprogression(_hpd_table(33, 33, 50)).iloc[0]
+    assert math.isinf(h["tgr_ratio"]) and bool(h["hyperprogression"])
+    assert "ratio is infinite" in h["reason"]
+
+
+def test_durable_response_six_months():
+    """Durable response: objective response "lasting continuously for at least 6 months"
+    (Andtbacka et al. 2015); NE visits neither break nor extend the run."""
+    short = assess(table({"L1": lesion("target", 50, 30, 30, 30, 30)}, weeks=(0, 8, 16, 24, 32)))
+    d = durable_response(short)
+    assert d["durable"].tolist() == [False] and d["duration_days"].tolist() == [168]
+    long = table(
+        {
+            "L1": lesion("target", 50, 30, 30, 30, 30, 30),
+            "L2": lesion("target", 20, 10, None, 10, 10, 10),
+        },
+        weeks=(0, 8, 16, 24, 32, 36),
+    )
+    r = assess(long)
+    assert r["response"].tolist()[2] == "NE"
+    d = durable_response(r)
+    assert d["durable"].tolist() == [True] and d["duration_days"].tolist() == [196]
+    broken = assess(table({"L1": lesion("target", 50, 30, 40, 30, 30)}, weeks=(0, 8, 16, 24, 48)))
+    assert durable_response(broken)["duration_days"].tolist() == [168]
