@@ -133,10 +133,11 @@ class DicomSeries:
     uid: str
     header: Any  # pydicom Dataset of the first file, without pixel data
     frames: list[DicomFrame] = field(default_factory=list)
+    damaged: list[Path] = field(default_factory=list)
 
     @property
     def files(self) -> list[Path]:
-        return sorted({f.path for f in self.frames})
+        return sorted({f.path for f in self.frames} | set(self.damaged))
 
     def text(self, keyword: str, default: str = "") -> str:
         value = getattr(self.header, keyword, None)
@@ -393,9 +394,7 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
         modifier = _group(item, sfg, "MRModifierSequence")
         cardiac = _group(item, sfg, "CardiacSynchronizationSequence")
         pvt = _group(item, sfg, "PixelValueTransformationSequence")
-        ti = None
-        if modifier is not None and getattr(modifier, "InversionTimes", None):
-            ti = float(modifier.InversionTimes[0])
+        ti = None if modifier is None else _float(modifier, "InversionTimes")
         diff = _group(item, sfg, "MRDiffusionSequence")
         out.append(
             DicomFrame(
@@ -511,15 +510,6 @@ def scan_dicom(folder: str | Path) -> ScanResult:
                 )
             )
             continue
-        message = _check_pixel_length(ds, path)
-        if message is not None:
-            problems.append(_problem("warning", path, "PixelData", f"{message}; skipped"))
-            continue
-        try:
-            frames = _frames_from_dataset(ds, path)
-        except DataError as exc:
-            problems.append(_problem("warning", path, exc.field or "", f"{exc.message}; skipped"))
-            continue
         uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
         if not uid:
             problems.append(
@@ -527,10 +517,27 @@ def scan_dicom(folder: str | Path) -> ScanResult:
             )
             continue
         seen[sop] = path
+        message = _check_pixel_length(ds, path)
+        frames: list[DicomFrame] = []
+        if message is not None:
+            problems.append(_problem("warning", path, "PixelData", f"{message}; skipped"))
+        else:
+            try:
+                frames = _frames_from_dataset(ds, path)
+            except DataError as exc:
+                problems.append(
+                    _problem("warning", path, exc.field or "", f"{exc.message}; skipped")
+                )
         if uid not in series:
-            del ds.PixelData
+            if "PixelData" in ds:
+                del ds.PixelData
             series[uid] = DicomSeries(uid, ds)
-        series[uid].frames.extend(frames)
+        if frames:
+            series[uid].frames.extend(frames)
+        else:
+            # the series is incomplete: it is rejected at import (a lost end slice cannot be
+            # told from the positions of the others)
+            series[uid].damaged.append(path)
     ordered = sorted(
         series.values(),
         key=lambda s: (
@@ -650,6 +657,13 @@ def _distinct(values: Sequence[float | None], tol: float = 1e-6) -> list[float]:
 
 def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
     """Frames arranged as ``[volume][slice]`` and the RAS affine; raises DataError."""
+    if series.damaged:
+        raise DataError(
+            f"series {series.description!r} has {len(series.damaged)} unreadable image(s) and is "
+            "incomplete",
+            file=series.damaged[0],
+            field="PixelData",
+        )
     frames = series.frames
     ref = frames[0]
     name = str(ref.path.parent)

@@ -1,0 +1,127 @@
+"""``tumorscope import-dicom`` and ``tumorscope export-dicom``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ._common import user_errors
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"expected {what}, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def import_dicom(
+    dicom_dir: Path = typer.Argument(..., help="Folder of DICOM files (any nesting and order)."),
+    study_dir: Path = typer.Argument(..., help="Study folder to write (must not exist)."),
+    keep_identifiers: bool = typer.Option(
+        False,
+        "--keep-identifiers",
+        help="Use Patient IDs as subject ids and keep UIDs in sidecars (no pseudonyms).",
+    ),
+    mapping: Path = typer.Option(
+        None,
+        help="Identifier mapping TSV for the site (default: <STUDY_DIR>-identifiers.tsv beside "
+        "the study); existing pseudonyms in it are reused.",
+    ),
+    role: list[str] = typer.Option(
+        [],
+        "--role",
+        help="Override a series kind: 'DESCRIPTION_GLOB=SUFFIX' (SUFFIX: T2w, dwi, VFA, dce, "
+        "MEGRE, MESE, IRT1, T1w or skip). Repeatable.",
+    ),
+    dce_baseline_frames: int = typer.Option(
+        None, help="Pre-contrast frames of DCE series (estimated if not given)."
+    ),
+    name: str = typer.Option(None, help="Study name written to study.yaml."),
+    overwrite: bool = typer.Option(False, help="Replace the study folder if it exists."),
+) -> None:
+    """Import DICOM MR series (and DICOM SEG lesion masks) as a de-identified study.
+
+    Exit code 1 if some series were rejected (the rest is imported), 2 on bad input.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ..io.dicom import import_dicom as run
+
+    console = Console(soft_wrap=True, highlight=False)
+    with user_errors():
+        report = run(
+            dicom_dir,
+            study_dir,
+            keep_identifiers=keep_identifiers,
+            mapping_file=mapping,
+            roles=_pairs(role, "DESCRIPTION_GLOB=SUFFIX"),
+            dce_baseline_frames=dce_baseline_frames,
+            name=name,
+            overwrite=overwrite,
+        )
+    for p in report.problems:
+        style = "red" if p.severity == "error" else "yellow"
+        console.print(
+            f"[{style}]{p.severity.upper()}[/{style}] {escape(str(p)[len(p.severity) + 1 :])}"
+        )
+    for row in report.series:
+        console.print(f"{row['file']}  <- {escape(row['description'])} ({escape(row['reason'])})")
+    console.print(f"wrote {len(report.series)} series to {report.study_dir}")
+    if report.mapping_file is not None:
+        console.print(f"identifier mapping (keep it at the site): {report.mapping_file}")
+    if report.n_rejected:
+        raise typer.Exit(code=1)
+
+
+def export_dicom(
+    study_dir: Path = typer.Argument(..., help="The imported study."),
+    dicom_dir: Path = typer.Argument(..., help="The DICOM folder the study was imported from."),
+    out_dir: Path = typer.Argument(..., help="Folder for the DICOM objects written."),
+    subject: str = typer.Option(..., help="Subject id (as in the study)."),
+    visit: str = typer.Option(..., help="Visit id (as in the study)."),
+    map_: list[str] = typer.Option(
+        [],
+        "--map",
+        help="A parameter map: 'NAME=PATH.nii.gz[:SOURCE]' (SOURCE: role or suffix of the series "
+        "it was computed from, default the reference series). Repeatable.",
+    ),
+    reference: str = typer.Option(
+        "anatomical", help="Role or suffix of the series the lesions were drawn on."
+    ),
+    mapping: Path = typer.Option(None, help="Identifier mapping TSV of a de-identified study."),
+    response: str = typer.Option(None, help="Overall response at this visit: CR, PR, SD or PD."),
+    criteria: str = typer.Option("RECIST 1.1", help="Criteria the response was assessed with."),
+) -> None:
+    """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500)."""
+    from ..io.dicom_export import export_visit
+
+    maps: dict[str, tuple[str | Path, str]] = {}
+    for name, spec in _pairs(map_, "NAME=PATH[:SOURCE]").items():
+        path, _, source = spec.partition(":")
+        maps[name] = (Path(path), source or reference)
+    with user_errors():
+        files = export_visit(
+            study_dir,
+            dicom_dir,
+            out_dir,
+            subject=subject,
+            visit=visit,
+            maps=maps,
+            reference=reference,
+            mapping_file=mapping,
+            response=response,
+            criteria=criteria,
+        )
+    for f in files:
+        typer.echo(f"wrote {f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("import-dicom")(import_dicom)
+    app.command("export-dicom")(export_dicom)

@@ -1,0 +1,336 @@
+"""DICOM import: geometry, measurements, vendor tags, messy folders, atomic output, roles."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+pytest.importorskip("highdicom")
+
+import pydicom
+
+from tumorscope.errors import DataError
+from tumorscope.io.dicom import (
+    _estimate_baseline,
+    affine_from_frames,
+    import_dicom,
+    read_series,
+    scan_dicom,
+)
+from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, write_series
+from tumorscope.protocol import (
+    DiffusionProtocol,
+    DynamicProtocol,
+    InversionRecoveryProtocol,
+    MultiEchoProtocol,
+    VFAProtocol,
+)
+from tumorscope.volume import Volume
+
+
+def oblique_affine() -> np.ndarray:
+    """RAS affine rotated about all three axes, anisotropic voxels, off-centre."""
+    ax, ay, az = np.deg2rad([10.0, -20.0, 30.0])
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    a = np.eye(4)
+    a[:3, :3] = rz @ ry @ rx @ np.diag([1.5, 2.0, 4.0])
+    a[:3, 3] = [-20.0, 15.0, 30.0]
+    return a
+
+
+def volume(n: int, *, seed: int = 0, shape: tuple[int, int, int] = (10, 8, 5)) -> Volume:
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 1000, (*shape, n)).astype(np.float32)
+    return Volume(data if n > 1 else data[..., 0], oblique_affine())
+
+
+def read_one(folder: Path, **kw: object):  # type: ignore[no-untyped-def]
+    scan = scan_dicom(folder)
+    assert not scan.problems, scan.problems
+    assert len(scan.series) == 1
+    return read_series(scan.series[0], **kw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ geometry and values
+@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_dwi_round_trip_private_b_tags(tmp_path: Path, vendor: str, enhanced: bool) -> None:
+    vol = volume(3)
+    proto = DiffusionProtocol((0.0, 500.0, 1000.0))
+    write_series(
+        vol,
+        tmp_path,
+        suffix="dwi",
+        protocol=proto,
+        vendor=vendor,
+        enhanced=enhanced,
+        bvalue_tags="vendor",
+    )
+    sd = read_one(tmp_path)
+    assert sd.suffix == "dwi"
+    assert sd.protocol == proto
+    np.testing.assert_allclose(sd.volume.affine, vol.affine, atol=1e-4)
+    np.testing.assert_array_equal(sd.volume.data, vol.data)
+    assert sd.volume.axes[3] == "b"
+
+
+def test_voxel_world_position_by_hand(tmp_path: Path) -> None:
+    """Voxel (i, j, k) is column i, row j of slice k; LPS IPP becomes RAS by flipping x, y."""
+    vol = volume(1)
+    files = write_series(vol, tmp_path, suffix="T2w", echo_time_ms=90.0)
+    ds = min((pydicom.dcmread(f) for f in files), key=lambda d: int(d.InstanceNumber))
+    ipp = np.array([float(x) for x in ds.ImagePositionPatient])
+    iop = np.array([float(x) for x in ds.ImageOrientationPatient])
+    r, c = 3, 7
+    lps = ipp + iop[:3] * float(ds.PixelSpacing[1]) * c + iop[3:] * float(ds.PixelSpacing[0]) * r
+    ras = lps * [-1, -1, 1]
+    sd = read_one(tmp_path)
+    np.testing.assert_allclose(sd.volume.affine @ [c, r, 0, 1], [*ras, 1], atol=1e-4)
+    assert ds.pixel_array[r, c] == vol.data[c, r, 0]
+
+
+def test_affine_from_frames_rejects_a_gap() -> None:
+    pos = [np.array([0.0, 0.0, z]) for z in (0.0, 4.0, 8.0, 16.0)]
+    with pytest.raises(DataError, match="not evenly spaced"):
+        affine_from_frames(pos, np.array([1.0, 0, 0, 0, 1, 0]), (1.0, 1.0))
+    a = affine_from_frames(pos[:3], np.array([1.0, 0, 0, 0, 1, 0]), (2.0, 3.0))
+    np.testing.assert_allclose(a, np.diag([-3.0, -2.0, 4.0, 1.0]))
+
+
+def test_standard_b_tag_and_t2w_guess(tmp_path: Path) -> None:
+    write_series(
+        volume(3),
+        tmp_path / "a",
+        suffix="dwi",
+        protocol=DiffusionProtocol((0, 50, 800)),
+        bvalue_tags="standard",
+        vendor="ge",
+    )
+    assert read_one(tmp_path / "a").protocol == DiffusionProtocol((0, 50, 800))
+    write_series(volume(1), tmp_path / "b", suffix="T2w", echo_time_ms=95.0)
+    sd = read_one(tmp_path / "b")
+    assert sd.suffix == "T2w" and sd.protocol is None
+    assert sd.sidecar["EchoTime"] == pytest.approx(0.095)
+
+
+def test_ge_offset_in_private_b_value(tmp_path: Path) -> None:
+    write_series(
+        volume(2),
+        tmp_path,
+        suffix="dwi",
+        protocol=DiffusionProtocol((0, 1000)),
+        vendor="ge",
+        bvalue_tags="vendor",
+    )
+    raw = [pydicom.dcmread(f)[0x0043, 0x1039].value for f in sorted(tmp_path.iterdir())]
+    assert {int(v[0]) for v in raw} == {1_000_000_000, 1_000_001_000}
+    assert read_one(tmp_path).protocol.bvalues == (0.0, 1000.0)
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_vfa_multiecho_ir(tmp_path: Path, enhanced: bool) -> None:
+    cases = [
+        ("VFA", VFAProtocol((2.0, 5.0, 10.0, 15.0), 5.0), "VFA"),
+        ("MEGRE", MultiEchoProtocol((2.0, 5.0, 8.0), tr_ms=40.0, flip_angle_deg=20.0), "MEGRE"),
+        ("MESE", MultiEchoProtocol((10.0, 20.0, 30.0), tr_ms=2000.0), "MESE"),
+        ("IRT1", InversionRecoveryProtocol((100.0, 500.0, 1500.0), tr_ms=5000.0), "IRT1"),
+    ]
+    for suffix, proto, expected in cases:
+        vol = volume(proto.n_measurements)
+        write_series(vol, tmp_path / suffix, suffix=suffix, protocol=proto, enhanced=enhanced)
+        sd = read_one(tmp_path / suffix)
+        assert sd.suffix == expected
+        assert sd.protocol == proto
+        np.testing.assert_array_equal(sd.volume.data, vol.data)
+    vfa = read_one(tmp_path / "VFA")
+    assert vfa.sidecar["FlipAngle"] == [2.0, 5.0, 10.0, 15.0]
+    assert vfa.sidecar["RepetitionTime"] == pytest.approx(0.005)
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_dynamic_frame_times_per_vendor(tmp_path: Path, vendor: str, enhanced: bool) -> None:
+    times = (0.0, 3.5, 7.0, 10.5, 22.5, 34.5)
+    proto = DynamicProtocol(times, 15.0, 5.0, 2, te_ms=1.5)
+    vol = volume(len(times))
+    write_series(vol, tmp_path, suffix="dce", protocol=proto, vendor=vendor, enhanced=enhanced)
+    sd = read_one(tmp_path, dce_baseline_frames=2)
+    assert sd.suffix == "dce"
+    assert sd.protocol == proto
+    assert sd.sidecar["BaselineFramesSource"] == "given at import"
+    np.testing.assert_array_equal(sd.volume.data, vol.data)
+
+
+def test_siemens_dynamic_has_only_acquisition_time(tmp_path: Path) -> None:
+    proto = DynamicProtocol((0.0, 5.0, 10.0), 15.0, 5.0, 1)
+    files = write_series(volume(3), tmp_path, suffix="dce", protocol=proto, vendor="siemens")
+    ds = pydicom.dcmread(files[0])
+    assert "TriggerTime" not in ds and "TemporalPositionIdentifier" not in ds
+    assert read_one(tmp_path, dce_baseline_frames=1).protocol.frame_times_s == (0.0, 5.0, 10.0)
+
+
+def test_baseline_estimate_finds_the_onset() -> None:
+    rng = np.random.default_rng(1)
+    data = 100 + rng.normal(0, 1, (20, 20, 3, 30))
+    data[5:7, 5:7, :, 8:] += 400.0  # an artery enhancing from frame 8
+    assert _estimate_baseline(data) == 8
+
+
+# ------------------------------------------------------------------ cross-check with dcm2niix
+def test_geometry_agrees_with_dcm2niix(tmp_path: Path) -> None:
+    """dcm2niix is an independent implementation: same voxels at the same world positions."""
+    nib = pytest.importorskip("nibabel")
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        pytest.skip("dcm2niix binary not installed")
+    vol = volume(3)
+    write_series(vol, tmp_path / "in", suffix="dwi", protocol=DiffusionProtocol((0, 500, 1000)))
+    (tmp_path / "out").mkdir()
+    subprocess.run(
+        [exe, "-z", "n", "-f", "x", "-o", str(tmp_path / "out"), str(tmp_path / "in")],
+        check=True,
+        capture_output=True,
+    )
+    theirs = nib.as_closest_canonical(nib.load(tmp_path / "out" / "x.nii"))
+    mine = read_one(tmp_path / "in").volume
+    ours = nib.as_closest_canonical(nib.Nifti1Image(mine.data, mine.affine))
+    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
+
+
+# ------------------------------------------------------------------ messy folders
+def _messy(tmp_path: Path) -> tuple[Path, dict[str, Path]]:
+    src = tmp_path / "dicom"
+    p1 = SynthStudy(
+        SynthPatient("ONE^ALICE", "MRN111", "19700101", "F"),
+        dt.date(2026, 1, 5),
+        accession="ACC111",
+    )
+    p1b = SynthStudy(p1.patient, dt.date(2026, 2, 2), accession="ACC112")
+    p2 = SynthStudy(
+        SynthPatient("TWO^BOB", "MRN222", "19650303", "M"), dt.date(2026, 1, 7), accession="ACC221"
+    )
+    dwi = DiffusionProtocol((0, 500, 1000))
+    write_series(volume(3), src / "x", suffix="dwi", protocol=dwi, study=p1, series_number=1)
+    write_series(volume(1), src / "x", suffix="T2w", study=p1, series_number=2, echo_time_ms=90)
+    write_series(
+        volume(3), src / "y", suffix="dwi", protocol=dwi, study=p1b, series_number=1, vendor="ge"
+    )
+    write_series(
+        volume(3),
+        src / "z",
+        suffix="dwi",
+        protocol=dwi,
+        study=p2,
+        series_number=1,
+        vendor="philips",
+        enhanced=True,
+    )
+    # a series with a missing slice
+    gap = write_series(
+        volume(1, seed=3), src / "gap", suffix="T2w", study=p2, series_number=5, echo_time_ms=90
+    )
+    by_pos = sorted(gap, key=lambda f: float(pydicom.dcmread(f).SliceLocation))
+    by_pos[2].unlink()
+    # a series whose slices disagree on orientation
+    bad = write_series(
+        volume(1, seed=4), src / "ori", suffix="T2w", study=p2, series_number=6, echo_time_ms=90
+    )
+    ds = pydicom.dcmread(bad[1])
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    ds.save_as(bad[1])
+    # a duplicated instance, a truncated file and a non-DICOM file
+    t2 = sorted((src / "x").iterdir())
+    shutil.copy(t2[0], src / "copy.dcm")
+    victim = write_series(
+        volume(1, seed=5), src / "trunc", suffix="T2w", study=p2, series_number=7, echo_time_ms=90
+    )[0]
+    victim.write_bytes(victim.read_bytes()[:-100])
+    (src / "notes.txt").write_text("not a DICOM file")
+    return src, {"gap": by_pos[0], "ori": bad[1], "copy": src / "copy.dcm", "trunc": victim}
+
+
+def test_messy_folder_reports_and_imports_the_rest(tmp_path: Path) -> None:
+    src, bad = _messy(tmp_path)
+    rep = import_dicom(src, tmp_path / "study")
+    msgs = [str(p) for p in rep.problems]
+
+    def reported(path: Path, severity: str, text: str) -> bool:
+        return any(
+            p.severity == severity
+            and text in p.message
+            and (str(path) in p.file or p.file in str(path))
+            for p in rep.problems
+        )
+
+    assert reported(src / "notes.txt", "warning", "not a DICOM file"), msgs
+    assert any("duplicate" in m and "copy.dcm" in m for m in msgs), msgs
+    assert reported(bad["trunc"], "warning", "truncated"), msgs
+    assert any(
+        p.severity == "error" and "ImageOrientationPatient" == p.field for p in rep.problems
+    ), msgs
+    assert any(p.severity == "error" and "missing slice" in p.message for p in rep.problems), msgs
+    assert rep.n_rejected == 3  # gap, orientation, and the truncated series (one slice short)
+    files = sorted(r["file"] for r in rep.series)
+    assert files == [
+        "sub-001/ses-01/anat/sub-001_ses-01_T2w.nii.gz",
+        "sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz",
+        "sub-001/ses-02/dwi/sub-001_ses-02_dwi.nii.gz",
+        "sub-002/ses-01/dwi/sub-002_ses-01_dwi.nii.gz",
+    ]
+    from tumorscope.io import open_study, validate_study
+
+    st = open_study(tmp_path / "study")
+    assert [v.date for v in st.subjects["001"]] == [dt.date(2026, 1, 5), dt.date(2026, 2, 2)]
+    assert st.subjects["001"].visits["01"].series["dwi"].protocol.bvalues == (0.0, 500.0, 1000.0)
+    errors = [p for p in validate_study(tmp_path / "study") if p.severity == "error"]
+    assert not errors
+    assert (tmp_path / "study" / "import-dicom.log").read_text().count("\n") == len(rep.problems)
+
+
+def test_nothing_written_when_nothing_imports(tmp_path: Path) -> None:
+    src = tmp_path / "dicom"
+    src.mkdir()
+    (src / "a.txt").write_text("hello")
+    with pytest.raises(DataError, match="no importable MR series"):
+        import_dicom(src, tmp_path / "study")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom"]
+
+
+def test_existing_study_is_not_replaced_without_overwrite(tmp_path: Path) -> None:
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    (tmp_path / "study").mkdir()
+    with pytest.raises(DataError, match="exists"):
+        import_dicom(tmp_path / "dicom", tmp_path / "study")
+
+
+def test_role_override_argument_and_study_yaml(tmp_path: Path) -> None:
+    import yaml
+
+    write_series(
+        volume(1),
+        tmp_path / "dicom",
+        suffix="T2w",
+        echo_time_ms=20,
+        series_description="my weird t1",
+    )
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert rep.series[0]["suffix"] == "T1w"
+    rep = import_dicom(
+        tmp_path / "dicom", tmp_path / "study", roles={"*weird*": "T2w"}, overwrite=True
+    )
+    assert rep.series[0]["suffix"] == "T2w" and "set by the user" in rep.series[0]["reason"]
+    manifest = yaml.safe_load((tmp_path / "study" / "study.yaml").read_text())
+    assert manifest["dicom"]["roles"] == {"*weird*": "T2w"}
+    # a re-import keeps the override written in study.yaml
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True)
+    assert rep.series[0]["suffix"] == "T2w"
+    assert not list(tmp_path.glob(".study-*"))
