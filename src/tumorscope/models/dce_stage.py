@@ -289,7 +289,10 @@ def fit_dce(
     if key not in DCE_MODELS:
         raise FitError(f"unknown DCE model {model!r}; expected one of {DCE_MODELS}", field="model")
     if (vfa is None) == (t1_ms is None):
-        raise FitError("give exactly one of a VFA series (vfa=) or a T1 value (t1_ms=)", field="t1")
+        raise FitError(
+            "give exactly one of a VFA series (vfa=, --vfa) or a T1 value (t1_ms=, --t1-ms)",
+            field="t1",
+        )
     vol, sidecar, dce_path = _load_series(dce, "dce")
     proto = _protocol(protocol, sidecar, dce_path, "dce", DynamicProtocol)
     if vol.n_measurements != proto.n_measurements:
