@@ -30,6 +30,7 @@ _LAZY: dict[str, str] = {
     "IRT1": "relaxometry",
     "T2": "relaxometry",
     "T2Star": "relaxometry",
+    "T2Offset": "relaxometry",
     # DCE
     "Tofts": "dce",
     "ExtendedTofts": "dce",
