@@ -131,9 +131,10 @@ def fit_blocks(
     mask: np.ndarray | None,
     *,
     n_params: int,
-    invalid_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    invalid_fn: Callable[[np.ndarray], np.ndarray] | None = _default_invalid,
     chunk_voxels: int | None = None,
     n_workers: int = 1,
+    native_dtype: bool = False,
 ) -> FlatFit:
     """Fit all masked voxels block by block.
 
@@ -145,13 +146,18 @@ def fit_blocks(
         Already validated by :func:`validate_inputs`.
     mask : ndarray of bool, shape data.shape[:-1], or None
     n_params : int
-    invalid_fn : callable, optional
+    invalid_fn : callable or None, optional
         ``invalid_fn(y (n, m)) -> (n,) bool``: voxels not to fit (status ``INVALID_INPUT``).
-        Default: any non-finite value.
+        Default: any non-finite value. ``None``: every voxel goes to ``block_fn``, which then
+        reports invalid voxels itself (status ``INVALID_INPUT``, NaN parameters); fused
+        kernels use this to validate in the same pass as they fit.
     chunk_voxels : int, optional
         Voxels per block (default :data:`DEFAULT_CHUNK_VOXELS`).
     n_workers : int, default 1
         Blocks processed concurrently in a thread pool.
+    native_dtype : bool, default False
+        Hand float32 data to ``block_fn`` as float32 (float64 otherwise; other dtypes are
+        always converted to float64).
 
     Returns
     -------
@@ -165,7 +171,9 @@ def fit_blocks(
         raise FitError(f"must be >= 1, got {chunk}", field="chunk_voxels")
     if n_workers < 1:
         raise FitError(f"must be >= 1, got {n_workers}", field="n_workers")
-    invalid_fn = invalid_fn or _default_invalid
+    block_dtype = (
+        data.dtype if native_dtype and data.dtype in (np.float32, np.float64) else np.float64
+    )
     params = np.full((V, n_params), np.nan, dtype=np.float32)
     stderr = np.full((V, n_params), np.nan, dtype=np.float32)
     rss = np.full(V, np.nan, dtype=np.float32)
@@ -183,10 +191,12 @@ def fit_blocks(
     def one(c: int) -> None:
         lo, hi = c * chunk, min((c + 1) * chunk, n_fit)
         sel: slice | np.ndarray = slice(lo, hi) if index is None else index[lo:hi]
-        y = np.asarray(flat[sel], dtype=np.float64)
-        bad = np.asarray(invalid_fn(y), dtype=bool)
+        y = np.asarray(flat[sel], dtype=block_dtype)
+        if invalid_fn is None:
+            good = np.ones(y.shape[0], dtype=bool)
+        else:
+            good = ~np.asarray(invalid_fn(y), dtype=bool)
         st = np.full(y.shape[0], FitStatus.INVALID_INPUT, dtype=np.uint8)
-        good = ~bad
         if np.all(good):
             res = block_fn(np.ascontiguousarray(y))
             params[sel] = res.params

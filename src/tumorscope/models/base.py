@@ -28,7 +28,6 @@ import json
 import os
 import pkgutil
 import warnings
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +113,10 @@ class FitResult:
         Standard errors of the fitted parameters from the Jacobian at the solution
         (NaN where not available).
     provenance : dict
-        Model name, method, options, backend, package versions, input fingerprint.
+        Model name, method, options, backend, package versions, input shape and dtype;
+        the fit stage (:func:`tumorscope.pipeline.fit_stage.fit_volume`) adds the SHA-256 of
+        the input files. (In-memory arrays are not hashed: hashing costs as much as a
+        log-linear ADC fit.)
     mask : ndarray of bool
         Voxels that were fitted (the mask given, or all).
 
@@ -288,6 +290,11 @@ class Model(abc.ABC):
     methods: ClassVar[tuple[str, ...]] = ("lm",)
     #: Name of the measurement axis in messages.
     measurement_name: ClassVar[str] = "measurements"
+    #: True if ``fit_block`` detects invalid voxels itself (status INVALID_INPUT, NaN
+    #: parameters) so the engine skips :meth:`invalid_voxels` (fused kernels).
+    handles_invalid: ClassVar[bool] = False
+    #: True if ``fit_block`` accepts float32 blocks (float32 data are then not upcast).
+    native_dtype: ClassVar[bool] = False
 
     method: str = "lm"
     backend: str = "auto"
@@ -484,9 +491,10 @@ class Model(abc.ABC):
             arr,
             m,
             n_params=len(self.parameters),
-            invalid_fn=self.invalid_voxels,
+            invalid_fn=None if self.handles_invalid else self.invalid_voxels,
             chunk_voxels=chunk_voxels,
             n_workers=self._n_workers(),
+            native_dtype=self.native_dtype,
         )
         return self._result(arr, flat)
 
@@ -502,7 +510,6 @@ class Model(abc.ABC):
             warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=3)
         from .. import __version__
 
-        buf = np.ascontiguousarray(arr)
         provenance = {
             "model": self.name,
             "model_class": f"{type(self).__module__}.{type(self).__qualname__}",
@@ -513,7 +520,6 @@ class Model(abc.ABC):
             "input": {
                 "shape": list(arr.shape),
                 "dtype": str(arr.dtype),
-                "crc32": f"{zlib.crc32(buf.data):08x}",
                 "fitted_voxels": int(flat.mask.sum()),
             },
         }

@@ -33,6 +33,7 @@ Which IVIM method when
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -125,6 +126,7 @@ def _bvalues(bvalues: Any) -> np.ndarray:
     return DiffusionProtocol(tuple(np.asarray(bvalues, dtype=float).ravel())).b.copy()
 
 
+@functools.cache
 def _numba() -> Any:
     try:
         from . import _diffusion_numba
@@ -154,10 +156,27 @@ class _DiffusionModel(Model):
 
 
 def _loglinear(
-    y: np.ndarray, b: np.ndarray, *, weighted: bool, adc_lo: float, adc_hi: float, backend: str
+    y: np.ndarray,
+    b: np.ndarray,
+    *,
+    weighted: bool,
+    adc_lo: float,
+    adc_hi: float,
+    backend: str,
+    base_idx: np.ndarray | None = None,
 ) -> BlockFit:
-    """(Weighted) log-linear mono-exponential fit of a block; params (S0, ADC)."""
+    """(Weighted) log-linear mono-exponential fit of a block; params (S0, ADC).
+
+    Voxels with NaN/inf or negative values, or a non-positive mean at ``base_idx`` (default:
+    the lowest b), get status INVALID_INPUT and NaN parameters.
+    """
     n = y.shape[0]
+    bb = np.ascontiguousarray(b, dtype=np.float64)
+    if base_idx is None:
+        base_idx = np.flatnonzero(bb == bb.min())
+    y = np.ascontiguousarray(y)
+    with np.errstate(invalid="ignore"):
+        logy = np.log(np.maximum(y, np.finfo(y.dtype).tiny))
     if backend == "numba":
         nbm = _numba()
         params = np.empty((n, 2))
@@ -165,8 +184,10 @@ def _loglinear(
         rss = np.empty(n)
         status = np.empty(n, dtype=np.uint8)
         nbm.loglinear_block(
-            np.ascontiguousarray(y),
-            np.ascontiguousarray(b, dtype=np.float64),
+            y,
+            logy,
+            bb,
+            np.ascontiguousarray(base_idx, dtype=np.int64),
             weighted,
             adc_lo,
             adc_hi,
@@ -176,11 +197,12 @@ def _loglinear(
             status,
         )
         return BlockFit(params, status, rss, stderr)
-    pos = y > 0
-    logy = np.log(np.where(pos, y, 1.0))
+    y = y.astype(np.float64)
+    invalid = _invalid_diffusion(y, base_idx)
+    pos = (y > 0) & ~invalid[:, None]
     w = np.where(pos, y * y if weighted else 1.0, 0.0)
-    A = np.c_[np.ones(b.size), -b]
-    lin = weighted_lls(A, logy, w)
+    A = np.c_[np.ones(bb.size), -bb]
+    lin = weighted_lls(A, np.where(pos, logy, 0.0), w)
     s0 = np.exp(lin.coef[:, 0])
     adc = lin.coef[:, 1]
     status = np.full(n, FitStatus.CONVERGED, dtype=np.uint8)
@@ -189,12 +211,16 @@ def _loglinear(
     adc = np.clip(adc, adc_lo, adc_hi)
     npos = pos.sum(axis=1)
     status[~lin.ok | (npos < 2)] = FitStatus.FAILED
+    status[invalid] = FitStatus.INVALID_INPUT
     # stderr with the number of usable samples
-    se = lin.stderr * np.sqrt((b.size - 2) / np.maximum(npos - 2, 1))[:, None]
+    se = lin.stderr * np.sqrt((bb.size - 2) / np.maximum(npos - 2, 1))[:, None]
     se[npos <= 2] = np.nan
     stderr = np.c_[s0 * se[:, 0], se[:, 1]]
     params = np.c_[s0, adc]
-    params[status == FitStatus.FAILED] = np.nan
+    nan = status >= FitStatus.INVALID_INPUT
+    params[nan] = np.nan
+    stderr[nan] = np.nan
+    lin.rss[nan] = np.nan
     return BlockFit(params, status, lin.rss, stderr)
 
 
@@ -241,6 +267,7 @@ class ADC(_DiffusionModel):
         ),
     )
     methods: ClassVar[tuple[str, ...]] = ("wlls", "lls", "nlls")
+    native_dtype: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -305,16 +332,31 @@ class ADC(_DiffusionModel):
     def initial_guess(self, y: np.ndarray) -> np.ndarray:
         return self._linear(y, weighted=True).params
 
+    @property
+    def handles_invalid(self) -> bool:  # type: ignore[override]
+        """The fused log-linear kernels validate voxels themselves (one pass over the data)."""
+        return self.method in ("wlls", "lls")
+
     def _linear(self, y: np.ndarray, *, weighted: bool) -> BlockFit:
         be = resolve_backend(self.backend, has_kernel=True)
         yk = y[:, self._keep] if self._keep.size != self.b.size else y
-        return _loglinear(
-            yk, self.b[self._keep], weighted=weighted, adc_lo=0.0, adc_hi=_D_MAX, backend=be
-        )
+        kb = self.b[self._keep]
+        res = _loglinear(yk, kb, weighted=weighted, adc_lo=0.0, adc_hi=_D_MAX, backend=be)
+        if self._keep.size != self.b.size and self.handles_invalid:
+            # samples outside [b_min, b_max] must also be valid numbers
+            bad = ~np.all(np.isfinite(y) & (y >= 0), axis=1)
+            if bad.any():
+                res.params[bad] = np.nan
+                if res.stderr is not None:
+                    res.stderr[bad] = np.nan
+                res.rss[bad] = np.nan
+                res.status[bad] = FitStatus.INVALID_INPUT
+        return res
 
     def fit_block(self, y: np.ndarray) -> BlockFit:
         if self.method in ("wlls", "lls"):
             return self._linear(y, weighted=self.method == "wlls")
+        y = y.astype(np.float64, copy=False)
         start = self._linear(y, weighted=True)
         p0 = np.where(np.isfinite(start.params), start.params, [[1.0, 1e-3]])
         p0[:, 0] = np.where(np.isfinite(start.params[:, 0]), p0[:, 0], y.max(axis=1))
