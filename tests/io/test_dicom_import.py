@@ -23,7 +23,7 @@ from tumorscope.io.dicom import (
     read_series,
     scan_dicom,
 )
-from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, write_series
+from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, oblique_affine, write_series
 from tumorscope.protocol import (
     DiffusionProtocol,
     DynamicProtocol,
@@ -32,18 +32,6 @@ from tumorscope.protocol import (
     VFAProtocol,
 )
 from tumorscope.volume import Volume
-
-
-def oblique_affine() -> np.ndarray:
-    """RAS affine rotated about all three axes, anisotropic voxels, off-centre."""
-    ax, ay, az = np.deg2rad([10.0, -20.0, 30.0])
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    a = np.eye(4)
-    a[:3, :3] = rz @ ry @ rx @ np.diag([1.5, 2.0, 4.0])
-    a[:3, 3] = [-20.0, 15.0, 30.0]
-    return a
 
 
 def volume(n: int, *, seed: int = 0, shape: tuple[int, int, int] = (10, 8, 5)) -> Volume:

@@ -56,6 +56,7 @@ __all__ = [
     "SynthPatient",
     "SynthStudy",
     "lps_affine",
+    "oblique_affine",
     "study_to_dicom",
     "write_series",
 ]
@@ -135,6 +136,25 @@ def _uid(*parts: object) -> str:
 def lps_affine(ras_affine: np.ndarray) -> np.ndarray:
     """RAS+ voxel-to-world affine → the LPS+ affine of DICOM (flip the first two world axes)."""
     return np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(ras_affine, dtype=float)
+
+
+def oblique_affine(
+    angles_deg: tuple[float, float, float] = (10.0, -20.0, 30.0),
+    voxel_mm: tuple[float, float, float] = (1.5, 2.0, 4.0),
+    origin_mm: tuple[float, float, float] = (-20.0, 15.0, 30.0),
+) -> np.ndarray:
+    """A RAS+ affine rotated about x, y and z (in that order), with anisotropic voxels.
+
+    Test series written on it exercise every sign and axis of the LPS/RAS conversion.
+    """
+    ax, ay, az = np.deg2rad(angles_deg)
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    a = np.eye(4)
+    a[:3, :3] = rz @ ry @ rx @ np.diag(voxel_mm)
+    a[:3, 3] = origin_mm
+    return a
 
 
 def _ds(value: float) -> str:
