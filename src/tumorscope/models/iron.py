@@ -48,7 +48,8 @@ IRON_MOLAR_MASS_G_PER_MOL: Final[float] = 55.845
 #: Ferumoxytol relaxivities in 1/(mM Fe · s), human plasma at 37 °C, by field strength in T and
 #: by rate (``"r1"``, ``"r2"``, ``"r2star"``). Knobloch et al., "Relaxivity of ferumoxytol at
 #: 1.5 T and 3.0 T", Invest Radiol 2018;53:257-263, doi:10.1097/RLI.0000000000000434 (plasma
-#: values, mean of their measurements). Tissue-bound (intracellular) ferumoxytol has other
+#: values; entered from memory of the abstract, verify against the paper before clinical
+#: use). Tissue-bound (intracellular) ferumoxytol has other
 #: relaxivities; pass your own ``relaxivity`` when a calibration exists.
 FERUMOXYTOL_RELAXIVITY: Final[dict[float, dict[str, float]]] = {
     1.5: {"r1": 19.0, "r2": 64.9, "r2star": 60.4},
