@@ -145,7 +145,8 @@ def from_lesion_table(
         One row per lesion and visit, columns ``subject``, ``visit``, ``date``,
         ``lesion_id``, ``target`` (bool), ``nodal`` (bool), ``longest_diameter_mm``,
         ``short_axis_mm``; optional ``bidimensional_product_mm2``, ``volume_ml``, ``organ``,
-        ``baseline`` (bool, rows of the baseline visit) and any map statistics
+        ``baseline`` (bool, rows of the baseline visit), ``present`` (rows with false, a
+        lesion not found at that visit, are treated as missing) and any map statistics
         (``ADC_mean``, ``Ktrans_mean``, ...), which are carried over unchanged.
     baseline : mapping of subject to visit, optional
         The baseline visit of each subject (overrides a ``baseline`` column). Default: the
@@ -187,6 +188,9 @@ def from_lesion_table(
             f"missing must be 'absent' or 'not assessed', got {missing!r}", field="missing"
         )
     df = lesions.copy().reset_index(drop=True)
+    if "present" in df.columns:
+        # rows of lesions not found at a visit (tracking "disappeared") carry no measure
+        df = df[[_as_bool(x) for x in df["present"]]].reset_index(drop=True)
     for col in ("subject", "visit", "lesion_id"):
         df[col] = df[col].astype(str)
     df["date"] = pd.to_datetime(df["date"]).dt.strftime("%Y-%m-%d")
