@@ -1243,15 +1243,30 @@ class _DecayModel(Model):
         data: npt.ArrayLike,
         mask: npt.ArrayLike | None = None,
         *,
+        noise_sigma_map: npt.ArrayLike | None = None,
         chunk_voxels: int | None = None,
     ) -> FitResult:
         """Fit every voxel (within ``mask``); see :meth:`Model.fit`.
 
         With ``floor="rician"`` and no ``noise_sigma``, the noise level is first estimated
         from the data (:meth:`estimate_noise_sigma`) and recorded in the provenance.
+
+        Parameters
+        ----------
+        data : array_like, shape (..., n_echoes)
+        mask : array_like of bool, shape data.shape[:-1], optional
+        noise_sigma_map : array_like, shape data.shape[:-1], optional, keyword-only
+            A spatially varying Rician noise level (parallel imaging, coil sensitivity),
+            with ``floor="rician"`` and no scalar ``noise_sigma``. Because
+            ``E[M](A, σ) = σ E[M](A/σ, 1)``, each voxel is divided by its σ, fitted with
+            σ = 1 and scaled back (``S0`` × σ, ``rss`` × σ²): exact, and the fast kernel
+            is kept. Voxels with a non-finite or non-positive σ get ``INVALID_INPUT``.
+        chunk_voxels : int, optional, keyword-only
         """
         arr = np.asarray(data)
         msk = None if mask is None else np.asarray(mask)
+        if noise_sigma_map is not None:
+            return self._fit_sigma_map(arr, msk, noise_sigma_map, chunk_voxels)
         if self.floor == "rician" and self.noise_sigma is None:
             sigma = self.estimate_noise_sigma(arr, msk)
             model = _copy_model(self)
@@ -1259,6 +1274,46 @@ class _DecayModel(Model):
             model._sigma_estimated = True
             return Model.fit(model, arr, msk, chunk_voxels=chunk_voxels)
         return super().fit(arr, msk, chunk_voxels=chunk_voxels)
+
+    def _fit_sigma_map(
+        self,
+        arr: np.ndarray,
+        msk: np.ndarray | None,
+        noise_sigma_map: npt.ArrayLike,
+        chunk_voxels: int | None,
+    ) -> FitResult:
+        from ..fitting.engine import validate_inputs
+
+        if self.floor != "rician" or self.noise_sigma is not None:
+            raise FitError(
+                "noise_sigma_map needs floor='rician' and no scalar noise_sigma",
+                field="noise_sigma_map",
+            )
+        arr, m = validate_inputs(
+            arr, msk, n_measurements=self.n_measurements, what=self.measurement_name
+        )
+        sig = np.asarray(noise_sigma_map, dtype=float)
+        if sig.shape != arr.shape[:-1]:
+            raise FitError(
+                f"noise_sigma_map shape {sig.shape} does not match the data's spatial shape "
+                f"{arr.shape[:-1]}",
+                field="noise_sigma_map",
+            )
+        good = np.isfinite(sig) & (sig > 0)
+        safe = np.where(good, sig, 1.0)
+        scaled = np.asarray(arr, dtype=np.float64) / safe[..., None]
+        scaled[~good] = np.nan  # -> INVALID_INPUT
+        model = _copy_model(self)
+        model.noise_sigma = 1.0
+        res = Model.fit(model, scaled, m, chunk_voxels=chunk_voxels)
+        res.maps["S0"] = (res.maps["S0"] * safe).astype(np.float32)
+        res.stderr["S0"] = (res.stderr["S0"] * safe).astype(np.float32)
+        res.rss = (res.rss * safe**2).astype(np.float32)
+        res.provenance["options"]["noise_sigma"] = "map"
+        res.provenance["options"]["noise_sigma_map_median"] = (
+            float(np.median(sig[good])) if good.any() else None
+        )
+        return res
 
     def estimate_noise_sigma(
         self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 20000
