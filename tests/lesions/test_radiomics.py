@@ -160,3 +160,49 @@ def test_delta_radiomics():
     assert not d["feature"].str.startswith("setting_").any()
     with pytest.raises(DataError, match="baseline visit"):
         delta_radiomics(pd.DataFrame(rows, columns=list(RADIOMICS_COLUMNS)), baseline="09")
+
+
+def test_geometry_agrees_with_mirp_morphology():
+    """Our maximum 3-D diameter and volume against MIRP's IBSI morphology on a random blob."""
+    from scipy import ndimage
+
+    from tumorscope.lesions.geometry import measure
+
+    rng = np.random.default_rng(3)
+    m = ndimage.binary_opening(ndimage.gaussian_filter(rng.random((20, 18, 10)), 2) > 0.5)
+    lab, _ = ndimage.label(m)
+    m = lab == np.argmax(np.bincount(lab.ravel())[1:]) + 1
+    aff = np.diag([0.8, 1.1, 2.5, 1.0])
+    s = RadiomicsSettings(n_bins=8, spacing_mm=None, families=("morphology",))
+    img = Volume(rng.random(m.shape).astype(np.float32), aff)
+    f = radiomics_features(img, m, settings=s).set_index("feature")["value"]
+    g = measure(m, aff)
+    assert g["max_3d_diameter_mm"] == pytest.approx(f["morph_diam"], rel=1e-6)
+    assert g["volume_ml"] * 1000 == pytest.approx(f["morph_vol_approx"], rel=1e-6)
+
+
+def test_study_radiomics_deltas(tiny_study):
+    from tumorscope.lesions.study import study_radiomics
+
+    truth = tiny_study / "derivatives" / "truth"
+
+    def maps(subject, visit):
+        if subject != "002":
+            return {}
+        p = (
+            truth
+            / f"sub-{subject}"
+            / f"ses-{visit}"
+            / f"sub-{subject}_ses-{visit}_desc-D_truth.nii.gz"
+        )
+        return {"D": Volume.from_nifti(p)}
+
+    d = study_radiomics(tiny_study, maps)
+    assert set(d["subject"]) == {"002"} and set(d["map"]) == {"D"}
+    base = d[d["visit"] == "01"]
+    assert (base["delta"] == 0).all()
+    mean = d[(d["feature"] == "stat_mean") & (d["lesion_id"] == "L1")].set_index("visit")
+    assert list(mean.index) == ["01", "02", "03", "04"]
+    assert mean.loc["04", "delta"] == pytest.approx(
+        mean.loc["04", "value"] - mean.loc["01", "value"]
+    )

@@ -399,19 +399,25 @@ def _is_number(v: Any) -> bool:
 def _quiet() -> Iterator[None]:
     """Keep MIRP's chatter off the user's console.
 
-    MIRP logs every job at INFO level on the root logger, and warns that intensities of
-    generic (non-DICOM) images "do not represent calibrated values": parameter maps are
-    calibrated, so that warning is wrong here and is silenced (only that one).
+    MIRP calls ``logging.basicConfig(level=INFO, stream=sys.stdout)`` and logs every job at
+    INFO level on the root logger. A placeholder handler makes that ``basicConfig`` a no-op
+    (so no handler is left behind in the caller's process) and the root level is raised to
+    WARNING while MIRP runs. MIRP also warns that intensities of generic (non-DICOM) images
+    "do not represent calibrated values": parameter maps are calibrated, so that warning is
+    wrong here and is silenced (only that one).
     """
     root = logging.getLogger()
     old = root.level
+    placeholder: logging.Handler | None = None
+    if not root.handlers:
+        placeholder = logging.NullHandler()
+        root.addHandler(placeholder)
     root.setLevel(max(old, logging.WARNING))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore",
-                message=r"The intensities for this image .* "
-                r"do not represent calibrated values",
+                message=r"The intensities for this image .* do not represent calibrated values",
             )
             # SWIG bindings of ITK (MIRP's NIfTI reader) warn on import under Python >= 3.12
             warnings.filterwarnings(
@@ -420,6 +426,8 @@ def _quiet() -> Iterator[None]:
             yield
     finally:
         root.setLevel(old)
+        if placeholder is not None:
+            root.removeHandler(placeholder)
 
 
 def _run_mirp(image: Volume, mask: np.ndarray, kwargs: dict[str, Any]) -> dict[str, Any]:
