@@ -125,3 +125,19 @@ def test_irano_progression_after_6_months_and_clinical_decline_are_immediate():
     assert responses(assess(late, criteria="irano")) == ["baseline", "SD", "PD"]
     worse = _t((20, 20), (25, 25), clinical=["stable", "worse"])
     assert responses(assess(worse, criteria="irano")) == ["baseline", "PD"]
+
+
+def test_enhancing_disease_reappearing_after_zero_spd_is_progression():
+    """PD is measured "compared with the smallest tumour measurement ... or best response":
+    from an SPD of 0 any reappearing enhancing disease is an unbounded increase."""
+    r = assess(_t((20, 20), "absent", (8, 8), steroids=[0, 0, 0]), criteria="rano")
+    assert responses(r) == ["baseline", "CR", "PD"]
+    assert "reappeared" in r["reason"].iloc[2]
+
+
+def test_too_small_to_measure_counts_5_by_5_mm():
+    """tumorscope decision, by analogy with RECIST 1.1: a lesion too small to measure counts
+    5 × 5 mm² rather than making the visit not evaluable."""
+    r = assess(_t((20, 20), "too small to measure"), criteria="rano")
+    assert r["spd_mm2"].tolist() == [400, 25]
+    assert responses(r) == ["baseline", "PR"]

@@ -110,7 +110,7 @@ def repeatability(
     --------
     >>> r = repeatability([1.0, 2.0, 3.0], [1.1, 1.8, 3.3], method="rms")
     >>> round(r.wcv, 4)
-    0.0815
+    0.0698
     """
     a = np.asarray(test, dtype=float).ravel()
     b = np.asarray(retest, dtype=float).ravel()

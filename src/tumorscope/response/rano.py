@@ -14,7 +14,10 @@ doi:10.1016/S1470-2045(15)00088-1
 Rules implemented (time point)
 ------------------------------
 * Size is the sum of products of perpendicular diameters (SPD, mm²) of the enhancing target
-  lesions: ``diameter_mm × perpendicular_mm``; ``absent`` counts 0. Target lesions must be
+  lesions: ``diameter_mm × perpendicular_mm``; ``absent`` counts 0 and, by analogy with
+  RECIST 1.1's default of 5 mm (a tumorscope decision), ``too small to measure`` 5 × 5 mm².
+  Enhancing disease reappearing after the SPD reached 0 is progression (any growth from a
+  nadir of 0 is an unbounded relative increase). Target lesions must be
   measurable at baseline, "contrast-enhancing lesions with clearly defined margins, with
   two perpendicular diameters of at least 10 mm"; RANO 2.0 keeps at most 3 target lesions.
 * CR: disappearance of all enhancing target and non-target disease, no new lesion, "off
@@ -57,7 +60,15 @@ import math
 from typing import Any
 
 from ..errors import ResponseError
-from ._core import Subject, at_least, fmt, new_lesions_present, nontarget_category, pct
+from ._core import (
+    TOO_SMALL_MM,
+    Subject,
+    at_least,
+    fmt,
+    new_lesions_present,
+    nontarget_category,
+    pct,
+)
 from .recist import COLUMNS as _RECIST_COLUMNS
 
 __all__ = ["COLUMNS", "assess_rano"]
@@ -151,6 +162,8 @@ def _spd(s: Subject, v: Any) -> tuple[float, list[str]]:
             missing.append(les.lesion_id)
         elif o.status == "absent" or (math.isfinite(o.diameter_mm) and o.diameter_mm == 0):
             continue
+        elif o.status == "too small to measure":
+            total += TOO_SMALL_MM * TOO_SMALL_MM
         elif math.isfinite(o.diameter_mm) and math.isfinite(o.perpendicular_mm):
             total += o.diameter_mm * o.perpendicular_mm
         else:
@@ -206,6 +219,9 @@ def _subject_rows(
         if not missing and spd == 0:
             target = "CR"
             t_reason = "all enhancing target lesions gone"
+        elif nadir == 0 and spd > 0:
+            target = "PD"
+            t_reason = f"enhancing disease reappeared ({fmt(spd)} mm²) after SPD 0 ({nadir_txt})"
         elif nadir > 0 and at_least(rise_pct, 25.0):
             target = "PD"
             t_reason = (
