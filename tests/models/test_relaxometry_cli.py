@@ -11,7 +11,12 @@ from typer.testing import CliRunner
 
 from tumorscope.cli import app
 from tumorscope.models.fluorine import spins_per_voxel
-from tumorscope.models.relaxometry import ir_signal, monoexp_signal, spgr_signal
+from tumorscope.models.relaxometry import (
+    ir_signal,
+    monoexp_signal,
+    spgr_signal,
+    t2star_rician_signal,
+)
 from tumorscope.volume import Volume
 
 runner = CliRunner()
@@ -222,3 +227,20 @@ def test_cells19f_command(tmp_path: Path) -> None:
     )
     assert res.exit_code == 2 and "tube labels" in res.output
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_fit_t2star_noise_map(tmp_path: Path) -> None:
+    te = [2.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0, 25.0]
+    r2s = np.linspace(20, 600, 8).reshape(2, 2, 2)
+    sig = np.linspace(2.0, 30.0, 8).reshape(2, 2, 2)
+    y = t2star_rician_signal(np.stack([np.full_like(r2s, 1000.0), r2s], -1), te, sig)
+    series = _write(tmp_path / "me2.nii.gz", y)
+    nm = _write(tmp_path / "sigma.nii.gz", sig)
+    args = ["fit", "t2star", str(series), "--echo-times", ",".join(map(str, te))]
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "o"), "--noise-map", str(nm)])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_allclose(_map(tmp_path / "o" / "me2_t2star_R2star.nii.gz"), r2s, rtol=1e-4)
+    bad = _write(tmp_path / "bad.nii.gz", np.ones((3, 2, 2)))
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "o2"), "--noise-map", str(bad)])
+    assert res.exit_code == 2 and "noise map grid" in res.output
+    assert not (tmp_path / "o2").exists()

@@ -60,10 +60,15 @@ def _fit_and_write(
     out: Path,
     mask: Path | None,
     prefix: str,
-    b1: Path | None = None,
+    voxel_map: tuple[str, str, Path] | None = None,
     chunk_voxels: int | None = None,
 ) -> Any:
-    """Fit ``model`` to ``series`` (with an optional B1 map) and write maps atomically."""
+    """Fit ``model`` to ``series`` and write the maps atomically.
+
+    ``voxel_map`` is ``(fit keyword, label, path)`` of a per-voxel input map (``b1`` for
+    VFA, ``noise_sigma_map`` for T2*), checked on the series grid before anything is fitted
+    or written.
+    """
     import warnings
 
     import numpy as np
@@ -74,13 +79,13 @@ def _fit_and_write(
     from ..volume import Volume
 
     vol = Volume.from_nifti(series)
-    if b1 is None:
+    if voxel_map is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", TumorscopeWarning)
             return fit_volume(
                 model, vol, out_dir=out, mask=mask, prefix=prefix, chunk_voxels=chunk_voxels
             )
-    # B1 map: checked on the series grid before anything is fitted or written
+    keyword, label, path = voxel_map
     if vol.data.ndim != 4 or vol.n_measurements != model.n_measurements:
         raise FitError(
             f"the series has shape {vol.shape}; expected 4-D with {model.n_measurements} "
@@ -88,24 +93,20 @@ def _fit_and_write(
             file=series,
             field="dim[4]",
         )
-    b1_vol = Volume.from_nifti(b1)
-    if b1_vol.spatial_shape != vol.spatial_shape or not vol.same_grid(b1_vol):
+    map_vol = Volume.from_nifti(path)
+    if map_vol.spatial_shape != vol.spatial_shape or not vol.same_grid(map_vol):
         raise DataError(
-            f"B1 map grid {b1_vol.spatial_shape} differs from the series grid "
+            f"{label} grid {map_vol.spatial_shape} differs from the series grid "
             f"{vol.spatial_shape}; resample it first",
-            file=b1,
+            file=path,
             field="affine",
         )
     m = load_mask(mask, vol)
+    values = np.asarray(map_vol.data, dtype=float).reshape(vol.spatial_shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TumorscopeWarning)
-        fit = model.fit(
-            vol.data,
-            m,
-            b1=np.asarray(b1_vol.data, dtype=float).reshape(vol.spatial_shape),
-            chunk_voxels=chunk_voxels,
-        )
-    files = {"series": series, "b1": b1, **({"mask": mask} if mask is not None else {})}
+        fit = model.fit(vol.data, m, chunk_voxels=chunk_voxels, **{keyword: values})
+    files = {"series": series, keyword: path, **({"mask": mask} if mask is not None else {})}
     fit.provenance["inputs"] = {
         k: {"path": str(p), "sha256": file_sha256(p)} for k, p in files.items()
     }
@@ -187,7 +188,13 @@ def t1(
             model = IRT1(proto_ti)
         pre = prefix if prefix is not None else f"{_stem(series)}_{model.name}_"
         res = _fit_and_write(
-            model, series, out=out, mask=mask, prefix=pre, b1=b1, chunk_voxels=chunk_voxels
+            model,
+            series,
+            out=out,
+            mask=mask,
+            prefix=pre,
+            voxel_map=None if b1 is None else ("b1", "B1 map", b1),
+            chunk_voxels=chunk_voxels,
         )
     _report(res, model.name)
 
@@ -239,6 +246,9 @@ def t2star(
     noise_sigma: float = typer.Option(
         None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
     ),
+    noise_map: Path = typer.Option(
+        None, "--noise-map", help="Spatially varying noise level map (NIfTI, series grid)."
+    ),
     prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
     chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
 ) -> None:
@@ -252,11 +262,18 @@ def t2star(
         model = T2Star(te, noise_sigma=noise_sigma, floor=floor)  # type: ignore[arg-type]
         pre = prefix if prefix is not None else f"{_stem(series)}_{model.name}_"
         res = _fit_and_write(
-            model, series, out=out, mask=mask, prefix=pre, chunk_voxels=chunk_voxels
+            model,
+            series,
+            out=out,
+            mask=mask,
+            prefix=pre,
+            voxel_map=None if noise_map is None else ("noise_sigma_map", "noise map", noise_map),
+            chunk_voxels=chunk_voxels,
         )
     _report(res, model.name)
     sigma = res.fit.provenance["options"].get("noise_sigma")
-    typer.echo(f"  noise sigma      {sigma:g}" if sigma is not None else "")
+    if isinstance(sigma, int | float):
+        typer.echo(f"  noise sigma      {sigma:g}")
 
 
 def _write_table(path: Path, table: dict[str, Any]) -> None:
