@@ -76,8 +76,11 @@ def test_geometry_rows_and_tracking_against_truth(tiny_study, truth_table):
     study = open_study(tiny_study)
     for (s, lid), v in first.items():
         status = got.loc[(s, v, lid), "tracking"]
-        first_visit = next(iter(study.subjects[s].visits))
-        assert status == ("baseline" if v == first_visit else "new")
+        order = list(study.subjects[s].visits)
+        base = order.index(study.subjects[s].baseline.id)
+        expected = ["prebaseline", "baseline", "new"][int(np.sign(order.index(v) - base)) + 1]
+        assert status == expected
+    assert (got.loc[("005", "01", "L1"), "tracking"]) == "baseline"  # seen at pre-baseline 00
     # the truth maps' statistics: D of the lesions is in the phantom's tissue range
     assert df.loc[df["present"], "D_mean"].between(3e-4, 3.5e-3).all()
     assert (df.loc[df["present"], "T1_n_excluded"] == 0).all()

@@ -97,3 +97,19 @@ def test_bad_ids_are_errors():
         track_lesions([VisitLabels("01", v, ids={1: "A", 2: "A"})])
     with pytest.raises(DataError, match="integer"):
         track_lesions([VisitLabels("01", v.astype(np.float32))])
+
+
+def test_reference_visit_and_prebaseline():
+    v0 = _balls((1, [15, 15, 10], 4))
+    v1 = _balls((1, [15, 15, 10], 5), (2, [40, 40, 20], 4))
+    v2 = _balls((1, [15, 15, 10], 5), (2, [40, 40, 20], 4), (3, [45, 15, 10], 3))
+    df = track_lesions(
+        [VisitLabels("00", v0), VisitLabels("01", v1), VisitLabels("02", v2)], reference=1
+    )
+    assert list(df[df["visit"] == "00"]["status"]) == ["prebaseline"]
+    assert set(df[df["visit"] == "01"]["status"]) == {"baseline"}
+    b = _by(df, "01")
+    assert b["L1"].matched_by == "overlap" and b["L2"].matched_by == ""
+    assert _by(df, "02")["L3"].status == "new"
+    with pytest.raises(DataError, match="reference index 3"):
+        track_lesions([VisitLabels("00", v0)], reference=3)

@@ -26,7 +26,8 @@ different position of the patient; with ``"resample"`` the label map is resample
 map's grid in world coordinates (:func:`tumorscope.preprocessing.resample_mask`), which is
 right when the scanner kept the patient's position (series of one session). Between visits,
 lesions keep the ids of the lesion tables; :func:`tumorscope.lesions.tracking.track_lesions`
-reports whether each is ``baseline``, ``present``, ``new``, ``reappeared`` or ``disappeared``
+reports whether each is ``prebaseline``, ``baseline``, ``present``, ``new``, ``reappeared``
+or ``disappeared``
 (disappeared lesions get a row with ``present = False`` and NaN measures).
 """
 
@@ -206,7 +207,8 @@ def measure_study(
                         ids={r.label: r.lesion_id for r in les.table},
                     )
                     for v, les in lesion_sets
-                ]
+                ],
+                reference=next((i for i, (v, _) in enumerate(lesion_sets) if v.baseline), 0),
             )
             tracked = {
                 (str(vv), str(lid)): str(stt)

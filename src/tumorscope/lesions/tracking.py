@@ -86,7 +86,8 @@ def track_lesions(
     visits : sequence of VisitLabels
         In chronological order.
     reference : int, default 0
-        Index of the visit whose space is the common space (baseline).
+        Index of the baseline visit: its space is the common space, its lesions have status
+        ``baseline`` and those of earlier (pre-baseline) visits ``prebaseline``.
     min_dice : float, default 0.1
         Smallest Dice overlap (in the reference space) accepted as the same lesion.
     max_distance_mm : float, default 15.0
@@ -98,9 +99,9 @@ def track_lesions(
     -------
     pandas.DataFrame
         Columns :data:`TRACKING_COLUMNS`: one row per lesion per visit, with ``status`` in
-        ``baseline`` (present at the first visit), ``present``, ``new``, ``reappeared`` or
-        ``disappeared`` (then ``label`` is 0), and ``matched_by`` in ``id``, ``overlap``,
-        ``distance`` or ``""``.
+        ``prebaseline``, ``baseline``, ``present``, ``new`` (never seen at an earlier visit),
+        ``reappeared`` or ``disappeared`` (then ``label`` is 0), and ``matched_by`` in ``id``,
+        ``overlap``, ``distance`` or ``""`` (a fresh id).
 
     Raises
     ------
@@ -174,7 +175,9 @@ def track_lesions(
         seen_now = set()
         for k in present:
             lid, how, d, dist = assigned[k]
-            if n == 0:
+            if n < reference:
+                status = "prebaseline"
+            elif n == reference:
                 status = "baseline"
             elif lid not in known:
                 status = "new"
@@ -182,8 +185,6 @@ def track_lesions(
                 status = "reappeared"
             else:
                 status = "present"
-            if n == 0 or status == "new":
-                how = "" if v.ids is None else how
             rows.append(
                 dict(
                     visit=v.visit,
