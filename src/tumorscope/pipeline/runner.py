@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from ..io import Study
     from ..study import Store
 
-__all__ = ["Failure", "Outcome", "RunSummary", "execute_unit", "run_study"]
+__all__ = ["Failure", "Outcome", "RunSummary", "execute_unit", "run_study", "write_reports"]
 
 log = logging.getLogger("tumorscope.pipeline")
 
@@ -690,6 +690,61 @@ def _publish(
             )
         )
         return None
+
+
+def write_reports(
+    study: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    db_url: str | None = None,
+) -> Path:
+    """Write the HTML reports again from the results of earlier runs (nothing is refitted).
+
+    Subject reports are written for the subjects whose ``measure`` step is recorded as done.
+
+    Parameters
+    ----------
+    study, out_dir, db_url
+        As for :func:`run_study`.
+
+    Returns
+    -------
+    Path
+        The study report, ``<out_dir>/report/index.html``.
+
+    Raises
+    ------
+    DataError
+        If the output folder holds no results of a run.
+    """
+    from ..io import open_study
+    from ..report import write_study_report, write_subject_report
+    from ..study import default_url, open_store
+
+    root = Path(study).resolve()
+    study_obj = open_study(root)
+    out = (Path(out_dir) if out_dir is not None else root / "derivatives" / "tumorscope").resolve()
+    url = db_url or default_url(out)
+    if db_url is None and not (out / "tumorscope.sqlite").exists():
+        raise DataError(
+            "no results here: run `tumorscope run` first (tumorscope.sqlite is missing)",
+            file=out,
+        )
+    ctx = Context(root, out, dict(DEFAULT_OPTIONS))
+    store = open_store(url)
+    try:
+        runs = store.read_table("step_runs", status="done")
+        for sid in study_obj.subjects:
+            mine = runs[runs["subject"] == sid]
+            if "measure" not in set(mine["step"]):
+                continue
+            upstream: Upstream = {}
+            for r in mine.to_dict("records"):
+                upstream.setdefault(str(r["step"]), {})[str(r["unit"])] = dict(r["outputs"])
+            write_subject_report(ctx, study_obj, sid, upstream)
+        return write_study_report(ctx, study_obj, store)
+    finally:
+        store.close()
 
 
 class _Bars:

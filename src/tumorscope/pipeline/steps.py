@@ -59,6 +59,9 @@ __all__ = [
 DEFAULT_OPTIONS: dict[str, Any] = {
     # diffusion models fitted to every DWI series (names of the model registry)
     "dwi_models": ("adc", "ivim"),
+    # DCE: pharmacokinetic model and arterial input function (tumorscope.models.dce_stage)
+    "dce_model": "extended_tofts",
+    "dce_aif": "parker",
 }
 
 
@@ -332,56 +335,167 @@ def maps_dir(ctx: Context, subject: str, visit: str) -> Path:
     return subject_dir(ctx, subject) / f"ses-{visit}" / "maps"
 
 
-def map_prefix(subject: str, visit: str, model: str) -> str:
-    """File name prefix of a fit's maps: ``sub-001_ses-01_model-ivim_``."""
-    return f"sub-{subject}_ses-{visit}_model-{model}_"
+def _sidecar(path: Path) -> dict[str, Any]:
+    side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
+    try:
+        return dict(json.loads(side.read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
-def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Fit every diffusion model of ``options["dwi_models"]`` to the visit's DWI series."""
+@dataclass(frozen=True)
+class _MapEntry:
+    model: str
+    parameter: str
+    path: Path
+    status: Path | None
+    fit: Any = None  # the FitResult the map comes from (quality counts), if any
+
+
+def _record_maps(
+    ctx: Context, step: str, unit: Unit, entries: list[_MapEntry], files: list[Path]
+) -> StepOutput:
+    """Rows of the ``maps`` table and the visit's map index for the maps a fit step wrote.
+
+    The index (``<prefix><step>_index.json``: map name -> path, status map, unit) is how
+    the later steps, which never read the database, find the maps; it is one of the step's
+    outputs, so its hash makes them re-run when the maps change.
+    """
     import numpy as np
 
     from ..fitting.status import FitStatus
-    from ..models import get_model
+    from ..volume import atomic_write
     from .hashing import file_sha256
 
     assert unit.visit is not None
-    series = _visit(study, unit).series["dwi"]
-    protocol = series.protocol
-    vol = series.load()
-    out = maps_dir(ctx, unit.subject, unit.visit)
-    files: list[Path] = []
     rows: list[dict[str, Any]] = []
+    index: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    for name in ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"]):
-        model = get_model(name)(protocol)
-        fit = model.fit(vol.data)
-        written = fit.to_nifti(
-            out, vol.affine, prefix=map_prefix(unit.subject, unit.visit, model.name)
+    for e in entries:
+        side = _sidecar(e.path)
+        unit_str = str(side.get("Units", ""))
+        n_fitted = n_conv = None
+        if e.fit is not None:
+            st = np.asarray(e.fit.status)
+            n_fitted = int((st != FitStatus.NOT_FITTED).sum())
+            n_conv = int((st == FitStatus.CONVERGED).sum())
+        name = f"{e.model}.{e.parameter}"
+        index[name] = {
+            "path": ctx.out_rel(e.path),
+            "status": None if e.status is None else ctx.out_rel(e.status),
+            "unit": unit_str,
+        }
+        rows.append(
+            {
+                "subject": unit.subject,
+                "visit": unit.visit,
+                "model": e.model,
+                "parameter": e.parameter,
+                "step": step,
+                "unit": unit_str,
+                "path": ctx.out_rel(e.path),
+                "sha256": file_sha256(e.path),
+                "n_fitted": n_fitted,
+                "n_converged": n_conv,
+                "provenance": json.loads(
+                    json.dumps(side.get("Provenance") or {}, default=_json_default)
+                ),
+            }
         )
-        n_fitted = int(fit.mask.sum()) if fit.mask.size else int(np.prod(fit.shape))
-        n_conv = int((fit.status == FitStatus.CONVERGED).sum())
-        notes.append(f"{model.name}: {n_conv}/{n_fitted} voxels converged")
-        for key, path in written.items():
-            files += [path, path.with_name(path.name[: -len(".nii.gz")] + ".json")]
-            if key in fit.maps:
-                rows.append(
-                    {
-                        "subject": unit.subject,
-                        "visit": unit.visit,
-                        "model": model.name,
-                        "parameter": key,
-                        "step": "fit_dwi",
-                        "unit": fit.units.get(key, ""),
-                        "path": ctx.out_rel(path),
-                        "sha256": file_sha256(path),
-                        "n_fitted": n_fitted,
-                        "n_converged": n_conv,
-                        "provenance": json.loads(json.dumps(fit.provenance, default=_json_default)),
-                    }
-                )
-    where = {"subject": unit.subject, "visit": unit.visit, "step": "fit_dwi"}
-    return StepOutput(files=files, writes=[Write("maps", where, rows)], notes=notes)
+    fits = {e.model: e.fit for e in entries if e.fit is not None}
+    for model, fit in fits.items():
+        st = np.asarray(fit.status)
+        n = int((st != FitStatus.NOT_FITTED).sum())
+        notes.append(f"{model}: {int((st == FitStatus.CONVERGED).sum())}/{n} voxels converged")
+    idx_path = maps_dir(ctx, unit.subject, unit.visit) / (
+        f"sub-{unit.subject}_ses-{unit.visit}_{step}_index.json"
+    )
+    text = json.dumps(index, indent=1, sort_keys=True) + "\n"
+    atomic_write(idx_path, lambda tmp: tmp.write_text(text))
+    where = {"subject": unit.subject, "visit": unit.visit, "step": step}
+    return StepOutput(files=[*files, idx_path], writes=[Write("maps", where, rows)], notes=notes)
+
+
+def _with_sidecars(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in paths:
+        out.append(p)
+        if p.name.endswith(".nii.gz"):
+            side = p.with_name(p.name[: -len(".nii.gz")] + ".json")
+            if side.exists():
+                out.append(side)
+    return out
+
+
+def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Fit every diffusion model of ``options["dwi_models"]`` to the visit's DWI series.
+
+    Calls :func:`tumorscope.pipeline.fit_stage.fit_dwi` (whole volume, no mask: the maps are
+    shown over the anatomy in the report; a voxel's fit does not depend on the others).
+    """
+    from . import fit_stage
+
+    assert unit.visit is not None
+    series = _visit(study, unit).series["dwi"]
+    out = maps_dir(ctx, unit.subject, unit.visit)
+    entries: list[_MapEntry] = []
+    files: list[Path] = []
+    for name in ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"]):
+        prefix = f"sub-{unit.subject}_ses-{unit.visit}_{name}_"
+        res = fit_stage.fit_dwi(series.path, out_dir=out, model=name, prefix=prefix)
+        status = res.files.get("status")
+        for param in res.fit.maps:
+            entries.append(_MapEntry(name, param, res.files[param], status, res.fit))
+        files += _with_sidecars(list(res.files.values()))
+    return _record_maps(ctx, "fit_dwi", unit, entries, files)
+
+
+def _dce_applies(study: Study, unit: Unit) -> bool:
+    series = _visit(study, unit).series
+    return "dce" in series and "t1_vfa" in series
+
+
+def _dce_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    visit = _visit(study, unit)
+    return [
+        _manifest_file(ctx),
+        *_series_files(visit.series["dce"].path),
+        *_series_files(visit.series["t1_vfa"].path),
+        *_lesion_files(visit),
+    ]
+
+
+def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """VFA T1, concentration, AIF and the pharmacokinetic model inside the lesions.
+
+    Calls :func:`tumorscope.models.dce_stage.fit_dce_visit` with ``options["dce_model"]``
+    and ``options["dce_aif"]``; the study manifest's ``dce:`` defaults apply.
+    """
+    from ..models.dce_stage import fit_dce_visit
+
+    assert unit.visit is not None
+    model = str(ctx.options.get("dce_model", DEFAULT_OPTIONS["dce_model"]))
+    aif = str(ctx.options.get("dce_aif", DEFAULT_OPTIONS["dce_aif"]))
+    res = fit_dce_visit(
+        _visit(study, unit), out_dir=maps_dir(ctx, unit.subject, unit.visit), model=model, aif=aif
+    )
+    files = res.files
+    entries: list[_MapEntry] = []
+    for param in res.fit.maps:
+        key = f"{model}_{param}"
+        if key in files:
+            entries.append(
+                _MapEntry(model, param, files[key], files.get(f"{model}_status"), res.fit)
+            )
+    for key, path in files.items():
+        if key.startswith("sq_") and str(path).endswith(".nii.gz"):
+            entries.append(_MapEntry("sq", key[3:], path, None))
+    for param in ("T1", "R1"):
+        if f"vfa_{param}" in files:
+            entries.append(_MapEntry("vfa", param, files[f"vfa_{param}"], files.get("vfa_status")))
+    out = _record_maps(ctx, "fit_dce", unit, entries, _with_sidecars(list(files.values())))
+    out.notes += list(res.warnings)
+    return out
 
 
 def _json_default(obj: Any) -> Any:
@@ -392,7 +506,8 @@ def _json_default(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------------- measure
 
-_MAP_STEPS = ("fit_dwi",)
+#: Steps that write parameter maps (each writes a ``*_index.json`` per visit).
+_MAP_STEPS = ("fit_dwi", "fit_dce")
 
 
 def _measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
@@ -402,28 +517,23 @@ def _measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return files
 
 
-def _maps_of_visit(
+def maps_of_visit(
     ctx: Context, upstream: Upstream, subject: str, visit: str
-) -> dict[str, tuple[Path, Path | None]]:
-    """``{"ivim.D": (map path, status path)}`` from the fit steps' outputs for one visit."""
+) -> dict[str, tuple[Path, Path | None, str]]:
+    """Maps the fit steps wrote for one visit: ``{"ivim.D": (path, status path, unit)}``.
+
+    Read from the map indexes among the fit steps' outputs (``upstream``).
+    """
     key = f"sub-{subject}/ses-{visit}"
-    found: dict[str, tuple[Path, Path | None]] = {}
+    found: dict[str, tuple[Path, Path | None, str]] = {}
     for step in _MAP_STEPS:
-        outputs = upstream.get(step, {}).get(key, {})
-        for rel in sorted(outputs):
-            name = Path(rel).name
-            if not name.endswith(".nii.gz"):
+        for rel in sorted(upstream.get(step, {}).get(key, {})):
+            if not rel.endswith("_index.json"):
                 continue
-            stem = name[: -len(".nii.gz")]
-            head, _, param = stem.rpartition("_")
-            if "_model-" not in stem or param in ("status", "rss", "stderr"):
-                continue
-            model = head.rsplit("_model-", 1)[1]
-            status = ctx.out_dir / Path(rel).with_name(f"{head}_status.nii.gz")
-            found[f"{model}.{param}"] = (
-                ctx.out_dir / rel,
-                status if status.exists() else None,
-            )
+            index = json.loads((ctx.out_dir / rel).read_text())
+            for name, e in sorted(index.items()):
+                status = None if e.get("status") is None else ctx.out_dir / e["status"]
+                found[name] = (ctx.out_dir / e["path"], status, str(e.get("unit", "")))
     return found
 
 
@@ -464,18 +574,18 @@ def _measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
             geo = measure(m, labels.affine, lesion=f"{lid} at visit {visit.id}")
             for k in GEOMETRY_KEYS:
                 tidy.append(_mrow(s, visit.id, lid, "", k, geo[k], units[k]))
-        maps = _maps_of_visit(ctx, upstream, s, visit.id)
+        maps = maps_of_visit(ctx, upstream, s, visit.id)
         if masks and maps:
-            values = {k: Volume.from_nifti(p).data for k, (p, _) in maps.items()}
+            values = {k: Volume.from_nifti(p).data for k, (p, _, _) in maps.items()}
             status = {
                 k: (
                     Volume.from_nifti(st, dtype=np.uint8).data
                     if st is not None
                     else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
                 )
-                for k, (_, st) in maps.items()
+                for k, (_, st, _) in maps.items()
             }
-            unit_of = {k: _map_unit(p) for k, (p, _) in maps.items()}
+            unit_of = {k: u for k, (_, _, u) in maps.items()}
             table = statistics_table(values, masks, visit=visit.id, status=status, units=unit_of)
             for r in table.itertuples(index=False):
                 tidy.append(
@@ -531,14 +641,6 @@ _MROW = ("subject", "visit", "lesion_id", "map", "statistic", "value", "unit")
 def _mrow(s: str, v: str, lid: str, m: str, stat: str, value: Any, unit: str) -> dict[str, Any]:
     val = None if value is None else float(value)
     return dict(zip(_MROW, (s, v, lid, m, stat, val, unit), strict=True))
-
-
-def _map_unit(path: Path) -> str:
-    side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
-    try:
-        return str(json.loads(side.read_text()).get("Units", ""))
-    except (OSError, ValueError):
-        return ""
 
 
 # ---------------------------------------------------------------------------- assess
@@ -648,8 +750,20 @@ STEPS: tuple[Step, ...] = (
         _dwi_inputs,
         requires=("register",),
         applies=_dwi_applies,
-        missing=lambda: _has_module("tumorscope.models.diffusion"),
+        missing=lambda: _has_module("tumorscope.pipeline.fit_stage", "fit_dwi"),
         option_keys=("dwi_models",),
+    ),
+    Step(
+        "fit_dce",
+        "visit",
+        "1",
+        "VFA T1, concentration, AIF and the DCE model inside the lesions",
+        _fit_dce,
+        _dce_inputs,
+        requires=("register",),
+        applies=_dce_applies,
+        missing=lambda: _has_module("tumorscope.models.dce_stage", "fit_dce_visit"),
+        option_keys=("dce_model", "dce_aif"),
     ),
     Step(
         "measure",

@@ -39,8 +39,19 @@ __all__ = ["FDM_THRESHOLD", "render", "write_study_report", "write_subject_repor
 #: agreement of repeated ADC in contralateral brain).
 FDM_THRESHOLD = 0.55e-3
 
-#: Maps shown on the subject pages, in order (those present are shown).
-SHOWN_MAPS = ("adc.ADC", "ivim.D", "ivim.f", "ivim.D_star", "dki.D", "dki.K")
+#: Parameters shown on the subject pages, in order (at most :data:`MAX_SHOWN` maps).
+SHOWN_PARAMETERS = ("ADC", "D", "f", "K", "Ktrans", "ve", "vp", "T1")
+MAX_SHOWN = 6
+
+
+def _shown(maps: Mapping[str, Any]) -> list[str]:
+    """Names (``model.parameter``) of the maps to show, in :data:`SHOWN_PARAMETERS` order."""
+    order = {p: i for i, p in enumerate(SHOWN_PARAMETERS)}
+    names = [k for k in maps if k.rsplit(".", 1)[-1] in order]
+    names.sort(key=lambda k: (order[k.rsplit(".", 1)[-1]], k))
+    return names[:MAX_SHOWN]
+
+
 _DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")
 
 
@@ -180,9 +191,9 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     import pandas as pd
 
     from ..pipeline.steps import (
-        _maps_of_visit,
         assessments_path,
         lesion_table_path,
+        maps_of_visit,
         measurements_path,
     )
     from ..volume import Volume
@@ -226,14 +237,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         ].copy()
         atable.insert(2, "days on treatment", [days.get(v) for v in atable["visit"]])
         m = assessed[assessed["criteria"] == main]
-        sums = pd.DataFrame(
-            {
-                "subject": subject,
-                "days": [days.get(v) for v in m["visit"]],
-                "change_pct": m["change_from_baseline_pct"].astype(float),
-                "response": m["response"],
-            }
-        ).dropna(subset=["days"])
+        sums = _sums_frame(subject, m["visit"], [days.get(v) for v in m["visit"]], m)
         timeline = figures.spider_plot(sums, title=f"sub-{subject}: target sum ({main})")
         for rec in assessed.to_dict("records"):
             d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
@@ -278,7 +282,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
             )
         if tidy is not None and len(tidy):
             means = tidy[(tidy["map"] != "") & (tidy["statistic"] == "mean")]
-            for name in [m for m in SHOWN_MAPS if m in set(means["map"])][:4]:
+            for name in _shown(dict.fromkeys(means["map"]))[:4]:
                 g = means[means["map"] == name]
                 unit = str(g["unit"].iloc[0]) if len(g) else ""
                 series[f"{name} mean ({unit})" if unit else f"{name} mean"] = pd.DataFrame(
@@ -298,8 +302,8 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     provenances: list[dict[str, Any]] = []
     units: dict[str, str] = {}
     for v in subj:
-        maps = _maps_of_visit(ctx, upstream, subject, v.id)
-        shown = {k: maps[k][0] for k in SHOWN_MAPS if k in maps}
+        maps = maps_of_visit(ctx, upstream, subject, v.id)
+        shown = {k: maps[k][0] for k in _shown(maps)}
         if not shown:
             continue
         labels = v.lesions.load_labels().data if v.lesions is not None else None
@@ -432,15 +436,26 @@ def target_sums(store: Store, criteria: str) -> pd.DataFrame:
     if a.empty:
         return pd.DataFrame(columns=["subject", "visit", "days", "change_pct", "response"])
     m = a.merge(v, on=["subject", "visit"], how="left")
-    return pd.DataFrame(
+    return _sums_frame(m["subject"], m["visit"], m["days_on_treatment"], m)
+
+
+def _sums_frame(subject: Any, visit: Any, days: Any, a: pd.DataFrame) -> pd.DataFrame:
+    """Spider-plot points: the baseline at 0 %, pre-baseline visits left out."""
+    import pandas as pd
+
+    change = a["change_from_baseline_pct"].astype(float).to_numpy().copy()
+    response = a["response"].astype(str).to_numpy()
+    change[response == "baseline"] = 0.0
+    out = pd.DataFrame(
         {
-            "subject": m["subject"],
-            "visit": m["visit"],
-            "days": m["days_on_treatment"],
-            "change_pct": m["change_from_baseline_pct"].astype(float),
-            "response": m["response"],
+            "subject": list(subject) if not isinstance(subject, str) else subject,
+            "visit": list(visit),
+            "days": list(days),
+            "change_pct": change,
+            "response": response,
         }
     )
+    return out[(out["response"] != "pre-baseline") & out["days"].notna()].reset_index(drop=True)
 
 
 def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
@@ -462,8 +477,7 @@ def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
     steps = store.read_table("step_runs")
     assessments = store.read_table("assessments")
 
-    sums = target_sums(store, main)
-    post = sums[sums["days"].notna()]
+    post = target_sums(store, main)
     spider = waterfall = None
     best = pd.DataFrame(columns=["subject", "best_change_pct", "response"])
     if len(post):

@@ -1,0 +1,116 @@
+"""``tumorscope run`` (the whole pipeline over a study) and ``tumorscope report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from ._common import user_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ..pipeline.runner import RunSummary
+
+
+def print_summary(summary: RunSummary, console: Console) -> None:
+    """The final summary of a run: counts, failures with file and field, where things are."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = Table(title=f"run {summary.run_id}", show_header=False, box=None)
+    t.add_row("subjects", str(summary.n_subjects))
+    t.add_row("units done", str(len(summary.done)))
+    t.add_row("units up to date", str(len(summary.skipped)))
+    t.add_row("units failed", f"[red]{len(summary.failed)}[/red]" if summary.failed else "0")
+    t.add_row("units not run", str(len(summary.blocked)))
+    t.add_row("time", f"{summary.duration_s:.1f} s")
+    console.print(t)
+    for name, why in summary.not_wired.items():
+        console.print(f"[yellow]step {name} not available:[/yellow] {escape(why)}")
+    if summary.failed:
+        ft = Table(title="failures", show_lines=False)
+        for col in ("step", "unit", "file", "field", "reason"):
+            ft.add_column(col, overflow="fold")
+        for f in summary.failed:
+            ft.add_row(
+                f.step, f.unit, escape(f.file or ""), escape(f.field or ""), escape(f.message)
+            )
+        console.print(ft)
+        console.print(f"[red]failed subjects: {', '.join(summary.failed_subjects) or '-'}[/red]")
+    if summary.report is not None:
+        console.print(f"report: {summary.report}")
+    console.print(f"database: {summary.db_url}")
+    console.print(f"log: {summary.log_file}")
+
+
+def run(
+    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
+    out: Path = typer.Option(
+        None, "--out", help="Output folder (default: STUDY/derivatives/tumorscope)."
+    ),
+    db: str = typer.Option(
+        None, "--db", help="Database URL (default: sqlite:///OUT/tumorscope.sqlite)."
+    ),
+    workers: int = typer.Option(
+        None, "--workers", help="Run on a local Dask cluster of N worker processes."
+    ),
+    scheduler: str = typer.Option(
+        None, "--scheduler", help="Run on an existing Dask cluster, e.g. tcp://host:8786."
+    ),
+    force: list[str] = typer.Option(
+        [], "--force", help="Redo this step even if up to date (repeatable)."
+    ),
+    dwi_models: str = typer.Option(
+        "adc,ivim", "--dwi-models", help="Diffusion models to fit (comma-separated)."
+    ),
+    no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
+) -> None:
+    """Run the whole analysis of a study: fits, lesions, response, database and report.
+
+    Re-running skips what is up to date (content hashes); a failing subject does not stop
+    the others. Exit code 1 if anything failed.
+    """
+    from rich.console import Console
+
+    from ..pipeline import run_study
+
+    console = Console(stderr=False, highlight=False)
+    models = tuple(m.strip() for m in dwi_models.split(",") if m.strip())
+    with user_errors():
+        summary = run_study(
+            study,
+            out,
+            db_url=db,
+            workers=workers,
+            scheduler=scheduler,
+            force=tuple(force),
+            options={"dwi_models": models},
+            report=not no_report,
+            progress=True,
+            console=console,
+        )
+    print_summary(summary, console)
+    raise typer.Exit(code=summary.exit_code)
+
+
+def report(
+    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
+    out: Path = typer.Option(
+        None, "--out", help="Output folder of the run (default: STUDY/derivatives/tumorscope)."
+    ),
+    db: str = typer.Option(None, "--db", help="Database URL (default: the run's SQLite file)."),
+) -> None:
+    """Write the HTML reports again from the results of earlier runs."""
+    from ..pipeline.runner import write_reports
+
+    with user_errors():
+        path = write_reports(study, out, db_url=db)
+    typer.echo(f"report: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("report")(report)
