@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from tumorscope.errors import DataError, FitError
-from tumorscope.models.hypoxia import HypoxiaClass, hypoxia_classes, oxygen_challenge
+from tumorscope.models.hypoxia import (
+    HypoxiaClass,
+    hypoxia_classes,
+    hypoxia_table,
+    oxygen_challenge,
+)
 
 
 def test_classes_with_perfusion():
@@ -75,3 +80,17 @@ def test_hypoxia_bad_input():
         oxygen_challenge(r2, r2, stderr_air_per_s=r2)
     with pytest.raises(DataError, match="one grid"):
         oxygen_challenge(r2, np.ones((4, 1, 1)), threshold_per_s=1.0)
+
+
+def test_hypoxia_table():
+    c = np.array([0, 2, 2, 1, 255, 3, 0, 0], np.uint8).reshape(8, 1, 1)
+    lab = np.array([1, 1, 1, 1, 1, 2, 2, 0]).reshape(8, 1, 1)
+    t = hypoxia_table(c, lab, voxel_volume_ml=0.5)
+    assert list(t["label"]) == [1, 2]
+    assert list(t["n_voxels"]) == [5, 2] and list(t["n_classified"]) == [4, 2]
+    np.testing.assert_allclose(t["fraction_hypoxic_poorly_perfused"], [0.5, 0.0])
+    np.testing.assert_allclose(t["fraction_normal"], [0.25, 0.5])
+    np.testing.assert_allclose(t["hypoxic_volume_ml"], [1.0, 0.0])
+    np.testing.assert_allclose(t["volume_ml"], [2.5, 1.0])
+    with pytest.raises(DataError, match="labels shape"):
+        hypoxia_table(c, lab[:4])

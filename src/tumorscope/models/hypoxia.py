@@ -31,7 +31,13 @@ import numpy.typing as npt
 
 from ..errors import DataError, FitError
 
-__all__ = ["HypoxiaClass", "OxygenChallenge", "hypoxia_classes", "oxygen_challenge"]
+__all__ = [
+    "HypoxiaClass",
+    "OxygenChallenge",
+    "hypoxia_classes",
+    "hypoxia_table",
+    "oxygen_challenge",
+]
 
 
 class HypoxiaClass(IntEnum):
@@ -139,6 +145,59 @@ def hypoxia_classes(
     out[valid & high & ~low_p] = HypoxiaClass.HIGH_R2STAR_PERFUSED
     out[valid & high & low_p] = HypoxiaClass.HYPOXIC_POORLY_PERFUSED
     out[valid & ~high & low_p] = HypoxiaClass.LOW_R2STAR_UNPERFUSED
+    return out
+
+
+def hypoxia_table(
+    classes: npt.ArrayLike, labels: npt.ArrayLike, *, voxel_volume_ml: float = 1.0
+) -> dict[str, np.ndarray]:
+    """Per-region composition of :func:`hypoxia_classes`, as columns (one row per label ≥ 1).
+
+    Parameters
+    ----------
+    classes : array_like of uint8, shape (X, Y, Z)
+        Output of :func:`hypoxia_classes`.
+    labels : array_like of int, same shape
+        Region (lesion) labels, 0 = background.
+    voxel_volume_ml : float, default 1
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``label``, ``n_voxels``, ``n_classified`` (not ``UNKNOWN``), ``volume_ml`` and, for
+        every class but ``UNKNOWN``, ``fraction_<name>`` (of the classified voxels; NaN when
+        none) and ``hypoxic_volume_ml`` (``HYPOXIC_POORLY_PERFUSED`` voxels × voxel volume).
+    """
+    c = np.asarray(classes)
+    lab = np.asarray(labels)
+    if lab.shape != c.shape:
+        raise DataError(
+            f"labels shape {lab.shape} does not match the class map {c.shape}", field="labels"
+        )
+    if not np.isfinite(voxel_volume_ml) or voxel_volume_ml <= 0:
+        raise FitError(f"must be > 0, got {voxel_volume_ml!r}", field="voxel_volume_ml")
+    ids = np.unique(lab[lab > 0]).astype(np.int64)
+    known = [k for k in HypoxiaClass if k is not HypoxiaClass.UNKNOWN]
+    out: dict[str, np.ndarray] = {
+        "label": ids,
+        "n_voxels": np.zeros(ids.size, np.int64),
+        "n_classified": np.zeros(ids.size, np.int64),
+        "volume_ml": np.zeros(ids.size),
+        **{f"fraction_{k.name.lower()}": np.full(ids.size, np.nan) for k in known},
+        "hypoxic_volume_ml": np.zeros(ids.size),
+    }
+    for j, i in enumerate(ids):
+        v = c[lab == i]
+        classified = v[v != HypoxiaClass.UNKNOWN]
+        out["n_voxels"][j] = v.size
+        out["n_classified"][j] = classified.size
+        out["volume_ml"][j] = v.size * voxel_volume_ml
+        if classified.size:
+            for k in known:
+                out[f"fraction_{k.name.lower()}"][j] = float(np.mean(classified == k))
+        out["hypoxic_volume_ml"][j] = (
+            float(np.sum(v == HypoxiaClass.HYPOXIC_POORLY_PERFUSED)) * voxel_volume_ml
+        )
     return out
 
 
