@@ -281,7 +281,8 @@ def test_messy_folder_reports_and_imports_the_rest(tmp_path: Path) -> None:
     assert st.subjects["001"].visits["01"].series["dwi"].protocol.bvalues == (0.0, 500.0, 1000.0)
     errors = [p for p in validate_study(tmp_path / "study") if p.severity == "error"]
     assert not errors
-    assert (tmp_path / "study" / "import-dicom.log").read_text().count("\n") == len(rep.problems)
+    assert rep.log_file == tmp_path / "study-import-dicom.log"
+    assert rep.log_file.read_text().count("\n") == len(rep.problems)
 
 
 def test_nothing_written_when_nothing_imports(tmp_path: Path) -> None:

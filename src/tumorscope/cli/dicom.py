@@ -73,6 +73,7 @@ def import_dicom(
     for row in report.series:
         console.print(f"{row['file']}  <- {escape(row['description'])} ({escape(row['reason'])})")
     console.print(f"wrote {len(report.series)} series to {report.study_dir}")
+    console.print(f"problems listed in {report.log_file}")
     if report.mapping_file is not None:
         console.print(f"identifier mapping (keep it at the site): {report.mapping_file}")
     if report.n_rejected:

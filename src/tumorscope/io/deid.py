@@ -180,7 +180,7 @@ def find_identifiers(folder: str | Path, values: Iterable[str]) -> list[tuple[Pa
     Returns
     -------
     list of (Path, str)
-        Each file and the value found in it.
+        Each file that holds an identifier, with the longest value found in it.
     """
     needles: set[str] = set()
     for v in values:
@@ -192,7 +192,8 @@ def find_identifiers(folder: str | Path, values: Iterable[str]) -> list[tuple[Pa
             needles.update({v.replace("^", " "), v.replace("^", ", "), v.split("^")[0]})
         if len(v) == 8 and v.isdigit():
             needles.add(f"{v[:4]}-{v[4:6]}-{v[6:]}")
-    encoded = [(n, n.lower().encode("utf-8")) for n in needles]
+    # longest first: each file is reported once, with the most specific value found
+    encoded = [(n, n.lower().encode("utf-8")) for n in sorted(needles, key=lambda n: (-len(n), n))]
     hits: list[tuple[Path, str]] = []
     for path in sorted(Path(folder).rglob("*")):
         if not path.is_file():
@@ -207,4 +208,5 @@ def find_identifiers(folder: str | Path, values: Iterable[str]) -> list[tuple[Pa
         for n, b in encoded:
             if b in low:
                 hits.append((path, n))
+                break
     return hits

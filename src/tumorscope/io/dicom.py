@@ -176,6 +176,8 @@ class ImportReport:
     ----------
     study_dir : Path
         The study written.
+    log_file : Path
+        The list of problems, beside the study (it names source files).
     mapping_file : Path
         The identifier mapping (pseudonym ↔ patient), kept outside the study.
     series : list of dict
@@ -185,6 +187,7 @@ class ImportReport:
     """
 
     study_dir: Path
+    log_file: Path
     mapping_file: Path | None
     series: list[dict[str, Any]]
     problems: list[Problem]
@@ -1192,6 +1195,12 @@ def import_dicom(
         else out.parent / f"{out.name}-identifiers.tsv"
     )
     pseudo = Pseudonymizer(None if keep_identifiers else mapping_path)
+    log_path = out.parent / f"{out.name}-import-dicom.log"
+    if not keep_identifiers and _inside(mapping_path, out):
+        raise DataError(
+            "the identifier mapping must not be written inside the study folder",
+            file=mapping_path,
+        )
 
     # read every series first: nothing is written before all inputs are checked
     read: list[tuple[DicomSeries, SeriesData]] = []
@@ -1312,9 +1321,13 @@ def import_dicom(
             + text,
             encoding="utf-8",
         )
-        report = ImportReport(out, None if keep_identifiers else mapping_path, written, problems)
-        log = [str(p) for p in problems]
-        (tmp / "import-dicom.log").write_text("\n".join(log) + ("\n" if log else ""), "utf-8")
+        report = ImportReport(
+            out, log_path, None if keep_identifiers else mapping_path, written, problems
+        )
+        # the log names source files, whose paths often hold patient IDs or accession
+        # numbers: it stays beside the study, with the site's mapping, not inside it
+        log = "".join(f"{p}\n" for p in problems)
+        atomic_write(log_path, lambda t: t.write_text(log, encoding="utf-8"))
         if not keep_identifiers:
             pseudo.write()
         if out.exists():
@@ -1328,6 +1341,14 @@ def import_dicom(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
 
 
 def _safe_label(value: str) -> str:

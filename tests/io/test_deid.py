@@ -1,0 +1,90 @@
+"""De-identification: pseudonyms, the mapping file, identifier search, --keep-identifiers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tumorscope.errors import DataError
+from tumorscope.io.deid import PatientIdentifiers, Pseudonymizer, find_identifiers
+
+ALICE = PatientIdentifiers("MRN111", "ONE^ALICE", "19700101")
+BOB = PatientIdentifiers("MRN222", "TWO^BOB", "19650303")
+
+
+def test_pseudonyms_are_reused_from_the_mapping_file(tmp_path: Path) -> None:
+    mf = tmp_path / "ids.tsv"
+    p = Pseudonymizer(mf)
+    assert p.subject_id(ALICE) == "001"
+    p.add_series(ALICE, subject="001", visit="01", file="a.nii.gz", study_uid="1.2",
+                 series_uid="1.2.3", accession="ACC1", study_date="2026-01-05")  # fmt: skip
+    p.write()
+    q = Pseudonymizer(mf)
+    assert q.subject_id(BOB) == "002"
+    assert q.subject_id(ALICE) == "001"
+    assert q.series_uid("001", "a.nii.gz") == "1.2.3"
+    assert "ONE^ALICE" in mf.read_text()
+
+
+def test_mapping_file_with_missing_columns_is_an_error(tmp_path: Path) -> None:
+    mf = tmp_path / "ids.tsv"
+    mf.write_text("who\tpid\nx\ty\n")
+    with pytest.raises(DataError, match="patient_id"):
+        Pseudonymizer(mf)
+
+
+def test_find_identifiers_looks_inside_gzip_and_name_variants(tmp_path: Path) -> None:
+    (tmp_path / "a.json").write_text('{"name": "One, Alice"}')
+    (tmp_path / "b.nii.gz").write_bytes(gzip.compress(b"header 1970-01-01 ..."))
+    (tmp_path / "c.txt").write_text("nothing here")
+    hits = sorted((p.name, v) for p, v in find_identifiers(tmp_path, ["ONE^ALICE", "19700101"]))
+    assert hits == [("a.json", "ONE, ALICE"), ("b.nii.gz", "1970-01-01")]
+
+
+def _two_patients(folder: Path) -> None:
+    from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, write_series
+    from tumorscope.volume import Volume
+
+    vol = Volume(np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2), np.eye(4))
+    for i, (pid, name) in enumerate((("MRN111", "ONE^ALICE"), ("MRN222", "TWO^BOB"))):
+        st = SynthStudy(SynthPatient(name, pid, f"19{60 + i}0101", "F"), dt.date(2026, 1, 5 + i),
+                        accession=f"ACC{pid}")  # fmt: skip
+        write_series(vol, folder / pid, suffix="T2w", study=st, echo_time_ms=90.0)
+
+
+def test_keep_identifiers_uses_patient_ids(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from tumorscope.io.dicom import import_dicom
+
+    _two_patients(tmp_path / "dicom")
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study", keep_identifiers=True)
+    assert rep.mapping_file is None
+    assert sorted(p.name for p in (tmp_path / "study").glob("sub-*")) == [
+        "sub-MRN111",
+        "sub-MRN222",
+    ]
+    side = (tmp_path / "study/sub-MRN111/ses-01/anat/sub-MRN111_ses-01_T2w.json").read_text()
+    assert "SeriesInstanceUID" in side
+    assert not (tmp_path / "study-identifiers.tsv").exists()
+
+
+def test_default_import_is_pseudonymous_and_mapping_stays_outside(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from tumorscope.io.dicom import import_dicom
+
+    _two_patients(tmp_path / "dicom")
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert sorted(p.name for p in (tmp_path / "study").glob("sub-*")) == ["sub-001", "sub-002"]
+    values = ["MRN111", "MRN222", "ONE^ALICE", "TWO^BOB", "19600101", "19610101",
+              "ACCMRN111", "ACCMRN222"]  # fmt: skip
+    assert find_identifiers(tmp_path / "study", values) == []
+    assert rep.mapping_file == tmp_path / "study-identifiers.tsv"
+    mapping = (tmp_path / "study-identifiers.tsv").read_text()
+    assert all(v in mapping for v in values)
+    with pytest.raises(DataError, match="inside the study"):
+        import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True,
+                     mapping_file=tmp_path / "study" / "ids.tsv")  # fmt: skip

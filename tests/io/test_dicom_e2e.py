@@ -1,0 +1,193 @@
+"""End to end: phantom (NIfTI) → DICOM → import → fit → export → read back.
+
+One subject, one visit of the tiny phantom (T2w, 8-b DWI as an enhanced multi-frame object,
+VFA, 50-frame DCE, multi-echo GRE, lesion SEG), Philips style.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highdicom")
+
+import highdicom as hd
+import pydicom
+import yaml
+
+from tumorscope.io import open_study, validate_study
+from tumorscope.io.deid import find_identifiers
+from tumorscope.io.dicom import import_dicom
+from tumorscope.io.dicom_export import export_visit
+from tumorscope.io.dicom_synth import study_to_dicom
+from tumorscope.phantom import make_study
+
+# what study_to_dicom writes for the first subject and its first visit
+IDENTIFIERS = ["SYNTH^PATIENT001", "MRN007340", "19500110", "ACC00090000", "Synthetic General"]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    root = make_study(tmp / "phantom", size="tiny", seed=0, n_subjects=1)
+    # keep the baseline visit only (the test stays fast)
+    manifest = yaml.safe_load((root / "study.yaml").read_text())
+    visits = manifest["subjects"]["001"]["visits"]
+    for vid in list(visits)[1:]:
+        del visits[vid]
+        shutil.rmtree(root / "sub-001" / f"ses-{vid}")
+        shutil.rmtree(root / "derivatives" / "lesions" / "sub-001" / f"ses-{vid}")
+    (root / "study.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    dicom = study_to_dicom(root, tmp / "dicom", vendors=("philips",), enhanced=("dwi",))
+    rep = import_dicom(dicom, tmp / "imported", dce_baseline_frames=5)
+    assert not rep.problems, rep.problems
+    return {"nifti": root, "dicom": dicom, "imported": tmp / "imported", "tmp": tmp}
+
+
+def test_imported_study_equals_the_original(chain: dict[str, Path]) -> None:
+    a, b = open_study(chain["nifti"]), open_study(chain["imported"])
+    assert not [p for p in validate_study(chain["imported"]) if p.severity == "error"]
+    va, vb = a.subjects["001"].visits["01"], b.subjects["001"].visits["01"]
+    assert va.date == vb.date
+    assert set(va.series) == set(vb.series) == {"anatomical", "dwi", "t1_vfa", "dce", "t2star"}
+    for role, sa in va.series.items():
+        sb = vb.series[role]
+        xa, xb = sa.load(), sb.load()
+        np.testing.assert_allclose(xb.affine, xa.affine, atol=1e-4, err_msg=role)
+        np.testing.assert_array_equal(xb.data, xa.data, err_msg=role)
+        assert xb.axes == xa.axes
+        assert sb.protocol == sa.protocol, role
+    side = vb.series["dwi"].sidecar
+    assert (side["Manufacturer"], side["MagneticFieldStrength"]) == ("Philips Medical Systems", 3.0)
+    assert vb.series["anatomical"].sidecar["EchoTime"] == pytest.approx(0.09)
+    la, lb = va.lesions, vb.lesions
+    assert la is not None and lb is not None
+    np.testing.assert_array_equal(lb.load_labels().data, la.load_labels().data)
+    assert lb.load_labels().same_grid(la.load_labels())
+    assert lb.table == la.table
+
+
+def test_default_import_carries_no_identifiers(chain: dict[str, Path]) -> None:
+    assert find_identifiers(chain["imported"], IDENTIFIERS) == []
+    mapping = chain["tmp"] / "imported-identifiers.tsv"
+    text = mapping.read_text()
+    for value in IDENTIFIERS[:4]:
+        assert value in text
+    # the search itself works: the DICOM folder does contain them
+    for value in IDENTIFIERS[:4]:
+        assert find_identifiers(chain["dicom"], [value])
+
+
+@pytest.mark.filterwarnings("ignore::tumorscope.errors.TumorscopeWarning")
+def test_fitted_maps_equal_and_export_reads_back(chain: dict[str, Path]) -> None:
+    from tumorscope.lesions.geometry import measure
+    from tumorscope.models import ADC
+
+    a, b = open_study(chain["nifti"]), open_study(chain["imported"])
+    maps = []
+    for st in (a, b):
+        s = st.subjects["001"].visits["01"].series["dwi"]
+        vol = s.load()
+        res = ADC(s.protocol, method="wlls").fit(vol.data)
+        maps.append(vol.with_data(np.asarray(res["ADC"], dtype=np.float32), axes=("x", "y", "z")))
+    np.testing.assert_array_equal(maps[1].data, maps[0].data)
+
+    out = chain["tmp"] / "export"
+    files = export_visit(
+        chain["imported"],
+        chain["dicom"],
+        out,
+        subject="001",
+        visit="01",
+        maps={"ADC": (maps[1], "dwi")},
+        response="SD",
+    )
+    assert [f.name for f in files] == [
+        "sub-001_ses-01_ADC_pm.dcm",
+        "sub-001_ses-01_lesions_seg.dcm",
+        "sub-001_ses-01_measurements_sr.dcm",
+    ]
+    pm = pydicom.dcmread(files[0])
+    dwi_src = [
+        pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(chain["dicom"].rglob("*.dcm"))
+    ]
+    dwi_uid = next(d.SeriesInstanceUID for d in dwi_src if d.SeriesDescription == "ep2d_diff_tra")
+    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == dwi_uid
+    adc = maps[1]
+    inv = np.linalg.inv(np.diag([-1.0, -1.0, 1.0, 1.0]) @ adc.affine)
+    for n, item in enumerate(pm.PerFrameFunctionalGroupsSequence):
+        ipp = np.array([float(x) for x in item.PlanePositionSequence[0].ImagePositionPatient])
+        k = round((inv[:3, :3] @ ipp + inv[:3, 3])[2])
+        np.testing.assert_array_equal(pm.pixel_array[n].T, adc.data[:, :, k])
+
+    visit = b.subjects["001"].visits["01"]
+    labels = visit.lesions.load_labels()
+    from tumorscope.io.dicom import read_segmentation
+
+    back, rows = read_segmentation(files[1], labels)
+    np.testing.assert_array_equal(back.data, labels.data)
+    assert [r["lesion_id"] for r in rows] == [r.lesion_id for r in visit.lesions.table]
+
+    sr = hd.sr.srread(files[2])
+    groups = {g.tracking_identifier: g for g in sr.content.get_volumetric_roi_measurement_groups()}
+    info = visit.lesions.by_label()[1]
+    expected = measure(labels.data == 1, labels.affine)
+    got = {m.name.meaning: m.value for m in groups[info.lesion_id].get_measurements()}
+    assert got["Volume"] == pytest.approx(expected["volume_ml"])
+    assert got["Long axis"] == pytest.approx(expected["longest_diameter_mm"])
+    vals = adc.data[labels.data == 1]
+    mean = next(
+        m.value
+        for m in groups[info.lesion_id].get_measurements()
+        if m.derivation is not None and m.derivation.meaning == "Mean"
+    )
+    assert mean == pytest.approx(float(vals[np.isfinite(vals)].mean()), rel=1e-6)
+
+
+def test_cli_import_and_export(chain: dict[str, Path]) -> None:
+    from typer.testing import CliRunner
+
+    from tumorscope.cli import app
+
+    runner = CliRunner()
+    out = chain["tmp"] / "cli-study"
+    r = runner.invoke(
+        app,
+        [
+            "import-dicom",
+            str(chain["dicom"]),
+            str(out),
+            "--dce-baseline-frames",
+            "5",
+            "--role",
+            "gre_me*=skip",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz" in r.output
+    assert not (out / "sub-001" / "ses-01" / "anat" / "sub-001_ses-01_MEGRE.nii.gz").exists()
+    r = runner.invoke(app, ["import-dicom", str(chain["dicom"]), str(out)])
+    assert r.exit_code == 2 and "exists" in r.output
+    r = runner.invoke(
+        app,
+        [
+            "export-dicom",
+            str(out),
+            str(chain["dicom"]),
+            str(chain["tmp"] / "cli-export"),
+            "--subject",
+            "001",
+            "--visit",
+            "01",
+            "--response",
+            "PD",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (chain["tmp"] / "cli-export").iterdir()) == [
+        "sub-001_ses-01_lesions_seg.dcm",
+        "sub-001_ses-01_measurements_sr.dcm",
+    ]
