@@ -1,0 +1,375 @@
+"""Diffusion fits: tumorscope against DIPY, osipy, a scipy curve_fit loop and plain numpy.
+
+Run from the repository root (needs the ``bench`` extra: dipy, osipy)::
+
+    python benchmarks/bench_diffusion.py                 # everything, defaults below
+    python benchmarks/bench_diffusion.py --sections ivim,adc --n-ours 200000
+
+Every peer fits the same synthetic data in the same process run; each table prints voxels per
+second, our speed divided by the peer's (``x ours``), and the median absolute relative error
+(%) of each parameter against the truth. Slow peers fit the first ``--n-slow`` voxels (DIPY
+IVIM: ``--n-dipy``), osipy ``--n-osipy``, ours ``--n-ours`` (default one million). The machine
+may be shared: run the script at least twice and report both runs.
+
+Sections
+--------
+ivim    head-to-head inside DIPY's default bounds (f <= 0.2): D 0.5-2.0e-3 mm²/s,
+        f 0.05-0.2, D* 0.01-0.1 mm²/s, SNR 50 (Gaussian noise SD = S0/SNR).
+tumour  tumour ranges (f 0.05-0.3, D 0.5-2.0e-3, D* 0.01-0.1), ours vs osipy and curve_fit.
+engine  the parallel strategies of the engine on one IVIM "full" LM solve (same start values):
+        numba prange, numba without the GIL in 2 threads, numba 1 thread, numpy in 2 threads,
+        numpy 1 thread.
+dki     DIPY MeanDiffusionKurtosisModel (WLS) against our DKI (directional data,
+        b = 0 x 3, 1000 x 15, 2000 x 15).
+adc     a plain vectorised numpy log-linear least-squares ADC against ours (same float32
+        data, with masks/status/standard errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+B_IVIM = np.array([0, 10, 20, 30, 50, 80, 100, 150, 200, 300, 400, 500, 600, 800, 1000.0])
+S0 = 1000.0
+
+
+def _timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    best, out = np.inf, None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def _mae(est: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Median absolute relative error (%) per column, over finite estimates."""
+    rel = np.abs(est - truth) / np.abs(truth)
+    return np.array([np.nanmedian(np.where(np.isfinite(c), c, np.nan)) for c in rel.T]) * 100
+
+
+def _table(
+    title: str, names: list[str], rows: list[tuple[str, int, float, np.ndarray]], ours_key: str
+) -> None:
+    ref = {r[0]: r[1] / r[2] for r in rows}
+    ours = ref[ours_key]
+    print(f"\n## {title}")
+    head = f"{'method':<34}{'voxels':>9}{'vox/s':>12}{'x ours':>9}"
+    head += "".join(f"{'err ' + n + ' %':>11}" for n in names)
+    print(head)
+    for name, n, dt, err in rows:
+        vps = n / dt
+        ratio = ours / vps
+        line = f"{name:<34}{n:>9,}{vps:>12,.0f}{ratio:>9.1f}"
+        line += "".join(f"{e:>11.1f}" for e in err)
+        print(line)
+
+
+def _ivim_data(
+    n: int, f_max: float, rng: np.random.Generator, snr: float
+) -> tuple[np.ndarray, np.ndarray]:
+    from tumorscope.models.diffusion import ivim_signal
+
+    P = np.c_[
+        np.full(n, S0),
+        rng.uniform(5e-4, 2e-3, n),
+        rng.uniform(0.05, f_max, n),
+        rng.uniform(0.01, 0.1, n),
+    ]
+    y = ivim_signal(B_IVIM, P) + rng.normal(0, S0 / snr, (n, B_IVIM.size))
+    return P, y.astype(np.float32)
+
+
+def _ours_ivim(y: np.ndarray, method: str, **kw: object) -> tuple[float, np.ndarray]:
+    from tumorscope.models import IVIM
+
+    m = IVIM(B_IVIM, method=method, **kw)  # type: ignore[arg-type]
+    m.fit(y[:64])  # compile / load the cached kernels outside the timing
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, fit = _timed(lambda: m.fit(y))
+    est = np.stack([fit["D"], fit["f"], fit["D_star"]], axis=1)  # type: ignore[index]
+    return dt, est
+
+
+def _osipy_ivim(y: np.ndarray, method: str) -> tuple[float, np.ndarray]:
+    from osipy.ivim import FittingMethod, fit_ivim
+
+    meth = {
+        "segmented": FittingMethod.SEGMENTED,
+        "full": FittingMethod.FULL,
+        "bayesian": FittingMethod.BAYESIAN,
+    }[method]
+    n = y.shape[0]
+    fit_ivim(y[:64].reshape(64, 1, 1, -1), B_IVIM, method=meth)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, r = _timed(lambda: fit_ivim(y.reshape(n, 1, 1, -1), B_IVIM, method=meth))
+    est = np.stack(
+        [
+            np.asarray(r.d_map.values).ravel(),
+            np.asarray(r.f_map.values).ravel(),  # type: ignore[attr-defined]
+            np.asarray(r.d_star_map.values).ravel(),
+        ],
+        axis=1,
+    )  # type: ignore[attr-defined]
+    return dt, est
+
+
+def _dipy_ivim(y: np.ndarray) -> tuple[float, np.ndarray]:
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.ivim import IvimModel
+
+    bvecs = np.tile([1.0, 0.0, 0.0], (B_IVIM.size, 1))
+    bvecs[B_IVIM == 0] = 0.0
+    gtab = gradient_table(B_IVIM, bvecs=bvecs, b0_threshold=0)
+    model = IvimModel(gtab, fit_method="trr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, fit = _timed(lambda: model.fit(y.astype(np.float64)))
+    p = fit.model_params  # type: ignore[attr-defined]  # S0, f, D*, D
+    return dt, np.stack([p[:, 3], p[:, 1], p[:, 2]], axis=1)
+
+
+def _curve_fit_ivim(y: np.ndarray) -> tuple[float, np.ndarray]:
+    from scipy.optimize import curve_fit
+
+    def f(b: np.ndarray, s0: float, d: float, fr: float, ds: float) -> np.ndarray:
+        return s0 * (fr * np.exp(-b * ds) + (1 - fr) * np.exp(-b * d))
+
+    lo, hi = [0, 0, 0, 5e-3], [np.inf, 5e-3, 1, 0.2]  # tumorscope's default bounds
+
+    def run() -> np.ndarray:
+        out = np.full((y.shape[0], 3), np.nan)
+        for i, yi in enumerate(y.astype(np.float64)):
+            try:
+                p, _ = curve_fit(f, B_IVIM, yi, p0=[yi[0], 1e-3, 0.1, 0.02], bounds=(lo, hi))
+                out[i] = p[1], p[2], p[3]
+            except RuntimeError:
+                pass
+        return out
+
+    dt, est = _timed(run)
+    return dt, est  # type: ignore[return-value]
+
+
+def section_ivim(args: argparse.Namespace, *, f_max: float, title: str, dipy: bool) -> None:
+    rng = np.random.default_rng(args.seed)
+    P, y = _ivim_data(args.n_ours, f_max, rng, args.snr)
+    truth = P[:, [1, 2, 3]]
+    rows: list[tuple[str, int, float, np.ndarray]] = []
+    for method in ("segmented", "full", "bayes"):
+        dt, est = _ours_ivim(y, method)
+        rows.append((f"tumorscope {method}", y.shape[0], dt, _mae(est, truth)))
+    dt, est = _ours_ivim(y, "full", bounds={"D_star": (2e-3, 0.1), "f": (0.0, 0.7)})
+    rows.append(("tumorscope full, osipy's bounds", y.shape[0], dt, _mae(est, truth)))
+    no = min(args.n_osipy, y.shape[0])
+    for method in ("segmented", "full", "bayesian"):
+        try:
+            dt, est = _osipy_ivim(y[:no], method)
+            rows.append((f"osipy {method}", no, dt, _mae(est, truth[:no])))
+        except ImportError as exc:
+            print(f"osipy not available: {exc}", file=sys.stderr)
+            break
+    ns = min(args.n_slow, y.shape[0])
+    dt, est = _curve_fit_ivim(y[:ns])
+    rows.append(("scipy curve_fit loop (trf)", ns, dt, _mae(est, truth[:ns])))
+    if dipy:
+        nd = min(args.n_dipy, y.shape[0])
+        dt, est = _dipy_ivim(y[:nd])
+        rows.append(("DIPY IvimModel trr", nd, dt, _mae(est, truth[:nd])))
+    _table(title, ["D", "f", "D*"], rows, "tumorscope full")
+
+
+def section_engine(args: argparse.Namespace) -> None:
+    from tumorscope.fitting.lm import levenberg_marquardt
+    from tumorscope.models import IVIM
+
+    rng = np.random.default_rng(args.seed + 1)
+    n = min(args.n_engine, args.n_ours)
+    _, y32 = _ivim_data(n, 0.3, rng, args.snr)
+    y = y32.astype(np.float64)
+    m = IVIM(B_IVIM, method="full")
+    p0 = m.initial_guess(y)
+    lo, hi = m.bounds()
+    common = {"scale": m.scales(), "options": m.lm_options}
+    chunk = 16384
+    chunks = [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+    def solve(backend: str, workers: int) -> None:
+        def one(s: slice) -> object:
+            if backend == "numpy":
+                return levenberg_marquardt(
+                    y[s], p0[s], lo, hi, fun=m.signal, jac=m.jacobian, backend="numpy", **common
+                )  # type: ignore[arg-type]
+            return levenberg_marquardt(
+                y[s], p0[s], lo, hi, kernel=m.kernel(), consts=m.consts(), backend=backend, **common
+            )  # type: ignore[arg-type]
+
+        if workers == 1:
+            for s in chunks:
+                one(s)
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(one, chunks))
+
+    solve("numba", 1)
+    solve("numba-serial", 1)
+    variants = [
+        ("numba prange (engine default)", "numba", 1),
+        ("numba nogil, 2 threads", "numba-serial", 2),
+        ("numba, 1 thread", "numba-serial", 1),
+        ("numpy, 2 threads", "numpy", 2),
+        ("numpy, 1 thread", "numpy", 1),
+    ]
+    print(
+        f"\n## engine: IVIM full LM solve, {n:,} voxels, same start values ({os.cpu_count()} cores)"
+    )
+    base = None
+    for name, backend, workers in variants:
+        nn = n if backend != "numpy" else min(n, args.n_engine_numpy)
+        sub = [s for s in chunks if s.start < nn]
+        saved = chunks[:]
+        chunks[:] = sub
+        dt, _ = _timed(lambda b=backend, w=workers: solve(b, w))
+        chunks[:] = saved
+        vps = sum(s.stop - s.start for s in sub) / dt
+        base = base or vps
+        print(f"{name:<34}{vps:>12,.0f} vox/s   {base / vps:>6.1f}x slower than prange")
+
+
+def section_dki(args: argparse.Namespace) -> None:
+    from tumorscope.models import DKI
+    from tumorscope.models.diffusion import dki_signal
+
+    rng = np.random.default_rng(args.seed + 2)
+    shells = [(0.0, 3), (1000.0, 15), (2000.0, 15)]
+    b = np.concatenate([[bv] * k for bv, k in shells])
+    vec = rng.normal(size=(b.size, 3))
+    vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+    vec[b == 0] = 0.0
+    n = args.n_ours
+    model = DKI(b)
+    P = model.sample_parameters(n, rng=rng)
+    P[:, 0] = S0
+    y = dki_signal(b, P) + rng.normal(0, S0 / args.snr, (n, b.size))
+    y = np.abs(y).astype(np.float32)  # magnitude data
+    truth = P[:, 1:]
+    model.fit(y[:64])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, fit = _timed(lambda: model.fit(y))
+    rows = [("tumorscope DKI (wlls)", n, dt, _mae(np.stack([fit["D"], fit["K"]], 1), truth))]  # type: ignore[index]
+    nl = DKI(b, method="nlls")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, fit = _timed(lambda: nl.fit(y))
+    rows.append(("tumorscope DKI (nlls)", n, dt, _mae(np.stack([fit["D"], fit["K"]], 1), truth)))  # type: ignore[index]
+    from dipy.core.gradients import gradient_table
+    from dipy.reconst.msdki import MeanDiffusionKurtosisModel
+
+    gtab = gradient_table(b, bvecs=vec, b0_threshold=0)
+    nd = min(args.n_dipy_dki, n)
+    mk = MeanDiffusionKurtosisModel(gtab)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, f2 = _timed(lambda: mk.fit(y[:nd].astype(np.float64)))
+    rows.append(
+        ("DIPY MeanDiffusionKurtosisModel", nd, dt, _mae(np.stack([f2.msd, f2.msk], 1), truth[:nd]))
+    )  # type: ignore[attr-defined]
+    _table(f"DKI (mean signal), SNR {args.snr:g}", ["D", "K"], rows, "tumorscope DKI (wlls)")
+
+
+def section_adc(args: argparse.Namespace) -> None:
+    from tumorscope.models import ADC
+
+    rng = np.random.default_rng(args.seed + 3)
+    b = np.array([0.0, 400.0, 800.0, 1000.0])
+    n = args.n_adc
+    adc = rng.uniform(5e-4, 3e-3, n)
+    y = S0 * np.exp(-np.outer(adc, b)) + rng.normal(0, S0 / args.snr, (n, b.size))
+    y = np.abs(y).astype(np.float32)  # magnitude data
+    A = np.c_[np.ones(b.size), -b]
+    pinv64 = np.linalg.pinv(A)
+    pinv32 = pinv64.astype(np.float32)
+
+    rows = []
+    dt, c = _timed(lambda: np.log(y) @ pinv64.T, repeat=5)
+    rows.append(("plain numpy OLS (float64 pinv)", n, dt, _mae(c[:, 1:2], adc[:, None])))  # type: ignore[index]
+    dt, c = _timed(lambda: np.log(y) @ pinv32.T, repeat=5)
+    rows.append(("plain numpy OLS (all float32)", n, dt, _mae(c[:, 1:2], adc[:, None])))  # type: ignore[index]
+    for method in ("lls", "wlls"):
+        m = ADC(b, method=method)
+        m.fit(y[:64])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dt, fit = _timed(lambda m=m: m.fit(y), repeat=5)
+        rows.append((f"tumorscope ADC {method}", n, dt, _mae(fit["ADC"][:, None], adc[:, None])))  # type: ignore[index]
+    mask = np.ones(n, bool)
+    mask[::10] = False
+    m = ADC(b)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dt, fit = _timed(lambda: m.fit(y, mask), repeat=5)
+    rows.append(
+        (
+            "tumorscope ADC wlls, 90% mask",
+            int(mask.sum()),
+            dt,
+            _mae(fit["ADC"][mask][:, None], adc[mask][:, None]),
+        )
+    )  # type: ignore[index]
+    _table(f"ADC, 4 b-values, SNR {args.snr:g}, float32", ["ADC"], rows, "tumorscope ADC wlls")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--sections", default="ivim,tumour,engine,dki,adc")
+    p.add_argument("--n-ours", type=int, default=1_000_000)
+    p.add_argument("--n-osipy", type=int, default=100_000)
+    p.add_argument("--n-slow", type=int, default=1000, help="curve_fit loop voxels")
+    p.add_argument("--n-dipy", type=int, default=300, help="DIPY IVIM voxels")
+    p.add_argument("--n-dipy-dki", type=int, default=5000)
+    p.add_argument("--n-engine", type=int, default=200_000)
+    p.add_argument("--n-engine-numpy", type=int, default=50_000)
+    p.add_argument("--n-adc", type=int, default=4_000_000)
+    p.add_argument("--snr", type=float, default=50.0)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    import numba
+
+    import tumorscope
+
+    print(
+        f"tumorscope {tumorscope.__version__}, numpy {np.__version__}, numba {numba.__version__},"
+        f" {os.cpu_count()} cores, numba threads {numba.get_num_threads()}"
+    )
+    sections = set(args.sections.split(","))
+    if "ivim" in sections:
+        section_ivim(
+            args, f_max=0.2, title=f"IVIM inside DIPY's bounds, SNR {args.snr:g}", dipy=True
+        )
+    if "tumour" in sections:
+        section_ivim(
+            args, f_max=0.3, title=f"IVIM tumour ranges (f up to 0.3), SNR {args.snr:g}", dipy=False
+        )
+    if "engine" in sections:
+        section_engine(args)
+    if "dki" in sections:
+        section_dki(args)
+    if "adc" in sections:
+        section_adc(args)
+
+
+if __name__ == "__main__":
+    main()
