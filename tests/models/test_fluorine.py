@@ -153,3 +153,32 @@ def test_bad_input():
         count_cells(img, labels, cal, fluorine_per_cell=0.0)
     with pytest.raises(DataError, match="labels shape"):
         count_cells(img, labels[:5], cal, fluorine_per_cell=F_PER_CELL)
+
+
+def test_worked_example_by_hand():
+    """The arithmetic of docs/cell-imaging.md: a 50 mM 19F tube in 1 µL voxels holds
+    50 × 6.022e14 = 3.011e16 spins per voxel; its (noise-corrected) signal 30.11 gives
+    κ = 1e-15 per spin. A region whose 10 detected voxels sum to 500 (after correction)
+    holds 5e17 spins = 5e5 cells of 1e12 spins each; SE from noise σ·sqrt(10)/500 = 0.63 %."""
+    sigma = 1.0
+    img = np.zeros((10, 10, 10))
+    tube = np.zeros(img.shape, bool)
+    tube[:3, :3, :3] = True
+    a_tube = 50 * 6.02214076e14 * 1e-15
+    img[tube] = np.sqrt(a_tube**2 + sigma**2)  # magnitude whose corrected value is a_tube
+    region = np.zeros(img.shape, np.int32)
+    region[5:9, 5:9, 5:9] = 1
+    hot = np.zeros(img.shape, bool)
+    hot[6, 6, 5:10] = True
+    hot[7, 7, 5:10] = True
+    img[hot & (region == 1)] = np.sqrt(50.0**2 + sigma**2)  # 8 voxels in the region...
+    img[6, 5, 6] = img[6, 5, 7] = np.sqrt(50.0**2 + sigma**2)  # ...plus 2 -> 10 x 50 = 500
+    cal = calibrate_fluorine(img, [tube], [50.0], voxel_volume_ml=0.001, noise_sigma=sigma)
+    assert cal.signal_per_spin == pytest.approx(1e-15, rel=1e-12)
+    tab = count_cells(img, region, cal, fluorine_per_cell=1e12)
+    assert tab["n_detected"][0] == 10
+    assert tab["fluorine_spins"][0] == pytest.approx(5e17, rel=1e-12)
+    assert tab["cells"][0] == pytest.approx(5e5, rel=1e-12)
+    rel_k = cal.signal_per_spin_se / cal.signal_per_spin
+    expected_se = 5e5 * np.sqrt((np.sqrt(10) / 500) ** 2 + rel_k**2)
+    assert tab["cells_se"][0] == pytest.approx(expected_se, rel=1e-9)
