@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tumorscope.response import assess
 
-CRITERIA = ("recist1.1", "irecist", "rano", "irano")
+CRITERIA = ("recist1.1", "irecist", "rano", "irano", "mrecist", "choi")
 PROGRESSION = {"PD", "iUPD", "iCPD", "preliminary PD"}
 ALLOWED = {
     "baseline", "pre-baseline", "CR", "PR", "SD", "PD", "NE", "non-CR/non-PD", "iCR", "iPR",
@@ -91,6 +91,8 @@ def _row(s, v, d, lid, kind, nodal, diam, perp, status) -> dict[str, Any]:
 
 
 def _run(t: pd.DataFrame, criteria: str) -> pd.DataFrame:
+    if criteria == "mrecist":  # the whole lesion is viable
+        t = t.assign(viable_diameter_mm=t["diameter_mm"])
     return assess(t, criteria=criteria, check_measurability=True)
 
 

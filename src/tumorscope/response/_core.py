@@ -42,6 +42,7 @@ class Obs:
     perpendicular_mm: float
     status: str | None
     row: str
+    density_hu: float = math.nan
 
 
 @dataclass
@@ -92,6 +93,7 @@ def subjects_from_table(df: pd.DataFrame) -> list[Subject]:
                     float(rec["perpendicular_mm"]),
                     rec["status"],
                     str(rec["row"]),
+                    float(rec.get("density_hu", math.nan)),
                 )
             doses = [x for x in rows["steroid_dose_mg"] if np.isfinite(x)]
             v.steroid_dose_mg = doses[0] if doses else math.nan

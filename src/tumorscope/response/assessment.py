@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["CRITERIA", "assess", "from_lesion_table"]
 
 #: Criterion names accepted by :func:`assess`.
-CRITERIA: tuple[str, ...] = ("recist1.1", "irecist", "rano", "irano")
+CRITERIA: tuple[str, ...] = ("recist1.1", "irecist", "rano", "irano", "mrecist", "choi")
 
 _ALIASES = {
     "recist": "recist1.1",
@@ -44,15 +44,18 @@ def assess(
     table : pandas.DataFrame or path
         The measurement table (:mod:`tumorscope.response.table`), or a CSV file holding it.
         It is validated first; nothing is computed from an invalid table.
-    criteria : {"recist1.1", "irecist", "rano", "irano"}, default "recist1.1"
+    criteria : {"recist1.1", "irecist", "rano", "irano", "mrecist", "choi"}, default "recist1.1"
         RECIST 1.1 (Eisenhauer et al. 2009, doi:10.1016/j.ejca.2008.10.026), iRECIST
         (Seymour et al. 2017, doi:10.1016/S1470-2045(17)30074-8), RANO 2.0 (Wen et al. 2023,
-        doi:10.1200/JCO.23.01059) or iRANO (Okada et al. 2015,
-        doi:10.1016/S1470-2045(15)00088-1). The rules and the design decisions are in the
-        docstrings of :mod:`~tumorscope.response.recist`, :mod:`~tumorscope.response.irecist`
-        and :mod:`~tumorscope.response.rano`.
+        doi:10.1200/JCO.23.01059), iRANO (Okada et al. 2015,
+        doi:10.1016/S1470-2045(15)00088-1), mRECIST (Lencioni & Llovet 2010,
+        doi:10.1055/s-0030-1247132; needs ``viable_diameter_mm``) or Choi (Choi et al. 2007,
+        doi:10.1200/JCO.2006.07.3049; uses ``density_hu``). The rules and the design
+        decisions are in the docstrings of the modules :mod:`~tumorscope.response.recist`,
+        :mod:`~tumorscope.response.irecist`, :mod:`~tumorscope.response.rano`,
+        :mod:`~tumorscope.response.mrecist` and :mod:`~tumorscope.response.choi`.
     check_measurability : bool, default True
-        RECIST/iRECIST: reject target lesions under 10 mm (nodes under 15 mm short axis) at
+        RECIST/iRECIST/mRECIST: reject target lesions under 10 mm (nodes under 15 mm short axis) at
         baseline.
     confirm_window_days : int, optional
         RANO/iRANO only: days after baseline in which progression is preliminary (default 0
@@ -68,7 +71,8 @@ def assess(
         ``new_lesion_ids``, ``reason`` (plain language), ``criteria``; iRECIST adds
         ``new_lesion_target_sum_mm``, ``new_target_ids`` and ``iupd_since``; RANO adds
         ``spd_mm2``, ``nadir_mm2``, ``steroid_dose_mg``, ``clinical_status`` (and its
-        ``change_*`` columns refer to the SPD). The baseline visit's response is
+        ``change_*`` columns refer to the SPD); Choi adds ``density_hu`` and
+        ``density_change_pct``; mRECIST's sizes are the viable diameters. The baseline visit's response is
         ``baseline``, earlier visits ``pre-baseline``.
 
     Raises
@@ -107,6 +111,15 @@ def assess(
         from .irecist import COLUMNS, assess_irecist
 
         rows = assess_irecist(subjects, check_measurability=check_measurability)
+    elif name == "mrecist":
+        from .mrecist import assess_mrecist
+        from .recist import COLUMNS
+
+        rows = assess_mrecist(df, check_measurability=check_measurability)
+    elif name == "choi":
+        from .choi import COLUMNS, assess_choi
+
+        rows = assess_choi(subjects)
     else:
         from .rano import COLUMNS, assess_rano
 

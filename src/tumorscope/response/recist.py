@@ -61,18 +61,28 @@ COLUMNS: list[str] = [
 
 
 def assess_recist(
-    subjects: list[Subject], *, check_measurability: bool = True
+    subjects: list[Subject],
+    *,
+    check_measurability: bool = True,
+    pd_mm: float = 5.0,
+    criteria: str = "recist1.1",
 ) -> list[dict[str, Any]]:
-    """Score every visit of every subject with RECIST 1.1; one dict per visit (:data:`COLUMNS`)."""
+    """Score every visit of every subject with RECIST 1.1; one dict per visit (:data:`COLUMNS`).
+
+    ``pd_mm`` is the absolute increase that progression needs besides the 20% (5 mm in
+    RECIST 1.1, none in mRECIST); ``criteria`` names the criterion in the output.
+    """
     rows: list[dict[str, Any]] = []
     for s in subjects:
         if check_measurability:
-            check_measurable(s, where="RECIST 1.1")
-        rows.extend(_subject_rows(s))
+            check_measurable(s, where="RECIST 1.1" if criteria == "recist1.1" else criteria)
+        rows.extend(_subject_rows(s, pd_mm=pd_mm, criteria=criteria))
     return rows
 
 
-def _blank(s: Subject, v: Any, response: str, reason: str) -> dict[str, Any]:
+def _blank(
+    s: Subject, v: Any, response: str, reason: str, criteria: str = "recist1.1"
+) -> dict[str, Any]:
     return {
         "subject": s.subject,
         "visit": v.visit,
@@ -88,11 +98,11 @@ def _blank(s: Subject, v: Any, response: str, reason: str) -> dict[str, Any]:
         "new_lesions": False,
         "new_lesion_ids": "",
         "reason": reason,
-        "criteria": "recist1.1",
+        "criteria": criteria,
     }
 
 
-def _subject_rows(s: Subject) -> list[dict[str, Any]]:
+def _subject_rows(s: Subject, *, pd_mm: float, criteria: str) -> list[dict[str, Any]]:
     base = s.baseline
     targets = s.of_kind("target")
     base_sum = float(sum(base.obs[t.lesion_id].diameter_mm for t in targets))
@@ -101,19 +111,20 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
     out = []
     for v in s.visits:
         if v.index < 0:
-            row = _blank(s, v, "pre-baseline", "before the baseline visit: not scored")
+            row = _blank(s, v, "pre-baseline", "before the baseline visit: not scored", criteria)
             row["sum_mm"] = _plain_sum(s, v)
             out.append(row)
             continue
         if v.index == 0:
-            row = _blank(
-                s, v, "baseline", f"baseline sum {fmt(base_sum)} mm" if targets else "baseline"
-            )
+            base_reason = f"baseline sum {fmt(base_sum)} mm" if targets else "baseline"
+            row = _blank(s, v, "baseline", base_reason, criteria)
             row["sum_mm"] = base_sum if targets else math.nan
             row["nadir_mm"] = base_sum if targets else math.nan
             out.append(row)
             continue
-        t = target_category(s, v, baseline_sum=base_sum, nadir=nadir, nadir_visit=nadir_visit)
+        t = target_category(
+            s, v, baseline_sum=base_sum, nadir=nadir, nadir_visit=nadir_visit, pd_mm=pd_mm
+        )
         nt, nt_reason, _ = nontarget_category(s, v)
         new = new_lesions_present(s, v)
         response = combine_recist(t.category, nt, bool(new))
@@ -127,7 +138,7 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
         if had_cr and response in ("PR", "SD", "non-CR/non-PD"):
             response = "PD"
             reasons.insert(0, "disease reappeared after a complete response")
-        row = _blank(s, v, response, "; ".join(reasons))
+        row = _blank(s, v, response, "; ".join(reasons), criteria)
         row.update(
             sum_mm=t.sum_mm,
             change_from_baseline_pct=pct(t.sum_mm, base_sum) if targets else math.nan,

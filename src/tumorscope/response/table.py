@@ -29,6 +29,9 @@ column             required  meaning
                              (RANO)
 ``clinical_status`` no       ``improved``, ``stable`` or ``worse`` (RANO)
 ``enhancing``      no        ``true``/``false`` (RANO; default true)
+``viable_diameter_mm`` no    longest diameter of the viable (arterially enhancing) part of a
+                             lesion (mRECIST); 0 when no enhancing tumour is left
+``density_hu``     no        mean attenuation of the lesion, Hounsfield units (Choi)
 =================  ========  ==============================================================
 
 Any other column (map statistics such as ``ADC_mean``) is kept as given.
@@ -213,8 +216,9 @@ def validate_table(
     df["enhancing"] = _bools(df, "enhancing", default=True, fail=fail)
     has_baseline_col = "baseline" in df.columns
     df["baseline"] = _bools(df, "baseline", default=False, fail=fail)
-    for col in ("diameter_mm", "perpendicular_mm", "steroid_dose_mg"):
+    for col in ("diameter_mm", "perpendicular_mm", "steroid_dose_mg", "viable_diameter_mm"):
         df[col] = _floats(df, col, fail=fail)
+    df["density_hu"] = _floats(df, "density_hu", fail=fail, allow_negative=True)
 
     statuses: list[str | None] = []
     for i, v in enumerate(df["status"] if "status" in df.columns else [""] * len(df)):
@@ -464,7 +468,7 @@ def _bools(df: pd.DataFrame, col: str, *, default: bool, fail: Any) -> list[bool
     return out
 
 
-def _floats(df: pd.DataFrame, col: str, *, fail: Any) -> list[float]:
+def _floats(df: pd.DataFrame, col: str, *, fail: Any, allow_negative: bool = False) -> list[float]:
     if col not in df.columns:
         return [float("nan")] * len(df)
     out = []
@@ -477,7 +481,9 @@ def _floats(df: pd.DataFrame, col: str, *, fail: Any) -> list[float]:
             x = float(s)
         except ValueError:
             raise fail(i, col, f"{col} {s!r} is not a number") from None
-        if not np.isfinite(x) or x < 0:
-            raise fail(i, col, f"{col} must be a finite number >= 0, got {s}")
+        if not np.isfinite(x) or (x < 0 and not allow_negative):
+            raise fail(
+                i, col, f"{col} must be a finite number{'' if allow_negative else ' >= 0'}, got {s}"
+            )
         out.append(x)
     return out
