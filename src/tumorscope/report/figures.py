@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RESPONSE_COLOURS",
     "histograms",
-    "map_panels",
+    "map_grid",
     "spider_plot",
     "to_data_uri",
     "trajectories",
@@ -126,7 +126,8 @@ def trajectories(
     n = max(1, len(series))
     ncols = min(3, n)
     nrows = (n + ncols - 1) // ncols
-    fig = _figure(3.3 * ncols, 2.6 * nrows)
+    fig = _figure(3.3 * ncols, 2.6 * nrows, layout=None)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.93, wspace=0.35, hspace=0.45)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (name, df) in zip(axes, series.items(), strict=False):
         for lid, g in df.groupby("lesion_id", sort=True):
@@ -142,57 +143,92 @@ def trajectories(
     return to_data_uri(fig)
 
 
-def map_panels(
-    anatomical: np.ndarray | None,
-    maps: Mapping[str, np.ndarray],
-    labels: np.ndarray | None,
+def map_grid(
+    rows: Sequence[Mapping[str, Any]],
     *,
     units: Mapping[str, str] | None = None,
     limits: Mapping[str, tuple[float, float]] | None = None,
-    title: str = "",
 ) -> str:
-    """One axial slice: the anatomical image and each map, with lesion outlines.
+    """Parameter maps of every visit: one row per visit, one column per map.
 
     Parameters
     ----------
-    anatomical : ndarray (X, Y) or None
-    maps : mapping of str to ndarray (X, Y)
-    labels : ndarray of int (X, Y) or None
-        Lesion label map on the same slice (outlined in every panel).
+    rows : sequence of mapping
+        Per visit: ``label`` (str, e.g. "visit 02, slice 3"), ``anatomical`` (ndarray (X, Y)
+        or None), ``maps`` (mapping of str to ndarray (X, Y)), ``labels`` (int ndarray
+        (X, Y) or None, outlined in red in every panel).
     units, limits : mapping, optional
-        Colour-bar unit and display range per map (default: 2nd-98th percentile).
+        Colour-bar unit and display range per map (default: 2nd-98th percentile of the
+        first row). One range per map for all rows, so visits compare; one colour bar per
+        column, under the last row.
     """
-    panels: list[tuple[str, np.ndarray, str]] = []
-    if anatomical is not None:
-        panels.append(("anatomical", anatomical, "gray"))
-    panels += [(k, v, "viridis") for k, v in maps.items()]
-    n = max(1, len(panels))
-    fig = _figure(2.4 * n, 2.6, layout=None)
-    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.03, top=0.80, wspace=0.25)
-    axes = fig.subplots(1, n, squeeze=False).ravel()
-    for ax, (name, img, cmap) in zip(axes, panels, strict=True):
-        data = np.asarray(img, dtype=float).T  # rows = y, so the image is not transposed
-        finite = data[np.isfinite(data)]
-        if limits and name in limits:
-            lo, hi = limits[name]
-        elif finite.size:
-            lo, hi = (float(v) for v in np.percentile(finite, [2, 98]))
-        else:
-            lo, hi = 0.0, 1.0
-        im = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi if hi > lo else lo + 1, origin="lower")
-        if labels is not None and np.any(labels):
-            lab = np.asarray(labels).T
-            for value in np.unique(lab[lab > 0]):
-                ax.contour(lab == value, levels=[0.5], colors="#ff3b3b", linewidths=0.9)
-        ax.set_title(name, fontsize=8)
-        ax.set_axis_off()
-        if name != "anatomical":
-            cb = fig.colorbar(im, ax=ax, shrink=0.75, fraction=0.08, pad=0.03)
-            cb.ax.tick_params(labelsize=6)
-            if units and units.get(name):
-                cb.set_label(units[name], fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    columns: list[str] = []
+    if any(r.get("anatomical") is not None for r in rows):
+        columns.append("anatomical")
+    for r in rows:
+        columns += [k for k in r["maps"] if k not in columns]
+    nr, nc = max(1, len(rows)), max(1, len(columns))
+    fig = _figure(1.9 * nc, 1.9 * nr + 0.7, layout=None)
+    fig.subplots_adjust(
+        left=0.06,
+        right=0.99,
+        top=1 - 0.3 / (1.9 * nr + 0.7),
+        bottom=0.5 / (1.9 * nr + 0.7),
+        wspace=0.05,
+        hspace=0.12,
+    )
+    axes = fig.subplots(nr, nc, squeeze=False)
+    lims = dict(limits or {})
+    images: dict[str, Any] = {}
+    for i, r in enumerate(rows):
+        for j, name in enumerate(columns):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            img = r.get("anatomical") if name == "anatomical" else r["maps"].get(name)
+            if i == 0:
+                ax.set_title(name, fontsize=8)
+            if j == 0:
+                ax.set_ylabel(str(r.get("label", "")), fontsize=7)
+            if img is None:
+                ax.set_frame_on(False)
+                continue
+            data = np.asarray(img, dtype=float).T  # rows = y, so the image is upright
+            if name not in lims:
+                finite = data[np.isfinite(data)]
+                lo, hi = (
+                    (float(v) for v in np.percentile(finite, [2, 98])) if finite.size else (0, 1)
+                )
+                lims[name] = (lo, hi if hi > lo else lo + 1.0)
+            lo, hi = lims[name]
+            cmap = "gray" if name == "anatomical" else "viridis"
+            images[name] = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, origin="lower")
+            lab = r.get("labels")
+            if lab is not None and np.any(lab):
+                ax.contour(
+                    (np.asarray(lab) > 0).T.astype(float),
+                    levels=[0.5],
+                    colors="#ff3b3b",
+                    linewidths=0.8,
+                )
+    from matplotlib.ticker import MaxNLocator
+
+    for j, name in enumerate(columns):
+        if name == "anatomical" or name not in images:
+            continue
+        cb = fig.colorbar(
+            images[name],
+            ax=axes[:, j].tolist(),
+            orientation="horizontal",
+            fraction=0.04,
+            pad=0.02,
+            aspect=12,
+        )
+        cb.locator = MaxNLocator(3)
+        cb.update_ticks()
+        cb.ax.tick_params(labelsize=6)
+        if units and units.get(name):
+            cb.set_label(units[name], fontsize=6, labelpad=1)
     return to_data_uri(fig)
 
 

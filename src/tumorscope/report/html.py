@@ -137,7 +137,9 @@ def _methods(provenances: Sequence[Mapping[str, Any]]) -> list[str]:
         text = f"Model {model}" + (f", method {method}" if method else "")
         if bvals:
             text += f", b-values {', '.join(f'{float(b):g}' for b in bvals)} s/mm²"
-        rest = ", ".join(f"{k}={v}" for k, v in opts.items() if k != "method" and v is not None)
+        rest = ", ".join(
+            f"{k}={_short(v)}" for k, v in opts.items() if k != "method" and v is not None
+        )
         if rest:
             text += f" ({rest})"
         text += (
@@ -148,6 +150,18 @@ def _methods(provenances: Sequence[Mapping[str, Any]]) -> list[str]:
         )
         lines.append(text)
     return lines
+
+
+def _short(value: Any) -> str:
+    """An option value for the methods text (long arrays are summarised)."""
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        nums = [v for v in value if isinstance(v, (int, float))]
+        if len(nums) == len(value):
+            return f"{len(value)} values from {min(nums):g} to {max(nums):g}"
+        return f"{len(value)} values"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
+    return str(value)
 
 
 def _software() -> pd.DataFrame:
@@ -295,7 +309,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         traj_uri = figures.trajectories(series)
 
     # maps over the anatomical image, histograms, fDM
-    map_figs: list[dict[str, Any]] = []
+    grid_rows: list[dict[str, Any]] = []
     hist_values: dict[str, dict[str, np.ndarray]] = {}
     per_visit: dict[str, dict[str, Any]] = {}
     limits: dict[str, tuple[float, float]] = {}
@@ -329,19 +343,12 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
                     pad = 0.5 * (hi - lo)
                     limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
         per_visit[v.id] = {"arrays": arrays, "labels": labels}
-        map_figs.append(
+        grid_rows.append(
             {
-                "visit": v.id,
-                "date": v.date.isoformat() if v.date else "",
-                "slice": z,
-                "uri": figures.map_panels(
-                    None if anat is None else anat[:, :, z],
-                    {k: a[:, :, z] for k, a in arrays.items()},
-                    None if labels is None else labels[:, :, z],
-                    units=units,
-                    limits=limits,
-                    title=f"sub-{subject} visit {v.id}",
-                ),
+                "label": f"visit {v.id}, z={z}",
+                "anatomical": None if anat is None else anat[:, :, z],
+                "maps": {k: a[:, :, z] for k, a in arrays.items()},
+                "labels": None if labels is None else labels[:, :, z],
             }
         )
         if labels is not None:
@@ -349,6 +356,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
                 if k in arrays:
                     hist_values.setdefault(k, {})[v.id] = arrays[k][labels > 0]
     hist_uri = figures.histograms(hist_values) if hist_values else None
+    maps_uri = figures.map_grid(grid_rows, units=units, limits=limits) if grid_rows else None
 
     fdm, fdm_rows = [], []
     base = subj.baseline.id
@@ -414,7 +422,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         flags=flags,
         lesions=frame_of(ltable),
         trajectories=traj_uri,
-        map_figures=map_figs,
+        maps_figure=maps_uri,
         histograms=hist_uri,
         fdm=fdm,
         fdm_note=fdm_note,
