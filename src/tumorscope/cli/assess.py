@@ -12,7 +12,7 @@ from ._common import user_errors
 def assess(
     table: Path = typer.Argument(..., help="Measurement table (CSV; .tsv for tab-separated)."),
     criteria: str = typer.Option(
-        "recist1.1", "--criteria", "-c", help="recist1.1, irecist, rano or irano."
+        "recist1.1", "--criteria", "-c", help="recist1.1, irecist, rano, irano, mrecist or choi."
     ),
     out: Path = typer.Option(
         None,
