@@ -75,7 +75,7 @@ def test_resample_applies_the_transform():
     assert np.isnan(resample(moving, fixed, transform=_rigid((0, 0, 0), (500, 0, 0))).data).all()
 
 
-def test_resample_mask_keeps_labels_and_volume_on_a_coarser_grid():
+def _two_balls():
     fine_shape = (120, 120, 40)
     fine = _affine((0.5, 0.5, 1.0), fine_shape)
     ijk = np.indices(fine_shape).reshape(3, -1).T
@@ -83,31 +83,56 @@ def test_resample_mask_keeps_labels_and_volume_on_a_coarser_grid():
     labels = np.zeros(fine_shape, np.int16)
     labels[((xyz - [8, 0, 0]) ** 2).sum(-1) <= 9.0**2] = 1
     labels[((xyz - [-15, 5, 2]) ** 2).sum(-1) <= 6.0**2] = 4
-    mask = Volume(labels, fine)
     coarse_shape = (32, 32, 10)
-    coarse = Volume(np.zeros(coarse_shape, np.float32), _affine((2.0, 2.0, 4.0), coarse_shape))
+    coarse_aff = _affine((2.0, 2.0, 4.0), coarse_shape)
+    coarse_aff[:3, 3] += [0.13, -0.21, 0.37]  # target centres not on fine voxel corners (ties)
+    coarse = Volume(np.zeros(coarse_shape, np.float32), coarse_aff)
+    return Volume(labels, fine), coarse, ((1, [8, 0, 0], 9.0), (4, [-15, 5, 2], 6.0))
+
+
+def _dice(a, b):
+    return 2 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_resample_mask_nearest_samples_the_target_centres():
+    mask, coarse, balls = _two_balls()
     out = resample_mask(mask, coarse)
     assert out.data.dtype == np.int32
     assert set(np.unique(out.data)) == {0, 1, 4}
+    ijk = np.indices(coarse.spatial_shape).reshape(3, -1).T.astype(float)
+    xyz = ijk @ coarse.affine[:3, :3].T + coarse.affine[:3, 3]
+    for lab, centre, radius in balls:
+        dist = np.sqrt(((xyz - centre) ** 2).sum(-1)).reshape(coarse.spatial_shape)
+        expected = dist <= radius
+        got = out.data == lab
+        # disagreements only where the centre is within one fine voxel of the surface
+        assert np.all(np.abs(dist[got != expected] - radius) < 0.75)
+        assert _dice(got, expected) > 0.85
+    # identity onto the same grid is exact
+    same = resample_mask(mask, mask)
+    assert np.array_equal(same.data, mask.data)
+
+
+def test_resample_mask_majority_votes_the_partial_volume():
+    mask, coarse, balls = _two_balls()
+    out = resample_mask(mask, coarse, method="majority")
+    assert set(np.unique(out.data)) == {0, 1, 4}
     # independent majority vote of the analytic partial volume (5 sub-points per axis)
-    ijk = np.indices(coarse_shape).reshape(3, -1).T.astype(float)
+    ijk = np.indices(coarse.spatial_shape).reshape(3, -1).T.astype(float)
     off = (np.arange(5) + 0.5) / 5 - 0.5
     sub = np.stack(np.meshgrid(off, off, off, indexing="ij"), -1).reshape(-1, 3)
-    for lab, centre, radius in ((1, [8, 0, 0], 9.0), (4, [-15, 5, 2], 6.0)):
+    for lab, centre, radius in balls:
         frac = np.zeros(len(ijk))
         for o in sub:
             xyz = (ijk + o) @ coarse.affine[:3, :3].T + coarse.affine[:3, 3]
             frac += ((xyz - centre) ** 2).sum(-1) <= radius**2
-        expected = (frac / len(sub) > 0.5).reshape(coarse_shape)
+        pv = (frac / len(sub)).reshape(coarse.spatial_shape)
         got = out.data == lab
-        dice = 2 * (got & expected).sum() / (got.sum() + expected.sum())
-        assert dice > 0.95
-        # the partial-volume sum is the sphere's volume; the vote stays near it
-        pv_ml = frac.sum() / len(sub) * 16.0 / 1000
-        assert pv_ml == pytest.approx(4 / 3 * np.pi * radius**3 / 1000, rel=0.02)
-    # identity onto the same grid is exact
-    same = resample_mask(mask, mask)
-    assert np.array_equal(same.data, labels)
+        # disagreements only for voxels about half inside (fine-grid discretisation)
+        assert np.all(np.abs(pv[got != (pv > 0.5)] - 0.5) < 0.2)
+        assert _dice(got, pv > 0.5) > 0.85
+    with pytest.raises(DataError, match="method"):
+        resample_mask(mask, coarse, method="linear")  # type: ignore[arg-type]
 
 
 def test_resample_mask_through_a_registration_transform():
@@ -137,3 +162,38 @@ def test_bad_inputs():
         register(other, other, kind="elastic")  # type: ignore[arg-type]
     with pytest.raises(DataError, match="non-integer"):
         resample_mask(Volume(np.full((4, 4, 4), 0.5, np.float32), aff), other)
+
+
+def test_resample_mask_nearest_equals_simpleitk_through_an_oblique_transform():
+    import SimpleITK as sitk
+
+    from tumorscope.preprocessing.registration import _to_sitk
+
+    rng = np.random.default_rng(2)
+    shape = (30, 28, 12)
+    src_aff = _affine(
+        (0.9, 1.1, 2.5), shape, Rotation.from_euler("z", 12, degrees=True).as_matrix()
+    )
+    labels = np.zeros(shape, np.int32)
+    labels[5:20, 6:22, 3:9] = rng.integers(0, 4, (15, 16, 6))
+    tgt_shape = (20, 20, 10)
+    tgt = Volume(np.zeros(tgt_shape, np.float32), _affine((1.7, 1.3, 3.1), tgt_shape))
+    t = _rigid((3.0, -2.0, 5.0), (1.3, -0.7, 0.4))
+    ours = resample_mask(Volume(labels, src_aff), tgt, transform=t)
+    # the same resampling in SimpleITK (LPS): x_src = F t F x_tgt with F = diag(-1, -1, 1)
+    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ t @ np.diag([-1.0, -1.0, 1.0, 1.0])
+    tx = sitk.AffineTransform(3)
+    tx.SetMatrix(lps[:3, :3].ravel().tolist())
+    tx.SetTranslation(lps[:3, 3].tolist())
+    out = sitk.Resample(
+        _to_sitk(Volume(labels, src_aff), np.int32),
+        _to_sitk(tgt, np.float32),
+        tx,
+        sitk.sitkNearestNeighbor,
+        0,
+    )
+    ref = sitk.GetArrayFromImage(out).transpose(2, 1, 0)
+    assert ref.any()
+    assert np.array_equal(ours.data, ref)
+    # and the transform matters: without it the maps differ
+    assert not np.array_equal(resample_mask(Volume(labels, src_aff), tgt).data, ref)
