@@ -134,6 +134,10 @@ def _unpack(consts):
     return n, fit_delay, consts[2 : 2 + n], consts[2 + n : 2 + 2 * n]
 
 
+# The kernels use the columns of J_out and f_out as scratch space for the convolutions (no
+# allocation per call): every row j is read completely before it is overwritten.
+
+
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
 def tofts_kernel(p, consts, f_out, J_out):
     n, fit_delay, t, c = _unpack(consts)
@@ -142,17 +146,18 @@ def tofts_kernel(p, consts, f_out, J_out):
     d = p[2] if fit_delay else 0.0
     k = kt / ve if ve > 0.0 else 0.0
     inv_ve = 1.0 / ve if ve > 0.0 else 0.0
-    F = np.empty(n)
-    G = np.empty(n)
-    CP = np.empty(n)
-    S = np.empty(n)
-    _conv_one(t, c, k, d, True, F, G, CP, S)
+    if fit_delay:
+        _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], f_out)
+    else:
+        _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], f_out, f_out)
     for j in range(n):
-        f_out[j] = kt * F[j]
-        J_out[j, 0] = (F[j] - kt * G[j] * inv_ve) / 60.0
-        J_out[j, 1] = kt * G[j] * k * inv_ve
+        F = J_out[j, 0]
+        G = J_out[j, 1]
+        f_out[j] = kt * F
+        J_out[j, 0] = (F - kt * G * inv_ve) / 60.0
+        J_out[j, 1] = kt * G * k * inv_ve
         if fit_delay:
-            J_out[j, 2] = -kt * (CP[j] - k * F[j])
+            J_out[j, 2] = -kt * (J_out[j, 2] - k * F)
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -164,18 +169,19 @@ def extended_tofts_kernel(p, consts, f_out, J_out):
     d = p[3] if fit_delay else 0.0
     k = kt / ve if ve > 0.0 else 0.0
     inv_ve = 1.0 / ve if ve > 0.0 else 0.0
-    F = np.empty(n)
-    G = np.empty(n)
-    CP = np.empty(n)
-    S = np.empty(n)
-    _conv_one(t, c, k, d, True, F, G, CP, S)
+    if fit_delay:
+        _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], J_out[:, 3])
+    else:
+        _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], f_out)
     for j in range(n):
-        f_out[j] = kt * F[j] + vp * CP[j]
-        J_out[j, 0] = (F[j] - kt * G[j] * inv_ve) / 60.0
-        J_out[j, 1] = kt * G[j] * k * inv_ve
-        J_out[j, 2] = CP[j]
+        F = J_out[j, 0]
+        G = J_out[j, 1]
+        cpj = J_out[j, 2]
+        f_out[j] = kt * F + vp * cpj
+        J_out[j, 0] = (F - kt * G * inv_ve) / 60.0
+        J_out[j, 1] = kt * G * k * inv_ve
         if fit_delay:
-            J_out[j, 3] = -kt * (CP[j] - k * F[j]) - vp * S[j]
+            J_out[j, 3] = -kt * (cpj - k * F) - vp * J_out[j, 3]
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -184,17 +190,17 @@ def patlak_kernel(p, consts, f_out, J_out):
     kt = p[0] / 60.0
     vp = p[1]
     d = p[2] if fit_delay else 0.0
-    F = np.empty(n)
-    G = np.empty(n)
-    CP = np.empty(n)
-    S = np.empty(n)
-    _conv_one(t, c, 0.0, d, False, F, G, CP, S)
+    if fit_delay:
+        _conv_one(t, c, 0.0, d, False, J_out[:, 0], f_out, J_out[:, 1], J_out[:, 2])
+    else:
+        _conv_one(t, c, 0.0, d, False, J_out[:, 0], f_out, J_out[:, 1], f_out)
     for j in range(n):
-        f_out[j] = kt * F[j] + vp * CP[j]
-        J_out[j, 0] = F[j] / 60.0
-        J_out[j, 1] = CP[j]
+        F = J_out[j, 0]
+        cpj = J_out[j, 1]
+        f_out[j] = kt * F + vp * cpj
+        J_out[j, 0] = F / 60.0
         if fit_delay:
-            J_out[j, 2] = -kt * CP[j] - vp * S[j]
+            J_out[j, 2] = -kt * cpj - vp * J_out[j, 2]
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -211,49 +217,52 @@ def two_cxm_kernel(p, consts, f_out, J_out):
     alpha = 0.5 * (s + disc)
     beta = q / alpha if alpha > 0.0 else 0.0
     a = (fp / vp - beta) / disc if disc > 0.0 else 1.0
-    Fa = np.empty(n)
-    Ga = np.empty(n)
-    CP = np.empty(n)
-    S = np.empty(n)
-    Fb = np.empty(n)
-    Gb = np.empty(n)
-    _conv_one(t, c, alpha, d, True, Fa, Ga, CP, S)
-    _conv_one(t, c, beta, d, True, Fb, Gb, CP, S)
     # derivatives of s, q, disc, alpha, beta, a with respect to (fp, ps, ve, vp)
-    ds = np.empty(4)
-    dq = np.empty(4)
-    ds[0] = 1.0 / vp
-    ds[1] = 1.0 / vp + 1.0 / ve
-    ds[2] = -ps / (ve * ve)
-    ds[3] = -(fp + ps) / (vp * vp)
-    dq[0] = ps / (vp * ve)
-    dq[1] = fp / (vp * ve)
-    dq[2] = -q / ve
-    dq[3] = -q / vp
-    dfv = np.zeros(4)
-    dfv[0] = 1.0 / vp
-    dfv[3] = -fp / (vp * vp)
-    dal = np.empty(4)
-    dbe = np.empty(4)
-    da = np.empty(4)
     inv = 1.0 / disc if disc > 0.0 else 0.0
-    for i in range(4):
-        dd = (s * ds[i] - 2.0 * dq[i]) * inv
-        dal[i] = 0.5 * (ds[i] + dd)
-        dbe[i] = 0.5 * (ds[i] - dd)
-        da[i] = (dfv[i] - dbe[i]) * inv - a * dd * inv
+    ds0 = 1.0 / vp
+    ds1 = 1.0 / vp + 1.0 / ve
+    ds2 = -ps / (ve * ve)
+    ds3 = -(fp + ps) / (vp * vp)
+    dq0 = ps / (vp * ve)
+    dq1 = fp / (vp * ve)
+    dq2 = -q / ve
+    dq3 = -q / vp
+    dd0 = (s * ds0 - 2.0 * dq0) * inv
+    dd1 = (s * ds1 - 2.0 * dq1) * inv
+    dd2 = (s * ds2 - 2.0 * dq2) * inv
+    dd3 = (s * ds3 - 2.0 * dq3) * inv
+    dal0 = 0.5 * (ds0 + dd0)
+    dal1 = 0.5 * (ds1 + dd1)
+    dal2 = 0.5 * (ds2 + dd2)
+    dal3 = 0.5 * (ds3 + dd3)
+    dbe0 = 0.5 * (ds0 - dd0)
+    dbe1 = 0.5 * (ds1 - dd1)
+    dbe2 = 0.5 * (ds2 - dd2)
+    dbe3 = 0.5 * (ds3 - dd3)
+    da0 = (1.0 / vp - dbe0) * inv - a * dd0 * inv
+    da1 = (0.0 - dbe1) * inv - a * dd1 * inv
+    da2 = (0.0 - dbe2) * inv - a * dd2 * inv
+    da3 = (-fp / (vp * vp) - dbe3) * inv - a * dd3 * inv
+    # scratch: Fa, Ga, Fb, Gb in J columns 0-3; cp(t - d) in f_out; slope in column 4
+    sl = J_out[:, 4] if fit_delay else f_out
+    _conv_one(t, c, alpha, d, True, J_out[:, 0], J_out[:, 1], f_out, sl)
+    _conv_one(t, c, beta, d, True, J_out[:, 2], J_out[:, 3], f_out, sl)
+    b = 1.0 - a
     for j in range(n):
-        core = a * Fa[j] + (1.0 - a) * Fb[j]
+        fa = J_out[j, 0]
+        ga = J_out[j, 1]
+        fb = J_out[j, 2]
+        gb = J_out[j, 3]
+        cpj = f_out[j]
+        core = a * fa + b * fb
+        diff = fa - fb
         f_out[j] = fp * core
-        for i in range(4):
-            v = fp * (da[i] * (Fa[j] - Fb[j]) - a * Ga[j] * dal[i] - (1.0 - a) * Gb[j] * dbe[i])
-            if i == 0:
-                v += core
-            if i < 2:
-                v /= 6000.0
-            J_out[j, i] = v
+        J_out[j, 0] = (core + fp * (da0 * diff - a * ga * dal0 - b * gb * dbe0)) / 6000.0
+        J_out[j, 1] = fp * (da1 * diff - a * ga * dal1 - b * gb * dbe1) / 6000.0
+        J_out[j, 2] = fp * (da2 * diff - a * ga * dal2 - b * gb * dbe2)
+        J_out[j, 3] = fp * (da3 * diff - a * ga * dal3 - b * gb * dbe3)
         if fit_delay:
-            J_out[j, 4] = -fp * (a * (CP[j] - alpha * Fa[j]) + (1.0 - a) * (CP[j] - beta * Fb[j]))
+            J_out[j, 4] = -fp * (a * (cpj - alpha * fa) + b * (cpj - beta * fb))
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -273,21 +282,21 @@ def two_cum_kernel(p, consts, f_out, J_out):
     da1 = -fp * fp / tot2
     db0 = ps * ps / tot2
     db1 = fp * fp / tot2
-    Fa = np.empty(n)
-    Ga = np.empty(n)
-    CP = np.empty(n)
-    S = np.empty(n)
-    Fi = np.empty(n)
-    Gi = np.empty(n)
-    _conv_one(t, c, alpha, d, True, Fa, Ga, CP, S)
-    _conv_one(t, c, 0.0, d, False, Fi, Gi, CP, S)
+    # scratch: Fa, Ga, integral in J columns 0-2; cp(t - d) in f_out; slope in column 3
+    sl = J_out[:, 3] if fit_delay else f_out
+    _conv_one(t, c, alpha, d, True, J_out[:, 0], J_out[:, 1], f_out, sl)
+    _conv_one(t, c, 0.0, d, False, J_out[:, 2], sl, f_out, sl)
     for j in range(n):
-        f_out[j] = amp_a * Fa[j] + amp_b * Fi[j]
-        J_out[j, 0] = (da0 * Fa[j] - amp_a * Ga[j] * inv_vp + db0 * Fi[j]) / 6000.0
-        J_out[j, 1] = (da1 * Fa[j] - amp_a * Ga[j] * inv_vp + db1 * Fi[j]) / 6000.0
-        J_out[j, 2] = amp_a * Ga[j] * alpha * inv_vp
+        fa = J_out[j, 0]
+        ga = J_out[j, 1]
+        fi = J_out[j, 2]
+        cpj = f_out[j]
+        f_out[j] = amp_a * fa + amp_b * fi
+        J_out[j, 0] = (da0 * fa - amp_a * ga * inv_vp + db0 * fi) / 6000.0
+        J_out[j, 1] = (da1 * fa - amp_a * ga * inv_vp + db1 * fi) / 6000.0
+        J_out[j, 2] = amp_a * ga * alpha * inv_vp
         if fit_delay:
-            J_out[j, 3] = -(amp_a * (CP[j] - alpha * Fa[j]) + amp_b * CP[j])
+            J_out[j, 3] = -(amp_a * (cpj - alpha * fa) + amp_b * cpj)
 
 
 #: Kernel of each model, by registered name.

@@ -14,8 +14,9 @@ Fitting strategy (design notes in ``docs/dce.md``)
 --------------------------------------------------
 1. Starting values from the linearised least-squares solutions (Murase 2004,
    doi:10.1002/mrm.20023; Flouri et al. 2016, doi:10.1002/mrm.25991), clipped into the
-   bounds. For the 2CXM/2CUM, the start is the candidate with the lowest residual among the
-   linear solution, an extended-Tofts-derived point and the middle of the typical ranges.
+   bounds. For the 2CXM/2CUM voxels whose linear solution falls outside the bounds, an
+   extended-Tofts-derived point and the middle of the typical ranges are tried as well and
+   the start with the lowest exact-model residual is kept.
    With ``fit_delay=True``, the start is searched over a delay grid (one linearised fit per
    candidate delay, the exact model residual decides).
 2. Bounded Levenberg–Marquardt on the exact model with its analytic Jacobian, all voxels at
@@ -344,10 +345,6 @@ class _DCEModel(Model):
             p, lo[: p.shape[1]] + eps[: p.shape[1]], hi[: p.shape[1]] - eps[: p.shape[1]]
         )
 
-    def _linear_start(self, y: np.ndarray, cp: np.ndarray) -> np.ndarray:
-        """Starting values of the base parameters for a given (possibly shifted) AIF."""
-        return self._clip_base(type(self)._linear(y, self.times_s, cp))
-
     def _clip_base(self, p: np.ndarray) -> np.ndarray:
         nb = len(self.base_parameters)
         full = np.zeros((p.shape[0], len(self.parameters)))
@@ -356,42 +353,70 @@ class _DCEModel(Model):
             full[:, nb] = 0.0
         return self._clip(full)[:, :nb]
 
-    def _candidates(self, y: np.ndarray, cp: np.ndarray) -> list[np.ndarray]:
-        """Starting points of the base parameters to compare (by model residual)."""
-        return [self._linear_start(y, cp)]
+    def _alternatives(self, y: np.ndarray, cp: np.ndarray) -> list[np.ndarray]:
+        """Other starting points (base parameters) to compare with the linearised one."""
+        return []
 
     def _rss(self, y: np.ndarray, p: np.ndarray) -> np.ndarray:
         r = y - self.signal(p)
         return np.einsum("ij,ij->i", r, r)
 
     def initial_guess(self, y: np.ndarray) -> np.ndarray:
-        """Linearised least-squares start (and a delay grid with ``fit_delay``)."""
+        """Linearised least-squares start (and a delay grid with ``fit_delay``).
+
+        Where the linearised solution falls outside the bounds (or is not finite), the
+        model's alternative starts (:meth:`_alternatives`) are also tried and the one with the
+        lowest exact-model residual is kept; with ``fit_delay`` the residual also picks the
+        delay among the grid values.
+        """
         nb = len(self.base_parameters)
+        n = y.shape[0]
         if not self.fit_delay:
             delays = [0.0]
         else:
             lo, hi = self.delay_range_s
             step = max(float(np.min(np.diff(self.times_s))), 0.5)
             delays = list(np.arange(lo, hi + 1e-9, step))
-        best_p = np.zeros((y.shape[0], len(self.parameters)))
-        best_rss = np.full(y.shape[0], np.inf)
+        lower, upper = self.bounds()
+        best_p = np.zeros((n, len(self.parameters)))
+        best_rss = np.full(n, np.inf)
         from .aif import shift
+
+        def full(base: np.ndarray, d: float) -> np.ndarray:
+            out = np.empty((base.shape[0], len(self.parameters)))
+            out[:, :nb] = base
+            if self.fit_delay:
+                out[:, nb] = d
+            return out
 
         for d in delays:
             cp = self.aif_mM if d == 0.0 else shift(self.times_s, self.aif_mM, d)
-            cands = self._candidates(y, cp)
-            if len(delays) == 1 and len(cands) == 1:  # nothing to compare
-                best_p[:, :nb] = cands[0]
+            raw = np.asarray(type(self)._linear(y, self.times_s, cp))
+            start = self._clip_base(raw)
+            inside = np.all(np.isfinite(raw) & (raw > lower[:nb]) & (raw < upper[:nb]), axis=1)
+            need = ~inside
+            alts = self._alternatives(y[need], cp) if need.any() else []
+            if len(delays) == 1 and not alts:  # nothing to compare
+                best_p = full(start, d)
                 break
-            for cand in cands:
-                full = np.empty((y.shape[0], len(self.parameters)))
-                full[:, :nb] = cand
-                if self.fit_delay:
-                    full[:, nb] = d
-                rss = self._rss(y, full)
-                better = rss < best_rss
-                best_rss = np.where(better, rss, best_rss)
-                best_p[better] = full[better]
+            cand = full(start, d)
+            rss = self._rss(y, cand) if len(delays) > 1 else np.full(n, np.inf)
+            if alts:
+                rss_need = self._rss(y[need], cand[need])
+                best_need = cand[need]
+                for alt in alts:
+                    p_alt = full(alt, d)
+                    r_alt = self._rss(y[need], p_alt)
+                    better = r_alt < rss_need
+                    rss_need = np.where(better, r_alt, rss_need)
+                    best_need[better] = p_alt[better]
+                cand[need] = best_need
+                rss[need] = rss_need
+            better = rss < best_rss
+            if len(delays) == 1:
+                better[:] = True
+            best_rss = np.where(better, rss, best_rss)
+            best_p[better] = cand[better]
         return self._clip(best_p)
 
     # ------------------------------------------------------------------ fitting
@@ -548,16 +573,15 @@ class Patlak(_DCEModel):
 
 
 class _FlowModel(_DCEModel):
-    """2CXM / 2CUM: starts compared by residual (linear, ETofts-derived, typical)."""
+    """2CXM / 2CUM: alternative starts (ETofts-derived, typical) where the linear one fails."""
 
     def _from_etofts(self, y: np.ndarray, cp: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def _candidates(self, y: np.ndarray, cp: np.ndarray) -> list[np.ndarray]:
+    def _alternatives(self, y: np.ndarray, cp: np.ndarray) -> list[np.ndarray]:
         nb = len(self.base_parameters)
         mid = np.array([0.5 * (s.typical[0] + s.typical[1]) for s in self.base_parameters])  # type: ignore[index]
         return [
-            self._linear_start(y, cp),
             self._clip_base(self._from_etofts(y, cp)),
             self._clip_base(np.broadcast_to(mid, (y.shape[0], nb)).copy()),
         ]

@@ -621,11 +621,24 @@ def _lstsq_columns(cols: list[np.ndarray], y: np.ndarray) -> np.ndarray:
     scale = np.where(scale > 0, scale, 1.0)
     ata /= scale[:, :, None] * scale[:, None, :]
     aty /= scale
+    # batched Cholesky of the (scaled, unit-diagonal) normal matrices, one vector op per entry
+    low = np.zeros_like(ata)
     ok = np.all(np.isfinite(ata), axis=(1, 2)) & np.all(np.isfinite(aty), axis=1)
-    ok &= np.linalg.det(np.where(ok[:, None, None], ata, np.eye(q))) > 1e-14
-    ata[~ok] = np.eye(q)
-    aty[~ok] = 0.0
-    x = np.linalg.solve(ata, aty[..., None])[..., 0] / scale
+    for j in range(q):
+        d = ata[:, j, j] - np.einsum("vk,vk->v", low[:, j, :j], low[:, j, :j])
+        ok &= d > 1e-12
+        low[:, j, j] = np.sqrt(np.where(d > 1e-12, d, 1.0))
+        for i in range(j + 1, q):
+            v = ata[:, i, j] - np.einsum("vk,vk->v", low[:, i, :j], low[:, j, :j])
+            low[:, i, j] = v / low[:, j, j]
+    z = np.empty_like(aty)
+    for i in range(q):
+        z[:, i] = (aty[:, i] - np.einsum("vk,vk->v", low[:, i, :i], z[:, :i])) / low[:, i, i]
+    x = np.empty_like(aty)
+    for i in range(q - 1, -1, -1):
+        back = np.einsum("vk,vk->v", low[:, i + 1 :, i], x[:, i + 1 :])
+        x[:, i] = (z[:, i] - back) / low[:, i, i]
+    x /= scale
     x[~ok] = np.nan
     return x
 
