@@ -316,11 +316,24 @@ def combine_recist(target: str | None, nontarget: str | None, new: bool) -> str:
     return target  # PR or SD: "Non-PD or not all evaluated"
 
 
-def rows_to_frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
-    import pandas as pd
+#: Columns of a time-point row that hold a number (NaN until known).
+_NUMERIC = ("sum_mm", "change_from_baseline_pct", "change_from_nadir_pct", "nadir_mm")
 
-    df = pd.DataFrame(rows, columns=columns)
-    return df
+
+def blank_row(s: Subject, v: Visit, columns: list[str], criteria: str) -> dict[str, Any]:
+    """A time-point row with the identity filled in, numbers NaN and no new lesion."""
+    row: dict[str, Any] = dict.fromkeys(columns)
+    row.update(
+        subject=s.subject,
+        visit=v.visit,
+        date=v.date,
+        days_from_baseline=int((v.date - s.baseline.date).days),
+        criteria=criteria,
+        new_lesions=False,
+        new_lesion_ids="",
+        **dict.fromkeys(_NUMERIC, math.nan),
+    )
+    return row
 
 
 def check_measurable(subject: Subject, *, where: str) -> None:

@@ -275,44 +275,38 @@ def from_lesion_table(
                     >= nontarget_progression_pct
                 ):
                     status = "unequivocal progression"
-                row = {
-                    "subject": subject,
-                    "visit": visit,
-                    "date": visit_dates[visit],
-                    "lesion_id": lid,
-                    "kind": kind,
-                    "nodal": nodal,
-                    "diameter_mm": short if nodal else longest,
-                    "perpendicular_mm": longest if nodal else short,
-                    "status": status,
-                    "baseline": visit == base,
-                }
-                if "organ" in r:
-                    row["organ"] = r["organ"]
-                row.update({c: r[c] for c in extra})
-                rows.append(row)
+                sizes = (short, longest) if nodal else (longest, short)
+                rows.append(_row(subject, visit, visit_dates[visit], r, kind, sizes, status))
+                rows[-1].update(baseline=visit == base, **{c: r[c] for c in extra})
             if k > b and missing == "absent":
                 for lid in sorted(base_ids - present):
                     r0 = info[lid]
                     kind = "target" if _as_bool(r0["target"]) else "non-target"
-                    row = {
-                        "subject": subject,
-                        "visit": visit,
-                        "date": visit_dates[visit],
-                        "lesion_id": lid,
-                        "kind": kind,
-                        "nodal": _as_bool(r0["nodal"]),
-                        "diameter_mm": 0.0,
-                        "perpendicular_mm": 0.0,
-                        "status": "absent",
-                        "baseline": False,
-                    }
-                    if "organ" in r0:
-                        row["organ"] = r0["organ"]
-                    row.update(dict.fromkeys(extra, np.nan))
-                    rows.append(row)
+                    rows.append(
+                        _row(subject, visit, visit_dates[visit], r0, kind, (0.0, 0.0), "absent")
+                    )
+                    rows[-1].update(baseline=False, **dict.fromkeys(extra, np.nan))
     out = pd.DataFrame(rows)
     return validate_table(out)
+
+
+def _row(
+    subject: str, visit: str, date: str, r: Any, kind: str, sizes: tuple[float, float], status: str
+) -> dict[str, Any]:
+    row = {
+        "subject": subject,
+        "visit": visit,
+        "date": date,
+        "lesion_id": r["lesion_id"],
+        "kind": kind,
+        "nodal": _as_bool(r["nodal"]),
+        "diameter_mm": sizes[0],
+        "perpendicular_mm": sizes[1],
+        "status": status,
+    }
+    if "organ" in r:
+        row["organ"] = r["organ"]
+    return row
 
 
 def _as_bool(v: Any) -> bool:

@@ -32,6 +32,7 @@ from typing import Any
 from ._core import (
     Subject,
     at_least,
+    blank_row,
     fmt,
     lesion_size,
     new_lesions_present,
@@ -70,22 +71,12 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
     nadir, nadir_visit = base_sum, f"baseline {base.visit}"
     out = []
     for v in s.visits:
-        row: dict[str, Any] = dict.fromkeys(COLUMNS)
         hu = _density(s, v)
+        row = blank_row(s, v, COLUMNS, "choi")
         row.update(
-            subject=s.subject,
-            visit=v.visit,
-            date=v.date,
-            days_from_baseline=int((v.date - base.date).days),
-            criteria="choi",
-            new_lesions=False,
-            new_lesion_ids="",
-            sum_mm=math.nan,
             nadir_mm=nadir,
             density_hu=hu,
             density_change_pct=pct(hu, base_hu) if math.isfinite(hu) else math.nan,
-            change_from_baseline_pct=math.nan,
-            change_from_nadir_pct=math.nan,
         )
         if v.index <= 0:
             row.update(

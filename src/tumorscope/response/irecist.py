@@ -43,6 +43,7 @@ from typing import Any
 from ._core import (
     Subject,
     at_least,
+    blank_row,
     check_measurable,
     combine_recist,
     fmt,
@@ -135,22 +136,11 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for v in s.visits:
         days = int((v.date - base.date).days)
-        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row = blank_row(s, v, COLUMNS, "irecist")
         row.update(
-            subject=s.subject,
-            visit=v.visit,
-            date=v.date,
-            days_from_baseline=days,
-            sum_mm=math.nan,
-            change_from_baseline_pct=math.nan,
-            change_from_nadir_pct=math.nan,
-            nadir_mm=math.nan,
-            new_lesions=False,
-            new_lesion_ids="",
             new_lesion_target_sum_mm=math.nan,
             new_target_ids=",".join(nlt_ids),
             iupd_since="",
-            criteria="irecist",
         )
         if v.index < 0:
             row.update(response="pre-baseline", reason="before the baseline visit: not scored")

@@ -64,6 +64,7 @@ from ._core import (
     TOO_SMALL_MM,
     Subject,
     at_least,
+    blank_row,
     fmt,
     new_lesions_present,
     nontarget_category,
@@ -185,21 +186,10 @@ def _subject_rows(
     for v in s.visits:
         days = int((v.date - base.date).days)
         spd, missing = _spd(s, v)
-        row: dict[str, Any] = dict.fromkeys(COLUMNS)
+        row = blank_row(s, v, COLUMNS, name)
         row.update(
-            subject=s.subject,
-            visit=v.visit,
-            date=v.date,
-            days_from_baseline=days,
-            criteria=name,
-            sum_mm=math.nan,
             spd_mm2=math.nan if missing else spd,
             nadir_mm2=nadir,
-            nadir_mm=math.nan,
-            change_from_baseline_pct=math.nan,
-            change_from_nadir_pct=math.nan,
-            new_lesions=False,
-            new_lesion_ids="",
             steroid_dose_mg=v.steroid_dose_mg,
             clinical_status=v.clinical_status,
         )

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import (
     Subject,
+    blank_row,
     check_measurable,
     combine_recist,
     fmt,
@@ -83,23 +84,9 @@ def assess_recist(
 def _blank(
     s: Subject, v: Any, response: str, reason: str, criteria: str = "recist1.1"
 ) -> dict[str, Any]:
-    return {
-        "subject": s.subject,
-        "visit": v.visit,
-        "date": v.date,
-        "days_from_baseline": int((v.date - s.baseline.date).days),
-        "response": response,
-        "sum_mm": math.nan,
-        "change_from_baseline_pct": math.nan,
-        "change_from_nadir_pct": math.nan,
-        "nadir_mm": math.nan,
-        "target_response": None,
-        "nontarget_response": None,
-        "new_lesions": False,
-        "new_lesion_ids": "",
-        "reason": reason,
-        "criteria": criteria,
-    }
+    row = blank_row(s, v, COLUMNS, criteria)
+    row.update(response=response, reason=reason)
+    return row
 
 
 def _subject_rows(s: Subject, *, pd_mm: float, criteria: str) -> list[dict[str, Any]]:
