@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..io import Study
+    from .radiomics import RadiomicsSettings
 
 __all__ = [
     "DEFAULT_WIDE_STATISTICS",
@@ -318,6 +319,7 @@ def study_radiomics(
     maps: MapSource = None,
     *,
     map_names: Sequence[str] | None = None,
+    settings: Mapping[str, RadiomicsSettings] | None = None,
     on_grid_mismatch: GridPolicy = "error",
 ) -> pd.DataFrame:
     """MIRP radiomics of every lesion on every map, with deltas from each subject's baseline.
@@ -327,7 +329,9 @@ def study_radiomics(
     study, maps, on_grid_mismatch
         As in :func:`measure_study`.
     map_names : sequence of str, optional
-        Maps to use (default all). Settings are :func:`.radiomics.settings_for` each name.
+        Maps to use (default all).
+    settings : mapping of map name to RadiomicsSettings, optional
+        Per-map settings; maps not named use :func:`.radiomics.settings_for`.
 
     Returns
     -------
@@ -359,7 +363,12 @@ def study_radiomics(
                     mask = _mask_on(labels, info.label, vol, on_grid_mismatch, name, where)
                     frames.append(
                         radiomics_features(
-                            vol, mask, map_name=name, lesion_id=info.lesion_id, visit=visit.id
+                            vol,
+                            mask,
+                            map_name=name,
+                            lesion_id=info.lesion_id,
+                            visit=visit.id,
+                            settings=None if settings is None else settings.get(name),
                         )
                     )
         if frames:
