@@ -69,3 +69,19 @@ def test_functional_response_precedes_size_response(chain):
     first = fc[(fc["subject"] == s) & (fc["lesion_id"] == "L1")].iloc[0]
     assert first["call"] == "increase"
     assert r[(r["subject"] == s) & (r["visit"] == first["visit"])]["response"].iloc[0] == "iSD"
+
+
+def test_assess_command_over_a_study(tiny_study: Path, tmp_path: Path):
+    """``tumorscope assess STUDY`` measures the lesions from the masks and scores them."""
+    from typer.testing import CliRunner
+
+    from tumorscope.cli import app
+
+    res = CliRunner().invoke(
+        app, ["assess", str(tiny_study), "--criteria", "recist1.1", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "measurements_recist1.1.csv", dtype=str)
+    assert set(out["response"]) >= {"baseline", "PR", "PD", "SD"}
+    assert (tmp_path / "measurements.csv").is_file()
+    assert not (tiny_study / "derivatives" / "response").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -10,7 +11,11 @@ from ._common import user_errors
 
 
 def assess(
-    table: Path = typer.Argument(..., help="Measurement table (CSV; .tsv for tab-separated)."),
+    table: Path = typer.Argument(
+        ...,
+        help="Measurement table (CSV; .tsv for tab-separated), or a study folder: its lesions "
+        "are measured from the masks first.",
+    ),
     criteria: str = typer.Option(
         "recist1.1", "--criteria", "-c", help="recist1.1, irecist, rano, irano, mrecist or choi."
     ),
@@ -18,7 +23,8 @@ def assess(
         None,
         "--out",
         "-o",
-        help="Folder for <table>_<criteria>.csv and .json (default: beside the table).",
+        help="Folder for <table>_<criteria>.csv and .json (default: beside the table; for a "
+        "study, derivatives/response).",
     ),
     confirm: bool = typer.Option(
         None,
@@ -41,11 +47,19 @@ def assess(
 
     console = Console()
     with user_errors():
-        result = run_assess(table, criteria=criteria)
+        if table.is_dir():
+            source = _from_study(table)
+            folder = out if out is not None else table / "derivatives" / "response"
+            stem_base = "measurements"
+        else:
+            source, folder, stem_base = table, out if out is not None else table.parent, table.stem
+        result = run_assess(source, criteria=criteria)
         bor = best_overall_response(result, confirm=confirm, min_sd_days=min_sd_days)
         name = str(result["criteria"].iloc[0])
-        folder = out if out is not None else table.parent
-        stem = f"{table.stem}_{name}"
+        stem = f"{stem_base}_{name}"
+        if table.is_dir():
+            measured = source.drop(columns=["row"])
+            atomic_write(folder / "measurements.csv", lambda p: measured.to_csv(p, index=False))
         csv_path = folder / f"{stem}.csv"
         json_path = folder / f"{stem}.json"
         printable = result.assign(date=result["date"].dt.strftime("%Y-%m-%d"))
@@ -85,6 +99,18 @@ def assess(
         )
     console.print(best)
     console.print(f"wrote {csv_path} and {json_path}")
+
+
+def _from_study(root: Path) -> Any:
+    """The measurement table of a study: lesions measured from the masks (and the maps the
+    pipeline wrote, if any), baselines from the manifest."""
+    from ..io import open_study
+    from ..lesions.study import measure_study
+    from ..response import from_lesion_table
+
+    study = open_study(root)
+    lesions = measure_study(study)
+    return from_lesion_table(lesions, baseline={s.id: s.baseline.id for s in study})
 
 
 def _pct(x: float) -> str:
