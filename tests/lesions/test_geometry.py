@@ -173,3 +173,39 @@ def test_bad_shapes_are_errors():
         measure(np.ones((4, 4, 4), bool), np.eye(3))
     with pytest.raises(DataError, match="singular"):
         measure(np.ones((4, 4, 4), bool), np.diag([1.0, 0.0, 1.0, 1.0]))
+
+
+# ---------------------------------------------------------------------------- properties
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_masks = arrays(np.bool_, st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 4)))
+_spacing = st.tuples(*[st.floats(0.3, 5.0)] * 3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_masks, _spacing)
+def test_properties_of_any_mask(mask, spacing):
+    if not mask.any():
+        return
+    aff = np.diag([*spacing, 1.0])
+    r = measure(mask, aff)
+    assert r["volume_ml"] == pytest.approx(mask.sum() * np.prod(spacing) / 1000)
+    assert 0 < r["short_axis_mm"] <= r["longest_diameter_mm"] + 1e-9
+    assert r["longest_diameter_mm"] <= r["max_3d_diameter_mm"] + 1e-9
+    assert r["bidimensional_product_mm2"] == pytest.approx(
+        r["longest_diameter_mm"] * r["short_axis_mm"]
+    )
+    # the same object described with a flipped and permuted voxel order measures the same
+    flipped = mask[::-1, :, :].transpose(1, 0, 2)
+    aff2 = np.zeros((4, 4))
+    aff2[3, 3] = 1.0
+    aff2[:3, 0] = aff[:3, 1]
+    aff2[:3, 1] = -aff[:3, 0]
+    aff2[:3, 2] = aff[:3, 2]
+    aff2[:3, 3] = aff[:3, 0] * (mask.shape[0] - 1)
+    r2 = measure(flipped, aff2)
+    for key in GEOMETRY_KEYS:
+        assert r2[key] == pytest.approx(r[key], rel=1e-9, abs=1e-9)
