@@ -1117,7 +1117,7 @@ class _DecayModel(Model):
         self.noise_sigma = noise_sigma
         self.method = "nlls"
         self.backend = _check_backend(backend)
-        self._sigma_estimated = False
+        self._sigma_estimated: str | bool = False
 
     # -- parameterisation ---------------------------------------------------------------
     def _rate_of(self, q: np.ndarray) -> np.ndarray:
@@ -1268,10 +1268,10 @@ class _DecayModel(Model):
         if noise_sigma_map is not None:
             return self._fit_sigma_map(arr, msk, noise_sigma_map, chunk_voxels)
         if self.floor == "rician" and self.noise_sigma is None:
-            sigma = self.estimate_noise_sigma(arr, msk)
+            sigma, how = self.estimate_noise(arr, msk)
             model = _copy_model(self)
             model.noise_sigma = sigma
-            model._sigma_estimated = True
+            model._sigma_estimated = how
             return Model.fit(model, arr, msk, chunk_voxels=chunk_voxels)
         return super().fit(arr, msk, chunk_voxels=chunk_voxels)
 
@@ -1318,24 +1318,47 @@ class _DecayModel(Model):
     def estimate_noise_sigma(
         self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 20000
     ) -> float:
-        """Rician noise level of multi-echo magnitude data, from the decays themselves.
+        """Rician noise level of multi-echo magnitude data (see :meth:`estimate_noise`)."""
+        return self.estimate_noise(data, mask, max_voxels=max_voxels)[0]
 
-        Every voxel (or an evenly spaced subset of ``max_voxels``) is fitted with the noise
-        level as a third parameter, ``E[M] = R_σ(S0 e^{-TE R})`` (:func:`rician_mean`). The
-        noise level is identifiable only in voxels whose decay reaches the floor (fitted
-        amplitude at the last echo below ``2σ``); the median of those voxels' estimates is
-        returned. If fewer than 10 voxels reach the floor, the floor cannot bias any fit and
-        0 is returned (the fit is then a plain mono-exponential).
+    def estimate_noise(
+        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 20000
+    ) -> tuple[float, str]:
+        """Rician noise level of multi-echo magnitude data, and how it was obtained.
+
+        1. ``"background"``: signal-free voxels, when the data hold enough of them. Starting
+           from the 5 % quantile of the first echo read as a Rayleigh quantile, voxels whose
+           first echo is below ``3σ`` are selected and σ is re-estimated by Rayleigh maximum
+           likelihood, ``σ² = mean(M²)/2``, over their *later* echoes (the selection
+           truncates only the first), until it settles. The selection is accepted as
+           background only if it holds at least 2 % of the voxels (and 50) and its mean
+           magnitude does not decay across the later echoes (within 10 %): tissue decays,
+           noise does not (Gudbjartsson & Patz 1995, doi:10.1002/mrm.1910340618).
+        2. ``"decays"``: otherwise every voxel (an evenly spaced subset of ``max_voxels``) is
+           fitted with σ as a third parameter, ``E[M] = R_σ(S0 e^{-TE R})``, from a small
+           starting σ, and the median σ is taken over the voxels in which it is identifiable:
+           the decay is seen going from clearly above the floor (fitted amplitude > 5σ at
+           the first echo) onto it (< 2σ at the last), σ's standard error is below 30 % and
+           the residuals are as large as σ says (mean square > 0.15 σ²: a large σ that turns
+           a slow decay into a fast decay onto a high floor fits with residuals far below σ).
+        3. ``"none"``: fewer than 10 such voxels: no voxel decays onto the floor, so the floor
+           cannot bias the fits; σ = 0 (a plain mono-exponential fit).
+
+        A σ measured elsewhere (e.g. :func:`tumorscope.models.fluorine.rayleigh_sigma` over a
+        chosen background region) is always better: pass it as ``noise_sigma``.
 
         Parameters
         ----------
         data : array_like, shape (..., n_echoes)
         mask : array_like of bool, shape data.shape[:-1], optional
+            Voxels to use (the background step needs signal-free voxels: a tight tissue mask
+            removes them).
 
         Returns
         -------
-        float
-            σ in signal units.
+        sigma : float
+            In signal units.
+        method : {"background", "decays", "none"}
         """
         from ..fitting.engine import validate_inputs
 
@@ -1352,11 +1375,21 @@ class _DecayModel(Model):
         if m is not None:
             flat = flat[m.reshape(-1)]
         y = np.asarray(flat, dtype=np.float64)
-        y = y[~_invalid_magnitude(y)]
+        y = y[np.all(np.isfinite(y), axis=1) & np.all(y >= 0, axis=1)]
         if y.shape[0] == 0:
-            return 0.0
+            return 0.0, "none"
+        bg = _background_sigma(y)
+        if bg is not None:
+            return bg, "background"
+        y = y[np.any(y > 0, axis=1)]
         if y.shape[0] > max_voxels:
             y = y[np.linspace(0, y.shape[0] - 1, max_voxels).astype(np.int64)]
+        if y.shape[0] == 0:
+            return 0.0, "none"
+        sigma = self._decay_sigma(y)
+        return (sigma, "decays") if sigma > 0 else (0.0, "none")
+
+    def _decay_sigma(self, y: np.ndarray) -> float:
         te = self.echo_times_ms
         plain = _copy_model(self)
         plain.floor = "none"
@@ -1364,7 +1397,9 @@ class _DecayModel(Model):
         lo_r, hi_r = self._rate_bounds
         s0 = np.where(pr[:, 0] > 0, pr[:, 0], y.max(axis=1))
         r0 = np.clip(np.nan_to_num(pr[:, 1], nan=lo_r), lo_r, hi_r)
-        sig0 = np.maximum(y.min(axis=1) / np.sqrt(np.pi / 2), 1e-6 * y.max(axis=1))
+        # start with a small floor: a large one explains a slow decay as a fast decay onto a
+        # high floor, a spurious local optimum
+        sig0 = 0.01 * s0
         p0 = np.stack([s0, r0, sig0], axis=1)
 
         def fun(p: np.ndarray) -> np.ndarray:
@@ -1393,12 +1428,50 @@ class _DecayModel(Model):
             options=LMOptions(max_iter=200),
         )
         p = res.params
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel_se = res.stderr[:, 2] / p[:, 2]
         ok = (res.status <= FitStatus.AT_BOUND) & np.all(np.isfinite(p), axis=1) & (p[:, 2] > 0)
+        a_first = p[:, 0] * np.exp(-te[0] * 1e-3 * p[:, 1])
         a_last = p[:, 0] * np.exp(-te[-1] * 1e-3 * p[:, 1])
-        floor_reached = ok & (a_last < 2.0 * p[:, 2])
-        if floor_reached.sum() < 10:
+        # the residuals must be as large as the fitted noise says (their variance lies
+        # between 0.43 σ² on the floor and σ² above it; 0.15 σ² is below the 5th percentile
+        # of that spread for the smallest residual dof): a large σ that turns a slow decay
+        # into a fast decay onto a high floor, with residuals far smaller than σ, is rejected
+        dof = max(y.shape[1] - 3, 1)
+        consistent = res.rss / dof > 0.15 * p[:, 2] ** 2
+        good = (
+            ok & (a_first > 5.0 * p[:, 2]) & (a_last < 2.0 * p[:, 2]) & (rel_se < 0.3) & consistent
+        )
+        if good.sum() < 10:
             return 0.0
-        return float(np.median(p[floor_reached, 2]))
+        return float(np.median(p[good, 2]))
+
+
+def _background_sigma(y: np.ndarray) -> float | None:
+    """σ from the signal-free voxels of ``y (n, m)``, or None if there are too few (see
+    :meth:`_DecayModel.estimate_noise`)."""
+    n = y.shape[0]
+    if n < 200 or y.shape[1] < 3:
+        return None
+    m1 = y[:, 0]
+    q = 0.05
+    s = float(np.quantile(m1, q)) / float(np.sqrt(-2.0 * np.log(1.0 - q)))
+    if not s > 0:
+        return None
+    sel = np.zeros(n, dtype=bool)
+    for _ in range(20):
+        sel = m1 < 3.0 * s
+        if sel.sum() < max(50, 0.02 * n):
+            return None
+        s_new = float(np.sqrt(np.mean(y[sel, 1:] ** 2) / 2.0))
+        done = abs(s_new / s - 1.0) < 1e-4
+        s = s_new
+        if done:
+            break
+    mu = y[sel, 1:].mean(axis=0)
+    if mu.min() < 0.9 * mu.max():
+        return None  # the selection decays: tissue, not background
+    return s
 
 
 @register_model
