@@ -240,3 +240,13 @@ def test_best_overall_response_minimum_stable_disease_duration():
     r = _recist(table({"L1": lesion("target", 50, 50, 70)}, weeks=(0, 4, 8)))
     assert best_overall_response(r, min_sd_days=42)["best_response"].tolist() == ["PD"]
     assert best_overall_response(r)["best_response"].tolist() == ["SD"]
+
+
+def test_not_assessed_nontarget_after_cr_is_not_reappearance():
+    """Table 1: target CR with non-target "Not evaluated" → PR; an unassessed lesion is not
+    disease seen again, so the CR footnote does not make it PD."""
+    t = table(
+        {"L1": lesion("target", 30, 0, 0), "NT1": lesion("non-target", "present", "absent", None)}
+    )
+    assert responses(_recist(t)) == ["baseline", "CR", "PR"]
+    assert responses(assess(t, criteria="irecist")) == ["baseline", "iCR", "iPR"]

@@ -196,3 +196,18 @@ def test_assess_command_bad_table_exits_2_and_writes_nothing(tmp_path):
     assert res.exit_code == 2
     assert "unknown kind" in res.output
     assert not out.exists()
+
+
+def test_lesions_before_baseline_must_be_at_baseline():
+    t = table(
+        {"L1": lesion("target", 20, 20, 20), "L2": lesion("target", 20, None, 20)}, baseline_visit=1
+    )
+    with pytest.raises(ResponseError, match=r"target lesion L2 .*not in the baseline visit V2"):
+        validate_table(t)
+    t = table(
+        {"L1": lesion("target", 20, 20, 20), "X1": lesion("new", 5, None, None)}, baseline_visit=1
+    )
+    with pytest.raises(
+        ResponseError, match=r"row 1: lesion X1 .*'new' before the baseline visit V2"
+    ):
+        validate_table(t)

@@ -301,6 +301,12 @@ def new_lesions_present(subject: Subject, visit: Visit) -> list[str]:
     return out
 
 
+def reappeared(target: str | None, nontarget: str | None) -> bool:
+    """Disease is seen again: measurable target disease (PR/SD) or persisting non-target
+    lesions. After a CR this is progression (RECIST 1.1 Table 3, footnote a)."""
+    return target in ("PR", "SD") or nontarget == "non-CR/non-PD"
+
+
 def combine_recist(target: str | None, nontarget: str | None, new: bool) -> str:
     """RECIST 1.1 Tables 1 and 2: the overall response of a time point."""
     if new or target == "PD" or nontarget == "PD":

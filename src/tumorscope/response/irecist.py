@@ -51,6 +51,7 @@ from ._core import (
     new_lesions_present,
     nontarget_category,
     pct,
+    reappeared,
     target_category,
 )
 from .recist import COLUMNS as _RECIST_COLUMNS
@@ -191,7 +192,7 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
                 triggers["nontarget"] = nt_reason
             if new:
                 triggers["new"] = f"new lesion(s) {', '.join(new)}"
-            if not triggers and had_cr and recist in ("PR", "SD", "non-CR/non-PD"):
+            if not triggers and had_cr and reappeared(t.category, nt):
                 key = "target" if t.category != "CR" else "nontarget"
                 triggers[key] = "disease reappeared after iCR"
             if triggers:

@@ -34,6 +34,7 @@ from ._core import (
     new_lesions_present,
     nontarget_category,
     pct,
+    reappeared,
     target_category,
 )
 
@@ -122,7 +123,7 @@ def _subject_rows(s: Subject, *, pd_mm: float, criteria: str) -> list[dict[str, 
             reasons.append(nt_reason)
         if new:
             reasons.append(f"new lesion(s) {', '.join(new)}")
-        if had_cr and response in ("PR", "SD", "non-CR/non-PD"):
+        if had_cr and response != "PD" and reappeared(t.category, nt):
             response = "PD"
             reasons.insert(0, "disease reappeared after a complete response")
         row = _blank(s, v, response, "; ".join(reasons), criteria)

@@ -342,10 +342,16 @@ def _check_subject(
                 )
 
     at_base = sub[sub["visit_index"] == 0]
-    after = sub[sub["visit_index"] > 0]
+    after = sub[sub["visit_index"] != 0]
     base_ids = set(at_base["lesion_id"])
     for i in after.index:
         lid, kind = _at(sub, i, "lesion_id"), _at(sub, i, "kind")
+        if _at(sub, i, "visit_index") < 0 and kind == "new":
+            raise fail(
+                i,
+                "kind",
+                f"lesion {lid} of subject {subject} is 'new' before the baseline visit {base}",
+            )
         if kind in ("target", "non-target") and lid not in base_ids:
             raise fail(
                 i,
