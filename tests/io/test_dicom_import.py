@@ -323,3 +323,92 @@ def test_role_override_argument_and_study_yaml(tmp_path: Path) -> None:
     rep = import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True)
     assert rep.series[0]["suffix"] == "T2w"
     assert not list(tmp_path.glob(".study-*"))
+
+
+# ------------------------------------------------------------------ RT-STRUCT
+def test_points_in_polygon_even_odd() -> None:
+    from tumorscope.io.dicom import _points_in_polygon
+
+    square = np.array([[0.0, 0.0], [4.0, 0.0], [4.0, 4.0], [0.0, 4.0]])
+    px, py = np.array([1.0, 3.9, 4.1, -0.1, 2.0]), np.array([1.0, 3.9, 2.0, 2.0, 4.5])
+    np.testing.assert_array_equal(_points_in_polygon(px, py, square), [1, 1, 0, 0, 0])
+
+
+def test_rtstruct_round_trip_and_holes(tmp_path: Path) -> None:
+    from tumorscope.io.dicom import read_rtstruct
+    from tumorscope.io.dicom_synth import lps_affine, write_rtstruct
+
+    vol = volume(1, shape=(12, 10, 4))
+    files = write_series(vol, tmp_path / "src", suffix="T2w", echo_time_ms=90)
+    lab = np.zeros((12, 10, 4), np.int32)
+    lab[2:9, 1:8, 1] = 1
+    lab[4:7, 3:6, 1] = 0  # a ring: rows cross it in two runs
+    lab[9:11, 8:10, 2:4] = 4
+    rows = [
+        {"label": 1, "lesion_id": "L1", "organ": "liver", "target": True, "nodal": False},
+        {"label": 4, "lesion_id": "N1", "organ": "lymph node", "target": False, "nodal": True},
+    ]
+    out = write_rtstruct(vol.with_data(lab), rows, files, tmp_path / "rtss.dcm")
+    back, got = read_rtstruct(out, vol)
+    np.testing.assert_array_equal(back.data, lab)
+    assert got == rows
+    # a contour inside another one on the same slice is a hole (even-odd rule)
+    ds = pydicom.dcmread(out)
+    a = lps_affine(vol.affine)
+    inner = [
+        a @ np.array([i, j, 2, 1.0]) for i, j in ((1.5, 1.5), (5.5, 1.5), (5.5, 5.5), (1.5, 5.5))
+    ]
+    outer = [
+        a @ np.array([i, j, 2, 1.0]) for i, j in ((0.5, 0.5), (6.5, 0.5), (6.5, 6.5), (0.5, 6.5))
+    ]
+    seq = ds.ROIContourSequence[0].ContourSequence
+    for poly in (outer, inner):
+        item = pydicom.Dataset()
+        item.ContourGeometricType = "CLOSED_PLANAR"
+        item.NumberOfContourPoints = 4
+        item.ContourData = [f"{x:.6f}" for p in poly for x in p[:3]]
+        seq.append(item)
+    ds.save_as(out)
+    back, _ = read_rtstruct(out, vol)
+    expected = lab.copy()
+    expected[1:7, 1:7, 2] = 1
+    expected[2:6, 2:6, 2] = 0
+    np.testing.assert_array_equal(back.data, expected)
+
+
+def test_rtstruct_off_grid_is_an_error(tmp_path: Path) -> None:
+    from tumorscope.io.dicom import read_rtstruct
+    from tumorscope.io.dicom_synth import write_rtstruct
+
+    vol = volume(1)
+    files = write_series(vol, tmp_path / "src", suffix="T2w", echo_time_ms=90)
+    lab = np.zeros(vol.shape, np.int32)
+    lab[2:4, 2:4, 2] = 1
+    rows = [{"label": 1, "lesion_id": "L1", "organ": "", "target": True, "nodal": False}]
+    out = write_rtstruct(vol.with_data(lab), rows, files, tmp_path / "rtss.dcm")
+    shifted = Volume(vol.data, vol.affine @ np.diag([1.0, 1.0, 0.7, 1.0]))
+    with pytest.raises(DataError, match="does not lie on a slice"):
+        read_rtstruct(out, shifted)
+
+
+def test_import_reads_rtstruct_lesions(tmp_path: Path) -> None:
+    from tumorscope.io import open_study
+    from tumorscope.io.dicom_synth import write_rtstruct
+
+    vol = volume(1)
+    files = write_series(vol, tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    lab = np.zeros(vol.shape, np.int32)
+    lab[2:5, 2:6, 1:3] = 1
+    rows = [{"label": 1, "lesion_id": "L1", "organ": "liver", "target": True, "nodal": False}]
+    write_rtstruct(vol.with_data(lab), rows, files, tmp_path / "dicom" / "rtss.dcm")
+    # a structure set that references a series that is not there is reported
+    orphan = pydicom.dcmread(tmp_path / "dicom" / "rtss.dcm")
+    ref = orphan.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0]
+    ref.RTReferencedSeriesSequence[0].SeriesInstanceUID = "1.2.3.4"
+    orphan.SOPInstanceUID = "1.2.3.5"
+    orphan.save_as(tmp_path / "dicom" / "orphan.dcm")
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [(Path(p.file).name, p.severity) for p in rep.problems] == [("orphan.dcm", "warning")]
+    les = open_study(tmp_path / "study").subjects["001"].visits["01"].lesions
+    np.testing.assert_array_equal(les.load_labels().data, lab)
+    assert les.table[0].lesion_id == "L1" and les.table[0].organ == "liver"

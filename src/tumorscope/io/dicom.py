@@ -83,6 +83,7 @@ __all__ = [
     "affine_from_frames",
     "import_dicom",
     "index_series",
+    "read_rtstruct",
     "read_segmentation",
     "read_series",
     "scan_dicom",
@@ -1089,6 +1090,124 @@ def read_segmentation(path: str | Path, grid: Volume) -> tuple[Volume, list[dict
     return Volume(labels, grid.affine.copy(), source=str(p)), rows
 
 
+def _points_in_polygon(px: np.ndarray, py: np.ndarray, poly: np.ndarray) -> np.ndarray:
+    """Even-odd rule: which points (px, py) lie inside the closed polygon (N, 2)."""
+    inside = np.zeros(px.shape, dtype=bool)
+    x0, y0 = poly[:, 0], poly[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    for a, b, c, d in zip(x0, y0, x1, y1, strict=True):
+        if b == d:
+            continue
+        crosses = (b > py) != (d > py)
+        xs = a + (py - b) * (c - a) / (d - b)
+        inside ^= crosses & (px < xs)
+    return inside
+
+
+def _rt_rows(ds: Any) -> dict[int, dict[str, Any]]:
+    rows: dict[int, dict[str, Any]] = {}
+    for roi in getattr(ds, "StructureSetROISequence", []) or []:
+        num = int(roi.ROINumber)
+        words = [
+            w.strip().lower() for w in str(getattr(roi, "ROIDescription", "") or "").split(";")
+        ]
+        flags = {"target", "non-target", "nodal"}
+        organ = next((w for w in words if w and w not in flags), "")
+        rows[num] = {
+            "label": num,
+            "lesion_id": str(getattr(roi, "ROIName", "") or f"ROI{num}"),
+            "organ": organ,
+            "target": "target" in words,
+            "nodal": "nodal" in words or organ == "lymph node",
+        }
+    return rows
+
+
+def read_rtstruct(path: str | Path, grid: Volume) -> tuple[Volume, list[dict[str, Any]]]:
+    """A DICOM RT Structure Set as an integer label map on ``grid``.
+
+    Each ROI with closed planar contours becomes one label (its ROI number); a voxel belongs to
+    a ROI when its centre lies inside the ROI's contours on its slice, with the even-odd rule
+    across the contours of one slice (so a contour inside another is a hole, the usual
+    convention). Contours must lie on slices of ``grid`` (no resampling).
+
+    Parameters
+    ----------
+    path : path-like
+        RT Structure Set file.
+    grid : Volume
+        The image the contours were drawn on.
+
+    Returns
+    -------
+    labels : Volume
+        int32 label map.
+    rows : list of dict
+        One per ROI drawn: ``label`` (ROI number), ``lesion_id`` (ROI name), ``organ``,
+        ``target`` and ``nodal`` (from ROI Description words separated by ``;``: ``target`` or
+        ``non-target``, ``nodal``, and the organ).
+
+    Raises
+    ------
+    DataError
+        Contours off the slices of the grid, overlapping ROIs, missing sequences.
+    """
+    import pydicom
+
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except Exception as exc:
+        raise DataError(f"cannot read RT-STRUCT ({type(exc).__name__}: {exc})", file=p) from exc
+    if str(getattr(ds, "SOPClassUID", "")) != RTSTRUCT_STORAGE:
+        raise DataError("not an RT Structure Set", file=p, field="SOPClassUID")
+    contours = getattr(ds, "ROIContourSequence", None)
+    if not contours:
+        raise DataError("no contours", file=p, field="ROIContourSequence")
+    meta = _rt_rows(ds)
+    inv = np.linalg.inv(grid.affine) @ _LPS_TO_RAS
+    nx, ny, nz = grid.spatial_shape
+    labels = np.zeros(grid.spatial_shape, dtype=np.int32)
+    rows: list[dict[str, Any]] = []
+    for roi in contours:
+        num = int(roi.ReferencedROINumber)
+        mask = np.zeros(grid.spatial_shape, dtype=bool)
+        for n, item in enumerate(getattr(roi, "ContourSequence", []) or []):
+            if str(getattr(item, "ContourGeometricType", "")) != "CLOSED_PLANAR":
+                continue
+            pts = np.asarray([float(x) for x in item.ContourData]).reshape(-1, 3)
+            idx = (inv[:3, :3] @ pts.T + inv[:3, 3:4]).T
+            k = round(float(idx[0, 2]))
+            if np.abs(idx[:, 2] - k).max() > 0.01 or not 0 <= k < nz:
+                raise DataError(
+                    f"ROI {num} contour {n + 1} does not lie on a slice of the image grid "
+                    f"{grid.spatial_shape}; resampling structures is not supported",
+                    file=p,
+                    field="ContourData",
+                )
+            lo = np.clip(np.floor(idx[:, :2].min(axis=0)).astype(int), 0, [nx - 1, ny - 1])
+            hi = np.clip(np.ceil(idx[:, :2].max(axis=0)).astype(int), 0, [nx - 1, ny - 1])
+            ii, jj = np.meshgrid(
+                np.arange(lo[0], hi[0] + 1), np.arange(lo[1], hi[1] + 1), indexing="ij"
+            )
+            inside = _points_in_polygon(ii.astype(float), jj.astype(float), idx[:, :2])
+            mask[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, k] ^= inside
+        if not mask.any():
+            continue
+        clash = mask & (labels != 0)
+        if clash.any():
+            raise DataError(
+                f"ROIs {int(labels[clash][0])} and {num} overlap; a label map needs disjoint "
+                "lesions",
+                file=p,
+                field="ROIContourSequence",
+            )
+        labels[mask] = num
+        rows.append(meta.get(num, {"label": num, "lesion_id": f"ROI{num}", "organ": "",
+                                   "target": False, "nodal": False}))  # fmt: skip
+    return Volume(labels, grid.affine.copy(), source=str(p)), rows
+
+
 def _write_lesions(folder: Path, stem: str, labels: Volume, rows: list[dict[str, Any]]) -> None:
     labels.to_nifti(folder / f"{stem}.nii.gz", dtype=np.int16)
     lines = ["label\tlesion_id\torgan\ttarget\tnodal"]
@@ -1257,6 +1376,8 @@ def import_dicom(
         visits[key][date].append((s, sd))
         patient_of.setdefault(key, s)
     order = sorted(visits, key=lambda k: (min(visits[k]), k))
+    seg_refs = _segmentation_refs(scan.segmentations, problems)
+    used_segs: set[Path] = set()
     tmp = Path(
         tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if out.parent.exists() else None)
     )
@@ -1302,7 +1423,17 @@ def import_dicom(
                             accession=s.text("AccessionNumber"),
                             study_date=date.isoformat(),
                         )
-                problems += _import_segmentations(scan.segmentations, grids, tmp, sid, vid)
+                problems += _import_segmentations(seg_refs, used_segs, grids, tmp, sid, vid)
+        for path in seg_refs:
+            if path not in used_segs:
+                problems.append(
+                    _problem(
+                        "warning",
+                        path,
+                        "ReferencedSeriesSequence",
+                        "the segmentation references no imported series; skipped",
+                    )
+                )
         manifest: dict[str, Any] = {
             "name": name or out.name,
             "criteria": ["recist1.1"],
@@ -1374,35 +1505,49 @@ def _write_series_files(folder: Path, stem: str, sd: SeriesData) -> None:
         atomic_write(folder / f"{stem}.bval", lambda tmp: tmp.write_text(bval, encoding="utf-8"))
 
 
+def _segmentation_refs(paths: Sequence[Path], problems: list[Problem]) -> dict[Path, list[str]]:
+    import pydicom
+
+    out: dict[Path, list[str]] = {}
+    for path in paths:
+        try:
+            out[path] = _referenced_series(pydicom.dcmread(path, stop_before_pixels=True))
+        except Exception as exc:
+            problems.append(
+                _problem("warning", path, "", f"cannot read ({type(exc).__name__}); skipped")
+            )
+    return out
+
+
+def _referenced_series(ds: Any) -> list[str]:
+    """Series Instance UIDs a SEG or RT-STRUCT refers to."""
+    uids = [str(r.SeriesInstanceUID) for r in getattr(ds, "ReferencedSeriesSequence", []) or []]
+    for f in getattr(ds, "ReferencedFrameOfReferenceSequence", []) or []:
+        for st in getattr(f, "RTReferencedStudySequence", []) or []:
+            for se in getattr(st, "RTReferencedSeriesSequence", []) or []:
+                uids.append(str(se.SeriesInstanceUID))
+    return uids
+
+
 def _import_segmentations(
-    segs: Sequence[Path],
+    segs: Mapping[Path, list[str]],
+    used: set[Path],
     grids: Sequence[tuple[DicomSeries, SeriesData]],
     root: Path,
     sid: str,
     vid: str,
 ) -> list[Problem]:
-    """Write the SEG objects that reference a series of this visit as its lesion map."""
+    """Write the SEG / RT-STRUCT that references a series of this visit as its lesion map."""
     import pydicom
 
     problems: list[Problem] = []
     by_uid = {s.uid: sd for s, sd in grids}
     done = False
-    for path in segs:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if str(ds.SOPClassUID) != SEG_STORAGE:
-            problems.append(
-                _problem(
-                    "warning",
-                    path,
-                    "SOPClassUID",
-                    "RT-STRUCT import is not implemented yet; use DICOM SEG. Skipped",
-                )
-            )
-            continue
-        refs = [str(r.SeriesInstanceUID) for r in getattr(ds, "ReferencedSeriesSequence", []) or []]
+    for path, refs in segs.items():
         target = next((by_uid[u] for u in refs if u in by_uid), None)
         if target is None:
             continue
+        used.add(path)
         if done:
             problems.append(
                 _problem(
@@ -1414,8 +1559,10 @@ def _import_segmentations(
             )
             continue
         grid = target.volume if target.volume.data.ndim == 3 else target.volume.frame(0)
+        sop = str(pydicom.dcmread(path, stop_before_pixels=True).SOPClassUID)
+        reader = read_segmentation if sop == SEG_STORAGE else read_rtstruct
         try:
-            labels, rows = read_segmentation(path, grid)
+            labels, rows = reader(path, grid)
         except DataError as exc:
             problems.append(_problem("error", path, exc.field or "", f"{exc.message}; skipped"))
             continue

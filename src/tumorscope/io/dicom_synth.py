@@ -58,6 +58,7 @@ __all__ = [
     "lps_affine",
     "oblique_affine",
     "study_to_dicom",
+    "write_rtstruct",
     "write_series",
 ]
 
@@ -89,6 +90,7 @@ _SERIES_TEXT = {
 }
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 
 
@@ -687,6 +689,7 @@ def study_to_dicom(
     vendors: Sequence[str] = VENDORS,
     enhanced: Sequence[str] = (),
     segmentations: bool = True,
+    segmentation_format: Literal["seg", "rtstruct"] = "seg",
 ) -> Path:
     """Write every series (and lesion map) of a study folder as DICOM.
 
@@ -707,7 +710,10 @@ def study_to_dicom(
     enhanced : sequence of str
         Series suffixes to write as Enhanced (multi-frame) MR objects.
     segmentations : bool
-        Also write the lesion label maps as DICOM SEG.
+        Also write the lesion label maps.
+    segmentation_format : {"seg", "rtstruct"}
+        As DICOM SEG (:func:`tumorscope.io.dicom_export.write_seg`) or as RT Structure Sets
+        (:func:`write_rtstruct`).
 
     Returns
     -------
@@ -763,11 +769,171 @@ def study_to_dicom(
                 from .dicom_export import write_seg
 
                 labels = visit.lesions.load_labels()
-                write_seg(
-                    labels,
-                    visit.lesions.table,
-                    first_files,
-                    out / f"{patient.patient_id}" / f"{sdy.accession}" / "seg.dcm",
-                    series_number=99,
-                )
+                folder = out / f"{patient.patient_id}" / f"{sdy.accession}"
+                if segmentation_format == "rtstruct":
+                    write_rtstruct(labels, visit.lesions.table, first_files, folder / "rtss.dcm")
+                else:
+                    write_seg(
+                        labels, visit.lesions.table, first_files, folder / "seg.dcm",
+                        series_number=99,
+                    )  # fmt: skip
     return out
+
+
+def _run_rectangles(mask2d: np.ndarray) -> list[list[tuple[float, float]]]:
+    """Closed polygons (in voxel coordinates i, j) covering a 2-D mask exactly.
+
+    One rectangle per run of consecutive voxels along ``i``; edges lie half-way between voxel
+    centres, so the voxel centres inside the polygons are exactly the mask.
+    """
+    polys: list[list[tuple[float, float]]] = []
+    for j in range(mask2d.shape[1]):
+        col = np.concatenate([[0], mask2d[:, j].astype(np.int8), [0]])
+        d = np.diff(col)
+        for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1, strict=True):
+            i0, i1 = float(a), float(b)
+            polys.append(
+                [(i0 - 0.5, j - 0.5), (i1 + 0.5, j - 0.5), (i1 + 0.5, j + 0.5), (i0 - 0.5, j + 0.5)]
+            )
+    return polys
+
+
+def write_rtstruct(
+    labels: Volume,
+    lesions: Sequence[Any],
+    source_files: Sequence[str | Path],
+    out: str | Path,
+    *,
+    series_number: int = 98,
+) -> Path:
+    """Write a label map as a DICOM RT Structure Set (test data for the RT-STRUCT importer).
+
+    Each lesion is one ROI (ROI number = label, ROI name = lesion id, ROI description
+    ``"target|non-target[; nodal]; <organ>"``); each slice of it is a set of closed planar
+    contours (one rectangle per run of voxels, see :func:`_run_rectangles`) in LPS mm,
+    referencing the source image of that slice.
+
+    Parameters
+    ----------
+    labels : Volume
+        Integer label map on the grid of the source series.
+    lesions : sequence of LesionInfo or mapping
+        Lesion table (``label``, ``lesion_id``, ``organ``, ``target``, ``nodal``).
+    source_files : sequence of path
+        Files of the (single-volume, classic) source series.
+    out : path-like
+        File to write.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    src = [pydicom.dcmread(f, stop_before_pixels=True) for f in source_files]
+    first = src[0]
+    A = lps_affine(labels.affine)
+    inv = np.linalg.inv(A)
+    by_slice: dict[int, Any] = {}
+    for d in src:
+        k = round(
+            float(
+                (inv[:3, :3] @ np.array([float(x) for x in d.ImagePositionPatient]))[2] + inv[2, 3]
+            )
+        )
+        by_slice.setdefault(k, d)
+    ds = Dataset()
+    for kw in (
+        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+        "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+        "StudyDescription", "Manufacturer",
+    ):  # fmt: skip
+        if kw in first:
+            setattr(ds, kw, getattr(first, kw))
+    ds.SOPClassUID = RTSTRUCT_STORAGE
+    ds.SOPInstanceUID = _uid(first.SeriesInstanceUID, "rtstruct")
+    ds.file_meta = _file_meta(RTSTRUCT_STORAGE, ds.SOPInstanceUID)
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = _uid(first.SeriesInstanceUID, "rtstruct-series")
+    ds.SeriesNumber = series_number
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = "LESIONS"
+    ds.StructureSetDate = first.StudyDate
+    ds.StructureSetTime = first.StudyTime
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = first.SeriesInstanceUID
+    ref_series.ContourImageSequence = DicomSequence(
+        [
+            _seq(ReferencedSOPClassUID=d.SOPClassUID, ReferencedSOPInstanceUID=d.SOPInstanceUID)[0]
+            for d in src
+        ]
+    )
+    ref_study = Dataset()
+    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref_study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    ref_study.RTReferencedSeriesSequence = DicomSequence([ref_series])
+    ref_for = Dataset()
+    ref_for.FrameOfReferenceUID = first.FrameOfReferenceUID
+    ref_for.RTReferencedStudySequence = DicomSequence([ref_study])
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([ref_for])
+    rois, contours, observations = DicomSequence(), DicomSequence(), DicomSequence()
+    rows = [
+        r if isinstance(r, dict) else {
+            "label": r.label, "lesion_id": r.lesion_id, "organ": r.organ,
+            "target": r.target, "nodal": r.nodal,
+        }
+        for r in lesions
+    ]  # fmt: skip
+    for r in rows:
+        label = int(r["label"])
+        mask = labels.data == label
+        if not mask.any():
+            continue
+        words = ["target" if r["target"] else "non-target"]
+        if r["nodal"]:
+            words.append("nodal")
+        if r["organ"]:
+            words.append(str(r["organ"]))
+        rois.append(
+            _seq(
+                ROINumber=label,
+                ReferencedFrameOfReferenceUID=first.FrameOfReferenceUID,
+                ROIName=str(r["lesion_id"]),
+                ROIDescription="; ".join(words),
+                ROIGenerationAlgorithm="MANUAL",
+            )[0]
+        )
+        items = DicomSequence()
+        for k in range(mask.shape[2]):
+            for poly in _run_rectangles(mask[:, :, k]):
+                pts = [A @ np.array([i, j, k, 1.0]) for i, j in poly]
+                item = Dataset()
+                item.ContourGeometricType = "CLOSED_PLANAR"
+                item.NumberOfContourPoints = len(pts)
+                item.ContourData = [_ds(float(x)) for p in pts for x in p[:3]]
+                if k in by_slice:
+                    item.ContourImageSequence = _seq(
+                        ReferencedSOPClassUID=by_slice[k].SOPClassUID,
+                        ReferencedSOPInstanceUID=by_slice[k].SOPInstanceUID,
+                    )
+                items.append(item)
+        roi_contour = Dataset()
+        roi_contour.ReferencedROINumber = label
+        roi_contour.ROIDisplayColor = [255, 0, 0]
+        roi_contour.ContourSequence = items
+        contours.append(roi_contour)
+        observations.append(
+            _seq(
+                ObservationNumber=label,
+                ReferencedROINumber=label,
+                RTROIInterpretedType="GTV",
+                ROIInterpreter="",
+            )[0]
+        )
+    ds.StructureSetROISequence = rois
+    ds.ROIContourSequence = contours
+    ds.RTROIObservationsSequence = observations
+    return _save_as(ds, Path(out))
+
+
+def _save_as(ds: Any, path: Path) -> Path:
+    atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
+    return path
