@@ -1316,13 +1316,13 @@ class _DecayModel(Model):
         return res
 
     def estimate_noise_sigma(
-        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 20000
+        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 5000
     ) -> float:
         """Rician noise level of multi-echo magnitude data (see :meth:`estimate_noise`)."""
         return self.estimate_noise(data, mask, max_voxels=max_voxels)[0]
 
     def estimate_noise(
-        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 20000
+        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 5000
     ) -> tuple[float, str]:
         """Rician noise level of multi-echo magnitude data, and how it was obtained.
 
