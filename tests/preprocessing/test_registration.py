@@ -73,6 +73,14 @@ def test_resample_applies_the_transform():
     err = np.abs(back.data[inner] - fixed.data[inner]).max()
     assert err < 0.05 * np.abs(fixed.data[inner]).max()
     assert np.isnan(resample(moving, fixed, transform=_rigid((0, 0, 0), (500, 0, 0))).data).all()
+    far = resample(moving, fixed, transform=_rigid((0, 0, 0), (500, 0, 0)), fill=0.0)
+    assert (far.data == 0).all()
+    # a failed-fit NaN stays NaN (not the fill value) and only spreads to its neighbours
+    holed = moving.data.copy()
+    holed[15, 15, 6] = np.nan
+    same = resample(moving.with_data(holed), moving, fill=0.0)
+    assert np.isnan(same.data[15, 15, 6]) and int(np.isnan(same.data).sum()) == 1
+    assert same.data[0, 0, 0] == pytest.approx(moving.data[0, 0, 0])
 
 
 def _two_balls():

@@ -188,7 +188,9 @@ def resample(
         Target-world to source-world matrix (:attr:`Registration.matrix`). Identity if None.
     interpolation : {"linear", "nearest"}, default "linear"
     fill : float, default NaN
-        Value of target voxels that fall outside the source image.
+        Value of target voxels that fall outside the source image (more than half a voxel
+        beyond its outer voxel centres). NaN voxels of the source (failed fits) stay NaN in
+        every target voxel that interpolates from them; they are never replaced by ``fill``.
 
     Returns
     -------
@@ -208,11 +210,23 @@ def resample(
             f"interpolation must be 'linear' or 'nearest', got {interpolation!r}",
             field="interpolation",
         )
+    # grid-aligned points (identity, integer shifts) sit exactly on source voxels: snap away
+    # the rounding noise of inv(A) @ A so that no neighbour (and no NaN) leaks in with weight 0
+    snapped = np.rint(coords)
+    coords = np.where(np.abs(coords - snapped) < 1e-6, snapped, coords)
     if order == 0:
-        coords = np.rint(coords)
-    out = ndimage.map_coordinates(src, coords, order=order, mode="constant", cval=np.nan)
-    # points within half a voxel outside the grid map to the edge voxel, as for nearest
-    out = np.where(np.isnan(out), fill, out)
+        coords = snapped
+    # points up to half a voxel beyond the outer voxel centres take the edge values; points
+    # further out get ``fill``; NaN in the source (failed fits) stays NaN where it is used
+    bad = ~np.isfinite(src)
+    out = ndimage.map_coordinates(np.where(bad, 0.0, src), coords, order=order, mode="nearest")
+    if bad.any():
+        # NaN only where a non-finite source voxel has a non-zero interpolation weight
+        w = ndimage.map_coordinates(bad.astype(np.float64), coords, order=order, mode="nearest")
+        out = np.where(w > 1e-9, np.nan, out)
+    size = np.array(src.shape, dtype=float)[:, None]
+    outside = np.any((coords < -0.5) | (coords > size - 0.5), axis=0)
+    out = np.where(outside, fill, out)
     return Volume(
         out.reshape(onto.spatial_shape).astype(np.float32),
         onto.affine.copy(),
