@@ -38,7 +38,6 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,16 +142,15 @@ class RunSummary:
 # ---------------------------------------------------------------------------- worker side
 
 
-@lru_cache(maxsize=4)
-def _open(root: str, manifest_sha: str) -> Study:
+def _study(ctx: Context) -> Study:
+    """The study, opened afresh for every unit.
+
+    Never cached across units: ``Study`` caches sidecars and protocols, and a worker
+    process outlives a run, so a cached study would hide a repaired file.
+    """
     from ..io import open_study
 
-    return open_study(root)
-
-
-def _study(ctx: Context) -> Study:
-    manifest = ctx.study_root / "study.yaml"
-    return _open(str(ctx.study_root), file_sha256(manifest))
+    return open_study(ctx.study_root)
 
 
 def _step(name: str) -> Step:
@@ -426,6 +424,7 @@ def run_study(
     workers: int | None = None,
     scheduler: str | None = None,
     force: Sequence[str] = (),
+    steps: Sequence[str] | None = None,
     options: Mapping[str, Any] | None = None,
     report: bool = True,
     progress: bool = False,
@@ -448,10 +447,15 @@ def run_study(
     force : sequence of str
         Steps to redo even if up to date (names of :data:`~tumorscope.pipeline.steps.STEPS`,
         or ``"report"``).
+    steps : sequence of str, optional
+        Run only these steps (default: all). A step whose required steps are left out runs
+        without their outputs (e.g. ``measure`` without ``fit_dce`` measures only geometry
+        and the diffusion maps).
     options : mapping, optional
         Overrides of :data:`~tumorscope.pipeline.steps.DEFAULT_OPTIONS`.
     report : bool, default True
-        Write the HTML report and export the tables at the end.
+        Write the HTML reports (``report_subject`` and the study report). The tables are
+        exported (Parquet and CSV, ``<out_dir>/tables``) in any case.
     progress : bool, default False
         Show Rich progress bars (subjects and units).
     console : rich.console.Console, optional
@@ -481,12 +485,16 @@ def run_study(
     out = Path(out_dir) if out_dir is not None else root / "derivatives" / "tumorscope"
     out = out.resolve()
     names = {s.name for s in STEPS} | {"report"}
-    unknown = sorted(set(force) - names)
-    if unknown:
-        raise DataError(
-            f"unknown step(s) {unknown}; expected one of {', '.join(sorted(names))}",
-            field="--force",
-        )
+    for what, given in (("--force", force), ("--steps", steps or ())):
+        unknown = sorted(set(given) - names)
+        if unknown:
+            raise DataError(
+                f"unknown step(s) {unknown}; expected one of {', '.join(sorted(names))}",
+                field=what,
+            )
+    wanted = set(names if steps is None else steps)
+    if not report:
+        wanted -= {"report", "report_subject"}
     opts = {**DEFAULT_OPTIONS, **dict(options or {})}
     bad_opts = sorted(set(opts) - set(DEFAULT_OPTIONS))
     if bad_opts:
@@ -509,11 +517,13 @@ def run_study(
         n_tmp = _sweep_temporaries(out)
         if n_tmp:
             log.info("removed %d temporary file(s) of an interrupted run", n_tmp)
-        steps = []
+        active_steps = []
         for step in STEPS:
+            if step.name not in wanted:
+                continue
             why = step.missing()
             if why is None:
-                steps.append(step)
+                active_steps.append(step)
             else:
                 summary.not_wired[step.name] = why
                 log.warning("step %s is not available: %s", step.name, why)
@@ -542,10 +552,10 @@ def run_study(
                     }
                 ],
             )
-        plan = _plan(study_obj, steps)
+        plan = _plan(study_obj, active_steps)
         recorder = _Recorder(store, summary, run_id)
         bars = _Bars(progress, console, len(plan), sum(len(u) for i in plan.values() for _, u in i))
-        active = {s.name for s in steps}
+        active = {s.name for s in active_steps}
         with bars:
 
             def drive(subject: str) -> None:
@@ -567,8 +577,9 @@ def run_study(
             else:
                 with ThreadPoolExecutor(max_workers=max(2, 2 * executor.n_workers)) as pool:
                     list(pool.map(drive, plan))
-        if report:
-            summary.report = _publish(ctx, study_obj, store, recorder, "report" in force)
+        summary.report = _publish(
+            ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
+        )
         status = "ok" if summary.ok else "failed"
     except BaseException:
         status = "interrupted"
@@ -646,9 +657,13 @@ def _drive_subject(
 
 
 def _publish(
-    ctx: Context, study: Study, store: Store, recorder: _Recorder, force: bool
+    ctx: Context, study: Study, store: Store, recorder: _Recorder, *, force: bool, html: bool
 ) -> Path | None:
-    """Export the tables and write the study report (a study-level unit, hashed too)."""
+    """Export the tables and write the study report (a study-level unit, hashed too).
+
+    Its input hash is the hash of every other unit's memory (status, input and output hashes),
+    so it is redone exactly when some unit's result changed.
+    """
     import json
 
     from ..report import write_study_report
@@ -659,23 +674,26 @@ def _publish(
     h = inputs_hash(
         step="report",
         version="1",
-        options={},
         files=[],
         upstream=json.loads(
             state[["step", "unit", "status", "input_hash", "outputs"]].to_json(orient="records")
         ),
+        options={"html": html},
     )
     record = store.get("step_runs", step="report", unit=unit.key)
     index = ctx.out_dir / "report" / "index.html"
     if not force and _up_to_date(ctx, record, h):
         assert record is not None
         recorder.record(Outcome(unit, "skipped", h, dict(record["outputs"])))
-        return index
+        return index if html else None
     t0 = time.perf_counter()
     try:
         tables = store.export(ctx.out_dir / "tables")
-        path = write_study_report(ctx, study, store)
-        files = [p for ps in tables.values() for p in ps] + [path]
+        files = [p for ps in tables.values() for p in ps]
+        path = None
+        if html:
+            path = write_study_report(ctx, study, store)
+            files.append(path)
         outputs = {ctx.out_rel(p): file_sha256(p) for p in files}
         recorder.record(Outcome(unit, "done", h, outputs, duration_s=time.perf_counter() - t0))
         return path

@@ -1,0 +1,53 @@
+"""Fixtures of the pipeline tests: a two-subject tiny phantom and one complete run of it.
+
+Most tests run a light pipeline (``QUICK``: ADC only, no DCE, no HTML) on a private copy;
+the complete run (every step, the report) is made once per session and only read.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: A light run: the runner's behaviour without the cost of IVIM, DCE and figures.
+QUICK: dict[str, Any] = {
+    "steps": ("register", "fit_dwi", "measure", "assess"),
+    "options": {"dwi_models": ("adc",)},
+    "report": False,
+}
+
+
+@pytest.fixture
+def quick() -> dict[str, Any]:
+    """Keyword arguments of :func:`run_study` for a light run (see ``QUICK``)."""
+    return dict(QUICK)
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two subjects of the tiny phantom (001 responder, 002 pseudoprogressor). Read-only."""
+    from tumorscope.phantom import make_study
+
+    return make_study(
+        tmp_path_factory.mktemp("pipeline") / "study", size="tiny", seed=0, n_subjects=2
+    )
+
+
+@pytest.fixture
+def study2(small_study: Path, tmp_path: Path) -> Path:
+    """A private copy of the small study that a test may change."""
+    dst = tmp_path / "study"
+    shutil.copytree(small_study, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def full_run(small_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every step and the report on the small study (serial). Read-only."""
+    from tumorscope.pipeline import run_study
+
+    out = tmp_path_factory.mktemp("full") / "out"
+    return run_study(small_study, out)

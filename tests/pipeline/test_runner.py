@@ -1,0 +1,176 @@
+"""The runner: what it records, what it skips (content hashes), what it redoes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tumorscope.errors import DataError, StudyError
+from tumorscope.pipeline import run_study
+from tumorscope.study import default_url, open_store
+
+
+def _tables(out: Path) -> dict[str, pd.DataFrame]:
+    store = open_store(default_url(out))
+    try:
+        return {
+            t: store.read_table(t)
+            for t in ("subjects", "visits", "lesions", "maps", "measurements", "assessments")
+        }
+    finally:
+        store.close()
+
+
+def _units(labels: list[str], step: str) -> list[str]:
+    return sorted(lab.split(" ", 1)[1] for lab in labels if lab.split(" ", 1)[0] == step)
+
+
+def test_full_run_records_one_row_per_subject_visit_and_lesion(
+    full_run: Any, small_study: Path
+) -> None:
+    assert full_run.ok and full_run.exit_code == 0, full_run.failed
+    assert not full_run.not_wired
+    t = _tables(full_run.out_dir)
+    assert t["subjects"]["subject"].tolist() == ["001", "002"]
+    assert len(t["visits"]) == 8 and not t["visits"].duplicated(["subject", "visit"]).any()
+    truth = pd.read_csv(small_study / "derivatives/truth/trajectories.tsv", sep="\t", dtype=str)
+    truth = truth[truth["subject"].isin(["001", "002"])]
+    got = set(zip(t["lesions"]["subject"], t["lesions"]["lesion_id"], strict=True))
+    assert got == set(zip(truth["subject"], truth["lesion_id"], strict=True))
+    kinds = dict(
+        zip(t["lesions"]["lesion_id"] + t["lesions"]["subject"], t["lesions"]["kind"], strict=True)
+    )
+    assert kinds["NT1001"] == "non-target" and kinds["L1001"] == "target"
+    # maps of both fit steps, with units and fit quality
+    models = set(t["maps"]["model"])
+    assert {"adc", "ivim", "extended_tofts", "vfa", "sq"} <= models
+    adc = t["maps"][(t["maps"]["model"] == "adc") & (t["maps"]["parameter"] == "ADC")]
+    assert len(adc) == 8 and set(adc["unit"]) == {"mm2/s"}
+    assert (adc["n_converged"] > 0.5 * adc["n_fitted"]).all()
+    for rel in t["maps"]["path"]:
+        assert (full_run.out_dir / rel).is_file()
+    # geometry and map statistics per lesion and visit
+    m = t["measurements"]
+    geo = m[(m["map"] == "") & (m["statistic"] == "longest_diameter_mm")]
+    assert not geo.duplicated(["subject", "visit", "lesion_id"]).any()
+    assert {"adc.ADC", "extended_tofts.Ktrans"} <= set(m["map"])
+    # tidy exports beside the database
+    pq = pd.read_parquet(full_run.out_dir / "tables" / "measurements.parquet")
+    assert len(pq) == len(m)
+    assert (full_run.out_dir / "report" / "index.html").is_file()
+    assert full_run.log_file.is_file() and "done: register sub-001" in full_run.log_file.read_text()
+
+
+def test_responses_follow_the_phantom_trajectories(full_run: Any) -> None:
+    """The responder reaches PR; the pseudoprogressor is iUPD at 3 weeks, then responds."""
+    a = _tables(full_run.out_dir)["assessments"]
+    rec = a[a["criteria"] == "recist1.1"].set_index(["subject", "visit"])["response"]
+    irc = a[a["criteria"] == "irecist"].set_index(["subject", "visit"])["response"]
+    assert rec["001", "01"] == "baseline" and rec["001", "04"] == "PR"
+    assert irc["002", "02"] == "iUPD" and rec["002", "02"] == "PD"
+    assert irc["002", "04"] in ("iPR", "iCR")
+    # the baseline target sum is the sum of the baseline target diameters measured
+    m = _tables(full_run.out_dir)["measurements"]
+    base = m[(m["subject"] == "001") & (m["visit"] == "01") & (m["map"] == "")]
+    ld = base.set_index(["lesion_id", "statistic"])["value"]
+    expected = ld["L1", "longest_diameter_mm"] + ld["N1", "short_axis_mm"]
+    got = a[(a["subject"] == "001") & (a["visit"] == "01")]["target_sum_mm"].iloc[0]
+    assert got == pytest.approx(expected)
+
+
+def test_a_second_run_skips_everything_and_changes_nothing(
+    full_run: Any, small_study: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(full_run.out_dir, out)
+    before = _tables(out)
+    s = run_study(small_study, out)
+    assert s.done == [] and s.failed == []
+    assert len(s.skipped) == len(full_run.done)
+    after = _tables(out)
+    for name, frame in before.items():
+        pd.testing.assert_frame_equal(frame, after[name])
+
+
+def test_timestamps_do_not_matter_content_does(
+    study2: Path, tmp_path: Path, quick: dict[str, Any]
+) -> None:
+    out = tmp_path / "out"
+    first = run_study(study2, out, **quick)
+    assert first.ok
+    dwi = study2 / "sub-001/ses-02/dwi/sub-001_ses-02_dwi.nii.gz"
+    os.utime(dwi, (1e9, 1e9))  # touched: same bytes
+    assert run_study(study2, out, **quick).done == []
+    # other content (one background voxel changed): that fit and that subject's later steps
+    # are redone, nothing else
+    import nibabel as nib
+    import numpy as np
+
+    img: Any = nib.load(dwi)
+    data = np.asanyarray(img.dataobj).copy()
+    data[0, 0, 0, 0] += 1
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), dwi)
+    s = run_study(study2, out, **quick)
+    assert _units(s.done, "fit_dwi") == ["sub-001/ses-02"]
+    assert len(_units(s.skipped, "fit_dwi")) == 7
+    assert _units(s.done, "measure") == ["sub-001"]
+    assert _units(s.skipped, "measure") == ["sub-002"]
+    assert _units(s.skipped, "register") == ["sub-002"]
+
+
+def test_force_redoes_one_step_and_deleted_outputs_are_rebuilt(
+    study2: Path, tmp_path: Path, quick: dict[str, Any]
+) -> None:
+    out = tmp_path / "out"
+    run_study(study2, out, **quick)
+    n_rows = open_store(default_url(out)).counts()
+    s = run_study(study2, out, force=("measure",), **quick)
+    assert _units(s.done, "measure") == ["sub-001", "sub-002"]
+    assert _units(s.done, "fit_dwi") == []
+    victim = next((out / "sub-002/ses-03/maps").glob("*_adc_ADC.nii.gz"))
+    victim.unlink()
+    s = run_study(study2, out, **quick)
+    assert _units(s.done, "fit_dwi") == ["sub-002/ses-03"]
+    assert victim.is_file()
+    assert open_store(default_url(out)).counts() == {**n_rows, "runs": n_rows["runs"] + 2}
+
+
+def test_one_broken_subject_does_not_stop_the_others(
+    study2: Path, tmp_path: Path, quick: dict[str, Any]
+) -> None:
+    bad = study2 / "sub-002/ses-03/dwi/sub-002_ses-03_dwi.bval"
+    bad.write_text("0 50 100\n")  # 3 b-values for an 8-volume series
+    out = tmp_path / "out"
+    s = run_study(study2, out, **quick)
+    assert s.exit_code == 1 and s.failed_subjects == ["002"]
+    (f,) = s.failed
+    assert f.step == "register" and f.file is not None and "sub-002_ses-03_dwi" in f.file
+    assert f.field
+    assert sorted(s.blocked)[0].startswith("assess sub-002")
+    t = _tables(out)
+    assert set(t["measurements"]["subject"]) == {"001"}
+    store = open_store(default_url(out))
+    row = store.get("step_runs", step="register", unit="sub-002")
+    assert row is not None and row["status"] == "failed" and row["error_file"] == f.file
+    # once repaired, only the broken subject runs
+    shutil.copy(study2 / "sub-002/ses-02/dwi/sub-002_ses-02_dwi.bval", bad)
+    s = run_study(study2, out, **quick)
+    redone = {lab.split(" ")[1][:7] for lab in s.done if not lab.startswith("report ")}
+    assert s.ok and redone == {"sub-002"}
+
+
+def test_bad_arguments_are_refused_before_anything_is_written(study2: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="--force"):
+        run_study(study2, out, force=("fit_everything",))
+    with pytest.raises(DataError, match="options"):
+        run_study(study2, out, options={"colour": "red"})
+    (study2 / "study.yaml").write_text("name: x\nsubjects: 3\n")
+    with pytest.raises(StudyError):
+        run_study(study2, out)
+    assert not out.exists()
