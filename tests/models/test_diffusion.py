@@ -145,8 +145,10 @@ def test_adc_low_b_exclusion_ignores_perfusion() -> None:
         (IVIM(B_IVIM, method="segmented"), ["S0", "D", "f", "D_star"]),
         (ADC(B_ADC, method="nlls"), ["S0", "ADC"]),
         (DKI(B_DKI, method="nlls"), ["S0", "D", "K"]),
+        (DKI(np.repeat(B_DKI, 3)), ["S0", "D", "K"]),
+        (ADC(B_ADC), ["S0", "ADC"]),
     ],
-    ids=["ivim-full", "ivim-segmented", "adc-nlls", "dki-nlls"],
+    ids=["ivim-full", "ivim-segmented", "adc-nlls", "dki-nlls", "dki-wlls-3dirs", "adc-wlls"],
 )
 def test_backends_agree_on_noisy_data(model, names, rng: np.random.Generator) -> None:  # type: ignore[no-untyped-def]
     P = model.sample_parameters(400, rng=rng)
@@ -159,6 +161,10 @@ def test_backends_agree_on_noisy_data(model, names, rng: np.random.Generator) ->
     b = _quiet_fit(other, y)
     np.testing.assert_allclose(_stack(a, names), _stack(b, names), rtol=1e-4)
     assert np.mean(a.status == b.status) > 0.99
+    same = a.status == b.status
+    for n in names:
+        np.testing.assert_allclose(a.stderr[n][same], b.stderr[n][same], rtol=1e-3)
+    np.testing.assert_allclose(a.rss[same], b.rss[same], rtol=1e-3)
 
 
 # ---------------------------------------------------------------------- Monte Carlo

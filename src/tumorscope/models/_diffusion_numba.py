@@ -81,18 +81,148 @@ def ivim_map_kernel(p, c, f, J):
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True)
-def dki_kernel(p, b, f, J):
-    """S = S0 exp(-b D + b^2 D^2 K / 6); consts = shell b-values."""
+def dki_kernel(p, c, f, J):
+    """sqrt(w) S0 exp(-b D + b^2 D^2 K / 6) on shells; consts = [b_1..b_S, sqrt(w)_1..sqrt(w)_S]."""
     s0 = p[0]
     d = p[1]
     kk = p[2]
-    for k in range(b.shape[0]):
-        bk = b[k]
-        e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
+    ns = c.shape[0] // 2
+    for k in range(ns):
+        bk = c[k]
+        sw = c[ns + k]
+        e = sw * np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
         f[k] = s0 * e
         J[k, 0] = e
         J[k, 1] = s0 * e * (-bk + bk * bk * d * kk / 3.0)
         J[k, 2] = s0 * e * bk * bk * d * d / 6.0
+
+
+@nb.njit(parallel=True, cache=True)
+def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, status, refit):
+    """Fused powder average + weighted log-quadratic DKI fit of every row of ``y``.
+
+    Shell means ``ys`` (written out), validation (NaN/inf/negative anywhere or a
+    non-positive first shell: INVALID_INPUT), WLS of ``log ys = log S0 - b D + b² (D² K) / 6``
+    with weights ``ng ys²``, then ``K = c2 / D²``. Estimates inside ``0 <= D <= d_max``,
+    ``0 <= K <= k_max`` get status CONVERGED with the signal-domain weighted RSS and Jacobian
+    standard errors; others are flagged in ``refit`` (start values clipped) for bounded LM.
+    """
+    n, m = y.shape
+    S = bs.shape[0]
+    for i in nb.prange(n):
+        bad = False
+        for s in range(S):
+            ys[i, s] = 0.0
+        for k in range(m):
+            v = np.float64(y[i, k])
+            if not (v >= 0.0) or v == np.inf:
+                bad = True
+            ys[i, shell[k]] += v
+        for s in range(S):
+            ys[i, s] /= ng[s]
+        refit[i] = False
+        if bad or not (ys[i, 0] > 0.0):
+            for j in range(3):
+                params[i, j] = np.nan
+                stderr[i, j] = np.nan
+            rss[i] = np.nan
+            status[i] = _INVALID
+            continue
+        # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6]
+        N = np.zeros((3, 3))
+        r = np.zeros(3)
+        npos = 0
+        for s in range(S):
+            v = ys[i, s]
+            if v > 0.0:
+                w = ng[s] * v * v
+                a0 = 1.0
+                a1 = -bs[s]
+                a2 = bs[s] * bs[s] / 6.0
+                lv = np.log(v)
+                N[0, 0] += w
+                N[0, 1] += w * a1
+                N[0, 2] += w * a2
+                N[1, 1] += w * a1 * a1
+                N[1, 2] += w * a1 * a2
+                N[2, 2] += w * a2 * a2
+                r[0] += w * a0 * lv
+                r[1] += w * a1 * lv
+                r[2] += w * a2 * lv
+                npos += 1
+        N[1, 0] = N[0, 1]
+        N[2, 0] = N[0, 2]
+        N[2, 1] = N[1, 2]
+        det = (
+            N[0, 0] * (N[1, 1] * N[2, 2] - N[1, 2] * N[2, 1])
+            - N[0, 1] * (N[1, 0] * N[2, 2] - N[1, 2] * N[2, 0])
+            + N[0, 2] * (N[1, 0] * N[2, 1] - N[1, 1] * N[2, 0])
+        )
+        ok = npos >= 3 and det != 0.0 and np.isfinite(det)
+        s0 = np.nan
+        d = np.nan
+        kk = np.nan
+        if ok:
+            c = np.linalg.solve(N, r)
+            s0 = np.exp(c[0])
+            d = c[1]
+            kk = c[2] / (d * d) if d != 0.0 else np.nan
+        inside = ok and np.isfinite(s0) and 0.0 <= d <= d_max and 0.0 <= kk <= k_max
+        if not inside:
+            refit[i] = True
+            params[i, 0] = s0 if (np.isfinite(s0) and s0 > 0.0) else ys[i, 0]
+            params[i, 1] = min(max(d, 0.0), d_max) if np.isfinite(d) else 1e-3
+            params[i, 2] = min(max(kk, 0.0), k_max) if np.isfinite(kk) else 0.5
+            status[i] = _CONVERGED
+            continue
+        params[i, 0] = s0
+        params[i, 1] = d
+        params[i, 2] = kk
+        status[i] = _CONVERGED
+        # signal-domain weighted residuals and J^T W J at the estimate
+        H = np.zeros((3, 3))
+        rs = 0.0
+        for s in range(S):
+            bk = bs[s]
+            e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
+            f = s0 * e
+            j0 = e
+            j1 = s0 * e * (-bk + bk * bk * d * kk / 3.0)
+            j2 = s0 * e * bk * bk * d * d / 6.0
+            w = ng[s]
+            rs += w * (ys[i, s] - f) ** 2
+            H[0, 0] += w * j0 * j0
+            H[0, 1] += w * j0 * j1
+            H[0, 2] += w * j0 * j2
+            H[1, 1] += w * j1 * j1
+            H[1, 2] += w * j1 * j2
+            H[2, 2] += w * j2 * j2
+        H[1, 0] = H[0, 1]
+        H[2, 0] = H[0, 2]
+        H[2, 1] = H[1, 2]
+        rss[i] = rs
+        if S > 3:
+            hd = (
+                H[0, 0] * (H[1, 1] * H[2, 2] - H[1, 2] * H[2, 1])
+                - H[0, 1] * (H[1, 0] * H[2, 2] - H[1, 2] * H[2, 0])
+                + H[0, 2] * (H[1, 0] * H[2, 1] - H[1, 1] * H[2, 0])
+            )
+            s2 = rs / (S - 3)
+            if hd > 0.0:
+                inv0 = (H[1, 1] * H[2, 2] - H[1, 2] * H[2, 1]) / hd
+                inv1 = (H[0, 0] * H[2, 2] - H[0, 2] * H[2, 0]) / hd
+                inv2 = (H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0]) / hd
+                stderr[i, 0] = np.sqrt(s2 * inv0) if inv0 >= 0.0 else np.nan
+                stderr[i, 1] = np.sqrt(s2 * inv1) if inv1 >= 0.0 else np.nan
+                stderr[i, 2] = np.sqrt(s2 * inv2) if inv2 >= 0.0 else np.nan
+            else:
+                stderr[i, 0] = np.nan
+                stderr[i, 1] = np.nan
+                stderr[i, 2] = np.nan
+        else:
+            stderr[i, 0] = np.nan
+            stderr[i, 1] = np.nan
+            stderr[i, 2] = np.nan
 
 
 _INVALID = np.uint8(FitStatus.INVALID_INPUT)

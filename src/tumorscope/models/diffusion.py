@@ -852,7 +852,8 @@ class DKI(_DiffusionModel):
         return None if nbm is None else nbm.dki_kernel
 
     def consts(self) -> np.ndarray:
-        return self.shell_b
+        """Shell b-values then sqrt(directions per shell) (the kernel fits weighted shell means)."""
+        return np.r_[self.shell_b, np.sqrt(self._ng)]
 
     def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
         return _invalid_diffusion(y, np.flatnonzero(self._shell == 0))
@@ -886,46 +887,81 @@ class DKI(_DiffusionModel):
         p[~ok] = np.c_[y[~ok].max(axis=1), np.full((~ok).sum(), 1e-3), np.full((~ok).sum(), 0.5)]
         return np.clip(p, lo, hi)
 
+    @property
+    def handles_invalid(self) -> bool:  # type: ignore[override]
+        """With numba the fused kernel validates, averages and fits in one pass."""
+        return resolve_backend(self.backend, has_kernel=True) == "numba"
+
+    @property
+    def native_dtype(self) -> bool:  # type: ignore[override]
+        return self.handles_invalid
+
     def fit_block(self, y: np.ndarray) -> BlockFit:
-        ys = self.powder_average(y)
-        p, ok, _ = self._wlls(ys)
         lo, hi = self.bounds()
-        inside = ok & np.all((p >= lo) & (p <= hi), axis=1) & np.all(np.isfinite(p), axis=1)
-        refit = np.ones(y.shape[0], dtype=bool) if self.method == "nlls" else ~inside
         n = y.shape[0]
-        params = p.copy()
-        status = np.full(n, FitStatus.CONVERGED, dtype=np.uint8)
-        rss = np.full(n, np.nan)
-        stderr = np.full((n, 3), np.nan)
-        keep = ~refit
-        if keep.any():
-            # WLLS estimates inside the constraints: residuals and standard errors in the
-            # signal domain from the Jacobian of the non-linear model at the estimate
-            pk = params[keep]
-            yk = ys[keep]
-            J = _dki_jac(self.shell_b, pk) * np.sqrt(self._ng)[None, :, None]
-            r = (yk - dki_signal(self.shell_b, pk)) * np.sqrt(self._ng)
-            rss[keep] = np.sum(r * r, axis=1)
-            stderr[keep] = _jac_stderr(J, rss[keep])
+        be = resolve_backend(self.backend, has_kernel=True)
+        if be == "numba":
+            ys = np.empty((n, self.shell_b.size))
+            params = np.empty((n, 3))
+            stderr = np.empty((n, 3))
+            rss = np.empty(n)
+            status = np.empty(n, dtype=np.uint8)
+            refit = np.empty(n, dtype=np.bool_)
+            _numba().dki_wlls_block(
+                np.ascontiguousarray(y),
+                self._shell.astype(np.int64),
+                self._ng,
+                self.shell_b,
+                float(hi[1]),
+                float(hi[2]),
+                ys,
+                params,
+                stderr,
+                rss,
+                status,
+                refit,
+            )
+            valid = status != FitStatus.INVALID_INPUT
+            if self.method == "nlls":
+                refit = valid
+            p0 = params
+        else:
+            ys = self.powder_average(y)
+            p, ok, _ = self._wlls(ys)
+            inside = ok & np.all((p >= lo) & (p <= hi), axis=1) & np.all(np.isfinite(p), axis=1)
+            refit = np.ones(n, dtype=bool) if self.method == "nlls" else ~inside
+            params = p.copy()
+            status = np.full(n, FitStatus.CONVERGED, dtype=np.uint8)
+            rss = np.full(n, np.nan)
+            stderr = np.full((n, 3), np.nan)
+            keep = ~refit
+            if keep.any():
+                # WLLS estimates inside the constraints: residuals and standard errors in the
+                # signal domain from the Jacobian of the non-linear model at the estimate
+                pk = params[keep]
+                J = _dki_jac(self.shell_b, pk) * np.sqrt(self._ng)[None, :, None]
+                r = (ys[keep] - dki_signal(self.shell_b, pk)) * np.sqrt(self._ng)
+                rss[keep] = np.sum(r * r, axis=1)
+                stderr[keep] = _jac_stderr(J, rss[keep])
+            p0 = np.where(np.isfinite(p), p, [[1.0, 1e-3, 0.5]])
+            bad0 = ~ok
+            p0[bad0, 0] = ys[bad0].max(axis=1)
+            p0 = np.clip(p0, lo, hi)
         if refit.any():
-            p0 = np.clip(np.where(np.isfinite(p[refit]), p[refit], [[1.0, 1e-3, 0.5]]), lo, hi)
-            bad0 = ~ok[refit]
-            p0[bad0, 0] = ys[refit][bad0].max(axis=1)
             # weights n_directions: the powder average of g directions has variance sigma²/g
             sw = np.sqrt(self._ng)
-            be = resolve_backend(self.backend, has_kernel=True)
             res = levenberg_marquardt(
                 ys[refit] * sw,
-                p0,
+                np.clip(p0[refit], lo, hi),
                 lo,
                 hi,
                 fun=lambda q: dki_signal(self.shell_b, q) * sw,
                 jac=lambda q: _dki_jac(self.shell_b, q) * sw[None, :, None],
-                kernel=self.kernel() if be == "numba" and np.all(self._ng == 1) else None,
-                consts=self.shell_b,
+                kernel=self.kernel() if be == "numba" else None,
+                consts=self.consts(),
                 scale=self.scales(),
                 options=self.lm_options,
-                backend=be if np.all(self._ng == 1) else "numpy",
+                backend=be,
             )
             params[refit] = res.params
             status[refit] = res.status
