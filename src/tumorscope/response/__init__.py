@@ -23,6 +23,18 @@ _LAZY: dict[str, str] = {
     "best_overall_response": "recist",
     "read_table": "table",
     "validate_table": "table",
+    # functional response
+    "Repeatability": "functional",
+    "repeatability": "functional",
+    "functional_change": "functional",
+    "parametric_response_map": "functional",
+    "joint_response_map": "functional",
+    # patterns
+    "pseudoprogression": "patterns",
+    "pseudoprogression_candidates": "patterns",
+    "mixed_response": "patterns",
+    "hyperprogression": "patterns",
+    "durable_response": "patterns",
 }
 
 __all__ = sorted(_LAZY)
