@@ -1,7 +1,7 @@
 """End to end: phantom (NIfTI) → DICOM → import → fit → export → read back.
 
-One subject, one visit of the tiny phantom (T2w, 8-b DWI as an enhanced multi-frame object,
-VFA, 50-frame DCE, multi-echo GRE, lesion SEG), Philips style.
+One subject, one visit of the tiny phantom (T2w, 8-b DWI and 50-frame DCE as enhanced multi-frame
+objects, VFA and multi-echo GRE as classic series, lesion SEG), Philips style.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         shutil.rmtree(root / "sub-001" / f"ses-{vid}")
         shutil.rmtree(root / "derivatives" / "lesions" / "sub-001" / f"ses-{vid}")
     (root / "study.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    dicom = study_to_dicom(root, tmp / "dicom", vendors=("philips",), enhanced=("dwi",))
+    dicom = study_to_dicom(root, tmp / "dicom", vendors=("philips",), enhanced=("dwi", "dce"))
     rep = import_dicom(dicom, tmp / "imported", dce_baseline_frames=5)
     assert not rep.problems, rep.problems
     return {"nifti": root, "dicom": dicom, "imported": tmp / "imported", "tmp": tmp}
