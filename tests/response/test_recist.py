@@ -250,3 +250,21 @@ def test_not_assessed_nontarget_after_cr_is_not_reappearance():
     )
     assert responses(_recist(t)) == ["baseline", "CR", "PR"]
     assert responses(assess(t, criteria="irecist")) == ["baseline", "iCR", "iPR"]
+
+
+def test_equivocal_new_lesion_is_progression_only_once_confirmed():
+    """Section 4.3.2: "If a new lesion is equivocal ... continued therapy and follow-up
+    evaluation will clarify if it represents truly new disease. If repeat scans confirm there
+    is definitely a new lesion, then progression should be declared using the date of the
+    initial scan"."""
+    r = _recist(
+        table({"L1": lesion("target", 30, 25, 25), "X1": lesion("new", None, "equivocal", 9)})
+    )
+    assert responses(r) == ["baseline", "SD", "PD"]
+    assert "X1 was equivocal at visit V2: progression dates from there" in r["reason"].iloc[2]
+    r = _recist(
+        table(
+            {"L1": lesion("target", 30, 25, 25), "X1": lesion("new", None, "equivocal", "absent")}
+        )
+    )
+    assert responses(r) == ["baseline", "SD", "SD"]

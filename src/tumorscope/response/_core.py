@@ -289,16 +289,40 @@ def nontarget_category(subject: Subject, visit: Visit) -> tuple[str | None, str,
 
 
 def new_lesions_present(subject: Subject, visit: Visit) -> list[str]:
-    """Ids of the new lesions present at this visit (a ``new`` row not marked absent)."""
+    """Ids of the new lesions present at this visit (a ``new`` row not marked absent or
+    equivocal)."""
     out = []
     for les in subject.of_kind("new"):
         o = visit.obs.get(les.lesion_id)
-        if o is None or o.status == "absent":
+        if o is None or o.status in ("absent", "equivocal"):
             continue
         if o.status is None and np.isfinite(o.diameter_mm) and o.diameter_mm == 0:
             continue
         out.append(les.lesion_id)
     return out
+
+
+def equivocal_since(subject: Subject, visit: Visit, lesion_ids: list[str]) -> list[str]:
+    """For new lesions now unequivocal, ``"X1 (equivocal since visit V2)"`` notes.
+
+    RECIST 1.1 section 4.3.2: "If repeat scans confirm there is definitely a new lesion, then
+    progression should be declared using the date of the initial scan."
+    """
+    notes = []
+    for lid in lesion_ids:
+        first = next(
+            (
+                v.visit
+                for v in subject.visits
+                if v.index < visit.index and lid in v.obs and v.obs[lid].status == "equivocal"
+            ),
+            None,
+        )
+        if first is not None:
+            notes.append(
+                f"new lesion {lid} was equivocal at visit {first}: progression dates from there"
+            )
+    return notes
 
 
 def reappeared(target: str | None, nontarget: str | None) -> bool:

@@ -46,6 +46,7 @@ from ._core import (
     blank_row,
     check_measurable,
     combine_recist,
+    equivocal_since,
     fmt,
     lesion_size,
     new_lesions_present,
@@ -84,19 +85,19 @@ def new_target_lesions(
     """New lesions that iRECIST records as new target lesions (measurable, ≤5, ≤2 per organ).
 
     Measurable follows RECIST 1.1 section 3.1: at least 10 mm, lymph nodes at least 15 mm short
-    axis, at the visit where the lesion first appears. Lesions are taken in order of first
-    appearance, largest first within a visit, then by ``lesion_id``.
+    axis, at the visit where the lesion is first unequivocally present. Lesions are taken in
+    order of appearance, largest first within a visit, then by ``lesion_id``.
     """
     chosen: list[str] = []
     per_organ: dict[str, int] = {}
+    seen: set[str] = set()
     for v in subject.visits:
         if v.index <= 0:
             continue
         first_here = [
-            les
-            for les in subject.of_kind("new")
-            if les.lesion_id in v.obs and les.first_index == v.index
+            subject.lesions[lid] for lid in new_lesions_present(subject, v) if lid not in seen
         ]
+        seen.update(les.lesion_id for les in first_here)
         first_here.sort(key=lambda les: (-_diam(v.obs[les.lesion_id].diameter_mm), les.lesion_id))
         for les in first_here:
             d = v.obs[les.lesion_id].diameter_mm
@@ -191,7 +192,9 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
             if nt == "PD":
                 triggers["nontarget"] = nt_reason
             if new:
-                triggers["new"] = f"new lesion(s) {', '.join(new)}"
+                triggers["new"] = "; ".join(
+                    [f"new lesion(s) {', '.join(new)}", *equivocal_since(s, v, new)]
+                )
             if not triggers and had_cr and reappeared(t.category, nt):
                 key = "target" if t.category != "CR" else "nontarget"
                 triggers[key] = "disease reappeared after iCR"

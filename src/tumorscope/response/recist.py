@@ -30,6 +30,7 @@ from ._core import (
     blank_row,
     check_measurable,
     combine_recist,
+    equivocal_since,
     fmt,
     new_lesions_present,
     nontarget_category,
@@ -123,6 +124,7 @@ def _subject_rows(s: Subject, *, pd_mm: float, criteria: str) -> list[dict[str, 
             reasons.append(nt_reason)
         if new:
             reasons.append(f"new lesion(s) {', '.join(new)}")
+            reasons.extend(equivocal_since(s, v, new))
         if had_cr and response != "PD" and reappeared(t.category, nt):
             response = "PD"
             reasons.insert(0, "disease reappeared after a complete response")

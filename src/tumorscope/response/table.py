@@ -19,8 +19,9 @@ column             required  meaning
 ``status``         no        ``present``, ``absent``, ``unequivocal progression``,
                              ``further progression`` (iRECIST: a further unequivocal increase
                              since the iUPD), ``too small to measure`` (target lesions: 5 mm
-                             is used, RECIST 1.1 section 4.3.2); empty = not assessed unless
-                             a diameter is given
+                             is used, RECIST 1.1 section 4.3.2), ``equivocal`` (new lesions:
+                             not yet progression); empty = not assessed unless a diameter is
+                             given
 ``organ``          no        organ of the lesion; enables the "2 per organ" rule
 ``baseline``       no        ``true`` on the rows of the baseline visit; visits dated before
                              it are pre-baseline (used for growth rates before treatment).
@@ -76,6 +77,7 @@ STATUSES: tuple[str, ...] = (
     "unequivocal progression",
     "further progression",
     "too small to measure",
+    "equivocal",
 )
 CLINICAL_STATUSES: tuple[str, ...] = ("improved", "stable", "worse")
 #: RECIST 1.1 section 3.3.1: "a maximum of five lesions total (and a maximum of two lesions
@@ -234,6 +236,8 @@ def validate_table(
     df["status"] = statuses
     for i in range(len(df)):
         s, kind = _at(df, i, "status"), _at(df, i, "kind")
+        if s == "equivocal" and kind != "new":
+            raise fail(i, "status", "'equivocal' applies to new lesions only")
         if s == "too small to measure" and kind != "target":
             raise fail(i, "status", "'too small to measure' applies to target lesions only")
         if s in ("unequivocal progression", "further progression") and kind == "target":
