@@ -164,6 +164,19 @@ def test_linear_solutions_on_noise_free_curves() -> None:
         np.testing.assert_allclose(est, p, rtol=rtol, err_msg=name)
 
 
+def test_compiled_and_numpy_linear_solutions_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(2)
+    p = np.column_stack(
+        [rng.uniform(0.05, 0.5, 20), rng.uniform(0.1, 0.6, 20), rng.uniform(0, 0.1, 20)]
+    )
+    y = kin.extended_tofts(p, T, CP) + 0.01 * rng.standard_normal((20, T.size))
+    compiled = (kin.linear_extended_tofts(y, T, CP), kin.linear_tofts(y, T, CP))
+    monkeypatch.setattr(kin, "HAVE_NUMBA", False)
+    plain = (kin.linear_extended_tofts(y, T, CP), kin.linear_tofts(y, T, CP))
+    for a, b in zip(compiled, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- recovery
 @pytest.mark.parametrize("name", list(EQUATIONS))
 @pytest.mark.parametrize("fit_delay", [False, True])

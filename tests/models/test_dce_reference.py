@@ -171,7 +171,7 @@ def test_delay_fit_matches_reference_variant(fname, cls, shift, names) -> None:
     for r in _rows(f"DCEmodels/{fname}"):
         t, c, ca = _vec(r["t"]), _vec(r["C"]), _vec(r["ca"])
         shifted = np.concatenate([np.zeros(shift), c[:-shift]])
-        fit = _fit_quiet(cls(t, ca, fit_delay=True), shifted)
+        fit = _fit_quiet(cls(t, ca, fit_delay=True, delay_range_s=(-10.0, 10.0)), shifted)
         assert _within(float(fit["delay"][0]), float(t[shift]), 1.0, 0.0), r["label"]
         for ours, theirs in names.items():
             assert _within(float(fit[ours][0]), float(r[theirs]), *TOL[ours]), (r["label"], ours)

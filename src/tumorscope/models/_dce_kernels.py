@@ -307,3 +307,76 @@ KERNELS = {
     "2cxm": two_cxm_kernel,
     "2cum": two_cum_kernel,
 }
+
+
+@nb.njit(cache=True, parallel=True)
+def murase_many(t, cp, y, with_vp):
+    """Linearised (extended) Tofts fit of every row of ``y`` in one pass per voxel.
+
+    Same equations as :func:`tumorscope.models.dce_kinetics.linear_extended_tofts` (Murase
+    2004, doi:10.1002/mrm.20023): columns ``∫cp``, ``-∫C`` [, ``cp``] by the trapezoid rule,
+    normal equations with column scaling, Cholesky. Returns (N, 3) coefficients
+    ``(Ktrans + kep vp, kep, vp)`` in 1/s (``vp`` = 0 without ``with_vp``); NaN if singular.
+    """
+    nv, n = y.shape
+    q = 3 if with_vp else 2
+    icp = np.zeros(n)
+    for j in range(1, n):
+        icp[j] = icp[j - 1] + 0.5 * (cp[j] + cp[j - 1]) * (t[j] - t[j - 1])
+    out = np.full((nv, 3), np.nan)
+    for v in nb.prange(nv):
+        a = np.zeros((3, 3))
+        b = np.zeros(3)
+        col = np.zeros(3)
+        ic = 0.0
+        for j in range(n):
+            if j > 0:
+                ic += 0.5 * (y[v, j] + y[v, j - 1]) * (t[j] - t[j - 1])
+            col[0] = icp[j]
+            col[1] = -ic
+            col[2] = cp[j]
+            for r in range(q):
+                b[r] += col[r] * y[v, j]
+                for s in range(r + 1):
+                    a[r, s] += col[r] * col[s]
+        sc = np.zeros(3)
+        for r in range(q):
+            sc[r] = np.sqrt(a[r, r]) if a[r, r] > 0.0 else 1.0
+        for r in range(q):
+            b[r] /= sc[r]
+            for s in range(r + 1):
+                a[r, s] /= sc[r] * sc[s]
+        low = np.zeros((3, 3))
+        ok = True
+        for j in range(q):
+            d = a[j, j]
+            for k in range(j):
+                d -= low[j, k] * low[j, k]
+            if not d > 1e-12:
+                ok = False
+                break
+            low[j, j] = np.sqrt(d)
+            for i in range(j + 1, q):
+                w = a[i, j]
+                for k in range(j):
+                    w -= low[i, k] * low[j, k]
+                low[i, j] = w / low[j, j]
+        if not ok:
+            continue
+        z = np.zeros(3)
+        for i in range(q):
+            w = b[i]
+            for k in range(i):
+                w -= low[i, k] * z[k]
+            z[i] = w / low[i, i]
+        x = np.zeros(3)
+        for i in range(q - 1, -1, -1):
+            w = z[i]
+            for k in range(i + 1, q):
+                w -= low[k, i] * x[k]
+            x[i] = w / low[i, i]
+        for i in range(q):
+            out[v, i] = x[i] / sc[i]
+        if not with_vp:
+            out[v, 2] = 0.0
+    return out

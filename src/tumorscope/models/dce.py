@@ -375,7 +375,7 @@ class _DCEModel(Model):
             delays = [0.0]
         else:
             lo, hi = self.delay_range_s
-            step = max(float(np.min(np.diff(self.times_s))), 0.5)
+            step = max(float(np.min(np.diff(self.times_s))), 1.0)
             delays = list(np.arange(lo, hi + 1e-9, step))
         lower, upper = self.bounds()
         best_p = np.zeros((n, len(self.parameters)))

@@ -676,9 +676,14 @@ def linear_tofts(
         ``Ktrans`` (1/min), ``ve``; NaN where the system is singular.
     """
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
-    icp = _cumtrapz(cp, t)
-    ic = _cumtrapz(y, t)
-    x = _lstsq_columns([icp, -ic], y)
+    if HAVE_NUMBA:
+        from ._dce_kernels import murase_many
+
+        x = murase_many(t, cp, np.ascontiguousarray(y), False)[:, :2]
+    else:
+        icp = _cumtrapz(cp, t)
+        ic = _cumtrapz(y, t)
+        x = _lstsq_columns([icp, -ic], y)
     kt = x[:, 0] * 60.0
     with np.errstate(divide="ignore", invalid="ignore"):
         ve = x[:, 0] / x[:, 1]
@@ -699,9 +704,14 @@ def linear_extended_tofts(
         ``Ktrans`` (1/min), ``ve``, ``vp``.
     """
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
-    icp = _cumtrapz(cp, t)
-    ic = _cumtrapz(y, t)
-    x = _lstsq_columns([icp, -ic, cp], y)
+    if HAVE_NUMBA:
+        from ._dce_kernels import murase_many
+
+        x = murase_many(t, cp, np.ascontiguousarray(y), True)
+    else:
+        icp = _cumtrapz(cp, t)
+        ic = _cumtrapz(y, t)
+        x = _lstsq_columns([icp, -ic, cp], y)
     b, kep, vp = x[:, 0], x[:, 1], x[:, 2]
     kt = b - kep * vp
     with np.errstate(divide="ignore", invalid="ignore"):
