@@ -14,12 +14,16 @@ commands), so ``tumorscope --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ._common import user_errors
 
-__all__ = ["fit_app", "register"]
+if TYPE_CHECKING:
+    from ..pipeline.fit_stage import FitOutputs
+
+__all__ = ["fit_app", "print_fit_outputs", "register"]
 
 fit_app = typer.Typer(
     help="Fit signal models to a series and write parameter maps (NIfTI + JSON sidecars).",
@@ -90,13 +94,22 @@ def dwi(
                 options=options,
                 chunk_voxels=chunk_voxels,
             )
-    fit = res.fit
-    n = int(fit.mask.sum())
-    typer.echo(f"fitted {key} ({fit.provenance['options'].get('method')}) to {n:,} voxels")
+    method = res.fit.provenance["options"].get("method")
+    print_fit_outputs(res, f"fitted {key} ({method}) to {int(res.fit.mask.sum()):,} voxels")
+
+
+def print_fit_outputs(res: FitOutputs, summary: str) -> None:
+    """Print the summary line, the fit's warnings (stderr) and one line per written map.
+
+    For every ``tumorscope fit ...`` command (``res`` from
+    :func:`tumorscope.pipeline.fit_stage.fit_volume`).
+    """
+    typer.echo(summary)
     for msg in res.warnings:
         typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    width = max((len(n) for n in res.files), default=0) + 2
     for name, path in res.files.items():
-        typer.echo(f"  {name:<16} {path}")
+        typer.echo(f"  {name:<{width}} {path}")
 
 
 def register(app: typer.Typer) -> None:

@@ -50,6 +50,15 @@ from .base import FitResult, Model, ParameterSpec, register_model, resolve_backe
 __all__ = ["ADC", "DKI", "IVIM", "adc_signal", "dki_signal", "ivim_signal"]
 
 _D_MAX = 5e-3  # mm²/s, free water at 37 °C is ~3e-3
+_S0 = ParameterSpec(
+    "S0", "a.u.", 0.0, np.inf, typical=(100.0, 1000.0), description="signal at b = 0"
+)
+
+
+def _diffusivity(name: str, description: str) -> ParameterSpec:
+    return ParameterSpec(
+        name, "mm2/s", 0.0, _D_MAX, typical=(5e-4, 2.5e-3), description=description
+    )
 
 
 # ---------------------------------------------------------------------- signal equations
@@ -254,9 +263,7 @@ class ADC(_DiffusionModel):
 
     name: ClassVar[str] = "adc"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
-        ParameterSpec(
-            "S0", "a.u.", 0.0, np.inf, typical=(100.0, 1000.0), description="signal at b = 0"
-        ),
+        _S0,
         ParameterSpec(
             "ADC",
             "mm2/s",
@@ -414,17 +421,8 @@ class IVIM(_DiffusionModel):
 
     name: ClassVar[str] = "ivim"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
-        ParameterSpec(
-            "S0", "a.u.", 0.0, np.inf, typical=(100.0, 1000.0), description="signal at b = 0"
-        ),
-        ParameterSpec(
-            "D",
-            "mm2/s",
-            0.0,
-            _D_MAX,
-            typical=(5e-4, 2.5e-3),
-            description="tissue diffusion coefficient",
-        ),
+        _S0,
+        _diffusivity("D", "tissue diffusion coefficient"),
         ParameterSpec("f", "1", 0.0, 1.0, typical=(0.05, 0.3), description="perfusion fraction"),
         ParameterSpec(
             "D_star",
@@ -770,17 +768,8 @@ class DKI(_DiffusionModel):
 
     name: ClassVar[str] = "dki"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
-        ParameterSpec(
-            "S0", "a.u.", 0.0, np.inf, typical=(100.0, 1000.0), description="signal at b = 0"
-        ),
-        ParameterSpec(
-            "D",
-            "mm2/s",
-            0.0,
-            _D_MAX,
-            typical=(5e-4, 2.5e-3),
-            description="mean-signal apparent diffusivity",
-        ),
+        _S0,
+        _diffusivity("D", "mean-signal apparent diffusivity"),
         ParameterSpec("K", "1", 0.0, 3.0, typical=(0.3, 1.5), description="mean-signal kurtosis"),
     )
     methods: ClassVar[tuple[str, ...]] = ("wlls", "nlls")
