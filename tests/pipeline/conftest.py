@@ -45,9 +45,30 @@ def study2(small_study: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def full_run(small_study: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """Every step and the report on the small study (serial). Read-only."""
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Every step and the report on the small study (serial). Read-only.
+
+    Made once per test session even under pytest-xdist: the first worker runs it under a
+    file lock in the temporary folder all workers share, the others read its summary.
+    """
+    import fcntl
+    import os
+    import pickle
+
+    from tumorscope.phantom import make_study
     from tumorscope.pipeline import run_study
 
-    out = tmp_path_factory.mktemp("full") / "out"
-    return run_study(small_study, out)
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    shared = root / "tumorscope-full-run"
+    with (root / "tumorscope-full-run.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = shared / "summary.pickle"
+        if not done.exists():
+            if shared.exists():
+                shutil.rmtree(shared)
+            study = make_study(shared / "study", size="tiny", seed=0, n_subjects=2)
+            summary = run_study(study, shared / "out")
+            done.write_bytes(pickle.dumps(summary))
+        return pickle.loads(done.read_bytes())

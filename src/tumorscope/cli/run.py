@@ -63,6 +63,9 @@ def run(
     force: list[str] = typer.Option(
         [], "--force", help="Redo this step even if up to date (repeatable)."
     ),
+    steps: str = typer.Option(
+        None, "--steps", help="Run only these steps (comma-separated; default: all)."
+    ),
     dwi_models: str = typer.Option(
         "adc,ivim", "--dwi-models", help="Diffusion models to fit (comma-separated)."
     ),
@@ -87,6 +90,7 @@ def run(
             workers=workers,
             scheduler=scheduler,
             force=tuple(force),
+            steps=None if steps is None else tuple(x.strip() for x in steps.split(",") if x),
             options={"dwi_models": models},
             report=not no_report,
             progress=True,

@@ -263,34 +263,33 @@ def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str =
     return to_data_uri(fig)
 
 
-def fdm_panel(delta: np.ndarray, inside: np.ndarray, *, threshold: float, title: str = "") -> str:
-    """Functional diffusion map of one slice: voxels whose ADC rose or fell beyond a threshold.
+def fdm_panels(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], *, threshold: float) -> str:
+    """Functional diffusion maps: voxels whose ADC rose or fell beyond a threshold.
 
     Parameters
     ----------
-    delta : ndarray (X, Y)
-        ADC change (follow-up minus baseline), mm²/s.
-    inside : ndarray of bool (X, Y)
-        Voxels in the lesion at both visits.
+    panels : sequence of (delta, inside, title)
+        Per follow-up visit: ADC change (follow-up minus baseline, mm²/s) on one slice,
+        shape (X, Y); the voxels inside the lesion at both visits (bool, (X, Y)); a title.
     threshold : float
-        Change (mm²/s) beyond which a voxel counts as changed.
+        Change (mm²/s) beyond which a voxel counts as changed (red: rise, blue: fall,
+        grey: unchanged).
     """
     from matplotlib.colors import ListedColormap
 
-    cls = np.full(delta.shape, np.nan)
-    cls[inside] = 0.0
-    cls[inside & (delta > threshold)] = 1.0
-    cls[inside & (delta < -threshold)] = -1.0
-    fig = _figure(2.6, 2.6, layout=None)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88)
-    ax = fig.add_subplot()
-    ax.imshow(
-        cls.T,
-        cmap=ListedColormap(["#2166ac", "#dddddd", "#b2182b"]),
-        vmin=-1,
-        vmax=1,
-        origin="lower",
-    )
-    ax.set_axis_off()
-    ax.set_title(title, fontsize=8)
+    n = max(1, len(panels))
+    fig = _figure(2.2 * n, 2.4, layout=None)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88, wspace=0.05)
+    axes = fig.subplots(1, n, squeeze=False).ravel()
+    cmap = ListedColormap(["#2166ac", "#dddddd", "#b2182b"])
+    for ax, (delta, inside, title) in zip(axes, panels, strict=False):
+        cls = np.full(delta.shape, np.nan)
+        cls[inside] = 0.0
+        cls[inside & (delta > threshold)] = 1.0
+        cls[inside & (delta < -threshold)] = -1.0
+        ax.imshow(cls.T, cmap=cmap, vmin=-1, vmax=1, origin="lower")
+        ax.set_title(title, fontsize=8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
     return to_data_uri(fig)

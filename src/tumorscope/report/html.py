@@ -40,8 +40,8 @@ __all__ = ["FDM_THRESHOLD", "render", "write_study_report", "write_subject_repor
 FDM_THRESHOLD = 0.55e-3
 
 #: Parameters shown on the subject pages, in order (at most :data:`MAX_SHOWN` maps).
-SHOWN_PARAMETERS = ("ADC", "D", "f", "K", "Ktrans", "ve", "vp", "T1")
-MAX_SHOWN = 6
+SHOWN_PARAMETERS = ("ADC", "D", "Ktrans", "ve", "f", "K", "vp", "T1")
+MAX_SHOWN = 4
 
 
 def _shown(maps: Mapping[str, Any]) -> list[str]:
@@ -358,7 +358,8 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     hist_uri = figures.histograms(hist_values) if hist_values else None
     maps_uri = figures.map_grid(grid_rows, units=units, limits=limits) if grid_rows else None
 
-    fdm, fdm_rows = [], []
+    fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
+    fdm_rows: list[dict[str, Any]] = []
     base = subj.baseline.id
     key = next(
         (k for k in _DIFFUSION_FOR_FDM if base in per_visit and k in per_visit[base]["arrays"]),
@@ -381,17 +382,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
             up = int((inside & (delta > FDM_THRESHOLD)).sum())
             down = int((inside & (delta < -FDM_THRESHOLD)).sum())
             z = int(np.argmax(inside.sum(axis=(0, 1))))
-            fdm.append(
-                {
-                    "visit": v.id,
-                    "uri": figures.fdm_panel(
-                        delta[:, :, z],
-                        inside[:, :, z],
-                        threshold=FDM_THRESHOLD,
-                        title=f"visit {v.id}, slice {z}",
-                    ),
-                }
-            )
+            fdm.append((delta[:, :, z], inside[:, :, z], f"visit {v.id} vs {base}, z={z}"))
             fdm_rows.append(
                 {
                     "visit": v.id,
@@ -424,7 +415,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         trajectories=traj_uri,
         maps_figure=maps_uri,
         histograms=hist_uri,
-        fdm=fdm,
+        fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
         methods=_methods(provenances) or ["No model was fitted."],

@@ -1,0 +1,157 @@
+"""The HTML reports of a complete run: structure, self-containedness, headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ids: set[str] = set()
+        self.imgs: list[dict[str, str | None]] = []
+        self.links: list[str] = []
+        self.external: list[str] = []
+        self.tables: list[dict[str, str | None]] = []
+        self.figures = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(str(a["id"]))
+        if tag == "img":
+            self.imgs.append(a)
+        if tag == "figure":
+            self.figures += 1
+        if tag == "a" and a.get("href"):
+            self.links.append(str(a["href"]))
+        if tag == "table":
+            self.tables.append(a)
+        for key in ("src", "href"):
+            v = a.get(key)
+            if v and re.match(r"^(https?:)?//", v):
+                self.external.append(v)
+        if tag in ("link", "script") and (a.get("href") or a.get("src")):
+            self.external.append(str(a.get("href") or a.get("src")))
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def _check_images(page: _Page) -> None:
+    assert page.imgs
+    for img in page.imgs:
+        src = str(img["src"])
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert img.get("alt")
+
+
+def test_study_report_structure(full_run: Any) -> None:
+    index = full_run.out_dir / "report" / "index.html"
+    page = _parse(index)
+    assert {
+        "fig-spider",
+        "fig-waterfall",
+        "subjects-table",
+        "assessments-table",
+        "software-table",
+    } <= page.ids
+    _check_images(page)
+    assert page.external == []  # opens from disk with no network
+    assert {"sub-001.html", "sub-002.html"} <= set(page.links)
+    assert all("sortable" in str(t.get("class")) for t in page.tables)
+    text = index.read_text()
+    assert "recist1.1" in text and "Model ivim" in text and "Model extended_tofts" in text
+
+
+def test_subject_report_structure(full_run: Any) -> None:
+    path = full_run.out_dir / "report" / "sub-002.html"
+    page = _parse(path)
+    assert {
+        "fig-timeline",
+        "fig-trajectories",
+        "fig-maps",
+        "fig-histograms",
+        "fdm-table",
+        "assessments-table",
+        "lesions-table",
+        "flags",
+    } <= page.ids
+    _check_images(page)
+    assert page.external == []
+    text = path.read_text()
+    # the pseudoprogression is flagged with its reason
+    assert "iUPD" in text and "unconfirmed progression" in text
+    assert "doi:10.1073/pnas.0501532102" in text  # fDM reference in the text
+
+
+def test_reports_can_be_rewritten_from_the_results(
+    full_run: Any, small_study: Path, tmp_path: Path
+) -> None:
+    from tumorscope.errors import DataError
+    from tumorscope.pipeline.runner import write_reports
+
+    out = tmp_path / "out"
+    shutil.copytree(full_run.out_dir, out)
+    (out / "report" / "sub-001.html").unlink()
+    index = write_reports(small_study, out)
+    assert index == out / "report" / "index.html"
+    assert (out / "report" / "sub-001.html").is_file()
+    with pytest.raises(DataError, match="tumorscope run"):
+        write_reports(small_study, tmp_path / "nothing")
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.parametrize("page", ["index.html", "sub-001.html"])
+def test_reports_load_in_headless_chromium(full_run: Any, tmp_path: Path, page: str) -> None:
+    """The page runs its script to the end with no console error; a screenshot is kept."""
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip("no chromium (Debian package 'chromium'; .ci/run installs it)")
+    url = (full_run.out_dir / "report" / page).as_uri()
+    base = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
+    dom = subprocess.run(
+        [*base, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert 'data-ready="1"' in dom.stdout
+    console = [ln for ln in dom.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert console == []
+    artefacts = Path(os.environ.get("TUMORSCOPE_TEST_ARTIFACTS", tmp_path))
+    artefacts.mkdir(parents=True, exist_ok=True)
+    shot = artefacts / f"report-{page.removesuffix('.html')}.png"
+    subprocess.run(
+        [*base, "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
