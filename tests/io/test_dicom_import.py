@@ -412,3 +412,51 @@ def test_import_reads_rtstruct_lesions(tmp_path: Path) -> None:
     les = open_study(tmp_path / "study").subjects["001"].visits["01"].lesions
     np.testing.assert_array_equal(les.load_labels().data, lab)
     assert les.table[0].lesion_id == "L1" and les.table[0].organ == "liver"
+
+
+def test_two_series_of_one_kind_get_run_numbers(tmp_path: Path) -> None:
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90, series_number=1)
+    write_series(volume(1, seed=2), tmp_path / "dicom", suffix="T2w", echo_time_ms=90,
+                 series_number=2)  # fmt: skip
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["file"] for r in rep.series] == [
+        "sub-001/ses-01/anat/sub-001_ses-01_T2w.nii.gz",
+        "sub-001/ses-01/anat/sub-001_ses-01_run-2_T2w.nii.gz",
+    ]
+
+
+# ------------------------------------------------------------------ property: any geometry
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    angles=st.tuples(*[st.floats(-180, 180)] * 3),
+    voxel=st.tuples(*[st.floats(0.3, 6.0)] * 3),
+    origin=st.tuples(*[st.floats(-200, 200)] * 3),
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 4)),
+    flip=st.booleans(),
+    enhanced=st.booleans(),
+)
+def test_any_geometry_round_trips(angles, voxel, origin, shape, flip, enhanced) -> None:  # type: ignore[no-untyped-def]
+    """Any rotation, voxel size, origin and handedness comes back as an equivalent grid."""
+    import tempfile
+
+    aff = oblique_affine(angles, voxel, origin)
+    if flip:  # a left-handed voxel grid (slices stacked against the normal)
+        aff = aff @ np.diag([1.0, 1.0, -1.0, 1.0])
+    data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    vol = Volume(data, aff)
+    with tempfile.TemporaryDirectory() as d:
+        write_series(vol, Path(d), suffix="T2w", echo_time_ms=90, enhanced=enhanced)
+        got = read_one(Path(d)).volume
+    # voxel centres carry the same values at the same world positions
+    ijk = np.indices(shape).reshape(3, -1)
+    world = aff[:3, :3] @ ijk + aff[:3, 3:4]
+    back = np.linalg.inv(got.affine)
+    idx = back[:3, :3] @ world + back[:3, 3:4]
+    np.testing.assert_allclose(idx, np.round(idx), atol=1e-3)
+    np.testing.assert_array_equal(got.data[tuple(np.round(idx).astype(int))], data.reshape(-1))
+    np.testing.assert_allclose(got.voxel_sizes[:2], voxel[:2], rtol=1e-5)

@@ -654,9 +654,9 @@ def _sort_key(f: DicomFrame) -> tuple[float, ...]:
     )
 
 
-def _distinct(values: Sequence[float | None], tol: float = 1e-6) -> list[float]:
-    vals = sorted({round(float(v), 6) for v in values if v is not None})
-    return vals
+def _distinct(values: Sequence[float | None]) -> list[float]:
+    """Distinct values (to 1e-6), None ignored."""
+    return sorted({round(float(v), 6) for v in values if v is not None})
 
 
 def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
@@ -770,8 +770,10 @@ def _read_pixels(volumes: list[list[DicomFrame]]) -> np.ndarray:
         if out is None:
             dtype = np.float32 if rescale else arr.dtype
             out = np.zeros((ref.cols, ref.rows, nz, nv), dtype=dtype)
+        # pydicom drops length-1 axes (one frame, one row): restore (frames, rows, columns)
+        arr = arr.reshape(-1, ref.rows, ref.cols)
         for v, k, f in items:
-            img = arr if f.frame is None else arr[f.frame]
+            img = arr[0 if f.frame is None else f.frame]
             if rescale:
                 img = img.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
             out[:, :, k, v] = img.T
@@ -831,7 +833,7 @@ def _guess(
     return "T1w", f"single volume, TE {te} ms", params
 
 
-def _frame_times(volumes: list[list[DicomFrame]], source: str) -> list[float]:
+def _frame_times(volumes: list[list[DicomFrame]]) -> list[float]:
     trig = [v[0].trigger_ms for v in volumes]
     if all(t is not None for t in trig) and len(_distinct(trig)) == len(trig):
         t0 = float(trig[0])  # type: ignore[arg-type]
@@ -931,7 +933,7 @@ def read_series(
             protocol = InversionRecoveryProtocol(tuple(params["ti"]), tr_ms=tr, source=where)  # type: ignore[arg-type]
             side["InversionTime"] = [t / 1e3 for t in protocol.inversion_times_ms]
         elif suffix == "dce":
-            times = _frame_times(volumes, where)
+            times = _frame_times(volumes)
             if dce_baseline_frames is None:
                 nb = _estimate_baseline(data)
                 side["BaselineFramesSource"] = "estimated from the enhancement onset"

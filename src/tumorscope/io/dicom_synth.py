@@ -269,7 +269,6 @@ def _base_dataset(
     series_uid: str,
     series_number: int,
     description: str,
-    params0: _VolumeParams,
 ) -> Any:
     from pydicom.dataset import Dataset
 
@@ -424,7 +423,6 @@ def write_series(
         series_uid=series_uid,
         series_number=series_number,
         description=description,
-        params0=params[0],
     )
     t_series = study.time.hour * 3600 + study.time.minute * 60 + 60.0 * series_number
     if enhanced:
