@@ -423,11 +423,7 @@ class _DCEModel(Model):
     def fit_block(self, y: np.ndarray) -> BlockFit:
         p0 = self.initial_guess(y)
         if self.method == "lm":
-            # per-voxel (writable) bounds: the compiled solver rejects read-only views, which
-            # broadcast (p,) bounds are for a one-voxel block
-            lo, hi = self.bounds()
-            n = y.shape[0]
-            return self.solve_nonlinear(y, p0, lower=np.tile(lo, (n, 1)), upper=np.tile(hi, (n, 1)))
+            return self.solve_nonlinear(y, p0)
         # "linear": the starting values themselves
         rss = self._rss(y, p0)
         lo, hi = self.bounds()
