@@ -32,7 +32,16 @@ def test_phantom_reads_and_validates_clean(tiny_study: Path) -> None:
     assert s1.baseline.id == "01"
     v = s1.visits["02"]
     assert v.days_on_treatment == 17  # baseline 2026-01-05, start +4 d, visit +21 d
-    assert set(v.series) == {"anatomical", "dwi", "t1_vfa", "dce", "t2star"}
+    assert set(v.series) == {
+        "anatomical",
+        "dwi",
+        "t1_vfa",
+        "dce",
+        "t2star",
+        "t2star_ferumoxytol",
+        "t2",
+        "t1_ir",
+    }
     dwi = v.series["dwi"]
     assert isinstance(dwi.protocol, DiffusionProtocol)
     assert dwi.protocol.bvalues == (0, 50, 100, 200, 400, 600, 800, 1000)

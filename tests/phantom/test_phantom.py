@@ -223,3 +223,60 @@ def test_functional_trajectories_in_truth(tiny_study: Path) -> None:
         < lesion_mean("002", "01", "D")
         < lesion_mean("002", "04", "D")
     )
+
+
+def test_substudy_series_follow_truth(tiny_study: Path) -> None:
+    """IR T1, multi-echo T2 and the post-ferumoxytol GRE follow T1, T2 and T2*, dR2*."""
+    sid, vid = "001", "02"
+    meta = _meta(tiny_study)
+    v = open_study(tiny_study).subjects[sid].visits[vid]
+    keep = _tissue_voxels(tiny_study, sid, vid)
+    pd = _truth(tiny_study, sid, vid, "M0")[keep][:, None] / 30
+    t1 = _truth(tiny_study, sid, vid, "T1")[keep][:, None]
+    ti = np.asarray(v.series["t1_ir"].protocol.inversion_times_ms)  # type: ignore[union-attr]
+    ir = np.abs(pd * (1 - 2 * np.exp(-ti / t1) + np.exp(-meta["ir_tr_ms"] / t1)))
+    _check_noise(v.series["t1_ir"].load().data[keep].astype(float), ir, meta["sigma"]["ir"])
+    t2 = _truth(tiny_study, sid, vid, "T2")[keep][:, None]
+    te2 = np.asarray(v.series["t2"].protocol.echo_times_ms)  # type: ignore[union-attr]
+    mese = pd * np.exp(-te2 / t2)
+    _check_noise(v.series["t2"].load().data[keep].astype(float), mese, meta["sigma"]["mese"])
+    r2s = 1e3 / _truth(tiny_study, sid, vid, "T2star")[keep][:, None]
+    dr = _truth(tiny_study, sid, vid, "dR2star_ferumoxytol")[keep][:, None]
+    post_series = v.series["t2star_ferumoxytol"]
+    te = np.asarray(post_series.protocol.echo_times_ms)  # type: ignore[union-attr]
+    post = pd * np.exp(-te * 1e-3 * (r2s + dr))
+    _check_noise(post_series.load().data[keep].astype(float), post, meta["sigma"]["megre"])
+    # macrophage-rich responding tumour takes up iron
+    masks = v.lesions.masks()  # type: ignore[union-attr]
+    assert np.nanmedian(_truth(tiny_study, sid, vid, "dR2star_ferumoxytol")[masks["L1"]]) > 15
+
+
+def test_fluorine_cells_recovered(tiny_study: Path) -> None:
+    """19F: cells in a lesion from the reference-tube calibration (Srinivas et al. 2007,
+    doi:10.1002/mrm.21288) match the truth within 3 noise-predicted standard errors."""
+    from tumorscope.models.fluorine import calibrate_fluorine, count_cells
+
+    sid, vid = "002", "02"
+    v = open_study(tiny_study).subjects[sid].visits[vid]
+    img = v.series["fluorine"].load()
+    tubes = v.series["fluorine_tubes"].load().data.astype(int)
+    side = v.series["fluorine"].sidecar
+    keys = sorted(int(k) for k in side["ReferenceTubes"])
+    conc = [side["ReferenceTubes"][str(k)] for k in keys]
+    background = ~_mask(tiny_study, sid, vid, "body") & (tubes == 0)
+    cal = calibrate_fluorine(
+        img.data,
+        [tubes == k for k in keys],
+        conc,
+        voxel_volume_ml=img.voxel_volume_ml,
+        background=background,
+    )
+    lesion_labels = Volume.from_nifti(v.lesions.map_path, dtype=np.int32).data  # type: ignore[union-attr]
+    res = count_cells(img.data, lesion_labels, cal, fluorine_per_cell=side["FluorinePerCell"])
+    truth = _truth(tiny_study, sid, vid, "cells19F")
+    label_l1 = next(r.label for r in v.lesions.table if r.lesion_id == "L1")  # type: ignore[union-attr]
+    i = list(np.asarray(res["label"]).tolist()).index(label_l1)
+    true_cells = float(truth[lesion_labels == label_l1].sum())
+    cells, se = float(res["cells"][i]), float(res["cells_se"][i])
+    assert np.isfinite(cells) and se > 0
+    assert abs(cells - true_cells) <= 3 * se, (cells, se, true_cells)

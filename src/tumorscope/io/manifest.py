@@ -24,15 +24,21 @@ __all__ = [
     "read_manifest",
 ]
 
-#: role -> file suffix (the last ``_`` part of a BIDS file name before the extension).
+#: role -> file pattern: the BIDS suffix (last ``_`` part of the name before the extension),
+#: optionally preceded by the entities the file must carry besides ``sub`` and ``ses``
+#: (``ce-ferumoxytol_MEGRE``). A file matches when its suffix and its other entities are
+#: exactly those of the pattern.
 DEFAULT_ROLES: dict[str, str] = {
     "anatomical": "T2w",
     "dwi": "dwi",
     "t1_vfa": "VFA",
     "dce": "dce",
     "t2star": "MEGRE",
+    "t2star_ferumoxytol": "ce-ferumoxytol_MEGRE",
     "t2": "MESE",
     "t1_ir": "IRT1",
+    "fluorine": "19F",
+    "fluorine_tubes": "19Ftubes",
 }
 
 KNOWN_CRITERIA = ("recist1.1", "irecist", "rano", "irano", "percist", "mrecist", "choi")

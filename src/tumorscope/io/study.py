@@ -162,6 +162,16 @@ class Visit:
         found: dict[str, Series] = {}
         if not self.path.is_dir():
             return found
+        patterns = {role: _parse_pattern(spec) for role, spec in self.study.manifest.roles.items()}
+        for p in sorted(self.path.glob("*/*")):
+            if not p.name.endswith(NIFTI_SUFFIXES):
+                continue
+            entities, suffix = split_entities(p)
+            extra = {k: v for k, v in entities.items() if k not in ("sub", "ses")}
+            for role, (want, want_suffix) in patterns.items():
+                if suffix == want_suffix and extra == want and role not in found:
+                    found[role] = Series(role, suffix, p, self.study.root)
+        return found
         by_suffix = {v: k for k, v in self.study.manifest.roles.items()}
         for p in sorted(self.path.glob("*/*")):
             if not p.name.endswith(NIFTI_SUFFIXES):
@@ -253,6 +263,13 @@ class Study:
     def __repr__(self) -> str:
         n = sum(len(s.visits) for s in self)
         return f"Study({str(self.root)!r}, {len(self)} subjects, {n} visits)"
+
+
+def _parse_pattern(spec: str) -> tuple[dict[str, str], str]:
+    """``"ce-ferumoxytol_MEGRE"`` → ({"ce": "ferumoxytol"}, "MEGRE")."""
+    parts = spec.split("_")
+    ents = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
+    return ents, parts[-1]
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -7,13 +7,27 @@
 from __future__ import annotations
 
 from .generate import SIZES, PhantomConfig, make_study
-from .scenarios import SCENARIOS, TISSUES, LesionSpec, Scenario, Tissue
+from .scenarios import (
+    FERUMOXYTOL_DR2STAR,
+    FLUORINE,
+    SCENARIOS,
+    T2STAR_MS,
+    TISSUES,
+    FluorineSpec,
+    LesionSpec,
+    Scenario,
+    Tissue,
+)
 from .signals import dwi_signal, etofts_concentration, parker_blood_mM, rician, spgr_signal
 
 __all__ = [
+    "FERUMOXYTOL_DR2STAR",
+    "FLUORINE",
     "SCENARIOS",
     "SIZES",
+    "T2STAR_MS",
     "TISSUES",
+    "FluorineSpec",
     "LesionSpec",
     "PhantomConfig",
     "Scenario",

@@ -27,7 +27,15 @@ from scipy import ndimage
 from .. import __version__
 from ..errors import DataError
 from ..volume import Volume
-from .scenarios import SCENARIOS, T2STAR_MS, TISSUES, LesionSpec, Scenario
+from .scenarios import (
+    FERUMOXYTOL_DR2STAR,
+    FLUORINE,
+    SCENARIOS,
+    T2STAR_MS,
+    TISSUES,
+    LesionSpec,
+    Scenario,
+)
 from .signals import dwi_signal, etofts_concentration, parker_blood_mM, rician, spgr_signal
 
 __all__ = ["SIZES", "PhantomConfig", "make_study"]
@@ -57,6 +65,15 @@ class PhantomConfig:
     megre_tr_ms: float = 40.0
     megre_flip_deg: float = 20.0
     snr_megre: float = 60.0  # at the first echo for untreated tumour
+    # immune-imaging substudy (responder and pseudoprogressor): IR T1, multi-echo T2 and a
+    # ferumoxytol pre/post multi-echo GRE pair at every visit
+    substudy: tuple[str, ...] = ("responder", "pseudoprogressor")
+    ir_ti_ms: tuple[float, ...] = (100.0, 250.0, 500.0, 900.0, 1500.0, 2500.0, 4000.0)
+    ir_tr_ms: float = 8000.0
+    snr_ir: float = 50.0  # relative to M0/30 of untreated tumour
+    mese_te_ms: tuple[float, ...] = (10.0, 20.0, 30.0, 45.0, 60.0, 80.0, 100.0, 130.0, 160.0)
+    mese_tr_ms: float = 3000.0
+    snr_mese: float = 60.0  # relative to M0/30 of untreated tumour
     t2w_te_ms: float = 90.0
     snr_t2w: float = 50.0
     heterogeneity: float = 0.08  # SD of the smooth multiplicative field on D and Ktrans
@@ -345,6 +362,9 @@ def _sigmas(cfg: PhantomConfig) -> dict[str, float]:
     t2w_ref = tum.M0 * np.exp(-cfg.t2w_te_ms / tum.T2) / 30.0
     megre_ref = tum.M0 / 30.0 * np.exp(-cfg.megre_te_ms[0] / T2STAR_MS["untreated"])
     return {
+        "ir": tum.M0 / 30.0 / cfg.snr_ir,
+        "mese": tum.M0 / 30.0 / cfg.snr_mese,
+        "fluorine": FLUORINE.sigma,
         "megre": float(megre_ref / cfg.snr_megre),
         "dwi": 1000.0 / cfg.snr_dwi,
         "vfa": vfa_ref / cfg.snr_vfa,
@@ -494,6 +514,25 @@ def _write_visit(
         fr = art_frac[artery][:, None]
         megre[artery] = fr * mb + (1 - fr) * megre[artery]
     megre = rician(megre, sig["megre"], rng)
+    extra = _substudy_series(
+        cfg,
+        sc,
+        vi,
+        names,
+        tissue_nobl,
+        tissue,
+        blood_idx,
+        body,
+        artery,
+        art_frac,
+        m0,
+        p,
+        labels,
+        sig,
+        rng,
+        x,
+        y,
+    )
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}
@@ -535,6 +574,17 @@ def _write_visit(
             "Hematocrit": cfg.hematocrit,
         },
     )
+    for rel, (img, side) in extra.items():
+        if rel.startswith("truth:"):
+            continue
+        Volume(img, aff).to_nifti(
+            sdir / f"{rel.split('/')[0]}" / f"{prefix}_{rel.split('/')[1]}.nii.gz"
+        )
+        if side is not None:
+            _write_json(
+                sdir / f"{rel.split('/')[0]}" / f"{prefix}_{rel.split('/')[1]}.json",
+                {**common, **side},
+            )
     ldir = root / "derivatives" / "lesions" / f"sub-{sid}" / f"ses-{vid}"
     Volume(labels, aff).to_nifti(ldir / f"{prefix}_lesions.nii.gz")
     (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table_rows) + "\n", encoding="utf-8")
@@ -544,6 +594,9 @@ def _write_visit(
         m = np.where(body, p[name], np.nan).astype(np.float32)
         m[tissue == blood_idx] = np.nan
         Volume(m, aff).to_nifti(tdir / f"{prefix}_desc-{name}_truth.nii.gz")
+    for rel, (img, _side) in extra.items():
+        if rel.startswith("truth:"):
+            Volume(img, aff).to_nifti(tdir / f"{prefix}_desc-{rel[6:]}_truth.nii.gz")
     Volume((art_frac >= 0.5).astype(np.uint8), aff).to_nifti(
         tdir / f"{prefix}_desc-artery_mask.nii.gz"
     )
@@ -553,3 +606,123 @@ def _write_visit(
     Volume(np.where(body, 1, 0).astype(np.uint8), aff).to_nifti(
         tdir / f"{prefix}_desc-body_mask.nii.gz"
     )
+
+
+def _substudy_series(
+    cfg: PhantomConfig,
+    sc: Scenario,
+    vi: int,
+    names: list[str],
+    tissue_nobl: np.ndarray,
+    tissue: np.ndarray,
+    blood_idx: int,
+    body: np.ndarray,
+    artery: np.ndarray,
+    art_frac: np.ndarray,
+    m0: np.ndarray,
+    p: dict[str, np.ndarray],
+    labels: np.ndarray,
+    sig: dict[str, float],
+    rng: np.random.Generator,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
+    """IR T1, multi-echo T2, ferumoxytol pre/post GRE and 19F for the immune substudy.
+
+    Returns ``{"datatype/suffix": (int16 image, sidecar)}`` and ``{"truth:<name>": (map, None)}``.
+    """
+    out: dict[str, tuple[np.ndarray, dict[str, Any] | None]] = {}
+    if sc.trajectory not in cfg.substudy:
+        return out
+    blood = TISSUES["blood"]
+    t1 = np.where(body, p["T1"], 1.0)
+    t2 = np.where(body, p["T2"], 1.0)
+    pd = np.where(body, m0 / 30.0, 0.0)
+
+    def with_artery(img: np.ndarray, blood_curve: np.ndarray) -> np.ndarray:
+        if artery.any():
+            fr = art_frac[artery][:, None]
+            img[artery] = fr * blood_curve[None, :] + (1 - fr) * img[artery]
+        return img
+
+    # inversion recovery (magnitude, ideal inversion): |PD (1 - 2 exp(-TI/T1) + exp(-TR/T1))|
+    ti = np.asarray(cfg.ir_ti_ms)
+    ir = np.abs(
+        pd[..., None]
+        * (1 - 2 * np.exp(-ti / t1[..., None]) + np.exp(-cfg.ir_tr_ms / t1[..., None]))
+    )
+    ir = with_artery(
+        ir,
+        np.abs(blood.M0 / 30 * (1 - 2 * np.exp(-ti / blood.T1) + np.exp(-cfg.ir_tr_ms / blood.T1))),
+    )
+    out["anat/IRT1"] = (
+        _to_int16(rician(ir, sig["ir"], rng)),
+        {"InversionTime": [v / 1e3 for v in cfg.ir_ti_ms], "RepetitionTime": cfg.ir_tr_ms / 1e3},
+    )
+    # multi-echo spin echo: PD exp(-TE/T2)
+    te2 = np.asarray(cfg.mese_te_ms)
+    mese = pd[..., None] * np.exp(-te2 / t2[..., None])
+    mese = with_artery(mese, blood.M0 / 30 * np.exp(-te2 / blood.T2))
+    out["anat/MESE"] = (
+        _to_int16(rician(mese, sig["mese"], rng)),
+        {"EchoTime": [v / 1e3 for v in cfg.mese_te_ms], "RepetitionTime": cfg.mese_tr_ms / 1e3},
+    )
+    # ferumoxytol 24 h: R2*_post = R2* + dR2*
+    dr = np.array([FERUMOXYTOL_DR2STAR[n] if n else np.nan for n in names])[tissue_nobl]
+    dr = np.where(body, dr, 0.0)
+    te = np.asarray(cfg.megre_te_ms)
+    r2s_post = np.where(body, 1e3 / np.where(body, p["T2star"], 1.0) + dr, 0.0)
+    post = np.where(body[..., None], pd[..., None] * np.exp(-te * 1e-3 * r2s_post[..., None]), 0.0)
+    post = with_artery(
+        post,
+        blood.M0
+        / 30
+        * np.exp(-te * 1e-3 * (1e3 / T2STAR_MS["blood"] + FERUMOXYTOL_DR2STAR["blood"])),
+    )
+    out["anat/ce-ferumoxytol_MEGRE"] = (
+        _to_int16(rician(post, sig["megre"], rng)),
+        {
+            "EchoTime": [v / 1e3 for v in cfg.megre_te_ms],
+            "RepetitionTime": cfg.megre_tr_ms / 1e3,
+            "FlipAngle": cfg.megre_flip_deg,
+            "ContrastBolusIngredient": "ferumoxytol",
+            "ContrastBolusTotalDose": 5.0,
+            "ContrastBolusTotalDoseUnits": "mg Fe/kg",
+            "HoursAfterContrast": 24.0,
+        },
+    )
+    truth_dr = np.where(body, dr, np.nan).astype(np.float32)
+    truth_dr[tissue == blood_idx] = np.nan
+    out["truth:dR2star_ferumoxytol"] = (truth_dr, None)
+    # 19F: one visit of one scenario
+    fl = FLUORINE
+    if sc.trajectory == fl.trajectory and vi == fl.visit_index:
+        vox_ml = float(np.prod(cfg.voxel_mm)) / 1000.0
+        n_avogadro = 6.02214076e23
+        cells = np.zeros(cfg.shape)
+        for li, les in enumerate(sc.lesions):
+            if les.lesion_id in fl.cells_per_ml:
+                cells[labels == li + 1] = fl.cells_per_ml[les.lesion_id] * vox_ml
+        # 19F atoms per voxel -> equivalent concentration (mM) -> signal
+        atoms = cells * fl.fluorine_per_cell
+        tube_labels = np.zeros(cfg.shape, np.int16)
+        tube_conc: dict[str, float] = {}
+        for k, (cx, cy, r, mm) in enumerate(fl.tubes, start=1):
+            inside = (x - cx) ** 2 + (y - cy) ** 2 <= r**2
+            tube_labels[inside] = k
+            tube_conc[str(k)] = mm
+            atoms[inside] = mm * 1e-3 * vox_ml * 1e-3 * n_avogadro
+        conc_mM = atoms / (vox_ml * 1e-3 * n_avogadro) * 1e3
+        img = rician(fl.signal_per_mM * conc_mM, sig["fluorine"], rng)
+        out["fluorine/19F"] = (
+            _to_int16(img),
+            {
+                "ResonantNucleus": "19F",
+                "FluorinePerCell": fl.fluorine_per_cell,
+                "ReferenceTubes": tube_conc,
+                "ReferenceTubesUnits": "mM 19F atoms",
+            },
+        )
+        out["fluorine/19Ftubes"] = (tube_labels, None)
+        out["truth:cells19F"] = (cells.astype(np.float32), None)
+    return out

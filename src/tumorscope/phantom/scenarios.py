@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["SCENARIOS", "T2STAR_MS", "TISSUES", "LesionSpec", "Scenario", "Tissue"]
+__all__ = [
+    "FERUMOXYTOL_DR2STAR",
+    "FLUORINE",
+    "SCENARIOS",
+    "T2STAR_MS",
+    "TISSUES",
+    "LesionSpec",
+    "Scenario",
+    "Tissue",
+]
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,53 @@ T2STAR_MS: dict[str, float] = {
     "node": 40.0,
     "blood": 60.0,
 }
+
+#: ΔR2* (1/s) 24 h after ferumoxytol (5 mg Fe/kg): iron taken up by tumour-associated
+#: macrophages, Kupffer cells in the liver-like background, and a blood-pool residue
+#: (plasma half-life ~15 h). Macrophage-rich states (immune infiltration, responding tumour,
+#: lymph node) take up most (after Aghighi et al., Clin Cancer Res 2018,
+#: doi:10.1158/1078-0432.CCR-17-2257; Daldrup-Link et al., Clin Cancer Res 2011,
+#: doi:10.1158/1078-0432.CCR-10-3420).
+FERUMOXYTOL_DR2STAR: dict[str, float] = {
+    "background": 40.0,
+    "untreated": 6.0,
+    "responding": 22.0,
+    "responded": 18.0,
+    "infiltrated": 28.0,
+    "progressing": 5.0,
+    "aggressive": 4.0,
+    "necrotic": 2.0,
+    "node": 30.0,
+    "blood": 15.0,
+}
+
+
+#: 19F cell tracking in one subject (PFC-labelled T cells injected before visit 02): cell
+#: density in each lesion (cells/mL), 19F atoms per cell, and the reference tubes
+#: (centre x, y in mm, radius mm, 19F concentration in mM of atoms). After Srinivas et al.,
+#: MRM 2007, doi:10.1002/mrm.21288 (calibration with reference tubes).
+@dataclass(frozen=True)
+class FluorineSpec:
+    """Settings of the 19F cell-tracking acquisition of the phantom."""
+
+    trajectory: str
+    visit_index: int
+    cells_per_ml: dict[str, float]
+    fluorine_per_cell: float
+    tubes: tuple[tuple[float, float, float, float], ...]  # (x mm, y mm, radius mm, 19F mM)
+    signal_per_mM: float  # image signal per mM of 19F atoms in a voxel (full voxel)
+    sigma: float
+
+
+FLUORINE = FluorineSpec(
+    trajectory="pseudoprogressor",
+    visit_index=1,
+    cells_per_ml={"L1": 8.0e5, "L2": 1.0e5},
+    fluorine_per_cell=2.0e12,
+    tubes=((54.0, -54.0, 5.0, 5.0), (-54.0, -54.0, 5.0, 10.0), (54.0, 54.0, 5.0, 20.0)),
+    signal_per_mM=100.0,
+    sigma=20.0,
+)
 
 
 @dataclass(frozen=True)
@@ -216,7 +272,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                 "liver",
                 "non-target",
                 False,
-                (28.0, -12.0, 10.0),
+                (28.0, -12.0, 5.0),
                 (6.0, 6.0, 5.0),
                 0.0,
                 (1.0, 1.1, 1.2, 1.3),
@@ -333,7 +389,7 @@ SCENARIOS: tuple[Scenario, ...] = (
                 "lung",
                 "non-target",
                 False,
-                (30.0, 16.0, -10.0),
+                (30.0, 16.0, -5.0),
                 (5.0, 5.0, 5.0),
                 0.0,
                 (1.0, 1.0, 1.0, 1.0),
