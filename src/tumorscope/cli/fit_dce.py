@@ -27,6 +27,9 @@ def dce(
     t1_ms: float = typer.Option(
         None, "--t1-ms", help="One pre-contrast T1 (ms) for every voxel, instead of --vfa."
     ),
+    b1: Path = typer.Option(
+        None, "--b1", help="Relative flip-angle (B1) map NIfTI on the same grid (1 = nominal)."
+    ),
     model: str = typer.Option(
         "extended_tofts", "--model", "-m", help="tofts, extended_tofts, patlak, 2cxm or 2cum."
     ),
@@ -71,6 +74,7 @@ def dce(
                 out_dir=out,
                 vfa=vfa,
                 t1_ms=t1_ms,
+                b1=b1,
                 model=model,
                 aif=aif,
                 aif_delay_s=aif_delay,

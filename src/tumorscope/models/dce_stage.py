@@ -170,6 +170,44 @@ def _read_aif_file(path: Path, times_s: np.ndarray, hematocrit: float) -> tuple[
     return c, kind
 
 
+def _load_b1(b1: Any, like: Volume) -> tuple[np.ndarray | None, Path | None]:
+    """A relative flip-angle map on the grid of ``like`` (path, Volume or array)."""
+    if b1 is None:
+        return None, None
+    path = None
+    if isinstance(b1, str | os.PathLike):
+        path = Path(b1)
+        b1 = Volume.from_nifti(path)
+    if isinstance(b1, Volume):
+        if not b1.same_grid(like):
+            raise DataError(
+                f"the B1 map grid {b1.spatial_shape} differs from the DCE grid "
+                f"{like.spatial_shape} (or their affines differ)",
+                file=b1.source,
+                field="b1",
+            )
+        arr = np.asarray(b1.data, dtype=float)
+        if arr.ndim == 4 and arr.shape[3] == 1:
+            arr = arr[..., 0]
+    else:
+        arr = np.asarray(b1, dtype=float)
+    if arr.shape != like.spatial_shape:
+        raise DataError(
+            f"B1 map shape {arr.shape} does not match the grid {like.spatial_shape}",
+            file=path,
+            field="b1",
+        )
+    good = arr[np.isfinite(arr)]
+    if good.size == 0 or not 0.2 < float(np.median(good)) < 3.0:
+        raise DataError(
+            "expected a relative flip-angle map near 1 (actual / nominal); divide a map in "
+            "percent by 100",
+            file=path,
+            field="b1",
+        )
+    return arr, path
+
+
 def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
     """First time (s) the curve reaches ``fraction`` of its maximum (linear interpolation)."""
     peak = float(np.nanmax(curve))
@@ -207,6 +245,7 @@ def fit_dce(
     vfa: str | os.PathLike[str] | Volume | None = None,
     vfa_protocol: VFAProtocol | None = None,
     t1_ms: float | None = None,
+    b1: Any = None,
     model: str = "extended_tofts",
     aif: str | os.PathLike[str] = "parker",
     aif_delay_s: float | None = None,
@@ -237,6 +276,10 @@ def fit_dce(
         Default: from the VFA sidecar.
     t1_ms : float, optional
         One pre-contrast T1 (ms) for every voxel, instead of a VFA series.
+    b1 : path-like, Volume or ndarray, shape (X, Y, Z), optional
+        Relative flip angle map (actual / nominal) on the same grid. It scales the flip
+        angles of the VFA fit and of the DCE signal-to-concentration (same transmit field
+        assumed for both series).
     model : {"tofts", "extended_tofts", "patlak", "2cxm", "2cum"}, default "extended_tofts"
     aif : {"parker", "georgiou", "mcgrath", "auto"} or path-like, default "parker"
         Population AIF, automatic image-derived AIF, or a CSV/TSV file with ``time_s`` and
@@ -277,6 +320,9 @@ def fit_dce(
     FitError
         Unknown model, AIF or method; both or neither of ``vfa`` and ``t1_ms``.
     """
+    import warnings
+
+    from ..errors import TumorscopeWarning
     from ..pipeline.fit_stage import fit_volume, load_mask
     from ..pipeline.hashing import file_sha256
     from .base import get_model
@@ -345,6 +391,7 @@ def fit_dce(
             raise ProtocolError(f"must be > 0 ms, got {t1_ms!r}", field="t1_ms")
     fit_mask = load_mask(mask, vol)
     search_mask = load_mask(aif_mask, vol)
+    b1_map, b1_path = _load_b1(b1, vol)
     model_cls = get_model(key)
     model_cls(t, np.zeros(t.size), method=method)  # type: ignore[call-arg]  # checks method
     out = Path(out_dir)
@@ -359,22 +406,39 @@ def fit_dce(
             region = None  # the automatic AIF searches everywhere
     if vfa_vol is not None:
         assert vfa_proto is not None
-        t1_out = fit_volume(
-            VFAT1(vfa_proto.flip_angles_deg, vfa_proto.tr_ms),
-            vfa_vol,
-            out_dir=out,
-            mask=region,
-            prefix=f"{prefix}vfa_",
-            input_files={"vfa": str(vfa_path)} if vfa_path else None,
-            chunk_voxels=chunk_voxels,
-        )
-        t1_map = np.asarray(t1_out.fit["T1"], dtype=float)
-        files.update({f"vfa_{k}": v for k, v in t1_out.files.items()})
-        messages += t1_out.warnings
+        vfa_model = VFAT1(vfa_proto.flip_angles_deg, vfa_proto.tr_ms)
+        if b1_map is None:
+            t1_out = fit_volume(
+                vfa_model,
+                vfa_vol,
+                out_dir=out,
+                mask=region,
+                prefix=f"{prefix}vfa_",
+                input_files={"vfa": str(vfa_path)} if vfa_path else None,
+                chunk_voxels=chunk_voxels,
+            )
+            t1_fit = t1_out.fit
+            files.update({f"vfa_{k}": v for k, v in t1_out.files.items()})
+            messages += t1_out.warnings
+        else:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", TumorscopeWarning)
+                t1_fit = vfa_model.fit(vfa_vol.data, region, b1=b1_map, chunk_voxels=chunk_voxels)
+            messages += [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
+            t1_fit.provenance["inputs"] = {
+                role: {"path": str(p), "sha256": file_sha256(p)}
+                for role, p in (("vfa", vfa_path), ("b1", b1_path))
+                if p is not None
+            }
+            written = t1_fit.to_nifti(out, vfa_vol.affine, prefix=f"{prefix}vfa_")
+            files.update({f"vfa_{k}": v for k, v in written.items()})
+        t1_map = np.asarray(t1_fit["T1"], dtype=float)
         t1_source: dict[str, Any] = {"vfa": str(vfa_path) if vfa_path else "volume"}
     else:
         t1_map = np.full(vol.spatial_shape, float(t1_ms))  # type: ignore[arg-type]
         t1_source = {"t1_ms": float(t1_ms)}  # type: ignore[arg-type]
+    if b1_map is not None:
+        t1_source["b1"] = str(b1_path) if b1_path else "array"
 
     # ---------------------------------------------------------------- 3. concentration
     conc, cstatus = signal_to_concentration(
@@ -384,6 +448,7 @@ def fit_dce(
         tr_ms=proto.tr_ms,
         relaxivity=r1,
         n_baseline=proto.n_baseline,
+        b1=b1_map,
     )
     valid = np.all(np.isfinite(conc), axis=-1)
     # voxels with signal: baseline above 10% of the 99th percentile (background is noise,
@@ -547,7 +612,9 @@ def fit_dce_visit(
         ``"lesions"`` (default): every labelled lesion voxel of the visit (all voxels if the
         visit has no segmentation).
     **options
-        Other keyword options of :func:`fit_dce` (``fit_delay``, ``method`` ...).
+        Other keyword options of :func:`fit_dce` (``fit_delay``, ``method`` ...). A B1 map
+        named by the VFA sidecar's ``B1map`` field (a file name relative to the sidecar's
+        folder) is used unless ``b1=`` is given.
 
     Raises
     ------
@@ -566,6 +633,16 @@ def fit_dce_visit(
         les = visit.lesions
         mask = None if les is None else les.load_labels().data != 0
     defaults = dict(visit.study.manifest.dce)
+    b1_name = series["t1_vfa"].sidecar.get("B1map")
+    if b1_name and "b1" not in options:
+        b1_path = series["t1_vfa"].path.parent / str(b1_name)
+        if not b1_path.is_file():
+            raise DataError(
+                f"the VFA sidecar names a B1 map {b1_name!r} that does not exist",
+                file=str(series["t1_vfa"].path),
+                field="B1map",
+            )
+        options["b1"] = b1_path
     prefix = options.pop("prefix", f"sub-{visit.subject_id}_ses-{visit.id}_")
     return fit_dce(
         series["dce"].path,
