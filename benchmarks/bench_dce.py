@@ -19,6 +19,8 @@ Peers
   fits signals, so it gets the SPGR signal of the same (noisy) concentration curves
   (T10 1 s, r1 4.5 /mM/s, TR 5 ms, FA 15°, S0 1000) and the blood AIF; its parameters are
   converted (vb(1-H) = vp, vi = ve, PS·60 = Ktrans; Fp = Fb(1-H)·6000).
+* ``osipy`` (OSIPI's batched fit) is not run: version 0.1.4 uses Python 3.12 syntax
+  (``class C[P: ...]``) and does not import on the project's Python 3.11.
 * ``tumorscope``: ``ExtendedTofts`` / ``TwoCXM`` ``.fit`` (linearised start + batched LM with
   the exact recursive convolution; numba kernel, and the numpy backend), and the linearised
   (Murase) solution alone.
