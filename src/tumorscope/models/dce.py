@@ -39,7 +39,7 @@ from ..fitting.engine import BlockFit
 from ..fitting.lm import LMOptions
 from ..fitting.status import FitStatus
 from . import dce_kinetics as kin
-from .base import Model, ParameterSpec, register_model
+from .base import Model, ParameterSpec, register_model, resolve_backend
 
 __all__ = [
     "ConcentrationStatus",
@@ -292,6 +292,7 @@ class _DCEModel(Model):
             params = (*params, ParameterSpec("delay", "s", lo, hi, typical=typ))
         self.parameters = params  # type: ignore[misc]
         self.method = self._check_method(method)
+        resolve_backend(backend, has_kernel=kin.HAVE_NUMBA)  # unknown names raise here
         self.backend = backend
         # strongly correlated parameters (Fp, vp; the delay) can need more than the engine's
         # default 100 trial steps from a grid start; rare voxels only, so the cost is small

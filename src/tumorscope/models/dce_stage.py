@@ -294,7 +294,9 @@ def fit_dce(
         Default from the sidecar ``Hematocrit`` or ``defaults``.
     mask : path-like, Volume or ndarray, optional
         Voxels to fit (non-zero). Default: every voxel with signal (mean baseline above 10%
-        of its 99th percentile) and a valid concentration curve.
+        of its 99th percentile) and a valid concentration curve. With a mask, T1 (and so the
+        concentration) is computed only inside it (and inside ``aif_mask``; everywhere for
+        ``aif="auto"`` without ``aif_mask``), NaN elsewhere.
     fit_delay : bool, default False
         Fit the arrival delay per voxel.
     method : {"lm", "linear"}, default "lm"
@@ -424,7 +426,9 @@ def fit_dce(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", TumorscopeWarning)
                 t1_fit = vfa_model.fit(vfa_vol.data, region, b1=b1_map, chunk_voxels=chunk_voxels)
-            messages += [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
+            messages += [
+                str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)
+            ]
             t1_fit.provenance["inputs"] = {
                 role: {"path": str(p), "sha256": file_sha256(p)}
                 for role, p in (("vfa", vfa_path), ("b1", b1_path))
