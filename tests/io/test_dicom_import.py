@@ -460,3 +460,16 @@ def test_any_geometry_round_trips(angles, voxel, origin, shape, flip, enhanced) 
     np.testing.assert_allclose(idx, np.round(idx), atol=1e-3)
     np.testing.assert_array_equal(got.data[tuple(np.round(idx).astype(int))], data.reshape(-1))
     np.testing.assert_allclose(got.voxel_sizes[:2], voxel[:2], rtol=1e-5)
+
+
+def test_role_override_with_bids_entities(tmp_path: Path) -> None:
+    proto = MultiEchoProtocol((2.0, 5.0, 8.0), tr_ms=40.0)
+    write_series(volume(3), tmp_path / "dicom", suffix="MEGRE", protocol=proto,
+                 series_description="gre_me_t2star_ce-ferumoxytol")  # fmt: skip
+    rep = import_dicom(
+        tmp_path / "dicom", tmp_path / "study", roles={"*_ce-ferumoxytol": "ce-ferumoxytol_MEGRE"}
+    )
+    assert rep.series[0]["file"] == "sub-001/ses-01/anat/sub-001_ses-01_ce-ferumoxytol_MEGRE.nii.gz"
+    assert rep.series[0]["suffix"] == "MEGRE"
+    with pytest.raises(DataError, match="entity-value"):
+        import_dicom(tmp_path / "dicom", tmp_path / "s2", roles={"*": "ce ferumoxytol_MEGRE"})

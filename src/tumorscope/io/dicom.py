@@ -53,6 +53,7 @@ import datetime as dt
 import fnmatch
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections import defaultdict
@@ -167,6 +168,7 @@ class SeriesData:
     suffix: str
     sidecar: dict[str, Any]
     reason: str
+    entities: str = ""  # BIDS entities before the suffix in the file name, e.g. "ce-ferumoxytol"
 
 
 @dataclass
@@ -1274,7 +1276,8 @@ def import_dicom(
     roles : mapping, optional
         Series kind overrides: SeriesDescription glob pattern (case-insensitive) or Series
         Instance UID → suffix (``T2w``, ``dwi``, ``VFA``, ``dce``, ``MEGRE``, ``MESE``,
-        ``IRT1``, ``T1w``) or ``skip``. When ``study_dir/study.yaml`` exists, its ``dicom.roles``
+        ``IRT1``, ``T1w``), optionally with BIDS entities before it (``ce-ferumoxytol_MEGRE``
+        names the file ``sub-…_ses-…_ce-ferumoxytol_MEGRE``), or ``skip``. When ``study_dir/study.yaml`` exists, its ``dicom.roles``
         are used too (the argument wins).
     dce_baseline_frames : int, optional
         Pre-contrast frames of the DCE series (estimated per series when not given; also read
@@ -1306,6 +1309,14 @@ def import_dicom(
     if out.exists() and not overwrite:
         raise DataError("study folder exists (use overwrite=True / --overwrite)", file=out)
     all_roles = {**(config.get("roles") or {}), **dict(roles or {})}
+    for pattern, value in all_roles.items():
+        *ents, kind = str(value).split("_")
+        if not kind or any(not re.fullmatch(r"[A-Za-z0-9]+-[A-Za-z0-9]+", e) for e in ents):
+            raise DataError(
+                f"role {value!r} for {pattern!r}: expected SUFFIX or entity-value_..._SUFFIX "
+                "(e.g. dce, ce-ferumoxytol_MEGRE) or skip",
+                field="roles",
+            )
     if dce_baseline_frames is None and config.get("dce_baseline_frames") is not None:
         dce_baseline_frames = int(config["dce_baseline_frames"])
     scan = scan_dicom(src)
@@ -1329,18 +1340,16 @@ def import_dicom(
         forced = _role_override(s, all_roles)
         if forced == "skip":
             continue
+        entities, _, kind = (forced or "").rpartition("_")
         try:
-            read.append(
-                (
-                    s,
-                    read_series(
-                        s,
-                        suffix=forced,
-                        dce_baseline_frames=dce_baseline_frames,
-                        keep_identifiers=keep_identifiers,
-                    ),
-                )
+            sd = read_series(
+                s,
+                suffix=kind or None,
+                dce_baseline_frames=dce_baseline_frames,
+                keep_identifiers=keep_identifiers,
             )
+            sd.entities = entities
+            read.append((s, sd))
         except (DataError, ProtocolError) as exc:
             problems.append(
                 _problem(
@@ -1394,12 +1403,13 @@ def import_dicom(
                 vid = f"{vi:02d}"
                 manifest_subjects[sid]["visits"][vid] = {"date": date.isoformat()}
                 vdir = tmp / f"sub-{sid}" / f"ses-{vid}"
-                used: dict[str, int] = defaultdict(int)
+                used: dict[tuple[str, str], int] = defaultdict(int)
                 grids: list[tuple[DicomSeries, SeriesData]] = []
                 for s, sd in visits[key][date]:
-                    used[sd.suffix] += 1
-                    run = "" if used[sd.suffix] == 1 else f"_run-{used[sd.suffix]}"
-                    stem = f"sub-{sid}_ses-{vid}{run}_{sd.suffix}"
+                    n_same = used[sd.entities, sd.suffix] = used[sd.entities, sd.suffix] + 1
+                    ent_part = f"_{sd.entities}" if sd.entities else ""
+                    run = "" if n_same == 1 else f"_run-{n_same}"
+                    stem = f"sub-{sid}_ses-{vid}{ent_part}{run}_{sd.suffix}"
                     folder = vdir / _FOLDER.get(sd.suffix, "anat")
                     _write_series_files(folder, stem, sd)
                     grids.append((s, sd))

@@ -691,6 +691,10 @@ def study_to_dicom(
 ) -> Path:
     """Write every series (and lesion map) of a study folder as DICOM.
 
+    BIDS entities of a file other than ``sub``/``ses`` (e.g. ``ce-ferumoxytol``) are appended to
+    the series description (``gre_me_t2star_ce-ferumoxytol``); DICOM has no place for them, so
+    an import needs a role override to restore them (``{"*ce-ferumoxytol": "ce-ferumoxytol_MEGRE"}``).
+
     Subjects cycle through ``vendors`` (subject ``i`` is scanned on ``vendors[i % n]``); each
     subject gets a fictitious name, ID, birth date and an accession number per visit, so that
     de-identification can be checked. Lesion label maps are written as DICOM SEG objects that
@@ -718,6 +722,7 @@ def study_to_dicom(
     Path
         ``out_dir``.
     """
+    from .bids import split_entities
     from .study import open_study
 
     st = open_study(study_root)
@@ -748,10 +753,14 @@ def study_to_dicom(
                 side = s.sidecar
                 te = side.get("EchoTime")
                 tr = side.get("RepetitionTime")
+                entities, _ = split_entities(s.path)
+                extra = "_".join(f"{k}-{v}" for k, v in entities.items() if k not in ("sub", "ses"))
+                base_desc = _SERIES_TEXT.get(s.suffix, (s.suffix,))[0]
                 files = write_series(
                     vol,
                     out / f"{patient.patient_id}" / f"{sdy.accession}",
                     suffix=s.suffix,
+                    series_description=f"{base_desc}_{extra}" if extra else base_desc,
                     protocol=s.protocol,
                     study=sdy,
                     vendor=vendor,
