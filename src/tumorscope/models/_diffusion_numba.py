@@ -16,6 +16,7 @@ from ..fitting.status import FitStatus
 _CONVERGED = np.uint8(FitStatus.CONVERGED)
 _AT_BOUND = np.uint8(FitStatus.AT_BOUND)
 _FAILED = np.uint8(FitStatus.FAILED)
+_INVALID = np.uint8(FitStatus.INVALID_INPUT)
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True)
@@ -128,45 +129,46 @@ def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, stat
             rss[i] = np.nan
             status[i] = _INVALID
             continue
-        # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6]
-        N = np.zeros((3, 3))
-        r = np.zeros(3)
+        # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6] (scalars: no allocation)
+        n00 = n01 = n02 = n11 = n12 = n22 = 0.0
+        r0 = r1 = r2 = 0.0
         npos = 0
         for s in range(S):
             v = ys[i, s]
             if v > 0.0:
                 w = ng[s] * v * v
-                a0 = 1.0
                 a1 = -bs[s]
                 a2 = bs[s] * bs[s] / 6.0
                 lv = np.log(v)
-                N[0, 0] += w
-                N[0, 1] += w * a1
-                N[0, 2] += w * a2
-                N[1, 1] += w * a1 * a1
-                N[1, 2] += w * a1 * a2
-                N[2, 2] += w * a2 * a2
-                r[0] += w * a0 * lv
-                r[1] += w * a1 * lv
-                r[2] += w * a2 * lv
+                n00 += w
+                n01 += w * a1
+                n02 += w * a2
+                n11 += w * a1 * a1
+                n12 += w * a1 * a2
+                n22 += w * a2 * a2
+                r0 += w * lv
+                r1 += w * a1 * lv
+                r2 += w * a2 * lv
                 npos += 1
-        N[1, 0] = N[0, 1]
-        N[2, 0] = N[0, 2]
-        N[2, 1] = N[1, 2]
-        det = (
-            N[0, 0] * (N[1, 1] * N[2, 2] - N[1, 2] * N[2, 1])
-            - N[0, 1] * (N[1, 0] * N[2, 2] - N[1, 2] * N[2, 0])
-            + N[0, 2] * (N[1, 0] * N[2, 1] - N[1, 1] * N[2, 0])
-        )
+        # Cramer's rule on the symmetric 3x3 system
+        c00 = n11 * n22 - n12 * n12
+        c01 = n02 * n12 - n01 * n22
+        c02 = n01 * n12 - n02 * n11
+        det = n00 * c00 + n01 * c01 + n02 * c02
         ok = npos >= 3 and det != 0.0 and np.isfinite(det)
         s0 = np.nan
         d = np.nan
         kk = np.nan
         if ok:
-            c = np.linalg.solve(N, r)
-            s0 = np.exp(c[0])
-            d = c[1]
-            kk = c[2] / (d * d) if d != 0.0 else np.nan
+            c11 = n00 * n22 - n02 * n02
+            c12 = n01 * n02 - n00 * n12
+            c22 = n00 * n11 - n01 * n01
+            x0 = (c00 * r0 + c01 * r1 + c02 * r2) / det
+            x1 = (c01 * r0 + c11 * r1 + c12 * r2) / det
+            x2 = (c02 * r0 + c12 * r1 + c22 * r2) / det
+            s0 = np.exp(x0)
+            d = x1
+            kk = x2 / (d * d) if d != 0.0 else np.nan
         inside = ok and np.isfinite(s0) and 0.0 <= d <= d_max and 0.0 <= kk <= k_max
         if not inside:
             refit[i] = True
@@ -180,52 +182,36 @@ def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, stat
         params[i, 2] = kk
         status[i] = _CONVERGED
         # signal-domain weighted residuals and J^T W J at the estimate
-        H = np.zeros((3, 3))
+        h00 = h01 = h02 = h11 = h12 = h22 = 0.0
         rs = 0.0
         for s in range(S):
             bk = bs[s]
             e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
-            f = s0 * e
             j0 = e
             j1 = s0 * e * (-bk + bk * bk * d * kk / 3.0)
             j2 = s0 * e * bk * bk * d * d / 6.0
             w = ng[s]
-            rs += w * (ys[i, s] - f) ** 2
-            H[0, 0] += w * j0 * j0
-            H[0, 1] += w * j0 * j1
-            H[0, 2] += w * j0 * j2
-            H[1, 1] += w * j1 * j1
-            H[1, 2] += w * j1 * j2
-            H[2, 2] += w * j2 * j2
-        H[1, 0] = H[0, 1]
-        H[2, 0] = H[0, 2]
-        H[2, 1] = H[1, 2]
+            rs += w * (ys[i, s] - s0 * e) ** 2
+            h00 += w * j0 * j0
+            h01 += w * j0 * j1
+            h02 += w * j0 * j2
+            h11 += w * j1 * j1
+            h12 += w * j1 * j2
+            h22 += w * j2 * j2
         rss[i] = rs
-        if S > 3:
-            hd = (
-                H[0, 0] * (H[1, 1] * H[2, 2] - H[1, 2] * H[2, 1])
-                - H[0, 1] * (H[1, 0] * H[2, 2] - H[1, 2] * H[2, 0])
-                + H[0, 2] * (H[1, 0] * H[2, 1] - H[1, 1] * H[2, 0])
-            )
+        g00 = h11 * h22 - h12 * h12
+        g11 = h00 * h22 - h02 * h02
+        g22 = h00 * h11 - h01 * h01
+        hd = h00 * g00 + h01 * (h02 * h12 - h01 * h22) + h02 * (h01 * h12 - h02 * h11)
+        if S > 3 and hd > 0.0:
             s2 = rs / (S - 3)
-            if hd > 0.0:
-                inv0 = (H[1, 1] * H[2, 2] - H[1, 2] * H[2, 1]) / hd
-                inv1 = (H[0, 0] * H[2, 2] - H[0, 2] * H[2, 0]) / hd
-                inv2 = (H[0, 0] * H[1, 1] - H[0, 1] * H[1, 0]) / hd
-                stderr[i, 0] = np.sqrt(s2 * inv0) if inv0 >= 0.0 else np.nan
-                stderr[i, 1] = np.sqrt(s2 * inv1) if inv1 >= 0.0 else np.nan
-                stderr[i, 2] = np.sqrt(s2 * inv2) if inv2 >= 0.0 else np.nan
-            else:
-                stderr[i, 0] = np.nan
-                stderr[i, 1] = np.nan
-                stderr[i, 2] = np.nan
+            stderr[i, 0] = np.sqrt(s2 * g00 / hd) if g00 >= 0.0 else np.nan
+            stderr[i, 1] = np.sqrt(s2 * g11 / hd) if g11 >= 0.0 else np.nan
+            stderr[i, 2] = np.sqrt(s2 * g22 / hd) if g22 >= 0.0 else np.nan
         else:
             stderr[i, 0] = np.nan
             stderr[i, 1] = np.nan
             stderr[i, 2] = np.nan
-
-
-_INVALID = np.uint8(FitStatus.INVALID_INPUT)
 
 
 @nb.njit(parallel=True, cache=True)
