@@ -88,3 +88,33 @@ def test_default_import_is_pseudonymous_and_mapping_stays_outside(tmp_path: Path
     with pytest.raises(DataError, match="inside the study"):
         import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True,
                      mapping_file=tmp_path / "study" / "ids.tsv")  # fmt: skip
+
+
+def test_names_in_series_descriptions_are_scrubbed(tmp_path: Path) -> None:
+    pytest.importorskip("pydicom")
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, write_series
+    from tumorscope.volume import Volume
+
+    vol = Volume(np.arange(24, dtype=np.float32).reshape(4, 3, 2), np.eye(4))
+    st = SynthStudy(SynthPatient("DOE^JANE", "MRN9", "19600101", "F"))
+    write_series(vol, tmp_path / "dicom", suffix="T2w", study=st, echo_time_ms=90.0,
+                 series_description="t2 tse Doe Jane repeat")  # fmt: skip
+    import_dicom(tmp_path / "dicom", tmp_path / "study")
+    side = (tmp_path / "study/sub-001/ses-01/anat/sub-001_ses-01_T2w.json").read_text()
+    assert "t2 tse [removed] repeat" in side
+    assert find_identifiers(tmp_path / "study", ["DOE^JANE", "MRN9", "19600101"]) == []
+
+
+def test_import_refuses_a_study_that_leaks(tmp_path: Path) -> None:
+    import pydicom
+
+    from tumorscope.io.dicom import _check_no_identifiers
+
+    (tmp_path / "a.json").write_text('{"note": "scanned for mrn9"}')
+    header = pydicom.Dataset()
+    header.PatientID = "MRN9"
+    with pytest.raises(DataError, match="identifier"):
+        _check_no_identifiers(tmp_path, [header])
+    (tmp_path / "a.json").write_text('{"note": "clean"}')
+    _check_no_identifiers(tmp_path, [header])

@@ -12,8 +12,10 @@ manufacturer, model and field strength, series descriptions, and the images them
 for head scans can show a face; defacing is out of scope).
 
 :func:`find_identifiers` searches every file of a folder (gzip-compressed files are searched
-decompressed) for given strings; the tests and ``tumorscope import-dicom --check`` use it to
-prove that no identifier leaked.
+decompressed) for given strings. The importer runs it on the finished study before moving it
+into place (text files whole, NIfTI files on their header and extensions, where text lives) and
+refuses to deliver a study in which an identifier of an imported patient is found; the tests run
+it on every file.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from typing import Any
 from ..errors import DataError
 from ..volume import atomic_write
 
-__all__ = ["MAPPING_COLUMNS", "PatientIdentifiers", "Pseudonymizer", "find_identifiers"]
+__all__ = [
+    "MAPPING_COLUMNS",
+    "PatientIdentifiers",
+    "Pseudonymizer",
+    "find_identifiers",
+    "identifiers_of",
+    "scrub",
+]
 
 MAPPING_COLUMNS = (
     "subject",
@@ -170,18 +179,9 @@ class Pseudonymizer:
         return self.path
 
 
-def find_identifiers(folder: str | Path, values: Iterable[str]) -> list[tuple[Path, str]]:
-    """Files under ``folder`` that contain any of ``values`` (case-insensitive).
-
-    Gzip-compressed files (``.gz``, e.g. NIfTI images with their header text fields) are
-    searched after decompression. Names are also searched in DICOM person-name form with the
-    ``^`` replaced by a space and by a comma, and dates ``YYYYMMDD`` also as ``YYYY-MM-DD``.
-
-    Returns
-    -------
-    list of (Path, str)
-        Each file that holds an identifier, with the longest value found in it.
-    """
+def _needles(values: Iterable[str]) -> set[str]:
+    """The strings to look for: each value, person names with ``^`` as space or comma (the
+    empty components dropped), dates ``YYYYMMDD`` also as ``YYYY-MM-DD``."""
     needles: set[str] = set()
     for v in values:
         v = str(v).strip()
@@ -189,21 +189,74 @@ def find_identifiers(folder: str | Path, values: Iterable[str]) -> list[tuple[Pa
             continue
         needles.add(v)
         if "^" in v:
-            needles.update({v.replace("^", " "), v.replace("^", ", "), v.split("^")[0]})
+            parts = [p for p in v.split("^") if p]
+            needles.update({" ".join(parts), ", ".join(parts)})
         if len(v) == 8 and v.isdigit():
             needles.add(f"{v[:4]}-{v[4:6]}-{v[6:]}")
+    return needles
+
+
+def scrub(text: str, values: Iterable[str], *, replacement: str = "[removed]") -> str:
+    """``text`` with every identifier of ``values`` (and its variants) replaced.
+
+    Used on free-text header fields (series description, protocol name) that technologists
+    sometimes fill with the patient's name.
+
+    Examples
+    --------
+    >>> scrub("t2 tse DOE JANE", ["DOE^JANE"])
+    't2 tse [removed]'
+    """
+    import re
+
+    for n in sorted(_needles(values), key=lambda n: (-len(n), n)):
+        text = re.sub(re.escape(n), replacement, text, flags=re.IGNORECASE)
+    return text
+
+
+def find_identifiers(
+    folder: str | Path, values: Iterable[str], *, image_headers_only: bool = False
+) -> list[tuple[Path, str]]:
+    """Files under ``folder`` that contain any of ``values`` (case-insensitive).
+
+    Gzip-compressed files (``.gz``, e.g. NIfTI images with their header text fields) are
+    searched after decompression. Person names are also searched with the ``^`` replaced by a
+    space and by a comma, and dates ``YYYYMMDD`` also as ``YYYY-MM-DD``.
+
+    Parameters
+    ----------
+    folder : path-like
+        Folder to search recursively.
+    values : iterable of str
+        Identifiers (values shorter than 3 characters are ignored).
+    image_headers_only : bool
+        Search only the first 64 KiB (header and extensions) of NIfTI images, not the voxel
+        bytes, which can match short values by chance.
+
+    Returns
+    -------
+    list of (Path, str)
+        Each file that holds an identifier, with the longest value found in it.
+    """
+    needles = _needles(values)
     # longest first: each file is reported once, with the most specific value found
     encoded = [(n, n.lower().encode("utf-8")) for n in sorted(needles, key=lambda n: (-len(n), n))]
     hits: list[tuple[Path, str]] = []
     for path in sorted(Path(folder).rglob("*")):
         if not path.is_file():
             continue
-        data = path.read_bytes()
-        if path.suffix == ".gz":
-            try:
-                data = gzip.decompress(data)
-            except OSError:
-                pass
+        is_image = path.name.endswith((".nii", ".nii.gz"))
+        if image_headers_only and is_image:
+            opener = gzip.open if path.suffix == ".gz" else open
+            with opener(path, "rb") as fh:
+                data = fh.read(65536)
+        else:
+            data = path.read_bytes()
+            if path.suffix == ".gz":
+                try:
+                    data = gzip.decompress(data)
+                except OSError:
+                    pass
         low = data.lower()
         for n, b in encoded:
             if b in low:

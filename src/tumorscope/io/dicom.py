@@ -1298,7 +1298,7 @@ def import_dicom(
     """
     import yaml
 
-    from .deid import Pseudonymizer, identifiers_of
+    from .deid import Pseudonymizer, identifiers_of, scrub
 
     src = Path(dicom_dir)
     out = Path(study_dir)
@@ -1406,6 +1406,12 @@ def import_dicom(
                 used: dict[tuple[str, str], int] = defaultdict(int)
                 grids: list[tuple[DicomSeries, SeriesData]] = []
                 for s, sd in visits[key][date]:
+                    if not keep_identifiers:
+                        # free-text fields sometimes carry the patient's name
+                        ids = _identifier_values([s.header])
+                        for k, v in sd.sidecar.items():
+                            if isinstance(v, str):
+                                sd.sidecar[k] = scrub(v, ids)
                     n_same = used[sd.entities, sd.suffix] = used[sd.entities, sd.suffix] + 1
                     ent_part = f"_{sd.entities}" if sd.entities else ""
                     run = "" if n_same == 1 else f"_run-{n_same}"
@@ -1472,6 +1478,7 @@ def import_dicom(
         log = "".join(f"{p}\n" for p in problems)
         atomic_write(log_path, lambda t: t.write_text(log, encoding="utf-8"))
         if not keep_identifiers:
+            _check_no_identifiers(tmp, [patient_of[k].header for k in order])
             pseudo.write()
         if out.exists():
             old = out.with_name(f".{out.name}-old-{os.getpid()}")
@@ -1484,6 +1491,43 @@ def import_dicom(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+_IDENTIFYING = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "ReferringPhysicianName",
+)
+
+
+def _identifier_values(headers: Sequence[Any]) -> list[str]:
+    values: list[str] = []
+    for h in headers:
+        for kw in _IDENTIFYING:
+            v = getattr(h, kw, None)
+            if v:
+                values.append(str(v))
+    return values
+
+
+def _check_no_identifiers(root: Path, headers: Sequence[Any]) -> None:
+    """Refuse a de-identified study in which a patient identifier appears."""
+    from .deid import find_identifiers
+
+    values = _identifier_values(headers)
+    hits = find_identifiers(root, values, image_headers_only=True)
+    if hits:
+        path, value = hits[0]
+        raise DataError(
+            f"an identifier ({len(value)} characters) appears in the de-identified study; "
+            "nothing was written",
+            file=path.relative_to(root),
+            field="de-identification",
+        )
 
 
 def _inside(path: Path, folder: Path) -> bool:
