@@ -473,3 +473,25 @@ def test_role_override_with_bids_entities(tmp_path: Path) -> None:
     assert rep.series[0]["suffix"] == "MEGRE"
     with pytest.raises(DataError, match="entity-value"):
         import_dicom(tmp_path / "dicom", tmp_path / "s2", roles={"*": "ce ferumoxytol_MEGRE"})
+
+
+def test_phase_images_in_a_magnitude_series_are_left_out(tmp_path: Path) -> None:
+    from pydicom.uid import generate_uid
+
+    proto = MultiEchoProtocol((2.0, 5.0, 8.0), tr_ms=40.0)
+    vol = volume(3)
+    files = write_series(vol, tmp_path / "dicom", suffix="MEGRE", protocol=proto)
+    for f in files:  # the scanner also saved a phase image of every slice and echo
+        ds = pydicom.dcmread(f)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "P", "ND"]
+        ds.SOPInstanceUID = generate_uid()
+        ds.PixelData = (ds.pixel_array + 7).astype(np.uint16).tobytes()
+        ds.save_as(tmp_path / "dicom" / f"phase-{f.name}")
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [p.field for p in rep.problems] == ["ImageType"]
+    assert "only the magnitude images" in rep.problems[0].message
+    from tumorscope.io import open_study
+
+    s = open_study(tmp_path / "study").subjects["001"].visits["01"].series["t2star"]
+    np.testing.assert_array_equal(s.load().data, vol.data)
+    assert s.protocol == proto

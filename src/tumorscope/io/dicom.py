@@ -38,6 +38,9 @@ Design decisions (see also ``docs/dicom.md``)
   contrast injection: ``BaselineFrames`` is taken from the caller or estimated from the
   enhancement of the brightest-enhancing voxels (the sidecar says which, in
   ``BaselineFramesSource``).
+* **Magnitude and phase** saved in one series (multi-echo GRE often is): the magnitude images
+  are imported (``ComplexImageComponent``, else the third ``ImageType`` value), the others are
+  left out and reported.
 * **Messy input.** Non-DICOM and truncated files are reported and skipped; duplicated instances
   (same SOP Instance UID) are reported and the duplicates skipped; a series with a missing
   slice, a missing measurement or inconsistent orientation, spacing or size is reported and
@@ -123,6 +126,7 @@ class DicomFrame:
     acq_s: float | None = None
     slope: float = 1.0
     intercept: float = 0.0
+    component: str = "M"  # M(agnitude), P(hase), R(eal), I(maginary)
 
     def where(self) -> str:
         return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
@@ -169,6 +173,7 @@ class SeriesData:
     sidecar: dict[str, Any]
     reason: str
     entities: str = ""  # BIDS entities before the suffix in the file name, e.g. "ce-ferumoxytol"
+    notes: list[str] = field(default_factory=list)  # what was left out, for the import report
 
 
 @dataclass
@@ -290,6 +295,21 @@ def _b_value(ds: Any, item: Any | None = None) -> float | None:
     return _private_b(ds)
 
 
+_COMPONENTS = {"M": "M", "MAGNITUDE": "M", "P": "P", "PHASE": "P", "R": "R", "REAL": "R",
+               "I": "I", "IMAGINARY": "I"}  # fmt: skip
+
+
+def _component(obj: Any) -> str | None:
+    """Complex component of an image: ComplexImageComponent, else the 3rd ImageType value."""
+    cic = getattr(obj, "ComplexImageComponent", None)
+    if cic:
+        return _COMPONENTS.get(str(cic).upper())
+    image_type = getattr(obj, "ImageType", None) or getattr(obj, "FrameType", None)
+    if image_type is not None and len(image_type) > 2:
+        return _COMPONENTS.get(str(image_type[2]).upper())
+    return None
+
+
 def _group(item: Any, shared: Any, name: str) -> Any | None:
     for src in (item, shared):
         if src is not None:
@@ -368,6 +388,7 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
                 else _tm_seconds(getattr(ds, "ContentTime", None)),
                 slope=_float(ds, "RescaleSlope") or 1.0,
                 intercept=_float(ds, "RescaleIntercept") or 0.0,
+                component=_component(ds) or "M",
             )
         ]
     sfg = (getattr(ds, "SharedFunctionalGroupsSequence", None) or [None])[0]
@@ -402,6 +423,8 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
         pvt = _group(item, sfg, "PixelValueTransformationSequence")
         ti = None if modifier is None else _float(modifier, "InversionTimes")
         diff = _group(item, sfg, "MRDiffusionSequence")
+        frame_type = _group(item, sfg, "MRImageFrameTypeSequence")
+        component = (None if frame_type is None else _component(frame_type)) or _component(ds)
         out.append(
             DicomFrame(
                 path=path,
@@ -431,6 +454,7 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
                 else _dt_seconds(getattr(content, "FrameAcquisitionDateTime", None)),
                 slope=1.0 if pvt is None else (_float(pvt, "RescaleSlope") or 1.0),
                 intercept=0.0 if pvt is None else (_float(pvt, "RescaleIntercept") or 0.0),
+                component=component or "M",
             )
         )
     return out
@@ -883,6 +907,21 @@ def read_series(
     ProtocolError
         The header values make an impossible protocol (e.g. one b-value only).
     """
+    notes: list[str] = []
+    components = {f.component for f in series.frames}
+    if len(components) > 1 and "M" in components:
+        # e.g. a multi-echo GRE saved with magnitude and phase in one series
+        left_out = sorted(components - {"M"})
+        series = DicomSeries(
+            series.uid,
+            series.header,
+            [f for f in series.frames if f.component == "M"],
+            series.damaged,
+        )
+        notes.append(
+            f"series {series.description!r} mixes magnitude and {'/'.join(left_out)} images; "
+            "only the magnitude images were imported"
+        )
     volumes, affine = _layout(series)
     guessed, reason, params = _guess(series, volumes)
     if suffix is not None and suffix != guessed:
@@ -978,7 +1017,7 @@ def read_series(
         vol = Volume(data[..., 0], affine, source=where)
     else:
         vol = Volume(data, affine, ("x", "y", "z", axis), source=where)
-    return SeriesData(vol, protocol, suffix, side, reason)
+    return SeriesData(vol, protocol, suffix, side, reason, notes=notes)
 
 
 # --------------------------------------------------------------------------- segmentations
@@ -1350,6 +1389,8 @@ def import_dicom(
             )
             sd.entities = entities
             read.append((s, sd))
+            for note in sd.notes:
+                problems.append(_problem("warning", s.files[0], "ImageType", note))
         except (DataError, ProtocolError) as exc:
             problems.append(
                 _problem(
