@@ -81,6 +81,13 @@ def demo(
             raise typer.Exit(code=1)
         study = open_study(study_dir)
     console.print(f"{study!r}")
+    from ..pipeline import run_study
+    from .run import print_summary
+
+    with user_errors():
+        summary = run_study(study_dir, out / "results", progress=True, console=console)
+    print_summary(summary, console)
+    raise typer.Exit(code=summary.exit_code)
 
 
 def register(app: typer.Typer) -> None:
