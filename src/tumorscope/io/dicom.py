@@ -1021,6 +1021,19 @@ def read_series(
 
 
 # --------------------------------------------------------------------------- segmentations
+def _read_object(path: Path, sop_class: str, what: str) -> Any:
+    """Read a DICOM file that must be of one SOP class (DataError naming the file if not)."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:
+        raise DataError(f"cannot read {what} ({type(exc).__name__}: {exc})", file=path) from exc
+    if str(getattr(ds, "SOPClassUID", "")) != sop_class:
+        raise DataError(f"not {what} object", file=path, field="SOPClassUID")
+    return ds
+
+
 def _grid_index(grid: Volume, position_lps: np.ndarray) -> np.ndarray:
     ras = _LPS_TO_RAS[:3, :3] @ position_lps
     inv = np.linalg.inv(grid.affine)
@@ -1054,15 +1067,9 @@ def read_segmentation(path: str | Path, grid: Volume) -> tuple[Volume, list[dict
     DataError
         Frames off the grid, overlapping segments, or missing tags (naming the file and tag).
     """
-    import pydicom
 
     p = Path(path)
-    try:
-        ds = pydicom.dcmread(p)
-    except Exception as exc:
-        raise DataError(f"cannot read SEG ({type(exc).__name__}: {exc})", file=p) from exc
-    if str(getattr(ds, "SOPClassUID", "")) != SEG_STORAGE:
-        raise DataError("not a DICOM Segmentation object", file=p, field="SOPClassUID")
+    ds = _read_object(p, SEG_STORAGE, "a DICOM Segmentation")
     segments = getattr(ds, "SegmentSequence", None)
     if not segments:
         raise DataError("no segments", file=p, field="SegmentSequence")
@@ -1195,15 +1202,9 @@ def read_rtstruct(path: str | Path, grid: Volume) -> tuple[Volume, list[dict[str
     DataError
         Contours off the slices of the grid, overlapping ROIs, missing sequences.
     """
-    import pydicom
 
     p = Path(path)
-    try:
-        ds = pydicom.dcmread(p)
-    except Exception as exc:
-        raise DataError(f"cannot read RT-STRUCT ({type(exc).__name__}: {exc})", file=p) from exc
-    if str(getattr(ds, "SOPClassUID", "")) != RTSTRUCT_STORAGE:
-        raise DataError("not an RT Structure Set", file=p, field="SOPClassUID")
+    ds = _read_object(p, RTSTRUCT_STORAGE, "an RT Structure Set")
     contours = getattr(ds, "ROIContourSequence", None)
     if not contours:
         raise DataError("no contours", file=p, field="ROIContourSequence")

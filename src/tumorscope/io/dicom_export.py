@@ -202,6 +202,22 @@ def _check_grid(volume: Volume, sources: Sequence[Any]) -> None:
             )
 
 
+def _new_instance(series_number: int) -> dict[str, Any]:
+    """The identity of a new derived object (new series, first instance, tumorscope device)."""
+    from pydicom.uid import generate_uid
+
+    return {
+        "series_instance_uid": generate_uid(),
+        "series_number": series_number,
+        "sop_instance_uid": generate_uid(),
+        "instance_number": 1,
+        "manufacturer": _MANUFACTURER,
+        "manufacturer_model_name": "tumorscope",
+        "software_versions": __version__,
+        "device_serial_number": "0",
+    }
+
+
 def _save(ds: Any, out: Path) -> Path:
     atomic_write(out, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
     return out
@@ -249,7 +265,6 @@ def write_parametric_map(
         Unknown unit, image not on the source grid, or highdicom refuses the content.
     """
     import highdicom as hd
-    from pydicom.uid import generate_uid
 
     out = Path(out)
     unit = unit or PARAMETER_UNITS.get(name)
@@ -276,14 +291,7 @@ def write_parametric_map(
         pm = hd.pm.ParametricMap(
             source_images=sources,
             pixel_array=vol,
-            series_instance_uid=generate_uid(),
-            series_number=series_number,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer=_MANUFACTURER,
-            manufacturer_model_name="tumorscope",
-            software_versions=__version__,
-            device_serial_number="0",
+            **_new_instance(series_number),
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[rwvm],
             voi_lut_transformations=[
@@ -401,14 +409,7 @@ def write_seg(
             pixel_array=vol,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions,
-            series_instance_uid=generate_uid(),
-            series_number=series_number,
-            sop_instance_uid=generate_uid(),
-            instance_number=1,
-            manufacturer=_MANUFACTURER,
-            manufacturer_model_name="tumorscope",
-            software_versions=__version__,
-            device_serial_number="0",
+            **_new_instance(series_number),
             omit_empty_frames=False,
         )
     except (ValueError, TypeError) as exc:

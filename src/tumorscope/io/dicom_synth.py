@@ -415,6 +415,7 @@ def write_series(
     normal /= np.linalg.norm(normal)
     slice_gap = float(abs(A[:3, 2] @ normal))
     positions = [A @ np.array([0.0, 0.0, k, 1.0]) for k in range(nz)]
+    plane = _Plane(iop, positions, (row_sp, col_sp), slice_gap, normal)
     out = Path(out_dir)
     base = _base_dataset(
         study,
@@ -433,11 +434,7 @@ def write_series(
                 out,
                 vendor=vendor,
                 params=params,
-                iop=iop,
-                positions=positions,
-                spacing=(row_sp, col_sp),
-                slice_gap=slice_gap,
-                normal=normal,
+                plane=plane,
                 t_series=t_series,
             )
         ]
@@ -447,11 +444,7 @@ def write_series(
         out,
         vendor=vendor,
         params=params,
-        iop=iop,
-        positions=positions,
-        spacing=(row_sp, col_sp),
-        slice_gap=slice_gap,
-        normal=normal,
+        plane=plane,
         t_series=t_series,
         bvalue_tags=bvalue_tags,
         suffix=suffix,
@@ -482,6 +475,17 @@ def _save(ds: Any, out: Path) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class _Plane:
+    """Slice geometry in DICOM terms (LPS)."""
+
+    iop: list[float]
+    positions: list[np.ndarray]
+    spacing: tuple[float, float]  # (row spacing, column spacing)
+    slice_gap: float
+    normal: np.ndarray
+
+
 def _write_classic(
     base: Any,
     data: np.ndarray,
@@ -489,11 +493,7 @@ def _write_classic(
     *,
     vendor: str,
     params: list[_VolumeParams],
-    iop: list[float],
-    positions: list[np.ndarray],
-    spacing: tuple[float, float],
-    slice_gap: float,
-    normal: np.ndarray,
+    plane: _Plane,
     t_series: float,
     bvalue_tags: str,
     suffix: str,
@@ -521,12 +521,12 @@ def _write_classic(
             ds.AcquisitionTime = _tm(t_acq)
             ds.ContentDate = base.StudyDate
             ds.ContentTime = _tm(t_acq)
-            ds.ImagePositionPatient = [_ds(float(x)) for x in positions[k][:3]]
-            ds.ImageOrientationPatient = [_ds(float(x)) for x in iop]
-            ds.SliceLocation = _ds(float(positions[k][:3] @ normal))
-            ds.PixelSpacing = [_ds(spacing[0]), _ds(spacing[1])]
-            ds.SliceThickness = _ds(slice_gap)
-            ds.SpacingBetweenSlices = _ds(slice_gap)
+            ds.ImagePositionPatient = [_ds(float(x)) for x in plane.positions[k][:3]]
+            ds.ImageOrientationPatient = [_ds(float(x)) for x in plane.iop]
+            ds.SliceLocation = _ds(float(plane.positions[k][:3] @ plane.normal))
+            ds.PixelSpacing = [_ds(plane.spacing[0]), _ds(plane.spacing[1])]
+            ds.SliceThickness = _ds(plane.slice_gap)
+            ds.SpacingBetweenSlices = _ds(plane.slice_gap)
             if p.tr_ms is not None:
                 ds.RepetitionTime = _ds(p.tr_ms)
             if p.te_ms is not None:
@@ -573,11 +573,7 @@ def _write_enhanced(
     *,
     vendor: str,
     params: list[_VolumeParams],
-    iop: list[float],
-    positions: list[np.ndarray],
-    spacing: tuple[float, float],
-    slice_gap: float,
-    normal: np.ndarray,
+    plane: _Plane,
     t_series: float,
 ) -> Path:
     from pydicom.dataset import Dataset
@@ -623,11 +619,13 @@ def _write_enhanced(
     ds.DimensionIndexSequence = dims
     shared = Dataset()
     shared.PixelMeasuresSequence = _seq(
-        PixelSpacing=[_ds(spacing[0]), _ds(spacing[1])],
-        SliceThickness=_ds(slice_gap),
-        SpacingBetweenSlices=_ds(slice_gap),
+        PixelSpacing=[_ds(plane.spacing[0]), _ds(plane.spacing[1])],
+        SliceThickness=_ds(plane.slice_gap),
+        SpacingBetweenSlices=_ds(plane.slice_gap),
     )
-    shared.PlaneOrientationSequence = _seq(ImageOrientationPatient=[_ds(float(x)) for x in iop])
+    shared.PlaneOrientationSequence = _seq(
+        ImageOrientationPatient=[_ds(float(x)) for x in plane.iop]
+    )
     shared.PixelValueTransformationSequence = _seq(
         RescaleIntercept="0", RescaleSlope="1", RescaleType="US"
     )
@@ -649,7 +647,7 @@ def _write_enhanced(
                 FrameAcquisitionNumber=v + 1,
             )
             fg.PlanePositionSequence = _seq(
-                ImagePositionPatient=[_ds(float(x)) for x in positions[k][:3]]
+                ImagePositionPatient=[_ds(float(x)) for x in plane.positions[k][:3]]
             )
             timing: dict[str, Any] = {}
             if p.tr_ms is not None:
