@@ -34,7 +34,7 @@ def pack_consts(times_s: np.ndarray, cp_mM: np.ndarray, fit_delay: bool) -> np.n
     )
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit("UniTuple(f8, 4)(f8)", cache=True, nogil=True)
 def _g012(x):
     e = np.exp(-x)
     if x < _SERIES_X:
@@ -54,7 +54,7 @@ def _g012(x):
     return e, g0, g1, g2
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit("void(f8[::1], f8[::1], f8, f8, b1, f8[:], f8[:], f8[:], f8[:])", cache=True, nogil=True)
 def _conv_one(t, c, k, d, want_g, f_out, g_out, c_out, s_out):
     """Exact convolution at ``t - d`` for one rate ``k`` (1/s), single forward pass.
 
@@ -127,7 +127,7 @@ def conv_many(t, c, k, delay, want_g):
     return f, g, cp, sl
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True)
 def _unpack(consts):
     n = int(consts[0])
     fit_delay = consts[1] != 0.0
@@ -309,7 +309,7 @@ KERNELS = {
 }
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, nogil=True)
 def murase_many(t, cp, y, with_vp):
     """Linearised (extended) Tofts fit of every row of ``y`` in one pass per voxel.
 
@@ -324,7 +324,7 @@ def murase_many(t, cp, y, with_vp):
     for j in range(1, n):
         icp[j] = icp[j - 1] + 0.5 * (cp[j] + cp[j - 1]) * (t[j] - t[j - 1])
     out = np.full((nv, 3), np.nan)
-    for v in nb.prange(nv):
+    for v in range(nv):
         a = np.zeros((3, 3))
         b = np.zeros(3)
         col = np.zeros(3)
