@@ -191,3 +191,36 @@ def test_sr_rejects_unknown_lesion_and_response(tmp_path, source) -> None:
     with pytest.raises(ExportError, match="unknown response"):
         write_sr([LesionMeasurement("L1")], files, seg, tmp_path / "sr.dcm", response="XX")
     assert not (tmp_path / "sr.dcm").exists()
+
+
+def strict_read(path: Path) -> pydicom.Dataset:
+    """Read with pydicom's validation raising on any malformed value, touching every element."""
+    from pydicom import config
+
+    old = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.RAISE
+    try:
+        ds = pydicom.dcmread(path)
+        for elem in ds.iterall():
+            _ = elem.value
+    finally:
+        config.settings.reading_validation_mode = old
+    return ds
+
+
+def test_exported_objects_pass_validation_and_reopen(tmp_path, source) -> None:
+    files, vol = source
+    pm = write_parametric_map(vol.with_data(vol.data / 7), files, tmp_path / "pm.dcm", name="T1")
+    seg = write_seg(labels_on(vol), LESIONS, files, tmp_path / "seg.dcm")
+    sr = write_sr([LesionMeasurement("L1", volume_ml=1.0)], files, seg, tmp_path / "sr.dcm")
+    hd.pm.ParametricMap.from_dataset(strict_read(pm))
+    hd.seg.Segmentation.from_dataset(strict_read(seg))
+    hd.sr.Comprehensive3DSR.from_dataset(strict_read(sr))
+    for f in files:  # the synthetic source series too, classic and enhanced
+        strict_read(f)
+    from tumorscope.protocol import DiffusionProtocol
+
+    four_d = Volume(np.stack([vol.data, vol.data], axis=-1), vol.affine)
+    (enhanced,) = write_series(four_d, tmp_path / "enh", suffix="dwi", enhanced=True,
+                               protocol=DiffusionProtocol((0, 800)))  # fmt: skip
+    assert strict_read(enhanced).NumberOfFrames == 2 * SHAPE[2]

@@ -1431,9 +1431,8 @@ def import_dicom(
     order = sorted(visits, key=lambda k: (min(visits[k]), k))
     seg_refs = _segmentation_refs(scan.segmentations, problems)
     used_segs: set[Path] = set()
-    tmp = Path(
-        tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent if out.parent.exists() else None)
-    )
+    out.parent.mkdir(parents=True, exist_ok=True)  # the temporary folder must be beside it
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     written: list[dict[str, Any]] = []
     manifest_subjects: dict[str, Any] = {}
     try:
