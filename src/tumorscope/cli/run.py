@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 
 
 def print_summary(summary: RunSummary, console: Console) -> None:
-    """The final summary of a run: counts, failures with file and field, where things are."""
+    """The final summary of a run: counts, failures with file and field, where things are.
+
+    Public so that other commands (``tumorscope demo``) print the same summary.
+    """
     from rich.markup import escape
     from rich.table import Table
 
@@ -31,19 +34,20 @@ def print_summary(summary: RunSummary, console: Console) -> None:
     for name, why in summary.not_wired.items():
         console.print(f"[yellow]step {name} not available:[/yellow] {escape(why)}")
     if summary.failed:
-        ft = Table(title="failures", show_lines=False)
-        for col in ("step", "unit", "file", "field", "reason"):
-            ft.add_column(col, overflow="fold")
+        # one line per failure, never wrapped, so that file names can be copied and grepped
+        console.print("[red]failures:[/red]")
         for f in summary.failed:
-            ft.add_row(
-                f.step, f.unit, escape(f.file or ""), escape(f.field or ""), escape(f.message)
+            where = ": ".join(x for x in (f.file, f.field) if x)
+            console.print(
+                f"[red]FAILED[/red] {f.step} {f.unit}: {escape(where)}{': ' if where else ''}"
+                f"{escape(f.message)}",
+                soft_wrap=True,
             )
-        console.print(ft)
         console.print(f"[red]failed subjects: {', '.join(summary.failed_subjects) or '-'}[/red]")
     if summary.report is not None:
-        console.print(f"report: {summary.report}")
-    console.print(f"database: {summary.db_url}")
-    console.print(f"log: {summary.log_file}")
+        console.print(f"report: {summary.report}", soft_wrap=True)
+    console.print(f"database: {summary.db_url}", soft_wrap=True)
+    console.print(f"log: {summary.log_file}", soft_wrap=True)
 
 
 def run(

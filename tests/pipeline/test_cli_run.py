@@ -1,0 +1,32 @@
+"""``tumorscope run`` and ``tumorscope report`` on the command line: exit codes and summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tumorscope.cli import app
+
+runner = CliRunner()
+QUICK = ["--steps", "register,fit_dwi,measure,assess", "--dwi-models", "adc", "--no-report"]
+
+
+def test_run_exit_codes_and_summary(study2: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (study2 / "sub-002/ses-02/dwi/sub-002_ses-02_dwi.json").write_text("{not json")
+    res = runner.invoke(app, ["run", str(study2), "--out", str(out), *QUICK])
+    assert res.exit_code == 1, res.output
+    assert "failures" in res.output and "sub-002_ses-02_dwi.json" in res.output
+    assert "failed subjects: 002" in res.output
+    assert f"database: sqlite:///{out.resolve()}" in res.output
+    assert list((out / "tables").glob("*.parquet"))
+
+
+def test_run_refuses_bad_arguments(study2: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["run", str(study2), "--out", str(tmp_path / "o"), "--force", "x"])
+    assert res.exit_code == 2 and "--force" in res.output
+    res = runner.invoke(app, ["run", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "study folder does not exist" in res.output
+    res = runner.invoke(app, ["report", str(study2), "--out", str(tmp_path / "nothing")])
+    assert res.exit_code == 2 and "tumorscope run" in res.output
