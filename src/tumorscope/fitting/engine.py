@@ -152,7 +152,8 @@ def fit_blocks(
         reports invalid voxels itself (status ``INVALID_INPUT``, NaN parameters); fused
         kernels use this to validate in the same pass as they fit.
     chunk_voxels : int, optional
-        Voxels per block (default :data:`DEFAULT_CHUNK_VOXELS`).
+        Voxels per block. Default :data:`DEFAULT_CHUNK_VOXELS`, or less with several workers
+        so that each gets at least 4 blocks (dynamic load balance on a shared machine).
     n_workers : int, default 1
         Blocks processed concurrently in a thread pool.
     native_dtype : bool, default False
@@ -166,9 +167,8 @@ def fit_blocks(
     m = data.shape[-1]
     flat = data.reshape(-1, m)
     V = flat.shape[0]
-    chunk = int(chunk_voxels or DEFAULT_CHUNK_VOXELS)
-    if chunk < 1:
-        raise FitError(f"must be >= 1, got {chunk}", field="chunk_voxels")
+    if chunk_voxels is not None and int(chunk_voxels) < 1:
+        raise FitError(f"must be >= 1, got {chunk_voxels}", field="chunk_voxels")
     if n_workers < 1:
         raise FitError(f"must be >= 1, got {n_workers}", field="n_workers")
     block_dtype = (
@@ -186,6 +186,13 @@ def fit_blocks(
         fmask = mask.reshape(-1)
         index = np.flatnonzero(fmask)
         n_fit = index.size
+    if chunk_voxels is not None:
+        chunk = int(chunk_voxels)
+    elif n_workers > 1:
+        # enough blocks to keep every worker busy (at least 4 per worker), never tiny ones
+        chunk = min(DEFAULT_CHUNK_VOXELS, max(1024, math.ceil(n_fit / (4 * n_workers))))
+    else:
+        chunk = DEFAULT_CHUNK_VOXELS
     n_chunks = math.ceil(n_fit / chunk) if n_fit else 0
 
     def one(c: int) -> None:

@@ -365,3 +365,23 @@ def ivim_grid_init(y, b, d, e2_grid, dstar_grid, out):
         out[i, 1] = d[i]
         out[i, 2] = bf
         out[i, 3] = bds
+
+
+def _serial(kernel, name):
+    """A cached, GIL-free, single-threaded copy of a ``prange`` kernel (``prange`` runs as
+    ``range``), for the engine's thread pool over blocks. The copy gets its own name so that
+    its on-disk cache does not collide with the parallel version's."""
+    import types as pytypes
+
+    src = kernel.py_func
+    fn = pytypes.FunctionType(
+        src.__code__, src.__globals__, name, src.__defaults__, src.__closure__
+    )
+    fn.__qualname__ = name
+    fn.__doc__ = src.__doc__
+    return nb.njit(nogil=True, cache=True)(fn)
+
+
+loglinear_block_serial = _serial(loglinear_block, "loglinear_block_serial")
+dki_wlls_block_serial = _serial(dki_wlls_block, "dki_wlls_block_serial")
+ivim_grid_init_serial = _serial(ivim_grid_init, "ivim_grid_init_serial")

@@ -295,6 +295,12 @@ class Model(abc.ABC):
     handles_invalid: ClassVar[bool] = False
     #: True if ``fit_block`` accepts float32 blocks (float32 data are then not upcast).
     native_dtype: ClassVar[bool] = False
+    #: True if ``fit_block`` may run in several threads at once: it releases the GIL and
+    #: calls no ``prange`` kernel (numpy, or numba ``nogil`` serial kernels). The engine then
+    #: fits blocks in a thread pool of ``os.cpu_count()`` workers, and :meth:`solve_nonlinear`
+    #: uses the serial numba solver. Default False: blocks one after another, numba solver
+    #: with ``prange`` (safe for any model).
+    thread_safe: ClassVar[bool] = False
 
     method: str = "lm"
     backend: str = "auto"
@@ -428,6 +434,7 @@ class Model(abc.ABC):
         """Bounded Levenberg–Marquardt of this model on a block, from ``p0``."""
         lo, hi = self.bounds()
         be = resolve_backend(backend or self.backend, has_kernel=self.kernel() is not None)
+        solver = "numba-serial" if (be == "numba" and self.thread_safe) else be
         res = levenberg_marquardt(
             y,
             p0,
@@ -439,7 +446,7 @@ class Model(abc.ABC):
             consts=self.consts() if be == "numba" else None,
             scale=self.scales(),
             options=self.lm_options,
-            backend=be,
+            backend=solver,
         )
         return BlockFit(res.params, res.status, res.rss, res.stderr)
 
@@ -448,8 +455,7 @@ class Model(abc.ABC):
         return self.solve_nonlinear(y, self.initial_guess(y))
 
     def _n_workers(self) -> int:
-        be = resolve_backend(self.backend, has_kernel=self.kernel() is not None)
-        return 1 if be == "numba" else max(1, os.cpu_count() or 1)
+        return max(1, os.cpu_count() or 1) if self.thread_safe else 1
 
     def fit(
         self,

@@ -144,6 +144,11 @@ def _numba() -> Any:
     return _diffusion_numba
 
 
+def _lm_backend(backend: str) -> str:
+    """The diffusion models run blocks in the engine's thread pool: GIL-free serial kernels."""
+    return "numba-serial" if backend == "numba" else backend
+
+
 def _invalid_diffusion(y: np.ndarray, base_idx: np.ndarray) -> np.ndarray:
     """NaN/inf anywhere, negative anywhere, or a non-positive mean at the lowest b-value."""
     finite = np.all(np.isfinite(y), axis=1)
@@ -154,6 +159,7 @@ def _invalid_diffusion(y: np.ndarray, base_idx: np.ndarray) -> np.ndarray:
 
 class _DiffusionModel(Model):
     measurement_name: ClassVar[str] = "b-values"
+    thread_safe: ClassVar[bool] = True
     b: np.ndarray
 
     @property
@@ -192,7 +198,7 @@ def _loglinear(
         stderr = np.empty((n, 2))
         rss = np.empty(n)
         status = np.empty(n, dtype=np.uint8)
-        nbm.loglinear_block(
+        nbm.loglinear_block_serial(
             y,
             logy,
             bb,
@@ -381,7 +387,7 @@ class ADC(_DiffusionModel):
             consts=self.consts(),
             scale=self.scales(),
             options=self.lm_options,
-            backend=be,
+            backend=_lm_backend(be),
         )
         return BlockFit(res.params, res.status, res.rss, res.stderr)
 
@@ -515,7 +521,7 @@ class IVIM(_DiffusionModel):
         e2 = np.exp(-np.outer(grid, self.b))  # (G, m)
         out = np.empty((y.shape[0], 4))
         if resolve_backend(self.backend, has_kernel=True) == "numba":
-            _numba().ivim_grid_init(
+            _numba().ivim_grid_init_serial(
                 np.ascontiguousarray(y), self.b, np.ascontiguousarray(d), e2, grid, out
             )
         else:
@@ -623,7 +629,7 @@ class IVIM(_DiffusionModel):
             consts=c,
             scale=self.scales(),
             options=self.lm_options,
-            backend=be,
+            backend=_lm_backend(be),
         )
         # report the data RSS (without the prior rows)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -896,7 +902,7 @@ class DKI(_DiffusionModel):
             rss = np.empty(n)
             status = np.empty(n, dtype=np.uint8)
             refit = np.empty(n, dtype=np.bool_)
-            _numba().dki_wlls_block(
+            _numba().dki_wlls_block_serial(
                 np.ascontiguousarray(y),
                 self._shell.astype(np.int64),
                 self._ng,
@@ -950,7 +956,7 @@ class DKI(_DiffusionModel):
                 consts=self.consts(),
                 scale=self.scales(),
                 options=self.lm_options,
-                backend=be,
+                backend=_lm_backend(be),
             )
             params[refit] = res.params
             status[refit] = res.status
