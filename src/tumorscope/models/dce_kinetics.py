@@ -227,9 +227,11 @@ def exp_convolution(
     slope : ndarray, shape (N, n)
         ``dcp/dt`` at ``t - d`` (right derivative; mM/s).
     """
-    t = np.ascontiguousarray(times_s, dtype=float)
-    c = np.ascontiguousarray(cp_mM, dtype=float)
-    k = np.ascontiguousarray(np.atleast_1d(np.asarray(k_per_s, dtype=float)))
+    # writeable C-contiguous copies (the compiled kernels are typed for them; models hold
+    # read-only protocol arrays)
+    t = np.array(times_s, dtype=float, order="C")
+    c = np.array(cp_mM, dtype=float, order="C")
+    k = np.array(np.atleast_1d(np.asarray(k_per_s, dtype=float)), order="C")
     k = np.maximum(k, 0.0)
     nv = k.size
     if engine not in ("auto", "numba", "numpy"):
@@ -242,7 +244,7 @@ def exp_convolution(
     if HAVE_NUMBA and engine != "numpy":
         from ._dce_kernels import conv_many
 
-        dd = np.zeros(nv) if d is None else np.ascontiguousarray(d)
+        dd = np.zeros(nv) if d is None else np.array(d, dtype=float)
         f, g, cp_d, slope = conv_many(t, c, k, dd, derivative)
         return f, (g if derivative else None), cp_d, slope
     f, g = _grid_numpy(t, c, k, derivative)
@@ -679,7 +681,7 @@ def linear_tofts(
     if HAVE_NUMBA:
         from ._dce_kernels import murase_many
 
-        x = murase_many(t, cp, np.ascontiguousarray(y), False)[:, :2]
+        x = murase_many(np.array(t), np.array(cp), np.ascontiguousarray(y), False)[:, :2]
     else:
         icp = _cumtrapz(cp, t)
         ic = _cumtrapz(y, t)
@@ -707,7 +709,7 @@ def linear_extended_tofts(
     if HAVE_NUMBA:
         from ._dce_kernels import murase_many
 
-        x = murase_many(t, cp, np.ascontiguousarray(y), True)
+        x = murase_many(np.array(t), np.array(cp), np.ascontiguousarray(y), True)
     else:
         icp = _cumtrapz(cp, t)
         ic = _cumtrapz(y, t)
