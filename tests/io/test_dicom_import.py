@@ -319,9 +319,15 @@ def test_role_override_argument_and_study_yaml(tmp_path: Path) -> None:
     assert rep.series[0]["suffix"] == "T2w" and "set by the user" in rep.series[0]["reason"]
     manifest = yaml.safe_load((tmp_path / "study" / "study.yaml").read_text())
     assert manifest["dicom"]["roles"] == {"*weird*": "T2w"}
-    # a re-import keeps the override written in study.yaml
+    # a re-import keeps the override written in study.yaml, and what the user added there
+    manifest["subjects"]["001"]["treatment"] = {"agent": "nivolumab", "start_date": "2026-01-09"}
+    manifest["criteria"] = ["irecist"]
+    (tmp_path / "study" / "study.yaml").write_text(yaml.safe_dump(manifest))
     rep = import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True)
     assert rep.series[0]["suffix"] == "T2w"
+    again = yaml.safe_load((tmp_path / "study" / "study.yaml").read_text())
+    assert again["subjects"]["001"]["treatment"]["agent"] == "nivolumab"
+    assert again["criteria"] == ["irecist"]
     assert not list(tmp_path.glob(".study-*"))
 
 

@@ -1343,9 +1343,11 @@ def import_dicom(
     src = Path(dicom_dir)
     out = Path(study_dir)
     config: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
     if (out / "study.yaml").exists():
         raw = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")) or {}
-        config = dict(raw.get("dicom") or {}) if isinstance(raw, dict) else {}
+        previous = raw if isinstance(raw, dict) else {}
+        config = dict(previous.get("dicom") or {})
     if out.exists() and not overwrite:
         raise DataError("study folder exists (use overwrite=True / --overwrite)", file=out)
     all_roles = {**(config.get("roles") or {}), **dict(roles or {})}
@@ -1498,6 +1500,7 @@ def import_dicom(
             "criteria": ["recist1.1"],
             "subjects": manifest_subjects,
         }
+        _carry_over(previous, manifest, keep_name=name is None)
         if all_roles or dce_baseline_frames is not None:
             manifest["dicom"] = {}
             if all_roles:
@@ -1532,6 +1535,31 @@ def import_dicom(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _carry_over(previous: Mapping[str, Any], manifest: dict[str, Any], *, keep_name: bool) -> None:
+    """Keep what a user added to the ``study.yaml`` of an earlier import.
+
+    Study-level settings (name, criteria, roles, dce), each subject's treatment, and visit flags
+    (``baseline``, ``prebaseline``) of visits whose date is unchanged.
+    """
+    for key in ("name", "criteria", "roles", "dce"):
+        if key in previous and (key != "name" or keep_name):
+            manifest[key] = previous[key]
+    old_subjects = previous.get("subjects") or {}
+    if not isinstance(old_subjects, dict):
+        return
+    for sid, entry in manifest["subjects"].items():
+        old = old_subjects.get(sid)
+        if not isinstance(old, dict):
+            continue
+        if "treatment" in old:
+            entry["treatment"] = old["treatment"]
+        old_visits = old.get("visits") or {}
+        for vid, visit in entry["visits"].items():
+            ov = old_visits.get(vid) if isinstance(old_visits, dict) else None
+            if isinstance(ov, dict) and str(ov.get("date")) == visit["date"]:
+                visit.update({k: v for k, v in ov.items() if k != "date"})
 
 
 _IDENTIFYING = (
