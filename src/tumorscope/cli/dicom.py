@@ -36,7 +36,8 @@ def import_dicom(
         [],
         "--role",
         help="Override a series kind: 'DESCRIPTION_GLOB=SUFFIX' (SUFFIX: T2w, dwi, VFA, dce, "
-        "MEGRE, MESE, IRT1, T1w or skip). Repeatable.",
+        "MEGRE, MESE, IRT1, T1w, optionally with BIDS entities as in ce-ferumoxytol_MEGRE, "
+        "or skip). Repeatable.",
     ),
     dce_baseline_frames: int = typer.Option(
         None, help="Pre-contrast frames of DCE series (estimated if not given)."
@@ -44,7 +45,7 @@ def import_dicom(
     name: str = typer.Option(None, help="Study name written to study.yaml."),
     overwrite: bool = typer.Option(False, help="Replace the study folder if it exists."),
 ) -> None:
-    """Import DICOM MR series (and DICOM SEG lesion masks) as a de-identified study.
+    """Import DICOM MR series (and SEG / RT-STRUCT lesion masks) as a de-identified study.
 
     Exit code 1 if some series were rejected (the rest is imported), 2 on bad input.
     """
