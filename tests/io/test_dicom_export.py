@@ -153,7 +153,9 @@ def test_sr_measurements_and_response(tmp_path, source) -> None:
         ),
         LesionMeasurement("N1", volume_ml=0.5, longest_diameter_mm=12.0, short_axis_mm=9.5),
     ]  # fmt: skip
-    out = write_sr(ms, files, seg, tmp_path / "sr.dcm", response="PR", criteria="RECIST 1.1")
+    out = write_sr(
+        ms, files, seg, tmp_path / "sr.dcm", response="PR", criteria="RECIST 1.1", time_point="02"
+    )
     sr = hd.sr.srread(out)
     groups = {g.tracking_identifier: g for g in sr.content.get_volumetric_roi_measurement_groups()}
     assert set(groups) == {"L1", "N1"}
@@ -169,6 +171,10 @@ def test_sr_measurements_and_response(tmp_path, source) -> None:
         ("Apparent Diffusion Coefficient", "Median"): (1.0e-3, "mm2/s"),
         ("Ktrans", "Mean"): (0.25, "/min"),
     }
+    sites = [f.value.meaning for f in groups["N1"].finding_sites]
+    assert sites == ["Lymph node"]
+    texts = _text_items(pydicom.dcmread(out))
+    assert texts.count(("Time Point", "02")) == 3  # both lesion groups and the response group
     seg_ds = pydicom.dcmread(seg)
     ref = groups["N1"].referenced_segment
     assert ref.referenced_sop_instance_uid == seg_ds.SOPInstanceUID
@@ -181,6 +187,16 @@ def test_sr_measurements_and_response(tmp_path, source) -> None:
         for s in st.ReferencedSeriesSequence
     }  # fmt: skip
     assert evidence == {pydicom.dcmread(files[0]).SeriesInstanceUID, seg_ds.SeriesInstanceUID}
+
+
+def _text_items(ds: pydicom.Dataset) -> list[tuple[str, str]]:
+    """(concept meaning, text) of every TEXT content item of an SR, depth first."""
+    out = []
+    for item in getattr(ds, "ContentSequence", []):
+        if item.ValueType == "TEXT":
+            out.append((item.ConceptNameCodeSequence[0].CodeMeaning, str(item.TextValue)))
+        out += _text_items(item)
+    return out
 
 
 def test_sr_rejects_unknown_lesion_and_response(tmp_path, source) -> None:

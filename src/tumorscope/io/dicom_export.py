@@ -467,6 +467,7 @@ def write_sr(
     criteria: str = "RECIST 1.1",
     series_number: int = 902,
     observer: str = "tumorscope",
+    time_point: str | None = None,
 ) -> Path:
     """Write per-lesion measurements and the response as a TID 1500 Measurement Report.
 
@@ -483,7 +484,11 @@ def write_sr(
     response : {"CR", "PR", "SD", "PD"}, optional
         Overall response at this visit, reported as a qualitative evaluation.
     criteria : str
-        Criteria the response was assessed with (written into the evaluation's meaning).
+        Criteria the response was assessed with (written into the response group's tracking
+        identifier).
+    time_point : str, optional
+        Visit id, written as the TID 1502 time point context of every group, so that a viewer
+        can line up the reports of one lesion across visits.
 
     Returns
     -------
@@ -505,6 +510,7 @@ def write_sr(
     segments = {str(s.SegmentLabel): s for s in seg_ds.SegmentSequence}
     source_series_uid = str(sources[0].SeriesInstanceUID)
     groups: list[Any] = []
+    context_tp = None if time_point is None else hd.sr.TimePointContext(time_point=time_point)
     for m in measurements:
         if m.lesion_id not in segments:
             raise ExportError(
@@ -558,6 +564,16 @@ def write_sr(
                 ),
                 referenced_segment=ref,
                 finding_type=codes.SCT.Neoplasm,
+                finding_sites=[
+                    hd.sr.FindingSite(
+                        anatomic_location=_code(
+                            r.CodeValue, r.CodingSchemeDesignator, r.CodeMeaning
+                        )
+                    )
+                    for r in getattr(s, "AnatomicRegionSequence", []) or []
+                ]
+                or None,
+                time_point_context=context_tp,
                 measurements=items,
             )
         )
@@ -573,6 +589,7 @@ def write_sr(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=generate_uid(), identifier=f"Overall response ({criteria})"[:64]
                 ),
+                time_point_context=context_tp,
                 qualitative_evaluations=[
                     hd.sr.QualitativeEvaluation(
                         name=_code("112048", "DCM", "Current Response"),
@@ -809,6 +826,7 @@ def export_visit(
             out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
             response=response,
             criteria=criteria,
+            time_point=visit,
         )
     )
     return written
