@@ -501,3 +501,29 @@ def test_phase_images_in_a_magnitude_series_are_left_out(tmp_path: Path) -> None
     s = open_study(tmp_path / "study").subjects["001"].visits["01"].series["t2star"]
     np.testing.assert_array_equal(s.load().data, vol.data)
     assert s.protocol == proto
+
+
+def test_vfa_split_into_series_per_flip_angle_is_merged_on_request(tmp_path: Path) -> None:
+    """A scanner wrote one series per flip angle; --merge-split makes one VFA series."""
+    vol = volume(4)
+    flips = (2.0, 5.0, 10.0, 15.0)
+    for n, fa in enumerate(flips):
+        files = write_series(vol.frame(n), tmp_path / "dicom", suffix="T1w", series_number=n + 1,
+                             repetition_time_ms=5.0, echo_time_ms=2.0)  # fmt: skip
+        for f in files:  # same sequence, only the flip angle differs
+            ds = pydicom.dcmread(f)
+            ds.FlipAngle = fa
+            ds.save_as(f)
+    # an unrelated T2w of the same study is left alone
+    write_series(volume(1, seed=9), tmp_path / "dicom", suffix="T2w", series_number=9,
+                 echo_time_ms=90)  # fmt: skip
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "plain")
+    assert sorted(r["suffix"] for r in rep.series) == ["T1w"] * 4 + ["T2w"]
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "merged", merge_split=True)
+    assert sorted(r["suffix"] for r in rep.series) == ["T2w", "VFA"]
+    assert any("merged 4 series that differ only in flip angle" in p.message for p in rep.problems)
+    from tumorscope.io import open_study
+
+    s = open_study(tmp_path / "merged").subjects["001"].visits["01"].series["t1_vfa"]
+    assert s.protocol == VFAProtocol(flips, 5.0)
+    np.testing.assert_array_equal(s.load().data, vol.data)

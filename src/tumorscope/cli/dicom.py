@@ -44,6 +44,11 @@ def import_dicom(
     ),
     name: str = typer.Option(None, help="Study name written to study.yaml."),
     overwrite: bool = typer.Option(False, help="Replace the study folder if it exists."),
+    merge_split: bool = typer.Option(
+        False,
+        "--merge-split",
+        help="Merge single-volume series written one per flip angle, TE or TI (e.g. VFA).",
+    ),
 ) -> None:
     """Import DICOM MR series (and SEG / RT-STRUCT lesion masks) as a de-identified study.
 
@@ -65,6 +70,7 @@ def import_dicom(
             dce_baseline_frames=dce_baseline_frames,
             name=name,
             overwrite=overwrite,
+            merge_split=merge_split,
         )
     for p in report.problems:
         style = "red" if p.severity == "error" else "yellow"

@@ -87,6 +87,7 @@ __all__ = [
     "affine_from_frames",
     "import_dicom",
     "index_series",
+    "merge_split_series",
     "read_rtstruct",
     "read_segmentation",
     "read_series",
@@ -1020,6 +1021,85 @@ def read_series(
     return SeriesData(vol, protocol, suffix, side, reason, notes=notes)
 
 
+def merge_split_series(series: Sequence[DicomSeries]) -> tuple[list[DicomSeries], list[Problem]]:
+    """Merge single-volume series that are one acquisition split by parameter.
+
+    Some scanners write a variable flip angle acquisition as one series per flip angle (or a
+    multi-echo or inversion recovery acquisition as one series per TE or TI). Series are merged
+    when they belong to the same patient, study and frame of reference, hold one volume each on
+    the same slices (orientation, positions, matrix, spacing), share sequence name, scanning
+    sequence and TR, and differ in exactly one of flip angle, TE or TI, with at least two
+    distinct values. Everything else is left as it is.
+
+    Returns
+    -------
+    series : list of DicomSeries
+        The merged series (named after the first, by series number) and the untouched ones.
+    problems : list of Problem
+        One warning per merge, naming the series merged (so that the user can check it).
+    """
+
+    def r(x: float | None) -> float | None:
+        return None if x is None else round(x, 3)
+
+    groups: dict[tuple[Any, ...], list[DicomSeries]] = defaultdict(list)
+    others: list[DicomSeries] = []
+    for s in series:
+        f = s.frames
+        if not f or s.damaged:
+            others.append(s)
+            continue
+        positions = sorted(tuple(np.round(x.position, 2)) for x in f)
+        one_volume = len(set(positions)) == len(positions)
+        same = len({(r(x.flip_deg), r(x.te_ms), r(x.ti_ms)) for x in f}) == 1
+        if not (one_volume and same):
+            others.append(s)
+            continue
+        key = (
+            s.text("PatientID"),
+            s.text("StudyInstanceUID"),
+            s.text("FrameOfReferenceUID"),
+            s.text("SequenceName"),
+            s.text("ScanningSequence"),
+            r(f[0].tr_ms),
+            tuple(np.round(f[0].orientation, 4)),
+            tuple(positions),
+            (f[0].rows, f[0].cols),
+            tuple(np.round(f[0].spacing, 4)),
+        )
+        groups[key].append(s)
+    out = list(others)
+    problems: list[Problem] = []
+    for members in groups.values():
+        if len(members) < 2:
+            out += members
+            continue
+        params = [
+            (r(m.frames[0].flip_deg), r(m.frames[0].te_ms), r(m.frames[0].ti_ms)) for m in members
+        ]
+        varying = [i for i in range(3) if len({p[i] for p in params}) > 1]
+        if len(varying) != 1 or len({p[varying[0]] for p in params}) < 2:
+            out += members
+            continue
+        members.sort(key=lambda m: int(m.text("SeriesNumber", "0") or 0))
+        first = members[0]
+        merged = DicomSeries(first.uid, first.header, [f for m in members for f in m.frames])
+        out.append(merged)
+        what = ("flip angle", "echo time", "inversion time")[varying[0]]
+        names = ", ".join(f"{m.description!r} (number {m.text('SeriesNumber')})" for m in members)
+        problems.append(
+            _problem(
+                "warning",
+                first.files[0],
+                "SeriesInstanceUID",
+                f"merged {len(members)} series that differ only in {what}: {names}",
+            )
+        )
+    out.sort(key=lambda s: (s.text("PatientID"), s.text("StudyDate"), s.text("StudyInstanceUID"),
+                            int(s.text("SeriesNumber", "0") or 0), s.uid))  # fmt: skip
+    return out, problems
+
+
 # --------------------------------------------------------------------------- segmentations
 def _read_object(path: Path, sop_class: str, what: str) -> Any:
     """Read a DICOM file that must be of one SOP class (DataError naming the file if not)."""
@@ -1296,6 +1376,7 @@ def import_dicom(
     dce_baseline_frames: int | None = None,
     name: str | None = None,
     overwrite: bool = False,
+    merge_split: bool = False,
 ) -> ImportReport:
     """Import a folder of DICOM files as a tumorscope study.
 
@@ -1326,6 +1407,9 @@ def import_dicom(
         Study name for ``study.yaml``.
     overwrite : bool
         Replace an existing study folder.
+    merge_split : bool
+        Merge single-volume series of one study that a scanner wrote separately for each
+        flip angle, echo time or inversion time (see :func:`merge_split_series`).
 
     Returns
     -------
@@ -1363,6 +1447,10 @@ def import_dicom(
         dce_baseline_frames = int(config["dce_baseline_frames"])
     scan = scan_dicom(src)
     problems = list(scan.problems)
+    if merge_split:
+        merged, notes = merge_split_series(scan.series)
+        scan = ScanResult(merged, scan.segmentations, scan.problems)
+        problems += notes
     mapping_path = (
         Path(mapping_file)
         if mapping_file is not None
