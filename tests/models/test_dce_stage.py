@@ -219,3 +219,30 @@ def test_b1_map_corrects_t1_and_concentration(tmp_path: Path) -> None:
     assert np.median(np.abs(bad.fit["Ktrans"] / truth[..., 0] - 1)) > 0.05
     with pytest.raises(DataError, match="relative flip-angle map"):
         fit_dce(vol, out_dir=tmp_path / "x", b1=b1 * 100, **kw)
+
+
+def test_visit_reads_the_b1_map_named_by_the_vfa_sidecar(phantom: Path, tmp_path: Path) -> None:
+    import shutil
+
+    root = tmp_path / "study"
+    shutil.copytree(phantom, root)
+    vfa_json = root / "sub-001" / "ses-01" / "anat" / "sub-001_ses-01_VFA.json"
+    side = json.loads(vfa_json.read_text())
+    side["B1map"] = "b1.nii.gz"
+    vfa_json.write_text(json.dumps(side))
+    visit = next(iter(open_study(root).visits()))
+    with pytest.raises(DataError, match=r"B1 map 'b1\.nii\.gz' that does not exist"):
+        fit_dce_visit(visit, out_dir=tmp_path / "o1")
+    like = Volume.from_nifti(visit.series["t1_vfa"].path)
+    Volume(np.full(like.spatial_shape, 1.0, np.float32), like.affine).to_nifti(
+        vfa_json.parent / "b1.nii.gz"
+    )
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "o2", semiquant=False)
+    stage = json.loads(out.files["stage"].read_text())
+    assert stage["t1"]["b1"].endswith("b1.nii.gz")
+    assert (
+        "b1"
+        in json.loads((tmp_path / "o2" / "sub-001_ses-01_vfa_T1.json").read_text())["Provenance"][
+            "inputs"
+        ]
+    )
