@@ -95,6 +95,7 @@ def test_subject_report_structure(full_run: Any) -> None:
     text = path.read_text()
     # the pseudoprogression is flagged with its reason
     assert "iUPD" in text and "unconfirmed progression" in text
+    assert "PSEUDOPROGRESSION at visit 02" in text
     assert "doi:10.1073/pnas.0501532102" in text  # fDM reference in the text
 
 

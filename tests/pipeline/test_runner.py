@@ -74,6 +74,17 @@ def test_responses_follow_the_phantom_trajectories(full_run: Any) -> None:
     assert rec["001", "01"] == "baseline" and rec["001", "04"] == "PR"
     assert irc["002", "02"] == "iUPD" and rec["002", "02"] == "PD"
     assert irc["002", "04"] in ("iPR", "iCR")
+    # the immunotherapy patterns of the phantom's trajectories
+    store = open_store(full_run.db_url)
+    p = store.read_table("patterns")
+    store.close()
+    flags = p[p["flag"] == True]  # noqa: E712
+    assert set(zip(flags["subject"], flags["pattern"], strict=True)) == {
+        ("002", "pseudoprogression")
+    }
+    assert p[(p["subject"] == "002") & (p["pattern"] == "pseudoprogression")]["visit"].tolist() == [
+        "02"
+    ]
     # the baseline target sum is the sum of the baseline target diameters measured
     m = _tables(full_run.out_dir)["measurements"]
     base = m[(m["subject"] == "001") & (m["visit"] == "01") & (m["map"] == "")]

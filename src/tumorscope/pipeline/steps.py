@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..errors import DataError, Problem
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..io import Study, Visit
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "assessments_path",
     "lesion_table_path",
     "measurements_path",
+    "patterns_path",
 ]
 
 #: Options of a run and their defaults (they are part of the input hashes).
@@ -650,6 +653,11 @@ def _assess_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return [_manifest_file(ctx)]
 
 
+def patterns_path(ctx: Context, subject: str) -> Path:
+    """The immunotherapy patterns ``assess`` writes for a subject (Parquet)."""
+    return subject_dir(ctx, subject) / f"sub-{subject}_patterns.parquet"
+
+
 def assessments_path(ctx: Context, subject: str) -> Path:
     """The assessments ``assess`` writes for a subject (Parquet, ``details`` as JSON text)."""
     return subject_dir(ctx, subject) / f"sub-{subject}_assessments.parquet"
@@ -704,12 +712,82 @@ def _assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepO
                     "details": json.loads(json.dumps(details, default=_json_default)),
                 }
             )
-    out = assessments_path(ctx, s)
-    frame = pd.DataFrame(rows)
-    if "details" in frame:
-        frame["details"] = [json.dumps(d, sort_keys=True) for d in frame["details"]]
-    atomic_write(out, lambda tmp: frame.to_parquet(tmp, index=False))
-    return StepOutput(files=[out], writes=[Write("assessments", {"subject": s}, rows)])
+    crits = list(study.criteria or ("recist1.1",))
+    main = "irecist" if "irecist" in crits else crits[0]
+    prows, notes = _patterns(s, table, response.assess(table, criteria=main))
+    out, pout = assessments_path(ctx, s), patterns_path(ctx, s)
+    for path, data in ((out, rows), (pout, prows)):
+        frame = pd.DataFrame(data)
+        if "details" in frame:
+            frame["details"] = [json.dumps(d, sort_keys=True) for d in frame["details"]]
+        atomic_write(path, lambda tmp, f=frame: f.to_parquet(tmp, index=False))
+    return StepOutput(
+        files=[out, pout],
+        writes=[
+            Write("assessments", {"subject": s}, rows),
+            Write("patterns", {"subject": s}, prows),
+        ],
+        notes=notes,
+    )
+
+
+def _patterns(
+    subject: str, table: pd.DataFrame, assessment: pd.DataFrame
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Immunotherapy patterns of one subject (``tumorscope.response.patterns``).
+
+    Pseudoprogression and durable response are read from ``assessment`` (iRECIST when the
+    manifest names it); mixed response and hyperprogression (Champiat's definition) from the
+    measurement table. A pattern the data cannot support (e.g. hyperprogression without a
+    pre-baseline scan) gets ``flag=None`` with the reason.
+    """
+    import pandas as pd
+
+    from ..errors import ResponseError
+    from ..response import patterns as pat
+
+    calls = (
+        (
+            "pseudoprogression",
+            lambda: pat.pseudoprogression(assessment),
+            "pseudoprogression",
+            "progression_visit",
+        ),
+        ("durable response", lambda: pat.durable_response(assessment), "durable", "response_start"),
+        ("mixed response", lambda: pat.mixed_response(table), "mixed", "visit"),
+        ("hyperprogression", lambda: pat.hyperprogression(table), "hyperprogression", None),
+    )
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for name, call, flag_col, visit_col in calls:
+        try:
+            res = call()
+        except ResponseError as exc:
+            notes.append(f"{name} not evaluated: {exc}")
+            continue
+        for r in res.to_dict("records"):
+            if str(r["subject"]) != subject:
+                continue
+            flag = r.get(flag_col)
+            visit = str(r.get(visit_col) or "") if visit_col else ""
+            if name != "mixed response" and not flag:
+                visit = ""
+            known = {"subject", flag_col, "reason", "visit"}
+            rows.append(
+                {
+                    "subject": subject,
+                    "pattern": name,
+                    "visit": visit,
+                    "flag": None if flag is None or pd.isna(flag) else bool(flag),
+                    "reason": r.get("reason"),
+                    "details": json.loads(
+                        json.dumps(
+                            {k: v for k, v in r.items() if k not in known}, default=_json_default
+                        )
+                    ),
+                }
+            )
+    return rows, notes
 
 
 # ---------------------------------------------------------------------------- report
@@ -778,8 +856,8 @@ STEPS: tuple[Step, ...] = (
     Step(
         "assess",
         "subject",
-        "1",
-        "response assessment under the criteria of study.yaml",
+        "2",
+        "response under the criteria of study.yaml, and immunotherapy patterns",
         _assess,
         _assess_inputs,
         requires=("measure",),

@@ -209,6 +209,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         lesion_table_path,
         maps_of_visit,
         measurements_path,
+        patterns_path,
     )
     from ..volume import Volume
     from . import figures
@@ -255,7 +256,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         timeline = figures.spider_plot(sums, title=f"sub-{subject}: target sum ({main})")
         for rec in assessed.to_dict("records"):
             d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
-            if d.get("iupd_since"):
+            if d.get("iupd_since") and rec["response"] == "iUPD":
                 flags.append(
                     f"{rec['criteria']} visit {rec['visit']}: unconfirmed progression since "
                     f"visit {d['iupd_since']} ({rec['response']}): {rec['reason']}"
@@ -265,6 +266,13 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
                     f"{rec['criteria']} visit {rec['visit']}: new lesion(s) "
                     f"{d.get('new_lesion_ids', '')}"
                 )
+
+    patterns = _read_parquet(patterns_path(ctx, subject))
+    if patterns is not None and len(patterns):
+        for rec in patterns.to_dict("records"):
+            if rec["flag"] is True or rec["flag"] == 1:
+                at = f" at visit {rec['visit']}" if rec["visit"] else ""
+                flags.insert(0, f"{rec['pattern'].upper()}{at}: {rec['reason']}")
 
     # lesion trajectories (size and map means)
     traj_uri = None
@@ -505,6 +513,10 @@ def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
         for s, g in m.sort_values("days_on_treatment").groupby("subject"):
             last[s] = g["response"].iloc[-1]
     best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
+    pats = store.read_table("patterns")
+    flagged: dict[str, set[str]] = {}
+    for rec in pats[pats["flag"] == True].to_dict("records"):  # noqa: E712 (NULL-aware)
+        flagged.setdefault(str(rec["subject"]), set()).add(str(rec["pattern"]))
     srows = []
     for sid in study.subjects:
         row = subjects[subjects["subject"] == sid]
@@ -516,6 +528,7 @@ def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
                 "lesions": int((lesions["subject"] == sid).sum()),
                 f"last response ({main})": last.get(sid, ""),
                 "best change (%)": best_by.get(sid),
+                "patterns": ", ".join(sorted(flagged.get(sid, ()))),
                 "failed steps": ", ".join(
                     sorted(set(failed[failed["subject"] == sid]["step"])) if len(failed) else []
                 ),

@@ -46,6 +46,7 @@ __all__ = [
     "Lesion",
     "Map",
     "Measurement",
+    "Pattern",
     "Run",
     "SeriesRow",
     "StepRun",
@@ -174,6 +175,24 @@ class Assessment(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class Pattern(Base):
+    """An immunotherapy response pattern of a subject (``visit`` is "" for a subject-level
+    call): pseudoprogression, mixed response, hyperprogression, durable response.
+
+    ``flag`` is NULL when the pattern cannot be evaluated (e.g. no pre-baseline scan for
+    hyperprogression); ``reason`` says why either way.
+    """
+
+    __tablename__ = "patterns"
+    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pattern: Mapped[str] = mapped_column(String(64), primary_key=True)
+    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
+    flag: Mapped[bool | None] = mapped_column(Boolean)
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class StepRun(Base):
     """The pipeline's memory of one step on one unit of work (a visit, subject or study)."""
 
@@ -217,6 +236,7 @@ TABLES: dict[str, type[Base]] = {
     "maps": Map,
     "measurements": Measurement,
     "assessments": Assessment,
+    "patterns": Pattern,
     "step_runs": StepRun,
     "runs": Run,
 }

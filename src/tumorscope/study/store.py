@@ -42,6 +42,7 @@ EXPORT_TABLES: tuple[str, ...] = (
     "maps",
     "measurements",
     "assessments",
+    "patterns",
 )
 
 
@@ -312,7 +313,7 @@ class Store:
         """Write the analysis tables as tidy Parquet and/or CSV files (atomically).
 
         One file per table (``subjects``, ``visits``, ``series``, ``lesions``, ``maps``,
-        ``measurements``, ``assessments``) named ``<table>.parquet`` / ``<table>.csv``. JSON
+        ``measurements``, ``assessments``, ``patterns``) named ``<table>.parquet`` / ``<table>.csv``. JSON
         columns are written as JSON text, dates as ISO strings in CSV and as dates in Parquet.
 
         Returns
