@@ -185,3 +185,37 @@ def test_bad_arguments_are_refused_before_anything_is_written(study2: Path, tmp_
     with pytest.raises(StudyError):
         run_study(study2, out)
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_every_phantom_trajectory_gets_the_response_its_truth_implies(
+    tiny_study: Path, tmp_path: Path, quick: dict[str, Any]
+) -> None:
+    """All six scenarios of the phantom, through the light pipeline (ADC maps, no DCE)."""
+    s = run_study(tiny_study, tmp_path / "out", **quick)
+    assert s.ok, s.failed
+    truth = pd.read_csv(tiny_study / "derivatives/truth/trajectories.tsv", sep="\t", dtype=str)
+    trajectory = dict(zip(truth["subject"], truth["trajectory"], strict=False))
+    store = open_store(s.db_url)
+    a, p = store.read_table("assessments"), store.read_table("patterns")
+    store.close()
+    rec = a[a["criteria"] == "recist1.1"]
+    last = rec.sort_values("visit").groupby("subject")["response"].last().to_dict()
+    follow_up = rec[~rec["response"].isin(["baseline", "pre-baseline"])]
+    flagged = {(r.subject, r.pattern) for r in p[p["flag"] == True].itertuples()}  # noqa: E712
+    for subject, kind in trajectory.items():
+        responses = set(follow_up[follow_up["subject"] == subject]["response"])
+        if kind == "responder":
+            assert last[subject] == "PR"
+        elif kind == "pseudoprogressor":
+            assert (subject, "pseudoprogression") in flagged
+        elif kind == "progressor":
+            assert responses == {"PD"}
+        elif kind == "mixed":
+            assert (subject, "mixed response") in flagged
+        elif kind == "hyperprogressor":
+            assert (subject, "hyperprogression") in flagged
+        elif kind == "stable":
+            assert responses == {"SD"}
+        else:  # a scenario this test does not know yet
+            pytest.fail(f"no expectation for trajectory {kind!r}")
