@@ -527,3 +527,12 @@ def test_vfa_split_into_series_per_flip_angle_is_merged_on_request(tmp_path: Pat
     s = open_study(tmp_path / "merged").subjects["001"].visits["01"].series["t1_vfa"]
     assert s.protocol == VFAProtocol(flips, 5.0)
     np.testing.assert_array_equal(s.load().data, vol.data)
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_dynamic_series_running_past_midnight(tmp_path: Path, enhanced: bool) -> None:
+    times = (0.0, 10.0, 20.0, 30.0)
+    proto = DynamicProtocol(times, 15.0, 5.0, 1)
+    study = SynthStudy(time=dt.time(23, 58, 55))  # the series starts at 23:59:55
+    write_series(volume(4), tmp_path, suffix="dce", protocol=proto, study=study, enhanced=enhanced)
+    assert read_one(tmp_path, dce_baseline_frames=1).protocol.frame_times_s == times

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fnmatch
+import itertools
 import json
 import os
 import re
@@ -875,7 +876,14 @@ def _frame_times(volumes: list[list[DicomFrame]]) -> list[float]:
                 field="AcquisitionTime",
             )
         acq.append(min(times))
-    return [a - acq[0] for a in acq]
+    # times of day: a series running past midnight wraps to 0 (the date is rarely per image)
+    day = 0.0
+    out = [0.0]
+    for prev, cur in itertools.pairwise(acq):
+        if cur < prev - 43200.0:  # raw time of day jumped back by more than 12 h
+            day += 86400.0
+        out.append(cur + day - acq[0])
+    return out
 
 
 def read_series(

@@ -169,8 +169,9 @@ def _ds(value: float) -> str:
 
 
 def _tm(seconds: float) -> str:
-    """Seconds since midnight → DICOM TM ``HHMMSS.FFFFFF``."""
-    us = round(seconds * 1e6)
+    """Seconds since midnight → DICOM TM ``HHMMSS.FFFFFF`` (past midnight wraps, as on a
+    scanner)."""
+    us = round(seconds * 1e6) % 86_400_000_000
     h, rem = divmod(us, 3_600_000_000)
     m, rem = divmod(rem, 60_000_000)
     s, us = divmod(rem, 1_000_000)
