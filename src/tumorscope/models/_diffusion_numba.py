@@ -245,7 +245,7 @@ def loglinear_block(y, logy, b, base_idx, weighted, adc_lo, adc_hi, params, stde
             bad |= not (v >= 0.0) or v == np.inf
             w = v * v if weighted else 1.0
             w = w if v > 0.0 else 0.0
-            npos += v > 0.0
+            npos += 1 if v > 0.0 else 0
             lv = np.float64(logy[i, k])
             bk = b[k]
             wb = w * bk
