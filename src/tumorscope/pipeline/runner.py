@@ -263,6 +263,7 @@ class _Executor:
     def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
         self.client: Any = None
         self.cluster: Any = None
+        self.closed = False
         self.n_workers = 1
         self.threads: int | None = None
         if scheduler or workers:
@@ -305,16 +306,22 @@ class _Executor:
         return f"Dask scheduler {self.client.scheduler.address}, {self.n_workers} worker(s)"
 
     def run(self, jobs: Sequence[tuple[Any, ...]]) -> list[Outcome]:
+        if self.closed:
+            raise RuntimeError("the run was stopped")
         if self.client is None:
             return [execute_unit(*job) for job in jobs]
         futures = [self.client.submit(execute_unit, *job, pure=False) for job in jobs]
         return list(self.client.gather(futures))
 
     def close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        """Close the client and the local cluster (idempotent)."""
+        client, cluster = self.client, self.cluster
+        self.client = self.cluster = None
+        self.closed = True
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _sweep_temporaries(out_dir: Path) -> int:
@@ -575,8 +582,16 @@ def run_study(
                 for sid in plan:
                     drive(sid)
             else:
-                with ThreadPoolExecutor(max_workers=max(2, 2 * executor.n_workers)) as pool:
+                # one driver thread per subject in flight; they only wait on the cluster
+                pool = ThreadPoolExecutor(max_workers=max(2, 2 * executor.n_workers))
+                try:
                     list(pool.map(drive, plan))
+                except BaseException:
+                    # Ctrl-C: stop the cluster first so the waiting drivers return at once
+                    executor.close()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                pool.shutdown()
         summary.report = _publish(
             ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
         )
