@@ -205,3 +205,48 @@ def test_cli_import_and_export(chain: dict[str, Path]) -> None:
         "sub-001_ses-01_lesions_seg.dcm",
         "sub-001_ses-01_measurements_sr.dcm",
     ]
+
+
+def test_export_of_pipeline_results(chain: dict[str, Path]) -> None:
+    """Maps and response found in a run's output folder (map index + assessments table)."""
+    import json
+
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from tumorscope.io.dicom_export import pipeline_results
+
+    st = open_study(chain["imported"])
+    dwi = st.subjects["001"].visits["01"].series["dwi"].load()
+    res = chain["tmp"] / "run"
+    maps = res / "sub-001" / "ses-01" / "maps"
+    adc = dwi.frame(0).with_data(np.full(dwi.spatial_shape, 1.5e-3, np.float32))
+    adc.to_nifti(maps / "sub-001_ses-01_adc_ADC.nii.gz")
+    dwi.to_nifti(maps / "sub-001_ses-01_x_curve.nii.gz")  # 4-D: not a parameter map
+    index = {
+        "adc.ADC": {"path": "sub-001/ses-01/maps/sub-001_ses-01_adc_ADC.nii.gz", "unit": "mm2/s"},
+        "x.curve": {"path": "sub-001/ses-01/maps/sub-001_ses-01_x_curve.nii.gz", "unit": "1"},
+    }
+    (maps / "sub-001_ses-01_fit_dwi_index.json").write_text(json.dumps(index))
+    rows = [{"subject": "001", "visit": "01", "criteria": "irecist", "response": "iUPD"}]
+    pd.DataFrame(rows).to_parquet(res / "sub-001" / "sub-001_assessments.parquet")
+    found, response, criteria = pipeline_results(res, subject="001", visit="01")
+    assert found["adc.ADC"][1:] == ("mm2/s", "dwi")
+    assert (response, criteria) == ("iUPD", "irecist")
+
+    out = chain["tmp"] / "export-run"
+    files = export_visit(
+        chain["imported"], chain["dicom"], out, subject="001", visit="01", results=res
+    )
+    assert [f.name for f in files] == [
+        "sub-001_ses-01_adc-ADC_pm.dcm",
+        "sub-001_ses-01_lesions_seg.dcm",
+        "sub-001_ses-01_measurements_sr.dcm",
+    ]
+    pm = pydicom.dcmread(files[0])
+    assert np.all(pm.pixel_array == np.float32(1.5e-3))
+    sr = hd.sr.srread(files[-1])
+    resp = sr.content.get_image_measurement_groups()[0].get_qualitative_evaluations()[0]
+    assert (resp.value.value, resp.value.scheme_designator) == ("iUPD", "99TUMORSCOPE")
+    group = sr.content.get_volumetric_roi_measurement_groups()[0]
+    means = [m.value for m in group.get_measurements() if m.derivation is not None]
+    assert means == [pytest.approx(1.5e-3), pytest.approx(1.5e-3)]

@@ -105,6 +105,11 @@ def export_dicom(
     mapping: Path = typer.Option(None, help="Identifier mapping TSV of a de-identified study."),
     response: str = typer.Option(None, help="Overall response at this visit: CR, PR, SD or PD."),
     criteria: str = typer.Option("RECIST 1.1", help="Criteria the response was assessed with."),
+    results: Path = typer.Option(
+        None,
+        help="Output folder of 'tumorscope run' (e.g. STUDY/derivatives/tumorscope): export "
+        "every map it fitted for the visit, and its response.",
+    ),
 ) -> None:
     """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500)."""
     from ..io.dicom_export import export_visit
@@ -125,6 +130,7 @@ def export_dicom(
             mapping_file=mapping,
             response=response,
             criteria=criteria,
+            results=results,
         )
     for f in files:
         typer.echo(f"wrote {f}")

@@ -30,6 +30,8 @@ Design decisions
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ __all__ = [
     "LesionMeasurement",
     "export_visit",
     "load_source_images",
+    "pipeline_results",
     "source_series_files",
     "to_highdicom_volume",
     "write_parametric_map",
@@ -74,6 +77,20 @@ _RESPONSES: dict[str, tuple[str, str]] = {
     "SD": ("C18213", "Stable Disease"),
     "PD": ("C35571", "Progressive Disease"),
 }
+#: categories without an NCIt code we are sure of: private scheme, the category as code value
+_OTHER_RESPONSES: dict[str, str] = {
+    "NE": "Not evaluable",
+    "iCR": "Immune complete response",
+    "iPR": "Immune partial response",
+    "iSD": "Immune stable disease",
+    "iUPD": "Immune unconfirmed progressive disease",
+    "iCPD": "Immune confirmed progressive disease",
+    "non-CR/non-PD": "Non-CR/non-PD",
+    "CMR": "Complete metabolic response",
+    "PMR": "Partial metabolic response",
+    "SMD": "Stable metabolic disease",
+    "PMD": "Progressive metabolic disease",
+}
 _PARAMETER_CODES: dict[str, tuple[str, str, str]] = {
     "ADC": ("113041", "DCM", "Apparent Diffusion Coefficient"),
     "Ktrans": ("126312", "DCM", "Ktrans"),
@@ -94,10 +111,17 @@ def _unit_code(unit: str) -> Any:
     return _code(UCUM[unit], "UCUM", unit)
 
 
+def _default_unit(name: str) -> str | None:
+    """tumorscope unit of a map name (``T1``, or ``model.parameter``)."""
+    return PARAMETER_UNITS.get(name) or PARAMETER_UNITS.get(name.split(".")[-1])
+
+
 def _parameter_code(name: str) -> Any:
-    if name in _PARAMETER_CODES:
-        return _code(*_PARAMETER_CODES[name])
-    return _code(name, PRIVATE_SCHEME, name)
+    """Code of a map name (``ADC``, or ``model.parameter`` as the pipeline names maps)."""
+    parameter = name.split(".")[-1]
+    if parameter in _PARAMETER_CODES:
+        return _code(*_PARAMETER_CODES[parameter])
+    return _code(name[:16], PRIVATE_SCHEME, name)
 
 
 def load_source_images(files: Sequence[str | Path]) -> list[Any]:
@@ -267,7 +291,7 @@ def write_parametric_map(
     import highdicom as hd
 
     out = Path(out)
-    unit = unit or PARAMETER_UNITS.get(name)
+    unit = unit or _default_unit(name)
     if unit is None:
         raise ExportError(f"no unit known for map {name!r}; pass unit=", field="unit")
     sources = _sources(source_images)
@@ -297,7 +321,7 @@ def write_parametric_map(
             voi_lut_transformations=[
                 hd.VOILUTTransformation(window_center=(lo + hi) / 2, window_width=hi - lo)
             ],
-            content_label=name.upper()[:16].replace("_", ""),
+            content_label=re.sub(r"[^A-Z0-9_]", "_", name.upper())[:16],
             content_description=(series_description or f"{name} map (tumorscope)")[:64],
         )
     except (ValueError, TypeError) as exc:
@@ -481,8 +505,11 @@ def write_sr(
         The DICOM SEG holding the lesions (each measurement group references its segment).
     out : path-like
         File to write.
-    response : {"CR", "PR", "SD", "PD"}, optional
-        Overall response at this visit, reported as a qualitative evaluation.
+    response : str, optional
+        Overall response at this visit, reported as a qualitative evaluation: ``CR``, ``PR``,
+        ``SD``, ``PD`` (NCIt codes) or ``NE``, ``non-CR/non-PD``, the iRECIST categories
+        ``iCR``, ``iPR``, ``iSD``, ``iUPD``, ``iCPD`` and the PERCIST ones ``CMR``, ``PMR``,
+        ``SMD``, ``PMD`` (private scheme ``99TUMORSCOPE``). A baseline visit has none.
     criteria : str
         Criteria the response was assessed with (written into the response group's tracking
         identifier).
@@ -537,7 +564,7 @@ def write_sr(
                     hd.sr.Measurement(name=concept, value=float(value), unit=_unit_code(unit))
                 )
         for map_name, stats in m.statistics.items():
-            map_unit = m.units.get(map_name) or PARAMETER_UNITS.get(map_name)
+            map_unit = m.units.get(map_name) or _default_unit(map_name)
             if map_unit is None:
                 raise ExportError(f"no unit known for map {map_name!r}", field="units")
             for stat, value in stats.items():
@@ -578,12 +605,16 @@ def write_sr(
             )
         )
     if response is not None:
-        if response not in _RESPONSES:
+        if response in _RESPONSES:
+            response_code, meaning, scheme = (*_RESPONSES[response], "NCIt")
+        elif response in _OTHER_RESPONSES:
+            response_code, meaning, scheme = response, _OTHER_RESPONSES[response], PRIVATE_SCHEME
+        else:
+            known = [*_RESPONSES, *_OTHER_RESPONSES]
             raise ExportError(
-                f"unknown response {response!r}; expected one of {', '.join(_RESPONSES)}",
+                f"unknown response {response!r}; expected one of {', '.join(known)}",
                 field="response",
             )
-        response_code, meaning = _RESPONSES[response]
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
@@ -593,7 +624,7 @@ def write_sr(
                 qualitative_evaluations=[
                     hd.sr.QualitativeEvaluation(
                         name=_code("112048", "DCM", "Current Response"),
-                        value=_code(response_code, "NCIt", meaning),
+                        value=_code(response_code, scheme, meaning),
                     )
                 ],
             )
@@ -702,6 +733,62 @@ def source_series_files(
     )
 
 
+#: the source series of the maps each pipeline fit step writes
+_STEP_SOURCE = {"fit_dwi": "dwi", "fit_dce": "dce"}
+
+
+def pipeline_results(
+    results_dir: str | Path, *, subject: str, visit: str, criteria: str | None = None
+) -> tuple[dict[str, tuple[Path, str, str]], str | None, str | None]:
+    """What ``tumorscope run`` wrote for one visit: maps, and the response.
+
+    Parameters
+    ----------
+    results_dir : path-like
+        The run's output folder (default of the pipeline: ``STUDY/derivatives/tumorscope``).
+    subject, visit : str
+        Ids as in the study.
+    criteria : str, optional
+        Which criteria's response to take (default: the first in the assessments table).
+
+    Returns
+    -------
+    maps : dict
+        ``{"adc.ADC": (path, unit, source role)}`` from the visit's map indexes
+        (``sub-S/ses-V/maps/*_index.json``); the source role follows the fit step (``fit_dwi``
+        → ``dwi``, ``fit_dce`` → ``dce``).
+    response, criteria : str or None
+        From ``sub-S/sub-S_assessments.parquet`` (None when absent).
+    """
+    root = Path(results_dir)
+    maps: dict[str, tuple[Path, str, str]] = {}
+    mdir = root / f"sub-{subject}" / f"ses-{visit}" / "maps"
+    for index in sorted(mdir.glob("*_index.json")):
+        step = index.name[: -len("_index.json")].split("_", 2)[-1]
+        try:
+            entries = json.loads(index.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ExportError(f"cannot parse map index: {exc}", file=index) from exc
+        for name, e in sorted(entries.items()):
+            if not isinstance(e, dict) or "path" not in e:
+                raise ExportError("map entry without a path", file=index, field=name)
+            maps[name] = (root / e["path"], str(e.get("unit", "")), _STEP_SOURCE.get(step, step))
+    response = None
+    table = root / f"sub-{subject}" / f"sub-{subject}_assessments.parquet"
+    if table.exists():
+        import pandas as pd
+
+        df = pd.read_parquet(table)
+        df = df[(df["subject"].astype(str) == subject) & (df["visit"].astype(str) == visit)]
+        if criteria is not None:
+            df = df[df["criteria"] == criteria]
+        if len(df):
+            row = df.iloc[0]
+            response = None if pd.isna(row["response"]) else str(row["response"])
+            criteria = str(row["criteria"])
+    return maps, response, criteria
+
+
 def export_visit(
     study_dir: str | Path,
     dicom_dir: str | Path,
@@ -714,6 +801,8 @@ def export_visit(
     mapping_file: str | Path | None = None,
     response: str | None = None,
     criteria: str = "RECIST 1.1",
+    results: str | Path | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> list[Path]:
     """Export one visit: parameter maps, the lesion SEG and the measurement SR.
 
@@ -736,6 +825,12 @@ def export_visit(
         Overall response at this visit, written into the SR.
     criteria : str
         Name of the response criteria.
+    results : path-like, optional
+        Output folder of ``tumorscope run`` (see :func:`pipeline_results`): every 3-D map it
+        fitted for this visit is exported (4-D maps are skipped), and its response is used
+        unless ``response`` is given.
+    units : mapping, optional
+        Unit per map name for names without a default unit.
 
     Returns
     -------
@@ -767,18 +862,31 @@ def export_visit(
             sources_cache[role] = load_source_images(files)
         return sources_cache[role]
 
+    all_maps: dict[str, tuple[str | Path | Volume, str]] = {}
+    all_units = dict(units or {})
+    if results is not None:
+        found, run_response, run_criteria = pipeline_results(results, subject=subject, visit=visit)
+        for name, (path, unit, role) in found.items():
+            all_maps[name] = (path, role)
+            all_units.setdefault(name, unit)
+        if response is None and run_response not in (None, "baseline"):
+            response, criteria = run_response, run_criteria or criteria
+    all_maps.update(maps or {})
     loaded: dict[str, Volume] = {}
-    for name, (img, role) in (maps or {}).items():
+    for name, (img, role) in all_maps.items():
         vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
         if vol.data.ndim != 3:
+            if results is not None and name not in (maps or {}):
+                continue  # e.g. a concentration time course: not a parameter map
             raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
         loaded[name] = vol
         written.append(
             write_parametric_map(
                 vol,
                 sources(role),
-                out / f"sub-{subject}_ses-{visit}_{name}_pm.dcm",
+                out / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
                 name=name,
+                unit=all_units.get(name) or None,
                 series_number=900 + len(written),
             )
         )
@@ -816,6 +924,7 @@ def export_visit(
                 longest_diameter_mm=size["longest_diameter_mm"],
                 short_axis_mm=size["short_axis_mm"],
                 statistics=stats,
+                units={k: u for k, u in all_units.items() if k in stats and u},
             )
         )
     written.append(
