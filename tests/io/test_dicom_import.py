@@ -450,7 +450,7 @@ def test_any_geometry_round_trips(angles, voxel, origin, shape, flip, enhanced) 
     """Any rotation, voxel size, origin and handedness comes back as an equivalent grid."""
     import tempfile
 
-    aff = oblique_affine(angles, voxel, origin)
+    aff = oblique_affine(angles_deg=angles, voxel_mm=voxel, origin_mm=origin)
     if flip:  # a left-handed voxel grid (slices stacked against the normal)
         aff = aff @ np.diag([1.0, 1.0, -1.0, 1.0])
     data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)

@@ -141,6 +141,7 @@ def lps_affine(ras_affine: np.ndarray) -> np.ndarray:
 
 
 def oblique_affine(
+    *,
     angles_deg: tuple[float, float, float] = (10.0, -20.0, 30.0),
     voxel_mm: tuple[float, float, float] = (1.5, 2.0, 4.0),
     origin_mm: tuple[float, float, float] = (-20.0, 15.0, 30.0),
