@@ -536,3 +536,17 @@ def test_dynamic_series_running_past_midnight(tmp_path: Path, enhanced: bool) ->
     study = SynthStudy(time=dt.time(23, 58, 55))  # the series starts at 23:59:55
     write_series(volume(4), tmp_path, suffix="dce", protocol=proto, study=study, enhanced=enhanced)
     assert read_one(tmp_path, dce_baseline_frames=1).protocol.frame_times_s == times
+
+
+def test_siemens_mosaic_is_rejected_not_misread(tmp_path: Path) -> None:
+    files = write_series(volume(3), tmp_path / "dicom", suffix="dwi",
+                         protocol=DiffusionProtocol((0, 500, 1000)))  # fmt: skip
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE", "ND", "MOSAIC"]
+        ds.save_as(f)
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90, series_number=2)
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [(p.severity, p.field) for p in rep.problems] == [("error", "ImageType")]
+    assert "mosaic" in rep.problems[0].message
+    assert [r["suffix"] for r in rep.series] == ["T2w"]

@@ -689,6 +689,16 @@ def _distinct(values: Sequence[float | None]) -> list[float]:
 
 def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
     """Frames arranged as ``[volume][slice]`` and the RAS affine; raises DataError."""
+    image_type = [str(x).upper() for x in (getattr(series.header, "ImageType", None) or [])]
+    if "MOSAIC" in image_type:
+        # Siemens mosaic: one image holds a tile of slices, whose positions live in the private
+        # CSA header; read as is it would be one wrong slice
+        raise DataError(
+            f"series {series.description!r} holds Siemens mosaic images, which are not supported; "
+            "export it from the scanner without mosaic (or as enhanced MR)",
+            file=series.files[0],
+            field="ImageType",
+        )
     if series.damaged:
         raise DataError(
             f"series {series.description!r} has {len(series.damaged)} unreadable image(s) and is "
