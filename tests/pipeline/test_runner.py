@@ -48,7 +48,7 @@ def test_full_run_records_one_row_per_subject_visit_and_lesion(
     assert kinds["NT1001"] == "non-target" and kinds["L1001"] == "target"
     # maps of both fit steps, with units and fit quality
     models = set(t["maps"]["model"])
-    assert {"adc", "ivim", "extended_tofts", "vfa", "sq"} <= models
+    assert {"adc", "ivim", "extended_tofts", "vfa", "sq", "t2star"} <= models
     adc = t["maps"][(t["maps"]["model"] == "adc") & (t["maps"]["parameter"] == "ADC")]
     assert len(adc) == 8 and set(adc["unit"]) == {"mm2/s"}
     assert (adc["n_converged"] > 0.5 * adc["n_fitted"]).all()

@@ -501,6 +501,42 @@ def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     return out
 
 
+def _relax_applies(study: Study, unit: Unit) -> bool:
+    from ..models.relaxometry_stage import RELAXOMETRY_ROLES
+
+    return any(r in _visit(study, unit).series for r in RELAXOMETRY_ROLES)
+
+
+def _relax_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    from ..models.relaxometry_stage import RELAXOMETRY_ROLES
+
+    series = _visit(study, unit).series
+    return [p for r in RELAXOMETRY_ROLES if r in series for p in _series_files(series[r].path)]
+
+
+def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """T2*, T2 and inversion-recovery T1 of every relaxometry series of the visit.
+
+    Calls :func:`tumorscope.models.relaxometry_stage.fit_relaxometry_visit` (whole volume).
+    """
+    from ..models.relaxometry_stage import fit_relaxometry_visit
+
+    assert unit.visit is not None
+    res = fit_relaxometry_visit(
+        _visit(study, unit), out_dir=maps_dir(ctx, unit.subject, unit.visit)
+    )
+    entries: list[_MapEntry] = []
+    for fit in res.fits.values():
+        model = str(fit.provenance.get("model", ""))
+        for param in fit.maps:
+            path = res.files.get(f"{model}_{param}")
+            if path is not None:
+                entries.append(_MapEntry(model, param, path, res.files.get(f"{model}_status"), fit))
+    out = _record_maps(ctx, "fit_relax", unit, entries, _with_sidecars(list(res.files.values())))
+    out.notes += list(res.warnings)
+    return out
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -510,7 +546,7 @@ def _json_default(obj: Any) -> Any:
 # ---------------------------------------------------------------------------- measure
 
 #: Steps that write parameter maps (each writes a ``*_index.json`` per visit).
-_MAP_STEPS = ("fit_dwi", "fit_dce")
+_MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax")
 
 
 def _measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
@@ -842,6 +878,17 @@ STEPS: tuple[Step, ...] = (
         applies=_dce_applies,
         missing=lambda: _has_module("tumorscope.models.dce_stage", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
+    ),
+    Step(
+        "fit_relax",
+        "visit",
+        "1",
+        "T2*, T2 and inversion-recovery T1 maps of the relaxometry series",
+        _fit_relax,
+        _relax_inputs,
+        requires=("register",),
+        applies=_relax_applies,
+        missing=lambda: _has_module("tumorscope.models.relaxometry_stage", "fit_relaxometry_visit"),
     ),
     Step(
         "measure",
