@@ -219,3 +219,37 @@ def test_every_phantom_trajectory_gets_the_response_its_truth_implies(
             assert responses == {"SD"}
         else:  # a scenario this test does not know yet
             pytest.fail(f"no expectation for trajectory {kind!r}")
+
+
+def test_a_database_error_fails_the_unit_not_the_run(
+    study2: Path, tmp_path: Path, quick: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A unit whose rows the database refuses is rolled back and recorded as failed."""
+    from tumorscope.pipeline import steps
+
+    real = steps._measure
+
+    def bad_rows(ctx: Any, study: Any, unit: Any, upstream: Any) -> Any:
+        out = real(ctx, study, unit, upstream)
+        if unit.subject == "002":  # a measurement of a visit that does not exist
+            row = dict(out.writes[0].rows[0], visit="99")
+            out.writes[0].rows.append(row)
+        return out
+
+    monkeypatch.setattr(
+        steps,
+        "STEPS",
+        tuple(
+            s if s.name != "measure" else steps.Step(**{**s.__dict__, "run": bad_rows})
+            for s in steps.STEPS
+        ),
+    )
+    import tumorscope.pipeline.runner as runner
+
+    monkeypatch.setattr(runner, "STEPS", steps.STEPS)
+    out = tmp_path / "out"
+    s = run_study(study2, out, **quick)
+    assert [(f.step, f.unit) for f in s.failed] == [("measure", "sub-002")]
+    assert "ExportError" in s.failed[0].message
+    t = _tables(out)
+    assert set(t["measurements"]["subject"]) == {"001"}  # nothing of the failed unit

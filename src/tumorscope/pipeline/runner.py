@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..errors import DataError, TumorscopeError, TumorscopeWarning
+from ..errors import DataError, ExportError, TumorscopeError, TumorscopeWarning
 from .hashing import file_sha256, inputs_hash
 from .steps import DEFAULT_OPTIONS, STEPS, Context, Step, Unit, Upstream, Write
 
@@ -359,7 +359,7 @@ class _Recorder:
         self.store = store
         self.summary = summary
         self.run_id = run_id
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
 
     def record(self, outcome: Outcome) -> None:
         from ..study.store import utcnow
@@ -403,13 +403,27 @@ class _Recorder:
                 return
             for note in outcome.notes:
                 log.info("%s: %s", label, note)
-            with self.store.transaction() as s:
-                for w in outcome.writes:
-                    if w.mode == "upsert":
-                        self.store.upsert(s, w.table, w.rows)
-                    else:
-                        self.store.replace(s, w.table, w.where, w.rows)
-                self.store.upsert(s, "step_runs", [row])
+            try:
+                with self.store.transaction() as s:
+                    for w in outcome.writes:
+                        if w.mode == "upsert":
+                            self.store.upsert(s, w.table, w.rows)
+                        else:
+                            self.store.replace(s, w.table, w.where, w.rows)
+                    self.store.upsert(s, "step_runs", [row])
+            except ExportError as exc:  # rolled back: the unit failed, the run goes on
+                failed = Outcome(
+                    u,
+                    "failed",
+                    outcome.input_hash,
+                    error=f"ExportError: {exc.message}",
+                    error_file=exc.file,
+                    error_field=exc.field,
+                    traceback=traceback.format_exc(),
+                    duration_s=outcome.duration_s,
+                )
+                self.record(failed)  # re-entrant lock
+                return
             self.summary.done.append(label)
             log.info("done: %s (%.2f s)", label, outcome.duration_s)
 
