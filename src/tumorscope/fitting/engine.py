@@ -174,9 +174,16 @@ def fit_blocks(
     block_dtype = (
         data.dtype if native_dtype and data.dtype in (np.float32, np.float64) else np.float64
     )
-    params = np.full((V, n_params), np.nan, dtype=np.float32)
-    stderr = np.full((V, n_params), np.nan, dtype=np.float32)
-    rss = np.full(V, np.nan, dtype=np.float32)
+
+    # every fitted voxel is written by its block; only voxels outside the mask need a fill
+    def _out(shape: tuple[int, ...]) -> np.ndarray:
+        if mask is None:
+            return np.empty(shape, dtype=np.float32)
+        return np.full(shape, np.nan, dtype=np.float32)
+
+    params = _out((V, n_params))
+    stderr = _out((V, n_params))
+    rss = _out((V,))
     status = np.full(V, FitStatus.NOT_FITTED, dtype=np.uint8)
     if mask is None:
         fmask = np.ones(V, dtype=bool)
@@ -206,17 +213,26 @@ def fit_blocks(
         st = np.full(y.shape[0], FitStatus.INVALID_INPUT, dtype=np.uint8)
         if np.all(good):
             res = block_fn(np.ascontiguousarray(y))
+            failed = res.status == FitStatus.FAILED
+            if failed.any():  # failed voxels carry no numbers
+                res.params[failed] = np.nan
+                if res.stderr is not None:
+                    res.stderr[failed] = np.nan
             params[sel] = res.params
             status[sel] = res.status
             rss[sel] = res.rss
-            if res.stderr is not None:
-                stderr[sel] = res.stderr
+            stderr[sel] = np.nan if res.stderr is None else res.stderr
             return
         pp = np.full((y.shape[0], n_params), np.nan)
         se = np.full((y.shape[0], n_params), np.nan)
         rr = np.full(y.shape[0], np.nan)
         if good.any():
             res = block_fn(np.ascontiguousarray(y[good]))
+            failed = res.status == FitStatus.FAILED
+            if failed.any():
+                res.params[failed] = np.nan
+                if res.stderr is not None:
+                    res.stderr[failed] = np.nan
             pp[good] = res.params
             st[good] = res.status
             rr[good] = res.rss
@@ -233,9 +249,4 @@ def fit_blocks(
     else:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             list(pool.map(one, range(n_chunks)))
-    # failed voxels carry no numbers
-    failed = status == FitStatus.FAILED
-    if failed.any():
-        params[failed] = np.nan
-        stderr[failed] = np.nan
     return FlatFit(params, stderr, status, rss, fmask)
