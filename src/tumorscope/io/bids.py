@@ -25,6 +25,7 @@ from ..units import s_to_ms
 
 __all__ = [
     "NIFTI_SUFFIXES",
+    "SUFFIX_AXES",
     "protocol_from_sidecar",
     "read_bval",
     "read_sidecar",
@@ -34,6 +35,16 @@ __all__ = [
 ]
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+#: Name of the 4th (measurement) axis of a series, by BIDS suffix.
+SUFFIX_AXES: dict[str, str] = {
+    "dwi": "b",
+    "VFA": "flip_angle",
+    "dce": "t",
+    "MEGRE": "echo",
+    "MESE": "echo",
+    "IRT1": "inversion",
+}
 
 
 def stem(path: Path) -> str:

@@ -78,6 +78,7 @@ from ..protocol import (
     VFAProtocol,
 )
 from ..volume import Volume, atomic_write
+from .bids import SUFFIX_AXES
 
 __all__ = [
     "DicomFrame",
@@ -1024,14 +1025,7 @@ def read_series(
         side["StudyInstanceUID"] = series.text("StudyInstanceUID")
         side["FrameOfReferenceUID"] = series.text("FrameOfReferenceUID")
     side = {k: v for k, v in side.items() if v is not None and v != ""}
-    axis = {
-        "dwi": "b",
-        "VFA": "flip_angle",
-        "dce": "t",
-        "MEGRE": "echo",
-        "MESE": "echo",
-        "IRT1": "inversion",
-    }.get(suffix, "measurement")
+    axis = SUFFIX_AXES.get(suffix, "measurement")
     if data.shape[3] == 1:
         vol = Volume(data[..., 0], affine, source=where)
     else:

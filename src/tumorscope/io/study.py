@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import DataError, Problem, ProtocolError, StudyError
 from ..protocol import Protocol
 from ..volume import Volume
-from .bids import NIFTI_SUFFIXES, protocol_from_sidecar, read_sidecar, split_entities
+from .bids import NIFTI_SUFFIXES, SUFFIX_AXES, protocol_from_sidecar, read_sidecar, split_entities
 from .manifest import Manifest, SubjectEntry, Treatment, read_manifest
 
 __all__ = [
@@ -68,14 +68,6 @@ class Series:
 
     def load(self) -> Volume:
         """Read the image as float32, checking it against its protocol."""
-        axes = {
-            "dwi": "b",
-            "VFA": "flip_angle",
-            "dce": "t",
-            "MEGRE": "echo",
-            "MESE": "echo",
-            "IRT1": "inversion",
-        }
         vol = Volume.from_nifti(self.path, meta={"role": self.role, "sidecar": self.sidecar})
         proto = self.protocol
         if proto is not None:
@@ -89,7 +81,7 @@ class Series:
             vol = Volume(
                 vol.data,
                 vol.affine,
-                (*vol.axes[:3], axes.get(self.suffix, "measurement")),
+                (*vol.axes[:3], SUFFIX_AXES.get(self.suffix, "measurement")),
                 vol.meta,
                 vol.source,
             )
