@@ -15,7 +15,7 @@ from .engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit, fit_blocks, validat
 from .grid import grid_search
 from .linear import LinearResult, weighted_lls
 from .lm import LMOptions, LMResult, levenberg_marquardt
-from .status import FitStatus, summarize_status
+from .status import FitStatus, summarize_counts, summarize_status
 
 __all__ = [
     "DEFAULT_CHUNK_VOXELS",
@@ -28,6 +28,7 @@ __all__ = [
     "fit_blocks",
     "grid_search",
     "levenberg_marquardt",
+    "summarize_counts",
     "summarize_status",
     "validate_inputs",
     "weighted_lls",

@@ -61,6 +61,8 @@ class FlatFit:
     status : ndarray of uint8, shape (V,)
     rss : ndarray, shape (V,), float32
     mask : ndarray of bool, shape (V,)
+    counts : ndarray of int64, shape (256,)
+        Number of voxels per status code (counted in the blocks, in parallel).
     """
 
     params: np.ndarray
@@ -68,6 +70,7 @@ class FlatFit:
     status: np.ndarray
     rss: np.ndarray
     mask: np.ndarray
+    counts: np.ndarray
 
 
 def validate_inputs(
@@ -202,7 +205,12 @@ def fit_blocks(
         chunk = DEFAULT_CHUNK_VOXELS
     n_chunks = math.ceil(n_fit / chunk) if n_fit else 0
 
+    block_counts = np.zeros((max(n_chunks, 1), 256), dtype=np.int64)
+
     def one(c: int) -> None:
+        block_counts[c] = np.bincount(_one(c), minlength=256)
+
+    def _one(c: int) -> np.ndarray:
         lo, hi = c * chunk, min((c + 1) * chunk, n_fit)
         sel: slice | np.ndarray = slice(lo, hi) if index is None else index[lo:hi]
         y = np.asarray(flat[sel], dtype=block_dtype)
@@ -222,7 +230,7 @@ def fit_blocks(
             status[sel] = res.status
             rss[sel] = res.rss
             stderr[sel] = np.nan if res.stderr is None else res.stderr
-            return
+            return np.asarray(res.status, dtype=np.uint8)
         pp = np.full((y.shape[0], n_params), np.nan)
         se = np.full((y.shape[0], n_params), np.nan)
         rr = np.full(y.shape[0], np.nan)
@@ -242,6 +250,7 @@ def fit_blocks(
         status[sel] = st
         rss[sel] = rr
         stderr[sel] = se
+        return st
 
     if n_workers == 1 or n_chunks <= 1:
         for c in range(n_chunks):
@@ -249,4 +258,6 @@ def fit_blocks(
     else:
         with ThreadPoolExecutor(max_workers=n_workers) as pool:
             list(pool.map(one, range(n_chunks)))
-    return FlatFit(params, stderr, status, rss, fmask)
+    counts = block_counts.sum(axis=0)
+    counts[FitStatus.NOT_FITTED] += V - n_fit
+    return FlatFit(params, stderr, status, rss, fmask, counts)

@@ -11,7 +11,7 @@ from enum import IntEnum
 
 import numpy as np
 
-__all__ = ["FitStatus", "summarize_status"]
+__all__ = ["FitStatus", "summarize_counts", "summarize_status"]
 
 
 class FitStatus(IntEnum):
@@ -65,7 +65,11 @@ def summarize_status(status: np.ndarray) -> str | None:
     >>> summarize_status(np.array([0, 2, 2, 255], np.uint8))
     '2 of 3 voxels hit bounds'
     """
-    counts = np.bincount(np.asarray(status, dtype=np.uint8).ravel(), minlength=256)
+    return summarize_counts(np.bincount(np.asarray(status, dtype=np.uint8).ravel(), minlength=256))
+
+
+def summarize_counts(counts: np.ndarray) -> str | None:
+    """:func:`summarize_status` from per-code counts (``counts[code]``, length 256)."""
     n_fit = int(counts.sum() - counts[FitStatus.NOT_FITTED])
     parts = [
         f"{int(counts[code]):,} of {n_fit:,} voxels {phrase}"

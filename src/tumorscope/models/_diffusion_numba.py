@@ -223,8 +223,8 @@ def loglinear_block(y, logy, b, base_idx, weighted, adc_lo, adc_hi, params, stde
     """Fused (weighted) log-linear mono-exponential fit of every row of ``y``.
 
     ``log y = log S0 - b ADC`` with weights ``y^2`` (``weighted``) or 1; samples ``<= 0`` get
-    weight 0. ``logy`` holds ``log(max(y, tiny))`` (computed by numpy's vectorised log, which
-    is several times faster than a scalar log here). A voxel with a NaN/inf or negative value,
+    weight 0. ``logy`` holds ``log(y)`` (numpy's vectorised log, several times faster than a
+    scalar log here; its values at samples ``<= 0`` are ignored). A voxel with a NaN/inf or negative value,
     or a non-positive mean over ``base_idx`` (the lowest b), gets status INVALID_INPUT and NaN.
     ADC is clipped to ``[adc_lo, adc_hi]`` (status AT_BOUND). ``rss`` is the weighted
     log-domain objective (with ``y^2`` weights it approximates the signal RSS).
@@ -246,7 +246,7 @@ def loglinear_block(y, logy, b, base_idx, weighted, adc_lo, adc_hi, params, stde
             w = v * v if weighted else 1.0
             w = w if v > 0.0 else 0.0
             npos += 1 if v > 0.0 else 0
-            lv = np.float64(logy[i, k])
+            lv = np.float64(logy[i, k]) if v > 0.0 else 0.0  # log 0 = -inf, 0 * -inf = NaN
             bk = b[k]
             wb = w * bk
             sw += w
@@ -265,7 +265,8 @@ def loglinear_block(y, logy, b, base_idx, weighted, adc_lo, adc_hi, params, stde
             v = np.float64(y[i, k])
             w = v * v if weighted else 1.0
             w = w if v > 0.0 else 0.0
-            e = np.float64(logy[i, k]) - icpt - slope * b[k]
+            lv = np.float64(logy[i, k]) if v > 0.0 else 0.0
+            e = lv - icpt - slope * b[k]
             r += w * e * e
         adc = min(max(-slope, adc_lo), adc_hi)
         st = _CONVERGED if adc == -slope else _AT_BOUND

@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import ExportError, FitError, TumorscopeWarning
 from ..fitting.engine import BlockFit, fit_blocks, validate_inputs
 from ..fitting.lm import LMOptions, levenberg_marquardt
-from ..fitting.status import FitStatus, summarize_status
+from ..fitting.status import FitStatus, summarize_counts
 
 __all__ = [
     "FitResult",
@@ -511,7 +511,7 @@ class Model(abc.ABC):
             maps[name] = np.asarray(value, dtype=np.float32).reshape(shape)
         stderr = {s.name: flat.stderr[:, i].reshape(shape) for i, s in enumerate(self.parameters)}
         status = flat.status.reshape(shape)
-        msg = summarize_status(status)
+        msg = summarize_counts(flat.counts)
         if msg:
             warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=3)
         from .. import __version__

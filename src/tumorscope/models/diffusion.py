@@ -190,8 +190,8 @@ def _loglinear(
     if base_idx is None:
         base_idx = np.flatnonzero(bb == bb.min())
     y = np.ascontiguousarray(y)
-    with np.errstate(invalid="ignore"):
-        logy = np.log(np.maximum(y, np.finfo(y.dtype).tiny))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logy = np.log(y)  # -inf/NaN where y <= 0: those samples get zero weight
     if backend == "numba":
         nbm = _numba()
         params = np.empty((n, 2))
