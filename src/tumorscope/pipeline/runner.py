@@ -35,8 +35,7 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -244,6 +243,66 @@ def execute_unit(
         )
 
 
+def execute_subject(
+    ctx: Context,
+    items: Sequence[tuple[str, Sequence[Unit]]],
+    records: Mapping[tuple[str, str], Mapping[str, Any]],
+    force: frozenset[str],
+    active: frozenset[str],
+    threads: int | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run every step of one subject in order (one Dask task; never touches the database).
+
+    Parameters
+    ----------
+    ctx : Context
+    items : sequence of (step name, units)
+        The subject's plan, in step order.
+    records : mapping
+        The last ``step_runs`` row of each unit, by ``(step, unit key)``.
+    force, active : frozenset of str
+        Steps to redo; steps that run in this run (requirements outside it are ignored).
+    threads : int, optional
+        Threads of the numerical kernels on this worker.
+    on_outcome : callable, optional
+        Called with each outcome as soon as it is known (the serial runner records it at once,
+        so an interruption loses at most one unit).
+
+    Returns
+    -------
+    list of Outcome
+        One per unit, in order; units after a failure of the subject get status ``blocked``.
+    """
+    outcomes: list[Outcome] = []
+    upstream_all: Upstream = {}
+    failed: list[str] = []
+    for step_name, units in items:
+        step = _step(step_name)
+        upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
+        for u in units:
+            if failed:
+                o = Outcome(u, "blocked", error=f"{', '.join(failed)} failed")
+            else:
+                o = execute_unit(
+                    step_name,
+                    ctx,
+                    u,
+                    records.get((u.step, u.key)),
+                    upstream,
+                    step_name in force,
+                    threads,
+                )
+                if o.status == "failed":
+                    failed.append(f"{u.step} {u.key}")
+                else:
+                    upstream_all.setdefault(step_name, {})[u.key] = o.outputs
+            outcomes.append(o)
+            if on_outcome is not None:
+                on_outcome(o)
+    return outcomes
+
+
 def _up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
     if record is None or record.get("status") != "done" or record.get("input_hash") != h:
         return False
@@ -263,7 +322,6 @@ class _Executor:
     def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
         self.client: Any = None
         self.cluster: Any = None
-        self.closed = False
         self.n_workers = 1
         self.threads: int | None = None
         if scheduler or workers:
@@ -305,19 +363,10 @@ class _Executor:
             return f"local Dask cluster, {self.n_workers} worker process(es)"
         return f"Dask scheduler {self.client.scheduler.address}, {self.n_workers} worker(s)"
 
-    def run(self, jobs: Sequence[tuple[Any, ...]]) -> list[Outcome]:
-        if self.closed:
-            raise RuntimeError("the run was stopped")
-        if self.client is None:
-            return [execute_unit(*job) for job in jobs]
-        futures = [self.client.submit(execute_unit, *job, pure=False) for job in jobs]
-        return list(self.client.gather(futures))
-
     def close(self) -> None:
         """Close the client and the local cluster (idempotent)."""
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
-        self.closed = True
         if client is not None:
             client.close()
         if cluster is not None:
@@ -431,10 +480,6 @@ class _Recorder:
         with self.lock:
             self.summary.blocked.append(f"{unit.step} {unit.key}")
             log.warning("not run: %s %s (%s)", unit.step, unit.key, why)
-
-
-def _records(store: Store, units: Iterable[Unit]) -> dict[Unit, dict[str, Any] | None]:
-    return {u: store.get("step_runs", step=u.step, unit=u.key) for u in units}
 
 
 def run_study(
@@ -576,36 +621,9 @@ def run_study(
         plan = _plan(study_obj, active_steps)
         recorder = _Recorder(store, summary, run_id)
         bars = _Bars(progress, console, len(plan), sum(len(u) for i in plan.values() for _, u in i))
-        active = {s.name for s in active_steps}
+        active = frozenset(s.name for s in active_steps)
         with bars:
-
-            def drive(subject: str) -> None:
-                _drive_subject(
-                    subject,
-                    plan[subject],
-                    ctx,
-                    store,
-                    executor,
-                    recorder,
-                    set(force),
-                    active,
-                    bars,
-                )
-
-            if executor.client is None:
-                for sid in plan:
-                    drive(sid)
-            else:
-                # one driver thread per subject in flight; they only wait on the cluster
-                pool = ThreadPoolExecutor(max_workers=max(2, 2 * executor.n_workers))
-                try:
-                    list(pool.map(drive, plan))
-                except BaseException:
-                    # Ctrl-C: stop the cluster first so the waiting drivers return at once
-                    executor.close()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-                pool.shutdown()
+            _run_subjects(plan, ctx, store, executor, recorder, frozenset(force), active, bars)
         summary.report = _publish(
             ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
         )
@@ -650,39 +668,67 @@ def run_study(
     return summary
 
 
-def _drive_subject(
-    subject: str,
-    items: list[tuple[Step, list[Unit]]],
+def _subject_records(store: Store, subject: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """The last ``step_runs`` row of every unit of a subject, by ``(step, unit key)``."""
+    rows = store.read_table("step_runs", subject=subject).to_dict("records")
+    return {(str(r["step"]), str(r["unit"])): {str(k): v for k, v in r.items()} for r in rows}
+
+
+def _run_subjects(
+    plan: Mapping[str, list[tuple[Step, list[Unit]]]],
     ctx: Context,
     store: Store,
     executor: _Executor,
     recorder: _Recorder,
-    force: set[str],
-    active: set[str],
+    force: frozenset[str],
+    active: frozenset[str],
     bars: _Bars,
 ) -> None:
-    upstream_all: Upstream = {}
-    failed: list[str] = []
-    for step, units in items:
-        if failed:
-            for u in units:
-                recorder.block(u, f"{', '.join(failed)} failed")
-            bars.advance_units(len(units))
-            continue
-        upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
-        records = _records(store, units)
-        jobs = [
-            (step.name, ctx, u, records[u], upstream, step.name in force, executor.threads)
-            for u in units
-        ]
-        for outcome in executor.run(jobs):
-            recorder.record(outcome)
-            bars.advance_units(1)
-            if outcome.status == "failed":
-                failed.append(f"{outcome.unit.step} {outcome.unit.key}")
-            else:
-                upstream_all.setdefault(step.name, {})[outcome.unit.key] = outcome.outputs
-    bars.advance_subject()
+    """Every subject's steps: in this process one after the other, or one Dask task each.
+
+    A subject is one task (its steps depend on each other; units of a few tenths of a second
+    would otherwise cost more in scheduling than in work). The client records each unit's
+    outcome in its own transaction as the subject's task returns.
+    """
+
+    def record(o: Outcome) -> None:
+        if o.status == "blocked":
+            recorder.block(o.unit, o.error or "")
+        else:
+            recorder.record(o)
+        bars.advance_units(1)
+
+    def args(sid: str) -> dict[str, Any]:
+        return {
+            "ctx": ctx,
+            "items": [(step.name, units) for step, units in plan[sid]],
+            "records": _subject_records(store, sid),
+            "force": force,
+            "active": active,
+            "threads": executor.threads,
+        }
+
+    if executor.client is None:
+        for sid in plan:
+            execute_subject(**args(sid), on_outcome=record)
+            bars.advance_subject()
+        return
+    from dask.distributed import as_completed
+
+    token = uuid.uuid4().hex[:8]  # task keys unique across runs on one cluster
+    futures = [
+        executor.client.submit(execute_subject, **args(sid), pure=False, key=f"{sid}-{token}")
+        for sid in plan
+    ]
+    try:
+        for fut in as_completed(futures):
+            for o in fut.result():
+                record(o)
+            bars.advance_subject()
+    except BaseException:
+        for fut in futures:
+            fut.cancel()
+        raise
 
 
 def _publish(
