@@ -5,11 +5,11 @@ How a run goes
 1. ``open_study`` checks the manifest and folders (a broken manifest stops the run: nothing
    is written). Stale temporary files of an interrupted run are removed from the output folder.
 2. For every subject the steps of :data:`tumorscope.pipeline.steps.STEPS` run in order
-   (visit-scoped steps for all visits of the subject at once). Each unit of work is sent to
-   an executor — the calling process (serial), a local Dask cluster (``workers=N``) or an
-   existing one (``scheduler="tcp://…"``). The worker hashes the unit's inputs, compares with
-   the memory the client sent along, and either skips the unit (up to date) or runs it.
-3. The client records each finished unit — its rows and its ``step_runs`` memory — in one
+   (:func:`execute_subject`), in the calling process (serial), on a local Dask cluster
+   (``workers=N``) or an existing one (``scheduler="tcp://…"``) as one task per subject. For
+   each unit of work (a step on a subject or visit) the worker hashes the inputs, compares
+   with the memory the client sent along, and either skips the unit (up to date) or runs it.
+3. The client records each unit's outcome — its rows and its ``step_runs`` memory — in one
    database transaction. Only the client writes to the database.
 4. A unit that fails is recorded as failed with its reason (the file and field when the error
    names them); the later steps of that subject do not run; other subjects go on.
