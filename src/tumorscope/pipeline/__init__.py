@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["STEPS", "Failure", "RunSummary", "run_study"]
+__all__ = ["STEPS", "Failure", "RunSummary", "run_study", "write_reports"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("run_study", "RunSummary", "Failure"):
+    if name in ("run_study", "write_reports", "RunSummary", "Failure"):
         from . import runner
 
         return getattr(runner, name)
