@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
@@ -504,13 +504,19 @@ class Model(abc.ABC):
         )
         return self._result(arr, flat)
 
-    def _result(self, arr: np.ndarray, flat: Any) -> FitResult:
+    def _result(self, arr: np.ndarray, flat: Any, *, order: Literal["C", "F"] = "C") -> FitResult:
+        """Build the :class:`FitResult` from flat per-voxel results (``order``: how the
+        spatial axes were flattened, "C" by the engine, "F" for F-ordered data)."""
         shape = arr.shape[:-1]
-        maps = {s.name: flat.params[:, i].reshape(shape) for i, s in enumerate(self.parameters)}
+
+        def sh(a: np.ndarray) -> np.ndarray:
+            return a.reshape(shape, order=order)
+
+        maps = {s.name: sh(flat.params[:, i]) for i, s in enumerate(self.parameters)}
         for name, value in self.derive(maps).items():
-            maps[name] = np.asarray(value, dtype=np.float32).reshape(shape)
-        stderr = {s.name: flat.stderr[:, i].reshape(shape) for i, s in enumerate(self.parameters)}
-        status = flat.status.reshape(shape)
+            maps[name] = sh(np.asarray(value, dtype=np.float32))
+        stderr = {s.name: sh(flat.stderr[:, i]) for i, s in enumerate(self.parameters)}
+        status = sh(flat.status)
         msg = summarize_counts(flat.counts)
         if msg:
             warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=3)
@@ -533,10 +539,10 @@ class Model(abc.ABC):
             maps=maps,
             units=self.units,
             status=status,
-            rss=flat.rss.reshape(shape),
+            rss=sh(flat.rss),
             stderr=stderr,
             provenance=provenance,
-            mask=flat.mask.reshape(shape),
+            mask=sh(flat.mask),
         )
 
     def predict(self, fit: FitResult | Mapping[str, np.ndarray]) -> np.ndarray:

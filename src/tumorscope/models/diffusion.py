@@ -34,13 +34,15 @@ Which IVIM method when
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ..errors import FitError, ProtocolError
-from ..fitting.engine import BlockFit, fit_blocks, validate_inputs
+from ..fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit, fit_blocks, validate_inputs
 from ..fitting.linear import weighted_lls
 from ..fitting.lm import LMOptions, levenberg_marquardt
 from ..fitting.status import FitStatus
@@ -365,6 +367,109 @@ class ADC(_DiffusionModel):
                 res.rss[bad] = np.nan
                 res.status[bad] = FitStatus.INVALID_INPUT
         return res
+
+    def fit(
+        self, data: np.ndarray, mask: np.ndarray | None = None, *, chunk_voxels: int | None = None
+    ) -> FitResult:
+        """Fit every voxel (see :meth:`Model.fit`).
+
+        ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
+        compiled pass (:func:`~tumorscope.models._diffusion_numba.adc_fit_range`) reads the data
+        where they lie (C order, or the F order of NIfTI arrays: no gather copy, no float64
+        block), validates, fits, and writes the float32 maps, status, RSS, standard errors and
+        the status counts directly; chunks of voxels run in a thread pool of GIL-free serial
+        kernels. Results are those of the engine path (same status rules, float64 arithmetic).
+        Other methods, dtypes or ``backend="numpy"`` go through the engine.
+        """
+        arr, m = validate_inputs(
+            data, mask, n_measurements=self.n_measurements, what=self.measurement_name
+        )
+        if (
+            self.method in ("wlls", "lls")
+            and arr.dtype in (np.float32, np.float64)
+            and arr.dtype.isnative
+            and resolve_backend(self.backend, has_kernel=True) == "numba"
+        ):
+            flat, order = self._fit_fused(arr, m, chunk_voxels)
+            return self._result(arr, flat, order=order)
+        flat = fit_blocks(
+            self.fit_block,
+            arr,
+            m,
+            n_params=len(self.parameters),
+            invalid_fn=None if self.handles_invalid else self.invalid_voxels,
+            chunk_voxels=chunk_voxels,
+            n_workers=self._n_workers(),
+            native_dtype=self.native_dtype,
+        )
+        return self._result(arr, flat)
+
+    def _fit_fused(
+        self, arr: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None
+    ) -> tuple[FlatFit, Literal["C", "F"]]:
+        nbm = _numba()
+        nm = arr.shape[-1]
+        # F-ordered data (NIfTI) are flattened in F order: a view, like C order for C data
+        order: Literal["C", "F"] = (
+            "F" if (arr.flags.f_contiguous and not arr.flags.c_contiguous) else "C"
+        )
+        y = arr.reshape(-1, nm, order=order)
+        V = y.shape[0]
+        if chunk_voxels is not None and int(chunk_voxels) < 1:
+            raise FitError(f"must be >= 1, got {chunk_voxels}", field="chunk_voxels")
+        workers = self._n_workers()
+        if chunk_voxels is not None:
+            chunk = int(chunk_voxels)
+        else:  # at least 4 chunks per worker (load balance on a shared machine)
+            chunk = min(DEFAULT_CHUNK_VOXELS, max(4096, math.ceil(V / (4 * workers))))
+        n_chunks = math.ceil(V / chunk) if V else 0
+        if mask is None:
+            fmask = np.ones(V, dtype=bool)
+            kmask = np.zeros(0, dtype=bool)
+        else:
+            fmask = np.ascontiguousarray(mask.reshape(-1, order=order))
+            kmask = fmask
+        maps = np.empty((2, V), dtype=np.float32)  # rows: S0, ADC (contiguous maps)
+        stderr = np.empty((2, V), dtype=np.float32)
+        rss = np.empty(V, dtype=np.float32)
+        status = np.empty(V, dtype=np.uint8)
+        counts = np.zeros((max(n_chunks, 1), 256), dtype=np.int64)
+        keep = np.zeros(nm, dtype=bool)
+        keep[self._keep] = True
+        kb = self.b[self._keep]
+        is_base = keep & (self.b == kb.min())
+        b = np.ascontiguousarray(self.b, dtype=np.float64)
+        weighted = self.method == "wlls"
+
+        def one(c: int) -> None:
+            nbm.adc_fit_range(
+                y,
+                kmask,
+                mask is not None,
+                c * chunk,
+                min((c + 1) * chunk, V),
+                b,
+                keep,
+                is_base,
+                weighted,
+                0.0,
+                _D_MAX,
+                maps[0],
+                maps[1],
+                stderr[0],
+                stderr[1],
+                rss,
+                status,
+                counts[c],
+            )
+
+        if workers == 1 or n_chunks <= 1:
+            for c in range(n_chunks):
+                one(c)
+        else:
+            with ThreadPoolExecutor(max_workers=min(workers, n_chunks)) as pool:
+                list(pool.map(one, range(n_chunks)))
+        return FlatFit(maps.T, stderr.T, status, rss, fmask, counts.sum(axis=0)), order
 
     def fit_block(self, y: np.ndarray) -> BlockFit:
         if self.method in ("wlls", "lls"):
