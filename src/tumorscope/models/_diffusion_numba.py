@@ -507,7 +507,7 @@ def adc_fit_range(
     swl = np.empty(T)
     swbl = np.empty(T)
     npos = np.empty(T)
-    bad = np.empty(T, np.bool_)
+    bad = np.empty(T)  # count of invalid samples (float: same lane width as the sums)
     base = np.empty(T)
     r = np.empty(T)
     o_s0 = np.empty(T)
@@ -533,15 +533,16 @@ def adc_fit_range(
                     rss_out[i] = nan
                     status_out[i] = _NOT_FITTED
             counts[_NOT_FITTED] += (t1 - t0) - nt
+            # gather + transpose (the only access to y)
+            for j in range(nt):
+                i = idx[j]
+                for k in range(m):
+                    v_t[k, j] = np.float64(y[i, k])
         else:
             nt = t1 - t0
-            for j in range(nt):
-                idx[j] = t0 + j
-        # gather + transpose (the only access to y)
-        for j in range(nt):
-            i = idx[j]
             for k in range(m):
-                v_t[k, j] = np.float64(y[i, k])
+                for j in range(nt):
+                    v_t[k, j] = np.float64(y[t0 + j, k])
         for j in range(nt):
             sw[j] = 0.0
             swb[j] = 0.0
@@ -549,7 +550,7 @@ def adc_fit_range(
             swl[j] = 0.0
             swbl[j] = 0.0
             npos[j] = 0.0
-            bad[j] = False
+            bad[j] = 0.0
             base[j] = 0.0
             r[j] = 0.0
         # validation, weights, logs and the sums of the normal equations
@@ -558,7 +559,7 @@ def adc_fit_range(
                 bk = b[k]
                 for j in range(nt):
                     v = v_t[k, j]
-                    bad[j] |= not (v >= 0.0) or v == np.inf
+                    bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
                     pos = v > 0.0
                     w = v * v if weighted else 1.0
                     w = w if pos else 0.0
@@ -576,7 +577,7 @@ def adc_fit_range(
             else:
                 for j in range(nt):
                     v = v_t[k, j]
-                    bad[j] |= not (v >= 0.0) or v == np.inf
+                    bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
             if is_base[k]:
                 for j in range(nt):
                     base[j] += v_t[k, j]
@@ -602,7 +603,7 @@ def adc_fit_range(
             adc = min(max(-slope, adc_lo), adc_hi)
             st = _CONVERGED if adc == -slope else _AT_BOUND
             st = st if (npos[j] >= 2.0 and det > 0.0 and np.isfinite(slope)) else _FAILED
-            st = _INVALID if (bad[j] or not (base[j] > 0.0)) else st
+            st = _INVALID if (bad[j] > 0.0 or not (base[j] > 0.0)) else st
             ok = st < _INVALID
             s0 = _exp(icpt)
             s2 = r[j] / (npos[j] - 2.0) if npos[j] > 2.0 else nan
@@ -610,8 +611,9 @@ def adc_fit_range(
             o_adc[j] = adc if ok else nan
             o_r[j] = r[j] if ok else nan
             o_st[j] = st
-            o_se0[j] = s0 * np.sqrt(s2 * swbb[j] / det) if ok else nan
-            o_se1[j] = np.sqrt(s2 * sw[j] / det) if ok else nan
+            q = s2 / det
+            o_se0[j] = s0 * np.sqrt(q * swbb[j]) if ok else nan
+            o_se1[j] = np.sqrt(q * sw[j]) if ok else nan
         # write out (contiguous without a mask: separate loops vectorise)
         if use_mask:
             for j in range(nt):
