@@ -297,8 +297,9 @@ def section_dki(args: argparse.Namespace) -> None:
 def section_adc(args: argparse.Namespace) -> None:
     """ADC: ours (masks, validation, status, RSS, standard errors, float32 maps) against a plain
     vectorised numpy log-linear least-squares fit, ``np.log(data) @ pinv(A).T``, of the same
-    float32 data (same b-values). Contenders run round-robin (``--adc-rounds`` rounds, best
-    time each), so that a burst of load from other processes hits all of them alike."""
+    float32 data (same b-values). Contenders run round-robin in a rotating order
+    (``--adc-rounds`` rounds, best time each), so that a burst of load from other processes
+    hits all of them alike."""
     from tumorscope.models import ADC
 
     rng = np.random.default_rng(args.seed + 3)
@@ -337,8 +338,11 @@ def section_adc(args: argparse.Namespace) -> None:
     out: dict[str, object] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(args.adc_rounds):
-            for name, _, fn in contenders:
+        for rnd in range(args.adc_rounds):
+            # rotate the order: the plain fit's BLAS threads spin for a while after each call
+            # and slow down whatever runs next; every contender gets every position
+            k = rnd % len(contenders)
+            for name, _, fn in contenders[k:] + contenders[:k]:
                 t = time.perf_counter()
                 out[name] = fn()
                 best[name] = min(best[name], time.perf_counter() - t)
