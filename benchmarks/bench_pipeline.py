@@ -60,6 +60,8 @@ def main() -> None:
             wall = time.perf_counter() - t0
             runs[label] = (out, wall)
             print(f"{label:>10}: {wall:7.1f} s  ({len(s.done)} units, {len(s.failed)} failed)")
+            for f in s.failed[:5]:
+                print(f"            failed: {f}")
         (a_out, a_t), (b_out, b_t) = runs.values()
         print(f"speed-up: {a_t / b_t:.2f}x with {args.workers} workers")
         a, b = _tables(a_out), _tables(b_out)
