@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from .manifest import Manifest, read_manifest
-from .study import LesionInfo, Lesions, Series, Study, Subject, Visit, open_study, validate_study
+from .study import LesionInfo, Lesions, Series, Study, Subject, Visit, open_study, validate_study, validate_visit
 
 __all__ = [
     "LesionInfo",
@@ -22,4 +22,5 @@ __all__ = [
     "open_study",
     "read_manifest",
     "validate_study",
+    "validate_visit",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "Visit",
     "open_study",
     "validate_study",
+    "validate_visit",
 ]
 
 _TRUE = {"true", "yes", "1", "y", "t"}
@@ -442,11 +443,12 @@ def validate_study(path: str | Path) -> list[Problem]:
     for visit in study.visits():
         if not visit.path.is_dir():
             continue
-        problems += _validate_visit(study, visit)
+        problems += validate_visit(study, visit)
     return problems
 
 
-def _validate_visit(study: Study, visit: Visit) -> list[Problem]:
+def validate_visit(study: Study, visit: Visit) -> list[Problem]:
+    """Every problem of one visit: sidecars, protocols, images, lesion map and table, grids."""
     problems: list[Problem] = []
     grids: list[tuple[str, Volume]] = []
     if not visit.series:

@@ -238,13 +238,13 @@ def _register(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
     """Check every series and lesion map of the subject; record subject, visits, series."""
     import nibabel as nib
 
-    from ..io.study import _validate_visit
+    from ..io.study import validate_visit
     from .hashing import file_sha256
 
     subject = study.subjects[unit.subject]
     problems: list[Problem] = []
     for visit in subject:
-        problems += _validate_visit(study, visit)
+        problems += validate_visit(study, visit)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise _problems_error(errors, f"subject {unit.subject}")
