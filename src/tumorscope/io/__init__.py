@@ -9,7 +9,17 @@
 from __future__ import annotations
 
 from .manifest import Manifest, read_manifest
-from .study import LesionInfo, Lesions, Series, Study, Subject, Visit, open_study, validate_study, validate_visit
+from .study import (
+    LesionInfo,
+    Lesions,
+    Series,
+    Study,
+    Subject,
+    Visit,
+    open_study,
+    validate_study,
+    validate_visit,
+)
 
 __all__ = [
     "LesionInfo",
