@@ -23,6 +23,10 @@ step               scope    calls
 =================  =======  ====================================================================
 ``register``       subject  ``tumorscope.io`` (reads and checks every series and lesion map)
 ``fit_dwi``        visit    ``tumorscope.models`` registry (ADC, IVIM, DKI), ``FitResult.to_nifti``
+``fit_dce``        visit    ``tumorscope.models.dce_stage.fit_dce_visit``
+``fit_relax``      visit    ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
+``iron``           visit    ``models.relaxometry.T2Star``, ``models.iron`` (ΔR2*, iron mM)
+``fluorine``       visit    ``models.fluorine.calibrate_fluorine``, ``count_cells``
 ``measure``        subject  ``tumorscope.lesions.geometry.measure``, ``lesions.stats``
 ``assess``         subject  ``tumorscope.response.assess`` (criteria named in ``study.yaml``)
 ``report_subject`` subject  :mod:`tumorscope.report`
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from ..io import Study, Visit
 
 __all__ = [
+    "CELLS19F_COLUMNS",
     "DEFAULT_OPTIONS",
     "STEPS",
     "Context",
@@ -53,6 +58,7 @@ __all__ = [
     "Unit",
     "Write",
     "assessments_path",
+    "cells19f_path",
     "lesion_table_path",
     "measurements_path",
     "patterns_path",
@@ -537,6 +543,346 @@ def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     return out
 
 
+# ---------------------------------------------------------------------------- iron
+
+
+def _iron_applies(study: Study, unit: Unit) -> bool:
+    series = _visit(study, unit).series
+    return "t2star_ferumoxytol" in series and "t2star" in series
+
+
+def _iron_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    # the pre-contrast R2* comes from fit_relax (its output hashes join the input hash)
+    return _series_files(_visit(study, unit).series["t2star_ferumoxytol"].path)
+
+
+def _write_derived_map(
+    path: Path, like: Any, data: Any, *, units: str, description: str, provenance: Any
+) -> list[Path]:
+    """Write a derived map (float32 NIfTI) and its sidecar, both atomically."""
+    import numpy as np
+
+    from ..volume import atomic_write
+
+    like.with_data(np.asarray(data, dtype=np.float32)).to_nifti(path)
+    side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
+    meta = {"Units": units, "Description": description, "Provenance": provenance}
+    text = json.dumps(meta, indent=1, default=_json_default) + "\n"
+    atomic_write(side, lambda tmp: tmp.write_text(text))
+    return [path, side]
+
+
+def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """T2* of the post-ferumoxytol series, ΔR2* = R2*post − R2*pre and the iron concentration.
+
+    The post-contrast MEGRE is fitted like the pre-contrast one (same model, built from its
+    own sidecar; :func:`tumorscope.pipeline.fit_stage.fit_volume`), the pre-contrast R2* is
+    the ``t2star.R2star`` map of ``fit_relax`` at the same visit (same grid: the phantom's
+    series share one grid; real data must be co-registered first). ΔR2* and the apparent
+    iron concentration go through :func:`tumorscope.models.iron.delta_rate` and
+    :func:`~tumorscope.models.iron.iron_concentration_mM` with the ferumoxytol r2* at the
+    series' ``MagneticFieldStrength``. A voxel's ΔR2* status is the pre-contrast fit's status
+    unless that converged, then the post-contrast one (so the per-lesion statistics of
+    ``measure`` keep only voxels where both fits converged).
+    """
+    import numpy as np
+
+    from .. import __version__
+    from ..models import iron
+    from ..models.relaxometry import T2Star
+    from ..volume import Volume
+    from . import fit_stage
+
+    assert unit.visit is not None
+    visit = _visit(study, unit)
+    post = visit.series["t2star_ferumoxytol"]
+    pre_maps = {
+        k: v
+        for k, v in maps_of_visit(
+            ctx, {"fit_relax": upstream.get("fit_relax", {})}, unit.subject, unit.visit
+        ).items()
+        if k.startswith("t2star.")
+    }
+    if "t2star.R2star" not in pre_maps:
+        raise DataError(
+            "the pre-contrast R2* map (t2star.R2star of the fit_relax step) is missing; run "
+            "fit_relax with this step",
+            file=visit.series["t2star"].relpath,
+            field="t2star",
+        )
+    if post.protocol is None:
+        raise DataError(
+            "series has no acquisition protocol", file=post.relpath, field="t2star_ferumoxytol"
+        )
+    side = _sidecar(post.path)
+    b0 = side.get("MagneticFieldStrength")
+    if b0 is None:
+        raise DataError(
+            "MagneticFieldStrength is needed to choose the ferumoxytol relaxivity",
+            file=post.relpath,
+            field="MagneticFieldStrength",
+        )
+    out_dir = maps_dir(ctx, unit.subject, unit.visit)
+    pre = f"sub-{unit.subject}_ses-{unit.visit}_"
+    res = fit_stage.fit_volume(
+        T2Star.from_protocol(post.protocol),
+        post.load(),
+        out_dir=out_dir,
+        prefix=f"{pre}t2star_post_",
+        input_files={"series": post.path},
+    )
+    post_status = res.files["status"]
+    entries = [
+        _MapEntry("t2star_post", p, res.files[p], post_status, res.fit)
+        for p in ("R2star", "T2star", "S0")
+        if p in res.files
+    ]
+    files = _with_sidecars(list(res.files.values()))
+
+    pre_path, pre_st_path, _ = pre_maps["t2star.R2star"]
+    pre_vol = Volume.from_nifti(pre_path)
+    post_vol = Volume.from_nifti(res.files["R2star"])
+    if not pre_vol.same_grid(post_vol):
+        raise DataError(
+            "pre- and post-ferumoxytol MEGRE are not on one grid; register them first",
+            file=post.relpath,
+            field="t2star_ferumoxytol",
+        )
+    dr = iron.delta_rate(pre_vol.data, post_vol.data)
+    r = iron.resolve_relaxivity(relaxivity=None, field_strength_t=float(b0), rate="r2star")
+    fe = iron.iron_concentration_mM(dr, relaxivity=r)
+    st_post = Volume.from_nifti(post_status, dtype=np.uint8).data
+    st_pre = (
+        Volume.from_nifti(pre_st_path, dtype=np.uint8).data
+        if pre_st_path is not None
+        else np.zeros_like(st_post)
+    )
+    status = np.where(st_pre == 0, st_post, st_pre).astype(np.uint8)
+    st_path = out_dir / f"{pre}iron_status.nii.gz"
+    pre_vol.with_data(status).to_nifti(st_path, dtype=np.uint8)
+    prov = {
+        "model": "iron",
+        "options": {
+            "method": "delta R2* (post - pre), [Fe] = dR2*/r2*",
+            "contrast": side.get("ContrastBolusIngredient"),
+            "hours_after_contrast": side.get("HoursAfterContrast"),
+            "field_strength_T": float(b0),
+            "relaxivity_per_mM_s": r,
+            "relaxivity_source": "ferumoxytol in plasma (tumorscope.models.iron)",
+        },
+        "inputs": {"pre": ctx.out_rel(pre_path), "post": post.relpath},
+        "tumorscope_version": __version__,
+        "numpy_version": np.__version__,
+    }
+    dr_path = out_dir / f"{pre}iron_dR2star.nii.gz"
+    fe_path = out_dir / f"{pre}iron_Fe.nii.gz"
+    files += _write_derived_map(
+        dr_path,
+        pre_vol,
+        dr,
+        units="1/s",
+        description="dR2* = R2*(post) - R2*(pre)",
+        provenance=prov,
+    )
+    files += _write_derived_map(
+        fe_path,
+        pre_vol,
+        fe,
+        units="mM",
+        description=f"apparent iron concentration, dR2*/r2* with r2* = {r:g} /(mM s)",
+        provenance=prov,
+    )
+    files.append(st_path)
+    entries += [
+        _MapEntry("iron", "dR2star", dr_path, st_path),
+        _MapEntry("iron", "Fe", fe_path, st_path),
+    ]
+    out = _record_maps(ctx, "iron", unit, entries, files)
+    out.notes += list(res.warnings)
+    return out
+
+
+# ---------------------------------------------------------------------------- fluorine
+
+
+def _fluorine_applies(study: Study, unit: Unit) -> bool:
+    series = _visit(study, unit).series
+    return "fluorine" in series and "fluorine_tubes" in series
+
+
+def _fluorine_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    visit = _visit(study, unit)
+    s = visit.series
+    files = [*_series_files(s["fluorine"].path), *_series_files(s["fluorine_tubes"].path)]
+    if "anatomical" in s:
+        files += _series_files(s["anatomical"].path)
+    return [*files, *_lesion_files(visit)]
+
+
+def cells19f_path(ctx: Context, subject: str, visit: str) -> Path:
+    """The per-lesion 19F cell counts the ``fluorine`` step writes (Parquet)."""
+    return (
+        subject_dir(ctx, subject) / f"ses-{visit}" / f"sub-{subject}_ses-{visit}_cells19F.parquet"
+    )
+
+
+#: Columns of the 19F table (one row per lesion).
+CELLS19F_COLUMNS = (
+    "subject",
+    "visit",
+    "lesion_id",
+    "status",
+    "cells",
+    "cells_se",
+    "cells_detection_limit",
+    "n_voxels",
+    "n_detected",
+    "threshold",
+    "noise_sigma",
+    "signal_per_spin",
+    "signal_per_spin_se",
+    "fluorine_per_cell",
+    "background",
+)
+
+
+def fluorine_background(anatomical: Any, exclude: Any) -> Any:
+    """Signal-free voxels of a 19F image for the Rician noise estimate.
+
+    19F has no tissue background, but the labelled cells sit in tissue, so the noise is
+    estimated *outside the body*: voxels whose anatomical (T2w) signal is below 5 % of its
+    99th percentile (air: noise only), minus the reference tubes and the lesions dilated by
+    one voxel (``exclude``), so no 19F signal enters the estimate.
+    """
+    import numpy as np
+    from scipy import ndimage
+
+    a = np.asarray(anatomical, dtype=float)
+    low = np.isfinite(a) & (a < 0.05 * np.nanpercentile(a, 99.0))
+    return low & ~ndimage.binary_dilation(np.asarray(exclude, bool), iterations=1)
+
+
+def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Labelled cells per lesion from the 19F image and its reference tubes.
+
+    :func:`tumorscope.models.fluorine.calibrate_fluorine` on the tubes of the sidecar's
+    ``ReferenceTubes`` ({label in the tube map: mM 19F}), noise from the out-of-body
+    background of :func:`fluorine_background`, then
+    :func:`~tumorscope.models.fluorine.count_cells` per lesion with ``FluorinePerCell``.
+    Lesions with no voxel above the detection threshold are "below detection" (cells NaN,
+    with their detection limit).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..models import fluorine
+    from ..volume import atomic_write
+
+    assert unit.visit is not None
+    visit = _visit(study, unit)
+    f_series = visit.series["fluorine"]
+    t_series = visit.series["fluorine_tubes"]
+    side = _sidecar(f_series.path)
+    tubes_mM = side.get("ReferenceTubes")
+    if not isinstance(tubes_mM, dict) or not tubes_mM:
+        raise DataError(
+            "ReferenceTubes ({tube label: mM of 19F}) is missing or empty",
+            file=f_series.relpath,
+            field="ReferenceTubes",
+        )
+    per_cell = side.get("FluorinePerCell")
+    if per_cell is None:
+        raise DataError(
+            "FluorinePerCell is missing", file=f_series.relpath, field="FluorinePerCell"
+        )
+    img_vol = f_series.load()
+    img = np.asarray(img_vol.data, dtype=float)
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = img[..., 0]
+    tube_map = np.asarray(t_series.load().data)
+    masks, conc = [], []
+    for label, mm in sorted(tubes_mM.items(), key=lambda kv: int(kv[0])):
+        m = tube_map == int(label)
+        if not m.any():
+            raise DataError(
+                f"reference tube {label} of ReferenceTubes is not in the tube label map",
+                file=t_series.relpath,
+                field="ReferenceTubes",
+            )
+        masks.append(m)
+        conc.append(float(mm))
+    les = visit.lesions
+    labels = (
+        np.zeros(img.shape, np.int64) if les is None else les.load_labels().data.astype(np.int64)
+    )
+    if "anatomical" not in visit.series:
+        raise DataError(
+            "the 19F noise is estimated outside the body, which needs the anatomical image",
+            file=f_series.relpath,
+            field="anatomical",
+        )
+    anat = visit.series["anatomical"].load().data
+    background = fluorine_background(anat, (tube_map > 0) | (labels > 0))
+    cal = fluorine.calibrate_fluorine(
+        img, masks, conc, voxel_volume_ml=img_vol.voxel_volume_ml, background=background
+    )
+    res = fluorine.count_cells(img, labels, cal, fluorine_per_cell=float(per_cell))
+    ids = {} if les is None else {r.label: r.lesion_id for r in les.table}
+    rows: list[dict[str, Any]] = []
+    for j, lab in enumerate(res["label"]):
+        rows.append(
+            {
+                "subject": unit.subject,
+                "visit": unit.visit,
+                "lesion_id": ids.get(int(lab), str(int(lab))),
+                "status": str(res["status"][j]),
+                "cells": float(res["cells"][j]),
+                "cells_se": float(res["cells_se"][j]),
+                "cells_detection_limit": float(res["cells_detection_limit"][j]),
+                "n_voxels": int(res["n_voxels"][j]),
+                "n_detected": int(res["n_detected"][j]),
+                "threshold": float(res["threshold"][j]),
+                "noise_sigma": cal.noise_sigma,
+                "signal_per_spin": cal.signal_per_spin,
+                "signal_per_spin_se": cal.signal_per_spin_se,
+                "fluorine_per_cell": float(per_cell),
+                "background": f"{int(background.sum())} out-of-body voxels",
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(CELLS19F_COLUMNS))
+    path = cells19f_path(ctx, unit.subject, unit.visit)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    mrows: list[dict[str, Any]] = []
+    for r in rows:
+        for stat, unit_str in (
+            ("cells", "cells"),
+            ("cells_se", "cells"),
+            ("cells_detection_limit", "cells"),
+            ("n_detected", "voxels"),
+        ):
+            v = r[stat]
+            mrows.append(
+                {
+                    **_mrow(
+                        unit.subject,
+                        unit.visit,
+                        r["lesion_id"],
+                        "19F",
+                        stat,
+                        None if v != v else v,
+                        unit_str,
+                    ),
+                    "step": "fluorine",
+                }
+            )
+    notes = [
+        f"19F: sigma {cal.noise_sigma:.3g} from {int(background.sum())} background voxels, "
+        f"tube SNR {', '.join(f'{x:.1f}' for x in cal.tube_snr)}"
+    ]
+    where = {"subject": unit.subject, "visit": unit.visit, "step": "fluorine"}
+    return StepOutput(files=[path], writes=[Write("measurements", where, mrows)], notes=notes)
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -546,7 +892,7 @@ def _json_default(obj: Any) -> Any:
 # ---------------------------------------------------------------------------- measure
 
 #: Steps that write parameter maps (each writes a ``*_index.json`` per visit).
-_MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax")
+_MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax", "iron")
 
 
 def _measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
@@ -891,6 +1237,28 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.models.relaxometry_stage", "fit_relaxometry_visit"),
     ),
     Step(
+        "iron",
+        "visit",
+        "1",
+        "post-ferumoxytol T2*, dR2* and apparent iron concentration",
+        _iron,
+        _iron_inputs,
+        requires=("register", "fit_relax"),
+        applies=_iron_applies,
+        missing=lambda: _has_module("tumorscope.models.iron", "iron_concentration_mM"),
+    ),
+    Step(
+        "fluorine",
+        "visit",
+        "1",
+        "19F-labelled cells per lesion from the reference tubes, with detection limits",
+        _fluorine,
+        _fluorine_inputs,
+        requires=("register",),
+        applies=_fluorine_applies,
+        missing=lambda: _has_module("tumorscope.models.fluorine", "count_cells"),
+    ),
+    Step(
         "measure",
         "subject",
         "1",
@@ -917,6 +1285,6 @@ STEPS: tuple[Step, ...] = (
         "the subject's HTML report",
         _report_subject,
         _report_inputs,
-        requires=("measure", "assess", *_MAP_STEPS),
+        requires=("measure", "assess", *_MAP_STEPS, "fluorine"),
     ),
 )
