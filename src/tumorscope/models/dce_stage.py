@@ -570,6 +570,21 @@ def fit_dce(
     if semiquant:
         cm = np.where(fit_region[..., None], conc, np.nan)
         sq = semi_quantitative(cm, t, n_baseline=proto.n_baseline)
+        # the maps' own provenance (model, options, versions: what a report's methods need),
+        # with the stage's (series, protocol, relaxivity, T1 source) beside it
+        from .. import __version__
+
+        sq_prov = {
+            **stage_prov,
+            "model": "semi-quantitative",
+            "model_class": "tumorscope.models.dce_semiquant.semi_quantitative",
+            "options": {
+                "method": "model-free curve measures of the concentration",
+                "n_baseline": proto.n_baseline,
+            },
+            "tumorscope_version": __version__,
+            "numpy_version": np.__version__,
+        }
         for name, arr in sq.items():
             files[f"sq_{name}"] = _write_map(
                 out,
@@ -578,7 +593,7 @@ def fit_dce(
                 vol.affine,
                 SEMIQUANT_UNITS[name],
                 f"semi-quantitative {name}",
-                stage_prov,
+                sq_prov,
             )
 
     # ---------------------------------------------------------------- 7. stage provenance
