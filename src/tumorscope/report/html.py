@@ -43,6 +43,11 @@ FDM_THRESHOLD = 0.55e-3
 SHOWN_PARAMETERS = ("ADC", "D", "Ktrans", "ve", "f", "K", "vp", "T1")
 MAX_SHOWN = 4
 
+#: Relaxometry and iron maps shown in a second grid when present (exact ``model.parameter``
+#: names of ``fit_relax`` and ``iron``): R2* before ferumoxytol, inversion-recovery T1, T2 and
+#: the ferumoxytol ΔR2*. R2* rather than T2* so it reads in the unit of ΔR2*.
+RELAX_SHOWN = ("t2star.R2star", "irt1.T1", "t2.T2", "iron.dR2star")
+
 
 def _shown(maps: Mapping[str, Any]) -> list[str]:
     """Names (``model.parameter``) of the maps to show, in :data:`SHOWN_PARAMETERS` order."""
@@ -127,6 +132,8 @@ def _methods(provenances: Sequence[Mapping[str, Any]]) -> list[str]:
     """Sentences describing the fits, from the maps' provenance (one per model and method)."""
     seen: dict[tuple[str, str, str], Mapping[str, Any]] = {}
     for p in provenances:
+        if not p.get("model"):
+            continue  # nothing to say about a map without provenance
         opts = dict(p.get("options") or {})
         key = (str(p.get("model", "?")), str(opts.get("method", "")), str(p.get("backend", "")))
         seen.setdefault(key, p)
@@ -318,6 +325,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
 
     # maps over the anatomical image, histograms, fDM
     grid_rows: list[dict[str, Any]] = []
+    relax_rows: list[dict[str, Any]] = []
     hist_values: dict[str, dict[str, np.ndarray]] = {}
     per_visit: dict[str, dict[str, Any]] = {}
     limits: dict[str, tuple[float, float]] = {}
@@ -325,7 +333,9 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     units: dict[str, str] = {}
     for v in subj:
         maps = maps_of_visit(ctx, upstream, subject, v.id)
-        shown = {k: maps[k][0] for k in _shown(maps)}
+        main_names = _shown(maps)
+        relax_names = [k for k in RELAX_SHOWN if k in maps]
+        shown = {k: maps[k][0] for k in [*main_names, *relax_names]}
         if not shown:
             continue
         labels = v.lesions.load_labels().data if v.lesions is not None else None
@@ -351,20 +361,24 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
                     pad = 0.5 * (hi - lo)
                     limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
         per_visit[v.id] = {"arrays": arrays, "labels": labels}
-        grid_rows.append(
-            {
-                "label": f"visit {v.id}, z={z}",
-                "anatomical": None if anat is None else anat[:, :, z],
-                "maps": {k: a[:, :, z] for k, a in arrays.items()},
-                "labels": None if labels is None else labels[:, :, z],
-            }
-        )
+        for names, rows in ((main_names, grid_rows), (relax_names, relax_rows)):
+            if names:
+                rows.append(
+                    {
+                        "label": f"visit {v.id}, z={z}",
+                        "anatomical": None if anat is None else anat[:, :, z],
+                        "maps": {k: arrays[k][:, :, z] for k in names},
+                        "labels": None if labels is None else labels[:, :, z],
+                    }
+                )
         if labels is not None:
             for k in _DIFFUSION_FOR_FDM:
                 if k in arrays:
                     hist_values.setdefault(k, {})[v.id] = arrays[k][labels > 0]
     hist_uri = figures.histograms(hist_values) if hist_values else None
     maps_uri = figures.map_grid(grid_rows, units=units, limits=limits) if grid_rows else None
+    relax_uri = figures.map_grid(relax_rows, units=units, limits=limits) if relax_rows else None
+    cells = _cells19f_frame(ctx, upstream)
 
     fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
     fdm_rows: list[dict[str, Any]] = []
@@ -422,6 +436,9 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         lesions=frame_of(ltable),
         trajectories=traj_uri,
         maps_figure=maps_uri,
+        relax_figure=relax_uri,
+        cells19f=frame_of(cells[0]) if cells is not None else None,
+        cells19f_note=cells[1] if cells is not None else "",
         histograms=hist_uri,
         fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,
@@ -429,6 +446,46 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         methods=_methods(provenances) or ["No model was fitted."],
     )
     return _write(ctx.out_dir / "report" / f"sub-{subject}.html", html)
+
+
+def _cells19f_frame(ctx: Context, upstream: Upstream) -> tuple[pd.DataFrame, str] | None:
+    """The 19F cell counts of the ``fluorine`` step (all visits) for the report, and a note."""
+    import pandas as pd
+
+    paths = sorted(
+        rel
+        for outputs in upstream.get("fluorine", {}).values()
+        for rel in outputs
+        if rel.endswith("_cells19F.parquet")
+    )
+    if not paths:
+        return None
+    t = pd.concat([pd.read_parquet(ctx.out_dir / rel) for rel in paths], ignore_index=True)
+    if t.empty:
+        return None
+    table = pd.DataFrame(
+        {
+            "visit": t["visit"],
+            "lesion": t["lesion_id"],
+            "status": t["status"],
+            "cells": t["cells"],
+            "cells SE": t["cells_se"],
+            "detection limit (cells/voxel)": t["cells_detection_limit"],
+            "voxels above threshold": t["n_detected"],
+            "voxels": t["n_voxels"],
+        }
+    )
+    first = t.iloc[0]
+    note = (
+        "Labelled cells per lesion from the 19F image, calibrated on the reference tubes "
+        "(Srinivas et al., Magn Reson Med 2007, doi:10.1002/mrm.21352): only voxels above a "
+        "Rician detection threshold (1 % family-wise false-positive rate per lesion) count, "
+        "after Rician bias correction; a lesion with none is reported as below detection with "
+        "the number of cells one voxel must hold to be detected. Noise σ "
+        f"{float(first['noise_sigma']):.3g} (a.u.) from {first['background']}; "
+        f"{float(first['fluorine_per_cell']):.3g} 19F atoms per cell."
+    )
+    return table, note
 
 
 # ---------------------------------------------------------------------------- study
