@@ -139,3 +139,29 @@ def test_immune_steps_skip_subjects_without_the_series_and_rerun_is_up_to_date(
     assert not second.failed
     assert not [u for u in second.done if u.split()[0] in IMMUNE], second.done
     assert "iron sub-001/ses-01" in second.skipped and "fluorine sub-002/ses-02" in second.skipped
+
+
+def test_hypoxia_classifies_only_with_thresholds(
+    full_run: Any, study2: Path, tmp_path: Path
+) -> None:
+    """Without thresholds (the default) the step writes nothing; with them, per-lesion classes."""
+    from tumorscope.pipeline import run_study
+
+    assert not list(full_run.out_dir.rglob("*_hypoxia.parquet"))
+    assert "hypoxia sub-001/ses-01" in full_run.done
+    opts = {"hypoxia_r2star_per_s": 30.0, "hypoxia_ktrans_per_min": 0.2}
+    res = run_study(
+        study2,
+        tmp_path / "out",
+        steps=("register", "fit_relax", "fit_dce", "hypoxia"),
+        options=opts,
+        report=False,
+    )
+    assert not res.failed, res.failed
+    t = pd.read_parquet(tmp_path / "out" / "sub-002" / "ses-02" / "sub-002_ses-02_hypoxia.parquet")
+    fr = t[[c for c in t if c.startswith("fraction_")]].to_numpy()
+    np.testing.assert_allclose(fr.sum(axis=1), 1.0)
+    # infiltrated tumour: T2* 30 ms (R2* 33 /s > 30) and Ktrans 0.35 /min (> 0.2): perfused
+    l1 = t.set_index("lesion_id").loc["L1"]
+    assert l1["fraction_high_r2star_perfused"] > 0.5
+    assert list((tmp_path / "out" / "sub-002" / "ses-02" / "maps").glob("*_hypoxia_classes.nii.gz"))

@@ -27,6 +27,7 @@ step               scope    calls
 ``fit_relax``      visit    ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
 ``iron``           visit    ``models.relaxometry.T2Star``, ``models.iron`` (ΔR2*, iron mM)
 ``fluorine``       visit    ``models.fluorine.calibrate_fluorine``, ``count_cells``
+``hypoxia``        visit    ``models.hypoxia.hypoxia_classes``, ``hypoxia_table``
 ``measure``        subject  ``tumorscope.lesions.geometry.measure``, ``lesions.stats``
 ``assess``         subject  ``tumorscope.response.assess`` (criteria named in ``study.yaml``)
 ``report_subject`` subject  :mod:`tumorscope.report`
@@ -59,6 +60,7 @@ __all__ = [
     "Write",
     "assessments_path",
     "cells19f_path",
+    "hypoxia_path",
     "lesion_table_path",
     "measurements_path",
     "patterns_path",
@@ -71,6 +73,11 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # DCE: pharmacokinetic model and arterial input function (tumorscope.models.dce_stage)
     "dce_model": "extended_tofts",
     "dce_aif": "parker",
+    # hypoxia classes (tumorscope.models.hypoxia): R2* above (1/s) and Ktrans below (1/min)
+    # this mark hypoxic, poorly perfused voxels. No default: thresholds depend on field
+    # strength, sequence and tumour type; the step classifies nothing until both are given.
+    "hypoxia_r2star_per_s": None,
+    "hypoxia_ktrans_per_min": None,
 }
 
 
@@ -883,6 +890,128 @@ def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
     return StepOutput(files=[path], writes=[Write("measurements", where, mrows)], notes=notes)
 
 
+# ---------------------------------------------------------------------------- hypoxia
+
+
+def _hypoxia_applies(study: Study, unit: Unit) -> bool:
+    series = _visit(study, unit).series
+    return "t2star" in series and "dce" in series and "t1_vfa" in series
+
+
+def _hypoxia_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    return _lesion_files(_visit(study, unit))
+
+
+def hypoxia_path(ctx: Context, subject: str, visit: str) -> Path:
+    """The per-lesion hypoxia classes the ``hypoxia`` step writes (Parquet)."""
+    return subject_dir(ctx, subject) / f"ses-{visit}" / f"sub-{subject}_ses-{visit}_hypoxia.parquet"
+
+
+def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Hypoxia classes from R2* (``fit_relax``) and Ktrans (``fit_dce``) inside the lesions.
+
+    :func:`tumorscope.models.hypoxia.hypoxia_classes` with the options
+    ``hypoxia_r2star_per_s`` and ``hypoxia_ktrans_per_min`` (no defaults: without both the
+    unit is done with a note and writes nothing), then
+    :func:`~tumorscope.models.hypoxia.hypoxia_table` per lesion. Writes the class map
+    (uint8, :class:`~tumorscope.models.hypoxia.HypoxiaClass` codes; not a ``maps`` row, its
+    mean would mean nothing), a per-lesion Parquet table and ``measurements`` rows (map
+    ``hypoxia``).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from .. import __version__
+    from ..models import hypoxia
+    from ..volume import Volume, atomic_write
+
+    assert unit.visit is not None
+    r2_thr = ctx.options.get("hypoxia_r2star_per_s")
+    kt_thr = ctx.options.get("hypoxia_ktrans_per_min")
+    if r2_thr is None or kt_thr is None:
+        return StepOutput(
+            notes=[
+                "hypoxia not classified: give the options hypoxia_r2star_per_s and "
+                "hypoxia_ktrans_per_min (thresholds are study-specific)"
+            ]
+        )
+    visit = _visit(study, unit)
+    maps = maps_of_visit(ctx, upstream, unit.subject, unit.visit)
+    ktrans = next((k for k in sorted(maps) if k.endswith(".Ktrans")), None)
+    if "t2star.R2star" not in maps or ktrans is None:
+        raise DataError(
+            "hypoxia needs the R2* map of fit_relax and the Ktrans map of fit_dce "
+            f"(found {sorted(maps)})",
+            file=visit.series["t2star"].relpath,
+            field="t2star",
+        )
+    r2_vol = Volume.from_nifti(maps["t2star.R2star"][0])
+    kt = Volume.from_nifti(maps[ktrans][0]).data
+    les = visit.lesions
+    labels = (
+        np.zeros(r2_vol.spatial_shape, np.int64)
+        if les is None
+        else les.load_labels().data.astype(np.int64)
+    )
+    classes = hypoxia.hypoxia_classes(
+        r2_vol.data,
+        r2star_threshold_per_s=float(r2_thr),
+        perfusion=kt,
+        perfusion_threshold=float(kt_thr),
+        mask=labels > 0,
+    )
+    table = hypoxia.hypoxia_table(classes, labels, voxel_volume_ml=r2_vol.voxel_volume_ml)
+    out_dir = maps_dir(ctx, unit.subject, unit.visit)
+    cpath = out_dir / f"sub-{unit.subject}_ses-{unit.visit}_hypoxia_classes.nii.gz"
+    r2_vol.with_data(classes).to_nifti(cpath, dtype=np.uint8)
+    side = cpath.with_name(cpath.name[: -len(".nii.gz")] + ".json")
+    meta = {
+        "Units": "class",
+        "Description": "hypoxia classes: "
+        + ", ".join(f"{int(c)}={c.name}" for c in hypoxia.HypoxiaClass),
+        "Provenance": {
+            "model": "hypoxia",
+            "options": {
+                "r2star_threshold_per_s": float(r2_thr),
+                "ktrans_threshold_per_min": float(kt_thr),
+                "perfusion": ktrans,
+            },
+            "tumorscope_version": __version__,
+        },
+    }
+    text = json.dumps(meta, indent=1) + "\n"
+    atomic_write(side, lambda tmp: tmp.write_text(text))
+    ids = {} if les is None else {r.label: r.lesion_id for r in les.table}
+    rows = []
+    for j, lab in enumerate(table["label"]):
+        row: dict[str, Any] = {
+            "subject": unit.subject,
+            "visit": unit.visit,
+            "lesion_id": ids.get(int(lab), str(int(lab))),
+        }
+        row.update({k: v[j].item() for k, v in table.items() if k != "label"})
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    path = hypoxia_path(ctx, unit.subject, unit.visit)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    mrows = []
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith("fraction_") or k == "hypoxic_volume_ml":
+                unit_str = "mL" if k.endswith("_ml") else "1"
+                val = None if v != v else v
+                mrows.append(
+                    {
+                        **_mrow(
+                            unit.subject, unit.visit, r["lesion_id"], "hypoxia", k, val, unit_str
+                        ),
+                        "step": "hypoxia",
+                    }
+                )
+    where = {"subject": unit.subject, "visit": unit.visit, "step": "hypoxia"}
+    return StepOutput(files=[cpath, side, path], writes=[Write("measurements", where, mrows)])
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -1257,6 +1386,18 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_fluorine_applies,
         missing=lambda: _has_module("tumorscope.models.fluorine", "count_cells"),
+    ),
+    Step(
+        "hypoxia",
+        "visit",
+        "1",
+        "hypoxia classes from R2* and Ktrans in the lesions (thresholds from the options)",
+        _hypoxia,
+        _hypoxia_inputs,
+        requires=("register", "fit_relax", "fit_dce"),
+        applies=_hypoxia_applies,
+        missing=lambda: _has_module("tumorscope.models.hypoxia", "hypoxia_classes"),
+        option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
     ),
     Step(
         "measure",
