@@ -159,7 +159,7 @@ def test_hypoxia_classifies_only_with_thresholds(
     )
     assert not res.failed, res.failed
     t = pd.read_parquet(tmp_path / "out" / "sub-002" / "ses-02" / "sub-002_ses-02_hypoxia.parquet")
-    fr = t[[c for c in t if c.startswith("fraction_")]].to_numpy()
+    fr = t[[c for c in t if str(c).startswith("fraction_")]].to_numpy()
     np.testing.assert_allclose(fr.sum(axis=1), 1.0)
     # infiltrated tumour: T2* 30 ms (R2* 33 /s > 30) and Ktrans 0.35 /min (> 0.2): perfused
     l1 = t.set_index("lesion_id").loc["L1"]
