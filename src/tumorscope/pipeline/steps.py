@@ -1345,7 +1345,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_dce",
         "visit",
-        "1",
+        "2",  # 2: semi-quantitative maps carry their own provenance
         "VFA T1, concentration, AIF and the DCE model inside the lesions",
         _fit_dce,
         _dce_inputs,
