@@ -28,7 +28,12 @@ def test_version() -> None:
 
 
 def test_console_script_starts() -> None:
-    out = subprocess.run([sys.executable, "-m", "tumorscope", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "tumorscope", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert __version__ in out.stdout
 
 

@@ -77,8 +77,16 @@ def test_dynamic_valid() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "field", "message"),
     [
-        ({"frame_times_s": [0, 3, 3, 6]}, "frame_times_s", "strictly increasing, got 3 then 3 at index 2"),
-        ({"frame_times_s": [0, 5, 4, 6]}, "frame_times_s", "strictly increasing, got 5 then 4 at index 2"),
+        (
+            {"frame_times_s": [0, 3, 3, 6]},
+            "frame_times_s",
+            "strictly increasing, got 3 then 3 at index 2",
+        ),
+        (
+            {"frame_times_s": [0, 5, 4, 6]},
+            "frame_times_s",
+            "strictly increasing, got 5 then 4 at index 2",
+        ),
         ({"frame_times_s": [0, 1]}, "frame_times_s", "need at least 3 frames, got 2"),
         ({"flip_angle_deg": 0}, "flip_angle_deg", "must be > 0, got 0"),
         ({"tr_ms": -1}, "tr_ms", "must be > 0, got -1"),
@@ -117,5 +125,11 @@ def test_inversion_recovery() -> None:
 def test_to_dict_round_trips_values() -> None:
     p = DynamicProtocol([0, 1, 2], 15, 5, 1, te_ms=1.5)
     d = p.to_dict()
-    assert d == {"kind": "dynamic", "frame_times_s": [0.0, 1.0, 2.0], "flip_angle_deg": 15.0,
-                 "tr_ms": 5.0, "n_baseline": 1, "te_ms": 1.5}
+    assert d == {
+        "kind": "dynamic",
+        "frame_times_s": [0.0, 1.0, 2.0],
+        "flip_angle_deg": 15.0,
+        "tr_ms": 5.0,
+        "n_baseline": 1,
+        "te_ms": 1.5,
+    }

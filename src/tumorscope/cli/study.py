@@ -38,7 +38,9 @@ def print_problems(problems: list, root: Path) -> int:
     for p in problems:
         style = "red" if p.severity == "error" else "yellow"
         where = ": ".join(x for x in (p.file, p.field) if x)
-        console.print(f"[{style}]{p.severity.upper()}[/{style}] {escape(where)}: {escape(p.message)}")
+        console.print(
+            f"[{style}]{p.severity.upper()}[/{style}] {escape(where)}: {escape(p.message)}"
+        )
     console.print(f"{root}: {len(errors)} error(s), {len(warnings)} warning(s)")
     return len(errors)
 
