@@ -169,6 +169,7 @@ def test_export_writes_tidy_parquet_and_csv(db_url: str, tmp_path: Path) -> None
         "measurements",
         "assessments",
         "patterns",
+        "alignments",
     }
     pq = pd.read_parquet(tmp_path / "tables" / "measurements.parquet")
     csv = pd.read_csv(tmp_path / "tables" / "measurements.csv", keep_default_na=False)

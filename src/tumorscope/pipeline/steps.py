@@ -22,6 +22,7 @@ Steps of this module and the code they call:
 step               scope    calls
 =================  =======  ====================================================================
 ``register``       subject  ``tumorscope.io`` (reads and checks every series and lesion map)
+``align``          visit    :func:`tumorscope.pipeline.align.align_visit` (rigid, to the T2w)
 ``fit_dwi``        visit    ``tumorscope.models`` registry (ADC, IVIM, DKI), ``FitResult.to_nifti``
 ``fit_dce``        visit    ``tumorscope.models.dce_stage.fit_dce_visit``
 ``fit_relax``      visit    ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
@@ -78,6 +79,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     # strength, sequence and tumour type; the step classifies nothing until both are given.
     "hypoxia_r2star_per_s": None,
     "hypoxia_ktrans_per_min": None,
+    # align: lesion masks are resampled onto a series' maps when its alignment to the
+    # anatomical image moves the lesion voxels by more than this many voxels on average
+    "align_tolerance_vox": 0.5,
 }
 
 
@@ -346,6 +350,46 @@ def _dwi_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return _series_files(_visit(study, unit).series["dwi"].path)
 
 
+def _align_applies(study: Study, unit: Unit) -> bool:
+    from .align import ALIGN_REFERENCE
+
+    visit = _visit(study, unit)
+    return (
+        ALIGN_REFERENCE in visit.series
+        and visit.lesions is not None
+        and any(r != ALIGN_REFERENCE for r in visit.series)
+    )
+
+
+def _align_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    visit = _visit(study, unit)
+    files = [p for ser in visit.series.values() for p in _series_files(ser.path)]
+    return files + _lesion_files(visit)
+
+
+def _align(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Rigid alignment of every series of the visit to its anatomical image
+    (:func:`tumorscope.pipeline.align.align_visit`)."""
+    from ..volume import atomic_write
+    from .align import align_visit
+
+    assert unit.visit is not None
+    tol = float(ctx.options.get("align_tolerance_vox", DEFAULT_OPTIONS["align_tolerance_vox"]))
+    result = align_visit(_visit(study, unit), tolerance_vox=tol)
+    rows = [a.row(unit.subject, unit.visit) for a in result]
+    path = align_path(ctx, unit.subject, unit.visit)
+    text = json.dumps(rows, indent=1) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    notes = [
+        f"{a.series}: lesions move {a.mean_displacement_mm:.2f} mm on average "
+        f"(tolerance {a.tolerance_mm:.2f} mm): masks resampled for its maps"
+        for a in result
+        if a.applied
+    ]
+    where = {"subject": unit.subject, "visit": unit.visit}
+    return StepOutput(files=[path], writes=[Write("alignments", where, rows)], notes=notes)
+
+
 def maps_dir(ctx: Context, subject: str, visit: str) -> Path:
     """Where the fitted maps of a visit go: ``OUT/sub-<id>/ses-<id>/maps``."""
     return subject_dir(ctx, subject) / f"ses-{visit}" / "maps"
@@ -366,6 +410,7 @@ class _MapEntry:
     path: Path
     status: Path | None
     fit: Any = None  # the FitResult the map comes from (quality counts), if any
+    series: str | None = None  # role of the series the map was computed on (its grid)
 
 
 def _record_maps(
@@ -400,6 +445,7 @@ def _record_maps(
             "path": ctx.out_rel(e.path),
             "status": None if e.status is None else ctx.out_rel(e.status),
             "unit": unit_str,
+            "series": e.series,
         }
         rows.append(
             {
@@ -461,7 +507,7 @@ def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
         res = fit_stage.fit_dwi(series.path, out_dir=out, model=name, prefix=prefix)
         status = res.files.get("status")
         for param in res.fit.maps:
-            entries.append(_MapEntry(name, param, res.files[param], status, res.fit))
+            entries.append(_MapEntry(name, param, res.files[param], status, res.fit, "dwi"))
         files += _with_sidecars(list(res.files.values()))
     return _record_maps(ctx, "fit_dwi", unit, entries, files)
 
@@ -501,14 +547,18 @@ def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
         key = f"{model}_{param}"
         if key in files:
             entries.append(
-                _MapEntry(model, param, files[key], files.get(f"{model}_status"), res.fit)
+                _MapEntry(model, param, files[key], files.get(f"{model}_status"), res.fit, "dce")
             )
     for key, path in files.items():
         if key.startswith("sq_") and str(path).endswith(".nii.gz"):
-            entries.append(_MapEntry("sq", key[3:], path, None))
+            entries.append(_MapEntry("sq", key[3:], path, None, series="dce"))
     for param in ("T1", "R1"):
         if f"vfa_{param}" in files:
-            entries.append(_MapEntry("vfa", param, files[f"vfa_{param}"], files.get("vfa_status")))
+            entries.append(
+                _MapEntry(
+                    "vfa", param, files[f"vfa_{param}"], files.get("vfa_status"), series="t1_vfa"
+                )
+            )
     out = _record_maps(ctx, "fit_dce", unit, entries, _with_sidecars(list(files.values())))
     out.notes += list(res.warnings)
     return out
@@ -539,12 +589,13 @@ def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         _visit(study, unit), out_dir=maps_dir(ctx, unit.subject, unit.visit)
     )
     entries: list[_MapEntry] = []
-    for fit in res.fits.values():
+    for role, fit in res.fits.items():
         model = str(fit.provenance.get("model", ""))
         for param in fit.maps:
             path = res.files.get(f"{model}_{param}")
             if path is not None:
-                entries.append(_MapEntry(model, param, path, res.files.get(f"{model}_status"), fit))
+                status = res.files.get(f"{model}_status")
+                entries.append(_MapEntry(model, param, path, status, fit, role))
     out = _record_maps(ctx, "fit_relax", unit, entries, _with_sidecars(list(res.files.values())))
     out.notes += list(res.warnings)
     return out
@@ -640,7 +691,7 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
     )
     post_status = res.files["status"]
     entries = [
-        _MapEntry("t2star_post", p, res.files[p], post_status, res.fit)
+        _MapEntry("t2star_post", p, res.files[p], post_status, res.fit, "t2star_ferumoxytol")
         for p in ("R2star", "T2star", "S0")
         if p in res.files
     ]
@@ -701,8 +752,8 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
     )
     files.append(st_path)
     entries += [
-        _MapEntry("iron", "dR2star", dr_path, st_path),
-        _MapEntry("iron", "Fe", fe_path, st_path),
+        _MapEntry("iron", "dR2star", dr_path, st_path, series="t2star_ferumoxytol"),
+        _MapEntry("iron", "Fe", fe_path, st_path, series="t2star_ferumoxytol"),
     ]
     out = _record_maps(ctx, "iron", unit, entries, files)
     out.notes += list(res.warnings)
@@ -1051,6 +1102,40 @@ def maps_of_visit(
     return found
 
 
+def map_series_of_visit(
+    ctx: Context, upstream: Upstream, subject: str, visit: str
+) -> dict[str, str | None]:
+    """Role of the series each map of a visit was computed on: ``{"ivim.D": "dwi"}``."""
+    key = f"sub-{subject}/ses-{visit}"
+    found: dict[str, str | None] = {}
+    for step in _MAP_STEPS:
+        for rel in sorted(upstream.get(step, {}).get(key, {})):
+            if rel.endswith("_index.json"):
+                index = json.loads((ctx.out_dir / rel).read_text())
+                for name, e in index.items():
+                    found[name] = e.get("series")
+    return found
+
+
+def align_path(ctx: Context, subject: str, visit: str) -> Path:
+    """The alignments ``align`` writes for a visit (JSON, one entry per series)."""
+    return subject_dir(ctx, subject) / f"ses-{visit}" / f"sub-{subject}_ses-{visit}_align.json"
+
+
+def applied_alignments(
+    ctx: Context, upstream: Upstream, subject: str, visit: str
+) -> dict[str, list[list[float]]]:
+    """The alignments of a visit that ``measure`` applies: ``{role: 4x4 matrix}``."""
+    key = f"sub-{subject}/ses-{visit}"
+    out: dict[str, list[list[float]]] = {}
+    for rel in upstream.get("align", {}).get(key, {}):
+        if rel.endswith("_align.json"):
+            for row in json.loads((ctx.out_dir / rel).read_text()):
+                if row.get("applied") and row.get("matrix") is not None:
+                    out[str(row["series"])] = row["matrix"]
+    return out
+
+
 def _measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """Geometry of every lesion at every visit, and statistics of every fitted map in it."""
     import numpy as np
@@ -1090,17 +1175,41 @@ def _measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
                 tidy.append(_mrow(s, visit.id, lid, "", k, geo[k], units[k]))
         maps = maps_of_visit(ctx, upstream, s, visit.id)
         if masks and maps:
-            values = {k: Volume.from_nifti(p).data for k, (p, _, _) in maps.items()}
-            status = {
-                k: (
-                    Volume.from_nifti(st, dtype=np.uint8).data
-                    if st is not None
-                    else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
+            assert labels is not None
+            roles = map_series_of_visit(ctx, upstream, s, visit.id)
+            moved = applied_alignments(ctx, upstream, s, visit.id)
+            # maps grouped by the lesion masks they are measured with: the masks as drawn,
+            # or the masks resampled onto the map's grid through the series' alignment
+            groups: dict[str | None, list[str]] = {}
+            for k in maps:
+                role = roles.get(k)
+                groups.setdefault(role if role in moved else None, []).append(k)
+            table_parts = []
+            for role, names in groups.items():
+                vols = {k: Volume.from_nifti(maps[k][0]) for k in names}
+                values = {k: v.data for k, v in vols.items()}
+                status = {
+                    k: (
+                        Volume.from_nifti(maps[k][1], dtype=np.uint8).data
+                        if maps[k][1] is not None
+                        else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
+                    )
+                    for k in names
+                }
+                unit_of = {k: maps[k][2] for k in names}
+                group_masks = masks
+                if role is not None:
+                    group_masks = _moved_masks(labels, infos, vols[names[0]], moved[role])
+                    notes.append(
+                        f"visit {visit.id}: lesion masks resampled onto the {role} maps "
+                        "through its alignment"
+                    )
+                table_parts.append(
+                    statistics_table(
+                        values, group_masks, visit=visit.id, status=status, units=unit_of
+                    )
                 )
-                for k, (_, st, _) in maps.items()
-            }
-            unit_of = {k: u for k, (_, _, u) in maps.items()}
-            table = statistics_table(values, masks, visit=visit.id, status=status, units=unit_of)
+            table = pd.concat(table_parts, ignore_index=True)
             for r in table.itertuples(index=False):
                 tidy.append(
                     _mrow(
@@ -1150,6 +1259,26 @@ def _measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
 
 
 _MROW = ("subject", "visit", "lesion_id", "map", "statistic", "value", "unit")
+
+
+def _moved_masks(labels: Any, infos: Mapping[str, Any], onto: Any, matrix: Any) -> dict[str, Any]:
+    """Lesion masks on ``onto``'s grid through an alignment (reference -> series world).
+
+    ``resample_mask`` wants the target-world to source-world transform: from the series
+    (where the map is) back to the reference (where the lesions were drawn), the inverse.
+    """
+    import numpy as np
+
+    from ..preprocessing import resample_mask
+
+    back = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
+    moved = resample_mask(labels, onto, transform=back).data
+    out = {}
+    for lid, info in infos.items():
+        m = moved == info.label
+        if m.any():
+            out[lid] = m
+    return out
 
 
 def _mrow(s: str, v: str, lid: str, m: str, stat: str, value: Any, unit: str) -> dict[str, Any]:
@@ -1331,9 +1460,21 @@ STEPS: tuple[Step, ...] = (
         _register_inputs,
     ),
     Step(
-        "fit_dwi",
+        "align",
         "visit",
         "1",
+        "rigid alignment of every series to the anatomical image; lesion motion per series",
+        _align,
+        _align_inputs,
+        requires=("register",),
+        applies=_align_applies,
+        missing=lambda: _has_module("SimpleITK"),
+        option_keys=("align_tolerance_vox",),
+    ),
+    Step(
+        "fit_dwi",
+        "visit",
+        "2",  # 2: the map index names the series of each map
         "fit the diffusion models to the DWI series",
         _fit_dwi,
         _dwi_inputs,
@@ -1345,7 +1486,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_dce",
         "visit",
-        "2",  # 2: semi-quantitative maps carry their own provenance
+        "3",  # 2: semi-quantitative maps carry their own provenance; 3: series in the index
         "VFA T1, concentration, AIF and the DCE model inside the lesions",
         _fit_dce,
         _dce_inputs,
@@ -1357,7 +1498,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_relax",
         "visit",
-        "1",
+        "2",  # 2: the map index names the series of each map
         "T2*, T2 and inversion-recovery T1 maps of the relaxometry series",
         _fit_relax,
         _relax_inputs,
@@ -1368,7 +1509,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "iron",
         "visit",
-        "1",
+        "2",  # 2: the map index names the series of each map
         "post-ferumoxytol T2*, dR2* and apparent iron concentration",
         _iron,
         _iron_inputs,
@@ -1402,11 +1543,11 @@ STEPS: tuple[Step, ...] = (
     Step(
         "measure",
         "subject",
-        "1",
+        "2",  # 2: lesion masks follow the alignment of each map's series
         "lesion geometry and map statistics per lesion and visit",
         _measure,
         _measure_inputs,
-        requires=("register", *_MAP_STEPS),
+        requires=("register", "align", *_MAP_STEPS),
         missing=lambda: _has_module("tumorscope.lesions.stats"),
     ),
     Step(

@@ -41,6 +41,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "TABLES",
+    "Alignment",
     "Assessment",
     "Base",
     "Lesion",
@@ -193,6 +194,33 @@ class Pattern(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class Alignment(Base):
+    """How a series of a visit lies against the visit's anatomical image (``align`` step).
+
+    ``matrix`` is the rigid world transform (RAS+, mm, 4×4, row-major) from the reference's
+    space to the series' space; the displacements are those of the lesion voxels under it.
+    ``applied`` says whether ``measure`` resampled the lesion masks through it (the mean
+    displacement exceeded the tolerance); ``status`` is ``"registered"`` or ``"skipped"``
+    (a series without anatomical contrast, e.g. 19F), with ``reason``.
+    """
+
+    __tablename__ = "alignments"
+    __table_args__ = (_visit_fk(),)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
+    series: Mapped[str] = mapped_column(String(64), primary_key=True)
+    reference: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    mean_displacement_mm: Mapped[float | None] = mapped_column(Float)
+    max_displacement_mm: Mapped[float | None] = mapped_column(Float)
+    rotation_deg: Mapped[float | None] = mapped_column(Float)
+    tolerance_mm: Mapped[float | None] = mapped_column(Float)
+    applied: Mapped[bool] = mapped_column(Boolean)
+    metric: Mapped[float | None] = mapped_column(Float)
+    matrix: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
 class StepRun(Base):
     """The pipeline's memory of one step on one unit of work (a visit, subject or study)."""
 
@@ -237,6 +265,7 @@ TABLES: dict[str, type[Base]] = {
     "measurements": Measurement,
     "assessments": Assessment,
     "patterns": Pattern,
+    "alignments": Alignment,
     "step_runs": StepRun,
     "runs": Run,
 }

@@ -1,0 +1,118 @@
+"""The align step: series of a visit against its anatomical image, lesion masks that follow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorscope.errors import DataError
+from tumorscope.io import open_study
+from tumorscope.pipeline import run_study
+from tumorscope.pipeline.align import align_visit, representative_frame
+from tumorscope.study import default_url, open_store
+
+STEPS = ("register", "align", "fit_dwi", "measure")
+OPTIONS = {"dwi_models": ("adc",)}
+
+
+def _table(out: Path, name: str) -> pd.DataFrame:
+    store = open_store(default_url(out))
+    try:
+        return store.read_table(name)
+    finally:
+        store.close()
+
+
+def _shift_dwi(study: Path, subject: str, visit: str, voxels: int) -> np.ndarray:
+    """Move the DWI content of one visit by ``voxels`` along i (the patient moved)."""
+    path = (
+        study / f"sub-{subject}" / f"ses-{visit}" / "dwi" / f"sub-{subject}_ses-{visit}_dwi.nii.gz"
+    )
+    img: Any = nib.load(str(path))
+    data = np.roll(np.asarray(img.dataobj), voxels, axis=0)
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), str(path))
+    return np.asarray(img.affine)[:3, 0] * voxels
+
+
+def test_the_phantom_shows_no_motion(full_run: Any) -> None:
+    a = _table(full_run.out_dir, "alignments")
+    visits = _table(full_run.out_dir, "visits")
+    assert set(zip(a.subject, a.visit, strict=True)) == set(
+        zip(visits.subject, visits.visit, strict=True)
+    )
+    reg = a[a.status == "registered"]
+    assert len(reg) > 0
+    assert not a.applied.any()
+    assert {"dwi", "dce", "t2star", "t1_vfa"} <= set(reg.series)
+    # a registration either finds the series where it is (well inside the tolerance) or is
+    # recorded as not matching better than no motion
+    ok = reg.mean_displacement_mm < 0.25 * reg.tolerance_mm
+    assert (ok | reg.reason.fillna("").str.contains("no motion")).all()
+    assert ok.mean() > 0.9
+    skipped = a[a.status == "skipped"]
+    assert skipped.series.str.startswith("fluorine").all()
+
+
+def test_a_moved_series_is_found_and_the_masks_follow_it(study2: Path, tmp_path: Path) -> None:
+    ref = run_study(study2, tmp_path / "ref", steps=STEPS, options=OPTIONS, report=False)
+    assert ref.ok, ref.failed
+    shift = _shift_dwi(study2, "001", "02", 2)  # 8 mm
+    moved = run_study(study2, tmp_path / "moved", steps=STEPS, options=OPTIONS, report=False)
+    assert moved.ok, moved.failed
+    blind = run_study(
+        study2,
+        tmp_path / "blind",
+        steps=("register", "fit_dwi", "measure"),
+        options=OPTIONS,
+        report=False,
+    )
+    assert blind.ok, blind.failed
+
+    a = _table(tmp_path / "moved", "alignments").set_index(["subject", "visit", "series"])
+    row = a.loc[("001", "02", "dwi")]
+    assert bool(row.applied)
+    assert row.mean_displacement_mm == pytest.approx(float(np.linalg.norm(shift)), abs=1.0)
+    translation = np.asarray(row.matrix)[:3, 3]
+    np.testing.assert_allclose(translation, shift, atol=1.0)
+    # the other visits and series did not move
+    others = a.drop(index=("001", "02", "dwi"))
+    assert not others.applied.any()
+
+    def adc_means(out: Path) -> pd.Series:
+        m = _table(out, "measurements")
+        m = m[(m["map"] == "adc.ADC") & (m.statistic == "mean") & (m.subject == "001")]
+        return m.set_index(["visit", "lesion_id"])["value"]
+
+    r, mv, bl = (
+        adc_means(tmp_path / "ref"),
+        adc_means(tmp_path / "moved"),
+        adc_means(tmp_path / "blind"),
+    )
+    at = r.index.get_level_values("visit") == "02"
+    assert at.any()
+    # with the masks moved along, the lesion ADC is that of the motionless study; with the
+    # masks as drawn, it is taken partly from the wrong tissue
+    err_aligned = np.abs(mv[at] / r[at] - 1)
+    err_blind = np.abs(bl[at] / r[at] - 1)
+    assert err_aligned.max() < 0.05
+    assert err_blind.max() > 2 * err_aligned.max()
+    # visits that did not move are measured exactly as before
+    pd.testing.assert_series_equal(mv[~at], r[~at])
+
+
+def test_align_visit_checks_its_tolerance(small_study: Path) -> None:
+    visit = open_study(small_study).subjects["001"].visits["01"]
+    with pytest.raises(DataError, match="tolerance"):
+        align_visit(visit, tolerance_vox=0)
+
+
+def test_representative_frame_is_the_brightest(small_study: Path) -> None:
+    dwi = open_study(small_study).subjects["001"].visits["01"].series["dwi"].load()
+    frame = representative_frame(dwi)
+    means = np.nanmean(np.asarray(dwi.data, dtype=np.float64).reshape(-1, dwi.shape[-1]), axis=0)
+    np.testing.assert_array_equal(frame.data, dwi.frame(int(np.argmax(means))).data)
