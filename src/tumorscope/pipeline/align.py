@@ -11,8 +11,8 @@ it moves the lesion voxels:
    of an inversion-recovery series, peak enhancement of a DCE series), which carries the
    most anatomy.
 2. It is registered rigidly to the anatomical image with Mattes mutual information
-   (:func:`tumorscope.preprocessing.register`: two-level pyramid, 20 000 voxels sampled
-   with a fixed seed (all of a smaller image), at most 50 iterations per level, SimpleITK
+   (:func:`tumorscope.preprocessing.register`: two-level pyramid, 5 000 voxels sampled
+   with a fixed seed (all of a smaller image), at most 40 iterations per level, SimpleITK
    on one thread so that a serial and a Dask run give the same numbers).
 3. The transform moves each lesion voxel centre ``x`` to ``T x``; the mean and maximum of
    ``|T x - x|`` over the lesion voxels of the visit (mm) are the motion that matters here.
@@ -108,7 +108,7 @@ def _lesion_points(labels: Volume) -> np.ndarray:
 
 
 #: Voxels of the reference sampled for the metric (all of them in a smaller image).
-_SAMPLES = 20_000
+_SAMPLES = 5_000
 
 
 def _metric(reference: Volume, moving: Volume, matrix: np.ndarray, sampling: float) -> float:
@@ -183,7 +183,7 @@ def align_visit(visit: Visit, *, tolerance_vox: float = 0.5) -> list[SeriesAlign
                 continue
             moving = representative_frame(series.load())
             sampling = min(1.0, _SAMPLES / reference.data.size)
-            reg = register(reference, moving, kind="rigid", sampling=sampling, iterations=50)
+            reg = register(reference, moving, kind="rigid", sampling=sampling, iterations=40)
             moved = points @ reg.matrix.T
             d = np.linalg.norm(moved[:, :3] - points[:, :3], axis=1)
             tol = float(tolerance_vox) * float(min(moving.voxel_sizes))
