@@ -88,6 +88,7 @@ def test_subject_report_structure(full_run: Any) -> None:
         "fdm-table",
         "assessments-table",
         "lesions-table",
+        "alignment-table",
         "flags",
     } <= page.ids
     _check_images(page)

@@ -1563,10 +1563,10 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report_subject",
         "subject",
-        "1",
+        "2",  # 2: the alignment table
         "the subject's HTML report",
         _report_subject,
         _report_inputs,
-        requires=("measure", "assess", *_MAP_STEPS, "fluorine"),
+        requires=("measure", "assess", "align", *_MAP_STEPS, "fluorine"),
     ),
 )

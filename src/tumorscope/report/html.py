@@ -379,6 +379,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     maps_uri = figures.map_grid(grid_rows, units=units, limits=limits) if grid_rows else None
     relax_uri = figures.map_grid(relax_rows, units=units, limits=limits) if relax_rows else None
     cells = _cells19f_frame(ctx, upstream)
+    align = _alignment_frame(ctx, upstream)
 
     fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
     fdm_rows: list[dict[str, Any]] = []
@@ -437,6 +438,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         trajectories=traj_uri,
         maps_figure=maps_uri,
         relax_figure=relax_uri,
+        alignment=frame_of(align) if align is not None else None,
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",
         histograms=hist_uri,
@@ -446,6 +448,33 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         methods=_methods(provenances) or ["No model was fitted."],
     )
     return _write(ctx.out_dir / "report" / f"sub-{subject}.html", html)
+
+
+def _alignment_frame(ctx: Context, upstream: Upstream) -> pd.DataFrame | None:
+    """Motion of each series against the anatomical image (the ``align`` step), all visits."""
+    import pandas as pd
+
+    rows = []
+    for outputs in upstream.get("align", {}).values():
+        for rel in sorted(outputs):
+            if rel.endswith("_align.json"):
+                rows += json.loads((ctx.out_dir / rel).read_text())
+    if not rows:
+        return None
+    t = pd.DataFrame(rows).sort_values(["visit", "series"], kind="stable")
+    return pd.DataFrame(
+        {
+            "visit": t["visit"],
+            "series": t["series"],
+            "status": t["status"],
+            "lesion motion, mean (mm)": t["mean_displacement_mm"],
+            "max (mm)": t["max_displacement_mm"],
+            "rotation (deg)": t["rotation_deg"],
+            "tolerance (mm)": t["tolerance_mm"],
+            "masks moved": t["applied"],
+            "note": t["reason"].fillna(""),
+        }
+    )
 
 
 def _cells19f_frame(ctx: Context, upstream: Upstream) -> tuple[pd.DataFrame, str] | None:
