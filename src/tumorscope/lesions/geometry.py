@@ -131,19 +131,25 @@ def measure(
 
     ax = axial_axis(a)
     inplane = tuple(i for i in range(3) if i != ax)
-    best_ld, best_slice, best_pair = -1.0, 0, (np.zeros(3), np.zeros(3))
+    per_slice: list[tuple[int, float, np.ndarray]] = []
     for s in range(crop.shape[ax]):
         sl = np.take(crop, s, axis=ax)
         if not sl.any():
             continue
         pts = _boundary_points(_as3(sl, ax), lin, axes=inplane)
-        d, pair = _max_distance_pair(pts)
-        if d > best_ld + 1e-9:
-            best_ld, best_slice, best_pair = d, s, pair
-    # short axis on the slice of the longest diameter
-    sl = np.take(crop, best_slice, axis=ax)
-    pts = _boundary_points(_as3(sl, ax), lin, axes=inplane)
-    short = _perpendicular_chord(pts, lin, inplane, best_pair)
+        per_slice.append((s, _max_distance_pair(pts)[0], pts))
+    best_ld = max(d for _, d, _ in per_slice)
+    # The longest diameter can be tied (between slices, or between pairs of one slice, as for
+    # two voxels touching at a corner); the short axis is then the longest perpendicular
+    # chord over the tied diameters, so the result does not depend on the voxel order.
+    best_slice, best_pair, short = 0, (np.zeros(3), np.zeros(3)), -1.0
+    for s, d, pts in per_slice:
+        if d < best_ld * (1 - 1e-9) - 1e-12:
+            continue
+        for pair in _tied_pairs(pts, d):
+            c = _perpendicular_chord(pts, lin, inplane, pair)
+            if c > short + 1e-9:
+                best_slice, best_pair, short = s, pair, c
 
     out: dict[str, Any] = {
         "volume_ml": volume_ml,
@@ -257,6 +263,14 @@ def _max_distance_pair(pts: np.ndarray) -> tuple[float, tuple[np.ndarray, np.nda
     return float(np.sqrt(best)), pair
 
 
+def _tied_pairs(pts: np.ndarray, d: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every pair of hull vertices at distance ``d`` (to rounding): ties of the diameter."""
+    h = _hull_vertices(pts)
+    d2 = ((h[:, None, :] - h[None, :, :]) ** 2).sum(axis=-1)
+    ii, jj = np.nonzero(np.triu(d2 >= d * d * (1 - 1e-9) - 1e-12, k=1))
+    return [(h[i], h[j]) for i, j in zip(ii, jj, strict=True)]
+
+
 def _max_distance(pts: np.ndarray) -> float:
     return _max_distance_pair(pts)[0]
 
@@ -283,16 +297,15 @@ def _perpendicular_chord(
     v /= np.linalg.norm(v)
     rel = _hull_vertices(pts) - p0
     st = np.stack([rel @ u, rel @ v], axis=1)
-    if len(st) > 8:
-        from scipy.spatial import ConvexHull, QhullError
+    # the hull polygon, ordered around (small point sets hold non-hull points too: two
+    # separate voxels give eight corners, four of them inside; sorting those by angle would
+    # make a non-convex polygon whose chords depend on the voxel order)
+    from scipy.spatial import ConvexHull, QhullError
 
-        try:
-            st = st[ConvexHull(st).vertices]  # ordered around the polygon
-        except QhullError:
-            return 0.0
-    else:
-        centre = st.mean(axis=0)
-        st = st[np.argsort(np.arctan2(st[:, 1] - centre[1], st[:, 0] - centre[0]))]
+    try:
+        st = st[ConvexHull(st).vertices]
+    except QhullError:  # all points on a line: no area, no perpendicular extent
+        return 0.0
     a, b = st, np.roll(st, -1, axis=0)
     lo_s, hi_s = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0])
     best = 0.0

@@ -1543,7 +1543,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "measure",
         "subject",
-        "2",  # 2: lesion masks follow the alignment of each map's series
+        "3",  # 2: masks follow the alignment of the series; 3: short axis on the hull (fix)
         "lesion geometry and map statistics per lesion and visit",
         _measure,
         _measure_inputs,
