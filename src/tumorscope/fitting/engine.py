@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FitError
+from . import progress
 from .status import FitStatus
 
 __all__ = ["DEFAULT_CHUNK_VOXELS", "BlockFit", "FlatFit", "fit_blocks", "validate_inputs"]
@@ -206,9 +207,11 @@ def fit_blocks(
     n_chunks = math.ceil(n_fit / chunk) if n_fit else 0
 
     block_counts = np.zeros((max(n_chunks, 1), 256), dtype=np.int64)
+    progress.report("planned", n_chunks)
 
     def one(c: int) -> None:
         block_counts[c] = np.bincount(_one(c), minlength=256)
+        progress.report("done", 1)
 
     def _one(c: int) -> np.ndarray:
         lo, hi = c * chunk, min((c + 1) * chunk, n_fit)

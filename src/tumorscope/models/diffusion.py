@@ -390,7 +390,11 @@ class ADC(_DiffusionModel):
             and arr.dtype.isnative
             and resolve_backend(self.backend, has_kernel=True) == "numba"
         ):
+            from ..fitting import progress
+
+            progress.report("planned", 1)  # one fused pass: one chunk for the progress bar
             flat, order = self._fit_fused(arr, m, chunk_voxels)
+            progress.report("done", 1)
             return self._result(arr, flat, order=order)
         flat = fit_blocks(
             self.fit_block,

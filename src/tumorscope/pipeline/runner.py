@@ -255,6 +255,7 @@ def execute_subject(
     active: frozenset[str],
     threads: int | None = None,
     on_outcome: Callable[[Outcome], None] | None = None,
+    chunk_events: bool = False,
 ) -> list[Outcome]:
     """Run every step of one subject in order (one Dask task; never touches the database).
 
@@ -272,12 +273,24 @@ def execute_subject(
     on_outcome : callable, optional
         Called with each outcome as soon as it is known (the serial runner records it at once,
         so an interruption loses at most one unit).
+    chunk_events : bool, default False
+        On a Dask worker: send the fitting engine's chunk progress to the client as worker
+        events (:data:`tumorscope.fitting.progress.TOPIC`).
 
     Returns
     -------
     list of Outcome
         One per unit, in order; units after a failure of the subject get status ``blocked``.
     """
+    if chunk_events:
+        import functools
+
+        from dask.distributed import get_worker
+
+        from ..fitting.progress import set_hook
+
+        # bound to this worker here, in the task's thread: a fit may chunk in its own threads
+        set_hook(functools.partial(_forward_chunk_event, get_worker()))
     outcomes: list[Outcome] = []
     upstream_all: Upstream = {}
     failed: list[str] = []
@@ -311,6 +324,13 @@ def execute_subject(
             if on_outcome is not None:
                 on_outcome(o)
     return outcomes
+
+
+def _forward_chunk_event(worker: Any, event: str, n: int) -> None:
+    """Chunk progress of a fit on a Dask worker, sent to the client as a worker event."""
+    from ..fitting.progress import TOPIC
+
+    worker.log_event(TOPIC, [event, n])
 
 
 def _up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
@@ -744,11 +764,19 @@ def _run_subjects(
         }
 
     if executor.client is None:
-        for sid in plan:
-            execute_subject(**args(sid), on_outcome=record)
-            bars.advance_subject()
+        from ..fitting.progress import chunk_progress
+
+        with chunk_progress(bars.chunks):
+            for sid in plan:
+                execute_subject(**args(sid), on_outcome=record)
+                bars.advance_subject()
         return
     from dask.distributed import as_completed
+
+    from ..fitting.progress import TOPIC
+
+    if bars.progress is not None:
+        executor.client.subscribe_topic(TOPIC, lambda ev: bars.chunks(*ev[1]))
 
     token = uuid.uuid4().hex[:8]  # task keys unique across runs on one cluster
     # Subjects with more units of work first (longest-processing-time order), so that the
@@ -760,6 +788,7 @@ def _run_subjects(
             pure=False,
             key=f"{sid}-{token}",
             priority=sum(len(units) for _, units in plan[sid]),
+            chunk_events=bars.progress is not None,
         )
         for sid in plan
     ]
@@ -772,6 +801,9 @@ def _run_subjects(
         for fut in futures:
             fut.cancel()
         raise
+    finally:
+        if bars.progress is not None:
+            executor.client.unsubscribe_topic(TOPIC)
 
 
 def _publish(
@@ -901,6 +933,9 @@ class _Bars:
             )
             self.t_subjects = self.progress.add_task("subjects", total=n_subjects)
             self.t_units = self.progress.add_task("units of work", total=n_units)
+            # total grows as fits start: each fit announces its chunks
+            self.t_chunks = self.progress.add_task("voxel chunks", total=0)
+            self._lock = threading.Lock()
 
     def __enter__(self) -> _Bars:
         if self.progress is not None:
@@ -914,6 +949,23 @@ class _Bars:
     def advance_units(self, n: int) -> None:
         if self.progress is not None:
             self.progress.advance(self.t_units, n)
+
+    def chunks(self, event: str, n: int) -> None:
+        """A fitting-engine chunk event (``"planned"`` n chunks, or ``"done"``)."""
+        if self.progress is None:
+            return
+        with self._lock:
+            if event == "planned":
+                task = self.progress.tasks[self.t_chunks]
+                self.progress.update(self.t_chunks, total=(task.total or 0) + n)
+            elif event == "done":
+                self.progress.advance(self.t_chunks, n)
+
+    def counts(self, task: str) -> tuple[float, float | None]:
+        """(completed, total) of a bar: ``"subjects"``, ``"units"`` or ``"chunks"``."""
+        t = {"subjects": self.t_subjects, "units": self.t_units, "chunks": self.t_chunks}[task]
+        info = self.progress.tasks[t]
+        return info.completed, info.total
 
     def advance_subject(self) -> None:
         if self.progress is not None:
