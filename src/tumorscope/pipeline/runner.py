@@ -283,14 +283,16 @@ def execute_subject(
         One per unit, in order; units after a failure of the subject get status ``blocked``.
     """
     if chunk_events:
-        import functools
-
         from dask.distributed import get_worker
 
-        from ..fitting.progress import set_hook
-
         # bound to this worker here, in the task's thread: a fit may chunk in its own threads
-        set_hook(functools.partial(_forward_chunk_event, get_worker()))
+        _forwarding(get_worker(), +1)
+        try:
+            return execute_subject(
+                ctx, items, records, force, active, threads, on_outcome, chunk_events=False
+            )
+        finally:
+            _forwarding(None, -1)
     outcomes: list[Outcome] = []
     upstream_all: Upstream = {}
     failed: list[str] = []
@@ -324,6 +326,29 @@ def execute_subject(
             if on_outcome is not None:
                 on_outcome(o)
     return outcomes
+
+
+_forward_lock = threading.Lock()
+_forward_users = 0
+
+
+def _forwarding(worker: Any, delta: int) -> None:
+    """Install (``+1``) or release (``-1``) the hook that forwards chunk events to the client.
+
+    Counted, because tasks of an in-process cluster share the process-wide hook: it is
+    removed when the last task using it ends.
+    """
+    import functools
+
+    from ..fitting.progress import set_hook
+
+    global _forward_users
+    with _forward_lock:
+        _forward_users += delta
+        if delta > 0:
+            set_hook(functools.partial(_forward_chunk_event, worker))
+        elif _forward_users == 0:
+            set_hook(None)
 
 
 def _forward_chunk_event(worker: Any, event: str, n: int) -> None:
