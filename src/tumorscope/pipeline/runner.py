@@ -986,12 +986,6 @@ class _Bars:
             elif event == "done":
                 self.progress.advance(self.t_chunks, n)
 
-    def counts(self, task: str) -> tuple[float, float | None]:
-        """(completed, total) of a bar: ``"subjects"``, ``"units"`` or ``"chunks"``."""
-        t = {"subjects": self.t_subjects, "units": self.t_units, "chunks": self.t_chunks}[task]
-        info = self.progress.tasks[t]
-        return info.completed, info.total
-
     def advance_subject(self) -> None:
         if self.progress is not None:
             self.progress.advance(self.t_subjects, 1)
