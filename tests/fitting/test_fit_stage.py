@@ -1,4 +1,4 @@
-"""The fit stage (``pipeline.fit_stage``) and ``tumorscope fit dwi``."""
+"""The fit stage (``stages.fit``, ``stages.diffusion``) and ``tumorscope fit dwi``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from tumorscope.cli import app
 from tumorscope.errors import DataError, FitError, TumorscopeWarning
 from tumorscope.models import ADC, IVIM
-from tumorscope.pipeline.fit_stage import fit_dwi, fit_volume
+from tumorscope.stages.diffusion import fit_dwi
+from tumorscope.stages.fit import fit_volume
 from tumorscope.volume import Volume
 
 B = np.array([0, 10, 20, 40, 80, 150, 300, 500, 800, 1000.0])

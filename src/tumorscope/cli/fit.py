@@ -21,7 +21,7 @@ import typer
 from ._common import user_errors
 
 if TYPE_CHECKING:
-    from ..pipeline.fit_stage import FitOutputs
+    from ..stages.fit import FitOutputs
 
 __all__ = ["fit_app", "print_fit_outputs", "register"]
 
@@ -63,7 +63,7 @@ def dwi(
     import warnings
 
     from ..errors import FitError, TumorscopeWarning
-    from ..pipeline.fit_stage import fit_dwi
+    from ..stages.diffusion import fit_dwi
 
     options: dict[str, object] = {}
     if method is not None:
@@ -102,7 +102,7 @@ def print_fit_outputs(res: FitOutputs, summary: str) -> None:
     """Print the summary line, the fit's warnings (stderr) and one line per written map.
 
     For every ``tumorscope fit ...`` command (``res`` from
-    :func:`tumorscope.pipeline.fit_stage.fit_volume`).
+    :func:`tumorscope.stages.fit.fit_volume`).
     """
     typer.echo(summary)
     for msg in res.warnings:

@@ -74,8 +74,8 @@ def _fit_and_write(
     import numpy as np
 
     from ..errors import DataError, FitError, TumorscopeWarning
-    from ..pipeline.fit_stage import FitOutputs, fit_volume, load_mask
-    from ..pipeline.hashing import file_sha256
+    from ..files import file_sha256
+    from ..stages.fit import FitOutputs, fit_volume, load_mask
     from ..volume import Volume
 
     vol = Volume.from_nifti(series)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 import importlib
-import json
 import os
 import pkgutil
 import warnings
@@ -114,7 +113,7 @@ class FitResult:
         (NaN where not available).
     provenance : dict
         Model name, method, options, backend, package versions, input shape and dtype;
-        the fit stage (:func:`tumorscope.pipeline.fit_stage.fit_volume`) adds the SHA-256 of
+        the fit stage (:func:`tumorscope.stages.fit.fit_volume`) adds the SHA-256 of
         the input files. (In-memory arrays are not hashed: hashing costs as much as a
         log-linear ADC fit.)
     mask : ndarray of bool
@@ -193,7 +192,7 @@ class FitResult:
         ExportError
             If the maps are not 3-D or the affine is not 4×4 (checked before writing).
         """
-        from ..volume import Volume, atomic_write
+        from ..files import write_map
 
         if len(self.shape) != 3:
             raise ExportError(
@@ -219,25 +218,12 @@ class FitResult:
         written: dict[str, Path] = {}
         for name, arr, unit, desc in items:
             path = out / f"{prefix}{name}.nii.gz"
-            Volume(np.asarray(arr), aff).to_nifti(path)
-            side = {"Units": unit, "Description": desc, "Provenance": self.provenance}
-            text = json.dumps(side, indent=2, default=_json_default) + "\n"
-            atomic_write(out / f"{prefix}{name}.json", lambda tmp, text=text: tmp.write_text(text))
+            write_map(path, arr, aff, units=unit, description=desc, provenance=self.provenance)
             written[name] = path
         return written
 
 
 _STATUS_DOC = "fit status: " + ", ".join(f"{s.value}={s.name}" for s in FitStatus)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def resolve_backend(backend: str, *, has_kernel: bool) -> str:

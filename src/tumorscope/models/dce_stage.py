@@ -30,7 +30,6 @@ give ``aif_delay_s``.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,18 +220,18 @@ def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    from .base import _json_default
+    from ..files import write_json
 
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_json(path, obj)
 
 
 def _write_map(
     out: Path, name: str, arr: np.ndarray, affine: np.ndarray, unit: str, desc: str, prov: Any
 ) -> Path:
+    from ..files import write_map
+
     path = out / f"{name}.nii.gz"
-    Volume(np.asarray(arr), affine).to_nifti(path)
-    _write_json(out / f"{name}.json", {"Units": unit, "Description": desc, "Provenance": prov})
+    write_map(path, arr, affine, units=unit, description=desc, provenance=prov)
     return path
 
 
@@ -325,8 +324,8 @@ def fit_dce(
     import warnings
 
     from ..errors import TumorscopeWarning
-    from ..pipeline.fit_stage import fit_volume, load_mask
-    from ..pipeline.hashing import file_sha256
+    from ..files import file_sha256
+    from ..stages.fit import fit_volume, load_mask
     from .base import get_model
     from .dce import signal_to_concentration
     from .dce_semiquant import SEMIQUANT_UNITS, semi_quantitative

@@ -3,7 +3,7 @@
 For each relaxometry series present at a visit (roles of the study manifest: ``t2star`` →
 ``MEGRE``, ``t2`` → ``MESE``, ``t1_ir`` → ``IRT1``; see ``docs/study-format.md``) the stage
 builds the model from the series' sidecar protocol, fits it with the generic fit stage
-(:func:`tumorscope.pipeline.fit_stage.fit_volume`: inputs checked before anything is written,
+(:func:`tumorscope.stages.fit.fit_volume`: inputs checked before anything is written,
 every file written atomically, sidecars with units and provenance) and returns the fits and
 the files. VFA T1 is fitted by the DCE stage, which needs it.
 
@@ -88,7 +88,7 @@ def fit_relaxometry_visit(
         A role asked for but absent, a series whose sidecar or shape disagrees with its
         protocol (names the file and field).
     """
-    from ..pipeline.fit_stage import fit_volume
+    from ..stages.fit import fit_volume
     from . import relaxometry
 
     series = visit.series

@@ -255,8 +255,8 @@ def _register(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
     """Check every series and lesion map of the subject; record subject, visits, series."""
     import nibabel as nib
 
+    from ..files import file_sha256
     from ..io.study import validate_visit
-    from .hashing import file_sha256
 
     subject = study.subjects[unit.subject]
     problems: list[Problem] = []
@@ -424,9 +424,9 @@ def _record_maps(
     """
     import numpy as np
 
+    from ..files import file_sha256
     from ..fitting.status import FitStatus
     from ..volume import atomic_write
-    from .hashing import file_sha256
 
     assert unit.visit is not None
     rows: list[dict[str, Any]] = []
@@ -492,10 +492,10 @@ def _with_sidecars(paths: list[Path]) -> list[Path]:
 def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """Fit every diffusion model of ``options["dwi_models"]`` to the visit's DWI series.
 
-    Calls :func:`tumorscope.pipeline.fit_stage.fit_dwi` (whole volume, no mask: the maps are
+    Calls :func:`tumorscope.stages.diffusion.fit_dwi` (whole volume, no mask: the maps are
     shown over the anatomy in the report; a voxel's fit does not depend on the others).
     """
-    from . import fit_stage
+    from ..stages import diffusion
 
     assert unit.visit is not None
     series = _visit(study, unit).series["dwi"]
@@ -504,7 +504,7 @@ def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     files: list[Path] = []
     for name in ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"]):
         prefix = f"sub-{unit.subject}_ses-{unit.visit}_{name}_"
-        res = fit_stage.fit_dwi(series.path, out_dir=out, model=name, prefix=prefix)
+        res = diffusion.fit_dwi(series.path, out_dir=out, model=name, prefix=prefix)
         status = res.files.get("status")
         for param in res.fit.maps:
             entries.append(_MapEntry(name, param, res.files[param], status, res.fit, "dwi"))
@@ -634,7 +634,7 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
     """T2* of the post-ferumoxytol series, ΔR2* = R2*post − R2*pre and the iron concentration.
 
     The post-contrast MEGRE is fitted like the pre-contrast one (same model, built from its
-    own sidecar; :func:`tumorscope.pipeline.fit_stage.fit_volume`), the pre-contrast R2* is
+    own sidecar; :func:`tumorscope.stages.fit.fit_volume`), the pre-contrast R2* is
     the ``t2star.R2star`` map of ``fit_relax`` at the same visit (same grid: the phantom's
     series share one grid; real data must be co-registered first). ΔR2* and the apparent
     iron concentration go through :func:`tumorscope.models.iron.delta_rate` and
@@ -648,8 +648,8 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
     from .. import __version__
     from ..models import iron
     from ..models.relaxometry import T2Star
+    from ..stages.fit import fit_volume
     from ..volume import Volume
-    from . import fit_stage
 
     assert unit.visit is not None
     visit = _visit(study, unit)
@@ -682,7 +682,7 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
         )
     out_dir = maps_dir(ctx, unit.subject, unit.visit)
     pre = f"sub-{unit.subject}_ses-{unit.visit}_"
-    res = fit_stage.fit_volume(
+    res = fit_volume(
         T2Star.from_protocol(post.protocol),
         post.load(),
         out_dir=out_dir,
@@ -1480,7 +1480,7 @@ STEPS: tuple[Step, ...] = (
         _dwi_inputs,
         requires=("register",),
         applies=_dwi_applies,
-        missing=lambda: _has_module("tumorscope.pipeline.fit_stage", "fit_dwi"),
+        missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
         option_keys=("dwi_models",),
     ),
     Step(

@@ -1,9 +1,8 @@
-"""Pipeline stage: fit a model to a series within a mask, write NIfTI maps with sidecars.
+"""Fit a model to a series within a mask, write NIfTI maps with sidecars.
 
 :func:`fit_volume` is generic (any :class:`~tumorscope.models.base.Model` and a 4-D
-:class:`~tumorscope.volume.Volume` whose last axis matches the model's protocol); DCE,
-relaxometry and diffusion stages all use it. :func:`fit_dwi` reads a DWI series (NIfTI + the
-``.bval`` beside it) and fits a diffusion model; it backs ``tumorscope fit dwi``.
+:class:`~tumorscope.volume.Volume` whose last axis matches the model's protocol); the
+diffusion, DCE, relaxometry and iron stages all use it.
 
 Contract (``docs/architecture.md``): every input is checked before anything is written; a
 problem raises an error naming the file and field; every output is written atomically
@@ -24,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, FitError, TumorscopeWarning
-from ..models.base import FitResult, Model, get_model
+from ..files import file_sha256
+from ..models.base import FitResult, Model
 from ..volume import Volume
 
-__all__ = ["FitOutputs", "fit_dwi", "fit_volume", "load_mask"]
+__all__ = ["FitOutputs", "fit_volume", "load_mask"]
 
 
 @dataclass
@@ -143,8 +143,6 @@ def fit_volume(
     FitError
         A series whose 4th axis disagrees with the protocol.
     """
-    from .hashing import file_sha256
-
     if volume.data.ndim != 4:
         raise DataError(
             f"expected a 4-D series (x, y, z, {model.measurement_name}), got shape {volume.shape}",
@@ -188,87 +186,3 @@ def fit_volume(
     fit.provenance["stage"] = "fit"
     written = fit.to_nifti(out_dir, volume.affine, prefix=prefix, include_stderr=include_stderr)
     return FitOutputs(fit, written, messages)
-
-
-def fit_dwi(
-    series: str | os.PathLike[str],
-    *,
-    out_dir: str | os.PathLike[str],
-    model: str = "ivim",
-    mask: str | os.PathLike[str] | None = None,
-    bval: str | os.PathLike[str] | None = None,
-    prefix: str | None = None,
-    options: Mapping[str, Any] | None = None,
-    chunk_voxels: int | None = None,
-) -> FitOutputs:
-    """Fit a diffusion model to a DWI series file and write its maps.
-
-    Parameters
-    ----------
-    series : path-like
-        4-D DWI NIfTI (``.nii`` or ``.nii.gz``).
-    out_dir : path-like, keyword-only
-    model : {"adc", "ivim", "dki"}, keyword-only, default "ivim"
-    mask : path-like, keyword-only, optional
-        Mask NIfTI on the same grid.
-    bval : path-like, keyword-only, optional
-        b-value file (FSL/BIDS: whitespace-separated, s/mm²). Default: the ``.bval`` beside
-        the series.
-    prefix : str, keyword-only, optional
-        Default: ``"<series stem>_<model>_"``.
-    options : mapping, keyword-only, optional
-        Keyword options of the model (``method``, ``b_threshold``, ``b_min`` ...).
-    chunk_voxels : int, keyword-only
-
-    Returns
-    -------
-    FitOutputs
-
-    Raises
-    ------
-    DataError
-        Missing or malformed series, b-value file or mask.
-    FitError, ProtocolError
-        Unknown model or option, b-values that disagree with the series.
-    """
-    from ..io.bids import read_bval, stem
-
-    path = Path(series)
-    cls = get_model(model)
-    if getattr(cls, "measurement_name", "") != "b-values":
-        raise FitError(f"model {model!r} is not a diffusion model", field="model")
-    if bval is None:
-        b = read_bval(path)
-        bval_path = path.with_name(stem(path) + ".bval")
-    else:
-        bval_path = Path(bval)
-        if not bval_path.is_file():
-            raise DataError("b-value file not found", file=bval_path, field="bval")
-        try:
-            b = np.array(bval_path.read_text().split(), dtype=float)
-        except ValueError as exc:
-            raise DataError(
-                f"b-values must be numbers: {exc}", file=bval_path, field="bval"
-            ) from exc
-    from ..protocol import DiffusionProtocol
-
-    protocol = DiffusionProtocol(tuple(b), source=str(bval_path))
-    try:
-        m = cls(protocol, **dict(options or {}))  # type: ignore[call-arg]
-    except TypeError as exc:
-        raise FitError(f"bad option for model {model!r}: {exc}", field="options") from exc
-    vol = Volume.from_nifti(path)
-    if vol.data.ndim == 4 and vol.n_measurements != len(b):
-        raise FitError(
-            f"the series has {vol.n_measurements} volumes but {bval_path.name} lists "
-            f"{len(b)} b-values",
-            file=path,
-            field="dim[4]",
-        )
-    files = {"series": str(path), "bval": str(bval_path)}
-    if mask is not None:
-        files["mask"] = str(mask)
-    pre = prefix if prefix is not None else f"{stem(path)}_{cls.name}_"
-    return fit_volume(
-        m, vol, out_dir=out_dir, mask=mask, prefix=pre, input_files=files, chunk_voxels=chunk_voxels
-    )

@@ -1,0 +1,149 @@
+"""Files tumorscope writes: one writer for a map and its sidecar, one JSON encoder, hashes.
+
+Every map on disk is a float32 (or uint8 status) NIfTI with a JSON sidecar beside it
+(``<name>.nii.gz`` + ``<name>.json``) holding ``Units``, ``Description`` and ``Provenance``.
+:func:`write_map` is the only place that writes that pair: the models' ``FitResult.to_nifti``,
+the stages (:mod:`tumorscope.stages`) and the pipeline all call it, so a map written by a
+command and by a pipeline step is the same file byte for byte.
+
+:func:`json_default` is the one JSON encoder for tumorscope's own values (numpy scalars and
+arrays, paths, enums, dataclasses); anything else raises ``TypeError`` rather than being
+written as an unreadable ``repr``. Writes are atomic (:func:`tumorscope.volume.atomic_write`).
+
+This is a core module: it imports numpy and the core types only (no io, models or pipeline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .volume import Volume, atomic_write
+
+__all__ = [
+    "file_sha256",
+    "json_default",
+    "read_sidecar",
+    "sidecar_of",
+    "to_json",
+    "write_json",
+    "write_map",
+]
+
+_BLOCK = 1 << 20
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        while block := fh.read(_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
+
+def json_default(obj: Any) -> Any:
+    """JSON encoder for numpy values, paths, enums and dataclasses (``json.dumps(default=)``).
+
+    Raises
+    ------
+    TypeError
+        Any other object: it would be written as an unreadable ``repr`` otherwise.
+    """
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, set | frozenset):
+        return sorted(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any, *, indent: int | None = 2, sort_keys: bool = False) -> str:
+    """``obj`` as JSON text (with a final newline) through :func:`json_default`."""
+    return json.dumps(obj, indent=indent, sort_keys=sort_keys, default=json_default) + "\n"
+
+
+def write_json(
+    path: str | os.PathLike[str], obj: Any, *, indent: int | None = 2, sort_keys: bool = False
+) -> Path:
+    """Write ``obj`` as JSON, atomically (temporary name, then rename)."""
+    text = to_json(obj, indent=indent, sort_keys=sort_keys)
+    out = Path(path)
+    atomic_write(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return out
+
+
+def sidecar_of(image: str | os.PathLike[str]) -> Path:
+    """The JSON sidecar beside an image: ``x.nii.gz`` → ``x.json``, ``x.nii`` → ``x.json``."""
+    p = Path(image)
+    name = p.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return p.with_name(name[: -len(ext)] + ".json")
+    return p.with_suffix(".json")
+
+
+def read_sidecar(image: str | os.PathLike[str]) -> dict[str, Any]:
+    """The sidecar of a map tumorscope wrote, or ``{}`` when there is none or it is unreadable.
+
+    For *input* series use :func:`tumorscope.io.bids.read_sidecar`, which reports a broken
+    sidecar as an error naming the file.
+    """
+    try:
+        return dict(json.loads(sidecar_of(image).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def write_map(
+    path: str | os.PathLike[str],
+    data: npt.ArrayLike,
+    affine: npt.ArrayLike,
+    *,
+    units: str,
+    description: str,
+    provenance: Mapping[str, Any] | None,
+    dtype: npt.DTypeLike | None = None,
+    indent: int = 2,
+) -> list[Path]:
+    """Write a map (NIfTI) and its JSON sidecar, both atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        The image, ``<name>.nii.gz``; the sidecar is ``<name>.json`` beside it.
+    data : array_like, 3-D
+    affine : array_like, shape (4, 4)
+    units, description : str, keyword-only
+        The sidecar's ``Units`` and ``Description``.
+    provenance : mapping or None, keyword-only
+        The sidecar's ``Provenance`` (model, options, versions, input hashes).
+    dtype : numpy dtype, keyword-only, optional
+        Default: the data's own dtype (maps are float32, status and class maps uint8).
+    indent : int, keyword-only, default 2
+
+    Returns
+    -------
+    list of Path
+        The image and the sidecar.
+    """
+    image = Path(path)
+    Volume(np.asarray(data), np.asarray(affine, dtype=float)).to_nifti(image, dtype=dtype)
+    side = {"Units": units, "Description": description, "Provenance": provenance}
+    return [image, write_json(sidecar_of(image), side, indent=indent)]
