@@ -106,7 +106,7 @@ def test_reports_can_be_rewritten_from_the_results(
     from tumorscope.errors import DataError
     from tumorscope.pipeline.runner import write_reports
 
-    out = full_run_copy  # a private copy: the shared run may be open on another worker
+    out = full_run_copy  # a private copy: the session's run may be open on another worker
     (out / "report" / "sub-001.html").unlink()
     index = write_reports(small_study, out)
     assert index == out / "report" / "index.html"

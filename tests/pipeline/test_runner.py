@@ -97,7 +97,7 @@ def test_responses_follow_the_phantom_trajectories(full_run: Any) -> None:
 def test_a_second_run_skips_everything_and_changes_nothing(
     full_run: Any, full_run_copy: Path, small_study: Path
 ) -> None:
-    out = full_run_copy  # a private copy: the shared run may be open on another worker
+    out = full_run_copy  # a private copy: the session's run may be open on another worker
     before = _tables(out)
     s = run_study(small_study, out)
     assert s.done == [] and s.failed == []
