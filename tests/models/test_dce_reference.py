@@ -1,7 +1,8 @@
 """DCE chain against the OSIPI DCE-DSC-MRI CodeCollection reference data.
 
 Files are read from ``tests/data/reference/osipi_dce_dsc_codecollection`` (copied from the OSIPI
-code collection, Apache-2.0, commit 40984f7c; see ``tests/data/reference/README.md``). Tolerances are the source's own (README §1):
+code collection, Apache-2.0, commit 40984f7c; see ``tests/data/reference/README.md``).
+Tolerances are the source's own (listed in that README too):
 
 * signal to concentration: atol 1e-5 + rtol 1e-5 mM, baseline = mean(s[1:numbaselinepts]);
 * population AIFs: atol 1e-4 + rtol 1e-2 mM on whole-blood Cb;

@@ -80,12 +80,12 @@ def copy_run(out_dir: Path, dst: Path) -> Path:
 
     Why not ``shutil.copytree``: tests on other workers read the SQLite database of the
     session's run (WAL mode), and SQLite creates and deletes ``tumorscope.sqlite-wal`` /
-    ``-shm`` beside it as their connections come and go. A plain copy can list a side file that is gone when it
-    gets to it (the flaky ``shutil.Error: ... tumorscope.sqlite-wal: No such file or
-    directory``), or pair a main file with a WAL of another moment. So every file is copied
-    except the database and its side files, and the database is taken through SQLite's online
-    backup API: a consistent snapshot made under a read lock of SQLite itself, whatever the
-    other connections do, with no lock or wait of ours. Nothing else in a finished run's
+    ``-shm`` beside it as their connections come and go. A plain copy can list a side file that
+    is gone when it gets to it (the flaky ``shutil.Error: ... tumorscope.sqlite-wal: No such
+    file or directory``), or pair a main file with a WAL of another moment. So every file is
+    copied except the database and its side files, and the database is taken through SQLite's
+    online backup API: a consistent snapshot made under a read lock of SQLite itself, whatever
+    the other connections do, with no lock or wait of ours. Nothing else in a finished run's
     folder is written by anyone (``full_run`` is read-only).
     """
     shutil.copytree(out_dir, dst, ignore=shutil.ignore_patterns("tumorscope.sqlite*"))
