@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-#: ``../shared/reference`` seen from the project checkout (read in place, never copied).
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
+#: The published reference data copied into the repository (see its README.md for source,
+#: commit and licence). Never skipped: a missing file is a failing test.
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "data" / "reference"
 
 
 @pytest.fixture
@@ -19,7 +20,5 @@ def rng() -> np.random.Generator:
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
-    """The reference data folder; skips the test when it is not available."""
-    if not REFERENCE_DIR.is_dir():
-        pytest.skip(f"reference data not found at {REFERENCE_DIR.resolve()}")
+    """The reference data folder ``tests/data/reference``."""
     return REFERENCE_DIR

@@ -1,7 +1,8 @@
 """DCE chain against the OSIPI DCE-DSC-MRI CodeCollection reference data.
 
-Files are read in place from ``../shared/reference/osipi_dce_dsc_codecollection`` (Apache-2.0,
-commit 40984f7c; see that folder's README). Tolerances are the source's own (README §1):
+Files are read from ``tests/data/reference/osipi_dce_dsc_codecollection`` (copied from the OSIPI
+code collection, Apache-2.0, commit 40984f7c; see ``tests/data/reference/README.md``).
+Tolerances are the source's own (listed in that README too):
 
 * signal to concentration: atol 1e-5 + rtol 1e-5 mM, baseline = mean(s[1:numbaselinepts]);
 * population AIFs: atol 1e-4 + rtol 1e-2 mM on whole-blood Cb;
@@ -22,12 +23,8 @@ import pytest
 from tumorscope.models import ExtendedTofts, Patlak, Tofts, TwoCXM, aif
 from tumorscope.models.dce import ConcentrationStatus, signal_to_concentration
 
-REF = Path(__file__).resolve().parents[2] / ".." / "shared" / "reference"
+REF = Path(__file__).resolve().parents[1] / "data" / "reference"
 DCE = REF / "osipi_dce_dsc_codecollection"
-
-pytestmark = pytest.mark.skipif(
-    not DCE.is_dir(), reason=f"reference data not found at {DCE} (read in place, not copied)"
-)
 
 
 def _rows(rel: str) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ the complete run (every step, the report) is made once per session and only read
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -61,14 +62,47 @@ def full_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     root = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent
-    shared = root / "tumorscope-full-run"
+    run_dir = root / "tumorscope-full-run"
     with (root / "tumorscope-full-run.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        done = shared / "summary.pickle"
+        done = run_dir / "summary.pickle"
         if not done.exists():
-            if shared.exists():
-                shutil.rmtree(shared)
-            study = make_study(shared / "study", size="tiny", seed=0, n_subjects=2)
-            summary = run_study(study, shared / "out")
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            study = make_study(run_dir / "study", size="tiny", seed=0, n_subjects=2)
+            summary = run_study(study, run_dir / "out")
             done.write_bytes(pickle.dumps(summary))
         return pickle.loads(done.read_bytes())
+
+
+def copy_run(out_dir: Path, dst: Path) -> Path:
+    """A private copy of a finished run's folder that other xdist workers may be reading.
+
+    Why not ``shutil.copytree``: tests on other workers read the SQLite database of the
+    session's run (WAL mode), and SQLite creates and deletes ``tumorscope.sqlite-wal`` /
+    ``-shm`` beside it as their connections come and go. A plain copy can list a side file that
+    is gone when it gets to it (the flaky ``shutil.Error: ... tumorscope.sqlite-wal: No such
+    file or directory``), or pair a main file with a WAL of another moment. So every file is
+    copied except the database and its side files, and the database is taken through SQLite's
+    online backup API: a consistent snapshot made under a read lock of SQLite itself, whatever
+    the other connections do, with no lock or wait of ours. Nothing else in a finished run's
+    folder is written by anyone (``full_run`` is read-only).
+    """
+    shutil.copytree(out_dir, dst, ignore=shutil.ignore_patterns("tumorscope.sqlite*"))
+    db = out_dir / "tumorscope.sqlite"
+    if db.exists():
+        src = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+        copy = sqlite3.connect(dst / db.name)
+        try:
+            src.backup(copy)
+        finally:
+            copy.close()
+            src.close()
+    return dst
+
+
+@pytest.fixture
+def full_run_copy(full_run: Any, tmp_path: Path) -> Path:
+    """A private copy of the complete run's output folder (``tmp_path / "out"``) that a test
+    may change; made safely while other workers read the session's run (see :func:`copy_run`)."""
+    return copy_run(full_run.out_dir, tmp_path / "out")

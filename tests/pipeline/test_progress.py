@@ -89,7 +89,28 @@ def test_a_broken_hook_never_breaks_a_fit() -> None:
     assert progress._hook is None  # restored
 
 
+class _Count:
+    """A chunk count that records whether anyone read it."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __int__(self) -> int:
+        self.reads += 1
+        return 3
+
+
 @pytest.mark.parametrize("event", ["planned", "done"])
 def test_no_hook_no_cost(event: str) -> None:
-    assert progress._hook is None
-    progress.report(event, 3)  # nothing installed: nothing happens
+    """Without a hook ``report`` returns at once (it does not even read its count), and a hook
+    that was installed and then removed is never called again."""
+    seen: list[tuple[str, int]] = []
+    count = _Count()
+    with progress.chunk_progress(lambda e, n: seen.append((e, n))):
+        progress.report(event, count)  # the control: a listener gets the event, count read
+    assert seen == [(event, 3)] and count.reads == 1
+    assert progress.set_hook(None) is None  # the block restored "no hook"
+    idle = _Count()
+    assert progress.report(event, idle) is None
+    assert idle.reads == 0  # nothing done at all
+    assert seen == [(event, 3)]  # the removed hook was not called

@@ -101,13 +101,12 @@ def test_subject_report_structure(full_run: Any) -> None:
 
 
 def test_reports_can_be_rewritten_from_the_results(
-    full_run: Any, small_study: Path, tmp_path: Path
+    full_run_copy: Path, small_study: Path, tmp_path: Path
 ) -> None:
     from tumorscope.errors import DataError
     from tumorscope.pipeline.runner import write_reports
 
-    out = tmp_path / "out"
-    shutil.copytree(full_run.out_dir, out)
+    out = full_run_copy  # a private copy: the session's run may be open on another worker
     (out / "report" / "sub-001.html").unlink()
     index = write_reports(small_study, out)
     assert index == out / "report" / "index.html"

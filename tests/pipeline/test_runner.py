@@ -95,10 +95,9 @@ def test_responses_follow_the_phantom_trajectories(full_run: Any) -> None:
 
 
 def test_a_second_run_skips_everything_and_changes_nothing(
-    full_run: Any, small_study: Path, tmp_path: Path
+    full_run: Any, full_run_copy: Path, small_study: Path
 ) -> None:
-    out = tmp_path / "out"
-    shutil.copytree(full_run.out_dir, out)
+    out = full_run_copy  # a private copy: the session's run may be open on another worker
     before = _tables(out)
     s = run_study(small_study, out)
     assert s.done == [] and s.failed == []

@@ -20,6 +20,29 @@ def _png(uri: str) -> np.ndarray:
     return mpimg.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")
 
 
+def _rgb(hex_colour: str) -> np.ndarray:
+    return np.array([int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)])
+
+
+def _where(img: np.ndarray, hex_colour: str, tol: float = 0.02) -> np.ndarray:
+    """Pixels of exactly this colour (up to PNG rounding): filled areas, markers, bars."""
+    return np.abs(img[..., :3] - _rgb(hex_colour)).max(axis=-1) < tol
+
+
+def _centre(mask: np.ndarray) -> tuple[float, float]:
+    """(row, column) centre of the pixels of a mask; rows grow downwards in the image."""
+    rows, cols = np.nonzero(mask)
+    assert rows.size, "colour not found in the figure"
+    return float(rows.mean()), float(cols.mean())
+
+
+def _blue_and_orange(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of matplotlib's first two cycle colours (C0 blue, C1 orange), antialiased lines
+    included; text, axes and the white background are grey and match neither."""
+    r, b = img[..., 0], img[..., 2]
+    return b - r > 0.3, r - b > 0.3
+
+
 def test_spider_and_waterfall_draw_every_subject() -> None:
     sums = pd.DataFrame(
         {
@@ -31,13 +54,37 @@ def test_spider_and_waterfall_draw_every_subject() -> None:
     )
     img = _png(figures.spider_plot(sums))
     assert img.ndim == 3 and img.shape[0] > 200
+    # one line per subject, in the first two cycle colours
+    blue, orange = _blue_and_orange(img)
+    assert blue.sum() > 100 and orange.sum() > 100
+    # markers in their response colour, where the data put them: the PD point (+30 % at day
+    # 21) above and left of the PR point (-40 % at day 42); two SD markers
+    colour = figures.RESPONSE_COLOURS
+    pd_row, pd_col = _centre(_where(img, colour["PD"]))
+    pr_row, pr_col = _centre(_where(img, colour["PR"]))
+    assert pd_row < pr_row - 100 and pd_col < pr_col - 100
+    assert _where(img, colour["SD"]).sum() > 1.5 * _where(img, colour["PR"]).sum()
+    # different data, different figure: subject 002 responding instead of progressing
+    better = sums.assign(change_pct=[0.0, -20.0, -40.0, 0.0, -35.0, -10.0])
+    better.loc[4, "response"] = "PR"
+    img2 = _png(figures.spider_plot(better))
+    assert not _where(img2, colour["PD"]).any()
+    assert _where(img2, colour["PR"]).sum() > 1.5 * _where(img, colour["PR"]).sum()
+
     best = pd.DataFrame(
         {"subject": ["001", "002"], "best_change_pct": [-40.0, -10.0], "response": ["PR", "SD"]}
     )
     w = _png(figures.waterfall_plot(best))
-    # the PR bar is drawn in the PR colour
-    pr = np.array([int(figures.RESPONSE_COLOURS["PR"][i : i + 2], 16) / 255 for i in (1, 3, 5)])
-    assert (np.abs(w[..., :3] - pr).sum(axis=-1) < 0.02).sum() > 100
+    # each bar in its response colour, sorted (SD -10 % left of PR -40 %), both hanging from
+    # the zero line, the PR bar four times as long as the SD bar
+    pr_bar, sd_bar = _where(w, colour["PR"]), _where(w, colour["SD"])
+    assert pr_bar.sum() > 100 and sd_bar.sum() > 100
+    assert _centre(sd_bar)[1] < _centre(pr_bar)[1]
+    pr_rows, sd_rows = np.nonzero(pr_bar.any(axis=1))[0], np.nonzero(sd_bar.any(axis=1))[0]
+    assert abs(int(pr_rows[0]) - int(sd_rows[0])) <= 1  # same top: the zero line
+    assert (pr_rows[-1] - pr_rows[0] + 1) / (sd_rows[-1] - sd_rows[0] + 1) == pytest.approx(
+        4.0, rel=0.15
+    )
 
 
 def test_map_grid_outlines_lesions_and_handles_missing_maps() -> None:
@@ -54,19 +101,57 @@ def test_map_grid_outlines_lesions_and_handles_missing_maps() -> None:
         {"label": "visit 02", "anatomical": None, "maps": {}, "labels": None},
     ]
     img = _png(figures.map_grid(rows, units={"adc.ADC": "mm2/s"}))
-    red = (img[..., 0] > 0.9) & (img[..., 1] < 0.4) & (img[..., 2] < 0.4)
-    assert red.sum() > 20  # the lesion outline
+
+    def red(img: np.ndarray) -> np.ndarray:
+        return (img[..., 0] > 0.9) & (img[..., 1] < 0.4) & (img[..., 2] < 0.4)
+
+    assert red(img).sum() > 20  # the lesion outline
+    # the outline is drawn in both panels of the visit (anatomical left, ADC map right)
+    cols = np.nonzero(red(img))[1]
+    half = img.shape[1] / 2
+    assert (cols < half).sum() > 10 and (cols > half).sum() > 10
+    # the map is drawn in colour (viridis), the anatomical in grey
+    assert (np.ptp(img[..., :3], axis=-1) > 0.3).sum() > 1000
+    # no labels, no outline: the red comes from the data
+    rows[0]["labels"] = None
+    assert red(_png(figures.map_grid(rows, units={"adc.ADC": "mm2/s"}))).sum() == 0
 
 
-def test_histograms_and_fdm_panels() -> None:
-    h = figures.histograms({"adc.ADC": {"01": np.full(50, 1e-3), "02": [np.nan, 1.2e-3]}})
-    assert _png(h).shape[1] > 100
+def test_histograms_draw_one_curve_per_visit_where_its_values_are() -> None:
+    rng = np.random.default_rng(0)
+    v1 = rng.normal(1.0e-3, 1e-4, 400)
+    # visit 01 blue (C0), visit 02 orange (C1): visit 02 higher, then lower than visit 01
+    cols = []
+    for centre in (1.6e-3, 0.6e-3):
+        v2 = rng.normal(centre, 1e-4, 400)
+        blue, orange = _blue_and_orange(_png(figures.histograms({"adc.ADC": {"01": v1, "02": v2}})))
+        assert blue.sum() > 300 and orange.sum() > 300
+        cols.append((np.median(np.nonzero(blue)[1]), np.median(np.nonzero(orange)[1])))
+    (b_hi, o_hi), (b_lo, o_lo) = cols
+    assert o_hi > b_hi + 20 and o_lo < b_lo - 20
+    # a visit without a finite value draws no curve (and breaks nothing)
+    h = figures.histograms({"adc.ADC": {"01": v1, "02": [np.nan, np.nan]}})
+    blue, orange = _blue_and_orange(_png(h))
+    assert blue.sum() > 300 and orange.sum() == 0
+
+
+def test_fdm_panels_colour_the_changed_voxels() -> None:
     delta = np.zeros((8, 8))
     delta[2, 2], delta[3, 3] = 1e-3, -1e-3
     inside = np.zeros((8, 8), bool)
     inside[1:5, 1:5] = True
     img = _png(figures.fdm_panels([(delta, inside, "visit 02")], threshold=0.55e-3))
-    assert img.shape[0] > 100
+    rise, fall, same = (_where(img, c) for c in ("#b2182b", "#2166ac", "#dddddd"))
+    # one voxel rose (red), one fell (blue), 14 inside unchanged (grey), outside not drawn
+    assert rise.sum() > 50 and rise.sum() == pytest.approx(fall.sum(), rel=0.05)
+    assert same.sum() / rise.sum() == pytest.approx(14, rel=0.05)
+    # the rise at (x 2, y 2) is left of and below (image rows grow down) the fall at (3, 3)
+    (r_row, r_col), (f_row, f_col) = _centre(rise), _centre(fall)
+    assert r_col < f_col and r_row > f_row
+    # above the largest change nothing counts as changed: all 16 inside voxels grey
+    img = _png(figures.fdm_panels([(delta, inside, "visit 02")], threshold=2e-3))
+    assert not _where(img, "#b2182b").any() and not _where(img, "#2166ac").any()
+    assert _where(img, "#dddddd").sum() / rise.sum() == pytest.approx(16, rel=0.05)
 
 
 def test_cells_format_numbers_and_missing_values() -> None:
@@ -128,10 +213,18 @@ def test_methods_and_shown_maps() -> None:
     assert _shown(names) == ["adc.ADC", "ivim.D", "tofts.Ktrans", "ivim.f"]
 
 
-@pytest.mark.parametrize("n", [0, 1])
+@pytest.mark.parametrize("n", [0, 1, 2])
 def test_trajectories_accept_any_number_of_panels(n: int) -> None:
-    series = {
-        f"q{i}": pd.DataFrame({"lesion_id": ["L1", "L1"], "days": [0, 21], "value": [1.0, 2.0]})
-        for i in range(n)
-    }
-    assert _png(figures.trajectories(series)).size > 0
+    frame = pd.DataFrame(
+        {"lesion_id": ["L1", "L1", "L2", "L2"], "days": [0, 21, 0, 21], "value": [1, 2, 3, 1.0]}
+    )
+    img = _png(figures.trajectories({f"q{i}": frame for i in range(n)}))
+    blue, orange = _blue_and_orange(img)
+    if n == 0:  # nothing to show: a blank figure
+        assert np.ptp(img[..., :3]) == 0
+        return
+    # one curve per lesion (L1 blue, L2 orange) in every panel, panels side by side
+    width = img.shape[1] / n
+    for i in range(n):
+        panel = slice(int(i * width), int((i + 1) * width))
+        assert blue[:, panel].sum() > 100 and orange[:, panel].sum() > 100
