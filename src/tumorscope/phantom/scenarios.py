@@ -9,6 +9,8 @@ DCE: O'Connor et al., Nat Rev Clin Oncol 2012, doi:10.1038/nrclinonc.2011.215).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 __all__ = [
     "FERUMOXYTOL_DR2STAR",
@@ -177,226 +179,44 @@ class Scenario:
     extra: dict[str, str] = field(default_factory=dict)
 
 
-_V4 = (0, 21, 42, 84)  # baseline, ~3, ~6 and ~12 weeks
+def _lesion(row: list[Any]) -> LesionSpec:
+    lid, organ, role, nodal, centre, radii, angle, scales, states, core = row
+    return LesionSpec(
+        str(lid),
+        str(organ),
+        str(role),
+        bool(nodal),
+        tuple(float(x) for x in centre),  # type: ignore[arg-type]
+        tuple(float(x) for x in radii),  # type: ignore[arg-type]
+        float(angle),
+        tuple(None if x is None else float(x) for x in scales),
+        tuple(str(x) for x in states),
+        necrotic_core=bool(core),
+    )
 
-SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(
-        "responder",
-        _V4,
-        (
-            LesionSpec(
-                "L1",
-                "liver",
-                "target",
-                False,
-                (-28.0, 8.0, 0.0),
-                (18.0, 15.0, 15.0),
-                20.0,
-                (1.0, 0.85, 0.62, 0.50),
-                ("untreated", "responding", "responded", "responded"),
-            ),
-            LesionSpec(
-                "N1",
-                "lymph node",
-                "target",
-                True,
-                (8.0, -22.0, -6.0),
-                (13.0, 9.0, 10.0),
-                -30.0,
-                (1.0, 0.80, 0.60, 0.45),
-                ("node", "node", "node", "node"),
-                necrotic_core=False,
-            ),
-            LesionSpec(
-                "NT1",
-                "liver",
-                "non-target",
-                False,
-                (30.0, 18.0, 12.0),
-                (6.0, 5.0, 5.0),
-                0.0,
-                (1.0, 0.9, 0.8, 0.7),
-                ("untreated", "responding", "responded", "responded"),
-            ),
-        ),
-        notes="shrinks steadily; ADC (D) rises and Ktrans falls from the first follow-up",
-        aif_delay_s=18.0,
-    ),
-    Scenario(
-        "pseudoprogressor",
-        _V4,
-        (
-            LesionSpec(
-                "L1",
-                "liver",
-                "target",
-                False,
-                (-25.0, 5.0, 0.0),
-                (15.0, 13.0, 13.0),
-                10.0,
-                (1.0, 1.30, 0.90, 0.60),
-                ("untreated", "infiltrated", "responding", "responded"),
-            ),
-            LesionSpec(
-                "L2",
-                "liver",
-                "target",
-                False,
-                (26.0, 12.0, 6.0),
-                (10.0, 8.0, 9.0),
-                45.0,
-                (1.0, 1.25, 0.95, 0.70),
-                ("untreated", "infiltrated", "responding", "responded"),
-            ),
-        ),
-        notes="grows at ~3 weeks with immune infiltration (D falls), then shrinks with D rising",
-        aif_delay_s=22.0,
-    ),
-    Scenario(
-        "progressor",
-        _V4,
-        (
-            LesionSpec(
-                "L1",
-                "liver",
-                "target",
-                False,
-                (-22.0, 6.0, 0.0),
-                (14.0, 12.0, 12.0),
-                -15.0,
-                (1.0, 1.25, 1.55, 1.85),
-                ("untreated", "progressing", "progressing", "progressing"),
-            ),
-            LesionSpec(
-                "NT1",
-                "liver",
-                "non-target",
-                False,
-                (28.0, -12.0, 5.0),
-                (6.0, 6.0, 5.0),
-                0.0,
-                (1.0, 1.1, 1.2, 1.3),
-                ("untreated", "progressing", "progressing", "progressing"),
-            ),
-            LesionSpec(
-                "NEW1",
-                "liver",
-                "new",
-                False,
-                (22.0, 22.0, -10.0),
-                (7.0, 6.0, 6.0),
-                30.0,
-                (None, None, 1.0, 1.4),
-                ("progressing",) * 4,
-                necrotic_core=False,
-            ),
-        ),
-        notes="grows at every visit (D stays low, Ktrans high); a new lesion appears at ~6 weeks",
-        aif_delay_s=20.0,
-    ),
-    Scenario(
-        "mixed",
-        _V4,
-        (
-            LesionSpec(
-                "L1",
-                "liver",
-                "target",
-                False,
-                (-26.0, 10.0, 0.0),
-                (16.0, 14.0, 14.0),
-                0.0,
-                (1.0, 0.75, 0.55, 0.50),
-                ("untreated", "responding", "responded", "responded"),
-            ),
-            LesionSpec(
-                "L2",
-                "lung",
-                "target",
-                False,
-                (24.0, 4.0, 4.0),
-                (11.0, 9.0, 9.0),
-                60.0,
-                (1.0, 1.30, 1.50, 1.70),
-                ("untreated", "progressing", "progressing", "progressing"),
-            ),
-        ),
-        notes="L1 shrinks by half while L2 grows by 70%: a dissociated response",
-        aif_delay_s=19.0,
-    ),
-    Scenario(
-        "hyperprogressor",
-        (-42, 0, 21, 42, 84),
-        (
-            LesionSpec(
-                "L1",
-                "liver",
-                "target",
-                False,
-                (-18.0, 4.0, 0.0),
-                (10.0, 9.0, 8.0),
-                0.0,
-                (0.92, 1.0, 1.80, 2.30, 2.60),
-                ("untreated", "untreated", "aggressive", "aggressive", "aggressive"),
-            ),
-            LesionSpec(
-                "NEW1",
-                "liver",
-                "new",
-                False,
-                (26.0, 16.0, -8.0),
-                (8.0, 7.0, 6.0),
-                0.0,
-                (None, None, 1.0, 1.6, 2.0),
-                ("aggressive",) * 5,
-                necrotic_core=False,
-            ),
-        ),
-        baseline_index=1,
-        notes="slow growth before treatment (pre-baseline scan at -6 weeks), explosive growth "
-        "and a new lesion at the first assessment",
-        aif_delay_s=21.0,
-    ),
-    Scenario(
-        "stable",
-        _V4,
-        (
-            LesionSpec(
-                "L1",
-                "liver",
-                "target",
-                False,
-                (-24.0, 6.0, 0.0),
-                (13.0, 11.0, 11.0),
-                30.0,
-                (1.0, 1.02, 0.96, 0.97),
-                ("untreated",) * 4,
-            ),
-            LesionSpec(
-                "N1",
-                "lymph node",
-                "target",
-                True,
-                (10.0, -24.0, 6.0),
-                (11.0, 8.0, 9.0),
-                15.0,
-                (1.0, 1.0, 1.03, 0.98),
-                ("node",) * 4,
-                necrotic_core=False,
-            ),
-            LesionSpec(
-                "NT1",
-                "lung",
-                "non-target",
-                False,
-                (30.0, 16.0, -5.0),
-                (5.0, 5.0, 5.0),
-                0.0,
-                (1.0, 1.0, 1.0, 1.0),
-                ("untreated",) * 4,
-            ),
-        ),
-        notes="no size change beyond measurement noise; functional maps unchanged",
-        aif_delay_s=20.0,
-    ),
-)
+
+def _load_scenarios() -> tuple[Scenario, ...]:
+    """The scenarios of ``scenarios.yaml`` (data beside this module: one row per lesion)."""
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).with_name("scenarios.yaml")).read_text("utf-8"))
+    out = []
+    for e in doc["scenarios"]:
+        out.append(
+            Scenario(
+                str(e["trajectory"]),
+                tuple(int(d) for d in e["visit_days"]),
+                tuple(_lesion(row) for row in e["lesions"]),
+                baseline_index=int(e.get("baseline_index", 0)),
+                notes=str(e.get("notes", "")),
+                treatment_agent=str(e.get("treatment_agent", "pembrolizumab")),
+                aif_delay_s=float(e.get("aif_delay_s", 20.0)),
+                extra={str(k): str(v) for k, v in (e.get("extra") or {}).items()},
+            )
+        )
+    return tuple(out)
+
+
+#: The six subjects of the synthetic study (``scenarios.yaml``): responder, pseudoprogressor,
+#: progressor, mixed, hyperprogressor, stable.
+SCENARIOS: tuple[Scenario, ...] = _load_scenarios()
