@@ -77,15 +77,20 @@ def spider_plot(sums: pd.DataFrame, *, title: str = "Change of the target sum") 
             for r in g.get("response", [None] * len(g))
         ]
         ax.scatter(g["days"], g["change_pct"], c=colours, s=28, zorder=3, edgecolors="k")
-    for y, style in ((20, "--"), (-30, ":")):
-        ax.axhline(y, color="grey", lw=0.8, ls=style)
-    ax.axhline(0, color="k", lw=0.6)
+    _recist_lines(ax)
     ax.set_xlabel("days on treatment")
     ax.set_ylabel("target sum, change from baseline (%)")
     ax.set_title(title)
     if len(sums):
         ax.legend(fontsize=7, ncols=2, title="subject", title_fontsize=7)
     return to_data_uri(fig)
+
+
+def _recist_lines(ax: Any) -> None:
+    """RECIST 1.1 thresholds on a change-from-baseline axis: +20 % (PD), -30 % (PR), 0."""
+    for y, style in ((20, "--"), (-30, ":")):
+        ax.axhline(y, color="grey", lw=0.8, ls=style)
+    ax.axhline(0, color="k", lw=0.6)
 
 
 def waterfall_plot(best: pd.DataFrame, *, title: str = "Best change of the target sum") -> str:
@@ -102,9 +107,7 @@ def waterfall_plot(best: pd.DataFrame, *, title: str = "Best change of the targe
     colours = [RESPONSE_COLOURS.get(str(r), "#4575b4") for r in b.get("response", [None] * len(b))]
     ax.bar(np.arange(len(b)), b["best_change_pct"], color=colours, edgecolor="k")
     ax.set_xticks(np.arange(len(b)), [str(s) for s in b["subject"]], rotation=90, fontsize=8)
-    for y, style in ((20, "--"), (-30, ":")):
-        ax.axhline(y, color="grey", lw=0.8, ls=style)
-    ax.axhline(0, color="k", lw=0.6)
+    _recist_lines(ax)
     ax.set_ylabel("best change from baseline (%)")
     ax.set_xlabel("subject")
     ax.set_title(title)

@@ -393,24 +393,21 @@ def _check_subject(
                 f"{_at(sub, i, 'status')!r} at baseline; expected 'present' or empty",
             )
     targets = at_base[at_base["kind"] == "target"]
-    if len(targets) > MAX_TARGETS:
-        i = int(targets.index[MAX_TARGETS])
-        raise fail(
-            i,
-            "kind",
-            f"subject {subject} has {len(targets)} target lesions at baseline; RECIST 1.1 "
-            f"allows at most {MAX_TARGETS}",
-        )
+    groups = [("kind", "", MAX_TARGETS, targets)]
     if targets["organ"].notna().any():
-        for organ, rows in targets.groupby("organ"):
-            if len(rows) > MAX_TARGETS_PER_ORGAN:
-                i = int(rows.index[MAX_TARGETS_PER_ORGAN])
-                raise fail(
-                    i,
-                    "organ",
-                    f"subject {subject} has {len(rows)} target lesions in {organ} at baseline; "
-                    f"RECIST 1.1 allows at most {MAX_TARGETS_PER_ORGAN} per organ",
-                )
+        groups += [
+            ("organ", f" in {organ}", MAX_TARGETS_PER_ORGAN, rows)
+            for organ, rows in targets.groupby("organ")
+        ]
+    for fld, where, limit, rows in groups:
+        if len(rows) > limit:
+            per = " per organ" if fld == "organ" else ""
+            raise fail(
+                int(rows.index[limit]),
+                fld,
+                f"subject {subject} has {len(rows)} target lesions{where} at baseline; "
+                f"RECIST 1.1 allows at most {limit}{per}",
+            )
 
     # visit-level fields have one value per visit
     for col in ("steroid_dose_mg", "clinical_status"):

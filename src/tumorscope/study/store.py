@@ -59,6 +59,13 @@ def _normalise_url(url: str) -> str:
     return url
 
 
+def _db_error(what: str, exc: BaseException, url: str) -> ExportError:
+    """An :class:`ExportError` for a database failure: what failed, the driver's first line,
+    and the database named without its password."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return ExportError(f"{what} ({type(exc).__name__}: {first})", file=_redact(url))
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -177,11 +184,7 @@ class Store:
             try:
                 _migrate(self.engine)
             except SQLAlchemyError as exc:
-                raise ExportError(
-                    f"cannot open or migrate the database ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0]})",
-                    file=_redact(self.url),
-                ) from exc
+                raise _db_error("cannot open or migrate the database", exc, self.url) from exc
 
     def __repr__(self) -> str:
         return f"Store({_redact(self.url)!r})"
@@ -210,11 +213,7 @@ class Store:
             with session.begin():
                 yield session
         except SQLAlchemyError as exc:
-            raise ExportError(
-                f"database write failed and was rolled back ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0]})",
-                file=_redact(self.url),
-            ) from exc
+            raise _db_error("database write failed and was rolled back", exc, self.url) from exc
         finally:
             session.close()
 
