@@ -135,7 +135,7 @@ def read_bval(path: str | os.PathLike[str]) -> np.ndarray:
     --------
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
-    >>> _ = (d / "sub-01_dwi.bval").write_text("0 500 1000\n")
+    >>> _ = (d / "sub-01_dwi.bval").write_text("0 500 1000")
     >>> read_bval(d / "sub-01_dwi.nii.gz").tolist()
     [0.0, 500.0, 1000.0]
     """
