@@ -138,7 +138,8 @@ def read_manifest(
         return None, [Problem("error", f, "", "study manifest is missing")]
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: an unquoted date that does not exist (2026-02-30) fails inside the loader
         return None, [Problem("error", f, "", f"cannot parse YAML: {exc}")]
     if not isinstance(raw, dict):
         return None, [Problem("error", f, "", "expected a mapping at the top level")]

@@ -244,6 +244,7 @@ def write_seg(
     Returns
     -------
     Path
+        The SEG file written.
 
     Raises
     ------
@@ -380,6 +381,7 @@ def write_sr(
     Returns
     -------
     Path
+        The SR file written.
 
     Raises
     ------

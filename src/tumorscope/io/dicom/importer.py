@@ -145,8 +145,8 @@ def import_dicom(
         Series kind overrides: SeriesDescription glob pattern (case-insensitive) or Series
         Instance UID → suffix (``T2w``, ``dwi``, ``VFA``, ``dce``, ``MEGRE``, ``MESE``,
         ``IRT1``, ``T1w``), optionally with BIDS entities before it (``ce-ferumoxytol_MEGRE``
-        names the file ``sub-…_ses-…_ce-ferumoxytol_MEGRE``), or ``skip``. When ``study_dir/study.yaml`` exists, its ``dicom.roles``
-        are used too (the argument wins).
+        names the file ``sub-…_ses-…_ce-ferumoxytol_MEGRE``), or ``skip``. When
+        ``study_dir/study.yaml`` exists, its ``dicom.roles`` are used too (the argument wins).
     dce_baseline_frames : int, optional
         Pre-contrast frames of the DCE series (estimated per series when not given; also read
         from ``dicom.dce_baseline_frames`` of an existing ``study.yaml``).

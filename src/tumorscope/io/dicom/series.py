@@ -44,16 +44,9 @@ from typing import Any
 
 import numpy as np
 
+from ... import protocol as proto
 from ...errors import DataError, Problem, ProtocolError
 from ...preprocessing.dynamic import baseline_frames
-from ...protocol import (
-    DiffusionProtocol,
-    DynamicProtocol,
-    InversionRecoveryProtocol,
-    MultiEchoProtocol,
-    Protocol,
-    VFAProtocol,
-)
 from ...volume import Volume
 from ..bids import SUFFIX_AXES
 from .scan import LPS_TO_RAS, DicomFrame, DicomSeries, _float, _problem
@@ -69,7 +62,7 @@ class SeriesData:
     """One series read into memory (what :func:`read_series` returns)."""
 
     volume: Volume
-    protocol: Protocol | None
+    protocol: proto.Protocol | None
     suffix: str
     sidecar: dict[str, Any]
     reason: str
@@ -460,7 +453,7 @@ def _protocol(
     dce_baseline_frames: int | None,
     where: str,
     side: dict[str, Any],
-) -> Protocol | None:
+) -> proto.Protocol | None:
     """The protocol of a series of kind ``suffix``; adds its per-volume fields to ``side``."""
     first = [v[0] for v in volumes]
     tr = first[0].tr_ms
@@ -473,13 +466,16 @@ def _protocol(
                 file=first[bvals.index(None)].where(),
                 field="DiffusionBValue",
             )
-        return DiffusionProtocol(tuple(float(b) for b in bvals), source=where)  # type: ignore[arg-type]
+        return proto.DiffusionProtocol(
+            tuple(float(b) for b in bvals if b is not None), source=where
+        )
     if suffix == "VFA":
-        vfa = VFAProtocol(tuple(params["fa"]), tr or 0.0, source=where)  # type: ignore[arg-type]
+        flips: Any = tuple(params["fa"])  # None where a header lacks it: the protocol says so
+        vfa = proto.VFAProtocol(flips, tr or 0.0, source=where)
         side["FlipAngle"] = list(vfa.flip_angles_deg)
         return vfa
     if suffix in ("MEGRE", "MESE"):
-        me = MultiEchoProtocol(
+        me = proto.MultiEchoProtocol(
             tuple(te),  # type: ignore[arg-type]
             tr_ms=tr,
             flip_angle_deg=first[0].flip_deg,
@@ -488,7 +484,8 @@ def _protocol(
         side["EchoTime"] = [t / 1e3 for t in me.echo_times_ms]
         return me
     if suffix == "IRT1":
-        ir = InversionRecoveryProtocol(tuple(params["ti"]), tr_ms=tr, source=where)  # type: ignore[arg-type]
+        inversions: Any = tuple(params["ti"])
+        ir = proto.InversionRecoveryProtocol(inversions, tr_ms=tr, source=where)
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
     if suffix == "dce":
@@ -499,7 +496,7 @@ def _protocol(
         else:
             nb = int(dce_baseline_frames)
             side["BaselineFramesSource"] = "given at import"
-        dyn = DynamicProtocol(
+        dyn = proto.DynamicProtocol(
             tuple(times), first[0].flip_deg or 0.0, tr or 0.0, nb, te_ms=te[0], source=where
         )
         side["FrameTimes"] = list(dyn.frame_times_s)
