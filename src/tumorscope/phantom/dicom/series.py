@@ -39,14 +39,7 @@ from ... import protocol as proto
 from ...errors import DataError
 from ...volume import Volume, atomic_write
 
-__all__ = [
-    "VENDORS",
-    "SynthPatient",
-    "SynthStudy",
-    "lps_affine",
-    "oblique_affine",
-    "write_series",
-]
+__all__ = ["VENDORS", "SynthPatient", "SynthStudy", "lps_affine", "oblique_affine", "write_series"]
 
 Vendor = Literal["siemens", "ge", "philips"]
 VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
