@@ -407,31 +407,8 @@ def write_sr(
                 f"(segments: {', '.join(segments)})",
                 field="lesion_id",
             )
-        s = segments[m.lesion_id]
-        ref = hd.sr.ReferencedSegment(
-            sop_class_uid=seg_ds.SOPClassUID,
-            sop_instance_uid=seg_ds.SOPInstanceUID,
-            segment_number=int(s.SegmentNumber),
-            source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
-        )
         groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=str(getattr(s, "TrackingUID", "") or generate_uid()),
-                    identifier=m.lesion_id,
-                ),
-                referenced_segment=ref,
-                finding_type=codes.SCT.Neoplasm,
-                finding_sites=[
-                    hd.sr.FindingSite(
-                        anatomic_location=code(r.CodeValue, r.CodingSchemeDesignator, r.CodeMeaning)
-                    )
-                    for r in getattr(s, "AnatomicRegionSequence", []) or []
-                ]
-                or None,
-                time_point_context=context_tp,
-                measurements=_lesion_measurements(m),
-            )
+            _lesion_group(m, segments[m.lesion_id], seg_ds, source_series_uid, context_tp)
         )
     if response is not None:
         groups.append(_response_group(response, criteria, context_tp))
@@ -463,6 +440,39 @@ def write_sr(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the structured report: {exc}", file=out) from exc
     return _save(sr, out)
+
+
+def _lesion_group(
+    m: LesionMeasurement, segment: Any, seg_ds: Any, source_series_uid: str, context_tp: Any
+) -> Any:
+    """The SR group of one lesion: its segment in the SEG, its finding site and measurements."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
+
+    ref = hd.sr.ReferencedSegment(
+        sop_class_uid=seg_ds.SOPClassUID,
+        sop_instance_uid=seg_ds.SOPInstanceUID,
+        segment_number=int(segment.SegmentNumber),
+        source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=str(getattr(segment, "TrackingUID", "") or generate_uid()),
+            identifier=m.lesion_id,
+        ),
+        referenced_segment=ref,
+        finding_type=codes.SCT.Neoplasm,
+        finding_sites=[
+            hd.sr.FindingSite(
+                anatomic_location=code(r.CodeValue, r.CodingSchemeDesignator, r.CodeMeaning)
+            )
+            for r in getattr(segment, "AnatomicRegionSequence", []) or []
+        ]
+        or None,
+        time_point_context=context_tp,
+        measurements=_lesion_measurements(m),
+    )
 
 
 def _lesion_measurements(m: LesionMeasurement) -> list[Any]:
@@ -644,51 +654,25 @@ def export_visit(
 
     out = Path(out_dir)
     v = open_study(study_dir).subjects[subject].visits[visit]
-    index = index_series(dicom_dir)
-    sources_cache: dict[str, list[Any]] = {}
-
-    def sources(role: str) -> list[Any]:
-        if role not in sources_cache:
-            files = source_series_files(
-                study_dir,
-                dicom_dir,
-                subject=subject,
-                visit=visit,
-                role=role,
-                mapping_file=mapping_file,
-                index=index,
-            )
-            sources_cache[role] = load_source_images(files)
-        return sources_cache[role]
-
+    sources = _SourceImages(study_dir, dicom_dir, subject, visit, mapping_file)
     all_maps, all_units = dict(maps or {}), dict(units or {})
+    skippable: set[str] = set()  # a run's maps that are not 3-D (e.g. a time course)
     if results is not None:
-        found, run_response, run_criteria = pipeline_results(results, subject=subject, visit=visit)
-        all_maps = {name: (path, role) for name, (path, _, role) in found.items()}
-        all_maps.update(maps or {})
-        for name, (_, unit, _) in found.items():
-            all_units.setdefault(name, unit)
-        if response is None and run_response not in (None, "baseline"):
-            response, criteria = run_response, run_criteria or criteria
-    written: list[Path] = []
-    loaded: dict[str, Volume] = {}
-    for name, (img, role) in all_maps.items():
-        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
-        if vol.data.ndim != 3:
-            if results is not None and name not in (maps or {}):
-                continue  # e.g. a concentration time course: not a parameter map
-            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
-        loaded[name] = vol
-        written.append(
-            write_parametric_map(
-                vol,
-                sources(role),
-                out / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
-                name=name,
-                unit=all_units.get(name) or None,
-                series_number=900 + len(written),
-            )
+        all_maps, all_units, skippable, response, criteria = _with_run_results(
+            results, subject, visit, all_maps, all_units, response, criteria
         )
+    loaded = _parameter_maps(all_maps, skippable)
+    written = [
+        write_parametric_map(
+            vol,
+            sources(all_maps[name][1]),
+            out / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
+            name=name,
+            unit=all_units.get(name) or None,
+            series_number=900 + n,
+        )
+        for n, (name, vol) in enumerate(loaded.items())
+    ]
     if v.lesions is None:
         return written
     labels = v.lesions.load_labels()
@@ -710,6 +694,70 @@ def export_visit(
         )
     )
     return written
+
+
+def _with_run_results(
+    results: str | Path,
+    subject: str,
+    visit: str,
+    maps: dict[str, tuple[str | Path | Volume, str]],
+    units: dict[str, str],
+    response: str | None,
+    criteria: str,
+) -> tuple[dict[str, tuple[str | Path | Volume, str]], dict[str, str], set[str], str | None, str]:
+    """The maps, units and response of a run's output folder, under those given by the caller;
+    and the names of the run's maps that may be skipped when they are not 3-D."""
+    found, run_response, run_criteria = pipeline_results(results, subject=subject, visit=visit)
+    all_maps: dict[str, tuple[str | Path | Volume, str]] = {
+        name: (path, role) for name, (path, _, role) in found.items()
+    }
+    all_maps.update(maps)
+    all_units = dict(units)
+    for name, (_, unit, _) in found.items():
+        all_units.setdefault(name, unit)
+    if response is None and run_response not in (None, "baseline"):
+        response, criteria = run_response, run_criteria or criteria
+    return all_maps, all_units, set(found) - set(maps), response, criteria
+
+
+class _SourceImages:
+    """The source images of a visit's series by role, each series read once."""
+
+    def __init__(
+        self,
+        study_dir: str | Path,
+        dicom_dir: str | Path,
+        subject: str,
+        visit: str,
+        mapping_file: str | Path | None,
+    ) -> None:
+        self.where = {"subject": subject, "visit": visit, "mapping_file": mapping_file}
+        self.study_dir, self.dicom_dir = study_dir, dicom_dir
+        self.index = index_series(dicom_dir)
+        self.cache: dict[str, list[Any]] = {}
+
+    def __call__(self, role: str) -> list[Any]:
+        if role not in self.cache:
+            files = source_series_files(
+                self.study_dir, self.dicom_dir, role=role, index=self.index, **self.where
+            )
+            self.cache[role] = load_source_images(files)
+        return self.cache[role]
+
+
+def _parameter_maps(
+    maps: Mapping[str, tuple[str | Path | Volume, str]], skippable: set[str]
+) -> dict[str, Volume]:
+    """The 3-D maps, loaded; a map that is not 3-D is left out if skippable, else an error."""
+    loaded: dict[str, Volume] = {}
+    for name, (img, _) in maps.items():
+        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
+        if vol.data.ndim != 3:
+            if name in skippable:
+                continue
+            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
+        loaded[name] = vol
+    return loaded
 
 
 def _measurements(

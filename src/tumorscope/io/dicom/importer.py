@@ -182,27 +182,52 @@ def import_dicom(
     if merge_split:
         series, notes = merge_split_series(series)
         problems += notes
-    mapping_path = (
-        Path(mapping_file)
-        if mapping_file is not None
-        else out.parent / f"{out.name}-identifiers.tsv"
-    )
+    mapping_path = _mapping_path(mapping_file, out, keep_identifiers)
     pseudo = Pseudonymizer(None if keep_identifiers else mapping_path)
     log_path = out.parent / f"{out.name}-import-dicom.log"
-    if not keep_identifiers and _inside(mapping_path, out):
-        raise DataError(
-            "the identifier mapping must not be written inside the study folder",
-            file=mapping_path,
-        )
     # read every series first: nothing is written before all inputs are checked
     read = _read_all(series, all_roles, dce_baseline_frames, keep_identifiers, problems)
     if not read:
         raise DataError(
             "no importable MR series found" + "".join(f"\n  {p}" for p in problems), file=src
         )
+    manifest: dict[str, Any] = {"name": name or out.name, "criteria": ["recist1.1"]}
+    return _write_study(
+        out,
+        read,
+        scan.segmentations,
+        manifest,
+        previous,
+        pseudo=pseudo,
+        report=ImportReport(
+            out, log_path, None if keep_identifiers else mapping_path, [], problems
+        ),
+        keep_name=name is None,
+        roles=all_roles,
+        dce_baseline_frames=dce_baseline_frames,
+    )
+
+
+def _write_study(
+    out: Path,
+    read: Sequence[_Read],
+    segmentations: Sequence[Path],
+    manifest: dict[str, Any],
+    previous: Mapping[str, Any],
+    *,
+    pseudo: Pseudonymizer,
+    report: ImportReport,
+    keep_name: bool,
+    roles: Mapping[str, str],
+    dce_baseline_frames: int | None,
+) -> ImportReport:
+    """Write the series read (with their lesion maps), ``study.yaml``, the log and the
+    identifier mapping; ``report`` gets the series written and every problem."""
+    problems = report.problems
+    keep_identifiers = report.mapping_file is None  # no mapping: the identifiers are kept
     visits, patient_of = _visits(read, problems)
     order = sorted(visits, key=lambda k: (min(visits[k]), k))
-    seg_refs = _segmentation_refs(scan.segmentations, problems)
+    seg_refs = _segmentation_refs(segmentations, problems)
     out.parent.mkdir(parents=True, exist_ok=True)  # the temporary folder must be beside it
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -210,20 +235,14 @@ def import_dicom(
         for key in order:
             writer.subject(key, identifiers_of(patient_of[key].header), visits[key])
         writer.report_unused_segmentations()
-        manifest: dict[str, Any] = {
-            "name": name or out.name,
-            "criteria": ["recist1.1"],
-            "subjects": writer.subjects,
-        }
-        _carry_over(previous, manifest, keep_name=name is None)
-        _write_manifest(tmp, manifest, all_roles, dce_baseline_frames)
-        report = ImportReport(
-            out, log_path, None if keep_identifiers else mapping_path, writer.written, problems
-        )
+        manifest["subjects"] = writer.subjects
+        _carry_over(previous, manifest, keep_name=keep_name)
+        _write_manifest(tmp, manifest, roles, dce_baseline_frames)
+        report.series.extend(writer.written)
         # the log names source files, whose paths often hold patient IDs or accession
         # numbers: it stays beside the study, with the site's mapping, not inside it
         log = "".join(f"{p}\n" for p in problems)
-        atomic_write(log_path, lambda t: t.write_text(log, encoding="utf-8"))
+        atomic_write(report.log_file, lambda t: t.write_text(log, encoding="utf-8"))
         if not keep_identifiers:
             check_no_identifiers(tmp, [patient_of[k].header for k in order])
             pseudo.write()
@@ -232,6 +251,20 @@ def import_dicom(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _mapping_path(mapping_file: str | Path | None, out: Path, keep_identifiers: bool) -> Path:
+    """The identifier mapping file (default beside the study); never inside the study."""
+    path = (
+        Path(mapping_file)
+        if mapping_file is not None
+        else out.parent / f"{out.name}-identifiers.tsv"
+    )
+    if not keep_identifiers and _inside(path, out):
+        raise DataError(
+            "the identifier mapping must not be written inside the study folder", file=path
+        )
+    return path
 
 
 def _previous_manifest(out: Path) -> dict[str, Any]:

@@ -254,50 +254,60 @@ def _check_pixel_length(ds: Any, path: Path) -> str | None:
     return None
 
 
+def _need(obj: Any, keyword: str, where: str, path: Path) -> Any:
+    """A tag that must be there (DataError naming the file, the tag and the module if not)."""
+    v = getattr(obj, keyword, None)
+    if v is None or v == "":
+        raise DataError(f"required tag is missing ({where})", file=path, field=keyword)
+    return v
+
+
 def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
     """The 2-D images of one MR object (raises DataError naming the missing tag)."""
+    sop = str(_need(ds, "SOPInstanceUID", "SOP Common", path))
+    rows = int(_need(ds, "Rows", "Image Pixel", path))
+    cols = int(_need(ds, "Columns", "Image Pixel", path))
+    if getattr(ds, "PerFrameFunctionalGroupsSequence", None) is None:
+        return [_classic_frame(ds, path, sop, rows, cols)]
+    return _enhanced_frames(ds, path, sop, rows, cols)
 
-    def need(obj: Any, keyword: str, where: str) -> Any:
-        v = getattr(obj, keyword, None)
-        if v is None or v == "":
-            raise DataError(f"required tag is missing ({where})", file=path, field=keyword)
-        return v
 
-    sop = str(need(ds, "SOPInstanceUID", "SOP Common"))
-    rows, cols = int(need(ds, "Rows", "Image Pixel")), int(need(ds, "Columns", "Image Pixel"))
+def _classic_frame(ds: Any, path: Path, sop: str, rows: int, cols: int) -> DicomFrame:
+    """The image of a classic single-frame MR object."""
+    ipp = _need(ds, "ImagePositionPatient", "Image Plane", path)
+    iop = _need(ds, "ImageOrientationPatient", "Image Plane", path)
+    ps = _need(ds, "PixelSpacing", "Image Plane", path)
+    tpi = getattr(ds, "TemporalPositionIdentifier", None)
+    return DicomFrame(
+        path=path,
+        frame=None,
+        sop_uid=sop,
+        position=np.array([float(x) for x in ipp]),
+        orientation=np.array([float(x) for x in iop]),
+        spacing=(float(ps[0]), float(ps[1])),
+        rows=rows,
+        cols=cols,
+        instance=int(getattr(ds, "InstanceNumber", 0) or 0),
+        b=_b_value(ds),
+        te_ms=_float(ds, "EchoTime"),
+        tr_ms=_float(ds, "RepetitionTime"),
+        flip_deg=_float(ds, "FlipAngle"),
+        ti_ms=_float(ds, "InversionTime"),
+        temporal=None if tpi in (None, "") else int(tpi),
+        trigger_ms=_float(ds, "TriggerTime"),
+        acq_s=_tm_seconds(getattr(ds, "AcquisitionTime", None))
+        if getattr(ds, "AcquisitionTime", None)
+        else _tm_seconds(getattr(ds, "ContentTime", None)),
+        slope=_float(ds, "RescaleSlope") or 1.0,
+        intercept=_float(ds, "RescaleIntercept") or 0.0,
+        component=_component(ds) or "M",
+    )
+
+
+def _enhanced_frames(ds: Any, path: Path, sop: str, rows: int, cols: int) -> list[DicomFrame]:
+    """The frames of an enhanced (multi-frame) MR object, from its functional groups."""
     nframes = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    pfg = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
-    if pfg is None:
-        ipp = need(ds, "ImagePositionPatient", "Image Plane")
-        iop = need(ds, "ImageOrientationPatient", "Image Plane")
-        ps = need(ds, "PixelSpacing", "Image Plane")
-        tpi = getattr(ds, "TemporalPositionIdentifier", None)
-        return [
-            DicomFrame(
-                path=path,
-                frame=None,
-                sop_uid=sop,
-                position=np.array([float(x) for x in ipp]),
-                orientation=np.array([float(x) for x in iop]),
-                spacing=(float(ps[0]), float(ps[1])),
-                rows=rows,
-                cols=cols,
-                instance=int(getattr(ds, "InstanceNumber", 0) or 0),
-                b=_b_value(ds),
-                te_ms=_float(ds, "EchoTime"),
-                tr_ms=_float(ds, "RepetitionTime"),
-                flip_deg=_float(ds, "FlipAngle"),
-                ti_ms=_float(ds, "InversionTime"),
-                temporal=None if tpi in (None, "") else int(tpi),
-                trigger_ms=_float(ds, "TriggerTime"),
-                acq_s=_tm_seconds(getattr(ds, "AcquisitionTime", None))
-                if getattr(ds, "AcquisitionTime", None)
-                else _tm_seconds(getattr(ds, "ContentTime", None)),
-                slope=_float(ds, "RescaleSlope") or 1.0,
-                intercept=_float(ds, "RescaleIntercept") or 0.0,
-                component=_component(ds) or "M",
-            )
-        ]
+    pfg = ds.PerFrameFunctionalGroupsSequence
     sfg = (getattr(ds, "SharedFunctionalGroupsSequence", None) or [None])[0]
     if len(pfg) != nframes:
         raise DataError(
@@ -337,11 +347,13 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
                 path=path,
                 frame=n,
                 sop_uid=f"{sop}#{n}",
-                position=np.array([float(x) for x in need(pos, "ImagePositionPatient", where)]),
-                orientation=np.array(
-                    [float(x) for x in need(ori, "ImageOrientationPatient", where)]
+                position=np.array(
+                    [float(x) for x in _need(pos, "ImagePositionPatient", where, path)]
                 ),
-                spacing=tuple(float(x) for x in need(pm, "PixelSpacing", where)),  # type: ignore[arg-type]
+                orientation=np.array(
+                    [float(x) for x in _need(ori, "ImageOrientationPatient", where, path)]
+                ),
+                spacing=tuple(float(x) for x in _need(pm, "PixelSpacing", where, path)),  # type: ignore[arg-type]
                 rows=rows,
                 cols=cols,
                 instance=n,
@@ -394,9 +406,6 @@ def scan_dicom(folder: str | Path) -> ScanResult:
     ScanResult
         Series (grouped by Series Instance UID), SEG/RT-STRUCT files, and problems.
     """
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
     root = Path(folder)
     if not root.is_dir():
         raise DataError("DICOM folder does not exist", file=root)
@@ -405,22 +414,8 @@ def scan_dicom(folder: str | Path) -> ScanResult:
     segs: list[Path] = []
     seen: dict[str, Path] = {}
     for path in _walk(root):
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError:
-            problems.append(
-                _problem("warning", path, "", "not a DICOM file (no DICM preamble); skipped")
-            )
-            continue
-        except Exception as exc:  # pydicom raises many types for damaged files
-            problems.append(
-                _problem(
-                    "warning",
-                    path,
-                    "",
-                    f"cannot read DICOM file ({type(exc).__name__}: {exc}); skipped",
-                )
-            )
+        ds = _read_file(path, problems)
+        if ds is None:
             continue
         sop_class = str(getattr(ds, "SOPClassUID", ""))
         if sop_class in (SEG_STORAGE, RTSTRUCT_STORAGE):
@@ -486,6 +481,29 @@ def scan_dicom(folder: str | Path) -> ScanResult:
         ),
     )
     return ScanResult(ordered, segs, problems)
+
+
+def _read_file(path: Path, problems: list[Problem]) -> Any | None:
+    """The dataset of a file, or None (reported in ``problems``) when it is not readable DICOM."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        problems.append(
+            _problem("warning", path, "", "not a DICOM file (no DICM preamble); skipped")
+        )
+    except Exception as exc:  # pydicom raises many types for damaged files
+        problems.append(
+            _problem(
+                "warning",
+                path,
+                "",
+                f"cannot read DICOM file ({type(exc).__name__}: {exc}); skipped",
+            )
+        )
+    return None
 
 
 def index_series(folder: str | Path) -> dict[str, list[Path]]:

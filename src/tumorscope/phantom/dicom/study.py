@@ -75,7 +75,6 @@ def study_to_dicom(
     Path
         ``out_dir``.
     """
-    from ...io.bids import split_entities
     from ...io.study import open_study
 
     st = open_study(study_root)
@@ -99,37 +98,16 @@ def study_to_dicom(
                 visit.series.values(),
                 key=lambda s: order.index(s.suffix) if s.suffix in order else 99,
             )
+            folder = out / f"{patient.patient_id}" / f"{sdy.accession}"
             first_files: list[Path] = []
             for n, s in enumerate(series, start=1):
-                vol = s.load()
-                vol = Volume(np.round(vol.data), vol.affine, vol.axes, vol.meta, vol.source)
-                side = s.sidecar
-                te = side.get("EchoTime")
-                tr = side.get("RepetitionTime")
-                entities, _ = split_entities(s.path)
-                extra = "_".join(f"{k}-{v}" for k, v in entities.items() if k not in ("sub", "ses"))
-                base_desc = _SERIES_TEXT.get(s.suffix, (s.suffix,))[0]
-                files = write_series(
-                    vol,
-                    out / f"{patient.patient_id}" / f"{sdy.accession}",
-                    suffix=s.suffix,
-                    series_description=f"{base_desc}_{extra}" if extra else base_desc,
-                    protocol=s.protocol,
-                    study=sdy,
-                    vendor=vendor,
-                    enhanced=s.suffix in enhanced,
-                    series_number=n,
-                    echo_time_ms=1e3 * te if isinstance(te, int | float) else None,
-                    repetition_time_ms=1e3 * tr if isinstance(tr, int | float) else None,
-                    bvalue_tags="vendor",
-                )
+                files = _series_to_dicom(s, folder, sdy, vendor, n, enhanced=s.suffix in enhanced)
                 if n == 1:
                     first_files = files
             if segmentations and visit.lesions is not None and first_files:
                 from ...io.dicom.export import write_seg
 
                 labels = visit.lesions.load_labels()
-                folder = out / f"{patient.patient_id}" / f"{sdy.accession}"
                 if segmentation_format == "rtstruct":
                     write_rtstruct(labels, visit.lesions.table, first_files, folder / "rtss.dcm")
                 else:
@@ -138,6 +116,36 @@ def study_to_dicom(
                         series_number=99,
                     )  # fmt: skip
     return out
+
+
+def _series_to_dicom(
+    s: Any, folder: Path, study: SynthStudy, vendor: str, number: int, *, enhanced: bool
+) -> list[Path]:
+    """Write one series of a study (a :class:`~tumorscope.io.study.Series`) as DICOM."""
+    from ...io.bids import split_entities
+
+    vol = s.load()
+    vol = Volume(np.round(vol.data), vol.affine, vol.axes, vol.meta, vol.source)
+    side = s.sidecar
+    te = side.get("EchoTime")
+    tr = side.get("RepetitionTime")
+    entities, _ = split_entities(s.path)
+    extra = "_".join(f"{k}-{v}" for k, v in entities.items() if k not in ("sub", "ses"))
+    base_desc = _SERIES_TEXT.get(s.suffix, (s.suffix,))[0]
+    return write_series(
+        vol,
+        folder,
+        suffix=s.suffix,
+        series_description=f"{base_desc}_{extra}" if extra else base_desc,
+        protocol=s.protocol,
+        study=study,
+        vendor=vendor,
+        enhanced=enhanced,
+        series_number=number,
+        echo_time_ms=1e3 * te if isinstance(te, int | float) else None,
+        repetition_time_ms=1e3 * tr if isinstance(tr, int | float) else None,
+        bvalue_tags="vendor",
+    )
 
 
 def _run_rectangles(mask2d: np.ndarray) -> list[list[tuple[float, float]]]:
@@ -156,6 +164,14 @@ def _run_rectangles(mask2d: np.ndarray) -> list[list[tuple[float, float]]]:
                 [(i0 - 0.5, j - 0.5), (i1 + 0.5, j - 0.5), (i1 + 0.5, j + 0.5), (i0 - 0.5, j + 0.5)]
             )
     return polys
+
+
+#: patient and study attributes an RT Structure Set copies from its source images
+_COPIED = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+    "StudyDescription", "Manufacturer",
+)  # fmt: skip
 
 
 def write_rtstruct(
@@ -192,20 +208,12 @@ def write_rtstruct(
     first = src[0]
     A = lps_affine(labels.affine)
     inv = np.linalg.inv(A)
-    by_slice: dict[int, Any] = {}
+    by_slice: dict[int, Any] = {}  # the first image of each slice index
     for d in src:
-        k = round(
-            float(
-                (inv[:3, :3] @ np.array([float(x) for x in d.ImagePositionPatient]))[2] + inv[2, 3]
-            )
-        )
-        by_slice.setdefault(k, d)
+        ipp = np.array([float(x) for x in d.ImagePositionPatient])
+        by_slice.setdefault(round(float((inv[:3, :3] @ ipp)[2] + inv[2, 3])), d)
     ds = Dataset()
-    for kw in (
-        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-        "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-        "StudyDescription", "Manufacturer",
-    ):  # fmt: skip
+    for kw in _COPIED:
         if kw in first:
             setattr(ds, kw, getattr(first, kw))
     ds.SOPClassUID = RTSTRUCT_STORAGE
@@ -218,22 +226,7 @@ def write_rtstruct(
     ds.StructureSetLabel = "LESIONS"
     ds.StructureSetDate = first.StudyDate
     ds.StructureSetTime = first.StudyTime
-    ref_series = Dataset()
-    ref_series.SeriesInstanceUID = first.SeriesInstanceUID
-    ref_series.ContourImageSequence = DicomSequence(
-        [
-            _seq(ReferencedSOPClassUID=d.SOPClassUID, ReferencedSOPInstanceUID=d.SOPInstanceUID)[0]
-            for d in src
-        ]
-    )
-    ref_study = Dataset()
-    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    ref_study.ReferencedSOPInstanceUID = first.StudyInstanceUID
-    ref_study.RTReferencedSeriesSequence = DicomSequence([ref_series])
-    ref_for = Dataset()
-    ref_for.FrameOfReferenceUID = first.FrameOfReferenceUID
-    ref_for.RTReferencedStudySequence = DicomSequence([ref_study])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([ref_for])
+    ds.ReferencedFrameOfReferenceSequence = _referenced_frame_of_reference(src)
     rois, contours, observations = DicomSequence(), DicomSequence(), DicomSequence()
     rows = [
         r if isinstance(r, dict) else {
@@ -261,24 +254,10 @@ def write_rtstruct(
                 ROIGenerationAlgorithm="MANUAL",
             )[0]
         )
-        items = DicomSequence()
-        for k in range(mask.shape[2]):
-            for poly in _run_rectangles(mask[:, :, k]):
-                pts = [A @ np.array([i, j, k, 1.0]) for i, j in poly]
-                item = Dataset()
-                item.ContourGeometricType = "CLOSED_PLANAR"
-                item.NumberOfContourPoints = len(pts)
-                item.ContourData = [_ds(float(x)) for p in pts for x in p[:3]]
-                if k in by_slice:
-                    item.ContourImageSequence = _seq(
-                        ReferencedSOPClassUID=by_slice[k].SOPClassUID,
-                        ReferencedSOPInstanceUID=by_slice[k].SOPInstanceUID,
-                    )
-                items.append(item)
         roi_contour = Dataset()
         roi_contour.ReferencedROINumber = label
         roi_contour.ROIDisplayColor = [255, 0, 0]
-        roi_contour.ContourSequence = items
+        roi_contour.ContourSequence = _contours(mask, A, by_slice)
         contours.append(roi_contour)
         observations.append(
             _seq(
@@ -292,6 +271,52 @@ def write_rtstruct(
     ds.ROIContourSequence = contours
     ds.RTROIObservationsSequence = observations
     return _save_as(ds, Path(out))
+
+
+def _referenced_frame_of_reference(src: Sequence[Any]) -> Any:
+    """The Referenced Frame of Reference Sequence: the source series and each of its images."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    first = src[0]
+    ref_series = Dataset()
+    ref_series.SeriesInstanceUID = first.SeriesInstanceUID
+    ref_series.ContourImageSequence = DicomSequence(
+        [
+            _seq(ReferencedSOPClassUID=d.SOPClassUID, ReferencedSOPInstanceUID=d.SOPInstanceUID)[0]
+            for d in src
+        ]
+    )
+    ref_study = Dataset()
+    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    ref_study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    ref_study.RTReferencedSeriesSequence = DicomSequence([ref_series])
+    ref_for = Dataset()
+    ref_for.FrameOfReferenceUID = first.FrameOfReferenceUID
+    ref_for.RTReferencedStudySequence = DicomSequence([ref_study])
+    return DicomSequence([ref_for])
+
+
+def _contours(mask: np.ndarray, lps: np.ndarray, by_slice: dict[int, Any]) -> Any:
+    """Closed planar contours (LPS mm) of a 3-D mask, each referencing the image of its slice."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    items = DicomSequence()
+    for k in range(mask.shape[2]):
+        for poly in _run_rectangles(mask[:, :, k]):
+            pts = [lps @ np.array([i, j, k, 1.0]) for i, j in poly]
+            item = Dataset()
+            item.ContourGeometricType = "CLOSED_PLANAR"
+            item.NumberOfContourPoints = len(pts)
+            item.ContourData = [_ds(float(x)) for p in pts for x in p[:3]]
+            if k in by_slice:
+                item.ContourImageSequence = _seq(
+                    ReferencedSOPClassUID=by_slice[k].SOPClassUID,
+                    ReferencedSOPInstanceUID=by_slice[k].SOPInstanceUID,
+                )
+            items.append(item)
+    return items
 
 
 def _save_as(ds: Any, path: Path) -> Path:
