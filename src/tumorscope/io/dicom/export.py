@@ -731,15 +731,21 @@ class _SourceImages:
         visit: str,
         mapping_file: str | Path | None,
     ) -> None:
-        self.where = {"subject": subject, "visit": visit, "mapping_file": mapping_file}
         self.study_dir, self.dicom_dir = study_dir, dicom_dir
+        self.subject, self.visit, self.mapping_file = subject, visit, mapping_file
         self.index = index_series(dicom_dir)
         self.cache: dict[str, list[Any]] = {}
 
     def __call__(self, role: str) -> list[Any]:
         if role not in self.cache:
             files = source_series_files(
-                self.study_dir, self.dicom_dir, role=role, index=self.index, **self.where
+                self.study_dir,
+                self.dicom_dir,
+                subject=self.subject,
+                visit=self.visit,
+                role=role,
+                mapping_file=self.mapping_file,
+                index=self.index,
             )
             self.cache[role] = load_source_images(files)
         return self.cache[role]
