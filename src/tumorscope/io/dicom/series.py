@@ -181,8 +181,8 @@ def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
         if not np.allclose(f.orientation, ref.orientation, atol=_ORI_TOL):
             raise DataError(
                 f"inconsistent orientation in series {series.description!r}: "
-                f"{list(np.round(f.orientation, 4))} differs from {list(np.round(ref.orientation, 4))} "
-                f"of {ref.where()}",
+                f"{list(np.round(f.orientation, 4))} differs from "
+                f"{list(np.round(ref.orientation, 4))} of {ref.where()}",
                 file=f.where(),
                 field="ImageOrientationPatient",
             )
@@ -215,8 +215,9 @@ def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
     for s, c in zip(slices, counts, strict=True):
         if c != n_vol:
             raise DataError(
-                f"series {series.description!r}: the slice at {float(s[0].position @ normal):.2f} mm "
-                f"has {c} image(s), other slices have {n_vol} (missing image?)",
+                f"series {series.description!r}: the slice at "
+                f"{float(s[0].position @ normal):.2f} mm has {c} image(s), other slices have "
+                f"{n_vol} (missing image?)",
                 file=s[0].where(),
                 field="ImagePositionPatient",
             )
