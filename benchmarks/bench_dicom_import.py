@@ -26,8 +26,8 @@ import yaml
 
 from tumorscope.io import open_study
 from tumorscope.io.dicom import read_series, scan_dicom
-from tumorscope.io.dicom_synth import study_to_dicom
 from tumorscope.phantom import make_study
+from tumorscope.phantom.dicom import study_to_dicom
 
 
 def canonical(data: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -46,7 +46,7 @@ def test_find_identifiers_looks_inside_gzip_and_name_variants(tmp_path: Path) ->
 
 
 def _two_patients(folder: Path) -> None:
-    from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, write_series
+    from tumorscope.phantom.dicom import SynthPatient, SynthStudy, write_series
     from tumorscope.volume import Volume
 
     vol = Volume(np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2), np.eye(4))
@@ -93,7 +93,7 @@ def test_default_import_is_pseudonymous_and_mapping_stays_outside(tmp_path: Path
 def test_names_in_series_descriptions_are_scrubbed(tmp_path: Path) -> None:
     pytest.importorskip("pydicom")
     from tumorscope.io.dicom import import_dicom
-    from tumorscope.io.dicom_synth import SynthPatient, SynthStudy, write_series
+    from tumorscope.phantom.dicom import SynthPatient, SynthStudy, write_series
     from tumorscope.volume import Volume
 
     vol = Volume(np.arange(24, dtype=np.float32).reshape(4, 3, 2), np.eye(4))
@@ -107,14 +107,52 @@ def test_names_in_series_descriptions_are_scrubbed(tmp_path: Path) -> None:
 
 
 def test_import_refuses_a_study_that_leaks(tmp_path: Path) -> None:
+    """An identifier that would reach the study (here a Patient ID equal to the series number
+    in the sidecar) stops the import: nothing is written, not even the mapping."""
+    pytest.importorskip("pydicom")
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import SynthPatient, SynthStudy, write_series
+    from tumorscope.volume import Volume
+
+    vol = Volume(np.arange(24, dtype=np.float32).reshape(4, 3, 2), np.eye(4))
+    st = SynthStudy(SynthPatient("DOE^JANE", "904", "19600101", "F"))
+    write_series(vol, tmp_path / "dicom", suffix="T2w", study=st, echo_time_ms=90.0,
+                 series_number=904)  # fmt: skip
+    with pytest.raises(DataError, match="identifier") as info:
+        import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert info.value.field == "de-identification"
+    assert info.value.file == "sub-001/ses-01/anat/sub-001_ses-01_T2w.json"
+    assert "904" not in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom", "study-import-dicom.log"]
+    # with the identifiers kept on purpose, the same series imports
+    import_dicom(tmp_path / "dicom", tmp_path / "kept", keep_identifiers=True)
+    assert (tmp_path / "kept/sub-904/ses-01/anat/sub-904_ses-01_T2w.json").exists()
+
+
+def test_check_no_identifiers_names_the_file_not_the_value(tmp_path: Path) -> None:
     import pydicom
 
-    from tumorscope.io.dicom import _check_no_identifiers
+    from tumorscope.io.deid import check_no_identifiers, identifier_values
 
     (tmp_path / "a.json").write_text('{"note": "scanned for mrn9"}')
     header = pydicom.Dataset()
     header.PatientID = "MRN9"
-    with pytest.raises(DataError, match="identifier"):
-        _check_no_identifiers(tmp_path, [header])
+    header.InstitutionName = "General"
+    assert identifier_values([header]) == ["MRN9", "General"]
+    with pytest.raises(DataError, match="identifier") as info:
+        check_no_identifiers(tmp_path, [header])
+    assert (info.value.file, info.value.field) == ("a.json", "de-identification")
+    assert "MRN9" not in str(info.value)
     (tmp_path / "a.json").write_text('{"note": "clean"}')
-    _check_no_identifiers(tmp_path, [header])
+    check_no_identifiers(tmp_path, [header])
+
+
+def test_scrub_fields_leaves_numbers_alone() -> None:
+    from tumorscope.io.deid import scrub_fields
+
+    fields = {"SeriesDescription": "t2 Doe, Jane", "SeriesNumber": 3, "EchoTime": 0.09}
+    assert scrub_fields(fields, ["DOE^JANE"]) == {
+        "SeriesDescription": "t2 [removed]",
+        "SeriesNumber": 3,
+        "EchoTime": 0.09,
+    }

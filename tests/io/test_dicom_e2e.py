@@ -22,9 +22,9 @@ from tumorscope.io import open_study, validate_study
 from tumorscope.io.bids import split_entities
 from tumorscope.io.deid import find_identifiers
 from tumorscope.io.dicom import import_dicom
-from tumorscope.io.dicom_export import export_visit
-from tumorscope.io.dicom_synth import study_to_dicom
+from tumorscope.io.dicom.export import export_visit
 from tumorscope.phantom import make_study
+from tumorscope.phantom.dicom import study_to_dicom
 
 CORE = {"T2w", "dwi", "VFA", "dce", "MEGRE", "MESE", "IRT1"}
 
@@ -109,6 +109,13 @@ def test_fitted_maps_equal_and_export_reads_back(chain: dict[str, Path]) -> None
         maps.append(vol.with_data(np.asarray(res["ADC"], dtype=np.float32), axes=("x", "y", "z")))
     np.testing.assert_array_equal(maps[1].data, maps[0].data)
 
+    visit = b.subjects["001"].visits["01"]
+    labels = visit.lesions.load_labels()
+    sizes = {
+        i.lesion_id: measure(labels.data == i.label, labels.affine)
+        for i in visit.lesions.table
+        if (labels.data == i.label).any()
+    }
     out = chain["tmp"] / "export"
     files = export_visit(
         chain["imported"],
@@ -118,6 +125,7 @@ def test_fitted_maps_equal_and_export_reads_back(chain: dict[str, Path]) -> None
         visit="01",
         maps={"ADC": (maps[1], "dwi")},
         response="SD",
+        sizes=sizes,
     )
     assert [f.name for f in files] == [
         "sub-001_ses-01_ADC_pm.dcm",
@@ -137,8 +145,6 @@ def test_fitted_maps_equal_and_export_reads_back(chain: dict[str, Path]) -> None
         k = round((inv[:3, :3] @ ipp + inv[:3, 3])[2])
         np.testing.assert_array_equal(pm.pixel_array[n].T, adc.data[:, :, k])
 
-    visit = b.subjects["001"].visits["01"]
-    labels = visit.lesions.load_labels()
     from tumorscope.io.dicom import read_segmentation
 
     back, rows = read_segmentation(files[1], labels)
@@ -205,6 +211,24 @@ def test_cli_import_and_export(chain: dict[str, Path]) -> None:
         "sub-001_ses-01_lesions_seg.dcm",
         "sub-001_ses-01_measurements_sr.dcm",
     ]
+    # the command measures the lesions and the SR reports their size
+    from tumorscope.lesions.geometry import measure
+
+    lesions = open_study(out).subjects["001"].visits["01"].lesions
+    labels = lesions.load_labels()
+    sr = hd.sr.srread(chain["tmp"] / "cli-export" / "sub-001_ses-01_measurements_sr.dcm")
+    groups = sr.content.get_volumetric_roi_measurement_groups()
+    assert len(groups) == len({int(x) for x in np.unique(labels.data) if x})
+    for info in lesions.table:
+        mask = labels.data == info.label
+        if not mask.any():
+            continue
+        expected = measure(mask, labels.affine)
+        (group,) = [g for g in groups if g.tracking_identifier == info.lesion_id]
+        got = {m.name.meaning: m.value for m in group.get_measurements()}
+        assert got["Volume"] == pytest.approx(expected["volume_ml"])
+        assert got["Long axis"] == pytest.approx(expected["longest_diameter_mm"])
+        assert got["Short axis"] == pytest.approx(expected["short_axis_mm"])
 
 
 def test_export_of_pipeline_results(chain: dict[str, Path]) -> None:
@@ -213,7 +237,7 @@ def test_export_of_pipeline_results(chain: dict[str, Path]) -> None:
 
     pd = pytest.importorskip("pandas")
     pytest.importorskip("pyarrow")
-    from tumorscope.io.dicom_export import pipeline_results
+    from tumorscope.io.dicom.export import pipeline_results
 
     st = open_study(chain["imported"])
     dwi = st.subjects["001"].visits["01"].series["dwi"].load()

@@ -112,7 +112,7 @@ def export_dicom(
     ),
 ) -> None:
     """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500)."""
-    from ..io.dicom_export import export_visit
+    from ..io.dicom.export import export_visit
 
     maps: dict[str, tuple[str | Path, str]] = {}
     for name, spec in _pairs(map_, "NAME=PATH[:SOURCE]").items():
@@ -131,9 +131,32 @@ def export_dicom(
             response=response,
             criteria=criteria,
             results=results,
+            sizes=_lesion_sizes(study_dir, subject, visit),
         )
     for f in files:
         typer.echo(f"wrote {f}")
+
+
+def _lesion_sizes(study_dir: Path, subject: str, visit: str) -> dict[str, dict[str, object]]:
+    """Size of each lesion of a visit (``measure`` of its mask), by lesion id, for the SR.
+
+    Empty when the study has no such visit or no lesion map (the export then says what is
+    missing).
+    """
+    from ..io import open_study
+    from ..lesions.geometry import measure
+
+    subj = open_study(study_dir).subjects.get(subject)
+    v = None if subj is None else subj.visits.get(visit)
+    if v is None or v.lesions is None:
+        return {}
+    labels = v.lesions.load_labels()
+    sizes: dict[str, dict[str, object]] = {}
+    for info in v.lesions.table:
+        mask = labels.data == info.label
+        if mask.any():
+            sizes[info.lesion_id] = measure(mask, labels.affine, lesion=info.lesion_id)
+    return sizes
 
 
 def register(app: typer.Typer) -> None:

@@ -3,7 +3,8 @@
 - :func:`open_study`, :func:`validate_study`: the BIDS-style study folder
   (``docs/study-format.md``).
 - :class:`tumorscope.volume.Volume` reads and writes NIfTI (``Volume.from_nifti``, ``to_nifti``).
-- ``tumorscope.io.dicom`` / ``dicom_export``: DICOM in and out.
+- :mod:`tumorscope.io.dicom`: DICOM in (scan, series, SEG/RT-STRUCT, importer) and out
+  (``tumorscope.io.dicom.export``); :mod:`tumorscope.io.deid`: de-identification.
 """
 
 from __future__ import annotations

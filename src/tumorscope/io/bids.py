@@ -7,6 +7,7 @@ converts. Every problem names the file and the field. See ``docs/study-format.md
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ __all__ = [
     "SUFFIX_AXES",
     "protocol_from_sidecar",
     "read_bval",
+    "read_bvec",
     "read_sidecar",
     "sidecar_path",
     "split_entities",
@@ -85,29 +87,111 @@ def read_sidecar(image: Path) -> dict[str, Any]:
     return data
 
 
-def read_bval(image: Path) -> np.ndarray:
-    """b-values (s/mm²) from the ``.bval`` file beside a DWI image."""
-    p = image.with_name(stem(image) + ".bval")
-    if not p.exists():
-        raise DataError("b-value file is missing (expected one b-value per volume)", file=p)
-    try:
-        values = np.array(p.read_text().split(), dtype=float)
-    except ValueError as exc:
-        raise DataError(f"b-values must be numbers: {exc}", file=p, field="bval") from exc
-    return values
+def _beside(path: str | os.PathLike[str], extension: str) -> Path:
+    """``path`` itself when it has ``extension``, else the file of that extension beside the
+    image ``path`` (same stem)."""
+    p = Path(path)
+    return p if p.name.endswith(extension) else p.with_name(stem(p) + extension)
 
 
-def _read_bvec(image: Path) -> np.ndarray | None:
-    p = image.with_name(stem(image) + ".bvec")
-    if not p.exists():
-        return None
+def _numbers(p: Path, what: str, field: str) -> list[list[float]]:
+    """The rows of numbers of a whitespace-separated text file (DataError naming file, field)."""
     try:
-        rows = [r.split() for r in p.read_text().strip().splitlines()]
-        return np.array(rows, dtype=float)
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {what}: {exc}", file=p, field=field) from exc
+    try:
+        rows = [[float(x) for x in line.split()] for line in text.splitlines() if line.strip()]
     except ValueError as exc:
+        raise DataError(f"{what} must be numbers: {exc}", file=p, field=field) from exc
+    if not rows:
+        raise DataError(f"the file holds no {what}", file=p, field=field)
+    if not np.all(np.isfinite([x for row in rows for x in row])):
+        raise DataError(f"{what} must be finite numbers", file=p, field=field)
+    return rows
+
+
+def read_bval(path: str | os.PathLike[str]) -> np.ndarray:
+    """b-values (s/mm²) of a DWI series, one per volume.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.bval`` file itself, or the image (``.nii``/``.nii.gz``) whose ``.bval`` lies
+        beside it with the same stem. The file holds whitespace-separated numbers (FSL/BIDS:
+        one row; one value per line is accepted too).
+
+    Returns
+    -------
+    ndarray of float, shape (N,)
+
+    Raises
+    ------
+    DataError
+        The file is missing, empty, or holds something else than finite numbers (naming the
+        file and the field ``bval``).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "sub-01_dwi.bval").write_text("0 500 1000")
+    >>> read_bval(d / "sub-01_dwi.nii.gz").tolist()
+    [0.0, 500.0, 1000.0]
+    """
+    p = _beside(path, ".bval")
+    if not p.is_file():
         raise DataError(
-            f"gradient directions must be numbers: {exc}", file=p, field="bvec"
-        ) from exc
+            "b-value file is missing (expected one b-value per volume)", file=p, field="bval"
+        )
+    return np.array([x for row in _numbers(p, "b-values", "bval") for x in row], dtype=float)
+
+
+def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
+    """Gradient directions of a DWI series, one row (x, y, z) per volume.
+
+    Parameters
+    ----------
+    path : path-like
+        The ``.bvec`` file itself, or the image whose ``.bvec`` lies beside it. The file holds
+        three rows (x, y and z components, FSL/BIDS) or one row of three values per volume.
+
+    Returns
+    -------
+    ndarray of float, shape (N, 3), or None
+        None when ``path`` is an image without a ``.bvec`` beside it (trace-weighted data
+        need no directions).
+
+    Raises
+    ------
+    DataError
+        A ``.bvec`` path that does not exist, rows of different lengths, neither three rows nor
+        three columns, or values that are not finite numbers (naming the file and the field
+        ``bvec``).
+    """
+    p = _beside(path, ".bvec")
+    if not p.is_file():
+        if p == Path(path):
+            raise DataError("gradient direction file is missing", file=p, field="bvec")
+        return None
+    rows = _numbers(p, "gradient directions", "bvec")
+    if len({len(r) for r in rows}) > 1:
+        raise DataError(
+            "gradient directions: every row must hold the same number of values, got "
+            f"{[len(r) for r in rows]}",
+            file=p,
+            field="bvec",
+        )
+    vecs = np.array(rows, dtype=float)
+    if vecs.shape[0] == 3:  # x, y and z rows (FSL/BIDS layout)
+        return vecs.T
+    if vecs.shape[1] == 3:
+        return vecs
+    raise DataError(
+        f"gradient directions: expected 3 rows (x, y, z) or 3 columns, got shape {vecs.shape}",
+        file=p,
+        field="bvec",
+    )
 
 
 def _need(sidecar: dict[str, Any], key: str, file: Path) -> Any:
@@ -132,6 +216,12 @@ def _number(value: Any, key: str, file: Path) -> float:
         raise DataError(f"expected a number, got {value!r}", file=file, field=key) from exc
 
 
+def _optional_ms(sidecar: dict[str, Any], key: str, file: Path) -> float | None:
+    """An optional time field of the sidecar (seconds) in ms, None when absent."""
+    value = sidecar.get(key)
+    return None if value is None else float(s_to_ms(_number(value, key, file)))
+
+
 def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> Protocol | None:
     """Build the acquisition protocol of a series from its sidecar (and ``.bval``).
 
@@ -148,13 +238,10 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
     src = str(js)
     try:
         if suffix == "dwi":
-            bvals = read_bval(image)
-            bvecs = _read_bvec(image)
+            bvecs = read_bvec(image)
             return DiffusionProtocol(
-                tuple(bvals),
-                bvecs=None
-                if bvecs is None
-                else tuple(map(tuple, bvecs.T if bvecs.shape[0] == 3 else bvecs)),
+                tuple(read_bval(image)),
+                bvecs=None if bvecs is None else tuple(map(tuple, bvecs)),
                 source=str(image.with_name(stem(image) + ".bval")),
             )
         if suffix == "VFA":
@@ -166,35 +253,28 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             fa_dce = _number(_need(sidecar, "FlipAngle", js), "FlipAngle", js)
             tr = _number(_need(sidecar, "RepetitionTime", js), "RepetitionTime", js)
             nb = _need(sidecar, "BaselineFrames", js)
-            te = sidecar.get("EchoTime")
             return DynamicProtocol(
                 tuple(t),
                 fa_dce,
                 float(s_to_ms(tr)),
                 nb,
-                te_ms=None if te is None else float(s_to_ms(_number(te, "EchoTime", js))),
+                te_ms=_optional_ms(sidecar, "EchoTime", js),
                 source=src,
             )
         if suffix in ("MEGRE", "MESE"):
             te_list = _as_list(_need(sidecar, "EchoTime", js), "EchoTime", js)
-            tr_me = sidecar.get("RepetitionTime")
             fa_me = sidecar.get("FlipAngle")
             return MultiEchoProtocol(
                 tuple(s_to_ms(te_list)),
-                tr_ms=None
-                if tr_me is None
-                else float(s_to_ms(_number(tr_me, "RepetitionTime", js))),
+                tr_ms=_optional_ms(sidecar, "RepetitionTime", js),
                 flip_angle_deg=None if fa_me is None else _number(fa_me, "FlipAngle", js),
                 source=src,
             )
         if suffix == "IRT1":
             ti = _as_list(_need(sidecar, "InversionTime", js), "InversionTime", js)
-            tr_ir = sidecar.get("RepetitionTime")
             return InversionRecoveryProtocol(
                 tuple(s_to_ms(ti)),
-                tr_ms=None
-                if tr_ir is None
-                else float(s_to_ms(_number(tr_ir, "RepetitionTime", js))),
+                tr_ms=_optional_ms(sidecar, "RepetitionTime", js),
                 source=src,
             )
     except ProtocolError as exc:

@@ -14,8 +14,9 @@ for head scans can show a face; defacing is out of scope).
 :func:`find_identifiers` searches every file of a folder (gzip-compressed files are searched
 decompressed) for given strings. The importer runs it on the finished study before moving it
 into place (text files whole, NIfTI files on their header and extensions, where text lives) and
-refuses to deliver a study in which an identifier of an imported patient is found; the tests run
-it on every file.
+refuses to deliver a study in which an identifier of an imported patient is found
+(:func:`check_no_identifiers`, with the header values of :func:`identifier_values`); the tests
+run it on every file.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,16 @@ from ..errors import DataError
 from ..volume import atomic_write
 
 __all__ = [
+    "IDENTIFYING_KEYWORDS",
     "MAPPING_COLUMNS",
     "PatientIdentifiers",
     "Pseudonymizer",
+    "check_no_identifiers",
     "find_identifiers",
+    "identifier_values",
     "identifiers_of",
     "scrub",
+    "scrub_fields",
 ]
 
 MAPPING_COLUMNS = (
@@ -51,6 +56,17 @@ MAPPING_COLUMNS = (
     "study_date",
     "study_instance_uid",
     "series_instance_uid",
+)
+
+#: DICOM header keywords whose values must never reach a de-identified study
+IDENTIFYING_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "AccessionNumber",
+    "OtherPatientIDs",
+    "InstitutionName",
+    "ReferringPhysicianName",
 )
 
 
@@ -212,6 +228,52 @@ def scrub(text: str, values: Iterable[str], *, replacement: str = "[removed]") -
     for n in sorted(_needles(values), key=lambda n: (-len(n), n)):
         text = re.sub(re.escape(n), replacement, text, flags=re.IGNORECASE)
     return text
+
+
+def scrub_fields(fields: Mapping[str, Any], values: Iterable[str]) -> dict[str, Any]:
+    """``fields`` with :func:`scrub` applied to every string value (other values as they are).
+
+    Examples
+    --------
+    >>> scrub_fields({"SeriesDescription": "t2 DOE JANE", "SeriesNumber": 2}, ["DOE^JANE"])
+    {'SeriesDescription': 't2 [removed]', 'SeriesNumber': 2}
+    """
+    found = list(values)
+    return {k: scrub(v, found) if isinstance(v, str) else v for k, v in fields.items()}
+
+
+def identifier_values(headers: Sequence[Any]) -> list[str]:
+    """The values of :data:`IDENTIFYING_KEYWORDS` in pydicom datasets (empty ones left out)."""
+    values: list[str] = []
+    for h in headers:
+        for kw in IDENTIFYING_KEYWORDS:
+            v = getattr(h, kw, None)
+            if v:
+                values.append(str(v))
+    return values
+
+
+def check_no_identifiers(root: str | Path, headers: Sequence[Any]) -> None:
+    """Refuse a de-identified study in which an identifier of ``headers`` appears.
+
+    Every file under ``root`` is searched (NIfTI images on their header and extensions only,
+    see :func:`find_identifiers`) for the :func:`identifier_values` of the headers.
+
+    Raises
+    ------
+    DataError
+        An identifier was found; names the file (relative to ``root``), not the value.
+    """
+    folder = Path(root)
+    hits = find_identifiers(folder, identifier_values(headers), image_headers_only=True)
+    if hits:
+        path, value = hits[0]
+        raise DataError(
+            f"an identifier ({len(value)} characters) appears in the de-identified study; "
+            "nothing was written",
+            file=path.relative_to(folder),
+            field="de-identification",
+        )
 
 
 def find_identifiers(

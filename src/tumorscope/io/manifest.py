@@ -9,6 +9,7 @@ problem too.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,30 +138,14 @@ def read_manifest(
         return None, [Problem("error", f, "", "study manifest is missing")]
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        # ValueError: an unquoted date that does not exist (2026-02-30) fails inside the loader
         return None, [Problem("error", f, "", f"cannot parse YAML: {exc}")]
     if not isinstance(raw, dict):
         return None, [Problem("error", f, "", "expected a mapping at the top level")]
 
     name = str(raw.get("name", path.parent.name))
-    criteria_raw = raw.get("criteria", ["recist1.1"])
-    if isinstance(criteria_raw, str):
-        criteria_raw = [criteria_raw]
-    criteria: list[str] = []
-    for c in criteria_raw or []:
-        c = str(c).lower()
-        if c not in KNOWN_CRITERIA:
-            problems.append(
-                Problem(
-                    "error",
-                    f,
-                    "criteria",
-                    f"unknown criteria {c!r}; expected one of {', '.join(KNOWN_CRITERIA)}",
-                )
-            )
-        else:
-            criteria.append(c)
-
+    criteria = _criteria(raw.get("criteria", ["recist1.1"]), f, problems)
     roles = dict(DEFAULT_ROLES)
     roles_raw = raw.get("roles") or {}
     if not isinstance(roles_raw, dict):
@@ -183,46 +168,78 @@ def read_manifest(
     if not isinstance(subj_raw, dict) or not subj_raw:
         problems.append(Problem("error", f, "subjects", "expected a non-empty mapping of subjects"))
         subj_raw = {}
-    for sid, entry in subj_raw.items():
-        sid = str(sid)
-        base = f"subjects.{sid}"
-        if not isinstance(entry, dict):
-            problems.append(Problem("error", f, base, "expected a mapping with 'visits'"))
-            continue
-        tr_raw = entry.get("treatment") or {}
-        start = None
-        if tr_raw.get("start_date") is not None:
-            start = _parse_date(
-                tr_raw.get("start_date"), f, f"{base}.treatment.start_date", problems
-            )
-        treatment = Treatment(agent=tr_raw.get("agent"), start_date=start)
-        visits_raw = entry.get("visits")
-        if not isinstance(visits_raw, dict) or not visits_raw:
+    expected = "expected a mapping with 'visits'"
+    for sid, base, entry in _entries(subj_raw, "subjects", expected, f, problems):
+        subj = _subject(sid, base, entry, f, problems)
+        if subj is not None:
+            subjects[sid] = subj
+    return Manifest(name, tuple(criteria), roles, subjects, dce, raw), problems
+
+
+def _criteria(value: Any, f: str, problems: list[Problem]) -> list[str]:
+    """The known criteria of the ``criteria`` field (one name or a list); others reported."""
+    criteria: list[str] = []
+    for c in [value] if isinstance(value, str) else value or []:
+        c = str(c).lower()
+        if c not in KNOWN_CRITERIA:
             problems.append(
-                Problem("error", f, f"{base}.visits", "expected a non-empty mapping of visits")
-            )
-            continue
-        visits: list[VisitEntry] = []
-        for vid, ventry in visits_raw.items():
-            vid = str(vid)
-            vfield = f"{base}.visits.{vid}"
-            if not isinstance(ventry, dict):
-                problems.append(Problem("error", f, vfield, "expected a mapping with 'date'"))
-                continue
-            d = _parse_date(ventry.get("date"), f, f"{vfield}.date", problems)
-            visits.append(
-                VisitEntry(
-                    vid,
-                    d,
-                    baseline=bool(ventry.get("baseline", False)),
-                    prebaseline=bool(ventry.get("prebaseline", False)),
+                Problem(
+                    "error",
+                    f,
+                    "criteria",
+                    f"unknown criteria {c!r}; expected one of {', '.join(KNOWN_CRITERIA)}",
                 )
             )
-        visits = _check_visits(visits, f, base, problems)
-        subj = SubjectEntry(sid, treatment, tuple(visits))
-        _check_treatment(subj, f, base, problems)
-        subjects[sid] = subj
-    return Manifest(name, tuple(criteria), roles, subjects, dce, raw), problems
+        else:
+            criteria.append(c)
+    return criteria
+
+
+def _entries(
+    raw: dict[Any, Any], prefix: str, expected: str, f: str, problems: list[Problem]
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """``(key, field name, entry)`` of each mapping entry; an entry that is not a mapping is
+    reported (``expected`` says what it should be) and left out."""
+    for key, entry in raw.items():
+        key = str(key)
+        where = f"{prefix}.{key}"
+        if not isinstance(entry, dict):
+            problems.append(Problem("error", f, where, expected))
+            continue
+        yield key, where, entry
+
+
+def _subject(
+    sid: str, base: str, entry: dict[str, Any], f: str, problems: list[Problem]
+) -> SubjectEntry | None:
+    """One subject of the manifest (None when it lists no visits)."""
+    tr_raw = entry.get("treatment") or {}
+    start = None
+    if tr_raw.get("start_date") is not None:
+        start = _parse_date(tr_raw.get("start_date"), f, f"{base}.treatment.start_date", problems)
+    treatment = Treatment(agent=tr_raw.get("agent"), start_date=start)
+    visits_raw = entry.get("visits")
+    if not isinstance(visits_raw, dict) or not visits_raw:
+        problems.append(
+            Problem("error", f, f"{base}.visits", "expected a non-empty mapping of visits")
+        )
+        return None
+    visits: list[VisitEntry] = []
+    expected = "expected a mapping with 'date'"
+    for vid, vfield, ventry in _entries(visits_raw, f"{base}.visits", expected, f, problems):
+        d = _parse_date(ventry.get("date"), f, f"{vfield}.date", problems)
+        visits.append(
+            VisitEntry(
+                vid,
+                d,
+                baseline=bool(ventry.get("baseline", False)),
+                prebaseline=bool(ventry.get("prebaseline", False)),
+            )
+        )
+    visits = _check_visits(visits, f, base, problems)
+    subj = SubjectEntry(sid, treatment, tuple(visits))
+    _check_treatment(subj, f, base, problems)
+    return subj
 
 
 def _check_visits(

@@ -1,12 +1,8 @@
-"""Write synthetic DICOM MR series from volumes: the test data of the DICOM importer.
+"""Write one synthetic DICOM MR series from a volume (:func:`write_series`).
 
-tumorscope writes its own DICOM test data (no downloads): a :class:`~tumorscope.volume.Volume`
-and its acquisition protocol become an MR series in the style of one vendor, either as classic
-single-frame MR Image Storage objects (one file per slice and measurement) or as one Enhanced
-MR Image Storage object (multi-frame, functional groups). :func:`study_to_dicom` converts a
-whole study folder (e.g. the phantom of :func:`tumorscope.phantom.make_study`) into a folder of
-DICOM files, with the lesion label maps as DICOM SEG objects, so that
-import → analyse → export is tested end to end.
+A :class:`~tumorscope.volume.Volume` and its acquisition protocol become an MR series in the
+style of one vendor, either as classic single-frame MR Image Storage objects (one file per slice
+and measurement) or as one Enhanced MR Image Storage object (multi-frame, functional groups).
 
 Design decisions
 ----------------
@@ -33,34 +29,17 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import DataError
-from ..protocol import (
-    DiffusionProtocol,
-    DynamicProtocol,
-    InversionRecoveryProtocol,
-    MultiEchoProtocol,
-    Protocol,
-    VFAProtocol,
-)
-from ..volume import Volume, atomic_write
+from ... import protocol as proto
+from ...errors import DataError
+from ...volume import Volume, atomic_write
 
-__all__ = [
-    "VENDORS",
-    "SynthPatient",
-    "SynthStudy",
-    "lps_affine",
-    "oblique_affine",
-    "study_to_dicom",
-    "write_rtstruct",
-    "write_series",
-]
+__all__ = ["VENDORS", "SynthPatient", "SynthStudy", "lps_affine", "oblique_affine", "write_series"]
 
 Vendor = Literal["siemens", "ge", "philips"]
 VENDORS: tuple[str, ...] = ("siemens", "ge", "philips")
@@ -194,7 +173,12 @@ class _VolumeParams:
 
 
 def _volume_params(
-    suffix: str, protocol: Protocol | None, n: int, *, te_ms: float | None, tr_ms: float | None
+    suffix: str,
+    protocol: proto.Protocol | None,
+    n: int,
+    *,
+    te_ms: float | None,
+    tr_ms: float | None,
 ) -> list[_VolumeParams]:
     p = protocol
     out: list[_VolumeParams] = []
@@ -209,11 +193,11 @@ def _volume_params(
             "temporal_index": None,
             "echo_number": 1,
         }
-        if isinstance(p, DiffusionProtocol):
+        if isinstance(p, proto.DiffusionProtocol):
             kw["b"] = p.bvalues[v]
-        elif isinstance(p, VFAProtocol):
+        elif isinstance(p, proto.VFAProtocol):
             kw["flip_deg"], kw["tr_ms"] = p.flip_angles_deg[v], p.tr_ms
-        elif isinstance(p, DynamicProtocol):
+        elif isinstance(p, proto.DynamicProtocol):
             kw.update(
                 flip_deg=p.flip_angle_deg,
                 tr_ms=p.tr_ms,
@@ -221,20 +205,20 @@ def _volume_params(
                 temporal_index=v + 1,
                 te_ms=p.te_ms if p.te_ms is not None else te_ms,
             )
-        elif isinstance(p, MultiEchoProtocol):
+        elif isinstance(p, proto.MultiEchoProtocol):
             kw.update(
                 te_ms=p.echo_times_ms[v],
                 tr_ms=p.tr_ms,
                 flip_deg=p.flip_angle_deg,
                 echo_number=v + 1,
             )
-        elif isinstance(p, InversionRecoveryProtocol):
+        elif isinstance(p, proto.InversionRecoveryProtocol):
             kw.update(ti_ms=p.inversion_times_ms[v], tr_ms=p.tr_ms)
         out.append(_VolumeParams(**kw))
     return out
 
 
-def _check_inputs(volume: Volume, suffix: str, protocol: Protocol | None) -> np.ndarray:
+def _check_inputs(volume: Volume, suffix: str, protocol: proto.Protocol | None) -> np.ndarray:
     data = volume.data
     if data.ndim == 3:
         data = data[..., None]
@@ -347,7 +331,7 @@ def write_series(
     out_dir: str | Path,
     *,
     suffix: str,
-    protocol: Protocol | None = None,
+    protocol: proto.Protocol | None = None,
     study: SynthStudy | None = None,
     vendor: str = "siemens",
     enhanced: bool = False,
@@ -428,29 +412,10 @@ def write_series(
         description=description,
     )
     t_series = study.time.hour * 3600 + study.time.minute * 60 + 60.0 * series_number
+    series = _Series(base, data, out, vendor, params, plane, t_series)
     if enhanced:
-        return [
-            _write_enhanced(
-                base,
-                data,
-                out,
-                vendor=vendor,
-                params=params,
-                plane=plane,
-                t_series=t_series,
-            )
-        ]
-    return _write_classic(
-        base,
-        data,
-        out,
-        vendor=vendor,
-        params=params,
-        plane=plane,
-        t_series=t_series,
-        bvalue_tags=bvalue_tags,
-        suffix=suffix,
-    )
+        return [_write_enhanced(series)]
+    return _write_classic(series, bvalue_tags=bvalue_tags, suffix=suffix)
 
 
 def _file_meta(sop_class: str, sop_uid: str) -> Any:
@@ -488,20 +453,24 @@ class _Plane:
     normal: np.ndarray
 
 
-def _write_classic(
-    base: Any,
-    data: np.ndarray,
-    out: Path,
-    *,
-    vendor: str,
-    params: list[_VolumeParams],
-    plane: _Plane,
-    t_series: float,
-    bvalue_tags: str,
-    suffix: str,
-) -> list[Path]:
+@dataclass(frozen=True)
+class _Series:
+    """What both writers need: the shared header, the data and where and how to write them."""
+
+    base: Any  # pydicom Dataset with the patient, study, series and equipment modules
+    data: np.ndarray  # (x, y, z, volume)
+    out: Path
+    vendor: str
+    params: list[_VolumeParams]
+    plane: _Plane
+    t_series: float  # series start, seconds since midnight
+
+
+def _write_classic(series: _Series, *, bvalue_tags: str, suffix: str) -> list[Path]:
     import copy
 
+    base, data, out, vendor = series.base, series.data, series.out, series.vendor
+    params, plane, t_series = series.params, series.plane, series.t_series
     nz, nv = data.shape[2], data.shape[3]
     paths: list[Path] = []
     instance = 0
@@ -568,25 +537,36 @@ def _seq(**items: Any) -> Any:
     return DicomSequence([item])
 
 
-def _write_enhanced(
-    base: Any,
-    data: np.ndarray,
-    out: Path,
-    *,
-    vendor: str,
-    params: list[_VolumeParams],
-    plane: _Plane,
-    t_series: float,
-) -> Path:
-    from pydicom.dataset import Dataset
+def _write_enhanced(series: _Series) -> Path:
     from pydicom.sequence import Sequence as DicomSequence
 
-    nz, nv = data.shape[2], data.shape[3]
+    data, params, base = series.data, series.params, series.base
+    nz = data.shape[2]
     ds = base
     ds.SOPClassUID = ENHANCED_MR_IMAGE_STORAGE
     ds.SOPInstanceUID = _uid(base.SeriesInstanceUID, "enhanced")
     ds.file_meta = _file_meta(ENHANCED_MR_IMAGE_STORAGE, ds.SOPInstanceUID)
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    _enhanced_modules(ds, series)
+    per_frame = DicomSequence()
+    frames = []
+    # frames are stored volume-major but in reverse slice order, so that the importer has to
+    # sort them by position (as it must for Philips objects stored in acquisition order)
+    for v, p in enumerate(params):
+        for k in reversed(range(nz)):
+            per_frame.append(_frame_groups(series, p, v, k))
+            frames.append(data[:, :, k, v].T)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    _set_pixels(ds, np.stack(frames))
+    return _save(ds, series.out)
+
+
+def _enhanced_modules(ds: Any, series: _Series) -> None:
+    """The Enhanced MR image and multi-frame modules, dimensions and shared functional groups."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    base, plane, t_series = series.base, series.plane, series.t_series
+    nz, nv = series.data.shape[2], series.data.shape[3]
     ds.InstanceNumber = 1
     ds.AcquisitionNumber = 1
     ds.ContentDate = base.StudyDate
@@ -602,7 +582,7 @@ def _write_enhanced(
     ds.VolumetricProperties = "VOLUME"
     ds.VolumeBasedCalculationTechnique = "NONE"
     ds.ComplexImageComponent = "MAGNITUDE"
-    ds.AcquisitionContrast = "DIFFUSION" if params[0].b is not None else "UNKNOWN"
+    ds.AcquisitionContrast = "DIFFUSION" if series.params[0].b is not None else "UNKNOWN"
     ds.BurnedInAnnotation = "NO"
     ds.LossyImageCompression = "00"
     dim_org_uid = _uid(base.SeriesInstanceUID, "dimorg")
@@ -632,315 +612,44 @@ def _write_enhanced(
         RescaleIntercept="0", RescaleSlope="1", RescaleType="US"
     )
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
-    per_frame = DicomSequence()
-    frames = []
-    # frames are stored volume-major but in reverse slice order, so that the importer has to
-    # sort them by position (as it must for Philips objects stored in acquisition order)
-    for v, p in enumerate(params):
-        for k in reversed(range(nz)):
-            fg = Dataset()
-            t_vol = p.time_s if p.time_s is not None else 2.0 * v
-            fg.FrameContentSequence = _seq(
-                FrameAcquisitionDateTime=base.StudyDate + _tm(t_series + t_vol + 0.01 * k),
-                StackID="1",
-                InStackPositionNumber=k + 1,
-                TemporalPositionIndex=v + 1,
-                DimensionIndexValues=[k + 1, v + 1],
-                FrameAcquisitionNumber=v + 1,
-            )
-            fg.PlanePositionSequence = _seq(
-                ImagePositionPatient=[_ds(float(x)) for x in plane.positions[k][:3]]
-            )
-            timing: dict[str, Any] = {}
-            if p.tr_ms is not None:
-                timing["RepetitionTime"] = _ds(p.tr_ms)
-            if p.flip_deg is not None:
-                timing["FlipAngle"] = _ds(p.flip_deg)
-            if timing:
-                fg.MRTimingAndRelatedParametersSequence = _seq(**timing)
-            if p.te_ms is not None:
-                fg.MREchoSequence = _seq(EffectiveEchoTime=float(p.te_ms))
-            if p.ti_ms is not None:
-                fg.MRModifierSequence = _seq(
-                    InversionRecovery="YES", InversionTimes=[float(p.ti_ms)]
-                )
-            if p.b is not None:
-                fg.MRDiffusionSequence = _seq(
-                    DiffusionBValue=float(p.b),
-                    DiffusionDirectionality="ISOTROPIC" if p.b > 0 else "NONE",
-                )
-            if p.temporal_index is not None and vendor in ("ge", "philips"):
-                fg.CardiacSynchronizationSequence = _seq(
-                    NominalCardiacTriggerDelayTime=1e3 * float(p.time_s or 0.0)
-                )
-            per_frame.append(fg)
-            frames.append(data[:, :, k, v].T)
-    ds.PerFrameFunctionalGroupsSequence = per_frame
-    _set_pixels(ds, np.stack(frames))
-    return _save(ds, out)
 
 
-def study_to_dicom(
-    study_root: str | Path,
-    out_dir: str | Path,
-    *,
-    vendors: Sequence[str] = VENDORS,
-    enhanced: Sequence[str] = (),
-    segmentations: bool = True,
-    segmentation_format: Literal["seg", "rtstruct"] = "seg",
-) -> Path:
-    """Write every series (and lesion map) of a study folder as DICOM.
-
-    BIDS entities of a file other than ``sub``/``ses`` (e.g. ``ce-ferumoxytol``) are appended to
-    the series description (``gre_me_t2star_ce-ferumoxytol``); DICOM has no place for them, so
-    an import needs a role override to restore them (``{"*ce-ferumoxytol": "ce-ferumoxytol_MEGRE"}``).
-
-    Subjects cycle through ``vendors`` (subject ``i`` is scanned on ``vendors[i % n]``); each
-    subject gets a fictitious name, ID, birth date and an accession number per visit, so that
-    de-identification can be checked. Lesion label maps are written as DICOM SEG objects that
-    reference the visit's first series (``T2w`` when present).
-
-    Parameters
-    ----------
-    study_root : path-like
-        A study folder in the tumorscope format (``docs/study-format.md``).
-    out_dir : path-like
-        Folder to write to (files of all subjects, visits and series are mixed in it, in
-        sub-folders per subject like a PACS export).
-    vendors : sequence of str
-        Vendor styles to cycle through.
-    enhanced : sequence of str
-        Series suffixes to write as Enhanced (multi-frame) MR objects.
-    segmentations : bool
-        Also write the lesion label maps.
-    segmentation_format : {"seg", "rtstruct"}
-        As DICOM SEG (:func:`tumorscope.io.dicom_export.write_seg`) or as RT Structure Sets
-        (:func:`write_rtstruct`).
-
-    Returns
-    -------
-    Path
-        ``out_dir``.
-    """
-    from .bids import split_entities
-    from .study import open_study
-
-    st = open_study(study_root)
-    out = Path(out_dir)
-    order = ["T2w", "dwi", "VFA", "dce", "MEGRE", "MESE", "IRT1"]
-    for i, subject in enumerate(st):
-        vendor = vendors[i % len(vendors)]
-        patient = SynthPatient(
-            name=f"SYNTH^PATIENT{i + 1:03d}",
-            patient_id=f"MRN{7340 + i:06d}",
-            birth_date=f"19{50 + i:02d}0{1 + i % 9}1{i % 9}",
-            sex="F" if i % 2 else "M",
-        )
-        for j, visit in enumerate(subject):
-            if visit.date is None:
-                raise DataError("visit has no date", file=visit.path, field="date")
-            sdy = SynthStudy(
-                patient=patient, date=visit.date, accession=f"ACC{90000 + 100 * i + j:08d}"
-            )
-            series = sorted(
-                visit.series.values(),
-                key=lambda s: order.index(s.suffix) if s.suffix in order else 99,
-            )
-            first_files: list[Path] = []
-            for n, s in enumerate(series, start=1):
-                vol = s.load()
-                vol = Volume(np.round(vol.data), vol.affine, vol.axes, vol.meta, vol.source)
-                side = s.sidecar
-                te = side.get("EchoTime")
-                tr = side.get("RepetitionTime")
-                entities, _ = split_entities(s.path)
-                extra = "_".join(f"{k}-{v}" for k, v in entities.items() if k not in ("sub", "ses"))
-                base_desc = _SERIES_TEXT.get(s.suffix, (s.suffix,))[0]
-                files = write_series(
-                    vol,
-                    out / f"{patient.patient_id}" / f"{sdy.accession}",
-                    suffix=s.suffix,
-                    series_description=f"{base_desc}_{extra}" if extra else base_desc,
-                    protocol=s.protocol,
-                    study=sdy,
-                    vendor=vendor,
-                    enhanced=s.suffix in enhanced,
-                    series_number=n,
-                    echo_time_ms=1e3 * te if isinstance(te, int | float) else None,
-                    repetition_time_ms=1e3 * tr if isinstance(tr, int | float) else None,
-                    bvalue_tags="vendor",
-                )
-                if n == 1:
-                    first_files = files
-            if segmentations and visit.lesions is not None and first_files:
-                from .dicom_export import write_seg
-
-                labels = visit.lesions.load_labels()
-                folder = out / f"{patient.patient_id}" / f"{sdy.accession}"
-                if segmentation_format == "rtstruct":
-                    write_rtstruct(labels, visit.lesions.table, first_files, folder / "rtss.dcm")
-                else:
-                    write_seg(
-                        labels, visit.lesions.table, first_files, folder / "seg.dcm",
-                        series_number=99,
-                    )  # fmt: skip
-    return out
-
-
-def _run_rectangles(mask2d: np.ndarray) -> list[list[tuple[float, float]]]:
-    """Closed polygons (in voxel coordinates i, j) covering a 2-D mask exactly.
-
-    One rectangle per run of consecutive voxels along ``i``; edges lie half-way between voxel
-    centres, so the voxel centres inside the polygons are exactly the mask.
-    """
-    polys: list[list[tuple[float, float]]] = []
-    for j in range(mask2d.shape[1]):
-        col = np.concatenate([[0], mask2d[:, j].astype(np.int8), [0]])
-        d = np.diff(col)
-        for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1) - 1, strict=True):
-            i0, i1 = float(a), float(b)
-            polys.append(
-                [(i0 - 0.5, j - 0.5), (i1 + 0.5, j - 0.5), (i1 + 0.5, j + 0.5), (i0 - 0.5, j + 0.5)]
-            )
-    return polys
-
-
-def write_rtstruct(
-    labels: Volume,
-    lesions: Sequence[Any],
-    source_files: Sequence[str | Path],
-    out: str | Path,
-    *,
-    series_number: int = 98,
-) -> Path:
-    """Write a label map as a DICOM RT Structure Set (test data for the RT-STRUCT importer).
-
-    Each lesion is one ROI (ROI number = label, ROI name = lesion id, ROI description
-    ``"target|non-target[; nodal]; <organ>"``); each slice of it is a set of closed planar
-    contours (one rectangle per run of voxels, see :func:`_run_rectangles`) in LPS mm,
-    referencing the source image of that slice.
-
-    Parameters
-    ----------
-    labels : Volume
-        Integer label map on the grid of the source series.
-    lesions : sequence of LesionInfo or mapping
-        Lesion table (``label``, ``lesion_id``, ``organ``, ``target``, ``nodal``).
-    source_files : sequence of path
-        Files of the (single-volume, classic) source series.
-    out : path-like
-        File to write.
-    """
-    import pydicom
+def _frame_groups(series: _Series, p: _VolumeParams, v: int, k: int) -> Any:
+    """The per-frame functional groups of slice ``k`` of volume ``v``."""
     from pydicom.dataset import Dataset
-    from pydicom.sequence import Sequence as DicomSequence
 
-    src = [pydicom.dcmread(f, stop_before_pixels=True) for f in source_files]
-    first = src[0]
-    A = lps_affine(labels.affine)
-    inv = np.linalg.inv(A)
-    by_slice: dict[int, Any] = {}
-    for d in src:
-        k = round(
-            float(
-                (inv[:3, :3] @ np.array([float(x) for x in d.ImagePositionPatient]))[2] + inv[2, 3]
-            )
-        )
-        by_slice.setdefault(k, d)
-    ds = Dataset()
-    for kw in (
-        "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-        "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-        "StudyDescription", "Manufacturer",
-    ):  # fmt: skip
-        if kw in first:
-            setattr(ds, kw, getattr(first, kw))
-    ds.SOPClassUID = RTSTRUCT_STORAGE
-    ds.SOPInstanceUID = _uid(first.SeriesInstanceUID, "rtstruct")
-    ds.file_meta = _file_meta(RTSTRUCT_STORAGE, ds.SOPInstanceUID)
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = _uid(first.SeriesInstanceUID, "rtstruct-series")
-    ds.SeriesNumber = series_number
-    ds.InstanceNumber = 1
-    ds.StructureSetLabel = "LESIONS"
-    ds.StructureSetDate = first.StudyDate
-    ds.StructureSetTime = first.StudyTime
-    ref_series = Dataset()
-    ref_series.SeriesInstanceUID = first.SeriesInstanceUID
-    ref_series.ContourImageSequence = DicomSequence(
-        [
-            _seq(ReferencedSOPClassUID=d.SOPClassUID, ReferencedSOPInstanceUID=d.SOPInstanceUID)[0]
-            for d in src
-        ]
+    base, plane, t_series = series.base, series.plane, series.t_series
+    fg = Dataset()
+    t_vol = p.time_s if p.time_s is not None else 2.0 * v
+    fg.FrameContentSequence = _seq(
+        FrameAcquisitionDateTime=base.StudyDate + _tm(t_series + t_vol + 0.01 * k),
+        StackID="1",
+        InStackPositionNumber=k + 1,
+        TemporalPositionIndex=v + 1,
+        DimensionIndexValues=[k + 1, v + 1],
+        FrameAcquisitionNumber=v + 1,
     )
-    ref_study = Dataset()
-    ref_study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    ref_study.ReferencedSOPInstanceUID = first.StudyInstanceUID
-    ref_study.RTReferencedSeriesSequence = DicomSequence([ref_series])
-    ref_for = Dataset()
-    ref_for.FrameOfReferenceUID = first.FrameOfReferenceUID
-    ref_for.RTReferencedStudySequence = DicomSequence([ref_study])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([ref_for])
-    rois, contours, observations = DicomSequence(), DicomSequence(), DicomSequence()
-    rows = [
-        r if isinstance(r, dict) else {
-            "label": r.label, "lesion_id": r.lesion_id, "organ": r.organ,
-            "target": r.target, "nodal": r.nodal,
-        }
-        for r in lesions
-    ]  # fmt: skip
-    for r in rows:
-        label = int(r["label"])
-        mask = labels.data == label
-        if not mask.any():
-            continue
-        words = ["target" if r["target"] else "non-target"]
-        if r["nodal"]:
-            words.append("nodal")
-        if r["organ"]:
-            words.append(str(r["organ"]))
-        rois.append(
-            _seq(
-                ROINumber=label,
-                ReferencedFrameOfReferenceUID=first.FrameOfReferenceUID,
-                ROIName=str(r["lesion_id"]),
-                ROIDescription="; ".join(words),
-                ROIGenerationAlgorithm="MANUAL",
-            )[0]
+    fg.PlanePositionSequence = _seq(
+        ImagePositionPatient=[_ds(float(x)) for x in plane.positions[k][:3]]
+    )
+    timing: dict[str, Any] = {}
+    if p.tr_ms is not None:
+        timing["RepetitionTime"] = _ds(p.tr_ms)
+    if p.flip_deg is not None:
+        timing["FlipAngle"] = _ds(p.flip_deg)
+    if timing:
+        fg.MRTimingAndRelatedParametersSequence = _seq(**timing)
+    if p.te_ms is not None:
+        fg.MREchoSequence = _seq(EffectiveEchoTime=float(p.te_ms))
+    if p.ti_ms is not None:
+        fg.MRModifierSequence = _seq(InversionRecovery="YES", InversionTimes=[float(p.ti_ms)])
+    if p.b is not None:
+        fg.MRDiffusionSequence = _seq(
+            DiffusionBValue=float(p.b),
+            DiffusionDirectionality="ISOTROPIC" if p.b > 0 else "NONE",
         )
-        items = DicomSequence()
-        for k in range(mask.shape[2]):
-            for poly in _run_rectangles(mask[:, :, k]):
-                pts = [A @ np.array([i, j, k, 1.0]) for i, j in poly]
-                item = Dataset()
-                item.ContourGeometricType = "CLOSED_PLANAR"
-                item.NumberOfContourPoints = len(pts)
-                item.ContourData = [_ds(float(x)) for p in pts for x in p[:3]]
-                if k in by_slice:
-                    item.ContourImageSequence = _seq(
-                        ReferencedSOPClassUID=by_slice[k].SOPClassUID,
-                        ReferencedSOPInstanceUID=by_slice[k].SOPInstanceUID,
-                    )
-                items.append(item)
-        roi_contour = Dataset()
-        roi_contour.ReferencedROINumber = label
-        roi_contour.ROIDisplayColor = [255, 0, 0]
-        roi_contour.ContourSequence = items
-        contours.append(roi_contour)
-        observations.append(
-            _seq(
-                ObservationNumber=label,
-                ReferencedROINumber=label,
-                RTROIInterpretedType="GTV",
-                ROIInterpreter="",
-            )[0]
+    if p.temporal_index is not None and series.vendor in ("ge", "philips"):
+        fg.CardiacSynchronizationSequence = _seq(
+            NominalCardiacTriggerDelayTime=1e3 * float(p.time_s or 0.0)
         )
-    ds.StructureSetROISequence = rois
-    ds.ROIContourSequence = contours
-    ds.RTROIObservationsSequence = observations
-    return _save_as(ds, Path(out))
-
-
-def _save_as(ds: Any, path: Path) -> Path:
-    atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
-    return path
+    return fg

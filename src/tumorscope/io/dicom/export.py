@@ -12,12 +12,18 @@ source images in its references), so that a viewer places it on the right images
 * :func:`write_sr`: per-lesion measurements (volume, RECIST diameters, map statistics) and the
   response as a DICOM Comprehensive 3D SR following TID 1500 (Measurement Report), each lesion
   a volumetric ROI group referencing its segment in the SEG.
+* :func:`export_visit`: all of one visit (maps given or found in a run's output folder by
+  :func:`pipeline_results`, the lesion SEG, the SR), with the source images found by
+  :func:`~tumorscope.io.dicom.sources.source_series_files`.
 
 Design decisions
 ----------------
 * The geometry of the maps and masks is taken from their own RAS+ affine (converted to LPS)
   through :class:`highdicom.Volume`, not from the ordering of the source files, so a map is
   placed correctly even when the source series holds several measurements per slice.
+* **No analysis here.** Lesion sizes come from the caller (the ``export-dicom`` command
+  measures them with :func:`tumorscope.lesions.geometry.measure`); this module only summarises
+  the given maps inside each lesion (mean, median) and writes.
 * Exported objects copy the patient and study modules from the source images (highdicom does):
   they are meant to go back to the site's PACS next to the originals. A de-identified study
   therefore needs the original DICOM (and the identifier mapping) to export.
@@ -39,127 +45,34 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..errors import ExportError
-from ..units import PARAMETER_UNITS, UCUM
-from ..volume import Volume, atomic_write
+from ... import __version__
+from ...errors import ExportError
+from ...volume import Volume, atomic_write
+from .codes import (
+    ORGAN_CODES,
+    OTHER_RESPONSES,
+    PRIVATE_SCHEME,
+    RESPONSE_CODES,
+    STATISTIC_CODES,
+    code,
+    default_unit,
+    parameter_code,
+    unit_code,
+)
+from .scan import LPS_TO_RAS, index_series
+from .sources import _check_grid, _sources, load_source_images, source_series_files
 
 __all__ = [
     "LesionMeasurement",
     "export_visit",
-    "load_source_images",
     "pipeline_results",
-    "source_series_files",
     "to_highdicom_volume",
     "write_parametric_map",
     "write_seg",
     "write_sr",
 ]
 
-PRIVATE_SCHEME = "99TUMORSCOPE"
 _MANUFACTURER = "tumorscope"
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-_ORGANS: dict[str, tuple[str, str]] = {
-    "liver": ("10200004", "Liver"),
-    "lung": ("39607008", "Lung"),
-    "lymph node": ("59441001", "Lymph node"),
-    "brain": ("12738006", "Brain"),
-    "kidney": ("64033007", "Kidney"),
-    "bone": ("272673000", "Bone"),
-    "breast": ("76752008", "Breast"),
-    "prostate": ("41216001", "Prostate"),
-    "pancreas": ("15776009", "Pancreas"),
-}
-_RESPONSES: dict[str, tuple[str, str]] = {
-    "CR": ("C4870", "Complete Response"),
-    "PR": ("C18058", "Partial Response"),
-    "SD": ("C18213", "Stable Disease"),
-    "PD": ("C35571", "Progressive Disease"),
-}
-#: categories without an NCIt code we are sure of: private scheme, the category as code value
-_OTHER_RESPONSES: dict[str, str] = {
-    "NE": "Not evaluable",
-    "iCR": "Immune complete response",
-    "iPR": "Immune partial response",
-    "iSD": "Immune stable disease",
-    "iUPD": "Immune unconfirmed progressive disease",
-    "iCPD": "Immune confirmed progressive disease",
-    "non-CR/non-PD": "Non-CR/non-PD",
-    "CMR": "Complete metabolic response",
-    "PMR": "Partial metabolic response",
-    "SMD": "Stable metabolic disease",
-    "PMD": "Progressive metabolic disease",
-}
-_PARAMETER_CODES: dict[str, tuple[str, str, str]] = {
-    "ADC": ("113041", "DCM", "Apparent Diffusion Coefficient"),
-    "Ktrans": ("126312", "DCM", "Ktrans"),
-}
-
-
-def _code(value: str, scheme: str, meaning: str) -> Any:
-    from highdicom.sr import CodedConcept
-
-    return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
-
-
-def _unit_code(unit: str) -> Any:
-    if unit not in UCUM:
-        raise ExportError(
-            f"unit {unit!r} has no UCUM code; expected one of {', '.join(UCUM)}", field="unit"
-        )
-    return _code(UCUM[unit], "UCUM", unit)
-
-
-def _default_unit(name: str) -> str | None:
-    """tumorscope unit of a map name (``T1``, or ``model.parameter``)."""
-    return PARAMETER_UNITS.get(name) or PARAMETER_UNITS.get(name.split(".")[-1])
-
-
-def _parameter_code(name: str) -> Any:
-    """Code of a map name (``ADC``, or ``model.parameter`` as the pipeline names maps)."""
-    parameter = name.split(".")[-1]
-    if parameter in _PARAMETER_CODES:
-        return _code(*_PARAMETER_CODES[parameter])
-    return _code(name[:16], PRIVATE_SCHEME, name)
-
-
-def load_source_images(files: Sequence[str | Path]) -> list[Any]:
-    """Read source DICOM images (headers and pixels) for referencing.
-
-    Multi-volume classic series are reduced to one image per slice position (the first
-    measurement), which is what the derived objects reference.
-
-    Raises
-    ------
-    ExportError
-        A file cannot be read or the images come from several series.
-    """
-    import pydicom
-
-    datasets = []
-    for f in files:
-        try:
-            datasets.append(pydicom.dcmread(f))
-        except Exception as exc:
-            raise ExportError(
-                f"cannot read source image ({type(exc).__name__}: {exc})", file=f
-            ) from exc
-    if not datasets:
-        raise ExportError("no source images given", field="source_images")
-    uids = {str(ds.SeriesInstanceUID) for ds in datasets}
-    if len(uids) > 1:
-        raise ExportError(
-            f"source images come from {len(uids)} series; give the images of one series",
-            field="SeriesInstanceUID",
-        )
-    if int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
-        return datasets[:1]
-    by_pos: dict[tuple[float, ...], Any] = {}
-    for ds in sorted(datasets, key=lambda d: int(getattr(d, "InstanceNumber", 0) or 0)):
-        key = tuple(round(float(x), 3) for x in ds.ImagePositionPatient)
-        by_pos.setdefault(key, ds)
-    return list(by_pos.values())
 
 
 def to_highdicom_volume(volume: Volume, frame_of_reference_uid: str) -> Any:
@@ -173,57 +86,13 @@ def to_highdicom_volume(volume: Volume, frame_of_reference_uid: str) -> Any:
         raise ExportError(
             f"expected a 3-D image, got shape {volume.shape}", file=volume.source, field="shape"
         )
-    a = _LPS @ volume.affine
+    a = LPS_TO_RAS @ volume.affine  # the same flip maps RAS to LPS
     aff = np.eye(4)
     aff[:3, 0], aff[:3, 1], aff[:3, 2], aff[:3, 3] = a[:3, 2], a[:3, 1], a[:3, 0], a[:3, 3]
     array = np.ascontiguousarray(np.transpose(volume.data, (2, 1, 0)))
     return hd.Volume(
         array, aff, coordinate_system="PATIENT", frame_of_reference_uid=frame_of_reference_uid
     )
-
-
-def _sources(source_images: Sequence[Any]) -> list[Any]:
-    if source_images and isinstance(source_images[0], str | Path):
-        return load_source_images(source_images)
-    if not source_images:
-        raise ExportError("no source images given", field="source_images")
-    return list(source_images)
-
-
-def _check_grid(volume: Volume, sources: Sequence[Any]) -> None:
-    """The image must lie in the source frame of reference, on the source slices' planes."""
-    from .dicom import _frames_from_dataset
-
-    ref = sources[0]
-    try:
-        frames = [
-            f
-            for ds in sources
-            for f in _frames_from_dataset(ds, Path(str(getattr(ds, "filename", "") or "source")))
-        ]
-    except Exception as exc:
-        raise ExportError(
-            f"source image lacks geometry: {exc}", field="ImagePositionPatient"
-        ) from exc
-    a = _LPS @ volume.affine
-    row_dir = a[:3, 0] / np.linalg.norm(a[:3, 0])
-    if not np.allclose(row_dir, frames[0].orientation[:3], atol=1e-3):
-        raise ExportError(
-            "the image's row direction differs from the source images' ImageOrientationPatient; "
-            "resample the result onto the source grid first",
-            file=volume.source,
-            field="ImageOrientationPatient",
-        )
-    inv = np.linalg.inv(a)
-    for f in frames:
-        idx = inv[:3, :3] @ f.position + inv[:3, 3]
-        if np.abs(idx - np.round(idx)).max() > 0.01:
-            raise ExportError(
-                f"source image at {np.round(f.position, 2).tolist()} mm is not on a slice of the "
-                "image grid; resample the result onto the source grid first",
-                file=getattr(ref, "filename", None),
-                field="ImagePositionPatient",
-            )
 
 
 def _new_instance(series_number: int) -> dict[str, Any]:
@@ -291,7 +160,7 @@ def write_parametric_map(
     import highdicom as hd
 
     out = Path(out)
-    unit = unit or _default_unit(name)
+    unit = unit or default_unit(name)
     if unit is None:
         raise ExportError(f"no unit known for map {name!r}; pass unit=", field="unit")
     sources = _sources(source_images)
@@ -304,11 +173,11 @@ def write_parametric_map(
     rwvm = hd.pm.RealWorldValueMapping(
         lut_label=name[:16],
         lut_explanation=f"{name} ({unit})"[:64],
-        unit=_unit_code(unit),
+        unit=unit_code(unit),
         value_range=(lo, hi),
         slope=1.0,
         intercept=0.0,
-        quantity_definition=_parameter_code(name),
+        quantity_definition=parameter_code(name),
     )
     vol = to_highdicom_volume(volume.with_data(data), str(sources[0].FrameOfReferenceUID))
     try:
@@ -375,6 +244,7 @@ def write_seg(
     Returns
     -------
     Path
+        The SEG file written.
 
     Raises
     ------
@@ -407,10 +277,10 @@ def write_seg(
         seg_array[data == int(r["label"])] = n
         organ = str(r.get("organ", "") or "").lower()
         region = None
-        if organ in _ORGANS:
-            region = [_code(_ORGANS[organ][0], "SCT", _ORGANS[organ][1])]
+        if organ in ORGAN_CODES:
+            region = [code(ORGAN_CODES[organ][0], "SCT", ORGAN_CODES[organ][1])]
         elif organ:
-            region = [_code(organ[:16], PRIVATE_SCHEME, organ)]
+            region = [code(organ[:16], PRIVATE_SCHEME, organ)]
         words = ["target" if _truthy(r.get("target")) else "non-target"]
         if _truthy(r.get("nodal")):
             words.append("nodal")
@@ -472,15 +342,6 @@ class LesionMeasurement:
     units: Mapping[str, str] = field(default_factory=dict)
 
 
-_STAT_CODES = {
-    "mean": ("373098007", "SCT", "Mean"),
-    "median": ("373099004", "SCT", "Median"),
-    "std": ("386136009", "SCT", "Standard Deviation"),
-    "min": ("255605001", "SCT", "Minimum"),
-    "max": ("56851009", "SCT", "Maximum"),
-}
-
-
 def write_sr(
     measurements: Sequence[LesionMeasurement],
     source_images: Sequence[Any],
@@ -520,6 +381,7 @@ def write_sr(
     Returns
     -------
     Path
+        The SR file written.
 
     Raises
     ------
@@ -536,8 +398,8 @@ def write_sr(
     seg_ds = pydicom.dcmread(seg) if isinstance(seg, str | Path) else seg
     segments = {str(s.SegmentLabel): s for s in seg_ds.SegmentSequence}
     source_series_uid = str(sources[0].SeriesInstanceUID)
-    groups: list[Any] = []
     context_tp = None if time_point is None else hd.sr.TimePointContext(time_point=time_point)
+    groups: list[Any] = []
     for m in measurements:
         if m.lesion_id not in segments:
             raise ExportError(
@@ -545,90 +407,11 @@ def write_sr(
                 f"(segments: {', '.join(segments)})",
                 field="lesion_id",
             )
-        s = segments[m.lesion_id]
-        ref = hd.sr.ReferencedSegment(
-            sop_class_uid=seg_ds.SOPClassUID,
-            sop_instance_uid=seg_ds.SOPInstanceUID,
-            segment_number=int(s.SegmentNumber),
-            source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
-        )
-        items = []
-        size = (
-            (m.volume_ml, _code("118565006", "SCT", "Volume"), "mL"),
-            (m.longest_diameter_mm, codes.SCT.LongAxis, "mm"),
-            (m.short_axis_mm, codes.SCT.ShortAxis, "mm"),
-        )
-        for value, concept, unit in size:
-            if value is not None and np.isfinite(value):
-                items.append(
-                    hd.sr.Measurement(name=concept, value=float(value), unit=_unit_code(unit))
-                )
-        for map_name, stats in m.statistics.items():
-            map_unit = m.units.get(map_name) or _default_unit(map_name)
-            if map_unit is None:
-                raise ExportError(f"no unit known for map {map_name!r}", field="units")
-            for stat, value in stats.items():
-                if stat not in _STAT_CODES:
-                    raise ExportError(
-                        f"unknown statistic {stat!r}; expected one of {', '.join(_STAT_CODES)}",
-                        field="statistics",
-                    )
-                if value is None or not np.isfinite(value):
-                    continue
-                items.append(
-                    hd.sr.Measurement(
-                        name=_parameter_code(map_name),
-                        value=float(value),
-                        unit=_unit_code(map_unit),
-                        derivation=_code(*_STAT_CODES[stat]),
-                    )
-                )
         groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=str(getattr(s, "TrackingUID", "") or generate_uid()),
-                    identifier=m.lesion_id,
-                ),
-                referenced_segment=ref,
-                finding_type=codes.SCT.Neoplasm,
-                finding_sites=[
-                    hd.sr.FindingSite(
-                        anatomic_location=_code(
-                            r.CodeValue, r.CodingSchemeDesignator, r.CodeMeaning
-                        )
-                    )
-                    for r in getattr(s, "AnatomicRegionSequence", []) or []
-                ]
-                or None,
-                time_point_context=context_tp,
-                measurements=items,
-            )
+            _lesion_group(m, segments[m.lesion_id], seg_ds, source_series_uid, context_tp)
         )
     if response is not None:
-        if response in _RESPONSES:
-            response_code, meaning, scheme = (*_RESPONSES[response], "NCIt")
-        elif response in _OTHER_RESPONSES:
-            response_code, meaning, scheme = response, _OTHER_RESPONSES[response], PRIVATE_SCHEME
-        else:
-            known = [*_RESPONSES, *_OTHER_RESPONSES]
-            raise ExportError(
-                f"unknown response {response!r}; expected one of {', '.join(known)}",
-                field="response",
-            )
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=generate_uid(), identifier=f"Overall response ({criteria})"[:64]
-                ),
-                time_point_context=context_tp,
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(
-                        name=_code("112048", "DCM", "Current Response"),
-                        value=_code(response_code, scheme, meaning),
-                    )
-                ],
-            )
-        )
+        groups.append(_response_group(response, criteria, context_tp))
     context = hd.sr.ObservationContext(
         observer_person_context=hd.sr.ObserverContext(
             observer_type=codes.DCM.Device,
@@ -640,7 +423,7 @@ def write_sr(
     try:
         report = hd.sr.MeasurementReport(
             observation_context=context,
-            procedure_reported=_code("25045-6", "LN", "Unspecified body region MRI"),
+            procedure_reported=code("25045-6", "LN", "Unspecified body region MRI"),
             imaging_measurements=groups,
             title=codes.DCM.ImagingMeasurementReport,
         )
@@ -659,77 +442,102 @@ def write_sr(
     return _save(sr, out)
 
 
-def source_series_files(
-    study_dir: str | Path,
-    dicom_dir: str | Path,
-    *,
-    subject: str,
-    visit: str,
-    role: str,
-    mapping_file: str | Path | None = None,
-    index: Mapping[str, list[Path]] | None = None,
-) -> list[Path]:
-    """The DICOM files of the series an imported study file came from.
+def _lesion_group(
+    m: LesionMeasurement, segment: Any, seg_ds: Any, source_series_uid: str, context_tp: Any
+) -> Any:
+    """The SR group of one lesion: its segment in the SEG, its finding site and measurements."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+    from pydicom.uid import generate_uid
 
-    The Series Instance UID is read from the sidecar (studies imported with
-    ``keep_identifiers``) or from the identifier mapping file (default
-    ``<study_dir>-identifiers.tsv``), then the series is looked up in ``dicom_dir``.
-
-    ``index`` (from :func:`tumorscope.io.dicom.index_series`) saves re-reading the folder.
-
-    Raises
-    ------
-    ExportError
-        Unknown subject/visit/role, no UID recorded, or the series is not in ``dicom_dir``.
-    """
-    from .deid import Pseudonymizer
-    from .dicom import index_series
-    from .study import open_study
-
-    root = Path(study_dir)
-    st = open_study(root)
-    if subject not in st.subjects:
-        raise ExportError(f"no subject {subject!r} in the study", file=root, field="subject")
-    visits = st.subjects[subject].visits
-    if visit not in visits:
-        raise ExportError(f"no visit {visit!r} for subject {subject}", file=root, field="visit")
-    series = visits[visit].series
-    if role not in series:
-        by_suffix = {s.suffix: s for s in series.values()}
-        if role not in by_suffix:
-            raise ExportError(
-                f"visit {subject}/{visit} has no series {role!r} (has {', '.join(series)})",
-                file=root,
-                field="role",
+    ref = hd.sr.ReferencedSegment(
+        sop_class_uid=seg_ds.SOPClassUID,
+        sop_instance_uid=seg_ds.SOPInstanceUID,
+        segment_number=int(segment.SegmentNumber),
+        source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
+    )
+    return hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=str(getattr(segment, "TrackingUID", "") or generate_uid()),
+            identifier=m.lesion_id,
+        ),
+        referenced_segment=ref,
+        finding_type=codes.SCT.Neoplasm,
+        finding_sites=[
+            hd.sr.FindingSite(
+                anatomic_location=code(r.CodeValue, r.CodingSchemeDesignator, r.CodeMeaning)
             )
-        ser = by_suffix[role]
+            for r in getattr(segment, "AnatomicRegionSequence", []) or []
+        ]
+        or None,
+        time_point_context=context_tp,
+        measurements=_lesion_measurements(m),
+    )
+
+
+def _lesion_measurements(m: LesionMeasurement) -> list[Any]:
+    """The SR measurements of one lesion: its size, then each map's statistics."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    items = []
+    size = (
+        (m.volume_ml, code("118565006", "SCT", "Volume"), "mL"),
+        (m.longest_diameter_mm, codes.SCT.LongAxis, "mm"),
+        (m.short_axis_mm, codes.SCT.ShortAxis, "mm"),
+    )
+    for value, concept, unit in size:
+        if value is not None and np.isfinite(value):
+            items.append(hd.sr.Measurement(name=concept, value=float(value), unit=unit_code(unit)))
+    for map_name, stats in m.statistics.items():
+        map_unit = m.units.get(map_name) or default_unit(map_name)
+        if map_unit is None:
+            raise ExportError(f"no unit known for map {map_name!r}", field="units")
+        for stat, value in stats.items():
+            if stat not in STATISTIC_CODES:
+                raise ExportError(
+                    f"unknown statistic {stat!r}; expected one of {', '.join(STATISTIC_CODES)}",
+                    field="statistics",
+                )
+            if value is None or not np.isfinite(value):
+                continue
+            items.append(
+                hd.sr.Measurement(
+                    name=parameter_code(map_name),
+                    value=float(value),
+                    unit=unit_code(map_unit),
+                    derivation=code(*STATISTIC_CODES[stat]),
+                )
+            )
+    return items
+
+
+def _response_group(response: str, criteria: str, context_tp: Any) -> Any:
+    """The SR group holding the overall response (a qualitative evaluation)."""
+    import highdicom as hd
+    from pydicom.uid import generate_uid
+
+    if response in RESPONSE_CODES:
+        response_code, meaning, scheme = (*RESPONSE_CODES[response], "NCIt")
+    elif response in OTHER_RESPONSES:
+        response_code, meaning, scheme = response, OTHER_RESPONSES[response], PRIVATE_SCHEME
     else:
-        ser = series[role]
-    uid = ser.sidecar.get("SeriesInstanceUID")
-    if not uid:
-        mf = (
-            Path(mapping_file)
-            if mapping_file is not None
-            else root.parent / f"{root.name}-identifiers.tsv"
-        )
-        if not mf.exists():
-            raise ExportError(
-                "the study is de-identified and the identifier mapping file is missing "
-                "(needed to find the source DICOM series)",
-                file=mf,
-            )
-        uid = Pseudonymizer(mf).series_uid(subject, ser.relpath)
-    if not uid:
+        known = [*RESPONSE_CODES, *OTHER_RESPONSES]
         raise ExportError(
-            "no Series Instance UID recorded for this file",
-            file=ser.relpath,
-            field="SeriesInstanceUID",
+            f"unknown response {response!r}; expected one of {', '.join(known)}",
+            field="response",
         )
-    files = (index if index is not None else index_series(dicom_dir)).get(uid)
-    if files:
-        return sorted(files)
-    raise ExportError(
-        f"source series {uid} is not in the DICOM folder", file=dicom_dir, field="SeriesInstanceUID"
+    return hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=generate_uid(), identifier=f"Overall response ({criteria})"[:64]
+        ),
+        time_point_context=context_tp,
+        qualitative_evaluations=[
+            hd.sr.QualitativeEvaluation(
+                name=code("112048", "DCM", "Current Response"),
+                value=code(response_code, scheme, meaning),
+            )
+        ],
     )
 
 
@@ -803,6 +611,7 @@ def export_visit(
     criteria: str = "RECIST 1.1",
     results: str | Path | None = None,
     units: Mapping[str, str] | None = None,
+    sizes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Path]:
     """Export one visit: parameter maps, the lesion SEG and the measurement SR.
 
@@ -831,65 +640,39 @@ def export_visit(
         unless ``response`` is given.
     units : mapping, optional
         Unit per map name for names without a default unit.
+    sizes : mapping, optional
+        ``{lesion id: {"volume_ml": …, "longest_diameter_mm": …, "short_axis_mm": …}}``, as
+        :func:`tumorscope.lesions.geometry.measure` returns them, written into the SR (a lesion
+        without an entry is reported without size).
 
     Returns
     -------
     list of Path
         The files written.
     """
-    from ..lesions.geometry import measure
-    from .dicom import index_series
-    from .study import open_study
+    from ..study import open_study
 
     out = Path(out_dir)
-    st = open_study(study_dir)
-    v = st.subjects[subject].visits[visit]
-    written: list[Path] = []
-    sources_cache: dict[str, list[Any]] = {}
-    index = index_series(dicom_dir)
-
-    def sources(role: str) -> list[Any]:
-        if role not in sources_cache:
-            files = source_series_files(
-                study_dir,
-                dicom_dir,
-                subject=subject,
-                visit=visit,
-                role=role,
-                mapping_file=mapping_file,
-                index=index,
-            )
-            sources_cache[role] = load_source_images(files)
-        return sources_cache[role]
-
-    all_maps: dict[str, tuple[str | Path | Volume, str]] = {}
-    all_units = dict(units or {})
+    v = open_study(study_dir).subjects[subject].visits[visit]
+    sources = _SourceImages(study_dir, dicom_dir, subject, visit, mapping_file)
+    all_maps, all_units = dict(maps or {}), dict(units or {})
+    skippable: set[str] = set()  # a run's maps that are not 3-D (e.g. a time course)
     if results is not None:
-        found, run_response, run_criteria = pipeline_results(results, subject=subject, visit=visit)
-        for name, (path, unit, role) in found.items():
-            all_maps[name] = (path, role)
-            all_units.setdefault(name, unit)
-        if response is None and run_response not in (None, "baseline"):
-            response, criteria = run_response, run_criteria or criteria
-    all_maps.update(maps or {})
-    loaded: dict[str, Volume] = {}
-    for name, (img, role) in all_maps.items():
-        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
-        if vol.data.ndim != 3:
-            if results is not None and name not in (maps or {}):
-                continue  # e.g. a concentration time course: not a parameter map
-            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
-        loaded[name] = vol
-        written.append(
-            write_parametric_map(
-                vol,
-                sources(role),
-                out / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
-                name=name,
-                unit=all_units.get(name) or None,
-                series_number=900 + len(written),
-            )
+        all_maps, all_units, skippable, response, criteria = _with_run_results(
+            results, subject, visit, all_maps, all_units, response, criteria
         )
+    loaded = _parameter_maps(all_maps, skippable)
+    written = [
+        write_parametric_map(
+            vol,
+            sources(all_maps[name][1]),
+            out / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
+            name=name,
+            unit=all_units.get(name) or None,
+            series_number=900 + n,
+        )
+        for n, (name, vol) in enumerate(loaded.items())
+    ]
     if v.lesions is None:
         return written
     labels = v.lesions.load_labels()
@@ -898,15 +681,109 @@ def export_visit(
         labels, table, sources(reference), out / f"sub-{subject}_ses-{visit}_lesions_seg.dcm"
     )
     written.append(seg_path)
+    measurements = _measurements(labels, table, loaded, all_units, sizes or {})
+    written.append(
+        write_sr(
+            measurements,
+            sources(reference),
+            seg_path,
+            out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
+            response=response,
+            criteria=criteria,
+            time_point=visit,
+        )
+    )
+    return written
+
+
+def _with_run_results(
+    results: str | Path,
+    subject: str,
+    visit: str,
+    maps: dict[str, tuple[str | Path | Volume, str]],
+    units: dict[str, str],
+    response: str | None,
+    criteria: str,
+) -> tuple[dict[str, tuple[str | Path | Volume, str]], dict[str, str], set[str], str | None, str]:
+    """The maps, units and response of a run's output folder, under those given by the caller;
+    and the names of the run's maps that may be skipped when they are not 3-D."""
+    found, run_response, run_criteria = pipeline_results(results, subject=subject, visit=visit)
+    all_maps: dict[str, tuple[str | Path | Volume, str]] = {
+        name: (path, role) for name, (path, _, role) in found.items()
+    }
+    all_maps.update(maps)
+    all_units = dict(units)
+    for name, (_, unit, _) in found.items():
+        all_units.setdefault(name, unit)
+    if response is None and run_response not in (None, "baseline"):
+        response, criteria = run_response, run_criteria or criteria
+    return all_maps, all_units, set(found) - set(maps), response, criteria
+
+
+class _SourceImages:
+    """The source images of a visit's series by role, each series read once."""
+
+    def __init__(
+        self,
+        study_dir: str | Path,
+        dicom_dir: str | Path,
+        subject: str,
+        visit: str,
+        mapping_file: str | Path | None,
+    ) -> None:
+        self.study_dir, self.dicom_dir = study_dir, dicom_dir
+        self.subject, self.visit, self.mapping_file = subject, visit, mapping_file
+        self.index = index_series(dicom_dir)
+        self.cache: dict[str, list[Any]] = {}
+
+    def __call__(self, role: str) -> list[Any]:
+        if role not in self.cache:
+            files = source_series_files(
+                self.study_dir,
+                self.dicom_dir,
+                subject=self.subject,
+                visit=self.visit,
+                role=role,
+                mapping_file=self.mapping_file,
+                index=self.index,
+            )
+            self.cache[role] = load_source_images(files)
+        return self.cache[role]
+
+
+def _parameter_maps(
+    maps: Mapping[str, tuple[str | Path | Volume, str]], skippable: set[str]
+) -> dict[str, Volume]:
+    """The 3-D maps, loaded; a map that is not 3-D is left out if skippable, else an error."""
+    loaded: dict[str, Volume] = {}
+    for name, (img, _) in maps.items():
+        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
+        if vol.data.ndim != 3:
+            if name in skippable:
+                continue
+            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
+        loaded[name] = vol
+    return loaded
+
+
+def _measurements(
+    labels: Volume,
+    table: Sequence[Any],
+    maps: Mapping[str, Volume],
+    units: Mapping[str, str],
+    sizes: Mapping[str, Mapping[str, Any]],
+) -> list[LesionMeasurement]:
+    """One :class:`LesionMeasurement` per lesion present in ``labels``: the given size and the
+    mean and median of each map inside the lesion."""
     present = {int(x) for x in np.unique(labels.data) if x != 0}
     measurements = []
     for info in table:
         if info.label not in present:
             continue
         mask = labels.data == info.label
-        size = measure(mask, labels.affine, lesion=info.lesion_id)
+        size = sizes.get(info.lesion_id, {})
         stats: dict[str, dict[str, float]] = {}
-        for name, vol in loaded.items():
+        for name, vol in maps.items():
             if not vol.same_grid(labels):
                 raise ExportError(
                     f"map {name} is not on the grid of the lesion map",
@@ -920,22 +797,11 @@ def export_visit(
         measurements.append(
             LesionMeasurement(
                 info.lesion_id,
-                volume_ml=size["volume_ml"],
-                longest_diameter_mm=size["longest_diameter_mm"],
-                short_axis_mm=size["short_axis_mm"],
+                volume_ml=size.get("volume_ml"),
+                longest_diameter_mm=size.get("longest_diameter_mm"),
+                short_axis_mm=size.get("short_axis_mm"),
                 statistics=stats,
-                units={k: u for k, u in all_units.items() if k in stats and u},
+                units={k: u for k, u in units.items() if k in stats and u},
             )
         )
-    written.append(
-        write_sr(
-            measurements,
-            sources(reference),
-            seg_path,
-            out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
-            response=response,
-            criteria=criteria,
-            time_point=visit,
-        )
-    )
-    return written
+    return measurements

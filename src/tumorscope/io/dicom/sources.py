@@ -1,0 +1,174 @@
+"""The source DICOM images of a study file: find them, read them, check a grid against them.
+
+Exported objects reference the images a result was computed from. The study records the Series
+Instance UID of each imported file (in the sidecar of a study imported with
+``keep_identifiers``, else in the site's identifier mapping); :func:`source_series_files` finds
+that series in the DICOM folder and :func:`load_source_images` reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ExportError
+from ...volume import Volume
+from .scan import LPS_TO_RAS, _frames_from_dataset, index_series
+
+__all__ = ["load_source_images", "source_series_files"]
+
+
+def load_source_images(files: Sequence[str | Path]) -> list[Any]:
+    """Read source DICOM images (headers and pixels) for referencing.
+
+    Multi-volume classic series are reduced to one image per slice position (the first
+    measurement), which is what the derived objects reference.
+
+    Raises
+    ------
+    ExportError
+        A file cannot be read or the images come from several series.
+    """
+    import pydicom
+
+    datasets = []
+    for f in files:
+        try:
+            datasets.append(pydicom.dcmread(f))
+        except Exception as exc:
+            raise ExportError(
+                f"cannot read source image ({type(exc).__name__}: {exc})", file=f
+            ) from exc
+    if not datasets:
+        raise ExportError("no source images given", field="source_images")
+    uids = {str(ds.SeriesInstanceUID) for ds in datasets}
+    if len(uids) > 1:
+        raise ExportError(
+            f"source images come from {len(uids)} series; give the images of one series",
+            field="SeriesInstanceUID",
+        )
+    if int(getattr(datasets[0], "NumberOfFrames", 1) or 1) > 1:
+        return datasets[:1]
+    by_pos: dict[tuple[float, ...], Any] = {}
+    for ds in sorted(datasets, key=lambda d: int(getattr(d, "InstanceNumber", 0) or 0)):
+        key = tuple(round(float(x), 3) for x in ds.ImagePositionPatient)
+        by_pos.setdefault(key, ds)
+    return list(by_pos.values())
+
+
+def _sources(source_images: Sequence[Any]) -> list[Any]:
+    if source_images and isinstance(source_images[0], str | Path):
+        return load_source_images(source_images)
+    if not source_images:
+        raise ExportError("no source images given", field="source_images")
+    return list(source_images)
+
+
+def _check_grid(volume: Volume, sources: Sequence[Any]) -> None:
+    """The image must lie in the source frame of reference, on the source slices' planes."""
+    ref = sources[0]
+    try:
+        frames = [
+            f
+            for ds in sources
+            for f in _frames_from_dataset(ds, Path(str(getattr(ds, "filename", "") or "source")))
+        ]
+    except Exception as exc:
+        raise ExportError(
+            f"source image lacks geometry: {exc}", field="ImagePositionPatient"
+        ) from exc
+    a = LPS_TO_RAS @ volume.affine  # the same flip maps RAS to LPS
+    row_dir = a[:3, 0] / np.linalg.norm(a[:3, 0])
+    if not np.allclose(row_dir, frames[0].orientation[:3], atol=1e-3):
+        raise ExportError(
+            "the image's row direction differs from the source images' ImageOrientationPatient; "
+            "resample the result onto the source grid first",
+            file=volume.source,
+            field="ImageOrientationPatient",
+        )
+    inv = np.linalg.inv(a)
+    for f in frames:
+        idx = inv[:3, :3] @ f.position + inv[:3, 3]
+        if np.abs(idx - np.round(idx)).max() > 0.01:
+            raise ExportError(
+                f"source image at {np.round(f.position, 2).tolist()} mm is not on a slice of the "
+                "image grid; resample the result onto the source grid first",
+                file=getattr(ref, "filename", None),
+                field="ImagePositionPatient",
+            )
+
+
+def source_series_files(
+    study_dir: str | Path,
+    dicom_dir: str | Path,
+    *,
+    subject: str,
+    visit: str,
+    role: str,
+    mapping_file: str | Path | None = None,
+    index: Mapping[str, list[Path]] | None = None,
+) -> list[Path]:
+    """The DICOM files of the series an imported study file came from.
+
+    The Series Instance UID is read from the sidecar (studies imported with
+    ``keep_identifiers``) or from the identifier mapping file (default
+    ``<study_dir>-identifiers.tsv``), then the series is looked up in ``dicom_dir``.
+
+    ``index`` (from :func:`~tumorscope.io.dicom.scan.index_series`) saves re-reading the folder.
+
+    Raises
+    ------
+    ExportError
+        Unknown subject/visit/role, no UID recorded, or the series is not in ``dicom_dir``.
+    """
+    from ..deid import Pseudonymizer
+    from ..study import open_study
+
+    root = Path(study_dir)
+    st = open_study(root)
+    if subject not in st.subjects:
+        raise ExportError(f"no subject {subject!r} in the study", file=root, field="subject")
+    visits = st.subjects[subject].visits
+    if visit not in visits:
+        raise ExportError(f"no visit {visit!r} for subject {subject}", file=root, field="visit")
+    series = visits[visit].series
+    if role not in series:
+        by_suffix = {s.suffix: s for s in series.values()}
+        if role not in by_suffix:
+            raise ExportError(
+                f"visit {subject}/{visit} has no series {role!r} (has {', '.join(series)})",
+                file=root,
+                field="role",
+            )
+        ser = by_suffix[role]
+    else:
+        ser = series[role]
+    uid = ser.sidecar.get("SeriesInstanceUID")
+    if not uid:
+        mf = (
+            Path(mapping_file)
+            if mapping_file is not None
+            else root.parent / f"{root.name}-identifiers.tsv"
+        )
+        if not mf.exists():
+            raise ExportError(
+                "the study is de-identified and the identifier mapping file is missing "
+                "(needed to find the source DICOM series)",
+                file=mf,
+            )
+        uid = Pseudonymizer(mf).series_uid(subject, ser.relpath)
+    if not uid:
+        raise ExportError(
+            "no Series Instance UID recorded for this file",
+            file=ser.relpath,
+            field="SeriesInstanceUID",
+        )
+    files = (index if index is not None else index_series(dicom_dir)).get(uid)
+    if files:
+        return sorted(files)
+    raise ExportError(
+        f"source series {uid} is not in the DICOM folder", file=dicom_dir, field="SeriesInstanceUID"
+    )

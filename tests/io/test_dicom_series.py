@@ -1,0 +1,200 @@
+"""Reading one DICOM series: geometry, measurements and protocols, frame times, rejections."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+
+import pydicom
+from _dicom_helpers import read_one, volume
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tumorscope.errors import DataError
+from tumorscope.io.dicom import affine_from_frames, read_series, scan_dicom
+from tumorscope.phantom.dicom import SynthStudy, oblique_affine, write_series
+from tumorscope.preprocessing.dynamic import baseline_frames
+from tumorscope.protocol import (
+    DiffusionProtocol,
+    DynamicProtocol,
+    InversionRecoveryProtocol,
+    MultiEchoProtocol,
+    VFAProtocol,
+)
+from tumorscope.volume import Volume
+
+
+# ------------------------------------------------------------------ geometry and values
+def test_voxel_world_position_by_hand(tmp_path: Path) -> None:
+    """Voxel (i, j, k) is column i, row j of slice k; LPS IPP becomes RAS by flipping x, y."""
+    vol = volume(1)
+    files = write_series(vol, tmp_path, suffix="T2w", echo_time_ms=90.0)
+    ds = min((pydicom.dcmread(f) for f in files), key=lambda d: int(d.InstanceNumber))
+    ipp = np.array([float(x) for x in ds.ImagePositionPatient])
+    iop = np.array([float(x) for x in ds.ImageOrientationPatient])
+    r, c = 3, 7
+    lps = ipp + iop[:3] * float(ds.PixelSpacing[1]) * c + iop[3:] * float(ds.PixelSpacing[0]) * r
+    ras = lps * [-1, -1, 1]
+    sd = read_one(tmp_path)
+    np.testing.assert_allclose(sd.volume.affine @ [c, r, 0, 1], [*ras, 1], atol=1e-4)
+    assert ds.pixel_array[r, c] == vol.data[c, r, 0]
+
+
+def test_affine_from_frames_rejects_a_gap() -> None:
+    pos = [np.array([0.0, 0.0, z]) for z in (0.0, 4.0, 8.0, 16.0)]
+    with pytest.raises(DataError, match="not evenly spaced"):
+        affine_from_frames(pos, np.array([1.0, 0, 0, 0, 1, 0]), (1.0, 1.0))
+    a = affine_from_frames(pos[:3], np.array([1.0, 0, 0, 0, 1, 0]), (2.0, 3.0))
+    np.testing.assert_allclose(a, np.diag([-3.0, -2.0, 4.0, 1.0]))
+
+
+def test_a_missing_slice_is_rejected_naming_file_and_tag(tmp_path: Path) -> None:
+    files = write_series(volume(1), tmp_path, suffix="T2w", echo_time_ms=90)
+    by_pos = sorted(files, key=lambda f: float(pydicom.dcmread(f).SliceLocation))
+    by_pos[2].unlink()
+    (series,) = scan_dicom(tmp_path).series
+    with pytest.raises(DataError, match="missing slice") as info:
+        read_series(series)
+    assert info.value.field == "ImagePositionPatient"
+    assert info.value.file == str(tmp_path)
+
+
+def test_standard_b_tag_and_t2w_guess(tmp_path: Path) -> None:
+    write_series(
+        volume(3),
+        tmp_path / "a",
+        suffix="dwi",
+        protocol=DiffusionProtocol((0, 50, 800)),
+        bvalue_tags="standard",
+        vendor="ge",
+    )
+    assert read_one(tmp_path / "a").protocol == DiffusionProtocol((0, 50, 800))
+    write_series(volume(1), tmp_path / "b", suffix="T2w", echo_time_ms=95.0)
+    sd = read_one(tmp_path / "b")
+    assert sd.suffix == "T2w" and sd.protocol is None
+    assert sd.sidecar["EchoTime"] == pytest.approx(0.095)
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_vfa_multiecho_ir(tmp_path: Path, enhanced: bool) -> None:
+    cases = [
+        ("VFA", VFAProtocol((2.0, 5.0, 10.0, 15.0), 5.0), "VFA"),
+        ("MEGRE", MultiEchoProtocol((2.0, 5.0, 8.0), tr_ms=40.0, flip_angle_deg=20.0), "MEGRE"),
+        ("MESE", MultiEchoProtocol((10.0, 20.0, 30.0), tr_ms=2000.0), "MESE"),
+        ("IRT1", InversionRecoveryProtocol((100.0, 500.0, 1500.0), tr_ms=5000.0), "IRT1"),
+    ]
+    for suffix, proto, expected in cases:
+        vol = volume(proto.n_measurements)
+        write_series(vol, tmp_path / suffix, suffix=suffix, protocol=proto, enhanced=enhanced)
+        sd = read_one(tmp_path / suffix)
+        assert sd.suffix == expected
+        assert sd.protocol == proto
+        np.testing.assert_array_equal(sd.volume.data, vol.data)
+    vfa = read_one(tmp_path / "VFA")
+    assert vfa.sidecar["FlipAngle"] == [2.0, 5.0, 10.0, 15.0]
+    assert vfa.sidecar["RepetitionTime"] == pytest.approx(0.005)
+
+
+# ------------------------------------------------------------------ dynamic series
+@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_dynamic_frame_times_per_vendor(tmp_path: Path, vendor: str, enhanced: bool) -> None:
+    times = (0.0, 3.5, 7.0, 10.5, 22.5, 34.5)
+    proto = DynamicProtocol(times, 15.0, 5.0, 2, te_ms=1.5)
+    vol = volume(len(times))
+    write_series(vol, tmp_path, suffix="dce", protocol=proto, vendor=vendor, enhanced=enhanced)
+    sd = read_one(tmp_path, dce_baseline_frames=2)
+    assert sd.suffix == "dce"
+    assert sd.protocol == proto
+    assert sd.sidecar["BaselineFramesSource"] == "given at import"
+    np.testing.assert_array_equal(sd.volume.data, vol.data)
+
+
+def test_siemens_dynamic_has_only_acquisition_time(tmp_path: Path) -> None:
+    proto = DynamicProtocol((0.0, 5.0, 10.0), 15.0, 5.0, 1)
+    files = write_series(volume(3), tmp_path, suffix="dce", protocol=proto, vendor="siemens")
+    ds = pydicom.dcmread(files[0])
+    assert "TriggerTime" not in ds and "TemporalPositionIdentifier" not in ds
+    assert read_one(tmp_path, dce_baseline_frames=1).protocol.frame_times_s == (0.0, 5.0, 10.0)
+
+
+def test_baseline_frames_are_estimated_when_not_given(tmp_path: Path) -> None:
+    times = tuple(3.0 * i for i in range(12))
+    rng = np.random.default_rng(1)
+    data = 100 + rng.integers(0, 3, (10, 8, 5, 12)).astype(np.float32)
+    data[4:6, 3:5, 1:3, 5:] += 400.0  # enhancing from frame 5
+    vol = Volume(data, oblique_affine())
+    write_series(vol, tmp_path, suffix="dce", protocol=DynamicProtocol(times, 15.0, 5.0, 1))
+    sd = read_one(tmp_path)
+    assert sd.protocol.n_baseline == 5 == baseline_frames(data)
+    assert sd.sidecar["BaselineFrames"] == 5
+    assert sd.sidecar["BaselineFramesSource"] == "estimated from the enhancement onset"
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_dynamic_series_running_past_midnight(tmp_path: Path, enhanced: bool) -> None:
+    times = (0.0, 10.0, 20.0, 30.0)
+    proto = DynamicProtocol(times, 15.0, 5.0, 1)
+    study = SynthStudy(time=dt.time(23, 58, 55))  # the series starts at 23:59:55
+    write_series(volume(4), tmp_path, suffix="dce", protocol=proto, study=study, enhanced=enhanced)
+    assert read_one(tmp_path, dce_baseline_frames=1).protocol.frame_times_s == times
+
+
+# ------------------------------------------------------------------ cross-check with dcm2niix
+def test_geometry_agrees_with_dcm2niix(tmp_path: Path) -> None:
+    """dcm2niix is an independent implementation: same voxels at the same world positions."""
+    nib = pytest.importorskip("nibabel")
+    exe = shutil.which("dcm2niix")
+    if exe is None:
+        pytest.skip("dcm2niix binary not installed")
+    vol = volume(3)
+    write_series(vol, tmp_path / "in", suffix="dwi", protocol=DiffusionProtocol((0, 500, 1000)))
+    (tmp_path / "out").mkdir()
+    subprocess.run(
+        [exe, "-z", "n", "-f", "x", "-o", str(tmp_path / "out"), str(tmp_path / "in")],
+        check=True,
+        capture_output=True,
+    )
+    theirs = nib.as_closest_canonical(nib.load(tmp_path / "out" / "x.nii"))
+    mine = read_one(tmp_path / "in").volume
+    ours = nib.as_closest_canonical(nib.Nifti1Image(mine.data, mine.affine))
+    np.testing.assert_allclose(ours.affine, theirs.affine, atol=1e-3)
+    np.testing.assert_array_equal(np.asarray(ours.dataobj), np.asarray(theirs.dataobj))
+
+
+# ------------------------------------------------------------------ property: any geometry
+@settings(max_examples=12, deadline=None)
+@given(
+    angles=st.tuples(*[st.floats(-180, 180)] * 3),
+    voxel=st.tuples(*[st.floats(0.3, 6.0)] * 3),
+    origin=st.tuples(*[st.floats(-200, 200)] * 3),
+    shape=st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 4)),
+    flip=st.booleans(),
+    enhanced=st.booleans(),
+)
+def test_any_geometry_round_trips(angles, voxel, origin, shape, flip, enhanced) -> None:  # type: ignore[no-untyped-def]
+    """Any rotation, voxel size, origin and handedness comes back as an equivalent grid."""
+    aff = oblique_affine(angles_deg=angles, voxel_mm=voxel, origin_mm=origin)
+    if flip:  # a left-handed voxel grid (slices stacked against the normal)
+        aff = aff @ np.diag([1.0, 1.0, -1.0, 1.0])
+    data = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    vol = Volume(data, aff)
+    with tempfile.TemporaryDirectory() as d:
+        write_series(vol, Path(d), suffix="T2w", echo_time_ms=90, enhanced=enhanced)
+        got = read_one(Path(d)).volume
+    # voxel centres carry the same values at the same world positions
+    ijk = np.indices(shape).reshape(3, -1)
+    world = aff[:3, :3] @ ijk + aff[:3, 3:4]
+    back = np.linalg.inv(got.affine)
+    idx = back[:3, :3] @ world + back[:3, 3:4]
+    np.testing.assert_allclose(idx, np.round(idx), atol=1e-3)
+    np.testing.assert_array_equal(got.data[tuple(np.round(idx).astype(int))], data.reshape(-1))
+    np.testing.assert_allclose(got.voxel_sizes[:2], voxel[:2], rtol=1e-5)
