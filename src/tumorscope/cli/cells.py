@@ -17,21 +17,9 @@ from typing import Any
 
 import typer
 
-from ._common import user_errors
+from ._common import parse_floats, user_errors
 
 __all__ = ["register"]
-
-
-def _floats(text: str, option: str) -> list[float]:
-    from ..errors import FitError
-
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise FitError(f"expected comma-separated numbers, got {text!r}", field=option) from None
-    if not values:
-        raise FitError("expected at least one number", field=option)
-    return values
 
 
 def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -195,22 +183,16 @@ def _uptake_rows(pre: Any, post_map: Path, lab: Any, res: Any) -> list[dict[str,
     return _columns_to_rows(table)
 
 
+_TUBE_HELP = "19F mM of tubes 1..n: 20,60 (default: the image sidecar's ReferenceTubes)."
+_PER_CELL_HELP = "Mean 19F spins per cell, from NMR (default: the sidecar's FluorinePerCell)."
+
+
 def cells19f(
     image: Path = typer.Argument(..., help="19F magnitude image (3-D NIfTI)."),
     tubes: Path = typer.Option(..., "--tubes", help="Label map of the reference tubes (1..n)."),
-    tube_mm: str = typer.Option(
-        None,
-        "--tube-mM",
-        help="19F concentration of tubes 1..n, mM of 19F: 20,60 (default: the image "
-        "sidecar's ReferenceTubes).",
-    ),
+    tube_mm: str = typer.Option(None, "--tube-mM", help=_TUBE_HELP),
     regions: Path = typer.Option(..., "--regions", help="Label map of the regions to count."),
-    fluorine_per_cell: float = typer.Option(
-        None,
-        "--fluorine-per-cell",
-        help="Mean 19F spins per cell, from NMR of the label (default: the image sidecar's "
-        "FluorinePerCell).",
-    ),
+    fluorine_per_cell: float = typer.Option(None, "--fluorine-per-cell", help=_PER_CELL_HELP),
     out: Path = typer.Option(
         ..., "--out", "-o", help="Output table: .tsv (one row per label) or .parquet."
     ),
@@ -300,7 +282,7 @@ def _tube_concentrations(text: str, tubes: Path) -> dict[int, float]:
 
     from ..errors import DataError
 
-    conc = _floats(text, "--tube-mM")
+    conc = parse_floats(text, "--tube-mM")
     present = sorted(int(i) for i in np.unique(_volume(tubes).data) if i > 0)
     if present != list(range(1, len(conc) + 1)):
         raise DataError(

@@ -16,24 +16,14 @@ from typing import Any
 
 import typer
 
-from ._common import user_errors
+from ._common import parse_floats, user_errors
 from .fit import fit_app
 
 __all__: list[str] = []
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
-    from ..errors import FitError
-
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise FitError(f"expected comma-separated numbers, got {text!r}", field=option) from None
-    if not values:
-        raise FitError("expected at least one number", field=option)
-    return values
+    return None if text is None else parse_floats(text, option)
 
 
 def _protocol(series: Path, suffix: str) -> Any:

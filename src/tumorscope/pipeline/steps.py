@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DataError, Problem
+from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -674,23 +675,7 @@ def cells19f_path(ctx: Context, subject: str, visit: str) -> Path:
 
 
 #: Columns of the 19F table (one row per lesion).
-CELLS19F_COLUMNS = (
-    "subject",
-    "visit",
-    "lesion_id",
-    "status",
-    "cells",
-    "cells_se",
-    "cells_detection_limit",
-    "n_voxels",
-    "n_detected",
-    "threshold",
-    "noise_sigma",
-    "signal_per_spin",
-    "signal_per_spin_se",
-    "fluorine_per_cell",
-    "background",
-)
+CELLS19F_COLUMNS = ("subject", "visit", *FLUORINE_TABLE_COLUMNS)
 
 
 def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:

@@ -204,14 +204,11 @@ def iron_from_rates(
     post : SeriesInput, keyword-only
         The post-contrast series (or the post-contrast map itself): its label and role name
         it in provenance and messages, its sidecar gives the field strength and contrast.
-    out_dir : path-like, keyword-only
-    prefix : str, keyword-only
     pre_status, post_status : path-like, keyword-only, optional
         Status maps of the two fits; a missing one counts as converged everywhere. Without
         either no status map is written.
-    options : IronOptions, keyword-only
-    pre_label : str, keyword-only, optional
-        How the provenance names the pre-contrast map (default: its path).
+    out_dir, prefix, options, pre_label
+        As in :func:`iron_maps`.
 
     Returns
     -------

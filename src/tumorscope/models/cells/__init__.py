@@ -13,33 +13,45 @@ module                     what
                            threshold and limit, cells per region
 =========================  ==================================================================
 
-The public names of both modules are available here (imported lazily).
+The public names of both modules are available here.
 """
 
 from __future__ import annotations
 
-from ..._lazy import lazy_attributes
+from .fluorine import (
+    AVOGADRO,
+    FluorineCalibration,
+    calibrate_fluorine,
+    count_cells,
+    detection_threshold,
+    rayleigh_sigma,
+    spins_per_voxel,
+)
+from .iron import (
+    FERUMOXYTOL_RELAXIVITY,
+    IRON_MOLAR_MASS_G_PER_MOL,
+    SignalVoids,
+    delta_rate,
+    iron_concentration_mM,
+    iron_uptake_table,
+    resolve_relaxivity,
+    signal_voids,
+)
 
-_LAZY: dict[str, str] = {
-    # iron oxide
-    "FERUMOXYTOL_RELAXIVITY": "iron",
-    "IRON_MOLAR_MASS_G_PER_MOL": "iron",
-    "SignalVoids": "iron",
-    "delta_rate": "iron",
-    "iron_concentration_mM": "iron",
-    "iron_uptake_table": "iron",
-    "resolve_relaxivity": "iron",
-    "signal_voids": "iron",
-    # 19F
-    "AVOGADRO": "fluorine",
-    "FluorineCalibration": "fluorine",
-    "calibrate_fluorine": "fluorine",
-    "count_cells": "fluorine",
-    "detection_threshold": "fluorine",
-    "rayleigh_sigma": "fluorine",
-    "spins_per_voxel": "fluorine",
-}
-
-__all__ = sorted(_LAZY)
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+__all__ = [
+    "AVOGADRO",
+    "FERUMOXYTOL_RELAXIVITY",
+    "IRON_MOLAR_MASS_G_PER_MOL",
+    "FluorineCalibration",
+    "SignalVoids",
+    "calibrate_fluorine",
+    "count_cells",
+    "delta_rate",
+    "detection_threshold",
+    "iron_concentration_mM",
+    "iron_uptake_table",
+    "rayleigh_sigma",
+    "resolve_relaxivity",
+    "signal_voids",
+    "spins_per_voxel",
+]
