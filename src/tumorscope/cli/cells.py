@@ -153,7 +153,8 @@ def _post_series(post: Path, options: Any) -> Any:
         raise DataError("file not found", file=post, field="POST")
     path = post.resolve()
     role = "t2star_ferumoxytol"
-    if len(nib.load(str(path)).shape) == 4:
+    img: Any = nib.load(str(path))
+    if len(img.shape) == 4 and img.shape[3] > 1:
         if options.rate != "r2star":
             raise _usage("a post-contrast series is fitted for R2*: use --rate r2star", "--rate")
         series = read_series(path, "MEGRE", role=role)
