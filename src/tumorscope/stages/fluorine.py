@@ -21,14 +21,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..errors import DataError
-from ..volume import Volume, atomic_write
+from ..volume import Volume
+from ._tables import measurement_row, write_parquet
 from .base import SeriesInput, StageResult
 
 __all__ = ["TABLE_COLUMNS", "FluorineOptions", "count_cells_19f", "fluorine_background"]
@@ -212,29 +212,12 @@ def count_cells_19f(
     per_cell = options.fluorine_per_cell
     if per_cell is None:
         per_cell = image.need("FluorinePerCell")
-    img_vol = image.load()
-    img = np.asarray(img_vol.data, dtype=float)
-    if img.ndim == 4 and img.shape[3] == 1:
-        img = img[..., 0]
-    if img.ndim != 3:
-        raise DataError(f"expected a 3-D 19F image, got shape {img_vol.shape}", file=image.label)
-    tube_map = np.asarray(_on_grid(tubes.load(), img_vol, tubes.label))
+    img, voxel_ml, tube_map, lab, bg_mask = _inputs(image, tubes, labels, background)
     masks, conc = _tubes(image, tubes, tube_map, options)
-    lab = np.zeros(img.shape, np.int64)
-    if labels is not None:
-        lab = np.asarray(_on_grid(labels, img_vol, labels.source or "labels")).astype(np.int64)
-    bg_mask = None
-    if background is not None:
-        bg_mask = np.asarray(_on_grid(background, img_vol, background.source or "")) > 0
     exclude = (tube_map > 0) | (lab > 0)
     bg, bg_note, noise_note = _noise_region(image, anatomical, bg_mask, exclude, options)
     cal = fluorine.calibrate_fluorine(
-        img,
-        masks,
-        conc,
-        voxel_volume_ml=img_vol.voxel_volume_ml,
-        noise_sigma=options.noise_sigma,
-        background=bg,
+        img, masks, conc, voxel_volume_ml=voxel_ml, noise_sigma=options.noise_sigma, background=bg
     )
     counts = fluorine.count_cells(
         img, lab, cal, fluorine_per_cell=float(per_cell), alpha=options.alpha
@@ -253,14 +236,7 @@ def count_cells_19f(
     ]
     result = StageResult(rows={"cells19f": rows, "counts": _count_rows(counts)})
     result.rows["measurements"] = [
-        {
-            **lead,
-            "lesion_id": r["lesion_id"],
-            "map": "19F",
-            "statistic": stat,
-            "value": None if r[stat] != r[stat] else float(r[stat]),
-            "unit": unit,
-        }
+        measurement_row(lead, r["lesion_id"], "19F", stat, r[stat], unit)
         for r in rows
         for stat, unit in _MEASURED
     ]
@@ -269,13 +245,29 @@ def count_cells_19f(
         f"tube SNR {', '.join(f'{x:.1f}' for x in cal.tube_snr)}"
     )
     if table_path is not None:
-        import pandas as pd
-
-        path = Path(table_path)
-        frame = pd.DataFrame(rows, columns=[*lead, *TABLE_COLUMNS])
-        atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        result.files.append(path)
+        result.files.append(write_parquet(table_path, rows, [*lead, *TABLE_COLUMNS]))
     return result
+
+
+def _inputs(
+    image: SeriesInput, tubes: SeriesInput, labels: Volume | None, background: Volume | None
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray | None]:
+    """The 19F image (3-D), its voxel volume (mL), the tube map, the region labels and the
+    background mask, all checked to be on the image grid."""
+    img_vol = image.load()
+    img = np.asarray(img_vol.data, dtype=float)
+    if img.ndim == 4 and img.shape[3] == 1:
+        img = img[..., 0]
+    if img.ndim != 3:
+        raise DataError(f"expected a 3-D 19F image, got shape {img_vol.shape}", file=image.label)
+    tube_map = np.asarray(_on_grid(tubes.load(), img_vol, tubes.label))
+    lab = np.zeros(img.shape, np.int64)
+    if labels is not None:
+        lab = np.asarray(_on_grid(labels, img_vol, labels.source or "labels")).astype(np.int64)
+    bg_mask = None
+    if background is not None:
+        bg_mask = np.asarray(_on_grid(background, img_vol, background.source or "")) > 0
+    return img, img_vol.voxel_volume_ml, tube_map, lab, bg_mask
 
 
 def _region_row(

@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..files import write_map
-from ..volume import Volume, atomic_write
+from ..volume import Volume
+from ._tables import measurement_row, write_parquet
 from .base import StageResult
 
 __all__ = ["HypoxiaOptions", "classify_hypoxia"]
@@ -85,8 +85,6 @@ def classify_hypoxia(
         ``files``: class map, its sidecar, the table; ``rows`` ``hypoxia`` and
         ``measurements`` (module docstring). No ``maps``.
     """
-    import pandas as pd
-
     from .. import __version__
     from ..models import hypoxia
 
@@ -130,25 +128,18 @@ def classify_hypoxia(
     )
     lead = dict(keys or {})
     names = dict(lesion_ids or {})
-    rows = []
-    for j, label in enumerate(table["label"]):
-        row: dict[str, Any] = {**lead, "lesion_id": names.get(int(label), str(int(label)))}
-        row.update({k: v[j].item() for k, v in table.items() if k != "label"})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    path = Path(table_path)
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    result.files.append(path)
-    result.rows["hypoxia"] = rows
-    result.rows["measurements"] = [
+    rows = [
         {
             **lead,
-            "lesion_id": r["lesion_id"],
-            "map": "hypoxia",
-            "statistic": k,
-            "value": None if v != v else float(v),
-            "unit": "mL" if k.endswith("_ml") else "1",
+            "lesion_id": names.get(int(label), str(int(label))),
+            **{k: v[j].item() for k, v in table.items() if k != "label"},
         }
+        for j, label in enumerate(table["label"])
+    ]
+    result.files.append(write_parquet(table_path, rows))
+    result.rows["hypoxia"] = rows
+    result.rows["measurements"] = [
+        measurement_row(lead, r["lesion_id"], "hypoxia", k, v, "mL" if k.endswith("_ml") else "1")
         for r in rows
         for k, v in r.items()
         if k.startswith("fraction_") or k == "hypoxic_volume_ml"
