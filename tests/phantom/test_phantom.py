@@ -254,7 +254,7 @@ def test_substudy_series_follow_truth(tiny_study: Path) -> None:
 def test_fluorine_cells_recovered(tiny_study: Path) -> None:
     """19F: cells in a lesion from the reference-tube calibration (Srinivas et al. 2007,
     doi:10.1002/mrm.21288) match the truth within 3 noise-predicted standard errors."""
-    from tumorscope.models.fluorine import calibrate_fluorine, count_cells
+    from tumorscope.models.cells.fluorine import calibrate_fluorine, count_cells
 
     sid, vid = "002", "02"
     v = open_study(tiny_study).subjects[sid].visits[vid]

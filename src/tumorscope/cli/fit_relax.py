@@ -1,11 +1,8 @@
-"""Relaxometry and cell-imaging commands.
+"""Relaxometry commands.
 
 * ``tumorscope fit t1 SERIES``: VFA (default) or inversion recovery T1, optional B1 map;
 * ``tumorscope fit t2 SERIES``: multi-echo spin echo T2 (plain, offset or Rician floor);
 * ``tumorscope fit t2star SERIES``: multi-echo gradient echo T2*/R2* (Rician floor);
-* ``tumorscope iron PRE POST``: ΔR2* (or ΔR2) → apparent iron concentration maps and a
-  per-label uptake table;
-* ``tumorscope cells19f IMAGE``: 19F cell counts per region from reference tubes.
 
 The acquisition comes from the BIDS sidecar beside the series (``FlipAngle`` and
 ``RepetitionTime``, ``EchoTime``, ``InversionTime``; times in s) unless given on the command
@@ -19,24 +16,14 @@ from typing import Any
 
 import typer
 
-from ._common import user_errors
+from ._common import parse_floats, user_errors
 from .fit import fit_app
 
-__all__ = ["register"]
+__all__: list[str] = []
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
-    from ..errors import FitError
-
-    if text is None:
-        return None
-    try:
-        values = [float(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise FitError(f"expected comma-separated numbers, got {text!r}", field=option) from None
-    if not values:
-        raise FitError("expected at least one number", field=option)
-    return values
+    return None if text is None else parse_floats(text, option)
 
 
 def _protocol(series: Path, suffix: str) -> Any:
@@ -274,166 +261,3 @@ def t2star(
     sigma = res.fit.provenance["options"].get("noise_sigma")
     if isinstance(sigma, int | float):
         typer.echo(f"  noise sigma      {sigma:g}")
-
-
-def _write_table(path: Path, table: dict[str, Any]) -> None:
-    import numpy as np
-
-    from ..volume import atomic_write
-
-    cols = list(table)
-    n = len(next(iter(table.values()))) if table else 0
-    lines = ["\t".join(cols)]
-    for i in range(n):
-        cells = []
-        for c in cols:
-            v = table[c][i]
-            if isinstance(v, float | np.floating):
-                cells.append("n/a" if not np.isfinite(v) else f"{float(v):.6g}")
-            else:
-                cells.append(str(v))
-        lines.append("\t".join(cells))
-    text = "\n".join(lines) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def iron(
-    pre: Path = typer.Argument(..., help="R2* (or R2) map before the agent, 1/s (NIfTI)."),
-    post: Path = typer.Argument(..., help="R2* map after the agent, same grid, 1/s."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
-    labels: Path = typer.Option(None, "--labels", help="Lesion label map for the table."),
-    relaxivity: float = typer.Option(None, "--relaxivity", help="r2* in 1/(mM·s)."),
-    field_strength: float = typer.Option(
-        None, "--field-strength", help="1.5 or 3 (T): use ferumoxytol plasma relaxivity."
-    ),
-    rate: str = typer.Option("r2star", "--rate", help="r2star, r2 or r1 (table lookup)."),
-    prefix: str = typer.Option("", "--prefix", help="File name prefix."),
-) -> None:
-    """ΔR2* → apparent iron concentration (mM Fe) maps and a per-label uptake table."""
-    import json
-
-    import numpy as np
-
-    from ..errors import DataError
-    from ..models.iron import (
-        delta_rate,
-        iron_concentration_mM,
-        iron_uptake_table,
-        resolve_relaxivity,
-    )
-    from ..volume import Volume, atomic_write
-
-    with user_errors():
-        a = Volume.from_nifti(pre)
-        b = Volume.from_nifti(post)
-        if not a.same_grid(b):
-            raise DataError(
-                "post-contrast map is not on the pre-contrast grid; register first",
-                file=post,
-                field="affine",
-            )
-        lab = None
-        if labels is not None:
-            lab_v = Volume.from_nifti(labels, dtype=np.int32)
-            if not a.same_grid(lab_v):
-                raise DataError("label map is not on the map grid", file=labels, field="affine")
-            lab = lab_v.data
-        r = resolve_relaxivity(relaxivity=relaxivity, field_strength_t=field_strength, rate=rate)
-        d = delta_rate(a.data, b.data)
-        fe = iron_concentration_mM(d, relaxivity=r)
-        table = None
-        if lab is not None:
-            table = iron_uptake_table(d, lab, relaxivity=r, voxel_volume_ml=a.voxel_volume_ml)
-        out.mkdir(parents=True, exist_ok=True)
-        prov = {"pre": str(pre), "post": str(post), "relaxivity_per_mM_per_s": r, "rate": rate}
-        for name, arr, unit in (("delta_rate", d, "1/s"), ("iron", fe, "mM")):
-            p = out / f"{prefix}{name}.nii.gz"
-            a.with_data(arr.astype(np.float32)).to_nifti(p)
-            text = json.dumps({"Units": unit, "Provenance": prov}, indent=2) + "\n"
-            atomic_write(out / f"{prefix}{name}.json", lambda tmp, t=text: tmp.write_text(t))
-            typer.echo(f"  {name:<16} {p}")
-        if table is not None:
-            tp = out / f"{prefix}iron_uptake.tsv"
-            _write_table(tp, table)
-            typer.echo(f"  {'table':<16} {tp}")
-
-
-def cells19f(
-    image: Path = typer.Argument(..., help="19F magnitude image (3-D NIfTI)."),
-    tubes: Path = typer.Option(..., "--tubes", help="Label map of the reference tubes (1..n)."),
-    tube_mm: str = typer.Option(
-        ..., "--tube-mM", help="19F concentration of tubes 1..n, mM of 19F: 20,60"
-    ),
-    regions: Path = typer.Option(..., "--regions", help="Label map of the regions to count."),
-    fluorine_per_cell: float = typer.Option(
-        ..., "--fluorine-per-cell", help="Mean 19F spins per cell (from NMR of the label)."
-    ),
-    out: Path = typer.Option(..., "--out", "-o", help="Output table (.tsv)."),
-    background: Path = typer.Option(
-        None, "--background", help="Signal-free mask to estimate the noise."
-    ),
-    noise_sigma: float = typer.Option(None, "--noise-sigma", help="Rician noise level."),
-    alpha: float = typer.Option(0.01, "--alpha", help="False-positive rate per region."),
-) -> None:
-    """Count 19F-labelled cells per region (below-detection regions are reported as such)."""
-    import numpy as np
-
-    from ..errors import DataError
-    from ..models.fluorine import calibrate_fluorine, count_cells
-    from ..volume import Volume
-
-    with user_errors():
-        conc = _floats(tube_mm, "--tube-mM") or []
-        img = Volume.from_nifti(image)
-        if img.data.ndim != 3:
-            raise DataError(f"expected a 3-D 19F image, got shape {img.shape}", file=image)
-
-        def labels_of(p: Path) -> np.ndarray:
-            v = Volume.from_nifti(p, dtype=np.int32)
-            if not img.same_grid(v):
-                raise DataError("not on the 19F image grid", file=p, field="affine")
-            return v.data
-
-        tube_lab = labels_of(tubes)
-        present = sorted(int(i) for i in np.unique(tube_lab) if i > 0)
-        if present != list(range(1, len(conc) + 1)):
-            raise DataError(
-                f"tube labels {present} do not match the {len(conc)} values of --tube-mM "
-                "(expected labels 1..n, one concentration each)",
-                file=tubes,
-                field="--tube-mM",
-            )
-        bg = labels_of(background) > 0 if background is not None else None
-        cal = calibrate_fluorine(
-            img.data,
-            [tube_lab == i for i in present],
-            conc,
-            voxel_volume_ml=img.voxel_volume_ml,
-            noise_sigma=noise_sigma,
-            background=bg,
-        )
-        table = count_cells(
-            img.data, labels_of(regions), cal, fluorine_per_cell=fluorine_per_cell, alpha=alpha
-        )
-        _write_table(out, table)
-    typer.echo(
-        f"noise sigma {cal.noise_sigma:g}; tube SNR {', '.join(f'{s:.1f}' for s in cal.tube_snr)}"
-    )
-    for i, lab in enumerate(table["label"]):
-        st = table["status"][i]
-        if st == "quantified":
-            typer.echo(
-                f"  region {lab}: {table['cells'][i]:.4g} ± {table['cells_se'][i]:.2g} cells"
-            )
-        else:
-            typer.echo(
-                f"  region {lab}: below detection "
-                f"(limit {table['cells_detection_limit'][i]:.3g} cells in one voxel)"
-            )
-    typer.echo(f"  table {out}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``iron`` and ``cells19f``; the ``fit t1/t2/t2star`` commands join ``fit_app``."""
-    app.command("iron")(iron)
-    app.command("cells19f")(cells19f)

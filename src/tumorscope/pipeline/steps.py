@@ -26,9 +26,9 @@ step               scope    calls
 ``fit_dwi``        visit    ``tumorscope.models`` registry (ADC, IVIM, DKI), ``FitResult.to_nifti``
 ``fit_dce``        visit    ``tumorscope.models.dce_stage.fit_dce_visit``
 ``fit_relax``      visit    ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
-``iron``           visit    ``models.relaxometry.T2Star``, ``models.iron`` (ΔR2*, iron mM)
-``fluorine``       visit    ``models.fluorine.calibrate_fluorine``, ``count_cells``
-``hypoxia``        visit    ``models.hypoxia.hypoxia_classes``, ``hypoxia_table``
+``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
+``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
+``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
 ``measure``        subject  ``tumorscope.lesions.geometry.measure``, ``lesions.stats``
 ``assess``         subject  ``tumorscope.response.assess`` (criteria named in ``study.yaml``)
 ``report_subject`` subject  :mod:`tumorscope.report`
@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import DataError, Problem
+from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -614,53 +615,19 @@ def _iron_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return _series_files(_visit(study, unit).series["t2star_ferumoxytol"].path)
 
 
-def _write_derived_map(
-    path: Path, like: Any, data: Any, *, units: str, description: str, provenance: Any
-) -> list[Path]:
-    """Write a derived map (float32 NIfTI) and its sidecar, both atomically."""
-    import numpy as np
-
-    from ..volume import atomic_write
-
-    like.with_data(np.asarray(data, dtype=np.float32)).to_nifti(path)
-    side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
-    meta = {"Units": units, "Description": description, "Provenance": provenance}
-    text = json.dumps(meta, indent=1, default=_json_default) + "\n"
-    atomic_write(side, lambda tmp: tmp.write_text(text))
-    return [path, side]
-
-
 def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """T2* of the post-ferumoxytol series, ΔR2* = R2*post − R2*pre and the iron concentration.
 
-    The post-contrast MEGRE is fitted like the pre-contrast one (same model, built from its
-    own sidecar; :func:`tumorscope.stages.fit.fit_volume`), the pre-contrast R2* is
-    the ``t2star.R2star`` map of ``fit_relax`` at the same visit (same grid: the phantom's
-    series share one grid; real data must be co-registered first). ΔR2* and the apparent
-    iron concentration go through :func:`tumorscope.models.iron.delta_rate` and
-    :func:`~tumorscope.models.iron.iron_concentration_mM` with the ferumoxytol r2* at the
-    series' ``MagneticFieldStrength``. A voxel's ΔR2* status is the pre-contrast fit's status
-    unless that converged, then the post-contrast one (so the per-lesion statistics of
-    ``measure`` keep only voxels where both fits converged).
+    Calls :func:`tumorscope.stages.iron.iron_maps` with the post-contrast MEGRE and the
+    pre-contrast ``t2star.R2star`` map of ``fit_relax`` at the same visit (and its status).
     """
-    import numpy as np
-
-    from .. import __version__
-    from ..models import iron
-    from ..models.relaxometry import T2Star
-    from ..stages.fit import fit_volume
-    from ..volume import Volume
+    from ..stages.base import SeriesInput
+    from ..stages.iron import iron_maps
 
     assert unit.visit is not None
     visit = _visit(study, unit)
-    post = visit.series["t2star_ferumoxytol"]
-    pre_maps = {
-        k: v
-        for k, v in maps_of_visit(
-            ctx, {"fit_relax": upstream.get("fit_relax", {})}, unit.subject, unit.visit
-        ).items()
-        if k.startswith("t2star.")
-    }
+    relax = {"fit_relax": upstream.get("fit_relax", {})}
+    pre_maps = maps_of_visit(ctx, relax, unit.subject, unit.visit)
     if "t2star.R2star" not in pre_maps:
         raise DataError(
             "the pre-contrast R2* map (t2star.R2star of the fit_relax step) is missing; run "
@@ -668,95 +635,18 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
             file=visit.series["t2star"].relpath,
             field="t2star",
         )
-    if post.protocol is None:
-        raise DataError(
-            "series has no acquisition protocol", file=post.relpath, field="t2star_ferumoxytol"
-        )
-    side = _sidecar(post.path)
-    b0 = side.get("MagneticFieldStrength")
-    if b0 is None:
-        raise DataError(
-            "MagneticFieldStrength is needed to choose the ferumoxytol relaxivity",
-            file=post.relpath,
-            field="MagneticFieldStrength",
-        )
-    out_dir = maps_dir(ctx, unit.subject, unit.visit)
-    pre = f"sub-{unit.subject}_ses-{unit.visit}_"
-    res = fit_volume(
-        T2Star.from_protocol(post.protocol),
-        post.load(),
-        out_dir=out_dir,
-        prefix=f"{pre}t2star_post_",
-        input_files={"series": post.path},
+    pre_path, pre_status, _ = pre_maps["t2star.R2star"]
+    res = iron_maps(
+        SeriesInput.of(visit.series["t2star_ferumoxytol"]),
+        pre_path,
+        pre_status,
+        out_dir=maps_dir(ctx, unit.subject, unit.visit),
+        prefix=f"sub-{unit.subject}_ses-{unit.visit}_",
+        pre_label=ctx.out_rel(pre_path),
     )
-    post_status = res.files["status"]
-    entries = [
-        _MapEntry("t2star_post", p, res.files[p], post_status, res.fit, "t2star_ferumoxytol")
-        for p in ("R2star", "T2star", "S0")
-        if p in res.files
-    ]
-    files = _with_sidecars(list(res.files.values()))
-
-    pre_path, pre_st_path, _ = pre_maps["t2star.R2star"]
-    pre_vol = Volume.from_nifti(pre_path)
-    post_vol = Volume.from_nifti(res.files["R2star"])
-    if not pre_vol.same_grid(post_vol):
-        raise DataError(
-            "pre- and post-ferumoxytol MEGRE are not on one grid; register them first",
-            file=post.relpath,
-            field="t2star_ferumoxytol",
-        )
-    dr = iron.delta_rate(pre_vol.data, post_vol.data)
-    r = iron.resolve_relaxivity(relaxivity=None, field_strength_t=float(b0), rate="r2star")
-    fe = iron.iron_concentration_mM(dr, relaxivity=r)
-    st_post = Volume.from_nifti(post_status, dtype=np.uint8).data
-    st_pre = (
-        Volume.from_nifti(pre_st_path, dtype=np.uint8).data
-        if pre_st_path is not None
-        else np.zeros_like(st_post)
-    )
-    status = np.where(st_pre == 0, st_post, st_pre).astype(np.uint8)
-    st_path = out_dir / f"{pre}iron_status.nii.gz"
-    pre_vol.with_data(status).to_nifti(st_path, dtype=np.uint8)
-    prov = {
-        "model": "iron",
-        "options": {
-            "method": "delta R2* (post - pre), [Fe] = dR2*/r2*",
-            "contrast": side.get("ContrastBolusIngredient"),
-            "hours_after_contrast": side.get("HoursAfterContrast"),
-            "field_strength_T": float(b0),
-            "relaxivity_per_mM_s": r,
-            "relaxivity_source": "ferumoxytol in plasma (tumorscope.models.iron)",
-        },
-        "inputs": {"pre": ctx.out_rel(pre_path), "post": post.relpath},
-        "tumorscope_version": __version__,
-        "numpy_version": np.__version__,
-    }
-    dr_path = out_dir / f"{pre}iron_dR2star.nii.gz"
-    fe_path = out_dir / f"{pre}iron_Fe.nii.gz"
-    files += _write_derived_map(
-        dr_path,
-        pre_vol,
-        dr,
-        units="1/s",
-        description="dR2* = R2*(post) - R2*(pre)",
-        provenance=prov,
-    )
-    files += _write_derived_map(
-        fe_path,
-        pre_vol,
-        fe,
-        units="mM",
-        description=f"apparent iron concentration, dR2*/r2* with r2* = {r:g} /(mM s)",
-        provenance=prov,
-    )
-    files.append(st_path)
-    entries += [
-        _MapEntry("iron", "dR2star", dr_path, st_path, series="t2star_ferumoxytol"),
-        _MapEntry("iron", "Fe", fe_path, st_path, series="t2star_ferumoxytol"),
-    ]
-    out = _record_maps(ctx, "iron", unit, entries, files)
-    out.notes += list(res.warnings)
+    entries = [_MapEntry(m.model, m.parameter, m.path, m.status, m.fit, m.series) for m in res.maps]
+    out = _record_maps(ctx, "iron", unit, entries, res.files)
+    out.notes += res.warnings
     return out
 
 
@@ -785,160 +675,36 @@ def cells19f_path(ctx: Context, subject: str, visit: str) -> Path:
 
 
 #: Columns of the 19F table (one row per lesion).
-CELLS19F_COLUMNS = (
-    "subject",
-    "visit",
-    "lesion_id",
-    "status",
-    "cells",
-    "cells_se",
-    "cells_detection_limit",
-    "n_voxels",
-    "n_detected",
-    "threshold",
-    "noise_sigma",
-    "signal_per_spin",
-    "signal_per_spin_se",
-    "fluorine_per_cell",
-    "background",
-)
-
-
-def fluorine_background(anatomical: Any, exclude: Any) -> Any:
-    """Signal-free voxels of a 19F image for the Rician noise estimate.
-
-    19F has no tissue background, but the labelled cells sit in tissue, so the noise is
-    estimated *outside the body*: voxels whose anatomical (T2w) signal is below 5 % of its
-    99th percentile (air: noise only), minus the reference tubes and the lesions dilated by
-    one voxel (``exclude``), so no 19F signal enters the estimate.
-    """
-    import numpy as np
-    from scipy import ndimage
-
-    a = np.asarray(anatomical, dtype=float)
-    low = np.isfinite(a) & (a < 0.05 * np.nanpercentile(a, 99.0))
-    return low & ~ndimage.binary_dilation(np.asarray(exclude, bool), iterations=1)
+CELLS19F_COLUMNS = ("subject", "visit", *FLUORINE_TABLE_COLUMNS)
 
 
 def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """Labelled cells per lesion from the 19F image and its reference tubes.
 
-    :func:`tumorscope.models.fluorine.calibrate_fluorine` on the tubes of the sidecar's
-    ``ReferenceTubes`` ({label in the tube map: mM 19F}), noise from the out-of-body
-    background of :func:`fluorine_background`, then
-    :func:`~tumorscope.models.fluorine.count_cells` per lesion with ``FluorinePerCell``.
-    Lesions with no voxel above the detection threshold are "below detection" (cells NaN,
-    with their detection limit).
+    Calls :func:`tumorscope.stages.fluorine.count_cells_19f` (tubes and spins per cell from
+    the sidecar, noise from outside the body in the anatomical image).
     """
-    import numpy as np
-    import pandas as pd
-
-    from ..models import fluorine
-    from ..volume import atomic_write
+    from ..stages.base import SeriesInput
+    from ..stages.fluorine import count_cells_19f
 
     assert unit.visit is not None
     visit = _visit(study, unit)
-    f_series = visit.series["fluorine"]
-    t_series = visit.series["fluorine_tubes"]
-    side = _sidecar(f_series.path)
-    tubes_mM = side.get("ReferenceTubes")
-    if not isinstance(tubes_mM, dict) or not tubes_mM:
-        raise DataError(
-            "ReferenceTubes ({tube label: mM of 19F}) is missing or empty",
-            file=f_series.relpath,
-            field="ReferenceTubes",
-        )
-    per_cell = side.get("FluorinePerCell")
-    if per_cell is None:
-        raise DataError(
-            "FluorinePerCell is missing", file=f_series.relpath, field="FluorinePerCell"
-        )
-    img_vol = f_series.load()
-    img = np.asarray(img_vol.data, dtype=float)
-    if img.ndim == 4 and img.shape[3] == 1:
-        img = img[..., 0]
-    tube_map = np.asarray(t_series.load().data)
-    masks, conc = [], []
-    for label, mm in sorted(tubes_mM.items(), key=lambda kv: int(kv[0])):
-        m = tube_map == int(label)
-        if not m.any():
-            raise DataError(
-                f"reference tube {label} of ReferenceTubes is not in the tube label map",
-                file=t_series.relpath,
-                field="ReferenceTubes",
-            )
-        masks.append(m)
-        conc.append(float(mm))
+    s = visit.series
     les = visit.lesions
-    labels = (
-        np.zeros(img.shape, np.int64) if les is None else les.load_labels().data.astype(np.int64)
+    res = count_cells_19f(
+        SeriesInput.of(s["fluorine"]),
+        SeriesInput.of(s["fluorine_tubes"]),
+        SeriesInput.of(s["anatomical"]) if "anatomical" in s else None,
+        None if les is None else les.load_labels(),
+        None if les is None else {r.label: r.lesion_id for r in les.table},
+        table_path=cells19f_path(ctx, unit.subject, unit.visit),
+        keys={"subject": unit.subject, "visit": unit.visit},
     )
-    if "anatomical" not in visit.series:
-        raise DataError(
-            "the 19F noise is estimated outside the body, which needs the anatomical image",
-            file=f_series.relpath,
-            field="anatomical",
-        )
-    anat = visit.series["anatomical"].load().data
-    background = fluorine_background(anat, (tube_map > 0) | (labels > 0))
-    cal = fluorine.calibrate_fluorine(
-        img, masks, conc, voxel_volume_ml=img_vol.voxel_volume_ml, background=background
-    )
-    res = fluorine.count_cells(img, labels, cal, fluorine_per_cell=float(per_cell))
-    ids = {} if les is None else {r.label: r.lesion_id for r in les.table}
-    rows: list[dict[str, Any]] = []
-    for j, lab in enumerate(res["label"]):
-        rows.append(
-            {
-                "subject": unit.subject,
-                "visit": unit.visit,
-                "lesion_id": ids.get(int(lab), str(int(lab))),
-                "status": str(res["status"][j]),
-                "cells": float(res["cells"][j]),
-                "cells_se": float(res["cells_se"][j]),
-                "cells_detection_limit": float(res["cells_detection_limit"][j]),
-                "n_voxels": int(res["n_voxels"][j]),
-                "n_detected": int(res["n_detected"][j]),
-                "threshold": float(res["threshold"][j]),
-                "noise_sigma": cal.noise_sigma,
-                "signal_per_spin": cal.signal_per_spin,
-                "signal_per_spin_se": cal.signal_per_spin_se,
-                "fluorine_per_cell": float(per_cell),
-                "background": f"{int(background.sum())} out-of-body voxels",
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(CELLS19F_COLUMNS))
-    path = cells19f_path(ctx, unit.subject, unit.visit)
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    mrows: list[dict[str, Any]] = []
-    for r in rows:
-        for stat, unit_str in (
-            ("cells", "cells"),
-            ("cells_se", "cells"),
-            ("cells_detection_limit", "cells"),
-            ("n_detected", "voxels"),
-        ):
-            v = r[stat]
-            mrows.append(
-                {
-                    **_mrow(
-                        unit.subject,
-                        unit.visit,
-                        r["lesion_id"],
-                        "19F",
-                        stat,
-                        None if v != v else v,
-                        unit_str,
-                    ),
-                    "step": "fluorine",
-                }
-            )
-    notes = [
-        f"19F: sigma {cal.noise_sigma:.3g} from {int(background.sum())} background voxels, "
-        f"tube SNR {', '.join(f'{x:.1f}' for x in cal.tube_snr)}"
-    ]
+    rows = [{**r, "step": "fluorine"} for r in res.rows["measurements"]]
     where = {"subject": unit.subject, "visit": unit.visit, "step": "fluorine"}
-    return StepOutput(files=[path], writes=[Write("measurements", where, mrows)], notes=notes)
+    return StepOutput(
+        files=res.files, writes=[Write("measurements", where, rows)], notes=res.warnings
+    )
 
 
 # ---------------------------------------------------------------------------- hypoxia
@@ -961,20 +727,11 @@ def hypoxia_path(ctx: Context, subject: str, visit: str) -> Path:
 def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """Hypoxia classes from R2* (``fit_relax``) and Ktrans (``fit_dce``) inside the lesions.
 
-    :func:`tumorscope.models.hypoxia.hypoxia_classes` with the options
+    Calls :func:`tumorscope.stages.hypoxia.classify_hypoxia` with the options
     ``hypoxia_r2star_per_s`` and ``hypoxia_ktrans_per_min`` (no defaults: without both the
-    unit is done with a note and writes nothing), then
-    :func:`~tumorscope.models.hypoxia.hypoxia_table` per lesion. Writes the class map
-    (uint8, :class:`~tumorscope.models.hypoxia.HypoxiaClass` codes; not a ``maps`` row, its
-    mean would mean nothing), a per-lesion Parquet table and ``measurements`` rows (map
-    ``hypoxia``).
+    unit is done with a note and writes nothing).
     """
-    import numpy as np
-    import pandas as pd
-
-    from .. import __version__
-    from ..models import hypoxia
-    from ..volume import Volume, atomic_write
+    from ..stages.hypoxia import HypoxiaOptions, classify_hypoxia
 
     assert unit.visit is not None
     r2_thr = ctx.options.get("hypoxia_r2star_per_s")
@@ -996,71 +753,22 @@ def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
             file=visit.series["t2star"].relpath,
             field="t2star",
         )
-    r2_vol = Volume.from_nifti(maps["t2star.R2star"][0])
-    kt = Volume.from_nifti(maps[ktrans][0]).data
     les = visit.lesions
-    labels = (
-        np.zeros(r2_vol.spatial_shape, np.int64)
-        if les is None
-        else les.load_labels().data.astype(np.int64)
+    prefix = f"sub-{unit.subject}_ses-{unit.visit}_"
+    res = classify_hypoxia(
+        maps["t2star.R2star"][0],
+        maps[ktrans][0],
+        None if les is None else les.load_labels(),
+        None if les is None else {r.label: r.lesion_id for r in les.table},
+        class_path=maps_dir(ctx, unit.subject, unit.visit) / f"{prefix}hypoxia_classes.nii.gz",
+        table_path=hypoxia_path(ctx, unit.subject, unit.visit),
+        options=HypoxiaOptions(float(r2_thr), float(kt_thr)),
+        perfusion_name=ktrans,
+        keys={"subject": unit.subject, "visit": unit.visit},
     )
-    classes = hypoxia.hypoxia_classes(
-        r2_vol.data,
-        r2star_threshold_per_s=float(r2_thr),
-        perfusion=kt,
-        perfusion_threshold=float(kt_thr),
-        mask=labels > 0,
-    )
-    table = hypoxia.hypoxia_table(classes, labels, voxel_volume_ml=r2_vol.voxel_volume_ml)
-    out_dir = maps_dir(ctx, unit.subject, unit.visit)
-    cpath = out_dir / f"sub-{unit.subject}_ses-{unit.visit}_hypoxia_classes.nii.gz"
-    r2_vol.with_data(classes).to_nifti(cpath, dtype=np.uint8)
-    side = cpath.with_name(cpath.name[: -len(".nii.gz")] + ".json")
-    meta = {
-        "Units": "class",
-        "Description": "hypoxia classes: "
-        + ", ".join(f"{int(c)}={c.name}" for c in hypoxia.HypoxiaClass),
-        "Provenance": {
-            "model": "hypoxia",
-            "options": {
-                "r2star_threshold_per_s": float(r2_thr),
-                "ktrans_threshold_per_min": float(kt_thr),
-                "perfusion": ktrans,
-            },
-            "tumorscope_version": __version__,
-        },
-    }
-    text = json.dumps(meta, indent=1) + "\n"
-    atomic_write(side, lambda tmp: tmp.write_text(text))
-    ids = {} if les is None else {r.label: r.lesion_id for r in les.table}
-    rows = []
-    for j, lab in enumerate(table["label"]):
-        row: dict[str, Any] = {
-            "subject": unit.subject,
-            "visit": unit.visit,
-            "lesion_id": ids.get(int(lab), str(int(lab))),
-        }
-        row.update({k: v[j].item() for k, v in table.items() if k != "label"})
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    path = hypoxia_path(ctx, unit.subject, unit.visit)
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    mrows = []
-    for r in rows:
-        for k, v in r.items():
-            if k.startswith("fraction_") or k == "hypoxic_volume_ml":
-                unit_str = "mL" if k.endswith("_ml") else "1"
-                val = None if v != v else v
-                mrows.append(
-                    {
-                        **_mrow(
-                            unit.subject, unit.visit, r["lesion_id"], "hypoxia", k, val, unit_str
-                        ),
-                        "step": "hypoxia",
-                    }
-                )
+    rows = [{**r, "step": "hypoxia"} for r in res.rows["measurements"]]
     where = {"subject": unit.subject, "visit": unit.visit, "step": "hypoxia"}
-    return StepOutput(files=[cpath, side, path], writes=[Write("measurements", where, mrows)])
+    return StepOutput(files=res.files, writes=[Write("measurements", where, rows)])
 
 
 def _json_default(obj: Any) -> Any:
@@ -1515,7 +1223,7 @@ STEPS: tuple[Step, ...] = (
         _iron_inputs,
         requires=("register", "fit_relax"),
         applies=_iron_applies,
-        missing=lambda: _has_module("tumorscope.models.iron", "iron_concentration_mM"),
+        missing=lambda: _has_module("tumorscope.stages.iron", "iron_maps"),
     ),
     Step(
         "fluorine",
@@ -1526,7 +1234,7 @@ STEPS: tuple[Step, ...] = (
         _fluorine_inputs,
         requires=("register",),
         applies=_fluorine_applies,
-        missing=lambda: _has_module("tumorscope.models.fluorine", "count_cells"),
+        missing=lambda: _has_module("tumorscope.stages.fluorine", "count_cells_19f"),
     ),
     Step(
         "hypoxia",
@@ -1537,7 +1245,7 @@ STEPS: tuple[Step, ...] = (
         _hypoxia_inputs,
         requires=("register", "fit_relax", "fit_dce"),
         applies=_hypoxia_applies,
-        missing=lambda: _has_module("tumorscope.models.hypoxia", "hypoxia_classes"),
+        missing=lambda: _has_module("tumorscope.stages.hypoxia", "classify_hypoxia"),
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
     ),
     Step(

@@ -46,7 +46,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataError, FitError
+from ...errors import DataError, FitError
 
 __all__ = [
     "AVOGADRO",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tumorscope.errors import DataError, FitError
-from tumorscope.models.fluorine import (
+from tumorscope.models.cells.fluorine import (
     AVOGADRO,
     calibrate_fluorine,
     count_cells,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tumorscope.errors import DataError, FitError
-from tumorscope.models.iron import (
+from tumorscope.models.cells.iron import (
     FERUMOXYTOL_RELAXIVITY,
     IRON_MOLAR_MASS_G_PER_MOL,
     delta_rate,

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from ..errors import DataError, FitError
+from ...errors import DataError, FitError
 
 __all__ = [
     "FERUMOXYTOL_RELAXIVITY",
