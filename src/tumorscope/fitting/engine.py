@@ -18,7 +18,7 @@ results are identical whatever the chunk size, the number of workers or the mask
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -125,33 +125,39 @@ def validate_inputs(
     return arr, m
 
 
-def _default_invalid(y: np.ndarray) -> np.ndarray:
-    return ~np.all(np.isfinite(y), axis=1)
+def _default_invalid(y: np.ndarray, **inputs: np.ndarray) -> np.ndarray:
+    bad = ~np.all(np.isfinite(y), axis=1)
+    for v in inputs.values():
+        bad |= ~np.isfinite(v)
+    return bad
 
 
 def fit_blocks(
-    block_fn: Callable[[np.ndarray], BlockFit],
+    block_fn: Callable[..., BlockFit],
     data: np.ndarray,
     mask: np.ndarray | None,
     *,
     n_params: int,
-    invalid_fn: Callable[[np.ndarray], np.ndarray] | None = _default_invalid,
+    invalid_fn: Callable[..., np.ndarray] | None = _default_invalid,
     chunk_voxels: int | None = None,
     n_workers: int = 1,
     native_dtype: bool = False,
+    voxel_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> FlatFit:
     """Fit all masked voxels block by block.
 
     Parameters
     ----------
     block_fn : callable
-        ``block_fn(y (n, m) float64) -> BlockFit`` for ``n`` valid voxels.
+        ``block_fn(y (n, m) float64, **inputs) -> BlockFit`` for ``n`` valid voxels, with
+        ``inputs`` the block's rows of ``voxel_inputs`` (none when there are none).
     data : ndarray, shape (..., m)
         Already validated by :func:`validate_inputs`.
     mask : ndarray of bool, shape data.shape[:-1], or None
     n_params : int
     invalid_fn : callable or None, optional
-        ``invalid_fn(y (n, m)) -> (n,) bool``: voxels not to fit (status ``INVALID_INPUT``).
+        ``invalid_fn(y (n, m), **inputs) -> (n,) bool``: voxels not to fit (status
+        ``INVALID_INPUT``).
         Default: any non-finite value. ``None``: every voxel goes to ``block_fn``, which then
         reports invalid voxels itself (status ``INVALID_INPUT``, NaN parameters); fused
         kernels use this to validate in the same pass as they fit.
@@ -163,6 +169,10 @@ def fit_blocks(
     native_dtype : bool, default False
         Hand float32 data to ``block_fn`` as float32 (float64 otherwise; other dtypes are
         always converted to float64).
+    voxel_inputs : mapping of str to ndarray, optional
+        Per-voxel inputs of the model (e.g. ``{"b1": map}``), each of shape
+        ``data.shape[:-1]``: handed to ``invalid_fn`` and ``block_fn`` as keyword arguments,
+        block by block (float64 rows of the same voxels as ``y``).
 
     Returns
     -------
@@ -206,6 +216,20 @@ def fit_blocks(
         chunk = DEFAULT_CHUNK_VOXELS
     n_chunks = math.ceil(n_fit / chunk) if n_fit else 0
 
+    flat_inputs = {k: np.asarray(v).reshape(-1) for k, v in (voxel_inputs or {}).items()}
+    for k, v in flat_inputs.items():
+        if v.size != V:
+            raise FitError(f"expected one value per voxel ({V}), got {v.size}", field=k)
+
+    def _solve(y: np.ndarray, extra: dict[str, np.ndarray]) -> BlockFit:
+        res = block_fn(np.ascontiguousarray(y), **extra)
+        failed = res.status == FitStatus.FAILED
+        if failed.any():  # failed voxels carry no numbers
+            res.params[failed] = np.nan
+            if res.stderr is not None:
+                res.stderr[failed] = np.nan
+        return res
+
     block_counts = np.zeros((max(n_chunks, 1), 256), dtype=np.int64)
     progress.report("planned", n_chunks)
 
@@ -217,18 +241,14 @@ def fit_blocks(
         lo, hi = c * chunk, min((c + 1) * chunk, n_fit)
         sel: slice | np.ndarray = slice(lo, hi) if index is None else index[lo:hi]
         y = np.asarray(flat[sel], dtype=block_dtype)
+        extra = {k: np.asarray(v[sel], dtype=np.float64) for k, v in flat_inputs.items()}
         if invalid_fn is None:
             good = np.ones(y.shape[0], dtype=bool)
         else:
-            good = ~np.asarray(invalid_fn(y), dtype=bool)
+            good = ~np.asarray(invalid_fn(y, **extra), dtype=bool)
         st = np.full(y.shape[0], FitStatus.INVALID_INPUT, dtype=np.uint8)
         if np.all(good):
-            res = block_fn(np.ascontiguousarray(y))
-            failed = res.status == FitStatus.FAILED
-            if failed.any():  # failed voxels carry no numbers
-                res.params[failed] = np.nan
-                if res.stderr is not None:
-                    res.stderr[failed] = np.nan
+            res = _solve(y, extra)
             params[sel] = res.params
             status[sel] = res.status
             rss[sel] = res.rss
@@ -238,12 +258,7 @@ def fit_blocks(
         se = np.full((y.shape[0], n_params), np.nan)
         rr = np.full(y.shape[0], np.nan)
         if good.any():
-            res = block_fn(np.ascontiguousarray(y[good]))
-            failed = res.status == FitStatus.FAILED
-            if failed.any():
-                res.params[failed] = np.nan
-                if res.stderr is not None:
-                    res.stderr[failed] = np.nan
+            res = _solve(y[good], {k: v[good] for k, v in extra.items()})
             pp[good] = res.params
             st[good] = res.status
             rr[good] = res.rss
