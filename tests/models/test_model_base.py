@@ -196,3 +196,33 @@ def test_engine_hands_voxel_inputs_block_by_block() -> None:
     assert fit.status[0, 0] == FitStatus.INVALID_INPUT
     np.testing.assert_allclose(fit["a"].ravel()[1:], 3.0)
     np.testing.assert_allclose(_Scaled().fit(y)["a"], y[..., 0])  # not given: not passed
+
+
+def test_b1_fit_gives_the_numbers_of_the_previous_implementation() -> None:
+    """T1 and M0 with a B1 map, seeded noisy voxels, as computed by the implementation
+    before the redesign (B1 as an extra data column, tumorscope commit 5ffd0d4), to float32
+    precision."""
+    rng = np.random.default_rng(11)
+    n = 6
+    t1 = rng.uniform(300, 3000, n)
+    b1 = rng.uniform(0.7, 1.3, n)
+    y = spgr_signal(np.c_[np.full(n, 2000.0), t1], FA, TR, b1=b1)
+    y = y + rng.standard_normal(y.shape) * 0.01 * y.max()
+    before = {
+        "nonlinear": (
+            [647.5973510742188, 1665.6495361328125, 1901.4697265625, 370.913330078125,
+             676.5294189453125, 2643.9638671875],
+            [2002.6348876953125, 2022.16064453125, 1940.36962890625, 1960.4730224609375,
+             1965.4383544921875, 1931.2940673828125],
+        ),
+        "despot1": (
+            [660.6713256835938, 1673.2193603515625, 1900.5189208984375, 363.4149169921875,
+             665.5665893554688, 2701.572021484375],
+            [2026.3863525390625, 2037.0936279296875, 1942.85693359375, 1934.5892333984375,
+             1940.2808837890625, 1948.3509521484375],
+        ),
+    }  # fmt: skip
+    for method, (t1_before, m0_before) in before.items():
+        fit = VFAT1(FA, TR, method=method).fit(y, b1=b1)
+        np.testing.assert_allclose(fit["T1"], np.float32(t1_before), rtol=1.2e-7)
+        np.testing.assert_allclose(fit["M0"], np.float32(m0_before), rtol=1.2e-7)
