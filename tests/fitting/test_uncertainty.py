@@ -17,7 +17,7 @@ def test_matches_ordinary_least_squares() -> None:
     rss = np.empty(n)
     want = np.empty((n, p))
     for i in range(n):
-        beta, r, *_ = np.linalg.lstsq(X[i], y[i], rcond=None)
+        _, r, *_ = np.linalg.lstsq(X[i], y[i], rcond=None)
         rss[i] = r[0]
         want[i] = np.sqrt(np.diag(np.linalg.inv(X[i].T @ X[i])) * r[0] / (m - p))
     np.testing.assert_allclose(stderr_from_jacobian(X, rss), want, rtol=1e-9)

@@ -129,7 +129,7 @@ def t1(
                 raise FitError("--b1 applies to VFA only", field="--b1")
             if method != "nonlinear":
                 raise FitError("--method applies to VFA only", field="--method")
-            ir = None if ti is None else InversionRecoveryProtocol(inversion_times_ms=ti)  # type: ignore[arg-type]
+            ir = None if ti is None else InversionRecoveryProtocol(inversion_times_ms=tuple(ti))
             s = _series(series, "IRT1", "t1_ir", ir)
         res = fit_relaxometry_series(
             s,

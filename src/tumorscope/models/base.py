@@ -398,15 +398,14 @@ class Model(abc.ABC):
             )
         make = cast(Any, cls)
         if cls.protocol_fields:
-            return make(*(getattr(protocol, f) for f in cls.protocol_fields), **options)  # type: ignore[no-any-return]
-        return make(protocol, **options)  # type: ignore[no-any-return]
+            return make(*(getattr(protocol, f) for f in cls.protocol_fields), **options)
+        return make(protocol, **options)
 
-    def check_voxel_inputs(
-        self, inputs: Mapping[str, np.ndarray], mask: np.ndarray | None
-    ) -> None:
+    def check_voxel_inputs(self, inputs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> None:
         """Model-specific checks of the per-voxel inputs given to :meth:`fit` (shapes are
         already checked). Default: none. Raise :class:`~tumorscope.errors.DataError` or
         :class:`~tumorscope.errors.FitError` naming the input."""
+        return None
 
     @classmethod
     @abc.abstractmethod

@@ -197,7 +197,13 @@ def fit_relaxometry(
     for s, model, vol in jobs:
         out.extend(
             _fit_series(
-                model, s, vol, out_dir=out_dir, prefix=f"{prefix}{model.name}_", mask=mask, opts=opts
+                model,
+                s,
+                vol,
+                out_dir=out_dir,
+                prefix=f"{prefix}{model.name}_",
+                mask=mask,
+                opts=opts,
             )
         )
     return out

@@ -54,7 +54,6 @@ def _loglinear_start(a: np.ndarray, te_ms: np.ndarray, y: np.ndarray) -> np.ndar
     return np.stack([np.where(ok, s0, y.max(axis=1)), np.where(ok, r, 0.0)], axis=1)
 
 
-
 _FLOORS = ("none", "rician", "offset")
 
 
@@ -258,7 +257,7 @@ class _DecayModel(Model):
                 field="noise_sigma_map",
             )
 
-    def fit(
+    def fit(  # type: ignore[override]  # names its one per-voxel input
         self,
         data: npt.ArrayLike,
         mask: npt.ArrayLike | None = None,

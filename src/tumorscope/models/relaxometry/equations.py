@@ -352,4 +352,3 @@ def t2star_rician_jacobian(
     a = monoexp_signal(p, echo_times_ms)
     g = rician_mean_derivative(a, np.asarray(sigma, dtype=float)[..., None])
     return monoexp_jacobian(p, echo_times_ms) * g[..., None]
-

@@ -185,4 +185,3 @@ class IRT1(Model):
         J = ir_jacobian(np.where(ok[:, None], params, 1.0), ti)
         stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan))
         return BlockFit(params, block_status(ok, at_bound), rss, stderr)
-

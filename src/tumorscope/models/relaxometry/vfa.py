@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -91,7 +91,7 @@ class VFAT1(Model):
     measurement_name = "flip angles"
     protocol_type = VFAProtocol
     voxel_inputs = ("b1",)
-    voxel_input_labels = {"b1": "B1 map"}
+    voxel_input_labels: ClassVar[Mapping[str, str]] = {"b1": "B1 map"}
 
     def __init__(
         self,
@@ -158,7 +158,7 @@ class VFAT1(Model):
                 field="b1",
             )
 
-    def fit(
+    def fit(  # type: ignore[override]  # names its one per-voxel input
         self,
         data: npt.ArrayLike,
         mask: npt.ArrayLike | None = None,
