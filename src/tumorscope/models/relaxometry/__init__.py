@@ -24,21 +24,9 @@ nothing is rescaled.
 
 from __future__ import annotations
 
+from . import equations
 from .decay import T2, T2Offset, T2Star
-from .equations import (
-    despot1,
-    ir_jacobian,
-    ir_signal,
-    monoexp_jacobian,
-    monoexp_signal,
-    rician_mean,
-    rician_mean_derivative,
-    spgr_jacobian,
-    spgr_signal,
-    t2star_rician_jacobian,
-    t2star_rician_signal,
-    vfa_two_point,
-)
+from .equations import *  # noqa: F403  (the signal equations, see equations.__all__)
 from .ir import IRT1
 from .vfa import VFAT1
 
@@ -49,22 +37,4 @@ for _cls in (VFAT1, IRT1, T2, T2Star, T2Offset):
     _cls.__module__ = __name__
 del _cls
 
-__all__ = [
-    "IRT1",
-    "T2",
-    "VFAT1",
-    "T2Offset",
-    "T2Star",
-    "despot1",
-    "ir_jacobian",
-    "ir_signal",
-    "monoexp_jacobian",
-    "monoexp_signal",
-    "rician_mean",
-    "rician_mean_derivative",
-    "spgr_jacobian",
-    "spgr_signal",
-    "t2star_rician_jacobian",
-    "t2star_rician_signal",
-    "vfa_two_point",
-]
+__all__ = ["IRT1", "T2", "VFAT1", "T2Offset", "T2Star", *equations.__all__]

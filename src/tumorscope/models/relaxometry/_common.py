@@ -4,19 +4,46 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ...errors import FitError, ProtocolError
 from ...fitting.status import FitStatus
 from ...protocol import Protocol
-from ..base import ParameterSpec
+from ..base import Model, ParameterSpec
 
 _P = TypeVar("_P", bound=Protocol)
 
-#: The derived rate map of the T1 models.
+#: The T1 parameter and the derived rate map of the T1 models.
+T1_SPEC = ParameterSpec(
+    "T1", "ms", 5.0, 50000.0, typical=(300.0, 3000.0), description="longitudinal relaxation time"
+)
 R1_SPEC = ParameterSpec("R1", "1/s", 0.0, np.inf, description="1000 / T1")
+
+
+class RelaxometryModel(Model):
+    """What the relaxometry models share: the options they record are the attributes named in
+    ``recorded_options`` (arrays as lists)."""
+
+    #: Attributes recorded by :meth:`options` (provenance), in order.
+    recorded_options: ClassVar[tuple[str, ...]] = ("method",)
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.recorded_options:
+            value = getattr(self, name)
+            out[name] = value.tolist() if isinstance(value, np.ndarray) else value
+        return out
+
+
+class T1Model(RelaxometryModel):
+    """A T1 model (:class:`~.vfa.VFAT1`, :class:`~.ir.IRT1`): derives ``R1 = 1000 / T1``."""
+
+    derived = (R1_SPEC,)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"R1": rate(maps["T1"])}
 
 
 def protocol_of(kind: type[_P], **values: Any) -> _P:
@@ -46,11 +73,6 @@ def rate(t_ms: np.ndarray) -> np.ndarray:
     t = np.asarray(t_ms, dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(t > 0, 1000.0 / t, np.nan)
-
-
-def derive_r1(maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The ``R1`` map of a T1 fit."""
-    return {"R1": rate(maps["T1"])}
 
 
 def block_status(ok: np.ndarray, at_bound: np.ndarray) -> np.ndarray:

@@ -20,7 +20,15 @@ from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
 from ..base import FitResult, Model, ParameterSpec, register_model
-from ._common import block_status, check_backend, copy_model, invalid_magnitude, protocol_of, rate
+from ._common import (
+    RelaxometryModel,
+    block_status,
+    check_backend,
+    copy_model,
+    invalid_magnitude,
+    protocol_of,
+    rate,
+)
 from .equations import (
     monoexp_jacobian,
     monoexp_signal,
@@ -55,9 +63,12 @@ def _loglinear_start(a: np.ndarray, te_ms: np.ndarray, y: np.ndarray) -> np.ndar
 
 
 _FLOORS = ("none", "rician", "offset")
+_S0_SPEC = ParameterSpec(
+    "S0", "a.u.", 0.0, np.inf, typical=(500.0, 5000.0), description="signal extrapolated to TE = 0"
+)
 
 
-class _DecayModel(Model):
+class _DecayModel(RelaxometryModel):
     """Shared machinery of :class:`T2`, :class:`T2Offset` and :class:`T2Star`.
 
     The solver works in ``(S0, R)`` with ``R`` in 1/s; subclasses state how their second
@@ -68,6 +79,7 @@ class _DecayModel(Model):
     methods = ("nlls",)
     protocol_type = MultiEchoProtocol
     voxel_inputs = ("noise_sigma_map",)
+    recorded_options = ("echo_times_ms", "floor", "method")
     _rate_bounds: tuple[float, float] = (0.2, 1000.0)
 
     def __init__(
@@ -171,11 +183,7 @@ class _DecayModel(Model):
         return np.concatenate([[self._sigma(), mode], self.echo_times_ms * 1e-3])
 
     def options(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "echo_times_ms": self.echo_times_ms.tolist(),
-            "floor": self.floor,
-            "method": self.method,
-        }
+        out = super().options()
         if self.floor == "rician":
             out["noise_sigma"] = self.noise_sigma
             out["noise_sigma_estimated"] = self._sigma_estimated
@@ -416,14 +424,7 @@ class T2Star(_DecayModel):
 
     name = "t2star"
     parameters = (
-        ParameterSpec(
-            "S0",
-            "a.u.",
-            0.0,
-            np.inf,
-            typical=(500.0, 5000.0),
-            description="signal extrapolated to TE = 0",
-        ),
+        _S0_SPEC,
         ParameterSpec(
             "R2star",
             "1/s",
@@ -486,14 +487,7 @@ class T2(_DecayModel):
 
     name = "t2"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
-        ParameterSpec(
-            "S0",
-            "a.u.",
-            0.0,
-            np.inf,
-            typical=(500.0, 5000.0),
-            description="signal extrapolated to TE = 0",
-        ),
+        _S0_SPEC,
         ParameterSpec(
             "T2", "ms", 1.0, 5000.0, typical=(30.0, 300.0), description="transverse relaxation time"
         ),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -13,15 +12,22 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import InversionRecoveryProtocol
-from ..base import Model, ParameterSpec, register_model
-from ._common import R1_SPEC, block_status, check_backend, derive_r1, invalid_magnitude, protocol_of
+from ..base import ParameterSpec, register_model
+from ._common import (
+    T1_SPEC,
+    T1Model,
+    block_status,
+    check_backend,
+    invalid_magnitude,
+    protocol_of,
+)
 from .equations import ir_jacobian, ir_signal
 
 __all__ = ["IRT1"]
 
 
 @register_model
-class IRT1(Model):
+class IRT1(T1Model):
     """Inversion recovery T1 mapping, magnitude data with polarity restoration.
 
     Fits the three-parameter :func:`ir_signal` ``M0 (1 - k exp(-TI/T1))``. For magnitude
@@ -59,14 +65,7 @@ class IRT1(Model):
             typical=(500.0, 5000.0),
             description="signal at full recovery",
         ),
-        ParameterSpec(
-            "T1",
-            "ms",
-            5.0,
-            50000.0,
-            typical=(300.0, 3000.0),
-            description="longitudinal relaxation time",
-        ),
+        T1_SPEC,
         ParameterSpec(
             "k",
             "1",
@@ -76,9 +75,9 @@ class IRT1(Model):
             description="inversion factor (2 = ideal inversion, full recovery)",
         ),
     )
-    derived = (R1_SPEC,)
     methods = ("rdnls",)
     measurement_name = "inversion times"
+    recorded_options = ("inversion_times_ms", "magnitude", "method")
     protocol_type = InversionRecoveryProtocol
 
     def __init__(
@@ -112,16 +111,6 @@ class IRT1(Model):
         if self.magnitude:
             return invalid_magnitude(y)
         return ~np.all(np.isfinite(y), axis=1) | ~np.any(y != 0, axis=1)
-
-    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return derive_r1(maps)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "inversion_times_ms": self.inversion_times_ms.tolist(),
-            "magnitude": self.magnitude,
-            "method": self.method,
-        }
 
     @classmethod
     def example(cls) -> IRT1:

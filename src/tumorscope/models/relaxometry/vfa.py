@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -14,15 +14,22 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import VFAProtocol
-from ..base import FitResult, Model, ParameterSpec, register_model
-from ._common import R1_SPEC, block_status, check_backend, derive_r1, invalid_magnitude, protocol_of
+from ..base import FitResult, ParameterSpec, register_model
+from ._common import (
+    T1_SPEC,
+    T1Model,
+    block_status,
+    check_backend,
+    invalid_magnitude,
+    protocol_of,
+)
 from .equations import _flip_rad, despot1, spgr_jacobian, spgr_signal, vfa_two_point
 
 __all__ = ["VFAT1"]
 
 
 @register_model
-class VFAT1(Model):
+class VFAT1(T1Model):
     """Variable flip angle T1 mapping from spoiled gradient echo (SPGR) magnitudes.
 
     Fits :func:`spgr_signal` to one signal per flip angle. Methods:
@@ -77,18 +84,11 @@ class VFAT1(Model):
             typical=(500.0, 5000.0),
             description="equilibrium signal (includes receive gain and T2* decay)",
         ),
-        ParameterSpec(
-            "T1",
-            "ms",
-            5.0,
-            50000.0,
-            typical=(300.0, 3000.0),
-            description="longitudinal relaxation time",
-        ),
+        T1_SPEC,
     )
-    derived = (R1_SPEC,)
     methods = ("nonlinear", "despot1", "two_point")
     measurement_name = "flip angles"
+    recorded_options = ("flip_angles_deg", "tr_ms", "method")
     protocol_type = VFAProtocol
     voxel_inputs = ("b1",)
     voxel_input_labels: ClassVar[Mapping[str, str]] = {"b1": "B1 map"}
@@ -129,16 +129,6 @@ class VFAT1(Model):
         if b1 is not None:
             bad |= ~np.isfinite(b1) | (b1 <= 0)
         return bad
-
-    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return derive_r1(maps)
-
-    def options(self) -> dict[str, Any]:
-        return {
-            "flip_angles_deg": self.flip_angles_deg.tolist(),
-            "tr_ms": self.tr_ms,
-            "method": self.method,
-        }
 
     @classmethod
     def example(cls) -> VFAT1:
