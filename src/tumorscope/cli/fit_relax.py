@@ -77,11 +77,21 @@ def _report(res: Any) -> Any:
     return fit
 
 
+# options the three fit commands share (one definition, one help text)
+_OUT = typer.Option(..., "--out", "-o", help="Output folder for the maps.")
+_MASK = typer.Option(None, "--mask", help="Mask NIfTI on the series grid.")
+_NOISE_SIGMA = typer.Option(
+    None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
+)
+_PREFIX = typer.Option(None, "--prefix", help="File name prefix.")
+_CHUNK = typer.Option(None, "--chunk-voxels", help="Voxels per block.")
+
+
 @fit_app.command("t1")
 def t1(
     series: Path = typer.Argument(..., help="4-D VFA or inversion recovery NIfTI series."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI on the series grid."),
+    out: Path = _OUT,
+    mask: Path = _MASK,
     sequence: str = typer.Option(
         None, "--sequence", help="vfa or ir (default: ir if the sidecar has InversionTime)."
     ),
@@ -92,8 +102,8 @@ def t1(
     flip_angles: str = typer.Option(None, "--flip-angles", help="VFA flip angles, deg: 2,5,12"),
     tr_ms: float = typer.Option(None, "--tr-ms", help="VFA repetition time (ms)."),
     inversion_times: str = typer.Option(None, "--inversion-times", help="IR TIs (ms)."),
-    prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    prefix: str = _PREFIX,
+    chunk_voxels: int = _CHUNK,
 ) -> None:
     """Fit T1 (VFA spoiled gradient echo or inversion recovery) and write M0, T1, R1 maps."""
     from ..errors import FitError
@@ -145,15 +155,13 @@ def t1(
 @fit_app.command("t2")
 def t2(
     series: Path = typer.Argument(..., help="4-D multi-echo spin echo NIfTI series."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI on the series grid."),
+    out: Path = _OUT,
+    mask: Path = _MASK,
     echo_times: str = typer.Option(None, "--echo-times", help="Echo times (ms): 10,20,30"),
     floor: str = typer.Option("none", "--floor", help="none, offset or rician."),
-    noise_sigma: float = typer.Option(
-        None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
-    ),
-    prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    noise_sigma: float = _NOISE_SIGMA,
+    prefix: str = _PREFIX,
+    chunk_voxels: int = _CHUNK,
 ) -> None:
     """Fit mono-exponential T2 and write S0, T2, R2 (and offset) maps."""
     from ..errors import FitError
@@ -178,18 +186,16 @@ def t2(
 @fit_app.command("t2star")
 def t2star(
     series: Path = typer.Argument(..., help="4-D multi-echo gradient echo NIfTI series."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI on the series grid."),
+    out: Path = _OUT,
+    mask: Path = _MASK,
     echo_times: str = typer.Option(None, "--echo-times", help="Echo times (ms): 2,4,6"),
     floor: str = typer.Option("rician", "--floor", help="rician or none."),
-    noise_sigma: float = typer.Option(
-        None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
-    ),
+    noise_sigma: float = _NOISE_SIGMA,
     noise_map: Path = typer.Option(
         None, "--noise-map", help="Spatially varying noise level map (NIfTI, series grid)."
     ),
-    prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    prefix: str = _PREFIX,
+    chunk_voxels: int = _CHUNK,
 ) -> None:
     """Fit T2*/R2* (noise-floor aware) and write S0, R2star, T2star maps."""
     from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
