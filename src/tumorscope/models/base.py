@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ExportError, FitError, ProtocolError, TumorscopeWarning
-from ..fitting.engine import BlockFit, fit_blocks, validate_inputs
+from ..fitting.engine import BlockFit, FlatFit, fit_blocks, validate_inputs
 from ..fitting.lm import LMOptions, levenberg_marquardt
 from ..fitting.status import FitStatus, summarize_counts
 
@@ -555,10 +555,21 @@ class Model(abc.ABC):
         )
         inputs = self._check_voxel_input_shapes(arr.shape[:-1], voxel_inputs)
         self.check_voxel_inputs(inputs, m)
-        flat = fit_blocks(
+        return self._result(arr, self._fit_engine(arr, m, chunk_voxels, inputs))
+
+    def _fit_engine(
+        self,
+        arr: np.ndarray,
+        mask: np.ndarray | None,
+        chunk_voxels: int | None,
+        inputs: Mapping[str, np.ndarray] | None = None,
+    ) -> FlatFit:
+        """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on validated data with
+        this model's block solver, invalid-voxel test, workers and dtype policy."""
+        return fit_blocks(
             self.fit_block,
             arr,
-            m,
+            mask,
             n_params=len(self.parameters),
             invalid_fn=None if self.handles_invalid else self.invalid_voxels,
             chunk_voxels=chunk_voxels,
@@ -566,7 +577,6 @@ class Model(abc.ABC):
             native_dtype=self.native_dtype,
             voxel_inputs=inputs,
         )
-        return self._result(arr, flat)
 
     def _check_voxel_input_shapes(
         self, shape: tuple[int, ...], given: Mapping[str, npt.ArrayLike | None]
