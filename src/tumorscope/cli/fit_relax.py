@@ -26,104 +26,59 @@ def _floats(text: str | None, option: str) -> list[float] | None:
     return None if text is None else parse_floats(text, option)
 
 
-def _protocol(series: Path, suffix: str) -> Any:
-    from ..io.bids import protocol_from_sidecar, read_sidecar, sidecar_path
+def _series(path: Path, suffix: str, role: str, protocol: Any = None) -> Any:
+    """The series given on the command line, with the acquisition given there (``protocol``)
+    or read from its sidecar."""
+    from ..io.bids import read_sidecar, sidecar_path
+    from ..stages.base import read_series
 
-    side = read_sidecar(series)
-    if not side:
+    if protocol is None and not read_sidecar(path):
         from ..errors import DataError
 
         raise DataError(
             "no sidecar with the acquisition found; give it on the command line",
-            file=sidecar_path(series),
+            file=sidecar_path(path),
         )
-    return protocol_from_sidecar(series, suffix, side)
+    return read_series(path, suffix, role=role, protocol=protocol)
 
 
-def _fit_and_write(
-    model: Any,
-    series: Path,
-    *,
-    out: Path,
-    mask: Path | None,
-    prefix: str,
-    voxel_map: tuple[str, str, Path] | None = None,
-    chunk_voxels: int | None = None,
-) -> Any:
-    """Fit ``model`` to ``series`` and write the maps atomically.
+def _echoes(te: list[float] | None) -> Any:
+    from ..protocol import MultiEchoProtocol
 
-    ``voxel_map`` is ``(fit keyword, label, path)`` of a per-voxel input map (``b1`` for
-    VFA, ``noise_sigma_map`` for T2*), checked on the series grid before anything is fitted
-    or written.
-    """
-    import warnings
+    return None if te is None else MultiEchoProtocol(echo_times_ms=te)  # type: ignore[arg-type]
 
+
+def _report(res: Any) -> Any:
+    """Print what was fitted and written; return the fit."""
     import numpy as np
 
-    from ..errors import DataError, FitError, TumorscopeWarning
-    from ..files import file_sha256
-    from ..stages.fit import FitOutputs, fit_volume, load_mask
-    from ..volume import Volume
-
-    vol = Volume.from_nifti(series)
-    if voxel_map is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TumorscopeWarning)
-            return fit_volume(
-                model, vol, out_dir=out, mask=mask, prefix=prefix, chunk_voxels=chunk_voxels
-            )
-    keyword, label, path = voxel_map
-    if vol.data.ndim != 4 or vol.n_measurements != model.n_measurements:
-        raise FitError(
-            f"the series has shape {vol.shape}; expected 4-D with {model.n_measurements} "
-            f"{model.measurement_name}",
-            file=series,
-            field="dim[4]",
-        )
-    map_vol = Volume.from_nifti(path)
-    if map_vol.spatial_shape != vol.spatial_shape or not vol.same_grid(map_vol):
-        raise DataError(
-            f"{label} grid {map_vol.spatial_shape} differs from the series grid "
-            f"{vol.spatial_shape}; resample it first",
-            file=path,
-            field="affine",
-        )
-    m = load_mask(mask, vol)
-    values = np.asarray(map_vol.data, dtype=float).reshape(vol.spatial_shape)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TumorscopeWarning)
-        fit = model.fit(vol.data, m, chunk_voxels=chunk_voxels, **{keyword: values})
-    files = {"series": series, keyword: path, **({"mask": mask} if mask is not None else {})}
-    fit.provenance["inputs"] = {
-        k: {"path": str(p), "sha256": file_sha256(p)} for k, p in files.items()
-    }
-    fit.provenance["stage"] = "fit"
-    written = fit.to_nifti(out, vol.affine, prefix=prefix)
-    return FitOutputs(fit, written, [])
-
-
-def _report(res: Any, what: str) -> None:
-    fit = res.fit
+    first = res.maps[0]
+    fit = first.fit
     n = int(fit.mask.sum())
-    import numpy as np
-
     bad = int(np.count_nonzero((fit.status > 2) & fit.mask))
-    typer.echo(f"fitted {what} to {n:,} voxels ({bad:,} not usable, see status)")
-    for name, path in res.files.items():
-        typer.echo(f"  {name:<16} {path}")
+    typer.echo(f"fitted {first.model} to {n:,} voxels ({bad:,} not usable, see status)")
+    pre = first.status.name[: -len("status.nii.gz")]
+    for path in res.files:
+        if path.name.endswith(".nii.gz"):
+            typer.echo(f"  {path.name[len(pre) : -len('.nii.gz')]:<16} {path}")
+    return fit
 
 
-def _stem(path: Path) -> str:
-    from ..io.bids import stem
-
-    return stem(path)
+# options the three fit commands share (one definition, one help text)
+_OUT = typer.Option(..., "--out", "-o", help="Output folder for the maps.")
+_MASK = typer.Option(None, "--mask", help="Mask NIfTI on the series grid.")
+_NOISE_SIGMA = typer.Option(
+    None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
+)
+_PREFIX = typer.Option(None, "--prefix", help="File name prefix.")
+_CHUNK = typer.Option(None, "--chunk-voxels", help="Voxels per block.")
 
 
 @fit_app.command("t1")
 def t1(
     series: Path = typer.Argument(..., help="4-D VFA or inversion recovery NIfTI series."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI on the series grid."),
+    out: Path = _OUT,
+    mask: Path = _MASK,
     sequence: str = typer.Option(
         None, "--sequence", help="vfa or ir (default: ir if the sidecar has InversionTime)."
     ),
@@ -134,12 +89,13 @@ def t1(
     flip_angles: str = typer.Option(None, "--flip-angles", help="VFA flip angles, deg: 2,5,12"),
     tr_ms: float = typer.Option(None, "--tr-ms", help="VFA repetition time (ms)."),
     inversion_times: str = typer.Option(None, "--inversion-times", help="IR TIs (ms)."),
-    prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    prefix: str = _PREFIX,
+    chunk_voxels: int = _CHUNK,
 ) -> None:
     """Fit T1 (VFA spoiled gradient echo or inversion recovery) and write M0, T1, R1 maps."""
     from ..errors import FitError
-    from ..models.relaxometry import IRT1, VFAT1
+    from ..protocol import InversionRecoveryProtocol, VFAProtocol
+    from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
 
     with user_errors():
         fa = _floats(flip_angles, "--flip-angles")
@@ -156,108 +112,97 @@ def t1(
                 from ..io.bids import read_sidecar
 
                 seq = "ir" if "InversionTime" in read_sidecar(series) else "vfa"
-        model: Any
         if seq == "vfa":
             if ti is not None:
                 raise FitError("--inversion-times does not apply to VFA", field="--inversion-times")
+            proto = None
             if fa is not None or tr_ms is not None:
                 if fa is None or tr_ms is None:
                     raise FitError("give both --flip-angles and --tr-ms", field="--tr-ms")
-                model = VFAT1(fa, tr_ms, method=method)  # type: ignore[arg-type]
-            else:
-                model = VFAT1.from_protocol(_protocol(series, "VFA"), method=method)
+                proto = VFAProtocol(flip_angles_deg=fa, tr_ms=tr_ms)  # type: ignore[arg-type]
+            s = _series(series, "VFA", "t1_vfa", proto)
         else:
             if b1 is not None:
                 raise FitError("--b1 applies to VFA only", field="--b1")
             if method != "nonlinear":
                 raise FitError("--method applies to VFA only", field="--method")
-            proto_ti = ti if ti is not None else _protocol(series, "IRT1").inversion_times_ms
-            model = IRT1(proto_ti)
-        pre = prefix if prefix is not None else f"{_stem(series)}_{model.name}_"
-        res = _fit_and_write(
-            model,
-            series,
-            out=out,
+            ir = None if ti is None else InversionRecoveryProtocol(inversion_times_ms=tuple(ti))
+            s = _series(series, "IRT1", "t1_ir", ir)
+        res = fit_relaxometry_series(
+            s,
+            out_dir=out,
+            prefix=prefix,
+            options=RelaxometryOptions(vfa_method=method, chunk_voxels=chunk_voxels),  # type: ignore[arg-type]
             mask=mask,
-            prefix=pre,
-            voxel_map=None if b1 is None else ("b1", "B1 map", b1),
-            chunk_voxels=chunk_voxels,
+            voxel_maps=None if b1 is None else {"b1": b1},
         )
-    _report(res, model.name)
+    _report(res)
 
 
 @fit_app.command("t2")
 def t2(
     series: Path = typer.Argument(..., help="4-D multi-echo spin echo NIfTI series."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI on the series grid."),
+    out: Path = _OUT,
+    mask: Path = _MASK,
     echo_times: str = typer.Option(None, "--echo-times", help="Echo times (ms): 10,20,30"),
     floor: str = typer.Option("none", "--floor", help="none, offset or rician."),
-    noise_sigma: float = typer.Option(
-        None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
-    ),
-    prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    noise_sigma: float = _NOISE_SIGMA,
+    prefix: str = _PREFIX,
+    chunk_voxels: int = _CHUNK,
 ) -> None:
     """Fit mono-exponential T2 and write S0, T2, R2 (and offset) maps."""
     from ..errors import FitError
-    from ..models.relaxometry import T2, T2Offset
+    from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
 
     with user_errors():
         te = _floats(echo_times, "--echo-times")
-        if te is None:
-            te = list(_protocol(series, "MESE").echo_times_ms)
-        model: Any
-        if floor == "offset":
-            if noise_sigma is not None:
-                raise FitError("--noise-sigma needs --floor rician", field="--noise-sigma")
-            model = T2Offset(te)
-        elif floor in ("none", "rician"):
-            model = T2(te, floor=floor, noise_sigma=noise_sigma)  # type: ignore[arg-type]
-        else:
+        if floor not in ("none", "offset", "rician"):
             raise FitError(f"expected none, offset or rician, got {floor!r}", field="--floor")
-        pre = prefix if prefix is not None else f"{_stem(series)}_{model.name}_"
-        res = _fit_and_write(
-            model, series, out=out, mask=mask, prefix=pre, chunk_voxels=chunk_voxels
+        if floor == "offset" and noise_sigma is not None:
+            raise FitError("--noise-sigma needs --floor rician", field="--noise-sigma")
+        opts = RelaxometryOptions(
+            t2_floor=floor,  # type: ignore[arg-type]
+            t2_noise_sigma=noise_sigma,
+            chunk_voxels=chunk_voxels,
         )
-    _report(res, model.name)
+        s = _series(series, "MESE", "t2", _echoes(te))
+        res = fit_relaxometry_series(s, out_dir=out, prefix=prefix, options=opts, mask=mask)
+    _report(res)
 
 
 @fit_app.command("t2star")
 def t2star(
     series: Path = typer.Argument(..., help="4-D multi-echo gradient echo NIfTI series."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI on the series grid."),
+    out: Path = _OUT,
+    mask: Path = _MASK,
     echo_times: str = typer.Option(None, "--echo-times", help="Echo times (ms): 2,4,6"),
     floor: str = typer.Option("rician", "--floor", help="rician or none."),
-    noise_sigma: float = typer.Option(
-        None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
-    ),
+    noise_sigma: float = _NOISE_SIGMA,
     noise_map: Path = typer.Option(
         None, "--noise-map", help="Spatially varying noise level map (NIfTI, series grid)."
     ),
-    prefix: str = typer.Option(None, "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    prefix: str = _PREFIX,
+    chunk_voxels: int = _CHUNK,
 ) -> None:
     """Fit T2*/R2* (noise-floor aware) and write S0, R2star, T2star maps."""
-    from ..models.relaxometry import T2Star
+    from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
 
     with user_errors():
         te = _floats(echo_times, "--echo-times")
-        if te is None:
-            te = list(_protocol(series, "MEGRE").echo_times_ms)
-        model = T2Star(te, noise_sigma=noise_sigma, floor=floor)  # type: ignore[arg-type]
-        pre = prefix if prefix is not None else f"{_stem(series)}_{model.name}_"
-        res = _fit_and_write(
-            model,
-            series,
-            out=out,
-            mask=mask,
-            prefix=pre,
-            voxel_map=None if noise_map is None else ("noise_sigma_map", "noise map", noise_map),
+        opts = RelaxometryOptions(
+            t2star_floor=floor,  # type: ignore[arg-type]
+            t2star_noise_sigma=noise_sigma,
             chunk_voxels=chunk_voxels,
         )
-    _report(res, model.name)
-    sigma = res.fit.provenance["options"].get("noise_sigma")
+        res = fit_relaxometry_series(
+            _series(series, "MEGRE", "t2star", _echoes(te)),
+            out_dir=out,
+            prefix=prefix,
+            options=opts,
+            mask=mask,
+            voxel_maps=None if noise_map is None else {"noise_sigma_map": noise_map},
+        )
+    fit = _report(res)
+    sigma = fit.provenance["options"].get("noise_sigma")
     if isinstance(sigma, int | float):
         typer.echo(f"  noise sigma      {sigma:g}")

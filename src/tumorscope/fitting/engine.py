@@ -18,7 +18,7 @@ results are identical whatever the chunk size, the number of workers or the mask
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -125,33 +125,39 @@ def validate_inputs(
     return arr, m
 
 
-def _default_invalid(y: np.ndarray) -> np.ndarray:
-    return ~np.all(np.isfinite(y), axis=1)
+def _default_invalid(y: np.ndarray, **inputs: np.ndarray) -> np.ndarray:
+    bad = ~np.all(np.isfinite(y), axis=1)
+    for v in inputs.values():
+        bad |= ~np.isfinite(v)
+    return bad
 
 
 def fit_blocks(
-    block_fn: Callable[[np.ndarray], BlockFit],
+    block_fn: Callable[..., BlockFit],
     data: np.ndarray,
     mask: np.ndarray | None,
     *,
     n_params: int,
-    invalid_fn: Callable[[np.ndarray], np.ndarray] | None = _default_invalid,
+    invalid_fn: Callable[..., np.ndarray] | None = _default_invalid,
     chunk_voxels: int | None = None,
     n_workers: int = 1,
     native_dtype: bool = False,
+    voxel_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> FlatFit:
     """Fit all masked voxels block by block.
 
     Parameters
     ----------
     block_fn : callable
-        ``block_fn(y (n, m) float64) -> BlockFit`` for ``n`` valid voxels.
+        ``block_fn(y (n, m) float64, **inputs) -> BlockFit`` for ``n`` valid voxels, with
+        ``inputs`` the block's rows of ``voxel_inputs`` (none when there are none).
     data : ndarray, shape (..., m)
         Already validated by :func:`validate_inputs`.
     mask : ndarray of bool, shape data.shape[:-1], or None
     n_params : int
     invalid_fn : callable or None, optional
-        ``invalid_fn(y (n, m)) -> (n,) bool``: voxels not to fit (status ``INVALID_INPUT``).
+        ``invalid_fn(y (n, m), **inputs) -> (n,) bool``: voxels not to fit (status
+        ``INVALID_INPUT``).
         Default: any non-finite value. ``None``: every voxel goes to ``block_fn``, which then
         reports invalid voxels itself (status ``INVALID_INPUT``, NaN parameters); fused
         kernels use this to validate in the same pass as they fit.
@@ -163,6 +169,10 @@ def fit_blocks(
     native_dtype : bool, default False
         Hand float32 data to ``block_fn`` as float32 (float64 otherwise; other dtypes are
         always converted to float64).
+    voxel_inputs : mapping of str to ndarray, optional
+        Per-voxel inputs of the model (e.g. ``{"b1": map}``), each of shape
+        ``data.shape[:-1]``: handed to ``invalid_fn`` and ``block_fn`` as keyword arguments,
+        block by block (float64 rows of the same voxels as ``y``).
 
     Returns
     -------
@@ -178,82 +188,29 @@ def fit_blocks(
     block_dtype = (
         data.dtype if native_dtype and data.dtype in (np.float32, np.float64) else np.float64
     )
-
-    # every fitted voxel is written by its block; only voxels outside the mask need a fill
-    def _out(shape: tuple[int, ...]) -> np.ndarray:
-        if mask is None:
-            return np.empty(shape, dtype=np.float32)
-        return np.full(shape, np.nan, dtype=np.float32)
-
-    params = _out((V, n_params))
-    stderr = _out((V, n_params))
-    rss = _out((V,))
-    status = np.full(V, FitStatus.NOT_FITTED, dtype=np.uint8)
-    if mask is None:
-        fmask = np.ones(V, dtype=bool)
-        index: np.ndarray | None = None
-        n_fit = V
-    else:
-        fmask = mask.reshape(-1)
-        index = np.flatnonzero(fmask)
-        n_fit = index.size
-    if chunk_voxels is not None:
-        chunk = int(chunk_voxels)
-    elif n_workers > 1:
-        # enough blocks to keep every worker busy (at least 4 per worker), never tiny ones
-        chunk = min(DEFAULT_CHUNK_VOXELS, max(1024, math.ceil(n_fit / (4 * n_workers))))
-    else:
-        chunk = DEFAULT_CHUNK_VOXELS
+    flat_inputs = {k: np.asarray(v).reshape(-1) for k, v in (voxel_inputs or {}).items()}
+    for k, v in flat_inputs.items():
+        if v.size != V:
+            raise FitError(f"expected one value per voxel ({V}), got {v.size}", field=k)
+    out = _Outputs.allocate(V, n_params, mask)
+    n_fit = V if out.index is None else out.index.size
+    chunk = _chunk_size(chunk_voxels, n_workers, n_fit)
     n_chunks = math.ceil(n_fit / chunk) if n_fit else 0
-
     block_counts = np.zeros((max(n_chunks, 1), 256), dtype=np.int64)
     progress.report("planned", n_chunks)
 
     def one(c: int) -> None:
-        block_counts[c] = np.bincount(_one(c), minlength=256)
-        progress.report("done", 1)
-
-    def _one(c: int) -> np.ndarray:
         lo, hi = c * chunk, min((c + 1) * chunk, n_fit)
-        sel: slice | np.ndarray = slice(lo, hi) if index is None else index[lo:hi]
+        sel: slice | np.ndarray = slice(lo, hi) if out.index is None else out.index[lo:hi]
         y = np.asarray(flat[sel], dtype=block_dtype)
+        extra = {k: np.asarray(v[sel], dtype=np.float64) for k, v in flat_inputs.items()}
         if invalid_fn is None:
             good = np.ones(y.shape[0], dtype=bool)
         else:
-            good = ~np.asarray(invalid_fn(y), dtype=bool)
-        st = np.full(y.shape[0], FitStatus.INVALID_INPUT, dtype=np.uint8)
-        if np.all(good):
-            res = block_fn(np.ascontiguousarray(y))
-            failed = res.status == FitStatus.FAILED
-            if failed.any():  # failed voxels carry no numbers
-                res.params[failed] = np.nan
-                if res.stderr is not None:
-                    res.stderr[failed] = np.nan
-            params[sel] = res.params
-            status[sel] = res.status
-            rss[sel] = res.rss
-            stderr[sel] = np.nan if res.stderr is None else res.stderr
-            return np.asarray(res.status, dtype=np.uint8)
-        pp = np.full((y.shape[0], n_params), np.nan)
-        se = np.full((y.shape[0], n_params), np.nan)
-        rr = np.full(y.shape[0], np.nan)
-        if good.any():
-            res = block_fn(np.ascontiguousarray(y[good]))
-            failed = res.status == FitStatus.FAILED
-            if failed.any():
-                res.params[failed] = np.nan
-                if res.stderr is not None:
-                    res.stderr[failed] = np.nan
-            pp[good] = res.params
-            st[good] = res.status
-            rr[good] = res.rss
-            if res.stderr is not None:
-                se[good] = res.stderr
-        params[sel] = pp
-        status[sel] = st
-        rss[sel] = rr
-        stderr[sel] = se
-        return st
+            good = ~np.asarray(invalid_fn(y, **extra), dtype=bool)
+        st = out.store(sel, _solve_valid(block_fn, y, good, extra, n_params))
+        block_counts[c] = np.bincount(st, minlength=256)
+        progress.report("done", 1)
 
     if n_workers == 1 or n_chunks <= 1:
         for c in range(n_chunks):
@@ -263,4 +220,94 @@ def fit_blocks(
             list(pool.map(one, range(n_chunks)))
     counts = block_counts.sum(axis=0)
     counts[FitStatus.NOT_FITTED] += V - n_fit
-    return FlatFit(params, stderr, status, rss, fmask, counts)
+    return FlatFit(out.params, out.stderr, out.status, out.rss, out.fmask, counts)
+
+
+def _chunk_size(chunk_voxels: int | None, n_workers: int, n_fit: int) -> int:
+    """Voxels per block: as asked, else the default, or less with several workers so that each
+    gets at least 4 blocks (never tiny ones)."""
+    if chunk_voxels is not None:
+        return int(chunk_voxels)
+    if n_workers > 1:
+        return min(DEFAULT_CHUNK_VOXELS, max(1024, math.ceil(n_fit / (4 * n_workers))))
+    return DEFAULT_CHUNK_VOXELS
+
+
+def _solve(
+    block_fn: Callable[..., BlockFit], y: np.ndarray, extra: dict[str, np.ndarray]
+) -> BlockFit:
+    """``block_fn`` on a block of valid voxels; failed voxels carry no numbers."""
+    res = block_fn(np.ascontiguousarray(y), **extra)
+    failed = res.status == FitStatus.FAILED
+    if failed.any():
+        res.params[failed] = np.nan
+        if res.stderr is not None:
+            res.stderr[failed] = np.nan
+    return res
+
+
+def _solve_valid(
+    block_fn: Callable[..., BlockFit],
+    y: np.ndarray,
+    good: np.ndarray,
+    extra: dict[str, np.ndarray],
+    n_params: int,
+) -> BlockFit:
+    """The block's results: ``block_fn`` on the ``good`` voxels, ``INVALID_INPUT`` and NaN for
+    the others."""
+    if np.all(good):
+        res = _solve(block_fn, y, extra)
+        res.status = np.asarray(res.status, dtype=np.uint8)
+        return res
+    n = y.shape[0]
+    out = BlockFit(
+        np.full((n, n_params), np.nan),
+        np.full(n, FitStatus.INVALID_INPUT, dtype=np.uint8),
+        np.full(n, np.nan),
+        np.full((n, n_params), np.nan),
+    )
+    if good.any():
+        res = _solve(block_fn, y[good], {k: v[good] for k, v in extra.items()})
+        out.params[good] = res.params
+        out.status[good] = res.status
+        out.rss[good] = res.rss
+        if res.stderr is not None:
+            assert out.stderr is not None
+            out.stderr[good] = res.stderr
+    return out
+
+
+@dataclass
+class _Outputs:
+    """The flat float32 maps every block writes its voxels into."""
+
+    params: np.ndarray
+    stderr: np.ndarray
+    rss: np.ndarray
+    status: np.ndarray
+    fmask: np.ndarray
+    index: np.ndarray | None
+
+    @classmethod
+    def allocate(cls, V: int, n_params: int, mask: np.ndarray | None) -> _Outputs:
+        # every fitted voxel is written by its block; only voxels outside the mask need a fill
+        def arr(shape: tuple[int, ...]) -> np.ndarray:
+            if mask is None:
+                return np.empty(shape, dtype=np.float32)
+            return np.full(shape, np.nan, dtype=np.float32)
+
+        status = np.full(V, FitStatus.NOT_FITTED, dtype=np.uint8)
+        if mask is None:
+            fmask, index = np.ones(V, dtype=bool), None
+        else:
+            fmask = mask.reshape(-1)
+            index = np.flatnonzero(fmask)
+        return cls(arr((V, n_params)), arr((V, n_params)), arr((V,)), status, fmask, index)
+
+    def store(self, sel: slice | np.ndarray, res: BlockFit) -> np.ndarray:
+        """Write a block's results at ``sel``; return its status codes."""
+        self.params[sel] = res.params
+        self.status[sel] = res.status
+        self.rss[sel] = res.rss
+        self.stderr[sel] = np.nan if res.stderr is None else res.stderr
+        return np.asarray(res.status, dtype=np.uint8)

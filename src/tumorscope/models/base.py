@@ -6,7 +6,11 @@ a subclass of :class:`Model`:
 * sets ``name`` (registry key), ``parameters`` (a tuple of :class:`ParameterSpec`, in the
   order of the parameter vector), optionally ``derived`` (maps computed from the fitted ones,
   such as ``kep`` or ``R2star``) and ``methods`` (accepted ``method=`` names, first = default);
-* stores its protocol and options in ``__init__`` (never data) and validates them;
+* stores its protocol and options in ``__init__`` (never data) and validates them; every model
+  is also built from its protocol object by :meth:`Model.from_protocol` (see
+  ``protocol_type`` / ``protocol_fields``);
+* declares its per-voxel inputs (maps such as B1) in ``voxel_inputs``: ``fit`` takes them as
+  named arguments and hands them, block by block, to ``invalid_voxels`` and ``fit_block``;
 * implements ``n_measurements``, the vectorised ``signal(params (n, p)) -> (n, m)`` and
   ``jacobian(params (n, p)) -> (n, m, p)``, and ``initial_guess(y (n, m)) -> (n, p)``;
 * optionally supplies a compiled per-voxel function (``kernel()`` and ``consts()``) to run the
@@ -30,14 +34,18 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
-from ..errors import ExportError, FitError, TumorscopeWarning
-from ..fitting.engine import BlockFit, fit_blocks, validate_inputs
+from ..errors import ExportError, FitError, ProtocolError, TumorscopeWarning
+from ..fitting.engine import BlockFit, FlatFit, fit_blocks, validate_inputs
 from ..fitting.lm import LMOptions, levenberg_marquardt
 from ..fitting.status import FitStatus, summarize_counts
+
+if TYPE_CHECKING:
+    from ..protocol import Protocol
 
 __all__ = [
     "FitResult",
@@ -264,6 +272,24 @@ class Model(abc.ABC):
     """Base class of every signal model (see the module docstring and ``docs/fitting.md``).
 
     Subclasses hold the acquisition and options, never data; ``fit`` never mutates the model.
+
+    **The acquisition.** Every model is built from its protocol the same way,
+    ``Model.from_protocol(protocol, **options)``: the protocol is checked against
+    :attr:`protocol_type` (a :class:`~tumorscope.errors.ProtocolError` names the expected
+    kind), then handed to the constructor, either whole (``protocol_fields`` empty: the
+    constructor takes the protocol object as its first argument, as the diffusion and
+    relaxometry models do) or as the attributes named in :attr:`protocol_fields`, in order.
+    ``options`` are the constructor's keyword options (``method=``, ``aif_mM=`` ...).
+
+    **Per-voxel inputs.** Maps that vary from voxel to voxel but are not data (a B1 map, a
+    noise level map) are declared by name in :attr:`voxel_inputs` and passed to :meth:`fit`
+    as keyword arguments (``fit(data, mask, b1=b1_map)``). :meth:`fit` checks that each has
+    the data's spatial shape (``data.shape[:-1]``; the message uses
+    :attr:`voxel_input_labels`), calls :meth:`check_voxel_inputs` for model-specific checks,
+    and the engine hands them, chunk by chunk and as float64 rows of the same voxels, to
+    ``invalid_voxels(y, **inputs)`` and ``fit_block(y, **inputs)``: a model with voxel
+    inputs accepts them as keyword arguments there. An input that is not given is not
+    passed (``fit_block(y)``), so results without it are those of the plain model.
     """
 
     #: Registry key (lower case), e.g. ``"ivim"``.
@@ -287,6 +313,15 @@ class Model(abc.ABC):
     #: uses the serial numba solver. Default False: blocks one after another, numba solver
     #: with ``prange`` (safe for any model).
     thread_safe: ClassVar[bool] = False
+    #: Protocol class :meth:`from_protocol` accepts (None: any object).
+    protocol_type: ClassVar[type[Protocol] | None] = None
+    #: Attributes of the protocol handed to the constructor by :meth:`from_protocol`, in
+    #: order; empty (default): the protocol object itself is the first argument.
+    protocol_fields: ClassVar[tuple[str, ...]] = ()
+    #: Names of the per-voxel inputs :meth:`fit` takes as keyword arguments (e.g. ``("b1",)``).
+    voxel_inputs: ClassVar[tuple[str, ...]] = ()
+    #: How messages name a per-voxel input (default: its name).
+    voxel_input_labels: ClassVar[Mapping[str, str]] = {}
 
     method: str = "lm"
     backend: str = "auto"
@@ -336,6 +371,41 @@ class Model(abc.ABC):
     def options(self) -> dict[str, Any]:
         """Options recorded in provenance (JSON-serialisable)."""
         return {"method": self.method}
+
+    @classmethod
+    def from_protocol(cls, protocol: Protocol, **options: Any) -> Self:
+        """Build the model from its acquisition protocol (see the class docstring).
+
+        Parameters
+        ----------
+        protocol : Protocol
+            An instance of :attr:`protocol_type` (e.g. a
+            :class:`~tumorscope.protocol.MultiEchoProtocol` for ``T2Star``).
+        **options
+            Keyword options of the constructor.
+
+        Raises
+        ------
+        ProtocolError
+            A protocol of another kind.
+        """
+        want = cls.protocol_type
+        if want is not None and not isinstance(protocol, want):
+            raise ProtocolError(
+                f"{cls.__name__} needs a {want.__name__}, got {type(protocol).__name__}",
+                file=getattr(protocol, "source", None),
+                field="protocol",
+            )
+        make = cast(Any, cls)
+        if cls.protocol_fields:
+            return make(*(getattr(protocol, f) for f in cls.protocol_fields), **options)
+        return make(protocol, **options)
+
+    def check_voxel_inputs(self, inputs: Mapping[str, np.ndarray], mask: np.ndarray | None) -> None:
+        """Model-specific checks of the per-voxel inputs given to :meth:`fit` (shapes are
+        already checked). Default: none. Raise :class:`~tumorscope.errors.DataError` or
+        :class:`~tumorscope.errors.FitError` naming the input."""
+        return None
 
     @classmethod
     @abc.abstractmethod
@@ -449,6 +519,7 @@ class Model(abc.ABC):
         mask: np.ndarray | None = None,
         *,
         chunk_voxels: int | None = None,
+        **voxel_inputs: npt.ArrayLike | None,
     ) -> FitResult:
         """Fit the model to every voxel of ``data`` (within ``mask``).
 
@@ -460,6 +531,9 @@ class Model(abc.ABC):
             Voxels to fit; others get NaN maps and status ``NOT_FITTED``.
         chunk_voxels : int, optional, keyword-only
             Voxels per block (bounds memory); results do not depend on it.
+        **voxel_inputs : ndarray, shape data.shape[:-1], optional
+            The model's per-voxel inputs (names in :attr:`voxel_inputs`, e.g. ``b1=``);
+            ``None`` is the same as not given.
 
         Returns
         -------
@@ -468,7 +542,8 @@ class Model(abc.ABC):
         Raises
         ------
         FitError
-            Data whose last axis disagrees with the protocol, a mask of another shape.
+            Data whose last axis disagrees with the protocol, a mask or per-voxel input of
+            another shape, a per-voxel input the model does not take.
 
         Warns
         -----
@@ -478,17 +553,57 @@ class Model(abc.ABC):
         arr, m = validate_inputs(
             data, mask, n_measurements=self.n_measurements, what=self.measurement_name
         )
-        flat = fit_blocks(
+        inputs = self._check_voxel_input_shapes(arr.shape[:-1], voxel_inputs)
+        self.check_voxel_inputs(inputs, m)
+        return self._result(arr, self._fit_engine(arr, m, chunk_voxels, inputs))
+
+    def _fit_engine(
+        self,
+        arr: np.ndarray,
+        mask: np.ndarray | None,
+        chunk_voxels: int | None,
+        inputs: Mapping[str, np.ndarray] | None = None,
+    ) -> FlatFit:
+        """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on validated data with
+        this model's block solver, invalid-voxel test, workers and dtype policy."""
+        return fit_blocks(
             self.fit_block,
             arr,
-            m,
+            mask,
             n_params=len(self.parameters),
             invalid_fn=None if self.handles_invalid else self.invalid_voxels,
             chunk_voxels=chunk_voxels,
             n_workers=self._n_workers(),
             native_dtype=self.native_dtype,
+            voxel_inputs=inputs,
         )
-        return self._result(arr, flat)
+
+    def _check_voxel_input_shapes(
+        self, shape: tuple[int, ...], given: Mapping[str, npt.ArrayLike | None]
+    ) -> dict[str, np.ndarray]:
+        """The per-voxel inputs given (not None) as float64 arrays of the spatial ``shape``."""
+        unknown = [k for k in given if k not in self.voxel_inputs]
+        if unknown:
+            takes = ", ".join(self.voxel_inputs) or "none"
+            raise FitError(
+                f"{type(self).__name__}.fit() got an unknown per-voxel input {unknown[0]!r}; "
+                f"it takes: {takes}",
+                field=unknown[0],
+            )
+        out: dict[str, np.ndarray] = {}
+        for name in self.voxel_inputs:
+            value = given.get(name)
+            if value is None:
+                continue
+            arr = np.asarray(value, dtype=float)
+            if arr.shape != shape:
+                label = self.voxel_input_labels.get(name, name)
+                raise FitError(
+                    f"{label} shape {arr.shape} does not match the data's spatial shape {shape}",
+                    field=name,
+                )
+            out[name] = arr
+        return out
 
     def _result(self, arr: np.ndarray, flat: Any, *, order: Literal["C", "F"] = "C") -> FitResult:
         """Build the :class:`FitResult` from flat per-voxel results (``order``: how the
@@ -589,7 +704,11 @@ def register_model(cls: _M) -> _M:
 
 
 def _load_all() -> None:
-    """Import every public module of ``tumorscope.models`` so that they register."""
+    """Import every public module of ``tumorscope.models`` so that they register.
+
+    Public modules are those whose name does not start with ``_``; a modality package
+    (``models/relaxometry/``) is imported with its public modules, one level down.
+    """
     global _LOADED
     if _LOADED:
         return
@@ -597,7 +716,11 @@ def _load_all() -> None:
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name.startswith("_") or info.name == "base":
             continue
-        importlib.import_module(f"tumorscope.models.{info.name}")
+        mod = importlib.import_module(f"tumorscope.models.{info.name}")
+        if info.ispkg:
+            for sub in pkgutil.iter_modules(mod.__path__):
+                if not sub.name.startswith("_"):
+                    importlib.import_module(f"{mod.__name__}.{sub.name}")
     _LOADED = True
 
 

@@ -566,13 +566,13 @@ def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
 
 
 def _relax_applies(study: Study, unit: Unit) -> bool:
-    from ..models.relaxometry_stage import RELAXOMETRY_ROLES
+    from ..stages.relaxometry import RELAXOMETRY_ROLES
 
     return any(r in _visit(study, unit).series for r in RELAXOMETRY_ROLES)
 
 
 def _relax_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    from ..models.relaxometry_stage import RELAXOMETRY_ROLES
+    from ..stages.relaxometry import RELAXOMETRY_ROLES
 
     series = _visit(study, unit).series
     return [p for r in RELAXOMETRY_ROLES if r in series for p in _series_files(series[r].path)]
@@ -581,23 +581,20 @@ def _relax_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """T2*, T2 and inversion-recovery T1 of every relaxometry series of the visit.
 
-    Calls :func:`tumorscope.models.relaxometry_stage.fit_relaxometry_visit` (whole volume).
+    Calls :func:`tumorscope.stages.relaxometry.fit_relaxometry` (whole volume).
     """
-    from ..models.relaxometry_stage import fit_relaxometry_visit
+    from ..stages.base import SeriesInput
+    from ..stages.relaxometry import RELAXOMETRY_ROLES, fit_relaxometry
 
     assert unit.visit is not None
-    res = fit_relaxometry_visit(
-        _visit(study, unit), out_dir=maps_dir(ctx, unit.subject, unit.visit)
+    visit = _visit(study, unit)
+    res = fit_relaxometry(
+        {r: SeriesInput.of(s) for r, s in visit.series.items() if r in RELAXOMETRY_ROLES},
+        out_dir=maps_dir(ctx, unit.subject, unit.visit),
+        prefix=f"sub-{visit.subject_id}_ses-{visit.id}_",
     )
-    entries: list[_MapEntry] = []
-    for role, fit in res.fits.items():
-        model = str(fit.provenance.get("model", ""))
-        for param in fit.maps:
-            path = res.files.get(f"{model}_{param}")
-            if path is not None:
-                status = res.files.get(f"{model}_status")
-                entries.append(_MapEntry(model, param, path, status, fit, role))
-    out = _record_maps(ctx, "fit_relax", unit, entries, _with_sidecars(list(res.files.values())))
+    entries = [_MapEntry(m.model, m.parameter, m.path, m.status, m.fit, m.series) for m in res.maps]
+    out = _record_maps(ctx, "fit_relax", unit, entries, res.files)
     out.notes += list(res.warnings)
     return out
 
@@ -1212,7 +1209,7 @@ STEPS: tuple[Step, ...] = (
         _relax_inputs,
         requires=("register",),
         applies=_relax_applies,
-        missing=lambda: _has_module("tumorscope.models.relaxometry_stage", "fit_relaxometry_visit"),
+        missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
     ),
     Step(
         "iron",

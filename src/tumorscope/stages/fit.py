@@ -111,6 +111,7 @@ def fit_volume(
     input_files: Mapping[str, str | os.PathLike[str]] | None = None,
     chunk_voxels: int | None = None,
     include_stderr: bool = True,
+    voxel_inputs: Mapping[str, np.ndarray] | None = None,
 ) -> FitOutputs:
     """Fit ``model`` to a 4-D series within a mask and write every map as NIfTI + JSON.
 
@@ -131,6 +132,9 @@ def fit_volume(
         and the mask's ``source``.
     chunk_voxels : int, keyword-only
     include_stderr : bool, keyword-only, default True
+    voxel_inputs : mapping of str to ndarray, keyword-only, optional
+        The model's per-voxel inputs (``{"b1": map}``; names in ``model.voxel_inputs``), each
+        of shape (X, Y, Z), passed to ``model.fit``. Their files go in ``input_files``.
 
     Returns
     -------
@@ -178,7 +182,7 @@ def fit_volume(
         hashes[role] = {"path": str(p), "sha256": file_sha256(p)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TumorscopeWarning)
-        fit = model.fit(volume.data, m, chunk_voxels=chunk_voxels)
+        fit = model.fit(volume.data, m, chunk_voxels=chunk_voxels, **dict(voxel_inputs or {}))
     messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
     for w in caught:  # re-issue every warning once, to the caller
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)

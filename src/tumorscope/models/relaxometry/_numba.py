@@ -16,7 +16,7 @@ import math
 
 import numba as nb
 
-from ..fitting._lm_numba import MODEL_SIGNATURE
+from ...fitting._lm_numba import MODEL_SIGNATURE
 
 __all__ = ["rician_decay_kernel"]
 

@@ -1,0 +1,102 @@
+"""Pieces shared by the relaxometry models: protocol handling, statuses, input checks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+
+from ...errors import FitError, ProtocolError
+from ...fitting.status import FitStatus
+from ...protocol import Protocol
+from ..base import Model, ParameterSpec
+
+_P = TypeVar("_P", bound=Protocol)
+
+#: The T1 parameter and the derived rate map of the T1 models.
+T1_SPEC = ParameterSpec(
+    "T1", "ms", 5.0, 50000.0, typical=(300.0, 3000.0), description="longitudinal relaxation time"
+)
+R1_SPEC = ParameterSpec("R1", "1/s", 0.0, np.inf, description="1000 / T1")
+
+
+class RelaxometryModel(Model):
+    """What the relaxometry models share: the options they record are the attributes named in
+    ``recorded_options`` (arrays as lists)."""
+
+    #: Attributes recorded by :meth:`options` (provenance), in order.
+    recorded_options: ClassVar[tuple[str, ...]] = ("method",)
+
+    def options(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in self.recorded_options:
+            value = getattr(self, name)
+            out[name] = value.tolist() if isinstance(value, np.ndarray) else value
+        return out
+
+
+class T1Model(RelaxometryModel):
+    """A T1 model (:class:`~.vfa.VFAT1`, :class:`~.ir.IRT1`): derives ``R1 = 1000 / T1``."""
+
+    derived = (R1_SPEC,)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"R1": rate(maps["T1"])}
+
+
+def protocol_of(kind: type[_P], **values: Any) -> _P:
+    """The acquisition of a model: its first argument if that is already a ``kind`` protocol
+    (then no other acquisition value may be given), else ``kind(**values)`` (None values
+    left to the protocol's defaults and checks)."""
+    first, *rest = values
+    value = values[first]
+    if isinstance(value, Protocol):
+        if not isinstance(value, kind):
+            raise ProtocolError(
+                f"expected a {kind.__name__}, got {type(value).__name__}",
+                file=value.source,
+                field=first,
+            )
+        given = [k for k in rest if values[k] is not None]
+        if given:
+            raise FitError(
+                f"give a {kind.__name__} or the acquisition values, not both", field=given[0]
+            )
+        return value
+    return kind(**{k: v for k, v in values.items() if v is not None or k == first})
+
+
+def rate(t_ms: np.ndarray) -> np.ndarray:
+    """``1000 / t`` (a rate in 1/s from a time in ms), NaN where ``t <= 0``."""
+    t = np.asarray(t_ms, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(t > 0, 1000.0 / t, np.nan)
+
+
+def block_status(ok: np.ndarray, at_bound: np.ndarray) -> np.ndarray:
+    """``CONVERGED``, ``AT_BOUND`` where the search ended on its bounds, ``FAILED`` where not
+    ``ok`` (non-finite parameters)."""
+    st = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
+    st[~ok] = FitStatus.FAILED
+    return st
+
+
+def invalid_magnitude(y: np.ndarray) -> np.ndarray:
+    """Voxels that cannot be fitted: non-finite, negative or all-zero magnitudes."""
+    return ~np.all(np.isfinite(y), axis=1) | np.any(y < 0, axis=1) | ~np.any(y > 0, axis=1)
+
+
+def check_backend(backend: str) -> str:
+    """The backend name, if it is one of ``auto``, ``numpy``, ``numba`` (FitError otherwise)."""
+    if backend not in ("auto", "numpy", "numba"):
+        raise FitError(
+            f"unknown backend {backend!r}; expected 'auto', 'numba' or 'numpy'", field="backend"
+        )
+    return backend
+
+
+def copy_model(model: Any) -> Any:
+    """A shallow copy of a model (to change an option for one fit without mutating it)."""
+    return copy.copy(model)
