@@ -1,6 +1,6 @@
 """Compiled per-voxel diffusion kernels (numba); imported only when numba is installed.
 
-Signal equations and references are documented in :mod:`tumorscope.models.diffusion`.
+Signal equations and references are documented in :mod:`tumorscope.models.diffusion.equations`.
 Parameter orders: ADC (S0, ADC); IVIM (S0, D, f, D_star); DKI (S0, D, K).
 """
 
@@ -14,8 +14,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ..fitting._lm_numba import MODEL_SIGNATURE
-from ..fitting.status import FitStatus
+from ...fitting._lm_numba import MODEL_SIGNATURE
+from ...fitting.status import FitStatus
 
 _CONVERGED = np.uint8(FitStatus.CONVERGED)
 _AT_BOUND = np.uint8(FitStatus.AT_BOUND)
