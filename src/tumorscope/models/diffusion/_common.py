@@ -12,9 +12,10 @@ import numpy as np
 from ...errors import ProtocolError
 from ...fitting.engine import BlockFit
 from ...fitting.linear import weighted_lls
+from ...fitting.lm import LMResult, levenberg_marquardt
 from ...fitting.status import FitStatus
 from ...protocol import DiffusionProtocol
-from ..base import Model, ParameterSpec
+from ..base import Model, ParameterSpec, resolve_backend
 
 #: The module under which the diffusion models are public (and recorded in provenance).
 PUBLIC_MODULE = "tumorscope.models.diffusion"
@@ -71,11 +72,66 @@ def invalid_diffusion(y: np.ndarray, base_idx: np.ndarray) -> np.ndarray:
 
 class DiffusionModel(Model):
     """Base of the diffusion models: the acquisition is a :class:`DiffusionProtocol` (or its
-    b-values), given as the first argument of the constructor or to :meth:`from_protocol`."""
+    b-values), given as the first argument of the constructor or to :meth:`from_protocol`.
+
+    The models of this package are public (and named in provenance) as
+    ``tumorscope.models.diffusion.<Class>``, whichever module defines them.
+    """
 
     measurement_name: ClassVar[str] = "b-values"
     thread_safe: ClassVar[bool] = True
     b: np.ndarray
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith(PUBLIC_MODULE + "."):
+            cls.__module__ = PUBLIC_MODULE
+
+    def _acquire(self, acquisition: BValues, method: str, backend: str) -> None:
+        """Store the b-values, the checked method and backend (first lines of ``__init__``)."""
+        self.b = bvalues_of(acquisition)
+        self.method = self._check_method(method)
+        resolve_backend(backend, has_kernel=True)
+        self.backend = backend
+
+    def _backend(self) -> str:
+        """``"numba"`` or ``"numpy"`` (every diffusion model has compiled kernels)."""
+        return resolve_backend(self.backend, has_kernel=True)
+
+    @staticmethod
+    def _kernel(name: str) -> Any:
+        """The compiled kernel ``name`` of :mod:`._numba`, or None without numba."""
+        nbm = kernels()
+        return None if nbm is None else getattr(nbm, name)
+
+    def _solve(
+        self,
+        y: np.ndarray,
+        p0: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        *,
+        fun: Any,
+        jac: Any,
+        kernel: Any,
+        consts: np.ndarray,
+    ) -> LMResult:
+        """Bounded LM on a block: the compiled ``kernel`` with numba (GIL-free serial solver,
+        the engine runs blocks in threads), else ``fun`` and ``jac``."""
+        be = self._backend()
+        return levenberg_marquardt(
+            y,
+            p0,
+            lo,
+            hi,
+            fun=fun,
+            jac=jac,
+            kernel=kernel if be == "numba" else None,
+            consts=consts,
+            scale=self.scales(),
+            options=self.lm_options,
+            backend=lm_backend(be),
+        )
 
     @classmethod
     def from_protocol(cls: type[_D], protocol: DiffusionProtocol, **options: Any) -> _D:

@@ -11,21 +11,9 @@ import numpy as np
 
 from ...errors import FitError, ProtocolError
 from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit, validate_inputs
-from ...fitting.lm import levenberg_marquardt
 from ...fitting.status import FitStatus
-from ..base import FitResult, ParameterSpec, register_model, resolve_backend
-from ._common import (
-    D_MAX,
-    PUBLIC_MODULE,
-    S0_SPEC,
-    BValues,
-    DiffusionModel,
-    bvalues_of,
-    invalid_diffusion,
-    kernels,
-    lm_backend,
-    loglinear,
-)
+from ..base import FitResult, ParameterSpec, register_model
+from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, invalid_diffusion, kernels, loglinear
 from .equations import _adc_jac, adc_signal
 
 __all__ = ["ADC"]
@@ -59,7 +47,6 @@ class ADC(DiffusionModel):
     log-domain objective, which with ``S²`` weights approximates the signal RSS.
     """
 
-    __module__ = PUBLIC_MODULE
     name: ClassVar[str] = "adc"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
         S0_SPEC,
@@ -84,10 +71,7 @@ class ADC(DiffusionModel):
         b_max: float | None = None,
         backend: str = "auto",
     ) -> None:
-        self.b = bvalues_of(bvalues)
-        self.method = self._check_method(method)
-        resolve_backend(backend, has_kernel=True)
-        self.backend = backend
+        self._acquire(bvalues, method, backend)
         self.b_min = None if b_min is None else float(b_min)
         self.b_max = None if b_max is None else float(b_max)
         keep = np.ones(self.b.size, dtype=bool)
@@ -116,8 +100,7 @@ class ADC(DiffusionModel):
         return cls([0, 50, 400, 800, 1000])
 
     def kernel(self) -> Any:
-        nbm = kernels()
-        return None if nbm is None else nbm.mono_kernel
+        return self._kernel("mono_kernel")
 
     def consts(self) -> np.ndarray:
         return self.b[self._keep]
@@ -142,7 +125,7 @@ class ADC(DiffusionModel):
         return self.method in ("wlls", "lls")
 
     def _linear(self, y: np.ndarray, *, weighted: bool) -> BlockFit:
-        be = resolve_backend(self.backend, has_kernel=True)
+        be = self._backend()
         yk = y[:, self._keep] if self._keep.size != self.b.size else y
         kb = self.b[self._keep]
         res = loglinear(yk, kb, weighted=weighted, adc_lo=0.0, adc_hi=D_MAX, backend=be)
@@ -177,7 +160,7 @@ class ADC(DiffusionModel):
             self.method in ("wlls", "lls")
             and arr.dtype in (np.float32, np.float64)
             and arr.dtype.isnative
-            and resolve_backend(self.backend, has_kernel=True) == "numba"
+            and self._backend() == "numba"
         ):
             from ...fitting import progress
 
@@ -261,20 +244,13 @@ class ADC(DiffusionModel):
         start = self._linear(y, weighted=True)
         p0 = np.where(np.isfinite(start.params), start.params, [[1.0, 1e-3]])
         p0[:, 0] = np.where(np.isfinite(start.params[:, 0]), p0[:, 0], y.max(axis=1))
-        yk = y[:, self._keep]
-        be = resolve_backend(self.backend, has_kernel=True)
-        lo, hi = self.bounds()
-        res = levenberg_marquardt(
-            yk,
+        res = self._solve(
+            y[:, self._keep],
             p0,
-            lo,
-            hi,
+            *self.bounds(),
             fun=lambda p: adc_signal(self.b[self._keep], p),
             jac=lambda p: self.jacobian(p)[:, self._keep],
-            kernel=self.kernel() if be == "numba" else None,
+            kernel=self.kernel(),
             consts=self.consts(),
-            scale=self.scales(),
-            options=self.lm_options,
-            backend=lm_backend(be),
         )
         return BlockFit(res.params, res.status, res.rss, res.stderr)

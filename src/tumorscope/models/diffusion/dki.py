@@ -11,21 +11,10 @@ import numpy as np
 from ...errors import FitError, ProtocolError
 from ...fitting.engine import BlockFit
 from ...fitting.linear import weighted_lls
-from ...fitting.lm import levenberg_marquardt
 from ...fitting.status import FitStatus
 from ...fitting.uncertainty import stderr_from_jacobian
-from ..base import ParameterSpec, register_model, resolve_backend
-from ._common import (
-    PUBLIC_MODULE,
-    S0_SPEC,
-    BValues,
-    DiffusionModel,
-    bvalues_of,
-    diffusivity,
-    invalid_diffusion,
-    kernels,
-    lm_backend,
-)
+from ..base import ParameterSpec, register_model
+from ._common import S0_SPEC, BValues, DiffusionModel, diffusivity, invalid_diffusion, kernels
 from .equations import _dki_jac, dki_signal
 
 __all__ = ["DKI"]
@@ -60,7 +49,6 @@ class DKI(DiffusionModel):
     kurtosis Kapp). Directions of each shell are averaged arithmetically before fitting.
     """
 
-    __module__ = PUBLIC_MODULE
     name: ClassVar[str] = "dki"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
         S0_SPEC,
@@ -78,10 +66,7 @@ class DKI(DiffusionModel):
         k_max: float = 3.0,
         backend: str = "auto",
     ) -> None:
-        self.b = bvalues_of(bvalues)
-        self.method = self._check_method(method)
-        resolve_backend(backend, has_kernel=True)
-        self.backend = backend
+        self._acquire(bvalues, method, backend)
         self.b_tolerance = float(b_tolerance)
         self.k_max = float(k_max)
         if not (np.isfinite(self.k_max) and self.k_max > 0):
@@ -132,8 +117,7 @@ class DKI(DiffusionModel):
         return p
 
     def kernel(self) -> Any:
-        nbm = kernels()
-        return None if nbm is None else nbm.dki_kernel
+        return self._kernel("dki_kernel")
 
     def consts(self) -> np.ndarray:
         """Shell b-values then sqrt(directions per shell) (the kernel fits weighted shell means)."""
@@ -174,7 +158,7 @@ class DKI(DiffusionModel):
     @property
     def handles_invalid(self) -> bool:  # type: ignore[override]
         """With numba the fused kernel validates, averages and fits in one pass."""
-        return resolve_backend(self.backend, has_kernel=True) == "numba"
+        return self._backend() == "numba"
 
     @property
     def native_dtype(self) -> bool:  # type: ignore[override]
@@ -183,7 +167,7 @@ class DKI(DiffusionModel):
     def fit_block(self, y: np.ndarray) -> BlockFit:
         lo, hi = self.bounds()
         n = y.shape[0]
-        be = resolve_backend(self.backend, has_kernel=True)
+        be = self._backend()
         if be == "numba":
             ys = np.empty((n, self.shell_b.size))
             params = np.empty((n, 3))
@@ -234,18 +218,15 @@ class DKI(DiffusionModel):
         if refit.any():
             # weights n_directions: the powder average of g directions has variance sigma²/g
             sw = np.sqrt(self._ng)
-            res = levenberg_marquardt(
+            res = self._solve(
                 ys[refit] * sw,
                 np.clip(p0[refit], lo, hi),
                 lo,
                 hi,
                 fun=lambda q: dki_signal(self.shell_b, q) * sw,
                 jac=lambda q: _dki_jac(self.shell_b, q) * sw[None, :, None],
-                kernel=self.kernel() if be == "numba" else None,
+                kernel=self.kernel(),
                 consts=self.consts(),
-                scale=self.scales(),
-                options=self.lm_options,
-                backend=lm_backend(be),
             )
             params[refit] = res.params
             status[refit] = res.status

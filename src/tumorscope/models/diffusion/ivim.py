@@ -27,22 +27,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...errors import FitError, ProtocolError
-from ...fitting.engine import BlockFit, fit_blocks, validate_inputs
-from ...fitting.lm import LMOptions, levenberg_marquardt
+from ...fitting.engine import BlockFit, FlatFit, fit_blocks, validate_inputs
+from ...fitting.lm import LMOptions
 from ...fitting.status import FitStatus
-from ..base import FitResult, ParameterSpec, register_model, resolve_backend
-from ._common import (
-    D_MAX,
-    PUBLIC_MODULE,
-    S0_SPEC,
-    BValues,
-    DiffusionModel,
-    bvalues_of,
-    diffusivity,
-    kernels,
-    lm_backend,
-    loglinear,
-)
+from ..base import FitResult, ParameterSpec, register_model
+from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, diffusivity, kernels, loglinear
 from .equations import _ivim_jac, ivim_signal
 
 __all__ = ["IVIM"]
@@ -80,7 +69,6 @@ class IVIM(DiffusionModel):
     (D ≤ 5e-3 ≤ D* ≤ 0.2): they keep D* above D (no label switching).
     """
 
-    __module__ = PUBLIC_MODULE
     name: ClassVar[str] = "ivim"
     parameters: ClassVar[tuple[ParameterSpec, ...]] = (
         S0_SPEC,
@@ -107,11 +95,8 @@ class IVIM(DiffusionModel):
         prior: Mapping[str, Sequence[float] | float] | None = None,
         backend: str = "auto",
     ) -> None:
-        self.b = bvalues_of(bvalues)
-        self.method = self._check_method(method)
+        self._acquire(bvalues, method, backend)
         self._set_bounds(bounds)
-        resolve_backend(backend, has_kernel=True)
-        self.backend = backend
         self.b_threshold = float(b_threshold)
         # ftol = xtol = 1e-6: a relative RSS change of 1e-6 moves the parameters by ~1e-3 of
         # their standard error; measured on 50,000 noisy voxels it cuts the mean LM trials
@@ -149,8 +134,7 @@ class IVIM(DiffusionModel):
         return p
 
     def kernel(self) -> Any:
-        nbm = kernels()
-        return None if nbm is None else nbm.ivim_kernel
+        return self._kernel("ivim_kernel")
 
     def consts(self) -> np.ndarray:
         return self.b
@@ -164,7 +148,7 @@ class IVIM(DiffusionModel):
     # -- steps
     def _segmented_D(self, y: np.ndarray) -> BlockFit:
         sel = self.b >= self.b_threshold
-        be = resolve_backend(self.backend, has_kernel=True)
+        be = self._backend()
         return loglinear(
             y[:, sel], self.b[sel], weighted=True, adc_lo=0.0, adc_hi=D_MAX, backend=be
         )
@@ -180,7 +164,7 @@ class IVIM(DiffusionModel):
         grid = np.geomspace(max(lo[3], 1e-3) * 1.1, min(hi[3], 1.0) * 0.95, _N_DSTAR_GRID)
         e2 = np.exp(-np.outer(grid, self.b))  # (G, m)
         out = np.empty((y.shape[0], 4))
-        if resolve_backend(self.backend, has_kernel=True) == "numba":
+        if self._backend() == "numba":
             kernels().ivim_grid_init_serial(
                 np.ascontiguousarray(y), self.b, np.ascontiguousarray(d), e2, grid, out
             )
@@ -261,9 +245,6 @@ class IVIM(DiffusionModel):
         c = np.r_[m, self.b, w[0], mu[0], w[1], mu[1], w[2], mu[2]]
         yy = np.c_[y, np.zeros((n, 3))]
         p0 = self.initial_guess(y)
-        lo, hi = self.bounds()
-        be = resolve_backend(self.backend, has_kernel=True)
-        nbm = kernels() if be == "numba" else None
         b = self.b
 
         def fun(p: np.ndarray) -> np.ndarray:
@@ -278,18 +259,14 @@ class IVIM(DiffusionModel):
             J[:, m + 2, 3] = w[2] / p[:, 3]
             return J
 
-        res = levenberg_marquardt(
+        res = self._solve(
             yy,
             p0,
-            lo,
-            hi,
+            *self.bounds(),
             fun=fun,
             jac=jac,
-            kernel=None if nbm is None else nbm.ivim_map_kernel,
+            kernel=self._kernel("ivim_map_kernel"),
             consts=c,
-            scale=self.scales(),
-            options=self.lm_options,
-            backend=lm_backend(be),
         )
         # report the data RSS (without the prior rows)
         with np.errstate(invalid="ignore", over="ignore"):
@@ -305,42 +282,32 @@ class IVIM(DiffusionModel):
         arr, m = validate_inputs(
             data, mask, n_measurements=self.n_measurements, what=self.measurement_name
         )
-        first = IVIM(
-            self.b,
-            method="segmented",
-            b_threshold=self.b_threshold,
-            bounds=self.bound_overrides,
-            backend=self.backend,
-        )
-        flat = fit_blocks(
-            first.fit_block,
-            arr,
-            m,
-            n_params=4,
-            invalid_fn=self.invalid_voxels,
-            chunk_voxels=chunk_voxels,
-            n_workers=self._n_workers(),
-        )
-        prior = _empirical_prior(flat.params, flat.status, flat.rss, self.b.size)
-        second = IVIM(
-            self.b,
-            method="bayes",
-            b_threshold=self.b_threshold,
-            bounds=self.bound_overrides,
-            prior=prior,
-            backend=self.backend,
-        )
+
+        def variant(method: str, prior: Mapping[str, Any] | None = None) -> IVIM:
+            return IVIM(
+                self.b,
+                method=method,
+                b_threshold=self.b_threshold,
+                bounds=self.bound_overrides,
+                prior=prior,
+                backend=self.backend,
+            )
+
+        def run(model: IVIM) -> FlatFit:
+            return fit_blocks(
+                model.fit_block,
+                arr,
+                m,
+                n_params=4,
+                invalid_fn=self.invalid_voxels,
+                chunk_voxels=chunk_voxels,
+                n_workers=self._n_workers(),
+            )
+
+        flat = run(variant("segmented"))
+        second = variant("bayes", _empirical_prior(flat.params, flat.status, flat.rss, self.b.size))
         second.lm_options = self.lm_options
-        flat2 = fit_blocks(
-            second.fit_block,
-            arr,
-            m,
-            n_params=4,
-            invalid_fn=self.invalid_voxels,
-            chunk_voxels=chunk_voxels,
-            n_workers=self._n_workers(),
-        )
-        res = second._result(arr, flat2)
+        res = second._result(arr, run(second))
         res.provenance["options"]["prior_source"] = "empirical (segmented first pass)"
         return res
 
