@@ -6,6 +6,7 @@ Parameter orders: ADC (S0, ADC); IVIM (S0, D, f, D_star); DKI (S0, D, K).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numba as nb
@@ -390,6 +391,21 @@ _LN2_HI = 0.6931471803691238  # ln 2 split so that n * _LN2_HI is exact for |n| 
 _LN2_LO = 1.9082149292705877e-10
 
 
+#: Coefficients, highest power first: ``2 atanh(f) / (2 f) = sum f^(2k) / (2k + 1)`` to
+#: ``f^16`` (:func:`_log_pos`), and ``exp(r) = sum r^k / k!`` to ``r^13`` (:func:`_exp`).
+_LOG_SERIES = tuple(1.0 / k for k in (17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0, 1.0))
+_EXP_SERIES = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))
+
+
+@nb.njit(inline="always", fastmath={"contract"})
+def _horner(coefs, x):
+    """``coefs[0] x^(n-1) + ... + coefs[n-1]`` by Horner's rule (``p = p x + c``)."""
+    p = coefs[0]
+    for i in range(1, len(coefs)):
+        p = p * x + coefs[i]
+    return p
+
+
 @nb.njit(inline="always", fastmath={"contract"})
 def _log_pos(x):
     """log(x) for finite ``x > 0`` (any other input: a meaningless finite or NaN value).
@@ -407,16 +423,7 @@ def _log_pos(x):
     mm = mm * 0.5 if big else mm
     ef = np.float64(e + (1 if big else 0))
     f = (mm - 1.0) / (mm + 1.0)
-    s = f * f
-    p = 1.0 / 17.0
-    p = p * s + 1.0 / 15.0
-    p = p * s + 1.0 / 13.0
-    p = p * s + 1.0 / 11.0
-    p = p * s + 1.0 / 9.0
-    p = p * s + 1.0 / 7.0
-    p = p * s + 1.0 / 5.0
-    p = p * s + 1.0 / 3.0
-    p = p * s + 1.0
+    p = _horner(_LOG_SERIES, f * f)
     return ef * _LN2_HI + (ef * _LN2_LO + 2.0 * f * p)
 
 
@@ -432,22 +439,16 @@ def _exp(x):
     x = x if x > -708.0 else -708.0
     n = np.floor(x * 1.4426950408889634 + 0.5)
     r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _horner(_EXP_SERIES, r)
     scale = _bits_f64((np.int64(n) + 1023) << 52)
     return np.inf if over else p * scale
+
+
+@nb.njit(inline="always")
+def _put(dst, t0, src, n):
+    """``dst[t0:t0 + n] = src[:n]`` (with the dtype conversion), as a loop that vectorises."""
+    for j in range(n):
+        dst[t0 + j] = src[j]
 
 
 #: Voxels per tile of :func:`adc_fit_range` (per-tile buffers stay in L1/L2).
@@ -501,20 +502,12 @@ def adc_fit_range(
     l_t = np.empty((m, T))
     w_t = np.empty((m, T))
     idx = np.empty(T, np.int64)
-    sw = np.empty(T)
-    swb = np.empty(T)
-    swbb = np.empty(T)
-    swl = np.empty(T)
-    swbl = np.empty(T)
-    npos = np.empty(T)
-    bad = np.empty(T)  # count of invalid samples (float: same lane width as the sums)
-    base = np.empty(T)
-    r = np.empty(T)
-    o_s0 = np.empty(T)
-    o_adc = np.empty(T)
-    o_se0 = np.empty(T)
-    o_se1 = np.empty(T)
-    o_r = np.empty(T)
+    # per-voxel sums of the tile; bad counts invalid samples (float: same lane width)
+    acc = np.empty((9, T))
+    sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
+    npos, bad, base, r = acc[5], acc[6], acc[7], acc[8]
+    res = np.empty((5, T))  # per-voxel results of the tile
+    o_s0, o_adc, o_se0, o_se1, o_r = res[0], res[1], res[2], res[3], res[4]
     o_st = np.empty(T, np.uint8)
     nan = np.nan
     for t0 in range(lo, hi, T):
@@ -543,16 +536,9 @@ def adc_fit_range(
             for k in range(m):
                 for j in range(nt):
                     v_t[k, j] = np.float64(y[t0 + j, k])
-        for j in range(nt):
-            sw[j] = 0.0
-            swb[j] = 0.0
-            swbb[j] = 0.0
-            swl[j] = 0.0
-            swbl[j] = 0.0
-            npos[j] = 0.0
-            bad[j] = 0.0
-            base[j] = 0.0
-            r[j] = 0.0
+        for q in range(acc.shape[0]):
+            for j in range(nt):
+                acc[q, j] = 0.0
         # validation, weights, logs and the sums of the normal equations
         for k in range(m):
             if keep[k]:
@@ -625,18 +611,12 @@ def adc_fit_range(
                 rss_out[i] = o_r[j]
                 status_out[i] = o_st[j]
         else:
-            for j in range(nt):
-                s0_out[t0 + j] = o_s0[j]
-            for j in range(nt):
-                adc_out[t0 + j] = o_adc[j]
-            for j in range(nt):
-                se0_out[t0 + j] = o_se0[j]
-            for j in range(nt):
-                se1_out[t0 + j] = o_se1[j]
-            for j in range(nt):
-                rss_out[t0 + j] = o_r[j]
-            for j in range(nt):
-                status_out[t0 + j] = o_st[j]
+            _put(s0_out, t0, o_s0, nt)
+            _put(adc_out, t0, o_adc, nt)
+            _put(se0_out, t0, o_se0, nt)
+            _put(se1_out, t0, o_se1, nt)
+            _put(rss_out, t0, o_r, nt)
+            _put(status_out, t0, o_st, nt)
         for j in range(nt):
             counts[o_st[j]] += 1
 
