@@ -146,6 +146,7 @@ def fit_dwi_model(
     mask : Volume, ndarray, path or None, keyword-only
         Non-zero voxels are fitted (on the series grid); a path is hashed into provenance.
     chunk_voxels : int, keyword-only, optional
+        Voxels per block (bounds memory; the maps do not depend on it).
 
     Returns
     -------
@@ -277,28 +278,27 @@ def fit_dwi(
     options: Mapping[str, Any] | None = None,
     chunk_voxels: int | None = None,
 ) -> FitOutputs:
-    """Fit a diffusion model to a DWI series file and write its maps.
+    """Fit a diffusion model to a DWI series file and write its maps (``tumorscope fit dwi``).
+
+    The file-path form of :func:`fit_dwi_model` (same files, same bytes): the series is read
+    with :func:`~tumorscope.stages.base.read_series`.
 
     Parameters
     ----------
     series : path-like
-        4-D DWI NIfTI (``.nii`` or ``.nii.gz``).
-    out_dir : path-like, keyword-only
+        4-D DWI NIfTI (``.nii`` or ``.nii.gz``) with its ``.bval`` beside it.
     model : {"adc", "ivim", "dki"}, keyword-only, default "ivim"
-    mask : path-like, keyword-only, optional
-        Mask NIfTI on the same grid.
     bval : path-like, keyword-only, optional
-        b-value file (FSL/BIDS: whitespace-separated, s/mm²). Default: the ``.bval`` beside
-        the series.
+        Another b-value file (FSL/BIDS: whitespace-separated, s/mm²).
     prefix : str, keyword-only, optional
         Default: ``"<series stem>_<model>_"`` (as :func:`fit_dwi_series`).
-    options : mapping, keyword-only, optional
-        Keyword options of the model (``method``, ``b_threshold``, ``b_min`` ...).
-    chunk_voxels : int, keyword-only
+    out_dir, mask, options, chunk_voxels
+        As :func:`fit_dwi_model` (``mask``: a NIfTI path).
 
     Returns
     -------
     FitOutputs
+        The fit and the image written per map name (plus ``status``, ``rss``, stderr).
 
     Raises
     ------

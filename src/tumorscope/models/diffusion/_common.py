@@ -94,6 +94,10 @@ class DiffusionModel(Model):
         resolve_backend(backend, has_kernel=True)
         self.backend = backend
 
+    def options(self) -> dict[str, Any]:
+        """``bvalues`` and ``method`` first; subclasses add theirs (recorded in provenance)."""
+        return {"bvalues": self.b.tolist(), "method": self.method}
+
     def _backend(self) -> str:
         """``"numba"`` or ``"numpy"`` (every diffusion model has compiled kernels)."""
         return resolve_backend(self.backend, has_kernel=True)

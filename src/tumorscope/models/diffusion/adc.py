@@ -89,8 +89,7 @@ class ADC(DiffusionModel):
 
     def options(self) -> dict[str, Any]:
         return {
-            "bvalues": self.b.tolist(),
-            "method": self.method,
+            **super().options(),
             "b_min": self.b_min,
             "b_max": self.b_max,
         }

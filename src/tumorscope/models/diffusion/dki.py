@@ -95,8 +95,7 @@ class DKI(DiffusionModel):
 
     def options(self) -> dict[str, Any]:
         return {
-            "bvalues": self.b.tolist(),
-            "method": self.method,
+            **super().options(),
             "b_tolerance": self.b_tolerance,
             "k_max": self.k_max,
         }

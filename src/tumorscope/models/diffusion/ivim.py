@@ -116,8 +116,7 @@ class IVIM(DiffusionModel):
 
     def options(self) -> dict[str, Any]:
         return {
-            "bvalues": self.b.tolist(),
-            "method": self.method,
+            **super().options(),
             "b_threshold": self.b_threshold,
             "prior": self.prior,
             "bounds": {k: list(v) for k, v in self.bound_overrides.items()},
