@@ -104,6 +104,93 @@ def dki_kernel(p, c, f, J):
         J[k, 2] = s0 * e * bk * bk * d * d / 6.0
 
 
+@nb.njit(inline="always")
+def _dki_wlls_row(ysi, ng, bs):
+    """``(S0, D, K)`` of one voxel's shell means by weighted log-quadratic least squares
+    (weights ``ng ys²``, samples ``<= 0`` left out); NaN when fewer than 3 samples are usable
+    or the system is singular."""
+    S = bs.shape[0]
+    # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6] (scalars: no allocation)
+    n00 = n01 = n02 = n11 = n12 = n22 = 0.0
+    r0 = r1 = r2 = 0.0
+    npos = 0
+    for s in range(S):
+        v = ysi[s]
+        if v > 0.0:
+            w = ng[s] * v * v
+            a1 = -bs[s]
+            a2 = bs[s] * bs[s] / 6.0
+            lv = np.log(v)
+            n00 += w
+            n01 += w * a1
+            n02 += w * a2
+            n11 += w * a1 * a1
+            n12 += w * a1 * a2
+            n22 += w * a2 * a2
+            r0 += w * lv
+            r1 += w * a1 * lv
+            r2 += w * a2 * lv
+            npos += 1
+    # Cramer's rule on the symmetric 3x3 system
+    c00 = n11 * n22 - n12 * n12
+    c01 = n02 * n12 - n01 * n22
+    c02 = n01 * n12 - n02 * n11
+    det = n00 * c00 + n01 * c01 + n02 * c02
+    ok = npos >= 3 and det != 0.0 and np.isfinite(det)
+    s0 = np.nan
+    d = np.nan
+    kk = np.nan
+    if ok:
+        c11 = n00 * n22 - n02 * n02
+        c12 = n01 * n02 - n00 * n12
+        c22 = n00 * n11 - n01 * n01
+        x0 = (c00 * r0 + c01 * r1 + c02 * r2) / det
+        x1 = (c01 * r0 + c11 * r1 + c12 * r2) / det
+        x2 = (c02 * r0 + c12 * r1 + c22 * r2) / det
+        s0 = np.exp(x0)
+        d = x1
+        kk = x2 / (d * d) if d != 0.0 else np.nan
+    return s0, d, kk
+
+
+@nb.njit(inline="always")
+def _dki_row_rss_stderr(ysi, ng, bs, s0, d, kk, se):
+    """Signal-domain weighted RSS at ``(S0, D, K)`` (returned) and the Jacobian standard
+    errors written to ``se`` (NaN with 3 shells or a singular ``JᵀWJ``)."""
+    S = bs.shape[0]
+    # signal-domain weighted residuals and J^T W J at the estimate
+    h00 = h01 = h02 = h11 = h12 = h22 = 0.0
+    rs = 0.0
+    for s in range(S):
+        bk = bs[s]
+        e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
+        j0 = e
+        j1 = s0 * e * (-bk + bk * bk * d * kk / 3.0)
+        j2 = s0 * e * bk * bk * d * d / 6.0
+        w = ng[s]
+        rs += w * (ysi[s] - s0 * e) ** 2
+        h00 += w * j0 * j0
+        h01 += w * j0 * j1
+        h02 += w * j0 * j2
+        h11 += w * j1 * j1
+        h12 += w * j1 * j2
+        h22 += w * j2 * j2
+    g00 = h11 * h22 - h12 * h12
+    g11 = h00 * h22 - h02 * h02
+    g22 = h00 * h11 - h01 * h01
+    hd = h00 * g00 + h01 * (h02 * h12 - h01 * h22) + h02 * (h01 * h12 - h02 * h11)
+    if S > 3 and hd > 0.0:
+        s2 = rs / (S - 3)
+        se[0] = np.sqrt(s2 * g00 / hd) if g00 >= 0.0 else np.nan
+        se[1] = np.sqrt(s2 * g11 / hd) if g11 >= 0.0 else np.nan
+        se[2] = np.sqrt(s2 * g22 / hd) if g22 >= 0.0 else np.nan
+    else:
+        se[0] = np.nan
+        se[1] = np.nan
+        se[2] = np.nan
+    return rs
+
+
 @nb.njit(parallel=True, cache=True)
 def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, status, refit):
     """Fused powder average + weighted log-quadratic DKI fit of every row of ``y``.
@@ -135,47 +222,8 @@ def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, stat
             rss[i] = np.nan
             status[i] = _INVALID
             continue
-        # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6] (scalars: no allocation)
-        n00 = n01 = n02 = n11 = n12 = n22 = 0.0
-        r0 = r1 = r2 = 0.0
-        npos = 0
-        for s in range(S):
-            v = ys[i, s]
-            if v > 0.0:
-                w = ng[s] * v * v
-                a1 = -bs[s]
-                a2 = bs[s] * bs[s] / 6.0
-                lv = np.log(v)
-                n00 += w
-                n01 += w * a1
-                n02 += w * a2
-                n11 += w * a1 * a1
-                n12 += w * a1 * a2
-                n22 += w * a2 * a2
-                r0 += w * lv
-                r1 += w * a1 * lv
-                r2 += w * a2 * lv
-                npos += 1
-        # Cramer's rule on the symmetric 3x3 system
-        c00 = n11 * n22 - n12 * n12
-        c01 = n02 * n12 - n01 * n22
-        c02 = n01 * n12 - n02 * n11
-        det = n00 * c00 + n01 * c01 + n02 * c02
-        ok = npos >= 3 and det != 0.0 and np.isfinite(det)
-        s0 = np.nan
-        d = np.nan
-        kk = np.nan
-        if ok:
-            c11 = n00 * n22 - n02 * n02
-            c12 = n01 * n02 - n00 * n12
-            c22 = n00 * n11 - n01 * n01
-            x0 = (c00 * r0 + c01 * r1 + c02 * r2) / det
-            x1 = (c01 * r0 + c11 * r1 + c12 * r2) / det
-            x2 = (c02 * r0 + c12 * r1 + c22 * r2) / det
-            s0 = np.exp(x0)
-            d = x1
-            kk = x2 / (d * d) if d != 0.0 else np.nan
-        inside = ok and np.isfinite(s0) and 0.0 <= d <= d_max and 0.0 <= kk <= k_max
+        s0, d, kk = _dki_wlls_row(ys[i], ng, bs)  # NaN if the system cannot be solved
+        inside = np.isfinite(s0) and 0.0 <= d <= d_max and 0.0 <= kk <= k_max
         if not inside:
             refit[i] = True
             params[i, 0] = s0 if (np.isfinite(s0) and s0 > 0.0) else ys[i, 0]
@@ -187,37 +235,7 @@ def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, stat
         params[i, 1] = d
         params[i, 2] = kk
         status[i] = _CONVERGED
-        # signal-domain weighted residuals and J^T W J at the estimate
-        h00 = h01 = h02 = h11 = h12 = h22 = 0.0
-        rs = 0.0
-        for s in range(S):
-            bk = bs[s]
-            e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
-            j0 = e
-            j1 = s0 * e * (-bk + bk * bk * d * kk / 3.0)
-            j2 = s0 * e * bk * bk * d * d / 6.0
-            w = ng[s]
-            rs += w * (ys[i, s] - s0 * e) ** 2
-            h00 += w * j0 * j0
-            h01 += w * j0 * j1
-            h02 += w * j0 * j2
-            h11 += w * j1 * j1
-            h12 += w * j1 * j2
-            h22 += w * j2 * j2
-        rss[i] = rs
-        g00 = h11 * h22 - h12 * h12
-        g11 = h00 * h22 - h02 * h02
-        g22 = h00 * h11 - h01 * h01
-        hd = h00 * g00 + h01 * (h02 * h12 - h01 * h22) + h02 * (h01 * h12 - h02 * h11)
-        if S > 3 and hd > 0.0:
-            s2 = rs / (S - 3)
-            stderr[i, 0] = np.sqrt(s2 * g00 / hd) if g00 >= 0.0 else np.nan
-            stderr[i, 1] = np.sqrt(s2 * g11 / hd) if g11 >= 0.0 else np.nan
-            stderr[i, 2] = np.sqrt(s2 * g22 / hd) if g22 >= 0.0 else np.nan
-        else:
-            stderr[i, 0] = np.nan
-            stderr[i, 1] = np.nan
-            stderr[i, 2] = np.nan
+        rss[i] = _dki_row_rss_stderr(ys[i], ng, bs, s0, d, kk, stderr[i])
 
 
 # no "nnan"/"ninf": the NaN/inf checks must survive optimisation
