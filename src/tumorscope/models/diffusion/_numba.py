@@ -469,6 +469,94 @@ def _put(dst, t0, src, n):
         dst[t0 + j] = src[j]
 
 
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _adc_tile_sums(v_t, l_t, w_t, acc, nt, b, keep, is_base, weighted):
+    """Validation, weights, logs and the sums of the normal equations of a tile of
+    :func:`adc_fit_range` (``v_t (m, T)`` data; ``l_t``, ``w_t`` logs and weights written).
+
+    ``acc`` rows (zeroed here): ``sw, swb, swbb, swl, swbl`` (weighted sums of 1, b, b², log y,
+    b log y), ``npos`` (usable samples), ``bad`` (invalid samples; float: the same lane width
+    as the sums), ``base`` (sum over the lowest b), ``r`` (RSS, summed by the solve).
+    """
+    m = v_t.shape[0]
+    for q in range(acc.shape[0]):
+        for j in range(nt):
+            acc[q, j] = 0.0
+    sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
+    npos, bad, base = acc[5], acc[6], acc[7]
+    for k in range(m):
+        if keep[k]:
+            bk = b[k]
+            for j in range(nt):
+                v = v_t[k, j]
+                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+                pos = v > 0.0
+                w = v * v if weighted else 1.0
+                w = w if pos else 0.0
+                lv = _log_pos(v)
+                lv = lv if pos else 0.0  # log 0 = -inf, 0 * -inf = NaN
+                l_t[k, j] = lv
+                w_t[k, j] = w
+                npos[j] += 1.0 if pos else 0.0
+                wb = w * bk
+                sw[j] += w
+                swb[j] += wb
+                swbb[j] += wb * bk
+                swl[j] += w * lv
+                swbl[j] += wb * lv
+        else:
+            for j in range(nt):
+                v = v_t[k, j]
+                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+        if is_base[k]:
+            for j in range(nt):
+                base[j] += v_t[k, j]
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _adc_tile_solve(l_t, w_t, acc, res, o_st, nt, b, keep, adc_lo, adc_hi):
+    """Closed-form 2×2 solve, weighted residuals, bounds, status, S0 and standard errors of a
+    tile (sums in ``acc``); results in ``res`` rows ``s0, adc, se0, se1, rss`` and ``o_st``."""
+    m = l_t.shape[0]
+    nan = np.nan
+    sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
+    npos, bad, base, r = acc[5], acc[6], acc[7], acc[8]
+    o_s0, o_adc, o_se0, o_se1, o_r = res[0], res[1], res[2], res[3], res[4]
+    # closed-form 2x2 solve (o_* hold intermediates until the last loop)
+    for j in range(nt):
+        det = sw[j] * swbb[j] - swb[j] * swb[j]
+        slope = (sw[j] * swbl[j] - swb[j] * swl[j]) / det
+        o_adc[j] = slope
+        o_s0[j] = (swl[j] - slope * swb[j]) / sw[j]
+        o_se0[j] = det
+    # weighted residuals (two-pass: exact zero for noise-free data)
+    for k in range(m):
+        if keep[k]:
+            bk = b[k]
+            for j in range(nt):
+                e = l_t[k, j] - o_s0[j] - o_adc[j] * bk
+                r[j] += w_t[k, j] * e * e
+    # status, bounds, S0, standard errors
+    for j in range(nt):
+        slope = o_adc[j]
+        icpt = o_s0[j]
+        det = o_se0[j]
+        adc = min(max(-slope, adc_lo), adc_hi)
+        st = _CONVERGED if adc == -slope else _AT_BOUND
+        st = st if (npos[j] >= 2.0 and det > 0.0 and np.isfinite(slope)) else _FAILED
+        st = _INVALID if (bad[j] > 0.0 or not (base[j] > 0.0)) else st
+        ok = st < _INVALID
+        s0 = _exp(icpt)
+        s2 = r[j] / (npos[j] - 2.0) if npos[j] > 2.0 else nan
+        o_s0[j] = s0 if ok else nan
+        o_adc[j] = adc if ok else nan
+        o_r[j] = r[j] if ok else nan
+        o_st[j] = st
+        q = s2 / det
+        o_se0[j] = s0 * np.sqrt(q * swbb[j]) if ok else nan
+        o_se1[j] = np.sqrt(q * sw[j]) if ok else nan
+
+
 #: Voxels per tile of :func:`adc_fit_range` (per-tile buffers stay in L1/L2).
 ADC_TILE = 256
 
@@ -520,11 +608,8 @@ def adc_fit_range(
     l_t = np.empty((m, T))
     w_t = np.empty((m, T))
     idx = np.empty(T, np.int64)
-    # per-voxel sums of the tile; bad counts invalid samples (float: same lane width)
-    acc = np.empty((9, T))
-    sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
-    npos, bad, base, r = acc[5], acc[6], acc[7], acc[8]
-    res = np.empty((5, T))  # per-voxel results of the tile
+    acc = np.empty((9, T))  # per-voxel sums of the tile (see _adc_tile_sums)
+    res = np.empty((5, T))  # per-voxel results of the tile (see _adc_tile_solve)
     o_s0, o_adc, o_se0, o_se1, o_r = res[0], res[1], res[2], res[3], res[4]
     o_st = np.empty(T, np.uint8)
     nan = np.nan
@@ -554,70 +639,8 @@ def adc_fit_range(
             for k in range(m):
                 for j in range(nt):
                     v_t[k, j] = np.float64(y[t0 + j, k])
-        for q in range(acc.shape[0]):
-            for j in range(nt):
-                acc[q, j] = 0.0
-        # validation, weights, logs and the sums of the normal equations
-        for k in range(m):
-            if keep[k]:
-                bk = b[k]
-                for j in range(nt):
-                    v = v_t[k, j]
-                    bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
-                    pos = v > 0.0
-                    w = v * v if weighted else 1.0
-                    w = w if pos else 0.0
-                    lv = _log_pos(v)
-                    lv = lv if pos else 0.0  # log 0 = -inf, 0 * -inf = NaN
-                    l_t[k, j] = lv
-                    w_t[k, j] = w
-                    npos[j] += 1.0 if pos else 0.0
-                    wb = w * bk
-                    sw[j] += w
-                    swb[j] += wb
-                    swbb[j] += wb * bk
-                    swl[j] += w * lv
-                    swbl[j] += wb * lv
-            else:
-                for j in range(nt):
-                    v = v_t[k, j]
-                    bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
-            if is_base[k]:
-                for j in range(nt):
-                    base[j] += v_t[k, j]
-        # closed-form 2x2 solve (o_* hold intermediates until the last loop)
-        for j in range(nt):
-            det = sw[j] * swbb[j] - swb[j] * swb[j]
-            slope = (sw[j] * swbl[j] - swb[j] * swl[j]) / det
-            o_adc[j] = slope
-            o_s0[j] = (swl[j] - slope * swb[j]) / sw[j]
-            o_se0[j] = det
-        # weighted residuals (two-pass: exact zero for noise-free data)
-        for k in range(m):
-            if keep[k]:
-                bk = b[k]
-                for j in range(nt):
-                    e = l_t[k, j] - o_s0[j] - o_adc[j] * bk
-                    r[j] += w_t[k, j] * e * e
-        # status, bounds, S0, standard errors
-        for j in range(nt):
-            slope = o_adc[j]
-            icpt = o_s0[j]
-            det = o_se0[j]
-            adc = min(max(-slope, adc_lo), adc_hi)
-            st = _CONVERGED if adc == -slope else _AT_BOUND
-            st = st if (npos[j] >= 2.0 and det > 0.0 and np.isfinite(slope)) else _FAILED
-            st = _INVALID if (bad[j] > 0.0 or not (base[j] > 0.0)) else st
-            ok = st < _INVALID
-            s0 = _exp(icpt)
-            s2 = r[j] / (npos[j] - 2.0) if npos[j] > 2.0 else nan
-            o_s0[j] = s0 if ok else nan
-            o_adc[j] = adc if ok else nan
-            o_r[j] = r[j] if ok else nan
-            o_st[j] = st
-            q = s2 / det
-            o_se0[j] = s0 * np.sqrt(q * swbb[j]) if ok else nan
-            o_se1[j] = np.sqrt(q * sw[j]) if ok else nan
+        _adc_tile_sums(v_t, l_t, w_t, acc, nt, b, keep, is_base, weighted)
+        _adc_tile_solve(l_t, w_t, acc, res, o_st, nt, b, keep, adc_lo, adc_hi)
         # write out (contiguous without a mask: separate loops vectorise)
         if use_mask:
             for j in range(nt):
