@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import DataError, FitError
 from ..files import sidecar_of
 from ..models.base import Model, get_model
+from ..models.diffusion import DiffusionModel
 from ..protocol import DiffusionProtocol
 from ..volume import Volume
 from .base import MapFile, SeriesInput, StageResult, read_series
@@ -58,9 +59,9 @@ class DWIOptions:
         return dict(self.model_options.get(name.lower(), {}))
 
 
-def _diffusion_model(name: str) -> type[Model]:
+def _diffusion_model(name: str) -> type[DiffusionModel]:
     cls = get_model(name)
-    if getattr(cls, "measurement_name", "") != "b-values":
+    if not issubclass(cls, DiffusionModel):
         raise FitError(f"model {name!r} is not a diffusion model", field="model")
     return cls
 
@@ -77,7 +78,7 @@ def _model_for(series: SeriesInput, name: str, options: Mapping[str, Any] | None
             field="protocol",
         )
     try:
-        return cls.from_protocol(protocol, **dict(options or {}))  # type: ignore[attr-defined,no-any-return]
+        return cls.from_protocol(protocol, **dict(options or {}))
     except TypeError as exc:
         raise FitError(f"bad option for model {name!r}: {exc}", field="options") from exc
 

@@ -16,15 +16,17 @@ module             what
                    when"), the prior helpers
 ``dki``            :class:`DKI` (mean-signal kurtosis)
 ``_common``        shared specs, voxel validation, the log-linear block fit, the base class
+                   :class:`DiffusionModel`
 ``_numba``         compiled per-voxel kernels (imported only with numba)
 =================  =====================================================================
 """
 
 from __future__ import annotations
 
+from ._common import DiffusionModel
 from .adc import ADC
 from .dki import DKI
 from .equations import adc_signal, dki_signal, ivim_signal
 from .ivim import IVIM
 
-__all__ = ["ADC", "DKI", "IVIM", "adc_signal", "dki_signal", "ivim_signal"]
+__all__ = ["ADC", "DKI", "IVIM", "DiffusionModel", "adc_signal", "dki_signal", "ivim_signal"]
