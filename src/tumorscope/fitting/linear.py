@@ -18,9 +18,32 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import FitError
-from .lm import _cholesky_solve
 
 __all__ = ["LinearResult", "weighted_lls"]
+
+
+def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Solve a batch of small SPD systems ``a x = b``; ``ok`` is False where not SPD.
+
+    a : (n, p, p), b : (n, p). Plain loops over ``p`` (small) with vector ops over ``n``.
+    """
+    n, p, _ = a.shape
+    L = np.zeros_like(a)
+    ok = np.ones(n, dtype=bool)
+    for j in range(p):
+        d = a[:, j, j] - np.einsum("nk,nk->n", L[:, j, :j], L[:, j, :j])
+        ok &= d > 0
+        dj = np.sqrt(np.where(d > 0, d, 1.0))
+        L[:, j, j] = dj
+        for i in range(j + 1, p):
+            L[:, i, j] = (a[:, i, j] - np.einsum("nk,nk->n", L[:, i, :j], L[:, j, :j])) / dj
+    z = np.empty_like(b)
+    for i in range(p):
+        z[:, i] = (b[:, i] - np.einsum("nk,nk->n", L[:, i, :i], z[:, :i])) / L[:, i, i]
+    x = np.empty_like(b)
+    for i in range(p - 1, -1, -1):
+        x[:, i] = (z[:, i] - np.einsum("nk,nk->n", L[:, i + 1 :, i], x[:, i + 1 :])) / L[:, i, i]
+    return x, ok
 
 
 @dataclass

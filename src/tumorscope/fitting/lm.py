@@ -42,7 +42,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import FitError
+from .linear import _cholesky_solve
 from .status import FitStatus
+from .uncertainty import stderr_from_jacobian
 
 __all__ = ["LMOptions", "LMResult", "levenberg_marquardt"]
 
@@ -204,45 +206,6 @@ def levenberg_marquardt(
     )
 
 
-def _cholesky_solve(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Solve a batch of small SPD systems ``a x = b``; ``ok`` is False where not SPD.
-
-    a : (n, p, p), b : (n, p). Plain loops over ``p`` (small) with vector ops over ``n``.
-    """
-    n, p, _ = a.shape
-    L = np.zeros_like(a)
-    ok = np.ones(n, dtype=bool)
-    for j in range(p):
-        d = a[:, j, j] - np.einsum("nk,nk->n", L[:, j, :j], L[:, j, :j])
-        ok &= d > 0
-        dj = np.sqrt(np.where(d > 0, d, 1.0))
-        L[:, j, j] = dj
-        for i in range(j + 1, p):
-            L[:, i, j] = (a[:, i, j] - np.einsum("nk,nk->n", L[:, i, :j], L[:, j, :j])) / dj
-    z = np.empty_like(b)
-    for i in range(p):
-        z[:, i] = (b[:, i] - np.einsum("nk,nk->n", L[:, i, :i], z[:, :i])) / L[:, i, i]
-    x = np.empty_like(b)
-    for i in range(p - 1, -1, -1):
-        x[:, i] = (z[:, i] - np.einsum("nk,nk->n", L[:, i + 1 :, i], x[:, i + 1 :])) / L[:, i, i]
-    return x, ok
-
-
-def _stderr(J: np.ndarray, rss: np.ndarray) -> np.ndarray:
-    n, m, p = J.shape
-    if m <= p:
-        return np.full((n, p), np.nan)
-    H = np.einsum("nmi,nmj->nij", J, J)
-    inv = np.full_like(H, np.nan)
-    eye = np.eye(p)
-    for j in range(p):
-        x, ok = _cholesky_solve(H, np.broadcast_to(eye[j], (n, p)).copy())
-        inv[ok, :, j] = x[ok]
-    var = np.einsum("nii->ni", inv) * (rss / (m - p))[:, None]
-    with np.errstate(invalid="ignore"):
-        return np.sqrt(np.where(var >= 0, var, np.nan))
-
-
 def _lm_numpy(
     fun: Callable[[np.ndarray], np.ndarray],
     jac: Callable[[np.ndarray], np.ndarray],
@@ -317,7 +280,7 @@ def _lm_numpy(
     if stale.size:
         Jbuf[stale] = jac(p[stale])
     J = Jbuf
-    stderr = _stderr(J, rss)
+    stderr = stderr_from_jacobian(J, rss)
     at_bound = np.any((np.abs(p - lo) <= 1e-12 * scale) | (np.abs(hi - p) <= 1e-12 * scale), axis=1)
     status[(status == FitStatus.CONVERGED) & at_bound] = FitStatus.AT_BOUND
     bad = ~np.all(np.isfinite(p), axis=1) | ~np.isfinite(rss)

@@ -493,24 +493,22 @@ def _with_sidecars(paths: list[Path]) -> list[Path]:
 def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """Fit every diffusion model of ``options["dwi_models"]`` to the visit's DWI series.
 
-    Calls :func:`tumorscope.stages.diffusion.fit_dwi` (whole volume, no mask: the maps are
-    shown over the anatomy in the report; a voxel's fit does not depend on the others).
+    Calls :func:`tumorscope.stages.diffusion.fit_dwi_series` (whole volume, no mask: the maps
+    are shown over the anatomy in the report; a voxel's fit does not depend on the others).
     """
-    from ..stages import diffusion
+    from ..stages.base import SeriesInput
+    from ..stages.diffusion import fit_dwi_series
 
     assert unit.visit is not None
-    series = _visit(study, unit).series["dwi"]
-    out = maps_dir(ctx, unit.subject, unit.visit)
-    entries: list[_MapEntry] = []
-    files: list[Path] = []
-    for name in ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"]):
-        prefix = f"sub-{unit.subject}_ses-{unit.visit}_{name}_"
-        res = diffusion.fit_dwi(series.path, out_dir=out, model=name, prefix=prefix)
-        status = res.files.get("status")
-        for param in res.fit.maps:
-            entries.append(_MapEntry(name, param, res.files[param], status, res.fit, "dwi"))
-        files += _with_sidecars(list(res.files.values()))
-    return _record_maps(ctx, "fit_dwi", unit, entries, files)
+    series = SeriesInput.of(_visit(study, unit).series["dwi"])
+    res = fit_dwi_series(
+        series,
+        out_dir=maps_dir(ctx, unit.subject, unit.visit),
+        models=tuple(ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"])),
+        prefix=f"sub-{unit.subject}_ses-{unit.visit}_",
+    )
+    entries = [_MapEntry(m.model, m.parameter, m.path, m.status, m.fit, "dwi") for m in res.maps]
+    return _record_maps(ctx, "fit_dwi", unit, entries, res.files)
 
 
 def _dce_applies(study: Study, unit: Unit) -> bool:

@@ -238,7 +238,7 @@ class _DecayModel(RelaxometryModel):
         ok = np.all(np.isfinite(params), axis=1)
         safe = np.where(ok[:, None], params, 1.0)
         J = self.jacobian(safe)
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan))
+        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
         return BlockFit(params, block_status(ok, at_bound), rss, stderr)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:

@@ -172,5 +172,5 @@ class IRT1(T1Model):
                 rss[free],
             )
         J = ir_jacobian(np.where(ok[:, None], params, 1.0), ti)
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan))
+        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
         return BlockFit(params, block_status(ok, at_bound), rss, stderr)

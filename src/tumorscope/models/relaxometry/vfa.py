@@ -193,7 +193,7 @@ class VFAT1(T1Model):
         J = spgr_jacobian(
             np.where(ok[:, None], params, 1.0), self.flip_angles_deg, self.tr_ms, b1=b1
         )
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan))
+        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
         if self.method != "nonlinear":
             # the linearised estimators are not least-squares solutions of the magnitudes:
             # Jacobian-based errors would be those of another estimator

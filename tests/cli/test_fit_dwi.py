@@ -1,4 +1,4 @@
-"""The fit stage (``stages.fit``, ``stages.diffusion``) and ``tumorscope fit dwi``."""
+"""``tumorscope fit dwi``: maps, provenance, bad input, and the same files as the pipeline's step."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tumorscope.cli import app
-from tumorscope.errors import DataError, FitError, TumorscopeWarning
-from tumorscope.models import ADC, IVIM
-from tumorscope.stages.diffusion import fit_dwi
-from tumorscope.stages.fit import fit_volume
-from tumorscope.volume import Volume
+from tumorscope.errors import TumorscopeWarning
+from tumorscope.io.study import open_study
+from tumorscope.models import IVIM
+from tumorscope.stages.base import SeriesInput
+from tumorscope.stages.diffusion import fit_dwi_series
 
 B = np.array([0, 10, 20, 40, 80, 150, 300, 500, 800, 1000.0])
 AFFINE = np.diag([2.0, 2.0, 4.0, 1.0])
@@ -176,33 +176,26 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, change: str, e
     assert not (tmp_path / "out").exists()
 
 
-def test_fit_volume_generic_and_errors(tmp_path: Path) -> None:
-    truth = _truth((3, 2, 2))
-    model = ADC(B, b_min=300)
-    data = model.signal(truth[..., :2].reshape(-1, 2)).reshape(3, 2, 2, B.size)
-    vol = Volume(data.astype(np.float32), AFFINE)
-    res = fit_volume(model, vol, out_dir=tmp_path / "o", prefix="p_")
-    np.testing.assert_allclose(res.fit["ADC"], truth[..., 1], rtol=1e-5)
-    assert (tmp_path / "o" / "p_ADC_stderr.nii.gz").is_file()
-    assert res.fit.provenance["inputs"] == {}
-    with pytest.raises(FitError, match="dim\\[4\\]"):
-        fit_volume(ADC(B[:-1]), vol, out_dir=tmp_path / "x")
-    with pytest.raises(DataError, match="4-D"):
-        fit_volume(model, Volume(data[..., 0], AFFINE), out_dir=tmp_path / "x")
-    with pytest.raises(DataError, match="mask shape"):
-        fit_volume(model, vol, out_dir=tmp_path / "x", mask=np.ones((3, 2, 1)))
-    assert not (tmp_path / "x").exists()
-
-
-def test_fit_dwi_reports_the_summary_warning(tmp_path: Path) -> None:
-    series, _ = _write_series(tmp_path)
-    img = nib.load(str(series))
-    data = np.asarray(img.dataobj).copy()
-    data[0, 0, 0, 3] = np.nan
-    nib.save(nib.Nifti1Image(data, AFFINE), str(series))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        res = fit_dwi(series, out_dir=tmp_path / "o", model="adc")
-    ours = [w for w in caught if issubclass(w.category, TumorscopeWarning)]
-    assert len(ours) == 1
-    assert res.warnings == ["adc: 1 of 24 voxels had invalid input (NaN, negative or zero signal)"]
+def test_cli_and_pipeline_stage_write_the_same_files(tiny_study: Path, tmp_path: Path) -> None:
+    """``tumorscope fit dwi --prefix sub-S_ses-V_<model>_`` and the stage called as the
+    pipeline's ``fit_dwi`` step calls it write the same file names with the same bytes."""
+    visit = next(v for v in open_study(tiny_study).visits() if "dwi" in v.series)
+    series = visit.series["dwi"]
+    prefix = f"sub-{visit.subject_id}_ses-{visit.id}_"
+    models = ("adc", "ivim", "dki")
+    cli_out, stage_out = tmp_path / "cli", tmp_path / "stage"
+    for model in models:
+        args = ["fit", "dwi", str(series.path), "-m", model, "--out", str(cli_out)]
+        res = CliRunner().invoke(app, [*args, "--prefix", f"{prefix}{model}_"])
+        assert res.exit_code == 0, res.output
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TumorscopeWarning)
+        stage = fit_dwi_series(
+            SeriesInput.of(series), out_dir=stage_out, models=models, prefix=prefix
+        )
+    names = sorted(p.name for p in cli_out.iterdir())
+    assert names == sorted(p.name for p in stage_out.iterdir())
+    assert sorted(p.name for p in stage.files) == names
+    assert f"{prefix}ivim_D_star.nii.gz" in names and f"{prefix}adc_ADC.json" in names
+    for name in names:
+        assert (cli_out / name).read_bytes() == (stage_out / name).read_bytes(), name

@@ -1,11 +1,12 @@
 """Compiled per-voxel diffusion kernels (numba); imported only when numba is installed.
 
-Signal equations and references are documented in :mod:`tumorscope.models.diffusion`.
+Signal equations and references are documented in :mod:`tumorscope.models.diffusion.equations`.
 Parameter orders: ADC (S0, ADC); IVIM (S0, D, f, D_star); DKI (S0, D, K).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numba as nb
@@ -14,8 +15,8 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ..fitting._lm_numba import MODEL_SIGNATURE
-from ..fitting.status import FitStatus
+from ...fitting._lm_numba import MODEL_SIGNATURE
+from ...fitting.status import FitStatus
 
 _CONVERGED = np.uint8(FitStatus.CONVERGED)
 _AT_BOUND = np.uint8(FitStatus.AT_BOUND)
@@ -103,6 +104,93 @@ def dki_kernel(p, c, f, J):
         J[k, 2] = s0 * e * bk * bk * d * d / 6.0
 
 
+@nb.njit(inline="always")
+def _dki_wlls_row(ysi, ng, bs):
+    """``(S0, D, K)`` of one voxel's shell means by weighted log-quadratic least squares
+    (weights ``ng ys²``, samples ``<= 0`` left out); NaN when fewer than 3 samples are usable
+    or the system is singular."""
+    S = bs.shape[0]
+    # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6] (scalars: no allocation)
+    n00 = n01 = n02 = n11 = n12 = n22 = 0.0
+    r0 = r1 = r2 = 0.0
+    npos = 0
+    for s in range(S):
+        v = ysi[s]
+        if v > 0.0:
+            w = ng[s] * v * v
+            a1 = -bs[s]
+            a2 = bs[s] * bs[s] / 6.0
+            lv = np.log(v)
+            n00 += w
+            n01 += w * a1
+            n02 += w * a2
+            n11 += w * a1 * a1
+            n12 += w * a1 * a2
+            n22 += w * a2 * a2
+            r0 += w * lv
+            r1 += w * a1 * lv
+            r2 += w * a2 * lv
+            npos += 1
+    # Cramer's rule on the symmetric 3x3 system
+    c00 = n11 * n22 - n12 * n12
+    c01 = n02 * n12 - n01 * n22
+    c02 = n01 * n12 - n02 * n11
+    det = n00 * c00 + n01 * c01 + n02 * c02
+    ok = npos >= 3 and det != 0.0 and np.isfinite(det)
+    s0 = np.nan
+    d = np.nan
+    kk = np.nan
+    if ok:
+        c11 = n00 * n22 - n02 * n02
+        c12 = n01 * n02 - n00 * n12
+        c22 = n00 * n11 - n01 * n01
+        x0 = (c00 * r0 + c01 * r1 + c02 * r2) / det
+        x1 = (c01 * r0 + c11 * r1 + c12 * r2) / det
+        x2 = (c02 * r0 + c12 * r1 + c22 * r2) / det
+        s0 = np.exp(x0)
+        d = x1
+        kk = x2 / (d * d) if d != 0.0 else np.nan
+    return s0, d, kk
+
+
+@nb.njit(inline="always")
+def _dki_row_rss_stderr(ysi, ng, bs, s0, d, kk, se):
+    """Signal-domain weighted RSS at ``(S0, D, K)`` (returned) and the Jacobian standard
+    errors written to ``se`` (NaN with 3 shells or a singular ``JᵀWJ``)."""
+    S = bs.shape[0]
+    # signal-domain weighted residuals and J^T W J at the estimate
+    h00 = h01 = h02 = h11 = h12 = h22 = 0.0
+    rs = 0.0
+    for s in range(S):
+        bk = bs[s]
+        e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
+        j0 = e
+        j1 = s0 * e * (-bk + bk * bk * d * kk / 3.0)
+        j2 = s0 * e * bk * bk * d * d / 6.0
+        w = ng[s]
+        rs += w * (ysi[s] - s0 * e) ** 2
+        h00 += w * j0 * j0
+        h01 += w * j0 * j1
+        h02 += w * j0 * j2
+        h11 += w * j1 * j1
+        h12 += w * j1 * j2
+        h22 += w * j2 * j2
+    g00 = h11 * h22 - h12 * h12
+    g11 = h00 * h22 - h02 * h02
+    g22 = h00 * h11 - h01 * h01
+    hd = h00 * g00 + h01 * (h02 * h12 - h01 * h22) + h02 * (h01 * h12 - h02 * h11)
+    if S > 3 and hd > 0.0:
+        s2 = rs / (S - 3)
+        se[0] = np.sqrt(s2 * g00 / hd) if g00 >= 0.0 else np.nan
+        se[1] = np.sqrt(s2 * g11 / hd) if g11 >= 0.0 else np.nan
+        se[2] = np.sqrt(s2 * g22 / hd) if g22 >= 0.0 else np.nan
+    else:
+        se[0] = np.nan
+        se[1] = np.nan
+        se[2] = np.nan
+    return rs
+
+
 @nb.njit(parallel=True, cache=True)
 def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, status, refit):
     """Fused powder average + weighted log-quadratic DKI fit of every row of ``y``.
@@ -134,47 +222,8 @@ def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, stat
             rss[i] = np.nan
             status[i] = _INVALID
             continue
-        # normal equations A^T W A c = A^T W l, A = [1, -b, b^2/6] (scalars: no allocation)
-        n00 = n01 = n02 = n11 = n12 = n22 = 0.0
-        r0 = r1 = r2 = 0.0
-        npos = 0
-        for s in range(S):
-            v = ys[i, s]
-            if v > 0.0:
-                w = ng[s] * v * v
-                a1 = -bs[s]
-                a2 = bs[s] * bs[s] / 6.0
-                lv = np.log(v)
-                n00 += w
-                n01 += w * a1
-                n02 += w * a2
-                n11 += w * a1 * a1
-                n12 += w * a1 * a2
-                n22 += w * a2 * a2
-                r0 += w * lv
-                r1 += w * a1 * lv
-                r2 += w * a2 * lv
-                npos += 1
-        # Cramer's rule on the symmetric 3x3 system
-        c00 = n11 * n22 - n12 * n12
-        c01 = n02 * n12 - n01 * n22
-        c02 = n01 * n12 - n02 * n11
-        det = n00 * c00 + n01 * c01 + n02 * c02
-        ok = npos >= 3 and det != 0.0 and np.isfinite(det)
-        s0 = np.nan
-        d = np.nan
-        kk = np.nan
-        if ok:
-            c11 = n00 * n22 - n02 * n02
-            c12 = n01 * n02 - n00 * n12
-            c22 = n00 * n11 - n01 * n01
-            x0 = (c00 * r0 + c01 * r1 + c02 * r2) / det
-            x1 = (c01 * r0 + c11 * r1 + c12 * r2) / det
-            x2 = (c02 * r0 + c12 * r1 + c22 * r2) / det
-            s0 = np.exp(x0)
-            d = x1
-            kk = x2 / (d * d) if d != 0.0 else np.nan
-        inside = ok and np.isfinite(s0) and 0.0 <= d <= d_max and 0.0 <= kk <= k_max
+        s0, d, kk = _dki_wlls_row(ys[i], ng, bs)  # NaN if the system cannot be solved
+        inside = np.isfinite(s0) and 0.0 <= d <= d_max and 0.0 <= kk <= k_max
         if not inside:
             refit[i] = True
             params[i, 0] = s0 if (np.isfinite(s0) and s0 > 0.0) else ys[i, 0]
@@ -186,37 +235,7 @@ def dki_wlls_block(y, shell, ng, bs, d_max, k_max, ys, params, stderr, rss, stat
         params[i, 1] = d
         params[i, 2] = kk
         status[i] = _CONVERGED
-        # signal-domain weighted residuals and J^T W J at the estimate
-        h00 = h01 = h02 = h11 = h12 = h22 = 0.0
-        rs = 0.0
-        for s in range(S):
-            bk = bs[s]
-            e = np.exp(-bk * d + bk * bk * d * d * kk / 6.0)
-            j0 = e
-            j1 = s0 * e * (-bk + bk * bk * d * kk / 3.0)
-            j2 = s0 * e * bk * bk * d * d / 6.0
-            w = ng[s]
-            rs += w * (ys[i, s] - s0 * e) ** 2
-            h00 += w * j0 * j0
-            h01 += w * j0 * j1
-            h02 += w * j0 * j2
-            h11 += w * j1 * j1
-            h12 += w * j1 * j2
-            h22 += w * j2 * j2
-        rss[i] = rs
-        g00 = h11 * h22 - h12 * h12
-        g11 = h00 * h22 - h02 * h02
-        g22 = h00 * h11 - h01 * h01
-        hd = h00 * g00 + h01 * (h02 * h12 - h01 * h22) + h02 * (h01 * h12 - h02 * h11)
-        if S > 3 and hd > 0.0:
-            s2 = rs / (S - 3)
-            stderr[i, 0] = np.sqrt(s2 * g00 / hd) if g00 >= 0.0 else np.nan
-            stderr[i, 1] = np.sqrt(s2 * g11 / hd) if g11 >= 0.0 else np.nan
-            stderr[i, 2] = np.sqrt(s2 * g22 / hd) if g22 >= 0.0 else np.nan
-        else:
-            stderr[i, 0] = np.nan
-            stderr[i, 1] = np.nan
-            stderr[i, 2] = np.nan
+        rss[i] = _dki_row_rss_stderr(ys[i], ng, bs, s0, d, kk, stderr[i])
 
 
 # no "nnan"/"ninf": the NaN/inf checks must survive optimisation
@@ -390,6 +409,21 @@ _LN2_HI = 0.6931471803691238  # ln 2 split so that n * _LN2_HI is exact for |n| 
 _LN2_LO = 1.9082149292705877e-10
 
 
+#: Coefficients, highest power first: ``2 atanh(f) / (2 f) = sum f^(2k) / (2k + 1)`` to
+#: ``f^16`` (:func:`_log_pos`), and ``exp(r) = sum r^k / k!`` to ``r^13`` (:func:`_exp`).
+_LOG_SERIES = tuple(1.0 / k for k in (17.0, 15.0, 13.0, 11.0, 9.0, 7.0, 5.0, 3.0, 1.0))
+_EXP_SERIES = tuple(1.0 / math.factorial(k) for k in range(13, -1, -1))
+
+
+@nb.njit(inline="always", fastmath={"contract"})
+def _horner(coefs, x):
+    """``coefs[0] x^(n-1) + ... + coefs[n-1]`` by Horner's rule (``p = p x + c``)."""
+    p = coefs[0]
+    for i in range(1, len(coefs)):
+        p = p * x + coefs[i]
+    return p
+
+
 @nb.njit(inline="always", fastmath={"contract"})
 def _log_pos(x):
     """log(x) for finite ``x > 0`` (any other input: a meaningless finite or NaN value).
@@ -407,16 +441,7 @@ def _log_pos(x):
     mm = mm * 0.5 if big else mm
     ef = np.float64(e + (1 if big else 0))
     f = (mm - 1.0) / (mm + 1.0)
-    s = f * f
-    p = 1.0 / 17.0
-    p = p * s + 1.0 / 15.0
-    p = p * s + 1.0 / 13.0
-    p = p * s + 1.0 / 11.0
-    p = p * s + 1.0 / 9.0
-    p = p * s + 1.0 / 7.0
-    p = p * s + 1.0 / 5.0
-    p = p * s + 1.0 / 3.0
-    p = p * s + 1.0
+    p = _horner(_LOG_SERIES, f * f)
     return ef * _LN2_HI + (ef * _LN2_LO + 2.0 * f * p)
 
 
@@ -432,22 +457,104 @@ def _exp(x):
     x = x if x > -708.0 else -708.0
     n = np.floor(x * 1.4426950408889634 + 0.5)
     r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
+    p = _horner(_EXP_SERIES, r)
     scale = _bits_f64((np.int64(n) + 1023) << 52)
     return np.inf if over else p * scale
+
+
+@nb.njit(inline="always")
+def _put(dst, t0, src, n):
+    """``dst[t0:t0 + n] = src[:n]`` (with the dtype conversion), as a loop that vectorises."""
+    for j in range(n):
+        dst[t0 + j] = src[j]
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _adc_tile_sums(v_t, l_t, w_t, acc, nt, b, keep, is_base, weighted):
+    """Validation, weights, logs and the sums of the normal equations of a tile of
+    :func:`adc_fit_range` (``v_t (m, T)`` data; ``l_t``, ``w_t`` logs and weights written).
+
+    ``acc`` rows (zeroed here): ``sw, swb, swbb, swl, swbl`` (weighted sums of 1, b, b², log y,
+    b log y), ``npos`` (usable samples), ``bad`` (invalid samples; float: the same lane width
+    as the sums), ``base`` (sum over the lowest b), ``r`` (RSS, summed by the solve).
+    """
+    m = v_t.shape[0]
+    for q in range(acc.shape[0]):
+        for j in range(nt):
+            acc[q, j] = 0.0
+    sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
+    npos, bad, base = acc[5], acc[6], acc[7]
+    for k in range(m):
+        if keep[k]:
+            bk = b[k]
+            for j in range(nt):
+                v = v_t[k, j]
+                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+                pos = v > 0.0
+                w = v * v if weighted else 1.0
+                w = w if pos else 0.0
+                lv = _log_pos(v)
+                lv = lv if pos else 0.0  # log 0 = -inf, 0 * -inf = NaN
+                l_t[k, j] = lv
+                w_t[k, j] = w
+                npos[j] += 1.0 if pos else 0.0
+                wb = w * bk
+                sw[j] += w
+                swb[j] += wb
+                swbb[j] += wb * bk
+                swl[j] += w * lv
+                swbl[j] += wb * lv
+        else:
+            for j in range(nt):
+                v = v_t[k, j]
+                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+        if is_base[k]:
+            for j in range(nt):
+                base[j] += v_t[k, j]
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _adc_tile_solve(l_t, w_t, acc, res, o_st, nt, b, keep, adc_lo, adc_hi):
+    """Closed-form 2×2 solve, weighted residuals, bounds, status, S0 and standard errors of a
+    tile (sums in ``acc``); results in ``res`` rows ``s0, adc, se0, se1, rss`` and ``o_st``."""
+    m = l_t.shape[0]
+    nan = np.nan
+    sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
+    npos, bad, base, r = acc[5], acc[6], acc[7], acc[8]
+    o_s0, o_adc, o_se0, o_se1, o_r = res[0], res[1], res[2], res[3], res[4]
+    # closed-form 2x2 solve (o_* hold intermediates until the last loop)
+    for j in range(nt):
+        det = sw[j] * swbb[j] - swb[j] * swb[j]
+        slope = (sw[j] * swbl[j] - swb[j] * swl[j]) / det
+        o_adc[j] = slope
+        o_s0[j] = (swl[j] - slope * swb[j]) / sw[j]
+        o_se0[j] = det
+    # weighted residuals (two-pass: exact zero for noise-free data)
+    for k in range(m):
+        if keep[k]:
+            bk = b[k]
+            for j in range(nt):
+                e = l_t[k, j] - o_s0[j] - o_adc[j] * bk
+                r[j] += w_t[k, j] * e * e
+    # status, bounds, S0, standard errors
+    for j in range(nt):
+        slope = o_adc[j]
+        icpt = o_s0[j]
+        det = o_se0[j]
+        adc = min(max(-slope, adc_lo), adc_hi)
+        st = _CONVERGED if adc == -slope else _AT_BOUND
+        st = st if (npos[j] >= 2.0 and det > 0.0 and np.isfinite(slope)) else _FAILED
+        st = _INVALID if (bad[j] > 0.0 or not (base[j] > 0.0)) else st
+        ok = st < _INVALID
+        s0 = _exp(icpt)
+        s2 = r[j] / (npos[j] - 2.0) if npos[j] > 2.0 else nan
+        o_s0[j] = s0 if ok else nan
+        o_adc[j] = adc if ok else nan
+        o_r[j] = r[j] if ok else nan
+        o_st[j] = st
+        q = s2 / det
+        o_se0[j] = s0 * np.sqrt(q * swbb[j]) if ok else nan
+        o_se1[j] = np.sqrt(q * sw[j]) if ok else nan
 
 
 #: Voxels per tile of :func:`adc_fit_range` (per-tile buffers stay in L1/L2).
@@ -501,20 +608,9 @@ def adc_fit_range(
     l_t = np.empty((m, T))
     w_t = np.empty((m, T))
     idx = np.empty(T, np.int64)
-    sw = np.empty(T)
-    swb = np.empty(T)
-    swbb = np.empty(T)
-    swl = np.empty(T)
-    swbl = np.empty(T)
-    npos = np.empty(T)
-    bad = np.empty(T)  # count of invalid samples (float: same lane width as the sums)
-    base = np.empty(T)
-    r = np.empty(T)
-    o_s0 = np.empty(T)
-    o_adc = np.empty(T)
-    o_se0 = np.empty(T)
-    o_se1 = np.empty(T)
-    o_r = np.empty(T)
+    acc = np.empty((9, T))  # per-voxel sums of the tile (see _adc_tile_sums)
+    res = np.empty((5, T))  # per-voxel results of the tile (see _adc_tile_solve)
+    o_s0, o_adc, o_se0, o_se1, o_r = res[0], res[1], res[2], res[3], res[4]
     o_st = np.empty(T, np.uint8)
     nan = np.nan
     for t0 in range(lo, hi, T):
@@ -543,77 +639,8 @@ def adc_fit_range(
             for k in range(m):
                 for j in range(nt):
                     v_t[k, j] = np.float64(y[t0 + j, k])
-        for j in range(nt):
-            sw[j] = 0.0
-            swb[j] = 0.0
-            swbb[j] = 0.0
-            swl[j] = 0.0
-            swbl[j] = 0.0
-            npos[j] = 0.0
-            bad[j] = 0.0
-            base[j] = 0.0
-            r[j] = 0.0
-        # validation, weights, logs and the sums of the normal equations
-        for k in range(m):
-            if keep[k]:
-                bk = b[k]
-                for j in range(nt):
-                    v = v_t[k, j]
-                    bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
-                    pos = v > 0.0
-                    w = v * v if weighted else 1.0
-                    w = w if pos else 0.0
-                    lv = _log_pos(v)
-                    lv = lv if pos else 0.0  # log 0 = -inf, 0 * -inf = NaN
-                    l_t[k, j] = lv
-                    w_t[k, j] = w
-                    npos[j] += 1.0 if pos else 0.0
-                    wb = w * bk
-                    sw[j] += w
-                    swb[j] += wb
-                    swbb[j] += wb * bk
-                    swl[j] += w * lv
-                    swbl[j] += wb * lv
-            else:
-                for j in range(nt):
-                    v = v_t[k, j]
-                    bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
-            if is_base[k]:
-                for j in range(nt):
-                    base[j] += v_t[k, j]
-        # closed-form 2x2 solve (o_* hold intermediates until the last loop)
-        for j in range(nt):
-            det = sw[j] * swbb[j] - swb[j] * swb[j]
-            slope = (sw[j] * swbl[j] - swb[j] * swl[j]) / det
-            o_adc[j] = slope
-            o_s0[j] = (swl[j] - slope * swb[j]) / sw[j]
-            o_se0[j] = det
-        # weighted residuals (two-pass: exact zero for noise-free data)
-        for k in range(m):
-            if keep[k]:
-                bk = b[k]
-                for j in range(nt):
-                    e = l_t[k, j] - o_s0[j] - o_adc[j] * bk
-                    r[j] += w_t[k, j] * e * e
-        # status, bounds, S0, standard errors
-        for j in range(nt):
-            slope = o_adc[j]
-            icpt = o_s0[j]
-            det = o_se0[j]
-            adc = min(max(-slope, adc_lo), adc_hi)
-            st = _CONVERGED if adc == -slope else _AT_BOUND
-            st = st if (npos[j] >= 2.0 and det > 0.0 and np.isfinite(slope)) else _FAILED
-            st = _INVALID if (bad[j] > 0.0 or not (base[j] > 0.0)) else st
-            ok = st < _INVALID
-            s0 = _exp(icpt)
-            s2 = r[j] / (npos[j] - 2.0) if npos[j] > 2.0 else nan
-            o_s0[j] = s0 if ok else nan
-            o_adc[j] = adc if ok else nan
-            o_r[j] = r[j] if ok else nan
-            o_st[j] = st
-            q = s2 / det
-            o_se0[j] = s0 * np.sqrt(q * swbb[j]) if ok else nan
-            o_se1[j] = np.sqrt(q * sw[j]) if ok else nan
+        _adc_tile_sums(v_t, l_t, w_t, acc, nt, b, keep, is_base, weighted)
+        _adc_tile_solve(l_t, w_t, acc, res, o_st, nt, b, keep, adc_lo, adc_hi)
         # write out (contiguous without a mask: separate loops vectorise)
         if use_mask:
             for j in range(nt):
@@ -625,18 +652,12 @@ def adc_fit_range(
                 rss_out[i] = o_r[j]
                 status_out[i] = o_st[j]
         else:
-            for j in range(nt):
-                s0_out[t0 + j] = o_s0[j]
-            for j in range(nt):
-                adc_out[t0 + j] = o_adc[j]
-            for j in range(nt):
-                se0_out[t0 + j] = o_se0[j]
-            for j in range(nt):
-                se1_out[t0 + j] = o_se1[j]
-            for j in range(nt):
-                rss_out[t0 + j] = o_r[j]
-            for j in range(nt):
-                status_out[t0 + j] = o_st[j]
+            _put(s0_out, t0, o_s0, nt)
+            _put(adc_out, t0, o_adc, nt)
+            _put(se0_out, t0, o_se0, nt)
+            _put(se1_out, t0, o_se1, nt)
+            _put(rss_out, t0, o_r, nt)
+            _put(status_out, t0, o_st, nt)
         for j in range(nt):
             counts[o_st[j]] += 1
 
