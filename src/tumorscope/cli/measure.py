@@ -35,7 +35,7 @@ def measure(
     """Measure every lesion at every visit: size, map statistics, tracking, habitats."""
     with user_errors():
         from ..errors import DataError
-        from ..lesions.study import measure_study, study_radiomics
+        from ..stages.lesions import measure_study, study_radiomics
         from ..volume import atomic_write
 
         if fmt not in ("parquet", "csv"):

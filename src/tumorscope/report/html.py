@@ -22,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, layout
 from ..volume import atomic_write
 
 if TYPE_CHECKING:
+    import os
+
     import pandas as pd
 
     from ..io import Study
-    from ..pipeline.steps import Context, Upstream
+    from ..layout import VisitMap
     from ..study import Store
 
 __all__ = ["FDM_THRESHOLD", "render", "write_study_report", "write_subject_report"]
@@ -194,16 +196,30 @@ def _read_parquet(path: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream) -> Path:
+def write_subject_report(
+    out_dir: str | os.PathLike[str],
+    study: Study,
+    subject: str,
+    *,
+    maps: Mapping[str, Mapping[str, VisitMap]],
+    alignments: Sequence[str | os.PathLike[str]] = (),
+    cells19f: Sequence[str | os.PathLike[str]] = (),
+) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
     Parameters
     ----------
-    ctx : tumorscope.pipeline.steps.Context
+    out_dir : path-like
+        The output folder of the run (its files: :mod:`tumorscope.layout`).
     study : tumorscope.io.Study
     subject : str
-    upstream : dict
-        Output hashes of the earlier steps (the map files are found there).
+    maps : mapping of visit id to mapping of map name to VisitMap, keyword-only
+        The maps of each visit (``{"01": {"ivim.D": (path, status path, unit)}}``,
+        :func:`tumorscope.layout.read_map_index`).
+    alignments : sequence of path-like, keyword-only
+        The visits' alignment files (``align``), in the order they are shown.
+    cells19f : sequence of path-like, keyword-only
+        The visits' 19F cell tables (``fluorine``).
 
     Returns
     -------
@@ -211,16 +227,11 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     """
     import pandas as pd
 
-    from ..pipeline.steps import (
-        assessments_path,
-        lesion_table_path,
-        maps_of_visit,
-        measurements_path,
-        patterns_path,
-    )
+    from ..files import read_sidecar
     from ..volume import Volume
     from . import figures
 
+    out_dir = Path(out_dir)
     subj = study.subjects[subject]
     days = {v.id: v.days_on_treatment for v in subj}
     visits = pd.DataFrame(
@@ -236,9 +247,9 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
             for v in subj
         ]
     )
-    lesions = _read_parquet(lesion_table_path(ctx, subject))
-    tidy = _read_parquet(measurements_path(ctx, subject))
-    assessed = _read_parquet(assessments_path(ctx, subject))
+    lesions = _read_parquet(layout.lesion_table_path(out_dir, subject))
+    tidy = _read_parquet(layout.measurements_path(out_dir, subject))
+    assessed = _read_parquet(layout.assessments_path(out_dir, subject))
     main = (study.criteria or ("recist1.1",))[0]
 
     # response timeline and its table
@@ -274,7 +285,7 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
                     f"{d.get('new_lesion_ids', '')}"
                 )
 
-    patterns = _read_parquet(patterns_path(ctx, subject))
+    patterns = _read_parquet(layout.patterns_path(out_dir, subject))
     if patterns is not None and len(patterns):
         for rec in patterns.to_dict("records"):
             if rec["flag"] is True or rec["flag"] == 1:
@@ -332,18 +343,17 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     provenances: list[dict[str, Any]] = []
     units: dict[str, str] = {}
     for v in subj:
-        maps = maps_of_visit(ctx, upstream, subject, v.id)
-        main_names = _shown(maps)
-        relax_names = [k for k in RELAX_SHOWN if k in maps]
-        shown = {k: maps[k][0] for k in [*main_names, *relax_names]}
+        vmaps = maps.get(v.id, {})
+        main_names = _shown(vmaps)
+        relax_names = [k for k in RELAX_SHOWN if k in vmaps]
+        shown = {k: vmaps[k][0] for k in [*main_names, *relax_names]}
         if not shown:
             continue
         labels = v.lesions.load_labels().data if v.lesions is not None else None
         arrays = {k: Volume.from_nifti(p).data for k, p in shown.items()}
         for k, p in shown.items():
-            side = p.with_name(p.name[: -len(".nii.gz")] + ".json")
-            if side.exists():
-                meta = json.loads(side.read_text())
+            meta = read_sidecar(p)
+            if meta:
                 units[k] = str(meta.get("Units", ""))
                 provenances.append(meta.get("Provenance") or {})
         anat = None
@@ -378,8 +388,8 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
     hist_uri = figures.histograms(hist_values) if hist_values else None
     maps_uri = figures.map_grid(grid_rows, units=units, limits=limits) if grid_rows else None
     relax_uri = figures.map_grid(relax_rows, units=units, limits=limits) if relax_rows else None
-    cells = _cells19f_frame(ctx, upstream)
-    align = _alignment_frame(ctx, upstream)
+    cells = _cells19f_frame(cells19f)
+    align = _alignment_frame(alignments)
 
     fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
     fdm_rows: list[dict[str, Any]] = []
@@ -447,18 +457,16 @@ def write_subject_report(ctx: Context, study: Study, subject: str, upstream: Ups
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
         methods=_methods(provenances) or ["No model was fitted."],
     )
-    return _write(ctx.out_dir / "report" / f"sub-{subject}.html", html)
+    return _write(layout.subject_report_path(out_dir, subject), html)
 
 
-def _alignment_frame(ctx: Context, upstream: Upstream) -> pd.DataFrame | None:
+def _alignment_frame(files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame | None:
     """Motion of each series against the anatomical image (the ``align`` step), all visits."""
     import pandas as pd
 
     rows = []
-    for outputs in upstream.get("align", {}).values():
-        for rel in sorted(outputs):
-            if rel.endswith("_align.json"):
-                rows += json.loads((ctx.out_dir / rel).read_text())
+    for path in files:
+        rows += json.loads(Path(path).read_text())
     if not rows:
         return None
     t = pd.DataFrame(rows).sort_values(["visit", "series"], kind="stable")
@@ -477,19 +485,15 @@ def _alignment_frame(ctx: Context, upstream: Upstream) -> pd.DataFrame | None:
     )
 
 
-def _cells19f_frame(ctx: Context, upstream: Upstream) -> tuple[pd.DataFrame, str] | None:
+def _cells19f_frame(
+    files: Sequence[str | os.PathLike[str]],
+) -> tuple[pd.DataFrame, str] | None:
     """The 19F cell counts of the ``fluorine`` step (all visits) for the report, and a note."""
     import pandas as pd
 
-    paths = sorted(
-        rel
-        for outputs in upstream.get("fluorine", {}).values()
-        for rel in outputs
-        if rel.endswith("_cells19F.parquet")
-    )
-    if not paths:
+    if not files:
         return None
-    t = pd.concat([pd.read_parquet(ctx.out_dir / rel) for rel in paths], ignore_index=True)
+    t = pd.concat([pd.read_parquet(p) for p in files], ignore_index=True)
     if t.empty:
         return None
     table = pd.DataFrame(
@@ -551,8 +555,15 @@ def _sums_frame(subject: Any, visit: Any, days: Any, a: pd.DataFrame) -> pd.Data
     return out[(out["response"] != "pre-baseline") & out["days"].notna()].reset_index(drop=True)
 
 
-def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
+def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Store) -> Path:
     """Write ``report/index.html`` from the database.
+
+    Parameters
+    ----------
+    out_dir : path-like
+        The output folder of the run.
+    study : tumorscope.io.Study
+    store : tumorscope.study.Store
 
     Returns
     -------
@@ -664,4 +675,4 @@ def write_study_report(ctx: Context, study: Study, store: Store) -> Path:
         methods=methods,
         software=frame_of(_software()),
     )
-    return _write(ctx.out_dir / "report" / "index.html", html)
+    return _write(layout.study_report_path(out_dir), html)
