@@ -72,7 +72,8 @@ MAP_INDEX_SUFFIX = "_index.json"
 
 
 class _HasOutDir(Protocol):
-    out_dir: Path
+    @property
+    def out_dir(self) -> Path: ...
 
 
 OutDir = str | os.PathLike[str] | _HasOutDir

@@ -666,14 +666,14 @@ def _map_statistics(
     for role, names in groups.items():
         vols = {k: Volume.from_nifti(maps[k][0]) for k in names}
         values = {k: v.data for k, v in vols.items()}
-        status = {
-            k: (
-                Volume.from_nifti(maps[k][1], dtype=np.uint8).data
-                if maps[k][1] is not None
+        status = {}
+        for k in names:
+            st_path = maps[k][1]
+            status[k] = (
+                Volume.from_nifti(st_path, dtype=np.uint8).data
+                if st_path is not None
                 else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
             )
-            for k in names
-        }
         unit_of = {k: maps[k][2] for k in names}
         group_masks = masks
         if role is not None:
