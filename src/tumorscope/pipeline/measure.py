@@ -12,18 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import layout
-from .step import (
-    Context,
-    StepOutput,
-    Unit,
-    Upstream,
-    Write,
-    _lesion_files,
-    _manifest_file,
-    applied_alignments,
-    map_series_of_visit,
-    maps_of_visit,
-)
+from . import step
+from .step import Context, StepOutput, Unit, Upstream, Write
 
 if TYPE_CHECKING:
     from ..io import Study
@@ -33,10 +23,8 @@ __all__ = ["measure_inputs", "run_measure"]
 
 def measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     """The manifest and the lesion maps of every visit of the subject."""
-    files = [_manifest_file(ctx)]
-    for visit in study.subjects[unit.subject]:
-        files += _lesion_files(visit)
-    return files
+    visits = study.subjects[unit.subject]
+    return [step._manifest_file(ctx), *(p for v in visits for p in step._lesion_files(v))]
 
 
 def run_measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -47,9 +35,9 @@ def run_measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> S
     subject = study.subjects[s]
     inputs = {
         v.id: VisitMeasureInputs(
-            maps=maps_of_visit(ctx, upstream, s, v.id),
-            series=map_series_of_visit(ctx, upstream, s, v.id),
-            alignments=applied_alignments(ctx, upstream, s, v.id),
+            maps=step.maps_of_visit(ctx, upstream, s, v.id),
+            series=step.map_series_of_visit(ctx, upstream, s, v.id),
+            alignments=step.applied_alignments(ctx, upstream, s, v.id),
         )
         for v in subject
     }

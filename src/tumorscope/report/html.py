@@ -227,205 +227,22 @@ def write_subject_report(
     """
     import pandas as pd
 
-    from ..files import read_sidecar
-    from ..volume import Volume
     from . import figures
 
     out_dir = Path(out_dir)
     subj = study.subjects[subject]
     days = {v.id: v.days_on_treatment for v in subj}
-    visits = pd.DataFrame(
-        [
-            {
-                "visit": v.id,
-                "date": v.date.isoformat() if v.date else "",
-                "days on treatment": v.days_on_treatment,
-                "baseline": v.baseline,
-                "pre-baseline": v.prebaseline,
-                "series": ", ".join(sorted(v.series)),
-            }
-            for v in subj
-        ]
-    )
     lesions = _read_parquet(layout.lesion_table_path(out_dir, subject))
     tidy = _read_parquet(layout.measurements_path(out_dir, subject))
     assessed = _read_parquet(layout.assessments_path(out_dir, subject))
     main = (study.criteria or ("recist1.1",))[0]
-
-    # response timeline and its table
-    timeline = None
-    flags: list[str] = []
-    atable = None
-    if assessed is not None and len(assessed):
-        atable = assessed[
-            [
-                "criteria",
-                "visit",
-                "response",
-                "target_sum_mm",
-                "change_from_baseline_pct",
-                "change_from_nadir_pct",
-                "reason",
-            ]
-        ].copy()
-        atable.insert(2, "days on treatment", [days.get(v) for v in atable["visit"]])
-        m = assessed[assessed["criteria"] == main]
-        sums = _sums_frame(subject, m["visit"], [days.get(v) for v in m["visit"]], m)
-        timeline = figures.spider_plot(sums, title=f"sub-{subject}: target sum ({main})")
-        for rec in assessed.to_dict("records"):
-            d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
-            if d.get("iupd_since") and rec["response"] == "iUPD":
-                flags.append(
-                    f"{rec['criteria']} visit {rec['visit']}: unconfirmed progression since "
-                    f"visit {d['iupd_since']} ({rec['response']}): {rec['reason']}"
-                )
-            if d.get("new_lesions"):
-                flags.append(
-                    f"{rec['criteria']} visit {rec['visit']}: new lesion(s) "
-                    f"{d.get('new_lesion_ids', '')}"
-                )
-
-    patterns = _read_parquet(layout.patterns_path(out_dir, subject))
-    if patterns is not None and len(patterns):
-        for rec in patterns.to_dict("records"):
-            if rec["flag"] is True or rec["flag"] == 1:
-                at = f" at visit {rec['visit']}" if rec["visit"] else ""
-                flags.insert(0, f"{rec['pattern'].upper()}{at}: {rec['reason']}")
-
-    # lesion trajectories (size and map means)
-    traj_uri = None
-    ltable = None
-    if lesions is not None and len(lesions):
-        keep = [
-            c
-            for c in (
-                "visit",
-                "lesion_id",
-                "organ",
-                "target",
-                "nodal",
-                "longest_diameter_mm",
-                "short_axis_mm",
-                "volume_ml",
-            )
-            if c in lesions
-        ]
-        ltable = lesions[keep]
-        series: dict[str, pd.DataFrame] = {}
-        for col in ("longest_diameter_mm", "volume_ml"):
-            series[col] = pd.DataFrame(
-                {
-                    "lesion_id": lesions["lesion_id"],
-                    "days": [days.get(v) for v in lesions["visit"]],
-                    "value": lesions[col],
-                }
-            )
-        if tidy is not None and len(tidy):
-            means = tidy[(tidy["map"] != "") & (tidy["statistic"] == "mean")]
-            for name in _shown(dict.fromkeys(means["map"]))[:4]:
-                g = means[means["map"] == name]
-                unit = str(g["unit"].iloc[0]) if len(g) else ""
-                series[f"{name} mean ({unit})" if unit else f"{name} mean"] = pd.DataFrame(
-                    {
-                        "lesion_id": g["lesion_id"],
-                        "days": [days.get(v) for v in g["visit"]],
-                        "value": g["value"],
-                    }
-                )
-        traj_uri = figures.trajectories(series)
-
-    # maps over the anatomical image, histograms, fDM
-    grid_rows: list[dict[str, Any]] = []
-    relax_rows: list[dict[str, Any]] = []
-    hist_values: dict[str, dict[str, np.ndarray]] = {}
-    per_visit: dict[str, dict[str, Any]] = {}
-    limits: dict[str, tuple[float, float]] = {}
-    provenances: list[dict[str, Any]] = []
-    units: dict[str, str] = {}
-    for v in subj:
-        vmaps = maps.get(v.id, {})
-        main_names = _shown(vmaps)
-        relax_names = [k for k in RELAX_SHOWN if k in vmaps]
-        shown = {k: vmaps[k][0] for k in [*main_names, *relax_names]}
-        if not shown:
-            continue
-        labels = v.lesions.load_labels().data if v.lesions is not None else None
-        arrays = {k: Volume.from_nifti(p).data for k, p in shown.items()}
-        for k, p in shown.items():
-            meta = read_sidecar(p)
-            if meta:
-                units[k] = str(meta.get("Units", ""))
-                provenances.append(meta.get("Provenance") or {})
-        anat = None
-        if "anatomical" in v.series:
-            anat = v.series["anatomical"].load().data
-        z = arrays[next(iter(arrays))].shape[2] // 2
-        if labels is not None and labels.any():
-            z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
-        for k, a in arrays.items():
-            if k not in limits:
-                ref = a[labels > 0] if labels is not None and labels.any() else a
-                ref = ref[np.isfinite(ref)]
-                if ref.size:
-                    lo, hi = np.percentile(ref, [1, 99])
-                    pad = 0.5 * (hi - lo)
-                    limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
-        per_visit[v.id] = {"arrays": arrays, "labels": labels}
-        for names, rows in ((main_names, grid_rows), (relax_names, relax_rows)):
-            if names:
-                rows.append(
-                    {
-                        "label": f"visit {v.id}, z={z}",
-                        "anatomical": None if anat is None else anat[:, :, z],
-                        "maps": {k: arrays[k][:, :, z] for k in names},
-                        "labels": None if labels is None else labels[:, :, z],
-                    }
-                )
-        if labels is not None:
-            for k in _DIFFUSION_FOR_FDM:
-                if k in arrays:
-                    hist_values.setdefault(k, {})[v.id] = arrays[k][labels > 0]
-    hist_uri = figures.histograms(hist_values) if hist_values else None
-    maps_uri = figures.map_grid(grid_rows, units=units, limits=limits) if grid_rows else None
-    relax_uri = figures.map_grid(relax_rows, units=units, limits=limits) if relax_rows else None
+    timeline, flags, atable = _response_section(subject, assessed, days, main)
+    flags = _pattern_flags(_read_parquet(layout.patterns_path(out_dir, subject))) + flags
+    traj_uri, ltable = _trajectories(lesions, tidy, days)
+    mf = _MapFigures.of(subj, maps)
     cells = _cells19f_frame(cells19f)
     align = _alignment_frame(alignments)
-
-    fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
-    fdm_rows: list[dict[str, Any]] = []
-    base = subj.baseline.id
-    key = next(
-        (k for k in _DIFFUSION_FOR_FDM if base in per_visit and k in per_visit[base]["arrays"]),
-        None,
-    )
-    if key is not None and per_visit[base]["labels"] is not None:
-        b_arr, b_lab = per_visit[base]["arrays"][key], per_visit[base]["labels"]
-        for v in subj:
-            pv = per_visit.get(v.id)
-            if v.id == base or pv is None or pv["labels"] is None or key not in pv["arrays"]:
-                continue
-            if pv["arrays"][key].shape != b_arr.shape:
-                continue
-            inside = (b_lab > 0) & (pv["labels"] > 0)
-            inside &= np.isfinite(b_arr) & np.isfinite(pv["arrays"][key])
-            delta = pv["arrays"][key] - b_arr
-            n = int(inside.sum())
-            if n == 0:
-                continue
-            up = int((inside & (delta > FDM_THRESHOLD)).sum())
-            down = int((inside & (delta < -FDM_THRESHOLD)).sum())
-            z = int(np.argmax(inside.sum(axis=(0, 1))))
-            fdm.append((delta[:, :, z], inside[:, :, z], f"visit {v.id} vs {base}, z={z}"))
-            fdm_rows.append(
-                {
-                    "visit": v.id,
-                    "days on treatment": days.get(v.id),
-                    "voxels": n,
-                    "increased (%)": 100.0 * up / n,
-                    "decreased (%)": 100.0 * down / n,
-                    "unchanged (%)": 100.0 * (n - up - down) / n,
-                }
-            )
+    fdm, fdm_rows, key = _functional_diffusion(subj, mf.per_visit, days)
     fdm_note = (
         f"Voxel-wise change of {key} from baseline in voxels inside the lesions at both visits "
         f"(same grid, no registration); red: increase above {FDM_THRESHOLD:g} mm²/s, blue: "
@@ -439,25 +256,259 @@ def write_subject_report(
         "subject.html.j2",
         title=f"{study.name}: subject {subject}",
         treatment=f"{t.agent or 'unknown agent'} from {t.start_date or 'unknown date'}",
-        visits=frame_of(visits),
+        visits=frame_of(_visits_frame(subj)),
         timeline=timeline,
         main_criteria=main,
         assessments=frame_of(atable),
         flags=flags,
         lesions=frame_of(ltable),
         trajectories=traj_uri,
-        maps_figure=maps_uri,
-        relax_figure=relax_uri,
+        maps_figure=mf.figure(mf.grid_rows),
+        relax_figure=mf.figure(mf.relax_rows),
         alignment=frame_of(align) if align is not None else None,
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",
-        histograms=hist_uri,
+        histograms=figures.histograms(mf.hist_values) if mf.hist_values else None,
         fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
-        methods=_methods(provenances) or ["No model was fitted."],
+        methods=_methods(mf.provenances) or ["No model was fitted."],
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
+
+
+def _visits_frame(subj: Any) -> pd.DataFrame:
+    """The subject's visits: date, days on treatment, baseline, series."""
+    import pandas as pd
+
+    return pd.DataFrame(
+        [
+            {
+                "visit": v.id,
+                "date": v.date.isoformat() if v.date else "",
+                "days on treatment": v.days_on_treatment,
+                "baseline": v.baseline,
+                "pre-baseline": v.prebaseline,
+                "series": ", ".join(sorted(v.series)),
+            }
+            for v in subj
+        ]
+    )
+
+
+def _response_section(
+    subject: str, assessed: pd.DataFrame | None, days: Mapping[str, Any], main: str
+) -> tuple[str | None, list[str], pd.DataFrame | None]:
+    """Response timeline (spider plot of the main criteria), flags and the assessment table."""
+    from . import figures
+
+    flags: list[str] = []
+    if assessed is None or not len(assessed):
+        return None, flags, None
+    atable = assessed[
+        [
+            "criteria",
+            "visit",
+            "response",
+            "target_sum_mm",
+            "change_from_baseline_pct",
+            "change_from_nadir_pct",
+            "reason",
+        ]
+    ].copy()
+    atable.insert(2, "days on treatment", [days.get(v) for v in atable["visit"]])
+    m = assessed[assessed["criteria"] == main]
+    sums = _sums_frame(subject, m["visit"], [days.get(v) for v in m["visit"]], m)
+    timeline = figures.spider_plot(sums, title=f"sub-{subject}: target sum ({main})")
+    for rec in assessed.to_dict("records"):
+        d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
+        if d.get("iupd_since") and rec["response"] == "iUPD":
+            flags.append(
+                f"{rec['criteria']} visit {rec['visit']}: unconfirmed progression since "
+                f"visit {d['iupd_since']} ({rec['response']}): {rec['reason']}"
+            )
+        if d.get("new_lesions"):
+            flags.append(
+                f"{rec['criteria']} visit {rec['visit']}: new lesion(s) "
+                f"{d.get('new_lesion_ids', '')}"
+            )
+    return timeline, flags, atable
+
+
+def _pattern_flags(patterns: pd.DataFrame | None) -> list[str]:
+    """The immunotherapy patterns found, in reverse table order (they lead the flags)."""
+    flags: list[str] = []
+    if patterns is not None and len(patterns):
+        for rec in patterns.to_dict("records"):
+            if rec["flag"] is True or rec["flag"] == 1:
+                at = f" at visit {rec['visit']}" if rec["visit"] else ""
+                flags.insert(0, f"{rec['pattern'].upper()}{at}: {rec['reason']}")
+    return flags
+
+
+def _trajectories(
+    lesions: pd.DataFrame | None, tidy: pd.DataFrame | None, days: Mapping[str, Any]
+) -> tuple[str | None, pd.DataFrame | None]:
+    """Lesion trajectories (size and map means over days) and the lesion table."""
+    import pandas as pd
+
+    from . import figures
+
+    if lesions is None or not len(lesions):
+        return None, None
+    keep = [
+        c
+        for c in (
+            "visit",
+            "lesion_id",
+            "organ",
+            "target",
+            "nodal",
+            "longest_diameter_mm",
+            "short_axis_mm",
+            "volume_ml",
+        )
+        if c in lesions
+    ]
+    series: dict[str, pd.DataFrame] = {}
+    for col in ("longest_diameter_mm", "volume_ml"):
+        series[col] = pd.DataFrame(
+            {
+                "lesion_id": lesions["lesion_id"],
+                "days": [days.get(v) for v in lesions["visit"]],
+                "value": lesions[col],
+            }
+        )
+    if tidy is not None and len(tidy):
+        means = tidy[(tidy["map"] != "") & (tidy["statistic"] == "mean")]
+        for name in _shown(dict.fromkeys(means["map"]))[:4]:
+            g = means[means["map"] == name]
+            unit = str(g["unit"].iloc[0]) if len(g) else ""
+            series[f"{name} mean ({unit})" if unit else f"{name} mean"] = pd.DataFrame(
+                {
+                    "lesion_id": g["lesion_id"],
+                    "days": [days.get(v) for v in g["visit"]],
+                    "value": g["value"],
+                }
+            )
+    return figures.trajectories(series), lesions[keep]
+
+
+@dataclass
+class _MapFigures:
+    """The maps of every visit, read once for the map grids, histograms and fDM."""
+
+    grid_rows: list[dict[str, Any]] = field(default_factory=list)
+    relax_rows: list[dict[str, Any]] = field(default_factory=list)
+    hist_values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    per_visit: dict[str, dict[str, Any]] = field(default_factory=dict)
+    limits: dict[str, tuple[float, float]] = field(default_factory=dict)
+    provenances: list[dict[str, Any]] = field(default_factory=list)
+    units: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, subj: Any, maps: Mapping[str, Mapping[str, VisitMap]]) -> _MapFigures:
+        out = cls()
+        for v in subj:
+            out._add_visit(v, maps.get(v.id, {}))
+        return out
+
+    def figure(self, rows: list[dict[str, Any]]) -> str | None:
+        """A map grid (rows: visits) with one display range per map for all visits."""
+        from . import figures
+
+        return figures.map_grid(rows, units=self.units, limits=self.limits) if rows else None
+
+    def _add_visit(self, v: Any, vmaps: Mapping[str, VisitMap]) -> None:
+        from ..files import read_sidecar
+        from ..volume import Volume
+
+        main_names = _shown(vmaps)
+        relax_names = [k for k in RELAX_SHOWN if k in vmaps]
+        shown = {k: vmaps[k][0] for k in [*main_names, *relax_names]}
+        if not shown:
+            return
+        labels = v.lesions.load_labels().data if v.lesions is not None else None
+        arrays = {k: Volume.from_nifti(p).data for k, p in shown.items()}
+        for k, p in shown.items():
+            meta = read_sidecar(p)
+            if meta:
+                self.units[k] = str(meta.get("Units", ""))
+                self.provenances.append(meta.get("Provenance") or {})
+        anat = v.series["anatomical"].load().data if "anatomical" in v.series else None
+        z = arrays[next(iter(arrays))].shape[2] // 2
+        if labels is not None and labels.any():
+            z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
+        self._add_limits(arrays, labels)
+        self.per_visit[v.id] = {"arrays": arrays, "labels": labels}
+        for names, rows in ((main_names, self.grid_rows), (relax_names, self.relax_rows)):
+            if names:
+                rows.append(
+                    {
+                        "label": f"visit {v.id}, z={z}",
+                        "anatomical": None if anat is None else anat[:, :, z],
+                        "maps": {k: arrays[k][:, :, z] for k in names},
+                        "labels": None if labels is None else labels[:, :, z],
+                    }
+                )
+        if labels is not None:
+            for k in _DIFFUSION_FOR_FDM:
+                if k in arrays:
+                    self.hist_values.setdefault(k, {})[v.id] = arrays[k][labels > 0]
+
+    def _add_limits(self, arrays: Mapping[str, np.ndarray], labels: np.ndarray | None) -> None:
+        """Display range of each map from its first visit: 1st-99th percentile in the lesions."""
+        for k, a in arrays.items():
+            if k not in self.limits:
+                ref = a[labels > 0] if labels is not None and labels.any() else a
+                ref = ref[np.isfinite(ref)]
+                if ref.size:
+                    lo, hi = np.percentile(ref, [1, 99])
+                    pad = 0.5 * (hi - lo)
+                    self.limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
+
+
+def _functional_diffusion(
+    subj: Any, per_visit: Mapping[str, Mapping[str, Any]], days: Mapping[str, Any]
+) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], list[dict[str, Any]], str | None]:
+    """Functional diffusion maps against baseline: panels, table rows and the map used."""
+    fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
+    fdm_rows: list[dict[str, Any]] = []
+    base = subj.baseline.id
+    key = next(
+        (k for k in _DIFFUSION_FOR_FDM if base in per_visit and k in per_visit[base]["arrays"]),
+        None,
+    )
+    if key is None or per_visit[base]["labels"] is None:
+        return fdm, fdm_rows, key
+    b_arr, b_lab = per_visit[base]["arrays"][key], per_visit[base]["labels"]
+    for v in subj:
+        pv = per_visit.get(v.id)
+        if v.id == base or pv is None or pv["labels"] is None or key not in pv["arrays"]:
+            continue
+        if pv["arrays"][key].shape != b_arr.shape:
+            continue
+        inside = (b_lab > 0) & (pv["labels"] > 0)
+        inside &= np.isfinite(b_arr) & np.isfinite(pv["arrays"][key])
+        delta = pv["arrays"][key] - b_arr
+        n = int(inside.sum())
+        if n == 0:
+            continue
+        up = int((inside & (delta > FDM_THRESHOLD)).sum())
+        down = int((inside & (delta < -FDM_THRESHOLD)).sum())
+        z = int(np.argmax(inside.sum(axis=(0, 1))))
+        fdm.append((delta[:, :, z], inside[:, :, z], f"visit {v.id} vs {base}, z={z}"))
+        fdm_rows.append(
+            {
+                "visit": v.id,
+                "days on treatment": days.get(v.id),
+                "voxels": n,
+                "increased (%)": 100.0 * up / n,
+                "decreased (%)": 100.0 * down / n,
+                "unchanged (%)": 100.0 * (n - up - down) / n,
+            }
+        )
+    return fdm, fdm_rows, key
 
 
 def _alignment_frame(files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame | None:
