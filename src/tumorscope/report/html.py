@@ -622,66 +622,16 @@ def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Sto
     """
     import pandas as pd
 
-    from . import figures
-
     main = (study.criteria or ("recist1.1",))[0]
-    subjects = store.read_table("subjects")
     visits = store.read_table("visits")
     lesions = store.read_table("lesions")
     maps = store.read_table("maps")
     steps = store.read_table("step_runs")
     assessments = store.read_table("assessments")
 
-    post = target_sums(store, main)
-    spider = waterfall = None
-    best = pd.DataFrame(columns=["subject", "best_change_pct", "response"])
-    if len(post):
-        spider = figures.spider_plot(post, title=f"Target sum over time ({main})")
-        after = post.merge(
-            visits[["subject", "visit", "baseline", "prebaseline"]], on=["subject", "visit"]
-        )
-        base_dates = visits[visits["baseline"]].set_index("subject")["days_on_treatment"]
-        after = after[after["days"] > after["subject"].map(base_dates)]
-        after = after.dropna(subset=["change_pct"])
-        if len(after):
-            idx = after.groupby("subject")["change_pct"].idxmin()
-            best = after.loc[idx, ["subject", "change_pct", "response"]].rename(
-                columns={"change_pct": "best_change_pct"}
-            )
-            waterfall = figures.waterfall_plot(
-                best, title=f"Best change of the target sum ({main})"
-            )
-
+    spider, waterfall, best = _response_figures(target_sums(store, main), visits, main)
     failed = steps[steps["status"] == "failed"] if len(steps) else steps
-    last = {}
-    if len(assessments):
-        m = assessments[assessments["criteria"] == main].merge(
-            visits[["subject", "visit", "days_on_treatment"]], on=["subject", "visit"]
-        )
-        for s, g in m.sort_values("days_on_treatment").groupby("subject"):
-            last[s] = g["response"].iloc[-1]
-    best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
-    pats = store.read_table("patterns")
-    flagged: dict[str, set[str]] = {}
-    for rec in pats[pats["flag"] == True].to_dict("records"):  # noqa: E712 (NULL-aware)
-        flagged.setdefault(str(rec["subject"]), set()).add(str(rec["pattern"]))
-    srows = []
-    for sid in study.subjects:
-        row = subjects[subjects["subject"] == sid]
-        srows.append(
-            {
-                "subject": sid,
-                "treatment": row["treatment_agent"].iloc[0] if len(row) else "",
-                "visits": int((visits["subject"] == sid).sum()),
-                "lesions": int((lesions["subject"] == sid).sum()),
-                f"last response ({main})": last.get(sid, ""),
-                "best change (%)": best_by.get(sid),
-                "patterns": ", ".join(sorted(flagged.get(sid, ()))),
-                "failed steps": ", ".join(
-                    sorted(set(failed[failed["subject"] == sid]["step"])) if len(failed) else []
-                ),
-            }
-        )
+    srows = _subject_rows(study, store, main, best, failed)
     atable = None
     if len(assessments):
         atable = assessments[
@@ -727,3 +677,71 @@ def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Sto
         software=frame_of(_software()),
     )
     return _write(layout.study_report_path(out_dir), html)
+
+
+def _response_figures(
+    post: pd.DataFrame, visits: pd.DataFrame, main: str
+) -> tuple[str | None, str | None, pd.DataFrame]:
+    """Spider and waterfall plots of the main criteria, and each subject's best change."""
+    import pandas as pd
+
+    from . import figures
+
+    spider = waterfall = None
+    best = pd.DataFrame(columns=["subject", "best_change_pct", "response"])
+    if not len(post):
+        return spider, waterfall, best
+    spider = figures.spider_plot(post, title=f"Target sum over time ({main})")
+    after = post.merge(
+        visits[["subject", "visit", "baseline", "prebaseline"]], on=["subject", "visit"]
+    )
+    base_dates = visits[visits["baseline"]].set_index("subject")["days_on_treatment"]
+    after = after[after["days"] > after["subject"].map(base_dates)]
+    after = after.dropna(subset=["change_pct"])
+    if len(after):
+        idx = after.groupby("subject")["change_pct"].idxmin()
+        best = after.loc[idx, ["subject", "change_pct", "response"]].rename(
+            columns={"change_pct": "best_change_pct"}
+        )
+        waterfall = figures.waterfall_plot(best, title=f"Best change of the target sum ({main})")
+    return spider, waterfall, best
+
+
+def _subject_rows(
+    study: Study, store: Store, main: str, best: pd.DataFrame, failed: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """One row per subject of the study page: last and best response, patterns, failures."""
+    subjects = store.read_table("subjects")
+    visits = store.read_table("visits")
+    lesions = store.read_table("lesions")
+    assessments = store.read_table("assessments")
+    last = {}
+    if len(assessments):
+        m = assessments[assessments["criteria"] == main].merge(
+            visits[["subject", "visit", "days_on_treatment"]], on=["subject", "visit"]
+        )
+        for s, g in m.sort_values("days_on_treatment").groupby("subject"):
+            last[s] = g["response"].iloc[-1]
+    best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
+    pats = store.read_table("patterns")
+    flagged: dict[str, set[str]] = {}
+    for rec in pats[pats["flag"] == True].to_dict("records"):  # noqa: E712 (NULL-aware)
+        flagged.setdefault(str(rec["subject"]), set()).add(str(rec["pattern"]))
+    srows = []
+    for sid in study.subjects:
+        row = subjects[subjects["subject"] == sid]
+        srows.append(
+            {
+                "subject": sid,
+                "treatment": row["treatment_agent"].iloc[0] if len(row) else "",
+                "visits": int((visits["subject"] == sid).sum()),
+                "lesions": int((lesions["subject"] == sid).sum()),
+                f"last response ({main})": last.get(sid, ""),
+                "best change (%)": best_by.get(sid),
+                "patterns": ", ".join(sorted(flagged.get(sid, ()))),
+                "failed steps": ", ".join(
+                    sorted(set(failed[failed["subject"] == sid]["step"])) if len(failed) else []
+                ),
+            }
+        )
+    return srows
