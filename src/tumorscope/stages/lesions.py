@@ -188,116 +188,42 @@ def measure_study(
     """
     import pandas as pd
 
-    from ..lesions.tracking import VisitLabels, track_lesions
-
-    unknown = [k for k in statistics if k not in SUMMARY_STATISTICS]
-    if unknown:
-        raise DataError(
-            f"unknown statistic(s) {unknown}; choose from {list(SUMMARY_STATISTICS)}",
-            field="statistics",
-        )
-    if on_grid_mismatch not in ("error", "resample"):
-        raise DataError(
-            f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}",
-            field="on_grid_mismatch",
-        )
+    _check_measure_options(statistics, on_grid_mismatch)
     st = _open(study)
     rows: list[dict[str, Any]] = []
     hab_inputs: list[tuple[dict[str, Any], dict[str, Volume], dict[str, np.ndarray], bool]] = []
     for subject in st:
         visits = [v for v in subject if v.lesions is not None]
-        lesion_sets = [(v, v.lesions) for v in visits if v.lesions is not None]
-        tracked: dict[tuple[str, str], str] = {}
-        if lesion_sets:
-            track = track_lesions(
-                [
-                    VisitLabels(
-                        v.id,
-                        les.load_labels(),
-                        ids={r.label: r.lesion_id for r in les.table},
-                    )
-                    for v, les in lesion_sets
-                ],
-                reference=next((i for i, (v, _) in enumerate(lesion_sets) if v.baseline), 0),
-            )
-            tracked = {
-                (str(vv), str(lid)): str(stt)
-                for vv, lid, stt in zip(
-                    track["visit"], track["lesion_id"], track["status"], strict=True
-                )
-            }
+        tracked = _tracking(visits)
         infos_all: dict[str, Any] = {}
-        for _, les in lesion_sets:
-            for r in les.table:
+        for v in visits:
+            for r in v.lesions.table if v.lesions is not None else ():
                 infos_all.setdefault(r.lesion_id, r)
         for visit in visits:
             assert visit.lesions is not None
             labels = visit.lesions.load_labels()
-            table = visit.lesions.table
             vmaps = _visit_maps(st, maps, subject.id, visit.id)
             hab_masks: dict[str, np.ndarray] = {}
-            for info in table:
+            for info in visit.lesions.table:
                 m = labels.data == info.label
                 if not m.any():
                     continue  # not segmented at this visit: reported as disappeared below
                 where = f"{info.lesion_id} at visit {visit.id} of subject {subject.id}"
                 geo = measure(m, labels.affine, lesion=where)
-                row: dict[str, Any] = {
-                    "subject": subject.id,
-                    "visit": visit.id,
-                    "date": visit.date,
-                    "lesion_id": info.lesion_id,
-                    "organ": info.organ,
-                    "target": info.target,
-                    "nodal": info.nodal,
-                    "present": True,
-                    "tracking": tracked.get((visit.id, info.lesion_id), ""),
-                    **{k: geo[k] for k in GEOMETRY_KEYS},
-                }
+                row = _lesion_row(subject.id, visit, info, True, geo)
+                row["tracking"] = tracked.get((visit.id, info.lesion_id), "")
                 for name, (vol, status) in vmaps.items():
                     mask = _mask_on(labels, info.label, vol, on_grid_mismatch, name, where)
-                    if not mask.any():
-                        # a small lesion can vanish when resampled onto a coarse map grid
-                        warnings.warn(
-                            f"lesion {where}: no voxel left on the grid of map {name!r}; "
-                            "its statistics are NaN",
-                            TumorscopeWarning,
-                            stacklevel=2,
-                        )
-                        s = {k: (0.0 if k.startswith("n_") else np.nan) for k in statistics}
-                    else:
-                        stats = lesion_statistics(
-                            vol,
-                            mask,
-                            lesion_id=info.lesion_id,
-                            visit=visit.id,
-                            map_name=name,
-                            status=status,
-                        )
-                        s = dict(zip(stats["statistic"], stats["value"], strict=True))
-                        if habitat_maps and name == habitat_maps[0]:
-                            hab_masks[info.lesion_id] = mask
+                    s = _statistics(vol, mask, status, info.lesion_id, visit.id, name, where)
+                    if habitat_maps and name == habitat_maps[0] and mask.any():
+                        hab_masks[info.lesion_id] = mask
                     for k in statistics:
-                        row[f"{name}_{k}"] = s[k]
+                        row[f"{name}_{k}"] = s[k] if mask.any() else _empty_statistic(k)
                 rows.append(row)
             for lid in sorted(
                 k for (vv, k), stt in tracked.items() if vv == visit.id and stt == "disappeared"
             ):
-                info = infos_all[lid]
-                rows.append(
-                    {
-                        "subject": subject.id,
-                        "visit": visit.id,
-                        "date": visit.date,
-                        "lesion_id": lid,
-                        "organ": info.organ,
-                        "target": info.target,
-                        "nodal": info.nodal,
-                        "present": False,
-                        "tracking": "disappeared",
-                        **{k: np.nan for k in GEOMETRY_KEYS},
-                    }
-                )
+                rows.append(_lesion_row(subject.id, visit, infos_all[lid], False, None))
             if habitat_maps and all(h in vmaps for h in habitat_maps) and hab_masks:
                 hab_inputs.append(
                     (
@@ -313,6 +239,93 @@ def measure_study(
             df[c] = pd.Series(dtype=object)
     if habitat_maps and rows:
         df = _add_habitats(df, hab_inputs, list(habitat_maps), n_habitats)
+    return _in_visit_order(df, st)
+
+
+def _check_measure_options(statistics: Sequence[str], on_grid_mismatch: str) -> None:
+    unknown = [k for k in statistics if k not in SUMMARY_STATISTICS]
+    if unknown:
+        raise DataError(
+            f"unknown statistic(s) {unknown}; choose from {list(SUMMARY_STATISTICS)}",
+            field="statistics",
+        )
+    if on_grid_mismatch not in ("error", "resample"):
+        raise DataError(
+            f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}",
+            field="on_grid_mismatch",
+        )
+
+
+def _tracking(visits: Sequence[Any]) -> dict[tuple[str, str], str]:
+    """Tracking status of every lesion at every visit: ``{(visit, lesion id): status}``."""
+    from ..lesions.tracking import VisitLabels, track_lesions
+
+    if not visits:
+        return {}
+    track = track_lesions(
+        [
+            VisitLabels(
+                v.id, v.lesions.load_labels(), ids={r.label: r.lesion_id for r in v.lesions.table}
+            )
+            for v in visits
+        ],
+        reference=next((i for i, v in enumerate(visits) if v.baseline), 0),
+    )
+    return {
+        (str(vv), str(lid)): str(stt)
+        for vv, lid, stt in zip(track["visit"], track["lesion_id"], track["status"], strict=True)
+    }
+
+
+def _lesion_row(
+    subject: str, visit: Any, info: Any, present: bool, geo: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Identity and geometry of a lesion at a visit (NaN geometry and "disappeared" if absent)."""
+    return {
+        "subject": subject,
+        "visit": visit.id,
+        "date": visit.date,
+        "lesion_id": info.lesion_id,
+        "organ": info.organ,
+        "target": info.target,
+        "nodal": info.nodal,
+        "present": present,
+        "tracking": "" if present else "disappeared",
+        **{k: (np.nan if geo is None else geo[k]) for k in GEOMETRY_KEYS},
+    }
+
+
+def _empty_statistic(statistic: str) -> float:
+    """A statistic of a lesion with no voxel on a map's grid."""
+    return 0.0 if statistic.startswith("n_") else np.nan
+
+
+def _statistics(
+    vol: Volume,
+    mask: np.ndarray,
+    status: np.ndarray | None,
+    lesion_id: str,
+    visit: str,
+    name: str,
+    where: str,
+) -> dict[str, Any]:
+    """Summary statistics of one map in one lesion (``{}`` and a warning if no voxel is left)."""
+    if not mask.any():
+        # a small lesion can vanish when resampled onto a coarse map grid
+        warnings.warn(
+            f"lesion {where}: no voxel left on the grid of map {name!r}; its statistics are NaN",
+            TumorscopeWarning,
+            stacklevel=3,
+        )
+        return {}
+    stats = lesion_statistics(
+        vol, mask, lesion_id=lesion_id, visit=visit, map_name=name, status=status
+    )
+    return dict(zip(stats["statistic"], stats["value"], strict=True))
+
+
+def _in_visit_order(df: pd.DataFrame, st: Study) -> pd.DataFrame:
+    """Rows by subject, visit order and lesion id; the identity columns first."""
     extra = [c for c in df.columns if c not in LESION_COLUMNS]
     order = {(s.id, v.id): i for s in st for i, v in enumerate(s)}
     if len(df):
