@@ -101,7 +101,7 @@ def execute_unit(
         h = inputs_hash(
             step=step.name, version=step.version, options=options, files=files, upstream=upstream
         )
-        if not force and _up_to_date(ctx, record, h):
+        if not force and up_to_date(ctx, record, h):
             assert record is not None
             return Outcome(
                 unit, "skipped", h, dict(record["outputs"]), duration_s=time.perf_counter() - t0
@@ -245,7 +245,7 @@ def _forward_chunk_event(worker: Any, event: str, n: int) -> None:
     worker.log_event(TOPIC, [event, n])
 
 
-def _up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
+def up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
     """Whether a unit's last record is ``done`` with input hash ``h`` and every file it wrote
     still has the recorded content hash."""
     if record is None or record.get("status") != "done" or record.get("input_hash") != h:
@@ -255,6 +255,3 @@ def _up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
         if not p.is_file() or file_sha256(p) != sha:
             return False
     return True
-
-
-up_to_date = _up_to_date

@@ -182,6 +182,3 @@ def run_subjects(
     finally:
         if bars.progress is not None:
             executor.client.unsubscribe_topic(TOPIC)
-
-
-_Executor = Executor  # the name before the split

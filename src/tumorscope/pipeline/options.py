@@ -187,7 +187,7 @@ def resolve_options(
 
 
 def _bad(name: str, message: str) -> DataError:
-    return DataError(f"option {name}: {message}", field=name)
+    return DataError(message, field=name)
 
 
 def _check_dwi_models(name: str, value: Any) -> tuple[str, ...]:

@@ -60,6 +60,3 @@ class Bars:
     def advance_subject(self) -> None:
         if self.progress is not None:
             self.progress.advance(self.t_subjects, 1)
-
-
-_Bars = Bars  # the name before the split

@@ -167,6 +167,3 @@ def publish(
             )
         )
         return None
-
-
-_Recorder = Recorder  # the name before the split

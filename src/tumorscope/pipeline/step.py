@@ -89,6 +89,10 @@ class Context:
     out_dir: Path
     options: RunOptions = field(default_factory=RunOptions)
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, RunOptions):  # a mapping of option names (checked)
+            object.__setattr__(self, "options", RunOptions.from_mapping(self.options))
+
     def out_rel(self, path: Path) -> str:
         """Path relative to the output folder (how outputs are named in the database)."""
         return Path(path).resolve().relative_to(self.out_dir.resolve()).as_posix()
@@ -259,7 +263,7 @@ def _record_maps(
     series) is how the later steps, which never read the database, find the maps; it is one of
     the step's outputs, so its hash makes them re-run when the maps change.
     """
-    from ..files import file_sha256, read_sidecar, to_json, write_json
+    from ..files import file_sha256, read_sidecar, write_json
 
     assert unit.visit is not None
     rows: list[dict[str, Any]] = []
@@ -286,7 +290,7 @@ def _record_maps(
                 "sha256": file_sha256(e.path),
                 "n_fitted": n_fitted,
                 "n_converged": n_conv,
-                "provenance": _plain_json(side.get("Provenance") or {}, to_json),
+                "provenance": _plain_json(side.get("Provenance") or {}),
             }
         )
     fits = {e.model: e.fit for e in entries if e.fit is not None}
@@ -300,9 +304,11 @@ def _record_maps(
     return StepOutput(files=[*files, idx_path], writes=[Write("maps", where, rows)], notes=notes)
 
 
-def _plain_json(value: Any, to_json: Callable[..., str]) -> Any:
+def _plain_json(value: Any) -> Any:
     """``value`` as plain JSON types (through the one encoder, :func:`tumorscope.files.to_json`)."""
     import json
+
+    from ..files import to_json
 
     return json.loads(to_json(value, indent=None))
 
