@@ -264,10 +264,9 @@ def test_measure_subject_rows_tables_and_aligned_masks(tiny_study, truth_table, 
     inputs = _visit_maps(tiny_study, "001", "D")
     assert inputs
     m_path, l_path = tmp_path / "m.parquet", tmp_path / "l.parquet"
-    rows, files, notes = measure_subject(
-        subject, inputs, measurements_path=m_path, lesion_table_path=l_path
-    )
-    assert files == [m_path, l_path] and not notes
+    res = measure_subject(subject, inputs, measurements_path=m_path, lesion_table_path=l_path)
+    rows = res.rows["measurements"]
+    assert res.files == [m_path, l_path] and not res.warnings and not res.maps
     tidy = pd.read_parquet(m_path)
     assert tuple(tidy.columns) == MEASUREMENT_COLUMNS and len(tidy) == len(rows)
     ref = truth_table[(truth_table["subject"] == "001") & truth_table["present"]]
@@ -288,8 +287,7 @@ def test_measure_subject_rows_tables_and_aligned_masks(tiny_study, truth_table, 
         v: VisitMeasureInputs(maps=i.maps, series=i.series, alignments={"dwi": np.eye(4)})
         for v, i in inputs.items()
     }
-    rows2, _, notes2 = measure_subject(
-        subject, moved, measurements_path=m_path, lesion_table_path=l_path
-    )
-    assert any("resampled onto the dwi maps" in n for n in notes2)
+    res2 = measure_subject(subject, moved, measurements_path=m_path, lesion_table_path=l_path)
+    rows2 = res2.rows["measurements"]
+    assert any("resampled onto the dwi maps" in n for n in res2.warnings)
     assert [r["value"] for r in rows2] == pytest.approx([r["value"] for r in rows], nan_ok=True)

@@ -41,15 +41,15 @@ def run_measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> S
         )
         for v in subject
     }
-    rows, files, notes = measure_subject(
+    res = measure_subject(
         subject,
         inputs,
         measurements_path=layout.measurements_path(ctx.out_dir, s),
         lesion_table_path=layout.lesion_table_path(ctx.out_dir, s),
     )
-    rows = [{**r, "step": "measure"} for r in rows]
+    rows = [{**r, "step": "measure"} for r in res.rows["measurements"]]
     return StepOutput(
-        files=files,
+        files=res.files,
         writes=[Write("measurements", {"subject": s, "step": "measure"}, rows)],
-        notes=notes,
+        notes=res.warnings,
     )

@@ -57,6 +57,7 @@ from ..layout import VisitMap, default_out_dir
 from ..lesions.geometry import GEOMETRY_KEYS, measure
 from ..lesions.stats import SUMMARY_STATISTICS, lesion_statistics
 from ..volume import Volume
+from .base import StageResult
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -575,7 +576,7 @@ def measure_subject(
     *,
     measurements_path: Path,
     lesion_table_path: Path,
-) -> tuple[list[dict[str, Any]], list[Path], list[str]]:
+) -> StageResult:
     """Geometry of every lesion at every visit, and statistics of every fitted map in it.
 
     Parameters
@@ -590,12 +591,10 @@ def measure_subject(
 
     Returns
     -------
-    rows : list of dict
-        The tidy rows (the ``measurements`` table).
-    files : list of Path
-        The two tables written.
-    notes : list of str
-        Log lines (masks resampled, no segmentation).
+    StageResult
+        ``files``: the two tables; ``rows["measurements"]``: the tidy rows
+        (:data:`MEASUREMENT_COLUMNS`); ``warnings``: log lines (masks resampled, no
+        segmentation). No maps.
     """
     import pandas as pd
 
@@ -635,7 +634,11 @@ def measure_subject(
     rframe = pd.DataFrame(wide)
     atomic_write(measurements_path, lambda tmp: frame.to_parquet(tmp, index=False))
     atomic_write(lesion_table_path, lambda tmp: rframe.to_parquet(tmp, index=False))
-    return tidy, [measurements_path, lesion_table_path], notes
+    return StageResult(
+        files=[measurements_path, lesion_table_path],
+        rows={"measurements": tidy},
+        warnings=notes,
+    )
 
 
 def _visit_masks(visit: Any) -> tuple[dict[str, Any], Volume | None, dict[str, np.ndarray]]:
