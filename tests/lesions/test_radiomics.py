@@ -182,7 +182,7 @@ def test_geometry_agrees_with_mirp_morphology():
 
 
 def test_study_radiomics_deltas(tiny_study):
-    from tumorscope.lesions.study import study_radiomics
+    from tumorscope.stages.lesions import study_radiomics
 
     truth = tiny_study / "derivatives" / "truth"
 

@@ -1,5 +1,5 @@
 """End to end on the synthetic study: lesion masks → geometry and map statistics
-(:func:`tumorscope.lesions.study.measure_study`) → measurement table → criteria and patterns.
+(:func:`tumorscope.stages.lesions.measure_study`) → measurement table → criteria and patterns.
 
 The maps are the phantom's ground-truth maps; the same chain runs on fitted maps once the
 pipeline writes them (``measure_study(study)`` picks ``derivatives/tumorscope``). The
@@ -21,7 +21,7 @@ from tumorscope.response.patterns import hyperprogression, mixed_response, pseud
 @pytest.fixture(scope="module")
 def chain(tiny_study: Path):
     from tumorscope.io import open_study
-    from tumorscope.lesions.study import measure_study
+    from tumorscope.stages.lesions import measure_study
 
     study = open_study(tiny_study)
     lesions = measure_study(study, tiny_study / "derivatives" / "truth")

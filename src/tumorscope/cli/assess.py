@@ -105,8 +105,8 @@ def _from_study(root: Path) -> Any:
     """The measurement table of a study: lesions measured from the masks (and the maps the
     pipeline wrote, if any), baselines from the manifest."""
     from ..io import open_study
-    from ..lesions.study import measure_study
     from ..response import from_lesion_table
+    from ..stages.lesions import measure_study
 
     study = open_study(root)
     lesions = measure_study(study)

@@ -35,7 +35,8 @@ def measure(
     """Measure every lesion at every visit: size, map statistics, tracking, habitats."""
     with user_errors():
         from ..errors import DataError
-        from ..lesions.study import measure_study, study_radiomics
+        from ..layout import default_out_dir
+        from ..stages.lesions import measure_study, study_radiomics
         from ..volume import atomic_write
 
         if fmt not in ("parquet", "csv"):
@@ -47,7 +48,7 @@ def measure(
             study, maps, habitat_maps=hab, n_habitats=n_habitats, on_grid_mismatch=policy
         )
         rad = study_radiomics(study, maps, on_grid_mismatch=policy) if radiomics else None
-        folder = Path(out) if out is not None else Path(study) / "derivatives" / "tumorscope"
+        folder = Path(out) if out is not None else default_out_dir(study)
         written = [_write(table, folder / f"lesions.{fmt}", fmt, atomic_write)]
         if rad is not None:
             written.append(_write(rad, folder / f"radiomics.{fmt}", fmt, atomic_write))

@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ..pipeline.options import RunOptions
 from ._common import user_errors
+
+#: The defaults of the run options (one place: :class:`tumorscope.pipeline.options.RunOptions`).
+_DEFAULTS = RunOptions()
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,21 +75,60 @@ def run(
         None, "--steps", help="Run only these steps (comma-separated; default: all)."
     ),
     dwi_models: str = typer.Option(
-        "adc,ivim", "--dwi-models", help="Diffusion models to fit (comma-separated)."
+        None,
+        "--dwi-models",
+        help="Diffusion models to fit, comma-separated "
+        f"(default: {','.join(_DEFAULTS.dwi_models)}).",
+    ),
+    dce_model: str = typer.Option(
+        None,
+        "--dce-model",
+        help=f"Pharmacokinetic model of the DCE fit (default: {_DEFAULTS.dce_model}).",
+    ),
+    dce_aif: str = typer.Option(
+        None,
+        "--dce-aif",
+        help="Arterial input function: parker, georgiou, mcgrath, auto or an AIF file "
+        f"(default: {_DEFAULTS.dce_aif}).",
+    ),
+    hypoxia_r2star: float = typer.Option(
+        None,
+        "--hypoxia-r2star",
+        help="Hypoxia: R2* threshold in 1/s (no default; with --hypoxia-ktrans).",
+    ),
+    hypoxia_ktrans: float = typer.Option(
+        None,
+        "--hypoxia-ktrans",
+        help="Hypoxia: Ktrans threshold in 1/min (no default; with --hypoxia-r2star).",
+    ),
+    align_tolerance: float = typer.Option(
+        None,
+        "--align-tolerance",
+        help="Resample lesion masks onto a series that moved more than this many voxels "
+        f"(default: {_DEFAULTS.align_tolerance_vox:g}).",
     ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
 ) -> None:
     """Run the whole analysis of a study: fits, lesions, response, database and report.
 
     Re-running skips what is up to date (content hashes); a failing subject does not stop
-    the others. Exit code 1 if anything failed.
+    the others. Exit code 1 if anything failed. Run options come from the command line, else
+    from the ``options:`` of study.yaml, else their defaults.
     """
     from rich.console import Console
 
     from ..pipeline import run_study
 
     console = Console(stderr=False, highlight=False)
-    models = tuple(m.strip() for m in dwi_models.split(",") if m.strip())
+    given = {
+        "dwi_models": dwi_models,
+        "dce_model": dce_model,
+        "dce_aif": dce_aif,
+        "hypoxia_r2star_per_s": hypoxia_r2star,
+        "hypoxia_ktrans_per_min": hypoxia_ktrans,
+        "align_tolerance_vox": align_tolerance,
+    }
+    options = {k: v for k, v in given.items() if v is not None}
     with user_errors():
         summary = run_study(
             study,
@@ -95,7 +138,7 @@ def run(
             scheduler=scheduler,
             force=tuple(force),
             steps=None if steps is None else tuple(x.strip() for x in steps.split(",") if x),
-            options={"dwi_models": models},
+            options=options,
             report=not no_report,
             progress=True,
             console=console,

@@ -92,6 +92,8 @@ class Manifest:
     roles: dict[str, str]
     subjects: dict[str, SubjectEntry]
     dce: dict[str, float] = field(default_factory=dict)
+    #: the ``options:`` mapping (run options by name; checked by the pipeline's ``RunOptions``)
+    options: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
@@ -163,6 +165,13 @@ def read_manifest(
             except (TypeError, ValueError):
                 problems.append(Problem("error", f, f"dce.{k}", f"expected a number, got {v!r}"))
 
+    options_raw = raw.get("options") or {}
+    options: dict[str, Any] = {}
+    if isinstance(options_raw, dict):
+        options = {str(k): v for k, v in options_raw.items()}
+    else:
+        problems.append(Problem("error", f, "options", "expected a mapping option -> value"))
+
     subjects: dict[str, SubjectEntry] = {}
     subj_raw = raw.get("subjects")
     if not isinstance(subj_raw, dict) or not subj_raw:
@@ -173,7 +182,7 @@ def read_manifest(
         subj = _subject(sid, base, entry, f, problems)
         if subj is not None:
             subjects[sid] = subj
-    return Manifest(name, tuple(criteria), roles, subjects, dce, raw), problems
+    return Manifest(name, tuple(criteria), roles, subjects, dce, options, raw), problems
 
 
 def _criteria(value: Any, f: str, problems: list[Problem]) -> list[str]:

@@ -1,7 +1,9 @@
 """Lesions across visits: size, per-map statistics, radiomics, habitats and tracking.
 
 Modules: :mod:`.geometry` (``measure``), :mod:`.stats`, :mod:`.radiomics` (MIRP),
-:mod:`.habitats`, :mod:`.tracking` and :mod:`.study` (``measure_study``, the study stage).
+:mod:`.habitats` and :mod:`.tracking`: measuring code on arrays, no file reading. The study
+stage that reads lesion and parameter maps from files (``measure_study``, ``study_radiomics``,
+the pipeline's ``measure_subject``) is :mod:`tumorscope.stages.lesions`.
 Public names are imported lazily so that ``import tumorscope.lesions`` stays cheap.
 """
 
@@ -22,8 +24,6 @@ _LAZY: dict[str, str] = {
     "HabitatModel": "habitats",
     "track_lesions": "tracking",
     "VisitLabels": "tracking",
-    "measure_study": "study",
-    "study_radiomics": "study",
 }
 
 __all__ = sorted(_LAZY)

@@ -35,15 +35,26 @@ biases fitted parameters); only the lesion masks move.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .step import Context, StepOutput, Unit, Upstream, Write, _lesion_files, _series_files, _visit
+
 if TYPE_CHECKING:
-    from ..io import Visit
+    from ..io import Study, Visit
     from ..volume import Volume
 
-__all__ = ["ALIGN_REFERENCE", "SeriesAlignment", "align_visit", "representative_frame"]
+__all__ = [
+    "ALIGN_REFERENCE",
+    "SeriesAlignment",
+    "align_applies",
+    "align_inputs",
+    "align_visit",
+    "representative_frame",
+    "run_align",
+]
 
 #: Role of the image the other series are aligned to (the one lesions are drawn on).
 ALIGN_REFERENCE = "anatomical"
@@ -219,3 +230,43 @@ def align_visit(visit: Visit, *, tolerance_vox: float = 0.5) -> list[SeriesAlign
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return out
+
+
+# ---------------------------------------------------------------------------- the step
+
+
+def align_applies(study: Study, unit: Unit) -> bool:
+    """A visit with the anatomical image, lesions and another series to align."""
+    visit = _visit(study, unit)
+    return (
+        ALIGN_REFERENCE in visit.series
+        and visit.lesions is not None
+        and any(r != ALIGN_REFERENCE for r in visit.series)
+    )
+
+
+def align_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    """Every series of the visit (with sidecars) and its lesion map."""
+    visit = _visit(study, unit)
+    files = [p for ser in visit.series.values() for p in _series_files(ser.path)]
+    return files + _lesion_files(visit)
+
+
+def run_align(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """Rigid alignment of every series of the visit to its anatomical image
+    (:func:`align_visit`); writes :func:`tumorscope.layout.align_path`."""
+    from ..files import write_json
+    from ..layout import align_path
+
+    assert unit.visit is not None
+    result = align_visit(_visit(study, unit), tolerance_vox=ctx.options.align_tolerance_vox)
+    rows = [a.row(unit.subject, unit.visit) for a in result]
+    path = write_json(align_path(ctx.out_dir, unit.subject, unit.visit), rows, indent=1)
+    notes = [
+        f"{a.series}: lesions move {a.mean_displacement_mm:.2f} mm on average "
+        f"(tolerance {a.tolerance_mm:.2f} mm): masks resampled for its maps"
+        for a in result
+        if a.applied
+    ]
+    where = {"subject": unit.subject, "visit": unit.visit}
+    return StepOutput(files=[path], writes=[Write("alignments", where, rows)], notes=notes)

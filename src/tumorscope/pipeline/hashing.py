@@ -15,6 +15,7 @@ from ..files import file_sha256
 
 __all__ = ["file_sha256", "inputs_hash"]
 
+
 def inputs_hash(
     *,
     step: str,

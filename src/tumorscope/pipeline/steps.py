@@ -1,344 +1,84 @@
-"""The steps of the study pipeline, declared with their inputs and outputs.
+"""The steps of the study pipeline: the ``STEPS`` table and the fit-step bodies.
 
-A :class:`Step` works on one *unit*: a visit (``scope="visit"``) or a subject
-(``scope="subject"``). It declares
-
-- ``inputs``: the study files its result depends on (hashed by content),
-- ``requires``: the steps whose outputs it reads (their output hashes join its input hash),
-- ``run``: the work. It runs on a worker process, writes its files atomically under the
-  output folder and *returns* its database rows (:class:`Write`); it never touches the
-  database. The runner records the rows and the step's memory in one transaction.
-
-Because the worker only returns rows, the database is written by one process (the client),
-which keeps SQLite safe under Dask and makes a unit of work all-or-nothing.
-
-Files are the interface between steps: the maps of a fit step, the per-subject measurement
-table of ``measure`` (Parquet), read by ``assess`` and ``report_subject``. Their content hashes
-decide what is up to date.
-
-Steps of this module and the code they call:
+The step framework (:class:`Step`, :class:`Context`, :class:`Unit`, :class:`StepOutput`,
+:class:`Write`, :func:`_record_maps`, :func:`maps_of_visit`) is in
+:mod:`tumorscope.pipeline.step`, the output layout in :mod:`tumorscope.layout`, the run
+options in :mod:`tumorscope.pipeline.options`. The other steps have their own modules.
 
 =================  =======  ====================================================================
-step               scope    calls
+step               scope    where, and the code it calls
 =================  =======  ====================================================================
-``register``       subject  ``tumorscope.io`` (reads and checks every series and lesion map)
-``align``          visit    :func:`tumorscope.pipeline.align.align_visit` (rigid, to the T2w)
-``fit_dwi``        visit    ``tumorscope.models`` registry (ADC, IVIM, DKI), ``FitResult.to_nifti``
-``fit_dce``        visit    ``tumorscope.models.dce_stage.fit_dce_visit``
-``fit_relax``      visit    ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
-``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
-``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
-``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
-``measure``        subject  ``tumorscope.lesions.geometry.measure``, ``lesions.stats``
-``assess``         subject  ``tumorscope.response.assess`` (criteria named in ``study.yaml``)
-``report_subject`` subject  :mod:`tumorscope.report`
+``register``       subject  :mod:`.register` (reads and checks every series and lesion map)
+``align``          visit    :mod:`.align` (:func:`~tumorscope.pipeline.align.align_visit`)
+``fit_dwi``        visit    here: :func:`tumorscope.stages.diffusion.fit_dwi` (ADC, IVIM, DKI)
+``fit_dce``        visit    here: ``tumorscope.models.dce_stage.fit_dce_visit``
+``fit_relax``      visit    here: ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
+``iron``           visit    here: ``models.relaxometry.T2Star``, ``models.iron`` (ΔR2*, iron mM)
+``fluorine``       visit    here: ``models.fluorine.calibrate_fluorine``, ``count_cells``
+``hypoxia``        visit    here: ``models.hypoxia.hypoxia_classes``, ``hypoxia_table``
+``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
+``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
+``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
 =================  =======  ====================================================================
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-from ..errors import DataError, Problem
+from ..errors import DataError
+from ..layout import cells19f_path, hypoxia_path, maps_dir
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
+from .align import align_applies, align_inputs, run_align
+from .assess import assess_inputs, run_assess
+from .measure import measure_inputs, run_measure
+from .options import DEFAULT_OPTIONS, RunOptions
+from .register import register_inputs, run_register
+from .reporting import report_inputs, run_report_subject
+from .step import (
+    MAP_STEPS,
+    Context,
+    Step,
+    StepOutput,
+    Unit,
+    Upstream,
+    Write,
+    _has_module,
+    _lesion_files,
+    _manifest_file,
+    _MapEntry,
+    _record_maps,
+    _series_files,
+    _visit,
+    _with_sidecars,
+    maps_of_visit,
+)
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from ..io import Study, Visit
+    from ..io import Study
 
 __all__ = [
     "CELLS19F_COLUMNS",
     "DEFAULT_OPTIONS",
     "STEPS",
     "Context",
+    "RunOptions",
     "Step",
     "StepOutput",
     "Unit",
     "Write",
-    "assessments_path",
     "cells19f_path",
     "hypoxia_path",
-    "lesion_table_path",
-    "measurements_path",
-    "patterns_path",
 ]
 
-#: Options of a run and their defaults (they are part of the input hashes).
-DEFAULT_OPTIONS: dict[str, Any] = {
-    # diffusion models fitted to every DWI series (names of the model registry)
-    "dwi_models": ("adc", "ivim"),
-    # DCE: pharmacokinetic model and arterial input function (tumorscope.models.dce_stage)
-    "dce_model": "extended_tofts",
-    "dce_aif": "parker",
-    # hypoxia classes (tumorscope.models.hypoxia): R2* above (1/s) and Ktrans below (1/min)
-    # this mark hypoxic, poorly perfused voxels. No default: thresholds depend on field
-    # strength, sequence and tumour type; the step classifies nothing until both are given.
-    "hypoxia_r2star_per_s": None,
-    "hypoxia_ktrans_per_min": None,
-    # align: lesion masks are resampled onto a series' maps when its alignment to the
-    # anatomical image moves the lesion voxels by more than this many voxels on average
-    "align_tolerance_vox": 0.5,
-}
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One unit of work: a step on a subject, on one visit of a subject, or (subject "") the
-    whole study."""
-
-    step: str
-    subject: str
-    visit: str | None = None
-
-    @property
-    def key(self) -> str:
-        """``sub-001``, ``sub-001/ses-01`` or ``study`` (the ``unit`` column of ``step_runs``)."""
-        if not self.subject:
-            return "study"
-        base = f"sub-{self.subject}"
-        return base if self.visit is None else f"{base}/ses-{self.visit}"
-
-    def __str__(self) -> str:
-        return f"{self.step} {self.key}"
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every step needs to find its inputs and outputs (picklable, sent to workers)."""
-
-    study_root: Path
-    out_dir: Path
-    options: Mapping[str, Any] = field(default_factory=lambda: dict(DEFAULT_OPTIONS))
-
-    def out_rel(self, path: Path) -> str:
-        """Path relative to the output folder (how outputs are named in the database)."""
-        return Path(path).resolve().relative_to(self.out_dir.resolve()).as_posix()
-
-    def in_rel(self, path: Path) -> str:
-        """Path relative to the study root (how inputs are named in hashes and tables)."""
-        return Path(path).resolve().relative_to(self.study_root.resolve()).as_posix()
-
-
-@dataclass
-class Write:
-    """Rows a unit of work owns in one table.
-
-    ``mode="replace"`` deletes the rows matching ``where`` then inserts ``rows``;
-    ``mode="upsert"`` inserts or updates by primary key (used for subjects and visits, whose
-    deletion would cascade to the results of other steps).
-    """
-
-    table: str
-    where: dict[str, Any]
-    rows: list[dict[str, Any]]
-    mode: Literal["replace", "upsert"] = "replace"
-
-
-@dataclass
-class StepOutput:
-    """What a step returns: the files it wrote, its rows, and log lines."""
-
-    files: list[Path] = field(default_factory=list)
-    writes: list[Write] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-#: Output hashes of the required steps: ``{step: {unit_key: {relative path: sha256}}}``.
-Upstream = dict[str, dict[str, dict[str, str]]]
-
-
-@dataclass(frozen=True)
-class Step:
-    """A pipeline step (see the module docstring)."""
-
-    name: str
-    scope: Literal["subject", "visit"]
-    version: str
-    description: str
-    run: Callable[[Context, Study, Unit, Upstream], StepOutput]
-    inputs: Callable[[Context, Study, Unit], list[Path]]
-    requires: tuple[str, ...] = ()
-    applies: Callable[[Study, Unit], bool] = lambda study, unit: True
-    #: None when the step can run here, else why not (a module not installed or not written)
-    missing: Callable[[], str | None] = lambda: None
-    #: option names that change this step's results
-    option_keys: tuple[str, ...] = ()
-
-
-# ---------------------------------------------------------------------------- helpers
-
-
-def _visit(study: Study, unit: Unit) -> Visit:
-    assert unit.visit is not None
-    return study.subjects[unit.subject].visits[unit.visit]
-
-
-def _series_files(path: Path) -> list[Path]:
-    """An image and its sidecars (``.json``, ``.bval``, ``.bvec``) that exist."""
-    name = path.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
-    extra = [path.with_name(stem + ext) for ext in (".json", ".bval", ".bvec")]
-    return [path, *[p for p in extra if p.exists()]]
-
-
-def _lesion_files(visit: Visit) -> list[Path]:
-    les = visit.lesions
-    if les is None:
-        return []
-    return [les.map_path, *([les.table_path] if les.table_path.exists() else [])]
-
-
-def _manifest_file(ctx: Context) -> Path:
-    return ctx.study_root / "study.yaml"
-
-
-def subject_dir(ctx: Context, subject: str) -> Path:
-    """Output folder of a subject: ``OUT/sub-<id>``."""
-    return ctx.out_dir / f"sub-{subject}"
-
-
-def measurements_path(ctx: Context, subject: str) -> Path:
-    """The tidy per-lesion table ``measure`` writes (Parquet)."""
-    return subject_dir(ctx, subject) / f"sub-{subject}_measurements.parquet"
-
-
-def lesion_table_path(ctx: Context, subject: str) -> Path:
-    """Per-lesion, per-visit geometry ``measure`` writes (Parquet, one row per lesion and visit).
-
-    Columns: ``subject, visit, date, lesion_id, target, nodal, organ, baseline`` and the
-    geometry of :data:`tumorscope.lesions.geometry.GEOMETRY_KEYS` (the input of
-    :func:`tumorscope.response.from_lesion_table`).
-    """
-    return subject_dir(ctx, subject) / f"sub-{subject}_lesions.parquet"
-
-
-def _has_module(module: str, attr: str | None = None) -> str | None:
-    import importlib
-
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as exc:
-        return f"{module} cannot be imported ({exc})"
-    if attr is not None and not hasattr(mod, attr):
-        return f"{module}.{attr} does not exist yet"
-    return None
-
-
-def _problems_error(problems: list[Problem], what: str) -> DataError:
-    first = problems[0]
-    listing = "; ".join(str(p) for p in problems[:10])
-    more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
-    return DataError(
-        f"{len(problems)} error(s) in {what}: {listing}{more}",
-        file=first.file,
-        field=first.field or None,
-    )
-
-
-# ---------------------------------------------------------------------------- register
-
-
-def _register_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    files = [_manifest_file(ctx)]
-    for visit in study.subjects[unit.subject]:
-        for series in visit.series.values():
-            files += _series_files(series.path)
-        files += _lesion_files(visit)
-    return files
-
-
-def _register(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Check every series and lesion map of the subject; record subject, visits, series."""
-    import nibabel as nib
-
-    from ..files import file_sha256
-    from ..io.study import validate_visit
-
-    subject = study.subjects[unit.subject]
-    problems: list[Problem] = []
-    for visit in subject:
-        problems += validate_visit(study, visit)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise _problems_error(errors, f"subject {unit.subject}")
-    notes = [str(p) for p in problems]
-
-    s = unit.subject
-    visits, series_rows, lesions = [], [], {}
-    baseline_ids: set[str] = set()
-    base = subject.baseline
-    if base.lesions is not None:
-        baseline_ids = {r.lesion_id for r in base.lesions.table}
-    for visit in subject:
-        visits.append(
-            {
-                "subject": s,
-                "visit": visit.id,
-                "date": visit.date,
-                "days_on_treatment": visit.days_on_treatment,
-                "baseline": visit.baseline,
-                "prebaseline": visit.prebaseline,
-            }
-        )
-        for role, ser in visit.series.items():
-            img: Any = nib.load(str(ser.path))
-            shape = tuple(int(n) for n in img.shape)
-            series_rows.append(
-                {
-                    "subject": s,
-                    "visit": visit.id,
-                    "role": role,
-                    "suffix": ser.suffix,
-                    "path": ser.relpath,
-                    "sha256": file_sha256(ser.path),
-                    "shape": "x".join(map(str, shape)),
-                    "n_measurements": shape[3] if len(shape) > 3 else 1,
-                }
-            )
-        if visit.lesions is not None:
-            for info in visit.lesions.table:
-                if info.lesion_id in lesions:
-                    continue
-                kind = (
-                    "target"
-                    if info.target
-                    else ("non-target" if info.lesion_id in baseline_ids else "new")
-                )
-                if visit.prebaseline:
-                    kind = "target" if info.target else "non-target"
-                lesions[info.lesion_id] = {
-                    "subject": s,
-                    "lesion_id": info.lesion_id,
-                    "organ": info.organ,
-                    "kind": kind,
-                    "nodal": info.nodal,
-                    "first_visit": visit.id,
-                }
-    writes = [
-        Write(
-            "subjects",
-            {"subject": s},
-            [
-                {
-                    "subject": s,
-                    "treatment_agent": subject.treatment.agent,
-                    "treatment_start": subject.treatment.start_date,
-                    "n_visits": len(subject.visits),
-                }
-            ],
-            mode="upsert",
-        ),
-        Write("visits", {"subject": s}, visits, mode="upsert"),
-        Write("series", {"subject": s}, series_rows),
-        Write("lesions", {"subject": s}, list(lesions.values())),
-    ]
-    return StepOutput(files=[], writes=writes, notes=notes)
-
+# Names of the steps' bodies before the split (kept for callers and tests).
+_register, _register_inputs = run_register, register_inputs
+_align, _align_inputs, _align_applies = run_align, align_inputs, align_applies
+_measure, _measure_inputs = run_measure, measure_inputs
+_assess, _assess_inputs = run_assess, assess_inputs
+_report_subject, _report_inputs = run_report_subject, report_inputs
+_MAP_STEPS = MAP_STEPS
 
 # ---------------------------------------------------------------------------- fit_dwi
 
@@ -349,145 +89,6 @@ def _dwi_applies(study: Study, unit: Unit) -> bool:
 
 def _dwi_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return _series_files(_visit(study, unit).series["dwi"].path)
-
-
-def _align_applies(study: Study, unit: Unit) -> bool:
-    from .align import ALIGN_REFERENCE
-
-    visit = _visit(study, unit)
-    return (
-        ALIGN_REFERENCE in visit.series
-        and visit.lesions is not None
-        and any(r != ALIGN_REFERENCE for r in visit.series)
-    )
-
-
-def _align_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    visit = _visit(study, unit)
-    files = [p for ser in visit.series.values() for p in _series_files(ser.path)]
-    return files + _lesion_files(visit)
-
-
-def _align(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Rigid alignment of every series of the visit to its anatomical image
-    (:func:`tumorscope.pipeline.align.align_visit`)."""
-    from ..volume import atomic_write
-    from .align import align_visit
-
-    assert unit.visit is not None
-    tol = float(ctx.options.get("align_tolerance_vox", DEFAULT_OPTIONS["align_tolerance_vox"]))
-    result = align_visit(_visit(study, unit), tolerance_vox=tol)
-    rows = [a.row(unit.subject, unit.visit) for a in result]
-    path = align_path(ctx, unit.subject, unit.visit)
-    text = json.dumps(rows, indent=1) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-    notes = [
-        f"{a.series}: lesions move {a.mean_displacement_mm:.2f} mm on average "
-        f"(tolerance {a.tolerance_mm:.2f} mm): masks resampled for its maps"
-        for a in result
-        if a.applied
-    ]
-    where = {"subject": unit.subject, "visit": unit.visit}
-    return StepOutput(files=[path], writes=[Write("alignments", where, rows)], notes=notes)
-
-
-def maps_dir(ctx: Context, subject: str, visit: str) -> Path:
-    """Where the fitted maps of a visit go: ``OUT/sub-<id>/ses-<id>/maps``."""
-    return subject_dir(ctx, subject) / f"ses-{visit}" / "maps"
-
-
-def _sidecar(path: Path) -> dict[str, Any]:
-    side = path.with_name(path.name[: -len(".nii.gz")] + ".json")
-    try:
-        return dict(json.loads(side.read_text()))
-    except (OSError, ValueError):
-        return {}
-
-
-@dataclass(frozen=True)
-class _MapEntry:
-    model: str
-    parameter: str
-    path: Path
-    status: Path | None
-    fit: Any = None  # the FitResult the map comes from (quality counts), if any
-    series: str | None = None  # role of the series the map was computed on (its grid)
-
-
-def _record_maps(
-    ctx: Context, step: str, unit: Unit, entries: list[_MapEntry], files: list[Path]
-) -> StepOutput:
-    """Rows of the ``maps`` table and the visit's map index for the maps a fit step wrote.
-
-    The index (``<prefix><step>_index.json``: map name -> path, status map, unit) is how
-    the later steps, which never read the database, find the maps; it is one of the step's
-    outputs, so its hash makes them re-run when the maps change.
-    """
-    import numpy as np
-
-    from ..files import file_sha256
-    from ..fitting.status import FitStatus
-    from ..volume import atomic_write
-
-    assert unit.visit is not None
-    rows: list[dict[str, Any]] = []
-    index: dict[str, dict[str, Any]] = {}
-    notes: list[str] = []
-    for e in entries:
-        side = _sidecar(e.path)
-        unit_str = str(side.get("Units", ""))
-        n_fitted = n_conv = None
-        if e.fit is not None:
-            st = np.asarray(e.fit.status)
-            n_fitted = int((st != FitStatus.NOT_FITTED).sum())
-            n_conv = int((st == FitStatus.CONVERGED).sum())
-        name = f"{e.model}.{e.parameter}"
-        index[name] = {
-            "path": ctx.out_rel(e.path),
-            "status": None if e.status is None else ctx.out_rel(e.status),
-            "unit": unit_str,
-            "series": e.series,
-        }
-        rows.append(
-            {
-                "subject": unit.subject,
-                "visit": unit.visit,
-                "model": e.model,
-                "parameter": e.parameter,
-                "step": step,
-                "unit": unit_str,
-                "path": ctx.out_rel(e.path),
-                "sha256": file_sha256(e.path),
-                "n_fitted": n_fitted,
-                "n_converged": n_conv,
-                "provenance": json.loads(
-                    json.dumps(side.get("Provenance") or {}, default=_json_default)
-                ),
-            }
-        )
-    fits = {e.model: e.fit for e in entries if e.fit is not None}
-    for model, fit in fits.items():
-        st = np.asarray(fit.status)
-        n = int((st != FitStatus.NOT_FITTED).sum())
-        notes.append(f"{model}: {int((st == FitStatus.CONVERGED).sum())}/{n} voxels converged")
-    idx_path = maps_dir(ctx, unit.subject, unit.visit) / (
-        f"sub-{unit.subject}_ses-{unit.visit}_{step}_index.json"
-    )
-    text = json.dumps(index, indent=1, sort_keys=True) + "\n"
-    atomic_write(idx_path, lambda tmp: tmp.write_text(text))
-    where = {"subject": unit.subject, "visit": unit.visit, "step": step}
-    return StepOutput(files=[*files, idx_path], writes=[Write("maps", where, rows)], notes=notes)
-
-
-def _with_sidecars(paths: list[Path]) -> list[Path]:
-    out: list[Path] = []
-    for p in paths:
-        out.append(p)
-        if p.name.endswith(".nii.gz"):
-            side = p.with_name(p.name[: -len(".nii.gz")] + ".json")
-            if side.exists():
-                out.append(side)
-    return out
 
 
 def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -662,13 +263,6 @@ def _fluorine_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return [*files, *_lesion_files(visit)]
 
 
-def cells19f_path(ctx: Context, subject: str, visit: str) -> Path:
-    """The per-lesion 19F cell counts the ``fluorine`` step writes (Parquet)."""
-    return (
-        subject_dir(ctx, subject) / f"ses-{visit}" / f"sub-{subject}_ses-{visit}_cells19F.parquet"
-    )
-
-
 #: Columns of the 19F table (one row per lesion).
 CELLS19F_COLUMNS = ("subject", "visit", *FLUORINE_TABLE_COLUMNS)
 
@@ -712,11 +306,6 @@ def _hypoxia_applies(study: Study, unit: Unit) -> bool:
 
 def _hypoxia_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return _lesion_files(_visit(study, unit))
-
-
-def hypoxia_path(ctx: Context, subject: str, visit: str) -> Path:
-    """The per-lesion hypoxia classes the ``hypoxia`` step writes (Parquet)."""
-    return subject_dir(ctx, subject) / f"ses-{visit}" / f"sub-{subject}_ses-{visit}_hypoxia.parquet"
 
 
 def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -766,411 +355,24 @@ def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     return StepOutput(files=res.files, writes=[Write("measurements", where, rows)])
 
 
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    return str(obj)
-
-
-# ---------------------------------------------------------------------------- measure
-
-#: Steps that write parameter maps (each writes a ``*_index.json`` per visit).
-_MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax", "iron")
-
-
-def _measure_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    files = [_manifest_file(ctx)]
-    for visit in study.subjects[unit.subject]:
-        files += _lesion_files(visit)
-    return files
-
-
-def maps_of_visit(
-    ctx: Context, upstream: Upstream, subject: str, visit: str
-) -> dict[str, tuple[Path, Path | None, str]]:
-    """Maps the fit steps wrote for one visit: ``{"ivim.D": (path, status path, unit)}``.
-
-    Read from the map indexes among the fit steps' outputs (``upstream``).
-    """
-    key = f"sub-{subject}/ses-{visit}"
-    found: dict[str, tuple[Path, Path | None, str]] = {}
-    for step in _MAP_STEPS:
-        for rel in sorted(upstream.get(step, {}).get(key, {})):
-            if not rel.endswith("_index.json"):
-                continue
-            index = json.loads((ctx.out_dir / rel).read_text())
-            for name, e in sorted(index.items()):
-                status = None if e.get("status") is None else ctx.out_dir / e["status"]
-                found[name] = (ctx.out_dir / e["path"], status, str(e.get("unit", "")))
-    return found
-
-
-def map_series_of_visit(
-    ctx: Context, upstream: Upstream, subject: str, visit: str
-) -> dict[str, str | None]:
-    """Role of the series each map of a visit was computed on: ``{"ivim.D": "dwi"}``."""
-    key = f"sub-{subject}/ses-{visit}"
-    found: dict[str, str | None] = {}
-    for step in _MAP_STEPS:
-        for rel in sorted(upstream.get(step, {}).get(key, {})):
-            if rel.endswith("_index.json"):
-                index = json.loads((ctx.out_dir / rel).read_text())
-                for name, e in index.items():
-                    found[name] = e.get("series")
-    return found
-
-
-def align_path(ctx: Context, subject: str, visit: str) -> Path:
-    """The alignments ``align`` writes for a visit (JSON, one entry per series)."""
-    return subject_dir(ctx, subject) / f"ses-{visit}" / f"sub-{subject}_ses-{visit}_align.json"
-
-
-def applied_alignments(
-    ctx: Context, upstream: Upstream, subject: str, visit: str
-) -> dict[str, list[list[float]]]:
-    """The alignments of a visit that ``measure`` applies: ``{role: 4x4 matrix}``."""
-    key = f"sub-{subject}/ses-{visit}"
-    out: dict[str, list[list[float]]] = {}
-    for rel in upstream.get("align", {}).get(key, {}):
-        if rel.endswith("_align.json"):
-            for row in json.loads((ctx.out_dir / rel).read_text()):
-                if row.get("applied") and row.get("matrix") is not None:
-                    out[str(row["series"])] = row["matrix"]
-    return out
-
-
-def _measure(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Geometry of every lesion at every visit, and statistics of every fitted map in it."""
-    import numpy as np
-    import pandas as pd
-
-    from ..fitting.status import FitStatus
-    from ..lesions.geometry import GEOMETRY_KEYS, measure
-    from ..lesions.stats import statistics_table
-    from ..volume import Volume, atomic_write
-
-    s = unit.subject
-    subject = study.subjects[s]
-    tidy: list[dict[str, Any]] = []
-    wide: list[dict[str, Any]] = []
-    units = {
-        "volume_ml": "mL",
-        "longest_diameter_mm": "mm",
-        "short_axis_mm": "mm",
-        "bidimensional_product_mm2": "mm2",
-        "max_3d_diameter_mm": "mm",
-    }
-    notes: list[str] = []
-    for visit in subject:
-        les = visit.lesions
-        infos = {} if les is None else {r.lesion_id: r for r in les.table}
-        labels = None if les is None else les.load_labels()
-        masks: dict[str, np.ndarray] = {}
-        for lid, info in infos.items():
-            assert labels is not None
-            m = labels.data == info.label
-            if m.any():
-                masks[lid] = m
-        for lid, m in masks.items():
-            assert labels is not None
-            geo = measure(m, labels.affine, lesion=f"{lid} at visit {visit.id}")
-            for k in GEOMETRY_KEYS:
-                tidy.append(_mrow(s, visit.id, lid, "", k, geo[k], units[k]))
-        maps = maps_of_visit(ctx, upstream, s, visit.id)
-        if masks and maps:
-            assert labels is not None
-            roles = map_series_of_visit(ctx, upstream, s, visit.id)
-            moved = applied_alignments(ctx, upstream, s, visit.id)
-            # maps grouped by the lesion masks they are measured with: the masks as drawn,
-            # or the masks resampled onto the map's grid through the series' alignment
-            groups: dict[str | None, list[str]] = {}
-            for k in maps:
-                role = roles.get(k)
-                groups.setdefault(role if role in moved else None, []).append(k)
-            table_parts = []
-            for role, names in groups.items():
-                vols = {k: Volume.from_nifti(maps[k][0]) for k in names}
-                values = {k: v.data for k, v in vols.items()}
-                status = {
-                    k: (
-                        Volume.from_nifti(maps[k][1], dtype=np.uint8).data
-                        if maps[k][1] is not None
-                        else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
-                    )
-                    for k in names
-                }
-                unit_of = {k: maps[k][2] for k in names}
-                group_masks = masks
-                if role is not None:
-                    group_masks = _moved_masks(labels, infos, vols[names[0]], moved[role])
-                    notes.append(
-                        f"visit {visit.id}: lesion masks resampled onto the {role} maps "
-                        "through its alignment"
-                    )
-                table_parts.append(
-                    statistics_table(
-                        values, group_masks, visit=visit.id, status=status, units=unit_of
-                    )
-                )
-            table = pd.concat(table_parts, ignore_index=True)
-            for r in table.itertuples(index=False):
-                tidy.append(
-                    _mrow(
-                        s,
-                        visit.id,
-                        str(r.lesion_id),
-                        str(r.map),
-                        str(r.statistic),
-                        r.value,
-                        str(r.unit),
-                    )
-                )
-        # the per-lesion, per-visit table (the input of response.from_lesion_table)
-        for lid in masks:
-            info = infos[lid]
-            geo_row = {
-                r["statistic"]: r["value"]
-                for r in tidy
-                if r["visit"] == visit.id and r["lesion_id"] == lid and not r["map"]
-            }
-            wide.append(
-                {
-                    "subject": s,
-                    "visit": visit.id,
-                    "date": visit.date.isoformat() if visit.date else None,
-                    "lesion_id": lid,
-                    "target": bool(info.target),
-                    "nodal": bool(info.nodal),
-                    "organ": info.organ,
-                    "baseline": bool(visit.baseline),
-                    **geo_row,
-                }
-            )
-    if not tidy:
-        notes.append(f"subject {s}: no lesion segmentation at any visit")
-    out_m, out_r = measurements_path(ctx, s), lesion_table_path(ctx, s)
-    frame = pd.DataFrame(tidy, columns=list(_MROW))
-    rframe = pd.DataFrame(wide)
-    atomic_write(out_m, lambda tmp: frame.to_parquet(tmp, index=False))
-    atomic_write(out_r, lambda tmp: rframe.to_parquet(tmp, index=False))
-    rows = [{**r, "step": "measure"} for r in tidy]
-    return StepOutput(
-        files=[out_m, out_r],
-        writes=[Write("measurements", {"subject": s, "step": "measure"}, rows)],
-        notes=notes,
-    )
-
-
-_MROW = ("subject", "visit", "lesion_id", "map", "statistic", "value", "unit")
-
-
-def _moved_masks(labels: Any, infos: Mapping[str, Any], onto: Any, matrix: Any) -> dict[str, Any]:
-    """Lesion masks on ``onto``'s grid through an alignment (reference -> series world).
-
-    ``resample_mask`` wants the target-world to source-world transform: from the series
-    (where the map is) back to the reference (where the lesions were drawn), the inverse.
-    """
-    import numpy as np
-
-    from ..preprocessing import resample_mask
-
-    back = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
-    moved = resample_mask(labels, onto, transform=back).data
-    out = {}
-    for lid, info in infos.items():
-        m = moved == info.label
-        if m.any():
-            out[lid] = m
-    return out
-
-
-def _mrow(s: str, v: str, lid: str, m: str, stat: str, value: Any, unit: str) -> dict[str, Any]:
-    val = None if value is None else float(value)
-    return dict(zip(_MROW, (s, v, lid, m, stat, val, unit), strict=True))
-
-
-# ---------------------------------------------------------------------------- assess
-
-
-def _assess_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    return [_manifest_file(ctx)]
-
-
-def patterns_path(ctx: Context, subject: str) -> Path:
-    """The immunotherapy patterns ``assess`` writes for a subject (Parquet)."""
-    return subject_dir(ctx, subject) / f"sub-{subject}_patterns.parquet"
-
-
-def assessments_path(ctx: Context, subject: str) -> Path:
-    """The assessments ``assess`` writes for a subject (Parquet, ``details`` as JSON text)."""
-    return subject_dir(ctx, subject) / f"sub-{subject}_assessments.parquet"
-
-
-def _assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Response under every criterion ``study.yaml`` names (default RECIST 1.1).
-
-    The lesion table of ``measure`` goes through :func:`tumorscope.response.from_lesion_table`
-    with the manifest's baseline visit (so pre-baseline scans are not taken as baseline) and
-    ``missing="absent"`` (a lesion not segmented at a later visit has disappeared).
-    """
-    import pandas as pd
-
-    from .. import response
-    from ..volume import atomic_write
-
-    s = unit.subject
-    lesions = pd.read_parquet(lesion_table_path(ctx, s))
-    if lesions.empty:
-        raise DataError(
-            "no lesion was measured at any visit, nothing to assess",
-            file=ctx.out_rel(lesion_table_path(ctx, s)),
-        )
-    baseline = {s: study.subjects[s].baseline.id}
-    table = response.from_lesion_table(lesions, baseline=baseline, missing="absent")
-    rows: list[dict[str, Any]] = []
-    columns = {
-        "subject",
-        "visit",
-        "response",
-        "criteria",
-        "sum_mm",
-        "reason",
-        "change_from_baseline_pct",
-        "change_from_nadir_pct",
-    }
-    for crit in study.criteria or ("recist1.1",):
-        res = response.assess(table, criteria=crit)
-        for r in res.to_dict("records"):
-            details = {k: v for k, v in r.items() if k not in columns}
-            rows.append(
-                {
-                    "subject": str(r["subject"]),
-                    "visit": str(r["visit"]),
-                    "criteria": crit,
-                    "response": r.get("response"),
-                    "target_sum_mm": r.get("sum_mm"),
-                    "change_from_baseline_pct": r.get("change_from_baseline_pct"),
-                    "change_from_nadir_pct": r.get("change_from_nadir_pct"),
-                    "reason": r.get("reason"),
-                    "details": json.loads(json.dumps(details, default=_json_default)),
-                }
-            )
-    crits = list(study.criteria or ("recist1.1",))
-    main = "irecist" if "irecist" in crits else crits[0]
-    prows, notes = _patterns(s, table, response.assess(table, criteria=main))
-    out, pout = assessments_path(ctx, s), patterns_path(ctx, s)
-    for path, data in ((out, rows), (pout, prows)):
-        frame = pd.DataFrame(data)
-        if "details" in frame:
-            frame["details"] = [json.dumps(d, sort_keys=True) for d in frame["details"]]
-        atomic_write(path, lambda tmp, f=frame: f.to_parquet(tmp, index=False))
-    return StepOutput(
-        files=[out, pout],
-        writes=[
-            Write("assessments", {"subject": s}, rows),
-            Write("patterns", {"subject": s}, prows),
-        ],
-        notes=notes,
-    )
-
-
-def _patterns(
-    subject: str, table: pd.DataFrame, assessment: pd.DataFrame
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Immunotherapy patterns of one subject (``tumorscope.response.patterns``).
-
-    Pseudoprogression and durable response are read from ``assessment`` (iRECIST when the
-    manifest names it); mixed response and hyperprogression (Champiat's definition) from the
-    measurement table. A pattern the data cannot support (e.g. hyperprogression without a
-    pre-baseline scan) gets ``flag=None`` with the reason.
-    """
-    import pandas as pd
-
-    from ..errors import ResponseError
-    from ..response import patterns as pat
-
-    calls = (
-        (
-            "pseudoprogression",
-            lambda: pat.pseudoprogression(assessment),
-            "pseudoprogression",
-            "progression_visit",
-        ),
-        ("durable response", lambda: pat.durable_response(assessment), "durable", "response_start"),
-        ("mixed response", lambda: pat.mixed_response(table), "mixed", "visit"),
-        ("hyperprogression", lambda: pat.hyperprogression(table), "hyperprogression", None),
-    )
-    rows: list[dict[str, Any]] = []
-    notes: list[str] = []
-    for name, call, flag_col, visit_col in calls:
-        try:
-            res = call()
-        except ResponseError as exc:
-            notes.append(f"{name} not evaluated: {exc}")
-            continue
-        for r in res.to_dict("records"):
-            if str(r["subject"]) != subject:
-                continue
-            flag = r.get(flag_col)
-            visit = str(r.get(visit_col) or "") if visit_col else ""
-            if name != "mixed response" and not flag:
-                visit = ""
-            known = {"subject", flag_col, "reason", "visit"}
-            rows.append(
-                {
-                    "subject": subject,
-                    "pattern": name,
-                    "visit": visit,
-                    "flag": None if flag is None or pd.isna(flag) else bool(flag),
-                    "reason": r.get("reason"),
-                    "details": json.loads(
-                        json.dumps(
-                            {k: v for k, v in r.items() if k not in known}, default=_json_default
-                        )
-                    ),
-                }
-            )
-    return rows, notes
-
-
-# ---------------------------------------------------------------------------- report
-
-
-def _report_subject(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    from ..report import write_subject_report
-
-    path = write_subject_report(ctx, study, unit.subject, upstream)
-    return StepOutput(files=[path])
-
-
-def _report_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    files = [_manifest_file(ctx)]
-    for visit in study.subjects[unit.subject]:
-        anat = visit.series.get("anatomical")
-        if anat is not None:
-            files.append(anat.path)
-        files += _lesion_files(visit)
-    return files
-
-
 STEPS: tuple[Step, ...] = (
     Step(
         "register",
         "subject",
         "1",
         "read and check every series and lesion map; record subject, visits, series, lesions",
-        _register,
-        _register_inputs,
+        run_register,
+        register_inputs,
     ),
     Step(
         "align",
         "visit",
         "1",
         "rigid alignment of every series to the anatomical image; lesion motion per series",
-        _align,
-        _align_inputs,
+        run_align,
+        align_inputs,
         requires=("register",),
-        applies=_align_applies,
+        applies=align_applies,
         missing=lambda: _has_module("SimpleITK"),
         option_keys=("align_tolerance_vox",),
     ),
@@ -1248,9 +450,9 @@ STEPS: tuple[Step, ...] = (
         "subject",
         "3",  # 2: masks follow the alignment of the series; 3: short axis on the hull (fix)
         "lesion geometry and map statistics per lesion and visit",
-        _measure,
-        _measure_inputs,
-        requires=("register", "align", *_MAP_STEPS),
+        run_measure,
+        measure_inputs,
+        requires=("register", "align", *MAP_STEPS),
         missing=lambda: _has_module("tumorscope.lesions.stats"),
     ),
     Step(
@@ -1258,8 +460,8 @@ STEPS: tuple[Step, ...] = (
         "subject",
         "2",
         "response under the criteria of study.yaml, and immunotherapy patterns",
-        _assess,
-        _assess_inputs,
+        run_assess,
+        assess_inputs,
         requires=("measure",),
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
@@ -1268,8 +470,8 @@ STEPS: tuple[Step, ...] = (
         "subject",
         "2",  # 2: the alignment table
         "the subject's HTML report",
-        _report_subject,
-        _report_inputs,
-        requires=("measure", "assess", "align", *_MAP_STEPS, "fluorine"),
+        run_report_subject,
+        report_inputs,
+        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine"),
     ),
 )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ExportError
+from ..layout import database_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,7 +50,7 @@ EXPORT_TABLES: tuple[str, ...] = (
 
 def default_url(out_dir: str | Path) -> str:
     """The default database: ``sqlite:///<out_dir>/tumorscope.sqlite`` (absolute path)."""
-    return f"sqlite:///{Path(out_dir).resolve() / 'tumorscope.sqlite'}"
+    return f"sqlite:///{database_path(Path(out_dir).resolve())}"
 
 
 def _normalise_url(url: str) -> str:

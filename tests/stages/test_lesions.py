@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,9 +14,8 @@ from typer.testing import CliRunner
 from tumorscope.cli import app
 from tumorscope.errors import DataError, TumorscopeWarning
 from tumorscope.io import open_study
-from tumorscope.lesions import measure_study
-from tumorscope.lesions.study import LESION_COLUMNS, discover_maps
 from tumorscope.lesions.tracking import VisitLabels, track_lesions
+from tumorscope.stages.lesions import LESION_COLUMNS, discover_maps, measure_study
 from tumorscope.volume import Volume
 
 
@@ -234,3 +234,60 @@ def test_cli_measure(study_copy, truth_maps, tmp_path):
     )
     assert bad.exit_code == 2 and "--format" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+# ---------------------------------------------------------------------------- measure_subject
+
+
+def _visit_maps(tiny_study: Path, subject: str, param: str) -> dict[str, Any]:
+    from tumorscope.layout import VisitMap
+    from tumorscope.stages.lesions import VisitMeasureInputs
+
+    truth = tiny_study / "derivatives" / "truth" / f"sub-{subject}"
+    out = {}
+    for p in sorted(truth.glob(f"ses-*/*_desc-{param}_truth.nii.gz")):
+        visit = p.parent.name.removeprefix("ses-")
+        maps = {f"truth.{param}": VisitMap(p, None, "mm2/s")}
+        out[visit] = VisitMeasureInputs(maps=maps, series={f"truth.{param}": "dwi"})
+    return out
+
+
+def test_measure_subject_rows_tables_and_aligned_masks(tiny_study, truth_table, tmp_path):
+    """The pipeline's measure stage: geometry and map statistics per lesion, as measure_study."""
+    from tumorscope.stages.lesions import (
+        MEASUREMENT_COLUMNS,
+        VisitMeasureInputs,
+        measure_subject,
+    )
+
+    subject = open_study(tiny_study).subjects["001"]
+    inputs = _visit_maps(tiny_study, "001", "D")
+    assert inputs
+    m_path, l_path = tmp_path / "m.parquet", tmp_path / "l.parquet"
+    res = measure_subject(subject, inputs, measurements_path=m_path, lesion_table_path=l_path)
+    rows = res.rows["measurements"]
+    assert res.files == [m_path, l_path] and not res.warnings and not res.maps
+    tidy = pd.read_parquet(m_path)
+    assert tuple(tidy.columns) == MEASUREMENT_COLUMNS and len(tidy) == len(rows)
+    ref = truth_table[(truth_table["subject"] == "001") & truth_table["present"]]
+    means = tidy[(tidy["map"] == "truth.D") & (tidy["statistic"] == "mean")]
+    got = means.set_index(["visit", "lesion_id"])["value"]
+    want = ref.set_index(["visit", "lesion_id"])["D_mean"]
+    assert len(got) == len(want) > 0
+    np.testing.assert_allclose(got.loc[want.index], want, rtol=1e-6)
+    lesions = pd.read_parquet(l_path)
+    assert {"subject", "visit", "lesion_id", "target", "baseline", "volume_ml"} <= set(lesions)
+    vol = lesions.set_index(["visit", "lesion_id"])["volume_ml"]
+    np.testing.assert_allclose(
+        vol.loc[want.index], ref.set_index(["visit", "lesion_id"])["volume_ml"], rtol=1e-9
+    )
+
+    # an alignment of the map's series moves the masks: identity leaves the numbers as they are
+    moved = {
+        v: VisitMeasureInputs(maps=i.maps, series=i.series, alignments={"dwi": np.eye(4)})
+        for v, i in inputs.items()
+    }
+    res2 = measure_subject(subject, moved, measurements_path=m_path, lesion_table_path=l_path)
+    rows2 = res2.rows["measurements"]
+    assert any("resampled onto the dwi maps" in n for n in res2.warnings)
+    assert [r["value"] for r in rows2] == pytest.approx([r["value"] for r in rows], nan_ok=True)

@@ -1,11 +1,21 @@
-"""The lesion stage of a study: one row per subject, visit and lesion.
+"""The lesion stage: lesion geometry and per-lesion map statistics, for a study or a subject.
 
-:func:`measure_study` walks a study (:func:`tumorscope.io.open_study`), measures every
-lesion of every visit (:mod:`.geometry`), reads the parameter maps of the visit and adds
-their per-lesion statistics (:mod:`.stats`) as wide columns (``ADC_mean``, ``Ktrans_p90`` …),
-the lesion's tracking status (:mod:`.tracking`) and, if asked, habitat fractions
-(:mod:`.habitats`). :func:`study_radiomics` gives the MIRP features of every lesion on every
-map as a tidy table with delta-radiomics.
+Two entry points read lesion maps and parameter maps from files (which :mod:`tumorscope.lesions`,
+the pure measuring code, never does):
+
+* :func:`measure_subject` is the pipeline's ``measure`` step: every lesion of every visit of a
+  subject (:mod:`tumorscope.lesions.geometry`) and the statistics of every fitted map in it
+  (:func:`tumorscope.lesions.stats.statistics_table`), with the lesion masks moved onto a
+  series' maps through its alignment when ``align`` applied one. It writes the tidy
+  measurement table and the per-lesion, per-visit geometry table (Parquet) and returns their
+  rows (:data:`MEASUREMENT_COLUMNS`).
+* :func:`measure_study` walks a study (:func:`tumorscope.io.open_study`), measures every
+  lesion of every visit, reads the parameter maps of the visit and adds their per-lesion
+  statistics (:func:`tumorscope.lesions.stats.lesion_statistics`) as wide columns
+  (``ADC_mean``, ``Ktrans_p90`` …), the lesion's tracking status
+  (:mod:`tumorscope.lesions.tracking`) and, if asked, habitat fractions
+  (:mod:`tumorscope.lesions.habitats`). :func:`study_radiomics` gives the MIRP features of
+  every lesion on every map as a tidy table with delta-radiomics.
 
 Where the maps come from (``maps``)
 -----------------------------------
@@ -36,28 +46,35 @@ from __future__ import annotations
 import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from ..errors import DataError, TumorscopeWarning
+from ..layout import VisitMap, default_out_dir
+from ..lesions.geometry import GEOMETRY_KEYS, measure
+from ..lesions.stats import SUMMARY_STATISTICS, lesion_statistics
 from ..volume import Volume
-from .geometry import GEOMETRY_KEYS, measure
-from .stats import SUMMARY_STATISTICS, lesion_statistics
+from .base import StageResult
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..io import Study
-    from .radiomics import RadiomicsSettings
+    from ..lesions.radiomics import RadiomicsSettings
 
 __all__ = [
     "DEFAULT_WIDE_STATISTICS",
+    "GEOMETRY_UNITS",
     "LESION_COLUMNS",
+    "MEASUREMENT_COLUMNS",
+    "VisitMeasureInputs",
     "discover_maps",
     "measure_study",
+    "measure_subject",
+    "measurement_row",
     "study_radiomics",
 ]
 
@@ -94,13 +111,6 @@ GridPolicy = Literal["error", "resample"]
 _MODEL_RE = re.compile(r"_model-(?P<model>[A-Za-z0-9]+)_(?P<param>.+)$")
 _DESC_RE = re.compile(r"_desc-(?P<param>[A-Za-z0-9_]+?)_(?:truth|map)$")
 _SKIP_PARAMS = {"status", "rss"}
-
-
-@dataclass(frozen=True)
-class _MapFile:
-    name: str
-    path: Path
-    status: Path | None
 
 
 def discover_maps(folder: str | Path) -> dict[str, tuple[Path, Path | None]]:
@@ -179,116 +189,42 @@ def measure_study(
     """
     import pandas as pd
 
-    from .tracking import VisitLabels, track_lesions
-
-    unknown = [k for k in statistics if k not in SUMMARY_STATISTICS]
-    if unknown:
-        raise DataError(
-            f"unknown statistic(s) {unknown}; choose from {list(SUMMARY_STATISTICS)}",
-            field="statistics",
-        )
-    if on_grid_mismatch not in ("error", "resample"):
-        raise DataError(
-            f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}",
-            field="on_grid_mismatch",
-        )
+    _check_measure_options(statistics, on_grid_mismatch)
     st = _open(study)
     rows: list[dict[str, Any]] = []
     hab_inputs: list[tuple[dict[str, Any], dict[str, Volume], dict[str, np.ndarray], bool]] = []
     for subject in st:
         visits = [v for v in subject if v.lesions is not None]
-        lesion_sets = [(v, v.lesions) for v in visits if v.lesions is not None]
-        tracked: dict[tuple[str, str], str] = {}
-        if lesion_sets:
-            track = track_lesions(
-                [
-                    VisitLabels(
-                        v.id,
-                        les.load_labels(),
-                        ids={r.label: r.lesion_id for r in les.table},
-                    )
-                    for v, les in lesion_sets
-                ],
-                reference=next((i for i, (v, _) in enumerate(lesion_sets) if v.baseline), 0),
-            )
-            tracked = {
-                (str(vv), str(lid)): str(stt)
-                for vv, lid, stt in zip(
-                    track["visit"], track["lesion_id"], track["status"], strict=True
-                )
-            }
+        tracked = _tracking(visits)
         infos_all: dict[str, Any] = {}
-        for _, les in lesion_sets:
-            for r in les.table:
+        for v in visits:
+            for r in v.lesions.table if v.lesions is not None else ():
                 infos_all.setdefault(r.lesion_id, r)
         for visit in visits:
             assert visit.lesions is not None
             labels = visit.lesions.load_labels()
-            table = visit.lesions.table
             vmaps = _visit_maps(st, maps, subject.id, visit.id)
             hab_masks: dict[str, np.ndarray] = {}
-            for info in table:
+            for info in visit.lesions.table:
                 m = labels.data == info.label
                 if not m.any():
                     continue  # not segmented at this visit: reported as disappeared below
                 where = f"{info.lesion_id} at visit {visit.id} of subject {subject.id}"
                 geo = measure(m, labels.affine, lesion=where)
-                row: dict[str, Any] = {
-                    "subject": subject.id,
-                    "visit": visit.id,
-                    "date": visit.date,
-                    "lesion_id": info.lesion_id,
-                    "organ": info.organ,
-                    "target": info.target,
-                    "nodal": info.nodal,
-                    "present": True,
-                    "tracking": tracked.get((visit.id, info.lesion_id), ""),
-                    **{k: geo[k] for k in GEOMETRY_KEYS},
-                }
+                row = _lesion_row(subject.id, visit, info, True, geo)
+                row["tracking"] = tracked.get((visit.id, info.lesion_id), "")
                 for name, (vol, status) in vmaps.items():
                     mask = _mask_on(labels, info.label, vol, on_grid_mismatch, name, where)
-                    if not mask.any():
-                        # a small lesion can vanish when resampled onto a coarse map grid
-                        warnings.warn(
-                            f"lesion {where}: no voxel left on the grid of map {name!r}; "
-                            "its statistics are NaN",
-                            TumorscopeWarning,
-                            stacklevel=2,
-                        )
-                        s = {k: (0.0 if k.startswith("n_") else np.nan) for k in statistics}
-                    else:
-                        stats = lesion_statistics(
-                            vol,
-                            mask,
-                            lesion_id=info.lesion_id,
-                            visit=visit.id,
-                            map_name=name,
-                            status=status,
-                        )
-                        s = dict(zip(stats["statistic"], stats["value"], strict=True))
-                        if habitat_maps and name == habitat_maps[0]:
-                            hab_masks[info.lesion_id] = mask
+                    s = _statistics(vol, mask, status, info.lesion_id, visit.id, name, where)
+                    if habitat_maps and name == habitat_maps[0] and mask.any():
+                        hab_masks[info.lesion_id] = mask
                     for k in statistics:
-                        row[f"{name}_{k}"] = s[k]
+                        row[f"{name}_{k}"] = s[k] if mask.any() else _empty_statistic(k)
                 rows.append(row)
             for lid in sorted(
                 k for (vv, k), stt in tracked.items() if vv == visit.id and stt == "disappeared"
             ):
-                info = infos_all[lid]
-                rows.append(
-                    {
-                        "subject": subject.id,
-                        "visit": visit.id,
-                        "date": visit.date,
-                        "lesion_id": lid,
-                        "organ": info.organ,
-                        "target": info.target,
-                        "nodal": info.nodal,
-                        "present": False,
-                        "tracking": "disappeared",
-                        **{k: np.nan for k in GEOMETRY_KEYS},
-                    }
-                )
+                rows.append(_lesion_row(subject.id, visit, infos_all[lid], False, None))
             if habitat_maps and all(h in vmaps for h in habitat_maps) and hab_masks:
                 hab_inputs.append(
                     (
@@ -304,6 +240,93 @@ def measure_study(
             df[c] = pd.Series(dtype=object)
     if habitat_maps and rows:
         df = _add_habitats(df, hab_inputs, list(habitat_maps), n_habitats)
+    return _in_visit_order(df, st)
+
+
+def _check_measure_options(statistics: Sequence[str], on_grid_mismatch: str) -> None:
+    unknown = [k for k in statistics if k not in SUMMARY_STATISTICS]
+    if unknown:
+        raise DataError(
+            f"unknown statistic(s) {unknown}; choose from {list(SUMMARY_STATISTICS)}",
+            field="statistics",
+        )
+    if on_grid_mismatch not in ("error", "resample"):
+        raise DataError(
+            f"on_grid_mismatch must be 'error' or 'resample', got {on_grid_mismatch!r}",
+            field="on_grid_mismatch",
+        )
+
+
+def _tracking(visits: Sequence[Any]) -> dict[tuple[str, str], str]:
+    """Tracking status of every lesion at every visit: ``{(visit, lesion id): status}``."""
+    from ..lesions.tracking import VisitLabels, track_lesions
+
+    if not visits:
+        return {}
+    track = track_lesions(
+        [
+            VisitLabels(
+                v.id, v.lesions.load_labels(), ids={r.label: r.lesion_id for r in v.lesions.table}
+            )
+            for v in visits
+        ],
+        reference=next((i for i, v in enumerate(visits) if v.baseline), 0),
+    )
+    return {
+        (str(vv), str(lid)): str(stt)
+        for vv, lid, stt in zip(track["visit"], track["lesion_id"], track["status"], strict=True)
+    }
+
+
+def _lesion_row(
+    subject: str, visit: Any, info: Any, present: bool, geo: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Identity and geometry of a lesion at a visit (NaN geometry and "disappeared" if absent)."""
+    return {
+        "subject": subject,
+        "visit": visit.id,
+        "date": visit.date,
+        "lesion_id": info.lesion_id,
+        "organ": info.organ,
+        "target": info.target,
+        "nodal": info.nodal,
+        "present": present,
+        "tracking": "" if present else "disappeared",
+        **{k: (np.nan if geo is None else geo[k]) for k in GEOMETRY_KEYS},
+    }
+
+
+def _empty_statistic(statistic: str) -> float:
+    """A statistic of a lesion with no voxel on a map's grid."""
+    return 0.0 if statistic.startswith("n_") else np.nan
+
+
+def _statistics(
+    vol: Volume,
+    mask: np.ndarray,
+    status: np.ndarray | None,
+    lesion_id: str,
+    visit: str,
+    name: str,
+    where: str,
+) -> dict[str, Any]:
+    """Summary statistics of one map in one lesion (``{}`` and a warning if no voxel is left)."""
+    if not mask.any():
+        # a small lesion can vanish when resampled onto a coarse map grid
+        warnings.warn(
+            f"lesion {where}: no voxel left on the grid of map {name!r}; its statistics are NaN",
+            TumorscopeWarning,
+            stacklevel=3,
+        )
+        return {}
+    stats = lesion_statistics(
+        vol, mask, lesion_id=lesion_id, visit=visit, map_name=name, status=status
+    )
+    return dict(zip(stats["statistic"], stats["value"], strict=True))
+
+
+def _in_visit_order(df: pd.DataFrame, st: Study) -> pd.DataFrame:
+    """Rows by subject, visit order and lesion id; the identity columns first."""
     extra = [c for c in df.columns if c not in LESION_COLUMNS]
     order = {(s.id, v.id): i for s in st for i, v in enumerate(s)}
     if len(df):
@@ -341,7 +364,7 @@ def study_radiomics(
     """
     import pandas as pd
 
-    from .radiomics import delta_radiomics, radiomics_features
+    from ..lesions.radiomics import delta_radiomics, radiomics_features
 
     st = _open(study)
     out = []
@@ -425,7 +448,7 @@ def _visit_maps(
                 )
         return out
     if maps is None:
-        root = st.root / "derivatives" / "tumorscope"
+        root = default_out_dir(st.root)
         if not root.is_dir():
             return {}
     else:
@@ -474,7 +497,7 @@ def _add_habitats(
 ) -> pd.DataFrame:
     import pandas as pd
 
-    from .habitats import fit_habitats
+    from ..lesions.habitats import fit_habitats
 
     ref = [(m, k) for key, m, k, is_base in inputs if is_base and k]
     if not ref:
@@ -500,3 +523,231 @@ def _add_habitats(
     for h, nm in enumerate(model.names):
         wide[f"habitat_{h}_name"] = nm
     return df.merge(wide, on=["subject", "visit", "lesion_id"], how="left")
+
+
+# ---------------------------------------------------------------------------- one subject
+
+#: Columns of the tidy measurement table (one row per lesion, visit, map and statistic;
+#: ``map`` is "" for the lesion's geometry).
+MEASUREMENT_COLUMNS = ("subject", "visit", "lesion_id", "map", "statistic", "value", "unit")
+
+#: Units of the geometry statistics.
+GEOMETRY_UNITS = {
+    "volume_ml": "mL",
+    "longest_diameter_mm": "mm",
+    "short_axis_mm": "mm",
+    "bidimensional_product_mm2": "mm2",
+    "max_3d_diameter_mm": "mm",
+}
+
+
+def measurement_row(
+    subject: str, visit: str, lesion_id: str, map_name: str, stat: str, value: Any, unit: str
+) -> dict[str, Any]:
+    """One row of the tidy measurement table (:data:`MEASUREMENT_COLUMNS`)."""
+    val = None if value is None else float(value)
+    values = (subject, visit, lesion_id, map_name, stat, val, unit)
+    return dict(zip(MEASUREMENT_COLUMNS, values, strict=True))
+
+
+@dataclass(frozen=True)
+class VisitMeasureInputs:
+    """The fitted maps of a visit and how its lesion masks reach them.
+
+    Attributes
+    ----------
+    maps : mapping of str to VisitMap
+        ``{"ivim.D": (path, status path or None, unit)}`` (:class:`tumorscope.layout.VisitMap`).
+    series : mapping of str to str or None
+        Role of the series each map was computed on (``{"ivim.D": "dwi"}``).
+    alignments : mapping of str to 4x4 matrix
+        Alignments to apply, by series role (reference world -> series world): the masks are
+        resampled onto the maps of that series through it.
+    """
+
+    maps: Mapping[str, VisitMap] = field(default_factory=dict)
+    series: Mapping[str, str | None] = field(default_factory=dict)
+    alignments: Mapping[str, Any] = field(default_factory=dict)
+
+
+def measure_subject(
+    subject: Any,
+    inputs: Mapping[str, VisitMeasureInputs],
+    *,
+    measurements_path: Path,
+    lesion_table_path: Path,
+) -> StageResult:
+    """Geometry of every lesion at every visit, and statistics of every fitted map in it.
+
+    Parameters
+    ----------
+    subject : tumorscope.io.Subject
+        Its visits (in order) with their lesion maps and tables.
+    inputs : mapping of visit id to VisitMeasureInputs
+        The maps of each visit (visits without maps may be left out).
+    measurements_path, lesion_table_path : Path, keyword-only
+        Where the tidy table (:data:`MEASUREMENT_COLUMNS`) and the per-lesion, per-visit
+        geometry table (the input of :func:`tumorscope.response.from_lesion_table`) go.
+
+    Returns
+    -------
+    StageResult
+        ``files``: the two tables; ``rows["measurements"]``: the tidy rows
+        (:data:`MEASUREMENT_COLUMNS`); ``warnings``: log lines (masks resampled, no
+        segmentation). No maps.
+    """
+    import pandas as pd
+
+    from ..volume import atomic_write
+
+    s = str(subject.id)
+    tidy: list[dict[str, Any]] = []
+    wide: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for visit in subject:
+        infos, labels, masks = _visit_masks(visit)
+        for lid, m in masks.items():
+            assert labels is not None
+            geo = measure(m, labels.affine, lesion=f"{lid} at visit {visit.id}")
+            for k in GEOMETRY_KEYS:
+                tidy.append(measurement_row(s, visit.id, lid, "", k, geo[k], GEOMETRY_UNITS[k]))
+        vin = inputs.get(visit.id, VisitMeasureInputs())
+        if masks and vin.maps:
+            assert labels is not None
+            table = _map_statistics(visit.id, vin, labels, infos, masks, notes)
+            for r in table.itertuples(index=False):
+                tidy.append(
+                    measurement_row(
+                        s,
+                        visit.id,
+                        str(r.lesion_id),
+                        str(r.map),
+                        str(r.statistic),
+                        r.value,
+                        str(r.unit),
+                    )
+                )
+        wide += _lesion_rows(s, visit, infos, masks, tidy)
+    if not tidy:
+        notes.append(f"subject {s}: no lesion segmentation at any visit")
+    frame = pd.DataFrame(tidy, columns=list(MEASUREMENT_COLUMNS))
+    rframe = pd.DataFrame(wide)
+    atomic_write(measurements_path, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(lesion_table_path, lambda tmp: rframe.to_parquet(tmp, index=False))
+    return StageResult(
+        files=[measurements_path, lesion_table_path],
+        rows={"measurements": tidy},
+        warnings=notes,
+    )
+
+
+def _visit_masks(visit: Any) -> tuple[dict[str, Any], Volume | None, dict[str, np.ndarray]]:
+    """Lesion infos by id, the label map and the mask of every lesion segmented at a visit."""
+    les = visit.lesions
+    infos = {} if les is None else {r.lesion_id: r for r in les.table}
+    labels = None if les is None else les.load_labels()
+    masks: dict[str, np.ndarray] = {}
+    for lid, info in infos.items():
+        assert labels is not None
+        m = labels.data == info.label
+        if m.any():
+            masks[lid] = m
+    return infos, labels, masks
+
+
+def _map_statistics(
+    visit: str,
+    vin: VisitMeasureInputs,
+    labels: Volume,
+    infos: Mapping[str, Any],
+    masks: Mapping[str, np.ndarray],
+    notes: list[str],
+) -> pd.DataFrame:
+    """Statistics of every map of a visit in every lesion (``statistics_table`` rows).
+
+    Maps are grouped by the lesion masks they are measured with: the masks as drawn, or the
+    masks resampled onto the map's grid through the alignment of the map's series.
+    """
+    import pandas as pd
+
+    from ..fitting.status import FitStatus
+    from ..lesions.stats import statistics_table
+
+    maps = vin.maps
+    groups: dict[str | None, list[str]] = {}
+    for k in maps:
+        role = vin.series.get(k)
+        groups.setdefault(role if role in vin.alignments else None, []).append(k)
+    parts = []
+    for role, names in groups.items():
+        vols = {k: Volume.from_nifti(maps[k][0]) for k in names}
+        values = {k: v.data for k, v in vols.items()}
+        status = {}
+        for k in names:
+            st_path = maps[k][1]
+            status[k] = (
+                Volume.from_nifti(st_path, dtype=np.uint8).data
+                if st_path is not None
+                else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
+            )
+        unit_of = {k: maps[k][2] for k in names}
+        group_masks = masks
+        if role is not None:
+            group_masks = moved_masks(labels, infos, vols[names[0]], vin.alignments[role])
+            notes.append(
+                f"visit {visit}: lesion masks resampled onto the {role} maps through its alignment"
+            )
+        parts.append(
+            statistics_table(values, group_masks, visit=visit, status=status, units=unit_of)
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _lesion_rows(
+    subject: str,
+    visit: Any,
+    infos: Mapping[str, Any],
+    masks: Mapping[str, np.ndarray],
+    tidy: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """Rows of the per-lesion, per-visit table (the input of ``response.from_lesion_table``)."""
+    rows = []
+    for lid in masks:
+        info = infos[lid]
+        geo_row = {
+            r["statistic"]: r["value"]
+            for r in tidy
+            if r["visit"] == visit.id and r["lesion_id"] == lid and not r["map"]
+        }
+        rows.append(
+            {
+                "subject": subject,
+                "visit": visit.id,
+                "date": visit.date.isoformat() if visit.date else None,
+                "lesion_id": lid,
+                "target": bool(info.target),
+                "nodal": bool(info.nodal),
+                "organ": info.organ,
+                "baseline": bool(visit.baseline),
+                **geo_row,
+            }
+        )
+    return rows
+
+
+def moved_masks(labels: Any, infos: Mapping[str, Any], onto: Any, matrix: Any) -> dict[str, Any]:
+    """Lesion masks on ``onto``'s grid through an alignment (reference -> series world).
+
+    ``resample_mask`` wants the target-world to source-world transform: from the series
+    (where the map is) back to the reference (where the lesions were drawn), the inverse.
+    """
+    from ..preprocessing import resample_mask
+
+    back = np.linalg.inv(np.asarray(matrix, dtype=np.float64))
+    moved = resample_mask(labels, onto, transform=back).data
+    out = {}
+    for lid, info in infos.items():
+        m = moved == info.label
+        if m.any():
+            out[lid] = m
+    return out

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tumorscope.cli import app
 
 runner = CliRunner()
 QUICK = ["--steps", "register,fit_dwi,measure,assess", "--dwi-models", "adc", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two subjects of the tiny phantom. Read-only."""
+    from tumorscope.phantom import make_study
+
+    return make_study(tmp_path_factory.mktemp("cli-run") / "study", size="tiny", n_subjects=2)
+
+
+@pytest.fixture
+def study2(small_study: Path, tmp_path: Path) -> Path:
+    """A private copy of the small study that a test may change."""
+    return Path(shutil.copytree(small_study, tmp_path / "study"))
 
 
 def test_run_exit_codes_and_summary(study2: Path, tmp_path: Path) -> None:

@@ -1,0 +1,257 @@
+"""Execution on a worker: one unit of work (:func:`execute_unit`), one subject's steps in
+order (:func:`execute_subject`), and what "up to date" means (:func:`up_to_date`).
+
+Nothing here touches the database: a worker returns :class:`~.summary.Outcome` objects, the
+client records them (:mod:`.record`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TumorscopeError, TumorscopeWarning
+from .hashing import file_sha256, inputs_hash
+from .step import Context, Step, Unit, Upstream
+from .summary import Outcome
+
+if TYPE_CHECKING:
+    from ..io import Study
+
+__all__ = ["execute_subject", "execute_unit", "up_to_date"]
+
+
+def _study(ctx: Context) -> Study:
+    """The study, opened afresh (once per subject task, see :func:`execute_subject`).
+
+    Never cached beyond one task: ``Study`` caches sidecars and protocols, and a worker
+    process outlives a run, so a study kept across tasks would hide a repaired file.
+    """
+    from ..io import open_study
+
+    return open_study(ctx.study_root)
+
+
+def _step(name: str) -> Step:
+    from . import steps  # looked up at call time: a test may replace the table
+
+    for s in steps.STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def _set_threads(threads: int | None) -> None:
+    if not threads:
+        return
+    try:
+        import numba
+
+        numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    except ImportError:
+        pass
+
+
+def execute_unit(
+    step_name: str,
+    ctx: Context,
+    unit: Unit,
+    record: Mapping[str, Any] | None,
+    upstream: Upstream,
+    force: bool,
+    threads: int | None = None,
+    study: Study | None = None,
+) -> Outcome:
+    """Run (or skip) one unit of work. Runs on a worker; never touches the database.
+
+    Parameters
+    ----------
+    step_name : str
+    ctx : Context
+    unit : Unit
+    record : mapping or None
+        The unit's last ``step_runs`` row (``status``, ``input_hash``, ``outputs``).
+    upstream : dict
+        Output hashes of the required steps for this subject.
+    force : bool
+        Run even if up to date.
+    threads : int, optional
+        Threads the numerical kernels may use on this worker.
+    study : Study, optional
+        The study, already open (default: opened here).
+
+    Returns
+    -------
+    Outcome
+        Never raises for a problem of the unit: failures are returned with their reason.
+    """
+    t0 = time.perf_counter()
+    _set_threads(threads)
+    step = _step(step_name)
+    try:
+        if study is None:
+            study = _study(ctx)
+        files = [(ctx.in_rel(p), file_sha256(p)) for p in step.inputs(ctx, study, unit)]
+        # the same JSON as the options dict of old: existing output folders stay up to date
+        options = {k: ctx.options.get(k) for k in step.option_keys}
+        h = inputs_hash(
+            step=step.name, version=step.version, options=options, files=files, upstream=upstream
+        )
+        if not force and up_to_date(ctx, record, h):
+            assert record is not None
+            return Outcome(
+                unit, "skipped", h, dict(record["outputs"]), duration_s=time.perf_counter() - t0
+            )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TumorscopeWarning)
+            out = step.run(ctx, study, unit, upstream)
+        notes = [*out.notes, *(f"warning: {w.message}" for w in caught)]
+        outputs = {ctx.out_rel(p): file_sha256(p) for p in out.files}
+        return Outcome(
+            unit, "done", h, outputs, out.writes, notes, duration_s=time.perf_counter() - t0
+        )
+    except TumorscopeError as exc:
+        return Outcome(
+            unit,
+            "failed",
+            error=f"{type(exc).__name__}: {exc.message}",
+            error_file=exc.file,
+            error_field=exc.field,
+            traceback=traceback.format_exc(),
+            duration_s=time.perf_counter() - t0,
+        )
+    except Exception as exc:  # a bug or an unexpected library error: recorded, not fatal
+        return Outcome(
+            unit,
+            "failed",
+            error=f"internal error {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+            duration_s=time.perf_counter() - t0,
+        )
+
+
+def execute_subject(
+    ctx: Context,
+    items: Sequence[tuple[str, Sequence[Unit]]],
+    records: Mapping[tuple[str, str], Mapping[str, Any]],
+    force: frozenset[str],
+    active: frozenset[str],
+    threads: int | None = None,
+    on_outcome: Callable[[Outcome], None] | None = None,
+    chunk_events: bool = False,
+) -> list[Outcome]:
+    """Run every step of one subject in order (one Dask task; never touches the database).
+
+    Parameters
+    ----------
+    ctx : Context
+    items : sequence of (step name, units)
+        The subject's plan, in step order.
+    records : mapping
+        The last ``step_runs`` row of each unit, by ``(step, unit key)``.
+    force, active : frozenset of str
+        Steps to redo; steps that run in this run (requirements outside it are ignored).
+    threads : int, optional
+        Threads of the numerical kernels on this worker.
+    on_outcome : callable, optional
+        Called with each outcome as soon as it is known (the serial runner records it at once,
+        so an interruption loses at most one unit).
+    chunk_events : bool, default False
+        On a Dask worker: send the fitting engine's chunk progress to the client as worker
+        events (:data:`tumorscope.fitting.progress.TOPIC`).
+
+    Returns
+    -------
+    list of Outcome
+        One per unit, in order; units after a failure of the subject get status ``blocked``.
+    """
+    if chunk_events:
+        from dask.distributed import get_worker
+
+        # bound to this worker here, in the task's thread: a fit may chunk in its own threads
+        _forwarding(get_worker(), +1)
+        try:
+            return execute_subject(
+                ctx, items, records, force, active, threads, on_outcome, chunk_events=False
+            )
+        finally:
+            _forwarding(None, -1)
+    outcomes: list[Outcome] = []
+    upstream_all: Upstream = {}
+    failed: list[str] = []
+    study: Study | None = None
+    try:  # opened once for the subject's units (a broken study fails each unit instead)
+        study = _study(ctx)
+    except Exception:
+        study = None
+    for step_name, units in items:
+        step = _step(step_name)
+        upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
+        for u in units:
+            if failed:
+                o = Outcome(u, "blocked", error=f"{', '.join(failed)} failed")
+            else:
+                o = execute_unit(
+                    step_name,
+                    ctx,
+                    u,
+                    records.get((u.step, u.key)),
+                    upstream,
+                    step_name in force,
+                    threads,
+                    study,
+                )
+                if o.status == "failed":
+                    failed.append(f"{u.step} {u.key}")
+                else:
+                    upstream_all.setdefault(step_name, {})[u.key] = o.outputs
+            outcomes.append(o)
+            if on_outcome is not None:
+                on_outcome(o)
+    return outcomes
+
+
+_forward_lock = threading.Lock()
+_forward_users = 0
+
+
+def _forwarding(worker: Any, delta: int) -> None:
+    """Install (``+1``) or release (``-1``) the hook that forwards chunk events to the client.
+
+    Counted, because tasks of an in-process cluster share the process-wide hook: it is
+    removed when the last task using it ends.
+    """
+    import functools
+
+    from ..fitting.progress import set_hook
+
+    global _forward_users
+    with _forward_lock:
+        _forward_users += delta
+        if delta > 0:
+            set_hook(functools.partial(_forward_chunk_event, worker))
+        elif _forward_users == 0:
+            set_hook(None)
+
+
+def _forward_chunk_event(worker: Any, event: str, n: int) -> None:
+    """Chunk progress of a fit on a Dask worker, sent to the client as a worker event."""
+    from ..fitting.progress import TOPIC
+
+    worker.log_event(TOPIC, [event, n])
+
+
+def up_to_date(ctx: Context, record: Mapping[str, Any] | None, h: str) -> bool:
+    """Whether a unit's last record is ``done`` with input hash ``h`` and every file it wrote
+    still has the recorded content hash."""
+    if record is None or record.get("status") != "done" or record.get("input_hash") != h:
+        return False
+    for rel, sha in dict(record.get("outputs") or {}).items():
+        p = ctx.out_dir / rel
+        if not p.is_file() or file_sha256(p) != sha:
+            return False
+    return True

@@ -1,0 +1,251 @@
+"""Options of a run: :class:`RunOptions`, their defaults, and where they are set.
+
+Every option has its default here and nowhere else. A run takes them, in order of
+precedence, from
+
+1. the command line (``tumorscope run --dwi-models adc,ivim --dce-model tofts …``) or the
+   ``options=`` argument of :func:`tumorscope.pipeline.run_study`,
+2. the ``options:`` mapping of ``study.yaml``::
+
+       options:
+         dwi_models: [adc, ivim]        # or "adc,ivim"
+         dce_model: extended_tofts
+         dce_aif: parker
+         hypoxia_r2star_per_s: 30
+         hypoxia_ktrans_per_min: 0.2
+         align_tolerance_vox: 0.5
+
+3. the defaults of :class:`RunOptions`.
+
+The options a step declares (``Step.option_keys``) go into its input hash (their JSON), so
+changing one redoes exactly the steps it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from ..errors import DataError
+
+__all__ = [
+    "DCE_AIFS",
+    "DCE_MODELS",
+    "DEFAULT_OPTIONS",
+    "DWI_MODELS",
+    "RunOptions",
+    "resolve_options",
+]
+
+#: Diffusion models ``dwi_models`` may name (names of the model registry).
+DWI_MODELS = ("adc", "ivim", "dki")
+#: Pharmacokinetic models ``dce_model`` may name.
+DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
+#: Population arterial input functions ``dce_aif`` may name (or a path to an AIF file).
+DCE_AIFS = ("parker", "georgiou", "mcgrath", "auto")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of a run that change its results (they are part of the input hashes).
+
+    Build with :meth:`from_mapping` (checks names and values) or directly (checked too).
+
+    Attributes
+    ----------
+    dwi_models : tuple of str, default ("adc", "ivim")
+        Diffusion models fitted to every DWI series (``adc``, ``ivim``, ``dki``).
+    dce_model : str, default "extended_tofts"
+        Pharmacokinetic model of the DCE fit (``tofts``, ``extended_tofts``, ``patlak``,
+        ``2cxm``, ``2cum``).
+    dce_aif : str, default "parker"
+        Arterial input function of the DCE fit: ``parker``, ``georgiou``, ``mcgrath``,
+        ``auto`` (from the image) or the path of an AIF file.
+    hypoxia_r2star_per_s : float or None, default None
+        Hypoxia classes: R2* above this (1/s) marks hypoxic voxels. No default: thresholds
+        depend on field strength, sequence and tumour type; ``hypoxia`` classifies nothing
+        until both thresholds are given.
+    hypoxia_ktrans_per_min : float or None, default None
+        Hypoxia classes: Ktrans below this (1/min) marks poorly perfused voxels.
+    align_tolerance_vox : float, default 0.5
+        Lesion masks are resampled onto a series' maps when its alignment to the anatomical
+        image moves the lesion voxels by more than this many voxels on average.
+    """
+
+    dwi_models: tuple[str, ...] = ("adc", "ivim")
+    dce_model: str = "extended_tofts"
+    dce_aif: str = "parker"
+    hypoxia_r2star_per_s: float | None = None
+    hypoxia_ktrans_per_min: float | None = None
+    align_tolerance_vox: float = 0.5
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = _CHECKS[f.name](f.name, getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
+
+    # ------------------------------------------------------------------ mapping-like access
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """An option by name (``default`` for a name that is not an option)."""
+        return getattr(self, name, default) if name in self.names() else default
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.names():
+            raise KeyError(name)
+        return getattr(self, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def keys(self) -> tuple[str, ...]:
+        return self.names()
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(k, getattr(self, k)) for k in self.names()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as a plain dict (tuples stay tuples)."""
+        return dict(self.items())
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_mapping(
+        cls,
+        values: Mapping[str, Any] | None,
+        *,
+        base: RunOptions | None = None,
+        source: str = "options",
+    ) -> RunOptions:
+        """Options from a mapping of names to values, over ``base`` (default: the defaults).
+
+        Parameters
+        ----------
+        values : mapping or None
+            Option names to values; ``None`` values leave the option of ``base`` as it is.
+        base : RunOptions, optional
+        source : str, default "options"
+            How errors name where the values come from (``study.yaml``, ``options``).
+
+        Raises
+        ------
+        DataError
+            An unknown option name or an unusable value (naming the source and the option).
+        """
+        base = base if base is not None else cls()
+        given = dict(values or {})
+        unknown = sorted(set(map(str, given)) - set(cls.names()))
+        if unknown:
+            where = "options" if source == "options" else f"options.{unknown[0]}"
+            raise DataError(
+                f"unknown option(s) {unknown}; expected {sorted(cls.names())}",
+                file=None if source == "options" else source,
+                field=where,
+            )
+        merged = base.to_dict()
+        for k, v in given.items():
+            if v is not None:
+                merged[str(k)] = v
+        try:
+            return cls(**merged)
+        except DataError as exc:
+            if source == "options":
+                raise
+            raise DataError(exc.message, file=source, field=f"options.{exc.field}") from None
+
+
+def resolve_options(
+    given: RunOptions | Mapping[str, Any] | None,
+    study_yaml: Mapping[str, Any] | None = None,
+    *,
+    manifest_name: str = "study.yaml",
+) -> RunOptions:
+    """The options of a run: ``given`` (command line, API) over ``study.yaml`` over defaults.
+
+    A :class:`RunOptions` given whole is used as it is.
+    """
+    if isinstance(given, RunOptions):
+        return given
+    from_study = RunOptions.from_mapping(study_yaml, source=manifest_name)
+    return RunOptions.from_mapping(given, base=from_study)
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _bad(name: str, message: str) -> DataError:
+    return DataError(message, field=name)
+
+
+def _check_dwi_models(name: str, value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    try:
+        models = tuple(str(m).strip().lower() for m in items if str(m).strip())
+    except TypeError:
+        raise _bad(name, f"expected model names, got {value!r}") from None
+    if not models:
+        raise _bad(name, f"expected at least one diffusion model of {', '.join(DWI_MODELS)}")
+    unknown = [m for m in models if m not in DWI_MODELS]
+    if unknown:
+        raise _bad(name, f"unknown diffusion model(s) {unknown}; expected {', '.join(DWI_MODELS)}")
+    return models
+
+
+def _check_dce_model(name: str, value: Any) -> str:
+    if not isinstance(value, str) or value.lower() not in DCE_MODELS:
+        raise _bad(name, f"unknown DCE model {value!r}; expected one of {', '.join(DCE_MODELS)}")
+    return value
+
+
+def _check_dce_aif(name: str, value: Any) -> str:
+    text = str(value) if isinstance(value, str | Path) else None
+    if text is None or not text.strip():
+        raise _bad(name, f"expected an AIF name or file, got {value!r}")
+    if text.lower() not in DCE_AIFS and not Path(text).is_file():
+        raise _bad(
+            name,
+            f"{text!r} is neither one of {', '.join(DCE_AIFS)} nor an existing AIF file",
+        )
+    return text
+
+
+def _number(name: str, value: Any, *, optional: bool) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool):
+        raise _bad(name, f"expected a number, got {value!r}")
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise _bad(name, f"expected a number, got {value!r}") from None
+    if not x > 0 or x == float("inf"):
+        raise _bad(name, f"expected a positive number, got {value!r}")
+    return x
+
+
+_CHECKS: dict[str, Any] = {
+    "dwi_models": _check_dwi_models,
+    "dce_model": _check_dce_model,
+    "dce_aif": _check_dce_aif,
+    "hypoxia_r2star_per_s": lambda n, v: _number(n, v, optional=True),
+    "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
+    "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
+}
+
+#: Read-only view of the defaults, for the fit steps that still read options by name
+#: (``ctx.options.get("dce_model", DEFAULT_OPTIONS["dce_model"])``). To be removed at the
+#: merge, when the steps read ``ctx.options.dce_model``.
+DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(RunOptions().to_dict())

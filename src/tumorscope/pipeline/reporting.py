@@ -1,0 +1,119 @@
+"""The reports of a run: the ``report_subject`` step and :func:`write_reports`.
+
+Both hand :mod:`tumorscope.report` plain values — the output folder, each visit's maps, the
+alignment and 19F files — found among the outputs of the earlier steps (``upstream``); the
+report itself imports no pipeline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import layout
+from ..errors import DataError
+from .step import Context, StepOutput, Unit, Upstream, _lesion_files, _manifest_file, maps_of_visit
+
+if TYPE_CHECKING:
+    from ..io import Study
+
+__all__ = ["report_inputs", "run_report_subject", "subject_report", "write_reports"]
+
+
+def report_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+    """The manifest, the anatomical images and the lesion maps of the subject."""
+    files = [_manifest_file(ctx)]
+    for visit in study.subjects[unit.subject]:
+        anat = visit.series.get("anatomical")
+        if anat is not None:
+            files.append(anat.path)
+        files += _lesion_files(visit)
+    return files
+
+
+def run_report_subject(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """The subject's HTML report (:func:`tumorscope.report.write_subject_report`)."""
+    return StepOutput(files=[subject_report(ctx, study, unit.subject, upstream)])
+
+
+def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream) -> Path:
+    """Write a subject's report from the outputs of its earlier steps (``upstream``)."""
+    from ..report import write_subject_report
+
+    maps = {v.id: maps_of_visit(ctx, upstream, subject, v.id) for v in study.subjects[subject]}
+    alignments = [
+        ctx.out_dir / rel
+        for outputs in upstream.get("align", {}).values()
+        for rel in sorted(outputs)
+        if rel.endswith("_align.json")
+    ]
+    cells = sorted(
+        rel
+        for outputs in upstream.get("fluorine", {}).values()
+        for rel in outputs
+        if rel.endswith("_cells19F.parquet")
+    )
+    return write_subject_report(
+        ctx.out_dir,
+        study,
+        subject,
+        maps=maps,
+        alignments=alignments,
+        cells19f=[ctx.out_dir / rel for rel in cells],
+    )
+
+
+def write_reports(
+    study: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    db_url: str | None = None,
+) -> Path:
+    """Write the HTML reports again from the results of earlier runs (nothing is refitted).
+
+    Subject reports are written for the subjects whose ``measure`` step is recorded as done.
+
+    Parameters
+    ----------
+    study, out_dir, db_url
+        As for :func:`tumorscope.pipeline.run_study`.
+
+    Returns
+    -------
+    Path
+        The study report, ``<out_dir>/report/index.html``.
+
+    Raises
+    ------
+    DataError
+        If the output folder holds no results of a run.
+    """
+    from ..io import open_study
+    from ..report import write_study_report
+    from ..study import default_url, open_store
+
+    root = Path(study).resolve()
+    study_obj = open_study(root)
+    out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
+    url = db_url or default_url(out)
+    if db_url is None and not layout.database_path(out).exists():
+        raise DataError(
+            f"no results here: run `tumorscope run` first ({layout.DATABASE_NAME} is missing)",
+            file=out,
+        )
+    ctx = Context(root, out)
+    store = open_store(url)
+    try:
+        runs = store.read_table("step_runs", status="done")
+        for sid in study_obj.subjects:
+            mine = runs[runs["subject"] == sid]
+            if "measure" not in set(mine["step"]):
+                continue
+            upstream: Upstream = {}
+            for r in mine.to_dict("records"):
+                upstream.setdefault(str(r["step"]), {})[str(r["unit"])] = dict(r["outputs"])
+            subject_report(ctx, study_obj, sid, upstream)
+        return write_study_report(out, study_obj, store)
+    finally:
+        store.close()
