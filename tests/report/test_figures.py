@@ -1,4 +1,5 @@
-"""Report building blocks on synthetic inputs: figures, table cells, templates."""
+"""Report building blocks on synthetic inputs: figures (``report.figures``), table cells,
+templates and texts (``report.blocks``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from tumorscope.report import figures
-from tumorscope.report.html import _cell, _methods, _shown, _sums_frame, frame_of, render
+from tumorscope.report.blocks import cell, frame_of, methods_text, render, shown_maps, spider_points
 
 
 def _png(uri: str) -> np.ndarray:
@@ -155,10 +156,10 @@ def test_fdm_panels_colour_the_changed_voxels() -> None:
 
 
 def test_cells_format_numbers_and_missing_values() -> None:
-    assert _cell(None)["text"] == "" and _cell(float("nan"))["text"] == ""
-    assert _cell(True)["text"] == "yes"
-    assert _cell(np.int64(3)) == {"text": "3", "num": True, "sort": 3, "html": ""}
-    assert _cell(0.00123)["text"] == "0.00123" and _cell(12.5)["text"] == "12.5"
+    assert cell(None)["text"] == "" and cell(float("nan"))["text"] == ""
+    assert cell(True)["text"] == "yes"
+    assert cell(np.int64(3)) == {"text": "3", "num": True, "sort": 3, "html": ""}
+    assert cell(0.00123)["text"] == "0.00123" and cell(12.5)["text"] == "12.5"
     f = frame_of(
         pd.DataFrame({"subject": ["001"], "x": [1.0]}), links={"subject": "sub-{value}.html"}
     )
@@ -195,7 +196,7 @@ def test_spider_points_start_at_zero_and_skip_prebaseline() -> None:
             "change_from_baseline_pct": [np.nan, np.nan, 25.0],
         }
     )
-    out = _sums_frame("005", ["00", "01", "02"], [-40, 0, 21], a)
+    out = spider_points("005", ["00", "01", "02"], [-40, 0, 21], a)
     assert out["visit"].tolist() == ["01", "02"] and out["change_pct"].tolist() == [0.0, 25.0]
 
 
@@ -206,11 +207,11 @@ def test_methods_and_shown_maps() -> None:
         "backend": "numba",
         "tumorscope_version": "0.1.0",
     }
-    (line,) = _methods([prov, prov])
+    (line,) = methods_text([prov, prov])
     assert "Model ivim, method segmented" in line and "0, 500, 1000 s/mm²" in line
     assert "b_threshold=200.0" in line
     names = {"ivim.f": 0, "ivim.D": 0, "adc.ADC": 0, "tofts.Ktrans": 0, "vfa.T1": 0, "x.S0": 0}
-    assert _shown(names) == ["adc.ADC", "ivim.D", "tofts.Ktrans", "ivim.f"]
+    assert shown_maps(names) == ["adc.ADC", "ivim.D", "tofts.Ktrans", "ivim.f"]
 
 
 @pytest.mark.parametrize("n", [0, 1, 2])

@@ -11,9 +11,7 @@ from disk, offline). Numbers are shown with their units in the column names.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import math
 import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .. import __version__, layout
+from .. import layout
 from ..volume import atomic_write
+from .blocks import (
+    MAX_SHOWN,
+    SHOWN_PARAMETERS,
+    frame_of,
+    methods_text,
+    render,
+    shown_maps,
+    spider_points,
+)
 
 if TYPE_CHECKING:
     import os
@@ -34,16 +41,19 @@ if TYPE_CHECKING:
     from ..layout import VisitMap
     from ..study import Store
 
-__all__ = ["FDM_THRESHOLD", "render", "write_study_report", "write_subject_report"]
+__all__ = [
+    "FDM_THRESHOLD",
+    "MAX_SHOWN",
+    "SHOWN_PARAMETERS",
+    "render",
+    "write_study_report",
+    "write_subject_report",
+]
 
 #: ADC change (mm²/s) beyond which a voxel counts as changed in the functional diffusion map
 #: (Moffat et al., PNAS 2005, doi:10.1073/pnas.0501532102: 55e-5 mm²/s, the 95 % limit of
 #: agreement of repeated ADC in contralateral brain).
 FDM_THRESHOLD = 0.55e-3
-
-#: Parameters shown on the subject pages, in order (at most :data:`MAX_SHOWN` maps).
-SHOWN_PARAMETERS = ("ADC", "D", "Ktrans", "ve", "f", "K", "vp", "T1")
-MAX_SHOWN = 4
 
 #: Relaxometry and iron maps shown in a second grid when present (exact ``model.parameter``
 #: names of ``fit_relax`` and ``iron``): R2* before ferumoxytol, inversion-recovery T1, T2 and
@@ -51,126 +61,12 @@ MAX_SHOWN = 4
 RELAX_SHOWN = ("t2star.R2star", "irt1.T1", "t2.T2", "iron.dR2star")
 
 
-def _shown(maps: Mapping[str, Any]) -> list[str]:
-    """Names (``model.parameter``) of the maps to show, in :data:`SHOWN_PARAMETERS` order."""
-    order = {p: i for i, p in enumerate(SHOWN_PARAMETERS)}
-    names = [k for k in maps if k.rsplit(".", 1)[-1] in order]
-    names.sort(key=lambda k: (order[k.rsplit(".", 1)[-1]], k))
-    return names[:MAX_SHOWN]
-
-
 _DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")
-
-
-@dataclass
-class _Frame:
-    columns: list[str]
-    rows: list[list[dict[str, Any]]] = field(default_factory=list)
-
-
-def _cell(value: Any, *, digits: int = 3) -> dict[str, Any]:
-    """A table cell: ``text``, ``num`` (right-aligned, sortable as number), ``sort``, ``html``."""
-    cell: dict[str, Any] = {"text": "", "num": False, "sort": "", "html": ""}
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return cell
-    if isinstance(value, (bool, np.bool_)):
-        cell["text"] = "yes" if value else "no"
-    elif isinstance(value, (int, np.integer)):
-        cell.update(text=str(int(value)), num=True, sort=int(value))
-    elif isinstance(value, (float, np.floating)):
-        v = float(value)
-        if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e5):
-            text = f"{v:.{digits}g}"
-        else:
-            text = f"{v:.{digits}f}".rstrip("0").rstrip(".")
-        cell.update(text=text, num=True, sort=repr(v))
-    elif isinstance(value, dt.date):
-        cell["text"] = value.isoformat()
-    else:
-        cell["text"] = str(value)
-    return cell
-
-
-def frame_of(df: pd.DataFrame | None, *, links: Mapping[str, str] | None = None) -> _Frame | None:
-    """A DataFrame as the template's table structure (``links``: column -> href pattern)."""
-    if df is None:
-        return None
-    out = _Frame([str(c) for c in df.columns])
-    for rec in df.itertuples(index=False):
-        row = []
-        for col, v in zip(df.columns, rec, strict=True):
-            cell = _cell(v)
-            if links and col in links and cell["text"]:
-                from markupsafe import escape
-
-                href = links[col].format(value=cell["text"])
-                cell["html"] = f'<a href="{escape(href)}">{escape(cell["text"])}</a>'
-            row.append(cell)
-        out.rows.append(row)
-    return out
-
-
-def render(template: str, **context: Any) -> str:
-    """Render one of the report templates with ``context``."""
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
-    env = Environment(
-        loader=PackageLoader("tumorscope.report", "templates"),
-        autoescape=select_autoescape(["html", "j2"]),
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return env.get_template(template).render(version=__version__, generated=now, **context)
 
 
 def _write(path: Path, text: str) -> Path:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
-
-
-def _methods(provenances: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Sentences describing the fits, from the maps' provenance (one per model and method)."""
-    seen: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for p in provenances:
-        if not p.get("model"):
-            continue  # nothing to say about a map without provenance
-        opts = dict(p.get("options") or {})
-        key = (str(p.get("model", "?")), str(opts.get("method", "")), str(p.get("backend", "")))
-        seen.setdefault(key, p)
-    lines = []
-    for (model, method, backend), p in sorted(seen.items()):
-        opts = {k: v for k, v in dict(p.get("options") or {}).items() if k != "bvalues"}
-        bvals = (p.get("options") or {}).get("bvalues")
-        text = f"Model {model}" + (f", method {method}" if method else "")
-        if bvals:
-            text += f", b-values {', '.join(f'{float(b):g}' for b in bvals)} s/mm²"
-        rest = ", ".join(
-            f"{k}={_short(v)}" for k, v in opts.items() if k != "method" and v is not None
-        )
-        if rest:
-            text += f" ({rest})"
-        text += (
-            f"; fitted with tumorscope {p.get('tumorscope_version', '?')}"
-            + (f" ({backend} backend)" if backend else "")
-            + (f", numpy {p['numpy_version']}" if p.get("numpy_version") else "")
-            + "."
-        )
-        lines.append(text)
-    return lines
-
-
-def _short(value: Any) -> str:
-    """An option value for the methods text (long arrays are summarised)."""
-    if isinstance(value, (list, tuple)) and len(value) > 8:
-        nums = [v for v in value if isinstance(v, (int, float))]
-        if len(nums) == len(value):
-            return f"{len(value)} values from {min(nums):g} to {max(nums):g}"
-        return f"{len(value)} values"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items()) + "}"
-    return str(value)
 
 
 def _software() -> pd.DataFrame:
@@ -272,7 +168,7 @@ def write_subject_report(
         fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
-        methods=_methods(mf.provenances) or ["No model was fitted."],
+        methods=methods_text(mf.provenances) or ["No model was fitted."],
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 
@@ -318,7 +214,7 @@ def _response_section(
     ].copy()
     atable.insert(2, "days on treatment", [days.get(v) for v in atable["visit"]])
     m = assessed[assessed["criteria"] == main]
-    sums = _sums_frame(subject, m["visit"], [days.get(v) for v in m["visit"]], m)
+    sums = spider_points(subject, m["visit"], [days.get(v) for v in m["visit"]], m)
     timeline = figures.spider_plot(sums, title=f"sub-{subject}: target sum ({main})")
     for rec in assessed.to_dict("records"):
         d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
@@ -381,7 +277,7 @@ def _trajectories(
         )
     if tidy is not None and len(tidy):
         means = tidy[(tidy["map"] != "") & (tidy["statistic"] == "mean")]
-        for name in _shown(dict.fromkeys(means["map"]))[:4]:
+        for name in shown_maps(dict.fromkeys(means["map"]))[:4]:
             g = means[means["map"] == name]
             unit = str(g["unit"].iloc[0]) if len(g) else ""
             series[f"{name} mean ({unit})" if unit else f"{name} mean"] = pd.DataFrame(
@@ -423,7 +319,7 @@ class _MapFigures:
         from ..files import read_sidecar
         from ..volume import Volume
 
-        main_names = _shown(vmaps)
+        main_names = shown_maps(vmaps)
         relax_names = [k for k in RELAX_SHOWN if k in vmaps]
         shown = {k: vmaps[k][0] for k in [*main_names, *relax_names]}
         if not shown:
@@ -584,26 +480,7 @@ def target_sums(store: Store, criteria: str) -> pd.DataFrame:
     if a.empty:
         return pd.DataFrame(columns=["subject", "visit", "days", "change_pct", "response"])
     m = a.merge(v, on=["subject", "visit"], how="left")
-    return _sums_frame(m["subject"], m["visit"], m["days_on_treatment"], m)
-
-
-def _sums_frame(subject: Any, visit: Any, days: Any, a: pd.DataFrame) -> pd.DataFrame:
-    """Spider-plot points: the baseline at 0 %, pre-baseline visits left out."""
-    import pandas as pd
-
-    change = a["change_from_baseline_pct"].astype(float).to_numpy().copy()
-    response = a["response"].astype(str).to_numpy()
-    change[response == "baseline"] = 0.0
-    out = pd.DataFrame(
-        {
-            "subject": list(subject) if not isinstance(subject, str) else subject,
-            "visit": list(visit),
-            "days": list(days),
-            "change_pct": change,
-            "response": response,
-        }
-    )
-    return out[(out["response"] != "pre-baseline") & out["days"].notna()].reset_index(drop=True)
+    return spider_points(m["subject"], m["visit"], m["days_on_treatment"], m)
 
 
 def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Store) -> Path:
@@ -651,7 +528,9 @@ def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Sto
         ftable = failed[["step", "unit", "error_file", "error_field", "error"]].rename(
             columns={"error_file": "file", "error_field": "field", "error": "reason"}
         )
-    methods = _methods([p for p in maps["provenance"] if isinstance(p, dict)]) if len(maps) else []
+    methods = (
+        methods_text([p for p in maps["provenance"] if isinstance(p, dict)]) if len(maps) else []
+    )
     methods.append(
         f"Lesion geometry: RECIST longest axial diameter and short axis, volume, IBSI maximum "
         f"3-D diameter (tumorscope.lesions.geometry); response: {', '.join(study.criteria)} "
