@@ -41,11 +41,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -108,6 +109,30 @@ def _delay(delay_s: float) -> float:
     return d
 
 
+_CURVE_SECTIONS = """
+    Parameters
+    ----------
+    times_s : array_like, shape (n,)
+        Times in s.
+    delay_s : float, default 0
+        Bolus arrival delay in s (the curve starts at ``t = delay_s``; zero before).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Whole-blood concentration in mM.
+"""
+
+_F = TypeVar("_F", bound=Callable[..., np.ndarray])
+
+
+def _population_curve(func: _F) -> _F:
+    """Append the Parameters and Returns sections all population AIFs share to a docstring."""
+    func.__doc__ = (func.__doc__ or "").rstrip() + "\n" + _CURVE_SECTIONS
+    return func
+
+
+@_population_curve
 def parker(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     r"""Parker population AIF: whole-blood concentration in mM.
 
@@ -121,17 +146,6 @@ def parker(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     (doi:10.1002/mrm.21066). The functional form has no pre-bolus baseline: Cb(0) = 0.080 mM;
     it is set to 0 before the delay.
 
-    Parameters
-    ----------
-    times_s : array_like, shape (n,)
-        Times in s.
-    delay_s : float, default 0
-        Bolus arrival delay in s (the curve starts at ``t = delay_s``).
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Whole-blood concentration in mM.
     """
     t = _times(times_s)
     d = _delay(delay_s)
@@ -153,6 +167,7 @@ def _georgiou_table() -> tuple[float, np.ndarray]:
     return float(doc["dt_s"]), np.asarray(doc["Cb_mM"], dtype=float)
 
 
+@_population_curve
 def georgiou(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     """Georgiou population AIF: whole-blood concentration in mM.
 
@@ -161,17 +176,6 @@ def georgiou(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     continued as a mono-exponential wash-out with the rate fitted to its last 60 s, so that it
     stays continuous. It is zero before the delay.
 
-    Parameters
-    ----------
-    times_s : array_like, shape (n,)
-        Times in s.
-    delay_s : float, default 0
-        Bolus arrival delay in s.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Whole-blood concentration in mM.
     """
     t = _times(times_s)
     tt = t - _delay(delay_s)
@@ -187,6 +191,7 @@ def georgiou(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     return out
 
 
+@_population_curve
 def mcgrath(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     r"""McGrath preclinical (rat) AIF, model B: whole-blood concentration in mM.
 
@@ -198,17 +203,6 @@ def mcgrath(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     with A1 = 3.4 mM, K1 = 0.045 /s, A2 = 1.81 mM, K2 = 0.0015 /s, t0 = 7 s (McGrath et al.
     2009, doi:10.1002/mrm.21959). Zero before the delay.
 
-    Parameters
-    ----------
-    times_s : array_like, shape (n,)
-        Times in s.
-    delay_s : float, default 0
-        Bolus arrival delay in s.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Whole-blood concentration in mM.
     """
     t = _times(times_s) - _delay(delay_s)
     p = MCGRATH_PARAMETERS

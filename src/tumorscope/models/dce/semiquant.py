@@ -33,7 +33,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataError, FitError, ProtocolError
+from ...errors import DataError, FitError, ProtocolError
 
 __all__ = ["CURVE_TYPES", "SEMIQUANT_UNITS", "semi_quantitative"]
 
