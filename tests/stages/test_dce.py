@@ -1,4 +1,4 @@
-"""The DCE stage and ``tumorscope fit dce`` on a one-subject tiny phantom.
+"""The DCE stage (:mod:`tumorscope.stages.dce`) on a one-subject tiny phantom.
 
 Accuracy tolerance: the phantom simulates tissue curves on a 0.1 s grid (not the
 piecewise-linear frame-time AIF the models assume), adds Rician noise (SNR 40 on the DCE,
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from tumorscope.errors import DataError, FitError, ProtocolError
+from tumorscope.errors import DataError, FitError, ProtocolError, TumorscopeError
 from tumorscope.io import open_study
-from tumorscope.models.dce_stage import fit_dce, fit_dce_visit
+from tumorscope.protocol import DynamicProtocol, VFAProtocol
+from tumorscope.stages.base import SeriesInput
+from tumorscope.stages.dce import DCEOptions, fit_dce, fit_dce_visit
 from tumorscope.volume import Volume
 
 
@@ -60,39 +61,58 @@ def _quiet(func, *args, **kwargs):
         return func(*args, **kwargs)
 
 
+def _in_memory(vol: Volume, role: str, protocol, sidecar=None) -> SeriesInput:
+    """A series held in memory (no file: provenance names it "volume")."""
+    return SeriesInput(Path(role), role, protocol, sidecar or {}, loader=lambda: vol)
+
+
+def _raises(cls: type[TumorscopeError], call, *, message: str, field: str, file=None) -> None:
+    """``call()`` raises exactly ``cls`` with this message, field and file."""
+    with pytest.raises(cls) as info:
+        call()
+    assert type(info.value) is cls
+    assert (info.value.message, info.value.field, info.value.file) == (
+        message,
+        field,
+        None if file is None else str(file),
+    )
+
+
 def test_visit_with_aligned_parker_aif(visit, phantom: Path, tmp_path: Path) -> None:
-    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path, aif="parker")
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path, options=DCEOptions(aif="parker"))
     err = _errors(out, phantom)
     assert err["Ktrans"] < 0.05 and err["ve"] < 0.05 and err["vp"] < 0.005, err
     assert out.aif_info["source"] == "parker" and out.aif_info["delay_estimated"]
     pre = "sub-001_ses-01_"
     for name in ("extended_tofts_Ktrans", "concentration", "vfa_T1", "sq_iAUC60", "aif", "stage"):
-        assert out.files[name].exists(), name
-        assert out.files[name].name.startswith(pre)
+        assert out.outputs[name].exists(), name
+        assert out.outputs[name].name.startswith(pre)
     side = json.loads((tmp_path / f"{pre}extended_tofts_Ktrans.json").read_text())
     assert side["Units"] == "1/min"
     assert side["Provenance"]["model"] == "extended_tofts"
     assert "sha256" in side["Provenance"]["inputs"]["dce"]
     conc = json.loads((tmp_path / f"{pre}concentration.json").read_text())
     assert conc["Units"] == "mM" and conc["Provenance"]["relaxivity_per_mM_s"] == 4.5
-    stage = json.loads(out.files["stage"].read_text())
+    stage = json.loads(out.outputs["stage"].read_text())
     assert stage["aif"]["hematocrit"] == 0.42 and "delay_s" in stage["aif"]
-    assert Volume.from_nifti(out.files["concentration"]).data.ndim == 4
-    with open(out.files["aif"], encoding="utf-8") as f:
+    assert Volume.from_nifti(out.outputs["concentration"]).data.ndim == 4
+    with open(out.outputs["aif"], encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert len(rows) == out.times_s.size
     np.testing.assert_allclose([float(r["cp_mM"]) for r in rows], out.aif_mM, rtol=1e-5, atol=1e-6)
 
 
 def test_automatic_aif_chooses_artery_voxels(visit, phantom: Path, tmp_path: Path) -> None:
-    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path, aif="auto", semiquant=False)
+    options = DCEOptions(aif="auto", semiquant=False)
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path, options=options)
     artery = _truth(phantom, "artery_mask") > 0
     vox = np.array(out.aif_info["voxels"])
     assert artery[tuple(vox.T)].all()
-    assert Volume.from_nifti(out.files["aif_voxels"]).data.sum() == len(vox)
+    assert Volume.from_nifti(out.outputs["aif_voxels"]).data.sum() == len(vox)
     err = _errors(out, phantom)
     assert err["Ktrans"] < 0.08 and err["ve"] < 0.08, err
-    assert not any(k.startswith("sq_") for k in out.files)
+    assert not any(k.startswith("sq_") for k in out.outputs)
+    assert not any(m.model == "sq" for m in out.maps)
 
 
 def test_aif_from_file_and_delay_fit(visit, phantom: Path, tmp_path: Path) -> None:
@@ -102,7 +122,8 @@ def test_aif_from_file_and_delay_fit(visit, phantom: Path, tmp_path: Path) -> No
     path.write_text(
         "time_s,cp_mM\n" + "".join(f"{r['time_s']},{r['cp_mM_sub-001']}\n" for r in rows)
     )
-    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "o", aif=path, fit_delay=True)
+    options = DCEOptions(aif=path, fit_delay=True)
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "o", options=options)
     assert out.aif_info["kind"] == "plasma"
     assert "delay" in out.fit.maps
     err = _errors(out, phantom)
@@ -114,70 +135,126 @@ def test_aif_from_file_and_delay_fit(visit, phantom: Path, tmp_path: Path) -> No
 
 
 def test_bad_input_is_rejected_before_writing(visit, tmp_path: Path) -> None:
-    dce = visit.series["dce"].path
-    vfa = visit.series["t1_vfa"].path
+    """Each bad input raises its own error (class, message, field, file); nothing is written."""
+    dce = SeriesInput.of(visit.series["dce"])
+    vfa = SeriesInput.of(visit.series["t1_vfa"])
     out = tmp_path / "never"
-    with pytest.raises(FitError, match="exactly one"):
-        fit_dce(dce, out_dir=out, vfa=vfa, t1_ms=1000.0)
-    with pytest.raises(FitError, match="unknown DCE model"):
-        fit_dce(dce, out_dir=out, t1_ms=1000.0, model="ivim")
-    with pytest.raises(FitError, match="unknown method"):
-        fit_dce(dce, out_dir=out, t1_ms=1000.0, method="bayes")
-    with pytest.raises(ProtocolError, match="t1_ms"):
-        fit_dce(dce, out_dir=out, t1_ms=-5.0)
-    with pytest.raises(ProtocolError, match="Hematocrit"):
-        fit_dce(dce, out_dir=out, t1_ms=1000.0, hematocrit=1.5)
+
+    def run(dce_in=dce, vfa_in=None, **options):
+        return fit_dce(dce_in, vfa_in, out_dir=out, options=DCEOptions(**options))
+
+    _raises(
+        FitError,
+        lambda: run(vfa_in=vfa, t1_ms=1000.0),
+        message="give exactly one of a VFA series (vfa=, --vfa) or a T1 value (t1_ms=, --t1-ms)",
+        field="t1",
+    )
+    _raises(
+        FitError,
+        lambda: run(),
+        message="give exactly one of a VFA series (vfa=, --vfa) or a T1 value (t1_ms=, --t1-ms)",
+        field="t1",
+    )
+    _raises(
+        FitError,
+        lambda: run(t1_ms=1000.0, model="ivim"),
+        message="unknown DCE model 'ivim'; expected one of "
+        "('tofts', 'extended_tofts', 'patlak', '2cxm', '2cum')",
+        field="model",
+    )
+    _raises(
+        FitError,
+        lambda: run(t1_ms=1000.0, method="bayes"),
+        message="unknown method 'bayes' for model 'extended_tofts'; expected one of 'lm', 'linear'",
+        field="method",
+    )
+    _raises(
+        ProtocolError, lambda: run(t1_ms=-5.0), message="must be > 0 ms, got -5.0", field="t1_ms"
+    )
+    _raises(
+        ProtocolError,
+        lambda: run(t1_ms=1000.0, hematocrit=1.5),
+        message="must be in [0, 1), got 1.5",
+        field="Hematocrit",
+    )
+    _raises(
+        FitError,
+        lambda: run(t1_ms=1000.0, aif="nope"),
+        message="unknown AIF 'nope': expected one of ('parker', 'georgiou', 'mcgrath', 'auto') "
+        "or an existing CSV/TSV file",
+        field="aif",
+    )
     short = tmp_path / "short.csv"
     short.write_text("time_s,cb_mM\n0,0\n10,1\n20,2\n")
-    with pytest.raises(DataError, match="the AIF covers 0-20 s"):
-        fit_dce(dce, out_dir=out, t1_ms=1000.0, aif=short)
+    last = visit.series["dce"].protocol.t[-1]
+    _raises(
+        DataError,
+        lambda: run(t1_ms=1000.0, aif=short),
+        message=f"the AIF covers 0-20 s but the frames span 0-{last:g} s",
+        field="time_s",
+        file=short,
+    )
     # a DCE volume without sidecar values: no relaxivity anywhere
-    vol = Volume.from_nifti(dce)
-    from tumorscope.protocol import DynamicProtocol
-
+    vol = Volume.from_nifti(visit.series["dce"].path)
     proto = DynamicProtocol(tuple(np.arange(vol.n_measurements) * 3.5), 15.0, 5.0, 5)
-    with pytest.raises(ProtocolError, match="no relaxivity given"):
-        fit_dce(vol, out_dir=out, protocol=proto, t1_ms=1000.0)
+    _raises(
+        ProtocolError,
+        lambda: run(_in_memory(vol, "dce", proto), t1_ms=1000.0),
+        message="no relaxivity given: set Relaxivity in the DCE sidecar, 'relaxivity' under "
+        "'dce:' in study.yaml, or pass relaxivity=",
+        field="Relaxivity",
+    )
     # a VFA series on another grid
-    v = Volume.from_nifti(vfa)
+    v = Volume.from_nifti(vfa.path)
     moved = Volume(v.data, v.affine @ np.diag([1.0, 1.0, 2.0, 1.0]), v.axes, v.meta)
-    from tumorscope.protocol import VFAProtocol
-
-    with pytest.raises(DataError, match="grid"):
-        fit_dce(dce, out_dir=out, vfa=moved, vfa_protocol=VFAProtocol((2.0, 5.0, 10.0, 15.0), 5.0))
+    vfa_moved = _in_memory(moved, "t1_vfa", VFAProtocol((2.0, 5.0, 10.0, 15.0), 5.0))
+    _raises(
+        DataError,
+        lambda: run(vfa_in=vfa_moved),
+        message=f"the VFA series grid {v.spatial_shape} differs from the DCE grid "
+        f"{v.spatial_shape} (or their affines differ); register them first",
+        field="affine",
+    )
     assert not out.exists()
 
 
-def test_cli_fit_dce(visit, tmp_path: Path) -> None:
-    from tumorscope.cli import app
-
-    runner = CliRunner()
-    dce = str(visit.series["dce"].path)
-    help_text = runner.invoke(app, ["fit", "--help"]).output
-    assert "dce" in help_text
-    res = runner.invoke(
-        app,
-        [
-            "fit", "dce", dce, "--t1-ms", "1400", "--out", str(tmp_path), "--model", "patlak",
-            "--aif", "georgiou", "--aif-delay", "10", "--no-semiquant", "--prefix", "x_",
-        ],
-    )  # fmt: skip
-    assert res.exit_code == 0, res.output
-    assert "fitted patlak" in res.output and "delay 10.0 s" in res.output
-    assert (tmp_path / "x_patlak_Ktrans.nii.gz").exists()
-    bad = runner.invoke(app, ["fit", "dce", dce, "--out", str(tmp_path / "b"), "--aif", "nope"])
-    assert bad.exit_code == 2
-    assert "exactly one" in bad.output or "unknown AIF" in bad.output
+def test_visit_maps_are_what_the_pipeline_indexes(visit, tmp_path: Path) -> None:
+    """Model maps (with the model's status map and fit), sq maps (no status) and VFA T1/R1
+    (VFA status), each on the grid of its series; every file and sidecar listed."""
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path, options=DCEOptions(model="tofts"))
+    files = out.outputs
+    by_model: dict[str, list] = {}
+    for m in out.maps:
+        by_model.setdefault(m.model, []).append(m)
+    assert [m.parameter for m in by_model["tofts"]] == [
+        p for p in out.fit.maps if f"tofts_{p}" in files
+    ]
+    assert {m.parameter for m in by_model["tofts"]} >= {"Ktrans", "ve", "kep"}
+    for m in by_model["tofts"]:
+        assert (m.path, m.status, m.series, m.fit) == (
+            files[f"tofts_{m.parameter}"],
+            files["tofts_status"],
+            "dce",
+            out.fit,
+        )
+    assert {m.parameter for m in by_model["sq"]} == {k[3:] for k in files if k.startswith("sq_")}
+    assert all(m.status is None and m.series == "dce" for m in by_model["sq"])
+    assert [(m.parameter, m.path, m.status, m.series, m.fit) for m in by_model["vfa"]] == [
+        (p, files[f"vfa_{p}"], files["vfa_status"], "t1_vfa", None) for p in ("T1", "R1")
+    ]
+    assert set(by_model) == {"tofts", "sq", "vfa"}
+    written = {p for p in tmp_path.iterdir()}
+    assert set(out.files) == written and len(out.files) == len(written)
+    assert out.rows == {}
 
 
 def test_b1_map_corrects_t1_and_concentration(tmp_path: Path) -> None:
     """Noise-free volume acquired with 15% too large flip angles: with the B1 map the stage
     recovers the truth (rtol 1e-3: float32 images); without it Ktrans is biased."""
     from tumorscope.models import aif as aifmod
-    from tumorscope.models import dce_kinetics as kin
     from tumorscope.models.dce import concentration_to_signal
+    from tumorscope.models.dce import kinetics as kin
     from tumorscope.models.relaxometry import spgr_signal
-    from tumorscope.protocol import DynamicProtocol, VFAProtocol
 
     rng = np.random.default_rng(4)
     shape = (4, 4, 2)
@@ -200,25 +277,29 @@ def test_b1_map_corrects_t1_and_concentration(tmp_path: Path) -> None:
     dce = concentration_to_signal(conc, t1_ms=t1, flip_angle_deg=15.0, tr_ms=5.0,
                                   relaxivity=4.5, m0=m0, b1=b1)  # fmt: skip
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
-    kw = {
-        "protocol": DynamicProtocol(tuple(t), 15.0, 5.0, 4),
-        "vfa": Volume(vfa.astype(np.float32), aff),
-        "vfa_protocol": VFAProtocol(fa, 5.0),
-        "relaxivity": 4.5,
-        "hematocrit": 0.42,
-        "aif_delay_s": 12.0,
-        "semiquant": False,
-    }
-    vol = Volume(dce.astype(np.float32), aff)
-    good = _quiet(fit_dce, vol, out_dir=tmp_path / "b1", b1=b1, **kw)
+    dce_in = _in_memory(
+        Volume(dce.astype(np.float32), aff), "dce", DynamicProtocol(tuple(t), 15.0, 5.0, 4)
+    )
+    vfa_in = _in_memory(Volume(vfa.astype(np.float32), aff), "t1_vfa", VFAProtocol(fa, 5.0))
+    options = DCEOptions(relaxivity=4.5, hematocrit=0.42, aif_delay_s=12.0, semiquant=False)
+
+    def run(out: Path, **kw):
+        return _quiet(fit_dce, dce_in, vfa_in, out_dir=out, options=options, **kw)
+
+    good = run(tmp_path / "b1", b1=b1)
     np.testing.assert_allclose(good.t1_ms, t1, rtol=1e-3)
     np.testing.assert_allclose(good.fit["Ktrans"], truth[..., 0], rtol=1e-3)
     np.testing.assert_allclose(good.fit["vp"], truth[..., 2], rtol=1e-3, atol=1e-4)
     assert (tmp_path / "b1" / "vfa_T1.nii.gz").exists()
-    bad = _quiet(fit_dce, vol, out_dir=tmp_path / "nob1", **kw)
+    bad = run(tmp_path / "nob1")
     assert np.median(np.abs(bad.fit["Ktrans"] / truth[..., 0] - 1)) > 0.05
-    with pytest.raises(DataError, match="relative flip-angle map"):
-        fit_dce(vol, out_dir=tmp_path / "x", b1=b1 * 100, **kw)
+    _raises(
+        DataError,
+        lambda: run(tmp_path / "x", b1=b1 * 100),
+        message="expected a relative flip-angle map near 1 (actual / nominal); divide a map in "
+        "percent by 100",
+        field="b1",
+    )
 
 
 def test_visit_reads_the_b1_map_named_by_the_vfa_sidecar(phantom: Path, tmp_path: Path) -> None:
@@ -231,14 +312,19 @@ def test_visit_reads_the_b1_map_named_by_the_vfa_sidecar(phantom: Path, tmp_path
     side["B1map"] = "b1.nii.gz"
     vfa_json.write_text(json.dumps(side))
     visit = next(iter(open_study(root).visits()))
-    with pytest.raises(DataError, match=r"B1 map 'b1\.nii\.gz' that does not exist"):
-        fit_dce_visit(visit, out_dir=tmp_path / "o1")
+    _raises(
+        DataError,
+        lambda: fit_dce_visit(visit, out_dir=tmp_path / "o1"),
+        message="the VFA sidecar names a B1 map 'b1.nii.gz' that does not exist",
+        field="B1map",
+        file=visit.series["t1_vfa"].relpath,
+    )
     like = Volume.from_nifti(visit.series["t1_vfa"].path)
     Volume(np.full(like.spatial_shape, 1.0, np.float32), like.affine).to_nifti(
         vfa_json.parent / "b1.nii.gz"
     )
-    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "o2", semiquant=False)
-    stage = json.loads(out.files["stage"].read_text())
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "o2", options=DCEOptions(semiquant=False))
+    stage = json.loads(out.outputs["stage"].read_text())
     assert stage["t1"]["b1"].endswith("b1.nii.gz")
     assert (
         "b1"

@@ -295,6 +295,17 @@ def _aif_file(
     return (*_read_aif_file(path, t, hct), path)
 
 
+def _check_grid(image: Volume, dce: Volume, what: str, file: Any, fld: str) -> None:
+    """An image on the DCE grid (same shape and affine), or a :class:`DataError`."""
+    if not image.same_grid(dce):
+        raise DataError(
+            f"the {what} grid {image.spatial_shape} differs from the DCE grid "
+            f"{dce.spatial_shape} (or their affines differ); register them first",
+            file=file,
+            field=fld,
+        )
+
+
 def _load_b1(b1: Any, like: Volume) -> tuple[np.ndarray | None, Path | None]:
     """A relative flip-angle map on the grid of ``like`` (path, Volume or array)."""
     if b1 is None:
@@ -304,13 +315,7 @@ def _load_b1(b1: Any, like: Volume) -> tuple[np.ndarray | None, Path | None]:
         path = Path(b1)
         b1 = Volume.from_nifti(path)
     if isinstance(b1, Volume):
-        if not b1.same_grid(like):
-            raise DataError(
-                f"the B1 map grid {b1.spatial_shape} differs from the DCE grid "
-                f"{like.spatial_shape} (or their affines differ)",
-                file=b1.source,
-                field="b1",
-            )
+        _check_grid(b1, like, "B1 map", b1.source, "b1")
         arr = np.asarray(b1.data, dtype=float)
         if arr.ndim == 4 and arr.shape[3] == 1:
             arr = arr[..., 0]
@@ -360,13 +365,7 @@ def _check_inputs(
     vfa_vol = vfa_proto = vfa_path = None
     if vfa is not None:
         vfa_vol, vfa_proto, vfa_path = _series(vfa, VFAProtocol, "VFA")
-        if not vfa_vol.same_grid(vol):
-            raise DataError(
-                f"the VFA series grid {vfa_vol.spatial_shape} differs from the DCE grid "
-                f"{vol.spatial_shape} (or their affines differ); register them first",
-                file=vfa_path,
-                field="affine",
-            )
+        _check_grid(vfa_vol, vol, "VFA series", vfa_path, "affine")
     fit_mask = load_mask(mask, vol)
     search_mask = load_mask(aif_mask, vol)
     b1_map, b1_path = _load_b1(b1, vol)
