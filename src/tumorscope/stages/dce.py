@@ -35,7 +35,6 @@ give ``aif_delay_s``.
 
 from __future__ import annotations
 
-import csv
 import os
 import warnings
 from collections.abc import Mapping
@@ -48,19 +47,18 @@ import numpy as np
 from ..errors import DataError, FitError, ProtocolError, TumorscopeWarning
 from ..files import file_sha256, sidecar_of, write_json, write_map
 from ..models import aif as aifmod
-from ..protocol import DynamicProtocol, VFAProtocol
-from ..volume import Volume, atomic_write
+from ..volume import atomic_write
+from ._dce_inputs import Inputs, check_inputs
 from .base import MapFile, SeriesInput, StageResult
-from .fit import fit_volume, load_mask
+from .fit import fit_volume
 
 if TYPE_CHECKING:
-    from ..models.base import FitResult, Model
+    from ..models.base import FitResult
 
 __all__ = ["DCE_MODELS", "DCEOptions", "DCEResult", "fit_dce", "fit_dce_visit"]
 
 #: Model names the stage accepts (registry keys).
 DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
-_POPULATION = ("parker", "georgiou", "mcgrath")
 _CONCENTRATION_STATUS = (
     "signal-to-concentration status: 0 ok, 1 signal above maximum, 2 bad T1, "
     "3 bad baseline, 4 negative signal"
@@ -167,27 +165,6 @@ class DCEResult(StageResult):
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- checked inputs
-@dataclass
-class _Inputs:
-    """Everything :func:`fit_dce` needs, checked before anything is written."""
-
-    vol: Volume
-    proto: DynamicProtocol
-    dce_path: Path | None
-    relaxivity: float
-    hematocrit: float
-    aif_file: tuple[np.ndarray, str, Path] | None  # plasma AIF, "plasma"/"blood", the file
-    vfa_vol: Volume | None
-    vfa_proto: VFAProtocol | None
-    vfa_path: Path | None
-    fit_mask: np.ndarray | None
-    search_mask: np.ndarray | None
-    b1_map: np.ndarray | None
-    b1_path: Path | None
-    model_cls: type[Model]
-
-
 @dataclass
 class _Writer:
     """The output folder, the files written so far (by name, in order) and the warnings."""
@@ -205,181 +182,9 @@ class _Writer:
         return path
 
 
-def _series(series: SeriesInput, cls: type, what: str) -> tuple[Volume, Any, Path | None]:
-    """The image (4-D, as many volumes as its protocol lists), its protocol and its file."""
-    proto = series.protocol
-    if not isinstance(proto, cls):
-        raise ProtocolError(
-            f"expected a {cls.__name__} for the {what} series, got {type(proto).__name__}",
-            file=series.label,
-            field="protocol",
-        )
-    path = series.files.get("series")
-    vol = series.load()
-    if vol.data.ndim != 4:
-        raise DataError(
-            f"expected a 4-D {what} series, got shape {vol.shape}", file=path, field="shape"
-        )
-    if vol.n_measurements != proto.n_measurements:
-        listed = "FrameTimes" if cls is DynamicProtocol else "FlipAngle"
-        raise DataError(
-            f"the {what} series has {vol.n_measurements} volumes but {listed} lists "
-            f"{proto.n_measurements}",
-            file=path,
-            field="dim[4]",
-        )
-    return vol, proto, path
-
-
-def _resolve(
-    value: float | None, sidecar: Mapping[str, Any], key: str, options: DCEOptions, name: str
-) -> float:
-    for v in (value, sidecar.get(key), options.defaults.get(name)):
-        if v is not None:
-            try:
-                return float(v)
-            except (TypeError, ValueError):
-                raise ProtocolError(f"expected a number, got {v!r}", field=key) from None
-    raise ProtocolError(
-        f"no {name} given: set {key} in the DCE sidecar, '{name}' under 'dce:' in study.yaml, "
-        f"or pass {name}=",
-        field=key,
-    )
-
-
-def _read_aif_file(path: Path, times_s: np.ndarray, hematocrit: float) -> tuple[np.ndarray, str]:
-    """Plasma AIF at the frame times from a CSV/TSV with ``time_s`` and ``cp_mM`` or ``cb_mM``."""
-    if not path.is_file():
-        raise DataError("AIF file not found", file=path, field="aif")
-    head = path.read_text(encoding="utf-8-sig").splitlines()[:1]
-    cols = next(csv.reader(head, delimiter="\t" if head and "\t" in head[0] else ","), [])
-    cols = [c.strip() for c in cols]
-    if "cp_mM" in cols:
-        column, kind = "cp_mM", "plasma"
-    elif "cb_mM" in cols:
-        column, kind = "cb_mM", "blood"
-    else:
-        raise DataError(
-            f"expected a column 'cp_mM' (plasma) or 'cb_mM' (whole blood); columns are {cols}",
-            file=path,
-            field="aif",
-        )
-    t, c = aifmod.load_aif_csv(path, concentration_column=column)
-    if t[0] > times_s[0] + 1e-6 or t[-1] < times_s[-1] - 1e-6:
-        raise DataError(
-            f"the AIF covers {t[0]:g}-{t[-1]:g} s but the frames span "
-            f"{times_s[0]:g}-{times_s[-1]:g} s",
-            file=path,
-            field="time_s",
-        )
-    c = np.interp(times_s, t, c)
-    if kind == "blood":
-        c = aifmod.blood_to_plasma(c, hematocrit=hematocrit)
-    return c, kind
-
-
-def _aif_file(
-    options: DCEOptions, t: np.ndarray, hct: float
-) -> tuple[np.ndarray, str, Path] | None:
-    """The AIF read from a file, or None for a population or the automatic AIF."""
-    name = str(options.aif)
-    if name.lower() in (*_POPULATION, "auto"):
-        return None
-    path = Path(name)
-    if not path.is_file():
-        raise FitError(
-            f"unknown AIF {name!r}: expected one of {(*_POPULATION, 'auto')} or an "
-            "existing CSV/TSV file",
-            field="aif",
-        )
-    return (*_read_aif_file(path, t, hct), path)
-
-
-def _check_grid(image: Volume, dce: Volume, what: str, file: Any, fld: str) -> None:
-    """An image on the DCE grid (same shape and affine), or a :class:`DataError`."""
-    if not image.same_grid(dce):
-        raise DataError(
-            f"the {what} grid {image.spatial_shape} differs from the DCE grid "
-            f"{dce.spatial_shape} (or their affines differ); register them first",
-            file=file,
-            field=fld,
-        )
-
-
-def _load_b1(b1: Any, like: Volume) -> tuple[np.ndarray | None, Path | None]:
-    """A relative flip-angle map on the grid of ``like`` (path, Volume or array)."""
-    if b1 is None:
-        return None, None
-    path = None
-    if isinstance(b1, str | os.PathLike):
-        path = Path(b1)
-        b1 = Volume.from_nifti(path)
-    if isinstance(b1, Volume):
-        _check_grid(b1, like, "B1 map", b1.source, "b1")
-        arr = np.asarray(b1.data, dtype=float)
-        if arr.ndim == 4 and arr.shape[3] == 1:
-            arr = arr[..., 0]
-    else:
-        arr = np.asarray(b1, dtype=float)
-    if arr.shape != like.spatial_shape:
-        raise DataError(
-            f"B1 map shape {arr.shape} does not match the grid {like.spatial_shape}",
-            file=path,
-            field="b1",
-        )
-    good = arr[np.isfinite(arr)]
-    if good.size == 0 or not 0.2 < float(np.median(good)) < 3.0:
-        raise DataError(
-            "expected a relative flip-angle map near 1 (actual / nominal); divide a map in "
-            "percent by 100",
-            file=path,
-            field="b1",
-        )
-    return arr, path
-
-
-def _check_inputs(
-    dce: SeriesInput,
-    vfa: SeriesInput | None,
-    options: DCEOptions,
-    mask: Any,
-    aif_mask: Any,
-    b1: Any,
-) -> _Inputs:
-    """Step 1: read and check every input (nothing is written)."""
-    from ..models.base import get_model
-
-    if (vfa is None) == (options.t1_ms is None):
-        raise FitError(
-            "give exactly one of a VFA series (vfa=, --vfa) or a T1 value (t1_ms=, --t1-ms)",
-            field="t1",
-        )
-    vol, proto, dce_path = _series(dce, DynamicProtocol, "DCE")
-    r1 = _resolve(options.relaxivity, dce.sidecar, "Relaxivity", options, "relaxivity")
-    hct = _resolve(options.hematocrit, dce.sidecar, "Hematocrit", options, "hematocrit")
-    if not r1 > 0:
-        raise ProtocolError(f"must be > 0 1/(mM.s), got {r1:g}", field="Relaxivity")
-    if not 0.0 <= hct < 1.0:
-        raise ProtocolError(f"must be in [0, 1), got {hct:g}", field="Hematocrit")
-    aif_file = _aif_file(options, proto.t, hct)
-    vfa_vol = vfa_proto = vfa_path = None
-    if vfa is not None:
-        vfa_vol, vfa_proto, vfa_path = _series(vfa, VFAProtocol, "VFA")
-        _check_grid(vfa_vol, vol, "VFA series", vfa_path, "affine")
-    fit_mask = load_mask(mask, vol)
-    search_mask = load_mask(aif_mask, vol)
-    b1_map, b1_path = _load_b1(b1, vol)
-    model_cls = get_model(options.model)
-    model_cls(proto, np.zeros(proto.n_measurements), method=options.method)  # type: ignore[call-arg]  # checks the method
-    return _Inputs(
-        vol, proto, dce_path, r1, hct, aif_file, vfa_vol, vfa_proto, vfa_path,
-        fit_mask, search_mask, b1_map, b1_path, model_cls,
-    )  # fmt: skip
-
-
 # --------------------------------------------------------------------------- the steps
 def _t1_map(
-    inp: _Inputs, options: DCEOptions, region: np.ndarray | None, w: _Writer
+    inp: Inputs, options: DCEOptions, region: np.ndarray | None, w: _Writer
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Step 2: the pre-contrast T1 (ms) from the VFA series (maps written) or one value."""
     from ..models.relaxometry import VFAT1
@@ -415,7 +220,7 @@ def _t1_map(
 
 
 def _vfa_fit_with_b1(
-    model: Any, inp: _Inputs, region: np.ndarray | None, options: DCEOptions, w: _Writer
+    model: Any, inp: Inputs, region: np.ndarray | None, options: DCEOptions, w: _Writer
 ) -> FitResult:
     """The VFA fit with the B1 map as a per-voxel input (inputs hashed: VFA and B1 files)."""
     assert inp.vfa_vol is not None
@@ -440,7 +245,7 @@ class _Concentration:
 
 
 def _concentration(
-    inp: _Inputs, t1_map: np.ndarray, prov: dict[str, Any], w: _Writer
+    inp: Inputs, t1_map: np.ndarray, prov: dict[str, Any], w: _Writer
 ) -> _Concentration:
     """Step 3: the concentration (4-D map, mM) and its status map; the voxels to fit."""
     from ..models.dce import signal_to_concentration
@@ -499,7 +304,7 @@ def _population_delay(name: str, t: np.ndarray, c: _Concentration) -> float:
 
 
 def _choose_aif(
-    inp: _Inputs, options: DCEOptions, c: _Concentration, prov: dict[str, Any], w: _Writer
+    inp: Inputs, options: DCEOptions, c: _Concentration, prov: dict[str, Any], w: _Writer
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Step 4: the plasma AIF (file, automatic or population) and how it was chosen."""
     t, hct = inp.proto.t, inp.hematocrit
@@ -542,7 +347,7 @@ def _choose_aif(
 
 
 def _kinetic_fit(
-    inp: _Inputs, options: DCEOptions, cp: np.ndarray, c: _Concentration, w: _Writer
+    inp: Inputs, options: DCEOptions, cp: np.ndarray, c: _Concentration, w: _Writer
 ) -> FitResult:
     """Step 5: the pharmacokinetic model on the concentration within the fitted voxels."""
     key = options.model
@@ -565,7 +370,7 @@ def _kinetic_fit(
 
 
 def _semiquant_maps(
-    inp: _Inputs, c: _Concentration, prov: dict[str, Any], w: _Writer
+    inp: Inputs, c: _Concentration, prov: dict[str, Any], w: _Writer
 ) -> dict[str, np.ndarray]:
     """Step 6: the semi-quantitative maps of the fitted voxels' concentration curves."""
     from .. import __version__
@@ -680,7 +485,7 @@ def fit_dce(
         Unknown model, AIF or method; both or neither of ``vfa`` and ``t1_ms``.
     """
     opts = options if options is not None else DCEOptions()
-    inp = _check_inputs(dce, vfa, opts, mask, aif_mask, b1)
+    inp = check_inputs(dce, vfa, opts, mask, aif_mask, b1)
     w = _Writer(Path(out_dir), prefix, inp.vol.affine)
     region = None
     if inp.fit_mask is not None:

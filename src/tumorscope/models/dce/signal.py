@@ -56,6 +56,21 @@ def _check_spgr(flip_angle_deg: float, tr_ms: float, r1: float) -> tuple[float, 
     return np.deg2rad(fa), tr * 1e-3, rel
 
 
+def _baseline_frames(baseline_start: int, n_baseline: int, n: int) -> tuple[int, int]:
+    """First and end (exclusive) baseline frames, checked against ``n`` frames."""
+    for name, v in (("n_baseline", n_baseline), ("baseline_start", baseline_start)):
+        if isinstance(v, bool) or int(v) != v:
+            raise ProtocolError(f"must be a whole number, got {v!r}", field=name)
+    nb, b0 = int(n_baseline), int(baseline_start)
+    if not 0 <= b0 < nb < n + 1 or nb - b0 < 1:
+        raise ProtocolError(
+            f"the baseline must hold at least one frame: got frames [{b0}, {nb}) of {n}; "
+            f"expected 0 <= baseline_start < n_baseline <= {n}",
+            field="n_baseline",
+        )
+    return b0, nb
+
+
 def signal_to_concentration(
     signal: npt.ArrayLike,
     *,
@@ -120,17 +135,7 @@ def signal_to_concentration(
         raise DataError(
             f"expected frames on the last axis (at least 2), got shape {s.shape}", field="signal"
         )
-    n = s.shape[-1]
-    for name, v in (("n_baseline", n_baseline), ("baseline_start", baseline_start)):
-        if isinstance(v, bool) or int(v) != v:
-            raise ProtocolError(f"must be a whole number, got {v!r}", field=name)
-    nb, b0 = int(n_baseline), int(baseline_start)
-    if not 0 <= b0 < nb < n + 1 or nb - b0 < 1:
-        raise ProtocolError(
-            f"the baseline must hold at least one frame: got frames [{b0}, {nb}) of {n}; "
-            f"expected 0 <= baseline_start < n_baseline <= {n}",
-            field="n_baseline",
-        )
+    b0, nb = _baseline_frames(baseline_start, n_baseline, s.shape[-1])
     lead = s.shape[:-1]
     try:
         t1 = np.broadcast_to(np.asarray(t1_ms, dtype=float), lead)
