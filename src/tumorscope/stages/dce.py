@@ -195,7 +195,7 @@ def _t1_map(
         t1_map = np.full(inp.vol.spatial_shape, t1)
     else:
         assert inp.vfa_proto is not None
-        model = VFAT1(inp.vfa_proto.flip_angles_deg, inp.vfa_proto.tr_ms)
+        model = VFAT1.from_protocol(inp.vfa_proto)
         if inp.b1_map is None:
             res = fit_volume(
                 model,
