@@ -105,7 +105,6 @@ def dce(
             b1=b1,
             options=options,
         )
-    assert res.fit is not None
     info = res.aif_info
     extra = f", delay {info['delay_s']:.1f} s" if "delay_s" in info else ""
     summary = f"fitted {options.model} to {int(res.fit.mask.sum()):,} voxels"

@@ -156,10 +156,10 @@ class DCEResult(StageResult):
         sidecars.
     """
 
-    fit: FitResult | None = None
-    t1_ms: np.ndarray | None = None
-    times_s: np.ndarray | None = None
-    aif_mM: np.ndarray | None = None
+    fit: FitResult = field(kw_only=True)
+    t1_ms: np.ndarray = field(kw_only=True)
+    times_s: np.ndarray = field(kw_only=True)
+    aif_mM: np.ndarray = field(kw_only=True)
     aif_info: dict[str, Any] = field(default_factory=dict)
     semiquant: dict[str, np.ndarray] = field(default_factory=dict)
     outputs: dict[str, Path] = field(default_factory=dict)
