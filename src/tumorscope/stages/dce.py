@@ -5,7 +5,7 @@ Backs ``tumorscope fit dce`` and the pipeline's ``fit_dce`` step: both call :fun
 
 Steps (every input is checked before anything is written; every file is written atomically):
 
-1. **inputs** (:func:`_check_inputs`): the DCE series and its protocol (sidecar:
+1. **inputs** (:func:`~tumorscope.stages._dce_inputs.check_inputs`): the DCE series and its protocol (sidecar:
    ``FrameTimes``, ``FlipAngle``, ``RepetitionTime``, ``BaselineFrames``; ``Relaxivity`` and
    ``Hematocrit`` from the options, the sidecar or the study manifest's ``dce:`` defaults, in
    that order), the pre-contrast T1 (a VFA series fitted with
