@@ -5,10 +5,10 @@ Backs ``tumorscope fit dce`` and the pipeline's ``fit_dce`` step: both call :fun
 
 Steps (every input is checked before anything is written; every file is written atomically):
 
-1. **inputs** (:func:`~tumorscope.stages._dce_inputs.check_inputs`): the DCE series and its protocol (sidecar:
-   ``FrameTimes``, ``FlipAngle``, ``RepetitionTime``, ``BaselineFrames``; ``Relaxivity`` and
-   ``Hematocrit`` from the options, the sidecar or the study manifest's ``dce:`` defaults, in
-   that order), the pre-contrast T1 (a VFA series fitted with
+1. **inputs** (:func:`~tumorscope.stages._dce_inputs.check_inputs`): the DCE series and its
+   protocol (sidecar: ``FrameTimes``, ``FlipAngle``, ``RepetitionTime``, ``BaselineFrames``;
+   ``Relaxivity`` and ``Hematocrit`` from the options, the sidecar or the study manifest's
+   ``dce:`` defaults, in that order), the pre-contrast T1 (a VFA series fitted with
    :class:`~tumorscope.models.relaxometry.VFAT1`, or one value in ms), masks and the B1 map
    on the same grid, the AIF choice, the model name;
 2. **VFA T1** (:func:`_t1_map`): maps ``<prefix>vfa_T1.nii.gz`` etc.;
