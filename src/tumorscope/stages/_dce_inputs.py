@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -53,7 +53,7 @@ class Inputs:
     search_mask: np.ndarray | None
     b1_map: np.ndarray | None
     b1_path: Path | None
-    model_cls: type[Model]
+    model_cls: Callable[..., Model]  # the registered class
 
 
 def _series(series: SeriesInput, cls: type[_P], what: str) -> tuple[Volume, _P, Path | None]:
@@ -220,8 +220,8 @@ def check_inputs(
     fit_mask = load_mask(mask, vol)
     search_mask = load_mask(aif_mask, vol)
     b1_map, b1_path = _load_b1(b1, vol)
-    model_cls = get_model(options.model)
-    model_cls(proto, np.zeros(proto.n_measurements), method=options.method)  # type: ignore[call-arg]  # checks the method
+    model_cls: Callable[..., Model] = get_model(options.model)
+    model_cls(proto, np.zeros(proto.n_measurements), method=options.method)  # checks the method
     return Inputs(
         vol, proto, dce_path, r1, hct, aif_file, vfa_vol, vfa_proto, vfa_path,
         fit_mask, search_mask, b1_map, b1_path, model_cls,

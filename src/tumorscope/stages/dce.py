@@ -351,7 +351,7 @@ def _kinetic_fit(
 ) -> FitResult:
     """Step 5: the pharmacokinetic model on the concentration within the fitted voxels."""
     key = options.model
-    model = inp.model_cls(inp.proto, cp, fit_delay=options.fit_delay, method=options.method)  # type: ignore[call-arg]
+    model = inp.model_cls(inp.proto, cp, fit_delay=options.fit_delay, method=options.method)
     inputs = {"dce": str(inp.dce_path)} if inp.dce_path else {}
     if inp.vfa_path:
         inputs["vfa"] = str(inp.vfa_path)
