@@ -41,7 +41,7 @@ import numpy as np
 from scipy.optimize import curve_fit
 
 from tumorscope.models import ExtendedTofts, TwoCXM, aif
-from tumorscope.models import dce_kinetics as kin
+from tumorscope.models.dce import kinetics as kin
 
 H = 0.45
 

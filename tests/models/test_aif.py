@@ -11,7 +11,7 @@ import pytest
 
 from tumorscope.errors import DataError, FitError, ProtocolError
 from tumorscope.models import aif
-from tumorscope.models import dce_kinetics as kin
+from tumorscope.models.dce import kinetics as kin
 
 T = np.arange(0.0, 400.0, 2.0)
 

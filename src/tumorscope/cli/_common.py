@@ -1,14 +1,30 @@
-"""Helpers shared by the command modules."""
+"""Helpers shared by the command modules: error reporting, common options, output listing."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from ..errors import TumorscopeError
+from ..errors import TumorscopeError, TumorscopeWarning
+
+#: ``--out/-o``: the output folder of a ``fit`` command (required).
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the maps.")]
+#: ``--mask``: a mask on the series grid (non-zero voxels are fitted).
+MaskFile = Annotated[
+    Path | None, typer.Option("--mask", help="Mask NIfTI on the series grid (non-zero = fit).")
+]
+#: ``--prefix``: the file name prefix of the maps.
+Prefix = Annotated[str, typer.Option("--prefix", help="File name prefix.")]
+#: ``--chunk-voxels``: voxels fitted per block.
+ChunkVoxels = Annotated[
+    int | None, typer.Option("--chunk-voxels", help="Voxels per block (memory bound).")
+]
 
 
 @contextmanager
@@ -33,3 +49,21 @@ def parse_floats(text: str, option: str) -> list[float]:
     if not values:
         raise FitError("expected at least one number", field=option)
     return values
+
+
+@contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """Silence :class:`TumorscopeWarning` (a fit command prints the fits' summary instead)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TumorscopeWarning)
+        yield
+
+
+def print_outputs(summary: str, notes: Sequence[str], files: Mapping[str, Path]) -> None:
+    """Print a command's summary line, its warnings (stderr) and one line per file written."""
+    typer.echo(summary)
+    for msg in notes:
+        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
+    width = max((len(n) for n in files), default=0) + 2
+    for name, path in files.items():
+        typer.echo(f"  {name:<{width}} {path}")

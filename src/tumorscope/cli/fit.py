@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ._common import user_errors
+from ._common import print_outputs, user_errors
 
 if TYPE_CHECKING:
     from ..stages.fit import FitOutputs
@@ -104,12 +104,7 @@ def print_fit_outputs(res: FitOutputs, summary: str) -> None:
     For every ``tumorscope fit ...`` command (``res`` from
     :func:`tumorscope.stages.fit.fit_volume`).
     """
-    typer.echo(summary)
-    for msg in res.warnings:
-        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
-    width = max((len(n) for n in res.files), default=0) + 2
-    for name, path in res.files.items():
-        typer.echo(f"  {name:<{width}} {path}")
+    print_outputs(summary, res.warnings, res.files)
 
 
 def register(app: typer.Typer) -> None:

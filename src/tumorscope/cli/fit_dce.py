@@ -1,5 +1,9 @@
 """``tumorscope fit dce``: DCE series (+ VFA series) to T1, concentration and parameter maps.
 
+A thin adapter over :func:`tumorscope.stages.dce.fit_dce`, the function the pipeline's
+``fit_dce`` step also calls: with the same series, mask, prefix and options both write the same
+files, byte for byte.
+
 The command is attached to the ``fit`` group of :mod:`tumorscope.cli.fit` when this module is
 imported (command discovery imports it); :func:`register` has nothing left to do. Heavy
 imports happen inside the command.
@@ -8,94 +12,103 @@ imports happen inside the command.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from ._common import user_errors
+from ._common import (
+    ChunkVoxels,
+    MaskFile,
+    OutDir,
+    Prefix,
+    print_outputs,
+    quiet_warnings,
+    user_errors,
+)
 from .fit import fit_app
 
 __all__ = ["dce", "register"]
 
+_AIF_HELP = (
+    "parker, georgiou, mcgrath (population), auto (image-derived) or a CSV/TSV file with "
+    "time_s and cp_mM (plasma) or cb_mM (blood)."
+)
+
+
+def _opt(flag: str, text: str) -> typer.models.OptionInfo:
+    return typer.Option(flag, help=text)
+
 
 @fit_app.command("dce")
 def dce(
-    series: Path = typer.Argument(..., help="4-D DCE NIfTI series with its JSON sidecar."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder for the maps."),
-    vfa: Path = typer.Option(
-        None, "--vfa", help="4-D VFA NIfTI series (+ sidecar) on the same grid, for T1."
-    ),
-    t1_ms: float = typer.Option(
-        None, "--t1-ms", help="One pre-contrast T1 (ms) for every voxel, instead of --vfa."
-    ),
-    b1: Path = typer.Option(
-        None, "--b1", help="Relative flip-angle (B1) map NIfTI on the same grid (1 = nominal)."
-    ),
-    model: str = typer.Option(
-        "extended_tofts", "--model", "-m", help="tofts, extended_tofts, patlak, 2cxm or 2cum."
-    ),
-    aif: str = typer.Option(
-        "parker",
-        "--aif",
-        help="parker, georgiou, mcgrath (population), auto (image-derived) or a CSV/TSV file "
-        "with time_s and cp_mM (plasma) or cb_mM (blood).",
-    ),
-    aif_delay: float = typer.Option(
-        None, "--aif-delay", help="Population AIF delay (s); default: aligned to the data."
-    ),
-    aif_mask: Path = typer.Option(
-        None, "--aif-mask", help="Mask NIfTI where the automatic AIF looks for arteries."
-    ),
-    mask: Path = typer.Option(None, "--mask", help="Mask NIfTI of the voxels to fit."),
-    fit_delay: bool = typer.Option(False, "--fit-delay", help="Fit the arrival delay per voxel."),
-    method: str = typer.Option("lm", "--method", help="lm (non-linear) or linear."),
-    relaxivity: float = typer.Option(
-        None, "--relaxivity", help="r1 in 1/(mM s) (default: the sidecar's Relaxivity)."
-    ),
-    hematocrit: float = typer.Option(
-        None, "--hematocrit", help="Hematocrit (default: the sidecar's Hematocrit)."
-    ),
-    semiquant: bool = typer.Option(
-        True, "--semiquant/--no-semiquant", help="Also write iAUC, TTP and the other maps."
-    ),
-    prefix: str = typer.Option("", "--prefix", help="File name prefix."),
-    chunk_voxels: int = typer.Option(None, "--chunk-voxels", help="Voxels per block."),
+    series: Annotated[Path, typer.Argument(help="4-D DCE NIfTI series with its JSON sidecar.")],
+    out: OutDir,
+    vfa: Annotated[
+        Path | None, _opt("--vfa", "4-D VFA NIfTI series (+ sidecar) on the same grid, for T1.")
+    ] = None,
+    t1_ms: Annotated[
+        float | None, _opt("--t1-ms", "One pre-contrast T1 (ms) for every voxel, instead of --vfa.")
+    ] = None,
+    b1: Annotated[
+        Path | None,
+        _opt("--b1", "Relative flip-angle (B1) map NIfTI on the same grid (1 = nominal)."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="tofts, extended_tofts, patlak, 2cxm or 2cum.")
+    ] = "extended_tofts",
+    aif: Annotated[str, _opt("--aif", _AIF_HELP)] = "parker",
+    aif_delay: Annotated[
+        float | None, _opt("--aif-delay", "Population AIF delay (s); default: aligned to the data.")
+    ] = None,
+    aif_mask: Annotated[
+        Path | None, _opt("--aif-mask", "Mask NIfTI where the automatic AIF looks for arteries.")
+    ] = None,
+    mask: MaskFile = None,
+    fit_delay: Annotated[bool, _opt("--fit-delay", "Fit the arrival delay per voxel.")] = False,
+    method: Annotated[str, _opt("--method", "lm (non-linear) or linear.")] = "lm",
+    relaxivity: Annotated[
+        float | None, _opt("--relaxivity", "r1 in 1/(mM s) (default: the sidecar's Relaxivity).")
+    ] = None,
+    hematocrit: Annotated[
+        float | None, _opt("--hematocrit", "Hematocrit (default: the sidecar's Hematocrit).")
+    ] = None,
+    semiquant: Annotated[
+        bool, _opt("--semiquant/--no-semiquant", "Also write iAUC, TTP and the other maps.")
+    ] = True,
+    prefix: Prefix = "",
+    chunk_voxels: ChunkVoxels = None,
 ) -> None:
     """Fit a DCE model (Tofts family, 2CXM, 2CUM) and write maps with units and provenance."""
-    import warnings
+    from ..stages.base import read_series
+    from ..stages.dce import DCEOptions, fit_dce
 
-    from ..errors import TumorscopeWarning
-    from ..models.dce_stage import fit_dce
-
-    with user_errors():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", TumorscopeWarning)
-            res = fit_dce(
-                series,
-                out_dir=out,
-                vfa=vfa,
-                t1_ms=t1_ms,
-                b1=b1,
-                model=model,
-                aif=aif,
-                aif_delay_s=aif_delay,
-                aif_mask=aif_mask,
-                mask=mask,
-                fit_delay=fit_delay,
-                method=method,
-                relaxivity=relaxivity,
-                hematocrit=hematocrit,
-                semiquant=semiquant,
-                prefix=prefix,
-                chunk_voxels=chunk_voxels,
-            )
-    n = int(res.fit.mask.sum())
-    src = res.aif_info.get("source")
-    extra = f", delay {res.aif_info['delay_s']:.1f} s" if "delay_s" in res.aif_info else ""
-    typer.echo(f"fitted {model} to {n:,} voxels (AIF: {src}{extra})")
-    for msg in res.warnings:
-        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
-    for name, path in res.files.items():
-        typer.echo(f"  {name:<28} {path}")
+    with user_errors(), quiet_warnings():
+        options = DCEOptions(
+            model=model,
+            aif=aif,
+            aif_delay_s=aif_delay,
+            t1_ms=t1_ms,
+            relaxivity=relaxivity,
+            hematocrit=hematocrit,
+            fit_delay=fit_delay,
+            method=method,
+            semiquant=semiquant,
+            chunk_voxels=chunk_voxels,
+        )
+        res = fit_dce(
+            read_series(series, "dce"),
+            None if vfa is None else read_series(vfa, "VFA"),
+            out_dir=out,
+            prefix=prefix,
+            mask=mask,
+            aif_mask=aif_mask,
+            b1=b1,
+            options=options,
+        )
+    info = res.aif_info
+    extra = f", delay {info['delay_s']:.1f} s" if "delay_s" in info else ""
+    summary = f"fitted {options.model} to {int(res.fit.mask.sum()):,} voxels"
+    print_outputs(f"{summary} (AIF: {info.get('source')}{extra})", res.warnings, res.outputs)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,11 +41,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -108,6 +109,30 @@ def _delay(delay_s: float) -> float:
     return d
 
 
+_CURVE_SECTIONS = """
+    Parameters
+    ----------
+    times_s : array_like, shape (n,)
+        Times in s.
+    delay_s : float, default 0
+        Bolus arrival delay in s (the curve starts at ``t = delay_s``; zero before).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Whole-blood concentration in mM.
+"""
+
+_F = TypeVar("_F", bound=Callable[..., np.ndarray])
+
+
+def _population_curve(func: _F) -> _F:
+    """Append the Parameters and Returns sections all population AIFs share to a docstring."""
+    func.__doc__ = (func.__doc__ or "").rstrip() + "\n" + _CURVE_SECTIONS
+    return func
+
+
+@_population_curve
 def parker(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     r"""Parker population AIF: whole-blood concentration in mM.
 
@@ -121,17 +146,6 @@ def parker(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     (doi:10.1002/mrm.21066). The functional form has no pre-bolus baseline: Cb(0) = 0.080 mM;
     it is set to 0 before the delay.
 
-    Parameters
-    ----------
-    times_s : array_like, shape (n,)
-        Times in s.
-    delay_s : float, default 0
-        Bolus arrival delay in s (the curve starts at ``t = delay_s``).
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Whole-blood concentration in mM.
     """
     t = _times(times_s)
     d = _delay(delay_s)
@@ -153,6 +167,7 @@ def _georgiou_table() -> tuple[float, np.ndarray]:
     return float(doc["dt_s"]), np.asarray(doc["Cb_mM"], dtype=float)
 
 
+@_population_curve
 def georgiou(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     """Georgiou population AIF: whole-blood concentration in mM.
 
@@ -161,17 +176,6 @@ def georgiou(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     continued as a mono-exponential wash-out with the rate fitted to its last 60 s, so that it
     stays continuous. It is zero before the delay.
 
-    Parameters
-    ----------
-    times_s : array_like, shape (n,)
-        Times in s.
-    delay_s : float, default 0
-        Bolus arrival delay in s.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Whole-blood concentration in mM.
     """
     t = _times(times_s)
     tt = t - _delay(delay_s)
@@ -187,6 +191,7 @@ def georgiou(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     return out
 
 
+@_population_curve
 def mcgrath(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     r"""McGrath preclinical (rat) AIF, model B: whole-blood concentration in mM.
 
@@ -198,17 +203,6 @@ def mcgrath(times_s: npt.ArrayLike, *, delay_s: float = 0.0) -> np.ndarray:
     with A1 = 3.4 mM, K1 = 0.045 /s, A2 = 1.81 mM, K2 = 0.0015 /s, t0 = 7 s (McGrath et al.
     2009, doi:10.1002/mrm.21959). Zero before the delay.
 
-    Parameters
-    ----------
-    times_s : array_like, shape (n,)
-        Times in s.
-    delay_s : float, default 0
-        Bolus arrival delay in s.
-
-    Returns
-    -------
-    ndarray, shape (n,)
-        Whole-blood concentration in mM.
     """
     t = _times(times_s) - _delay(delay_s)
     p = MCGRATH_PARAMETERS
@@ -433,6 +427,85 @@ def _first_pass_width(
     return np.maximum(right - left, np.min(np.diff(t)))
 
 
+def _candidate_curves(
+    c: np.ndarray, t: np.ndarray, mask: npt.ArrayLike | None, n_voxels: int
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The finite curves in the mask (N, n), their flat voxel indices and the grid shape."""
+    if c.ndim < 2 or c.shape[-1] != t.size:
+        raise DataError(
+            f"concentration has shape {c.shape}; expected time on the last axis with {t.size} frames",
+            field="concentration_mM",
+        )
+    if n_voxels < 1:
+        raise FitError(f"must be >= 1, got {n_voxels}", field="n_voxels")
+    spatial = c.shape[:-1]
+    if mask is None:
+        m = np.ones(spatial, bool)
+    else:
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != spatial:
+            raise DataError(f"mask has shape {m.shape}, expected {spatial}", field="mask")
+    m = m & np.all(np.isfinite(c), axis=-1)
+    flat_idx = np.flatnonzero(m)
+    if flat_idx.size == 0:
+        raise DataError("no voxel with finite curves in the mask", field="mask")
+    return c.reshape(-1, t.size)[flat_idx], flat_idx, spatial
+
+
+def _screen(
+    curves: np.ndarray,
+    t: np.ndarray,
+    peak: np.ndarray,
+    ttp: np.ndarray,
+    n_baseline: int | None,
+    min_cnr: float,
+    peak_percentile: float,
+    max_arrival_s: float | None,
+    max_tail_ratio: float,
+) -> tuple[np.ndarray, float]:
+    """The candidates passing the criteria in turn (noise, high peak, early, tail) and the
+    arrival limit used (s).
+
+    Raises
+    ------
+    DataError
+        None passes (naming the criterion that removed the last candidates).
+    """
+    keep = peak > 0
+    stage = "noise"
+    if n_baseline is not None:
+        nb = int(n_baseline)
+        if not 2 <= nb < t.size:
+            raise FitError(
+                f"must be between 2 and {t.size - 1} to estimate the noise, got {n_baseline}",
+                field="n_baseline",
+            )
+        keep &= peak >= min_cnr * curves[:, :nb].std(axis=1, ddof=1)
+    if keep.any():
+        stage = "high"
+        keep &= peak >= np.percentile(peak[keep], peak_percentile)
+    if max_arrival_s is None and keep.any():
+        step = float(np.median(np.diff(t)))
+        max_arrival = float(np.percentile(ttp[keep], 25.0)) + step
+    else:
+        max_arrival = float(max_arrival_s) if max_arrival_s is not None else np.inf
+    if keep.any():
+        stage = "early"
+        keep &= ttp <= max_arrival
+    if keep.any():
+        stage = "tail"
+        n_tail = max(1, t.size // 4)
+        tail = curves[:, -n_tail:].mean(axis=1)
+        keep &= tail <= max_tail_ratio * peak
+    if not keep.any():
+        raise DataError(
+            f"no voxel passed the automatic AIF criteria (none left after the {stage!r} "
+            "criterion); give a mask around an artery or use a population AIF",
+            field="aif",
+        )
+    return keep, max_arrival
+
+
 def automatic_aif(
     concentration_mM: npt.ArrayLike,
     times_s: npt.ArrayLike,
@@ -498,60 +571,13 @@ def automatic_aif(
     """
     c = np.asarray(concentration_mM, dtype=float)
     t = _times(times_s)
-    if c.ndim < 2 or c.shape[-1] != t.size:
-        raise DataError(
-            f"concentration has shape {c.shape}; expected time on the last axis with {t.size} frames",
-            field="concentration_mM",
-        )
-    if n_voxels < 1:
-        raise FitError(f"must be >= 1, got {n_voxels}", field="n_voxels")
-    spatial = c.shape[:-1]
-    if mask is None:
-        m = np.ones(spatial, bool)
-    else:
-        m = np.asarray(mask, dtype=bool)
-        if m.shape != spatial:
-            raise DataError(f"mask has shape {m.shape}, expected {spatial}", field="mask")
-    m = m & np.all(np.isfinite(c), axis=-1)
-    flat_idx = np.flatnonzero(m)
-    if flat_idx.size == 0:
-        raise DataError("no voxel with finite curves in the mask", field="mask")
-    curves = c.reshape(-1, t.size)[flat_idx]
+    curves, flat_idx, spatial = _candidate_curves(c, t, mask, n_voxels)
     ipk = np.argmax(curves, axis=1)
     peak = curves[np.arange(curves.shape[0]), ipk]
-    ttp = t[ipk]
-    keep = peak > 0
-    stage = "noise"
-    if n_baseline is not None:
-        nb = int(n_baseline)
-        if not 2 <= nb < t.size:
-            raise FitError(
-                f"must be between 2 and {t.size - 1} to estimate the noise, got {n_baseline}",
-                field="n_baseline",
-            )
-        keep &= peak >= min_cnr * curves[:, :nb].std(axis=1, ddof=1)
-    if keep.any():
-        stage = "high"
-        keep &= peak >= np.percentile(peak[keep], peak_percentile)
-    if max_arrival_s is None and keep.any():
-        step = float(np.median(np.diff(t)))
-        max_arrival = float(np.percentile(ttp[keep], 25.0)) + step
-    else:
-        max_arrival = float(max_arrival_s) if max_arrival_s is not None else np.inf
-    if keep.any():
-        stage = "early"
-        keep &= ttp <= max_arrival
-    if keep.any():
-        stage = "tail"
-        n_tail = max(1, t.size // 4)
-        tail = curves[:, -n_tail:].mean(axis=1)
-        keep &= tail <= max_tail_ratio * peak
-    if not keep.any():
-        raise DataError(
-            f"no voxel passed the automatic AIF criteria (none left after the {stage!r} "
-            "criterion); give a mask around an artery or use a population AIF",
-            field="aif",
-        )
+    keep, max_arrival = _screen(
+        curves, t, peak, t[ipk], n_baseline, min_cnr, peak_percentile, max_arrival_s,
+        max_tail_ratio,
+    )  # fmt: skip
     sel = np.flatnonzero(keep)
     width = _first_pass_width(curves[sel], t, ipk[sel], peak[sel])
     score = peak[sel] / width

@@ -133,15 +133,17 @@ def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     Calls :func:`tumorscope.models.dce_stage.fit_dce_visit` with ``options["dce_model"]``
     and ``options["dce_aif"]``; the study manifest's ``dce:`` defaults apply.
     """
-    from ..models.dce_stage import fit_dce_visit
+    from ..stages.dce import DCEOptions, fit_dce_visit
 
     assert unit.visit is not None
     model = str(ctx.options.get("dce_model", DEFAULT_OPTIONS["dce_model"]))
     aif = str(ctx.options.get("dce_aif", DEFAULT_OPTIONS["dce_aif"]))
     res = fit_dce_visit(
-        _visit(study, unit), out_dir=maps_dir(ctx, unit.subject, unit.visit), model=model, aif=aif
+        _visit(study, unit),
+        out_dir=maps_dir(ctx, unit.subject, unit.visit),
+        options=DCEOptions(model=model, aif=aif),
     )
-    files = res.files
+    files = res.outputs
     entries: list[_MapEntry] = []
     for param in res.fit.maps:
         key = f"{model}_{param}"
@@ -397,7 +399,7 @@ STEPS: tuple[Step, ...] = (
         _dce_inputs,
         requires=("register",),
         applies=_dce_applies,
-        missing=lambda: _has_module("tumorscope.models.dce_stage", "fit_dce_visit"),
+        missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
     ),
     Step(

@@ -33,10 +33,12 @@ model is exact too, and ``∂C/∂d = -dC/dt`` is analytic.
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import FitError, ProtocolError
+from ...errors import FitError, ProtocolError
 
 __all__ = [
     "check_times_aif",
@@ -52,6 +54,12 @@ __all__ = [
     "two_cum",
     "two_cxm",
 ]
+
+#: What the equations take: anything :func:`numpy.asarray` accepts.
+Array: TypeAlias = npt.ArrayLike
+#: What they return: the curves, shape (..., n), or the curves and their Jacobian,
+#: shape (..., n, n_params), with ``jacobian=True``.
+Curves: TypeAlias = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 try:  # numba is an optional dependency (the "fast" extra)
     import numba as _numba  # noqa: F401
@@ -242,7 +250,7 @@ def exp_convolution(
         raise FitError("engine='numba' asked for but numba is not installed", field="engine")
     d = None if delay_s is None else np.broadcast_to(np.asarray(delay_s, dtype=float), (nv,))
     if HAVE_NUMBA and engine != "numpy":
-        from ._dce_kernels import conv_many
+        from ._kernels import conv_many
 
         dd = np.zeros(nv) if d is None else np.array(d, dtype=float)
         f, g, cp_d, slope = conv_many(t, c, k, dd, derivative)
@@ -286,13 +294,8 @@ def _conv(
 
 # --------------------------------------------------------------------------- models
 def tofts(
-    params: npt.ArrayLike,
-    times_s: npt.ArrayLike,
-    aif_mM: npt.ArrayLike,
-    *,
-    fit_delay: bool = False,
-    jacobian: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    params: Array, times_s: Array, aif_mM: Array, *, fit_delay: bool = False, jacobian: bool = False
+) -> Curves:
     """Standard Tofts model.
 
     .. math:: C(t) = K^{trans} \\int_0^t c_p(u)\\, e^{-k_{ep}(t-u)} du,
@@ -320,36 +323,12 @@ def tofts(
     J : ndarray, shape (..., n, n_params)
         ``∂C/∂params`` (only with ``jacobian=True``).
     """
-    t, cp = check_times_aif(times_s, aif_mM)
-    p, lead = _split(params, 2, fit_delay)
-    kt = p[:, 0] / 60.0
-    ve = p[:, 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.where(ve > 0, kt / ve, 0.0)
-    delay = p[:, 2] if fit_delay else None
-    f, g, cpd, _ = _conv(t, cp, k, delay, jacobian)
-    c = kt[:, None] * f
-    if not jacobian:
-        return _finish(c, None, lead, t.size)
-    assert g is not None
-    jac = np.empty((*c.shape, p.shape[1]))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv_ve = np.where(ve > 0, 1.0 / ve, 0.0)
-    jac[..., 0] = (f - kt[:, None] * g * inv_ve[:, None]) / 60.0
-    jac[..., 1] = kt[:, None] * g * (k * inv_ve)[:, None]
-    if fit_delay:
-        jac[..., 2] = -kt[:, None] * (cpd - k[:, None] * f)
-    return _finish(c, jac, lead, t.size)
+    return _tofts_family(params, times_s, aif_mM, False, fit_delay, jacobian)
 
 
 def extended_tofts(
-    params: npt.ArrayLike,
-    times_s: npt.ArrayLike,
-    aif_mM: npt.ArrayLike,
-    *,
-    fit_delay: bool = False,
-    jacobian: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    params: Array, times_s: Array, aif_mM: Array, *, fit_delay: bool = False, jacobian: bool = False
+) -> Curves:
     """Extended Tofts model.
 
     .. math:: C(t) = v_p c_p(t) + K^{trans} \\int_0^t c_p(u)\\, e^{-k_{ep}(t-u)} du
@@ -369,37 +348,44 @@ def extended_tofts(
     C : ndarray, shape (..., n)
     J : ndarray, shape (..., n, n_params), with ``jacobian=True``.
     """
+    return _tofts_family(params, times_s, aif_mM, True, fit_delay, jacobian)
+
+
+def _tofts_family(
+    params: Array, times_s: Array, aif_mM: Array, with_vp: bool, fit_delay: bool, jacobian: bool
+) -> Curves:
+    """:func:`tofts` (``with_vp=False``) and :func:`extended_tofts` (``with_vp=True``)."""
     t, cp = check_times_aif(times_s, aif_mM)
-    p, lead = _split(params, 3, fit_delay)
+    nb = 3 if with_vp else 2
+    p, lead = _split(params, nb, fit_delay)
     kt = p[:, 0] / 60.0
     ve = p[:, 1]
-    vp = p[:, 2]
+    vp = p[:, 2] if with_vp else None
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.where(ve > 0, kt / ve, 0.0)
         inv_ve = np.where(ve > 0, 1.0 / ve, 0.0)
-    delay = p[:, 3] if fit_delay else None
+    delay = p[:, nb] if fit_delay else None
     f, g, cpd, slope = _conv(t, cp, k, delay, jacobian)
-    c = kt[:, None] * f + vp[:, None] * cpd
+    c = kt[:, None] * f
+    if vp is not None:
+        c = c + vp[:, None] * cpd
     if not jacobian:
         return _finish(c, None, lead, t.size)
     assert g is not None
     jac = np.empty((*c.shape, p.shape[1]))
     jac[..., 0] = (f - kt[:, None] * g * inv_ve[:, None]) / 60.0
     jac[..., 1] = kt[:, None] * g * (k * inv_ve)[:, None]
-    jac[..., 2] = cpd
+    if vp is not None:
+        jac[..., 2] = cpd
     if fit_delay:
-        jac[..., 3] = -kt[:, None] * (cpd - k[:, None] * f) - vp[:, None] * slope
+        d_delay = -kt[:, None] * (cpd - k[:, None] * f)
+        jac[..., nb] = d_delay if vp is None else d_delay - vp[:, None] * slope
     return _finish(c, jac, lead, t.size)
 
 
 def patlak(
-    params: npt.ArrayLike,
-    times_s: npt.ArrayLike,
-    aif_mM: npt.ArrayLike,
-    *,
-    fit_delay: bool = False,
-    jacobian: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    params: Array, times_s: Array, aif_mM: Array, *, fit_delay: bool = False, jacobian: bool = False
+) -> Curves:
     """Patlak model.
 
     .. math:: C(t) = v_p c_p(t) + K^{trans} \\int_0^t c_p(u)\\, du
@@ -444,14 +430,18 @@ def _two_cxm_rates(
     return s, p, disc, alpha, beta, a
 
 
+def _flow_inputs(
+    params: Array, times_s: Array, aif_mM: Array, n_base: int, fit_delay: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...], np.ndarray, np.ndarray]:
+    """2CXM / 2CUM: checked times and AIF, parameters (N, q), lead shape, Fp and PS in 1/s."""
+    t, cp = check_times_aif(times_s, aif_mM)
+    pr, lead = _split(params, n_base, fit_delay)
+    return t, cp, pr, lead, pr[:, 0] / 6000.0, pr[:, 1] / 6000.0
+
+
 def two_cxm(
-    params: npt.ArrayLike,
-    times_s: npt.ArrayLike,
-    aif_mM: npt.ArrayLike,
-    *,
-    fit_delay: bool = False,
-    jacobian: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    params: Array, times_s: Array, aif_mM: Array, *, fit_delay: bool = False, jacobian: bool = False
+) -> Curves:
     """Two-compartment exchange model (2CXM).
 
     .. math::
@@ -470,11 +460,8 @@ def two_cxm(
     times_s, aif_mM, fit_delay, jacobian
         As in :func:`tofts`.
     """
-    t, cp = check_times_aif(times_s, aif_mM)
-    pr, lead = _split(params, 4, fit_delay)
+    t, cp, pr, lead, fp, ps = _flow_inputs(params, times_s, aif_mM, 4, fit_delay)
     nv = pr.shape[0]
-    fp = pr[:, 0] / 6000.0
-    ps = pr[:, 1] / 6000.0
     ve = pr[:, 2]
     vp = pr[:, 3]
     s, p, disc, alpha, beta, a = _two_cxm_rates(fp, ps, ve, vp)
@@ -521,13 +508,8 @@ def two_cxm(
 
 
 def two_cum(
-    params: npt.ArrayLike,
-    times_s: npt.ArrayLike,
-    aif_mM: npt.ArrayLike,
-    *,
-    fit_delay: bool = False,
-    jacobian: bool = False,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    params: Array, times_s: Array, aif_mM: Array, *, fit_delay: bool = False, jacobian: bool = False
+) -> Curves:
     """Two-compartment uptake model (2CUM).
 
     .. math::
@@ -545,11 +527,8 @@ def two_cum(
     times_s, aif_mM, fit_delay, jacobian
         As in :func:`tofts`.
     """
-    t, cp = check_times_aif(times_s, aif_mM)
-    pr, lead = _split(params, 3, fit_delay)
+    t, cp, pr, lead, fp, ps = _flow_inputs(params, times_s, aif_mM, 3, fit_delay)
     nv = pr.shape[0]
-    fp = pr[:, 0] / 6000.0
-    ps = pr[:, 1] / 6000.0
     vp = pr[:, 2]
     tot = fp + ps
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -679,7 +658,7 @@ def linear_tofts(
     """
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
     if HAVE_NUMBA:
-        from ._dce_kernels import murase_many
+        from ._kernels import murase_many
 
         x = murase_many(np.array(t), np.array(cp), np.ascontiguousarray(y), False)[:, :2]
     else:
@@ -707,7 +686,7 @@ def linear_extended_tofts(
     """
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
     if HAVE_NUMBA:
-        from ._dce_kernels import murase_many
+        from ._kernels import murase_many
 
         x = murase_many(np.array(t), np.array(cp), np.ascontiguousarray(y), True)
     else:

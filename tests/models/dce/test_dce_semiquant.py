@@ -7,8 +7,8 @@ import pytest
 
 from tumorscope.errors import DataError, ProtocolError
 from tumorscope.models import aif
-from tumorscope.models import dce_kinetics as kin
-from tumorscope.models.dce_semiquant import CURVE_TYPES, semi_quantitative
+from tumorscope.models.dce import CURVE_TYPES, semi_quantitative
+from tumorscope.models.dce import kinetics as kin
 
 T = np.arange(0.0, 400.0, 5.0)
 

@@ -1,14 +1,13 @@
-"""DCE-MRI: signal to concentration and the pharmacokinetic models on the fitting engine.
+"""The registered DCE pharmacokinetic models on the fitting engine.
 
-Public API
-----------
-* :func:`signal_to_concentration` / :func:`concentration_to_signal` (spoiled gradient echo,
-  fast-exchange linear relaxivity);
-* registered models ``Tofts``, ``ExtendedTofts``, ``Patlak``, ``TwoCXM``, ``TwoCUM``:
-  ``Model(times_s, aif_mM, *, fit_delay=False).fit(concentration_mM, mask=None) -> FitResult``;
-* the pure signal equations and linearised solutions live in
-  :mod:`tumorscope.models.dce_kinetics`, the AIFs in :mod:`tumorscope.models.aif`, the
-  semi-quantitative measures in :mod:`tumorscope.models.dce_semiquant`.
+``Tofts``, ``ExtendedTofts``, ``Patlak``, ``TwoCXM``, ``TwoCUM``: each takes its acquisition
+first (a :class:`~tumorscope.protocol.DynamicProtocol`, whose frame times it uses, or the
+frame times themselves) and the plasma AIF as the named input ``aif_mM``::
+
+    Tofts(protocol, aif_mM=cp).fit(concentration_mM, mask=None) -> FitResult
+    Tofts(times_s, cp, fit_delay=True)
+
+The pure equations and linearised solutions are in :mod:`tumorscope.models.dce.kinetics`.
 
 Fitting strategy (design notes in ``docs/dce.md``)
 --------------------------------------------------
@@ -28,232 +27,22 @@ Fitting strategy (design notes in ``docs/dce.md``)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from enum import IntEnum
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataError, FitError, ProtocolError
-from ..fitting.engine import BlockFit
-from ..fitting.lm import LMOptions
-from ..fitting.status import FitStatus
-from . import dce_kinetics as kin
-from .base import Model, ParameterSpec, register_model, resolve_backend
+from ...errors import FitError
+from ...fitting.engine import BlockFit
+from ...fitting.lm import LMOptions
+from ...fitting.status import FitStatus
+from ...protocol import DynamicProtocol
+from ..base import Model, ParameterSpec, register_model, resolve_backend
+from . import kinetics as kin
 
-__all__ = [
-    "ConcentrationStatus",
-    "ExtendedTofts",
-    "Patlak",
-    "Tofts",
-    "TwoCUM",
-    "TwoCXM",
-    "concentration_to_signal",
-    "signal_to_concentration",
-]
+__all__ = ["ExtendedTofts", "Patlak", "Tofts", "TwoCUM", "TwoCXM"]
 
 
-# =========================================================================== SPGR <-> C
-class ConcentrationStatus(IntEnum):
-    """Per-voxel outcome of :func:`signal_to_concentration` (uint8 map).
-
-    Attributes
-    ----------
-    OK : 0
-    SIGNAL_ABOVE_MAXIMUM : 1
-        A post-contrast signal at or above the steady-state maximum ``M0 sin(a)`` (the
-        inversion has no solution); those frames are NaN.
-    BAD_T1 : 2
-        Pre-contrast T1 not finite or <= 0; the whole curve is NaN.
-    BAD_BASELINE : 3
-        Baseline signal not finite or <= 0; the whole curve is NaN.
-    NEGATIVE_SIGNAL : 4
-        A negative or non-finite signal; those frames are NaN.
-    """
-
-    OK = 0
-    SIGNAL_ABOVE_MAXIMUM = 1
-    BAD_T1 = 2
-    BAD_BASELINE = 3
-    NEGATIVE_SIGNAL = 4
-
-
-def _check_spgr(flip_angle_deg: float, tr_ms: float, r1: float) -> tuple[float, float, float]:
-    fa = float(flip_angle_deg)
-    if not (np.isfinite(fa) and 0.0 < fa < 180.0):
-        raise ProtocolError(
-            f"must be in (0, 180) degrees, got {flip_angle_deg!r}", field="flip_angle_deg"
-        )
-    tr = float(tr_ms)
-    if not (np.isfinite(tr) and tr > 0):
-        raise ProtocolError(f"must be > 0 ms, got {tr_ms!r}", field="tr_ms")
-    rel = float(r1)
-    if not (np.isfinite(rel) and rel > 0):
-        raise ProtocolError(f"must be > 0 1/(mM.s), got {r1!r}", field="relaxivity")
-    return np.deg2rad(fa), tr * 1e-3, rel
-
-
-def signal_to_concentration(
-    signal: npt.ArrayLike,
-    *,
-    t1_ms: npt.ArrayLike,
-    flip_angle_deg: float,
-    tr_ms: float,
-    relaxivity: float,
-    n_baseline: int,
-    baseline_start: int = 0,
-    b1: npt.ArrayLike | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    r"""Contrast agent concentration from a spoiled gradient echo (SPGR) time series.
-
-    The steady-state SPGR signal (Ernst & Anderson 1966, doi:10.1063/1.1719961)
-
-    .. math:: S = M_0 \sin\alpha \frac{1 - E}{1 - E\cos\alpha},\quad E = e^{-TR\,R_1}
-
-    is inverted exactly: ``M0`` from the mean baseline signal and the pre-contrast
-    ``R10 = 1/T10``, then for each frame ``y = S / (M0 sin a)``, ``E = (1 - y)/(1 - y cos a)``,
-    ``R1 = -ln(E)/TR`` and, with fast water exchange and linear relaxivity,
-    ``C = (R1 - R10) / r1`` (Tofts, JMRI 1997, doi:10.1002/jmri.1880070113).
-
-    Impossible inputs never raise mid-volume: they give NaN and a status code per voxel
-    (:class:`ConcentrationStatus`; the largest code found in the voxel).
-
-    Parameters
-    ----------
-    signal : array_like, shape (..., n)
-        Signal (a.u.), frames on the last axis.
-    t1_ms : float or array_like, shape (...)
-        Pre-contrast T1 in ms (a map or one value).
-    flip_angle_deg : float
-        Nominal flip angle (degrees), in (0, 180).
-    tr_ms : float
-        Repetition time (ms).
-    relaxivity : float
-        r1 in 1/(mM·s).
-    n_baseline : int
-        Pre-contrast frames: the baseline is ``signal[..., baseline_start:n_baseline]``.
-    baseline_start : int, default 0
-        First baseline frame (skip frames before the steady state; the OSIPI reference data
-        use 1).
-    b1 : float or array_like, shape (...), optional
-        Relative flip angle (actual / nominal); 1 when omitted.
-
-    Returns
-    -------
-    concentration_mM : ndarray, shape (..., n), float64
-        NaN where the inversion is impossible.
-    status : ndarray of uint8, shape (...)
-        :class:`ConcentrationStatus` per voxel.
-
-    Raises
-    ------
-    ProtocolError
-        A flip angle outside (0, 180), TR or r1 <= 0, a baseline of zero frames or not
-        before the last frame, or a T1 / B1 map of the wrong shape.
-    """
-    a, tr_s, r1 = _check_spgr(flip_angle_deg, tr_ms, relaxivity)
-    s = np.asarray(signal, dtype=float)
-    if s.ndim < 1 or s.shape[-1] < 2:
-        raise DataError(
-            f"expected frames on the last axis (at least 2), got shape {s.shape}", field="signal"
-        )
-    n = s.shape[-1]
-    for name, v in (("n_baseline", n_baseline), ("baseline_start", baseline_start)):
-        if isinstance(v, bool) or int(v) != v:
-            raise ProtocolError(f"must be a whole number, got {v!r}", field=name)
-    nb, b0 = int(n_baseline), int(baseline_start)
-    if not 0 <= b0 < nb < n + 1 or nb - b0 < 1:
-        raise ProtocolError(
-            f"the baseline must hold at least one frame: got frames [{b0}, {nb}) of {n}; "
-            f"expected 0 <= baseline_start < n_baseline <= {n}",
-            field="n_baseline",
-        )
-    lead = s.shape[:-1]
-    try:
-        t1 = np.broadcast_to(np.asarray(t1_ms, dtype=float), lead)
-    except ValueError:
-        raise ProtocolError(
-            f"T1 map of shape {np.shape(t1_ms)} does not match the signal's {lead}", field="t1_ms"
-        ) from None
-    if b1 is None:
-        alpha = np.full(lead, a)
-    else:
-        try:
-            alpha = a * np.broadcast_to(np.asarray(b1, dtype=float), lead)
-        except ValueError:
-            raise ProtocolError(
-                f"B1 map of shape {np.shape(b1)} does not match the signal's {lead}", field="b1"
-            ) from None
-    status = np.zeros(lead, dtype=np.uint8)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        r10 = 1e3 / t1
-        bad_t1 = ~(np.isfinite(t1) & (t1 > 0))
-        base = s[..., b0:nb].mean(axis=-1)
-        bad_base = ~(np.isfinite(base) & (base > 0))
-        e0 = np.exp(-tr_s * r10)
-        sa, ca = np.sin(alpha), np.cos(alpha)
-        m0 = base * (1.0 - ca * e0) / (sa * (1.0 - e0))
-        y = s / (m0 * sa)[..., None]
-        neg = ~np.isfinite(s) | (s < 0)
-        above = (y >= 1.0) & ~neg
-        e = (1.0 - y) / (1.0 - y * ca[..., None])
-        r1t = -np.log(e) / tr_s
-        conc = (r1t - r10[..., None]) / r1
-    conc[neg | above] = np.nan
-    status[np.any(above, axis=-1)] = ConcentrationStatus.SIGNAL_ABOVE_MAXIMUM
-    status[np.any(neg, axis=-1)] = ConcentrationStatus.NEGATIVE_SIGNAL
-    status[bad_base] = ConcentrationStatus.BAD_BASELINE
-    status[bad_t1] = ConcentrationStatus.BAD_T1
-    conc[bad_base | bad_t1] = np.nan
-    return conc, status
-
-
-def concentration_to_signal(
-    concentration_mM: npt.ArrayLike,
-    *,
-    t1_ms: npt.ArrayLike,
-    flip_angle_deg: float,
-    tr_ms: float,
-    relaxivity: float,
-    m0: npt.ArrayLike = 1.0,
-    b1: npt.ArrayLike | None = None,
-) -> np.ndarray:
-    """SPGR signal from concentration (the inverse of :func:`signal_to_concentration`).
-
-    ``R1(t) = 1000/T10 + r1 C(t)`` and the SPGR equation of
-    :func:`tumorscope.models.relaxometry.spgr_signal` (Ernst & Anderson 1966,
-    doi:10.1063/1.1719961).
-
-    Parameters
-    ----------
-    concentration_mM : array_like, shape (..., n)
-    t1_ms : float or array_like, shape (...)
-        Pre-contrast T1 (ms).
-    flip_angle_deg, tr_ms, relaxivity
-        As in :func:`signal_to_concentration`.
-    m0 : float or array_like, shape (...), default 1
-        Equilibrium magnetisation (a.u.).
-    b1 : float or array_like, shape (...), optional
-        Relative flip angle.
-
-    Returns
-    -------
-    ndarray, shape (..., n)
-    """
-    from .relaxometry import spgr_signal
-
-    _check_spgr(flip_angle_deg, tr_ms, relaxivity)
-    c = np.asarray(concentration_mM, dtype=float)
-    lead = c.shape[:-1]
-    r10 = 1e3 / np.broadcast_to(np.asarray(t1_ms, dtype=float), lead)
-    with np.errstate(divide="ignore"):
-        t1t = 1e3 / (r10[..., None] + relaxivity * c)
-    params = np.stack([np.broadcast_to(np.asarray(m0, float)[..., None], c.shape), t1t], axis=-1)
-    b1_t = None if b1 is None else np.broadcast_to(np.asarray(b1, float)[..., None], c.shape)
-    return spgr_signal(params, [float(flip_angle_deg)], float(tr_ms), b1=b1_t)[..., 0]
-
-
-# =========================================================================== models
 class _DCEModel(Model):
     """Shared machinery of the DCE models (protocol: frame times and a plasma AIF)."""
 
@@ -265,7 +54,7 @@ class _DCEModel(Model):
 
     def __init__(
         self,
-        times_s: npt.ArrayLike,
+        acquisition: DynamicProtocol | npt.ArrayLike,
         aif_mM: npt.ArrayLike,
         *,
         fit_delay: bool = False,
@@ -273,6 +62,7 @@ class _DCEModel(Model):
         method: str = "lm",
         backend: str = "auto",
     ) -> None:
+        times_s = acquisition.t if isinstance(acquisition, DynamicProtocol) else acquisition
         t, cp = kin.check_times_aif(times_s, aif_mM)
         t.setflags(write=False)
         cp.setflags(write=False)
@@ -298,6 +88,11 @@ class _DCEModel(Model):
         # default 100 trial steps from a grid start; rare voxels only, so the cost is small
         self.lm_options = LMOptions(max_iter=400)
 
+    @classmethod
+    def from_protocol(cls, protocol: DynamicProtocol, **options: Any) -> _DCEModel:
+        """Build from a :class:`~tumorscope.protocol.DynamicProtocol`; ``aif_mM=`` is required."""
+        return cls(protocol, **options)
+
     # ------------------------------------------------------------------ engine hooks
     @property
     def n_measurements(self) -> int:
@@ -316,12 +111,12 @@ class _DCEModel(Model):
     def kernel(self) -> Any:
         if not kin.HAVE_NUMBA:
             return None
-        from ._dce_kernels import KERNELS
+        from ._kernels import KERNELS
 
         return KERNELS[self.name]
 
     def consts(self) -> np.ndarray:
-        from ._dce_kernels import pack_consts
+        from ._kernels import pack_consts
 
         return pack_consts(self.times_s, self.aif_mM, self.fit_delay)
 
@@ -381,7 +176,7 @@ class _DCEModel(Model):
         lower, upper = self.bounds()
         best_p = np.zeros((n, len(self.parameters)))
         best_rss = np.full(n, np.inf)
-        from .aif import shift
+        from ..aif import shift
 
         def full(base: np.ndarray, d: float) -> np.ndarray:
             out = np.empty((base.shape[0], len(self.parameters)))
@@ -446,7 +241,7 @@ class _DCEModel(Model):
     @classmethod
     def example(cls) -> Model:
         """Parker AIF (Hct 0.42, 10 s delay), 2.5 s frames over 5 min."""
-        from .aif import blood_to_plasma, parker
+        from ..aif import blood_to_plasma, parker
 
         t = np.arange(0.0, 300.0, 2.5)
         return cls(t, blood_to_plasma(parker(t, delay_s=10.0), hematocrit=0.42))
@@ -486,8 +281,9 @@ _KTRANS_D = ParameterSpec("Ktrans", "1/min", 0.0, np.inf, description="E·Fp (1/
 _DOC_PARAMS = """
     Parameters
     ----------
-    times_s : array_like, shape (n,)
-        Frame times (s), strictly increasing.
+    acquisition : DynamicProtocol or array_like of shape (n,)
+        The acquisition: a protocol (its frame times are used) or the frame times (s),
+        strictly increasing.
     aif_mM : array_like, shape (n,)
         Plasma AIF (mM) at the frame times (convert blood with
         :func:`tumorscope.models.aif.blood_to_plasma`).
@@ -508,12 +304,21 @@ _DOC_PARAMS = """
 """
 
 
+class _ToftsFamily(_DCEModel):
+    """Tofts and extended Tofts: derived ``"kep"`` = Ktrans/ve."""
+
+    derived = (_KEP,)
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _kep(maps)
+
+
 @register_model
-class Tofts(_DCEModel):
+class Tofts(_ToftsFamily):
     __doc__ = (
         """Standard Tofts model: ``"Ktrans"`` (1/min), ``"ve"``; derived ``"kep"`` (1/min).
 
-    Equation in :func:`tumorscope.models.dce_kinetics.tofts` (Tofts et al. 1999,
+    Equation in :func:`tumorscope.models.dce.kinetics.tofts` (Tofts et al. 1999,
     doi:10.1002/(SICI)1522-2586(199909)10:3<223::AID-JMRI2>3.0.CO;2-S).
 """
         + _DOC_PARAMS
@@ -521,32 +326,24 @@ class Tofts(_DCEModel):
 
     name = "tofts"
     base_parameters = (_KTRANS, _VE)
-    derived = (_KEP,)
     _equation = staticmethod(kin.tofts)
     _linear = staticmethod(kin.linear_tofts)
 
-    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _kep(maps)
-
 
 @register_model
-class ExtendedTofts(_DCEModel):
+class ExtendedTofts(_ToftsFamily):
     __doc__ = (
         """Extended Tofts model: ``"Ktrans"`` (1/min), ``"ve"``, ``"vp"``; derived ``"kep"``.
 
-    Equation in :func:`tumorscope.models.dce_kinetics.extended_tofts`.
+    Equation in :func:`tumorscope.models.dce.kinetics.extended_tofts`.
 """
         + _DOC_PARAMS
     )
 
     name = "extended_tofts"
     base_parameters = (_KTRANS, _VE, _VP)
-    derived = (_KEP,)
     _equation = staticmethod(kin.extended_tofts)
     _linear = staticmethod(kin.linear_extended_tofts)
-
-    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _kep(maps)
 
 
 @register_model
@@ -554,7 +351,7 @@ class Patlak(_DCEModel):
     __doc__ = (
         """Patlak model: ``"Ktrans"`` (1/min), ``"vp"``.
 
-    Equation in :func:`tumorscope.models.dce_kinetics.patlak`; the model is linear, so
+    Equation in :func:`tumorscope.models.dce.kinetics.patlak`; the model is linear, so
     ``method="linear"`` is the exact least-squares solution (without delay).
 """
         + _DOC_PARAMS
@@ -570,10 +367,38 @@ class Patlak(_DCEModel):
 
 
 class _FlowModel(_DCEModel):
-    """2CXM / 2CUM: alternative starts (ETofts-derived, typical) where the linear one fails."""
+    """2CXM / 2CUM: alternative starts (high-flow limit, typical) where the linear one fails.
+
+    At high flow the 2CXM tends to the extended Tofts model and the 2CUM to the Patlak model,
+    both with PS = Ktrans: ``_high_flow`` is that limit's linearised fit.
+    """
+
+    derived = (_E, _KTRANS_D)
+    _high_flow: ClassVar[Callable[..., np.ndarray]]
+
+    #: Ranges of :meth:`sample_parameters`, by parameter (narrower than the typical ranges).
+    _SAMPLE_RANGES: ClassVar[dict[str, tuple[float, float]]] = {
+        "Fp": (20.0, 100.0),
+        "PS": (3.0, 30.0),
+        "ve": (0.1, 0.5),
+        "vp": (0.02, 0.1),
+    }
+
+    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return _flow_derived(maps)
+
+    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
+        ranges = [self._SAMPLE_RANGES[s.name] for s in self.base_parameters]
+        p = np.column_stack([rng.uniform(lo, hi, n) for lo, hi in ranges])
+        if self.fit_delay:
+            p = np.column_stack([p, rng.uniform(0.0, 5.0, n)])
+        return p
 
     def _from_etofts(self, y: np.ndarray, cp: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """High-flow start: Fp = 100 and PS = Ktrans of the high-flow limit's linear fit."""
+        lin = np.asarray(type(self)._high_flow(y, self.times_s, cp))
+        kt = np.clip(np.nan_to_num(lin[:, 0], nan=0.1), 1e-3, 5.0)
+        return np.column_stack([np.full(y.shape[0], 100.0), kt * 100.0, lin[:, 1:]])
 
     def _alternatives(self, y: np.ndarray, cp: np.ndarray) -> list[np.ndarray]:
         nb = len(self.base_parameters)
@@ -590,7 +415,7 @@ class TwoCXM(_FlowModel):
         """Two-compartment exchange model: ``"Fp"``, ``"PS"`` (mL/100 mL/min), ``"ve"``,
     ``"vp"``; derived ``"E"`` = PS/(Fp+PS) and ``"Ktrans"`` = E·Fp/100 (1/min).
 
-    Equation in :func:`tumorscope.models.dce_kinetics.two_cxm` (Sourbron & Buckley 2013,
+    Equation in :func:`tumorscope.models.dce.kinetics.two_cxm` (Sourbron & Buckley 2013,
     doi:10.1002/nbm.2940).
 """
         + _DOC_PARAMS
@@ -598,31 +423,9 @@ class TwoCXM(_FlowModel):
 
     name = "2cxm"
     base_parameters = (_FP, _PS, _VE, _VP_FLOW)
-    derived = (_E, _KTRANS_D)
     _equation = staticmethod(kin.two_cxm)
     _linear = staticmethod(kin.linear_2cxm)
-
-    def _from_etofts(self, y: np.ndarray, cp: np.ndarray) -> np.ndarray:
-        et = kin.linear_extended_tofts(y, self.times_s, cp)
-        kt = np.clip(np.nan_to_num(et[:, 0], nan=0.1), 1e-3, 5.0)
-        # high flow: the 2CXM tends to the extended Tofts model with PS = Ktrans
-        return np.stack([np.full(y.shape[0], 100.0), kt * 100.0, et[:, 1], et[:, 2]], axis=-1)
-
-    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _flow_derived(maps)
-
-    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
-        p = np.column_stack(
-            [
-                rng.uniform(20.0, 100.0, n),
-                rng.uniform(3.0, 30.0, n),
-                rng.uniform(0.1, 0.5, n),
-                rng.uniform(0.02, 0.1, n),
-            ]
-        )
-        if self.fit_delay:
-            p = np.column_stack([p, rng.uniform(0.0, 5.0, n)])
-        return p
+    _high_flow = staticmethod(kin.linear_extended_tofts)
 
 
 @register_model
@@ -631,7 +434,7 @@ class TwoCUM(_FlowModel):
         """Two-compartment uptake model: ``"Fp"``, ``"PS"`` (mL/100 mL/min), ``"vp"``;
     derived ``"E"`` and ``"Ktrans"`` (1/min) as for :class:`TwoCXM`.
 
-    Equation in :func:`tumorscope.models.dce_kinetics.two_cum` (Sourbron & Buckley 2013,
+    Equation in :func:`tumorscope.models.dce.kinetics.two_cum` (Sourbron & Buckley 2013,
     doi:10.1002/nbm.2940). Valid while the interstitium does not fill (short acquisitions).
 """
         + _DOC_PARAMS
@@ -639,22 +442,6 @@ class TwoCUM(_FlowModel):
 
     name = "2cum"
     base_parameters = (_FP, _PS, _VP_FLOW)
-    derived = (_E, _KTRANS_D)
     _equation = staticmethod(kin.two_cum)
     _linear = staticmethod(kin.linear_2cum)
-
-    def _from_etofts(self, y: np.ndarray, cp: np.ndarray) -> np.ndarray:
-        pt = kin.linear_patlak(y, self.times_s, cp)
-        kt = np.clip(np.nan_to_num(pt[:, 0], nan=0.1), 1e-3, 5.0)
-        return np.stack([np.full(y.shape[0], 100.0), kt * 100.0, pt[:, 1]], axis=-1)
-
-    def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return _flow_derived(maps)
-
-    def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
-        p = np.column_stack(
-            [rng.uniform(20.0, 100.0, n), rng.uniform(3.0, 30.0, n), rng.uniform(0.02, 0.1, n)]
-        )
-        if self.fit_delay:
-            p = np.column_stack([p, rng.uniform(0.0, 5.0, n)])
-        return p
+    _high_flow = staticmethod(kin.linear_patlak)

@@ -33,7 +33,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import DataError, FitError, ProtocolError
+from ...errors import DataError, FitError, ProtocolError
 
 __all__ = ["CURVE_TYPES", "SEMIQUANT_UNITS", "semi_quantitative"]
 
@@ -67,6 +67,45 @@ def _integral_to(e: np.ndarray, t: np.ndarray, upto: np.ndarray) -> np.ndarray:
     eu = e0 + (e1 - e0) * s / seg
     out = cum[rows, i] + 0.5 * (e0 + eu) * s
     return np.where(upto < t[0], 0.0, out)
+
+
+def _onset(
+    e: np.ndarray, t: np.ndarray, emax: np.ndarray, imax: np.ndarray, nb: int, fraction: float
+) -> np.ndarray:
+    """Arrival (s) per row: where ``e`` first reaches ``fraction`` of its maximum (from the
+    last baseline frame, up to the maximum), interpolated linearly between frames."""
+    rows = np.arange(e.shape[0])
+    level = fraction * emax
+    idx = np.arange(t.size)[None, :]
+    reached = (e >= level[:, None]) & (idx <= imax[:, None]) & (idx >= nb - 1)
+    first = np.where(reached.any(axis=1), reached.argmax(axis=1), imax)
+    prev = np.maximum(first - 1, 0)
+    e0, e1 = e[rows, prev], e[rows, first]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(e1 > e0, (level - e0) / (e1 - e0), 1.0)
+    return t[prev] + np.clip(frac, 0.0, 1.0) * (t[first] - t[prev])
+
+
+def _curve_type(
+    e: np.ndarray,
+    t: np.ndarray,
+    arrival: np.ndarray,
+    emax: np.ndarray,
+    enhancing: np.ndarray,
+    early_s: float,
+    threshold: float,
+) -> np.ndarray:
+    """Kuhl curve type per row (module docstring), uint8: 0 none, 1 persistent, 2 plateau,
+    3 washout."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        early_end = arrival + early_s
+        in_early = (t[None, :] >= arrival[:, None]) & (t[None, :] <= early_end[:, None])
+        e_early = np.where(in_early, e, -np.inf).max(axis=1)
+        e_early = np.where(np.isfinite(e_early), e_early, emax)
+        change = (e[:, -1] - e_early) / e_early
+    ctype = np.where(change > threshold, 1, np.where(change < -threshold, 3, 2)).astype(np.uint8)
+    ctype[~enhancing | ~(e_early > 0)] = 0
+    return ctype
 
 
 def semi_quantitative(
@@ -138,7 +177,6 @@ def semi_quantitative(
     lead = y.shape[:-1]
     yy = y.reshape(-1, t.size)
     nv = yy.shape[0]
-    rows = np.arange(nv)
     base = yy[:, :nb].mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         e = yy - base[:, None]
@@ -147,20 +185,12 @@ def semi_quantitative(
     finite = np.all(np.isfinite(e), axis=1)
     e = np.where(finite[:, None], e, 0.0)
     imax = np.argmax(e, axis=1)
-    emax = e[rows, imax]
+    emax = e[np.arange(nv), imax]
     tmax = t[imax]
     enhancing = finite & (emax > 0)
 
     if arrival_s is None:
-        level = onset_fraction * emax
-        idx = np.arange(t.size)[None, :]
-        reached = (e >= level[:, None]) & (idx <= imax[:, None]) & (idx >= nb - 1)
-        first = np.where(reached.any(axis=1), reached.argmax(axis=1), imax)
-        prev = np.maximum(first - 1, 0)
-        e0, e1 = e[rows, prev], e[rows, first]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            frac = np.where(e1 > e0, (level - e0) / (e1 - e0), 1.0)
-        arrival = t[prev] + np.clip(frac, 0.0, 1.0) * (t[first] - t[prev])
+        arrival = _onset(e, t, emax, imax, nb, onset_fraction)
     else:
         arrival = np.broadcast_to(np.asarray(arrival_s, dtype=float), lead).reshape(-1).copy()
 
@@ -175,13 +205,7 @@ def semi_quantitative(
     with np.errstate(divide="ignore", invalid="ignore"):
         out["wash_in"] = np.where(ttp > 0, emax / ttp, np.nan)
         out["wash_out"] = np.where(t[-1] > tmax, (e[:, -1] - emax) / (t[-1] - tmax), 0.0)
-        early_end = arrival + early_s
-        in_early = (t[None, :] >= arrival[:, None]) & (t[None, :] <= early_end[:, None])
-        e_early = np.where(in_early, e, -np.inf).max(axis=1)
-        e_early = np.where(np.isfinite(e_early), e_early, emax)
-        change = (e[:, -1] - e_early) / e_early
-    ctype = np.where(change > threshold, 1, np.where(change < -threshold, 3, 2)).astype(np.uint8)
-    ctype[~enhancing | ~(e_early > 0)] = 0
+    ctype = _curve_type(e, t, arrival, emax, enhancing, early_s, threshold)
     result: dict[str, np.ndarray] = {}
     for name, arr in out.items():
         a = np.where(enhancing, arr, np.nan).astype(np.float32)

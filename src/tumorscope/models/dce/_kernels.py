@@ -7,10 +7,10 @@ Each model kernel has the engine's signature
 
 with ``consts = [n, fit_delay, t_0 … t_{n-1}, cp_0 … cp_{n-1}]`` (times in s, plasma AIF in
 mM; see :func:`pack_consts`). The equations, units and Jacobians are those of the vectorised
-functions in :mod:`tumorscope.models.dce_kinetics` (which the tests compare them with); the
+functions in :mod:`tumorscope.models.dce.kinetics` (which the tests compare them with); the
 convolution is the same exact piecewise-linear recursion, done in one pass per voxel.
 
-This module imports numba; :mod:`tumorscope.models.dce` only imports it when numba is
+This module imports numba; :mod:`tumorscope.models.dce.kinetics` only imports it when numba is
 installed.
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ..fitting._lm_numba import MODEL_SIGNATURE
+from ...fitting._lm_numba import MODEL_SIGNATURE
 
 __all__ = ["KERNELS", "conv_many", "pack_consts"]
 
@@ -138,14 +138,20 @@ def _unpack(consts):
 # allocation per call): every row j is read completely before it is overwritten.
 
 
+@nb.njit(cache=True, nogil=True)
+def _tofts_rates(ktrans_per_min, ve):
+    """Ktrans (1/s), kep = Ktrans/ve (1/s) and 1/ve; 0 for ve <= 0."""
+    kt = ktrans_per_min / 60.0
+    if ve > 0.0:
+        return kt, kt / ve, 1.0 / ve
+    return kt, 0.0, 0.0
+
+
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
 def tofts_kernel(p, consts, f_out, J_out):
     n, fit_delay, t, c = _unpack(consts)
-    kt = p[0] / 60.0
-    ve = p[1]
+    kt, k, inv_ve = _tofts_rates(p[0], p[1])
     d = p[2] if fit_delay else 0.0
-    k = kt / ve if ve > 0.0 else 0.0
-    inv_ve = 1.0 / ve if ve > 0.0 else 0.0
     if fit_delay:
         _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], f_out)
     else:
@@ -163,12 +169,9 @@ def tofts_kernel(p, consts, f_out, J_out):
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
 def extended_tofts_kernel(p, consts, f_out, J_out):
     n, fit_delay, t, c = _unpack(consts)
-    kt = p[0] / 60.0
-    ve = p[1]
+    kt, k, inv_ve = _tofts_rates(p[0], p[1])
     vp = p[2]
     d = p[3] if fit_delay else 0.0
-    k = kt / ve if ve > 0.0 else 0.0
-    inv_ve = 1.0 / ve if ve > 0.0 else 0.0
     if fit_delay:
         _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], J_out[:, 3])
     else:
@@ -206,8 +209,7 @@ def patlak_kernel(p, consts, f_out, J_out):
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
 def two_cxm_kernel(p, consts, f_out, J_out):
     n, fit_delay, t, c = _unpack(consts)
-    fp = p[0] / 6000.0
-    ps = p[1] / 6000.0
+    fp, ps = p[0] / 6000.0, p[1] / 6000.0  # mL/100 mL/min -> 1/s
     ve = p[2]
     vp = p[3]
     d = p[4] if fit_delay else 0.0
@@ -268,8 +270,7 @@ def two_cxm_kernel(p, consts, f_out, J_out):
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
 def two_cum_kernel(p, consts, f_out, J_out):
     n, fit_delay, t, c = _unpack(consts)
-    fp = p[0] / 6000.0
-    ps = p[1] / 6000.0
+    fp, ps = p[0] / 6000.0, p[1] / 6000.0  # mL/100 mL/min -> 1/s
     vp = p[2]
     d = p[3] if fit_delay else 0.0
     tot = fp + ps
@@ -313,7 +314,7 @@ KERNELS = {
 def murase_many(t, cp, y, with_vp):
     """Linearised (extended) Tofts fit of every row of ``y`` in one pass per voxel.
 
-    Same equations as :func:`tumorscope.models.dce_kinetics.linear_extended_tofts` (Murase
+    Same equations as :func:`tumorscope.models.dce.kinetics.linear_extended_tofts` (Murase
     2004, doi:10.1002/mrm.20023): columns ``∫cp``, ``-∫C`` [, ``cp``] by the trapezoid rule,
     normal equations with column scaling, Cholesky. Returns (N, 3) coefficients
     ``(Ktrans + kep vp, kep, vp)`` in 1/s (``vp`` = 0 without ``with_vp``); NaN if singular.
