@@ -226,7 +226,7 @@ def test_a_database_error_fails_the_unit_not_the_run(
     """A unit whose rows the database refuses is rolled back and recorded as failed."""
     from tumorscope.pipeline import steps
 
-    real = steps._measure
+    real = next(s for s in steps.STEPS if s.name == "measure").run
 
     def bad_rows(ctx: Any, study: Any, unit: Any, upstream: Any) -> Any:
         out = real(ctx, study, unit, upstream)

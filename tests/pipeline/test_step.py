@@ -9,7 +9,7 @@ import numpy as np
 from tumorscope import layout
 from tumorscope.files import write_map
 from tumorscope.pipeline.options import RunOptions
-from tumorscope.pipeline.step import Context, Unit, _MapEntry, _record_maps, maps_of_visit
+from tumorscope.pipeline.step import Context, Unit, maps_of_visit, record_maps
 from tumorscope.stages.base import MapFile
 
 
@@ -35,9 +35,9 @@ def test_record_maps_writes_rows_and_an_index_the_later_steps_read(tmp_path: Pat
     s0 = _map(d / "sub-001_ses-01_adc_S0.nii.gz", "a.u.")
     entries = [
         MapFile("adc", "ADC", adc, status=None, series="dwi"),
-        _MapEntry("adc", "S0", s0, None, None, "dwi"),  # the old argument order
+        MapFile("adc", "S0", s0, None, "dwi"),
     ]
-    out = _record_maps(ctx, "fit_dwi", unit, entries, [adc, s0])
+    out = record_maps(ctx, "fit_dwi", unit, entries, [adc, s0])
     index = layout.map_index_path(ctx.out_dir, "001", "01", "fit_dwi")
     assert out.files == [adc, s0, index]
     (w,) = out.writes

@@ -27,7 +27,6 @@ import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from ..errors import DataError
@@ -35,7 +34,6 @@ from ..errors import DataError
 __all__ = [
     "DCE_AIFS",
     "DCE_MODELS",
-    "DEFAULT_OPTIONS",
     "DWI_MODELS",
     "RunOptions",
     "resolve_options",
@@ -244,8 +242,3 @@ _CHECKS: dict[str, Any] = {
     "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
     "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
 }
-
-#: Read-only view of the defaults, for the fit steps that still read options by name
-#: (``ctx.options.get("dce_model", DEFAULT_OPTIONS["dce_model"])``). To be removed at the
-#: merge, when the steps read ``ctx.options.dce_model``.
-DEFAULT_OPTIONS: Mapping[str, Any] = MappingProxyType(RunOptions().to_dict())

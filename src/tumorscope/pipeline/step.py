@@ -13,7 +13,7 @@ Because the worker only returns rows, the database is written by one process (th
 which keeps SQLite safe under Dask and makes a unit of work all-or-nothing.
 
 Files are the interface between steps (where they are: :mod:`tumorscope.layout`): the maps of
-a fit step and their index (:func:`_record_maps`, read back by :func:`maps_of_visit`), the
+a fit step and their index (:func:`record_maps`, read back by :func:`maps_of_visit`), the
 per-subject measurement table of ``measure``, read by ``assess`` and ``report_subject``. Their
 content hashes decide what is up to date. The steps themselves are listed in
 :data:`tumorscope.pipeline.steps.STEPS`.
@@ -201,25 +201,6 @@ def _problems_error(problems: list[Problem], what: str) -> DataError:
 # ---------------------------------------------------------------------------- maps
 
 
-class _MapEntry(MapFile):
-    """A :class:`~tumorscope.stages.base.MapFile` with the argument order of the old
-    ``_MapEntry`` (``model, parameter, path, status, fit, series``).
-
-    Kept for the fit-step bodies that build it; to be removed at the merge (use ``MapFile``).
-    """
-
-    def __init__(
-        self,
-        model: str,
-        parameter: str,
-        path: Path,
-        status: Path | None = None,
-        fit: Any = None,
-        series: str | None = None,
-    ) -> None:
-        super().__init__(model, parameter, Path(path), status, series, fit)
-
-
 def _with_sidecars(paths: list[Path]) -> list[Path]:
     """Images and the JSON sidecars beside them that exist."""
     from ..files import sidecar_of
@@ -244,7 +225,7 @@ def _quality(fit: Any) -> tuple[int, int]:
     return int((st != FitStatus.NOT_FITTED).sum()), int((st == FitStatus.CONVERGED).sum())
 
 
-def _record_maps(
+def record_maps(
     ctx: Context, step: str, unit: Unit, entries: Sequence[MapFile], files: list[Path]
 ) -> StepOutput:
     """Rows of the ``maps`` table and the visit's map index for the maps a fit step wrote.

@@ -1,21 +1,25 @@
-"""The steps of the study pipeline: the ``STEPS`` table and the fit-step bodies.
+"""The steps of the study pipeline: the ``STEPS`` table and the modality steps' adapters.
 
 The step framework (:class:`Step`, :class:`Context`, :class:`Unit`, :class:`StepOutput`,
-:class:`Write`, :func:`_record_maps`, :func:`maps_of_visit`) is in
+:class:`Write`, :func:`record_maps`, :func:`maps_of_visit`) is in
 :mod:`tumorscope.pipeline.step`, the output layout in :mod:`tumorscope.layout`, the run
-options in :mod:`tumorscope.pipeline.options`. The other steps have their own modules.
+options in :mod:`tumorscope.pipeline.options`. A modality step here is a thin adapter: it
+builds the stage's inputs from the visit (:class:`~tumorscope.stages.base.SeriesInput`), calls
+the stage of :mod:`tumorscope.stages` with typed options from the run options, and records
+what the stage returns (its ``MapFile``s in the ``maps`` table and the map index, its rows).
+The ``tumorscope fit …``, ``iron`` and ``cells19f`` commands call the same stage functions.
 
 =================  =======  ====================================================================
 step               scope    where, and the code it calls
 =================  =======  ====================================================================
 ``register``       subject  :mod:`.register` (reads and checks every series and lesion map)
 ``align``          visit    :mod:`.align` (:func:`~tumorscope.pipeline.align.align_visit`)
-``fit_dwi``        visit    here: :func:`tumorscope.stages.diffusion.fit_dwi` (ADC, IVIM, DKI)
-``fit_dce``        visit    here: ``tumorscope.models.dce_stage.fit_dce_visit``
-``fit_relax``      visit    here: ``tumorscope.models.relaxometry_stage.fit_relaxometry_visit``
-``iron``           visit    here: ``models.relaxometry.T2Star``, ``models.iron`` (ΔR2*, iron mM)
-``fluorine``       visit    here: ``models.fluorine.calibrate_fluorine``, ``count_cells``
-``hypoxia``        visit    here: ``models.hypoxia.hypoxia_classes``, ``hypoxia_table``
+``fit_dwi``        visit    :func:`tumorscope.stages.diffusion.fit_dwi_series` (ADC, IVIM, DKI)
+``fit_dce``        visit    :func:`tumorscope.stages.dce.fit_dce_visit`
+``fit_relax``      visit    :func:`tumorscope.stages.relaxometry.fit_relaxometry`
+``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
+``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
+``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -28,12 +32,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from ..layout import cells19f_path, hypoxia_path, maps_dir
+from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
 from .measure import measure_inputs, run_measure
-from .options import DEFAULT_OPTIONS, RunOptions
 from .register import register_inputs, run_register
 from .reporting import report_inputs, run_report_subject
 from .step import (
@@ -47,38 +50,41 @@ from .step import (
     _has_module,
     _lesion_files,
     _manifest_file,
-    _MapEntry,
-    _record_maps,
     _series_files,
     _visit,
-    _with_sidecars,
     maps_of_visit,
+    record_maps,
 )
 
 if TYPE_CHECKING:
     from ..io import Study
+    from ..stages.base import StageResult
 
-__all__ = [
-    "CELLS19F_COLUMNS",
-    "DEFAULT_OPTIONS",
-    "STEPS",
-    "Context",
-    "RunOptions",
-    "Step",
-    "StepOutput",
-    "Unit",
-    "Write",
-    "cells19f_path",
-    "hypoxia_path",
-]
+__all__ = ["CELLS19F_COLUMNS", "STEPS"]
 
-# Names of the steps' bodies before the split (kept for callers and tests).
-_register, _register_inputs = run_register, register_inputs
-_align, _align_inputs, _align_applies = run_align, align_inputs, align_applies
-_measure, _measure_inputs = run_measure, measure_inputs
-_assess, _assess_inputs = run_assess, assess_inputs
-_report_subject, _report_inputs = run_report_subject, report_inputs
-_MAP_STEPS = MAP_STEPS
+
+def _prefix(unit: Unit) -> str:
+    assert unit.visit is not None
+    return map_prefix(unit.subject, unit.visit)
+
+
+def _maps_dir(ctx: Context, unit: Unit) -> Path:
+    assert unit.visit is not None
+    return maps_dir(ctx, unit.subject, unit.visit)
+
+
+def _recorded(ctx: Context, step: str, unit: Unit, res: StageResult) -> StepOutput:
+    """The ``maps`` rows and map index of a fit stage's result, with its warnings as notes."""
+    out = record_maps(ctx, step, unit, res.maps, res.files)
+    out.notes += list(res.warnings)
+    return out
+
+
+def _measurements(unit: Unit, step: str, rows: list[dict[str, object]]) -> Write:
+    """The ``measurements`` rows a visit step owns (replaced as a whole on a re-run)."""
+    where = {"subject": unit.subject, "visit": unit.visit, "step": step}
+    return Write("measurements", where, [{**r, "step": step} for r in rows])
+
 
 # ---------------------------------------------------------------------------- fit_dwi
 
@@ -92,24 +98,21 @@ def _dwi_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Fit every diffusion model of ``options["dwi_models"]`` to the visit's DWI series.
-
-    Calls :func:`tumorscope.stages.diffusion.fit_dwi_series` (whole volume, no mask: the maps
-    are shown over the anatomy in the report; a voxel's fit does not depend on the others).
-    """
+    """Every diffusion model of the option ``dwi_models`` on the visit's DWI series (whole
+    volume, no mask: the maps are shown over the anatomy in the report)."""
     from ..stages.base import SeriesInput
     from ..stages.diffusion import fit_dwi_series
 
-    assert unit.visit is not None
-    series = SeriesInput.of(_visit(study, unit).series["dwi"])
     res = fit_dwi_series(
-        series,
-        out_dir=maps_dir(ctx, unit.subject, unit.visit),
-        models=tuple(ctx.options.get("dwi_models", DEFAULT_OPTIONS["dwi_models"])),
-        prefix=f"sub-{unit.subject}_ses-{unit.visit}_",
+        SeriesInput.of(_visit(study, unit).series["dwi"]),
+        out_dir=_maps_dir(ctx, unit),
+        models=ctx.options.dwi_models,
+        prefix=_prefix(unit),
     )
-    entries = [_MapEntry(m.model, m.parameter, m.path, m.status, m.fit, "dwi") for m in res.maps]
-    return _record_maps(ctx, "fit_dwi", unit, entries, res.files)
+    return _recorded(ctx, "fit_dwi", unit, res)
+
+
+# ---------------------------------------------------------------------------- fit_dce
 
 
 def _dce_applies(study: Study, unit: Unit) -> bool:
@@ -128,42 +131,19 @@ def _dce_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """VFA T1, concentration, AIF and the pharmacokinetic model inside the lesions.
-
-    Calls :func:`tumorscope.models.dce_stage.fit_dce_visit` with ``options["dce_model"]``
-    and ``options["dce_aif"]``; the study manifest's ``dce:`` defaults apply.
-    """
+    """VFA T1, concentration, AIF and the pharmacokinetic model inside the lesions, with the
+    options ``dce_model`` and ``dce_aif`` (the study manifest's ``dce:`` defaults apply)."""
     from ..stages.dce import DCEOptions, fit_dce_visit
 
-    assert unit.visit is not None
-    model = str(ctx.options.get("dce_model", DEFAULT_OPTIONS["dce_model"]))
-    aif = str(ctx.options.get("dce_aif", DEFAULT_OPTIONS["dce_aif"]))
     res = fit_dce_visit(
         _visit(study, unit),
-        out_dir=maps_dir(ctx, unit.subject, unit.visit),
-        options=DCEOptions(model=model, aif=aif),
+        out_dir=_maps_dir(ctx, unit),
+        options=DCEOptions(model=ctx.options.dce_model, aif=ctx.options.dce_aif),
     )
-    files = res.outputs
-    entries: list[_MapEntry] = []
-    for param in res.fit.maps:
-        key = f"{model}_{param}"
-        if key in files:
-            entries.append(
-                _MapEntry(model, param, files[key], files.get(f"{model}_status"), res.fit, "dce")
-            )
-    for key, path in files.items():
-        if key.startswith("sq_") and str(path).endswith(".nii.gz"):
-            entries.append(_MapEntry("sq", key[3:], path, None, series="dce"))
-    for param in ("T1", "R1"):
-        if f"vfa_{param}" in files:
-            entries.append(
-                _MapEntry(
-                    "vfa", param, files[f"vfa_{param}"], files.get("vfa_status"), series="t1_vfa"
-                )
-            )
-    out = _record_maps(ctx, "fit_dce", unit, entries, _with_sidecars(list(files.values())))
-    out.notes += list(res.warnings)
-    return out
+    return _recorded(ctx, "fit_dce", unit, res)
+
+
+# ---------------------------------------------------------------------------- fit_relax
 
 
 def _relax_applies(study: Study, unit: Unit) -> bool:
@@ -180,24 +160,17 @@ def _relax_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """T2*, T2 and inversion-recovery T1 of every relaxometry series of the visit.
-
-    Calls :func:`tumorscope.stages.relaxometry.fit_relaxometry` (whole volume).
-    """
+    """T2*, T2 and inversion-recovery T1 of every relaxometry series of the visit."""
     from ..stages.base import SeriesInput
     from ..stages.relaxometry import RELAXOMETRY_ROLES, fit_relaxometry
 
-    assert unit.visit is not None
-    visit = _visit(study, unit)
+    series = _visit(study, unit).series
     res = fit_relaxometry(
-        {r: SeriesInput.of(s) for r, s in visit.series.items() if r in RELAXOMETRY_ROLES},
-        out_dir=maps_dir(ctx, unit.subject, unit.visit),
-        prefix=f"sub-{visit.subject_id}_ses-{visit.id}_",
+        {r: SeriesInput.of(s) for r, s in series.items() if r in RELAXOMETRY_ROLES},
+        out_dir=_maps_dir(ctx, unit),
+        prefix=_prefix(unit),
     )
-    entries = [_MapEntry(m.model, m.parameter, m.path, m.status, m.fit, m.series) for m in res.maps]
-    out = _record_maps(ctx, "fit_relax", unit, entries, res.files)
-    out.notes += list(res.warnings)
-    return out
+    return _recorded(ctx, "fit_relax", unit, res)
 
 
 # ---------------------------------------------------------------------------- iron
@@ -214,38 +187,31 @@ def _iron_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """T2* of the post-ferumoxytol series, ΔR2* = R2*post − R2*pre and the iron concentration.
-
-    Calls :func:`tumorscope.stages.iron.iron_maps` with the post-contrast MEGRE and the
-    pre-contrast ``t2star.R2star`` map of ``fit_relax`` at the same visit (and its status).
-    """
+    """Post-ferumoxytol T2*, ΔR2* against the pre-contrast ``t2star.R2star`` map of
+    ``fit_relax`` at the same visit (and its status), and the iron concentration."""
     from ..stages.base import SeriesInput
     from ..stages.iron import iron_maps
 
     assert unit.visit is not None
     visit = _visit(study, unit)
     relax = {"fit_relax": upstream.get("fit_relax", {})}
-    pre_maps = maps_of_visit(ctx, relax, unit.subject, unit.visit)
-    if "t2star.R2star" not in pre_maps:
+    pre = maps_of_visit(ctx, relax, unit.subject, unit.visit).get("t2star.R2star")
+    if pre is None:
         raise DataError(
             "the pre-contrast R2* map (t2star.R2star of the fit_relax step) is missing; run "
             "fit_relax with this step",
             file=visit.series["t2star"].relpath,
             field="t2star",
         )
-    pre_path, pre_status, _ = pre_maps["t2star.R2star"]
     res = iron_maps(
         SeriesInput.of(visit.series["t2star_ferumoxytol"]),
-        pre_path,
-        pre_status,
-        out_dir=maps_dir(ctx, unit.subject, unit.visit),
-        prefix=f"sub-{unit.subject}_ses-{unit.visit}_",
-        pre_label=ctx.out_rel(pre_path),
+        pre.path,
+        pre.status,
+        out_dir=_maps_dir(ctx, unit),
+        prefix=_prefix(unit),
+        pre_label=ctx.out_rel(pre.path),
     )
-    entries = [_MapEntry(m.model, m.parameter, m.path, m.status, m.fit, m.series) for m in res.maps]
-    out = _record_maps(ctx, "iron", unit, entries, res.files)
-    out.notes += res.warnings
-    return out
+    return _recorded(ctx, "iron", unit, res)
 
 
 # ---------------------------------------------------------------------------- fluorine
@@ -270,18 +236,14 @@ CELLS19F_COLUMNS = ("subject", "visit", *FLUORINE_TABLE_COLUMNS)
 
 
 def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Labelled cells per lesion from the 19F image and its reference tubes.
-
-    Calls :func:`tumorscope.stages.fluorine.count_cells_19f` (tubes and spins per cell from
-    the sidecar, noise from outside the body in the anatomical image).
-    """
+    """Labelled cells per lesion from the 19F image and its reference tubes (tubes and spins
+    per cell from the sidecar, noise from outside the body in the anatomical image)."""
     from ..stages.base import SeriesInput
     from ..stages.fluorine import count_cells_19f
 
     assert unit.visit is not None
     visit = _visit(study, unit)
-    s = visit.series
-    les = visit.lesions
+    s, les = visit.series, visit.lesions
     res = count_cells_19f(
         SeriesInput.of(s["fluorine"]),
         SeriesInput.of(s["fluorine_tubes"]),
@@ -291,11 +253,8 @@ def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
         table_path=cells19f_path(ctx, unit.subject, unit.visit),
         keys={"subject": unit.subject, "visit": unit.visit},
     )
-    rows = [{**r, "step": "fluorine"} for r in res.rows["measurements"]]
-    where = {"subject": unit.subject, "visit": unit.visit, "step": "fluorine"}
-    return StepOutput(
-        files=res.files, writes=[Write("measurements", where, rows)], notes=res.warnings
-    )
+    rows = _measurements(unit, "fluorine", res.rows["measurements"])
+    return StepOutput(files=res.files, writes=[rows], notes=res.warnings)
 
 
 # ---------------------------------------------------------------------------- hypoxia
@@ -311,17 +270,13 @@ def _hypoxia_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Hypoxia classes from R2* (``fit_relax``) and Ktrans (``fit_dce``) inside the lesions.
-
-    Calls :func:`tumorscope.stages.hypoxia.classify_hypoxia` with the options
-    ``hypoxia_r2star_per_s`` and ``hypoxia_ktrans_per_min`` (no defaults: without both the
-    unit is done with a note and writes nothing).
-    """
+    """Hypoxia classes from R2* (``fit_relax``) and Ktrans (``fit_dce``) inside the lesions,
+    with the options ``hypoxia_r2star_per_s`` and ``hypoxia_ktrans_per_min`` (no defaults:
+    without both the unit is done with a note and writes nothing)."""
     from ..stages.hypoxia import HypoxiaOptions, classify_hypoxia
 
     assert unit.visit is not None
-    r2_thr = ctx.options.get("hypoxia_r2star_per_s")
-    kt_thr = ctx.options.get("hypoxia_ktrans_per_min")
+    r2_thr, kt_thr = ctx.options.hypoxia_r2star_per_s, ctx.options.hypoxia_ktrans_per_min
     if r2_thr is None or kt_thr is None:
         return StepOutput(
             notes=[
@@ -340,21 +295,19 @@ def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
             field="t2star",
         )
     les = visit.lesions
-    prefix = f"sub-{unit.subject}_ses-{unit.visit}_"
     res = classify_hypoxia(
-        maps["t2star.R2star"][0],
-        maps[ktrans][0],
+        maps["t2star.R2star"].path,
+        maps[ktrans].path,
         None if les is None else les.load_labels(),
         None if les is None else {r.label: r.lesion_id for r in les.table},
-        class_path=maps_dir(ctx, unit.subject, unit.visit) / f"{prefix}hypoxia_classes.nii.gz",
+        class_path=_maps_dir(ctx, unit) / f"{_prefix(unit)}hypoxia_classes.nii.gz",
         table_path=hypoxia_path(ctx, unit.subject, unit.visit),
         options=HypoxiaOptions(float(r2_thr), float(kt_thr)),
         perfusion_name=ktrans,
         keys={"subject": unit.subject, "visit": unit.visit},
     )
-    rows = [{**r, "step": "hypoxia"} for r in res.rows["measurements"]]
-    where = {"subject": unit.subject, "visit": unit.visit, "step": "hypoxia"}
-    return StepOutput(files=res.files, writes=[Write("measurements", where, rows)])
+    rows = _measurements(unit, "hypoxia", res.rows["measurements"])
+    return StepOutput(files=res.files, writes=[rows])
 
 
 STEPS: tuple[Step, ...] = (

@@ -36,7 +36,6 @@ Design decisions
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from .codes import (
     parameter_code,
     unit_code,
 )
+from .results import pipeline_results, with_run_results
 from .scan import LPS_TO_RAS, index_series
 from .sources import _check_grid, _sources, load_source_images, source_series_files
 
@@ -541,62 +541,6 @@ def _response_group(response: str, criteria: str, context_tp: Any) -> Any:
     )
 
 
-#: the source series of the maps each pipeline fit step writes
-_STEP_SOURCE = {"fit_dwi": "dwi", "fit_dce": "dce"}
-
-
-def pipeline_results(
-    results_dir: str | Path, *, subject: str, visit: str, criteria: str | None = None
-) -> tuple[dict[str, tuple[Path, str, str]], str | None, str | None]:
-    """What ``tumorscope run`` wrote for one visit: maps, and the response.
-
-    Parameters
-    ----------
-    results_dir : path-like
-        The run's output folder (default of the pipeline: ``STUDY/derivatives/tumorscope``).
-    subject, visit : str
-        Ids as in the study.
-    criteria : str, optional
-        Which criteria's response to take (default: the first in the assessments table).
-
-    Returns
-    -------
-    maps : dict
-        ``{"adc.ADC": (path, unit, source role)}`` from the visit's map indexes
-        (``sub-S/ses-V/maps/*_index.json``); the source role follows the fit step (``fit_dwi``
-        → ``dwi``, ``fit_dce`` → ``dce``).
-    response, criteria : str or None
-        From ``sub-S/sub-S_assessments.parquet`` (None when absent).
-    """
-    root = Path(results_dir)
-    maps: dict[str, tuple[Path, str, str]] = {}
-    mdir = root / f"sub-{subject}" / f"ses-{visit}" / "maps"
-    for index in sorted(mdir.glob("*_index.json")):
-        step = index.name[: -len("_index.json")].split("_", 2)[-1]
-        try:
-            entries = json.loads(index.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ExportError(f"cannot parse map index: {exc}", file=index) from exc
-        for name, e in sorted(entries.items()):
-            if not isinstance(e, dict) or "path" not in e:
-                raise ExportError("map entry without a path", file=index, field=name)
-            maps[name] = (root / e["path"], str(e.get("unit", "")), _STEP_SOURCE.get(step, step))
-    response = None
-    table = root / f"sub-{subject}" / f"sub-{subject}_assessments.parquet"
-    if table.exists():
-        import pandas as pd
-
-        df = pd.read_parquet(table)
-        df = df[(df["subject"].astype(str) == subject) & (df["visit"].astype(str) == visit)]
-        if criteria is not None:
-            df = df[df["criteria"] == criteria]
-        if len(df):
-            row = df.iloc[0]
-            response = None if pd.isna(row["response"]) else str(row["response"])
-            criteria = str(row["criteria"])
-    return maps, response, criteria
-
-
 def export_visit(
     study_dir: str | Path,
     dicom_dir: str | Path,
@@ -658,7 +602,7 @@ def export_visit(
     all_maps, all_units = dict(maps or {}), dict(units or {})
     skippable: set[str] = set()  # a run's maps that are not 3-D (e.g. a time course)
     if results is not None:
-        all_maps, all_units, skippable, response, criteria = _with_run_results(
+        all_maps, all_units, skippable, response, criteria = with_run_results(
             results, subject, visit, all_maps, all_units, response, criteria
         )
     loaded = _parameter_maps(all_maps, skippable)
@@ -694,30 +638,6 @@ def export_visit(
         )
     )
     return written
-
-
-def _with_run_results(
-    results: str | Path,
-    subject: str,
-    visit: str,
-    maps: dict[str, tuple[str | Path | Volume, str]],
-    units: dict[str, str],
-    response: str | None,
-    criteria: str,
-) -> tuple[dict[str, tuple[str | Path | Volume, str]], dict[str, str], set[str], str | None, str]:
-    """The maps, units and response of a run's output folder, under those given by the caller;
-    and the names of the run's maps that may be skipped when they are not 3-D."""
-    found, run_response, run_criteria = pipeline_results(results, subject=subject, visit=visit)
-    all_maps: dict[str, tuple[str | Path | Volume, str]] = {
-        name: (path, role) for name, (path, _, role) in found.items()
-    }
-    all_maps.update(maps)
-    all_units = dict(units)
-    for name, (_, unit, _) in found.items():
-        all_units.setdefault(name, unit)
-    if response is None and run_response not in (None, "baseline"):
-        response, criteria = run_response, run_criteria or criteria
-    return all_maps, all_units, set(found) - set(maps), response, criteria
 
 
 class _SourceImages:

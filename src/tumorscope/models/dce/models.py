@@ -47,6 +47,7 @@ class _DCEModel(Model):
     """Shared machinery of the DCE models (protocol: frame times and a plasma AIF)."""
 
     measurement_name: ClassVar[str] = "frames"
+    protocol_type = DynamicProtocol  # from_protocol(protocol, aif_mM=...)
     methods: ClassVar[tuple[str, ...]] = ("lm", "linear")
     base_parameters: ClassVar[tuple[ParameterSpec, ...]] = ()
     _equation: ClassVar[Callable[..., Any]]
@@ -87,11 +88,6 @@ class _DCEModel(Model):
         # strongly correlated parameters (Fp, vp; the delay) can need more than the engine's
         # default 100 trial steps from a grid start; rare voxels only, so the cost is small
         self.lm_options = LMOptions(max_iter=400)
-
-    @classmethod
-    def from_protocol(cls, protocol: DynamicProtocol, **options: Any) -> _DCEModel:
-        """Build from a :class:`~tumorscope.protocol.DynamicProtocol`; ``aif_mM=`` is required."""
-        return cls(protocol, **options)
 
     # ------------------------------------------------------------------ engine hooks
     @property

@@ -9,7 +9,6 @@ from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ...errors import ProtocolError
 from ...fitting.engine import BlockFit
 from ...fitting.linear import weighted_lls
 from ...fitting.lm import LMResult, levenberg_marquardt
@@ -79,6 +78,7 @@ class DiffusionModel(Model):
     """
 
     measurement_name: ClassVar[str] = "b-values"
+    protocol_type = DiffusionProtocol
     thread_safe: ClassVar[bool] = True
     b: np.ndarray
 
@@ -136,22 +136,6 @@ class DiffusionModel(Model):
             options=self.lm_options,
             backend=lm_backend(be),
         )
-
-    @classmethod
-    def from_protocol(cls: type[_D], protocol: DiffusionProtocol, **options: Any) -> _D:
-        """The model for a series' protocol, with keyword ``options`` (``method`` …).
-
-        Raises
-        ------
-        ProtocolError
-            ``protocol`` is not a :class:`~tumorscope.protocol.DiffusionProtocol`.
-        """
-        if not isinstance(protocol, DiffusionProtocol):
-            raise ProtocolError(
-                f"{cls.__name__} needs a DiffusionProtocol, got {type(protocol).__name__}",
-                field="protocol",
-            )
-        return cls(protocol, **options)  # type: ignore[call-arg]
 
     @property
     def n_measurements(self) -> int:

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from ...errors import FitError, ProtocolError
 from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit, validate_inputs
@@ -140,7 +141,12 @@ class ADC(DiffusionModel):
         return res
 
     def fit(
-        self, data: np.ndarray, mask: np.ndarray | None = None, *, chunk_voxels: int | None = None
+        self,
+        data: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        chunk_voxels: int | None = None,
+        **voxel_inputs: npt.ArrayLike | None,
     ) -> FitResult:
         """Fit every voxel (see :meth:`Model.fit`).
 
@@ -152,6 +158,8 @@ class ADC(DiffusionModel):
         kernels. Results are those of the engine path (same status rules, float64 arithmetic).
         Other methods, dtypes or ``backend="numpy"`` go through the engine.
         """
+        if voxel_inputs:  # diffusion models take none: the base class says so
+            return super().fit(data, mask, chunk_voxels=chunk_voxels, **voxel_inputs)
         arr, m = validate_inputs(
             data, mask, n_measurements=self.n_measurements, what=self.measurement_name
         )

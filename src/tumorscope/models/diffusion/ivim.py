@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+import numpy.typing as npt
 
 from ...errors import FitError, ProtocolError
 from ...fitting.engine import BlockFit, FlatFit, fit_blocks, validate_inputs
@@ -273,9 +274,16 @@ class IVIM(DiffusionModel):
         return BlockFit(res.params, res.status, rss, res.stderr)
 
     def fit(
-        self, data: np.ndarray, mask: np.ndarray | None = None, *, chunk_voxels: int | None = None
+        self,
+        data: np.ndarray,
+        mask: np.ndarray | None = None,
+        *,
+        chunk_voxels: int | None = None,
+        **voxel_inputs: npt.ArrayLike | None,
     ) -> FitResult:
         """Fit every voxel (see :meth:`Model.fit`). ``"bayes"`` runs two passes."""
+        if voxel_inputs:  # diffusion models take none: the base class says so
+            return super().fit(data, mask, chunk_voxels=chunk_voxels, **voxel_inputs)
         if self.method != "bayes" or self.prior is not None:
             return super().fit(data, mask, chunk_voxels=chunk_voxels)
         arr, m = validate_inputs(
