@@ -1,4 +1,5 @@
-"""The command line: help, version, phantom, demo."""
+"""The command line as a whole (`cli/__init__.py`: help, version, the console script) and the
+study commands of `cli/study.py` (phantom)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,138 @@
+"""The one writer of maps and sidecars, the JSON encoder and file hashes (``tumorscope.files``)."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumorscope.files import (
+    file_sha256,
+    json_default,
+    read_sidecar,
+    sidecar_of,
+    to_json,
+    write_json,
+    write_map,
+)
+
+
+class _Colour(enum.Enum):
+    RED = "red"
+
+
+@dataclass
+class _Point:
+    x: float
+    y: float
+
+
+def test_write_map_writes_the_image_and_its_sidecar(tmp_path: Path) -> None:
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    affine = np.diag([2.0, 2.0, 5.0, 1.0])
+    prov = {"model": "adc", "options": {"b": np.float32(1.5), "bvalues": np.array([0, 500])}}
+    image, side = write_map(
+        tmp_path / "m" / "x_ADC.nii.gz",
+        data,
+        affine,
+        units="mm2/s",
+        description="ADC map",
+        provenance=prov,
+    )
+    assert side == tmp_path / "m" / "x_ADC.json"
+    img = nib.load(image)
+    assert img.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(np.asanyarray(img.dataobj), data)
+    np.testing.assert_array_equal(img.affine, affine)
+    assert json.loads(side.read_text()) == {
+        "Units": "mm2/s",
+        "Description": "ADC map",
+        "Provenance": {"model": "adc", "options": {"b": 1.5, "bvalues": [0, 500]}},
+    }
+    assert read_sidecar(image)["Units"] == "mm2/s"
+    # no temporary file left behind
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["x_ADC.json", "x_ADC.nii.gz"]
+
+
+def test_write_map_keeps_the_dtype_or_takes_the_one_given(tmp_path: Path) -> None:
+    status = np.zeros((2, 2, 2), np.uint8)
+    (image, _) = write_map(
+        tmp_path / "s.nii.gz", status, np.eye(4), units="1", description="", provenance=None
+    )
+    assert nib.load(image).get_data_dtype() == np.uint8
+    (image, _) = write_map(
+        tmp_path / "f.nii.gz",
+        status,
+        np.eye(4),
+        units="1",
+        description="",
+        provenance=None,
+        dtype=np.float32,
+    )
+    assert nib.load(image).get_data_dtype() == np.float32
+
+
+def test_write_map_rejects_what_json_cannot_hold_before_the_sidecar(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="not JSON serialisable: object"):
+        write_map(
+            tmp_path / "x.nii.gz",
+            np.zeros((1, 1, 1)),
+            np.eye(4),
+            units="",
+            description="",
+            provenance={"bad": object()},
+        )
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_json_default_encodes_our_values_and_refuses_the_rest() -> None:
+    text = to_json(
+        {
+            "n": np.int64(3),
+            "a": np.array([[1.0, 2.0]]),
+            "p": Path("/x/y"),
+            "e": _Colour.RED,
+            "d": _Point(1.0, 2.0),
+            "s": {"b", "a"},
+        },
+        indent=None,
+    )
+    assert json.loads(text) == {
+        "n": 3,
+        "a": [[1.0, 2.0]],
+        "p": "/x/y",
+        "e": "red",
+        "d": {"x": 1.0, "y": 2.0},
+        "s": ["a", "b"],
+    }
+    assert text.endswith("\n")
+    for bad in (object(), 1 + 2j, _Point):
+        with pytest.raises(TypeError):
+            json_default(bad)
+
+
+def test_write_json_is_atomic_and_sorted_on_request(tmp_path: Path) -> None:
+    path = write_json(tmp_path / "a" / "b.json", {"z": 1, "a": 2}, indent=None, sort_keys=True)
+    assert path.read_text() == '{"a": 2, "z": 1}\n'
+
+
+def test_sidecar_names_and_unreadable_sidecars(tmp_path: Path) -> None:
+    assert sidecar_of("d/x.nii.gz") == Path("d/x.json")
+    assert sidecar_of("d/x.nii") == Path("d/x.json")
+    assert sidecar_of("d/x.mha") == Path("d/x.json")
+    assert read_sidecar(tmp_path / "none.nii.gz") == {}
+    (tmp_path / "bad.json").write_text("{not json")
+    assert read_sidecar(tmp_path / "bad.nii.gz") == {}
+
+
+def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
+    blob = np.random.default_rng(0).bytes(3 * (1 << 20) + 17)  # across the 1 MiB blocks
+    p = tmp_path / "blob"
+    p.write_bytes(blob)
+    assert file_sha256(p) == hashlib.sha256(blob).hexdigest()
