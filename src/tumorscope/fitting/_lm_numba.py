@@ -223,46 +223,37 @@ _DRIVER_SIG = types.void(
 )
 
 
+@nb.njit(cache=True, inline="always")
+def _lm_at(fn, consts, v, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
+    """:func:`_lm_voxel` on voxel ``v`` of a block: its rows, and its one-element output views."""
+    _lm_voxel(
+        fn,
+        consts,
+        y[v],
+        p[v],
+        lo[v],
+        hi[v],
+        scale,
+        max_iter,
+        ftol,
+        xtol,
+        st[v : v + 1],
+        rss[v : v + 1],
+        se[v],
+        nit[v : v + 1],
+    )
+
+
 @nb.njit(_DRIVER_SIG, parallel=True, cache=True)
 def _drive_parallel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     for v in nb.prange(y.shape[0]):
-        _lm_voxel(
-            fn,
-            consts,
-            y[v],
-            p[v],
-            lo[v],
-            hi[v],
-            scale,
-            max_iter,
-            ftol,
-            xtol,
-            st[v : v + 1],
-            rss[v : v + 1],
-            se[v],
-            nit[v : v + 1],
-        )
+        _lm_at(fn, consts, v, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit)
 
 
 @nb.njit(_DRIVER_SIG, cache=True, nogil=True)
 def _drive_serial(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     for v in range(y.shape[0]):
-        _lm_voxel(
-            fn,
-            consts,
-            y[v],
-            p[v],
-            lo[v],
-            hi[v],
-            scale,
-            max_iter,
-            ftol,
-            xtol,
-            st[v : v + 1],
-            rss[v : v + 1],
-            se[v],
-            nit[v : v + 1],
-        )
+        _lm_at(fn, consts, v, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit)
 
 
 def run(kernel, consts, y, p0, lo, hi, scale, opts, *, parallel):
