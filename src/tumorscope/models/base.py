@@ -19,9 +19,11 @@ a subclass of :class:`Model`:
 * implements the classmethod ``example()`` and ``sample_parameters`` used by the common API test
   battery, and is decorated with :func:`register_model`.
 
-``Model.fit`` (not overridden) validates shapes, masks and chunks the data via
+``Model.fit`` validates shapes, masks and per-voxel inputs, then hands the checked arrays to
+the hook ``_fit_validated``, which by default chunks the data via
 :func:`tumorscope.fitting.engine.fit_blocks`, builds the :class:`FitResult`, and issues one
-summary :class:`~tumorscope.errors.TumorscopeWarning` for the voxels that did not converge.
+summary :class:`~tumorscope.errors.TumorscopeWarning` for the voxels that did not converge. A
+model that fits otherwise (a fused compiled pass, two passes) overrides the hook, not ``fit``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import abc
 import importlib
 import os
 import pkgutil
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -515,8 +518,8 @@ class Model(abc.ABC):
 
     def fit(
         self,
-        data: np.ndarray,
-        mask: np.ndarray | None = None,
+        data: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
         *,
         chunk_voxels: int | None = None,
         **voxel_inputs: npt.ArrayLike | None,
@@ -525,9 +528,9 @@ class Model(abc.ABC):
 
         Parameters
         ----------
-        data : ndarray, shape (..., m)
+        data : array_like, shape (..., m)
             Measurements on the last axis, in the order of the protocol.
-        mask : ndarray of bool, shape data.shape[:-1], optional
+        mask : array_like of bool, shape data.shape[:-1], optional
             Voxels to fit; others get NaN maps and status ``NOT_FITTED``.
         chunk_voxels : int, optional, keyword-only
             Voxels per block (bounds memory); results do not depend on it.
@@ -555,7 +558,20 @@ class Model(abc.ABC):
         )
         inputs = self._check_voxel_input_shapes(arr.shape[:-1], voxel_inputs)
         self.check_voxel_inputs(inputs, m)
-        return self._result(arr, self._fit_engine(arr, m, chunk_voxels, inputs))
+        return self._fit_validated(arr, m, chunk_voxels, inputs)
+
+    def _fit_validated(
+        self,
+        arr: np.ndarray,
+        mask: np.ndarray | None,
+        chunk_voxels: int | None,
+        inputs: Mapping[str, np.ndarray],
+    ) -> FitResult:
+        """The fit of :meth:`fit` once data, mask and per-voxel inputs are checked: the engine
+        (:meth:`_fit_engine`), then the :class:`FitResult`. A model that fits otherwise (a
+        fused compiled pass, several passes, a noise level estimated first) overrides this
+        hook, not :meth:`fit`."""
+        return self._result(arr, self._fit_engine(arr, mask, chunk_voxels, inputs))
 
     def _fit_engine(
         self,
@@ -620,7 +636,7 @@ class Model(abc.ABC):
         status = sh(flat.status)
         msg = summarize_counts(flat.counts)
         if msg:
-            warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=3)
+            warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=_caller_level())
         from .. import __version__
 
         provenance = {
@@ -676,6 +692,20 @@ class Model(abc.ABC):
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
 
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function name the
+    first frame outside ``tumorscope.models`` (the line that called ``fit``), however many
+    model methods lie between."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
+_PACKAGE = f"{__package__}."
 
 # ---------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[Model]] = {}

@@ -19,7 +19,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
-from ..base import FitResult, Model, ParameterSpec, register_model
+from ..base import FitResult, ParameterSpec, register_model
 from ._common import (
     RelaxometryModel,
     block_status,
@@ -291,13 +291,20 @@ class _DecayModel(RelaxometryModel):
             ``INVALID_INPUT``.
         chunk_voxels : int, optional, keyword-only
         """
-        arr = np.asarray(data)
-        msk = None if mask is None else np.asarray(mask)
-        if noise_sigma_map is not None:
-            res = Model.fit(
-                self, arr, msk, chunk_voxels=chunk_voxels, noise_sigma_map=noise_sigma_map
-            )
-            sig = np.asarray(noise_sigma_map, dtype=float)
+        return super().fit(data, mask, chunk_voxels=chunk_voxels, noise_sigma_map=noise_sigma_map)
+
+    def _fit_validated(
+        self,
+        arr: np.ndarray,
+        mask: np.ndarray | None,
+        chunk_voxels: int | None,
+        inputs: Mapping[str, np.ndarray],
+    ) -> FitResult:
+        """The engine's fit, after estimating a Rician noise level that is not given; a noise
+        map is recorded in the provenance options (``noise_sigma: "map"`` and its median)."""
+        sig = inputs.get("noise_sigma_map")
+        if sig is not None:
+            res = super()._fit_validated(arr, mask, chunk_voxels, inputs)
             good = np.isfinite(sig) & (sig > 0)
             res.provenance["options"]["noise_sigma"] = "map"
             res.provenance["options"]["noise_sigma_map_median"] = (
@@ -305,12 +312,10 @@ class _DecayModel(RelaxometryModel):
             )
             return res
         if self.floor == "rician" and self.noise_sigma is None:
-            sigma, how = self.estimate_noise(arr, msk)
             model = copy_model(self)
-            model.noise_sigma = sigma
-            model._sigma_estimated = how
-            return Model.fit(model, arr, msk, chunk_voxels=chunk_voxels)
-        return super().fit(arr, msk, chunk_voxels=chunk_voxels)
+            model.noise_sigma, model._sigma_estimated = self.estimate_noise(arr, mask)
+            return model._fit_validated(arr, mask, chunk_voxels, inputs)
+        return super()._fit_validated(arr, mask, chunk_voxels, inputs)
 
     def estimate_noise_sigma(
         self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 5000

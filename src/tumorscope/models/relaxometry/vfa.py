@@ -168,13 +168,18 @@ class VFAT1(T1Model):
             ``INVALID_INPUT``; the provenance options record ``b1_map: true``.
         chunk_voxels : int, optional, keyword-only
         """
-        res = super().fit(
-            np.asarray(data),
-            None if mask is None else np.asarray(mask),
-            chunk_voxels=chunk_voxels,
-            b1=b1,
-        )
-        if b1 is not None:
+        return super().fit(data, mask, chunk_voxels=chunk_voxels, b1=b1)
+
+    def _fit_validated(
+        self,
+        arr: np.ndarray,
+        mask: np.ndarray | None,
+        chunk_voxels: int | None,
+        inputs: Mapping[str, np.ndarray],
+    ) -> FitResult:
+        """The engine's fit, recording a B1 map in the provenance options (``b1_map``)."""
+        res = super()._fit_validated(arr, mask, chunk_voxels, inputs)
+        if "b1" in inputs:
             res.provenance["options"]["b1_map"] = True
         return res
 
