@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from ..protocol import Protocol
 
 __all__ = [
+    "FitInput",
     "FitResult",
     "Model",
     "ParameterSpec",
@@ -232,6 +233,27 @@ class FitResult:
             write_map(path, arr, aff, units=unit, description=desc, provenance=self.provenance)
             written[name] = path
         return written
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """The arguments of :meth:`Model.fit` once checked: what its hook ``_fit_validated`` fits.
+
+    Attributes
+    ----------
+    data : ndarray, shape (..., m)
+        The data as given (no copy when already an ndarray of numbers), last axis checked.
+    mask : ndarray of bool, shape data.shape[:-1], or None
+    chunk_voxels : int or None
+        Voxels per block, as given to ``fit``.
+    voxel_inputs : mapping of str to ndarray
+        The per-voxel inputs given, float64 arrays of the spatial shape, checked by the model.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray | None
+    chunk_voxels: int | None = None
+    voxel_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 _STATUS_DOC = "fit status: " + ", ".join(f"{s.value}={s.name}" for s in FitStatus)
@@ -558,40 +580,28 @@ class Model(abc.ABC):
         )
         inputs = self._check_voxel_input_shapes(arr.shape[:-1], voxel_inputs)
         self.check_voxel_inputs(inputs, m)
-        return self._fit_validated(arr, m, chunk_voxels, inputs)
+        return self._fit_validated(FitInput(arr, m, chunk_voxels, inputs))
 
-    def _fit_validated(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray],
-    ) -> FitResult:
+    def _fit_validated(self, given: FitInput) -> FitResult:
         """The fit of :meth:`fit` once data, mask and per-voxel inputs are checked: the engine
         (:meth:`_fit_engine`), then the :class:`FitResult`. A model that fits otherwise (a
         fused compiled pass, several passes, a noise level estimated first) overrides this
         hook, not :meth:`fit`."""
-        return self._result(arr, self._fit_engine(arr, mask, chunk_voxels, inputs))
+        return self._result(given.data, self._fit_engine(given))
 
-    def _fit_engine(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray] | None = None,
-    ) -> FlatFit:
-        """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on validated data with
+    def _fit_engine(self, given: FitInput) -> FlatFit:
+        """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on checked input with
         this model's block solver, invalid-voxel test, workers and dtype policy."""
         return fit_blocks(
             self.fit_block,
-            arr,
-            mask,
+            given.data,
+            given.mask,
             n_params=len(self.parameters),
             invalid_fn=None if self.handles_invalid else self.invalid_voxels,
-            chunk_voxels=chunk_voxels,
+            chunk_voxels=given.chunk_voxels,
             n_workers=self._n_workers(),
             native_dtype=self.native_dtype,
-            voxel_inputs=inputs,
+            voxel_inputs=given.voxel_inputs,
         )
 
     def _check_voxel_input_shapes(

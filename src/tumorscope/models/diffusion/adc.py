@@ -4,7 +4,6 @@ doi:10.1063/1.1695690), with its fused compiled fast path for the log-linear met
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
@@ -13,7 +12,7 @@ import numpy as np
 from ...errors import FitError, ProtocolError
 from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit
 from ...fitting.status import FitStatus
-from ..base import FitResult, ParameterSpec, register_model
+from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, invalid_diffusion, kernels, loglinear
 from .equations import _adc_jac, adc_signal
 
@@ -140,13 +139,7 @@ class ADC(DiffusionModel):
                 res.status[bad] = FitStatus.INVALID_INPUT
         return res
 
-    def _fit_validated(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray],
-    ) -> FitResult:
+    def _fit_validated(self, given: FitInput) -> FitResult:
         """The fit of :meth:`Model.fit`, with a fast path.
 
         ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
@@ -157,17 +150,18 @@ class ADC(DiffusionModel):
         kernels. Results are those of the engine path (same status rules, float64 arithmetic).
         Other methods, dtypes or ``backend="numpy"`` go through the engine.
         """
+        arr = given.data
         if not (
             self.method in ("wlls", "lls")
             and arr.dtype in (np.float32, np.float64)
             and arr.dtype.isnative
             and self._backend() == "numba"
         ):
-            return super()._fit_validated(arr, mask, chunk_voxels, inputs)
+            return super()._fit_validated(given)
         from ...fitting import progress
 
         progress.report("planned", 1)  # one fused pass: one chunk for the progress bar
-        flat, order = self._fit_fused(arr, mask, chunk_voxels)
+        flat, order = self._fit_fused(arr, given.mask, given.chunk_voxels)
         progress.report("done", 1)
         return self._result(arr, flat, order=order)
 

@@ -30,7 +30,7 @@ from ...errors import FitError, ProtocolError
 from ...fitting.engine import BlockFit
 from ...fitting.lm import LMOptions
 from ...fitting.status import FitStatus
-from ..base import FitResult, ParameterSpec, register_model
+from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, diffusivity, kernels, loglinear
 from .equations import _ivim_jac, ivim_signal
 
@@ -272,17 +272,11 @@ class IVIM(DiffusionModel):
             rss = np.sum((y - ivim_signal(b, res.params)) ** 2, axis=1)
         return BlockFit(res.params, res.status, rss, res.stderr)
 
-    def _fit_validated(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray],
-    ) -> FitResult:
+    def _fit_validated(self, given: FitInput) -> FitResult:
         """The fit of :meth:`Model.fit`. ``"bayes"`` without a given prior runs two passes: a
         segmented fit of every voxel gives the empirical prior of the second."""
         if self.method != "bayes" or self.prior is not None:
-            return super()._fit_validated(arr, mask, chunk_voxels, inputs)
+            return super()._fit_validated(given)
 
         def variant(method: str, prior: Mapping[str, Any] | None = None) -> IVIM:
             return IVIM(
@@ -294,10 +288,10 @@ class IVIM(DiffusionModel):
                 backend=self.backend,
             )
 
-        flat = variant("segmented")._fit_engine(arr, mask, chunk_voxels)
+        flat = variant("segmented")._fit_engine(given)
         second = variant("bayes", _empirical_prior(flat.params, flat.status, flat.rss, self.b.size))
         second.lm_options = self.lm_options
-        res = second._result(arr, second._fit_engine(arr, mask, chunk_voxels))
+        res = second._result(given.data, second._fit_engine(given))
         res.provenance["options"]["prior_source"] = "empirical (segmented first pass)"
         return res
 

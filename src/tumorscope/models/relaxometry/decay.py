@@ -19,7 +19,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
-from ..base import FitResult, ParameterSpec, register_model
+from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import (
     RelaxometryModel,
     block_status,
@@ -293,18 +293,12 @@ class _DecayModel(RelaxometryModel):
         """
         return super().fit(data, mask, chunk_voxels=chunk_voxels, noise_sigma_map=noise_sigma_map)
 
-    def _fit_validated(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray],
-    ) -> FitResult:
+    def _fit_validated(self, given: FitInput) -> FitResult:
         """The engine's fit, after estimating a Rician noise level that is not given; a noise
         map is recorded in the provenance options (``noise_sigma: "map"`` and its median)."""
-        sig = inputs.get("noise_sigma_map")
+        sig = given.voxel_inputs.get("noise_sigma_map")
         if sig is not None:
-            res = super()._fit_validated(arr, mask, chunk_voxels, inputs)
+            res = super()._fit_validated(given)
             good = np.isfinite(sig) & (sig > 0)
             res.provenance["options"]["noise_sigma"] = "map"
             res.provenance["options"]["noise_sigma_map_median"] = (
@@ -313,9 +307,9 @@ class _DecayModel(RelaxometryModel):
             return res
         if self.floor == "rician" and self.noise_sigma is None:
             model = copy_model(self)
-            model.noise_sigma, model._sigma_estimated = self.estimate_noise(arr, mask)
-            return model._fit_validated(arr, mask, chunk_voxels, inputs)
-        return super()._fit_validated(arr, mask, chunk_voxels, inputs)
+            model.noise_sigma, model._sigma_estimated = self.estimate_noise(given.data, given.mask)
+            return model._fit_validated(given)
+        return super()._fit_validated(given)
 
     def estimate_noise_sigma(
         self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 5000

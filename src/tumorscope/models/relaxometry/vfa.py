@@ -14,7 +14,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import VFAProtocol
-from ..base import FitResult, ParameterSpec, register_model
+from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import (
     T1_SPEC,
     T1Model,
@@ -170,16 +170,10 @@ class VFAT1(T1Model):
         """
         return super().fit(data, mask, chunk_voxels=chunk_voxels, b1=b1)
 
-    def _fit_validated(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray],
-    ) -> FitResult:
+    def _fit_validated(self, given: FitInput) -> FitResult:
         """The engine's fit, recording a B1 map in the provenance options (``b1_map``)."""
-        res = super()._fit_validated(arr, mask, chunk_voxels, inputs)
-        if "b1" in inputs:
+        res = super()._fit_validated(given)
+        if "b1" in given.voxel_inputs:
             res.provenance["options"]["b1_map"] = True
         return res
 
