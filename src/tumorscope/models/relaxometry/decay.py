@@ -16,18 +16,17 @@ import numpy.typing as npt
 from ...errors import FitError
 from ...fitting.engine import BlockFit, validate_inputs
 from ...fitting.polish import gauss_newton_polish
-from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
 from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import (
     RelaxometryModel,
-    block_status,
     check_backend,
     copy_model,
     invalid_magnitude,
     protocol_of,
     rate,
+    solved_block,
 )
 from .equations import (
     monoexp_jacobian,
@@ -235,11 +234,7 @@ class _DecayModel(RelaxometryModel):
         params = pr.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
             params[:, 1] = self._from_rate(pr[:, 1])
-        ok = np.all(np.isfinite(params), axis=1)
-        safe = np.where(ok[:, None], params, 1.0)
-        J = self.jacobian(safe)
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
-        return BlockFit(params, block_status(ok, at_bound), rss, stderr)
+        return solved_block(params, rss, at_bound, self.jacobian)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:
         """Fit with a per-voxel σ: ``E[M](A, σ) = σ E[M](A/σ, 1)``, so each voxel is divided

@@ -9,17 +9,16 @@ import numpy.typing as npt
 
 from ...fitting.engine import BlockFit
 from ...fitting.polish import gauss_newton_polish
-from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import InversionRecoveryProtocol
 from ..base import ParameterSpec, register_model
 from ._common import (
     T1_SPEC,
     T1Model,
-    block_status,
     check_backend,
     invalid_magnitude,
     protocol_of,
+    solved_block,
 )
 from .equations import ir_jacobian, ir_signal
 
@@ -161,8 +160,7 @@ class IRT1(T1Model):
             m0 = coef[:, 0]
             k = np.where(m0 != 0, -coef[:, 1] / m0, np.nan)
         params = np.stack([m0, t1, k], axis=1)
-        ok = np.all(np.isfinite(params), axis=1)
-        free = ok & ~at_bound
+        free = np.all(np.isfinite(params), axis=1) & ~at_bound
         if free.any():
             params[free], rss[free] = gauss_newton_polish(
                 params[free],
@@ -171,6 +169,4 @@ class IRT1(T1Model):
                 lambda p: ir_jacobian(p, ti),
                 rss[free],
             )
-        J = ir_jacobian(np.where(ok[:, None], params, 1.0), ti)
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
-        return BlockFit(params, block_status(ok, at_bound), rss, stderr)
+        return solved_block(params, rss, at_bound, lambda p: ir_jacobian(p, ti))

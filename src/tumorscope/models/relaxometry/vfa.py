@@ -11,17 +11,16 @@ import numpy.typing as npt
 from ...errors import DataError
 from ...fitting.engine import BlockFit
 from ...fitting.polish import gauss_newton_polish
-from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import VFAProtocol
 from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import (
     T1_SPEC,
     T1Model,
-    block_status,
     check_backend,
     invalid_magnitude,
     protocol_of,
+    solved_block,
 )
 from .equations import _flip_rad, despot1, spgr_jacobian, spgr_signal, vfa_two_point
 
@@ -180,24 +179,21 @@ class VFAT1(T1Model):
     def fit_block(self, y: np.ndarray, *, b1: np.ndarray | None = None) -> BlockFit:
         if self.method == "nonlinear":
             params, rss, at_bound = self._fit_nonlinear(y, b1)
-        else:
-            fn = despot1 if self.method == "despot1" else vfa_two_point
-            m0, t1 = fn(y, self.flip_angles_deg, self.tr_ms, b1=b1)
-            params = np.stack([m0, t1], axis=1)
-            with np.errstate(invalid="ignore"):
-                pred = spgr_signal(params, self.flip_angles_deg, self.tr_ms, b1=b1)
-                rss = np.sum((y - pred) ** 2, axis=1)
-            at_bound = np.zeros(y.shape[0], dtype=bool)
-        ok = np.all(np.isfinite(params), axis=1)
-        J = spgr_jacobian(
-            np.where(ok[:, None], params, 1.0), self.flip_angles_deg, self.tr_ms, b1=b1
-        )
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
-        if self.method != "nonlinear":
-            # the linearised estimators are not least-squares solutions of the magnitudes:
-            # Jacobian-based errors would be those of another estimator
-            stderr[:] = np.nan
-        return BlockFit(params, block_status(ok, at_bound), rss, stderr)
+            return solved_block(
+                params,
+                rss,
+                at_bound,
+                lambda p: spgr_jacobian(p, self.flip_angles_deg, self.tr_ms, b1=b1),
+            )
+        fn = despot1 if self.method == "despot1" else vfa_two_point
+        m0, t1 = fn(y, self.flip_angles_deg, self.tr_ms, b1=b1)
+        params = np.stack([m0, t1], axis=1)
+        with np.errstate(invalid="ignore"):
+            pred = spgr_signal(params, self.flip_angles_deg, self.tr_ms, b1=b1)
+            rss = np.sum((y - pred) ** 2, axis=1)
+        # the linearised estimators are not least-squares solutions of the magnitudes: no
+        # Jacobian-based standard errors (they would be another estimator's)
+        return solved_block(params, rss, np.zeros(y.shape[0], dtype=bool), None)
 
     def _fit_nonlinear(
         self, s: np.ndarray, b1: np.ndarray | None
