@@ -25,11 +25,24 @@ R1_SPEC = ParameterSpec("R1", "1/s", 0.0, np.inf, description="1000 / T1")
 
 
 class RelaxometryModel(Model):
-    """What the relaxometry models share: the options they record are the attributes named in
-    ``recorded_options`` (arrays as lists)."""
+    """What the relaxometry models share: the acquisition taken as a protocol or its values
+    (:meth:`_acquire`), magnitude data (:meth:`invalid_voxels`), and the options they record,
+    the attributes named in ``recorded_options`` (arrays as lists)."""
 
     #: Attributes recorded by :meth:`options` (provenance), in order.
     recorded_options: ClassVar[tuple[str, ...]] = ("method",)
+
+    def _acquire(self, kind: type[_P], method: str, backend: str, **values: Any) -> _P:
+        """The acquisition (:func:`protocol_of` ``(kind, **values)``), with the checked
+        ``method`` and ``backend`` stored (the first lines of ``__init__``)."""
+        proto = protocol_of(kind, **values)
+        self.method = self._check_method(method)
+        self.backend = check_backend(backend)
+        return proto
+
+    def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
+        """Magnitudes that cannot be fitted (:func:`invalid_magnitude`)."""
+        return invalid_magnitude(y)
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -19,15 +19,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
 from ..base import FitInput, FitResult, ParameterSpec, register_model
-from ._common import (
-    RelaxometryModel,
-    check_backend,
-    copy_model,
-    invalid_magnitude,
-    protocol_of,
-    rate,
-    solved_block,
-)
+from ._common import RelaxometryModel, copy_model, rate, solved_block
 from .equations import (
     monoexp_jacobian,
     monoexp_signal,
@@ -89,7 +81,7 @@ class _DecayModel(RelaxometryModel):
         noise_sigma: float | None,
         backend: str,
     ) -> None:
-        proto = protocol_of(MultiEchoProtocol, echo_times_ms=echo_times_ms)
+        proto = self._acquire(MultiEchoProtocol, "nlls", backend, echo_times_ms=echo_times_ms)
         self.echo_times_ms = np.asarray(proto.echo_times_ms)
         if floor not in _FLOORS:
             raise FitError(f"unknown floor {floor!r}; expected one of {_FLOORS}", field="floor")
@@ -114,8 +106,6 @@ class _DecayModel(RelaxometryModel):
                 )
             noise_sigma = s
         self.noise_sigma = noise_sigma
-        self.method = "nlls"
-        self.backend = check_backend(backend)
         self._sigma_estimated: str | bool = False
 
     # -- parameterisation ---------------------------------------------------------------
@@ -160,7 +150,7 @@ class _DecayModel(RelaxometryModel):
         self, y: np.ndarray, *, noise_sigma_map: np.ndarray | None = None
     ) -> np.ndarray:
         """Invalid magnitudes, and (with a noise map) non-finite or non-positive σ."""
-        bad = invalid_magnitude(y)
+        bad = super().invalid_voxels(y)
         if noise_sigma_map is not None:
             bad |= ~(np.isfinite(noise_sigma_map) & (noise_sigma_map > 0))
         return bad

@@ -12,14 +12,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.varpro import varpro_log
 from ...protocol import InversionRecoveryProtocol
 from ..base import ParameterSpec, register_model
-from ._common import (
-    T1_SPEC,
-    T1Model,
-    check_backend,
-    invalid_magnitude,
-    protocol_of,
-    solved_block,
-)
+from ._common import T1_SPEC, T1Model, solved_block
 from .equations import ir_jacobian, ir_signal
 
 __all__ = ["IRT1"]
@@ -86,11 +79,11 @@ class IRT1(T1Model):
         magnitude: bool = True,
         backend: str = "auto",
     ) -> None:
-        proto = protocol_of(InversionRecoveryProtocol, inversion_times_ms=inversion_times_ms)
+        proto = self._acquire(
+            InversionRecoveryProtocol, "rdnls", backend, inversion_times_ms=inversion_times_ms
+        )
         self.inversion_times_ms = np.asarray(proto.inversion_times_ms)
         self.magnitude = bool(magnitude)
-        self.method = "rdnls"
-        self.backend = check_backend(backend)
 
     @property
     def n_measurements(self) -> int:
@@ -108,7 +101,7 @@ class IRT1(T1Model):
 
     def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
         if self.magnitude:
-            return invalid_magnitude(y)
+            return super().invalid_voxels(y)
         return ~np.all(np.isfinite(y), axis=1) | ~np.any(y != 0, axis=1)
 
     @classmethod

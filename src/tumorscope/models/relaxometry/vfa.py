@@ -14,14 +14,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.varpro import varpro_log
 from ...protocol import VFAProtocol
 from ..base import FitInput, FitResult, ParameterSpec, register_model
-from ._common import (
-    T1_SPEC,
-    T1Model,
-    check_backend,
-    invalid_magnitude,
-    protocol_of,
-    solved_block,
-)
+from ._common import T1_SPEC, T1Model, solved_block
 from .equations import _flip_rad, despot1, spgr_jacobian, spgr_signal, vfa_two_point
 
 __all__ = ["VFAT1"]
@@ -100,11 +93,11 @@ class VFAT1(T1Model):
         method: Literal["nonlinear", "despot1", "two_point"] = "nonlinear",
         backend: str = "auto",
     ) -> None:
-        proto = protocol_of(VFAProtocol, flip_angles_deg=flip_angles_deg, tr_ms=tr_ms)
+        proto = self._acquire(
+            VFAProtocol, method, backend, flip_angles_deg=flip_angles_deg, tr_ms=tr_ms
+        )
         self.flip_angles_deg = np.asarray(proto.flip_angles_deg)
         self.tr_ms = float(proto.tr_ms)
-        self.method = self._check_method(method)
-        self.backend = check_backend(backend)
 
     @property
     def n_measurements(self) -> int:
@@ -124,7 +117,7 @@ class VFAT1(T1Model):
 
     def invalid_voxels(self, y: np.ndarray, *, b1: np.ndarray | None = None) -> np.ndarray:
         """Invalid magnitudes, and (with a B1 map) non-finite or non-positive B1."""
-        bad = invalid_magnitude(y)
+        bad = super().invalid_voxels(y)
         if b1 is not None:
             bad |= ~np.isfinite(b1) | (b1 <= 0)
         return bad
