@@ -530,12 +530,7 @@ class T2Offset(T2):
     parameters = (
         *T2.parameters,
         ParameterSpec(
-            "offset",
-            "a.u.",
-            -np.inf,
-            np.inf,
-            typical=(0.0, 50.0),
-            description="constant added to the decay",
+            "offset", "a.u.", typical=(0.0, 50.0), description="constant added to the decay"
         ),
     )
 

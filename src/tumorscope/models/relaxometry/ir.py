@@ -49,20 +49,11 @@ class IRT1(T1Model):
 
     name = "irt1"
     parameters = (
-        ParameterSpec(
-            "M0",
-            "a.u.",
-            -np.inf,
-            np.inf,
-            typical=(500.0, 5000.0),
-            description="signal at full recovery",
-        ),
+        ParameterSpec("M0", "a.u.", typical=(500.0, 5000.0), description="signal at full recovery"),
         T1_SPEC,
         ParameterSpec(
             "k",
             "1",
-            -np.inf,
-            np.inf,
             typical=(1.8, 2.0),
             description="inversion factor (2 = ideal inversion, full recovery)",
         ),
