@@ -19,11 +19,12 @@ a subclass of :class:`Model`:
 * implements the classmethod ``example()`` and ``sample_parameters`` used by the common API test
   battery, and is decorated with :func:`register_model`.
 
-``Model.fit`` validates shapes, masks and per-voxel inputs, then hands the checked arrays to
-the hook ``_fit_validated``, which by default chunks the data via
+``Model.fit`` validates shapes, masks and per-voxel inputs, then hands them (a
+:class:`FitInput`) to the hook ``_fit_validated``, which by default chunks the data via
 :func:`tumorscope.fitting.engine.fit_blocks`, builds the :class:`FitResult`, and issues one
 summary :class:`~tumorscope.errors.TumorscopeWarning` for the voxels that did not converge. A
-model that fits otherwise (a fused compiled pass, two passes) overrides the hook, not ``fit``.
+model that fits otherwise (a fused compiled pass, two passes) overrides the hook, not ``fit``;
+a model with per-voxel inputs restates ``fit`` only to name them in its signature.
 """
 
 from __future__ import annotations
@@ -703,6 +704,9 @@ class Model(abc.ABC):
         return f"{type(self).__name__}({opts})"
 
 
+_PACKAGE = f"{__package__}."
+
+
 def _caller_level() -> int:
     """The ``stacklevel`` that makes a warning issued by the caller of this function name the
     first frame outside ``tumorscope.models`` (the line that called ``fit``), however many
@@ -714,8 +718,6 @@ def _caller_level() -> int:
         level += 1
     return level
 
-
-_PACKAGE = f"{__package__}."
 
 # ---------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[Model]] = {}

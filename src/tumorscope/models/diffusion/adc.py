@@ -140,7 +140,7 @@ class ADC(DiffusionModel):
         return res
 
     def _fit_validated(self, given: FitInput) -> FitResult:
-        """The fit of :meth:`Model.fit`, with a fast path.
+        """Fit the checked input (the hook of :meth:`Model.fit`), with a fast path.
 
         ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
         compiled pass (:func:`~tumorscope.models.diffusion._numba.adc_fit_range`) reads the data

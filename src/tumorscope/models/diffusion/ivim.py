@@ -273,8 +273,8 @@ class IVIM(DiffusionModel):
         return BlockFit(res.params, res.status, rss, res.stderr)
 
     def _fit_validated(self, given: FitInput) -> FitResult:
-        """The fit of :meth:`Model.fit`. ``"bayes"`` without a given prior runs two passes: a
-        segmented fit of every voxel gives the empirical prior of the second."""
+        """Fit the checked input (the hook of :meth:`Model.fit`). ``"bayes"`` without a given
+        prior runs two passes: a segmented fit of every voxel gives the prior of the second."""
         if self.method != "bayes" or self.prior is not None:
             return super()._fit_validated(given)
 
