@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from tumorscope.errors import DataError, FitError, ProtocolError
+from tumorscope.errors import DataError, FitError, ProtocolError, TumorscopeWarning
 from tumorscope.fitting import BlockFit, FitStatus
-from tumorscope.models import IRT1, T2, VFAT1, T2Star, get_model, list_models
+from tumorscope.models import ADC, IRT1, IVIM, T2, VFAT1, T2Star, get_model, list_models
 from tumorscope.models.base import Model, ParameterSpec
 from tumorscope.models.relaxometry import T2Offset, spgr_signal
 from tumorscope.protocol import (
@@ -226,3 +226,26 @@ def test_b1_fit_gives_the_numbers_of_the_previous_implementation() -> None:
         fit = VFAT1(FA, TR, method=method).fit(y, b1=b1)
         np.testing.assert_allclose(fit["T1"], np.float32(t1_before), rtol=1.2e-7)
         np.testing.assert_allclose(fit["M0"], np.float32(m0_before), rtol=1.2e-7)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        ADC([0, 500, 1000]),  # fused fast path (with numba)
+        ADC([0, 500, 1000], method="nlls", backend="numpy"),  # the engine
+        IVIM([0, 20, 50, 100, 200, 400, 700, 1000], method="bayes"),  # two passes
+        VFAT1(FA, TR),  # restates fit to name its per-voxel input
+        T2Star([2.0, 4.0, 6.0, 8.0, 12.0, 16.0], floor="rician"),  # noise level estimated first
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_summary_warning_names_the_line_that_called_fit(model: Model) -> None:
+    """However a model fits (engine, fused pass, several passes), its one summary warning is
+    attributed to the caller of ``fit``, not to a model module."""
+    rng = np.random.default_rng(0)
+    p = model.sample_parameters(20, rng=rng)
+    y = model.predict(dict(zip(model.parameter_names, p.T, strict=True)))
+    y[0] = np.nan  # one invalid voxel: a summary warning
+    with pytest.warns(TumorscopeWarning, match="invalid input") as caught:
+        model.fit(y)
+    assert [w.filename for w in caught] == [__file__]

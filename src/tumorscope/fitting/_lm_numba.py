@@ -81,6 +81,18 @@ def _chol_solve(A, b, x, L, P):
     return True
 
 
+@nb.njit(cache=True, inline="always")
+def _jtj(J, H, m, P):
+    """``H = JᵀJ`` of the ``(m, P)`` Jacobian (both triangles written)."""
+    for i in range(P):
+        for j in range(i + 1):
+            h = 0.0
+            for k in range(m):
+                h += J[k, i] * J[k, j]
+            H[i, j] = h
+            H[j, i] = h
+
+
 @nb.njit(_VOXEL_SIG, cache=True, nogil=True)
 def _lm_voxel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss_out, se, nit):
     m = y.shape[0]
@@ -111,17 +123,12 @@ def _lm_voxel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss_out
         build = True
         while it < max_iter:
             if build:
+                _jtj(J, H, m, P)
                 for i in range(P):
                     s = 0.0
                     for k in range(m):
                         s += J[k, i] * (y[k] - f[k])
                     g[i] = s
-                    for j in range(i + 1):
-                        h = 0.0
-                        for k in range(m):
-                            h += J[k, i] * J[k, j]
-                        H[i, j] = h
-                        H[j, i] = h
                     frozen[i] = (p[i] <= lo[i] and g[i] < 0.0) or (p[i] >= hi[i] and g[i] > 0.0)
                 build = False
             for i in range(P):
@@ -176,13 +183,7 @@ def _lm_voxel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss_out
     for i in range(P):
         se[i] = np.nan
     if m > P and np.isfinite(rss):
-        for i in range(P):
-            for j in range(i + 1):
-                h = 0.0
-                for k in range(m):
-                    h += J[k, i] * J[k, j]
-                H[i, j] = h
-                H[j, i] = h
+        _jtj(J, H, m, P)
         s2 = rss / (m - P)
         for j in range(P):
             for i in range(P):
@@ -223,46 +224,37 @@ _DRIVER_SIG = types.void(
 )
 
 
+@nb.njit(cache=True, inline="always")
+def _lm_at(fn, consts, v, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
+    """:func:`_lm_voxel` on voxel ``v`` of a block: its rows, and its one-element output views."""
+    _lm_voxel(
+        fn,
+        consts,
+        y[v],
+        p[v],
+        lo[v],
+        hi[v],
+        scale,
+        max_iter,
+        ftol,
+        xtol,
+        st[v : v + 1],
+        rss[v : v + 1],
+        se[v],
+        nit[v : v + 1],
+    )
+
+
 @nb.njit(_DRIVER_SIG, parallel=True, cache=True)
 def _drive_parallel(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     for v in nb.prange(y.shape[0]):
-        _lm_voxel(
-            fn,
-            consts,
-            y[v],
-            p[v],
-            lo[v],
-            hi[v],
-            scale,
-            max_iter,
-            ftol,
-            xtol,
-            st[v : v + 1],
-            rss[v : v + 1],
-            se[v],
-            nit[v : v + 1],
-        )
+        _lm_at(fn, consts, v, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit)
 
 
 @nb.njit(_DRIVER_SIG, cache=True, nogil=True)
 def _drive_serial(fn, consts, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     for v in range(y.shape[0]):
-        _lm_voxel(
-            fn,
-            consts,
-            y[v],
-            p[v],
-            lo[v],
-            hi[v],
-            scale,
-            max_iter,
-            ftol,
-            xtol,
-            st[v : v + 1],
-            rss[v : v + 1],
-            se[v],
-            nit[v : v + 1],
-        )
+        _lm_at(fn, consts, v, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit)
 
 
 def run(kernel, consts, y, p0, lo, hi, scale, opts, *, parallel):

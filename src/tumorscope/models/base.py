@@ -19,9 +19,12 @@ a subclass of :class:`Model`:
 * implements the classmethod ``example()`` and ``sample_parameters`` used by the common API test
   battery, and is decorated with :func:`register_model`.
 
-``Model.fit`` (not overridden) validates shapes, masks and chunks the data via
+``Model.fit`` validates shapes, masks and per-voxel inputs, then hands them (a
+:class:`FitInput`) to the hook ``_fit_validated``, which by default chunks the data via
 :func:`tumorscope.fitting.engine.fit_blocks`, builds the :class:`FitResult`, and issues one
-summary :class:`~tumorscope.errors.TumorscopeWarning` for the voxels that did not converge.
+summary :class:`~tumorscope.errors.TumorscopeWarning` for the voxels that did not converge. A
+model that fits otherwise (a fused compiled pass, two passes) overrides the hook, not ``fit``;
+a model with per-voxel inputs restates ``fit`` only to name them in its signature.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import abc
 import importlib
 import os
 import pkgutil
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from ..protocol import Protocol
 
 __all__ = [
+    "FitInput",
     "FitResult",
     "Model",
     "ParameterSpec",
@@ -229,6 +234,27 @@ class FitResult:
             write_map(path, arr, aff, units=unit, description=desc, provenance=self.provenance)
             written[name] = path
         return written
+
+
+@dataclass(frozen=True)
+class FitInput:
+    """The arguments of :meth:`Model.fit` once checked: what its hook ``_fit_validated`` fits.
+
+    Attributes
+    ----------
+    data : ndarray, shape (..., m)
+        The data as given (no copy when already an ndarray of numbers), last axis checked.
+    mask : ndarray of bool, shape data.shape[:-1], or None
+    chunk_voxels : int or None
+        Voxels per block, as given to ``fit``.
+    voxel_inputs : mapping of str to ndarray
+        The per-voxel inputs given, float64 arrays of the spatial shape, checked by the model.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray | None
+    chunk_voxels: int | None = None
+    voxel_inputs: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 _STATUS_DOC = "fit status: " + ", ".join(f"{s.value}={s.name}" for s in FitStatus)
@@ -515,8 +541,8 @@ class Model(abc.ABC):
 
     def fit(
         self,
-        data: np.ndarray,
-        mask: np.ndarray | None = None,
+        data: npt.ArrayLike,
+        mask: npt.ArrayLike | None = None,
         *,
         chunk_voxels: int | None = None,
         **voxel_inputs: npt.ArrayLike | None,
@@ -525,9 +551,9 @@ class Model(abc.ABC):
 
         Parameters
         ----------
-        data : ndarray, shape (..., m)
+        data : array_like, shape (..., m)
             Measurements on the last axis, in the order of the protocol.
-        mask : ndarray of bool, shape data.shape[:-1], optional
+        mask : array_like of bool, shape data.shape[:-1], optional
             Voxels to fit; others get NaN maps and status ``NOT_FITTED``.
         chunk_voxels : int, optional, keyword-only
             Voxels per block (bounds memory); results do not depend on it.
@@ -555,27 +581,28 @@ class Model(abc.ABC):
         )
         inputs = self._check_voxel_input_shapes(arr.shape[:-1], voxel_inputs)
         self.check_voxel_inputs(inputs, m)
-        return self._result(arr, self._fit_engine(arr, m, chunk_voxels, inputs))
+        return self._fit_validated(FitInput(arr, m, chunk_voxels, inputs))
 
-    def _fit_engine(
-        self,
-        arr: np.ndarray,
-        mask: np.ndarray | None,
-        chunk_voxels: int | None,
-        inputs: Mapping[str, np.ndarray] | None = None,
-    ) -> FlatFit:
-        """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on validated data with
+    def _fit_validated(self, given: FitInput) -> FitResult:
+        """The fit of :meth:`fit` once data, mask and per-voxel inputs are checked: the engine
+        (:meth:`_fit_engine`), then the :class:`FitResult`. A model that fits otherwise (a
+        fused compiled pass, several passes, a noise level estimated first) overrides this
+        hook, not :meth:`fit`."""
+        return self._result(given.data, self._fit_engine(given))
+
+    def _fit_engine(self, given: FitInput) -> FlatFit:
+        """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on checked input with
         this model's block solver, invalid-voxel test, workers and dtype policy."""
         return fit_blocks(
             self.fit_block,
-            arr,
-            mask,
+            given.data,
+            given.mask,
             n_params=len(self.parameters),
             invalid_fn=None if self.handles_invalid else self.invalid_voxels,
-            chunk_voxels=chunk_voxels,
+            chunk_voxels=given.chunk_voxels,
             n_workers=self._n_workers(),
             native_dtype=self.native_dtype,
-            voxel_inputs=inputs,
+            voxel_inputs=given.voxel_inputs,
         )
 
     def _check_voxel_input_shapes(
@@ -620,7 +647,7 @@ class Model(abc.ABC):
         status = sh(flat.status)
         msg = summarize_counts(flat.counts)
         if msg:
-            warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=3)
+            warnings.warn(f"{self.name}: {msg}", TumorscopeWarning, stacklevel=_caller_level())
         from .. import __version__
 
         provenance = {
@@ -675,6 +702,21 @@ class Model(abc.ABC):
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{type(self).__name__}({opts})"
+
+
+_PACKAGE = f"{__package__}."
+
+
+def _caller_level() -> int:
+    """The ``stacklevel`` that makes a warning issued by the caller of this function name the
+    first frame outside ``tumorscope.models`` (the line that called ``fit``), however many
+    model methods lie between."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 # ---------------------------------------------------------------------- registry

@@ -8,12 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import numpy.typing as npt
 
 from ...errors import FitError, ProtocolError
-from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit, validate_inputs
+from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit
 from ...fitting.status import FitStatus
-from ..base import FitResult, ParameterSpec, register_model
+from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, invalid_diffusion, kernels, loglinear
 from .equations import _adc_jac, adc_signal
 
@@ -140,15 +139,8 @@ class ADC(DiffusionModel):
                 res.status[bad] = FitStatus.INVALID_INPUT
         return res
 
-    def fit(
-        self,
-        data: np.ndarray,
-        mask: np.ndarray | None = None,
-        *,
-        chunk_voxels: int | None = None,
-        **voxel_inputs: npt.ArrayLike | None,
-    ) -> FitResult:
-        """Fit every voxel (see :meth:`Model.fit`).
+    def _fit_validated(self, given: FitInput) -> FitResult:
+        """Fit the checked input (the hook of :meth:`Model.fit`), with a fast path.
 
         ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
         compiled pass (:func:`~tumorscope.models.diffusion._numba.adc_fit_range`) reads the data
@@ -158,24 +150,20 @@ class ADC(DiffusionModel):
         kernels. Results are those of the engine path (same status rules, float64 arithmetic).
         Other methods, dtypes or ``backend="numpy"`` go through the engine.
         """
-        if voxel_inputs:  # diffusion models take none: the base class says so
-            return super().fit(data, mask, chunk_voxels=chunk_voxels, **voxel_inputs)
-        arr, m = validate_inputs(
-            data, mask, n_measurements=self.n_measurements, what=self.measurement_name
-        )
-        if (
+        arr = given.data
+        if not (
             self.method in ("wlls", "lls")
             and arr.dtype in (np.float32, np.float64)
             and arr.dtype.isnative
             and self._backend() == "numba"
         ):
-            from ...fitting import progress
+            return super()._fit_validated(given)
+        from ...fitting import progress
 
-            progress.report("planned", 1)  # one fused pass: one chunk for the progress bar
-            flat, order = self._fit_fused(arr, m, chunk_voxels)
-            progress.report("done", 1)
-            return self._result(arr, flat, order=order)
-        return super().fit(arr, m, chunk_voxels=chunk_voxels)
+        progress.report("planned", 1)  # one fused pass: one chunk for the progress bar
+        flat, order = self._fit_fused(arr, given.mask, given.chunk_voxels)
+        progress.report("done", 1)
+        return self._result(arr, flat, order=order)
 
     def _fit_fused(
         self, arr: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None

@@ -25,13 +25,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import numpy.typing as npt
 
 from ...errors import FitError, ProtocolError
-from ...fitting.engine import BlockFit, FlatFit, fit_blocks, validate_inputs
+from ...fitting.engine import BlockFit
 from ...fitting.lm import LMOptions
 from ...fitting.status import FitStatus
-from ..base import FitResult, ParameterSpec, register_model
+from ..base import FitInput, FitResult, ParameterSpec, register_model
 from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, diffusivity, kernels, loglinear
 from .equations import _ivim_jac, ivim_signal
 
@@ -273,22 +272,11 @@ class IVIM(DiffusionModel):
             rss = np.sum((y - ivim_signal(b, res.params)) ** 2, axis=1)
         return BlockFit(res.params, res.status, rss, res.stderr)
 
-    def fit(
-        self,
-        data: np.ndarray,
-        mask: np.ndarray | None = None,
-        *,
-        chunk_voxels: int | None = None,
-        **voxel_inputs: npt.ArrayLike | None,
-    ) -> FitResult:
-        """Fit every voxel (see :meth:`Model.fit`). ``"bayes"`` runs two passes."""
-        if voxel_inputs:  # diffusion models take none: the base class says so
-            return super().fit(data, mask, chunk_voxels=chunk_voxels, **voxel_inputs)
+    def _fit_validated(self, given: FitInput) -> FitResult:
+        """Fit the checked input (the hook of :meth:`Model.fit`). ``"bayes"`` without a given
+        prior runs two passes: a segmented fit of every voxel gives the prior of the second."""
         if self.method != "bayes" or self.prior is not None:
-            return super().fit(data, mask, chunk_voxels=chunk_voxels)
-        arr, m = validate_inputs(
-            data, mask, n_measurements=self.n_measurements, what=self.measurement_name
-        )
+            return super()._fit_validated(given)
 
         def variant(method: str, prior: Mapping[str, Any] | None = None) -> IVIM:
             return IVIM(
@@ -300,21 +288,10 @@ class IVIM(DiffusionModel):
                 backend=self.backend,
             )
 
-        def run(model: IVIM) -> FlatFit:
-            return fit_blocks(
-                model.fit_block,
-                arr,
-                m,
-                n_params=4,
-                invalid_fn=self.invalid_voxels,
-                chunk_voxels=chunk_voxels,
-                n_workers=self._n_workers(),
-            )
-
-        flat = run(variant("segmented"))
+        flat = variant("segmented")._fit_engine(given)
         second = variant("bayes", _empirical_prior(flat.params, flat.status, flat.rss, self.b.size))
         second.lm_options = self.lm_options
-        res = second._result(arr, run(second))
+        res = second._result(given.data, second._fit_engine(given))
         res.provenance["options"]["prior_source"] = "empirical (segmented first pass)"
         return res
 

@@ -1,15 +1,17 @@
-"""Pieces shared by the relaxometry models: protocol handling, statuses, input checks."""
+"""Pieces shared by the relaxometry models: protocol handling, solved blocks, input checks."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 from ...errors import FitError, ProtocolError
+from ...fitting.engine import BlockFit
 from ...fitting.status import FitStatus
+from ...fitting.uncertainty import stderr_from_jacobian
 from ...protocol import Protocol
 from ..base import Model, ParameterSpec
 
@@ -23,11 +25,24 @@ R1_SPEC = ParameterSpec("R1", "1/s", 0.0, np.inf, description="1000 / T1")
 
 
 class RelaxometryModel(Model):
-    """What the relaxometry models share: the options they record are the attributes named in
-    ``recorded_options`` (arrays as lists)."""
+    """What the relaxometry models share: the acquisition taken as a protocol or its values
+    (:meth:`_acquire`), magnitude data (:meth:`invalid_voxels`), and the options they record,
+    the attributes named in ``recorded_options`` (arrays as lists)."""
 
     #: Attributes recorded by :meth:`options` (provenance), in order.
     recorded_options: ClassVar[tuple[str, ...]] = ("method",)
+
+    def _acquire(self, kind: type[_P], method: str, backend: str, **values: Any) -> _P:
+        """The acquisition (:func:`protocol_of` ``(kind, **values)``), with the checked
+        ``method`` and ``backend`` stored (the first lines of ``__init__``)."""
+        proto = protocol_of(kind, **values)
+        self.method = self._check_method(method)
+        self.backend = check_backend(backend)
+        return proto
+
+    def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
+        """Magnitudes that cannot be fitted (:func:`invalid_magnitude`)."""
+        return invalid_magnitude(y)
 
     def options(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -75,12 +90,27 @@ def rate(t_ms: np.ndarray) -> np.ndarray:
         return np.where(t > 0, 1000.0 / t, np.nan)
 
 
-def block_status(ok: np.ndarray, at_bound: np.ndarray) -> np.ndarray:
-    """``CONVERGED``, ``AT_BOUND`` where the search ended on its bounds, ``FAILED`` where not
-    ``ok`` (non-finite parameters)."""
-    st = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
-    st[~ok] = FitStatus.FAILED
-    return st
+def solved_block(
+    params: np.ndarray,
+    rss: np.ndarray,
+    at_bound: np.ndarray,
+    jacobian: Callable[[np.ndarray], np.ndarray] | None,
+) -> BlockFit:
+    """The :class:`BlockFit` of a block solved in closed form or by variable projection.
+
+    Status ``CONVERGED``, ``AT_BOUND`` where the search ended on its bounds, ``FAILED`` where a
+    parameter is not finite. Standard errors from ``jacobian(params) -> (n, m, p)`` at the
+    solution (scaled ``JᵀJ``); all NaN when ``jacobian`` is None (an estimator that is not
+    least squares on the data, whose Jacobian-based errors would be another estimator's).
+    """
+    ok = np.all(np.isfinite(params), axis=1)
+    status = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
+    status[~ok] = FitStatus.FAILED
+    if jacobian is None:
+        return BlockFit(params, status, rss, np.full(params.shape, np.nan))
+    J = jacobian(np.where(ok[:, None], params, 1.0))
+    stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
+    return BlockFit(params, status, rss, stderr)
 
 
 def invalid_magnitude(y: np.ndarray) -> np.ndarray:

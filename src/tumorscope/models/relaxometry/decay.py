@@ -16,19 +16,10 @@ import numpy.typing as npt
 from ...errors import FitError
 from ...fitting.engine import BlockFit, validate_inputs
 from ...fitting.polish import gauss_newton_polish
-from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
-from ..base import FitResult, Model, ParameterSpec, register_model
-from ._common import (
-    RelaxometryModel,
-    block_status,
-    check_backend,
-    copy_model,
-    invalid_magnitude,
-    protocol_of,
-    rate,
-)
+from ..base import FitInput, FitResult, ParameterSpec, register_model
+from ._common import RelaxometryModel, copy_model, rate, solved_block
 from .equations import (
     monoexp_jacobian,
     monoexp_signal,
@@ -90,7 +81,7 @@ class _DecayModel(RelaxometryModel):
         noise_sigma: float | None,
         backend: str,
     ) -> None:
-        proto = protocol_of(MultiEchoProtocol, echo_times_ms=echo_times_ms)
+        proto = self._acquire(MultiEchoProtocol, "nlls", backend, echo_times_ms=echo_times_ms)
         self.echo_times_ms = np.asarray(proto.echo_times_ms)
         if floor not in _FLOORS:
             raise FitError(f"unknown floor {floor!r}; expected one of {_FLOORS}", field="floor")
@@ -115,8 +106,6 @@ class _DecayModel(RelaxometryModel):
                 )
             noise_sigma = s
         self.noise_sigma = noise_sigma
-        self.method = "nlls"
-        self.backend = check_backend(backend)
         self._sigma_estimated: str | bool = False
 
     # -- parameterisation ---------------------------------------------------------------
@@ -161,7 +150,7 @@ class _DecayModel(RelaxometryModel):
         self, y: np.ndarray, *, noise_sigma_map: np.ndarray | None = None
     ) -> np.ndarray:
         """Invalid magnitudes, and (with a noise map) non-finite or non-positive σ."""
-        bad = invalid_magnitude(y)
+        bad = super().invalid_voxels(y)
         if noise_sigma_map is not None:
             bad |= ~(np.isfinite(noise_sigma_map) & (noise_sigma_map > 0))
         return bad
@@ -235,11 +224,7 @@ class _DecayModel(RelaxometryModel):
         params = pr.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
             params[:, 1] = self._from_rate(pr[:, 1])
-        ok = np.all(np.isfinite(params), axis=1)
-        safe = np.where(ok[:, None], params, 1.0)
-        J = self.jacobian(safe)
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
-        return BlockFit(params, block_status(ok, at_bound), rss, stderr)
+        return solved_block(params, rss, at_bound, self.jacobian)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:
         """Fit with a per-voxel σ: ``E[M](A, σ) = σ E[M](A/σ, 1)``, so each voxel is divided
@@ -291,13 +276,14 @@ class _DecayModel(RelaxometryModel):
             ``INVALID_INPUT``.
         chunk_voxels : int, optional, keyword-only
         """
-        arr = np.asarray(data)
-        msk = None if mask is None else np.asarray(mask)
-        if noise_sigma_map is not None:
-            res = Model.fit(
-                self, arr, msk, chunk_voxels=chunk_voxels, noise_sigma_map=noise_sigma_map
-            )
-            sig = np.asarray(noise_sigma_map, dtype=float)
+        return super().fit(data, mask, chunk_voxels=chunk_voxels, noise_sigma_map=noise_sigma_map)
+
+    def _fit_validated(self, given: FitInput) -> FitResult:
+        """The engine's fit, after estimating a Rician noise level that is not given; a noise
+        map is recorded in the provenance options (``noise_sigma: "map"`` and its median)."""
+        sig = given.voxel_inputs.get("noise_sigma_map")
+        if sig is not None:
+            res = super()._fit_validated(given)
             good = np.isfinite(sig) & (sig > 0)
             res.provenance["options"]["noise_sigma"] = "map"
             res.provenance["options"]["noise_sigma_map_median"] = (
@@ -305,12 +291,10 @@ class _DecayModel(RelaxometryModel):
             )
             return res
         if self.floor == "rician" and self.noise_sigma is None:
-            sigma, how = self.estimate_noise(arr, msk)
             model = copy_model(self)
-            model.noise_sigma = sigma
-            model._sigma_estimated = how
-            return Model.fit(model, arr, msk, chunk_voxels=chunk_voxels)
-        return super().fit(arr, msk, chunk_voxels=chunk_voxels)
+            model.noise_sigma, model._sigma_estimated = self.estimate_noise(given.data, given.mask)
+            return model._fit_validated(given)
+        return super()._fit_validated(given)
 
     def estimate_noise_sigma(
         self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 5000
@@ -546,12 +530,7 @@ class T2Offset(T2):
     parameters = (
         *T2.parameters,
         ParameterSpec(
-            "offset",
-            "a.u.",
-            -np.inf,
-            np.inf,
-            typical=(0.0, 50.0),
-            description="constant added to the decay",
+            "offset", "a.u.", typical=(0.0, 50.0), description="constant added to the decay"
         ),
     )
 

@@ -9,18 +9,10 @@ import numpy.typing as npt
 
 from ...fitting.engine import BlockFit
 from ...fitting.polish import gauss_newton_polish
-from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import InversionRecoveryProtocol
 from ..base import ParameterSpec, register_model
-from ._common import (
-    T1_SPEC,
-    T1Model,
-    block_status,
-    check_backend,
-    invalid_magnitude,
-    protocol_of,
-)
+from ._common import T1_SPEC, T1Model, solved_block
 from .equations import ir_jacobian, ir_signal
 
 __all__ = ["IRT1"]
@@ -57,20 +49,11 @@ class IRT1(T1Model):
 
     name = "irt1"
     parameters = (
-        ParameterSpec(
-            "M0",
-            "a.u.",
-            -np.inf,
-            np.inf,
-            typical=(500.0, 5000.0),
-            description="signal at full recovery",
-        ),
+        ParameterSpec("M0", "a.u.", typical=(500.0, 5000.0), description="signal at full recovery"),
         T1_SPEC,
         ParameterSpec(
             "k",
             "1",
-            -np.inf,
-            np.inf,
             typical=(1.8, 2.0),
             description="inversion factor (2 = ideal inversion, full recovery)",
         ),
@@ -87,11 +70,11 @@ class IRT1(T1Model):
         magnitude: bool = True,
         backend: str = "auto",
     ) -> None:
-        proto = protocol_of(InversionRecoveryProtocol, inversion_times_ms=inversion_times_ms)
+        proto = self._acquire(
+            InversionRecoveryProtocol, "rdnls", backend, inversion_times_ms=inversion_times_ms
+        )
         self.inversion_times_ms = np.asarray(proto.inversion_times_ms)
         self.magnitude = bool(magnitude)
-        self.method = "rdnls"
-        self.backend = check_backend(backend)
 
     @property
     def n_measurements(self) -> int:
@@ -109,7 +92,7 @@ class IRT1(T1Model):
 
     def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
         if self.magnitude:
-            return invalid_magnitude(y)
+            return super().invalid_voxels(y)
         return ~np.all(np.isfinite(y), axis=1) | ~np.any(y != 0, axis=1)
 
     @classmethod
@@ -161,8 +144,7 @@ class IRT1(T1Model):
             m0 = coef[:, 0]
             k = np.where(m0 != 0, -coef[:, 1] / m0, np.nan)
         params = np.stack([m0, t1, k], axis=1)
-        ok = np.all(np.isfinite(params), axis=1)
-        free = ok & ~at_bound
+        free = np.all(np.isfinite(params), axis=1) & ~at_bound
         if free.any():
             params[free], rss[free] = gauss_newton_polish(
                 params[free],
@@ -171,6 +153,4 @@ class IRT1(T1Model):
                 lambda p: ir_jacobian(p, ti),
                 rss[free],
             )
-        J = ir_jacobian(np.where(ok[:, None], params, 1.0), ti)
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
-        return BlockFit(params, block_status(ok, at_bound), rss, stderr)
+        return solved_block(params, rss, at_bound, lambda p: ir_jacobian(p, ti))

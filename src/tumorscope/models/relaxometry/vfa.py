@@ -11,18 +11,10 @@ import numpy.typing as npt
 from ...errors import DataError
 from ...fitting.engine import BlockFit
 from ...fitting.polish import gauss_newton_polish
-from ...fitting.uncertainty import stderr_from_jacobian
 from ...fitting.varpro import varpro_log
 from ...protocol import VFAProtocol
-from ..base import FitResult, ParameterSpec, register_model
-from ._common import (
-    T1_SPEC,
-    T1Model,
-    block_status,
-    check_backend,
-    invalid_magnitude,
-    protocol_of,
-)
+from ..base import FitInput, FitResult, ParameterSpec, register_model
+from ._common import T1_SPEC, T1Model, solved_block
 from .equations import _flip_rad, despot1, spgr_jacobian, spgr_signal, vfa_two_point
 
 __all__ = ["VFAT1"]
@@ -101,11 +93,11 @@ class VFAT1(T1Model):
         method: Literal["nonlinear", "despot1", "two_point"] = "nonlinear",
         backend: str = "auto",
     ) -> None:
-        proto = protocol_of(VFAProtocol, flip_angles_deg=flip_angles_deg, tr_ms=tr_ms)
+        proto = self._acquire(
+            VFAProtocol, method, backend, flip_angles_deg=flip_angles_deg, tr_ms=tr_ms
+        )
         self.flip_angles_deg = np.asarray(proto.flip_angles_deg)
         self.tr_ms = float(proto.tr_ms)
-        self.method = self._check_method(method)
-        self.backend = check_backend(backend)
 
     @property
     def n_measurements(self) -> int:
@@ -125,7 +117,7 @@ class VFAT1(T1Model):
 
     def invalid_voxels(self, y: np.ndarray, *, b1: np.ndarray | None = None) -> np.ndarray:
         """Invalid magnitudes, and (with a B1 map) non-finite or non-positive B1."""
-        bad = invalid_magnitude(y)
+        bad = super().invalid_voxels(y)
         if b1 is not None:
             bad |= ~np.isfinite(b1) | (b1 <= 0)
         return bad
@@ -168,37 +160,33 @@ class VFAT1(T1Model):
             ``INVALID_INPUT``; the provenance options record ``b1_map: true``.
         chunk_voxels : int, optional, keyword-only
         """
-        res = super().fit(
-            np.asarray(data),
-            None if mask is None else np.asarray(mask),
-            chunk_voxels=chunk_voxels,
-            b1=b1,
-        )
-        if b1 is not None:
+        return super().fit(data, mask, chunk_voxels=chunk_voxels, b1=b1)
+
+    def _fit_validated(self, given: FitInput) -> FitResult:
+        """The engine's fit, recording a B1 map in the provenance options (``b1_map``)."""
+        res = super()._fit_validated(given)
+        if "b1" in given.voxel_inputs:
             res.provenance["options"]["b1_map"] = True
         return res
 
     def fit_block(self, y: np.ndarray, *, b1: np.ndarray | None = None) -> BlockFit:
         if self.method == "nonlinear":
             params, rss, at_bound = self._fit_nonlinear(y, b1)
-        else:
-            fn = despot1 if self.method == "despot1" else vfa_two_point
-            m0, t1 = fn(y, self.flip_angles_deg, self.tr_ms, b1=b1)
-            params = np.stack([m0, t1], axis=1)
-            with np.errstate(invalid="ignore"):
-                pred = spgr_signal(params, self.flip_angles_deg, self.tr_ms, b1=b1)
-                rss = np.sum((y - pred) ** 2, axis=1)
-            at_bound = np.zeros(y.shape[0], dtype=bool)
-        ok = np.all(np.isfinite(params), axis=1)
-        J = spgr_jacobian(
-            np.where(ok[:, None], params, 1.0), self.flip_angles_deg, self.tr_ms, b1=b1
-        )
-        stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
-        if self.method != "nonlinear":
-            # the linearised estimators are not least-squares solutions of the magnitudes:
-            # Jacobian-based errors would be those of another estimator
-            stderr[:] = np.nan
-        return BlockFit(params, block_status(ok, at_bound), rss, stderr)
+            return solved_block(
+                params,
+                rss,
+                at_bound,
+                lambda p: spgr_jacobian(p, self.flip_angles_deg, self.tr_ms, b1=b1),
+            )
+        fn = despot1 if self.method == "despot1" else vfa_two_point
+        m0, t1 = fn(y, self.flip_angles_deg, self.tr_ms, b1=b1)
+        params = np.stack([m0, t1], axis=1)
+        with np.errstate(invalid="ignore"):
+            pred = spgr_signal(params, self.flip_angles_deg, self.tr_ms, b1=b1)
+            rss = np.sum((y - pred) ** 2, axis=1)
+        # the linearised estimators are not least-squares solutions of the magnitudes: no
+        # Jacobian-based standard errors (they would be another estimator's)
+        return solved_block(params, rss, np.zeros(y.shape[0], dtype=bool), None)
 
     def _fit_nonlinear(
         self, s: np.ndarray, b1: np.ndarray | None
