@@ -328,14 +328,7 @@ def radiomics_features(
             settings_rows[f"setting_mirp_voxel_size_{axis}"] = float(table[key])
     names = ["n_voxels", "n_excluded", *feats, *settings_rows]
     values = [float(n_vox), float(n_vox - n_ok), *feats.values(), *settings_rows.values()]
-    return long_frame(
-        RADIOMICS_COLUMNS,
-        lesion_id,
-        visit,
-        map_name,
-        feature=names,
-        value=np.asarray(values, dtype=float),
-    )
+    return long_frame(RADIOMICS_COLUMNS, (lesion_id, visit, map_name), names, values)
 
 
 def delta_radiomics(

@@ -205,16 +205,9 @@ def lesion_statistics(
         names += hist_names
         vals += hist_vals
         units += hist_units
-    return long_frame(
-        STATS_COLUMNS,
-        lesion_id,
-        visit,
-        map_name,
-        statistic=names,
-        value=np.asarray(vals, dtype=float),
-        unit=units,
-        note=[note if not np.isfinite(v) else "" for v in vals],
-    )
+    notes = [note if not np.isfinite(v) else "" for v in vals]
+    key = (lesion_id, visit, map_name)
+    return long_frame(STATS_COLUMNS, key, names, vals, unit=units, note=notes)
 
 
 def statistics_table(
@@ -272,18 +265,24 @@ def statistics_table(
 
 
 def long_frame(
-    columns: Sequence[str], lesion_id: str, visit: str, map_name: str, **values: Any
+    columns: Sequence[str],
+    key: tuple[str, str, str],
+    names: Sequence[str],
+    values: Sequence[float],
+    **extra: Sequence[Any],
 ) -> pd.DataFrame:
-    """One lesion's rows on one map at one visit, in ``columns``: ``lesion_id``, ``visit`` and
-    ``map`` repeated on every row, the other columns given by name (one value a row).
-
-    The long layout of the statistics (:data:`STATS_COLUMNS`) and of the radiomics features
+    """One lesion's rows on one map at one visit: the long layout of the statistics
+    (:data:`STATS_COLUMNS`) and of the radiomics features
     (:data:`tumorscope.lesions.radiomics.RADIOMICS_COLUMNS`).
+
+    ``columns`` begin with ``lesion_id``, ``visit``, ``map`` (``key``, the same on every
+    row), the name column (``names``) and ``value`` (``values``, as float); ``extra`` gives the
+    columns after those by name.
     """
     import pandas as pd
 
-    keys = {"lesion_id": lesion_id, "visit": visit, "map": map_name}
-    return pd.DataFrame({**keys, **values}, columns=list(columns))
+    first = dict(zip(columns[:5], (*key, names, np.asarray(values, dtype=float)), strict=True))
+    return pd.DataFrame({**first, **extra}, columns=list(columns))
 
 
 # ---------------------------------------------------------------------------- internals

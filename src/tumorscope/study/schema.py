@@ -37,7 +37,7 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 __all__ = [
     "TABLES",
@@ -70,10 +70,21 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-def _visit_fk() -> ForeignKeyConstraint:
-    return ForeignKeyConstraint(
-        ["subject", "visit"], ["visits.subject", "visits.visit"], ondelete="CASCADE"
-    )
+class _OfVisit:
+    """The key of a row that belongs to a visit: ``subject`` and ``visit`` first in the primary
+    key (the rest of it follows in the table), deleted with the visit."""
+
+    # a mixin's columns would otherwise follow the table's own (sort_order: first)
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+    visit: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[ForeignKeyConstraint, ...]:
+        return (
+            ForeignKeyConstraint(
+                ["subject", "visit"], ["visits.subject", "visits.visit"], ondelete="CASCADE"
+            ),
+        )
 
 
 class Subject(Base):
@@ -99,13 +110,10 @@ class Visit(Base):
     prebaseline: Mapped[bool] = mapped_column(Boolean)
 
 
-class SeriesRow(Base):
+class SeriesRow(_OfVisit, Base):
     """An image series of a visit: role, file (relative to the study root), content hash."""
 
     __tablename__ = "series"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
     suffix: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)
@@ -127,13 +135,10 @@ class Lesion(Base):
     first_visit: Mapped[str] = mapped_column(String(64))
 
 
-class Map(Base):
+class Map(_OfVisit, Base):
     """A fitted parameter map of a visit: file, unit, model, provenance and fit quality."""
 
     __tablename__ = "maps"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     parameter: Mapped[str] = mapped_column(String(64), primary_key=True)
     step: Mapped[str] = mapped_column(String(64))
@@ -145,13 +150,10 @@ class Map(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class Measurement(Base):
+class Measurement(_OfVisit, Base):
     """One number about one lesion at one visit (tidy: ``map`` is "" for geometry)."""
 
     __tablename__ = "measurements"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     lesion_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     map: Mapped[str] = mapped_column(String(64), primary_key=True)
     statistic: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -160,13 +162,10 @@ class Measurement(Base):
     step: Mapped[str] = mapped_column(String(64))
 
 
-class Assessment(Base):
+class Assessment(_OfVisit, Base):
     """A response assessment of a subject at a visit under one set of criteria."""
 
     __tablename__ = "assessments"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     criteria: Mapped[str] = mapped_column(String(32), primary_key=True)
     response: Mapped[str | None] = mapped_column(String(64))
     target_sum_mm: Mapped[float | None] = mapped_column(Float)
@@ -194,7 +193,7 @@ class Pattern(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class Alignment(Base):
+class Alignment(_OfVisit, Base):
     """How a series of a visit lies against the visit's anatomical image (``align`` step).
 
     ``matrix`` is the rigid world transform (RAS+, mm, 4×4, row-major) from the reference's
@@ -205,9 +204,6 @@ class Alignment(Base):
     """
 
     __tablename__ = "alignments"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     series: Mapped[str] = mapped_column(String(64), primary_key=True)
     reference: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
