@@ -70,21 +70,36 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class _OfVisit:
-    """The key of a row that belongs to a visit: ``subject`` and ``visit`` first in the primary
-    key (the rest of it follows in the table), deleted with the visit."""
+def _deleted_with(table: str, *columns: str) -> tuple[ForeignKeyConstraint]:
+    """``__table_args__``: ``columns`` refer to the same columns of ``table``, and a row goes
+    when its parent row goes."""
+    return (ForeignKeyConstraint(columns, [f"{table}.{c}" for c in columns], ondelete="CASCADE"),)
 
-    # a mixin's columns would otherwise follow the table's own (sort_order: first)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+
+class _OfSubject:
+    """A row of a subject: ``subject`` first in the primary key (the rest of it follows in the
+    table), deleted with the subject.
+
+    A mixin's columns would otherwise follow the table's own (and a base mixin's those of the
+    mixin): ``sort_order`` puts them first, subject before visit.
+    """
+
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-2)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[ForeignKeyConstraint]:
+        return _deleted_with("subjects", "subject")
+
+
+class _OfVisit(_OfSubject):
+    """A row of a visit: ``subject`` and ``visit`` first in the primary key, deleted with the
+    visit."""
+
     visit: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
 
     @declared_attr.directive
-    def __table_args__(cls) -> tuple[ForeignKeyConstraint, ...]:
-        return (
-            ForeignKeyConstraint(
-                ["subject", "visit"], ["visits.subject", "visits.visit"], ondelete="CASCADE"
-            ),
-        )
+    def __table_args__(cls) -> tuple[ForeignKeyConstraint]:
+        return _deleted_with("visits", "subject", "visit")
 
 
 class Subject(Base):
@@ -97,12 +112,10 @@ class Subject(Base):
     n_visits: Mapped[int] = mapped_column(Integer)
 
 
-class Visit(Base):
+class Visit(_OfSubject, Base):
     """A visit: date, days on treatment (negative before the start), baseline flags."""
 
     __tablename__ = "visits"
-    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     date: Mapped[dt.date | None] = mapped_column(Date)
     days_on_treatment: Mapped[int | None] = mapped_column(Integer)
@@ -122,12 +135,10 @@ class SeriesRow(_OfVisit, Base):
     n_measurements: Mapped[int] = mapped_column(Integer)
 
 
-class Lesion(Base):
+class Lesion(_OfSubject, Base):
     """A lesion of a subject, as the lesion tables name it (kind: target/non-target/new)."""
 
     __tablename__ = "lesions"
-    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     lesion_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organ: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
@@ -175,7 +186,7 @@ class Assessment(_OfVisit, Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class Pattern(Base):
+class Pattern(_OfSubject, Base):
     """An immunotherapy response pattern of a subject (``visit`` is "" for a subject-level
     call): pseudoprogression, mixed response, hyperprogression, durable response.
 
@@ -184,8 +195,6 @@ class Pattern(Base):
     """
 
     __tablename__ = "patterns"
-    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     pattern: Mapped[str] = mapped_column(String(64), primary_key=True)
     visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     flag: Mapped[bool | None] = mapped_column(Boolean)
