@@ -12,7 +12,7 @@ Readers convert from file conventions (BIDS stores TR/TE in s) before building a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -87,20 +87,25 @@ class Protocol:
     """Base class: every protocol knows its number of measurements (4th axis length)."""
 
     kind: ClassVar[str] = "protocol"
+    #: The field with one value per measurement (its length is :attr:`n_measurements`).
+    axis_field: ClassVar[str] = ""
     source: str | None = field(default=None, kw_only=True, compare=False)
 
     @property
-    def n_measurements(self) -> int:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def n_measurements(self) -> int:
+        """Number of measurements: the length of the 4th axis of the series."""
+        if not self.axis_field:
+            raise NotImplementedError(f"{type(self).__name__} names no axis_field")
+        return len(getattr(self, self.axis_field))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict of the protocol's fields (for sidecars and provenance)."""
         out: dict[str, Any] = {"kind": self.kind}
-        for name in self.__dataclass_fields__:
-            if name == "source":
+        for f in fields(self):
+            if f.name == "source":
                 continue
-            value = getattr(self, name)
-            out[name] = list(value) if isinstance(value, tuple) else value
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
 
@@ -118,6 +123,7 @@ class DiffusionProtocol(Protocol):
     """
 
     kind: ClassVar[str] = "dwi"
+    axis_field: ClassVar[str] = "bvalues"
     bvalues: tuple[float, ...] = ()
     bvecs: tuple[tuple[float, float, float], ...] | None = None
 
@@ -150,10 +156,6 @@ class DiffusionProtocol(Protocol):
             object.__setattr__(self, "bvecs", tuple(tuple(float(c) for c in v) for v in vecs))
 
     @property
-    def n_measurements(self) -> int:
-        return len(self.bvalues)
-
-    @property
     def b(self) -> np.ndarray:
         """b-values as a float64 array (s/mm²)."""
         return np.asarray(self.bvalues)
@@ -172,6 +174,7 @@ class VFAProtocol(Protocol):
     """
 
     kind: ClassVar[str] = "vfa"
+    axis_field: ClassVar[str] = "flip_angles_deg"
     flip_angles_deg: tuple[float, ...] = ()
     tr_ms: float = 0.0
 
@@ -197,10 +200,6 @@ class VFAProtocol(Protocol):
         object.__setattr__(self, "flip_angles_deg", fa)
         object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
 
-    @property
-    def n_measurements(self) -> int:
-        return len(self.flip_angles_deg)
-
 
 @dataclass(frozen=True)
 class DynamicProtocol(Protocol):
@@ -221,6 +220,7 @@ class DynamicProtocol(Protocol):
     """
 
     kind: ClassVar[str] = "dynamic"
+    axis_field: ClassVar[str] = "frame_times_s"
     frame_times_s: tuple[float, ...] = ()
     flip_angle_deg: float = 0.0
     tr_ms: float = 0.0
@@ -270,10 +270,6 @@ class DynamicProtocol(Protocol):
             object.__setattr__(self, "te_ms", _as_float(self.te_ms, "te_ms", self.source))
 
     @property
-    def n_measurements(self) -> int:
-        return len(self.frame_times_s)
-
-    @property
     def t(self) -> np.ndarray:
         """Frame times as a float64 array (s)."""
         return np.asarray(self.frame_times_s)
@@ -294,6 +290,7 @@ class MultiEchoProtocol(Protocol):
     """
 
     kind: ClassVar[str] = "multiecho"
+    axis_field: ClassVar[str] = "echo_times_ms"
     echo_times_ms: tuple[float, ...] = ()
     tr_ms: float | None = None
     flip_angle_deg: float | None = None
@@ -321,10 +318,6 @@ class MultiEchoProtocol(Protocol):
                 _as_float(self.flip_angle_deg, "flip_angle_deg", self.source),
             )
 
-    @property
-    def n_measurements(self) -> int:
-        return len(self.echo_times_ms)
-
 
 @dataclass(frozen=True)
 class InversionRecoveryProtocol(Protocol):
@@ -339,6 +332,7 @@ class InversionRecoveryProtocol(Protocol):
     """
 
     kind: ClassVar[str] = "ir"
+    axis_field: ClassVar[str] = "inversion_times_ms"
     inversion_times_ms: tuple[float, ...] = ()
     tr_ms: float | None = None
 
@@ -354,7 +348,3 @@ class InversionRecoveryProtocol(Protocol):
         object.__setattr__(self, "inversion_times_ms", ti)
         if self.tr_ms is not None:
             object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
-
-    @property
-    def n_measurements(self) -> int:
-        return len(self.inversion_times_ms)

@@ -13,14 +13,24 @@ import typer
 
 from ..errors import TumorscopeError, TumorscopeWarning
 
+#: ``STUDY``: the study folder a study command works on (required).
+StudyDir = Annotated[Path, typer.Argument(help="The study folder (holding study.yaml).")]
+#: ``--out``: the output folder of the pipeline's results (default: in the study folder).
+ResultsDir = Annotated[
+    Path | None,
+    typer.Option("--out", help="Output folder (default: STUDY/derivatives/tumorscope)."),
+]
 #: ``--out/-o``: the output folder of a ``fit`` command (required).
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder for the maps.")]
 #: ``--mask``: a mask on the series grid (non-zero voxels are fitted).
 MaskFile = Annotated[
     Path | None, typer.Option("--mask", help="Mask NIfTI on the series grid (non-zero = fit).")
 ]
+_PREFIX = typer.Option("--prefix", help="File name prefix.")
 #: ``--prefix``: the file name prefix of the maps.
-Prefix = Annotated[str, typer.Option("--prefix", help="File name prefix.")]
+Prefix = Annotated[str, _PREFIX]
+#: ``--prefix`` where None means the command's own default prefix.
+PrefixOrDefault = Annotated[str | None, _PREFIX]
 #: ``--chunk-voxels``: voxels fitted per block.
 ChunkVoxels = Annotated[
     int | None, typer.Option("--chunk-voxels", help="Voxels per block (memory bound).")

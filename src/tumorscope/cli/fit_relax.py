@@ -12,11 +12,11 @@ line (times in ms). Heavy imports happen inside the commands.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
-from ._common import parse_floats, user_errors
+from ._common import OutDir, PrefixOrDefault, parse_floats, user_errors
 from .fit import fit_app
 
 __all__: list[str] = []
@@ -65,32 +65,47 @@ def _report(res: Any) -> Any:
 
 
 # options the three fit commands share (one definition, one help text)
-_OUT = typer.Option(..., "--out", "-o", help="Output folder for the maps.")
-_MASK = typer.Option(None, "--mask", help="Mask NIfTI on the series grid.")
-_NOISE_SIGMA = typer.Option(
-    None, "--noise-sigma", help="Rician noise level (signal units); estimated if omitted."
-)
-_PREFIX = typer.Option(None, "--prefix", help="File name prefix.")
-_CHUNK = typer.Option(None, "--chunk-voxels", help="Voxels per block.")
+_Mask = Annotated[Path | None, typer.Option("--mask", help="Mask NIfTI on the series grid.")]
+_NoiseSigma = Annotated[
+    float | None,
+    typer.Option("--noise-sigma", help="Rician noise level (signal units); estimated if omitted."),
+]
+_Chunk = Annotated[int | None, typer.Option("--chunk-voxels", help="Voxels per block.")]
+
+
+def _echo_times(example: str) -> Any:
+    """``--echo-times`` with an example of the command's sequence."""
+    return typer.Option("--echo-times", help=f"Echo times (ms): {example}")
 
 
 @fit_app.command("t1")
 def t1(
-    series: Path = typer.Argument(..., help="4-D VFA or inversion recovery NIfTI series."),
-    out: Path = _OUT,
-    mask: Path = _MASK,
-    sequence: str = typer.Option(
-        None, "--sequence", help="vfa or ir (default: ir if the sidecar has InversionTime)."
-    ),
-    method: str = typer.Option(
-        "nonlinear", "--method", help="VFA: nonlinear, despot1 or two_point."
-    ),
-    b1: Path = typer.Option(None, "--b1", help="VFA: relative flip-angle map (1 = nominal)."),
-    flip_angles: str = typer.Option(None, "--flip-angles", help="VFA flip angles, deg: 2,5,12"),
-    tr_ms: float = typer.Option(None, "--tr-ms", help="VFA repetition time (ms)."),
-    inversion_times: str = typer.Option(None, "--inversion-times", help="IR TIs (ms)."),
-    prefix: str = _PREFIX,
-    chunk_voxels: int = _CHUNK,
+    series: Annotated[Path, typer.Argument(help="4-D VFA or inversion recovery NIfTI series.")],
+    out: OutDir,
+    mask: _Mask = None,
+    sequence: Annotated[
+        str | None,
+        typer.Option(
+            "--sequence", help="vfa or ir (default: ir if the sidecar has InversionTime)."
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="VFA: nonlinear, despot1 or two_point.")
+    ] = "nonlinear",
+    b1: Annotated[
+        Path | None, typer.Option("--b1", help="VFA: relative flip-angle map (1 = nominal).")
+    ] = None,
+    flip_angles: Annotated[
+        str | None, typer.Option("--flip-angles", help="VFA flip angles, deg: 2,5,12")
+    ] = None,
+    tr_ms: Annotated[
+        float | None, typer.Option("--tr-ms", help="VFA repetition time (ms).")
+    ] = None,
+    inversion_times: Annotated[
+        str | None, typer.Option("--inversion-times", help="IR TIs (ms).")
+    ] = None,
+    prefix: PrefixOrDefault = None,
+    chunk_voxels: _Chunk = None,
 ) -> None:
     """Fit T1 (VFA spoiled gradient echo or inversion recovery) and write M0, T1, R1 maps."""
     from ..errors import FitError
@@ -141,14 +156,14 @@ def t1(
 
 @fit_app.command("t2")
 def t2(
-    series: Path = typer.Argument(..., help="4-D multi-echo spin echo NIfTI series."),
-    out: Path = _OUT,
-    mask: Path = _MASK,
-    echo_times: str = typer.Option(None, "--echo-times", help="Echo times (ms): 10,20,30"),
-    floor: str = typer.Option("none", "--floor", help="none, offset or rician."),
-    noise_sigma: float = _NOISE_SIGMA,
-    prefix: str = _PREFIX,
-    chunk_voxels: int = _CHUNK,
+    series: Annotated[Path, typer.Argument(help="4-D multi-echo spin echo NIfTI series.")],
+    out: OutDir,
+    mask: _Mask = None,
+    echo_times: Annotated[str | None, _echo_times("10,20,30")] = None,
+    floor: Annotated[str, typer.Option("--floor", help="none, offset or rician.")] = "none",
+    noise_sigma: _NoiseSigma = None,
+    prefix: PrefixOrDefault = None,
+    chunk_voxels: _Chunk = None,
 ) -> None:
     """Fit mono-exponential T2 and write S0, T2, R2 (and offset) maps."""
     from ..errors import FitError
@@ -172,17 +187,18 @@ def t2(
 
 @fit_app.command("t2star")
 def t2star(
-    series: Path = typer.Argument(..., help="4-D multi-echo gradient echo NIfTI series."),
-    out: Path = _OUT,
-    mask: Path = _MASK,
-    echo_times: str = typer.Option(None, "--echo-times", help="Echo times (ms): 2,4,6"),
-    floor: str = typer.Option("rician", "--floor", help="rician or none."),
-    noise_sigma: float = _NOISE_SIGMA,
-    noise_map: Path = typer.Option(
-        None, "--noise-map", help="Spatially varying noise level map (NIfTI, series grid)."
-    ),
-    prefix: str = _PREFIX,
-    chunk_voxels: int = _CHUNK,
+    series: Annotated[Path, typer.Argument(help="4-D multi-echo gradient echo NIfTI series.")],
+    out: OutDir,
+    mask: _Mask = None,
+    echo_times: Annotated[str | None, _echo_times("2,4,6")] = None,
+    floor: Annotated[str, typer.Option("--floor", help="rician or none.")] = "rician",
+    noise_sigma: _NoiseSigma = None,
+    noise_map: Annotated[
+        Path | None,
+        typer.Option("--noise-map", help="Spatially varying noise level map (NIfTI, series grid)."),
+    ] = None,
+    prefix: PrefixOrDefault = None,
+    chunk_voxels: _Chunk = None,
 ) -> None:
     """Fit T2*/R2* (noise-floor aware) and write S0, R2star, T2star maps."""
     from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series

@@ -7,17 +7,17 @@ from typing import Any, Literal
 
 import typer
 
-from ._common import user_errors
+from ._common import ResultsDir, StudyDir, user_errors
 
 
 def measure(
-    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
+    study: StudyDir,
     maps: Path = typer.Option(
         None,
         help="Folder of parameter maps, DIR/sub-<s>/ses-<v>/*.nii.gz or .../ses-<v>/maps/*.nii.gz "
         "(default: STUDY/derivatives/tumorscope if it exists).",
     ),
-    out: Path = typer.Option(None, help="Output folder (default: STUDY/derivatives/tumorscope)."),
+    out: ResultsDir = None,
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv."),
     habitats: str = typer.Option(
         None, help="Comma-separated maps to cluster into habitats, e.g. ADC,Ktrans."

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ..pipeline.options import RunOptions
-from ._common import user_errors
+from ._common import ResultsDir, StudyDir, user_errors
 
 #: The defaults of the run options (one place: :class:`tumorscope.pipeline.options.RunOptions`).
 _DEFAULTS = RunOptions()
+
+
+def _run_option(flag: str, text: str, field: str | None = None) -> Any:
+    """A run option of the command line: None unless given, so that study.yaml's ``options:``
+    and then :class:`RunOptions` apply; its help names the default of ``field`` there."""
+    if field is not None:
+        value = getattr(_DEFAULTS, field)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        elif isinstance(value, float):
+            value = f"{value:g}"
+        text = f"{text} (default: {value})."
+    return typer.Option(None, flag, help=text)
+
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -55,10 +69,8 @@ def print_summary(summary: RunSummary, console: Console) -> None:
 
 
 def run(
-    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
-    out: Path = typer.Option(
-        None, "--out", help="Output folder (default: STUDY/derivatives/tumorscope)."
-    ),
+    study: StudyDir,
+    out: ResultsDir = None,
     db: str = typer.Option(
         None, "--db", help="Database URL (default: sqlite:///OUT/tumorscope.sqlite)."
     ),
@@ -74,38 +86,28 @@ def run(
     steps: str = typer.Option(
         None, "--steps", help="Run only these steps (comma-separated; default: all)."
     ),
-    dwi_models: str = typer.Option(
-        None,
-        "--dwi-models",
-        help="Diffusion models to fit, comma-separated "
-        f"(default: {','.join(_DEFAULTS.dwi_models)}).",
+    dwi_models: str = _run_option(
+        "--dwi-models", "Diffusion models to fit, comma-separated", "dwi_models"
     ),
-    dce_model: str = typer.Option(
-        None,
-        "--dce-model",
-        help=f"Pharmacokinetic model of the DCE fit (default: {_DEFAULTS.dce_model}).",
+    dce_model: str = _run_option(
+        "--dce-model", "Pharmacokinetic model of the DCE fit", "dce_model"
     ),
-    dce_aif: str = typer.Option(
-        None,
+    dce_aif: str = _run_option(
         "--dce-aif",
-        help="Arterial input function: parker, georgiou, mcgrath, auto or an AIF file "
-        f"(default: {_DEFAULTS.dce_aif}).",
+        "Arterial input function: parker, georgiou, mcgrath, auto or an AIF file",
+        "dce_aif",
     ),
-    hypoxia_r2star: float = typer.Option(
-        None,
-        "--hypoxia-r2star",
-        help="Hypoxia: R2* threshold in 1/s (no default; with --hypoxia-ktrans).",
+    hypoxia_r2star: float = _run_option(
+        "--hypoxia-r2star", "Hypoxia: R2* threshold in 1/s (no default; with --hypoxia-ktrans)."
     ),
-    hypoxia_ktrans: float = typer.Option(
-        None,
+    hypoxia_ktrans: float = _run_option(
         "--hypoxia-ktrans",
-        help="Hypoxia: Ktrans threshold in 1/min (no default; with --hypoxia-r2star).",
+        "Hypoxia: Ktrans threshold in 1/min (no default; with --hypoxia-r2star).",
     ),
-    align_tolerance: float = typer.Option(
-        None,
+    align_tolerance: float = _run_option(
         "--align-tolerance",
-        help="Resample lesion masks onto a series that moved more than this many voxels "
-        f"(default: {_DEFAULTS.align_tolerance_vox:g}).",
+        "Resample lesion masks onto a series that moved more than this many voxels",
+        "align_tolerance_vox",
     ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
 ) -> None:
@@ -148,7 +150,7 @@ def run(
 
 
 def report(
-    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
+    study: StudyDir,
     out: Path = typer.Option(
         None, "--out", help="Output folder of the run (default: STUDY/derivatives/tumorscope)."
     ),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ._common import user_errors
+from ._common import StudyDir, user_errors
 
 
 def phantom(
@@ -46,7 +46,7 @@ def print_problems(problems: list, root: Path) -> int:
 
 
 def validate(
-    study: Path = typer.Argument(..., help="The study folder (holding study.yaml)."),
+    study: StudyDir,
 ) -> None:
     """List every problem in a study; exit 1 if any is an error."""
     from ..io import validate_study

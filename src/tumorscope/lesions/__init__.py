@@ -11,22 +11,12 @@ from __future__ import annotations
 
 from .._lazy import lazy_attributes
 
-_LAZY: dict[str, str] = {
-    "measure": "geometry",
-    "GEOMETRY_KEYS": "geometry",
-    "lesion_statistics": "stats",
-    "statistics_table": "stats",
-    "radiomics_features": "radiomics",
-    "delta_radiomics": "radiomics",
-    "RadiomicsSettings": "radiomics",
-    "settings_for": "radiomics",
-    "fit_habitats": "habitats",
-    "HabitatModel": "habitats",
-    "track_lesions": "tracking",
-    "VisitLabels": "tracking",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__, __dir__, __all__ = lazy_attributes(
+    __name__,
+    globals(),
+    geometry=("measure", "GEOMETRY_KEYS"),
+    stats=("lesion_statistics", "statistics_table"),
+    radiomics=("radiomics_features", "delta_radiomics", "RadiomicsSettings", "settings_for"),
+    habitats=("fit_habitats", "HabitatModel"),
+    tracking=("track_lesions", "VisitLabels"),
+)

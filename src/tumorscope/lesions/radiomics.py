@@ -54,6 +54,7 @@ import numpy.typing as npt
 
 from ..errors import DataError
 from ..volume import Volume
+from .stats import long_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_FAMILIES",
     "DEFAULT_SETTINGS",
+    "DELTA_COLUMNS",
     "RADIOMICS_COLUMNS",
     "RadiomicsSettings",
     "delta_radiomics",
@@ -70,6 +72,17 @@ __all__ = [
 
 #: Columns of :func:`radiomics_features` tables.
 RADIOMICS_COLUMNS: tuple[str, ...] = ("lesion_id", "visit", "map", "feature", "value")
+#: Columns of :func:`delta_radiomics` tables.
+DELTA_COLUMNS: tuple[str, ...] = (
+    "lesion_id",
+    "map",
+    "feature",
+    "visit",
+    "value",
+    "baseline_value",
+    "delta",
+    "relative_delta",
+)
 
 #: Feature families computed by default (MIRP names).
 DEFAULT_FAMILIES: tuple[str, ...] = (
@@ -220,7 +233,6 @@ def radiomics_features(
     DataError
         If the mask is empty, on another grid, or has no valid voxel.
     """
-    import pandas as pd
 
     where = (
         ", ".join(
@@ -316,16 +328,7 @@ def radiomics_features(
             settings_rows[f"setting_mirp_voxel_size_{axis}"] = float(table[key])
     names = ["n_voxels", "n_excluded", *feats, *settings_rows]
     values = [float(n_vox), float(n_vox - n_ok), *feats.values(), *settings_rows.values()]
-    return pd.DataFrame(
-        {
-            "lesion_id": lesion_id,
-            "visit": visit,
-            "map": map_name,
-            "feature": names,
-            "value": np.asarray(values, dtype=float),
-        },
-        columns=list(RADIOMICS_COLUMNS),
-    )
+    return long_frame(RADIOMICS_COLUMNS, (lesion_id, visit, map_name), names, values)
 
 
 def delta_radiomics(
@@ -371,17 +374,7 @@ def delta_radiomics(
     out["relative_delta"] = np.where(denom > 0, out["delta"] / denom.where(denom > 0, 1.0), np.nan)
     rank = {v: i for i, v in enumerate(order)}
     out = out.assign(_r=out["visit"].map(rank)).sort_values(["lesion_id", "map", "feature", "_r"])
-    cols = [
-        "lesion_id",
-        "map",
-        "feature",
-        "visit",
-        "value",
-        "baseline_value",
-        "delta",
-        "relative_delta",
-    ]
-    return out[cols].reset_index(drop=True)
+    return out[list(DELTA_COLUMNS)].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------- internals

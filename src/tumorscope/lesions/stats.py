@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "DISTRIBUTION_STATISTICS",
     "STATS_COLUMNS",
     "SUMMARY_STATISTICS",
     "lesion_statistics",
@@ -46,18 +47,15 @@ __all__ = [
 #: Columns of every table this module returns.
 STATS_COLUMNS: tuple[str, ...] = ("lesion_id", "visit", "map", "statistic", "value", "unit", "note")
 
+#: The distribution of the valid values: location, spread and the default percentiles.
+DISTRIBUTION_STATISTICS: tuple[str, ...] = ("mean", "median", "sd", "p10", "p25", "p75", "p90")
+
 #: Statistic names, in table order (histogram rows, when asked for, follow).
 SUMMARY_STATISTICS: tuple[str, ...] = (
     "n_voxels",
     "n_valid",
     "n_excluded",
-    "mean",
-    "median",
-    "sd",
-    "p10",
-    "p25",
-    "p75",
-    "p90",
+    *DISTRIBUTION_STATISTICS,
     "min",
     "max",
     "skewness",
@@ -153,7 +151,6 @@ def lesion_statistics(
     DataError
         If the mask is empty, the shapes or grids differ, or (``strict``) no voxel is valid.
     """
-    import pandas as pd
 
     where = _where(lesion_id, visit, map_name)
     data, m = _aligned(values, mask, where)
@@ -208,18 +205,9 @@ def lesion_statistics(
         names += hist_names
         vals += hist_vals
         units += hist_units
-    return pd.DataFrame(
-        {
-            "lesion_id": lesion_id,
-            "visit": visit,
-            "map": map_name,
-            "statistic": names,
-            "value": np.asarray(vals, dtype=float),
-            "unit": units,
-            "note": [note if not np.isfinite(v) else "" for v in vals],
-        },
-        columns=list(STATS_COLUMNS),
-    )
+    notes = [note if not np.isfinite(v) else "" for v in vals]
+    key = (lesion_id, visit, map_name)
+    return long_frame(STATS_COLUMNS, key, names, vals, unit=units, note=notes)
 
 
 def statistics_table(
@@ -274,6 +262,27 @@ def statistics_table(
     if not frames:
         return pd.DataFrame(columns=list(STATS_COLUMNS))
     return pd.concat(frames, ignore_index=True)
+
+
+def long_frame(
+    columns: Sequence[str],
+    key: tuple[str, str, str],
+    names: Sequence[str],
+    values: Sequence[float],
+    **extra: Sequence[Any],
+) -> pd.DataFrame:
+    """One lesion's rows on one map at one visit: the long layout of the statistics
+    (:data:`STATS_COLUMNS`) and of the radiomics features
+    (:data:`tumorscope.lesions.radiomics.RADIOMICS_COLUMNS`).
+
+    ``columns`` begin with ``lesion_id``, ``visit``, ``map`` (``key``, the same on every
+    row), the name column (``names``) and ``value`` (``values``, as float); ``extra`` gives the
+    columns after those by name.
+    """
+    import pandas as pd
+
+    first = dict(zip(columns[:5], (*key, names, np.asarray(values, dtype=float)), strict=True))
+    return pd.DataFrame({**first, **extra}, columns=list(columns))
 
 
 # ---------------------------------------------------------------------------- internals

@@ -4,41 +4,19 @@ Every model is a small class holding the acquisition (protocol values) and optio
 data: ``Model(...).fit(data, mask=None) -> FitResult``. Models are registered by name (see
 :func:`tumorscope.models.base.get_model`).
 
-The public names below are imported lazily so that ``import tumorscope.models`` stays cheap;
-each lives in the module named in ``_LAZY``.
+The public names below are imported lazily, each from the submodule it is listed under, so
+that ``import tumorscope.models`` stays cheap.
 """
 
 from __future__ import annotations
 
 from .._lazy import lazy_attributes
 
-_LAZY: dict[str, str] = {
-    # base
-    "Model": "base",
-    "FitResult": "base",
-    "ParameterSpec": "base",
-    "get_model": "base",
-    "list_models": "base",
-    "register_model": "base",
-    # diffusion
-    "ADC": "diffusion",
-    "IVIM": "diffusion",
-    "DKI": "diffusion",
-    # relaxometry
-    "VFAT1": "relaxometry",
-    "IRT1": "relaxometry",
-    "T2": "relaxometry",
-    "T2Star": "relaxometry",
-    "T2Offset": "relaxometry",
-    # DCE
-    "Tofts": "dce",
-    "ExtendedTofts": "dce",
-    "Patlak": "dce",
-    "TwoCXM": "dce",
-    "TwoCUM": "dce",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__, __dir__, __all__ = lazy_attributes(
+    __name__,
+    globals(),
+    base=("Model", "FitResult", "ParameterSpec", "get_model", "list_models", "register_model"),
+    diffusion=("ADC", "IVIM", "DKI"),
+    relaxometry=("VFAT1", "IRT1", "T2", "T2Star", "T2Offset"),
+    dce=("Tofts", "ExtendedTofts", "Patlak", "TwoCXM", "TwoCUM"),
+)

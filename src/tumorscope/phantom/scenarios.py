@@ -1,6 +1,8 @@
 """Tissue states and lesion trajectories of the synthetic study.
 
-Every number here is a ground truth the tests and the demo rely on. Values are typical of
+The tissue states (:data:`TISSUES`) and the lesion trajectories (:data:`SCENARIOS`) are data,
+``scenarios.yaml`` beside this module, loaded into the dataclasses below. Every number here
+and there is a ground truth the tests and the demo rely on. Values are typical of
 published tumour and liver measurements at 1.5–3 T (diffusion: Koh & Collins, AJR 2007,
 doi:10.2214/AJR.06.1403; IVIM: Le Bihan, Radiology 2019, doi:10.1148/radiol.2019181773;
 DCE: O'Connor et al., Nat Rev Clin Oncol 2012, doi:10.1038/nrclinonc.2011.215).
@@ -40,43 +42,6 @@ class Tissue:
     ve: float  # 1
     vp: float  # 1
 
-
-TISSUES: dict[str, Tissue] = {
-    # liver-like background parenchyma
-    "background": Tissue(1.10e-3, 0.12, 0.050, 0.60, 800.0, 800.0, 45.0, 26000.0, 0.05, 0.12, 0.02),
-    # viable tumour, untreated: cellular (low D, high K), leaky vessels
-    "untreated": Tissue(
-        0.75e-3, 0.08, 0.025, 0.95, 1000.0, 1300.0, 85.0, 30000.0, 0.30, 0.30, 0.06
-    ),
-    # early response: cell kill raises D, vessels normalise
-    "responding": Tissue(
-        1.15e-3, 0.07, 0.025, 0.70, 1000.0, 1250.0, 95.0, 30000.0, 0.15, 0.35, 0.03
-    ),
-    # late response: low cellularity, little perfusion
-    "responded": Tissue(
-        1.45e-3, 0.05, 0.020, 0.50, 1050.0, 1200.0, 110.0, 30000.0, 0.07, 0.40, 0.015
-    ),
-    # immune infiltration (pseudoprogression): lymphocytes lower D, inflammation raises Ktrans
-    "infiltrated": Tissue(
-        0.60e-3, 0.10, 0.030, 1.05, 1000.0, 1350.0, 90.0, 30000.0, 0.35, 0.25, 0.07
-    ),
-    # growing tumour
-    "progressing": Tissue(
-        0.70e-3, 0.08, 0.025, 1.00, 1000.0, 1320.0, 85.0, 30000.0, 0.32, 0.28, 0.06
-    ),
-    # hyperprogression: very cellular, very leaky
-    "aggressive": Tissue(
-        0.62e-3, 0.09, 0.028, 1.10, 1000.0, 1350.0, 80.0, 30000.0, 0.38, 0.25, 0.08
-    ),
-    # necrotic core: free water, almost no perfusion
-    "necrotic": Tissue(
-        2.20e-3, 0.02, 0.020, 0.30, 1200.0, 2000.0, 160.0, 32000.0, 0.02, 0.60, 0.005
-    ),
-    # lymph node
-    "node": Tissue(0.90e-3, 0.08, 0.030, 0.80, 950.0, 1100.0, 80.0, 30000.0, 0.15, 0.25, 0.04),
-    # arterial blood (DWI: fast flow; DCE: concentration is the blood AIF)
-    "blood": Tissue(2.00e-3, 0.95, 0.200, 0.00, 600.0, 1600.0, 200.0, 30000.0, 0.0, 0.0, 1.0),
-}
 
 #: T2* (ms) of each tissue state at 3 T for the multi-echo gradient echo series. Hypoxic,
 #: cellular tumour has a higher R2* (BOLD: deoxyhaemoglobin), treated and necrotic tissue a
@@ -195,11 +160,13 @@ def _lesion(row: list[Any]) -> LesionSpec:
     )
 
 
-def _load_scenarios() -> tuple[Scenario, ...]:
-    """The scenarios of ``scenarios.yaml`` (data beside this module: one row per lesion)."""
+def _load() -> tuple[dict[str, Tissue], tuple[Scenario, ...]]:
+    """The tissue states and scenarios of ``scenarios.yaml`` (data beside this module: one
+    row per tissue state, one per lesion)."""
     import yaml
 
     doc = yaml.safe_load((Path(__file__).with_name("scenarios.yaml")).read_text("utf-8"))
+    tissues = {str(k): Tissue(*(float(x) for x in row)) for k, row in doc["tissues"].items()}
     out = []
     for e in doc["scenarios"]:
         out.append(
@@ -214,9 +181,13 @@ def _load_scenarios() -> tuple[Scenario, ...]:
                 extra={str(k): str(v) for k, v in (e.get("extra") or {}).items()},
             )
         )
-    return tuple(out)
+    return tissues, tuple(out)
 
 
+#: The tissue states (``scenarios.yaml``): background parenchyma, tumour before, during and
+#: after response or progression, necrotic core, lymph node and arterial blood.
+TISSUES: dict[str, Tissue]
 #: The six subjects of the synthetic study (``scenarios.yaml``): responder, pseudoprogressor,
 #: progressor, mixed, hyperprogressor, stable.
-SCENARIOS: tuple[Scenario, ...] = _load_scenarios()
+SCENARIOS: tuple[Scenario, ...]
+TISSUES, SCENARIOS = _load()

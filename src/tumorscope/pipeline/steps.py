@@ -28,6 +28,7 @@ step               scope    where, and the code it calls
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,15 +87,36 @@ def _measurements(unit: Unit, step: str, rows: list[dict[str, object]]) -> Write
     return Write("measurements", where, [{**r, "step": step} for r in rows])
 
 
+def _has_roles(*roles: str) -> Callable[[Study, Unit], bool]:
+    """A step's ``applies``: the visit has a series of every one of ``roles``."""
+
+    def applies(study: Study, unit: Unit) -> bool:
+        series = _visit(study, unit).series
+        return all(r in series for r in roles)
+
+    return applies
+
+
+def _files_of(
+    *roles: str, optional: tuple[str, ...] = (), manifest: bool = False, lesions: bool = False
+) -> Callable[[Context, Study, Unit], list[Path]]:
+    """A step's ``inputs``, in this order (it is hashed): the study manifest if ``manifest``,
+    the files of the series of ``roles``, then of those of ``optional`` the visit has, then
+    the visit's lesion files if ``lesions``."""
+
+    def inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
+        visit = _visit(study, unit)
+        present = [*roles, *(r for r in optional if r in visit.series)]
+        return [
+            *([_manifest_file(ctx)] if manifest else []),
+            *(p for r in present for p in _series_files(visit.series[r].path)),
+            *(_lesion_files(visit) if lesions else []),
+        ]
+
+    return inputs
+
+
 # ---------------------------------------------------------------------------- fit_dwi
-
-
-def _dwi_applies(study: Study, unit: Unit) -> bool:
-    return "dwi" in _visit(study, unit).series
-
-
-def _dwi_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    return _series_files(_visit(study, unit).series["dwi"].path)
 
 
 def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -113,21 +135,6 @@ def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
 
 
 # ---------------------------------------------------------------------------- fit_dce
-
-
-def _dce_applies(study: Study, unit: Unit) -> bool:
-    series = _visit(study, unit).series
-    return "dce" in series and "t1_vfa" in series
-
-
-def _dce_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    visit = _visit(study, unit)
-    return [
-        _manifest_file(ctx),
-        *_series_files(visit.series["dce"].path),
-        *_series_files(visit.series["t1_vfa"].path),
-        *_lesion_files(visit),
-    ]
 
 
 def _fit_dce(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -155,8 +162,7 @@ def _relax_applies(study: Study, unit: Unit) -> bool:
 def _relax_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     from ..stages.relaxometry import RELAXOMETRY_ROLES
 
-    series = _visit(study, unit).series
-    return [p for r in RELAXOMETRY_ROLES if r in series for p in _series_files(series[r].path)]
+    return _files_of(optional=tuple(RELAXOMETRY_ROLES))(ctx, study, unit)
 
 
 def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -174,16 +180,6 @@ def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
 
 
 # ---------------------------------------------------------------------------- iron
-
-
-def _iron_applies(study: Study, unit: Unit) -> bool:
-    series = _visit(study, unit).series
-    return "t2star_ferumoxytol" in series and "t2star" in series
-
-
-def _iron_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    # the pre-contrast R2* comes from fit_relax (its output hashes join the input hash)
-    return _series_files(_visit(study, unit).series["t2star_ferumoxytol"].path)
 
 
 def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -217,20 +213,6 @@ def _iron(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOut
 # ---------------------------------------------------------------------------- fluorine
 
 
-def _fluorine_applies(study: Study, unit: Unit) -> bool:
-    series = _visit(study, unit).series
-    return "fluorine" in series and "fluorine_tubes" in series
-
-
-def _fluorine_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    visit = _visit(study, unit)
-    s = visit.series
-    files = [*_series_files(s["fluorine"].path), *_series_files(s["fluorine_tubes"].path)]
-    if "anatomical" in s:
-        files += _series_files(s["anatomical"].path)
-    return [*files, *_lesion_files(visit)]
-
-
 #: Columns of the 19F table (one row per lesion).
 CELLS19F_COLUMNS = ("subject", "visit", *FLUORINE_TABLE_COLUMNS)
 
@@ -258,15 +240,6 @@ def _fluorine(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
 
 
 # ---------------------------------------------------------------------------- hypoxia
-
-
-def _hypoxia_applies(study: Study, unit: Unit) -> bool:
-    series = _visit(study, unit).series
-    return "t2star" in series and "dce" in series and "t1_vfa" in series
-
-
-def _hypoxia_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
-    return _lesion_files(_visit(study, unit))
 
 
 def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
@@ -337,9 +310,9 @@ STEPS: tuple[Step, ...] = (
         "2",  # 2: the map index names the series of each map
         "fit the diffusion models to the DWI series",
         _fit_dwi,
-        _dwi_inputs,
+        _files_of("dwi"),
         requires=("register",),
-        applies=_dwi_applies,
+        applies=_has_roles("dwi"),
         missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
         option_keys=("dwi_models",),
     ),
@@ -349,9 +322,9 @@ STEPS: tuple[Step, ...] = (
         "3",  # 2: semi-quantitative maps carry their own provenance; 3: series in the index
         "VFA T1, concentration, AIF and the DCE model inside the lesions",
         _fit_dce,
-        _dce_inputs,
+        _files_of("dce", "t1_vfa", manifest=True, lesions=True),
         requires=("register",),
-        applies=_dce_applies,
+        applies=_has_roles("dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
     ),
@@ -372,9 +345,10 @@ STEPS: tuple[Step, ...] = (
         "2",  # 2: the map index names the series of each map
         "post-ferumoxytol T2*, dR2* and apparent iron concentration",
         _iron,
-        _iron_inputs,
+        # the pre-contrast R2* comes from fit_relax (its output hashes join the input hash)
+        _files_of("t2star_ferumoxytol"),
         requires=("register", "fit_relax"),
-        applies=_iron_applies,
+        applies=_has_roles("t2star_ferumoxytol", "t2star"),
         missing=lambda: _has_module("tumorscope.stages.iron", "iron_maps"),
     ),
     Step(
@@ -383,9 +357,9 @@ STEPS: tuple[Step, ...] = (
         "1",
         "19F-labelled cells per lesion from the reference tubes, with detection limits",
         _fluorine,
-        _fluorine_inputs,
+        _files_of("fluorine", "fluorine_tubes", optional=("anatomical",), lesions=True),
         requires=("register",),
-        applies=_fluorine_applies,
+        applies=_has_roles("fluorine", "fluorine_tubes"),
         missing=lambda: _has_module("tumorscope.stages.fluorine", "count_cells_19f"),
     ),
     Step(
@@ -394,9 +368,9 @@ STEPS: tuple[Step, ...] = (
         "1",
         "hypoxia classes from R2* and Ktrans in the lesions (thresholds from the options)",
         _hypoxia,
-        _hypoxia_inputs,
+        _files_of(lesions=True),
         requires=("register", "fit_relax", "fit_dce"),
-        applies=_hypoxia_applies,
+        applies=_has_roles("t2star", "dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.hypoxia", "classify_hypoxia"),
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
     ),

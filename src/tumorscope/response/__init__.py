@@ -15,28 +15,24 @@ from __future__ import annotations
 
 from .._lazy import lazy_attributes
 
-_LAZY: dict[str, str] = {
-    "CRITERIA": "assessment",
-    "assess": "assessment",
-    "from_lesion_table": "assessment",
-    "best_overall_response": "recist",
-    "read_table": "table",
-    "validate_table": "table",
-    # functional response
-    "Repeatability": "functional",
-    "repeatability": "functional",
-    "functional_change": "functional",
-    "parametric_response_map": "functional",
-    "joint_response_map": "functional",
-    # patterns
-    "pseudoprogression": "patterns",
-    "pseudoprogression_candidates": "patterns",
-    "mixed_response": "patterns",
-    "hyperprogression": "patterns",
-    "durable_response": "patterns",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
+__getattr__, __dir__, __all__ = lazy_attributes(
+    __name__,
+    globals(),
+    assessment=("CRITERIA", "assess", "from_lesion_table"),
+    recist=("best_overall_response",),
+    table=("read_table", "validate_table"),
+    functional=(
+        "Repeatability",
+        "repeatability",
+        "functional_change",
+        "parametric_response_map",
+        "joint_response_map",
+    ),
+    patterns=(
+        "pseudoprogression",
+        "pseudoprogression_candidates",
+        "mixed_response",
+        "hyperprogression",
+        "durable_response",
+    ),
+)

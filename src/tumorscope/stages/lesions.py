@@ -55,7 +55,7 @@ import numpy as np
 from ..errors import DataError, TumorscopeWarning
 from ..layout import VisitMap, default_out_dir
 from ..lesions.geometry import GEOMETRY_KEYS, measure
-from ..lesions.stats import SUMMARY_STATISTICS, lesion_statistics
+from ..lesions.stats import DISTRIBUTION_STATISTICS, SUMMARY_STATISTICS, lesion_statistics
 from ..volume import Volume
 from .base import StageResult
 
@@ -93,17 +93,7 @@ LESION_COLUMNS: tuple[str, ...] = (
 )
 
 #: Statistics of each map that become columns ``<map>_<statistic>``.
-DEFAULT_WIDE_STATISTICS: tuple[str, ...] = (
-    "mean",
-    "median",
-    "sd",
-    "p10",
-    "p25",
-    "p75",
-    "p90",
-    "n_valid",
-    "n_excluded",
-)
+DEFAULT_WIDE_STATISTICS: tuple[str, ...] = (*DISTRIBUTION_STATISTICS, "n_valid", "n_excluded")
 
 MapSource = str | Path | Callable[[str, str], Mapping[str, Any]] | None
 GridPolicy = Literal["error", "resample"]
@@ -364,7 +354,7 @@ def study_radiomics(
     """
     import pandas as pd
 
-    from ..lesions.radiomics import delta_radiomics, radiomics_features
+    from ..lesions.radiomics import DELTA_COLUMNS, delta_radiomics, radiomics_features
 
     st = _open(study)
     out = []
@@ -403,19 +393,7 @@ def study_radiomics(
             d.insert(0, "subject", subject.id)
             out.append(d)
     if not out:
-        return pd.DataFrame(
-            columns=[
-                "subject",
-                "lesion_id",
-                "map",
-                "feature",
-                "visit",
-                "value",
-                "baseline_value",
-                "delta",
-                "relative_delta",
-            ]
-        )
+        return pd.DataFrame(columns=["subject", *DELTA_COLUMNS])
     return pd.concat(out, ignore_index=True)
 
 

@@ -37,7 +37,7 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
 __all__ = [
     "TABLES",
@@ -70,10 +70,36 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-def _visit_fk() -> ForeignKeyConstraint:
-    return ForeignKeyConstraint(
-        ["subject", "visit"], ["visits.subject", "visits.visit"], ondelete="CASCADE"
-    )
+def _deleted_with(table: str, *columns: str) -> tuple[ForeignKeyConstraint]:
+    """``__table_args__``: ``columns`` refer to the same columns of ``table``, and a row goes
+    when its parent row goes."""
+    return (ForeignKeyConstraint(columns, [f"{table}.{c}" for c in columns], ondelete="CASCADE"),)
+
+
+class _OfSubject:
+    """A row of a subject: ``subject`` first in the primary key (the rest of it follows in the
+    table), deleted with the subject.
+
+    A mixin's columns would otherwise follow the table's own (and a base mixin's those of the
+    mixin): ``sort_order`` puts them first, subject before visit.
+    """
+
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-2)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[ForeignKeyConstraint]:
+        return _deleted_with("subjects", "subject")
+
+
+class _OfVisit(_OfSubject):
+    """A row of a visit: ``subject`` and ``visit`` first in the primary key, deleted with the
+    visit."""
+
+    visit: Mapped[str] = mapped_column(String(64), primary_key=True, sort_order=-1)
+
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[ForeignKeyConstraint]:
+        return _deleted_with("visits", "subject", "visit")
 
 
 class Subject(Base):
@@ -86,12 +112,10 @@ class Subject(Base):
     n_visits: Mapped[int] = mapped_column(Integer)
 
 
-class Visit(Base):
+class Visit(_OfSubject, Base):
     """A visit: date, days on treatment (negative before the start), baseline flags."""
 
     __tablename__ = "visits"
-    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     date: Mapped[dt.date | None] = mapped_column(Date)
     days_on_treatment: Mapped[int | None] = mapped_column(Integer)
@@ -99,13 +123,10 @@ class Visit(Base):
     prebaseline: Mapped[bool] = mapped_column(Boolean)
 
 
-class SeriesRow(Base):
+class SeriesRow(_OfVisit, Base):
     """An image series of a visit: role, file (relative to the study root), content hash."""
 
     __tablename__ = "series"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     role: Mapped[str] = mapped_column(String(64), primary_key=True)
     suffix: Mapped[str] = mapped_column(String(64))
     path: Mapped[str] = mapped_column(Text)
@@ -114,12 +135,10 @@ class SeriesRow(Base):
     n_measurements: Mapped[int] = mapped_column(Integer)
 
 
-class Lesion(Base):
+class Lesion(_OfSubject, Base):
     """A lesion of a subject, as the lesion tables name it (kind: target/non-target/new)."""
 
     __tablename__ = "lesions"
-    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     lesion_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organ: Mapped[str] = mapped_column(String(128))
     kind: Mapped[str] = mapped_column(String(32))
@@ -127,13 +146,10 @@ class Lesion(Base):
     first_visit: Mapped[str] = mapped_column(String(64))
 
 
-class Map(Base):
+class Map(_OfVisit, Base):
     """A fitted parameter map of a visit: file, unit, model, provenance and fit quality."""
 
     __tablename__ = "maps"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     model: Mapped[str] = mapped_column(String(64), primary_key=True)
     parameter: Mapped[str] = mapped_column(String(64), primary_key=True)
     step: Mapped[str] = mapped_column(String(64))
@@ -145,13 +161,10 @@ class Map(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class Measurement(Base):
+class Measurement(_OfVisit, Base):
     """One number about one lesion at one visit (tidy: ``map`` is "" for geometry)."""
 
     __tablename__ = "measurements"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     lesion_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     map: Mapped[str] = mapped_column(String(64), primary_key=True)
     statistic: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -160,13 +173,10 @@ class Measurement(Base):
     step: Mapped[str] = mapped_column(String(64))
 
 
-class Assessment(Base):
+class Assessment(_OfVisit, Base):
     """A response assessment of a subject at a visit under one set of criteria."""
 
     __tablename__ = "assessments"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     criteria: Mapped[str] = mapped_column(String(32), primary_key=True)
     response: Mapped[str | None] = mapped_column(String(64))
     target_sum_mm: Mapped[float | None] = mapped_column(Float)
@@ -176,7 +186,7 @@ class Assessment(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class Pattern(Base):
+class Pattern(_OfSubject, Base):
     """An immunotherapy response pattern of a subject (``visit`` is "" for a subject-level
     call): pseudoprogression, mixed response, hyperprogression, durable response.
 
@@ -185,8 +195,6 @@ class Pattern(Base):
     """
 
     __tablename__ = "patterns"
-    __table_args__ = (ForeignKeyConstraint(["subject"], ["subjects.subject"], ondelete="CASCADE"),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
     pattern: Mapped[str] = mapped_column(String(64), primary_key=True)
     visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     flag: Mapped[bool | None] = mapped_column(Boolean)
@@ -194,7 +202,7 @@ class Pattern(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
-class Alignment(Base):
+class Alignment(_OfVisit, Base):
     """How a series of a visit lies against the visit's anatomical image (``align`` step).
 
     ``matrix`` is the rigid world transform (RAS+, mm, 4×4, row-major) from the reference's
@@ -205,9 +213,6 @@ class Alignment(Base):
     """
 
     __tablename__ = "alignments"
-    __table_args__ = (_visit_fk(),)
-    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
-    visit: Mapped[str] = mapped_column(String(64), primary_key=True)
     series: Mapped[str] = mapped_column(String(64), primary_key=True)
     reference: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
