@@ -68,6 +68,11 @@ def _listing(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
+def _done_units(out: Path) -> int:
+    """Units of work done so far by the runs into ``out`` (from their logs)."""
+    return sum(p.read_text().count(" done: ") for p in out.glob("logs/run-*.log"))
+
+
 def _dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -271,9 +276,13 @@ def test_runs_killed_at_random_points_resume_to_identical_results(
 
     killed = tmp_path / "killed"
     rng = random.Random(14)
-    for delay in (rng.uniform(0.0, 2.5) for _ in range(3)):
+    for _ in range(3):
+        # a random point: after 0-2 more units are done, then 0-0.5 s into the next one
+        target, delay = _done_units(killed) + rng.randint(0, 2), rng.uniform(0.0, 0.5)
         proc = _spawn(study, killed, *args)
         if _wait_for_lock(proc, killed):
+            while _done_units(killed) < target and proc.poll() is None:
+                time.sleep(0.01)
             time.sleep(delay)
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
