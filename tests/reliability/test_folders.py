@@ -158,13 +158,17 @@ def test_second_run_on_a_busy_folder_exits_2_naming_the_holder(
     out = tmp_path / "out"
     first = _spawn(study, out, *SHORT)
     try:
-        holds = _wait_for_lock(first, out)
+        deadline = time.monotonic() + 60
+        while not list(out.glob("logs/run-*.log")):  # the first run is under way
+            assert first.poll() is None, first.communicate()[1].decode()
+            assert time.monotonic() < deadline, "the first run did not start within 60 s"
+            time.sleep(0.01)
         res = _run(study, out, *REGISTER)
         first_ended = first.poll() is not None
     finally:
         _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err.decode()
-    if holds and not first_ended:
+    if not first_ended:
         assert res.exit_code == 2, res.output
         assert f"pid {first.pid}" in res.output and "running since" in res.output
         assert "--lock-timeout" in res.output and "Traceback" not in res.output
