@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tumorscope.cli import app
 from tumorscope.phantom import make_study
@@ -42,7 +42,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_study(tmp_path_factory.mktemp("folders") / "study", size="tiny", n_subjects=1)
 
 
-def _run(study: Path, out: Path, *args: str) -> object:
+def _run(study: Path, out: Path, *args: str) -> Result:
     return runner.invoke(app, ["run", str(study), "--out", str(out), *args])
 
 
@@ -109,9 +109,7 @@ def test_run_removes_only_its_own_temporaries(study: Path, tmp_path: Path) -> No
     assert not any((out / rel).exists() for rel in ours)
 
 
-def test_run_refuses_a_folder_that_is_not_a_tumorscope_output(
-    study: Path, tmp_path: Path
-) -> None:
+def test_run_refuses_a_folder_that_is_not_a_tumorscope_output(study: Path, tmp_path: Path) -> None:
     out = tmp_path / "thesis"
     (out / ".git").mkdir(parents=True)
     (out / ".git" / "config").write_text("[core]\n")
@@ -152,9 +150,7 @@ def test_output_folder_of_an_older_tumorscope_is_adopted(study: Path, tmp_path: 
 # ------------------------------------------------------------------ 2. one run per folder
 
 
-def test_second_run_on_a_busy_folder_exits_2_naming_the_holder(
-    study: Path, tmp_path: Path
-) -> None:
+def test_second_run_on_a_busy_folder_exits_2_naming_the_holder(study: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = _spawn(study, out, *SHORT)
     try:
