@@ -264,8 +264,11 @@ def claim_output_folder(
     if lock_timeout < 0:
         raise DataError(f"expected seconds >= 0, got {lock_timeout:g}", field="--lock-timeout")
     adopted = check_output_folder(out, adopt=adopt)
-    out.mkdir(parents=True, exist_ok=True)
-    lock = _acquire(out, lock_timeout, say)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = _acquire(out, lock_timeout, say)
+    except OSError as exc:
+        raise DataError(f"cannot create or lock the output folder: {exc}", file=out) from exc
     try:
         holder = {
             "pid": os.getpid(),
