@@ -24,6 +24,7 @@ import os
 import shlex
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,10 @@ LOCK_NAME = ".tumorscope.lock"
 HOLDER_NAME = ".tumorscope.lock.json"
 
 _BOOKKEEPING = frozenset({MARKER_NAME, LOCK_NAME, HOLDER_NAME})
+
+#: Seconds a holder record naming a dead process must stay unchanged before a held lock is
+#: taken over (a run that has just taken the lock writes its own record within milliseconds).
+_GRACE_S = 1.0
 
 
 def _utcnow() -> str:
@@ -196,6 +201,18 @@ def _busy(out: Path, waited: float) -> DataError:
     )
 
 
+def _orphaned(out: Path, holder: dict[str, Any] | None) -> bool:
+    """Whether a lock that is held belongs to a run that died (its record names a dead pid).
+
+    A run that has just taken the lock may not have replaced the record of a killed one yet:
+    the record must stay the same for :data:`_GRACE_S` seconds before it is believed.
+    """
+    if not _is_dead(holder):
+        return False
+    time.sleep(_GRACE_S)
+    return _read_holder(out) == holder
+
+
 def _acquire(out: Path, timeout: float, say: Callable[[str], None]) -> Any:
     from filelock import FileLock, Timeout
 
@@ -204,7 +221,7 @@ def _acquire(out: Path, timeout: float, say: Callable[[str], None]) -> Any:
         lock.acquire(timeout=0)
     except Timeout:
         holder = _read_holder(out)
-        if _is_dead(holder):
+        if _orphaned(out, holder):
             # the OS lock outlived its run (a child process kept it open): take it over
             say(f"taking over the lock of {_describe(holder)}: that process no longer runs")
             (out / LOCK_NAME).unlink(missing_ok=True)
@@ -214,7 +231,7 @@ def _acquire(out: Path, timeout: float, say: Callable[[str], None]) -> Any:
             except Timeout:
                 raise _busy(out, 0) from None
         elif timeout > 0:
-            say(f"{out} is in use by {_describe(holder)}; waiting up to {timeout:g} s")
+            say(f"{out} is in use by {_describe(_read_holder(out))}; waiting up to {timeout:g} s")
             try:
                 lock.acquire(timeout=timeout)
             except Timeout:
