@@ -11,7 +11,9 @@ the ``runs`` table are left out, rows are sorted, and the two are compared cell 
 package versions are compared too, but reported in their own line, since a change of step
 version or options serialisation changes them without changing a result.
 
-Files: every file except ``logs/``, ``report/`` and the database is compared by bytes; NIfTI
+Files: every file except ``logs/``, ``report/``, the database and the folder's bookkeeping
+(``.tumorscope-output.json``, ``.tumorscope.lock*``: creation times, lock holders) is
+compared by bytes; NIfTI
 images that differ in bytes are compared again by header and voxel values, JSON files by
 content (each folder's absolute path replaced by ``<OUT>``: some sidecars name
 the files written by their absolute path).
@@ -115,6 +117,7 @@ def compare_files(a: Path, b: Path) -> int:
             if p.is_file()
             and p.parts[len(root.parts)] not in ("logs", "report")
             and not p.name.startswith("tumorscope.sqlite")
+            and not (p.parent == root and p.name.startswith(".tumorscope"))
         }
 
     fa, fb = listing(a), listing(b)

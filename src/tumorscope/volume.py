@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from .errors import DataError
 
-__all__ = ["SPATIAL_AXES", "Volume", "atomic_write"]
+__all__ = ["ATOMIC_TEMP_PREFIX", "SPATIAL_AXES", "Volume", "atomic_write"]
 
 SPATIAL_AXES: tuple[str, str, str] = ("x", "y", "z")
 
@@ -249,17 +249,24 @@ def _default_axes(ndim: int) -> tuple[str, ...]:
     return SPATIAL_AXES if ndim == 3 else (*SPATIAL_AXES, "measurement")
 
 
+#: Start of the name of every temporary file :func:`atomic_write` makes (the run's clean-up
+#: removes only files named so, and only in the folders of the output layout).
+ATOMIC_TEMP_PREFIX = ".tumorscope-tmp-"
+
+
 def atomic_write(path: Path, writer: Any) -> None:
     """Call ``writer(tmp_path)`` then rename the temporary file to ``path``.
 
-    The temporary file sits in the same folder and keeps the final suffixes (so that
-    libraries choosing a format by extension, like nibabel with ``.nii.gz``, behave).
-    Nothing is left behind if ``writer`` raises.
+    The temporary file sits in the same folder, is named
+    ``.tumorscope-tmp-<name>-<random><suffixes>`` (:data:`ATOMIC_TEMP_PREFIX`: recognisably
+    tumorscope's, so that a clean-up never touches anybody else's file) and keeps the final
+    suffixes (so that libraries choosing a format by extension, like nibabel with ``.nii.gz``,
+    behave). Nothing is left behind if ``writer`` raises.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmpname = tempfile.mkstemp(
-        prefix=f".{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent
+        prefix=f"{ATOMIC_TEMP_PREFIX}{path.name.split('.')[0]}-", suffix=suffix, dir=path.parent
     )
     os.close(fd)
     tmp = Path(tmpname)

@@ -110,6 +110,17 @@ def run(
         "align_tolerance_vox",
     ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
+    adopt_folder: bool = typer.Option(
+        False,
+        "--adopt-folder",
+        help="Write into --out even if it is a non-empty folder that is not a tumorscope "
+        "output (tumorscope removes none of its files).",
+    ),
+    lock_timeout: float = typer.Option(
+        0.0,
+        "--lock-timeout",
+        help="Seconds to wait for another run that holds --out (default 0: exit 2 at once).",
+    ),
 ) -> None:
     """Run the whole analysis of a study: fits, lesions, response, database and report.
 
@@ -144,6 +155,8 @@ def run(
             report=not no_report,
             progress=True,
             console=console,
+            adopt_folder=adopt_folder,
+            lock_timeout=lock_timeout,
         )
     print_summary(summary, console)
     raise typer.Exit(code=summary.exit_code)

@@ -14,7 +14,11 @@ def phantom(
     size: str = typer.Option("default", help="tiny (tests), default (demo) or large (benchmarks)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same bytes."),
     subjects: int = typer.Option(None, help="Number of subjects (default from --size)."),
-    overwrite: bool = typer.Option(False, help="Replace the folder if it exists."),
+    overwrite: bool = typer.Option(
+        False,
+        help="Replace the folder if it is a phantom study written by tumorscope (study.yaml "
+        "and derivatives/truth/phantom.json) or empty; any other folder is refused (exit 2).",
+    ),
 ) -> None:
     """Write a synthetic study with known ground truth (under derivatives/truth)."""
     from ..phantom import make_study

@@ -186,13 +186,20 @@ def make_study(
     n_subjects : int, optional
         Number of subjects (scenarios are cycled; default from ``size``).
     overwrite : bool
-        Replace an existing folder.
+        Replace an existing folder, but only if it is a phantom study that tumorscope wrote
+        (:func:`is_phantom_study`) or an empty folder; anything else is refused.
 
     Returns
     -------
     Path
         The study root. The study is written to a temporary folder beside ``out`` and moved
         into place only when complete.
+
+    Raises
+    ------
+    DataError
+        For an unknown size, fewer than one subject, or an existing ``out`` that may not be
+        replaced (nothing is touched then).
     """
     if size not in SIZES:
         raise DataError(
@@ -203,8 +210,8 @@ def make_study(
     if n < 1:
         raise DataError(f"need at least 1 subject, got {n}", field="n_subjects")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError("output folder exists (use overwrite=True / --overwrite)", file=out)
+    if out.exists() or out.is_symlink():
+        _check_replaceable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -216,6 +223,42 @@ def make_study(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+#: What marks a phantom study: the ground-truth record the phantom writes (with ``study.yaml``).
+PHANTOM_MARKER = Path("derivatives") / "truth" / "phantom.json"
+
+
+def is_phantom_study(folder: str | Path) -> bool:
+    """Whether a folder is a phantom study tumorscope wrote (:func:`make_study`).
+
+    Recognised by ``study.yaml`` beside ``derivatives/truth/phantom.json``, a JSON object with
+    the phantom's ``size``, ``seed`` and ``tumorscope_version``. Only such a folder (or an
+    empty one) is replaced by ``make_study(..., overwrite=True)``.
+    """
+    root = Path(folder)
+    if root.is_symlink() or not root.is_dir() or not (root / "study.yaml").is_file():
+        return False
+    try:
+        record = json.loads((root / PHANTOM_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"size", "seed", "tumorscope_version"} <= set(record)
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse to replace ``out`` unless asked to and it is a phantom study or empty."""
+    if not overwrite:
+        raise DataError("output folder exists (use overwrite=True / --overwrite)", file=out)
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+        return
+    if not is_phantom_study(out):
+        raise DataError(
+            "refusing to overwrite: not a phantom study written by tumorscope (expected "
+            f"study.yaml and {PHANTOM_MARKER.as_posix()}); nothing was touched. Remove it "
+            "yourself or choose another folder",
+            file=out,
+        )
 
 
 def _subject_plan(n: int, seed: int) -> list[tuple[str, Scenario, dt.date]]:

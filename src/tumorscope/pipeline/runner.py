@@ -3,7 +3,10 @@
 How a run goes
 --------------
 1. ``open_study`` checks the manifest and folders (a broken manifest stops the run: nothing
-   is written). Stale temporary files of an interrupted run are removed from the output folder.
+   is written). The output folder is claimed (:mod:`.outdir`): it must be new, empty or a
+   tumorscope output (else nothing is written), and it is locked for the whole run (a second
+   run on it exits or waits). Under the lock, tumorscope's own temporary files that a killed
+   run left are removed (``.tumorscope-tmp-*``, in the folders of the output layout only).
 2. For every subject the steps of :data:`tumorscope.pipeline.steps.STEPS` run in order
    (:func:`~.execute.execute_subject`), in the calling process (serial), on a local Dask cluster
    (``workers=N``) or an existing one (``scheduler="tcp://…"``) as one task per subject. For
@@ -26,7 +29,8 @@ next run redoes exactly them.
 
 The parts of a run, by module: :mod:`.execute` (worker side: a unit, a subject, up to date),
 :mod:`.executor` (serial or Dask), :mod:`.record` (the database, on the client),
-:mod:`.progress` (bars), :mod:`.summary` (:class:`RunSummary`), :mod:`.logs`, :mod:`.options`
+:mod:`.outdir` (the output folder: marker, lock, clean-up), :mod:`.progress` (bars),
+:mod:`.summary` (:class:`RunSummary`), :mod:`.logs`, :mod:`.options`
 (:class:`~.options.RunOptions`); this module plans the run and ties them together.
 """
 
@@ -46,6 +50,7 @@ from .execute import execute_subject, execute_unit
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
 from .options import RunOptions, resolve_options
+from .outdir import claim_output_folder, sweep_temporaries
 from .progress import Bars
 from .record import Recorder, publish
 from .reporting import write_reports
@@ -85,6 +90,8 @@ def run_study(
     report: bool = True,
     progress: bool = False,
     console: Console | None = None,
+    adopt_folder: bool = False,
+    lock_timeout: float = 0.0,
 ) -> RunSummary:
     """Run the whole analysis of a study: fits, lesion measurements, response, report.
 
@@ -117,7 +124,12 @@ def run_study(
     progress : bool, default False
         Show Rich progress bars (subjects and units).
     console : rich.console.Console, optional
-        Where progress bars go.
+        Where progress bars and messages about the output folder go.
+    adopt_folder : bool, default False
+        Write into ``out_dir`` even if it is a non-empty folder that is not a tumorscope
+        output (no ``.tumorscope-output.json``); tumorscope removes none of its files.
+    lock_timeout : float, default 0
+        Seconds to wait for another run that holds ``out_dir`` (0: fail at once).
 
     Returns
     -------
@@ -130,8 +142,10 @@ def run_study(
     StudyError
         If the manifest or folder structure is broken (nothing is written).
     DataError
-        For unusable options (an unknown step in ``force``, an unknown or bad run option, in
-        ``options`` or in ``study.yaml``, no Dask).
+        If ``out_dir`` is not empty and not a tumorscope output (without ``adopt_folder``),
+        or another run holds it past ``lock_timeout`` (naming the holder): nothing is
+        written. For unusable options (an unknown step in ``force``, an unknown or bad run
+        option, in ``options`` or in ``study.yaml``, no Dask).
     ExportError
         If the database cannot be opened.
     """
@@ -145,44 +159,73 @@ def run_study(
     opts = resolve_options(options, study_obj.manifest.options)
     ctx = Context(root, out, opts)
 
-    out.mkdir(parents=True, exist_ok=True)
     run_id = dt.datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    log_file = layout.log_path(out, run_id)
-    url = db_url or default_url(out)
-    summary = RunSummary(run_id, out, url, log_file, n_subjects=len(study_obj))
-    handler = attach_log(log_file)
-    t0 = time.perf_counter()
-    store = open_store(url)
-    executor: Executor | None = None
-    status = "interrupted"
+    notes: list[str] = []
+    folder = claim_output_folder(
+        out,
+        run_id=run_id,
+        study=root,
+        adopt=adopt_folder,
+        lock_timeout=lock_timeout,
+        say=lambda msg: _say(msg, notes, console),
+    )
     try:
-        log.info("tumorscope %s: run %s of %s into %s", __version__, run_id, root, out)
-        n_tmp = _sweep_temporaries(out)
-        if n_tmp:
-            log.info("removed %d temporary file(s) of an interrupted run", n_tmp)
-        active_steps = _active_steps(wanted, summary)
-        executor = Executor(workers=workers, scheduler=scheduler)
-        log.info("executor: %s", executor.description)
-        run_options = {"workers": workers, "scheduler": scheduler, "force": list(force)}
-        _record_start(store, run_id, log_file, opts, run_options)
-        plan = _plan(study_obj, active_steps)
-        recorder = Recorder(store, summary, run_id)
-        bars = Bars(progress, console, len(plan), sum(len(u) for i in plan.values() for _, u in i))
-        active = frozenset(s.name for s in active_steps)
-        with bars:
-            run_subjects(plan, ctx, store, executor, recorder, frozenset(force), active, bars)
-        summary.report = publish(
-            ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
-        )
-        status = "ok" if summary.ok else "failed"
+        log_file = layout.log_path(out, run_id)
+        url = db_url or default_url(out)
+        summary = RunSummary(run_id, out, url, log_file, n_subjects=len(study_obj))
+        handler = attach_log(log_file)
+        t0 = time.perf_counter()
+        try:
+            store = open_store(url)
+        except BaseException:
+            detach_log(handler)
+            raise
+        executor: Executor | None = None
+        status = "interrupted"
+        try:
+            log.info("tumorscope %s: run %s of %s into %s", __version__, run_id, root, out)
+            for msg in notes:
+                log.info("%s", msg)
+            n_tmp = sweep_temporaries(out)
+            if n_tmp:
+                log.info("removed %d temporary file(s) of an interrupted run", n_tmp)
+            active_steps = _active_steps(wanted, summary)
+            executor = Executor(workers=workers, scheduler=scheduler)
+            log.info("executor: %s", executor.description)
+            run_options = {"workers": workers, "scheduler": scheduler, "force": list(force)}
+            _record_start(store, run_id, log_file, opts, run_options)
+            plan = _plan(study_obj, active_steps)
+            recorder = Recorder(store, summary, run_id)
+            n_units = sum(len(u) for i in plan.values() for _, u in i)
+            bars = Bars(progress, console, len(plan), n_units)
+            active = frozenset(s.name for s in active_steps)
+            with bars:
+                run_subjects(plan, ctx, store, executor, recorder, frozenset(force), active, bars)
+            summary.report = publish(
+                ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
+            )
+            status = "ok" if summary.ok else "failed"
+        finally:
+            summary.duration_s = time.perf_counter() - t0
+            _record_end(store, summary, status)
+            if executor is not None:
+                executor.close()
+            store.close()
+            detach_log(handler)
     finally:
-        summary.duration_s = time.perf_counter() - t0
-        _record_end(store, summary, status)
-        if executor is not None:
-            executor.close()
-        store.close()
-        detach_log(handler)
+        folder.release()
     return summary
+
+
+def _say(msg: str, notes: list[str], console: Console | None) -> None:
+    """A message about the output folder: on the console (or the log's warnings), kept."""
+    notes.append(msg)
+    if console is None:
+        log.warning("%s", msg)
+        return
+    from rich.markup import escape
+
+    console.print(f"[yellow]{escape(msg)}[/yellow]", soft_wrap=True)
 
 
 def _wanted_steps(force: Sequence[str], steps: Sequence[str] | None, report: bool) -> set[str]:
@@ -265,18 +308,6 @@ def _record_end(store: Store, summary: RunSummary, status: str) -> None:
         len(summary.blocked),
         summary.duration_s,
     )
-
-
-def _sweep_temporaries(out_dir: Path) -> int:
-    """Remove temporary files an interrupted run left (``.<name>-<random><suffix>``)."""
-    n = 0
-    if not out_dir.is_dir():
-        return 0
-    for p in out_dir.rglob(".*-*"):
-        if p.is_file() and p.parent != out_dir:
-            p.unlink(missing_ok=True)
-            n += 1
-    return n
 
 
 def _plan(study: Study, steps: Sequence[Step]) -> dict[str, list[tuple[Step, list[Unit]]]]:
