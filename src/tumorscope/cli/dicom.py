@@ -49,6 +49,12 @@ def import_dicom(
         "--merge-split",
         help="Merge single-volume series written one per flip angle, TE or TI (e.g. VFA).",
     ),
+    allow_burned_in: bool = typer.Option(
+        False,
+        "--allow-burned-in",
+        help="Import series with BurnedInAnnotation = YES (text in the pixels, which "
+        "de-identification does not remove); skipped with a warning by default.",
+    ),
 ) -> None:
     """Import DICOM MR series (and SEG / RT-STRUCT lesion masks) as a de-identified study.
 
@@ -71,6 +77,7 @@ def import_dicom(
             name=name,
             overwrite=overwrite,
             merge_split=merge_split,
+            allow_burned_in=allow_burned_in,
         )
     for p in report.problems:
         style = "red" if p.severity == "error" else "yellow"

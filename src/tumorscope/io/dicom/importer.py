@@ -46,7 +46,7 @@ from ..deid import (
     identifiers_of,
     scrub_fields,
 )
-from .scan import SEG_STORAGE, DicomSeries, _problem, scan_dicom
+from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
 from .seg import read_rtstruct, read_segmentation
 from .series import SeriesData, merge_split_series, read_series
 
@@ -124,6 +124,7 @@ def import_dicom(
     name: str | None = None,
     overwrite: bool = False,
     merge_split: bool = False,
+    allow_burned_in: bool = False,
 ) -> ImportReport:
     """Import a folder of DICOM files as a tumorscope study.
 
@@ -157,6 +158,9 @@ def import_dicom(
     merge_split : bool
         Merge single-volume series of one study that a scanner wrote separately for each
         flip angle, echo time or inversion time (see :func:`merge_split_series`).
+    allow_burned_in : bool
+        Import series with ``BurnedInAnnotation = YES`` (skipped with a warning by default:
+        text in the pixels is not removed by de-identification).
 
     Returns
     -------
@@ -186,7 +190,9 @@ def import_dicom(
     pseudo = Pseudonymizer(None if keep_identifiers else mapping_path)
     log_path = out.parent / f"{out.name}-import-dicom.log"
     # read every series first: nothing is written before all inputs are checked
-    read = _read_all(series, all_roles, dce_baseline_frames, keep_identifiers, problems)
+    read = _read_all(
+        series, all_roles, dce_baseline_frames, keep_identifiers, problems, allow_burned_in
+    )
     if not read:
         raise DataError(
             "no importable MR series found" + "".join(f"\n  {p}" for p in problems), file=src
@@ -296,12 +302,21 @@ def _read_all(
     dce_baseline_frames: int | None,
     keep_identifiers: bool,
     problems: list[Problem],
+    allow_burned_in: bool = False,
 ) -> list[_Read]:
-    """Every series not skipped by a role, read; the rejected ones reported in ``problems``."""
+    """Every series not skipped by a role, read; the rejected ones reported in ``problems``.
+
+    Derived series (scanner maps) and series with burned-in annotation are skipped with a
+    warning (see :func:`_excluded`).
+    """
     read: list[_Read] = []
     for s in series:
         forced = _role_override(s, roles)
         if forced == "skip":
+            continue
+        excluded = _excluded(s, forced, allow_burned_in)
+        if excluded is not None:
+            problems.append(_problem("warning", s.files[0], *excluded))
             continue
         entities, _, kind = (forced or "").rpartition("_")
         try:
@@ -326,6 +341,35 @@ def _read_all(
                 )
             )
     return read
+
+
+def _excluded(
+    series: DicomSeries, forced: str | None, allow_burned_in: bool
+) -> tuple[str, str] | None:
+    """(tag, message) when a series must not be imported as it is, else None.
+
+    * A **derived** image (:func:`~tumorscope.io.dicom.scan.derived_image_type`: an ADC, trace,
+      FA, subtraction or MIP computed by the scanner) is never taken as an acquired series,
+      unless the user names its role (``--role``), e.g. a Siemens trace-weighted DWI
+      (``DERIVED\\PRIMARY\\DIFFUSION\\TRACEW``) to fit.
+    * **Burned-in annotation** (``BurnedInAnnotation = YES``: text in the pixels, which no
+      header cleaning removes) is skipped unless ``allow_burned_in``.
+    """
+    image_type = derived_image_type(series.header)
+    if image_type is not None and forced is None:
+        return (
+            "ImageType",
+            f"derived image (ImageType {image_type}), a scanner map, not an acquired series; "
+            f"series number {series.text('SeriesNumber')} skipped (give it a role with --role "
+            "to import it anyway, e.g. a trace-weighted DWI)",
+        )
+    if series.text("BurnedInAnnotation").strip().upper() == "YES" and not allow_burned_in:
+        return (
+            "BurnedInAnnotation",
+            f"burned-in annotation (text in the pixels, which de-identification cannot remove); "
+            f"series number {series.text('SeriesNumber')} skipped (--allow-burned-in imports it)",
+        )
+    return None
 
 
 def _visits(

@@ -1,0 +1,116 @@
+"""Reliability of the DICOM import and export around patient data (issue 14, items 6, 10, 11).
+
+Derived scanner series are never taken as acquired ones; the patient's name, IDs and dates do
+not survive in any output (sidecars, TSV, logs, stdout, exported DICOM) in any spelling; the
+PS3.15 Basic Application Level Confidentiality Profile is applied and recorded; exports carry
+the pseudonymous identity unless re-identification is asked for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pydicom = pytest.importorskip("pydicom")
+pytest.importorskip("highdicom")
+
+from tumorscope.cli import app  # noqa: E402
+from tumorscope.phantom.dicom import (  # noqa: E402
+    SynthPatient,
+    SynthStudy,
+    oblique_affine,
+    write_series,
+)
+from tumorscope.volume import Volume  # noqa: E402
+
+runner = CliRunner()
+
+
+def _volume(seed: int = 0, shape: tuple[int, int, int] = (8, 6, 4)) -> Volume:
+    rng = np.random.default_rng(seed)
+    return Volume(rng.integers(0, 1000, shape).astype(np.float32), oblique_affine())
+
+
+def _edit(files: list[Path], **attrs: Any) -> None:
+    """Set header attributes of written DICOM files."""
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for k, v in attrs.items():
+            setattr(ds, k, v)
+        ds.save_as(f)
+
+
+def _import(src: Path, study: Path, *args: str) -> Any:
+    return runner.invoke(app, ["import-dicom", str(src), str(study), *args])
+
+
+def _study_files(study: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(study)): p.read_text(encoding="utf-8")
+        for p in sorted(study.rglob("*"))
+        if p.is_file() and p.suffix in {".json", ".tsv", ".yaml", ".bval"}
+    }
+
+
+# --------------------------------------------------------------------------- item 6
+def test_derived_series_is_never_taken_as_an_acquired_series(tmp_path: Path) -> None:
+    src = tmp_path / "dicom"
+    write_series(_volume(0), src / "t2", suffix="T2w", series_number=1, echo_time_ms=90)
+    for n, (desc, image_type) in enumerate(
+        (
+            ("ep2d_diff_ADC", ["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]),
+            ("FA map", ["DERIVED", "PRIMARY", "DIFFUSION", "FA"]),
+            ("t1 SUB", ["ORIGINAL", "PRIMARY", "SUB"]),
+            ("t1 MIP", ["DERIVED", "SECONDARY", "MIP"]),
+        ),
+        start=2,
+    ):
+        files = write_series(
+            _volume(n), src / desc, suffix="T2w", series_number=n, echo_time_ms=90,
+            series_description=desc,
+        )  # fmt: skip
+        _edit(files, ImageType=image_type)
+    res = _import(src, tmp_path / "study")
+    assert res.exit_code == 0, res.output
+    t2 = sorted((tmp_path / "study").rglob("*_T2w.json"))
+    assert len(t2) == 1, t2  # the scanner maps were not imported as T2w (run-2, run-3 ...)
+    assert "run-" not in t2[0].name
+    assert json.loads(t2[0].read_text())["SeriesNumber"] == 1
+    assert res.output.count("derived image (ImageType") == 4
+    assert "DERIVED\\PRIMARY\\DIFFUSION\\ADC" in res.output
+    log = (tmp_path / "study-import-dicom.log").read_text()
+    assert log.count("derived image") == 4
+
+
+def test_derived_series_imports_when_the_user_names_its_role(tmp_path: Path) -> None:
+    src = tmp_path / "dicom"
+    files = write_series(_volume(1), src, suffix="T2w", series_description="trace", echo_time_ms=90)
+    _edit(files, ImageType=["DERIVED", "PRIMARY", "DIFFUSION", "TRACEW"])
+    res = _import(src, tmp_path / "none")
+    assert res.exit_code == 2 and "no importable MR series" in res.output
+    assert not (tmp_path / "none").exists()
+    res = _import(src, tmp_path / "study", "--role", "trace=T2w")
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "study").rglob("*_T2w.nii.gz"))) == 1
+
+
+# --------------------------------------------------------------------------- item 10
+def test_burned_in_annotation_is_skipped_unless_allowed(tmp_path: Path) -> None:
+    src = tmp_path / "dicom"
+    write_series(_volume(0), src / "a", suffix="T2w", series_number=1, echo_time_ms=90)
+    files = write_series(_volume(1), src / "b", suffix="T1w", series_number=2, echo_time_ms=5)
+    _edit(files, BurnedInAnnotation="YES")
+    res = _import(src, tmp_path / "study")
+    assert res.exit_code == 0, res.output
+    assert "BurnedInAnnotation" in res.output and "--allow-burned-in" in res.output
+    assert not list((tmp_path / "study").rglob("*_T1w.nii.gz"))
+    res = _import(src, tmp_path / "study2", "--allow-burned-in")
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "study2").rglob("*_T1w.nii.gz"))) == 1
