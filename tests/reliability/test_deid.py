@@ -8,9 +8,8 @@ the pseudonymous identity unless re-identification is asked for.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-from collections.abc import Iterator
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 pydicom = pytest.importorskip("pydicom")
+nib = pytest.importorskip("nibabel")
 pytest.importorskip("highdicom")
 
 from tumorscope.cli import app  # noqa: E402
@@ -114,3 +114,72 @@ def test_burned_in_annotation_is_skipped_unless_allowed(tmp_path: Path) -> None:
     res = _import(src, tmp_path / "study2", "--allow-burned-in")
     assert res.exit_code == 0, res.output
     assert len(list((tmp_path / "study2").rglob("*_T1w.nii.gz"))) == 1
+
+
+JANE = SynthPatient("DOE^JANE^QUINN", "MRN12345", "19610415", "F")
+#: every spelling of her identity that must not appear anywhere
+JANE_WORDS = ("doe", "jane", "quinn", "mrn12345", "19610415", "1961-04-15", "15.04.1961")
+
+
+def _found(text: str, words: tuple[str, ...] = JANE_WORDS) -> list[str]:
+    """The words present in ``text`` as whole tokens (any case)."""
+    return [w for w in words if re.search(rf"(?<![^\W_]){re.escape(w)}(?![^\W_])", text, re.I)]
+
+
+def _all_output(study: Path, *texts: str) -> str:
+    files = [p.read_text(encoding="utf-8") for p in study.rglob("*") if p.suffix != ".gz" and
+             p.is_file()]  # fmt: skip
+    headers = [str(nib.load(p).header["descrip"]) for p in study.rglob("*.nii.gz")]
+    return "\n".join([*files, *headers, *texts])
+
+
+def test_patient_name_in_any_order_case_and_separator_leaks_nowhere(tmp_path: Path) -> None:
+    src = tmp_path / "dicom"
+    st = SynthStudy(JANE, description="MR Jane Doe follow-up 15.04.1961")
+    for n, (desc, seq, prot) in enumerate(
+        (
+            ("Jane Doe t2_tse", "jane_seq", "t2_DOE"),  # given name first, any case
+            ("doe only 1961-04-15", "*tse2d1_JANE", "prot mrn12345"),  # surname alone, ID, date
+            ("QUINN.DOE-jane", "seq", "prot"),  # middle name, other separators
+        ),
+        start=1,
+    ):
+        files = write_series(_volume(n), src / str(n), suffix="T2w", study=st, series_number=n,
+                             echo_time_ms=90, series_description=desc)  # fmt: skip
+        _edit(files, SequenceName=seq, ProtocolName=prot)
+    mosaic = write_series(_volume(7), src / "m", suffix="T2w", study=st, series_number=7,
+                          echo_time_ms=90, series_description="Doe, Jane mosaic")  # fmt: skip
+    _edit(mosaic, ImageType=["ORIGINAL", "PRIMARY", "M", "MOSAIC"])
+    res = _import(src, tmp_path / "study")
+    assert res.exit_code == 1, res.output  # the mosaic is rejected, the rest imported
+    assert len(list((tmp_path / "study").rglob("*_T2w.nii.gz"))) == 3
+    log = (tmp_path / "study-import-dicom.log").read_text()
+    assert "mosaic" in log
+    assert _found(_all_output(tmp_path / "study", res.output, log)) == []
+    # what was cleaned is marked, and the profile applied is recorded in every sidecar
+    sides = [json.loads(p.read_text()) for p in sorted((tmp_path / "study").rglob("*_T2w.json"))]
+    assert sides[0]["SeriesDescription"] == "[removed] t2_tse"
+    assert sides[1]["SeriesDescription"] == "[removed] only [removed]"
+    for side in sides:
+        codes = [c["CodeValue"] for c in side["DeidentificationMethod"]]
+        assert codes[0] == "113100" and "113106" in codes
+    # the mapping file beside the study keeps the identity (it is the site's)
+    assert "DOE^JANE^QUINN" in (tmp_path / "study-identifiers.tsv").read_text()
+
+
+def test_short_ids_and_ordinary_numbers_do_not_block_an_import(tmp_path: Path) -> None:
+    """Whole tokens and a minimum length: IDs "5" and "AB", and a numeric ID equal to the
+    series number, are not found in ordinary words and numbers."""
+    src = tmp_path / "dicom"
+    for i, (pid, name, number) in enumerate((("5", "LI^NA", 5), ("AB", "NG^AN", 2),
+                                             ("100", "ROE^RICHARD", 100))):  # fmt: skip
+        st = SynthStudy(SynthPatient(name, pid, "19700101", "M"), accession=f"A{i}")
+        write_series(_volume(i), src / pid, suffix="T2w", study=st, series_number=number,
+                     echo_time_ms=90, series_description="t2 5mm abdomen")  # fmt: skip
+    res = _import(src, tmp_path / "study")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "study").glob("sub-*")) == [
+        "sub-001", "sub-002", "sub-003"
+    ]  # fmt: skip
+    side = json.loads(next((tmp_path / "study").rglob("*_T2w.json")).read_text())
+    assert side["SeriesDescription"] == "t2 5mm abdomen"
