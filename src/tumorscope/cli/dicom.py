@@ -110,6 +110,14 @@ def export_dicom(
         "anatomical", help="Role or suffix of the series the lesions were drawn on."
     ),
     mapping: Path = typer.Option(None, help="Identifier mapping TSV of a de-identified study."),
+    reidentify: Path = typer.Option(
+        None,
+        "--reidentify",
+        metavar="MAPPING_FILE",
+        help="Give the objects the real patient and study of the source images (for the "
+        "site's PACS), checked against this mapping file of the import. By default they carry "
+        "the study's pseudonymous identity and no free text of the source.",
+    ),
     response: str = typer.Option(None, help="Overall response at this visit: CR, PR, SD or PD."),
     criteria: str = typer.Option("RECIST 1.1", help="Criteria the response was assessed with."),
     results: Path = typer.Option(
@@ -118,7 +126,11 @@ def export_dicom(
         "every map it fitted for the visit, and its response.",
     ),
 ) -> None:
-    """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500)."""
+    """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500).
+
+    The objects are de-identified (PS3.15 Basic Profile, the study's pseudonyms) unless
+    --reidentify is given.
+    """
     from ..io.dicom.export import export_visit
 
     maps: dict[str, tuple[str | Path, str]] = {}
@@ -134,7 +146,8 @@ def export_dicom(
             visit=visit,
             maps=maps,
             reference=reference,
-            mapping_file=mapping,
+            mapping_file=reidentify if reidentify is not None else mapping,
+            reidentify=reidentify is not None,
             response=response,
             criteria=criteria,
             results=results,

@@ -27,19 +27,23 @@ and in the ``DeidentificationMethod`` field of imported sidecars.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from ... import __version__
+from ...errors import ExportError
 
 __all__ = [
     "METHOD_CODES",
     "PROFILE_SOURCE",
     "action",
+    "check_exported",
     "deidentify_dataset",
     "deidentify_sidecar",
     "method_codes",
     "pseudonymous_uid",
+    "removed_identity",
 ]
 
 #: where the attribute actions come from
@@ -170,12 +174,14 @@ def deidentify_dataset(
     patient: str,
     study_id: str = "",
     uid: Callable[[str], str] = pseudonymous_uid,
+    ids: Any = None,
 ) -> Any:
     """A de-identified copy of a pydicom dataset (see the module doc), with the pseudonymous
     identity ``patient`` as Patient's Name and Patient ID (and ``study_id`` as Study ID).
 
     The dataset given is not changed. Pixel data are kept (series with burned-in annotation are
-    not imported).
+    not imported). With ``ids`` (:class:`tumorscope.io.deid.Identifiers`), the text the table
+    keeps is cleaned of them (and of dates).
     """
     import copy
 
@@ -184,7 +190,12 @@ def deidentify_dataset(
 
     out = copy.deepcopy(ds)
     _apply(out, uid)
-    out.PatientName = patient
+    if ids is not None:  # what the table keeps is cleaned too (as the sidecars' strings are)
+        for elem in _elements(out):
+            if elem.VR in _TEXT_VRS and elem.VR != "PN" and elem.value:
+                cleaned = [ids.scrub(v) for v in _strings(elem)]
+                elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+    out.PatientName = f"{patient}^"  # one component, said so (PS3.5 6.2.1.2)
     out.PatientID = patient
     if study_id or "StudyID" in out:
         out.StudyID = study_id
@@ -228,3 +239,87 @@ def _apply(ds: Any, uid: Callable[[str], str]) -> None:
             values = elem.value if isinstance(elem.value, MultiValue | list) else [elem.value]
             new = [uid(str(v)) for v in values]
             elem.value = new if len(new) > 1 else new[0]
+
+
+_TEXT_VRS = frozenset({"AE", "LO", "LT", "PN", "SH", "ST", "UC", "UT"})
+
+
+def _elements(ds: Any) -> Iterator[Any]:
+    """Every data element of a dataset, those inside sequences included."""
+    for elem in ds:
+        yield elem
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _elements(item)
+
+
+def _strings(elem: Any) -> list[str]:
+    value = elem.value
+    if value is None or value == "":
+        return []
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def removed_identity(originals: Sequence[Any]) -> tuple[Any, set[str]]:
+    """What the profile takes away from source images, to search the outputs for.
+
+    Returns
+    -------
+    ids : tumorscope.io.deid.Identifiers
+        The patient's identifiers (names, IDs, birth date, other persons, institution) and the
+        text of every attribute that the profile removes, empties or replaces (study
+        description, patient history, station name, device serial number …), series
+        descriptors excepted (they are cleaned, not identity).
+    uids : set of str
+        The UIDs the profile replaces.
+    """
+    from ..deid import Identifiers
+
+    values: list[str] = []
+    uids: set[str] = set()
+    for ds in originals:
+        for elem in _elements(ds):
+            code = action(int(elem.tag))
+            if code == "K" or elem.keyword in CLEANED_DESCRIPTORS:
+                continue
+            if elem.VR == "UI":
+                uids.update(_strings(elem))
+            elif elem.VR in _TEXT_VRS and elem.VR != "PN":
+                values += _strings(elem)
+    ids = Identifiers.of_headers(originals, check=True) | Identifiers.of_values(values, check=True)
+    return ids, uids
+
+
+def check_exported(paths: Sequence[Path], originals: Sequence[Any]) -> None:
+    """Refuse exported objects that carry an identity of their source images.
+
+    Every element of every dataset (sequences included) is searched: text for the identifiers
+    and removed text of :func:`removed_identity` (whole tokens), UIDs for the source UIDs that
+    the profile replaces.
+
+    Raises
+    ------
+    ExportError
+        Names the file and the attribute, not the value.
+    """
+    import pydicom
+
+    ids, uids = removed_identity(originals)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        for elem in _elements(ds):
+            if elem.VR == "UI":
+                leaked = bool(uids.intersection(_strings(elem)))
+            elif elem.VR in _TEXT_VRS:
+                leaked = any(ids.search(v) is not None for v in _strings(elem))
+            else:
+                continue
+            if leaked:
+                raise ExportError(
+                    "an identifier of the source images appears in the exported object; "
+                    "nothing was written",
+                    file=path.name,
+                    field=elem.keyword or str(elem.tag),
+                )
