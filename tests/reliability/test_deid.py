@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,119 @@ def test_short_ids_and_ordinary_numbers_do_not_block_an_import(tmp_path: Path) -
     ]  # fmt: skip
     side = json.loads(next((tmp_path / "study").rglob("*_T2w.json")).read_text())
     assert side["SeriesDescription"] == "t2 5mm abdomen"
+
+
+# --------------------------------------------------------------------------- item 11
+#: identifying free text of the source series (none of it may reach a default export)
+SOURCE_TEXT = {
+    "StudyDescription": "Jane Doe abdomen MRN12345",
+    "AdditionalPatientHistory": "Ms Doe, prior surgery at Springfield",
+    "InstitutionName": "St Elsewhere Hospital",
+    "InstitutionAddress": "1 Main Street Springfield",
+    "StationName": "MRSTATION7",
+    "DeviceSerialNumber": "SN998877",
+    "ReferringPhysicianName": "HOUSE^GREGORY",
+    "OperatorsName": "TECH^TOMMY",
+    "PatientComments": "call Jane on 0123456789",
+    "RequestingPhysician": "WILSON^JAMES",
+}
+SOURCE_WORDS = (*JANE_WORDS, "elsewhere", "springfield", "mrstation7", "sn998877", "gregory",
+                "tommy", "0123456789", "wilson", "surgery")  # fmt: skip
+
+
+def _values(ds: Any) -> Iterator[tuple[str, str]]:
+    """(keyword, value as text) of every element of a dataset, sequences included."""
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value:
+                yield from _values(item)
+        elif elem.VR not in ("OB", "OW", "OF", "OD", "OL", "UN"):
+            yield elem.keyword or str(elem.tag), str(elem.value)
+
+
+@pytest.fixture
+def exported_visit(tmp_path: Path) -> dict[str, Any]:
+    """A source series full of identifying free text, imported, with a lesion and a map."""
+    src = tmp_path / "dicom"
+    st = SynthStudy(JANE, accession="ACC778899", description=SOURCE_TEXT["StudyDescription"],
+                    institution=SOURCE_TEXT["InstitutionName"])  # fmt: skip
+    files = write_series(_volume(3), src, suffix="T2w", study=st, echo_time_ms=90,
+                         series_description="t2 Doe")  # fmt: skip
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for k, v in SOURCE_TEXT.items():
+            setattr(ds, k, v)
+        ds.private_block(0x0029, "ACME 1.0", create=True).add_new(0x10, "LO", "Jane Doe")
+        ds.save_as(f)
+    res = _import(src, tmp_path / "study")
+    assert res.exit_code == 0, res.output
+    t2 = Volume.from_nifti(next((tmp_path / "study").rglob("*_T2w.nii.gz")))
+    labels = np.zeros(t2.shape, dtype=np.int16)
+    labels[2:5, 2:4, 1:3] = 1
+    les = tmp_path / "study/derivatives/lesions/sub-001/ses-01"
+    t2.with_data(labels).to_nifti(les / "sub-001_ses-01_lesions.nii.gz", dtype=np.int16)
+    (les / "sub-001_ses-01_lesions.tsv").write_text(
+        "label\tlesion_id\torgan\ttarget\tnodal\n1\tL1\tliver\ttrue\tfalse\n"
+    )
+    adc = tmp_path / "adc.nii.gz"
+    t2.with_data(t2.data.astype(np.float32) * 1e-6).to_nifti(adc)
+    originals = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    return {"tmp": tmp_path, "src": src, "adc": adc, "originals": originals}
+
+
+def _export(v: dict[str, Any], out: str, *args: str) -> Any:
+    return runner.invoke(app, [
+        "export-dicom", str(v["tmp"] / "study"), str(v["src"]), str(v["tmp"] / out),
+        "--subject", "001", "--visit", "01", "--map", f"ADC={v['adc']}:T2w",
+        "--reference", "T2w", *args,
+    ])  # fmt: skip
+
+
+def test_exports_carry_no_identity_or_free_text_of_the_source(
+    exported_visit: dict[str, Any],
+) -> None:
+    v = exported_visit
+    res = _export(v, "out")
+    assert res.exit_code == 0, res.output
+    written = sorted((v["tmp"] / "out").glob("*.dcm"))
+    assert [f.name.rsplit("_", 1)[-1] for f in written] == ["pm.dcm", "seg.dcm", "sr.dcm"]
+    source_uids = {
+        str(getattr(o, k)) for o in v["originals"]
+        for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID")
+    }  # fmt: skip
+    for f in written:
+        ds = pydicom.dcmread(f)
+        values = list(_values(ds))
+        text = "\n".join(value for _, value in values)
+        assert _found(text, SOURCE_WORDS) == [], f.name
+        assert "ACC778899" not in text
+        assert not source_uids & {value for _, value in values}, f.name
+        assert not any(elem.tag.is_private for elem in ds)
+        # the pseudonymous identity of the imported study, and the profile applied
+        assert (ds.PatientID, str(ds.PatientName).rstrip("^")) == ("001", "001")
+        assert ds.PatientIdentityRemoved == "YES"
+        codes = [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
+        assert codes[0] == "113100" and "113106" in codes
+        assert ds.StudyDate == "20260105"  # visit dates are kept (Retain Full Dates Option)
+
+
+def test_reidentified_export_gets_the_real_identity_back(exported_visit: dict[str, Any]) -> None:
+    v = exported_visit
+    mapping = v["tmp"] / "study-identifiers.tsv"
+    res = _export(v, "pacs", "--reidentify", str(mapping))
+    assert res.exit_code == 0, res.output
+    orig = v["originals"][0]
+    for f in sorted((v["tmp"] / "pacs").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        assert ds.PatientID == "MRN12345"
+        assert str(ds.PatientName) == "DOE^JANE^QUINN"
+        assert ds.StudyInstanceUID == orig.StudyInstanceUID
+        if "FrameOfReferenceUID" in ds:  # PM and SEG (the SR has none)
+            assert ds.FrameOfReferenceUID == orig.FrameOfReferenceUID
+    # a mapping file that names another patient for the subject: refused, nothing written
+    text = mapping.read_text().replace("MRN12345", "MRN99999")
+    (v["tmp"] / "other.tsv").write_text(text)
+    res = _export(v, "wrong", "--reidentify", str(v["tmp"] / "other.tsv"))
+    assert res.exit_code == 2, res.output
+    assert "another patient" in res.output and "Traceback" not in res.output
+    assert not list((v["tmp"] / "wrong").glob("*.dcm"))
