@@ -1,22 +1,36 @@
-"""De-identification of imported studies: pseudonymous subject ids and the site's mapping file.
+"""De-identification of imported studies: pseudonyms, the mapping file, identifiers in text.
 
 By default a study written by ``tumorscope import-dicom`` names subjects ``001``, ``002``, …
 and carries no patient name, birth date, patient ID, accession number or DICOM UID: sidecars
-hold acquisition fields only, ``study.yaml`` holds pseudonyms and visit dates. The link back
-to the patient is written to a separate mapping file (TSV) for the site to keep; it is never
-placed inside the study folder, and a later import with the same mapping file reuses the
+hold acquisition fields only (as the PS3.15 Basic Profile allows them, see
+:mod:`tumorscope.io.dicom.profile`), ``study.yaml`` holds pseudonyms and visit dates. The link
+back to the patient is written to a separate mapping file (TSV) for the site to keep; it is
+never placed inside the study folder, and a later import with the same mapping file reuses the
 pseudonyms (a patient's new visits join the same subject).
 
-What remains in the study: visit dates (response criteria need the intervals), the scanner's
-manufacturer, model and field strength, series descriptions, and the images themselves (which
-for head scans can show a face; defacing is out of scope).
+**Identifiers in free text** (:class:`Identifiers`). Technologists type names, IDs and dates
+into series descriptions, protocol and sequence names. A *term* is a sequence of words (runs of
+letters and digits, any script, lower case) and matches text as a **whole token** (not inside a
+longer word: ``doe`` is not found in ``dose``), case-insensitively, with any separator between
+its words or none (``Jane Doe``, ``DOE^JANE``, ``doe_jane``, ``JaneDoe``). The terms are:
 
-:func:`find_identifiers` searches every file of a folder (gzip-compressed files are searched
-decompressed) for given strings. The importer runs it on the finished study before moving it
-into place (text files whole, NIfTI files on their header and extensions, where text lives) and
-refuses to deliver a study in which an identifier of an imported patient is found
-(:func:`check_no_identifiers`, with the header values of :func:`identifier_values`); the tests
-run it on every file.
+* every part of the patient's family, given and middle names of at least
+  :data:`MIN_NAME_PART` (2) characters, alone and the whole name in any order, accents folded
+  too (``MÜLLER`` and ``MULLER``); the prefix and suffix (``Dr``, ``Jr``) are not names;
+* other persons (referring, performing, reading physicians, operators): the whole name;
+* IDs (Patient ID, other patient IDs, accession number): cleaned from text when at least
+  :data:`MIN_ID_SCRUB` (2) characters long; the final check searches for them only from
+  :data:`MIN_ID_CHECK` (3) characters, and from :data:`MIN_NUMERIC_ID_CHECK` (5) digits when
+  they are all digits (shorter numbers are series numbers, years, pseudonyms like ``001``);
+* institution names and addresses, whole;
+* the birth date as year-month-day, day-month-year and month-day-year, with or without
+  separators and leading zeros; cleaning also removes every date-like token.
+
+:func:`find_identifiers` searches every file of a folder: JSON and YAML in their keys and
+strings (numbers are not text), TSV below the header row, NIfTI images in their header text
+fields and extensions (``image_headers_only``), anything else whole (gzip decompressed). The
+importer runs :func:`check_no_identifiers` on the finished study, its log and its printed rows
+before delivering anything.
 """
 
 from __future__ import annotations

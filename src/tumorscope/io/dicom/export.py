@@ -24,9 +24,14 @@ Design decisions
 * **No analysis here.** Lesion sizes come from the caller (the ``export-dicom`` command
   measures them with :func:`tumorscope.lesions.geometry.measure`); this module only summarises
   the given maps inside each lesion (mean, median) and writes.
-* Exported objects copy the patient and study modules from the source images (highdicom does):
-  they are meant to go back to the site's PACS next to the originals. A de-identified study
-  therefore needs the original DICOM (and the identifier mapping) to export.
+* **Identity.** highdicom copies the patient and study modules of the source images into the
+  objects. :func:`export_visit` therefore gives it de-identified copies of the source images
+  (PS3.15 Basic Profile, :mod:`tumorscope.io.dicom.profile`): the objects carry the
+  pseudonymous subject and visit of the study, consistently replaced UIDs, the profile applied
+  and no free text of the source; they are searched for the source's identity before they
+  are moved into place. ``reidentify=True`` (``--reidentify MAPPING_FILE``) uses the original
+  images, for the site's PACS. The ``write_*`` functions themselves take the source images
+  they are given as they are.
 * Codes: SNOMED CT and DCM codes where they exist (``Volume``, ``Long axis``, ``Short axis``,
   ``Mean``, ``Median``, ADC ``113041``, Ktrans ``126312``); other parameters use the private
   scheme ``99TUMORSCOPE`` with the tumorscope name as meaning. Response categories are NCIt

@@ -9,9 +9,14 @@ from SEG / RT-STRUCT objects that reference an imported series, and a ``study.ya
 Design decisions
 ----------------
 * **De-identified by default** (see :mod:`tumorscope.io.deid`): pseudonymous subjects, the
-  identifier mapping and the import log beside the study, never inside it; free-text sidecar
-  fields are scrubbed of the patient's identifiers, and the finished study is searched for
-  them before it is delivered.
+  identifier mapping and the import log beside the study, never inside it; sidecars follow
+  the PS3.15 Basic Profile (:mod:`~tumorscope.io.dicom.profile`) and record it; every string
+  written or printed (sidecars, report rows, problems, log) is cleaned of the identifiers of
+  every patient in the folder, and the finished study, the log and the rows are searched for
+  them before anything is delivered.
+* **Not taken as acquired series:** derived images (scanner maps: ADC, trace, FA,
+  subtraction, MIP) unless the user names their role, and series with burned-in annotation
+  unless ``allow_burned_in``; both skipped with a warning.
 * **Nothing half-written.** Every series is read and checked first; the study is written to a
   temporary folder beside ``study_dir`` and renamed into place only when complete.
 * **Re-imports keep the user's edits** to ``study.yaml``: study settings, treatments and the

@@ -236,8 +236,8 @@ def derived_image_type(header: Any) -> str | None:
     Examples
     --------
     >>> from types import SimpleNamespace as NS
-    >>> derived_image_type(NS(ImageType=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"]))
-    'DERIVED\\PRIMARY\\DIFFUSION\\ADC'
+    >>> print(derived_image_type(NS(ImageType=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"])))
+    DERIVED\\PRIMARY\\DIFFUSION\\ADC
     >>> derived_image_type(NS(ImageType=["ORIGINAL", "PRIMARY", "M", "ND"])) is None
     True
     """
