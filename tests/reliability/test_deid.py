@@ -275,6 +275,7 @@ def test_exports_carry_no_identity_or_free_text_of_the_source(
         # the pseudonymous identity of the imported study, and the profile applied
         assert (ds.PatientID, str(ds.PatientName).rstrip("^")) == ("001", "001")
         assert ds.PatientIdentityRemoved == "YES"
+        assert ds.LongitudinalTemporalInformationModified == "UNMODIFIED"
         codes = [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
         assert codes[0] == "113100" and "113106" in codes
         assert ds.StudyDate == "20260105"  # visit dates are kept (Retain Full Dates Option)

@@ -66,7 +66,7 @@ from .codes import (
     parameter_code,
     unit_code,
 )
-from .profile import check_exported
+from .profile import carry_deid_marks, check_exported
 from .results import pipeline_results, with_run_results
 from .scan import LPS_TO_RAS
 from .sources import _check_grid, _SourceImages, _sources
@@ -120,7 +120,8 @@ def _new_instance(series_number: int) -> dict[str, Any]:
     }
 
 
-def _save(ds: Any, out: Path) -> Path:
+def _save(ds: Any, out: Path, sources: Sequence[Any]) -> Path:
+    carry_deid_marks(ds, sources[0])
     atomic_write(out, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
     return out
 
@@ -205,7 +206,7 @@ def write_parametric_map(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the parametric map: {exc}", file=out) from exc
     pm.SeriesDescription = (series_description or f"{name} map (tumorscope)")[:64]
-    return _save(pm, out)
+    return _save(pm, out, sources)
 
 
 def _lesion_rows(lesions: Sequence[Any]) -> list[dict[str, Any]]:
@@ -318,7 +319,7 @@ def write_seg(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the segmentation: {exc}", file=out) from exc
     seg.SeriesDescription = series_description[:64]
-    return _save(seg, out)
+    return _save(seg, out, sources)
 
 
 def _truthy(value: Any) -> bool:
@@ -448,7 +449,7 @@ def write_sr(
         )
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the structured report: {exc}", file=out) from exc
-    return _save(sr, out)
+    return _save(sr, out, sources)
 
 
 def _lesion_group(

@@ -38,6 +38,7 @@ __all__ = [
     "METHOD_CODES",
     "PROFILE_SOURCE",
     "action",
+    "carry_deid_marks",
     "check_exported",
     "deidentify_dataset",
     "deidentify_sidecar",
@@ -209,6 +210,25 @@ def deidentify_dataset(
         items.append(item)
     out.DeidentificationMethodCodeSequence = Sequence(items)
     return out
+
+
+_MARKS = (
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "LongitudinalTemporalInformationModified",
+)
+
+
+def carry_deid_marks(obj: Any, source: Any) -> None:
+    """Copy the record of the de-identification of ``source`` (if it was) into ``obj``."""
+    import copy
+
+    if str(getattr(source, "PatientIdentityRemoved", "")).upper() != "YES":
+        return
+    for keyword in _MARKS:
+        if keyword in source:
+            setattr(obj, keyword, copy.deepcopy(source[keyword].value))
 
 
 def _apply(ds: Any, uid: Callable[[str], str]) -> None:
