@@ -23,6 +23,7 @@ from tumorscope.io.bids import split_entities
 from tumorscope.io.deid import find_identifiers
 from tumorscope.io.dicom import import_dicom
 from tumorscope.io.dicom.export import export_visit
+from tumorscope.io.dicom.profile import pseudonymous_uid
 from tumorscope.phantom import make_study
 from tumorscope.phantom.dicom import study_to_dicom
 
@@ -137,7 +138,8 @@ def test_fitted_maps_equal_and_export_reads_back(chain: dict[str, Path]) -> None
         pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(chain["dicom"].rglob("*.dcm"))
     ]
     dwi_uid = next(d.SeriesInstanceUID for d in dwi_src if d.SeriesDescription == "ep2d_diff_tra")
-    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == dwi_uid
+    # de-identified by default: the source series is referenced by its pseudonymous UID
+    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == pseudonymous_uid(dwi_uid)
     adc = maps[1]
     inv = np.linalg.inv(np.diag([-1.0, -1.0, 1.0, 1.0]) @ adc.affine)
     for n, item in enumerate(pm.PerFrameFunctionalGroupsSequence):

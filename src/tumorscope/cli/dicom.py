@@ -49,6 +49,12 @@ def import_dicom(
         "--merge-split",
         help="Merge single-volume series written one per flip angle, TE or TI (e.g. VFA).",
     ),
+    allow_burned_in: bool = typer.Option(
+        False,
+        "--allow-burned-in",
+        help="Import series with BurnedInAnnotation = YES (text in the pixels, which "
+        "de-identification does not remove); skipped with a warning by default.",
+    ),
 ) -> None:
     """Import DICOM MR series (and SEG / RT-STRUCT lesion masks) as a de-identified study.
 
@@ -71,6 +77,7 @@ def import_dicom(
             name=name,
             overwrite=overwrite,
             merge_split=merge_split,
+            allow_burned_in=allow_burned_in,
         )
     for p in report.problems:
         style = "red" if p.severity == "error" else "yellow"
@@ -103,6 +110,14 @@ def export_dicom(
         "anatomical", help="Role or suffix of the series the lesions were drawn on."
     ),
     mapping: Path = typer.Option(None, help="Identifier mapping TSV of a de-identified study."),
+    reidentify: Path = typer.Option(
+        None,
+        "--reidentify",
+        metavar="MAPPING_FILE",
+        help="Give the objects the real patient and study of the source images (for the "
+        "site's PACS), checked against this mapping file of the import. By default they carry "
+        "the study's pseudonymous identity and no free text of the source.",
+    ),
     response: str = typer.Option(None, help="Overall response at this visit: CR, PR, SD or PD."),
     criteria: str = typer.Option("RECIST 1.1", help="Criteria the response was assessed with."),
     results: Path = typer.Option(
@@ -111,7 +126,11 @@ def export_dicom(
         "every map it fitted for the visit, and its response.",
     ),
 ) -> None:
-    """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500)."""
+    """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500).
+
+    The objects are de-identified (PS3.15 Basic Profile, the study's pseudonyms) unless
+    --reidentify is given.
+    """
     from ..io.dicom.export import export_visit
 
     maps: dict[str, tuple[str | Path, str]] = {}
@@ -127,7 +146,8 @@ def export_dicom(
             visit=visit,
             maps=maps,
             reference=reference,
-            mapping_file=mapping,
+            mapping_file=reidentify if reidentify is not None else mapping,
+            reidentify=reidentify is not None,
             response=response,
             criteria=criteria,
             results=results,

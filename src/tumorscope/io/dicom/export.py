@@ -24,9 +24,14 @@ Design decisions
 * **No analysis here.** Lesion sizes come from the caller (the ``export-dicom`` command
   measures them with :func:`tumorscope.lesions.geometry.measure`); this module only summarises
   the given maps inside each lesion (mean, median) and writes.
-* Exported objects copy the patient and study modules from the source images (highdicom does):
-  they are meant to go back to the site's PACS next to the originals. A de-identified study
-  therefore needs the original DICOM (and the identifier mapping) to export.
+* **Identity.** highdicom copies the patient and study modules of the source images into the
+  objects. :func:`export_visit` therefore gives it de-identified copies of the source images
+  (PS3.15 Basic Profile, :mod:`tumorscope.io.dicom.profile`): the objects carry the
+  pseudonymous subject and visit of the study, consistently replaced UIDs, the profile applied
+  and no free text of the source; they are searched for the source's identity before they
+  are moved into place. ``reidentify=True`` (``--reidentify MAPPING_FILE``) uses the original
+  images, for the site's PACS. The ``write_*`` functions themselves take the source images
+  they are given as they are.
 * Codes: SNOMED CT and DCM codes where they exist (``Volume``, ``Long axis``, ``Short axis``,
   ``Mean``, ``Median``, ADC ``113041``, Ktrans ``126312``); other parameters use the private
   scheme ``99TUMORSCOPE`` with the tumorscope name as meaning. Response categories are NCIt
@@ -36,7 +41,10 @@ Design decisions
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,9 +66,10 @@ from .codes import (
     parameter_code,
     unit_code,
 )
+from .profile import carry_deid_marks, check_exported
 from .results import pipeline_results, with_run_results
-from .scan import LPS_TO_RAS, index_series
-from .sources import _check_grid, _sources, load_source_images, source_series_files
+from .scan import LPS_TO_RAS
+from .sources import _check_grid, _SourceImages, _sources
 
 __all__ = [
     "LesionMeasurement",
@@ -111,7 +120,8 @@ def _new_instance(series_number: int) -> dict[str, Any]:
     }
 
 
-def _save(ds: Any, out: Path) -> Path:
+def _save(ds: Any, out: Path, sources: Sequence[Any]) -> Path:
+    carry_deid_marks(ds, sources[0])
     atomic_write(out, lambda tmp: ds.save_as(tmp, enforce_file_format=True))
     return out
 
@@ -196,7 +206,7 @@ def write_parametric_map(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the parametric map: {exc}", file=out) from exc
     pm.SeriesDescription = (series_description or f"{name} map (tumorscope)")[:64]
-    return _save(pm, out)
+    return _save(pm, out, sources)
 
 
 def _lesion_rows(lesions: Sequence[Any]) -> list[dict[str, Any]]:
@@ -309,7 +319,7 @@ def write_seg(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the segmentation: {exc}", file=out) from exc
     seg.SeriesDescription = series_description[:64]
-    return _save(seg, out)
+    return _save(seg, out, sources)
 
 
 def _truthy(value: Any) -> bool:
@@ -439,7 +449,7 @@ def write_sr(
         )
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the structured report: {exc}", file=out) from exc
-    return _save(sr, out)
+    return _save(sr, out, sources)
 
 
 def _lesion_group(
@@ -556,8 +566,17 @@ def export_visit(
     results: str | Path | None = None,
     units: Mapping[str, str] | None = None,
     sizes: Mapping[str, Mapping[str, Any]] | None = None,
+    reidentify: bool = False,
 ) -> list[Path]:
     """Export one visit: parameter maps, the lesion SEG and the measurement SR.
+
+    By default the objects carry the pseudonymous identity of the imported study (the subject
+    id as patient, the visit id as study ID, UIDs replaced consistently) and no free text of
+    the source images: they are built on de-identified copies of the source images (PS3.15
+    Basic Profile, :mod:`tumorscope.io.dicom.profile`), record the profile applied, and are
+    searched for every identity of the source before they are moved into ``out_dir``.
+    ``reidentify=True`` builds them on the original images instead (for the site's PACS): the
+    real patient and study come back, checked against the identifier mapping.
 
     Parameters
     ----------
@@ -588,6 +607,9 @@ def export_visit(
         ``{lesion id: {"volume_ml": …, "longest_diameter_mm": …, "short_axis_mm": …}}``, as
         :func:`tumorscope.lesions.geometry.measure` returns them, written into the SR (a lesion
         without an entry is reported without size).
+    reidentify : bool
+        Give the objects the real identity of the source images (needs the mapping file,
+        ``mapping_file`` or ``<study_dir>-identifiers.tsv``).
 
     Returns
     -------
@@ -598,7 +620,9 @@ def export_visit(
 
     out = Path(out_dir)
     v = open_study(study_dir).subjects[subject].visits[visit]
-    sources = _SourceImages(study_dir, dicom_dir, subject, visit, mapping_file)
+    sources = _SourceImages(
+        study_dir, dicom_dir, subject, visit, mapping_file, reidentify=reidentify
+    )
     all_maps, all_units = dict(maps or {}), dict(units or {})
     skippable: set[str] = set()  # a run's maps that are not 3-D (e.g. a time course)
     if results is not None:
@@ -606,69 +630,64 @@ def export_visit(
             results, subject, visit, all_maps, all_units, response, criteria
         )
     loaded = _parameter_maps(all_maps, skippable)
-    written = [
-        write_parametric_map(
-            vol,
-            sources(all_maps[name][1]),
-            out / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
-            name=name,
-            unit=all_units.get(name) or None,
-            series_number=900 + n,
-        )
-        for n, (name, vol) in enumerate(loaded.items())
-    ]
-    if v.lesions is None:
-        return written
-    labels = v.lesions.load_labels()
-    table = v.lesions.table
-    seg_path = write_seg(
-        labels, table, sources(reference), out / f"sub-{subject}_ses-{visit}_lesions_seg.dcm"
-    )
-    written.append(seg_path)
-    measurements = _measurements(labels, table, loaded, all_units, sizes or {})
-    written.append(
-        write_sr(
-            measurements,
-            sources(reference),
-            seg_path,
-            out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
-            response=response,
-            criteria=criteria,
-            time_point=visit,
-        )
-    )
-    return written
-
-
-class _SourceImages:
-    """The source images of a visit's series by role, each series read once."""
-
-    def __init__(
-        self,
-        study_dir: str | Path,
-        dicom_dir: str | Path,
-        subject: str,
-        visit: str,
-        mapping_file: str | Path | None,
-    ) -> None:
-        self.study_dir, self.dicom_dir = study_dir, dicom_dir
-        self.subject, self.visit, self.mapping_file = subject, visit, mapping_file
-        self.index = index_series(dicom_dir)
-        self.cache: dict[str, list[Any]] = {}
-
-    def __call__(self, role: str) -> list[Any]:
-        if role not in self.cache:
-            files = source_series_files(
-                self.study_dir,
-                self.dicom_dir,
-                subject=self.subject,
-                visit=self.visit,
-                role=role,
-                mapping_file=self.mapping_file,
-                index=self.index,
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    try:
+        written = [
+            write_parametric_map(
+                vol,
+                sources(all_maps[name][1]),
+                tmp / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
+                name=name,
+                unit=all_units.get(name) or None,
+                series_number=900 + n,
             )
-            self.cache[role] = load_source_images(files)
-        return self.cache[role]
+            for n, (name, vol) in enumerate(loaded.items())
+        ]
+        if v.lesions is not None:
+            written += _lesion_objects(
+                tmp, subject, visit, v.lesions, sources(reference), loaded, all_units,
+                sizes or {}, response=response, criteria=criteria,
+            )  # fmt: skip
+        if not reidentify:
+            check_exported(written, sources.originals)
+        final = []
+        for f in written:
+            os.replace(f, out / f.name)
+            final.append(out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _lesion_objects(
+    out: Path,
+    subject: str,
+    visit: str,
+    lesions: Any,
+    sources: list[Any],
+    loaded: Mapping[str, Volume],
+    units: Mapping[str, str],
+    sizes: Mapping[str, Mapping[str, Any]],
+    *,
+    response: str | None,
+    criteria: str,
+) -> list[Path]:
+    """The visit's lesion SEG and measurement SR, written into ``out``."""
+    labels = lesions.load_labels()
+    table = lesions.table
+    seg_path = write_seg(labels, table, sources, out / f"sub-{subject}_ses-{visit}_lesions_seg.dcm")
+    measurements = _measurements(labels, table, loaded, units, sizes)
+    sr_path = write_sr(
+        measurements,
+        sources,
+        seg_path,
+        out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
+        response=response,
+        criteria=criteria,
+        time_point=visit,
+    )
+    return [seg_path, sr_path]
 
 
 def _parameter_maps(

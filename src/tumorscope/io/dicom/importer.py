@@ -9,9 +9,14 @@ from SEG / RT-STRUCT objects that reference an imported series, and a ``study.ya
 Design decisions
 ----------------
 * **De-identified by default** (see :mod:`tumorscope.io.deid`): pseudonymous subjects, the
-  identifier mapping and the import log beside the study, never inside it; free-text sidecar
-  fields are scrubbed of the patient's identifiers, and the finished study is searched for
-  them before it is delivered.
+  identifier mapping and the import log beside the study, never inside it; sidecars follow
+  the PS3.15 Basic Profile (:mod:`~tumorscope.io.dicom.profile`) and record it; every string
+  written or printed (sidecars, report rows, problems, log) is cleaned of the identifiers of
+  every patient in the folder, and the finished study, the log and the rows are searched for
+  them before anything is delivered.
+* **Not taken as acquired series:** derived images (scanner maps: ADC, trace, FA,
+  subtraction, MIP) unless the user names their role, and series with burned-in annotation
+  unless ``allow_burned_in``; both skipped with a warning.
 * **Nothing half-written.** Every series is read and checked first; the study is written to a
   temporary folder beside ``study_dir`` and renamed into place only when complete.
 * **Re-imports keep the user's edits** to ``study.yaml``: study settings, treatments and the
@@ -39,14 +44,14 @@ from ...errors import DataError, Problem, ProtocolError
 from ...protocol import DiffusionProtocol
 from ...volume import Volume, atomic_write
 from ..deid import (
+    Identifiers,
     PatientIdentifiers,
     Pseudonymizer,
     check_no_identifiers,
-    identifier_values,
     identifiers_of,
-    scrub_fields,
 )
-from .scan import SEG_STORAGE, DicomSeries, _problem, scan_dicom
+from .profile import deidentify_sidecar
+from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
 from .seg import read_rtstruct, read_segmentation
 from .series import SeriesData, merge_split_series, read_series
 
@@ -124,6 +129,7 @@ def import_dicom(
     name: str | None = None,
     overwrite: bool = False,
     merge_split: bool = False,
+    allow_burned_in: bool = False,
 ) -> ImportReport:
     """Import a folder of DICOM files as a tumorscope study.
 
@@ -157,6 +163,9 @@ def import_dicom(
     merge_split : bool
         Merge single-volume series of one study that a scanner wrote separately for each
         flip angle, echo time or inversion time (see :func:`merge_split_series`).
+    allow_burned_in : bool
+        Import series with ``BurnedInAnnotation = YES`` (skipped with a warning by default:
+        text in the pixels is not removed by de-identification).
 
     Returns
     -------
@@ -186,12 +195,17 @@ def import_dicom(
     pseudo = Pseudonymizer(None if keep_identifiers else mapping_path)
     log_path = out.parent / f"{out.name}-import-dicom.log"
     # read every series first: nothing is written before all inputs are checked
-    read = _read_all(series, all_roles, dce_baseline_frames, keep_identifiers, problems)
+    read = _read_all(
+        series, all_roles, dce_baseline_frames, keep_identifiers, problems, allow_burned_in
+    )
     if not read:
         raise DataError(
             "no importable MR series found" + "".join(f"\n  {p}" for p in problems), file=src
         )
     manifest: dict[str, Any] = {"name": name or out.name, "criteria": ["recist1.1"]}
+    # every patient's identifiers (rejected and skipped series too): cleaned from everything
+    # written or printed, the sidecars' free text, the report rows and the problems
+    ids = None if keep_identifiers else Identifiers.of_headers(s.header for s in scan.series)
     return _write_study(
         out,
         read,
@@ -205,6 +219,7 @@ def import_dicom(
         keep_name=name is None,
         roles=all_roles,
         dce_baseline_frames=dce_baseline_frames,
+        ids=ids,
     )
 
 
@@ -220,18 +235,24 @@ def _write_study(
     keep_name: bool,
     roles: Mapping[str, str],
     dce_baseline_frames: int | None,
+    ids: Identifiers | None = None,
 ) -> ImportReport:
     """Write the series read (with their lesion maps), ``study.yaml``, the log and the
-    identifier mapping; ``report`` gets the series written and every problem."""
+    identifier mapping; ``report`` gets the series written and every problem.
+
+    With ``ids`` (a de-identified import) the sidecars follow the PS3.15 profile
+    (:func:`~tumorscope.io.dicom.profile.deidentify_sidecar`), the report's rows and problems
+    are cleaned of ``ids``, and the study, the log and the report's text are searched for the
+    imported patients' identifiers before anything is delivered.
+    """
     problems = report.problems
-    keep_identifiers = report.mapping_file is None  # no mapping: the identifiers are kept
     visits, patient_of = _visits(read, problems)
     order = sorted(visits, key=lambda k: (min(visits[k]), k))
     seg_refs = _segmentation_refs(segmentations, problems)
     out.parent.mkdir(parents=True, exist_ok=True)  # the temporary folder must be beside it
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        writer = _StudyWriter(tmp, pseudo, keep_identifiers, seg_refs, problems)
+        writer = _StudyWriter(tmp, pseudo, ids, seg_refs, problems)
         for key in order:
             writer.subject(key, identifiers_of(patient_of[key].header), visits[key])
         writer.report_unused_segmentations()
@@ -239,18 +260,32 @@ def _write_study(
         _carry_over(previous, manifest, keep_name=keep_name)
         _write_manifest(tmp, manifest, roles, dce_baseline_frames)
         report.series.extend(writer.written)
+        if ids is not None:
+            problems[:] = [_clean_problem(p, ids) for p in problems]
         # the log names source files, whose paths often hold patient IDs or accession
-        # numbers: it stays beside the study, with the site's mapping, not inside it
+        # numbers: it stays beside the study, with the site's mapping, not inside it (and is
+        # cleaned of the identifiers too)
         log = "".join(f"{p}\n" for p in problems)
+        if ids is not None:
+            printed = "\n".join(" ".join(map(str, r.values())) for r in report.series)
+            check_no_identifiers(
+                tmp,
+                [patient_of[k].header for k in order],
+                texts={report.log_file.name: log, "the command's output": printed},
+            )
         atomic_write(report.log_file, lambda t: t.write_text(log, encoding="utf-8"))
-        if not keep_identifiers:
-            check_no_identifiers(tmp, [patient_of[k].header for k in order])
+        if ids is not None:
             pseudo.write()
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _clean_problem(p: Problem, ids: Identifiers) -> Problem:
+    """A problem with the identifiers cleaned from its file name and message."""
+    return Problem(p.severity, ids.scrub(p.file, dates=False), p.field, ids.scrub(p.message))
 
 
 def _mapping_path(mapping_file: str | Path | None, out: Path, keep_identifiers: bool) -> Path:
@@ -296,12 +331,21 @@ def _read_all(
     dce_baseline_frames: int | None,
     keep_identifiers: bool,
     problems: list[Problem],
+    allow_burned_in: bool = False,
 ) -> list[_Read]:
-    """Every series not skipped by a role, read; the rejected ones reported in ``problems``."""
+    """Every series not skipped by a role, read; the rejected ones reported in ``problems``.
+
+    Derived series (scanner maps) and series with burned-in annotation are skipped with a
+    warning (see :func:`_excluded`).
+    """
     read: list[_Read] = []
     for s in series:
         forced = _role_override(s, roles)
         if forced == "skip":
+            continue
+        excluded = _excluded(s, forced, allow_burned_in)
+        if excluded is not None:
+            problems.append(_problem("warning", s.files[0], *excluded))
             continue
         entities, _, kind = (forced or "").rpartition("_")
         try:
@@ -326,6 +370,35 @@ def _read_all(
                 )
             )
     return read
+
+
+def _excluded(
+    series: DicomSeries, forced: str | None, allow_burned_in: bool
+) -> tuple[str, str] | None:
+    """(tag, message) when a series must not be imported as it is, else None.
+
+    * A **derived** image (:func:`~tumorscope.io.dicom.scan.derived_image_type`: an ADC, trace,
+      FA, subtraction or MIP computed by the scanner) is never taken as an acquired series,
+      unless the user names its role (``--role``), e.g. a Siemens trace-weighted DWI
+      (``DERIVED\\PRIMARY\\DIFFUSION\\TRACEW``) to fit.
+    * **Burned-in annotation** (``BurnedInAnnotation = YES``: text in the pixels, which no
+      header cleaning removes) is skipped unless ``allow_burned_in``.
+    """
+    image_type = derived_image_type(series.header)
+    if image_type is not None and forced is None:
+        return (
+            "ImageType",
+            f"derived image (ImageType {image_type}), a scanner map, not an acquired series; "
+            f"series number {series.text('SeriesNumber')} skipped (give it a role with --role "
+            "to import it anyway, e.g. a trace-weighted DWI)",
+        )
+    if series.text("BurnedInAnnotation").strip().upper() == "YES" and not allow_burned_in:
+        return (
+            "BurnedInAnnotation",
+            f"burned-in annotation (text in the pixels, which de-identification cannot remove); "
+            f"series number {series.text('SeriesNumber')} skipped (--allow-burned-in imports it)",
+        )
+    return None
 
 
 def _visits(
@@ -364,13 +437,14 @@ class _StudyWriter:
         self,
         root: Path,
         pseudo: Pseudonymizer,
-        keep_identifiers: bool,
+        ids: Identifiers | None,
         seg_refs: Mapping[Path, list[str]],
         problems: list[Problem],
     ) -> None:
         self.root = root
         self.pseudo = pseudo
-        self.keep_identifiers = keep_identifiers
+        self.ids = ids  # None: the identifiers are kept (keep_identifiers)
+        self.keep_identifiers = ids is None
         self.seg_refs = seg_refs
         self.problems = problems
         self.used_segs: set[Path] = set()
@@ -397,9 +471,11 @@ class _StudyWriter:
         vdir = self.root / f"sub-{sid}" / f"ses-{vid}"
         used: dict[tuple[str, str], int] = defaultdict(int)
         for s, sd in read:
-            if not self.keep_identifiers:
-                # free-text fields sometimes carry the patient's name
-                sd.sidecar = scrub_fields(sd.sidecar, identifier_values([s.header]))
+            description, reason = s.description, sd.reason
+            if self.ids is not None:
+                # the PS3.15 profile; free-text fields sometimes carry the patient's name
+                sd.sidecar = deidentify_sidecar(sd.sidecar, self.ids)
+                description, reason = self.ids.scrub(description), self.ids.scrub(reason)
             n_same = used[sd.entities, sd.suffix] = used[sd.entities, sd.suffix] + 1
             ent_part = f"_{sd.entities}" if sd.entities else ""
             run = "" if n_same == 1 else f"_run-{n_same}"
@@ -413,8 +489,8 @@ class _StudyWriter:
                     "visit": vid,
                     "suffix": sd.suffix,
                     "file": rel,
-                    "description": s.description,
-                    "reason": sd.reason,
+                    "description": description,
+                    "reason": reason,
                 }
             )
             if not self.keep_identifiers:

@@ -38,6 +38,7 @@ __all__ = [
     "DicomFrame",
     "DicomSeries",
     "ScanResult",
+    "derived_image_type",
     "index_series",
     "scan_dicom",
 ]
@@ -214,6 +215,37 @@ def _component(obj: Any) -> str | None:
     image_type = getattr(obj, "ImageType", None) or getattr(obj, "FrameType", None)
     if image_type is not None and len(image_type) > 2:
         return _COMPONENTS.get(str(image_type[2]).upper())
+    return None
+
+
+#: ImageType values (3rd value on) that name an image computed from others, not acquired
+DERIVED_VALUES = frozenset(
+    {"ADC", "EADC", "TRACE", "TRACEW", "FA", "COLFA", "SUB", "SUBTRACT", "SUBTRACTION", "MIP",
+     "MINIP", "MNIP", "MPR", "CPR", "PROJECTION IMAGE", "CALC_BV", "EXP"}
+)  # fmt: skip
+
+
+def derived_image_type(header: Any) -> str | None:
+    """The ``ImageType`` of a derived (computed, not acquired) image, or None.
+
+    An image is derived when ``ImageType`` value 1 is ``DERIVED`` (PS3.3 C.7.6.1.1.2) or a
+    later value names a computed image (:data:`DERIVED_VALUES`: ADC, TRACE(W), FA,
+    subtraction, MIP, MPR …). Scanner maps (an ADC map, a subtraction, a MIP) are never taken
+    as an acquired series.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as NS
+    >>> print(derived_image_type(NS(ImageType=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"])))
+    DERIVED\\PRIMARY\\DIFFUSION\\ADC
+    >>> derived_image_type(NS(ImageType=["ORIGINAL", "PRIMARY", "M", "ND"])) is None
+    True
+    """
+    values = [str(x).strip().upper() for x in (getattr(header, "ImageType", None) or [])]
+    if not values:
+        return None
+    if values[0] == "DERIVED" or any(v in DERIVED_VALUES for v in values[2:]):
+        return "\\".join(values)
     return None
 
 

@@ -148,11 +148,7 @@ def source_series_files(
         ser = series[role]
     uid = ser.sidecar.get("SeriesInstanceUID")
     if not uid:
-        mf = (
-            Path(mapping_file)
-            if mapping_file is not None
-            else root.parent / f"{root.name}-identifiers.tsv"
-        )
+        mf = _mapping_file(root, mapping_file)
         if not mf.exists():
             raise ExportError(
                 "the study is de-identified and the identifier mapping file is missing "
@@ -172,3 +168,93 @@ def source_series_files(
     raise ExportError(
         f"source series {uid} is not in the DICOM folder", file=dicom_dir, field="SeriesInstanceUID"
     )
+
+
+def _mapping_file(study_dir: str | Path, mapping_file: str | Path | None) -> Path:
+    root = Path(study_dir)
+    return (
+        Path(mapping_file)
+        if mapping_file is not None
+        else root.parent / f"{root.name}-identifiers.tsv"
+    )
+
+
+class _SourceImages:
+    """The source images of a visit's series by role, each series read once.
+
+    By default the images are de-identified copies (PS3.15 Basic Profile, the study's
+    pseudonymous subject as patient, see :func:`~tumorscope.io.dicom.profile.deidentify_dataset`),
+    so that objects built on them carry no identity of the source. With ``reidentify`` they are
+    the originals, whose patient must be the one the mapping file names for the subject.
+    ``originals`` keeps every original read (for the check of what was written).
+    """
+
+    def __init__(
+        self,
+        study_dir: str | Path,
+        dicom_dir: str | Path,
+        subject: str,
+        visit: str,
+        mapping_file: str | Path | None,
+        *,
+        reidentify: bool = False,
+    ) -> None:
+        self.study_dir, self.dicom_dir = study_dir, dicom_dir
+        self.subject, self.visit, self.mapping_file = subject, visit, mapping_file
+        self.reidentify = reidentify
+        self.index = index_series(dicom_dir)
+        self.cache: dict[str, list[Any]] = {}
+        self.originals: list[Any] = []
+        self.patient_ids: set[str] | None = None
+        if reidentify:
+            self.patient_ids = self._mapped_patient_ids()
+
+    def _mapped_patient_ids(self) -> set[str]:
+        """The patient IDs the mapping file records for the subject (re-identification)."""
+        from ..deid import Pseudonymizer
+
+        mf = _mapping_file(self.study_dir, self.mapping_file)
+        if not mf.exists():
+            raise ExportError(
+                "re-identification needs the identifier mapping file of the import", file=mf
+            )
+        ids = {r["patient_id"] for r in Pseudonymizer(mf).rows if r["subject"] == self.subject}
+        if not ids:
+            raise ExportError(
+                f"the mapping file has no row for subject {self.subject}", file=mf, field="subject"
+            )
+        return ids
+
+    def __call__(self, role: str) -> list[Any]:
+        from ..deid import Identifiers
+        from .profile import deidentify_dataset
+
+        if role not in self.cache:
+            files = source_series_files(
+                self.study_dir,
+                self.dicom_dir,
+                subject=self.subject,
+                visit=self.visit,
+                role=role,
+                mapping_file=self.mapping_file,
+                index=self.index,
+            )
+            images = load_source_images(files)
+            self.originals += images
+            if self.patient_ids is not None:
+                found = str(getattr(images[0], "PatientID", "") or "")
+                if found not in self.patient_ids:
+                    raise ExportError(
+                        f"the source series belongs to another patient than the mapping file "
+                        f"names for subject {self.subject}; not re-identified",
+                        file=files[0],
+                        field="PatientID",
+                    )
+                self.cache[role] = images
+            else:
+                ids = Identifiers.of_headers(images[:1])
+                self.cache[role] = [
+                    deidentify_dataset(ds, patient=self.subject, study_id=self.visit, ids=ids)
+                    for ds in images
+                ]
+        return self.cache[role]
