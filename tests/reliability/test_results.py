@@ -77,6 +77,28 @@ def test_a_complete_response_is_assessed_CR(complete_response: dict[str, Any]) -
     assert best["best_response"].tolist() == ["CR"]
 
 
+def test_a_visit_where_every_lesion_is_gone_is_assessed() -> None:
+    """Item 4, the table alone: rows with ``present = False`` (0 mm) still make the visit
+    count, so it is CR rather than missing (it had no row, hence no assessment, before)."""
+    import pandas as pd
+
+    from tumorscope import response
+
+    rows = [
+        ("01", "2026-01-05", "L1", True, False, 30.0, True),
+        ("01", "2026-01-05", "NT1", False, False, 12.0, True),
+        ("02", "2026-02-16", "L1", True, False, 0.0, False),
+        ("02", "2026-02-16", "NT1", False, False, 0.0, False),
+    ]
+    cols = ["visit", "date", "lesion_id", "target", "nodal", "longest_diameter_mm", "present"]
+    lesions = pd.DataFrame(rows, columns=cols).assign(subject="001", short_axis_mm=0.0)
+    table = response.from_lesion_table(lesions)
+    assert table.loc[table["visit"] == "02", "status"].tolist() == ["absent", "absent"]
+    for criteria, expected in (("recist1.1", "CR"), ("irecist", "iCR")):
+        calls = response.assess(table, criteria=criteria)
+        assert calls["response"].tolist() == ["baseline", expected]
+
+
 def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
