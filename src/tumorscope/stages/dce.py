@@ -24,7 +24,13 @@ Steps (every input is checked before anything is written; every file is written 
 6. **semi-quantitative maps** (:func:`_semiquant_maps`; iAUC60/90, TTP, ...) →
    ``<prefix>sq_<name>.nii.gz``;
 7. ``<prefix>dce_stage.json``: the provenance of the whole stage (T1 source, AIF source and
-   delay, hematocrit, relaxivity, files and their SHA-256).
+   delay, hematocrit, relaxivity, input files named relative to their study root with their
+   SHA-256, the files written named relative to the JSON's folder: no absolute path).
+
+An empty mask (given, with no voxel: every lesion of the visit gone) is a result, not an
+error: nothing is fitted, every map is written empty (NaN, status 255), a population AIF is
+not aligned (delay 0 s, used by no voxel), and a note goes into the warnings and the stage
+JSON (``docs/dce.md``).
 
 Population AIF alignment: with ``aif_delay_s=None`` the population curve is shifted so that
 its onset (first time it reaches 10% of its peak) matches the onset of the median enhancement
@@ -270,8 +276,7 @@ def _concentration(
     baseline = vol.data[..., : proto.n_baseline].mean(axis=-1)
     signal_mask = baseline >= 0.1 * np.percentile(baseline, 99.0)
     fit_region = (valid & signal_mask) if inp.fit_mask is None else inp.fit_mask
-    empty = inp.fit_mask is not None and not inp.fit_mask.any()  # a note, not an error
-    if not empty and not np.any(fit_region & valid):
+    if not inp.empty_mask and not np.any(fit_region & valid):
         raise DataError(
             "no voxel with a valid concentration curve in the mask",
             file=inp.dce_path,
@@ -467,7 +472,8 @@ def fit_dce(
         Voxels to fit (non-zero). Default: every voxel with signal (mean baseline above 10%
         of its 99th percentile) and a valid concentration curve. With a mask, T1 (and so the
         concentration) is computed only inside it (and inside ``aif_mask``; everywhere for
-        ``aif="auto"`` without ``aif_mask``), NaN elsewhere.
+        ``aif="auto"`` without ``aif_mask``), NaN elsewhere. An empty mask fits nothing and
+        writes every map empty, with a note (module docstring).
     aif_mask : mask, keyword-only, optional
         Where the automatic AIF looks for arteries (default: every voxel with signal).
     b1 : path-like, Volume or ndarray, shape (X, Y, Z), keyword-only, optional
@@ -486,8 +492,8 @@ def fit_dce(
     Raises
     ------
     DataError
-        Missing or malformed files, grids that differ, an unreadable AIF file, no voxel to
-        fit.
+        Missing or malformed files, grids that differ, an unreadable AIF file, a mask (or,
+        without one, a volume) with no valid concentration curve in it.
     ProtocolError
         Missing or impossible acquisition values (relaxivity, hematocrit, flip angle ...).
     FitError
@@ -510,7 +516,7 @@ def fit_dce(
         "hematocrit": inp.hematocrit,
         "t1": t1_source,
     }
-    if inp.fit_mask is not None and not inp.fit_mask.any():
+    if inp.empty_mask:
         prov["note"] = _EMPTY_MASK_NOTE
         w.warnings.append(_EMPTY_MASK_NOTE)
     c = _concentration(inp, t1_map, prov, w)
@@ -563,7 +569,7 @@ def fit_dce_visit(
         own defaults win).
     mask : "lesions", None or a mask, keyword-only
         ``"lesions"`` (default): every labelled lesion voxel of the visit (all voxels if the
-        visit has no segmentation).
+        visit has no segmentation; none if every lesion is gone: the maps are written empty).
     b1 : B1 map, keyword-only, optional
         Default: the map named by the VFA sidecar's ``B1map`` field (a file name relative to
         the sidecar's folder), if any.
