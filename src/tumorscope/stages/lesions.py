@@ -593,8 +593,10 @@ def measure_subject(
     -------
     StageResult
         ``files``: the two tables; ``rows["measurements"]``: the tidy rows
-        (:data:`MEASUREMENT_COLUMNS`); ``warnings``: log lines (masks resampled, no
-        segmentation). No maps.
+        (:data:`MEASUREMENT_COLUMNS`); ``warnings``: log lines (masks resampled, lesions
+        gone, no segmentation). No maps. A lesion with no voxel at a segmented visit (named
+        by its table or seen before) measures 0 (geometry rows of zeros, ``present`` false
+        in the geometry table, no map statistics): a complete response stays in the tables.
     """
     import pandas as pd
 
