@@ -163,7 +163,7 @@ def test_commands_write_the_pipeline_files_byte_for_byte(tmp_path: Path) -> None
             if not ours:
                 continue
             side = json.loads(folder.joinpath(f"{prefix}status.json").read_text())
-            series = side["Provenance"]["inputs"]["series"]["path"]
+            series = str(study / side["Provenance"]["inputs"]["series"]["path"])  # in the study
             out = tmp_path / "cli" / visit
             res = runner.invoke(app, ["fit", command, series, "-o", str(out), "--prefix", prefix])
             assert res.exit_code == 0, res.output

@@ -166,6 +166,14 @@ def test_empty_mask_is_an_error_naming_the_lesion():
         measure(np.zeros((4, 4, 4), bool), np.eye(4), lesion="L3")
 
 
+def test_an_empty_mask_may_be_a_lesion_that_vanished():
+    """``allow_empty``: every measure is 0 (RECIST: a lesion that disappeared is 0 mm)."""
+    r = measure(np.zeros((4, 4, 4), bool), np.eye(4), allow_empty=True)
+    assert r == dict.fromkeys(GEOMETRY_KEYS, 0.0)
+    r = measure(np.zeros((4, 4, 4), bool), np.eye(4), allow_empty=True, details=True)
+    assert r["n_voxels"] == 0 and r["long_axis_endpoints_mm"] is None
+
+
 def test_bad_shapes_are_errors():
     with pytest.raises(DataError, match="3-D mask"):
         measure(np.ones((4, 4), bool), np.eye(4))

@@ -248,6 +248,40 @@ def test_visit_maps_are_what_the_pipeline_indexes(visit, tmp_path: Path) -> None
     assert out.rows == {}
 
 
+def test_an_empty_mask_writes_empty_maps_with_a_note(visit, tmp_path: Path) -> None:
+    """Every lesion gone (an empty mask): no error; the same files as a fitted visit, every
+    map NaN with status 255, the note in the warnings and the stage JSON, the population AIF
+    not aligned (0 s: no voxel uses it); the curve type (a class map) is 0, unclassified."""
+    full = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "full")
+    empty = np.zeros(visit.series["dce"].load().spatial_shape, bool)
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path / "empty", mask=empty)
+    assert sorted(out.outputs) == sorted(full.outputs)
+    assert [m.name for m in out.maps] == [m.name for m in full.maps]
+    for m in out.maps:
+        data = Volume.from_nifti(m.path).data
+        assert np.isnan(data).all() or (m.parameter == "curve_type" and not data.any()), m.name
+    assert np.all(out.fit.status == 255)
+    assert any("the mask is empty" in w for w in out.warnings)
+    stage = json.loads(out.outputs["stage"].read_text())
+    assert "the mask is empty" in stage["note"]
+    assert (stage["aif"]["delay_s"], stage["aif"]["delay_estimated"]) == (0.0, False)
+
+
+def test_provenance_names_inputs_relative_to_the_study(visit, tmp_path: Path) -> None:
+    """Sidecars and the stage JSON name inputs by their path in the study (with their
+    SHA-256) and the files written by their name: no absolute path, no user's folder."""
+    out = _quiet(fit_dce_visit, visit, out_dir=tmp_path, options=DCEOptions(model="tofts"))
+    stage = json.loads(out.outputs["stage"].read_text())
+    assert stage["dce"] == visit.series["dce"].relpath
+    assert stage["inputs"]["dce"]["path"] == stage["dce"]
+    assert len(stage["inputs"]["vfa"]["sha256"]) == 64
+    assert stage["files"]["tofts_Ktrans"] == out.outputs["tofts_Ktrans"].name
+    for path in out.files:
+        if path.suffix == ".json":
+            text = path.read_text()
+            assert str(tmp_path) not in text and str(visit.study.root) not in text, path.name
+
+
 def test_b1_map_corrects_t1_and_concentration(tmp_path: Path) -> None:
     """Noise-free volume acquired with 15% too large flip angles: with the B1 map the stage
     recovers the truth (rtol 1e-3: float32 images); without it Ktrans is biased."""

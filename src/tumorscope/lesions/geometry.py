@@ -68,6 +68,7 @@ def measure(
     *,
     details: bool = False,
     lesion: str | None = None,
+    allow_empty: bool = False,
 ) -> dict[str, Any]:
     """Size of one lesion from its binary mask.
 
@@ -83,6 +84,9 @@ def measure(
         *z*), ``long_axis_endpoints_mm`` (2×3 world coordinates) and ``n_voxels``.
     lesion : str, optional
         Lesion id, used in error messages only.
+    allow_empty : bool, default False
+        An empty mask is a lesion that vanished: every measure is 0 (``details``:
+        ``n_voxels`` 0, no axis, slice or end points) instead of an error.
 
     Returns
     -------
@@ -96,7 +100,7 @@ def measure(
     ------
     DataError
         If the mask is not 3-D, the affine is not a finite non-singular 4×4 matrix, or the
-        mask is empty.
+        mask is empty (without ``allow_empty``).
 
     Examples
     --------
@@ -117,6 +121,8 @@ def measure(
     a = _check_affine(affine, where)
     n = int(m.sum())
     if n == 0:
+        if allow_empty:
+            return _vanished(details)
         raise DataError("mask is empty: no voxel to measure", field=where)
 
     lin = a[:3, :3]
@@ -184,6 +190,20 @@ def axial_axis(affine: npt.ArrayLike) -> int:
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _vanished(details: bool) -> dict[str, Any]:
+    """The measures of a lesion with no voxel left: 0 mL and 0 mm (RECIST: absent, 0 mm)."""
+    out: dict[str, Any] = dict.fromkeys(GEOMETRY_KEYS, 0.0)
+    if details:
+        out.update(
+            axial_axis=None,
+            slice_index=None,
+            obliquity_deg=None,
+            long_axis_endpoints_mm=None,
+            n_voxels=0,
+        )
+    return out
 
 
 def _check_affine(affine: npt.ArrayLike, where: str) -> np.ndarray:

@@ -307,7 +307,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_dwi",
         "visit",
-        "2",  # 2: the map index names the series of each map
+        "3",  # 2: the map index names the series of each map; 3: inputs relative to the study
         "fit the diffusion models to the DWI series",
         _fit_dwi,
         _files_of("dwi"),
@@ -319,7 +319,9 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_dce",
         "visit",
-        "3",  # 2: semi-quantitative maps carry their own provenance; 3: series in the index
+        # 2: semi-quantitative maps carry their own provenance; 3: series in the index;
+        # 4: no absolute path (inputs relative to the study), an empty mask is not an error
+        "4",
         "VFA T1, concentration, AIF and the DCE model inside the lesions",
         _fit_dce,
         _files_of("dce", "t1_vfa", manifest=True, lesions=True),
@@ -331,7 +333,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_relax",
         "visit",
-        "2",  # 2: the map index names the series of each map
+        "3",  # 2: the map index names the series of each map; 3: inputs relative to the study
         "T2*, T2 and inversion-recovery T1 maps of the relaxometry series",
         _fit_relax,
         _relax_inputs,
@@ -342,7 +344,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "iron",
         "visit",
-        "2",  # 2: the map index names the series of each map
+        "3",  # 2: the map index names the series of each map; 3: inputs relative to the study
         "post-ferumoxytol T2*, dR2* and apparent iron concentration",
         _iron,
         # the pre-contrast R2* comes from fit_relax (its output hashes join the input hash)
@@ -377,7 +379,9 @@ STEPS: tuple[Step, ...] = (
     Step(
         "measure",
         "subject",
-        "3",  # 2: masks follow the alignment of the series; 3: short axis on the hull (fix)
+        # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
+        # 4: a lesion gone at a segmented visit measures 0 mm (``present`` false)
+        "4",
         "lesion geometry and map statistics per lesion and visit",
         run_measure,
         measure_inputs,
@@ -387,7 +391,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "assess",
         "subject",
-        "2",
+        "3",  # 3: a visit where every lesion is gone is assessed (CR)
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,

@@ -159,8 +159,9 @@ def from_lesion_table(
         ``lesion_id``, ``target`` (bool), ``nodal`` (bool), ``longest_diameter_mm``,
         ``short_axis_mm``; optional ``bidimensional_product_mm2``, ``volume_ml``, ``organ``,
         ``baseline`` (bool, rows of the baseline visit), ``present`` (rows with false, a
-        lesion not found at that visit, are treated as missing) and any map statistics
-        (``ADC_mean``, ``Ktrans_mean``, ...), which are carried over unchanged.
+        lesion not found at that visit, are treated as missing; the visit still counts as
+        read, so a visit where every lesion is gone is assessed, e.g. CR) and any map
+        statistics (``ADC_mean``, ``Ktrans_mean``, ...), which are carried over unchanged.
     baseline : mapping of subject to visit, optional
         The baseline visit of each subject (overrides a ``baseline`` column). Default: the
         first visit, so give it when a pre-treatment scan precedes the baseline.
@@ -201,12 +202,15 @@ def from_lesion_table(
             f"missing must be 'absent' or 'not assessed', got {missing!r}", field="missing"
         )
     df = lesions.copy().reset_index(drop=True)
-    if "present" in df.columns:
-        # rows of lesions not found at a visit (tracking "disappeared") carry no measure
-        df = df[[_as_bool(x) for x in df["present"]]].reset_index(drop=True)
     for col in ("subject", "visit", "lesion_id"):
         df[col] = df[col].astype(str)
     df["date"] = pd.to_datetime(df["date"]).dt.strftime("%Y-%m-%d")
+    # every visit with a row was read, even when none of its lesions was found (a complete
+    # response): its date and order come from all rows
+    visits = df[["subject", "visit", "date"]]
+    if "present" in df.columns:
+        # rows of lesions not found at a visit (tracking "disappeared") carry no measure
+        df = df[[_as_bool(x) for x in df["present"]]].reset_index(drop=True)
     rows: list[dict[str, Any]] = []
     extra = [
         c
@@ -222,9 +226,10 @@ def from_lesion_table(
             "status",
         )
     ]
-    for subject_key, sub in df.groupby("subject", sort=True):
+    for subject_key, read in visits.groupby("subject", sort=True):
         subject = str(subject_key)
-        visit_dates = sub.groupby("visit")["date"].first().sort_values()
+        sub = df[df["subject"] == subject]
+        visit_dates = read.groupby("visit")["date"].first().sort_values()
         order = list(visit_dates.index)
         if baseline is not None and subject in baseline:
             base = str(baseline[subject])
@@ -232,7 +237,7 @@ def from_lesion_table(
             base = str(sub.loc[sub["baseline"].astype(bool), "visit"].iloc[0])
         else:
             base = order[0]
-        if base not in order:
+        if base not in set(sub["visit"]):
             raise ResponseError(
                 f"baseline visit {base} of subject {subject} has no rows", field="baseline"
             )

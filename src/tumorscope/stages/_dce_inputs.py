@@ -55,6 +55,11 @@ class Inputs:
     b1_path: Path | None
     model_cls: Callable[..., Model]  # the registered class
 
+    @property
+    def empty_mask(self) -> bool:
+        """A mask was given and holds no voxel (every lesion gone): a note, not an error."""
+        return self.fit_mask is not None and not self.fit_mask.any()
+
 
 def _series(series: SeriesInput, cls: type[_P], what: str) -> tuple[Volume, _P, Path | None]:
     """The image (4-D, as many volumes as its protocol lists), its protocol and its file."""

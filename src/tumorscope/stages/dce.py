@@ -24,7 +24,13 @@ Steps (every input is checked before anything is written; every file is written 
 6. **semi-quantitative maps** (:func:`_semiquant_maps`; iAUC60/90, TTP, ...) →
    ``<prefix>sq_<name>.nii.gz``;
 7. ``<prefix>dce_stage.json``: the provenance of the whole stage (T1 source, AIF source and
-   delay, hematocrit, relaxivity, files and their SHA-256).
+   delay, hematocrit, relaxivity, input files named relative to their study root with their
+   SHA-256, the files written named relative to the JSON's folder: no absolute path).
+
+An empty mask (given, with no voxel: every lesion of the visit gone) is a result, not an
+error: nothing is fitted, every map is written empty (NaN, status 255), a population AIF is
+not aligned (delay 0 s, used by no voxel), and a note goes into the warnings and the stage
+JSON (``docs/dce.md``).
 
 Population AIF alignment: with ``aif_delay_s=None`` the population curve is shifted so that
 its onset (first time it reaches 10% of its peak) matches the onset of the median enhancement
@@ -45,12 +51,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError, FitError, ProtocolError, TumorscopeWarning
-from ..files import file_sha256, sidecar_of, write_json, write_map
+from ..files import sidecar_of, write_json, write_map
 from ..models import aif as aifmod
 from ..volume import atomic_write
 from ._dce_inputs import Inputs, check_inputs
 from .base import MapFile, SeriesInput, StageResult
-from .fit import fit_volume
+from .fit import fit_volume, input_record, provenance_path
 
 if TYPE_CHECKING:
     from ..models.base import FitResult
@@ -62,6 +68,10 @@ DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
 _CONCENTRATION_STATUS = (
     "signal-to-concentration status: 0 ok, 1 signal above maximum, 2 bad T1, "
     "3 bad baseline, 4 negative signal"
+)
+_EMPTY_MASK_NOTE = (
+    "the mask is empty (no lesion at this visit?): nothing fitted; the maps are written empty "
+    "(NaN, status 255 'outside the mask')"
 )
 # the semi-quantitative maps name this function in their provenance (``model_class``); the
 # string is kept as it was when the function lived in ``models/dce_semiquant.py`` so that the
@@ -213,9 +223,9 @@ def _t1_map(
             written = fit.to_nifti(w.out, inp.vfa_vol.affine, prefix=f"{w.prefix}vfa_")
         w.files.update({f"vfa_{k}": v for k, v in written.items()})
         t1_map = np.asarray(fit["T1"], dtype=float)
-        source = {"vfa": str(inp.vfa_path) if inp.vfa_path else "volume"}
+        source = {"vfa": provenance_path(inp.vfa_path) if inp.vfa_path else "volume"}
     if inp.b1_map is not None:
-        source["b1"] = str(inp.b1_path) if inp.b1_path else "array"
+        source["b1"] = provenance_path(inp.b1_path) if inp.b1_path else "array"
     return t1_map, source
 
 
@@ -229,7 +239,7 @@ def _vfa_fit_with_b1(
         fit = model.fit(inp.vfa_vol.data, region, b1=inp.b1_map, chunk_voxels=options.chunk_voxels)
     w.warnings += [str(m.message) for m in caught if issubclass(m.category, TumorscopeWarning)]
     fit.provenance["inputs"] = {
-        role: {"path": str(p), "sha256": file_sha256(p)}
+        role: input_record(p)
         for role, p in (("vfa", inp.vfa_path), ("b1", inp.b1_path))
         if p is not None
     }
@@ -266,7 +276,7 @@ def _concentration(
     baseline = vol.data[..., : proto.n_baseline].mean(axis=-1)
     signal_mask = baseline >= 0.1 * np.percentile(baseline, 99.0)
     fit_region = (valid & signal_mask) if inp.fit_mask is None else inp.fit_mask
-    if not np.any(fit_region & valid):
+    if not inp.empty_mask and not np.any(fit_region & valid):
         raise DataError(
             "no voxel with a valid concentration curve in the mask",
             file=inp.dce_path,
@@ -312,7 +322,8 @@ def _choose_aif(
     name = str(options.aif).lower()
     if inp.aif_file is not None:
         cp, kind, path = inp.aif_file
-        info.update(source=str(path), sha256=file_sha256(path), kind=kind)
+        rec = input_record(path)
+        info.update(source=rec["path"], sha256=rec["sha256"], kind=kind)
         cb = aifmod.plasma_to_blood(cp, hematocrit=hct)
     elif name == "auto":
         where = c.valid & c.signal_mask if inp.search_mask is None else inp.search_mask & c.valid
@@ -330,11 +341,14 @@ def _choose_aif(
             criteria=auto.criteria,
         )
     else:
-        info["delay_estimated"] = options.aif_delay_s is None
-        if options.aif_delay_s is None:
-            delay = _population_delay(name, t, c)
-        else:
+        info["delay_estimated"] = options.aif_delay_s is None and bool(c.fit_region.any())
+        if options.aif_delay_s is not None:
             delay = float(options.aif_delay_s)
+        elif info["delay_estimated"]:
+            delay = _population_delay(name, t, c)
+        else:  # an empty mask: no voxel to align the curve to, and none that uses it
+            delay = 0.0
+            info["note"] = "empty mask: the delay was not estimated (0 s); no voxel uses this AIF"
         cb = aifmod.population_aif(name, t, delay_s=delay)  # type: ignore[arg-type]
         cp = aifmod.blood_to_plasma(cb, hematocrit=hct)
         info.update(source=name, delay_s=float(delay))
@@ -458,7 +472,8 @@ def fit_dce(
         Voxels to fit (non-zero). Default: every voxel with signal (mean baseline above 10%
         of its 99th percentile) and a valid concentration curve. With a mask, T1 (and so the
         concentration) is computed only inside it (and inside ``aif_mask``; everywhere for
-        ``aif="auto"`` without ``aif_mask``), NaN elsewhere.
+        ``aif="auto"`` without ``aif_mask``), NaN elsewhere. An empty mask fits nothing and
+        writes every map empty, with a note (module docstring).
     aif_mask : mask, keyword-only, optional
         Where the automatic AIF looks for arteries (default: every voxel with signal).
     b1 : path-like, Volume or ndarray, shape (X, Y, Z), keyword-only, optional
@@ -477,8 +492,8 @@ def fit_dce(
     Raises
     ------
     DataError
-        Missing or malformed files, grids that differ, an unreadable AIF file, no voxel to
-        fit.
+        Missing or malformed files, grids that differ, an unreadable AIF file, a mask (or,
+        without one, a volume) with no valid concentration curve in it.
     ProtocolError
         Missing or impossible acquisition values (relaxivity, hematocrit, flip angle ...).
     FitError
@@ -495,25 +510,29 @@ def fit_dce(
     t1_map, t1_source = _t1_map(inp, opts, region, w)
     prov: dict[str, Any] = {
         "stage": "dce",
-        "dce": str(inp.dce_path) if inp.dce_path else "volume",
+        "dce": provenance_path(inp.dce_path) if inp.dce_path else "volume",
         "protocol": inp.proto.to_dict(),
         "relaxivity_per_mM_s": inp.relaxivity,
         "hematocrit": inp.hematocrit,
         "t1": t1_source,
     }
+    if inp.empty_mask:
+        prov["note"] = _EMPTY_MASK_NOTE
+        w.warnings.append(_EMPTY_MASK_NOTE)
     c = _concentration(inp, t1_map, prov, w)
     cp, info = _choose_aif(inp, opts, c, prov, w)
     prov["aif"] = info
     fit = _kinetic_fit(inp, opts, cp, c, w)
     sq = _semiquant_maps(inp, c, prov, w) if opts.semiquant else {}
     prov["inputs"] = {
-        role: {"path": str(path), "sha256": file_sha256(path)}
+        role: input_record(path)
         for role, path in (("dce", inp.dce_path), ("vfa", inp.vfa_path))
         if path is not None
     }
     prov["model"] = fit.provenance.get("model")
     prov["fit_delay"] = opts.fit_delay
-    prov["files"] = {k: str(v) for k, v in w.files.items()}
+    # the files written, by name relative to this JSON's folder (not the user's folders)
+    prov["files"] = {k: os.path.relpath(v, w.out).replace(os.sep, "/") for k, v in w.files.items()}
     w.files["stage"] = write_json(w.out / f"{prefix}dce_stage.json", prov)
     return DCEResult(
         maps=_map_files(opts.model, fit, w.files),
@@ -550,7 +569,7 @@ def fit_dce_visit(
         own defaults win).
     mask : "lesions", None or a mask, keyword-only
         ``"lesions"`` (default): every labelled lesion voxel of the visit (all voxels if the
-        visit has no segmentation).
+        visit has no segmentation; none if every lesion is gone: the maps are written empty).
     b1 : B1 map, keyword-only, optional
         Default: the map named by the VFA sidecar's ``B1map`` field (a file name relative to
         the sidecar's folder), if any.

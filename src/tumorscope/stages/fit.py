@@ -8,7 +8,7 @@ Contract (``docs/architecture.md``): every input is checked before anything is w
 problem raises an error naming the file and field; every output is written atomically
 (temporary name, then rename) and a re-run replaces the previous outputs. Sidecars carry
 ``Units``, ``Description`` and ``Provenance`` (model, options, backend, package versions,
-SHA-256 of the input files, the mask's voxel count).
+SHA-256 of the input files named relative to their study root, the mask's voxel count).
 """
 
 from __future__ import annotations
@@ -27,7 +27,33 @@ from ..files import file_sha256
 from ..models.base import FitResult, Model
 from ..volume import Volume
 
-__all__ = ["FitOutputs", "fit_volume", "load_mask"]
+__all__ = ["FitOutputs", "fit_volume", "input_record", "load_mask", "provenance_path"]
+
+#: The file that makes a folder a study root (``docs/study-format.md``).
+_STUDY_MANIFEST = "study.yaml"
+
+
+def provenance_path(path: str | os.PathLike[str]) -> str:
+    """How provenance names an input file: relative to its study root, else as given.
+
+    The study root is the nearest folder above the file holding ``study.yaml``; the name is
+    then the POSIX path below it (``sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz``), as the
+    pipeline's input hashes and ``series`` table name inputs. The same study therefore gives
+    the same sidecars whatever folder it and the results are in, and no user's folder name
+    is written. A file outside any study (a command's argument) is named as it was given.
+    The SHA-256 beside the name (:func:`input_record`) is what identifies the content.
+    """
+    p = Path(path)
+    full = p.resolve()
+    for root in full.parents:
+        if (root / _STUDY_MANIFEST).is_file():
+            return full.relative_to(root).as_posix()
+    return str(path)
+
+
+def input_record(path: str | os.PathLike[str]) -> dict[str, str]:
+    """``{"path": provenance_path(path), "sha256": ...}``: an input file in provenance."""
+    return {"path": provenance_path(path), "sha256": file_sha256(path)}
 
 
 @dataclass
@@ -128,8 +154,8 @@ def fit_volume(
     prefix : str, keyword-only
         File name prefix, e.g. ``"sub-001_ses-01_ivim_"``.
     input_files : mapping of role to path, keyword-only
-        Files the inputs came from; their SHA-256 go into provenance. Default: the volume's
-        and the mask's ``source``.
+        Files the inputs came from; their SHA-256 go into provenance, each named by
+        :func:`provenance_path`. Default: the volume's and the mask's ``source``.
     chunk_voxels : int, keyword-only
     include_stderr : bool, keyword-only, default True
     voxel_inputs : mapping of str to ndarray, keyword-only, optional
@@ -179,7 +205,7 @@ def fit_volume(
         p = Path(path)
         if not p.is_file():
             raise DataError("input file not found", file=p, field=role)
-        hashes[role] = {"path": str(p), "sha256": file_sha256(p)}
+        hashes[role] = input_record(p)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TumorscopeWarning)
         fit = model.fit(volume.data, m, chunk_voxels=chunk_voxels, **dict(voxel_inputs or {}))

@@ -571,8 +571,10 @@ def measure_subject(
     -------
     StageResult
         ``files``: the two tables; ``rows["measurements"]``: the tidy rows
-        (:data:`MEASUREMENT_COLUMNS`); ``warnings``: log lines (masks resampled, no
-        segmentation). No maps.
+        (:data:`MEASUREMENT_COLUMNS`); ``warnings``: log lines (masks resampled, lesions
+        gone, no segmentation). No maps. A lesion with no voxel at a segmented visit (named
+        by its table or seen before) measures 0 (geometry rows of zeros, ``present`` false
+        in the geometry table, no map statistics): a complete response stays in the tables.
     """
     import pandas as pd
 
@@ -582,11 +584,17 @@ def measure_subject(
     tidy: list[dict[str, Any]] = []
     wide: list[dict[str, Any]] = []
     notes: list[str] = []
+    seen: dict[str, Any] = {}  # lesions of the earlier segmented visits, by id
     for visit in subject:
         infos, labels, masks = _visit_masks(visit)
-        for lid, m in masks.items():
+        gone = {} if labels is None else _vanished(infos, masks, seen)
+        if gone:
+            notes.append(f"visit {visit.id}: no voxel of {', '.join(gone)}: measured 0 mm")
+        for lid in (*masks, *gone):
             assert labels is not None
-            geo = measure(m, labels.affine, lesion=f"{lid} at visit {visit.id}")
+            m = masks.get(lid, np.zeros(labels.spatial_shape, bool))
+            where = f"{lid} at visit {visit.id}"
+            geo = measure(m, labels.affine, lesion=where, allow_empty=lid in gone)
             for k in GEOMETRY_KEYS:
                 tidy.append(measurement_row(s, visit.id, lid, "", k, geo[k], GEOMETRY_UNITS[k]))
         vin = inputs.get(visit.id, VisitMeasureInputs())
@@ -605,7 +613,7 @@ def measure_subject(
                         str(r.unit),
                     )
                 )
-        wide += _lesion_rows(s, visit, infos, masks, tidy)
+        wide += _lesion_rows(s, visit, {**gone, **infos}, (*masks, *gone), masks, tidy)
     if not tidy:
         notes.append(f"subject {s}: no lesion segmentation at any visit")
     frame = pd.DataFrame(tidy, columns=list(MEASUREMENT_COLUMNS))
@@ -631,6 +639,21 @@ def _visit_masks(visit: Any) -> tuple[dict[str, Any], Volume | None, dict[str, n
         if m.any():
             masks[lid] = m
     return infos, labels, masks
+
+
+def _vanished(
+    infos: Mapping[str, Any], masks: Mapping[str, np.ndarray], seen: dict[str, Any]
+) -> dict[str, Any]:
+    """Lesions of a segmented visit with no voxel: named by its table or seen before.
+
+    A visit with a lesion map was read: a lesion its table names without a voxel in the map,
+    or one segmented at an earlier visit and not at this one, has vanished (0 mm, RECIST
+    "absent"), which is how ``assess`` reads it too (``missing="absent"``). ``seen`` is
+    updated with the visit's lesions. (A visit without a lesion map was not read.)
+    """
+    gone = {lid: info for lid, info in {**seen, **infos}.items() if lid not in masks}
+    seen.update({lid: infos[lid] for lid in masks})
+    return dict(sorted(gone.items()))
 
 
 def _map_statistics(
@@ -685,12 +708,14 @@ def _lesion_rows(
     subject: str,
     visit: Any,
     infos: Mapping[str, Any],
+    lesion_ids: Sequence[str],
     masks: Mapping[str, np.ndarray],
     tidy: Sequence[Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
-    """Rows of the per-lesion, per-visit table (the input of ``response.from_lesion_table``)."""
+    """Rows of the per-lesion, per-visit table (the input of ``response.from_lesion_table``);
+    ``present`` is false for a lesion with no voxel in ``masks`` (measured 0 mm)."""
     rows = []
-    for lid in masks:
+    for lid in lesion_ids:
         info = infos[lid]
         geo_row = {
             r["statistic"]: r["value"]
@@ -707,6 +732,7 @@ def _lesion_rows(
                 "nodal": bool(info.nodal),
                 "organ": info.organ,
                 "baseline": bool(visit.baseline),
+                "present": lid in masks,
                 **geo_row,
             }
         )
