@@ -13,10 +13,9 @@ version or options serialisation changes them without changing a result.
 
 Files: every file except ``logs/``, ``report/``, the database and the folder's bookkeeping
 (``.tumorscope-output.json``, ``.tumorscope.lock*``: creation times, lock holders) is
-compared by bytes; NIfTI
-images that differ in bytes are compared again by header and voxel values, JSON files by
-content (each folder's absolute path replaced by ``<OUT>``: some sidecars name
-the files written by their absolute path).
+compared by bytes; NIfTI images that differ in bytes are compared again by header and voxel
+values, JSON files by content with each folder's absolute path replaced by ``<OUT>`` (results
+of tumorscope before issue 14 named some written files by absolute path).
 """
 
 from __future__ import annotations
