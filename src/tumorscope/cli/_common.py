@@ -30,6 +30,17 @@ ChunkVoxels = Annotated[
 ]
 
 
+#: Exceptions that end a command as the command decided (an exit code, an abort, a usage
+#: error): never turned into "internal error".
+_PASS_THROUGH = (
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+    click.ClickException,
+)
+
+
 def _fail(message: str) -> NoReturn:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     sys.stderr.flush()
@@ -58,7 +69,7 @@ def user_errors() -> Iterator[None]:
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
         _fail(f"{where}{exc.strerror or exc}")
-    except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+    except _PASS_THROUGH:
         raise
     except Exception as exc:
         if os.environ.get("TUMORSCOPE_DEBUG"):

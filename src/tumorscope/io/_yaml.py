@@ -94,8 +94,7 @@ def _check_tree(root: Any) -> None:
             active.discard(key)
             if size[key] > MAX_YAML_NODES:
                 raise YamlLimitError(
-                    f"the document expands to more than {MAX_YAML_NODES} values "
-                    "(nested aliases?)",
+                    f"the document expands to more than {MAX_YAML_NODES} values (nested aliases?)",
                     path,
                 )
             continue
