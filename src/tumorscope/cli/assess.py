@@ -41,6 +41,7 @@ def assess(
     from rich.console import Console
     from rich.table import Table
 
+    from ..files import write_csv
     from ..response import assess as run_assess
     from ..response import best_overall_response
     from ..volume import atomic_write
@@ -59,7 +60,7 @@ def assess(
         stem = f"{stem_base}_{name}"
         if table.is_dir():
             measured = source.drop(columns=["row"])
-            atomic_write(folder / "measurements.csv", lambda p: measured.to_csv(p, index=False))
+            write_csv(measured, folder / "measurements.csv")
         csv_path = folder / f"{stem}.csv"
         json_path = folder / f"{stem}.json"
         printable = result.assign(date=result["date"].dt.strftime("%Y-%m-%d"))
@@ -69,7 +70,7 @@ def assess(
             "visits": json.loads(printable.to_json(orient="records")),
             "best_overall_response": json.loads(bor.to_json(orient="records")),
         }
-        atomic_write(csv_path, lambda p: printable.to_csv(p, index=False))
+        write_csv(printable, csv_path)
         atomic_write(json_path, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
 
     view = Table(title=f"{name} responses: {table.name}", show_lines=False)

@@ -349,6 +349,7 @@ class Store:
         """
         import json
 
+        from ..files import write_csv
         from ..volume import atomic_write
 
         bad = sorted(set(formats) - {"parquet", "csv"})
@@ -367,7 +368,7 @@ class Store:
                 if fmt == "parquet":
                     atomic_write(path, lambda tmp, f=frame: f.to_parquet(tmp, index=False))
                 else:
-                    atomic_write(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+                    write_csv(frame, path)
                 paths.append(path)
             written[name] = paths
         return written
