@@ -337,20 +337,20 @@ def _check_declared_size(p: Path, target: np.dtype) -> None:
     # the stored array and, when the dtype differs, its converted copy are held at once
     memory = data_bytes + (n_vox * target.itemsize if target != stored else 0)
     limit = max_image_bytes()
-    if max(memory, offset + data_bytes) > limit:
+    need = offset + data_bytes
+    held = _bytes_held(p, min(need, limit + 1))  # never decompressed beyond the ceiling
+    if held < min(need, limit + 1):
+        raise DataError(
+            f"cannot read NIfTI image: truncated; the header declares {data_bytes} bytes of "
+            f"image data from byte {offset}, the file holds {held} bytes in all",
+            file=p,
+            field="dim",
+        )
+    if max(memory, need) > limit:
         dims = "×".join(map(str, shape))
         raise DataError(
             f"the header declares a {dims} {stored} image ({_size(memory)} in memory), "
             f"over the limit of {_size(limit)} (set {MAX_IMAGE_BYTES_ENV} to allow more)",
-            file=p,
-            field="dim",
-        )
-    need = offset + data_bytes
-    held = _bytes_held(p, need)
-    if held < need:
-        raise DataError(
-            f"cannot read NIfTI image: truncated; the header declares {data_bytes} bytes of image data from byte "
-            f"{offset}, the file holds {held} bytes in all",
             file=p,
             field="dim",
         )
