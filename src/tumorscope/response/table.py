@@ -214,9 +214,12 @@ def validate_table(
         if not _ISO_DATE.match(s):
             raise fail(i, "date", f"date {_text(v)!r} is not an ISO date (YYYY-MM-DD)")
         try:
-            dates.append(pd.Timestamp(s))
-        except ValueError:
+            stamp = pd.Timestamp(s)
+        except (ValueError, OverflowError):
             raise fail(i, "date", f"date {s!r} does not exist") from None
+        if not pd.Timestamp.min <= stamp <= pd.Timestamp.max:
+            raise fail(i, "date", f"date {s!r} is outside the years 1678 to 2261")
+        dates.append(stamp)
     df["date"] = pd.to_datetime(pd.Series(dates, dtype="datetime64[ns]"))
 
     df["nodal"] = _bools(df, "nodal", default=False, fail=fail)
