@@ -359,3 +359,15 @@ def test_a_diameter_beyond_any_body_is_refused_naming_file_line_column(tmp_path:
     message = " ".join(result.output.split())
     assert f"{table}: diameter_mm: line 2: diameter_mm 1e308 mm is larger than any body" in message
     assert not out.exists()
+
+
+def test_assess_prints_user_text_as_written_not_as_markup(tmp_path: Path) -> None:
+    table = tmp_path / "m.csv"
+    table.write_text(
+        "subject,visit,date,lesion_id,kind,diameter_mm\n"
+        "[/x],01,2026-01-05,L1,target,30\n"
+        "[/x],02,2026-02-05,L1,target,20\n"
+    )
+    result = runner.invoke(app, ["assess", str(table), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "[/x]" in result.output

@@ -73,7 +73,7 @@ def assess(
         write_csv(printable, csv_path)
         atomic_write(json_path, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
 
-    view = Table(title=f"{name} responses: {table.name}", show_lines=False)
+    view = Table(title=_plain(f"{name} responses: {table.name}")[0], show_lines=False)
     for col in ("subject", "visit", "date", "response", "sum", "Δbase", "Δnadir"):
         view.add_column(col, no_wrap=True)
     view.add_column("reason", overflow="fold", min_width=30)
@@ -81,25 +81,20 @@ def assess(
     for r in printable.itertuples(index=False):
         size = getattr(r, size_col)
         view.add_row(
-            str(r.subject),
-            str(r.visit),
-            str(r.date),
-            str(r.response),
+            *_plain(r.subject, r.visit, r.date, r.response),
             "" if size != size else f"{size:.1f}",
             _pct(r.change_from_baseline_pct),
             _pct(r.change_from_nadir_pct),
-            str(r.reason),
+            *_plain(r.reason),
         )
     console.print(view)
     best = Table(title="best overall response")
     for col in ("subject", "best response", "visit", "confirmed at", "reason"):
         best.add_column(col, overflow="fold")
     for b in bor.itertuples(index=False):
-        best.add_row(
-            str(b.subject), str(b.best_response), str(b.visit), str(b.confirmed_at), str(b.reason)
-        )
+        best.add_row(*_plain(b.subject, b.best_response, b.visit, b.confirmed_at, b.reason))
     console.print(best)
-    console.print(f"wrote {csv_path} and {json_path}")
+    console.print(*_plain(f"wrote {csv_path} and {json_path}"))
 
 
 def _from_study(root: Path) -> Any:
@@ -112,6 +107,13 @@ def _from_study(root: Path) -> Any:
     study = open_study(root)
     lesions = measure_study(study)
     return from_lesion_table(lesions, baseline={s.id: s.baseline.id for s in study})
+
+
+def _plain(*values: Any) -> list[Any]:
+    """User text as Rich ``Text`` (shown as written: ``[/x]`` is not markup)."""
+    from rich.text import Text
+
+    return [Text(str(v)) for v in values]
 
 
 def _pct(x: float) -> str:
