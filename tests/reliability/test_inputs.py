@@ -371,3 +371,15 @@ def test_assess_prints_user_text_as_written_not_as_markup(tmp_path: Path) -> Non
     result = runner.invoke(app, ["assess", str(table), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "[/x]" in result.output
+
+
+def test_the_shared_csv_writer_escapes_text_not_numbers(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from tumorscope.files import write_csv
+
+    frame = pd.DataFrame(
+        {"=name": ["=1+1", "-3.5", "\tx", "L1", None], "value": [-1.0, 2.0, 3.0, 4.0, 5.0]}
+    )
+    text = write_csv(frame, tmp_path / "t.csv").read_text().splitlines()
+    assert text == ["'=name,value", "'=1+1,-1.0", "-3.5,2.0", "'\tx,3.0", "L1,4.0", ",5.0"]
