@@ -338,8 +338,9 @@ def _check_declared_size(p: Path, target: np.dtype) -> None:
     memory = data_bytes + (n_vox * target.itemsize if target != stored else 0)
     limit = max_image_bytes()
     need = offset + data_bytes
-    held = _bytes_held(p, min(need, limit + 1))  # never decompressed beyond the ceiling
-    if held < min(need, limit + 1):
+    # a compressed file over the ceiling is refused below without decompressing any of it
+    held = _bytes_held(p, need) if need <= limit or not _compressed(p) else need
+    if held < need:
         raise DataError(
             f"cannot read NIfTI image: truncated; the header declares {data_bytes} bytes of "
             f"image data from byte {offset}, the file holds {held} bytes in all",
@@ -356,6 +357,10 @@ def _check_declared_size(p: Path, target: np.dtype) -> None:
         )
 
 
+def _compressed(p: Path) -> bool:
+    return p.name.endswith((".gz", ".bz2", ".zst"))  # as nibabel decides: by the extension
+
+
 def _bytes_held(p: Path, need: int) -> int:
     """How many bytes ``p`` holds once decompressed, counted up to ``need`` (not beyond).
 
@@ -366,7 +371,7 @@ def _bytes_held(p: Path, need: int) -> int:
     from nibabel.openers import Opener
 
     size = p.stat().st_size
-    if not p.name.endswith((".gz", ".bz2", ".zst")):  # as nibabel decides: by the extension
+    if not _compressed(p):
         return size
     if p.name.endswith(".gz") and size >= 18 and need < 2**32:
         with p.open("rb") as fh:
