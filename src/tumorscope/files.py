@@ -22,19 +22,25 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .volume import Volume, atomic_write
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
+    "FORMULA_PREFIXES",
+    "csv_cell",
     "file_sha256",
     "json_default",
     "read_sidecar",
     "sidecar_of",
     "to_json",
+    "write_csv",
     "write_json",
     "write_map",
 ]
@@ -147,3 +153,44 @@ def write_map(
     Volume(np.asarray(data), np.asarray(affine, dtype=float)).to_nifti(image, dtype=dtype)
     side = {"Units": units, "Description": description, "Provenance": provenance}
     return [image, write_json(sidecar_of(image), side, indent=indent)]
+
+
+#: A text cell starting with one of these is read as a formula by spreadsheet programs
+#: (OWASP "CSV injection"): ``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM(...)``.
+FORMULA_PREFIXES: tuple[str, ...] = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` made safe for a spreadsheet: text that a spreadsheet would take as a formula
+    gets a leading ``'`` (shown as text, never run); numbers and other text are unchanged.
+
+    Examples
+    --------
+    >>> csv_cell('=HYPERLINK("http://x","y")')
+    '\'=HYPERLINK("http://x","y")'
+    >>> csv_cell("-12.5"), csv_cell("L1"), csv_cell(-3.0)
+    ('-12.5', 'L1', -3.0)
+    """
+    if not isinstance(value, str) or not value.startswith(FORMULA_PREFIXES):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value  # a signed number ("-12.5") is data, not a formula
+
+
+def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str], *, sep: str = ",") -> Path:
+    """Write a table as CSV (``sep="\\t"``: TSV) atomically, text cells and column names
+    escaped with :func:`csv_cell`. Every CSV tumorscope writes from user text goes through it.
+    """
+    import pandas as pd
+
+    safe = frame.rename(columns=lambda c: csv_cell(str(c)))
+    for col in range(safe.shape[1]):
+        values = safe.iloc[:, col]
+        if pd.api.types.is_string_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype):
+            safe.isetitem(col, values.astype(object).map(csv_cell))
+    out = Path(path)
+    atomic_write(out, lambda tmp: safe.to_csv(tmp, index=False, sep=sep))
+    return out

@@ -23,7 +23,20 @@ import numpy.typing as npt
 
 from .errors import DataError
 
-__all__ = ["ATOMIC_TEMP_PREFIX", "SPATIAL_AXES", "Volume", "atomic_write"]
+__all__ = [
+    "ATOMIC_TEMP_PREFIX",
+    "DEFAULT_MAX_IMAGE_BYTES",
+    "MAX_IMAGE_BYTES_ENV",
+    "SPATIAL_AXES",
+    "Volume",
+    "atomic_write",
+    "max_image_bytes",
+]
+
+#: The environment variable that sets the largest image :meth:`Volume.from_nifti` reads.
+MAX_IMAGE_BYTES_ENV = "TUMORSCOPE_MAX_IMAGE_BYTES"
+#: Default ceiling (4 GiB): a 4-D DCE series of 256×256×64×120 float32 voxels takes 2 GiB.
+DEFAULT_MAX_IMAGE_BYTES = 4 * 1024**3
 
 SPATIAL_AXES: tuple[str, str, str] = ("x", "y", "z")
 
@@ -191,13 +204,17 @@ class Volume:
         Raises
         ------
         DataError
-            If the file is missing, truncated or not a NIfTI image (the message names it).
+            If the file is missing, truncated or not a NIfTI image (the message names it), or
+            if its header declares more data than the file holds or than the ceiling
+            :func:`max_image_bytes` allows. Both are checked from the header before any image
+            data are read, and no more than the declared bytes are ever decompressed.
         """
         import nibabel as nib
 
         p = Path(path)
         if not p.exists():
             raise DataError("file not found", file=p)
+        _check_declared_size(p, np.dtype(dtype))
         try:
             img: Any = nib.load(str(p))
             arr = np.asanyarray(img.dataobj)
@@ -243,6 +260,136 @@ class Volume:
 
         atomic_write(p, _write)
         return p
+
+
+def max_image_bytes() -> int:
+    """The largest image (bytes in memory) :meth:`Volume.from_nifti` reads.
+
+    Set by the environment variable ``TUMORSCOPE_MAX_IMAGE_BYTES`` (a whole number of bytes),
+    else :data:`DEFAULT_MAX_IMAGE_BYTES` (4 GiB).
+
+    Raises
+    ------
+    DataError
+        If the variable is set to something else than a positive whole number.
+    """
+    text = os.environ.get(MAX_IMAGE_BYTES_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise DataError(
+            f"expected a positive whole number of bytes, got {text!r}", field=MAX_IMAGE_BYTES_ENV
+        )
+    return value
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**3:.1f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
+def _read_header(p: Path) -> Any:
+    """The fixed NIfTI-1/2 header of ``p`` (extensions not read), or a DataError."""
+    import nibabel as nib
+    from nibabel.openers import Opener
+
+    try:
+        with Opener(str(p)) as fh:
+            block = fh.read(540)
+    except Exception as exc:  # gzip, bz2 and OS errors of a corrupt or unreadable file
+        raise DataError(f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p) from exc
+    if len(block) >= 4:
+        for order in ("<", ">"):
+            n = int(np.frombuffer(block[:4], dtype=f"{order}i4")[0])
+            if n in (348, 540) and len(block) >= n:
+                klass = nib.Nifti1Header if n == 348 else nib.Nifti2Header
+                try:
+                    return klass(block[:n], check=False)
+                except Exception as exc:  # nibabel raises several types for bad fields
+                    raise DataError(
+                        f"cannot read NIfTI image: invalid header ({exc})", file=p
+                    ) from exc
+    raise DataError(
+        "cannot read NIfTI image: not a NIfTI-1 or NIfTI-2 header (too short or wrong size)", file=p
+    )
+
+
+def _check_declared_size(p: Path, target: np.dtype) -> None:
+    """Refuse, before reading any data, an image that declares more than its file holds or
+    more than :func:`max_image_bytes`."""
+    hdr = _read_header(p)
+    try:
+        shape = tuple(int(n) for n in hdr.get_data_shape())
+        stored = np.dtype(hdr.get_data_dtype())
+        offset = int(hdr.get_data_offset())
+    except Exception as exc:  # unknown datatype code, impossible dims
+        raise DataError(
+            f"cannot read NIfTI image: invalid header ({exc})", file=p, field="dim"
+        ) from exc
+    if any(n < 0 for n in shape) or offset < 0:
+        raise DataError(
+            f"cannot read NIfTI image: invalid header (shape {shape}, offset {offset})", file=p
+        )
+    n_vox = int(np.prod(shape, dtype=object)) if shape else 0
+    data_bytes = n_vox * stored.itemsize
+    # the stored array and, when the dtype differs, its converted copy are held at once
+    memory = data_bytes + (n_vox * target.itemsize if target != stored else 0)
+    limit = max_image_bytes()
+    need = offset + data_bytes
+    # a compressed file over the ceiling is refused below without decompressing any of it
+    held = _bytes_held(p, need) if need <= limit or not _compressed(p) else need
+    if held < need:
+        raise DataError(
+            f"cannot read NIfTI image: truncated; the header declares {data_bytes} bytes of "
+            f"image data from byte {offset}, the file holds {held} bytes in all",
+            file=p,
+            field="dim",
+        )
+    if max(memory, need) > limit:
+        dims = "×".join(map(str, shape))
+        raise DataError(
+            f"the header declares a {dims} {stored} image ({_size(memory)} in memory), "
+            f"over the limit of {_size(limit)} (set {MAX_IMAGE_BYTES_ENV} to allow more)",
+            file=p,
+            field="dim",
+        )
+
+
+def _compressed(p: Path) -> bool:
+    return p.name.endswith((".gz", ".bz2", ".zst"))  # as nibabel decides: by the extension
+
+
+def _bytes_held(p: Path, need: int) -> int:
+    """How many bytes ``p`` holds once decompressed, counted up to ``need`` (not beyond).
+
+    Uncompressed: the file size. gzip: the ISIZE trailer when it shows enough (it holds the
+    size of the last member modulo 2**32); otherwise the stream is decompressed, discarding
+    it, up to ``need`` bytes.
+    """
+    from nibabel.openers import Opener
+
+    size = p.stat().st_size
+    if not _compressed(p):
+        return size
+    if p.name.endswith(".gz") and size >= 18 and need < 2**32:
+        with p.open("rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            if int.from_bytes(fh.read(4), "little") >= need:
+                return need
+    held = 0
+    try:
+        with Opener(str(p)) as zf:
+            while held < need:
+                chunk = zf.read(min(1 << 20, need - held))
+                if not chunk:
+                    break
+                held += len(chunk)
+    except Exception:  # a corrupt or cut stream holds what was read before the fault
+        pass
+    return held
 
 
 def _default_axes(ndim: int) -> tuple[str, ...]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
+import click
 import typer
 
 from ..errors import TumorscopeError, TumorscopeWarning
@@ -37,15 +40,54 @@ ChunkVoxels = Annotated[
 ]
 
 
+#: Exceptions that end a command as the command decided (an exit code, an abort, a usage
+#: error): never turned into "internal error".
+_PASS_THROUGH = (
+    typer.Exit,
+    typer.Abort,
+    click.exceptions.Exit,
+    click.exceptions.Abort,
+    click.ClickException,
+)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    sys.stderr.flush()
+    raise typer.Exit(code=2)
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn tumorscope errors into a one-line message on stderr and exit code 2."""
+    """Turn errors into a message on stderr and exit code 2, never a traceback.
+
+    Exit code 1 is kept for "the job ran and found problems"; anything that stops a command
+    exits 2: a tumorscope error (its message names the file and field), running out of
+    memory, an operating-system error (a file that cannot be read or written), and any other
+    exception (a bug: its type and message are shown, the traceback only when the
+    environment variable ``TUMORSCOPE_DEBUG`` is set).
+    """
     try:
         yield
     except TumorscopeError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-        sys.stderr.flush()
-        raise typer.Exit(code=2) from None
+        _fail(str(exc))
+    except MemoryError:
+        _fail(
+            "out of memory: the input is too large for this machine; check the image sizes "
+            "(the ceiling TUMORSCOPE_MAX_IMAGE_BYTES bounds each image read) or free memory"
+        )
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
+    except _PASS_THROUGH:
+        raise
+    except Exception as exc:
+        if os.environ.get("TUMORSCOPE_DEBUG"):
+            traceback.print_exc()
+        _fail(
+            f"internal error ({type(exc).__name__}: {exc}); this is a bug in tumorscope, "
+            "please report it (set TUMORSCOPE_DEBUG=1 to see the traceback)"
+        )
 
 
 def parse_floats(text: str, option: str) -> list[float]:

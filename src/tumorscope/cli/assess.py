@@ -41,6 +41,7 @@ def assess(
     from rich.console import Console
     from rich.table import Table
 
+    from ..files import write_csv
     from ..response import assess as run_assess
     from ..response import best_overall_response
     from ..volume import atomic_write
@@ -59,7 +60,7 @@ def assess(
         stem = f"{stem_base}_{name}"
         if table.is_dir():
             measured = source.drop(columns=["row"])
-            atomic_write(folder / "measurements.csv", lambda p: measured.to_csv(p, index=False))
+            write_csv(measured, folder / "measurements.csv")
         csv_path = folder / f"{stem}.csv"
         json_path = folder / f"{stem}.json"
         printable = result.assign(date=result["date"].dt.strftime("%Y-%m-%d"))
@@ -69,10 +70,10 @@ def assess(
             "visits": json.loads(printable.to_json(orient="records")),
             "best_overall_response": json.loads(bor.to_json(orient="records")),
         }
-        atomic_write(csv_path, lambda p: printable.to_csv(p, index=False))
+        write_csv(printable, csv_path)
         atomic_write(json_path, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
 
-    view = Table(title=f"{name} responses: {table.name}", show_lines=False)
+    view = Table(title=_plain(f"{name} responses: {table.name}")[0], show_lines=False)
     for col in ("subject", "visit", "date", "response", "sum", "Δbase", "Δnadir"):
         view.add_column(col, no_wrap=True)
     view.add_column("reason", overflow="fold", min_width=30)
@@ -80,25 +81,20 @@ def assess(
     for r in printable.itertuples(index=False):
         size = getattr(r, size_col)
         view.add_row(
-            str(r.subject),
-            str(r.visit),
-            str(r.date),
-            str(r.response),
+            *_plain(r.subject, r.visit, r.date, r.response),
             "" if size != size else f"{size:.1f}",
             _pct(r.change_from_baseline_pct),
             _pct(r.change_from_nadir_pct),
-            str(r.reason),
+            *_plain(r.reason),
         )
     console.print(view)
     best = Table(title="best overall response")
     for col in ("subject", "best response", "visit", "confirmed at", "reason"):
         best.add_column(col, overflow="fold")
     for b in bor.itertuples(index=False):
-        best.add_row(
-            str(b.subject), str(b.best_response), str(b.visit), str(b.confirmed_at), str(b.reason)
-        )
+        best.add_row(*_plain(b.subject, b.best_response, b.visit, b.confirmed_at, b.reason))
     console.print(best)
-    console.print(f"wrote {csv_path} and {json_path}")
+    console.print(*_plain(f"wrote {csv_path} and {json_path}"))
 
 
 def _from_study(root: Path) -> Any:
@@ -111,6 +107,13 @@ def _from_study(root: Path) -> Any:
     study = open_study(root)
     lesions = measure_study(study)
     return from_lesion_table(lesions, baseline={s.id: s.baseline.id for s in study})
+
+
+def _plain(*values: Any) -> list[Any]:
+    """User text as Rich ``Text`` (shown as written: ``[/x]`` is not markup)."""
+    from rich.text import Text
+
+    return [Text(str(v)) for v in values]
 
 
 def _pct(x: float) -> str:

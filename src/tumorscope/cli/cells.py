@@ -26,10 +26,11 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows as a TSV table (floats to 6 significant digits, NaN as ``n/a``), atomically."""
     import numpy as np
 
+    from ..files import csv_cell
     from ..volume import atomic_write
 
     cols = list(rows[0]) if rows else []
-    lines = ["\t".join(cols)]
+    lines = ["\t".join(csv_cell(str(c)) for c in cols)]
     for row in rows:
         cells = []
         for c in cols:
@@ -37,7 +38,7 @@ def _write_table(path: Path, rows: list[dict[str, Any]]) -> None:
             if isinstance(v, float | np.floating):
                 cells.append("n/a" if not np.isfinite(v) else f"{float(v):.6g}")
             else:
-                cells.append(str(v))
+                cells.append(csv_cell(str(v)))  # text from sidecars: no formula
         lines.append("\t".join(cells))
     text = "\n".join(lines) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -60,7 +60,9 @@ def _write(df: Any, path: Path, fmt: str, atomic_write: Any) -> Path:
     if fmt == "parquet":
         atomic_write(path, lambda tmp: df.to_parquet(tmp, index=False))
     else:
-        atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
+        from ..files import write_csv
+
+        write_csv(df, path)
     return path
 
 

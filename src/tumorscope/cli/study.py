@@ -52,10 +52,11 @@ def print_problems(problems: list, root: Path) -> int:
 def validate(
     study: StudyDir,
 ) -> None:
-    """List every problem in a study; exit 1 if any is an error."""
+    """List every problem in a study; exit 1 if any is an error (2 if it cannot be checked)."""
     from ..io import validate_study
 
-    problems = validate_study(study)
+    with user_errors():
+        problems = validate_study(study)
     n_err = print_problems(problems, study)
     if n_err:
         raise typer.Exit(code=1)

@@ -80,8 +80,10 @@ def read_sidecar(image: Path) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"cannot parse JSON: {exc}", file=p) from exc
+    except RecursionError:
+        raise DataError("cannot parse JSON: nested too deeply", file=p) from None
     if not isinstance(data, dict):
         raise DataError("expected a JSON object", file=p)
     return data
@@ -205,15 +207,24 @@ def _as_list(value: Any, key: str, file: Path) -> list[float]:
         raise DataError(f"expected a list of numbers, got {value!r}", file=file, field=key)
     try:
         return [float(v) for v in value]
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"expected a list of numbers, got {value!r}", file=file, field=key) from exc
 
 
 def _number(value: Any, key: str, file: Path) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"expected a number, got {value!r}", file=file, field=key) from exc
+
+
+def _whole(value: Any, key: str, file: Path) -> int:
+    """A whole number of the sidecar (JSON number without a fraction; not a list or text)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DataError(f"expected a whole number, got {value!r}", file=file, field=key)
+    if isinstance(value, float) and not value.is_integer():
+        raise DataError(f"expected a whole number, got {value!r}", file=file, field=key)
+    return int(value)
 
 
 def _optional_ms(sidecar: dict[str, Any], key: str, file: Path) -> float | None:
@@ -252,7 +263,7 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             t = _as_list(_need(sidecar, "FrameTimes", js), "FrameTimes", js)
             fa_dce = _number(_need(sidecar, "FlipAngle", js), "FlipAngle", js)
             tr = _number(_need(sidecar, "RepetitionTime", js), "RepetitionTime", js)
-            nb = _need(sidecar, "BaselineFrames", js)
+            nb = _whole(_need(sidecar, "BaselineFrames", js), "BaselineFrames", js)
             return DynamicProtocol(
                 tuple(t),
                 fa_dce,

@@ -9,6 +9,7 @@ problem too.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,9 @@ DEFAULT_ROLES: dict[str, str] = {
     "fluorine": "19F",
     "fluorine_tubes": "19Ftubes",
 }
+
+#: Subject and visit ids: a BIDS label (letters and digits only).
+ID_PATTERN = re.compile(r"[A-Za-z0-9]+")
 
 KNOWN_CRITERIA = ("recist1.1", "irecist", "rano", "irano", "percist", "mrecist", "choi")
 
@@ -134,14 +138,21 @@ def read_manifest(
     """
     import yaml
 
+    from ._yaml import MAX_YAML_BYTES, YamlLimitError, load_yaml
+
     f = display_name
     problems: list[Problem] = []
     if not path.exists():
         return None, [Problem("error", f, "", "study manifest is missing")]
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
-        # ValueError: an unquoted date that does not exist (2026-02-30) fails inside the loader
+        if path.stat().st_size > MAX_YAML_BYTES:
+            raise YamlLimitError(f"the document is longer than {MAX_YAML_BYTES} bytes")
+        raw = load_yaml(path.read_text(encoding="utf-8"))
+    except YamlLimitError as exc:
+        return None, [Problem("error", f, exc.field, exc.message)]
+    except UnicodeDecodeError as exc:
+        return None, [Problem("error", f, "", f"not UTF-8 text ({exc}); save it as UTF-8")]
+    except (yaml.YAMLError, OSError) as exc:
         return None, [Problem("error", f, "", f"cannot parse YAML: {exc}")]
     if not isinstance(raw, dict):
         return None, [Problem("error", f, "", "expected a mapping at the top level")]
@@ -158,11 +169,13 @@ def read_manifest(
 
     dce_raw = raw.get("dce") or {}
     dce: dict[str, float] = {}
-    if isinstance(dce_raw, dict):
+    if not isinstance(dce_raw, dict):
+        problems.append(Problem("error", f, "dce", "expected a mapping field -> number"))
+    else:
         for k, v in dce_raw.items():
             try:
                 dce[str(k)] = float(v)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 problems.append(Problem("error", f, f"dce.{k}", f"expected a number, got {v!r}"))
 
     options_raw = raw.get("options") or {}
@@ -179,15 +192,55 @@ def read_manifest(
         subj_raw = {}
     expected = "expected a mapping with 'visits'"
     for sid, base, entry in _entries(subj_raw, "subjects", expected, f, problems):
+        if not _valid_id(sid, "subject", base, f, problems):
+            continue
         subj = _subject(sid, base, entry, f, problems)
         if subj is not None:
             subjects[sid] = subj
     return Manifest(name, tuple(criteria), roles, subjects, dce, options, raw), problems
 
 
+def _valid_id(key: str, what: str, where: str, f: str, problems: list[Problem]) -> bool:
+    """True when ``key`` is a BIDS label (letters and digits only); else a problem is added.
+
+    Ids become folder and file names (``sub-<id>/ses-<id>``): a ``/``, ``..`` or ``_`` in one
+    would read files outside the study or break the BIDS entities.
+    """
+    if ID_PATTERN.fullmatch(key):
+        return True
+    problems.append(
+        Problem(
+            "error",
+            f,
+            where,
+            f"{what} id {key!r} is not a BIDS label: use letters and digits only "
+            "(no '-', '_', '/', '.', spaces)",
+        )
+    )
+    return False
+
+
+def _flag(value: Any, where: str, f: str, problems: list[Problem]) -> bool:
+    """A yes/no field: ``true`` or ``false`` (absent: false)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    problems.append(Problem("error", f, where, f"expected true or false, got {value!r}"))
+    return False
+
+
 def _criteria(value: Any, f: str, problems: list[Problem]) -> list[str]:
     """The known criteria of the ``criteria`` field (one name or a list); others reported."""
     criteria: list[str] = []
+    if value is not None and not isinstance(value, str | list):
+        problems.append(
+            Problem(
+                "error",
+                f,
+                "criteria",
+                f"expected a criteria name or a list of names, got {value!r}",
+            )
+        )
+        return criteria
     for c in [value] if isinstance(value, str) else value or []:
         c = str(c).lower()
         if c not in KNOWN_CRITERIA:
@@ -222,11 +275,7 @@ def _subject(
     sid: str, base: str, entry: dict[str, Any], f: str, problems: list[Problem]
 ) -> SubjectEntry | None:
     """One subject of the manifest (None when it lists no visits)."""
-    tr_raw = entry.get("treatment") or {}
-    start = None
-    if tr_raw.get("start_date") is not None:
-        start = _parse_date(tr_raw.get("start_date"), f, f"{base}.treatment.start_date", problems)
-    treatment = Treatment(agent=tr_raw.get("agent"), start_date=start)
+    treatment = _treatment(entry.get("treatment"), f, f"{base}.treatment", problems)
     visits_raw = entry.get("visits")
     if not isinstance(visits_raw, dict) or not visits_raw:
         problems.append(
@@ -236,19 +285,45 @@ def _subject(
     visits: list[VisitEntry] = []
     expected = "expected a mapping with 'date'"
     for vid, vfield, ventry in _entries(visits_raw, f"{base}.visits", expected, f, problems):
+        if not _valid_id(vid, "visit", vfield, f, problems):
+            continue
         d = _parse_date(ventry.get("date"), f, f"{vfield}.date", problems)
         visits.append(
             VisitEntry(
                 vid,
                 d,
-                baseline=bool(ventry.get("baseline", False)),
-                prebaseline=bool(ventry.get("prebaseline", False)),
+                baseline=_flag(ventry.get("baseline"), f"{vfield}.baseline", f, problems),
+                prebaseline=_flag(ventry.get("prebaseline"), f"{vfield}.prebaseline", f, problems),
             )
         )
     visits = _check_visits(visits, f, base, problems)
     subj = SubjectEntry(sid, treatment, tuple(visits))
     _check_treatment(subj, f, base, problems)
     return subj
+
+
+def _treatment(value: Any, f: str, where: str, problems: list[Problem]) -> Treatment:
+    """The ``treatment`` mapping (``agent``, ``start_date``); absent = nothing known."""
+    if value is None:
+        return Treatment(agent=None, start_date=None)
+    if not isinstance(value, dict):
+        problems.append(
+            Problem(
+                "error",
+                f,
+                where,
+                f"expected a mapping with 'agent' and 'start_date', got {value!r}",
+            )
+        )
+        return Treatment(agent=None, start_date=None)
+    agent = value.get("agent")
+    if agent is not None and not isinstance(agent, str | int | float):
+        problems.append(Problem("error", f, f"{where}.agent", f"expected text, got {agent!r}"))
+        agent = None
+    start = None
+    if value.get("start_date") is not None:
+        start = _parse_date(value["start_date"], f, f"{where}.start_date", problems)
+    return Treatment(agent=None if agent is None else str(agent), start_date=start)
 
 
 def _check_visits(

@@ -366,11 +366,22 @@ def _parse_bool(value: str, file: str, fld: str, problems: list[Problem]) -> boo
 
 
 def _read_lesion_table(path: Path, display: str) -> tuple[list[LesionInfo], list[Problem]]:
-    problems: list[Problem] = []
     if not path.exists():
         return [], [
             Problem("error", display, "", "lesion table is missing (expected beside the label map)")
         ]
+    try:
+        return _parse_lesion_table(path, display)
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start}" if exc.start is not None else "somewhere"
+        message = f"not UTF-8 text (at {where}: {exc.reason}); save the table as UTF-8"
+    except (csv.Error, OSError) as exc:
+        message = f"cannot read the table: {exc}"
+    return [], [Problem("error", display, "", message)]
+
+
+def _parse_lesion_table(path: Path, display: str) -> tuple[list[LesionInfo], list[Problem]]:
+    problems: list[Problem] = []
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter="\t")
         required = ["label", "lesion_id", "organ", "target", "nodal"]
@@ -497,7 +508,8 @@ def validate_visit(study: Study, visit: Visit) -> list[Problem]:
         else:
             present = {int(v) for v in np.unique(labels.data) if v != 0}
             named = {r.label for r in rows}
-            for lab in sorted(present - named):
+            unreadable = any(p.field == "" for p in tprob)  # reported once, not per label
+            for lab in sorted(set() if unreadable else present - named):
                 problems.append(
                     Problem(
                         "error",

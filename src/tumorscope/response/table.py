@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLINICAL_STATUSES",
     "KINDS",
+    "MAX_DIAMETER_MM",
     "MAX_TARGETS",
     "MAX_TARGETS_PER_ORGAN",
     "REQUIRED_COLUMNS",
@@ -84,6 +85,10 @@ CLINICAL_STATUSES: tuple[str, ...] = ("improved", "stable", "worse")
 #: per organ) representative of all involved organs should be identified as target lesions".
 MAX_TARGETS = 5
 MAX_TARGETS_PER_ORGAN = 2
+#: The largest diameter accepted (mm). No lesion can be measured larger than a body: an adult
+#: trunk is under 600 mm across and under 1000 mm long, so a size beyond 1 m is a unit error
+#: (µm, or a spreadsheet's overflow) or a hostile value, never a measurement.
+MAX_DIAMETER_MM = 1000.0
 
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f", ""}
@@ -209,17 +214,21 @@ def validate_table(
         if not _ISO_DATE.match(s):
             raise fail(i, "date", f"date {_text(v)!r} is not an ISO date (YYYY-MM-DD)")
         try:
-            dates.append(pd.Timestamp(s))
-        except ValueError:
+            stamp = pd.Timestamp(s)
+        except (ValueError, OverflowError):
             raise fail(i, "date", f"date {s!r} does not exist") from None
+        if not pd.Timestamp.min <= stamp <= pd.Timestamp.max:
+            raise fail(i, "date", f"date {s!r} is outside the years 1678 to 2261")
+        dates.append(stamp)
     df["date"] = pd.to_datetime(pd.Series(dates, dtype="datetime64[ns]"))
 
     df["nodal"] = _bools(df, "nodal", default=False, fail=fail)
     df["enhancing"] = _bools(df, "enhancing", default=True, fail=fail)
     has_baseline_col = "baseline" in df.columns
     df["baseline"] = _bools(df, "baseline", default=False, fail=fail)
-    for col in ("diameter_mm", "perpendicular_mm", "steroid_dose_mg", "viable_diameter_mm"):
-        df[col] = _floats(df, col, fail=fail)
+    for col in ("diameter_mm", "perpendicular_mm", "viable_diameter_mm"):
+        df[col] = _floats(df, col, fail=fail, upper=MAX_DIAMETER_MM)
+    df["steroid_dose_mg"] = _floats(df, "steroid_dose_mg", fail=fail)
     df["density_hu"] = _floats(df, "density_hu", fail=fail, allow_negative=True)
 
     statuses: list[str | None] = []
@@ -475,7 +484,14 @@ def _bools(df: pd.DataFrame, col: str, *, default: bool, fail: Any) -> list[bool
     return out
 
 
-def _floats(df: pd.DataFrame, col: str, *, fail: Any, allow_negative: bool = False) -> list[float]:
+def _floats(
+    df: pd.DataFrame,
+    col: str,
+    *,
+    fail: Any,
+    allow_negative: bool = False,
+    upper: float | None = None,
+) -> list[float]:
     if col not in df.columns:
         return [float("nan")] * len(df)
     out = []
@@ -491,6 +507,13 @@ def _floats(df: pd.DataFrame, col: str, *, fail: Any, allow_negative: bool = Fal
         if not np.isfinite(x) or (x < 0 and not allow_negative):
             raise fail(
                 i, col, f"{col} must be a finite number{'' if allow_negative else ' >= 0'}, got {s}"
+            )
+        if upper is not None and x > upper:
+            raise fail(
+                i,
+                col,
+                f"{col} {s} mm is larger than any body (at most {upper:g} mm); "
+                "sizes are in millimetres",
             )
         out.append(x)
     return out

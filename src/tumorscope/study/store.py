@@ -53,7 +53,19 @@ def default_url(out_dir: str | Path) -> str:
     return f"sqlite:///{database_path(Path(out_dir).resolve())}"
 
 
+#: The databases tumorscope supports: the dialect of the URL scheme (before any ``+driver``).
+SUPPORTED_SCHEMES: tuple[str, ...] = ("sqlite", "postgresql", "postgres")
+
+
 def _normalise_url(url: str) -> str:
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme.split("+", 1)[0] not in SUPPORTED_SCHEMES:
+        raise ExportError(
+            f"unsupported database {scheme or url!r}; tumorscope supports "
+            "sqlite:///path/tumorscope.sqlite and postgresql://user@host/dbname",
+            file=_redact(url),
+            field="--db",
+        )
     # "postgresql://" alone would pick psycopg2, which is not a dependency
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -97,7 +109,7 @@ def _engine(url: str) -> Engine:
 
         else:
             engine = create_engine(url, pool_pre_ping=True)
-    except (ArgumentError, NoSuchModuleError) as exc:
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise ExportError(
             f"not a usable database URL ({exc}); expected e.g. sqlite:///out/tumorscope.sqlite "
             "or postgresql://user@host/dbname",
@@ -337,6 +349,7 @@ class Store:
         """
         import json
 
+        from ..files import write_csv
         from ..volume import atomic_write
 
         bad = sorted(set(formats) - {"parquet", "csv"})
@@ -355,7 +368,7 @@ class Store:
                 if fmt == "parquet":
                     atomic_write(path, lambda tmp, f=frame: f.to_parquet(tmp, index=False))
                 else:
-                    atomic_write(path, lambda tmp, f=frame: f.to_csv(tmp, index=False))
+                    write_csv(frame, path)
                 paths.append(path)
             written[name] = paths
         return written
