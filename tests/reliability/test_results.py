@@ -104,12 +104,15 @@ def _sha(p: Path) -> str:
 
 
 def _files(root: Path) -> dict[str, str]:
-    """Every file but the database and the logs (``tools/compare_runs.py``), with its hash."""
+    """Every file but the database, the logs and the folder's bookkeeping (its marker holds
+    the creation time; ``tools/compare_runs.py``), with its hash."""
+    from tumorscope.pipeline.outdir import MARKER_NAME
+
     return {
         p.relative_to(root).as_posix(): _sha(p)
         for p in sorted(root.rglob("*"))
         if p.is_file()
-        and p.relative_to(root).parts[0] not in ("logs", "report")
+        and p.relative_to(root).parts[0] not in ("logs", "report", MARKER_NAME)
         and not p.name.startswith("tumorscope.sqlite")
     }
 
