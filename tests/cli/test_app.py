@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tumorscope import __version__
@@ -48,3 +49,22 @@ def test_phantom_command_and_bad_size(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "unknown phantom size 'huge'" in bad.output
     assert not (tmp_path / "t").exists()
     assert not any(p.name.startswith(".t-") for p in tmp_path.iterdir())
+
+
+def test_a_crash_anywhere_in_the_console_script_exits_2_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 means "the job ran and found problems"; a crash outside a command's own error
+    handling must not look like that."""
+    import tumorscope.cli as cli
+
+    def boom() -> None:
+        raise RuntimeError("printing failed")
+
+    monkeypatch.setattr(cli, "app", boom)
+    monkeypatch.delenv("TUMORSCOPE_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "internal error (RuntimeError: printing failed)" in err and "Traceback" not in err

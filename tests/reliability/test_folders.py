@@ -297,3 +297,37 @@ def test_runs_killed_at_random_points_resume_to_identical_results(
     )
     assert cmp.returncode == 0, cmp.stdout + cmp.stderr
     assert not list(killed.rglob(".tumorscope-tmp-*"))
+
+
+# ------------------------------------------------------------------ import-dicom --overwrite
+
+
+def test_import_overwrite_replaces_an_import_but_not_a_folder_of_other_files(
+    tmp_path: Path,
+) -> None:
+    """``import-dicom --overwrite`` deleted any folder before (like ``phantom --overwrite``);
+    now only an empty folder or a study an import wrote, holding nothing else."""
+    import numpy as np
+
+    from tumorscope.phantom.dicom import write_series
+    from tumorscope.volume import Volume
+
+    t2w = Volume(np.arange(8 * 8 * 3, dtype=np.float32).reshape(8, 8, 3), np.eye(4))
+    write_series(t2w, tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "chapter1.tex").write_text("years of work")
+    res = runner.invoke(app, ["import-dicom", str(tmp_path / "dicom"), str(thesis), "--overwrite"])
+    assert res.exit_code == 2 and "replaces only a study written by import-dicom" in res.output
+    assert (thesis / "chapter1.tex").read_text() == "years of work"
+    assert sorted(p.name for p in thesis.iterdir()) == ["chapter1.tex"]
+
+    study = tmp_path / "study"
+    first = runner.invoke(app, ["import-dicom", str(tmp_path / "dicom"), str(study)])
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(app, ["import-dicom", str(tmp_path / "dicom"), str(study), "--overwrite"])
+    assert again.exit_code == 0, again.output
+    (study / "notes.txt").write_text("mine")  # something the import did not write
+    third = runner.invoke(app, ["import-dicom", str(tmp_path / "dicom"), str(study), "--overwrite"])
+    assert third.exit_code == 2 and "notes.txt" in third.output
+    assert (study / "notes.txt").read_text() == "mine"

@@ -56,5 +56,14 @@ _register_all()
 
 
 def main() -> None:
-    """Entry point of the console script."""
-    app()
+    """Entry point of the console script: every command, and whatever runs outside a
+    command's own error handling (printing, option parsing callbacks), under
+    :func:`~tumorscope.cli._common.user_errors`, so a crash exits 2 with a message, never 1
+    with a traceback (1 means "the job ran and found problems")."""
+    from ._common import user_errors
+
+    try:
+        with user_errors():
+            app()
+    except typer.Exit as stop:  # raised by user_errors outside Click's own handling
+        raise SystemExit(stop.exit_code) from None

@@ -150,9 +150,11 @@ def run_study(
         If the database cannot be opened.
     """
     from ..io import open_study
-    from ..study import default_url, open_store
+    from ..study import check_url, default_url, open_store
 
     root = Path(study).resolve()
+    if db_url is not None:
+        check_url(db_url)  # an unsupported database stops the run before anything is written
     study_obj = open_study(root)
     out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
     wanted = _wanted_steps(force, steps, report)

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
-__all__ = ["Store", "default_url", "migrate", "open_store"]
+__all__ = ["Store", "check_url", "default_url", "migrate", "open_store"]
 
 #: Tables exported by :meth:`Store.export` (the analysis tables; pipeline memory excluded).
 EXPORT_TABLES: tuple[str, ...] = (
@@ -57,7 +57,13 @@ def default_url(out_dir: str | Path) -> str:
 SUPPORTED_SCHEMES: tuple[str, ...] = ("sqlite", "postgresql", "postgres")
 
 
-def _normalise_url(url: str) -> str:
+def check_url(url: str) -> str:
+    """The URL SQLAlchemy opens for a database URL the user gave (``postgresql://`` gets the
+    psycopg driver); an unsupported scheme is an :class:`ExportError` naming ``--db``.
+
+    Cheap (imports no database driver): the pipeline checks ``--db`` with it before it
+    writes anything.
+    """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme.split("+", 1)[0] not in SUPPORTED_SCHEMES:
         raise ExportError(
@@ -191,7 +197,7 @@ class Store:
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         from sqlalchemy.exc import SQLAlchemyError
 
-        self.url = _normalise_url(str(url))
+        self.url = check_url(str(url))
         self.engine = _engine(self.url)
         if migrate:
             try:

@@ -182,6 +182,8 @@ def import_dicom(
     config = dict(previous.get("dicom") or {})
     if out.exists() and not overwrite:
         raise DataError("study folder exists (use overwrite=True / --overwrite)", file=out)
+    if out.exists():
+        _check_replaceable(out)
     all_roles = _checked_roles({**(config.get("roles") or {}), **dict(roles or {})})
     if dce_baseline_frames is None and config.get("dce_baseline_frames") is not None:
         dce_baseline_frames = int(config["dce_baseline_frames"])
@@ -300,6 +302,40 @@ def _mapping_path(mapping_file: str | Path | None, out: Path, keep_identifiers: 
             "the identifier mapping must not be written inside the study folder", file=path
         )
     return path
+
+
+#: What an import writes at the top of a study folder; ``overwrite`` replaces nothing else.
+_IMPORT_TOP_LEVEL = ("study.yaml", "derivatives")
+#: First line of the ``study.yaml`` an import writes (how ``overwrite`` recognises one).
+_IMPORT_HEADER = "# written by tumorscope import-dicom"
+
+
+def _check_replaceable(out: Path) -> None:
+    """``overwrite`` replaces only an empty folder or a study an earlier import wrote —
+    recognised by the importer's header line atop ``study.yaml``, its ``dicom:`` section, or
+    the import log beside the folder — that holds nothing but ``study.yaml``, ``sub-*`` and
+    ``derivatives``: never a folder with other files in it."""
+    if not out.is_dir():
+        raise DataError("not a folder; nothing was replaced", file=out, field="--overwrite")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    foreign = [n for n in entries if n not in _IMPORT_TOP_LEVEL and not n.startswith("sub-")]
+    manifest = out / "study.yaml"
+    text = manifest.read_text("utf-8", "replace") if manifest.is_file() else ""
+    ours = (
+        text.startswith(_IMPORT_HEADER)
+        or "\ndicom:" in f"\n{text}"
+        or (out.parent / f"{out.name}-import-dicom.log").is_file()
+    )
+    if not ours or foreign:
+        what = ", ".join(foreign[:5]) if foreign else "no study.yaml of an import"
+        raise DataError(
+            f"--overwrite replaces only a study written by import-dicom (found {what}); "
+            "nothing was replaced: choose a new folder",
+            file=out,
+            field="--overwrite",
+        )
 
 
 def _previous_manifest(out: Path) -> dict[str, Any]:
@@ -536,7 +572,7 @@ def _write_manifest(
             manifest["dicom"]["dce_baseline_frames"] = int(dce_baseline_frames)
     text = yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True)
     (root / "study.yaml").write_text(
-        "# written by tumorscope import-dicom; series kinds can be overridden with\n"
+        f"{_IMPORT_HEADER}; series kinds can be overridden with\n"
         "# dicom: {roles: {'<SeriesDescription glob>': T2w|dwi|VFA|dce|MEGRE|MESE|IRT1|skip}}\n"
         + text,
         encoding="utf-8",
