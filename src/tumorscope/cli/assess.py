@@ -41,10 +41,9 @@ def assess(
     from rich.console import Console
     from rich.table import Table
 
-    from ..files import write_csv
+    from ..files import write_csv, write_json
     from ..response import assess as run_assess
     from ..response import best_overall_response
-    from ..volume import atomic_write
 
     console = Console()
     with user_errors():
@@ -71,7 +70,7 @@ def assess(
             "best_overall_response": json.loads(bor.to_json(orient="records")),
         }
         write_csv(printable, csv_path)
-        atomic_write(json_path, lambda p: p.write_text(json.dumps(payload, indent=2) + "\n"))
+        write_json(json_path, payload)
 
     view = Table(title=_plain(f"{name} responses: {table.name}")[0], show_lines=False)
     for col in ("subject", "visit", "date", "response", "sum", "Δbase", "Δnadir"):

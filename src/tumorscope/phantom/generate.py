@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from .. import __version__
 from ..errors import DataError
+from ..files import write_json
 from ..volume import Volume
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
@@ -276,8 +277,7 @@ def _visit_ids(sc: Scenario) -> list[str]:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json(path, obj, sort_keys=True)
 
 
 def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -> None:

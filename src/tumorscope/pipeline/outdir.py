@@ -31,7 +31,8 @@ from typing import Any
 
 from .. import __version__, layout
 from ..errors import DataError
-from ..volume import ATOMIC_TEMP_PREFIX, atomic_write
+from ..files import write_json
+from ..volume import ATOMIC_TEMP_PREFIX
 
 __all__ = [
     "HOLDER_NAME",
@@ -294,8 +295,7 @@ def claim_output_folder(
             "command": _command(),
             "run_id": run_id,
         }
-        text = json.dumps(holder, indent=2) + "\n"
-        atomic_write(out / HOLDER_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        write_json(out / HOLDER_NAME, holder)
         if not (out / MARKER_NAME).is_file():
             if adopted:
                 say(adopted)
@@ -306,8 +306,7 @@ def claim_output_folder(
                 "adopted": adopted is not None,
                 "study": str(study),
             }
-            text = json.dumps(marker, indent=2) + "\n"
-            atomic_write(out / MARKER_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+            write_json(out / MARKER_NAME, marker)
     except BaseException:
         OutputFolder(out, lock).release()
         raise
