@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DataError, FitError
+from ..errors import FitError
 from ..files import sidecar_of
 from ..models.base import Model, get_model
 from ..models.diffusion import DiffusionModel
@@ -254,20 +254,6 @@ def fit_dwi_series(
     return result
 
 
-def _read_bval_file(path: Path) -> np.ndarray:
-    """b-values from an explicit ``.bval`` file (whitespace-separated, s/mm²).
-
-    TODO(lead): replace by :func:`tumorscope.io.bids.read_bval` once it accepts the ``.bval``
-    path itself (the io branch); there must be one reader.
-    """
-    if not path.is_file():
-        raise DataError("b-value file not found", file=path, field="bval")
-    try:
-        return np.array(path.read_text().split(), dtype=float)
-    except ValueError as exc:
-        raise DataError(f"b-values must be numbers: {exc}", file=path, field="bval") from exc
-
-
 def fit_dwi(
     series: str | os.PathLike[str],
     *,
@@ -308,7 +294,7 @@ def fit_dwi(
     FitError, ProtocolError
         Unknown model or option, b-values that disagree with the series.
     """
-    from ..io.bids import stem
+    from ..io.bids import read_bval, stem
 
     path = Path(series)
     cls = _diffusion_model(model)
@@ -316,7 +302,7 @@ def fit_dwi(
         dwi = read_series(path, "dwi")
     else:
         bval_path = Path(bval)
-        b = _read_bval_file(bval_path)
+        b = read_bval(bval_path)
         protocol = DiffusionProtocol(tuple(b), source=str(bval_path))
         dwi = read_series(path, "dwi", protocol=protocol, extra_files={"bval": bval_path})
     pre = prefix if prefix is not None else f"{stem(path)}_{cls.name}_"
