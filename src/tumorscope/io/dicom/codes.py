@@ -1,8 +1,10 @@
 """DICOM codes of the export: organs, responses, parameters, statistics and units.
 
-SNOMED CT (``SCT``) and DICOM (``DCM``) codes where they exist; response categories are NCIt
-codes; anything else uses the private scheme :data:`PRIVATE_SCHEME` with the tumorscope name
-as meaning. Units are UCUM codes (:data:`tumorscope.units.UCUM`).
+SNOMED CT (``SCT``) and DICOM (``DCM``) codes where they exist (parameters: taken from pydicom's
+tables of PS3.16 by keyword, never typed in); response categories are NCIt codes; anything else
+uses the private scheme :data:`PRIVATE_SCHEME` with the tumorscope name as meaning (the
+parameters without a standard code, and why: :data:`PRIVATE_PARAMETERS`). Units are UCUM codes
+(:data:`tumorscope.units.UCUM`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "ORGAN_CODES",
     "OTHER_RESPONSES",
     "PARAMETER_CODES",
+    "PRIVATE_PARAMETERS",
     "PRIVATE_SCHEME",
     "RESPONSE_CODES",
     "STATISTIC_CODES",
@@ -58,9 +61,62 @@ OTHER_RESPONSES: dict[str, str] = {
     "SMD": "Stable metabolic disease",
     "PMD": "Progressive metabolic disease",
 }
-PARAMETER_CODES: dict[str, tuple[str, str, str]] = {
-    "ADC": ("113041", "DCM", "Apparent Diffusion Coefficient"),
-    "Ktrans": ("126312", "DCM", "Ktrans"),
+#: Standard code of each quantity, as the keyword of the DICOM code (``DCM``) in pydicom's code
+#: tables (``pydicom.sr.codedict.codes.DCM.<keyword>``, which ship PS3.16): CID 7180 "Abstract
+#: Multi-dimensional Image Model Component Semantics" holds them all (ADC, IVIM and kurtosis
+#: models from CID 7272, tracer kinetics from CID 4107, 4108, 4109).
+PARAMETER_CODES: dict[str, str] = {
+    "ADC": "ApparentDiffusionCoefficient",  # 113041
+    "D": "DiffusionCoefficient",  # 113289 (the model decides, see _MODEL_CODES)
+    "D_star": "FastDiffusionCoefficient",  # 113292 (IVIM pseudo-diffusion)
+    "f": "FastDiffusionCoefficientFraction",  # 113293 (IVIM perfusion fraction)
+    "K": "ApparentKurtosisCoefficient",  # 113206
+    "S0": "MRSignalIntensity",  # 110852
+    "M0": "MRSignalIntensity",
+    "offset": "MRSignalIntensity",
+    "T1": "T1",  # 113063
+    "T2": "T2",  # 113065
+    "T2star": "T2Star",  # 113064
+    "R1": "R1",  # 126393
+    "R2": "R2",  # 126394
+    "R2star": "R2Star",  # 126395
+    "Ktrans": "Ktrans",  # 126312
+    "kep": "Kep",  # 126313
+    "ve": "Ve",  # 126314
+    "vp": "Vp",  # 126331
+    "C": "TracerConcentration",  # 126377
+    "MTT": "MeanTransitTime",  # 113052
+    "rCBV": "RelativeRegionalBloodVolume",  # 126398
+    "rCBF": "RelativeRegionalBloodFlow",  # 126397
+    "SUV": "StandardizedUptakeValue",  # 126400
+    "iAUC60": "IAUC60",  # 126321
+    "iAUC90": "IAUC90",  # 126322
+    "TTP": "TimeToPeak",  # 113069
+    "arrival": "BolusArrivalTime",  # 126371
+}
+#: Where the model decides the quantity: (word in the model name, parameter) → keyword.
+_MODEL_CODES: dict[tuple[str, str], str] = {
+    ("ivim", "D"): "SlowDiffusionCoefficient",  # 113291
+    ("dki", "D"): "KurtosisDiffusionCoefficient",  # 113294
+    ("kurtosis", "D"): "KurtosisDiffusionCoefficient",
+}
+#: Quantities without a standard code (none in DICOM PS3.16, SNOMED CT or LOINC as shipped by
+#: pydicom): the private scheme, with the reason (docs/dicom.md lists them).
+PRIVATE_PARAMETERS: dict[str, str] = {
+    "Fp": "plasma flow: DICOM codes blood flow (126390), not plasma flow",
+    "PS": "permeability-surface area product: no DICOM code",
+    "delay": "arrival delay of the tissue curve relative to the AIF (a fit parameter); DICOM's "
+    "Bolus Arrival Time (126371) is an absolute time of the curve",
+    "k": "inversion efficiency of the IR T1 fit: no code",
+    "max_enhancement": "peak concentration above baseline: no code for the enhancement of a "
+    "concentration curve",
+    "wash_in": "initial slope of the concentration curve: DICOM's MR Perfusion Slope (122636) "
+    "is of the signal and in no context group",
+    "wash_out": "final slope of the concentration curve: no code",
+    "curve_type": "enhancement curve type (persistent, plateau, washout): no code",
+    "Fe": "apparent iron concentration from the relaxation rate change: no code",
+    "dR2": "change of R2 after iron oxide: no code",
+    "dR2star": "change of R2* after iron oxide: no code",
 }
 
 
@@ -86,10 +142,23 @@ def default_unit(name: str) -> str | None:
 
 
 def parameter_code(name: str) -> Any:
-    """Code of a map name (``ADC``, or ``model.parameter`` as the pipeline names maps)."""
-    parameter = name.split(".")[-1]
-    if parameter in PARAMETER_CODES:
-        return code(*PARAMETER_CODES[parameter])
+    """Code of a map name (``ADC``, or ``model.parameter`` as the pipeline names maps).
+
+    The standard DICOM code of the quantity (:data:`PARAMETER_CODES`, the model deciding where
+    it must: IVIM's ``D`` is the Slow Diffusion Coefficient, the kurtosis model's the Kurtosis
+    Diffusion Coefficient); the private scheme :data:`PRIVATE_SCHEME` with the name as meaning
+    for the others.
+    """
+    from pydicom.sr.codedict import codes
+
+    model, _, parameter = name.rpartition(".")
+    keyword = next(
+        (kw for (word, p), kw in _MODEL_CODES.items() if p == parameter and word in model.lower()),
+        PARAMETER_CODES.get(parameter),
+    )
+    if keyword is not None:
+        c = getattr(codes.DCM, keyword)
+        return code(c.value, c.scheme_designator, c.meaning)
     return code(name[:16], PRIVATE_SCHEME, name)
 
 

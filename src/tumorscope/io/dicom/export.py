@@ -197,8 +197,12 @@ def write_parametric_map(
             **_new_instance(series_number),
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[rwvm],
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=(lo + hi) / 2, window_width=hi - lo)
+            voi_lut_transformations=[  # LINEAR_EXACT: maps in mm2/s have windows far below 1
+                hd.VOILUTTransformation(
+                    window_center=(lo + hi) / 2,
+                    window_width=hi - lo,
+                    voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
+                )
             ],
             content_label=re.sub(r"[^A-Z0-9_]", "_", name.upper())[:16],
             content_description=(series_description or f"{name} map (tumorscope)")[:64],
@@ -206,6 +210,10 @@ def write_parametric_map(
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the parametric map: {exc}", file=out) from exc
     pm.SeriesDescription = (series_description or f"{name} map (tumorscope)")[:64]
+    # General Series Laterality (Type 2C: the frames carry no Frame Laterality): the source's
+    # R or L, else empty (unknown or not a paired structure)
+    laterality = str(getattr(sources[0], "Laterality", "") or "")
+    pm.Laterality = laterality if laterality in ("R", "L") else None
     return _save(pm, out, sources)
 
 
