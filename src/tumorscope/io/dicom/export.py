@@ -204,7 +204,7 @@ def write_parametric_map(
                     voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
                 )
             ],
-            content_label=re.sub(r"[^A-Z0-9_]", "_", name.upper())[:16],
+            content_label=_content_label(name),
             content_description=(series_description or f"{name} map (tumorscope)")[:64],
         )
     except (ValueError, TypeError) as exc:
@@ -215,6 +215,12 @@ def write_parametric_map(
     laterality = str(getattr(sources[0], "Laterality", "") or "")
     pm.Laterality = laterality if laterality in ("R", "L") else None
     return _save(pm, out, sources)
+
+
+def _content_label(name: str) -> str:
+    """A Content Label (CS: capitals, digits, ``_``, starting with a letter) for a map name."""
+    label = re.sub(r"[^A-Z0-9_]", "_", name.upper())
+    return (label if label[:1].isalpha() else f"MAP_{label}")[:16]
 
 
 def _lesion_rows(lesions: Sequence[Any]) -> list[dict[str, Any]]:

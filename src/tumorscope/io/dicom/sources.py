@@ -107,7 +107,7 @@ def _completed(ds: Any) -> Any:
     if not missing and not lacking:
         return ds
     if isinstance(ds, FileDataset):
-        out: Any = FileDataset(ds.filename, {}, preamble=ds.preamble, file_meta=ds.file_meta)
+        out: Any = FileDataset(ds.filename or "", {}, preamble=ds.preamble, file_meta=ds.file_meta)
     else:
         out = Dataset()
         out.file_meta = getattr(ds, "file_meta", Dataset())
