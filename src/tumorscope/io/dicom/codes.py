@@ -63,8 +63,9 @@ OTHER_RESPONSES: dict[str, str] = {
 }
 #: Standard code of each quantity, as the keyword of the DICOM code (``DCM``) in pydicom's code
 #: tables (``pydicom.sr.codedict.codes.DCM.<keyword>``, which ship PS3.16): CID 7180 "Abstract
-#: Multi-dimensional Image Model Component Semantics" holds them all (ADC, IVIM and kurtosis
-#: models from CID 7272, tracer kinetics from CID 4107, 4108, 4109).
+#: Multi-dimensional Image Model Component Semantics" holds all but the kurtosis (ADC, IVIM and
+#: kurtosis models from CID 7272, tracer kinetics from CID 4107, 4108, 4109); the Apparent
+#: Kurtosis Coefficient is in CID 7263 "Diffusion Model Value Types".
 PARAMETER_CODES: dict[str, str] = {
     "ADC": "ApparentDiffusionCoefficient",  # 113041
     "D": "DiffusionCoefficient",  # 113289 (the model decides, see _MODEL_CODES)
@@ -127,13 +128,18 @@ def code(value: str, scheme: str, meaning: str) -> Any:
     return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
+#: UCUM codes of units the semi-quantitative DCE maps use beside :data:`tumorscope.units.UCUM`
+_MORE_UCUM = {"mM.s": "mmol.s/L", "mM/s": "mmol/(L.s)"}
+
+
 def unit_code(unit: str) -> Any:
     """The UCUM code of a tumorscope unit (ExportError for a unit without one)."""
-    if unit not in UCUM:
+    known = {**UCUM, **_MORE_UCUM}
+    if unit not in known:
         raise ExportError(
-            f"unit {unit!r} has no UCUM code; expected one of {', '.join(UCUM)}", field="unit"
+            f"unit {unit!r} has no UCUM code; expected one of {', '.join(known)}", field="unit"
         )
-    return code(UCUM[unit], "UCUM", unit)
+    return code(known[unit], "UCUM", unit)
 
 
 def default_unit(name: str) -> str | None:
