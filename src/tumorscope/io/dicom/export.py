@@ -33,10 +33,16 @@ Design decisions
   images, for the site's PACS. The ``write_*`` functions themselves take the source images
   they are given as they are.
 * Codes: SNOMED CT and DCM codes where they exist (``Volume``, ``Long axis``, ``Short axis``,
-  ``Mean``, ``Median``, ADC ``113041``, Ktrans ``126312``); other parameters use the private
+  ``Mean``, ``Median``; every quantity with a DICOM code, e.g. ADC ``113041``, Ktrans
+  ``126312``, T1 ``113063``: :mod:`tumorscope.io.dicom.codes`); the others use the private
   scheme ``99TUMORSCOPE`` with the tumorscope name as meaning. Response categories are NCIt
   codes (CR C4870, PR C18058, SD C18213, PD C35571) under the concept DCM 112048
   "Current Response".
+* **Valid for the standard's validator.** ``dciodvfy`` reports no error on the objects (tested):
+  source images lacking Type 2 patient or study attributes, or enhanced sources keeping pixel
+  spacing and orientation per frame, are completed for highdicom
+  (:func:`~tumorscope.io.dicom.sources._completed`, the originals unchanged); the maps' window
+  is ``LINEAR_EXACT`` (widths below 1 for mm2/s), and Laterality is the source's or empty.
 """
 
 from __future__ import annotations
