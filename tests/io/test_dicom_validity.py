@@ -103,7 +103,12 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tmp / "study", dicom, tmp / "out", subject="001", visit="01", maps=maps, units=units,
         response="PR", sizes={},
     )  # fmt: skip
-    return {"files": files, "maps": maps}
+    # the lesions referenced on the enhanced DWI too (SEG and SR built on a multi-frame source)
+    on_dwi = export_visit(
+        tmp / "study", dicom, tmp / "out-dwi", subject="001", visit="01",
+        maps={"adc.ADC": maps["adc.ADC"]}, reference="dwi", sizes={},
+    )  # fmt: skip
+    return {"files": files, "maps": maps, "on_dwi": on_dwi}
 
 
 def test_export_holds_every_map_a_seg_and_an_sr(exported: dict[str, Any]) -> None:
@@ -115,6 +120,10 @@ def test_export_holds_every_map_a_seg_and_an_sr(exported: dict[str, Any]) -> Non
         assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
     hd.seg.segread(exported["files"][-2])
     hd.sr.srread(exported["files"][-1])
+    seg = hd.seg.segread(exported["on_dwi"][1])  # on the enhanced DWI: references its frames
+    dwi = pydicom.dcmread(exported["on_dwi"][0]).ReferencedSeriesSequence[0].SeriesInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == dwi
+    assert hd.sr.srread(exported["on_dwi"][2]).content.get_volumetric_roi_measurement_groups()
 
 
 @pytest.mark.skipif(
@@ -122,7 +131,9 @@ def test_export_holds_every_map_a_seg_and_an_sr(exported: dict[str, Any]) -> Non
     reason="dciodvfy (Debian package dicom3tools) is not installed; .ci/run installs it",
 )
 def test_dciodvfy_reports_no_error_on_any_exported_object(exported: dict[str, Any]) -> None:
-    found = {f.name: dciodvfy(f)[0] for f in exported["files"]}
+    files = [*exported["files"], *exported["on_dwi"]]
+    assert len(files) == len(exported["maps"]) + 5
+    found = {f"{f.parent.name}/{f.name}": dciodvfy(f)[0] for f in files}
     assert not any(found.values()), {k: v for k, v in found.items() if v}
 
 
