@@ -165,3 +165,14 @@ def test_quantities_carry_standard_codes(exported: dict[str, Any]) -> None:
     assert codes_in_sr["vp"] == ("DCM", "126331", "UCUM")
     private = {k for k, (scheme, _, _) in codes_in_sr.items() if scheme == PRIVATE_SCHEME}
     assert private == {"2cxm.Fp"}
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian package dicom3tools) is absent")
+def test_dciodvfy_finds_the_errors_of_the_old_maps(exported: dict[str, Any], tmp_path) -> None:
+    """The check is not vacuous: the two errors of the maps before issue 15 are reported."""
+    ds = pydicom.dcmread(exported["files"][0])  # the ADC map: window width < 1
+    ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0].VOILUTFunction = "LINEAR"
+    del ds.Laterality
+    ds.save_as(tmp_path / "old.dcm")
+    errors = " ".join(dciodvfy(tmp_path / "old.dcm")[0])
+    assert "WindowWidth" in errors and "Laterality" in errors
