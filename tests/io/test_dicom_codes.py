@@ -14,6 +14,7 @@ from tumorscope.io.dicom.codes import (
     PRIVATE_SCHEME,
     default_unit,
     parameter_code,
+    response_code,
     unit_code,
 )
 
@@ -68,3 +69,13 @@ def test_units() -> None:
     with pytest.raises(ExportError, match="no UCUM code") as info:
         unit_code("furlongs")
     assert info.value.field == "unit"
+
+
+def test_response_codes() -> None:
+    got = {r: (c.scheme_designator, c.value) for r in ("PR", "non-CR/non-PD", "iUPD")
+           for c in [response_code(r)]}  # fmt: skip
+    assert got == {"PR": ("NCIt", "C18058"), "non-CR/non-PD": ("DCM", "112046"),
+                   "iUPD": (PRIVATE_SCHEME, "iUPD")}  # fmt: skip
+    with pytest.raises(ExportError, match="unknown response 'XX'") as info:
+        response_code("XX")
+    assert info.value.field == "response"

@@ -15,6 +15,7 @@ from ...errors import ExportError
 from ...units import PARAMETER_UNITS, UCUM
 
 __all__ = [
+    "DCM_RESPONSES",
     "ORGAN_CODES",
     "OTHER_RESPONSES",
     "PARAMETER_CODES",
@@ -25,6 +26,7 @@ __all__ = [
     "code",
     "default_unit",
     "parameter_code",
+    "response_code",
     "unit_code",
 ]
 
@@ -47,7 +49,12 @@ RESPONSE_CODES: dict[str, tuple[str, str]] = {
     "SD": ("C18213", "Stable Disease"),
     "PD": ("C35571", "Progressive Disease"),
 }
-#: categories without an NCIt code we are sure of: private scheme, the category as code value
+#: categories with a DICOM code (PS3.16 CID 6144, non-target lesion response: RECIST 1.1's
+#: non-CR/non-PD is the persistence of non-target disease), by pydicom keyword
+DCM_RESPONSES: dict[str, str] = {
+    "non-CR/non-PD": "NonTargetLesionIncompleteResponseOrStableDisease",  # 112046
+}
+#: categories without a standard code we are sure of: private scheme, the category as code value
 OTHER_RESPONSES: dict[str, str] = {
     "NE": "Not evaluable",
     "iCR": "Immune complete response",
@@ -55,7 +62,6 @@ OTHER_RESPONSES: dict[str, str] = {
     "iSD": "Immune stable disease",
     "iUPD": "Immune unconfirmed progressive disease",
     "iCPD": "Immune confirmed progressive disease",
-    "non-CR/non-PD": "Non-CR/non-PD",
     "CMR": "Complete metabolic response",
     "PMR": "Partial metabolic response",
     "SMD": "Stable metabolic disease",
@@ -166,6 +172,23 @@ def parameter_code(name: str) -> Any:
         c = getattr(codes.DCM, keyword)
         return code(c.value, c.scheme_designator, c.meaning)
     return code(name[:16], PRIVATE_SCHEME, name)
+
+
+def response_code(response: str) -> Any:
+    """Code of a response category: NCIt (CR, PR, SD, PD), DCM (non-CR/non-PD) or private."""
+    from pydicom.sr.codedict import codes
+
+    if response in RESPONSE_CODES:
+        return code(RESPONSE_CODES[response][0], "NCIt", RESPONSE_CODES[response][1])
+    if response in DCM_RESPONSES:
+        c = getattr(codes.DCM, DCM_RESPONSES[response])
+        return code(c.value, c.scheme_designator, c.meaning)
+    if response in OTHER_RESPONSES:
+        return code(response, PRIVATE_SCHEME, OTHER_RESPONSES[response])
+    known = [*RESPONSE_CODES, *DCM_RESPONSES, *OTHER_RESPONSES]
+    raise ExportError(
+        f"unknown response {response!r}; expected one of {', '.join(known)}", field="response"
+    )
 
 
 STATISTIC_CODES = {

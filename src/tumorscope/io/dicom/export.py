@@ -63,13 +63,12 @@ from ...errors import ExportError
 from ...volume import Volume, atomic_write
 from .codes import (
     ORGAN_CODES,
-    OTHER_RESPONSES,
     PRIVATE_SCHEME,
-    RESPONSE_CODES,
     STATISTIC_CODES,
     code,
     default_unit,
     parameter_code,
+    response_code,
     unit_code,
 )
 from .profile import carry_deid_marks, check_exported
@@ -398,9 +397,9 @@ def write_sr(
         File to write.
     response : str, optional
         Overall response at this visit, reported as a qualitative evaluation: ``CR``, ``PR``,
-        ``SD``, ``PD`` (NCIt codes) or ``NE``, ``non-CR/non-PD``, the iRECIST categories
-        ``iCR``, ``iPR``, ``iSD``, ``iUPD``, ``iCPD`` and the PERCIST ones ``CMR``, ``PMR``,
-        ``SMD``, ``PMD`` (private scheme ``99TUMORSCOPE``). A baseline visit has none.
+        ``SD``, ``PD`` (NCIt codes), ``non-CR/non-PD`` (DCM 112046) or ``NE``, the iRECIST
+        categories ``iCR``, ``iPR``, ``iSD``, ``iUPD``, ``iCPD`` and the PERCIST ones ``CMR``,
+        ``PMR``, ``SMD``, ``PMD`` (private scheme ``99TUMORSCOPE``). A baseline visit has none.
     criteria : str
         Criteria the response was assessed with (written into the response group's tracking
         identifier).
@@ -547,16 +546,7 @@ def _response_group(response: str, criteria: str, context_tp: Any) -> Any:
     import highdicom as hd
     from pydicom.uid import generate_uid
 
-    if response in RESPONSE_CODES:
-        response_code, meaning, scheme = (*RESPONSE_CODES[response], "NCIt")
-    elif response in OTHER_RESPONSES:
-        response_code, meaning, scheme = response, OTHER_RESPONSES[response], PRIVATE_SCHEME
-    else:
-        known = [*RESPONSE_CODES, *OTHER_RESPONSES]
-        raise ExportError(
-            f"unknown response {response!r}; expected one of {', '.join(known)}",
-            field="response",
-        )
+    value = response_code(response)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=generate_uid(), identifier=f"Overall response ({criteria})"[:64]
@@ -565,7 +555,7 @@ def _response_group(response: str, criteria: str, context_tp: Any) -> Any:
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=code("112048", "DCM", "Current Response"),
-                value=code(response_code, scheme, meaning),
+                value=value,
             )
         ],
     )
