@@ -279,6 +279,10 @@ def test_enhanced_source_with_per_frame_geometry(tmp_path, source) -> None:
     sr_path = write_sr([LesionMeasurement("L1", volume_ml=1.0)], [path], seg_path,
                        tmp_path / "sr.dcm")  # fmt: skip
     assert hd.sr.srread(sr_path).content.get_volumetric_roi_measurement_groups()
+    ds = pydicom.dcmread(path)  # cosines written with another rounding in one frame: the same
+    ori = ds.PerFrameFunctionalGroupsSequence[1].PlaneOrientationSequence[0]
+    ori.ImageOrientationPatient = [f"{float(x) + 2e-6:.8f}" for x in ori.ImageOrientationPatient]
+    write_parametric_map(adc, [ds], tmp_path / "rounded.dcm", name="ADC")
     ds = pydicom.dcmread(path)  # frames that disagree: a clear error, not a traceback
     ds.PerFrameFunctionalGroupsSequence[1].PixelMeasuresSequence[0].PixelSpacing = [9, 9]
     with pytest.raises(ExportError, match="differ in PixelMeasuresSequence"):

@@ -127,9 +127,14 @@ def _completed(ds: Any) -> Any:
 
 
 def _common_group(ds: Any, keyword: str) -> Any:
-    """The functional group ``keyword`` that every frame of ``ds`` has the same of."""
-    values = [fg.get(keyword) for fg in ds.PerFrameFunctionalGroupsSequence]
-    if values[0] is None or any(v is None or v != values[0] for v in values):
+    """The functional group ``keyword`` that every frame of ``ds`` has the same of (numbers
+    within 1e-4: scanners write the same cosines with different roundings)."""
+    values = [_group_numbers(fg, keyword) for fg in ds.PerFrameFunctionalGroupsSequence]
+    first = values[0]
+    if first is None or any(
+        v is None or v.shape != first.shape or not np.allclose(v, first, rtol=0, atol=1e-4)
+        for v in values
+    ):
         raise ExportError(
             f"the frames of the source image differ in {keyword} (or lack it); a map needs "
             "one grid",
@@ -137,6 +142,19 @@ def _common_group(ds: Any, keyword: str) -> Any:
             field=keyword,
         )
     return ds.PerFrameFunctionalGroupsSequence[0][keyword]
+
+
+def _group_numbers(frame: Any, keyword: str) -> np.ndarray | None:
+    """The numbers of a frame's functional group (pixel spacing, cosines …), None if absent."""
+    group = frame.get(keyword)
+    if not group:
+        return None
+    numbers = []
+    for elem in group[0]:
+        if elem.VR in ("DS", "FD", "FL", "IS", "US", "SS", "UL", "SL") and elem.VM > 0:
+            value = elem.value
+            numbers += [float(x) for x in (value if elem.VM > 1 else [value])]
+    return np.array(numbers)
 
 
 def _check_grid(volume: Volume, sources: Sequence[Any]) -> None:
