@@ -232,3 +232,95 @@ def test_exported_objects_pass_validation_and_reopen(tmp_path, source) -> None:
     (enhanced,) = write_series(four_d, tmp_path / "enh", suffix="dwi", enhanced=True,
                                protocol=DiffusionProtocol((0, 800)))  # fmt: skip
     assert strict_read(enhanced).NumberOfFrames == 2 * SHAPE[2]
+
+
+def xa_style_enhanced(tmp_path: Path, vol: Volume) -> Path:
+    """An enhanced DWI (2 b-values) with pixel measures and orientation in the per-frame
+    functional groups only, as Siemens XA writes them."""
+    import copy
+
+    from tumorscope.protocol import DiffusionProtocol
+
+    four_d = Volume(np.stack([vol.data, vol.data], axis=-1), vol.affine)
+    (path,) = write_series(four_d, tmp_path / "xa", suffix="dwi", enhanced=True,
+                           protocol=DiffusionProtocol((0, 800)))  # fmt: skip
+    ds = pydicom.dcmread(path)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        group = shared[keyword]
+        del shared[keyword]
+        for item in ds.PerFrameFunctionalGroupsSequence:
+            item[keyword] = copy.deepcopy(group)
+    ds.save_as(path)
+    return path
+
+
+def test_enhanced_source_with_per_frame_geometry(tmp_path, source) -> None:
+    """Siemens XA30 enhanced DWI: pixel spacing and orientation per frame (once an
+    AttributeError 'PixelMeasuresSequence')."""
+    _, vol = source
+    path = xa_style_enhanced(tmp_path, vol)
+    src = pydicom.dcmread(path)
+    adc = vol.with_data((vol.data * 1e-6).astype(np.float32))
+    pm_path = write_parametric_map(adc, [src], tmp_path / "adc.dcm", name="ADC")
+    assert "PixelMeasuresSequence" not in src.SharedFunctionalGroupsSequence[0]  # unchanged
+    pm = hd.pm.ParametricMap.from_dataset(pydicom.dcmread(pm_path))
+    assert pm.ReferencedSeriesSequence[0].SeriesInstanceUID == src.SeriesInstanceUID
+    for n, k in enumerate(frame_slices(pm, adc)):
+        np.testing.assert_array_equal(pm.pixel_array[n].T, adc.data[:, :, k])
+    shared = pm.SharedFunctionalGroupsSequence[0]
+    spacing = src.PerFrameFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    np.testing.assert_allclose(
+        [float(x) for x in shared.PixelMeasuresSequence[0].PixelSpacing],
+        [float(x) for x in spacing],
+    )
+    seg_path = write_seg(labels_on(vol), LESIONS, [path], tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(read_segmentation(seg_path, vol)[0].data, labels_on(vol).data)
+    sr_path = write_sr([LesionMeasurement("L1", volume_ml=1.0)], [path], seg_path,
+                       tmp_path / "sr.dcm")  # fmt: skip
+    assert hd.sr.srread(sr_path).content.get_volumetric_roi_measurement_groups()
+    ds = pydicom.dcmread(path)  # cosines written with another rounding in one frame: the same
+    ori = ds.PerFrameFunctionalGroupsSequence[1].PlaneOrientationSequence[0]
+    ori.ImageOrientationPatient = [f"{float(x) + 2e-6:.8f}" for x in ori.ImageOrientationPatient]
+    write_parametric_map(adc, [ds], tmp_path / "rounded.dcm", name="ADC")
+    ds = pydicom.dcmread(path)  # frames that disagree: a clear error, not a traceback
+    ds.PerFrameFunctionalGroupsSequence[1].PixelMeasuresSequence[0].PixelSpacing = [9, 9]
+    with pytest.raises(ExportError, match="differ in PixelMeasuresSequence"):
+        write_parametric_map(adc, [ds], tmp_path / "bad.dcm", name="ADC")
+
+
+def test_source_without_type2_patient_and_study_attributes(tmp_path, source) -> None:
+    """De-identified elsewhere: no PatientSex, StudyID, birth date, accession, referrer."""
+    files, vol = source
+    missing = ("PatientSex", "StudyID", "PatientBirthDate", "AccessionNumber",
+               "ReferringPhysicianName")  # fmt: skip
+    stripped = []
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for keyword in missing:
+            delattr(ds, keyword)
+        stripped.append(ds)
+    pm = write_parametric_map(vol, stripped, tmp_path / "pm.dcm", name="T1")
+    seg = write_seg(labels_on(vol), LESIONS, stripped, tmp_path / "seg.dcm")
+    sr = write_sr([LesionMeasurement("L1", volume_ml=1.0)], stripped, seg, tmp_path / "sr.dcm")
+    for path in (pm, seg, sr):
+        ds = strict_read(path)
+        for keyword in missing:  # Type 2: present, empty
+            assert keyword in ds and not ds[keyword].value, (path.name, keyword)
+        assert ds.PatientID == stripped[0].PatientID
+    assert all(keyword not in stripped[0] for keyword in missing)  # the sources are unchanged
+
+
+def test_parametric_map_window_and_laterality(tmp_path, source) -> None:
+    """Windows below 1 (ADC in mm2/s) need LINEAR_EXACT; Laterality (Type 2C) is present."""
+    files, vol = source
+    adc = vol.with_data((vol.data * 1e-6).astype(np.float32))
+    ds = pydicom.dcmread(write_parametric_map(adc, files, tmp_path / "adc.dcm", name="ADC"))
+    voi = ds.SharedFunctionalGroupsSequence[0].FrameVOILUTSequence[0]
+    assert float(voi.WindowWidth) < 1 and voi.VOILUTFunction == "LINEAR_EXACT"
+    assert "Laterality" in ds and not ds.Laterality
+    src = pydicom.dcmread(files[0])
+    src.Laterality = "L"
+    ds = pydicom.dcmread(write_parametric_map(adc, [src], tmp_path / "l.dcm", name="2cxm.Fp",
+                                              unit="mL/100mL/min"))  # fmt: skip
+    assert ds.Laterality == "L" and ds.ContentLabel == "MAP_2CXM_FP"

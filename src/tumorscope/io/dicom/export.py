@@ -33,10 +33,16 @@ Design decisions
   images, for the site's PACS. The ``write_*`` functions themselves take the source images
   they are given as they are.
 * Codes: SNOMED CT and DCM codes where they exist (``Volume``, ``Long axis``, ``Short axis``,
-  ``Mean``, ``Median``, ADC ``113041``, Ktrans ``126312``); other parameters use the private
+  ``Mean``, ``Median``; every quantity with a DICOM code, e.g. ADC ``113041``, Ktrans
+  ``126312``, T1 ``113063``: :mod:`tumorscope.io.dicom.codes`); the others use the private
   scheme ``99TUMORSCOPE`` with the tumorscope name as meaning. Response categories are NCIt
   codes (CR C4870, PR C18058, SD C18213, PD C35571) under the concept DCM 112048
   "Current Response".
+* **Valid for the standard's validator.** ``dciodvfy`` reports no error on the objects (tested):
+  source images lacking Type 2 patient or study attributes, or enhanced sources keeping pixel
+  spacing and orientation per frame, are completed for highdicom
+  (:func:`~tumorscope.io.dicom.sources._completed`, the originals unchanged); the maps' window
+  is ``LINEAR_EXACT`` (widths below 1 for mm2/s), and Laterality is the source's or empty.
 """
 
 from __future__ import annotations
@@ -57,13 +63,12 @@ from ...errors import ExportError
 from ...volume import Volume, atomic_write
 from .codes import (
     ORGAN_CODES,
-    OTHER_RESPONSES,
     PRIVATE_SCHEME,
-    RESPONSE_CODES,
     STATISTIC_CODES,
     code,
     default_unit,
     parameter_code,
+    response_code,
     unit_code,
 )
 from .profile import carry_deid_marks, check_exported
@@ -197,16 +202,30 @@ def write_parametric_map(
             **_new_instance(series_number),
             contains_recognizable_visual_features=False,
             real_world_value_mappings=[rwvm],
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=(lo + hi) / 2, window_width=hi - lo)
+            voi_lut_transformations=[  # LINEAR_EXACT: maps in mm2/s have windows far below 1
+                hd.VOILUTTransformation(
+                    window_center=(lo + hi) / 2,
+                    window_width=hi - lo,
+                    voi_lut_function=hd.VOILUTFunctionValues.LINEAR_EXACT,
+                )
             ],
-            content_label=re.sub(r"[^A-Z0-9_]", "_", name.upper())[:16],
+            content_label=_content_label(name),
             content_description=(series_description or f"{name} map (tumorscope)")[:64],
         )
     except (ValueError, TypeError) as exc:
         raise ExportError(f"highdicom refused the parametric map: {exc}", file=out) from exc
     pm.SeriesDescription = (series_description or f"{name} map (tumorscope)")[:64]
+    # General Series Laterality (Type 2C: the frames carry no Frame Laterality): the source's
+    # R or L, else empty (unknown or not a paired structure)
+    laterality = str(getattr(sources[0], "Laterality", "") or "")
+    pm.Laterality = laterality if laterality in ("R", "L") else None
     return _save(pm, out, sources)
+
+
+def _content_label(name: str) -> str:
+    """A Content Label (CS: capitals, digits, ``_``, starting with a letter) for a map name."""
+    label = re.sub(r"[^A-Z0-9_]", "_", name.upper())
+    return (label if label[:1].isalpha() else f"MAP_{label}")[:16]
 
 
 def _lesion_rows(lesions: Sequence[Any]) -> list[dict[str, Any]]:
@@ -378,9 +397,9 @@ def write_sr(
         File to write.
     response : str, optional
         Overall response at this visit, reported as a qualitative evaluation: ``CR``, ``PR``,
-        ``SD``, ``PD`` (NCIt codes) or ``NE``, ``non-CR/non-PD``, the iRECIST categories
-        ``iCR``, ``iPR``, ``iSD``, ``iUPD``, ``iCPD`` and the PERCIST ones ``CMR``, ``PMR``,
-        ``SMD``, ``PMD`` (private scheme ``99TUMORSCOPE``). A baseline visit has none.
+        ``SD``, ``PD`` (NCIt codes), ``non-CR/non-PD`` (DCM 112046) or ``NE``, the iRECIST
+        categories ``iCR``, ``iPR``, ``iSD``, ``iUPD``, ``iCPD`` and the PERCIST ones ``CMR``,
+        ``PMR``, ``SMD``, ``PMD`` (private scheme ``99TUMORSCOPE``). A baseline visit has none.
     criteria : str
         Criteria the response was assessed with (written into the response group's tracking
         identifier).
@@ -527,16 +546,7 @@ def _response_group(response: str, criteria: str, context_tp: Any) -> Any:
     import highdicom as hd
     from pydicom.uid import generate_uid
 
-    if response in RESPONSE_CODES:
-        response_code, meaning, scheme = (*RESPONSE_CODES[response], "NCIt")
-    elif response in OTHER_RESPONSES:
-        response_code, meaning, scheme = response, OTHER_RESPONSES[response], PRIVATE_SCHEME
-    else:
-        known = [*RESPONSE_CODES, *OTHER_RESPONSES]
-        raise ExportError(
-            f"unknown response {response!r}; expected one of {', '.join(known)}",
-            field="response",
-        )
+    value = response_code(response)
     return hd.sr.MeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(
             uid=generate_uid(), identifier=f"Overall response ({criteria})"[:64]
@@ -545,7 +555,7 @@ def _response_group(response: str, criteria: str, context_tp: Any) -> Any:
         qualitative_evaluations=[
             hd.sr.QualitativeEvaluation(
                 name=code("112048", "DCM", "Current Response"),
-                value=code(response_code, scheme, meaning),
+                value=value,
             )
         ],
     )

@@ -60,11 +60,101 @@ def load_source_images(files: Sequence[str | Path]) -> list[Any]:
 
 
 def _sources(source_images: Sequence[Any]) -> list[Any]:
+    """The source images as datasets that highdicom can build on (see :func:`_completed`)."""
     if source_images and isinstance(source_images[0], str | Path):
-        return load_source_images(source_images)
+        return [_completed(ds) for ds in load_source_images(source_images)]
     if not source_images:
         raise ExportError("no source images given", field="source_images")
-    return list(source_images)
+    return [_completed(ds) for ds in source_images]
+
+
+#: Type 2 attributes of the Patient and General Study modules that highdicom copies from the
+#: source into every object: present in the standard, often absent in de-identified series
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+)
+#: functional groups highdicom reads from the shared item of a multi-frame source
+_SHARED = ("PixelMeasuresSequence", "PlaneOrientationSequence")
+
+
+def _completed(ds: Any) -> Any:
+    """``ds``, or a copy of it completed for highdicom (the original is not changed).
+
+    * Type 2 attributes of the patient and study (:data:`_TYPE2`) missing from the source are
+      added empty, as the standard allows for Type 2.
+    * An enhanced (multi-frame) source that keeps pixel spacing or orientation per frame (Siemens
+      XA does) gets them in its shared functional groups, where highdicom reads them, provided
+      every frame has the same (a map has one orientation and one pixel spacing).
+
+    The copy has its own top-level elements and shared functional groups; every other element
+    (the pixel data, the per-frame groups) is the source's, not copied.
+    """
+    from pydicom.dataset import Dataset, FileDataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    missing = [k for k in _TYPE2 if k not in ds]
+    multiframe = "PerFrameFunctionalGroupsSequence" in ds
+    shared = ds.get("SharedFunctionalGroupsSequence") or [Dataset()]
+    lacking = [k for k in _SHARED if multiframe and k not in shared[0]]
+    if not missing and not lacking:
+        return ds
+    if isinstance(ds, FileDataset):
+        out: Any = FileDataset(ds.filename or "", {}, preamble=ds.preamble, file_meta=ds.file_meta)
+    else:
+        out = Dataset()
+        out.file_meta = getattr(ds, "file_meta", Dataset())
+    for elem in ds:
+        out.add(elem)
+    for keyword in missing:
+        setattr(out, keyword, None)
+    if lacking:
+        item = Dataset()
+        for elem in shared[0]:
+            item.add(elem)
+        for keyword in lacking:
+            item.add(_common_group(ds, keyword))
+        del out.SharedFunctionalGroupsSequence
+        out.SharedFunctionalGroupsSequence = DicomSequence([item])
+    return out
+
+
+def _common_group(ds: Any, keyword: str) -> Any:
+    """The functional group ``keyword`` that every frame of ``ds`` has the same of (numbers
+    within 1e-4: scanners write the same cosines with different roundings)."""
+    values = [_group_numbers(fg, keyword) for fg in ds.PerFrameFunctionalGroupsSequence]
+    first = values[0]
+    if first is None or any(
+        v is None or v.shape != first.shape or not np.allclose(v, first, rtol=0, atol=1e-4)
+        for v in values
+    ):
+        raise ExportError(
+            f"the frames of the source image differ in {keyword} (or lack it); a map needs "
+            "one grid",
+            file=getattr(ds, "filename", None),
+            field=keyword,
+        )
+    return ds.PerFrameFunctionalGroupsSequence[0][keyword]
+
+
+def _group_numbers(frame: Any, keyword: str) -> np.ndarray | None:
+    """The numbers of a frame's functional group (pixel spacing, cosines …), None if absent."""
+    group = frame.get(keyword)
+    if not group:
+        return None
+    numbers = []
+    for elem in group[0]:
+        if elem.VR in ("DS", "FD", "FL", "IS", "US", "SS", "UL", "SL") and elem.VM > 0:
+            value = elem.value
+            numbers += [float(x) for x in (value if elem.VM > 1 else [value])]
+    return np.array(numbers)
 
 
 def _check_grid(volume: Volume, sources: Sequence[Any]) -> None:
