@@ -55,20 +55,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    if ORTHANC is None:
-        pytest.skip("no Orthanc binary (Debian packages orthanc and orthanc-dicomweb)")
-    if not PLUGIN.exists():
-        pytest.skip(f"no DICOMweb plugin at {PLUGIN} (Debian package orthanc-dicomweb)")
-    tmp = tmp_path_factory.mktemp("orthanc")
+def _start_orthanc(folder: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+    """Orthanc on two free ports with a throw-away configuration; None if it stopped at once
+    (a port taken between choosing and binding it)."""
     http, dimse = _free_port(), _free_port()
     while dimse == http:
         dimse = _free_port()
     config = {
         "Name": "tumorscope-test",
-        "StorageDirectory": str(tmp / "db"),
-        "IndexDirectory": str(tmp / "db"),
+        "StorageDirectory": str(folder / "db"),
+        "IndexDirectory": str(folder / "db"),
         "HttpPort": http,
         "DicomPort": dimse,
         "RemoteAccessAllowed": False,
@@ -77,32 +73,54 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
     }
-    (tmp / "orthanc.json").write_text(json.dumps(config))
-    log = (tmp / "orthanc.log").open("w")
-    proc = subprocess.Popen([ORTHANC, str(tmp / "orthanc.json")], stdout=log, stderr=log)
+    folder.mkdir()
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    with (folder / "orthanc.log").open("w") as log:
+        proc = subprocess.Popen(
+            [str(ORTHANC), str(folder / "orthanc.json")], stdout=log, stderr=log
+        )
     base = f"http://127.0.0.1:{http}"
+    deadline = time.monotonic() + 30
+    while proc.poll() is None:
+        try:
+            if requests.get(f"{base}/system", auth=(USER, PASSWORD), timeout=2).ok:
+                return proc, base
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            _stop(proc)
+            pytest.fail("Orthanc did not answer within 30 s")
+        time.sleep(0.2)
+    return None
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"Orthanc stopped: {(tmp / 'orthanc.log').read_text()[-2000:]}")
-            try:
-                if requests.get(f"{base}/system", auth=(USER, PASSWORD), timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("Orthanc did not answer within 30 s")
-            time.sleep(0.2)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    if ORTHANC is None:
+        pytest.skip("no Orthanc binary (Debian packages orthanc and orthanc-dicomweb)")
+    if not PLUGIN.exists():
+        pytest.skip(f"no DICOMweb plugin at {PLUGIN} (Debian package orthanc-dicomweb)")
+    tmp = tmp_path_factory.mktemp("orthanc")
+    for attempt in range(3):
+        started = _start_orthanc(tmp / f"run{attempt}")
+        if started is not None:
+            break
+    else:
+        pytest.fail(f"Orthanc stopped: {(tmp / 'run2' / 'orthanc.log').read_text()[-2000:]}")
+    proc, base = started
+    try:
         yield {"base": base, "url": f"{base}/dicom-web"}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        _stop(proc)
 
 
 @pytest.fixture
@@ -177,14 +195,18 @@ def test_credentials_from_environment_and_config_file(tmp_path: Path) -> None:
 
 def test_server_down_is_a_clear_error(tmp_path: Path, creds: None) -> None:
     url = f"http://127.0.0.1:{_free_port()}/dicom-web"
-    r = CliRunner().invoke(app, ["pacs", "pull", "--url", url, "--patient-id", "X", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        app, ["pacs", "pull", "--url", url, "--patient-id", "X", str(tmp_path / "o")]
+    )
     assert r.exit_code == 2 and "cannot reach the PACS" in r.output, r.output
     assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_password_in_url_refused_by_the_command(tmp_path: Path) -> None:
     url = "http://tester:hunter2@127.0.0.1:1/dicom-web"
-    r = CliRunner().invoke(app, ["pacs", "pull", "--url", url, "--patient-id", "X", str(tmp_path / "o")])
+    r = CliRunner().invoke(
+        app, ["pacs", "pull", "--url", url, "--patient-id", "X", str(tmp_path / "o")]
+    )
     assert r.exit_code == 2 and "TUMORSCOPE_PACS_PASSWORD" in r.output, r.output
     assert "hunter2" not in r.output
 
@@ -215,6 +237,19 @@ def test_wrong_password_and_unknown_patient(
     assert find_studies(orthanc["url"], "NOBODY") == []
     with pytest.raises(PacsError, match="exactly"):
         find_studies(orthanc["url"], "MRN*")
+
+
+def test_python_api_errors(orthanc: dict[str, str], phantom_dicom: Path, tmp_path: Path) -> None:
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    good = Credentials(user=USER, password=PASSWORD)
+    with pytest.raises(PacsError, match="not an empty folder"):
+        pull_patient(orthanc["url"], PATIENT_ID, tmp_path / "full", credentials=good)
+    one = next(phantom_dicom.rglob("*.dcm"))
+    with pytest.raises(PacsError, match="HTTP 401"):
+        store_files(orthanc["url"], [one], credentials=Credentials(user=USER, password="bad"))
+    with pytest.raises(PacsError, match="404"):
+        find_studies(orthanc["base"] + "/not-dicom-web", PATIENT_ID, credentials=good)
 
 
 @pytest.mark.slow
@@ -256,7 +291,9 @@ def test_round_trip_through_orthanc(
         "--subject", "001", "--visit", "01", "--results", str(results),
         "--to-pacs", orthanc["url"],
     )  # fmt: skip
-    written = [Path(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("wrote ")]
+    written = [
+        Path(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("wrote ")
+    ]
     assert f"stored {len(written)} objects" in out
 
     # query the results back (QIDO-RS) and read them with highdicom

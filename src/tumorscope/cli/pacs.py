@@ -30,7 +30,9 @@ def find(
     with user_errors():
         studies = find_studies(url, patient_id)
     for s in studies:
-        typer.echo(f"{s['StudyDate'] or '-'}  {s['StudyInstanceUID']}  {s['StudyDescription'] or ''}")
+        typer.echo(
+            f"{s['StudyDate'] or '-'}  {s['StudyInstanceUID']}  {s['StudyDescription'] or ''}"
+        )
     typer.echo(f"{len(studies)} studies")
 
 
@@ -49,8 +51,7 @@ def pull(
     with user_errors():
         report = pull_patient(url, patient_id, out_dir)
     typer.echo(
-        f"retrieved {len(report.studies)} studies ({len(report.files)} files) into "
-        f"{report.out_dir}"
+        f"retrieved {len(report.studies)} studies ({len(report.files)} files) into {report.out_dir}"
     )
 
 

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -53,6 +54,12 @@ CREDENTIALS_HELP = (
 )
 _TIMEOUT_S = 60.0
 _STORE_BATCH = 50
+_RETRIES = 3
+_RETRY_ON = (
+    HTTPStatus.TOO_MANY_REQUESTS,
+    HTTPStatus.SERVICE_UNAVAILABLE,
+    HTTPStatus.GATEWAY_TIMEOUT,
+)
 
 
 class PacsError(TumorscopeError):
@@ -89,7 +96,9 @@ def credentials_from_env(environ: Mapping[str, str] | None = None) -> Credential
         return Credentials(token=token)
     if user or password:
         if not (user and password):
-            raise PacsError(f"a PACS user needs a password and a password a user: {CREDENTIALS_HELP}")
+            raise PacsError(
+                f"a PACS user needs a password and a password a user: {CREDENTIALS_HELP}"
+            )
         return Credentials(user=user, password=password)
     return None
 
@@ -118,9 +127,7 @@ def check_url(url: str) -> str:
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise PacsError(f"the PACS URL must not hold a user or password: {CREDENTIALS_HELP}")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PacsError(
-            f"expected a DICOMweb URL such as http://HOST:PORT/dicom-web, got {url!r}"
-        )
+        raise PacsError(f"expected a DICOMweb URL such as http://HOST:PORT/dicom-web, got {url!r}")
     if parts.query or parts.fragment:
         raise PacsError(f"the PACS URL must not have a query or fragment: {url!r}")
     return url.rstrip("/")
@@ -136,16 +143,13 @@ def _client(url: str, credentials: Credentials | None) -> DICOMwebClient:
         session.headers["Authorization"] = f"Bearer {credentials.token}"
     elif credentials is not None and credentials.user:
         session.auth = (credentials.user, credentials.password or "")
-    session.request = _with_timeout(session.request)  # type: ignore[method-assign]
-    return DICOMwebClient(base, session=session)
-
-
-def _with_timeout(request: Any) -> Any:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", _TIMEOUT_S)
-        return request(*args, **kwargs)
-
-    return call
+    client = DICOMwebClient(base, session=session, timeout=_TIMEOUT_S)
+    # dicomweb-client retries every failed request 5 times over 30 s (a server that is down
+    # too): a short back-off for what is worth retrying (busy, time-out) and no more
+    client.set_http_retry_params(
+        max_attempts=_RETRIES, wait_exponential_multiplier=250, retriable_error_codes=_RETRY_ON
+    )
+    return client
 
 
 @contextmanager
@@ -195,7 +199,9 @@ def find_studies(
     ``AccessionNumber``; ordered by date then UID.
     """
     if not patient_id.strip() or any(c in patient_id for c in "*?\\"):
-        raise PacsError(f"the Patient ID must be given exactly (no '*', '?' or '\\'): {patient_id!r}")
+        raise PacsError(
+            f"the Patient ID must be given exactly (no '*', '?' or '\\'): {patient_id!r}"
+        )
     if credentials is None:
         credentials = credentials_from_env()
     client = _client(url, credentials)
