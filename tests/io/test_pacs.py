@@ -14,8 +14,10 @@ import logging
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -209,6 +211,50 @@ def test_password_in_url_refused_by_the_command(tmp_path: Path) -> None:
     )
     assert r.exit_code == 2 and "TUMORSCOPE_PACS_PASSWORD" in r.output, r.output
     assert "hunter2" not in r.output
+
+
+class _Answer(BaseHTTPRequestHandler):
+    """A web server that is no PACS: HTML for every GET, 503 for every POST."""
+
+    def do_GET(self) -> None:
+        body = b"<html>a web page</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_server_that_is_no_pacs(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/dicom-web"
+        with pytest.raises(PacsError, match="not DICOMweb"):
+            find_studies(url, "X", credentials=None)
+        dcm = tmp_path / "x.dcm"
+        ds = pydicom.Dataset()
+        ds.SOPInstanceUID = ds.SOPClassUID = "1.2.3"
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.save_as(dcm, enforce_file_format=True)
+        with pytest.raises(PacsError, match="stayed busy \\(HTTP 503\\)"):
+            store_files(url, [dcm], credentials=None)
+        (tmp_path / "no.dcm").write_text("not DICOM")
+        with pytest.raises(PacsError, match=r"no\.dcm: not a DICOM file"):
+            store_files(url, [dcm, tmp_path / "no.dcm"], credentials=None)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # -- against Orthanc ------------------------------------------------------------------------

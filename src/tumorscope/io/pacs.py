@@ -156,6 +156,8 @@ def _client(url: str, credentials: Credentials | None) -> DICOMwebClient:
 def _errors(url: str, doing: str) -> Iterator[None]:
     """Turn network and HTTP failures into a :class:`PacsError` (no credential in it)."""
     import requests
+    import retrying
+    from pydicom.errors import InvalidDicomError
 
     try:
         yield
@@ -176,8 +178,18 @@ def _errors(url: str, doing: str) -> Iterator[None]:
         raise PacsError(f"cannot reach the PACS at {url} while {doing}: is it running?") from None
     except requests.Timeout:
         raise PacsError(f"the PACS at {url} did not answer in time while {doing}") from None
+    except (ValueError, InvalidDicomError) as exc:  # not DICOMweb, or not DICOM
+        raise PacsError(
+            f"the PACS at {url} sent an answer that is not DICOMweb while {doing} ({exc}): is "
+            "the URL its DICOMweb root?"
+        ) from None
     except requests.RequestException as exc:
         raise PacsError(f"request to the PACS at {url} failed while {doing}: {exc}") from None
+    except retrying.RetryError as exc:  # still busy after the retries
+        status = getattr(exc.last_attempt.value, "status_code", None)
+        raise PacsError(
+            f"the PACS at {url} stayed busy (HTTP {status}) while {doing}; try again later"
+        ) from None
 
 
 def _value(record: Mapping[str, Any], tag: str) -> str | None:
@@ -289,21 +301,31 @@ def store_files(
 
     Raises :class:`PacsError` when the server reports any object as failed.
     """
-    import pydicom
-
     paths = [Path(f) for f in files]
+    for p in paths:  # every file readable before anything is sent
+        _read(p, stop_before_pixels=True)
     if credentials is None:
         credentials = credentials_from_env()
     client = _client(url, credentials)
     stored: list[str] = []
     for start in range(0, len(paths), _STORE_BATCH):
-        batch = [pydicom.dcmread(p) for p in paths[start : start + _STORE_BATCH]]
+        batch = [_read(p) for p in paths[start : start + _STORE_BATCH]]
         with _errors(url, "storing objects"):
             answer = client.store_instances(batch)
         _check_stored(answer, batch, url)
         stored.extend(str(ds.SOPInstanceUID) for ds in batch)
     log.info("stored %d objects on %s", len(stored), check_url(url))
     return stored
+
+
+def _read(path: Path, *, stop_before_pixels: bool = False) -> Any:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError:
+        raise PacsError(f"{path}: not a DICOM file (Part 10), nothing was stored") from None
 
 
 def _check_stored(answer: Any, batch: Sequence[Any], url: str) -> None:
