@@ -49,6 +49,7 @@ USER, PASSWORD = "tester", "pw-Zq7-not-in-any-log"
 PATIENT_ID = "MRN007340"  # what study_to_dicom gives the first subject
 SOP_PM, SOP_SEG = "1.2.840.10008.5.1.4.1.1.30", "1.2.840.10008.5.1.4.1.1.66.4"
 SOP_SR = "1.2.840.10008.5.1.4.1.1.88.34"
+AET = "TSTEST"
 
 
 def _free_port() -> int:
@@ -57,7 +58,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start_orthanc(folder: Path) -> tuple[subprocess.Popen[bytes], str] | None:
+def _start_orthanc(folder: Path) -> tuple[subprocess.Popen[bytes], str, int] | None:
     """Orthanc on two free ports with a throw-away configuration; None if it stopped at once
     (a port taken between choosing and binding it)."""
     http, dimse = _free_port(), _free_port()
@@ -74,6 +75,9 @@ def _start_orthanc(folder: Path) -> tuple[subprocess.Popen[bytes], str] | None:
         "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        # DIMSE: tumorscope's calling AE title known (C-FIND, C-GET, C-STORE allowed)
+        "DicomAet": "ORTHANC",
+        "DicomModalities": {"tumorscope": [AET, "127.0.0.1", 104]},
     }
     folder.mkdir()
     (folder / "orthanc.json").write_text(json.dumps(config))
@@ -86,7 +90,7 @@ def _start_orthanc(folder: Path) -> tuple[subprocess.Popen[bytes], str] | None:
     while proc.poll() is None:
         try:
             if requests.get(f"{base}/system", auth=(USER, PASSWORD), timeout=2).ok:
-                return proc, base
+                return proc, base, dimse
         except requests.ConnectionError:
             pass
         if time.monotonic() > deadline:
@@ -118,9 +122,13 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]
             break
     else:
         pytest.fail(f"Orthanc stopped: {(tmp / 'run2' / 'orthanc.log').read_text()[-2000:]}")
-    proc, base = started
+    proc, base, dimse = started
     try:
-        yield {"base": base, "url": f"{base}/dicom-web"}
+        yield {
+            "base": base,
+            "url": f"{base}/dicom-web",
+            "dimse": f"dimse://ORTHANC@127.0.0.1:{dimse}",
+        }
     finally:
         _stop(proc)
 
@@ -131,6 +139,7 @@ def creds(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(f"TUMORSCOPE_PACS_{name}", raising=False)
     monkeypatch.setenv("TUMORSCOPE_PACS_USER", USER)
     monkeypatch.setenv("TUMORSCOPE_PACS_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TUMORSCOPE_PACS_AET", AET)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +211,12 @@ def test_server_down_is_a_clear_error(tmp_path: Path, creds: None) -> None:
     )
     assert r.exit_code == 2 and "cannot reach the PACS" in r.output, r.output
     assert not (tmp_path / "o").exists() and list(tmp_path.iterdir()) == []
+
+
+def test_dimse_server_down() -> None:
+    pytest.importorskip("pynetdicom")
+    with pytest.raises(PacsError, match="could not be reached"):
+        find_studies(f"dimse://PACS@127.0.0.1:{_free_port()}", "X")
 
 
 def test_password_in_url_refused_by_the_command(tmp_path: Path) -> None:
@@ -372,3 +387,29 @@ def test_round_trip_through_orthanc(
 
     everything = "\n".join(outputs) + caplog.text
     assert PASSWORD not in everything
+
+
+def test_dimse_find_pull_and_store(
+    orthanc: dict[str, str], phantom_dicom: Path, tmp_path: Path, creds: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    pytest.importorskip("pynetdicom")
+    sent = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: f
+            for f in phantom_dicom.rglob("*.dcm")}  # fmt: skip
+    assert len(store_files(orthanc["dimse"], sorted(sent.values()))) == len(sent)  # C-STORE
+    [study] = find_studies(orthanc["dimse"], PATIENT_ID)  # C-FIND
+    assert study["StudyDate"]
+    out = tmp_path / "pulled"
+    r = CliRunner().invoke(
+        app, ["pacs", "pull", "--url", orthanc["dimse"], "--patient-id", PATIENT_ID, str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    got = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in out.rglob("*.dcm")}
+    assert got == set(sent)
+    # an AE title the PACS does not know is told so
+    monkeypatch.setenv("TUMORSCOPE_PACS_AET", "STRANGER")
+    with pytest.raises(PacsError, match="calling AE title 'STRANGER'"):
+        find_studies(orthanc["dimse"], PATIENT_ID)
+    for bad in ("dimse://127.0.0.1:104", "dimse://A:pw@127.0.0.1:104", "dimse://A@h"):
+        with pytest.raises(PacsError, match="AET@HOST:PORT"):
+            check_url(bad)

@@ -129,8 +129,9 @@ def export_dicom(
         None,
         "--to-pacs",
         metavar="URL",
-        help="Also store the objects written in this PACS (DICOMweb root, STOW-RS); "
-        "credentials from the environment, as for 'tumorscope pacs'.",
+        help="Also store the objects written in this PACS (DICOMweb root: STOW-RS; "
+        "dimse://AET@HOST:PORT: C-STORE); credentials from the environment, as for "
+        "'tumorscope pacs'.",
     ),
 ) -> None:
     """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500).

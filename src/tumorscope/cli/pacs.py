@@ -1,4 +1,4 @@
-"""``tumorscope pacs``: a patient's studies from a PACS (DICOMweb), for ``import-dicom``."""
+"""``tumorscope pacs``: a patient's studies from a PACS (DICOMweb or DIMSE) for ``import-dicom``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ import typer
 from ._common import user_errors
 
 pacs_app = typer.Typer(
-    help="Find and retrieve studies from a PACS over DICOMweb. Credentials come from the "
+    help="Find and retrieve studies from a PACS over DICOMweb (or DIMSE). Credentials come from the "
     "environment: TUMORSCOPE_PACS_USER and TUMORSCOPE_PACS_PASSWORD, TUMORSCOPE_PACS_TOKEN, or "
     "TUMORSCOPE_PACS_CONFIG (a file with 'user' and 'password' or 'token'); never in the URL.",
     no_args_is_help=True,
 )
 
 #: ``--url``: the DICOMweb root of the PACS.
-_URL = typer.Option(..., "--url", help="DICOMweb root, e.g. http://HOST:PORT/dicom-web.")
+_URL = typer.Option(
+    ...,
+    "--url",
+    help="DICOMweb root, e.g. http://HOST:PORT/dicom-web, or a DIMSE address "
+    "dimse://AET@HOST:PORT (C-FIND and C-GET; calling AE title from TUMORSCOPE_PACS_AET).",
+)
 
 
 @pacs_app.command("find")

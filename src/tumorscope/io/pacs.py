@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -122,7 +122,13 @@ def _read_config(path: Path) -> tuple[str | None, str | None, str | None]:
 
 
 def check_url(url: str) -> str:
-    """The DICOMweb base URL without a trailing slash; refuses credentials in it."""
+    """The DICOMweb base URL without a trailing slash (or a ``dimse://AET@HOST:PORT``
+    address, checked); refuses credentials in it."""
+    if _is_dimse(url):
+        from .dimse import parse_dimse_url
+
+        parse_dimse_url(url)
+        return url
     parts = urlsplit(url)
     if parts.username is not None or parts.password is not None or "@" in parts.netloc:
         raise PacsError(f"the PACS URL must not hold a user or password: {CREDENTIALS_HELP}")
@@ -131,6 +137,10 @@ def check_url(url: str) -> str:
     if parts.query or parts.fragment:
         raise PacsError(f"the PACS URL must not have a query or fragment: {url!r}")
     return url.rstrip("/")
+
+
+def _is_dimse(url: str) -> bool:
+    return url.lower().startswith("dimse://")
 
 
 def _client(url: str, credentials: Credentials | None) -> DICOMwebClient:
@@ -214,6 +224,20 @@ def find_studies(
         raise PacsError(
             f"the Patient ID must be given exactly (no '*', '?' or '\\'): {patient_id!r}"
         )
+    if _is_dimse(url):
+        from .dimse import c_find_studies, parse_dimse_url
+
+        studies = c_find_studies(parse_dimse_url(url), patient_id)
+    else:
+        studies = _qido_studies(url, patient_id, credentials)
+    studies.sort(key=lambda s: (s["StudyDate"] or "", s["StudyInstanceUID"] or ""))
+    log.info("found %d studies on %s", len(studies), check_url(url))
+    return studies
+
+
+def _qido_studies(
+    url: str, patient_id: str, credentials: Credentials | None
+) -> list[dict[str, str | None]]:
     if credentials is None:
         credentials = credentials_from_env()
     client = _client(url, credentials)
@@ -232,8 +256,6 @@ def find_studies(
                 "AccessionNumber": _value(rec, "00080050"),
             }
         )
-    studies.sort(key=lambda s: (s["StudyDate"] or "", s["StudyInstanceUID"] or ""))
-    log.info("found %d studies on %s", len(studies), check_url(url))
     return studies
 
 
@@ -254,12 +276,12 @@ def pull_patient(
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise PacsError(f"{out_dir}: exists and is not an empty folder; give a new folder")
-    if credentials is None:
+    if credentials is None and not _is_dimse(url):
         credentials = credentials_from_env()
     studies = find_studies(url, patient_id, credentials=credentials)
     if not studies:
         raise PacsError(f"the PACS at {check_url(url)} has no study of Patient ID {patient_id!r}")
-    client = _client(url, credentials)
+    retrieve = _retriever(url, credentials)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
     try:
@@ -268,9 +290,7 @@ def pull_patient(
             uid = str(study["StudyInstanceUID"])
             folder = tmp / f"study-{i}"
             folder.mkdir()
-            with _errors(url, f"retrieving study {i} of {len(studies)}"):
-                for ds in client.iter_study(uid):
-                    files.append(_save(ds, folder))
+            files.extend(retrieve(uid, folder, f"retrieving study {i} of {len(studies)}"))
             log.info("retrieved study %d of %d", i, len(studies))
         if out_dir.exists():
             out_dir.rmdir()
@@ -283,6 +303,22 @@ def pull_patient(
         studies=[str(s["StudyInstanceUID"]) for s in studies],
         files=[out_dir / f.relative_to(tmp) for f in files],
     )
+
+
+def _retriever(url: str, credentials: Credentials | None) -> Callable[[str, Path, str], list[Path]]:
+    """``retrieve(study_uid, folder, doing)``: a study's objects saved in ``folder``."""
+    if _is_dimse(url):
+        from .dimse import c_get_study, parse_dimse_url
+
+        peer = parse_dimse_url(url)
+        return lambda uid, folder, doing: c_get_study(peer, uid, lambda ds: _save(ds, folder))
+    client = _client(url, credentials)
+
+    def wado(uid: str, folder: Path, doing: str) -> list[Path]:
+        with _errors(url, doing):
+            return [_save(ds, folder) for ds in client.iter_study(uid)]
+
+    return wado
 
 
 def _save(ds: Any, folder: Path) -> Path:
@@ -304,15 +340,21 @@ def store_files(
     paths = [Path(f) for f in files]
     for p in paths:  # every file readable before anything is sent
         _read(p, stop_before_pixels=True)
-    if credentials is None:
-        credentials = credentials_from_env()
-    client = _client(url, credentials)
+    if _is_dimse(url):
+        from .dimse import c_store, parse_dimse_url
+
+        peer = parse_dimse_url(url)
+    else:
+        client = _client(url, credentials or credentials_from_env())
     stored: list[str] = []
     for start in range(0, len(paths), _STORE_BATCH):
         batch = [_read(p) for p in paths[start : start + _STORE_BATCH]]
-        with _errors(url, "storing objects"):
-            answer = client.store_instances(batch)
-        _check_stored(answer, batch, url)
+        if _is_dimse(url):
+            c_store(peer, batch)
+        else:
+            with _errors(url, "storing objects"):
+                answer = client.store_instances(batch)
+            _check_stored(answer, batch, url)
         stored.extend(str(ds.SOPInstanceUID) for ds in batch)
     log.info("stored %d objects on %s", len(stored), check_url(url))
     return stored
