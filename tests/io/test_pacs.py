@@ -226,6 +226,11 @@ def test_password_in_url_refused_by_the_command(tmp_path: Path) -> None:
     )
     assert r.exit_code == 2 and "TUMORSCOPE_PACS_PASSWORD" in r.output, r.output
     assert "hunter2" not in r.output
+    # export-dicom refuses it before writing anything
+    args = ["export-dicom", str(tmp_path / "s"), str(tmp_path / "d"), str(tmp_path / "out")]
+    r = CliRunner().invoke(app, [*args, "--subject", "001", "--visit", "01", "--to-pacs", url])
+    assert r.exit_code == 2 and "TUMORSCOPE_PACS_PASSWORD" in r.output, r.output
+    assert "hunter2" not in r.output and list(tmp_path.iterdir()) == []
 
 
 class _Answer(BaseHTTPRequestHandler):
