@@ -418,3 +418,21 @@ def test_dimse_find_pull_and_store(
     for bad in ("dimse://127.0.0.1:104", "dimse://A:pw@127.0.0.1:104", "dimse://A@h"):
         with pytest.raises(PacsError, match="AET@HOST:PORT"):
             check_url(bad)
+
+
+def test_a_failed_retrieval_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tumorscope.io.pacs as pacs
+
+    studies = [{"StudyInstanceUID": "1.2", "StudyDate": None}, {"StudyInstanceUID": "1.3"}]
+    monkeypatch.setattr(pacs, "find_studies", lambda *a, **k: studies)
+
+    def retrieve(uid: str, folder: Path, doing: str) -> list[Path]:
+        if uid == "1.3":
+            raise PacsError(f"lost the connection while {doing}")
+        (folder / "a.dcm").write_bytes(b"")
+        return [folder / "a.dcm"]
+
+    monkeypatch.setattr(pacs, "_retriever", lambda url, credentials: retrieve)
+    with pytest.raises(PacsError, match="while retrieving study 2 of 2"):
+        pull_patient("http://pacs/dicom-web", "X", tmp_path / "new" / "deeper" / "out")
+    assert list(tmp_path.iterdir()) == []

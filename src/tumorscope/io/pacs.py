@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -215,7 +215,7 @@ def _value(record: Mapping[str, Any], tag: str) -> str | None:
 def find_studies(
     url: str, patient_id: str, *, credentials: Credentials | None = None
 ) -> list[dict[str, str | None]]:
-    """The studies of one patient (QIDO-RS), exactly that Patient ID (no wildcards).
+    """The studies of one patient (QIDO-RS, or C-FIND), exactly that Patient ID (no wildcards).
 
     Returns one record per study: ``StudyInstanceUID``, ``StudyDate``, ``StudyDescription``,
     ``AccessionNumber``; ordered by date then UID.
@@ -266,7 +266,7 @@ def pull_patient(
     *,
     credentials: Credentials | None = None,
 ) -> PullReport:
-    """Retrieve every study of a patient (WADO-RS) into ``out_dir`` as DICOM files.
+    """Retrieve every study of a patient (WADO-RS, or C-GET) into ``out_dir`` as DICOM files.
 
     ``out_dir`` must not exist or be empty. Files are written as
     ``out_dir/study-N/<hash of the SOP Instance UID>.dcm`` (Part 10, as the server sent
@@ -282,6 +282,7 @@ def pull_patient(
     if not studies:
         raise PacsError(f"the PACS at {check_url(url)} has no study of Patient ID {patient_id!r}")
     retrieve = _retriever(url, credentials)
+    made = [p for p in reversed(out_dir.absolute().parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.pull-", dir=out_dir.parent))
     try:
@@ -297,6 +298,9 @@ def pull_patient(
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in reversed(made):  # the parents this call made, if still empty
+            with suppress(OSError):
+                folder.rmdir()
         raise
     return PullReport(
         out_dir=out_dir,
@@ -333,9 +337,10 @@ def _save(ds: Any, folder: Path) -> Path:
 def store_files(
     url: str, files: Iterable[str | Path], *, credentials: Credentials | None = None
 ) -> list[str]:
-    """Store DICOM files in the PACS (STOW-RS); the SOP Instance UIDs stored.
+    """Store DICOM files in the PACS (STOW-RS, or C-STORE); the SOP Instance UIDs stored.
 
-    Raises :class:`PacsError` when the server reports any object as failed.
+    Every file is read first (nothing is sent if one is not DICOM). Raises
+    :class:`PacsError` when the server reports any object as failed.
     """
     paths = [Path(f) for f in files]
     for p in paths:  # every file readable before anything is sent
