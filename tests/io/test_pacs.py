@@ -204,6 +204,16 @@ def test_credentials_from_environment_and_config_file(tmp_path: Path) -> None:
         credentials_from_env({"TUMORSCOPE_PACS_CONFIG": str(tmp_path / "missing")})
 
 
+def test_token_and_basic_authentication_go_in_the_session() -> None:
+    from tumorscope.io.pacs import _client
+
+    c = _client("http://pacs/dicom-web", Credentials(token="tok"))
+    assert c._session.headers["Authorization"] == "Bearer tok"
+    c = _client("http://pacs/dicom-web/", Credentials(user="u", password="p"))
+    assert c._session.auth == ("u", "p") and "Authorization" not in c._session.headers
+    assert c.base_url == "http://pacs/dicom-web"
+
+
 def test_server_down_is_a_clear_error(tmp_path: Path, creds: None) -> None:
     url = f"http://127.0.0.1:{_free_port()}/dicom-web"
     r = CliRunner().invoke(
