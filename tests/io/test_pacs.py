@@ -402,6 +402,9 @@ def test_round_trip_through_orthanc(
 
     everything = "\n".join(outputs) + caplog.text
     assert PASSWORD not in everything
+    # nor any file written (the import's and the run's logs among them)
+    leaks = [f for f in tmp_path.rglob("*") if f.is_file() and PASSWORD.encode() in f.read_bytes()]
+    assert leaks == []
 
 
 def test_dimse_find_pull_and_store(
