@@ -125,6 +125,14 @@ def export_dicom(
         help="Output folder of 'tumorscope run' (e.g. STUDY/derivatives/tumorscope): export "
         "every map it fitted for the visit, and its response.",
     ),
+    to_pacs: str = typer.Option(
+        None,
+        "--to-pacs",
+        metavar="URL",
+        help="Also store the objects written in this PACS (DICOMweb root: STOW-RS; "
+        "dimse://AET@HOST:PORT: C-STORE); credentials from the environment, as for "
+        "'tumorscope pacs'.",
+    ),
 ) -> None:
     """Write parameter maps (Parametric Map), lesions (SEG) and measurements (SR, TID 1500).
 
@@ -138,6 +146,11 @@ def export_dicom(
         path, _, source = spec.partition(":")
         maps[name] = (Path(path), source or reference)
     with user_errors():
+        if to_pacs is not None:  # a bad URL or credentials stop before anything is written
+            from ..io.pacs import check_url, credentials_from_env
+
+            check_url(to_pacs)
+            credentials_from_env()
         files = export_visit(
             study_dir,
             dicom_dir,
@@ -155,6 +168,12 @@ def export_dicom(
         )
     for f in files:
         typer.echo(f"wrote {f}")
+    if to_pacs is not None:
+        from ..io.pacs import store_files
+
+        with user_errors():
+            stored = store_files(to_pacs, files)
+        typer.echo(f"stored {len(stored)} objects in {to_pacs}")
 
 
 def _lesion_sizes(study_dir: Path, subject: str, visit: str) -> dict[str, dict[str, object]]:
