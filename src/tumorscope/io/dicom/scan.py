@@ -14,12 +14,19 @@ Design decisions
 * **b-values** come from the MR Diffusion functional group, the standard ``DiffusionBValue``
   tag, or the vendor's private tag (Siemens ``(0019,100C)``, GE ``(0043,1039)`` less its
   ``10^9`` offset, Philips ``(2001,1003)``).
+* **Siemens mosaic** images (``ImageType`` holding ``MOSAIC``) become one frame per tile:
+  ``NumberOfImagesInMosaic`` and ``SliceNormalVector`` from the CSA image header
+  ``(0029,1010)`` (read with nibabel's CSA parser), tiles of ``Rows / ceil(sqrt(n))`` pixels
+  in row-major order; the position of tile ``k`` is the mosaic's ``ImagePositionPatient``
+  moved to the centre offset of the first tile, plus ``k`` slice spacings along the CSA slice
+  normal (which points head to foot for F>>H numbering, so both orders come out right).
 * **Complex component** of an image: ``ComplexImageComponent``, else the third ``ImageType``
   value (the series reader keeps the magnitude images of a mixed series).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Iterable
@@ -77,6 +84,10 @@ class DicomFrame:
     slope: float = 1.0
     intercept: float = 0.0
     component: str = "M"  # M(agnitude), P(hase), R(eal), I(maginary)
+    #: Siemens mosaic: tile number of this slice and tiles per mosaic row (``rows``/``cols``
+    #: are then the tile's size, the stored image is ``grid`` times larger each way)
+    tile: int | None = None
+    grid: int = 1
 
     def where(self) -> str:
         return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
@@ -300,7 +311,9 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
     rows = int(_need(ds, "Rows", "Image Pixel", path))
     cols = int(_need(ds, "Columns", "Image Pixel", path))
     if getattr(ds, "PerFrameFunctionalGroupsSequence", None) is None:
-        return [_classic_frame(ds, path, sop, rows, cols)]
+        frame = _classic_frame(ds, path, sop, rows, cols)
+        image_type = [str(x).upper() for x in (getattr(ds, "ImageType", None) or [])]
+        return _mosaic_tiles(ds, frame) if "MOSAIC" in image_type else [frame]
     return _enhanced_frames(ds, path, sop, rows, cols)
 
 
@@ -334,6 +347,87 @@ def _classic_frame(ds: Any, path: Path, sop: str, rows: int, cols: int) -> Dicom
         intercept=_float(ds, "RescaleIntercept") or 0.0,
         component=_component(ds) or "M",
     )
+
+
+def _csareader() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel.nicom warns that its readers are experimental
+        from nibabel.nicom import csareader
+    return csareader
+
+
+def _csa_image_header(ds: Any, path: Path) -> dict[str, Any]:
+    csareader = _csareader()
+    try:
+        csa = csareader.get_csa_header(ds, "image")
+    except Exception as exc:  # a damaged CSA header raises nibabel's CSAReadError or others
+        raise DataError(
+            f"unreadable Siemens CSA image header ({type(exc).__name__}: {exc})",
+            file=path,
+            field="CSAImageHeaderInfo (0029,1010)",
+        ) from exc
+    if csa is None:
+        raise DataError(
+            "Siemens mosaic without a CSA image header: the slice positions are unknown",
+            file=path,
+            field="CSAImageHeaderInfo (0029,1010)",
+        )
+    return dict(csa)
+
+
+def _mosaic_tiles(ds: Any, frame: DicomFrame) -> list[DicomFrame]:
+    """The slices (tiles) of a Siemens mosaic image, each with its own position."""
+    csareader = _csareader()
+
+    path = frame.path
+    csa = _csa_image_header(ds, path)
+    try:
+        n = int(csareader.get_n_mosaic(csa))
+        normal = np.asarray(csareader.get_slice_normal(csa), dtype=float)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(
+            f"Siemens mosaic: {type(exc).__name__} reading the CSA image header",
+            file=path,
+            field="NumberOfImagesInMosaic",
+        ) from exc
+    grid = int(np.ceil(np.sqrt(n)))
+    if n < 1 or frame.rows % grid or frame.cols % grid or normal.shape != (3,):
+        raise DataError(
+            f"Siemens mosaic: {n} images do not tile a {frame.rows}x{frame.cols} image",
+            file=path,
+            field="NumberOfImagesInMosaic",
+        )
+    spacing = _float(ds, "SpacingBetweenSlices") or _float(ds, "SliceThickness")
+    if spacing is None:
+        raise DataError(
+            "Siemens mosaic without SpacingBetweenSlices or SliceThickness",
+            file=path,
+            field="SpacingBetweenSlices",
+        )
+    rows, cols = frame.rows // grid, frame.cols // grid
+    row_dir, col_dir = frame.orientation[:3], frame.orientation[3:]
+    # ImagePositionPatient is the centre of the mosaic's first pixel: move it to the first
+    # tile's first pixel (as nibabel's MosaicWrapper and dcm2niix do)
+    first = (
+        frame.position
+        + col_dir * frame.spacing[0] * (frame.rows - rows) / 2
+        + row_dir * frame.spacing[1] * (frame.cols - cols) / 2
+    )
+    normal = normal / np.linalg.norm(normal)
+    return [
+        dataclasses.replace(
+            frame,
+            sop_uid=f"{frame.sop_uid}#tile{k}",
+            position=first + k * spacing * normal,
+            rows=rows,
+            cols=cols,
+            tile=k,
+            grid=grid,
+        )
+        for k in range(n)
+    ]
 
 
 def _enhanced_frames(ds: Any, path: Path, sop: str, rows: int, cols: int) -> list[DicomFrame]:

@@ -157,16 +157,6 @@ def _distinct(values: Sequence[float | None]) -> list[float]:
 
 def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
     """Frames arranged as ``[volume][slice]`` and the RAS affine; raises DataError."""
-    image_type = [str(x).upper() for x in (getattr(series.header, "ImageType", None) or [])]
-    if "MOSAIC" in image_type:
-        # Siemens mosaic: one image holds a tile of slices, whose positions live in the private
-        # CSA header; read as is it would be one wrong slice
-        raise DataError(
-            f"series {series.description!r} holds Siemens mosaic images, which are not supported; "
-            "export it from the scanner without mosaic (or as enhanced MR)",
-            file=series.files[0],
-            field="ImageType",
-        )
     if series.damaged:
         raise DataError(
             f"series {series.description!r} has {len(series.damaged)} unreadable image(s) and is "
@@ -278,9 +268,12 @@ def _read_pixels(volumes: list[list[DicomFrame]]) -> np.ndarray:
             dtype = np.float32 if rescale else arr.dtype
             out = np.zeros((ref.cols, ref.rows, nz, nv), dtype=dtype)
         # pydicom drops length-1 axes (one frame, one row): restore (frames, rows, columns)
-        arr = arr.reshape(-1, ref.rows, ref.cols)
+        arr = arr.reshape(-1, ref.rows * ref.grid, ref.cols * ref.grid)
         for v, k, f in items:
             img = arr[0 if f.frame is None else f.frame]
+            if f.tile is not None:  # Siemens mosaic: the slice is one tile of the image
+                r, c = divmod(f.tile, f.grid)
+                img = img[r * f.rows : (r + 1) * f.rows, c * f.cols : (c + 1) * f.cols]
             if rescale:
                 img = img.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
             out[:, :, k, v] = img.T
@@ -313,6 +306,9 @@ def _guess(
             return "IRT1", "several inversion times", params
         if len(_distinct(params["fa"])) >= 2:
             return "VFA", "several flip angles", params
+        if "EP" in scanning.split("\\") or "EP" in series.text("ScanningSequence"):
+            # a dynamic EPI (DSC perfusion or BOLD) is a time series like DCE: imported as one
+            return "dce", f"{n} repeated EPI volumes (dynamic series: DSC or BOLD)", params
         return "dce", f"{n} repeated volumes (dynamic series)", params
     te = first[0].te_ms
     if "t2" in desc or (te is not None and te >= 60):
@@ -320,11 +316,24 @@ def _guess(
     return "T1w", f"single volume, TE {te} ms", params
 
 
-def _frame_times(volumes: list[list[DicomFrame]]) -> list[float]:
+def _frame_times(volumes: list[list[DicomFrame]]) -> tuple[list[float], str]:
+    """Frame times (s from the first frame) and where they came from."""
     trig = [v[0].trigger_ms for v in volumes]
     if all(t is not None for t in trig) and len(_distinct(trig)) == len(trig):
         t0 = float(trig[0])  # type: ignore[arg-type]
-        return [(float(t) - t0) / 1e3 for t in trig]  # type: ignore[arg-type]
+        return [(float(t) - t0) / 1e3 for t in trig], "TriggerTime"  # type: ignore[arg-type]
+    times = _acquisition_times(volumes)
+    tr = volumes[0][0].tr_ms
+    if len(_distinct(times)) == 1 and len(times) > 1 and tr:
+        # GE EPI time series carry one AcquisitionTime for all images and no TriggerTime:
+        # a volume is acquired every TR (as dcm2niix assumes for its slice timing)
+        return [i * tr / 1e3 for i in range(len(times))], (
+            "RepetitionTime (the images share one AcquisitionTime)"
+        )
+    return times, "AcquisitionTime"
+
+
+def _acquisition_times(volumes: list[list[DicomFrame]]) -> list[float]:
     acq: list[float] = []
     for v in volumes:
         times = [f.acq_s for f in v if f.acq_s is not None]
@@ -490,7 +499,8 @@ def _protocol(
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
     if suffix == "dce":
-        times = _frame_times(volumes)
+        times, source = _frame_times(volumes)
+        side["FrameTimesSource"] = source
         if dce_baseline_frames is None:
             nb = baseline_frames(data)
             side["BaselineFramesSource"] = "estimated from the enhancement onset"
