@@ -61,6 +61,7 @@ __all__ = ["ImportReport", "import_dicom"]
 _FOLDER = {
     "dwi": "dwi",
     "dce": "perf",
+    "epi": "fmap",
 }
 
 #: one imported series: where it came from and what was read
@@ -97,10 +98,6 @@ class ImportReport:
 
 
 # --------------------------------------------------------------------------- import
-_FOLDER = {
-    "dwi": "dwi",
-    "dce": "perf",
-}
 
 
 def _role_override(series: DicomSeries, roles: Mapping[str, str]) -> str | None:

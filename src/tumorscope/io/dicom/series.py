@@ -306,7 +306,10 @@ def _guess(
             return "IRT1", "several inversion times", params
         if len(_distinct(params["fa"])) >= 2:
             return "VFA", "several flip angles", params
-        if "EP" in scanning.split("\\") or "EP" in series.text("ScanningSequence"):
+        if "EP" in scanning:
+            if n < 3:
+                # too short for a time series: the reference pair of a distortion correction
+                return "epi", f"{n} repeated EPI volumes (distortion-correction reference)", params
             # a dynamic EPI (DSC perfusion or BOLD) is a time series like DCE: imported as one
             return "dce", f"{n} repeated EPI volumes (dynamic series: DSC or BOLD)", params
         return "dce", f"{n} repeated volumes (dynamic series)", params

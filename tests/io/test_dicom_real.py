@@ -1,0 +1,137 @@
+"""Real scanner DICOM against dcm2niix's reference conversions, in world space.
+
+The sets are dcm2niix's validation sets (``tests/data/dicom-real/README.md`` says which files
+were copied and what each test reads). Every image series read by tumorscope must agree with the
+reference after both are reoriented to the closest canonical orientation: voxel values equal,
+voxel size within 1e-4 mm, affine within 1e-3 mm, volumes in the same order, TR / TE / flip
+angle equal. The same checks run over the whole ``../shared/dicom-real`` when it is there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pydicom")
+
+import nibabel as nib
+
+from tumorscope.io.dicom import read_series, scan_dicom
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent / "data" / "dicom-real"
+SHARED = HERE.parents[2] / "shared" / "dicom-real"
+
+#: the copied subset: (set, input folder below the set, reference stem, reference volumes used)
+SUBSET = [
+    ("dcm_qa_nih", "In/20180918Si/mr_0003", "EPI_PE=AP_3", None),
+    ("dcm_qa_nih", "In/20180918GE/mr_0004", "DCM2NIIX_regression_test_4", [0]),
+    ("dcm_qa_mosaic", "In/ep2d_Asc_HF_10", "10_ep2d_Asc_HF", [0]),
+]
+TRANSFER_SYNTAX_FILES = ["1.dcm", "2.dcm", "4.dcm", "5.dcm", "7.dcm", "9.dcm"]
+
+
+def canonical(data: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    return nib.as_closest_canonical(nib.Nifti1Image(np.asarray(data), affine))
+
+
+def reference_series(ref_dir: Path) -> dict[tuple[int, str], Path]:
+    """The reference NIfTI files of a set by series number and description."""
+    out: dict[tuple[int, str], Path] = {}
+    for js in sorted(ref_dir.glob("*.json")):
+        side = json.loads(js.read_text())
+        if side.get("SeriesNumber") is not None:
+            key = (int(side["SeriesNumber"]), side.get("SeriesDescription", ""))
+            out.setdefault(key, js.with_name(js.name[:-5] + ".nii.gz"))
+    return out
+
+
+def assert_agrees(
+    ours_data: np.ndarray,
+    ours_affine: np.ndarray,
+    sidecar: dict,
+    ref_nii: Path,
+    volumes: list[int] | None = None,
+) -> None:
+    """Our series equals dcm2niix's reference in world space (``volumes``: reference subset)."""
+    ref = nib.load(ref_nii)
+    ref_data = np.asanyarray(ref.dataobj)
+    if volumes is not None:
+        ref_data = ref_data[..., volumes] if ref_data.ndim == 4 else ref_data
+    ref_data = np.squeeze(ref_data)
+    ours_data = np.squeeze(ours_data)
+    a = canonical(ours_data, ours_affine)
+    b = canonical(ref_data, ref.affine)
+    assert a.shape == b.shape, f"{ref_nii.name}: shape {a.shape} vs {b.shape}"
+    np.testing.assert_allclose(a.header.get_zooms()[:3], b.header.get_zooms()[:3], atol=1e-4)
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-3, err_msg=ref_nii.name)
+    # every volume equal, in the same order
+    np.testing.assert_array_equal(
+        np.asanyarray(a.dataobj), np.asanyarray(b.dataobj), err_msg=ref_nii.name
+    )
+    ref_side = json.loads(ref_nii.with_name(ref_nii.name[:-7] + ".json").read_text())
+    for key in ("RepetitionTime", "EchoTime", "FlipAngle"):
+        if key in ref_side:
+            assert sidecar[key] == pytest.approx(ref_side[key], abs=1e-6), (ref_nii.name, key)
+
+
+def check_folder(folder: Path, ref_dir: Path, volumes: list[int] | None = None) -> int:
+    """Read every image series under ``folder`` and compare it with its reference."""
+    scan = scan_dicom(folder)
+    refs = reference_series(ref_dir)
+    assert scan.series, f"no series under {folder}"
+    for s in scan.series:
+        sd = read_series(s)
+        key = (int(s.text("SeriesNumber")), s.text("SeriesDescription"))
+        assert key in refs, f"{folder}: no reference for series {key}"
+        assert_agrees(sd.volume.data, sd.volume.affine, sd.sidecar, refs[key], volumes)
+    return len(scan.series)
+
+
+@pytest.mark.parametrize(("name", "sub", "stem", "volumes"), SUBSET)
+def test_copied_series_agree_with_dcm2niix(
+    tmp_path: Path, name: str, sub: str, stem: str, volumes: list[int] | None
+) -> None:
+    root = DATA / name
+    ref = tmp_path / "Ref"
+    ref.mkdir()
+    for f in (root / "Ref").glob(stem + ".*"):
+        shutil.copy(f, ref)
+    check_folder(root / sub, ref, volumes)
+
+
+def test_every_lossless_transfer_syntax_decodes_to_the_same_pixels(tmp_path: Path) -> None:
+    root = DATA / "dcm_qa_ts"
+    first = None
+    for name in TRANSFER_SYNTAX_FILES:
+        one = tmp_path / name[:-4]
+        one.mkdir()
+        shutil.copy(root / "In" / name, one)
+        (s,) = scan_dicom(one).series
+        sd = read_series(s)
+        if first is None:
+            first = sd.volume.data
+            assert_agrees(sd.volume.data, sd.volume.affine, sd.sidecar, root / "Ref" / "1.nii.gz")
+        np.testing.assert_array_equal(sd.volume.data, first, err_msg=name)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/dicom-real is not there")
+@pytest.mark.parametrize("name", ["dcm_qa_nih", "dcm_qa_mosaic", "dcm_qa_deident"])
+def test_every_shared_series_agrees_with_dcm2niix(name: str) -> None:
+    assert check_folder(SHARED / name / "In", SHARED / name / "Ref") >= 1
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/dicom-real is not there")
+def test_all_nine_shared_transfer_syntaxes_agree_with_dcm2niix(tmp_path: Path) -> None:
+    root = SHARED / "dcm_qa_ts"
+    for dcm in sorted((root / "In").glob("*.dcm")):
+        one = tmp_path / dcm.stem
+        one.mkdir()
+        shutil.copy(dcm, one)
+        (s,) = scan_dicom(one).series
+        sd = read_series(s)
+        assert_agrees(sd.volume.data, sd.volume.affine, sd.sidecar, root / "Ref" / f"{dcm.stem}.nii.gz")
