@@ -74,9 +74,36 @@ def assert_agrees(
         np.asanyarray(a.dataobj), np.asanyarray(b.dataobj), err_msg=ref_nii.name
     )
     ref_side = json.loads(ref_nii.with_name(ref_nii.name[:-7] + ".json").read_text())
-    for key in ("RepetitionTime", "EchoTime", "FlipAngle"):
+    for key in ("RepetitionTime", "EchoTime", "FlipAngle", "TotalReadoutTime"):
         if key in ref_side:
             assert sidecar[key] == pytest.approx(ref_side[key], abs=1e-6), (ref_nii.name, key)
+    if "PhaseEncodingDirection" in ref_side:
+        np.testing.assert_allclose(
+            world_direction(sidecar["PhaseEncodingDirection"], ours_affine),
+            world_direction(ref_side["PhaseEncodingDirection"], ref.affine),
+            atol=1e-6,
+            err_msg=f"{ref_nii.name}: PhaseEncodingDirection",
+        )
+    if "SliceTiming" in ref_side and volumes is None:  # (a part of a series has no timing)
+        np.testing.assert_allclose(
+            timing_by_position(sidecar["SliceTiming"], ours_affine, ours_affine),
+            timing_by_position(ref_side["SliceTiming"], ref.affine, ours_affine),
+            atol=1e-6,
+            err_msg=f"{ref_nii.name}: SliceTiming",
+        )
+
+
+def world_direction(pe: str, affine: np.ndarray) -> np.ndarray:
+    """A BIDS phase-encoding direction (``j-``) as a unit vector in world space."""
+    v = affine[:3, "ijk".index(pe[0])]
+    return (-1 if pe.endswith("-") else 1) * v / np.linalg.norm(v)
+
+
+def timing_by_position(timing: list, affine: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    """Slice times sorted by the slices' positions along ``frame``'s slice normal."""
+    normal = frame[:3, 2] / np.linalg.norm(frame[:3, 2])
+    pos = [float((affine[:3, 3] + k * affine[:3, 2]) @ normal) for k in range(len(timing))]
+    return np.asarray(timing, dtype=float)[np.argsort(pos)]
 
 
 def check_folder(folder: Path, ref_dir: Path, volumes: list[int] | None = None) -> int:

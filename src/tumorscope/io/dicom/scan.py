@@ -518,7 +518,7 @@ def scan_dicom(folder: str | Path) -> ScanResult:
     """Find and group the DICOM MR series and segmentations under a folder.
 
     Every file is read (headers and pixel-data length; pixel values are read later by
-    :func:`read_series`). Files that are not DICOM, are truncated, are not MR images, SEG or
+    :func:`read_series`). Images are grouped by Series Instance UID and Series Number. Files that are not DICOM, are truncated, are not MR images, SEG or
     RT-STRUCT objects, or miss a geometry tag are reported and skipped; instances seen twice
     (same SOP Instance UID) are reported and the copies skipped.
 
@@ -586,16 +586,19 @@ def scan_dicom(folder: str | Path) -> ScanResult:
                 problems.append(
                     _problem("warning", path, exc.field or "", f"{exc.message}; skipped")
                 )
-        if uid not in series:
+        # one Series Instance UID under several Series Numbers (the same image saved once per
+        # transfer syntax, as in dcm_qa_ts) is several series, as dcm2niix takes it
+        key = f"{uid}#{getattr(ds, 'SeriesNumber', '')}"
+        if key not in series:
             if "PixelData" in ds:
                 del ds.PixelData
-            series[uid] = DicomSeries(uid, ds)
+            series[key] = DicomSeries(uid, ds)
         if frames:
-            series[uid].frames.extend(frames)
+            series[key].frames.extend(frames)
         else:
             # the series is incomplete: it is rejected at import (a lost end slice cannot be
             # told from the positions of the others)
-            series[uid].damaged.append(path)
+            series[key].damaged.append(path)
     ordered = sorted(
         series.values(),
         key=lambda s: (

@@ -35,7 +35,9 @@ Design decisions
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +51,7 @@ from ...errors import DataError, Problem, ProtocolError
 from ...preprocessing.dynamic import baseline_frames
 from ...volume import Volume
 from ..bids import SUFFIX_AXES
+from .convert import vendor_fields as vendor_fields_of
 from .scan import LPS_TO_RAS, DicomFrame, DicomSeries, _float, _problem
 
 __all__ = ["SeriesData", "affine_from_frames", "merge_split_series", "read_series"]
@@ -295,6 +298,9 @@ def _guess(
     n = len(volumes)
     desc = series.description.lower()
     scanning = series.text("ScanningSequence").upper()
+    if n < 3 and _is_epi(series) and len(_distinct(params["b"])) < 2:
+        # too short for a time series: a reference (pair) for distortion correction
+        return "epi", f"{n} EPI volume(s) (distortion-correction reference)", params
     if n > 1:
         if len(_distinct(params["b"])) >= 2:
             return "dwi", f"{len(_distinct(params['b']))} distinct b-values", params
@@ -306,10 +312,7 @@ def _guess(
             return "IRT1", "several inversion times", params
         if len(_distinct(params["fa"])) >= 2:
             return "VFA", "several flip angles", params
-        if "EP" in scanning:
-            if n < 3:
-                # too short for a time series: the reference pair of a distortion correction
-                return "epi", f"{n} repeated EPI volumes (distortion-correction reference)", params
+        if _is_epi(series):
             # a dynamic EPI (DSC perfusion or BOLD) is a time series like DCE: imported as one
             return "dce", f"{n} repeated EPI volumes (dynamic series: DSC or BOLD)", params
         return "dce", f"{n} repeated volumes (dynamic series)", params
@@ -363,6 +366,7 @@ def read_series(
     suffix: str | None = None,
     dce_baseline_frames: int | None = None,
     keep_identifiers: bool = False,
+    vendor_fields: bool = True,
 ) -> SeriesData:
     """Read one series: sorted voxel data, RAS+ affine, protocol and BIDS sidecar.
 
@@ -378,6 +382,9 @@ def read_series(
     keep_identifiers : bool
         Put the DICOM UIDs in the sidecar (by default the sidecar carries acquisition
         fields only).
+    vendor_fields : bool
+        For DWI and EPI series, add phase-encoding direction, slice timing, readout time and
+        gradient directions read by dcm2niix (:func:`~tumorscope.io.dicom.convert.vendor_fields`).
 
     Raises
     ------
@@ -404,6 +411,8 @@ def read_series(
             file=where,
             field=exc.field,
         ) from exc
+    if vendor_fields and (suffix in ("dwi", "epi") or _is_epi(series)):
+        protocol = _add_vendor_fields(series, suffix, protocol, data.shape, affine, side, notes)
     _add_acquisition_fields(side, volumes[0][0], params["te"][0])
     if keep_identifiers:
         side["SeriesInstanceUID"] = series.uid
@@ -416,6 +425,31 @@ def read_series(
     else:
         vol = Volume(data, affine, ("x", "y", "z", axis), source=where)
     return SeriesData(vol, protocol, suffix, side, reason, notes=notes)
+
+
+def _is_epi(series: DicomSeries) -> bool:
+    return "EP" in re.findall(r"[A-Z]+", series.text("ScanningSequence").upper())
+
+
+def _add_vendor_fields(
+    series: DicomSeries,
+    suffix: str,
+    protocol: proto.Protocol | None,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    side: dict[str, Any],
+    notes: list[str],
+) -> proto.Protocol | None:
+    """dcm2niix's phase encoding, slice timing and gradient directions, on our grid."""
+    dwi = protocol if isinstance(protocol, proto.DiffusionProtocol) else None
+    vf = vendor_fields_of(
+        series.files, affine, shape, bvalues=None if dwi is None else list(dwi.bvalues)
+    )
+    side.update(vf.sidecar)
+    notes.extend(f"series {series.description!r}: {n}" for n in vf.notes)
+    if dwi is not None and vf.bvecs is not None:
+        return dataclasses.replace(dwi, bvecs=tuple(tuple(float(c) for c in v) for v in vf.bvecs))
+    return protocol
 
 
 def _magnitude_only(series: DicomSeries) -> tuple[DicomSeries, list[str]]:
@@ -455,7 +489,33 @@ def _header_fields(series: DicomSeries, reason: str) -> dict[str, Any]:
         "SliceThickness": _float(h, "SliceThickness"),
         "ConversionSoftware": "tumorscope",
         "SeriesRoleGuess": reason,
+        **_source_deidentification(h),
     }
+
+
+def _source_deidentification(h: Any) -> dict[str, Any]:
+    """What the source says of its own de-identification (a site's, before tumorscope's).
+
+    Patient Identity Removed (0012,0062), De-identification Method (0012,0063) and the codes of
+    De-identification Method Code Sequence (0012,0064) as ``"SCHEME CODE Meaning"`` strings
+    (strings, so that the sidecar's identifier cleaning reaches them).
+    """
+    out: dict[str, Any] = {}
+    removed = str(getattr(h, "PatientIdentityRemoved", "") or "")
+    if removed:
+        out["SourcePatientIdentityRemoved"] = removed
+    method = getattr(h, "DeidentificationMethod", None)
+    if method:
+        values = [method] if isinstance(method, str) else list(method)
+        out["SourceDeidentificationMethod"] = [str(v) for v in values]
+    codes = [
+        f"{getattr(c, 'CodingSchemeDesignator', '')} {getattr(c, 'CodeValue', '')} "
+        f"{getattr(c, 'CodeMeaning', '')}".strip()
+        for c in (getattr(h, "DeidentificationMethodCodeSequence", None) or [])
+    ]
+    if codes:
+        out["SourceDeidentificationMethodCodes"] = codes
+    return out
 
 
 def _protocol(
