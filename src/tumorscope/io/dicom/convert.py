@@ -138,7 +138,7 @@ def vendor_fields(
     out = VendorFields()
     exe = dcm2niix_binary()
     if exe is None:
-        out.notes.append("dcm2niix not found: phase encoding and slice timing not read")
+        out.notes.append("dcm2niix not found: phase encoding, slice timing, .bvec not read")
         return out
     with tempfile.TemporaryDirectory(prefix="tumorscope-dcm2niix-") as tmp:
         src, dst = Path(tmp) / "in", Path(tmp) / "out"
@@ -159,16 +159,15 @@ def vendor_fields(
             return out
         nii = _pick(dst, shape) if run.returncode == 0 else None
         if nii is None:
-            out.notes.append(
-                "dcm2niix wrote no single image of this series' shape: phase encoding and "
-                "slice timing not read"
+            out.sidecar["VendorFieldsSource"] = (
+                "none: dcm2niix wrote no single image of this series' shape"
             )
             return out
         theirs = nib.load(nii).affine
         side = json.loads(nii.with_suffix(".json").read_text(encoding="utf-8"))
         mapping = _axis_map(affine, theirs)
         if mapping is None:
-            out.notes.append("dcm2niix's image is not on the same axes; its fields not used")
+            out.sidecar["VendorFieldsSource"] = "none: dcm2niix's image is not on the same axes"
             return out
         perm, signs = mapping
         pe = _phase_encoding(str(side.get("PhaseEncodingDirection", "")), perm, signs)
@@ -181,10 +180,11 @@ def vendor_fields(
             if isinstance(side.get(key), int | float):
                 out.sidecar[key] = float(side[key])
         bvec, bval = nii.with_suffix(".bvec"), nii.with_suffix(".bval")
-        if bvalues is not None and bvec.exists() and bval.exists():
-            theirs_b = np.loadtxt(bval, ndmin=1)
+        raw = np.loadtxt(bvec, ndmin=2) if bvalues is not None and bvec.exists() else None
+        if raw is not None and np.any(np.abs(raw) > 1e-6):  # all zero: trace-weighted only
+            theirs_b = np.loadtxt(bval, ndmin=1) if bval.exists() else np.zeros(0)
             if len(theirs_b) == len(bvalues) and np.allclose(theirs_b, bvalues, atol=1.0):
-                out.bvecs = _bvecs(np.loadtxt(bvec, ndmin=2), theirs, affine, mapping)
+                out.bvecs = _bvecs(raw, theirs, affine, mapping)
             else:
                 out.notes.append(
                     "dcm2niix's b-values differ from the headers' (order or values): "
