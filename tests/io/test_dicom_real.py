@@ -161,4 +161,92 @@ def test_all_nine_shared_transfer_syntaxes_agree_with_dcm2niix(tmp_path: Path) -
         shutil.copy(dcm, one)
         (s,) = scan_dicom(one).series
         sd = read_series(s)
-        assert_agrees(sd.volume.data, sd.volume.affine, sd.sidecar, root / "Ref" / f"{dcm.stem}.nii.gz")
+        assert_agrees(
+            sd.volume.data, sd.volume.affine, sd.sidecar, root / "Ref" / f"{dcm.stem}.nii.gz"
+        )
+
+
+# --------------------------------------------------------------------------- directions
+def fsl_bvec(affine: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """A world-space gradient direction as FSL/BIDS write it for an image with ``affine``."""
+    r = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    v = r.T @ g
+    if np.linalg.det(affine[:3, :3]) > 0:
+        v[0] = -v[0]
+    return v
+
+
+@pytest.mark.parametrize("perm", [(0, 1, 2), (1, 0, 2), (2, 0, 1)])
+@pytest.mark.parametrize("flips", [(1, 1, 1), (1, -1, 1), (-1, -1, -1), (1, 1, -1)])
+def test_directions_are_mapped_from_dcm2niix_frame_to_ours(perm: tuple, flips: tuple) -> None:
+    from tumorscope.io.dicom.convert import _axis_map, _bvecs, _phase_encoding
+
+    theta = 0.3
+    rot = np.array(
+        [[1, 0, 0], [0, np.cos(theta), -np.sin(theta)], [0, np.sin(theta), np.cos(theta)]]
+    )
+    ours = np.eye(4)
+    ours[:3, :3] = rot @ np.diag([0.9, 1.1, 3.0]) @ np.diag([-1, 1, 1])
+    # dcm2niix's image: our axes permuted and flipped
+    theirs = np.eye(4)
+    for j, (i, s) in enumerate(zip(perm, flips, strict=True)):
+        theirs[:3, j] = s * ours[:3, i]
+    mapping = _axis_map(ours, theirs)
+    assert mapping is not None
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(5, 3))
+    g /= np.linalg.norm(g, axis=1, keepdims=True)
+    raw = np.stack([fsl_bvec(theirs, v) for v in g]).T  # 3 x n, as in dcm2niix's .bvec
+    got = _bvecs(raw, theirs, ours, mapping)
+    np.testing.assert_allclose(got, [fsl_bvec(ours, v) for v in g], atol=1e-12)
+    for pe in ("i", "i-", "j", "j-", "k", "k-"):
+        mine = _phase_encoding(pe, *mapping)
+        assert mine is not None
+        np.testing.assert_allclose(
+            world_direction(mine, ours), world_direction(pe, theirs), atol=1e-12
+        )
+
+
+def test_axes_that_do_not_match_are_refused() -> None:
+    from tumorscope.io.dicom.convert import _axis_map
+
+    tilted = np.eye(4)
+    c, s = np.cos(0.5), np.sin(0.5)
+    tilted[:2, :2] = [[c, -s], [s, c]]
+    assert _axis_map(np.eye(4), tilted) is None
+
+
+# --------------------------------------------------------------------------- the importer
+def test_import_of_the_copied_sets_writes_every_series_with_its_vendor_fields(
+    tmp_path: Path,
+) -> None:
+    from tumorscope.io.dicom import import_dicom
+
+    rep = import_dicom(DATA / "dcm_qa_nih" / "In", tmp_path / "study")
+    assert not [p for p in rep.problems if p.severity == "error"], rep.problems
+    assert sorted(r["suffix"] for r in rep.series) == ["epi", "epi"]  # GE: its first volume
+    sides = [json.loads(p.read_text()) for p in (tmp_path / "study").glob("sub-*/*/fmap/*.json")]
+    (side,) = [s for s in sides if s["SeriesDescription"] == "EPI PE=AP"]
+    assert side["PhaseEncodingDirection"] in ("j", "j-")
+    assert len(side["SliceTiming"]) == 5
+    assert side["VendorFieldsSource"] == "dcm2niix"
+    # one Series Instance UID under six Series Numbers: six series
+    rep = import_dicom(DATA / "dcm_qa_ts" / "In", tmp_path / "ts")
+    assert len(rep.series) == len(TRANSFER_SYNTAX_FILES)
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/dicom-real is not there")
+@pytest.mark.parametrize(
+    ("name", "n_series"),
+    [("dcm_qa_nih", 8), ("dcm_qa_mosaic", 8), ("dcm_qa_ts", 9), ("dcm_qa_deident", 1)],
+)
+def test_every_shared_set_imports(tmp_path: Path, name: str, n_series: int) -> None:
+    from tumorscope.io.dicom import import_dicom
+
+    rep = import_dicom(SHARED / name / "In", tmp_path / "study")
+    assert not [p for p in rep.problems if p.severity == "error"], rep.problems
+    assert len(rep.series) == n_series
+    if name == "dcm_qa_deident":  # the site's own de-identification is kept as provenance
+        (side,) = (tmp_path / "study").glob("sub-*/ses-*/anat/*.json")
+        codes = json.loads(side.read_text())["SourceDeidentificationMethodCodes"]
+        assert "DCM 113100 Basic Application Confidentiality Profile" in codes

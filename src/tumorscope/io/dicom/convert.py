@@ -101,7 +101,7 @@ def _pick(folder: Path, shape: tuple[int, ...]) -> Path | None:
     want = (sorted(shape[:3]), int(np.prod(shape[3:])) if len(shape) > 3 else 1)
     found = []
     for nii in sorted(folder.glob("*.nii")):
-        s = nib.load(nii).shape
+        s = nib.Nifti1Image.from_filename(nii).shape
         if (sorted(s[:3]), int(np.prod(s[3:])) if len(s) > 3 else 1) == want:
             found.append(nii)
     return found[0] if len(found) == 1 else None
@@ -163,7 +163,7 @@ def vendor_fields(
                 "none: dcm2niix wrote no single image of this series' shape"
             )
             return out
-        theirs = nib.load(nii).affine
+        theirs = np.asarray(nib.Nifti1Image.from_filename(nii).affine)
         side = json.loads(nii.with_suffix(".json").read_text(encoding="utf-8"))
         mapping = _axis_map(affine, theirs)
         if mapping is None:
@@ -180,10 +180,11 @@ def vendor_fields(
             if isinstance(side.get(key), int | float):
                 out.sidecar[key] = float(side[key])
         bvec, bval = nii.with_suffix(".bvec"), nii.with_suffix(".bval")
+        ours_b = np.asarray(bvalues if bvalues is not None else [], dtype=float)
         raw = np.loadtxt(bvec, ndmin=2) if bvalues is not None and bvec.exists() else None
         if raw is not None and np.any(np.abs(raw) > 1e-6):  # all zero: trace-weighted only
             theirs_b = np.loadtxt(bval, ndmin=1) if bval.exists() else np.zeros(0)
-            if len(theirs_b) == len(bvalues) and np.allclose(theirs_b, bvalues, atol=1.0):
+            if theirs_b.shape == ours_b.shape and np.allclose(theirs_b, ours_b, atol=1.0):
                 out.bvecs = _bvecs(raw, theirs, affine, mapping)
             else:
                 out.notes.append(

@@ -448,7 +448,8 @@ def _add_vendor_fields(
     side.update(vf.sidecar)
     notes.extend(f"series {series.description!r}: {n}" for n in vf.notes)
     if dwi is not None and vf.bvecs is not None:
-        return dataclasses.replace(dwi, bvecs=tuple(tuple(float(c) for c in v) for v in vf.bvecs))
+        bvecs = tuple((float(x), float(y), float(z)) for x, y, z in vf.bvecs)
+        return dataclasses.replace(dwi, bvecs=bvecs)
     return protocol
 
 
