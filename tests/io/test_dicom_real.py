@@ -250,3 +250,47 @@ def test_every_shared_set_imports(tmp_path: Path, name: str, n_series: int) -> N
         (side,) = (tmp_path / "study").glob("sub-*/ses-*/anat/*.json")
         codes = json.loads(side.read_text())["SourceDeidentificationMethodCodes"]
         assert "DCM 113100 Basic Application Confidentiality Profile" in codes
+
+
+# --------------------------------------------------------------------------- vendor behaviour
+def test_philips_derived_isotropic_volume_is_left_out_of_a_dti_series(tmp_path: Path) -> None:
+    """Philips writes the trace image into the DTI series as one more b > 0 volume, marked
+    DiffusionDirectionality ISOTROPIC (the issue: 17 volumes instead of 16)."""
+    import pydicom
+
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import oblique_affine, write_series
+    from tumorscope.protocol import DiffusionProtocol
+    from tumorscope.volume import Volume
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 500, size=(8, 6, 4, 5)).astype(np.int16)
+    data += (1000 * np.arange(5)).astype(np.int16)  # volume v holds 1000 v … 1000 v + 499
+    bvals = (0.0, 1000.0, 1000.0, 1000.0, 1000.0)
+    files = write_series(
+        Volume(data, oblique_affine()),
+        tmp_path / "dicom",
+        suffix="dwi",
+        protocol=DiffusionProtocol(bvals),
+        vendor="philips",
+    )
+    for f in files:
+        ds = pydicom.dcmread(f)
+        v = int(ds.pixel_array.min()) // 1000
+        ds.DiffusionDirectionality = "NONE" if v == 0 else "ISOTROPIC" if v == 4 else "DIRECTIONAL"
+        ds.save_as(f)
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert any("ISOTROPIC" in p.message for p in rep.problems)
+    (nii,) = (tmp_path / "study").glob("sub-*/ses-*/dwi/*_dwi.nii.gz")
+    got = nib.load(nii)
+    assert got.shape[3] == 4
+    np.testing.assert_array_equal(
+        np.asanyarray(canonical(np.asanyarray(got.dataobj), got.affine).dataobj),
+        np.asanyarray(canonical(data[..., :4], oblique_affine()).dataobj),
+    )
+    assert nii.with_name(nii.name.replace(".nii.gz", ".bval")).read_text().split() == [
+        "0",
+        "1000",
+        "1000",
+        "1000",
+    ]

@@ -88,6 +88,9 @@ class DicomFrame:
     #: are then the tile's size, the stored image is ``grid`` times larger each way)
     tile: int | None = None
     grid: int = 1
+    #: DiffusionDirectionality (0018,9075): DIRECTIONAL, ISOTROPIC (a scanner's derived trace
+    #: image inside a DTI series, as Philips writes it), NONE, BMATRIX
+    directionality: str | None = None
 
     def where(self) -> str:
         return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
@@ -346,7 +349,13 @@ def _classic_frame(ds: Any, path: Path, sop: str, rows: int, cols: int) -> Dicom
         slope=_float(ds, "RescaleSlope") or 1.0,
         intercept=_float(ds, "RescaleIntercept") or 0.0,
         component=_component(ds) or "M",
+        directionality=_text(ds, "DiffusionDirectionality"),
     )
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = str(getattr(ds, keyword, "") or "").strip().upper()
+    return value or None
 
 
 def _csareader() -> Any:
@@ -500,6 +509,7 @@ def _enhanced_frames(ds: Any, path: Path, sop: str, rows: int, cols: int) -> lis
                 slope=1.0 if pvt is None else (_float(pvt, "RescaleSlope") or 1.0),
                 intercept=0.0 if pvt is None else (_float(pvt, "RescaleIntercept") or 0.0),
                 component=component or "M",
+                directionality=None if diff is None else _text(diff, "DiffusionDirectionality"),
             )
         )
     return out

@@ -395,6 +395,7 @@ def read_series(
         The header values make an impossible protocol (e.g. one b-value only).
     """
     series, notes = _magnitude_only(series)
+    series = _without_isotropic(series, notes)
     volumes, affine = _layout(series)
     guessed, reason, params = _guess(series, volumes)
     if suffix is not None and suffix != guessed:
@@ -473,6 +474,22 @@ def _magnitude_only(series: DicomSeries) -> tuple[DicomSeries, list[str]]:
     return magnitude, [note]
 
 
+def _without_isotropic(series: DicomSeries, notes: list[str]) -> DicomSeries:
+    """A DTI series without the scanner's derived isotropic (trace) image (Philips writes it
+    into the series as one more b > 0 volume, marked DiffusionDirectionality ISOTROPIC;
+    dcm2niix leaves it out too)."""
+    kinds = {f.directionality for f in series.frames}
+    if "DIRECTIONAL" not in kinds or "ISOTROPIC" not in kinds:
+        return series
+    kept = [f for f in series.frames if f.directionality != "ISOTROPIC"]
+    notes.append(
+        f"series {series.description!r}: {len(series.frames) - len(kept)} image(s) of the "
+        "scanner's derived isotropic (trace) volume left out (DiffusionDirectionality "
+        "ISOTROPIC beside DIRECTIONAL volumes)"
+    )
+    return DicomSeries(series.uid, series.header, kept, series.damaged)
+
+
 def _header_fields(series: DicomSeries, reason: str) -> dict[str, Any]:
     """Sidecar fields taken from the series header (scanner, sequence, description)."""
     h = series.header
@@ -484,14 +501,22 @@ def _header_fields(series: DicomSeries, reason: str) -> dict[str, Any]:
         "SeriesDescription": series.description,
         "SeriesNumber": int(series.text("SeriesNumber", "0") or 0),
         "ProtocolName": series.text("ProtocolName"),
-        "ScanningSequence": series.text("ScanningSequence"),
-        "SequenceVariant": series.text("SequenceVariant"),
+        "ScanningSequence": _joined(h, "ScanningSequence"),
+        "SequenceVariant": _joined(h, "SequenceVariant"),
         "SequenceName": series.text("SequenceName"),
         "SliceThickness": _float(h, "SliceThickness"),
         "ConversionSoftware": "tumorscope",
         "SeriesRoleGuess": reason,
         **_source_deidentification(h),
     }
+
+
+def _joined(h: Any, keyword: str) -> str:
+    """A multi-valued text element as DICOM and BIDS write it (``EP\\GR``), not a list."""
+    value = getattr(h, keyword, None)
+    if value is None or isinstance(value, str):
+        return str(value or "")
+    return "\\".join(str(v) for v in value)
 
 
 def _source_deidentification(h: Any) -> dict[str, Any]:
