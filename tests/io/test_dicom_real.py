@@ -294,3 +294,68 @@ def test_philips_derived_isotropic_volume_is_left_out_of_a_dti_series(tmp_path: 
         "1000",
         "1000",
     ]
+
+
+def _philips_t2w(tmp_path: Path) -> tuple[list[Path], np.ndarray]:
+    from tumorscope.phantom.dicom import oblique_affine, write_series
+    from tumorscope.volume import Volume
+
+    data = np.arange(8 * 6 * 4, dtype=np.int16).reshape(8, 6, 4) - 50
+    files = write_series(
+        Volume(data, oblique_affine()), tmp_path / "dicom", suffix="T2w", vendor="philips"
+    )
+    return files, data
+
+
+def _imported(study: Path) -> tuple[np.ndarray, dict]:
+    (nii,) = study.glob("sub-*/ses-*/anat/*.nii.gz")
+    img = nib.load(nii)
+    side = json.loads(nii.with_name(nii.name.replace(".nii.gz", ".json")).read_text())
+    return np.asanyarray(canonical(np.asanyarray(img.dataobj), img.affine).dataobj), side
+
+
+def test_philips_private_scale_slope_gives_the_floating_point_value(tmp_path: Path) -> None:
+    import pydicom
+
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import oblique_affine
+
+    files, data = _philips_t2w(tmp_path)
+    rs, ri, ss = 2.5, -10.0, 0.125
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.RescaleSlope, ds.RescaleIntercept = rs, ri
+        ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True).add_new(0x0E, "FL", ss)
+        ds.save_as(f)
+    import_dicom(tmp_path / "dicom", tmp_path / "study")
+    got, side = _imported(tmp_path / "study")
+    want = (data * rs + ri) / (rs * ss)
+    np.testing.assert_allclose(
+        got, np.asanyarray(canonical(want, oblique_affine()).dataobj), rtol=1e-6
+    )
+    assert side["IntensityScaling"] == "Philips private scale slope (2005,100E)"
+
+
+def test_real_world_value_mapping_comes_first(tmp_path: Path) -> None:
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import oblique_affine
+
+    files, data = _philips_t2w(tmp_path)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.RescaleSlope, ds.RescaleIntercept = 2.0, 0.0
+        ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True).add_new(0x0E, "FL", 0.5)
+        item = Dataset()
+        item.RealWorldValueSlope, item.RealWorldValueIntercept = 0.25, 3.0
+        ds.RealWorldValueMappingSequence = [item]
+        ds.save_as(f)
+    import_dicom(tmp_path / "dicom", tmp_path / "study")
+    got, side = _imported(tmp_path / "study")
+    want = data * 0.25 + 3.0
+    np.testing.assert_allclose(
+        got, np.asanyarray(canonical(want, oblique_affine()).dataobj), rtol=1e-6
+    )
+    assert side["IntensityScaling"] == "RealWorldValueMapping (0040,9096)"

@@ -91,6 +91,8 @@ class DicomFrame:
     #: DiffusionDirectionality (0018,9075): DIRECTIONAL, ISOTROPIC (a scanner's derived trace
     #: image inside a DTI series, as Philips writes it), NONE, BMATRIX
     directionality: str | None = None
+    #: which scaling ``slope``/``intercept`` hold (see :func:`_scaling`)
+    scaling: str = "none"
 
     def where(self) -> str:
         return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
@@ -346,11 +348,63 @@ def _classic_frame(ds: Any, path: Path, sop: str, rows: int, cols: int) -> Dicom
         acq_s=_tm_seconds(getattr(ds, "AcquisitionTime", None))
         if getattr(ds, "AcquisitionTime", None)
         else _tm_seconds(getattr(ds, "ContentTime", None)),
-        slope=_float(ds, "RescaleSlope") or 1.0,
-        intercept=_float(ds, "RescaleIntercept") or 0.0,
         component=_component(ds) or "M",
         directionality=_text(ds, "DiffusionDirectionality"),
+        **_scaling(ds, ds, ds),
     )
+
+
+#: Philips' floating-point scale slope: (2005,100E) in the block of this private creator
+_PHILIPS_SCALE = (0x2005, "Philips MR Imaging DD 001", 0x0E)
+
+
+def _philips_scale_slope(ds: Any) -> float | None:
+    maker = str(getattr(ds, "Manufacturer", "")).upper()
+    if "PHILIPS" not in maker:
+        return None
+    group, creator, offset = _PHILIPS_SCALE
+    try:
+        value = ds.private_block(group, creator)[offset].value
+    except (KeyError, ValueError):
+        return None
+    if isinstance(value, bytes):  # implicit VR: the FL arrives as raw bytes
+        value = np.frombuffer(value[:4], "<f4")[0] if len(value) >= 4 else None
+    try:
+        ss = float(next(iter(value)) if isinstance(value, list | tuple) else value)
+    except (TypeError, ValueError, StopIteration):
+        return None
+    return ss if np.isfinite(ss) and ss != 0 else None
+
+
+def _scaling(ds: Any, rescale: Any | None, rwvm: Any | None) -> dict[str, Any]:
+    """Slope, intercept and name of the scaling from stored values to the values imported.
+
+    In order: the Real World Value Mapping (0040,9096) when present (the standard's
+    measurement values; ``rwvm`` is its sequence, or a dataset holding it); otherwise for
+    Philips with a private scale slope SS (2005,100E) the floating-point value
+    ``(SV × RS + RI) / (RS × SS)`` (as dcm2niix and Philips document it); otherwise the Rescale
+    Slope / Intercept (0028,1053 / 0028,1052) of ``rescale``.
+    """
+    item = rwvm
+    if item is not None and getattr(item, "RealWorldValueMappingSequence", None):
+        item = item.RealWorldValueMappingSequence[0]
+    if item is not None and _float(item, "RealWorldValueSlope") is not None:
+        return {
+            "slope": _float(item, "RealWorldValueSlope"),
+            "intercept": _float(item, "RealWorldValueIntercept") or 0.0,
+            "scaling": "RealWorldValueMapping (0040,9096)",
+        }
+    rs = 1.0 if rescale is None else (_float(rescale, "RescaleSlope") or 1.0)
+    ri = 0.0 if rescale is None else (_float(rescale, "RescaleIntercept") or 0.0)
+    ss = _philips_scale_slope(ds)
+    if ss is not None:
+        return {
+            "slope": 1.0 / ss,
+            "intercept": ri / (rs * ss),
+            "scaling": "Philips private scale slope (2005,100E)",
+        }
+    name = "none" if (rs, ri) == (1.0, 0.0) else "RescaleSlope/RescaleIntercept (0028,1053/1052)"
+    return {"slope": rs, "intercept": ri, "scaling": name}
 
 
 def _text(ds: Any, keyword: str) -> str | None:
@@ -506,9 +560,8 @@ def _enhanced_frames(ds: Any, path: Path, sop: str, rows: int, cols: int) -> lis
                 acq_s=None
                 if content is None
                 else _dt_seconds(getattr(content, "FrameAcquisitionDateTime", None)),
-                slope=1.0 if pvt is None else (_float(pvt, "RescaleSlope") or 1.0),
-                intercept=0.0 if pvt is None else (_float(pvt, "RescaleIntercept") or 0.0),
                 component=component or "M",
+                **_scaling(ds, pvt, _group(item, sfg, "RealWorldValueMappingSequence")),
                 directionality=None if diff is None else _text(diff, "DiffusionDirectionality"),
             )
         )

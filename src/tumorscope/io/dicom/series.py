@@ -507,6 +507,9 @@ def _header_fields(series: DicomSeries, reason: str) -> dict[str, Any]:
         "SliceThickness": _float(h, "SliceThickness"),
         "ConversionSoftware": "tumorscope",
         "SeriesRoleGuess": reason,
+        # from stored values to the values written: "none", the rescale, the Real World Value
+        # Mapping or Philips' private scale slope (io/dicom/scan.py::_scaling)
+        "IntensityScaling": " + ".join(sorted({f.scaling for f in series.frames})),
         **_source_deidentification(h),
     }
 
