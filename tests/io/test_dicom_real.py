@@ -359,3 +359,46 @@ def test_real_world_value_mapping_comes_first(tmp_path: Path) -> None:
         got, np.asanyarray(canonical(want, oblique_affine()).dataobj), rtol=1e-6
     )
     assert side["IntensityScaling"] == "RealWorldValueMapping (0040,9096)"
+
+
+@pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
+def test_gradient_directions_are_written_in_the_image_frame(tmp_path: Path, vendor: str) -> None:
+    """Directions given in the patient frame (LPS) come out as BIDS expects them: in the voxel
+    frame of the image written, x negated when the affine's determinant is positive."""
+    import pydicom
+
+    from tumorscope.io.bids import read_bvec
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import oblique_affine, write_series
+    from tumorscope.protocol import DiffusionProtocol
+    from tumorscope.volume import Volume
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 500, size=(8, 6, 4, 4)).astype(np.int16)
+    data += (1000 * np.arange(4)).astype(np.int16)  # volume v holds 1000 v … 1000 v + 499
+    lps = np.array([[0, 0, 0], [1, 0, 0], [0, 0.6, 0.8], [0.48, 0.6, -0.64]])
+    files = write_series(
+        Volume(data, oblique_affine()),
+        tmp_path / "dicom",
+        suffix="dwi",
+        protocol=DiffusionProtocol((0.0, 1000.0, 1000.0, 1000.0)),
+        vendor=vendor,
+    )
+    for f in files:
+        ds = pydicom.dcmread(f)
+        v = int(ds.pixel_array.min()) // 1000
+        ds.DiffusionGradientOrientation = [float(x) for x in lps[v]]
+        ds.DiffusionDirectionality = "NONE" if v == 0 else "DIRECTIONAL"
+        if vendor == "siemens":
+            block = ds.private_block(0x0019, "SIEMENS MR HEADER", create=True)
+            block.add_new(0x0E, "FD", [float(x) for x in lps[v]])
+        if vendor == "philips":
+            block = ds.private_block(0x2005, "Philips MR Imaging DD 001", create=True)
+            for offset, value in zip((0xB0, 0xB1, 0xB2), lps[v], strict=True):
+                block.add_new(offset, "FL", float(value))
+        ds.save_as(f)
+    import_dicom(tmp_path / "dicom", tmp_path / "study")
+    (nii,) = (tmp_path / "study").glob("sub-*/ses-*/dwi/*_dwi.nii.gz")
+    affine = nib.load(nii).affine
+    want = [fsl_bvec(affine, g * [-1, -1, 1]) for g in lps]  # LPS → RAS, then the voxel frame
+    np.testing.assert_allclose(read_bvec(nii), want, atol=1e-4)

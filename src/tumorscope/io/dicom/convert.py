@@ -94,6 +94,19 @@ def _bvecs(raw: np.ndarray, theirs: np.ndarray, ours: np.ndarray, mapping: Any) 
     return out.T
 
 
+def _same_voxels(theirs: np.ndarray, ours: np.ndarray, perm: list[int], signs: list[int]) -> bool:
+    """dcm2niix's voxel array, put on our axes, equals ours (every volume, in order)."""
+    theirs = theirs.reshape((*theirs.shape[:3], -1))
+    ours = ours.reshape((*ours.shape[:3], -1))
+    moved = np.transpose(theirs, (*perm, 3))
+    for axis, sign in enumerate(signs):
+        if sign < 0:
+            moved = np.flip(moved, axis)
+    return moved.shape == ours.shape and bool(
+        np.allclose(moved.astype(np.float64), ours.astype(np.float64), rtol=1e-5, atol=1e-3)
+    )
+
+
 def _pick(folder: Path, shape: tuple[int, ...]) -> Path | None:
     """The one dcm2niix output with our number of voxels and volumes."""
     import nibabel as nib
@@ -110,7 +123,7 @@ def _pick(folder: Path, shape: tuple[int, ...]) -> Path | None:
 def vendor_fields(
     files: Sequence[Path],
     affine: np.ndarray,
-    shape: tuple[int, ...],
+    data: np.ndarray,
     *,
     bvalues: Sequence[float] | None = None,
 ) -> VendorFields:
@@ -122,11 +135,12 @@ def vendor_fields(
         The series' DICOM files.
     affine : ndarray
         tumorscope's RAS+ affine of the series (the frame of the returned directions).
-    shape : tuple of int
-        tumorscope's array shape of the series.
+    data : ndarray
+        tumorscope's voxel array of the series (x, y, z[, volume]).
     bvalues : sequence of float, optional
         tumorscope's b-values: the gradient directions are taken only when dcm2niix's b-values
-        are the same, in the same order.
+        are the same, in the same order, and its voxel values, mapped onto our axes, equal
+        ``data`` volume by volume (so each direction belongs to the volume it is written for).
 
     Returns
     -------
@@ -135,6 +149,7 @@ def vendor_fields(
     """
     import nibabel as nib
 
+    shape = data.shape
     out = VendorFields()
     exe = dcm2niix_binary()
     if exe is None:
@@ -163,7 +178,8 @@ def vendor_fields(
                 "none: dcm2niix wrote no single image of this series' shape"
             )
             return out
-        theirs = np.asarray(nib.Nifti1Image.from_filename(nii).affine)
+        image = nib.Nifti1Image.from_filename(nii)
+        theirs = np.asarray(image.affine)
         side = json.loads(nii.with_suffix(".json").read_text(encoding="utf-8"))
         mapping = _axis_map(affine, theirs)
         if mapping is None:
@@ -184,12 +200,13 @@ def vendor_fields(
         raw = np.loadtxt(bvec, ndmin=2) if bvalues is not None and bvec.exists() else None
         if raw is not None and np.any(np.abs(raw) > 1e-6):  # all zero: trace-weighted only
             theirs_b = np.loadtxt(bval, ndmin=1) if bval.exists() else np.zeros(0)
-            if theirs_b.shape == ours_b.shape and np.allclose(theirs_b, ours_b, atol=1.0):
+            same_b = theirs_b.shape == ours_b.shape and np.allclose(theirs_b, ours_b, atol=1.0)
+            if same_b and _same_voxels(np.asanyarray(image.dataobj), data, perm, signs):
                 out.bvecs = _bvecs(raw, theirs, affine, mapping)
             else:
                 out.notes.append(
-                    "dcm2niix's b-values differ from the headers' (order or values): "
-                    "gradient directions not written"
+                    "dcm2niix's b-values or volumes differ from the headers' (order or "
+                    "values): gradient directions not written"
                 )
         if out.sidecar or out.bvecs is not None:
             out.sidecar["VendorFieldsSource"] = "dcm2niix"

@@ -413,7 +413,7 @@ def read_series(
             field=exc.field,
         ) from exc
     if vendor_fields and (suffix in ("dwi", "epi") or _is_epi(series)):
-        protocol = _add_vendor_fields(series, suffix, protocol, data.shape, affine, side, notes)
+        protocol = _add_vendor_fields(series, protocol, data, affine, side, notes)
     _add_acquisition_fields(side, volumes[0][0], params["te"][0])
     if keep_identifiers:
         side["SeriesInstanceUID"] = series.uid
@@ -434,9 +434,8 @@ def _is_epi(series: DicomSeries) -> bool:
 
 def _add_vendor_fields(
     series: DicomSeries,
-    suffix: str,
     protocol: proto.Protocol | None,
-    shape: tuple[int, ...],
+    data: np.ndarray,
     affine: np.ndarray,
     side: dict[str, Any],
     notes: list[str],
@@ -444,7 +443,7 @@ def _add_vendor_fields(
     """dcm2niix's phase encoding, slice timing and gradient directions, on our grid."""
     dwi = protocol if isinstance(protocol, proto.DiffusionProtocol) else None
     vf = vendor_fields_of(
-        series.files, affine, shape, bvalues=None if dwi is None else list(dwi.bvalues)
+        series.files, affine, data, bvalues=None if dwi is None else list(dwi.bvalues)
     )
     side.update(vf.sidecar)
     notes.extend(f"series {series.description!r}: {n}" for n in vf.notes)
