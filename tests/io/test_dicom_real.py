@@ -402,3 +402,41 @@ def test_gradient_directions_are_written_in_the_image_frame(tmp_path: Path, vend
     affine = nib.load(nii).affine
     want = [fsl_bvec(affine, g * [-1, -1, 1]) for g in lps]  # LPS → RAS, then the voxel frame
     np.testing.assert_allclose(read_bvec(nii), want, atol=1e-4)
+
+
+def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -> None:
+    """GE EPI images share one AcquisitionTime and have no TriggerTime (dcm_qa_nih GE series):
+    the frames are one TR apart, and the sidecar says where the times came from."""
+    import pydicom
+
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import oblique_affine, write_series
+    from tumorscope.protocol import DynamicProtocol
+    from tumorscope.volume import Volume
+
+    data = np.ones((6, 5, 3, 4), dtype=np.int16) * np.arange(4, dtype=np.int16) * 10
+    files = write_series(
+        Volume(data, oblique_affine()),
+        tmp_path / "dicom",
+        suffix="dce",
+        protocol=DynamicProtocol((0.0, 2.0, 4.0, 6.0), 60.0, 2000.0, 1),
+        vendor="ge",
+        repetition_time_ms=2000.0,
+    )
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for keyword in ("TriggerTime", "TemporalPositionIdentifier"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.AcquisitionTime = ds.ContentTime = "114815"
+        ds.ScanningSequence = ["EP", "GR"]
+        ds.save_as(f)
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
+    assert [r["suffix"] for r in rep.series] == ["dce"]
+    (side,) = (tmp_path / "study").glob("sub-*/ses-*/perf/*_dce.json")
+    got = json.loads(side.read_text())
+    assert got["FrameTimes"] == [0.0, 2.0, 4.0, 6.0]
+    assert got["FrameTimesSource"].startswith("RepetitionTime")
+    assert got["ScanningSequence"] == "EP\\GR"
+    image = np.asanyarray(nib.load(side.with_name(side.name[:-5] + ".nii.gz")).dataobj)
+    assert [int(image[..., v].max()) for v in range(4)] == [0, 10, 20, 30]  # in order
