@@ -430,6 +430,7 @@ def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -
                 delattr(ds, keyword)
         ds.AcquisitionTime = ds.ContentTime = "114815"
         ds.ScanningSequence = ["EP", "GR"]
+        ds.MRAcquisitionType = "2D"
         ds.save_as(f)
     rep = import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
     assert [r["suffix"] for r in rep.series] == ["dce"]
@@ -440,3 +441,34 @@ def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -
     assert got["ScanningSequence"] == "EP\\GR"
     image = np.asanyarray(nib.load(side.with_name(side.name[:-5] + ".nii.gz")).dataobj)
     assert [int(image[..., v].max()) for v in range(4)] == [0, 10, 20, 30]  # in order
+
+
+def test_a_non_epi_dynamic_series_without_frame_times_is_still_an_error(tmp_path: Path) -> None:
+    """A 3-D DCE frame takes far longer than one TR: times are never made up from TR there."""
+    import pydicom
+
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import oblique_affine, write_series
+    from tumorscope.protocol import DynamicProtocol
+    from tumorscope.volume import Volume
+
+    data = np.ones((6, 5, 3, 4), dtype=np.int16) * np.arange(4, dtype=np.int16) * 10
+    files = write_series(
+        Volume(data, oblique_affine()),
+        tmp_path / "dicom",
+        suffix="dce",
+        protocol=DynamicProtocol((0.0, 5.0, 10.0, 15.0), 15.0, 4.0, 1),
+        vendor="ge",
+    )
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for keyword in ("TriggerTime", "TemporalPositionIdentifier"):
+            if keyword in ds:
+                delattr(ds, keyword)
+        ds.AcquisitionTime = ds.ContentTime = "114815"
+        ds.save_as(f)
+    from tumorscope.errors import DataError
+
+    with pytest.raises(DataError, match=r"frame_times_s: .* strictly increasing"):
+        import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
+    assert not (tmp_path / "study").exists()

@@ -322,17 +322,19 @@ def _guess(
     return "T1w", f"single volume, TE {te} ms", params
 
 
-def _frame_times(volumes: list[list[DicomFrame]]) -> tuple[list[float], str]:
-    """Frame times (s from the first frame) and where they came from."""
+def _frame_times(volumes: list[list[DicomFrame]], epi: bool) -> tuple[list[float], str]:
+    """Frame times (s from the first frame) and where they came from (``epi``: a 2-D EPI
+    series, whose every volume takes one TR)."""
     trig = [v[0].trigger_ms for v in volumes]
     if all(t is not None for t in trig) and len(_distinct(trig)) == len(trig):
         t0 = float(trig[0])  # type: ignore[arg-type]
         return [(float(t) - t0) / 1e3 for t in trig], "TriggerTime"  # type: ignore[arg-type]
     times = _acquisition_times(volumes)
     tr = volumes[0][0].tr_ms
-    if len(_distinct(times)) == 1 and len(times) > 1 and tr:
+    if epi and len(_distinct(times)) == 1 and len(times) > 1 and tr:
         # GE EPI time series carry one AcquisitionTime for all images and no TriggerTime:
-        # a volume is acquired every TR (as dcm2niix assumes for its slice timing)
+        # a 2-D EPI volume is acquired every TR (as dcm2niix assumes for its slice timing); a
+        # 3-D or non-EPI series takes longer than a TR per frame, so it stays an error
         return [i * tr / 1e3 for i in range(len(times))], (
             "RepetitionTime (the images share one AcquisitionTime)"
         )
@@ -405,7 +407,10 @@ def read_series(
     where = str(series.files[0])
     side = _header_fields(series, reason)
     try:
-        protocol = _protocol(suffix, volumes, params, data, dce_baseline_frames, where, side)
+        epi = _is_epi(series) and series.text("MRAcquisitionType").upper() != "3D"
+        protocol = _protocol(
+            suffix, volumes, params, data, dce_baseline_frames, where, side, epi=epi
+        )
     except ProtocolError as exc:
         raise ProtocolError(
             f"series {series.description!r} ({suffix}): {exc.message}",
@@ -554,8 +559,10 @@ def _protocol(
     dce_baseline_frames: int | None,
     where: str,
     side: dict[str, Any],
+    epi: bool = False,
 ) -> proto.Protocol | None:
-    """The protocol of a series of kind ``suffix``; adds its per-volume fields to ``side``."""
+    """The protocol of a series of kind ``suffix``; adds its per-volume fields to ``side``
+    (``epi``: a 2-D EPI series, whose frames may be timed by TR)."""
     first = [v[0] for v in volumes]
     tr = first[0].tr_ms
     te = params["te"]
@@ -590,7 +597,7 @@ def _protocol(
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
     if suffix == "dce":
-        times, source = _frame_times(volumes)
+        times, source = _frame_times(volumes, epi)
         side["FrameTimesSource"] = source
         if dce_baseline_frames is None:
             nb = baseline_frames(data)
