@@ -472,3 +472,19 @@ def test_a_non_epi_dynamic_series_without_frame_times_is_still_an_error(tmp_path
     with pytest.raises(DataError, match=r"frame_times_s: .* strictly increasing"):
         import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
     assert not (tmp_path / "study").exists()
+
+
+@pytest.mark.parametrize("binary", [None, "/bin/false"])
+def test_without_a_working_dcm2niix_the_vendor_fields_are_left_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, binary: str | None
+) -> None:
+    from tumorscope.io.dicom import convert
+
+    monkeypatch.setattr(convert, "dcm2niix_binary", lambda: binary)
+    (s,) = scan_dicom(DATA / "dcm_qa_nih" / "In" / "20180918Si").series
+    sd = read_series(s)
+    assert "PhaseEncodingDirection" not in sd.sidecar
+    if binary is None:
+        assert any("dcm2niix not found" in n for n in sd.notes)
+    else:
+        assert sd.sidecar["VendorFieldsSource"] == "none: dcm2niix failed (exit 1)"

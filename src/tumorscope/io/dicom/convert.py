@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 __all__ = ["VendorFields", "dcm2niix_binary", "vendor_fields"]
 
@@ -147,9 +148,6 @@ def vendor_fields(
     VendorFields
         Empty with a note when dcm2niix is missing, fails or writes something else.
     """
-    import nibabel as nib
-
-    shape = data.shape
     out = VendorFields()
     exe = dcm2niix_binary()
     if exe is None:
@@ -172,42 +170,64 @@ def vendor_fields(
         except (OSError, subprocess.TimeoutExpired) as exc:
             out.notes.append(f"dcm2niix did not run ({type(exc).__name__})")
             return out
-        nii = _pick(dst, shape) if run.returncode == 0 else None
-        if nii is None:
-            out.sidecar["VendorFieldsSource"] = (
-                "none: dcm2niix wrote no single image of this series' shape"
-            )
+        if run.returncode != 0:
+            out.sidecar["VendorFieldsSource"] = f"none: dcm2niix failed (exit {run.returncode})"
             return out
-        image = nib.Nifti1Image.from_filename(nii)
-        theirs = np.asarray(image.affine)
-        side = json.loads(nii.with_suffix(".json").read_text(encoding="utf-8"))
-        mapping = _axis_map(affine, theirs)
-        if mapping is None:
-            out.sidecar["VendorFieldsSource"] = "none: dcm2niix's image is not on the same axes"
-            return out
-        perm, signs = mapping
-        pe = _phase_encoding(str(side.get("PhaseEncodingDirection", "")), perm, signs)
-        if pe is not None:
-            out.sidecar["PhaseEncodingDirection"] = pe
-        timing = side.get("SliceTiming")
-        if isinstance(timing, list) and len(timing) == shape[2] and perm[2] == 2:
-            out.sidecar["SliceTiming"] = [float(t) for t in timing[:: signs[2]]]
-        for key in _SCALARS:
-            if isinstance(side.get(key), int | float):
-                out.sidecar[key] = float(side[key])
-        bvec, bval = nii.with_suffix(".bvec"), nii.with_suffix(".bval")
-        ours_b = np.asarray(bvalues if bvalues is not None else [], dtype=float)
-        raw = np.loadtxt(bvec, ndmin=2) if bvalues is not None and bvec.exists() else None
-        if raw is not None and np.any(np.abs(raw) > 1e-6):  # all zero: trace-weighted only
-            theirs_b = np.loadtxt(bval, ndmin=1) if bval.exists() else np.zeros(0)
-            same_b = theirs_b.shape == ours_b.shape and np.allclose(theirs_b, ours_b, atol=1.0)
-            if same_b and _same_voxels(np.asanyarray(image.dataobj), data, perm, signs):
-                out.bvecs = _bvecs(raw, theirs, affine, mapping)
-            else:
-                out.notes.append(
-                    "dcm2niix's b-values or volumes differ from the headers' (order or "
-                    "values): gradient directions not written"
-                )
-        if out.sidecar or out.bvecs is not None:
-            out.sidecar["VendorFieldsSource"] = "dcm2niix"
+        try:
+            _read_output(dst, affine, data, bvalues, out)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, ImageFileError) as exc:
+            # a damaged or unexpected output only leaves the fields out
+            out.sidecar = {"VendorFieldsSource": f"none: dcm2niix's output unreadable ({exc})"}
+            out.bvecs = None
     return out
+
+
+def _read_output(
+    dst: Path,
+    affine: np.ndarray,
+    data: np.ndarray,
+    bvalues: Sequence[float] | None,
+    out: VendorFields,
+) -> None:
+    """Fill ``out`` from dcm2niix's output folder (see :func:`vendor_fields`)."""
+    import nibabel as nib
+
+    shape = data.shape
+    nii = _pick(dst, shape)
+    if nii is None:
+        out.sidecar["VendorFieldsSource"] = (
+            "none: dcm2niix wrote no single image of this series' shape"
+        )
+        return
+    image = nib.Nifti1Image.from_filename(nii)
+    theirs = np.asarray(image.affine)
+    side = json.loads(nii.with_suffix(".json").read_text(encoding="utf-8"))
+    mapping = _axis_map(affine, theirs)
+    if mapping is None:
+        out.sidecar["VendorFieldsSource"] = "none: dcm2niix's image is not on the same axes"
+        return
+    perm, signs = mapping
+    pe = _phase_encoding(str(side.get("PhaseEncodingDirection", "")), perm, signs)
+    if pe is not None:
+        out.sidecar["PhaseEncodingDirection"] = pe
+    timing = side.get("SliceTiming")
+    if isinstance(timing, list) and len(timing) == shape[2] and perm[2] == 2:
+        out.sidecar["SliceTiming"] = [float(t) for t in timing[:: signs[2]]]
+    for key in _SCALARS:
+        if isinstance(side.get(key), int | float):
+            out.sidecar[key] = float(side[key])
+    bvec, bval = nii.with_suffix(".bvec"), nii.with_suffix(".bval")
+    ours_b = np.asarray(bvalues if bvalues is not None else [], dtype=float)
+    raw = np.loadtxt(bvec, ndmin=2) if bvalues is not None and bvec.exists() else None
+    if raw is not None and np.any(np.abs(raw) > 1e-6):  # all zero: trace-weighted only
+        theirs_b = np.loadtxt(bval, ndmin=1) if bval.exists() else np.zeros(0)
+        same_b = theirs_b.shape == ours_b.shape and np.allclose(theirs_b, ours_b, atol=1.0)
+        if same_b and _same_voxels(np.asanyarray(image.dataobj), data, perm, signs):
+            out.bvecs = _bvecs(raw, theirs, affine, mapping)
+        else:
+            out.notes.append(
+                "dcm2niix's b-values or volumes differ from the headers' (order or "
+                "values): gradient directions not written"
+            )
+    if out.sidecar or out.bvecs is not None:
+        out.sidecar["VendorFieldsSource"] = "dcm2niix"
