@@ -404,24 +404,24 @@ def test_gradient_directions_are_written_in_the_image_frame(tmp_path: Path, vend
     np.testing.assert_allclose(read_bvec(nii), want, atol=1e-4)
 
 
-def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -> None:
-    """GE EPI images share one AcquisitionTime and have no TriggerTime (dcm_qa_nih GE series):
-    the frames are one TR apart, and the sidecar says where the times came from."""
+def _dynamic_without_frame_times(folder: Path, *, epi: bool) -> None:
+    """A GE-style 4-frame dynamic series whose images share one AcquisitionTime and have no
+    TriggerTime; ``epi``: a 2-D EPI (TR 2 s), else a 3-D spoiled gradient echo (TR 4 ms)."""
     import pydicom
 
-    from tumorscope.io.dicom import import_dicom
     from tumorscope.phantom.dicom import oblique_affine, write_series
     from tumorscope.protocol import DynamicProtocol
     from tumorscope.volume import Volume
 
     data = np.ones((6, 5, 3, 4), dtype=np.int16) * np.arange(4, dtype=np.int16) * 10
+    tr = 2000.0 if epi else 4.0
     files = write_series(
         Volume(data, oblique_affine()),
-        tmp_path / "dicom",
+        folder,
         suffix="dce",
-        protocol=DynamicProtocol((0.0, 2.0, 4.0, 6.0), 60.0, 2000.0, 1),
+        protocol=DynamicProtocol((0.0, 2.0, 4.0, 6.0), 60.0, tr, 1),
         vendor="ge",
-        repetition_time_ms=2000.0,
+        repetition_time_ms=tr,
     )
     for f in files:
         ds = pydicom.dcmread(f)
@@ -429,9 +429,18 @@ def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -
             if keyword in ds:
                 delattr(ds, keyword)
         ds.AcquisitionTime = ds.ContentTime = "114815"
-        ds.ScanningSequence = ["EP", "GR"]
-        ds.MRAcquisitionType = "2D"
+        if epi:
+            ds.ScanningSequence = ["EP", "GR"]
+            ds.MRAcquisitionType = "2D"
         ds.save_as(f)
+
+
+def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -> None:
+    """GE EPI images share one AcquisitionTime and have no TriggerTime (dcm_qa_nih GE series):
+    the frames are one TR apart, and the sidecar says where the times came from."""
+    from tumorscope.io.dicom import import_dicom
+
+    _dynamic_without_frame_times(tmp_path / "dicom", epi=True)
     rep = import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
     assert [r["suffix"] for r in rep.series] == ["dce"]
     (side,) = (tmp_path / "study").glob("sub-*/ses-*/perf/*_dce.json")
@@ -445,30 +454,10 @@ def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -
 
 def test_a_non_epi_dynamic_series_without_frame_times_is_still_an_error(tmp_path: Path) -> None:
     """A 3-D DCE frame takes far longer than one TR: times are never made up from TR there."""
-    import pydicom
-
-    from tumorscope.io.dicom import import_dicom
-    from tumorscope.phantom.dicom import oblique_affine, write_series
-    from tumorscope.protocol import DynamicProtocol
-    from tumorscope.volume import Volume
-
-    data = np.ones((6, 5, 3, 4), dtype=np.int16) * np.arange(4, dtype=np.int16) * 10
-    files = write_series(
-        Volume(data, oblique_affine()),
-        tmp_path / "dicom",
-        suffix="dce",
-        protocol=DynamicProtocol((0.0, 5.0, 10.0, 15.0), 15.0, 4.0, 1),
-        vendor="ge",
-    )
-    for f in files:
-        ds = pydicom.dcmread(f)
-        for keyword in ("TriggerTime", "TemporalPositionIdentifier"):
-            if keyword in ds:
-                delattr(ds, keyword)
-        ds.AcquisitionTime = ds.ContentTime = "114815"
-        ds.save_as(f)
     from tumorscope.errors import DataError
+    from tumorscope.io.dicom import import_dicom
 
+    _dynamic_without_frame_times(tmp_path / "dicom", epi=False)
     with pytest.raises(DataError, match=r"frame_times_s: .* strictly increasing"):
         import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
     assert not (tmp_path / "study").exists()
