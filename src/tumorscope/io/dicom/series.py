@@ -15,21 +15,28 @@ Design decisions
   echo time, inversion time, flip angle and time of acquisition; every slice position must hold
   the same number of images with the same parameters. The parameter that varies decides the
   series kind (b → ``dwi``, flip angle → ``VFA``, TE → ``MEGRE``/``MESE``, TI → ``IRT1``,
-  time → ``dce``); a single volume is ``T2w`` when TE ≥ 60 ms or the description says T2, and
-  ``T1w`` otherwise. The guess can be overridden (``suffix``).
-* **Values.** Stored pixel values are kept; the DICOM rescale slope/intercept, which is part of
-  what the file defines, is applied only when it is not the identity (then the data become
-  float32). Vendor-private scalings (Philips ``(2005,100E)``) are not applied.
+  time → ``dce``, a dynamic EPI too; an EPI of 1–2 volumes → ``epi``); a single volume is
+  ``T2w`` when TE ≥ 60 ms or the description says T2, and ``T1w`` otherwise. The guess can be
+  overridden (``suffix``).
+* **Values.** Stored pixel values are kept unless the file defines a scaling that is not the
+  identity (then float32): the Real World Value Mapping, else Philips' private scale slope
+  ``(2005,100E)``, else the rescale slope/intercept; the sidecar names it
+  (``IntensityScaling``).
 * **Frame times** of dynamic series come from ``TriggerTime`` when it varies, else from the
   earliest ``AcquisitionTime`` (``FrameAcquisitionDateTime`` in enhanced objects) of each
-  frame, relative to the first frame. DICOM does not record how many frames precede the
+  frame, relative to the first frame; a 2-D EPI whose images share one time (GE) is timed by
+  TR (``FrameTimesSource`` says which). DICOM does not record how many frames precede the
   contrast injection: ``BaselineFrames`` is taken from the caller or estimated by
   :func:`tumorscope.preprocessing.dynamic.baseline_frames` (the sidecar says which, in
   ``BaselineFramesSource``).
 * **Magnitude and phase** saved in one series (multi-echo GRE often is): the magnitude images
-  are read, the others are left out and noted.
+  are read, the others are left out and noted; so is a scanner's derived isotropic (trace)
+  volume inside a DTI series (``DiffusionDirectionality`` ISOTROPIC, as Philips writes it).
+* **Vendor fields** of EPI and DWI series (phase-encoding direction, slice timing, readout time,
+  gradient directions) come from dcm2niix, mapped onto this grid
+  (:mod:`tumorscope.io.dicom.convert`).
 * **Rejected series.** A series with a missing slice, a missing measurement, unreadable images,
-  Siemens mosaic images or inconsistent orientation, spacing or size raises a
+  or inconsistent orientation, spacing or size raises a
   :class:`~tumorscope.errors.DataError` naming the file and the tag.
 """
 
