@@ -477,3 +477,29 @@ def test_without_a_working_dcm2niix_the_vendor_fields_are_left_out(
         assert any("dcm2niix not found" in n for n in sd.notes)
     else:
         assert sd.sidecar["VendorFieldsSource"] == "none: dcm2niix failed (exit 1)"
+
+
+def test_identifiers_do_not_reach_the_study_through_dcm2niix(tmp_path: Path) -> None:
+    """dcm2niix's sidecar holds SeriesDescription, ProcedureStepDescription, dates …: only its
+    numeric fields are taken, and the study is searched for the patient's identity."""
+    import pydicom
+
+    from tumorscope.io.deid import find_identifiers
+    from tumorscope.io.dicom import import_dicom
+
+    src = tmp_path / "dicom"
+    src.mkdir()
+    for f in sorted((DATA / "dcm_qa_nih" / "In" / "20180918Si" / "mr_0003").glob("*.dcm")):
+        ds = pydicom.dcmread(f)
+        ds.PatientName, ds.PatientID = "Quimby^Rosalind", "QX77341"
+        ds.PatientBirthDate = "19610415"
+        ds.SeriesDescription = "EPI Rosalind Quimby QX77341"
+        ds.ProtocolName = "quimby_rosalind"
+        ds.PerformedProcedureStepDescription = "Quimby 15.04.1961"
+        ds.save_as(src / f.name)
+    rep = import_dicom(src, tmp_path / "study")
+    (side,) = (tmp_path / "study").glob("sub-*/ses-*/fmap/*_epi.json")
+    assert json.loads(side.read_text())["VendorFieldsSource"] == "dcm2niix"
+    ids = ["Quimby^Rosalind", "QX77341", "19610415"]
+    assert find_identifiers(tmp_path / "study", ids) == []
+    assert not any("Quimby" in str(r) or "QX77341" in str(r) for r in rep.series)
