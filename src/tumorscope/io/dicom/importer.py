@@ -61,6 +61,7 @@ __all__ = ["ImportReport", "import_dicom"]
 _FOLDER = {
     "dwi": "dwi",
     "dce": "perf",
+    "epi": "fmap",
 }
 
 #: one imported series: where it came from and what was read
@@ -97,10 +98,6 @@ class ImportReport:
 
 
 # --------------------------------------------------------------------------- import
-_FOLDER = {
-    "dwi": "dwi",
-    "dce": "perf",
-}
 
 
 def _role_override(series: DicomSeries, roles: Mapping[str, str]) -> str | None:
@@ -644,6 +641,12 @@ def _write_series_files(folder: Path, stem: str, sd: SeriesData) -> None:
     if isinstance(sd.protocol, DiffusionProtocol):
         bval = " ".join(f"{b:g}" for b in sd.protocol.bvalues) + "\n"
         atomic_write(folder / f"{stem}.bval", lambda tmp: tmp.write_text(bval, encoding="utf-8"))
+        if sd.protocol.bvecs is not None:  # FSL/BIDS: three rows, the image's voxel frame
+            rows = np.asarray(sd.protocol.bvecs, dtype=float).T
+            bvec = "".join(" ".join(f"{c:.6g}" for c in row) + "\n" for row in rows)
+            atomic_write(
+                folder / f"{stem}.bvec", lambda tmp: tmp.write_text(bvec, encoding="utf-8")
+            )
 
 
 def _segmentation_refs(paths: Sequence[Path], problems: list[Problem]) -> dict[Path, list[str]]:

@@ -14,12 +14,19 @@ Design decisions
 * **b-values** come from the MR Diffusion functional group, the standard ``DiffusionBValue``
   tag, or the vendor's private tag (Siemens ``(0019,100C)``, GE ``(0043,1039)`` less its
   ``10^9`` offset, Philips ``(2001,1003)``).
+* **Siemens mosaic** images (``ImageType`` holding ``MOSAIC``) become one frame per tile:
+  ``NumberOfImagesInMosaic`` and ``SliceNormalVector`` from the CSA image header
+  ``(0029,1010)`` (read with nibabel's CSA parser), tiles of ``Rows / ceil(sqrt(n))`` pixels
+  in row-major order; the position of tile ``k`` is the mosaic's ``ImagePositionPatient``
+  moved to the centre offset of the first tile, plus ``k`` slice spacings along the CSA slice
+  normal (which points head to foot for F>>H numbering, so both orders come out right).
 * **Complex component** of an image: ``ComplexImageComponent``, else the third ``ImageType``
   value (the series reader keeps the magnitude images of a mixed series).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import Iterable
@@ -77,6 +84,15 @@ class DicomFrame:
     slope: float = 1.0
     intercept: float = 0.0
     component: str = "M"  # M(agnitude), P(hase), R(eal), I(maginary)
+    #: Siemens mosaic: tile number of this slice and tiles per mosaic row (``rows``/``cols``
+    #: are then the tile's size, the stored image is ``grid`` times larger each way)
+    tile: int | None = None
+    grid: int = 1
+    #: DiffusionDirectionality (0018,9075): DIRECTIONAL, ISOTROPIC (a scanner's derived trace
+    #: image inside a DTI series, as Philips writes it), NONE, BMATRIX
+    directionality: str | None = None
+    #: which scaling ``slope``/``intercept`` hold (see :func:`_scaling`)
+    scaling: str = "none"
 
     def where(self) -> str:
         return str(self.path) if self.frame is None else f"{self.path} (frame {self.frame + 1})"
@@ -300,7 +316,9 @@ def _frames_from_dataset(ds: Any, path: Path) -> list[DicomFrame]:
     rows = int(_need(ds, "Rows", "Image Pixel", path))
     cols = int(_need(ds, "Columns", "Image Pixel", path))
     if getattr(ds, "PerFrameFunctionalGroupsSequence", None) is None:
-        return [_classic_frame(ds, path, sop, rows, cols)]
+        frame = _classic_frame(ds, path, sop, rows, cols)
+        image_type = [str(x).upper() for x in (getattr(ds, "ImageType", None) or [])]
+        return _mosaic_tiles(ds, frame) if "MOSAIC" in image_type else [frame]
     return _enhanced_frames(ds, path, sop, rows, cols)
 
 
@@ -330,10 +348,149 @@ def _classic_frame(ds: Any, path: Path, sop: str, rows: int, cols: int) -> Dicom
         acq_s=_tm_seconds(getattr(ds, "AcquisitionTime", None))
         if getattr(ds, "AcquisitionTime", None)
         else _tm_seconds(getattr(ds, "ContentTime", None)),
-        slope=_float(ds, "RescaleSlope") or 1.0,
-        intercept=_float(ds, "RescaleIntercept") or 0.0,
         component=_component(ds) or "M",
+        directionality=_text(ds, "DiffusionDirectionality"),
+        **_scaling(ds, ds, ds),
     )
+
+
+#: Philips' floating-point scale slope: (2005,100E) in the block of this private creator
+_PHILIPS_SCALE = (0x2005, "Philips MR Imaging DD 001", 0x0E)
+
+
+def _philips_scale_slope(ds: Any) -> float | None:
+    maker = str(getattr(ds, "Manufacturer", "")).upper()
+    if "PHILIPS" not in maker:
+        return None
+    group, creator, offset = _PHILIPS_SCALE
+    try:
+        value = ds.private_block(group, creator)[offset].value
+    except (KeyError, ValueError):
+        return None
+    if isinstance(value, bytes):  # implicit VR: the FL arrives as raw bytes
+        value = np.frombuffer(value[:4], "<f4")[0] if len(value) >= 4 else None
+    try:
+        ss = float(next(iter(value)) if isinstance(value, list | tuple) else value)
+    except (TypeError, ValueError, StopIteration):
+        return None
+    return ss if np.isfinite(ss) and ss != 0 else None
+
+
+def _scaling(ds: Any, rescale: Any | None, rwvm: Any | None) -> dict[str, Any]:
+    """Slope, intercept and name of the scaling from stored values to the values imported.
+
+    In order: the Real World Value Mapping (0040,9096) when present (the standard's
+    measurement values; ``rwvm`` is its sequence, or a dataset holding it); otherwise for
+    Philips with a private scale slope SS (2005,100E) the floating-point value
+    ``(SV × RS + RI) / (RS × SS)`` (as dcm2niix and Philips document it); otherwise the Rescale
+    Slope / Intercept (0028,1053 / 0028,1052) of ``rescale``.
+    """
+    item = rwvm
+    if item is not None and getattr(item, "RealWorldValueMappingSequence", None):
+        item = item.RealWorldValueMappingSequence[0]
+    if item is not None and _float(item, "RealWorldValueSlope") is not None:
+        return {
+            "slope": _float(item, "RealWorldValueSlope"),
+            "intercept": _float(item, "RealWorldValueIntercept") or 0.0,
+            "scaling": "RealWorldValueMapping (0040,9096)",
+        }
+    rs = 1.0 if rescale is None else (_float(rescale, "RescaleSlope") or 1.0)
+    ri = 0.0 if rescale is None else (_float(rescale, "RescaleIntercept") or 0.0)
+    ss = _philips_scale_slope(ds)
+    if ss is not None:
+        return {
+            "slope": 1.0 / ss,
+            "intercept": ri / (rs * ss),
+            "scaling": "Philips private scale slope (2005,100E)",
+        }
+    name = "none" if (rs, ri) == (1.0, 0.0) else "RescaleSlope/RescaleIntercept (0028,1053/1052)"
+    return {"slope": rs, "intercept": ri, "scaling": name}
+
+
+def _text(ds: Any, keyword: str) -> str | None:
+    value = str(getattr(ds, keyword, "") or "").strip().upper()
+    return value or None
+
+
+def _csareader() -> Any:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel.nicom warns that its readers are experimental
+        from nibabel.nicom import csareader
+    return csareader
+
+
+def _csa_image_header(ds: Any, path: Path) -> dict[str, Any]:
+    csareader = _csareader()
+    try:
+        csa = csareader.get_csa_header(ds, "image")
+    except Exception as exc:  # a damaged CSA header raises nibabel's CSAReadError or others
+        raise DataError(
+            f"unreadable Siemens CSA image header ({type(exc).__name__}: {exc})",
+            file=path,
+            field="CSAImageHeaderInfo (0029,1010)",
+        ) from exc
+    if csa is None:
+        raise DataError(
+            "Siemens mosaic without a CSA image header: the slice positions are unknown",
+            file=path,
+            field="CSAImageHeaderInfo (0029,1010)",
+        )
+    return dict(csa)
+
+
+def _mosaic_tiles(ds: Any, frame: DicomFrame) -> list[DicomFrame]:
+    """The slices (tiles) of a Siemens mosaic image, each with its own position."""
+    csareader = _csareader()
+
+    path = frame.path
+    csa = _csa_image_header(ds, path)
+    try:
+        n = int(csareader.get_n_mosaic(csa))
+        normal = np.asarray(csareader.get_slice_normal(csa), dtype=float)
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise DataError(
+            f"Siemens mosaic: {type(exc).__name__} reading the CSA image header",
+            file=path,
+            field="NumberOfImagesInMosaic",
+        ) from exc
+    grid = int(np.ceil(np.sqrt(n)))
+    if n < 1 or frame.rows % grid or frame.cols % grid or normal.shape != (3,):
+        raise DataError(
+            f"Siemens mosaic: {n} images do not tile a {frame.rows}x{frame.cols} image",
+            file=path,
+            field="NumberOfImagesInMosaic",
+        )
+    spacing = _float(ds, "SpacingBetweenSlices") or _float(ds, "SliceThickness")
+    if spacing is None:
+        raise DataError(
+            "Siemens mosaic without SpacingBetweenSlices or SliceThickness",
+            file=path,
+            field="SpacingBetweenSlices",
+        )
+    rows, cols = frame.rows // grid, frame.cols // grid
+    row_dir, col_dir = frame.orientation[:3], frame.orientation[3:]
+    # ImagePositionPatient is the centre of the mosaic's first pixel: move it to the first
+    # tile's first pixel (as nibabel's MosaicWrapper and dcm2niix do)
+    first = (
+        frame.position
+        + col_dir * frame.spacing[0] * (frame.rows - rows) / 2
+        + row_dir * frame.spacing[1] * (frame.cols - cols) / 2
+    )
+    normal = normal / np.linalg.norm(normal)
+    return [
+        dataclasses.replace(
+            frame,
+            sop_uid=f"{frame.sop_uid}#tile{k}",
+            position=first + k * spacing * normal,
+            rows=rows,
+            cols=cols,
+            tile=k,
+            grid=grid,
+        )
+        for k in range(n)
+    ]
 
 
 def _enhanced_frames(ds: Any, path: Path, sop: str, rows: int, cols: int) -> list[DicomFrame]:
@@ -403,9 +560,9 @@ def _enhanced_frames(ds: Any, path: Path, sop: str, rows: int, cols: int) -> lis
                 acq_s=None
                 if content is None
                 else _dt_seconds(getattr(content, "FrameAcquisitionDateTime", None)),
-                slope=1.0 if pvt is None else (_float(pvt, "RescaleSlope") or 1.0),
-                intercept=0.0 if pvt is None else (_float(pvt, "RescaleIntercept") or 0.0),
                 component=component or "M",
+                **_scaling(ds, pvt, _group(item, sfg, "RealWorldValueMappingSequence")),
+                directionality=None if diff is None else _text(diff, "DiffusionDirectionality"),
             )
         )
     return out
@@ -424,7 +581,7 @@ def scan_dicom(folder: str | Path) -> ScanResult:
     """Find and group the DICOM MR series and segmentations under a folder.
 
     Every file is read (headers and pixel-data length; pixel values are read later by
-    :func:`read_series`). Files that are not DICOM, are truncated, are not MR images, SEG or
+    :func:`read_series`). Images are grouped by Series Instance UID and Series Number. Files that are not DICOM, are truncated, are not MR images, SEG or
     RT-STRUCT objects, or miss a geometry tag are reported and skipped; instances seen twice
     (same SOP Instance UID) are reported and the copies skipped.
 
@@ -492,16 +649,19 @@ def scan_dicom(folder: str | Path) -> ScanResult:
                 problems.append(
                     _problem("warning", path, exc.field or "", f"{exc.message}; skipped")
                 )
-        if uid not in series:
+        # one Series Instance UID under several Series Numbers (the same image saved once per
+        # transfer syntax, as in dcm_qa_ts) is several series, as dcm2niix takes it
+        key = f"{uid}#{getattr(ds, 'SeriesNumber', '')}"
+        if key not in series:
             if "PixelData" in ds:
                 del ds.PixelData
-            series[uid] = DicomSeries(uid, ds)
+            series[key] = DicomSeries(uid, ds)
         if frames:
-            series[uid].frames.extend(frames)
+            series[key].frames.extend(frames)
         else:
             # the series is incomplete: it is rejected at import (a lost end slice cannot be
             # told from the positions of the others)
-            series[uid].damaged.append(path)
+            series[key].damaged.append(path)
     ordered = sorted(
         series.values(),
         key=lambda s: (

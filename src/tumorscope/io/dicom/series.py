@@ -15,27 +15,36 @@ Design decisions
   echo time, inversion time, flip angle and time of acquisition; every slice position must hold
   the same number of images with the same parameters. The parameter that varies decides the
   series kind (b → ``dwi``, flip angle → ``VFA``, TE → ``MEGRE``/``MESE``, TI → ``IRT1``,
-  time → ``dce``); a single volume is ``T2w`` when TE ≥ 60 ms or the description says T2, and
-  ``T1w`` otherwise. The guess can be overridden (``suffix``).
-* **Values.** Stored pixel values are kept; the DICOM rescale slope/intercept, which is part of
-  what the file defines, is applied only when it is not the identity (then the data become
-  float32). Vendor-private scalings (Philips ``(2005,100E)``) are not applied.
+  time → ``dce``, a dynamic EPI too; an EPI of 1–2 volumes → ``epi``); a single volume is
+  ``T2w`` when TE ≥ 60 ms or the description says T2, and ``T1w`` otherwise. The guess can be
+  overridden (``suffix``).
+* **Values.** Stored pixel values are kept unless the file defines a scaling that is not the
+  identity (then float32): the Real World Value Mapping, else Philips' private scale slope
+  ``(2005,100E)``, else the rescale slope/intercept; the sidecar names it
+  (``IntensityScaling``).
 * **Frame times** of dynamic series come from ``TriggerTime`` when it varies, else from the
   earliest ``AcquisitionTime`` (``FrameAcquisitionDateTime`` in enhanced objects) of each
-  frame, relative to the first frame. DICOM does not record how many frames precede the
+  frame, relative to the first frame; a 2-D EPI whose images share one time (GE) is timed by
+  TR (``FrameTimesSource`` says which). DICOM does not record how many frames precede the
   contrast injection: ``BaselineFrames`` is taken from the caller or estimated by
   :func:`tumorscope.preprocessing.dynamic.baseline_frames` (the sidecar says which, in
   ``BaselineFramesSource``).
 * **Magnitude and phase** saved in one series (multi-echo GRE often is): the magnitude images
-  are read, the others are left out and noted.
+  are read, the others are left out and noted; so is a scanner's derived isotropic (trace)
+  volume inside a DTI series (``DiffusionDirectionality`` ISOTROPIC, as Philips writes it).
+* **Vendor fields** of EPI and DWI series (phase-encoding direction, slice timing, readout time,
+  gradient directions) come from dcm2niix, mapped onto this grid
+  (:mod:`tumorscope.io.dicom.convert`).
 * **Rejected series.** A series with a missing slice, a missing measurement, unreadable images,
-  Siemens mosaic images or inconsistent orientation, spacing or size raises a
+  or inconsistent orientation, spacing or size raises a
   :class:`~tumorscope.errors.DataError` naming the file and the tag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,6 +58,7 @@ from ...errors import DataError, Problem, ProtocolError
 from ...preprocessing.dynamic import baseline_frames
 from ...volume import Volume
 from ..bids import SUFFIX_AXES
+from .convert import vendor_fields as vendor_fields_of
 from .scan import LPS_TO_RAS, DicomFrame, DicomSeries, _float, _problem
 
 __all__ = ["SeriesData", "affine_from_frames", "merge_split_series", "read_series"]
@@ -157,16 +167,6 @@ def _distinct(values: Sequence[float | None]) -> list[float]:
 
 def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
     """Frames arranged as ``[volume][slice]`` and the RAS affine; raises DataError."""
-    image_type = [str(x).upper() for x in (getattr(series.header, "ImageType", None) or [])]
-    if "MOSAIC" in image_type:
-        # Siemens mosaic: one image holds a tile of slices, whose positions live in the private
-        # CSA header; read as is it would be one wrong slice
-        raise DataError(
-            f"series {series.description!r} holds Siemens mosaic images, which are not supported; "
-            "export it from the scanner without mosaic (or as enhanced MR)",
-            file=series.files[0],
-            field="ImageType",
-        )
     if series.damaged:
         raise DataError(
             f"series {series.description!r} has {len(series.damaged)} unreadable image(s) and is "
@@ -278,9 +278,12 @@ def _read_pixels(volumes: list[list[DicomFrame]]) -> np.ndarray:
             dtype = np.float32 if rescale else arr.dtype
             out = np.zeros((ref.cols, ref.rows, nz, nv), dtype=dtype)
         # pydicom drops length-1 axes (one frame, one row): restore (frames, rows, columns)
-        arr = arr.reshape(-1, ref.rows, ref.cols)
+        arr = arr.reshape(-1, ref.rows * ref.grid, ref.cols * ref.grid)
         for v, k, f in items:
             img = arr[0 if f.frame is None else f.frame]
+            if f.tile is not None:  # Siemens mosaic: the slice is one tile of the image
+                r, c = divmod(f.tile, f.grid)
+                img = img[r * f.rows : (r + 1) * f.rows, c * f.cols : (c + 1) * f.cols]
             if rescale:
                 img = img.astype(np.float32) * np.float32(f.slope) + np.float32(f.intercept)
             out[:, :, k, v] = img.T
@@ -302,6 +305,9 @@ def _guess(
     n = len(volumes)
     desc = series.description.lower()
     scanning = series.text("ScanningSequence").upper()
+    if n < 3 and _is_epi(series) and len(_distinct(params["b"])) < 2:
+        # too short for a time series: a reference (pair) for distortion correction
+        return "epi", f"{n} EPI volume(s) (distortion-correction reference)", params
     if n > 1:
         if len(_distinct(params["b"])) >= 2:
             return "dwi", f"{len(_distinct(params['b']))} distinct b-values", params
@@ -313,6 +319,9 @@ def _guess(
             return "IRT1", "several inversion times", params
         if len(_distinct(params["fa"])) >= 2:
             return "VFA", "several flip angles", params
+        if _is_epi(series):
+            # a dynamic EPI (DSC perfusion or BOLD) is a time series like DCE: imported as one
+            return "dce", f"{n} repeated EPI volumes (dynamic series: DSC or BOLD)", params
         return "dce", f"{n} repeated volumes (dynamic series)", params
     te = first[0].te_ms
     if "t2" in desc or (te is not None and te >= 60):
@@ -320,11 +329,26 @@ def _guess(
     return "T1w", f"single volume, TE {te} ms", params
 
 
-def _frame_times(volumes: list[list[DicomFrame]]) -> list[float]:
+def _frame_times(volumes: list[list[DicomFrame]], epi: bool) -> tuple[list[float], str]:
+    """Frame times (s from the first frame) and where they came from (``epi``: a 2-D EPI
+    series, whose every volume takes one TR)."""
     trig = [v[0].trigger_ms for v in volumes]
     if all(t is not None for t in trig) and len(_distinct(trig)) == len(trig):
         t0 = float(trig[0])  # type: ignore[arg-type]
-        return [(float(t) - t0) / 1e3 for t in trig]  # type: ignore[arg-type]
+        return [(float(t) - t0) / 1e3 for t in trig], "TriggerTime"  # type: ignore[arg-type]
+    times = _acquisition_times(volumes)
+    tr = volumes[0][0].tr_ms
+    if epi and len(_distinct(times)) == 1 and len(times) > 1 and tr:
+        # GE EPI time series carry one AcquisitionTime for all images and no TriggerTime:
+        # a 2-D EPI volume is acquired every TR (as dcm2niix assumes for its slice timing); a
+        # 3-D or non-EPI series takes longer than a TR per frame, so it stays an error
+        return [i * tr / 1e3 for i in range(len(times))], (
+            "RepetitionTime (the images share one AcquisitionTime)"
+        )
+    return times, "AcquisitionTime"
+
+
+def _acquisition_times(volumes: list[list[DicomFrame]]) -> list[float]:
     acq: list[float] = []
     for v in volumes:
         times = [f.acq_s for f in v if f.acq_s is not None]
@@ -351,6 +375,7 @@ def read_series(
     suffix: str | None = None,
     dce_baseline_frames: int | None = None,
     keep_identifiers: bool = False,
+    vendor_fields: bool = True,
 ) -> SeriesData:
     """Read one series: sorted voxel data, RAS+ affine, protocol and BIDS sidecar.
 
@@ -366,6 +391,9 @@ def read_series(
     keep_identifiers : bool
         Put the DICOM UIDs in the sidecar (by default the sidecar carries acquisition
         fields only).
+    vendor_fields : bool
+        For DWI and EPI series, add phase-encoding direction, slice timing, readout time and
+        gradient directions read by dcm2niix (:func:`~tumorscope.io.dicom.convert.vendor_fields`).
 
     Raises
     ------
@@ -376,6 +404,7 @@ def read_series(
         The header values make an impossible protocol (e.g. one b-value only).
     """
     series, notes = _magnitude_only(series)
+    series = _without_isotropic(series, notes)
     volumes, affine = _layout(series)
     guessed, reason, params = _guess(series, volumes)
     if suffix is not None and suffix != guessed:
@@ -385,13 +414,18 @@ def read_series(
     where = str(series.files[0])
     side = _header_fields(series, reason)
     try:
-        protocol = _protocol(suffix, volumes, params, data, dce_baseline_frames, where, side)
+        epi = _is_epi(series) and series.text("MRAcquisitionType").upper() != "3D"
+        protocol = _protocol(
+            suffix, volumes, params, data, dce_baseline_frames, where, side, epi=epi
+        )
     except ProtocolError as exc:
         raise ProtocolError(
             f"series {series.description!r} ({suffix}): {exc.message}",
             file=where,
             field=exc.field,
         ) from exc
+    if vendor_fields and (suffix in ("dwi", "epi") or _is_epi(series)):
+        protocol = _add_vendor_fields(series, protocol, data, affine, side, notes)
     _add_acquisition_fields(side, volumes[0][0], params["te"][0])
     if keep_identifiers:
         side["SeriesInstanceUID"] = series.uid
@@ -404,6 +438,31 @@ def read_series(
     else:
         vol = Volume(data, affine, ("x", "y", "z", axis), source=where)
     return SeriesData(vol, protocol, suffix, side, reason, notes=notes)
+
+
+def _is_epi(series: DicomSeries) -> bool:
+    return "EP" in re.findall(r"[A-Z]+", series.text("ScanningSequence").upper())
+
+
+def _add_vendor_fields(
+    series: DicomSeries,
+    protocol: proto.Protocol | None,
+    data: np.ndarray,
+    affine: np.ndarray,
+    side: dict[str, Any],
+    notes: list[str],
+) -> proto.Protocol | None:
+    """dcm2niix's phase encoding, slice timing and gradient directions, on our grid."""
+    dwi = protocol if isinstance(protocol, proto.DiffusionProtocol) else None
+    vf = vendor_fields_of(
+        series.files, affine, data, bvalues=None if dwi is None else list(dwi.bvalues)
+    )
+    side.update(vf.sidecar)
+    notes.extend(f"series {series.description!r}: {n}" for n in vf.notes)
+    if dwi is not None and vf.bvecs is not None:
+        bvecs = tuple((float(x), float(y), float(z)) for x, y, z in vf.bvecs)
+        return dataclasses.replace(dwi, bvecs=bvecs)
+    return protocol
 
 
 def _magnitude_only(series: DicomSeries) -> tuple[DicomSeries, list[str]]:
@@ -426,6 +485,22 @@ def _magnitude_only(series: DicomSeries) -> tuple[DicomSeries, list[str]]:
     return magnitude, [note]
 
 
+def _without_isotropic(series: DicomSeries, notes: list[str]) -> DicomSeries:
+    """A DTI series without the scanner's derived isotropic (trace) image (Philips writes it
+    into the series as one more b > 0 volume, marked DiffusionDirectionality ISOTROPIC;
+    dcm2niix leaves it out too)."""
+    kinds = {f.directionality for f in series.frames}
+    if "DIRECTIONAL" not in kinds or "ISOTROPIC" not in kinds:
+        return series
+    kept = [f for f in series.frames if f.directionality != "ISOTROPIC"]
+    notes.append(
+        f"series {series.description!r}: {len(series.frames) - len(kept)} image(s) of the "
+        "scanner's derived isotropic (trace) volume left out (DiffusionDirectionality "
+        "ISOTROPIC beside DIRECTIONAL volumes)"
+    )
+    return DicomSeries(series.uid, series.header, kept, series.damaged)
+
+
 def _header_fields(series: DicomSeries, reason: str) -> dict[str, Any]:
     """Sidecar fields taken from the series header (scanner, sequence, description)."""
     h = series.header
@@ -437,13 +512,50 @@ def _header_fields(series: DicomSeries, reason: str) -> dict[str, Any]:
         "SeriesDescription": series.description,
         "SeriesNumber": int(series.text("SeriesNumber", "0") or 0),
         "ProtocolName": series.text("ProtocolName"),
-        "ScanningSequence": series.text("ScanningSequence"),
-        "SequenceVariant": series.text("SequenceVariant"),
+        "ScanningSequence": _joined(h, "ScanningSequence"),
+        "SequenceVariant": _joined(h, "SequenceVariant"),
         "SequenceName": series.text("SequenceName"),
         "SliceThickness": _float(h, "SliceThickness"),
         "ConversionSoftware": "tumorscope",
         "SeriesRoleGuess": reason,
+        # from stored values to the values written: "none", the rescale, the Real World Value
+        # Mapping or Philips' private scale slope (io/dicom/scan.py::_scaling)
+        "IntensityScaling": " + ".join(sorted({f.scaling for f in series.frames})),
+        **_source_deidentification(h),
     }
+
+
+def _joined(h: Any, keyword: str) -> str:
+    """A multi-valued text element as DICOM and BIDS write it (``EP\\GR``), not a list."""
+    value = getattr(h, keyword, None)
+    if value is None or isinstance(value, str):
+        return str(value or "")
+    return "\\".join(str(v) for v in value)
+
+
+def _source_deidentification(h: Any) -> dict[str, Any]:
+    """What the source says of its own de-identification (a site's, before tumorscope's).
+
+    Patient Identity Removed (0012,0062), De-identification Method (0012,0063) and the codes of
+    De-identification Method Code Sequence (0012,0064) as ``"SCHEME CODE Meaning"`` strings
+    (strings, so that the sidecar's identifier cleaning reaches them).
+    """
+    out: dict[str, Any] = {}
+    removed = str(getattr(h, "PatientIdentityRemoved", "") or "")
+    if removed:
+        out["SourcePatientIdentityRemoved"] = removed
+    method = getattr(h, "DeidentificationMethod", None)
+    if method:
+        values = [method] if isinstance(method, str) else list(method)
+        out["SourceDeidentificationMethod"] = [str(v) for v in values]
+    codes = [
+        f"{getattr(c, 'CodingSchemeDesignator', '')} {getattr(c, 'CodeValue', '')} "
+        f"{getattr(c, 'CodeMeaning', '')}".strip()
+        for c in (getattr(h, "DeidentificationMethodCodeSequence", None) or [])
+    ]
+    if codes:
+        out["SourceDeidentificationMethodCodes"] = codes
+    return out
 
 
 def _protocol(
@@ -454,8 +566,10 @@ def _protocol(
     dce_baseline_frames: int | None,
     where: str,
     side: dict[str, Any],
+    epi: bool = False,
 ) -> proto.Protocol | None:
-    """The protocol of a series of kind ``suffix``; adds its per-volume fields to ``side``."""
+    """The protocol of a series of kind ``suffix``; adds its per-volume fields to ``side``
+    (``epi``: a 2-D EPI series, whose frames may be timed by TR)."""
     first = [v[0] for v in volumes]
     tr = first[0].tr_ms
     te = params["te"]
@@ -490,7 +604,8 @@ def _protocol(
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
     if suffix == "dce":
-        times = _frame_times(volumes)
+        times, source = _frame_times(volumes, epi)
+        side["FrameTimesSource"] = source
         if dce_baseline_frames is None:
             nb = baseline_frames(data)
             side["BaselineFramesSource"] = "estimated from the enhancement onset"
