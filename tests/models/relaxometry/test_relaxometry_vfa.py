@@ -14,7 +14,7 @@ from tumorscope.models import VFAT1
 from tumorscope.models.relaxometry import despot1, spgr_jacobian, spgr_signal, vfa_two_point
 
 REF = (
-    Path(__file__).resolve().parents[1]
+    Path(__file__).resolve().parents[2]
     / "data"
     / "reference"
     / "osipi_dce_dsc_codecollection"

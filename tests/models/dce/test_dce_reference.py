@@ -23,7 +23,7 @@ import pytest
 from tumorscope.models import ExtendedTofts, Patlak, Tofts, TwoCXM, aif
 from tumorscope.models.dce import ConcentrationStatus, signal_to_concentration
 
-REF = Path(__file__).resolve().parents[1] / "data" / "reference"
+REF = Path(__file__).resolve().parents[2] / "data" / "reference"
 DCE = REF / "osipi_dce_dsc_codecollection"
 
 
