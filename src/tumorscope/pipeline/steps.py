@@ -344,7 +344,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "iron",
         "visit",
-        "3",  # 2: the map index names the series of each map; 3: inputs relative to the study
+        "4",  # 2: map index names series; 3: inputs relative to study; 4: plasma r2* (#24)
         "post-ferumoxytol T2*, dR2* and apparent iron concentration",
         _iron,
         # the pre-contrast R2* comes from fit_relax (its output hashes join the input hash)

@@ -29,6 +29,7 @@ from .fluorine import (
 )
 from .iron import (
     FERUMOXYTOL_RELAXIVITY,
+    FERUMOXYTOL_RELAXIVITY_SD,
     IRON_MOLAR_MASS_G_PER_MOL,
     SignalVoids,
     delta_rate,
@@ -41,6 +42,7 @@ from .iron import (
 __all__ = [
     "AVOGADRO",
     "FERUMOXYTOL_RELAXIVITY",
+    "FERUMOXYTOL_RELAXIVITY_SD",
     "IRON_MOLAR_MASS_G_PER_MOL",
     "FluorineCalibration",
     "SignalVoids",

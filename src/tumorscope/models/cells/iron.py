@@ -33,6 +33,7 @@ from ...errors import DataError, FitError
 
 __all__ = [
     "FERUMOXYTOL_RELAXIVITY",
+    "FERUMOXYTOL_RELAXIVITY_SD",
     "IRON_MOLAR_MASS_G_PER_MOL",
     "SignalVoids",
     "delta_rate",
@@ -47,13 +48,23 @@ IRON_MOLAR_MASS_G_PER_MOL: Final[float] = 55.845
 
 #: Ferumoxytol relaxivities in 1/(mM Fe · s), human plasma at 37 °C, by field strength in T and
 #: by rate (``"r1"``, ``"r2"``, ``"r2star"``). Knobloch et al., "Relaxivity of ferumoxytol at
-#: 1.5 T and 3.0 T", Invest Radiol 2018;53:257-263, doi:10.1097/RLI.0000000000000434 (plasma
-#: values; entered from memory of the abstract, verify against the paper before clinical
-#: use). Tissue-bound (intracellular) ferumoxytol has other
-#: relaxivities; pass your own ``relaxivity`` when a calibration exists.
+#: 1.5 T and 3.0 T", Invest Radiol 2018;53:257-263, doi:10.1097/RLI.0000000000000434: r2* in
+#: plasma 64.4 ± 2.5 (1.5 T) and 55.7 ± 4.4 (3 T) (the saline values of the same abstract,
+#: 60.4 and 57.0, were tabulated here before issue 24). r1 and r2 as entered during development
+#: (plasma, same paper; verify against the paper before clinical use). Tissue-bound
+#: (intracellular) ferumoxytol has other relaxivities; pass your own ``relaxivity`` when a
+#: calibration exists.
 FERUMOXYTOL_RELAXIVITY: Final[dict[float, dict[str, float]]] = {
-    1.5: {"r1": 19.0, "r2": 64.9, "r2star": 60.4},
-    3.0: {"r1": 9.5, "r2": 65.2, "r2star": 57.0},
+    1.5: {"r1": 19.0, "r2": 64.9, "r2star": 64.4},
+    3.0: {"r1": 9.5, "r2": 65.2, "r2star": 55.7},
+}
+
+#: Standard deviations of the tabulated relaxivities, same units and keys, where the source
+#: gives them (Knobloch et al. 2018, plasma r2*: ± 2.5 at 1.5 T, ± 4.4 at 3 T; 3.9 % and 7.9 %,
+#: the spread to expect between plasma samples, not a standard error of the mean).
+FERUMOXYTOL_RELAXIVITY_SD: Final[dict[float, dict[str, float]]] = {
+    1.5: {"r2star": 2.5},
+    3.0: {"r2star": 4.4},
 }
 
 
