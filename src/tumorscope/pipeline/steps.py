@@ -356,7 +356,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fluorine",
         "visit",
-        "1",
+        "2",  # 2: Currie detection limit, decision threshold, near-threshold flag (#24)
         "19F-labelled cells per lesion from the reference tubes, with detection limits",
         _fluorine,
         _files_of("fluorine", "fluorine_tubes", optional=("anatomical",), lesions=True),
