@@ -367,7 +367,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "hypoxia",
         "visit",
-        "1",
+        "2",  # 2: OE-MRI logic, class 2 renamed, hypoxic volume NaN without a challenge (#24)
         "hypoxia classes from R2* and Ktrans in the lesions (thresholds from the options)",
         _hypoxia,
         _files_of(lesions=True),
