@@ -32,7 +32,7 @@ def _map(path: Path) -> np.ndarray:
 def test_iron_command(tmp_path: Path) -> None:
     pre = np.full((4, 4, 2), 25.0)
     post = pre.copy()
-    post[:2] += 57.0 * 0.3  # 0.3 mM Fe at 3 T
+    post[:2] += 55.7 * 0.3  # 0.3 mM Fe at 3 T
     lab = np.zeros((4, 4, 2))
     lab[:2] = 1
     lab[2:] = 2

@@ -22,7 +22,7 @@ def test_classes_with_perfusion():
     assert list(c.ravel()) == [
         HypoxiaClass.NORMAL,
         HypoxiaClass.HIGH_R2STAR_PERFUSED,
-        HypoxiaClass.HYPOXIC_POORLY_PERFUSED,
+        HypoxiaClass.HIGH_R2STAR_POORLY_PERFUSED,
         HypoxiaClass.LOW_R2STAR_UNPERFUSED,
         HypoxiaClass.UNKNOWN,
         HypoxiaClass.UNKNOWN,
@@ -82,15 +82,52 @@ def test_hypoxia_bad_input():
         oxygen_challenge(r2, np.ones((4, 1, 1)), threshold_per_s=1.0)
 
 
+def test_hypoxia_is_perfused_and_oxygen_refractory():
+    """Issue 24, item 12. Oxygen-enhanced MRI (O'Connor et al., Cancer Res 2016;76:787-795;
+    O'Connor, Robinson & Waterton, Br J Radiol 2019;92:20180642) defines hypoxic tissue as
+    perfused (enhancing on DCE) and oxygen-refractory (no significant response to breathing
+    oxygen); poorly perfused tissue is not called hypoxic. Without the challenge no voxel is
+    hypoxic; with it, perfused voxels split by their response whatever their R2*, and the
+    poorly perfused keep their descriptive R2* classes."""
+    r2 = np.array([20.0, 60.0, 20.0, 60.0, 60.0, 20.0, 60.0]).reshape(7, 1, 1)
+    kt = np.array([0.2, 0.2, 0.2, 0.2, 0.01, 0.01, 0.2]).reshape(7, 1, 1)
+    air = np.full((7, 1, 1), 40.0)
+    gas = np.array([30.0, 30.0, 40.0, 40.0, 40.0, 40.0, np.nan]).reshape(7, 1, 1)
+    ch = oxygen_challenge(air, gas, threshold_per_s=5.0)
+    kw = {"r2star_threshold_per_s": 40.0, "perfusion": kt, "perfusion_threshold": 0.05}
+    without = hypoxia_classes(r2, **kw)
+    assert HypoxiaClass.HYPOXIC_PERFUSED_REFRACTORY not in without
+    c = hypoxia_classes(r2, challenge=ch, **kw)
+    assert list(c.ravel()) == [
+        HypoxiaClass.PERFUSED_OXYGEN_ENHANCING,  # perfused, responds
+        HypoxiaClass.PERFUSED_OXYGEN_ENHANCING,  # high R2* but responds: not hypoxic
+        HypoxiaClass.HYPOXIC_PERFUSED_REFRACTORY,  # low R2*, perfused, refractory
+        HypoxiaClass.HYPOXIC_PERFUSED_REFRACTORY,
+        HypoxiaClass.HIGH_R2STAR_POORLY_PERFUSED,  # poorly perfused: never hypoxic
+        HypoxiaClass.LOW_R2STAR_UNPERFUSED,
+        HypoxiaClass.UNKNOWN,  # no oxygen response measured
+    ]
+    lab = np.ones((7, 1, 1), int)
+    t = hypoxia_table(c, lab, voxel_volume_ml=0.5)
+    np.testing.assert_allclose(t["hypoxic_volume_ml"], [1.0])
+    np.testing.assert_allclose(t["fraction_hypoxic_perfused_refractory"], [2 / 6])
+    assert np.isnan(hypoxia_table(without, lab)["hypoxic_volume_ml"][0])
+    with pytest.raises(FitError, match="perfusion map"):
+        hypoxia_classes(r2, r2star_threshold_per_s=40.0, challenge=ch)
+    with pytest.raises(DataError, match="one grid"):
+        hypoxia_classes(r2, challenge=oxygen_challenge(air[:3], gas[:3], threshold_per_s=5.0), **kw)
+
+
 def test_hypoxia_table():
     c = np.array([0, 2, 2, 1, 255, 3, 0, 0], np.uint8).reshape(8, 1, 1)
     lab = np.array([1, 1, 1, 1, 1, 2, 2, 0]).reshape(8, 1, 1)
     t = hypoxia_table(c, lab, voxel_volume_ml=0.5)
     assert list(t["label"]) == [1, 2]
     assert list(t["n_voxels"]) == [5, 2] and list(t["n_classified"]) == [4, 2]
-    np.testing.assert_allclose(t["fraction_hypoxic_poorly_perfused"], [0.5, 0.0])
+    np.testing.assert_allclose(t["fraction_high_r2star_poorly_perfused"], [0.5, 0.0])
     np.testing.assert_allclose(t["fraction_normal"], [0.25, 0.5])
-    np.testing.assert_allclose(t["hypoxic_volume_ml"], [1.0, 0.0])
+    # perfused voxels classified without an oxygen challenge: hypoxia not assessed
+    np.testing.assert_allclose(t["hypoxic_volume_ml"], [np.nan, np.nan])
     np.testing.assert_allclose(t["volume_ml"], [2.5, 1.0])
     with pytest.raises(DataError, match="labels shape"):
         hypoxia_table(c, lab[:4])

@@ -89,8 +89,21 @@ def test_counts_per_region_with_tables_and_measurement_rows(scene: dict, tmp_pat
     assert set(got) == {
         (lid, s)
         for lid in ("L1", "L2")
-        for s in ("cells", "cells_se", "cells_detection_limit", "n_detected")
+        for s in (
+            "cells",
+            "cells_se",
+            "cells_decision_threshold",
+            "cells_detection_limit",
+            "near_threshold_fraction",
+            "n_detected",
+        )
     }
+    # issue 24: the decision threshold (50 % detected) and Currie's detection limit (95 %)
+    l2 = frame.iloc[1]
+    assert 1.3 < l2["cells_detection_limit"] / l2["cells_decision_threshold"] < 1.6
+    assert not l2["near_threshold"] and np.isnan(l2["near_threshold_fraction"])
+    assert frame["near_threshold"].dtype == bool and not l1["near_threshold"]
+    assert got[("L1", "near_threshold_fraction")][1] == "1"
     assert got[("L1", "cells")] == (pytest.approx(l1["cells"]), "cells")
     assert got[("L2", "cells")] == (None, "cells")  # below detection: no number
     assert got[("L1", "n_detected")][1] == "voxels"

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from tumorscope.models.hypoxia import HypoxiaClass
 from tumorscope.stages.hypoxia import HypoxiaOptions, classify_hypoxia
@@ -25,9 +24,9 @@ def test_classes_table_and_rows(tmp_path: Path) -> None:
     r2 = np.full((4, 4, 1), 20.0)
     kt = np.full((4, 4, 1), 0.3)
     r2[:2, :2] = 50.0  # high R2* ...
-    kt[:2, 0] = 0.05  # ... half of it poorly perfused: hypoxic
+    kt[:2, 0] = 0.05  # ... half of it poorly perfused (not hypoxic: OE-MRI, issue 24)
     labels = np.zeros((4, 4, 1), np.int32)
-    labels[:2] = 1  # lesion L1: 8 voxels, 2 hypoxic, 2 high-R2* perfused, 4 normal
+    labels[:2] = 1  # lesion L1: 8 voxels, 2 high-R2* poorly perfused, 2 perfused, 4 normal
     labels[3, 3] = 2  # lesion 2: one normal voxel
     res = classify_hypoxia(
         _nifti(tmp_path / "r2.nii.gz", r2),
@@ -47,7 +46,7 @@ def test_classes_table_and_rows(tmp_path: Path) -> None:
     ]
     assert res.maps == []
     classes = Volume.from_nifti(res.files[0], dtype=np.uint8).data
-    assert classes[0, 0, 0] == HypoxiaClass.HYPOXIC_POORLY_PERFUSED
+    assert classes[0, 0, 0] == HypoxiaClass.HIGH_R2STAR_POORLY_PERFUSED
     assert classes[0, 1, 0] == HypoxiaClass.HIGH_R2STAR_PERFUSED
     assert classes[2, 2, 0] == HypoxiaClass.UNKNOWN  # outside the lesions
     side_text = res.files[1].read_text()
@@ -63,11 +62,13 @@ def test_classes_table_and_rows(tmp_path: Path) -> None:
     assert list(frame.columns[:3]) == ["subject", "visit", "lesion_id"]
     assert list(frame["lesion_id"]) == ["L1", "2"]
     l1 = frame.iloc[0]
-    assert l1["fraction_hypoxic_poorly_perfused"] == 0.25
-    assert l1["hypoxic_volume_ml"] == pytest.approx(2 * 0.008)
+    assert l1["fraction_high_r2star_poorly_perfused"] == 0.25
+    # without an oxygen challenge the hypoxic volume is not assessed (OE-MRI: perfused and
+    # oxygen-refractory), so it is NaN, and None in the measurements
+    assert np.isnan(l1["hypoxic_volume_ml"])
     rows = {(r["lesion_id"], r["statistic"]): r for r in res.rows["measurements"]}
     r = rows[("L1", "hypoxic_volume_ml")]
-    assert (r["subject"], r["map"], r["unit"]) == ("001", "hypoxia", "mL")
+    assert (r["subject"], r["map"], r["unit"], r["value"]) == ("001", "hypoxia", "mL", None)
     assert (
         rows[("L1", "fraction_normal")]["value"] == 0.5
         and rows[("2", "fraction_normal")]["unit"] == "1"

@@ -41,7 +41,7 @@ def _post_series(tmp_path: Path, r2star: np.ndarray, **sidecar: object) -> Path:
 
 def test_iron_maps_fits_the_post_series_and_writes_the_pipeline_files(tmp_path: Path) -> None:
     pre = np.full(SHAPE, 30.0)
-    post = pre + 57.0 * 0.4  # 0.4 mM Fe at 3 T (r2* 57 /(mM s))
+    post = pre + 55.7 * 0.4  # 0.4 mM Fe at 3 T (plasma r2* 55.7 /(mM s))
     series = read_series(
         _post_series(tmp_path, post, ContrastBolusIngredient="ferumoxytol"),
         "MEGRE",
@@ -79,8 +79,8 @@ def test_iron_maps_fits_the_post_series_and_writes_the_pipeline_files(tmp_path: 
     tissue[1:] = True
     dr = Volume.from_nifti(out / "s_iron_dR2star.nii.gz").data
     fe = Volume.from_nifti(out / "s_iron_Fe.nii.gz").data
-    assert abs(np.median(dr[tissue]) - 57.0 * 0.4) < 1.0
-    np.testing.assert_allclose(fe[tissue], dr[tissue] / 57.0, rtol=1e-5)
+    assert abs(np.median(dr[tissue]) - 55.7 * 0.4) < 1.0
+    np.testing.assert_allclose(fe[tissue], dr[tissue] / 55.7, rtol=1e-5)
     # the status of ΔR2* is the pre-contrast one where that did not converge, else the post one
     st = Volume.from_nifti(out / "s_iron_status.nii.gz", dtype=np.uint8).data
     post_st = Volume.from_nifti(out / "s_t2star_post_status.nii.gz", dtype=np.uint8).data
@@ -91,11 +91,11 @@ def test_iron_maps_fits_the_post_series_and_writes_the_pipeline_files(tmp_path: 
     text = (out / "s_iron_Fe.json").read_text()
     assert text.startswith('{\n "Units": "mM",\n "Description":')  # indent 1, as always
     side = json.loads(text)
-    assert side["Description"] == "apparent iron concentration, dR2*/r2* with r2* = 57 /(mM s)"
+    assert side["Description"] == "apparent iron concentration, dR2*/r2* with r2* = 55.7 /(mM s)"
     prov = side["Provenance"]
     assert prov["inputs"] == {"pre": "pre.nii.gz", "post": str(series.path)}
     assert prov["options"]["field_strength_T"] == 3.0
-    assert prov["options"]["relaxivity_per_mM_s"] == 57.0
+    assert prov["options"]["relaxivity_per_mM_s"] == 55.7
     assert prov["options"]["contrast"] == "ferumoxytol"
     assert json.loads((out / "s_iron_dR2star.json").read_text())["Units"] == "1/s"
 

@@ -3,19 +3,27 @@
 R2* rises with the deoxyhaemoglobin content of a voxel, so a high R2* suggests poorly
 oxygenated blood; but R2* also rises with blood volume and falls where there is no blood at
 all, which is why R2* alone correlates poorly with tissue pO2 (Baudelet & Gallez, Magn Reson
-Med 2002, doi:10.1002/mrm.10318). Two ways this module makes R2* more specific:
+Med 2002, doi:10.1002/mrm.10318). What this module calls hypoxic follows oxygen-enhanced MRI
+(OE-MRI; O'Connor et al., Cancer Res 2016;76:787-795, doi:10.1158/0008-5472.CAN-15-2062;
+O'Connor, Robinson & Waterton, Br J Radiol 2019;92:20180642, doi:10.1259/bjr.20180642):
+hypoxic tissue is *perfused* (it enhances on DCE, so oxygen and contrast reach it) and
+*oxygen-refractory* (breathing oxygen does not change its relaxation rate, because the
+extra oxygen is consumed before it raises tissue pO2). Poorly perfused tissue is not called
+hypoxic: OE-MRI cannot tell hypoxic from necrotic tissue there.
 
-* **Perfusion gating** (:func:`hypoxia_classes`): a voxel with high R2* *and* low perfusion
-  (Ktrans or vp from DCE) is labelled hypoxic, poorly perfused; high R2* with normal perfusion
-  is labelled high-deoxyhaemoglobin, perfused. The same perfused/non-perfused split underlies
-  oxygen-enhanced MRI hypoxia maps (O'Connor et al., Cancer Res 2016,
-  doi:10.1158/0008-5472.CAN-15-2062).
+* **Perfusion gating** (:func:`hypoxia_classes`): R2* and perfusion (Ktrans, vp or Fp from
+  DCE) give descriptive classes (high or low R2*, perfused or not) and never call a voxel
+  hypoxic on their own.
 * **Oxygen challenge** (:func:`oxygen_challenge`): ``ΔR2* = R2*(O2 or carbogen) - R2*(air)``
-  on co-registered acquisitions; a significant decrease marks vessels whose haemoglobin could
-  still be oxygenated (responders); no significant change in perfused tissue is the hypoxic
-  signature (Taylor et al., J Magn Reson Imaging 2001;14:156-163). Significance uses the
-  fits' standard errors, ``|ΔR2*| > z·sqrt(se_air² + se_o2²)``, rather than a fixed cut-off,
-  so the call adapts to SNR; without standard errors a fixed threshold must be given.
+  on co-registered acquisitions; a significant decrease marks voxels whose haemoglobin
+  could still be oxygenated (BOLD response to carbogen in human tumours: Taylor et al., J
+  Magn Reson Imaging 2001;14:156-163). Given to :func:`hypoxia_classes` with a perfusion
+  map, perfused voxels that respond are ``PERFUSED_OXYGEN_ENHANCING`` and perfused voxels
+  that do not are ``HYPOXIC_PERFUSED_REFRACTORY``: O'Connor's perfused-Oxy-R logic, there
+  with ΔR1 of OE-MRI, here with the BOLD ΔR2* (tumorscope's transfer; ΔR1 maps work the
+  same way through ``responding``). Significance uses the fits' standard errors,
+  ``|ΔR2*| > z·sqrt(se_air² + se_o2²)``, rather than a fixed cut-off, so the call adapts
+  to SNR; without standard errors a fixed threshold must be given.
 
 Thresholds are the user's (they depend on field strength, tumour type and sequence); nothing
 here pretends to a universal hypoxia cut-off.
@@ -46,22 +54,36 @@ class HypoxiaClass(IntEnum):
     Attributes
     ----------
     NORMAL : 0
-        R2* at or below the threshold.
+        R2* at or below the threshold, perfused (or perfusion not given); no oxygen challenge.
     HIGH_R2STAR_PERFUSED : 1
-        High R2* with perfusion at or above its threshold (deoxygenated but perfused blood).
-    HYPOXIC_POORLY_PERFUSED : 2
-        High R2* with low perfusion.
+        High R2* with perfusion at or above its threshold (deoxygenated but perfused blood,
+        not tested with an oxygen challenge); without a perfusion map: high R2*.
+    HIGH_R2STAR_POORLY_PERFUSED : 2
+        High R2* with low perfusion. Called ``HYPOXIC_POORLY_PERFUSED`` before issue 24; by
+        the OE-MRI definition (O'Connor et al. 2016) poorly perfused tissue is not hypoxic.
     LOW_R2STAR_UNPERFUSED : 3
         Low R2* and low perfusion (no blood signal: necrosis or fluid; not called hypoxic).
+    HYPOXIC_PERFUSED_REFRACTORY : 4
+        Perfused and oxygen-refractory (no significant decrease of R2* under the oxygen
+        challenge): hypoxic, as OE-MRI defines it. Only with an oxygen challenge.
+    PERFUSED_OXYGEN_ENHANCING : 5
+        Perfused and responding to the oxygen challenge (normoxic). Only with a challenge.
     UNKNOWN : 255
-        Missing (NaN) R2* or perfusion, or outside the mask.
+        Missing (NaN) R2*, perfusion or oxygen response, or outside the mask.
     """
 
     NORMAL = 0
     HIGH_R2STAR_PERFUSED = 1
-    HYPOXIC_POORLY_PERFUSED = 2
+    HIGH_R2STAR_POORLY_PERFUSED = 2
     LOW_R2STAR_UNPERFUSED = 3
+    HYPOXIC_PERFUSED_REFRACTORY = 4
+    PERFUSED_OXYGEN_ENHANCING = 5
     UNKNOWN = 255
+
+
+#: Classes that hold perfused voxels whose oxygenation was not tested: a region with any of
+#: them has no assessable hypoxic volume (NaN), not a volume of 0.
+_UNTESTED_PERFUSED = (HypoxiaClass.NORMAL, HypoxiaClass.HIGH_R2STAR_PERFUSED)
 
 
 def _arr(x: npt.ArrayLike, name: str) -> np.ndarray:
@@ -94,8 +116,13 @@ def hypoxia_classes(
     perfusion: npt.ArrayLike | None = None,
     perfusion_threshold: float | None = None,
     mask: npt.ArrayLike | None = None,
+    challenge: OxygenChallenge | None = None,
 ) -> np.ndarray:
-    """Classify voxels by R2* and, optionally, perfusion (see :class:`HypoxiaClass`).
+    """Classify voxels by R2*, perfusion and the oxygen challenge (see :class:`HypoxiaClass`).
+
+    Hypoxic means perfused and oxygen-refractory (OE-MRI, O'Connor et al., Cancer Res 2016):
+    only a ``challenge`` together with a ``perfusion`` map calls voxels hypoxic. Without a
+    challenge the classes describe R2* and perfusion and none is hypoxic.
 
     Parameters
     ----------
@@ -109,6 +136,12 @@ def hypoxia_classes(
         Perfusion below which a voxel counts as poorly perfused (same unit as ``perfusion``);
         required with ``perfusion``.
     mask : array_like of bool, optional
+    challenge : OxygenChallenge, optional
+        :func:`oxygen_challenge` on the same grid (needs ``perfusion``). Perfused voxels then
+        become ``PERFUSED_OXYGEN_ENHANCING`` (``responding``) or
+        ``HYPOXIC_PERFUSED_REFRACTORY`` (not responding, including a significant increase),
+        whatever their R2*; voxels without a finite ΔR2* are ``UNKNOWN``. Poorly perfused
+        voxels keep their R2* classes.
 
     Returns
     -------
@@ -126,6 +159,12 @@ def hypoxia_classes(
         valid &= m
     high = r2 > thr
     if perfusion is None:
+        if challenge is not None:
+            raise FitError(
+                "an oxygen challenge needs a perfusion map: hypoxia is called only in "
+                "perfused tissue",
+                field="perfusion",
+            )
         if perfusion_threshold is not None:
             raise FitError("perfusion_threshold given without a perfusion map", field="perfusion")
         out[valid & ~high] = HypoxiaClass.NORMAL
@@ -141,10 +180,17 @@ def hypoxia_classes(
     pthr = _positive_threshold(perfusion_threshold, "perfusion_threshold")
     valid &= np.isfinite(perf)
     low_p = perf < pthr
-    out[valid & ~high & ~low_p] = HypoxiaClass.NORMAL
-    out[valid & high & ~low_p] = HypoxiaClass.HIGH_R2STAR_PERFUSED
-    out[valid & high & low_p] = HypoxiaClass.HYPOXIC_POORLY_PERFUSED
+    out[valid & high & low_p] = HypoxiaClass.HIGH_R2STAR_POORLY_PERFUSED
     out[valid & ~high & low_p] = HypoxiaClass.LOW_R2STAR_UNPERFUSED
+    if challenge is None:
+        out[valid & ~high & ~low_p] = HypoxiaClass.NORMAL
+        out[valid & high & ~low_p] = HypoxiaClass.HIGH_R2STAR_PERFUSED
+        return out
+    _same_shape(r2, np.asarray(challenge.delta_r2star_per_s), "challenge")
+    tested = valid & ~low_p & np.isfinite(challenge.delta_r2star_per_s)
+    responding = np.asarray(challenge.responding, dtype=bool)
+    out[tested & responding] = HypoxiaClass.PERFUSED_OXYGEN_ENHANCING
+    out[tested & ~responding] = HypoxiaClass.HYPOXIC_PERFUSED_REFRACTORY
     return out
 
 
@@ -166,7 +212,9 @@ def hypoxia_table(
     dict of str to ndarray
         ``label``, ``n_voxels``, ``n_classified`` (not ``UNKNOWN``), ``volume_ml`` and, for
         every class but ``UNKNOWN``, ``fraction_<name>`` (of the classified voxels; NaN when
-        none) and ``hypoxic_volume_ml`` (``HYPOXIC_POORLY_PERFUSED`` voxels × voxel volume).
+        none) and ``hypoxic_volume_ml`` (``HYPOXIC_PERFUSED_REFRACTORY`` voxels × voxel
+        volume; NaN when the region holds perfused voxels classified without an oxygen
+        challenge, ``NORMAL`` or ``HIGH_R2STAR_PERFUSED``: their hypoxia was not assessed).
     """
     c = np.asarray(classes)
     lab = np.asarray(labels)
@@ -195,8 +243,11 @@ def hypoxia_table(
         if classified.size:
             for k in known:
                 out[f"fraction_{k.name.lower()}"][j] = float(np.mean(classified == k))
+        untested = np.isin(v, _UNTESTED_PERFUSED).any()
         out["hypoxic_volume_ml"][j] = (
-            float(np.sum(v == HypoxiaClass.HYPOXIC_POORLY_PERFUSED)) * voxel_volume_ml
+            np.nan
+            if untested
+            else float(np.sum(v == HypoxiaClass.HYPOXIC_PERFUSED_REFRACTORY)) * voxel_volume_ml
         )
     return out
 
@@ -236,6 +287,12 @@ def oxygen_challenge(
     threshold_per_s: float | None = None,
 ) -> OxygenChallenge:
     """ΔR2* under an oxygen (or carbogen) challenge, with a per-voxel significance call.
+
+    A significant decrease of R2* (``responding``) is the BOLD response to carbogen that
+    Taylor et al. (J Magn Reson Imaging 2001;14:156-163) measured in human tumours. That
+    perfused tissue *without* a response is hypoxic is the OE-MRI definition of O'Connor et
+    al. (Cancer Res 2016, with ΔR1), not Taylor's; :func:`hypoxia_classes` applies it with
+    ``challenge=``.
 
     Parameters
     ----------

@@ -344,7 +344,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "iron",
         "visit",
-        "3",  # 2: the map index names the series of each map; 3: inputs relative to the study
+        "4",  # 2: map index names series; 3: inputs relative to study; 4: plasma r2* (#24)
         "post-ferumoxytol T2*, dR2* and apparent iron concentration",
         _iron,
         # the pre-contrast R2* comes from fit_relax (its output hashes join the input hash)
@@ -356,7 +356,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fluorine",
         "visit",
-        "1",
+        "2",  # 2: Currie detection limit, decision threshold, near-threshold flag (#24)
         "19F-labelled cells per lesion from the reference tubes, with detection limits",
         _fluorine,
         _files_of("fluorine", "fluorine_tubes", optional=("anatomical",), lesions=True),
@@ -367,7 +367,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "hypoxia",
         "visit",
-        "1",
+        "2",  # 2: OE-MRI logic, class 2 renamed, hypoxic volume NaN without a challenge (#24)
         "hypoxia classes from R2* and Ktrans in the lesions (thresholds from the options)",
         _hypoxia,
         _files_of(lesions=True),

@@ -13,7 +13,9 @@ Rows of the result:
 - ``"counts"``: one per region, the columns of
   :func:`~tumorscope.models.cells.fluorine.count_cells` (``label`` … ``status``);
 - ``"measurements"``: ``keys`` + ``lesion_id, map ("19F"), statistic, value, unit`` for the
-  cells, their standard error, the detection limit and the detected voxels.
+  cells, their standard error, the decision threshold and the detection limit (cells per
+  voxel detected with 50 % and 95 % probability), the share of the counted signal near the
+  threshold and the detected voxels.
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ TABLE_COLUMNS = (
     "status",
     "cells",
     "cells_se",
+    "cells_decision_threshold",
     "cells_detection_limit",
+    "near_threshold",
+    "near_threshold_fraction",
     "n_voxels",
     "n_detected",
     "threshold",
@@ -54,7 +59,9 @@ TABLE_COLUMNS = (
 _MEASURED = (
     ("cells", "cells"),
     ("cells_se", "cells"),
+    ("cells_decision_threshold", "cells"),
     ("cells_detection_limit", "cells"),
+    ("near_threshold_fraction", "1"),
     ("n_detected", "voxels"),
 )
 
@@ -279,7 +286,10 @@ def _region_row(
         "status": str(counts["status"][j]),
         "cells": float(counts["cells"][j]),
         "cells_se": float(counts["cells_se"][j]),
+        "cells_decision_threshold": float(counts["cells_decision_threshold"][j]),
         "cells_detection_limit": float(counts["cells_detection_limit"][j]),
+        "near_threshold": bool(counts["near_threshold"][j]),
+        "near_threshold_fraction": float(counts["near_threshold_fraction"][j]),
         "n_voxels": int(counts["n_voxels"][j]),
         "n_detected": int(counts["n_detected"][j]),
         "threshold": float(counts["threshold"][j]),

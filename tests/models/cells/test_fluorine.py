@@ -11,6 +11,7 @@ from tumorscope.models.cells.fluorine import (
     AVOGADRO,
     calibrate_fluorine,
     count_cells,
+    detection_amplitude,
     detection_threshold,
     rayleigh_sigma,
     spins_per_voxel,
@@ -118,10 +119,13 @@ def test_below_detection_is_not_a_number():
         j = by[lab]
         assert tab["status"][j] == "below detection"
         assert np.isnan(tab["cells"][j]) and np.isnan(tab["fluorine_spins"][j])
-        # the limit: cells in one voxel giving an amplitude at the threshold
+        # the decision threshold: cells in one voxel giving an amplitude at the threshold
+        # (detected half the time); the detection limit is higher (Currie, 95 %)
         tau = detection_threshold(SIGMA, int(tab["n_voxels"][j]), alpha=0.01)
         expected = np.sqrt(tau**2 - SIGMA**2) / KAPPA / F_PER_CELL
-        assert tab["cells_detection_limit"][j] == pytest.approx(expected, rel=0.05)
+        assert tab["cells_decision_threshold"][j] == pytest.approx(expected, rel=0.05)
+        assert tab["cells_detection_limit"][j] > 1.3 * tab["cells_decision_threshold"][j]
+        assert np.isnan(tab["near_threshold_fraction"][j]) and not tab["near_threshold"][j]
     assert tab["status"][by[1]] == "quantified"
 
 
@@ -182,3 +186,69 @@ def test_worked_example_by_hand():
     rel_k = cal.signal_per_spin_se / cal.signal_per_spin
     expected_se = 5e5 * np.sqrt((np.sqrt(10) / 500) ** 2 + rel_k**2)
     assert tab["cells_se"][0] == pytest.approx(expected_se, rel=1e-9)
+
+
+def test_decision_threshold_and_currie_detection_limit_from_the_rician_distribution():
+    """Issue 24, item 11. Currie, Anal Chem 1968;40:586-593 (doi:10.1021/ac60259a007): the
+    decision threshold (critical level L_C) bounds false positives (here α family-wise per
+    region, ``τ``), the detection limit L_D is the true amount detected with probability
+    1 − β = 95 %. A signal exactly at the decision threshold is detected only 50 % of the time.
+    For a Rician magnitude both amplitudes solve ``P(M > τ | A) = p`` (Marcum Q); L_D is
+    1.35-1.6× the old ``sqrt(τ² − σ²)`` for regions of 1-343 voxels at α = 0.01."""
+    rng = np.random.default_rng(11)
+    for n in (1, 27, 343):
+        tau = detection_threshold(SIGMA, n, alpha=0.01)
+        a50 = detection_amplitude(SIGMA, tau, 0.5)
+        a95 = detection_amplitude(SIGMA, tau, 0.95)
+        assert a50 == pytest.approx(np.sqrt(tau**2 - SIGMA**2), rel=0.005)
+        assert 1.35 <= a95 / np.sqrt(tau**2 - SIGMA**2) <= 1.6
+        for a, p in ((a50, 0.5), (a95, 0.95)):
+            m = np.abs(a + rng.standard_normal(200_000) + 1j * rng.standard_normal(200_000))
+            assert float((m > tau).mean()) == pytest.approx(p, abs=0.004)
+    # in the table: cells per voxel = amplitude / κ / F_c
+    img, tubes, conc, labels, _bg = _scene(rng, 5e5, 0.0)
+    cal = calibrate_fluorine(img, tubes, conc, voxel_volume_ml=VOX_ML, noise_sigma=SIGMA)
+    tab = count_cells(img, labels, cal, fluorine_per_cell=F_PER_CELL)
+    tau = float(tab["threshold"][0])
+    k = cal.signal_per_spin * F_PER_CELL
+    assert tab["cells_detection_limit"][0] == pytest.approx(
+        detection_amplitude(SIGMA, tau, 0.95) / k
+    )
+    assert tab["cells_decision_threshold"][0] == pytest.approx(
+        detection_amplitude(SIGMA, tau, 0.5) / k
+    )
+    with pytest.raises(FitError, match="probability"):
+        detection_amplitude(SIGMA, tau, 1.0)
+
+
+def test_regions_near_the_threshold_are_flagged():
+    """Issue 24, item 11: where a region's voxels sit near the threshold, the count is biased
+    low (voxels of the same amplitude fall under τ) and ``SE = σ sqrt(n_detected)`` understates
+    the spread (selection by the threshold). tumorscope flags a region when more than 10 % of
+    its counted signal comes from detected voxels whose estimated amplitude is under the
+    detection limit. Simulated: 27 voxels at 5σ in a 343-voxel region (limit ≈ 6.1σ) are
+    flagged, with z-scores spread > 2 SD and a bias; a compact blob at 37σ is not, and its
+    z-scores are standard normal."""
+    cal_kw = {"voxel_volume_ml": VOX_ML, "noise_sigma": SIGMA}
+    per_voxel_faint = 5.0  # σ
+    faint_cells = per_voxel_faint * 27 / (F_PER_CELL * KAPPA)
+    z_faint, z_blob, flags_faint, flags_blob = [], [], [], []
+    for seed in range(40):
+        rng = np.random.default_rng(300 + seed)
+        img, tubes, conc, labels, _bg = _scene(rng, 5e5, faint_cells)
+        tab = count_cells(
+            img,
+            labels,
+            calibrate_fluorine(img, tubes, conc, **cal_kw),
+            fluorine_per_cell=F_PER_CELL,
+        )
+        by = {int(lab): j for j, lab in enumerate(tab["label"])}
+        b, f = by[1], by[2]
+        z_blob.append((tab["cells"][b] - 5e5) / tab["cells_se"][b])
+        flags_blob.append(bool(tab["near_threshold"][b]))
+        flags_faint.append(bool(tab["near_threshold"][f]))
+        if tab["status"][f] == "quantified":
+            z_faint.append((tab["cells"][f] - faint_cells) / tab["cells_se"][f])
+    assert not any(flags_blob) and all(flags_faint)
+    assert 0.6 < np.std(z_blob, ddof=1) < 1.5
+    assert np.std(z_faint, ddof=1) > 2.0 and np.mean(z_faint) < -2.0

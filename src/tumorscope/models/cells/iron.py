@@ -33,6 +33,7 @@ from ...errors import DataError, FitError
 
 __all__ = [
     "FERUMOXYTOL_RELAXIVITY",
+    "FERUMOXYTOL_RELAXIVITY_SD",
     "IRON_MOLAR_MASS_G_PER_MOL",
     "SignalVoids",
     "delta_rate",
@@ -47,13 +48,23 @@ IRON_MOLAR_MASS_G_PER_MOL: Final[float] = 55.845
 
 #: Ferumoxytol relaxivities in 1/(mM Fe · s), human plasma at 37 °C, by field strength in T and
 #: by rate (``"r1"``, ``"r2"``, ``"r2star"``). Knobloch et al., "Relaxivity of ferumoxytol at
-#: 1.5 T and 3.0 T", Invest Radiol 2018;53:257-263, doi:10.1097/RLI.0000000000000434 (plasma
-#: values; entered from memory of the abstract, verify against the paper before clinical
-#: use). Tissue-bound (intracellular) ferumoxytol has other
-#: relaxivities; pass your own ``relaxivity`` when a calibration exists.
+#: 1.5 T and 3.0 T", Invest Radiol 2018;53:257-263, doi:10.1097/RLI.0000000000000434: r2* in
+#: plasma 64.4 ± 2.5 (1.5 T) and 55.7 ± 4.4 (3 T) (the saline values of the same abstract,
+#: 60.4 and 57.0, were tabulated here before issue 24). r1 and r2 as entered during development
+#: (plasma, same paper; verify against the paper before clinical use). Tissue-bound
+#: (intracellular) ferumoxytol has other relaxivities; pass your own ``relaxivity`` when a
+#: calibration exists.
 FERUMOXYTOL_RELAXIVITY: Final[dict[float, dict[str, float]]] = {
-    1.5: {"r1": 19.0, "r2": 64.9, "r2star": 60.4},
-    3.0: {"r1": 9.5, "r2": 65.2, "r2star": 57.0},
+    1.5: {"r1": 19.0, "r2": 64.9, "r2star": 64.4},
+    3.0: {"r1": 9.5, "r2": 65.2, "r2star": 55.7},
+}
+
+#: Standard deviations of the tabulated relaxivities, same units and keys, where the source
+#: gives them (Knobloch et al. 2018, plasma r2*: ± 2.5 at 1.5 T, ± 4.4 at 3 T; 3.9 % and 7.9 %,
+#: the spread to expect between plasma samples, not a standard error of the mean).
+FERUMOXYTOL_RELAXIVITY_SD: Final[dict[float, dict[str, float]]] = {
+    1.5: {"r2star": 2.5},
+    3.0: {"r2star": 4.4},
 }
 
 
@@ -267,8 +278,9 @@ class SignalVoids:
     void_fraction : float
         Void voxels / region voxels.
     reference_void_fraction : float
-        Fraction of reference-region voxels under the same threshold: the false-positive rate
-        to compare ``void_fraction`` with.
+        Fraction of reference-region voxels under the same threshold, in components of at
+        least ``min_voxels`` voxels (as in the region): the false-positive rate to compare
+        ``void_fraction`` with.
     excess_void_fraction : float
         ``void_fraction - reference_void_fraction``.
     threshold : float
@@ -304,10 +316,11 @@ def signal_voids(
     ``mean(reference) - k * sd(reference)`` (the thresholding of McAteer et al., Nat Med
     2007;13:1253-1258, there with the contralateral hemisphere as reference). Voids
     are connected components of void voxels (``connectivity`` 1 = faces, 3 = faces, edges
-    and corners), smaller ones than ``min_voxels`` are dropped. The same threshold applied
-    to the reference region gives the background rate of dark voxels (for Gaussian tissue
-    texture about 2.3 % at k = 2): compare ``void_fraction`` with it, or use
-    ``excess_void_fraction``.
+    and corners), smaller ones than ``min_voxels`` are dropped. The same threshold, the same
+    connectivity and the same ``min_voxels`` applied to the reference region give the
+    background rate of dark voxels (for Gaussian tissue texture about 2.3 % at k = 2 with
+    ``min_voxels=1``, less with larger ``min_voxels``): compare ``void_fraction`` with it, or
+    use ``excess_void_fraction``, ~0 in particle-free tissue.
 
     Parameters
     ----------
@@ -365,7 +378,13 @@ def signal_voids(
     comp_kept = relabel[comp]
     n_void_vox = int(keep_mask.sum())
     frac = n_void_vox / int(reg.sum())
-    ref_frac = float((ref_vals < thr).mean())
+    # the reference's dark voxels pass the same component-size filter as the region's, so
+    # that particle-free tissue shows an excess of ~0 whatever min_voxels is (issue 24)
+    ref_dark = ref & np.isfinite(img) & (img < thr)
+    ref_comp, ref_n = ndimage.label(ref_dark, structure=structure)
+    ref_sizes = np.bincount(ref_comp.ravel())[1:] if ref_n else np.zeros(0, dtype=np.int64)
+    ref_kept = int(ref_sizes[ref_sizes >= min_voxels].sum())
+    ref_frac = ref_kept / ref_vals.size
     return SignalVoids(
         mask=keep_mask,
         components=comp_kept,
