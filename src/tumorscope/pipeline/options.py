@@ -64,7 +64,8 @@ class RunOptions:
         Arterial input function of the DCE fit: ``parker``, ``georgiou``, ``mcgrath``,
         ``auto`` (from the image) or the path of an AIF file.
     hypoxia_r2star_per_s : float or None, default None
-        Hypoxia classes: R2* above this (1/s) marks hypoxic voxels. No default: thresholds
+        Hypoxia classes: R2* above this (1/s) marks high-R2* voxels (hypoxic only where
+        perfused and oxygen-refractory, see ``docs/cell-imaging.md``). No default: thresholds
         depend on field strength, sequence and tumour type; ``hypoxia`` classifies nothing
         until both thresholds are given.
     hypoxia_ktrans_per_min : float or None, default None
