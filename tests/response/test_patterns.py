@@ -161,3 +161,19 @@ def test_durable_response_six_months():
     assert d["durable"].tolist() == [True] and d["duration_days"].tolist() == [196]
     broken = assess(table({"L1": lesion("target", 50, 30, 40, 30, 30)}, weeks=(0, 8, 16, 24, 48)))
     assert durable_response(broken)["duration_days"].tolist() == [168]
+
+
+def test_durable_response_must_begin_within_12_months():
+    """Durable response rate: objective response "lasting continuously for at least 6 months
+    and beginning within the first 12 months of therapy" (Kaufman et al. 2016,
+    doi:10.1186/s40425-016-0116-y; Andtbacka et al. 2015, doi:10.1200/JCO.2014.58.3377).
+    A response beginning 14 months after the start of treatment is not durable."""
+    weeks = (0, 30, 61, 70, 80, 90)  # response from week 61 (14 months) to week 90
+    late = assess(table({"L1": lesion("target", 50, 45, 30, 30, 30, 30)}, weeks=weeks))
+    assert late["response"].tolist()[2] == "PR"
+    d = durable_response(late)
+    assert d["durable"].tolist() == [False]
+    assert "began 427 days after treatment start" in d["reason"].iloc[0]
+    assert durable_response(late, begin_within_months=None)["durable"].tolist() == [True]
+    early = assess(table({"L1": lesion("target", 50, 30, 30, 30)}, weeks=(0, 48, 60, 80)))
+    assert durable_response(early)["durable"].tolist() == [True]  # begins at 11 months

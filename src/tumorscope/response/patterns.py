@@ -532,15 +532,23 @@ def _lo_russo(
     return call, f"{len(met)} of 5 criteria met (needs 3): " + ("; ".join(met) or "none")
 
 
-def durable_response(assessment: pd.DataFrame, *, months: float = 6.0) -> pd.DataFrame:
+def durable_response(
+    assessment: pd.DataFrame, *, months: float = 6.0, begin_within_months: float | None = 12.0
+) -> pd.DataFrame:
     """Durable response: an objective response held continuously for at least ``months``.
 
-    "Durable response rate: the rate of objective response (CR or PR) lasting continuously
-    for at least 6 months" (Andtbacka RHI, Kaufman HL, Collichio F, et al. Talimogene
+    "Durable response rate (DRR), defined as the rate of objective response (complete response
+    [CR] or partial response [PR]) lasting continuously for at least 6 months and beginning
+    within the first 12 months of therapy" (Kaufman HL, Amatruda T, Reid T, et al. Systemic
+    versus local responses in melanoma patients treated with talimogene laherparepvec from a
+    multi-institutional phase II study. J Immunother Cancer 2016;4:12.
+    doi:10.1186/s40425-016-0116-y; Andtbacka RHI, Kaufman HL, Collichio F, et al. Talimogene
     laherparepvec improves durable response rate in patients with advanced melanoma. J Clin
     Oncol 2015;33:2780-2788. doi:10.1200/JCO.2014.58.3377). The duration is measured from the
     first visit with CR/PR (iCR/iPR) to the last visit of the same unbroken run of responses
     (NE visits neither break nor extend it), so it is a lower bound of the true duration.
+    Treatment starts at the baseline (``days_from_baseline`` 0): a run counts only when its
+    first response visit is within ``begin_within_months`` of it (``None``: no limit).
 
     Returns
     -------
@@ -551,10 +559,12 @@ def durable_response(assessment: pd.DataFrame, *, months: float = 6.0) -> pd.Dat
     import pandas as pd
 
     need = months * DAYS_PER_MONTH
+    latest = math.inf if begin_within_months is None else begin_within_months * DAYS_PER_MONTH
     out = []
     for subject, sub in assessment.groupby("subject", sort=True):
         sub = sub.sort_values("days_from_baseline")
         best: tuple[float, str, str] = (-1.0, "", "")
+        late: tuple[float, str, int] | None = None  # longest run that began too late
         start: tuple[int, str] | None = None
         last: tuple[int, str] | None = None
         for rec in sub.to_dict("records"):
@@ -567,15 +577,28 @@ def durable_response(assessment: pd.DataFrame, *, months: float = 6.0) -> pd.Dat
                 continue
             else:
                 start = last = None
-            if start is not None and last is not None and last[0] - start[0] > best[0]:
-                best = (float(last[0] - start[0]), start[1], last[1])
+            if start is None or last is None:
+                continue
+            dur_run = float(last[0] - start[0])
+            if start[0] > latest + 1e-9:
+                if late is None or dur_run > late[0]:
+                    late = (dur_run, start[1], start[0])
+            elif dur_run > best[0]:
+                best = (dur_run, start[1], last[1])
         dur, v0, v1 = best
         durable = dur >= need
         reason = (
             f"response from visit {v0} to {v1}: {fmt(dur)} days (needs {fmt(need)})"
             if dur >= 0
             else "no objective response"
+            + ("" if late is None else f" beginning within {fmt(latest)} days of treatment start")
         )
+        if late is not None and late[0] >= need and not durable:
+            reason += (
+                f"; the response from visit {late[1]} lasted {fmt(late[0])} days but began "
+                f"{late[2]} days after treatment start (must begin within "
+                f"{fmt(latest / DAYS_PER_MONTH)} months; Kaufman et al. 2016)"
+            )
         out.append(
             {
                 "subject": subject,
