@@ -141,3 +141,23 @@ def test_too_small_to_measure_counts_5_by_5_mm():
     r = assess(_t((20, 20), "too small to measure"), criteria="rano")
     assert r["spd_mm2"].tolist() == [400, 25]
     assert responses(r) == ["baseline", "PR"]
+
+
+def test_rano_has_no_recist_per_organ_limit():
+    """RECIST 1.1 section 3.3.1 allows "a maximum of two lesions per organ"; RANO has no such
+    rule (all lesions are in the brain): RANO 2.0 (Wen et al. 2023, doi:10.1200/JCO.23.01059)
+    takes up to 3 target lesions and RANO 2010 / iRANO (Wen et al. 2010,
+    doi:10.1200/JCO.2009.26.3541; Okada et al. 2015) up to 5. Three targets in the brain are
+    accepted by RANO and iRANO, five by iRANO, and still rejected by RECIST 1.1."""
+    three = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(3)}
+    assert responses(assess(table(three), criteria="rano")) == ["baseline", "SD"]
+    assert responses(assess(table(three), criteria="irano")) == ["baseline", "SD"]
+    with pytest.raises(ResponseError, match="at most 2 per organ"):
+        assess(table(three), criteria="recist1.1")
+    five = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(5)}
+    assert responses(assess(table(five), criteria="irano")) == ["baseline", "SD"]
+    with pytest.raises(ResponseError, match="RANO uses at most 3"):
+        assess(table(five), criteria="rano")
+    six = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(6)}
+    with pytest.raises(ResponseError, match="IRANO uses at most 5"):
+        assess(table(six), criteria="irano")

@@ -98,10 +98,12 @@ def assess(
         raise ResponseError(
             f"unknown criteria {criteria!r}; expected one of {list(CRITERIA)}", field="criteria"
         )
+    # RECIST 1.1's 5 targets and 2 per organ are not RANO's (rano.py checks RANO's limits)
+    limits = name not in ("rano", "irano")
     if isinstance(table, str | os.PathLike):
-        df = read_table(table)
+        df = read_table(table, target_limits=limits)
     else:
-        df = validate_table(table)
+        df = validate_table(table, target_limits=limits)
     subjects = subjects_from_table(df)
     if name == "recist1.1":
         from .recist import COLUMNS, assess_recist
@@ -178,7 +180,8 @@ def from_lesion_table(
     Returns
     -------
     pandas.DataFrame
-        The validated measurement table: lesions seen at baseline are ``target`` (if
+        The validated measurement table (without the limit of target lesions, which
+        depends on the criterion and is checked by :func:`assess`): lesions seen at baseline are ``target`` (if
         ``target``) or ``non-target``; a lesion first seen after baseline is ``new``
         (RECIST 1.1 section 4.3.2). ``diameter_mm`` is the short axis for nodes and the
         longest diameter otherwise; ``perpendicular_mm`` is the other one of the two.
@@ -292,7 +295,8 @@ def from_lesion_table(
                     )
                     rows[-1].update(baseline=False, **dict.fromkeys(extra, np.nan))
     out = pd.DataFrame(rows)
-    return validate_table(out)
+    # the criterion's own limits of target lesions are checked by assess
+    return validate_table(out, target_limits=False)
 
 
 def _row(
