@@ -161,3 +161,21 @@ def test_rano_has_no_recist_per_organ_limit():
     six = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(6)}
     with pytest.raises(ResponseError, match="IRANO uses at most 5"):
         assess(table(six), criteria="irano")
+
+
+def test_nonmeasurable_disease_only_is_at_best_stable():
+    """RANO: "Patients with nonmeasurable disease only cannot have a complete response; the
+    best response possible is stable disease" (Wen et al. 2010, doi:10.1200/JCO.2009.26.3541,
+    kept by RANO 2.0, Wen et al. 2023, and iRANO); PR is a decrease of the sum of products of
+    measurable lesions. One non-target lesion unchanged for 24 weeks is SD at every visit and
+    best response SD, also when it goes; the empty sum of products is not a target CR."""
+    nt = {"N1": lesion("non-target", "present", "present", "present", "present", "absent")}
+    for criteria in ("rano", "irano"):
+        r = assess(table(nt, weeks=(0, 6, 12, 18, 24)), criteria=criteria)
+        assert responses(r) == ["baseline", "SD", "SD", "SD", "SD"], criteria
+        assert r["target_response"].iloc[1] is None
+        assert "non-measurable disease only" in r["reason"].iloc[1]
+        assert best_overall_response(r)["best_response"].tolist() == ["SD"]
+    # progression is still progression
+    grow = {"N1": lesion("non-target", "present", "unequivocal progression")}
+    assert responses(assess(table(grow), criteria="rano")) == ["baseline", "PD"]

@@ -32,6 +32,12 @@ Rules implemented (time point)
   alone is not progression.
 * SD: none of these. When the images meet CR or PR but the corticosteroid or clinical
   conditions do not, the visit is SD and the reason says why.
+* Non-measurable disease only (no enhancing target lesion at baseline): "patients with
+  nonmeasurable disease only cannot have a complete response; the best response possible is
+  stable disease" (Wen et al. 2010, CR definition), and PR is defined on the SPD of measurable
+  lesions, which such a patient has not. The empty SPD is not a target "CR": every visit
+  without progression is SD (NE when a non-target lesion is not assessed), also when the
+  disease disappears; PD as above (new lesion, non-target progression, clinical decline).
 * CR and PR need confirmation at least 4 weeks later: that is applied by
   :func:`tumorscope.response.best_overall_response`, which confirms by default for RANO.
 
@@ -182,22 +188,30 @@ def _subject_rows(
     prelim: tuple[str, float, set[str]] | None = None  # visit, SPD, new lesions
     confirmed: str | None = None
     ignored = [les.lesion_id for les in s.lesions.values() if not les.enhancing]
+    # no enhancing target lesion: the empty SPD is not a measurement (not a target "CR")
+    measurable = any(les.enhancing for les in s.of_kind("target"))
     out = []
     for v in s.visits:
         days = int((v.date - base.date).days)
         spd, missing = _spd(s, v)
         row = blank_row(s, v, COLUMNS, name)
         row.update(
-            spd_mm2=math.nan if missing else spd,
-            nadir_mm2=nadir,
+            spd_mm2=math.nan if missing or not measurable else spd,
+            nadir_mm2=nadir if measurable else math.nan,
             steroid_dose_mg=v.steroid_dose_mg,
             clinical_status=v.clinical_status,
         )
         if v.index <= 0:
             row.update(
                 response="baseline" if v.index == 0 else "pre-baseline",
-                reason=f"baseline SPD {fmt(base_spd)} mm²" if v.index == 0 else "not scored",
-                spd_mm2=spd if v.index == 0 else row["spd_mm2"],
+                reason=(
+                    "not scored"
+                    if v.index < 0
+                    else f"baseline SPD {fmt(base_spd)} mm²"
+                    if measurable
+                    else "no measurable disease at baseline (non-measurable disease only)"
+                ),
+                spd_mm2=spd if v.index == 0 and measurable else row["spd_mm2"],
             )
             out.append(row)
             continue
@@ -206,7 +220,10 @@ def _subject_rows(
         rise_pct = pct(spd, nadir)
         nadir_txt = "baseline" if nadir_visit == base.visit else f"visit {nadir_visit}"
         # target category
-        if not missing and spd == 0:
+        if not measurable:
+            target = None
+            t_reason = "non-measurable disease only"
+        elif not missing and spd == 0:
             target = "CR"
             t_reason = "all enhancing target lesions gone"
         elif nadir == 0 and spd > 0:
@@ -235,8 +252,8 @@ def _subject_rows(
             nontarget_response=nt,
             new_lesions=bool(new),
             new_lesion_ids=",".join(new),
-            change_from_baseline_pct=math.nan if missing else pct(spd, base_spd),
-            change_from_nadir_pct=math.nan if missing else rise_pct,
+            change_from_baseline_pct=math.nan if missing or not measurable else pct(spd, base_spd),
+            change_from_nadir_pct=math.nan if missing or not measurable else rise_pct,
         )
         worse = v.clinical_status == "worse"
         radiographic_pd = []
@@ -297,7 +314,7 @@ def _subject_rows(
 
 
 def _non_pd(
-    target: str,
+    target: str | None,
     t_reason: str,
     nt: str | None,
     nt_reason: str,
@@ -308,6 +325,11 @@ def _non_pd(
     dose = v.steroid_dose_mg
     if target == "NE" or nt == "NE":
         return "NE", t_reason if target == "NE" else nt_reason
+    if target is None:  # non-measurable disease only (Wen et al. 2010)
+        return "SD", (
+            f"non-measurable disease only ({nt_reason}): CR and PR need measurable disease, "
+            "the best response possible is SD"
+        )
     if target == "CR" and nt in (None, "CR"):
         if math.isfinite(dose) and dose > physio:
             return "SD", f"{t_reason}, but on corticosteroids ({fmt(dose)} mg/day): not CR"
