@@ -46,7 +46,7 @@ def test_complete_response_needs_no_steroids():
     """CR: disappearance of all enhancing disease, "off corticosteroids (or on physiologic
     replacement doses only)"."""
     r = assess(_t((20, 20), "absent", "absent", steroids=[4, 2, 0]), criteria="rano")
-    assert responses(r) == ["baseline", "SD", "CR"]
+    assert responses(r) == ["baseline", "PR", "CR"]  # issue 24: reduced dose is PR, not SD
     assert "on corticosteroids (2 mg/day): not CR" in r["reason"].iloc[1]
 
 
@@ -179,3 +179,18 @@ def test_nonmeasurable_disease_only_is_at_best_stable():
     # progression is still progression
     grow = {"N1": lesion("non-target", "present", "unequivocal progression")}
     assert responses(assess(table(grow), criteria="rano")) == ["baseline", "PD"]
+
+
+def test_enhancing_disease_gone_on_reduced_steroids_is_partial_response():
+    """RANO PR requires "stable or reduced corticosteroids (compared with baseline)" and CR
+    "off corticosteroids (or on physiologic replacement doses only)" (Wen et al. 2010,
+    doi:10.1200/JCO.2009.26.3541; RANO 2.0, Wen et al. 2023). All enhancing disease gone with
+    steroids 4 → 2 mg/day is PR; off steroids it is CR; with a dose above baseline it is SD."""
+    r = assess(_t((20, 20), "absent", "absent", steroids=[4, 2, 2]), criteria="rano")
+    assert responses(r) == ["baseline", "PR", "PR"]
+    assert "not above baseline (4 mg/day): PR" in r["reason"].iloc[1]
+    assert best_overall_response(r)["best_response"].tolist() == ["PR"]
+    r = assess(_t((20, 20), "absent", steroids=[4, 8]), criteria="rano")
+    assert responses(r) == ["baseline", "SD"]
+    r = assess(_t((20, 20), "absent", steroids=[4, 0]), criteria="rano")
+    assert responses(r) == ["baseline", "CR"]

@@ -24,7 +24,9 @@ Rules implemented (time point)
   corticosteroids (or on physiologic replacement doses only)", clinically stable or improved.
 * PR: "≥50% decrease in the sum of products of perpendicular diameters" from baseline, no
   new lesion, no progression of non-measurable disease, a corticosteroid dose not greater
-  than at baseline, clinically stable or improved.
+  than at baseline ("stable or reduced corticosteroids"), clinically stable or improved. All
+  enhancing disease gone while still on steroids above the physiologic dose is not CR but
+  meets PR when the dose is not above baseline (e.g. 4 → 2 mg/day), and SD when it is.
 * PD: "≥25% increase in the sum of products of perpendicular diameters of enhancing lesions
   compared with the smallest tumour measurement obtained either at baseline (if no decrease)
   or best response", a new lesion, unequivocal progression of non-target disease, or
@@ -330,17 +332,21 @@ def _non_pd(
             f"non-measurable disease only ({nt_reason}): CR and PR need measurable disease, "
             "the best response possible is SD"
         )
+    on_steroids = ""
     if target == "CR" and nt in (None, "CR"):
-        if math.isfinite(dose) and dose > physio:
-            return "SD", f"{t_reason}, but on corticosteroids ({fmt(dose)} mg/day): not CR"
-        note = "" if math.isfinite(dose) else " (corticosteroid dose not recorded)"
-        return "CR", t_reason + note
+        if not (math.isfinite(dose) and dose > physio):
+            note = "" if math.isfinite(dose) else " (corticosteroid dose not recorded)"
+            return "CR", t_reason + note
+        # CR needs steroids off; with a dose not above baseline it is PR (Wen et al. 2010)
+        on_steroids = f", but on corticosteroids ({fmt(dose)} mg/day): not CR"
     if target in ("CR", "PR"):
         if math.isfinite(dose) and math.isfinite(base_dose) and dose > base_dose:
             return "SD", (
                 f"{t_reason}, but corticosteroids rose from {fmt(base_dose)} to {fmt(dose)} "
                 "mg/day: not PR"
             )
-        extra = f"; {nt_reason}" if target == "CR" else ""
-        return "PR", t_reason + extra
+        extra = f"; {nt_reason}" if target == "CR" and not on_steroids else ""
+        if on_steroids:
+            on_steroids += f", not above baseline ({fmt(base_dose)} mg/day): PR"
+        return "PR", t_reason + on_steroids + extra
     return "SD", t_reason
