@@ -194,3 +194,30 @@ def test_enhancing_disease_gone_on_reduced_steroids_is_partial_response():
     assert responses(r) == ["baseline", "SD"]
     r = assess(_t((20, 20), "absent", steroids=[4, 0]), criteria="rano")
     assert responses(r) == ["baseline", "CR"]
+
+
+def test_rano2_progression_within_12_weeks_after_radiotherapy_needs_confirmation():
+    """RANO 2.0 (Wen et al. 2023, doi:10.1200/JCO.23.01059): progression within 12 weeks
+    after the end of radiotherapy (pseudoprogression is frequent then) needs confirmation on
+    a later scan. Radiotherapy ended 2 weeks before baseline: growth at week 8 (10 weeks after
+    radiotherapy) is preliminary PD, confirmed by further growth or withdrawn; at week 12
+    (14 weeks after) it is PD at once. The end date comes as a parameter or a table column."""
+    from _response_helpers import dates
+
+    rt = {"S1": dates(-2)[0]}
+    grow = _t((20, 20), (25, 25), (30, 30), weeks=(0, 8, 20))
+    r = assess(grow, criteria="rano", radiotherapy_end=rt)
+    assert responses(r) == ["baseline", "preliminary PD", "PD"]
+    assert "70 days after the end of radiotherapy" in r["reason"].iloc[1]
+    shrink = _t((20, 20), (25, 25), (18, 18), weeks=(0, 8, 20))
+    r = assess(shrink, criteria="rano", radiotherapy_end=rt)
+    assert responses(r) == ["baseline", "preliminary PD", "SD"]
+    late = _t((20, 20), (25, 25), weeks=(0, 12))
+    assert responses(assess(late, criteria="rano", radiotherapy_end=rt)) == ["baseline", "PD"]
+    # without the date, RANO has no window (unchanged behaviour)
+    assert responses(assess(grow, criteria="rano")) == ["baseline", "PD", "PD"]
+    # the same from the table column
+    col = grow.assign(radiotherapy_end=rt["S1"])
+    assert responses(assess(col, criteria="rano")) == ["baseline", "preliminary PD", "PD"]
+    with pytest.raises(ResponseError, match="several radiotherapy_end"):
+        assess(grow.assign(radiotherapy_end=dates(-2, -3, -4)), criteria="rano")

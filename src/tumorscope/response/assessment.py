@@ -36,6 +36,7 @@ def assess(
     criteria: str = "recist1.1",
     check_measurability: bool = True,
     confirm_window_days: int | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Time-point response of every subject at every visit.
 
@@ -60,6 +61,9 @@ def assess(
     confirm_window_days : int, optional
         RANO/iRANO only: days after baseline in which progression is preliminary (default 0
         for RANO, 182 for iRANO).
+    radiotherapy_end : mapping of subject to date, optional
+        RANO/iRANO only: end of radiotherapy per subject; progression within 12 weeks after
+        it needs confirmation (RANO 2.0). Overrides the table's ``radiotherapy_end`` column.
 
     Returns
     -------
@@ -125,8 +129,17 @@ def assess(
     else:
         from .rano import COLUMNS, assess_rano
 
+        rt = {
+            str(k): v
+            for k, v in zip(df["subject"], df["radiotherapy_end"], strict=True)
+            if v is not None and not pd.isna(v)
+        }
+        rt.update(radiotherapy_end or {})
         rows = assess_rano(
-            subjects, immunotherapy=name == "irano", confirm_window_days=confirm_window_days
+            subjects,
+            immunotherapy=name == "irano",
+            confirm_window_days=confirm_window_days,
+            radiotherapy_end=rt,
         )
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["date"] = pd.to_datetime(out["date"])
@@ -151,6 +164,7 @@ def from_lesion_table(
     baseline: Mapping[str, str] | None = None,
     missing: Literal["absent", "not assessed"] = "absent",
     nontarget_progression_pct: float | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Measurement table from per-lesion, per-visit geometry (the output of lesion measurement).
 
@@ -176,6 +190,9 @@ def from_lesion_table(
         If given, a non-target lesion whose ``volume_ml`` grew at least this much (percent)
         from baseline is marked ``unequivocal progression``. RECIST 1.1 leaves non-target
         progression to the reader; this is an explicit, opt-in rule for automated pipelines.
+    radiotherapy_end : mapping of subject to date, optional
+        End of radiotherapy per subject (the manifest's ``treatment.radiotherapy_end_date``),
+        written to the ``radiotherapy_end`` column for RANO 2.0's post-radiotherapy window.
 
     Returns
     -------
@@ -295,6 +312,12 @@ def from_lesion_table(
                     )
                     rows[-1].update(baseline=False, **dict.fromkeys(extra, np.nan))
     out = pd.DataFrame(rows)
+    if radiotherapy_end:
+        ends = {str(k): v for k, v in radiotherapy_end.items() if v is not None}
+        out["radiotherapy_end"] = [
+            None if s not in ends else pd.Timestamp(ends[s]).strftime("%Y-%m-%d")
+            for s in out["subject"]
+        ]
     # the criterion's own limits of target lesions are checked by assess
     return validate_table(out, target_limits=False)
 

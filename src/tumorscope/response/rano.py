@@ -58,6 +58,15 @@ options: ``confirm_window_days`` counted from the baseline visit (default 0 for 
 i.e. no confirmation, and 182 days for ``"irano"``). Clinical deterioration is progression
 at once in both.
 
+Post-radiotherapy window (RANO 2.0): progression seen within 12 weeks after the end of
+radiotherapy needs a confirmation scan, as pseudoprogression is common then. Given the end of
+radiotherapy (``radiotherapy_end``, per subject; from the table column ``radiotherapy_end`` or
+the manifest's ``treatment.radiotherapy_end_date``), progression at a visit dated up to 84
+days after it (or before it) is ``preliminary PD``, confirmed or withdrawn as above; both
+windows apply, for RANO and iRANO. RANO 2010 let new enhancement mostly outside the
+radiation field (or histology) count at once; tumorscope has no radiation-field input, so
+every progression in the window waits for confirmation (a tumorscope decision).
+
 Not implemented: the assessment of non-enhancing tumours on T2/FLAIR and its minor response
 category (RANO 2.0); rows with ``enhancing`` false are ignored with a note.
 """
@@ -65,6 +74,7 @@ category (RANO 2.0); rows with ``enhancing`` false are ignored with a note.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ResponseError
@@ -80,7 +90,10 @@ from ._core import (
 )
 from .recist import COLUMNS as _RECIST_COLUMNS
 
-__all__ = ["COLUMNS", "assess_rano"]
+__all__ = ["COLUMNS", "POST_RADIOTHERAPY_DAYS", "assess_rano"]
+
+#: RANO 2.0: progression within 12 weeks after the end of radiotherapy needs confirmation.
+POST_RADIOTHERAPY_DAYS = 84
 
 COLUMNS: list[str] = [
     *_RECIST_COLUMNS,
@@ -99,6 +112,7 @@ def assess_rano(
     confirm_increase_pct: float = 25.0,
     physiologic_steroid_mg: float = 0.0,
     max_targets: int | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Score every visit with RANO 2.0 (``immunotherapy=False``) or iRANO (``True``).
 
@@ -118,6 +132,10 @@ def assess_rano(
         Highest daily dexamethasone-equivalent dose accepted as physiologic replacement for CR.
     max_targets : int, optional
         Maximum number of target lesions; default 3 for RANO 2.0, 5 for iRANO (RANO 2010).
+    radiotherapy_end : mapping of subject to date, optional
+        End of radiotherapy of each subject (ISO text, ``datetime.date`` or timestamp):
+        progression within :data:`POST_RADIOTHERAPY_DAYS` (12 weeks) after it needs
+        confirmation (RANO 2.0), in addition to ``confirm_window_days``.
 
     Returns
     -------
@@ -130,10 +148,29 @@ def assess_rano(
     limit = max_targets if max_targets is not None else (5 if immunotherapy else 3)
     name = "irano" if immunotherapy else "rano"
     rows: list[dict[str, Any]] = []
+    rt = {str(k): _timestamp(v) for k, v in (radiotherapy_end or {}).items() if v is not None}
     for s in subjects:
         _check_rano_targets(s, limit=limit, name=name)
-        rows.extend(_subject_rows(s, name, window, confirm_increase_pct, physiologic_steroid_mg))
+        rows.extend(
+            _subject_rows(
+                s, name, window, confirm_increase_pct, physiologic_steroid_mg, rt.get(s.subject)
+            )
+        )
     return rows
+
+
+def _timestamp(value: Any) -> Any:
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ResponseError(
+            f"radiotherapy end {value!r} is not a date", field="radiotherapy_end"
+        ) from None
+    if pd.isna(stamp):
+        raise ResponseError(f"radiotherapy end {value!r} is not a date", field="radiotherapy_end")
+    return stamp.normalize()
 
 
 def _check_rano_targets(s: Subject, *, limit: int, name: str) -> None:
@@ -181,7 +218,7 @@ def _spd(s: Subject, v: Any) -> tuple[float, list[str]]:
 
 
 def _subject_rows(
-    s: Subject, name: str, window: int, confirm_pct: float, physio: float
+    s: Subject, name: str, window: int, confirm_pct: float, physio: float, rt_end: Any = None
 ) -> list[dict[str, Any]]:
     base = s.baseline
     base_spd, _ = _spd(s, base)
@@ -297,12 +334,16 @@ def _subject_rows(
                 reason = f"preliminary PD of visit {p_visit} withdrawn: " + reason
                 prelim = None
         elif radiographic_pd:
-            if days <= window:
+            after_rt = None if rt_end is None else int((v.date - rt_end).days)
+            if days <= window or (after_rt is not None and after_rt <= POST_RADIOTHERAPY_DAYS):
                 response = "preliminary PD"
-                reason = (
-                    "; ".join(radiographic_pd)
-                    + f" within {window} days of baseline: needs a confirmation scan"
+                when = (
+                    f" within {window} days of baseline"
+                    if days <= window
+                    else f" {after_rt} days after the end of radiotherapy ({rt_end:%Y-%m-%d}; "
+                    f"within {POST_RADIOTHERAPY_DAYS // 7} weeks, RANO 2.0)"
                 )
+                reason = "; ".join(radiographic_pd) + when + ": needs a confirmation scan"
                 prelim = (v.visit, spd, set(new))
             else:
                 response, reason = "PD", "; ".join(radiographic_pd)

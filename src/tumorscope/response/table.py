@@ -33,6 +33,8 @@ column             required  meaning
 ``viable_diameter_mm`` no    longest diameter of the viable (arterially enhancing) part of a
                              lesion (mRECIST); 0 when no enhancing tumour is left
 ``density_hu``     no        mean attenuation of the lesion, Hounsfield units (Choi)
+``radiotherapy_end`` no      ISO date of the end of radiotherapy, one per subject (RANO 2.0:
+                             progression within 12 weeks after it needs confirmation)
 =================  ========  ==============================================================
 
 Any other column (map statistics such as ``ADC_mean``) is kept as given.
@@ -232,6 +234,19 @@ def validate_table(
         dates.append(stamp)
     df["date"] = pd.to_datetime(pd.Series(dates, dtype="datetime64[ns]"))
 
+    rt_end: list[Any] = []
+    for i, v in enumerate(df["radiotherapy_end"] if "radiotherapy_end" in df.columns else []):
+        text = _text(v)[:10] if not isinstance(v, pd.Timestamp) else v.strftime("%Y-%m-%d")
+        if text in ("", "NaT"):
+            rt_end.append(None)
+            continue
+        if not _ISO_DATE.match(text):
+            raise fail(i, "radiotherapy_end", f"{_text(v)!r} is not an ISO date (YYYY-MM-DD)")
+        try:
+            rt_end.append(pd.Timestamp(text))
+        except (ValueError, OverflowError):
+            raise fail(i, "radiotherapy_end", f"date {text!r} does not exist") from None
+    df["radiotherapy_end"] = rt_end if rt_end else None
     df["nodal"] = _bools(df, "nodal", default=False, fail=fail)
     df["enhancing"] = _bools(df, "enhancing", default=True, fail=fail)
     has_baseline_col = "baseline" in df.columns
@@ -428,6 +443,14 @@ def _check_subject(
                 f"RECIST 1.1 allows at most {limit}{per}",
             )
 
+    ends = {x for x in sub["radiotherapy_end"] if x is not None and x == x}  # NaT != NaT
+    if len(ends) > 1:
+        raise fail(
+            int(sub.index[-1]),
+            "radiotherapy_end",
+            f"subject {subject} has several radiotherapy_end dates "
+            f"{sorted(f'{x:%Y-%m-%d}' for x in ends)}",
+        )
     # visit-level fields have one value per visit
     for col in ("steroid_dose_mg", "clinical_status"):
         for visit, rows in sub.groupby("visit"):
