@@ -221,3 +221,51 @@ def test_rano2_progression_within_12_weeks_after_radiotherapy_needs_confirmation
     assert responses(assess(col, criteria="rano")) == ["baseline", "preliminary PD", "PD"]
     with pytest.raises(ResponseError, match="several radiotherapy_end"):
         assess(grow.assign(radiotherapy_end=dates(-2, -3, -4)), criteria="rano")
+
+
+def test_radiotherapy_end_from_the_manifest_through_from_lesion_table(tmp_path):
+    """RANO 2.0's 12-week post-radiotherapy window with the end of radiotherapy taken from
+    the study manifest's treatment history (``treatment.radiotherapy_end_date``) and passed
+    through ``from_lesion_table`` to ``assess``."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from tumorscope.io.manifest import read_manifest
+    from tumorscope.response import from_lesion_table
+
+    (tmp_path / "study.yaml").write_text(
+        "subjects:\n"
+        '  "001":\n'
+        "    treatment: {agent: temozolomide, start_date: 2026-01-05,"
+        " radiotherapy_end_date: 2025-12-22}\n"
+        "    visits:\n"
+        '      "01": {date: 2026-01-05}\n'
+        '      "02": {date: 2026-03-02}\n'
+    )
+    m, problems = read_manifest(tmp_path / "study.yaml")
+    assert problems == [] and m is not None
+    rt = {sid: s.treatment.radiotherapy_end_date for sid, s in m.subjects.items()}
+    assert rt == {"001": dt.date(2025, 12, 22)}
+    geometry = pd.DataFrame(
+        {
+            "subject": ["001", "001"],
+            "visit": ["01", "02"],
+            "date": ["2026-01-05", "2026-03-02"],
+            "lesion_id": ["E1", "E1"],
+            "target": [True, True],
+            "nodal": [False, False],
+            "longest_diameter_mm": [20.0, 25.0],
+            "short_axis_mm": [20.0, 25.0],
+        }
+    )
+    table = from_lesion_table(geometry, radiotherapy_end=rt)
+    r = assess(table, criteria="rano")
+    assert responses(r) == ["baseline", "preliminary PD"]
+    assert "70 days after the end of radiotherapy (2025-12-22" in r["reason"].iloc[1]
+    (tmp_path / "bad.yaml").write_text(
+        'subjects:\n  "001":\n    treatment: {radiotherapy_end_date: 2025-02-30}\n'
+        '    visits:\n      "01": {date: 2026-01-05}\n'
+    )
+    _, problems = read_manifest(tmp_path / "bad.yaml")
+    assert [p.field for p in problems] == ["subjects.001.treatment.radiotherapy_end_date"]
