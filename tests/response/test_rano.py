@@ -269,3 +269,19 @@ def test_radiotherapy_end_from_the_manifest_through_from_lesion_table(tmp_path):
     )
     _, problems = read_manifest(tmp_path / "bad.yaml")
     assert [p.field for p in problems] == ["subjects.001.treatment.radiotherapy_end_date"]
+
+
+def test_complete_response_with_stable_nonenhancing_disease():
+    """RANO CR: "complete disappearance of all enhancing measurable and nonmeasurable
+    disease ..., stable or improved nonenhancing (FLAIR/T2) lesions, ... off corticosteroids"
+    (Wen et al. 2010, doi:10.1200/JCO.2009.26.3541; RANO 2.0, Wen et al. 2023). Enhancing
+    target gone, a stable T2/FLAIR non-target lesion, no steroids: CR (was PR). Its
+    unequivocal progression is still PD, and an enhancing non-target left still blocks CR."""
+    flair = {"F1": lesion("non-target", "present", "present", "unequivocal progression")}
+    t = _t((20, 20), "absent", "absent", steroids=[0, 0, 0], extra=flair)
+    t["enhancing"] = [x != "F1" for x in t["lesion_id"]]
+    r = assess(t, criteria="rano")
+    assert responses(r) == ["baseline", "CR", "PD"]
+    assert "non-enhancing (T2/FLAIR) F1 stable or improved" in r["reason"].iloc[1]
+    t["enhancing"] = True
+    assert responses(assess(t, criteria="rano"))[1] == "PR"

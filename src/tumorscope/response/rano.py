@@ -67,8 +67,13 @@ windows apply, for RANO and iRANO. RANO 2010 let new enhancement mostly outside 
 radiation field (or histology) count at once; tumorscope has no radiation-field input, so
 every progression in the window waits for confirmation (a tumorscope decision).
 
-Not implemented: the assessment of non-enhancing tumours on T2/FLAIR and its minor response
-category (RANO 2.0); rows with ``enhancing`` false are ignored with a note.
+Non-enhancing disease: CR requires "stable or improved nonenhancing (T2/FLAIR) lesions"
+(Wen et al. 2010; RANO 2.0), so a non-target lesion with ``enhancing`` false that persists
+without unequivocal progression does not stand in the way of CR (its unequivocal progression
+is PD, and a missing assessment NE, as for any non-target lesion). Not implemented: the
+measurement of non-enhancing tumours on T2/FLAIR (their SPD), its minor response category and
+the combination of enhancing and non-enhancing categories (RANO 2.0); target rows with
+``enhancing`` false are ignored with a note.
 """
 
 from __future__ import annotations
@@ -226,7 +231,12 @@ def _subject_rows(
     nadir, nadir_visit = base_spd, base.visit
     prelim: tuple[str, float, set[str]] | None = None  # visit, SPD, new lesions
     confirmed: str | None = None
-    ignored = [les.lesion_id for les in s.lesions.values() if not les.enhancing]
+    ignored = [
+        les.lesion_id
+        for les in s.lesions.values()
+        if not les.enhancing and les.kind != "non-target"
+    ]
+    flair = [les.lesion_id for les in s.of_kind("non-target") if not les.enhancing]
     # no enhancing target lesion: the empty SPD is not a measurement (not a target "CR")
     measurable = any(les.enhancing for les in s.of_kind("target"))
     out = []
@@ -255,6 +265,8 @@ def _subject_rows(
             out.append(row)
             continue
         nt, nt_reason, _ = nontarget_category(s, v)
+        if nt == "non-CR/non-PD" and flair:
+            nt, nt_reason = _stable_flair(s, v, flair, nt, nt_reason)
         new = new_lesions_present(s, v)
         rise_pct = pct(spd, nadir)
         nadir_txt = "baseline" if nadir_visit == base.visit else f"visit {nadir_visit}"
@@ -356,6 +368,25 @@ def _subject_rows(
     return out
 
 
+def _stable_flair(s: Subject, v: Any, flair: list[str], nt: str, nt_reason: str) -> tuple[str, str]:
+    """RANO CR allows "stable or improved nonenhancing (T2/FLAIR) lesions": when the only
+    non-target disease left is non-enhancing and not progressing, the category is CR."""
+    persisting = [
+        les.lesion_id
+        for les in s.of_kind("non-target")
+        if (o := v.obs.get(les.lesion_id)) is not None
+        and o.status != "absent"
+        and not (o.status is None and math.isfinite(o.diameter_mm) and o.diameter_mm == 0)
+        and not (les.nodal and math.isfinite(o.diameter_mm) and o.diameter_mm < 10.0)
+    ]
+    if not persisting or any(lid not in flair for lid in persisting):
+        return nt, nt_reason
+    return "CR", (
+        f"enhancing non-target disease gone; non-enhancing (T2/FLAIR) {', '.join(persisting)} "
+        "stable or improved (allowed for CR by RANO)"
+    )
+
+
 def _non_pd(
     target: str | None,
     t_reason: str,
@@ -377,6 +408,8 @@ def _non_pd(
     if target == "CR" and nt in (None, "CR"):
         if not (math.isfinite(dose) and dose > physio):
             note = "" if math.isfinite(dose) else " (corticosteroid dose not recorded)"
+            if "T2/FLAIR" in nt_reason:
+                note += f"; {nt_reason}"
             return "CR", t_reason + note
         # CR needs steroids off; with a dose not above baseline it is PR (Wen et al. 2010)
         on_steroids = f", but on corticosteroids ({fmt(dose)} mg/day): not CR"
