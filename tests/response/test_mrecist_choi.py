@@ -85,3 +85,28 @@ def test_choi_new_lesion_and_complete_response():
     t["density_hu"] = [80, 80, None]
     assert responses(assess(t, criteria="choi")) == ["baseline", "PD"]
     assert responses(assess(_hu((50, 0), (80, None)), criteria="choi")) == ["baseline", "CR"]
+
+
+def _two_hu(l1, l2, hu):
+    t = table({"L1": lesion("target", *l1), "L2": lesion("target", *l2)})
+    t["density_hu"] = list(hu)  # rows alternate L1, L2 per visit
+    return t
+
+
+def test_choi_density_compares_the_same_lesions():
+    """PR: "a decrease in tumor density (HU) ≥15% on CT" (Choi et al. 2007, Table 3,
+    doi:10.1200/JCO.2006.07.3049) is a change of the tumour's density, so the means at
+    baseline and follow-up are taken over the same lesions. Baseline 100 and 50 HU; at follow-
+    up only the 50 HU lesion has a density: not "density fell 33%", the density response is
+    not evaluable, and with unchanged size the visit is NE (it could be PR by density)."""
+    r = assess(_two_hu((30, 30), (30, 30), (100, 50, None, 50)), criteria="choi")
+    assert responses(r) == ["baseline", "NE"]
+    assert "density not evaluable: target lesion(s) L1" in r["reason"].iloc[1]
+    # size still decides where it can: -10% is PR whatever the density
+    r = assess(_two_hu((30, 27), (30, 27), (100, 50, None, 50)), criteria="choi")
+    assert responses(r) == ["baseline", "PR"]
+    # a lesion gone is left out of both means: L1 gone, L2 50 -> 40 HU is -20% (size -5%)
+    r = assess(_two_hu((10, 0), (30, 38), (100, 50, None, 40)), criteria="choi")
+    assert r["density_change_pct"].iloc[1] == pytest.approx(-20.0)
+    assert responses(r) == ["baseline", "PR"]
+    assert "density fell 20% from baseline 50 HU" in r["reason"].iloc[1]

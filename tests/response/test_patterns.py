@@ -11,6 +11,7 @@ from _response_helpers import lesion, table
 from tumorscope.errors import ResponseError
 from tumorscope.response import assess
 from tumorscope.response.patterns import (
+    HYPERPROGRESSION_DEFINITIONS,
     durable_response,
     hyperprogression,
     mixed_response,
@@ -161,3 +162,57 @@ def test_durable_response_six_months():
     assert d["durable"].tolist() == [True] and d["duration_days"].tolist() == [196]
     broken = assess(table({"L1": lesion("target", 50, 30, 40, 30, 30)}, weeks=(0, 8, 16, 24, 48)))
     assert durable_response(broken)["duration_days"].tolist() == [168]
+
+
+def test_durable_response_must_begin_within_12_months():
+    """Durable response rate: objective response "lasting continuously for at least 6 months
+    and beginning within the first 12 months of therapy" (Kaufman et al. 2016,
+    doi:10.1186/s40425-016-0116-y; Andtbacka et al. 2015, doi:10.1200/JCO.2014.58.3377).
+    A response beginning 14 months after the start of treatment is not durable."""
+    weeks = (0, 30, 61, 70, 80, 90)  # response from week 61 (14 months) to week 90
+    late = assess(table({"L1": lesion("target", 50, 45, 30, 30, 30, 30)}, weeks=weeks))
+    assert late["response"].tolist()[2] == "PR"
+    d = durable_response(late)
+    assert d["durable"].tolist() == [False]
+    assert "began 427 days after treatment start" in d["reason"].iloc[0]
+    assert durable_response(late, begin_within_months=None)["durable"].tolist() == [True]
+    early = assess(table({"L1": lesion("target", 50, 30, 30, 30)}, weeks=(0, 48, 60, 80)))
+    assert durable_response(early)["durable"].tolist() == [True]  # begins at 11 months
+
+
+def test_hyperprogression_unmeasured_target_is_not_evaluable():
+    """A ratio of growth rates needs the target sums (Champiat et al. 2017: TGR from the sum
+    of target diameters, doi:10.1158/1078-0432.CCR-16-1741; Saâda-Bouzid et al. 2017: TGK
+    from "the sum of the largest diameters of the target lesions", doi:10.1093/annonc/mdx178).
+    A target lesion not measured at the first evaluation makes the call not evaluable
+    (``None``, with the reason), not ``False``; Lo Russo (≥ 3 of 5 criteria) stays ``False``
+    when the unknown item cannot change the count."""
+    les = {
+        "L1": lesion("target", 30, 33, 50, organ="liver"),
+        "L2": lesion("target", 20, 20, None, organ="lung"),
+    }
+    t = table(les, weeks=(-6, 0, 6), baseline_visit=1)
+    # Lo Russo: 2 of 5 met (TTF, clinical), the unknown target-sum item decides
+    kw = {"time_to_treatment_failure_days": {"S1": 40}, "clinical_deterioration": {"S1": True}}
+    for definition in HYPERPROGRESSION_DEFINITIONS:
+        h = hyperprogression(t, definition=definition, **kw).iloc[0]
+        assert h["hyperprogression"] is None, definition
+        assert "target lesion(s) L2 not measured at the first evaluation" in h["reason"]
+    few = hyperprogression(t, definition="lo-russo")  # 0 of 4 known items met
+    assert few["hyperprogression"].tolist() == [False]
+
+
+def test_hyperprogression_tumour_shrinking_before_treatment():
+    """Champiat (TGR ratio ≥ 2), Saâda-Bouzid (TGK ratio ≥ 2) and Kato (> 2-fold pace)
+    compare rates as a ratio, defined for a tumour that grew before treatment; one that
+    shrank (40 → 33 mm) has a negative denominator: not evaluable. Ferrara's ΔTGR > 50
+    %/month (doi:10.1001/jamaoncol.2018.3676) is a difference and applies as published."""
+    t = _hpd_table(40, 33, 50)
+    for definition in ("champiat", "saada-bouzid", "kato"):
+        kw = {"time_to_treatment_failure_days": {"S1": 40}}
+        h = hyperprogression(t, definition=definition, **kw).iloc[0]
+        assert h["hyperprogression"] is None, definition
+        assert "shrank before treatment" in h["reason"]
+    assert hyperprogression(t, definition="ferrara")["hyperprogression"].tolist() == [True]
+    # a negative call stays negative: no RECIST PD at the first evaluation (33 -> 30 mm)
+    assert hyperprogression(_hpd_table(40, 33, 30))["hyperprogression"].tolist() == [False]

@@ -46,7 +46,7 @@ def test_complete_response_needs_no_steroids():
     """CR: disappearance of all enhancing disease, "off corticosteroids (or on physiologic
     replacement doses only)"."""
     r = assess(_t((20, 20), "absent", "absent", steroids=[4, 2, 0]), criteria="rano")
-    assert responses(r) == ["baseline", "SD", "CR"]
+    assert responses(r) == ["baseline", "PR", "CR"]  # issue 24: reduced dose is PR, not SD
     assert "on corticosteroids (2 mg/day): not CR" in r["reason"].iloc[1]
 
 
@@ -141,3 +141,147 @@ def test_too_small_to_measure_counts_5_by_5_mm():
     r = assess(_t((20, 20), "too small to measure"), criteria="rano")
     assert r["spd_mm2"].tolist() == [400, 25]
     assert responses(r) == ["baseline", "PR"]
+
+
+def test_rano_has_no_recist_per_organ_limit():
+    """RECIST 1.1 section 3.3.1 allows "a maximum of two lesions per organ"; RANO has no such
+    rule (all lesions are in the brain): RANO 2.0 (Wen et al. 2023, doi:10.1200/JCO.23.01059)
+    takes up to 3 target lesions and RANO 2010 / iRANO (Wen et al. 2010,
+    doi:10.1200/JCO.2009.26.3541; Okada et al. 2015) up to 5. Three targets in the brain are
+    accepted by RANO and iRANO, five by iRANO, and still rejected by RECIST 1.1."""
+    three = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(3)}
+    assert responses(assess(table(three), criteria="rano")) == ["baseline", "SD"]
+    assert responses(assess(table(three), criteria="irano")) == ["baseline", "SD"]
+    with pytest.raises(ResponseError, match="at most 2 per organ"):
+        assess(table(three), criteria="recist1.1")
+    five = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(5)}
+    assert responses(assess(table(five), criteria="irano")) == ["baseline", "SD"]
+    with pytest.raises(ResponseError, match="RANO uses at most 3"):
+        assess(table(five), criteria="rano")
+    six = {f"E{k}": lesion("target", (20, 20), (20, 20), organ="brain") for k in range(6)}
+    with pytest.raises(ResponseError, match="IRANO uses at most 5"):
+        assess(table(six), criteria="irano")
+
+
+def test_nonmeasurable_disease_only_is_at_best_stable():
+    """RANO: "Patients with nonmeasurable disease only cannot have a complete response; the
+    best response possible is stable disease" (Wen et al. 2010, doi:10.1200/JCO.2009.26.3541,
+    kept by RANO 2.0, Wen et al. 2023, and iRANO); PR is a decrease of the sum of products of
+    measurable lesions. One non-target lesion unchanged for 24 weeks is SD at every visit and
+    best response SD, also when it goes; the empty sum of products is not a target CR."""
+    nt = {"N1": lesion("non-target", "present", "present", "present", "present", "absent")}
+    for criteria in ("rano", "irano"):
+        r = assess(table(nt, weeks=(0, 6, 12, 18, 24)), criteria=criteria)
+        assert responses(r) == ["baseline", "SD", "SD", "SD", "SD"], criteria
+        assert r["target_response"].iloc[1] is None
+        assert "non-measurable disease only" in r["reason"].iloc[1]
+        assert best_overall_response(r)["best_response"].tolist() == ["SD"]
+    # progression is still progression
+    grow = {"N1": lesion("non-target", "present", "unequivocal progression")}
+    assert responses(assess(table(grow), criteria="rano")) == ["baseline", "PD"]
+
+
+def test_enhancing_disease_gone_on_reduced_steroids_is_partial_response():
+    """RANO PR requires "stable or reduced corticosteroids (compared with baseline)" and CR
+    "off corticosteroids (or on physiologic replacement doses only)" (Wen et al. 2010,
+    doi:10.1200/JCO.2009.26.3541; RANO 2.0, Wen et al. 2023). All enhancing disease gone with
+    steroids 4 → 2 mg/day is PR; off steroids it is CR; with a dose above baseline it is SD."""
+    r = assess(_t((20, 20), "absent", "absent", steroids=[4, 2, 2]), criteria="rano")
+    assert responses(r) == ["baseline", "PR", "PR"]
+    assert "not above baseline (4 mg/day): PR" in r["reason"].iloc[1]
+    assert best_overall_response(r)["best_response"].tolist() == ["PR"]
+    r = assess(_t((20, 20), "absent", steroids=[4, 8]), criteria="rano")
+    assert responses(r) == ["baseline", "SD"]
+    r = assess(_t((20, 20), "absent", steroids=[4, 0]), criteria="rano")
+    assert responses(r) == ["baseline", "CR"]
+
+
+def test_rano2_progression_within_12_weeks_after_radiotherapy_needs_confirmation():
+    """RANO 2.0 (Wen et al. 2023, doi:10.1200/JCO.23.01059): progression within 12 weeks
+    after the end of radiotherapy (pseudoprogression is frequent then) needs confirmation on
+    a later scan. Radiotherapy ended 2 weeks before baseline: growth at week 8 (10 weeks after
+    radiotherapy) is preliminary PD, confirmed by further growth or withdrawn; at week 12
+    (14 weeks after) it is PD at once. The end date comes as a parameter or a table column."""
+    from _response_helpers import dates
+
+    rt = {"S1": dates(-2)[0]}
+    grow = _t((20, 20), (25, 25), (30, 30), weeks=(0, 8, 20))
+    r = assess(grow, criteria="rano", radiotherapy_end=rt)
+    assert responses(r) == ["baseline", "preliminary PD", "PD"]
+    assert "70 days after the end of radiotherapy" in r["reason"].iloc[1]
+    shrink = _t((20, 20), (25, 25), (18, 18), weeks=(0, 8, 20))
+    r = assess(shrink, criteria="rano", radiotherapy_end=rt)
+    assert responses(r) == ["baseline", "preliminary PD", "SD"]
+    late = _t((20, 20), (25, 25), weeks=(0, 12))
+    assert responses(assess(late, criteria="rano", radiotherapy_end=rt)) == ["baseline", "PD"]
+    # without the date, RANO has no window (unchanged behaviour)
+    assert responses(assess(grow, criteria="rano")) == ["baseline", "PD", "PD"]
+    # the same from the table column
+    col = grow.assign(radiotherapy_end=rt["S1"])
+    assert responses(assess(col, criteria="rano")) == ["baseline", "preliminary PD", "PD"]
+    with pytest.raises(ResponseError, match="several radiotherapy_end"):
+        assess(grow.assign(radiotherapy_end=dates(-2, -3, -4)), criteria="rano")
+
+
+def test_radiotherapy_end_from_the_manifest_through_from_lesion_table(tmp_path):
+    """RANO 2.0's 12-week post-radiotherapy window with the end of radiotherapy taken from
+    the study manifest's treatment history (``treatment.radiotherapy_end_date``) and passed
+    through ``from_lesion_table`` to ``assess``."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from tumorscope.io.manifest import read_manifest
+    from tumorscope.response import from_lesion_table
+
+    (tmp_path / "study.yaml").write_text(
+        "subjects:\n"
+        '  "001":\n'
+        "    treatment: {agent: temozolomide, start_date: 2026-01-05,"
+        " radiotherapy_end_date: 2025-12-22}\n"
+        "    visits:\n"
+        '      "01": {date: 2026-01-05}\n'
+        '      "02": {date: 2026-03-02}\n'
+    )
+    m, problems = read_manifest(tmp_path / "study.yaml")
+    assert problems == [] and m is not None
+    rt = {sid: s.treatment.radiotherapy_end_date for sid, s in m.subjects.items()}
+    assert rt == {"001": dt.date(2025, 12, 22)}
+    geometry = pd.DataFrame(
+        {
+            "subject": ["001", "001"],
+            "visit": ["01", "02"],
+            "date": ["2026-01-05", "2026-03-02"],
+            "lesion_id": ["E1", "E1"],
+            "target": [True, True],
+            "nodal": [False, False],
+            "longest_diameter_mm": [20.0, 25.0],
+            "short_axis_mm": [20.0, 25.0],
+        }
+    )
+    table = from_lesion_table(geometry, radiotherapy_end=rt)
+    r = assess(table, criteria="rano")
+    assert responses(r) == ["baseline", "preliminary PD"]
+    assert "70 days after the end of radiotherapy (2025-12-22" in r["reason"].iloc[1]
+    (tmp_path / "bad.yaml").write_text(
+        'subjects:\n  "001":\n    treatment: {radiotherapy_end_date: 2025-02-30}\n'
+        '    visits:\n      "01": {date: 2026-01-05}\n'
+    )
+    _, problems = read_manifest(tmp_path / "bad.yaml")
+    assert [p.field for p in problems] == ["subjects.001.treatment.radiotherapy_end_date"]
+
+
+def test_complete_response_with_stable_nonenhancing_disease():
+    """RANO CR: "complete disappearance of all enhancing measurable and nonmeasurable
+    disease ..., stable or improved nonenhancing (FLAIR/T2) lesions, ... off corticosteroids"
+    (Wen et al. 2010, doi:10.1200/JCO.2009.26.3541; RANO 2.0, Wen et al. 2023). Enhancing
+    target gone, a stable T2/FLAIR non-target lesion, no steroids: CR (was PR). Its
+    unequivocal progression is still PD, and an enhancing non-target left still blocks CR."""
+    flair = {"F1": lesion("non-target", "present", "present", "unequivocal progression")}
+    t = _t((20, 20), "absent", "absent", steroids=[0, 0, 0], extra=flair)
+    t["enhancing"] = [x != "F1" for x in t["lesion_id"]]
+    r = assess(t, criteria="rano")
+    assert responses(r) == ["baseline", "CR", "PD"]
+    assert "non-enhancing (T2/FLAIR) F1 stable or improved" in r["reason"].iloc[1]
+    t["enhancing"] = True
+    assert responses(assess(t, criteria="rano"))[1] == "PR"

@@ -51,10 +51,15 @@ KNOWN_CRITERIA = ("recist1.1", "irecist", "rano", "irano", "percist", "mrecist",
 
 @dataclass(frozen=True)
 class Treatment:
-    """Treatment of a subject: the agent and its start date."""
+    """Treatment of a subject: the agent, its start date and the end of radiotherapy.
+
+    ``radiotherapy_end_date`` (treatment history) opens RANO 2.0's post-radiotherapy window:
+    progression within 12 weeks after it needs confirmation (``tumorscope.response``).
+    """
 
     agent: str | None
     start_date: dt.date | None
+    radiotherapy_end_date: dt.date | None = None
 
 
 @dataclass(frozen=True)
@@ -303,7 +308,8 @@ def _subject(
 
 
 def _treatment(value: Any, f: str, where: str, problems: list[Problem]) -> Treatment:
-    """The ``treatment`` mapping (``agent``, ``start_date``); absent = nothing known."""
+    """The ``treatment`` mapping (``agent``, ``start_date``, ``radiotherapy_end_date``);
+    absent = nothing known."""
     if value is None:
         return Treatment(agent=None, start_date=None)
     if not isinstance(value, dict):
@@ -323,7 +329,14 @@ def _treatment(value: Any, f: str, where: str, problems: list[Problem]) -> Treat
     start = None
     if value.get("start_date") is not None:
         start = _parse_date(value["start_date"], f, f"{where}.start_date", problems)
-    return Treatment(agent=None if agent is None else str(agent), start_date=start)
+    rt_end = None
+    if value.get("radiotherapy_end_date") is not None:
+        rt_end = _parse_date(
+            value["radiotherapy_end_date"], f, f"{where}.radiotherapy_end_date", problems
+        )
+    return Treatment(
+        agent=None if agent is None else str(agent), start_date=start, radiotherapy_end_date=rt_end
+    )
 
 
 def _check_visits(

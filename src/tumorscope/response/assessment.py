@@ -36,6 +36,7 @@ def assess(
     criteria: str = "recist1.1",
     check_measurability: bool = True,
     confirm_window_days: int | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Time-point response of every subject at every visit.
 
@@ -60,6 +61,9 @@ def assess(
     confirm_window_days : int, optional
         RANO/iRANO only: days after baseline in which progression is preliminary (default 0
         for RANO, 182 for iRANO).
+    radiotherapy_end : mapping of subject to date, optional
+        RANO/iRANO only: end of radiotherapy per subject; progression within 12 weeks after
+        it needs confirmation (RANO 2.0). Overrides the table's ``radiotherapy_end`` column.
 
     Returns
     -------
@@ -98,10 +102,12 @@ def assess(
         raise ResponseError(
             f"unknown criteria {criteria!r}; expected one of {list(CRITERIA)}", field="criteria"
         )
+    # RECIST 1.1's 5 targets and 2 per organ are not RANO's (rano.py checks RANO's limits)
+    limits = name not in ("rano", "irano")
     if isinstance(table, str | os.PathLike):
-        df = read_table(table)
+        df = read_table(table, target_limits=limits)
     else:
-        df = validate_table(table)
+        df = validate_table(table, target_limits=limits)
     subjects = subjects_from_table(df)
     if name == "recist1.1":
         from .recist import COLUMNS, assess_recist
@@ -123,8 +129,17 @@ def assess(
     else:
         from .rano import COLUMNS, assess_rano
 
+        rt = {
+            str(k): v
+            for k, v in zip(df["subject"], df["radiotherapy_end"], strict=True)
+            if v is not None and not pd.isna(v)
+        }
+        rt.update(radiotherapy_end or {})
         rows = assess_rano(
-            subjects, immunotherapy=name == "irano", confirm_window_days=confirm_window_days
+            subjects,
+            immunotherapy=name == "irano",
+            confirm_window_days=confirm_window_days,
+            radiotherapy_end=rt,
         )
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["date"] = pd.to_datetime(out["date"])
@@ -149,6 +164,7 @@ def from_lesion_table(
     baseline: Mapping[str, str] | None = None,
     missing: Literal["absent", "not assessed"] = "absent",
     nontarget_progression_pct: float | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Measurement table from per-lesion, per-visit geometry (the output of lesion measurement).
 
@@ -174,11 +190,15 @@ def from_lesion_table(
         If given, a non-target lesion whose ``volume_ml`` grew at least this much (percent)
         from baseline is marked ``unequivocal progression``. RECIST 1.1 leaves non-target
         progression to the reader; this is an explicit, opt-in rule for automated pipelines.
+    radiotherapy_end : mapping of subject to date, optional
+        End of radiotherapy per subject (the manifest's ``treatment.radiotherapy_end_date``),
+        written to the ``radiotherapy_end`` column for RANO 2.0's post-radiotherapy window.
 
     Returns
     -------
     pandas.DataFrame
-        The validated measurement table: lesions seen at baseline are ``target`` (if
+        The validated measurement table (without the limit of target lesions, which
+        depends on the criterion and is checked by :func:`assess`): lesions seen at baseline are ``target`` (if
         ``target``) or ``non-target``; a lesion first seen after baseline is ``new``
         (RECIST 1.1 section 4.3.2). ``diameter_mm`` is the short axis for nodes and the
         longest diameter otherwise; ``perpendicular_mm`` is the other one of the two.
@@ -292,7 +312,14 @@ def from_lesion_table(
                     )
                     rows[-1].update(baseline=False, **dict.fromkeys(extra, np.nan))
     out = pd.DataFrame(rows)
-    return validate_table(out)
+    if radiotherapy_end:
+        ends = {str(k): v for k, v in radiotherapy_end.items() if v is not None}
+        out["radiotherapy_end"] = [
+            None if s not in ends else pd.Timestamp(ends[s]).strftime("%Y-%m-%d")
+            for s in out["subject"]
+        ]
+    # the criterion's own limits of target lesions are checked by assess
+    return validate_table(out, target_limits=False)
 
 
 def _row(

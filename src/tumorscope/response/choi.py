@@ -16,8 +16,14 @@ Rules (Choi et al. 2007, Table 3):
   intratumoral nodules".
 
 Design decisions: size is the sum of the longest diameters of the target lesions (RECIST);
-density is the unweighted mean of the target lesions' ``density_hu`` at a visit (lesions
-without a value are left out; a lesion gone has no density). Decreases are measured from
+density is the unweighted mean of the target lesions' ``density_hu`` (column ``density_hu``:
+the visit's own mean). The density change compares like with like: the target lesions with a
+density at baseline that are still present at the visit, the same lesions at both times (a
+lesion gone is left out of both means; one without a baseline density never counts). When
+such a lesion has no density at the visit the density response is not evaluable: the visit
+is PR by size when the size meets it, PD by new lesions or non-target progression, and NE
+otherwise (it could be PR by density or, when the size grew ≥ 10%, PD). With no baseline
+density at all the criteria are applied by size alone, as before. Decreases are measured from
 baseline; the 10% increase of PD from the smallest sum on study (the nadir), as in RECIST,
 because the paper does not say. Unequivocal non-target progression is PD and an unassessed
 target lesion makes the visit NE, as in RECIST 1.1. Intratumoral nodules have no column and
@@ -54,6 +60,34 @@ def assess_choi(subjects: list[Subject]) -> list[dict[str, Any]]:
     return rows
 
 
+def _density_change(s: Subject, base: Any, v: Any) -> tuple[float, float, list[str]]:
+    """Mean density at baseline and at ``v`` over the same lesions, and those lacking one.
+
+    The lesions are the targets with a baseline density still present at ``v``; a lesion
+    without a density (or not assessed) at ``v`` is returned in the list and the means are NaN.
+    """
+    same, lacking = [], []
+    for t in s.of_kind("target"):
+        b = base.obs.get(t.lesion_id)
+        if b is None or not math.isfinite(b.density_hu):
+            continue
+        o = v.obs.get(t.lesion_id)
+        size = lesion_size(o)
+        if size == 0.0:
+            continue  # gone: no density, left out of both means
+        if o is None or size is None or not math.isfinite(o.density_hu):
+            lacking.append(t.lesion_id)
+        else:
+            same.append((b.density_hu, o.density_hu))
+    if lacking or not same:
+        return math.nan, math.nan, lacking
+    return (
+        float(sum(x for x, _ in same) / len(same)),
+        float(sum(y for _, y in same) / len(same)),
+        [],
+    )
+
+
 def _density(s: Subject, v: Any) -> float:
     vals = [
         v.obs[t.lesion_id].density_hu
@@ -72,12 +106,10 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
     out = []
     for v in s.visits:
         hu = _density(s, v)
+        ref_hu, same_hu, hu_lacking = _density_change(s, base, v)
+        d_hu = pct(same_hu, ref_hu) if math.isfinite(same_hu) else math.nan
         row = blank_row(s, v, COLUMNS, "choi")
-        row.update(
-            nadir_mm=nadir,
-            density_hu=hu,
-            density_change_pct=pct(hu, base_hu) if math.isfinite(hu) else math.nan,
-        )
+        row.update(nadir_mm=nadir, density_hu=hu, density_change_pct=d_hu)
         if v.index <= 0:
             row.update(
                 response="baseline" if v.index == 0 else "pre-baseline",
@@ -95,11 +127,15 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
         new = new_lesions_present(s, v)
         d_size_b = pct(total, base_sum)
         d_size_n = pct(total, nadir)
-        d_hu = pct(hu, base_hu) if math.isfinite(hu) and math.isfinite(base_hu) else math.nan
         pr_size = at_least(-d_size_b, 10.0)
         pr_hu = math.isfinite(d_hu) and at_least(-d_hu, 15.0)
         grew = at_least(d_size_n, 10.0)
         hu_txt = f"density {fmt(d_hu)}% from baseline" if math.isfinite(d_hu) else "density unknown"
+        if hu_lacking:
+            hu_txt = (
+                f"density not evaluable: target lesion(s) {', '.join(hu_lacking)} had a density "
+                "at baseline and have none now (Choi compares the same lesions at both times)"
+            )
         row.update(
             sum_mm=math.nan if missing else total,
             change_from_baseline_pct=math.nan if missing else d_size_b,
@@ -109,7 +145,7 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
             new_lesion_ids=",".join(new),
         )
         pd_reasons = []
-        if grew and not pr_hu:
+        if grew and not pr_hu and not hu_lacking:
             pd_reasons.append(
                 f"sum rose {fmt(d_size_n)}% from nadir {fmt(nadir)} mm ({nadir_visit}) and {hu_txt} "
                 "(PR by density needs -15%)"
@@ -120,10 +156,13 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
             pd_reasons.append(f"new lesion(s) {', '.join(new)}")
         if pd_reasons:
             response, reason = "PD", "; ".join(pd_reasons)
-            row["target_response"] = "PD" if grew and not pr_hu else None
+            row["target_response"] = "PD" if grew and not pr_hu and not hu_lacking else None
         elif missing:
             response = "NE"
             reason = f"target lesion(s) {', '.join(missing)} not assessed"
+        elif hu_lacking and not pr_size and total > 0:
+            response = "NE"
+            reason = f"sum {fmt(d_size_b)}% from baseline, {fmt(d_size_n)}% from nadir; {hu_txt}"
         elif total == 0 and nt in (None, "CR"):
             response, reason = "CR", "all lesions gone"
         elif pr_size or pr_hu:
@@ -132,8 +171,8 @@ def _subject_rows(s: Subject) -> list[dict[str, Any]]:
             if pr_size:
                 why.append(f"sum fell {fmt(-d_size_b)}% from baseline {fmt(base_sum)} mm")
             if pr_hu:
-                why.append(f"density fell {fmt(-d_hu)}% from baseline {fmt(base_hu)} HU")
-            reason = " and ".join(why)
+                why.append(f"density fell {fmt(-d_hu)}% from baseline {fmt(ref_hu)} HU")
+            reason = " and ".join(why) + (f"; {hu_txt}" if hu_lacking else "")
         else:
             response = "SD"
             reason = f"sum {fmt(d_size_b)}% from baseline, {fmt(d_size_n)}% from nadir; {hu_txt}"

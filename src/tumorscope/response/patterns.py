@@ -324,8 +324,18 @@ def hyperprogression(
     visit, the growth on treatment from the baseline to the first visit after it, both on
     the sum of diameters of the target lesions (the ``baseline`` column of the table marks
     the baseline; a subject without a pre-baseline visit is not evaluable for the ratio
-    definitions). A ratio whose pre-treatment growth is zero or negative while on-treatment
-    growth is positive is infinite (reported in the reason).
+    definitions).
+
+    Not evaluable (``None``, with the reason) rather than ``False``: a target lesion without
+    a diameter at the pre-baseline, baseline or first evaluation visit makes the sums, and so
+    the growth rates, unknown; the call is ``False`` only when a criterion that is known fails
+    (RECIST at the first evaluation is not PD, say) and ``None`` when an unknown one decides.
+    The papers define the ratios for a tumour that grew before treatment and are silent on
+    one that did not: with no pre-treatment growth (rate 0) and growth on treatment the ratio
+    is infinite and meets "≥ 2-fold" (the limit of a small positive rate); a tumour that
+    *shrank* before treatment (negative rate) makes the ratio's sign meaningless, so Champiat,
+    Saâda-Bouzid and Kato are not evaluable there. Ferrara's ΔTGR is a difference and applies
+    as published; Lo Russo uses no pre-treatment growth.
 
     Definitions
     -----------
@@ -440,52 +450,97 @@ def hyperprogression(
             tgk_on_mm_per_month=tgk_on,
             tgk_ratio=tgk_ratio,
         )
-        pd_first = first_resp == "PD"
+        pd_first: bool | None = None if first_resp in ("NE", "") else first_resp == "PD"
+        unmeasured = _unmeasured(targets, [(lab, v) for lab, v in
+                                           (("pre-baseline", pre), ("baseline", base),
+                                            ("first evaluation", first)) if v is not None])  # fmt: skip
+        shrank = math.isfinite(tgr_pre) and tgr_pre < 0
         call: bool | None
         if first is None:
             call, reason = None, "no evaluation after baseline"
         elif name in ("champiat", "saada-bouzid", "ferrara", "kato") and pre is None:
             call, reason = None, "no pre-baseline scan: the pre-treatment growth is unknown"
         elif name == "champiat":
-            call = pd_first and tgr_ratio >= 2.0
+            call = _and(pd_first, _at_least(tgr_ratio, 2.0, shrank))
             reason = (
                 f"first evaluation {first_resp}; TGR {fmt(tgr_pre)} -> {fmt(tgr_on)} %/month, "
                 f"ratio {fmt(tgr_ratio)} (needs PD and >= 2)"
             )
         elif name == "saada-bouzid":
-            call = bool(tgk_ratio >= 2.0)
+            call = _at_least(tgk_ratio, 2.0, shrank)
             reason = (
                 f"TGK {fmt(tgk_pre)} -> {fmt(tgk_on)} mm/month, ratio {fmt(tgk_ratio)} (needs >= 2)"
             )
         elif name == "ferrara":
             delta = tgr_on - tgr_pre
-            call = pd_first and delta > 50.0
+            call = _and(pd_first, _at_least(delta, 50.0, False, strict=True))
             reason = (
                 f"first evaluation {first_resp}; TGR {fmt(tgr_pre)} -> {fmt(tgr_on)} %/month, "
                 f"delta {fmt(delta)} (needs PD and > 50)"
             )
         elif name == "kato":
-            burden = 100.0 * (tsum(first) / s0 - 1.0)
+            burden = 100.0 * (tsum(first) / s0 - 1.0) if s0 > 0 else math.nan
             t = ttf.get(s.subject)
             if t is None:
                 call, reason = None, "time to treatment failure not given"
             else:
-                call = t < 2 * DAYS_PER_MONTH and burden > 50.0 and tgk_ratio > 2.0
+                call = _and(
+                    t < 2 * DAYS_PER_MONTH,
+                    _at_least(burden, 50.0, False, strict=True),
+                    _at_least(tgk_ratio, 2.0, shrank, strict=True),
+                )
                 reason = (
                     f"TTF {fmt(t)} days (needs < 2 months), burden {fmt(burden)}% (needs > 50%), "
                     f"pace ratio {fmt(tgk_ratio)} (needs > 2)"
                 )
         else:  # lo-russo
             call, reason = _lo_russo(s, base, first, tsum, ttf, clin)
-        row["hyperprogression"] = call
-        if math.isinf(tgr_ratio) or math.isinf(tgk_ratio):
+        if call is None and unmeasured:
+            reason = f"not evaluable: {unmeasured}; " + reason
+        if shrank and name in ("champiat", "saada-bouzid", "kato"):
+            reason += (
+                "; the tumour shrank before treatment, so the growth ratio is undefined "
+                "(not evaluable unless the call is already negative)"
+            )
+        elif math.isinf(tgr_ratio) or math.isinf(tgk_ratio):
             reason += "; the tumour did not grow before treatment, so the ratio is infinite"
+        row["hyperprogression"] = call
         row["reason"] = reason
         out.append(row)
     cols = ["subject", "definition", "hyperprogression", "tgr_pre_pct_per_month",
             "tgr_on_pct_per_month", "tgr_ratio", "tgk_pre_mm_per_month", "tgk_on_mm_per_month",
             "tgk_ratio", "first_response", "reason"]  # fmt: skip
     return pd.DataFrame(out, columns=cols)
+
+
+def _and(*terms: bool | None) -> bool | None:
+    """Three-valued AND: False if any term is False, else None if any is unknown."""
+    if any(t is False for t in terms):
+        return False
+    return None if any(t is None for t in terms) else True
+
+
+def _at_least(value: float, limit: float, undefined: bool, *, strict: bool = False) -> bool | None:
+    """``value >= limit`` (``>`` when strict), None when ``value`` is NaN or ``undefined``."""
+    if undefined or math.isnan(value):
+        return None
+    return bool(value > limit) if strict else bool(value >= limit - 1e-9 * abs(limit))
+
+
+def _unmeasured(targets: list[Any], visits: list[tuple[str, Any]]) -> str:
+    """Name the target lesions without a diameter at each visit ('' when all are measured)."""
+    parts = []
+    for label, v in visits:
+        miss = [
+            t.lesion_id
+            for t in targets
+            if t.lesion_id not in v.obs
+            or (v.obs[t.lesion_id].status != "absent"
+                and not math.isfinite(v.obs[t.lesion_id].diameter_mm))
+        ]  # fmt: skip
+        if miss:
+            parts.append(f"target lesion(s) {', '.join(miss)} not measured at the {label}")
+    return "; ".join(parts)
 
 
 def _ratio(on: float, pre: float) -> float:
@@ -498,7 +553,7 @@ def _ratio(on: float, pre: float) -> float:
 
 def _lo_russo(
     s: Any, base: Any, first: Any, tsum: Any, ttf: dict[str, float], clin: dict[str, bool]
-) -> tuple[bool, str]:
+) -> tuple[bool | None, str]:
     items: list[tuple[str, bool]] = []
     t = ttf.get(s.subject)
     items.append(
@@ -507,7 +562,9 @@ def _lo_russo(
             t is not None and t < 2 * DAYS_PER_MONTH,
         )
     )
-    burden = 100.0 * (tsum(first) / tsum(base) - 1.0)
+    s0 = tsum(base)
+    burden = 100.0 * (tsum(first) / s0 - 1.0) if s0 > 0 else math.nan
+    unknown = math.isnan(burden)
     items.append((f"target sum +{fmt(burden)}% (>= 50%)", bool(burden >= 50.0)))
     involved = {les.organ for les in s.lesions.values() if les.kind != "new" and les.organ}
     new = [les for les in s.of_kind("new") if les.lesion_id in first.obs]
@@ -528,19 +585,31 @@ def _lo_russo(
     c = clin.get(s.subject)
     items.append(("clinical deterioration" + ("" if c is not None else " (not given)"), bool(c)))
     met = [txt for txt, ok in items if ok]
-    call = len(met) >= 3
-    return call, f"{len(met)} of 5 criteria met (needs 3): " + ("; ".join(met) or "none")
+    call: bool | None = len(met) >= 3
+    text = f"{len(met)} of 5 criteria met (needs 3): " + ("; ".join(met) or "none")
+    if unknown and len(met) == 2:  # the unknown target-sum item decides
+        call = None
+        text += "; the target-sum change is unknown"
+    return call, text
 
 
-def durable_response(assessment: pd.DataFrame, *, months: float = 6.0) -> pd.DataFrame:
+def durable_response(
+    assessment: pd.DataFrame, *, months: float = 6.0, begin_within_months: float | None = 12.0
+) -> pd.DataFrame:
     """Durable response: an objective response held continuously for at least ``months``.
 
-    "Durable response rate: the rate of objective response (CR or PR) lasting continuously
-    for at least 6 months" (Andtbacka RHI, Kaufman HL, Collichio F, et al. Talimogene
+    "Durable response rate (DRR), defined as the rate of objective response (complete response
+    [CR] or partial response [PR]) lasting continuously for at least 6 months and beginning
+    within the first 12 months of therapy" (Kaufman HL, Amatruda T, Reid T, et al. Systemic
+    versus local responses in melanoma patients treated with talimogene laherparepvec from a
+    multi-institutional phase II study. J Immunother Cancer 2016;4:12.
+    doi:10.1186/s40425-016-0116-y; Andtbacka RHI, Kaufman HL, Collichio F, et al. Talimogene
     laherparepvec improves durable response rate in patients with advanced melanoma. J Clin
     Oncol 2015;33:2780-2788. doi:10.1200/JCO.2014.58.3377). The duration is measured from the
     first visit with CR/PR (iCR/iPR) to the last visit of the same unbroken run of responses
     (NE visits neither break nor extend it), so it is a lower bound of the true duration.
+    Treatment starts at the baseline (``days_from_baseline`` 0): a run counts only when its
+    first response visit is within ``begin_within_months`` of it (``None``: no limit).
 
     Returns
     -------
@@ -551,10 +620,12 @@ def durable_response(assessment: pd.DataFrame, *, months: float = 6.0) -> pd.Dat
     import pandas as pd
 
     need = months * DAYS_PER_MONTH
+    latest = math.inf if begin_within_months is None else begin_within_months * DAYS_PER_MONTH
     out = []
     for subject, sub in assessment.groupby("subject", sort=True):
         sub = sub.sort_values("days_from_baseline")
         best: tuple[float, str, str] = (-1.0, "", "")
+        late: tuple[float, str, int] | None = None  # longest run that began too late
         start: tuple[int, str] | None = None
         last: tuple[int, str] | None = None
         for rec in sub.to_dict("records"):
@@ -567,15 +638,28 @@ def durable_response(assessment: pd.DataFrame, *, months: float = 6.0) -> pd.Dat
                 continue
             else:
                 start = last = None
-            if start is not None and last is not None and last[0] - start[0] > best[0]:
-                best = (float(last[0] - start[0]), start[1], last[1])
+            if start is None or last is None:
+                continue
+            dur_run = float(last[0] - start[0])
+            if start[0] > latest + 1e-9:
+                if late is None or dur_run > late[0]:
+                    late = (dur_run, start[1], start[0])
+            elif dur_run > best[0]:
+                best = (dur_run, start[1], last[1])
         dur, v0, v1 = best
         durable = dur >= need
         reason = (
             f"response from visit {v0} to {v1}: {fmt(dur)} days (needs {fmt(need)})"
             if dur >= 0
             else "no objective response"
+            + ("" if late is None else f" beginning within {fmt(latest)} days of treatment start")
         )
+        if late is not None and late[0] >= need and not durable:
+            reason += (
+                f"; the response from visit {late[1]} lasted {fmt(late[0])} days but began "
+                f"{late[2]} days after treatment start (must begin within "
+                f"{fmt(latest / DAYS_PER_MONTH)} months; Kaufman et al. 2016)"
+            )
         out.append(
             {
                 "subject": subject,

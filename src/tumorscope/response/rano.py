@@ -24,7 +24,9 @@ Rules implemented (time point)
   corticosteroids (or on physiologic replacement doses only)", clinically stable or improved.
 * PR: "≥50% decrease in the sum of products of perpendicular diameters" from baseline, no
   new lesion, no progression of non-measurable disease, a corticosteroid dose not greater
-  than at baseline, clinically stable or improved.
+  than at baseline ("stable or reduced corticosteroids"), clinically stable or improved. All
+  enhancing disease gone while still on steroids above the physiologic dose is not CR but
+  meets PR when the dose is not above baseline (e.g. 4 → 2 mg/day), and SD when it is.
 * PD: "≥25% increase in the sum of products of perpendicular diameters of enhancing lesions
   compared with the smallest tumour measurement obtained either at baseline (if no decrease)
   or best response", a new lesion, unequivocal progression of non-target disease, or
@@ -32,6 +34,12 @@ Rules implemented (time point)
   alone is not progression.
 * SD: none of these. When the images meet CR or PR but the corticosteroid or clinical
   conditions do not, the visit is SD and the reason says why.
+* Non-measurable disease only (no enhancing target lesion at baseline): "patients with
+  nonmeasurable disease only cannot have a complete response; the best response possible is
+  stable disease" (Wen et al. 2010, CR definition), and PR is defined on the SPD of measurable
+  lesions, which such a patient has not. The empty SPD is not a target "CR": every visit
+  without progression is SD (NE when a non-target lesion is not assessed), also when the
+  disease disappears; PD as above (new lesion, non-target progression, clinical decline).
 * CR and PR need confirmation at least 4 weeks later: that is applied by
   :func:`tumorscope.response.best_overall_response`, which confirms by default for RANO.
 
@@ -50,13 +58,28 @@ options: ``confirm_window_days`` counted from the baseline visit (default 0 for 
 i.e. no confirmation, and 182 days for ``"irano"``). Clinical deterioration is progression
 at once in both.
 
-Not implemented: the assessment of non-enhancing tumours on T2/FLAIR and its minor response
-category (RANO 2.0); rows with ``enhancing`` false are ignored with a note.
+Post-radiotherapy window (RANO 2.0): progression seen within 12 weeks after the end of
+radiotherapy needs a confirmation scan, as pseudoprogression is common then. Given the end of
+radiotherapy (``radiotherapy_end``, per subject; from the table column ``radiotherapy_end`` or
+the manifest's ``treatment.radiotherapy_end_date``), progression at a visit dated up to 84
+days after it (or before it) is ``preliminary PD``, confirmed or withdrawn as above; both
+windows apply, for RANO and iRANO. RANO 2010 let new enhancement mostly outside the
+radiation field (or histology) count at once; tumorscope has no radiation-field input, so
+every progression in the window waits for confirmation (a tumorscope decision).
+
+Non-enhancing disease: CR requires "stable or improved nonenhancing (T2/FLAIR) lesions"
+(Wen et al. 2010; RANO 2.0), so a non-target lesion with ``enhancing`` false that persists
+without unequivocal progression does not stand in the way of CR (its unequivocal progression
+is PD, and a missing assessment NE, as for any non-target lesion). Not implemented: the
+measurement of non-enhancing tumours on T2/FLAIR (their SPD), its minor response category and
+the combination of enhancing and non-enhancing categories (RANO 2.0); target rows with
+``enhancing`` false are ignored with a note.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ResponseError
@@ -72,7 +95,10 @@ from ._core import (
 )
 from .recist import COLUMNS as _RECIST_COLUMNS
 
-__all__ = ["COLUMNS", "assess_rano"]
+__all__ = ["COLUMNS", "POST_RADIOTHERAPY_DAYS", "assess_rano"]
+
+#: RANO 2.0: progression within 12 weeks after the end of radiotherapy needs confirmation.
+POST_RADIOTHERAPY_DAYS = 84
 
 COLUMNS: list[str] = [
     *_RECIST_COLUMNS,
@@ -91,6 +117,7 @@ def assess_rano(
     confirm_increase_pct: float = 25.0,
     physiologic_steroid_mg: float = 0.0,
     max_targets: int | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Score every visit with RANO 2.0 (``immunotherapy=False``) or iRANO (``True``).
 
@@ -110,6 +137,10 @@ def assess_rano(
         Highest daily dexamethasone-equivalent dose accepted as physiologic replacement for CR.
     max_targets : int, optional
         Maximum number of target lesions; default 3 for RANO 2.0, 5 for iRANO (RANO 2010).
+    radiotherapy_end : mapping of subject to date, optional
+        End of radiotherapy of each subject (ISO text, ``datetime.date`` or timestamp):
+        progression within :data:`POST_RADIOTHERAPY_DAYS` (12 weeks) after it needs
+        confirmation (RANO 2.0), in addition to ``confirm_window_days``.
 
     Returns
     -------
@@ -122,10 +153,29 @@ def assess_rano(
     limit = max_targets if max_targets is not None else (5 if immunotherapy else 3)
     name = "irano" if immunotherapy else "rano"
     rows: list[dict[str, Any]] = []
+    rt = {str(k): _timestamp(v) for k, v in (radiotherapy_end or {}).items() if v is not None}
     for s in subjects:
         _check_rano_targets(s, limit=limit, name=name)
-        rows.extend(_subject_rows(s, name, window, confirm_increase_pct, physiologic_steroid_mg))
+        rows.extend(
+            _subject_rows(
+                s, name, window, confirm_increase_pct, physiologic_steroid_mg, rt.get(s.subject)
+            )
+        )
     return rows
+
+
+def _timestamp(value: Any) -> Any:
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ResponseError(
+            f"radiotherapy end {value!r} is not a date", field="radiotherapy_end"
+        ) from None
+    if pd.isna(stamp):
+        raise ResponseError(f"radiotherapy end {value!r} is not a date", field="radiotherapy_end")
+    return stamp.normalize()
 
 
 def _check_rano_targets(s: Subject, *, limit: int, name: str) -> None:
@@ -173,7 +223,7 @@ def _spd(s: Subject, v: Any) -> tuple[float, list[str]]:
 
 
 def _subject_rows(
-    s: Subject, name: str, window: int, confirm_pct: float, physio: float
+    s: Subject, name: str, window: int, confirm_pct: float, physio: float, rt_end: Any = None
 ) -> list[dict[str, Any]]:
     base = s.baseline
     base_spd, _ = _spd(s, base)
@@ -181,32 +231,50 @@ def _subject_rows(
     nadir, nadir_visit = base_spd, base.visit
     prelim: tuple[str, float, set[str]] | None = None  # visit, SPD, new lesions
     confirmed: str | None = None
-    ignored = [les.lesion_id for les in s.lesions.values() if not les.enhancing]
+    ignored = [
+        les.lesion_id
+        for les in s.lesions.values()
+        if not les.enhancing and les.kind != "non-target"
+    ]
+    flair = [les.lesion_id for les in s.of_kind("non-target") if not les.enhancing]
+    # no enhancing target lesion: the empty SPD is not a measurement (not a target "CR")
+    measurable = any(les.enhancing for les in s.of_kind("target"))
     out = []
     for v in s.visits:
         days = int((v.date - base.date).days)
         spd, missing = _spd(s, v)
         row = blank_row(s, v, COLUMNS, name)
         row.update(
-            spd_mm2=math.nan if missing else spd,
-            nadir_mm2=nadir,
+            spd_mm2=math.nan if missing or not measurable else spd,
+            nadir_mm2=nadir if measurable else math.nan,
             steroid_dose_mg=v.steroid_dose_mg,
             clinical_status=v.clinical_status,
         )
         if v.index <= 0:
             row.update(
                 response="baseline" if v.index == 0 else "pre-baseline",
-                reason=f"baseline SPD {fmt(base_spd)} mm²" if v.index == 0 else "not scored",
-                spd_mm2=spd if v.index == 0 else row["spd_mm2"],
+                reason=(
+                    "not scored"
+                    if v.index < 0
+                    else f"baseline SPD {fmt(base_spd)} mm²"
+                    if measurable
+                    else "no measurable disease at baseline (non-measurable disease only)"
+                ),
+                spd_mm2=spd if v.index == 0 and measurable else row["spd_mm2"],
             )
             out.append(row)
             continue
         nt, nt_reason, _ = nontarget_category(s, v)
+        if nt == "non-CR/non-PD" and flair:
+            nt, nt_reason = _stable_flair(s, v, flair, nt, nt_reason)
         new = new_lesions_present(s, v)
         rise_pct = pct(spd, nadir)
         nadir_txt = "baseline" if nadir_visit == base.visit else f"visit {nadir_visit}"
         # target category
-        if not missing and spd == 0:
+        if not measurable:
+            target = None
+            t_reason = "non-measurable disease only"
+        elif not missing and spd == 0:
             target = "CR"
             t_reason = "all enhancing target lesions gone"
         elif nadir == 0 and spd > 0:
@@ -235,8 +303,8 @@ def _subject_rows(
             nontarget_response=nt,
             new_lesions=bool(new),
             new_lesion_ids=",".join(new),
-            change_from_baseline_pct=math.nan if missing else pct(spd, base_spd),
-            change_from_nadir_pct=math.nan if missing else rise_pct,
+            change_from_baseline_pct=math.nan if missing or not measurable else pct(spd, base_spd),
+            change_from_nadir_pct=math.nan if missing or not measurable else rise_pct,
         )
         worse = v.clinical_status == "worse"
         radiographic_pd = []
@@ -278,12 +346,16 @@ def _subject_rows(
                 reason = f"preliminary PD of visit {p_visit} withdrawn: " + reason
                 prelim = None
         elif radiographic_pd:
-            if days <= window:
+            after_rt = None if rt_end is None else int((v.date - rt_end).days)
+            if days <= window or (after_rt is not None and after_rt <= POST_RADIOTHERAPY_DAYS):
                 response = "preliminary PD"
-                reason = (
-                    "; ".join(radiographic_pd)
-                    + f" within {window} days of baseline: needs a confirmation scan"
+                when = (
+                    f" within {window} days of baseline"
+                    if days <= window
+                    else f" {after_rt} days after the end of radiotherapy ({rt_end:%Y-%m-%d}; "
+                    f"within {POST_RADIOTHERAPY_DAYS // 7} weeks, RANO 2.0)"
                 )
+                reason = "; ".join(radiographic_pd) + when + ": needs a confirmation scan"
                 prelim = (v.visit, spd, set(new))
             else:
                 response, reason = "PD", "; ".join(radiographic_pd)
@@ -296,8 +368,27 @@ def _subject_rows(
     return out
 
 
+def _stable_flair(s: Subject, v: Any, flair: list[str], nt: str, nt_reason: str) -> tuple[str, str]:
+    """RANO CR allows "stable or improved nonenhancing (T2/FLAIR) lesions": when the only
+    non-target disease left is non-enhancing and not progressing, the category is CR."""
+    persisting = [
+        les.lesion_id
+        for les in s.of_kind("non-target")
+        if (o := v.obs.get(les.lesion_id)) is not None
+        and o.status != "absent"
+        and not (o.status is None and math.isfinite(o.diameter_mm) and o.diameter_mm == 0)
+        and not (les.nodal and math.isfinite(o.diameter_mm) and o.diameter_mm < 10.0)
+    ]
+    if not persisting or any(lid not in flair for lid in persisting):
+        return nt, nt_reason
+    return "CR", (
+        f"enhancing non-target disease gone; non-enhancing (T2/FLAIR) {', '.join(persisting)} "
+        "stable or improved (allowed for CR by RANO)"
+    )
+
+
 def _non_pd(
-    target: str,
+    target: str | None,
     t_reason: str,
     nt: str | None,
     nt_reason: str,
@@ -308,17 +399,28 @@ def _non_pd(
     dose = v.steroid_dose_mg
     if target == "NE" or nt == "NE":
         return "NE", t_reason if target == "NE" else nt_reason
+    if target is None:  # non-measurable disease only (Wen et al. 2010)
+        return "SD", (
+            f"non-measurable disease only ({nt_reason}): CR and PR need measurable disease, "
+            "the best response possible is SD"
+        )
+    on_steroids = ""
     if target == "CR" and nt in (None, "CR"):
-        if math.isfinite(dose) and dose > physio:
-            return "SD", f"{t_reason}, but on corticosteroids ({fmt(dose)} mg/day): not CR"
-        note = "" if math.isfinite(dose) else " (corticosteroid dose not recorded)"
-        return "CR", t_reason + note
+        if not (math.isfinite(dose) and dose > physio):
+            note = "" if math.isfinite(dose) else " (corticosteroid dose not recorded)"
+            if "T2/FLAIR" in nt_reason:
+                note += f"; {nt_reason}"
+            return "CR", t_reason + note
+        # CR needs steroids off; with a dose not above baseline it is PR (Wen et al. 2010)
+        on_steroids = f", but on corticosteroids ({fmt(dose)} mg/day): not CR"
     if target in ("CR", "PR"):
         if math.isfinite(dose) and math.isfinite(base_dose) and dose > base_dose:
             return "SD", (
                 f"{t_reason}, but corticosteroids rose from {fmt(base_dose)} to {fmt(dose)} "
                 "mg/day: not PR"
             )
-        extra = f"; {nt_reason}" if target == "CR" else ""
-        return "PR", t_reason + extra
+        extra = f"; {nt_reason}" if target == "CR" and not on_steroids else ""
+        if on_steroids:
+            on_steroids += f", not above baseline ({fmt(base_dose)} mg/day): PR"
+        return "PR", t_reason + on_steroids + extra
     return "SD", t_reason

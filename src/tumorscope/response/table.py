@@ -33,12 +33,16 @@ column             required  meaning
 ``viable_diameter_mm`` no    longest diameter of the viable (arterially enhancing) part of a
                              lesion (mRECIST); 0 when no enhancing tumour is left
 ``density_hu``     no        mean attenuation of the lesion, Hounsfield units (Choi)
+``radiotherapy_end`` no      ISO date of the end of radiotherapy, one per subject (RANO 2.0:
+                             progression within 12 weeks after it needs confirmation)
 =================  ========  ==============================================================
 
 Any other column (map statistics such as ``ADC_mean``) is kept as given.
 
-The rules checked here hold for every criterion; a criterion adds its own (RECIST 1.1
-measurability, RANO's three target lesions) when it runs. Every broken rule raises
+The rules checked here hold for every criterion, except RECIST 1.1's limit of 5 target
+lesions and 2 per organ, which ``target_limits=False`` leaves to the criterion (RANO has its
+own: 3 target lesions in RANO 2.0, 5 in RANO 2010/iRANO, none per organ); a criterion adds its
+own (RECIST 1.1 measurability, RANO's three target lesions) when it runs. Every broken rule raises
 :class:`tumorscope.errors.ResponseError` naming the row (the line of the CSV file, header =
 line 1; or the 0-based position for a DataFrame), the column and the rule.
 """
@@ -96,7 +100,7 @@ _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _TRAILING_INT = re.compile(r"^(.*?)(\d+)$")
 
 
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_table(path: str | os.PathLike[str], *, target_limits: bool = True) -> pd.DataFrame:
     """Read and validate a measurement table from a CSV (or TSV) file.
 
     Parameters
@@ -104,6 +108,8 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     path : str or os.PathLike
         A comma-separated file (``.tsv``: tab-separated) with a header row; UTF-8, a byte
         order mark is accepted.
+    target_limits : bool, default True
+        Check RECIST 1.1's limit of target lesions (see :func:`validate_table`).
 
     Returns
     -------
@@ -127,7 +133,7 @@ def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
         )
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ResponseError(f"cannot read the table: {exc}", file=p) from None
-    return validate_table(df, source=str(p), first_line=2)
+    return validate_table(df, source=str(p), first_line=2, target_limits=target_limits)
 
 
 def validate_table(
@@ -135,6 +141,7 @@ def validate_table(
     *,
     source: str | None = None,
     first_line: int | None = None,
+    target_limits: bool = True,
 ) -> pd.DataFrame:
     """Check a measurement table against the rules every criterion relies on.
 
@@ -148,6 +155,11 @@ def validate_table(
     first_line : int, optional
         Line number of the first data row in ``source`` (2 for a CSV with a header). When
         omitted, rows are named by their 0-based position.
+    target_limits : bool, default True
+        Check RECIST 1.1 section 3.3.1's "maximum of five lesions total (and a maximum of two
+        lesions per organ)" at baseline. False for criteria with limits of their own (RANO,
+        iRANO: :mod:`tumorscope.response.rano` checks them) and for a table not yet tied to a
+        criterion (:func:`tumorscope.response.from_lesion_table`).
 
     Returns
     -------
@@ -168,7 +180,7 @@ def validate_table(
         one date, visit numbers out of date order, a lesion changing kind, organ or
         nodal-ness, a target lesion with no baseline diameter, a target or non-target
         lesion first seen after baseline, a ``new`` lesion at baseline, more than
-        5 target lesions or more than 2 per organ at baseline.
+        5 target lesions or more than 2 per organ at baseline (with ``target_limits``).
     """
     import pandas as pd
 
@@ -222,6 +234,19 @@ def validate_table(
         dates.append(stamp)
     df["date"] = pd.to_datetime(pd.Series(dates, dtype="datetime64[ns]"))
 
+    rt_end: list[Any] = []
+    for i, v in enumerate(df["radiotherapy_end"] if "radiotherapy_end" in df.columns else []):
+        text = _text(v)[:10] if not isinstance(v, pd.Timestamp) else v.strftime("%Y-%m-%d")
+        if text in ("", "NaT"):
+            rt_end.append(None)
+            continue
+        if not _ISO_DATE.match(text):
+            raise fail(i, "radiotherapy_end", f"{_text(v)!r} is not an ISO date (YYYY-MM-DD)")
+        try:
+            rt_end.append(pd.Timestamp(text))
+        except (ValueError, OverflowError):
+            raise fail(i, "radiotherapy_end", f"date {text!r} does not exist") from None
+    df["radiotherapy_end"] = rt_end if rt_end else None
     df["nodal"] = _bools(df, "nodal", default=False, fail=fail)
     df["enhancing"] = _bools(df, "enhancing", default=True, fail=fail)
     has_baseline_col = "baseline" in df.columns
@@ -290,13 +315,13 @@ def validate_table(
 
     parts = []
     for subject, sub in df.groupby("subject", sort=True):
-        parts.append(_check_subject(str(subject), sub, has_baseline_col, fail))
+        parts.append(_check_subject(str(subject), sub, has_baseline_col, fail, target_limits))
     out = pd.concat(parts, ignore_index=True)
     return out
 
 
 def _check_subject(
-    subject: str, sub: pd.DataFrame, has_baseline_col: bool, fail: Any
+    subject: str, sub: pd.DataFrame, has_baseline_col: bool, fail: Any, target_limits: bool
 ) -> pd.DataFrame:
     # one date per visit, one visit per date
     visit_dates: dict[str, Any] = {}
@@ -402,8 +427,8 @@ def _check_subject(
                 f"{_at(sub, i, 'status')!r} at baseline; expected 'present' or empty",
             )
     targets = at_base[at_base["kind"] == "target"]
-    groups = [("kind", "", MAX_TARGETS, targets)]
-    if targets["organ"].notna().any():
+    groups = [("kind", "", MAX_TARGETS, targets)] if target_limits else []
+    if target_limits and targets["organ"].notna().any():
         groups += [
             ("organ", f" in {organ}", MAX_TARGETS_PER_ORGAN, rows)
             for organ, rows in targets.groupby("organ")
@@ -418,6 +443,14 @@ def _check_subject(
                 f"RECIST 1.1 allows at most {limit}{per}",
             )
 
+    ends = {x for x in sub["radiotherapy_end"] if x is not None and x == x}  # NaT != NaT
+    if len(ends) > 1:
+        raise fail(
+            int(sub.index[-1]),
+            "radiotherapy_end",
+            f"subject {subject} has several radiotherapy_end dates "
+            f"{sorted(f'{x:%Y-%m-%d}' for x in ends)}",
+        )
     # visit-level fields have one value per visit
     for col in ("steroid_dose_mg", "clinical_status"):
         for visit, rows in sub.groupby("visit"):
