@@ -105,7 +105,16 @@ def _from_study(root: Path) -> Any:
 
     study = open_study(root)
     lesions = measure_study(study)
-    return from_lesion_table(lesions, baseline={s.id: s.baseline.id for s in study})
+    rt_end = {
+        s.id: s.treatment.radiotherapy_end_date
+        for s in study
+        if s.treatment.radiotherapy_end_date is not None
+    }
+    return from_lesion_table(
+        lesions,
+        baseline={s.id: s.baseline.id for s in study},
+        radiotherapy_end=rt_end or None,
+    )
 
 
 def _plain(*values: Any) -> list[Any]:

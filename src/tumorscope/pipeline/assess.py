@@ -64,7 +64,13 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
             file=ctx.out_rel(layout.lesion_table_path(ctx.out_dir, s)),
         )
     baseline = {s: study.subjects[s].baseline.id}
-    table = response.from_lesion_table(lesions, baseline=baseline, missing="absent")
+    rt_end = study.subjects[s].treatment.radiotherapy_end_date  # RANO 2.0's window
+    table = response.from_lesion_table(
+        lesions,
+        baseline=baseline,
+        missing="absent",
+        radiotherapy_end=None if rt_end is None else {s: rt_end},
+    )
     crits = list(study.criteria or ("recist1.1",))
     rows = assessment_rows(table, crits)
     main = "irecist" if "irecist" in crits else crits[0]

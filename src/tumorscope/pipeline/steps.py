@@ -391,7 +391,9 @@ STEPS: tuple[Step, ...] = (
     Step(
         "assess",
         "subject",
-        "3",  # 3: a visit where every lesion is gone is assessed (CR)
+        # 3: a visit where every lesion is gone is assessed (CR); 4: the rules of issue 24
+        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date
+        "4",
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,
