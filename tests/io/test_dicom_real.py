@@ -119,51 +119,58 @@ def check_folder(folder: Path, ref_dir: Path, volumes: list[int] | None = None) 
     return len(scan.series)
 
 
-@pytest.mark.parametrize(("name", "sub", "stem", "volumes"), SUBSET)
-def test_copied_series_agree_with_dcm2niix(
-    tmp_path: Path, name: str, sub: str, stem: str, volumes: list[int] | None
+#: (input folder, reference folder, reference stems, volumes): the copy in tests/data always
+#: (a part of some series, against those volumes of the reference), and every whole set of
+#: ../shared/dicom-real when it is there (CI has it). Never skipped for want of data.
+AGREEMENT_CASES = [
+    pytest.param(DATA / name / sub, DATA / name / "Ref", stem, volumes, id=f"copy-{name}-{stem}")
+    for name, sub, stem, volumes in SUBSET
+] + [
+    pytest.param(SHARED / name / "In", SHARED / name / "Ref", None, None, id=f"shared-{name}")
+    for name in ("dcm_qa_nih", "dcm_qa_mosaic", "dcm_qa_deident")
+    if SHARED.is_dir()
+]
+
+
+@pytest.mark.parametrize(("folder", "refs", "stem", "volumes"), AGREEMENT_CASES)
+def test_real_series_agree_with_dcm2niix(
+    tmp_path: Path, folder: Path, refs: Path, stem: str | None, volumes: list[int] | None
 ) -> None:
-    root = DATA / name
-    ref = tmp_path / "Ref"
-    ref.mkdir()
-    for f in (root / "Ref").glob(stem + ".*"):
-        shutil.copy(f, ref)
-    check_folder(root / sub, ref, volumes)
+    if stem is not None:  # the copy: only the reference of the copied series
+        ref = tmp_path / "Ref"
+        ref.mkdir()
+        for f in refs.glob(stem + ".*"):
+            shutil.copy(f, ref)
+        refs = ref
+    assert check_folder(folder, refs, volumes) >= 1
 
 
-def test_every_lossless_transfer_syntax_decodes_to_the_same_pixels(tmp_path: Path) -> None:
-    root = DATA / "dcm_qa_ts"
+@pytest.mark.parametrize(
+    "root",
+    [pytest.param(DATA / "dcm_qa_ts", id="copy")]
+    + ([pytest.param(SHARED / "dcm_qa_ts", id="shared")] if SHARED.is_dir() else []),
+)
+def test_every_lossless_transfer_syntax_decodes_to_the_same_pixels(
+    tmp_path: Path, root: Path
+) -> None:
+    """One Siemens image in every lossless transfer syntax (the copy: six of the nine; the
+    shared set: all nine, each against its own reference): the reference in world space, and
+    the same pixels in every file."""
+    files = sorted((root / "In").glob("*.dcm"))
+    assert len(files) == (9 if root.parent == SHARED else len(TRANSFER_SYNTAX_FILES))
     first = None
-    for name in TRANSFER_SYNTAX_FILES:
-        one = tmp_path / name[:-4]
-        one.mkdir()
-        shutil.copy(root / "In" / name, one)
-        (s,) = scan_dicom(one).series
-        sd = read_series(s)
-        if first is None:
-            first = sd.volume.data
-            assert_agrees(sd.volume.data, sd.volume.affine, sd.sidecar, root / "Ref" / "1.nii.gz")
-        np.testing.assert_array_equal(sd.volume.data, first, err_msg=name)
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/dicom-real is not there")
-@pytest.mark.parametrize("name", ["dcm_qa_nih", "dcm_qa_mosaic", "dcm_qa_deident"])
-def test_every_shared_series_agrees_with_dcm2niix(name: str) -> None:
-    assert check_folder(SHARED / name / "In", SHARED / name / "Ref") >= 1
-
-
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/dicom-real is not there")
-def test_all_nine_shared_transfer_syntaxes_agree_with_dcm2niix(tmp_path: Path) -> None:
-    root = SHARED / "dcm_qa_ts"
-    for dcm in sorted((root / "In").glob("*.dcm")):
+    for dcm in files:
         one = tmp_path / dcm.stem
         one.mkdir()
         shutil.copy(dcm, one)
         (s,) = scan_dicom(one).series
         sd = read_series(s)
-        assert_agrees(
-            sd.volume.data, sd.volume.affine, sd.sidecar, root / "Ref" / f"{dcm.stem}.nii.gz"
-        )
+        own = root / "Ref" / f"{dcm.stem}.nii.gz"
+        ref = own if own.is_file() else root / "Ref" / "1.nii.gz"
+        assert_agrees(sd.volume.data, sd.volume.affine, sd.sidecar, ref)
+        if first is None:
+            first = sd.volume.data
+        np.testing.assert_array_equal(sd.volume.data, first, err_msg=dcm.name)
 
 
 # --------------------------------------------------------------------------- directions
@@ -235,15 +242,33 @@ def test_import_of_the_copied_sets_writes_every_series_with_its_vendor_fields(
     assert len(rep.series) == len(TRANSFER_SYNTAX_FILES)
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/dicom-real is not there")
-@pytest.mark.parametrize(
-    ("name", "n_series"),
-    [("dcm_qa_nih", 8), ("dcm_qa_mosaic", 8), ("dcm_qa_ts", 9), ("dcm_qa_deident", 1)],
-)
-def test_every_shared_set_imports(tmp_path: Path, name: str, n_series: int) -> None:
+#: (set folder, image series it holds): the copy always, the whole shared sets when there.
+IMPORT_CASES = [
+    pytest.param(DATA / name, n, id=f"copy-{name}")
+    for name, n in (
+        ("dcm_qa_nih", 2),
+        ("dcm_qa_mosaic", 1),
+        ("dcm_qa_ts", 6),
+        ("dcm_qa_deident", 1),
+    )
+] + [
+    pytest.param(SHARED / name, n, id=f"shared-{name}")
+    for name, n in (
+        ("dcm_qa_nih", 8),
+        ("dcm_qa_mosaic", 8),
+        ("dcm_qa_ts", 9),
+        ("dcm_qa_deident", 1),
+    )
+    if SHARED.is_dir()
+]
+
+
+@pytest.mark.parametrize(("root", "n_series"), IMPORT_CASES)
+def test_every_real_set_imports(tmp_path: Path, root: Path, n_series: int) -> None:
     from tumorscope.io.dicom import import_dicom
 
-    rep = import_dicom(SHARED / name / "In", tmp_path / "study")
+    name = root.name
+    rep = import_dicom(root / "In", tmp_path / "study")
     assert not [p for p in rep.problems if p.severity == "error"], rep.problems
     assert len(rep.series) == n_series
     if name == "dcm_qa_deident":  # the site's own de-identification is kept as provenance
