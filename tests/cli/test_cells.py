@@ -3,7 +3,6 @@ byte for byte the files of the pipeline's ``iron`` and ``fluorine`` steps."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +11,11 @@ from typer.testing import CliRunner
 
 from tumorscope.cli import app
 from tumorscope.models.cells.fluorine import spins_per_voxel
-from tumorscope.volume import Volume
+
+from ._nifti import read_map as _map
+from ._nifti import write_nifti as _write
 
 runner = CliRunner()
-AFF = np.diag([2.0, 2.0, 2.0, 1.0])
-
-
-def _write(path: Path, data: np.ndarray, sidecar: dict | None = None) -> Path:
-    Volume(np.asarray(data, dtype=np.float32), AFF).to_nifti(path)
-    if sidecar is not None:
-        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
-    return path
-
-
-def _map(path: Path) -> np.ndarray:
-    return Volume.from_nifti(path).data
 
 
 def test_iron_command(tmp_path: Path) -> None:

@@ -56,22 +56,9 @@ def test_cli_fit_dwi_ivim_writes_maps(tmp_path: Path) -> None:
     series, truth = _write_series(tmp_path)
     mask = _mask(tmp_path, truth.shape[:3])
     out = tmp_path / "maps"
-    res = CliRunner().invoke(
-        app,
-        [
-            "fit",
-            "dwi",
-            str(series),
-            "--model",
-            "ivim",
-            "--method",
-            "full",
-            "--mask",
-            str(mask),
-            "--out",
-            str(out),
-        ],
-    )
+    args = ["fit", "dwi", str(series), "--model", "ivim", "--method", "full"]
+    args += ["--mask", str(mask), "--out", str(out)]
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     m = np.asarray(nib.load(str(mask)).dataobj) != 0
     for j, name in enumerate(["S0", "D", "f", "D_star"]):
@@ -92,22 +79,7 @@ def test_cli_fit_dwi_ivim_writes_maps(tmp_path: Path) -> None:
     assert np.all(status[~m] == 255) and np.all(status[m] == 0)
     # a re-run replaces the outputs (no duplicates, no temporary files left)
     before = sorted(p.name for p in out.iterdir())
-    res = CliRunner().invoke(
-        app,
-        [
-            "fit",
-            "dwi",
-            str(series),
-            "--model",
-            "ivim",
-            "--method",
-            "full",
-            "--mask",
-            str(mask),
-            "--out",
-            str(out),
-        ],
-    )
+    res = CliRunner().invoke(app, args)
     assert res.exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]

@@ -19,19 +19,10 @@ from tumorscope.models.relaxometry import (
 )
 from tumorscope.volume import Volume
 
+from ._nifti import read_map as _map
+from ._nifti import write_nifti as _write
+
 runner = CliRunner()
-AFF = np.diag([2.0, 2.0, 2.0, 1.0])
-
-
-def _write(path: Path, data: np.ndarray, sidecar: dict | None = None) -> Path:
-    Volume(np.asarray(data, dtype=np.float32), AFF).to_nifti(path)
-    if sidecar is not None:
-        path.with_name(path.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
-    return path
-
-
-def _map(path: Path) -> np.ndarray:
-    return Volume.from_nifti(path).data
 
 
 def test_fit_t1_vfa_with_sidecar_and_b1(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, ProtocolError
+from ..files import sidecar_of
 from ..protocol import (
     DiffusionProtocol,
     DynamicProtocol,
@@ -27,6 +28,7 @@ from ..units import s_to_ms
 __all__ = [
     "NIFTI_SUFFIXES",
     "SUFFIX_AXES",
+    "file_beside",
     "protocol_from_sidecar",
     "read_bval",
     "read_bvec",
@@ -70,7 +72,8 @@ def split_entities(path: Path) -> tuple[dict[str, str], str]:
 
 
 def sidecar_path(image: Path) -> Path:
-    return image.with_name(stem(image) + ".json")
+    """The JSON sidecar beside an image (:func:`tumorscope.files.sidecar_of`)."""
+    return sidecar_of(image)
 
 
 def read_sidecar(image: Path) -> dict[str, Any]:
@@ -89,9 +92,9 @@ def read_sidecar(image: Path) -> dict[str, Any]:
     return data
 
 
-def _beside(path: str | os.PathLike[str], extension: str) -> Path:
+def file_beside(path: str | os.PathLike[str], extension: str) -> Path:
     """``path`` itself when it has ``extension``, else the file of that extension beside the
-    image ``path`` (same stem)."""
+    image ``path`` (same stem): ``x.nii.gz`` → ``x.bval``."""
     p = Path(path)
     return p if p.name.endswith(extension) else p.with_name(stem(p) + extension)
 
@@ -141,7 +144,7 @@ def read_bval(path: str | os.PathLike[str]) -> np.ndarray:
     >>> read_bval(d / "sub-01_dwi.nii.gz").tolist()
     [0.0, 500.0, 1000.0]
     """
-    p = _beside(path, ".bval")
+    p = file_beside(path, ".bval")
     if not p.is_file():
         raise DataError(
             "b-value file is missing (expected one b-value per volume)", file=p, field="bval"
@@ -171,7 +174,7 @@ def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
         three columns, or values that are not finite numbers (naming the file and the field
         ``bvec``).
     """
-    p = _beside(path, ".bvec")
+    p = file_beside(path, ".bvec")
     if not p.is_file():
         if p == Path(path):
             raise DataError("gradient direction file is missing", file=p, field="bvec")

@@ -92,15 +92,11 @@ class SeriesInput:
 
 
 def _beside(image: Path) -> dict[str, Path]:
-    """``.bval``/``.bvec`` files beside an image, by role name."""
-    name = image.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else image.stem
-    found = {}
-    for ext in ("bval", "bvec"):
-        p = image.with_name(f"{stem}.{ext}")
-        if p.is_file():
-            found[ext] = p
-    return found
+    """``.bval``/``.bvec`` files beside an image that exist, by role name."""
+    from ..io.bids import file_beside
+
+    found = {ext: file_beside(image, f".{ext}") for ext in ("bval", "bvec")}
+    return {ext: p for ext, p in found.items() if p.is_file()}
 
 
 def read_series(

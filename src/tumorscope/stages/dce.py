@@ -73,10 +73,8 @@ _EMPTY_MASK_NOTE = (
     "the mask is empty (no lesion at this visit?): nothing fitted; the maps are written empty "
     "(NaN, status 255 'outside the mask')"
 )
-# the semi-quantitative maps name this function in their provenance (``model_class``); the
-# string is kept as it was when the function lived in ``models/dce_semiquant.py`` so that the
-# sidecars stay byte-identical (it is now ``tumorscope.models.dce.semi_quantitative``)
-_SEMIQUANT_CLASS = "tumorscope.models.dce_semiquant.semi_quantitative"
+# the semi-quantitative maps name this function in their provenance (``model_class``)
+_SEMIQUANT_CLASS = "tumorscope.models.dce.semi_quantitative"
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,8 @@ _RATES: dict[str, tuple[str, str, str]] = {
     "r1": ("dR1", "R1", "r1"),
 }
 
-#: Provenance of the tabulated relaxivity (kept word for word: it is in users' databases).
-_TABLE_SOURCE = "ferumoxytol in plasma (tumorscope.models.iron)"
+#: Provenance of the tabulated relaxivity (Knobloch et al. 2018, plasma values).
+_TABLE_SOURCE = "ferumoxytol in plasma (tumorscope.models.cells.iron)"
 
 
 @dataclass(frozen=True)
