@@ -201,20 +201,6 @@ def _problems_error(problems: list[Problem], what: str) -> DataError:
 # ---------------------------------------------------------------------------- maps
 
 
-def _with_sidecars(paths: list[Path]) -> list[Path]:
-    """Images and the JSON sidecars beside them that exist."""
-    from ..files import sidecar_of
-
-    out: list[Path] = []
-    for p in paths:
-        out.append(p)
-        if p.name.endswith(".nii.gz"):
-            side = sidecar_of(p)
-            if side.exists():
-                out.append(side)
-    return out
-
-
 def _quality(fit: Any) -> tuple[int, int]:
     """Voxels fitted and voxels converged of a fit."""
     import numpy as np

@@ -17,7 +17,7 @@ stage functions, so a command and a step write the same files under the same nam
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from ..models.base import FitResult
     from ..protocol import Protocol
 
-__all__ = ["MapFile", "SeriesInput", "StageResult", "read_series"]
+__all__ = ["MapFile", "SeriesInput", "StageResult", "read_series", "with_sidecars"]
 
 
 @dataclass(frozen=True)
@@ -202,3 +202,17 @@ class StageResult:
             self.rows.setdefault(table, []).extend(rows)
         self.warnings += other.warnings
         return self
+
+
+def with_sidecars(paths: Iterable[Path]) -> list[Path]:
+    """The files, each NIfTI image followed by its JSON sidecar when it has one (the order a
+    stage lists what it wrote in)."""
+    from ..files import sidecar_of
+
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out.append(p)
+        side = sidecar_of(p)
+        if p.name.endswith(".nii.gz") and side.exists():
+            out.append(side)
+    return out

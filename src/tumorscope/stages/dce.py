@@ -51,11 +51,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import DataError, FitError, ProtocolError, TumorscopeWarning
-from ..files import sidecar_of, write_json, write_map
+from ..files import write_json, write_map
 from ..models import aif as aifmod
 from ..volume import atomic_write
 from ._dce_inputs import Inputs, check_inputs
-from .base import MapFile, SeriesInput, StageResult
+from .base import MapFile, SeriesInput, StageResult, with_sidecars
 from .fit import fit_volume, input_record, provenance_path
 
 if TYPE_CHECKING:
@@ -428,17 +428,6 @@ def _map_files(key: str, fit: FitResult, files: Mapping[str, Path]) -> list[MapF
     return maps
 
 
-def _with_sidecars(paths: list[Path]) -> list[Path]:
-    """The files and, after each map, its sidecar."""
-    out: list[Path] = []
-    for p in paths:
-        out.append(p)
-        side = sidecar_of(p)
-        if p.name.endswith(".nii.gz") and side.exists():
-            out.append(side)
-    return out
-
-
 # --------------------------------------------------------------------------- the stage
 def fit_dce(
     dce: SeriesInput,
@@ -534,7 +523,7 @@ def fit_dce(
     w.files["stage"] = write_json(w.out / f"{prefix}dce_stage.json", prov)
     return DCEResult(
         maps=_map_files(opts.model, fit, w.files),
-        files=_with_sidecars(list(w.files.values())),
+        files=with_sidecars(list(w.files.values())),
         warnings=w.warnings,
         fit=fit,
         t1_ms=t1_map,

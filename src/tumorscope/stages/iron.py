@@ -22,7 +22,6 @@ R2* map). Equations: :mod:`tumorscope.models.cells.iron`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -30,9 +29,9 @@ from typing import Literal
 import numpy as np
 
 from ..errors import DataError
-from ..files import sidecar_of, write_map
+from ..files import write_map
 from ..volume import Volume
-from .base import MapFile, SeriesInput, StageResult
+from .base import MapFile, SeriesInput, StageResult, with_sidecars
 
 __all__ = ["IronOptions", "iron_from_rates", "iron_maps"]
 
@@ -65,11 +64,6 @@ class IronOptions:
     relaxivity: float | None = None
     field_strength_t: float | None = None
     rate: Literal["r2star", "r2", "r1"] = "r2star"
-
-
-def _with_sidecars(paths: Iterable[Path]) -> list[Path]:
-    """Each image followed by its sidecar, when it has one."""
-    return [q for p in paths for q in (p, sidecar_of(p)) if q == p or q.is_file()]
 
 
 def iron_maps(
@@ -138,7 +132,7 @@ def iron_maps(
             for p in ("R2star", "T2star", "S0")
             if p in fitted.files
         ],
-        files=_with_sidecars(fitted.files.values()),
+        files=with_sidecars(fitted.files.values()),
         warnings=list(fitted.warnings),
     )
     return result.extend(
