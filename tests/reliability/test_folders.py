@@ -331,3 +331,23 @@ def test_import_overwrite_replaces_an_import_but_not_a_folder_of_other_files(
     third = runner.invoke(app, ["import-dicom", str(tmp_path / "dicom"), str(study), "--overwrite"])
     assert third.exit_code == 2 and "notes.txt" in third.output
     assert (study / "notes.txt").read_text() == "mine"
+
+
+def test_schema_changes_of_an_interrupted_transaction_are_rolled_back(tmp_path: Path) -> None:
+    """Found by the kill test above: a run killed while it created the schema left the tables
+    without Alembic's stamp, and every later run failed ("table runs already exists"), because
+    Python's sqlite3 runs DDL outside the transaction. Now DDL is transactional too."""
+    from sqlalchemy import text
+
+    store = open_store(default_url(tmp_path))
+    try:
+        with pytest.raises(RuntimeError, match="killed"), store.engine.begin() as conn:
+            conn.execute(text("CREATE TABLE half_done (x INTEGER)"))
+            raise RuntimeError("killed")
+        with store.engine.connect() as conn:
+            names = conn.execute(text("SELECT name FROM sqlite_master")).scalars().all()
+        assert "half_done" not in names and "runs" in names
+    finally:
+        store.close()
+    store = open_store(default_url(tmp_path))  # and the database still opens
+    store.close()

@@ -104,6 +104,11 @@ def _engine(url: str) -> Engine:
 
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                # the sqlite3 module opens no transaction before DDL, so a run killed while the
+                # schema is created left tables without Alembic's stamp ("table runs already
+                # exists" on the next run). Let SQLAlchemy send BEGIN itself (the recipe of its
+                # SQLite docs): every transaction, migrations included, is all or nothing.
+                dbapi_conn.isolation_level = None
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA journal_mode=WAL")
@@ -112,6 +117,10 @@ def _engine(url: str) -> Engine:
                 # gone, their files are rewritten). FULL would fsync at every unit's commit.
                 cur.execute("PRAGMA synchronous=NORMAL")
                 cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN")
 
         else:
             engine = create_engine(url, pool_pre_ping=True)
