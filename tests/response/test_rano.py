@@ -285,3 +285,93 @@ def test_complete_response_with_stable_nonenhancing_disease():
     assert "non-enhancing (T2/FLAIR) F1 stable or improved" in r["reason"].iloc[1]
     t["enhancing"] = True
     assert responses(assess(t, criteria="rano"))[1] == "PR"
+
+
+# ------------------------------------------------- RANO 2.0: non-enhancing (T2/FLAIR) disease
+
+
+def _ne(*sizes, enhancing_sizes=None, steroids=None, weeks=None):
+    """One non-enhancing target N1 (T2/FLAIR), optionally an enhancing target E1."""
+    les = {"N1": lesion("target", *sizes)}
+    if enhancing_sizes is not None:
+        les["E1"] = lesion("target", *enhancing_sizes)
+    n = len(sizes)
+    cols = {"steroid_dose_mg": list(steroids)} if steroids is not None else {}
+    t = table(les, visit_cols=cols, weeks=weeks or tuple(8.0 * k for k in range(n)))
+    t["enhancing"] = t["lesion_id"] != "N1"
+    return t
+
+
+def test_nonenhancing_minor_response_25_to_50_percent():
+    """RANO 2.0 / RANO-LGG (van den Bent et al. 2011): minor response is a decrease of the
+    T2/FLAIR SPD "≥25% but <50%" from baseline; PR "≥50%"; SD below 25%. 20×20 = 400 mm² →
+    20×15 = 300 (−25%: MR) → 20×10 = 200 (−50%: PR) → 20×9.5 (PR)."""
+    r = assess(_ne((20, 20), (20, 15), (20, 10), (20, 9.5)), criteria="rano")
+    assert responses(r) == ["baseline", "MR", "PR", "PR"]
+    assert r["ne_response"].tolist()[1:] == ["MR", "PR", "PR"]
+    assert r["ne_spd_mm2"].tolist() == [400, 300, 200, 190]
+    assert "minor response" in r["reason"].iloc[1]
+    # −24%: not yet MR
+    assert responses(assess(_ne((20, 20), (20, 15.2)), criteria="rano"))[1] == "SD"
+
+
+def test_nonenhancing_progression_25_percent_from_nadir():
+    """RANO 2.0 (non-enhancing): progression is a "≥25% increase" of the T2/FLAIR SPD from the
+    smallest measurement (baseline or best response). 400 → 200 (nadir) → 250 mm²: PD."""
+    r = assess(_ne((20, 20), (20, 10), (25, 10)), criteria="rano")
+    assert responses(r) == ["baseline", "PR", "PD"]
+    assert "T2/FLAIR SPD rose 25% from nadir 200 mm² (visit V2)" in r["reason"].iloc[2]
+
+
+def test_minor_response_needs_confirmation_and_steroids_not_above_baseline():
+    """MR, like PR, needs "stable or reduced corticosteroids" and confirmation at least 4 weeks
+    later (RANO 2.0); unconfirmed it counts as SD in the best overall response."""
+    r = assess(_ne((20, 20), (20, 14), (20, 14), steroids=[2, 4, 2]), criteria="rano")
+    assert responses(r) == ["baseline", "SD", "MR"]
+    assert "corticosteroids rose from 2 to 4 mg/day: not MR" in r["reason"].iloc[1]
+    # MR at V2, T2/FLAIR back to 400 mm² at V3 (+43% from the 280 mm² nadir): PD
+    r = assess(_ne((20, 20), (20, 14), (20, 20)), criteria="rano")
+    assert responses(r) == ["baseline", "MR", "PD"]
+    best = best_overall_response(r)
+    assert best["best_response"].iloc[0] == "SD"
+    assert "MR at visit V2 not confirmed" in best["reason"].iloc[0]
+    r = assess(_ne((20, 20), (20, 14), (20, 14)), criteria="rano")
+    assert best_overall_response(r)["best_response"].iloc[0] == "MR"
+
+
+def test_combined_enhancing_and_nonenhancing_the_less_favourable():
+    """Tumours assessed on both components (RANO 2.0): progression of either is progression,
+    otherwise the overall category is the less favourable of the two. Enhancing target gone
+    (CR) with the T2/FLAIR SPD −30% (MR): MR; both gone: CR; enhancing PR with T2/FLAIR up 25%
+    from its nadir: PD."""
+    r = assess(
+        _ne((20, 20), (20, 14), (0, 0), enhancing_sizes=((20, 20), "absent", "absent")),
+        criteria="rano",
+    )
+    assert responses(r) == ["baseline", "MR", "CR"]
+    assert r["ce_response"].tolist()[1:] == ["CR", "CR"]
+    assert r["ne_response"].tolist()[1:] == ["MR", "CR"]
+    assert "less favourable of enhancing CR and T2/FLAIR MR" in r["reason"].iloc[1]
+    r = assess(
+        _ne((20, 20), (25, 20), enhancing_sizes=((20, 20), (10, 10))), criteria="rano"
+    )
+    assert responses(r) == ["baseline", "PD"]
+    assert r["ce_response"].iloc[1] == "PR"
+    assert "T2/FLAIR SPD rose 25%" in r["reason"].iloc[1]
+
+
+def test_nonenhancing_targets_counted_per_component():
+    """At most 3 target lesions (RANO 2.0), counted per component here: three enhancing and
+    one non-enhancing target are accepted, four non-enhancing ones are not; a non-enhancing
+    target must be 10 × 10 mm at baseline."""
+    les = {f"E{k}": lesion("target", (20, 20)) for k in range(3)}
+    les["N1"] = lesion("target", (20, 20))
+    t = table(les)
+    t["enhancing"] = t["lesion_id"] != "N1"
+    assert responses(assess(t, criteria="rano")) == ["baseline"]
+    t = table({f"N{k}": lesion("target", (20, 20)) for k in range(4)})
+    t["enhancing"] = False
+    with pytest.raises(ResponseError, match="4 non-enhancing .T2/FLAIR. target lesions"):
+        assess(t, criteria="rano")
+    with pytest.raises(ResponseError, match="non-enhancing .T2/FLAIR. target lesion N1"):
+        assess(_ne((20, 8)), criteria="rano")

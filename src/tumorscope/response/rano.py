@@ -67,13 +67,29 @@ windows apply, for RANO and iRANO. RANO 2010 let new enhancement mostly outside 
 radiation field (or histology) count at once; tumorscope has no radiation-field input, so
 every progression in the window waits for confirmation (a tumorscope decision).
 
-Non-enhancing disease: CR requires "stable or improved nonenhancing (T2/FLAIR) lesions"
-(Wen et al. 2010; RANO 2.0), so a non-target lesion with ``enhancing`` false that persists
-without unequivocal progression does not stand in the way of CR (its unequivocal progression
-is PD, and a missing assessment NE, as for any non-target lesion). Not implemented: the
-measurement of non-enhancing tumours on T2/FLAIR (their SPD), its minor response category and
-the combination of enhancing and non-enhancing categories (RANO 2.0); target rows with
-``enhancing`` false are ignored with a note.
+Non-enhancing disease (RANO 2.0, Wen et al. 2023, after RANO-LGG, van den Bent et al. 2011,
+doi:10.1016/S1470-2045(11)70057-2). Target rows with ``enhancing`` false are the measurable
+non-enhancing (T2/FLAIR) component: at least 10 × 10 mm at baseline, at most ``max_targets``
+of them (the limit applies to each component, a tumorscope reading). Its SPD is scored on its
+own (column ``ne_response``, the enhancing one in ``ce_response``):
+
+* CR: all non-enhancing target lesions gone;
+* PR: "≥50% decrease" of the T2/FLAIR SPD from baseline;
+* MR (minor response): a decrease of at least 25% but less than 50% from baseline;
+* PD: "≥25% increase" of the T2/FLAIR SPD from its nadir (baseline or best response);
+* SD: none of these.
+
+Combination (tumours assessed on both components): progression of either component is
+progression; otherwise the overall category is the less favourable of the two (CR > PR > MR >
+SD; NE when either is not evaluable), so CR needs both components gone, and a PR of the
+enhancing part with stable T2/FLAIR disease is SD. A tumour with only a non-enhancing target
+is scored on it. MR, like PR, needs a corticosteroid dose not above baseline (SD otherwise) and
+confirmation at least 4 weeks later (:func:`tumorscope.response.best_overall_response`).
+
+Non-target non-enhancing lesions: CR requires "stable or improved nonenhancing (T2/FLAIR)
+lesions" (Wen et al. 2010; RANO 2.0), so a non-target lesion with ``enhancing`` false that
+persists without unequivocal progression does not stand in the way of CR (its unequivocal
+progression is PD, and a missing assessment NE, as for any non-target lesion).
 """
 
 from __future__ import annotations
@@ -104,6 +120,9 @@ COLUMNS: list[str] = [
     *_RECIST_COLUMNS,
     "spd_mm2",
     "nadir_mm2",
+    "ce_response",
+    "ne_spd_mm2",
+    "ne_response",
     "steroid_dose_mg",
     "clinical_status",
 ]
@@ -179,34 +198,37 @@ def _timestamp(value: Any) -> Any:
 
 
 def _check_rano_targets(s: Subject, *, limit: int, name: str) -> None:
-    targets = [t for t in s.of_kind("target") if t.enhancing]
     base = s.baseline
-    if len(targets) > limit:
-        les = targets[limit]
-        raise ResponseError(
-            f"{base.obs[les.lesion_id].row}: subject {s.subject} has {len(targets)} enhancing "
-            f"target lesions; {name.upper()} uses at most {limit}",
-            field="kind",
-        )
-    for les in targets:
-        o = base.obs[les.lesion_id]
-        if not (
-            math.isfinite(o.perpendicular_mm)
-            and o.perpendicular_mm >= 10.0
-            and o.diameter_mm >= 10.0
-        ):
+    for enhancing in (True, False):
+        targets = [t for t in s.of_kind("target") if t.enhancing is enhancing]
+        what = "enhancing" if enhancing else "non-enhancing (T2/FLAIR)"
+        if len(targets) > limit:
+            les = targets[limit]
             raise ResponseError(
-                f"{o.row}: target lesion {les.lesion_id} of subject {s.subject} is "
-                f"{fmt(o.diameter_mm)} x {fmt(o.perpendicular_mm)} mm at baseline; "
-                f"{name.upper()} needs two perpendicular diameters of at least 10 mm",
-                field="perpendicular_mm",
+                f"{base.obs[les.lesion_id].row}: subject {s.subject} has {len(targets)} {what} "
+                f"target lesions; {name.upper()} uses at most {limit}",
+                field="kind",
             )
+        for les in targets:
+            o = base.obs[les.lesion_id]
+            if not (
+                math.isfinite(o.perpendicular_mm)
+                and o.perpendicular_mm >= 10.0
+                and o.diameter_mm >= 10.0
+            ):
+                raise ResponseError(
+                    f"{o.row}: {what} target lesion {les.lesion_id} of subject {s.subject} is "
+                    f"{fmt(o.diameter_mm)} x {fmt(o.perpendicular_mm)} mm at baseline; "
+                    f"{name.upper()} needs two perpendicular diameters of at least 10 mm",
+                    field="perpendicular_mm",
+                )
 
 
-def _spd(s: Subject, v: Any) -> tuple[float, list[str]]:
+def _spd(s: Subject, v: Any, enhancing: bool = True) -> tuple[float, list[str]]:
+    """Sum of products of the target lesions of one component (enhancing or T2/FLAIR)."""
     total, missing = 0.0, []
     for les in s.of_kind("target"):
-        if not les.enhancing:
+        if les.enhancing is not enhancing:
             continue
         o = v.obs.get(les.lesion_id)
         if o is None:
@@ -222,31 +244,100 @@ def _spd(s: Subject, v: Any) -> tuple[float, list[str]]:
     return total, missing
 
 
+def _category(
+    spd: float,
+    missing: list[str],
+    base_spd: float,
+    nadir: float,
+    nadir_txt: str,
+    *,
+    enhancing: bool,
+) -> tuple[str, str]:
+    """The category of one component's SPD (enhancing: CR/PR/SD/PD/NE; non-enhancing adds MR)."""
+    what = "SPD" if enhancing else "T2/FLAIR SPD"
+    gone = "all enhancing target lesions gone" if enhancing else "all T2/FLAIR target lesions gone"
+    rise_pct = pct(spd, nadir)
+    fall_pct = -pct(spd, base_spd)
+    if not missing and spd == 0:
+        return "CR", gone
+    if nadir == 0 and spd > 0:
+        kind = "enhancing disease" if enhancing else "T2/FLAIR disease"
+        return "PD", f"{kind} reappeared ({fmt(spd)} mm²) after {what} 0 ({nadir_txt})"
+    if nadir > 0 and at_least(rise_pct, 25.0):
+        return "PD", (
+            f"{what} rose {fmt(rise_pct)}% from nadir {fmt(nadir)} mm² ({nadir_txt}) to "
+            f"{fmt(spd)} mm²" + (f" with {', '.join(missing)} not assessed" if missing else "")
+        )
+    if missing:
+        return "NE", f"target lesion(s) {', '.join(missing)} not assessed"
+    fell = f"{what} fell {fmt(fall_pct)}% from baseline {fmt(base_spd)} mm² to {fmt(spd)} mm²"
+    if at_least(fall_pct, 50.0):
+        return "PR", fell
+    if not enhancing and at_least(fall_pct, 25.0):
+        return "MR", fell + " (minor response: 25% to 50%)"
+    return "SD", (
+        f"{what} {fmt(spd)} mm²: {fmt(pct(spd, base_spd))}% from baseline, "
+        f"{fmt(rise_pct)}% from nadir {fmt(nadir)} mm² ({nadir_txt})"
+    )
+
+
+#: The order of the categories when the enhancing and non-enhancing ones are combined.
+_ORDER = {"CR": 4, "PR": 3, "MR": 2, "SD": 1}
+
+
+def _combine(ce: tuple[str, str] | None, ne: tuple[str, str] | None) -> tuple[str | None, str]:
+    """The target category of the tumour from its components (either may be absent)."""
+    if ce is None and ne is None:
+        return None, "non-measurable disease only"
+    if ce is None or ne is None:
+        only = ce or ne
+        assert only is not None
+        return only
+    reasons = f"enhancing: {ce[1]}; non-enhancing: {ne[1]}"
+    cats = (ce[0], ne[0])
+    if "PD" in cats:
+        return "PD", "; ".join(r for c, r in (ce, ne) if c == "PD")
+    if "NE" in cats:
+        return "NE", "; ".join(r for c, r in (ce, ne) if c == "NE")
+    worst = min(cats, key=lambda c: _ORDER[c])
+    return (
+        worst,
+        f"{worst} (the less favourable of enhancing {ce[0]} and T2/FLAIR {ne[0]}): " + reasons,
+    )
+
+
 def _subject_rows(
     s: Subject, name: str, window: int, confirm_pct: float, physio: float, rt_end: Any = None
 ) -> list[dict[str, Any]]:
     base = s.baseline
     base_spd, _ = _spd(s, base)
+    base_ne, _ = _spd(s, base, enhancing=False)
     base_dose = base.steroid_dose_mg
     nadir, nadir_visit = base_spd, base.visit
-    prelim: tuple[str, float, set[str]] | None = None  # visit, SPD, new lesions
+    ne_nadir, ne_nadir_visit = base_ne, base.visit
+    prelim: tuple[str, float, float, set[str]] | None = None  # visit, SPDs, new lesions
     confirmed: str | None = None
-    ignored = [
-        les.lesion_id
-        for les in s.lesions.values()
-        if not les.enhancing and les.kind != "non-target"
-    ]
     flair = [les.lesion_id for les in s.of_kind("non-target") if not les.enhancing]
-    # no enhancing target lesion: the empty SPD is not a measurement (not a target "CR")
-    measurable = any(les.enhancing for les in s.of_kind("target"))
+    # no target lesion: the empty SPD is not a measurement (not a target "CR")
+    ce_meas = any(les.enhancing for les in s.of_kind("target"))
+    ne_meas = any(not les.enhancing for les in s.of_kind("target"))
+    measurable = ce_meas or ne_meas
     out = []
     for v in s.visits:
         days = int((v.date - base.date).days)
-        spd, missing = _spd(s, v)
+        ce_spd, ce_missing = _spd(s, v)
+        ne_spd, ne_missing = _spd(s, v, enhancing=False)
+        # the columns spd/change describe the enhancing component, or the T2/FLAIR one alone
+        spd, missing, b_spd, nd = (
+            (ce_spd, ce_missing, base_spd, nadir)
+            if ce_meas
+            else (ne_spd, ne_missing, base_ne, ne_nadir)
+        )
         row = blank_row(s, v, COLUMNS, name)
         row.update(
             spd_mm2=math.nan if missing or not measurable else spd,
-            nadir_mm2=nadir if measurable else math.nan,
+            nadir_mm2=nd if measurable else math.nan,
+            ne_spd_mm2=math.nan if ne_missing or not ne_meas else ne_spd,
             steroid_dose_mg=v.steroid_dose_mg,
             clinical_status=v.clinical_status,
         )
@@ -256,9 +347,7 @@ def _subject_rows(
                 reason=(
                     "not scored"
                     if v.index < 0
-                    else f"baseline SPD {fmt(base_spd)} mm²"
-                    if measurable
-                    else "no measurable disease at baseline (non-measurable disease only)"
+                    else _baseline_reason(ce_meas, ne_meas, base_spd, base_ne)
                 ),
                 spd_mm2=spd if v.index == 0 and measurable else row["spd_mm2"],
             )
@@ -268,43 +357,40 @@ def _subject_rows(
         if nt == "non-CR/non-PD" and flair:
             nt, nt_reason = _stable_flair(s, v, flair, nt, nt_reason)
         new = new_lesions_present(s, v)
-        rise_pct = pct(spd, nadir)
-        nadir_txt = "baseline" if nadir_visit == base.visit else f"visit {nadir_visit}"
-        # target category
-        if not measurable:
-            target = None
-            t_reason = "non-measurable disease only"
-        elif not missing and spd == 0:
-            target = "CR"
-            t_reason = "all enhancing target lesions gone"
-        elif nadir == 0 and spd > 0:
-            target = "PD"
-            t_reason = f"enhancing disease reappeared ({fmt(spd)} mm²) after SPD 0 ({nadir_txt})"
-        elif nadir > 0 and at_least(rise_pct, 25.0):
-            target = "PD"
-            t_reason = (
-                f"SPD rose {fmt(rise_pct)}% from nadir {fmt(nadir)} mm² ({nadir_txt}) to "
-                f"{fmt(spd)} mm²" + (f" with {', '.join(missing)} not assessed" if missing else "")
+        ce = (
+            _category(
+                ce_spd,
+                ce_missing,
+                base_spd,
+                nadir,
+                _nadir_txt(nadir_visit, base.visit),
+                enhancing=True,
             )
-        elif missing:
-            target = "NE"
-            t_reason = f"target lesion(s) {', '.join(missing)} not assessed"
-        elif at_least(-pct(spd, base_spd), 50.0):
-            target = "PR"
-            t_reason = f"SPD fell {fmt(-pct(spd, base_spd))}% from baseline {fmt(base_spd)} mm² to {fmt(spd)} mm²"
-        else:
-            target = "SD"
-            t_reason = (
-                f"SPD {fmt(spd)} mm²: {fmt(pct(spd, base_spd))}% from baseline, "
-                f"{fmt(rise_pct)}% from nadir {fmt(nadir)} mm² ({nadir_txt})"
+            if ce_meas
+            else None
+        )
+        ne = (
+            _category(
+                ne_spd,
+                ne_missing,
+                base_ne,
+                ne_nadir,
+                _nadir_txt(ne_nadir_visit, base.visit),
+                enhancing=False,
             )
+            if ne_meas
+            else None
+        )
+        target, t_reason = _combine(ce, ne)
         row.update(
             target_response=target,
+            ce_response=ce[0] if ce else None,
+            ne_response=ne[0] if ne else None,
             nontarget_response=nt,
             new_lesions=bool(new),
             new_lesion_ids=",".join(new),
-            change_from_baseline_pct=math.nan if missing or not measurable else pct(spd, base_spd),
-            change_from_nadir_pct=math.nan if missing or not measurable else rise_pct,
+            change_from_baseline_pct=math.nan if missing or not measurable else pct(spd, b_spd),
+            change_from_nadir_pct=math.nan if missing or not measurable else pct(spd, nd),
         )
         worse = v.clinical_status == "worse"
         radiographic_pd = []
@@ -314,7 +400,6 @@ def _subject_rows(
             radiographic_pd.append(nt_reason)
         if new:
             radiographic_pd.append(f"new lesion(s) {', '.join(new)}")
-        notes = [f"non-enhancing {', '.join(ignored)} not assessed"] if ignored else []
 
         if confirmed is not None:
             response, reason = "PD", f"progression confirmed at visit {confirmed}"
@@ -322,13 +407,17 @@ def _subject_rows(
             response = "PD"
             reason = "; ".join(["clinical deterioration", *radiographic_pd])
         elif prelim is not None:
-            p_visit, p_spd, p_new = prelim
+            p_visit, p_spd, p_ne, p_new = prelim
             why = []
-            if p_spd > 0 and not missing and at_least(pct(spd, p_spd), confirm_pct):
-                why.append(
-                    f"SPD rose {fmt(pct(spd, p_spd))}% from {fmt(p_spd)} mm² at the "
-                    f"preliminary PD (visit {p_visit})"
-                )
+            for now, then, gone, what in (
+                (ce_spd, p_spd, ce_missing, "SPD"),
+                (ne_spd, p_ne, ne_missing, "T2/FLAIR SPD"),
+            ):
+                if then > 0 and not gone and at_least(pct(now, then), confirm_pct):
+                    why.append(
+                        f"{what} rose {fmt(pct(now, then))}% from {fmt(then)} mm² at the "
+                        f"preliminary PD (visit {p_visit})"
+                    )
             if set(new) - p_new:
                 why.append(f"further new lesion(s) {', '.join(sorted(set(new) - p_new))}")
             if nt == "PD":
@@ -356,16 +445,31 @@ def _subject_rows(
                     f"within {POST_RADIOTHERAPY_DAYS // 7} weeks, RANO 2.0)"
                 )
                 reason = "; ".join(radiographic_pd) + when + ": needs a confirmation scan"
-                prelim = (v.visit, spd, set(new))
+                prelim = (v.visit, ce_spd, ne_spd, set(new))
             else:
                 response, reason = "PD", "; ".join(radiographic_pd)
         else:
             response, reason = _non_pd(target, t_reason, nt, nt_reason, v, base_dose, physio)
-        row.update(response=response, reason="; ".join([reason, *notes]))
+        row.update(response=response, reason=reason)
         out.append(row)
-        if not missing and spd < nadir:
-            nadir, nadir_visit = spd, v.visit
+        if ce_meas and not ce_missing and ce_spd < nadir:
+            nadir, nadir_visit = ce_spd, v.visit
+        if ne_meas and not ne_missing and ne_spd < ne_nadir:
+            ne_nadir, ne_nadir_visit = ne_spd, v.visit
     return out
+
+
+def _nadir_txt(nadir_visit: str, base_visit: str) -> str:
+    return "baseline" if nadir_visit == base_visit else f"visit {nadir_visit}"
+
+
+def _baseline_reason(ce_meas: bool, ne_meas: bool, base_spd: float, base_ne: float) -> str:
+    if not (ce_meas or ne_meas):
+        return "no measurable disease at baseline (non-measurable disease only)"
+    parts = [f"baseline SPD {fmt(base_spd)} mm²"] if ce_meas else []
+    if ne_meas:
+        parts.append(f"baseline T2/FLAIR SPD {fmt(base_ne)} mm²")
+    return "; ".join(parts)
 
 
 def _stable_flair(s: Subject, v: Any, flair: list[str], nt: str, nt_reason: str) -> tuple[str, str]:
@@ -413,6 +517,13 @@ def _non_pd(
             return "CR", t_reason + note
         # CR needs steroids off; with a dose not above baseline it is PR (Wen et al. 2010)
         on_steroids = f", but on corticosteroids ({fmt(dose)} mg/day): not CR"
+    if target == "MR":
+        if math.isfinite(dose) and math.isfinite(base_dose) and dose > base_dose:
+            return "SD", (
+                f"{t_reason}, but corticosteroids rose from {fmt(base_dose)} to {fmt(dose)} "
+                "mg/day: not MR"
+            )
+        return "MR", t_reason
     if target in ("CR", "PR"):
         if math.isfinite(dose) and math.isfinite(base_dose) and dose > base_dose:
             return "SD", (

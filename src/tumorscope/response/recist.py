@@ -161,6 +161,7 @@ _RANK = {
     "iCR": 6,
     "PR": 5,
     "iPR": 5,
+    "MR": 4.5,  # RANO 2.0 minor response (non-enhancing disease)
     "SD": 4,
     "iSD": 4,
     "non-CR/non-PD": 3,
@@ -281,7 +282,7 @@ def _judge(
     confirm_days: int,
 ) -> tuple[str, int, str]:
     r = resp[k]
-    if r not in ("CR", "PR", "iCR", "iPR") or not need_confirm:
+    if r not in ("CR", "PR", "MR", "iCR", "iPR") or not need_confirm:
         return r, -1, f"{r} at visit {visits[k]}"
     floor = _RANK[r]
     for j in range(k + 1, end + 1):

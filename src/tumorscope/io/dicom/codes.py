@@ -57,6 +57,8 @@ DCM_RESPONSES: dict[str, str] = {
 #: categories without a standard code we are sure of: private scheme, the category as code value
 OTHER_RESPONSES: dict[str, str] = {
     "NE": "Not evaluable",
+    "MR": "Minor response",  # RANO 2.0, non-enhancing disease
+    "preliminary PD": "Preliminary progression, awaiting confirmation",  # RANO 2.0 / iRANO
     "iCR": "Immune complete response",
     "iPR": "Immune partial response",
     "iSD": "Immune stable disease",
