@@ -118,7 +118,7 @@ def _as_components(wave: np.ndarray, name: str = "wave") -> tuple[np.ndarray, bo
     return comps, has
 
 
-def _voxel_sizes(voxel_size_mm: float | Sequence[float], ndim: int) -> np.ndarray:
+def _voxel_sizes(voxel_size_mm: float | Sequence[float] | np.ndarray, ndim: int) -> np.ndarray:
     v = np.atleast_1d(np.asarray(voxel_size_mm, dtype=float))
     if v.size == 1:
         v = np.repeat(v, ndim)
@@ -159,7 +159,9 @@ def _axes(shape: tuple[int, ...], laplacian_axes: Sequence[int] | None) -> tuple
 
 
 def laplacian(
-    field: np.ndarray, voxel_size_mm: float | Sequence[float], axes: Sequence[int] | None = None
+    field: np.ndarray,
+    voxel_size_mm: float | Sequence[float] | np.ndarray,
+    axes: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Fourth-order finite-difference Laplacian (1/m² times the field's unit).
 
@@ -217,7 +219,7 @@ def _smooth(comps: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
 def _prepare(
     wave: np.ndarray,
     voxel_size_mm: float | Sequence[float],
-    smooth_mm: float,
+    smooth_mm: float | None,
     laplacian_axes: Sequence[int] | None,
     mask: np.ndarray | None,
     window: int,

@@ -21,6 +21,8 @@ displacement is proportional to the unwrapped phase.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import fft
 
@@ -103,6 +105,7 @@ def unwrap_phase(
             f"phase has shape {p.shape}; expected {spatial_ndim} spatial axes first",
             field="phase",
         )
+    one: Callable[[np.ndarray], np.ndarray]
     if method == "laplacian":
         one = laplacian_unwrap
     elif method == "skimage":
