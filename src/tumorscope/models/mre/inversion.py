@@ -171,20 +171,28 @@ def laplacian(
     """
     f = np.asarray(field)
     h_m = _voxel_sizes(voxel_size_mm, f.ndim) * 1e-3
-    ax = _axes(f.shape, axes)
+    return _laplacian(f, h_m, _axes(f.shape, axes))
+
+
+def _laplacian(f: np.ndarray, h_m: np.ndarray, axes: Sequence[int]) -> np.ndarray:
+    """:func:`laplacian` over ``axes`` of ``f`` (further axes, e.g. components, allowed)."""
     out = np.zeros(f.shape, dtype=np.result_type(f.dtype, np.float64))
-    for a in ax:
-        d = np.full(f.shape, np.nan, dtype=out.dtype)
+    edge = np.zeros(f.shape[: max(axes) + 1], bool)
+    for a in axes:
         n = f.shape[a]
         core = [slice(None)] * f.ndim
         core[a] = slice(_HALF, n - _HALF)
-        acc = np.zeros(d[tuple(core)].shape, dtype=out.dtype)
+        acc = out[tuple(core)]
         for k, c in enumerate(_STENCIL):
             sl = [slice(None)] * f.ndim
             sl[a] = slice(k, n - 2 * _HALF + k)
-            acc += c * f[tuple(sl)]
-        d[tuple(core)] = acc / h_m[a] ** 2
-        out += d
+            acc += (c / h_m[a] ** 2) * f[tuple(sl)]
+        e = [slice(None)] * edge.ndim
+        e[a] = slice(0, _HALF)
+        edge[tuple(e)] = True
+        e[a] = slice(n - _HALF, n)
+        edge[tuple(e)] = True
+    out[edge] = np.nan
     return out
 
 
@@ -207,13 +215,16 @@ def _valid_region(
 
 
 def _smooth(comps: np.ndarray, sigma_vox: Sequence[float]) -> np.ndarray:
+    """Gaussian smoothing along the spatial axes of (..., n_components) complex data.
+
+    The complex array is filtered as interleaved real numbers (one pass over real and
+    imaginary parts together)."""
     if not any(s > 0 for s in sigma_vox):
         return comps
-    z = np.where(np.isfinite(comps), comps, 0.0)
-    sig = (*sigma_vox, 0.0)
-    return ndimage.gaussian_filter(z.real, sig, truncate=3.0) + 1j * ndimage.gaussian_filter(
-        z.imag, sig, truncate=3.0
-    )
+    z = comps if np.all(np.isfinite(comps)) else np.where(np.isfinite(comps), comps, 0.0)
+    flat = np.ascontiguousarray(z).view(np.float64)  # (..., 2 * n_components)
+    out = ndimage.gaussian_filter(flat, (*sigma_vox, 0.0), truncate=3.0)
+    return out.view(np.complex128)
 
 
 def _prepare(
@@ -240,7 +251,7 @@ def _prepare(
     margin = [(_HALF + math.ceil(3.0 * sigma[a])) if a in ax else 0 for a in range(len(spatial))]
     valid = _valid_region(comps, mask, ax, margin)
     sm = _smooth(comps, sigma)
-    lap = np.stack([laplacian(sm[..., j], h, ax) for j in range(sm.shape[-1])], axis=-1)
+    lap = _laplacian(sm, h * 1e-3, ax)
     # only voxels whose kernels stay inside the data enter the sums (NaN elsewhere)
     lap[~valid] = np.nan
     win = tuple(int(window) if a in ax else 1 for a in range(len(spatial)))
@@ -248,15 +259,17 @@ def _prepare(
 
 
 def _box(x: np.ndarray, win: tuple[int, ...]) -> np.ndarray:
-    """Sum over a box window (spatial axes only), real or complex."""
+    """Sum over a box window of edges ``win`` (one per axis of ``x``; zero outside).
+
+    Complex input is filtered as interleaved real numbers: its last axis must have a window
+    of 1 (a component or singleton axis)."""
     if all(w == 1 for w in win):
         return x
-    size = np.prod(win)
+    size = float(np.prod(win))
     if np.iscomplexobj(x):
-        return (
-            ndimage.uniform_filter(x.real, win, mode="constant")
-            + 1j * ndimage.uniform_filter(x.imag, win, mode="constant")
-        ) * size
+        assert win[-1] == 1
+        flat = np.ascontiguousarray(x, dtype=np.complex128).view(np.float64)
+        return ndimage.uniform_filter(flat, win, mode="constant").view(np.complex128) * size
     return ndimage.uniform_filter(x, win, mode="constant") * size
 
 
@@ -330,8 +343,8 @@ def direct_inversion(
     lap0 = np.where(np.isfinite(lap), lap, 0.0)
     # the window's least squares sum only over valid voxels (a window at the edge of the
     # valid region uses fewer voxels, it is not biased by the smoothing's edge)
-    num = _box(np.sum(np.conj(lap0) * sm, axis=-1), win)
-    den = _box(np.sum(np.abs(lap0) ** 2, axis=-1), win)
+    num = _box(np.sum(np.conj(lap0) * sm, axis=-1)[..., None], (*win, 1))[..., 0]
+    den = _box(np.sum(lap0.real**2 + lap0.imag**2, axis=-1), win)
     with np.errstate(divide="ignore", invalid="ignore"):
         g = np.where(valid & (den > 0), -rho * omega2 * num / den, np.nan + 0j)
     amp = np.sqrt(np.sum(np.abs(sm) ** 2, axis=-1))
