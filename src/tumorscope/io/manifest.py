@@ -41,6 +41,10 @@ DEFAULT_ROLES: dict[str, str] = {
     "t1_ir": "IRT1",
     "fluorine": "19F",
     "fluorine_tubes": "19Ftubes",
+    "mre": "MRE",
+    "t1_molli": "MOLLI",
+    "t1_molli_post": "ce-gadolinium_MOLLI",
+    "t2_prep": "T2prep",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).
