@@ -137,7 +137,7 @@ def organ_series(
         side: dict[str, Any] = {"InversionTime": ti_s, "RepetitionTime": LL_TR_MS / 1e3}
         if suffix.startswith("ce-"):
             side.update(ContrastBolusIngredient="gadobutrol", Hematocrit=hematocrit)
-        out[f"anat/{suffix}"] = (rician(img, sigma, rng).astype(np.float32), side)
+        out[f"anat/{suffix}"] = (rician(img, sigma / 2, rng).astype(np.float32), side)
     te = np.asarray(T2PREP_MS)
     t2p = np.where(body[..., None], m0b[..., None] / 30.0 * np.exp(-te / t2n[..., None]), 0.0)
     out["anat/T2prep"] = (

@@ -58,7 +58,7 @@ __all__ = [
 ORGANS: dict[str, tuple[str, ...]] = {
     "myocardium": ("T1", "T2", "ECV", "T2w_ratio", "T2w_signal", "LGE"),
     "blood_pool": ("T1",),
-    "liver": ("abs_G", "T1"),
+    "liver": ("abs_G", "phi", "T1"),
     "bowel_wall": ("thickness_mm",),
     "pituitary": ("height_mm",),
 }

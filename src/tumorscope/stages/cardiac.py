@@ -17,13 +17,22 @@ from pathlib import Path
 from ..errors import DataError
 from ..models.cardiac import MOLLIT1
 from ..protocol import InversionRecoveryProtocol
-from .base import SeriesInput, StageResult
+from .base import MapFile, SeriesInput, StageResult
 from .relaxometry import MaskLike, RelaxometryOptions, _fit_series
 
-__all__ = ["MOLLI_ROLES", "fit_molli_series"]
+__all__ = [
+    "CARDIAC_ROLES",
+    "MOLLI_ROLES",
+    "fit_cardiac_visit",
+    "fit_molli_series",
+    "fit_t2prep_series",
+]
 
 #: Roles of the study manifest fitted by :func:`fit_molli_series` in the pipeline.
 MOLLI_ROLES: tuple[str, ...] = ("t1_molli", "t1_molli_post")
+
+#: Every role of the pipeline's ``fit_cardiac`` step.
+CARDIAC_ROLES: tuple[str, ...] = (*MOLLI_ROLES, "t2_prep")
 
 
 def fit_molli_series(
@@ -61,3 +70,73 @@ def fit_molli_series(
         mask=mask,
         opts=RelaxometryOptions(chunk_voxels=chunk_voxels),
     )
+
+
+def fit_t2prep_series(
+    series: SeriesInput, *, out_dir: str | os.PathLike[str], prefix: str = ""
+) -> StageResult:
+    """T2 (ms) and M0 of a T2-prepared bSSFP series (``T2PrepDuration`` in s, sidecar) as
+    ``<prefix>t2prep_T2.nii.gz`` / ``_M0`` (:func:`tumorscope.models.cardiac.fit_t2prep`)."""
+    import numpy as np
+
+    from .. import __version__
+    from ..files import file_sha256, write_map
+    from ..models.cardiac import fit_t2prep
+
+    raw = series.need("T2PrepDuration")
+    if not isinstance(raw, list) or not all(isinstance(v, int | float) for v in raw):
+        raise DataError(
+            f"expected a list of durations in s, got {raw!r}",
+            file=series.label,
+            field="T2PrepDuration",
+        )
+    vol = series.load()
+    data = np.asarray(vol.data, dtype=float)
+    if data.ndim != 4:
+        raise DataError(
+            f"expected a 4-D series, got shape {data.shape}",
+            file=series.label,
+            field="T2PrepDuration",
+        )
+    try:
+        res = fit_t2prep(data, [1e3 * float(v) for v in raw])
+    except DataError as exc:
+        raise DataError(exc.message, file=series.label, field="T2PrepDuration") from exc
+    prov = {
+        "model": "t2prep",
+        "prep_times_ms": [1e3 * float(v) for v in raw],
+        "inputs": {k: file_sha256(v) for k, v in series.files.items()},
+        "tumorscope_version": __version__,
+    }
+    out = StageResult()
+    for name, unit in (("T2", "ms"), ("M0", "a.u.")):
+        path = Path(out_dir) / f"{prefix}t2prep_{name}.nii.gz"
+        out.files += write_map(
+            path,
+            res[name],
+            vol.affine,
+            units=unit,
+            description=f"{name}, T2-prepared bSSFP",
+            provenance=prov,
+            dtype=np.float32,
+        )
+        out.maps.append(MapFile("t2prep", name, path, series=series.role))
+    return out
+
+
+def fit_cardiac_visit(
+    series: dict[str, SeriesInput], *, out_dir: str | os.PathLike[str], prefix: str = ""
+) -> StageResult:
+    """Every cardiac mapping series of a visit: ``t1_molli`` (maps ``molli.*``),
+    ``t1_molli_post`` (``molli_post.*``), ``t2_prep`` (``t2prep.*``)."""
+    import dataclasses
+
+    out = StageResult()
+    for role, model in (("t1_molli", "molli"), ("t1_molli_post", "molli_post")):
+        if role in series:
+            res = fit_molli_series(series[role], out_dir=out_dir, prefix=f"{prefix}{model}_")
+            res.maps = [dataclasses.replace(m, model=model) for m in res.maps]
+            out.extend(res)
+    if "t2_prep" in series:
+        out.extend(fit_t2prep_series(series["t2_prep"], out_dir=out_dir, prefix=prefix))
+    return out
