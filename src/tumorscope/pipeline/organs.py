@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
-from ..layout import map_prefix, maps_dir, subject_dir
+from ..layout import map_prefix, maps_dir, organ_watch_path
 from .step import (
     Context,
     StepOutput,
@@ -44,7 +44,6 @@ __all__ = [
     "cardiac_inputs",
     "organ_watch_applies",
     "organ_watch_inputs",
-    "organ_watch_path",
     "run_fit_cardiac",
     "run_fit_mre",
     "run_organ_watch",
@@ -57,11 +56,6 @@ ORGAN_PATTERNS = (
     "colitis_bowel_wall",
     "hypophysitis_pituitary",
 )
-
-
-def organ_watch_path(out_dir: Path, subject: str) -> Path:
-    """The organ watch of a subject (JSON: values, measurements, flags, notes)."""
-    return subject_dir(out_dir, subject) / f"sub-{subject}_organs.json"
 
 
 def run_fit_mre(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
