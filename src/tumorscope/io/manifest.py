@@ -194,6 +194,11 @@ def read_manifest(
     else:
         problems.append(Problem("error", f, "options", "expected a mapping option -> value"))
 
+    # the organ watch's site reference ranges (docs/organ-watch.md), checked here for validate
+    from ..response.organs import parse_organ_reference
+
+    problems += parse_organ_reference(raw.get("organ_reference"), f)[1]
+
     subjects: dict[str, SubjectEntry] = {}
     subj_raw = raw.get("subjects")
     if not isinstance(subj_raw, dict) or not subj_raw:
