@@ -195,12 +195,12 @@ def elevated(value: float | None, ref: Reference | None) -> tuple[bool | None, s
     if ref.upper is not None:
         return (
             value > ref.upper,
-            f"{value:.3g} {'>' if value > ref.upper else '≤'} upper {ref.upper:.3g}",
+            f"{value:.4g} {'>' if value > ref.upper else '≤'} upper {ref.upper:.4g}",
         )
     z = z_score(value, ref)
     if z is None:
         return None, "the reference has neither upper nor mean and sd"
-    return z > 2.0, f"{value:.3g}, z = {z:.2f} ({'>' if z > 2 else '≤'} 2)"
+    return z > 2.0, f"{value:.4g}, z = {z:.2f} ({'>' if z > 2 else '≤'} 2)"
 
 
 @dataclass
@@ -264,7 +264,11 @@ def lake_louise(visit: str, values: Mapping[str, float | None], refs: References
     elif (found["T2"] and not t2_ok) or (found["T1"] and not t1_ok):
         flag = False
         missing = [g for g in ("T2", "T1") if found[g] and not any(found[g])]
-        reason = f"{' and '.join(missing)}-based criterion not met"
+        reason = (
+            f"{missing[0]}-based criterion not met"
+            if len(missing) == 1
+            else "T2- and T1-based criteria not met"
+        )
     else:
         flag = None
         missing = [g for g in ("T2", "T1") if not found[g]]
