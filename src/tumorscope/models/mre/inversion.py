@@ -66,6 +66,12 @@ _HALF = 2
 #: median |G*| error below 3 % from 1 to 10 kPa at 30–90 Hz with 2 mm voxels and noise 2 %
 #: of the wave amplitude; less smoothing leaves the Laplacian's noise (12 % at 10 kPa, 30 Hz
 #: with 1 voxel), more erodes the border (3σ + 2 voxels are not estimated).
+#: The limit is the Laplacian's noise when the waves are long for the voxels: at more than
+#: ~50 voxels per wavelength (10 kPa at 30 Hz, λ = 105 mm, with 1 mm voxels) and 2 % noise
+#: the median error is 12 %; give a wider ``smooth_mm`` there (≈ λ/30 halves it). A
+#: data-driven width (λ/8 from a first pass) was tried and rejected: it fixes homogeneous
+#: fields but smears interfaces and point sources over 3σ (two-region and spherical
+#: tests fail).
 DEFAULT_SMOOTH_VOXELS = 1.5
 
 
