@@ -68,7 +68,7 @@ _HALF = 2
 #: with 1 voxel), more erodes the border (3σ + 2 voxels are not estimated).
 #: The limit is the Laplacian's noise when the waves are long for the voxels: at more than
 #: ~50 voxels per wavelength (10 kPa at 30 Hz, λ = 105 mm, with 1 mm voxels) and 2 % noise
-#: the median error is 12 %; give a wider ``smooth_mm`` there (≈ λ/30 halves it). A
+#: the median error is 12 %; give a wider ``smooth_mm`` there (3.3 mm ≈ λ/30: 1 %). A
 #: data-driven width (λ/8 from a first pass) was tried and rejected: it fixes homogeneous
 #: fields but smears interfaces and point sources over 3σ (two-region and spherical
 #: tests fail).
