@@ -150,3 +150,26 @@ def test_parse_organ_reference() -> None:
     _, problems = parse_organ_reference({"liver": {"abs_G": {"mean": "high", "sd": 1}}})
     assert problems and "number" in problems[0].message
     assert parse_organ_reference(None) == ({}, [])
+
+
+def test_lake_louise_regional_increase_in_an_aha_segment() -> None:
+    # global T2 normal (z = 1) but segment 9 (mid inferoseptal) at 58 ms (z = 2.67): the
+    # criteria's "regional increase of myocardial T2"; with ECV elevated → met
+    segs = {9: {"T2": 58.0, "T1": 1010.0}, 10: {"T2": 51.0, "T1": 1000.0}}
+    f = lake_louise("v2", {"T2": 53.0, "ECV": 0.33}, REFS, segs)
+    assert f.flag is True and "AHA 9 (mid inferoseptal)" in f.reason
+    assert lake_louise("v2", {"T2": 53.0, "ECV": 0.33}, REFS).flag is False
+    # through organ_watch: organs named myocardium_aha<n>, z against the myocardium reference
+    rows = [
+        {"visit": "1", "organ": "myocardium", "measure": "ECV", "value": 0.25, "unit": "1"},
+        {"visit": "2", "organ": "myocardium", "measure": "ECV", "value": 0.33, "unit": "1"},
+        {"visit": "1", "organ": "myocardium_aha9", "measure": "T2", "value": 50.0, "unit": "ms"},
+        {"visit": "2", "organ": "myocardium_aha9", "measure": "T2", "value": 58.0, "unit": "ms"},
+    ]
+    out = organ_watch(rows, ["1", "2"], "1", REFS)
+    flags = {p["visit"]: p["flag"] for p in out.patterns}
+    assert flags == {"1": False, "2": True}
+    z = [
+        m for m in out.measurements if m["lesion_id"] == "myocardium_aha9" and m["statistic"] == "z"
+    ]
+    assert z and z[-1]["value"] == pytest.approx(8 / 3)

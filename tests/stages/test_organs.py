@@ -66,3 +66,10 @@ def test_validate_reports_a_bad_organ_reference(tmp_path: Path) -> None:
     )
     _, problems = read_manifest(tmp_path / "study.yaml")
     assert any(p.field == "organ_reference.myocardium.T1" for p in problems)
+
+
+def test_aha_segment_names_are_checked(tmp_path: Path) -> None:
+    p = tmp_path / "o.tsv"
+    p.write_text("label\torgan\n1\tmyocardium_aha3\n2\tmyocardium_aha17\n")
+    with pytest.raises(DataError, match="AHA segments"):
+        read_organ_table(p)

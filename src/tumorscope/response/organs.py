@@ -79,6 +79,28 @@ _T1_MARKERS = ("T1", "ECV", "LGE")
 #: ``T2w_ratio`` when the study gives no reference for it.
 T2W_RATIO_THRESHOLD = 2.0
 
+#: AHA segment names (Cerqueira et al., Circulation 2002), for the reasons.
+AHA_NAMES: dict[int, str] = {
+    1: "basal anterior",
+    2: "basal anteroseptal",
+    3: "basal inferoseptal",
+    4: "basal inferior",
+    5: "basal inferolateral",
+    6: "basal anterolateral",
+    7: "mid anterior",
+    8: "mid anteroseptal",
+    9: "mid inferoseptal",
+    10: "mid inferior",
+    11: "mid inferolateral",
+    12: "mid anterolateral",
+    13: "apical anterior",
+    14: "apical septal",
+    15: "apical inferior",
+    16: "apical lateral",
+}
+#: Organ names of AHA segments in the organ table: ``myocardium_aha1`` … ``myocardium_aha16``.
+AHA_PREFIX = "myocardium_aha"
+
 #: Test–retest repeatability coefficient of liver MR elastography stiffness, 22 %
 #: (meta-analysis: Serai et al., Radiology 2017;285:92-100, doi:10.1148/radiol.2017161398):
 #: a rise beyond it is a real change at 95 % confidence.
@@ -237,14 +259,21 @@ def _marker(
     return elevated(value, ref)
 
 
-def lake_louise(visit: str, values: Mapping[str, float | None], refs: References) -> Flag:
+def lake_louise(
+    visit: str,
+    values: Mapping[str, float | None],
+    refs: References,
+    segments: Mapping[int, Mapping[str, float | None]] | None = None,
+) -> Flag:
     """Myocarditis by the 2018 Lake Louise criteria (:data:`LAKE_LOUISE_RULE`).
 
     ``values``: the myocardium's measures at the visit (``T2``, ``T2w_ratio``, ``T2w_signal``,
-    ``T1``, ``ECV``, ``LGE``; any may be missing). Each criterion is evaluated on the markers
-    available: the flag is True when at least one T2-based and one T1-based marker are
-    positive, False when the available markers of a criterion are all negative, None when a
-    criterion has no marker available (the reason names it).
+    ``T1``, ``ECV``, ``LGE``; any may be missing). ``segments``: optional T1 / T2 means of AHA
+    segments (``{segment number: {"T1": …, "T2": …}}``, organs ``myocardium_aha<n>``), each
+    against the myocardium's reference: the criteria's "regional increase". Each criterion is
+    evaluated on the markers available: the flag is True when at least one T2-based and one
+    T1-based marker are positive, False when the available markers of a criterion are all
+    negative, None when a criterion has no marker available (the reason names it).
     """
     parts: dict[str, str] = {}
     found: dict[str, list[bool]] = {"T2": [], "T1": []}
@@ -256,6 +285,15 @@ def lake_louise(visit: str, values: Mapping[str, float | None], refs: References
             parts[m] = why
             if pos is not None:
                 found[group].append(pos)
+        # regional increase: any AHA segment's T2 (T1) above the myocardium's reference
+        ref = refs.get(("myocardium", group))
+        for n, seg in sorted((segments or {}).items()):
+            pos, why = elevated(seg.get(group), ref)
+            if pos is None:
+                continue
+            found[group].append(pos)
+            if pos:
+                parts[f"{group} AHA {n} ({AHA_NAMES.get(n, '?')})"] = why
     t2_ok, t1_ok = any(found["T2"]), any(found["T1"])
     details = {"markers": parts, "rule": LAKE_LOUISE_RULE}
     if t2_ok and t1_ok:
@@ -420,7 +458,7 @@ def organ_watch(
     meas: list[dict[str, Any]] = []
     no_ref: set[tuple[str, str]] = set()
     for (visit, organ, measure), v in sorted(table.items()):
-        ref = refs.get((organ, measure))
+        ref = refs.get(("myocardium" if organ.startswith(AHA_PREFIX) else organ, measure))
         z = z_score(v, ref)
         if z is not None:
             meas.append(_mrow(visit, organ, measure, "z", z, "1"))
@@ -441,11 +479,18 @@ def organ_watch(
         def val(o: str, m: str, visit: str = visit) -> float | None:
             return table.get((visit, o, m))
 
-        if "myocardium" in organs and any(
-            (visit, "myocardium", m) in table for m in ORGANS["myocardium"]
+        segs = {
+            int(o[len(AHA_PREFIX) :]): {"T1": val(o, "T1"), "T2": val(o, "T2")}
+            for o in organs
+            if o.startswith(AHA_PREFIX) and o[len(AHA_PREFIX) :].isdigit()
+        }
+        if any((visit, "myocardium", m) in table for m in ORGANS["myocardium"]) or any(
+            v is not None for seg in segs.values() for v in seg.values()
         ):
             flags.append(
-                lake_louise(visit, {m: val("myocardium", m) for m in ORGANS["myocardium"]}, refs)
+                lake_louise(
+                    visit, {m: val("myocardium", m) for m in ORGANS["myocardium"]}, refs, segs
+                )
             )
         if (visit, "liver", "abs_G") in table:
             flags.append(

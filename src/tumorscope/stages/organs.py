@@ -3,9 +3,11 @@
 The organ regions of a visit are an integer label map beside its lesion map,
 ``<prefix>_organs.nii.gz``, with a table ``<prefix>_organs.tsv`` (columns ``label``,
 ``organ``). Organ names are those of :data:`tumorscope.response.organs.ORGANS`
-(``myocardium``, ``blood_pool``, ``liver``, ``bowel_wall``, ``pituitary``) or any name the user
-chooses (then only the map means are taken). Organ regions are kept out of the lesion map on
-purpose: a lesion-map label is a lesion for the response criteria, an organ is not.
+(``myocardium``, ``blood_pool``, ``liver``, ``bowel_wall``, ``pituitary``), the AHA segments
+``myocardium_aha1`` … ``myocardium_aha16`` (T1 and T2 per segment: the Lake Louise criteria's
+regional increase), or any name the user chooses (then only the map means are taken). Organ
+regions are kept out of the lesion map on purpose: a lesion-map label is a lesion for the
+response criteria, an organ is not.
 
 Per organ and visit (:func:`organ_values`): the mean of every map of the visit named in
 ``ORGAN_MAPS`` (myocardial T1 and T2, liver stiffness and T1), the myocardial ECV from the
@@ -25,7 +27,7 @@ import numpy as np
 from ..errors import DataError
 from ..lesions.organs import height_mm, max_wall_thickness_mm, superior_axis
 from ..models.cardiac import ecv
-from ..response.organs import ORGANS
+from ..response.organs import AHA_PREFIX, ORGANS
 from ..volume import Volume
 
 __all__ = ["ORGAN_MAPS", "organ_map_paths", "organ_values", "read_organ_table"]
@@ -76,6 +78,13 @@ def read_organ_table(path: Path, label: str = "") -> dict[int, str]:
             if not organ or organ in out.values() or lab in out:
                 raise DataError(
                     f"organ {organ!r} / label {lab} empty or repeated", file=where, field=f"row {i}"
+                )
+            seg = organ[len(AHA_PREFIX) :] if organ.startswith(AHA_PREFIX) else None
+            if seg is not None and not (seg.isdigit() and 1 <= int(seg) <= 16):
+                raise DataError(
+                    f"{organ!r}: AHA segments are {AHA_PREFIX}1 … {AHA_PREFIX}16",
+                    file=where,
+                    field=f"row {i}: organ",
                 )
             out[lab] = organ
     return out
@@ -132,7 +141,8 @@ def organ_values(
             continue
         for key, vol in loaded.items():
             measure, unit = ORGAN_MAPS[key]
-            if organ in ORGANS and measure not in ORGANS[organ]:
+            kind = "myocardium" if organ.startswith(AHA_PREFIX) else organ
+            if kind in ORGANS and measure not in ORGANS[kind]:
                 continue  # a known organ: only its measures (e.g. no stiffness of the blood)
             m = _mean(vol, region)
             if m is not None:
