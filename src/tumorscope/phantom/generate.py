@@ -293,8 +293,8 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         "name": f"tumorscope synthetic study ({size}, seed {seed})",
         "criteria": ["recist1.1", "irecist"],
         "dce": {"relaxivity": cfg.relaxivity, "hematocrit": cfg.hematocrit},
+        "organ_reference": ORGAN_REFERENCE,  # before the subjects: they end the file
         "subjects": {},
-        "organ_reference": ORGAN_REFERENCE,
     }
     traj_rows = ["subject\tlesion_id\ttrajectory\trole\torgan\tnodal\tbaseline_longest_radius_mm"]
     lesion_rows = [
