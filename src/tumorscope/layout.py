@@ -53,6 +53,7 @@ __all__ = [
     "map_prefix",
     "maps_dir",
     "measurements_path",
+    "organ_watch_path",
     "patterns_path",
     "read_map_index",
     "read_map_series",
@@ -164,6 +165,11 @@ def lesion_table_path(out_dir: OutDir, subject: str) -> Path:
 def patterns_path(out_dir: OutDir, subject: str) -> Path:
     """The immunotherapy patterns ``assess`` writes for a subject (Parquet)."""
     return subject_dir(out_dir, subject) / f"sub-{subject}_patterns.parquet"
+
+
+def organ_watch_path(out_dir: OutDir, subject: str) -> Path:
+    """The organ watch ``organ_watch`` writes for a subject (JSON: values, z-scores, flags)."""
+    return subject_dir(out_dir, subject) / f"sub-{subject}_organs.json"
 
 
 def assessments_path(out_dir: OutDir, subject: str) -> Path:

@@ -23,6 +23,7 @@ __all__ = [
     "DiffusionProtocol",
     "DynamicProtocol",
     "InversionRecoveryProtocol",
+    "MREProtocol",
     "MultiEchoProtocol",
     "Protocol",
     "VFAProtocol",
@@ -348,3 +349,68 @@ class InversionRecoveryProtocol(Protocol):
         object.__setattr__(self, "inversion_times_ms", ti)
         if self.tr_ms is not None:
             object.__setattr__(self, "tr_ms", _as_float(self.tr_ms, "tr_ms", self.source))
+
+
+@dataclass(frozen=True)
+class MREProtocol(Protocol):
+    """MR elastography wave images (wrapped phase, rad), one or several frequencies.
+
+    The 4th axis of the series holds ``len(frequencies_hz) × n_directions × n_offsets``
+    phase images, frequency slowest and time offset fastest:
+    ``index = (f · n_directions + d) · n_offsets + t``.
+
+    Parameters
+    ----------
+    frequencies_hz : sequence of float
+        Vibration frequencies (Hz, > 0, distinct).
+    n_offsets : int
+        Time offsets per vibration period (≥ 3, equally spaced over one period).
+    n_directions : int
+        Motion-encoding directions: 1 (one component) or 3 (x, y, z of the image axes).
+    encoding_efficiency_rad_per_um : sequence of float
+        Phase per µm of displacement of the motion encoding, one per frequency (≠ 0).
+    """
+
+    kind: ClassVar[str] = "mre"
+    frequencies_hz: tuple[float, ...] = ()
+    n_offsets: int = 0
+    n_directions: int = 1
+    encoding_efficiency_rad_per_um: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        f = _as_tuple(self.frequencies_hz, "frequencies_hz", self.source)
+        if not f:
+            raise ProtocolError("no vibration frequency", file=self.source, field="frequencies_hz")
+        _check_min(f, 0.0, "frequencies_hz", "frequencies", self.source, strict=True)
+        if len(set(f)) != len(f):
+            raise ProtocolError(
+                "frequencies must be distinct", file=self.source, field="frequencies_hz"
+            )
+        object.__setattr__(self, "frequencies_hz", f)
+        for name, lo, allowed in (("n_offsets", 3, None), ("n_directions", 1, (1, 3))):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+                raise ProtocolError(
+                    f"must be an integer >= {lo}, got {v!r}", file=self.source, field=name
+                )
+            if allowed and v not in allowed:
+                raise ProtocolError(
+                    f"must be one of {allowed}, got {v}", file=self.source, field=name
+                )
+            object.__setattr__(self, name, int(v))
+        e = _as_tuple(
+            self.encoding_efficiency_rad_per_um, "encoding_efficiency_rad_per_um", self.source
+        )
+        if len(e) == 1 and len(f) > 1:
+            e = e * len(f)
+        if len(e) != len(f) or any(x == 0 for x in e):
+            raise ProtocolError(
+                f"need one non-zero encoding efficiency per frequency ({len(f)}), got {list(e)}",
+                file=self.source,
+                field="encoding_efficiency_rad_per_um",
+            )
+        object.__setattr__(self, "encoding_efficiency_rad_per_um", e)
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.frequencies_hz) * self.n_directions * self.n_offsets

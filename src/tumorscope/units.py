@@ -71,6 +71,14 @@ PARAMETER_UNITS: Final[dict[str, str]] = {
     "rCBF": "1",
     "MTT": "s",
     "SUV": "g/mL",
+    "T1star": "ms",
+    "A": "a.u.",
+    "B_over_A": "1",
+    "ECV": "1",
+    "abs_G": "kPa",
+    "phi": "rad",
+    "G_storage": "kPa",
+    "G_loss": "kPa",
 }
 
 #: UCUM codes (for DICOM real-world value mapping) of the units above.
@@ -85,6 +93,8 @@ UCUM: Final[dict[str, str]] = {
     "mL/100mL/min": "mL/(100.mL.min)",
     "mM": "mmol/L",
     "g/mL": "g/mL",
+    "kPa": "kPa",
+    "rad": "rad",
     "mm": "mm",
     "mL": "mL",
 }

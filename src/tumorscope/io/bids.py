@@ -19,6 +19,7 @@ from ..protocol import (
     DiffusionProtocol,
     DynamicProtocol,
     InversionRecoveryProtocol,
+    MREProtocol,
     MultiEchoProtocol,
     Protocol,
     VFAProtocol,
@@ -284,7 +285,21 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
                 flip_angle_deg=None if fa_me is None else _number(fa_me, "FlipAngle", js),
                 source=src,
             )
-        if suffix == "IRT1":
+        if suffix == "MRE":
+            # one number or a list (one per frequency)
+            freq, eff = (
+                _as_list(v if isinstance(v, list | tuple) else [v], k, js)
+                for k in ("VibrationFrequency", "MotionEncodingEfficiency")
+                for v in (_need(sidecar, k, js),)
+            )
+            return MREProtocol(
+                tuple(freq),
+                _whole(_need(sidecar, "PhaseOffsets", js), "PhaseOffsets", js),
+                _whole(sidecar.get("EncodingDirections", 1), "EncodingDirections", js),
+                tuple(eff),
+                source=src,
+            )
+        if suffix in ("IRT1", "MOLLI"):
             ti = _as_list(_need(sidecar, "InversionTime", js), "InversionTime", js)
             return InversionRecoveryProtocol(
                 tuple(s_to_ms(ti)),
@@ -302,6 +317,10 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             "echo_times_ms": "EchoTime",
             "te_ms": "EchoTime",
             "inversion_times_ms": "InversionTime",
+            "frequencies_hz": "VibrationFrequency",
+            "n_offsets": "PhaseOffsets",
+            "n_directions": "EncodingDirections",
+            "encoding_efficiency_rad_per_um": "MotionEncodingEfficiency",
         }
         if exc.field in fields:
             raise ProtocolError(exc.message, file=exc.file, field=fields[exc.field]) from exc

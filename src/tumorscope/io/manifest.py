@@ -41,6 +41,10 @@ DEFAULT_ROLES: dict[str, str] = {
     "t1_ir": "IRT1",
     "fluorine": "19F",
     "fluorine_tubes": "19Ftubes",
+    "mre": "MRE",
+    "t1_molli": "MOLLI",
+    "t1_molli_post": "ce-gadolinium_MOLLI",
+    "t2_prep": "T2prep",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).
@@ -189,6 +193,11 @@ def read_manifest(
         options = {str(k): v for k, v in options_raw.items()}
     else:
         problems.append(Problem("error", f, "options", "expected a mapping option -> value"))
+
+    # the organ watch's site reference ranges (docs/organ-watch.md), checked here for validate
+    from ..response.organs import parse_organ_reference
+
+    problems += parse_organ_reference(raw.get("organ_reference"), f)[1]
 
     subjects: dict[str, SubjectEntry] = {}
     subj_raw = raw.get("subjects")

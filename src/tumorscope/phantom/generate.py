@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import DataError
 from ..files import write_json
 from ..volume import Volume
+from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
     FLUORINE,
@@ -292,6 +293,7 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         "name": f"tumorscope synthetic study ({size}, seed {seed})",
         "criteria": ["recist1.1", "irecist"],
         "dce": {"relaxivity": cfg.relaxivity, "hematocrit": cfg.hematocrit},
+        "organ_reference": ORGAN_REFERENCE,  # before the subjects: they end the file
         "subjects": {},
     }
     traj_rows = ["subject\tlesion_id\ttrajectory\trole\torgan\tnodal\tbaseline_longest_radius_mm"]
@@ -576,6 +578,11 @@ def _write_visit(
         x,
         y,
     )
+    org = organ_series(
+        sc.trajectory, vi, x, y, body, labels, p["T1"], p["T2"], m0, cfg.hematocrit, sig["ir"], rng
+    )
+    organ_map = org.pop("organs", None)  # organ-watch series (phantom/organs.py)
+    extra.update(org)
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}
@@ -631,6 +638,8 @@ def _write_visit(
     ldir = root / "derivatives" / "lesions" / f"sub-{sid}" / f"ses-{vid}"
     Volume(labels, aff).to_nifti(ldir / f"{prefix}_lesions.nii.gz")
     (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table_rows) + "\n", encoding="utf-8")
+    if organ_map is not None:
+        write_organ_map(ldir, prefix, organ_map[0], aff)
     # --- truth
     tdir = root / "derivatives" / "truth" / f"sub-{sid}" / f"ses-{vid}"
     for name in ("D", "f", "D_star", "K", "S0", "T1", "T2", "T2star", "M0", "Ktrans", "ve", "vp"):

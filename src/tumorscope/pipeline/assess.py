@@ -86,10 +86,22 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         files=[out, pout],
         writes=[
             Write("assessments", {"subject": s}, rows),
-            Write("patterns", {"subject": s}, prows),
+            # one replace per pattern it owns: other steps (organ_watch) own other patterns
+            *(
+                Write(
+                    "patterns",
+                    {"subject": s, "pattern": n},
+                    [r for r in prows if r["pattern"] == n],
+                )
+                for n in ASSESS_PATTERNS
+            ),
         ],
         notes=notes,
     )
+
+
+#: The ``patterns`` rows ``assess`` owns (:func:`pattern_rows`).
+ASSESS_PATTERNS = ("pseudoprogression", "durable response", "mixed response", "hyperprogression")
 
 
 def assessment_rows(table: pd.DataFrame, criteria: list[str]) -> list[dict[str, Any]]:

@@ -20,6 +20,9 @@ step               scope    where, and the code it calls
 ``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
 ``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
 ``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
+``fit_mre``        visit    :mod:`.organs` (:func:`tumorscope.stages.mre.fit_mre_series`)
+``fit_cardiac``    visit    :mod:`.organs` (:func:`tumorscope.stages.cardiac.fit_cardiac_visit`)
+``organ_watch``    subject  :mod:`.organs` (:func:`tumorscope.response.organs.organ_watch`)
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -38,6 +41,15 @@ from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
 from .measure import measure_inputs, run_measure
+from .organs import (
+    cardiac_applies,
+    cardiac_inputs,
+    organ_watch_applies,
+    organ_watch_inputs,
+    run_fit_cardiac,
+    run_fit_mre,
+    run_organ_watch,
+)
 from .register import register_inputs, run_register
 from .reporting import report_inputs, run_report_subject
 from .step import (
@@ -377,6 +389,39 @@ STEPS: tuple[Step, ...] = (
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
     ),
     Step(
+        "fit_mre",
+        "visit",
+        "1",
+        "MR elastography: |G*| (kPa), phase angle and confidence maps",
+        run_fit_mre,
+        _files_of("mre"),
+        requires=("register",),
+        applies=_has_roles("mre"),
+        missing=lambda: _has_module("tumorscope.stages.mre", "fit_mre_series"),
+    ),
+    Step(
+        "fit_cardiac",
+        "visit",
+        "1",
+        "MOLLI T1 (native, post-contrast) and T2-prep T2 maps",
+        run_fit_cardiac,
+        cardiac_inputs,
+        requires=("register",),
+        applies=cardiac_applies,
+        missing=lambda: _has_module("tumorscope.stages.cardiac", "fit_cardiac_visit"),
+    ),
+    Step(
+        "organ_watch",
+        "subject",
+        "1",
+        "organ values per visit, z-scores against the study's reference, irAE flags",
+        run_organ_watch,
+        organ_watch_inputs,
+        requires=("register", "fit_mre", "fit_cardiac"),
+        applies=organ_watch_applies,
+        missing=lambda: _has_module("tumorscope.response.organs", "organ_watch"),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -407,6 +452,6 @@ STEPS: tuple[Step, ...] = (
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
-        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine"),
+        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "organ_watch"),
     ),
 )

@@ -31,6 +31,7 @@ from .blocks import (
     shown_maps,
     spider_points,
 )
+from .organs import organ_section
 
 if TYPE_CHECKING:
     import os
@@ -169,6 +170,7 @@ def write_subject_report(
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
         methods=methods_text(mf.provenances) or ["No model was fitted."],
+        organs=organ_section(out_dir, subject, days),
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 

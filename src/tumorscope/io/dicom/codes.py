@@ -126,6 +126,15 @@ PRIVATE_PARAMETERS: dict[str, str] = {
     "Fe": "apparent iron concentration from the relaxation rate change: no code",
     "dR2": "change of R2 after iron oxide: no code",
     "dR2star": "change of R2* after iron oxide: no code",
+    "T1star": "apparent (Look-Locker) T1 of MOLLI: no code",
+    "A": "recovered signal of the MOLLI fit: no code",
+    "B_over_A": "B/A of the MOLLI fit: no code",
+    "ECV": "extracellular volume fraction: no code",
+    "abs_G": "magnitude of the complex shear modulus (MRE): DICOM's Elasticity (110830) is an "
+    "image derivation, not this quantity",
+    "phi": "phase angle of the complex shear modulus (MRE): no code",
+    "G_storage": "storage modulus G' (MRE): no code",
+    "G_loss": "loss modulus G'' (MRE): no code",
 }
 
 
