@@ -102,10 +102,10 @@ def read_nifti_mrs(path: str | os.PathLike[str], *, nucleus: str | None = None) 
     if not p.is_file():
         raise DataError("no such file", file=p)
     try:
-        img = nib.load(str(p))
+        img: Any = nib.load(str(p))
     except Exception as exc:
         raise DataError(f"not a readable NIfTI file: {exc}", file=p) from None
-    hdr = img.header
+    hdr: Any = img.header
     meta: dict[str, Any] | None = None
     for ext in hdr.extensions:
         if int(ext.get_code()) == _ECODE_MRS:
@@ -125,7 +125,7 @@ def read_nifti_mrs(path: str | os.PathLike[str], *, nucleus: str | None = None) 
     f0_raw = meta.get("SpectrometerFrequency")
     f0_list = f0_raw if isinstance(f0_raw, list) else [f0_raw]
     try:
-        f0 = float(f0_list[0])
+        f0 = float(f0_list[0])  # type: ignore[arg-type]
     except (TypeError, ValueError, IndexError):
         raise DataError(
             f"needs SpectrometerFrequency (MHz), got {f0_raw!r}",
