@@ -41,6 +41,8 @@ __all__ = [
     "LCMResult",
     "align",
     "coil_combine",
+    "coil_noise",
+    "coil_weights",
     "fit_lcm",
     "hlsvd",
     "mrs_ratios",
@@ -82,23 +84,40 @@ def ppm_axis(n_points: int, dwell_s: float, frequency_mhz: float) -> np.ndarray:
     return CENTER_PPM + f / frequency_mhz
 
 
-def coil_combine(fids: npt.ArrayLike, noise_sigma: npt.ArrayLike | None = None) -> np.ndarray:
-    """Combine channels ``(n_coils, ..., n_points)`` → ``(..., n_points)`` (S/N² weights).
+def coil_noise(fids: npt.ArrayLike) -> np.ndarray:
+    """Noise SD of each channel ``(n_coils, ..., n_points)``: the standard deviation of its
+    last 10 % of points (where a water-suppressed FID has decayed)."""
+    x = _check_fid(np.asarray(fids), "coils")
+    tail = x[..., int(0.9 * x.shape[-1]) :].reshape(x.shape[0], -1)
+    return np.asarray(tail.std(axis=1))
 
-    ``noise_sigma`` per coil (default: the standard deviation of each channel's last 10 %
-    of points, where the FID has decayed).
+
+def coil_weights(fids: npt.ArrayLike, noise_sigma: npt.ArrayLike | None = None) -> np.ndarray:
+    """S/N² weights ``conj(s_c(0)) / σ_c²`` of channels ``(n_coils, ..., n_points)``, shape
+    ``(n_coils, ...)``. Computed on the water reference when there is one and applied to both
+    (the metabolite and water signals then keep their ratio)."""
+    x = _check_fid(np.asarray(fids), "coils")
+    sigma = coil_noise(x) if noise_sigma is None else np.asarray(noise_sigma, dtype=float)
+    sigma = np.where(sigma > 0, sigma, 1.0).reshape((-1,) + (1,) * (x.ndim - 2))
+    return np.asarray(np.conj(x[..., 0]) / sigma**2)
+
+
+def coil_combine(
+    fids: npt.ArrayLike,
+    noise_sigma: npt.ArrayLike | None = None,
+    *,
+    weights: npt.ArrayLike | None = None,
+) -> np.ndarray:
+    """Combine channels ``(n_coils, ..., n_points)`` → ``(..., n_points)``.
+
+    ``Σ w_c s_c / Σ |w_c|`` with ``weights`` (shape ``(n_coils, ...)``, broadcast over the
+    axes after the voxel axes) or :func:`coil_weights` of the data themselves.
     """
     x = _check_fid(np.asarray(fids), "coils")
-    n = x.shape[-1]
-    if noise_sigma is None:
-        tail = x[..., int(0.9 * n) :].reshape(x.shape[0], -1)
-        sigma = tail.std(axis=1)
-    else:
-        sigma = np.asarray(noise_sigma, dtype=float).reshape(x.shape[0])
-    sigma = np.where(sigma > 0, sigma, 1.0)
-    w = np.conj(x[..., :1]) / (sigma**2).reshape((-1,) + (1,) * (x.ndim - 1))
+    w = coil_weights(x, noise_sigma) if weights is None else np.asarray(weights)
+    w = w.reshape(w.shape + (1,) * (x.ndim - w.ndim))
     norm = np.abs(w).sum(axis=0)
-    return (w * x).sum(axis=0) / np.where(norm > 0, norm, 1.0)
+    return np.asarray((w * x).sum(axis=0) / np.where(norm > 0, norm, 1.0))
 
 
 def align(
