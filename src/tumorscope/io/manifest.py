@@ -41,6 +41,10 @@ DEFAULT_ROLES: dict[str, str] = {
     "t1_ir": "IRT1",
     "fluorine": "19F",
     "fluorine_tubes": "19Ftubes",
+    "hp13c_pyruvate": "acq-pyruvate_hp13c",
+    "hp13c_lactate": "acq-lactate_hp13c",
+    "mrs": "svs",
+    "mrs_water": "mrsref",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).

@@ -20,6 +20,7 @@ step               scope    where, and the code it calls
 ``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
 ``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
 ``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
+``metabolic``      visit    :mod:`tumorscope.stages.metabolic` (hyperpolarised 13C kPL, MRS)
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -283,6 +284,63 @@ def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     return StepOutput(files=res.files, writes=[rows])
 
 
+# ---------------------------------------------------------------------------- metabolic
+
+_METABOLIC_ROLES = ("hp13c_pyruvate", "hp13c_lactate", "mrs", "mrs_water")
+
+
+def _metabolic_applies(study: Study, unit: Unit) -> bool:
+    series = _visit(study, unit).series
+    return ("hp13c_pyruvate" in series and "hp13c_lactate" in series) or "mrs" in series
+
+
+def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """kPL maps and per-lesion values from the 13C series (lesion labels moved onto the 13C
+    grid by nearest neighbour), and the MRS fit with its maps on the lesion grid."""
+    from ..preprocessing.registration import resample_mask
+    from ..stages.base import StageResult
+    from ..stages.metabolic import fit_hp13c, fit_mrs
+
+    visit = _visit(study, unit)
+    s, les = visit.series, visit.lesions
+    labels = None if les is None else les.load_labels()
+    ids = None if les is None else {r.label: r.lesion_id for r in les.table}
+    keys = {"subject": unit.subject, "visit": unit.visit}
+    res = StageResult()
+    if "hp13c_pyruvate" in s and "hp13c_lactate" in s:
+        grid = s["hp13c_pyruvate"].load()
+        lab13 = labels
+        if labels is not None and not labels.same_grid(grid):
+            lab13 = resample_mask(labels, grid.with_data(grid.data[..., 0]))
+        res.extend(
+            fit_hp13c(
+                s["hp13c_pyruvate"].path,
+                s["hp13c_lactate"].path,
+                out_dir=_maps_dir(ctx, unit),
+                prefix=_prefix(unit),
+                labels=lab13,
+                lesion_ids=ids,
+                keys=keys,
+            )
+        )
+    if "mrs" in s:
+        res.extend(
+            fit_mrs(
+                s["mrs"].path,
+                water=s["mrs_water"].path if "mrs_water" in s else None,
+                out_dir=_maps_dir(ctx, unit),
+                prefix=_prefix(unit),
+                onto=labels,
+                labels=labels,
+                lesion_ids=ids,
+                keys=keys,
+            )
+        )
+    out = _recorded(ctx, "metabolic", unit, res)
+    out.writes.append(_measurements(unit, "metabolic", res.rows.get("measurements", [])))
+    return out
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         "register",
@@ -375,6 +433,17 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("t2star", "dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.hypoxia", "classify_hypoxia"),
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
+    ),
+    Step(
+        "metabolic",
+        "visit",
+        "1",
+        "hyperpolarised 13C kPL and 1H/2H spectroscopy: maps and per-lesion values",
+        _metabolic,
+        _files_of(optional=_METABOLIC_ROLES, lesions=True),
+        requires=("register",),
+        applies=_metabolic_applies,
+        missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
     ),
     Step(
         "measure",

@@ -399,7 +399,9 @@ def fit_mrs(
                 for value, lesion in _lesion_names(lab, lesion_ids).items():
                     vals = on[lab == value]
                     vals = vals[np.isfinite(vals)]
-                    mv = float(vals.mean()) if vals.size else None
+                    if not vals.size:  # the spectroscopic grid does not cover this lesion
+                        continue
+                    mv = float(vals.mean())
                     rows.append(
                         measurement_row(lead, lesion, f"{model}.{safe}", "mean", mv, units[name])
                     )
