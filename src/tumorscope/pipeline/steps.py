@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir
+from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir, metabolic_path
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
@@ -336,8 +336,13 @@ def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
                 keys=keys,
             )
         )
+    from ..stages._tables import write_parquet
+
+    rows = res.rows.get("measurements", [])
+    table = write_parquet(metabolic_path(ctx, unit.subject, unit.visit), rows)
     out = _recorded(ctx, "metabolic", unit, res)
-    out.writes.append(_measurements(unit, "metabolic", res.rows.get("measurements", [])))
+    out.files.append(table)
+    out.writes.append(_measurements(unit, "metabolic", rows))
     return out
 
 
@@ -472,10 +477,10 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report_subject",
         "subject",
-        "2",  # 2: the alignment table
+        "3",  # 2: the alignment table; 3: the metabolic section
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
-        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine"),
+        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "metabolic"),
     ),
 )
