@@ -301,6 +301,7 @@ def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     from ..stages.base import StageResult
     from ..stages.metabolic import fit_hp13c, fit_mrs
 
+    assert unit.visit is not None
     visit = _visit(study, unit)
     s, les = visit.series, visit.lesions
     labels = None if les is None else les.load_labels()
