@@ -332,6 +332,7 @@ def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
                 out_dir=_maps_dir(ctx, unit),
                 prefix=_prefix(unit),
                 onto=labels,
+                onto_role="anatomical",  # the lesion map is drawn on the anatomical image
                 labels=labels,
                 lesion_ids=ids,
                 keys=keys,

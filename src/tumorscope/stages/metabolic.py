@@ -270,11 +270,13 @@ def fit_mrs(
     prefix: str = "",
     options: MRSOptions = MRSOptions(),
     onto: Volume | None = None,
+    onto_role: str | None = None,
     labels: Volume | None = None,
     lesion_ids: Mapping[int, str] | None = None,
     keys: Mapping[str, Any] | None = None,
 ) -> StageResult:
-    """Fit every voxel of a NIfTI-MRS file (module docstring); labels on ``onto``'s grid."""
+    """Fit every voxel of a NIfTI-MRS file (module docstring); labels on ``onto``'s grid,
+    whose series role (``anatomical``) ``onto_role`` names in the maps' records."""
     from .. import __version__
     from ..files import file_sha256
     from ..io.mrs import read_nifti_mrs, require_water_reference
@@ -394,7 +396,7 @@ def fit_mrs(
                 description=f"{model} {name} on the tumour grid",
                 provenance=prov,
             )
-            result.maps.append(MapFile(model, safe, q, None, "tumour"))
+            result.maps.append(MapFile(model, safe, q, None, onto_role))
             if lab is not None and not name.endswith("_percent"):
                 for value, lesion in _lesion_names(lab, lesion_ids).items():
                     vals = on[lab == value]
@@ -406,7 +408,7 @@ def fit_mrs(
                         measurement_row(lead, lesion, f"{model}.{safe}", "mean", mv, units[name])
                     )
         else:
-            result.maps.append(MapFile(model, safe, p, None, model))
+            result.maps.append(MapFile(model, safe, p, None, None))
             if shape == (1, 1, 1) and not name.endswith("_percent"):
                 rows.append(
                     measurement_row(
