@@ -116,3 +116,22 @@ def test_commands(visit, tmp_path) -> None:
     assert (tmp_path / "h" / "hp13c_kPL.nii.gz").is_file() and "roi_fit" in res.output
     res = runner.invoke(app, ["mrs", str(f["svs"]), "-o", str(tmp_path / "m"), "--require-water"])
     assert res.exit_code == 2 and "no water reference" in res.output
+
+
+def test_deuterium_file_gives_lactate_ratios(tmp_path) -> None:
+    from tumorscope.io.mrs import write_nifti_mrs
+    from tumorscope.models.metabolic.basis import DEUTERIUM_SHIFTS_PPM, singlet_basis
+    from tumorscope.models.metabolic.mrs import _beta, _broadened
+
+    f0, dwell = 6.536 * 2.89, 1 / 500
+    b = singlet_basis(DEUTERIUM_SHIFTS_PPM, f0, dwell, 256)
+    fid = np.array([10.0, 4.0, 1.5, 1.2]) @ _broadened(b, np.array([0.3, 2.0, 10.0, _beta(4.0)]))
+    fid = fid + 0.05 * (
+        np.random.default_rng(0).normal(size=256) + 1j * np.random.default_rng(1).normal(size=256)
+    )
+    path = write_nifti_mrs(tmp_path / "dmi.nii.gz", fid.reshape(1, 1, 1, -1), dwell_s=dwell,
+                           frequency_mhz=f0, nucleus="2H")  # fmt: skip
+    res = fit_mrs(path, out_dir=tmp_path / "out")
+    rows = {r["map"]: r["value"] for r in res.rows["measurements"]}
+    assert rows["dmi.Lac_over_Glx"] == pytest.approx(1.2 / 1.5, rel=0.05)
+    assert rows["dmi.Lac_over_Glc"] == pytest.approx(1.2 / 4.0, rel=0.05)
