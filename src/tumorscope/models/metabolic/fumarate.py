@@ -59,6 +59,7 @@ class FumarateMalate(PyruvateLactate):
     """
 
     name = "fumarate_malate"
+    product = "malate"
 
     def __init__(
         self,

@@ -176,6 +176,8 @@ class PyruvateLactate:
     """
 
     name: ClassVar[str] = "pyruvate_lactate"
+    #: How messages name the product (``malate`` for :class:`~.fumarate.FumarateMalate`).
+    product: ClassVar[str] = "lactate"
 
     def __init__(
         self,
@@ -418,7 +420,7 @@ class PyruvateLactate:
         n_fit = int(counts.sum() - counts[FitStatus.NOT_FITTED])
         if gated.any():
             warnings.warn(
-                f"{self.name}: {int(gated.sum()):,} of {n_fit:,} voxels below the lactate SNR "
+                f"{self.name}: {int(gated.sum()):,} of {n_fit:,} voxels below the {self.product} SNR "
                 f"gate ({self.min_snr:g}): kPL not reported",
                 TumorscopeWarning,
                 stacklevel=2,
