@@ -135,3 +135,40 @@ def test_deuterium_file_gives_lactate_ratios(tmp_path) -> None:
     rows = {r["map"]: r["value"] for r in res.rows["measurements"]}
     assert rows["dmi.Lac_over_Glx"] == pytest.approx(1.2 / 1.5, rel=0.05)
     assert rows["dmi.Lac_over_Glc"] == pytest.approx(1.2 / 4.0, rel=0.05)
+
+
+def test_mrsi_grid_is_resampled_onto_the_tumour_grid(tmp_path) -> None:
+    from tumorscope.io.mrs import write_nifti_mrs
+    from tumorscope.models.metabolic.basis import simulate_basis
+    from tumorscope.models.metabolic.mrs import _beta, _broadened
+
+    basis = simulate_basis(123.2, 1 / 2000, 1024, metabolites=("NAA", "Cr", "Cho"))
+    env = _broadened(basis, np.array([0.0, 0.0, 5.0, _beta(3.0)]))
+    cho = np.array([[1.0, 2.0], [3.0, 4.0]])  # 2 x 2 x 1 MRSI voxels of 10 mm
+    rng = np.random.default_rng(3)
+    data = np.zeros((2, 2, 1, 1024), complex)
+    for i in range(2):
+        for j in range(2):
+            data[i, j, 0] = np.array([8.0, 6.0, cho[i, j]]) @ env
+    data += 0.05 * (rng.normal(size=data.shape) + 1j * rng.normal(size=data.shape))
+    path = write_nifti_mrs(tmp_path / "mrsi.nii.gz", data, dwell_s=1 / 2000, frequency_mhz=123.2,
+                           affine=np.diag([10.0, 10.0, 10.0, 1.0]))  # fmt: skip
+    # tumour grid: 5 mm voxels over the same 20 x 20 mm field; lesion 1 covers MRSI voxel
+    # (0, 0) fully, lesion 2 half of (1, 0) and half of (1, 1)
+    aff = np.diag([5.0, 5.0, 10.0, 1.0])
+    aff[:3, 3] = (-2.5, -2.5, 0.0)
+    lab = np.zeros((4, 4, 1), np.int16)
+    lab[0:2, 0:2] = 1
+    lab[2:4, 1:3] = 2
+    onto = Volume(lab, aff)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = fit_mrs(path, out_dir=tmp_path / "o", onto=onto, labels=onto,
+                      options=MRSOptions(remove_water=False))  # fmt: skip
+    rows = {(r["lesion_id"], r["map"]): r["value"] for r in res.rows["measurements"]}
+    assert rows[("1", "mrs.Cho")] == pytest.approx(1.0, rel=0.02)
+    assert rows[("2", "mrs.Cho")] == pytest.approx((3.0 + 4.0) / 2, rel=0.02)
+    native = Volume.from_nifti(tmp_path / "o" / "mrs_Cho.nii.gz").data[..., 0]
+    np.testing.assert_allclose(native, cho, rtol=0.02)
