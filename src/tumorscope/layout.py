@@ -54,6 +54,7 @@ __all__ = [
     "maps_dir",
     "measurements_path",
     "organ_watch_path",
+    "metabolic_path",
     "patterns_path",
     "read_map_index",
     "read_map_series",
@@ -185,6 +186,11 @@ def align_path(out_dir: OutDir, subject: str, visit: str) -> Path:
 def cells19f_path(out_dir: OutDir, subject: str, visit: str) -> Path:
     """The per-lesion 19F cell counts the ``fluorine`` step writes (Parquet)."""
     return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}cells19F.parquet"
+
+
+def metabolic_path(out_dir: OutDir, subject: str, visit: str) -> Path:
+    """The per-lesion metabolic values the ``metabolic`` step writes (Parquet, tidy rows)."""
+    return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}metabolic.parquet"
 
 
 def hypoxia_path(out_dir: OutDir, subject: str, visit: str) -> Path:

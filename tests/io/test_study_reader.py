@@ -41,6 +41,11 @@ def test_phantom_reads_and_validates_clean(tiny_study: Path) -> None:
         "t2star_ferumoxytol",
         "t2",
         "t1_ir",
+        # metabolic visits (docs/metabolic.md): 13C at every visit, MRS at the first two
+        "hp13c_pyruvate",
+        "hp13c_lactate",
+        "mrs",
+        "mrs_water",
     }
     dwi = v.series["dwi"]
     assert isinstance(dwi.protocol, DiffusionProtocol)

@@ -45,6 +45,10 @@ DEFAULT_ROLES: dict[str, str] = {
     "t1_molli": "MOLLI",
     "t1_molli_post": "ce-gadolinium_MOLLI",
     "t2_prep": "T2prep",
+    "hp13c_pyruvate": "acq-pyruvate_hp13c",
+    "hp13c_lactate": "acq-lactate_hp13c",
+    "mrs": "svs",
+    "mrs_water": "mrsref",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).

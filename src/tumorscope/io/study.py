@@ -43,6 +43,8 @@ __all__ = [
 
 _TRUE = {"true", "yes", "1", "y", "t"}
 _FALSE = {"false", "no", "0", "n", "f"}
+#: Suffixes of NIfTI-MRS series (BIDS-MRS): validated by :func:`tumorscope.io.mrs.read_nifti_mrs`.
+MRS_SUFFIXES = ("svs", "mrsi", "mrsref")
 
 
 @dataclass(frozen=True)
@@ -468,6 +470,14 @@ def validate_visit(study: Study, visit: Visit) -> list[Problem]:
         )
     for series in visit.series.values():
         rel = series.relpath
+        if series.suffix in MRS_SUFFIXES:  # NIfTI-MRS: own checks, own (spectroscopic) grid
+            from .mrs import read_nifti_mrs
+
+            try:
+                read_nifti_mrs(series.path)
+            except DataError as exc:
+                problems.append(Problem("error", rel, exc.field or "", exc.message))
+            continue
         try:
             _ = series.protocol
         except (DataError, ProtocolError) as exc:

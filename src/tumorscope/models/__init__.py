@@ -20,4 +20,5 @@ __getattr__, __dir__, __all__ = lazy_attributes(
     relaxometry=("VFAT1", "IRT1", "T2", "T2Star", "T2Offset"),
     dce=("Tofts", "ExtendedTofts", "Patlak", "TwoCXM", "TwoCUM"),
     cardiac=("MOLLIT1",),
+    metabolic=("PyruvateLactate", "PyruvateLactateBoxcar"),
 )

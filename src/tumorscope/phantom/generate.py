@@ -29,6 +29,7 @@ from ..errors import DataError
 from ..files import write_json
 from ..volume import Volume
 from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
+from .metabolic import write_metabolic_visit
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
     FLUORINE,
@@ -635,6 +636,8 @@ def _write_visit(
                 sdir / f"{rel.split('/')[0]}" / f"{prefix}_{rel.split('/')[1]}.json",
                 {**common, **side},
             )
+    centres = [les.centre_mm for les in sc.lesions if les.scales[vi] is not None]
+    write_metabolic_visit(root, prefix, sc.trajectory, vi, names, tissue_nobl, labels, aff, centres)
     ldir = root / "derivatives" / "lesions" / f"sub-{sid}" / f"ses-{vid}"
     Volume(labels, aff).to_nifti(ldir / f"{prefix}_lesions.nii.gz")
     (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table_rows) + "\n", encoding="utf-8")

@@ -60,7 +60,7 @@ __all__ = [
 ALIGN_REFERENCE = "anatomical"
 
 #: Roles without anatomical contrast: not registered.
-_NOT_REGISTRABLE = ("fluorine",)
+_NOT_REGISTRABLE = ("fluorine", "hp13c", "mrs")
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def align_visit(visit: Visit, *, tolerance_vox: float = 0.5) -> list[SeriesAlign
                         role,
                         ALIGN_REFERENCE,
                         "skipped",
-                        "no anatomical contrast to register (19F); masks used as given",
+                        "no anatomical contrast to register (19F, 13C, MRS); masks used as given",
                     )
                 )
                 continue

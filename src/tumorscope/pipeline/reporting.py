@@ -54,6 +54,12 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         for rel in outputs
         if rel.endswith("_cells19F.parquet")
     )
+    metabolic = sorted(
+        rel
+        for outputs in upstream.get("metabolic", {}).values()
+        for rel in outputs
+        if rel.endswith("_metabolic.parquet")
+    )
     return write_subject_report(
         ctx.out_dir,
         study,
@@ -61,6 +67,7 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         maps=maps,
         alignments=alignments,
         cells19f=[ctx.out_dir / rel for rel in cells],
+        metabolic=[ctx.out_dir / rel for rel in metabolic],
     )
 
 

@@ -23,6 +23,7 @@ step               scope    where, and the code it calls
 ``fit_mre``        visit    :mod:`.organs` (:func:`tumorscope.stages.mre.fit_mre_series`)
 ``fit_cardiac``    visit    :mod:`.organs` (:func:`tumorscope.stages.cardiac.fit_cardiac_visit`)
 ``organ_watch``    subject  :mod:`.organs` (:func:`tumorscope.response.organs.organ_watch`)
+``metabolic``      visit    :mod:`tumorscope.stages.metabolic` (hyperpolarised 13C kPL, MRS)
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir
+from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir, metabolic_path
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
@@ -295,6 +296,70 @@ def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     return StepOutput(files=res.files, writes=[rows])
 
 
+# ---------------------------------------------------------------------------- metabolic
+
+_METABOLIC_ROLES = ("hp13c_pyruvate", "hp13c_lactate", "mrs", "mrs_water")
+
+
+def _metabolic_applies(study: Study, unit: Unit) -> bool:
+    series = _visit(study, unit).series
+    return ("hp13c_pyruvate" in series and "hp13c_lactate" in series) or "mrs" in series
+
+
+def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """kPL maps and per-lesion values from the 13C series (lesion labels moved onto the 13C
+    grid by nearest neighbour), and the MRS fit with its maps on the lesion grid."""
+    from ..preprocessing.registration import resample_mask
+    from ..stages.base import StageResult
+    from ..stages.metabolic import fit_hp13c, fit_mrs
+
+    assert unit.visit is not None
+    visit = _visit(study, unit)
+    s, les = visit.series, visit.lesions
+    labels = None if les is None else les.load_labels()
+    ids = None if les is None else {r.label: r.lesion_id for r in les.table}
+    keys = {"subject": unit.subject, "visit": unit.visit}
+    res = StageResult()
+    if "hp13c_pyruvate" in s and "hp13c_lactate" in s:
+        grid = s["hp13c_pyruvate"].load()
+        lab13 = labels
+        if labels is not None and not labels.same_grid(grid):
+            lab13 = resample_mask(labels, grid.with_data(grid.data[..., 0]))
+        res.extend(
+            fit_hp13c(
+                s["hp13c_pyruvate"].path,
+                s["hp13c_lactate"].path,
+                out_dir=_maps_dir(ctx, unit),
+                prefix=_prefix(unit),
+                labels=lab13,
+                lesion_ids=ids,
+                keys=keys,
+            )
+        )
+    if "mrs" in s:
+        res.extend(
+            fit_mrs(
+                s["mrs"].path,
+                water=s["mrs_water"].path if "mrs_water" in s else None,
+                out_dir=_maps_dir(ctx, unit),
+                prefix=_prefix(unit),
+                onto=labels,
+                onto_role="anatomical",  # the lesion map is drawn on the anatomical image
+                labels=labels,
+                lesion_ids=ids,
+                keys=keys,
+            )
+        )
+    from ..stages._tables import write_parquet
+
+    rows = res.rows.get("measurements", [])
+    table = write_parquet(metabolic_path(ctx, unit.subject, unit.visit), rows)
+    out = _recorded(ctx, "metabolic", unit, res)
+    out.files.append(table)
+    out.writes.append(_measurements(unit, "metabolic", rows))
+    return out
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         "register",
@@ -422,6 +487,17 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.response.organs", "organ_watch"),
     ),
     Step(
+        "metabolic",
+        "visit",
+        "1",
+        "hyperpolarised 13C kPL and 1H/2H spectroscopy: maps and per-lesion values",
+        _metabolic,
+        _files_of(optional=_METABOLIC_ROLES, lesions=True),
+        requires=("register",),
+        applies=_metabolic_applies,
+        missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -448,10 +524,10 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report_subject",
         "subject",
-        "2",  # 2: the alignment table
+        "3",  # 2: the alignment table; 3: the metabolic and organ-watch sections
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
-        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "organ_watch"),
+        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "organ_watch", "metabolic"),
     ),
 )

@@ -101,6 +101,7 @@ def write_subject_report(
     maps: Mapping[str, Mapping[str, VisitMap]],
     alignments: Sequence[str | os.PathLike[str]] = (),
     cells19f: Sequence[str | os.PathLike[str]] = (),
+    metabolic: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
@@ -117,6 +118,8 @@ def write_subject_report(
         The visits' alignment files (``align``), in the order they are shown.
     cells19f : sequence of path-like, keyword-only
         The visits' 19F cell tables (``fluorine``).
+    metabolic : sequence of path-like, keyword-only
+        The visits' metabolic tables (``metabolic``; :mod:`tumorscope.report.metabolic`).
 
     Returns
     -------
@@ -125,6 +128,7 @@ def write_subject_report(
     import pandas as pd
 
     from . import figures
+    from .metabolic import metabolic_block
 
     out_dir = Path(out_dir)
     subj = study.subjects[subject]
@@ -165,6 +169,7 @@ def write_subject_report(
         alignment=frame_of(align) if align is not None else None,
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",
+        metabolic=metabolic_block(metabolic, days),
         histograms=figures.histograms(mf.hist_values) if mf.hist_values else None,
         fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,

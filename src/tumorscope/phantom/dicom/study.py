@@ -32,6 +32,9 @@ from .series import (
 
 __all__ = ["study_to_dicom", "write_rtstruct"]
 
+#: Roles of the phantom's series that are not made into DICOM (spectroscopy, 13C).
+_NOT_DICOM = ("mrs", "hp13c")
+
 
 def study_to_dicom(
     study_root: str | Path,
@@ -95,7 +98,8 @@ def study_to_dicom(
                 patient=patient, date=visit.date, accession=f"ACC{90000 + 100 * i + j:08d}"
             )
             series = sorted(
-                visit.series.values(),
+                # no DICOM form here for spectroscopy (NIfTI-MRS) and hyperpolarised 13C
+                (s for s in visit.series.values() if not s.role.startswith(_NOT_DICOM)),
                 key=lambda s: order.index(s.suffix) if s.suffix in order else 99,
             )
             folder = out / f"{patient.patient_id}" / f"{sdy.accession}"

@@ -1,0 +1,76 @@
+"""NIfTI-MRS reading and writing; bad spectra give errors naming the file.
+
+Our writer's files are checked with the reference implementation's validator and reader
+(the ``nifti-mrs`` package of the NIfTI-MRS standard's authors) when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumorscope.errors import DataError
+from tumorscope.io.mrs import read_nifti_mrs, require_water_reference, write_nifti_mrs
+
+DWELL, F0 = 1 / 2000, 123.2
+
+
+def _fid(n: int = 256) -> np.ndarray:
+    t = np.arange(n) * DWELL
+    return (np.exp((2j * np.pi * 50 - 10) * t)).reshape(1, 1, 1, n)
+
+
+def test_round_trip_and_reference_validator(tmp_path) -> None:
+    coils = np.stack([_fid() * (1 + k) for k in range(3)], axis=-1)
+    path = write_nifti_mrs(
+        tmp_path / "svs.nii.gz", coils, dwell_s=DWELL, frequency_mhz=F0, dim_tags=("DIM_COIL",)
+    )
+    got = read_nifti_mrs(path, nucleus="1H")
+    assert got.dwell_s == pytest.approx(DWELL)
+    assert got.frequency_mhz == pytest.approx(F0)
+    assert got.axis("DIM_COIL") == 4 and got.data.shape == (1, 1, 1, 256, 3)
+    np.testing.assert_allclose(got.data, coils, rtol=1e-6)
+    ref = pytest.importorskip("nifti_mrs.nifti_mrs")
+    img = ref.NIFTI_MRS(str(path))  # the reference reader validates on load
+    assert img.dwelltime == pytest.approx(DWELL)
+    assert img.spectrometer_frequency[0] == pytest.approx(F0)
+    assert img.dim_tags[0] == "DIM_COIL"
+    np.testing.assert_allclose(img[:], coils, rtol=1e-6)
+
+
+def _broken(tmp_path, name, **kw):
+    return write_nifti_mrs(
+        tmp_path / name, kw.pop("data", _fid()), **{"dwell_s": DWELL, "frequency_mhz": F0, **kw}
+    )
+
+
+def test_bad_spectra_name_the_file(tmp_path) -> None:
+    p = _broken(tmp_path, "slow.nii.gz", dwell_s=0.5)  # ms typed as s: 2 Hz spectral width
+    with pytest.raises(DataError, match="spectral width") as e:
+        read_nifti_mrs(p)
+    assert "slow.nii.gz" in str(e.value) and e.value.field == "dwell_time"
+    p = _broken(tmp_path, "sw.nii.gz", extra={"SpectralWidth": 4000.0})
+    with pytest.raises(DataError, match="disagrees with SpectralWidth") as e:
+        read_nifti_mrs(p)
+    assert "sw.nii.gz" in str(e.value)
+    data = _fid()
+    data[0, 0, 0, 7] = np.nan
+    p = _broken(tmp_path, "nan.nii.gz", data=data)
+    with pytest.raises(DataError, match="NaN") as e:
+        read_nifti_mrs(p)
+    assert "nan.nii.gz" in str(e.value)
+    plain = tmp_path / "plain.nii.gz"
+    nib.save(nib.Nifti2Image(_fid().astype(np.complex64), np.eye(4)), str(plain))
+    with pytest.raises(DataError, match="extension 44") as e:
+        read_nifti_mrs(plain)
+    assert "plain.nii.gz" in str(e.value)
+    p = _broken(tmp_path, "c13.nii.gz", nucleus="13C")
+    with pytest.raises(DataError, match="13C"):
+        read_nifti_mrs(p, nucleus="1H")
+    with pytest.raises(DataError, match="no water reference") as e:
+        require_water_reference(None, for_file=tmp_path / "svs.nii.gz")
+    assert "svs.nii.gz" in str(e.value)
+    json.dumps({"ok": True})
