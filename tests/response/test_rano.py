@@ -371,7 +371,7 @@ def test_nonenhancing_targets_counted_per_component():
     assert responses(assess(t, criteria="rano")) == ["baseline"]
     t = table({f"N{k}": lesion("target", (20, 20)) for k in range(4)})
     t["enhancing"] = False
-    with pytest.raises(ResponseError, match="4 non-enhancing .T2/FLAIR. target lesions"):
+    with pytest.raises(ResponseError, match=r"4 non-enhancing \(T2/FLAIR\) target lesions"):
         assess(t, criteria="rano")
-    with pytest.raises(ResponseError, match="non-enhancing .T2/FLAIR. target lesion N1"):
+    with pytest.raises(ResponseError, match=r"non-enhancing \(T2/FLAIR\) target lesion N1"):
         assess(_ne((20, 8)), criteria="rano")

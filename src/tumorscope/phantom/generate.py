@@ -28,8 +28,8 @@ from .. import __version__
 from ..errors import DataError
 from ..files import write_json
 from ..volume import Volume
-from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
 from .metabolic import write_metabolic_visit
+from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
     FLUORINE,
