@@ -33,7 +33,7 @@ def test_peak_of_a_large_uniform_sphere_is_its_activity():
     img = np.full(shape, 1.0)
     les = sphere_mask(shape, (20, 20, 20), 20.0, vox)
     img[les] = 7.5
-    peak, centre, trunc = sul_peak(img, les, vox)
+    peak, _centre, trunc = sul_peak(img, les, vox)
     assert peak == pytest.approx(7.5, rel=1e-12)
     assert not trunc
 

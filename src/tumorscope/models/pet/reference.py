@@ -142,7 +142,7 @@ def liver_reference(
         finite = np.isfinite(img)
         x = np.where(finite, img, 0.0)
         ball = sphere_mask(
-            tuple(2 * int(math.ceil(r / v)) + 1 for v in vox),
+            tuple(2 * math.ceil(r / v) + 1 for v in vox),
             tuple(float(math.ceil(r / v)) for v in vox),
             r,
             vox,

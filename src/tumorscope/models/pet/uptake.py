@@ -72,7 +72,7 @@ def peak_kernel(voxel_mm: tuple[float, float, float], volume_ml: float = PEAK_VO
     sphere centred on the middle voxel (sum × voxel volume ≈ the sphere volume).
     """
     r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
-    half = [int(math.ceil(r / v + 0.5)) for v in voxel_mm]
+    half = [math.ceil(r / v + 0.5) for v in voxel_mm]
     offs = (np.arange(_SUB) + 0.5) / _SUB - 0.5
     axes = []
     for h, v in zip(half, voxel_mm, strict=True):
