@@ -282,7 +282,7 @@ def _subject(subject: str, g: pd.DataFrame, variant: str, n: int) -> list[dict[s
     upmd: dict[str, Any] | None = None  # the unconfirmed PMD scan (iPERCIST)
     for i, v in enumerate(visits):
         row: dict[str, Any] = dict.fromkeys(COLUMNS)
-        thr, level, ref_txt = v.reference()
+        thr, level, _ref_txt = v.reference()
         row.update(
             subject=subject,
             visit=v.visit,
