@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from ...errors import DataError
+from ...units import decay_factor, suvbw_factor
 
 __all__ = [
     "F18_HALF_LIFE_S",
@@ -57,67 +58,6 @@ def _positive(value: float, field: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise DataError(f"expected a positive finite number, got {value!r}", field=field)
     return v
-
-
-def decay_factor(
-    *,
-    injection_time: datetime,
-    scan_time: datetime,
-    half_life_s: float,
-    decay_correction: DecayCorrection | str = "START",
-    frame_duration_s: float | None = None,
-) -> float:
-    """Fraction of the injected activity present at the time the image refers to.
-
-    Parameters
-    ----------
-    injection_time, scan_time : datetime
-        Start of the injection (RadiopharmaceuticalStartDateTime) and the time the image is
-        decay-corrected to (series start for START; frame start for NONE). Both naive or both
-        aware.
-    half_life_s : float
-        Radionuclide half-life, s.
-    decay_correction : {"START", "ADMIN", "NONE"}
-        DICOM DecayCorrection (0054,1102).
-    frame_duration_s : float, optional
-        NONE only: frame duration, s; corrects for the decay during the frame.
-
-    Returns
-    -------
-    float
-        ``A_ref / A_inj`` (1 for ADMIN); for NONE with a frame duration, divided by the
-        in-frame decay correction, so that ``C / (A_inj · factor)`` is decay corrected.
-
-    Raises
-    ------
-    DataError
-        Unknown correction, non-positive half-life, or a scan before the injection.
-    """
-    mode = str(decay_correction).strip().upper()
-    if mode not in ("START", "ADMIN", "NONE"):
-        raise DataError(
-            f"unknown decay correction {decay_correction!r}; expected START, ADMIN or NONE",
-            field="DecayCorrection",
-        )
-    hl = _positive(half_life_s, "RadionuclideHalfLife")
-    if mode == "ADMIN":
-        return 1.0
-    try:
-        dt = (scan_time - injection_time).total_seconds()
-    except TypeError as exc:  # naive vs aware
-        raise DataError(f"cannot compare the times: {exc}", field="scan_time") from exc
-    if dt < 0:
-        raise DataError(
-            f"scan start {scan_time.isoformat()} is before the injection "
-            f"{injection_time.isoformat()}",
-            field="scan_time",
-        )
-    lam = math.log(2.0) / hl
-    f = math.exp(-lam * dt)
-    if mode == "NONE" and frame_duration_s is not None:
-        d = _positive(frame_duration_s, "FrameDuration")
-        f *= (1.0 - math.exp(-lam * d)) / (lam * d)
-    return f
 
 
 def suv_factor(
@@ -163,16 +103,15 @@ def suv_factor(
     >>> round(f * 5000.0, 4)   # 5 kBq/mL one hour after 370 MBq in a 70 kg patient
     1.3817
     """
-    dose = _positive(injected_activity_bq, "RadionuclideTotalDose")
-    w = _positive(weight_kg, "PatientWeight")
-    d = decay_factor(
+    return suvbw_factor(
+        injected_activity_bq=injected_activity_bq,
         injection_time=injection_time,
         scan_time=scan_time,
         half_life_s=half_life_s,
+        weight_kg=weight_kg,
         decay_correction=decay_correction,
         frame_duration_s=frame_duration_s,
     )
-    return w * 1000.0 / (dose * d)
 
 
 def lean_body_mass_kg(weight_kg: float, height_m: float, sex: str) -> float:
