@@ -41,6 +41,9 @@ DEFAULT_ROLES: dict[str, str] = {
     "t1_ir": "IRT1",
     "fluorine": "19F",
     "fluorine_tubes": "19Ftubes",
+    "pet": "pet",
+    "pet_liver": "label-liver_mask",
+    "pet_bloodpool": "label-bloodpool_mask",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).

@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import DataError
 from ..files import write_json
 from ..volume import Volume
+from .pet import PET_TRAJECTORIES, write_pet_visit
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
     FLUORINE,
@@ -633,6 +634,9 @@ def _write_visit(
     (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table_rows) + "\n", encoding="utf-8")
     # --- truth
     tdir = root / "derivatives" / "truth" / f"sub-{sid}" / f"ses-{vid}"
+    if sc.trajectory in PET_TRAJECTORIES:  # FDG PET beside MRI (issue 17): phantom/pet.py
+        pet_seed = (int(rng.integers(2**32)),)  # the last use of rng: MRI draws unchanged
+        write_pet_visit(sdir, tdir, prefix, aff, tissue_nobl, names, art_frac >= 0.5, pet_seed)
     for name in ("D", "f", "D_star", "K", "S0", "T1", "T2", "T2star", "M0", "Ktrans", "ve", "vp"):
         m = np.where(body, p[name], np.nan).astype(np.float32)
         m[tissue == blood_idx] = np.nan

@@ -19,6 +19,7 @@ Two pieces:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,16 @@ from ..units import suvbw_factor
 from ..volume import Volume
 from .dicom.series import SynthStudy, _ds, _file_meta, _save, _tm, _uid, lps_affine
 
-__all__ = ["PET_IMAGE_STORAGE", "PetAcquisition", "stored_values", "write_pet_dicom"]
+__all__ = [
+    "PET_IMAGE_STORAGE",
+    "PET_SUV",
+    "PET_TRAJECTORIES",
+    "PetAcquisition",
+    "pet_sidecar",
+    "stored_values",
+    "write_pet_dicom",
+    "write_pet_visit",
+]
 
 PET_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 _VENDOR = {
@@ -252,3 +262,103 @@ def volume_as_pet(vol: Volume) -> np.ndarray:
     if not np.isfinite(d).all() or (d < 0).any():
         raise DataError("PET activity must be finite and non-negative", file=vol.source)
     return d
+
+
+# ---------------------------------------------------------------------------- the phantom's PET
+
+#: Trajectories (scenarios) whose subjects get an FDG PET at every visit.
+PET_TRAJECTORIES: tuple[str, ...] = ("responder", "pseudoprogressor")
+
+#: FDG SUVbw (g/mL) by tissue state: normal liver ≈ 2 (PERCIST's reference organ), blood pool
+#: ≈ 1.6, viable untreated tumour 8; cell kill lowers uptake (responding 5, responded 2.5);
+#: immune infiltration raises it (infiltrated 11: the inflammatory flare of
+#: pseudoprogression, uptake up while ADC rises at stable size); progression 9 and 12;
+#: necrosis 0.8; a lymph node 4. Illustrative values in the ranges FDG PET reports, chosen so
+#: that the scenario's calls are unambiguous (PMR ≥ 30 % and ≥ 0.8 SUL, flare ≥ 30 %).
+PET_SUV: dict[str, float] = {
+    "background": 2.0,
+    "untreated": 8.0,
+    "responding": 5.0,
+    "responded": 2.5,
+    "infiltrated": 11.0,
+    "progressing": 9.0,
+    "aggressive": 12.0,
+    "necrotic": 0.8,
+    "node": 4.0,
+    "blood": 1.6,
+}
+
+#: The phantom's PET acquisition: 370 MBq FDG, scan 60 min after injection, 70 kg, 1.75 m, M.
+PET_DOSE_BQ = 370e6
+PET_UPTAKE_S = 3600.0
+PET_NOISE = 0.08  # relative SD of the voxel noise
+PET_PATIENT = {"BodyWeight": 70.0, "BodyHeight": 1.75, "Sex": "M"}
+
+
+def pet_sidecar(factor: float) -> dict[str, Any]:
+    """The BIDS-PET sidecar of a phantom PET (what the DICOM import writes)."""
+    return {
+        "Modality": "PT",
+        "Manufacturer": "tumorscope",
+        "ManufacturersModelName": "phantom",
+        "Units": "Bq/mL",
+        "TracerName": "FDG",
+        "TracerRadionuclide": "F18",
+        "RadionuclideHalfLife": 6586.2,
+        "InjectedRadioactivity": PET_DOSE_BQ / 1e6,
+        "InjectedRadioactivityUnits": "MBq",
+        "ModeOfAdministration": "bolus",
+        "TimeZero": "09:00:00",
+        "InjectionStart": 0.0,
+        "ScanStart": PET_UPTAKE_S,
+        "FrameTimesStart": [PET_UPTAKE_S],
+        "FrameDuration": [600.0],
+        "AcquisitionMode": "static",
+        "DecayCorrection": "START",
+        "ImageDecayCorrected": True,
+        "ImageDecayCorrectionTime": PET_UPTAKE_S,
+        **PET_PATIENT,
+        "SUVbwFactor": [factor],
+    }
+
+
+def write_pet_visit(
+    sdir: Path,
+    tdir: Path,
+    prefix: str,
+    affine: np.ndarray,
+    tissue: np.ndarray,
+    names: list[str],
+    artery: np.ndarray,
+    seed: tuple[int, ...],
+) -> None:
+    """Write a visit's PET (Bq/mL), its liver and blood-pool masks, and the SUV truth.
+
+    ``tissue`` indexes ``names`` (0 outside the body); ``artery`` is the blood pool. The PET
+    is on the MRI grid, in the MRI's frame of reference (a simultaneous PET/MR).
+    """
+    suv_truth = np.zeros(tissue.shape)
+    for i, nm in enumerate(names):
+        if nm:
+            suv_truth[tissue == i] = PET_SUV[nm]
+    suv_truth[artery] = PET_SUV["blood"]
+    rng = np.random.default_rng(list(seed))
+    suv = suv_truth * (1.0 + PET_NOISE * rng.standard_normal(tissue.shape))
+    suv = np.clip(suv, 0.0, None)
+    inj = dt.datetime(2000, 1, 1, 9, 0, 0)
+    factor = suvbw_factor(
+        injected_activity_bq=PET_DOSE_BQ,
+        injection_time=inj,
+        scan_time=inj + dt.timedelta(seconds=PET_UPTAKE_S),
+        half_life_s=6586.2,
+        weight_kg=PET_PATIENT["BodyWeight"],  # type: ignore[arg-type]
+    )
+    pdir = sdir / "pet"
+    Volume((suv / factor).astype(np.float32), affine).to_nifti(pdir / f"{prefix}_pet.nii.gz")
+    (pdir / f"{prefix}_pet.json").write_text(
+        json.dumps(pet_sidecar(factor), indent=2) + "\n", encoding="utf-8"
+    )
+    liver = (tissue == names.index("background")) & ~artery
+    Volume(liver.astype(np.uint8), affine).to_nifti(pdir / f"{prefix}_label-liver_mask.nii.gz")
+    Volume(artery.astype(np.uint8), affine).to_nifti(pdir / f"{prefix}_label-bloodpool_mask.nii.gz")
+    Volume(suv_truth.astype(np.float32), affine).to_nifti(tdir / f"{prefix}_desc-SUV_truth.nii.gz")

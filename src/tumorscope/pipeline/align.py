@@ -59,8 +59,9 @@ __all__ = [
 #: Role of the image the other series are aligned to (the one lesions are drawn on).
 ALIGN_REFERENCE = "anatomical"
 
-#: Roles without anatomical contrast: not registered.
-_NOT_REGISTRABLE = ("fluorine",)
+#: Roles without anatomical contrast: not registered (the PET's reference masks are drawn on
+#: the PET grid; the PET itself is registered).
+_NOT_REGISTRABLE = ("fluorine", "pet_")
 
 
 @dataclass(frozen=True)

@@ -113,9 +113,11 @@ def test_liver_sphere_avoids_a_metastasis_and_reports_its_uptake():
     shape = (50, 40, 40)
     liver = sphere_mask(shape, (25, 20, 20), 60.0, vox) & (np.arange(50)[:, None, None] > 3)
     img = np.where(liver, rng.normal(2.0, 0.2, shape), 0.5)
-    met = sphere_mask(shape, (16, 20, 20), 12.0, vox)  # in the low-index (right) half
+    met = sphere_mask(shape, (16, 20, 20), 12.0, vox)  # in the low-index half
     img[met] = 8.0
-    ref = liver_reference(img, liver, vox, right_is_low_index=True)
+    # an LPS-like grid: x falls with the first index, so the low-index half is the right
+    wx = -3.0 * np.arange(50)[:, None, None]
+    ref = liver_reference(img, liver, vox, world_x_mm=wx)
     assert ref.ok, ref.problems
     assert not (sphere_mask(shape, ref.centre, 15.0, vox) & met).any()
     assert ref.centre[0] <= 25

@@ -9,8 +9,8 @@ user drew the reference VOI) or an automatic sphere, and the checks PERCIST asks
 
 Automatic sphere (a decision where PERCIST leaves placement to the reader): the centre is
 searched over the voxels of the liver mask at least 15 mm (the sphere's radius) inside it, in
-the patient-right half of the liver (world x below the liver's median x in DICOM LPS, above it
-in NIfTI RAS: the caller passes the sign), and the candidate with the lowest coefficient of
+the patient-right half of the liver (RAS world x at or above the median x of the liver's
+voxels, when the caller gives the voxels' world x), and the candidate with the lowest coefficient of
 variation of uptake is taken — the most homogeneous, so a liver metastasis or a hot vessel is
 avoided. Quality check (:class:`ReferenceRegion.problems`): the sphere must fit wholly in the
 liver (else the mask is too small: a manual VOI or the blood pool is needed), its coefficient
@@ -86,7 +86,7 @@ def liver_reference(
     *,
     automatic: bool = True,
     diameter_mm: float = 30.0,
-    right_is_low_index: bool | None = None,
+    world_x_mm: npt.ArrayLike | None = None,
     max_cv: float = 0.30,
 ) -> ReferenceRegion:
     """Liver reference uptake from a liver mask.
@@ -100,9 +100,9 @@ def liver_reference(
     voxel_mm : tuple
     automatic : bool, default True
         Place a ``diameter_mm`` sphere in the mask (module docstring); else use the whole mask.
-    right_is_low_index : bool, optional
-        Which half of the first array axis is the patient's right (LPS-ordered arrays: True;
-        RAS: False). None searches the whole liver.
+    world_x_mm : array, optional
+        RAS+ world x of every voxel (mm; patient right is +x); the sphere is then placed in
+        the right half of the liver. None searches the whole liver.
     max_cv : float, default 0.30
         Largest coefficient of variation the quality check accepts.
     """
@@ -127,11 +127,9 @@ def liver_reference(
         r = diameter_mm / 2.0
         dist = ndimage.distance_transform_edt(m, sampling=vox)
         cand = dist >= r
-        if right_is_low_index is not None:
-            xs = np.nonzero(m)[0]
-            med = float(np.median(xs))
-            ax = np.arange(m.shape[0])[:, None, None]
-            cand &= (ax <= med) if right_is_low_index else (ax >= med)
+        if world_x_mm is not None:
+            wx = np.broadcast_to(np.asarray(world_x_mm, dtype=np.float64), m.shape)
+            cand &= wx >= float(np.median(wx[m]))
         if not cand.any():
             problems.append(
                 f"no {diameter_mm:g} mm sphere fits in the liver mask (deepest point "
