@@ -54,6 +54,7 @@ __all__ = [
     "maps_dir",
     "measurements_path",
     "patterns_path",
+    "pet_path",
     "read_map_index",
     "read_map_series",
     "report_dir",
@@ -179,6 +180,11 @@ def align_path(out_dir: OutDir, subject: str, visit: str) -> Path:
 def cells19f_path(out_dir: OutDir, subject: str, visit: str) -> Path:
     """The per-lesion 19F cell counts the ``fluorine`` step writes (Parquet)."""
     return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}cells19F.parquet"
+
+
+def pet_path(out_dir: OutDir, subject: str, visit: str) -> Path:
+    """The per-lesion PET uptake table the ``pet`` step writes (Parquet)."""
+    return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}pet.parquet"
 
 
 def hypoxia_path(out_dir: OutDir, subject: str, visit: str) -> Path:

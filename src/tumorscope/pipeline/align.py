@@ -189,7 +189,7 @@ def align_visit(visit: Visit, *, tolerance_vox: float = 0.5) -> list[SeriesAlign
                         role,
                         ALIGN_REFERENCE,
                         "skipped",
-                        "no anatomical contrast to register (19F); masks used as given",
+                        "no anatomical contrast to register (19F, PET reference masks); used as given",
                     )
                 )
                 continue

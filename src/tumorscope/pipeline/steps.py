@@ -20,6 +20,7 @@ step               scope    where, and the code it calls
 ``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
 ``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
 ``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
+``pet``            visit    :func:`tumorscope.stages.pet.pet_uptake` (SUV/SUL maps, uptake)
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir
+from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir, pet_path
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
@@ -53,6 +54,7 @@ from .step import (
     _manifest_file,
     _series_files,
     _visit,
+    applied_alignments,
     maps_of_visit,
     record_maps,
 )
@@ -283,6 +285,37 @@ def _hypoxia(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
     return StepOutput(files=res.files, writes=[rows])
 
 
+# ---------------------------------------------------------------------------- pet
+
+
+def _pet(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """SUV, SUL and SUVbsa maps and per-lesion uptake (SULpeak, MTV, TLG) of the visit's PET,
+    the lesion masks moved through the alignment ``align`` applied to the PET, the liver and
+    blood-pool references from the ``pet_liver`` / ``pet_bloodpool`` masks."""
+    from ..stages.base import SeriesInput
+    from ..stages.pet import pet_uptake
+
+    assert unit.visit is not None
+    visit = _visit(study, unit)
+    s, les = visit.series, visit.lesions
+    matrix = applied_alignments(ctx, upstream, unit.subject, unit.visit).get("pet")
+    res = pet_uptake(
+        SeriesInput.of(s["pet"]),
+        labels=None if les is None else les.load_labels(),
+        lesion_ids=None if les is None else {r.label: r.lesion_id for r in les.table},
+        liver=s["pet_liver"].load() if "pet_liver" in s else None,
+        blood_pool=s["pet_bloodpool"].load() if "pet_bloodpool" in s else None,
+        alignment=matrix,
+        out_dir=_maps_dir(ctx, unit),
+        prefix=_prefix(unit),
+        table_path=pet_path(ctx, unit.subject, unit.visit),
+        keys={"subject": unit.subject, "visit": unit.visit},
+    )
+    out = _recorded(ctx, "pet", unit, res)
+    out.writes.append(_measurements(unit, "pet", res.rows["measurements"]))
+    return out
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         "register",
@@ -377,6 +410,17 @@ STEPS: tuple[Step, ...] = (
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
     ),
     Step(
+        "pet",
+        "visit",
+        "1",
+        "SUV/SUL maps, SULpeak, MTV and TLG per lesion, liver and blood-pool references (PET)",
+        _pet,
+        _files_of("pet", optional=("pet_liver", "pet_bloodpool"), lesions=True),
+        requires=("register", "align"),
+        applies=_has_roles("pet"),
+        missing=lambda: _has_module("tumorscope.stages.pet", "pet_uptake"),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -392,12 +436,13 @@ STEPS: tuple[Step, ...] = (
         "assess",
         "subject",
         # 3: a visit where every lesion is gone is assessed (CR); 4: the rules of issue 24
-        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date
-        "4",
+        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date;
+        # 5: PERCIST/imPERCIST and the PET patterns (issue 17)
+        "5",
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,
-        requires=("measure",),
+        requires=("measure", "pet"),  # pet: the PET tables of PERCIST (assess_pet.py)
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
     Step(

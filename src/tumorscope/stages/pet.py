@@ -262,7 +262,10 @@ def pet_uptake(
     thr = percist_threshold(lm, ls) if math.isfinite(lm) else math.nan
     rows: list[dict[str, Any]] = []
     if labels is not None and lesion_ids:
-        lab = _mask_on(labels, vol, alignment, "lesions")
+        # align's matrix maps reference world to series world; resample_mask wants the
+        # inverse (target world to source world), as measure's moved_masks does
+        back = None if alignment is None else np.linalg.inv(np.asarray(alignment, dtype=float))
+        lab = _mask_on(labels, vol, back, "lesions")
         assert lab is not None
         for label, lid in sorted(lesion_ids.items()):
             m = lab == label
