@@ -12,7 +12,6 @@ PET, whatever ``study.yaml`` names; a subject without PET gets nothing here.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import layout
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 
     from ..io import Study
 
-__all__ = ["PET_CRITERIA", "mri_beside", "pet_assessments"]
+__all__ = ["PET_CRITERIA", "pet_assessments"]
 
 PET_CRITERIA = ("percist", "impercist")
 
@@ -62,39 +61,12 @@ def _pet_table(
         size = lesions[["visit", "lesion_id", "longest_diameter_mm"]].copy()
         size["visit"] = size["visit"].astype(str)
         pet = pet.merge(size, on=["visit", "lesion_id"], how="left")
+    from ..stages.pet import mri_beside
+
     mri = mri_beside(layout.measurements_path(ctx.out_dir, s))
     if mri is not None:
         pet = pet.merge(mri, on=["visit", "lesion_id"], how="left")
     return pet
-
-
-#: (column, map name ending, statistic) of the MRI values put beside the PET
-_BESIDE = (
-    ("ADC_mean", "adc.ADC", "mean"),
-    ("ADC_min", "adc.ADC", "min"),
-    ("Ktrans_mean", ".Ktrans", "mean"),
-)
-
-
-def mri_beside(measurements: Path) -> pd.DataFrame | None:
-    """ADCmean, ADCmin and Ktrans mean per visit and lesion from ``measure``'s long table."""
-    import pandas as pd
-
-    if not measurements.exists():
-        return None
-    m = pd.read_parquet(measurements)
-    parts = []
-    for col, ending, stat in _BESIDE:
-        sel = m[m["map"].astype(str).str.endswith(ending) & (m["statistic"] == stat)]
-        if sel.empty:
-            continue
-        sel = sel.drop_duplicates(["visit", "lesion_id"])[["visit", "lesion_id", "value"]]
-        parts.append(sel.rename(columns={"value": col}).set_index(["visit", "lesion_id"]))
-    if not parts:
-        return None
-    out = pd.concat(parts, axis=1).reset_index()
-    out["visit"] = out["visit"].astype(str)
-    return out
 
 
 def pet_assessments(

@@ -46,7 +46,7 @@ from ..volume import Volume
 from ._tables import measurement_row, write_parquet
 from .base import MapFile, SeriesInput, StageResult
 
-__all__ = ["TABLE_COLUMNS", "PetOptions", "pet_uptake", "suv_factor_of"]
+__all__ = ["TABLE_COLUMNS", "PetOptions", "mri_beside", "pet_uptake", "suv_factor_of"]
 
 #: Columns of the per-lesion PET table after the caller's keys.
 TABLE_COLUMNS = (
@@ -321,3 +321,33 @@ def pet_uptake(
     if table_path is not None:
         res.files.append(write_parquet(table_path, rows, [*keys, *TABLE_COLUMNS]))
     return res
+
+
+#: (column, map name ending, statistic) of the MRI values put beside the PET
+_BESIDE = (
+    ("ADC_mean", "adc.ADC", "mean"),
+    ("ADC_min", "adc.ADC", "min"),
+    ("Ktrans_mean", ".Ktrans", "mean"),
+)
+
+
+def mri_beside(measurements: Path) -> Any:
+    """ADCmean, ADCmin and Ktrans mean per visit and lesion from ``measure``'s long table
+    (:func:`tumorscope.layout.measurements_path`), a DataFrame, or None without it."""
+    import pandas as pd
+
+    if not measurements.exists():
+        return None
+    m = pd.read_parquet(measurements)
+    parts = []
+    for col, ending, stat in _BESIDE:
+        sel = m[m["map"].astype(str).str.endswith(ending) & (m["statistic"] == stat)]
+        if sel.empty:
+            continue
+        sel = sel.drop_duplicates(["visit", "lesion_id"])[["visit", "lesion_id", "value"]]
+        parts.append(sel.rename(columns={"value": col}).set_index(["visit", "lesion_id"]))
+    if not parts:
+        return None
+    out = pd.concat(parts, axis=1).reset_index()
+    out["visit"] = out["visit"].astype(str)
+    return out
