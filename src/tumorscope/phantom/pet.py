@@ -362,3 +362,45 @@ def write_pet_visit(
     Volume(liver.astype(np.uint8), affine).to_nifti(pdir / f"{prefix}_label-liver_mask.nii.gz")
     Volume(artery.astype(np.uint8), affine).to_nifti(pdir / f"{prefix}_label-bloodpool_mask.nii.gz")
     Volume(suv_truth.astype(np.float32), affine).to_nifti(tdir / f"{prefix}_desc-SUV_truth.nii.gz")
+
+
+#: How each vendor style of the phantom's DICOM writes its PET (Units, quirk)
+_VENDOR_STYLE: dict[str, dict[str, Any]] = {
+    "siemens": {"units": "BQML"},
+    "ge": {"units": "BQML", "ge_series_time_rewritten": True},
+    "philips": {"units": "CNTS"},
+}
+
+
+def pet_to_dicom(
+    series: Any, folder: Path, study: SynthStudy, vendor: str, number: int, date: dt.date
+) -> list[Path]:
+    """Write a study's PET series (Bq/mL + BIDS-PET sidecar) as PET DICOM in ``vendor``'s style
+    (Siemens BQML; GE BQML with the series time rewritten; Philips CNTS with its factors)."""
+    side = series.sidecar
+    h, m, s = (int(x) for x in str(side["TimeZero"]).split(":"))
+    inj = dt.datetime.combine(date, dt.time(h, m, s)) + dt.timedelta(
+        seconds=float(side.get("InjectionStart") or 0.0)
+    )
+    acq = PetAcquisition(
+        injection=inj,
+        scan_start=inj + dt.timedelta(seconds=float(side["ScanStart"])),
+        dose_bq=float(side["InjectedRadioactivity"]) * 1e6,
+        half_life_s=float(side["RadionuclideHalfLife"]),
+        weight_kg=side.get("BodyWeight"),
+        height_m=side.get("BodyHeight"),
+        sex=str(side.get("Sex") or "O"),
+        decay=str(side.get("DecayCorrection") or "START"),
+        vendor=vendor,
+        frame_durations_s=tuple(side.get("FrameDuration") or (600.0,)),
+        **_VENDOR_STYLE[vendor],
+    )
+    vol = series.load()
+    return write_pet_dicom(
+        stored_values(volume_as_pet(vol), acq),
+        vol.affine,
+        folder,
+        acq=acq,
+        study=study,
+        series_number=number,
+    )
