@@ -198,3 +198,20 @@ def test_adding_a_new_lesion_never_improves_the_call(base, follow, new, criteria
         assert r1 == "NE"
     else:
         assert RANK[r1] >= RANK[r0]
+
+
+def test_cli_assess_percist_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from tumorscope.cli import app
+
+    path = tmp_path / "pet.csv"
+    table([{"L1": 8.0}, {"L1": 4.0}]).to_csv(path, index=False)
+    res = CliRunner().invoke(app, ["assess", str(path), "--criteria", "percist"])
+    assert res.exit_code == 0, res.output
+    out = pd.read_csv(tmp_path / "pet_percist.csv")
+    assert out["response"].tolist() == ["baseline", "PMR"]
+    # an MRI table has no sul_peak: a clear error (exit 2), not a traceback
+    path.write_text("subject,visit,date,lesion_id,kind,diameter_mm\n1,1,2026-01-05,L1,target,30\n")
+    res = CliRunner().invoke(app, ["assess", str(path), "--criteria", "percist"])
+    assert res.exit_code == 2 and "sul_peak" in res.output
