@@ -142,6 +142,10 @@ def test_ipercist_confirms_at_the_next_scan():
     out = assess(t, criteria="percist")
     assert out["ipercist"].tolist() == ["baseline", "UPMD", "SMD"]
     assert "not confirmed" in out["reason"].iloc[2]
+    # an unreadable scan in between neither confirms nor refutes: the next one does
+    t = table([{"L1": 5.0, "L2": 4.0}, {"L1": 7.0, "L2": 4.0}, {"L1": 6.0, "L2": math.nan},
+               {"L1": 9.5, "L2": 4.0}])  # fmt: skip
+    assert assess(t, criteria="percist")["ipercist"].tolist() == ["baseline", "UPMD", "NE", "CPMD"]
 
 
 def test_unassessed_target_is_ne_and_liver_change_is_reported():

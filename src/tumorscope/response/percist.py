@@ -366,6 +366,9 @@ def _confirm(
     if resp == "PMD":
         row["reason"] += "; iPERCIST: still unconfirmed (no further progression since the UPMD)"
         return "UPMD", upmd
+    if resp == "NE":  # a scan that cannot be read neither confirms nor refutes the UPMD
+        row["reason"] += "; iPERCIST: the UPMD awaits a readable scan"
+        return "NE", upmd
     row["reason"] += f"; iPERCIST: the UPMD is not confirmed ({resp})"
     return resp, None
 
