@@ -173,7 +173,7 @@ RANK = {"CMR": 0, "PMR": 1, "SMD": 2, "PMD": 3}
 sul = st.floats(0.1, 25.0, allow_nan=False)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.lists(sul, min_size=1, max_size=6),
     st.floats(0.05, 1.0),
@@ -185,7 +185,7 @@ def test_uniform_fall_is_never_pmd(base, factor, criteria):
     assert "PMD" not in calls(table([b, f]), criteria)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     st.lists(sul, min_size=1, max_size=6),
     st.lists(sul, min_size=1, max_size=6),
