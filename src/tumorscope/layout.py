@@ -56,6 +56,7 @@ __all__ = [
     "metabolic_path",
     "organ_watch_path",
     "patterns_path",
+    "pet_path",
     "read_map_index",
     "read_map_series",
     "report_dir",
@@ -191,6 +192,11 @@ def cells19f_path(out_dir: OutDir, subject: str, visit: str) -> Path:
 def metabolic_path(out_dir: OutDir, subject: str, visit: str) -> Path:
     """The per-lesion metabolic values the ``metabolic`` step writes (Parquet, tidy rows)."""
     return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}metabolic.parquet"
+
+
+def pet_path(out_dir: OutDir, subject: str, visit: str) -> Path:
+    """The per-lesion PET uptake table the ``pet`` step writes (Parquet)."""
+    return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}pet.parquet"
 
 
 def hypoxia_path(out_dir: OutDir, subject: str, visit: str) -> Path:

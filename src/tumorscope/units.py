@@ -26,14 +26,19 @@ readers convert them to ms with :func:`s_to_ms`.
 
 from __future__ import annotations
 
+import math
+from datetime import datetime
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 
+from .errors import DataError
+
 __all__ = [
     "PARAMETER_UNITS",
     "UCUM",
+    "decay_factor",
     "deg_to_rad",
     "ml_per_100ml_per_min_to_per_s",
     "ms_to_s",
@@ -41,6 +46,7 @@ __all__ = [
     "per_s_to_per_min",
     "rate_to_time_ms",
     "s_to_ms",
+    "suvbw_factor",
     "time_ms_to_rate",
 ]
 
@@ -142,3 +148,132 @@ def rate_to_time_ms(r_per_s: ArrayLike) -> np.ndarray:
 def deg_to_rad(x: ArrayLike) -> np.ndarray:
     """Degrees to radians."""
     return np.deg2rad(np.asarray(x, dtype=float))
+
+
+# --------------------------------------------------------------------------- PET
+# The decay and SUV arithmetic lives here, in the core, because both io (DICOM 'GML' and
+# Philips 'CNTS' images back to Bq/mL) and models/pet (SUV maps) need it; the rules and
+# references are in tumorscope.models.pet.suv.
+
+
+def _positive(value: float, field: str) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise DataError(f"expected a positive finite number, got {value!r}", field=field)
+    return v
+
+
+def decay_factor(
+    *,
+    injection_time: datetime,
+    scan_time: datetime,
+    half_life_s: float,
+    decay_correction: str = "START",
+    frame_duration_s: float | None = None,
+) -> float:
+    """Fraction of the injected activity present at the time the image refers to.
+
+    Parameters
+    ----------
+    injection_time, scan_time : datetime
+        Start of the injection (RadiopharmaceuticalStartDateTime) and the time the image is
+        decay-corrected to (series start for START; frame start for NONE). Both naive or both
+        aware.
+    half_life_s : float
+        Radionuclide half-life, s.
+    decay_correction : {"START", "ADMIN", "NONE"}
+        DICOM DecayCorrection (0054,1102).
+    frame_duration_s : float, optional
+        NONE only: frame duration, s; corrects for the decay during the frame.
+
+    Returns
+    -------
+    float
+        ``A_ref / A_inj`` (1 for ADMIN); for NONE with a frame duration, divided by the
+        in-frame decay correction, so that ``C / (A_inj · factor)`` is decay corrected.
+
+    Raises
+    ------
+    DataError
+        Unknown correction, non-positive half-life, or a scan before the injection.
+    """
+    mode = str(decay_correction).strip().upper()
+    if mode not in ("START", "ADMIN", "NONE"):
+        raise DataError(
+            f"unknown decay correction {decay_correction!r}; expected START, ADMIN or NONE",
+            field="DecayCorrection",
+        )
+    hl = _positive(half_life_s, "RadionuclideHalfLife")
+    if mode == "ADMIN":
+        return 1.0
+    try:
+        dt = (scan_time - injection_time).total_seconds()
+    except TypeError as exc:  # naive vs aware
+        raise DataError(f"cannot compare the times: {exc}", field="scan_time") from exc
+    if dt < 0:
+        raise DataError(
+            f"scan start {scan_time.isoformat()} is before the injection "
+            f"{injection_time.isoformat()}",
+            field="scan_time",
+        )
+    lam = math.log(2.0) / hl
+    f = math.exp(-lam * dt)
+    if mode == "NONE" and frame_duration_s is not None:
+        d = _positive(frame_duration_s, "FrameDuration")
+        f *= (1.0 - math.exp(-lam * d)) / (lam * d)
+    return f
+
+
+def suvbw_factor(
+    *,
+    injected_activity_bq: float,
+    injection_time: datetime,
+    scan_time: datetime,
+    half_life_s: float,
+    weight_kg: float,
+    decay_correction: str = "START",
+    frame_duration_s: float | None = None,
+) -> float:
+    """Factor turning an activity concentration in Bq/mL into SUVbw in g/mL.
+
+    ``SUVbw = factor × C``, with ``factor = weight_g / (A_inj × decay)``, ``decay`` from
+    :func:`decay_factor` (START, ADMIN and NONE: :mod:`tumorscope.models.pet.suv`).
+
+    Parameters
+    ----------
+    injected_activity_bq : float
+        Injected (net) activity at ``injection_time``, Bq (DICOM RadionuclideTotalDose).
+    injection_time, scan_time : datetime
+        Injection start and the image's reference time (series start for START).
+    half_life_s : float
+        Half-life, s (F-18: 6586.2).
+    weight_kg : float
+        Patient weight, kg.
+    decay_correction : {"START", "ADMIN", "NONE"}, default "START"
+    frame_duration_s : float, optional
+        NONE only: frame duration, s.
+
+    Returns
+    -------
+    float
+        g/mL per Bq/mL.
+
+    Examples
+    --------
+    >>> from datetime import datetime
+    >>> f = suvbw_factor(injected_activity_bq=370e6, injection_time=datetime(2026, 1, 5, 9, 0),
+    ...                scan_time=datetime(2026, 1, 5, 10, 0), half_life_s=6586.2,
+    ...                weight_kg=70.0)
+    >>> round(f * 5000.0, 4)   # 5 kBq/mL one hour after 370 MBq in a 70 kg patient
+    1.3817
+    """
+    dose = _positive(injected_activity_bq, "RadionuclideTotalDose")
+    w = _positive(weight_kg, "PatientWeight")
+    d = decay_factor(
+        injection_time=injection_time,
+        scan_time=scan_time,
+        half_life_s=half_life_s,
+        decay_correction=decay_correction,
+        frame_duration_s=frame_duration_s,
+    )
+    return w * 1000.0 / (dose * d)

@@ -46,6 +46,9 @@ def test_phantom_reads_and_validates_clean(tiny_study: Path) -> None:
         "hp13c_lactate",
         "mrs",
         "mrs_water",
+        "pet",  # FDG PET with its liver and blood-pool masks (issue 17, docs/pet.md)
+        "pet_liver",
+        "pet_bloodpool",
     }
     dwi = v.series["dwi"]
     assert isinstance(dwi.protocol, DiffusionProtocol)

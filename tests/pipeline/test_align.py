@@ -55,8 +55,10 @@ def test_the_phantom_shows_no_motion(full_run: Any) -> None:
     assert (ok | reg.reason.fillna("").str.contains("no motion")).all()
     assert ok.mean() > 0.9
     skipped = a[a.status == "skipped"]
-    # no anatomical contrast to register: 19F, hyperpolarised 13C, spectroscopy
-    assert skipped.series.str.startswith(("fluorine", "hp13c", "mrs")).all()
+    # no anatomical contrast to register: 19F, hyperpolarised 13C, spectroscopy, and the PET's
+    # reference masks (drawn on the PET grid)
+    assert skipped.series.str.startswith(("fluorine", "hp13c", "mrs", "pet_")).all()
+    assert "pet" in set(reg.series)  # the PET itself is registered like any series
 
 
 def test_a_moved_series_is_found_and_the_masks_follow_it(study2: Path, tmp_path: Path) -> None:

@@ -352,9 +352,7 @@ def test_combined_enhancing_and_nonenhancing_the_less_favourable():
     assert r["ce_response"].tolist()[1:] == ["CR", "CR"]
     assert r["ne_response"].tolist()[1:] == ["MR", "CR"]
     assert "less favourable of enhancing CR and T2/FLAIR MR" in r["reason"].iloc[1]
-    r = assess(
-        _ne((20, 20), (25, 20), enhancing_sizes=((20, 20), (10, 10))), criteria="rano"
-    )
+    r = assess(_ne((20, 20), (25, 20), enhancing_sizes=((20, 20), (10, 10))), criteria="rano")
     assert responses(r) == ["baseline", "PD"]
     assert r["ce_response"].iloc[1] == "PR"
     assert "T2/FLAIR SPD rose 25%" in r["reason"].iloc[1]

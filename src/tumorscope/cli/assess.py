@@ -17,7 +17,11 @@ def assess(
         "are measured from the masks first.",
     ),
     criteria: str = typer.Option(
-        "recist1.1", "--criteria", "-c", help="recist1.1, irecist, rano, irano, mrecist or choi."
+        "recist1.1",
+        "--criteria",
+        "-c",
+        help="recist1.1, irecist, rano, irano, mrecist, choi, percist or impercist (FDG PET: "
+        "a table with sul_peak and the liver reference, docs/pet.md).",
     ),
     out: Path = typer.Option(
         None,
@@ -54,8 +58,13 @@ def assess(
         else:
             source, folder, stem_base = table, out if out is not None else table.parent, table.stem
         result = run_assess(source, criteria=criteria)
-        bor = best_overall_response(result, confirm=confirm, min_sd_days=min_sd_days)
         name = str(result["criteria"].iloc[0])
+        pet = name.startswith(("percist", "impercist"))  # no best overall response (yet)
+        bor = (
+            result.iloc[0:0][["subject"]]
+            if pet
+            else best_overall_response(result, confirm=confirm, min_sd_days=min_sd_days)
+        )
         stem = f"{stem_base}_{name}"
         if table.is_dir():
             measured = source.drop(columns=["row"])
@@ -76,14 +85,14 @@ def assess(
     for col in ("subject", "visit", "date", "response", "sum", "Δbase", "Δnadir"):
         view.add_column(col, no_wrap=True)
     view.add_column("reason", overflow="fold", min_width=30)
-    size_col = "spd_mm2" if name in ("rano", "irano") else "sum_mm"
+    size_col = "spd_mm2" if name in ("rano", "irano") else "sul_peak" if pet else "sum_mm"
     for r in printable.itertuples(index=False):
         size = getattr(r, size_col)
         view.add_row(
             *_plain(r.subject, r.visit, r.date, r.response),
             "" if size != size else f"{size:.1f}",
             _pct(r.change_from_baseline_pct),
-            _pct(r.change_from_nadir_pct),
+            _pct(getattr(r, "change_from_nadir_pct", float("nan"))),
             *_plain(r.reason),
         )
     console.print(view)

@@ -49,6 +49,9 @@ DEFAULT_ROLES: dict[str, str] = {
     "hp13c_lactate": "acq-lactate_hp13c",
     "mrs": "svs",
     "mrs_water": "mrsref",
+    "pet": "pet",
+    "pet_liver": "label-liver_mask",
+    "pet_bloodpool": "label-bloodpool_mask",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).

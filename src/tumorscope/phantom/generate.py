@@ -30,6 +30,7 @@ from ..files import write_json
 from ..volume import Volume
 from .metabolic import write_metabolic_visit
 from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
+from .pet import PET_TRAJECTORIES, write_pet_visit
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
     FLUORINE,
@@ -645,6 +646,9 @@ def _write_visit(
         write_organ_map(ldir, prefix, organ_map[0], aff)
     # --- truth
     tdir = root / "derivatives" / "truth" / f"sub-{sid}" / f"ses-{vid}"
+    if sc.trajectory in PET_TRAJECTORIES:  # FDG PET beside MRI (issue 17): phantom/pet.py
+        pet_seed = (int(rng.integers(2**32)),)  # the last use of rng: MRI draws unchanged
+        write_pet_visit(sdir, tdir, prefix, aff, tissue_nobl, names, art_frac >= 0.5, pet_seed)
     for name in ("D", "f", "D_star", "K", "S0", "T1", "T2", "T2star", "M0", "Ktrans", "ve", "vp"):
         m = np.where(body, p[name], np.nan).astype(np.float32)
         m[tissue == blood_idx] = np.nan

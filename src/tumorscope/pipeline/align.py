@@ -59,8 +59,9 @@ __all__ = [
 #: Role of the image the other series are aligned to (the one lesions are drawn on).
 ALIGN_REFERENCE = "anatomical"
 
-#: Roles without anatomical contrast: not registered.
-_NOT_REGISTRABLE = ("fluorine", "hp13c", "mrs")
+#: Roles without anatomical contrast: not registered (the PET's reference masks are drawn on
+#: the PET grid; the PET itself is registered).
+_NOT_REGISTRABLE = ("fluorine", "hp13c", "mrs", "pet_")
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ def align_visit(visit: Visit, *, tolerance_vox: float = 0.5) -> list[SeriesAlign
                         role,
                         ALIGN_REFERENCE,
                         "skipped",
-                        "no anatomical contrast to register (19F, 13C, MRS); masks used as given",
+                        "no anatomical contrast to register (19F, 13C, MRS, PET reference masks); masks used as given",
                     )
                 )
                 continue

@@ -71,10 +71,16 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         missing="absent",
         radiotherapy_end=None if rt_end is None else {s: rt_end},
     )
-    crits = list(study.criteria or ("recist1.1",))
+    from .assess_pet import PET_CRITERIA, pet_assessments
+
+    # PERCIST reads the PET tables (assess_pet.py), the other criteria the MRI lesion table
+    crits = [c for c in (study.criteria or ("recist1.1",)) if c not in PET_CRITERIA]
+    crits = crits or ["recist1.1"]
     rows = assessment_rows(table, crits)
     main = "irecist" if "irecist" in crits else crits[0]
     prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
+    pet_rows, pet_prows, pet_notes = pet_assessments(ctx, study, unit, lesions)
+    rows, prows, notes = rows + pet_rows, prows + pet_prows, notes + pet_notes
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):

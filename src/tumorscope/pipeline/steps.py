@@ -24,6 +24,7 @@ step               scope    where, and the code it calls
 ``fit_cardiac``    visit    :mod:`.organs` (:func:`tumorscope.stages.cardiac.fit_cardiac_visit`)
 ``organ_watch``    subject  :mod:`.organs` (:func:`tumorscope.response.organs.organ_watch`)
 ``metabolic``      visit    :mod:`tumorscope.stages.metabolic` (hyperpolarised 13C kPL, MRS)
+``pet``            visit    :func:`tumorscope.stages.pet.pet_uptake` (SUV/SUL maps, uptake)
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -37,7 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DataError
-from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir, metabolic_path
+from ..layout import (
+    cells19f_path,
+    hypoxia_path,
+    map_prefix,
+    maps_dir,
+    metabolic_path,
+    pet_path,
+)
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
@@ -66,6 +74,7 @@ from .step import (
     _manifest_file,
     _series_files,
     _visit,
+    applied_alignments,
     maps_of_visit,
     record_maps,
 )
@@ -360,6 +369,37 @@ def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     return out
 
 
+# ---------------------------------------------------------------------------- pet
+
+
+def _pet(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """SUV, SUL and SUVbsa maps and per-lesion uptake (SULpeak, MTV, TLG) of the visit's PET,
+    the lesion masks moved through the alignment ``align`` applied to the PET, the liver and
+    blood-pool references from the ``pet_liver`` / ``pet_bloodpool`` masks."""
+    from ..stages.base import SeriesInput
+    from ..stages.pet import pet_uptake
+
+    assert unit.visit is not None
+    visit = _visit(study, unit)
+    s, les = visit.series, visit.lesions
+    matrix = applied_alignments(ctx, upstream, unit.subject, unit.visit).get("pet")
+    res = pet_uptake(
+        SeriesInput.of(s["pet"]),
+        labels=None if les is None else les.load_labels(),
+        lesion_ids=None if les is None else {r.label: r.lesion_id for r in les.table},
+        liver=s["pet_liver"].load() if "pet_liver" in s else None,
+        blood_pool=s["pet_bloodpool"].load() if "pet_bloodpool" in s else None,
+        alignment=matrix,
+        out_dir=_maps_dir(ctx, unit),
+        prefix=_prefix(unit),
+        table_path=pet_path(ctx, unit.subject, unit.visit),
+        keys={"subject": unit.subject, "visit": unit.visit},
+    )
+    out = _recorded(ctx, "pet", unit, res)
+    out.writes.append(_measurements(unit, "pet", res.rows["measurements"]))
+    return out
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         "register",
@@ -498,6 +538,17 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
     ),
     Step(
+        "pet",
+        "visit",
+        "1",
+        "SUV/SUL maps, SULpeak, MTV and TLG per lesion, liver and blood-pool references (PET)",
+        _pet,
+        _files_of("pet", optional=("pet_liver", "pet_bloodpool"), lesions=True),
+        requires=("register", "align"),
+        applies=_has_roles("pet"),
+        missing=lambda: _has_module("tumorscope.stages.pet", "pet_uptake"),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -513,12 +564,13 @@ STEPS: tuple[Step, ...] = (
         "assess",
         "subject",
         # 3: a visit where every lesion is gone is assessed (CR); 4: the rules of issue 24
-        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date
-        "4",
+        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date;
+        # 5: PERCIST/imPERCIST and the PET patterns (issue 17), RANO 2.0 non-enhancing disease
+        "5",
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,
-        requires=("measure",),
+        requires=("measure", "pet"),  # pet: the PET tables of PERCIST (assess_pet.py)
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
     Step(

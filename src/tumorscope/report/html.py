@@ -152,6 +152,9 @@ def write_subject_report(
         if key
         else ""
     )
+    from .pet import pet_section
+
+    pet = pet_section(out_dir, study, subject)  # None without PET (issue 17)
     t = subj.treatment
     html = render(
         "subject.html.j2",
@@ -174,6 +177,9 @@ def write_subject_report(
         fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
+        pet_table=frame_of(pet.table) if pet is not None else None,
+        pet_scatter=pet.scatter if pet is not None else None,
+        pet_note=pet.note if pet is not None else "",
         methods=methods_text(mf.provenances) or ["No model was fitted."],
         organs=organ_section(out_dir, subject, days),
     )

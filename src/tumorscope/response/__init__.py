@@ -28,6 +28,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(
         "parametric_response_map",
         "joint_response_map",
     ),
+    petmri=("joint_pet_mri", "pet_flare", "metabolic_pseudoprogression"),
     patterns=(
         "pseudoprogression",
         "pseudoprogression_candidates",

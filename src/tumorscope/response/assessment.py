@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 __all__ = ["CRITERIA", "assess", "from_lesion_table"]
 
 #: Criterion names accepted by :func:`assess`.
-CRITERIA: tuple[str, ...] = ("recist1.1", "irecist", "rano", "irano", "mrecist", "choi")
+CRITERIA: tuple[str, ...] = (
+    "recist1.1",
+    "irecist",
+    "rano",
+    "irano",
+    "mrecist",
+    "choi",
+    "percist",
+    "impercist",
+)
 
 _ALIASES = {
     "recist": "recist1.1",
@@ -37,6 +46,7 @@ def assess(
     check_measurability: bool = True,
     confirm_window_days: int | None = None,
     radiotherapy_end: Mapping[str, Any] | None = None,
+    n_lesions: int | None = None,
 ) -> pd.DataFrame:
     """Time-point response of every subject at every visit.
 
@@ -45,7 +55,11 @@ def assess(
     table : pandas.DataFrame or path
         The measurement table (:mod:`tumorscope.response.table`), or a CSV file holding it.
         It is validated first; nothing is computed from an invalid table.
-    criteria : {"recist1.1", "irecist", "rano", "irano", "mrecist", "choi"}, default "recist1.1"
+    criteria : {"recist1.1", "irecist", "rano", "irano", "mrecist", "choi", "percist", "impercist"}
+        Default "recist1.1". PERCIST 1.0 (Wahl et al. 2009, J Nucl Med 50:122S) and imPERCIST
+        (Ito et al. 2019, J Nucl Med 60:335) read FDG PET's own table (``sul_peak`` and the
+        liver reference; :mod:`~tumorscope.response.percist`, whose columns they return,
+        with iPERCIST confirmation in ``ipercist``).
         RECIST 1.1 (Eisenhauer et al. 2009, doi:10.1016/j.ejca.2008.10.026), iRECIST
         (Seymour et al. 2017, doi:10.1016/S1470-2045(17)30074-8), RANO 2.0 (Wen et al. 2023,
         doi:10.1200/JCO.23.01059), iRANO (Okada et al. 2015,
@@ -64,6 +78,9 @@ def assess(
     radiotherapy_end : mapping of subject to date, optional
         RANO/iRANO only: end of radiotherapy per subject; progression within 12 weeks after
         it needs confirmation (RANO 2.0). Overrides the table's ``radiotherapy_end`` column.
+    n_lesions : int, optional
+        PERCIST/imPERCIST only: lesions in the measure (PERCIST: 1, the hottest, or 5, its
+        five-lesion option; imPERCIST: up to 5, the default).
 
     Returns
     -------
@@ -104,6 +121,17 @@ def assess(
         )
     # RECIST 1.1's 5 targets and 2 per organ are not RANO's (rano.py checks RANO's limits)
     limits = name not in ("rano", "irano")
+    if name in ("percist", "impercist"):
+        # FDG PET: its own table (sul_peak and the liver reference), see response/percist.py
+        from .percist import COLUMNS as PET_COLUMNS
+        from .percist import assess_percist, validate_pet_table
+
+        if isinstance(table, str | os.PathLike):
+            table = pd.read_csv(table, dtype={"subject": str, "visit": str, "lesion_id": str})
+        rows = assess_percist(validate_pet_table(table), variant=name, n_lesions=n_lesions)
+        pet = pd.DataFrame(rows, columns=PET_COLUMNS)
+        pet["date"] = pd.to_datetime(pet["date"])
+        return pet.sort_values(["subject", "date"], kind="stable").reset_index(drop=True)
     if isinstance(table, str | os.PathLike):
         df = read_table(table, target_limits=limits)
     else:

@@ -50,6 +50,7 @@ from ..deid import (
     check_no_identifiers,
     identifiers_of,
 )
+from .pet import is_pet, read_pet_series
 from .profile import deidentify_sidecar
 from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
 from .seg import read_rtstruct, read_segmentation
@@ -62,6 +63,7 @@ _FOLDER = {
     "dwi": "dwi",
     "dce": "perf",
     "epi": "fmap",
+    "pet": "pet",
 }
 
 #: one imported series: where it came from and what was read
@@ -382,12 +384,15 @@ def _read_all(
             continue
         entities, _, kind = (forced or "").rpartition("_")
         try:
-            sd = read_series(
-                s,
-                suffix=kind or None,
-                dce_baseline_frames=dce_baseline_frames,
-                keep_identifiers=keep_identifiers,
-            )
+            if is_pet(s):  # Modality PT: Bq/mL and a BIDS-PET sidecar (io/dicom/pet.py)
+                sd = read_pet_series(s, keep_identifiers=keep_identifiers)
+            else:
+                sd = read_series(
+                    s,
+                    suffix=kind or None,
+                    dce_baseline_frames=dce_baseline_frames,
+                    keep_identifiers=keep_identifiers,
+                )
             sd.entities = entities
             read.append((s, sd))
             for note in sd.notes:

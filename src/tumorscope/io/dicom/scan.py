@@ -53,6 +53,8 @@ __all__ = [
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 RTSTRUCT_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 _MR_STORAGE = {"1.2.840.10008.5.1.4.1.1.4", "1.2.840.10008.5.1.4.1.1.4.1"}
+#: PET Image Storage (classic single-frame PET; read by io/dicom/pet.py)
+PET_STORAGE = "1.2.840.10008.5.1.4.1.1.128"
 #: DICOM patient coordinates (LPS+) → tumorscope world coordinates (RAS+), and back
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 #: offset GE adds to the first value of (0043,1039) on many software versions
@@ -610,13 +612,13 @@ def scan_dicom(folder: str | Path) -> ScanResult:
         if sop_class in (SEG_STORAGE, RTSTRUCT_STORAGE):
             segs.append(path)
             continue
-        if sop_class not in _MR_STORAGE:
+        if sop_class not in _MR_STORAGE and sop_class != PET_STORAGE:
             problems.append(
                 _problem(
                     "warning",
                     path,
                     "SOPClassUID",
-                    f"not an MR image, SEG or RT-STRUCT object ({sop_class or 'missing'}); skipped",
+                    f"not an MR or PET image, SEG or RT-STRUCT object ({sop_class or 'missing'}); skipped",
                 )
             )
             continue

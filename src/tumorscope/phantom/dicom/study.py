@@ -105,6 +105,12 @@ def study_to_dicom(
             folder = out / f"{patient.patient_id}" / f"{sdy.accession}"
             first_files: list[Path] = []
             for n, s in enumerate(series, start=1):
+                if s.suffix in ("pet", "mask"):  # PET Image Storage; its masks stay NIfTI
+                    if s.suffix == "pet":
+                        from ..pet import pet_to_dicom
+
+                        pet_to_dicom(s, folder, sdy, vendor, n, visit.date)
+                    continue
                 files = _series_to_dicom(s, folder, sdy, vendor, n, enhanced=s.suffix in enhanced)
                 if n == 1:
                     first_files = files

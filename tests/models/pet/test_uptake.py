@@ -1,0 +1,138 @@
+"""SULpeak, MTV and TLG on shapes whose values are known analytically."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tumorscope.errors import DataError
+from tumorscope.models.pet import (
+    comparable_references,
+    lesion_uptake,
+    liver_reference,
+    mtv_ml,
+    peak_kernel,
+    percist_threshold,
+    sphere_mask,
+    sul_peak,
+    tlg,
+)
+
+
+def test_peak_kernel_is_one_millilitre():
+    for vox in [(1.0, 1.0, 1.0), (2.0, 2.0, 3.0), (4.0, 4.0, 4.0)]:
+        k = peak_kernel(vox)
+        assert k.sum() * np.prod(vox) / 1000 == pytest.approx(1.0, rel=0.01)
+
+
+def test_peak_of_a_large_uniform_sphere_is_its_activity():
+    vox = (2.0, 2.0, 2.0)
+    shape = (40, 40, 40)
+    img = np.full(shape, 1.0)
+    les = sphere_mask(shape, (20, 20, 20), 20.0, vox)
+    img[les] = 7.5
+    peak, _centre, trunc = sul_peak(img, les, vox)
+    assert peak == pytest.approx(7.5, rel=1e-12)
+    assert not trunc
+
+
+def test_peak_of_a_linear_ramp_is_the_value_at_the_centre():
+    # the mean of a linear function over a centrally symmetric sphere is its centre value
+    vox = (2.0, 2.0, 2.0)
+    x = np.arange(30)[:, None, None] * np.ones((30, 30, 30))
+    img = 1.0 + 0.1 * x
+    les = np.zeros(img.shape, bool)
+    les[10:20, 10:20, 10:20] = True
+    peak, centre, _ = sul_peak(img, les, vox)
+    assert centre[0] == 19
+    assert peak == pytest.approx(1.0 + 0.1 * 19, rel=1e-12)
+
+
+def test_peak_of_a_small_hot_sphere_is_diluted_by_the_1ml_sphere():
+    # a 4 mm radius sphere of activity A in zero background, inside the 6.2 mm peak sphere:
+    # peak = A * V_hot / 1 mL (V_hot counted on the grid); error only from the kernel volume
+    vox = (0.5, 0.5, 0.5)
+    shape = (41, 41, 41)
+    hot = sphere_mask(shape, (20, 20, 20), 4.0, vox)
+    img = np.where(hot, 10.0, 0.0)
+    peak, centre, _ = sul_peak(img, hot, vox)
+    v_hot_ml = hot.sum() * 0.125 / 1000
+    assert v_hot_ml == pytest.approx(4 / 3 * math.pi * 64 / 1000, rel=0.02)
+    # every centre within 6.2 - 4 mm of the hot sphere's takes it whole
+    assert np.linalg.norm((np.array(centre) - 20) * 0.5) <= 2.2 + 0.5
+    assert peak == pytest.approx(10.0 * v_hot_ml / 1.0, rel=0.01)
+
+
+def test_peak_at_image_edge_is_flagged():
+    img = np.ones((10, 10, 10))
+    les = np.zeros_like(img, bool)
+    les[0, 5, 5] = True
+    _, _, trunc = sul_peak(img, les, (2.0, 2.0, 2.0))
+    assert trunc
+
+
+def test_mtv_and_tlg_on_two_nested_cubes():
+    # inner 4x4x4 cube SUV 10, shell to 8x8x8 SUV 3, 2 mm voxels (8 uL each)
+    vox = (2.0, 2.0, 2.0)
+    img = np.zeros((12, 12, 12))
+    les = np.zeros(img.shape, bool)
+    les[2:10, 2:10, 2:10] = True
+    img[les] = 3.0
+    img[4:8, 4:8, 4:8] = 10.0
+    v = 0.008
+    m41, _ = mtv_ml(img, les, vox, 0.41 * 10.0)
+    assert m41 == pytest.approx(64 * v)
+    assert tlg(img, les, vox, 4.1) == pytest.approx(64 * v * 10.0)
+    m25, _ = mtv_ml(img, les, vox, 2.5)
+    assert m25 == pytest.approx(512 * v)
+    assert tlg(img, les, vox, 2.5) == pytest.approx(64 * v * 10 + 448 * v * 3)
+    u = lesion_uptake(img, les, vox, percist_threshold=percist_threshold(2.0, 0.3))
+    assert u.suv_max == 10.0
+    assert u.mtv_percist_ml == pytest.approx(64 * v)  # threshold 3.6
+    assert u.tlg_percist_g == pytest.approx(64 * v * 10)
+    assert u.suv_mean == pytest.approx((64 * 10 + 448 * 3) / 512)
+    assert math.isnan(lesion_uptake(img, les, vox).mtv_percist_ml)
+
+
+def test_bad_inputs():
+    with pytest.raises(DataError, match="empty"):
+        sul_peak(np.ones((5, 5, 5)), np.zeros((5, 5, 5), bool), (1, 1, 1))
+    with pytest.raises(DataError, match="shape"):
+        sul_peak(np.ones((5, 5, 5)), np.ones((5, 5, 4), bool), (1, 1, 1))
+    img = np.ones((5, 5, 5))
+    img[2, 2, 2] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        mtv_ml(img, np.ones((5, 5, 5), bool), (1, 1, 1), 1.0)
+
+
+def test_liver_sphere_avoids_a_metastasis_and_reports_its_uptake():
+    rng = np.random.default_rng(3)
+    vox = (3.0, 3.0, 3.0)
+    shape = (50, 40, 40)
+    liver = sphere_mask(shape, (25, 20, 20), 60.0, vox) & (np.arange(50)[:, None, None] > 3)
+    img = np.where(liver, rng.normal(2.0, 0.2, shape), 0.5)
+    met = sphere_mask(shape, (16, 20, 20), 12.0, vox)  # in the low-index half
+    img[met] = 8.0
+    # an LPS-like grid: x falls with the first index, so the low-index half is the right
+    wx = -3.0 * np.arange(50)[:, None, None]
+    ref = liver_reference(img, liver, vox, world_x_mm=wx)
+    assert ref.ok, ref.problems
+    assert not (sphere_mask(shape, ref.centre, 15.0, vox) & met).any()
+    assert ref.centre[0] <= 25
+    assert ref.mean == pytest.approx(2.0, abs=0.05)
+    assert ref.sd == pytest.approx(0.2, abs=0.03)
+    assert ref.volume_ml == pytest.approx(4 / 3 * math.pi * 15**3 / 1000, rel=0.1)
+    # a liver too small for a 3 cm sphere is flagged
+    small = sphere_mask(shape, (25, 20, 20), 9.0, vox)
+    assert not liver_reference(img, small, vox).ok
+    # manual VOI
+    assert liver_reference(img, small, vox, automatic=False).method == "mask"
+
+
+def test_liver_comparability_rule():
+    # PERCIST: "the liver SUL ... should not differ by more than 20% and 0.3 SUL units"
+    assert comparable_references(2.0, 2.2)[0]
+    assert not comparable_references(2.0, 2.35)[0]  # 0.35 units
+    assert not comparable_references(1.0, 1.25)[0]  # 25 %
