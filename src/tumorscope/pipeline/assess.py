@@ -81,6 +81,9 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
     pet_rows, pet_prows, pet_notes = pet_assessments(ctx, study, unit, lesions)
     rows, prows, notes = rows + pet_rows, prows + pet_prows, notes + pet_notes
+    unowned = {str(r["pattern"]) for r in prows} - set(ASSESS_PATTERNS)
+    if unowned:  # a pattern not in ASSESS_PATTERNS would never reach the database
+        raise RuntimeError(f"assess: patterns {sorted(unowned)} missing from ASSESS_PATTERNS")
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):
@@ -106,8 +109,16 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     )
 
 
-#: The ``patterns`` rows ``assess`` owns (:func:`pattern_rows`).
-ASSESS_PATTERNS = ("pseudoprogression", "durable response", "mixed response", "hyperprogression")
+#: The ``patterns`` rows ``assess`` owns (:func:`pattern_rows`, the PET patterns of
+#: :mod:`.assess_pet`); each is replaced as a whole on a re-run, other steps' are left alone.
+ASSESS_PATTERNS = (
+    "pseudoprogression",
+    "durable response",
+    "mixed response",
+    "hyperprogression",
+    "PET flare",
+    "metabolic pseudoprogression",
+)
 
 
 def assessment_rows(table: pd.DataFrame, criteria: list[str]) -> list[dict[str, Any]]:
