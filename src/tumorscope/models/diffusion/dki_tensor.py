@@ -149,15 +149,20 @@ class DKITensor(DiffusionModel):
         return cls(np.r_[b, 2 * b[1:]], bvecs=np.r_[g, g[1:]])
 
     def sample_parameters(self, n: int, *, rng: np.random.Generator) -> np.ndarray:
-        """Positive-definite tensors and a positive isotropic kurtosis ``W = K/3 (δδ + …)``
-        with K in [0.3, 1.2] (K(g) constant)."""
+        """Positive-definite tensors and an isotropic ``W = K/3 (δδ + …)`` (``W(g) = K``,
+        ``K(g) = MD² K / (gᵀDg)²``), K in [0.3, 1.2] and below 0.6 × the monotonic-decay
+        limit ``3 λ3 / (b_max MD²)`` (every constraint of ``"cwls"`` inactive), plus a little anisotropy."""
         from .dti import _random_tensors
 
         p = _random_tensors(n, rng)
-        k = rng.uniform(0.3, 1.2, n)
+        ev, _ = eigen(p[:, 1:7])
+        md = ev.mean(axis=1)
+        k = np.minimum(rng.uniform(0.3, 1.2, n), 0.6 * 3.0 * ev[:, 2] / (self.b.max() * md * md))
         w = np.zeros((n, 15))
         w[:, 0:3] = k[:, None]  # Wiiii = K
         w[:, 9:12] = k[:, None] / 3.0  # Wiijj = K/3
+        # a little anisotropy (|W(g) - K| <= 0.25 K: the constraints stay inactive)
+        w += rng.uniform(-0.003, 0.003, (n, 15)) * k[:, None]
         return np.c_[p, w]
 
     def _coef(self, params: np.ndarray) -> np.ndarray:

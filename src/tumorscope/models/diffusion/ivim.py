@@ -417,7 +417,8 @@ def unidentified(
       of its bounds (the decay is faster than the lowest b-values sample, or as slow as D).
 
     The maps keep the best estimate within the bounds; the fit's status is ``AT_BOUND`` for
-    such voxels and the ``unidentified`` map says which parameter to ignore. NaN inputs give 0.
+    such voxels and the ``unidentified`` map says which parameter to ignore. NaN inputs give
+    NaN.
     """
     lo, hi = bounds
     f = np.asarray(f, dtype=np.float64)
@@ -426,7 +427,8 @@ def unidentified(
         no_d = (1.0 - f) < F_UNIDENTIFIED
         at = (np.abs(ds - lo[3]) <= 1e-9 * hi[3]) | (np.abs(hi[3] - ds) <= 1e-9 * hi[3])
         no_ds = (f < F_UNIDENTIFIED) | at
-    return (no_d.astype(np.uint8) | (no_ds.astype(np.uint8) << 1)).astype(np.float32)
+    flags = (no_d.astype(np.uint8) | (no_ds.astype(np.uint8) << 1)).astype(np.float32)
+    return np.where(np.isnan(f) | np.isnan(ds), np.float32(np.nan), flags)
 
 
 def _check_prior(prior: Mapping[str, Any]) -> dict[str, Any]:
