@@ -296,3 +296,32 @@ def eig3_block(d6, evals, evecs):
             evecs[i, k, 0] = v[k, o0]
             evecs[i, k, 1] = v[k, o1]
             evecs[i, k, 2] = v[k, o2]
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def tensor_exp_kernel(p, c, f, J):
+    """``S = S0 exp(Σ_j<6 X_kj D_j + MD² Σ_j>=6 X_kj W_j)``, ``MD = (Dxx + Dyy + Dzz) / 3``:
+    DTI (6 tensor columns) and tensor DKI (6 + 15); ``p = (S0, D…, W…)``,
+    ``consts = [m, X[:, 1:] row-major]``."""
+    m = int(c[0])
+    q = (c.shape[0] - 1) // m
+    s0 = p[0]
+    md = (p[1] + p[3] + p[6]) / 3.0
+    md2 = md * md
+    for k in range(m):
+        o = 1 + k * q
+        td = 0.0
+        for j in range(min(q, 6)):
+            td += c[o + j] * p[1 + j]
+        tw = 0.0
+        for j in range(6, q):
+            tw += c[o + j] * p[1 + j]
+        e = np.exp(td + md2 * tw)
+        s = s0 * e
+        f[k] = s
+        J[k, 0] = e
+        extra = 2.0 * md / 3.0 * tw
+        for j in range(min(q, 6)):
+            J[k, 1 + j] = s * (c[o + j] + (extra if (j == 0 or j == 2 or j == 5) else 0.0))
+        for j in range(6, q):
+            J[k, 1 + j] = s * md2 * c[o + j]

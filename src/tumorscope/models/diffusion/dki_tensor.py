@@ -43,9 +43,12 @@ from .tensor import (
     dti_design,
     eigen,
     gradient_table,
+    kernel_consts,
     kurtosis_maps_fast,
     positive_definite,
     scalar_maps,
+    tensor_jacobian,
+    tensor_signal,
     tensor_wls,
     w_monomials,
 )
@@ -87,7 +90,9 @@ class DKITensor(DiffusionModel):
     Notes
     -----
     Maps: ``S0``; ``Dxx … Dzz`` (mm²/s) and the kurtosis tensor ``Wxxxx … Wxyzz``
-    (dimensionless; DIPY's orders, ``W = coefficient / MD²``); derived ``FA``, ``MD``, ``AD``,
+    (dimensionless; DIPY's orders, ``W = coefficient / MD²`` with ``MD = trace(D) / 3``;
+    DIPY takes MD from eigenvalues clipped at ``1e-6 / b_max``: the same where D is
+    positive definite); derived ``FA``, ``MD``, ``AD``,
     ``RD``, principal direction ``V1_*``, and ``MK``, ``AK``, ``RK``
     (:func:`~.tensor.kurtosis_maps`: the exact integrals that Tabesh's closed forms give,
     clipped to ``[-3/7, 10]``; 0 where an eigenvalue is ``<= 2e-7`` mm²/s, as DIPY).
@@ -165,33 +170,23 @@ class DKITensor(DiffusionModel):
         w += rng.uniform(-0.003, 0.003, (n, 15)) * k[:, None]
         return np.c_[p, w]
 
-    def _coef(self, params: np.ndarray) -> np.ndarray:
-        """Design coefficients (log S0, D, MD² W) of parameter rows."""
-        p = np.asarray(params, dtype=np.float64)
-        ev, _ = eigen(p[:, 1:7])
-        md = np.maximum(ev, self.min_diffusivity).mean(axis=1)
-        return np.c_[np.log(p[:, 0]), p[:, 1:7], p[:, 7:] * (md * md)[:, None]]
-
     def signal(self, params: np.ndarray) -> np.ndarray:
-        return np.exp(self._coef(params) @ self.X.T)
+        return tensor_signal(self.X, params)
 
     def jacobian(self, params: np.ndarray) -> np.ndarray:
-        """Central finite differences (the fit is linear; this serves uncertainty tools)."""
-        p = np.asarray(params, dtype=np.float64)
-        J = np.empty((p.shape[0], self.b.size, p.shape[1]))
-        for j in range(p.shape[1]):
-            h = 1e-6 * np.maximum(np.abs(p[:, j]), self.scales()[j])
-            up, dn = p.copy(), p.copy()
-            up[:, j] += h
-            dn[:, j] -= h
-            J[:, :, j] = (self.signal(up) - self.signal(dn)) / (2 * h)[:, None]
-        return J
+        return tensor_jacobian(self.X, params)
 
     def initial_guess(self, y: np.ndarray) -> np.ndarray:
         return self.fit_block(y).params
 
     def kernel(self) -> Any:
-        return None
+        from .tensor import _kernels
+
+        nbm = _kernels()
+        return None if nbm is None else nbm.tensor_exp_kernel
+
+    def consts(self) -> np.ndarray:
+        return kernel_consts(self.X)
 
     def fit_block(self, y: np.ndarray) -> BlockFit:
         be = self._backend()
@@ -212,8 +207,7 @@ class DKITensor(DiffusionModel):
                 w = np.exp(2.0 * np.clip(self._ols(y[viol]) @ self.X.T, -350, 350))
                 rss[viol] = np.sum(w * (logy - coef[viol] @ self.X.T) ** 2, axis=1)
         s0 = np.exp(coef[:, 0])
-        ev, _ = eigen(coef[:, 1:7])
-        md2 = np.maximum(ev, self.min_diffusivity).mean(axis=1) ** 2
+        md2 = ((coef[:, 1] + coef[:, 3] + coef[:, 6]) / 3.0) ** 2  # MD = trace / 3
         with np.errstate(invalid="ignore", divide="ignore"):
             w = np.where(md2[:, None] > 0, coef[:, 7:] / md2[:, None], 0.0)
             sw = np.where(md2[:, None] > 0, se[:, 7:] / md2[:, None], np.nan)

@@ -33,8 +33,11 @@ from .tensor import (
     dti_design,
     eigen,
     gradient_table,
+    kernel_consts,
     positive_definite,
     scalar_maps,
+    tensor_jacobian,
+    tensor_signal,
     tensor_wls,
 )
 from .tensor import (
@@ -160,22 +163,20 @@ class DTI(DiffusionModel):
         return _random_tensors(n, rng)
 
     def signal(self, params: np.ndarray) -> np.ndarray:
-        p = np.asarray(params, dtype=np.float64)
-        return p[:, :1] * np.exp(p[:, 1:] @ self.X[:, 1:].T)
+        return tensor_signal(self.X, params)
 
     def jacobian(self, params: np.ndarray) -> np.ndarray:
-        p = np.asarray(params, dtype=np.float64)
-        e = np.exp(p[:, 1:] @ self.X[:, 1:].T)  # (n, m)
-        J = np.empty((p.shape[0], self.b.size, 7))
-        J[:, :, 0] = e
-        J[:, :, 1:] = (p[:, :1] * e)[:, :, None] * self.X[None, :, 1:]
-        return J
+        return tensor_jacobian(self.X, params)
 
     def initial_guess(self, y: np.ndarray) -> np.ndarray:
         return self._linear(y, weighted=True).params
 
     def kernel(self) -> Any:
-        return None
+        nbm = _tensor_kernels()
+        return None if nbm is None else nbm.tensor_exp_kernel
+
+    def consts(self) -> np.ndarray:
+        return kernel_consts(self.X)
 
     def _linear(self, y: np.ndarray, *, weighted: bool) -> BlockFit:
         coef, se, rss, status = tensor_wls(y, self.X, weighted=weighted, backend=self._backend())

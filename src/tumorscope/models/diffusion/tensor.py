@@ -402,3 +402,35 @@ def positive_definite(d6: np.ndarray, min_diffusivity: float) -> np.ndarray:
     evals, _ = eigen(d6)
     with np.errstate(invalid="ignore"):
         return evals[:, 2] >= min_diffusivity
+
+
+def tensor_signal(X: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Signal of parameter rows ``(S0, D(6)[, W(15)])`` for the design ``X`` (DTI or DKI):
+    ``S0 exp(X_D · D + MD² X_W · W)``, ``MD = trace(D) / 3``."""
+    p = np.asarray(params, dtype=np.float64)
+    t = p[:, 1:7] @ X[:, 1:7].T
+    if X.shape[1] > 7:
+        md = (p[:, 1] + p[:, 3] + p[:, 6]) / 3.0
+        t = t + (md * md)[:, None] * (p[:, 7:] @ X[:, 7:].T)
+    return p[:, :1] * np.exp(t)
+
+
+def tensor_jacobian(X: np.ndarray, params: np.ndarray) -> np.ndarray:
+    """Jacobian ``(n, m, p)`` of :func:`tensor_signal`."""
+    p = np.asarray(params, dtype=np.float64)
+    s = tensor_signal(X, p)
+    J = np.empty((p.shape[0], X.shape[0], p.shape[1]))
+    J[:, :, 0] = s / p[:, :1]
+    J[:, :, 1:7] = s[:, :, None] * X[None, :, 1:7]
+    if X.shape[1] > 7:
+        md = (p[:, 1] + p[:, 3] + p[:, 6]) / 3.0
+        tw = p[:, 7:] @ X[:, 7:].T
+        for j in (0, 2, 5):
+            J[:, :, 1 + j] += s * (2.0 * md / 3.0)[:, None] * tw
+        J[:, :, 7:] = (s * (md * md)[:, None])[:, :, None] * X[None, :, 7:]
+    return J
+
+
+def kernel_consts(X: np.ndarray) -> np.ndarray:
+    """``consts`` of the compiled :func:`~._tensor_numba.tensor_exp_kernel` for ``X``."""
+    return np.r_[float(X.shape[0]), np.ascontiguousarray(X[:, 1:]).ravel()]
