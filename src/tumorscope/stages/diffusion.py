@@ -81,7 +81,8 @@ def _with_bvecs(series: SeriesInput, protocol: DiffusionProtocol) -> DiffusionPr
     vecs = read_bvec(bvec if bvec is not None else series.path)
     if vecs is None:
         return protocol
-    return dataclasses.replace(protocol, bvecs=tuple(tuple(float(c) for c in v) for v in vecs))
+    bvecs = tuple((float(v[0]), float(v[1]), float(v[2])) for v in vecs)
+    return dataclasses.replace(protocol, bvecs=bvecs)
 
 
 def tensor_ready(series: SeriesInput, name: str) -> str | None:
