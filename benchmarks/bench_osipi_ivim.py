@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         f"OSIPI generic.json: {len(names)} tissues, {b.size} b-values, reps {args.reps} "
         f"(DIPY {args.reps_dipy})\n"
     )
-    for name, fn in methods.items():  # compile / load the kernels outside the timing
+    for fn in methods.values():  # compile / load the kernels outside the timing
         fn(b, simulate(b, truth, 100.0, 2, 1))
     print(head)
     print("|" + "---|" * (3 + 3 * len(KEYS)))
