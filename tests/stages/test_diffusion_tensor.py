@@ -61,3 +61,21 @@ def test_without_bvec_tensor_models_are_skipped_with_a_warning(tmp_path: Path) -
         res = fit_dwi_series(series, out_dir=tmp_path / "out", models=("adc", "dti"))
     assert {m.model for m in res.maps} == {"adc"}
     assert any(w.startswith("dti: not fitted") and "bvec" in w for w in res.warnings)
+
+
+def test_cli_fit_dwi_dti(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tumorscope.cli import app
+
+    path, _ = _write(tmp_path, bvec=True)
+    res = CliRunner().invoke(
+        app, ["fit", "dwi", str(path), "--model", "dti", "--out", str(tmp_path / "o")]
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "sub-001_ses-01_dwi_dti_FA.nii.gz").is_file()
+    (tmp_path / "sub-001_ses-01_dwi.bvec").unlink()
+    res = CliRunner().invoke(
+        app, ["fit", "dwi", str(path), "--model", "dti", "--out", str(tmp_path / "p")]
+    )
+    assert res.exit_code == 2 and "bvec" in res.output
