@@ -398,10 +398,16 @@ def kurtosis_maps_fast(
 
 
 def positive_definite(d6: np.ndarray, min_diffusivity: float) -> np.ndarray:
-    """Whether each tensor's smallest eigenvalue is ``>= min_diffusivity`` (False if NaN)."""
-    evals, _ = eigen(d6)
+    """Whether each tensor's smallest eigenvalue is ``> min_diffusivity`` (False if NaN):
+    Sylvester's criterion on ``D - min_diffusivity I`` (its leading principal minors all
+    positive), no eigen-decomposition."""
+    d = np.asarray(d6, dtype=np.float64)
+    xx, xy, yy, xz, yz, zz = (d[:, i] for i in range(6))
+    xx, yy, zz = xx - min_diffusivity, yy - min_diffusivity, zz - min_diffusivity
+    m2 = xx * yy - xy * xy
+    m3 = xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz) + xz * (xy * yz - yy * xz)
     with np.errstate(invalid="ignore"):
-        return evals[:, 2] >= min_diffusivity
+        return (xx > 0) & (m2 > 0) & (m3 > 0)
 
 
 def tensor_signal(X: np.ndarray, params: np.ndarray) -> np.ndarray:
