@@ -13,6 +13,7 @@ import numba as nb
 import numpy as np
 
 from ...fitting._lm_numba import MODEL_SIGNATURE
+from ._numba import _exp, _log_pos
 
 
 @nb.njit(inline="always")
@@ -232,9 +233,20 @@ def eig3_block(d6, evals, evecs):
     ``(n, 6)`` lower-triangular elements ``xx, xy, yy, xz, yz, zz``: cyclic Jacobi rotations
     to machine precision (at most 12 sweeps); NaN rows for non-finite tensors."""
     n = d6.shape[0]
-    for i in nb.prange(n):
-        a = np.empty((3, 3))
-        v = np.eye(3)
+    nchunk = 64 if n >= 64 * 256 else max(1, n // 256)
+    for ch in nb.prange(nchunk):
+        _eig3_rows(d6, evals, evecs, ch * n // nchunk, (ch + 1) * n // nchunk)
+
+
+@nb.njit(cache=True, nogil=True)
+def _eig3_rows(d6, evals, evecs, lo, hi):
+    """:func:`eig3_block` on rows ``lo:hi`` (buffers allocated once)."""
+    a = np.empty((3, 3))
+    v = np.empty((3, 3))
+    for i in range(lo, hi):
+        for j in range(3):
+            for k in range(3):
+                v[j, k] = 1.0 if j == k else 0.0
         a[0, 0] = d6[i, 0]
         a[1, 0] = a[0, 1] = d6[i, 1]
         a[1, 1] = d6[i, 2]
@@ -325,3 +337,146 @@ def tensor_exp_kernel(p, c, f, J):
             J[k, 1 + j] = s * (c[o + j] + (extra if (j == 0 or j == 2 or j == 5) else 0.0))
         for j in range(6, q):
             J[k, 1 + j] = s * md2 * c[o + j]
+
+
+#: Voxels per tile of :func:`tensor_wls_tiled` (the per-tile buffers stay in cache).
+TILE = 128
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
+    """:func:`tensor_wls_rows` with every loop running over a tile of voxels (so that LLVM
+    vectorises it): the data are transposed into ``(m, TILE)`` buffers, logs and exps are the
+    branch-free :func:`~._numba._log_pos` / :func:`~._numba._exp`, and the packed Cholesky
+    solve runs on all voxels of the tile at once. Same outputs and codes."""
+    n, m = y.shape
+    p = X.shape[1]
+    P = XX.shape[1]
+    T = TILE
+    ly = np.empty((m, T))
+    w = np.empty((m, T))
+    A = np.empty((P, T))  # packed lower triangle, row-major (a >= b): index a(a+1)/2 + b
+    r = np.empty((p, T))
+    c = np.empty((p, T))
+    z = np.empty((p, T))
+    bad = np.empty(T)
+    minpos = np.empty(T)
+    fail = np.empty(T)
+    res = np.empty(T)
+    for t0 in range(0, n, T):
+        nt = min(T, n - t0)
+        for j in range(nt):
+            bad[j] = 0.0
+            minpos[j] = np.inf
+            fail[j] = 0.0
+        for k in range(m):
+            for j in range(nt):
+                v = np.float64(y[t0 + j, k])
+                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+                minpos[j] = v if (v > 0.0 and v < minpos[j]) else minpos[j]
+                ly[k, j] = v
+        for j in range(nt):
+            bad[j] += 1.0 if minpos[j] == np.inf else 0.0
+            minpos[j] = minpos[j] if minpos[j] < np.inf else 1.0
+        for k in range(m):
+            for j in range(nt):
+                v = ly[k, j]
+                v = v if (v > 0.0 and v < np.inf) else minpos[j]
+                ly[k, j] = _log_pos(v)
+        if weighted:
+            for a in range(p):
+                for j in range(nt):
+                    c[a, j] = 0.0
+                for k in range(m):
+                    pk = pinv[a, k]
+                    for j in range(nt):
+                        c[a, j] += pk * ly[k, j]
+            for k in range(m):
+                for j in range(nt):
+                    w[k, j] = 0.0
+                for a in range(p):
+                    xk = X[k, a]
+                    for j in range(nt):
+                        w[k, j] += xk * c[a, j]
+                for j in range(nt):
+                    t = w[k, j]
+                    t = min(max(t, -350.0), 350.0)
+                    w[k, j] = _exp(2.0 * t)
+        else:
+            for k in range(m):
+                for j in range(nt):
+                    w[k, j] = 1.0
+        for q in range(P):
+            for j in range(nt):
+                A[q, j] = 0.0
+        for a in range(p):
+            for j in range(nt):
+                r[a, j] = 0.0
+        for k in range(m):
+            for q in range(P):
+                xq = XX[k, q]
+                for j in range(nt):
+                    A[q, j] += xq * w[k, j]
+            for a in range(p):
+                xa = X[k, a]
+                for j in range(nt):
+                    r[a, j] += xa * w[k, j] * ly[k, j]
+        # packed Cholesky, in place, all voxels of the tile at once
+        for a in range(p):
+            aa = a * (a + 1) // 2
+            for b in range(a + 1):
+                bb = b * (b + 1) // 2
+                for j in range(nt):
+                    s = A[aa + b, j]
+                    for k in range(b):
+                        s -= A[aa + k, j] * A[bb + k, j]
+                    if a == b:
+                        ok = s > 0.0
+                        fail[j] += 0.0 if ok else 1.0
+                        A[aa + a, j] = np.sqrt(s) if ok else 1.0
+                    else:
+                        A[aa + b, j] = s / A[bb + b, j]
+        # forward (z) and back (c) substitution
+        for a in range(p):
+            aa = a * (a + 1) // 2
+            for j in range(nt):
+                s = r[a, j]
+                for b in range(a):
+                    s -= A[aa + b, j] * z[b, j]
+                z[a, j] = s / A[aa + a, j]
+        for a in range(p - 1, -1, -1):
+            aa = a * (a + 1) // 2
+            for j in range(nt):
+                s = z[a, j]
+                for b in range(a + 1, p):
+                    s -= A[b * (b + 1) // 2 + a, j] * c[b, j]
+                c[a, j] = s / A[aa + a, j]
+        for j in range(nt):
+            res[j] = 0.0
+        for k in range(m):
+            for j in range(nt):
+                e = ly[k, j]
+                for a in range(p):
+                    e -= X[k, a] * c[a, j]
+                res[j] += w[k, j] * e * e
+        # diag((LLᵀ)⁻¹): columns of L⁻¹ (z reused)
+        for col in range(p):
+            for j in range(nt):
+                dinv[t0 + j, col] = 0.0
+            for a in range(col, p):
+                aa = a * (a + 1) // 2
+                for j in range(nt):
+                    s = 1.0 if a == col else 0.0
+                    for b in range(col, a):
+                        s -= A[aa + b, j] * z[b, j]
+                    z[a, j] = s / A[aa + a, j]
+                    dinv[t0 + j, col] += z[a, j] * z[a, j]
+        for j in range(nt):
+            i = t0 + j
+            cd = np.uint8(1) if bad[j] > 0.0 else (np.uint8(2) if fail[j] > 0.0 else np.uint8(0))
+            code[i] = cd
+            good = cd == 0
+            for a in range(p):
+                coef[i, a] = c[a, j] if good else np.nan
+                dinv[i, a] = dinv[i, a] if good else np.nan
+            rss[i] = res[j] if good else np.nan

@@ -360,7 +360,7 @@ def _wls_compiled(
     rss = np.full(n, np.nan)
     code = np.empty(n, dtype=np.uint8)
     yy = y if y.dtype in (np.float32, np.float64) else y.astype(np.float64)
-    _kernels().tensor_wls_rows(
+    _kernels().tensor_wls_tiled(
         yy, np.ascontiguousarray(X), XX, np.ascontiguousarray(np.linalg.pinv(X)), weighted,
         coef, dinv, rss, code,
     )  # fmt: skip
