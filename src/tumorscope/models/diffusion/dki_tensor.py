@@ -111,6 +111,9 @@ class DKITensor(DiffusionModel):
         ParameterSpec("RK", "1", description="radial kurtosis (perpendicular to V1)"),
     )
     methods: ClassVar[tuple[str, ...]] = ("cwls", "wls")
+    #: The compiled linear fit reads float32 data and validates voxels itself (one pass).
+    native_dtype: ClassVar[bool] = True
+    handles_invalid: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -211,6 +214,7 @@ class DKITensor(DiffusionModel):
         with np.errstate(invalid="ignore", divide="ignore"):
             w = np.where(md2[:, None] > 0, coef[:, 7:] / md2[:, None], 0.0)
             sw = np.where(md2[:, None] > 0, se[:, 7:] / md2[:, None], np.nan)
+        w[np.isnan(md2)] = np.nan
         params = np.c_[s0, coef[:, 1:7], w]
         stderr = np.c_[s0 * se[:, 0], se[:, 1:7], sw]
         nonpd = (status == FitStatus.CONVERGED) & ~positive_definite(

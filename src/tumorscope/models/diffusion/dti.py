@@ -125,7 +125,8 @@ class DTI(DiffusionModel):
     are clipped below at ``1e-6 / b_max`` for the derived maps (as DIPY); voxels whose
     linear estimate has an eigenvalue below that get status ``AT_BOUND`` (not positive
     definite). Samples ``<= 0`` are replaced by the voxel's smallest positive sample before
-    the log (linear methods). ``rss`` is the weighted log-domain objective for the linear
+    the log; a voxel with a NaN/inf or negative sample, or no positive one, is
+    ``INVALID_INPUT``. ``rss`` is the weighted log-domain objective for the linear
     methods and the signal RSS for ``"nlls"``.
     """
 
@@ -136,6 +137,9 @@ class DTI(DiffusionModel):
     )
     derived: ClassVar[tuple[ParameterSpec, ...]] = TENSOR_MAPS
     methods: ClassVar[tuple[str, ...]] = ("wls", "ols", "nlls")
+    #: The compiled linear fit reads float32 data and validates voxels itself (one pass).
+    native_dtype: ClassVar[bool] = True
+    handles_invalid: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -189,10 +193,9 @@ class DTI(DiffusionModel):
         return BlockFit(params, status, rss, stderr)
 
     def fit_block(self, y: np.ndarray) -> BlockFit:
-        y = np.asarray(y, dtype=np.float64)
         if self.method in ("wls", "ols"):
             return self._linear(y, weighted=self.method == "wls")
-        return self._nlls(y)
+        return self._nlls(np.asarray(y, dtype=np.float64))
 
     def _nlls(self, y: np.ndarray) -> BlockFit:
         from ...fitting.lm import levenberg_marquardt
