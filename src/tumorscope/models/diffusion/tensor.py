@@ -244,7 +244,7 @@ def status_of(ok: np.ndarray, bad: np.ndarray, at_bound: np.ndarray) -> np.ndarr
 #: not positive definite has no defined directional kurtosis).
 MIN_KURTOSIS_EVAL = 2e-7
 #: Quadrature of the kurtosis maps: Gauss-Legendre nodes in cos(angle to V1) on a hemisphere
-#: (K(g) = K(-g)) × equally spaced azimuths; exponential convergence for the smooth K(g).
+#: (K(g) = K(-g)) × equally spaced azimuths; exponential convergence for smooth K(g).
 N_POLAR, N_AZIMUTH = 24, 48
 
 
@@ -283,7 +283,8 @@ def kurtosis_maps(
     ``RK`` the mean over the circle perpendicular to V1: the definitions of Jensen & Helpern
     2010 (doi:10.1002/nbm.1518) whose closed forms Tabesh et al. 2011
     (doi:10.1002/mrm.22932) give and DIPY's ``analytical=True`` evaluates. Here they are
-    integrated numerically (see :data:`N_POLAR`), to ~1e-6 of the closed forms. Results are
+    integrated numerically (see :data:`N_POLAR`; error below 1e-4 even for near-zero
+    eigenvalues, where ``K(g)`` is sharply peaked, see ``docs/diffusion.md``). Results are
     clipped to ``[min_kurtosis, max_kurtosis]`` (DIPY's defaults) and 0 where an eigenvalue
     is ``<= MIN_KURTOSIS_EVAL`` (as DIPY).
     """
