@@ -255,38 +255,44 @@ class IVIM(DiffusionModel):
         # perfusion correction: the b >= b_threshold signal still holds S0 f exp(-b D*);
         # subtract the current estimate of it, refit D, refit S0, f, D* (see the class notes)
         sel = self.b >= self.b_threshold
+        lo, hi = self.bounds()
+        act = np.arange(y.shape[0])  # voxels still being corrected
         for _ in range(self.perfusion_correction):
-            ok = fit.status <= FitStatus.AT_BOUND
+            ok = fit.status[act] <= FitStatus.AT_BOUND
             if fit.stderr is not None:  # only where the perfusion estimate is determined
+                se, pa = fit.stderr[act], fit.params[act]
                 with np.errstate(invalid="ignore"):
-                    ok &= (fit.stderr[:, 2] < CORRECTION_SE * fit.params[:, 2]) & (
-                        fit.stderr[:, 3] < CORRECTION_SE * fit.params[:, 3]
+                    ok &= (se[:, 2] < CORRECTION_SE * pa[:, 2]) & (
+                        se[:, 3] < CORRECTION_SE * pa[:, 3]
                     )
-            if not ok.any():
+            act = act[ok]
+            if act.size == 0:
                 break
-            pf = fit.params
+            pf = fit.params[act]
             perf = (pf[:, 0] * pf[:, 2])[:, None] * np.exp(-np.outer(pf[:, 3], self.b[sel]))
-            corr = np.where(ok[:, None], y[:, sel] - perf, y[:, sel])
-            lin2 = self._loglinear_D(corr)
-            use = ok & (lin2.status <= FitStatus.AT_BOUND) & np.isfinite(lin2.params[:, 1])
-            if not use.any():
+            lin2 = self._loglinear_D(y[act][:, sel] - perf)
+            good = (lin2.status <= FitStatus.AT_BOUND) & np.isfinite(lin2.params[:, 1])
+            if not good.all():
+                act, pf = act[good], pf[good]
+                lin2 = BlockFit(
+                    lin2.params[good],
+                    lin2.status[good],
+                    lin2.rss[good],
+                    None if lin2.stderr is None else lin2.stderr[good],
+                )
+            if act.size == 0:
                 break
-            lin_new = BlockFit(
-                np.where(use[:, None], lin2.params, lin.params),
-                np.where(use, lin2.status, lin.status),
-                np.where(use, lin2.rss, lin.rss),
-                None
-                if lin.stderr is None or lin2.stderr is None
-                else np.where(use[:, None], lin2.stderr, lin.stderr),
-            )
-            p1 = np.where(use[:, None], pf, p0)
-            p1[:, 1] = np.where(use, lin_new.params[:, 1], p1[:, 1])
-            lo, hi = self.bounds()
-            p1 = np.clip(np.where(np.isfinite(p1), p1, p0), lo, hi)
-            new = self._fixed_D(y, p1, lin_new)
-            step = np.abs(new.params[:, 1] - fit.params[:, 1])
-            fit, lin = new, lin_new
-            if not np.any(use & (step > 1e-5 * np.abs(fit.params[:, 1]))):
+            p1 = pf.copy()
+            p1[:, 1] = lin2.params[:, 1]
+            new = self._fixed_D(y[act], np.clip(p1, lo, hi), lin2)
+            step = np.abs(new.params[:, 1] - fit.params[act, 1])
+            fit.params[act] = new.params
+            fit.status[act] = new.status
+            fit.rss[act] = new.rss
+            if fit.stderr is not None and new.stderr is not None:
+                fit.stderr[act] = new.stderr
+            act = act[step > 1e-5 * np.abs(new.params[:, 1])]
+            if act.size == 0:
                 break
         return self._flag_unidentified(fit)
 
