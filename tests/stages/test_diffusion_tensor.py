@@ -79,3 +79,15 @@ def test_cli_fit_dwi_dti(tmp_path: Path) -> None:
         app, ["fit", "dwi", str(path), "--model", "dti", "--out", str(tmp_path / "p")]
     )
     assert res.exit_code == 2 and "bvec" in res.output
+
+
+def test_run_options_accept_the_tensor_models() -> None:
+    import pytest
+
+    from tumorscope.errors import DataError
+    from tumorscope.pipeline.options import RunOptions
+
+    o = RunOptions(dwi_models="adc, DTI, dki_tensor")  # type: ignore[arg-type]
+    assert o.dwi_models == ("adc", "dti", "dki_tensor")
+    with pytest.raises(DataError, match="unknown diffusion model"):
+        RunOptions(dwi_models="adc,tensor")  # type: ignore[arg-type]
