@@ -53,7 +53,7 @@ def test_a_study_series_gives_every_map_of_every_model(tiny_study: Path, tmp_pat
         warnings.simplefilter("always")
         res = fit_dwi_series(series, out_dir=tmp_path, models=("adc", "ivim"), prefix=prefix)
     expected = [("adc", p) for p in ("S0", "ADC")] + [
-        ("ivim", p) for p in ("S0", "D", "f", "D_star")
+        ("ivim", p) for p in ("S0", "D", "f", "D_star", "unidentified")
     ]
     assert [(m.model, m.parameter) for m in res.maps] == expected
     for m in res.maps:
@@ -63,7 +63,8 @@ def test_a_study_series_gives_every_map_of_every_model(tiny_study: Path, tmp_pat
         assert json.loads(m.path.with_name(m.path.name[:-7] + ".json").read_text())["Units"]
     # every image (maps, stderr, status, rss) and its sidecar, and nothing else
     assert sorted(res.files) == sorted(tmp_path.iterdir())
-    assert len(res.files) == 2 * ((2 + 2 + 2) + (4 + 4 + 2))  # maps, stderr, status + rss
+    # maps (IVIM: 4 + the derived 'unidentified'), stderr, status + rss
+    assert len(res.files) == 2 * ((2 + 2 + 2) + (5 + 4 + 2))
     assert res.rows == {}
     ours = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
     assert res.warnings == ours

@@ -34,7 +34,9 @@ fit_app = typer.Typer(
 @fit_app.command("dwi")
 def dwi(
     series: Path = typer.Argument(..., help="4-D DWI NIfTI series (.nii or .nii.gz)."),
-    model: str = typer.Option("ivim", "--model", "-m", help="adc, ivim or dki."),
+    model: str = typer.Option(
+        "ivim", "--model", "-m", help="adc, ivim, dki, dti or dki_tensor (these two: .bvec)."
+    ),
     mask: Path = typer.Option(
         None, "--mask", help="Mask NIfTI on the series grid (non-zero = fit)."
     ),
@@ -45,7 +47,8 @@ def dwi(
     method: str = typer.Option(
         None,
         "--method",
-        help="Fit method (adc: wlls|lls|nlls; ivim: segmented|full|bayes; dki: wlls|nlls).",
+        help="Fit method (adc: wlls|lls|nlls; ivim: segmented|full|bayes; dki: wlls|nlls; "
+        "dti: wls|ols|nlls; dki_tensor: cwls|wls).",
     ),
     b_threshold: float = typer.Option(
         None, "--b-threshold", help="IVIM: b (s/mm²) of the segmented split."
@@ -59,7 +62,7 @@ def dwi(
         None, "--chunk-voxels", help="Voxels per block (memory bound)."
     ),
 ) -> None:
-    """Fit a diffusion model (ADC, IVIM, DKI) to a DWI series."""
+    """Fit a diffusion model (ADC, IVIM, DKI, DTI, tensor DKI) to a DWI series."""
     import warnings
 
     from ..errors import FitError, TumorscopeWarning
@@ -69,12 +72,19 @@ def dwi(
     if method is not None:
         options["method"] = method
     given = {"--b-threshold": b_threshold, "--b-min": b_min, "--b-max": b_max}
-    allowed = {"ivim": {"--b-threshold"}, "adc": {"--b-min", "--b-max"}, "dki": set()}
+    allowed: dict[str, set[str]] = {
+        "ivim": {"--b-threshold"},
+        "adc": {"--b-min", "--b-max"},
+        "dki": set(),
+        "dti": set(),
+        "dki_tensor": set(),
+    }
     with user_errors():
         key = model.lower()
         if key not in allowed:
             raise FitError(
-                f"unknown diffusion model {model!r}; expected adc, ivim or dki", field="--model"
+                f"unknown diffusion model {model!r}; expected {', '.join(allowed)}",
+                field="--model",
             )
         for flag, value in given.items():
             if value is None:

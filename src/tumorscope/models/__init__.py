@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(
     __name__,
     globals(),
     base=("Model", "FitResult", "ParameterSpec", "get_model", "list_models", "register_model"),
-    diffusion=("ADC", "IVIM", "DKI"),
+    diffusion=("ADC", "IVIM", "DKI", "DTI", "DKITensor"),
     relaxometry=("VFAT1", "IRT1", "T2", "T2Star", "T2Offset"),
     dce=("Tofts", "ExtendedTofts", "Patlak", "TwoCXM", "TwoCUM"),
     cardiac=("MOLLIT1",),

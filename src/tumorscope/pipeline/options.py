@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Diffusion models ``dwi_models`` may name (names of the model registry).
-DWI_MODELS = ("adc", "ivim", "dki")
+DWI_MODELS = ("adc", "ivim", "dki", "dti", "dki_tensor")
 #: Pharmacokinetic models ``dce_model`` may name.
 DCE_MODELS = ("tofts", "extended_tofts", "patlak", "2cxm", "2cum")
 #: Population arterial input functions ``dce_aif`` may name (or a path to an AIF file).
@@ -56,7 +56,9 @@ class RunOptions:
     Attributes
     ----------
     dwi_models : tuple of str, default ("adc", "ivim")
-        Diffusion models fitted to every DWI series (``adc``, ``ivim``, ``dki``).
+        Diffusion models fitted to every DWI series (``adc``, ``ivim``, ``dki``; the tensor
+        models ``dti`` and ``dki_tensor`` on series with a ``.bvec`` of enough directions,
+        skipped with a warning on others).
     dce_model : str, default "extended_tofts"
         Pharmacokinetic model of the DCE fit (``tofts``, ``extended_tofts``, ``patlak``,
         ``2cxm``, ``2cum``).

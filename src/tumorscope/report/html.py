@@ -128,6 +128,7 @@ def write_subject_report(
     import pandas as pd
 
     from . import figures
+    from .diffusion import TENSOR_NOTE, tensor_rgb_figure
     from .metabolic import metabolic_block
 
     out_dir = Path(out_dir)
@@ -169,6 +170,8 @@ def write_subject_report(
         trajectories=traj_uri,
         maps_figure=mf.figure(mf.grid_rows),
         relax_figure=mf.figure(mf.relax_rows),
+        tensor_figure=tensor_rgb_figure(maps),
+        tensor_note=TENSOR_NOTE,
         alignment=frame_of(align) if align is not None else None,
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",

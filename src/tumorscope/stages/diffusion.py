@@ -37,7 +37,9 @@ __all__ = ["DWIOptions", "fit_dwi", "fit_dwi_model", "fit_dwi_series"]
 MaskLike = Volume | np.ndarray | str | os.PathLike[str] | None
 
 #: Files of a series whose SHA-256 go into the maps' provenance.
-_HASHED = ("series", "bval")
+_HASHED = ("series", "bval", "bvec")
+#: Models that need gradient directions (``.bvec``).
+TENSOR_MODELS = ("dti", "dki_tensor")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,38 @@ def _diffusion_model(name: str) -> type[DiffusionModel]:
     return cls
 
 
+def _with_bvecs(series: SeriesInput, protocol: DiffusionProtocol) -> DiffusionProtocol:
+    """The protocol with the gradient directions of the series' ``.bvec`` (read with
+    :func:`tumorscope.io.bids.read_bvec`); unchanged if it has them or there is no file."""
+    import dataclasses
+
+    from ..io.bids import read_bvec
+
+    if protocol.bvecs is not None:
+        return protocol
+    bvec = series.files.get("bvec")
+    vecs = read_bvec(bvec if bvec is not None else series.path)
+    if vecs is None:
+        return protocol
+    bvecs = tuple((float(v[0]), float(v[1]), float(v[2])) for v in vecs)
+    return dataclasses.replace(protocol, bvecs=bvecs)
+
+
+def tensor_ready(series: SeriesInput, name: str) -> str | None:
+    """Why the tensor model ``name`` cannot be fitted to the series (no ``.bvec``, too few
+    directions or shells), or None if it can."""
+    from ..errors import ProtocolError
+
+    protocol = series.protocol
+    if not isinstance(protocol, DiffusionProtocol):
+        return f"{series.label or series.path} has no diffusion protocol"
+    try:
+        _diffusion_model(name).from_protocol(_with_bvecs(series, protocol))
+    except ProtocolError as exc:
+        return str(exc)
+    return None
+
+
 def _model_for(series: SeriesInput, name: str, options: Mapping[str, Any] | None) -> Model:
     """The diffusion model ``name`` for the series' protocol, with keyword ``options``."""
     cls = _diffusion_model(name)
@@ -77,6 +111,8 @@ def _model_for(series: SeriesInput, name: str, options: Mapping[str, Any] | None
             file=series.path,
             field="protocol",
         )
+    if cls.name in TENSOR_MODELS:
+        protocol = _with_bvecs(series, protocol)
     try:
         return cls.from_protocol(protocol, **dict(options or {}))
     except TypeError as exc:
@@ -201,7 +237,10 @@ def fit_dwi_series(
     out_dir : path-like, keyword-only
         Output folder (created).
     models : sequence of str, keyword-only, default ("adc", "ivim")
-        Registry names of the diffusion models, fitted in this order.
+        Registry names of the diffusion models, fitted in this order. The tensor models
+        (``"dti"``, ``"dki_tensor"``) need the series' ``.bvec`` with enough directions (6;
+        15 and two shells); on a series without them they are skipped with a warning (a
+        study mixes protocols), not an error.
     prefix : str, keyword-only, optional
         File name prefix of the series; each model's files are
         ``<prefix><model>_<map>.nii.gz``. Default: ``"<series file stem>_"``. The pipeline
@@ -235,8 +274,13 @@ def fit_dwi_series(
             f"options for model(s) {unknown} that are not fitted ({names})", field="options"
         )
     pre = prefix if prefix is not None else f"{stem(series.path)}_"
-    built = [(name, _model_for(series, name, opts.for_model(name))) for name in names]
     result = StageResult()
+    skipped = {n: tensor_ready(series, n) for n in names if n in TENSOR_MODELS}
+    for name, why in skipped.items():
+        if why is not None:
+            result.warnings.append(f"{name}: not fitted to {series.path.name}: {why}")
+    names = [n for n in names if skipped.get(n) is None]
+    built = [(name, _model_for(series, name, opts.for_model(name))) for name in names]
     if not built:
         return result
     volume = _load(series, built[0][1].n_measurements)

@@ -76,11 +76,18 @@ def test_invalid_voxels_status(model, dtype) -> None:  # type: ignore[no-untyped
     y[3, 0] = 0.0  # non-positive baseline (b = 0)
     # with b_min = 40 the baseline is the lowest b used (50): a zero at b = 0 is ignored
     n_bad = 3 if getattr(model, "b_min", None) else 4
+    bad = np.arange(5) < n_bad
+    if isinstance(model, IVIM):
+        # IVIM takes negative samples as zero-mean noise around a vanished signal (blood at
+        # high b): the voxel with y[0, 2] = -1 is fitted (its status is its fit's)
+        bad[0] = False
+        n_bad -= 1
     with pytest.warns(TumorscopeWarning, match=f"{n_bad} of 5 voxels had invalid input"):
         fit = model.fit(y)
-    np.testing.assert_array_equal(fit.status[:n_bad], 3)
-    np.testing.assert_array_equal(fit.status[n_bad:], 0)
-    assert np.all(np.isnan(fit[model.parameter_names[1]][:n_bad]))
+    np.testing.assert_array_equal(fit.status[bad], 3)
+    np.testing.assert_array_equal(fit.status[np.arange(5) >= 4], 0)
+    assert fit.status[0] <= 2 or not isinstance(model, IVIM)
+    assert np.all(np.isnan(fit[model.parameter_names[1]][bad]))
 
 
 def test_bad_protocols_and_options() -> None:

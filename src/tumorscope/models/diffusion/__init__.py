@@ -26,7 +26,19 @@ from __future__ import annotations
 from ._common import DiffusionModel
 from .adc import ADC
 from .dki import DKI
+from .dki_tensor import DKITensor
+from .dti import DTI
 from .equations import adc_signal, dki_signal, ivim_signal
 from .ivim import IVIM
 
-__all__ = ["ADC", "DKI", "IVIM", "DiffusionModel", "adc_signal", "dki_signal", "ivim_signal"]
+__all__ = [
+    "ADC",
+    "DKI",
+    "DTI",
+    "IVIM",
+    "DKITensor",
+    "DiffusionModel",
+    "adc_signal",
+    "dki_signal",
+    "ivim_signal",
+]

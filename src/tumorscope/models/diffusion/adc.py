@@ -4,6 +4,7 @@ doi:10.1063/1.1695690), with its fused compiled fast path for the log-linear met
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
@@ -37,12 +38,19 @@ class ADC(DiffusionModel):
         Use only b-values in ``[b_min, b_max]`` (e.g. ``b_min=200`` excludes the perfusion
         regime, as clinical ADC protocols do). The data still carry every b-value; the
         excluded ones are ignored.
+    bounds : mapping, keyword-only, optional
+        Replace the default bounds, e.g. ``{"ADC": (0.0, 0.1)}`` (mm²/s, lower < upper) to
+        map perfusion-dominated decays (low b-values only) that exceed free water.
     backend : {"auto", "numba", "numpy"}, keyword-only
 
     Notes
     -----
-    Maps: ``"S0"`` (data units), ``"ADC"`` (mm²/s, bounded to [0, 5e-3]; values outside are
-    clipped with status ``AT_BOUND``). Samples ``<= 0`` get zero weight in the log-linear fits
+    Maps: ``"S0"`` (data units), ``"ADC"`` (mm²/s). **ADC bounds**: by default ``[0, 5e-3]``
+    mm²/s (free water at 37 °C is ~3e-3; tissue cannot diffuse faster). An estimate outside
+    the bounds is returned as the nearest bound (the best estimate within them) with status
+    ``AT_BOUND``: e.g. a decay of 0.00885 mm²/s (a perfusion-dominated voxel fitted on low
+    b-values) gives 0.005 and ``AT_BOUND``; with ``bounds={"ADC": (0, 0.1)}`` it gives
+    0.00885. The bounds in force are recorded in provenance (``options["bounds"]``). Samples ``<= 0`` get zero weight in the log-linear fits
     (magnitude data at high b can be exactly 0). For linear methods ``rss`` is the weighted
     log-domain objective, which with ``S²`` weights approximates the signal RSS.
     """
@@ -69,9 +77,11 @@ class ADC(DiffusionModel):
         method: str = "wlls",
         b_min: float | None = None,
         b_max: float | None = None,
+        bounds: Mapping[str, Sequence[float]] | None = None,
         backend: str = "auto",
     ) -> None:
         self._acquire(bvalues, method, backend)
+        self._set_bounds(bounds)
         self.b_min = None if b_min is None else float(b_min)
         self.b_max = None if b_max is None else float(b_max)
         keep = np.ones(self.b.size, dtype=bool)
@@ -92,7 +102,13 @@ class ADC(DiffusionModel):
             **super().options(),
             "b_min": self.b_min,
             "b_max": self.b_max,
+            "bounds": {k: list(v) for k, v in self.bound_overrides.items()},
         }
+
+    def _adc_bounds(self) -> tuple[float, float]:
+        """Lower and upper ADC bound in force (mm²/s)."""
+        lo, hi = self.bounds()
+        return float(lo[1]), float(hi[1])
 
     @classmethod
     def example(cls) -> ADC:
@@ -127,7 +143,8 @@ class ADC(DiffusionModel):
         be = self._backend()
         yk = y[:, self._keep] if self._keep.size != self.b.size else y
         kb = self.b[self._keep]
-        res = loglinear(yk, kb, weighted=weighted, adc_lo=0.0, adc_hi=D_MAX, backend=be)
+        a_lo, a_hi = self._adc_bounds()
+        res = loglinear(yk, kb, weighted=weighted, adc_lo=a_lo, adc_hi=a_hi, backend=be)
         if self._keep.size != self.b.size and self.handles_invalid:
             # samples outside [b_min, b_max] must also be valid numbers
             bad = ~np.all(np.isfinite(y) & (y >= 0), axis=1)
@@ -201,6 +218,7 @@ class ADC(DiffusionModel):
         is_base = keep & (self.b == kb.min())
         b = np.ascontiguousarray(self.b, dtype=np.float64)
         weighted = self.method == "wlls"
+        a_lo, a_hi = self._adc_bounds()
 
         def one(c: int) -> None:
             nbm.adc_fit_range(
@@ -213,8 +231,8 @@ class ADC(DiffusionModel):
                 keep,
                 is_base,
                 weighted,
-                0.0,
-                D_MAX,
+                a_lo,
+                a_hi,
                 maps[0],
                 maps[1],
                 stderr[0],

@@ -1,0 +1,482 @@
+"""Compiled kernels of the tensor models (numba); imported only when numba is installed.
+
+* :func:`tensor_wls_rows`: the weighted linear fit of :func:`.tensor.tensor_wls`, fused
+  with the log and the validation (any design: DTI's 7 columns, DKI's 22).
+* :func:`dti_chol_kernel`: the DTI signal and Jacobian in the Cholesky parameterisation,
+  for the compiled Levenberg–Marquardt solver.
+* :func:`kurtosis_maps_block`: MK, AK, RK by the quadrature of :func:`.tensor.kurtosis_maps`.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from ...fitting._lm_numba import MODEL_SIGNATURE
+from ._numba import _exp, _log_pos
+
+
+@nb.njit(inline="always")
+def _cholesky(A, p):
+    """In-place lower Cholesky factor of the SPD ``A[:p, :p]``; False if not positive."""
+    for j in range(p):
+        s = A[j, j]
+        for k in range(j):
+            s -= A[j, k] * A[j, k]
+        if not (s > 0.0):
+            return False
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, p):
+            t = A[i, j]
+            for k in range(j):
+                t -= A[i, k] * A[j, k]
+            A[i, j] = t / d
+    return True
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def tensor_wls_rows(y, X, XX, pinv, weighted, coef, dinv, rss, code):
+    """Fused two-pass WLS (``weighted``) or OLS of ``log y`` on ``X (m, p)``, row by row.
+
+    ``XX (m, P)``: products of the column pairs of ``X`` (packed lower triangle, row-major
+    ``a >= b``); ``pinv = pinv(X)`` (the OLS pass). Samples ``<= 0`` take the row's smallest
+    positive sample. Writes ``coef (n, p)``, ``dinv (n, p)`` = ``diag((XᵀWX)⁻¹)``, ``rss``
+    (weighted log-domain) and ``code``: 0 solved, 1 invalid input (NaN/inf or negative, or no
+    positive sample), 2 singular. Serial and GIL-free: the engine runs blocks in threads.
+    """
+    n, m = y.shape
+    p = X.shape[1]
+    P = XX.shape[1]
+    ly = np.empty(m)
+    w = np.empty(m)
+    Ap = np.empty(P)
+    L = np.empty((p, p))
+    r = np.empty(p)
+    z = np.empty(p)
+    c = np.empty(p)
+    for i in range(n):
+        bad = False
+        minpos = np.inf
+        for k in range(m):
+            v = np.float64(y[i, k])
+            bad |= not (v >= 0.0) or v == np.inf
+            minpos = v if (v > 0.0 and v < minpos) else minpos
+        if bad or minpos == np.inf:
+            code[i] = 1
+            continue
+        for k in range(m):
+            v = np.float64(y[i, k])
+            ly[k] = np.log(v if v > 0.0 else minpos)
+        if weighted:
+            for j in range(p):
+                t = 0.0
+                for k in range(m):
+                    t += pinv[j, k] * ly[k]
+                c[j] = t
+            for k in range(m):
+                t = 0.0
+                for j in range(p):
+                    t += X[k, j] * c[j]
+                w[k] = np.exp(2.0 * min(max(t, -350.0), 350.0))
+        else:
+            for k in range(m):
+                w[k] = 1.0
+        for q in range(P):
+            Ap[q] = 0.0
+        for a in range(p):
+            r[a] = 0.0
+        for k in range(m):
+            wk = w[k]
+            wl = wk * ly[k]
+            for q in range(P):
+                Ap[q] += wk * XX[k, q]
+            for a in range(p):
+                r[a] += wl * X[k, a]
+        q = 0
+        for a in range(p):
+            for b in range(a + 1):
+                L[a, b] = Ap[q]
+                q += 1
+        if not _cholesky(L, p):
+            code[i] = 2
+            continue
+        for a in range(p):
+            t = r[a]
+            for b in range(a):
+                t -= L[a, b] * z[b]
+            z[a] = t / L[a, a]
+        for a in range(p - 1, -1, -1):
+            t = z[a]
+            for b in range(a + 1, p):
+                t -= L[b, a] * c[b]
+            c[a] = t / L[a, a]
+        res = 0.0
+        for k in range(m):
+            t = ly[k]
+            for j in range(p):
+                t -= X[k, j] * c[j]
+            res += w[k] * t * t
+        for j in range(p):
+            coef[i, j] = c[j]
+        # diag((LLᵀ)⁻¹)_j = sum over rows of (L⁻¹)_{aj}²: column j of L⁻¹ by forward substitution
+        for col in range(p):
+            s = 0.0
+            for a in range(col, p):
+                t = 1.0 if a == col else 0.0
+                for b in range(col, a):
+                    t -= L[a, b] * z[b]
+                z[a] = t / L[a, a]
+                s += z[a] * z[a]
+            dinv[i, col] = s
+        rss[i] = res
+        code[i] = 0
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def dti_chol_kernel(q, c, f, J):
+    """``S = S0 exp(-b |Lᵀg|²)``, ``q = (S0, L11, L21, L22, L31, L32, L33)``;
+    ``consts = [b_1..b_m, gx_1..gx_m, gy_1..gy_m, gz_1..gz_m]``."""
+    m = c.shape[0] // 4
+    s0 = q[0]
+    l11, l21, l22, l31, l32, l33 = q[1], q[2], q[3], q[4], q[5], q[6]
+    for k in range(m):
+        b = c[k]
+        gx = c[m + k]
+        gy = c[2 * m + k]
+        gz = c[3 * m + k]
+        u1 = l11 * gx + l21 * gy + l31 * gz
+        u2 = l22 * gy + l32 * gz
+        u3 = l33 * gz
+        e = np.exp(-b * (u1 * u1 + u2 * u2 + u3 * u3))
+        s = s0 * e
+        f[k] = s
+        mb2 = -2.0 * b * s
+        J[k, 0] = e
+        J[k, 1] = mb2 * u1 * gx
+        J[k, 2] = mb2 * u1 * gy
+        J[k, 3] = mb2 * u2 * gy
+        J[k, 4] = mb2 * u1 * gz
+        J[k, 5] = mb2 * u2 * gz
+        J[k, 6] = mb2 * u3 * gz
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def kurtosis_maps_block(evals, evecs, wm, cdirs, cw, circle, min_eval, kmin, kmax, out):
+    """MK, AK, RK (``out`` columns) of every row: ``evals (n, 3)`` decreasing, ``evecs
+    (n, 3, 3)`` columns, ``wm (n, 15)`` the W elements times their multiplicities;
+    ``cdirs (G, 3)``/``cw (G,)`` the eigenframe quadrature of the sphere mean, ``circle
+    (C, 3)`` that of the circle perpendicular to V1. 0 where an eigenvalue is ``<= min_eval``,
+    NaN where one is NaN; others clipped to ``[kmin, kmax]``."""
+    n = evals.shape[0]
+    G = cdirs.shape[0]
+    C = circle.shape[0]
+    for i in nb.prange(n):
+        l1, l2, l3 = evals[i, 0], evals[i, 1], evals[i, 2]
+        if not (np.isfinite(l1) and np.isfinite(l2) and np.isfinite(l3)):
+            out[i, 0] = np.nan
+            out[i, 1] = np.nan
+            out[i, 2] = np.nan
+            continue
+        if not (l1 > min_eval and l2 > min_eval and l3 > min_eval):
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+            out[i, 2] = 0.0
+            continue
+        md = (l1 + l2 + l3) / 3.0
+        md2 = md * md
+        acc = np.zeros(3)
+        for which in range(3):
+            cnt = G if which == 0 else (1 if which == 1 else C)
+            tot = 0.0
+            for q in range(cnt):
+                if which == 0:
+                    a, b, cc = cdirs[q, 0], cdirs[q, 1], cdirs[q, 2]
+                    wt = cw[q]
+                elif which == 1:
+                    a, b, cc = 1.0, 0.0, 0.0
+                    wt = 1.0
+                else:
+                    a, b, cc = circle[q, 0], circle[q, 1], circle[q, 2]
+                    wt = 1.0 / C
+                x = evecs[i, 0, 0] * a + evecs[i, 0, 1] * b + evecs[i, 0, 2] * cc
+                y = evecs[i, 1, 0] * a + evecs[i, 1, 1] * b + evecs[i, 1, 2] * cc
+                z = evecs[i, 2, 0] * a + evecs[i, 2, 1] * b + evecs[i, 2, 2] * cc
+                dg = l1 * a * a + l2 * b * b + l3 * cc * cc
+                x2, y2, z2 = x * x, y * y, z * z
+                wg = (
+                    wm[i, 0] * x2 * x2
+                    + wm[i, 1] * y2 * y2
+                    + wm[i, 2] * z2 * z2
+                    + wm[i, 3] * x2 * x * y
+                    + wm[i, 4] * x2 * x * z
+                    + wm[i, 5] * x * y2 * y
+                    + wm[i, 6] * y2 * y * z
+                    + wm[i, 7] * x * z2 * z
+                    + wm[i, 8] * y * z2 * z
+                    + wm[i, 9] * x2 * y2
+                    + wm[i, 10] * x2 * z2
+                    + wm[i, 11] * y2 * z2
+                    + wm[i, 12] * x2 * y * z
+                    + wm[i, 13] * x * y2 * z
+                    + wm[i, 14] * x * y * z2
+                )
+                tot += wt * md2 * wg / (dg * dg)
+            acc[which] = tot
+        for j in range(3):
+            out[i, j] = min(max(acc[j], kmin), kmax)
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def eig3_block(d6, evals, evecs):
+    """Eigenvalues (decreasing) and eigenvectors (columns) of symmetric 3×3 tensors given as
+    ``(n, 6)`` lower-triangular elements ``xx, xy, yy, xz, yz, zz``: cyclic Jacobi rotations
+    to machine precision (at most 12 sweeps); NaN rows for non-finite tensors."""
+    n = d6.shape[0]
+    nchunk = 64 if n >= 64 * 256 else max(1, n // 256)
+    for ch in nb.prange(nchunk):
+        _eig3_rows(d6, evals, evecs, ch * n // nchunk, (ch + 1) * n // nchunk)
+
+
+@nb.njit(cache=True, nogil=True)
+def _eig3_rows(d6, evals, evecs, lo, hi):
+    """:func:`eig3_block` on rows ``lo:hi`` (buffers allocated once)."""
+    a = np.empty((3, 3))
+    v = np.empty((3, 3))
+    for i in range(lo, hi):
+        for j in range(3):
+            for k in range(3):
+                v[j, k] = 1.0 if j == k else 0.0
+        a[0, 0] = d6[i, 0]
+        a[1, 0] = a[0, 1] = d6[i, 1]
+        a[1, 1] = d6[i, 2]
+        a[2, 0] = a[0, 2] = d6[i, 3]
+        a[2, 1] = a[1, 2] = d6[i, 4]
+        a[2, 2] = d6[i, 5]
+        finite = True
+        for j in range(6):
+            finite &= np.isfinite(d6[i, j])
+        if not finite:
+            for j in range(3):
+                evals[i, j] = np.nan
+                for k in range(3):
+                    evecs[i, j, k] = np.nan
+            continue
+        for _sweep in range(12):
+            off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
+            diag = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
+            if off <= 1e-30 * diag or off == 0.0:
+                break
+            for pq in range(3):
+                p = 0 if pq < 2 else 1
+                q = 1 if pq == 0 else 2
+                apq = a[p, q]
+                if apq == 0.0:
+                    continue
+                theta = (a[q, q] - a[p, p]) / (2.0 * apq)
+                t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + np.sqrt(theta * theta + 1.0))
+                c = 1.0 / np.sqrt(t * t + 1.0)
+                s = t * c
+                for k in range(3):  # A <- A J (columns p, q)
+                    akp = a[k, p]
+                    akq = a[k, q]
+                    a[k, p] = c * akp - s * akq
+                    a[k, q] = s * akp + c * akq
+                for k in range(3):  # A <- Jᵀ A (rows p, q)
+                    apk = a[p, k]
+                    aqk = a[q, k]
+                    a[p, k] = c * apk - s * aqk
+                    a[q, k] = s * apk + c * aqk
+                for k in range(3):
+                    vkp = v[k, p]
+                    vkq = v[k, q]
+                    v[k, p] = c * vkp - s * vkq
+                    v[k, q] = s * vkp + c * vkq
+        # sort decreasing
+        o0, o1, o2 = 0, 1, 2
+        d = (a[0, 0], a[1, 1], a[2, 2])
+        if d[o0] < d[o1]:
+            o0, o1 = o1, o0
+        if d[o1] < d[o2]:
+            o1, o2 = o2, o1
+        if d[o0] < d[o1]:
+            o0, o1 = o1, o0
+        evals[i, 0] = d[o0]
+        evals[i, 1] = d[o1]
+        evals[i, 2] = d[o2]
+        for k in range(3):
+            evecs[i, k, 0] = v[k, o0]
+            evecs[i, k, 1] = v[k, o1]
+            evecs[i, k, 2] = v[k, o2]
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def tensor_exp_kernel(p, c, f, J):
+    """``S = S0 exp(Σ_j<6 X_kj D_j + MD² Σ_j>=6 X_kj W_j)``, ``MD = (Dxx + Dyy + Dzz) / 3``:
+    DTI (6 tensor columns) and tensor DKI (6 + 15); ``p = (S0, D…, W…)``,
+    ``consts = [m, X[:, 1:] row-major]``."""
+    m = int(c[0])
+    q = (c.shape[0] - 1) // m
+    s0 = p[0]
+    md = (p[1] + p[3] + p[6]) / 3.0
+    md2 = md * md
+    for k in range(m):
+        o = 1 + k * q
+        td = 0.0
+        for j in range(min(q, 6)):
+            td += c[o + j] * p[1 + j]
+        tw = 0.0
+        for j in range(6, q):
+            tw += c[o + j] * p[1 + j]
+        e = np.exp(td + md2 * tw)
+        s = s0 * e
+        f[k] = s
+        J[k, 0] = e
+        extra = 2.0 * md / 3.0 * tw
+        for j in range(min(q, 6)):
+            J[k, 1 + j] = s * (c[o + j] + (extra if (j == 0 or j == 2 or j == 5) else 0.0))
+        for j in range(6, q):
+            J[k, 1 + j] = s * md2 * c[o + j]
+
+
+#: Voxels per tile of :func:`tensor_wls_tiled` (the per-tile buffers stay in cache).
+TILE = 128
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
+    """:func:`tensor_wls_rows` with every loop running over a tile of voxels (so that LLVM
+    vectorises it): the data are transposed into ``(m, TILE)`` buffers, logs and exps are the
+    branch-free :func:`~._numba._log_pos` / :func:`~._numba._exp`, and the packed Cholesky
+    solve runs on all voxels of the tile at once. Same outputs and codes."""
+    n, m = y.shape
+    p = X.shape[1]
+    P = XX.shape[1]
+    T = TILE
+    ly = np.empty((m, T))
+    w = np.empty((m, T))
+    A = np.empty((P, T))  # packed lower triangle, row-major (a >= b): index a(a+1)/2 + b
+    r = np.empty((p, T))
+    c = np.empty((p, T))
+    z = np.empty((p, T))
+    bad = np.empty(T)
+    minpos = np.empty(T)
+    fail = np.empty(T)
+    res = np.empty(T)
+    for t0 in range(0, n, T):
+        nt = min(T, n - t0)
+        for j in range(nt):
+            bad[j] = 0.0
+            minpos[j] = np.inf
+            fail[j] = 0.0
+        for k in range(m):
+            for j in range(nt):
+                v = np.float64(y[t0 + j, k])
+                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+                minpos[j] = v if (v > 0.0 and v < minpos[j]) else minpos[j]
+                ly[k, j] = v
+        for j in range(nt):
+            bad[j] += 1.0 if minpos[j] == np.inf else 0.0
+            minpos[j] = minpos[j] if minpos[j] < np.inf else 1.0
+        for k in range(m):
+            for j in range(nt):
+                v = ly[k, j]
+                v = v if (v > 0.0 and v < np.inf) else minpos[j]
+                ly[k, j] = _log_pos(v)
+        if weighted:
+            for a in range(p):
+                for j in range(nt):
+                    c[a, j] = 0.0
+                for k in range(m):
+                    pk = pinv[a, k]
+                    for j in range(nt):
+                        c[a, j] += pk * ly[k, j]
+            for k in range(m):
+                for j in range(nt):
+                    w[k, j] = 0.0
+                for a in range(p):
+                    xk = X[k, a]
+                    for j in range(nt):
+                        w[k, j] += xk * c[a, j]
+                for j in range(nt):
+                    t = w[k, j]
+                    t = min(max(t, -350.0), 350.0)
+                    w[k, j] = _exp(2.0 * t)
+        else:
+            for k in range(m):
+                for j in range(nt):
+                    w[k, j] = 1.0
+        for q in range(P):
+            for j in range(nt):
+                A[q, j] = 0.0
+        for a in range(p):
+            for j in range(nt):
+                r[a, j] = 0.0
+        for k in range(m):
+            for q in range(P):
+                xq = XX[k, q]
+                for j in range(nt):
+                    A[q, j] += xq * w[k, j]
+            for a in range(p):
+                xa = X[k, a]
+                for j in range(nt):
+                    r[a, j] += xa * w[k, j] * ly[k, j]
+        # packed Cholesky, in place, all voxels of the tile at once
+        for a in range(p):
+            aa = a * (a + 1) // 2
+            for b in range(a + 1):
+                bb = b * (b + 1) // 2
+                for j in range(nt):
+                    s = A[aa + b, j]
+                    for k in range(b):
+                        s -= A[aa + k, j] * A[bb + k, j]
+                    if a == b:
+                        ok = s > 0.0
+                        fail[j] += 0.0 if ok else 1.0
+                        A[aa + a, j] = np.sqrt(s) if ok else 1.0
+                    else:
+                        A[aa + b, j] = s / A[bb + b, j]
+        # forward (z) and back (c) substitution
+        for a in range(p):
+            aa = a * (a + 1) // 2
+            for j in range(nt):
+                s = r[a, j]
+                for b in range(a):
+                    s -= A[aa + b, j] * z[b, j]
+                z[a, j] = s / A[aa + a, j]
+        for a in range(p - 1, -1, -1):
+            aa = a * (a + 1) // 2
+            for j in range(nt):
+                s = z[a, j]
+                for b in range(a + 1, p):
+                    s -= A[b * (b + 1) // 2 + a, j] * c[b, j]
+                c[a, j] = s / A[aa + a, j]
+        for j in range(nt):
+            res[j] = 0.0
+        for k in range(m):
+            for j in range(nt):
+                e = ly[k, j]
+                for a in range(p):
+                    e -= X[k, a] * c[a, j]
+                res[j] += w[k, j] * e * e
+        # diag((LLᵀ)⁻¹): columns of L⁻¹ (z reused)
+        for col in range(p):
+            for j in range(nt):
+                dinv[t0 + j, col] = 0.0
+            for a in range(col, p):
+                aa = a * (a + 1) // 2
+                for j in range(nt):
+                    s = 1.0 if a == col else 0.0
+                    for b in range(col, a):
+                        s -= A[aa + b, j] * z[b, j]
+                    z[a, j] = s / A[aa + a, j]
+                    dinv[t0 + j, col] += z[a, j] * z[a, j]
+        for j in range(nt):
+            i = t0 + j
+            cd = np.uint8(1) if bad[j] > 0.0 else (np.uint8(2) if fail[j] > 0.0 else np.uint8(0))
+            code[i] = cd
+            good = cd == 0
+            for a in range(p):
+                coef[i, a] = c[a, j] if good else np.nan
+                dinv[i, a] = dinv[i, a] if good else np.nan
+            rss[i] = res[j] if good else np.nan
