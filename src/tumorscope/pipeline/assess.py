@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +73,11 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         radiotherapy_end=None if rt_end is None else {s: rt_end},
     )
     crits = list(study.criteria or ("recist1.1",))
-    rows = assessment_rows(table, crits)
+    assessed = assess_all(table, crits)
+    rows = assessment_rows(table, crits, assessed=assessed)
     main = "irecist" if "irecist" in crits else crits[0]
     prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
+    prows += response_rows(s, assessed, response.assess(table, criteria=main))
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):
@@ -92,14 +95,34 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     )
 
 
-def assessment_rows(table: pd.DataFrame, criteria: list[str]) -> list[dict[str, Any]]:
-    """Rows of the ``assessments`` table: every visit under every criterion."""
+def assess_all(table: pd.DataFrame, criteria: list[str]) -> dict[str, pd.DataFrame]:
+    """Every visit under every criterion, the visits after a conventional criterion's
+    progression labelled ``"after PD"`` (:func:`tumorscope.response.best.
+    stop_at_progression`)."""
     from .. import response
+    from ..response.best import stop_at_progression
 
+    return {c: stop_at_progression(response.assess(table, criteria=c)) for c in criteria}
+
+
+def assessment_rows(
+    table: pd.DataFrame,
+    criteria: list[str],
+    *,
+    assessed: Mapping[str, pd.DataFrame] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of the ``assessments`` table: every visit under every criterion.
+
+    Visits after RECIST 1.1 (RANO, mRECIST, Choi) progression read ``"after PD"``; the call
+    the rules would have made is kept in ``details["rescored_response"]``.
+    """
+    if assessed is None:
+        assessed = assess_all(table, criteria)
     rows: list[dict[str, Any]] = []
     for crit in criteria:
-        res = response.assess(table, criteria=crit)
-        for r in res.to_dict("records"):
+        for r in assessed[crit].to_dict("records"):
+            if not r.get("rescored_response"):
+                r.pop("rescored_response", None)
             details = {k: v for k, v in r.items() if k not in _ASSESSMENT_COLUMNS}
             rows.append(
                 {
@@ -123,9 +146,12 @@ def pattern_rows(
     """Immunotherapy patterns of one subject (``tumorscope.response.patterns``).
 
     Pseudoprogression and durable response are read from ``assessment`` (iRECIST when the
-    manifest names it); mixed response and hyperprogression (Champiat's definition) from the
-    measurement table. A pattern the data cannot support (e.g. hyperprogression without a
-    pre-baseline scan) gets ``flag=None`` with the reason.
+    manifest names it); mixed response and hyperprogression from the measurement table,
+    hyperprogression under each of its published definitions (``"hyperprogression"`` is
+    Champiat's, the others ``"hyperprogression <definition>"``, :data:`tumorscope.response.
+    patterns.HYPERPROGRESSION_DEFINITIONS`). A pattern the data cannot support (e.g.
+    hyperprogression without a pre-baseline scan, Kato's without the time to treatment
+    failure) gets ``flag=None`` with the reason.
     """
     import pandas as pd
 
@@ -142,6 +168,16 @@ def pattern_rows(
         ("durable response", lambda: pat.durable_response(assessment), "durable", "response_start"),
         ("mixed response", lambda: pat.mixed_response(table), "mixed", "visit"),
         ("hyperprogression", lambda: pat.hyperprogression(table), "hyperprogression", None),
+        *(
+            (
+                f"hyperprogression {d}",
+                lambda d=d: pat.hyperprogression(table, definition=d),
+                "hyperprogression",
+                None,
+            )
+            for d in pat.HYPERPROGRESSION_DEFINITIONS
+            if d != "champiat"
+        ),
     )
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -150,6 +186,17 @@ def pattern_rows(
             res = call()
         except ResponseError as exc:
             notes.append(f"{name} not evaluated: {exc}")
+            if name.startswith("hyperprogression"):  # every definition gets its verdict
+                rows.append(
+                    {
+                        "subject": subject,
+                        "pattern": name,
+                        "visit": "",
+                        "flag": None,
+                        "reason": f"not evaluable: {exc}",
+                        "details": {},
+                    }
+                )
             continue
         for r in res.to_dict("records"):
             if str(r["subject"]) != subject:
@@ -170,6 +217,73 @@ def pattern_rows(
                 }
             )
     return rows, notes
+
+
+def response_rows(
+    subject: str, assessed: Mapping[str, pd.DataFrame], immune: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Best overall response per criterion and the conventional-vs-immune disagreements, as
+    rows of the ``patterns`` table (subject level, ``visit`` "").
+
+    ``pattern`` is ``"best response <criteria>"`` (``flag`` true, ``reason`` how it was
+    reached, ``details``: ``best_response``, ``visit``, ``confirmed_at``, ``confirmation``)
+    or ``"disagreement <conventional>/<immune>"`` (``flag``: the best responses differ; the
+    reason names the pseudoprogression where the immune criterion found one), from
+    :mod:`tumorscope.response.best`.
+    """
+    import pandas as pd
+
+    from ..response import patterns as pat
+    from ..response.best import (
+        BEST_PREFIX,
+        DISAGREEMENT_PREFIX,
+        best_responses,
+        disagreements,
+    )
+
+    cols = ["subject", "visit", "days_from_baseline", "response", "reason", "criteria"]
+    stacked = pd.concat([a[cols] for a in assessed.values()], ignore_index=True)
+    best = best_responses(stacked[stacked["subject"].astype(str) == subject])
+    rows: list[dict[str, Any]] = []
+    for r in best.to_dict("records"):
+        rows.append(
+            {
+                "subject": subject,
+                "pattern": f"{BEST_PREFIX}{r['criteria']}",
+                "visit": "",
+                "flag": True,
+                "reason": r["reason"],
+                "details": _plain(
+                    {
+                        k: r[k]
+                        for k in (
+                            "criteria",
+                            "best_response",
+                            "visit",
+                            "confirmed_at",
+                            "confirmation",
+                        )
+                    }
+                ),
+            }
+        )
+    for r in disagreements(best, pat.pseudoprogression(immune)).to_dict("records"):
+        rows.append(
+            {
+                "subject": subject,
+                "pattern": f"{DISAGREEMENT_PREFIX}{r['conventional']}/{r['immune']}",
+                "visit": "",
+                "flag": bool(r["disagree"]),
+                "reason": r["reason"],
+                "details": _plain(
+                    {
+                        k: r[k]
+                        for k in ("conventional", "immune", "conventional_best", "immune_best")
+                    }
+                ),
+            }
+        )
+    return rows
 
 
 def _details_default(obj: Any) -> Any:

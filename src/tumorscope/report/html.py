@@ -12,7 +12,6 @@ from disk, offline). Numbers are shown with their units in the column names.
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,8 @@ import numpy as np
 from .. import layout
 from ..volume import atomic_write
 from .blocks import (
+    BEST_PREFIX,
+    DISAGREEMENT_PREFIX,
     MAX_SHOWN,
     SHOWN_PARAMETERS,
     frame_of,
@@ -31,6 +32,7 @@ from .blocks import (
     shown_maps,
     spider_points,
 )
+from .study import write_study_report
 
 if TYPE_CHECKING:
     import os
@@ -39,7 +41,6 @@ if TYPE_CHECKING:
 
     from ..io import Study
     from ..layout import VisitMap
-    from ..study import Store
 
 __all__ = [
     "FDM_THRESHOLD",
@@ -67,20 +68,6 @@ _DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")
 def _write(path: Path, text: str) -> Path:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
-
-
-def _software() -> pd.DataFrame:
-    import importlib.metadata as md
-
-    import pandas as pd
-
-    rows = [("python", platform.python_version())]
-    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas", "matplotlib"):
-        try:
-            rows.append((name, md.version(name)))
-        except md.PackageNotFoundError:
-            continue
-    return pd.DataFrame(rows, columns=["software", "version"])
 
 
 # ---------------------------------------------------------------------------- subject
@@ -133,7 +120,9 @@ def write_subject_report(
     assessed = _read_parquet(layout.assessments_path(out_dir, subject))
     main = (study.criteria or ("recist1.1",))[0]
     timeline, flags, atable = _response_section(subject, assessed, days, main)
-    flags = _pattern_flags(_read_parquet(layout.patterns_path(out_dir, subject))) + flags
+    patterns = _read_parquet(layout.patterns_path(out_dir, subject))
+    flags = _pattern_flags(patterns) + flags
+    best, disagree = _best_responses(patterns)
     traj_uri, ltable = _trajectories(lesions, tidy, days)
     mf = _MapFigures.of(subj, maps)
     cells = _cells19f_frame(cells19f)
@@ -156,6 +145,8 @@ def write_subject_report(
         timeline=timeline,
         main_criteria=main,
         assessments=frame_of(atable),
+        best=frame_of(best),
+        disagreements=disagree,
         flags=flags,
         lesions=frame_of(ltable),
         trajectories=traj_uri,
@@ -231,11 +222,39 @@ def _response_section(
     return timeline, flags, atable
 
 
+def _best_responses(patterns: pd.DataFrame | None) -> tuple[pd.DataFrame | None, list[str]]:
+    """Best overall response per criterion (a table) and the criteria's disagreements."""
+    import pandas as pd
+
+    if patterns is None or not len(patterns):
+        return None, []
+    rows, disagree = [], []
+    for rec in patterns.to_dict("records"):
+        name = str(rec["pattern"])
+        d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
+        if name.startswith(BEST_PREFIX):
+            rows.append(
+                {
+                    "criteria": name.removeprefix(BEST_PREFIX),
+                    "best overall response": d.get("best_response", ""),
+                    "visit": d.get("visit", ""),
+                    "confirmed at": d.get("confirmed_at", ""),
+                    "confirmation rule": d.get("confirmation", ""),
+                    "reason": rec["reason"],
+                }
+            )
+        elif name.startswith(DISAGREEMENT_PREFIX) and rec["flag"] in (True, 1):
+            disagree.append(str(rec["reason"]))
+    return (pd.DataFrame(rows) if rows else None), disagree
+
+
 def _pattern_flags(patterns: pd.DataFrame | None) -> list[str]:
     """The immunotherapy patterns found, in reverse table order (they lead the flags)."""
     flags: list[str] = []
     if patterns is not None and len(patterns):
         for rec in patterns.to_dict("records"):
+            if str(rec["pattern"]).startswith((BEST_PREFIX, DISAGREEMENT_PREFIX)):
+                continue
             if rec["flag"] is True or rec["flag"] == 1:
                 at = f" at visit {rec['visit']}" if rec["visit"] else ""
                 flags.insert(0, f"{rec['pattern'].upper()}{at}: {rec['reason']}")
@@ -466,161 +485,3 @@ def _cells19f_frame(
         f"{float(first['fluorine_per_cell']):.3g} 19F atoms per cell."
     )
     return table, note
-
-
-# ---------------------------------------------------------------------------- study
-
-
-def target_sums(store: Store, criteria: str) -> pd.DataFrame:
-    """Per subject and visit: days on treatment, change of the target sum, response."""
-    import pandas as pd
-
-    a = store.read_table("assessments", criteria=criteria)
-    v = store.read_table("visits")[["subject", "visit", "days_on_treatment"]]
-    if a.empty:
-        return pd.DataFrame(columns=["subject", "visit", "days", "change_pct", "response"])
-    m = a.merge(v, on=["subject", "visit"], how="left")
-    return spider_points(m["subject"], m["visit"], m["days_on_treatment"], m)
-
-
-def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Store) -> Path:
-    """Write ``report/index.html`` from the database.
-
-    Parameters
-    ----------
-    out_dir : path-like
-        The output folder of the run.
-    study : tumorscope.io.Study
-    store : tumorscope.study.Store
-
-    Returns
-    -------
-    Path
-    """
-    import pandas as pd
-
-    main = (study.criteria or ("recist1.1",))[0]
-    visits = store.read_table("visits")
-    lesions = store.read_table("lesions")
-    maps = store.read_table("maps")
-    steps = store.read_table("step_runs")
-    assessments = store.read_table("assessments")
-
-    spider, waterfall, best = _response_figures(target_sums(store, main), visits, main)
-    failed = steps[steps["status"] == "failed"] if len(steps) else steps
-    srows = _subject_rows(study, store, main, best, failed)
-    atable = None
-    if len(assessments):
-        atable = assessments[
-            [
-                "subject",
-                "visit",
-                "criteria",
-                "response",
-                "target_sum_mm",
-                "change_from_baseline_pct",
-                "change_from_nadir_pct",
-                "reason",
-            ]
-        ]
-    ftable = None
-    if len(failed):
-        ftable = failed[["step", "unit", "error_file", "error_field", "error"]].rename(
-            columns={"error_file": "file", "error_field": "field", "error": "reason"}
-        )
-    methods = (
-        methods_text([p for p in maps["provenance"] if isinstance(p, dict)]) if len(maps) else []
-    )
-    methods.append(
-        f"Lesion geometry: RECIST longest axial diameter and short axis, volume, IBSI maximum "
-        f"3-D diameter (tumorscope.lesions.geometry); response: {', '.join(study.criteria)} "
-        "(tumorscope.response)."
-    )
-    not_wired = ""
-    html = render(
-        "study.html.j2",
-        title=f"{study.name}: report",
-        n_subjects=len(study),
-        n_visits=len(visits),
-        n_lesions=len(lesions),
-        n_maps=len(maps),
-        criteria=list(study.criteria),
-        subjects=frame_of(pd.DataFrame(srows), links={"subject": "sub-{value}.html"}),
-        spider=spider,
-        waterfall=waterfall,
-        main_criteria=main,
-        not_wired=not_wired,
-        assessments=frame_of(atable),
-        failures=frame_of(ftable),
-        methods=methods,
-        software=frame_of(_software()),
-    )
-    return _write(layout.study_report_path(out_dir), html)
-
-
-def _response_figures(
-    post: pd.DataFrame, visits: pd.DataFrame, main: str
-) -> tuple[str | None, str | None, pd.DataFrame]:
-    """Spider and waterfall plots of the main criteria, and each subject's best change."""
-    import pandas as pd
-
-    from . import figures
-
-    spider = waterfall = None
-    best = pd.DataFrame(columns=["subject", "best_change_pct", "response"])
-    if not len(post):
-        return spider, waterfall, best
-    spider = figures.spider_plot(post, title=f"Target sum over time ({main})")
-    after = post.merge(
-        visits[["subject", "visit", "baseline", "prebaseline"]], on=["subject", "visit"]
-    )
-    base_dates = visits[visits["baseline"]].set_index("subject")["days_on_treatment"]
-    after = after[after["days"] > after["subject"].map(base_dates)]
-    after = after.dropna(subset=["change_pct"])
-    if len(after):
-        idx = after.groupby("subject")["change_pct"].idxmin()
-        best = after.loc[idx, ["subject", "change_pct", "response"]].rename(
-            columns={"change_pct": "best_change_pct"}
-        )
-        waterfall = figures.waterfall_plot(best, title=f"Best change of the target sum ({main})")
-    return spider, waterfall, best
-
-
-def _subject_rows(
-    study: Study, store: Store, main: str, best: pd.DataFrame, failed: pd.DataFrame
-) -> list[dict[str, Any]]:
-    """One row per subject of the study page: last and best response, patterns, failures."""
-    subjects = store.read_table("subjects")
-    visits = store.read_table("visits")
-    lesions = store.read_table("lesions")
-    assessments = store.read_table("assessments")
-    last = {}
-    if len(assessments):
-        m = assessments[assessments["criteria"] == main].merge(
-            visits[["subject", "visit", "days_on_treatment"]], on=["subject", "visit"]
-        )
-        for s, g in m.sort_values("days_on_treatment").groupby("subject"):
-            last[s] = g["response"].iloc[-1]
-    best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
-    pats = store.read_table("patterns")
-    flagged: dict[str, set[str]] = {}
-    for rec in pats[pats["flag"] == True].to_dict("records"):  # noqa: E712 (NULL-aware)
-        flagged.setdefault(str(rec["subject"]), set()).add(str(rec["pattern"]))
-    srows = []
-    for sid in study.subjects:
-        row = subjects[subjects["subject"] == sid]
-        srows.append(
-            {
-                "subject": sid,
-                "treatment": row["treatment_agent"].iloc[0] if len(row) else "",
-                "visits": int((visits["subject"] == sid).sum()),
-                "lesions": int((lesions["subject"] == sid).sum()),
-                f"last response ({main})": last.get(sid, ""),
-                "best change (%)": best_by.get(sid),
-                "patterns": ", ".join(sorted(flagged.get(sid, ()))),
-                "failed steps": ", ".join(
-                    sorted(set(failed[failed["subject"] == sid]["step"])) if len(failed) else []
-                ),
-            }
-        )
-    return srows
