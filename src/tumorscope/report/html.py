@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from markupsafe import Markup
 
 from .. import layout
 from ..volume import atomic_write
@@ -32,7 +33,9 @@ from .blocks import (
     shown_maps,
     spider_points,
 )
+from .sections import SubjectContext, subject_sections
 from .study import write_study_report
+from .viewer import write_viewer
 
 if TYPE_CHECKING:
     import os
@@ -137,6 +140,8 @@ def write_subject_report(
         else ""
     )
     t = subj.treatment
+    viewer = write_viewer(out_dir, study, subject, maps=maps)
+    ctx = SubjectContext(out_dir, study, subject, maps, days, {"fluorine": list(cells19f)})
     html = render(
         "subject.html.j2",
         title=f"{study.name}: subject {subject}",
@@ -160,6 +165,8 @@ def write_subject_report(
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
         methods=methods_text(mf.provenances) or ["No model was fitted."],
+        viewer=viewer.name if viewer is not None else None,
+        sections=[Markup(b) for b in subject_sections(ctx)],
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 
