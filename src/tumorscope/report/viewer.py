@@ -201,7 +201,7 @@ def shrink(
         data = data[::step, ::step, ::step]
         affine = affine.copy()
         affine[:3, :3] = affine[:3, :3] * step
-        how.append(f"every {step}th voxel kept")
+        how.append(f"one voxel in {step} kept along each axis")
     return data, affine, ", ".join(how)
 
 
