@@ -60,6 +60,9 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         for rel in outputs
         if rel.endswith("_cells19F.parquet")
     )
+    functional = sorted(
+        rel for outputs in upstream.get("functional", {}).values() for rel in outputs
+    )
     return write_subject_report(
         ctx.out_dir,
         study,
@@ -67,6 +70,7 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         maps=maps,
         alignments=alignments,
         cells19f=[ctx.out_dir / rel for rel in cells],
+        functional=[ctx.out_dir / rel for rel in functional],
     )
 
 

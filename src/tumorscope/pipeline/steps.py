@@ -37,6 +37,7 @@ from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
+from .functional import functional_inputs, run_functional
 from .measure import measure_inputs, run_measure
 from .register import register_inputs, run_register
 from .reporting import report_inputs, run_report_subject
@@ -377,6 +378,15 @@ STEPS: tuple[Step, ...] = (
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
     ),
     Step(
+        "functional",
+        "subject",
+        "1",
+        "functional diffusion / parametric response maps on registered follow-ups (issue 22)",
+        run_functional,
+        functional_inputs,
+        requires=("register", *MAP_STEPS),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -392,8 +402,9 @@ STEPS: tuple[Step, ...] = (
         "assess",
         "subject",
         # 3: a visit where every lesion is gone is assessed (CR); 4: the rules of issue 24
-        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date
-        "4",
+        # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date;
+        # 5: "after PD", best overall response, disagreements, all hyperprogression defs (#22)
+        "5",
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,
@@ -403,10 +414,10 @@ STEPS: tuple[Step, ...] = (
     Step(
         "report_subject",
         "subject",
-        "2",  # 2: the alignment table
+        "3",  # 2: the alignment table; 3: viewer, best response, registered fDM (#22)
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
-        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine"),
+        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "functional"),
     ),
 )

@@ -54,9 +54,10 @@ __all__ = [
     "write_subject_report",
 ]
 
-#: ADC change (mm²/s) beyond which a voxel counts as changed in the functional diffusion map
-#: (Moffat et al., PNAS 2005, doi:10.1073/pnas.0501532102: 55e-5 mm²/s, the 95 % limit of
-#: agreement of repeated ADC in contralateral brain).
+#: Published voxel-wise repeatability of ADC (mm²/s): 55e-5 mm²/s, the 95 % limit of agreement
+#: of repeated ADC in contralateral brain (Moffat et al., PNAS 2005,
+#: doi:10.1073/pnas.0501532102). The ``functional`` step uses it (``pipeline.functional.
+#: PUBLISHED_RC``) when a study has no test–retest visits.
 FDM_THRESHOLD = 0.55e-3
 
 #: Relaxometry and iron maps shown in a second grid when present (exact ``model.parameter``
@@ -65,7 +66,7 @@ FDM_THRESHOLD = 0.55e-3
 RELAX_SHOWN = ("t2star.R2star", "irt1.T1", "t2.T2", "iron.dR2star")
 
 
-_DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")
+_DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")  # their histograms are shown
 
 
 def _write(path: Path, text: str) -> Path:
@@ -90,6 +91,7 @@ def write_subject_report(
     maps: Mapping[str, Mapping[str, VisitMap]],
     alignments: Sequence[str | os.PathLike[str]] = (),
     cells19f: Sequence[str | os.PathLike[str]] = (),
+    functional: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
@@ -106,12 +108,13 @@ def write_subject_report(
         The visits' alignment files (``align``), in the order they are shown.
     cells19f : sequence of path-like, keyword-only
         The visits' 19F cell tables (``fluorine``).
+    functional : sequence of path-like, keyword-only
+        The files of the ``functional`` step (its table, thresholds and label maps).
 
     Returns
     -------
     Path
     """
-    import pandas as pd
 
     from . import figures
 
@@ -130,15 +133,7 @@ def write_subject_report(
     mf = _MapFigures.of(subj, maps)
     cells = _cells19f_frame(cells19f)
     align = _alignment_frame(alignments)
-    fdm, fdm_rows, key = _functional_diffusion(subj, mf.per_visit, days)
-    fdm_note = (
-        f"Voxel-wise change of {key} from baseline in voxels inside the lesions at both visits "
-        f"(same grid, no registration); red: increase above {FDM_THRESHOLD:g} mm²/s, blue: "
-        f"decrease below −{FDM_THRESHOLD:g} mm²/s, grey: unchanged (Moffat et al. 2005, "
-        "doi:10.1073/pnas.0501532102)."
-        if key
-        else ""
-    )
+    fdm, fdm_table, fdm_note = _functional_section(functional, days)
     t = subj.treatment
     viewer = write_viewer(out_dir, study, subject, maps=maps)
     ctx = SubjectContext(out_dir, study, subject, maps, days, {"fluorine": list(cells19f)})
@@ -161,9 +156,9 @@ def write_subject_report(
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",
         histograms=figures.histograms(mf.hist_values) if mf.hist_values else None,
-        fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
+        fdm=fdm,
         fdm_note=fdm_note,
-        fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
+        fdm_table=frame_of(fdm_table),
         methods=methods_text(mf.provenances) or ["No model was fitted."],
         viewer=viewer.name if viewer is not None else None,
         sections=[Markup(b) for b in subject_sections(ctx)],
@@ -390,47 +385,72 @@ class _MapFigures:
                     self.limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
 
 
-def _functional_diffusion(
-    subj: Any, per_visit: Mapping[str, Mapping[str, Any]], days: Mapping[str, Any]
-) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], list[dict[str, Any]], str | None]:
-    """Functional diffusion maps against baseline: panels, table rows and the map used."""
-    fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
-    fdm_rows: list[dict[str, Any]] = []
-    base = subj.baseline.id
-    key = next(
-        (k for k in _DIFFUSION_FOR_FDM if base in per_visit and k in per_visit[base]["arrays"]),
-        None,
+def _functional_section(
+    files: Sequence[str | os.PathLike[str]], days: Mapping[str, Any]
+) -> tuple[str | None, pd.DataFrame | None, str]:
+    """Functional diffusion / parametric response maps of the ``functional`` step: panels
+    (one per follow-up, the slice with most assessed voxels), the table of fractions and
+    lesion-level changes, and a note naming each threshold and its source."""
+    import pandas as pd
+
+    from ..volume import Volume
+    from . import figures
+
+    paths = [Path(f) for f in files]
+    tables = [p for p in paths if p.name.endswith("_functional.parquet")]
+    if not tables:
+        return None, None, ""
+    t = pd.read_parquet(tables[0])
+    meta_path = tables[0].with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    thr = meta.get("thresholds", {})
+    note = " ".join(
+        f"{name}: threshold {v['threshold']:.3g} ({v['source']})." for name, v in thr.items()
     )
-    if key is None or per_visit[base]["labels"] is None:
-        return fdm, fdm_rows, key
-    b_arr, b_lab = per_visit[base]["arrays"][key], per_visit[base]["labels"]
-    for v in subj:
-        pv = per_visit.get(v.id)
-        if v.id == base or pv is None or pv["labels"] is None or key not in pv["arrays"]:
+    note += "".join(f" {n}." for n in meta.get("notes", []))
+    if t.empty:
+        return None, None, note
+    fdm = t[t["map"].str.startswith("fdm:")]
+    wide = fdm.pivot_table(
+        index=["visit", "lesion_id", "map"], columns="statistic", values="value", aggfunc="first"
+    ).reset_index()
+    delta = t[t["statistic"].isin(["delta_mean", "delta_mean_pct", "delta_call"])]
+    dw = delta.pivot_table(
+        index=["visit", "lesion_id", "map"], columns="statistic", values="value", aggfunc="first"
+    ).reset_index()
+    dw["map"] = "fdm:" + dw["map"]
+    table = wide.merge(dw, on=["visit", "lesion_id", "map"], how="left")
+    calls = {1.0: "increase", -1.0: "decrease", 0.0: "no change"}
+    out = pd.DataFrame(
+        {
+            "visit": table["visit"],
+            "days on treatment": [days.get(v) for v in table["visit"]],
+            "lesion": table["lesion_id"],
+            "map": table["map"].str.removeprefix("fdm:"),
+            "voxels": table.get("n_voxels"),
+            "increased (%)": 100.0 * table.get("increased_fraction", np.nan),
+            "decreased (%)": 100.0 * table.get("decreased_fraction", np.nan),
+            "unchanged (%)": 100.0 * table.get("unchanged_fraction", np.nan),
+            "threshold": table.get("threshold"),
+            "Δ mean": table.get("delta_mean"),
+            "Δ mean (%)": table.get("delta_mean_pct"),
+            "lesion change beyond RC": [
+                calls.get(c, "") for c in table.get("delta_call", [np.nan] * len(table))
+            ],
+        }
+    )
+    panels = []
+    for p in sorted(x for x in paths if x.name.endswith(".nii.gz") and "_fdm-" in x.name):
+        lab = np.asarray(Volume.from_nifti(p).data)
+        if not (lab > 0).any():
             continue
-        if pv["arrays"][key].shape != b_arr.shape:
-            continue
-        inside = (b_lab > 0) & (pv["labels"] > 0)
-        inside &= np.isfinite(b_arr) & np.isfinite(pv["arrays"][key])
-        delta = pv["arrays"][key] - b_arr
-        n = int(inside.sum())
-        if n == 0:
-            continue
-        up = int((inside & (delta > FDM_THRESHOLD)).sum())
-        down = int((inside & (delta < -FDM_THRESHOLD)).sum())
-        z = int(np.argmax(inside.sum(axis=(0, 1))))
-        fdm.append((delta[:, :, z], inside[:, :, z], f"visit {v.id} vs {base}, z={z}"))
-        fdm_rows.append(
-            {
-                "visit": v.id,
-                "days on treatment": days.get(v.id),
-                "voxels": n,
-                "increased (%)": 100.0 * up / n,
-                "decreased (%)": 100.0 * down / n,
-                "unchanged (%)": 100.0 * (n - up - down) / n,
-            }
-        )
-    return fdm, fdm_rows, key
+        z = int(np.argmax((lab > 0).sum(axis=(0, 1))))
+        sl = lab[:, :, z]
+        surrogate = np.where(sl == 2, 2.0, np.where(sl == 3, -2.0, 0.0))
+        visit = p.name.split("_ses-")[1].split("_")[0]
+        panels.append((surrogate, sl > 0, f"visit {visit}, {p.name.split('_fdm-')[1][:-7]}, z={z}"))
+    uri = figures.fdm_panels(panels, threshold=1.0) if panels else None
+    return uri, out, note
 
 
 def _alignment_frame(files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame | None:
