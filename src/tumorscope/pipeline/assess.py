@@ -78,6 +78,9 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     main = "irecist" if "irecist" in crits else crits[0]
     prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
     prows += response_rows(s, assessed, response.assess(table, criteria=main))
+    crows, cnotes = candidate_rows(ctx, s, lesions, baseline, rt_end)
+    prows += crows
+    notes += cnotes
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):
@@ -284,6 +287,90 @@ def response_rows(
             }
         )
     return rows
+
+
+#: Functional markers of a pseudoprogression candidate: map, statistic column of the
+#: measurement table, direction of response.
+CANDIDATE_MARKERS = (
+    ("adc.ADC", "ADC_mean", "increase"),
+    ("extended_tofts.Ktrans", "Ktrans_mean", "decrease"),
+)
+
+
+def candidate_rows(
+    ctx: Context, subject: str, lesions: pd.DataFrame, baseline: dict[str, str], rt_end: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pseudoprogression candidates (:func:`tumorscope.response.patterns.
+    pseudoprogression_candidates`) as ``patterns`` rows ``"pseudoprogression candidate"``,
+    one per visit and lesion that grew ≥ 20 % while a marker changed beyond its repeatability
+    in the direction of response.
+
+    The markers are the lesion means of ADC (rise) and Ktrans (fall) from ``measure``; the
+    relative repeatability of each is the ``functional`` step's threshold (its RC, mm²/s or
+    1/min) over the mean of the subject's baseline lesion means, so the same evidence rule
+    as the functional maps. A marker without a threshold is left out (noted).
+    """
+    import pandas as pd
+
+    from .. import response
+    from ..errors import ResponseError
+    from ..response.patterns import pseudoprogression_candidates
+    from .functional import functional_table_path
+
+    tidy_path = layout.measurements_path(ctx.out_dir, subject)
+    meta_path = functional_table_path(ctx.out_dir, subject).with_suffix(".json")
+    if not tidy_path.exists() or not meta_path.exists():
+        return [], ["pseudoprogression candidates not evaluated: no functional thresholds"]
+    thresholds = json.loads(meta_path.read_text()).get("thresholds", {})
+    tidy = pd.read_parquet(tidy_path)
+    table = lesions.copy()
+    base_visit = baseline[subject]
+    rc_pct: dict[str, float] = {}
+    markers: dict[str, Any] = {}
+    for name, col, direction in CANDIDATE_MARKERS:
+        thr = thresholds.get(name)
+        means = tidy[(tidy["map"] == name) & (tidy["statistic"] == "mean")]
+        if thr is None or means.empty:
+            continue
+        ref = means[means["visit"] == base_visit]["value"].astype(float)
+        if not len(ref) or not float(ref.mean()) > 0:
+            continue
+        rc_pct[col] = 100.0 * float(thr["threshold"]) / float(ref.mean())
+        markers[col] = direction
+        key = dict(
+            zip(zip(means["visit"], means["lesion_id"], strict=True), means["value"], strict=True)
+        )
+        table[col] = [
+            key.get((v, lid)) for v, lid in zip(table["visit"], table["lesion_id"], strict=True)
+        ]
+    if not markers:
+        return [], ["pseudoprogression candidates not evaluated: no marker with a threshold"]
+    mt = response.from_lesion_table(
+        table,
+        baseline=baseline,
+        missing="absent",
+        radiotherapy_end=None if rt_end is None else {subject: rt_end},
+    )
+    try:
+        cands = pseudoprogression_candidates(mt, rc_pct=rc_pct, markers=markers)
+    except ResponseError as exc:
+        return [], [f"pseudoprogression candidates not evaluated: {exc}"]
+    rows = []
+    for r in cands.to_dict("records"):
+        rows.append(
+            {
+                "subject": subject,
+                "pattern": f"pseudoprogression candidate {r['lesion_id']}"[:64],
+                "visit": str(r["visit"]),
+                "flag": bool(r["candidate"]),
+                "reason": r["reason"],
+                "details": _plain(
+                    {k: v for k, v in r.items() if k not in ("subject", "visit", "reason")}
+                    | {"rc_pct": rc_pct}
+                ),
+            }
+        )
+    return rows, []
 
 
 def _details_default(obj: Any) -> Any:

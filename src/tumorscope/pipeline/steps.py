@@ -408,7 +408,7 @@ STEPS: tuple[Step, ...] = (
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,
-        requires=("measure",),
+        requires=("measure", "functional"),
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
     Step(
