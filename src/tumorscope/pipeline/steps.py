@@ -37,6 +37,7 @@ from ..layout import cells19f_path, hypoxia_path, map_prefix, maps_dir
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
+from .features import features_inputs, run_features
 from .functional import functional_inputs, run_functional
 from .measure import measure_inputs, run_measure
 from .register import register_inputs, run_register
@@ -387,6 +388,16 @@ STEPS: tuple[Step, ...] = (
         requires=("register", *MAP_STEPS),
     ),
     Step(
+        "features",
+        "subject",
+        "1",
+        "habitat fractions over time; radiomics and delta-radiomics (option radiomics)",
+        run_features,
+        features_inputs,
+        requires=("register", *MAP_STEPS),
+        option_keys=("radiomics",),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -418,6 +429,15 @@ STEPS: tuple[Step, ...] = (
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
-        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "functional"),
+        requires=(
+            "measure",
+            "assess",
+            "align",
+            *MAP_STEPS,
+            "fluorine",
+            "functional",
+            "features",
+            "hypoxia",
+        ),
     ),
 )
