@@ -44,8 +44,8 @@ RADIOMICS_MAPS = ("adc.ADC", "ivim.D", "extended_tofts.Ktrans", "extended_tofts.
 
 
 def features_path(out_dir: Path, subject: str) -> Path:
-    """``<out>/sub-<id>/sub-<id>_features.parquet``."""
-    return layout.subject_dir(out_dir, subject) / f"sub-{subject}_features.parquet"
+    """``<out>/sub-<id>/sub-<id>_features.parquet`` (:func:`tumorscope.layout.features_path`)."""
+    return layout.features_path(out_dir, subject)
 
 
 def features_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:

@@ -89,8 +89,9 @@ PUBLISHED_RC: dict[str, tuple[float, str, str]] = {
 
 
 def functional_table_path(out_dir: Path, subject: str) -> Path:
-    """``<out>/sub-<id>/functional/sub-<id>_functional.parquet``."""
-    return layout.subject_dir(out_dir, subject) / "functional" / f"sub-{subject}_functional.parquet"
+    """``<out>/sub-<id>/functional/sub-<id>_functional.parquet``
+    (:func:`tumorscope.layout.functional_path`)."""
+    return layout.functional_path(out_dir, subject)
 
 
 def _label_map_path(out_dir: Path, subject: str, visit: str, name: str) -> Path:

@@ -34,7 +34,9 @@ __all__ = ["SUBJECT_SECTIONS", "SubjectContext", "subject_sections"]
 
 #: The modality sections of the subject page, ``"tumorscope.report.<modality>:<function>"``,
 #: in page order (add one line per modality).
-SUBJECT_SECTIONS: list[str] = []
+SUBJECT_SECTIONS: list[str] = [
+    "tumorscope.report.measures:section",
+]
 
 
 @dataclass(frozen=True)
