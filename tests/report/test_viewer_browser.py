@@ -82,8 +82,12 @@ def page(tiny_study: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             "extended_tofts.Ktrans": VisitMap(kt_path, None, "1/min"),
         }
         truth[v.id] = {"adc": adc, "kt": kt, "affine": anat.affine, "kt_affine": coarse}
-    # the subject's other visits have no map: the viewer shows their anatomy only
-    path = write_viewer(out, study, "002", maps=maps)
+    # the subject's other visits have no map: the viewer shows their anatomy only. Visit 2
+    # comes with a registration (baseline world -> its world): 2 voxels along x
+    shift = np.eye(4)
+    shift[:3, 3] = 2.0 * truth[list(subj)[1].id]["affine"][:3, 0]
+    path = write_viewer(out, study, "002", maps=maps, registrations={list(subj)[1].id: shift})
+    truth["shift"] = shift
     assert path is not None
     return {"path": path, "truth": truth, "visits": [v.id for v in subj], "out": out}
 
@@ -263,9 +267,14 @@ def test_click_moves_the_linked_cursors(browser: Any, page: dict[str, Any]) -> N
     m1, m2 = vox.search(r1), vox.search(r2)
     assert m1 and m2, (r1, r2)
     assert r2 != before
-    assert m1.groups() == m2.groups()  # same grid at both visits: the same voxel
-    t2 = page["truth"][v2]
+    # linked through the registration: visit 2's voxel is where the baseline point lies in
+    # visit 2's world (2 voxels further along x)
+    t1, t2 = page["truth"][v1], page["truth"][v2]
+    ijk1 = np.array([int(x) for x in m1.groups()] + [1], float)
+    expect = np.linalg.inv(t2["affine"]) @ page["truth"]["shift"] @ t1["affine"] @ ijk1
     ijk = tuple(int(x) for x in m2.groups())
+    assert ijk == tuple(round(float(x)) for x in expect[:3])
+    assert ijk[0] == int(ijk1[0]) + 2
     value = float(re.search(r"adc\.ADC: ([-+0-9.e]+)", r2).group(1))  # type: ignore[union-attr]
     assert value == pytest.approx(float(t2["adc"][ijk]), rel=1e-4)
     assert not _console_errors(browser)

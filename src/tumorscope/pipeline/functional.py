@@ -39,7 +39,9 @@ for every lesion together) and map name ``"fdm:<map>"`` (statistics ``increased_
 map's unit)) and ``"prm:<map1>+<map2>"`` (one ``fraction`` statistic per class), and under
 the map's own name ``delta_mean`` (map unit), ``delta_mean_pct`` (%) and ``delta_call``
 (+1 increase, −1 decrease, 0 no change beyond the RC). The label maps are written with
-:func:`tumorscope.files.write_map`, the subject's table as Parquet.
+:func:`tumorscope.files.write_map`, the subject's table as Parquet, the thresholds, their
+sources and the registration of each follow-up (4×4, baseline world to the visit's world) in a
+JSON file beside it.
 """
 
 from __future__ import annotations
@@ -328,9 +330,10 @@ def run_functional(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, lambda tmp: table.to_parquet(tmp, index=False))
     sources = out.with_suffix(".json")
-    atomic_write(
-        sources, lambda tmp: tmp.write_text(json.dumps({"thresholds": meta, "notes": notes}))
-    )
+    # the registrations (baseline world -> visit world, RAS mm), for the report's viewer
+    registrations = {v: np.asarray(m).tolist() for v, m in cache.items()}
+    doc = {"thresholds": meta, "notes": notes, "baseline": base_id, "registrations": registrations}
+    atomic_write(sources, lambda tmp: tmp.write_text(json.dumps(doc)))
     db_rows = [{**r, "step": "functional"} for r in rows]
     return StepOutput(
         files=[out, sources, *files],

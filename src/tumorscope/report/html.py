@@ -135,7 +135,9 @@ def write_subject_report(
     align = _alignment_frame(alignments)
     fdm, fdm_table, fdm_note = _functional_section(functional, days)
     t = subj.treatment
-    viewer = write_viewer(out_dir, study, subject, maps=maps)
+    viewer = write_viewer(
+        out_dir, study, subject, maps=maps, registrations=_registrations(functional)
+    )
     ctx = SubjectContext(out_dir, study, subject, maps, days, {"fluorine": list(cells19f)})
     html = render(
         "subject.html.j2",
@@ -383,6 +385,15 @@ class _MapFigures:
                     lo, hi = np.percentile(ref, [1, 99])
                     pad = 0.5 * (hi - lo)
                     self.limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
+
+
+def _registrations(files: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Each follow-up's registration to baseline, from the ``functional`` step's JSON."""
+    for f in files:
+        p = Path(f)
+        if p.name.endswith("_functional.json"):
+            return dict(json.loads(p.read_text()).get("registrations", {}))
+    return {}
 
 
 def _functional_section(

@@ -20,6 +20,10 @@ Design decisions
   :data:`MARGIN_MM` on each side, and, if still too large, subsampled with one integer stride
   on every axis (every n-th voxel, not averaged, so each value shown is a value of the map);
   the affine follows, so the overlays stay in register. The page says what was done.
+* **Linked cursors follow the anatomy**: cursors are linked in world coordinates; a
+  follow-up registered by the ``functional`` step is placed in the baseline's space (its
+  affines composed with the inverse registration), so the same point means the same
+  anatomy. Values are still read in each map's own voxel.
 * **Overlays keep their own grid**: NiiVue places each overlay by its affine on the
   anatomical image, so maps fitted on another grid (DWI, DCE) are shown where they are,
   without resampling; the value under the cursor is the map's own voxel.
@@ -93,6 +97,7 @@ def write_viewer(
     subject: str,
     *,
     maps: Mapping[str, Mapping[str, VisitMap]],
+    registrations: Mapping[str, Any] | None = None,
 ) -> Path | None:
     """Write the viewer of one subject (page, volumes script, and the NiiVue bundle once).
 
@@ -104,6 +109,11 @@ def write_viewer(
     subject : str
     maps : mapping of visit id to mapping of map name to VisitMap, keyword-only
         The maps of each visit (:func:`tumorscope.layout.read_map_index`).
+    registrations : mapping of visit id to 4×4 matrix, keyword-only, optional
+        Rigid transform of each follow-up, baseline world to the visit's world (the
+        ``functional`` step's): the visit's volumes are placed in the baseline's space
+        (affine ``inv(M) @ A``), so that the linked cursors point to the same anatomy.
+        Visits without one stay in their own (scanner) space.
 
     Returns
     -------
@@ -119,7 +129,9 @@ def write_viewer(
     notes: set[str] = set()
     limits: dict[str, tuple[float, float]] = {}
     for v in subj:
-        entry = _visit_volumes(v, maps.get(v.id, {}), box, limits, notes)
+        m = (registrations or {}).get(v.id)
+        to_base = None if m is None else np.linalg.inv(np.asarray(m, dtype=float))
+        entry = _visit_volumes(v, maps.get(v.id, {}), box, limits, notes, to_base)
         if entry is not None:
             visits.append(entry)
     if not visits:
@@ -246,6 +258,7 @@ def _visit_volumes(
     box: tuple[np.ndarray, np.ndarray] | None,
     limits: dict[str, tuple[float, float]],
     notes: set[str],
+    to_base: np.ndarray | None = None,
 ) -> dict[str, Any] | None:
     """The volumes of one visit for the viewer: anatomical, maps, outline."""
     from ..volume import Volume
@@ -257,6 +270,8 @@ def _visit_volumes(
         data, aff, how = shrink(data, affine, box)
         if how:
             notes.add(f"{name}: {how}")
+        if to_base is not None:
+            aff = to_base @ aff
         vols.append(
             {"name": name, "kind": kind, "shape": list(data.shape), "data": _nifti_b64(data, aff)}
             | extra
@@ -316,4 +331,6 @@ def _visit_volumes(
         )
     days = v.days_on_treatment
     label = f"visit {v.id}" + ("" if days is None else f", day {days}")
+    if to_base is not None:
+        label += ", registered to baseline"
     return {"id": v.id, "label": label, "volumes": vols}
