@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import layout
+from ..errors import DataError
 from . import step
 from .step import Context, StepOutput, Unit, Upstream, Write
 
@@ -157,7 +158,8 @@ def _onto(
         matrix = cache[other.id]
         how = "registered (rigid, anatomical images)"
     moved = resample(other.maps[name], grid, transform=matrix).data
-    assert other.labels is not None
+    if other.labels is None:
+        raise DataError(f"visit {other.id} has no lesion map", field="lesions")
     labels = resample_mask(other.labels, grid, transform=matrix).data
     return np.asarray(moved, float), np.asarray(labels), how
 
@@ -271,7 +273,7 @@ def run_functional(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -
                     rm = parametric_response_map(
                         grid.data, arr, mask, threshold=rc, name=name.split(".")[-1]
                     )
-                except Exception as exc:  # DataError: nothing finite in this lesion
+                except DataError as exc:  # nothing finite in this lesion
                     notes.append(f"visit {v.id} lesion {lesion} {name}: {exc}")
                     continue
                 fr = dict(
