@@ -84,3 +84,20 @@ def test_radiomics_option_rejects_other_values() -> None:
     with pytest.raises(DataError, match="true or false") as exc:
         RunOptions(radiomics="maybe")  # type: ignore[arg-type]
     assert exc.value.field == "radiomics"
+
+
+def test_pages_show_best_response_disagreement_viewer_and_habitats(full_run: Any) -> None:
+    report = full_run.out_dir / "report"
+    index = report / "index.html"
+    text = index.read_text()
+    assert 'id="criteria-disagreement"' in text
+    assert "sub-002: recist1.1 best PD (visit 02) but irecist best" in text
+    assert "best response (recist1.1)" in text and "last response" not in text
+    page = (report / "sub-002.html").read_text()
+    for anchor in ("criteria-disagreement", "best-table", "viewer-frame", "habitats-table"):
+        assert f'id="{anchor}"' in page, anchor
+    assert 'src="sub-002_viewer.html"' in page
+    assert (report / "viewer" / "sub-002.js").stat().st_size > 0
+    assert (report / "static" / "niivue" / "niivue.umd.js").exists()
+    viewer = (report / "sub-002_viewer.html").read_text()
+    assert 'src="static/niivue/niivue.umd.js"' in viewer and ", registered to baseline</h2>" in viewer
