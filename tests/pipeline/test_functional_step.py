@@ -72,6 +72,7 @@ def test_threshold_from_test_retest_visits() -> None:
         "01": _visit("01", noise=sigma, seed=2, days=0),
         "02": _visit("02", shift=2, days=42),
     }
+
     class Subj(list):  # type: ignore[type-arg]
         baseline = SimpleNamespace(id="01")
 
