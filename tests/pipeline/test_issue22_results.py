@@ -100,4 +100,6 @@ def test_pages_show_best_response_disagreement_viewer_and_habitats(full_run: Any
     assert (report / "viewer" / "sub-002.js").stat().st_size > 0
     assert (report / "static" / "niivue" / "niivue.umd.js").exists()
     viewer = (report / "sub-002_viewer.html").read_text()
-    assert 'src="static/niivue/niivue.umd.js"' in viewer and ", registered to baseline</h2>" in viewer
+    assert (
+        'src="static/niivue/niivue.umd.js"' in viewer and ", registered to baseline</h2>" in viewer
+    )
