@@ -15,11 +15,15 @@ Design decisions
   a ``<script src>``. Each subject's volumes are gzipped NIfTI, base64 encoded in
   ``report/viewer/sub-<id>.js`` (``window.TUMORSCOPE_VIEWER``), read by
   ``NVImage.loadFromBase64``.
-* **Size**: a volume of at most :data:`MAX_VOXELS` voxels is written as it is. A larger one is
-  cropped to the box around the subject's lesions (all visits) widened by
-  :data:`MARGIN_MM` on each side, and, if still too large, subsampled with one integer stride
-  on every axis (every n-th voxel, not averaged, so each value shown is a value of the map);
-  the affine follows, so the overlays stay in register. The page says what was done.
+* **Size**: the maps (and outlines) are cropped to the box around the subject's lesions (all
+  visits) widened by :data:`MARGIN_MM` on each side: the report is about the lesions, and a
+  subject's maps at every visit must fit in one script (a whole-volume 256×256×30 float map is
+  ~8 MB). The anatomical image is kept whole up to :data:`MAX_VOXELS` voxels, else cropped
+  the same way. A volume still above :data:`MAX_VOXELS` is subsampled with one integer stride
+  on every axis (every n-th voxel, not averaged, so each value shown is a value of the map).
+  The affine follows, so the overlays stay in register, and the cursor read-out gives the
+  voxel index of the map as fitted (origin and stride of the crop added back). The page says
+  what was done to the anatomical image.
 * **Linked cursors follow the anatomy**: cursors are linked in world coordinates; a
   follow-up registered by the ``functional`` step is placed in the baseline's space (its
   affines composed with the inverse registration), so the same point means the same
@@ -188,33 +192,51 @@ def _lesion_box(subj: Any) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def shrink(
-    data: np.ndarray, affine: np.ndarray, box: tuple[np.ndarray, np.ndarray] | None
-) -> tuple[np.ndarray, np.ndarray, str]:
+    data: np.ndarray,
+    affine: np.ndarray,
+    box: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    crop: bool = False,
+) -> tuple[np.ndarray, np.ndarray, str, list[int], int]:
     """A volume in a size the browser opens quickly: crop, then stride (module docstring).
 
-    Returns the data, its affine and what was done ("" when nothing).
+    Parameters
+    ----------
+    data, affine
+        The volume.
+    box : (lower, upper) world corners (mm), or None
+        The lesions' box with its margin.
+    crop : bool, default False
+        Crop to ``box`` whatever the size (maps); otherwise only above :data:`MAX_VOXELS`.
+
+    Returns
+    -------
+    data, affine, how, origin, step
+        The data and its affine, what was done ("" when nothing), and where voxel
+        ``(0, 0, 0)`` of the result lies in the input and the stride, so that the input's index
+        of voxel ``v`` is ``origin + step * v``.
     """
     data = np.asarray(data)
-    if data.size <= MAX_VOXELS:
-        return data, affine, ""
-    how = []
-    if box is not None:
+    origin, step, how = [0, 0, 0], 1, []
+    if box is not None and (crop or data.size > MAX_VOXELS):
         inv = np.linalg.inv(affine)
         corners = np.array(np.meshgrid(*np.array(box).T, indexing="ij")).reshape(3, -1).T
         ijk = corners @ inv[:3, :3].T + inv[:3, 3]
         start = np.clip(np.floor(ijk.min(0)).astype(int), 0, np.array(data.shape[:3]) - 1)
         stop = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, start + 1, data.shape[:3])
-        data = data[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
-        affine = affine.copy()
-        affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
-        how.append(f"cropped to {MARGIN_MM:g} mm around the lesions")
+        if (start > 0).any() or (stop < data.shape[:3]).any():
+            data = data[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
+            affine = affine.copy()
+            affine[:3, 3] = affine[:3, :3] @ start + affine[:3, 3]
+            origin = [int(x) for x in start]
+            how.append(f"cropped to {MARGIN_MM:g} mm around the lesions")
     if data.size > MAX_VOXELS:
         step = math.ceil((data.size / MAX_VOXELS) ** (1 / 3))
         data = data[::step, ::step, ::step]
         affine = affine.copy()
         affine[:3, :3] = affine[:3, :3] * step
         how.append(f"one voxel in {step} kept along each axis")
-    return data, affine, ", ".join(how)
+    return data, affine, ", ".join(how), origin, step
 
 
 def _nifti_b64(data: np.ndarray, affine: np.ndarray) -> str:
@@ -267,13 +289,14 @@ def _visit_volumes(
     labels = v.lesions.load_labels() if v.lesions is not None else None
 
     def add(name: str, kind: str, data: np.ndarray, affine: np.ndarray, **extra: Any) -> None:
-        data, aff, how = shrink(data, affine, box)
-        if how:
-            notes.add(f"{name}: {how}")
+        data, aff, how, origin, step = shrink(data, affine, box, crop=kind != "anat")
+        if how and kind == "anat":
+            notes.add(f"anatomical image {how}")
         if to_base is not None:
             aff = to_base @ aff
         vols.append(
             {"name": name, "kind": kind, "shape": list(data.shape), "data": _nifti_b64(data, aff)}
+            | {"origin": origin, "step": step}
             | extra
         )
 
