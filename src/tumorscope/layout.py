@@ -44,6 +44,8 @@ __all__ = [
     "cells19f_path",
     "database_path",
     "default_out_dir",
+    "features_path",
+    "functional_path",
     "hypoxia_path",
     "is_map_index",
     "lesion_table_path",
@@ -197,6 +199,17 @@ def metabolic_path(out_dir: OutDir, subject: str, visit: str) -> Path:
 def pet_path(out_dir: OutDir, subject: str, visit: str) -> Path:
     """The per-lesion PET uptake table the ``pet`` step writes (Parquet)."""
     return visit_dir(out_dir, subject, visit) / f"{map_prefix(subject, visit)}pet.parquet"
+
+
+def functional_path(out_dir: OutDir, subject: str) -> Path:
+    """The ``functional`` step's per-lesion table (Parquet; its thresholds in a ``.json``
+    beside it, its label maps in the same folder)."""
+    return subject_dir(out_dir, subject) / "functional" / f"sub-{subject}_functional.parquet"
+
+
+def features_path(out_dir: OutDir, subject: str) -> Path:
+    """The ``features`` step's habitat fractions and radiomics (Parquet)."""
+    return subject_dir(out_dir, subject) / f"sub-{subject}_features.parquet"
 
 
 def hypoxia_path(out_dir: OutDir, subject: str, visit: str) -> Path:

@@ -135,6 +135,10 @@ def test_reports_load_in_headless_chromium(full_run: Any, tmp_path: Path, page: 
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        # the subject page embeds the WebGL viewer: software WebGL, opted in (else Chromium
+        # logs a deprecation notice to the page's console)
+        "--use-angle=swiftshader",
+        "--enable-unsafe-swiftshader",
         "--no-first-run",
         f"--user-data-dir={tmp_path / 'profile'}",
         "--enable-logging=stderr",

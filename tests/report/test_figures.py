@@ -177,6 +177,7 @@ def test_templates_escape_text() -> None:
         n_maps=0,
         criteria=[],
         subjects=table,
+        disagreements=["<b>sub-1</b>: recist1.1 best PD but irecist best iPR"],
         spider=None,
         waterfall=None,
         main_criteria="recist1.1",
@@ -187,6 +188,7 @@ def test_templates_escape_text() -> None:
         software=None,
     )
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html
+    assert "<b>sub-1</b>" not in html and "&lt;b&gt;sub-1&lt;/b&gt;" in html
 
 
 def test_spider_points_start_at_zero_and_skip_prebaseline() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,19 +72,23 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         missing="absent",
         radiotherapy_end=None if rt_end is None else {s: rt_end},
     )
+    from ..study.store import NotIn
     from .assess_pet import PET_CRITERIA, pet_assessments
+    from .organs import ORGAN_PATTERNS
 
     # PERCIST reads the PET tables (assess_pet.py), the other criteria the MRI lesion table
     crits = [c for c in (study.criteria or ("recist1.1",)) if c not in PET_CRITERIA]
     crits = crits or ["recist1.1"]
-    rows = assessment_rows(table, crits)
+    assessed = assess_all(table, crits)
+    rows = assessment_rows(table, crits, assessed=assessed)
     main = "irecist" if "irecist" in crits else crits[0]
     prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
+    prows += response_rows(s, assessed, response.assess(table, criteria=main))
+    crows, cnotes = candidate_rows(ctx, s, lesions, baseline, rt_end)
+    prows += crows
+    notes += cnotes
     pet_rows, pet_prows, pet_notes = pet_assessments(ctx, study, unit, lesions)
     rows, prows, notes = rows + pet_rows, prows + pet_prows, notes + pet_notes
-    unowned = {str(r["pattern"]) for r in prows} - set(ASSESS_PATTERNS)
-    if unowned:  # a pattern not in ASSESS_PATTERNS would never reach the database
-        raise RuntimeError(f"assess: patterns {sorted(unowned)} missing from ASSESS_PATTERNS")
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):
@@ -95,40 +100,41 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         files=[out, pout],
         writes=[
             Write("assessments", {"subject": s}, rows),
-            # one replace per pattern it owns: other steps (organ_watch) own other patterns
-            *(
-                Write(
-                    "patterns",
-                    {"subject": s, "pattern": n},
-                    [r for r in prows if r["pattern"] == n],
-                )
-                for n in ASSESS_PATTERNS
-            ),
+            # every pattern of the subject but the organ watch's (its own step owns them)
+            Write("patterns", {"subject": s, "pattern": NotIn(ORGAN_PATTERNS)}, prows),
         ],
         notes=notes,
     )
 
 
-#: The ``patterns`` rows ``assess`` owns (:func:`pattern_rows`, the PET patterns of
-#: :mod:`.assess_pet`); each is replaced as a whole on a re-run, other steps' are left alone.
-ASSESS_PATTERNS = (
-    "pseudoprogression",
-    "durable response",
-    "mixed response",
-    "hyperprogression",
-    "PET flare",
-    "metabolic pseudoprogression",
-)
-
-
-def assessment_rows(table: pd.DataFrame, criteria: list[str]) -> list[dict[str, Any]]:
-    """Rows of the ``assessments`` table: every visit under every criterion."""
+def assess_all(table: pd.DataFrame, criteria: list[str]) -> dict[str, pd.DataFrame]:
+    """Every visit under every criterion, the visits after a conventional criterion's
+    progression labelled ``"after PD"`` (:func:`tumorscope.response.best.
+    stop_at_progression`)."""
     from .. import response
+    from ..response.best import stop_at_progression
 
+    return {c: stop_at_progression(response.assess(table, criteria=c)) for c in criteria}
+
+
+def assessment_rows(
+    table: pd.DataFrame,
+    criteria: list[str],
+    *,
+    assessed: Mapping[str, pd.DataFrame] | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of the ``assessments`` table: every visit under every criterion.
+
+    Visits after RECIST 1.1 (RANO, mRECIST, Choi) progression read ``"after PD"``; the call
+    the rules would have made is kept in ``details["rescored_response"]``.
+    """
+    if assessed is None:
+        assessed = assess_all(table, criteria)
     rows: list[dict[str, Any]] = []
     for crit in criteria:
-        res = response.assess(table, criteria=crit)
-        for r in res.to_dict("records"):
+        for r in assessed[crit].to_dict("records"):
+            if not r.get("rescored_response"):
+                r.pop("rescored_response", None)
             details = {k: v for k, v in r.items() if k not in _ASSESSMENT_COLUMNS}
             rows.append(
                 {
@@ -152,9 +158,12 @@ def pattern_rows(
     """Immunotherapy patterns of one subject (``tumorscope.response.patterns``).
 
     Pseudoprogression and durable response are read from ``assessment`` (iRECIST when the
-    manifest names it); mixed response and hyperprogression (Champiat's definition) from the
-    measurement table. A pattern the data cannot support (e.g. hyperprogression without a
-    pre-baseline scan) gets ``flag=None`` with the reason.
+    manifest names it); mixed response and hyperprogression from the measurement table,
+    hyperprogression under each of its published definitions (``"hyperprogression"`` is
+    Champiat's, the others ``"hyperprogression <definition>"``, :data:`tumorscope.response.
+    patterns.HYPERPROGRESSION_DEFINITIONS`). A pattern the data cannot support (e.g.
+    hyperprogression without a pre-baseline scan, Kato's without the time to treatment
+    failure) gets ``flag=None`` with the reason.
     """
     import pandas as pd
 
@@ -171,6 +180,16 @@ def pattern_rows(
         ("durable response", lambda: pat.durable_response(assessment), "durable", "response_start"),
         ("mixed response", lambda: pat.mixed_response(table), "mixed", "visit"),
         ("hyperprogression", lambda: pat.hyperprogression(table), "hyperprogression", None),
+        *(
+            (
+                f"hyperprogression {d}",
+                lambda d=d: pat.hyperprogression(table, definition=d),
+                "hyperprogression",
+                None,
+            )
+            for d in pat.HYPERPROGRESSION_DEFINITIONS
+            if d != "champiat"
+        ),
     )
     rows: list[dict[str, Any]] = []
     notes: list[str] = []
@@ -179,6 +198,17 @@ def pattern_rows(
             res = call()
         except ResponseError as exc:
             notes.append(f"{name} not evaluated: {exc}")
+            if name.startswith("hyperprogression"):  # every definition gets its verdict
+                rows.append(
+                    {
+                        "subject": subject,
+                        "pattern": name,
+                        "visit": "",
+                        "flag": None,
+                        "reason": f"not evaluable: {exc}",
+                        "details": {},
+                    }
+                )
             continue
         for r in res.to_dict("records"):
             if str(r["subject"]) != subject:
@@ -199,6 +229,157 @@ def pattern_rows(
                 }
             )
     return rows, notes
+
+
+def response_rows(
+    subject: str, assessed: Mapping[str, pd.DataFrame], immune: pd.DataFrame
+) -> list[dict[str, Any]]:
+    """Best overall response per criterion and the conventional-vs-immune disagreements, as
+    rows of the ``patterns`` table (subject level, ``visit`` "").
+
+    ``pattern`` is ``"best response <criteria>"`` (``flag`` true, ``reason`` how it was
+    reached, ``details``: ``best_response``, ``visit``, ``confirmed_at``, ``confirmation``)
+    or ``"disagreement <conventional>/<immune>"`` (``flag``: the best responses differ; the
+    reason names the pseudoprogression where the immune criterion found one), from
+    :mod:`tumorscope.response.best`.
+    """
+    import pandas as pd
+
+    from ..response import patterns as pat
+    from ..response.best import (
+        BEST_PREFIX,
+        DISAGREEMENT_PREFIX,
+        best_responses,
+        disagreements,
+    )
+
+    cols = ["subject", "visit", "days_from_baseline", "response", "reason", "criteria"]
+    stacked = pd.concat([a[cols] for a in assessed.values()], ignore_index=True)
+    best = best_responses(stacked[stacked["subject"].astype(str) == subject])
+    rows: list[dict[str, Any]] = []
+    for r in best.to_dict("records"):
+        rows.append(
+            {
+                "subject": subject,
+                "pattern": f"{BEST_PREFIX}{r['criteria']}",
+                "visit": "",
+                "flag": True,
+                "reason": r["reason"],
+                "details": _plain(
+                    {
+                        k: r[k]
+                        for k in (
+                            "criteria",
+                            "best_response",
+                            "visit",
+                            "confirmed_at",
+                            "confirmation",
+                        )
+                    }
+                ),
+            }
+        )
+    for r in disagreements(best, pat.pseudoprogression(immune)).to_dict("records"):
+        rows.append(
+            {
+                "subject": subject,
+                "pattern": f"{DISAGREEMENT_PREFIX}{r['conventional']}/{r['immune']}",
+                "visit": "",
+                "flag": bool(r["disagree"]),
+                "reason": r["reason"],
+                "details": _plain(
+                    {
+                        k: r[k]
+                        for k in ("conventional", "immune", "conventional_best", "immune_best")
+                    }
+                ),
+            }
+        )
+    return rows
+
+
+#: Functional markers of a pseudoprogression candidate: map, statistic column of the
+#: measurement table, direction of response.
+CANDIDATE_MARKERS = (
+    ("adc.ADC", "ADC_mean", "increase"),
+    ("extended_tofts.Ktrans", "Ktrans_mean", "decrease"),
+)
+
+
+def candidate_rows(
+    ctx: Context, subject: str, lesions: pd.DataFrame, baseline: dict[str, str], rt_end: Any
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Pseudoprogression candidates (:func:`tumorscope.response.patterns.
+    pseudoprogression_candidates`) as ``patterns`` rows ``"pseudoprogression candidate"``,
+    one per visit and lesion that grew ≥ 20 % while a marker changed beyond its repeatability
+    in the direction of response.
+
+    The markers are the lesion means of ADC (rise) and Ktrans (fall) from ``measure``; the
+    relative repeatability of each is the ``functional`` step's threshold (its RC, mm²/s or
+    1/min) over the mean of the subject's baseline lesion means, so the same evidence rule
+    as the functional maps. A marker without a threshold is left out (noted).
+    """
+    import pandas as pd
+
+    from .. import response
+    from ..errors import ResponseError
+    from ..response.patterns import pseudoprogression_candidates
+    from .functional import functional_table_path
+
+    tidy_path = layout.measurements_path(ctx.out_dir, subject)
+    meta_path = functional_table_path(ctx.out_dir, subject).with_suffix(".json")
+    if not tidy_path.exists() or not meta_path.exists():
+        return [], ["pseudoprogression candidates not evaluated: no functional thresholds"]
+    thresholds = json.loads(meta_path.read_text()).get("thresholds", {})
+    tidy = pd.read_parquet(tidy_path)
+    table = lesions.copy()
+    base_visit = baseline[subject]
+    rc_pct: dict[str, float] = {}
+    markers: dict[str, Any] = {}
+    for name, col, direction in CANDIDATE_MARKERS:
+        thr = thresholds.get(name)
+        means = tidy[(tidy["map"] == name) & (tidy["statistic"] == "mean")]
+        if thr is None or means.empty:
+            continue
+        ref = means[means["visit"] == base_visit]["value"].astype(float)
+        if not len(ref) or not float(ref.mean()) > 0:
+            continue
+        rc_pct[col] = 100.0 * float(thr["threshold"]) / float(ref.mean())
+        markers[col] = direction
+        key = dict(
+            zip(zip(means["visit"], means["lesion_id"], strict=True), means["value"], strict=True)
+        )
+        table[col] = [
+            key.get((v, lid)) for v, lid in zip(table["visit"], table["lesion_id"], strict=True)
+        ]
+    if not markers:
+        return [], ["pseudoprogression candidates not evaluated: no marker with a threshold"]
+    mt = response.from_lesion_table(
+        table,
+        baseline=baseline,
+        missing="absent",
+        radiotherapy_end=None if rt_end is None else {subject: rt_end},
+    )
+    try:
+        cands = pseudoprogression_candidates(mt, rc_pct=rc_pct, markers=markers)
+    except ResponseError as exc:
+        return [], [f"pseudoprogression candidates not evaluated: {exc}"]
+    rows = []
+    for r in cands.to_dict("records"):
+        rows.append(
+            {
+                "subject": subject,
+                "pattern": f"pseudoprogression candidate {r['lesion_id']}"[:64],
+                "visit": str(r["visit"]),
+                "flag": bool(r["candidate"]),
+                "reason": r["reason"],
+                "details": _plain(
+                    {k: v for k, v in r.items() if k not in ("subject", "visit", "reason")}
+                    | {"rc_pct": rc_pct}
+                ),
+            }
+        )
+    return rows, []
 
 
 def _details_default(obj: Any) -> Any:

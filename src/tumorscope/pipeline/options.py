@@ -75,6 +75,9 @@ class RunOptions:
     align_tolerance_vox : float, default 0.5
         Lesion masks are resampled onto a series' maps when its alignment to the anatomical
         image moves the lesion voxels by more than this many voxels on average.
+    radiomics : bool, default False
+        The ``features`` step also computes MIRP radiomics and delta-radiomics of every
+        lesion on the ADC, D, Ktrans and ve maps (seconds per lesion and map).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -83,6 +86,7 @@ class RunOptions:
     hypoxia_r2star_per_s: float | None = None
     hypoxia_ktrans_per_min: float | None = None
     align_tolerance_vox: float = 0.5
+    radiomics: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -244,4 +248,13 @@ _CHECKS: dict[str, Any] = {
     "hypoxia_r2star_per_s": lambda n, v: _number(n, v, optional=True),
     "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
     "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
+    "radiomics": lambda n, v: _flag(n, v),
 }
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
+        return value.strip().lower() in ("true", "yes")
+    raise _bad(name, f"expected true or false, got {value!r}")

@@ -33,8 +33,14 @@ def report_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def run_report_subject(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """The subject's HTML report (:func:`tumorscope.report.write_subject_report`)."""
-    return StepOutput(files=[subject_report(ctx, study, unit.subject, upstream)])
+    """The subject's HTML report (:func:`tumorscope.report.write_subject_report`) and its
+    viewer (:mod:`tumorscope.report.viewer`; the NiiVue bundle it copies into
+    ``report/static`` is shared by all subjects and not an output of one)."""
+    from ..report.viewer import viewer_data_path, viewer_path
+
+    page = subject_report(ctx, study, unit.subject, upstream)
+    viewer = [viewer_path(ctx.out_dir, unit.subject), viewer_data_path(ctx.out_dir, unit.subject)]
+    return StepOutput(files=[page, *(p for p in viewer if p.exists())])
 
 
 def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream) -> Path:
@@ -54,11 +60,8 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         for rel in outputs
         if rel.endswith("_cells19F.parquet")
     )
-    metabolic = sorted(
-        rel
-        for outputs in upstream.get("metabolic", {}).values()
-        for rel in outputs
-        if rel.endswith("_metabolic.parquet")
+    functional = sorted(
+        rel for outputs in upstream.get("functional", {}).values() for rel in outputs
     )
     return write_subject_report(
         ctx.out_dir,
@@ -67,7 +70,7 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         maps=maps,
         alignments=alignments,
         cells19f=[ctx.out_dir / rel for rel in cells],
-        metabolic=[ctx.out_dir / rel for rel in metabolic],
+        functional=[ctx.out_dir / rel for rel in functional],
     )
 
 

@@ -49,6 +49,8 @@ from ..layout import (
 from ..stages.fluorine import TABLE_COLUMNS as FLUORINE_TABLE_COLUMNS
 from .align import align_applies, align_inputs, run_align
 from .assess import assess_inputs, run_assess
+from .features import features_inputs, run_features
+from .functional import functional_inputs, run_functional
 from .measure import measure_inputs, run_measure
 from .organs import (
     cardiac_applies,
@@ -549,6 +551,25 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.pet", "pet_uptake"),
     ),
     Step(
+        "functional",
+        "subject",
+        "1",
+        "functional diffusion / parametric response maps on registered follow-ups (issue 22)",
+        run_functional,
+        functional_inputs,
+        requires=("register", *MAP_STEPS),
+    ),
+    Step(
+        "features",
+        "subject",
+        "1",
+        "habitat fractions over time; radiomics and delta-radiomics (option radiomics)",
+        run_features,
+        features_inputs,
+        requires=("register", *MAP_STEPS),
+        option_keys=("radiomics",),
+    ),
+    Step(
         "measure",
         "subject",
         # 2: masks follow the alignment of the series; 3: short axis on the hull (fix);
@@ -566,20 +587,34 @@ STEPS: tuple[Step, ...] = (
         # 3: a visit where every lesion is gone is assessed (CR); 4: the rules of issue 24
         # (RANO, Choi, durable response, hyperprogression) and the radiotherapy end date;
         # 5: PERCIST/imPERCIST and the PET patterns (issue 17), RANO 2.0 non-enhancing disease
+        # and "after PD", best overall response, disagreements, all hyperprogression defs (#22)
         "5",
         "response under the criteria of study.yaml, and immunotherapy patterns",
         run_assess,
         assess_inputs,
-        requires=("measure", "pet"),  # pet: the PET tables of PERCIST (assess_pet.py)
+        requires=("measure", "pet", "functional"),  # pet: the PET tables of PERCIST
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
     Step(
         "report_subject",
         "subject",
-        "3",  # 2: the alignment table; 3: the metabolic and organ-watch sections
+        # 2: the alignment table; 3: viewer, best response, registered fDM (#22), the
+        # metabolic, PET and organ-watch sections
+        "3",
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
-        requires=("measure", "assess", "align", *MAP_STEPS, "fluorine", "organ_watch", "metabolic"),
+        requires=(
+            "measure",
+            "assess",
+            "align",
+            *MAP_STEPS,
+            "fluorine",
+            "functional",
+            "features",
+            "hypoxia",
+            "organ_watch",
+            "metabolic",
+        ),
     ),
 )

@@ -16,11 +16,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import __version__
+from ..response.best import BEST_PREFIX, DISAGREEMENT_PREFIX
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "BEST_PREFIX",
+    "DISAGREEMENT_PREFIX",
     "MAX_SHOWN",
     "SHOWN_PARAMETERS",
     "Frame",

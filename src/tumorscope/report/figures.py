@@ -41,6 +41,7 @@ RESPONSE_COLOURS: dict[str, str] = {
     "iUPD": "#f46d43",
     "iCPD": "#a50026",
     "NE": "#999999",
+    "after PD": "#d9d9d9",
 }
 
 

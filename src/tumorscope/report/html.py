@@ -12,17 +12,19 @@ from disk, offline). Numbers are shown with their units in the column names.
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from markupsafe import Markup
 
 from .. import layout
 from ..volume import atomic_write
 from .blocks import (
+    BEST_PREFIX,
+    DISAGREEMENT_PREFIX,
     MAX_SHOWN,
     SHOWN_PARAMETERS,
     frame_of,
@@ -31,7 +33,9 @@ from .blocks import (
     shown_maps,
     spider_points,
 )
-from .organs import organ_section
+from .sections import SubjectContext, subject_sections
+from .study import write_study_report
+from .viewer import write_viewer
 
 if TYPE_CHECKING:
     import os
@@ -40,7 +44,6 @@ if TYPE_CHECKING:
 
     from ..io import Study
     from ..layout import VisitMap
-    from ..study import Store
 
 __all__ = [
     "FDM_THRESHOLD",
@@ -51,9 +54,10 @@ __all__ = [
     "write_subject_report",
 ]
 
-#: ADC change (mm²/s) beyond which a voxel counts as changed in the functional diffusion map
-#: (Moffat et al., PNAS 2005, doi:10.1073/pnas.0501532102: 55e-5 mm²/s, the 95 % limit of
-#: agreement of repeated ADC in contralateral brain).
+#: Published voxel-wise repeatability of ADC (mm²/s): 55e-5 mm²/s, the 95 % limit of agreement
+#: of repeated ADC in contralateral brain (Moffat et al., PNAS 2005,
+#: doi:10.1073/pnas.0501532102). The ``functional`` step uses it (``pipeline.functional.
+#: PUBLISHED_RC``) when a study has no test–retest visits.
 FDM_THRESHOLD = 0.55e-3
 
 #: Relaxometry and iron maps shown in a second grid when present (exact ``model.parameter``
@@ -62,26 +66,12 @@ FDM_THRESHOLD = 0.55e-3
 RELAX_SHOWN = ("t2star.R2star", "irt1.T1", "t2.T2", "iron.dR2star")
 
 
-_DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")
+_DIFFUSION_FOR_FDM = ("adc.ADC", "ivim.D", "dki.D")  # their histograms are shown
 
 
 def _write(path: Path, text: str) -> Path:
     atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return path
-
-
-def _software() -> pd.DataFrame:
-    import importlib.metadata as md
-
-    import pandas as pd
-
-    rows = [("python", platform.python_version())]
-    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas", "matplotlib"):
-        try:
-            rows.append((name, md.version(name)))
-        except md.PackageNotFoundError:
-            continue
-    return pd.DataFrame(rows, columns=["software", "version"])
 
 
 # ---------------------------------------------------------------------------- subject
@@ -101,7 +91,7 @@ def write_subject_report(
     maps: Mapping[str, Mapping[str, VisitMap]],
     alignments: Sequence[str | os.PathLike[str]] = (),
     cells19f: Sequence[str | os.PathLike[str]] = (),
-    metabolic: Sequence[str | os.PathLike[str]] = (),
+    functional: Sequence[str | os.PathLike[str]] = (),
 ) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
@@ -118,18 +108,16 @@ def write_subject_report(
         The visits' alignment files (``align``), in the order they are shown.
     cells19f : sequence of path-like, keyword-only
         The visits' 19F cell tables (``fluorine``).
-    metabolic : sequence of path-like, keyword-only
-        The visits' metabolic tables (``metabolic``; :mod:`tumorscope.report.metabolic`).
+    functional : sequence of path-like, keyword-only
+        The files of the ``functional`` step (its table, thresholds and label maps).
 
     Returns
     -------
     Path
     """
-    import pandas as pd
 
     from . import figures
     from .diffusion import TENSOR_NOTE, tensor_rgb_figure
-    from .metabolic import metabolic_block
 
     out_dir = Path(out_dir)
     subj = study.subjects[subject]
@@ -139,24 +127,19 @@ def write_subject_report(
     assessed = _read_parquet(layout.assessments_path(out_dir, subject))
     main = (study.criteria or ("recist1.1",))[0]
     timeline, flags, atable = _response_section(subject, assessed, days, main)
-    flags = _pattern_flags(_read_parquet(layout.patterns_path(out_dir, subject))) + flags
+    patterns = _read_parquet(layout.patterns_path(out_dir, subject))
+    flags = _pattern_flags(patterns) + flags
+    best, disagree = _best_responses(patterns)
     traj_uri, ltable = _trajectories(lesions, tidy, days)
     mf = _MapFigures.of(subj, maps)
     cells = _cells19f_frame(cells19f)
     align = _alignment_frame(alignments)
-    fdm, fdm_rows, key = _functional_diffusion(subj, mf.per_visit, days)
-    fdm_note = (
-        f"Voxel-wise change of {key} from baseline in voxels inside the lesions at both visits "
-        f"(same grid, no registration); red: increase above {FDM_THRESHOLD:g} mm²/s, blue: "
-        f"decrease below −{FDM_THRESHOLD:g} mm²/s, grey: unchanged (Moffat et al. 2005, "
-        "doi:10.1073/pnas.0501532102)."
-        if key
-        else ""
-    )
-    from .pet import pet_section
-
-    pet = pet_section(out_dir, study, subject)  # None without PET (issue 17)
+    fdm, fdm_table, fdm_note = _functional_section(functional, days)
     t = subj.treatment
+    viewer = write_viewer(
+        out_dir, study, subject, maps=maps, registrations=_registrations(functional)
+    )
+    ctx = SubjectContext(out_dir, study, subject, maps, days, {"fluorine": list(cells19f)})
     html = render(
         "subject.html.j2",
         title=f"{study.name}: subject {subject}",
@@ -165,6 +148,8 @@ def write_subject_report(
         timeline=timeline,
         main_criteria=main,
         assessments=frame_of(atable),
+        best=frame_of(best),
+        disagreements=disagree,
         flags=flags,
         lesions=frame_of(ltable),
         trajectories=traj_uri,
@@ -175,16 +160,13 @@ def write_subject_report(
         alignment=frame_of(align) if align is not None else None,
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",
-        metabolic=metabolic_block(metabolic, days),
         histograms=figures.histograms(mf.hist_values) if mf.hist_values else None,
-        fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
+        fdm=fdm,
         fdm_note=fdm_note,
-        fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
-        pet_table=frame_of(pet.table) if pet is not None else None,
-        pet_scatter=pet.scatter if pet is not None else None,
-        pet_note=pet.note if pet is not None else "",
+        fdm_table=frame_of(fdm_table),
         methods=methods_text(mf.provenances) or ["No model was fitted."],
-        organs=organ_section(out_dir, subject, days),
+        viewer=viewer.name if viewer is not None else None,
+        sections=[Markup(b) for b in subject_sections(ctx)],
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 
@@ -247,11 +229,39 @@ def _response_section(
     return timeline, flags, atable
 
 
+def _best_responses(patterns: pd.DataFrame | None) -> tuple[pd.DataFrame | None, list[str]]:
+    """Best overall response per criterion (a table) and the criteria's disagreements."""
+    import pandas as pd
+
+    if patterns is None or not len(patterns):
+        return None, []
+    rows, disagree = [], []
+    for rec in patterns.to_dict("records"):
+        name = str(rec["pattern"])
+        d = json.loads(rec["details"]) if isinstance(rec.get("details"), str) else {}
+        if name.startswith(BEST_PREFIX):
+            rows.append(
+                {
+                    "criteria": name.removeprefix(BEST_PREFIX),
+                    "best overall response": d.get("best_response", ""),
+                    "visit": d.get("visit", ""),
+                    "confirmed at": d.get("confirmed_at", ""),
+                    "confirmation rule": d.get("confirmation", ""),
+                    "reason": rec["reason"],
+                }
+            )
+        elif name.startswith(DISAGREEMENT_PREFIX) and rec["flag"] in (True, 1):
+            disagree.append(str(rec["reason"]))
+    return (pd.DataFrame(rows) if rows else None), disagree
+
+
 def _pattern_flags(patterns: pd.DataFrame | None) -> list[str]:
     """The immunotherapy patterns found, in reverse table order (they lead the flags)."""
     flags: list[str] = []
     if patterns is not None and len(patterns):
         for rec in patterns.to_dict("records"):
+            if str(rec["pattern"]).startswith((BEST_PREFIX, DISAGREEMENT_PREFIX)):
+                continue
             if rec["flag"] is True or rec["flag"] == 1:
                 at = f" at visit {rec['visit']}" if rec["visit"] else ""
                 flags.insert(0, f"{rec['pattern'].upper()}{at}: {rec['reason']}")
@@ -380,47 +390,81 @@ class _MapFigures:
                     self.limits[k] = (max(float(lo - pad), 0.0), float(hi + pad))
 
 
-def _functional_diffusion(
-    subj: Any, per_visit: Mapping[str, Mapping[str, Any]], days: Mapping[str, Any]
-) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], list[dict[str, Any]], str | None]:
-    """Functional diffusion maps against baseline: panels, table rows and the map used."""
-    fdm: list[tuple[np.ndarray, np.ndarray, str]] = []
-    fdm_rows: list[dict[str, Any]] = []
-    base = subj.baseline.id
-    key = next(
-        (k for k in _DIFFUSION_FOR_FDM if base in per_visit and k in per_visit[base]["arrays"]),
-        None,
+def _registrations(files: Sequence[str | os.PathLike[str]]) -> dict[str, Any]:
+    """Each follow-up's registration to baseline, from the ``functional`` step's JSON."""
+    for f in files:
+        p = Path(f)
+        if p.name.endswith("_functional.json"):
+            return dict(json.loads(p.read_text()).get("registrations", {}))
+    return {}
+
+
+def _functional_section(
+    files: Sequence[str | os.PathLike[str]], days: Mapping[str, Any]
+) -> tuple[str | None, pd.DataFrame | None, str]:
+    """Functional diffusion / parametric response maps of the ``functional`` step: panels
+    (one per follow-up, the slice with most assessed voxels), the table of fractions and
+    lesion-level changes, and a note naming each threshold and its source."""
+    import pandas as pd
+
+    from ..volume import Volume
+    from . import figures
+
+    paths = [Path(f) for f in files]
+    tables = [p for p in paths if p.name.endswith("_functional.parquet")]
+    if not tables:
+        return None, None, ""
+    t = pd.read_parquet(tables[0])
+    meta_path = tables[0].with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    thr = meta.get("thresholds", {})
+    note = " ".join(
+        f"{name}: threshold {v['threshold']:.3g} ({v['source']})." for name, v in thr.items()
     )
-    if key is None or per_visit[base]["labels"] is None:
-        return fdm, fdm_rows, key
-    b_arr, b_lab = per_visit[base]["arrays"][key], per_visit[base]["labels"]
-    for v in subj:
-        pv = per_visit.get(v.id)
-        if v.id == base or pv is None or pv["labels"] is None or key not in pv["arrays"]:
+    note += "".join(f" {n}." for n in meta.get("notes", []))
+    if t.empty:
+        return None, None, note
+    fdm = t[t["map"].str.startswith("fdm:")]
+    wide = fdm.pivot_table(
+        index=["visit", "lesion_id", "map"], columns="statistic", values="value", aggfunc="first"
+    ).reset_index()
+    delta = t[t["statistic"].isin(["delta_mean", "delta_mean_pct", "delta_call"])]
+    dw = delta.pivot_table(
+        index=["visit", "lesion_id", "map"], columns="statistic", values="value", aggfunc="first"
+    ).reset_index()
+    dw["map"] = "fdm:" + dw["map"]
+    table = wide.merge(dw, on=["visit", "lesion_id", "map"], how="left")
+    calls = {1.0: "increase", -1.0: "decrease", 0.0: "no change"}
+    out = pd.DataFrame(
+        {
+            "visit": table["visit"],
+            "days on treatment": [days.get(v) for v in table["visit"]],
+            "lesion": table["lesion_id"],
+            "map": table["map"].str.removeprefix("fdm:"),
+            "voxels": table.get("n_voxels"),
+            "increased (%)": 100.0 * table.get("increased_fraction", np.nan),
+            "decreased (%)": 100.0 * table.get("decreased_fraction", np.nan),
+            "unchanged (%)": 100.0 * table.get("unchanged_fraction", np.nan),
+            "threshold": table.get("threshold"),
+            "Δ mean": table.get("delta_mean"),
+            "Δ mean (%)": table.get("delta_mean_pct"),
+            "lesion change beyond RC": [
+                calls.get(c, "") for c in table.get("delta_call", [np.nan] * len(table))
+            ],
+        }
+    )
+    panels = []
+    for p in sorted(x for x in paths if x.name.endswith(".nii.gz") and "_fdm-" in x.name):
+        lab = np.asarray(Volume.from_nifti(p).data)
+        if not (lab > 0).any():
             continue
-        if pv["arrays"][key].shape != b_arr.shape:
-            continue
-        inside = (b_lab > 0) & (pv["labels"] > 0)
-        inside &= np.isfinite(b_arr) & np.isfinite(pv["arrays"][key])
-        delta = pv["arrays"][key] - b_arr
-        n = int(inside.sum())
-        if n == 0:
-            continue
-        up = int((inside & (delta > FDM_THRESHOLD)).sum())
-        down = int((inside & (delta < -FDM_THRESHOLD)).sum())
-        z = int(np.argmax(inside.sum(axis=(0, 1))))
-        fdm.append((delta[:, :, z], inside[:, :, z], f"visit {v.id} vs {base}, z={z}"))
-        fdm_rows.append(
-            {
-                "visit": v.id,
-                "days on treatment": days.get(v.id),
-                "voxels": n,
-                "increased (%)": 100.0 * up / n,
-                "decreased (%)": 100.0 * down / n,
-                "unchanged (%)": 100.0 * (n - up - down) / n,
-            }
-        )
-    return fdm, fdm_rows, key
+        z = int(np.argmax((lab > 0).sum(axis=(0, 1))))
+        sl = lab[:, :, z]
+        surrogate = np.where(sl == 2, 2.0, np.where(sl == 3, -2.0, 0.0))
+        visit = p.name.split("_ses-")[1].split("_")[0]
+        panels.append((surrogate, sl > 0, f"visit {visit}, {p.name.split('_fdm-')[1][:-7]}, z={z}"))
+    uri = figures.fdm_panels(panels, threshold=1.0) if panels else None
+    return uri, out, note
 
 
 def _alignment_frame(files: Sequence[str | os.PathLike[str]]) -> pd.DataFrame | None:
@@ -482,161 +526,3 @@ def _cells19f_frame(
         f"{float(first['fluorine_per_cell']):.3g} 19F atoms per cell."
     )
     return table, note
-
-
-# ---------------------------------------------------------------------------- study
-
-
-def target_sums(store: Store, criteria: str) -> pd.DataFrame:
-    """Per subject and visit: days on treatment, change of the target sum, response."""
-    import pandas as pd
-
-    a = store.read_table("assessments", criteria=criteria)
-    v = store.read_table("visits")[["subject", "visit", "days_on_treatment"]]
-    if a.empty:
-        return pd.DataFrame(columns=["subject", "visit", "days", "change_pct", "response"])
-    m = a.merge(v, on=["subject", "visit"], how="left")
-    return spider_points(m["subject"], m["visit"], m["days_on_treatment"], m)
-
-
-def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Store) -> Path:
-    """Write ``report/index.html`` from the database.
-
-    Parameters
-    ----------
-    out_dir : path-like
-        The output folder of the run.
-    study : tumorscope.io.Study
-    store : tumorscope.study.Store
-
-    Returns
-    -------
-    Path
-    """
-    import pandas as pd
-
-    main = (study.criteria or ("recist1.1",))[0]
-    visits = store.read_table("visits")
-    lesions = store.read_table("lesions")
-    maps = store.read_table("maps")
-    steps = store.read_table("step_runs")
-    assessments = store.read_table("assessments")
-
-    spider, waterfall, best = _response_figures(target_sums(store, main), visits, main)
-    failed = steps[steps["status"] == "failed"] if len(steps) else steps
-    srows = _subject_rows(study, store, main, best, failed)
-    atable = None
-    if len(assessments):
-        atable = assessments[
-            [
-                "subject",
-                "visit",
-                "criteria",
-                "response",
-                "target_sum_mm",
-                "change_from_baseline_pct",
-                "change_from_nadir_pct",
-                "reason",
-            ]
-        ]
-    ftable = None
-    if len(failed):
-        ftable = failed[["step", "unit", "error_file", "error_field", "error"]].rename(
-            columns={"error_file": "file", "error_field": "field", "error": "reason"}
-        )
-    methods = (
-        methods_text([p for p in maps["provenance"] if isinstance(p, dict)]) if len(maps) else []
-    )
-    methods.append(
-        f"Lesion geometry: RECIST longest axial diameter and short axis, volume, IBSI maximum "
-        f"3-D diameter (tumorscope.lesions.geometry); response: {', '.join(study.criteria)} "
-        "(tumorscope.response)."
-    )
-    not_wired = ""
-    html = render(
-        "study.html.j2",
-        title=f"{study.name}: report",
-        n_subjects=len(study),
-        n_visits=len(visits),
-        n_lesions=len(lesions),
-        n_maps=len(maps),
-        criteria=list(study.criteria),
-        subjects=frame_of(pd.DataFrame(srows), links={"subject": "sub-{value}.html"}),
-        spider=spider,
-        waterfall=waterfall,
-        main_criteria=main,
-        not_wired=not_wired,
-        assessments=frame_of(atable),
-        failures=frame_of(ftable),
-        methods=methods,
-        software=frame_of(_software()),
-    )
-    return _write(layout.study_report_path(out_dir), html)
-
-
-def _response_figures(
-    post: pd.DataFrame, visits: pd.DataFrame, main: str
-) -> tuple[str | None, str | None, pd.DataFrame]:
-    """Spider and waterfall plots of the main criteria, and each subject's best change."""
-    import pandas as pd
-
-    from . import figures
-
-    spider = waterfall = None
-    best = pd.DataFrame(columns=["subject", "best_change_pct", "response"])
-    if not len(post):
-        return spider, waterfall, best
-    spider = figures.spider_plot(post, title=f"Target sum over time ({main})")
-    after = post.merge(
-        visits[["subject", "visit", "baseline", "prebaseline"]], on=["subject", "visit"]
-    )
-    base_dates = visits[visits["baseline"]].set_index("subject")["days_on_treatment"]
-    after = after[after["days"] > after["subject"].map(base_dates)]
-    after = after.dropna(subset=["change_pct"])
-    if len(after):
-        idx = after.groupby("subject")["change_pct"].idxmin()
-        best = after.loc[idx, ["subject", "change_pct", "response"]].rename(
-            columns={"change_pct": "best_change_pct"}
-        )
-        waterfall = figures.waterfall_plot(best, title=f"Best change of the target sum ({main})")
-    return spider, waterfall, best
-
-
-def _subject_rows(
-    study: Study, store: Store, main: str, best: pd.DataFrame, failed: pd.DataFrame
-) -> list[dict[str, Any]]:
-    """One row per subject of the study page: last and best response, patterns, failures."""
-    subjects = store.read_table("subjects")
-    visits = store.read_table("visits")
-    lesions = store.read_table("lesions")
-    assessments = store.read_table("assessments")
-    last = {}
-    if len(assessments):
-        m = assessments[assessments["criteria"] == main].merge(
-            visits[["subject", "visit", "days_on_treatment"]], on=["subject", "visit"]
-        )
-        for s, g in m.sort_values("days_on_treatment").groupby("subject"):
-            last[s] = g["response"].iloc[-1]
-    best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
-    pats = store.read_table("patterns")
-    flagged: dict[str, set[str]] = {}
-    for rec in pats[pats["flag"] == True].to_dict("records"):  # noqa: E712 (NULL-aware)
-        flagged.setdefault(str(rec["subject"]), set()).add(str(rec["pattern"]))
-    srows = []
-    for sid in study.subjects:
-        row = subjects[subjects["subject"] == sid]
-        srows.append(
-            {
-                "subject": sid,
-                "treatment": row["treatment_agent"].iloc[0] if len(row) else "",
-                "visits": int((visits["subject"] == sid).sum()),
-                "lesions": int((lesions["subject"] == sid).sum()),
-                f"last response ({main})": last.get(sid, ""),
-                "best change (%)": best_by.get(sid),
-                "patterns": ", ".join(sorted(flagged.get(sid, ()))),
-                "failed steps": ", ".join(
-                    sorted(set(failed[failed["subject"] == sid]["step"])) if len(failed) else []
-                ),
-            }
-        )
-    return srows

@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["METABOLIC_COLUMNS", "metabolic_block"]
+if TYPE_CHECKING:
+    from .sections import SubjectContext
+
+__all__ = ["METABOLIC_COLUMNS", "metabolic_block", "section"]
 
 #: (map, statistic) → column of the table, in order.
 METABOLIC_COLUMNS: dict[tuple[str, str], str] = {
@@ -67,3 +71,15 @@ def metabolic_block(
         wide.insert(2, "day", [days.get(v) for v in wide["visit"]])
     wide = wide.rename(columns={"lesion_id": "lesion"})
     return render("metabolic.html.j2", table=frame_of(wide), note=_NOTE)
+
+
+def section(ctx: SubjectContext) -> str | None:
+    """The metabolic section of the subject page (:mod:`tumorscope.report.sections`): the
+    ``metabolic`` step's table of every visit."""
+    from .. import layout
+
+    tables = [
+        layout.metabolic_path(ctx.out_dir, ctx.subject, v.id)
+        for v in ctx.study.subjects[ctx.subject]
+    ]
+    return metabolic_block(tables, ctx.days) or None

@@ -12,11 +12,14 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import layout
 
-__all__ = ["organ_section"]
+if TYPE_CHECKING:
+    from .sections import SubjectContext
+
+__all__ = ["organ_section", "section"]
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -116,3 +119,11 @@ def _trajectories(values: list[dict[str, Any]], days: Mapping[str, int | None]) 
     }
     units = {m: f"{m} ({g['unit'].iloc[0]})" for m, g in df.groupby("measure")}
     return trajectories(series, ylabels=units)
+
+
+def section(ctx: SubjectContext) -> str | None:
+    """The organ-watch section of the subject page (:mod:`tumorscope.report.sections`)."""
+    body = organ_section(ctx.out_dir, ctx.subject, ctx.days)
+    if body is None:
+        return None
+    return f'<section id="organ-watch">\n<h2 id="organs">Organ watch</h2>\n{body}\n</section>'

@@ -19,8 +19,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..io import Study
+    from .sections import SubjectContext
 
-__all__ = ["PetSection", "pet_section"]
+__all__ = ["PetSection", "pet_section", "section"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +128,13 @@ def pet_section(out_dir: str | os.PathLike[str], study: Study, subject: str) -> 
         "ΔTLG and ΔADCmean per visit are in their details, without a call (no verified cut-off)."
     )
     return PetSection(table=table, scatter=_scatter(t, baseline), note=note)
+
+
+def section(ctx: SubjectContext) -> str | None:
+    """The PET/MRI section of the subject page (:mod:`tumorscope.report.sections`)."""
+    from .blocks import frame_of, render
+
+    pet = pet_section(ctx.out_dir, ctx.study, ctx.subject)
+    if pet is None:
+        return None
+    return render("pet.html.j2", table=frame_of(pet.table), scatter=pet.scatter, note=pet.note)

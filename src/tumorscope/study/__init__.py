@@ -11,6 +11,6 @@ SQLAlchemy and Alembic are in the ``db`` extra; they are imported when a store i
 
 from __future__ import annotations
 
-from .store import Store, check_url, default_url, migrate, open_store
+from .store import NotIn, Store, check_url, default_url, migrate, open_store
 
-__all__ = ["Store", "check_url", "default_url", "migrate", "open_store"]
+__all__ = ["NotIn", "Store", "check_url", "default_url", "migrate", "open_store"]

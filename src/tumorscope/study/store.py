@@ -21,6 +21,7 @@ import datetime as dt
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,20 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
-__all__ = ["Store", "check_url", "default_url", "migrate", "open_store"]
+__all__ = ["NotIn", "Store", "check_url", "default_url", "migrate", "open_store"]
+
+
+@dataclass(frozen=True)
+class NotIn:
+    """A ``where`` value of :meth:`Store.replace` selecting every value but these: a unit that
+    owns all the rows of a table but another step's (``assess`` owns every ``patterns`` row of
+    a subject but the organ watch's)."""
+
+    values: tuple[Any, ...]
+
+    def __contains__(self, value: object) -> bool:
+        return value not in self.values
+
 
 #: Tables exported by :meth:`Store.export` (the analysis tables; pipeline memory excluded).
 EXPORT_TABLES: tuple[str, ...] = (
@@ -275,14 +289,21 @@ class Store:
         model = _model(table)
         for i, r in enumerate(rows):
             for k, v in where.items():
-                if r.get(k) != v:
+                if (r.get(k) not in v) if isinstance(v, NotIn) else (r.get(k) != v):
                     raise ExportError(
                         f"row {i} has {k}={r.get(k)!r}, outside the rows this step owns "
                         f"({k}={v!r})",
                         field=f"{table}.{k}",
                     )
         cols = model.__table__.c
-        session.execute(delete(model).where(*[cols[k] == v for k, v in where.items()]))
+        session.execute(
+            delete(model).where(
+                *[
+                    cols[k].not_in(v.values) if isinstance(v, NotIn) else cols[k] == v
+                    for k, v in where.items()
+                ]
+            )
+        )
         if rows:
             # Core insert (executemany): the ORM bulk path costs ~4x more per row here
             session.execute(insert(model.__table__), [self._row(model, r) for r in rows])

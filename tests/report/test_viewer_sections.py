@@ -1,0 +1,78 @@
+"""The viewer's volume shrinking (crop around the lesions, then stride; values and world
+positions kept exactly) and the modality-section hook of the subject page."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tumorscope.report import sections
+from tumorscope.report.viewer import MAX_VOXELS, shrink
+
+
+def _world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def test_small_volume_is_written_whole() -> None:
+    a = np.zeros((10, 10, 10), np.float32)
+    out, _, how, origin, step = shrink(a, np.eye(4), None, crop=True)
+    assert out is a and how == "" and origin == [0, 0, 0] and step == 1
+
+
+def test_crop_keeps_values_at_their_world_position() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.random((160, 160, 100), dtype=np.float32)  # 2.56 M voxels > MAX_VOXELS
+    affine = np.diag([0.8, 0.8, 1.5, 1.0])
+    affine[:3, 3] = [-64.0, -60.0, -75.0]
+    box = (np.array([-20.0, -20.0, -30.0]), np.array([20.0, 25.0, 30.0]))
+    out, aff, how, origin, step = shrink(a, affine, box)
+    assert out.size <= MAX_VOXELS and "cropped" in how and "one voxel in" not in how
+    assert step == 1 and out[1, 2, 3] == a[origin[0] + 1, origin[1] + 2, origin[2] + 3]
+    for ijk in ([0, 0, 0], [10, 7, 3], list(np.array(out.shape) - 1)):
+        w = _world(aff, np.array(ijk, float))
+        orig = np.linalg.solve(affine[:3, :3], w - affine[:3, 3])
+        assert np.allclose(orig, np.round(orig))
+        assert out[tuple(ijk)] == a[tuple(np.round(orig).astype(int))]
+    # the box is inside what is kept
+    lo, hi = _world(aff, np.zeros(3)), _world(aff, np.array(out.shape, float) - 1)
+    assert (lo <= box[0] + 0.8).all() and (hi >= box[1] - 1.5).all()
+
+
+def test_stride_when_cropping_is_not_enough() -> None:
+    a = np.arange(200 * 200 * 80, dtype=np.float32).reshape(200, 200, 80)
+    out, aff, how, origin, step = shrink(a, np.eye(4), None)
+    assert step == int(aff[0, 0]) and origin == [0, 0, 0]
+    assert step == 2 and "one voxel in 2" in how and out.size <= MAX_VOXELS
+    assert out[3, 5, 7] == a[6, 10, 14]
+
+
+def test_sections_hook_inserts_blocks_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = types.ModuleType("tumorscope_test_section")
+    mod.first = lambda ctx: f"<section id='a'>{ctx.subject}</section>"  # type: ignore[attr-defined]
+    mod.none = lambda ctx: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    monkeypatch.setattr(
+        sections,
+        "SUBJECT_SECTIONS",
+        [f"{mod.__name__}:none", f"{mod.__name__}:first"],
+    )
+    ctx = sections.SubjectContext(Path("."), None, "007", {})  # type: ignore[arg-type]
+    assert sections.subject_sections(ctx) == ["<section id='a'>007</section>"]
+    with pytest.raises(AttributeError):
+        sections.subject_sections(ctx, [f"{mod.__name__}:missing"])
+
+
+def test_maps_are_cropped_around_the_lesions_whatever_their_size() -> None:
+    a = np.arange(40 * 40 * 10, dtype=np.float32).reshape(40, 40, 10)
+    box = (np.array([10.0, 12.0, 2.0]), np.array([20.0, 25.0, 5.0]))
+    out, aff, how, origin, step = shrink(a, np.eye(4), box, crop=True)
+    assert "cropped" in how and step == 1 and origin == [10, 12, 2]
+    assert out.shape == (11, 14, 4) and out[0, 0, 0] == a[10, 12, 2]
+    assert np.allclose(aff[:3, 3], [10, 12, 2])
+    same, _, how2, _, _ = shrink(a, np.eye(4), box)  # small and not a map: whole
+    assert same is a and how2 == ""
