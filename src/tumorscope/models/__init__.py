@@ -19,4 +19,5 @@ __getattr__, __dir__, __all__ = lazy_attributes(
     diffusion=("ADC", "IVIM", "DKI"),
     relaxometry=("VFAT1", "IRT1", "T2", "T2Star", "T2Offset"),
     dce=("Tofts", "ExtendedTofts", "Patlak", "TwoCXM", "TwoCUM"),
+    dsc=("DSC",),
 )
