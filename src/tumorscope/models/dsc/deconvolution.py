@@ -24,7 +24,7 @@ truncated or regularised SVD of the AIF matrix ``A``, which is factorised **once
 ``tikhonov``
     Tikhonov regularisation (filter factors ``s²/(s² + λ²)``) of the block-circulant
     system, ``λ`` per voxel at the corner of the L-curve (maximum curvature of
-    ``(log‖Ak − c‖, log‖k‖)``, Hansen's closed form for the curvature, Hansen 1992;
+    ``(log‖Ak − c‖, log‖k‖)`` from its analytic derivatives, as Hansen's ``l_corner``, 1992;
     used for DSC by Sourbron et al. 2007), over 40 values of ``λ`` log-spaced in
     ``[1e-3, 1] · s_max``, all voxels at once.
 
@@ -410,34 +410,46 @@ class DSC:
         return k, cand_p[j], filt
 
     def _tikhonov(self, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tikhonov with the L-curve corner per voxel (Hansen's curvature formula): the
-        solution norm, residual norm and derivative for every ``λ`` come from one matrix
-        product of ``b²`` with the filter-factor table."""
+        """Tikhonov with the L-curve corner per voxel.
+
+        With filter factors ``f = s²/(s² + λ²)``, ``f' = −2f(1−f)/λ`` and
+        ``f'' = 2f(1−f)(3−4f)/λ²`` (Hansen's ``lcfun``), ``η = ‖x‖² = Σ f²β²/s²`` and
+        ``ρ = ‖Ax − b‖² = Σ (1−f)²β²`` and their first and second derivatives in ``λ`` are sums
+        over the projected data ``β = Uᵀc``: one matrix product of ``β²`` with a table of
+        six weights per ``λ`` gives them for every voxel and ``λ``. The curvature of
+        ``(½ log ρ, ½ log η)`` is ``κ = (x'y'' − x''y')/(x'² + y'²)^{3/2}`` and the corner is
+        its maximum (the convention of Hansen's ``l_corner``).
+        """
         f = self._factor
         s = f.s
         lams = s[0] * np.logspace(-3, 0, _N_LAMBDA)
-        s2 = s * s
-        ff = s2[:, None] / (s2[:, None] + lams[None, :] ** 2)  # (L, nλ)
-        W = np.concatenate(
-            [ff * ff / s2[:, None], (1 - ff) ** 2, (1 - ff) * ff * ff / s2[:, None]], axis=1
-        )
-        G = (b * b) @ W  # (n, 3 nλ)
-        m = lams.size
-        eta, rho = G[:, :m], G[:, m : 2 * m]
-        deta = -(4.0 / lams) * G[:, 2 * m :]
+        s2 = s[:, None] ** 2
         lam = lams[None, :]
+        ff = s2 / (s2 + lam**2)  # (L, nλ)
+        f1 = -2.0 * ff * (1 - ff) / lam
+        f2 = 2.0 * ff * (1 - ff) * (3 - 4 * ff) / lam**2
+        W = np.concatenate(
+            [
+                ff**2 / s2,
+                2 * ff * f1 / s2,
+                2 * (f1**2 + ff * f2) / s2,
+                (1 - ff) ** 2,
+                -2 * (1 - ff) * f1,
+                2 * (f1**2 - (1 - ff) * f2),
+            ],
+            axis=1,
+        )
+        G = (b * b) @ W  # (n, 6 nλ)
+        m = lams.size
+        eta, d_eta, dd_eta, rho, d_rho, dd_rho = (G[:, i * m : (i + 1) * m] for i in range(6))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            kappa = (
-                2.0
-                * eta
-                * rho
-                / deta
-                * (lam**2 * deta * rho + 2 * lam * eta * rho + lam**4 * eta * deta)
-                / (lam**2 * eta**2 + rho**2) ** 1.5
-            )
+            x1, y1 = d_rho / (2 * rho), d_eta / (2 * eta)
+            x2 = (dd_rho * rho - d_rho**2) / (2 * rho**2)
+            y2 = (dd_eta * eta - d_eta**2) / (2 * eta**2)
+            kappa = (x1 * y2 - x2 * y1) / (x1**2 + y1**2) ** 1.5
         kappa = np.where(np.isfinite(kappa), kappa, -np.inf)
         lam_best = lams[np.argmax(kappa, axis=1)]
-        filt = s2[None, :] / (s2[None, :] + lam_best[:, None] ** 2)
+        filt = s[None, :] ** 2 / (s[None, :] ** 2 + lam_best[:, None] ** 2)
         return (b * filt / s) @ f.Vt, lam_best / s[0], filt
 
     # ------------------------------------------------------------------ fit
