@@ -4,9 +4,11 @@
 * Automatic (:func:`select_aif`): the shared image-derived AIF of
   :func:`tumorscope.models.aif.automatic_aif` on ΔR2* — not noise, high peak, early arrival,
   a first pass that washes out (not tissue), ranked by peak/width (narrow) — followed by
-  the cluster step of Mouridsen et al. 2006: the ranked candidates are split in two by
-  k-means (k = 2) on their area-normalised curves and the cluster with the higher
-  peak/first-moment ratio (earlier, narrower) is averaged.
+  a cluster step after Mouridsen et al. 2006: the ranked candidates are split in two by
+  k-means (k = 2, seeded with the best- and worst-ranked curves) on their curves as measured
+  (not area-normalised, so that the amplitude lost to partial volume separates the clusters
+  as well as the shape), and the cluster with the higher peak / first moment (high, early)
+  is averaged.
 * Partial-volume scaling (:func:`scale_to_vof`): the AIF is multiplied by
   ``∫VOF / ∫AIF`` so that its area equals that of a venous output function (a large vein,
   e.g. the superior sagittal sinus, free of partial volume), as both carry the same amount of
@@ -93,10 +95,7 @@ def select_aif(
     curves = sel.curves
     if curves.shape[0] < 4:
         return sel
-    area = np.trapezoid(curves, t, axis=1)
-    if np.any(area <= 0):
-        raise DataError("AIF candidates with a non-positive area", field="aif")
-    lab = _kmeans2(curves / area[:, None])
+    lab = _kmeans2(curves)
     score = []
     for j in (0, 1):
         c = curves[lab == j]

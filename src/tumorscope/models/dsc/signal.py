@@ -8,8 +8,9 @@
 * The first ``n_skip`` frames (default 2) are excluded from the baseline: they are not yet in
   the T1 steady state.
 * Bolus onset: on the mean curve of the voxels given, the first frame after ``n_skip + 3``
-  whose signal lies more than ``n_sd`` (default 3) standard deviations below the mean of the
-  frames before it (the running baseline). The baseline frames are ``[n_skip, onset)``.
+  that, with the next frame too, lies more than ``n_sd`` (default 3) standard deviations
+  below the mean of the frames before it (the running baseline; two frames so that one
+  noisy frame is not a bolus). The baseline frames are ``[n_skip, onset)``.
 * The first-pass window is ``[onset, end)``, ``end`` the first local minimum of the (3-frame
   smoothed) mean ΔR2* after its peak, where recirculation begins (the end of the series if
   there is none).
@@ -83,11 +84,10 @@ def bolus_onset(
     first = n_skip + 3
     if m.size <= first + 1:
         raise DataError(f"only {m.size} frames: too few for a baseline", field="signal")
-    for i in range(first, m.size):
+    for i in range(first, m.size - 1):
         base = m[n_skip:i]
-        sd = base.std(ddof=1) if base.size > 1 else 0.0
-        sd = max(sd, 1e-6 * abs(base.mean()))
-        if m[i] < base.mean() - n_sd * sd:
+        sd = max(base.std(ddof=1), 1e-6 * abs(base.mean()))
+        if max(m[i], m[i + 1]) < base.mean() - n_sd * sd:
             return i
     raise DataError("no signal drop found: no contrast bolus in this series", field="signal")
 
