@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from scipy import signal as sps
 from scipy import special
 
 from ...errors import FitError
@@ -91,7 +92,7 @@ def tissue_curves(
         a = np.convolve(a, kern)[: fine.size]
     mtt = 60.0 * v / f
     R = residue_function(residue, mtt, fine)  # (n, F)
-    conv = np.stack([np.convolve(a, r)[: fine.size] * fine_dt_s for r in R])
+    conv = sps.fftconvolve(R, a[None, :], axes=1)[:, : fine.size] * fine_dt_s
     c = tissue_density / hematocrit_factor * (f[:, None] / 6000.0) * conv
     idx = np.clip(np.round(t / fine_dt_s).astype(int), 0, fine.size - 1)
     return c[:, idx], aif(t)
