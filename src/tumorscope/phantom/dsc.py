@@ -13,8 +13,11 @@ AIF of :func:`tumorscope.models.dsc.simulate.reference_aif`.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -114,3 +117,124 @@ def brain_dsc_series(
         "PulseSequenceType": "gradient-echo EPI (DSC)",
     }
     return sig.astype(np.float32), sidecar, truth
+
+
+# ---------------------------------------------------------------------------- brain subjects
+#: Semi-axes (mm) of the brain ellipsoid, centred in the field of view.
+BRAIN_SEMI_MM = (56.0, 58.0, 26.0)
+
+
+def _brain_scenarios() -> tuple[dict[str, tuple[float, float]], list[Any]]:
+    """``dsc_states`` and ``brain_scenarios`` of ``scenarios.yaml``."""
+    import yaml
+
+    from .scenarios import Scenario, _lesion
+
+    doc = yaml.safe_load(Path(__file__).with_name("scenarios.yaml").read_text("utf-8"))
+    states = {str(k): (float(v[0]), float(v[1])) for k, v in doc["dsc_states"].items()}
+    scen = [
+        Scenario(
+            str(e["trajectory"]),
+            tuple(int(d) for d in e["visit_days"]),
+            tuple(_lesion(row) for row in e["lesions"]),
+            notes=str(e.get("notes", "")),
+            treatment_agent=str(e.get("treatment_agent", "temozolomide")),
+        )
+        for e in doc["brain_scenarios"]
+    ]
+    return states, scen
+
+
+def write_brain_subjects(
+    root: Path,
+    *,
+    shape: tuple[int, int, int],
+    affine: np.ndarray,
+    world: tuple[np.ndarray, np.ndarray, np.ndarray],
+    first_index: int,
+    count: int,
+    seed: int,
+    base_date: dt.date,
+    manifest: dict[str, Any],
+    traj_rows: list[str],
+    lesion_rows: list[str],
+) -> None:
+    """Write ``count`` brain subjects (ids after ``first_index``) with a T2w image, a DSC
+    series, lesion labels and the truth (rCBV, CBV, CBF, K2), cycling the brain scenarios.
+
+    Random numbers come from ``default_rng([seed, subject index, visit, 7])``: the body
+    subjects' streams are untouched.
+    """
+    from ..files import write_json
+    from ..volume import Volume
+    from .generate import _ellipsoid
+
+    states, scen = _brain_scenarios()
+    x, y, z = world
+    a, b, c = BRAIN_SEMI_MM
+    brain = (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1.0
+    common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}
+    for k in range(count):
+        s_index = first_index + k
+        sc = scen[k % len(scen)]
+        sid = f"{s_index + 1:03d}"
+        bl = base_date + dt.timedelta(days=7 * s_index)
+        manifest["subjects"][sid] = {
+            "treatment": {
+                "agent": sc.treatment_agent,
+                "start_date": (bl + dt.timedelta(days=4)).isoformat(),
+                "radiotherapy_end_date": (bl - dt.timedelta(days=28)).isoformat(),
+            },
+            "visits": {
+                f"{vi + 1:02d}": {"date": (bl + dt.timedelta(days=d)).isoformat()}
+                for vi, d in enumerate(sc.visit_days)
+            },
+        }
+        for les in sc.lesions:
+            traj_rows.append(
+                f"{sid}\t{les.lesion_id}\t{sc.trajectory}\t{les.role}\t{les.organ}\tfalse\t"
+                f"{max(les.radii_mm):g}"
+            )
+        for vi in range(len(sc.visit_days)):
+            vid = f"{vi + 1:02d}"
+            rng = np.random.default_rng([seed, s_index, vi, 7])
+            prefix = f"sub-{sid}_ses-{vid}"
+            labels = np.zeros(shape, np.int16)
+            truth_les: dict[int, DSCLesion] = {}
+            table = ["label\tlesion_id\torgan\ttarget\tnodal"]
+            for li, les in enumerate(sc.lesions):
+                scale = les.scales[vi]
+                if scale is None:
+                    continue
+                inside = _ellipsoid(x, y, z, les, scale) & brain
+                labels[inside] = li + 1
+                rcbv, k2 = states[les.states[vi]]
+                truth_les[li + 1] = DSCLesion(rcbv, k2)
+                table.append(f"{li + 1}\t{les.lesion_id}\t{les.organ}\ttrue\tfalse")
+                ax, bx, cx = (r * scale for r in les.radii_mm)
+                lesion_rows.append(
+                    f"{sid}\t{vid}\t{les.lesion_id}\ttrue\t{scale:g}\t{les.states[vi]}\t"
+                    f"{4.0 / 3.0 * np.pi * ax * bx * cx / 1000.0:.4f}\t{int(inside.sum())}"
+                )
+            sig, side, truth = brain_dsc_series(brain, labels, truth_les, rng=rng)
+            t2w = np.where(brain, 600.0, 0.0) + np.where(labels > 0, 300.0, 0.0)
+            t2w = np.abs(t2w + rng.normal(0.0, 6.0, shape))
+            sdir = root / f"sub-{sid}" / f"ses-{vid}"
+            Volume(np.round(t2w).astype(np.int16), affine).to_nifti(
+                sdir / "anat" / f"{prefix}_T2w.nii.gz"
+            )
+            write_json(
+                sdir / "anat" / f"{prefix}_T2w.json",
+                {**common, "EchoTime": 0.09, "RepetitionTime": 4.0},
+                sort_keys=True,
+            )
+            Volume(np.round(sig).astype(np.int16), affine).to_nifti(
+                sdir / "perf" / f"{prefix}_dsc.nii.gz"
+            )
+            write_json(sdir / "perf" / f"{prefix}_dsc.json", {**common, **side}, sort_keys=True)
+            ldir = root / "derivatives" / "lesions" / f"sub-{sid}" / f"ses-{vid}"
+            Volume(labels, affine).to_nifti(ldir / f"{prefix}_lesions.nii.gz")
+            (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table) + "\n", encoding="utf-8")
+            tdir = root / "derivatives" / "truth" / f"sub-{sid}" / f"ses-{vid}"
+            for name, arr in truth.items():
+                Volume(arr, affine).to_nifti(tdir / f"{prefix}_desc-{name}_truth.nii.gz")

@@ -173,6 +173,7 @@ def make_study(
     seed: int = 0,
     n_subjects: int | None = None,
     overwrite: bool = False,
+    brain_subjects: int = 0,
 ) -> Path:
     """Write the synthetic study with its ground truth.
 
@@ -186,6 +187,8 @@ def make_study(
         Seed of all random numbers; the same seed gives byte-identical files.
     n_subjects : int, optional
         Number of subjects (scenarios are cycled; default from ``size``).
+    brain_subjects : int
+        Brain subjects with a DSC series (:mod:`tumorscope.phantom.dsc`), after the others.
     overwrite : bool
         Replace an existing folder, but only if it is a phantom study that tumorscope wrote
         (:func:`is_phantom_study`) or an empty folder; anything else is refused.
@@ -216,7 +219,7 @@ def make_study(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        _write_study(tmp, cfg, n, seed, size)
+        _write_study(tmp, cfg, n, seed, size, int(brain_subjects))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -280,7 +283,9 @@ def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj, sort_keys=True)
 
 
-def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -> None:
+def _write_study(
+    root: Path, cfg: PhantomConfig, n: int, seed: int, size: str, n_brain: int = 0
+) -> None:
     aff = _affine(cfg)
     x, y, z = _world(cfg)
     body = (x / _BODY_SEMI[0]) ** 2 + (y / _BODY_SEMI[1]) ** 2 <= 1.0
@@ -358,6 +363,14 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
                 lesion_rows,
             )
 
+    if n_brain:  # brain subjects with DSC (issue 16), after the body subjects
+        from .dsc import write_brain_subjects
+
+        write_brain_subjects(
+            root, shape=cfg.shape, affine=aff, world=(x, y, z), first_index=n, count=n_brain,
+            seed=seed, base_date=plan[0][2], manifest=manifest, traj_rows=traj_rows,
+            lesion_rows=lesion_rows,
+        )  # fmt: skip
     import yaml
 
     (root / "study.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
@@ -375,6 +388,7 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         size=size,
         seed=seed,
         n_subjects=n,
+        **({"brain_subjects": n_brain} if n_brain else {}),
         voxel_mm=list(cfg.voxel_mm),
         frame_times_s=list(cfg.frame_times_s),
         tumorscope_version=__version__,

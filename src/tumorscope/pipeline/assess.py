@@ -75,6 +75,12 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     rows = assessment_rows(table, crits)
     main = "irecist" if "irecist" in crits else crits[0]
     prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
+    # DSC perfusion as supporting evidence (a pattern; the call stays the criteria's)
+    from ..response.perfusion import perfusion_treatment_effect
+
+    tidy = pd.read_parquet(layout.measurements_path(ctx.out_dir, s))
+    thr = ctx.options.perfusion_rcbv_threshold
+    prows += [_plain_row(r) for r in perfusion_treatment_effect(lesions, tidy, threshold=thr)]
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):
@@ -170,6 +176,10 @@ def pattern_rows(
                 }
             )
     return rows, notes
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "details": _plain(row["details"])}
 
 
 def _details_default(obj: Any) -> Any:

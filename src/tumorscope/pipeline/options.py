@@ -14,6 +14,9 @@ precedence, from
          hypoxia_r2star_per_s: 30
          hypoxia_ktrans_per_min: 0.2
          align_tolerance_vox: 0.5
+         dsc_method: osvd
+         dsc_leakage: bsw
+         perfusion_rcbv_threshold: 1.75
 
 3. the defaults of :class:`RunOptions`.
 
@@ -73,6 +76,13 @@ class RunOptions:
     align_tolerance_vox : float, default 0.5
         Lesion masks are resampled onto a series' maps when its alignment to the anatomical
         image moves the lesion voxels by more than this many voxels on average.
+    dsc_method : str, default "osvd"
+        Deconvolution of the DSC fit (``osvd``, ``csvd``, ``svd``, ``tikhonov``).
+    dsc_leakage : str, default "bsw"
+        Leakage correction of the DSC fit (``bsw``, ``bidirectional``, ``none``).
+    perfusion_rcbv_threshold : float, default 1.75
+        rCBV below which an enlarging lesion is flagged "perfusion suggests treatment
+        effect" (:mod:`tumorscope.response.perfusion`: Law et al. 2003/2008).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -81,6 +91,9 @@ class RunOptions:
     hypoxia_r2star_per_s: float | None = None
     hypoxia_ktrans_per_min: float | None = None
     align_tolerance_vox: float = 0.5
+    dsc_method: str = "osvd"
+    dsc_leakage: str = "bsw"
+    perfusion_rcbv_threshold: float = 1.75
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -235,6 +248,12 @@ def _number(name: str, value: Any, *, optional: bool) -> float | None:
     return x
 
 
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise _bad(name, f"unknown value {value!r}; expected one of {', '.join(allowed)}")
+    return value.lower()
+
+
 _CHECKS: dict[str, Any] = {
     "dwi_models": _check_dwi_models,
     "dce_model": _check_dce_model,
@@ -242,4 +261,7 @@ _CHECKS: dict[str, Any] = {
     "hypoxia_r2star_per_s": lambda n, v: _number(n, v, optional=True),
     "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
     "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
+    "dsc_method": lambda n, v: _choice(n, v, ("osvd", "csvd", "svd", "tikhonov")),
+    "dsc_leakage": lambda n, v: _choice(n, v, ("bsw", "bidirectional", "none")),
+    "perfusion_rcbv_threshold": lambda n, v: _number(n, v, optional=False),
 }
