@@ -213,6 +213,8 @@ def make_study(
     n = cfg.n_subjects if n_subjects is None else int(n_subjects)
     if n < 1:
         raise DataError(f"need at least 1 subject, got {n}", field="n_subjects")
+    if int(brain_subjects) < 0:
+        raise DataError(f"expected >= 0, got {brain_subjects}", field="brain_subjects")
     out = Path(out)
     if out.exists() or out.is_symlink():
         _check_replaceable(out, overwrite)
