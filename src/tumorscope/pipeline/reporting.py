@@ -61,6 +61,7 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         maps=maps,
         alignments=alignments,
         cells19f=[ctx.out_dir / rel for rel in cells],
+        perfusion_rcbv_threshold=ctx.options.perfusion_rcbv_threshold,
     )
 
 

@@ -100,6 +100,7 @@ def write_subject_report(
     maps: Mapping[str, Mapping[str, VisitMap]],
     alignments: Sequence[str | os.PathLike[str]] = (),
     cells19f: Sequence[str | os.PathLike[str]] = (),
+    perfusion_rcbv_threshold: float = 1.75,
 ) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
@@ -116,6 +117,8 @@ def write_subject_report(
         The visits' alignment files (``align``), in the order they are shown.
     cells19f : sequence of path-like, keyword-only
         The visits' 19F cell tables (``fluorine``).
+    perfusion_rcbv_threshold : float, keyword-only
+        The rCBV threshold shown in the DSC section (:mod:`tumorscope.report.dsc`).
 
     Returns
     -------
@@ -147,6 +150,9 @@ def write_subject_report(
         if key
         else ""
     )
+    from .dsc import dsc_section  # DSC perfusion (issue 16)
+
+    dsc = dsc_section(subj, maps, tidy, days, threshold=perfusion_rcbv_threshold)
     t = subj.treatment
     html = render(
         "subject.html.j2",
@@ -169,6 +175,7 @@ def write_subject_report(
         fdm_note=fdm_note,
         fdm_table=frame_of(pd.DataFrame(fdm_rows)) if fdm_rows else None,
         methods=methods_text(mf.provenances) or ["No model was fitted."],
+        dsc=dsc,
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 
