@@ -50,8 +50,8 @@ def dsc_section(
     rows: list[dict[str, Any]] = []
     limits: dict[str, tuple[float, float]] = {}
     for v in subj:
-        vmaps = {k: maps.get(v.id, {}).get(k) for k in _SHOWN}
-        vmaps = {k: p for k, p in vmaps.items() if p is not None}
+        index = maps.get(v.id, {})
+        vmaps: dict[str, Any] = {k: index[k] for k in _SHOWN if index.get(k) is not None}
         if "dsc.rCBV" not in vmaps:
             continue
         arrays = {k: Volume.from_nifti(p[0]).data for k, p in vmaps.items()}
