@@ -70,6 +70,10 @@ PARAMETER_UNITS: Final[dict[str, str]] = {
     "rCBV": "1",
     "rCBF": "1",
     "MTT": "s",
+    "CBF": "mL/100mL/min",
+    "CBV": "mL/100mL",
+    "Tmax": "s",
+    "K2": "1/s",
     "SUV": "g/mL",
 }
 
@@ -83,6 +87,7 @@ UCUM: Final[dict[str, str]] = {
     "1/s": "/s",
     "1/min": "/min",
     "mL/100mL/min": "mL/(100.mL.min)",
+    "mL/100mL": "mL/(100.mL)",
     "mM": "mmol/L",
     "g/mL": "g/mL",
     "mm": "mm",
