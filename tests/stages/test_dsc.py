@@ -50,12 +50,18 @@ def series(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:
     brain, labels = _brain()
     # SNR 200: per-voxel K2 has an SD of ~0.01/s at this SNR (0.02/s at SNR 100, measured),
     # so lesions of ~100 voxels pin the mean rCBV to a few percent
+    artery = np.zeros(SHAPE, bool)
+    artery[15:17, 24:26, :] = True
     sig, side, truth = brain_dsc_series(
-        brain, labels, LESIONS, rng=np.random.default_rng(5), snr=200.0
+        brain, labels, LESIONS, rng=np.random.default_rng(5), snr=200.0, artery=artery
     )
     img = write_nifti(tmp / "sub-1_dsc.nii.gz", sig, side)
     lab = tmp / "sub-1_lesions.nii.gz"
     Volume(labels, AFF).to_nifti(lab)
+    Volume(artery.astype(np.uint8), AFF).to_nifti(tmp / "artery.nii.gz")
+    tissue = np.zeros(SHAPE, bool)
+    tissue[20:24, 8:12, :] = True  # normal tissue: an AIF "lost to partial volume"
+    Volume(tissue.astype(np.uint8), AFF).to_nifti(tmp / "tissue.nii.gz")
     return img, lab, truth
 
 
@@ -131,3 +137,25 @@ def test_command_writes_what_the_stage_writes(series: tuple, tmp_path: Path) -> 
             assert (tmp_path / "cli" / p.name).read_bytes() == p.read_bytes(), p.name
     bad = CliRunner().invoke(app, ["fit", "dsc", str(img), "--out", str(tmp_path), "--method", "x"])
     assert bad.exit_code == 2 and "unknown DSC method" in bad.output
+
+
+def test_vof_scaling_restores_the_arterial_area(series: tuple, tmp_path: Path) -> None:
+    """An AIF drawn in tissue (a curve of the wrong area) scaled to the venous outflow (here
+    the artery itself) gives the CBV of the true AIF: CBV depends on the AIF's area only."""
+    img = series[0]
+    masks = img.parent
+    opts = DSCOptions(leakage="none")
+    true = fit_dsc(
+        read_series(img, "dsc"), None, out_dir=tmp_path / "a", options=opts,
+        aif_mask=masks / "artery.nii.gz",
+    )  # fmt: skip
+    scaled = fit_dsc(
+        read_series(img, "dsc"), None, out_dir=tmp_path / "b", options=opts,
+        aif_mask=masks / "tissue.nii.gz", vof_mask=masks / "artery.nii.gz",
+    )  # fmt: skip
+    a = next(m.fit for m in true.maps if m.parameter == "CBV")
+    b = next(m.fit for m in scaled.maps if m.parameter == "CBV")
+    assert a is not None and b is not None
+    np.testing.assert_allclose(b["CBV"], a["CBV"], rtol=1e-5)
+    stage = json.loads((tmp_path / "b" / "dsc_stage.json").read_text())
+    assert stage["aif"]["vof_scale"] > 5

@@ -47,6 +47,12 @@ def dsc(
     aif_mask: Annotated[
         Path | None, _opt("--aif-mask", "Manual AIF region NIfTI (default: automatic).")
     ] = None,
+    vof_mask: Annotated[
+        Path | None,
+        _opt(
+            "--vof-mask", "Venous outflow region NIfTI: scale the AIF to its area (partial volume)."
+        ),
+    ] = None,
     hematocrit_factor: Annotated[
         float, _opt("--hematocrit-factor", "kH = (1-Hct_large)/(1-Hct_small).")
     ] = (1 - 0.45) / (1 - 0.25),
@@ -80,6 +86,7 @@ def dsc(
             prefix=prefix,
             options=options,
             aif_mask=aif_mask,
+            vof_mask=vof_mask,
         )
     n = int(res.maps[0].fit.mask.sum()) if res.maps and res.maps[0].fit is not None else 0
     files = {p.name.removesuffix(".nii.gz"): p for p in res.files if not p.name.endswith(".json")}

@@ -14,7 +14,8 @@ Steps (every input is checked before anything is written; files are written atom
    brain's mean signal (:func:`~tumorscope.models.dsc.bolus_onset`);
 4. **ΔR2*** ``= −ln(S/S0)/TE`` (:func:`~tumorscope.models.dsc.delta_r2star`);
 5. **AIF**: the mean ΔR2* of the AIF mask if given, else automatic selection in the brain
-   (:func:`~tumorscope.models.dsc.select_aif`); written as ``<prefix>dsc_aif.tsv``;
+   (:func:`~tumorscope.models.dsc.select_aif`), scaled to a venous outflow region when one is
+   given; written as ``<prefix>dsc_aif.tsv``; the first-pass window is recorded;
 6. **leakage correction** (``leakage``: ``"bsw"`` default, ``"bidirectional"``, ``"none"``):
    reference curve = mean ΔR2* of the brain outside the lesions and outside the vessels (the
    5 % of brain voxels with the highest ΔR2* peak: arteries and veins would otherwise put
@@ -126,6 +127,7 @@ def fit_dsc(
     prefix: str = "",
     options: DSCOptions = DSCOptions(),
     aif_mask: Volume | str | os.PathLike[str] | None = None,
+    vof_mask: Volume | str | os.PathLike[str] | None = None,
 ) -> StageResult:
     """Fit a DSC series and write its maps (see the module docstring).
 
@@ -143,6 +145,10 @@ def fit_dsc(
     options : DSCOptions, keyword-only
     aif_mask : Volume or path, keyword-only, optional
         A manual AIF region on the series grid.
+    vof_mask : Volume or path, keyword-only, optional
+        A venous outflow region (e.g. the superior sagittal sinus): the AIF is scaled to the
+        area of its mean curve (partial-volume correction, :func:`~tumorscope.models.dsc.
+        scale_to_vof`).
 
     Returns
     -------
@@ -170,6 +176,7 @@ def fit_dsc(
     t = np.asarray(proto.frame_times_s, dtype=float)
     lab = None if labels is None else load_mask_labels(labels, vol)
     roi = load_mask(aif_mask, vol) if aif_mask is not None else None
+    vof_roi = load_mask(vof_mask, vol) if vof_mask is not None else None
     names = dict(lesion_ids or {})
     ref_label = None
     if options.reference is not None:
@@ -201,6 +208,10 @@ def fit_dsc(
         sel = m.select_aif(d, t, mask=brain & ~lesion, n_baseline=n_base)
         aif = sel.concentration_mM
         aif_info = {"source": "auto", "voxels": sel.voxels.tolist(), "criteria": sel.criteria}
+    if vof_roi is not None:
+        aif, factor = m.scale_to_vof(aif, m.roi_aif(d, vof_roi), t)
+        aif_info["vof_scale"] = factor
+    first_pass = m.first_pass_window(d, brain, onset=n_base)
     # ---- leakage
     k2 = None
     if options.leakage != "none":
@@ -282,6 +293,7 @@ def fit_dsc(
         "echo_time_ms": te_ms,
         "baseline_frames": n_base,
         "baseline_from": "sidecar" if n_base_given is not None else "bolus onset",
+        "first_pass_frames": list(first_pass),
         "brain_voxels": int(brain.sum()),
         "aif": aif_info,
         "reference_region": {
