@@ -95,6 +95,9 @@ PARAMETER_CODES: dict[str, str] = {
     "MTT": "MeanTransitTime",  # 113052
     "rCBV": "RelativeRegionalBloodVolume",  # 126398
     "rCBF": "RelativeRegionalBloodFlow",  # 126397
+    "CBF": "AbsoluteRegionalBloodFlow",  # 126390 (DSC)
+    "CBV": "AbsoluteRegionalBloodVolume",  # 126391 (DSC)
+    "Tmax": "Tmax",  # 113084 (DSC)
     "SUV": "StandardizedUptakeValue",  # 126400
     "iAUC60": "IAUC60",  # 126321
     "iAUC90": "IAUC90",  # 126322
@@ -124,6 +127,7 @@ PRIVATE_PARAMETERS: dict[str, str] = {
     "Fe": "apparent iron concentration from the relaxation rate change: no code",
     "dR2": "change of R2 after iron oxide: no code",
     "dR2star": "change of R2* after iron oxide: no code",
+    "K2": "DSC leakage term of the Boxerman-Schmainda-Weisskoff correction: no code",
 }
 
 
