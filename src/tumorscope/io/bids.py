@@ -282,8 +282,8 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             nb_raw = sidecar.get("BaselineFrames")
             return DynamicProtocol(
                 tuple(t),
-                _number(sidecar.get("FlipAngle", 90.0), "FlipAngle", js),
-                float(s_to_ms(_number(sidecar.get("RepetitionTime", 0.0), "RepetitionTime", js))),
+                _number(_need(sidecar, "FlipAngle", js), "FlipAngle", js),
+                float(s_to_ms(_number(_need(sidecar, "RepetitionTime", js), "RepetitionTime", js))),
                 1 if nb_raw is None else _whole(nb_raw, "BaselineFrames", js),
                 te_ms=float(s_to_ms(te)),
                 source=src,
