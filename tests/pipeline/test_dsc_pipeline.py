@@ -58,3 +58,17 @@ def test_pipeline_flags_pseudoprogression_by_perfusion(study: Path, tmp_path: Pa
     assert perf[("003", "02")] == True  # noqa: E712
     assert perf[("002", "02")] == False  # noqa: E712
     assert "001" not in set(pat[pat["pattern"] == PATTERN]["subject"])  # no DSC: no row
+
+
+def test_dsc_run_options_are_checked() -> None:
+    from tumorscope.errors import DataError
+    from tumorscope.pipeline.options import RunOptions
+
+    assert RunOptions().perfusion_rcbv_threshold == 1.75
+    assert RunOptions(dsc_method="CSVD").dsc_method == "csvd"
+    with pytest.raises(DataError, match="dsc_method"):
+        RunOptions(dsc_method="fft")
+    with pytest.raises(DataError, match="dsc_leakage"):
+        RunOptions(dsc_leakage="strong")
+    with pytest.raises(DataError, match="perfusion_rcbv_threshold"):
+        RunOptions(perfusion_rcbv_threshold=-1)
