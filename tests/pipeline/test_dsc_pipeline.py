@@ -42,8 +42,8 @@ def test_pipeline_flags_pseudoprogression_by_perfusion(study: Path, tmp_path: Pa
     res = run_study(
         study,
         out,
-        steps=("register", "align", "fit_dsc", "measure", "assess"),
-        report=False,
+        steps=("register", "align", "fit_dsc", "measure", "assess", "report_subject"),
+        report=True,
     )
     assert not res.failed, res.failed
     tidy = pd.concat(pd.read_parquet(p) for p in out.glob("sub-00*/sub-00*_measurements.parquet"))
@@ -58,6 +58,10 @@ def test_pipeline_flags_pseudoprogression_by_perfusion(study: Path, tmp_path: Pa
     assert perf[("003", "02")] == True  # noqa: E712
     assert perf[("002", "02")] == False  # noqa: E712
     assert "001" not in set(pat[pat["pattern"] == PATTERN]["subject"])  # no DSC: no row
+    # the report's DSC section: rCBV/K2 maps and the rCBV trajectory, for DSC subjects only
+    page = (out / "report" / "sub-003.html").read_text()
+    assert 'id="fig-dsc-maps"' in page and 'id="fig-dsc-trajectory"' in page
+    assert 'id="dsc"' not in (out / "report" / "sub-001.html").read_text()
 
 
 def test_dsc_run_options_are_checked() -> None:
