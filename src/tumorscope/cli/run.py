@@ -109,6 +109,17 @@ def run(
         "Resample lesion masks onto a series that moved more than this many voxels",
         "align_tolerance_vox",
     ),
+    dsc_method: str = _run_option(
+        "--dsc-method", "DSC deconvolution: osvd, csvd, svd or tikhonov", "dsc_method"
+    ),
+    dsc_leakage: str = _run_option(
+        "--dsc-leakage", "DSC leakage correction: bsw, bidirectional or none", "dsc_leakage"
+    ),
+    rcbv_threshold: float = _run_option(
+        "--rcbv-threshold",
+        "rCBV below which an enlarging lesion is flagged 'perfusion suggests treatment effect'",
+        "perfusion_rcbv_threshold",
+    ),
     no_report: bool = typer.Option(False, "--no-report", help="Skip the HTML report."),
     adopt_folder: bool = typer.Option(
         False,
@@ -140,6 +151,9 @@ def run(
         "hypoxia_r2star_per_s": hypoxia_r2star,
         "hypoxia_ktrans_per_min": hypoxia_ktrans,
         "align_tolerance_vox": align_tolerance,
+        "dsc_method": dsc_method,
+        "dsc_leakage": dsc_leakage,
+        "perfusion_rcbv_threshold": rcbv_threshold,
     }
     options = {k: v for k, v in given.items() if v is not None}
     with user_errors():

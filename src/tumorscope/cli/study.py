@@ -14,6 +14,9 @@ def phantom(
     size: str = typer.Option("default", help="tiny (tests), default (demo) or large (benchmarks)."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same bytes."),
     subjects: int = typer.Option(None, help="Number of subjects (default from --size)."),
+    brain_subjects: int = typer.Option(
+        0, help="Brain subjects with DSC perfusion (glioma progression, pseudoprogression)."
+    ),
     overwrite: bool = typer.Option(
         False,
         help="Replace the folder if it is a phantom study written by tumorscope (study.yaml "
@@ -24,7 +27,14 @@ def phantom(
     from ..phantom import make_study
 
     with user_errors():
-        root = make_study(out, size=size, seed=seed, n_subjects=subjects, overwrite=overwrite)
+        root = make_study(
+            out,
+            size=size,
+            seed=seed,
+            n_subjects=subjects,
+            overwrite=overwrite,
+            brain_subjects=brain_subjects,
+        )
     typer.echo(f"wrote synthetic study to {root}")
 
 

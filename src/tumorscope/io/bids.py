@@ -46,6 +46,7 @@ SUFFIX_AXES: dict[str, str] = {
     "dwi": "b",
     "VFA": "flip_angle",
     "dce": "t",
+    "dsc": "t",
     "MEGRE": "echo",
     "MESE": "echo",
     "IRT1": "inversion",
@@ -274,6 +275,18 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
                 float(s_to_ms(tr)),
                 nb,
                 te_ms=_optional_ms(sidecar, "EchoTime", js),
+                source=src,
+            )
+        if suffix == "dsc":  # DSC perfusion: EchoTime needed, BaselineFrames optional
+            t = _as_list(_need(sidecar, "FrameTimes", js), "FrameTimes", js)
+            te = _number(_need(sidecar, "EchoTime", js), "EchoTime", js)
+            nb_raw = sidecar.get("BaselineFrames")
+            return DynamicProtocol(
+                tuple(t),
+                _number(_need(sidecar, "FlipAngle", js), "FlipAngle", js),
+                float(s_to_ms(_number(_need(sidecar, "RepetitionTime", js), "RepetitionTime", js))),
+                1 if nb_raw is None else _whole(nb_raw, "BaselineFrames", js),
+                te_ms=float(s_to_ms(te)),
                 source=src,
             )
         if suffix in ("MEGRE", "MESE"):

@@ -35,6 +35,7 @@ DEFAULT_ROLES: dict[str, str] = {
     "dwi": "dwi",
     "t1_vfa": "VFA",
     "dce": "dce",
+    "dsc": "dsc",
     "t2star": "MEGRE",
     "t2star_ferumoxytol": "ce-ferumoxytol_MEGRE",
     "t2": "MESE",

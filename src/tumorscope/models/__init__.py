@@ -21,4 +21,5 @@ __getattr__, __dir__, __all__ = lazy_attributes(
     dce=("Tofts", "ExtendedTofts", "Patlak", "TwoCXM", "TwoCUM"),
     cardiac=("MOLLIT1",),
     metabolic=("PyruvateLactate", "PyruvateLactateBoxcar"),
+    dsc=("DSC",),
 )

@@ -40,7 +40,14 @@ from .scenarios import (
     LesionSpec,
     Scenario,
 )
-from .signals import dwi_signal, etofts_concentration, parker_blood_mM, rician, spgr_signal
+from .signals import (
+    dwi_signal,
+    etofts_concentration,
+    noise_sigmas,
+    parker_blood_mM,
+    rician,
+    spgr_signal,
+)
 
 __all__ = ["SIZES", "PhantomConfig", "make_study"]
 
@@ -176,6 +183,7 @@ def make_study(
     seed: int = 0,
     n_subjects: int | None = None,
     overwrite: bool = False,
+    brain_subjects: int = 0,
 ) -> Path:
     """Write the synthetic study with its ground truth.
 
@@ -189,6 +197,8 @@ def make_study(
         Seed of all random numbers; the same seed gives byte-identical files.
     n_subjects : int, optional
         Number of subjects (scenarios are cycled; default from ``size``).
+    brain_subjects : int
+        Brain subjects with a DSC series (:mod:`tumorscope.phantom.dsc`), after the others.
     overwrite : bool
         Replace an existing folder, but only if it is a phantom study that tumorscope wrote
         (:func:`is_phantom_study`) or an empty folder; anything else is refused.
@@ -213,13 +223,15 @@ def make_study(
     n = cfg.n_subjects if n_subjects is None else int(n_subjects)
     if n < 1:
         raise DataError(f"need at least 1 subject, got {n}", field="n_subjects")
+    if int(brain_subjects) < 0:
+        raise DataError(f"expected >= 0, got {brain_subjects}", field="brain_subjects")
     out = Path(out)
     if out.exists() or out.is_symlink():
         _check_replaceable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        _write_study(tmp, cfg, n, seed, size)
+        _write_study(tmp, cfg, n, seed, size, int(brain_subjects))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -283,7 +295,9 @@ def _write_json(path: Path, obj: Any) -> None:
     write_json(path, obj, sort_keys=True)
 
 
-def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -> None:
+def _write_study(
+    root: Path, cfg: PhantomConfig, n: int, seed: int, size: str, n_brain: int = 0
+) -> None:
     aff = _affine(cfg)
     x, y, z = _world(cfg)
     body = (x / _BODY_SEMI[0]) ** 2 + (y / _BODY_SEMI[1]) ** 2 <= 1.0
@@ -362,6 +376,14 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
                 lesion_rows,
             )
 
+    if n_brain:  # brain subjects with DSC (issue 16), after the body subjects
+        from .dsc import write_brain_subjects
+
+        write_brain_subjects(
+            root, shape=cfg.shape, affine=aff, world=(x, y, z), first_index=n, count=n_brain,
+            seed=seed, base_date=plan[0][2], manifest=manifest, traj_rows=traj_rows,
+            lesion_rows=lesion_rows,
+        )  # fmt: skip
     import yaml
 
     (root / "study.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
@@ -379,11 +401,12 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         size=size,
         seed=seed,
         n_subjects=n,
+        **({"brain_subjects": n_brain} if n_brain else {}),
         voxel_mm=list(cfg.voxel_mm),
         frame_times_s=list(cfg.frame_times_s),
         tumorscope_version=__version__,
         noise="Rician: magnitude of signal + complex Gaussian noise, sigma per channel listed below",
-        sigma={k: v for k, v in _sigmas(cfg).items()},
+        sigma={k: v for k, v in noise_sigmas(cfg).items()},
         tissues={k: {**asdict(v), "T2star": T2STAR_MS[k]} for k, v in TISSUES.items()},
         artery={
             "centre_mm_xy": list(_ARTERY_CENTRE),
@@ -400,24 +423,6 @@ def _write_study(root: Path, cfg: PhantomConfig, n: int, seed: int, size: str) -
         },
     )
     _write_json(truth / "phantom.json", cfg_dict)
-
-
-def _sigmas(cfg: PhantomConfig) -> dict[str, float]:
-    tum = TISSUES["untreated"]
-    vfa_ref = float(spgr_signal(tum.M0, 1e3 / tum.T1, cfg.vfa_flip_deg[-1], cfg.vfa_tr_ms))
-    dce_ref = float(spgr_signal(tum.M0, 1e3 / tum.T1, cfg.dce_flip_deg, cfg.dce_tr_ms))
-    t2w_ref = tum.M0 * np.exp(-cfg.t2w_te_ms / tum.T2) / 30.0
-    megre_ref = tum.M0 / 30.0 * np.exp(-cfg.megre_te_ms[0] / T2STAR_MS["untreated"])
-    return {
-        "ir": tum.M0 / 30.0 / cfg.snr_ir,
-        "mese": tum.M0 / 30.0 / cfg.snr_mese,
-        "fluorine": FLUORINE.sigma,
-        "megre": float(megre_ref / cfg.snr_megre),
-        "dwi": 1000.0 / cfg.snr_dwi,
-        "vfa": vfa_ref / cfg.snr_vfa,
-        "dce": dce_ref / cfg.snr_dce,
-        "t2w": float(t2w_ref / cfg.snr_t2w),
-    }
 
 
 def _to_int16(a: np.ndarray) -> np.ndarray:
@@ -498,7 +503,7 @@ def _write_visit(
     p["D"] = np.where(viable, p["D"] * hetero_d, p["D"])
     p["Ktrans"] = np.where(viable, p["Ktrans"] * hetero_k, p["Ktrans"])
     blood = TISSUES["blood"]
-    sig = _sigmas(cfg)
+    sig = noise_sigmas(cfg)
 
     # --- DWI
     bvals = np.asarray(cfg.bvalues, float)

@@ -14,12 +14,18 @@ Gudbjartsson H, Patz S. MRM 1995;34:910 (Rician noise), doi:10.1002/mrm.19103406
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from .generate import PhantomConfig
 
 __all__ = [
     "dwi_signal",
     "etofts_concentration",
+    "noise_sigmas",
     "parker_blood_mM",
     "rician",
     "spgr_signal",
@@ -152,3 +158,25 @@ def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nda
     n1 = rng.normal(0.0, sigma, signal.shape)
     n2 = rng.normal(0.0, sigma, signal.shape)
     return np.sqrt((signal + n1) ** 2 + n2**2)
+
+
+def noise_sigmas(cfg: PhantomConfig) -> dict[str, float]:
+    """The noise SD of each series of the phantom (from the configured SNR of its tumour
+    signal)."""
+    from .scenarios import FLUORINE, T2STAR_MS, TISSUES
+
+    tum = TISSUES["untreated"]
+    vfa_ref = float(spgr_signal(tum.M0, 1e3 / tum.T1, cfg.vfa_flip_deg[-1], cfg.vfa_tr_ms))
+    dce_ref = float(spgr_signal(tum.M0, 1e3 / tum.T1, cfg.dce_flip_deg, cfg.dce_tr_ms))
+    t2w_ref = tum.M0 * np.exp(-cfg.t2w_te_ms / tum.T2) / 30.0
+    megre_ref = tum.M0 / 30.0 * np.exp(-cfg.megre_te_ms[0] / T2STAR_MS["untreated"])
+    return {
+        "ir": tum.M0 / 30.0 / cfg.snr_ir,
+        "mese": tum.M0 / 30.0 / cfg.snr_mese,
+        "fluorine": FLUORINE.sigma,
+        "megre": float(megre_ref / cfg.snr_megre),
+        "dwi": 1000.0 / cfg.snr_dwi,
+        "vfa": vfa_ref / cfg.snr_vfa,
+        "dce": dce_ref / cfg.snr_dce,
+        "t2w": float(t2w_ref / cfg.snr_t2w),
+    }

@@ -89,6 +89,12 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     notes += cnotes
     pet_rows, pet_prows, pet_notes = pet_assessments(ctx, study, unit, lesions)
     rows, prows, notes = rows + pet_rows, prows + pet_prows, notes + pet_notes
+    # DSC perfusion as supporting evidence (a pattern; the call stays the criteria's)
+    from ..response.perfusion import perfusion_treatment_effect
+
+    tidy = pd.read_parquet(layout.measurements_path(ctx.out_dir, s))
+    thr = ctx.options.perfusion_rcbv_threshold
+    prows += [_plain_row(r) for r in perfusion_treatment_effect(lesions, tidy, threshold=thr)]
     out = layout.assessments_path(ctx.out_dir, s)
     pout = layout.patterns_path(ctx.out_dir, s)
     for path, data in ((out, rows), (pout, prows)):
@@ -380,6 +386,10 @@ def candidate_rows(
             }
         )
     return rows, []
+
+
+def _plain_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "details": _plain(row["details"])}
 
 
 def _details_default(obj: Any) -> Any:

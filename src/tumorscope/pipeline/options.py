@@ -14,6 +14,9 @@ precedence, from
          hypoxia_r2star_per_s: 30
          hypoxia_ktrans_per_min: 0.2
          align_tolerance_vox: 0.5
+         dsc_method: osvd
+         dsc_leakage: bsw
+         perfusion_rcbv_threshold: 1.75
 
 3. the defaults of :class:`RunOptions`.
 
@@ -78,6 +81,13 @@ class RunOptions:
     radiomics : bool, default False
         The ``features`` step also computes MIRP radiomics and delta-radiomics of every
         lesion on the ADC, D, Ktrans and ve maps (seconds per lesion and map).
+    dsc_method : str, default "osvd"
+        Deconvolution of the DSC fit (``osvd``, ``csvd``, ``svd``, ``tikhonov``).
+    dsc_leakage : str, default "bsw"
+        Leakage correction of the DSC fit (``bsw``, ``bidirectional``, ``none``).
+    perfusion_rcbv_threshold : float, default 1.75
+        rCBV below which an enlarging lesion is flagged "perfusion suggests treatment
+        effect" (:mod:`tumorscope.response.perfusion`: Law et al. 2003/2008).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -87,6 +97,9 @@ class RunOptions:
     hypoxia_ktrans_per_min: float | None = None
     align_tolerance_vox: float = 0.5
     radiomics: bool = False
+    dsc_method: str = "osvd"
+    dsc_leakage: str = "bsw"
+    perfusion_rcbv_threshold: float = 1.75
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -241,6 +254,12 @@ def _number(name: str, value: Any, *, optional: bool) -> float | None:
     return x
 
 
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value.lower() not in allowed:
+        raise _bad(name, f"unknown value {value!r}; expected one of {', '.join(allowed)}")
+    return value.lower()
+
+
 _CHECKS: dict[str, Any] = {
     "dwi_models": _check_dwi_models,
     "dce_model": _check_dce_model,
@@ -249,6 +268,9 @@ _CHECKS: dict[str, Any] = {
     "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
     "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
     "radiomics": lambda n, v: _flag(n, v),
+    "dsc_method": lambda n, v: _choice(n, v, ("osvd", "csvd", "svd", "tikhonov")),
+    "dsc_leakage": lambda n, v: _choice(n, v, ("bsw", "bidirectional", "none")),
+    "perfusion_rcbv_threshold": lambda n, v: _number(n, v, optional=False),
 }
 
 

@@ -71,6 +71,7 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         alignments=alignments,
         cells19f=[ctx.out_dir / rel for rel in cells],
         functional=[ctx.out_dir / rel for rel in functional],
+        perfusion_rcbv_threshold=ctx.options.perfusion_rcbv_threshold,
     )
 
 

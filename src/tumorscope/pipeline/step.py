@@ -48,7 +48,16 @@ __all__ = [
 ]
 
 #: Steps that write parameter maps (each writes a map index per visit, read by the later steps).
-MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax", "iron", "fit_mre", "fit_cardiac", "pet")
+MAP_STEPS = (
+    "fit_dwi",
+    "fit_dce",
+    "fit_relax",
+    "fit_dsc",
+    "iron",
+    "fit_mre",
+    "fit_cardiac",
+    "pet",
+)
 
 
 @dataclass(frozen=True)

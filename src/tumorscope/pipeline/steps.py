@@ -17,6 +17,7 @@ step               scope    where, and the code it calls
 ``fit_dwi``        visit    :func:`tumorscope.stages.diffusion.fit_dwi_series` (ADC, IVIM, DKI)
 ``fit_dce``        visit    :func:`tumorscope.stages.dce.fit_dce_visit`
 ``fit_relax``      visit    :func:`tumorscope.stages.relaxometry.fit_relaxometry`
+``fit_dsc``        visit    :func:`tumorscope.stages.dsc.fit_dsc` (CBF, CBV, MTT, Tmax, K2, rCBV)
 ``iron``           visit    :func:`tumorscope.stages.iron.iron_maps` (post T2*, ΔR2*, iron mM)
 ``fluorine``       visit    :func:`tumorscope.stages.fluorine.count_cells_19f`
 ``hypoxia``        visit    :func:`tumorscope.stages.hypoxia.classify_hypoxia`
@@ -201,6 +202,28 @@ def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
         prefix=_prefix(unit),
     )
     return _recorded(ctx, "fit_relax", unit, res)
+
+
+# ---------------------------------------------------------------------------- fit_dsc
+
+
+def _fit_dsc(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """DSC deconvolution, leakage correction and rCBV (normalised to the contralateral mirror
+    of the lesions), with the options ``dsc_method`` and ``dsc_leakage``."""
+    from ..stages.base import SeriesInput
+    from ..stages.dsc import DSCOptions, fit_dsc
+
+    visit = _visit(study, unit)
+    les = visit.lesions
+    res = fit_dsc(
+        SeriesInput.of(visit.series["dsc"]),
+        None if les is None else les.load_labels(),
+        None if les is None else {r.label: r.lesion_id for r in les.table},
+        out_dir=_maps_dir(ctx, unit),
+        prefix=_prefix(unit),
+        options=DSCOptions(method=ctx.options.dsc_method, leakage=ctx.options.dsc_leakage),
+    )
+    return _recorded(ctx, "fit_dsc", unit, res)
 
 
 # ---------------------------------------------------------------------------- iron
@@ -461,6 +484,18 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
     ),
     Step(
+        "fit_dsc",
+        "visit",
+        "1",
+        "DSC perfusion: CBF, CBV, MTT, Tmax, leakage K2 and rCBV",
+        _fit_dsc,
+        _files_of("dsc", lesions=True),
+        requires=("register",),
+        applies=_has_roles("dsc"),
+        missing=lambda: _has_module("tumorscope.stages.dsc", "fit_dsc"),
+        option_keys=("dsc_method", "dsc_leakage"),
+    ),
+    Step(
         "iron",
         "visit",
         "4",  # 2: map index names series; 3: inputs relative to study; 4: plasma r2* (#24)
@@ -593,6 +628,7 @@ STEPS: tuple[Step, ...] = (
         run_assess,
         assess_inputs,
         requires=("measure", "pet", "functional"),  # pet: the PET tables of PERCIST
+        option_keys=("perfusion_rcbv_threshold",),
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
     Step(

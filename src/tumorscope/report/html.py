@@ -92,6 +92,7 @@ def write_subject_report(
     alignments: Sequence[str | os.PathLike[str]] = (),
     cells19f: Sequence[str | os.PathLike[str]] = (),
     functional: Sequence[str | os.PathLike[str]] = (),
+    perfusion_rcbv_threshold: float = 1.75,
 ) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
@@ -110,6 +111,8 @@ def write_subject_report(
         The visits' 19F cell tables (``fluorine``).
     functional : sequence of path-like, keyword-only
         The files of the ``functional`` step (its table, thresholds and label maps).
+    perfusion_rcbv_threshold : float, keyword-only
+        The rCBV threshold shown in the DSC section (:mod:`tumorscope.report.dsc`).
 
     Returns
     -------
@@ -139,7 +142,15 @@ def write_subject_report(
     viewer = write_viewer(
         out_dir, study, subject, maps=maps, registrations=_registrations(functional)
     )
-    ctx = SubjectContext(out_dir, study, subject, maps, days, {"fluorine": list(cells19f)})
+    ctx = SubjectContext(
+        out_dir,
+        study,
+        subject,
+        maps,
+        days,
+        {"fluorine": list(cells19f)},
+        options={"perfusion_rcbv_threshold": perfusion_rcbv_threshold},
+    )
     html = render(
         "subject.html.j2",
         title=f"{study.name}: subject {subject}",

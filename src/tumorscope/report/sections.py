@@ -36,6 +36,7 @@ __all__ = ["SUBJECT_SECTIONS", "SubjectContext", "subject_sections"]
 #: in page order (add one line per modality).
 SUBJECT_SECTIONS: list[str] = [
     "tumorscope.report.measures:section",
+    "tumorscope.report.dsc:section",
     "tumorscope.report.pet:section",
     "tumorscope.report.metabolic:section",
     "tumorscope.report.organs:section",
@@ -59,6 +60,8 @@ class SubjectContext:
     extra : mapping
         Files of earlier steps the pipeline hands on (by step name), for sections that read
         their own tables.
+    options : mapping
+        Run options a section shows (``perfusion_rcbv_threshold``).
     """
 
     out_dir: Path
@@ -67,6 +70,7 @@ class SubjectContext:
     maps: Mapping[str, Mapping[str, VisitMap]]
     days: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Sequence[str | os.PathLike[str]]] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _resolve(name: str) -> Callable[[SubjectContext], str | None]:

@@ -97,6 +97,9 @@ PARAMETER_CODES: dict[str, str] = {
     "MTT": "MeanTransitTime",  # 113052
     "rCBV": "RelativeRegionalBloodVolume",  # 126398
     "rCBF": "RelativeRegionalBloodFlow",  # 126397
+    "CBF": "AbsoluteRegionalBloodFlow",  # 126390 (DSC)
+    "CBV": "AbsoluteRegionalBloodVolume",  # 126391 (DSC)
+    "Tmax": "Tmax",  # 113084 (DSC)
     "SUV": "StandardizedUptakeValue",  # 126400
     "iAUC60": "IAUC60",  # 126321
     "iAUC90": "IAUC90",  # 126322
@@ -135,6 +138,7 @@ PRIVATE_PARAMETERS: dict[str, str] = {
     "phi": "phase angle of the complex shear modulus (MRE): no code",
     "G_storage": "storage modulus G' (MRE): no code",
     "G_loss": "loss modulus G'' (MRE): no code",
+    "K2": "DSC leakage term of the Boxerman-Schmainda-Weisskoff correction: no code",
 }
 
 
