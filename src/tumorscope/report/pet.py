@@ -137,4 +137,4 @@ def section(ctx: SubjectContext) -> str | None:
     pet = pet_section(ctx.out_dir, ctx.study, ctx.subject)
     if pet is None:
         return None
-    return render("pet.html.j2", table=frame_of(pet.table), scatter=pet.scatter, note=pet.note)
+    return render("pet.html.j2", pet_table=frame_of(pet.table), scatter=pet.scatter, note=pet.note)
