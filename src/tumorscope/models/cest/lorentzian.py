@@ -195,5 +195,11 @@ class CESTLorentzian(Model):
         lo, hi = self.bounds()
         return np.clip(p, lo, hi)
 
+    def invalid_voxels(self, y: np.ndarray, b0: np.ndarray | None = None) -> np.ndarray:
+        bad = ~np.all(np.isfinite(y), axis=1)
+        if b0 is not None:
+            bad |= ~np.isfinite(b0)
+        return bad
+
     def fit_block(self, y: np.ndarray, b0: np.ndarray | None = None) -> BlockFit:
         return self.solve_nonlinear(y, self.initial_guess(y, b0))
