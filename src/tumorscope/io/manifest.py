@@ -41,6 +41,9 @@ DEFAULT_ROLES: dict[str, str] = {
     "t1_ir": "IRT1",
     "fluorine": "19F",
     "fluorine_tubes": "19Ftubes",
+    "cest": "cest",
+    "wassr": "wassr",
+    "wasabi": "WASABI",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).
