@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import DataError
 from ..files import write_json
 from ..volume import Volume
+from .cest import cest_series
 from .scenarios import (
     FERUMOXYTOL_DR2STAR,
     FLUORINE,
@@ -576,6 +577,7 @@ def _write_visit(
         x,
         y,
     )
+    extra.update(cest_series(sc.trajectory, vi, names, tissue_nobl, body, m0, p, x, y))
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}

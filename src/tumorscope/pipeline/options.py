@@ -14,6 +14,7 @@ precedence, from
          hypoxia_r2star_per_s: 30
          hypoxia_ktrans_per_min: 0.2
          align_tolerance_vox: 0.5
+         cest_mtr_asym_ppm: [3.5, 2.0]
 
 3. the defaults of :class:`RunOptions`.
 
@@ -73,6 +74,9 @@ class RunOptions:
     align_tolerance_vox : float, default 0.5
         Lesion masks are resampled onto a series' maps when its alignment to the anatomical
         image moves the lesion voxels by more than this many voxels on average.
+    cest_mtr_asym_ppm : tuple of float, default (3.5, 2.0)
+        Offsets (ppm) of the CEST MTRasym maps of ``fit_cest`` (APT 3.5, amines 2.0; glucose
+        1.2/2.0/3.0; LRP 3.7).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -81,6 +85,7 @@ class RunOptions:
     hypoxia_r2star_per_s: float | None = None
     hypoxia_ktrans_per_min: float | None = None
     align_tolerance_vox: float = 0.5
+    cest_mtr_asym_ppm: tuple[float, ...] = (3.5, 2.0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -235,6 +240,19 @@ def _number(name: str, value: Any, *, optional: bool) -> float | None:
     return x
 
 
+def _check_offsets(name: str, value: Any) -> tuple[float, ...]:
+    items: Any = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, int | float) and not isinstance(items, bool):
+        items = [items]
+    try:
+        out = tuple(_number(name, v, optional=False) or 0.0 for v in items)
+    except TypeError:
+        raise _bad(name, f"expected offsets in ppm, got {value!r}") from None
+    if not out:
+        raise _bad(name, "expected at least one offset in ppm")
+    return out
+
+
 _CHECKS: dict[str, Any] = {
     "dwi_models": _check_dwi_models,
     "dce_model": _check_dce_model,
@@ -242,4 +260,5 @@ _CHECKS: dict[str, Any] = {
     "hypoxia_r2star_per_s": lambda n, v: _number(n, v, optional=True),
     "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
     "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
+    "cest_mtr_asym_ppm": lambda n, v: _check_offsets(n, v),
 }

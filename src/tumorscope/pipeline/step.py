@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Steps that write parameter maps (each writes a map index per visit, read by the later steps).
-MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax", "iron")
+MAP_STEPS = ("fit_dwi", "fit_dce", "fit_relax", "iron", "fit_cest")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from ..volume import Volume
 from .base import MapFile, SeriesInput, StageResult
 from .fit import fit_volume, input_record, load_mask
 
-__all__ = ["CEST_ROLES", "CESTOptions", "fit_cest", "offset_tag"]
+__all__ = ["CEST_ROLES", "CESTOptions", "fit_cest", "offset_tag", "t1_on_grid"]
 
 #: Roles the stage reads (and any role starting with ``cest_``: more B1 levels).
 CEST_ROLES: tuple[str, ...] = ("cest", "wassr", "wasabi")
@@ -420,3 +420,16 @@ def _fit(
     ]
     written = [f for path in res.files.values() for f in (Path(path), sidecar_of(path))]
     return StageResult(maps=maps, files=written, warnings=list(res.warnings))
+
+
+def t1_on_grid(t1_map: str | os.PathLike[str] | None, series: SeriesInput) -> Path | None:
+    """``t1_map`` if it is on the grid of ``series`` (for AREX in the pipeline), else None."""
+    if t1_map is None:
+        return None
+    import nibabel as nib
+
+    a: Any = nib.load(str(t1_map))
+    b: Any = nib.load(str(series.path))
+    if tuple(a.shape[:3]) != tuple(b.shape[:3]) or not np.allclose(a.affine, b.affine, atol=1e-3):
+        return None
+    return Path(t1_map)

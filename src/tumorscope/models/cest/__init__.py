@@ -1,38 +1,27 @@
 """CEST: Z-spectra, B0/B1 (WASSR, WASABI), MTRasym, MTRRex/AREX, multi-pool Lorentzian fits
-and a Bloch–McConnell simulator (see ``docs/cest.md``)."""
+and a Bloch–McConnell simulator (see ``docs/cest.md``).
+
+Public names are imported lazily from their modules (the phantom uses the simulator alone).
+"""
 
 from __future__ import annotations
 
-from .bloch import BMSystem, ExchangePool, MTPool, simulate_z, steady_state_z
-from .lorentzian import CESTLorentzian, lorentzian_signal
-from .wasabi import WASABI, wasabi_signal
-from .zspec import (
-    arex,
-    b1_correct,
-    interpolate_z,
-    mtr_asym,
-    mtr_rex,
-    normalise,
-    ppm_from_hz,
-    wassr_b0,
-)
+from ..._lazy import lazy_attributes
 
-__all__ = [
-    "WASABI",
-    "BMSystem",
-    "CESTLorentzian",
-    "ExchangePool",
-    "MTPool",
-    "arex",
-    "b1_correct",
-    "interpolate_z",
-    "lorentzian_signal",
-    "mtr_asym",
-    "mtr_rex",
-    "normalise",
-    "ppm_from_hz",
-    "simulate_z",
-    "steady_state_z",
-    "wasabi_signal",
-    "wassr_b0",
-]
+__getattr__, __dir__, __all__ = lazy_attributes(
+    __name__,
+    globals(),
+    bloch=("BMSystem", "ExchangePool", "MTPool", "simulate_z", "steady_state_z"),
+    lorentzian=("CESTLorentzian", "lorentzian_signal"),
+    wasabi=("WASABI", "wasabi_signal"),
+    zspec=(
+        "arex",
+        "b1_correct",
+        "interpolate_z",
+        "mtr_asym",
+        "mtr_rex",
+        "normalise",
+        "ppm_from_hz",
+        "wassr_b0",
+    ),
+)
