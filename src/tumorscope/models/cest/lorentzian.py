@@ -32,7 +32,7 @@ __all__ = ["POOLS", "CESTLorentzian", "lorentzian_jacobian", "lorentzian_signal"
 
 #: Extra pools (after water): name, start (amp, width ppm, offset ppm), bounds per quantity.
 POOLS: tuple[tuple[str, tuple[float, float, float], tuple[tuple[float, float], ...]], ...] = (
-    ("mt", (0.1, 25.0, -2.0), ((0.0, 1.0), (10.0, 300.0), (-8.0, 2.0))),
+    ("mt", (0.1, 60.0, -2.0), ((0.0, 1.0), (10.0, 300.0), (-8.0, 2.0))),
     ("amide", (0.025, 1.0, 3.5), ((0.0, 0.2), (0.4, 3.0), (3.2, 3.8))),
     ("amine", (0.01, 1.5, 2.0), ((0.0, 0.2), (0.5, 5.0), (1.6, 2.6))),
     ("noe", (0.02, 3.0, -3.5), ((0.0, 0.4), (1.0, 5.0), (-4.5, -2.5))),
@@ -207,7 +207,37 @@ class CESTLorentzian(Model):
         for i, (_name, start, _b) in enumerate(POOLS):
             p[:, 4 + 3 * i : 7 + 3 * i] = start
         lo, hi = self.bounds()
-        return np.clip(p, lo, hi)
+        p = np.clip(p, lo, hi)
+        return self._linear_amplitudes(y, p, lo, hi)
+
+    def _linear_amplitudes(
+        self, y: np.ndarray, p: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> np.ndarray:
+        """Refine the start: with positions and widths fixed, ``Z0`` and the amplitudes
+        enter linearly; the best water width of a few is kept. Halves the LM iterations."""
+        amp_idx = [0, 2, *(4 + 3 * i for i in range(len(POOLS)))]
+        n, m = y.shape
+        x = self.offsets_ppm[None, :] - p[:, 1:2]  # (n, m)
+        cols = np.empty((n, m, len(amp_idx)))
+        cols[..., 0] = 1.0
+        for i in range(len(POOLS)):
+            j = 4 + 3 * i
+            qq = 0.25 * p[:, j + 1 : j + 2] ** 2
+            cols[..., 2 + i] = -qq / (qq + (x - p[:, j + 2 : j + 3]) ** 2)
+        best = p.copy()
+        best_rss = np.full(n, np.inf)
+        for gw in (1.0, 1.6, 2.6):
+            qw = 0.25 * gw * gw
+            cols[..., 1] = -qw / (qw + x**2)
+            H = np.einsum("nmi,nmj->nij", cols, cols) + 1e-9 * np.eye(len(amp_idx))
+            g = np.einsum("nmi,nm->ni", cols, y)
+            a = np.clip(np.linalg.solve(H, g[..., None])[..., 0], lo[amp_idx], hi[amp_idx])
+            rss = np.sum((np.einsum("nmi,ni->nm", cols, a) - y) ** 2, axis=1)
+            take = rss < best_rss
+            best[take, 3] = gw
+            best[np.ix_(take, amp_idx)] = a[take]
+            best_rss[take] = rss[take]
+        return best
 
     def invalid_voxels(self, y: np.ndarray, b0: np.ndarray | None = None) -> np.ndarray:
         bad = ~np.all(np.isfinite(y), axis=1)
