@@ -137,6 +137,9 @@ def write_subject_report(
     traj_uri, ltable = _trajectories(lesions, tidy, days)
     mf = _MapFigures.of(subj, maps)
     cells = _cells19f_frame(cells19f)
+    from .cest import cest_section
+
+    cest = cest_section(subj, maps, tidy)
     align = _alignment_frame(alignments)
     fdm, fdm_rows, key = _functional_diffusion(subj, mf.per_visit, days)
     fdm_note = (
@@ -164,6 +167,8 @@ def write_subject_report(
         alignment=frame_of(align) if align is not None else None,
         cells19f=frame_of(cells[0]) if cells is not None else None,
         cells19f_note=cells[1] if cells is not None else "",
+        cest_figure=cest["figure"] if cest else None,
+        cest_table=frame_of(cest["table"]) if cest and cest["table"] is not None else None,
         histograms=figures.histograms(mf.hist_values) if mf.hist_values else None,
         fdm=figures.fdm_panels(fdm, threshold=FDM_THRESHOLD) if fdm else None,
         fdm_note=fdm_note,
