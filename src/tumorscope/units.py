@@ -87,6 +87,7 @@ UCUM: Final[dict[str, str]] = {
     "g/mL": "g/mL",
     "mm": "mm",
     "mL": "mL",
+    "ppm": "[ppm]",
 }
 
 ArrayLike = npt.ArrayLike

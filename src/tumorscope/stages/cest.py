@@ -52,6 +52,10 @@ CEST_ROLES: tuple[str, ...] = ("cest", "wassr", "wasabi")
 
 MaskLike = Volume | np.ndarray | str | os.PathLike[str] | None
 
+#: Voxels whose M0 is below this fraction of the 99th percentile of M0 are background:
+#: their Z is NaN and nothing is fitted there (noise spectra give meaningless contrasts).
+BACKGROUND_FRACTION = 0.1
+
 
 @dataclass(frozen=True)
 class CESTOptions:
@@ -110,7 +114,10 @@ def _z(vol: Volume, p: CESTProtocol, label: str) -> np.ndarray:
             file=label,
             field="dim[4]",
         )
-    return normalise(vol.data, p.m0_mask).astype(np.float64)
+    m0 = np.asarray(vol.data[..., p.m0_mask], dtype=float).mean(axis=-1)
+    finite = m0[np.isfinite(m0)]
+    floor = BACKGROUND_FRACTION * float(np.percentile(finite, 99)) if finite.size else 0.0
+    return normalise(vol.data, p.m0_mask, m0_floor=floor).astype(np.float64)
 
 
 def fit_cest(
@@ -190,6 +197,8 @@ def fit_cest(
         t1 = np.asarray(t1v.data, dtype=float).reshape(vol.spatial_shape)
     m = load_mask(mask, vol)
     inside = np.ones(vol.spatial_shape, bool) if m is None else np.asarray(m, bool)
+    inside &= np.all(np.isfinite(z), axis=-1)  # background (low M0) left out
+    m = inside
 
     out = StageResult()
     out_dir = Path(out_dir)
