@@ -187,3 +187,37 @@ def test_cli_matches_stage_and_exit_code_2(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["fit", "cest", str(s), "-o", str(tmp_path / "bad")])
     assert bad.exit_code == 2
     assert "SaturationOffsets" in bad.output
+
+
+def test_stage_takes_b0_from_wassr(tmp_path: Path) -> None:
+    cest = read_series(_series(tmp_path, 1.0), "cest", role="cest")
+    # WASSR as acquired: weak saturation, water line sampled every 0.1 ppm
+    woff = np.round(np.arange(-1.5, 1.501, 0.1), 6)
+    data = np.zeros((3, 3, 1, woff.size + 1))
+    for j, s in enumerate(SHIFTS):
+        z = simulate_z(_tissue(9e-4), woff, field_t=3.0, b1_ut=0.2, tsat_s=0.5, b0_shift_ppm=s)
+        data[:, j, 0] = 900.0 * np.r_[1.0, z]
+    side = {
+        "MagneticFieldStrength": 3.0,
+        "SaturationOffsets": [-300.0, *woff.tolist()],
+        "SaturationB1": 0.2,
+        "SaturationDuration": 0.5,
+    }
+    wpath = _write(tmp_path / "sub-01_ses-01_wassr.nii.gz", data, side)
+    wassr = read_series(wpath, "wassr", role="wassr")
+    res = fit_cest(
+        {"cest": cest, "wassr": wassr},
+        out_dir=tmp_path / "o",
+        prefix="s_",
+        options=CESTOptions(lorentzian=False, mtr_asym_ppm=(3.5,)),
+    )
+    b0 = next(m for m in res.maps if m.name == "cest.B0")
+    np.testing.assert_allclose(
+        Volume.from_nifti(b0.path).data[..., 0], np.tile(SHIFTS, (3, 1)), atol=0.005
+    )
+    assert (
+        json.loads(b0.path.with_name("s_cest_B0.json").read_text())["Provenance"]["b0_source"]
+        == "wassr"
+    )
+    with pytest.raises(DataError, match="expected a wassr series"):
+        fit_cest({"cest": cest, "wassr": cest}, out_dir=tmp_path / "x", prefix="s_")

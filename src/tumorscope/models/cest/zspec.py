@@ -229,7 +229,8 @@ def wassr_b0(
     """B0 shift (ppm) per voxel: the offset of the direct-saturation (water) minimum.
 
     Positive when the water line lies at positive offsets. Works on WASSR spectra (weak,
-    short saturation, densely sampled around water) and on CEST spectra alike.
+    short saturation, densely sampled around water: 0.1–0.25 ppm steps; a line narrower than
+    the sampling cannot be located) and on CEST spectra alike (noisier: ``docs/cest.md``).
 
     Method: (1) the sampled minimum within ±2 ppm of 0 (or anywhere if none lies there);
     (2) each spectrum is resampled by its cubic spline on ``n_grid`` points spanning
