@@ -203,7 +203,12 @@ def fit_cest(
     out = StageResult()
     out_dir = Path(out_dir)
     files = {"series": main.path}
-    hashes = {k: input_record(v) for k, v in files.items()}
+    used = {**{r: s.path for r, s in extra.items()}}
+    if wasabi is not None:
+        used["wasabi"] = wasabi.path
+    if wassr is not None:
+        used["wassr"] = wassr.path
+    hashes = {k: input_record(v) for k, v in {**files, **used}.items()}
     base_prov: dict[str, Any] = {
         "stage": "cest",
         "protocol": mp.to_dict(),
