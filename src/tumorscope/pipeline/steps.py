@@ -319,6 +319,7 @@ def _fit_cest(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
         prefix=_prefix(unit),
         options=CESTOptions(mtr_asym_ppm=ctx.options.cest_mtr_asym_ppm),
         t1_map=t1_on_grid(t1, inputs["cest"]),
+        t1_label=None if t1 is None else ctx.out_rel(t1),
     )
     return _recorded(ctx, "fit_cest", unit, res)
 

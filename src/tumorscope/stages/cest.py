@@ -128,6 +128,7 @@ def fit_cest(
     options: CESTOptions | None = None,
     mask: MaskLike = None,
     t1_map: str | os.PathLike[str] | None = None,
+    t1_label: str | None = None,
 ) -> StageResult:
     """Fit the saturation-transfer series of a visit and write the CEST maps.
 
@@ -146,6 +147,9 @@ def fit_cest(
         Voxels to fit (default all).
     t1_map : path, keyword-only, optional
         T1 map (ms) on the CEST grid, for MTRRex/AREX.
+    t1_label : str, keyword-only, optional
+        How the provenance names the T1 map (default: its path; the pipeline gives its path
+        relative to the output folder, so that results do not depend on where they are).
 
     Returns
     -------
@@ -296,7 +300,10 @@ def fit_cest(
                 ref[ok] = _at(noamide, at)
             lab = lab.reshape(vol.spatial_shape)
             ref = ref.reshape(vol.spatial_shape)
-            tprov = {**prov, "inputs": {**hashes, "t1": input_record(Path(t1_map))}}  # type: ignore[arg-type]
+            t1_rec = input_record(Path(t1_map))  # type: ignore[arg-type]
+            if t1_label is not None:
+                t1_rec["path"] = t1_label
+            tprov = {**prov, "inputs": {**hashes, "t1": t1_rec}}
             out.extend(
                 _write(
                     out_dir,
