@@ -20,6 +20,7 @@ import numpy as np
 from .errors import ProtocolError
 
 __all__ = [
+    "CESTProtocol",
     "DiffusionProtocol",
     "DynamicProtocol",
     "InversionRecoveryProtocol",
@@ -414,3 +415,95 @@ class MREProtocol(Protocol):
     @property
     def n_measurements(self) -> int:
         return len(self.frequencies_hz) * self.n_directions * self.n_offsets
+
+
+@dataclass(frozen=True)
+class CESTProtocol(Protocol):
+    """Saturation-transfer series: CEST, WASSR (B0) or WASABI (B0 and B1) Z-spectra.
+
+    Parameters
+    ----------
+    offsets_ppm : sequence of float
+        Saturation offset of each volume in ppm from water at the nominal field, in
+        acquisition order. Unsaturated (M0) volumes are those with ``|offset| >=
+        m0_threshold_ppm`` (scanners write e.g. -300 ppm or 1000 ppm for them); at least one.
+    field_strength_t : float
+        Main field in T (> 0).
+    b1_ut : float
+        Saturation pulse amplitude in µT (> 0; block pulses: the amplitude, CW: the CW
+        amplitude; for shaped pulses the B1 average the vendor reports).
+    saturation_time_s : float
+        Total saturation time including inter-pulse gaps, s (> 0).
+    n_pulses : int, default 1
+        Number of saturation pulses (1 with ``duty_cycle = 1``: continuous wave).
+    duty_cycle : float, default 1
+        Fraction of the saturation time with RF on, in (0, 1].
+    pulse_shape : str, default "block"
+    purpose : {"cest", "wassr", "wasabi"}, default "cest"
+    m0_threshold_ppm : float, default 100
+    """
+
+    kind: ClassVar[str] = "cest"
+    axis_field: ClassVar[str] = "offsets_ppm"
+    offsets_ppm: tuple[float, ...] = ()
+    field_strength_t: float = 0.0
+    b1_ut: float = 0.0
+    saturation_time_s: float = 0.0
+    n_pulses: int = 1
+    duty_cycle: float = 1.0
+    pulse_shape: str = "block"
+    purpose: str = "cest"
+    m0_threshold_ppm: float = 100.0
+
+    def __post_init__(self) -> None:
+        off = _as_tuple(self.offsets_ppm, "offsets_ppm", self.source)
+        object.__setattr__(self, "offsets_ppm", off)
+        for name in ("field_strength_t", "b1_ut", "saturation_time_s", "m0_threshold_ppm"):
+            object.__setattr__(self, name, _as_float(getattr(self, name), name, self.source))
+        n = self.n_pulses
+        if isinstance(n, bool) or not isinstance(n, int | float) or int(n) != n or n < 1:
+            raise ProtocolError(
+                f"must be a whole number >= 1, got {n!r}", file=self.source, field="n_pulses"
+            )
+        object.__setattr__(self, "n_pulses", int(n))
+        dc = _as_float(self.duty_cycle, "duty_cycle", self.source)
+        if dc > 1:
+            raise ProtocolError(
+                f"must be in (0, 1], got {dc:g}", file=self.source, field="duty_cycle"
+            )
+        object.__setattr__(self, "duty_cycle", dc)
+        if self.purpose not in ("cest", "wassr", "wasabi"):
+            raise ProtocolError(
+                f"expected 'cest', 'wassr' or 'wasabi', got {self.purpose!r}",
+                file=self.source,
+                field="purpose",
+            )
+        n_m0 = int(np.sum(self.m0_mask))
+        if n_m0 == 0:
+            raise ProtocolError(
+                f"no unsaturated (M0) volume: no offset with |offset| >= "
+                f"{self.m0_threshold_ppm:g} ppm",
+                file=self.source,
+                field="offsets_ppm",
+            )
+        if len(off) - n_m0 < 4:
+            raise ProtocolError(
+                f"need at least 4 saturated offsets, got {len(off) - n_m0}",
+                file=self.source,
+                field="offsets_ppm",
+            )
+
+    @property
+    def m0_mask(self) -> np.ndarray:
+        """Boolean mask of the unsaturated (M0) volumes."""
+        return np.abs(np.asarray(self.offsets_ppm)) >= self.m0_threshold_ppm
+
+    @property
+    def saturated_offsets_ppm(self) -> np.ndarray:
+        """Offsets (ppm) of the saturated volumes, in acquisition order."""
+        return np.asarray(self.offsets_ppm)[~self.m0_mask]
+
+    @property
+    def pulse_duration_s(self) -> float:
+        """Duration of one saturation pulse (s)."""
+        return self.saturation_time_s * self.duty_cycle / self.n_pulses

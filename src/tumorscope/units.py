@@ -108,6 +108,7 @@ UCUM: Final[dict[str, str]] = {
     "rad": "rad",
     "mm": "mm",
     "mL": "mL",
+    "ppm": "[ppm]",
 }
 
 ArrayLike = npt.ArrayLike

@@ -49,7 +49,11 @@ def test_phantom_reads_and_validates_clean(tiny_study: Path) -> None:
         "pet",  # FDG PET with its liver and blood-pool masks (issue 17, docs/pet.md)
         "pet_liver",
         "pet_bloodpool",
+        "cest",  # the responder has CEST visits (issue 19)
     }
+    cest = v.series["cest"]
+    assert cest.protocol is not None and cest.protocol.kind == "cest"
+    assert cest.load().shape[-1] == cest.protocol.n_measurements
     dwi = v.series["dwi"]
     assert isinstance(dwi.protocol, DiffusionProtocol)
     assert dwi.protocol.bvalues == (0, 50, 100, 200, 400, 600, 800, 1000)

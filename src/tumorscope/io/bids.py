@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import DataError, ProtocolError
 from ..files import sidecar_of
 from ..protocol import (
+    CESTProtocol,
     DiffusionProtocol,
     DynamicProtocol,
     InversionRecoveryProtocol,
@@ -50,7 +51,13 @@ SUFFIX_AXES: dict[str, str] = {
     "MEGRE": "echo",
     "MESE": "echo",
     "IRT1": "inversion",
+    "cest": "offset",
+    "wassr": "offset",
+    "WASABI": "offset",
 }
+
+#: BIDS suffix → purpose of a saturation-transfer series (:class:`CESTProtocol`).
+CEST_SUFFIXES: dict[str, str] = {"cest": "cest", "wassr": "wassr", "WASABI": "wasabi"}
 
 
 def stem(path: Path) -> str:
@@ -319,6 +326,8 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
                 tr_ms=_optional_ms(sidecar, "RepetitionTime", js),
                 source=src,
             )
+        if suffix in CEST_SUFFIXES:
+            return _cest_protocol(sidecar, js, CEST_SUFFIXES[suffix])
     except ProtocolError as exc:
         # map protocol field names back to the sidecar's where they differ
         fields = {
@@ -334,8 +343,58 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             "n_offsets": "PhaseOffsets",
             "n_directions": "EncodingDirections",
             "encoding_efficiency_rad_per_um": "MotionEncodingEfficiency",
+            "offsets_ppm": "SaturationOffsets",
+            "field_strength_t": "MagneticFieldStrength",
+            "b1_ut": "SaturationB1",
+            "saturation_time_s": "SaturationDuration",
+            "n_pulses": "SaturationPulseNumber",
+            "duty_cycle": "SaturationDutyCycle",
+            "m0_threshold_ppm": "M0OffsetThreshold",
         }
         if exc.field in fields:
             raise ProtocolError(exc.message, file=exc.file, field=fields[exc.field]) from exc
         raise
     return None
+
+
+def _cest_protocol(sidecar: dict[str, Any], js: Path, purpose: str) -> CESTProtocol:
+    """A saturation-transfer protocol from the sidecar.
+
+    Fields (tumorscope's convention; BIDS has none for CEST yet): ``MagneticFieldStrength``
+    (T, BIDS), ``SaturationOffsets`` (one per volume, acquisition order) with
+    ``SaturationOffsetsUnit`` ``"ppm"`` (default) or ``"Hz"`` (converted with the field),
+    ``SaturationB1`` (µT), ``SaturationDuration`` (s, total including gaps),
+    ``SaturationPulseNumber`` (default 1), ``SaturationDutyCycle`` (0–1, default 1),
+    ``SaturationPulseShape`` (default ``"block"``), ``M0OffsetThreshold`` (ppm, default 100:
+    volumes at ``|offset| >=`` it are unsaturated M0 images).
+    """
+    field_t = _number(_need(sidecar, "MagneticFieldStrength", js), "MagneticFieldStrength", js)
+    off = _as_list(_need(sidecar, "SaturationOffsets", js), "SaturationOffsets", js)
+    unit = sidecar.get("SaturationOffsetsUnit", "ppm")
+    if unit not in ("ppm", "Hz"):
+        raise DataError(
+            f"expected 'ppm' or 'Hz', got {unit!r}", file=js, field="SaturationOffsetsUnit"
+        )
+    if unit == "Hz":
+        if not (np.isfinite(field_t) and field_t > 0):
+            raise ProtocolError(
+                f"must be > 0 to convert Hz offsets, got {field_t!r}",
+                file=str(js),
+                field="MagneticFieldStrength",
+            )
+        off = [v / (42.577478518 * field_t) for v in off]
+    n_pulses = sidecar.get("SaturationPulseNumber", 1)
+    return CESTProtocol(
+        tuple(off),
+        field_strength_t=field_t,
+        b1_ut=_number(_need(sidecar, "SaturationB1", js), "SaturationB1", js),
+        saturation_time_s=_number(
+            _need(sidecar, "SaturationDuration", js), "SaturationDuration", js
+        ),
+        n_pulses=_whole(n_pulses, "SaturationPulseNumber", js),
+        duty_cycle=_number(sidecar.get("SaturationDutyCycle", 1.0), "SaturationDutyCycle", js),
+        pulse_shape=str(sidecar.get("SaturationPulseShape", "block")),
+        purpose=purpose,
+        m0_threshold_ppm=_number(sidecar.get("M0OffsetThreshold", 100.0), "M0OffsetThreshold", js),
+        source=str(js),
+    )

@@ -53,6 +53,9 @@ DEFAULT_ROLES: dict[str, str] = {
     "pet": "pet",
     "pet_liver": "label-liver_mask",
     "pet_bloodpool": "label-bloodpool_mask",
+    "cest": "cest",
+    "wassr": "wassr",
+    "wasabi": "WASABI",
 }
 
 #: Subject and visit ids: a BIDS label (letters and digits only).

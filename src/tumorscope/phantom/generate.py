@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import DataError
 from ..files import write_json
 from ..volume import Volume
+from .cest import cest_series
 from .metabolic import write_metabolic_visit
 from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
 from .pet import PET_TRAJECTORIES, write_pet_visit
@@ -590,6 +591,7 @@ def _write_visit(
     )
     organ_map = org.pop("organs", None)  # organ-watch series (phantom/organs.py)
     extra.update(org)
+    extra.update(cest_series(sc.trajectory, vi, names, tissue_nobl, body, m0, p, x, y))
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}

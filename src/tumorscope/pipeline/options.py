@@ -17,6 +17,7 @@ precedence, from
          dsc_method: osvd
          dsc_leakage: bsw
          perfusion_rcbv_threshold: 1.75
+         cest_mtr_asym_ppm: [3.5, 2.0]
 
 3. the defaults of :class:`RunOptions`.
 
@@ -88,6 +89,9 @@ class RunOptions:
     perfusion_rcbv_threshold : float, default 1.75
         rCBV below which an enlarging lesion is flagged "perfusion suggests treatment
         effect" (:mod:`tumorscope.response.perfusion`: Law et al. 2003/2008).
+    cest_mtr_asym_ppm : tuple of float, default (3.5, 2.0)
+        Offsets (ppm) of the CEST MTRasym maps of ``fit_cest`` (APT 3.5, amines 2.0; glucose
+        1.2/2.0/3.0; LRP 3.7).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -100,6 +104,7 @@ class RunOptions:
     dsc_method: str = "osvd"
     dsc_leakage: str = "bsw"
     perfusion_rcbv_threshold: float = 1.75
+    cest_mtr_asym_ppm: tuple[float, ...] = (3.5, 2.0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -260,6 +265,19 @@ def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
     return value.lower()
 
 
+def _check_offsets(name: str, value: Any) -> tuple[float, ...]:
+    items: Any = value.split(",") if isinstance(value, str) else value
+    if isinstance(items, int | float) and not isinstance(items, bool):
+        items = [items]
+    try:
+        out = tuple(_number(name, v, optional=False) or 0.0 for v in items)
+    except TypeError:
+        raise _bad(name, f"expected offsets in ppm, got {value!r}") from None
+    if not out:
+        raise _bad(name, "expected at least one offset in ppm")
+    return out
+
+
 _CHECKS: dict[str, Any] = {
     "dwi_models": _check_dwi_models,
     "dce_model": _check_dce_model,
@@ -271,6 +289,7 @@ _CHECKS: dict[str, Any] = {
     "dsc_method": lambda n, v: _choice(n, v, ("osvd", "csvd", "svd", "tikhonov")),
     "dsc_leakage": lambda n, v: _choice(n, v, ("bsw", "bidirectional", "none")),
     "perfusion_rcbv_threshold": lambda n, v: _number(n, v, optional=False),
+    "cest_mtr_asym_ppm": lambda n, v: _check_offsets(n, v),
 }
 
 

@@ -57,6 +57,7 @@ MAP_STEPS = (
     "fit_mre",
     "fit_cardiac",
     "pet",
+    "fit_cest",
 )
 
 

@@ -26,6 +26,7 @@ step               scope    where, and the code it calls
 ``organ_watch``    subject  :mod:`.organs` (:func:`tumorscope.response.organs.organ_watch`)
 ``metabolic``      visit    :mod:`tumorscope.stages.metabolic` (hyperpolarised 13C kPL, MRS)
 ``pet``            visit    :func:`tumorscope.stages.pet.pet_uptake` (SUV/SUL maps, uptake)
+``fit_cest``       visit    :func:`tumorscope.stages.cest.fit_cest`
 ``measure``        subject  :mod:`.measure` (:func:`tumorscope.stages.lesions.measure_subject`)
 ``assess``         subject  :mod:`.assess` (``tumorscope.response.assess``, patterns)
 ``report_subject`` subject  :mod:`.reporting` (:mod:`tumorscope.report`)
@@ -425,6 +426,46 @@ def _pet(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutp
     return out
 
 
+# ---------------------------------------------------------------------------- fit_cest
+
+
+def _fit_cest(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """CEST maps of the visit (B0 from WASABI, WASSR or the spectrum; MTRasym at the option
+    ``cest_mtr_asym_ppm``; 5-pool Lorentzian; AREX where ``fit_relax`` mapped T1 on the same
+    grid)."""
+    from ..stages.base import SeriesInput
+    from ..stages.cest import CESTOptions, fit_cest, t1_on_grid
+
+    assert unit.visit is not None
+    series = _visit(study, unit).series
+    inputs = {
+        r: SeriesInput.of(s)
+        for r, s in series.items()
+        if r in ("cest", "wassr", "wasabi") or r.startswith("cest_")
+    }
+    t1 = next(
+        (
+            m.path
+            for k, m in sorted(
+                maps_of_visit(
+                    ctx, {"fit_relax": upstream.get("fit_relax", {})}, unit.subject, unit.visit
+                ).items()
+            )
+            if k.endswith(".T1")
+        ),
+        None,
+    )
+    res = fit_cest(
+        inputs,
+        out_dir=_maps_dir(ctx, unit),
+        prefix=_prefix(unit),
+        options=CESTOptions(mtr_asym_ppm=ctx.options.cest_mtr_asym_ppm),
+        t1_map=t1_on_grid(t1, inputs["cest"]),
+        t1_label=None if t1 is None else ctx.out_rel(t1),
+    )
+    return _recorded(ctx, "fit_cest", unit, res)
+
+
 STEPS: tuple[Step, ...] = (
     Step(
         "register",
@@ -603,6 +644,19 @@ STEPS: tuple[Step, ...] = (
         features_inputs,
         requires=("register", *MAP_STEPS),
         option_keys=("radiomics",),
+    ),
+    Step(
+        "fit_cest",
+        "visit",
+        "1",
+        "CEST: B0/B1, MTRasym, 5-pool Lorentzian and AREX maps of the Z-spectra",
+        _fit_cest,
+        # the T1 map comes from fit_relax (its output hashes join the input hash)
+        _files_of("cest", optional=("wassr", "wasabi")),
+        requires=("register", "fit_relax"),
+        applies=_has_roles("cest"),
+        missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
+        option_keys=("cest_mtr_asym_ppm",),
     ),
     Step(
         "measure",

@@ -37,6 +37,7 @@ __all__ = ["SUBJECT_SECTIONS", "SubjectContext", "subject_sections"]
 SUBJECT_SECTIONS: list[str] = [
     "tumorscope.report.measures:section",
     "tumorscope.report.dsc:section",
+    "tumorscope.report.cest:section",
     "tumorscope.report.pet:section",
     "tumorscope.report.metabolic:section",
     "tumorscope.report.organs:section",

@@ -1,0 +1,430 @@
+"""Z-spectra: normalisation, ppm axes, B0 (WASSR) and the model-free contrasts.
+
+Every function takes spectra on the last axis (``z`` shaped ``(..., K)``) and the saturation
+offsets in ppm (``(K,)``, any order, repeats allowed: repeated offsets are averaged).
+``z`` is normalised (unsaturated signal = 1).
+
+* :func:`ppm_from_hz` — offsets in Hz and the field → ppm.
+* :func:`normalise` — raw series with one or more unsaturated (M0) volumes → Z, the M0
+  interpolated linearly in acquisition order between M0 volumes (signal drift), held
+  constant beyond the first and last.
+* :func:`wassr_b0` — the B0 shift per voxel: the offset of the direct-saturation minimum,
+  positive when the water line lies at positive offsets (Kim et al. 2009, WASSR,
+  doi:10.1002/mrm.21873; here the minimum is located by a Lorentzian-plus-slope fit on the
+  batched Levenberg–Marquardt solver, see the function).
+* :func:`mtr_asym` — ``Z(Δ-x) ... `` : ``MTRasym(x) = Z(-x) - Z(+x)`` on the B0-corrected axis.
+* :func:`mtr_rex`, :func:`arex` — inverse-metric contrasts (Zaiss et al. 2014,
+  doi:10.1002/nbm.3054): ``MTRRex = 1/Z_lab - 1/Z_ref``, ``AREX = MTRRex · R1obs``.
+* :func:`b1_correct` — a contrast measured at two or more nominal B1 levels, interpolated
+  per voxel at a target B1 using the relative B1 map (Windschuh et al. 2015,
+  doi:10.1002/nbm.3299).
+
+Sampling between offsets uses a cubic spline per voxel (``scipy.interpolate.CubicSpline``,
+not-a-knot); a value asked for outside the sampled range is NaN (never extrapolated).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from scipy.interpolate import CubicSpline
+
+from ...errors import DataError
+from ...fitting.lm import LMOptions, levenberg_marquardt
+from ...fitting.status import FitStatus
+from .bloch import GAMMA_HZ_PER_T
+
+__all__ = [
+    "arex",
+    "b1_correct",
+    "interpolate_z",
+    "mtr_asym",
+    "mtr_rex",
+    "normalise",
+    "ppm_from_hz",
+    "wassr_b0",
+]
+
+
+def ppm_from_hz(offsets_hz: npt.ArrayLike, field_t: float) -> np.ndarray:
+    """Saturation offsets in Hz → ppm at the field ``field_t`` (T): ``Hz / (γ/2π · B0)``.
+
+    >>> float(ppm_from_hz(127.7324, 3.0)[()].round(4))
+    1.0
+    """
+    b0 = float(field_t)
+    if not np.isfinite(b0) or b0 <= 0:
+        raise DataError(f"field strength must be > 0 T, got {field_t!r}", field="field_t")
+    return np.asarray(offsets_hz, dtype=float) / (GAMMA_HZ_PER_T * 1e-6 * b0)
+
+
+def _offsets(offsets_ppm: npt.ArrayLike, k: int) -> np.ndarray:
+    off = np.asarray(offsets_ppm, dtype=float)
+    if off.ndim != 1 or off.size != k:
+        raise DataError(
+            f"expected {k} offsets (the last axis of z), got shape {off.shape}",
+            field="offsets_ppm",
+        )
+    if not np.all(np.isfinite(off)):
+        raise DataError("offsets must be finite", field="offsets_ppm")
+    return off
+
+
+def normalise(
+    series: npt.ArrayLike, m0_index: npt.ArrayLike, *, m0_floor: float = 0.0
+) -> np.ndarray:
+    """Divide the saturated volumes by the unsaturated ones.
+
+    Parameters
+    ----------
+    series : array_like, shape (..., N)
+        Raw signal, volumes on the last axis, in acquisition order.
+    m0_index : array_like of int or bool, shape (M,) or (N,)
+        The unsaturated (M0) volumes: indices, or a boolean mask over the N volumes.
+    m0_floor : float, keyword-only
+        Voxels whose M0 is not above this are NaN (background).
+
+    Returns
+    -------
+    ndarray, shape (..., N - M)
+        Z of the saturated volumes in their order. With several M0 volumes, each saturated
+        volume is divided by M0 interpolated linearly in acquisition index between the M0
+        volumes around it (constant before the first and after the last).
+
+    Raises
+    ------
+    DataError
+        No M0 volume, no saturated volume, indices out of range.
+    """
+    s = np.asarray(series, dtype=float)
+    n = s.shape[-1] if s.ndim else 0
+    idx = np.asarray(m0_index)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise DataError(f"M0 mask must have {n} entries, got {idx.shape}", field="m0_index")
+        idx = np.flatnonzero(idx)
+    idx = np.unique(idx.astype(int).ravel())
+    if idx.size == 0:
+        raise DataError("no unsaturated (M0) volume to normalise by", field="m0_index")
+    if idx.min() < 0 or idx.max() >= n:
+        raise DataError(f"M0 indices must be in [0, {n - 1}], got {idx.tolist()}", field="m0_index")
+    sat = np.setdiff1d(np.arange(n), idx)
+    if sat.size == 0:
+        raise DataError("every volume is an M0 volume: no saturated image", field="m0_index")
+    m0 = s[..., idx]
+    if idx.size == 1:
+        m0_at = np.repeat(m0, sat.size, axis=-1)
+    else:
+        # linear weights in acquisition index (np.interp per sat position)
+        w = np.empty((idx.size, sat.size))
+        for j in range(idx.size):
+            e = np.zeros(idx.size)
+            e[j] = 1.0
+            w[j] = np.interp(sat, idx, e)
+        m0_at = m0 @ w
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = s[..., sat] / m0_at
+    bad = ~(m0_at > m0_floor)
+    z[bad] = np.nan
+    return z
+
+
+def _prepare(
+    z: npt.ArrayLike, offsets_ppm: npt.ArrayLike
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Flatten to (V, K'), average repeated offsets, sort by offset."""
+    arr = np.asarray(z, dtype=float)
+    if arr.ndim < 1:
+        raise DataError("z must have the spectrum on its last axis", field="z")
+    off = _offsets(offsets_ppm, arr.shape[-1])
+    u, inv = np.unique(off, return_inverse=True)
+    flat = arr.reshape(-1, arr.shape[-1])
+    if u.size != off.size:
+        acc = np.zeros((flat.shape[0], u.size))
+        np.add.at(acc.T, inv, flat.T)
+        flat = acc / np.bincount(inv)[None, :]
+    else:
+        flat = flat[:, np.argsort(off)]
+    if u.size < 4:
+        raise DataError(f"need at least 4 distinct offsets, got {u.size}", field="offsets_ppm")
+    return flat, u, arr.shape[:-1]
+
+
+def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Cubic spline of each row of ``flat`` (on ``x``) at per-row points ``q`` (V, Q); NaN outside."""
+    V = flat.shape[0]
+    out = np.full(q.shape, np.nan)
+    ok_rows = np.all(np.isfinite(flat), axis=1)
+    if not ok_rows.any():
+        return out
+    cs = CubicSpline(x, flat[ok_rows].T, axis=0)
+    c = cs.c  # (4, K-1, v)
+    qq = q[ok_rows]
+    inside = (qq >= x[0]) & (qq <= x[-1]) & np.isfinite(qq)
+    qc = np.where(inside, qq, x[0])
+    i = np.clip(np.searchsorted(x, qc, side="right") - 1, 0, x.size - 2)
+    dx = qc - x[i]
+    cols = np.arange(qq.shape[0])[:, None]
+    val = ((c[0][i, cols] * dx + c[1][i, cols]) * dx + c[2][i, cols]) * dx + c[3][i, cols]
+    out[ok_rows] = np.where(inside, val, np.nan)
+    del V
+    return out
+
+
+def interpolate_z(
+    z: npt.ArrayLike,
+    offsets_ppm: npt.ArrayLike,
+    at_ppm: npt.ArrayLike,
+    *,
+    b0_ppm: npt.ArrayLike | None = None,
+) -> np.ndarray:
+    """Z at the offsets ``at_ppm`` of the B0-corrected axis (``Δ - b0``), per voxel.
+
+    Returns an array shaped ``z.shape[:-1] + np.shape(at_ppm)``; NaN outside the sampled range.
+    """
+    flat, x, spatial = _prepare(z, offsets_ppm)
+    at = np.asarray(at_ppm, dtype=float)
+    b0 = _b0_flat(b0_ppm, spatial, flat.shape[0])
+    q = at.reshape(1, -1) + b0[:, None]
+    return _spline_at(flat, x, q).reshape(spatial + at.shape)
+
+
+def _b0_flat(b0_ppm: npt.ArrayLike | None, spatial: tuple[int, ...], v: int) -> np.ndarray:
+    if b0_ppm is None:
+        return np.zeros(v)
+    b = np.asarray(b0_ppm, dtype=float)
+    if b.shape not in ((), spatial):
+        raise DataError(
+            f"B0 map shape {b.shape} does not match the spectra's spatial shape {spatial}",
+            field="b0_ppm",
+        )
+    return np.broadcast_to(b, spatial).reshape(v).astype(float)
+
+
+def _lorentz_slope(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``c + s (g - x0) - A q / (q + (g - x0)²)`` with ``q = Γ²/4``; value and Jacobian."""
+    c, s, a, gam, x0 = (p[:, i : i + 1] for i in range(5))
+    d = g[None, :] - x0
+    q = gam**2 / 4
+    den = q + d**2
+    L = q / den
+    f = c + s * d - a * L
+    J = np.empty((*f.shape, 5))
+    J[..., 0] = 1.0
+    J[..., 1] = d
+    J[..., 2] = -L
+    J[..., 3] = -a * (gam / 2) * d**2 / den**2
+    J[..., 4] = -s - a * 2 * q * d / den**2
+    return f, J
+
+
+def wassr_b0(
+    z: npt.ArrayLike,
+    offsets_ppm: npt.ArrayLike,
+    *,
+    window_ppm: float = 1.0,
+    n_grid: int = 41,
+    adaptive: bool = True,
+) -> np.ndarray:
+    """B0 shift (ppm) per voxel: the offset of the direct-saturation (water) minimum.
+
+    Positive when the water line lies at positive offsets. Works on WASSR spectra (weak,
+    short saturation, densely sampled around water: 0.1–0.25 ppm steps; a line narrower than
+    the sampling cannot be located) and on CEST spectra alike (noisier: ``docs/cest.md``).
+
+    Method: (1) the sampled minimum within ±2 ppm of 0 (or anywhere if none lies there);
+    (2) each spectrum is resampled by its cubic spline on ``n_grid`` points spanning
+    ``±window_ppm`` around that minimum; (3) a Lorentzian dip plus a constant and a slope
+    (the slope absorbs the asymmetric MT/NOE background) is fitted to all voxels at once by
+    the batched bounded Levenberg–Marquardt solver (:mod:`tumorscope.fitting.lm`); the B0 is
+    the Lorentzian centre. Voxels whose fit fails keep the spline minimum on the grid.
+
+    Parameters
+    ----------
+    z : array_like, shape (..., K)
+    offsets_ppm : array_like, shape (K,)
+    window_ppm : float, keyword-only
+        Half-width of the fitted window (ppm); at least 4 sampled offsets should lie in it.
+    n_grid : int, keyword-only
+
+    Returns
+    -------
+    ndarray, shape z.shape[:-1]
+        NaN where the spectrum has non-finite values.
+    """
+    flat, x, spatial = _prepare(z, offsets_ppm)
+    V = flat.shape[0]
+    out = np.full(V, np.nan)
+    ok = np.all(np.isfinite(flat), axis=1)
+    if not ok.any():
+        return out.reshape(spatial)
+    fl = flat[ok]
+    near = np.abs(x) <= 2.0
+    cand = np.flatnonzero(near) if near.sum() >= 3 else np.arange(x.size)
+    k0 = cand[np.argmin(fl[:, cand], axis=1)]
+    centre = x[k0]
+    if adaptive:
+        # widen the window to the dip's half width at half depth (broad lines of strong
+        # saturation have flat bottoms that a narrow window cannot locate)
+        depth = 0.5 * (np.max(fl, axis=1) + fl[np.arange(fl.shape[0]), k0])
+        below = fl <= depth[:, None]
+        dist = np.where(below, np.abs(x[None, :] - centre[:, None]), 0.0)
+        window_ppm = float(max(window_ppm, np.median(np.max(dist, axis=1)) * 1.2))
+    n_in = np.sum(np.abs(x[None, :] - centre[:, None]) <= window_ppm, axis=1)
+    if np.min(n_in) < 4:
+        raise DataError(
+            f"fewer than 4 offsets within ±{window_ppm:g} ppm of the water minimum; "
+            "sample the water line more densely or widen window_ppm",
+            field="offsets_ppm",
+        )
+    g = np.linspace(-window_ppm, window_ppm, int(n_grid))
+    y = _spline_at(fl, x, centre[:, None] + g[None, :])
+    # outside the sampled range: hold the edge value (rare: a minimum at the border)
+    y = np.where(np.isfinite(y), y, np.nanmax(y, axis=1, keepdims=True))
+    # refine the start on the fine grid
+    j = np.argmin(y, axis=1)
+    top = np.max(y, axis=1)
+    p0 = np.stack(
+        [
+            top,
+            np.zeros_like(top),
+            np.maximum(top - y[np.arange(y.shape[0]), j], 1e-3),
+            np.full_like(top, window_ppm),
+            g[j],
+        ],
+        axis=1,
+    )
+    lo = np.array([-np.inf, -np.inf, 0.0, 1e-3, -window_ppm])
+    hi = np.array([np.inf, np.inf, np.inf, 20.0, window_ppm])
+    res = levenberg_marquardt(
+        y,
+        p0,
+        lo,
+        hi,
+        fun=lambda p: _lorentz_slope(p, g)[0],
+        jac=lambda p: _lorentz_slope(p, g)[1],
+        scale=np.array([1.0, 1.0, 1.0, 1.0, 0.1]),
+        options=LMOptions(max_iter=200, ftol=1e-12, xtol=1e-10),
+    )
+    shift = res.params[:, 4]
+    good = (res.status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
+    shift = np.where(good, shift, g[j])
+    out[ok] = centre + shift
+    return out.reshape(spatial)
+
+
+def mtr_asym(
+    z: npt.ArrayLike,
+    offsets_ppm: npt.ArrayLike,
+    at_ppm: npt.ArrayLike,
+    *,
+    b0_ppm: npt.ArrayLike | None = None,
+) -> np.ndarray:
+    """Magnetisation transfer ratio asymmetry ``Z(-x) - Z(+x)`` after B0 correction.
+
+    Parameters
+    ----------
+    z : array_like, shape (..., K)
+        Normalised Z-spectra (0–1), spectra on the last axis.
+    offsets_ppm : array_like, shape (K,)
+    at_ppm : float or array_like
+        The offset(s) ``x`` (e.g. 3.5 for APT; 2.0 amines; 1.2/2.0/3.0 glucose; 3.7 LRP).
+    b0_ppm : float or array_like shaped z.shape[:-1], keyword-only
+        B0 shift per voxel (as from :func:`wassr_b0`). Default None: estimated from the
+        spectra themselves with :func:`wassr_b0` (pass ``0`` to skip the correction).
+
+    Returns
+    -------
+    ndarray, shape z.shape[:-1] + np.shape(at_ppm)
+        NaN where ``±x`` (shifted by B0) falls outside the sampled offsets.
+    """
+    flat, x, spatial = _prepare(z, offsets_ppm)
+    b0 = wassr_b0(flat, x) if b0_ppm is None else _b0_flat(b0_ppm, spatial, flat.shape[0])
+    at = np.asarray(at_ppm, dtype=float)
+    if not np.all(np.isfinite(at)):
+        raise DataError("offsets for MTRasym must be finite", field="at_ppm")
+    a = np.abs(at.reshape(1, -1))
+    bb = np.asarray(b0).reshape(-1, 1)
+    neg = _spline_at(flat, x, -a + bb)
+    pos = _spline_at(flat, x, a + bb)
+    return (neg - pos).reshape(spatial + at.shape)
+
+
+def mtr_rex(z_lab: npt.ArrayLike, z_ref: npt.ArrayLike) -> np.ndarray:
+    """``MTRRex = 1/Z_lab - 1/Z_ref`` (Zaiss et al. 2014): the exchange-dependent relaxation
+    contrast, free of the water direct saturation to first order. ``Z_ref`` is the label-free
+    reference: the mirror offset (``Z(-x)``) or the Lorentzian background without the pool."""
+    zl = np.asarray(z_lab, dtype=float)
+    zr = np.asarray(z_ref, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = 1.0 / zl - 1.0 / zr
+    return np.where((zl > 0) & (zr > 0), out, np.nan)
+
+
+def arex(z_lab: npt.ArrayLike, z_ref: npt.ArrayLike, t1_ms: npt.ArrayLike) -> np.ndarray:
+    """Apparent exchange-dependent relaxation ``AREX = MTRRex · R1obs`` in 1/s, with
+    ``R1obs = 1000 / T1`` (T1 in ms, mapped in the same visit); NaN where T1 is not > 0."""
+    t1 = np.asarray(t1_ms, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r1 = np.where(t1 > 0, 1000.0 / t1, np.nan)
+    return mtr_rex(z_lab, z_ref) * r1
+
+
+def b1_correct(
+    contrast: npt.ArrayLike,
+    b1_levels_ut: npt.ArrayLike,
+    rel_b1: npt.ArrayLike,
+    target_ut: float,
+) -> np.ndarray:
+    """B1 correction of a contrast acquired at two or more B1 levels.
+
+    In a voxel with relative B1 ``r``, the level nominally ``B1_i`` was really ``r·B1_i``;
+    the contrast at the target B1 is interpolated linearly between the two actual levels
+    around it (Windschuh et al. 2015). Outside the range of actual levels the value is NaN
+    (no extrapolation: acquire a level above and below the target).
+
+    Parameters
+    ----------
+    contrast : array_like, shape (..., L)
+        The contrast (MTRasym, a Lorentzian amplitude ...) at each nominal level.
+    b1_levels_ut : array_like, shape (L,)
+        Nominal B1 levels in µT (distinct, L >= 2).
+    rel_b1 : array_like, shape contrast.shape[:-1] or scalar
+        Relative B1 (actual / nominal), e.g. from WASABI.
+    target_ut : float
+        The B1 at which the corrected contrast is reported.
+
+    Returns
+    -------
+    ndarray, shape contrast.shape[:-1]
+    """
+    c = np.asarray(contrast, dtype=float)
+    lv = np.asarray(b1_levels_ut, dtype=float).ravel()
+    if lv.size < 2 or np.unique(lv).size != lv.size:
+        raise DataError(
+            f"need at least 2 distinct B1 levels, got {lv.tolist()}", field="b1_levels_ut"
+        )
+    if c.ndim < 1 or c.shape[-1] != lv.size:
+        raise DataError(
+            f"the last axis of the contrast must have {lv.size} levels, got shape {c.shape}",
+            field="contrast",
+        )
+    order = np.argsort(lv)
+    lv = lv[order]
+    c = c[..., order]
+    r = np.broadcast_to(np.asarray(rel_b1, dtype=float), c.shape[:-1])
+    actual = r[..., None] * lv  # (..., L), increasing where r > 0
+    t = float(target_ut)
+    i = np.sum(actual <= t, axis=-1) - 1  # interval index
+    valid = (r > 0) & (i >= 0) & (i <= lv.size - 1) & np.isfinite(r)
+    i0 = np.clip(i, 0, lv.size - 2)
+    a0 = np.take_along_axis(actual, i0[..., None], -1)[..., 0]
+    a1 = np.take_along_axis(actual, i0[..., None] + 1, -1)[..., 0]
+    c0 = np.take_along_axis(c, i0[..., None], -1)[..., 0]
+    c1 = np.take_along_axis(c, i0[..., None] + 1, -1)[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = (t - a0) / (a1 - a0)
+    out = c0 + w * (c1 - c0)
+    # exactly at the highest actual level: i == L-1 means t == actual[-1]
+    valid &= (w >= -1e-12) & (w <= 1 + 1e-12)
+    return np.where(valid, out, np.nan)

@@ -1,0 +1,456 @@
+"""CEST stage: saturation-transfer series of a visit → B0/B1, MTRasym, Lorentzian and AREX maps.
+
+Backs the pipeline's ``fit_cest`` step and ``tumorscope fit cest`` (both call
+:func:`fit_cest`, so they write the same files under the same names).
+
+Inputs by role: ``cest`` (the CEST Z-spectrum series; more series of other B1 levels under
+roles starting with ``cest_``), optionally ``wassr`` (B0) and ``wasabi`` (B0 and relative B1).
+Every series' volumes with ``|offset| >= M0OffsetThreshold`` are its M0 images
+(:func:`tumorscope.models.cest.normalise`, interpolated between several).
+
+Order of work (decisions, see ``docs/cest.md``):
+
+1. B0 per voxel: from WASABI if acquired, else WASSR, else from the CEST spectrum itself
+   (:func:`~tumorscope.models.cest.wassr_b0`); written as ``cest_B0`` (ppm). WASABI's own
+   maps (``wasabi_rB1``, ``wasabi_B0`` …) are written by its fit.
+2. Every contrast uses the B0-corrected axis: ``cest_MTRasym_<x>ppm`` at each offset of
+   the options (``3p5`` for 3.5 ppm), the 5-pool Lorentzian fit
+   (``cest_lorentzian_<param>``, started at the B0 map).
+3. With a T1 map of the same visit (ms, same grid): ``cest_MTRRex_amide`` and
+   ``cest_AREX_amide`` (1/s) from the Lorentzian fit (label: the full fitted spectrum at the
+   amide offset; reference: the fit without the amide pool).
+4. With two or more CEST B1 levels and a WASABI rB1 map: ``cest_MTRasym_3p5ppm_B1corr``,
+   APT MTRasym interpolated per voxel at the target B1 (default: the ``cest`` series' B1).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import DataError, FitError, TumorscopeWarning
+from ..files import sidecar_of, write_map
+from ..models.cest import WASABI, CESTLorentzian, b1_correct, mtr_asym, mtr_rex, normalise
+from ..models.cest import arex as arex_of
+from ..models.cest import wassr_b0 as wassr_b0_of
+from ..models.cest.lorentzian import POOLS
+from ..protocol import CESTProtocol
+from ..volume import Volume
+from .base import MapFile, SeriesInput, StageResult
+from .fit import fit_volume, input_record, load_mask
+
+__all__ = ["CEST_ROLES", "CESTOptions", "fit_cest", "offset_tag", "t1_on_grid"]
+
+#: Roles the stage reads (and any role starting with ``cest_``: more B1 levels).
+CEST_ROLES: tuple[str, ...] = ("cest", "wassr", "wasabi")
+
+MaskLike = Volume | np.ndarray | str | os.PathLike[str] | None
+
+#: Voxels whose M0 is below this fraction of the 99th percentile of M0 are background:
+#: their Z is NaN and nothing is fitted there (noise spectra give meaningless contrasts).
+BACKGROUND_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class CESTOptions:
+    """Options of the CEST stage; the defaults are the pipeline's.
+
+    Attributes
+    ----------
+    mtr_asym_ppm : tuple of float
+        Offsets of the MTRasym maps (APT 3.5, amines 2.0; glucose 1.2/2.0/3.0; LRP 3.7).
+    lorentzian : bool
+        Fit the 5-pool Lorentzian model (water, MT, amide, amine, NOE).
+    b1_target_ut : float, optional
+        B1 at which the B1-corrected APT contrast is reported (default: the ``cest`` B1).
+    chunk_voxels : int, optional
+    """
+
+    mtr_asym_ppm: tuple[float, ...] = (3.5, 2.0)
+    lorentzian: bool = True
+    b1_target_ut: float | None = None
+    chunk_voxels: int | None = None
+
+    def __post_init__(self) -> None:
+        vals = tuple(float(v) for v in self.mtr_asym_ppm)
+        if not vals or not all(np.isfinite(v) and v > 0 for v in vals):
+            raise FitError(
+                f"MTRasym offsets must be positive ppm, got {self.mtr_asym_ppm!r}",
+                field="mtr_asym_ppm",
+            )
+        object.__setattr__(self, "mtr_asym_ppm", vals)
+
+
+def offset_tag(x: float) -> str:
+    """``3.5 → "3p5"``, ``2.0 → "2"``: an offset in a file name."""
+    return f"{x:g}".replace(".", "p").replace("-", "m")
+
+
+def _protocol(s: SeriesInput, purpose: str | None = None) -> CESTProtocol:
+    p = s.protocol
+    if not isinstance(p, CESTProtocol):
+        raise DataError(
+            "not a saturation-transfer series (no CEST protocol from its sidecar)",
+            file=s.label,
+            field=s.role,
+        )
+    if purpose is not None and p.purpose != purpose:
+        raise DataError(
+            f"expected a {purpose} series, the sidecar says {p.purpose}", file=s.label, field=s.role
+        )
+    return p
+
+
+def _z(vol: Volume, p: CESTProtocol, label: str) -> np.ndarray:
+    if vol.data.ndim != 4 or vol.n_measurements != p.n_measurements:
+        raise DataError(
+            f"the series has shape {vol.shape} but the protocol has {p.n_measurements} offsets",
+            file=label,
+            field="dim[4]",
+        )
+    m0 = np.asarray(vol.data[..., p.m0_mask], dtype=float).mean(axis=-1)
+    finite = m0[np.isfinite(m0)]
+    floor = BACKGROUND_FRACTION * float(np.percentile(finite, 99)) if finite.size else 0.0
+    return normalise(vol.data, p.m0_mask, m0_floor=floor).astype(np.float64)
+
+
+def fit_cest(
+    series: Mapping[str, SeriesInput],
+    *,
+    out_dir: str | os.PathLike[str],
+    prefix: str,
+    options: CESTOptions | None = None,
+    mask: MaskLike = None,
+    t1_map: str | os.PathLike[str] | None = None,
+    t1_label: str | None = None,
+) -> StageResult:
+    """Fit the saturation-transfer series of a visit and write the CEST maps.
+
+    Every protocol and image is read and checked before anything is written.
+
+    Parameters
+    ----------
+    series : mapping of role to SeriesInput
+        ``cest`` (required), ``cest_*`` (more B1 levels), ``wassr``, ``wasabi``; other
+        roles are ignored.
+    out_dir : path-like, keyword-only
+    prefix : str, keyword-only
+        File name prefix of the visit (``sub-001_ses-01_``).
+    options : CESTOptions, keyword-only
+    mask : Volume, ndarray, path or None, keyword-only
+        Voxels to fit (default all).
+    t1_map : path, keyword-only, optional
+        T1 map (ms) on the CEST grid, for MTRRex/AREX.
+    t1_label : str, keyword-only, optional
+        How the provenance names the T1 map (default: its path; the pipeline gives its path
+        relative to the output folder, so that results do not depend on where they are).
+
+    Returns
+    -------
+    StageResult
+
+    Raises
+    ------
+    DataError
+        No ``cest`` series, series on different grids, a non-CEST protocol, a T1 map on
+        another grid (nothing is written).
+    """
+    opts = options or CESTOptions()
+    if "cest" not in series:
+        raise DataError(f"no 'cest' series (found {sorted(series)})", field="cest")
+    main = series["cest"]
+    mp = _protocol(main)
+    vol = main.load()
+    z = _z(vol, mp, main.label)
+    off = mp.saturated_offsets_ppm
+    extra = {r: s for r, s in sorted(series.items()) if r.startswith("cest_")}
+    levels: list[tuple[float, np.ndarray]] = [(mp.b1_ut, z)]
+    for _r, s in extra.items():
+        p = _protocol(s)
+        v = s.load()
+        _same_grid(v, vol, s.label)
+        zz = _z(v, p, s.label)
+        if not np.allclose(p.saturated_offsets_ppm, off):
+            raise DataError(
+                "the offsets differ from those of the 'cest' series", file=s.label, field="offsets"
+            )
+        levels.append((p.b1_ut, zz))
+    wasabi = series.get("wasabi")
+    wassr = series.get("wassr")
+    wvol = wasabi.load() if wasabi is not None else None
+    if wasabi is not None and wvol is not None:
+        _same_grid(wvol, vol, wasabi.label)
+        wp = _protocol(wasabi, "wasabi")
+        wz = _z(wvol, wp, wasabi.label)
+    wassr_z = None
+    if wassr is not None:
+        sp = _protocol(wassr, "wassr")
+        sv = wassr.load()
+        _same_grid(sv, vol, wassr.label)
+        wassr_z = (_z(sv, sp, wassr.label), sp.saturated_offsets_ppm)
+    t1 = None
+    if t1_map is not None:
+        t1v = Volume.from_nifti(t1_map)
+        _same_grid(t1v, vol, str(t1_map))
+        t1 = np.asarray(t1v.data, dtype=float).reshape(vol.spatial_shape)
+    m = load_mask(mask, vol)
+    inside = np.ones(vol.spatial_shape, bool) if m is None else np.asarray(m, bool)
+    inside &= np.all(np.isfinite(z), axis=-1)  # background (low M0) left out
+    m = inside
+
+    out = StageResult()
+    out_dir = Path(out_dir)
+    files = {"series": main.path}
+    used = {**{r: s.path for r, s in extra.items()}}
+    if wasabi is not None:
+        used["wasabi"] = wasabi.path
+    if wassr is not None:
+        used["wassr"] = wassr.path
+    hashes = {k: input_record(v) for k, v in {**files, **used}.items()}
+    base_prov: dict[str, Any] = {
+        "stage": "cest",
+        "protocol": mp.to_dict(),
+        "options": {"mtr_asym_ppm": list(opts.mtr_asym_ppm), "lorentzian": opts.lorentzian},
+        "inputs": hashes,
+    }
+    zvol = Volume(z.astype(np.float32), vol.affine, source=vol.source)
+
+    # 1. B0 (and rB1)
+    rb1 = None
+    if wasabi is not None and wvol is not None:
+        wmodel = WASABI.from_protocol(wp)
+        wres = _fit(
+            wmodel,
+            Volume(wz.astype(np.float32), vol.affine, source=wvol.source),
+            out_dir,
+            f"{prefix}wasabi_",
+            m,
+            {"series": wasabi.path},
+            opts,
+            "wasabi",
+        )
+        out.extend(wres)
+        fitres = wres.maps[0].fit
+        assert fitres is not None
+        b0 = np.asarray(fitres.maps["B0"], dtype=float)
+        rb1 = np.asarray(fitres.maps["rB1"], dtype=float)
+        b0_source = "wasabi"
+    elif wassr_z is not None:
+        b0 = _masked(wassr_b0_of, wassr_z[0], wassr_z[1], inside)
+        b0_source = "wassr"
+    else:
+        b0 = _masked(wassr_b0_of, z, off, inside)
+        b0_source = "cest"
+    prov = {**base_prov, "b0_source": b0_source}
+    out.extend(_write(out_dir, prefix, "B0", b0, "ppm", f"B0 shift (from {b0_source})", prov, vol))
+
+    # 2. MTRasym on the B0-corrected axis
+    b0_use = np.where(np.isfinite(b0), b0, 0.0)
+    asym = mtr_asym(z, off, list(opts.mtr_asym_ppm), b0_ppm=b0_use)
+    for i, x in enumerate(opts.mtr_asym_ppm):
+        a = np.where(inside & np.isfinite(b0), asym[..., i], np.nan)
+        out.extend(
+            _write(
+                out_dir,
+                prefix,
+                f"MTRasym_{offset_tag(x)}ppm",
+                a,
+                "1",
+                f"MTRasym Z(-{x:g}) - Z(+{x:g}) ppm, B0-corrected",
+                prov,
+                vol,
+            )
+        )
+
+    # 3. Lorentzian (+ MTRRex/AREX)
+    if opts.lorentzian:
+        lmodel = CESTLorentzian(off)
+        lres = _fit(
+            lmodel,
+            zvol,
+            out_dir,
+            f"{prefix}cest_lorentzian_",
+            m,
+            files,
+            opts,
+            "cest",
+            voxel_inputs={"b0": b0_use},
+        )
+        out.extend(lres)
+        if t1 is not None:
+            fr = lres.maps[0].fit
+            assert fr is not None
+            P = np.stack([np.asarray(fr.maps[n], float) for n in lmodel.parameter_names], -1)
+            flat = P.reshape(-1, P.shape[-1])
+            ok = np.all(np.isfinite(flat), axis=1)
+            lab = np.full(flat.shape[0], np.nan)
+            ref = np.full(flat.shape[0], np.nan)
+            ia = 4 + 3 * [p[0] for p in POOLS].index("amide")
+            if ok.any():
+                at = flat[ok, 1] + flat[ok, ia + 2]  # B0 + amide offset: the amide line
+                noamide = flat[ok].copy()
+                noamide[:, ia] = 0.0
+                lab[ok] = _at(flat[ok], at)
+                ref[ok] = _at(noamide, at)
+            lab = lab.reshape(vol.spatial_shape)
+            ref = ref.reshape(vol.spatial_shape)
+            t1_rec = input_record(Path(t1_map))  # type: ignore[arg-type]
+            if t1_label is not None:
+                t1_rec["path"] = t1_label
+            tprov = {**prov, "inputs": {**hashes, "t1": t1_rec}}
+            out.extend(
+                _write(
+                    out_dir,
+                    prefix,
+                    "MTRRex_amide",
+                    mtr_rex(lab, ref),
+                    "1",
+                    "MTRRex of the amide pool (Lorentzian label/reference)",
+                    tprov,
+                    vol,
+                )
+            )
+            out.extend(
+                _write(
+                    out_dir,
+                    prefix,
+                    "AREX_amide",
+                    arex_of(lab, ref, t1),
+                    "1/s",
+                    "AREX of the amide pool (MTRRex x R1obs)",
+                    tprov,
+                    vol,
+                )
+            )
+
+    # 4. B1 correction of APT from >= 2 levels
+    if len(levels) >= 2:
+        if rb1 is None:
+            out.warnings.append("CEST at several B1 levels but no WASABI rB1 map: no B1 correction")
+        else:
+            b1s = [b for b, _ in levels]
+            apt = np.stack([mtr_asym(zz, off, 3.5, b0_ppm=b0_use) for _, zz in levels], -1)
+            target = opts.b1_target_ut if opts.b1_target_ut is not None else mp.b1_ut
+            corr = b1_correct(apt, b1s, np.where(np.isfinite(rb1), rb1, np.nan), target)
+            out.extend(
+                _write(
+                    out_dir,
+                    prefix,
+                    "MTRasym_3p5ppm_B1corr",
+                    np.where(inside, corr, np.nan),
+                    "1",
+                    f"APT MTRasym at B1 {target:g} uT (corrected from {b1s} uT)",
+                    {**prov, "b1_levels_ut": b1s, "b1_target_ut": target},
+                    vol,
+                )
+            )
+    return out
+
+
+def _at(params: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Lorentzian Z of each voxel's parameters at its own offset ``at``."""
+    n_extra = (params.shape[1] - 4) // 3
+    f = params[:, 0].copy()
+    for i in range(n_extra + 1):
+        if i == 0:
+            a, g, x = params[:, 2], params[:, 3], at - params[:, 1]
+        else:
+            j = 4 + 3 * (i - 1)
+            a, g, x = params[:, j], params[:, j + 1], at - params[:, 1] - params[:, j + 2]
+        q = 0.25 * g * g
+        f -= a * q / (q + x * x)
+    return f
+
+
+def _masked(fn: Any, z: np.ndarray, off: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    out = np.full(z.shape[:-1], np.nan)
+    sel = inside & np.all(np.isfinite(z), axis=-1)
+    if sel.any():
+        out[sel] = fn(z[sel], off)
+    return out
+
+
+def _same_grid(v: Volume, like: Volume, label: str) -> None:
+    if v.spatial_shape != like.spatial_shape or not like.same_grid(v):
+        raise DataError(
+            f"grid {v.spatial_shape} differs from the 'cest' series grid {like.spatial_shape}; "
+            "resample it first",
+            file=label,
+            field="affine",
+        )
+
+
+def _write(
+    out_dir: Path,
+    prefix: str,
+    name: str,
+    data: np.ndarray,
+    unit: str,
+    description: str,
+    provenance: Mapping[str, Any],
+    like: Volume,
+) -> StageResult:
+    path = out_dir / f"{prefix}cest_{name}.nii.gz"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = write_map(
+        path,
+        np.asarray(data, dtype=np.float32).reshape(like.spatial_shape),
+        like.affine,
+        units=unit,
+        description=description,
+        provenance=provenance,
+    )
+    return StageResult(maps=[MapFile("cest", name, path, None, "cest")], files=list(written))
+
+
+def _fit(
+    model: Any,
+    vol: Volume,
+    out_dir: Path,
+    prefix: str,
+    mask: Any,
+    files: Mapping[str, Path],
+    opts: CESTOptions,
+    role: str,
+    voxel_inputs: Mapping[str, np.ndarray] | None = None,
+) -> StageResult:
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always", TumorscopeWarning)
+        res = fit_volume(
+            model,
+            vol,
+            out_dir=out_dir,
+            mask=mask,
+            prefix=prefix,
+            input_files=dict(files),
+            chunk_voxels=opts.chunk_voxels,
+            include_stderr=False,
+            voxel_inputs=voxel_inputs,
+        )
+    status = res.files.get("status")
+    maps = [
+        MapFile(model.name, param, res.files[param], status, role, res.fit)
+        for param in res.fit.maps
+        if param in res.files
+    ]
+    written = [f for path in res.files.values() for f in (Path(path), sidecar_of(path))]
+    return StageResult(maps=maps, files=written, warnings=list(res.warnings))
+
+
+def t1_on_grid(t1_map: str | os.PathLike[str] | None, series: SeriesInput) -> Path | None:
+    """``t1_map`` if it is on the grid of ``series`` (for AREX in the pipeline), else None."""
+    if t1_map is None:
+        return None
+    import nibabel as nib
+
+    a: Any = nib.load(str(t1_map))
+    b: Any = nib.load(str(series.path))
+    if tuple(a.shape[:3]) != tuple(b.shape[:3]) or not np.allclose(a.affine, b.affine, atol=1e-3):
+        return None
+    return Path(t1_map)
