@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..anatomy import AHA_SEGMENTS
 from ..errors import DataError, Problem
 
 __all__ = [
@@ -79,25 +80,6 @@ _T1_MARKERS = ("T1", "ECV", "LGE")
 #: ``T2w_ratio`` when the study gives no reference for it.
 T2W_RATIO_THRESHOLD = 2.0
 
-#: AHA segment names (Cerqueira et al., Circulation 2002), for the reasons.
-AHA_NAMES: dict[int, str] = {
-    1: "basal anterior",
-    2: "basal anteroseptal",
-    3: "basal inferoseptal",
-    4: "basal inferior",
-    5: "basal inferolateral",
-    6: "basal anterolateral",
-    7: "mid anterior",
-    8: "mid anteroseptal",
-    9: "mid inferoseptal",
-    10: "mid inferior",
-    11: "mid inferolateral",
-    12: "mid anterolateral",
-    13: "apical anterior",
-    14: "apical septal",
-    15: "apical inferior",
-    16: "apical lateral",
-}
 #: Organ names of AHA segments in the organ table: ``myocardium_aha1`` … ``myocardium_aha16``.
 AHA_PREFIX = "myocardium_aha"
 
@@ -293,7 +275,7 @@ def lake_louise(
                 continue
             found[group].append(pos)
             if pos:
-                parts[f"{group} AHA {n} ({AHA_NAMES.get(n, '?')})"] = why
+                parts[f"{group} AHA {n} ({AHA_SEGMENTS.get(n, '?')})"] = why
     t2_ok, t1_ok = any(found["T2"]), any(found["T1"])
     details = {"markers": parts, "rule": LAKE_LOUISE_RULE}
     if t2_ok and t1_ok:

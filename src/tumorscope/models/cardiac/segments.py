@@ -12,29 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...anatomy import AHA_SEGMENTS
 from ...errors import DataError
 
 __all__ = ["AHA_SEGMENTS", "segment_means"]
-
-#: AHA segment number → name.
-AHA_SEGMENTS: dict[int, str] = {
-    1: "basal anterior",
-    2: "basal anteroseptal",
-    3: "basal inferoseptal",
-    4: "basal inferior",
-    5: "basal inferolateral",
-    6: "basal anterolateral",
-    7: "mid anterior",
-    8: "mid anteroseptal",
-    9: "mid inferoseptal",
-    10: "mid inferior",
-    11: "mid inferolateral",
-    12: "mid anterolateral",
-    13: "apical anterior",
-    14: "apical septal",
-    15: "apical inferior",
-    16: "apical lateral",
-}
 
 
 def segment_means(values: np.ndarray, segments: np.ndarray) -> dict[int, float]:

@@ -31,7 +31,6 @@ kg/m². Body-surface area: Du Bois D, Du Bois EF, Arch Intern Med 1916;17:863-87
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from typing import Final, Literal
 
 from ...errors import DataError
@@ -60,58 +59,10 @@ def _positive(value: float, field: str) -> float:
     return v
 
 
-def suv_factor(
-    *,
-    injected_activity_bq: float,
-    injection_time: datetime,
-    scan_time: datetime,
-    half_life_s: float,
-    weight_kg: float,
-    decay_correction: DecayCorrection | str = "START",
-    frame_duration_s: float | None = None,
-) -> float:
-    """Factor turning an activity concentration in Bq/mL into SUVbw in g/mL.
-
-    ``SUVbw = factor × C``, with ``factor = weight_g / (A_inj × decay)``, ``decay`` from
-    :func:`decay_factor` (see the module docstring for START, ADMIN and NONE).
-
-    Parameters
-    ----------
-    injected_activity_bq : float
-        Injected (net) activity at ``injection_time``, Bq (DICOM RadionuclideTotalDose).
-    injection_time, scan_time : datetime
-        Injection start and the image's reference time (series start for START).
-    half_life_s : float
-        Half-life, s (F-18: :data:`F18_HALF_LIFE_S`).
-    weight_kg : float
-        Patient weight, kg.
-    decay_correction : {"START", "ADMIN", "NONE"}, default "START"
-    frame_duration_s : float, optional
-        NONE only: frame duration, s.
-
-    Returns
-    -------
-    float
-        g/mL per Bq/mL.
-
-    Examples
-    --------
-    >>> from datetime import datetime
-    >>> f = suv_factor(injected_activity_bq=370e6, injection_time=datetime(2026, 1, 5, 9, 0),
-    ...                scan_time=datetime(2026, 1, 5, 10, 0), half_life_s=6586.2,
-    ...                weight_kg=70.0)
-    >>> round(f * 5000.0, 4)   # 5 kBq/mL one hour after 370 MBq in a 70 kg patient
-    1.3817
-    """
-    return suvbw_factor(
-        injected_activity_bq=injected_activity_bq,
-        injection_time=injection_time,
-        scan_time=scan_time,
-        half_life_s=half_life_s,
-        weight_kg=weight_kg,
-        decay_correction=decay_correction,
-        frame_duration_s=frame_duration_s,
-    )
+#: The factor that turns Bq/mL into SUVbw (g/mL): :func:`tumorscope.units.suvbw_factor`
+#: (the arithmetic lives in ``units`` because the DICOM reader in ``io`` needs it too, and
+#: ``io`` may not import ``models``; START, ADMIN and NONE are described above).
+suv_factor = suvbw_factor
 
 
 def lean_body_mass_kg(weight_kg: float, height_m: float, sex: str) -> float:
