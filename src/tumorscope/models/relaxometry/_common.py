@@ -113,6 +113,18 @@ def solved_block(
     return BlockFit(params, status, rss, stderr)
 
 
+def compiled_block(
+    params: np.ndarray, rss: np.ndarray, at_bound: np.ndarray, stderr: np.ndarray
+) -> BlockFit:
+    """:func:`solved_block` of a compiled solver that computed the standard errors itself
+    (same statuses; ``stderr`` NaN where a parameter is not finite)."""
+    ok = np.all(np.isfinite(params), axis=1)
+    status = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
+    status[~ok] = FitStatus.FAILED
+    stderr[~ok] = np.nan
+    return BlockFit(params, status, rss, stderr)
+
+
 def invalid_magnitude(y: np.ndarray) -> np.ndarray:
     """Voxels that cannot be fitted: non-finite, negative or all-zero magnitudes."""
     return ~np.all(np.isfinite(y), axis=1) | np.any(y < 0, axis=1) | ~np.any(y > 0, axis=1)

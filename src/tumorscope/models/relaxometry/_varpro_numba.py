@@ -330,12 +330,98 @@ def _polish(y, t, p, rss, ir, J):
     return rss
 
 
+@nb.njit(cache=True, inline="always")
+def _stderr(J, rss, dcol1, se):
+    """Standard errors as :func:`tumorscope.fitting.uncertainty.stderr_from_jacobian` with
+    ``solver="scaled"``: ``JᵀJ`` scaled to a unit diagonal, NaN if not finite or if its
+    condition number (eigenvalue ratio, closed form for 2×2 and 3×3 symmetric matrices) is
+    1e12 or more, else ``sqrt(diag(inv) rss / (m - p))``. Column 1 of ``J`` is multiplied by
+    ``dcol1`` first (the chain rule of a reparameterisation, e.g. R → T)."""
+    m, P = J.shape
+    for i in range(P):
+        se[i] = np.nan
+    if m <= P or not math.isfinite(rss):
+        return
+    H = np.zeros((P, P))
+    for k in range(m):
+        for i in range(P):
+            ji = J[k, i] * (dcol1 if i == 1 else 1.0)
+            for j in range(P):
+                H[i, j] += ji * J[k, j] * (dcol1 if j == 1 else 1.0)
+    d = np.empty(P)
+    for i in range(P):
+        d[i] = math.sqrt(H[i, i]) if H[i, i] > 0.0 else 1.0
+    A = np.empty((P, P))
+    for i in range(P):
+        for j in range(P):
+            A[i, j] = H[i, j] / (d[i] * d[j])
+            if not math.isfinite(A[i, j]):
+                return
+    inv = np.empty((P, P))
+    if P == 2:
+        b = abs(A[0, 1])
+        tr = 0.5 * (A[0, 0] + A[1, 1])
+        df = 0.5 * (A[0, 0] - A[1, 1])
+        rad = math.sqrt(df * df + b * b)
+        lmax = abs(tr + rad)
+        lmin = abs(tr - rad)
+        det = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
+        if not (lmin > 0.0 and lmax / lmin < 1e12) or det == 0.0:
+            return
+        inv[0, 0] = A[1, 1] / det
+        inv[1, 1] = A[0, 0] / det
+    else:
+        p1 = A[0, 1] ** 2 + A[0, 2] ** 2 + A[1, 2] ** 2
+        q = (A[0, 0] + A[1, 1] + A[2, 2]) / 3.0
+        if p1 == 0.0:
+            e = [abs(A[0, 0]), abs(A[1, 1]), abs(A[2, 2])]
+            lmax = max(e[0], max(e[1], e[2]))
+            lmin = min(e[0], min(e[1], e[2]))
+        else:
+            p2 = (A[0, 0] - q) ** 2 + (A[1, 1] - q) ** 2 + (A[2, 2] - q) ** 2 + 2.0 * p1
+            pp = math.sqrt(p2 / 6.0)
+            b00 = (A[0, 0] - q) / pp
+            b11 = (A[1, 1] - q) / pp
+            b22 = (A[2, 2] - q) / pp
+            b01 = A[0, 1] / pp
+            b02 = A[0, 2] / pp
+            b12 = A[1, 2] / pp
+            r = 0.5 * (
+                b00 * (b11 * b22 - b12 * b12)
+                - b01 * (b01 * b22 - b12 * b02)
+                + b02 * (b01 * b12 - b11 * b02)
+            )
+            r = min(1.0, max(-1.0, r))
+            phi = math.acos(r) / 3.0
+            e1 = q + 2.0 * pp * math.cos(phi)
+            e3 = q + 2.0 * pp * math.cos(phi + 2.0 * math.pi / 3.0)
+            e2 = 3.0 * q - e1 - e3
+            lmax = max(abs(e1), max(abs(e2), abs(e3)))
+            lmin = min(abs(e1), min(abs(e2), abs(e3)))
+        c00 = A[1, 1] * A[2, 2] - A[1, 2] * A[2, 1]
+        c11 = A[0, 0] * A[2, 2] - A[0, 2] * A[2, 0]
+        c22 = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
+        det = (
+            A[0, 0] * c00
+            - A[0, 1] * (A[1, 0] * A[2, 2] - A[1, 2] * A[2, 0])
+            + A[0, 2] * (A[1, 0] * A[2, 1] - A[1, 1] * A[2, 0])
+        )
+        if not (lmin > 0.0 and lmax / lmin < 1e12) or det == 0.0:
+            return
+        inv[0, 0] = c00 / det
+        inv[1, 1] = c11 / det
+        inv[2, 2] = c22 / det
+    for i in range(P):
+        var = inv[i, i] / (d[i] * d[i]) * rss / (m - P)
+        se[i] = math.sqrt(var) if var >= 0.0 else np.nan
+
+
 def _grid(lo: float, hi: float, n_grid: int) -> np.ndarray:
     return np.linspace(np.log(lo), np.log(hi), n_grid)
 
 
 @nb.njit(cache=True, nogil=True)
-def _monoexp_block(y, te_s, grid, params, rss, at_bound):
+def _monoexp_block(y, te_s, grid, time_mode, params, rss, at_bound, stderr):
     n, m = y.shape
     n_grid = grid.shape[0]
     E = np.empty((n_grid, m))
@@ -362,11 +448,23 @@ def _monoexp_block(y, te_s, grid, params, rss, at_bound):
         params[v, 1] = p[1]
         rss[v] = rv
         at_bound[v] = ab or p[0] <= 0.0
+        if math.isfinite(p[0]) and math.isfinite(p[1]):
+            _residual(yv, te_s, p, False, e, J)
+            # d R / d T = -1000 / T² = -R² / 1000 (T in ms)
+            _stderr(J, rv, -p[1] * p[1] / 1000.0 if time_mode else 1.0, stderr[v])
+        else:
+            stderr[v, 0] = stderr[v, 1] = np.nan
 
 
 def monoexp_varpro(
-    y: np.ndarray, te_s: np.ndarray, lo: float, hi: float, n_grid: int = 48
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    y: np.ndarray,
+    te_s: np.ndarray,
+    lo: float,
+    hi: float,
+    *,
+    time_mode: bool = False,
+    n_grid: int = 48,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``S0 exp(-TE R)`` by exact least squares, ``S0 >= 0``, ``R`` in ``[lo, hi]`` (1/s).
 
     Parameters
@@ -377,7 +475,9 @@ def monoexp_varpro(
         Echo times in s.
     lo, hi : float
         Search interval of ``R`` (1/s).
-    n_grid : int, default 48
+    time_mode : bool, keyword-only
+        Standard errors of ``T = 1000 / R`` (ms) instead of ``R``.
+    n_grid : int, keyword-only, default 48
 
     Returns
     -------
@@ -385,24 +485,29 @@ def monoexp_varpro(
         ``(S0, R)``.
     rss : ndarray, shape (n,)
     at_bound : ndarray of bool, shape (n,)
+    stderr : ndarray, shape (n, 2)
+        Of ``(S0, R)``, or ``(S0, T)`` with ``time_mode`` (:func:`_stderr`).
     """
     n = y.shape[0]
     params = np.empty((n, 2))
     rss = np.empty(n)
     at_bound = np.empty(n, dtype=np.bool_)
+    stderr = np.empty((n, 2))
     _monoexp_block(
         np.ascontiguousarray(y, dtype=np.float64),
         np.ascontiguousarray(te_s, dtype=np.float64),
         _grid(lo, hi, n_grid),
+        bool(time_mode),
         params,
         rss,
         at_bound,
+        stderr,
     )
-    return params, rss, at_bound
+    return params, rss, at_bound, stderr
 
 
 @nb.njit(cache=True, nogil=True)
-def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, signed):
+def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
     n, m = y.shape
     n_grid = grid.shape[0]
     E = np.empty((n_grid, m))
@@ -450,7 +555,6 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, signed):
         j = kmin + best_extra
         for k in range(m):
             ys[k] = -yv[k] if (magnitude and rank[k] < j) else yv[k]
-            signed[v, k] = ys[k]
         t1 = math.exp(best_th)
         for k in range(m):
             e[k] = math.exp(-ti[k] / t1)
@@ -469,6 +573,11 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, signed):
         params[v, 2] = p[2]
         rss[v] = rv
         at_bound[v] = best_ab
+        if math.isfinite(p[0]) and math.isfinite(p[1]) and math.isfinite(p[2]):
+            _residual(ys, ti, p, True, e, J)
+            _stderr(J, rv, 1.0, stderr[v])
+        else:
+            stderr[v, 0] = stderr[v, 1] = stderr[v, 2] = np.nan
 
 
 def ir_varpro(
@@ -487,14 +596,14 @@ def ir_varpro(
         ``(M0, T1, k)``; ``k`` NaN where ``M0 = 0``.
     rss : ndarray, shape (n,)
     at_bound : ndarray of bool, shape (n,)
-    signed : ndarray, shape (n, m)
-        The data with the chosen polarity (the residuals are taken against it).
+    stderr : ndarray, shape (n, 3)
+        Of ``(M0, T1, k)`` (:func:`_stderr`).
     """
     n, m = y.shape
     params = np.empty((n, 3))
     rss = np.empty(n)
     at_bound = np.empty(n, dtype=np.bool_)
-    signed = np.empty((n, m))
+    stderr = np.empty((n, 3))
     ti = np.ascontiguousarray(ti_ms, dtype=np.float64)
     _ir_block(
         np.ascontiguousarray(y, dtype=np.float64),
@@ -505,6 +614,6 @@ def ir_varpro(
         params,
         rss,
         at_bound,
-        signed,
+        stderr,
     )
-    return params, rss, at_bound, signed
+    return params, rss, at_bound, stderr

@@ -19,7 +19,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
 from ..base import FitInput, FitResult, ParameterSpec, register_model, resolve_backend
-from ._common import RelaxometryModel, copy_model, rate, solved_block
+from ._common import RelaxometryModel, compiled_block, copy_model, rate, solved_block
 from .equations import (
     monoexp_jacobian,
     monoexp_signal,
@@ -203,7 +203,7 @@ class _DecayModel(RelaxometryModel):
         if self._compiled():
             from ._varpro_numba import monoexp_varpro
 
-            return monoexp_varpro(y, te_s, lo, hi)
+            return monoexp_varpro(y, te_s, lo, hi)[:3]
 
         def basis(r: np.ndarray) -> np.ndarray:
             e = np.exp(-te_s[None, :] * r[:, None])
@@ -240,11 +240,27 @@ class _DecayModel(RelaxometryModel):
             p0 = pr0.copy()
             p0[:, 1] = self._from_rate(pr0[:, 1])
             return self.solve_nonlinear(y, p0)
+        if self._compiled():
+            return self._fit_block_compiled(y)
         pr, rss, at_bound = self._varpro(y)
         params = pr.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
             params[:, 1] = self._from_rate(pr[:, 1])
         return solved_block(params, rss, at_bound, self.jacobian)
+
+    def _fit_block_compiled(self, y: np.ndarray) -> BlockFit:
+        """The plain exponential by the compiled variable projection, standard errors
+        included (:func:`._varpro_numba.monoexp_varpro`); statuses as :func:`solved_block`."""
+        from ._varpro_numba import monoexp_varpro
+
+        lo, hi = self._rate_bounds
+        pr, rss, at_bound, stderr = monoexp_varpro(
+            y, self.echo_times_ms * 1e-3, lo, hi, time_mode=self._time_parameter
+        )
+        params = pr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            params[:, 1] = self._from_rate(pr[:, 1])
+        return compiled_block(params, rss, at_bound, stderr)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:
         """Fit with a per-voxel σ: ``E[M](A, σ) = σ E[M](A/σ, 1)``, so each voxel is divided

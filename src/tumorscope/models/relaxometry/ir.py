@@ -13,7 +13,7 @@ from ...fitting.polish import gauss_newton_polish
 from ...fitting.varpro import varpro_log
 from ...protocol import InversionRecoveryProtocol
 from ..base import ParameterSpec, register_model, resolve_backend
-from ._common import T1_SPEC, T1Model, solved_block
+from ._common import T1_SPEC, T1Model, compiled_block, solved_block
 from .equations import ir_jacobian, ir_signal
 
 __all__ = ["IRT1"]
@@ -126,8 +126,8 @@ class IRT1(T1Model):
         if resolve_backend(self.backend, has_kernel=self.kernel() is not None) == "numba":
             from ._varpro_numba import ir_varpro
 
-            params, rss, at_bound, _ = ir_varpro(y, ti, lo, hi, magnitude=self.magnitude)
-            return solved_block(params, rss, at_bound, lambda p: ir_jacobian(p, ti))
+            params, rss, at_bound, stderr = ir_varpro(y, ti, lo, hi, magnitude=self.magnitude)
+            return compiled_block(params, rss, at_bound, stderr)
         order = np.argsort(ti, kind="stable")
         m = y.shape[1]
 
