@@ -599,7 +599,7 @@ def ir_varpro(
     stderr : ndarray, shape (n, 3)
         Of ``(M0, T1, k)`` (:func:`_stderr`).
     """
-    n, m = y.shape
+    n = y.shape[0]
     params = np.empty((n, 3))
     rss = np.empty(n)
     at_bound = np.empty(n, dtype=np.bool_)
