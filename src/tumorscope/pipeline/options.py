@@ -73,6 +73,11 @@ class RunOptions:
     align_tolerance_vox : float, default 0.5
         Lesion masks are resampled onto a series' maps when its alignment to the anatomical
         image moves the lesion voxels by more than this many voxels on average.
+    align_skip_same_geometry : bool, default False
+        Do not register a series whose grid and affine are those of the anatomical image
+        (acquired in one session geometry, e.g. one breath-hold); it is recorded as skipped
+        with the reason. Off by default: an identical affine does not prove the patient kept
+        still between the series (the align tests move a series' content, not its affine).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -81,6 +86,7 @@ class RunOptions:
     hypoxia_r2star_per_s: float | None = None
     hypoxia_ktrans_per_min: float | None = None
     align_tolerance_vox: float = 0.5
+    align_skip_same_geometry: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -221,6 +227,12 @@ def _check_dce_aif(name: str, value: Any) -> str:
     return text
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(name, f"must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _number(name: str, value: Any, *, optional: bool) -> float | None:
     if value is None and optional:
         return None
@@ -242,4 +254,5 @@ _CHECKS: dict[str, Any] = {
     "hypoxia_r2star_per_s": lambda n, v: _number(n, v, optional=True),
     "hypoxia_ktrans_per_min": lambda n, v: _number(n, v, optional=True),
     "align_tolerance_vox": lambda n, v: _number(n, v, optional=False),
+    "align_skip_same_geometry": lambda n, v: _flag(n, v),
 }
