@@ -435,7 +435,8 @@ class T2Star(_DecayModel):
         ``"none"`` fits a plain exponential (exact least squares, variable projection).
     backend : {"auto", "numba", "numpy"}, keyword-only
         Solver of the Rician model: the compiled per-voxel LM (``"numba"``, the default when
-        numba is installed) or the vectorised numpy LM. The plain fit is closed-form.
+        numba is installed) or the vectorised numpy LM. The plain fit is exact least squares
+        (variable projection), compiled with numba and vectorised with numpy (same estimates).
 
     Notes
     -----
@@ -498,7 +499,9 @@ class T2(_DecayModel):
     floor : {"none", "rician"}, default "none", keyword-only
     noise_sigma : float, optional, keyword-only
         Only with ``floor="rician"``.
-    backend : str, keyword-only
+    backend : {"auto", "numba", "numpy"}, keyword-only
+        The compiled (numba, default when installed) or the numpy solver, for every floor
+        but ``"offset"`` (numpy).
 
     Notes
     -----
