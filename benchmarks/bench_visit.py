@@ -151,6 +151,14 @@ def main() -> None:
             src = make_study(tmp / "full", size="large", seed=0, n_subjects=1)
             print(f"large phantom written in {time.perf_counter() - t:.1f} s")
         study = _one_visit_study(Path(src), tmp / "study", args.visit)
+        # an untimed run of the tiny phantom first: numba compiles the kernels a code change
+        # invalidated and caches them on disk (otherwise the first timed run pays for it)
+        from tumorscope.phantom import make_study as _make
+
+        warm = _make(tmp / "warm", size="tiny", seed=0, n_subjects=1)
+        t = time.perf_counter()
+        _child("default", _one_visit_study(warm, tmp / "warm-one", args.visit), tmp / "w", 1)
+        print(f"warm-up run (tiny, untimed: numba's cache) {time.perf_counter() - t:.1f} s")
         results: dict[str, list[dict]] = {"serial": [], "default": []}  # type: ignore[type-arg]
         for r in range(args.repeats):
             for mode in ("serial", "default") if r % 2 == 0 else ("default", "serial"):
