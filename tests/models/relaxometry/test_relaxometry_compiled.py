@@ -64,3 +64,18 @@ def test_compiled_irt1_signed_data():
     fit = m.fit(y)
     np.testing.assert_allclose(fit["T1"], p[:, 1], rtol=1e-5)
     assert fit.provenance["backend"] == "numba"
+
+
+def test_block_threads_follow_numba_threads():
+    """A pipeline worker sets numba's thread count to its share of the cores; the relaxometry
+    fits then use no more threads over blocks than that."""
+    import numba
+
+    m = T2(T2.example().echo_times_ms)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert m._n_workers() == 1
+    finally:
+        numba.set_num_threads(before)
+    assert m._n_workers() == min(before, __import__("os").cpu_count() or 1)
