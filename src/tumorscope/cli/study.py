@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import DataError
 from ._common import StudyDir, user_errors
 
 
@@ -78,14 +79,24 @@ def demo(
     ),
     size: str = typer.Option("default", help="Phantom size: tiny, default or large."),
     seed: int = typer.Option(0, help="Random seed of the phantom."),
+    workers: int = typer.Option(
+        None,
+        "--workers",
+        help="Worker processes of the run (a local Dask cluster); default: one per core "
+        "when dask.distributed is installed and there are several cores; 1 runs serially.",
+    ),
 ) -> None:
-    """Write the built-in synthetic study and run the analysis on it."""
+    """Write the built-in synthetic study and run the analysis on it (on every core)."""
     from rich.console import Console
 
     from ..io import open_study, validate_study
     from ..phantom import make_study
 
     console = Console()
+    n = default_workers() if workers is None else workers
+    if n < 1:
+        with user_errors():
+            raise DataError(f"expected at least 1 worker, got {n}", field="--workers")
     study_dir = out / "study"
     with user_errors():
         if study_dir.exists():
@@ -101,10 +112,30 @@ def demo(
     from ..pipeline import run_study
     from .run import print_summary
 
+    console.print("running serially" if n == 1 else f"running on {n} worker processes")
     with user_errors():
-        summary = run_study(study_dir, out / "results", progress=True, console=console)
+        summary = run_study(
+            study_dir,
+            out / "results",
+            workers=n if n > 1 else None,
+            progress=True,
+            console=console,
+        )
     print_summary(summary, console)
     raise typer.Exit(code=summary.exit_code)
+
+
+def default_workers() -> int:
+    """Worker processes of ``tumorscope demo`` by default: the number of cores (the serial
+    and the Dask run give identical results, ``benchmarks/bench_pipeline.py``), 1 on a single
+    core or without ``dask.distributed``."""
+    import importlib.util
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if not cores or cores < 2 or importlib.util.find_spec("distributed") is None:
+        return 1
+    return int(cores)
 
 
 def register(app: typer.Typer) -> None:

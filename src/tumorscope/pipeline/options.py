@@ -92,6 +92,11 @@ class RunOptions:
     cest_mtr_asym_ppm : tuple of float, default (3.5, 2.0)
         Offsets (ppm) of the CEST MTRasym maps of ``fit_cest`` (APT 3.5, amines 2.0; glucose
         1.2/2.0/3.0; LRP 3.7).
+    align_skip_same_geometry : bool, default False
+        Do not register a series whose grid and affine are those of the anatomical image
+        (acquired in one session geometry, e.g. one breath-hold); it is recorded as skipped
+        with the reason. Off by default: an identical affine does not prove the patient kept
+        still between the series (the align tests move a series' content, not its affine).
     """
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
@@ -105,6 +110,7 @@ class RunOptions:
     dsc_leakage: str = "bsw"
     perfusion_rcbv_threshold: float = 1.75
     cest_mtr_asym_ppm: tuple[float, ...] = (3.5, 2.0)
+    align_skip_same_geometry: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -245,6 +251,12 @@ def _check_dce_aif(name: str, value: Any) -> str:
     return text
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _bad(name, f"must be true or false, got {value!r}")
+    return bool(value)
+
+
 def _number(name: str, value: Any, *, optional: bool) -> float | None:
     if value is None and optional:
         return None
@@ -290,6 +302,7 @@ _CHECKS: dict[str, Any] = {
     "dsc_leakage": lambda n, v: _choice(n, v, ("bsw", "bidirectional", "none")),
     "perfusion_rcbv_threshold": lambda n, v: _number(n, v, optional=False),
     "cest_mtr_asym_ppm": lambda n, v: _check_offsets(n, v),
+    "align_skip_same_geometry": lambda n, v: _flag(n, v),
 }
 
 

@@ -478,14 +478,14 @@ STEPS: tuple[Step, ...] = (
     Step(
         "align",
         "visit",
-        "1",
+        "2",  # 2: gradients at the sampled points (faster, not the same last digits)
         "rigid alignment of every series to the anatomical image; lesion motion per series",
         run_align,
         align_inputs,
         requires=("register",),
         applies=align_applies,
         missing=lambda: _has_module("SimpleITK"),
-        option_keys=("align_tolerance_vox",),
+        option_keys=("align_tolerance_vox", "align_skip_same_geometry"),
     ),
     Step(
         "fit_dwi",

@@ -53,10 +53,16 @@ SEMIQUANT_UNITS: Final[dict[str, str]] = {
 }
 
 
-def _integral_to(e: np.ndarray, t: np.ndarray, upto: np.ndarray) -> np.ndarray:
-    """``∫_{t_0}^{upto} e dt`` of the piecewise-linear rows of ``e`` (N, n), exact."""
+def _cumulative(e: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``∫_{t_0}^{t_j} e dt`` at every frame (trapezoid: exact for piecewise-linear rows)."""
     cum = np.zeros_like(e)
     np.cumsum(0.5 * (e[:, 1:] + e[:, :-1]) * np.diff(t), axis=1, out=cum[:, 1:])
+    return cum
+
+
+def _integral_to(e: np.ndarray, t: np.ndarray, upto: np.ndarray, cum: np.ndarray) -> np.ndarray:
+    """``∫_{t_0}^{upto} e dt`` of the piecewise-linear rows of ``e`` (N, n), exact; ``cum``
+    from :func:`_cumulative`."""
     n = t.size
     i = np.clip(np.searchsorted(t, upto, side="right") - 1, 0, n - 2)
     rows = np.arange(e.shape[0])
@@ -175,7 +181,44 @@ def semi_quantitative(
     if not 0.0 < onset_fraction < 1.0:
         raise FitError(f"must be in (0, 1), got {onset_fraction}", field="onset_fraction")
     lead = y.shape[:-1]
-    yy = y.reshape(-1, t.size)
+    yy = np.ascontiguousarray(y).reshape(-1, t.size)
+    arr = (
+        None
+        if arrival_s is None
+        else np.broadcast_to(np.asarray(arrival_s, dtype=float), lead).reshape(-1)
+    )
+    # voxel rows in blocks: the same arithmetic per voxel, temporaries of one block
+    parts = [
+        _semiquant_rows(
+            yy[lo : lo + _BLOCK],
+            t,
+            nb,
+            None if arr is None else arr[lo : lo + _BLOCK].copy(),
+            onset_fraction,
+            early_s,
+            threshold,
+            relative,
+        )
+        for lo in range(0, yy.shape[0], _BLOCK)
+    ] or [_semiquant_rows(yy, t, nb, arr, onset_fraction, early_s, threshold, relative)]
+    return {k: np.concatenate([p[k] for p in parts]).reshape(lead) for k in parts[0]}
+
+
+#: Voxels per block of :func:`semi_quantitative`.
+_BLOCK = 16384
+
+
+def _semiquant_rows(
+    yy: np.ndarray,
+    t: np.ndarray,
+    nb: int,
+    arrival_s: np.ndarray | None,
+    onset_fraction: float,
+    early_s: float,
+    threshold: float,
+    relative: bool,
+) -> dict[str, np.ndarray]:
+    """:func:`semi_quantitative` of voxel rows ``yy (N, n)`` (checked inputs)."""
     nv = yy.shape[0]
     base = yy[:, :nb].mean(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -189,15 +232,13 @@ def semi_quantitative(
     tmax = t[imax]
     enhancing = finite & (emax > 0)
 
-    if arrival_s is None:
-        arrival = _onset(e, t, emax, imax, nb, onset_fraction)
-    else:
-        arrival = np.broadcast_to(np.asarray(arrival_s, dtype=float), lead).reshape(-1).copy()
+    arrival = _onset(e, t, emax, imax, nb, onset_fraction) if arrival_s is None else arrival_s
+    cum = _cumulative(e, t)
 
     out: dict[str, np.ndarray] = {"arrival": arrival}
     for window in (60.0, 90.0):
         end = arrival + window
-        auc = _integral_to(e, t, end) - _integral_to(e, t, arrival)
+        auc = _integral_to(e, t, end, cum) - _integral_to(e, t, arrival, cum)
         out[f"iAUC{int(window)}"] = np.where(end <= t[-1], auc, np.nan)
     ttp = tmax - arrival
     out["TTP"] = ttp
@@ -208,7 +249,6 @@ def semi_quantitative(
     ctype = _curve_type(e, t, arrival, emax, enhancing, early_s, threshold)
     result: dict[str, np.ndarray] = {}
     for name, arr in out.items():
-        a = np.where(enhancing, arr, np.nan).astype(np.float32)
-        result[name] = a.reshape(lead)
-    result["curve_type"] = ctype.reshape(lead)
+        result[name] = np.where(enhancing, arr, np.nan).astype(np.float32)
+    result["curve_type"] = ctype
     return result

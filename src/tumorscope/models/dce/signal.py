@@ -8,6 +8,7 @@ with a status code per voxel (:class:`ConcentrationStatus`) instead of errors mi
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -130,7 +131,9 @@ def signal_to_concentration(
         before the last frame, or a T1 / B1 map of the wrong shape.
     """
     a, tr_s, r1 = _check_spgr(flip_angle_deg, tr_ms, relaxivity)
-    s = np.asarray(signal, dtype=float)
+    s = np.asarray(signal)
+    if not np.issubdtype(s.dtype, np.floating):
+        s = s.astype(float)
     if s.ndim < 1 or s.shape[-1] < 2:
         raise DataError(
             f"expected frames on the last axis (at least 2), got shape {s.shape}", field="signal"
@@ -152,7 +155,37 @@ def signal_to_concentration(
             raise ProtocolError(
                 f"B1 map of shape {np.shape(b1)} does not match the signal's {lead}", field="b1"
             ) from None
+    # in blocks of voxel rows, converted to float64 one block at a time: the same arithmetic
+    # per voxel, with temporaries (and a float64 copy) of a block instead of the whole series
+    n = s.shape[-1]
+    conc = np.empty(s.shape)
     status = np.zeros(lead, dtype=np.uint8)
+    # slabs along the first axis of an image (any memory order), else the rows themselves
+    slabs: Any = range(s.shape[0]) if s.ndim >= 3 else [Ellipsis]
+    for i in slabs:
+        rows = np.asarray(s[i], dtype=float).reshape(-1, n)
+        c_out = np.empty(rows.shape)
+        st_out = np.empty(rows.shape[0], dtype=np.uint8)
+        t1f, alf = t1[i].reshape(-1), alpha[i].reshape(-1)
+        for lo in range(0, rows.shape[0], _BLOCK):
+            hi = min(lo + _BLOCK, rows.shape[0])
+            c_out[lo:hi], st_out[lo:hi] = _concentration_rows(
+                rows[lo:hi], t1f[lo:hi], alf[lo:hi], b0, nb, tr_s, r1
+            )
+        conc[i] = c_out.reshape(conc[i].shape)
+        status[i] = st_out.reshape(status[i].shape)
+    return conc, status
+
+
+#: Voxels per block of :func:`signal_to_concentration`.
+_BLOCK = 16384
+
+
+def _concentration_rows(
+    s: np.ndarray, t1: np.ndarray, alpha: np.ndarray, b0: int, nb: int, tr_s: float, r1: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signal_to_concentration` of voxel rows ``s (N, n)``."""
+    status = np.zeros(s.shape[0], dtype=np.uint8)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         r10 = 1e3 / t1
         bad_t1 = ~(np.isfinite(t1) & (t1 > 0))

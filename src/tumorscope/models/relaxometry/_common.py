@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -39,6 +40,21 @@ class RelaxometryModel(Model):
         self.method = self._check_method(method)
         self.backend = check_backend(backend)
         return proto
+
+    def _n_workers(self) -> int:
+        """Threads over blocks for a thread-safe model: the cores, but no more than numba's
+        thread count of the calling thread (a Dask worker of the pipeline sets it to its share
+        of the cores, so that two workers do not run four threads on two cores)."""
+        if not self.thread_safe:
+            return 1
+        n = max(1, os.cpu_count() or 1)
+        try:
+            import numba
+
+            n = min(n, int(numba.get_num_threads()))
+        except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+            pass
+        return max(1, n)
 
     def invalid_voxels(self, y: np.ndarray) -> np.ndarray:
         """Magnitudes that cannot be fitted (:func:`invalid_magnitude`)."""
@@ -110,6 +126,18 @@ def solved_block(
         return BlockFit(params, status, rss, np.full(params.shape, np.nan))
     J = jacobian(np.where(ok[:, None], params, 1.0))
     stderr = stderr_from_jacobian(J, np.where(ok, rss, np.nan), solver="scaled")
+    return BlockFit(params, status, rss, stderr)
+
+
+def compiled_block(
+    params: np.ndarray, rss: np.ndarray, at_bound: np.ndarray, stderr: np.ndarray
+) -> BlockFit:
+    """:func:`solved_block` of a compiled solver that computed the standard errors itself
+    (same statuses; ``stderr`` NaN where a parameter is not finite)."""
+    ok = np.all(np.isfinite(params), axis=1)
+    status = np.where(at_bound, FitStatus.AT_BOUND, FitStatus.CONVERGED).astype(np.uint8)
+    status[~ok] = FitStatus.FAILED
+    stderr[~ok] = np.nan
     return BlockFit(params, status, rss, stderr)
 
 

@@ -18,7 +18,7 @@ import numba as nb
 
 from ...fitting._lm_numba import MODEL_SIGNATURE
 
-__all__ = ["rician_decay_kernel"]
+__all__ = ["ir_kernel", "rician_decay_kernel"]
 
 _SQRT_PI_2 = math.sqrt(math.pi / 2.0)
 
@@ -122,3 +122,22 @@ def rician_decay_kernel(p, consts, f, J):
         f[k] = val
         J[k, 0] = g * e
         J[k, 1] = -g * te * s0 * e * drdq
+
+
+@nb.njit(MODEL_SIGNATURE, cache=True)
+def ir_kernel(p, consts, f, J):
+    """``M0 (1 - k exp(-TI/T1))`` (its magnitude if ``consts[0] = 1``) and its derivatives
+    w.r.t. ``(M0, T1, k)``; ``consts = [magnitude, ti_ms_0, ti_ms_1, ...]``."""
+    magnitude = consts[0] != 0.0
+    m0 = p[0]
+    t1 = p[1]
+    k = p[2]
+    for i in range(consts.shape[0] - 1):
+        ti = consts[1 + i]
+        e = math.exp(-ti / t1)
+        s = m0 * (1.0 - k * e)
+        sg = -1.0 if (magnitude and s < 0.0) else 1.0
+        f[i] = sg * s
+        J[i, 0] = sg * (1.0 - k * e)
+        J[i, 1] = -sg * m0 * k * e * ti / (t1 * t1)
+        J[i, 2] = -sg * m0 * e

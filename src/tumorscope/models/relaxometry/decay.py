@@ -18,8 +18,8 @@ from ...fitting.engine import BlockFit, validate_inputs
 from ...fitting.polish import gauss_newton_polish
 from ...fitting.varpro import varpro_log
 from ...protocol import MultiEchoProtocol
-from ..base import FitInput, FitResult, ParameterSpec, register_model
-from ._common import RelaxometryModel, copy_model, rate, solved_block
+from ..base import FitInput, FitResult, ParameterSpec, register_model, resolve_backend
+from ._common import RelaxometryModel, compiled_block, copy_model, rate, solved_block
 from .equations import (
     monoexp_jacobian,
     monoexp_signal,
@@ -156,10 +156,18 @@ class _DecayModel(RelaxometryModel):
         return bad
 
     _time_parameter: ClassVar[bool] = False
+    #: Blocks run in a thread pool: the compiled paths (variable projection, serial LM)
+    #: release the GIL, the numpy paths are thread-safe.
+    thread_safe: ClassVar[bool] = True
 
     def kernel(self) -> Any:
-        """The compiled Rician decay kernel (numba), used when ``floor="rician"``."""
-        if self.floor != "rician":
+        """The compiled decay kernel (numba): the Rician expected magnitude, which with
+        ``σ = 0`` (``floor="none"``) is the plain exponential. None for ``floor="offset"``.
+
+        The plain fit itself runs the compiled variable projection
+        (:mod:`._varpro_numba`) when this backend is numba; the kernel is the model's
+        per-voxel signal for the LM solver."""
+        if self.floor == "offset":
             return None
         try:
             from ._numba import rician_decay_kernel
@@ -179,10 +187,23 @@ class _DecayModel(RelaxometryModel):
         return out
 
     # -- fitting ----------------------------------------------------------------------------
+    def _compiled(self) -> bool:
+        """True when the plain fit runs the compiled variable projection."""
+        return (
+            self.floor != "offset"
+            and resolve_backend(self.backend, has_kernel=self.kernel() is not None) == "numba"
+        )
+
     def _varpro(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Exact least-squares mono-exponential (+ offset) in rate space."""
+        """Exact least-squares mono-exponential (+ offset) in rate space (compiled for the
+        plain exponential with the numba backend, the same estimator in numpy otherwise)."""
         te_s = self.echo_times_ms * 1e-3
         offset = self.floor == "offset"
+        lo, hi = self._rate_bounds
+        if self._compiled():
+            from ._varpro_numba import monoexp_varpro
+
+            return monoexp_varpro(y, te_s, lo, hi)[:3]
 
         def basis(r: np.ndarray) -> np.ndarray:
             e = np.exp(-te_s[None, :] * r[:, None])
@@ -190,7 +211,6 @@ class _DecayModel(RelaxometryModel):
                 return np.stack([e, np.ones_like(e)], axis=-1)
             return e[..., None]
 
-        lo, hi = self._rate_bounds
         r, coef, rss, at_bound = varpro_log(basis, y, lo, hi, nonneg=True)
         pr = np.column_stack([coef[:, 0], r] + ([coef[:, 1]] if offset else []))
         free = ~at_bound & (coef[:, 0] > 0)
@@ -220,11 +240,27 @@ class _DecayModel(RelaxometryModel):
             p0 = pr0.copy()
             p0[:, 1] = self._from_rate(pr0[:, 1])
             return self.solve_nonlinear(y, p0)
+        if self._compiled():
+            return self._fit_block_compiled(y)
         pr, rss, at_bound = self._varpro(y)
         params = pr.copy()
         with np.errstate(divide="ignore", invalid="ignore"):
             params[:, 1] = self._from_rate(pr[:, 1])
         return solved_block(params, rss, at_bound, self.jacobian)
+
+    def _fit_block_compiled(self, y: np.ndarray) -> BlockFit:
+        """The plain exponential by the compiled variable projection, standard errors
+        included (:func:`._varpro_numba.monoexp_varpro`); statuses as :func:`solved_block`."""
+        from ._varpro_numba import monoexp_varpro
+
+        lo, hi = self._rate_bounds
+        pr, rss, at_bound, stderr = monoexp_varpro(
+            y, self.echo_times_ms * 1e-3, lo, hi, time_mode=self._time_parameter
+        )
+        params = pr
+        with np.errstate(divide="ignore", invalid="ignore"):
+            params[:, 1] = self._from_rate(pr[:, 1])
+        return compiled_block(params, rss, at_bound, stderr)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:
         """Fit with a per-voxel σ: ``E[M](A, σ) = σ E[M](A/σ, 1)``, so each voxel is divided
@@ -399,7 +435,8 @@ class T2Star(_DecayModel):
         ``"none"`` fits a plain exponential (exact least squares, variable projection).
     backend : {"auto", "numba", "numpy"}, keyword-only
         Solver of the Rician model: the compiled per-voxel LM (``"numba"``, the default when
-        numba is installed) or the vectorised numpy LM. The plain fit is closed-form.
+        numba is installed) or the vectorised numpy LM. The plain fit is exact least squares
+        (variable projection), compiled with numba and vectorised with numpy (same estimates).
 
     Notes
     -----
@@ -462,7 +499,9 @@ class T2(_DecayModel):
     floor : {"none", "rician"}, default "none", keyword-only
     noise_sigma : float, optional, keyword-only
         Only with ``floor="rician"``.
-    backend : str, keyword-only
+    backend : {"auto", "numba", "numpy"}, keyword-only
+        The compiled (numba, default when installed) or the numpy solver, for every floor
+        but ``"offset"`` (numpy).
 
     Notes
     -----

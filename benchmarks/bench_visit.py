@@ -1,0 +1,222 @@
+"""One visit of the large phantom: reading its images against processing it, in one run.
+
+Writes the synthetic study at its largest size (128 × 128 × 30, ``tumorscope phantom --size
+large``), keeps one subject and one visit (``--visit``, default the baseline: every step of
+the pipeline applies to it), then runs, each in a fresh Python process:
+
+* ``serial``: the process pinned to one core (``os.sched_setaffinity``), numba, BLAS and the
+  fitting engine's thread pools on one thread;
+* ``default``: as ``tumorscope run`` starts, every core available to the fits' threads (a
+  one-subject study is one Dask task, so ``--workers`` would not add anything here).
+
+Inside each process, in this order: the whole pipeline on that one-visit study
+(``run_study``: register, align, every fit, measure, assess, report), with the high-water mark
+of the resident memory (``ru_maxrss``) before and after, and the peak of the numpy buffers
+(``tracemalloc``); then the load of all the visit's images (every series as the pipeline reads
+it, ``Series.load``: float32, plus the lesion map), best of ``--load-repeats``. It prints the
+per-step durations, the ratio processing / load of each mode, the serial / default speed-up,
+and the peak memory against the largest series held in memory (float32).
+
+Run::
+
+    python benchmarks/bench_visit.py [--repeats 2] [--study PATH] [--keep]
+
+``--study`` reuses a large phantom written before (it is copied, not changed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_CHILD = r"""
+import json, os, resource, sys, time, tracemalloc
+mode, study, out, repeats = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if mode == "serial":
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+import numpy as np
+import SimpleITK  # noqa: F401  (imported before the baseline: libraries are not the visit's)
+import matplotlib.pyplot  # noqa: F401
+import tumorscope.stages.relaxometry, tumorscope.stages.dce, tumorscope.stages.diffusion  # noqa
+import tumorscope.report  # noqa: F401
+from tumorscope.io import open_study
+from tumorscope.pipeline import run_study
+from tumorscope.study import default_url, open_store
+
+if mode == "serial":
+    os.cpu_count = lambda: 1  # the fitting engine's thread pools
+    import numba
+    numba.set_num_threads(1)
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+base = rss_mb()
+tracemalloc.start()
+t0 = time.perf_counter()
+summary = run_study(study, out, report=True)
+run_s = time.perf_counter() - t0
+_, np_peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+peak = rss_mb()
+assert not summary.failed, summary.failed
+store = open_store(default_url(out))
+try:
+    runs = store.read_table("step_runs")
+finally:
+    store.close()
+steps = {r.step: float(r.duration_s) for r in runs.itertuples() if r.status == "done"}
+
+visit = next(iter(open_study(study).visits()))
+largest = 0
+load_s = []
+for _ in range(repeats):
+    t = time.perf_counter()
+    for s in visit.series.values():
+        v = s.load()
+        largest = max(largest, v.data.nbytes)
+    visit.lesions.load_labels()
+    load_s.append(time.perf_counter() - t)
+print(json.dumps({"run_s": run_s, "load_s": min(load_s), "steps": steps,
+                  "rss_before_mb": base, "rss_peak_mb": peak,
+                  "numpy_peak_mb": np_peak / 2**20, "largest_series_mb": largest / 2**20}))
+"""
+
+
+def _one_visit_study(src: Path, dst: Path, visit: str) -> Path:
+    """A copy of the large phantom reduced to its first subject and one visit."""
+    import yaml
+
+    man = yaml.safe_load((src / "study.yaml").read_text())
+    subject = sorted(man["subjects"])[0]
+    man["subjects"] = {subject: man["subjects"][subject]}
+    visits = man["subjects"][subject]["visits"]
+    man["subjects"][subject]["visits"] = {visit: visits[visit]}
+    dst.mkdir(parents=True)
+    (dst / "study.yaml").write_text(yaml.safe_dump(man, sort_keys=False))
+    for part in (Path(f"sub-{subject}") / f"ses-{visit}",):
+        shutil.copytree(src / part, dst / part)
+    for sub in ("lesions", "truth"):
+        part = Path("derivatives") / sub / f"sub-{subject}" / f"ses-{visit}"
+        if (src / part).exists():
+            shutil.copytree(src / part, dst / part)
+    return dst
+
+
+def _child(mode: str, study: Path, out: Path, repeats: int) -> dict:  # type: ignore[type-arg]
+    shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ)
+    if mode == "serial":
+        for k in (
+            "NUMBA_NUM_THREADS",
+            "OMP_NUM_THREADS",
+            "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS",
+        ):
+            env[k] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode, str(study), str(out), str(repeats)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if proc.returncode:
+        sys.exit(f"{mode} run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--study", type=Path, help="a large phantom written before")
+    ap.add_argument("--visit", default="01")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each mode, alternated")
+    ap.add_argument("--load-repeats", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_visit_"))
+    try:
+        src = args.study
+        if src is None:
+            from tumorscope.phantom import make_study
+
+            t = time.perf_counter()
+            src = make_study(tmp / "full", size="large", seed=0, n_subjects=1)
+            print(f"large phantom written in {time.perf_counter() - t:.1f} s")
+        study = _one_visit_study(Path(src), tmp / "study", args.visit)
+        # an untimed run of the tiny phantom first: numba compiles the kernels a code change
+        # invalidated and caches them on disk (otherwise the first timed run pays for it)
+        from tumorscope.phantom import make_study as _make
+
+        warm = _make(tmp / "warm", size="tiny", seed=0, n_subjects=1)
+        t = time.perf_counter()
+        _child("default", _one_visit_study(warm, tmp / "warm-one", args.visit), tmp / "w", 1)
+        print(f"warm-up run (tiny, untimed: numba's cache) {time.perf_counter() - t:.1f} s")
+        results: dict[str, list[dict]] = {"serial": [], "default": []}  # type: ignore[type-arg]
+        for r in range(args.repeats):
+            for mode in ("serial", "default") if r % 2 == 0 else ("default", "serial"):
+                res = _child(mode, study, tmp / f"out-{mode}", args.load_repeats)
+                results[mode].append(res)
+                print(
+                    f"run {r + 1} {mode:<8} processing {res['run_s']:6.2f} s, load "
+                    f"{res['load_s']:5.2f} s, ratio {res['run_s'] / res['load_s']:5.1f}"
+                )
+        print(f"\nOne visit ({args.visit}) of the large phantom, {os.cpu_count()} CPUs:")
+        print(
+            f"{'step':<16}"
+            + "".join(
+                f"{m + ' ' + str(i + 1):>12}" for m in results for i in range(len(results[m]))
+            )
+        )
+        steps = list(results["serial"][0]["steps"])
+        for s in steps:
+            print(
+                f"{s:<16}"
+                + "".join(
+                    f"{res['steps'].get(s, float('nan')):>12.2f}"
+                    for m in results
+                    for res in results[m]
+                )
+            )
+        print()
+        for mode, rs in results.items():
+            ratios = [r["run_s"] / r["load_s"] for r in rs]
+            print(
+                f"{mode:<8} processing / load: "
+                + ", ".join(f"{x:.1f}" for x in ratios)
+                + " (processing "
+                + ", ".join(f"{r['run_s']:.1f}" for r in rs)
+                + " s; load "
+                + ", ".join(f"{r['load_s']:.2f}" for r in rs)
+                + " s)"
+            )
+        sp = [
+            s["run_s"] / d["run_s"]
+            for s, d in zip(results["serial"], results["default"], strict=True)
+        ]
+        print("serial / default speed-up: " + ", ".join(f"{x:.2f}" for x in sp))
+        for mode, rs in results.items():
+            for r in rs:
+                print(
+                    f"{mode:<8} memory: largest series {r['largest_series_mb']:.0f} MB (float32); "
+                    f"numpy peak {r['numpy_peak_mb']:.0f} MB "
+                    f"({r['numpy_peak_mb'] / r['largest_series_mb']:.2f}×); resident high-water "
+                    f"{r['rss_peak_mb']:.0f} MB, {r['rss_peak_mb'] - r['rss_before_mb']:.0f} MB "
+                    f"above the imports ({(r['rss_peak_mb'] - r['rss_before_mb']) / r['largest_series_mb']:.2f}×)"
+                )
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
