@@ -304,11 +304,3 @@ _CHECKS: dict[str, Any] = {
     "cest_mtr_asym_ppm": lambda n, v: _check_offsets(n, v),
     "align_skip_same_geometry": lambda n, v: _flag(n, v),
 }
-
-
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no"):
-        return value.strip().lower() in ("true", "yes")
-    raise _bad(name, f"expected true or false, got {value!r}")
