@@ -154,7 +154,18 @@ def _onto(
     how = "same grid, not registered (no anatomical image)"
     if base.anat is not None and other.anat is not None:
         if other.id not in cache:  # one registration per follow-up
-            cache[other.id] = register(base.anat, other.anat, kind="rigid").matrix
+            import SimpleITK as sitk
+
+            # one thread: SimpleITK's threaded metric sums in a varying order, and the same
+            # study run twice must give the same files (as in ``align``); the matrix rounded
+            # to 1e-6 as ``align`` stores it
+            threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+            try:
+                m = register(base.anat, other.anat, kind="rigid").matrix
+            finally:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            cache[other.id] = np.round(np.asarray(m, float), 6)
         matrix = cache[other.id]
         how = "registered (rigid, anatomical images)"
     moved = resample(other.maps[name], grid, transform=matrix).data
