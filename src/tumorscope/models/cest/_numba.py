@@ -9,10 +9,12 @@ layout: ``[Z0, B0, A_w, G_w, (A_i, G_i, d_i) for each extra pool]``; the model i
 from __future__ import annotations
 
 import numba as nb
+import numpy as np
 
 from ...fitting._lm_numba import MODEL_SIGNATURE
+from ...fitting.status import FitStatus
 
-__all__ = ["lorentzian_kernel"]
+__all__ = ["lorentzian_kernel", "lorentzian_lm"]
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -49,3 +51,241 @@ def lorentzian_kernel(p, consts, f_out, J_out):
                 J_out[k, ja + 2] = dLdx
         J_out[k, 1] = dsum
         f_out[k] = f
+
+
+# --- the whole bounded LM of this model, compiled (see tumorscope.fitting.lm for the algorithm) ---
+#
+# The generic driver calls a model function through a pointer for every trial step and works
+# on an (m, P) Jacobian. Here the model is inlined, the Jacobian is stored transposed (P, m) so
+# that JᵀJ, Jᵀr and the model itself are contiguous, vectorisable loops over the offsets, a
+# trial step evaluates the signal only (the Jacobian is computed once a step is accepted), and
+# the standard errors reuse one Cholesky factor. Same steps, same tests, same tolerances.
+
+_CONVERGED = int(FitStatus.CONVERGED)
+_AT_BOUND = int(FitStatus.AT_BOUND)
+_MAX_ITER = int(FitStatus.MAX_ITER)
+_FAILED = int(FitStatus.FAILED)
+_FM = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _signal(p, off, n_extra, f):
+    m = off.shape[0]
+    z0 = p[0]
+    b0 = p[1]
+    for k in range(m):
+        f[k] = z0
+    for i in range(n_extra + 1):
+        if i == 0:
+            a = p[2]
+            g = p[3]
+            d = b0
+        else:
+            ja = 4 + 3 * (i - 1)
+            a = p[ja]
+            g = p[ja + 1]
+            d = b0 + p[ja + 2]
+        q = 0.25 * g * g
+        aq = a * q
+        for k in range(m):
+            x = off[k] - d
+            f[k] -= aq / (q + x * x)
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _signal_jac(p, off, n_extra, f, J):
+    """``f (m,)`` and the transposed Jacobian ``J (P, m)``."""
+    m = off.shape[0]
+    z0 = p[0]
+    b0 = p[1]
+    for k in range(m):
+        f[k] = z0
+        J[0, k] = 1.0
+        J[1, k] = 0.0
+    for i in range(n_extra + 1):
+        if i == 0:
+            ja = 2
+            a = p[2]
+            g = p[3]
+            d = b0
+        else:
+            ja = 4 + 3 * (i - 1)
+            a = p[ja]
+            g = p[ja + 1]
+            d = b0 + p[ja + 2]
+        q = 0.25 * g * g
+        hg = 0.5 * a * g
+        tq = 2.0 * a * q
+        for k in range(m):
+            x = off[k] - d
+            r = 1.0 / (q + x * x)
+            L = q * r
+            f[k] -= a * L
+            J[ja, k] = -L
+            J[ja + 1, k] = -hg * x * x * r * r
+            dx = -tq * x * r * r
+            J[1, k] += dx
+            if i > 0:
+                J[ja + 2, k] = dx
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _normal(J, y, f, H, g, P, m):
+    for i in range(P):
+        s = 0.0
+        for k in range(m):
+            s += J[i, k] * (y[k] - f[k])
+        g[i] = s
+        for j in range(i + 1):
+            h = 0.0
+            for k in range(m):
+                h += J[i, k] * J[j, k]
+            H[i, j] = h
+            H[j, i] = h
+
+
+@nb.njit(cache=True, inline="always")
+def _chol(A, L, P):
+    for j in range(P):
+        s = A[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        if not (s > 0.0):
+            return False
+        d = np.sqrt(s)
+        L[j, j] = d
+        inv = 1.0 / d
+        for i in range(j + 1, P):
+            t = A[i, j]
+            for k in range(j):
+                t -= L[i, k] * L[j, k]
+            L[i, j] = t * inv
+    return True
+
+
+@nb.njit(cache=True, inline="always")
+def _chol_back(L, b, x, P):
+    for i in range(P):
+        t = b[i]
+        for k in range(i):
+            t -= L[i, k] * x[k]
+        x[i] = t / L[i, i]
+    for i in range(P - 1, -1, -1):
+        t = x[i]
+        for k in range(i + 1, P):
+            t -= L[k, i] * x[k]
+        x[i] = t / L[i, i]
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def _lm_voxel(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, out_st, out_rss, se, v):
+    m = y.shape[0]
+    P = p.shape[0]
+    f = np.empty(m)
+    ft = np.empty(m)
+    J = np.empty((P, m))
+    pt = np.empty(P)
+    g = np.empty(P)
+    H = np.empty((P, P))
+    A = np.empty((P, P))
+    L = np.zeros((P, P))
+    delta = np.empty(P)
+    frozen = np.zeros(P, dtype=np.bool_)
+    _signal_jac(p, off, n_extra, f, J)
+    rss = 0.0
+    for k in range(m):
+        rss += (y[k] - f[k]) ** 2
+    status = _MAX_ITER
+    lam = 1e-3
+    it = 0
+    if not np.isfinite(rss):
+        status = _FAILED
+    elif rss == 0.0:
+        status = _CONVERGED
+    else:
+        build = True
+        while it < max_iter:
+            if build:
+                _normal(J, y, f, H, g, P, m)
+                for i in range(P):
+                    frozen[i] = (p[i] <= lo[i] and g[i] < 0.0) or (p[i] >= hi[i] and g[i] > 0.0)
+                build = False
+            for i in range(P):
+                for j in range(P):
+                    A[i, j] = 0.0 if (frozen[i] or frozen[j]) else H[i, j]
+                if frozen[i]:
+                    A[i, i] = 1.0
+                    pt[i] = 0.0
+                else:
+                    A[i, i] += lam * max(H[i, i], 1e-30)
+                    pt[i] = g[i]
+            it += 1
+            ok = _chol(A, L, P)
+            rss_t = np.inf
+            if ok:
+                _chol_back(L, pt, delta, P)
+                for i in range(P):
+                    w = p[i] + delta[i]
+                    if w < lo[i]:
+                        w = lo[i]
+                    elif w > hi[i]:
+                        w = hi[i]
+                    pt[i] = w
+                _signal(pt, off, n_extra, ft)
+                rss_t = 0.0
+                for k in range(m):
+                    rss_t += (y[k] - ft[k]) ** 2
+            if ok and np.isfinite(rss_t) and rss_t < rss:
+                small_step = True
+                for i in range(P):
+                    if abs(pt[i] - p[i]) > xtol * (abs(p[i]) + scale[i]):
+                        small_step = False
+                small_gain = (rss - rss_t) <= ftol * rss
+                for i in range(P):
+                    p[i] = pt[i]
+                rss = rss_t
+                _signal_jac(p, off, n_extra, f, J)
+                lam = max(lam / 10.0, 1e-12)
+                build = True
+                if small_step or small_gain or rss == 0.0:
+                    status = _CONVERGED
+                    break
+            else:
+                lam *= 10.0
+                if lam > 1e10:
+                    status = _CONVERGED
+                    break
+    for i in range(P):
+        se[i] = np.nan
+    if m > P and np.isfinite(rss):
+        _normal(J, y, f, H, g, P, m)
+        if _chol(H, L, P):
+            s2 = rss / (m - P)
+            for j in range(P):
+                for i in range(P):
+                    g[i] = 1.0 if i == j else 0.0
+                _chol_back(L, g, delta, P)
+                w = delta[j] * s2
+                se[j] = np.sqrt(w) if w >= 0.0 else np.nan
+    finite = np.isfinite(rss)
+    for i in range(P):
+        if not np.isfinite(p[i]):
+            finite = False
+    if not finite:
+        status = _FAILED
+    elif status == _CONVERGED:
+        for i in range(P):
+            if abs(p[i] - lo[i]) <= 1e-12 * scale[i] or abs(hi[i] - p[i]) <= 1e-12 * scale[i]:
+                status = _AT_BOUND
+    out_st[v] = status
+    out_rss[v] = rss
+    return it
+
+
+@nb.njit(cache=True, parallel=True)
+def lorentzian_lm(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
+    """Bounded LM of every row of ``y`` (``p`` in: start, out: solution), voxels in parallel."""
+    for v in nb.prange(y.shape[0]):
+        nit[v] = _lm_voxel(
+            off, n_extra, y[v], p[v], lo, hi, scale, max_iter, ftol, xtol, st, rss, se[v], v
+        )

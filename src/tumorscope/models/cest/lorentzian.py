@@ -26,7 +26,7 @@ from ...fitting.engine import BlockFit
 from ...fitting.lm import LMOptions
 from ...fitting.status import FitStatus
 from ...protocol import CESTProtocol
-from ..base import Model, ParameterSpec, register_model
+from ..base import Model, ParameterSpec, register_model, resolve_backend
 
 __all__ = ["POOLS", "CESTLorentzian", "lorentzian_jacobian", "lorentzian_signal"]
 
@@ -246,9 +246,45 @@ class CESTLorentzian(Model):
         return bad
 
     def fit_block(self, y: np.ndarray, b0: np.ndarray | None = None) -> BlockFit:
-        res = self.solve_nonlinear(y, self.initial_guess(y, b0))
+        p0 = self.initial_guess(y, b0)
+        if resolve_backend(self.backend, has_kernel=self.kernel() is not None) == "numba":
+            res = self._solve_compiled(y, p0)
+        else:
+            res = self.solve_nonlinear(y, p0)
         res.status[res.status == FitStatus.AT_BOUND] = FitStatus.CONVERGED
         return res
+
+    def _solve_compiled(self, y: np.ndarray, p0: np.ndarray) -> BlockFit:
+        """The LM of :mod:`tumorscope.fitting.lm` with this model inlined (one compiled loop
+        over voxels and iterations, :func:`._numba.lorentzian_lm`)."""
+        from ._numba import lorentzian_lm
+
+        lo, hi = self.bounds()
+        y = np.ascontiguousarray(y, dtype=np.float64)
+        n, npar = p0.shape
+        p = np.ascontiguousarray(np.clip(p0, lo, hi), dtype=np.float64)
+        status = np.empty(n, dtype=np.uint8)
+        rss = np.empty(n)
+        stderr = np.empty((n, npar))
+        n_iter = np.empty(n, dtype=np.int32)
+        opts = self.lm_options
+        lorentzian_lm(
+            np.ascontiguousarray(self.offsets_ppm, dtype=np.float64),
+            len(POOLS),
+            y,
+            p,
+            np.ascontiguousarray(lo, dtype=np.float64),
+            np.ascontiguousarray(hi, dtype=np.float64),
+            np.ascontiguousarray(self.scales(), dtype=np.float64),
+            int(opts.max_iter),
+            float(opts.ftol),
+            float(opts.xtol),
+            status,
+            rss,
+            stderr,
+            n_iter,
+        )
+        return BlockFit(p, status, rss, stderr)
 
     def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         lo, hi = self.bounds()
