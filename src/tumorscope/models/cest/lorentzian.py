@@ -38,6 +38,9 @@ POOLS: tuple[tuple[str, tuple[float, float, float], tuple[tuple[float, float], .
     ("noe", (0.02, 3.0, -3.5), ((0.0, 0.4), (1.0, 5.0), (-4.5, -2.5))),
 )
 
+#: Water widths (ppm) tried by the linear step of the start.
+_WATER_WIDTHS = (1.0, 1.6, 2.6)
+
 
 def _specs() -> tuple[ParameterSpec, ...]:
     out = [
@@ -215,6 +218,20 @@ class CESTLorentzian(Model):
     ) -> np.ndarray:
         """Refine the start: with positions and widths fixed, ``Z0`` and the amplitudes
         enter linearly; the best water width of a few is kept. Halves the LM iterations."""
+        if self.kernel() is not None and self.backend != "numpy":
+            from ._numba import lorentzian_start
+
+            p = np.ascontiguousarray(p, dtype=np.float64)
+            lorentzian_start(
+                np.ascontiguousarray(self.offsets_ppm, dtype=np.float64),
+                len(POOLS),
+                np.ascontiguousarray(y, dtype=np.float64),
+                p,
+                np.ascontiguousarray(lo, dtype=np.float64),
+                np.ascontiguousarray(hi, dtype=np.float64),
+                np.asarray(_WATER_WIDTHS),
+            )
+            return p
         amp_idx = [0, 2, *(4 + 3 * i for i in range(len(POOLS)))]
         n, m = y.shape
         x = self.offsets_ppm[None, :] - p[:, 1:2]  # (n, m)
@@ -226,7 +243,7 @@ class CESTLorentzian(Model):
             cols[..., 2 + i] = -qq / (qq + (x - p[:, j + 2 : j + 3]) ** 2)
         best = p.copy()
         best_rss = np.full(n, np.inf)
-        for gw in (1.0, 1.6, 2.6):
+        for gw in _WATER_WIDTHS:
             qw = 0.25 * gw * gw
             cols[..., 1] = -qw / (qw + x**2)
             H = np.einsum("nmi,nmj->nij", cols, cols) + 1e-9 * np.eye(len(amp_idx))
