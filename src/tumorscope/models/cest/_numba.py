@@ -59,12 +59,16 @@ def lorentzian_kernel(p, consts, f_out, J_out):
 # on an (m, P) Jacobian. Here the model is inlined, the Jacobian is stored transposed (P, m) so
 # that JᵀJ, Jᵀr and the model itself are contiguous, vectorisable loops over the offsets, a
 # trial step evaluates the signal only (the Jacobian is computed once a step is accepted), and
-# the standard errors reuse one Cholesky factor. Same steps, same tests, same tolerances.
+# the standard errors reuse one Cholesky factor. Same steps, tests and tolerances; only the
+# damping after an accepted step decreases by 5 instead of 10 (:data:`_LAM_DOWN`).
 
 _CONVERGED = int(FitStatus.CONVERGED)
 _AT_BOUND = int(FitStatus.AT_BOUND)
 _MAX_ITER = int(FitStatus.MAX_ITER)
 _FAILED = int(FitStatus.FAILED)
+#: Damping divisor after an accepted step (the generic solver: 10; the rejection factor stays
+#: 10). With 5, 22 % fewer trial steps on the benchmark spectra, the same minima (docs/cest.md).
+_LAM_DOWN = 5.0
 _FM = {"reassoc", "contract", "arcp", "nsz"}
 
 
@@ -172,15 +176,16 @@ def _normal(J, y, f, H, g, P, m):
 
 @nb.njit(cache=True, inline="always")
 def _chol(A, L, P):
+    """Cholesky factor of ``A`` into the lower triangle of ``L``, its diagonal holding the
+    inverses ``1 / L_jj``; ``False`` if ``A`` is not positive definite."""
     for j in range(P):
         s = A[j, j]
         for k in range(j):
             s -= L[j, k] * L[j, k]
         if not (s > 0.0):
             return False
-        d = np.sqrt(s)
-        L[j, j] = d
-        inv = 1.0 / d
+        inv = 1.0 / np.sqrt(s)
+        L[j, j] = inv  # the diagonal holds 1 / L_jj (see _chol_back)
         for i in range(j + 1, P):
             t = A[i, j]
             for k in range(j):
@@ -195,12 +200,12 @@ def _chol_back(L, b, x, P):
         t = b[i]
         for k in range(i):
             t -= L[i, k] * x[k]
-        x[i] = t / L[i, i]
+        x[i] = t * L[i, i]
     for i in range(P - 1, -1, -1):
         t = x[i]
         for k in range(i + 1, P):
             t -= L[k, i] * x[k]
-        x[i] = t / L[i, i]
+        x[i] = t * L[i, i]
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
@@ -271,7 +276,7 @@ def _lm_voxel(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, out_st, o
                     p[i] = pt[i]
                 rss = rss_t
                 _signal_jac(p, off, n_extra, f, J)
-                lam = max(lam / 10.0, 1e-12)
+                lam = max(lam / _LAM_DOWN, 1e-12)
                 build = True
                 if small_step or small_gain or rss == 0.0:
                     status = _CONVERGED
