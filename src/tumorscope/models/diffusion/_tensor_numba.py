@@ -238,15 +238,62 @@ def eig3_block(d6, evals, evecs):
         _eig3_rows(d6, evals, evecs, ch * n // nchunk, (ch + 1) * n // nchunk)
 
 
+@nb.njit(inline="always")
+def _jacobi3(a, v):
+    """Diagonalise the symmetric ``a (3, 3)`` in place by cyclic Jacobi rotations (at most 12
+    sweeps, to machine precision), accumulating them into ``v`` (set to the identity first);
+    returns the indices of the diagonal in decreasing order."""
+    for j in range(3):
+        for k in range(3):
+            v[j, k] = 1.0 if j == k else 0.0
+    for _sweep in range(12):
+        off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
+        diag = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
+        if off <= 1e-30 * diag or off == 0.0:
+            break
+        for pq in range(3):
+            p = 0 if pq < 2 else 1
+            q = 1 if pq == 0 else 2
+            apq = a[p, q]
+            if apq == 0.0:
+                continue
+            theta = (a[q, q] - a[p, p]) / (2.0 * apq)
+            t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + np.sqrt(theta * theta + 1.0))
+            c = 1.0 / np.sqrt(t * t + 1.0)
+            s = t * c
+            for k in range(3):  # A <- A J (columns p, q)
+                akp = a[k, p]
+                akq = a[k, q]
+                a[k, p] = c * akp - s * akq
+                a[k, q] = s * akp + c * akq
+            for k in range(3):  # A <- Jᵀ A (rows p, q)
+                apk = a[p, k]
+                aqk = a[q, k]
+                a[p, k] = c * apk - s * aqk
+                a[q, k] = s * apk + c * aqk
+            for k in range(3):
+                vkp = v[k, p]
+                vkq = v[k, q]
+                v[k, p] = c * vkp - s * vkq
+                v[k, q] = s * vkp + c * vkq
+    # sort decreasing
+    o0, o1, o2 = 0, 1, 2
+    d = (a[0, 0], a[1, 1], a[2, 2])
+    if d[o0] < d[o1]:
+        o0, o1 = o1, o0
+    if d[o1] < d[o2]:
+        o1, o2 = o2, o1
+    if d[o0] < d[o1]:
+        o0, o1 = o1, o0
+    return o0, o1, o2
+
+
 @nb.njit(cache=True, nogil=True)
 def _eig3_rows(d6, evals, evecs, lo, hi):
     """:func:`eig3_block` on rows ``lo:hi`` (buffers allocated once)."""
     a = np.empty((3, 3))
     v = np.empty((3, 3))
     for i in range(lo, hi):
-        for j in range(3):
-            for k in range(3):
-                v[j, k] = 1.0 if j == k else 0.0
         a[0, 0] = d6[i, 0]
         a[1, 0] = a[0, 1] = d6[i, 1]
         a[1, 1] = d6[i, 2]
@@ -262,45 +309,8 @@ def _eig3_rows(d6, evals, evecs, lo, hi):
                 for k in range(3):
                     evecs[i, j, k] = np.nan
             continue
-        for _sweep in range(12):
-            off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
-            diag = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
-            if off <= 1e-30 * diag or off == 0.0:
-                break
-            for pq in range(3):
-                p = 0 if pq < 2 else 1
-                q = 1 if pq == 0 else 2
-                apq = a[p, q]
-                if apq == 0.0:
-                    continue
-                theta = (a[q, q] - a[p, p]) / (2.0 * apq)
-                t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + np.sqrt(theta * theta + 1.0))
-                c = 1.0 / np.sqrt(t * t + 1.0)
-                s = t * c
-                for k in range(3):  # A <- A J (columns p, q)
-                    akp = a[k, p]
-                    akq = a[k, q]
-                    a[k, p] = c * akp - s * akq
-                    a[k, q] = s * akp + c * akq
-                for k in range(3):  # A <- Jᵀ A (rows p, q)
-                    apk = a[p, k]
-                    aqk = a[q, k]
-                    a[p, k] = c * apk - s * aqk
-                    a[q, k] = s * apk + c * aqk
-                for k in range(3):
-                    vkp = v[k, p]
-                    vkq = v[k, q]
-                    v[k, p] = c * vkp - s * vkq
-                    v[k, q] = s * vkp + c * vkq
-        # sort decreasing
-        o0, o1, o2 = 0, 1, 2
+        o0, o1, o2 = _jacobi3(a, v)
         d = (a[0, 0], a[1, 1], a[2, 2])
-        if d[o0] < d[o1]:
-            o0, o1 = o1, o0
-        if d[o1] < d[o2]:
-            o1, o2 = o2, o1
-        if d[o0] < d[o1]:
-            o0, o1 = o1, o0
         evals[i, 0] = d[o0]
         evals[i, 1] = d[o1]
         evals[i, 2] = d[o2]
@@ -343,140 +353,187 @@ def tensor_exp_kernel(p, c, f, J):
 TILE = 128
 
 
-@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
-    """:func:`tensor_wls_rows` with every loop running over a tile of voxels (so that LLVM
-    vectorises it): the data are transposed into ``(m, TILE)`` buffers, logs and exps are the
-    branch-free :func:`~._numba._log_pos` / :func:`~._numba._exp`, and the packed Cholesky
-    solve runs on all voxels of the tile at once. Same outputs and codes."""
-    n, m = y.shape
+@nb.njit(cache=True, nogil=True)
+def tile_buffers(m, p, T):
+    """``ly, w (m, T)``, ``A (P, T)``, ``r, c, z, dv (p, T)``, ``flags (4, T)``."""
+    P = p * (p + 1) // 2
+    return (
+        np.empty((m, T)),
+        np.empty((m, T)),
+        np.empty((P, T)),
+        np.empty((p, T)),
+        np.empty((p, T)),
+        np.empty((p, T)),
+        np.empty((p, T)),
+        np.empty((4, T)),
+    )
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted):
+    """The two-pass WLS (``weighted``) or OLS of :func:`tensor_wls_rows` on a tile of ``nt``
+    voxels, every loop running over the voxels of the tile (so that LLVM vectorises it).
+
+    In: ``ly[:, :nt]`` the raw samples (float64, one voxel per column). Out: ``ly`` their
+    logs (samples ``<= 0`` take the voxel's smallest positive sample), ``c`` the
+    coefficients, ``dv`` = ``diag((XᵀWX)⁻¹)``, ``flags[0]`` > 0 invalid input, ``flags[2]``
+    > 0 singular, ``flags[3]`` the weighted log-domain RSS (``flags[1]``: scratch). Logs
+    and exps are the branch-free :func:`~._numba._log_pos` / :func:`~._numba._exp`; the
+    packed Cholesky solve runs on all voxels of the tile at once.
+    """
+    m = ly.shape[0]
     p = X.shape[1]
     P = XX.shape[1]
-    T = TILE
-    ly = np.empty((m, T))
-    w = np.empty((m, T))
-    A = np.empty((P, T))  # packed lower triangle, row-major (a >= b): index a(a+1)/2 + b
-    r = np.empty((p, T))
-    c = np.empty((p, T))
-    z = np.empty((p, T))
-    bad = np.empty(T)
-    minpos = np.empty(T)
-    fail = np.empty(T)
-    res = np.empty(T)
-    for t0 in range(0, n, T):
-        nt = min(T, n - t0)
+    bad, minpos, fail, res = flags[0], flags[1], flags[2], flags[3]
+    for j in range(nt):
+        bad[j] = 0.0
+        minpos[j] = np.inf
+        fail[j] = 0.0
+    for k in range(m):
         for j in range(nt):
-            bad[j] = 0.0
-            minpos[j] = np.inf
-            fail[j] = 0.0
+            v = ly[k, j]
+            bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+            minpos[j] = v if (v > 0.0 and v < minpos[j]) else minpos[j]
+    for j in range(nt):
+        bad[j] += 1.0 if minpos[j] == np.inf else 0.0
+        minpos[j] = minpos[j] if minpos[j] < np.inf else 1.0
+    for k in range(m):
+        for j in range(nt):
+            v = ly[k, j]
+            v = v if (v > 0.0 and v < np.inf) else minpos[j]
+            ly[k, j] = _log_pos(v)
+    if weighted:
+        for a in range(p):
+            for j in range(nt):
+                c[a, j] = 0.0
+            for k in range(m):
+                pk = pinv[a, k]
+                for j in range(nt):
+                    c[a, j] += pk * ly[k, j]
         for k in range(m):
             for j in range(nt):
-                v = np.float64(y[t0 + j, k])
-                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
-                minpos[j] = v if (v > 0.0 and v < minpos[j]) else minpos[j]
-                ly[k, j] = v
-        for j in range(nt):
-            bad[j] += 1.0 if minpos[j] == np.inf else 0.0
-            minpos[j] = minpos[j] if minpos[j] < np.inf else 1.0
-        for k in range(m):
-            for j in range(nt):
-                v = ly[k, j]
-                v = v if (v > 0.0 and v < np.inf) else minpos[j]
-                ly[k, j] = _log_pos(v)
-        if weighted:
+                w[k, j] = 0.0
             for a in range(p):
+                xk = X[k, a]
                 for j in range(nt):
-                    c[a, j] = 0.0
-                for k in range(m):
-                    pk = pinv[a, k]
-                    for j in range(nt):
-                        c[a, j] += pk * ly[k, j]
-            for k in range(m):
-                for j in range(nt):
-                    w[k, j] = 0.0
-                for a in range(p):
-                    xk = X[k, a]
-                    for j in range(nt):
-                        w[k, j] += xk * c[a, j]
-                for j in range(nt):
-                    t = w[k, j]
-                    t = min(max(t, -350.0), 350.0)
-                    w[k, j] = _exp(2.0 * t)
-        else:
-            for k in range(m):
-                for j in range(nt):
-                    w[k, j] = 1.0
+                    w[k, j] += xk * c[a, j]
+            for j in range(nt):
+                t = w[k, j]
+                t = min(max(t, -350.0), 350.0)
+                w[k, j] = _exp(2.0 * t)
+    else:
+        for k in range(m):
+            for j in range(nt):
+                w[k, j] = 1.0
+    for q in range(P):
+        for j in range(nt):
+            A[q, j] = 0.0
+    for a in range(p):
+        for j in range(nt):
+            r[a, j] = 0.0
+    for k in range(m):
         for q in range(P):
+            xq = XX[k, q]
             for j in range(nt):
-                A[q, j] = 0.0
+                A[q, j] += xq * w[k, j]
         for a in range(p):
+            xa = X[k, a]
             for j in range(nt):
-                r[a, j] = 0.0
-        for k in range(m):
-            for q in range(P):
-                xq = XX[k, q]
+                r[a, j] += xa * w[k, j] * ly[k, j]
+    # packed Cholesky, in place, all voxels of the tile at once (voxels innermost: every
+    # loop vectorises); dv holds the reciprocals of the diagonal meanwhile
+    for a in range(p):
+        aa = a * (a + 1) // 2
+        for b in range(a + 1):
+            bb = b * (b + 1) // 2
+            for k in range(b):
                 for j in range(nt):
-                    A[q, j] += xq * w[k, j]
-            for a in range(p):
-                xa = X[k, a]
+                    A[aa + b, j] -= A[aa + k, j] * A[bb + k, j]
+            if a == b:
                 for j in range(nt):
-                    r[a, j] += xa * w[k, j] * ly[k, j]
-        # packed Cholesky, in place, all voxels of the tile at once
-        for a in range(p):
-            aa = a * (a + 1) // 2
-            for b in range(a + 1):
-                bb = b * (b + 1) // 2
+                    s = A[aa + a, j]
+                    ok = s > 0.0
+                    fail[j] += 0.0 if ok else 1.0
+                    d = np.sqrt(s) if ok else 1.0
+                    A[aa + a, j] = d
+                    dv[a, j] = 1.0 / d
+            else:
                 for j in range(nt):
-                    s = A[aa + b, j]
-                    for k in range(b):
-                        s -= A[aa + k, j] * A[bb + k, j]
-                    if a == b:
-                        ok = s > 0.0
-                        fail[j] += 0.0 if ok else 1.0
-                        A[aa + a, j] = np.sqrt(s) if ok else 1.0
-                    else:
-                        A[aa + b, j] = s / A[bb + b, j]
-        # forward (z) and back (c) substitution
-        for a in range(p):
-            aa = a * (a + 1) // 2
-            for j in range(nt):
-                s = r[a, j]
-                for b in range(a):
-                    s -= A[aa + b, j] * z[b, j]
-                z[a, j] = s / A[aa + a, j]
-        for a in range(p - 1, -1, -1):
-            aa = a * (a + 1) // 2
-            for j in range(nt):
-                s = z[a, j]
-                for b in range(a + 1, p):
-                    s -= A[b * (b + 1) // 2 + a, j] * c[b, j]
-                c[a, j] = s / A[aa + a, j]
+                    A[aa + b, j] *= dv[b, j]
+    # forward (z) and back (c) substitution
+    for a in range(p):
+        aa = a * (a + 1) // 2
         for j in range(nt):
-            res[j] = 0.0
+            z[a, j] = r[a, j]
+        for b in range(a):
+            for j in range(nt):
+                z[a, j] -= A[aa + b, j] * z[b, j]
+        for j in range(nt):
+            z[a, j] *= dv[a, j]
+    for a in range(p - 1, -1, -1):
+        for j in range(nt):
+            c[a, j] = z[a, j]
+        for b in range(a + 1, p):
+            bb = b * (b + 1) // 2 + a
+            for j in range(nt):
+                c[a, j] -= A[bb, j] * c[b, j]
+        for j in range(nt):
+            c[a, j] *= dv[a, j]
+    for j in range(nt):
+        res[j] = 0.0
+    for k in range(m):
+        for j in range(nt):
+            r[0, j] = ly[k, j]
+        for a in range(p):
+            xa = X[k, a]
+            for j in range(nt):
+                r[0, j] -= xa * c[a, j]
+        for j in range(nt):
+            res[j] += w[k, j] * r[0, j] * r[0, j]
+    # diag((LLᵀ)⁻¹) = column sums of (L⁻¹)²: column ``col`` of L⁻¹ (in z) by forward
+    # substitution, its squares accumulated into r (dv: the reciprocal diagonal until the end)
+    for col in range(p):
+        for j in range(nt):
+            r[col, j] = 0.0
+    for col in range(p):
+        for a in range(col, p):
+            aa = a * (a + 1) // 2
+            for j in range(nt):
+                z[a, j] = 1.0 if a == col else 0.0
+            for b in range(col, a):
+                for j in range(nt):
+                    z[a, j] -= A[aa + b, j] * z[b, j]
+            for j in range(nt):
+                z[a, j] *= dv[a, j]
+                r[col, j] += z[a, j] * z[a, j]
+    for col in range(p):
+        for j in range(nt):
+            dv[col, j] = r[col, j]
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
+    """:func:`tensor_wls_rows` tile by tile (:func:`wls_tile`, :data:`TILE` voxels): the
+    data are transposed into ``(m, TILE)`` buffers. Same outputs and codes."""
+    n, m = y.shape
+    p = X.shape[1]
+    ly, w, A, r, c, z, dv, flags = tile_buffers(m, p, TILE)
+    for t0 in range(0, n, TILE):
+        nt = min(TILE, n - t0)
         for k in range(m):
             for j in range(nt):
-                e = ly[k, j]
-                for a in range(p):
-                    e -= X[k, a] * c[a, j]
-                res[j] += w[k, j] * e * e
-        # diag((LLᵀ)⁻¹): columns of L⁻¹ (z reused)
-        for col in range(p):
-            for j in range(nt):
-                dinv[t0 + j, col] = 0.0
-            for a in range(col, p):
-                aa = a * (a + 1) // 2
-                for j in range(nt):
-                    s = 1.0 if a == col else 0.0
-                    for b in range(col, a):
-                        s -= A[aa + b, j] * z[b, j]
-                    z[a, j] = s / A[aa + a, j]
-                    dinv[t0 + j, col] += z[a, j] * z[a, j]
+                ly[k, j] = np.float64(y[t0 + j, k])
+        wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted)
         for j in range(nt):
             i = t0 + j
-            cd = np.uint8(1) if bad[j] > 0.0 else (np.uint8(2) if fail[j] > 0.0 else np.uint8(0))
+            cd = (
+                np.uint8(1)
+                if flags[0, j] > 0.0
+                else (np.uint8(2) if flags[2, j] > 0.0 else np.uint8(0))
+            )
             code[i] = cd
             good = cd == 0
             for a in range(p):
                 coef[i, a] = c[a, j] if good else np.nan
-                dinv[i, a] = dinv[i, a] if good else np.nan
-            rss[i] = res[j] if good else np.nan
+                dinv[i, a] = dv[a, j] if good else np.nan
+            rss[i] = flags[3, j] if good else np.nan
