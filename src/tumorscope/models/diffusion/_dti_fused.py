@@ -36,7 +36,9 @@ def dti_fit_range(
     """
     m = y.shape[1]
     p = X.shape[1]
-    ly, w, A, r, c, z, dv, flags = tile_buffers(m, p, TILE)
+    ly, w, A, r, c, z, dv, flags, wl = tile_buffers(m, p, TILE)
+    XXt = np.ascontiguousarray(XX.T)
+    Xt = np.ascontiguousarray(X.T)
     idx = np.empty(TILE, np.int64)
     a3 = np.empty((3, 3))
     v3 = np.empty((3, 3))
@@ -68,7 +70,7 @@ def dti_fit_range(
             for k in range(m):
                 for j in range(nt):
                     ly[k, j] = np.float64(y[t0 + j, k])
-        wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted)
+        wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, wl)
         for j in range(nt):
             i = idx[j]
             if flags[0, j] > 0.0 or flags[2, j] > 0.0:

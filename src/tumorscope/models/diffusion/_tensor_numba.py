@@ -355,35 +355,39 @@ TILE = 128
 
 @nb.njit(cache=True, nogil=True)
 def tile_buffers(m, p, T):
-    """``ly, w (m, T)``, ``A (P, T)``, ``r, c, z, dv (p, T)``, ``flags (4, T)``."""
+    """``ly, w (m, T)``, ``A (P, T)``, ``r, c, z, dv (p, T)``, ``flags (4, T)``, ``wl (m, T)``
+    (zeros: the columns of a partial tile past its voxels stay finite)."""
     P = p * (p + 1) // 2
     return (
-        np.empty((m, T)),
-        np.empty((m, T)),
-        np.empty((P, T)),
-        np.empty((p, T)),
-        np.empty((p, T)),
-        np.empty((p, T)),
-        np.empty((p, T)),
-        np.empty((4, T)),
+        np.zeros((m, T)),
+        np.zeros((m, T)),
+        np.zeros((P, T)),
+        np.zeros((p, T)),
+        np.zeros((p, T)),
+        np.zeros((p, T)),
+        np.zeros((p, T)),
+        np.zeros((4, T)),
+        np.zeros((m, T)),
     )
 
 
 @nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
-def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted):
+def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, wl):
     """The two-pass WLS (``weighted``) or OLS of :func:`tensor_wls_rows` on a tile of ``nt``
-    voxels, every loop running over the voxels of the tile (so that LLVM vectorises it).
+    voxels (the buffers of :func:`tile_buffers`; ``XXt = XXᵀ``, ``Xt = Xᵀ`` contiguous).
 
     In: ``ly[:, :nt]`` the raw samples (float64, one voxel per column). Out: ``ly`` their
     logs (samples ``<= 0`` take the voxel's smallest positive sample), ``c`` the
     coefficients, ``dv`` = ``diag((XᵀWX)⁻¹)``, ``flags[0]`` > 0 invalid input, ``flags[2]``
-    > 0 singular, ``flags[3]`` the weighted log-domain RSS (``flags[1]``: scratch). Logs
-    and exps are the branch-free :func:`~._numba._log_pos` / :func:`~._numba._exp`; the
-    packed Cholesky solve runs on all voxels of the tile at once.
+    > 0 singular, ``flags[3]`` the weighted log-domain RSS (``flags[1]``, ``wl``: scratch).
+    The OLS pass, the predicted signal and the normal equations ``XᵀWX`` (packed), ``XᵀWy``
+    are matrix products over the whole tile (BLAS; the columns past ``nt`` are finite
+    leftovers, never read back); logs and exps are the branch-free
+    :func:`~._numba._log_pos` / :func:`~._numba._exp`; the packed Cholesky solve runs on all
+    voxels of the tile at once, voxels innermost (every loop vectorises).
     """
     m = ly.shape[0]
     p = X.shape[1]
-    P = XX.shape[1]
     bad, minpos, fail, res = flags[0], flags[1], flags[2], flags[3]
     for j in range(nt):
         bad[j] = 0.0
@@ -403,20 +407,10 @@ def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted):
             v = v if (v > 0.0 and v < np.inf) else minpos[j]
             ly[k, j] = _log_pos(v)
     if weighted:
-        for a in range(p):
-            for j in range(nt):
-                c[a, j] = 0.0
-            for k in range(m):
-                pk = pinv[a, k]
-                for j in range(nt):
-                    c[a, j] += pk * ly[k, j]
+        # OLS pass and predicted log signal (BLAS on the whole tile; columns >= nt unused)
+        np.dot(pinv, ly, c)
+        np.dot(X, c, w)
         for k in range(m):
-            for j in range(nt):
-                w[k, j] = 0.0
-            for a in range(p):
-                xk = X[k, a]
-                for j in range(nt):
-                    w[k, j] += xk * c[a, j]
             for j in range(nt):
                 t = w[k, j]
                 t = min(max(t, -350.0), 350.0)
@@ -425,21 +419,11 @@ def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted):
         for k in range(m):
             for j in range(nt):
                 w[k, j] = 1.0
-    for q in range(P):
-        for j in range(nt):
-            A[q, j] = 0.0
-    for a in range(p):
-        for j in range(nt):
-            r[a, j] = 0.0
+    np.dot(XXt, w, A)
     for k in range(m):
-        for q in range(P):
-            xq = XX[k, q]
-            for j in range(nt):
-                A[q, j] += xq * w[k, j]
-        for a in range(p):
-            xa = X[k, a]
-            for j in range(nt):
-                r[a, j] += xa * w[k, j] * ly[k, j]
+        for j in range(nt):
+            wl[k, j] = w[k, j] * ly[k, j]
+    np.dot(Xt, wl, r)
     # packed Cholesky, in place, all voxels of the tile at once (voxels innermost: every
     # loop vectorises); dv holds the reciprocals of the diagonal meanwhile
     for a in range(p):
@@ -517,13 +501,15 @@ def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
     data are transposed into ``(m, TILE)`` buffers. Same outputs and codes."""
     n, m = y.shape
     p = X.shape[1]
-    ly, w, A, r, c, z, dv, flags = tile_buffers(m, p, TILE)
+    ly, w, A, r, c, z, dv, flags, wl = tile_buffers(m, p, TILE)
+    XXt = np.ascontiguousarray(XX.T)
+    Xt = np.ascontiguousarray(X.T)
     for t0 in range(0, n, TILE):
         nt = min(TILE, n - t0)
         for k in range(m):
             for j in range(nt):
                 ly[k, j] = np.float64(y[t0 + j, k])
-        wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted)
+        wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, wl)
         for j in range(nt):
             i = t0 + j
             cd = (
