@@ -381,8 +381,8 @@ def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, w
     coefficients, ``dv`` = ``diag((XᵀWX)⁻¹)``, ``flags[0]`` > 0 invalid input, ``flags[2]``
     > 0 singular, ``flags[3]`` the weighted log-domain RSS (``flags[1]``, ``wl``: scratch).
     The OLS pass, the predicted signal and the normal equations ``XᵀWX`` (packed), ``XᵀWy``
-    are matrix products over the whole tile (BLAS; the columns past ``nt`` are finite
-    leftovers, never read back); logs and exps are the branch-free
+    are matrix products over the whole tile (BLAS while single-threaded there, i.e. DTI; the
+    columns past ``nt`` are finite leftovers, never read back; else loops); logs and exps are the branch-free
     :func:`~._numba._log_pos` / :func:`~._numba._exp`; the packed Cholesky solve runs on all
     voxels of the tile at once, voxels innermost (every loop vectorises).
     """
@@ -406,10 +406,31 @@ def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, w
             v = ly[k, j]
             v = v if (v > 0.0 and v < np.inf) else minpos[j]
             ly[k, j] = _log_pos(v)
+    T = ly.shape[1]
+    P = XXt.shape[0]
+    # BLAS for the products only while OpenBLAS keeps them on one thread (m n k < 4 × 65536):
+    # its threads would compete with the engine's on a shared machine (DKI: loops instead)
+    blas = P * m * T < 200_000
     if weighted:
-        # OLS pass and predicted log signal (BLAS on the whole tile; columns >= nt unused)
-        np.dot(pinv, ly, c)
-        np.dot(X, c, w)
+        # OLS pass and predicted log signal (columns past nt: unused)
+        if blas:
+            np.dot(pinv, ly, c)
+            np.dot(X, c, w)
+        else:
+            for a in range(p):
+                for j in range(nt):
+                    c[a, j] = 0.0
+                for k in range(m):
+                    pk = pinv[a, k]
+                    for j in range(nt):
+                        c[a, j] += pk * ly[k, j]
+            for k in range(m):
+                for j in range(nt):
+                    w[k, j] = 0.0
+                for a in range(p):
+                    xk = X[k, a]
+                    for j in range(nt):
+                        w[k, j] += xk * c[a, j]
         for k in range(m):
             for j in range(nt):
                 t = w[k, j]
@@ -419,11 +440,28 @@ def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, w
         for k in range(m):
             for j in range(nt):
                 w[k, j] = 1.0
-    np.dot(XXt, w, A)
     for k in range(m):
         for j in range(nt):
             wl[k, j] = w[k, j] * ly[k, j]
-    np.dot(Xt, wl, r)
+    if blas:
+        np.dot(XXt, w, A)
+        np.dot(Xt, wl, r)
+    else:
+        for q in range(P):
+            for j in range(nt):
+                A[q, j] = 0.0
+        for a in range(p):
+            for j in range(nt):
+                r[a, j] = 0.0
+        for k in range(m):
+            for q in range(P):
+                xq = XXt[q, k]
+                for j in range(nt):
+                    A[q, j] += xq * w[k, j]
+            for a in range(p):
+                xa = Xt[a, k]
+                for j in range(nt):
+                    r[a, j] += xa * wl[k, j]
     # packed Cholesky, in place, all voxels of the tile at once (voxels innermost: every
     # loop vectorises); dv holds the reciprocals of the diagonal meanwhile
     for a in range(p):
