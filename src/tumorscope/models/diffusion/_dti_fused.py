@@ -40,8 +40,6 @@ def dti_fit_range(
     XXt = np.ascontiguousarray(XX.T)
     Xt = np.ascontiguousarray(X.T)
     idx = np.empty(TILE, np.int64)
-    a3 = np.empty((3, 3))
-    v3 = np.empty((3, 3))
     nan = np.float32(np.nan)
     dof = m - p
     for t0 in range(lo, hi, TILE):
@@ -100,26 +98,37 @@ def dti_fit_range(
             m2 = xx * yy - xy * xy
             m3 = xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz) + xz * (xy * yz - yy * xz)
             status[i] = _CONVERGED if (xx > 0 and m2 > 0 and m3 > 0) else _AT_BOUND
-            _derived(params, der, i, a3, v3, min_diff)
+            fa, md, ad, rd, vx, vy, vz = _derived(
+                np.float64(params[1, i]),
+                np.float64(params[2, i]),
+                np.float64(params[3, i]),
+                np.float64(params[4, i]),
+                np.float64(params[5, i]),
+                np.float64(params[6, i]),
+                min_diff,
+            )
+            der[0, i] = np.float32(fa)
+            der[1, i] = np.float32(md)
+            der[2, i] = np.float32(ad)
+            der[3, i] = np.float32(rd)
+            der[4, i] = np.float32(vx)
+            der[5, i] = np.float32(vy)
+            der[6, i] = np.float32(vz)
 
 
 @nb.njit(cache=True, nogil=True)
-def _derived(params, der, i, a3, v3, min_diff):
-    """FA, MD, AD, RD, V1 of voxel ``i`` from its float32 elements (as :meth:`.dti.DTI.derive`).
+def _derived(xx, xy, yy, xz, yz, zz, min_diff):
+    """FA, MD, AD, RD, V1_x, V1_y, V1_z of the tensor ``xx … zz`` (as :meth:`.dti.DTI.derive`;
+    scalars in and out: no array per call).
 
-    Closed form where it is accurate: the eigenvalues by the trigonometric solution of the
-    characteristic cubic (Smith 1961, doi:10.1145/355578.366316), V1 as the largest cross
+    Closed form where it is accurate: the eigenvalues from the characteristic cubic of the
+    normalised deviator (Smith 1961, doi:10.1145/355578.366316; its largest root by Newton's
+    method rather than acos/cos), V1 as the largest cross
     product of two rows of ``D - λ1 I``; FA from the invariants (no cancellation:
     ``FA² = 1.5 |D - MD I|² / |D|²``). Used when the smallest eigenvalue is above
     ``min_diff`` (no clipping) and ``λ1 - λ2 >= 0.05 (λ1 - λ3)`` (V1 well separated, so its
     error is a few ulps); else the Jacobi rotations of :func:`~._tensor_numba.eig3_block`.
     """
-    xx = np.float64(params[1, i])
-    xy = np.float64(params[2, i])
-    yy = np.float64(params[3, i])
-    xz = np.float64(params[4, i])
-    yz = np.float64(params[5, i])
-    zz = np.float64(params[6, i])
     q = (xx + yy + zz) / 3.0
     dx, dy, dz = xx - q, yy - q, zz - q
     off = xy * xy + xz * xz + yz * yz
@@ -129,10 +138,19 @@ def _derived(params, der, i, a3, v3, min_diff):
         det = dx * (dy * dz - yz * yz) - xy * (xy * dz - yz * xz) + xz * (xy * yz - dy * xz)
         rr = 0.5 * det / (pp * pp * pp)
         rr = min(max(rr, -1.0), 1.0)
-        phi = np.arccos(rr) / 3.0
-        l1 = q + 2.0 * pp * np.cos(phi)
-        l3 = q + 2.0 * pp * np.cos(phi + 2.0943951023931957)
-        l2 = 3.0 * q - l1 - l3
+        # B = (D - q I) / pp has the eigenvalues x = 2 cos(φ + 2πk/3), cos 3φ = rr: the
+        # roots of x³ - 3x - 2rr. The largest by Newton from x = 2 (above it: monotone,
+        # quadratic; no acos/cos calls), the other two from x2 + x3 = -x1, x2 x3 = x1² - 3.
+        x1 = 2.0
+        for _ in range(40):
+            step = (x1 * x1 * x1 - 3.0 * x1 - 2.0 * rr) / max(3.0 * x1 * x1 - 3.0, 1e-300)
+            x1 -= step
+            if step <= 4e-16 * x1:
+                break
+        h = 0.5 * np.sqrt(max(3.0 * (4.0 - x1 * x1), 0.0))
+        l1 = q + pp * x1
+        l2 = q + pp * (-0.5 * x1 + h)
+        l3 = q + pp * (-0.5 * x1 - h)
         if l3 > min_diff and (l1 - l2) >= 0.05 * (l1 - l3):
             # rows of D - l1 I; V1 is orthogonal to them
             r0x, r0y, r0z = xx - l1, xy, xz
@@ -150,14 +168,9 @@ def _derived(params, der, i, a3, v3, min_diff):
                 ax, ay, az, na = cx, cy, cz, nc
             inv = (-1.0 if az < 0 else 1.0) / np.sqrt(na)
             den = xx * xx + yy * yy + zz * zz + 2.0 * off
-            der[0, i] = np.float32(np.sqrt(1.5 * p2 / den))
-            der[1, i] = np.float32(q)
-            der[2, i] = np.float32(l1)
-            der[3, i] = np.float32(0.5 * (l2 + l3))
-            der[4, i] = np.float32(ax * inv)
-            der[5, i] = np.float32(ay * inv)
-            der[6, i] = np.float32(az * inv)
-            return
+            return np.sqrt(1.5 * p2 / den), q, l1, q - 0.5 * pp * x1, ax * inv, ay * inv, az * inv
+    a3 = np.empty((3, 3))
+    v3 = np.empty((3, 3))
     a3[0, 0] = xx
     a3[1, 0] = a3[0, 1] = xy
     a3[1, 1] = yy
@@ -170,11 +183,14 @@ def _derived(params, der, i, a3, v3, min_diff):
     e2 = max(a3[o2, o2], min_diff)
     num = (e0 - e1) ** 2 + (e1 - e2) ** 2 + (e2 - e0) ** 2
     den = e0 * e0 + e1 * e1 + e2 * e2
-    der[0, i] = np.float32(np.sqrt(0.5 * num / den) if den > 0 else 0.0)
-    der[1, i] = np.float32((e0 + e1 + e2) / 3.0)
-    der[2, i] = np.float32(e0)
-    der[3, i] = np.float32(0.5 * (e1 + e2))
+    fa = np.sqrt(0.5 * num / den) if den > 0 else 0.0
     sg = -1.0 if v3[2, o0] < 0 else 1.0
-    der[4, i] = np.float32(sg * v3[0, o0])
-    der[5, i] = np.float32(sg * v3[1, o0])
-    der[6, i] = np.float32(sg * v3[2, o0])
+    return (
+        fa,
+        (e0 + e1 + e2) / 3.0,
+        e0,
+        0.5 * (e1 + e2),
+        sg * v3[0, o0],
+        sg * v3[1, o0],
+        sg * v3[2, o0],
+    )
