@@ -66,3 +66,21 @@ def test_fast_path_matches_engine(method: str, dtype: type, order: str, masked: 
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
         # closed form against Jacobi rotations: float32 rounding
         np.testing.assert_allclose(a, b, rtol=2e-6, atol=2e-9, equal_nan=True)
+
+
+def test_compiled_nlls_stderr_matches_numpy() -> None:
+    """The compiled standard errors of the NLLS fit equal ``stderr_from_jacobian``'s."""
+    from tumorscope.fitting.uncertainty import stderr_from_jacobian
+    from tumorscope.models.diffusion import _tensor_numba
+
+    model = DTI.example()
+    rng = np.random.default_rng(2)
+    p = model.sample_parameters(500, rng=rng)
+    p[0] = np.nan
+    p[1, 0] = 0.0  # S0 = 0: JᵀJ singular
+    rss = rng.uniform(1.0, 10.0, 500)
+    ref = stderr_from_jacobian(model.jacobian(p), rss)
+    out = np.empty_like(p)
+    _tensor_numba.dti_stderr(p, np.ascontiguousarray(model.X[:, 1:]), rss, out)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    np.testing.assert_allclose(out, ref, rtol=1e-10)

@@ -561,3 +561,50 @@ def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
                 coef[i, a] = c[a, j] if good else np.nan
                 dinv[i, a] = dv[a, j] if good else np.nan
             rss[i] = flags[3, j] if good else np.nan
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def dti_stderr(params, Xd, rss, out):
+    """Standard errors of DTI estimates ``params (n, 7)`` = ``(S0, D6)`` for the tensor
+    columns ``Xd (m, 6)`` of the design: ``sqrt(diag((JᵀJ)⁻¹) rss / (m - 7))`` with ``J`` the
+    Jacobian of :func:`.tensor.tensor_signal` (as :func:`~tumorscope.fitting.uncertainty.
+    stderr_from_jacobian` with its Cholesky solver); NaN where ``JᵀJ`` is not positive
+    definite, a variance is negative or ``m <= 7``."""
+    n = params.shape[0]
+    m = Xd.shape[0]
+    p = 7
+    H = np.empty((p, p))
+    jr = np.empty(p)
+    z = np.empty(p)
+    for i in range(n):
+        for a in range(p):
+            for b in range(p):
+                H[a, b] = 0.0
+        s0 = params[i, 0]
+        for k in range(m):
+            t = 0.0
+            for j in range(6):
+                t += Xd[k, j] * params[i, 1 + j]
+            e = np.exp(t)
+            s = s0 * e
+            jr[0] = e
+            for j in range(6):
+                jr[1 + j] = s * Xd[k, j]
+            for a in range(p):
+                for b in range(a + 1):
+                    H[a, b] += jr[a] * jr[b]
+        ok = m > p and _cholesky(H, p)
+        scale = rss[i] / (m - p) if m > p else np.nan
+        for col in range(p):
+            if not ok:
+                out[i, col] = np.nan
+                continue
+            acc = 0.0
+            for a in range(col, p):
+                t = 1.0 if a == col else 0.0
+                for b in range(col, a):
+                    t -= H[a, b] * z[b]
+                z[a] = t / H[a, a]
+                acc += z[a] * z[a]
+            var = acc * scale
+            out[i, col] = np.sqrt(var) if var >= 0 else np.nan

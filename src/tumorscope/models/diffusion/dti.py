@@ -335,7 +335,11 @@ class DTI(DiffusionModel):
         status = res.status.copy()
         status[status == FitStatus.AT_BOUND] = FitStatus.CONVERGED  # no bounds on L
         status[~good] = start.status[~good]
-        stderr = stderr_from_jacobian(self.jacobian(params), res.rss)
+        if nbm is not None:
+            stderr = np.empty_like(params)
+            nbm.dti_stderr(params, np.ascontiguousarray(Xd), np.asarray(res.rss, float), stderr)
+        else:
+            stderr = stderr_from_jacobian(self.jacobian(params), res.rss)
         params[~good] = np.nan
         stderr[~good] = np.nan
         rss = np.where(good, res.rss, np.nan)
