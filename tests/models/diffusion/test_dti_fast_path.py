@@ -85,3 +85,20 @@ def test_compiled_nlls_stderr_matches_numpy() -> None:
     _tensor_numba.dti_stderr(p, np.ascontiguousarray(model.X[:, 1:]), rss, out)
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
     np.testing.assert_allclose(out, ref, rtol=1e-10)
+
+
+def test_compiled_kurtosis_maps_match_numpy() -> None:
+    """MK, AK, RK by the eigenframe tables (compiled) equal the numpy quadrature."""
+    from tumorscope.models.diffusion import DKITensor
+    from tumorscope.models.diffusion.tensor import eigen, kurtosis_maps, kurtosis_maps_fast
+
+    model = DKITensor.example()
+    p = model.sample_parameters(400, rng=np.random.default_rng(4))
+    p[0, 1:7] = np.nan  # NaN tensor
+    p[1, 1:7] = [1e-3, 0.0, 1e-3, 0.0, 0.0, 1e-7]  # an eigenvalue below MIN_KURTOSIS_EVAL
+    evals, evecs = eigen(p[:, 1:7])
+    fast = kurtosis_maps_fast(evals, evecs, p[:, 7:], backend="numba")
+    ref = kurtosis_maps(evals, evecs, p[:, 7:])
+    for key in ("MK", "AK", "RK"):
+        np.testing.assert_allclose(fast[key], ref[key], rtol=0, atol=1e-12)
+        assert np.isnan(fast[key][0]) and fast[key][1] == 0.0

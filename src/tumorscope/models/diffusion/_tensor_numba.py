@@ -4,7 +4,7 @@
   with the log and the validation (any design: DTI's 7 columns, DKI's 22).
 * :func:`dti_chol_kernel`: the DTI signal and Jacobian in the Cholesky parameterisation,
   for the compiled Levenberg–Marquardt solver.
-* :func:`kurtosis_maps_block`: MK, AK, RK by the quadrature of :func:`.tensor.kurtosis_maps`.
+* :func:`kurtosis_maps_tab`: MK, AK, RK by the quadrature of :func:`.tensor.kurtosis_maps`.
 """
 
 from __future__ import annotations
@@ -159,72 +159,6 @@ def dti_chol_kernel(q, c, f, J):
         J[k, 4] = mb2 * u1 * gz
         J[k, 5] = mb2 * u2 * gz
         J[k, 6] = mb2 * u3 * gz
-
-
-@nb.njit(parallel=True, cache=True, nogil=True)
-def kurtosis_maps_block(evals, evecs, wm, cdirs, cw, circle, min_eval, kmin, kmax, out):
-    """MK, AK, RK (``out`` columns) of every row: ``evals (n, 3)`` decreasing, ``evecs
-    (n, 3, 3)`` columns, ``wm (n, 15)`` the W elements times their multiplicities;
-    ``cdirs (G, 3)``/``cw (G,)`` the eigenframe quadrature of the sphere mean, ``circle
-    (C, 3)`` that of the circle perpendicular to V1. 0 where an eigenvalue is ``<= min_eval``,
-    NaN where one is NaN; others clipped to ``[kmin, kmax]``."""
-    n = evals.shape[0]
-    G = cdirs.shape[0]
-    C = circle.shape[0]
-    for i in nb.prange(n):
-        l1, l2, l3 = evals[i, 0], evals[i, 1], evals[i, 2]
-        if not (np.isfinite(l1) and np.isfinite(l2) and np.isfinite(l3)):
-            out[i, 0] = np.nan
-            out[i, 1] = np.nan
-            out[i, 2] = np.nan
-            continue
-        if not (l1 > min_eval and l2 > min_eval and l3 > min_eval):
-            out[i, 0] = 0.0
-            out[i, 1] = 0.0
-            out[i, 2] = 0.0
-            continue
-        md = (l1 + l2 + l3) / 3.0
-        md2 = md * md
-        acc = np.zeros(3)
-        for which in range(3):
-            cnt = G if which == 0 else (1 if which == 1 else C)
-            tot = 0.0
-            for q in range(cnt):
-                if which == 0:
-                    a, b, cc = cdirs[q, 0], cdirs[q, 1], cdirs[q, 2]
-                    wt = cw[q]
-                elif which == 1:
-                    a, b, cc = 1.0, 0.0, 0.0
-                    wt = 1.0
-                else:
-                    a, b, cc = circle[q, 0], circle[q, 1], circle[q, 2]
-                    wt = 1.0 / C
-                x = evecs[i, 0, 0] * a + evecs[i, 0, 1] * b + evecs[i, 0, 2] * cc
-                y = evecs[i, 1, 0] * a + evecs[i, 1, 1] * b + evecs[i, 1, 2] * cc
-                z = evecs[i, 2, 0] * a + evecs[i, 2, 1] * b + evecs[i, 2, 2] * cc
-                dg = l1 * a * a + l2 * b * b + l3 * cc * cc
-                x2, y2, z2 = x * x, y * y, z * z
-                wg = (
-                    wm[i, 0] * x2 * x2
-                    + wm[i, 1] * y2 * y2
-                    + wm[i, 2] * z2 * z2
-                    + wm[i, 3] * x2 * x * y
-                    + wm[i, 4] * x2 * x * z
-                    + wm[i, 5] * x * y2 * y
-                    + wm[i, 6] * y2 * y * z
-                    + wm[i, 7] * x * z2 * z
-                    + wm[i, 8] * y * z2 * z
-                    + wm[i, 9] * x2 * y2
-                    + wm[i, 10] * x2 * z2
-                    + wm[i, 11] * y2 * z2
-                    + wm[i, 12] * x2 * y * z
-                    + wm[i, 13] * x * y2 * z
-                    + wm[i, 14] * x * y * z2
-                )
-                tot += wt * md2 * wg / (dg * dg)
-            acc[which] = tot
-        for j in range(3):
-            out[i, j] = min(max(acc[j], kmin), kmax)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
@@ -608,3 +542,74 @@ def dti_stderr(params, Xd, rss, out):
                 acc += z[a] * z[a]
             var = acc * scale
             out[i, col] = np.sqrt(var) if var >= 0 else np.nan
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def kurtosis_maps_tab(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out):
+    """MK, AK, RK (``out`` columns) of every row by the quadrature of
+    :func:`.tensor.kurtosis_maps`: ``evals (n, 3)`` decreasing, ``evecs (n, 3, 3)`` columns,
+    ``wm (n, 15)`` the W elements times their multiplicities. W is expressed in the voxel's
+    eigenframe first: ``W(E u)`` at the 15 points ``pts (15, 3)`` (eigenframe), solved for the
+    15 monomial coefficients with ``minv`` (the inverse of the points' monomial matrix); then
+    every quadrature node costs 15 products with its tabulated monomials. 0 where an
+    eigenvalue is ``<= min_eval``, NaN where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, 18)``: per map (MK, AK,
+    RK; unused rows zero) the nodes' 15 monomials and squared coordinates, ``wts (3, G)``
+    their weights (0 past a map's nodes)."""
+    n = evals.shape[0]
+    G = tabs.shape[1]
+    for i in nb.prange(n):
+        l1, l2, l3 = evals[i, 0], evals[i, 1], evals[i, 2]
+        if not (np.isfinite(l1) and np.isfinite(l2) and np.isfinite(l3)):
+            out[i, 0] = np.nan
+            out[i, 1] = np.nan
+            out[i, 2] = np.nan
+            continue
+        if not (l1 > min_eval and l2 > min_eval and l3 > min_eval):
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+            out[i, 2] = 0.0
+            continue
+        md = (l1 + l2 + l3) / 3.0
+        md2 = md * md
+        val = np.empty(15)
+        for t in range(15):
+            a, b, cc = pts[t, 0], pts[t, 1], pts[t, 2]
+            x = evecs[i, 0, 0] * a + evecs[i, 0, 1] * b + evecs[i, 0, 2] * cc
+            y = evecs[i, 1, 0] * a + evecs[i, 1, 1] * b + evecs[i, 1, 2] * cc
+            z = evecs[i, 2, 0] * a + evecs[i, 2, 1] * b + evecs[i, 2, 2] * cc
+            x2, y2, z2 = x * x, y * y, z * z
+            val[t] = (
+                wm[i, 0] * x2 * x2
+                + wm[i, 1] * y2 * y2
+                + wm[i, 2] * z2 * z2
+                + wm[i, 3] * x2 * x * y
+                + wm[i, 4] * x2 * x * z
+                + wm[i, 5] * x * y2 * y
+                + wm[i, 6] * y2 * y * z
+                + wm[i, 7] * x * z2 * z
+                + wm[i, 8] * y * z2 * z
+                + wm[i, 9] * x2 * y2
+                + wm[i, 10] * x2 * z2
+                + wm[i, 11] * y2 * z2
+                + wm[i, 12] * x2 * y * z
+                + wm[i, 13] * x * y2 * z
+                + wm[i, 14] * x * y * z2
+            )
+        cf = np.empty(15)
+        for k in range(15):
+            t_ = 0.0
+            for t in range(15):
+                t_ += minv[k, t] * val[t]
+            cf[k] = t_
+        for which in range(3):
+            tot = 0.0
+            for g in range(G):
+                wt = wts[which, g]
+                if wt == 0.0:
+                    continue
+                wg = 0.0
+                for k in range(15):
+                    wg += cf[k] * tabs[which, g, k]
+                dg = l1 * tabs[which, g, 15] + l2 * tabs[which, g, 16] + l3 * tabs[which, g, 17]
+                tot += wt * wg / (dg * dg)
+            out[i, which] = min(max(md2 * tot, kmin), kmax)
