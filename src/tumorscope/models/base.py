@@ -632,16 +632,19 @@ class Model(abc.ABC):
             out[name] = arr
         return out
 
-    def _result(self, arr: np.ndarray, flat: Any, *, order: Literal["C", "F"] = "C") -> FitResult:
+    def _result(
+        self, arr: np.ndarray, flat: Any, *, order: Literal["C", "F"] = "C", derived: Any = None
+    ) -> FitResult:
         """Build the :class:`FitResult` from flat per-voxel results (``order``: how the
-        spatial axes were flattened, "C" by the engine, "F" for F-ordered data)."""
+        spatial axes were flattened, "C" by the engine, "F" for F-ordered data; ``derived``:
+        flat derived maps already computed, else :meth:`derive`)."""
         shape = arr.shape[:-1]
 
         def sh(a: np.ndarray) -> np.ndarray:
             return a.reshape(shape, order=order)
 
         maps = {s.name: sh(flat.params[:, i]) for i, s in enumerate(self.parameters)}
-        for name, value in self.derive(maps).items():
+        for name, value in (self.derive(maps) if derived is None else derived).items():
             maps[name] = sh(np.asarray(value, dtype=np.float32))
         stderr = {s.name: sh(flat.stderr[:, i]) for i, s in enumerate(self.parameters)}
         status = sh(flat.status)

@@ -4,7 +4,7 @@
   with the log and the validation (any design: DTI's 7 columns, DKI's 22).
 * :func:`dti_chol_kernel`: the DTI signal and Jacobian in the Cholesky parameterisation,
   for the compiled Levenberg–Marquardt solver.
-* :func:`kurtosis_maps_block`: MK, AK, RK by the quadrature of :func:`.tensor.kurtosis_maps`.
+* :func:`kurtosis_maps_tab`: MK, AK, RK by the quadrature of :func:`.tensor.kurtosis_maps`.
 """
 
 from __future__ import annotations
@@ -162,72 +162,6 @@ def dti_chol_kernel(q, c, f, J):
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def kurtosis_maps_block(evals, evecs, wm, cdirs, cw, circle, min_eval, kmin, kmax, out):
-    """MK, AK, RK (``out`` columns) of every row: ``evals (n, 3)`` decreasing, ``evecs
-    (n, 3, 3)`` columns, ``wm (n, 15)`` the W elements times their multiplicities;
-    ``cdirs (G, 3)``/``cw (G,)`` the eigenframe quadrature of the sphere mean, ``circle
-    (C, 3)`` that of the circle perpendicular to V1. 0 where an eigenvalue is ``<= min_eval``,
-    NaN where one is NaN; others clipped to ``[kmin, kmax]``."""
-    n = evals.shape[0]
-    G = cdirs.shape[0]
-    C = circle.shape[0]
-    for i in nb.prange(n):
-        l1, l2, l3 = evals[i, 0], evals[i, 1], evals[i, 2]
-        if not (np.isfinite(l1) and np.isfinite(l2) and np.isfinite(l3)):
-            out[i, 0] = np.nan
-            out[i, 1] = np.nan
-            out[i, 2] = np.nan
-            continue
-        if not (l1 > min_eval and l2 > min_eval and l3 > min_eval):
-            out[i, 0] = 0.0
-            out[i, 1] = 0.0
-            out[i, 2] = 0.0
-            continue
-        md = (l1 + l2 + l3) / 3.0
-        md2 = md * md
-        acc = np.zeros(3)
-        for which in range(3):
-            cnt = G if which == 0 else (1 if which == 1 else C)
-            tot = 0.0
-            for q in range(cnt):
-                if which == 0:
-                    a, b, cc = cdirs[q, 0], cdirs[q, 1], cdirs[q, 2]
-                    wt = cw[q]
-                elif which == 1:
-                    a, b, cc = 1.0, 0.0, 0.0
-                    wt = 1.0
-                else:
-                    a, b, cc = circle[q, 0], circle[q, 1], circle[q, 2]
-                    wt = 1.0 / C
-                x = evecs[i, 0, 0] * a + evecs[i, 0, 1] * b + evecs[i, 0, 2] * cc
-                y = evecs[i, 1, 0] * a + evecs[i, 1, 1] * b + evecs[i, 1, 2] * cc
-                z = evecs[i, 2, 0] * a + evecs[i, 2, 1] * b + evecs[i, 2, 2] * cc
-                dg = l1 * a * a + l2 * b * b + l3 * cc * cc
-                x2, y2, z2 = x * x, y * y, z * z
-                wg = (
-                    wm[i, 0] * x2 * x2
-                    + wm[i, 1] * y2 * y2
-                    + wm[i, 2] * z2 * z2
-                    + wm[i, 3] * x2 * x * y
-                    + wm[i, 4] * x2 * x * z
-                    + wm[i, 5] * x * y2 * y
-                    + wm[i, 6] * y2 * y * z
-                    + wm[i, 7] * x * z2 * z
-                    + wm[i, 8] * y * z2 * z
-                    + wm[i, 9] * x2 * y2
-                    + wm[i, 10] * x2 * z2
-                    + wm[i, 11] * y2 * z2
-                    + wm[i, 12] * x2 * y * z
-                    + wm[i, 13] * x * y2 * z
-                    + wm[i, 14] * x * y * z2
-                )
-                tot += wt * md2 * wg / (dg * dg)
-            acc[which] = tot
-        for j in range(3):
-            out[i, j] = min(max(acc[j], kmin), kmax)
-
-
-@nb.njit(parallel=True, cache=True, nogil=True)
 def eig3_block(d6, evals, evecs):
     """Eigenvalues (decreasing) and eigenvectors (columns) of symmetric 3×3 tensors given as
     ``(n, 6)`` lower-triangular elements ``xx, xy, yy, xz, yz, zz``: cyclic Jacobi rotations
@@ -238,15 +172,62 @@ def eig3_block(d6, evals, evecs):
         _eig3_rows(d6, evals, evecs, ch * n // nchunk, (ch + 1) * n // nchunk)
 
 
+@nb.njit(inline="always")
+def _jacobi3(a, v):
+    """Diagonalise the symmetric ``a (3, 3)`` in place by cyclic Jacobi rotations (at most 12
+    sweeps, to machine precision), accumulating them into ``v`` (set to the identity first);
+    returns the indices of the diagonal in decreasing order."""
+    for j in range(3):
+        for k in range(3):
+            v[j, k] = 1.0 if j == k else 0.0
+    for _sweep in range(12):
+        off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
+        diag = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
+        if off <= 1e-30 * diag or off == 0.0:
+            break
+        for pq in range(3):
+            p = 0 if pq < 2 else 1
+            q = 1 if pq == 0 else 2
+            apq = a[p, q]
+            if apq == 0.0:
+                continue
+            theta = (a[q, q] - a[p, p]) / (2.0 * apq)
+            t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + np.sqrt(theta * theta + 1.0))
+            c = 1.0 / np.sqrt(t * t + 1.0)
+            s = t * c
+            for k in range(3):  # A <- A J (columns p, q)
+                akp = a[k, p]
+                akq = a[k, q]
+                a[k, p] = c * akp - s * akq
+                a[k, q] = s * akp + c * akq
+            for k in range(3):  # A <- Jᵀ A (rows p, q)
+                apk = a[p, k]
+                aqk = a[q, k]
+                a[p, k] = c * apk - s * aqk
+                a[q, k] = s * apk + c * aqk
+            for k in range(3):
+                vkp = v[k, p]
+                vkq = v[k, q]
+                v[k, p] = c * vkp - s * vkq
+                v[k, q] = s * vkp + c * vkq
+    # sort decreasing
+    o0, o1, o2 = 0, 1, 2
+    d = (a[0, 0], a[1, 1], a[2, 2])
+    if d[o0] < d[o1]:
+        o0, o1 = o1, o0
+    if d[o1] < d[o2]:
+        o1, o2 = o2, o1
+    if d[o0] < d[o1]:
+        o0, o1 = o1, o0
+    return o0, o1, o2
+
+
 @nb.njit(cache=True, nogil=True)
 def _eig3_rows(d6, evals, evecs, lo, hi):
     """:func:`eig3_block` on rows ``lo:hi`` (buffers allocated once)."""
     a = np.empty((3, 3))
     v = np.empty((3, 3))
     for i in range(lo, hi):
-        for j in range(3):
-            for k in range(3):
-                v[j, k] = 1.0 if j == k else 0.0
         a[0, 0] = d6[i, 0]
         a[1, 0] = a[0, 1] = d6[i, 1]
         a[1, 1] = d6[i, 2]
@@ -262,45 +243,8 @@ def _eig3_rows(d6, evals, evecs, lo, hi):
                 for k in range(3):
                     evecs[i, j, k] = np.nan
             continue
-        for _sweep in range(12):
-            off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
-            diag = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
-            if off <= 1e-30 * diag or off == 0.0:
-                break
-            for pq in range(3):
-                p = 0 if pq < 2 else 1
-                q = 1 if pq == 0 else 2
-                apq = a[p, q]
-                if apq == 0.0:
-                    continue
-                theta = (a[q, q] - a[p, p]) / (2.0 * apq)
-                t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + np.sqrt(theta * theta + 1.0))
-                c = 1.0 / np.sqrt(t * t + 1.0)
-                s = t * c
-                for k in range(3):  # A <- A J (columns p, q)
-                    akp = a[k, p]
-                    akq = a[k, q]
-                    a[k, p] = c * akp - s * akq
-                    a[k, q] = s * akp + c * akq
-                for k in range(3):  # A <- Jᵀ A (rows p, q)
-                    apk = a[p, k]
-                    aqk = a[q, k]
-                    a[p, k] = c * apk - s * aqk
-                    a[q, k] = s * apk + c * aqk
-                for k in range(3):
-                    vkp = v[k, p]
-                    vkq = v[k, q]
-                    v[k, p] = c * vkp - s * vkq
-                    v[k, q] = s * vkp + c * vkq
-        # sort decreasing
-        o0, o1, o2 = 0, 1, 2
+        o0, o1, o2 = _jacobi3(a, v)
         d = (a[0, 0], a[1, 1], a[2, 2])
-        if d[o0] < d[o1]:
-            o0, o1 = o1, o0
-        if d[o1] < d[o2]:
-            o1, o2 = o2, o1
-        if d[o0] < d[o1]:
-            o0, o1 = o1, o0
         evals[i, 0] = d[o0]
         evals[i, 1] = d[o1]
         evals[i, 2] = d[o2]
@@ -343,47 +287,70 @@ def tensor_exp_kernel(p, c, f, J):
 TILE = 128
 
 
-@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
-    """:func:`tensor_wls_rows` with every loop running over a tile of voxels (so that LLVM
-    vectorises it): the data are transposed into ``(m, TILE)`` buffers, logs and exps are the
-    branch-free :func:`~._numba._log_pos` / :func:`~._numba._exp`, and the packed Cholesky
-    solve runs on all voxels of the tile at once. Same outputs and codes."""
-    n, m = y.shape
+@nb.njit(cache=True, nogil=True)
+def tile_buffers(m, p, T):
+    """``ly, w (m, T)``, ``A (P, T)``, ``r, c, z, dv (p, T)``, ``flags (4, T)``, ``wl (m, T)``
+    (zeros: the columns of a partial tile past its voxels stay finite)."""
+    P = p * (p + 1) // 2
+    return (
+        np.zeros((m, T)),
+        np.zeros((m, T)),
+        np.zeros((P, T)),
+        np.zeros((p, T)),
+        np.zeros((p, T)),
+        np.zeros((p, T)),
+        np.zeros((p, T)),
+        np.zeros((4, T)),
+        np.zeros((m, T)),
+    )
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, wl):
+    """The two-pass WLS (``weighted``) or OLS of :func:`tensor_wls_rows` on a tile of ``nt``
+    voxels (the buffers of :func:`tile_buffers`; ``XXt = XXᵀ``, ``Xt = Xᵀ`` contiguous).
+
+    In: ``ly[:, :nt]`` the raw samples (float64, one voxel per column). Out: ``ly`` their
+    logs (samples ``<= 0`` take the voxel's smallest positive sample), ``c`` the
+    coefficients, ``dv`` = ``diag((XᵀWX)⁻¹)``, ``flags[0]`` > 0 invalid input, ``flags[2]``
+    > 0 singular, ``flags[3]`` the weighted log-domain RSS (``flags[1]``, ``wl``: scratch).
+    The OLS pass, the predicted signal and the normal equations ``XᵀWX`` (packed), ``XᵀWy``
+    are matrix products over the whole tile (BLAS while single-threaded there, i.e. DTI; the
+    columns past ``nt`` are finite leftovers, never read back; else loops); logs and exps are the branch-free
+    :func:`~._numba._log_pos` / :func:`~._numba._exp`; the packed Cholesky solve runs on all
+    voxels of the tile at once, voxels innermost (every loop vectorises).
+    """
+    m = ly.shape[0]
     p = X.shape[1]
-    P = XX.shape[1]
-    T = TILE
-    ly = np.empty((m, T))
-    w = np.empty((m, T))
-    A = np.empty((P, T))  # packed lower triangle, row-major (a >= b): index a(a+1)/2 + b
-    r = np.empty((p, T))
-    c = np.empty((p, T))
-    z = np.empty((p, T))
-    bad = np.empty(T)
-    minpos = np.empty(T)
-    fail = np.empty(T)
-    res = np.empty(T)
-    for t0 in range(0, n, T):
-        nt = min(T, n - t0)
+    bad, minpos, fail, res = flags[0], flags[1], flags[2], flags[3]
+    for j in range(nt):
+        bad[j] = 0.0
+        minpos[j] = np.inf
+        fail[j] = 0.0
+    for k in range(m):
         for j in range(nt):
-            bad[j] = 0.0
-            minpos[j] = np.inf
-            fail[j] = 0.0
-        for k in range(m):
-            for j in range(nt):
-                v = np.float64(y[t0 + j, k])
-                bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
-                minpos[j] = v if (v > 0.0 and v < minpos[j]) else minpos[j]
-                ly[k, j] = v
+            v = ly[k, j]
+            bad[j] += 0.0 if (v >= 0.0 and v != np.inf) else 1.0
+            minpos[j] = v if (v > 0.0 and v < minpos[j]) else minpos[j]
+    for j in range(nt):
+        bad[j] += 1.0 if minpos[j] == np.inf else 0.0
+        minpos[j] = minpos[j] if minpos[j] < np.inf else 1.0
+    for k in range(m):
         for j in range(nt):
-            bad[j] += 1.0 if minpos[j] == np.inf else 0.0
-            minpos[j] = minpos[j] if minpos[j] < np.inf else 1.0
-        for k in range(m):
-            for j in range(nt):
-                v = ly[k, j]
-                v = v if (v > 0.0 and v < np.inf) else minpos[j]
-                ly[k, j] = _log_pos(v)
-        if weighted:
+            v = ly[k, j]
+            v = v if (v > 0.0 and v < np.inf) else minpos[j]
+            ly[k, j] = _log_pos(v)
+    T = ly.shape[1]
+    P = XXt.shape[0]
+    # BLAS for the products only while OpenBLAS keeps them on one thread (m n k < 4 × 65536):
+    # its threads would compete with the engine's on a shared machine (DKI: loops instead)
+    blas = P * m * T < 200_000
+    if weighted:
+        # OLS pass and predicted log signal (columns past nt: unused)
+        if blas:
+            np.dot(pinv, ly, c)
+            np.dot(X, c, w)
+        else:
             for a in range(p):
                 for j in range(nt):
                     c[a, j] = 0.0
@@ -398,14 +365,22 @@ def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
                     xk = X[k, a]
                     for j in range(nt):
                         w[k, j] += xk * c[a, j]
-                for j in range(nt):
-                    t = w[k, j]
-                    t = min(max(t, -350.0), 350.0)
-                    w[k, j] = _exp(2.0 * t)
-        else:
-            for k in range(m):
-                for j in range(nt):
-                    w[k, j] = 1.0
+        for k in range(m):
+            for j in range(nt):
+                t = w[k, j]
+                t = min(max(t, -350.0), 350.0)
+                w[k, j] = _exp(2.0 * t)
+    else:
+        for k in range(m):
+            for j in range(nt):
+                w[k, j] = 1.0
+    for k in range(m):
+        for j in range(nt):
+            wl[k, j] = w[k, j] * ly[k, j]
+    if blas:
+        np.dot(XXt, w, A)
+        np.dot(Xt, wl, r)
+    else:
         for q in range(P):
             for j in range(nt):
                 A[q, j] = 0.0
@@ -414,69 +389,227 @@ def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
                 r[a, j] = 0.0
         for k in range(m):
             for q in range(P):
-                xq = XX[k, q]
+                xq = XXt[q, k]
                 for j in range(nt):
                     A[q, j] += xq * w[k, j]
             for a in range(p):
-                xa = X[k, a]
+                xa = Xt[a, k]
                 for j in range(nt):
-                    r[a, j] += xa * w[k, j] * ly[k, j]
-        # packed Cholesky, in place, all voxels of the tile at once
-        for a in range(p):
-            aa = a * (a + 1) // 2
-            for b in range(a + 1):
-                bb = b * (b + 1) // 2
+                    r[a, j] += xa * wl[k, j]
+    # packed Cholesky, in place, all voxels of the tile at once (voxels innermost: every
+    # loop vectorises); dv holds the reciprocals of the diagonal meanwhile
+    for a in range(p):
+        aa = a * (a + 1) // 2
+        for b in range(a + 1):
+            bb = b * (b + 1) // 2
+            for k in range(b):
                 for j in range(nt):
-                    s = A[aa + b, j]
-                    for k in range(b):
-                        s -= A[aa + k, j] * A[bb + k, j]
-                    if a == b:
-                        ok = s > 0.0
-                        fail[j] += 0.0 if ok else 1.0
-                        A[aa + a, j] = np.sqrt(s) if ok else 1.0
-                    else:
-                        A[aa + b, j] = s / A[bb + b, j]
-        # forward (z) and back (c) substitution
-        for a in range(p):
-            aa = a * (a + 1) // 2
-            for j in range(nt):
-                s = r[a, j]
-                for b in range(a):
-                    s -= A[aa + b, j] * z[b, j]
-                z[a, j] = s / A[aa + a, j]
-        for a in range(p - 1, -1, -1):
-            aa = a * (a + 1) // 2
-            for j in range(nt):
-                s = z[a, j]
-                for b in range(a + 1, p):
-                    s -= A[b * (b + 1) // 2 + a, j] * c[b, j]
-                c[a, j] = s / A[aa + a, j]
+                    A[aa + b, j] -= A[aa + k, j] * A[bb + k, j]
+            if a == b:
+                for j in range(nt):
+                    s = A[aa + a, j]
+                    ok = s > 0.0
+                    fail[j] += 0.0 if ok else 1.0
+                    d = np.sqrt(s) if ok else 1.0
+                    A[aa + a, j] = d
+                    dv[a, j] = 1.0 / d
+            else:
+                for j in range(nt):
+                    A[aa + b, j] *= dv[b, j]
+    # forward (z) and back (c) substitution
+    for a in range(p):
+        aa = a * (a + 1) // 2
         for j in range(nt):
-            res[j] = 0.0
+            z[a, j] = r[a, j]
+        for b in range(a):
+            for j in range(nt):
+                z[a, j] -= A[aa + b, j] * z[b, j]
+        for j in range(nt):
+            z[a, j] *= dv[a, j]
+    for a in range(p - 1, -1, -1):
+        for j in range(nt):
+            c[a, j] = z[a, j]
+        for b in range(a + 1, p):
+            bb = b * (b + 1) // 2 + a
+            for j in range(nt):
+                c[a, j] -= A[bb, j] * c[b, j]
+        for j in range(nt):
+            c[a, j] *= dv[a, j]
+    for j in range(nt):
+        res[j] = 0.0
+    for k in range(m):
+        for j in range(nt):
+            r[0, j] = ly[k, j]
+        for a in range(p):
+            xa = X[k, a]
+            for j in range(nt):
+                r[0, j] -= xa * c[a, j]
+        for j in range(nt):
+            res[j] += w[k, j] * r[0, j] * r[0, j]
+    # diag((LLᵀ)⁻¹) = column sums of (L⁻¹)²: column ``col`` of L⁻¹ (in z) by forward
+    # substitution, its squares accumulated into r (dv: the reciprocal diagonal until the end)
+    for col in range(p):
+        for j in range(nt):
+            r[col, j] = 0.0
+    for col in range(p):
+        for a in range(col, p):
+            aa = a * (a + 1) // 2
+            for j in range(nt):
+                z[a, j] = 1.0 if a == col else 0.0
+            for b in range(col, a):
+                for j in range(nt):
+                    z[a, j] -= A[aa + b, j] * z[b, j]
+            for j in range(nt):
+                z[a, j] *= dv[a, j]
+                r[col, j] += z[a, j] * z[a, j]
+    for col in range(p):
+        for j in range(nt):
+            dv[col, j] = r[col, j]
+
+
+@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def tensor_wls_tiled(y, X, XX, pinv, weighted, coef, dinv, rss, code):
+    """:func:`tensor_wls_rows` tile by tile (:func:`wls_tile`, :data:`TILE` voxels): the
+    data are transposed into ``(m, TILE)`` buffers. Same outputs and codes."""
+    n, m = y.shape
+    p = X.shape[1]
+    ly, w, A, r, c, z, dv, flags, wl = tile_buffers(m, p, TILE)
+    XXt = np.ascontiguousarray(XX.T)
+    Xt = np.ascontiguousarray(X.T)
+    for t0 in range(0, n, TILE):
+        nt = min(TILE, n - t0)
         for k in range(m):
             for j in range(nt):
-                e = ly[k, j]
-                for a in range(p):
-                    e -= X[k, a] * c[a, j]
-                res[j] += w[k, j] * e * e
-        # diag((LLᵀ)⁻¹): columns of L⁻¹ (z reused)
-        for col in range(p):
-            for j in range(nt):
-                dinv[t0 + j, col] = 0.0
-            for a in range(col, p):
-                aa = a * (a + 1) // 2
-                for j in range(nt):
-                    s = 1.0 if a == col else 0.0
-                    for b in range(col, a):
-                        s -= A[aa + b, j] * z[b, j]
-                    z[a, j] = s / A[aa + a, j]
-                    dinv[t0 + j, col] += z[a, j] * z[a, j]
+                ly[k, j] = np.float64(y[t0 + j, k])
+        wls_tile(ly, w, A, r, c, z, dv, flags, nt, X, XX, pinv, weighted, XXt, Xt, wl)
         for j in range(nt):
             i = t0 + j
-            cd = np.uint8(1) if bad[j] > 0.0 else (np.uint8(2) if fail[j] > 0.0 else np.uint8(0))
+            cd = (
+                np.uint8(1)
+                if flags[0, j] > 0.0
+                else (np.uint8(2) if flags[2, j] > 0.0 else np.uint8(0))
+            )
             code[i] = cd
             good = cd == 0
             for a in range(p):
                 coef[i, a] = c[a, j] if good else np.nan
-                dinv[i, a] = dinv[i, a] if good else np.nan
-            rss[i] = res[j] if good else np.nan
+                dinv[i, a] = dv[a, j] if good else np.nan
+            rss[i] = flags[3, j] if good else np.nan
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def dti_stderr(params, Xd, rss, out):
+    """Standard errors of DTI estimates ``params (n, 7)`` = ``(S0, D6)`` for the tensor
+    columns ``Xd (m, 6)`` of the design: ``sqrt(diag((JᵀJ)⁻¹) rss / (m - 7))`` with ``J`` the
+    Jacobian of :func:`.tensor.tensor_signal` (as :func:`~tumorscope.fitting.uncertainty.
+    stderr_from_jacobian` with its Cholesky solver); NaN where ``JᵀJ`` is not positive
+    definite, a variance is negative or ``m <= 7``."""
+    n = params.shape[0]
+    m = Xd.shape[0]
+    p = 7
+    H = np.empty((p, p))
+    jr = np.empty(p)
+    z = np.empty(p)
+    for i in range(n):
+        for a in range(p):
+            for b in range(p):
+                H[a, b] = 0.0
+        s0 = params[i, 0]
+        for k in range(m):
+            t = 0.0
+            for j in range(6):
+                t += Xd[k, j] * params[i, 1 + j]
+            e = np.exp(t)
+            s = s0 * e
+            jr[0] = e
+            for j in range(6):
+                jr[1 + j] = s * Xd[k, j]
+            for a in range(p):
+                for b in range(a + 1):
+                    H[a, b] += jr[a] * jr[b]
+        ok = m > p and _cholesky(H, p)
+        scale = rss[i] / (m - p) if m > p else np.nan
+        for col in range(p):
+            if not ok:
+                out[i, col] = np.nan
+                continue
+            acc = 0.0
+            for a in range(col, p):
+                t = 1.0 if a == col else 0.0
+                for b in range(col, a):
+                    t -= H[a, b] * z[b]
+                z[a] = t / H[a, a]
+                acc += z[a] * z[a]
+            var = acc * scale
+            out[i, col] = np.sqrt(var) if var >= 0 else np.nan
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def kurtosis_maps_tab(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out):
+    """MK, AK, RK (``out`` columns) of every row by the quadrature of
+    :func:`.tensor.kurtosis_maps`: ``evals (n, 3)`` decreasing, ``evecs (n, 3, 3)`` columns,
+    ``wm (n, 15)`` the W elements times their multiplicities. W is expressed in the voxel's
+    eigenframe first: ``W(E u)`` at the 15 points ``pts (15, 3)`` (eigenframe), solved for the
+    15 monomial coefficients with ``minv`` (the inverse of the points' monomial matrix); then
+    every quadrature node costs 15 products with its tabulated monomials. 0 where an
+    eigenvalue is ``<= min_eval``, NaN where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, 18)``: per map (MK, AK,
+    RK; unused rows zero) the nodes' 15 monomials and squared coordinates, ``wts (3, G)``
+    their weights (0 past a map's nodes)."""
+    n = evals.shape[0]
+    G = tabs.shape[1]
+    for i in nb.prange(n):
+        l1, l2, l3 = evals[i, 0], evals[i, 1], evals[i, 2]
+        if not (np.isfinite(l1) and np.isfinite(l2) and np.isfinite(l3)):
+            out[i, 0] = np.nan
+            out[i, 1] = np.nan
+            out[i, 2] = np.nan
+            continue
+        if not (l1 > min_eval and l2 > min_eval and l3 > min_eval):
+            out[i, 0] = 0.0
+            out[i, 1] = 0.0
+            out[i, 2] = 0.0
+            continue
+        md = (l1 + l2 + l3) / 3.0
+        md2 = md * md
+        val = np.empty(15)
+        for t in range(15):
+            a, b, cc = pts[t, 0], pts[t, 1], pts[t, 2]
+            x = evecs[i, 0, 0] * a + evecs[i, 0, 1] * b + evecs[i, 0, 2] * cc
+            y = evecs[i, 1, 0] * a + evecs[i, 1, 1] * b + evecs[i, 1, 2] * cc
+            z = evecs[i, 2, 0] * a + evecs[i, 2, 1] * b + evecs[i, 2, 2] * cc
+            x2, y2, z2 = x * x, y * y, z * z
+            val[t] = (
+                wm[i, 0] * x2 * x2
+                + wm[i, 1] * y2 * y2
+                + wm[i, 2] * z2 * z2
+                + wm[i, 3] * x2 * x * y
+                + wm[i, 4] * x2 * x * z
+                + wm[i, 5] * x * y2 * y
+                + wm[i, 6] * y2 * y * z
+                + wm[i, 7] * x * z2 * z
+                + wm[i, 8] * y * z2 * z
+                + wm[i, 9] * x2 * y2
+                + wm[i, 10] * x2 * z2
+                + wm[i, 11] * y2 * z2
+                + wm[i, 12] * x2 * y * z
+                + wm[i, 13] * x * y2 * z
+                + wm[i, 14] * x * y * z2
+            )
+        cf = np.empty(15)
+        for k in range(15):
+            t_ = 0.0
+            for t in range(15):
+                t_ += minv[k, t] * val[t]
+            cf[k] = t_
+        for which in range(3):
+            tot = 0.0
+            for g in range(G):
+                wt = wts[which, g]
+                if wt == 0.0:
+                    continue
+                wg = 0.0
+                for k in range(15):
+                    wg += cf[k] * tabs[which, g, k]
+                dg = l1 * tabs[which, g, 15] + l2 * tabs[which, g, 16] + l3 * tabs[which, g, 17]
+                tot += wt * wg / (dg * dg)
+            out[i, which] = min(max(md2 * tot, kmin), kmax)

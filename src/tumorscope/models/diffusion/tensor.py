@@ -21,6 +21,7 @@ fit. Samples ``<= 0`` are replaced by the smallest positive sample of the voxel 
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -375,21 +376,51 @@ def _wls_compiled(
     return coef, se, rss, status
 
 
+@functools.cache
+def _eigenframe_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tables of :func:`~._tensor_numba.kurtosis_maps_tab`: 15 fixed points (a seeded draw on
+    the sphere, well conditioned), the inverse of their monomial matrix, and per map (MK,
+    AK, RK) the quadrature nodes' monomials and squared coordinates and their weights."""
+    c, wt, circle = _quadrature()
+    pts = np.random.default_rng(131).normal(size=(15, 3))  # the best of seeds 0-199
+    pts /= np.linalg.norm(pts, axis=1)[:, None]
+
+    def mono(u: np.ndarray) -> np.ndarray:
+        return np.stack([u[:, i] * u[:, j] * u[:, k] * u[:, m] for i, j, k, m in _W_IDX], 1)
+
+    minv = np.linalg.inv(mono(pts))
+    G = c.shape[0]
+    tabs = np.zeros((3, G, 18))
+    wts = np.zeros((3, G))
+    for which, (nodes, w) in enumerate(
+        (
+            (c, wt),
+            (np.array([[1.0, 0.0, 0.0]]), np.ones(1)),
+            (circle, np.full(len(circle), 1.0 / len(circle))),
+        )
+    ):
+        tabs[which, : len(nodes), :15] = mono(nodes)
+        tabs[which, : len(nodes), 15:] = nodes * nodes
+        wts[which, : len(nodes)] = w
+    return pts, np.ascontiguousarray(minv), tabs, wts
+
+
 def kurtosis_maps_fast(
     evals: np.ndarray, evecs: np.ndarray, w15: np.ndarray, *, backend: str
 ) -> dict[str, np.ndarray]:
     """:func:`kurtosis_maps` with the compiled kernel when ``backend="numba"``."""
     if backend != "numba":
         return kurtosis_maps(evals, evecs, w15)
-    c, wt, circle = _quadrature()
+    pts, minv, tabs, wts = _eigenframe_tables()
     out = np.empty((evals.shape[0], 3))
-    _kernels().kurtosis_maps_block(
+    _kernels().kurtosis_maps_tab(
         np.ascontiguousarray(evals, dtype=np.float64),
         np.ascontiguousarray(evecs, dtype=np.float64),
         np.ascontiguousarray(np.asarray(w15, dtype=np.float64) * _W_MULT),
-        c,
-        wt,
-        circle,
+        pts,
+        minv,
+        tabs,
+        wts,
         MIN_KURTOSIS_EVAL,
         -3.0 / 7.0,
         10.0,
