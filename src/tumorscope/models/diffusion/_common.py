@@ -4,8 +4,9 @@ compiled kernels' loader, the base class and the log-linear mono-exponential blo
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -211,3 +212,47 @@ def loglinear(
     stderr[nan] = np.nan
     lin.rss[nan] = np.nan
     return BlockFit(params, status, lin.rss, stderr)
+
+
+class FastLayout(NamedTuple):
+    """How a fused fast path walks a volume: the flat ``(V, n)`` view of the data in its own
+    memory order (F-ordered NIfTI data flattened in F order is a view, like C for C data),
+    the chunking over ``workers`` threads and the flat mask (``kmask`` empty without one)."""
+
+    order: Literal["C", "F"]
+    y: np.ndarray
+    n_voxels: int
+    chunk: int
+    n_chunks: int
+    fmask: np.ndarray
+    kmask: np.ndarray
+
+
+def fast_layout(
+    arr: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None, workers: int
+) -> FastLayout:
+    """The :class:`FastLayout` of ``arr`` (measurements on the last axis) for ``workers``
+    threads: at least 4 chunks per worker (load balance on a shared machine) unless
+    ``chunk_voxels`` is given."""
+    from ...errors import FitError
+    from ...fitting.engine import DEFAULT_CHUNK_VOXELS
+
+    nm = arr.shape[-1]
+    order: Literal["C", "F"] = (
+        "F" if (arr.flags.f_contiguous and not arr.flags.c_contiguous) else "C"
+    )
+    y = arr.reshape(-1, nm, order=order)
+    V = y.shape[0]
+    if chunk_voxels is not None and int(chunk_voxels) < 1:
+        raise FitError(f"must be >= 1, got {chunk_voxels}", field="chunk_voxels")
+    if chunk_voxels is not None:
+        chunk = int(chunk_voxels)
+    else:
+        chunk = min(DEFAULT_CHUNK_VOXELS, max(4096, math.ceil(V / (4 * workers))))
+    n_chunks = math.ceil(V / chunk) if V else 0
+    if mask is None:
+        fmask, kmask = np.ones(V, dtype=bool), np.zeros(0, dtype=bool)
+    else:
+        fmask = np.ascontiguousarray(mask.reshape(-1, order=order))
+        kmask = fmask
+    return FastLayout(order, y, V, chunk, n_chunks, fmask, kmask)

@@ -3,18 +3,26 @@ doi:10.1063/1.1695690), with its fused compiled fast path for the log-linear met
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ...errors import FitError, ProtocolError
-from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit
+from ...errors import ProtocolError
+from ...fitting.engine import BlockFit, FlatFit
 from ...fitting.status import FitStatus
 from ..base import FitInput, FitResult, ParameterSpec, register_model
-from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, invalid_diffusion, kernels, loglinear
+from ._common import (
+    D_MAX,
+    S0_SPEC,
+    BValues,
+    DiffusionModel,
+    fast_layout,
+    invalid_diffusion,
+    kernels,
+    loglinear,
+)
 from .equations import _adc_jac, adc_signal
 
 __all__ = ["ADC"]
@@ -187,26 +195,8 @@ class ADC(DiffusionModel):
     ) -> tuple[FlatFit, Literal["C", "F"]]:
         nbm = kernels()
         nm = arr.shape[-1]
-        # F-ordered data (NIfTI) are flattened in F order: a view, like C order for C data
-        order: Literal["C", "F"] = (
-            "F" if (arr.flags.f_contiguous and not arr.flags.c_contiguous) else "C"
-        )
-        y = arr.reshape(-1, nm, order=order)
-        V = y.shape[0]
-        if chunk_voxels is not None and int(chunk_voxels) < 1:
-            raise FitError(f"must be >= 1, got {chunk_voxels}", field="chunk_voxels")
         workers = self._n_workers()
-        if chunk_voxels is not None:
-            chunk = int(chunk_voxels)
-        else:  # at least 4 chunks per worker (load balance on a shared machine)
-            chunk = min(DEFAULT_CHUNK_VOXELS, max(4096, math.ceil(V / (4 * workers))))
-        n_chunks = math.ceil(V / chunk) if V else 0
-        if mask is None:
-            fmask = np.ones(V, dtype=bool)
-            kmask = np.zeros(0, dtype=bool)
-        else:
-            fmask = np.ascontiguousarray(mask.reshape(-1, order=order))
-            kmask = fmask
+        order, y, V, chunk, n_chunks, fmask, kmask = fast_layout(arr, mask, chunk_voxels, workers)
         maps = np.empty((2, V), dtype=np.float32)  # rows: S0, ADC (contiguous maps)
         stderr = np.empty((2, V), dtype=np.float32)
         rss = np.empty(V, dtype=np.float32)

@@ -17,19 +17,17 @@ Which method when
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ...errors import FitError
-from ...fitting.engine import DEFAULT_CHUNK_VOXELS, BlockFit, FlatFit
+from ...fitting.engine import BlockFit, FlatFit
 from ...fitting.status import FitStatus
 from ...fitting.uncertainty import stderr_from_jacobian
 from ..base import FitInput, FitResult, ParameterSpec, register_model
-from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel
+from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, fast_layout
 from .tensor import (
     D_NAMES,
     direction_maps,
@@ -225,26 +223,8 @@ class DTI(DiffusionModel):
     ) -> tuple[FlatFit, dict[str, np.ndarray], Literal["C", "F"]]:
         from . import _dti_fused
 
-        nm = arr.shape[-1]
-        order: Literal["C", "F"] = (
-            "F" if (arr.flags.f_contiguous and not arr.flags.c_contiguous) else "C"
-        )
-        y = arr.reshape(-1, nm, order=order)
-        V = y.shape[0]
-        if chunk_voxels is not None and int(chunk_voxels) < 1:
-            raise FitError(f"must be >= 1, got {chunk_voxels}", field="chunk_voxels")
         workers = self._n_workers()
-        if chunk_voxels is not None:
-            chunk = int(chunk_voxels)
-        else:  # at least 4 chunks per worker (load balance on a shared machine)
-            chunk = min(DEFAULT_CHUNK_VOXELS, max(4096, math.ceil(V / (4 * workers))))
-        n_chunks = math.ceil(V / chunk) if V else 0
-        if mask is None:
-            fmask = np.ones(V, dtype=bool)
-            kmask = np.zeros(0, dtype=bool)
-        else:
-            fmask = np.ascontiguousarray(mask.reshape(-1, order=order))
-            kmask = fmask
+        order, y, V, chunk, n_chunks, fmask, kmask = fast_layout(arr, mask, chunk_voxels, workers)
         params = np.empty((7, V), dtype=np.float32)
         stderr = np.empty((7, V), dtype=np.float32)
         der = np.empty((7, V), dtype=np.float32)
