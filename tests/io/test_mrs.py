@@ -74,3 +74,25 @@ def test_bad_spectra_name_the_file(tmp_path) -> None:
         require_water_reference(None, for_file=tmp_path / "svs.nii.gz")
     assert "svs.nii.gz" in str(e.value)
     json.dumps({"ok": True})
+
+
+def test_spec2nii_is_asked_to_leave_identifiers_out(tmp_path, monkeypatch) -> None:
+    """spec2nii copies the patient's name and birth date from vendor headers into the NIfTI-MRS
+    header extension; tumorscope passes its ``--anon`` (a subcommand option in spec2nii 0.8)
+    unless the user asks to keep identifiers. A stand-in ``spec2nii`` on PATH records its
+    arguments (spec2nii itself is not installed here)."""
+    import os
+
+    from tumorscope.io.mrs import convert_with_spec2nii
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "args.txt"
+    exe = bindir / "spec2nii"
+    exe.write_text(f'#!/bin/sh\necho "$@" > {log}\n')
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    convert_with_spec2nii(["rda", "in.rda"], tmp_path / "out")
+    assert log.read_text().split() == ["rda", "in.rda", "-o", str(tmp_path / "out"), "--anon"]
+    convert_with_spec2nii(["rda", "in.rda"], tmp_path / "out", keep_identifiers=True)
+    assert "--anon" not in log.read_text().split()

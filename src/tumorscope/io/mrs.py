@@ -239,8 +239,16 @@ def require_water_reference(
     return Path(water)
 
 
-def convert_with_spec2nii(args: list[str], out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Run ``spec2nii <args> -o out_dir`` (vendor formats → NIfTI-MRS) and list what it wrote.
+def convert_with_spec2nii(
+    args: list[str], out_dir: str | os.PathLike[str], *, keep_identifiers: bool = False
+) -> list[Path]:
+    """Run ``spec2nii <args> -o out_dir --anon`` (vendor formats → NIfTI-MRS) and list what it
+    wrote.
+
+    ``args`` start with spec2nii's subcommand (``twix``, ``rda``, ``philips``, ``ge``,
+    ``dicom``, ``auto``) and the input. spec2nii copies the patient's name, birth date and
+    other identifiers of the vendor header into the NIfTI-MRS header extension; ``--anon``
+    (spec2nii ≥ 0.4) leaves them out, and tumorscope passes it unless ``keep_identifiers``.
 
     Raises
     ------
@@ -252,7 +260,8 @@ def convert_with_spec2nii(args: list[str], out_dir: str | os.PathLike[str]) -> l
         raise DataError("spec2nii is not installed (pip install spec2nii)", field="spec2nii")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([exe, *args, "-o", str(out)], capture_output=True, text=True, check=False)
+    cmd = [exe, *args, "-o", str(out), *([] if keep_identifiers else ["--anon"])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise DataError(f"spec2nii failed: {proc.stderr.strip()[-500:]}", field="spec2nii")
     return sorted(out.glob("*.nii*"))
