@@ -33,8 +33,8 @@ from ...errors import ProtocolError
 from ...fitting.engine import BlockFit
 from ...fitting.status import FitStatus
 from ..base import ParameterSpec, register_model
-from ._common import S0_SPEC, BValues, DiffusionModel
-from .dti import TENSOR_MAPS, _element, _example_table
+from ._common import S0_SPEC, BValues
+from .dti import TENSOR_MAPS, TensorModel, _element, _example_table
 from .tensor import (
     D_NAMES,
     W_NAMES,
@@ -42,7 +42,6 @@ from .tensor import (
     dki_design,
     dti_design,
     eigen,
-    gradient_table,
     kernel_consts,
     kurtosis_maps_fast,
     positive_definite,
@@ -74,7 +73,7 @@ def _kurtosis_element(name: str) -> ParameterSpec:
 
 
 @register_model
-class DKITensor(DiffusionModel):
+class DKITensor(TensorModel):
     """Diffusion kurtosis tensor (21 parameters and S0).
 
     Parameters
@@ -111,9 +110,6 @@ class DKITensor(DiffusionModel):
         ParameterSpec("RK", "1", description="radial kurtosis (perpendicular to V1)"),
     )
     methods: ClassVar[tuple[str, ...]] = ("cwls", "wls")
-    #: The compiled linear fit reads float32 data and validates voxels itself (one pass).
-    native_dtype: ClassVar[bool] = True
-    handles_invalid: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -123,8 +119,7 @@ class DKITensor(DiffusionModel):
         method: str = "cwls",
         backend: str = "auto",
     ) -> None:
-        self._acquire(bvalues, method, backend)
-        self.b, self.g = gradient_table(bvalues, bvecs, min_directions=15, model="DKI")
+        self._acquire_tensor(bvalues, bvecs, method, backend, min_directions=15, label="DKI")
         shells = np.unique(np.round(self.b[self.b > 0] / 100.0))
         if shells.size < 2 or np.linalg.matrix_rank(dki_design(self.b, self.g)) < 22:
             raise ProtocolError(
@@ -147,9 +142,6 @@ class DKITensor(DiffusionModel):
             np.c_[z1, 3.0 / bmax * dg, -wg],
         ]
         self._G /= np.linalg.norm(self._G, axis=1, keepdims=True)  # same set, better scaled
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "bvecs": self.g.tolist()}
 
     @classmethod
     def example(cls) -> DKITensor:

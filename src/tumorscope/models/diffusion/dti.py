@@ -102,8 +102,36 @@ def lower_to_chol(d6: np.ndarray) -> np.ndarray:
     return np.c_[L[:, 0, 0], L[:, 1, 0], L[:, 1, 1], L[:, 2, 0], L[:, 2, 1], L[:, 2, 2]]
 
 
+class TensorModel(DiffusionModel):
+    """What the tensor models (:class:`DTI`, :class:`~.dki_tensor.DKITensor`) share: the
+    gradient table beside the b-values (recorded in the options), and compiled linear fits
+    that read float32 data and validate the voxels themselves in one pass."""
+
+    native_dtype: ClassVar[bool] = True
+    handles_invalid: ClassVar[bool] = True
+    g: np.ndarray
+
+    def _acquire_tensor(
+        self,
+        bvalues: BValues,
+        bvecs: Any,
+        method: str,
+        backend: str,
+        *,
+        min_directions: int,
+        label: str,
+    ) -> None:
+        """``_acquire`` plus the checked, normalised gradient directions (``self.g``);
+        ``label`` names the model in the errors."""
+        self._acquire(bvalues, method, backend)
+        self.b, self.g = gradient_table(bvalues, bvecs, min_directions=min_directions, model=label)
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "bvecs": self.g.tolist()}
+
+
 @register_model
-class DTI(DiffusionModel):
+class DTI(TensorModel):
     """Diffusion tensor, ``S = S0 exp(-b gᵀDg)``.
 
     Parameters
@@ -138,9 +166,6 @@ class DTI(DiffusionModel):
     )
     derived: ClassVar[tuple[ParameterSpec, ...]] = TENSOR_MAPS
     methods: ClassVar[tuple[str, ...]] = ("wls", "ols", "nlls")
-    #: The compiled linear fit reads float32 data and validates voxels itself (one pass).
-    native_dtype: ClassVar[bool] = True
-    handles_invalid: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -150,13 +175,9 @@ class DTI(DiffusionModel):
         method: str = "wls",
         backend: str = "auto",
     ) -> None:
-        self._acquire(bvalues, method, backend)
-        self.b, self.g = gradient_table(bvalues, bvecs, min_directions=6, model="DTI")
+        self._acquire_tensor(bvalues, bvecs, method, backend, min_directions=6, label="DTI")
         self.X = dti_design(self.b, self.g)
         self.min_diffusivity = 1e-6 / float(self.b.max())
-
-    def options(self) -> dict[str, Any]:
-        return {**super().options(), "bvecs": self.g.tolist()}
 
     @classmethod
     def example(cls) -> DTI:
