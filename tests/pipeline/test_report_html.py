@@ -113,6 +113,32 @@ def test_reports_can_be_rewritten_from_the_results(
     assert (out / "report" / "sub-001.html").is_file()
     with pytest.raises(DataError, match="tumorscope run"):
         write_reports(small_study, tmp_path / "nothing")
+    assert not (out / ".tumorscope.lock.json").exists()  # the report's lock was released
+
+
+def test_reports_are_not_rewritten_while_a_run_holds_the_folder(
+    full_run_copy: Path, small_study: Path
+) -> None:
+    """`tumorscope report` takes the run's lock: a run writing into the folder blocks it."""
+    from filelock import FileLock
+
+    from tumorscope.errors import DataError
+    from tumorscope.pipeline.runner import write_reports
+
+    out = full_run_copy
+    (out / "report" / "sub-001.html").unlink()
+    held = FileLock(str(out / ".tumorscope.lock"))
+    held.acquire()
+    try:
+        with pytest.raises(DataError, match="holds the output folder"):
+            write_reports(small_study, out)
+        with pytest.raises(DataError, match=r"after 0\.2 s"):
+            write_reports(small_study, out, lock_timeout=0.2)
+    finally:
+        held.release()
+    assert not (out / "report" / "sub-001.html").exists()  # nothing was written
+    write_reports(small_study, out)
+    assert (out / "report" / "sub-001.html").is_file()
 
 
 def _chromium() -> str | None:

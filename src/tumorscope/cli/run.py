@@ -182,12 +182,17 @@ def report(
         None, "--out", help="Output folder of the run (default: STUDY/derivatives/tumorscope)."
     ),
     db: str = typer.Option(None, "--db", help="Database URL (default: the run's SQLite file)."),
+    lock_timeout: float = typer.Option(
+        0.0,
+        "--lock-timeout",
+        help="Seconds to wait for a run that holds the output folder (default: fail at once).",
+    ),
 ) -> None:
     """Write the HTML reports again from the results of earlier runs."""
     from ..pipeline.runner import write_reports
 
     with user_errors():
-        path = write_reports(study, out, db_url=db)
+        path = write_reports(study, out, db_url=db, lock_timeout=lock_timeout)
     typer.echo(f"report: {path}")
 
 

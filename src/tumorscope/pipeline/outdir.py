@@ -41,6 +41,7 @@ __all__ = [
     "OutputFolder",
     "check_output_folder",
     "claim_output_folder",
+    "lock_output_folder",
     "sweep_temporaries",
 ]
 
@@ -246,6 +247,54 @@ def _acquire(out: Path, timeout: float, say: Callable[[str], None]) -> Any:
     return lock
 
 
+def _write_holder(out: Path, run_id: str) -> None:
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": _utcnow(),
+        "command": _command(),
+        "run_id": run_id,
+    }
+    write_json(out / HOLDER_NAME, holder)
+
+
+def lock_output_folder(
+    out: Path,
+    *,
+    run_id: str,
+    lock_timeout: float = 0.0,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> OutputFolder:
+    """Lock the output folder of earlier runs to rewrite part of it (``tumorscope report``).
+
+    Unlike :func:`claim_output_folder` the folder must already exist and be a tumorscope
+    output (:func:`check_output_folder`): nothing is created, marked or adopted. The lock is the run's lock, so a report
+    is never rewritten while a run writes into the same folder, nor a run started while a
+    report is being written.
+
+    Raises
+    ------
+    DataError
+        If the folder is not a tumorscope output, or another process holds it (naming the
+        holder). Nothing is written then.
+    """
+    if lock_timeout < 0:
+        raise DataError(f"expected seconds >= 0, got {lock_timeout:g}", field="--lock-timeout")
+    check_output_folder(out, adopt=False)
+    if not out.is_dir():
+        raise DataError("no such output folder: run `tumorscope run` first", file=out)
+    try:
+        lock = _acquire(out, lock_timeout, say)
+    except OSError as exc:
+        raise DataError(f"cannot lock the output folder: {exc}", file=out) from exc
+    try:
+        _write_holder(out, run_id)
+    except BaseException:
+        OutputFolder(out, lock).release()
+        raise
+    return OutputFolder(out, lock)
+
+
 def claim_output_folder(
     out: Path,
     *,
@@ -288,14 +337,7 @@ def claim_output_folder(
     except OSError as exc:
         raise DataError(f"cannot create or lock the output folder: {exc}", file=out) from exc
     try:
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "started": _utcnow(),
-            "command": _command(),
-            "run_id": run_id,
-        }
-        write_json(out / HOLDER_NAME, holder)
+        _write_holder(out, run_id)
         if not (out / MARKER_NAME).is_file():
             if adopted:
                 say(adopted)

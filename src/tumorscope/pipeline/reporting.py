@@ -7,12 +7,14 @@ report itself imports no pipeline.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import layout
 from ..errors import DataError
+from .outdir import lock_output_folder
 from .step import Context, StepOutput, Unit, Upstream, _lesion_files, _manifest_file, maps_of_visit
 
 if TYPE_CHECKING:
@@ -80,14 +82,17 @@ def write_reports(
     out_dir: str | os.PathLike[str] | None = None,
     *,
     db_url: str | None = None,
+    lock_timeout: float = 0.0,
 ) -> Path:
     """Write the HTML reports again from the results of earlier runs (nothing is refitted).
 
     Subject reports are written for the subjects whose ``measure`` step is recorded as done.
+    The output folder is locked as a run locks it (:mod:`tumorscope.pipeline.outdir`): the
+    reports are not rewritten while a run writes into the folder.
 
     Parameters
     ----------
-    study, out_dir, db_url
+    study, out_dir, db_url, lock_timeout
         As for :func:`tumorscope.pipeline.run_study`.
 
     Returns
@@ -114,6 +119,8 @@ def write_reports(
             file=out,
         )
     ctx = Context(root, out)
+    run_id = "report-" + dt.datetime.now().strftime("%Y%m%dT%H%M%S")
+    folder = lock_output_folder(out, run_id=run_id, lock_timeout=lock_timeout)
     store = open_store(url)
     try:
         runs = store.read_table("step_runs", status="done")
@@ -128,3 +135,4 @@ def write_reports(
         return write_study_report(out, study_obj, store)
     finally:
         store.close()
+        folder.release()
