@@ -191,9 +191,14 @@ def eigen(d6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     NaN where the tensor is not finite (compiled Jacobi rotations with numba, else LAPACK)."""
     nbm = _kernels()
     if nbm is not None:
-        ev = np.empty((d6.shape[0], 3))
-        vecs = np.empty((d6.shape[0], 3, 3))
-        nbm.eig3_block(np.ascontiguousarray(d6, dtype=np.float64), ev, vecs)
+        n = d6.shape[0]
+        ev = np.empty((n, 3))
+        vecs = np.empty((n, 3, 3))
+        d6c = np.ascontiguousarray(d6, dtype=np.float64)
+        if n < SERIAL_BELOW:  # a parallel launch costs more than the work (and waits for
+            nbm._eig3_rows(d6c, ev, vecs, 0, n)  # every thread on a busy machine)
+        else:
+            nbm.eig3_block(d6c, ev, vecs)
         return ev, vecs
     D = lower_to_matrix(d6)
     good = np.all(np.isfinite(D), axis=(1, 2))
@@ -322,6 +327,11 @@ def kurtosis_maps(
     return out
 
 
+#: Blocks of fewer voxels than this use the serial compiled kernels of the maps (eigenvalues,
+#: kurtosis maps) rather than the parallel ones.
+SERIAL_BELOW = 4096
+
+
 def _kernels() -> Any:
     try:
         from . import _tensor_numba
@@ -331,14 +341,20 @@ def _kernels() -> Any:
 
 
 def tensor_wls(
-    y: np.ndarray, X: np.ndarray, *, weighted: bool, backend: str
+    y: np.ndarray,
+    X: np.ndarray,
+    *,
+    weighted: bool,
+    backend: str,
+    pinv: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two-pass WLS (or OLS) of a block on the design ``X``: coefficients, standard errors,
     weighted log-domain RSS and status (CONVERGED, INVALID_INPUT or FAILED; NaN outputs for
-    the last two). The compiled kernel with ``backend="numba"``, else numpy (same numbers)."""
+    the last two). The compiled kernel with ``backend="numba"`` (``pinv``: ``pinv(X)`` if
+    the caller has it), else numpy (same numbers)."""
     n = y.shape[0]
     if backend == "numba":
-        return _wls_compiled(y, X, weighted=weighted)
+        return _wls_compiled(y, X, weighted=weighted, pinv=pinv)
     logy, bad = log_signal(y)
     coef, se, rss, ok = wls_numpy(logy, X, weighted=weighted)
     status = status_of(ok, bad, np.zeros(n, dtype=bool))
@@ -350,7 +366,7 @@ def tensor_wls(
 
 
 def _wls_compiled(
-    y: np.ndarray, X: np.ndarray, *, weighted: bool
+    y: np.ndarray, X: np.ndarray, *, weighted: bool, pinv: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`tensor_wls` by the fused compiled kernel (one pass over the block)."""
     n, m = y.shape
@@ -363,7 +379,8 @@ def _wls_compiled(
     code = np.empty(n, dtype=np.uint8)
     yy = y if y.dtype in (np.float32, np.float64) else y.astype(np.float64)
     _kernels().tensor_wls_tiled(
-        yy, np.ascontiguousarray(X), XX, np.ascontiguousarray(np.linalg.pinv(X)), weighted,
+        yy, np.ascontiguousarray(X), XX,
+        np.ascontiguousarray(np.linalg.pinv(X) if pinv is None else pinv), weighted,
         coef, dinv, rss, code,
     )  # fmt: skip
     with np.errstate(invalid="ignore"):
@@ -413,7 +430,9 @@ def kurtosis_maps_fast(
         return kurtosis_maps(evals, evecs, w15)
     pts, minv, tabs, wts = _eigenframe_tables()
     out = np.empty((evals.shape[0], 3))
-    _kernels().kurtosis_maps_tab(
+    nbm = _kernels()
+    kern = nbm.kurtosis_maps_rows if evals.shape[0] < SERIAL_BELOW else nbm.kurtosis_maps_tab
+    kern(
         np.ascontiguousarray(evals, dtype=np.float64),
         np.ascontiguousarray(evecs, dtype=np.float64),
         np.ascontiguousarray(np.asarray(w15, dtype=np.float64) * _W_MULT),
