@@ -570,12 +570,14 @@ def _kurtosis_rows(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax,
     :func:`.tensor.kurtosis_maps`: ``evals (n, 3)`` decreasing, ``evecs (n, 3, 3)`` columns,
     ``wm (n, 15)`` the W elements times their multiplicities. W is expressed in the voxel's
     eigenframe first: ``W(E u)`` at the 15 points ``pts (15, 3)`` (eigenframe), solved for the
-    15 monomial coefficients with ``minv`` (the inverse of the points' monomial matrix); then
-    every quadrature node costs 15 products with its tabulated monomials. 0 where an
-    eigenvalue is ``<= min_eval``, NaN where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, 18)``: per map (MK, AK,
-    RK; unused rows zero) the nodes' 15 monomials and squared coordinates, ``wts (3, G)``
+    monomial coefficients with ``minv`` (rows of the inverse of the points' monomial matrix:
+    ``ne`` of them, the monomials the nodes need); then every quadrature node costs ``ne``
+    products with its tabulated monomials. 0 where an
+    eigenvalue is ``<= min_eval``, NaN where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, ne + 3)``: per map
+    (MK, AK, RK; unused rows zero) the nodes' ``ne`` monomials and squared coordinates, ``wts (3, G)``
     their weights (0 past a map's nodes)."""
     G = tabs.shape[1]
+    ne = minv.shape[0]
     val = np.empty(15)
     cf = np.empty(15)
     for i in range(lo, hi):
@@ -615,7 +617,7 @@ def _kurtosis_rows(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax,
                 + wm[i, 13] * x * y2 * z
                 + wm[i, 14] * x * y * z2
             )
-        for k in range(15):
+        for k in range(ne):
             t_ = 0.0
             for t in range(15):
                 t_ += minv[k, t] * val[t]
@@ -627,8 +629,9 @@ def _kurtosis_rows(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax,
                 if wt == 0.0:
                     continue
                 wg = 0.0
-                for k in range(15):
+                for k in range(ne):
                     wg += cf[k] * tabs[which, g, k]
-                dg = l1 * tabs[which, g, 15] + l2 * tabs[which, g, 16] + l3 * tabs[which, g, 17]
+                dg = l1 * tabs[which, g, ne] + l2 * tabs[which, g, ne + 1]
+                dg += l3 * tabs[which, g, ne + 2]
                 tot += wt * wg / (dg * dg)
             out[i, which] = min(max(md2 * tot, kmin), kmax)

@@ -396,8 +396,17 @@ def _wls_compiled(
 @functools.cache
 def _eigenframe_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tables of :func:`~._tensor_numba.kurtosis_maps_tab`: 15 fixed points (a seeded draw on
-    the sphere, well conditioned), the inverse of their monomial matrix, and per map (MK,
-    AK, RK) the quadrature nodes' monomials and squared coordinates and their weights."""
+    the sphere, well conditioned), the rows of the inverse of their monomial matrix that give
+    the 6 monomials even in every coordinate (``x⁴, y⁴, z⁴, x²y², x²z², y²z²``), and per map
+    (MK, AK, RK) the quadrature nodes' even monomials and squared coordinates and their
+    weights.
+
+    The nodes are those of :func:`kurtosis_maps` folded by the symmetries of the azimuth grid
+    (``φ → -φ``, ``φ → π - φ``; the eigenframe denominator ``(gᵀΛg)²`` is invariant): each
+    quarter-circle node carries the weight of its orbit (4, or 2 on the axes), and the 9
+    monomials odd in y or z (every odd quartic monomial is) cancel over an orbit. The same
+    sums as the full grid, to rounding, for a quarter of the nodes and 6 of the 15 products.
+    """
     c, wt, circle = _quadrature()
     pts = np.random.default_rng(131).normal(size=(15, 3))  # the best of seeds 0-199
     pts /= np.linalg.norm(pts, axis=1)[:, None]
@@ -405,19 +414,25 @@ def _eigenframe_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     def mono(u: np.ndarray) -> np.ndarray:
         return np.stack([u[:, i] * u[:, j] * u[:, k] * u[:, m] for i, j, k, m in _W_IDX], 1)
 
-    minv = np.linalg.inv(mono(pts))
-    G = c.shape[0]
-    tabs = np.zeros((3, G, 18))
+    even = np.array([0, 1, 2, 9, 10, 11])  # xxxx, yyyy, zzzz, xxyy, xxzz, yyzz
+    minv = np.linalg.inv(mono(pts))[even]
+    q = N_AZIMUTH // 4
+    assert N_AZIMUTH % 4 == 0
+    fac = np.where((np.arange(q + 1) == 0) | (np.arange(q + 1) == q), 2.0, 4.0)
+    c_q = c.reshape(N_POLAR, N_AZIMUTH, 3)[:, : q + 1].reshape(-1, 3)
+    w_q = (wt.reshape(N_POLAR, N_AZIMUTH)[:, : q + 1] * fac).ravel()
+    G = c_q.shape[0]
+    tabs = np.zeros((3, G, 9))
     wts = np.zeros((3, G))
     for which, (nodes, w) in enumerate(
         (
-            (c, wt),
+            (c_q, w_q),
             (np.array([[1.0, 0.0, 0.0]]), np.ones(1)),
-            (circle, np.full(len(circle), 1.0 / len(circle))),
+            (circle[: q + 1], fac / N_AZIMUTH),
         )
     ):
-        tabs[which, : len(nodes), :15] = mono(nodes)
-        tabs[which, : len(nodes), 15:] = nodes * nodes
+        tabs[which, : len(nodes), :6] = mono(nodes)[:, even]
+        tabs[which, : len(nodes), 6:] = nodes * nodes
         wts[which, : len(nodes)] = w
     return pts, np.ascontiguousarray(minv), tabs, wts
 
