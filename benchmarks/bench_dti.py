@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
             f.fa, f.md  # noqa: B018 - computed inside the timing, as ours
             return f
 
-        t_dipy, f = _best(dipy_fit, 1 if meth == "nlls" else args.repeat)
+        t_dipy, f = _best(dipy_fit, args.repeat)
         v1 = np.stack([r["V1_x"], r["V1_y"], r["V1_z"]], -1)
         agree = (
             f"FA {np.nanmax(np.abs(r['FA'] - f.fa)):.1e}, "
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             f = dki.DiffusionKurtosisModel(gt2, fit_method=fm).fit(y)
             return f, f.fa, f.md, f.mk(), f.ak(), f.rk()
 
-        t_dipy, (f, fa, _md, mk, ak, rk) = _best(dipy_dki, 1 if meth == "cwls" else args.repeat)
+        t_dipy, (f, fa, _md, mk, ak, rk) = _best(dipy_dki, args.repeat)
         kt = np.stack([r[k] for k in W_NAMES], -1)
         # W = coefficient / MD²: DIPY takes MD from clipped eigenvalues, ours trace(D)/3; the
         # same where D is positive definite
