@@ -572,10 +572,11 @@ def _kurtosis_rows(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax,
     eigenframe first: ``W(E u)`` at the 15 points ``pts (15, 3)`` (eigenframe), solved for the
     monomial coefficients with ``minv`` (rows of the inverse of the points' monomial matrix:
     ``ne`` of them, the monomials the nodes need); then every quadrature node costs ``ne``
-    products with its tabulated monomials. 0 where an
-    eigenvalue is ``<= min_eval``, NaN where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, ne + 3)``: per map
-    (MK, AK, RK; unused rows zero) the nodes' ``ne`` monomials and squared coordinates, ``wts (3, G)``
-    their weights (0 past a map's nodes)."""
+    products with its tabulated monomials. 0 where an eigenvalue is ``<= min_eval``, NaN
+    where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, ne + 3)``: per map
+    (MK, AK, RK; unused rows zero) the nodes' ``ne`` monomials and squared coordinates,
+    ``wts (3, G)`` their weights (0 past a map's nodes; see
+    :func:`.tensor._eigenframe_tables`)."""
     G = tabs.shape[1]
     ne = minv.shape[0]
     val = np.empty(15)

@@ -8,7 +8,8 @@ Which method when
 * ``"cwls"`` (default): the weighted linear fit, then, for the voxels whose estimate breaks
   a constraint, the constrained weighted least-squares problem of Tabesh et al. 2011 solved
   exactly (a least-distance quadratic programme, by non-negative least squares after
-  Lawson & Hanson 1974, ch. 23). The constraints, on :data:`N_CONSTRAINT_DIRECTIONS`
+  Lawson & Hanson 1974, ch. 23: compiled with numba, :mod:`._cwls_numba`; else scipy's
+  NNLS, the same optimum). The constraints, on :data:`N_CONSTRAINT_DIRECTIONS`
   directions ``g`` spread over the sphere: ``gᵀDg >= 0`` (diffusivity), ``K(g) >= 0``
   (kurtosis of a mixture of Gaussian compartments) and ``K(g) <= 3 / (b_max gᵀDg)`` (the
   signal decays monotonically up to ``b_max``); all three are linear in the fitted
