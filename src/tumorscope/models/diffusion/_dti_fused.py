@@ -9,7 +9,7 @@ import numba as nb
 import numpy as np
 
 from ...fitting.status import FitStatus
-from ._numba import _exp
+from ._dti_nlls import chol_start, nlls_tables, nlls_tile, tile_state
 from ._tensor_numba import TILE, _jacobi3, tile_buffers, wls_tile
 
 _CONVERGED = np.uint8(FitStatus.CONVERGED)
@@ -17,7 +17,6 @@ _AT_BOUND = np.uint8(FitStatus.AT_BOUND)
 _INVALID = np.uint8(FitStatus.INVALID_INPUT)
 _FAILED = np.uint8(FitStatus.FAILED)
 _NOT_FITTED = np.uint8(FitStatus.NOT_FITTED)
-_MAX_ITER = np.uint8(FitStatus.MAX_ITER)
 
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
@@ -38,8 +37,8 @@ def dti_fit_range(
     ``min_diff``, ``V1_z >= 0``.
 
     ``lm`` (float64) empty: the linear fit. Else the nonlinear fit (``weighted`` must be
-    True: it starts from WLS), ``lm = [max_iter, ftol, xtol, b (m), gx (m), gy (m), gz (m)]``:
-    :func:`_nlls_voxel` on every voxel whose linear fit succeeded (as
+    True: it starts from WLS), ``lm = [max_iter, ftol, xtol, ...]``: the voxels of the tile
+    whose linear fit succeeded go through :func:`~._dti_nlls.nlls_tile` together (as
     :meth:`.dti.DTI._nlls`: the S0 and tensor of the signal least squares, their standard
     errors in that parameterisation, the signal RSS; status CONVERGED, MAX_ITER or FAILED).
     """
@@ -55,10 +54,14 @@ def dti_fit_range(
     nan = np.float32(np.nan)
     dof = m - p
     nlls = lm.shape[0] > 0
-    mats = np.zeros((3, 7, 7))  # scratch of _nlls_voxel
-    vecs = np.zeros((6, 7))
-    ee = np.zeros((10, m))
-    yv = np.empty(m)
+    if nlls:
+        buf = tile_state(m, TILE)
+        Xd, XXp, Xp = nlls_tables(X)
+        oq = np.empty((7, TILE))
+        ose = np.empty((7, TILE))
+        orss = np.empty(TILE)
+        ost = np.empty(TILE, np.uint8)
+        fitpos = np.empty(TILE, np.int64)
     for t0 in range(lo, hi, TILE):
         t1 = min(t0 + TILE, hi)
         nt = 0
@@ -116,16 +119,40 @@ def dti_fit_range(
             m2 = xx * yy - xy * xy
             m3 = xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz) + xz * (xy * yz - yy * xz)
             status[i] = _CONVERGED if (xx > 0 and m2 > 0 and m3 > 0) else _AT_BOUND
-            if nlls:
-                for k in range(m):
-                    yv[k] = np.float64(y[i, k])
-                if not _nlls_voxel(yv, lm, c[:, j], mats, vecs, ee, params, se, rss, status, i):
-                    for q in range(7):
-                        der[q, i] = nan
-                    continue
+            if nlls:  # queued for the tile's nonlinear fit
+                flags[1, j] = 2.0
+                continue
             for q in range(6):
                 dd[q, j] = np.float64(params[q + 1, i])
             flags[1, j] = 1.0  # fitted
+        if nlls:
+            nf = 0
+            for j in range(nt):
+                if flags[1, j] == 2.0:
+                    i = idx[j]
+                    for k in range(m):
+                        buf[0][k, nf] = np.float64(y[i, k])
+                    chol_start(c[:, j], buf[1], nf)
+                    fitpos[nf] = j
+                    nf += 1
+            if nf > 0:
+                nlls_tile(buf, nf, int(lm[0]), lm[1], lm[2], Xd, XXp, Xp, oq, ose, orss, ost)
+            for f in range(nf):
+                j = fitpos[f]
+                i = idx[j]
+                rss[i] = np.float32(orss[f])
+                status[i] = ost[f]
+                for q in range(7):
+                    params[q, i] = np.float32(oq[q, f])
+                    se[q, i] = np.float32(ose[q, f])
+                if ost[f] == _FAILED:
+                    flags[1, j] = 0.0
+                    for q in range(7):
+                        der[q, i] = nan
+                    continue
+                for q in range(6):
+                    dd[q, j] = np.float64(params[q + 1, i])
+                flags[1, j] = 1.0
         _derived_tile(dd, dres, okd, nt, min_diff)
         for j in range(nt):
             if flags[1, j] == 0.0:
@@ -285,303 +312,3 @@ def _derived(xx, xy, yy, xz, yz, zz, min_diff):
         sg * v3[1, o0],
         sg * v3[2, o0],
     )
-
-
-@nb.njit(inline="always")
-def _chol3(a, b, c, d, e, f):
-    """Lower Cholesky factor ``(L11, L21, L22, L31, L32, L33)`` of the 3×3 tensor
-    ``xx, xy, yy, xz, yz, zz`` = ``a … f``; ok flag."""
-    if not a > 0.0:
-        return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    l11 = np.sqrt(a)
-    l21 = b / l11
-    l31 = d / l11
-    t = c - l21 * l21
-    if not t > 0.0:
-        return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    l22 = np.sqrt(t)
-    l32 = (e - l31 * l21) / l22
-    t = f - l31 * l31 - l32 * l32
-    if not t > 0.0:
-        return False, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-    return True, l11, l21, l22, l31, l32, np.sqrt(t)
-
-
-#: Sums over the measurements in the nonlinear fit may be reassociated (vectorised): they
-#: change in the last bits only, the solver's tolerances are far above that.
-_FM_SUM = {"contract", "reassoc"}
-
-
-@nb.njit(cache=True, nogil=True, fastmath=_FM_SUM, error_model="numpy")
-def _chol_rss(yv, lm, q, e):
-    """Signal RSS of the Cholesky parameters ``q`` (S0, L11, L21, L22, L31, L32, L33) for the
-    samples ``yv``; ``e`` receives ``exp(-b |Lᵀg|²)`` (the branch-free, vectorising
-    :func:`~._numba._exp`). ``lm[3:]``: b, gx, gy, gz (see :func:`dti_fit_range`)."""
-    m = yv.shape[0]
-    s0, l11, l21, l22, l31, l32, l33 = q[0], q[1], q[2], q[3], q[4], q[5], q[6]
-    for k in range(m):
-        gx = lm[3 + m + k]
-        gy = lm[3 + 2 * m + k]
-        gz = lm[3 + 3 * m + k]
-        u1 = l11 * gx + l21 * gy + l31 * gz
-        u2 = l22 * gy + l32 * gz
-        u3 = l33 * gz
-        e[k] = _exp(-lm[3 + k] * (u1 * u1 + u2 * u2 + u3 * u3))
-    rss = 0.0
-    for k in range(m):
-        r = yv[k] - s0 * e[k]
-        rss += r * r
-    return rss
-
-
-@nb.njit(cache=True, nogil=True, fastmath=_FM_SUM, error_model="numpy")
-def _chol_build(yv, lm, q, e, H, g, Jc):
-    """``H = JᵀJ`` (lower triangle) and ``g = Jᵀr`` at ``q``, ``e`` its :func:`_chol_rss`
-    exponentials; ``Jc (8, m)`` scratch: the Jacobian's columns and the residuals."""
-    m = yv.shape[0]
-    s0, l11, l21, l22, l31, l32, l33 = q[0], q[1], q[2], q[3], q[4], q[5], q[6]
-    for k in range(m):
-        gx = lm[3 + m + k]
-        gy = lm[3 + 2 * m + k]
-        gz = lm[3 + 3 * m + k]
-        u1 = l11 * gx + l21 * gy + l31 * gz
-        u2 = l22 * gy + l32 * gz
-        u3 = l33 * gz
-        ek = e[k]
-        s = s0 * ek
-        mb2 = -2.0 * lm[3 + k] * s
-        Jc[0, k] = ek
-        Jc[1, k] = mb2 * u1 * gx
-        Jc[2, k] = mb2 * u1 * gy
-        Jc[3, k] = mb2 * u2 * gy
-        Jc[4, k] = mb2 * u1 * gz
-        Jc[5, k] = mb2 * u2 * gz
-        Jc[6, k] = mb2 * u3 * gz
-        Jc[7, k] = yv[k] - s
-    for a in range(7):
-        t = 0.0
-        for k in range(m):
-            t += Jc[a, k] * Jc[7, k]
-        g[a] = t
-        for b in range(a + 1):
-            t = 0.0
-            for k in range(m):
-                t += Jc[a, k] * Jc[b, k]
-            H[a, b] = t
-
-
-@nb.njit(cache=True, nogil=True, fastmath=_FM_SUM, error_model="numpy")
-def _d_build(lm, s0, e, H, Jc):
-    """``H = JᵀJ`` (lower triangle) of the signal in the (S0, D) parameterisation, ``e`` the
-    exponentials at the point (as :func:`~._tensor_numba.dti_stderr`)."""
-    m = e.shape[0]
-    for k in range(m):
-        b = lm[3 + k]
-        gx = lm[3 + m + k]
-        gy = lm[3 + 2 * m + k]
-        gz = lm[3 + 3 * m + k]
-        ms = -s0 * e[k] * b
-        Jc[0, k] = e[k]
-        Jc[1, k] = ms * gx * gx
-        Jc[2, k] = 2.0 * ms * gx * gy
-        Jc[3, k] = ms * gy * gy
-        Jc[4, k] = 2.0 * ms * gx * gz
-        Jc[5, k] = 2.0 * ms * gy * gz
-        Jc[6, k] = ms * gz * gz
-    for a in range(7):
-        for bb in range(a + 1):
-            t = 0.0
-            for k in range(m):
-                t += Jc[a, k] * Jc[bb, k]
-            H[a, bb] = t
-
-
-@nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
-def _nlls_voxel(yv, lm, c, mats, vecs, ee, params, se, rss_out, status, i):
-    """Nonlinear DTI fit of one voxel (as :meth:`.dti.DTI._nlls` with the compiled solver):
-    the start from the WLS coefficients ``c`` (log S0, D) by :func:`.dti.lower_to_chol`
-    (eigenvalues raised to ``1e-6 × max(MD, 1e-4)``), then the bounded Levenberg–Marquardt
-    of :func:`~tumorscope.fitting._lm_numba._lm_voxel` (same damping, steps, tests; S0 >= 0,
-    the scale of S0 its start) with the model inlined, then the standard errors of S0 and D
-    (:func:`~._tensor_numba.dti_stderr`). Writes column ``i`` of ``params``, ``se`` and
-    ``rss_out[i]``, ``status[i]``; False (maps NaN) if the fit failed."""
-    max_iter = int(lm[0])
-    ftol = lm[1]
-    xtol = lm[2]
-    m = yv.shape[0]
-    H, A, Lw = mats[0], mats[1], mats[2]
-    q, pt, g, delta, scale = vecs[0], vecs[1], vecs[2], vecs[3], vecs[4]
-    ecur, etry, Jc = ee[0], ee[1], ee[2:10]
-    # start: the nearest positive-definite tensor to WLS's, its Cholesky factor
-    xx, xy, yy, xz, yz, zz = c[1], c[2], c[3], c[4], c[5], c[6]
-    floor = 1e-6 * max((xx + yy + zz) / 3.0, 1e-4)
-    ax, ay, az = xx - floor, yy - floor, zz - floor
-    m2 = ax * ay - xy * xy
-    m3 = ax * (ay * az - yz * yz) - xy * (xy * az - yz * xz) + xz * (xy * yz - ay * xz)
-    if not (ax > 0 and m2 > 0 and m3 > 0):
-        a3 = np.empty((3, 3))
-        v3 = np.empty((3, 3))
-        a3[0, 0] = xx
-        a3[1, 0] = a3[0, 1] = xy
-        a3[1, 1] = yy
-        a3[2, 0] = a3[0, 2] = xz
-        a3[2, 1] = a3[1, 2] = yz
-        a3[2, 2] = zz
-        _jacobi3(a3, v3)
-        ev0 = max(a3[0, 0], floor)
-        ev1 = max(a3[1, 1], floor)
-        ev2 = max(a3[2, 2], floor)
-        d3 = np.empty((3, 3))
-        for r_ in range(3):
-            for c_ in range(r_ + 1):
-                d3[r_, c_] = (
-                    v3[r_, 0] * ev0 * v3[c_, 0]
-                    + v3[r_, 1] * ev1 * v3[c_, 1]
-                    + v3[r_, 2] * ev2 * v3[c_, 2]
-                )
-        xx, xy, yy, xz, yz, zz = d3[0, 0], d3[1, 0], d3[1, 1], d3[2, 0], d3[2, 1], d3[2, 2]
-    ok, l11, l21, l22, l31, l32, l33 = _chol3(xx + 1e-15, xy, yy + 1e-15, xz, yz, zz + 1e-15)
-    if not ok:
-        f3 = np.sqrt(floor)
-        l11, l21, l22, l31, l32, l33 = f3, 0.0, f3, 0.0, 0.0, f3
-    s0 = np.exp(c[0])
-    q[0], q[1], q[2], q[3], q[4], q[5], q[6] = s0, l11, l21, l22, l31, l32, l33
-    scale[0] = max(s0, 1e-12)
-    for a in range(1, 7):
-        scale[a] = 0.03
-    # Levenberg-Marquardt (fitting._lm_numba._lm_voxel, the model inlined)
-    rss = _chol_rss(yv, lm, q, ecur)
-    _chol_build(yv, lm, q, ecur, H, g, Jc)
-    st = _MAX_ITER
-    lam = 1e-3
-    it = 0
-    if not np.isfinite(rss):
-        st = _FAILED
-    elif rss == 0.0:
-        st = _CONVERGED
-    else:
-        build = False
-        while it < max_iter:
-            if build:
-                _chol_build(yv, lm, q, ecur, H, g, Jc)
-                build = False
-            frozen = q[0] <= 0.0 and g[0] < 0.0
-            for a in range(7):
-                for b in range(a + 1):
-                    A[a, b] = 0.0 if (frozen and (a == 0 or b == 0)) else H[a, b]
-                if frozen and a == 0:
-                    A[0, 0] = 1.0
-                    pt[0] = 0.0
-                else:
-                    A[a, a] += lam * max(H[a, a], 1e-30)
-                    pt[a] = g[a]
-            it += 1
-            ok = _solve7(A, pt, delta, Lw)
-            rss_t = np.inf
-            if ok:
-                for a in range(7):
-                    pt[a] = q[a] + delta[a]
-                pt[0] = max(pt[0], 0.0)
-                rss_t = _chol_rss(yv, lm, pt, etry)
-            if ok and np.isfinite(rss_t) and rss_t < rss:
-                small_step = True
-                for a in range(7):
-                    if abs(pt[a] - q[a]) > xtol * (abs(q[a]) + scale[a]):
-                        small_step = False
-                small_gain = (rss - rss_t) <= ftol * rss
-                for a in range(7):
-                    q[a] = pt[a]
-                for k in range(m):
-                    ecur[k] = etry[k]
-                rss = rss_t
-                lam = max(lam / 10.0, 1e-12)
-                build = True
-                if small_step or small_gain or rss == 0.0:
-                    st = _CONVERGED
-                    break
-            else:
-                lam *= 10.0
-                if lam > 1e10:
-                    st = _CONVERGED
-                    break
-    finite = np.isfinite(rss)
-    for a in range(7):
-        finite &= np.isfinite(q[a])
-    nan = np.float32(np.nan)
-    if not finite:
-        for a in range(7):
-            params[a, i] = nan
-            se[a, i] = nan
-        rss_out[i] = np.float32(rss)
-        status[i] = _FAILED
-        return False
-    l11, l21, l22, l31, l32, l33 = q[1], q[2], q[3], q[4], q[5], q[6]
-    d = pt
-    d[0] = l11 * l11
-    d[1] = l21 * l11
-    d[2] = l21 * l21 + l22 * l22
-    d[3] = l31 * l11
-    d[4] = l31 * l21 + l32 * l22
-    d[5] = l31 * l31 + l32 * l32 + l33 * l33
-    params[0, i] = np.float32(q[0])
-    for a in range(6):
-        params[1 + a, i] = np.float32(d[a])
-    rss_out[i] = np.float32(rss)
-    status[i] = st  # AT_BOUND (S0 = 0) is reported as CONVERGED, as the engine path
-    # standard errors of (S0, D) (dti_stderr): J = [e, s X_D], e = exp(-b gᵀDg) at the solution
-    _d_build(lm, q[0], ecur, H, Jc)
-    okc = m > 7 and _chol_lower(H, Lw)
-    s2 = rss / (m - 7) if m > 7 else np.nan
-    for col in range(7):
-        if not okc:
-            se[col, i] = nan
-            continue
-        acc = 0.0
-        for a in range(col, 7):
-            t = 1.0 if a == col else 0.0
-            for b in range(col, a):
-                t -= Lw[a, b] * delta[b]
-            delta[a] = t / Lw[a, a]
-            acc += delta[a] * delta[a]
-        var = acc * s2
-        se[col, i] = np.float32(np.sqrt(var)) if var >= 0 else nan
-    return True
-
-
-@nb.njit(inline="always")
-def _chol_lower(A, L):
-    """Lower Cholesky factor of the 7×7 SPD matrix given by its lower triangle ``A``; the
-    upper triangle of ``L`` holds nothing of use (``L[0, 1..6]``: the reciprocal diagonal)."""
-    for j in range(7):
-        s = A[j, j]
-        for k in range(j):
-            s -= L[j, k] * L[j, k]
-        if not (s > 0.0):
-            return False
-        dj = np.sqrt(s)
-        L[j, j] = dj
-        inv = 1.0 / dj
-        for r in range(j + 1, 7):
-            t = A[r, j]
-            for k in range(j):
-                t -= L[r, k] * L[j, k]
-            L[r, j] = t * inv
-    return True
-
-
-@nb.njit(inline="always")
-def _solve7(A, b, x, L):
-    """``x = A⁻¹ b`` for the 7×7 SPD ``A`` (lower triangle) by Cholesky; False if not SPD."""
-    if not _chol_lower(A, L):
-        return False
-    for r in range(7):
-        t = b[r]
-        for k in range(r):
-            t -= L[r, k] * x[k]
-        x[r] = t / L[r, r]
-    for r in range(6, -1, -1):
-        t = x[r]
-        for k in range(r + 1, 7):
-            t -= L[k, r] * x[k]
-        x[r] = t / L[r, r]
-    return True
