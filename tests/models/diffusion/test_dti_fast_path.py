@@ -136,3 +136,22 @@ def test_compiled_kurtosis_maps_match_numpy() -> None:
     for key in ("MK", "AK", "RK"):
         np.testing.assert_allclose(fast[key], ref[key], rtol=0, atol=1e-12)
         assert np.isnan(fast[key][0]) and fast[key][1] == 0.0
+
+
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_nlls_iteration_limit_as_engine(max_iter: int) -> None:
+    """With few trial steps allowed, the tile's voxels stop where the engine's do (status
+    MAX_ITER for most, the parameters of the last accepted step)."""
+    from tumorscope.fitting.lm import LMOptions
+
+    ex, y = _data(np.float32, "C")
+    model = DTI(ex.b, bvecs=ex.g, method="nlls", backend="numba")
+    model.lm_options = LMOptions(max_iter=max_iter)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = model.fit(y)
+        ref = Model._fit_validated(model, FitInput(np.ascontiguousarray(y), None, None, {}))
+    np.testing.assert_array_equal(fast.status, ref.status)
+    assert (fast.status == FitStatus.MAX_ITER).mean() > 0.5
+    for name in model.parameter_names:
+        _assert_close(fast.maps[name], ref.maps[name], 1e-6)
