@@ -223,9 +223,9 @@ class DTI(TensorModel):
         derived maps directly; chunks of voxels run in a thread pool of GIL-free serial
         kernels. For ``"wls"`` and ``"ols"`` the numbers are those of the engine path (same
         kernel, same status rules, the derived maps from the float32 elements); for
-        ``"nlls"`` the same solver steps as the engine's compiled Levenberg–Marquardt
-        (:func:`~._dti_fused._nlls_voxel`, the model inlined; the same optimum to the
-        solver's tolerance). Other cases go through the engine.
+        ``"nlls"`` the same solver steps as the engine's compiled Levenberg–Marquardt, for
+        the voxels of a tile in lockstep (:func:`~._dti_nlls.nlls_tile`; the same optimum to
+        far below the solver's tolerance). Other cases go through the engine.
         """
         arr = given.data
         if not (
