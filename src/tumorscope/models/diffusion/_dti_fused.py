@@ -36,8 +36,8 @@ def dti_fit_range(
     eigen-decomposition of the float32-rounded elements, eigenvalues clipped below at
     ``min_diff``, ``V1_z >= 0``.
 
-    ``lm`` (float64) empty: the linear fit. Else the nonlinear fit (``weighted`` must be
-    True: it starts from WLS), ``lm = [max_iter, ftol, xtol, ...]``: the voxels of the tile
+    ``lm`` None: the linear fit. Else the nonlinear fit (``weighted`` must be True: it
+    starts from WLS), ``lm = [max_iter, ftol, xtol]`` (float64): the voxels of the tile
     whose linear fit succeeded go through :func:`~._dti_nlls.nlls_tile` together (as
     :meth:`.dti.DTI._nlls`: the S0 and tensor of the signal least squares, their standard
     errors in that parameterisation, the signal RSS; status CONVERGED, MAX_ITER or FAILED).
@@ -53,8 +53,7 @@ def dti_fit_range(
     okd = np.zeros(TILE)
     nan = np.float32(np.nan)
     dof = m - p
-    nlls = lm.shape[0] > 0
-    if nlls:
+    if lm is not None:  # (a None lm prunes the nonlinear code from the linear fits' build)
         buf = tile_state(m, TILE)
         Xd, XXp, Xp = nlls_tables(X)
         oq = np.empty((7, TILE))
@@ -119,13 +118,13 @@ def dti_fit_range(
             m2 = xx * yy - xy * xy
             m3 = xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz) + xz * (xy * yz - yy * xz)
             status[i] = _CONVERGED if (xx > 0 and m2 > 0 and m3 > 0) else _AT_BOUND
-            if nlls:  # queued for the tile's nonlinear fit
+            if lm is not None:  # queued for the tile's nonlinear fit
                 flags[1, j] = 2.0
                 continue
             for q in range(6):
                 dd[q, j] = np.float64(params[q + 1, i])
             flags[1, j] = 1.0  # fitted
-        if nlls:
+        if lm is not None:
             nf = 0
             for j in range(nt):
                 if flags[1, j] == 2.0:

@@ -264,9 +264,9 @@ class DTI(TensorModel):
         weighted = self.method in ("wls", "nlls")
         if self.method == "nlls":
             o = self.lm_options
-            lm = np.r_[float(o.max_iter), o.ftol, o.xtol, self.b, self.g.T.ravel()]
+            lm: np.ndarray | None = np.array([float(o.max_iter), o.ftol, o.xtol])
         else:
-            lm = np.zeros(0)
+            lm = None
 
         def one(c: int) -> None:
             _dti_fused.dti_fit_range(
