@@ -1,6 +1,7 @@
-"""The fused compiled pass of the linear DTI fits (numba): from the signals straight to the
-float32 maps, as the ADC fast path (:func:`~._numba.adc_fit_range`); imported only when numba
-is installed."""
+"""The fused compiled pass of the DTI fits (numba): from the signals straight to the float32
+maps, as the ADC fast path (:func:`~._numba.adc_fit_range`); the linear fits, and the
+nonlinear one (Cholesky parameterisation, Levenberg–Marquardt with the model inlined)
+started from them; imported only when numba is installed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numba as nb
 import numpy as np
 
 from ...fitting.status import FitStatus
+from ._dti_nlls import chol_start, nlls_tables, nlls_tile, tile_state
 from ._tensor_numba import TILE, _jacobi3, tile_buffers, wls_tile
 
 _CONVERGED = np.uint8(FitStatus.CONVERGED)
@@ -19,7 +21,7 @@ _NOT_FITTED = np.uint8(FitStatus.NOT_FITTED)
 
 @nb.njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
 def dti_fit_range(
-    y, mask, use_mask, lo, hi, X, XX, pinv, weighted, min_diff, params, se, der, rss, status
+    y, mask, use_mask, lo, hi, X, XX, pinv, weighted, min_diff, params, se, der, rss, status, lm
 ):
     """Linear DTI fit (WLS or OLS) of voxels ``lo:hi`` of ``y (V, m)`` (float32 or float64,
     any layout: C order, or the F order of NIfTI arrays; read once, tile by tile), written in
@@ -33,6 +35,12 @@ def dti_fit_range(
     NOT_FITTED outside ``mask`` (when ``use_mask``); the derived maps from the Jacobi
     eigen-decomposition of the float32-rounded elements, eigenvalues clipped below at
     ``min_diff``, ``V1_z >= 0``.
+
+    ``lm`` None: the linear fit. Else the nonlinear fit (``weighted`` must be True: it
+    starts from WLS), ``lm = [max_iter, ftol, xtol]`` (float64): the voxels of the tile
+    whose linear fit succeeded go through :func:`~._dti_nlls.nlls_tile` together (as
+    :meth:`.dti.DTI._nlls`: the S0 and tensor of the signal least squares, their standard
+    errors in that parameterisation, the signal RSS; status CONVERGED, MAX_ITER or FAILED).
     """
     m = y.shape[1]
     p = X.shape[1]
@@ -45,6 +53,14 @@ def dti_fit_range(
     okd = np.zeros(TILE)
     nan = np.float32(np.nan)
     dof = m - p
+    if lm is not None:  # (a None lm prunes the nonlinear code from the linear fits' build)
+        buf = tile_state(m, TILE)
+        Xd, XXp, Xp = nlls_tables(X)
+        oq = np.empty((7, TILE))
+        ose = np.empty((7, TILE))
+        orss = np.empty(TILE)
+        ost = np.empty(TILE, np.uint8)
+        fitpos = np.empty(TILE, np.int64)
     for t0 in range(lo, hi, TILE):
         t1 = min(t0 + TILE, hi)
         nt = 0
@@ -102,9 +118,40 @@ def dti_fit_range(
             m2 = xx * yy - xy * xy
             m3 = xx * (yy * zz - yz * yz) - xy * (xy * zz - yz * xz) + xz * (xy * yz - yy * xz)
             status[i] = _CONVERGED if (xx > 0 and m2 > 0 and m3 > 0) else _AT_BOUND
+            if lm is not None:  # queued for the tile's nonlinear fit
+                flags[1, j] = 2.0
+                continue
             for q in range(6):
                 dd[q, j] = np.float64(params[q + 1, i])
             flags[1, j] = 1.0  # fitted
+        if lm is not None:
+            nf = 0
+            for j in range(nt):
+                if flags[1, j] == 2.0:
+                    i = idx[j]
+                    for k in range(m):
+                        buf[0][k, nf] = np.float64(y[i, k])
+                    chol_start(c[:, j], buf[1], nf)
+                    fitpos[nf] = j
+                    nf += 1
+            if nf > 0:
+                nlls_tile(buf, nf, int(lm[0]), lm[1], lm[2], Xd, XXp, Xp, oq, ose, orss, ost)
+            for f in range(nf):
+                j = fitpos[f]
+                i = idx[j]
+                rss[i] = np.float32(orss[f])
+                status[i] = ost[f]
+                for q in range(7):
+                    params[q, i] = np.float32(oq[q, f])
+                    se[q, i] = np.float32(ose[q, f])
+                if ost[f] == _FAILED:
+                    flags[1, j] = 0.0
+                    for q in range(7):
+                        der[q, i] = nan
+                    continue
+                for q in range(6):
+                    dd[q, j] = np.float64(params[q + 1, i])
+                flags[1, j] = 1.0
         _derived_tile(dd, dres, okd, nt, min_diff)
         for j in range(nt):
             if flags[1, j] == 0.0:

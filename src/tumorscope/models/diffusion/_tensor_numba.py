@@ -546,18 +546,42 @@ def dti_stderr(params, Xd, rss, out):
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def kurtosis_maps_tab(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out):
+    """:func:`kurtosis_maps_rows` in parallel over chunks of rows."""
+    n = evals.shape[0]
+    nchunk = 64 if n >= 64 * 64 else max(1, n // 64)
+    for ch in nb.prange(nchunk):
+        _kurtosis_rows(
+            evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out,
+            ch * n // nchunk, (ch + 1) * n // nchunk,
+        )  # fmt: skip
+
+
+@nb.njit(cache=True, nogil=True)
+def kurtosis_maps_rows(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out):
+    """:func:`kurtosis_maps_tab` serially (small blocks)."""
+    _kurtosis_rows(
+        evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out, 0, evals.shape[0]
+    )
+
+
+@nb.njit(cache=True, nogil=True)
+def _kurtosis_rows(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, kmax, out, lo, hi):
     """MK, AK, RK (``out`` columns) of every row by the quadrature of
     :func:`.tensor.kurtosis_maps`: ``evals (n, 3)`` decreasing, ``evecs (n, 3, 3)`` columns,
     ``wm (n, 15)`` the W elements times their multiplicities. W is expressed in the voxel's
     eigenframe first: ``W(E u)`` at the 15 points ``pts (15, 3)`` (eigenframe), solved for the
-    15 monomial coefficients with ``minv`` (the inverse of the points' monomial matrix); then
-    every quadrature node costs 15 products with its tabulated monomials. 0 where an
-    eigenvalue is ``<= min_eval``, NaN where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, 18)``: per map (MK, AK,
-    RK; unused rows zero) the nodes' 15 monomials and squared coordinates, ``wts (3, G)``
-    their weights (0 past a map's nodes)."""
-    n = evals.shape[0]
+    monomial coefficients with ``minv`` (rows of the inverse of the points' monomial matrix:
+    ``ne`` of them, the monomials the nodes need); then every quadrature node costs ``ne``
+    products with its tabulated monomials. 0 where an eigenvalue is ``<= min_eval``, NaN
+    where one is NaN; others clipped to ``[kmin, kmax]``. ``tabs (3, G, ne + 3)``: per map
+    (MK, AK, RK; unused rows zero) the nodes' ``ne`` monomials and squared coordinates,
+    ``wts (3, G)`` their weights (0 past a map's nodes; see
+    :func:`.tensor._eigenframe_tables`)."""
     G = tabs.shape[1]
-    for i in nb.prange(n):
+    ne = minv.shape[0]
+    val = np.empty(15)
+    cf = np.empty(15)
+    for i in range(lo, hi):
         l1, l2, l3 = evals[i, 0], evals[i, 1], evals[i, 2]
         if not (np.isfinite(l1) and np.isfinite(l2) and np.isfinite(l3)):
             out[i, 0] = np.nan
@@ -571,7 +595,6 @@ def kurtosis_maps_tab(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, km
             continue
         md = (l1 + l2 + l3) / 3.0
         md2 = md * md
-        val = np.empty(15)
         for t in range(15):
             a, b, cc = pts[t, 0], pts[t, 1], pts[t, 2]
             x = evecs[i, 0, 0] * a + evecs[i, 0, 1] * b + evecs[i, 0, 2] * cc
@@ -595,8 +618,7 @@ def kurtosis_maps_tab(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, km
                 + wm[i, 13] * x * y2 * z
                 + wm[i, 14] * x * y * z2
             )
-        cf = np.empty(15)
-        for k in range(15):
+        for k in range(ne):
             t_ = 0.0
             for t in range(15):
                 t_ += minv[k, t] * val[t]
@@ -608,8 +630,9 @@ def kurtosis_maps_tab(evals, evecs, wm, pts, minv, tabs, wts, min_eval, kmin, km
                 if wt == 0.0:
                     continue
                 wg = 0.0
-                for k in range(15):
+                for k in range(ne):
                     wg += cf[k] * tabs[which, g, k]
-                dg = l1 * tabs[which, g, 15] + l2 * tabs[which, g, 16] + l3 * tabs[which, g, 17]
+                dg = l1 * tabs[which, g, ne] + l2 * tabs[which, g, ne + 1]
+                dg += l3 * tabs[which, g, ne + 2]
                 tot += wt * wg / (dg * dg)
             out[i, which] = min(max(md2 * tot, kmin), kmax)

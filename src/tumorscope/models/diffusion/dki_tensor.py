@@ -8,7 +8,8 @@ Which method when
 * ``"cwls"`` (default): the weighted linear fit, then, for the voxels whose estimate breaks
   a constraint, the constrained weighted least-squares problem of Tabesh et al. 2011 solved
   exactly (a least-distance quadratic programme, by non-negative least squares after
-  Lawson & Hanson 1974, ch. 23). The constraints, on :data:`N_CONSTRAINT_DIRECTIONS`
+  Lawson & Hanson 1974, ch. 23: compiled with numba, :mod:`._cwls_numba`; else scipy's
+  NNLS, the same optimum). The constraints, on :data:`N_CONSTRAINT_DIRECTIONS`
   directions ``g`` spread over the sphere: ``gᵀDg >= 0`` (diffusivity), ``K(g) >= 0``
   (kurtosis of a mixture of Gaussian compartments) and ``K(g) <= 3 / (b_max gᵀDg)`` (the
   signal decays monotonically up to ``b_max``); all three are linear in the fitted
@@ -44,6 +45,7 @@ from .tensor import (
     eigen,
     kernel_consts,
     kurtosis_maps_fast,
+    log_signal,
     positive_definite,
     scalar_maps,
     tensor_jacobian,
@@ -142,6 +144,8 @@ class DKITensor(TensorModel):
             np.c_[z1, 3.0 / bmax * dg, -wg],
         ]
         self._G /= np.linalg.norm(self._G, axis=1, keepdims=True)  # same set, better scaled
+        self._Xc = np.ascontiguousarray(self.X)
+        self._pinv = np.ascontiguousarray(np.linalg.pinv(self.X))
 
     @classmethod
     def example(cls) -> DKITensor:
@@ -185,22 +189,27 @@ class DKITensor(TensorModel):
 
     def fit_block(self, y: np.ndarray) -> BlockFit:
         be = self._backend()
-        coef, se, rss, status = tensor_wls(y, self.X, weighted=True, backend=be)
+        coef, se, rss, status = tensor_wls(y, self.X, weighted=True, backend=be, pinv=self._pinv)
         good = status == FitStatus.CONVERGED
-        if self.method == "cwls":
+        if self.method == "cwls" and be == "numba":
+            from . import _cwls_numba
+
+            _cwls_numba.cwls_block(y, self._Xc, self._pinv, self._G, coef, status, rss)
+        elif self.method == "cwls":
             with np.errstate(invalid="ignore"):
                 viol = good & np.any(
                     coef @ self._G.T < -1e-12 * np.abs(coef).max(axis=1)[:, None], axis=1
                 )
             for i in np.flatnonzero(viol):
-                c = self._constrained(np.asarray(y[i], dtype=np.float64), coef[i])
+                c = self._constrained(np.asarray(y[i], dtype=np.float64))
                 if c is not None:
                     coef[i] = c
                     status[i] = FitStatus.AT_BOUND
-            if viol.any():  # weighted log-domain RSS at the constrained estimate
-                logy = np.log(np.maximum(np.asarray(y[viol], dtype=np.float64), 1e-300))
-                w = np.exp(2.0 * np.clip(self._ols(y[viol]) @ self.X.T, -350, 350))
-                rss[viol] = np.sum(w * (logy - coef[viol] @ self.X.T) ** 2, axis=1)
+            done = viol & (status == FitStatus.AT_BOUND)
+            if done.any():  # weighted log-domain RSS at the constrained estimate
+                logy, _ = log_signal(y[done])
+                w = np.exp(2.0 * np.clip(logy @ self._pinv.T @ self.X.T, -350, 350))
+                rss[done] = np.sum(w * (logy - coef[done] @ self.X.T) ** 2, axis=1)
         s0 = np.exp(coef[:, 0])
         md2 = ((coef[:, 1] + coef[:, 3] + coef[:, 6]) / 3.0) ** 2  # MD = trace / 3
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -215,18 +224,14 @@ class DKITensor(TensorModel):
         status[nonpd] = FitStatus.AT_BOUND
         return BlockFit(params, status, rss, stderr)
 
-    def _ols(self, y: np.ndarray) -> np.ndarray:
-        ly = np.log(np.maximum(np.asarray(y, dtype=np.float64), 1e-300))
-        return ly @ np.linalg.pinv(self.X).T
-
-    def _constrained(self, y: np.ndarray, c0: np.ndarray) -> np.ndarray | None:
+    def _constrained(self, y: np.ndarray) -> np.ndarray | None:
         """Constrained WLS of one voxel: ``min |sqrt(w) (X c - log y)|²`` s.t. ``G c >= 0`` as
         a least-distance programme solved by NNLS (Lawson & Hanson 1974, ch. 23)."""
         from scipy.optimize import nnls
 
         pos = y > 0
         ly = np.log(np.where(pos, y, y[pos].min() if pos.any() else 1.0))
-        sw = np.exp(np.clip(ly @ np.linalg.pinv(self.X).T @ self.X.T, -350, 350))
+        sw = np.exp(np.clip(ly @ self._pinv.T @ self.X.T, -350, 350))
         M = sw[:, None] * self.X
         t = sw * ly
         Q, R = np.linalg.qr(M)

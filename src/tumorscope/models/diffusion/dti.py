@@ -217,17 +217,19 @@ class DTI(TensorModel):
     def _fit_validated(self, given: FitInput) -> FitResult:
         """Fit the checked input (the hook of :meth:`Model.fit`), with a fast path.
 
-        ``"wls"`` and ``"ols"`` with numba on float32/float64 data: one fused compiled pass
+        With numba on float32/float64 data: one fused compiled pass
         (:func:`~._dti_fused.dti_fit_range`) reads the data where they lie (C or F order, no
         gather copy), fits, and writes the float32 maps, standard errors, status, RSS and the
         derived maps directly; chunks of voxels run in a thread pool of GIL-free serial
-        kernels. The numbers are those of the engine path (same kernel, same status rules,
-        the derived maps from the float32 elements). Other cases go through the engine.
+        kernels. For ``"wls"`` and ``"ols"`` the numbers are those of the engine path (same
+        kernel, same status rules, the derived maps from the float32 elements); for
+        ``"nlls"`` the same solver steps as the engine's compiled Levenberg–Marquardt, for
+        the voxels of a tile in lockstep (:func:`~._dti_nlls.nlls_tile`; the same optimum to
+        far below the solver's tolerance). Other cases go through the engine.
         """
         arr = given.data
         if not (
-            self.method in ("wls", "ols")
-            and arr.dtype in (np.float32, np.float64)
+            arr.dtype in (np.float32, np.float64)
             and arr.dtype.isnative
             and self._backend() == "numba"
         ):
@@ -245,6 +247,10 @@ class DTI(TensorModel):
         from . import _dti_fused
 
         workers = self._n_workers()
+        if chunk_voxels is None and self.method == "nlls" and workers > 1:
+            # ~10x the work of a linear fit per voxel: smaller chunks keep every thread busy
+            n_vox = int(np.prod(arr.shape[:-1]))
+            chunk_voxels = max(256, -(-n_vox // (4 * workers)))
         order, y, V, chunk, n_chunks, fmask, kmask = fast_layout(arr, mask, chunk_voxels, workers)
         params = np.empty((7, V), dtype=np.float32)
         stderr = np.empty((7, V), dtype=np.float32)
@@ -255,12 +261,17 @@ class DTI(TensorModel):
         ia, ib = np.tril_indices(X.shape[1])
         XX = np.ascontiguousarray(X[:, ia] * X[:, ib])
         pinv = np.ascontiguousarray(np.linalg.pinv(X))
-        weighted = self.method == "wls"
+        weighted = self.method in ("wls", "nlls")
+        if self.method == "nlls":
+            o = self.lm_options
+            lm: np.ndarray | None = np.array([float(o.max_iter), o.ftol, o.xtol])
+        else:
+            lm = None
 
         def one(c: int) -> None:
             _dti_fused.dti_fit_range(
                 y, kmask, mask is not None, c * chunk, min((c + 1) * chunk, V), X, XX, pinv,
-                weighted, self.min_diffusivity, params, stderr, der, rss, status,
+                weighted, self.min_diffusivity, params, stderr, der, rss, status, lm,
             )  # fmt: skip
 
         if workers == 1 or n_chunks <= 1:

@@ -191,9 +191,14 @@ def eigen(d6: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     NaN where the tensor is not finite (compiled Jacobi rotations with numba, else LAPACK)."""
     nbm = _kernels()
     if nbm is not None:
-        ev = np.empty((d6.shape[0], 3))
-        vecs = np.empty((d6.shape[0], 3, 3))
-        nbm.eig3_block(np.ascontiguousarray(d6, dtype=np.float64), ev, vecs)
+        n = d6.shape[0]
+        ev = np.empty((n, 3))
+        vecs = np.empty((n, 3, 3))
+        d6c = np.ascontiguousarray(d6, dtype=np.float64)
+        if n < SERIAL_BELOW:  # a parallel launch costs more than the work (and waits for
+            nbm._eig3_rows(d6c, ev, vecs, 0, n)  # every thread on a busy machine)
+        else:
+            nbm.eig3_block(d6c, ev, vecs)
         return ev, vecs
     D = lower_to_matrix(d6)
     good = np.all(np.isfinite(D), axis=(1, 2))
@@ -322,6 +327,11 @@ def kurtosis_maps(
     return out
 
 
+#: Blocks of fewer voxels than this use the serial compiled kernels of the maps (eigenvalues,
+#: kurtosis maps) rather than the parallel ones.
+SERIAL_BELOW = 4096
+
+
 def _kernels() -> Any:
     try:
         from . import _tensor_numba
@@ -331,14 +341,20 @@ def _kernels() -> Any:
 
 
 def tensor_wls(
-    y: np.ndarray, X: np.ndarray, *, weighted: bool, backend: str
+    y: np.ndarray,
+    X: np.ndarray,
+    *,
+    weighted: bool,
+    backend: str,
+    pinv: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Two-pass WLS (or OLS) of a block on the design ``X``: coefficients, standard errors,
     weighted log-domain RSS and status (CONVERGED, INVALID_INPUT or FAILED; NaN outputs for
-    the last two). The compiled kernel with ``backend="numba"``, else numpy (same numbers)."""
+    the last two). The compiled kernel with ``backend="numba"`` (``pinv``: ``pinv(X)`` if
+    the caller has it), else numpy (same numbers)."""
     n = y.shape[0]
     if backend == "numba":
-        return _wls_compiled(y, X, weighted=weighted)
+        return _wls_compiled(y, X, weighted=weighted, pinv=pinv)
     logy, bad = log_signal(y)
     coef, se, rss, ok = wls_numpy(logy, X, weighted=weighted)
     status = status_of(ok, bad, np.zeros(n, dtype=bool))
@@ -350,7 +366,7 @@ def tensor_wls(
 
 
 def _wls_compiled(
-    y: np.ndarray, X: np.ndarray, *, weighted: bool
+    y: np.ndarray, X: np.ndarray, *, weighted: bool, pinv: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`tensor_wls` by the fused compiled kernel (one pass over the block)."""
     n, m = y.shape
@@ -363,7 +379,8 @@ def _wls_compiled(
     code = np.empty(n, dtype=np.uint8)
     yy = y if y.dtype in (np.float32, np.float64) else y.astype(np.float64)
     _kernels().tensor_wls_tiled(
-        yy, np.ascontiguousarray(X), XX, np.ascontiguousarray(np.linalg.pinv(X)), weighted,
+        yy, np.ascontiguousarray(X), XX,
+        np.ascontiguousarray(np.linalg.pinv(X) if pinv is None else pinv), weighted,
         coef, dinv, rss, code,
     )  # fmt: skip
     with np.errstate(invalid="ignore"):
@@ -379,8 +396,17 @@ def _wls_compiled(
 @functools.cache
 def _eigenframe_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Tables of :func:`~._tensor_numba.kurtosis_maps_tab`: 15 fixed points (a seeded draw on
-    the sphere, well conditioned), the inverse of their monomial matrix, and per map (MK,
-    AK, RK) the quadrature nodes' monomials and squared coordinates and their weights."""
+    the sphere, well conditioned), the rows of the inverse of their monomial matrix that give
+    the 6 monomials even in every coordinate (``x⁴, y⁴, z⁴, x²y², x²z², y²z²``), and per map
+    (MK, AK, RK) the quadrature nodes' even monomials and squared coordinates and their
+    weights.
+
+    The nodes are those of :func:`kurtosis_maps` folded by the symmetries of the azimuth grid
+    (``φ → -φ``, ``φ → π - φ``; the eigenframe denominator ``(gᵀΛg)²`` is invariant): each
+    quarter-circle node carries the weight of its orbit (4, or 2 on the axes), and the 9
+    monomials odd in y or z (every odd quartic monomial is) cancel over an orbit. The same
+    sums as the full grid, to rounding, for a quarter of the nodes and 6 of the 15 products.
+    """
     c, wt, circle = _quadrature()
     pts = np.random.default_rng(131).normal(size=(15, 3))  # the best of seeds 0-199
     pts /= np.linalg.norm(pts, axis=1)[:, None]
@@ -388,19 +414,25 @@ def _eigenframe_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     def mono(u: np.ndarray) -> np.ndarray:
         return np.stack([u[:, i] * u[:, j] * u[:, k] * u[:, m] for i, j, k, m in _W_IDX], 1)
 
-    minv = np.linalg.inv(mono(pts))
-    G = c.shape[0]
-    tabs = np.zeros((3, G, 18))
+    even = np.array([0, 1, 2, 9, 10, 11])  # xxxx, yyyy, zzzz, xxyy, xxzz, yyzz
+    minv = np.linalg.inv(mono(pts))[even]
+    q = N_AZIMUTH // 4
+    assert N_AZIMUTH % 4 == 0
+    fac = np.where((np.arange(q + 1) == 0) | (np.arange(q + 1) == q), 2.0, 4.0)
+    c_q = c.reshape(N_POLAR, N_AZIMUTH, 3)[:, : q + 1].reshape(-1, 3)
+    w_q = (wt.reshape(N_POLAR, N_AZIMUTH)[:, : q + 1] * fac).ravel()
+    G = c_q.shape[0]
+    tabs = np.zeros((3, G, 9))
     wts = np.zeros((3, G))
     for which, (nodes, w) in enumerate(
         (
-            (c, wt),
+            (c_q, w_q),
             (np.array([[1.0, 0.0, 0.0]]), np.ones(1)),
-            (circle, np.full(len(circle), 1.0 / len(circle))),
+            (circle[: q + 1], fac / N_AZIMUTH),
         )
     ):
-        tabs[which, : len(nodes), :15] = mono(nodes)
-        tabs[which, : len(nodes), 15:] = nodes * nodes
+        tabs[which, : len(nodes), :6] = mono(nodes)[:, even]
+        tabs[which, : len(nodes), 6:] = nodes * nodes
         wts[which, : len(nodes)] = w
     return pts, np.ascontiguousarray(minv), tabs, wts
 
@@ -413,7 +445,9 @@ def kurtosis_maps_fast(
         return kurtosis_maps(evals, evecs, w15)
     pts, minv, tabs, wts = _eigenframe_tables()
     out = np.empty((evals.shape[0], 3))
-    _kernels().kurtosis_maps_tab(
+    nbm = _kernels()
+    kern = nbm.kurtosis_maps_rows if evals.shape[0] < SERIAL_BELOW else nbm.kurtosis_maps_tab
+    kern(
         np.ascontiguousarray(evals, dtype=np.float64),
         np.ascontiguousarray(evecs, dtype=np.float64),
         np.ascontiguousarray(np.asarray(w15, dtype=np.float64) * _W_MULT),
