@@ -25,6 +25,9 @@ not-a-knot); a value asked for outside the sampled range is NaN (never extrapola
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 from scipy.interpolate import CubicSpline
@@ -150,24 +153,71 @@ def _prepare(
     return flat, u, arr.shape[:-1]
 
 
+#: Rows of spectra per block of the spline evaluation (bounds the temporary arrays).
+_BLOCK_ROWS = 32768
+
+
+@functools.lru_cache(maxsize=16)
+def _slope_operator(x: tuple[float, ...]) -> np.ndarray:
+    """``D (K, K)``: the knot derivatives of the not-a-knot cubic spline through ``y`` on the
+    knots ``x`` are ``D @ y`` (the spline is linear in ``y``; built once per axis from
+    ``scipy.interpolate.CubicSpline`` of the identity)."""
+    xa = np.asarray(x, dtype=float)
+    d = CubicSpline(xa, np.eye(xa.size), axis=0)(xa, 1)  # (K knots, K basis)
+    d.setflags(write=False)
+    return d
+
+
 def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Cubic spline of each row of ``flat`` (on ``x``) at per-row points ``q`` (V, Q); NaN outside."""
+    """Cubic spline of each row of ``flat`` (on ``x``) at per-row points ``q`` (V, Q); NaN outside.
+
+    The not-a-knot spline of ``scipy.interpolate.CubicSpline``, evaluated in its Hermite form
+    from the values and the knot derivatives (``flat @ Dᵀ``, one matrix product for all rows,
+    :func:`_slope_operator`): the same numbers to rounding, without a spline object per call.
+    Rows with a non-finite value give NaN. Works in blocks of :data:`_BLOCK_ROWS` rows.
+    """
     V = flat.shape[0]
     out = np.full(q.shape, np.nan)
-    ok_rows = np.all(np.isfinite(flat), axis=1)
-    if not ok_rows.any():
+    if V == 0:
         return out
-    cs = CubicSpline(x, flat[ok_rows].T, axis=0)
-    c = cs.c  # (4, K-1, v)
-    qq = q[ok_rows]
-    inside = (qq >= x[0]) & (qq <= x[-1]) & np.isfinite(qq)
-    qc = np.where(inside, qq, x[0])
-    i = np.clip(np.searchsorted(x, qc, side="right") - 1, 0, x.size - 2)
-    dx = qc - x[i]
-    cols = np.arange(qq.shape[0])[:, None]
-    val = ((c[0][i, cols] * dx + c[1][i, cols]) * dx + c[2][i, cols]) * dx + c[3][i, cols]
-    out[ok_rows] = np.where(inside, val, np.nan)
-    del V
+    D = _slope_operator(tuple(float(v) for v in x))
+    h_all = np.diff(x)
+    for a in range(0, V, _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, V)
+        y = np.asarray(flat[a:b], dtype=np.float64)
+        qq = q[a:b]
+        ok_rows = np.all(np.isfinite(y), axis=1)
+        inside = (qq >= x[0]) & (qq <= x[-1]) & ok_rows[:, None]
+        qc = np.where(inside, qq, x[0])
+        i = np.clip(np.searchsorted(x, qc, side="right") - 1, 0, x.size - 2)
+        m = np.where(ok_rows[:, None], y, 0.0) @ D.T  # knot derivatives (rows, K)
+        h = h_all[i]
+        t = (qc - x[i]) / h
+        t1 = 1.0 - t
+        y0 = np.take_along_axis(y, i, 1)
+        y1 = np.take_along_axis(y, i + 1, 1)
+        m0 = np.take_along_axis(m, i, 1)
+        m1 = np.take_along_axis(m, i + 1, 1)
+        val = (t1 * t1) * ((1.0 + 2.0 * t) * y0 + (t * h) * m0) + (t * t) * (
+            (3.0 - 2.0 * t) * y1 - (t1 * h) * m1
+        )
+        out[a:b] = np.where(inside, val, np.nan)
+    return out
+
+
+def _spline_on_grids(flat: np.ndarray, x: np.ndarray, k0: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """:func:`_spline_at` of each row at ``x[k0] + g`` (``k0`` a knot index per row).
+
+    Rows sharing a knot share the points, and the spline is linear in the data: for each knot
+    the weights ``W (len(g), K)`` are built once and the rows' values are one matrix product
+    (the same numbers to rounding; NaN outside the sampled range)."""
+    out = np.empty((flat.shape[0], g.size))
+    eye = np.eye(x.size)
+    for k in np.unique(k0):
+        rows = np.flatnonzero(k0 == k)
+        q = np.broadcast_to(x[k] + g, (x.size, g.size))
+        w = _spline_at(eye, x, q)  # (K, Q): the spline of the unit vector e_k at the points
+        out[rows] = flat[rows] @ w
     return out
 
 
@@ -218,6 +268,14 @@ def _lorentz_slope(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return f, J
 
 
+def _compiled_solver() -> Any:
+    try:
+        from ._numba import lorentz_slope_lm
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return lorentz_slope_lm
+
+
 def wassr_b0(
     z: npt.ArrayLike,
     offsets_ppm: npt.ArrayLike,
@@ -225,6 +283,7 @@ def wassr_b0(
     window_ppm: float = 1.0,
     n_grid: int = 41,
     adaptive: bool = True,
+    backend: str = "auto",
 ) -> np.ndarray:
     """B0 shift (ppm) per voxel: the offset of the direct-saturation (water) minimum.
 
@@ -246,12 +305,23 @@ def wassr_b0(
     window_ppm : float, keyword-only
         Half-width of the fitted window (ppm); at least 4 sampled offsets should lie in it.
     n_grid : int, keyword-only
+    adaptive : bool, keyword-only
+        Widen the window to the dip's half width (broad lines of strong saturation).
+    backend : {"auto", "numba", "numpy"}, keyword-only
+        The solver of step (3): the bounded LM of :mod:`tumorscope.fitting.lm` compiled with
+        the model inlined (:func:`._numba.lorentz_slope_lm`; ``"auto"`` when numba is
+        installed), or the numpy one; the same algorithm and tolerances (the two agree to
+        1e-8 ppm, tested).
 
     Returns
     -------
     ndarray, shape z.shape[:-1]
         NaN where the spectrum has non-finite values.
     """
+    if backend not in ("auto", "numba", "numpy"):
+        raise DataError(
+            f"unknown backend {backend!r}; expected 'auto', 'numba' or 'numpy'", field="backend"
+        )
     flat, x, spatial = _prepare(z, offsets_ppm)
     V = flat.shape[0]
     out = np.full(V, np.nan)
@@ -278,7 +348,7 @@ def wassr_b0(
             field="offsets_ppm",
         )
     g = np.linspace(-window_ppm, window_ppm, int(n_grid))
-    y = _spline_at(fl, x, centre[:, None] + g[None, :])
+    y = _spline_on_grids(fl, x, k0, g)
     # outside the sampled range: hold the edge value (rare: a minimum at the border)
     y = np.where(np.isfinite(y), y, np.nanmax(y, axis=1, keepdims=True))
     # refine the start on the fine grid
@@ -296,18 +366,44 @@ def wassr_b0(
     )
     lo = np.array([-np.inf, -np.inf, 0.0, 1e-3, -window_ppm])
     hi = np.array([np.inf, np.inf, np.inf, 20.0, window_ppm])
-    res = levenberg_marquardt(
-        y,
-        p0,
-        lo,
-        hi,
-        fun=lambda p: _lorentz_slope(p, g)[0],
-        jac=lambda p: _lorentz_slope(p, g)[1],
-        scale=np.array([1.0, 1.0, 1.0, 1.0, 0.1]),
-        options=LMOptions(max_iter=200, ftol=1e-12, xtol=1e-10),
-    )
-    shift = res.params[:, 4]
-    good = (res.status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
+    scale = np.array([1.0, 1.0, 1.0, 1.0, 0.1])
+    opts = LMOptions(max_iter=200, ftol=1e-12, xtol=1e-10)
+    solver = _compiled_solver() if backend in ("auto", "numba") else None
+    if backend == "numba" and solver is None:  # pragma: no cover - numba is in 'fast'
+        raise DataError("backend 'numba' needs numba installed", field="backend")
+    if solver is not None:
+        params = np.ascontiguousarray(np.clip(p0, lo, hi), dtype=np.float64)
+        status = np.empty(params.shape[0], dtype=np.uint8)
+        n_it = np.empty(params.shape[0], dtype=np.int32)
+        solver(
+            np.ascontiguousarray(g, dtype=np.float64),
+            np.ascontiguousarray(y, dtype=np.float64),
+            params,
+            lo,
+            hi,
+            scale,
+            opts.max_iter,
+            opts.ftol,
+            opts.xtol,
+            status,
+            np.empty(params.shape[0]),
+            np.empty_like(params),
+            n_it,
+        )
+    else:
+        res = levenberg_marquardt(
+            y,
+            p0,
+            lo,
+            hi,
+            fun=lambda p: _lorentz_slope(p, g)[0],
+            jac=lambda p: _lorentz_slope(p, g)[1],
+            scale=scale,
+            options=opts,
+        )
+        params, status = res.params, res.status
+    shift = params[:, 4]
+    good = (status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
     shift = np.where(good, shift, g[j])
     out[ok] = centre + shift
     return out.reshape(spatial)
