@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, FitError, TumorscopeWarning
+from ..fitting.status import FitStatus
 from ..files import sidecar_of, write_map
 from ..models.cest import WASABI, CESTLorentzian, b1_correct, mtr_asym, mtr_rex, normalise
 from ..models.cest import arex as arex_of
@@ -43,14 +44,25 @@ from ..models.cest.lorentzian import POOLS
 from ..protocol import CESTProtocol
 from ..volume import Volume
 from .base import MapFile, SeriesInput, StageResult
-from .fit import fit_volume, input_record, load_mask
+from .fit import input_record, load_mask
 
-__all__ = ["CEST_ROLES", "CESTOptions", "fit_cest", "offset_tag", "t1_on_grid"]
+__all__ = [
+    "CEST_ROLES",
+    "FIT_REGIONS",
+    "CESTOptions",
+    "fit_cest",
+    "lesion_region",
+    "offset_tag",
+    "t1_on_grid",
+]
 
 #: Roles the stage reads (and any role starting with ``cest_``: more B1 levels).
 CEST_ROLES: tuple[str, ...] = ("cest", "wassr", "wasabi")
 
 MaskLike = Volume | np.ndarray | str | os.PathLike[str] | None
+
+#: Values of :attr:`CESTOptions.fit_region`.
+FIT_REGIONS: tuple[str, ...] = ("lesions", "body")
 
 #: Voxels whose M0 is below this fraction of the 99th percentile of M0 are background:
 #: their Z is NaN and nothing is fitted there (noise spectra give meaningless contrasts).
@@ -70,12 +82,25 @@ class CESTOptions:
     b1_target_ut : float, optional
         B1 at which the B1-corrected APT contrast is reported (default: the ``cest`` B1).
     chunk_voxels : int, optional
+    fit_region : {"lesions", "body"}
+        Where the 5-pool Lorentzian (and MTRRex/AREX, computed from it) is fitted: inside
+        the lesions dilated by ``region_margin_mm`` (default; the whole body when no lesion
+        map is given), or on every body voxel. B0, MTRasym and the B1-corrected APT are
+        always mapped on the whole body (they are cheap). Outside the region the Lorentzian
+        maps are NaN with status ``NOT_FITTED`` (255); the sidecars' provenance records the
+        region (``fit_region``).
+    region_margin_mm : float
+        Margin around the lesions (mm): voxels whose centre lies within this distance of a
+        lesion voxel centre are fitted (a small misregistration between the lesion map and
+        the CEST series, and a rim of context in the report's figure).
     """
 
     mtr_asym_ppm: tuple[float, ...] = (3.5, 2.0)
     lorentzian: bool = True
     b1_target_ut: float | None = None
     chunk_voxels: int | None = None
+    fit_region: str = "lesions"
+    region_margin_mm: float = 3.0
 
     def __post_init__(self) -> None:
         vals = tuple(float(v) for v in self.mtr_asym_ppm)
@@ -85,6 +110,18 @@ class CESTOptions:
                 field="mtr_asym_ppm",
             )
         object.__setattr__(self, "mtr_asym_ppm", vals)
+        if self.fit_region not in FIT_REGIONS:
+            raise FitError(
+                f"unknown CEST fit region {self.fit_region!r}; expected one of {FIT_REGIONS}",
+                field="fit_region",
+            )
+        margin = float(self.region_margin_mm)
+        if not (np.isfinite(margin) and margin >= 0):
+            raise FitError(
+                f"the region margin must be >= 0 mm, got {self.region_margin_mm!r}",
+                field="region_margin_mm",
+            )
+        object.__setattr__(self, "region_margin_mm", margin)
 
 
 def offset_tag(x: float) -> str:
@@ -108,16 +145,63 @@ def _protocol(s: SeriesInput, purpose: str | None = None) -> CESTProtocol:
 
 
 def _z(vol: Volume, p: CESTProtocol, label: str) -> np.ndarray:
+    """Z (float32, the series' grid and saturated volumes), NaN in the background."""
     if vol.data.ndim != 4 or vol.n_measurements != p.n_measurements:
         raise DataError(
             f"the series has shape {vol.shape} but the protocol has {p.n_measurements} offsets",
             file=label,
             field="dim[4]",
         )
-    m0 = np.asarray(vol.data[..., p.m0_mask], dtype=float).mean(axis=-1)
+    m0 = np.mean(vol.data[..., p.m0_mask], axis=-1, dtype=np.float64)
     finite = m0[np.isfinite(m0)]
     floor = BACKGROUND_FRACTION * float(np.percentile(finite, 99)) if finite.size else 0.0
-    return normalise(vol.data, p.m0_mask, m0_floor=floor).astype(np.float64)
+    return normalise(vol.data, p.m0_mask, m0_floor=floor, dtype=np.float32)
+
+
+def lesion_region(
+    lesions: Volume | None,
+    like: Volume,
+    *,
+    margin_mm: float,
+    alignment: Any = None,
+) -> np.ndarray | None:
+    """The lesion voxels on the grid of ``like``, dilated by ``margin_mm``; None without lesions.
+
+    ``lesions`` is a label (or binary) map; on another grid, or with an ``alignment``
+    (reference world -> series world, as the ``align`` step records it), it is resampled
+    onto ``like`` by nearest label (:func:`tumorscope.preprocessing.resample_mask`) exactly
+    as ``measure`` moves the masks. The dilation takes every voxel whose centre lies within
+    ``margin_mm`` of a lesion voxel centre (Euclidean distance in mm on the voxel spacing).
+    """
+    if lesions is None:
+        return None
+    from scipy import ndimage
+
+    from ..preprocessing import resample_mask
+
+    lab = lesions
+    if lab.data.ndim == 4 and lab.data.shape[3] == 1:
+        lab = lab.with_data(lab.data[..., 0])
+    grid = Volume(np.zeros(like.spatial_shape, np.uint8), like.affine)
+    if alignment is not None:
+        back = np.linalg.inv(np.asarray(alignment, dtype=np.float64))
+        lab = resample_mask(lab, grid, transform=back)
+    elif lab.spatial_shape != like.spatial_shape or not lab.same_grid(grid):
+        lab = resample_mask(lab, grid)
+    m = np.asarray(lab.data) != 0
+    if margin_mm <= 0 or not m.any():
+        return m
+    zooms = np.sqrt(np.sum(np.asarray(like.affine)[:3, :3] ** 2, axis=0))
+    reach = np.ceil(margin_mm / zooms).astype(int)
+    # the distance transform on the bounding box of the lesions grown by the margin
+    idx = np.argwhere(m)
+    lo = np.maximum(idx.min(0) - reach - 1, 0)
+    hi = np.minimum(idx.max(0) + reach + 2, m.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    dist = ndimage.distance_transform_edt(~m[box], sampling=zooms)
+    out = np.zeros_like(m)
+    out[box] = dist <= margin_mm + 1e-6
+    return out
 
 
 def fit_cest(
@@ -129,6 +213,8 @@ def fit_cest(
     mask: MaskLike = None,
     t1_map: str | os.PathLike[str] | None = None,
     t1_label: str | None = None,
+    lesions: Volume | str | os.PathLike[str] | None = None,
+    lesion_alignment: Any = None,
 ) -> StageResult:
     """Fit the saturation-transfer series of a visit and write the CEST maps.
 
@@ -144,12 +230,22 @@ def fit_cest(
         File name prefix of the visit (``sub-001_ses-01_``).
     options : CESTOptions, keyword-only
     mask : Volume, ndarray, path or None, keyword-only
-        Voxels to fit (default all).
+        Voxels to map (default all; background voxels, with M0 below 10 % of its 99th
+        percentile, are left out in any case).
     t1_map : path, keyword-only, optional
         T1 map (ms) on the CEST grid, for MTRRex/AREX.
     t1_label : str, keyword-only, optional
         How the provenance names the T1 map (default: its path; the pipeline gives its path
         relative to the output folder, so that results do not depend on where they are).
+    lesions : Volume or path, keyword-only, optional
+        Lesion label map (0 = background) for ``options.fit_region == "lesions"``: the
+        Lorentzian is fitted inside the lesions dilated by ``options.region_margin_mm``
+        (:func:`lesion_region`; resampled onto the CEST grid if on another one). Without it
+        the Lorentzian is fitted on the whole body (recorded, with a warning). A map with no
+        lesion voxel: nothing is fitted (the Lorentzian maps are written empty).
+    lesion_alignment : 4x4 array, keyword-only, optional
+        Alignment of the CEST series (reference world -> series world) that moves the
+        lesions onto it, as ``measure`` applies it.
 
     Returns
     -------
@@ -202,9 +298,12 @@ def fit_cest(
     m = load_mask(mask, vol)
     inside = np.ones(vol.spatial_shape, bool) if m is None else np.asarray(m, bool)
     inside &= np.all(np.isfinite(z), axis=-1)  # background (low M0) left out
-    m = inside
+    les_vol = Volume.from_nifti(lesions) if isinstance(lesions, str | os.PathLike) else lesions
+    region, region_info = _fit_region(opts, les_vol, vol, lesion_alignment, inside)
 
     out = StageResult()
+    if region_info.get("note"):
+        out.warnings.append(str(region_info["note"]))
     out_dir = Path(out_dir)
     files = {"series": main.path}
     used = {**{r: s.path for r, s in extra.items()}}
@@ -219,7 +318,8 @@ def fit_cest(
         "options": {"mtr_asym_ppm": list(opts.mtr_asym_ppm), "lorentzian": opts.lorentzian},
         "inputs": hashes,
     }
-    zvol = Volume(z.astype(np.float32), vol.affine, source=vol.source)
+    # the body's spectra, flat (voxels, offsets): every whole-volume product works on these
+    zb = z[inside]
 
     # 1. B0 (and rB1)
     rb1 = None
@@ -230,7 +330,7 @@ def fit_cest(
             Volume(wz.astype(np.float32), vol.affine, source=wvol.source),
             out_dir,
             f"{prefix}wasabi_",
-            m,
+            inside,
             {"series": wasabi.path},
             opts,
             "wasabi",
@@ -242,68 +342,65 @@ def fit_cest(
         rb1 = np.asarray(fitres.maps["rB1"], dtype=float)
         b0_source = "wasabi"
     elif wassr_z is not None:
-        b0 = _masked(wassr_b0_of, wassr_z[0], wassr_z[1], inside)
+        b0 = _on_body(_finite_rows(wassr_b0_of, wassr_z[0][inside], wassr_z[1]), inside)
         b0_source = "wassr"
     else:
-        b0 = _masked(wassr_b0_of, z, off, inside)
+        b0 = _on_body(_finite_rows(wassr_b0_of, zb, off), inside)
         b0_source = "cest"
     prov = {**base_prov, "b0_source": b0_source}
     out.extend(_write(out_dir, prefix, "B0", b0, "ppm", f"B0 shift (from {b0_source})", prov, vol))
 
     # 2. MTRasym on the B0-corrected axis
     b0_use = np.where(np.isfinite(b0), b0, 0.0)
-    asym = mtr_asym(z, off, list(opts.mtr_asym_ppm), b0_ppm=b0_use)
+    asym = mtr_asym(zb, off, list(opts.mtr_asym_ppm), b0_ppm=b0_use[inside])
+    b0_ok = np.isfinite(b0[inside])
     for i, x in enumerate(opts.mtr_asym_ppm):
-        a = np.where(inside & np.isfinite(b0), asym[..., i], np.nan)
         out.extend(
             _write(
                 out_dir,
                 prefix,
                 f"MTRasym_{offset_tag(x)}ppm",
-                a,
+                _on_body(np.where(b0_ok, asym[:, i], np.nan), inside),
                 "1",
                 f"MTRasym Z(-{x:g}) - Z(+{x:g}) ppm, B0-corrected",
                 prov,
                 vol,
             )
         )
+    del asym
 
-    # 3. Lorentzian (+ MTRRex/AREX)
+    # 3. Lorentzian (+ MTRRex/AREX) in the fit region
     if opts.lorentzian:
         lmodel = CESTLorentzian(off)
         lres = _fit(
             lmodel,
-            zvol,
+            Volume(z, vol.affine, source=vol.source),
             out_dir,
             f"{prefix}cest_lorentzian_",
-            m,
+            region,
             files,
             opts,
             "cest",
             voxel_inputs={"b0": b0_use},
+            provenance={"fit_region": region_info},
         )
         out.extend(lres)
         if t1 is not None:
             fr = lres.maps[0].fit
             assert fr is not None
-            P = np.stack([np.asarray(fr.maps[n], float) for n in lmodel.parameter_names], -1)
-            flat = P.reshape(-1, P.shape[-1])
-            ok = np.all(np.isfinite(flat), axis=1)
-            lab = np.full(flat.shape[0], np.nan)
-            ref = np.full(flat.shape[0], np.nan)
+            sel = region & np.isfinite(np.asarray(fr.maps["Z0"]))
+            flat = np.stack([np.asarray(fr.maps[n])[sel] for n in lmodel.parameter_names], -1)
+            flat = flat.astype(np.float64)
             ia = 4 + 3 * [p[0] for p in POOLS].index("amide")
-            if ok.any():
-                at = flat[ok, 1] + flat[ok, ia + 2]  # B0 + amide offset: the amide line
-                noamide = flat[ok].copy()
-                noamide[:, ia] = 0.0
-                lab[ok] = _at(flat[ok], at)
-                ref[ok] = _at(noamide, at)
-            lab = lab.reshape(vol.spatial_shape)
-            ref = ref.reshape(vol.spatial_shape)
+            at = flat[:, 1] + flat[:, ia + 2]  # B0 + amide offset: the amide line
+            noamide = flat.copy()
+            noamide[:, ia] = 0.0
+            lab = _on_body(_at(flat, at), sel)
+            ref = _on_body(_at(noamide, at), sel)
             t1_rec = input_record(Path(t1_map))  # type: ignore[arg-type]
             if t1_label is not None:
                 t1_rec["path"] = t1_label
-            tprov = {**prov, "inputs": {**hashes, "t1": t1_rec}}
+            tprov = {**prov, "inputs": {**hashes, "t1": t1_rec}, "fit_region": region_info}
             out.extend(
                 _write(
                     out_dir,
@@ -335,21 +432,77 @@ def fit_cest(
             out.warnings.append("CEST at several B1 levels but no WASABI rB1 map: no B1 correction")
         else:
             b1s = [b for b, _ in levels]
-            apt = np.stack([mtr_asym(zz, off, 3.5, b0_ppm=b0_use) for _, zz in levels], -1)
+            b0_in = b0_use[inside]
+            apt = np.stack([mtr_asym(zz[inside], off, 3.5, b0_ppm=b0_in) for _, zz in levels], -1)
             target = opts.b1_target_ut if opts.b1_target_ut is not None else mp.b1_ut
-            corr = b1_correct(apt, b1s, np.where(np.isfinite(rb1), rb1, np.nan), target)
+            rb1_in = rb1[inside]
+            corr = b1_correct(apt, b1s, np.where(np.isfinite(rb1_in), rb1_in, np.nan), target)
             out.extend(
                 _write(
                     out_dir,
                     prefix,
                     "MTRasym_3p5ppm_B1corr",
-                    np.where(inside, corr, np.nan),
+                    _on_body(corr, inside),
                     "1",
                     f"APT MTRasym at B1 {target:g} uT (corrected from {b1s} uT)",
                     {**prov, "b1_levels_ut": b1s, "b1_target_ut": target},
                     vol,
                 )
             )
+    return out
+
+
+def _fit_region(
+    opts: CESTOptions,
+    lesions: Volume | None,
+    vol: Volume,
+    alignment: Any,
+    inside: np.ndarray,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """The voxels of the Lorentzian fit and the record of how they were chosen."""
+    why = (
+        f"status {int(FitStatus.NOT_FITTED)} (NOT_FITTED), NaN: outside the fit region or "
+        "background (M0 below 10 % of its 99th percentile)"
+    )
+    if opts.fit_region == "lesions" and lesions is not None:
+        les = lesion_region(lesions, vol, margin_mm=opts.region_margin_mm, alignment=alignment)
+        assert les is not None
+        region = les & inside
+        info: dict[str, Any] = {
+            "region": "lesions",
+            "margin_mm": opts.region_margin_mm,
+            "aligned": alignment is not None,
+            "n_voxels": int(region.sum()),
+            "n_body_voxels": int(inside.sum()),
+            "outside": why,
+        }
+        if not region.any():
+            info["note"] = "no lesion voxel on the CEST grid: the Lorentzian maps are empty"
+        return region, info
+    info = {
+        "region": "body",
+        "n_voxels": int(inside.sum()),
+        "n_body_voxels": int(inside.sum()),
+        "outside": why,
+    }
+    if opts.fit_region == "lesions":
+        info["note"] = "no lesion map: the CEST Lorentzian is fitted on the whole body"
+    return inside.copy(), info
+
+
+def _finite_rows(fn: Any, zb: np.ndarray, off: np.ndarray) -> np.ndarray:
+    """``fn(rows, off)`` on the rows of ``zb`` without a non-finite value; NaN elsewhere."""
+    out = np.full(zb.shape[0], np.nan)
+    ok = np.all(np.isfinite(zb), axis=-1)
+    if ok.any():
+        out[ok] = fn(zb[ok] if not ok.all() else zb, off)
+    return out
+
+
+def _on_body(values: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Values of the voxels ``where`` (flat, in C order) scattered into a NaN volume."""
+    out = np.full(where.shape, np.nan, dtype=np.float32)
+    out[where] = values
     return out
 
 
@@ -366,14 +519,6 @@ def _at(params: np.ndarray, at: np.ndarray) -> np.ndarray:
         q = 0.25 * g * g
         f -= a * q / (q + x * x)
     return f
-
-
-def _masked(fn: Any, z: np.ndarray, off: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    out = np.full(z.shape[:-1], np.nan)
-    sel = inside & np.all(np.isfinite(z), axis=-1)
-    if sel.any():
-        out[sel] = fn(z[sel], off)
-    return out
 
 
 def _same_grid(v: Volume, like: Volume, label: str) -> None:
@@ -414,33 +559,34 @@ def _fit(
     vol: Volume,
     out_dir: Path,
     prefix: str,
-    mask: Any,
+    mask: np.ndarray,
     files: Mapping[str, Path],
     opts: CESTOptions,
     role: str,
     voxel_inputs: Mapping[str, np.ndarray] | None = None,
+    provenance: Mapping[str, Any] | None = None,
 ) -> StageResult:
-    with warnings.catch_warnings(record=True):
+    """Fit ``model`` in ``mask`` and write its maps (as :func:`.fit.fit_volume` does, with
+    ``provenance`` added to the maps' sidecars)."""
+    hashes = {k: input_record(v) for k, v in files.items()}
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TumorscopeWarning)
-        res = fit_volume(
-            model,
-            vol,
-            out_dir=out_dir,
-            mask=mask,
-            prefix=prefix,
-            input_files=dict(files),
-            chunk_voxels=opts.chunk_voxels,
-            include_stderr=False,
-            voxel_inputs=voxel_inputs,
+        fit = model.fit(
+            vol.data, mask, chunk_voxels=opts.chunk_voxels, **dict(voxel_inputs or {})
         )
-    status = res.files.get("status")
+    messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
+    fit.provenance["inputs"] = hashes
+    fit.provenance["stage"] = "fit"
+    fit.provenance.update(provenance or {})
+    written_maps = fit.to_nifti(out_dir, vol.affine, prefix=prefix, include_stderr=False)
+    status = written_maps.get("status")
     maps = [
-        MapFile(model.name, param, res.files[param], status, role, res.fit)
-        for param in res.fit.maps
-        if param in res.files
+        MapFile(model.name, param, written_maps[param], status, role, fit)
+        for param in fit.maps
+        if param in written_maps
     ]
-    written = [f for path in res.files.values() for f in (Path(path), sidecar_of(path))]
-    return StageResult(maps=maps, files=written, warnings=list(res.warnings))
+    written = [f for path in written_maps.values() for f in (Path(path), sidecar_of(path))]
+    return StageResult(maps=maps, files=written, warnings=messages)
 
 
 def t1_on_grid(t1_map: str | os.PathLike[str] | None, series: SeriesInput) -> Path | None:
