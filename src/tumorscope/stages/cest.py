@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, FitError, TumorscopeWarning
-from ..fitting.status import FitStatus
 from ..files import sidecar_of, write_map
+from ..fitting.status import FitStatus
 from ..models.cest import WASABI, CESTLorentzian, b1_correct, mtr_asym, mtr_rex, normalise
 from ..models.cest import arex as arex_of
 from ..models.cest import wassr_b0 as wassr_b0_of
@@ -152,7 +152,7 @@ def _z(vol: Volume, p: CESTProtocol, label: str) -> np.ndarray:
             file=label,
             field="dim[4]",
         )
-    m0 = np.mean(vol.data[..., p.m0_mask], axis=-1, dtype=np.float64)
+    m0 = np.asarray(np.mean(vol.data[..., p.m0_mask], axis=-1, dtype=np.float64))
     finite = m0[np.isfinite(m0)]
     floor = BACKGROUND_FRACTION * float(np.percentile(finite, 99)) if finite.size else 0.0
     return normalise(vol.data, p.m0_mask, m0_floor=floor, dtype=np.float32)
@@ -571,9 +571,7 @@ def _fit(
     hashes = {k: input_record(v) for k, v in files.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TumorscopeWarning)
-        fit = model.fit(
-            vol.data, mask, chunk_voxels=opts.chunk_voxels, **dict(voxel_inputs or {})
-        )
+        fit = model.fit(vol.data, mask, chunk_voxels=opts.chunk_voxels, **dict(voxel_inputs or {}))
     messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
     fit.provenance["inputs"] = hashes
     fit.provenance["stage"] = "fit"
