@@ -1,4 +1,7 @@
-"""Compiled per-voxel kernel of the multi-pool Lorentzian Z-spectrum (numba).
+"""Compiled (numba) fits of Z-spectra: the multi-pool Lorentzian (:func:`lorentzian_lm`, its
+linear start :func:`lorentzian_start`, the per-voxel model :func:`lorentzian_kernel` for the
+generic driver) and the water line of ``wassr_b0`` (:func:`lorentz_slope_lm`), both on one
+inlined bounded LM (:func:`_lm_voxel`).
 
 ``consts`` layout: ``[n_extra_pools, offset_0, offset_1, ...]`` (offsets in ppm). Parameter
 layout: ``[Z0, B0, A_w, G_w, (A_i, G_i, d_i) for each extra pool]``; the model is
@@ -14,7 +17,7 @@ import numpy as np
 from ...fitting._lm_numba import MODEL_SIGNATURE
 from ...fitting.status import FitStatus
 
-__all__ = ["lorentz_slope_kernel", "lorentz_slope_lm", "lorentzian_kernel", "lorentzian_lm"]
+__all__ = ["lorentz_slope_lm", "lorentzian_kernel", "lorentzian_lm"]
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -464,32 +467,10 @@ def lorentzian_start(off, n_extra, y, p, lo, hi, widths):
         _start_voxel(off, n_extra, y[v], p[v], lo, hi, widths)
 
 
-@nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
-def lorentz_slope_kernel(p, consts, f_out, J_out):
-    """``c + s (g - x0) - A q / (q + (g - x0)²)``, ``q = Γ²/4``, on the grid ``consts`` (ppm):
-    the water-line model of :func:`tumorscope.models.cest.wassr_b0` (value and Jacobian)."""
-    c = p[0]
-    s = p[1]
-    a = p[2]
-    gam = p[3]
-    x0 = p[4]
-    q = 0.25 * gam * gam
-    for k in range(f_out.shape[0]):
-        d = consts[k] - x0
-        den = q + d * d
-        L = q / den
-        f_out[k] = c + s * d - a * L
-        J_out[k, 0] = 1.0
-        J_out[k, 1] = d
-        J_out[k, 2] = -L
-        J_out[k, 3] = -a * (0.5 * gam) * d * d / (den * den)
-        J_out[k, 4] = -s - a * 2.0 * q * d / (den * den)
-
-
 @nb.njit(cache=True, parallel=True)
 def lorentz_slope_lm(g, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     """The water-line fit of :func:`tumorscope.models.cest.wassr_b0` (model of
-    :func:`lorentz_slope_kernel` on the grid ``g``): the bounded LM of
+    ``c + s (g - x0) - A q / (q + (g - x0)²)``, ``q = Γ²/4``, on the grid ``g``): the bounded LM of
     :mod:`tumorscope.fitting.lm` with the model inlined (damping divided by 10 after an
     accepted step, as there), every row of ``y`` in parallel; ``p`` in: start, out: solution."""
     for v in nb.prange(y.shape[0]):

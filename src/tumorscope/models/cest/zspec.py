@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from scipy.interpolate import CubicSpline
 
 from ...errors import DataError
 from ...fitting.lm import LMOptions, levenberg_marquardt
@@ -172,6 +171,8 @@ def _slope_operator(x: tuple[float, ...]) -> np.ndarray:
     """``D (K, K)``: the knot derivatives of the not-a-knot cubic spline through ``y`` on the
     knots ``x`` are ``D @ y`` (the spline is linear in ``y``; built once per axis from
     ``scipy.interpolate.CubicSpline`` of the identity)."""
+    from scipy.interpolate import CubicSpline  # here: its import costs ~0.5 s
+
     xa = np.asarray(x, dtype=float)
     d = CubicSpline(xa, np.eye(xa.size), axis=0)(xa, 1)  # (K knots, K basis)
     d.setflags(write=False)
