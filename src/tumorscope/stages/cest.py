@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import DataError, FitError, TumorscopeWarning
 from ..files import sidecar_of, write_map
 from ..fitting.status import FitStatus
+from ..models.base import FitResult
 from ..models.cest import WASABI, CESTLorentzian, b1_correct, mtr_asym, mtr_rex, normalise
 from ..models.cest import arex as arex_of
 from ..models.cest import wassr_b0 as wassr_b0_of
@@ -144,18 +145,77 @@ def _protocol(s: SeriesInput, purpose: str | None = None) -> CESTProtocol:
     return p
 
 
-def _z(vol: Volume, p: CESTProtocol, label: str) -> np.ndarray:
-    """Z (float32, the series' grid and saturated volumes), NaN in the background."""
+def _m0_floor(vol: Volume, p: CESTProtocol, label: str) -> tuple[np.ndarray, float]:
+    """The mean M0 image of a series and its background floor (after checking its shape)."""
     if vol.data.ndim != 4 or vol.n_measurements != p.n_measurements:
         raise DataError(
             f"the series has shape {vol.shape} but the protocol has {p.n_measurements} offsets",
             file=label,
             field="dim[4]",
         )
-    m0 = np.asarray(np.mean(vol.data[..., p.m0_mask], axis=-1, dtype=np.float64))
+    m0 = np.zeros(vol.spatial_shape)
+    for k in np.flatnonzero(p.m0_mask):
+        m0 += vol.data[..., k]
+    m0 /= max(int(np.count_nonzero(p.m0_mask)), 1)
     finite = m0[np.isfinite(m0)]
     floor = BACKGROUND_FRACTION * float(np.percentile(finite, 99)) if finite.size else 0.0
-    return normalise(vol.data, p.m0_mask, m0_floor=floor, dtype=np.float32)
+    return m0, floor
+
+
+@dataclass(frozen=True)
+class _Voxels:
+    """Some voxels of a 3-D grid, as rows: flat indices in the grid's Fortran (NIfTI) order,
+    so that a NIfTI series gives its rows volume by volume from contiguous memory."""
+
+    shape: tuple[int, ...]
+    idx: np.ndarray
+
+    @classmethod
+    def of(cls, mask: np.ndarray) -> _Voxels:
+        return cls(tuple(mask.shape), np.flatnonzero(np.ravel(mask, order="F")))
+
+    @property
+    def n(self) -> int:
+        return int(self.idx.size)
+
+    def mask(self) -> np.ndarray:
+        m = np.zeros(int(np.prod(self.shape)), bool)
+        m[self.idx] = True
+        return m.reshape(self.shape, order="F")
+
+    def subset(self, rows: np.ndarray) -> _Voxels:
+        return _Voxels(self.shape, self.idx[rows])
+
+    def within(self, mask: np.ndarray) -> np.ndarray:
+        """Which rows lie in the 3-D ``mask``."""
+        return np.ravel(mask, order="F")[self.idx]
+
+    def take(self, image: np.ndarray) -> np.ndarray:
+        """The values of a 3-D image at these voxels."""
+        return np.ravel(image, order="F")[self.idx]
+
+    def rows(self, data: np.ndarray) -> np.ndarray:
+        """``(n, N)`` float32 rows of a 4-D series (one volume at a time if F-ordered)."""
+        n_vol = data.shape[-1]
+        out = np.empty((self.n, n_vol), np.float32)
+        if data.flags.f_contiguous:
+            flat = data.reshape(-1, n_vol, order="F")  # a view
+            for k in range(n_vol):
+                out[:, k] = flat[:, k][self.idx]
+        else:
+            out[:] = data[np.unravel_index(self.idx, self.shape, order="F")]
+        return out
+
+    def put(self, values: np.ndarray, dtype: Any = np.float32, fill: Any = np.nan) -> np.ndarray:
+        """A 3-D image holding ``values`` at these voxels, ``fill`` elsewhere."""
+        out = np.full(int(np.prod(self.shape)), fill, dtype=dtype)
+        out[self.idx] = values
+        return out.reshape(self.shape, order="F")
+
+
+def _rows(vol: Volume, p: CESTProtocol, vox: _Voxels, floor: float) -> np.ndarray:
+    """Z of a series at the voxels ``vox`` (float32 rows; NaN where M0 is below ``floor``)."""
+    return normalise(vox.rows(vol.data), p.m0_mask, m0_floor=floor, dtype=np.float32)
 
 
 def lesion_region(
@@ -263,43 +323,54 @@ def fit_cest(
     main = series["cest"]
     mp = _protocol(main)
     vol = main.load()
-    z = _z(vol, mp, main.label)
+    m0, floor = _m0_floor(vol, mp, main.label)
+    m = load_mask(mask, vol)
+    inside = m0 > floor  # background (low M0) left out
+    if m is not None:
+        inside &= np.asarray(m, bool)
+    vox = _Voxels.of(inside)
+    del m0
+    # the body's spectra as rows (voxels, offsets): every product is computed on these
+    zb = _rows(vol, mp, vox, floor)
+    fin = np.all(np.isfinite(zb), axis=1)
+    if not fin.all():
+        vox, zb = vox.subset(fin), zb[fin]
+    inside = vox.mask()
     off = mp.saturated_offsets_ppm
     extra = {r: s for r, s in sorted(series.items()) if r.startswith("cest_")}
-    levels: list[tuple[float, np.ndarray]] = [(mp.b1_ut, z)]
+    levels: list[tuple[float, np.ndarray]] = [(mp.b1_ut, zb)]
     for _r, s in extra.items():
         p = _protocol(s)
         v = s.load()
         _same_grid(v, vol, s.label)
-        zz = _z(v, p, s.label)
         if not np.allclose(p.saturated_offsets_ppm, off):
             raise DataError(
                 "the offsets differ from those of the 'cest' series", file=s.label, field="offsets"
             )
-        levels.append((p.b1_ut, zz))
+        levels.append((p.b1_ut, _rows(v, p, vox, _m0_floor(v, p, s.label)[1])))
     wasabi = series.get("wasabi")
     wassr = series.get("wassr")
-    wvol = wasabi.load() if wasabi is not None else None
-    if wasabi is not None and wvol is not None:
+    wz = None
+    if wasabi is not None:
+        wvol = wasabi.load()
         _same_grid(wvol, vol, wasabi.label)
         wp = _protocol(wasabi, "wasabi")
-        wz = _z(wvol, wp, wasabi.label)
+        wz = _rows(wvol, wp, vox, _m0_floor(wvol, wp, wasabi.label)[1])
     wassr_z = None
     if wassr is not None:
         sp = _protocol(wassr, "wassr")
         sv = wassr.load()
         _same_grid(sv, vol, wassr.label)
-        wassr_z = (_z(sv, sp, wassr.label), sp.saturated_offsets_ppm)
+        wassr_z = (_rows(sv, sp, vox, _m0_floor(sv, sp, wassr.label)[1]), sp.saturated_offsets_ppm)
     t1 = None
     if t1_map is not None:
         t1v = Volume.from_nifti(t1_map)
         _same_grid(t1v, vol, str(t1_map))
         t1 = np.asarray(t1v.data, dtype=float).reshape(vol.spatial_shape)
-    m = load_mask(mask, vol)
-    inside = np.ones(vol.spatial_shape, bool) if m is None else np.asarray(m, bool)
-    inside &= np.all(np.isfinite(z), axis=-1)  # background (low M0) left out
     les_vol = Volume.from_nifti(lesions) if isinstance(lesions, str | os.PathLike) else lesions
     region, region_info = _fit_region(opts, les_vol, vol, lesion_alignment, inside)
+    in_region = vox.within(region)  # rows of the fit region
+    rvox = vox.subset(in_region)
 
     out = StageResult()
     if region_info.get("note"):
@@ -318,49 +389,47 @@ def fit_cest(
         "options": {"mtr_asym_ppm": list(opts.mtr_asym_ppm), "lorentzian": opts.lorentzian},
         "inputs": hashes,
     }
-    # the body's spectra, flat (voxels, offsets): every whole-volume product works on these
-    zb = z[inside]
 
     # 1. B0 (and rB1)
     rb1 = None
-    if wasabi is not None and wvol is not None:
-        wmodel = WASABI.from_protocol(wp)
-        wres = _fit(
-            wmodel,
-            Volume(wz.astype(np.float32), vol.affine, source=wvol.source),
+    if wasabi is not None and wz is not None:
+        wres, wfit = _fit(
+            WASABI.from_protocol(wp),
+            wz,
+            vox,
+            vol,
             out_dir,
             f"{prefix}wasabi_",
-            inside,
             {"series": wasabi.path},
             opts,
             "wasabi",
         )
         out.extend(wres)
-        fitres = wres.maps[0].fit
-        assert fitres is not None
-        b0 = np.asarray(fitres.maps["B0"], dtype=float)
-        rb1 = np.asarray(fitres.maps["rB1"], dtype=float)
+        b0 = np.asarray(wfit.maps["B0"], dtype=float)
+        rb1 = np.asarray(wfit.maps["rB1"], dtype=float)
         b0_source = "wasabi"
     elif wassr_z is not None:
-        b0 = _on_body(_finite_rows(wassr_b0_of, wassr_z[0][inside], wassr_z[1]), inside)
+        b0 = _finite_rows(wassr_b0_of, wassr_z[0], wassr_z[1])
         b0_source = "wassr"
     else:
-        b0 = _on_body(_finite_rows(wassr_b0_of, zb, off), inside)
+        b0 = _finite_rows(wassr_b0_of, zb, off)
         b0_source = "cest"
     prov = {**base_prov, "b0_source": b0_source}
-    out.extend(_write(out_dir, prefix, "B0", b0, "ppm", f"B0 shift (from {b0_source})", prov, vol))
+    out.extend(
+        _write(out_dir, prefix, "B0", vox.put(b0), "ppm", f"B0 shift (from {b0_source})", prov, vol)
+    )
 
     # 2. MTRasym on the B0-corrected axis
-    b0_use = np.where(np.isfinite(b0), b0, 0.0)
-    asym = mtr_asym(zb, off, list(opts.mtr_asym_ppm), b0_ppm=b0_use[inside])
-    b0_ok = np.isfinite(b0[inside])
+    b0_ok = np.isfinite(b0)
+    b0_use = np.where(b0_ok, b0, 0.0)
+    asym = mtr_asym(zb, off, list(opts.mtr_asym_ppm), b0_ppm=b0_use)
     for i, x in enumerate(opts.mtr_asym_ppm):
         out.extend(
             _write(
                 out_dir,
                 prefix,
                 f"MTRasym_{offset_tag(x)}ppm",
-                _on_body(np.where(b0_ok, asym[:, i], np.nan), inside),
+                vox.put(np.where(b0_ok, asym[:, i], np.nan)),
                 "1",
                 f"MTRasym Z(-{x:g}) - Z(+{x:g}) ppm, B0-corrected",
                 prov,
@@ -372,31 +441,27 @@ def fit_cest(
     # 3. Lorentzian (+ MTRRex/AREX) in the fit region
     if opts.lorentzian:
         lmodel = CESTLorentzian(off)
-        lres = _fit(
+        lres, lfit = _fit(
             lmodel,
-            Volume(z, vol.affine, source=vol.source),
+            zb[in_region],
+            rvox,
+            vol,
             out_dir,
             f"{prefix}cest_lorentzian_",
-            region,
             files,
             opts,
             "cest",
-            voxel_inputs={"b0": b0_use},
+            voxel_inputs={"b0": b0_use[in_region]},
             provenance={"fit_region": region_info},
         )
         out.extend(lres)
         if t1 is not None:
-            fr = lres.maps[0].fit
-            assert fr is not None
-            sel = region & np.isfinite(np.asarray(fr.maps["Z0"]))
-            flat = np.stack([np.asarray(fr.maps[n])[sel] for n in lmodel.parameter_names], -1)
-            flat = flat.astype(np.float64)
+            P = np.stack([np.asarray(lfit.maps[n], float) for n in lmodel.parameter_names], -1)
             ia = 4 + 3 * [p[0] for p in POOLS].index("amide")
-            at = flat[:, 1] + flat[:, ia + 2]  # B0 + amide offset: the amide line
-            noamide = flat.copy()
+            at = P[:, 1] + P[:, ia + 2]  # B0 + amide offset: the amide line
+            noamide = P.copy()
             noamide[:, ia] = 0.0
-            lab = _on_body(_at(flat, at), sel)
-            ref = _on_body(_at(noamide, at), sel)
+            lab, ref = _at(P, at), _at(noamide, at)  # NaN where the fit is NaN
             t1_rec = input_record(Path(t1_map))  # type: ignore[arg-type]
             if t1_label is not None:
                 t1_rec["path"] = t1_label
@@ -406,7 +471,7 @@ def fit_cest(
                     out_dir,
                     prefix,
                     "MTRRex_amide",
-                    mtr_rex(lab, ref),
+                    rvox.put(mtr_rex(lab, ref)),
                     "1",
                     "MTRRex of the amide pool (Lorentzian label/reference)",
                     tprov,
@@ -418,7 +483,7 @@ def fit_cest(
                     out_dir,
                     prefix,
                     "AREX_amide",
-                    arex_of(lab, ref, t1),
+                    rvox.put(arex_of(lab, ref, rvox.take(t1))),
                     "1/s",
                     "AREX of the amide pool (MTRRex x R1obs)",
                     tprov,
@@ -432,17 +497,15 @@ def fit_cest(
             out.warnings.append("CEST at several B1 levels but no WASABI rB1 map: no B1 correction")
         else:
             b1s = [b for b, _ in levels]
-            b0_in = b0_use[inside]
-            apt = np.stack([mtr_asym(zz[inside], off, 3.5, b0_ppm=b0_in) for _, zz in levels], -1)
+            apt = np.stack([mtr_asym(zz, off, 3.5, b0_ppm=b0_use) for _, zz in levels], -1)
             target = opts.b1_target_ut if opts.b1_target_ut is not None else mp.b1_ut
-            rb1_in = rb1[inside]
-            corr = b1_correct(apt, b1s, np.where(np.isfinite(rb1_in), rb1_in, np.nan), target)
+            corr = b1_correct(apt, b1s, np.where(np.isfinite(rb1), rb1, np.nan), target)
             out.extend(
                 _write(
                     out_dir,
                     prefix,
                     "MTRasym_3p5ppm_B1corr",
-                    _on_body(corr, inside),
+                    vox.put(corr),
                     "1",
                     f"APT MTRasym at B1 {target:g} uT (corrected from {b1s} uT)",
                     {**prov, "b1_levels_ut": b1s, "b1_target_ut": target},
@@ -499,13 +562,6 @@ def _finite_rows(fn: Any, zb: np.ndarray, off: np.ndarray) -> np.ndarray:
     return out
 
 
-def _on_body(values: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """Values of the voxels ``where`` (flat, in C order) scattered into a NaN volume."""
-    out = np.full(where.shape, np.nan, dtype=np.float32)
-    out[where] = values
-    return out
-
-
 def _at(params: np.ndarray, at: np.ndarray) -> np.ndarray:
     """Lorentzian Z of each voxel's parameters at its own offset ``at``."""
     n_extra = (params.shape[1] - 4) // 3
@@ -556,35 +612,49 @@ def _write(
 
 def _fit(
     model: Any,
-    vol: Volume,
+    rows: np.ndarray,
+    vox: _Voxels,
+    like: Volume,
     out_dir: Path,
     prefix: str,
-    mask: np.ndarray,
     files: Mapping[str, Path],
     opts: CESTOptions,
     role: str,
     voxel_inputs: Mapping[str, np.ndarray] | None = None,
     provenance: Mapping[str, Any] | None = None,
-) -> StageResult:
-    """Fit ``model`` in ``mask`` and write its maps (as :func:`.fit.fit_volume` does, with
-    ``provenance`` added to the maps' sidecars)."""
+) -> tuple[StageResult, Any]:
+    """Fit ``model`` to the spectra ``rows`` of the voxels ``vox`` and write its maps on the
+    grid of ``like`` (NaN and status ``NOT_FITTED`` elsewhere), with ``provenance`` added to
+    the sidecars. Returns the result and the fit of the rows (maps shaped ``(vox.n,)``).
+
+    Only the rows are handed to the engine (no 4-D copy of the series for the few voxels of
+    a lesion region)."""
     hashes = {k: input_record(v) for k, v in files.items()}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TumorscopeWarning)
-        fit = model.fit(vol.data, mask, chunk_voxels=opts.chunk_voxels, **dict(voxel_inputs or {}))
+        fit = model.fit(rows, chunk_voxels=opts.chunk_voxels, **dict(voxel_inputs or {}))
     messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
-    fit.provenance["inputs"] = hashes
-    fit.provenance["stage"] = "fit"
-    fit.provenance.update(provenance or {})
-    written_maps = fit.to_nifti(out_dir, vol.affine, prefix=prefix, include_stderr=False)
+    prov = dict(fit.provenance)
+    prov["input"] = {**prov.get("input", {}), "shape": [*like.spatial_shape, rows.shape[-1]]}
+    prov.update({"inputs": hashes, "stage": "fit", **(provenance or {})})
+    full = FitResult(
+        maps={k: vox.put(v) for k, v in fit.maps.items()},
+        units=fit.units,
+        status=vox.put(fit.status, np.uint8, int(FitStatus.NOT_FITTED)),
+        rss=vox.put(fit.rss),
+        stderr={k: vox.put(v) for k, v in fit.stderr.items()},
+        provenance=prov,
+        mask=vox.mask(),
+    )
+    written_maps = full.to_nifti(out_dir, like.affine, prefix=prefix, include_stderr=False)
     status = written_maps.get("status")
     maps = [
-        MapFile(model.name, param, written_maps[param], status, role, fit)
-        for param in fit.maps
+        MapFile(model.name, param, written_maps[param], status, role, full)
+        for param in full.maps
         if param in written_maps
     ]
     written = [f for path in written_maps.values() for f in (Path(path), sidecar_of(path))]
-    return StageResult(maps=maps, files=written, warnings=messages)
+    return StageResult(maps=maps, files=written, warnings=messages), fit
 
 
 def t1_on_grid(t1_map: str | os.PathLike[str] | None, series: SeriesInput) -> Path | None:

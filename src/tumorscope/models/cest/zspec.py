@@ -155,8 +155,8 @@ def _prepare(
         acc = np.zeros((flat.shape[0], u.size))
         np.add.at(acc.T, inv, flat.T)
         flat = acc / np.bincount(inv)[None, :]
-    else:
-        flat = flat[:, np.argsort(off)]
+    elif np.any(np.diff(off) < 0):
+        flat = np.take(flat, np.argsort(off), axis=1)
     if u.size < 4:
         raise DataError(f"need at least 4 distinct offsets, got {u.size}", field="offsets_ppm")
     return flat, u, arr.shape[:-1]
