@@ -236,6 +236,14 @@ def bench_stage(study: str, repeats: int) -> None:
         import json
 
         side = json.loads(Path(tmp, "b_cest_lorentzian_Z0.json").read_text())
+        import tracemalloc
+
+        peaks = {}
+        for region in ("lesions", "body"):
+            tracemalloc.start()
+            run(region, tmp)
+            peaks[region] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
     best = {k: min(v) for k, v in times.items()}
     shape = inputs()["cest"].load().shape
     print(f"fit_cest on {study} visit {visit.id}, CEST {shape}, best of {repeats}")
@@ -248,6 +256,12 @@ def bench_stage(study: str, repeats: int) -> None:
         w, c = best[k]
         print(f"{label:<26}{w:8.2f}{c:8.2f}{w / best['load'][0]:8.1f}x")
     print(f"body / lesions: {best['body'][0] / best['lesions'][0]:.1f}x wall")
+    series_mb = float(np.prod(shape)) * 4 / 2**20  # the series as loaded (float32)
+    print(
+        f"numpy peak (tracemalloc, the series' load included), MB: lesions "
+        f"{peaks['lesions']:.0f} ({peaks['lesions'] / series_mb:.1f}x the series in float32, "
+        f"{series_mb:.0f} MB), body {peaks['body']:.0f} ({peaks['body'] / series_mb:.1f}x)"
+    )
     print(f"last region recorded: {side['Provenance']['fit_region']}")
 
 
