@@ -142,10 +142,13 @@ def normalise(
 
 
 def _prepare(
-    z: npt.ArrayLike, offsets_ppm: npt.ArrayLike
+    z: npt.ArrayLike, offsets_ppm: npt.ArrayLike, *, keep_float32: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Flatten to (V, K'), average repeated offsets, sort by offset."""
-    arr = np.asarray(z, dtype=float)
+    """Flatten to (V, K'), average repeated offsets, sort by offset (float64; float32 input
+    stays float32 with ``keep_float32``: the callers convert it block by block)."""
+    arr = np.asarray(z)
+    if not (keep_float32 and arr.dtype == np.float32):
+        arr = np.asarray(arr, dtype=float)
     if arr.ndim < 1:
         raise DataError("z must have the spectrum on its last axis", field="z")
     off = _offsets(offsets_ppm, arr.shape[-1])
@@ -243,7 +246,7 @@ def interpolate_z(
 
     Returns an array shaped ``z.shape[:-1] + np.shape(at_ppm)``; NaN outside the sampled range.
     """
-    flat, x, spatial = _prepare(z, offsets_ppm)
+    flat, x, spatial = _prepare(z, offsets_ppm, keep_float32=True)
     at = np.asarray(at_ppm, dtype=float)
     b0 = _b0_flat(b0_ppm, spatial, flat.shape[0])
     q = at.reshape(1, -1) + b0[:, None]
@@ -333,25 +336,33 @@ def wassr_b0(
         raise DataError(
             f"unknown backend {backend!r}; expected 'auto', 'numba' or 'numpy'", field="backend"
         )
-    flat, x, spatial = _prepare(z, offsets_ppm)
+    flat, x, spatial = _prepare(z, offsets_ppm, keep_float32=True)
     V = flat.shape[0]
     out = np.full(V, np.nan)
     ok = np.all(np.isfinite(flat), axis=1)
     if not ok.any():
         return out.reshape(spatial)
-    fl = flat[ok]
+    rows = np.flatnonzero(ok)
     near = np.abs(x) <= 2.0
     cand = np.flatnonzero(near) if near.sum() >= 3 else np.arange(x.size)
-    k0 = cand[np.argmin(fl[:, cand], axis=1)]
-    centre = x[k0]
+    # per row, in blocks (bounded temporaries): the sampled minimum, and the dip's half width
+    k0 = np.empty(rows.size, dtype=np.intp)
+    half = np.empty(rows.size)
+    for a in range(0, rows.size, _BLOCK_ROWS):
+        fl = np.asarray(flat[rows[a : a + _BLOCK_ROWS]], dtype=np.float64)
+        k = cand[np.argmin(fl[:, cand], axis=1)]
+        k0[a : a + k.size] = k
+        if adaptive:
+            # widen the window to the dip's half width at half depth (broad lines of strong
+            # saturation have flat bottoms that a narrow window cannot locate)
+            depth = 0.5 * (np.max(fl, axis=1) + fl[np.arange(fl.shape[0]), k])
+            dist = np.where(fl <= depth[:, None], np.abs(x[None, :] - x[k, None]), 0.0)
+            half[a : a + k.size] = np.max(dist, axis=1)
     if adaptive:
-        # widen the window to the dip's half width at half depth (broad lines of strong
-        # saturation have flat bottoms that a narrow window cannot locate)
-        depth = 0.5 * (np.max(fl, axis=1) + fl[np.arange(fl.shape[0]), k0])
-        below = fl <= depth[:, None]
-        dist = np.where(below, np.abs(x[None, :] - centre[:, None]), 0.0)
-        window_ppm = float(max(window_ppm, np.median(np.max(dist, axis=1)) * 1.2))
-    n_in = np.sum(np.abs(x[None, :] - centre[:, None]) <= window_ppm, axis=1)
+        window_ppm = float(max(window_ppm, np.median(half) * 1.2))
+    # the fewest offsets within the window of any row's minimum (rows share the knots)
+    uk = np.unique(k0)
+    n_in = np.sum(np.abs(x[None, :] - x[uk, None]) <= window_ppm, axis=1)
     if np.min(n_in) < 4:
         raise DataError(
             f"fewer than 4 offsets within ±{window_ppm:g} ppm of the water minimum; "
@@ -359,22 +370,6 @@ def wassr_b0(
             field="offsets_ppm",
         )
     g = np.linspace(-window_ppm, window_ppm, int(n_grid))
-    y = _spline_on_grids(fl, x, k0, g)
-    # outside the sampled range: hold the edge value (rare: a minimum at the border)
-    y = np.where(np.isfinite(y), y, np.nanmax(y, axis=1, keepdims=True))
-    # refine the start on the fine grid
-    j = np.argmin(y, axis=1)
-    top = np.max(y, axis=1)
-    p0 = np.stack(
-        [
-            top,
-            np.zeros_like(top),
-            np.maximum(top - y[np.arange(y.shape[0]), j], 1e-3),
-            np.full_like(top, window_ppm),
-            g[j],
-        ],
-        axis=1,
-    )
     lo = np.array([-np.inf, -np.inf, 0.0, 1e-3, -window_ppm])
     hi = np.array([np.inf, np.inf, np.inf, 20.0, window_ppm])
     scale = np.array([1.0, 1.0, 1.0, 1.0, 0.1])
@@ -382,41 +377,58 @@ def wassr_b0(
     solver = _compiled_solver() if backend in ("auto", "numba") else None
     if backend == "numba" and solver is None:  # pragma: no cover - numba is in 'fast'
         raise DataError("backend 'numba' needs numba installed", field="backend")
-    if solver is not None:
-        params = np.ascontiguousarray(np.clip(p0, lo, hi), dtype=np.float64)
-        status = np.empty(params.shape[0], dtype=np.uint8)
-        n_it = np.empty(params.shape[0], dtype=np.int32)
-        solver(
-            np.ascontiguousarray(g, dtype=np.float64),
-            np.ascontiguousarray(y, dtype=np.float64),
-            params,
-            lo,
-            hi,
-            scale,
-            opts.max_iter,
-            opts.ftol,
-            opts.xtol,
-            status,
-            np.empty(params.shape[0]),
-            np.empty_like(params),
-            n_it,
+    for a in range(0, rows.size, _BLOCK_ROWS):
+        r = rows[a : a + _BLOCK_ROWS]
+        kb = k0[a : a + r.size]
+        y = _spline_on_grids(np.asarray(flat[r], dtype=np.float64), x, kb, g)
+        # outside the sampled range: hold the edge value (rare: a minimum at the border)
+        y = np.where(np.isfinite(y), y, np.nanmax(y, axis=1, keepdims=True))
+        # refine the start on the fine grid
+        j = np.argmin(y, axis=1)
+        top = np.max(y, axis=1)
+        p0 = np.stack(
+            [
+                top,
+                np.zeros_like(top),
+                np.maximum(top - y[np.arange(y.shape[0]), j], 1e-3),
+                np.full_like(top, window_ppm),
+                g[j],
+            ],
+            axis=1,
         )
-    else:
-        res = levenberg_marquardt(
-            y,
-            p0,
-            lo,
-            hi,
-            fun=lambda p: _lorentz_slope(p, g)[0],
-            jac=lambda p: _lorentz_slope(p, g)[1],
-            scale=scale,
-            options=opts,
-        )
-        params, status = res.params, res.status
-    shift = params[:, 4]
-    good = (status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
-    shift = np.where(good, shift, g[j])
-    out[ok] = centre + shift
+        if solver is not None:
+            params = np.ascontiguousarray(np.clip(p0, lo, hi), dtype=np.float64)
+            status = np.empty(params.shape[0], dtype=np.uint8)
+            solver(
+                np.ascontiguousarray(g, dtype=np.float64),
+                np.ascontiguousarray(y, dtype=np.float64),
+                params,
+                lo,
+                hi,
+                scale,
+                opts.max_iter,
+                opts.ftol,
+                opts.xtol,
+                status,
+                np.empty(params.shape[0]),
+                np.empty_like(params),
+                np.empty(params.shape[0], dtype=np.int32),
+            )
+        else:
+            res = levenberg_marquardt(
+                y,
+                p0,
+                lo,
+                hi,
+                fun=lambda p: _lorentz_slope(p, g)[0],
+                jac=lambda p: _lorentz_slope(p, g)[1],
+                scale=scale,
+                options=opts,
+            )
+            params, status = res.params, res.status
+        shift = params[:, 4]
+        good = (status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
+        out[r] = x[kb] + np.where(good, shift, g[j])
     return out.reshape(spatial)
 
 
@@ -445,7 +457,7 @@ def mtr_asym(
     ndarray, shape z.shape[:-1] + np.shape(at_ppm)
         NaN where ``±x`` (shifted by B0) falls outside the sampled offsets.
     """
-    flat, x, spatial = _prepare(z, offsets_ppm)
+    flat, x, spatial = _prepare(z, offsets_ppm, keep_float32=True)
     b0 = wassr_b0(flat, x) if b0_ppm is None else _b0_flat(b0_ppm, spatial, flat.shape[0])
     at = np.asarray(at_ppm, dtype=float)
     if not np.all(np.isfinite(at)):
