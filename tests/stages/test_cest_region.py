@@ -184,3 +184,24 @@ def test_cli_lesions_option(cest_path: Path, tmp_path: Path) -> None:
         app, ["fit", "cest", str(cest_path), "-o", str(tmp_path / "x"), "--fit-region", "all"]
     )
     assert bad.exit_code == 2 and "fit_region" in bad.output
+
+
+def test_voxel_rows_of_c_and_f_ordered_series_and_back() -> None:
+    from tumorscope.stages.cest import _Voxels
+
+    rng = np.random.default_rng(5)
+    data = rng.normal(size=(4, 3, 2, 5)).astype(np.float32)
+    mask = rng.random((4, 3, 2)) > 0.4
+    vox = _Voxels.of(mask)
+    for arr in (np.ascontiguousarray(data), np.asfortranarray(data)):
+        rows = vox.rows(arr)
+        assert rows.shape == (int(mask.sum()), 5)
+        # the rows are the masked spectra (in the grid's Fortran order), and put() inverts it
+        for k in range(5):
+            img = vox.put(rows[:, k])
+            np.testing.assert_array_equal(img[mask], data[..., k][mask])
+            assert np.all(np.isnan(img[~mask]))
+    np.testing.assert_array_equal(vox.mask(), mask)
+    np.testing.assert_array_equal(vox.take(data[..., 0]), vox.rows(data)[:, 0])
+    sub = vox.subset(vox.within(mask & (np.arange(4)[:, None, None] < 2)))
+    assert sub.n == int((mask[:2]).sum())
