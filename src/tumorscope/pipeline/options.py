@@ -96,8 +96,9 @@ class RunOptions:
     cest_fit_region : str, default "lesions"
         Where ``fit_cest`` fits the 5-pool Lorentzian (and AREX): ``lesions`` (the visit's
         lesions moved onto the CEST grid as ``measure`` moves them, dilated by 3 mm; the
-        whole body if the visit has no lesion map) or ``body`` (every body voxel: ~10x the
-        time). B0 and MTRasym are mapped on the whole body either way (docs/cest.md).
+        whole body if the visit has no lesion map) or ``body`` (every body voxel: 4-6x the
+        step's time on the large phantom). B0 and MTRasym are mapped on the whole body
+        either way (docs/cest.md).
     align_skip_same_geometry : bool, default False
         Do not register a series whose grid and affine are those of the anatomical image
         (acquired in one session geometry, e.g. one breath-hold); it is recorded as skipped
