@@ -375,6 +375,16 @@ def fit_cest(
     out = StageResult()
     if region_info.get("note"):
         out.warnings.append(str(region_info["note"]))
+    if opts.lorentzian:
+        where = (
+            f"the lesions dilated by {opts.region_margin_mm:g} mm"
+            if region_info["region"] == "lesions"
+            else "the whole body"
+        )
+        out.warnings.append(
+            f"CEST Lorentzian fitted in {region_info['n_voxels']:,} of "
+            f"{region_info['n_body_voxels']:,} body voxels ({where}); NaN, status 255 elsewhere"
+        )
     out_dir = Path(out_dir)
     files = {"series": main.path}
     used = {**{r: s.path for r, s in extra.items()}}
