@@ -18,6 +18,11 @@ ratio of each to the loop, and the agreement of the two fits (median absolute di
 the amide amplitude and B0, and the share of voxels whose RSS is within 1 % of each other).
 
 Run: ``python benchmarks/bench_cest.py [--n 20000] [--n-loop 300]``.
+``--b0`` times instead the B0 map of the spectra themselves (``wassr_b0``, a water-line fit
+of every body voxel) on the compiled solver against the numpy solver, same spectra, same run.
+``--stage STUDY`` times the ``fit_cest`` stage on the first visit of a phantom study
+(``tumorscope phantom --size large``; read-only) with the Lorentzian in the lesions (the
+default) and on the whole body, against reading the CEST series, in one run.
 ``--accuracy`` prints instead the error tables of ``docs/cest.md`` (B0 from WASSR and from
 the CEST spectra, WASABI, MTRasym and the Lorentzian amide amplitude against amide
 concentration and exchange rate under B0 shifts).
@@ -29,6 +34,7 @@ import argparse
 import time
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -174,15 +180,109 @@ def accuracy(seed: int) -> None:
             print(f"  B0 {s:+.1f} amide_A" + "".join(f"{x:10.4f}" for x in amp))
 
 
+def bench_b0(n: int, seed: int) -> None:
+    """``wassr_b0`` on ``n`` CEST spectra: compiled vs numpy water-line solver."""
+    from tumorscope.models.cest import wassr_b0
+
+    rng = np.random.default_rng(seed)
+    y = _spectra(n, rng)
+    wassr_b0(y[:100], OFF)  # load the compiled solver
+    fast, (wf, cf) = _timed(lambda: wassr_b0(y, OFF, backend="numba"))
+    ref, (wn, cn) = _timed(lambda: wassr_b0(y, OFF, backend="numpy"))
+    d = np.abs(np.asarray(fast) - np.asarray(ref))
+    print(f"wassr_b0 on {n} CEST spectra (the B0 of every body voxel without WASSR/WASABI)")
+    print(f"{'solver':<12}{'vox/s':>10}{'vox/cpu-s':>12}")
+    print(f"{'numpy':<12}{n / wn:10.0f}{n / cn:12.0f}")
+    print(f"{'compiled':<12}{n / wf:10.0f}{n / cf:12.0f}")
+    print(
+        f"ratio compiled / numpy: wall {wn / wf:.1f}x, CPU {cn / cf:.1f}x; max |dB0| {d.max():.1e} ppm"
+    )
+
+
+def bench_stage(study: str, repeats: int) -> None:
+    """``fit_cest`` on the first visit of ``study``: lesions vs body, against the image load."""
+    import tempfile
+
+    from tumorscope.io import open_study
+    from tumorscope.stages.base import SeriesInput
+    from tumorscope.stages.cest import CESTOptions, fit_cest
+
+    visit = next(iter(open_study(study).visits()))
+    labels = visit.lesions.load_labels() if visit.lesions is not None else None
+
+    def inputs() -> dict[str, SeriesInput]:
+        return {
+            r: SeriesInput.of(s)
+            for r, s in visit.series.items()
+            if r in ("cest", "wassr", "wasabi") or r.startswith("cest_")
+        }
+
+    def load() -> object:
+        return [s.load() for s in inputs().values()]
+
+    def run(region: str, out: str) -> object:
+        opts = CESTOptions(fit_region=region)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_cest(inputs(), out_dir=out, prefix="b_", options=opts, lesions=labels)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run("lesions", tmp)  # load the compiled code
+        times: dict[str, list[tuple[float, float]]] = {"load": [], "lesions": [], "body": []}
+        for _ in range(repeats):
+            times["load"].append(_timed(load)[1])
+            times["lesions"].append(_timed(lambda: run("lesions", tmp))[1])
+            times["body"].append(_timed(lambda: run("body", tmp))[1])
+        import json
+
+        side = json.loads(Path(tmp, "b_cest_lorentzian_Z0.json").read_text())
+        import tracemalloc
+
+        peaks = {}
+        for region in ("lesions", "body"):
+            tracemalloc.start()
+            run(region, tmp)
+            peaks[region] = tracemalloc.get_traced_memory()[1] / 2**20
+            tracemalloc.stop()
+    best = {k: min(v) for k, v in times.items()}
+    shape = inputs()["cest"].load().shape
+    print(f"fit_cest on {study} visit {visit.id}, CEST {shape}, best of {repeats}")
+    print(f"{'':<26}{'wall s':>8}{'CPU s':>8}{'/ load':>9}")
+    for k, label in (
+        ("load", "read the CEST series"),
+        ("lesions", "fit_cest, region lesions"),
+        ("body", "fit_cest, region body"),
+    ):
+        w, c = best[k]
+        print(f"{label:<26}{w:8.2f}{c:8.2f}{w / best['load'][0]:8.1f}x")
+    print(f"body / lesions: {best['body'][0] / best['lesions'][0]:.1f}x wall")
+    series_mb = float(np.prod(shape)) * 4 / 2**20  # the series as loaded (float32)
+    print(
+        f"numpy peak (tracemalloc, the series' load included), MB: lesions "
+        f"{peaks['lesions']:.0f} ({peaks['lesions'] / series_mb:.1f}x the series in float32, "
+        f"{series_mb:.0f} MB), body {peaks['body']:.0f} ({peaks['body'] / series_mb:.1f}x)"
+    )
+    print(f"last region recorded: {side['Provenance']['fit_region']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--n-loop", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--b0", action="store_true")
+    ap.add_argument("--stage", metavar="STUDY", default=None)
+    ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     if a.accuracy:
         accuracy(a.seed)
+        return
+    if a.b0:
+        bench_b0(a.n, a.seed)
+        return
+    if a.stage is not None:
+        bench_stage(a.stage, a.repeats)
         return
     rng = np.random.default_rng(a.seed)
     y = _spectra(a.n, rng)

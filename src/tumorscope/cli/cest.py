@@ -46,6 +46,25 @@ def cest(
     b1_target: Annotated[
         float | None, typer.Option("--b1-target", help="B1 (uT) of the B1-corrected APT map.")
     ] = None,
+    lesions: Annotated[
+        Path | None,
+        typer.Option(
+            "--lesions",
+            help="Lesion label map: the Lorentzian is fitted in the lesions dilated by "
+            "--region-margin (resampled onto the CEST grid if needed).",
+        ),
+    ] = None,
+    fit_region: Annotated[
+        str,
+        typer.Option(
+            "--fit-region",
+            help="Where the Lorentzian is fitted: 'lesions' (needs --lesions; else the "
+            "whole body, with a note) or 'body'.",
+        ),
+    ] = "lesions",
+    region_margin: Annotated[
+        float, typer.Option("--region-margin", help="Margin around the lesions (mm).")
+    ] = 3.0,
     prefix: PrefixOrDefault = None,
     chunk_voxels: ChunkVoxels = None,
 ) -> None:
@@ -61,6 +80,8 @@ def cest(
             lorentzian=not no_lorentzian,
             b1_target_ut=b1_target,
             chunk_voxels=chunk_voxels,
+            fit_region=fit_region,
+            region_margin_mm=region_margin,
         )
         inputs = {"cest": read_series(series, "cest", role="cest")}
         if wassr is not None:
@@ -76,6 +97,7 @@ def cest(
             options=opts,
             mask=mask,
             t1_map=t1,
+            lesions=lesions,
         )
     for note in res.warnings:
         typer.echo(f"note: {note}")

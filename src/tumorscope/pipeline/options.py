@@ -18,6 +18,7 @@ precedence, from
          dsc_leakage: bsw
          perfusion_rcbv_threshold: 1.75
          cest_mtr_asym_ppm: [3.5, 2.0]
+         cest_fit_region: lesions       # or body
 
 3. the defaults of :class:`RunOptions`.
 
@@ -92,6 +93,12 @@ class RunOptions:
     cest_mtr_asym_ppm : tuple of float, default (3.5, 2.0)
         Offsets (ppm) of the CEST MTRasym maps of ``fit_cest`` (APT 3.5, amines 2.0; glucose
         1.2/2.0/3.0; LRP 3.7).
+    cest_fit_region : str, default "lesions"
+        Where ``fit_cest`` fits the 5-pool Lorentzian (and AREX): ``lesions`` (the visit's
+        lesions moved onto the CEST grid as ``measure`` moves them, dilated by 3 mm; the
+        whole body if the visit has no lesion map) or ``body`` (every body voxel: 4-6x the
+        step's time on the large phantom). B0 and MTRasym are mapped on the whole body
+        either way (docs/cest.md).
     align_skip_same_geometry : bool, default False
         Do not register a series whose grid and affine are those of the anatomical image
         (acquired in one session geometry, e.g. one breath-hold); it is recorded as skipped
@@ -110,6 +117,7 @@ class RunOptions:
     dsc_leakage: str = "bsw"
     perfusion_rcbv_threshold: float = 1.75
     cest_mtr_asym_ppm: tuple[float, ...] = (3.5, 2.0)
+    cest_fit_region: str = "lesions"
     align_skip_same_geometry: bool = False
 
     def __post_init__(self) -> None:
@@ -302,5 +310,6 @@ _CHECKS: dict[str, Any] = {
     "dsc_leakage": lambda n, v: _choice(n, v, ("bsw", "bidirectional", "none")),
     "perfusion_rcbv_threshold": lambda n, v: _number(n, v, optional=False),
     "cest_mtr_asym_ppm": lambda n, v: _check_offsets(n, v),
+    "cest_fit_region": lambda n, v: _choice(n, v, ("lesions", "body")),
     "align_skip_same_geometry": lambda n, v: _flag(n, v),
 }

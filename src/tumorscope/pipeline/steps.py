@@ -431,13 +431,15 @@ def _pet(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutp
 
 def _fit_cest(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """CEST maps of the visit (B0 from WASABI, WASSR or the spectrum; MTRasym at the option
-    ``cest_mtr_asym_ppm``; 5-pool Lorentzian; AREX where ``fit_relax`` mapped T1 on the same
-    grid)."""
+    ``cest_mtr_asym_ppm``; 5-pool Lorentzian in the region of the option ``cest_fit_region``:
+    the lesions, moved through the alignment ``align`` applied to the CEST series, dilated;
+    AREX where ``fit_relax`` mapped T1 on the same grid)."""
     from ..stages.base import SeriesInput
     from ..stages.cest import CESTOptions, fit_cest, t1_on_grid
 
     assert unit.visit is not None
-    series = _visit(study, unit).series
+    visit = _visit(study, unit)
+    series = visit.series
     inputs = {
         r: SeriesInput.of(s)
         for r, s in series.items()
@@ -455,13 +457,17 @@ def _fit_cest(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Ste
         ),
         None,
     )
+    region = ctx.options.cest_fit_region
+    les = visit.lesions if region == "lesions" else None
     res = fit_cest(
         inputs,
         out_dir=_maps_dir(ctx, unit),
         prefix=_prefix(unit),
-        options=CESTOptions(mtr_asym_ppm=ctx.options.cest_mtr_asym_ppm),
+        options=CESTOptions(mtr_asym_ppm=ctx.options.cest_mtr_asym_ppm, fit_region=region),
         t1_map=t1_on_grid(t1, inputs["cest"]),
         t1_label=None if t1 is None else ctx.out_rel(t1),
+        lesions=None if les is None else les.load_labels(),
+        lesion_alignment=applied_alignments(ctx, upstream, unit.subject, unit.visit).get("cest"),
     )
     return _recorded(ctx, "fit_cest", unit, res)
 
@@ -648,15 +654,17 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_cest",
         "visit",
-        "1",
+        # 2: the Lorentzian (and AREX) in the lesions dilated by 3 mm (option cest_fit_region)
+        "2",
         "CEST: B0/B1, MTRasym, 5-pool Lorentzian and AREX maps of the Z-spectra",
         _fit_cest,
-        # the T1 map comes from fit_relax (its output hashes join the input hash)
-        _files_of("cest", optional=("wassr", "wasabi")),
-        requires=("register", "fit_relax"),
+        # the T1 map comes from fit_relax, the CEST alignment from align (their output
+        # hashes join the input hash)
+        _files_of("cest", optional=("wassr", "wasabi"), lesions=True),
+        requires=("register", "align", "fit_relax"),
         applies=_has_roles("cest"),
         missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
-        option_keys=("cest_mtr_asym_ppm",),
+        option_keys=("cest_mtr_asym_ppm", "cest_fit_region"),
     ),
     Step(
         "measure",

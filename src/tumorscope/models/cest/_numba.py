@@ -1,4 +1,7 @@
-"""Compiled per-voxel kernel of the multi-pool Lorentzian Z-spectrum (numba).
+"""Compiled (numba) fits of Z-spectra: the multi-pool Lorentzian (:func:`lorentzian_lm`, its
+linear start :func:`lorentzian_start`, the per-voxel model :func:`lorentzian_kernel` for the
+generic driver) and the water line of ``wassr_b0`` (:func:`lorentz_slope_lm`), both on one
+inlined bounded LM (:func:`_lm_voxel`).
 
 ``consts`` layout: ``[n_extra_pools, offset_0, offset_1, ...]`` (offsets in ppm). Parameter
 layout: ``[Z0, B0, A_w, G_w, (A_i, G_i, d_i) for each extra pool]``; the model is
@@ -14,7 +17,7 @@ import numpy as np
 from ...fitting._lm_numba import MODEL_SIGNATURE
 from ...fitting.status import FitStatus
 
-__all__ = ["lorentzian_kernel", "lorentzian_lm"]
+__all__ = ["lorentz_slope_lm", "lorentzian_kernel", "lorentzian_lm"]
 
 
 @nb.njit(MODEL_SIGNATURE, cache=True, nogil=True)
@@ -208,8 +211,71 @@ def _chol_back(L, b, x, P):
         x[i] = t * L[i, i]
 
 
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _ls_signal(p, g, n_extra, f):
+    c = p[0]
+    s = p[1]
+    a = p[2]
+    q = 0.25 * p[3] * p[3]
+    x0 = p[4]
+    aq = a * q
+    for k in range(g.shape[0]):
+        d = g[k] - x0
+        f[k] = c + s * d - aq / (q + d * d)
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _ls_signal_jac(p, g, n_extra, f, J):
+    c = p[0]
+    s = p[1]
+    a = p[2]
+    gam = p[3]
+    q = 0.25 * gam * gam
+    x0 = p[4]
+    hg = 0.5 * a * gam
+    tq = 2.0 * a * q
+    for k in range(g.shape[0]):
+        d = g[k] - x0
+        r = 1.0 / (q + d * d)
+        L = q * r
+        f[k] = c + s * d - a * L
+        J[0, k] = 1.0
+        J[1, k] = d
+        J[2, k] = -L
+        J[3, k] = -hg * d * d * r * r
+        J[4, k] = -s - tq * d * r * r
+
+
+#: Models of :func:`_lm_voxel`: the multi-pool Lorentzian, and the water line of ``wassr_b0``.
+_LORENTZIAN = 0
+_LORENTZ_SLOPE = 1
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _model(model, p, off, n_extra, f):
+    if model == _LORENTZIAN:
+        _signal(p, off, n_extra, f)
+    else:
+        _ls_signal(p, off, n_extra, f)
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _model_jac(model, p, off, n_extra, f, J):
+    if model == _LORENTZIAN:
+        _signal_jac(p, off, n_extra, f, J)
+    else:
+        _ls_signal_jac(p, off, n_extra, f, J)
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
-def _lm_voxel(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, out_st, out_rss, se, v):
+def _lm_voxel(
+    model, lam_down, off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol,
+    out_st, out_rss, se, v,
+):  # fmt: skip
+    """The bounded LM of one voxel for the model ``model`` (:data:`_LORENTZIAN` or
+    :data:`_LORENTZ_SLOPE`, see :func:`_model`; the Jacobian transposed, ``(P, m)``).
+    (The model is chosen by a number, not passed as a function: numba does not cache a
+    function that takes another one as an argument.)"""
     m = y.shape[0]
     P = p.shape[0]
     f = np.empty(m)
@@ -222,7 +288,7 @@ def _lm_voxel(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, out_st, o
     L = np.zeros((P, P))
     delta = np.empty(P)
     frozen = np.zeros(P, dtype=np.bool_)
-    _signal_jac(p, off, n_extra, f, J)
+    _model_jac(model, p, off, n_extra, f, J)
     rss = 0.0
     for k in range(m):
         rss += (y[k] - f[k]) ** 2
@@ -262,7 +328,7 @@ def _lm_voxel(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, out_st, o
                     elif w > hi[i]:
                         w = hi[i]
                     pt[i] = w
-                _signal(pt, off, n_extra, ft)
+                _model(model, pt, off, n_extra, ft)
                 rss_t = 0.0
                 for k in range(m):
                     rss_t += (y[k] - ft[k]) ** 2
@@ -275,8 +341,8 @@ def _lm_voxel(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, out_st, o
                 for i in range(P):
                     p[i] = pt[i]
                 rss = rss_t
-                _signal_jac(p, off, n_extra, f, J)
-                lam = max(lam / _LAM_DOWN, 1e-12)
+                _model_jac(model, p, off, n_extra, f, J)
+                lam = max(lam / lam_down, 1e-12)
                 build = True
                 if small_step or small_gain or rss == 0.0:
                     status = _CONVERGED
@@ -318,8 +384,9 @@ def lorentzian_lm(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, st, r
     """Bounded LM of every row of ``y`` (``p`` in: start, out: solution), voxels in parallel."""
     for v in nb.prange(y.shape[0]):
         nit[v] = _lm_voxel(
-            off, n_extra, y[v], p[v], lo, hi, scale, max_iter, ftol, xtol, st, rss, se[v], v
-        )
+            _LORENTZIAN, _LAM_DOWN, off, n_extra, y[v], p[v], lo, hi, scale,
+            max_iter, ftol, xtol, st, rss, se[v], v,
+        )  # fmt: skip
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
@@ -398,3 +465,16 @@ def lorentzian_start(off, n_extra, y, p, lo, hi, widths):
     clipped into the bounds, for each water width in ``widths``; the best is kept), in place."""
     for v in nb.prange(y.shape[0]):
         _start_voxel(off, n_extra, y[v], p[v], lo, hi, widths)
+
+
+@nb.njit(cache=True, parallel=True)
+def lorentz_slope_lm(g, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
+    """The water-line fit of :func:`tumorscope.models.cest.wassr_b0` (model of
+    ``c + s (g - x0) - A q / (q + (g - x0)²)``, ``q = Γ²/4``, on the grid ``g``): the bounded LM of
+    :mod:`tumorscope.fitting.lm` with the model inlined (damping divided by 10 after an
+    accepted step, as there), every row of ``y`` in parallel; ``p`` in: start, out: solution."""
+    for v in nb.prange(y.shape[0]):
+        nit[v] = _lm_voxel(
+            _LORENTZ_SLOPE, 10.0, g, 0, y[v], p[v], lo, hi, scale,
+            max_iter, ftol, xtol, st, rss, se[v], v,
+        )  # fmt: skip

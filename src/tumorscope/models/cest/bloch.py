@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
-from scipy.linalg import expm
 
 from ...errors import FitError
 
@@ -295,6 +294,8 @@ def simulate_z(
     m = np.broadcast_to(
         system.m0() if m_start is None else np.asarray(m_start, float), (off.size, system.size)
     ).copy()
+    from scipy.linalg import expm  # here: importing scipy.linalg costs ~0.3 s
+
     ss_on = -np.linalg.solve(A_on, np.broadcast_to(C, m.shape)[..., None])[..., 0]
     E_on = expm(A_on * tp)
     if td > 0:

@@ -25,9 +25,11 @@ not-a-knot); a value asked for outside the sampled range is NaN (never extrapola
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
-from scipy.interpolate import CubicSpline
 
 from ...errors import DataError
 from ...fitting.lm import LMOptions, levenberg_marquardt
@@ -71,7 +73,11 @@ def _offsets(offsets_ppm: npt.ArrayLike, k: int) -> np.ndarray:
 
 
 def normalise(
-    series: npt.ArrayLike, m0_index: npt.ArrayLike, *, m0_floor: float = 0.0
+    series: npt.ArrayLike,
+    m0_index: npt.ArrayLike,
+    *,
+    m0_floor: float = 0.0,
+    dtype: npt.DTypeLike = np.float64,
 ) -> np.ndarray:
     """Divide the saturated volumes by the unsaturated ones.
 
@@ -83,6 +89,9 @@ def normalise(
         The unsaturated (M0) volumes: indices, or a boolean mask over the N volumes.
     m0_floor : float, keyword-only
         Voxels whose M0 is not above this are NaN (background).
+    dtype : dtype, keyword-only
+        Of the result and the arithmetic (default float64; the CEST stage uses float32:
+        Z to 1e-7 against a noise of ~1e-2, half the memory, no copy of a float32 series).
 
     Returns
     -------
@@ -96,7 +105,7 @@ def normalise(
     DataError
         No M0 volume, no saturated volume, indices out of range.
     """
-    s = np.asarray(series, dtype=float)
+    s = np.asarray(series, dtype=dtype)
     n = s.shape[-1] if s.ndim else 0
     idx = np.asarray(m0_index)
     if idx.dtype == bool:
@@ -113,27 +122,33 @@ def normalise(
         raise DataError("every volume is an M0 volume: no saturated image", field="m0_index")
     m0 = s[..., idx]
     if idx.size == 1:
-        m0_at = np.repeat(m0, sat.size, axis=-1)
+        m0_at = m0  # broadcast over the saturated volumes
     else:
         # linear weights in acquisition index (np.interp per sat position)
-        w = np.empty((idx.size, sat.size))
+        w = np.empty((idx.size, sat.size), dtype=s.dtype)
         for j in range(idx.size):
             e = np.zeros(idx.size)
             e[j] = 1.0
             w[j] = np.interp(sat, idx, e)
         m0_at = m0 @ w
+    z = s[..., sat]  # a copy (advanced indexing)
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = s[..., sat] / m0_at
+        np.divide(z, m0_at, out=z)
     bad = ~(m0_at > m0_floor)
+    if bad.shape != z.shape:
+        bad = np.broadcast_to(bad, z.shape)
     z[bad] = np.nan
     return z
 
 
 def _prepare(
-    z: npt.ArrayLike, offsets_ppm: npt.ArrayLike
+    z: npt.ArrayLike, offsets_ppm: npt.ArrayLike, *, keep_float32: bool = False
 ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
-    """Flatten to (V, K'), average repeated offsets, sort by offset."""
-    arr = np.asarray(z, dtype=float)
+    """Flatten to (V, K'), average repeated offsets, sort by offset (float64; float32 input
+    stays float32 with ``keep_float32``: the callers convert it block by block)."""
+    arr = np.asarray(z)
+    if not (keep_float32 and arr.dtype == np.float32):
+        arr = np.asarray(arr, dtype=float)
     if arr.ndim < 1:
         raise DataError("z must have the spectrum on its last axis", field="z")
     off = _offsets(offsets_ppm, arr.shape[-1])
@@ -143,31 +158,80 @@ def _prepare(
         acc = np.zeros((flat.shape[0], u.size))
         np.add.at(acc.T, inv, flat.T)
         flat = acc / np.bincount(inv)[None, :]
-    else:
-        flat = flat[:, np.argsort(off)]
+    elif np.any(np.diff(off) < 0):
+        flat = np.take(flat, np.argsort(off), axis=1)
     if u.size < 4:
         raise DataError(f"need at least 4 distinct offsets, got {u.size}", field="offsets_ppm")
     return flat, u, arr.shape[:-1]
 
 
+#: Rows of spectra per block of the spline evaluation (bounds the temporary arrays).
+_BLOCK_ROWS = 32768
+
+
+@functools.lru_cache(maxsize=16)
+def _slope_operator(x: tuple[float, ...]) -> np.ndarray:
+    """``D (K, K)``: the knot derivatives of the not-a-knot cubic spline through ``y`` on the
+    knots ``x`` are ``D @ y`` (the spline is linear in ``y``; built once per axis from
+    ``scipy.interpolate.CubicSpline`` of the identity)."""
+    from scipy.interpolate import CubicSpline  # here: its import costs ~0.5 s
+
+    xa = np.asarray(x, dtype=float)
+    d = CubicSpline(xa, np.eye(xa.size), axis=0)(xa, 1)  # (K knots, K basis)
+    d.setflags(write=False)
+    return d
+
+
 def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Cubic spline of each row of ``flat`` (on ``x``) at per-row points ``q`` (V, Q); NaN outside."""
+    """Cubic spline of each row of ``flat`` (on ``x``) at per-row points ``q`` (V, Q); NaN outside.
+
+    The not-a-knot spline of ``scipy.interpolate.CubicSpline``, evaluated in its Hermite form
+    from the values and the knot derivatives (``flat @ Dᵀ``, one matrix product for all rows,
+    :func:`_slope_operator`): the same numbers to rounding, without a spline object per call.
+    Rows with a non-finite value give NaN. Works in blocks of :data:`_BLOCK_ROWS` rows.
+    """
     V = flat.shape[0]
     out = np.full(q.shape, np.nan)
-    ok_rows = np.all(np.isfinite(flat), axis=1)
-    if not ok_rows.any():
+    if V == 0:
         return out
-    cs = CubicSpline(x, flat[ok_rows].T, axis=0)
-    c = cs.c  # (4, K-1, v)
-    qq = q[ok_rows]
-    inside = (qq >= x[0]) & (qq <= x[-1]) & np.isfinite(qq)
-    qc = np.where(inside, qq, x[0])
-    i = np.clip(np.searchsorted(x, qc, side="right") - 1, 0, x.size - 2)
-    dx = qc - x[i]
-    cols = np.arange(qq.shape[0])[:, None]
-    val = ((c[0][i, cols] * dx + c[1][i, cols]) * dx + c[2][i, cols]) * dx + c[3][i, cols]
-    out[ok_rows] = np.where(inside, val, np.nan)
-    del V
+    D = _slope_operator(tuple(float(v) for v in x))
+    h_all = np.diff(x)
+    for a in range(0, V, _BLOCK_ROWS):
+        b = min(a + _BLOCK_ROWS, V)
+        y = np.asarray(flat[a:b], dtype=np.float64)
+        qq = q[a:b]
+        ok_rows = np.all(np.isfinite(y), axis=1)
+        inside = (qq >= x[0]) & (qq <= x[-1]) & ok_rows[:, None]
+        qc = np.where(inside, qq, x[0])
+        i = np.clip(np.searchsorted(x, qc, side="right") - 1, 0, x.size - 2)
+        m = np.where(ok_rows[:, None], y, 0.0) @ D.T  # knot derivatives (rows, K)
+        h = h_all[i]
+        t = (qc - x[i]) / h
+        t1 = 1.0 - t
+        y0 = np.take_along_axis(y, i, 1)
+        y1 = np.take_along_axis(y, i + 1, 1)
+        m0 = np.take_along_axis(m, i, 1)
+        m1 = np.take_along_axis(m, i + 1, 1)
+        val = (t1 * t1) * ((1.0 + 2.0 * t) * y0 + (t * h) * m0) + (t * t) * (
+            (3.0 - 2.0 * t) * y1 - (t1 * h) * m1
+        )
+        out[a:b] = np.where(inside, val, np.nan)
+    return out
+
+
+def _spline_on_grids(flat: np.ndarray, x: np.ndarray, k0: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """:func:`_spline_at` of each row at ``x[k0] + g`` (``k0`` a knot index per row).
+
+    Rows sharing a knot share the points, and the spline is linear in the data: for each knot
+    the weights ``W (len(g), K)`` are built once and the rows' values are one matrix product
+    (the same numbers to rounding; NaN outside the sampled range)."""
+    out = np.empty((flat.shape[0], g.size))
+    eye = np.eye(x.size)
+    for k in np.unique(k0):
+        rows = np.flatnonzero(k0 == k)
+        q = np.broadcast_to(x[k] + g, (x.size, g.size))
+        w = _spline_at(eye, x, q)  # (K, Q): the spline of the unit vector e_k at the points
+        out[rows] = flat[rows] @ w
     return out
 
 
@@ -182,7 +246,7 @@ def interpolate_z(
 
     Returns an array shaped ``z.shape[:-1] + np.shape(at_ppm)``; NaN outside the sampled range.
     """
-    flat, x, spatial = _prepare(z, offsets_ppm)
+    flat, x, spatial = _prepare(z, offsets_ppm, keep_float32=True)
     at = np.asarray(at_ppm, dtype=float)
     b0 = _b0_flat(b0_ppm, spatial, flat.shape[0])
     q = at.reshape(1, -1) + b0[:, None]
@@ -218,6 +282,14 @@ def _lorentz_slope(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return f, J
 
 
+def _compiled_solver() -> Any:
+    try:
+        from ._numba import lorentz_slope_lm
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return lorentz_slope_lm
+
+
 def wassr_b0(
     z: npt.ArrayLike,
     offsets_ppm: npt.ArrayLike,
@@ -225,6 +297,7 @@ def wassr_b0(
     window_ppm: float = 1.0,
     n_grid: int = 41,
     adaptive: bool = True,
+    backend: str = "auto",
 ) -> np.ndarray:
     """B0 shift (ppm) per voxel: the offset of the direct-saturation (water) minimum.
 
@@ -246,31 +319,50 @@ def wassr_b0(
     window_ppm : float, keyword-only
         Half-width of the fitted window (ppm); at least 4 sampled offsets should lie in it.
     n_grid : int, keyword-only
+    adaptive : bool, keyword-only
+        Widen the window to the dip's half width (broad lines of strong saturation).
+    backend : {"auto", "numba", "numpy"}, keyword-only
+        The solver of step (3): the bounded LM of :mod:`tumorscope.fitting.lm` compiled with
+        the model inlined (:func:`._numba.lorentz_slope_lm`; ``"auto"`` when numba is
+        installed), or the numpy one; the same algorithm and tolerances (the two agree to
+        1e-8 ppm, tested).
 
     Returns
     -------
     ndarray, shape z.shape[:-1]
         NaN where the spectrum has non-finite values.
     """
-    flat, x, spatial = _prepare(z, offsets_ppm)
+    if backend not in ("auto", "numba", "numpy"):
+        raise DataError(
+            f"unknown backend {backend!r}; expected 'auto', 'numba' or 'numpy'", field="backend"
+        )
+    flat, x, spatial = _prepare(z, offsets_ppm, keep_float32=True)
     V = flat.shape[0]
     out = np.full(V, np.nan)
     ok = np.all(np.isfinite(flat), axis=1)
     if not ok.any():
         return out.reshape(spatial)
-    fl = flat[ok]
+    rows = np.flatnonzero(ok)
     near = np.abs(x) <= 2.0
     cand = np.flatnonzero(near) if near.sum() >= 3 else np.arange(x.size)
-    k0 = cand[np.argmin(fl[:, cand], axis=1)]
-    centre = x[k0]
+    # per row, in blocks (bounded temporaries): the sampled minimum, and the dip's half width
+    k0 = np.empty(rows.size, dtype=np.intp)
+    half = np.empty(rows.size)
+    for a in range(0, rows.size, _BLOCK_ROWS):
+        fl = np.asarray(flat[rows[a : a + _BLOCK_ROWS]], dtype=np.float64)
+        k = cand[np.argmin(fl[:, cand], axis=1)]
+        k0[a : a + k.size] = k
+        if adaptive:
+            # widen the window to the dip's half width at half depth (broad lines of strong
+            # saturation have flat bottoms that a narrow window cannot locate)
+            depth = 0.5 * (np.max(fl, axis=1) + fl[np.arange(fl.shape[0]), k])
+            dist = np.where(fl <= depth[:, None], np.abs(x[None, :] - x[k, None]), 0.0)
+            half[a : a + k.size] = np.max(dist, axis=1)
     if adaptive:
-        # widen the window to the dip's half width at half depth (broad lines of strong
-        # saturation have flat bottoms that a narrow window cannot locate)
-        depth = 0.5 * (np.max(fl, axis=1) + fl[np.arange(fl.shape[0]), k0])
-        below = fl <= depth[:, None]
-        dist = np.where(below, np.abs(x[None, :] - centre[:, None]), 0.0)
-        window_ppm = float(max(window_ppm, np.median(np.max(dist, axis=1)) * 1.2))
-    n_in = np.sum(np.abs(x[None, :] - centre[:, None]) <= window_ppm, axis=1)
+        window_ppm = float(max(window_ppm, np.median(half) * 1.2))
+    # the fewest offsets within the window of any row's minimum (rows share the knots)
+    uk = np.unique(k0)
+    n_in = np.sum(np.abs(x[None, :] - x[uk, None]) <= window_ppm, axis=1)
     if np.min(n_in) < 4:
         raise DataError(
             f"fewer than 4 offsets within ±{window_ppm:g} ppm of the water minimum; "
@@ -278,38 +370,65 @@ def wassr_b0(
             field="offsets_ppm",
         )
     g = np.linspace(-window_ppm, window_ppm, int(n_grid))
-    y = _spline_at(fl, x, centre[:, None] + g[None, :])
-    # outside the sampled range: hold the edge value (rare: a minimum at the border)
-    y = np.where(np.isfinite(y), y, np.nanmax(y, axis=1, keepdims=True))
-    # refine the start on the fine grid
-    j = np.argmin(y, axis=1)
-    top = np.max(y, axis=1)
-    p0 = np.stack(
-        [
-            top,
-            np.zeros_like(top),
-            np.maximum(top - y[np.arange(y.shape[0]), j], 1e-3),
-            np.full_like(top, window_ppm),
-            g[j],
-        ],
-        axis=1,
-    )
     lo = np.array([-np.inf, -np.inf, 0.0, 1e-3, -window_ppm])
     hi = np.array([np.inf, np.inf, np.inf, 20.0, window_ppm])
-    res = levenberg_marquardt(
-        y,
-        p0,
-        lo,
-        hi,
-        fun=lambda p: _lorentz_slope(p, g)[0],
-        jac=lambda p: _lorentz_slope(p, g)[1],
-        scale=np.array([1.0, 1.0, 1.0, 1.0, 0.1]),
-        options=LMOptions(max_iter=200, ftol=1e-12, xtol=1e-10),
-    )
-    shift = res.params[:, 4]
-    good = (res.status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
-    shift = np.where(good, shift, g[j])
-    out[ok] = centre + shift
+    scale = np.array([1.0, 1.0, 1.0, 1.0, 0.1])
+    opts = LMOptions(max_iter=200, ftol=1e-12, xtol=1e-10)
+    solver = _compiled_solver() if backend in ("auto", "numba") else None
+    if backend == "numba" and solver is None:  # pragma: no cover - numba is in 'fast'
+        raise DataError("backend 'numba' needs numba installed", field="backend")
+    for a in range(0, rows.size, _BLOCK_ROWS):
+        r = rows[a : a + _BLOCK_ROWS]
+        kb = k0[a : a + r.size]
+        y = _spline_on_grids(np.asarray(flat[r], dtype=np.float64), x, kb, g)
+        # outside the sampled range: hold the edge value (rare: a minimum at the border)
+        y = np.where(np.isfinite(y), y, np.nanmax(y, axis=1, keepdims=True))
+        # refine the start on the fine grid
+        j = np.argmin(y, axis=1)
+        top = np.max(y, axis=1)
+        p0 = np.stack(
+            [
+                top,
+                np.zeros_like(top),
+                np.maximum(top - y[np.arange(y.shape[0]), j], 1e-3),
+                np.full_like(top, window_ppm),
+                g[j],
+            ],
+            axis=1,
+        )
+        if solver is not None:
+            params = np.ascontiguousarray(np.clip(p0, lo, hi), dtype=np.float64)
+            status = np.empty(params.shape[0], dtype=np.uint8)
+            solver(
+                np.ascontiguousarray(g, dtype=np.float64),
+                np.ascontiguousarray(y, dtype=np.float64),
+                params,
+                lo,
+                hi,
+                scale,
+                opts.max_iter,
+                opts.ftol,
+                opts.xtol,
+                status,
+                np.empty(params.shape[0]),
+                np.empty_like(params),
+                np.empty(params.shape[0], dtype=np.int32),
+            )
+        else:
+            res = levenberg_marquardt(
+                y,
+                p0,
+                lo,
+                hi,
+                fun=lambda p: _lorentz_slope(p, g)[0],
+                jac=lambda p: _lorentz_slope(p, g)[1],
+                scale=scale,
+                options=opts,
+            )
+            params, status = res.params, res.status
+        shift = params[:, 4]
+        good = (status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
+        out[r] = x[kb] + np.where(good, shift, g[j])
     return out.reshape(spatial)
 
 
@@ -338,7 +457,7 @@ def mtr_asym(
     ndarray, shape z.shape[:-1] + np.shape(at_ppm)
         NaN where ``±x`` (shifted by B0) falls outside the sampled offsets.
     """
-    flat, x, spatial = _prepare(z, offsets_ppm)
+    flat, x, spatial = _prepare(z, offsets_ppm, keep_float32=True)
     b0 = wassr_b0(flat, x) if b0_ppm is None else _b0_flat(b0_ppm, spatial, flat.shape[0])
     at = np.asarray(at_ppm, dtype=float)
     if not np.all(np.isfinite(at)):
