@@ -97,7 +97,9 @@ class DCEOptions:
         Default: the sidecar's ``Hematocrit``, then ``defaults``.
     fit_delay : bool, default False
         Fit the arrival delay per voxel.
-    method : {"lm", "linear"}, default "lm"
+    method : {"varpro", "lm", "linear"}, optional
+        Default: the model's (``"varpro"`` for the Tofts models, ``"lm"`` otherwise; see
+        ``docs/dce.md``).
     semiquant : bool, default True
         Also write the semi-quantitative maps.
     chunk_voxels : int, optional
@@ -121,7 +123,7 @@ class DCEOptions:
     relaxivity: float | None = None
     hematocrit: float | None = None
     fit_delay: bool = False
-    method: str = "lm"
+    method: str | None = None
     semiquant: bool = True
     chunk_voxels: int | None = None
     defaults: Mapping[str, float] = field(default_factory=dict)

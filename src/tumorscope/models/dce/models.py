@@ -49,6 +49,8 @@ class _DCEModel(Model):
     measurement_name: ClassVar[str] = "frames"
     protocol_type = DynamicProtocol  # from_protocol(protocol, aif_mM=...)
     methods: ClassVar[tuple[str, ...]] = ("lm", "linear")
+    #: The method used when none is given.
+    default_method: ClassVar[str] = "lm"
     base_parameters: ClassVar[tuple[ParameterSpec, ...]] = ()
     _equation: ClassVar[Callable[..., Any]]
     _linear: ClassVar[Callable[..., np.ndarray]]
@@ -60,7 +62,7 @@ class _DCEModel(Model):
         *,
         fit_delay: bool = False,
         delay_range_s: tuple[float, float] = (-10.0, 30.0),
-        method: str = "lm",
+        method: str | None = None,
         backend: str = "auto",
     ) -> None:
         times_s = acquisition.t if isinstance(acquisition, DynamicProtocol) else acquisition
@@ -82,7 +84,7 @@ class _DCEModel(Model):
             typ = (max(lo, 0.0), min(hi, 10.0)) if max(lo, 0.0) < min(hi, 10.0) else (lo, hi)
             params = (*params, ParameterSpec("delay", "s", lo, hi, typical=typ))
         self.parameters = params  # type: ignore[misc]
-        self.method = self._check_method(method)
+        self.method = self._check_method(self.default_method if method is None else method)
         resolve_backend(backend, has_kernel=kin.HAVE_NUMBA)  # unknown names raise here
         self.backend = backend
         # strongly correlated parameters (Fp, vp; the delay) can need more than the engine's
@@ -214,7 +216,7 @@ class _DCEModel(Model):
     # ------------------------------------------------------------------ fitting
     def fit_block(self, y: np.ndarray) -> BlockFit:
         p0 = self.initial_guess(y)
-        if self.method == "lm":
+        if self.method != "linear":  # "lm", and "varpro" where it falls back to LM
             return self.solve_nonlinear(y, p0)
         # "linear": the starting values themselves
         rss = self._rss(y, p0)
@@ -287,9 +289,11 @@ _DOC_PARAMS = """
         Also fit the bolus arrival delay ``"delay"`` (s) of the tissue relative to the AIF.
     delay_range_s : (float, float), default (-10, 30)
         Bounds of the delay (s).
-    method : {"lm", "linear"}, default "lm"
-        ``"lm"``: non-linear least squares from the linearised start; ``"linear"``: the
-        linearised solution only.
+    method : {"lm", "linear"} ({"varpro", "lm", "linear"} for the Tofts models), optional
+        ``"lm"``: non-linear least squares (bounded Levenberg–Marquardt) from the linearised
+        start; ``"linear"``: the linearised solution only; ``"varpro"`` (Tofts and extended
+        Tofts, their default): the same least-squares estimate by variable projection over
+        ``kep`` (``docs/dce.md``). Default: the model's :attr:`default_method`.
     backend : {"auto", "numba", "numpy"}, default "auto"
         Solver backend (see ``docs/fitting.md``).
 
@@ -301,12 +305,59 @@ _DOC_PARAMS = """
 
 
 class _ToftsFamily(_DCEModel):
-    """Tofts and extended Tofts: derived ``"kep"`` = Ktrans/ve."""
+    """Tofts and extended Tofts: derived ``"kep"`` = Ktrans/ve; variable projection.
+
+    ``method="varpro"`` (the default): Ktrans and vp are linear once kep is fixed, so the
+    least-squares problem is one-dimensional in kep; the compiled kernel
+    (:mod:`tumorscope.models.dce._varpro`) solves it per voxel from the linearised kep. Voxels
+    whose solution is not strictly inside the bounds (vp < 0 ...) or that do not converge are
+    refitted by the bounded Levenberg–Marquardt solver (``method="lm"``) from the projected
+    solution clipped into the bounds. With ``fit_delay`` (the delay is not projected) or without
+    numba, ``"varpro"`` is ``"lm"``.
+    """
 
     derived = (_KEP,)
+    # the kernels (varpro, LM, Murase) release the GIL: the engine runs blocks in threads
+    thread_safe = True
+    methods: ClassVar[tuple[str, ...]] = ("varpro", "lm", "linear")
+    default_method: ClassVar[str] = "varpro"
+    _with_vp: ClassVar[bool]
 
     def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return _kep(maps)
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        if self.method != "varpro" or self.fit_delay or not kin.HAVE_NUMBA:
+            return super().fit_block(y)
+        if resolve_backend(self.backend, has_kernel=True) != "numba":
+            return super().fit_block(y)
+        from ._varpro import tofts_varpro
+
+        lo, hi = (np.resize(b[:3], 3).astype(np.float64) for b in self.bounds())
+        p, rss, se, ok, _ = tofts_varpro(
+            np.asarray(self.times_s, dtype=np.float64),
+            np.asarray(self.aif_mM, dtype=np.float64),
+            np.ascontiguousarray(y, dtype=np.float64),
+            self._with_vp,
+            lo,
+            hi,
+        )
+        npar = len(self.parameters)
+        p, se = p[:, :npar], se[:, :npar]
+        status = np.full(y.shape[0], FitStatus.CONVERGED, dtype=np.uint8)
+        bad = ~ok
+        if bad.any():
+            yb = y[bad]
+            start = p[bad]
+            lost = ~np.all(np.isfinite(start), axis=1)
+            if lost.any():
+                start[lost] = self.initial_guess(yb[lost])
+            res = self.solve_nonlinear(yb, self._clip(start))
+            p[bad] = res.params
+            rss[bad] = res.rss
+            status[bad] = res.status
+            se[bad] = np.nan if res.stderr is None else res.stderr
+        return BlockFit(p, status, rss, se)
 
 
 @register_model
@@ -322,6 +373,7 @@ class Tofts(_ToftsFamily):
 
     name = "tofts"
     base_parameters = (_KTRANS, _VE)
+    _with_vp = False
     _equation = staticmethod(kin.tofts)
     _linear = staticmethod(kin.linear_tofts)
 
@@ -338,6 +390,7 @@ class ExtendedTofts(_ToftsFamily):
 
     name = "extended_tofts"
     base_parameters = (_KTRANS, _VE, _VP)
+    _with_vp = True
     _equation = staticmethod(kin.extended_tofts)
     _linear = staticmethod(kin.linear_extended_tofts)
 
