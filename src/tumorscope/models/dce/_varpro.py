@@ -34,7 +34,7 @@ import numpy as np
 
 from ._kernels import _g012
 
-__all__ = ["tofts_varpro"]
+__all__ = ["tofts_varpro", "two_cxm_varpro"]
 
 _TOL = 1e-5  # relative |Δk| at which the iteration stops (measured: docs/dce.md)
 _MAX_ITER = 50
@@ -350,5 +350,314 @@ def tofts_varpro(t, cp, y, with_vp, lo, hi, tol=_TOL):
         inside = lo[0] < kk * 60.0 < hi[0] and lo[1] < ve < hi[1]
         if with_vp:
             inside = inside and lo[2] < vp < hi[2]
+        ok[v] = inside
+    return params, rss, stderr, ok, n_iter
+
+
+# --------------------------------------------------------------------------- 2CXM
+# C = A F_α + B F_β (α > β > 0, 1/s): linear in the amplitudes (A, B) for fixed rates, so the
+# least-squares problem is two-dimensional in (α, β); same scheme as the Tofts models.
+
+
+@nb.njit(cache=True, inline="always")
+def _sums2(t, cp, y, al, be, s):
+    """One pass at rates (α, β): the 14 sums of F_α, F_β, G_α, G_β and y into ``s``.
+
+    ``s = [FaFa, FaFb, FbFb, Fay, Fby, FaGa, FbGa, FaGb, FbGb, GaGa, GaGb, GbGb, Gay, Gby]``.
+    """
+    n = t.size
+    for i in range(14):
+        s[i] = 0.0
+    fa = ga = fb = gb = 0.0
+    dprev = -1.0
+    ea = a0 = a1 = a2 = eb = b0 = b1 = b2 = 0.0
+    for i in range(n):
+        yi = y[i]
+        s[0] += fa * fa
+        s[1] += fa * fb
+        s[2] += fb * fb
+        s[3] += fa * yi
+        s[4] += fb * yi
+        s[5] += fa * ga
+        s[6] += fb * ga
+        s[7] += fa * gb
+        s[8] += fb * gb
+        s[9] += ga * ga
+        s[10] += ga * gb
+        s[11] += gb * gb
+        s[12] += ga * yi
+        s[13] += gb * yi
+        if i == n - 1:
+            break
+        seg = t[i + 1] - t[i]
+        if seg != dprev:
+            ea, a0, a1, a2 = _g012(al * seg)
+            eb, b0, b1, b2 = _g012(be * seg)
+            dprev = seg
+        ci = cp[i]
+        c1 = cp[i + 1]
+        dc = ci - c1
+        s2 = seg * seg
+        ga = ea * (ga + seg * fa) + s2 * (c1 * a1 + dc * a2)
+        fa = ea * fa + seg * (c1 * a0 + dc * a1)
+        gb = eb * (gb + seg * fb) + s2 * (c1 * b1 + dc * b2)
+        fb = eb * fb + seg * (c1 * b0 + dc * b1)
+
+
+@nb.njit(cache=True, inline="always")
+def _project2(s, yy):
+    """Amplitudes (A, B) for fixed rates and the residual; ok=False if singular."""
+    det = s[0] * s[2] - s[1] * s[1]
+    if not det > 1e-12 * s[0] * s[2]:
+        return 0.0, 0.0, np.inf, False
+    a = (s[2] * s[3] - s[1] * s[4]) / det
+    b = (s[0] * s[4] - s[1] * s[3]) / det
+    return a, b, max(yy - a * s[3] - b * s[4], 0.0), True
+
+
+@nb.njit(cache=True, inline="always")
+def _step2(s, a, b):
+    """Kaufman Gauss–Newton step in (α, β), and d(A, B)/d(α, β) (2×2, rows A, B)."""
+    det = s[0] * s[2] - s[1] * s[1]
+    i00 = s[2] / det
+    i01 = -s[1] / det
+    i11 = s[0] / det
+    # Γᵀ Φ M⁻¹ Φᵀ Γ with ΦᵀΓ = [[FaGa, FaGb], [FbGa, FbGb]]
+    p00, p01, p10, p11 = s[5], s[7], s[6], s[8]
+    q00 = i00 * p00 + i01 * p10
+    q01 = i00 * p01 + i01 * p11
+    q10 = i01 * p00 + i11 * p10
+    q11 = i01 * p01 + i11 * p11
+    h00 = a * a * (s[9] - (p00 * q00 + p10 * q10))
+    h01 = a * b * (s[10] - (p00 * q01 + p10 * q11))
+    h11 = b * b * (s[11] - (p01 * q01 + p11 * q11))
+    g0 = a * (s[12] - a * s[5] - b * s[6])
+    g1 = b * (s[13] - a * s[7] - b * s[8])
+    dh = h00 * h11 - h01 * h01
+    if not (dh > 1e-14 * h00 * h11 and h00 > 0.0):
+        return np.nan, np.nan, 0.0, 0.0, 0.0, 0.0
+    d_al = -(h11 * g0 - h01 * g1) / dh
+    d_be = -(h00 * g1 - h01 * g0) / dh
+    # d(A, B)/dα = M⁻¹ rhs_α, d(A, B)/dβ = M⁻¹ rhs_β
+    r0 = -s[12] + 2.0 * s[5] * a + s[6] * b
+    r1 = s[6] * a
+    da_al = i00 * r0 + i01 * r1
+    db_al = i01 * r0 + i11 * r1
+    r0 = s[7] * b
+    r1 = -s[13] + s[7] * a + 2.0 * s[8] * b
+    da_be = i00 * r0 + i01 * r1
+    db_be = i01 * r0 + i11 * r1
+    return d_al, d_be, da_al, db_al, da_be, db_be
+
+
+@nb.njit(cache=True, inline="always")
+def _to_2cxm(al, be, a, b, q):
+    """(α, β, A, B) in 1/s → (Fp, PS in mL/100 mL/min, ve, vp) into ``q``; False if invalid."""
+    fp = a + b
+    den = a * al + b * be
+    if not (fp > 0.0 and den > 0.0):
+        return False
+    vp = fp * fp / den
+    e = al * be * vp / fp  # PS / ve
+    ps = vp * (al + be) - fp - vp * e
+    if not (e > 0.0 and ps > 0.0):
+        return False
+    q[0] = fp * 6000.0
+    q[1] = ps * 6000.0
+    q[2] = ps / e
+    q[3] = vp
+    return True
+
+
+@nb.njit(cache=True, inline="always")
+def _stderr2(al, be, a, b, s, phi, m, se, h, tq, qp, qm):
+    """Standard errors of (Fp, PS, ve, vp): (JᵀJ)⁻¹ in (A, B, α, β), mapped by the Jacobian of
+    :func:`_to_2cxm` (central differences); the LM solver's ``"scaled"`` estimate."""
+    for i in range(4):
+        se[i] = np.nan
+    if m <= 4:
+        return
+    # JᵀJ of J = [F_α, F_β, -A G_α, -B G_β]
+    h[0, 0] = s[0]
+    h[0, 1] = s[1]
+    h[1, 1] = s[2]
+    h[0, 2] = -a * s[5]
+    h[1, 2] = -a * s[6]
+    h[0, 3] = -b * s[7]
+    h[1, 3] = -b * s[8]
+    h[2, 2] = a * a * s[9]
+    h[2, 3] = a * b * s[10]
+    h[3, 3] = b * b * s[11]
+    for i in range(4):
+        for j in range(i):
+            h[i, j] = h[j, i]
+    # scaled Cholesky inverse (in place into h)
+    d = np.empty(4)
+    for i in range(4):
+        if not h[i, i] > 0.0:
+            return
+        d[i] = 1.0 / np.sqrt(h[i, i])
+    for i in range(4):
+        for j in range(4):
+            h[i, j] *= d[i] * d[j]
+    low = np.zeros((4, 4))
+    for j in range(4):
+        v = h[j, j]
+        for k in range(j):
+            v -= low[j, k] * low[j, k]
+        if not v > 1e-14:
+            return
+        low[j, j] = np.sqrt(v)
+        for i in range(j + 1, 4):
+            w = h[i, j]
+            for k in range(j):
+                w -= low[i, k] * low[j, k]
+            low[i, j] = w / low[j, j]
+    inv = np.zeros((4, 4))
+    z = np.empty(4)
+    for c in range(4):
+        for i in range(4):
+            w = 1.0 if i == c else 0.0
+            for k in range(i):
+                w -= low[i, k] * z[k]
+            z[i] = w / low[i, i]
+        for i in range(3, -1, -1):
+            w = z[i]
+            for k in range(i + 1, 4):
+                w -= low[k, i] * inv[k, c]
+            inv[i, c] = w / low[i, i]
+    for i in range(4):
+        for j in range(4):
+            inv[i, j] *= d[i] * d[j]
+    # Jacobian of the parameter map, θ = (A, B, α, β)
+    th = np.array([a, b, al, be])
+    for j in range(4):
+        hstep = 1e-6 * abs(th[j])
+        th[j] += hstep
+        ok1 = _to_2cxm(th[2], th[3], th[0], th[1], qp)
+        th[j] -= 2.0 * hstep
+        ok2 = _to_2cxm(th[2], th[3], th[0], th[1], qm)
+        th[j] += hstep
+        if not (ok1 and ok2 and hstep > 0.0):
+            return
+        for i in range(4):
+            tq[i, j] = (qp[i] - qm[i]) / (2.0 * hstep)
+    s2 = phi / (m - 4)
+    for k in range(4):
+        v = 0.0
+        for i in range(4):
+            for j in range(4):
+                v += tq[k, i] * inv[i, j] * tq[k, j]
+        se[k] = np.sqrt(v * s2) if v >= 0.0 else np.nan
+
+
+@nb.njit(cache=True, inline="always")
+def _rss_pass2(t, cp, y, al, be, a, b):
+    """The residual sum of squares of ``y - A F_α - B F_β`` (one pass)."""
+    n = t.size
+    fa = fb = 0.0
+    dprev = -1.0
+    ea = a0 = a1 = eb = b0 = b1 = 0.0
+    rss = 0.0
+    for i in range(n):
+        r = y[i] - a * fa - b * fb
+        rss += r * r
+        if i == n - 1:
+            break
+        seg = t[i + 1] - t[i]
+        if seg != dprev:
+            ea, a0, a1, _ = _g012(al * seg)
+            eb, b0, b1, _ = _g012(be * seg)
+            dprev = seg
+        ci = cp[i]
+        c1 = cp[i + 1]
+        fa = ea * fa + seg * (c1 * a0 + (ci - c1) * a1)
+        fb = eb * fb + seg * (c1 * b0 + (ci - c1) * b1)
+    return rss
+
+
+@nb.njit(cache=True, nogil=True)
+def two_cxm_varpro(t, cp, y, start, lo, hi, tol=_TOL):
+    """Variable-projection 2CXM fit of every row of ``y`` from the rates ``start`` (N, 2).
+
+    ``start[v] = (α, β)`` in 1/s with α > β > 0 (from the linearised solution); NaN: not
+    fitted here (``ok`` False). Returns params (N, 4) (Fp, PS, ve, vp), rss, stderr, ok and
+    the passes, as :func:`tofts_varpro`; ``lo``, ``hi``: bounds of the four parameters.
+    """
+    nv, m = y.shape
+    params = np.full((nv, 4), np.nan)
+    rss = np.full(nv, np.nan)
+    stderr = np.full((nv, 4), np.nan)
+    ok = np.zeros(nv, dtype=np.bool_)
+    n_iter = np.zeros(nv, dtype=np.int32)
+    s = np.empty(14)
+    sn = np.empty(14)
+    q = np.empty(4)
+    h = np.empty((4, 4))
+    tq = np.empty((4, 4))
+    qp = np.empty(4)
+    qm = np.empty(4)
+    for v in range(nv):
+        al = start[v, 0]
+        be = start[v, 1]
+        if not (np.isfinite(al) and np.isfinite(be) and al > be > 0.0):
+            continue
+        yv = y[v]
+        yy = 0.0
+        for j in range(m):
+            yy += yv[j] * yv[j]
+        _sums2(t, cp, yv, al, be, s)
+        a, b, phi, good = _project2(s, yy)
+        converged = False
+        it = 0
+        d_al = d_be = 0.0
+        da_al = db_al = da_be = db_be = 0.0
+        while good and it < _MAX_ITER:
+            d_al, d_be, da_al, db_al, da_be, db_be = _step2(s, a, b)
+            if not (np.isfinite(d_al) and np.isfinite(d_be)):
+                break
+            if abs(d_al) <= tol * al and abs(d_be) <= tol * be:
+                converged = True
+                break
+            f = 1.0
+            accepted = False
+            for _ in range(_N_HALVE + 1):
+                aln = al + f * d_al
+                ben = be + f * d_be
+                if not (aln > ben > 0.0):
+                    f *= 0.5
+                    continue
+                _sums2(t, cp, yv, aln, ben, sn)
+                it += 1
+                an, bn, phin, goodn = _project2(sn, yy)
+                if goodn and phin <= phi + 1e-14 * yy:
+                    al, be, a, b, phi = aln, ben, an, bn, phin
+                    for i in range(14):
+                        s[i] = sn[i]
+                    accepted = True
+                    break
+                f *= 0.5
+            if not accepted:
+                converged = abs(d_al) <= 1e-3 * al and abs(d_be) <= 1e-3 * be
+                d_al = d_be = 0.0
+                break
+        n_iter[v] = it
+        if not (good and converged):
+            continue
+        # the last (tiny) step to first order, without another pass
+        al += d_al
+        be += d_be
+        a += da_al * d_al + da_be * d_be
+        b += db_al * d_al + db_be * d_be
+        if not _to_2cxm(al, be, a, b, q):
+            continue
+        inside = True
+        for i in range(4):
+            params[v, i] = q[i]
+            inside = inside and lo[i] < q[i] < hi[i]
+        if phi < 1e-9 * yy:  # cancellation in y·y - bᵀc: the residual from one more pass
+            phi = _rss_pass2(t, cp, yv, al, be, a, b)
+        rss[v] = phi
+        _stderr2(al, be, a, b, s, phi, m, stderr[v], h, tq, qp, qm)
         ok[v] = inside
     return params, rss, stderr, ok, n_iter

@@ -423,6 +423,9 @@ class _FlowModel(_DCEModel):
     """
 
     derived = (_E, _KTRANS_D)
+    # the compiled LM and linear solves release the GIL: the engine runs blocks in threads
+    # (numba's own prange threads spin while they wait, which costs CPU on a shared machine)
+    thread_safe = True
     _high_flow: ClassVar[Callable[..., np.ndarray]]
 
     #: Ranges of :meth:`sample_parameters`, by parameter (narrower than the typical ranges).
@@ -472,9 +475,49 @@ class TwoCXM(_FlowModel):
 
     name = "2cxm"
     base_parameters = (_FP, _PS, _VE, _VP_FLOW)
+    methods: ClassVar[tuple[str, ...]] = ("varpro", "lm", "linear")
+    default_method: ClassVar[str] = "varpro"
     _equation = staticmethod(kin.two_cxm)
     _linear = staticmethod(kin.linear_2cxm)
     _high_flow = staticmethod(kin.linear_extended_tofts)
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        """``"varpro"``: variable projection over the two rates from the linearised ones.
+
+        The curve is ``A F_α + B F_β``, linear in (A, B) once the rates (α, β) are fixed; the
+        compiled kernel (:func:`tumorscope.models.dce._varpro.two_cxm_varpro`) solves the
+        two-dimensional problem from the rates of the linearised solution (Flouri et al.
+        2016). Voxels whose linearised rates are not real and positive, whose solution is not
+        strictly inside the bounds or that do not converge go to the LM path (its starts and
+        alternatives). With ``fit_delay`` or without numba, ``"varpro"`` is ``"lm"``.
+        """
+        if self.method != "varpro" or self.fit_delay or not kin.HAVE_NUMBA:
+            return super().fit_block(y)
+        if resolve_backend(self.backend, has_kernel=True) != "numba":
+            return super().fit_block(y)
+        from ._kernels import flouri_many
+        from ._varpro import two_cxm_varpro
+
+        t = np.asarray(self.times_s, dtype=np.float64)
+        cp = np.asarray(self.aif_mM, dtype=np.float64)
+        yc = np.ascontiguousarray(y, dtype=np.float64)
+        x = flouri_many(t, cp, yc)
+        ssum, prod = x[:, 0], x[:, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            al = 0.5 * (ssum + np.sqrt(ssum * ssum - 4.0 * prod))
+            start = np.ascontiguousarray(np.column_stack([al, prod / al]))
+        lo, hi = (np.asarray(b, dtype=np.float64) for b in self.bounds())
+        p, rss, se, ok, _ = two_cxm_varpro(t, cp, yc, start, lo, hi)
+        status = np.full(y.shape[0], FitStatus.CONVERGED, dtype=np.uint8)
+        bad = ~ok
+        if bad.any():
+            yb = y[bad]
+            res = self.solve_nonlinear(yb, self.initial_guess(yb))
+            p[bad] = res.params
+            rss[bad] = res.rss
+            status[bad] = res.status
+            se[bad] = np.nan if res.stderr is None else res.stderr
+        return BlockFit(p, status, rss, se)
 
 
 @register_model
