@@ -21,7 +21,9 @@ Fitting strategy (design notes in ``docs/dce.md``)
 2. Bounded Levenberg–Marquardt on the exact model with its analytic Jacobian, all voxels at
    once (compiled per-voxel kernel when numba is installed, vectorised numpy otherwise).
 
-``method="linear"`` returns step 1 without the non-linear refinement.
+``method="linear"`` returns step 1 without the non-linear refinement. ``method="varpro"`` (the
+default of Tofts, extended Tofts and 2CXM) replaces step 2 by variable projection over the
+rates, compiled (:mod:`tumorscope.models.dce._varpro`), with LM for the voxels it leaves.
 """
 
 from __future__ import annotations
@@ -289,11 +291,12 @@ _DOC_PARAMS = """
         Also fit the bolus arrival delay ``"delay"`` (s) of the tissue relative to the AIF.
     delay_range_s : (float, float), default (-10, 30)
         Bounds of the delay (s).
-    method : {"lm", "linear"} ({"varpro", "lm", "linear"} for the Tofts models), optional
+    method : {"lm", "linear"} (and "varpro" for Tofts, extended Tofts, 2CXM), optional
         ``"lm"``: non-linear least squares (bounded Levenberg–Marquardt) from the linearised
-        start; ``"linear"``: the linearised solution only; ``"varpro"`` (Tofts and extended
-        Tofts, their default): the same least-squares estimate by variable projection over
-        ``kep`` (``docs/dce.md``). Default: the model's :attr:`default_method`.
+        start; ``"linear"``: the linearised solution only; ``"varpro"`` (Tofts, extended
+        Tofts and 2CXM, their default): the same least-squares estimate by variable
+        projection over the rates (``docs/dce.md``). Default: the model's
+        :attr:`default_method`.
     backend : {"auto", "numba", "numpy"}, default "auto"
         Solver backend (see ``docs/fitting.md``).
 
