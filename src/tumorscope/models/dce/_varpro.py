@@ -116,8 +116,11 @@ def _sums(t, cp, y, k):
             e, g0, g1, g2 = _g012(k * seg)
             dprev = seg
         c1 = cp[i + 1]
-        gi = e * (gi + seg * fi) + seg * seg * (c1 * g1 + (ci - c1) * g2)
-        fi = e * fi + seg * (c1 * g0 + (ci - c1) * g1)
+        # the terms off the loop-carried chains first: each chain is one multiply-add
+        u = seg * (c1 * g0 + (ci - c1) * g1)
+        w = seg * seg * (c1 * g1 + (ci - c1) * g2) + e * seg * fi
+        gi = e * gi + w
+        fi = e * fi + u
     return ff, fg, gg, fc, gc, fy, gy
 
 
@@ -247,7 +250,7 @@ def _stderr(with_vp, kk, k, ff, fg, gg, fc, gc, cc, phi, m, se):
     se[2] = np.sqrt(v2) if v2 >= 0.0 else np.nan
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def tofts_varpro(t, cp, y, with_vp, lo, hi, tol=_TOL):
     """Variable-projection fit of every row of ``y`` (module docstring).
 
@@ -398,10 +401,15 @@ def _sums2(t, cp, y, al, be, s):
         c1 = cp[i + 1]
         dc = ci - c1
         s2 = seg * seg
-        ga = ea * (ga + seg * fa) + s2 * (c1 * a1 + dc * a2)
-        fa = ea * fa + seg * (c1 * a0 + dc * a1)
-        gb = eb * (gb + seg * fb) + s2 * (c1 * b1 + dc * b2)
-        fb = eb * fb + seg * (c1 * b0 + dc * b1)
+        # the terms off the loop-carried chains first: each chain is one multiply-add
+        wa = s2 * (c1 * a1 + dc * a2) + ea * seg * fa
+        ua = seg * (c1 * a0 + dc * a1)
+        wb = s2 * (c1 * b1 + dc * b2) + eb * seg * fb
+        ub = seg * (c1 * b0 + dc * b1)
+        ga = ea * ga + wa
+        fa = ea * fa + ua
+        gb = eb * gb + wb
+        fb = eb * fb + ub
 
 
 @nb.njit(cache=True, inline="always")
@@ -576,7 +584,7 @@ def _rss_pass2(t, cp, y, al, be, a, b):
     return rss
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, fastmath={"contract"})
 def two_cxm_varpro(t, cp, y, start, lo, hi, tol=_TOL):
     """Variable-projection 2CXM fit of every row of ``y`` from the rates ``start`` (N, 2).
 
