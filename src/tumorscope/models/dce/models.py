@@ -336,6 +336,7 @@ class _ToftsFamily(_DCEModel):
             return super().fit_block(y)
         from ._varpro import tofts_varpro
 
+        # bounds of (Ktrans, ve, vp); Tofts has no vp: its third entry is filler, not read
         lo, hi = (np.resize(b[:3], 3).astype(np.float64) for b in self.bounds())
         p, rss, se, ok, _ = tofts_varpro(
             np.asarray(self.times_s, dtype=np.float64),
