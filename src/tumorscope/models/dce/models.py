@@ -94,6 +94,17 @@ class _DCEModel(Model):
         self.lm_options = LMOptions(max_iter=400)
 
     # ------------------------------------------------------------------ engine hooks
+    def _n_workers(self) -> int:
+        """Threads over blocks (thread-safe models): the cores, but no more than numba's thread
+        count of the calling thread (a pipeline's Dask worker sets it to its share of the
+        cores), as the relaxometry models do."""
+        n = super()._n_workers()
+        if self.thread_safe and kin.HAVE_NUMBA:
+            import numba
+
+            n = min(n, int(numba.get_num_threads()))
+        return max(1, n)
+
     @property
     def n_measurements(self) -> int:
         return int(self.times_s.size)
