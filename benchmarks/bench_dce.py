@@ -21,13 +21,21 @@ Peers
   converted (vb(1-H) = vp, vi = ve, PS·60 = Ktrans; Fp = Fb(1-H)·6000).
 * ``osipy`` (OSIPI's batched fit) is not run: version 0.1.4 uses Python 3.12 syntax
   (``class C[P: ...]``) and does not import on the project's Python 3.11.
-* ``tumorscope``: ``ExtendedTofts`` / ``TwoCXM`` ``.fit`` (linearised start + batched LM with
-  the exact recursive convolution; numba kernel, and the numpy backend), and the linearised
-  (Murase) solution alone.
+* ``tumorscope``: ``ExtendedTofts`` / ``TwoCXM`` ``.fit`` with their default
+  ``method="varpro"`` (variable projection over kep, or over the 2CXM's two rates, compiled,
+  from the linearised solution; LM for the voxels outside the bounds), the same with
+  ``method="lm"`` (linearised start + batched LM with the exact recursive convolution; numba
+  kernel, and the numpy backend), and for extended Tofts the linearised (Murase) solution alone
+  (the bare compiled function) and ``method="linear"`` (the same through the engine: masks,
+  statuses, residuals).
 
 Run: ``python benchmarks/bench_dce.py [--n 20000] [--n-loop 300] [--n-dcmri 60]``.
 The loop peers fit a subset (``--n-loop``, ``--n-dcmri``) and their voxels/s is measured on it;
 errors of each method are reported on the voxels it fitted.
+
+``--stage-memory STUDY``: also run the ``fit_dce`` step on the first visit of a study (e.g. the
+large phantom, read only; outputs to a temporary folder) under ``tracemalloc`` and print its
+peak of traced memory beside the size of the DCE series.
 """
 
 from __future__ import annotations
@@ -157,12 +165,14 @@ def run(kind: str, n: int, n_loop: int, n_dcmri: int, noise: float, seed: int) -
         peer, p0 = _peer_2cxm(t, cp), [50.0, 10.0, 0.3, 0.05]
         lo, hi = [1e-2, 0.0, 1e-3, 1e-4], [1000.0, 500.0, 1.0, 1.0]
     clean = eq(truth, t, cp)
-    numpy_model = type(model)(t, cp, backend="numpy")
+    numpy_model = type(model)(t, cp, method="lm", backend="numpy")
+    lm_model = type(model)(t, cp, method="lm")
     # warm-up (numba compilation and caches) outside the timings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(clean[:50])
-        numpy_model.fit(clean[:50])
+        for m in (model, lm_model, numpy_model, type(model)(t, cp, method="linear")):
+            m.fit(clean[:50])
+        kin.linear_extended_tofts(clean[:50], t, cp)
     print(f"\n== {kind}: {n} voxels ours, {n_loop} curve_fit loop, {n_dcmri} dcmri; "
           f"{t.size} frames, noise SD {noise} mM")  # fmt: skip
     print(
@@ -182,11 +192,13 @@ def run(kind: str, n: int, n_loop: int, n_dcmri: int, noise: float, seed: int) -
         loop_est, loop_s = _timed(lambda y=y: _loop(peer, t, y[:n_loop], p0, lo, hi))
         rows = [("curve_fit loop", loop_est, n_loop, loop_s, truth[:n_loop])]
         est, s = _timed(ours)
-        rows.append(("tumorscope (numba)", est, n, s, truth))
+        rows.append(("tumorscope varpro", est, n, s, truth))
         rows.append(("  same, loop's voxels", est[:n_loop], n, s, truth[:n_loop]))
+        est, s = _timed(lambda y=y: ours(lm_model, y))
+        rows.append(("tumorscope LM (numba)", est, n, s, truth))
         n_np = min(n, 5000)
         est, s = _timed(lambda y=y, k=n_np: ours(numpy_model, y[:k]))
-        rows.append(("tumorscope (numpy)", est, n_np, s, truth[:n_np]))
+        rows.append(("tumorscope LM (numpy)", est, n_np, s, truth[:n_np]))
         if kind == "etofts":
             est, s = _timed(lambda y=y: kin.linear_extended_tofts(y, t, cp))
             rows.append(("linearised (Murase)", est, n, s, truth))
@@ -207,15 +219,48 @@ def run(kind: str, n: int, n_loop: int, n_dcmri: int, noise: float, seed: int) -
                 f"{name:<24}{rw:9.0f}{rw / ref_wall:7.0f}×{rc:11.0f}{rc / ref_cpu:7.0f}×"
                 f"   {_err(e, tr)}"
             )
+        speed = {r[0]: (r[2] / r[3][0], r[2] / r[3][1]) for r in rows}
+        ours_w, ours_c = speed["tumorscope varpro"]
+        others = ["tumorscope LM (numba)"]
         if kind == "etofts":
-            speed = {r[0]: (r[2] / r[3][0], r[2] / r[3][1]) for r in rows}
-            ours_w, ours_c = speed["tumorscope (numba)"]
-            for other in ("linearised (Murase)", "method='linear' fit"):
-                pw, pc = speed[other]
-                print(
-                    f"   {other} is {pw / ours_w:.2f}× (wall) / {pc / ours_c:.2f}× (CPU) "
-                    "the speed of the non-linear fit (target: <= 2)"
-                )
+            others += ["linearised (Murase)", "method='linear' fit"]
+        for other in others:
+            pw, pc = speed[other]
+            print(
+                f"   {other} is {pw / ours_w:.2f}× (wall) / {pc / ours_c:.2f}× (CPU) "
+                "the speed of the varpro fit"
+                + (" (target: <= 2)" if other != "tumorscope LM (numba)" else "")
+            )
+
+
+def stage_memory(study: str) -> None:
+    """tracemalloc peak of ``fit_dce`` on the first visit of ``study`` (outputs to a temp dir)."""
+    import tempfile
+    import tracemalloc
+
+    from tumorscope.io import open_study
+    from tumorscope.stages.base import SeriesInput
+    from tumorscope.stages.dce import fit_dce_visit
+
+    visit = next(iter(open_study(study).visits()))
+    print(f"\n== fit_dce on {visit.path} (its reading of the series included in the peak)")
+    rows = []
+    for label, mask in (("lesions (the pipeline step)", "lesions"), ("every voxel", None)):
+        with tempfile.TemporaryDirectory() as out, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tracemalloc.start()
+            res, (wall, cpu) = _timed(lambda o=out, m=mask: fit_dce_visit(visit, out_dir=o, mask=m))
+            peak = tracemalloc.get_traced_memory()[1] / 1e6
+            tracemalloc.stop()
+        n_fit = int(np.isfinite(np.asarray(res.fit["Ktrans"])).sum())
+        rows.append((label, n_fit, peak, wall, cpu))
+    series_mb = SeriesInput.of(visit.series["dce"]).load().data.nbytes / 1e6
+    for label, n_fit, peak, wall, cpu in rows:
+        print(
+            f"   {label}: {n_fit} voxels fitted, traced peak {peak:.0f} MB = "
+            f"{peak / series_mb:.1f}× the DCE series ({series_mb:.0f} MB float32); "
+            f"{wall:.1f} s wall, {cpu:.1f} s CPU"
+        )
 
 
 def main() -> None:
@@ -226,9 +271,12 @@ def main() -> None:
     ap.add_argument("--noise", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--models", default="etofts,2cxm")
+    ap.add_argument("--stage-memory", metavar="STUDY", default=None)
     a = ap.parse_args()
-    for kind in a.models.split(","):
+    for kind in filter(None, a.models.split(",")):
         run(kind, a.n, a.n_loop, a.n_dcmri, a.noise, a.seed)
+    if a.stage_memory:
+        stage_memory(a.stage_memory)
 
 
 if __name__ == "__main__":

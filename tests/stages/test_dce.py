@@ -165,7 +165,8 @@ def test_bad_input_is_rejected_before_writing(visit, tmp_path: Path) -> None:
     _raises(
         FitError,
         lambda: run(t1_ms=1000.0, method="bayes"),
-        message="unknown method 'bayes' for model 'extended_tofts'; expected one of 'lm', 'linear'",
+        message="unknown method 'bayes' for model 'extended_tofts'; "
+        "expected one of 'varpro', 'lm', 'linear'",
         field="method",
     )
     _raises(

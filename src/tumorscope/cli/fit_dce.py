@@ -65,7 +65,10 @@ def dce(
     ] = None,
     mask: MaskFile = None,
     fit_delay: Annotated[bool, _opt("--fit-delay", "Fit the arrival delay per voxel.")] = False,
-    method: Annotated[str, _opt("--method", "lm (non-linear) or linear.")] = "lm",
+    method: Annotated[
+        str | None,
+        _opt("--method", "varpro, lm (non-linear) or linear; default: the model's (docs/dce.md)."),
+    ] = None,
     relaxivity: Annotated[
         float | None, _opt("--relaxivity", "r1 in 1/(mM s) (default: the sidecar's Relaxivity).")
     ] = None,

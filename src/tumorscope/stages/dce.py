@@ -73,6 +73,8 @@ _EMPTY_MASK_NOTE = (
     "the mask is empty (no lesion at this visit?): nothing fitted; the maps are written empty "
     "(NaN, status 255 'outside the mask')"
 )
+#: Voxels per block of the semi-quantitative maps.
+_SQ_BLOCK = 65536
 # the semi-quantitative maps name this function in their provenance (``model_class``)
 _SEMIQUANT_CLASS = "tumorscope.models.dce.semi_quantitative"
 
@@ -97,7 +99,9 @@ class DCEOptions:
         Default: the sidecar's ``Hematocrit``, then ``defaults``.
     fit_delay : bool, default False
         Fit the arrival delay per voxel.
-    method : {"lm", "linear"}, default "lm"
+    method : {"varpro", "lm", "linear"}, optional
+        Default: the model's (``"varpro"`` for the Tofts models, ``"lm"`` otherwise; see
+        ``docs/dce.md``).
     semiquant : bool, default True
         Also write the semi-quantitative maps.
     chunk_voxels : int, optional
@@ -121,7 +125,7 @@ class DCEOptions:
     relaxivity: float | None = None
     hematocrit: float | None = None
     fit_delay: bool = False
-    method: str = "lm"
+    method: str | None = None
     semiquant: bool = True
     chunk_voxels: int | None = None
     defaults: Mapping[str, float] = field(default_factory=dict)
@@ -267,8 +271,9 @@ def _concentration(
         relaxivity=inp.relaxivity,
         n_baseline=proto.n_baseline,
         b1=inp.b1_map,
+        dtype=np.float32,  # the 4-D result: the maps are float32, the fits convert blocks
     )
-    valid = np.all(np.isfinite(conc), axis=-1)
+    valid = _all_finite(conc)
     # voxels with signal: baseline above 10% of the 99th percentile (background is noise,
     # whose T1 and concentration are meaningless)
     baseline = vol.data[..., : proto.n_baseline].mean(axis=-1)
@@ -280,9 +285,19 @@ def _concentration(
             file=inp.dce_path,
             field="mask",
         )
-    w.map("concentration", conc.astype(np.float32), "mM", "contrast agent concentration", prov)
+    w.map("concentration", conc, "mM", "contrast agent concentration", prov)
     w.map("concentration_status", cstatus, "1", _CONCENTRATION_STATUS, prov)
     return _Concentration(conc, valid, signal_mask, fit_region)
+
+
+def _all_finite(conc: np.ndarray) -> np.ndarray:
+    """Voxels whose whole curve is finite, slab by slab (no 4-D boolean temporary)."""
+    if conc.ndim < 3:
+        return np.all(np.isfinite(conc), axis=-1)
+    out = np.empty(conc.shape[:-1], dtype=bool)
+    for i in range(conc.shape[0]):
+        out[i] = np.all(np.isfinite(conc[i]), axis=-1)
+    return out
 
 
 def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
@@ -299,7 +314,9 @@ def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
 
 def _population_delay(name: str, t: np.ndarray, c: _Concentration) -> float:
     """Delay (s) that aligns the population AIF's onset with the fitted voxels' onset."""
-    med = np.median(c.conc[c.fit_region & c.valid], axis=0)
+    where = c.fit_region & c.valid
+    # frame by frame: a 3-D temporary each, not a copy of every fitted curve
+    med = np.array([np.median(c.conc[..., j][where]) for j in range(c.conc.shape[-1])])
     fine = np.arange(0.0, 120.0, 0.1)
     onset_pop = _onset(fine, aifmod.population_aif(name, fine))  # type: ignore[arg-type]
     delay = _onset(t, med) - onset_pop
@@ -369,7 +386,7 @@ def _kinetic_fit(
         inputs["vfa"] = str(inp.vfa_path)
     res = fit_volume(
         model,
-        inp.vol.with_data(c.conc.astype(np.float32)),
+        inp.vol.with_data(c.conc),  # float32: the engine converts one block at a time
         out_dir=w.out,
         mask=c.fit_region,
         prefix=f"{w.prefix}{key}_",
@@ -388,8 +405,19 @@ def _semiquant_maps(
     from .. import __version__
     from ..models.dce import SEMIQUANT_UNITS, semi_quantitative
 
-    cm = np.where(c.fit_region[..., None], c.conc, np.nan)
-    sq = semi_quantitative(cm, inp.proto.t, n_baseline=inp.proto.n_baseline)
+    # the fitted voxels only, in blocks: no masked 4-D copy of the curves; the other voxels
+    # get the measures of a NaN curve (NaN, curve type 0 "none"), as a masked curve would
+    t, nb = inp.proto.t, inp.proto.n_baseline
+    n = c.conc.shape[-1]
+    flat = c.conc.reshape(-1, n)
+    outside = semi_quantitative(np.full((1, n), np.nan), t, n_baseline=nb)
+    sq = {k: np.full(flat.shape[0], v[0], v.dtype) for k, v in outside.items()}
+    idx = np.flatnonzero(c.fit_region)
+    for lo in range(0, idx.size, _SQ_BLOCK):
+        sel = idx[lo : lo + _SQ_BLOCK]
+        for k, v in semi_quantitative(flat[sel], t, n_baseline=nb).items():
+            sq[k][sel] = v
+    sq = {k: v.reshape(c.conc.shape[:-1]) for k, v in sq.items()}
     # the maps' own provenance (model, options, versions: what a report's methods need),
     # with the stage's (series, protocol, relaxivity, T1 source) beside it
     sq_prov = {

@@ -88,3 +88,21 @@ def test_bad_input() -> None:
         semi_quantitative(c, T[::-1], n_baseline=3)
     with pytest.raises(DataError, match="frames"):
         semi_quantitative(c[:-1], T, n_baseline=3)
+
+
+def test_float32_curves_give_the_maps_of_their_float64_values() -> None:
+    """float32 curves (the DCE stage's concentration) are converted block by block, not as a
+    whole float64 copy: same maps as the same values in float64."""
+    t = np.arange(0.0, 300.0, 3.0)
+    cp = aif.parker(t, delay_s=20.0) / 0.58
+    rng = np.random.default_rng(9)
+    p = np.column_stack(
+        [rng.uniform(0.05, 0.5, 50), rng.uniform(0.1, 0.6, 50), rng.uniform(0.0, 0.1, 50)]
+    )
+    c32 = kin.extended_tofts(p, t, cp).astype(np.float32).reshape(5, 10, -1)
+    a = semi_quantitative(c32, t, n_baseline=5)
+    b = semi_quantitative(c32.astype(np.float64), t, n_baseline=5)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    with pytest.raises(DataError, match="numeric"):
+        semi_quantitative(np.full((2, t.size), "x"), t, n_baseline=5)

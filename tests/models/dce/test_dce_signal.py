@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tumorscope.errors import ProtocolError
+from tumorscope.errors import DataError, ProtocolError
 from tumorscope.models.dce import (
     ConcentrationStatus,
     concentration_to_signal,
@@ -78,3 +78,18 @@ def test_concentration_to_signal_rejects_flip_angle_zero() -> None:
         concentration_to_signal(
             np.zeros(4), t1_ms=1000.0, flip_angle_deg=0.0, tr_ms=4.0, relaxivity=4.5
         )
+
+
+def test_float32_output_is_the_float64_result_rounded() -> None:
+    """``dtype=np.float32`` (the DCE stage's) keeps the float64 arithmetic per block."""
+    rng = np.random.default_rng(3)
+    c = np.concatenate([np.zeros((4, 3, 2, 5)), rng.uniform(0, 3, (4, 3, 2, 30))], axis=-1)
+    s = concentration_to_signal(c, t1_ms=1200.0, m0=1000.0, **KW).astype(np.float32)
+    s[0, 0, 0, 7] = np.nan
+    c64, st64 = signal_to_concentration(s, t1_ms=1200.0, n_baseline=5, **KW)
+    c32, st32 = signal_to_concentration(s, t1_ms=1200.0, n_baseline=5, dtype=np.float32, **KW)
+    assert c64.dtype == np.float64 and c32.dtype == np.float32
+    np.testing.assert_array_equal(c32, c64.astype(np.float32))
+    np.testing.assert_array_equal(st32, st64)
+    with pytest.raises(DataError, match="float32 or float64"):
+        signal_to_concentration(s, t1_ms=1200.0, n_baseline=5, dtype=np.int16, **KW)

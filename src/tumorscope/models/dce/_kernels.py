@@ -113,6 +113,35 @@ def _conv_one(t, c, k, d, want_g, f_out, g_out, c_out, s_out):
         fi = e * fi + seg * (c1 * g0 + (ci - c1) * g1)
 
 
+@nb.njit("void(f8[::1], f8[::1], f8, f8[:], f8[:])", cache=True, nogil=True)
+def _conv_grid(t, c, k, f_out, g_out):
+    """:func:`_conv_one` without delay (outputs at the frame times only): ``F`` and ``G``.
+
+    The same recursion; the models' kernels use it when the delay is not fitted (it skips the
+    search for each output's interval and the input/slope outputs: ~2x faster).
+    """
+    n = t.size
+    if k < 0.0:
+        k = 0.0
+    fi = 0.0
+    gi = 0.0
+    dprev = -1.0
+    e = g0 = g1 = g2 = 0.0
+    f_out[0] = 0.0
+    g_out[0] = 0.0
+    for i in range(n - 1):
+        seg = t[i + 1] - t[i]
+        if seg != dprev:
+            e, g0, g1, g2 = _g012(k * seg)
+            dprev = seg
+        ci = c[i]
+        c1 = c[i + 1]
+        gi = e * (gi + seg * fi) + seg * seg * (c1 * g1 + (ci - c1) * g2)
+        fi = e * fi + seg * (c1 * g0 + (ci - c1) * g1)
+        f_out[i + 1] = fi
+        g_out[i + 1] = gi
+
+
 @nb.njit(cache=True, parallel=True)
 def conv_many(t, c, k, delay, want_g):
     """:func:`_conv_one` for many (k, delay) pairs in parallel; arrays of shape (N, n)."""
@@ -155,7 +184,7 @@ def tofts_kernel(p, consts, f_out, J_out):
     if fit_delay:
         _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], f_out)
     else:
-        _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], f_out, f_out)
+        _conv_grid(t, c, k, J_out[:, 0], J_out[:, 1])
     for j in range(n):
         F = J_out[j, 0]
         G = J_out[j, 1]
@@ -175,14 +204,15 @@ def extended_tofts_kernel(p, consts, f_out, J_out):
     if fit_delay:
         _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], J_out[:, 3])
     else:
-        _conv_one(t, c, k, d, True, J_out[:, 0], J_out[:, 1], J_out[:, 2], f_out)
+        _conv_grid(t, c, k, J_out[:, 0], J_out[:, 1])
     for j in range(n):
         F = J_out[j, 0]
         G = J_out[j, 1]
-        cpj = J_out[j, 2]
+        cpj = J_out[j, 2] if fit_delay else c[j]
         f_out[j] = kt * F + vp * cpj
         J_out[j, 0] = (F - kt * G * inv_ve) / 60.0
         J_out[j, 1] = kt * G * k * inv_ve
+        J_out[j, 2] = cpj
         if fit_delay:
             J_out[j, 3] = -kt * (cpj - k * F) - vp * J_out[j, 3]
 
@@ -246,16 +276,20 @@ def two_cxm_kernel(p, consts, f_out, J_out):
     da2 = (0.0 - dbe2) * inv - a * dd2 * inv
     da3 = (-fp / (vp * vp) - dbe3) * inv - a * dd3 * inv
     # scratch: Fa, Ga, Fb, Gb in J columns 0-3; cp(t - d) in f_out; slope in column 4
-    sl = J_out[:, 4] if fit_delay else f_out
-    _conv_one(t, c, alpha, d, True, J_out[:, 0], J_out[:, 1], f_out, sl)
-    _conv_one(t, c, beta, d, True, J_out[:, 2], J_out[:, 3], f_out, sl)
+    if fit_delay:
+        sl = J_out[:, 4]
+        _conv_one(t, c, alpha, d, True, J_out[:, 0], J_out[:, 1], f_out, sl)
+        _conv_one(t, c, beta, d, True, J_out[:, 2], J_out[:, 3], f_out, sl)
+    else:
+        _conv_grid(t, c, alpha, J_out[:, 0], J_out[:, 1])
+        _conv_grid(t, c, beta, J_out[:, 2], J_out[:, 3])
     b = 1.0 - a
     for j in range(n):
         fa = J_out[j, 0]
         ga = J_out[j, 1]
         fb = J_out[j, 2]
         gb = J_out[j, 3]
-        cpj = f_out[j]
+        cpj = f_out[j] if fit_delay else c[j]
         core = a * fa + b * fb
         diff = fa - fb
         f_out[j] = fp * core
@@ -380,4 +414,90 @@ def murase_many(t, cp, y, with_vp):
             out[v, i] = x[i] / sc[i]
         if not with_vp:
             out[v, 2] = 0.0
+    return out
+
+
+@nb.njit(cache=True, nogil=True)
+def flouri_many(t, cp, y):
+    """Linearised 2CXM fit of every row of ``y``: coefficients ``(S, P, Fp, Q)`` (1/s units).
+
+    Same equations as :func:`tumorscope.models.dce.kinetics.linear_2cxm` (Flouri et al. 2016,
+    doi:10.1002/mrm.25991): columns ``-∫C``, ``-∫∫C``, ``∫cp``, ``∫∫cp`` (trapezoid rule),
+    normal equations with column scaling, Cholesky; one pass per voxel and no allocation per
+    voxel. Returns (N, 4); NaN where singular.
+    """
+    nv, n = y.shape
+    q = 4
+    icp = np.zeros(n)
+    iicp = np.zeros(n)
+    for j in range(1, n):
+        dt = t[j] - t[j - 1]
+        icp[j] = icp[j - 1] + 0.5 * (cp[j] + cp[j - 1]) * dt
+        iicp[j] = iicp[j - 1] + 0.5 * (icp[j] + icp[j - 1]) * dt
+    out = np.full((nv, 4), np.nan)
+    a = np.zeros((q, q))
+    b = np.zeros(q)
+    col = np.zeros(q)
+    sc = np.zeros(q)
+    low = np.zeros((q, q))
+    z = np.zeros(q)
+    x = np.zeros(q)
+    for v in range(nv):
+        a[:] = 0.0
+        b[:] = 0.0
+        ic = 0.0
+        iic = 0.0
+        for j in range(n):
+            yj = y[v, j]
+            if j > 0:
+                dt = t[j] - t[j - 1]
+                ic_new = ic + 0.5 * (yj + y[v, j - 1]) * dt
+                iic += 0.5 * (ic_new + ic) * dt
+                ic = ic_new
+            col[0] = -ic
+            col[1] = -iic
+            col[2] = icp[j]
+            col[3] = iicp[j]
+            for r in range(q):
+                b[r] += col[r] * yj
+                for s in range(r + 1):
+                    a[r, s] += col[r] * col[s]
+        ok = True
+        for r in range(q):
+            if not (np.isfinite(a[r, r]) and np.isfinite(b[r])):
+                ok = False
+            sc[r] = np.sqrt(a[r, r]) if a[r, r] > 0.0 else 1.0
+        if not ok:
+            continue
+        for r in range(q):
+            b[r] /= sc[r]
+            for s in range(r + 1):
+                a[r, s] /= sc[r] * sc[s]
+        for j in range(q):
+            d = a[j, j]
+            for k in range(j):
+                d -= low[j, k] * low[j, k]
+            if not d > 1e-12:
+                ok = False
+                break
+            low[j, j] = np.sqrt(d)
+            for i in range(j + 1, q):
+                w = a[i, j]
+                for k in range(j):
+                    w -= low[i, k] * low[j, k]
+                low[i, j] = w / low[j, j]
+        if not ok:
+            continue
+        for i in range(q):
+            w = b[i]
+            for k in range(i):
+                w -= low[i, k] * z[k]
+            z[i] = w / low[i, i]
+        for i in range(q - 1, -1, -1):
+            w = z[i]
+            for k in range(i + 1, q):
+                w -= low[k, i] * x[k]
+            x[i] = w / low[i, i]
+        for i in range(q):
+            out[v, i] = x[i] / sc[i]
     return out

@@ -734,11 +734,16 @@ def linear_2cxm(
         ``Fp``, ``PS`` (mL/100 mL/min), ``ve``, ``vp``; NaN where the conversion is impossible.
     """
     t, cp, y, lead = _prepare_linear(concentration_mM, times_s, aif_mM)
-    icp = _cumtrapz(cp, t)
-    iicp = _cumtrapz(icp, t)
-    ic = _cumtrapz(y, t)
-    iic = _cumtrapz(ic, t)
-    x = _lstsq_columns([-ic, -iic, icp, iicp], y)
+    if HAVE_NUMBA:
+        from ._kernels import flouri_many
+
+        x = flouri_many(np.array(t), np.array(cp), np.ascontiguousarray(y))
+    else:
+        icp = _cumtrapz(cp, t)
+        iicp = _cumtrapz(icp, t)
+        ic = _cumtrapz(y, t)
+        iic = _cumtrapz(ic, t)
+        x = _lstsq_columns([-ic, -iic, icp, iicp], y)
     ssum, prod, fp, q = x[:, 0], x[:, 1], x[:, 2], x[:, 3]
     with np.errstate(divide="ignore", invalid="ignore"):
         vp = fp / (ssum - q / fp)

@@ -21,7 +21,9 @@ Fitting strategy (design notes in ``docs/dce.md``)
 2. Bounded Levenberg–Marquardt on the exact model with its analytic Jacobian, all voxels at
    once (compiled per-voxel kernel when numba is installed, vectorised numpy otherwise).
 
-``method="linear"`` returns step 1 without the non-linear refinement.
+``method="linear"`` returns step 1 without the non-linear refinement. ``method="varpro"`` (the
+default of Tofts, extended Tofts and 2CXM) replaces step 2 by variable projection over the
+rates, compiled (:mod:`tumorscope.models.dce._varpro`), with LM for the voxels it leaves.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class _DCEModel(Model):
     measurement_name: ClassVar[str] = "frames"
     protocol_type = DynamicProtocol  # from_protocol(protocol, aif_mM=...)
     methods: ClassVar[tuple[str, ...]] = ("lm", "linear")
+    #: The method used when none is given.
+    default_method: ClassVar[str] = "lm"
     base_parameters: ClassVar[tuple[ParameterSpec, ...]] = ()
     _equation: ClassVar[Callable[..., Any]]
     _linear: ClassVar[Callable[..., np.ndarray]]
@@ -60,7 +64,7 @@ class _DCEModel(Model):
         *,
         fit_delay: bool = False,
         delay_range_s: tuple[float, float] = (-10.0, 30.0),
-        method: str = "lm",
+        method: str | None = None,
         backend: str = "auto",
     ) -> None:
         times_s = acquisition.t if isinstance(acquisition, DynamicProtocol) else acquisition
@@ -82,7 +86,7 @@ class _DCEModel(Model):
             typ = (max(lo, 0.0), min(hi, 10.0)) if max(lo, 0.0) < min(hi, 10.0) else (lo, hi)
             params = (*params, ParameterSpec("delay", "s", lo, hi, typical=typ))
         self.parameters = params  # type: ignore[misc]
-        self.method = self._check_method(method)
+        self.method = self._check_method(self.default_method if method is None else method)
         resolve_backend(backend, has_kernel=kin.HAVE_NUMBA)  # unknown names raise here
         self.backend = backend
         # strongly correlated parameters (Fp, vp; the delay) can need more than the engine's
@@ -90,6 +94,17 @@ class _DCEModel(Model):
         self.lm_options = LMOptions(max_iter=400)
 
     # ------------------------------------------------------------------ engine hooks
+    def _n_workers(self) -> int:
+        """Threads over blocks (thread-safe models): the cores, but no more than numba's thread
+        count of the calling thread (a pipeline's Dask worker sets it to its share of the
+        cores), as the relaxometry models do."""
+        n = super()._n_workers()
+        if self.thread_safe and kin.HAVE_NUMBA:
+            import numba
+
+            n = min(n, int(numba.get_num_threads()))
+        return max(1, n)
+
     @property
     def n_measurements(self) -> int:
         return int(self.times_s.size)
@@ -214,7 +229,7 @@ class _DCEModel(Model):
     # ------------------------------------------------------------------ fitting
     def fit_block(self, y: np.ndarray) -> BlockFit:
         p0 = self.initial_guess(y)
-        if self.method == "lm":
+        if self.method != "linear":  # "lm", and "varpro" where it falls back to LM
             return self.solve_nonlinear(y, p0)
         # "linear": the starting values themselves
         rss = self._rss(y, p0)
@@ -287,9 +302,12 @@ _DOC_PARAMS = """
         Also fit the bolus arrival delay ``"delay"`` (s) of the tissue relative to the AIF.
     delay_range_s : (float, float), default (-10, 30)
         Bounds of the delay (s).
-    method : {"lm", "linear"}, default "lm"
-        ``"lm"``: non-linear least squares from the linearised start; ``"linear"``: the
-        linearised solution only.
+    method : {"lm", "linear"} (and "varpro" for Tofts, extended Tofts, 2CXM), optional
+        ``"lm"``: non-linear least squares (bounded Levenberg–Marquardt) from the linearised
+        start; ``"linear"``: the linearised solution only; ``"varpro"`` (Tofts, extended
+        Tofts and 2CXM, their default): the same least-squares estimate by variable
+        projection over the rates (``docs/dce.md``). Default: the model's
+        :attr:`default_method`.
     backend : {"auto", "numba", "numpy"}, default "auto"
         Solver backend (see ``docs/fitting.md``).
 
@@ -301,12 +319,60 @@ _DOC_PARAMS = """
 
 
 class _ToftsFamily(_DCEModel):
-    """Tofts and extended Tofts: derived ``"kep"`` = Ktrans/ve."""
+    """Tofts and extended Tofts: derived ``"kep"`` = Ktrans/ve; variable projection.
+
+    ``method="varpro"`` (the default): Ktrans and vp are linear once kep is fixed, so the
+    least-squares problem is one-dimensional in kep; the compiled kernel
+    (:mod:`tumorscope.models.dce._varpro`) solves it per voxel from the linearised kep. Voxels
+    whose solution is not strictly inside the bounds (vp < 0 ...) or that do not converge are
+    refitted by the bounded Levenberg–Marquardt solver (``method="lm"``) from the projected
+    solution clipped into the bounds. With ``fit_delay`` (the delay is not projected) or without
+    numba, ``"varpro"`` is ``"lm"``.
+    """
 
     derived = (_KEP,)
+    # the kernels (varpro, LM, Murase) release the GIL: the engine runs blocks in threads
+    thread_safe = True
+    methods: ClassVar[tuple[str, ...]] = ("varpro", "lm", "linear")
+    default_method: ClassVar[str] = "varpro"
+    _with_vp: ClassVar[bool]
 
     def derive(self, maps: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return _kep(maps)
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        if self.method != "varpro" or self.fit_delay or not kin.HAVE_NUMBA:
+            return super().fit_block(y)
+        if resolve_backend(self.backend, has_kernel=True) != "numba":
+            return super().fit_block(y)
+        from ._varpro import tofts_varpro
+
+        # bounds of (Ktrans, ve, vp); Tofts has no vp: its third entry is filler, not read
+        lo, hi = (np.resize(b[:3], 3).astype(np.float64) for b in self.bounds())
+        p, rss, se, ok, _ = tofts_varpro(
+            np.asarray(self.times_s, dtype=np.float64),
+            np.asarray(self.aif_mM, dtype=np.float64),
+            np.ascontiguousarray(y, dtype=np.float64),
+            self._with_vp,
+            lo,
+            hi,
+        )
+        npar = len(self.parameters)
+        p, se = p[:, :npar], se[:, :npar]
+        status = np.full(y.shape[0], FitStatus.CONVERGED, dtype=np.uint8)
+        bad = ~ok
+        if bad.any():
+            yb = y[bad]
+            start = p[bad]
+            lost = ~np.all(np.isfinite(start), axis=1)
+            if lost.any():
+                start[lost] = self.initial_guess(yb[lost])
+            res = self.solve_nonlinear(yb, self._clip(start))
+            p[bad] = res.params
+            rss[bad] = res.rss
+            status[bad] = res.status
+            se[bad] = np.nan if res.stderr is None else res.stderr
+        return BlockFit(p, status, rss, se)
 
 
 @register_model
@@ -322,6 +388,7 @@ class Tofts(_ToftsFamily):
 
     name = "tofts"
     base_parameters = (_KTRANS, _VE)
+    _with_vp = False
     _equation = staticmethod(kin.tofts)
     _linear = staticmethod(kin.linear_tofts)
 
@@ -338,6 +405,7 @@ class ExtendedTofts(_ToftsFamily):
 
     name = "extended_tofts"
     base_parameters = (_KTRANS, _VE, _VP)
+    _with_vp = True
     _equation = staticmethod(kin.extended_tofts)
     _linear = staticmethod(kin.linear_extended_tofts)
 
@@ -370,6 +438,9 @@ class _FlowModel(_DCEModel):
     """
 
     derived = (_E, _KTRANS_D)
+    # the compiled LM and linear solves release the GIL: the engine runs blocks in threads
+    # (numba's own prange threads spin while they wait, which costs CPU on a shared machine)
+    thread_safe = True
     _high_flow: ClassVar[Callable[..., np.ndarray]]
 
     #: Ranges of :meth:`sample_parameters`, by parameter (narrower than the typical ranges).
@@ -419,9 +490,49 @@ class TwoCXM(_FlowModel):
 
     name = "2cxm"
     base_parameters = (_FP, _PS, _VE, _VP_FLOW)
+    methods: ClassVar[tuple[str, ...]] = ("varpro", "lm", "linear")
+    default_method: ClassVar[str] = "varpro"
     _equation = staticmethod(kin.two_cxm)
     _linear = staticmethod(kin.linear_2cxm)
     _high_flow = staticmethod(kin.linear_extended_tofts)
+
+    def fit_block(self, y: np.ndarray) -> BlockFit:
+        """``"varpro"``: variable projection over the two rates from the linearised ones.
+
+        The curve is ``A F_α + B F_β``, linear in (A, B) once the rates (α, β) are fixed; the
+        compiled kernel (:func:`tumorscope.models.dce._varpro.two_cxm_varpro`) solves the
+        two-dimensional problem from the rates of the linearised solution (Flouri et al.
+        2016). Voxels whose linearised rates are not real and positive, whose solution is not
+        strictly inside the bounds or that do not converge go to the LM path (its starts and
+        alternatives). With ``fit_delay`` or without numba, ``"varpro"`` is ``"lm"``.
+        """
+        if self.method != "varpro" or self.fit_delay or not kin.HAVE_NUMBA:
+            return super().fit_block(y)
+        if resolve_backend(self.backend, has_kernel=True) != "numba":
+            return super().fit_block(y)
+        from ._kernels import flouri_many
+        from ._varpro import two_cxm_varpro
+
+        t = np.asarray(self.times_s, dtype=np.float64)
+        cp = np.asarray(self.aif_mM, dtype=np.float64)
+        yc = np.ascontiguousarray(y, dtype=np.float64)
+        x = flouri_many(t, cp, yc)
+        ssum, prod = x[:, 0], x[:, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            al = 0.5 * (ssum + np.sqrt(ssum * ssum - 4.0 * prod))
+            start = np.ascontiguousarray(np.column_stack([al, prod / al]))
+        lo, hi = (np.asarray(b, dtype=np.float64) for b in self.bounds())
+        p, rss, se, ok, _ = two_cxm_varpro(t, cp, yc, start, lo, hi)
+        status = np.full(y.shape[0], FitStatus.CONVERGED, dtype=np.uint8)
+        bad = ~ok
+        if bad.any():
+            yb = y[bad]
+            res = self.solve_nonlinear(yb, self.initial_guess(yb))
+            p[bad] = res.params
+            rss[bad] = res.rss
+            status[bad] = res.status
+            se[bad] = np.nan if res.stderr is None else res.stderr
+        return BlockFit(p, status, rss, se)
 
 
 @register_model

@@ -165,7 +165,9 @@ def semi_quantitative(
         raise ProtocolError(
             "expected at least 3 finite, strictly increasing frame times", field="times_s"
         )
-    y = np.asarray(curves, dtype=float)
+    y = np.asarray(curves)
+    if y.dtype.kind not in "biuf":
+        raise DataError(f"expected numeric curves, got dtype {y.dtype}", field="curves")
     if y.ndim < 1 or y.shape[-1] != t.size:
         raise DataError(
             f"curves have shape {y.shape}; expected {t.size} frames on the last axis",
@@ -181,7 +183,8 @@ def semi_quantitative(
     if not 0.0 < onset_fraction < 1.0:
         raise FitError(f"must be in (0, 1), got {onset_fraction}", field="onset_fraction")
     lead = y.shape[:-1]
-    yy = np.ascontiguousarray(y).reshape(-1, t.size)
+    # float32 curves stay float32 here; each block is converted to float64 (no whole copy)
+    yy = y.reshape(-1, t.size)
     arr = (
         None
         if arrival_s is None
@@ -190,7 +193,7 @@ def semi_quantitative(
     # voxel rows in blocks: the same arithmetic per voxel, temporaries of one block
     parts = [
         _semiquant_rows(
-            yy[lo : lo + _BLOCK],
+            np.asarray(yy[lo : lo + _BLOCK], dtype=float),
             t,
             nb,
             None if arr is None else arr[lo : lo + _BLOCK].copy(),
@@ -200,7 +203,11 @@ def semi_quantitative(
             relative,
         )
         for lo in range(0, yy.shape[0], _BLOCK)
-    ] or [_semiquant_rows(yy, t, nb, arr, onset_fraction, early_s, threshold, relative)]
+    ] or [
+        _semiquant_rows(
+            np.asarray(yy, dtype=float), t, nb, arr, onset_fraction, early_s, threshold, relative
+        )
+    ]
     return {k: np.concatenate([p[k] for p in parts]).reshape(lead) for k in parts[0]}
 
 

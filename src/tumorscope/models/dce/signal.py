@@ -82,6 +82,7 @@ def signal_to_concentration(
     n_baseline: int,
     baseline_start: int = 0,
     b1: npt.ArrayLike | None = None,
+    dtype: npt.DTypeLike = np.float64,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Contrast agent concentration from a spoiled gradient echo (SPGR) time series.
 
@@ -116,10 +117,13 @@ def signal_to_concentration(
         use 1).
     b1 : float or array_like, shape (...), optional
         Relative flip angle (actual / nominal); 1 when omitted.
+    dtype : float32 or float64, default float64
+        Of the returned concentration; the arithmetic is float64 either way (per block).
+        The DCE stage asks for float32: half the memory of a whole 4-D series.
 
     Returns
     -------
-    concentration_mM : ndarray, shape (..., n), float64
+    concentration_mM : ndarray, shape (..., n), ``dtype``
         NaN where the inversion is impossible.
     status : ndarray of uint8, shape (...)
         :class:`ConcentrationStatus` per voxel.
@@ -158,7 +162,10 @@ def signal_to_concentration(
     # in blocks of voxel rows, converted to float64 one block at a time: the same arithmetic
     # per voxel, with temporaries (and a float64 copy) of a block instead of the whole series
     n = s.shape[-1]
-    conc = np.empty(s.shape)
+    out_dtype = np.dtype(dtype)
+    if out_dtype not in (np.float32, np.float64):
+        raise DataError(f"expected float32 or float64, got {out_dtype}", field="dtype")
+    conc = np.empty(s.shape, dtype=out_dtype)
     status = np.zeros(lead, dtype=np.uint8)
     # slabs along the first axis of an image (any memory order), else the rows themselves
     slabs: Any = range(s.shape[0]) if s.ndim >= 3 else [Ellipsis]
