@@ -83,6 +83,14 @@ def iron_maps(
     :func:`~tumorscope.stages.fit.fit_volume`, maps ``<prefix>t2star_post_*``); then
     :func:`iron_from_rates` with its R2* and status maps.
 
+    With ``pre_status``, only the voxels where the pre-contrast fit converged are fitted
+    (the others: NaN, status 255 "not fitted" in the ``t2star_post`` maps, NaN ΔR2* and iron):
+    ΔR2* takes the pre-contrast status wherever that did not converge, so those voxels were
+    flagged and left out of every lesion statistic already; the fitted voxels get the same
+    values as fitting the whole series (the Rician noise level is still estimated from the
+    whole series, background included). On the large phantom that skips a third of the
+    voxels (the background where the pre-contrast fit hit its bounds).
+
     Parameters
     ----------
     post : SeriesInput
@@ -118,9 +126,19 @@ def iron_maps(
     if post.protocol is None:
         raise DataError("series has no acquisition protocol", file=post.label, field=post.role)
     _relaxivity(post, options)  # checked before anything is fitted or written
+    series = post.load()
+    model = T2Star.from_protocol(post.protocol)
+    mask = _where_pre_converged(pre_status, series)
+    if mask is not None and model.floor == "rician" and model.noise_sigma is None:
+        # the Rician noise level from the whole series, as the unmasked fit estimates it (the
+        # background it needs is outside the mask), so the fitted voxels are unchanged
+        sigma, how = model.estimate_noise(series.data)
+        model = T2Star.from_protocol(post.protocol, noise_sigma=sigma)
+        model._sigma_estimated = how  # recorded in the options as the estimating fit does
     fitted = fit_volume(
-        T2Star.from_protocol(post.protocol),
-        post.load(),
+        model,
+        series,
+        mask=mask,
         out_dir=out_dir,
         prefix=f"{prefix}t2star_post_",
         input_files={"series": post.path},
@@ -148,6 +166,22 @@ def iron_maps(
             pre_label=pre_label,
         )
     )
+
+
+def _where_pre_converged(
+    pre_status: str | os.PathLike[str] | None, series: Volume
+) -> np.ndarray | None:
+    """Voxels where the pre-contrast fit converged (the only ones whose ΔR2* status can be
+    "converged"), or None (fit everything) without a status map or on another grid (then
+    :func:`iron_from_rates` reports the grids)."""
+    from ..fitting.status import FitStatus
+
+    if pre_status is None:
+        return None
+    st = Volume.from_nifti(pre_status, dtype=np.uint8)
+    if not st.same_grid(series):
+        return None
+    return np.asarray(st.data == FitStatus.CONVERGED)
 
 
 def _relaxivity(post: SeriesInput, options: IronOptions) -> tuple[float | None, float]:
