@@ -20,7 +20,7 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["fixed_point", "inputless_basis_decay"]
+__all__ = ["fixed_point", "fixed_point_normal", "inputless_basis_decay", "peak_signal"]
 
 _MAX = np.finfo(np.float64).max
 
@@ -155,3 +155,68 @@ def inputless_basis_decay(pyr, dts, sin_p, cos_p, sin_l, cos_l, r1l, decay):  # 
             pz[j] = pyr[i, j] / sin_p[j]
         _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l[i], decay[i], A[i], B[i])
     return A, B
+
+
+@nb.njit(cache=True, nogil=True)
+def fixed_point_normal(
+    pyr, lac, dts, sin_p, cos_p, sin_l, cos_l, r1l, r1p, n_it
+):  # pragma: no cover
+    """:func:`fixed_point` returning, instead of the bases, the entries of the normal matrix
+    ``JᵀJ`` of the Jacobian ``[B, A]`` (kPL, L0) at the last basis: (l0, k, rss, bb, ab, aa).
+    No ``(voxels, frames)`` array is written."""
+    v, n = pyr.shape
+    l0 = np.empty(v)
+    k = np.empty(v)
+    rss = np.empty(v)
+    bb = np.empty(v)
+    ab = np.empty(v)
+    aa = np.empty(v)
+    pz = np.empty(n)
+    A = np.empty(n)
+    B = np.empty(n)
+    for i in range(v):
+        for j in range(n):
+            pz[j] = pyr[i, j] / sin_p[j]
+        kk = 0.05
+        li = 0.0
+        ri = 0.0
+        for _ in range(n_it):
+            _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l[i], _decay_of(kk, r1p), A, B)
+            li, kk, ri = _solve2(A, B, lac[i])
+        l0[i] = li
+        k[i] = kk
+        rss[i] = ri
+        sbb = sab = saa = 0.0
+        for j in range(n):
+            sbb += B[j] * B[j]
+            sab += A[j] * B[j]
+            saa += A[j] * A[j]
+        bb[i] = sbb
+        ab[i] = sab
+        aa[i] = saa
+    return l0, k, rss, bb, ab, aa
+
+
+@nb.njit(cache=True, nogil=True)
+def peak_signal(pyr, dts, sin_p, cos_p, sin_l, cos_l, r1l, decay, l0, k):  # pragma: no cover
+    """``max_j |l0 A_j + k B_j|`` per voxel (NaN if any term is), the basis at ``decay``: the
+    peak of ``PyruvateLactate.lactate_signal`` without building it."""
+    v, n = pyr.shape
+    out = np.empty(v)
+    pz = np.empty(n)
+    A = np.empty(n)
+    B = np.empty(n)
+    for i in range(v):
+        for j in range(n):
+            pz[j] = pyr[i, j] / sin_p[j]
+        _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l[i], decay[i], A, B)
+        m = 0.0
+        for j in range(n):
+            val = abs(l0[i] * A[j] + k[i] * B[j])
+            if math.isnan(val):
+                m = math.nan
+                break
+            if j == 0 or val > m:
+                m = val
+        out[i] = m
+    return out

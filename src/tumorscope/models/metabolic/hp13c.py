@@ -319,6 +319,24 @@ class PyruvateLactate:
             )
         return params[:, 1:2] * A + params[:, 0:1] * B
 
+    def _peak(self, pyruvate: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """Peak of the absolute fitted lactate signal per voxel (``params``: kPL, L0, T1)."""
+        kernels = self._kernels()
+        decay = self._decay(params[:, 0])
+        if kernels is None or decay is None:
+            return np.asarray(np.max(np.abs(self.lactate_signal(pyruvate, params)), axis=1))
+        v = pyruvate.shape[0]
+        return np.asarray(
+            kernels.peak_signal(
+                np.ascontiguousarray(pyruvate, dtype=float),
+                *self._schedule(),
+                self._per_voxel(1.0 / params[:, 2], v),
+                np.ascontiguousarray(decay, dtype=float),
+                np.ascontiguousarray(params[:, 1]),
+                np.ascontiguousarray(params[:, 0]),
+            )
+        )
+
     def _kernels(self) -> Any:
         """The compiled kernels when they apply (a pyruvate T1, numba, engine not numpy)."""
         if self.t1_pyruvate_s is None or getattr(self, "engine", "auto") == "numpy":
@@ -384,20 +402,35 @@ class PyruvateLactate:
             t1 = self._search_t1(pyr, lac)
         else:
             t1 = np.full(v, self.t1_lactate_s)
-        l0, k, rss, A, B = self._fixed(pyr, lac, t1)
         p = len(self.parameters)
+        kernels = self._kernels()
+        if kernels is not None and not self.fit_t1_lactate:
+            # the normal matrix of the Jacobian [B, A] summed in the kernel
+            assert self.t1_pyruvate_s is not None
+            l0, k, rss, bb, ab, aa = kernels.fixed_point_normal(
+                np.ascontiguousarray(pyr, dtype=float),
+                np.ascontiguousarray(lac, dtype=float),
+                *self._schedule(),
+                self._per_voxel(1.0 / t1, v),
+                1.0 / self.t1_pyruvate_s,
+                _FIXED_POINT_ITERATIONS,
+            )
+            normal = np.stack([np.stack([bb, ab], 1), np.stack([ab, aa], 1)], 1)
+        else:
+            l0, k, rss, A, B = self._fixed(pyr, lac, t1)
+            # standard errors from the Jacobian of the lactate signal (the pyruvate is an input)
+            cols = [B, A]
+            if self.fit_t1_lactate:
+                h = 1e-4 * t1
+                up = self.lactate_signal(pyr, np.stack([k, l0, t1 + h], 1))
+                dn = self.lactate_signal(pyr, np.stack([k, l0, t1 - h], 1))
+                cols.append((up - dn) / (2 * h[:, None]))
+            J = np.stack(cols, axis=2)
+            normal = np.einsum("vmi,vmj->vij", J, J)
         params = np.stack([k, l0, t1][:p], axis=1)
-        # standard errors from the Jacobian of the lactate signal (the pyruvate is an input)
-        cols = [B, A]
-        if self.fit_t1_lactate:
-            h = 1e-4 * t1
-            up = self.lactate_signal(pyr, np.stack([k, l0, t1 + h], 1))
-            dn = self.lactate_signal(pyr, np.stack([k, l0, t1 - h], 1))
-            cols.append((up - dn) / (2 * h[:, None]))
-        J = np.stack(cols, axis=2)
         dof = max(n - p, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            var = _pinv_diagonal(np.einsum("vmi,vmj->vij", J, J))
+            var = _pinv_diagonal(normal)
             se = np.sqrt(np.clip(var, 0, None) * (rss / dof)[:, None])
         status = np.full(v, FitStatus.CONVERGED, np.uint8)
         at_bound = (k <= 0) | (l0 <= 0)
@@ -503,8 +536,7 @@ class PyruvateLactate:
             p_all = fl.params[fitted].astype(float)
             if not self.fit_t1_lactate:
                 p_all = np.concatenate([p_all, np.full((p_all.shape[0], 1), self.t1_lactate_s)], 1)
-            pred = self.lactate_signal(flat_y[fitted, :n], p_all)
-            peak[fitted] = np.max(np.abs(pred), axis=1)
+            peak[fitted] = self._peak(flat_y[fitted, :n], p_all)
         if sig is None:
             noise = np.sqrt(fl.rss.astype(float) / max(n - len(self.parameters), 1))
         else:
