@@ -149,10 +149,13 @@ def test_iron_from_rates_other_rates_and_grids(tmp_path: Path) -> None:
     assert not (tmp_path / "o2").exists()
 
 
-def test_post_fit_restricted_to_pre_converged_voxels_changes_no_valid_value(tmp_path: Path) -> None:
-    # the post-contrast fit runs only where the pre-contrast fit converged; against the fit
-    # of the whole series (no pre status): the same ΔR2*, iron and post T2* values there, the
-    # same iron status everywhere, the same noise level (estimated from the whole series)
+def test_post_fit_restricted_to_pre_converged_signal_voxels_changes_no_valid_value(
+    tmp_path: Path,
+) -> None:
+    # the post-contrast fit runs only where the pre-contrast fit converged and the first echo
+    # is above 3σ; against the fit of the whole series (no pre status): the same ΔR2*, iron and
+    # post T2* values there, the same iron status elsewhere but in the one noise-only voxel
+    # the pre-contrast fit called converged, the same noise level (from the whole series)
     rng = np.random.default_rng(2)
     shape = (12, 12, 2)
     pre = rng.uniform(20.0, 40.0, shape)
@@ -162,7 +165,8 @@ def test_post_fit_restricted_to_pre_converged_voxels_changes_no_valid_value(tmp_
     pre_path = _nifti(tmp_path / "pre_R2star.nii.gz", pre)
     pre_st = np.zeros(shape, np.uint8)
     pre_st[:4] = 2  # the air (the noise level's background): at a bound before contrast
-    pre_st[3, 4, 1] = 1
+    pre_st[6, 4, 1] = 1
+    pre_st[0, 5, 0] = 0  # an air voxel whose pre-contrast fit "converged" on noise
     st_path = _nifti(tmp_path / "pre_status.nii.gz", pre_st, np.uint8)
     iron_maps(series, pre_path, st_path, out_dir=tmp_path / "fast", prefix="s_")
     iron_maps(series, pre_path, None, out_dir=tmp_path / "all", prefix="s_")
@@ -170,7 +174,10 @@ def test_post_fit_restricted_to_pre_converged_voxels_changes_no_valid_value(tmp_
     def load(which: str, name: str) -> np.ndarray:
         return Volume.from_nifti(tmp_path / which / f"s_{name}.nii.gz").data
 
-    ok = pre_st == 0
+    air = np.zeros(shape, bool)
+    air[:4] = True
+    ok = (pre_st == 0) & ~air
+    assert ok.sum() == 12 * 12 * 2 - 4 * 12 * 2 - 1
     for name in ("iron_dR2star", "iron_Fe", "t2star_post_R2star", "t2star_post_S0"):
         fast, full = load("fast", name), load("all", name)
         np.testing.assert_array_equal(fast[ok], full[ok])
@@ -178,6 +185,7 @@ def test_post_fit_restricted_to_pre_converged_voxels_changes_no_valid_value(tmp_
     post_st = load("fast", "t2star_post_status")
     assert (post_st[~ok] == 255).all()
     full_st = np.where(pre_st == 0, load("all", "t2star_post_status"), pre_st)
+    full_st[0, 5, 0] = 255  # noise only after contrast: not fitted
     np.testing.assert_array_equal(load("fast", "iron_status"), full_st)
     prov = [
         json.loads((tmp_path / w / "s_t2star_post_R2star.json").read_text())["Provenance"]

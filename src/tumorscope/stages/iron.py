@@ -42,6 +42,11 @@ _RATES: dict[str, tuple[str, str, str]] = {
     "r1": ("dR1", "R1", "r1"),
 }
 
+#: A voxel whose first echo is at most this many noise SDs is not fitted after contrast: its
+#: magnitude is what noise alone gives (a noise-only Rayleigh magnitude stays below 3σ 98.9 %
+#: of the time), so its T2* is not identifiable.
+SIGNAL_FLOOR_SIGMA = 3.0
+
 #: Provenance of the tabulated relaxivity (Knobloch et al. 2018, plasma values).
 _TABLE_SOURCE = "ferumoxytol in plasma (tumorscope.models.cells.iron)"
 
@@ -83,13 +88,16 @@ def iron_maps(
     :func:`~tumorscope.stages.fit.fit_volume`, maps ``<prefix>t2star_post_*``); then
     :func:`iron_from_rates` with its R2* and status maps.
 
-    With ``pre_status``, only the voxels where the pre-contrast fit converged are fitted
-    (the others: NaN, status 255 "not fitted" in the ``t2star_post`` maps, NaN ΔR2* and iron):
-    ΔR2* takes the pre-contrast status wherever that did not converge, so those voxels were
-    flagged and left out of every lesion statistic already; the fitted voxels get the same
-    values as fitting the whole series (the Rician noise level is still estimated from the
-    whole series, background included). On the large phantom that skips a third of the
-    voxels (the background where the pre-contrast fit hit its bounds).
+    With ``pre_status`` (as the pipeline runs it), only the voxels where the pre-contrast fit
+    converged and the post-contrast first echo is above :data:`SIGNAL_FLOOR_SIGMA` × the Rician
+    noise level are fitted; the others get NaN and status 255 ("not fitted") in the
+    ``t2star_post`` maps, NaN ΔR2* and iron. Where the pre-contrast fit did not converge ΔR2*
+    takes its status, so those voxels were flagged and left out of every lesion statistic
+    already; a first echo within the noise (air, or a signal void) holds no decay to fit (the
+    whole-series fit returned bound or iteration-limit values there). Every fitted voxel gets
+    the same values as in the fit of the whole series: the noise level is still estimated from
+    the whole series, background included (tested). On the large phantom this fits 247,000 of
+    491,520 voxels and halves the fit again (the noise-only voxels were the slow ones).
 
     Parameters
     ----------
@@ -135,6 +143,9 @@ def iron_maps(
         sigma, how = model.estimate_noise(series.data)
         model = T2Star.from_protocol(post.protocol, noise_sigma=sigma)
         model._sigma_estimated = how  # recorded in the options as the estimating fit does
+        if sigma > 0:  # and a signal above the noise at the first echo
+            first = int(np.argmin(model.echo_times_ms))
+            mask &= np.asarray(series.data[..., first]) > SIGNAL_FLOOR_SIGMA * sigma
     fitted = fit_volume(
         model,
         series,
