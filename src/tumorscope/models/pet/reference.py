@@ -12,9 +12,10 @@ searched over the voxels of the liver mask at least 15 mm (the sphere's radius) 
 the patient-right half of the liver (RAS world x at or above the median x of the liver's
 voxels, when the caller gives the voxels' world x), and the candidate with the lowest coefficient of
 variation of uptake is taken — the most homogeneous, so a liver metastasis or a hot vessel is
-avoided. The sums over the spheres are screened by FFT on the candidates' box and the
-few best candidates re-summed exactly as ``scipy.ndimage.correlate`` sums them, so the choice
-is that of correlating over the whole volume (tested, ties included) at ~1/100 of the cost. Quality check (:class:`ReferenceRegion.problems`): the sphere must fit wholly in the
+avoided. The sums over the spheres are screened by FFT on the candidates' box and the few
+best candidates re-summed exactly as ``scipy.ndimage.correlate`` sums them, so the choice is
+that of correlating over the whole volume (tested, ties included) at ~1/400 of the cost.
+Quality check (:class:`ReferenceRegion.problems`): the sphere must fit wholly in the
 liver (else the mask is too small: a manual VOI or the blood pool is needed), its coefficient
 of variation must not exceed ``max_cv`` (default 0.30, a decision: normal liver SUL has CV
 ≈ 0.10-0.15 in PERCIST's data; a larger one means lesions or noise), and between two scans
