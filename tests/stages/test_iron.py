@@ -23,13 +23,16 @@ def _nifti(path: Path, data: np.ndarray, dtype: type = np.float32) -> Path:
     return path
 
 
-def _post_series(tmp_path: Path, r2star: np.ndarray, **sidecar: object) -> Path:
-    """A post-contrast MEGRE (Rician noise, σ = 5) with a noise-only background row."""
+def _post_series(
+    tmp_path: Path, r2star: np.ndarray, *, air_rows: int = 1, **sidecar: object
+) -> Path:
+    """A post-contrast MEGRE (Rician noise, σ = 5) with noise-only background rows."""
     rng = np.random.default_rng(7)
-    s0 = np.full(SHAPE, 1000.0)
-    s0[0] = 0.0  # air: the model estimates its noise level there
+    shape = r2star.shape
+    s0 = np.full(shape, 1000.0)
+    s0[:air_rows] = 0.0  # air: the model estimates its noise level there
     te_ms = np.array(TE_S) * 1000
-    clean = s0[..., None] * np.exp(-np.outer(r2star.ravel(), te_ms) / 1000).reshape(*SHAPE, -1)
+    clean = s0[..., None] * np.exp(-np.outer(r2star.ravel(), te_ms) / 1000).reshape(*shape, -1)
     noisy = np.abs(
         clean + 5 * rng.standard_normal(clean.shape) + 5j * rng.standard_normal(clean.shape)
     )
@@ -79,6 +82,9 @@ def test_iron_maps_fits_the_post_series_and_writes_the_pipeline_files(tmp_path: 
     tissue[1:] = True
     dr = Volume.from_nifti(out / "s_iron_dR2star.nii.gz").data
     fe = Volume.from_nifti(out / "s_iron_Fe.nii.gz").data
+    # the post-contrast fit skips the voxel whose pre-contrast fit did not converge
+    tissue &= pre_st == 0
+    assert np.isnan(dr[1, 1, 0]) and np.isnan(fe[1, 1, 0])
     assert abs(np.median(dr[tissue]) - 55.7 * 0.4) < 1.0
     np.testing.assert_allclose(fe[tissue], dr[tissue] / 55.7, rtol=1e-5)
     # the status of ΔR2* is the pre-contrast one where that did not converge, else the post one
@@ -141,3 +147,49 @@ def test_iron_from_rates_other_rates_and_grids(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not on one grid"):
         iron_from_rates(pre, other, post=series, out_dir=tmp_path / "o2", prefix="", options=opts)
     assert not (tmp_path / "o2").exists()
+
+
+def test_post_fit_restricted_to_pre_converged_signal_voxels_changes_no_valid_value(
+    tmp_path: Path,
+) -> None:
+    # the post-contrast fit runs only where the pre-contrast fit converged and the first echo
+    # is above 3σ; against the fit of the whole series (no pre status): the same ΔR2*, iron and
+    # post T2* values there, the same iron status elsewhere but in the one noise-only voxel
+    # the pre-contrast fit called converged, the same noise level (from the whole series)
+    rng = np.random.default_rng(2)
+    shape = (12, 12, 2)
+    pre = rng.uniform(20.0, 40.0, shape)
+    series = read_series(
+        _post_series(tmp_path, pre + 20.0, air_rows=4), "MEGRE", role="t2star_ferumoxytol"
+    )
+    pre_path = _nifti(tmp_path / "pre_R2star.nii.gz", pre)
+    pre_st = np.zeros(shape, np.uint8)
+    pre_st[:4] = 2  # the air (the noise level's background): at a bound before contrast
+    pre_st[6, 4, 1] = 1
+    pre_st[0, 5, 0] = 0  # an air voxel whose pre-contrast fit "converged" on noise
+    st_path = _nifti(tmp_path / "pre_status.nii.gz", pre_st, np.uint8)
+    iron_maps(series, pre_path, st_path, out_dir=tmp_path / "fast", prefix="s_")
+    iron_maps(series, pre_path, None, out_dir=tmp_path / "all", prefix="s_")
+
+    def load(which: str, name: str) -> np.ndarray:
+        return Volume.from_nifti(tmp_path / which / f"s_{name}.nii.gz").data
+
+    air = np.zeros(shape, bool)
+    air[:4] = True
+    ok = (pre_st == 0) & ~air
+    assert ok.sum() == 12 * 12 * 2 - 4 * 12 * 2 - 1
+    for name in ("iron_dR2star", "iron_Fe", "t2star_post_R2star", "t2star_post_S0"):
+        fast, full = load("fast", name), load("all", name)
+        np.testing.assert_array_equal(fast[ok], full[ok])
+        assert np.isnan(fast[~ok]).all() and np.isfinite(full[~ok]).all()
+    post_st = load("fast", "t2star_post_status")
+    assert (post_st[~ok] == 255).all()
+    full_st = np.where(pre_st == 0, load("all", "t2star_post_status"), pre_st)
+    full_st[0, 5, 0] = 255  # noise only after contrast: not fitted
+    np.testing.assert_array_equal(load("fast", "iron_status"), full_st)
+    prov = [
+        json.loads((tmp_path / w / "s_t2star_post_R2star.json").read_text())["Provenance"]
+        for w in ("fast", "all")
+    ]
+    assert prov[0]["options"] == prov[1]["options"]
+    assert prov[0]["options"]["noise_sigma_estimated"] == "background"

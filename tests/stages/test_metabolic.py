@@ -172,3 +172,27 @@ def test_mrsi_grid_is_resampled_onto_the_tumour_grid(tmp_path) -> None:
     assert rows[("2", "mrs.Cho")] == pytest.approx((3.0 + 4.0) / 2, rel=0.02)
     native = Volume.from_nifti(tmp_path / "o" / "mrs_Cho.nii.gz").data[..., 0]
     np.testing.assert_allclose(native, cho, rtol=0.02)
+
+
+def test_nearest_lookup_moves_maps_as_resample_does() -> None:
+    # the gather through one index map against preprocessing.registration.resample (nearest)
+    # map by map: the same float32 values, NaN outside the spectroscopic grid and where the
+    # source is NaN (an oblique, shifted, coarser grid onto a finer one)
+    from tumorscope.preprocessing.registration import resample
+    from tumorscope.stages.metabolic import _nearest_lookup
+
+    rng = np.random.default_rng(0)
+    c, s = np.cos(0.3), np.sin(0.3)
+    src_aff = np.array(
+        [[8 * c, -8 * s, 0, -30], [8 * s, 8 * c, 0, -20], [0, 0, 10, -15], [0, 0, 0, 1]]
+    )
+    native = Volume(np.zeros((6, 5, 3), np.float32), src_aff)
+    onto = Volume(np.zeros((40, 36, 12), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    lookup = _nearest_lookup(native, onto)
+    assert lookup is not None and (lookup >= 0).any() and (lookup < 0).any()
+    for _ in range(3):
+        arr = rng.normal(size=native.shape).astype(np.float32)
+        arr[2, 2, 1] = np.nan
+        ref = resample(native.with_data(arr), onto, interpolation="nearest").data
+        ours = np.where(lookup >= 0, arr.reshape(-1)[np.maximum(lookup, 0)], np.nan)
+        np.testing.assert_array_equal(ours.astype(np.float32), ref)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..layout import (
@@ -356,10 +356,17 @@ def _metabolic(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     keys = {"subject": unit.subject, "visit": unit.visit}
     res = StageResult()
     if "hp13c_pyruvate" in s and "hp13c_lactate" in s:
-        grid = s["hp13c_pyruvate"].load()
+        import nibabel as nib
+        import numpy as np
+
+        from ..volume import Volume
+
+        # the 13C grid from the header (fit_hp13c reads and checks the data)
+        head: Any = nib.load(str(s["hp13c_pyruvate"].path))
+        grid = Volume(np.zeros(head.shape[:3], np.uint8), head.affine)
         lab13 = labels
         if labels is not None and not labels.same_grid(grid):
-            lab13 = resample_mask(labels, grid.with_data(grid.data[..., 0]))
+            lab13 = resample_mask(labels, grid)
         res.extend(
             fit_hp13c(
                 s["hp13c_pyruvate"].path,

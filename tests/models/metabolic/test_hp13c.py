@@ -148,3 +148,44 @@ def test_forward_model_matches_the_phantoms_matrix_exponential() -> None:
                                 [k], r1p=1 / 30, r1l=1 / 25, input_rate=1000.0,
                                 input_start_s=on, input_duration_s=off - on)[0]  # fmt: skip
         np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("fit_t1", [False, True])
+def test_compiled_fixed_point_agrees_with_the_numpy_path(fit_t1) -> None:
+    # numba kernels (_hp13c_numba) against the vectorised numpy path on noisy curves with
+    # uneven frame spacing and per-frame flips (rounding only: exp/expm1 and sum order)
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(7)
+    t = np.concatenate([np.arange(10) * 3.0, 30 + np.arange(6) * 4.5])
+    flips = np.vstack([np.linspace(10, 35, t.size), np.full(t.size, 25.0)])
+    k = rng.uniform(0.0, 0.3, 300)
+    clean = _sim(k, flips=np.deg2rad(flips), t=t)
+    noisy = clean + rng.normal(0, 0.03 * clean[:, 1].max(), clean.shape)
+    noisy[:20] = rng.normal(0, 5.0, noisy[:20].shape)  # background: noise only
+    fits = [
+        PyruvateLactate(t, flips, fit_t1_lactate=fit_t1, engine=e, min_snr=3).fit(noisy)
+        for e in ("numba", "numpy")
+    ]
+    np.testing.assert_array_equal(fits[0].status, fits[1].status)
+    for name in fits[1].maps:
+        np.testing.assert_allclose(fits[0][name], fits[1][name], rtol=1e-10, atol=1e-14)
+    for name in fits[1].stderr:
+        np.testing.assert_allclose(
+            fits[0].stderr[name], fits[1].stderr[name], rtol=1e-10, atol=1e-14
+        )
+
+
+def test_closed_form_covariance_diagonal_is_the_pseudo_inverse() -> None:
+    from tumorscope.models.metabolic.hp13c import _pinv_diagonal
+
+    rng = np.random.default_rng(0)
+    J = rng.normal(size=(500, 12, 2)) * np.array([1e-3, 1e3])
+    J[:5, :, 1] = J[:5, :, 0] * 2.0  # singular: pinv's answer
+    J[5:10, :, 1] = J[5:10, :, 0] * 2.0 + 1e-9 * rng.normal(size=(5, 12))  # near-singular
+    m = np.einsum("vmi,vmj->vij", J, J)
+    ref = np.einsum("vii->vi", np.linalg.pinv(m))
+    np.testing.assert_allclose(_pinv_diagonal(m), ref, rtol=1e-9)
+    m3 = np.einsum("vmi,vmj->vij", *(rng.normal(size=(2, 50, 12, 3))))
+    np.testing.assert_allclose(_pinv_diagonal(m3), np.einsum("vii->vi", np.linalg.pinv(m3)))
+    with pytest.raises(FitError, match="engine"):
+        PyruvateLactate(T, [20, 20], engine="cuda")  # type: ignore[arg-type]

@@ -136,3 +136,71 @@ def test_liver_comparability_rule():
     assert comparable_references(2.0, 2.2)[0]
     assert not comparable_references(2.0, 2.35)[0]  # 0.35 units
     assert not comparable_references(1.0, 1.25)[0]  # 25 %
+
+
+# ---------------------------------------------------------------- fast paths vs the old code
+
+
+def _search_case(seed: int, kind: str):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape, vox, r = (40, 36, 14), (2.0, 2.0, 3.0), 7.0
+    img = np.full(shape, 1.3) if kind == "uniform" else 1.0 + 0.1 * rng.standard_normal(shape)
+    m = np.zeros(shape, bool)
+    m[4:36, 3:33, 1:13] = True
+    if kind == "nan":
+        img[10, 10, 5] = np.nan
+        img[20:23, 12:15, 6] = np.nan
+    if kind == "hot":  # a metastasis in the liver: far from the minimum, far from the box
+        img[15:20, 15:20, 4:9] = 9.0
+    cand = ndimage.distance_transform_edt(m, sampling=vox) >= r
+    ball = sphere_mask(
+        tuple(2 * math.ceil(r / v) + 1 for v in vox),
+        tuple(float(math.ceil(r / v)) for v in vox),
+        r,
+        vox,
+    )
+    return img, m, cand, ball
+
+
+@pytest.mark.parametrize("kind", ["noisy", "uniform", "nan", "hot"])
+def test_liver_search_picks_the_centre_of_the_whole_volume_correlation(kind):
+    # the FFT-screened search against the search as first written (scipy.ndimage.correlate
+    # of the three sums over the whole volume, argmin in C order): the same voxel, ties in a
+    # uniform liver included
+    from tumorscope.models.pet.reference import _most_homogeneous, _most_homogeneous_reference
+
+    for seed in range(3):
+        img, m, cand, ball = _search_case(seed, kind)
+        assert _most_homogeneous(img, m, cand, ball) == _most_homogeneous_reference(
+            img, m, cand, ball
+        )
+
+
+def test_exact_sphere_sums_are_scipy_ndimage_correlate_bit_for_bit():
+    from scipy import ndimage
+
+    from tumorscope.models.pet.reference import _exact_sums
+
+    img, m, cand, ball = _search_case(5, "nan")
+    x = np.where(np.isfinite(img), img, 0.0)
+    arrays = [(np.isfinite(img) & m).astype(float), np.where(m, x, 0.0), np.where(m, x * x, 0.0)]
+    half = np.array(ball.shape) // 2
+    centres = np.argwhere(cand)
+    ours = _exact_sums([np.pad(a, [(h, h) for h in half]) for a in arrays], centres, ball)
+    for a, o in zip(arrays, ours, strict=True):
+        ref = ndimage.correlate(a, ball.astype(float), mode="constant")[tuple(centres.T)]
+        np.testing.assert_array_equal(o, ref)
+
+
+def test_fft_convolution_is_scipy_signal_fftconvolve_bit_for_bit():
+    from scipy import signal
+
+    from tumorscope.models.pet.uptake import _fftconvolve_same
+
+    rng = np.random.default_rng(0)
+    k = peak_kernel((2.0, 2.0, 3.0))
+    for shape in [(20, 17, 9), (33, 40, 12), (5, 6, 7)]:
+        a = rng.random(shape)
+        np.testing.assert_array_equal(_fftconvolve_same(a, k), signal.fftconvolve(a, k, "same"))

@@ -185,6 +185,10 @@ def inputless_basis(
     B = np.empty((v, n))
     a_mz = np.ones(v)
     b_mz = np.zeros(v)
+    a = None if decay is None else np.broadcast_to(np.asarray(decay, dtype=float), (v,))
+    # the factors that depend only on the rates and the interval, computed once per distinct
+    # interval (frames are usually evenly spaced): the same expressions, so the same numbers
+    per_dt: dict[float, tuple[np.ndarray, ...]] = {}
     for j in range(n):
         A[:, j] = a_mz * sin_l[j]
         B[:, j] = b_mz * sin_l[j]
@@ -193,30 +197,41 @@ def inputless_basis(
         dt = dts[j]
         p_after = Pz[:, j] * cos_p[j]
         p_next = Pz[:, j + 1]
-        eb = np.exp(-rl * dt)
-        if decay is not None:
-            a = np.broadcast_to(np.asarray(decay, dtype=float), (v,))
-            ea = np.exp(-a * dt)
-            ra = _relax_input(a, dt)  # (1 - e^{-a dt}) / a
+        f = per_dt.get(float(dt))
+        if a is not None:
+            if f is None:
+                phi = exchange_phi(a, rl, dt)
+                f = per_dt[float(dt)] = (
+                    np.exp(-rl * dt),
+                    np.exp(-a * dt),
+                    _relax_input(a, dt),  # (1 - e^{-a dt}) / a
+                    phi,
+                    np.where(a == 0, 1.0, a),
+                    _relax_input(rl, dt) - phi,
+                )
+            eb, ea, ra, phi, a_safe, conv = f
             u = (p_next - p_after * ea) / ra
-            phi = exchange_phi(a, rl, dt)
-            ua = u / np.where(a == 0, 1.0, a)
-            q = p_after * phi + ua * (_relax_input(rl, dt) - phi)
+            ua = u / a_safe
+            q = p_after * phi + ua * conv
             a_mz = a_mz * cos_l[j] * eb
             b_mz = b_mz * cos_l[j] * eb + q
             continue
+        if f is None:
+            eb = np.exp(-rl * dt)
+            c0 = _relax_input(rl, dt)
+            c1 = c0 - np.where(
+                np.abs(rl * dt) < 1e-8,
+                0.5 * dt,
+                (1.0 - eb * (1.0 + rl * dt)) / np.where(rl == 0, 1.0, rl * rl * dt),
+            )
+            f = per_dt[float(dt)] = (eb, c0, c1)
+        eb, c0, c1 = f
         pos = (p_after > 0) & (p_next > 0)
         with np.errstate(divide="ignore", invalid="ignore"):
             r = np.where(pos, np.log(np.where(pos, p_after / np.where(pos, p_next, 1.0), 1.0)), 0)
         r = r / dt
         q_exp = p_after * exchange_phi(r, rl, dt)
         # linear interpolation: ∫ e^{-b(dt-s)} (p_after + (p_next - p_after) s/dt) ds
-        c0 = _relax_input(rl, dt)
-        c1 = c0 - np.where(
-            np.abs(rl * dt) < 1e-8,
-            0.5 * dt,
-            (1.0 - eb * (1.0 + rl * dt)) / np.where(rl == 0, 1.0, rl * rl * dt),
-        )
         q_lin = p_after * (c0 - c1) + p_next * c1
         q = np.where(pos, q_exp, q_lin)
         a_mz = a_mz * cos_l[j] * eb
