@@ -210,9 +210,12 @@ class ADC(DiffusionModel):
         weighted = self.method == "wlls"
         a_lo, a_hi = self._adc_bounds()
 
+        yflat = y.reshape(-1) if y.flags.c_contiguous else np.empty(0, dtype=y.dtype)
+
         def one(c: int) -> None:
             nbm.adc_fit_range(
                 y,
+                yflat,
                 kmask,
                 mask is not None,
                 c * chunk,
