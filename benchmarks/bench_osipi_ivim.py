@@ -4,7 +4,7 @@ TF2.4 IVIM code collection (PyPI ``osipi-ivim``, the ``test`` extra) and DIPY's 
 
 Run from the repository root::
 
-    python benchmarks/bench_osipi_ivim.py                       # ~5 min on 2 cores
+    python benchmarks/bench_osipi_ivim.py                       # ~5 min on 2 loaded cores
     python benchmarks/bench_osipi_ivim.py --snr 20,50,100 --reps 100 --markdown
     python benchmarks/bench_osipi_ivim.py --no-osipi --no-dipy  # tumorscope only
 
@@ -20,7 +20,8 @@ gives, pooled over tissues, the median of the per-tissue |bias| (mean estimate -
 both relative to the truth (%), and the fraction of estimates inside the OSIPI unit-test
 tolerance (f ±0.2 + 10 %, D ±5e-4 + 10 %, D* ±0.1 + 10 %; D only where f < 0.8, D* only where
 f > 0.03, as the source test). A second table gives the speed of every method on one identical
-array (``--speed-snr``, ``--reps-peers`` copies) and its ratio to tumorscope's default.
+array (``--speed-snr``, ``--speed-reps`` copies per tissue) and its ratio to tumorscope's
+default.
 
 OSIPI algorithms run (``PEERS``): the ones of osipi-ivim 0.1.0 that need neither MATLAB, torch
 (IVIM-NET, SUPER-IVIM-DC, the TCML ones that import it) nor the repository's ``utilities``
@@ -91,7 +92,8 @@ def ours(method: str, **opts: object) -> Fit:
     from tumorscope.models import IVIM
 
     def fit(b: np.ndarray, y: np.ndarray) -> np.ndarray:
-        bounds = {"D_star": (0.005, 0.2)}  # the OSIPI test bounds (ours: D* up to 0.5)
+        # the OSIPI test bounds (our defaults: S0 >= 0 unbounded above, D* up to 0.5)
+        bounds = {"S0": (0.7, 1.3), "D_star": (0.005, 0.2)}
         m = IVIM(b, method=method, bounds=bounds, **opts)  # type: ignore[arg-type]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -212,6 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=200, help="copies per tissue (tumorscope)")
     p.add_argument("--reps-peers", type=int, default=10, help="copies per tissue (peers)")
     p.add_argument("--speed-snr", type=float, default=50.0)
+    p.add_argument("--speed-reps", type=int, default=50, help="copies per tissue, speed table")
     p.add_argument("--no-osipi", action="store_true")
     p.add_argument("--slow-peers", action="store_true", help="also IAR_LU_modified_*")
     p.add_argument("--no-dipy", action="store_true")
@@ -243,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
                 flush=True,
             )
     # speed on one identical array: every method, the same voxels
-    y = simulate(b, truth, args.speed_snr, args.reps_peers, args.seed + 999)
+    y = simulate(b, truth, args.speed_snr, args.speed_reps, args.seed + 999)
     n = y.shape[0] * y.shape[1]
     rates = {
         name: n / min(timed(fn, b, y)[1] for _ in range(1 if name in peers else 3))

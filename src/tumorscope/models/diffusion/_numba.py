@@ -712,8 +712,17 @@ def adc_fit_range(
     nan = np.nan
     for t0 in range(lo, hi, T):
         t1 = min(t0 + T, hi)
-        nt = 0
+        nt = t1 - t0
+        nin = nt
         if use_mask:
+            nin = 0
+            for i in range(t0, t1):
+                nin += 1 if mask[i] else 0
+        # a tile at least half in the mask is fitted whole (contiguous, vectorised), and its
+        # voxels outside the mask are overwritten after; a sparser one gathers its voxels
+        dense = nin * 2 >= nt
+        if use_mask and not dense:
+            nt = 0
             for i in range(t0, t1):
                 if mask[i]:
                     idx[nt] = i
@@ -725,7 +734,6 @@ def adc_fit_range(
                     se1_out[i] = nan
                     rss_out[i] = nan
                     status_out[i] = _NOT_FITTED
-            counts[_NOT_FITTED] += (t1 - t0) - nt
             # gather + transpose (the only access to y)
             if flat:
                 for j in range(nt):
@@ -737,21 +745,20 @@ def adc_fit_range(
                     i = idx[j]
                     for k in range(m):
                         v_t[k, j] = y[i, k]
+        elif flat:
+            i0 = t0 * m
+            for k in range(m):
+                for j in range(nt):
+                    v_t[k, j] = yflat[i0 + j * m + k]
         else:
-            nt = t1 - t0
-            if flat:
-                i0 = t0 * m
-                for k in range(m):
-                    for j in range(nt):
-                        v_t[k, j] = yflat[i0 + j * m + k]
-            else:
-                for k in range(m):
-                    for j in range(nt):
-                        v_t[k, j] = y[t0 + j, k]
+            for k in range(m):
+                for j in range(nt):
+                    v_t[k, j] = y[t0 + j, k]
+        counts[_NOT_FITTED] += (t1 - t0) - nin
         _adc_tile_sums(v_t, l_t, w_t, acc, nt, b_t, keep, is_base, weighted, zero, one, inf)
         _adc_tile_solve(l_t, w_t, acc, res, o_st, nt, b, keep, adc_lo, adc_hi)
-        # write out (contiguous without a mask: separate loops vectorise)
-        if use_mask:
+        # write out (contiguous for a whole tile: separate loops vectorise)
+        if use_mask and not dense:
             for j in range(nt):
                 i = idx[j]
                 s0_out[i] = o_s0[j]
@@ -761,6 +768,11 @@ def adc_fit_range(
                 rss_out[i] = o_r[j]
                 status_out[i] = o_st[j]
         else:
+            if nin < nt:  # voxels outside the mask: not fitted (and not counted below)
+                for j in range(nt):
+                    if not mask[t0 + j]:
+                        o_s0[j] = o_adc[j] = o_se0[j] = o_se1[j] = o_r[j] = nan
+                        o_st[j] = _NOT_FITTED
             _put(s0_out, t0, o_s0, nt)
             _put(adc_out, t0, o_adc, nt)
             _put(se0_out, t0, o_se0, nt)
