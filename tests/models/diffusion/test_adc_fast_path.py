@@ -67,12 +67,12 @@ def test_fast_path_equals_engine(method: str, dtype: type, order: str, masked: b
 
 
 def test_float32_log_is_as_accurate_as_numpy() -> None:
-    """The fast path takes the log of float32 data in float32 (``_numba._log_pos32``, twice
+    """The fast path takes the log of float32 data in float32 (``_adc_numba._log_pos32``, twice
     the SIMD lanes of float64): within 3 float32 ulps of the exact (float64) log over the whole
     positive float32 range, subnormals included — numpy's own float32 log is within 3.3."""
     import numba as nb
 
-    from tumorscope.models.diffusion import _numba as k
+    from tumorscope.models.diffusion import _adc_numba as k
 
     log32 = k._log_pos32
 
