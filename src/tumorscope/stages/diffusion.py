@@ -208,6 +208,7 @@ def fit_dwi_model(
     options: Mapping[str, Any] | None = None,
     mask: MaskLike = None,
     chunk_voxels: int | None = None,
+    region: str = "all",
 ) -> FitOutputs:
     """Fit one diffusion model to a series and write its maps ``<prefix><map>.nii.gz``.
 
@@ -226,6 +227,8 @@ def fit_dwi_model(
         Non-zero voxels are fitted (on the series grid); a path is hashed into provenance.
     chunk_voxels : int, keyword-only, optional
         Voxels per block (bounds memory; the maps do not depend on it).
+    region : {"all", "body"}, keyword-only, default "all"
+        Voxels fitted when no mask is given (:attr:`DWIOptions.region`).
 
     Returns
     -------
@@ -234,16 +237,38 @@ def fit_dwi_model(
     Raises
     ------
     FitError, ProtocolError
-        Not a diffusion model or protocol, a bad option, a series whose volumes disagree with
-        the b-values.
+        Not a diffusion model or protocol, a bad option, an unknown region, a series whose
+        volumes disagree with the b-values.
     DataError
         An unreadable series, a mask on another grid.
     """
+    DWIOptions(region=region)  # checks the name
     m = _model_for(series, model, options)
     volume = _load(series, m.n_measurements)
+    mask, extra = _region_mask(volume, m, mask, region)
     return _fit_and_write(
-        series, m, volume, out_dir=out_dir, prefix=prefix, mask=mask, chunk_voxels=chunk_voxels
+        series,
+        m,
+        volume,
+        out_dir=out_dir,
+        prefix=prefix,
+        mask=mask,
+        chunk_voxels=chunk_voxels,
+        extra_provenance=extra,
     )
+
+
+def _region_mask(
+    volume: Volume, model: Model, mask: MaskLike, region: str
+) -> tuple[MaskLike, dict[str, Any]]:
+    """The mask to fit with (``mask`` if given, else the body for ``region="body"``) and the
+    provenance entry that records the region."""
+    if mask is not None or region != "body":
+        return mask, {}
+    assert isinstance(model, DiffusionModel)
+    body = body_mask(volume, model.b)
+    rule = f"mean signal at the lowest b >= {BODY_FRACTION:g} x its 99th percentile"
+    return body, {"region": {"name": "body", "rule": rule, "voxels": int(body.sum())}}
 
 
 def _stage_result(outputs: FitOutputs, model: str, role: str) -> StageResult:
@@ -326,18 +351,8 @@ def fit_dwi_series(
     if not built:
         return result
     volume = _load(series, built[0][1].n_measurements)
-    region: MaskLike = mask
-    extra: dict[str, Any] = {}
-    if mask is None and opts.region == "body":  # one mask for every model of the series
-        first = built[0][1]
-        assert isinstance(first, DiffusionModel)
-        body = body_mask(volume, first.b)
-        region = body
-        extra["region"] = {
-            "name": "body",
-            "rule": f"mean signal at the lowest b >= {BODY_FRACTION:g} x its 99th percentile",
-            "voxels": int(body.sum()),
-        }
+    # one mask for every model of the series
+    region, extra = _region_mask(volume, built[0][1], mask, opts.region)
     for name, model in built:
         outputs = _fit_and_write(
             series,
@@ -363,6 +378,7 @@ def fit_dwi(
     prefix: str | None = None,
     options: Mapping[str, Any] | None = None,
     chunk_voxels: int | None = None,
+    region: str = "all",
 ) -> FitOutputs:
     """Fit a diffusion model to a DWI series file and write its maps (``tumorscope fit dwi``).
 
@@ -378,7 +394,7 @@ def fit_dwi(
         Another b-value file (FSL/BIDS: whitespace-separated, s/mm²).
     prefix : str, keyword-only, optional
         Default: ``"<series stem>_<model>_"`` (as :func:`fit_dwi_series`).
-    out_dir, mask, options, chunk_voxels
+    out_dir, mask, options, chunk_voxels, region
         As :func:`fit_dwi_model` (``mask``: a NIfTI path).
 
     Returns
@@ -413,4 +429,5 @@ def fit_dwi(
         options=options,
         mask=mask,
         chunk_voxels=chunk_voxels,
+        region=region,
     )
