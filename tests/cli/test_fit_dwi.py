@@ -123,6 +123,7 @@ def test_cli_adc_with_explicit_bval_and_b_min(tmp_path: Path) -> None:
         ("bad_method", "unknown method"),
         ("bad_model", "unknown diffusion model"),
         ("wrong_flag", "--b-min does not apply"),
+        ("bad_region", "unknown region"),
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, change: str, expect: str) -> None:
@@ -142,6 +143,8 @@ def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path: Path, change: str, e
         args += ["--model", "tensor"]
     elif change == "wrong_flag":
         args += ["--b-min", "100"]
+    elif change == "bad_region":
+        args += ["--region", "lesions"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     assert expect in res.output
@@ -171,3 +174,25 @@ def test_cli_and_pipeline_stage_write_the_same_files(tiny_study: Path, tmp_path:
     assert f"{prefix}ivim_D_star.nii.gz" in names and f"{prefix}adc_ADC.json" in names
     for name in names:
         assert (cli_out / name).read_bytes() == (stage_out / name).read_bytes(), name
+
+
+def test_cli_region_body_fits_the_voxels_with_signal(tmp_path: Path) -> None:
+    """``--region body`` (the pipeline's ``dwi_region`` default): background voxels are not
+    fitted, the rest as with ``--region all``; the region is in provenance."""
+    series, _ = _write_series(tmp_path, (5, 3, 2))
+    img = nib.load(str(series))
+    data = np.asarray(img.dataobj).copy()
+    data[0] = np.abs(np.random.default_rng(2).normal(0, 10, data[0].shape))  # background
+    nib.save(nib.Nifti1Image(data, AFFINE), str(series))
+    maps = {}
+    for region in ("all", "body"):
+        out = tmp_path / region
+        args = ["fit", "dwi", str(series), "--model", "adc", "--region", region, "--out", str(out)]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        stem = "sub-001_ses-01_dwi_adc_"
+        maps[region] = np.asarray(nib.load(str(out / f"{stem}ADC.nii.gz")).dataobj)
+        side = json.loads((out / f"{stem}ADC.json").read_text())
+        assert ("region" in side["Provenance"]) == (region == "body")
+    assert np.all(np.isnan(maps["body"][0])) and np.all(np.isfinite(maps["all"][0]))
+    np.testing.assert_array_equal(maps["body"][1:], maps["all"][1:])

@@ -129,3 +129,75 @@ def test_fit_dwi_reports_the_summary_warning(tmp_path: Path) -> None:
     ours = [w for w in caught if issubclass(w.category, TumorscopeWarning)]
     assert len(ours) == 1
     assert res.warnings == ["adc: 1 of 24 voxels had invalid input (NaN, negative or zero signal)"]
+
+
+def test_region_body_fits_the_voxels_with_signal_only(tmp_path: Path) -> None:
+    """``DWIOptions(region="body")`` (the pipeline's default, run option ``dwi_region``):
+    background voxels (lowest-b signal < 10 % of its 99th percentile) are not fitted (NaN,
+    status 255), body voxels get exactly the maps of the whole-volume fit, and the rule is in
+    provenance. A given mask replaces the region; an unknown region is an error."""
+    from tumorscope.stages.diffusion import body_mask
+
+    rng = np.random.default_rng(5)
+    shape = (6, 5, 2)
+    n = int(np.prod(shape))
+    truth = np.c_[
+        rng.uniform(500, 1000, n),
+        rng.uniform(6e-4, 2e-3, n),
+        rng.uniform(0.05, 0.3, n),
+        rng.uniform(0.02, 0.08, n),
+    ]
+    data = IVIM(B).signal(truth).reshape(*shape, B.size)
+    data[:2] = np.abs(rng.normal(0, 20, data[:2].shape))  # background: noise around 0
+    path = tmp_path / "sub-001_ses-01_dwi.nii.gz"
+    nib.save(nib.Nifti1Image(data.astype(np.float32), AFFINE), str(path))
+    (tmp_path / "sub-001_ses-01_dwi.bval").write_text(" ".join(f"{b:g}" for b in B) + "\n")
+    series = read_series(path, "dwi")
+    body = body_mask(series.load(), B)
+    assert not body[:2].any() and body[2:].all()
+    whole = _quiet(fit_dwi_series, series, out_dir=tmp_path / "all", models=("adc", "ivim"))
+    inner = _quiet(
+        fit_dwi_series,
+        series,
+        out_dir=tmp_path / "body",
+        models=("adc", "ivim"),
+        options=DWIOptions(region="body"),
+    )
+    for a, b in zip(whole.maps, inner.maps, strict=True):
+        assert (a.model, a.parameter) == (b.model, b.parameter)
+        va, vb = np.asarray(a.fit[a.parameter]), np.asarray(b.fit[b.parameter])
+        assert np.all(np.isnan(vb[:2]))
+        np.testing.assert_array_equal(va[2:], vb[2:])
+        assert np.all(np.asarray(b.fit.status)[:2] == FitStatus.NOT_FITTED)
+        side = json.loads(b.path.with_name(b.path.name.replace(".nii.gz", ".json")).read_text())
+        assert side["Provenance"]["region"]["name"] == "body"
+        assert side["Provenance"]["region"]["voxels"] == int(body.sum())
+    # a given mask replaces the region
+    mask = np.zeros(shape, bool)
+    mask[0, 0, 0] = True
+    given = _quiet(
+        fit_dwi_series,
+        series,
+        out_dir=tmp_path / "mask",
+        models=("adc",),
+        options=DWIOptions(region="body"),
+        mask=mask,
+    )
+    assert np.isfinite(np.asarray(given.maps[1].fit["ADC"])).sum() == 1
+    with pytest.raises(FitError, match="region"):
+        DWIOptions(region="lesions")
+
+
+def test_run_option_dwi_region() -> None:
+    """The pipeline's ``fit_dwi`` step fits the body by default; ``dwi_region: all`` as before;
+    the option is part of the step's input hash."""
+    from tumorscope.errors import DataError
+    from tumorscope.pipeline.options import RunOptions
+    from tumorscope.pipeline.steps import STEPS
+
+    assert RunOptions().dwi_region == "body"
+    assert RunOptions.from_mapping({"dwi_region": "ALL"}).dwi_region == "all"
+    with pytest.raises(DataError, match="dwi_region"):
+        RunOptions.from_mapping({"dwi_region": "lesions"})
+    step = next(s for s in STEPS if s.name == "fit_dwi")
+    assert "dwi_region" in step.option_keys

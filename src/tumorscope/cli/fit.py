@@ -61,6 +61,12 @@ def dwi(
     chunk_voxels: int = typer.Option(
         None, "--chunk-voxels", help="Voxels per block (memory bound)."
     ),
+    region: str = typer.Option(
+        "all",
+        "--region",
+        help="Without --mask: 'all' voxels, or 'body' (lowest-b signal >= 10% of its 99th "
+        "percentile; the pipeline's default).",
+    ),
 ) -> None:
     """Fit a diffusion model (ADC, IVIM, DKI, DTI, tensor DKI) to a DWI series."""
     import warnings
@@ -103,6 +109,7 @@ def dwi(
                 prefix=prefix,
                 options=options,
                 chunk_voxels=chunk_voxels,
+                region=region.lower(),
             )
     method = res.fit.provenance["options"].get("method")
     print_fit_outputs(res, f"fitted {key} ({method}) to {int(res.fit.mask.sum()):,} voxels")

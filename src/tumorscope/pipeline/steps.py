@@ -146,16 +146,18 @@ def _files_of(
 
 
 def _fit_dwi(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """Every diffusion model of the option ``dwi_models`` on the visit's DWI series (whole
-    volume, no mask: the maps are shown over the anatomy in the report)."""
+    """Every diffusion model of the option ``dwi_models`` on the visit's DWI series, in the
+    voxels of the option ``dwi_region`` (default the body: the maps are shown over the anatomy
+    in the report; the background is noise)."""
     from ..stages.base import SeriesInput
-    from ..stages.diffusion import fit_dwi_series
+    from ..stages.diffusion import DWIOptions, fit_dwi_series
 
     res = fit_dwi_series(
         SeriesInput.of(_visit(study, unit).series["dwi"]),
         out_dir=_maps_dir(ctx, unit),
         models=ctx.options.dwi_models,
         prefix=_prefix(unit),
+        options=DWIOptions(region=ctx.options.dwi_region),
     )
     return _recorded(ctx, "fit_dwi", unit, res)
 
@@ -510,7 +512,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_has_roles("dwi"),
         missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
-        option_keys=("dwi_models",),
+        option_keys=("dwi_models", "dwi_region"),
     ),
     Step(
         "fit_dce",

@@ -42,6 +42,13 @@ _HASHED = ("series", "bval", "bvec")
 TENSOR_MODELS = ("dti", "dki_tensor")
 
 
+#: Values of :attr:`DWIOptions.region`.
+REGIONS = ("all", "body")
+#: ``region="body"``: voxels whose mean signal at the lowest b-value is at least this
+#: fraction of its 99th percentile over the volume (the DCE stage's signal rule).
+BODY_FRACTION = 0.1
+
+
 @dataclass(frozen=True)
 class DWIOptions:
     """Options of the diffusion stage.
@@ -52,13 +59,46 @@ class DWIOptions:
         Keyword options per model registry name, e.g.
         ``{"ivim": {"method": "bayes"}, "adc": {"b_min": 200}}`` (see :class:`ADC`,
         :class:`IVIM`, :class:`DKI`). Models not named get their defaults.
+    region : {"all", "body"}, default "all"
+        Voxels fitted when no mask is given: ``"all"`` the whole volume; ``"body"`` the
+        voxels with signal, :func:`body_mask` (the background is noise: fitting it costs as
+        much as the body, IVIM's nonlinear fit most, and its maps mean nothing; outside, the
+        maps are NaN with status 255, not fitted). A given mask replaces the region. The
+        pipeline's ``fit_dwi`` step uses ``"body"`` (run option ``dwi_region``).
     """
 
     model_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    region: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise FitError(
+                f"unknown region {self.region!r}; expected one of {', '.join(REGIONS)}",
+                field="region",
+            )
 
     def for_model(self, name: str) -> dict[str, Any]:
         """The keyword options of model ``name`` (a copy; empty if none)."""
         return dict(self.model_options.get(name.lower(), {}))
+
+
+def body_mask(volume: Volume, bvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The voxels with signal: mean over the lowest-b volumes at least
+    :data:`BODY_FRACTION` (10 %) of its 99th percentile over the volume (NaN/inf: out).
+
+    The same rule as the DCE stage's baseline signal mask. Lesions, cysts and necrosis are
+    bright at low b (T2-weighted); what falls out is air, lung, cortical bone and the
+    background, whose diffusion maps are noise.
+    """
+    b = np.asarray(bvalues, dtype=float)
+    idx = np.flatnonzero(b == b.min())
+    base = np.asarray(np.mean(volume.data[..., idx], axis=-1, dtype=np.float64))
+    finite = np.isfinite(base)
+    if not finite.any():
+        return np.zeros(base.shape, dtype=bool)
+    ref = float(np.percentile(base[finite], 99.0))
+    with np.errstate(invalid="ignore"):
+        return finite & (base >= BODY_FRACTION * ref) & (base > 0)
 
 
 def _diffusion_model(name: str) -> type[DiffusionModel]:
@@ -128,6 +168,7 @@ def _fit_and_write(
     prefix: str,
     mask: MaskLike,
     chunk_voxels: int | None,
+    extra_provenance: Mapping[str, Any] | None = None,
 ) -> FitOutputs:
     files = {k: str(series.files[k]) for k in _HASHED if k in series.files}
     if isinstance(mask, str | os.PathLike):
@@ -140,6 +181,7 @@ def _fit_and_write(
         prefix=prefix,
         input_files=files,
         chunk_voxels=chunk_voxels,
+        extra_provenance=extra_provenance,
     )
 
 
@@ -166,6 +208,7 @@ def fit_dwi_model(
     options: Mapping[str, Any] | None = None,
     mask: MaskLike = None,
     chunk_voxels: int | None = None,
+    region: str = "all",
 ) -> FitOutputs:
     """Fit one diffusion model to a series and write its maps ``<prefix><map>.nii.gz``.
 
@@ -184,6 +227,8 @@ def fit_dwi_model(
         Non-zero voxels are fitted (on the series grid); a path is hashed into provenance.
     chunk_voxels : int, keyword-only, optional
         Voxels per block (bounds memory; the maps do not depend on it).
+    region : {"all", "body"}, keyword-only, default "all"
+        Voxels fitted when no mask is given (:attr:`DWIOptions.region`).
 
     Returns
     -------
@@ -192,16 +237,38 @@ def fit_dwi_model(
     Raises
     ------
     FitError, ProtocolError
-        Not a diffusion model or protocol, a bad option, a series whose volumes disagree with
-        the b-values.
+        Not a diffusion model or protocol, a bad option, an unknown region, a series whose
+        volumes disagree with the b-values.
     DataError
         An unreadable series, a mask on another grid.
     """
+    DWIOptions(region=region)  # checks the name
     m = _model_for(series, model, options)
     volume = _load(series, m.n_measurements)
+    mask, extra = _region_mask(volume, m, mask, region)
     return _fit_and_write(
-        series, m, volume, out_dir=out_dir, prefix=prefix, mask=mask, chunk_voxels=chunk_voxels
+        series,
+        m,
+        volume,
+        out_dir=out_dir,
+        prefix=prefix,
+        mask=mask,
+        chunk_voxels=chunk_voxels,
+        extra_provenance=extra,
     )
+
+
+def _region_mask(
+    volume: Volume, model: Model, mask: MaskLike, region: str
+) -> tuple[MaskLike, dict[str, Any]]:
+    """The mask to fit with (``mask`` if given, else the body for ``region="body"``) and the
+    provenance entry that records the region."""
+    if mask is not None or region != "body":
+        return mask, {}
+    assert isinstance(model, DiffusionModel)
+    body = body_mask(volume, model.b)
+    rule = f"mean signal at the lowest b >= {BODY_FRACTION:g} x its 99th percentile"
+    return body, {"region": {"name": "body", "rule": rule, "voxels": int(body.sum())}}
 
 
 def _stage_result(outputs: FitOutputs, model: str, role: str) -> StageResult:
@@ -284,6 +351,8 @@ def fit_dwi_series(
     if not built:
         return result
     volume = _load(series, built[0][1].n_measurements)
+    # one mask for every model of the series
+    region, extra = _region_mask(volume, built[0][1], mask, opts.region)
     for name, model in built:
         outputs = _fit_and_write(
             series,
@@ -291,8 +360,9 @@ def fit_dwi_series(
             volume,
             out_dir=out_dir,
             prefix=f"{pre}{name}_",
-            mask=mask,
+            mask=region,
             chunk_voxels=chunk_voxels,
+            extra_provenance=extra,
         )
         result.extend(_stage_result(outputs, name, series.role))
     return result
@@ -308,6 +378,7 @@ def fit_dwi(
     prefix: str | None = None,
     options: Mapping[str, Any] | None = None,
     chunk_voxels: int | None = None,
+    region: str = "all",
 ) -> FitOutputs:
     """Fit a diffusion model to a DWI series file and write its maps (``tumorscope fit dwi``).
 
@@ -323,7 +394,7 @@ def fit_dwi(
         Another b-value file (FSL/BIDS: whitespace-separated, s/mm²).
     prefix : str, keyword-only, optional
         Default: ``"<series stem>_<model>_"`` (as :func:`fit_dwi_series`).
-    out_dir, mask, options, chunk_voxels
+    out_dir, mask, options, chunk_voxels, region
         As :func:`fit_dwi_model` (``mask``: a NIfTI path).
 
     Returns
@@ -358,4 +429,5 @@ def fit_dwi(
         options=options,
         mask=mask,
         chunk_voxels=chunk_voxels,
+        region=region,
     )

@@ -138,6 +138,7 @@ def fit_volume(
     chunk_voxels: int | None = None,
     include_stderr: bool = True,
     voxel_inputs: Mapping[str, np.ndarray] | None = None,
+    extra_provenance: Mapping[str, Any] | None = None,
 ) -> FitOutputs:
     """Fit ``model`` to a 4-D series within a mask and write every map as NIfTI + JSON.
 
@@ -161,6 +162,8 @@ def fit_volume(
     voxel_inputs : mapping of str to ndarray, keyword-only, optional
         The model's per-voxel inputs (``{"b1": map}``; names in ``model.voxel_inputs``), each
         of shape (X, Y, Z), passed to ``model.fit``. Their files go in ``input_files``.
+    extra_provenance : mapping, keyword-only, optional
+        Added to the maps' provenance (e.g. the diffusion stage's ``region``).
 
     Returns
     -------
@@ -214,5 +217,6 @@ def fit_volume(
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     fit.provenance["inputs"] = hashes
     fit.provenance["stage"] = "fit"
+    fit.provenance.update(extra_provenance or {})
     written = fit.to_nifti(out_dir, volume.affine, prefix=prefix, include_stderr=include_stderr)
     return FitOutputs(fit, written, messages)

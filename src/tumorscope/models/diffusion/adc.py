@@ -20,7 +20,6 @@ from ._common import (
     DiffusionModel,
     fast_layout,
     invalid_diffusion,
-    kernels,
     loglinear,
 )
 from .equations import _adc_jac, adc_signal
@@ -168,11 +167,12 @@ class ADC(DiffusionModel):
         """Fit the checked input (the hook of :meth:`Model.fit`), with a fast path.
 
         ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
-        compiled pass (:func:`~tumorscope.models.diffusion._numba.adc_fit_range`) reads the data
+        compiled pass (:func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range`) reads the data
         where they lie (C order, or the F order of NIfTI arrays: no gather copy, no float64
         block), validates, fits, and writes the float32 maps, status, RSS, standard errors and
         the status counts directly; chunks of voxels run in a thread pool of GIL-free serial
-        kernels. Results are those of the engine path (same status rules, float64 arithmetic).
+        kernels. Results are those of the engine path (same status rules; float32 data in
+        float32 tiles with the solve in float64, float64 data in float64).
         Other methods, dtypes or ``backend="numpy"`` go through the engine.
         """
         arr = given.data
@@ -193,7 +193,8 @@ class ADC(DiffusionModel):
     def _fit_fused(
         self, arr: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None
     ) -> tuple[FlatFit, Literal["C", "F"]]:
-        nbm = kernels()
+        from . import _adc_numba as nbm
+
         nm = arr.shape[-1]
         workers = self._n_workers()
         order, y, V, chunk, n_chunks, fmask, kmask = fast_layout(arr, mask, chunk_voxels, workers)
@@ -210,9 +211,12 @@ class ADC(DiffusionModel):
         weighted = self.method == "wlls"
         a_lo, a_hi = self._adc_bounds()
 
+        yflat = y.reshape(-1) if y.flags.c_contiguous else np.empty(0, dtype=y.dtype)
+
         def one(c: int) -> None:
             nbm.adc_fit_range(
                 y,
+                yflat,
                 kmask,
                 mask is not None,
                 c * chunk,
