@@ -1,6 +1,6 @@
 """OSIPI TF2.4 IVIM benchmark: bias and SD of D, f and D* against SNR, for each of
 tumorscope's IVIM methods and, in the same run on the same data, the algorithms of the OSIPI
-TF2.4 IVIM code collection (PyPI ``osipi-ivim``, the ``test`` extra) and DIPY's ``trr`` fit.
+TF2.4 IVIM code collection (PyPI ``osipi-ivim``: ``pip install --no-deps osipi-ivim``) and DIPY's ``trr`` fit.
 
 Run from the repository root::
 
