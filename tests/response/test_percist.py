@@ -219,3 +219,23 @@ def test_cli_assess_percist_table(tmp_path):
     path.write_text("subject,visit,date,lesion_id,kind,diameter_mm\n1,1,2026-01-05,L1,target,30\n")
     res = CliRunner().invoke(app, ["assess", str(path), "--criteria", "percist"])
     assert res.exit_code == 2 and "sul_peak" in res.output
+
+
+@pytest.mark.parametrize("criteria", ["impercist", "percist-5"])
+def test_unchanged_sub_threshold_lesions_do_not_enter_a_follow_up_sum(criteria):
+    """Found by Hypothesis (test_uniform_fall_is_never_pmd: [1, 1, 4] unchanged read PMD).
+
+    Threshold 3.5 (1.5 × liver 2.0 + 2 × 0.25): only L2 is measurable at baseline, so the
+    baseline sum is 4.0; the two unchanged 1.0 lesions must not enter the follow-up sum. A
+    sub-threshold lesion that reaches the threshold later does enter it.
+    """
+    kw = {"n_lesions": 5} if criteria == "percist-5" else {}
+    crit = "percist" if criteria == "percist-5" else criteria
+    b = {"L0": 1.0, "L1": 1.0, "L2": 4.0}
+    out = assess(table([b, b]), criteria=crit, **kw)
+    assert list(out["response"]) == ["baseline", "SMD"]
+    assert out["sul_peak"].iloc[1] == pytest.approx(4.0)
+    grown = {"L0": 4.0, "L1": 1.0, "L2": 4.0}  # L0 rose above the threshold
+    out = assess(table([b, grown]), criteria=crit, **kw)
+    assert out["sul_peak"].iloc[1] == pytest.approx(8.0)
+    assert out["response"].iloc[1] == "PMD"

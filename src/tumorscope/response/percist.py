@@ -53,7 +53,11 @@ Design decisions where the papers are silent: a new lesion is FDG-avid when its 
 exceeds the visit's liver SULmean (blood-pool mean when the liver is abnormal) — visible
 above the CMR boundary; a target lesion with no ``sul_peak`` at a follow-up makes the visit
 NE (it might be the hottest) unless it is PMD anyway; with no measurable lesion at baseline
-every later visit is NE; the liver-comparability rule (< 20 % and < 0.3 SUL units between
+every later visit is NE; in a sum (the five-lesion option, imPERCIST) a target lesion below
+the threshold at baseline enters a follow-up sum only once it reaches that visit's threshold
+(else unchanged sub-threshold lesions, left out of the baseline sum, would enter the
+follow-up one and an unchanged scan would read as progression; the single hottest lesion of
+PERCIST is taken at follow-up whatever its value, as the paper says); the liver-comparability rule (< 20 % and < 0.3 SUL units between
 scans) is checked and a failure is stated in the reason without changing the call.
 """
 
@@ -326,7 +330,9 @@ def _subject(subject: str, g: pd.DataFrame, variant: str, n: int) -> list[dict[s
             )
             out.append(row)
             continue
-        resp, reason, info = _followup(v, base, base_val, chosen_b, variant, n, organs, level)
+        resp, reason, info = _followup(
+            v, base, base_val, chosen_b, variant, n, organs, level, frozenset(measurable), thr
+        )
         row.update(info)
         row.update(response=resp, reason=reason)
         # iPERCIST
@@ -382,6 +388,8 @@ def _followup(
     n: int,
     organs: dict[str, str],
     level: float,
+    measurable_b: frozenset[str],
+    thr: float,
 ) -> tuple[str, str, dict[str, Any]]:
     info: dict[str, Any] = {}
     new = v.of_kind("new")
@@ -402,6 +410,16 @@ def _followup(
     if not chosen_b:
         return "NE", "no measurable lesion at baseline" + tail, info
     pool = v.of_kind("target")
+    if n > 1:
+        # a sum compares like with like: a target below the threshold at baseline (not in
+        # the baseline sum) enters a follow-up sum only once it reaches the visit's threshold
+        pool = {
+            k: x
+            for k, x in pool.items()
+            if k in measurable_b
+            or not math.isfinite(x)
+            or (math.isfinite(thr) and at_least(x, thr))
+        }
     if variant == "impercist":
         pool = {**pool, **new}
     unassessed = sorted(k for k, x in pool.items() if not math.isfinite(x))
