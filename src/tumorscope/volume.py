@@ -242,14 +242,28 @@ class Volume:
 
         The data's dtype is kept (or ``dtype`` if given), and no scaling is applied: the
         header's ``scl_slope`` is left unset. The affine is written as both sform and qform.
+
+        A float image written as another float dtype (a float64 map stored as float32) is
+        converted slab by slab as it is written (nibabel casts each slice), not copied whole
+        first: the same bytes, without a second copy of the image in memory. Other
+        conversions (to an integer dtype) are done on the whole array first, so that nibabel
+        never chooses a scale factor.
         """
         import nibabel as nib
 
         p = Path(path)
-        data = self.data if dtype is None else self.data.astype(dtype)
+        data = self.data
+        target = data.dtype if dtype is None else np.dtype(dtype)
+        lazy = target != data.dtype and (
+            np.issubdtype(target, np.floating) and np.issubdtype(data.dtype, np.floating)
+        )
+        if target != data.dtype and not lazy:
+            data = data.astype(target)
         if data.dtype == np.bool_:
             data = data.astype(np.uint8)
         img = nib.Nifti1Image(data, self.affine)
+        if lazy:
+            img.set_data_dtype(target)
         img.header.set_xyzt_units("mm", "sec")
         img.header.set_slope_inter(1.0, 0.0)
         img.set_sform(self.affine, code=1)
