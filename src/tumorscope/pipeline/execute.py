@@ -46,8 +46,17 @@ def _step(name: str) -> Step:
 
 
 def _set_threads(threads: int | None) -> None:
+    """The worker's share of the cores for numba and for ITK (registration), whose default is
+    every core of the machine (oversubscribed when several workers run)."""
     if not threads:
         return
+    import os
+    import sys
+
+    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)  # read at import
+    sitk = sys.modules.get("SimpleITK")
+    if sitk is not None:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     try:
         import numba
 
