@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -42,7 +43,7 @@ def test_demo_refuses_zero_workers(tmp_path) -> None:  # type: ignore[no-untyped
 class _FakeExecutor:
     """Stands in for the Dask executor: records what the demo does with it."""
 
-    made: list[_FakeExecutor] = []
+    made: ClassVar[list[_FakeExecutor]] = []
 
     def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
         self.workers, self.warmed, self.closed = workers, False, 0
