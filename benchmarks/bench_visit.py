@@ -63,6 +63,7 @@ import tumorscope.pipeline.execute as _ex
 import tumorscope.pipeline.runner as _runner
 
 step_peak = {}  # per step: the numpy high-water mark above what was held when it started
+step_held = {}  # per step: what was held when it started (arrays kept between steps)
 _unit = _ex.execute_unit
 
 def _traced_unit(step_name, *a, **k):
@@ -73,6 +74,7 @@ def _traced_unit(step_name, *a, **k):
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         step_peak[step_name] = max(step_peak.get(step_name, 0), peak - held, 0)
+        step_held[step_name] = max(step_held.get(step_name, 0), held)
         overall[0] = max(overall[0], peak)
         tracemalloc.reset_peak()
 
@@ -128,7 +130,8 @@ for _ in range(repeats):
 print(json.dumps({"run_s": run_s, "load_s": min(load_s), "steps": steps,
                   "rss_before_mb": base, "rss_peak_mb": peak,
                   "numpy_peak_mb": np_peak / 2**20, "largest_series_mb": largest / 2**20,
-                  "step_peak_mb": {k: v / 2**20 for k, v in step_peak.items()}}))
+                  "step_peak_mb": {k: v / 2**20 for k, v in step_peak.items()},
+                  "step_held_mb": {k: v / 2**20 for k, v in step_held.items()}}))
 """
 
 
@@ -161,6 +164,7 @@ def _child(mode: str, study: Path, out: Path, repeats: int) -> dict:  # type: ig
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
             "MKL_NUM_THREADS",
+            "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
         ):
             env[k] = "1"
     proc = subprocess.run(
@@ -241,6 +245,16 @@ def main() -> None:
                 f"{s:<16}"
                 + "".join(
                     f"{res['step_peak_mb'].get(s, float('nan')):>12.0f}"
+                    for m in results
+                    for res in results[m]
+                )
+            )
+        print("\nheld when the step started (MB; arrays kept alive between steps):")
+        for s in steps:
+            print(
+                f"{s:<16}"
+                + "".join(
+                    f"{res.get('step_held_mb', {}).get(s, float('nan')):>12.0f}"
                     for m in results
                     for res in results[m]
                 )
