@@ -110,12 +110,14 @@ def demo(
         with user_errors():
             if study_dir.exists():
                 console.print(f"using the existing synthetic study in {study_dir}")
+                problems = validate_study(study_dir)
+                if print_problems(problems, study_dir):
+                    raise typer.Exit(code=1)
             else:
+                # not validated again here: the run's register step checks every series and
+                # lesion map of it (validate_visit) before anything is fitted
                 console.print(f"writing the synthetic study ({size}) to {study_dir} ...")
                 make_study(study_dir, size=size, seed=seed)
-            problems = validate_study(study_dir)
-            if print_problems(problems, study_dir):
-                raise typer.Exit(code=1)
             study = open_study(study_dir)
         console.print(f"{study!r}")
         from ..pipeline import run_study
