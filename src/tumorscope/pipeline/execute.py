@@ -46,17 +46,15 @@ def _step(name: str) -> Step:
 
 
 def _set_threads(threads: int | None) -> None:
-    """The worker's share of the cores for numba and for ITK (registration), whose default is
-    every core of the machine (oversubscribed when several workers run)."""
+    """The worker's share of the cores for numba.
+
+    Not for ITK (registration): its transform depends on its thread count (by ~1e-14,
+    measured), and a run on Dask workers must give the same tables and files as a serial run
+    (``bench_pipeline.py`` checks it; with ITK on the workers' share they differed), so ITK
+    keeps its default (every core) in both.
+    """
     if not threads:
         return
-    import os
-    import sys
-
-    os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] = str(threads)  # read at import
-    sitk = sys.modules.get("SimpleITK")
-    if sitk is not None:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(int(threads))
     try:
         import numba
 
