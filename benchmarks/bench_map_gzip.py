@@ -43,8 +43,10 @@ def main() -> None:
                 best = min(best, time.perf_counter() - t)
             rows[level, kind] = (best, size, sum(len(raw[p]) for p in sel), len(sel))
     print(f"{len(files)} maps, {sum(map(len, raw.values())) / 2**20:.1f} MB uncompressed")
-    print(f"{'level':>5} {'kind':<7} {'files':>5} {'time s':>8} {'MB':>8} {'× raw':>7} "
-          f"{'time × L1':>10} {'size × L1':>10}")
+    print(
+        f"{'level':>5} {'kind':<7} {'files':>5} {'time s':>8} {'MB':>8} {'× raw':>7} "
+        f"{'time × L1':>10} {'size × L1':>10}"
+    )
     for (level, kind), (t, size, n_raw, n) in rows.items():
         t1, s1 = rows[levels[0], kind][:2]
         print(
