@@ -59,12 +59,50 @@ if mode == "serial":
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
+import tumorscope.pipeline.execute as _ex
+import tumorscope.pipeline.runner as _runner
+
+step_peak = {}  # per step: the numpy high-water mark above what was held when it started
+step_held = {}  # per step: what was held when it started (arrays kept between steps)
+_unit = _ex.execute_unit
+
+def _traced_unit(step_name, *a, **k):
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    try:
+        return _unit(step_name, *a, **k)
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        step_peak[step_name] = max(step_peak.get(step_name, 0), peak - held, 0)
+        step_held[step_name] = max(step_held.get(step_name, 0), held)
+        overall[0] = max(overall[0], peak)
+        tracemalloc.reset_peak()
+
+_publish = _runner.publish
+
+def _traced_publish(*a, **k):
+    held = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    t = time.perf_counter()
+    try:
+        return _publish(*a, **k)
+    finally:
+        publish_s[0] = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        step_peak["report (study)"] = max(peak - held, 0)
+        overall[0] = max(overall[0], peak)
+        tracemalloc.reset_peak()
+
+_ex.execute_unit = _traced_unit
+_runner.publish = _traced_publish
+overall = [0]
+publish_s = [0.0]
 base = rss_mb()
 tracemalloc.start()
 t0 = time.perf_counter()
 summary = run_study(study, out, report=True)
 run_s = time.perf_counter() - t0
-_, np_peak = tracemalloc.get_traced_memory()
+np_peak = max(overall[0], tracemalloc.get_traced_memory()[1])
 tracemalloc.stop()
 peak = rss_mb()
 assert not summary.failed, summary.failed
@@ -74,6 +112,7 @@ try:
 finally:
     store.close()
 steps = {r.step: float(r.duration_s) for r in runs.itertuples() if r.status == "done"}
+steps["report (study)"] = publish_s[0]
 
 visit = next(iter(open_study(study).visits()))
 largest = 0
@@ -90,7 +129,9 @@ for _ in range(repeats):
     load_s.append(time.perf_counter() - t)
 print(json.dumps({"run_s": run_s, "load_s": min(load_s), "steps": steps,
                   "rss_before_mb": base, "rss_peak_mb": peak,
-                  "numpy_peak_mb": np_peak / 2**20, "largest_series_mb": largest / 2**20}))
+                  "numpy_peak_mb": np_peak / 2**20, "largest_series_mb": largest / 2**20,
+                  "step_peak_mb": {k: v / 2**20 for k, v in step_peak.items()},
+                  "step_held_mb": {k: v / 2**20 for k, v in step_held.items()}}))
 """
 
 
@@ -123,6 +164,7 @@ def _child(mode: str, study: Path, out: Path, repeats: int) -> dict:  # type: ig
             "OMP_NUM_THREADS",
             "OPENBLAS_NUM_THREADS",
             "MKL_NUM_THREADS",
+            "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
         ):
             env[k] = "1"
     proc = subprocess.run(
@@ -142,6 +184,12 @@ def main() -> None:
     ap.add_argument("--visit", default="01")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each mode, alternated")
     ap.add_argument("--load-repeats", type=int, default=3)
+    ap.add_argument(
+        "--modes",
+        default="serial,default",
+        help="comma-separated modes to run (serial, default); default both",
+    )
+    ap.add_argument("--no-warm-up", action="store_true", help="skip the untimed tiny run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
 
@@ -157,15 +205,17 @@ def main() -> None:
         study = _one_visit_study(Path(src), tmp / "study", args.visit)
         # an untimed run of the tiny phantom first: numba compiles the kernels a code change
         # invalidated and caches them on disk (otherwise the first timed run pays for it)
-        from tumorscope.phantom import make_study as _make
+        if not args.no_warm_up:
+            from tumorscope.phantom import make_study as _make
 
-        warm = _make(tmp / "warm", size="tiny", seed=0, n_subjects=1)
-        t = time.perf_counter()
-        _child("default", _one_visit_study(warm, tmp / "warm-one", args.visit), tmp / "w", 1)
-        print(f"warm-up run (tiny, untimed: numba's cache) {time.perf_counter() - t:.1f} s")
-        results: dict[str, list[dict]] = {"serial": [], "default": []}  # type: ignore[type-arg]
+            warm = _make(tmp / "warm", size="tiny", seed=0, n_subjects=1)
+            t = time.perf_counter()
+            _child("default", _one_visit_study(warm, tmp / "warm-one", args.visit), tmp / "w", 1)
+            print(f"warm-up run (tiny, untimed: numba's cache) {time.perf_counter() - t:.1f} s")
+        modes = [m for m in ("serial", "default") if m in args.modes.split(",")]
+        results: dict[str, list[dict]] = {m: [] for m in modes}  # type: ignore[type-arg]
         for r in range(args.repeats):
-            for mode in ("serial", "default") if r % 2 == 0 else ("default", "serial"):
+            for mode in modes if r % 2 == 0 else modes[::-1]:
                 res = _child(mode, study, tmp / f"out-{mode}", args.load_repeats)
                 results[mode].append(res)
                 print(
@@ -179,12 +229,32 @@ def main() -> None:
                 f"{m + ' ' + str(i + 1):>12}" for m in results for i in range(len(results[m]))
             )
         )
-        steps = list(results["serial"][0]["steps"])
+        steps = list(results[modes[0]][0]["steps"])
         for s in steps:
             print(
                 f"{s:<16}"
                 + "".join(
                     f"{res['steps'].get(s, float('nan')):>12.2f}"
+                    for m in results
+                    for res in results[m]
+                )
+            )
+        print("\nnumpy peak per step (MB above what was held when the step started):")
+        for s in steps:
+            print(
+                f"{s:<16}"
+                + "".join(
+                    f"{res['step_peak_mb'].get(s, float('nan')):>12.0f}"
+                    for m in results
+                    for res in results[m]
+                )
+            )
+        print("\nheld when the step started (MB; arrays kept alive between steps):")
+        for s in steps:
+            print(
+                f"{s:<16}"
+                + "".join(
+                    f"{res.get('step_held_mb', {}).get(s, float('nan')):>12.0f}"
                     for m in results
                     for res in results[m]
                 )
@@ -201,11 +271,12 @@ def main() -> None:
                 + ", ".join(f"{r['load_s']:.2f}" for r in rs)
                 + " s)"
             )
-        sp = [
-            s["run_s"] / d["run_s"]
-            for s, d in zip(results["serial"], results["default"], strict=True)
-        ]
-        print("serial / default speed-up: " + ", ".join(f"{x:.2f}" for x in sp))
+        if len(results) == 2:
+            sp = [
+                s["run_s"] / d["run_s"]
+                for s, d in zip(results["serial"], results["default"], strict=True)
+            ]
+            print("serial / default speed-up: " + ", ".join(f"{x:.2f}" for x in sp))
         for mode, rs in results.items():
             for r in rs:
                 print(

@@ -136,3 +136,44 @@ def test_file_sha256_is_the_sha256_of_the_bytes(tmp_path: Path) -> None:
     p = tmp_path / "blob"
     p.write_bytes(blob)
     assert file_sha256(p) == hashlib.sha256(blob).hexdigest()
+
+
+def test_write_map_converts_float64_slab_by_slab_to_the_same_bytes(tmp_path: Path) -> None:
+    """A float64 map written as float32 gives the bytes of nibabel saving the whole array cast
+    first (NaN, ±inf and float32 overflow included), without a float32 copy of the whole map
+    (the peak of numpy buffers stays under a third of the float32 image)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    data = rng.random((64, 64, 16, 24))
+    data[0] = np.nan
+    data[1, 0] = 1e300  # overflows float32: inf in both
+    data[1, 1] = -np.inf
+    affine = np.diag([1.5, 1.5, 3.0, 1.0])
+    # the reference: nibabel's own writer, the whole array cast first (as before)
+    ref = nib.Nifti1Image(data.astype(np.float32), affine)
+    ref.header.set_xyzt_units("mm", "sec")
+    ref.header.set_slope_inter(1.0, 0.0)
+    ref.set_sform(affine, code=1)
+    ref.set_qform(affine, code=1)
+    with np.errstate(over="ignore"):
+        nib.save(ref, tmp_path / "ref.nii.gz")
+    tracemalloc.start()
+    try:
+        held = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        with np.errstate(over="ignore"):
+            write_map(
+                tmp_path / "x.nii.gz",
+                data,
+                affine,
+                units="",
+                description="",
+                provenance=None,
+                dtype=np.float32,
+            )
+        peak = tracemalloc.get_traced_memory()[1] - held
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "x.nii.gz").read_bytes() == (tmp_path / "ref.nii.gz").read_bytes()
+    assert peak < data.size * 4 / 3, peak  # the whole cast first: > data.size * 4

@@ -101,3 +101,37 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         atomic_write(tmp_path / "out.json", boom)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_int16_series_read_frame_by_frame_as_nibabel_reads_it(tmp_path: Path) -> None:
+    """A compressed 4-D int16 series is read into float32 one frame at a time: the values and
+    the (F) layout nibabel gives, with no whole int16 copy held beside the result."""
+    import tracemalloc
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(-2000, 30000, size=(48, 40, 12, 30)).astype(np.int16)
+    p = tmp_path / "dce.nii.gz"
+    Volume(data, _oblique_affine()).to_nifti(p)
+    ref = np.asanyarray(nib.load(p).dataobj).astype(np.float32)  # nibabel, then the cast
+    tracemalloc.start()
+    try:
+        got = Volume.from_nifti(p).data
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, ref)
+    assert got.dtype == np.float32 and got.flags.f_contiguous
+    assert peak < got.nbytes * 1.2, peak / got.nbytes  # nibabel then the cast: 1.5×
+    # scale factors are applied as nibabel applies them (that path is nibabel's own)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(2.0, -3.0)
+    img.to_filename(tmp_path / "scaled.nii.gz")
+    scaled = Volume.from_nifti(tmp_path / "scaled.nii.gz").data
+    np.testing.assert_array_equal(scaled, data.astype(np.float32) * 2.0 - 3.0)
+    # a cut stream still names the file
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) * 2 // 3])
+    with pytest.raises(DataError, match=r"cannot read NIfTI image|truncated"):
+        Volume.from_nifti(p)

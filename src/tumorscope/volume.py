@@ -217,7 +217,9 @@ class Volume:
         _check_declared_size(p, np.dtype(dtype))
         try:
             img: Any = nib.load(str(p))
-            arr = np.asanyarray(img.dataobj)
+            arr = _read_frames(img, p, np.dtype(dtype))
+            if arr is None:
+                arr = np.asanyarray(img.dataobj)
         except Exception as exc:  # nibabel raises many types for corrupt files
             raise DataError(
                 f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p
@@ -242,14 +244,28 @@ class Volume:
 
         The data's dtype is kept (or ``dtype`` if given), and no scaling is applied: the
         header's ``scl_slope`` is left unset. The affine is written as both sform and qform.
+
+        A float image written as another float dtype (a float64 map stored as float32) is
+        converted slab by slab as it is written (nibabel casts each slice), not copied whole
+        first: the same bytes, without a second copy of the image in memory. Other
+        conversions (to an integer dtype) are done on the whole array first, so that nibabel
+        never chooses a scale factor.
         """
         import nibabel as nib
 
         p = Path(path)
-        data = self.data if dtype is None else self.data.astype(dtype)
+        data = self.data
+        target = data.dtype if dtype is None else np.dtype(dtype)
+        lazy = target != data.dtype and (
+            np.issubdtype(target, np.floating) and np.issubdtype(data.dtype, np.floating)
+        )
+        if target != data.dtype and not lazy:
+            data = data.astype(target)
         if data.dtype == np.bool_:
             data = data.astype(np.uint8)
         img = nib.Nifti1Image(data, self.affine)
+        if lazy:
+            img.set_data_dtype(target)
         img.header.set_xyzt_units("mm", "sec")
         img.header.set_slope_inter(1.0, 0.0)
         img.set_sform(self.affine, code=1)
@@ -260,6 +276,50 @@ class Volume:
 
         atomic_write(p, _write)
         return p
+
+
+def _read_frames(img: Any, p: Path, target: np.dtype) -> np.ndarray | None:
+    """A compressed 4-D image stored in another dtype than the float ``target``, read frame by
+    frame into the ``target`` array (F-ordered, as nibabel returns it); None for any other
+    image (read whole by nibabel).
+
+    nibabel reads the whole stored array, which is then converted: the stored and the converted
+    copy are held at once (an int16 DCE series: 1.5× its float32 size). Here only one stored
+    frame is held beside the result. The values are the same (each voxel converted by the
+    same cast); images with scale factors are left to nibabel.
+    """
+    from nibabel.openers import Opener
+
+    hdr = img.header
+    shape = tuple(int(n) for n in hdr.get_data_shape())
+    stored = np.dtype(hdr.get_data_dtype())
+    if (
+        len(shape) != 4
+        or not _compressed(p)
+        or not np.issubdtype(target, np.floating)
+        or stored == target
+        or stored.kind not in "iuf"
+    ):
+        return None
+    proxy = img.dataobj
+    if (
+        getattr(proxy, "order", "F") != "F"
+        or float(getattr(proxy, "slope", 1.0)) != 1.0
+        or float(getattr(proxy, "inter", 0.0)) != 0.0
+        or tuple(getattr(proxy, "shape", ())) != shape
+    ):
+        return None
+    frame = shape[:3]
+    n_frame = int(np.prod(frame)) * stored.itemsize
+    out = np.empty(shape, target, order="F")
+    with Opener(str(p)) as fh:
+        fh.seek(int(img.dataobj.offset))  # the image's header copy says 0
+        for k in range(shape[3]):
+            buf = fh.read(n_frame)
+            if len(buf) != n_frame:
+                raise ValueError(f"image data end at frame {k} of {shape[3]}")
+            out[..., k] = np.frombuffer(buf, stored).reshape(frame, order="F")
+    return out
 
 
 def max_image_bytes() -> int:

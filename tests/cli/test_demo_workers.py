@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import pytest
 from typer.testing import CliRunner
@@ -37,3 +38,52 @@ def test_demo_refuses_zero_workers(tmp_path) -> None:  # type: ignore[no-untyped
     assert res.exit_code == 2, res.output
     assert "--workers" in res.output
     assert not (tmp_path / "d").exists()  # refused before anything is written
+
+
+class _FakeExecutor:
+    """Stands in for the Dask executor: records what the demo does with it."""
+
+    made: ClassVar[list[_FakeExecutor]] = []
+
+    def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
+        self.workers, self.warmed, self.closed = workers, False, 0
+        _FakeExecutor.made.append(self)
+
+    def warm_up(self) -> None:
+        self.warmed = True
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_demo_starts_its_workers_early_and_closes_them_on_failure(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """The workers start (and import) while the phantom is written; a failure before the run
+    (here an unknown phantom size) still closes them, once."""
+    from tumorscope.cli import app
+    from tumorscope.pipeline import executor as executor_mod
+
+    _FakeExecutor.made.clear()
+    monkeypatch.setattr(executor_mod, "Executor", _FakeExecutor)
+    res = CliRunner().invoke(
+        app, ["demo", "--out", str(tmp_path / "d"), "--size", "bogus", "--workers", "2"]
+    )
+    assert res.exit_code == 2, res.output
+    assert "size" in res.output
+    [ex] = _FakeExecutor.made
+    assert ex.workers == 2 and ex.warmed and ex.closed == 1
+
+
+def test_run_study_uses_a_given_executor_and_leaves_it_open(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tumorscope.phantom import make_study
+    from tumorscope.pipeline import run_study
+    from tumorscope.pipeline.executor import Executor
+
+    study = make_study(tmp_path / "s", size="tiny", seed=0, n_subjects=1)
+    ex = Executor(workers=None, scheduler=None)  # serial: no Dask needed
+    closed = []
+    ex.close = lambda: closed.append(1)  # type: ignore[method-assign]
+    summary = run_study(study, tmp_path / "out", steps=["register"], executor=ex, report=False)
+    assert summary.ok and "register sub-001" in summary.done
+    assert closed == []  # the caller's to close

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import DataError
 from ._common import StudyDir, user_errors
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from ..pipeline.executor import Executor
 
 
 def phantom(
@@ -98,31 +104,76 @@ def demo(
         with user_errors():
             raise DataError(f"expected at least 1 worker, got {n}", field="--workers")
     study_dir = out / "study"
-    with user_errors():
-        if study_dir.exists():
-            console.print(f"using the existing synthetic study in {study_dir}")
-        else:
-            console.print(f"writing the synthetic study ({size}) to {study_dir} ...")
-            make_study(study_dir, size=size, seed=seed)
-        problems = validate_study(study_dir)
-        if print_problems(problems, study_dir):
-            raise typer.Exit(code=1)
-        study = open_study(study_dir)
-    console.print(f"{study!r}")
-    from ..pipeline import run_study
-    from .run import print_summary
+    # the workers start (and import what a visit needs) while the phantom is written
+    starting = _start_workers(n)
+    try:
+        with user_errors():
+            if study_dir.exists():
+                console.print(f"using the existing synthetic study in {study_dir}")
+                problems = validate_study(study_dir)
+                if print_problems(problems, study_dir):
+                    raise typer.Exit(code=1)
+            else:
+                # not validated again here: the run's register step checks every series and
+                # lesion map of it (validate_visit) before anything is fitted
+                console.print(f"writing the synthetic study ({size}) to {study_dir} ...")
+                make_study(study_dir, size=size, seed=seed)
+            study = open_study(study_dir)
+        console.print(f"{study!r}")
+        from ..pipeline import run_study
+        from .run import print_summary
 
-    console.print("running serially" if n == 1 else f"running on {n} worker processes")
-    with user_errors():
-        summary = run_study(
-            study_dir,
-            out / "results",
-            workers=n if n > 1 else None,
-            progress=True,
-            console=console,
-        )
+        console.print("running serially" if n == 1 else f"running on {n} worker processes")
+        with user_errors():
+            executor = None if starting is None else starting.result()
+            summary = run_study(
+                study_dir,
+                out / "results",
+                workers=n if n > 1 else None,
+                progress=True,
+                console=console,
+                executor=executor,
+            )
+    finally:
+        _stop_workers(starting)
     print_summary(summary, console)
     raise typer.Exit(code=summary.exit_code)
+
+
+def _start_workers(n: int) -> Future[Executor] | None:
+    """A local Dask cluster of ``n`` workers being started (and warmed up) in a thread, or
+    None for a serial run."""
+    if n < 2:
+        return None
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..pipeline.executor import Executor
+
+    def start() -> Executor:
+        ex = Executor(workers=n, scheduler=None)
+        try:
+            ex.warm_up()
+        except BaseException:
+            ex.close()
+            raise
+        return ex
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tumorscope-workers")
+    try:
+        return pool.submit(start)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _stop_workers(starting: Future[Executor] | None) -> None:
+    """Close the cluster of :func:`_start_workers` (waiting for it if it is still starting)."""
+    if starting is None:
+        return
+    try:
+        ex = starting.result()
+    except BaseException:  # it failed to start: run_study reported it, or was not reached
+        return
+    ex.close()
 
 
 def default_workers() -> int:

@@ -460,6 +460,11 @@ def validate_study(path: str | Path) -> list[Problem]:
     return problems
 
 
+def _geometry(vol: Volume) -> Volume:
+    """The grid of ``vol`` without its data (a zero-stride array of its shape)."""
+    return Volume(np.broadcast_to(np.zeros((), np.uint8), vol.data.shape), vol.affine)
+
+
 def validate_visit(study: Study, visit: Visit) -> list[Problem]:
     """Every problem of one visit: sidecars, protocols, images, lesion map and table, grids."""
     problems: list[Problem] = []
@@ -495,10 +500,11 @@ def validate_visit(study: Study, visit: Visit) -> list[Problem]:
         except DataError as exc:
             problems.append(Problem("error", rel, exc.field or "", exc.message))
             continue
-        if not np.all(np.isfinite(vol.data)):
+        if not np.isfinite(vol.data).all():
             n = int((~np.isfinite(vol.data)).sum())
             problems.append(Problem("warning", rel, "data", f"{n} non-finite voxel value(s)"))
-        grids.append((rel, vol))
+        grids.append((rel, _geometry(vol)))  # not the data: one series in memory at a time
+        del vol
     lesions = visit.lesions
     if lesions is None:
         problems.append(
@@ -538,7 +544,7 @@ def validate_visit(study: Study, visit: Visit) -> list[Problem]:
                             f"lesion {r.lesion_id} (label {r.label}) is not in the label map",
                         )
                     )
-            grids.append((lrel, labels))
+            grids.append((lrel, _geometry(labels)))
     if grids:
         ref_name, ref = grids[0]
         for name, vol in grids[1:]:

@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,7 @@ def _write_study(
     dt_fine = 0.1
     t_fine = np.arange(0.0, t[-1] + 2 * dt_fine, dt_fine)
 
+    jobs: list[tuple[Any, ...]] = []  # the visits to write, in order
     for s_index, (sid, sc, bl_date) in enumerate(plan):
         rng_subject = np.random.default_rng([seed, s_index])
         visits: dict[str, Any] = {}
@@ -350,32 +352,25 @@ def _write_study(
         hetero_d = _smooth_field(cfg.shape, cfg.heterogeneity, rng_subject, 1.5)
         hetero_k = _smooth_field(cfg.shape, cfg.heterogeneity, rng_subject, 1.5)
 
-        for vi in range(len(sc.visit_days)):
-            vid = vids[vi]
+        for vi in range(len(sc.visit_days)):  # rng: the visit's own generator
             rng = np.random.default_rng([seed, s_index, vi])
-            _write_visit(
-                root,
-                cfg,
-                aff,
-                sid,
-                vid,
-                vi,
-                sc,
-                x,
-                y,
-                z,
-                body,
-                art_frac,
-                t,
-                t_fine,
-                dt_fine,
-                cb_fine,
-                cp_fine,
-                hetero_d,
-                hetero_k,
-                rng,
-                lesion_rows,
-            )
+            jobs.append((sid, vids[vi], vi, sc, cb_fine, cp_fine, hetero_d, hetero_k, rng, []))
+
+    def visit(job: tuple[Any, ...]) -> None:
+        sid, vid, vi, sc, cb_fine, cp_fine, hetero_d, hetero_k, rng, rows = job
+        _write_visit(
+            root, cfg, aff, sid, vid, vi, sc, x, y, z, body, art_frac, t, t_fine, dt_fine,
+            cb_fine, cp_fine, hetero_d, hetero_k, rng, rows,
+        )  # fmt: skip
+
+    # Visits are independent (each has its own random generator): a thread per core writes
+    # them (numpy's large operations, the random draws and zlib release the GIL); the bytes
+    # do not change.
+    with ThreadPoolExecutor(max_workers=min(_cores(), len(jobs)) or 1) as pool:
+        for _ in pool.map(visit, jobs):  # re-raises the first error
+            pass
+    for job in jobs:
+        lesion_rows += job[-1]
 
     if n_brain:  # brain subjects with DSC (issue 16), after the body subjects
         from .dsc import write_brain_subjects
@@ -424,6 +419,13 @@ def _write_study(
         },
     )
     _write_json(truth / "phantom.json", cfg_dict)
+
+
+def _cores() -> int:
+    """Cores this process may use."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _to_int16(a: np.ndarray) -> np.ndarray:
@@ -537,9 +539,13 @@ def _write_visit(
     vfa = rician(vfa, sig["vfa"], rng)
     # --- DCE: concentration, then SPGR signal
     conc = np.zeros((*shape, t.size))
+    # the curve of each distinct (Ktrans, ve, vp) once: outside the viable tumour the tissues
+    # are uniform (the same values per voxel, computed alone)
+    kinetic = np.stack([p["Ktrans"][inb], p["ve"][inb], p["vp"][inb]], axis=1)
+    distinct, which = np.unique(kinetic, axis=0, return_inverse=True)
     conc[inb] = etofts_concentration(
-        t, cp_fine, dt_fine, p["Ktrans"][inb], p["ve"][inb], p["vp"][inb]
-    )
+        t, cp_fine, dt_fine, distinct[:, 0], distinct[:, 1], distinct[:, 2]
+    )[which.ravel()]
     cb_t = np.interp(t, t_fine, cb_fine)
     s_dce = spgr_signal(
         m0[..., None], r1[..., None] + cfg.relaxivity * conc, cfg.dce_flip_deg, cfg.dce_tr_ms

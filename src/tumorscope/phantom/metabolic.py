@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -79,11 +80,26 @@ def hp13c_curves(
     :mod:`tumorscope.models` (the phantom shares no code with what it tests): the matrix
     exponential of the augmented system ``d/dt [P, L, 1] = A [P, L, 1]`` over each stretch of
     constant input, the pulses applied at the frame times."""
+    key = (tuple(np.asarray(t, float).tolist()), tuple(flips_deg), kpl, rin, tuple(bolus_s))
+    return _hp13c_curves(*key, t1p_s, t1l_s).copy()
+
+
+@lru_cache(maxsize=256)
+def _hp13c_curves(
+    t_s: tuple[float, ...], flips_deg: tuple[float, ...], kpl: float, rin: float,
+    bolus_s: tuple[float, ...], t1p_s: float, t1l_s: float,
+) -> np.ndarray:  # fmt: skip
+    """:func:`hp13c_curves`, once per tissue (every visit of every subject asks again)."""
     from scipy.linalg import expm
 
+    t = np.asarray(t_s)
+    props: dict[tuple[float, float], np.ndarray] = {}  # equal frame spacing: few distinct
+
     def prop(dt: float, u: float) -> np.ndarray:
-        a = np.array([[-(kpl + 1 / t1p_s), 0.0, u], [kpl, -1 / t1l_s, 0.0], [0.0, 0.0, 0.0]])
-        return np.asarray(expm(a * dt))
+        if (dt, u) not in props:
+            a = np.array([[-(kpl + 1 / t1p_s), 0.0, u], [kpl, -1 / t1l_s, 0.0], [0.0, 0.0, 0.0]])
+            props[dt, u] = np.asarray(expm(a * dt))
+        return props[dt, u]
 
     on, off = bolus_s
     x = np.array([0.0, 0.0, 1.0])
@@ -97,6 +113,7 @@ def hp13c_curves(
         out[:, j] = x[:2] * sin_
         x[:2] = x[:2] * cos_
         start = float(tj)
+    out.setflags(write=False)
     return out
 
 

@@ -46,6 +46,13 @@ def _step(name: str) -> Step:
 
 
 def _set_threads(threads: int | None) -> None:
+    """The worker's share of the cores for numba.
+
+    Not for ITK (registration): its transform depends on its thread count (by ~1e-14,
+    measured), and a run on Dask workers must give the same tables and files as a serial run
+    (``bench_pipeline.py`` checks it; with ITK on the workers' share they differed), so ITK
+    keeps its default (every core) in both.
+    """
     if not threads:
         return
     try:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .progress import Bars
     from .record import Recorder
 
-__all__ = ["Executor", "local_worker_config", "run_subjects"]
+__all__ = ["WARM_MODULES", "Executor", "local_worker_config", "run_subjects"]
 
 
 def local_worker_config(threads: int) -> dict[str, Any]:
@@ -46,6 +46,33 @@ def local_worker_config(threads: int) -> dict[str, Any]:
         },
         "distributed.worker.profile.enabled": False,
     }
+
+
+#: What a worker imports to run a visit's steps (:meth:`Executor.warm_up`).
+WARM_MODULES: tuple[str, ...] = (
+    "tumorscope.pipeline.steps",
+    "tumorscope.pipeline.align",
+    "tumorscope.stages.diffusion",
+    "tumorscope.stages.dce",
+    "tumorscope.stages.relaxometry",
+    "tumorscope.report.html",
+    "matplotlib.figure",
+    "SimpleITK",
+)
+
+
+def _import_all(modules: tuple[str, ...]) -> int:
+    """Import every module it can (on a worker); the number imported."""
+    import importlib
+
+    n = 0
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            n += 1
+        except ImportError:
+            pass
+    return n
 
 
 class Executor:
@@ -88,6 +115,13 @@ class Executor:
                     )
                 self.client = Client(self.cluster)
                 self.n_workers = workers
+
+    def warm_up(self, modules: tuple[str, ...] = WARM_MODULES) -> None:
+        """Import ``modules`` on every worker now (a worker imports each once; done while the
+        client does something else, the first subjects do not wait for it). A module that
+        cannot be imported is skipped: its step reports that when it runs."""
+        if self.client is not None:
+            self.client.run(_import_all, modules)
 
     @property
     def description(self) -> str:

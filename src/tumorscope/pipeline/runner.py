@@ -92,6 +92,7 @@ def run_study(
     console: Console | None = None,
     adopt_folder: bool = False,
     lock_timeout: float = 0.0,
+    executor: Executor | None = None,
 ) -> RunSummary:
     """Run the whole analysis of a study: fits, lesion measurements, response, report.
 
@@ -130,6 +131,9 @@ def run_study(
         output (no ``.tumorscope-output.json``); tumorscope removes none of its files.
     lock_timeout : float, default 0
         Seconds to wait for another run that holds ``out_dir`` (0: fail at once).
+    executor : Executor, optional
+        An executor started by the caller (``tumorscope demo`` starts its workers while it
+        writes the phantom); used instead of ``workers`` and ``scheduler``, and left open.
 
     Returns
     -------
@@ -182,7 +186,7 @@ def run_study(
         except BaseException:
             detach_log(handler)
             raise
-        executor: Executor | None = None
+        given = executor
         status = "interrupted"
         try:
             log.info("tumorscope %s: run %s of %s into %s", __version__, run_id, root, out)
@@ -192,7 +196,8 @@ def run_study(
             if n_tmp:
                 log.info("removed %d temporary file(s) of an interrupted run", n_tmp)
             active_steps = _active_steps(wanted, summary)
-            executor = Executor(workers=workers, scheduler=scheduler)
+            if executor is None:
+                executor = Executor(workers=workers, scheduler=scheduler)
             log.info("executor: %s", executor.description)
             run_options = {"workers": workers, "scheduler": scheduler, "force": list(force)}
             _record_start(store, run_id, log_file, opts, run_options)
@@ -210,7 +215,7 @@ def run_study(
         finally:
             summary.duration_s = time.perf_counter() - t0
             _record_end(store, summary, status)
-            if executor is not None:
+            if executor is not None and executor is not given:
                 executor.close()
             store.close()
             detach_log(handler)

@@ -143,9 +143,15 @@ def write_viewer(
     _copy_bundle(out_dir)
     data = viewer_data_path(out_dir, subject)
     payload = {"subject": subject, "visits": visits}
-    text = "window.TUMORSCOPE_VIEWER = " + json.dumps(payload, separators=(",", ":")) + ";\n"
     data.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(data, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def write_data(tmp: Path) -> None:  # streamed: no second copy of the volumes as text
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write("window.TUMORSCOPE_VIEWER = ")
+            json.dump(payload, fh, separators=(",", ":"))
+            fh.write(";\n")
+
+    atomic_write(data, write_data)
     html = render(
         "viewer.html.j2",
         title=f"{study.name}: subject {subject}, viewer",
