@@ -161,12 +161,17 @@ def fit_hp13c(
         t1_pyruvate_s=options.t1_pyruvate_s,
         min_snr=options.min_snr,
     )
-    signals = np.stack([pv.data, lv.data], axis=-2).astype(np.float64)
+    # (..., 2, n) float64 filled in place: no float32 stack beside it, and the two series'
+    # arrays are let go once copied (only their grid is used below)
+    signals = np.empty((*pv.spatial_shape, 2, pv.shape[-1]), dtype=np.float64)
+    signals[..., 0, :] = pv.data
+    signals[..., 1, :] = lv.data
+    affine = pv.affine
+    pv_spatial = pv.spatial_shape
+    del pv, lv
     lab = None if labels is None else np.asarray(labels.data).astype(np.int64)
-    if lab is not None and lab.shape != pv.spatial_shape:
-        raise DataError(
-            f"labels {lab.shape} are not on the 13C grid {pv.spatial_shape}", field="labels"
-        )
+    if lab is not None and lab.shape != pv_spatial:
+        raise DataError(f"labels {lab.shape} are not on the 13C grid {pv_spatial}", field="labels")
     result = StageResult()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", TumorscopeWarning)
@@ -180,7 +185,7 @@ def fit_hp13c(
     result.files += write_map(
         status_path,
         fit.status,
-        pv.affine,
+        affine,
         units="1",
         description="fit status",
         provenance=prov,
@@ -196,7 +201,7 @@ def fit_hp13c(
         result.files += write_map(
             path,
             fit[name].astype(np.float32),
-            pv.affine,
+            affine,
             units=fit.units[name],
             description=f"hyperpolarised 13C {name}",
             provenance=prov,
