@@ -345,6 +345,45 @@ KERNELS = {
 
 
 @nb.njit(cache=True, nogil=True)
+def _scaled_cholesky_solve(a, b, sc, q, low, z, x):
+    """Solve the lower-triangle normal equations ``a x = b`` (first ``q`` rows) in place.
+
+    Column scaling by ``sc`` (``a``, ``b`` are scaled in place), Cholesky into ``low``,
+    forward and back substitution through ``z`` into ``x``; ``x`` is returned unscaled in its
+    first ``q`` entries. Returns False (``x`` untouched) when ``a`` is not positive definite.
+    """
+    for r in range(q):
+        b[r] /= sc[r]
+        for s in range(r + 1):
+            a[r, s] /= sc[r] * sc[s]
+    for j in range(q):
+        d = a[j, j]
+        for k in range(j):
+            d -= low[j, k] * low[j, k]
+        if not d > 1e-12:
+            return False
+        low[j, j] = np.sqrt(d)
+        for i in range(j + 1, q):
+            w = a[i, j]
+            for k in range(j):
+                w -= low[i, k] * low[j, k]
+            low[i, j] = w / low[j, j]
+    for i in range(q):
+        w = b[i]
+        for k in range(i):
+            w -= low[i, k] * z[k]
+        z[i] = w / low[i, i]
+    for i in range(q - 1, -1, -1):
+        w = z[i]
+        for k in range(i + 1, q):
+            w -= low[k, i] * x[k]
+        x[i] = w / low[i, i]
+    for i in range(q):
+        x[i] /= sc[i]
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
 def murase_many(t, cp, y, with_vp):
     """Linearised (extended) Tofts fit of every row of ``y`` in one pass per voxel.
 
@@ -377,41 +416,13 @@ def murase_many(t, cp, y, with_vp):
         sc = np.zeros(3)
         for r in range(q):
             sc[r] = np.sqrt(a[r, r]) if a[r, r] > 0.0 else 1.0
-        for r in range(q):
-            b[r] /= sc[r]
-            for s in range(r + 1):
-                a[r, s] /= sc[r] * sc[s]
         low = np.zeros((3, 3))
-        ok = True
-        for j in range(q):
-            d = a[j, j]
-            for k in range(j):
-                d -= low[j, k] * low[j, k]
-            if not d > 1e-12:
-                ok = False
-                break
-            low[j, j] = np.sqrt(d)
-            for i in range(j + 1, q):
-                w = a[i, j]
-                for k in range(j):
-                    w -= low[i, k] * low[j, k]
-                low[i, j] = w / low[j, j]
-        if not ok:
-            continue
         z = np.zeros(3)
-        for i in range(q):
-            w = b[i]
-            for k in range(i):
-                w -= low[i, k] * z[k]
-            z[i] = w / low[i, i]
         x = np.zeros(3)
-        for i in range(q - 1, -1, -1):
-            w = z[i]
-            for k in range(i + 1, q):
-                w -= low[k, i] * x[k]
-            x[i] = w / low[i, i]
+        if not _scaled_cholesky_solve(a, b, sc, q, low, z, x):
+            continue
         for i in range(q):
-            out[v, i] = x[i] / sc[i]
+            out[v, i] = x[i]
         if not with_vp:
             out[v, 2] = 0.0
     return out
@@ -469,35 +480,8 @@ def flouri_many(t, cp, y):
             sc[r] = np.sqrt(a[r, r]) if a[r, r] > 0.0 else 1.0
         if not ok:
             continue
-        for r in range(q):
-            b[r] /= sc[r]
-            for s in range(r + 1):
-                a[r, s] /= sc[r] * sc[s]
-        for j in range(q):
-            d = a[j, j]
-            for k in range(j):
-                d -= low[j, k] * low[j, k]
-            if not d > 1e-12:
-                ok = False
-                break
-            low[j, j] = np.sqrt(d)
-            for i in range(j + 1, q):
-                w = a[i, j]
-                for k in range(j):
-                    w -= low[i, k] * low[j, k]
-                low[i, j] = w / low[j, j]
-        if not ok:
+        if not _scaled_cholesky_solve(a, b, sc, q, low, z, x):
             continue
         for i in range(q):
-            w = b[i]
-            for k in range(i):
-                w -= low[i, k] * z[k]
-            z[i] = w / low[i, i]
-        for i in range(q - 1, -1, -1):
-            w = z[i]
-            for k in range(i + 1, q):
-                w -= low[k, i] * x[k]
-            x[i] = w / low[i, i]
-        for i in range(q):
-            out[v, i] = x[i] / sc[i]
+            out[v, i] = x[i]
     return out
