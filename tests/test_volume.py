@@ -111,7 +111,9 @@ def test_int16_series_read_frame_by_frame_as_nibabel_reads_it(tmp_path: Path) ->
     import nibabel as nib
 
     rng = np.random.default_rng(1)
-    data = rng.integers(-2000, 30000, size=(48, 40, 12, 30)).astype(np.int16)
+    # large enough that the decompressor's own read buffer (a fixed 0.5 MiB with ISA-L, see
+    # tumorscope._gzip) is small beside the image: the bound is about a copy of the image
+    data = rng.integers(-2000, 30000, size=(96, 80, 12, 30)).astype(np.int16)
     p = tmp_path / "dce.nii.gz"
     Volume(data, _oblique_affine()).to_nifti(p)
     ref = np.asanyarray(nib.load(p).dataobj).astype(np.float32)  # nibabel, then the cast
