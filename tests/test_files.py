@@ -181,3 +181,32 @@ def test_write_map_converts_float64_slab_by_slab_to_the_same_bytes(tmp_path: Pat
     got = gzip.decompress((tmp_path / "x.nii.gz").read_bytes())
     assert got == gzip.decompress((tmp_path / "ref.nii.gz").read_bytes())
     assert peak < data.size * 4 / 3, peak  # the whole cast first: > data.size * 4
+
+
+def test_file_sha256_is_remembered_only_while_the_file_is_unchanged(tmp_path: Path) -> None:
+    """A hash is remembered under the file's identity and state, never for a file changed in
+    the last seconds (file times are coarse); rewritten (even with the same size and its
+    modification time put back) or renamed over, a file is hashed again."""
+    import os
+
+    import tumorscope.files as files
+
+    p = tmp_path / "a.bin"
+    p.write_bytes(b"one")
+    first = file_sha256(p)
+    assert first == hashlib.sha256(b"one").hexdigest()
+    assert not any(v == first for v in files._HASHES.values())  # just written: not remembered
+    st = p.stat()
+    key = files._identity(st)
+    files._HASHES[key] = first
+    assert file_sha256(p) == first  # remembered (the key of an unchanged file)
+    files._HASHES[key] = "stale"
+    assert file_sha256(p) == "stale"  # taken from memory, not from the bytes
+    del files._HASHES[key]
+    p.write_bytes(b"two")  # same size
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))  # modification time put back
+    assert file_sha256(p) == hashlib.sha256(b"two").hexdigest()
+    q = tmp_path / "b.bin"
+    q.write_bytes(b"one")
+    os.replace(q, p)  # renamed over: another inode
+    assert file_sha256(p) == first

@@ -20,6 +20,8 @@ import enum
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,13 +50,50 @@ __all__ = [
 _BLOCK = 1 << 20
 
 
+#: File identity and state -> its SHA-256, for :func:`file_sha256` (bounded, oldest dropped).
+_HASHES: dict[tuple[int, ...], str] = {}
+_HASHES_MAX = 8192
+_HASHES_LOCK = threading.Lock()
+#: Seconds since its last change after which a file's hash is remembered (see file_sha256).
+_SETTLED_S = 2.0
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's bytes may have: device, inode, size, modification and
+    status-change times (the last set by the kernel on every write, rename over or
+    ``touch``, and never settable by a user: a file rewritten and its mtime put back still
+    has a new ctime)."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks.
+
+    The result is remembered for the process, keyed by the file's identity and state
+    (:func:`_identity`): the steps of a visit hash the same series and maps several times
+    (their inputs, their outputs, provenance), and a file whose bytes changed has another
+    key. File times are coarse (a kernel tick, 1 s or more on some network file systems), so
+    a file rewritten within the same tick could keep its key: only files last changed
+    :data:`_SETTLED_S` or more before they are hashed are remembered (a later change then has
+    a later time), and a file that changes while it is being hashed is not remembered.
+    """
+    p = Path(path)
+    before = _identity(p.stat())
+    with _HASHES_LOCK:
+        known = _HASHES.get(before)
+    if known is not None:
+        return known
     h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
+    with p.open("rb") as fh:
         while block := fh.read(_BLOCK):
             h.update(block)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if _identity(p.stat()) == before and time.time_ns() - before[-1] >= _SETTLED_S * 1e9:
+        with _HASHES_LOCK:
+            if len(_HASHES) >= _HASHES_MAX:
+                del _HASHES[next(iter(_HASHES))]
+            _HASHES[before] = digest
+    return digest
 
 
 def json_default(obj: Any) -> Any:
