@@ -19,7 +19,9 @@ Inside each process, in this order:
    costs a worker (a trial's thousands of visits run in long-lived processes);
 3. ``traced``: once more with ``tracemalloc`` on, for memory only: the peak of the numpy
    buffers (per step and overall; the resident high-water mark, ``ru_maxrss``, is taken
-   around the cold run, being the process's). Not timed: tracemalloc hooks every allocation and doubled the run's time
+   around the cold run, being the process's). In the default mode two units of the visit
+   may run at once (``pipeline.execute.step_concurrency``): a step's peak then includes what
+   the unit beside it allocated, the overall peak is exact. Not timed: tracemalloc hooks every allocation and doubled the run's time
    (the figures of this benchmark before 2026-12-05 session 3 were timed under it);
 4. the load of all the visit's images (every series as the pipeline reads it,
    ``Series.load``: float32, plus the lesion map), best of ``--load-repeats``.

@@ -7,14 +7,17 @@ client records them (:mod:`.record`).
 
 from __future__ import annotations
 
+import importlib
+import os
 import threading
 import time
 import traceback
-import warnings
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from ..errors import TumorscopeError, TumorscopeWarning
+from .._warnings import capture_warnings
+from ..errors import DataError, TumorscopeError
 from .hashing import file_sha256, inputs_hash
 from .step import Context, Step, Unit, Upstream
 from .summary import Outcome
@@ -22,7 +25,7 @@ from .summary import Outcome
 if TYPE_CHECKING:
     from ..io import Study
 
-__all__ = ["execute_subject", "execute_unit", "up_to_date"]
+__all__ = ["CONCURRENCY_ENV", "execute_subject", "execute_unit", "step_concurrency", "up_to_date"]
 
 
 def _study(ctx: Context) -> Study:
@@ -113,8 +116,7 @@ def execute_unit(
             return Outcome(
                 unit, "skipped", h, dict(record["outputs"]), duration_s=time.perf_counter() - t0
             )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", TumorscopeWarning)
+        with capture_warnings() as caught:
             out = step.run(ctx, study, unit, upstream)
         notes = [*out.notes, *(f"warning: {w.message}" for w in caught)]
         outputs = {ctx.out_rel(p): file_sha256(p) for p in out.files}
@@ -187,14 +189,19 @@ def execute_subject(
             )
         finally:
             _forwarding(None, -1)
-    outcomes: list[Outcome] = []
-    upstream_all: Upstream = {}
-    failed: list[str] = []
     study: Study | None = None
     try:  # opened once for the subject's units (a broken study fails each unit instead)
         study = _study(ctx)
     except Exception:
         study = None
+    width = step_concurrency(threads)
+    if width > 1:
+        return _run_concurrently(
+            ctx, items, records, force, active, threads, on_outcome, study, width
+        )
+    outcomes: list[Outcome] = []
+    upstream_all: Upstream = {}
+    failed: list[str] = []
     for step_name, units in items:
         step = _step(step_name)
         upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
@@ -220,6 +227,131 @@ def execute_subject(
             if on_outcome is not None:
                 on_outcome(o)
     return outcomes
+
+
+#: Environment variable: the most units of one subject run at once (``1``: one at a time).
+CONCURRENCY_ENV = "TUMORSCOPE_STEP_CONCURRENCY"
+
+
+def step_concurrency(threads: int | None) -> int:
+    """How many units of one subject :func:`execute_subject` runs at once.
+
+    Two when the subject has two or more cores (``threads``, else every core of this
+    process) and numba's threading layer is safe to enter from two threads at once (OpenMP
+    or TBB; its fallback "workqueue" layer is not), else one. ``TUMORSCOPE_STEP_CONCURRENCY``
+    sets it (``1`` runs the units one at a time, in plan order, as before).
+
+    Why two and not more: the fits already run their blocks on every core, so what
+    concurrency wins is the time a step leaves cores idle (reading and writing files, Python
+    between kernels, registration's serial parts); a second step fills that, a third mostly
+    adds memory.
+    """
+    text = os.environ.get(CONCURRENCY_ENV, "").strip()
+    if text:
+        try:
+            return max(1, int(text))
+        except ValueError:
+            raise DataError(
+                f"expected a whole number of units, got {text!r}", field=CONCURRENCY_ENV
+            ) from None
+    cores = threads if threads else (os.cpu_count() or 1)
+    if cores < 2 or not _numba_threads_reentrant():
+        return 1
+    return 2
+
+
+def _numba_threads_reentrant() -> bool:
+    """Whether compiled parallel kernels may be launched from two threads at once."""
+    try:
+        import numba
+    except ImportError:
+        return True
+    layer = str(getattr(numba.config, "THREADING_LAYER", "default"))
+    if layer == "workqueue":
+        return False
+    for name in ("omppool", "tbbpool"):  # the default layer takes one of these if it loads
+        try:
+            importlib.import_module(f"numba.np.ufunc.{name}")
+        except ImportError:
+            continue
+        return True
+    return False
+
+
+def _run_concurrently(
+    ctx: Context,
+    items: Sequence[tuple[str, Sequence[Unit]]],
+    records: Mapping[tuple[str, str], Mapping[str, Any]],
+    force: frozenset[str],
+    active: frozenset[str],
+    threads: int | None,
+    on_outcome: Callable[[Outcome], None] | None,
+    study: Study | None,
+    width: int,
+) -> list[Outcome]:
+    """:func:`execute_subject` with up to ``width`` units running at once, in threads.
+
+    A unit starts once every unit of the steps it requires (``Step.requires``, within this
+    run) has finished, earliest in plan order first; its upstream hashes are then complete,
+    as in the one-at-a-time order, so input hashes and outputs are the same. Outcomes are
+    passed to ``on_outcome`` in this (the calling) thread as they finish, and returned in
+    plan order. After a failure no further unit starts (the rest are ``blocked``, as one at
+    a time); units already running finish and keep their outcome.
+    """
+    plan = [(step_name, u) for step_name, units in items for u in units]
+    left = {step_name: len(units) for step_name, units in items}  # units not yet finished
+    upstream_all: Upstream = {}
+    failed: list[str] = []
+    results: dict[int, Outcome] = {}
+    waiting = list(range(len(plan)))
+    running: dict[Future[Outcome], int] = {}
+
+    def ready(i: int) -> bool:
+        step = _step(plan[i][0])
+        return all(left.get(r, 0) == 0 for r in step.requires if r in active)
+
+    def finish(i: int, o: Outcome) -> None:
+        results[i] = o
+        if on_outcome is not None:
+            on_outcome(o)
+
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="tumorscope-step") as pool:
+        while waiting or running:
+            if failed:
+                for i in waiting:
+                    finish(i, Outcome(plan[i][1], "blocked", error=f"{', '.join(failed)} failed"))
+                waiting = []
+            for i in [i for i in waiting if ready(i)][: width - len(running)]:
+                step_name, u = plan[i]
+                step = _step(step_name)
+                upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
+                fut = pool.submit(
+                    execute_unit,
+                    step_name,
+                    ctx,
+                    u,
+                    records.get((u.step, u.key)),
+                    upstream,
+                    step_name in force,
+                    threads,
+                    study,
+                )
+                running[fut] = i
+                waiting.remove(i)
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=running.__getitem__):  # plan order among the finished
+                i = running.pop(fut)
+                step_name, u = plan[i]
+                o = fut.result()  # execute_unit returns failures as outcomes
+                if o.status == "failed":
+                    failed.append(f"{u.step} {u.key}")
+                else:
+                    upstream_all.setdefault(step_name, {})[u.key] = o.outputs
+                left[step_name] -= 1
+                finish(i, o)
+    return [results[i] for i in range(len(plan))]
 
 
 _forward_lock = threading.Lock()

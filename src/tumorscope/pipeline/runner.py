@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, layout
 from ..errors import DataError, TumorscopeError
-from .execute import execute_subject, execute_unit
+from .execute import execute_subject, execute_unit, step_concurrency
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
 from .options import RunOptions, resolve_options
@@ -164,6 +164,7 @@ def run_study(
     wanted = _wanted_steps(force, steps, report)
     opts = resolve_options(options, study_obj.manifest.options)
     ctx = Context(root, out, opts)
+    step_concurrency(None)  # a bad TUMORSCOPE_STEP_CONCURRENCY stops the run here
 
     run_id = dt.datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     notes: list[str] = []

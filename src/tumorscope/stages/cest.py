@@ -26,7 +26,6 @@ Order of work (decisions, see ``docs/cest.md``):
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from .._warnings import capture_warnings
 from ..errors import DataError, FitError, TumorscopeWarning
 from ..files import sidecar_of, write_map
 from ..fitting.status import FitStatus
@@ -640,8 +640,7 @@ def _fit(
     Only the rows are handed to the engine (no 4-D copy of the series for the few voxels of
     a lesion region)."""
     hashes = {k: input_record(v) for k, v in files.items()}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TumorscopeWarning)
+    with capture_warnings() as caught:
         fit = model.fit(rows, chunk_voxels=opts.chunk_voxels, **dict(voxel_inputs or {}))
     messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
     prov = dict(fit.provenance)

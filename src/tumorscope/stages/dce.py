@@ -42,7 +42,6 @@ give ``aif_delay_s``.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._warnings import capture_warnings
 from ..errors import DataError, FitError, ProtocolError, TumorscopeWarning
 from ..files import write_json, write_map
 from ..models import aif as aifmod
@@ -236,8 +236,7 @@ def _vfa_fit_with_b1(
 ) -> FitResult:
     """The VFA fit with the B1 map as a per-voxel input (inputs hashed: VFA and B1 files)."""
     assert inp.vfa_vol is not None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TumorscopeWarning)
+    with capture_warnings() as caught:
         fit = model.fit(inp.vfa_vol.data, region, b1=inp.b1_map, chunk_voxels=options.chunk_voxels)
     w.warnings += [str(m.message) for m in caught if issubclass(m.category, TumorscopeWarning)]
     fit.provenance["inputs"] = {

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .._warnings import capture_warnings
 from ..errors import DataError, FitError, TumorscopeWarning
 from ..files import file_sha256
 from ..models.base import FitResult, Model
@@ -209,8 +210,7 @@ def fit_volume(
         if not p.is_file():
             raise DataError("input file not found", file=p, field=role)
         hashes[role] = input_record(p)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TumorscopeWarning)
+    with capture_warnings() as caught:
         fit = model.fit(volume.data, m, chunk_voxels=chunk_voxels, **dict(voxel_inputs or {}))
     messages = [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
     for w in caught:  # re-issue every warning once, to the caller

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .._warnings import capture_warnings
 from ..errors import DataError, TumorscopeWarning
 from ..files import write_map
 from ..volume import Volume
@@ -173,8 +174,7 @@ def fit_hp13c(
     if lab is not None and lab.shape != pv_spatial:
         raise DataError(f"labels {lab.shape} are not on the 13C grid {pv_spatial}", field="labels")
     result = StageResult()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", TumorscopeWarning)
+    with capture_warnings() as caught:
         fit = model.fit(signals)
     result.warnings += [str(w.message) for w in caught if issubclass(w.category, TumorscopeWarning)]
     from ..files import file_sha256
@@ -219,9 +219,11 @@ def fit_hp13c(
                     v = float(fn(vals)) if vals.size else None
                     rows.append(measurement_row(lead, lesion, f"hp13c.{name}", stat, v, unit))
             curve = signals[sel].mean(axis=0)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TumorscopeWarning)
+            with capture_warnings() as roi_caught:  # the voxel fit's warnings stand
                 roi = model.fit(curve[None])
+            for w in roi_caught:  # others than the model's summary warnings go on
+                if not issubclass(w.category, TumorscopeWarning):
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
             rows.append(measurement_row(lead, lesion, "hp13c.kPL", "roi_fit", roi["kPL"][0], "1/s"))
             rows.append(
                 measurement_row(

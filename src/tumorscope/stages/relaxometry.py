@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import DataError, FitError, TumorscopeWarning
+from .._warnings import capture_warnings
+from ..errors import DataError, FitError
 from ..files import sidecar_of
 from ..models.base import Model
 from ..models.relaxometry import IRT1, T2, VFAT1, T2Offset, T2Star
@@ -303,8 +303,7 @@ def _fit_series(
         files[name] = Path(path)
     if isinstance(mask, str | os.PathLike):
         files["mask"] = Path(mask)
-    with warnings.catch_warnings(record=True):
-        warnings.simplefilter("always", TumorscopeWarning)
+    with capture_warnings():
         res = fit_volume(
             model,
             vol,

@@ -1,0 +1,135 @@
+"""A subject's units two at a time (``execute_subject`` with ``step_concurrency`` 2): the
+order the steps' requirements impose, failures, outcomes and warnings per unit."""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tumorscope.errors import DataError, TumorscopeWarning
+from tumorscope.pipeline import execute, steps
+from tumorscope.pipeline.execute import CONCURRENCY_ENV, execute_subject, step_concurrency
+from tumorscope.pipeline.step import Context, Step, StepOutput, Unit
+
+EVENTS: list[tuple[str, str, float]] = []
+_lock = threading.Lock()
+
+
+def _step(name: str, requires: tuple[str, ...] = (), *, sleep: float = 0.05) -> Step:
+    def run(ctx: Context, study: Any, unit: Unit, upstream: Any) -> StepOutput:
+        with _lock:
+            EVENTS.append((unit.key + ":" + name, "start", time.perf_counter()))
+        for r in requires:  # every unit of a required step finished before this one started
+            assert r in upstream and upstream[r], (name, r, upstream)
+        warnings.warn(f"from {name} {unit.key}", TumorscopeWarning, stacklevel=1)
+        time.sleep(sleep)
+        if (ctx.study_root / f"fail-{name}").exists():
+            raise DataError(f"{name} cannot", file="x", field="y")
+        out = ctx.out_dir / f"{name}-{unit.key.replace('/', '_')}.txt"
+        out.write_text(name)
+        with _lock:
+            EVENTS.append((unit.key + ":" + name, "end", time.perf_counter()))
+        return StepOutput([out])
+
+    return Step(name, "visit", "1", name, run, lambda ctx, study, unit: [], requires=requires)
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
+    table = (
+        _step("a"),
+        _step("b", ("a",)),
+        _step("c", ("a",)),
+        _step("d", ("b", "c")),
+        _step("e", ("a",), sleep=0.3),
+    )
+    monkeypatch.setattr(steps, "STEPS", table)
+    monkeypatch.setattr(execute, "_study", lambda ctx: object())
+    for d in ("study", "out"):
+        (tmp_path / d).mkdir()
+    EVENTS.clear()
+    return Context(tmp_path / "study", tmp_path / "out")
+
+
+def _items() -> list[tuple[str, list[Unit]]]:
+    visits = ("001/01", "001/02")
+    return [(n, [Unit(n, "001", v.split("/")[1]) for v in visits]) for n in "abcde"]
+
+
+def _run(ctx: Context, width: int, monkeypatch: pytest.MonkeyPatch) -> tuple[list[Any], list[str]]:
+    monkeypatch.setenv(CONCURRENCY_ENV, str(width))
+    seen: list[str] = []
+    main = threading.get_ident()
+
+    def on_outcome(o: Any) -> None:
+        assert threading.get_ident() == main  # recorded in the calling thread
+        seen.append(f"{o.unit.step} {o.unit.key}")
+
+    active = frozenset("abcde")
+    return execute_subject(ctx, _items(), {}, frozenset(), active, 2, on_outcome), seen
+
+
+def test_requirements_order_and_overlap(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes, seen = _run(ctx, 2, monkeypatch)
+    assert [o.status for o in outcomes] == ["done"] * 10
+    assert [(o.unit.step, o.unit.visit) for o in outcomes] == [
+        (n, v) for n in "abcde" for v in ("01", "02")
+    ]  # returned in plan order
+    assert sorted(seen) == sorted(f"{o.unit.step} {o.unit.key}" for o in outcomes)
+    t = {(k, ev): at for k, ev, at in EVENTS}
+    for v in ("sub-001/ses-01", "sub-001/ses-02"):
+        for step, reqs in {"b": "a", "c": "a", "d": "bc", "e": "a"}.items():
+            for r in reqs:
+                for w in ("sub-001/ses-01", "sub-001/ses-02"):  # every unit of the step
+                    assert t[f"{w}:{r}", "end"] <= t[f"{v}:{step}", "start"]
+    # two at a time: some unit started before another ended
+    starts = sorted(at for _, ev, at in EVENTS if ev == "start")
+    ends = sorted(at for _, ev, at in EVENTS if ev == "end")
+    assert starts[1] < ends[0]
+    running = max(
+        sum(1 for k in t if k[1] == "start" and t[k] <= at)
+        - sum(1 for k in t if k[1] == "end" and t[k] <= at)
+        for at in starts
+    )
+    assert running == 2
+    # each unit's notes hold its own warning only
+    for o in outcomes:
+        assert o.notes == [f"warning: from {o.unit.step} {o.unit.key}"], o.notes
+
+
+def test_same_outcomes_as_one_at_a_time(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    two, _ = _run(ctx, 2, monkeypatch)
+    one, _ = _run(ctx, 1, monkeypatch)
+    strip = [(o.unit, o.status, o.input_hash, o.outputs, o.notes) for o in two]
+    assert strip == [(o.unit, o.status, o.input_hash, o.outputs, o.notes) for o in one]
+
+
+def test_a_failure_blocks_what_has_not_started(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (ctx.study_root / "fail-b").touch()
+    outcomes, _ = _run(ctx, 2, monkeypatch)
+    status = {(o.unit.step, o.unit.visit): o.status for o in outcomes}
+    assert status["a", "01"] == status["a", "02"] == "done"
+    assert "failed" in (status["b", "01"], status["b", "02"])
+    assert status["d", "01"] == status["d", "02"] == "blocked"  # requires b
+    blocked = [o for o in outcomes if o.status == "blocked"]
+    assert all("b sub-001" in (o.error or "") for o in blocked)
+
+
+def test_step_concurrency_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CONCURRENCY_ENV, raising=False)
+    assert step_concurrency(1) == 1  # one core: one at a time
+    assert step_concurrency(4) in (1, 2)  # 1 only where numba's threads are not re-entrant
+    monkeypatch.setenv(CONCURRENCY_ENV, "3")
+    assert step_concurrency(1) == 3
+    monkeypatch.setenv(CONCURRENCY_ENV, "two")
+    with pytest.raises(DataError, match=CONCURRENCY_ENV):
+        step_concurrency(None)
