@@ -6,8 +6,12 @@ the pipeline applies to it), then runs, each in a fresh Python process:
 
 * ``serial``: the process pinned to one core (``os.sched_setaffinity``), numba, BLAS and the
   fitting engine's thread pools on one thread;
-* ``default``: as ``tumorscope run`` starts, every core available to the fits' threads (a
-  one-subject study is one Dask task, so ``--workers`` would not add anything here).
+* ``default``: as ``tumorscope run`` starts, every core available to the fits' threads and
+  two units of the visit running at once where their requirements allow
+  (``pipeline.execute.step_concurrency``; a one-subject study is one Dask task, so
+  ``--workers`` would not add anything here);
+* ``one-unit`` (on request, ``--modes``): the default mode with one unit at a time
+  (``TUMORSCOPE_STEP_CONCURRENCY=1``), to measure what running two at once wins.
 
 Inside each process, in this order:
 
@@ -201,6 +205,8 @@ def _child(mode: str, study: Path, out: Path, repeats: int) -> dict:  # type: ig
             "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS",
         ):
             env[k] = "1"
+    if mode == "one-unit":
+        env["TUMORSCOPE_STEP_CONCURRENCY"] = "1"
     proc = subprocess.run(
         [sys.executable, "-c", _CHILD, mode, str(study), str(out), str(repeats)],
         capture_output=True,
@@ -221,7 +227,7 @@ def main() -> None:
     ap.add_argument(
         "--modes",
         default="serial,default",
-        help="comma-separated modes to run (serial, default); default both",
+        help="comma-separated modes to run (serial, default, one-unit); default the first two",
     )
     ap.add_argument("--no-warm-up", action="store_true", help="skip the untimed tiny run")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
@@ -246,7 +252,7 @@ def main() -> None:
             t = time.perf_counter()
             _child("default", _one_visit_study(warm, tmp / "warm-one", args.visit), tmp / "w", 1)
             print(f"warm-up run (tiny, untimed: numba's cache) {time.perf_counter() - t:.1f} s")
-        modes = [m for m in ("serial", "default") if m in args.modes.split(",")]
+        modes = [m for m in ("serial", "default", "one-unit") if m in args.modes.split(",")]
         results: dict[str, list[dict]] = {m: [] for m in modes}  # type: ignore[type-arg]
         for r in range(args.repeats):
             for mode in modes if r % 2 == 0 else modes[::-1]:
@@ -302,13 +308,11 @@ def main() -> None:
                     + ", ".join(f"{r['load_s']:.2f}" for r in rs)
                     + " s)"
                 )
-        if len(results) == 2:
-            for key, label in (("run_s", "cold"), ("warm_s", "warm")):
-                sp = [
-                    s[key] / d[key]
-                    for s, d in zip(results["serial"], results["default"], strict=True)
-                ]
-                print(f"serial / default speed-up ({label}): " + ", ".join(f"{x:.2f}" for x in sp))
+        for a, b in (("serial", "default"), ("one-unit", "default"), ("serial", "one-unit")):
+            if a in results and b in results:
+                for key, label in (("run_s", "cold"), ("warm_s", "warm")):
+                    sp = [x[key] / y[key] for x, y in zip(results[a], results[b], strict=True)]
+                    print(f"{a} / {b} ({label}): " + ", ".join(f"{v:.2f}" for v in sp))
         for mode, rs in results.items():
             for r in rs:
                 print(
