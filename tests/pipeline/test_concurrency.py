@@ -3,6 +3,7 @@ order the steps' requirements impose, failures, outcomes and warnings per unit."
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import warnings
@@ -20,7 +21,9 @@ EVENTS: list[tuple[str, str, float]] = []
 _lock = threading.Lock()
 
 
-def _step(name: str, requires: tuple[str, ...] = (), *, sleep: float = 0.05) -> Step:
+def _step(
+    name: str, requires: tuple[str, ...] = (), *, sleep: float = 0.05, heavy: bool = False
+) -> Step:
     def run(ctx: Context, study: Any, unit: Unit, upstream: Any) -> StepOutput:
         with _lock:
             EVENTS.append((unit.key + ":" + name, "start", time.perf_counter()))
@@ -36,15 +39,17 @@ def _step(name: str, requires: tuple[str, ...] = (), *, sleep: float = 0.05) -> 
             EVENTS.append((unit.key + ":" + name, "end", time.perf_counter()))
         return StepOutput([out])
 
-    return Step(name, "visit", "1", name, run, lambda ctx, study, unit: [], requires=requires)
+    return Step(
+        name, "visit", "1", name, run, lambda ctx, study, unit: [], requires=requires, heavy=heavy
+    )
 
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
     table = (
         _step("a"),
-        _step("b", ("a",)),
-        _step("c", ("a",)),
+        _step("b", ("a",), heavy=True),
+        _step("c", ("a",), heavy=True),
         _step("d", ("b", "c")),
         _step("e", ("a",), sleep=0.3),
     )
@@ -133,3 +138,17 @@ def test_step_concurrency_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(CONCURRENCY_ENV, "two")
     with pytest.raises(DataError, match=CONCURRENCY_ENV):
         step_concurrency(None)
+
+
+def test_heavy_units_never_run_together(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """b and c are heavy: none of their four units overlaps another; e (light) may."""
+    _run(ctx, 2, monkeypatch)
+    spans = {}
+    for k, ev, at in EVENTS:
+        spans.setdefault(k, {})[ev] = at
+    heavy = sorted((v["start"], v["end"]) for k, v in spans.items() if k.split(":")[1] in "bc")
+    assert len(heavy) == 4
+    for (_, e0), (s1, _) in itertools.pairwise(heavy):
+        assert e0 <= s1, heavy
+    light = [v for k, v in spans.items() if k.endswith(":e")]
+    assert any(v["start"] < e and s < v["end"] for v in light for s, e in heavy)  # overlaps

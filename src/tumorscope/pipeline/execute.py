@@ -293,7 +293,10 @@ def _run_concurrently(
 
     A unit starts once every unit of the steps it requires (``Step.requires``, within this
     run) has finished, earliest in plan order first; its upstream hashes are then complete,
-    as in the one-at-a-time order, so input hashes and outputs are the same. Outcomes are
+    as in the one-at-a-time order, so input hashes and outputs are the same. A unit of a
+    ``heavy`` step (``Step.heavy``: DCE, relaxometry, CEST, metabolic, measure) does not
+    start while another heavy unit runs, so that the visit's peak memory stays that of one
+    heavy step plus a light one. Outcomes are
     passed to ``on_outcome`` in this (the calling) thread as they finish, and returned in
     plan order. After a failure no further unit starts (the rest are ``blocked``, as one at
     a time); units already running finish and keep their outcome.
@@ -308,6 +311,8 @@ def _run_concurrently(
 
     def ready(i: int) -> bool:
         step = _step(plan[i][0])
+        if step.heavy and any(_step(plan[j][0]).heavy for j in running.values()):
+            return False  # two heavy units at once would hold both their peaks
         return all(left.get(r, 0) == 0 for r in step.requires if r in active)
 
     def finish(i: int, o: Outcome) -> None:
@@ -321,7 +326,9 @@ def _run_concurrently(
                 for i in waiting:
                     finish(i, Outcome(plan[i][1], "blocked", error=f"{', '.join(failed)} failed"))
                 waiting = []
-            for i in [i for i in waiting if ready(i)][: width - len(running)]:
+            for i in list(waiting):
+                if len(running) >= width or not ready(i):
+                    continue
                 step_name, u = plan[i]
                 step = _step(step_name)
                 upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}

@@ -156,6 +156,9 @@ class Step:
     missing: Callable[[], str | None] = lambda: None
     #: option names that change this step's results
     option_keys: tuple[str, ...] = ()
+    #: holds several times its largest series in memory at its peak: never runs beside
+    #: another heavy unit when a subject's units run two at a time (``execute_subject``)
+    heavy: bool = False
 
 
 # ---------------------------------------------------------------------------- inputs

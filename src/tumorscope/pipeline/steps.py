@@ -527,6 +527,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
+        heavy=True,
     ),
     Step(
         "fit_relax",
@@ -538,6 +539,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_relax_applies,
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
+        heavy=True,
     ),
     Step(
         "fit_dsc",
@@ -629,6 +631,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_metabolic_applies,
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
+        heavy=True,
     ),
     Step(
         "pet",
@@ -674,6 +677,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("cest"),
         missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
         option_keys=("cest_mtr_asym_ppm", "cest_fit_region"),
+        heavy=True,
     ),
     Step(
         "measure",
@@ -686,6 +690,7 @@ STEPS: tuple[Step, ...] = (
         measure_inputs,
         requires=("register", "align", *MAP_STEPS),
         missing=lambda: _has_module("tumorscope.lesions.stats"),
+        heavy=True,
     ),
     Step(
         "assess",
