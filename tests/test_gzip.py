@@ -8,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from tumorscope import _gzip
 from tumorscope.volume import Volume
@@ -44,3 +45,21 @@ def test_writer_closes_its_file(tmp_path: Path) -> None:
     fh.close()  # twice is harmless
     assert fh.closed
     assert gzip.decompress((tmp_path / "x.gz").read_bytes()) == b"hello"
+
+
+def test_zlib_fallback_reads_and_writes_the_same_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without isal the standard library's gzip is used: the same NIfTI bytes, readable by
+    either back-end."""
+    data = np.random.default_rng(2).random((6, 5, 4, 3)).astype(np.float32)
+    Volume(data, np.eye(4)).to_nifti(tmp_path / "fast.nii.gz")
+    monkeypatch.setattr(_gzip, "_igzip", None)
+    Volume(data, np.eye(4)).to_nifti(tmp_path / "zlib.nii.gz")
+    fast, slow = (tmp_path / "fast.nii.gz").read_bytes(), (tmp_path / "zlib.nii.gz").read_bytes()
+    assert gzip.decompress(fast) == gzip.decompress(slow)
+    assert slow[4:8] == b"\0\0\0\0" and not slow[3] & 0x08  # zero mtime, no file name
+    assert slow != fast  # another compressor wrote it
+    for name in ("fast.nii.gz", "zlib.nii.gz"):
+        np.testing.assert_array_equal(Volume.from_nifti(tmp_path / name).data, data)
+    assert gzip.decompress(_gzip.compress(b"abc")) == b"abc"
