@@ -449,7 +449,7 @@ def _candidate_curves(
     flat_idx = np.flatnonzero(m)
     if flat_idx.size == 0:
         raise DataError("no voxel with finite curves in the mask", field="mask")
-    return c.reshape(-1, t.size)[flat_idx], flat_idx, spatial
+    return c[m], flat_idx, spatial  # the masked curves only (no copy of a whole series)
 
 
 def _screen(

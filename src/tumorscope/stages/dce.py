@@ -45,7 +45,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -408,15 +408,19 @@ def _semiquant_maps(
     # get the measures of a NaN curve (NaN, curve type 0 "none"), as a masked curve would
     t, nb = inp.proto.t, inp.proto.n_baseline
     n = c.conc.shape[-1]
-    flat = c.conc.reshape(-1, n)
+    # voxels in the concentration's own memory order (Fortran as the series: a view, no copy)
+    order: Literal["C", "F"] = "F" if c.conc.flags.f_contiguous and c.conc.ndim > 1 else "C"
+    if order == "F" and c.conc.flags.c_contiguous:
+        order = "C"
+    flat = c.conc.reshape(-1, n, order=order)
     outside = semi_quantitative(np.full((1, n), np.nan), t, n_baseline=nb)
     sq = {k: np.full(flat.shape[0], v[0], v.dtype) for k, v in outside.items()}
-    idx = np.flatnonzero(c.fit_region)
+    idx = np.flatnonzero(c.fit_region.ravel(order=order))
     for lo in range(0, idx.size, _SQ_BLOCK):
         sel = idx[lo : lo + _SQ_BLOCK]
         for k, v in semi_quantitative(flat[sel], t, n_baseline=nb).items():
             sq[k][sel] = v
-    sq = {k: v.reshape(c.conc.shape[:-1]) for k, v in sq.items()}
+    sq = {k: v.reshape(c.conc.shape[:-1], order=order) for k, v in sq.items()}
     # the maps' own provenance (model, options, versions: what a report's methods need),
     # with the stage's (series, protocol, relaxivity, T1 source) beside it
     sq_prov = {

@@ -8,7 +8,7 @@ with a status code per voxel (:class:`ConcentrationStatus`) instead of errors mi
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -165,6 +165,8 @@ def signal_to_concentration(
     out_dtype = np.dtype(dtype)
     if out_dtype not in (np.float32, np.float64):
         raise DataError(f"expected float32 or float64, got {out_dtype}", field="dtype")
+    if _compiled() is not None:
+        return _signal_to_concentration_compiled(s, t1, alpha, b0, nb, tr_s, r1, out_dtype)
     conc = np.empty(s.shape, dtype=out_dtype)
     status = np.zeros(lead, dtype=np.uint8)
     # slabs along the first axis of an image (any memory order), else the rows themselves
@@ -186,6 +188,62 @@ def signal_to_concentration(
 
 #: Voxels per block of :func:`signal_to_concentration`.
 _BLOCK = 16384
+
+#: ``"numpy"`` forces the numpy path (tests compare the two); anything else: the compiled
+#: path when numba is installed.
+ENGINE = "auto"
+
+
+def _compiled() -> Any:
+    """The compiled kernel (:mod:`._signal_numba`), or None (numba missing, or numpy asked)."""
+    if ENGINE == "numpy":
+        return None
+    try:
+        from ._signal_numba import concentration_rows
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return concentration_rows
+
+
+def _signal_to_concentration_compiled(
+    s: np.ndarray,
+    t1: np.ndarray,
+    alpha: np.ndarray,
+    b0: int,
+    nb: int,
+    tr_s: float,
+    r1: float,
+    out_dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signal_to_concentration` by the compiled kernel, on the series as it is stored.
+
+    The voxels are taken in the series' own memory order (a Fortran-ordered NIfTI series as
+    nibabel returns it stays so: no copy) and the result has the same order.
+    """
+    n = s.shape[-1]
+    lead = s.shape[:-1]
+    fortran = s.ndim > 1 and s.flags.f_contiguous and not s.flags.c_contiguous
+    order: Literal["C", "F"] = "F" if fortran else "C"
+    if order == "C" and not s.flags.c_contiguous:
+        s = np.ascontiguousarray(s)
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float64)
+    rows = s.reshape(-1, n, order=order)  # a view
+    conc = np.empty(s.shape, dtype=out_dtype, order=order)
+    status = np.empty(lead, dtype=np.uint8, order=order)
+    flat = status.reshape(-1, order=order)  # a view
+    _compiled()(
+        rows,
+        np.ascontiguousarray(t1.reshape(-1, order=order), dtype=np.float64),
+        np.ascontiguousarray(alpha.reshape(-1, order=order), dtype=np.float64),
+        b0,
+        nb,
+        float(tr_s),
+        float(r1),
+        conc.reshape(-1, n, order=order),
+        flat,
+    )
+    return conc, status
 
 
 def _concentration_rows(
