@@ -22,7 +22,11 @@ _lock = threading.Lock()
 
 
 def _step(
-    name: str, requires: tuple[str, ...] = (), *, sleep: float = 0.05, heavy: bool = False
+    name: str,
+    requires: tuple[str, ...] = (),
+    *,
+    sleep: float = 0.05,
+    exclusive: tuple[str, ...] = (),
 ) -> Step:
     def run(ctx: Context, study: Any, unit: Unit, upstream: Any) -> StepOutput:
         with _lock:
@@ -40,7 +44,14 @@ def _step(
         return StepOutput([out])
 
     return Step(
-        name, "visit", "1", name, run, lambda ctx, study, unit: [], requires=requires, heavy=heavy
+        name,
+        "visit",
+        "1",
+        name,
+        run,
+        lambda ctx, study, unit: [],
+        requires=requires,
+        exclusive=exclusive,
     )
 
 
@@ -48,8 +59,8 @@ def _step(
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
     table = (
         _step("a"),
-        _step("b", ("a",), heavy=True),
-        _step("c", ("a",), heavy=True),
+        _step("b", ("a",), exclusive=("memory",)),
+        _step("c", ("a",), exclusive=("memory", "itk")),
         _step("d", ("b", "c")),
         _step("e", ("a",), sleep=0.3),
     )
@@ -141,7 +152,8 @@ def test_step_concurrency_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_heavy_units_never_run_together(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """b and c are heavy: none of their four units overlaps another; e (light) may."""
+    """b and c both hold "memory": none of their four units overlaps another; e (holding
+    nothing) may."""
     _run(ctx, 2, monkeypatch)
     spans = {}
     for k, ev, at in EVENTS:

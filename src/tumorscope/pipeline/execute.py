@@ -294,9 +294,11 @@ def _run_concurrently(
     A unit starts once every unit of the steps it requires (``Step.requires``, within this
     run) has finished, earliest in plan order first; its upstream hashes are then complete,
     as in the one-at-a-time order, so input hashes and outputs are the same. A unit of a
-    ``heavy`` step (``Step.heavy``: DCE, relaxometry, CEST, metabolic, measure) does not
-    start while another heavy unit runs, so that the visit's peak memory stays that of one
-    heavy step plus a light one. Outcomes are
+    step that holds something exclusively (``Step.exclusive``: ``"memory"`` for DCE,
+    relaxometry, CEST, metabolic and measure, so that the visit's peak memory stays that of
+    one such step plus a light one; ``"itk"`` for align and functional, which set ITK's
+    process-wide thread count around their registrations) does not start while another
+    unit holding the same runs. Outcomes are
     passed to ``on_outcome`` in this (the calling) thread as they finish, and returned in
     plan order. After a failure no further unit starts (the rest are ``blocked``, as one at
     a time); units already running finish and keep their outcome.
@@ -311,8 +313,9 @@ def _run_concurrently(
 
     def ready(i: int) -> bool:
         step = _step(plan[i][0])
-        if step.heavy and any(_step(plan[j][0]).heavy for j in running.values()):
-            return False  # two heavy units at once would hold both their peaks
+        held = {g for j in running.values() for g in _step(plan[j][0]).exclusive}
+        if held.intersection(step.exclusive):
+            return False  # e.g. two memory-heavy units at once would hold both their peaks
         return all(left.get(r, 0) == 0 for r in step.requires if r in active)
 
     def finish(i: int, o: Outcome) -> None:

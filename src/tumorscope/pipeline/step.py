@@ -156,9 +156,12 @@ class Step:
     missing: Callable[[], str | None] = lambda: None
     #: option names that change this step's results
     option_keys: tuple[str, ...] = ()
-    #: holds several times its largest series in memory at its peak: never runs beside
-    #: another heavy unit when a subject's units run two at a time (``execute_subject``)
-    heavy: bool = False
+    #: what the step's units hold that no two units may hold at once when a subject's units
+    #: run two at a time (``execute_subject``): ``"memory"`` (its peak is several times its
+    #: largest series: two such peaks together would double the visit's), ``"itk"`` (it
+    #: sets SimpleITK's process-wide thread count around a registration, on which the
+    #: registration's result depends)
+    exclusive: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------- inputs

@@ -501,6 +501,7 @@ STEPS: tuple[Step, ...] = (
         applies=align_applies,
         missing=lambda: _has_module("SimpleITK"),
         option_keys=("align_tolerance_vox", "align_skip_same_geometry"),
+        exclusive=("itk",),
     ),
     Step(
         "fit_dwi",
@@ -527,7 +528,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
-        heavy=True,
+        exclusive=("memory",),
     ),
     Step(
         "fit_relax",
@@ -539,7 +540,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_relax_applies,
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
-        heavy=True,
+        exclusive=("memory",),
     ),
     Step(
         "fit_dsc",
@@ -631,7 +632,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_metabolic_applies,
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
-        heavy=True,
+        exclusive=("memory",),
     ),
     Step(
         "pet",
@@ -652,6 +653,7 @@ STEPS: tuple[Step, ...] = (
         run_functional,
         functional_inputs,
         requires=("register", *MAP_STEPS),
+        exclusive=("itk",),
     ),
     Step(
         "features",
@@ -677,7 +679,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("cest"),
         missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
         option_keys=("cest_mtr_asym_ppm", "cest_fit_region"),
-        heavy=True,
+        exclusive=("memory",),
     ),
     Step(
         "measure",
@@ -690,7 +692,7 @@ STEPS: tuple[Step, ...] = (
         measure_inputs,
         requires=("register", "align", *MAP_STEPS),
         missing=lambda: _has_module("tumorscope.lesions.stats"),
-        heavy=True,
+        exclusive=("memory",),
     ),
     Step(
         "assess",
