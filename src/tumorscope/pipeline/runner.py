@@ -77,6 +77,19 @@ __all__ = [
 ]
 
 
+def _plan_order(summary: RunSummary, plan: Mapping[str, list[tuple[Step, list[Unit]]]]) -> None:
+    """The summary's units in plan order (subjects, then steps, then visits), whatever order
+    they finished in (subjects on Dask workers, two units of a subject at once)."""
+    rank = {
+        f"{u.step} {u.key}": i
+        for i, u in enumerate(u for items in plan.values() for _, units in items for u in units)
+    }
+    last = len(rank)
+    for labels in (summary.done, summary.skipped, summary.blocked):
+        labels.sort(key=lambda label: rank.get(label, last))
+    summary.failed.sort(key=lambda f: rank.get(f"{f.step} {f.unit}", last))
+
+
 def run_study(
     study: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -208,7 +221,12 @@ def run_study(
             bars = Bars(progress, console, len(plan), n_units)
             active = frozenset(s.name for s in active_steps)
             with bars:
-                run_subjects(plan, ctx, store, executor, recorder, frozenset(force), active, bars)
+                try:
+                    run_subjects(
+                        plan, ctx, store, executor, recorder, frozenset(force), active, bars
+                    )
+                finally:
+                    _plan_order(summary, plan)
             summary.report = publish(
                 ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
             )
