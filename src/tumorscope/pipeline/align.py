@@ -128,10 +128,6 @@ def _lesion_points(labels: Volume) -> np.ndarray:
     return pts @ np.asarray(labels.affine, dtype=np.float64).T
 
 
-#: Voxels of the reference sampled for the metric (all of them in a smaller image).
-_SAMPLES = 5_000
-
-
 def _metric(reference: Volume, moving: Volume, matrix: np.ndarray, sampling: float) -> float:
     """Mattes mutual information (50 bins, full resolution) of ``moving`` seen through
     ``matrix`` (reference world -> moving world) against ``reference``; lower is better."""
@@ -181,7 +177,7 @@ def align_visit(
     import SimpleITK as sitk
 
     from ..errors import DataError
-    from ..preprocessing import register
+    from ..preprocessing.registration import QUICK_SAMPLES, register_quick
 
     if tolerance_vox <= 0 or not np.isfinite(tolerance_vox):
         raise DataError(
@@ -221,8 +217,8 @@ def align_visit(
                     )
                 )
                 continue
-            sampling = min(1.0, _SAMPLES / reference.data.size)
-            reg = register(reference, moving, kind="rigid", sampling=sampling, iterations=40)
+            sampling = min(1.0, QUICK_SAMPLES / reference.data.size)
+            reg = register_quick(reference, moving)
             moved = points @ reg.matrix.T
             d = np.linalg.norm(moved[:, :3] - points[:, :3], axis=1)
             tol = float(tolerance_vox) * float(min(moving.voxel_sizes))

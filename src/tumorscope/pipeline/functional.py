@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,8 @@ class _Visit:
     maps: dict[str, Volume]
     units: dict[str, str]
     ids: dict[str, int]  # lesion id -> label at this visit
+    # (map, labels) of this visit on the baseline map's grid, by map name (``_onto``)
+    moved: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _load(ctx: Context, upstream: Upstream, subject: str, v: Any, wanted: list[str]) -> _Visit:
@@ -147,32 +149,29 @@ def _onto(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``other``'s map ``name`` and lesion labels on ``base``'s map grid, through the
     registration of the anatomical images (identity when either has none)."""
-    from ..preprocessing.registration import register, resample, resample_mask
+    from ..preprocessing.registration import register_quick, resample, resample_mask
 
     grid = base.maps[name]
     matrix = None
     how = "same grid, not registered (no anatomical image)"
     if base.anat is not None and other.anat is not None:
         if other.id not in cache:  # one registration per follow-up
-            import SimpleITK as sitk
-
-            # one thread: SimpleITK's threaded metric sums in a varying order, and the same
-            # study run twice must give the same files (as in ``align``); the matrix rounded
-            # to 1e-6 as ``align`` stores it
-            threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-            try:
-                m = register(base.anat, other.anat, kind="rigid").matrix
-            finally:
-                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            # as ``align`` registers (one thread: the same study run twice gives the same
+            # files); the matrix rounded to 1e-6 as ``align`` stores it
+            m = register_quick(base.anat, other.anat).matrix
             cache[other.id] = np.round(np.asarray(m, float), 6)
         matrix = cache[other.id]
         how = "registered (rigid, anatomical images)"
-    moved = resample(other.maps[name], grid, transform=matrix).data
     if other.labels is None:
         raise DataError(f"visit {other.id} has no lesion map", field="lesions")
-    labels = resample_mask(other.labels, grid, transform=matrix).data
-    return np.asarray(moved, float), np.asarray(labels), how
+    # the map and the labels moved once per (visit, map): the thresholds, the fDM and the
+    # joint map of a follow-up ask for the same ones
+    key = f"{base.id}\0{name}"
+    if key not in other.moved:
+        moved = resample(other.maps[name], grid, transform=matrix).data
+        labels = resample_mask(other.labels, grid, transform=matrix).data
+        other.moved[key] = (np.asarray(moved, float), np.asarray(labels))
+    return (*other.moved[key], how)
 
 
 def _labels_on(grid: Volume, labels: Volume) -> np.ndarray:
@@ -242,7 +241,14 @@ def run_functional(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -
     s = unit.subject
     subj = study.subjects[s]
     base_id = subj.baseline.id
-    wanted = [*DIFFUSION_MAPS, *PERFUSION_MAPS]
+    # only the maps used: the first diffusion and perfusion map of the baseline's
+    index = step.maps_of_visit(ctx, upstream, s, base_id)
+    wanted = [
+        k
+        for group in (DIFFUSION_MAPS, PERFUSION_MAPS)
+        for k in [next((k for k in group if k in index), None)]
+        if k is not None
+    ]
     visits = {v.id: _load(ctx, upstream, s, v, wanted) for v in subj}
     base = visits[base_id]
     notes: list[str] = []

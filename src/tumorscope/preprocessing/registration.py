@@ -27,7 +27,14 @@ import numpy.typing as npt
 from ..errors import DataError
 from ..volume import Volume
 
-__all__ = ["Registration", "register", "resample", "resample_mask"]
+__all__ = [
+    "QUICK_SAMPLES",
+    "Registration",
+    "register",
+    "register_quick",
+    "resample",
+    "resample_mask",
+]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -75,6 +82,7 @@ def register(
     iterations: int = 200,
     sampling: float = 0.25,
     seed: int = 1234,
+    min_step: float = 1e-4,
 ) -> Registration:
     """Register ``moving`` onto ``fixed`` (rigid or affine).
 
@@ -96,6 +104,9 @@ def register(
         Fraction of fixed voxels sampled (random, seeded) for the metric.
     seed : int, default 1234
         Seed of the metric sampling.
+    min_step : float, default 1e-4
+        The optimiser stops a level when its step (mm of voxel displacement: the parameter
+        scales are set from physical shifts) falls below this.
 
     Returns
     -------
@@ -149,7 +160,7 @@ def register(
     reg.SetMetricUseMovingImageGradientFilter(False)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0,
-        minStep=1e-4,
+        minStep=float(min_step),
         numberOfIterations=int(iterations),
         relaxationFactor=0.5,
         gradientMagnitudeTolerance=1e-8,
@@ -171,6 +182,54 @@ def register(
         metric_value=float(reg.GetMetricValue()),
         stop_condition=str(reg.GetOptimizerStopConditionDescription()),
     )
+
+
+#: Voxels of the fixed image sampled by :func:`register_quick` (all of a smaller image).
+QUICK_SAMPLES = 5_000
+#: Iterations per resolution level of :func:`register_quick`.
+QUICK_ITERATIONS = 40
+#: Smallest optimiser step of :func:`register_quick` (mm of voxel displacement).
+QUICK_MIN_STEP = 0.01
+
+
+def register_quick(fixed: Volume, moving: Volume, *, seed: int = 1234) -> Registration:
+    """Rigid Mattes registration as the pipeline runs it (``align``, ``functional``).
+
+    :func:`register` with :data:`QUICK_SAMPLES` voxels of ``fixed`` sampled (seeded; all of
+    a smaller image), at most :data:`QUICK_ITERATIONS` iterations per level, a level stopped
+    once the optimiser's step is below :data:`QUICK_MIN_STEP` mm (a two-hundredth of a 2 mm
+    voxel: the sampled metric's noise is larger), and SimpleITK on one thread, so that a
+    serial and a Dask run, or the same study run twice, give the same numbers (a threaded
+    metric sums in a varying order). ``benchmarks/bench_align.py`` measures its time and its
+    displacement on the phantom, whose series and visits do not move (``docs/performance.md``,
+    "align (session 3)").
+
+    Parameters
+    ----------
+    fixed, moving : Volume, 3-D
+    seed : int, default 1234
+        Seed of the metric sampling.
+
+    Returns
+    -------
+    Registration
+    """
+    import SimpleITK as sitk
+
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return register(
+            fixed,
+            moving,
+            kind="rigid",
+            sampling=min(1.0, QUICK_SAMPLES / fixed.data.size),
+            iterations=QUICK_ITERATIONS,
+            seed=seed,
+            min_step=QUICK_MIN_STEP,
+        )
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
 def resample(
