@@ -83,6 +83,7 @@ def register(
     sampling: float = 0.25,
     seed: int = 1234,
     min_step: float = 1e-4,
+    relaxation: float = 0.5,
 ) -> Registration:
     """Register ``moving`` onto ``fixed`` (rigid or affine).
 
@@ -107,6 +108,8 @@ def register(
     min_step : float, default 1e-4
         The optimiser stops a level when its step (mm of voxel displacement: the parameter
         scales are set from physical shifts) falls below this.
+    relaxation : float, default 0.5
+        Factor of the step each time the gradient changes direction.
 
     Returns
     -------
@@ -162,7 +165,7 @@ def register(
         learningRate=1.0,
         minStep=float(min_step),
         numberOfIterations=int(iterations),
-        relaxationFactor=0.5,
+        relaxationFactor=float(relaxation),
         gradientMagnitudeTolerance=1e-8,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
@@ -186,29 +189,34 @@ def register(
 
 #: Voxels of the fixed image sampled by :func:`register_quick` (all of a smaller image).
 QUICK_SAMPLES = 5_000
-#: Iterations per resolution level of :func:`register_quick`.
-QUICK_ITERATIONS = 40
-#: Smallest optimiser step of :func:`register_quick` (mm of voxel displacement).
-QUICK_MIN_STEP = 0.01
 
 
-def register_quick(fixed: Volume, moving: Volume, *, seed: int = 1234) -> Registration:
-    """Rigid Mattes registration as the pipeline runs it (``align``, ``functional``).
+def register_quick(
+    fixed: Volume,
+    moving: Volume,
+    *,
+    samples: int = QUICK_SAMPLES,
+    iterations: int = 40,
+    min_step: float = 1e-4,
+    relaxation: float = 0.5,
+    seed: int = 1234,
+) -> Registration:
+    """Rigid Mattes registration with a fixed number of sampled voxels, on one thread.
 
-    :func:`register` with :data:`QUICK_SAMPLES` voxels of ``fixed`` sampled (seeded; all of
-    a smaller image), at most :data:`QUICK_ITERATIONS` iterations per level, a level stopped
-    once the optimiser's step is below :data:`QUICK_MIN_STEP` mm (a two-hundredth of a 2 mm
-    voxel: the sampled metric's noise is larger), and SimpleITK on one thread, so that a
-    serial and a Dask run, or the same study run twice, give the same numbers (a threaded
-    metric sums in a varying order). ``benchmarks/bench_align.py`` measures its time and its
-    displacement on the phantom, whose series and visits do not move (``docs/performance.md``,
-    "align (session 3)").
+    :func:`register` with ``samples`` voxels of ``fixed`` sampled (seeded; all of a smaller
+    image) rather than a fraction of them, and SimpleITK on one thread, so that a serial and a
+    Dask run, or the same study run twice, give the same numbers (a threaded metric sums in a
+    varying order). The defaults are the ``align`` step's; the ``functional`` step asks for
+    more samples and iterations (:mod:`tumorscope.pipeline.functional`).
+    ``benchmarks/bench_align.py`` measures both against known motions and on the phantom
+    (``docs/performance.md``, "align (session 3)").
 
     Parameters
     ----------
     fixed, moving : Volume, 3-D
-    seed : int, default 1234
-        Seed of the metric sampling.
+    samples : int, default :data:`QUICK_SAMPLES`
+    iterations, min_step, relaxation, seed
+        As :func:`register`.
 
     Returns
     -------
@@ -223,10 +231,11 @@ def register_quick(fixed: Volume, moving: Volume, *, seed: int = 1234) -> Regist
             fixed,
             moving,
             kind="rigid",
-            sampling=min(1.0, QUICK_SAMPLES / fixed.data.size),
-            iterations=QUICK_ITERATIONS,
+            sampling=min(1.0, samples / fixed.data.size),
+            iterations=iterations,
             seed=seed,
-            min_step=QUICK_MIN_STEP,
+            min_step=min_step,
+            relaxation=relaxation,
         )
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
