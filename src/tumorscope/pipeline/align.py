@@ -11,7 +11,8 @@ it moves the lesion voxels:
    of an inversion-recovery series, peak enhancement of a DCE series), which carries the
    most anatomy.
 2. It is registered rigidly to the anatomical image with Mattes mutual information
-   (:func:`tumorscope.preprocessing.register`: two-level pyramid, 5 000 voxels sampled
+   (:func:`tumorscope.preprocessing.registration.register_quick` with its defaults, the
+   settings this step has always used: two-level pyramid, 5 000 voxels sampled
    with a fixed seed (all of a smaller image), at most 40 iterations per level, the metric's
    gradient taken at the sampled points (no gradient image per level: ~0.4 s per series at
    128×128×30), SimpleITK on one thread so that a serial and a Dask run give the same

@@ -3,8 +3,10 @@ registered follow-ups, thresholds from repeatability, lesion-level change beyond
 
 For each follow-up visit of a subject, the visit's anatomical image is registered onto the
 baseline's (rigid, Mattes mutual information: :func:`tumorscope.preprocessing.registration.
-register`), and the follow-up's map and lesion labels are resampled through that transform
-onto the baseline map's grid (linear for the map, nearest for the labels). Each voxel inside
+register_quick` with :data:`_REGISTRATION`, once per visit), and the follow-up's map and
+lesion labels are resampled through that transform onto the baseline map's grid (linear for
+the map, nearest for the labels; once per visit and map). Only the maps used are read (the
+first diffusion and perfusion map of the baseline). Each voxel inside
 a lesion at both visits is then "increased", "decreased" or "unchanged" beyond the map's
 threshold (:func:`tumorscope.response.functional.parametric_response_map`; Moffat et al.
 2005, doi:10.1073/pnas.0501532102; Galbán et al. 2009, doi:10.1038/nm.1919), per lesion and
