@@ -32,6 +32,7 @@ def test_streamed_scan_matches_the_loaded_series(tiny_study: Path) -> None:
         assert n_bad == ref_bad
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_non_finite_values_of_a_float_image_are_counted(study_copy: Path, dtype: Any) -> None:
     path = study_copy / "sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz"
@@ -74,6 +75,7 @@ def test_a_corrupt_stream_is_refused_naming_the_file(study_copy: Path) -> None:
     assert [e.file for e in errs] == ["sub-002/ses-01/perf/sub-002_ses-01_dce.nii.gz"]
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_a_rescaled_image_is_loaded_whole(study_copy: Path) -> None:
     """Scale factors are left to the loader: a slope that overflows float32 is non-finite."""
     path = study_copy / "sub-001/ses-01/anat/sub-001_ses-01_T2w.nii.gz"
