@@ -62,6 +62,39 @@ def test_rigid_registration_recovers_a_known_motion(metric):
     )
 
 
+@pytest.mark.parametrize(
+    "preset",
+    [
+        {},  # the align step's
+        {"samples": 10_000, "iterations": 100, "min_step": 1e-3, "relaxation": 0.7},
+    ],
+)
+def test_quick_registration_recovers_a_known_motion(preset):
+    """The pipeline's presets (``align``, ``functional``) on the scene above, on one thread
+    and reproducibly."""
+    import SimpleITK as sitk
+
+    from tumorscope.pipeline.functional import _REGISTRATION
+    from tumorscope.preprocessing.registration import register_quick
+
+    assert not preset or preset == _REGISTRATION
+    shape = (48, 48, 16)
+    fixed_aff = _affine((2.0, 2.0, 4.0), shape)
+    truth = _rigid((1.5, -2.0, 4.0), (6.0, -4.0, 3.0))
+    moving_aff = _affine(
+        (2.0, 2.0, 4.0), shape, Rotation.from_euler("z", 5, degrees=True).as_matrix()
+    )
+    fixed = Volume(_sample(shape, fixed_aff), fixed_aff)
+    moving = Volume(_sample(shape, moving_aff, np.linalg.inv(truth)), moving_aff)
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    reg = register_quick(fixed, moving, **preset)
+    assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads  # restored
+    pts = np.array([[0, 0, 0, 1], [15, 10, 5, 1], [-15, 10, -5, 1], [10, -15, 0, 1.0]])
+    err = np.linalg.norm((pts @ reg.matrix.T - pts @ truth.T)[:, :3], axis=1)
+    assert err.max() < 0.6, (err, reg.stop_condition)
+    np.testing.assert_array_equal(register_quick(fixed, moving, **preset).matrix, reg.matrix)
+
+
 def test_resample_applies_the_transform():
     shape = (30, 30, 12)
     aff = _affine((2.0, 2.0, 3.0), shape)

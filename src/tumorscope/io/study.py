@@ -74,13 +74,7 @@ class Series:
         vol = Volume.from_nifti(self.path, meta={"role": self.role, "sidecar": self.sidecar})
         proto = self.protocol
         if proto is not None:
-            if vol.data.ndim != 4 or vol.n_measurements != proto.n_measurements:
-                raise DataError(
-                    f"image has {vol.n_measurements} volume(s) along its 4th axis but the protocol "
-                    f"lists {proto.n_measurements}",
-                    file=self.relpath,
-                    field="dim[4]",
-                )
+            _check_measurements(vol, proto, self.relpath)
             vol = Volume(
                 vol.data,
                 vol.affine,
@@ -89,6 +83,17 @@ class Series:
                 vol.source,
             )
         return vol
+
+
+def _check_measurements(vol: Volume, proto: Protocol | None, relpath: str) -> None:
+    """A series with a protocol is 4-D with as many volumes as the protocol lists."""
+    if proto is not None and (vol.data.ndim != 4 or vol.n_measurements != proto.n_measurements):
+        raise DataError(
+            f"image has {vol.n_measurements} volume(s) along its 4th axis but the protocol "
+            f"lists {proto.n_measurements}",
+            file=relpath,
+            field="dim[4]",
+        )
 
 
 @dataclass(frozen=True)
@@ -465,6 +470,85 @@ def _geometry(vol: Volume) -> Volume:
     return Volume(np.broadcast_to(np.zeros((), np.uint8), vol.data.shape), vol.affine)
 
 
+#: Bytes of stored image data decompressed at a time by :func:`_scan_series`.
+_SCAN_CHUNK = 1 << 20
+
+
+def _scan_series(series: Series) -> tuple[Volume, int]:
+    """What :meth:`Series.load` checks of a series, without holding it as float32: its grid
+    (:func:`_geometry`) and the number of its non-finite voxel values (after the float32
+    conversion ``load`` does).
+
+    A gzip-compressed image whose stored values are not rescaled (no ``scl_slope`` /
+    ``scl_inter``) and are integers or floats is *streamed*: the same header checks as
+    :meth:`tumorscope.volume.Volume.from_nifti` (declared size against the file and the
+    ceiling), then every declared byte of image data decompressed, ``_SCAN_CHUNK`` bytes at a
+    time, so that a truncated or corrupt stream is refused as ``load`` refuses it. An integer
+    image cannot hold a non-finite value: its bytes are only decompressed; a float image's are
+    converted to float32 one chunk at a time and counted. The geometry and the protocol are
+    checked as ``load`` checks them (4-D, as many volumes as the protocol lists). Any other
+    image (uncompressed, rescaled, complex) is loaded by ``load`` itself.
+
+    Raises
+    ------
+    DataError
+        As :meth:`Series.load` would, naming the file and the field.
+    """
+    from .. import _gzip
+    from ..volume import _check_declared_size, _image_class
+
+    p = series.path
+    if not p.name.endswith(".gz") or not p.exists():
+        return _loaded_scan(series)
+    _check_declared_size(p, np.dtype(np.float32))
+    try:
+        with _gzip.open_read(p) as fh:
+            img: Any = _image_class(p).from_stream(fh)
+            proxy = img.dataobj
+            stored = np.dtype(img.header.get_data_dtype())
+            if (
+                stored.kind not in "iuf"
+                or float(getattr(proxy, "slope", 1.0)) != 1.0
+                or float(getattr(proxy, "inter", 0.0)) != 0.0
+            ):
+                return _loaded_scan(series)
+            shape = tuple(int(n) for n in img.header.get_data_shape())
+            need = int(np.prod(shape, dtype=np.int64)) * stored.itemsize
+            fh.seek(int(proxy.offset))
+            step = max(stored.itemsize, _SCAN_CHUNK - _SCAN_CHUNK % stored.itemsize)
+            buf = bytearray(step)
+            view = memoryview(buf)
+            done, n_bad = 0, 0
+            while done < need:
+                want = min(step, need - done)
+                got = fh.readinto(view[:want])
+                if got != want:
+                    raise ValueError(f"image data end at byte {done + got} of {need}")
+                if stored.kind == "f":
+                    chunk = np.frombuffer(buf, stored, count=want // stored.itemsize)
+                    with np.errstate(over="ignore"):  # beyond float32: inf, as load reads it
+                        n_bad += int(np.count_nonzero(~np.isfinite(chunk.astype(np.float32))))
+                done += want
+    except DataError:
+        raise
+    except Exception as exc:  # nibabel and gzip raise many types for corrupt files
+        raise DataError(f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p) from exc
+    while len(shape) > 4 and shape[-1] == 1:  # as Volume.from_nifti shapes the data
+        shape = shape[:-1]
+    if len(shape) == 2:
+        shape = (*shape, 1)
+    grid = Volume(np.broadcast_to(np.zeros((), np.uint8), shape), img.affine, source=str(p))
+    _check_measurements(grid, series.protocol, series.relpath)
+    return grid, n_bad
+
+
+def _loaded_scan(series: Series) -> tuple[Volume, int]:
+    """:func:`_scan_series` by loading the series whole (the images it does not stream)."""
+    vol = series.load()
+    n_bad = int(np.count_nonzero(~np.isfinite(vol.data)))
+    return _geometry(vol), n_bad
+
+
 def validate_visit(study: Study, visit: Visit) -> list[Problem]:
     """Every problem of one visit: sidecars, protocols, images, lesion map and table, grids."""
     problems: list[Problem] = []
@@ -496,15 +580,13 @@ def validate_visit(study: Study, visit: Visit) -> list[Problem]:
             )
             continue
         try:
-            vol = series.load()
+            grid, n_bad = _scan_series(series)
         except DataError as exc:
             problems.append(Problem("error", rel, exc.field or "", exc.message))
             continue
-        if not np.isfinite(vol.data).all():
-            n = int((~np.isfinite(vol.data)).sum())
-            problems.append(Problem("warning", rel, "data", f"{n} non-finite voxel value(s)"))
-        grids.append((rel, _geometry(vol)))  # not the data: one series in memory at a time
-        del vol
+        if n_bad:
+            problems.append(Problem("warning", rel, "data", f"{n_bad} non-finite voxel value(s)"))
+        grids.append((rel, grid))  # the grid, not the data
     lesions = visit.lesions
     if lesions is None:
         problems.append(

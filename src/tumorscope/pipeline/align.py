@@ -11,7 +11,8 @@ it moves the lesion voxels:
    of an inversion-recovery series, peak enhancement of a DCE series), which carries the
    most anatomy.
 2. It is registered rigidly to the anatomical image with Mattes mutual information
-   (:func:`tumorscope.preprocessing.register`: two-level pyramid, 5 000 voxels sampled
+   (:func:`tumorscope.preprocessing.registration.register_quick` with its defaults, the
+   settings this step has always used: two-level pyramid, 5 000 voxels sampled
    with a fixed seed (all of a smaller image), at most 40 iterations per level, the metric's
    gradient taken at the sampled points (no gradient image per level: ~0.4 s per series at
    128×128×30), SimpleITK on one thread so that a serial and a Dask run give the same
@@ -128,10 +129,6 @@ def _lesion_points(labels: Volume) -> np.ndarray:
     return pts @ np.asarray(labels.affine, dtype=np.float64).T
 
 
-#: Voxels of the reference sampled for the metric (all of them in a smaller image).
-_SAMPLES = 5_000
-
-
 def _metric(reference: Volume, moving: Volume, matrix: np.ndarray, sampling: float) -> float:
     """Mattes mutual information (50 bins, full resolution) of ``moving`` seen through
     ``matrix`` (reference world -> moving world) against ``reference``; lower is better."""
@@ -181,7 +178,7 @@ def align_visit(
     import SimpleITK as sitk
 
     from ..errors import DataError
-    from ..preprocessing import register
+    from ..preprocessing.registration import QUICK_SAMPLES, register_quick
 
     if tolerance_vox <= 0 or not np.isfinite(tolerance_vox):
         raise DataError(
@@ -221,8 +218,8 @@ def align_visit(
                     )
                 )
                 continue
-            sampling = min(1.0, _SAMPLES / reference.data.size)
-            reg = register(reference, moving, kind="rigid", sampling=sampling, iterations=40)
+            sampling = min(1.0, QUICK_SAMPLES / reference.data.size)
+            reg = register_quick(reference, moving)
             moved = points @ reg.matrix.T
             d = np.linalg.norm(moved[:, :3] - points[:, :3], axis=1)
             tol = float(tolerance_vox) * float(min(moving.voxel_sizes))

@@ -3,8 +3,10 @@ registered follow-ups, thresholds from repeatability, lesion-level change beyond
 
 For each follow-up visit of a subject, the visit's anatomical image is registered onto the
 baseline's (rigid, Mattes mutual information: :func:`tumorscope.preprocessing.registration.
-register`), and the follow-up's map and lesion labels are resampled through that transform
-onto the baseline map's grid (linear for the map, nearest for the labels). Each voxel inside
+register_quick` with :data:`_REGISTRATION`, once per visit), and the follow-up's map and
+lesion labels are resampled through that transform onto the baseline map's grid (linear for
+the map, nearest for the labels; once per visit and map). Only the maps used are read (the
+first diffusion and perfusion map of the baseline). Each voxel inside
 a lesion at both visits is then "increased", "decreased" or "unchanged" beyond the map's
 threshold (:func:`tumorscope.response.functional.parametric_response_map`; Moffat et al.
 2005, doi:10.1073/pnas.0501532102; Galbán et al. 2009, doi:10.1038/nm.1919), per lesion and
@@ -48,7 +50,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +93,20 @@ PUBLISHED_RC: dict[str, tuple[float, str, str]] = {
 }
 
 
+#: The registration of a visit's anatomical image onto the baseline's
+#: (:func:`tumorscope.preprocessing.registration.register_quick`): 10 000 sampled voxels,
+#: at most 100 iterations per level, stopped at a 0.001 mm step, the step multiplied by 0.7
+#: at each turn. Against known rigid motions as accurate as the earlier 25 % of the voxels
+#: and 200 iterations to within 0.1 mm, at about a third of the time
+#: (``benchmarks/bench_align.py``, ``docs/performance.md`` "align (session 3)").
+_REGISTRATION: dict[str, Any] = {
+    "samples": 10_000,
+    "iterations": 100,
+    "min_step": 1e-3,
+    "relaxation": 0.7,
+}
+
+
 def functional_table_path(out_dir: Path, subject: str) -> Path:
     """``<out>/sub-<id>/functional/sub-<id>_functional.parquet``
     (:func:`tumorscope.layout.functional_path`)."""
@@ -126,6 +142,8 @@ class _Visit:
     maps: dict[str, Volume]
     units: dict[str, str]
     ids: dict[str, int]  # lesion id -> label at this visit
+    # (map, labels) of this visit on the baseline map's grid, by map name (``_onto``)
+    moved: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def _load(ctx: Context, upstream: Upstream, subject: str, v: Any, wanted: list[str]) -> _Visit:
@@ -147,32 +165,29 @@ def _onto(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``other``'s map ``name`` and lesion labels on ``base``'s map grid, through the
     registration of the anatomical images (identity when either has none)."""
-    from ..preprocessing.registration import register, resample, resample_mask
+    from ..preprocessing.registration import register_quick, resample, resample_mask
 
     grid = base.maps[name]
     matrix = None
     how = "same grid, not registered (no anatomical image)"
     if base.anat is not None and other.anat is not None:
         if other.id not in cache:  # one registration per follow-up
-            import SimpleITK as sitk
-
-            # one thread: SimpleITK's threaded metric sums in a varying order, and the same
-            # study run twice must give the same files (as in ``align``); the matrix rounded
-            # to 1e-6 as ``align`` stores it
-            threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-            try:
-                m = register(base.anat, other.anat, kind="rigid").matrix
-            finally:
-                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            # on one thread (the same study run twice gives the same files); the matrix
+            # rounded to 1e-6 as ``align`` stores it
+            m = register_quick(base.anat, other.anat, **_REGISTRATION).matrix
             cache[other.id] = np.round(np.asarray(m, float), 6)
         matrix = cache[other.id]
         how = "registered (rigid, anatomical images)"
-    moved = resample(other.maps[name], grid, transform=matrix).data
     if other.labels is None:
         raise DataError(f"visit {other.id} has no lesion map", field="lesions")
-    labels = resample_mask(other.labels, grid, transform=matrix).data
-    return np.asarray(moved, float), np.asarray(labels), how
+    # the map and the labels moved once per (visit, map): the thresholds, the fDM and the
+    # joint map of a follow-up ask for the same ones
+    key = f"{base.id}\0{name}"
+    if key not in other.moved:
+        moved = resample(other.maps[name], grid, transform=matrix).data
+        labels = resample_mask(other.labels, grid, transform=matrix).data
+        other.moved[key] = (np.asarray(moved, float), np.asarray(labels))
+    return (*other.moved[key], how)
 
 
 def _labels_on(grid: Volume, labels: Volume) -> np.ndarray:
@@ -242,7 +257,14 @@ def run_functional(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -
     s = unit.subject
     subj = study.subjects[s]
     base_id = subj.baseline.id
-    wanted = [*DIFFUSION_MAPS, *PERFUSION_MAPS]
+    # only the maps used: the first diffusion and perfusion map of the baseline's
+    index = step.maps_of_visit(ctx, upstream, s, base_id)
+    wanted = [
+        k
+        for group in (DIFFUSION_MAPS, PERFUSION_MAPS)
+        for k in [next((k for k in group if k in index), None)]
+        if k is not None
+    ]
     visits = {v.id: _load(ctx, upstream, s, v, wanted) for v in subj}
     base = visits[base_id]
     notes: list[str] = []

@@ -27,7 +27,14 @@ import numpy.typing as npt
 from ..errors import DataError
 from ..volume import Volume
 
-__all__ = ["Registration", "register", "resample", "resample_mask"]
+__all__ = [
+    "QUICK_SAMPLES",
+    "Registration",
+    "register",
+    "register_quick",
+    "resample",
+    "resample_mask",
+]
 
 _LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -75,6 +82,8 @@ def register(
     iterations: int = 200,
     sampling: float = 0.25,
     seed: int = 1234,
+    min_step: float = 1e-4,
+    relaxation: float = 0.5,
 ) -> Registration:
     """Register ``moving`` onto ``fixed`` (rigid or affine).
 
@@ -96,6 +105,11 @@ def register(
         Fraction of fixed voxels sampled (random, seeded) for the metric.
     seed : int, default 1234
         Seed of the metric sampling.
+    min_step : float, default 1e-4
+        The optimiser stops a level when its step (mm of voxel displacement: the parameter
+        scales are set from physical shifts) falls below this.
+    relaxation : float, default 0.5
+        Factor of the step each time the gradient changes direction.
 
     Returns
     -------
@@ -149,9 +163,9 @@ def register(
     reg.SetMetricUseMovingImageGradientFilter(False)
     reg.SetOptimizerAsRegularStepGradientDescent(
         learningRate=1.0,
-        minStep=1e-4,
+        minStep=float(min_step),
         numberOfIterations=int(iterations),
-        relaxationFactor=0.5,
+        relaxationFactor=float(relaxation),
         gradientMagnitudeTolerance=1e-8,
     )
     reg.SetOptimizerScalesFromPhysicalShift()
@@ -171,6 +185,60 @@ def register(
         metric_value=float(reg.GetMetricValue()),
         stop_condition=str(reg.GetOptimizerStopConditionDescription()),
     )
+
+
+#: Voxels of the fixed image sampled by :func:`register_quick` (all of a smaller image).
+QUICK_SAMPLES = 5_000
+
+
+def register_quick(
+    fixed: Volume,
+    moving: Volume,
+    *,
+    samples: int = QUICK_SAMPLES,
+    iterations: int = 40,
+    min_step: float = 1e-4,
+    relaxation: float = 0.5,
+    seed: int = 1234,
+) -> Registration:
+    """Rigid Mattes registration with a fixed number of sampled voxels, on one thread.
+
+    :func:`register` with ``samples`` voxels of ``fixed`` sampled (seeded; all of a smaller
+    image) rather than a fraction of them, and SimpleITK on one thread, so that a serial and a
+    Dask run, or the same study run twice, give the same numbers (a threaded metric sums in a
+    varying order). The defaults are the ``align`` step's; the ``functional`` step asks for
+    more samples and iterations (:mod:`tumorscope.pipeline.functional`).
+    ``benchmarks/bench_align.py`` measures both against known motions and on the phantom
+    (``docs/performance.md``, "align (session 3)").
+
+    Parameters
+    ----------
+    fixed, moving : Volume, 3-D
+    samples : int, default :data:`QUICK_SAMPLES`
+    iterations, min_step, relaxation, seed
+        As :func:`register`.
+
+    Returns
+    -------
+    Registration
+    """
+    import SimpleITK as sitk
+
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return register(
+            fixed,
+            moving,
+            kind="rigid",
+            sampling=min(1.0, samples / fixed.data.size),
+            iterations=iterations,
+            seed=seed,
+            min_step=min_step,
+            relaxation=relaxation,
+        )
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
 def resample(

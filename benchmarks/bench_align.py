@@ -1,0 +1,237 @@
+"""The ``align``, ``functional`` and ``register`` steps' costs against what they replaced, in one run.
+
+Sections (``--sections``, comma-separated):
+
+``registration``
+    The ``functional`` step's registration of a visit's anatomical image onto the baseline's:
+    the preset it uses now (``functional._REGISTRATION``: 10 000 sampled voxels, 100
+    iterations, 0.001 mm step, relaxation 0.7) against the one it used before
+    (:func:`tumorscope.preprocessing.register` defaults: 25 % of the voxels, 200 iterations,
+    0.0001 mm, relaxation 0.5), and the ``align`` preset (5 000 voxels, 40 iterations), on
+    (a) eight seeded rigid motions (±6° about each axis on every other case, ±6 mm) of a smooth
+    scene on an oblique 2×2×4 mm grid: error against the known motion (maximum over four
+    points 20 mm from the centre); (b) every follow-up of the phantom study against its
+    baseline (the phantom does not move between visits: displacement of points ±20 mm around
+    the centre, against 0). Best time of ``--repeats`` rounds (the presets alternate), ratio to
+    the former preset, errors.
+``validate``
+    :func:`tumorscope.io.study.validate_visit` on one visit of the large phantom: every series
+    streamed (the way it checks them now) against every series loaded as float32 (the way it
+    did, ``_loaded_scan``), alternated, best of ``--repeats``; and the load of the visit's
+    images as the yardstick.
+``align``
+    :func:`tumorscope.pipeline.align.align_visit` on one visit of the large phantom: time per
+    registered series, best of ``--repeats``, and its largest lesion displacement.
+
+Run::
+
+    python benchmarks/bench_align.py [--study DEFAULT_STUDY] [--large LARGE_STUDY]
+
+Without ``--study`` / ``--large`` the phantoms are written to a temporary folder first
+(default size, 6 subjects; large size, 1 subject).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from tumorscope.io import open_study
+from tumorscope.io.study import MRS_SUFFIXES, _loaded_scan, validate_visit
+from tumorscope.pipeline.align import align_visit
+from tumorscope.pipeline.functional import _REGISTRATION
+from tumorscope.preprocessing.registration import register, register_quick
+from tumorscope.volume import Volume
+
+CENTRES = np.array([[0.0, 0.0, 0.0], [14.0, -6.0, 4.0], [-10.0, 12.0, -6.0], [4.0, 16.0, 8.0]])
+WIDTHS = np.array([10.0, 5.0, 7.0, 4.0])
+HEIGHTS = np.array([1.0, 0.8, -0.6, 1.2])
+
+
+def _load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def _scene(shape: tuple[int, int, int], affine: np.ndarray, world: np.ndarray) -> np.ndarray:
+    ijk = np.indices(shape).reshape(3, -1).T.astype(float)
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    xyz = xyz @ world[:3, :3].T + world[:3, 3]
+    d2 = ((xyz[:, None, :] - CENTRES[None]) ** 2).sum(-1)
+    return ((HEIGHTS * np.exp(-d2 / (2 * WIDTHS**2))).sum(-1) * 1000.0).reshape(shape)
+
+
+def _affine(shape: tuple[int, int, int], rot: np.ndarray) -> np.ndarray:
+    a = np.eye(4)
+    a[:3, :3] = rot @ np.diag((2.0, 2.0, 4.0))
+    a[:3, 3] = -(a[:3, :3] @ ((np.asarray(shape) - 1) / 2))
+    return a
+
+
+def _cases(n: int = 8) -> list[tuple[Volume, Volume, np.ndarray]]:
+    shape = (48, 48, 16)
+    rng = np.random.default_rng(0)
+    fixed_aff = _affine(shape, np.eye(3))
+    moving_aff = _affine(shape, Rotation.from_euler("z", 5, degrees=True).as_matrix())
+    out = []
+    for k in range(n):
+        truth = np.eye(4)
+        angles = rng.uniform(-6, 6, 3) if k % 2 == 0 else np.zeros(3)
+        truth[:3, :3] = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
+        truth[:3, 3] = rng.uniform(-6, 6, 3)
+        fixed = Volume(_scene(shape, fixed_aff, np.eye(4)).astype(np.float32), fixed_aff)
+        moving = Volume(
+            _scene(shape, moving_aff, np.linalg.inv(truth)).astype(np.float32), moving_aff
+        )
+        out.append((fixed, moving, truth))
+    return out
+
+
+def _pairs(study: Path) -> list[tuple[Volume, Volume]]:
+    out = []
+    for subj in open_study(study).subjects.values():
+        base = subj.baseline
+        if "anatomical" not in base.series:
+            continue
+        b = base.series["anatomical"].load()
+        for v in subj:
+            if v.id != base.id and "anatomical" in v.series:
+                out.append((b, v.series["anatomical"].load()))
+    return out
+
+
+def _points(vol: Volume) -> np.ndarray:
+    c = (np.array(vol.spatial_shape) - 1) / 2
+    steps = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 3], [-10, -10, -3]])
+    ijk = c + steps * np.array([2.0, 2.0, 6.0]) / np.array(vol.voxel_sizes)
+    return np.c_[ijk, np.ones(len(ijk))] @ vol.affine.T
+
+
+def bench_registration(study: Path, repeats: int) -> None:
+    print(f"registration: functional preset now vs before, align preset ({_load()})")
+    cases = _cases()
+    pairs = _pairs(study)
+    pts = np.array([[0, 0, 0, 1], [15, 10, 5, 1], [-15, 10, -5, 1], [10, -15, 0, 1.0]])
+
+    def before(f: Volume, m: Volume) -> Any:
+        import SimpleITK as sitk
+
+        threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # as the step ran it
+        try:
+            return register(f, m, kind="rigid")
+        finally:
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+    presets = {
+        "functional before (25 %, 200 it)": before,
+        "functional now": lambda f, m: register_quick(f, m, **_REGISTRATION),
+        "align (5 000, 40 it)": lambda f, m: register_quick(f, m),
+    }
+    print(
+        f"{'preset':<34} {'known (s)':>9} {'x before':>8} {'err med/max mm':>15} "
+        f"{'phantom (s)':>11} {'x before':>8} {'disp med/max mm':>16}"
+    )
+    best: dict[str, list[float]] = {}
+    errs: dict[str, tuple[list[float], list[float]]] = {}
+    for _ in range(repeats):  # the presets alternate; the best time of each
+        for name, fn in presets.items():
+            t = time.perf_counter()
+            e1 = [
+                np.linalg.norm((pts @ fn(f, m).matrix.T - pts @ tr.T)[:, :3], axis=1).max()
+                for f, m, tr in cases
+            ]
+            t1 = time.perf_counter() - t
+            t = time.perf_counter()
+            e2 = []
+            for b, m in pairs:
+                p = _points(b)
+                e2.append(np.linalg.norm((p @ fn(b, m).matrix.T - p)[:, :3], axis=1).max())
+            t2 = time.perf_counter() - t
+            old = best.get(name, [np.inf, np.inf])
+            best[name] = [min(old[0], t1), min(old[1], t2)]
+            errs[name] = (e1, e2)
+    ref = best[next(iter(presets))]
+    for name, (t1, t2) in best.items():
+        e1, e2 = errs[name]
+        print(
+            f"{name:<34} {t1:>9.2f} {ref[0] / t1:>7.2f}x "
+            f"{np.median(e1):>7.2f}/{max(e1):.2f} {t2:>11.2f} {ref[1] / t2:>7.2f}x "
+            f"{np.median(e2):>8.2f}/{max(e2):.2f}"
+        )
+    print(f"({len(cases)} known motions, {len(pairs)} phantom follow-ups; {_load()})\n")
+
+
+def bench_validate(large: Path, repeats: int) -> None:
+    study = open_study(large)
+    visit = next(iter(study.visits()))
+    images = [s for s in visit.series.values() if s.suffix not in MRS_SUFFIXES]
+    print(f"validate_visit, one large visit ({len(images)} image series; {_load()})")
+    t_new, t_old, t_load = [], [], []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        validate_visit(study, visit)
+        t_new.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for s in images:
+            _loaded_scan(s)
+        t_old.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        for s in images:
+            s.load()
+        t_load.append(time.perf_counter() - t)
+    new, old, load = min(t_new), min(t_old), min(t_load)
+    print(
+        f"  streamed (whole validate_visit) {new:.2f} s; the series loaded as float32 "
+        f"(before; images only) {old:.2f} s: {old / new:.2f}x; loading the images {load:.2f} s"
+    )
+    print(f"  ({_load()})\n")
+
+
+def bench_align(large: Path, repeats: int) -> None:
+    visit = next(iter(open_study(large).visits()))
+    print(f"align_visit, one large visit ({_load()})")
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        rows = align_visit(visit)
+        times.append(time.perf_counter() - t)
+    reg = [a for a in rows if a.status == "registered"]
+    worst = max(a.mean_displacement_mm or 0.0 for a in reg)
+    print(
+        f"  {min(times):.2f} s for {len(reg)} registered series ({min(times) / len(reg):.2f} s per "
+        f"series; target <= 1 s); largest mean lesion displacement {worst:.2f} mm (truth 0)"
+    )
+    print(f"  ({_load()})\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--study", type=Path, help="a default-size phantom written before")
+    ap.add_argument("--large", type=Path, help="a large phantom written before")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sections", default="registration,validate,align")
+    args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    with tempfile.TemporaryDirectory() as tmp:
+        from tumorscope.phantom import make_study
+
+        if "registration" in sections:
+            study = args.study or make_study(Path(tmp) / "default", size="default")
+            bench_registration(study, args.repeats)
+        if sections & {"validate", "align"}:
+            large = args.large or make_study(Path(tmp) / "large", size="large", n_subjects=1)
+            if "validate" in sections:
+                bench_validate(large, args.repeats)
+            if "align" in sections:
+                bench_align(large, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""validate_visit streams a series' image data instead of loading it as float32: the same
+grids, the same non-finite counts and the same refusals as :meth:`Series.load`."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumorscope.errors import DataError
+from tumorscope.io import open_study, validate_study
+from tumorscope.io.study import MRS_SUFFIXES, _loaded_scan, _scan_series
+
+
+def _series(study: Path, subject: str, visit: str, role: str) -> Any:
+    return open_study(study).subjects[subject].visits[visit].series[role]
+
+
+def test_streamed_scan_matches_the_loaded_series(tiny_study: Path) -> None:
+    visit = open_study(tiny_study).subjects["001"].visits["01"]
+    images = [s for s in visit.series.values() if s.suffix not in MRS_SUFFIXES]
+    assert len(images) > 5
+    for series in images:
+        grid, n_bad = _scan_series(series)
+        ref, ref_bad = _loaded_scan(series)
+        assert grid.shape == ref.shape, series.role
+        np.testing.assert_array_equal(grid.affine, ref.affine)
+        assert n_bad == ref_bad
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_non_finite_values_of_a_float_image_are_counted(study_copy: Path, dtype: Any) -> None:
+    path = study_copy / "sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz"
+    img: Any = nib.load(str(path))
+    data = np.asarray(img.dataobj).astype(dtype)
+    data[3, 4, 1, 2] = np.nan
+    data[5, 6, 2, :] = np.inf
+    if dtype == np.float64:
+        data[1, 1, 1, 0] = 1e300  # finite as float64, inf once read as float32 (as load reads)
+    nib.save(nib.Nifti1Image(data, img.affine), str(path))
+    series = _series(study_copy, "001", "01", "dwi")
+    expected = int(np.count_nonzero(~np.isfinite(series.load().data)))
+    assert expected == 1 + data.shape[3] + (dtype == np.float64)
+    assert _scan_series(series)[1] == expected
+    warnings = [p for p in validate_study(study_copy) if p.file.endswith("01_dwi.nii.gz")]
+    assert [(p.severity, p.field, p.message) for p in warnings] == [
+        ("warning", "data", f"{expected} non-finite voxel value(s)")
+    ]
+
+
+def test_a_corrupt_stream_is_refused_naming_the_file(study_copy: Path) -> None:
+    """Damage inside the compressed image data (the header and the size trailer intact) is
+    found only by decompressing every byte, as loading the series does."""
+    path = study_copy / "sub-002/ses-01/perf/sub-002_ses-01_dce.nii.gz"
+    raw = gzip.decompress(path.read_bytes())
+    # a stream of stored blocks (level 0): bytes in the middle are the image's own bytes;
+    # replacing a block header there breaks the deflate stream itself
+    packed = bytearray(gzip.compress(raw, compresslevel=0, mtime=0))
+    mid = len(packed) // 2
+    packed[mid : mid + 64] = b"\xff" * 64
+    path.write_bytes(bytes(packed))
+    series = _series(study_copy, "002", "01", "dce")
+    with pytest.raises(DataError) as loaded:
+        series.load()
+    with pytest.raises(DataError) as scanned:
+        _scan_series(series)
+    assert "cannot read NIfTI image" in scanned.value.message
+    assert scanned.value.file == loaded.value.file
+    errs = [p for p in validate_study(study_copy) if p.severity == "error"]
+    assert [e.file for e in errs] == ["sub-002/ses-01/perf/sub-002_ses-01_dce.nii.gz"]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_a_rescaled_image_is_loaded_whole(study_copy: Path) -> None:
+    """Scale factors are left to the loader: a slope that overflows float32 is non-finite."""
+    path = study_copy / "sub-001/ses-01/anat/sub-001_ses-01_T2w.nii.gz"
+    img: Any = nib.load(str(path))
+    out = nib.Nifti1Image(np.asarray(img.dataobj).astype(np.int16), img.affine)
+    out.header.set_slope_inter(1e36, 0.0)
+    nib.save(out, str(path))
+    series = _series(study_copy, "001", "01", "anatomical")
+    n = int(np.count_nonzero(~np.isfinite(series.load().data)))
+    assert n > 0
+    assert _scan_series(series)[1] == n
