@@ -238,3 +238,36 @@ def test_resample_mask_nearest_equals_simpleitk_through_an_oblique_transform():
     assert np.array_equal(ours.data, ref)
     # and the transform matters: without it the maps differ
     assert not np.array_equal(resample_mask(Volume(labels, src_aff), tgt).data, ref)
+
+
+def test_itk_one_thread_is_shared_by_concurrent_blocks() -> None:
+    """Blocks open at once in two threads keep ITK on one thread until the last one leaves
+    (a per-block save and restore let the first to leave undo the setting under the other)."""
+    import threading
+
+    import SimpleITK as sitk
+
+    from tumorscope.preprocessing.registration import itk_one_thread
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(3)  # not 1, whatever the machine
+    inside, leave_a = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def a() -> None:
+        with itk_one_thread():
+            inside.set()
+            leave_a.wait(5)
+
+    t = threading.Thread(target=a)
+    t.start()
+    inside.wait(5)
+    with itk_one_thread():
+        leave_a.set()
+        t.join(5)  # a has left: the setting stays while this block is open
+        seen.append(sitk.ProcessObject.GetGlobalDefaultNumberOfThreads())
+    try:
+        assert seen == [1]
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 3
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)

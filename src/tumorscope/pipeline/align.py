@@ -175,10 +175,9 @@ def align_visit(
     list of SeriesAlignment
         One per series other than the reference, in the visit's series order.
     """
-    import SimpleITK as sitk
 
     from ..errors import DataError
-    from ..preprocessing.registration import QUICK_SAMPLES, register_quick
+    from ..preprocessing.registration import QUICK_SAMPLES, itk_one_thread, register_quick
 
     if tolerance_vox <= 0 or not np.isfinite(tolerance_vox):
         raise DataError(
@@ -190,9 +189,7 @@ def align_visit(
     assert visit.lesions is not None
     points = _lesion_points(visit.lesions.load_labels())
     out: list[SeriesAlignment] = []
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
+    with itk_one_thread():
         for role, series in visit.series.items():
             if role == ALIGN_REFERENCE:
                 continue
@@ -252,8 +249,6 @@ def align_visit(
                     float(reg.metric_value),
                 )
             )
-    finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return out
 
 

@@ -296,9 +296,8 @@ def _run_concurrently(
     as in the one-at-a-time order, so input hashes and outputs are the same. A unit of a
     step that holds something exclusively (``Step.exclusive``: ``"memory"`` for DCE,
     relaxometry, CEST, metabolic and measure, so that the visit's peak memory stays that of
-    one such step plus a light one; ``"itk"`` for align and functional, which set ITK's
-    process-wide thread count around their registrations) does not start while another
-    unit holding the same runs. Outcomes are
+    one such step plus a light one) does not start while another unit holding the same
+    runs. Outcomes are
     passed to ``on_outcome`` in this (the calling) thread as they finish, and returned in
     plan order. After a failure no further unit starts (the rest are ``blocked``, as one at
     a time); units already running finish and keep their outcome.

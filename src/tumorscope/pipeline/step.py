@@ -158,9 +158,7 @@ class Step:
     option_keys: tuple[str, ...] = ()
     #: what the step's units hold that no two units may hold at once when a subject's units
     #: run two at a time (``execute_subject``): ``"memory"`` (its peak is several times its
-    #: largest series: two such peaks together would double the visit's), ``"itk"`` (it
-    #: sets SimpleITK's process-wide thread count around a registration, on which the
-    #: registration's result depends)
+    #: largest series: two such peaks together would double the visit's)
     exclusive: tuple[str, ...] = ()
 
 

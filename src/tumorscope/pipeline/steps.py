@@ -501,7 +501,6 @@ STEPS: tuple[Step, ...] = (
         applies=align_applies,
         missing=lambda: _has_module("SimpleITK"),
         option_keys=("align_tolerance_vox", "align_skip_same_geometry"),
-        exclusive=("itk",),
     ),
     Step(
         "fit_dwi",
@@ -653,7 +652,6 @@ STEPS: tuple[Step, ...] = (
         run_functional,
         functional_inputs,
         requires=("register", *MAP_STEPS),
-        exclusive=("itk",),
     ),
     Step(
         "features",

@@ -18,6 +18,9 @@ References
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -222,11 +225,7 @@ def register_quick(
     -------
     Registration
     """
-    import SimpleITK as sitk
-
-    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    try:
+    with itk_one_thread():
         return register(
             fixed,
             moving,
@@ -237,8 +236,39 @@ def register_quick(
             min_step=min_step,
             relaxation=relaxation,
         )
+
+
+_itk_lock = threading.Lock()
+_itk_users = 0
+_itk_saved = 0
+
+
+@contextmanager
+def itk_one_thread() -> Iterator[None]:
+    """SimpleITK's process-wide default thread count set to one inside the block.
+
+    A registration's result depends on ITK's thread count (by ~1e-14: the metric's partial
+    sums), so that a run gives the same transforms on any machine and on Dask workers the
+    registrations run on one thread. The setting is the process's: blocks open at once in
+    several threads (two units of a subject, :mod:`tumorscope.pipeline.execute`) share one
+    save and one restore — the first to enter saves the count, the last to leave puts it
+    back — instead of one thread restoring it in the middle of another's registration.
+    """
+    import SimpleITK as sitk
+
+    global _itk_users, _itk_saved
+    with _itk_lock:
+        if _itk_users == 0:
+            _itk_saved = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+        _itk_users += 1
+    try:
+        yield
     finally:
-        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+        with _itk_lock:
+            _itk_users -= 1
+            if _itk_users == 0:
+                sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(_itk_saved)
 
 
 def resample(
