@@ -3,6 +3,7 @@ doi:10.1063/1.1695690), with its fused compiled fast path for the log-linear met
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
@@ -193,6 +194,8 @@ class ADC(DiffusionModel):
     def _fit_fused(
         self, arr: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None
     ) -> tuple[FlatFit, Literal["C", "F"]]:
+        from numba.core.errors import NumbaIRAssumptionWarning
+
         from . import _adc_numba as nbm
 
         nm = arr.shape[-1]
@@ -207,23 +210,30 @@ class ADC(DiffusionModel):
         keep[self._keep] = True
         kb = self.b[self._keep]
         is_base = keep & (self.b == kb.min())
-        b = np.ascontiguousarray(self.b, dtype=np.float64)
+        # the protocol as tuples: the number of b-values is a compile-time constant
+        dt = y.dtype.type
+        bt = tuple(float(v) for v in self.b)
+        b_t = tuple(dt(v) for v in self.b)
+        kw = tuple(dt(v) for v in keep)
+        isb = tuple(dt(v) for v in is_base)
         weighted = self.method == "wlls"
         a_lo, a_hi = self._adc_bounds()
+        # the data flattened without a copy: C order (V, m), or F order as (m, V)
+        c_order = bool(y.flags.c_contiguous)
+        src = y.reshape(-1) if c_order else y.T.reshape(-1)
 
-        yflat = y.reshape(-1) if y.flags.c_contiguous else np.empty(0, dtype=y.dtype)
-
-        def one(c: int) -> None:
+        def one(c: int, lo: int | None = None) -> None:
             nbm.adc_fit_range(
-                y,
-                yflat,
+                src,
+                c_order,
                 kmask,
                 mask is not None,
-                c * chunk,
-                min((c + 1) * chunk, V),
-                b,
-                keep,
-                is_base,
+                c * chunk if lo is None else lo,
+                min((c + 1) * chunk, V) if lo is None else lo,
+                bt,
+                b_t,
+                kw,
+                isb,
                 weighted,
                 a_lo,
                 a_hi,
@@ -236,6 +246,12 @@ class ADC(DiffusionModel):
                 counts[c],
             )
 
+        with warnings.catch_warnings():
+            # compile (or load) the kernel here, on no voxel: numba's SSA pass warns about
+            # its inlined helpers (a pedantic internal check, NumbaIRAssumptionWarning), which
+            # is not the user's business; and here, not in the threads below
+            warnings.simplefilter("ignore", NumbaIRAssumptionWarning)
+            one(0, 0)
         if workers == 1 or n_chunks <= 1:
             for c in range(n_chunks):
                 one(c)
