@@ -271,18 +271,22 @@ def adc_fit_range(
     res = np.empty((5, T), np.float32)  # s0, adc, se0, se1, rss of the tile
     o_st = np.empty(T, np.uint8)
     idx = np.empty(T, np.int64)
+    all_in = np.ones(T, np.bool_)
     nan = np.nan
     c0 = c2 = c3 = c4 = 0
     for t0 in range(lo, hi, T):
         t1 = min(t0 + T, hi)
         nt = t1 - t0
         nin = nt
+        mt = all_in  # whether each voxel of the fitted tile is in the mask
         if use_mask:
+            mt = mask[t0:t1]
             nin = 0
-            for i in range(t0, t1):
-                nin += 1 if mask[i] else 0
-        # a tile at least half in the mask is fitted whole (contiguous, vectorised), and its
-        # voxels outside the mask are reset after; a sparser one gathers its voxels
+            for j in range(nt):
+                nin += 1 if mt[j] else 0
+        # a tile at least half in the mask is fitted whole (contiguous, vectorised), its
+        # voxels outside the mask set to NaN / NOT_FITTED in the same loop; a sparser one
+        # gathers its voxels
         dense = nin * 2 >= nt
         # the samples of the tile's voxels, sample k of voxel j at yt[j + k step]: F-ordered
         # data where they lie, else transposed into v_t (C order: loads of whole voxels,
@@ -290,6 +294,7 @@ def adc_fit_range(
         yt = v_t
         step = np.uint64(T)
         if use_mask and not dense:
+            mt = all_in
             nt = 0
             for i in range(t0, t1):
                 if mask[i]:
@@ -313,8 +318,13 @@ def adc_fit_range(
             s0, adc, se0, se1, r, st = _fit_voxel(
                 yt, np.uint64(j), step, bt, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, one, inf
             )
-            res[0, j], res[1, j], res[2, j], res[3, j], res[4, j] = s0, adc, se0, se1, r
-            o_st[j] = st
+            inm = mt[j]
+            res[0, j] = s0 if inm else nan
+            res[1, j] = adc if inm else nan
+            res[2, j] = se0 if inm else nan
+            res[3, j] = se1 if inm else nan
+            res[4, j] = r if inm else nan
+            o_st[j] = st if inm else _NOT_FITTED
         counts[_NOT_FITTED] += (t1 - t0) - nin
         if use_mask and not dense:
             for j in range(nt):
@@ -326,11 +336,6 @@ def adc_fit_range(
                 rss_out[i] = res[4, j]
                 status_out[i] = o_st[j]
         else:
-            if nin < nt:  # voxels outside the mask: not fitted (and not counted below)
-                for j in range(nt):
-                    if not mask[t0 + j]:
-                        res[0, j] = res[1, j] = res[2, j] = res[3, j] = res[4, j] = nan
-                        o_st[j] = _NOT_FITTED
             _put(s0_out[t0:t1], res[0], nt)
             _put(adc_out[t0:t1], res[1], nt)
             _put(se0_out[t0:t1], res[2], nt)
