@@ -113,13 +113,6 @@ def _log_data_ol(x):
     return lambda x: _log_pos(x)
 
 
-@nb.njit(inline="always")
-def _put(dst, src, n):
-    """``dst[:n] = src[:n]`` (with the dtype conversion), as a loop that vectorises."""
-    for j in range(n):
-        dst[j] = src[j]
-
-
 @nb.njit(inline="always", fastmath={"contract"})
 def _exp_sel(x):
     """:func:`~._numba._exp` with its clamps as ``min``/``max`` (selects, not branches: the
@@ -268,8 +261,6 @@ def adc_fit_range(
     zero, one, inf = np.zeros(1, dt)[0], np.ones(1, dt)[0], np.full(1, np.inf, dt)[0]
     V = src.shape[0] // m
     v_t = np.empty(m * T, dt)  # the tile transposed: sample k of voxel j at k T + j
-    res = np.empty((5, T), np.float32)  # s0, adc, se0, se1, rss of the tile
-    o_st = np.empty(T, np.uint8)
     idx = np.empty(T, np.int64)
     all_in = np.ones(T, np.bool_)
     nan = np.nan
@@ -300,9 +291,6 @@ def adc_fit_range(
                 if mask[i]:
                     idx[nt] = i
                     nt += 1
-                else:
-                    s0_out[i] = adc_out[i] = se0_out[i] = se1_out[i] = rss_out[i] = nan
-                    status_out[i] = _NOT_FITTED
             for j in range(nt):
                 for k in range(m):
                     v_t[k * T + j] = src[idx[j] * m + k] if c_order else src[k * V + idx[j]]
@@ -314,42 +302,39 @@ def adc_fit_range(
         else:
             yt = src[t0:]
             step = np.uint64(V)
+        # results written straight into the maps (a sparse tile: packed at its start first)
+        o0, o1, o2, o3 = s0_out[t0:t1], adc_out[t0:t1], se0_out[t0:t1], se1_out[t0:t1]
+        o4, o5 = rss_out[t0:t1], status_out[t0:t1]
         for j in range(nt):
             s0, adc, se0, se1, r, st = _fit_voxel(
                 yt, np.uint64(j), step, bt, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, one, inf
             )
             inm = mt[j]
-            res[0, j] = s0 if inm else nan
-            res[1, j] = adc if inm else nan
-            res[2, j] = se0 if inm else nan
-            res[3, j] = se1 if inm else nan
-            res[4, j] = r if inm else nan
-            o_st[j] = st if inm else _NOT_FITTED
-        counts[_NOT_FITTED] += (t1 - t0) - nin
-        if use_mask and not dense:
-            for j in range(nt):
-                i = idx[j]
-                s0_out[i] = res[0, j]
-                adc_out[i] = res[1, j]
-                se0_out[i] = res[2, j]
-                se1_out[i] = res[3, j]
-                rss_out[i] = res[4, j]
-                status_out[i] = o_st[j]
-        else:
-            _put(s0_out[t0:t1], res[0], nt)
-            _put(adc_out[t0:t1], res[1], nt)
-            _put(se0_out[t0:t1], res[2], nt)
-            _put(se1_out[t0:t1], res[3], nt)
-            _put(rss_out[t0:t1], res[4], nt)
-            _put(status_out[t0:t1], o_st, nt)
-        # status histogram: vectorised compares (a scattered counts[o_st[j]] += 1 chains
-        # every voxel on the previous one's store)
+            o0[j] = s0 if inm else nan
+            o1[j] = adc if inm else nan
+            o2[j] = se0 if inm else nan
+            o3[j] = se1 if inm else nan
+            o4[j] = r if inm else nan
+            o5[j] = st if inm else _NOT_FITTED
+        # status histogram: vectorised compares (a scattered counts[st] += 1 chains every
+        # voxel on the previous one's store)
         for j in range(nt):
-            st = o_st[j]
+            st = o5[j]
             c0 += 1 if st == _CONVERGED else 0
             c2 += 1 if st == _AT_BOUND else 0
             c3 += 1 if st == _INVALID else 0
             c4 += 1 if st == _FAILED else 0
+        counts[_NOT_FITTED] += (t1 - t0) - nin
+        if use_mask and not dense:
+            # unpack in place, from the end (idx[j] - t0 >= j), then the voxels outside
+            for j in range(nt - 1, -1, -1):
+                i = idx[j] - t0
+                o0[i], o1[i], o2[i], o3[i], o4[i], o5[i] = o0[j], o1[j], o2[j], o3[j], o4[j], o5[j]
+            mo = mask[t0:t1]
+            for i in range(t1 - t0):
+                if not mo[i]:
+                    o0[i] = o1[i] = o2[i] = o3[i] = o4[i] = nan
+                    o5[i] = _NOT_FITTED
     counts[_CONVERGED] += c0
     counts[_AT_BOUND] += c2
     counts[_INVALID] += c3
