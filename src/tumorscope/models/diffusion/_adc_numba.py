@@ -127,6 +127,45 @@ def _exp_sel(x):
 
 
 @nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _finish(sw, swb, swbb, npos, bad, base, icpt, slope, r, adc_lo, adc_hi, zero):
+    """Status, bounds, S0 and standard errors of one voxel from its sums (any float type),
+    intercept, slope and weighted RSS (float64), branch-free: ``(s0, adc, se_s0, se_adc,
+    rss, status)``, NaN maps unless the status is CONVERGED or AT_BOUND."""
+    a0, a1, a2 = np.float64(sw), np.float64(swb), np.float64(swbb)
+    inv = 1.0 / (a0 * a2 - a1 * a1)
+    n64 = np.float64(npos)
+    adc = min(max(-slope, adc_lo), adc_hi)
+    st = _CONVERGED if adc == -slope else _AT_BOUND
+    good = (n64 >= 2.0) & (inv > 0.0) & (inv < np.inf) & np.isfinite(slope)
+    st = st if good else _FAILED
+    invalid = (bad > zero) | (not (base > zero))
+    st = _INVALID if invalid else st
+    ok = st < _INVALID
+    s0 = _exp_sel(icpt)
+    s2 = r / (n64 - 2.0)
+    q = (s2 if n64 > 2.0 else np.nan) * inv
+    se0 = s0 * np.sqrt(q * a2)
+    se1 = np.sqrt(q * a0)
+    nan = np.nan
+    s0 = s0 if ok else nan
+    adc = adc if ok else nan
+    se0 = se0 if ok else nan
+    se1 = se1 if ok else nan
+    r = r if ok else nan
+    return s0, adc, se0, se1, r, st
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
+def _solve(sw, swb, swbb, swl, swbl):
+    """Closed-form weighted 2 × 2 solve in float64: ``(intercept, slope)`` of log y on -b."""
+    a0, a1, a2 = np.float64(sw), np.float64(swb), np.float64(swbb)
+    inv = 1.0 / (a0 * a2 - a1 * a1)
+    slope = (a0 * np.float64(swbl) - a1 * np.float64(swl)) * inv
+    icpt = (a2 * np.float64(swl) - a1 * np.float64(swbl)) * inv
+    return icpt, slope
+
+
+@nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
 def _sample(v, kw, weighted, zero, one):
     """Weight and log of one sample: ``(w, log v)``; ``(0, 0)`` for ``v <= 0`` (and NaN)."""
     pos = v > zero
@@ -140,18 +179,12 @@ def _sample(v, kw, weighted, zero, one):
 
 @nb.njit(inline="always", fastmath={"contract"}, error_model="numpy")
 def _fit_voxel(src, o, step, bt, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, one, inf):
-    """The fit of one voxel whose samples are ``src[o + k step]``, ``k < len(bt)`` (``o`` and
-    ``step`` unsigned: no wraparound test on the index, which would make the loads gathers).
-
-    Branch-free, so that the loop over voxels around it vectorises: ``bt`` (float64), ``b_t``,
-    ``kw`` (1 for a used sample, 0 for one outside ``[b_min, b_max]``) and ``isb`` (1 at the
-    lowest b used) are tuples, so that the number of samples is a compile-time constant and
-    the loops over samples unroll. Sums in the data's precision, the 2 × 2 solve, residuals,
-    S0 and standard errors in float64 (see :func:`adc_fit_range`). The logs are taken again
-    for the residual pass (measured cheaper than keeping them in a tile buffer). Returns
-    ``(s0, adc, se_s0, se_adc, rss, status)``, NaN maps unless the status is CONVERGED or
-    AT_BOUND.
-    """
+    """The whole fit of one voxel whose samples are ``src[o + k step]``, ``k < len(bt)``, in
+    registers (:func:`adc_fit_range_small`). ``bt`` (float64), ``b_t``, ``kw``, ``isb`` are
+    tuples: the number of samples is a compile-time constant and the loops over them unroll
+    (the logs of the second are those of the first, merged by LLVM), so that the loop over
+    voxels around this is one vectorised block. ``o``, ``step`` unsigned: no wraparound
+    test on the index."""
     m = len(bt)
     bad = zero
     sw = swb = swbb = swl = swbl = npos = base = zero
@@ -168,78 +201,110 @@ def _fit_voxel(src, o, step, bt, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, o
         swbb += wb * bk
         swl += w * lv
         swbl += wb * lv
-    sw64, swb64, swbb64 = np.float64(sw), np.float64(swb), np.float64(swbb)
-    det = sw64 * swbb64 - swb64 * swb64
-    inv = 1.0 / det
-    slope = (sw64 * np.float64(swbl) - swb64 * np.float64(swl)) * inv
-    icpt = (swbb64 * np.float64(swl) - swb64 * np.float64(swbl)) * inv
-    # weighted residuals (two-pass: exact zero for data on the line)
-    r = 0.0
+    icpt, slope = _solve(sw, swb, swbb, swl, swbl)
+    r = 0.0  # weighted residuals (two-pass: exact zero for data on the line)
     for k in range(m):
         w, lv = _sample(src[o + np.uint64(k) * step], kw[k], weighted, zero, one)
         e = np.float64(lv) - icpt - slope * bt[k]
         r += np.float64(w) * e * e
-    n64 = np.float64(npos)
-    adc = min(max(-slope, adc_lo), adc_hi)
-    st = _CONVERGED if adc == -slope else _AT_BOUND
-    good = (n64 >= 2.0) & (inv > 0.0) & (inv < np.inf) & np.isfinite(slope)
-    st = st if good else _FAILED
-    invalid = (bad > zero) | (not (base > zero))
-    st = _INVALID if invalid else st
-    ok = st < _INVALID
-    s0 = _exp_sel(icpt)
-    s2 = r / (n64 - 2.0)
-    q = (s2 if n64 > 2.0 else np.nan) * inv
-    se0 = s0 * np.sqrt(q * swbb64)
-    se1 = np.sqrt(q * sw64)
-    nan = np.nan
-    s0 = s0 if ok else nan
-    adc = adc if ok else nan
-    se0 = se0 if ok else nan
-    se1 = se1 if ok else nan
-    r = r if ok else nan
-    return s0, adc, se0, se1, r, st
+    return _finish(sw, swb, swbb, npos, bad, base, icpt, slope, r, adc_lo, adc_hi, zero)
 
 
 #: Voxels per tile of :func:`adc_fit_range` (per-tile buffers stay in L1/L2).
 ADC_TILE = 256
+#: Most samples per voxel for :func:`adc_fit_range_small`: beyond, LLVM (numba 0.68) no longer
+#: unrolls the loops over samples and the voxel loop runs scalar, 5-10x slower (measured).
+SMALL_M = 4
 
 
-@nb.njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
-def adc_fit_range(
-    src,
-    c_order,
-    mask,
-    use_mask,
-    lo,
-    hi,
-    bt,
-    b_t,
-    kw,
-    isb,
-    weighted,
-    adc_lo,
-    adc_hi,
-    s0_out,
-    adc_out,
-    se0_out,
-    se1_out,
-    rss_out,
-    status_out,
-    counts,
-):
-    """Fused (weighted) log-linear ADC fit of voxels ``lo:hi``, written in place.
+@nb.njit(inline="always")
+def _tile_in(src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in):
+    """The samples of tile ``t0:t1``: ``(yt, step, mt, nt, nin, dense)``, sample ``k`` of the
+    ``j``-th fitted voxel at ``yt[k step + j]`` (F order: where they lie; C order or a sparse
+    tile: transposed into ``v_t``), ``mt[j]`` whether it is in the mask, ``nt`` voxels to
+    fit, ``nin`` in the mask. A tile at least half in the mask (``dense``) is fitted whole,
+    contiguous and vectorised, its voxels outside the mask set to NaN / NOT_FITTED as they
+    are written; a sparser one gathers its voxels (``idx``) and is unpacked by
+    :func:`_tile_out`."""
+    T = ADC_TILE
+    V = src.shape[0] // m
+    nt = t1 - t0
+    nin = nt
+    mt = all_in
+    if use_mask:
+        mt = mask[t0:t1]
+        nin = 0
+        for j in range(nt):
+            nin += 1 if mt[j] else 0
+    dense = nin * 2 >= nt
+    yt = v_t
+    step = np.uint64(T)
+    if use_mask and not dense:
+        mt = all_in
+        nt = 0
+        for i in range(t0, t1):
+            if mask[i]:
+                idx[nt] = i
+                nt += 1
+        for k in range(m):
+            vk = v_t[k * T : (k + 1) * T]
+            for j in range(nt):
+                vk[j] = src[idx[j] * m + k] if c_order else src[k * V + idx[j]]
+    elif c_order:
+        ys = src[t0 * m : t1 * m]
+        for k in range(m):
+            vk = v_t[k * T : (k + 1) * T]
+            for j in range(nt):
+                vk[j] = ys[np.uint64(j * m + k)]
+    else:
+        yt = src[t0:]
+        step = np.uint64(V)
+    return yt, step, mt, nt, nin, dense
+
+
+@nb.njit(inline="always")
+def _tile_out(o0, o1, o2, o3, o4, o5, mask, idx, t0, nt, unpack, counts):
+    """Count the statuses of the ``nt`` fitted voxels of a tile (vectorised compares: a
+    scattered ``counts[st] += 1`` chains every voxel on the previous one's store); a sparse
+    tile (``unpack``): unpack its results in place, from the end (``idx[j] - t0 >= j``),
+    then mark the voxels outside the mask."""
+    c0 = c2 = c3 = c4 = 0
+    for j in range(nt):
+        st = o5[j]
+        c0 += 1 if st == _CONVERGED else 0
+        c2 += 1 if st == _AT_BOUND else 0
+        c3 += 1 if st == _INVALID else 0
+        c4 += 1 if st == _FAILED else 0
+    counts[_CONVERGED] += c0
+    counts[_AT_BOUND] += c2
+    counts[_INVALID] += c3
+    counts[_FAILED] += c4
+    if unpack:
+        nan = np.nan
+        for j in range(nt - 1, -1, -1):
+            i = idx[j] - t0
+            o0[i], o1[i], o2[i], o3[i], o4[i], o5[i] = o0[j], o1[j], o2[j], o3[j], o4[j], o5[j]
+        mo = mask[t0 : t0 + o0.shape[0]]
+        for i in range(o0.shape[0]):
+            if not mo[i]:
+                o0[i] = o1[i] = o2[i] = o3[i] = o4[i] = nan
+                o5[i] = _NOT_FITTED
+
+
+_DOC = """Fused (weighted) log-linear ADC fit of voxels ``lo:hi``, written in place.
 
     One pass over the data, no copy: ``src`` is the data flattened without a copy, float32 or
     float64: ``y.reshape(-1)`` of C-ordered ``y (V, m)`` (``c_order``; sample ``k`` of voxel
     ``i`` at ``i m + k``), or ``y.T.reshape(-1)`` of F-ordered ``y`` (the order of NIfTI data;
-    at ``k V + i``). ``bt`` holds the ``m`` b-values (float64), ``b_t`` the same in the
-    data's dtype, ``kw`` 1 for the samples used and 0 for those outside ``[b_min, b_max]``,
-    ``isb`` 1 for the samples at the lowest b used (tuples; all but ``bt`` in the data's dtype): as tuples, ``m`` is a compile-time constant (one
-    compiled kernel per number of b-values), the loops over samples unroll and the loop over
-    the voxels of a tile (:data:`ADC_TILE`) is one vectorised block (:func:`_fit_voxel`:
-    float32 data 16 lanes wide with AVX-512), which reads the samples where they lie (C order:
-    strided loads the vectoriser turns into shuffles). Per voxel, as :func:`loglinear_block`:
+    at ``k V + i``). ``b`` holds the ``m`` b-values (float64), ``b_t`` the same in the data's
+    dtype, ``kw`` 1 for the samples used and 0 for those outside ``[b_min, b_max]``, ``isb``
+    1 for the samples at the lowest b used (``b_t``, ``kw``, ``isb`` in the data's dtype).
+
+    Tile by tile (:data:`ADC_TILE` voxels, :func:`_tile_in`), every loop runs over the
+    voxels of the tile and is branch-free, so that it vectorises (float32 data 16 lanes wide
+    with AVX-512): sums of the normal equations in the data's precision, the 2 × 2 solve,
+    the residuals, S0 and the standard errors in float64; the maps, RSS and status are
+    written straight into the outputs. Per voxel, as :func:`loglinear_block`:
 
     * ``mask[i]`` false (when ``use_mask``): NaN maps, status NOT_FITTED;
     * a NaN/inf or negative value in any column, or a non-positive sum over the columns
@@ -251,63 +316,33 @@ def adc_fit_range(
     * ``rss`` = the weighted log-domain objective, standard errors from ``(A^T W A)^-1``
       scaled by ``rss / (n_used - 2)``.
 
-    Outputs (float32 maps, uint8 status) are written at ``lo:hi`` from a per-tile buffer
-    (contiguous stores); ``counts[code]`` is incremented per voxel (status histogram for the
-    summary warning).
+    ``counts[code]`` is incremented per voxel (status histogram for the summary warning).
     """
-    m = len(bt)
+
+
+@nb.njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def adc_fit_range_small(
+    src, c_order, mask, use_mask, lo, hi, b, b_t, kw, isb, weighted, adc_lo, adc_hi,
+    s0_out, adc_out, se0_out, se1_out, rss_out, status_out, counts,
+):  # fmt: skip
+    m = len(b)
     T = ADC_TILE
     dt = src.dtype
     zero, one, inf = np.zeros(1, dt)[0], np.ones(1, dt)[0], np.full(1, np.inf, dt)[0]
-    V = src.shape[0] // m
-    v_t = np.empty(m * T, dt)  # the tile transposed: sample k of voxel j at k T + j
+    v_t = np.empty(m * T, dt)
     idx = np.empty(T, np.int64)
     all_in = np.ones(T, np.bool_)
     nan = np.nan
-    c0 = c2 = c3 = c4 = 0
     for t0 in range(lo, hi, T):
         t1 = min(t0 + T, hi)
-        nt = t1 - t0
-        nin = nt
-        mt = all_in  # whether each voxel of the fitted tile is in the mask
-        if use_mask:
-            mt = mask[t0:t1]
-            nin = 0
-            for j in range(nt):
-                nin += 1 if mt[j] else 0
-        # a tile at least half in the mask is fitted whole (contiguous, vectorised), its
-        # voxels outside the mask set to NaN / NOT_FITTED in the same loop; a sparser one
-        # gathers its voxels
-        dense = nin * 2 >= nt
-        # the samples of the tile's voxels, sample k of voxel j at yt[j + k step]: F-ordered
-        # data where they lie, else transposed into v_t (C order: loads of whole voxels,
-        # unrolled over the m samples)
-        yt = v_t
-        step = np.uint64(T)
-        if use_mask and not dense:
-            mt = all_in
-            nt = 0
-            for i in range(t0, t1):
-                if mask[i]:
-                    idx[nt] = i
-                    nt += 1
-            for j in range(nt):
-                for k in range(m):
-                    v_t[k * T + j] = src[idx[j] * m + k] if c_order else src[k * V + idx[j]]
-        elif c_order:
-            ys = src[t0 * m : t1 * m]
-            for j in range(nt):
-                for k in range(m):
-                    v_t[k * T + j] = ys[j * m + k]
-        else:
-            yt = src[t0:]
-            step = np.uint64(V)
-        # results written straight into the maps (a sparse tile: packed at its start first)
+        yt, step, mt, nt, nin, dense = _tile_in(
+            src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in
+        )
         o0, o1, o2, o3 = s0_out[t0:t1], adc_out[t0:t1], se0_out[t0:t1], se1_out[t0:t1]
         o4, o5 = rss_out[t0:t1], status_out[t0:t1]
         for j in range(nt):
             s0, adc, se0, se1, r, st = _fit_voxel(
-                yt, np.uint64(j), step, bt, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, one, inf
+                yt, np.uint64(j), step, b, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, one, inf
             )
             inm = mt[j]
             o0[j] = s0 if inm else nan
@@ -316,26 +351,93 @@ def adc_fit_range(
             o3[j] = se1 if inm else nan
             o4[j] = r if inm else nan
             o5[j] = st if inm else _NOT_FITTED
-        # status histogram: vectorised compares (a scattered counts[st] += 1 chains every
-        # voxel on the previous one's store)
-        for j in range(nt):
-            st = o5[j]
-            c0 += 1 if st == _CONVERGED else 0
-            c2 += 1 if st == _AT_BOUND else 0
-            c3 += 1 if st == _INVALID else 0
-            c4 += 1 if st == _FAILED else 0
         counts[_NOT_FITTED] += (t1 - t0) - nin
-        if use_mask and not dense:
-            # unpack in place, from the end (idx[j] - t0 >= j), then the voxels outside
-            for j in range(nt - 1, -1, -1):
-                i = idx[j] - t0
-                o0[i], o1[i], o2[i], o3[i], o4[i], o5[i] = o0[j], o1[j], o2[j], o3[j], o4[j], o5[j]
-            mo = mask[t0:t1]
-            for i in range(t1 - t0):
-                if not mo[i]:
-                    o0[i] = o1[i] = o2[i] = o3[i] = o4[i] = nan
-                    o5[i] = _NOT_FITTED
-    counts[_CONVERGED] += c0
-    counts[_AT_BOUND] += c2
-    counts[_INVALID] += c3
-    counts[_FAILED] += c4
+        _tile_out(o0, o1, o2, o3, o4, o5, mask, idx, t0, nt, use_mask and not dense, counts)
+
+
+adc_fit_range_small.__doc__ = f"""{_DOC}
+    For at most :data:`SMALL_M` samples, given as tuples (``b``, ``b_t``, ``kw``, ``isb``):
+    one compiled kernel per number of samples, each voxel fitted in registers
+    (:func:`_fit_voxel`), 1.2-1.6x :func:`adc_fit_range` for 4 samples (measured)."""
+
+
+@nb.njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
+def adc_fit_range(
+    src, c_order, mask, use_mask, lo, hi, b, b_t, kw, isb, weighted, adc_lo, adc_hi,
+    s0_out, adc_out, se0_out, se1_out, rss_out, status_out, counts,
+):  # fmt: skip
+    m = b.shape[0]
+    T = ADC_TILE
+    dt = src.dtype
+    zero, one, inf = np.zeros(1, dt)[0], np.ones(1, dt)[0], np.full(1, np.inf, dt)[0]
+    v_t = np.empty(m * T, dt)  # a tile transposed: sample k of voxel j at k T + j
+    l_t = np.empty(m * T, dt)  # logs and weights of the tile's samples, same layout
+    w_t = np.empty(m * T, dt)
+    acc = np.empty((8, T), dt)  # per voxel: sw, swb, swbb, swl, swbl, npos, bad, base
+    sol = np.empty((3, T))  # per voxel: intercept, slope, rss
+    idx = np.empty(T, np.int64)
+    all_in = np.ones(T, np.bool_)
+    nan = np.nan
+    for t0 in range(lo, hi, T):
+        t1 = min(t0 + T, hi)
+        yt, step, mt, nt, nin, dense = _tile_in(
+            src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in
+        )
+        # validation, weights, logs and the sums of the normal equations
+        for q in range(8):
+            for j in range(nt):
+                acc[q, j] = zero
+        sw, swb, swbb, swl, swbl = acc[0], acc[1], acc[2], acc[3], acc[4]
+        npos, bad, base = acc[5], acc[6], acc[7]
+        for k in range(m):
+            yk = yt[np.uint64(k) * step :]
+            lk = l_t[k * T : (k + 1) * T]
+            wk = w_t[k * T : (k + 1) * T]
+            bk, kk, ik = b_t[k], kw[k], isb[k]
+            for j in range(nt):
+                v = yk[j]
+                bad[j] += zero if ((v >= zero) & (v < inf)) else one
+                base[j] += v * ik
+                w, lv = _sample(v, kk, weighted, zero, one)
+                lk[j] = lv
+                wk[j] = w
+                npos[j] += kk if v > zero else zero
+                wb = w * bk
+                sw[j] += w
+                swb[j] += wb
+                swbb[j] += wb * bk
+                swl[j] += w * lv
+                swbl[j] += wb * lv
+        icpt, slope, rss = sol[0], sol[1], sol[2]
+        for j in range(nt):
+            icpt[j], slope[j] = _solve(sw[j], swb[j], swbb[j], swl[j], swbl[j])
+            rss[j] = 0.0
+        # weighted residuals (two-pass: exact zero for data on the line)
+        for k in range(m):
+            lk = l_t[k * T : (k + 1) * T]
+            wk = w_t[k * T : (k + 1) * T]
+            bk = b[k]
+            for j in range(nt):
+                e = np.float64(lk[j]) - icpt[j] - slope[j] * bk
+                rss[j] += np.float64(wk[j]) * e * e
+        o0, o1, o2, o3 = s0_out[t0:t1], adc_out[t0:t1], se0_out[t0:t1], se1_out[t0:t1]
+        o4, o5 = rss_out[t0:t1], status_out[t0:t1]
+        for j in range(nt):
+            s0, adc, se0, se1, r, st = _finish(
+                sw[j], swb[j], swbb[j], npos[j], bad[j], base[j], icpt[j], slope[j], rss[j],
+                adc_lo, adc_hi, zero,
+            )  # fmt: skip
+            inm = mt[j]
+            o0[j] = s0 if inm else nan
+            o1[j] = adc if inm else nan
+            o2[j] = se0 if inm else nan
+            o3[j] = se1 if inm else nan
+            o4[j] = r if inm else nan
+            o5[j] = st if inm else _NOT_FITTED
+        counts[_NOT_FITTED] += (t1 - t0) - nin
+        _tile_out(o0, o1, o2, o3, o4, o5, mask, idx, t0, nt, use_mask and not dense, counts)
+
+
+adc_fit_range.__doc__ = f"""{_DOC}
+    Any number of samples (arrays ``b``, ``b_t``, ``kw``, ``isb``): one loop over the
+    voxels of the tile per sample and step, per-voxel sums in tile buffers."""

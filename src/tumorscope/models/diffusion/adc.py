@@ -210,12 +210,15 @@ class ADC(DiffusionModel):
         keep[self._keep] = True
         kb = self.b[self._keep]
         is_base = keep & (self.b == kb.min())
-        # the protocol as tuples: the number of b-values is a compile-time constant
-        dt = y.dtype.type
-        bt = tuple(float(v) for v in self.b)
-        b_t = tuple(dt(v) for v in self.b)
-        kw = tuple(dt(v) for v in keep)
-        isb = tuple(dt(v) for v in is_base)
+        # b (float64); b, used samples, lowest b used (the data's dtype)
+        prot: tuple[Any, ...] = (
+            np.ascontiguousarray(self.b, dtype=np.float64),
+            *(np.asarray(v, dtype=y.dtype) for v in (self.b, keep, is_base)),
+        )
+        kernel: Any = nbm.adc_fit_range
+        if nm <= nbm.SMALL_M:  # the protocol as tuples: nm a compile-time constant
+            kernel = nbm.adc_fit_range_small
+            prot = tuple(tuple(v) for v in prot)
         weighted = self.method == "wlls"
         a_lo, a_hi = self._adc_bounds()
         # the data flattened without a copy: C order (V, m), or F order as (m, V)
@@ -223,17 +226,14 @@ class ADC(DiffusionModel):
         src = y.reshape(-1) if c_order else y.T.reshape(-1)
 
         def one(c: int, lo: int | None = None) -> None:
-            nbm.adc_fit_range(
+            kernel(
                 src,
                 c_order,
                 kmask,
                 mask is not None,
                 c * chunk if lo is None else lo,
                 min((c + 1) * chunk, V) if lo is None else lo,
-                bt,
-                b_t,
-                kw,
-                isb,
+                *prot,
                 weighted,
                 a_lo,
                 a_hi,
