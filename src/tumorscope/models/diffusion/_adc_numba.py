@@ -1,9 +1,11 @@
 """The fused ADC fit (numba): one compiled pass from the data to the float32 maps.
 
-:func:`adc_fit_range` is the fast path of :class:`~tumorscope.models.diffusion.adc.ADC`
-(``"wlls"``/``"lls"``); design in ``docs/fitting.md`` ("The ADC fast path") and
-``docs/diffusion.md``. Float32 data are fitted in float32 tiles (:func:`_log_pos32`), the
-per-voxel solve in float64. Imported only when numba is installed.
+:func:`adc_fit_range_small` (up to :data:`SMALL_M` b-values, each voxel fitted in registers)
+and :func:`adc_fit_range` (any number) are the fast path of
+:class:`~tumorscope.models.diffusion.adc.ADC` (``"wlls"``/``"lls"``); design in
+``docs/fitting.md`` ("The ADC fast path") and ``docs/diffusion.md``. Float32 data are fitted
+in float32 (:func:`_log_pos32`), the per-voxel solve in float64. Imported only when numba is
+installed.
 """
 
 from __future__ import annotations

@@ -168,7 +168,8 @@ class ADC(DiffusionModel):
         """Fit the checked input (the hook of :meth:`Model.fit`), with a fast path.
 
         ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
-        compiled pass (:func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range`) reads the data
+        compiled pass (:func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range_small` for
+        up to 4 b-values, else :func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range`) reads the data
         where they lie (C order, or the F order of NIfTI arrays: no gather copy, no float64
         block), validates, fits, and writes the float32 maps, status, RSS, standard errors and
         the status counts directly; chunks of voxels run in a thread pool of GIL-free serial
