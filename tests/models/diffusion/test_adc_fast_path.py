@@ -18,18 +18,23 @@ from tumorscope.models import ADC
 pytest.importorskip("numba")
 
 B = np.array([0, 50, 100, 200, 400, 600, 800, 1000], float)
+#: a clinical ADC protocol: up to ``_adc_numba.SMALL_M`` b-values take the kernel that fits
+#: each voxel in registers (``adc_fit_range_small``), more the general one
+B4 = np.array([0, 400, 800, 1000], float)
+PROTOCOLS = pytest.mark.parametrize("b", [B, B4], ids=["8b", "4b"])
 
 
-def _data(dtype: type, order: str) -> np.ndarray:
+def _data(dtype: type, order: str, b: np.ndarray = B) -> np.ndarray:
     rng = np.random.default_rng(3)
+    m = b.size
     shape = (12, 10, 7)
     adc = rng.uniform(0.3e-3, 3e-3, shape)
     s0 = rng.uniform(200, 2000, shape)
-    y = s0[..., None] * np.exp(-B * adc[..., None])
+    y = s0[..., None] * np.exp(-b * adc[..., None])
     y = np.abs(y + rng.normal(0, 15, y.shape))
     y[0, 0, 0] = np.nan
     y[0, 0, 1, 3] = np.inf
-    y[0, 0, 2, 5] = -4.0
+    y[0, 0, 2, min(5, m - 1)] = -4.0
     y[0, 0, 3] = 0.0
     y[0, 0, 4, 0] = 0.0
     return np.asarray(y, dtype=dtype, order=order)
@@ -39,18 +44,21 @@ def _data(dtype: type, order: str) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_fast_path_equals_engine(method: str, dtype: type, order: str, masked: bool) -> None:
-    data = _data(dtype, order)
+@PROTOCOLS
+def test_fast_path_equals_engine(
+    method: str, dtype: type, order: str, masked: bool, b: np.ndarray
+) -> None:
+    data = _data(dtype, order, b)
     mask = None
     if masked:
         mask = np.ones(data.shape[:3], bool)
         mask[5:, :, 3:] = False
     with warnings.catch_warnings(record=True) as wf:
         warnings.simplefilter("always")
-        fast = ADC(B, method=method, backend="numba").fit(data, mask, chunk_voxels=97)
+        fast = ADC(b, method=method, backend="numba").fit(data, mask, chunk_voxels=97)
     with warnings.catch_warnings(record=True) as we:
         warnings.simplefilter("always")
-        ref = ADC(B, method=method, backend="numpy").fit(data, mask)
+        ref = ADC(b, method=method, backend="numpy").fit(data, mask)
     np.testing.assert_array_equal(fast.status, ref.status)
     assert fast.status[0, 0, 0] == FitStatus.INVALID_INPUT
     assert fast.status[0, 0, 3] == FitStatus.INVALID_INPUT
@@ -96,19 +104,20 @@ def test_float32_log_is_as_accurate_as_numpy() -> None:
 
 @pytest.mark.parametrize("density", [0.3, 0.8])
 @pytest.mark.parametrize("order", ["C", "F"])
-def test_fast_path_random_masks_equal_engine(density: float, order: str) -> None:
+@PROTOCOLS
+def test_fast_path_random_masks_equal_engine(density: float, order: str, b: np.ndarray) -> None:
     """Tiles mostly in the mask are fitted whole and their outside voxels reset; sparser ones
     gather their voxels: both give the engine's maps, status and counts (random masks mix
     both kinds of tile; the invalid voxels of ``_data`` sit inside and outside the mask)."""
-    data = _data(np.float32, order)
+    data = _data(np.float32, order, b)
     mask = np.random.default_rng(8).random(data.shape[:3]) < density
     mask[0, 0, :2] = [True, False]
     with warnings.catch_warnings(record=True) as wf:
         warnings.simplefilter("always")
-        fast = ADC(B, backend="numba").fit(data, mask)
+        fast = ADC(b, backend="numba").fit(data, mask)
     with warnings.catch_warnings(record=True) as we:
         warnings.simplefilter("always")
-        ref = ADC(B, backend="numpy").fit(data, mask)
+        ref = ADC(b, backend="numpy").fit(data, mask)
     np.testing.assert_array_equal(fast.status, ref.status)
     assert np.all(fast.status[~mask] == FitStatus.NOT_FITTED)
     for name in ("ADC", "S0"):

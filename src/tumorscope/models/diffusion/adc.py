@@ -3,6 +3,7 @@ doi:10.1063/1.1695690), with its fused compiled fast path for the log-linear met
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
@@ -167,7 +168,8 @@ class ADC(DiffusionModel):
         """Fit the checked input (the hook of :meth:`Model.fit`), with a fast path.
 
         ``"wlls"`` and ``"lls"`` with numba on float32/float64 data take a fast path: one fused
-        compiled pass (:func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range`) reads the data
+        compiled pass (:func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range_small` for
+        up to 4 b-values, else :func:`~tumorscope.models.diffusion._adc_numba.adc_fit_range`) reads the data
         where they lie (C order, or the F order of NIfTI arrays: no gather copy, no float64
         block), validates, fits, and writes the float32 maps, status, RSS, standard errors and
         the status counts directly; chunks of voxels run in a thread pool of GIL-free serial
@@ -193,6 +195,8 @@ class ADC(DiffusionModel):
     def _fit_fused(
         self, arr: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None
     ) -> tuple[FlatFit, Literal["C", "F"]]:
+        from numba.core.errors import NumbaIRAssumptionWarning
+
         from . import _adc_numba as nbm
 
         nm = arr.shape[-1]
@@ -207,23 +211,30 @@ class ADC(DiffusionModel):
         keep[self._keep] = True
         kb = self.b[self._keep]
         is_base = keep & (self.b == kb.min())
-        b = np.ascontiguousarray(self.b, dtype=np.float64)
+        # b (float64); b, used samples, lowest b used (the data's dtype)
+        prot: tuple[Any, ...] = (
+            np.ascontiguousarray(self.b, dtype=np.float64),
+            *(np.asarray(v, dtype=y.dtype) for v in (self.b, keep, is_base)),
+        )
+        kernel: Any = nbm.adc_fit_range
+        if nm <= nbm.SMALL_M:  # the protocol as tuples: nm a compile-time constant
+            kernel = nbm.adc_fit_range_small
+            prot = tuple(tuple(v) for v in prot)
         weighted = self.method == "wlls"
         a_lo, a_hi = self._adc_bounds()
+        # the data flattened without a copy: C order (V, m), or F order as (m, V)
+        c_order = bool(y.flags.c_contiguous)
+        src = y.reshape(-1) if c_order else y.T.reshape(-1)
 
-        yflat = y.reshape(-1) if y.flags.c_contiguous else np.empty(0, dtype=y.dtype)
-
-        def one(c: int) -> None:
-            nbm.adc_fit_range(
-                y,
-                yflat,
+        def one(c: int, lo: int | None = None) -> None:
+            kernel(
+                src,
+                c_order,
                 kmask,
                 mask is not None,
-                c * chunk,
-                min((c + 1) * chunk, V),
-                b,
-                keep,
-                is_base,
+                c * chunk if lo is None else lo,
+                min((c + 1) * chunk, V) if lo is None else lo,
+                *prot,
                 weighted,
                 a_lo,
                 a_hi,
@@ -236,6 +247,12 @@ class ADC(DiffusionModel):
                 counts[c],
             )
 
+        with warnings.catch_warnings():
+            # compile (or load) the kernel here, on no voxel: numba's SSA pass warns about
+            # its inlined helpers (a pedantic internal check, NumbaIRAssumptionWarning), which
+            # is not the user's business; and here, not in the threads below
+            warnings.simplefilter("ignore", NumbaIRAssumptionWarning)
+            one(0, 0)
         if workers == 1 or n_chunks <= 1:
             for c in range(n_chunks):
                 one(c)
