@@ -69,7 +69,8 @@ class RunOptions:
         least 10 % of its 99th percentile, :func:`tumorscope.stages.diffusion.body_mask`; the
         background is NaN, not fitted) or ``all`` (the whole volume, as before).
     relax_region : str, default "body"
-        Voxels the relaxometry models (T2*, T2, IR T1) are fitted in: ``body`` (the largest
+        Voxels the relaxometry models (T2*, T2, IR T1; MOLLI T1 and T2-prep T2 of
+        ``fit_cardiac``) are fitted in: ``body`` (the largest
         signal over a series' volumes at least 10 % of its 99th percentile,
         :func:`tumorscope.stages.relaxometry.body_mask`; the background is NaN, not fitted)
         or ``all`` (the whole volume, as before).

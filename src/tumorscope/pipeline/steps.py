@@ -605,13 +605,14 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_cardiac",
         "visit",
-        "1",
+        "2",  # 2: fitted in the body (option relax_region)
         "MOLLI T1 (native, post-contrast) and T2-prep T2 maps",
         run_fit_cardiac,
         cardiac_inputs,
         requires=("register",),
         applies=cardiac_applies,
         missing=lambda: _has_module("tumorscope.stages.cardiac", "fit_cardiac_visit"),
+        option_keys=("relax_region",),
     ),
     Step(
         "organ_watch",
