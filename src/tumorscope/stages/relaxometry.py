@@ -128,16 +128,15 @@ def body_mask(volume: Volume) -> np.ndarray:
     on the voxel's T1 (a tissue near its null point at one TI is bright at the others). What
     falls out is air, lung, cortical bone and the background, whose maps are noise.
     """
-    data = volume.data
+    data = np.asarray(volume.data)
     if data.ndim == 3:
         data = data[..., np.newaxis]
-    peak = np.full(data.shape[:-1], -np.inf, dtype=np.float64)
-    bad = np.zeros(peak.shape, dtype=bool)
-    for k in range(data.shape[-1]):  # one volume at a time: no 4-D temporary
-        vol = np.asarray(data[..., k], dtype=np.float64)
-        bad |= ~np.isfinite(vol)
-        np.fmax(peak, np.abs(vol), out=peak)
-    peak[bad] = np.nan
+    # one volume at a time (no 4-D temporary), in the data's own type (|x| and max are exact);
+    # np.maximum propagates NaN, and |±inf| is inf: a voxel with a non-finite volume is out
+    peak = np.abs(data[..., 0])
+    for k in range(1, data.shape[-1]):
+        np.maximum(peak, np.abs(data[..., k]), out=peak)
+    peak = np.asarray(peak, dtype=np.float64)
     finite = np.isfinite(peak)
     if not finite.any():
         return np.zeros(peak.shape, dtype=bool)
