@@ -134,3 +134,63 @@ def test_table_over_lesions_and_maps(lesion):
     wide = df.pivot_table(index=["lesion_id", "map"], columns="statistic", values="value")
     assert wide.loc[("L1", "ve"), "mean"] == pytest.approx(100 * wide.loc[("L1", "ADC"), "mean"])
     assert wide.loc[("L2", "ADC"), "n_voxels"] == 8
+
+
+def test_table_is_the_per_lesion_statistics_bit_for_bit():
+    """``statistics_table`` (each map's validity once, each lesion's voxels gathered by
+    index) gives exactly the rows of :func:`lesion_statistics` per lesion and map, in order:
+    overlapping masks, NaN values, per-map and shared status, a Fortran-ordered map (as
+    NIfTI maps load), units given or defaulted, a lesion with every voxel excluded."""
+    import warnings
+
+    import pandas as pd
+
+    from tumorscope.errors import TumorscopeWarning
+
+    rng = np.random.default_rng(3)
+    shape = (9, 8, 5)
+    adc = rng.lognormal(-7, 0.3, shape)
+    adc[rng.random(shape) < 0.05] = np.nan
+    ktrans = np.asfortranarray(rng.gamma(2.0, 0.05, shape).astype(np.float32))
+    st_adc = (rng.random(shape) < 0.1).astype(np.uint8) * 4
+    st_k = np.zeros(shape, np.uint8)
+    masks = {}
+    for i, (a, b) in enumerate(((0, 5), (3, 9), (6, 8))):
+        m = np.zeros(shape, bool)
+        m[a:b, 1:6, 1:4] = True
+        masks[f"L{i}"] = m
+    dead = np.zeros(shape, bool)
+    dead[0, 0, 0] = True
+    adc[0, 0, 0] = np.nan
+    masks["dead"] = dead
+    maps = {"ADC": adc, "Ktrans": ktrans}
+    for status in ({"ADC": st_adc, "Ktrans": st_k}, st_adc, None):
+        for units in (None, {"ADC": "mm2/s"}):
+            with warnings.catch_warnings(record=True) as got:
+                warnings.simplefilter("always", TumorscopeWarning)
+                table = statistics_table(maps, masks, visit="03", status=status, units=units)
+            with warnings.catch_warnings(record=True) as want_w:
+                warnings.simplefilter("always", TumorscopeWarning)
+                want = pd.concat(
+                    [
+                        lesion_statistics(
+                            maps[n],
+                            m,
+                            lesion_id=lid,
+                            visit="03",
+                            map_name=n,
+                            unit=None if units is None else units.get(n),
+                            status=status.get(n) if isinstance(status, dict) else status,
+                        )
+                        for lid, m in masks.items()
+                        for n in maps
+                    ],
+                    ignore_index=True,
+                )
+            pd.testing.assert_frame_equal(table, want)
+            assert [str(w.message) for w in got] == [str(w.message) for w in want_w]
+            assert len(got) >= 1  # the dead lesion's ADC
+    with pytest.raises(DataError, match="empty"):
+        statistics_table(maps, {"L9": np.zeros(shape, bool)})
+    with pytest.raises(DataError, match="does not match"):
+        statistics_table(maps, {"L9": np.ones((2, 2, 2), bool)})

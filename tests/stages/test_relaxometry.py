@@ -179,3 +179,66 @@ def test_vfa_t1_recovers_phantom_truth(tiny_study: Path) -> None:
     for value in np.unique(truth[ok]):
         sel = ok & (truth == value)
         assert abs(np.median(fit["T1"][sel]) / value - 1) < 0.02, value
+
+
+def test_region_body_fits_the_voxels_with_signal_only(tiny_study: Path, tmp_path: Path) -> None:
+    """``RelaxometryOptions(region="body")`` (the pipeline's default, run option
+    ``relax_region``): voxels whose largest signal is < 10 % of its 99th percentile are not
+    fitted (NaN, status 255); body voxels get exactly the maps of the whole-volume fit (the
+    T2* noise level is still estimated from the whole volume's background); the rule is in
+    the provenance. The phantom's body mask is inside the region. A given mask replaces the
+    region; an unknown region is an error."""
+    from tumorscope.fitting import FitStatus
+    from tumorscope.stages.relaxometry import body_mask
+
+    visit = open_study(tiny_study).subjects["001"].visits["02"]
+    whole = _fit_visit(visit, tmp_path / "all")
+    inner = _fit_visit(visit, tmp_path / "body", options=RelaxometryOptions(region="body"))
+    truth = tiny_study / "derivatives" / "truth" / "sub-001" / "ses-02"
+    phantom_body = Volume.from_nifti(truth / "sub-001_ses-02_desc-body_mask.nii.gz").data > 0
+    assert len(whole.maps) == len(inner.maps) >= 9
+    for role in ("t2star", "t2", "t1_ir"):
+        region = body_mask(SeriesInput.of(visit.series[role]).load())
+        assert 0 < region.sum() < region.size and not (phantom_body & ~region).any(), role
+    for a, b in zip(whole.maps, inner.maps, strict=True):
+        assert (a.name, a.series) == (b.name, b.series)
+        region = body_mask(SeriesInput.of(visit.series[b.series]).load())
+        va, vb = np.asarray(a.fit[a.parameter]), np.asarray(b.fit[b.parameter])
+        assert np.all(np.isnan(vb[~region]))
+        np.testing.assert_array_equal(va[region], vb[region])
+        assert np.all(np.asarray(b.fit.status)[~region] == FitStatus.NOT_FITTED)
+        prov = json.loads(sidecar_of(b.path).read_text())["Provenance"]
+        assert prov["region"] == {
+            "name": "body",
+            "rule": "largest signal over the volumes >= 0.1 x its 99th percentile",
+            "voxels": int(region.sum()),
+        }
+        assert "region" not in json.loads(sidecar_of(a.path).read_text())["Provenance"]
+    t2s = _fits(inner)["t2star"].provenance["options"]
+    assert t2s["noise_sigma_estimated"] == "background"
+    assert t2s["noise_sigma"] == _fits(whole)["t2star"].provenance["options"]["noise_sigma"]
+    # a given mask replaces the region
+    s = SeriesInput.of(visit.series["t2"])
+    mask = np.zeros(s.load().spatial_shape, bool)
+    mask[0, 0, 0] = True
+    given = fit_relaxometry_series(
+        s, out_dir=tmp_path / "mask", options=RelaxometryOptions(region="body"), mask=mask
+    )
+    assert np.isfinite(np.asarray(given.maps[0].fit["T2"])).sum() <= 1
+    assert np.asarray(given.maps[0].fit.mask).sum() == 1
+    with pytest.raises(FitError, match="region"):
+        RelaxometryOptions(region="lesions")
+
+
+def test_run_option_relax_region() -> None:
+    """The pipeline's ``fit_relax`` step fits the body by default; ``relax_region: all`` as
+    before; the option is part of the step's input hash."""
+    from tumorscope.pipeline.options import RunOptions
+    from tumorscope.pipeline.steps import STEPS
+
+    assert RunOptions().relax_region == "body"
+    assert RunOptions.from_mapping({"relax_region": "ALL"}).relax_region == "all"
+    with pytest.raises(DataError, match="relax_region"):
+        RunOptions.from_mapping({"relax_region": "lesions"})
+    step = next(s for s in STEPS if s.name == "fit_relax")
+    assert "relax_region" in step.option_keys

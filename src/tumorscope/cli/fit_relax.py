@@ -71,6 +71,14 @@ _NoiseSigma = Annotated[
     typer.Option("--noise-sigma", help="Rician noise level (signal units); estimated if omitted."),
 ]
 _Chunk = Annotated[int | None, typer.Option("--chunk-voxels", help="Voxels per block.")]
+_Region = Annotated[
+    str,
+    typer.Option(
+        "--region",
+        help="Without --mask: 'all' voxels, or 'body' (largest signal over the volumes >= 10% "
+        "of its 99th percentile; the pipeline's default).",
+    ),
+]
 
 
 def _echo_times(example: str) -> Any:
@@ -106,6 +114,7 @@ def t1(
     ] = None,
     prefix: PrefixOrDefault = None,
     chunk_voxels: _Chunk = None,
+    region: _Region = "all",
 ) -> None:
     """Fit T1 (VFA spoiled gradient echo or inversion recovery) and write M0, T1, R1 maps."""
     from ..errors import FitError
@@ -147,7 +156,11 @@ def t1(
             s,
             out_dir=out,
             prefix=prefix,
-            options=RelaxometryOptions(vfa_method=method, chunk_voxels=chunk_voxels),  # type: ignore[arg-type]
+            options=RelaxometryOptions(
+                vfa_method=method,  # type: ignore[arg-type]
+                chunk_voxels=chunk_voxels,
+                region=region.lower(),
+            ),
             mask=mask,
             voxel_maps=None if b1 is None else {"b1": b1},
         )
@@ -164,6 +177,7 @@ def t2(
     noise_sigma: _NoiseSigma = None,
     prefix: PrefixOrDefault = None,
     chunk_voxels: _Chunk = None,
+    region: _Region = "all",
 ) -> None:
     """Fit mono-exponential T2 and write S0, T2, R2 (and offset) maps."""
     from ..errors import FitError
@@ -179,6 +193,7 @@ def t2(
             t2_floor=floor,  # type: ignore[arg-type]
             t2_noise_sigma=noise_sigma,
             chunk_voxels=chunk_voxels,
+            region=region.lower(),
         )
         s = _series(series, "MESE", "t2", _echoes(te))
         res = fit_relaxometry_series(s, out_dir=out, prefix=prefix, options=opts, mask=mask)
@@ -199,6 +214,7 @@ def t2star(
     ] = None,
     prefix: PrefixOrDefault = None,
     chunk_voxels: _Chunk = None,
+    region: _Region = "all",
 ) -> None:
     """Fit T2*/R2* (noise-floor aware) and write S0, R2star, T2star maps."""
     from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
@@ -209,6 +225,7 @@ def t2star(
             t2star_floor=floor,  # type: ignore[arg-type]
             t2star_noise_sigma=noise_sigma,
             chunk_voxels=chunk_voxels,
+            region=region.lower(),
         )
         res = fit_relaxometry_series(
             _series(series, "MEGRE", "t2star", _echoes(te)),

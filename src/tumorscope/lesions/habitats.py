@@ -31,6 +31,7 @@ References
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -132,7 +133,8 @@ class HabitatModel:
         out = np.full(m.shape, -1, dtype=np.int64)
         if ok.any():
             z = (feats[ok] - self.mean) / self.scale
-            out[tuple(np.argwhere(m)[ok].T)] = self.estimator.predict(z)
+            with _one_thread():
+                out[tuple(np.argwhere(m)[ok].T)] = self.estimator.predict(z)
         return out
 
     def fractions(
@@ -245,12 +247,15 @@ def fit_habitats(
     if method == "kmeans":
         from sklearn.cluster import KMeans
 
-        est: Any = KMeans(n_clusters=n_habitats, n_init=10, random_state=random_state).fit(z)
+        with _one_thread():
+            est: Any = KMeans(n_clusters=n_habitats, n_init=10, random_state=random_state)
+            est.fit(z)
         centroids = np.asarray(est.cluster_centers_)
     elif method == "gmm":
         from sklearn.mixture import GaussianMixture
 
-        est = GaussianMixture(n_components=n_habitats, random_state=random_state).fit(z)
+        with _one_thread():
+            est = GaussianMixture(n_components=n_habitats, random_state=random_state).fit(z)
         centroids = np.asarray(est.means_)
     else:
         raise DataError(f"method must be 'kmeans' or 'gmm', got {method!r}", field="method")
@@ -266,6 +271,21 @@ def fit_habitats(
 
 
 # ---------------------------------------------------------------------------- internals
+
+
+def _one_thread() -> contextlib.AbstractContextManager[Any]:
+    """scikit-learn's OpenMP (and BLAS) pools on one thread for the clustering.
+
+    A few thousand lesion voxels in 2-3 dimensions are too few to share: with a second
+    thread k-means took 3-8x longer whenever the other core was busy (a shared machine, the
+    pipeline's other worker; ``docs/performance.md``), and the centroids agree to 1e-15
+    either way. Without threadpoolctl (installed with scikit-learn) nothing is limited.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1)
 
 
 def _mask_array(mask: Volume | npt.ArrayLike) -> np.ndarray:

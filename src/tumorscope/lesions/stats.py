@@ -159,10 +159,36 @@ def lesion_statistics(
     st = None if status is None else np.asarray(status)
     ok = valid_voxels(data, st, converged=converged) & m
     x = data[ok].astype(np.float64)
-    n_vox = int(m.sum())
-    n_ok = int(x.size)
     unit = PARAMETER_UNITS.get(map_name, "") if unit is None else unit
+    names, vals, units, notes = _statistics_of(
+        x,
+        int(m.sum()),
+        where=where,
+        unit=unit,
+        percentiles=percentiles,
+        entropy_bins=entropy_bins,
+        histogram_bins=histogram_bins,
+        strict=strict,
+    )
+    key = (lesion_id, visit, map_name)
+    return long_frame(STATS_COLUMNS, key, names, vals, unit=units, note=notes)
 
+
+def _statistics_of(
+    x: np.ndarray,
+    n_vox: int,
+    *,
+    where: str,
+    unit: str,
+    percentiles: Sequence[float] = (10, 25, 75, 90),
+    entropy_bins: int = 32,
+    histogram_bins: int | None = None,
+    strict: bool = False,
+) -> tuple[list[str], list[float], list[str], list[str]]:
+    """Names, values, units and notes of the statistics of a lesion's valid values ``x``
+    (float64, in C order of the voxels) out of its ``n_vox`` voxels (:func:`lesion_statistics`).
+    """
+    n_ok = int(x.size)
     note = ""
     stats: dict[str, float] = {
         "n_voxels": float(n_vox),
@@ -174,7 +200,7 @@ def lesion_statistics(
         note = f"all {n_vox} lesion voxels excluded (non-finite value or fit not converged)"
         if strict:
             raise DataError(note, field=where)
-        warnings.warn(f"{where}: {note}; statistics are NaN", TumorscopeWarning, stacklevel=2)
+        warnings.warn(f"{where}: {note}; statistics are NaN", TumorscopeWarning, stacklevel=3)
         for name in ("mean", "median", "sd", *pct_names, "min", "max"):
             stats[name] = np.nan
         stats.update(skewness=np.nan, kurtosis=np.nan, entropy=np.nan)
@@ -206,8 +232,7 @@ def lesion_statistics(
         vals += hist_vals
         units += hist_units
     notes = [note if not np.isfinite(v) else "" for v in vals]
-    key = (lesion_id, visit, map_name)
-    return long_frame(STATS_COLUMNS, key, names, vals, unit=units, note=notes)
+    return names, vals, units, notes
 
 
 def statistics_table(
@@ -243,25 +268,50 @@ def statistics_table(
     """
     import pandas as pd
 
-    frames = []
-    for lesion_id, mask in masks.items():
-        for name, values in maps.items():
-            st = status.get(name) if isinstance(status, Mapping) else status
-            frames.append(
-                lesion_statistics(
-                    values,
-                    mask,
-                    lesion_id=str(lesion_id),
-                    visit=visit,
-                    map_name=name,
-                    unit=None if units is None else units.get(name),
-                    status=st,
-                    histogram_bins=histogram_bins,
-                )
-            )
-    if not frames:
+    if not masks:
         return pd.DataFrame(columns=list(STATS_COLUMNS))
-    return pd.concat(frames, ignore_index=True)
+    # each map (and its validity) once, flattened in C order; each lesion's voxel indices
+    # once: a lesion's values are then a gather of its own voxels, not a pass over the volume
+    arrays = {
+        name: np.asarray(values.data if isinstance(values, Volume) else values)
+        for name, values in maps.items()
+    }
+    flat: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # values and validity, C order
+    cols: dict[str, list[Any]] = {c: [] for c in STATS_COLUMNS}
+    for lesion_id, mask in masks.items():
+        m = np.asarray(mask.data if isinstance(mask, Volume) else mask).astype(bool)
+        idx: np.ndarray | None = None
+        for name, values in maps.items():
+            data = arrays[name]
+            where = _where(str(lesion_id), visit, name)
+            _check_pair(values, mask, data, m, where)
+            if idx is None:
+                idx = np.flatnonzero(m)
+                if idx.size == 0:
+                    raise DataError("lesion mask is empty", field=where)
+            if name not in flat:
+                st = status.get(name) if isinstance(status, Mapping) else status
+                ok = valid_voxels(data, None if st is None else np.asarray(st))
+                flat[name] = (data.ravel(), ok.ravel())
+            values_flat, ok_flat = flat[name]
+            inside = values_flat[idx]
+            x = inside[ok_flat[idx]].astype(np.float64)
+            unit = units.get(name) if units is not None else None
+            unit = PARAMETER_UNITS.get(name, "") if unit is None else unit
+            names, vals, unit_col, notes = _statistics_of(
+                x, int(idx.size), where=where, unit=unit, histogram_bins=histogram_bins
+            )
+            n = len(names)
+            cols["lesion_id"] += [str(lesion_id)] * n
+            cols["visit"] += [visit] * n
+            cols["map"] += [name] * n
+            cols["statistic"] += names
+            cols["value"] += vals
+            cols["unit"] += unit_col
+            cols["note"] += notes
+    frame = pd.DataFrame(cols, columns=list(STATS_COLUMNS))
+    frame["value"] = frame["value"].astype(float)
+    return frame
 
 
 def long_frame(
@@ -302,6 +352,20 @@ def _where(lesion_id: str, visit: str, map_name: str) -> str:
 def _aligned(
     values: Volume | npt.ArrayLike, mask: Volume | npt.ArrayLike, where: str
 ) -> tuple[np.ndarray, np.ndarray]:
+    data = np.asarray(values.data if isinstance(values, Volume) else values)
+    m = np.asarray(mask.data if isinstance(mask, Volume) else mask).astype(bool)
+    _check_pair(values, mask, data, m, where)
+    return data, m
+
+
+def _check_pair(
+    values: Volume | npt.ArrayLike,
+    mask: Volume | npt.ArrayLike,
+    data: np.ndarray,
+    m: np.ndarray,
+    where: str,
+) -> None:
+    """A map and a lesion mask on one grid (the arrays are those of ``values`` and ``mask``)."""
     if isinstance(values, Volume) and isinstance(mask, Volume) and not values.same_grid(mask):
         raise DataError(
             f"mask grid {mask.spatial_shape} (affine diagonal "
@@ -312,8 +376,6 @@ def _aligned(
             file=mask.source,
             field=where,
         )
-    data = np.asarray(values.data if isinstance(values, Volume) else values)
-    m = np.asarray(mask.data if isinstance(mask, Volume) else mask).astype(bool)
     if data.ndim != 3:
         raise DataError(f"expected a 3-D map, got shape {data.shape}", field=where)
     if data.shape != m.shape:
@@ -322,7 +384,6 @@ def _aligned(
             "mask onto the map's grid first",
             field=where,
         )
-    return data, m
 
 
 def _unit_of(statistic: str, unit: str) -> str:

@@ -68,6 +68,12 @@ class RunOptions:
         Voxels the diffusion models are fitted in: ``body`` (signal at the lowest b-value at
         least 10 % of its 99th percentile, :func:`tumorscope.stages.diffusion.body_mask`; the
         background is NaN, not fitted) or ``all`` (the whole volume, as before).
+    relax_region : str, default "body"
+        Voxels the relaxometry models (T2*, T2, IR T1; MOLLI T1 and T2-prep T2 of
+        ``fit_cardiac``) are fitted in: ``body`` (the largest
+        signal over a series' volumes at least 10 % of its 99th percentile,
+        :func:`tumorscope.stages.relaxometry.body_mask`; the background is NaN, not fitted)
+        or ``all`` (the whole volume, as before).
     dce_model : str, default "extended_tofts"
         Pharmacokinetic model of the DCE fit (``tofts``, ``extended_tofts``, ``patlak``,
         ``2cxm``, ``2cum``).
@@ -112,6 +118,7 @@ class RunOptions:
 
     dwi_models: tuple[str, ...] = ("adc", "ivim")
     dwi_region: str = "body"
+    relax_region: str = "body"
     dce_model: str = "extended_tofts"
     dce_aif: str = "parker"
     hypoxia_r2star_per_s: float | None = None
@@ -306,6 +313,7 @@ def _check_offsets(name: str, value: Any) -> tuple[float, ...]:
 _CHECKS: dict[str, Any] = {
     "dwi_models": _check_dwi_models,
     "dwi_region": lambda n, v: _choice(n, v, ("body", "all")),
+    "relax_region": lambda n, v: _choice(n, v, ("body", "all")),
     "dce_model": _check_dce_model,
     "dce_aif": _check_dce_aif,
     "hypoxia_r2star_per_s": lambda n, v: _number(n, v, optional=True),

@@ -88,7 +88,8 @@ def cardiac_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def run_fit_cardiac(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """MOLLI T1 (native and post-contrast) and T2-prep T2 of the visit."""
+    """MOLLI T1 (native and post-contrast) and T2-prep T2 of the visit, in the voxels of the
+    run option ``relax_region`` (default the body, as ``fit_relax``)."""
     from ..stages.base import SeriesInput
     from ..stages.cardiac import CARDIAC_ROLES, fit_cardiac_visit
 
@@ -98,6 +99,7 @@ def run_fit_cardiac(ctx: Context, study: Study, unit: Unit, upstream: Upstream) 
         {r: SeriesInput.of(s) for r, s in series.items() if r in CARDIAC_ROLES},
         out_dir=maps_dir(ctx, unit.subject, unit.visit),
         prefix=map_prefix(unit.subject, unit.visit),
+        region=ctx.options.relax_region,
     )
     out = record_maps(ctx, "fit_cardiac", unit, res.maps, res.files)
     out.notes += list(res.warnings)

@@ -194,15 +194,17 @@ def _relax_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
 
 
 def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """T2*, T2 and inversion-recovery T1 of every relaxometry series of the visit."""
+    """T2*, T2 and inversion-recovery T1 of every relaxometry series of the visit, in the
+    voxels of the option ``relax_region`` (default the body, as ``fit_dwi``)."""
     from ..stages.base import SeriesInput
-    from ..stages.relaxometry import RELAXOMETRY_ROLES, fit_relaxometry
+    from ..stages.relaxometry import RELAXOMETRY_ROLES, RelaxometryOptions, fit_relaxometry
 
     series = _visit(study, unit).series
     res = fit_relaxometry(
         {r: SeriesInput.of(s) for r, s in series.items() if r in RELAXOMETRY_ROLES},
         out_dir=_maps_dir(ctx, unit),
         prefix=_prefix(unit),
+        options=RelaxometryOptions(region=ctx.options.relax_region),
     )
     return _recorded(ctx, "fit_relax", unit, res)
 
@@ -532,13 +534,16 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_relax",
         "visit",
-        "3",  # 2: the map index names the series of each map; 3: inputs relative to the study
+        # 2: the map index names the series of each map; 3: inputs relative to the study;
+        # 4: fitted in the body (option relax_region)
+        "4",
         "T2*, T2 and inversion-recovery T1 maps of the relaxometry series",
         _fit_relax,
         _relax_inputs,
         requires=("register",),
         applies=_relax_applies,
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
+        option_keys=("relax_region",),
         exclusive=("memory",),
     ),
     Step(
@@ -602,13 +607,14 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_cardiac",
         "visit",
-        "1",
+        "2",  # 2: fitted in the body (option relax_region)
         "MOLLI T1 (native, post-contrast) and T2-prep T2 maps",
         run_fit_cardiac,
         cardiac_inputs,
         requires=("register",),
         applies=cardiac_applies,
         missing=lambda: _has_module("tumorscope.stages.cardiac", "fit_cardiac_visit"),
+        option_keys=("relax_region",),
     ),
     Step(
         "organ_watch",

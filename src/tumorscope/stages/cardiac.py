@@ -7,6 +7,11 @@ sidecar (``InversionTime``, s, one per image, any order). The fit is
 :class:`~tumorscope.models.cardiac.MOLLIT1`; maps are written by
 :func:`tumorscope.stages.fit.fit_volume` as ``<prefix>molli_<param>.nii.gz`` (``A``,
 ``T1star``, ``B_over_A``, ``T1``, ``R1`` + status, rss, standard errors).
+
+``region="body"`` (the pipeline's default, run option ``relax_region``) fits the MOLLI and
+T2-prep series only where there is signal, as the relaxometry stage does
+(:func:`tumorscope.stages.relaxometry.body_mask`); elsewhere the maps are NaN (status 255 for
+MOLLI) and the rule is in the provenance.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from ..errors import DataError
 from ..models.cardiac import MOLLIT1
 from ..protocol import InversionRecoveryProtocol
 from .base import MapFile, SeriesInput, StageResult
-from .relaxometry import MaskLike, RelaxometryOptions, _fit_series
+from .relaxometry import BODY_RULE, MaskLike, RelaxometryOptions, _fit_series, body_mask
 
 __all__ = [
     "CARDIAC_ROLES",
@@ -42,8 +47,10 @@ def fit_molli_series(
     prefix: str | None = None,
     mask: MaskLike = None,
     chunk_voxels: int | None = None,
+    region: str = "all",
 ) -> StageResult:
-    """Fit MOLLI T1 to one series (default prefix ``"<series stem>_molli_"``).
+    """Fit MOLLI T1 to one series (default prefix ``"<series stem>_molli_"``), in ``mask``
+    or else the ``region`` (``"all"`` or ``"body"``, :class:`RelaxometryOptions`).
 
     Raises
     ------
@@ -68,15 +75,20 @@ def fit_molli_series(
         out_dir=out_dir,
         prefix=pre,
         mask=mask,
-        opts=RelaxometryOptions(chunk_voxels=chunk_voxels),
+        opts=RelaxometryOptions(chunk_voxels=chunk_voxels, region=region),
     )
 
 
 def fit_t2prep_series(
-    series: SeriesInput, *, out_dir: str | os.PathLike[str], prefix: str = ""
+    series: SeriesInput,
+    *,
+    out_dir: str | os.PathLike[str],
+    prefix: str = "",
+    region: str = "all",
 ) -> StageResult:
     """T2 (ms) and M0 of a T2-prepared bSSFP series (``T2PrepDuration`` in s, sidecar) as
-    ``<prefix>t2prep_T2.nii.gz`` / ``_M0`` (:func:`tumorscope.models.cardiac.fit_t2prep`)."""
+    ``<prefix>t2prep_T2.nii.gz`` / ``_M0`` (:func:`tumorscope.models.cardiac.fit_t2prep`),
+    over the whole volume or (``region="body"``) its voxels with signal."""
     import numpy as np
 
     from .. import __version__
@@ -98,16 +110,20 @@ def fit_t2prep_series(
             file=series.label,
             field="T2PrepDuration",
         )
+    RelaxometryOptions(region=region)  # checks the name
+    mask = body_mask(vol) if region == "body" else None
     try:
-        res = fit_t2prep(data, [1e3 * float(v) for v in raw])
+        res = fit_t2prep(data, [1e3 * float(v) for v in raw], mask=mask)
     except DataError as exc:
         raise DataError(exc.message, file=series.label, field="T2PrepDuration") from exc
-    prov = {
+    prov: dict[str, object] = {
         "model": "t2prep",
         "prep_times_ms": [1e3 * float(v) for v in raw],
         "inputs": {k: file_sha256(v) for k, v in series.files.items()},
         "tumorscope_version": __version__,
     }
+    if mask is not None:
+        prov["region"] = {"name": "body", "rule": BODY_RULE, "voxels": int(mask.sum())}
     out = StageResult()
     for name, unit in (("T2", "ms"), ("M0", "a.u.")):
         path = Path(out_dir) / f"{prefix}t2prep_{name}.nii.gz"
@@ -125,18 +141,28 @@ def fit_t2prep_series(
 
 
 def fit_cardiac_visit(
-    series: dict[str, SeriesInput], *, out_dir: str | os.PathLike[str], prefix: str = ""
+    series: dict[str, SeriesInput],
+    *,
+    out_dir: str | os.PathLike[str],
+    prefix: str = "",
+    region: str = "all",
 ) -> StageResult:
     """Every cardiac mapping series of a visit: ``t1_molli`` (maps ``molli.*``),
-    ``t1_molli_post`` (``molli_post.*``), ``t2_prep`` (``t2prep.*``)."""
+    ``t1_molli_post`` (``molli_post.*``), ``t2_prep`` (``t2prep.*``), each fitted in
+    ``region`` (``"all"`` or ``"body"``; the pipeline passes the run option
+    ``relax_region``)."""
     import dataclasses
 
     out = StageResult()
     for role, model in (("t1_molli", "molli"), ("t1_molli_post", "molli_post")):
         if role in series:
-            res = fit_molli_series(series[role], out_dir=out_dir, prefix=f"{prefix}{model}_")
+            res = fit_molli_series(
+                series[role], out_dir=out_dir, prefix=f"{prefix}{model}_", region=region
+            )
             res.maps = [dataclasses.replace(m, model=model) for m in res.maps]
             out.extend(res)
     if "t2_prep" in series:
-        out.extend(fit_t2prep_series(series["t2_prep"], out_dir=out_dir, prefix=prefix))
+        out.extend(
+            fit_t2prep_series(series["t2_prep"], out_dir=out_dir, prefix=prefix, region=region)
+        )
     return out

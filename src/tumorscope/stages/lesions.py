@@ -680,17 +680,19 @@ def _map_statistics(
         role = vin.series.get(k)
         groups.setdefault(role if role in vin.alignments else None, []).append(k)
     parts = []
+    read: dict[Any, np.ndarray] = {}  # status maps by path: a model's maps share one
     for role, names in groups.items():
         vols = {k: Volume.from_nifti(maps[k][0]) for k in names}
         values = {k: v.data for k, v in vols.items()}
         status = {}
         for k in names:
             st_path = maps[k][1]
-            status[k] = (
-                Volume.from_nifti(st_path, dtype=np.uint8).data
-                if st_path is not None
-                else np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
-            )
+            if st_path is None:
+                status[k] = np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
+                continue
+            if st_path not in read:
+                read[st_path] = Volume.from_nifti(st_path, dtype=np.uint8).data
+            status[k] = read[st_path]
         unit_of = {k: maps[k][2] for k in names}
         group_masks = masks
         if role is not None:

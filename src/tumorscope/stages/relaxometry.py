@@ -15,6 +15,12 @@ map for T2*) are read and checked on the series grid before anything is fitted o
 Maps are written by :func:`tumorscope.stages.fit.fit_volume` as ``<prefix><param>.nii.gz`` +
 sidecar, plus ``status``, ``rss`` and ``<param>_stderr``; :func:`fit_relaxometry` uses the
 prefix ``<prefix><model>_``, e.g. ``sub-001_ses-01_t2star_R2star.nii.gz``.
+
+Where: :attr:`RelaxometryOptions.region` ``"body"`` fits only the voxels with signal
+(:func:`body_mask`, the diffusion stage's rule on the series' strongest volume; the pipeline's
+default, run option ``relax_region``), ``"all"`` the whole volume. A Rician noise level that
+is not given is estimated over the whole volume either way (its background holds the noise),
+so a voxel's fit does not depend on the region.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -41,6 +47,7 @@ __all__ = [
     "RELAXOMETRY_ROLES",
     "STAGE_ROLES",
     "RelaxometryOptions",
+    "body_mask",
     "fit_relaxometry",
     "fit_relaxometry_series",
     "relaxometry_model",
@@ -56,6 +63,14 @@ STAGE_ROLES: tuple[str, ...] = (*RELAXOMETRY_ROLES, "t1_vfa")
 
 #: How messages name the per-voxel input maps.
 _MAP_LABELS = {"b1": "B1 map", "noise_sigma_map": "noise map"}
+
+#: Values of :attr:`RelaxometryOptions.region`.
+REGIONS = ("all", "body")
+#: ``region="body"``: voxels whose strongest signal is at least this fraction of its 99th
+#: percentile over the volume (the DWI and DCE stages' rule).
+BODY_FRACTION = 0.1
+#: The rule, as recorded in the maps' provenance.
+BODY_RULE = f"largest signal over the volumes >= {BODY_FRACTION:g} x its 99th percentile"
 
 MaskLike = Volume | np.ndarray | str | os.PathLike[str] | None
 
@@ -78,6 +93,13 @@ class RelaxometryOptions:
         VFA T1 estimator (:class:`~tumorscope.models.relaxometry.VFAT1`).
     chunk_voxels : int, optional
         Voxels per block of the fits (memory bound; the results do not depend on it).
+    region : {"all", "body"}, default "all"
+        Voxels fitted when no mask is given: ``"all"`` the whole volume; ``"body"`` the
+        voxels with signal, :func:`body_mask` of each series (the background is noise:
+        fitting it costs as much as the body and its maps mean nothing; outside, the maps
+        are NaN with status 255, not fitted, and the rule is in the maps' provenance). A
+        given mask replaces the region. The pipeline's ``fit_relax`` step uses ``"body"``
+        (run option ``relax_region``).
     """
 
     t2star_floor: Literal["rician", "none"] = "rician"
@@ -86,6 +108,41 @@ class RelaxometryOptions:
     t2_noise_sigma: float | None = None
     vfa_method: Literal["nonlinear", "despot1", "two_point"] = "nonlinear"
     chunk_voxels: int | None = None
+    region: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.region not in REGIONS:
+            raise FitError(
+                f"unknown region {self.region!r}; expected one of {', '.join(REGIONS)}",
+                field="region",
+            )
+
+
+def body_mask(volume: Volume) -> np.ndarray:
+    """The voxels with signal: the largest magnitude over the series' volumes at least
+    :data:`BODY_FRACTION` (10 %) of its 99th percentile over the volume (NaN/inf: out).
+
+    The diffusion stage's rule (:func:`tumorscope.stages.diffusion.body_mask`, on the lowest
+    b) on the series' strongest volume of each voxel: the first echo of a decay; for
+    inversion recovery and VFA the inversion time or flip angle of the largest signal depends
+    on the voxel's T1 (a tissue near its null point at one TI is bright at the others). What
+    falls out is air, lung, cortical bone and the background, whose maps are noise.
+    """
+    data = np.asarray(volume.data)
+    if data.ndim == 3:
+        data = data[..., np.newaxis]
+    # one volume at a time (no 4-D temporary), in the data's own type (|x| and max are exact);
+    # np.maximum propagates NaN, and |±inf| is inf: a voxel with a non-finite volume is out
+    peak = np.abs(data[..., 0])
+    for k in range(1, data.shape[-1]):
+        np.maximum(peak, np.abs(data[..., k]), out=peak)
+    peak = np.asarray(peak, dtype=np.float64)
+    finite = np.isfinite(peak)
+    if not finite.any():
+        return np.zeros(peak.shape, dtype=bool)
+    ref = float(np.percentile(peak[finite], 99.0))
+    with np.errstate(invalid="ignore"):
+        return finite & (peak >= BODY_FRACTION * ref) & (peak > 0)
 
 
 def relaxometry_model(series: SeriesInput, options: RelaxometryOptions | None = None) -> Model:
@@ -156,8 +213,8 @@ def fit_relaxometry(
         Roles to fit (of :data:`STAGE_ROLES`); default every role of
         :data:`RELAXOMETRY_ROLES` present. A role asked for but absent is an error.
     mask : Volume, ndarray, path or None, keyword-only
-        Voxels to fit (default: the whole volume: maps are shown over the anatomy; a voxel's
-        fit does not depend on the others).
+        Voxels to fit; replaces ``options.region`` (default: the region, the whole volume
+        unless ``options.region="body"``; a voxel's fit does not depend on the others).
 
     Returns
     -------
@@ -231,7 +288,8 @@ def fit_relaxometry_series(
         ``"<series stem>_<model>_"``.
     options : RelaxometryOptions, keyword-only, optional
     mask : Volume, ndarray, path or None, keyword-only
-        Mask on the series grid; a path is hashed into the provenance.
+        Mask on the series grid (replaces ``options.region``); a path is hashed into the
+        provenance.
     voxel_maps : mapping of str to path, keyword-only, optional
         Per-voxel input maps of the model by name (``{"b1": path}`` for VFA,
         ``{"noise_sigma_map": path}`` for T2*), NIfTI on the series grid; hashed into the
@@ -303,6 +361,14 @@ def _fit_series(
         files[name] = Path(path)
     if isinstance(mask, str | os.PathLike):
         files["mask"] = Path(mask)
+    extra: dict[str, Any] = {}
+    if mask is None and opts.region == "body":
+        mask = body_mask(vol)
+        extra["region"] = {"name": "body", "rule": BODY_RULE, "voxels": int(mask.sum())}
+        if isinstance(model, T2 | T2Star) and "noise_sigma_map" not in inputs:
+            # the noise level from the whole volume, as without a region: the background
+            # holds the noise, and a voxel's fit does not depend on the region
+            model = model.with_noise_estimated(vol.data)
     with capture_warnings():
         res = fit_volume(
             model,
@@ -313,6 +379,7 @@ def _fit_series(
             input_files=files,
             chunk_voxels=opts.chunk_voxels,
             voxel_inputs=inputs,
+            extra_provenance=extra,
         )
     status = res.files.get("status")
     maps = [

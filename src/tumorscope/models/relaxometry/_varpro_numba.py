@@ -228,6 +228,81 @@ def _newton_rate(y, t, a, b, x):
 
 
 @nb.njit(cache=True)
+def _newton_time2(y, t, a, b, x):
+    """Minimiser of the reduced rss of ``y ≈ c0 + c1 exp(-t / T)`` (unconstrained) over
+    ``θ = log T`` in ``[a, b]``, from ``x``: the safeguarded Newton of :func:`_newton_rate`
+    on ``dφ/dθ = 0`` with the analytic derivatives of ``φ = Σy² - N / D``, where for the
+    basis ``(1, e)``, ``D = m Σe² - (Σe)²`` and ``N = Σe² (Σy)² - 2 Σe Σy Σey + m (Σey)²``;
+    ``de/dθ = e u`` and ``d²e/dθ² = e (u² - u)`` with ``u = t / T``. Converges to
+    ``|Δθ| < 1e-10`` in a few evaluations where Brent needs ~20 for 1e-6 (the inversion
+    recovery search of every voxel and polarity candidate). Returns ``(θ, φ)``; ``φ`` is that
+    of the last point evaluated (the caller recomputes the rss at ``θ``)."""
+    m = t.shape[0]
+    yy = 0.0
+    sy = 0.0
+    for k in range(m):
+        yy += y[k] * y[k]
+        sy += y[k]
+    fm = float(m)
+    phi = yy
+    for _ in range(60):
+        inv = math.exp(-x)
+        se = se1 = se2 = 0.0  # Σe and its θ-derivatives
+        ee = ee1 = ee2 = 0.0  # Σe²
+        ey = ey1 = ey2 = 0.0  # Σey
+        for k in range(m):
+            u = t[k] * inv
+            ek = math.exp(-u)
+            e1 = ek * u
+            e2 = ek * (u * u - u)
+            se += ek
+            se1 += e1
+            se2 += e2
+            ee += ek * ek
+            ee1 += 2.0 * ek * e1
+            ee2 += 2.0 * (e1 * e1 + ek * e2)
+            ey += ek * y[k]
+            ey1 += e1 * y[k]
+            ey2 += e2 * y[k]
+        D = fm * ee - se * se
+        if not (D > 1e-12 * max(fm * ee, 1e-300)):
+            d1 = 0.0
+            d2 = 0.0
+        else:
+            N = ee * sy * sy - 2.0 * se * sy * ey + fm * ey * ey
+            N1 = ee1 * sy * sy - 2.0 * sy * (se1 * ey + se * ey1) + 2.0 * fm * ey * ey1
+            N2 = (
+                ee2 * sy * sy
+                - 2.0 * sy * (se2 * ey + 2.0 * se1 * ey1 + se * ey2)
+                + 2.0 * fm * (ey1 * ey1 + ey * ey2)
+            )
+            D1 = fm * ee1 - 2.0 * se * se1
+            D2 = fm * ee2 - 2.0 * (se1 * se1 + se * se2)
+            phi = max(yy - N / D, 0.0)
+            q1 = (N1 * D - N * D1) / (D * D)
+            q2 = (N2 * D - N * D2) / (D * D) - 2.0 * D1 * q1 / D
+            d1 = -q1
+            d2 = -q2
+        if d1 == 0.0:
+            break
+        if d1 > 0.0:
+            b = x
+        else:
+            a = x
+        if d2 > 0.0:
+            xn = x - d1 / d2
+            if not (a < xn < b):
+                xn = 0.5 * (a + b)
+        else:
+            xn = 0.5 * (a + b)
+        done = abs(xn - x) < 1e-10
+        x = xn
+        if done:
+            break
+    return x, phi
+
+
+@nb.njit(cache=True)
 def _search(y, t, grid, E, S, rate, two, nonneg, e):
     """Grid then Brent: ``(θ, at_bound)``, never worse than the best grid point.
 
@@ -277,6 +352,9 @@ def _search(y, t, grid, E, S, rate, two, nonneg, e):
     kc = min(max(g_best, 1), n_grid - 2)
     if rate and not two and nonneg:
         th, r = _newton_rate(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])
+        r = _rss_at(y, t, th, rate, two, nonneg, e)
+    elif two and not rate:
+        th, r = _newton_time2(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])
         r = _rss_at(y, t, th, rate, two, nonneg, e)
     else:
         th, r = _brent(y, t, grid[kc - 1], grid[kc + 1], rate, two, nonneg, e)

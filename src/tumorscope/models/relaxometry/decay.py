@@ -327,10 +327,24 @@ class _DecayModel(RelaxometryModel):
             )
             return res
         if self.floor == "rician" and self.noise_sigma is None:
-            model = copy_model(self)
-            model.noise_sigma, model._sigma_estimated = self.estimate_noise(given.data, given.mask)
-            return model._fit_validated(given)
+            return self.with_noise_estimated(given.data, given.mask)._fit_validated(given)
         return super()._fit_validated(given)
+
+    def with_noise_estimated(
+        self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None
+    ) -> _DecayModel:
+        """A copy whose Rician noise level is estimated from ``data`` (:meth:`estimate_noise`,
+        within ``mask``), recorded in the provenance as estimated; the model itself if the
+        noise level is given or the floor is not Rician.
+
+        What :meth:`fit` does first; done apart, the noise level can come from the whole
+        volume (its background) while only the body is fitted.
+        """
+        if self.floor != "rician" or self.noise_sigma is not None:
+            return self
+        model = copy_model(self)
+        model.noise_sigma, model._sigma_estimated = self.estimate_noise(data, mask)
+        return model
 
     def estimate_noise_sigma(
         self, data: npt.ArrayLike, mask: npt.ArrayLike | None = None, *, max_voxels: int = 5000
