@@ -53,9 +53,10 @@ def _figure(w: float, h: float, *, layout: Literal["tight"] | None = "tight") ->
 
 
 def to_data_uri(fig: Figure) -> str:
-    """PNG of a figure as a ``data:`` URI."""
+    """PNG of a figure as a ``data:`` URI (zlib level 1: 2.5× faster to encode than PIL's
+    default 6 for ~6 % more bytes on a map grid)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -165,39 +166,50 @@ def map_grid(
         Colour-bar unit and display range per map (default: 2nd-98th percentile of the
         first row). One range per map for all rows, so visits compare; one colour bar per
         column, under the last row.
+
+    Notes
+    -----
+    The panels are one mosaic: each slice is coloured here (its map's colour map and range)
+    and scaled to its panel by whole-voxel nearest-neighbour repetition (square voxels, as
+    ``imshow``), then the mosaic is drawn at one figure pixel per mosaic pixel in a single
+    axes, with the lesion outlines (``contour`` at 0.5 through the voxel centres), titles and
+    one colour bar per map column. A grid of 4 visits × 9 maps is 36 matplotlib axes
+    otherwise, whose creation and drawing cost ~10× the pixels (issue 21).
     """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
     columns: list[str] = []
     if any(r.get("anatomical") is not None for r in rows):
         columns.append("anatomical")
     for r in rows:
         columns += [k for k in r["maps"] if k not in columns]
     nr, nc = max(1, len(rows)), max(1, len(columns))
-    fig = _figure(1.9 * nc, 1.9 * nr + 0.7, layout=None)
-    fig.subplots_adjust(
-        left=0.06,
-        right=0.99,
-        top=1 - 0.3 / (1.9 * nr + 0.7),
-        bottom=0.5 / (1.9 * nr + 0.7),
-        wspace=0.05,
-        hspace=0.12,
-    )
-    axes = fig.subplots(nr, nc, squeeze=False)
+    dpi = 90
+    w_in, h_in = 1.9 * nc, 1.9 * nr + 0.7
+    fig = _figure(w_in, h_in, layout=None)
+    # panel area in inches: 0.06 of the width on the left for the row labels, 0.3 in on top
+    # for the titles, 0.55 in at the bottom for the colour bars
+    x0, y0 = round(0.06 * w_in * dpi), round(0.55 * dpi)  # pixels
+    W, H = round(0.99 * w_in * dpi) - x0, round((h_in - 0.3) * dpi) - y0
+    x0_in, y0_in = x0 / dpi, y0 / dpi
+    cw, ch = W / nc, H / nr
+    gap = 3  # pixels between panels
+    mosaic = np.ones((H, W, 4))  # white, opaque; rows grow upwards (origin="lower")
     lims = dict(limits or {})
-    images: dict[str, Any] = {}
+    shown: set[str] = set()
+    outlines: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for i, r in enumerate(rows):
+        row_bottom = H - (i + 1) * ch  # row 0 on top
         for j, name in enumerate(columns):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
             img = r.get("anatomical") if name == "anatomical" else r["maps"].get(name)
-            if i == 0:
-                ax.set_title(name, fontsize=8)
-            if j == 0:
-                ax.set_ylabel(str(r.get("label", "")), fontsize=7)
             if img is None:
-                ax.set_frame_on(False)
                 continue
             data = np.asarray(img, dtype=float).T  # rows = y, so the image is upright
+            if data.ndim != 2 or not data.size:
+                continue
             if name not in lims:
                 finite = data[np.isfinite(data)]
                 lo, hi = (
@@ -205,28 +217,64 @@ def map_grid(
                 )
                 lims[name] = (lo, hi if hi > lo else lo + 1.0)
             lo, hi = lims[name]
-            cmap = "gray" if name == "anatomical" else "viridis"
-            images[name] = ax.imshow(data, cmap=cmap, vmin=lo, vmax=hi, origin="lower")
+            cmap = colormaps["gray" if name == "anatomical" else "viridis"]
+            rgba = cmap(Normalize(lo, hi)(np.ma.masked_invalid(data)))
+            shown.add(name)
+            # the panel: square voxels, as large as the cell allows, centred
+            ny, nx = data.shape
+            scale = min((cw - gap) / nx, (ch - gap) / ny)
+            pw, ph = max(1, int(nx * scale)), max(1, int(ny * scale))
+            px0 = int(j * cw + (cw - pw) / 2)
+            py0 = int(row_bottom + (ch - ph) / 2)
+            iy = np.minimum((np.arange(ph) + 0.5) * ny / ph, ny - 1).astype(int)
+            ix = np.minimum((np.arange(pw) + 0.5) * nx / pw, nx - 1).astype(int)
+            block = rgba[iy[:, None], ix[None, :]]
+            transparent = block[..., 3] == 0  # NaN: the white background
+            block[transparent] = 1.0
+            block[[0, -1], :, :3] = 0.0  # a black frame, as an axes' spines
+            block[:, [0, -1], :3] = 0.0
+            mosaic[py0 : py0 + ph, px0 : px0 + pw] = block
             lab = r.get("labels")
             if lab is not None and np.any(lab):
-                ax.contour(
-                    (np.asarray(lab) > 0).T.astype(float),
-                    levels=[0.5],
-                    colors="#ff3b3b",
-                    linewidths=0.8,
-                )
-    from matplotlib.ticker import MaxNLocator
-
+                inside = (np.asarray(lab) > 0).T.astype(float)
+                if inside.shape == data.shape:  # voxel centres in mosaic pixels
+                    xs = px0 + (np.arange(nx) + 0.5) * pw / nx
+                    ys = py0 + (np.arange(ny) + 0.5) * ph / ny
+                    outlines.append((xs, ys, inside))
+    # placed pixel for pixel (no resampling); the axes above it, in mosaic pixels, carry the
+    # outlines and titles
+    fig.figimage(np.round(mosaic * 255).astype(np.uint8), xo=x0, yo=y0, origin="lower", zorder=-1)
+    ax = fig.add_axes((x0_in / w_in, y0_in / h_in, W / dpi / w_in, H / dpi / h_in))
+    ax.set_axis_off()
+    ax.set_xlim(0, W)
+    ax.set_ylim(0, H)
+    for xs, ys, inside in outlines:
+        ax.contour(xs, ys, inside, levels=[0.5], colors="#ff3b3b", linewidths=0.8)
     for j, name in enumerate(columns):
-        if name == "anatomical" or name not in images:
+        ax.text((j + 0.5) * cw, H + 4, name, fontsize=8, ha="center", va="bottom")
+    for i, r in enumerate(rows):
+        fig.text(
+            x0_in / w_in - 0.04 / w_in,
+            (y0_in + (H - (i + 0.5) * ch) / dpi) / h_in,
+            str(r.get("label", "")),
+            fontsize=7,
+            rotation=90,
+            ha="right",
+            va="center",
+        )
+    bar_w_in, bar_h_in = 0.8 * cw / dpi, 0.8 * cw / dpi / 12
+    for j, name in enumerate(columns):
+        if name == "anatomical" or name not in shown:
             continue
+        left_in = x0_in + (j + 0.1) * cw / dpi
+        cax = fig.add_axes(
+            (left_in / w_in, (y0_in - 0.12 - bar_h_in) / h_in, bar_w_in / w_in, bar_h_in / h_in)
+        )
+        lo, hi = lims[name]
         cb = fig.colorbar(
-            images[name],
-            ax=axes[:, j].tolist(),
+            ScalarMappable(Normalize(lo, hi), colormaps["viridis"]),
+            cax=cax,
             orientation="horizontal",
-            fraction=0.04,
-            pad=0.02,
-            aspect=12,
         )
         cb.locator = MaxNLocator(3)
         cb.update_ticks()
