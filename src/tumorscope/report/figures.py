@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -169,15 +170,15 @@ def map_grid(
 
     Notes
     -----
-    The panels are one mosaic: each slice is coloured here (its map's colour map and range)
-    and scaled to its panel by whole-voxel nearest-neighbour repetition (square voxels, as
-    ``imshow``), then the mosaic is drawn at one figure pixel per mosaic pixel in a single
-    axes, with the lesion outlines (``contour`` at 0.5 through the voxel centres), titles and
-    one colour bar per map column. A grid of 4 visits × 9 maps is 36 matplotlib axes
-    otherwise, whose creation and drawing cost ~10× the pixels (issue 21).
+    The figure is one image placed pixel for pixel (``figimage``) plus its texts, with no
+    matplotlib axes: each slice is coloured here (its map's colour map and range) and scaled
+    to its panel by whole-voxel nearest-neighbour repetition (square voxels, as ``imshow``),
+    framed in black; the lesion outline is the boundary of the scaled mask (the voxel edges,
+    in red); each map's colour bar is drawn the same way with three ticks
+    (``MaxNLocator(3)``). A grid of 4 visits × 9 maps was 36 axes, 8 colour-bar axes and 28
+    contours, whose creation and drawing cost ~10× the pixels (issue 21).
     """
     from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
@@ -190,19 +191,19 @@ def map_grid(
     dpi = 90
     w_in, h_in = 1.9 * nc, 1.9 * nr + 0.7
     fig = _figure(w_in, h_in, layout=None)
-    # panel area in inches: 0.06 of the width on the left for the row labels, 0.3 in on top
-    # for the titles, 0.55 in at the bottom for the colour bars
-    x0, y0 = round(0.06 * w_in * dpi), round(0.55 * dpi)  # pixels
-    W, H = round(0.99 * w_in * dpi) - x0, round((h_in - 0.3) * dpi) - y0
-    x0_in, y0_in = x0 / dpi, y0 / dpi
+    FW, FH = round(w_in * dpi), round(h_in * dpi)
+    # panel area: 6 % of the width on the left (row labels), 0.3 in on top (titles), 0.55 in
+    # at the bottom (colour bars); pixel rows grow upwards (origin="lower")
+    x0, y0 = round(0.06 * w_in * dpi), round(0.55 * dpi)
+    W, H = round(0.99 * w_in * dpi) - x0, FH - round(0.3 * dpi) - y0
     cw, ch = W / nc, H / nr
     gap = 3  # pixels between panels
-    mosaic = np.ones((H, W, 4))  # white, opaque; rows grow upwards (origin="lower")
+    canvas = np.ones((FH, FW, 3))  # the whole figure, white
+    red = np.array([1.0, 0x3B / 255, 0x3B / 255])
     lims = dict(limits or {})
     shown: set[str] = set()
-    outlines: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for i, r in enumerate(rows):
-        row_bottom = H - (i + 1) * ch  # row 0 on top
+        row_bottom = y0 + H - (i + 1) * ch  # row 0 on top
         for j, name in enumerate(columns):
             img = r.get("anatomical") if name == "anatomical" else r["maps"].get(name)
             if img is None:
@@ -218,70 +219,76 @@ def map_grid(
                 lims[name] = (lo, hi if hi > lo else lo + 1.0)
             lo, hi = lims[name]
             cmap = colormaps["gray" if name == "anatomical" else "viridis"]
-            rgba = cmap(Normalize(lo, hi)(np.ma.masked_invalid(data)))
             shown.add(name)
             # the panel: square voxels, as large as the cell allows, centred
             ny, nx = data.shape
             scale = min((cw - gap) / nx, (ch - gap) / ny)
             pw, ph = max(1, int(nx * scale)), max(1, int(ny * scale))
-            px0 = int(j * cw + (cw - pw) / 2)
+            px0 = int(x0 + j * cw + (cw - pw) / 2)
             py0 = int(row_bottom + (ch - ph) / 2)
             iy = np.minimum((np.arange(ph) + 0.5) * ny / ph, ny - 1).astype(int)
             ix = np.minimum((np.arange(pw) + 0.5) * nx / pw, nx - 1).astype(int)
+            rgba = cmap(Normalize(lo, hi)(np.ma.masked_invalid(data)))
             block = rgba[iy[:, None], ix[None, :]]
-            transparent = block[..., 3] == 0  # NaN: the white background
-            block[transparent] = 1.0
-            block[[0, -1], :, :3] = 0.0  # a black frame, as an axes' spines
-            block[:, [0, -1], :3] = 0.0
-            mosaic[py0 : py0 + ph, px0 : px0 + pw] = block
+            block[block[..., 3] == 0] = 1.0  # NaN: the white background
+            block = block[..., :3]
             lab = r.get("labels")
             if lab is not None and np.any(lab):
-                inside = (np.asarray(lab) > 0).T.astype(float)
-                if inside.shape == data.shape:  # voxel centres in mosaic pixels
-                    xs = px0 + (np.arange(nx) + 0.5) * pw / nx
-                    ys = py0 + (np.arange(ny) + 0.5) * ph / ny
-                    outlines.append((xs, ys, inside))
-    # placed pixel for pixel (no resampling); the axes above it, in mosaic pixels, carry the
-    # outlines and titles
-    fig.figimage(np.round(mosaic * 255).astype(np.uint8), xo=x0, yo=y0, origin="lower", zorder=-1)
-    ax = fig.add_axes((x0_in / w_in, y0_in / h_in, W / dpi / w_in, H / dpi / h_in))
-    ax.set_axis_off()
-    ax.set_xlim(0, W)
-    ax.set_ylim(0, H)
-    for xs, ys, inside in outlines:
-        ax.contour(xs, ys, inside, levels=[0.5], colors="#ff3b3b", linewidths=0.8)
+                inside = (np.asarray(lab) > 0).T
+                if inside.shape == data.shape:
+                    block[_boundary(inside[iy[:, None], ix[None, :]])] = red
+            block[[0, -1], :] = 0.0  # a black frame, as an axes' spines
+            block[:, [0, -1]] = 0.0
+            canvas[py0 : py0 + ph, px0 : px0 + pw] = block
+    texts: list[tuple[float, float, str, dict[str, Any]]] = []
     for j, name in enumerate(columns):
-        ax.text((j + 0.5) * cw, H + 4, name, fontsize=8, ha="center", va="bottom")
+        texts.append((x0 + (j + 0.5) * cw, y0 + H + 4, name, {"fontsize": 8, "va": "bottom"}))
     for i, r in enumerate(rows):
-        fig.text(
-            x0_in / w_in - 0.04 / w_in,
-            (y0_in + (H - (i + 0.5) * ch) / dpi) / h_in,
-            str(r.get("label", "")),
-            fontsize=7,
-            rotation=90,
-            ha="right",
-            va="center",
-        )
-    bar_w_in, bar_h_in = 0.8 * cw / dpi, 0.8 * cw / dpi / 12
+        label = str(r.get("label", ""))
+        at = (x0 - 4, y0 + H - (i + 0.5) * ch)
+        texts.append((*at, label, {"fontsize": 7, "rotation": 90, "ha": "right"}))
+    bar_w, bar_h = round(0.8 * cw), max(4, round(0.8 * cw / 12))
+    bar_y = y0 - round(0.12 * dpi) - bar_h
+    ramp = colormaps["viridis"](np.linspace(0.0, 1.0, bar_w))[:, :3]
     for j, name in enumerate(columns):
         if name == "anatomical" or name not in shown:
             continue
-        left_in = x0_in + (j + 0.1) * cw / dpi
-        cax = fig.add_axes(
-            (left_in / w_in, (y0_in - 0.12 - bar_h_in) / h_in, bar_w_in / w_in, bar_h_in / h_in)
-        )
+        bx = round(x0 + (j + 0.1) * cw)
+        bar = np.repeat(ramp[None], bar_h, axis=0)
+        bar[[0, -1], :] = 0.0
+        bar[:, [0, -1]] = 0.0
+        canvas[bar_y : bar_y + bar_h, bx : bx + bar_w] = bar
         lo, hi = lims[name]
-        cb = fig.colorbar(
-            ScalarMappable(Normalize(lo, hi), colormaps["viridis"]),
-            cax=cax,
-            orientation="horizontal",
-        )
-        cb.locator = MaxNLocator(3)
-        cb.update_ticks()
-        cb.ax.tick_params(labelsize=6)
+        ticks = [t for t in MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi]
+        for t in ticks:
+            tx = bx + round((t - lo) / (hi - lo) * (bar_w - 1))
+            canvas[bar_y - 4 : bar_y, tx] = 0.0
+            texts.append((tx, bar_y - 5, _tick_label(t, ticks), {"fontsize": 6, "va": "top"}))
         if units and units.get(name):
-            cb.set_label(units[name], fontsize=6, labelpad=1)
+            kw: dict[str, Any] = {"fontsize": 6, "va": "top"}
+            texts.append((bx + bar_w / 2, bar_y - 15, units[name], kw))
+    fig.figimage(np.round(canvas * 255).astype(np.uint8), origin="lower")
+    for x, y, text, kw in texts:
+        fig.text(x / FW, y / FH, text, **({"ha": "center", "va": "center"} | kw))
     return to_data_uri(fig)
+
+
+def _boundary(mask: np.ndarray) -> np.ndarray:
+    """Pixels of a 2-D mask with a 4-neighbour outside it (or on the mask's edge)."""
+    padded = np.pad(mask, 1)
+    inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:] & mask
+    return mask & ~inner
+
+
+def _tick_label(t: float, ticks: Sequence[float]) -> str:
+    """A colour-bar tick's text: as many decimals as the tick step needs (``0.5``, ``1.5e-03``
+    for small or large values)."""
+    span = max((abs(x) for x in ticks), default=0.0)
+    if span and (span < 1e-2 or span >= 1e5):
+        return f"{t:.1e}"
+    step = min((b - a for a, b in itertools.pairwise(ticks)), default=1.0)
+    decimals = max(0, -int(np.floor(np.log10(step))) if step > 0 else 0)
+    return f"{t:.{decimals}f}"
 
 
 def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str = "") -> str:
