@@ -83,7 +83,7 @@ def spider_plot(sums: pd.DataFrame, *, title: str = "Change of the target sum") 
     _recist_lines(ax)
     ax.set_xlabel("days on treatment")
     ax.set_ylabel("target sum, change from baseline (%)")
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)
     if len(sums):
         ax.legend(fontsize=7, ncols=2, title="subject", title_fontsize=7)
     return to_data_uri(fig)
@@ -113,7 +113,7 @@ def waterfall_plot(best: pd.DataFrame, *, title: str = "Best change of the targe
     _recist_lines(ax)
     ax.set_ylabel("best change from baseline (%)")
     ax.set_xlabel("subject")
-    ax.set_title(title)
+    ax.set_title(title, y=1.0)
     return to_data_uri(fig)
 
 
@@ -139,7 +139,7 @@ def trajectories(
         for lid, g in df.groupby("lesion_id", sort=True):
             g = g.sort_values("days")
             ax.plot(g["days"], g["value"], "o-", ms=4, label=str(lid))
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=9, y=1.0)  # y: no search for overlapping ticks
         ax.set_xlabel("days on treatment", fontsize=8)
         ax.set_ylabel((ylabels or {}).get(name, name), fontsize=8)
         ax.tick_params(labelsize=7)
@@ -315,7 +315,7 @@ def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str =
             v = v[np.isfinite(v)]
             if v.size:
                 ax.hist(v, bins=edges, histtype="step", lw=1.3, label=f"visit {visit}")
-        ax.set_title(name, fontsize=9)
+        ax.set_title(name, fontsize=9, y=1.0)  # y: no search for overlapping ticks
         ax.set_xlabel(unit or name, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7)
@@ -347,7 +347,7 @@ def fdm_panels(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], *, threshol
         cls[inside & (delta > threshold)] = 1.0
         cls[inside & (delta < -threshold)] = -1.0
         ax.imshow(cls.T, cmap=cmap, vmin=-1, vmax=1, origin="lower")
-        ax.set_title(title, fontsize=8)
+        ax.set_title(title, fontsize=8, y=1.0)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
