@@ -198,7 +198,7 @@ def map_grid(
     W, H = round(0.99 * w_in * dpi) - x0, FH - round(0.3 * dpi) - y0
     cw, ch = W / nc, H / nr
     gap = 3  # pixels between panels
-    canvas = np.ones((FH, FW, 3))  # the whole figure, white
+    canvas = np.full((FH, FW, 3), 255, dtype=np.uint8)  # the whole figure, white
     red = np.array([1.0, 0x3B / 255, 0x3B / 255])
     lims = dict(limits or {})
     shown: set[str] = set()
@@ -239,7 +239,7 @@ def map_grid(
                     block[_boundary(inside[iy[:, None], ix[None, :]])] = red
             block[[0, -1], :] = 0.0  # a black frame, as an axes' spines
             block[:, [0, -1]] = 0.0
-            canvas[py0 : py0 + ph, px0 : px0 + pw] = block
+            canvas[py0 : py0 + ph, px0 : px0 + pw] = np.round(block * 255)
     texts: list[tuple[float, float, str, dict[str, Any]]] = []
     for j, name in enumerate(columns):
         texts.append((x0 + (j + 0.5) * cw, y0 + H + 4, name, {"fontsize": 8, "va": "bottom"}))
@@ -257,17 +257,17 @@ def map_grid(
         bar = np.repeat(ramp[None], bar_h, axis=0)
         bar[[0, -1], :] = 0.0
         bar[:, [0, -1]] = 0.0
-        canvas[bar_y : bar_y + bar_h, bx : bx + bar_w] = bar
+        canvas[bar_y : bar_y + bar_h, bx : bx + bar_w] = np.round(bar * 255)
         lo, hi = lims[name]
         ticks = [t for t in MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi]
         for t in ticks:
             tx = bx + round((t - lo) / (hi - lo) * (bar_w - 1))
-            canvas[bar_y - 4 : bar_y, tx] = 0.0
+            canvas[bar_y - 4 : bar_y, tx] = 0
             texts.append((tx, bar_y - 5, _tick_label(t, ticks), {"fontsize": 6, "va": "top"}))
         if units and units.get(name):
             kw: dict[str, Any] = {"fontsize": 6, "va": "top"}
             texts.append((bx + bar_w / 2, bar_y - 15, units[name], kw))
-    fig.figimage(np.round(canvas * 255).astype(np.uint8), origin="lower")
+    fig.figimage(canvas, origin="lower")
     for x, y, text, kw in texts:
         fig.text(x / FW, y / FH, text, **({"ha": "center", "va": "center"} | kw))
     return to_data_uri(fig)
