@@ -53,6 +53,13 @@ def _figure(w: float, h: float, *, layout: Literal["tight"] | None = "tight") ->
     return Figure(figsize=(w, h), dpi=90, layout=layout)
 
 
+def _margins(fig: Figure, *, left: float, bottom: float, top: float, right: float = 0.15) -> None:
+    """Fixed margins in inches (instead of the tight layout, which measures every text at
+    each draw: 1.6× the drawing time of a row of histograms)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h)
+
+
 def to_data_uri(fig: Figure) -> str:
     """PNG of a figure as a ``data:`` URI (zlib level 1: 2.5× faster to encode than PIL's
     default 6 for ~6 % more bytes on a map grid)."""
@@ -70,7 +77,8 @@ def spider_plot(sums: pd.DataFrame, *, title: str = "Change of the target sum") 
         Columns ``subject``, ``days`` (days on treatment), ``change_pct``; optional
         ``response`` (colours the markers).
     """
-    fig = _figure(6.4, 4.0)
+    fig = _figure(6.4, 4.0, layout=None)
+    _margins(fig, left=0.75, bottom=0.5, top=0.35)
     ax = fig.add_subplot()
     for subject, g in sums.groupby("subject", sort=True):
         g = g.sort_values("days")
@@ -300,7 +308,9 @@ def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str =
         Map name -> visit -> voxel values (all lesions of the visit).
     """
     n = max(1, len(values))
-    fig = _figure(3.3 * n, 2.6)
+    fig = _figure(3.3 * n, 2.6, layout=None)
+    _margins(fig, left=0.45, bottom=0.45, top=0.3, right=0.1)
+    fig.subplots_adjust(wspace=0.3)
     axes = fig.subplots(1, n, squeeze=False).ravel()
     for ax, (name, by_visit) in zip(axes, values.items(), strict=True):
         parts = [np.asarray(v, float).ravel() for v in by_visit.values()]
