@@ -179,7 +179,7 @@ def map_grid(
 
     Notes
     -----
-    The figure is one image placed pixel for pixel (``figimage``) plus its texts, with no
+    The figure is one image pasted pixel for pixel on Agg's buffer plus its texts, with no
     matplotlib axes: each slice is coloured here (its map's colour map and range) and scaled
     to its panel by whole-voxel nearest-neighbour repetition (square voxels, as ``imshow``),
     framed in black; the lesion outline is the boundary of the scaled mask (the voxel edges,
