@@ -231,3 +231,16 @@ def test_trajectories_accept_any_number_of_panels(n: int) -> None:
     for i in range(n):
         panel = slice(int(i * width), int((i + 1) * width))
         assert blue[:, panel].sum() > 100 and orange[:, panel].sum() > 100
+
+
+def test_colour_bar_tick_labels_show_the_step() -> None:
+    from tumorscope.report.figures import _boundary, _tick_label
+
+    assert [_tick_label(t, [0.4, 0.8]) for t in (0.4, 0.8)] == ["0.4", "0.8"]
+    assert [_tick_label(t, [1000.0, 1500.0, 2000.0]) for t in (1000.0, 1500.0)] == ["1000", "1500"]
+    assert _tick_label(0.0015, [0.001, 0.0015, 0.002]) == "1.5e-03"
+    assert _tick_label(30.0, [30.0]) == "30"
+    mask = np.zeros((5, 6), bool)
+    mask[1:4, 0:3] = True
+    edge = _boundary(mask)
+    assert edge.sum() == 8 and not edge[2, 1] and edge[2, 0]  # the centre is inside

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tumorscope.report import sections
-from tumorscope.report.viewer import MAX_VOXELS, shrink
+from tumorscope.report.viewer import MAX_VOXELS, _nifti_b64, shrink
 
 
 def _world(affine: np.ndarray, ijk: np.ndarray) -> np.ndarray:
@@ -49,6 +49,38 @@ def test_stride_when_cropping_is_not_enough() -> None:
     assert step == int(aff[0, 0]) and origin == [0, 0, 0]
     assert step == 2 and "one voxel in 2" in how and out.size <= MAX_VOXELS
     assert out[3, 5, 7] == a[6, 10, 14]
+
+
+def test_viewer_nifti_bytes_are_nibabels() -> None:
+    """The viewer reuses nibabel's header of a grid for the next volume of that grid: the
+    bytes must be nibabel's own for every volume, whatever the order of the grids."""
+    import base64
+    import gzip
+
+    import nibabel as nib
+
+    rng = np.random.default_rng(1)
+    a1 = np.diag([0.8, 0.8, 1.5, 1.0])
+    a1[:3, 3] = [-10.0, 4.0, 2.5]
+    a2 = a1.copy()
+    a2[0, 3] += 3.0  # same shape, another affine
+    volumes = [
+        (rng.random((6, 5, 4)).astype(np.float32), a1),
+        (rng.random((6, 5, 4)).astype(np.float32) * 1e3, a1),
+        (np.full((6, 5, 4), np.nan, np.float32), a1),
+        (rng.random((6, 5, 4)), a2),  # float64 in: written as float32
+        (rng.random((3, 5, 4)).astype(np.float32), a1),
+        (rng.random((6, 5, 4)).astype(np.float32)[::-1], a1),  # not C-contiguous
+    ]
+    headers: dict[bytes, bytes] = {}
+    for data, affine in volumes:
+        img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.float32), affine)
+        img.header.set_xyzt_units("mm")
+        img.header.set_qform(affine, code=1)
+        img.header.set_sform(affine, code=1)
+        got = gzip.decompress(base64.b64decode(_nifti_b64(data, affine, headers)))
+        assert got == img.to_bytes()
+    assert len(headers) == 3  # one per (shape, affine)
 
 
 def test_sections_hook_inserts_blocks_in_order(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ every other series of the phantom unchanged.
 
 from __future__ import annotations
 
+import threading
 import zlib
 from functools import lru_cache
 from typing import Any
@@ -71,8 +72,19 @@ def _lagrange4(values: np.ndarray, q: np.ndarray) -> np.ndarray:
     return sum(wk * values[i + k] for k, wk in enumerate(w))
 
 
-@lru_cache(maxsize=64)
+_SPECTRUM_LOCK = threading.Lock()
+
+
 def _spectrum(t1_ms: float, t2_ms: float, amide_f: float, mt_f: float) -> np.ndarray:
+    """The Bloch–McConnell Z-spectrum of one tissue on :data:`_GRID` (cached). The phantom's
+    visits are written by several threads: the lock makes a spectrum computed once, not by
+    every thread that needs it first (9 simulations → 7 for the default study)."""
+    with _SPECTRUM_LOCK:
+        return _simulated_spectrum(t1_ms, t2_ms, amide_f, mt_f)
+
+
+@lru_cache(maxsize=64)
+def _simulated_spectrum(t1_ms: float, t2_ms: float, amide_f: float, mt_f: float) -> np.ndarray:
     sysm = BMSystem(
         t1_ms / 1e3,
         t2_ms / 1e3,

@@ -155,9 +155,15 @@ def etofts_concentration(
 
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise of SD ``sigma`` per channel."""
-    n1 = rng.normal(0.0, sigma, signal.shape)
+    # in place: the same operations in the same order as ``sqrt((signal + n1)**2 + n2**2)``
+    # (the same bits), without its four temporaries
+    out = rng.normal(0.0, sigma, signal.shape)
     n2 = rng.normal(0.0, sigma, signal.shape)
-    return np.sqrt((signal + n1) ** 2 + n2**2)
+    out += signal
+    np.square(out, out=out)
+    np.square(n2, out=n2)
+    out += n2
+    return np.sqrt(out, out=out)
 
 
 def noise_sigmas(cfg: PhantomConfig) -> dict[str, float]:

@@ -57,6 +57,6 @@ def tensor_rgb_figure(maps: Mapping[str, Mapping[str, VisitMap]]) -> str | None:
     for i, (visit, rgb) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower", interpolation="nearest")
-        ax.set_title(f"visit {visit}", fontsize=9)
+        ax.set_title(f"visit {visit}", fontsize=9, y=1.0)
         ax.set_axis_off()
     return to_data_uri(fig)

@@ -140,7 +140,12 @@ def write_subject_report(
     fdm, fdm_table, fdm_note = _functional_section(functional, days)
     t = subj.treatment
     viewer = write_viewer(
-        out_dir, study, subject, maps=maps, registrations=_registrations(functional)
+        out_dir,
+        study,
+        subject,
+        maps=maps,
+        registrations=_registrations(functional),
+        loaded=mf.volumes,
     )
     ctx = SubjectContext(
         out_dir,
@@ -335,6 +340,7 @@ class _MapFigures:
     relax_rows: list[dict[str, Any]] = field(default_factory=list)
     hist_values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     per_visit: dict[str, dict[str, Any]] = field(default_factory=dict)
+    volumes: dict[str, dict[str, Any]] = field(default_factory=dict)  # visit -> name -> Volume
     limits: dict[str, tuple[float, float]] = field(default_factory=dict)
     provenances: list[dict[str, Any]] = field(default_factory=list)
     units: dict[str, str] = field(default_factory=dict)
@@ -362,7 +368,9 @@ class _MapFigures:
         if not shown:
             return
         labels = v.lesions.load_labels().data if v.lesions is not None else None
-        arrays = {k: Volume.from_nifti(p).data for k, p in shown.items()}
+        volumes = {k: Volume.from_nifti(p) for k, p in shown.items()}
+        self.volumes[v.id] = volumes  # the viewer shows them too: read once
+        arrays = {k: vol.data for k, vol in volumes.items()}
         for k, p in shown.items():
             meta = read_sidecar(p)
             if meta:

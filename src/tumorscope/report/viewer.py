@@ -44,7 +44,7 @@ import base64
 import json
 import math
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
     from ..io import Study
     from ..layout import VisitMap
+    from ..volume import Volume
 
 __all__ = [
     "MARGIN_MM",
@@ -101,6 +102,7 @@ def write_viewer(
     *,
     maps: Mapping[str, Mapping[str, VisitMap]],
     registrations: Mapping[str, Any] | None = None,
+    loaded: Mapping[str, Mapping[str, Volume]] | None = None,
 ) -> Path | None:
     """Write the viewer of one subject (page, volumes script, and the NiiVue bundle once).
 
@@ -117,6 +119,9 @@ def write_viewer(
         ``functional`` step's): the visit's volumes are placed in the baseline's space
         (affine ``inv(M) @ A``), so that the linked cursors point to the same anatomy.
         Visits without one stay in their own (scanner) space.
+    loaded : mapping of visit id to mapping of map name to Volume, keyword-only, optional
+        Maps the caller has already read (the subject page's figures): used instead of
+        reading their files again.
 
     Returns
     -------
@@ -127,14 +132,24 @@ def write_viewer(
 
     out_dir = Path(out_dir)
     subj = study.subjects[subject]
-    box = _lesion_box(subj)
+    labels = {v.id: v.lesions.load_labels() for v in subj if v.lesions is not None}
+    box = _lesion_box(labels.values())
     visits: list[dict[str, Any]] = []
     notes: set[str] = set()
     limits: dict[str, tuple[float, float]] = {}
     for v in subj:
         m = (registrations or {}).get(v.id)
         to_base = None if m is None else np.linalg.inv(np.asarray(m, dtype=float))
-        entry = _visit_volumes(v, maps.get(v.id, {}), box, limits, notes, to_base)
+        entry = _visit_volumes(
+            v,
+            maps.get(v.id, {}),
+            box,
+            limits,
+            notes,
+            to_base,
+            labels=labels.get(v.id),
+            loaded=(loaded or {}).get(v.id, {}),
+        )
         if entry is not None:
             visits.append(entry)
     if not visits:
@@ -177,13 +192,10 @@ def _copy_bundle(out_dir: Path) -> None:
             atomic_write(dst, lambda tmp, s=src: shutil.copyfile(s, tmp))
 
 
-def _lesion_box(subj: Any) -> tuple[np.ndarray, np.ndarray] | None:
+def _lesion_box(labels: Iterable[Volume]) -> tuple[np.ndarray, np.ndarray] | None:
     """World (mm) box around the lesions of every visit, widened by :data:`MARGIN_MM`."""
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
-    for v in subj:
-        if v.lesions is None:
-            continue
-        lab = v.lesions.load_labels()
+    for lab in labels:
         idx = np.argwhere(np.asarray(lab.data) > 0)
         if not len(idx):
             continue
@@ -244,17 +256,33 @@ def shrink(
     return data, affine, ", ".join(how), origin, step
 
 
-def _nifti_b64(data: np.ndarray, affine: np.ndarray) -> str:
+def _nifti_b64(
+    data: np.ndarray, affine: np.ndarray, headers: dict[bytes, bytes] | None = None
+) -> str:
     """Gzipped NIfTI-1 (float32, mm) as base64 text (compression level 1: 25× faster than
     gzip's default 9 on these maps for ~10 % more bytes; ISA-L when installed, see
-    :mod:`tumorscope._gzip`; no name and ``mtime=0`` keep it reproducible)."""
-    import nibabel as nib
+    :mod:`tumorscope._gzip`; no name and ``mtime=0`` keep it reproducible).
 
-    img = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.float32), affine)
-    img.header.set_xyzt_units("mm")
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=1)
-    return base64.b64encode(_gzip.compress(img.to_bytes())).decode("ascii")
+    ``headers`` caches nibabel's header bytes per shape and affine: a float32 image's header
+    does not depend on its values, and a visit's maps share a few grids, so nibabel builds
+    each header once (the bytes are nibabel's own: ``test_viewer_nifti_bytes_are_nibabels``).
+    """
+    a = np.asarray(data, dtype=np.float32)
+    key = repr(a.shape).encode() + np.asarray(affine, dtype=np.float64).tobytes()
+    head = None if headers is None else headers.get(key)
+    if head is None:
+        import nibabel as nib
+
+        img = nib.Nifti1Image(np.ascontiguousarray(a), affine)
+        img.header.set_xyzt_units("mm")
+        img.header.set_qform(affine, code=1)
+        img.header.set_sform(affine, code=1)
+        raw = img.to_bytes()
+        if headers is not None:
+            headers[key] = raw[: len(raw) - a.nbytes]
+    else:
+        raw = head + a.tobytes(order="F")
+    return base64.b64encode(_gzip.compress(raw)).decode("ascii")
 
 
 def _outline(labels: np.ndarray) -> np.ndarray:
@@ -288,12 +316,16 @@ def _visit_volumes(
     limits: dict[str, tuple[float, float]],
     notes: set[str],
     to_base: np.ndarray | None = None,
+    *,
+    labels: Volume | None = None,
+    loaded: Mapping[str, Volume] | None = None,
 ) -> dict[str, Any] | None:
-    """The volumes of one visit for the viewer: anatomical, maps, outline."""
+    """The volumes of one visit for the viewer: anatomical, maps, outline (``labels``: the
+    visit's lesion labels; ``loaded``: maps already read)."""
     from ..volume import Volume
 
     vols: list[dict[str, Any]] = []
-    labels = v.lesions.load_labels() if v.lesions is not None else None
+    headers: dict[bytes, bytes] = {}
 
     def add(name: str, kind: str, data: np.ndarray, affine: np.ndarray, **extra: Any) -> None:
         data, aff, how, origin, step = shrink(data, affine, box, crop=kind != "anat")
@@ -302,7 +334,12 @@ def _visit_volumes(
         if to_base is not None:
             aff = to_base @ aff
         vols.append(
-            {"name": name, "kind": kind, "shape": list(data.shape), "data": _nifti_b64(data, aff)}
+            {
+                "name": name,
+                "kind": kind,
+                "shape": list(data.shape),
+                "data": _nifti_b64(data, aff, headers),
+            }
             | {"origin": origin, "step": step}
             | extra
         )
@@ -325,7 +362,9 @@ def _visit_volumes(
         )
     for name in sorted(vmaps):
         path, _status, unit = vmaps[name]
-        m = Volume.from_nifti(path)
+        m = (loaded or {}).get(name)
+        if m is None:
+            m = Volume.from_nifti(path)
         a = np.asarray(m.data, dtype=np.float32)
         if a.ndim != 3:
             continue
