@@ -9,8 +9,10 @@ decompression ~1.8× faster than the standard library's zlib on this package's i
 write the same format, and either reads what the other wrote.
 
 Written streams are deterministic: no file name and a zero modification time in the gzip
-header (as nibabel writes them), so that the same map written twice is the same file, which
-the run's provenance and the serial/Dask comparisons rely on. The compressed bytes of one
+header (as nibabel writes them), and the compressor fed fixed blocks whatever the writes
+(ISA-L's output depends on how its input is cut into calls), so that the same map written
+twice — by a command or a pipeline step, from a C- or a Fortran-ordered array — is the same
+file, which the run's provenance and the serial/Dask comparisons rely on. The compressed bytes of one
 image differ between the two back-ends (ISA-L level 1 and zlib level 1 choose different
 matches); the decompressed bytes are identical.
 """
@@ -28,7 +30,7 @@ try:  # the ``fast`` extra
 except ImportError:  # pragma: no cover - exercised only where isal is not installed
     _igzip = None
 
-__all__ = ["BACKEND", "COMPRESS_LEVEL", "compress", "open_read", "open_write"]
+__all__ = ["BACKEND", "COMPRESS_LEVEL", "WRITE_BLOCK", "compress", "open_read", "open_write"]
 
 #: ``"isal"`` or ``"zlib"``: the library behind the streams.
 BACKEND = "zlib" if _igzip is None else "isal"
@@ -52,37 +54,78 @@ def open_read(path: str | os.PathLike[str]) -> io.BufferedIOBase:
     return gzip.open(os.fspath(path), "rb")
 
 
+#: Bytes handed to the compressor per call by :func:`open_write`'s writer.
+WRITE_BLOCK = 1 << 18
+
+
 class _Writer(io.BufferedIOBase):
-    """A gzip writer that also closes the raw file it wraps (``GzipFile(fileobj=...)`` does
-    not)."""
+    """A gzip writer that hands the compressor fixed blocks of :data:`WRITE_BLOCK` bytes
+    (the last one shorter), whatever the sizes of the writes, and closes the raw file it
+    wraps (``GzipFile(fileobj=...)`` does not).
+
+    ISA-L's deflate output depends on how its input is cut into calls (zlib's does not): a
+    map written from a C-ordered array and the same map from a Fortran-ordered one reach it
+    in different pieces, and would be different files. Re-blocking makes the file a
+    function of its bytes only, as with zlib.
+    """
 
     def __init__(self, raw: IO[bytes], gz: Any) -> None:
         self._raw = raw
         self._gz = gz
+        self._buf = bytearray()
 
     def writable(self) -> bool:
         return True
 
     def write(self, data: Any) -> int:
-        return int(self._gz.write(data))
+        view = memoryview(data).cast("B")
+        n = len(view)
+        start = 0
+        if self._buf:
+            take = min(WRITE_BLOCK - len(self._buf), n)
+            self._buf += view[:take]
+            start = take
+            if len(self._buf) == WRITE_BLOCK:
+                self._gz.write(self._buf)
+                self._buf = bytearray()
+        while n - start >= WRITE_BLOCK:
+            self._gz.write(view[start : start + WRITE_BLOCK])
+            start += WRITE_BLOCK
+        if start < n:
+            self._buf += view[start:]
+        return n
 
     def tell(self) -> int:
-        return int(self._gz.tell())
+        return int(self._gz.tell()) + len(self._buf)
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return int(self._gz.seek(offset, whence))
+        """Forward only (a gzip stream being written): the gap is written as zeros."""
+        if whence == os.SEEK_CUR:
+            offset += self.tell()
+        elif whence != os.SEEK_SET:
+            raise OSError("a gzip stream being written seeks from its start or position only")
+        gap = offset - self.tell()
+        if gap < 0:
+            raise OSError("a gzip stream being written cannot seek backwards")
+        while gap > 0:
+            step = min(gap, WRITE_BLOCK)
+            self.write(bytes(step))
+            gap -= step
+        return self.tell()
 
     def seekable(self) -> bool:
         return True
 
     def flush(self) -> None:
-        if not self._gz.closed:  # IOBase.close flushes after the stream was closed
-            self._gz.flush()
+        pass  # blocks are handed over as they fill; the rest when the stream closes
 
     def close(self) -> None:
         if self.closed:
             return
         try:
+            if self._buf:
+                self._gz.write(self._buf)
+                self._buf = bytearray()
             self._gz.close()
         finally:
             self._raw.close()
