@@ -1,7 +1,9 @@
 """The study pipeline on one machine: serial against a local Dask cluster, in one run.
 
 Writes a synthetic study of a few dozen subjects (``tumorscope.phantom``), then runs the
-whole pipeline serially and on a ``LocalCluster`` of ``--workers`` processes, each run in a
+whole pipeline serially (in one process, one unit at a time: ``TUMORSCOPE_STEP_CONCURRENCY=1``,
+as before units of a subject ran two at a time; the fits' own threads on every core) and on a
+``LocalCluster`` of ``--workers`` processes, each run in a
 fresh Python process into its own output folder, as a user would run ``tumorscope run STUDY``
 and ``tumorscope run STUDY --workers N``. The two are run alternately ``--repeats`` times
 (alternation spreads a slow spell of a shared machine over both); the wall time of each run
@@ -51,12 +53,18 @@ def _tables(out: Path) -> dict[str, pd.DataFrame]:
         store.close()
 
 
-def _run(script: Path, study: Path, out: Path, workers: int, report: bool) -> tuple[float, str]:
+def _run(
+    script: Path, study: Path, out: Path, workers: int, report: bool, one_unit: bool = False
+) -> tuple[float, str]:
     shutil.rmtree(out, ignore_errors=True)
+    env = dict(os.environ)
+    if one_unit:  # the serial baseline: one unit at a time (no two-at-a-time units)
+        env["TUMORSCOPE_STEP_CONCURRENCY"] = "1"
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, str(script), str(study), str(out), str(workers), "1" if report else "0"],
         capture_output=True,
+        env=env,
         text=True,
         check=False,
     )
@@ -94,7 +102,9 @@ def main() -> None:
         outs = {"serial": root / "serial", label_d: root / "dask"}
         for i in range(args.repeats):
             for label, workers in (("serial", 0), (label_d, args.workers)):
-                wall, what = _run(script, study, outs[label], workers, not args.no_report)
+                wall, what = _run(
+                    script, study, outs[label], workers, not args.no_report, label == "serial"
+                )
                 walls[label].append(wall)
                 print(f"  run {i + 1} {label:>8}: {wall:6.1f} s  ({what})", flush=True)
         med = {k: statistics.median(v) for k, v in walls.items()}
