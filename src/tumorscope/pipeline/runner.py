@@ -77,6 +77,31 @@ __all__ = [
 ]
 
 
+#: What the client imports to write the study report (:func:`.record.publish`).
+_STUDY_REPORT_MODULES = (
+    "tumorscope.report.study",
+    "tumorscope.report.figures",
+    "matplotlib.figure",
+)
+
+
+def _preload(modules: tuple[str, ...]) -> None:
+    """Import ``modules`` in a background thread (a Dask run's client waits for its workers;
+    the study report's imports, ~1 s, are then done when it comes). A module that cannot be
+    imported is left for its user to report."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # reported by the code that needs it
+                continue
+
+    threading.Thread(target=load, name="tumorscope-preload", daemon=True).start()
+
+
 def _plan_order(summary: RunSummary, plan: Mapping[str, list[tuple[Step, list[Unit]]]]) -> None:
     """The summary's units in plan order (subjects, then steps, then visits), whatever order
     they finished in (subjects on Dask workers, two units of a subject at once)."""
@@ -221,6 +246,8 @@ def run_study(
             bars = Bars(progress, console, len(plan), n_units)
             active = frozenset(s.name for s in active_steps)
             with bars:
+                if executor.client is not None and "report" in wanted:
+                    _preload(_STUDY_REPORT_MODULES)  # while the workers run the subjects
                 try:
                     run_subjects(
                         plan, ctx, store, executor, recorder, frozenset(force), active, bars
