@@ -2,12 +2,13 @@
 
 * Visit size: one visit (the baseline, every step applies) of the phantom at each size
   (``tiny`` 32×32×6, ``default`` 64×64×10, ``large`` 128×128×30), the whole pipeline run
-  serially in a fresh process; prints seconds per visit and per million voxels (of the
+  in one fresh process as ``tumorscope run`` runs it without ``--workers`` (the fits on every
+  core, two units of a subject at a time); prints seconds per visit and per million voxels (of the
   anatomical grid): linear growth keeps the last column constant; the fixed cost of a
   visit (process, database, report, registration set-up) shows as a larger value at the
   small sizes.
 * Cohort size: the ``tiny`` phantom with ``--cohorts`` subjects (4 visits each, fewer for some
-  subjects), the whole pipeline run serially; prints seconds per visit, which linear growth
+  subjects), the whole pipeline run in one process the same way; prints seconds per visit, which linear growth
   keeps constant.
 
 The 100-visit cohort on a local Dask cluster against serial is ``bench_pipeline.py`` (24
