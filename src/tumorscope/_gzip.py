@@ -3,9 +3,10 @@
 Every ``.nii.gz`` the package reads (:meth:`tumorscope.volume.Volume.from_nifti`) or writes
 (:meth:`~tumorscope.volume.Volume.to_nifti`, hence every map) and the volumes the report's
 viewer embeds go through these functions. With the ``isal`` package (the ``fast`` extra:
-Python bindings of Intel's ISA-L, the library behind ``igzip``) compression runs ~10× and
-decompression ~1.8× faster than the standard library's zlib on this package's images
-(``benchmarks/bench_map_gzip.py``); without it the standard :mod:`gzip` module is used. Both
+Python bindings of Intel's ISA-L, the library behind ``igzip``) compression runs 8.4–8.6×
+and decompression 1.4–1.8× faster than the standard library's zlib on this package's images
+(``benchmarks/bench_map_gzip.py``, the maps and series of the large visit, quiet machine);
+without it the standard :mod:`gzip` module is used. Both
 write the same format, and either reads what the other wrote.
 
 Written streams are deterministic: no file name and a zero modification time in the gzip
