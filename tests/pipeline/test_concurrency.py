@@ -27,11 +27,12 @@ def _step(
     *,
     sleep: float = 0.05,
     exclusive: tuple[str, ...] = (),
+    check: bool = True,
 ) -> Step:
     def run(ctx: Context, study: Any, unit: Unit, upstream: Any) -> StepOutput:
         with _lock:
             EVENTS.append((unit.key + ":" + name, "start", time.perf_counter()))
-        for r in requires:  # every unit of a required step finished before this one started
+        for r in requires if check else ():  # every unit of a required step finished first
             assert len(upstream.get(r, {})) == 2, (name, r, upstream)  # both visits
         warnings.warn(f"from {name} {unit.key}", TumorscopeWarning, stacklevel=1)
         time.sleep(sleep)
@@ -164,3 +165,28 @@ def test_heavy_units_never_run_together(ctx: Context, monkeypatch: pytest.Monkey
         assert e0 <= s1, heavy
     light = [v for k, v in spans.items() if k.endswith(":e")]
     assert any(v["start"] < e and s < v["end"] for v in light for s, e in heavy)  # overlaps
+
+
+def test_requirements_that_cannot_be_met_do_not_hang(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Steps that require each other (a mistake in a step table): with nothing running and
+    nothing ready, the earliest waiting unit runs, as one at a time runs it, instead of the
+    subject waiting for ever."""
+    table = (_step("x", ("y",), check=False), _step("y", ("x",), check=False))
+    monkeypatch.setattr(steps, "STEPS", table)
+    monkeypatch.setenv(CONCURRENCY_ENV, "2")
+    items = [(n, [Unit(n, "001", v) for v in ("01", "02")]) for n in "xy"]
+    result: list[Any] = []
+    t = threading.Thread(
+        target=lambda: result.extend(
+            execute_subject(ctx, items, {}, frozenset(), frozenset("xy"), 2)
+        ),
+        daemon=True,  # a regression hangs this thread, not the test run
+    )
+    t.start()
+    t.join(30)
+    assert not t.is_alive(), "execute_subject waits for ever"
+    assert [o.status for o in result] == ["done"] * 4
+    starts = [k for k, ev, _ in EVENTS if ev == "start"]
+    assert starts[:2] == ["sub-001/ses-01:x", "sub-001/ses-02:x"]  # plan order

@@ -329,7 +329,10 @@ def _run_concurrently(
                     finish(i, Outcome(plan[i][1], "blocked", error=f"{', '.join(failed)} failed"))
                 waiting = []
             for i in list(waiting):
-                if len(running) >= width or not ready(i):
+                # nothing running and nothing ready (a step requiring one later in the plan):
+                # the earliest waiting unit runs, as one at a time would run it
+                stuck = not running and not any(ready(j) for j in waiting)
+                if len(running) >= width or not (stuck or ready(i)):
                     continue
                 step_name, u = plan[i]
                 step = _step(step_name)
@@ -347,7 +350,7 @@ def _run_concurrently(
                 )
                 running[fut] = i
                 waiting.remove(i)
-            if not running:
+            if not running:  # every unit has finished (or was blocked)
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in sorted(done, key=running.__getitem__):  # plan order among the finished
