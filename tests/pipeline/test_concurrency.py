@@ -190,3 +190,24 @@ def test_requirements_that_cannot_be_met_do_not_hang(
     assert [o.status for o in result] == ["done"] * 4
     starts = [k for k, ev, _ in EVENTS if ev == "start"]
     assert starts[:2] == ["sub-001/ses-01:x", "sub-001/ses-02:x"]  # plan order
+
+
+def test_one_at_a_time_runs_in_the_calling_thread_in_plan_order(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Width 1 (one core, a Dask worker's share): every unit in the caller's thread, started
+    in plan order, each after the previous one ended."""
+    threads: list[int] = []
+    real = execute.execute_unit
+
+    def spy(*a: Any, **k: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*a, **k)
+
+    monkeypatch.setattr(execute, "execute_unit", spy)
+    outcomes, _ = _run(ctx, 1, monkeypatch)
+    assert [o.status for o in outcomes] == ["done"] * 10
+    assert threads == [threading.get_ident()] * 10
+    order = [k for k, ev, _ in EVENTS if ev == "start"]
+    assert order == [f"sub-001/ses-{v}:{n}" for n in "abcde" for v in ("01", "02")]
+    assert [ev for _, ev, _ in sorted(EVENTS, key=lambda e: e[2])] == ["start", "end"] * 10

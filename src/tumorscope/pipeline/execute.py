@@ -153,7 +153,9 @@ def execute_subject(
     on_outcome: Callable[[Outcome], None] | None = None,
     chunk_events: bool = False,
 ) -> list[Outcome]:
-    """Run every step of one subject in order (one Dask task; never touches the database).
+    """Run every step of one subject (one Dask task; never touches the database): one unit
+    at a time in plan order, or two at a time where the steps' requirements allow
+    (:func:`step_concurrency`, :func:`_run_plan`).
 
     Parameters
     ----------
@@ -195,38 +197,7 @@ def execute_subject(
     except Exception:
         study = None
     width = step_concurrency(threads)
-    if width > 1:
-        return _run_concurrently(
-            ctx, items, records, force, active, threads, on_outcome, study, width
-        )
-    outcomes: list[Outcome] = []
-    upstream_all: Upstream = {}
-    failed: list[str] = []
-    for step_name, units in items:
-        step = _step(step_name)
-        upstream = {r: upstream_all.get(r, {}) for r in step.requires if r in active}
-        for u in units:
-            if failed:
-                o = Outcome(u, "blocked", error=f"{', '.join(failed)} failed")
-            else:
-                o = execute_unit(
-                    step_name,
-                    ctx,
-                    u,
-                    records.get((u.step, u.key)),
-                    upstream,
-                    step_name in force,
-                    threads,
-                    study,
-                )
-                if o.status == "failed":
-                    failed.append(f"{u.step} {u.key}")
-                else:
-                    upstream_all.setdefault(step_name, {})[u.key] = o.outputs
-            outcomes.append(o)
-            if on_outcome is not None:
-                on_outcome(o)
-    return outcomes
+    return _run_plan(ctx, items, records, force, active, threads, on_outcome, study, width)
 
 
 #: Environment variable: the most units of one subject run at once (``1``: one at a time).
@@ -278,7 +249,7 @@ def _numba_threads_reentrant() -> bool:
     return False
 
 
-def _run_concurrently(
+def _run_plan(
     ctx: Context,
     items: Sequence[tuple[str, Sequence[Unit]]],
     records: Mapping[tuple[str, str], Mapping[str, Any]],
@@ -289,7 +260,8 @@ def _run_concurrently(
     study: Study | None,
     width: int,
 ) -> list[Outcome]:
-    """:func:`execute_subject` with up to ``width`` units running at once, in threads.
+    """:func:`execute_subject`'s units, up to ``width`` at once in threads (``width`` 1: one
+    at a time in the calling thread, in plan order, as a Dask task or a serial run runs them).
 
     A unit starts once every unit of the steps it requires (``Step.requires``, within this
     run) has finished, earliest in plan order first; its upstream hashes are then complete,
@@ -322,7 +294,12 @@ def _run_concurrently(
         if on_outcome is not None:
             on_outcome(o)
 
-    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="tumorscope-step") as pool:
+    pool: Any = (
+        ThreadPoolExecutor(max_workers=width, thread_name_prefix="tumorscope-step")
+        if width > 1
+        else _InThisThread()
+    )
+    with pool:
         while waiting or running:
             if failed:
                 for i in waiting:
@@ -364,6 +341,22 @@ def _run_concurrently(
                 left[step_name] -= 1
                 finish(i, o)
     return [results[i] for i in range(len(plan))]
+
+
+class _InThisThread:
+    """The executor of :func:`_run_plan` for one unit at a time: each unit runs at once, in
+    the calling thread, and its outcome is handed back as a finished future."""
+
+    def __enter__(self) -> _InThisThread:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Outcome], *args: Any) -> Future[Outcome]:
+        fut: Future[Outcome] = Future()
+        fut.set_result(fn(*args))  # execute_unit returns a unit's failure as its outcome
+        return fut
 
 
 _forward_lock = threading.Lock()
