@@ -22,14 +22,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
+import numpy as np
+import numpy.typing as npt
+
+from ..errors import DataError, FitError
 from ..volume import Volume
 
 if TYPE_CHECKING:
     from ..models.base import FitResult
     from ..protocol import Protocol
 
-__all__ = ["MapFile", "SeriesInput", "StageResult", "read_series", "with_sidecars"]
+__all__ = [
+    "BODY_FRACTION",
+    "REGIONS",
+    "MapFile",
+    "SeriesInput",
+    "StageResult",
+    "check_region",
+    "read_series",
+    "signal_mask",
+    "with_sidecars",
+]
 
 
 @dataclass(frozen=True)
@@ -216,3 +229,33 @@ def with_sidecars(paths: Iterable[Path]) -> list[Path]:
         if p.name.endswith(".nii.gz") and side.exists():
             out.append(side)
     return out
+
+
+#: Where a stage fits when no mask is given (its options' ``region``): ``"all"`` the whole
+#: volume, ``"body"`` the voxels with signal (:func:`signal_mask` of the stage's reference).
+REGIONS = ("all", "body")
+#: ``region="body"``: a voxel's reference signal at least this fraction of its 99th
+#: percentile over the volume (the DCE stage's baseline signal rule).
+BODY_FRACTION = 0.1
+
+
+def check_region(region: str) -> None:
+    """A :data:`REGIONS` value, else a :class:`~tumorscope.errors.FitError` naming it."""
+    if region not in REGIONS:
+        raise FitError(
+            f"unknown region {region!r}; expected one of {', '.join(REGIONS)}", field="region"
+        )
+
+
+def signal_mask(reference: npt.ArrayLike) -> np.ndarray:
+    """The voxels with signal: ``reference`` (one value per voxel, e.g. the mean at the lowest
+    b-value, or the largest magnitude over a series' volumes) finite, > 0 and at least
+    :data:`BODY_FRACTION` of its 99th percentile over the finite voxels (none if none is
+    finite). The rule of the diffusion and relaxometry stages' ``region="body"``."""
+    ref = np.asarray(reference, dtype=np.float64)
+    finite = np.isfinite(ref)
+    if not finite.any():
+        return np.zeros(ref.shape, dtype=bool)
+    high = float(np.percentile(ref[finite], 99.0))
+    with np.errstate(invalid="ignore"):
+        return finite & (ref >= BODY_FRACTION * high) & (ref > 0)

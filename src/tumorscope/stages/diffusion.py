@@ -29,7 +29,15 @@ from ..models.base import Model, get_model
 from ..models.diffusion import DiffusionModel
 from ..protocol import DiffusionProtocol
 from ..volume import Volume
-from .base import MapFile, SeriesInput, StageResult, read_series
+from .base import (
+    BODY_FRACTION,
+    MapFile,
+    SeriesInput,
+    StageResult,
+    check_region,
+    read_series,
+    signal_mask,
+)
 from .fit import FitOutputs, fit_volume
 
 __all__ = ["DWIOptions", "fit_dwi", "fit_dwi_model", "fit_dwi_series"]
@@ -40,13 +48,6 @@ MaskLike = Volume | np.ndarray | str | os.PathLike[str] | None
 _HASHED = ("series", "bval", "bvec")
 #: Models that need gradient directions (``.bvec``).
 TENSOR_MODELS = ("dti", "dki_tensor")
-
-
-#: Values of :attr:`DWIOptions.region`.
-REGIONS = ("all", "body")
-#: ``region="body"``: voxels whose mean signal at the lowest b-value is at least this
-#: fraction of its 99th percentile over the volume (the DCE stage's signal rule).
-BODY_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,7 @@ class DWIOptions:
     region: str = "all"
 
     def __post_init__(self) -> None:
-        if self.region not in REGIONS:
-            raise FitError(
-                f"unknown region {self.region!r}; expected one of {', '.join(REGIONS)}",
-                field="region",
-            )
+        check_region(self.region)
 
     def for_model(self, name: str) -> dict[str, Any]:
         """The keyword options of model ``name`` (a copy; empty if none)."""
@@ -92,13 +89,7 @@ def body_mask(volume: Volume, bvalues: Sequence[float] | np.ndarray) -> np.ndarr
     """
     b = np.asarray(bvalues, dtype=float)
     idx = np.flatnonzero(b == b.min())
-    base = np.asarray(np.mean(volume.data[..., idx], axis=-1, dtype=np.float64))
-    finite = np.isfinite(base)
-    if not finite.any():
-        return np.zeros(base.shape, dtype=bool)
-    ref = float(np.percentile(base[finite], 99.0))
-    with np.errstate(invalid="ignore"):
-        return finite & (base >= BODY_FRACTION * ref) & (base > 0)
+    return signal_mask(np.mean(volume.data[..., idx], axis=-1, dtype=np.float64))
 
 
 def _diffusion_model(name: str) -> type[DiffusionModel]:

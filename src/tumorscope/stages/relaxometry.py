@@ -40,7 +40,14 @@ from ..files import sidecar_of
 from ..models.base import Model
 from ..models.relaxometry import IRT1, T2, VFAT1, T2Offset, T2Star
 from ..volume import Volume
-from .base import MapFile, SeriesInput, StageResult
+from .base import (
+    BODY_FRACTION,
+    MapFile,
+    SeriesInput,
+    StageResult,
+    check_region,
+    signal_mask,
+)
 from .fit import fit_volume
 
 __all__ = [
@@ -64,11 +71,6 @@ STAGE_ROLES: tuple[str, ...] = (*RELAXOMETRY_ROLES, "t1_vfa")
 #: How messages name the per-voxel input maps.
 _MAP_LABELS = {"b1": "B1 map", "noise_sigma_map": "noise map"}
 
-#: Values of :attr:`RelaxometryOptions.region`.
-REGIONS = ("all", "body")
-#: ``region="body"``: voxels whose strongest signal is at least this fraction of its 99th
-#: percentile over the volume (the DWI and DCE stages' rule).
-BODY_FRACTION = 0.1
 #: The rule, as recorded in the maps' provenance.
 BODY_RULE = f"largest signal over the volumes >= {BODY_FRACTION:g} x its 99th percentile"
 
@@ -111,11 +113,7 @@ class RelaxometryOptions:
     region: str = "all"
 
     def __post_init__(self) -> None:
-        if self.region not in REGIONS:
-            raise FitError(
-                f"unknown region {self.region!r}; expected one of {', '.join(REGIONS)}",
-                field="region",
-            )
+        check_region(self.region)
 
 
 def body_mask(volume: Volume) -> np.ndarray:
@@ -136,13 +134,7 @@ def body_mask(volume: Volume) -> np.ndarray:
     peak = np.abs(data[..., 0])
     for k in range(1, data.shape[-1]):
         np.maximum(peak, np.abs(data[..., k]), out=peak)
-    peak = np.asarray(peak, dtype=np.float64)
-    finite = np.isfinite(peak)
-    if not finite.any():
-        return np.zeros(peak.shape, dtype=bool)
-    ref = float(np.percentile(peak[finite], 99.0))
-    with np.errstate(invalid="ignore"):
-        return finite & (peak >= BODY_FRACTION * ref) & (peak > 0)
+    return signal_mask(peak)
 
 
 def relaxometry_model(series: SeriesInput, options: RelaxometryOptions | None = None) -> Model:
