@@ -165,6 +165,26 @@ def _grid_stats(E):
     return S
 
 
+@nb.njit(inline="always")
+def _newton_bracket(x, d1, d2, a, b):
+    """One safeguarded Newton step on ``dφ/dθ = 0`` at ``x`` (``d1``, ``d2``: the first and
+    second derivatives there) inside the bracket ``[a, b]``: the bracket shrinks to the side
+    where the derivative changes sign; the Newton point, or the bracket's midpoint when the
+    curvature is not positive or the point falls outside. Returns ``(next x, a, b,
+    converged)``, converged when the step is below 1e-10."""
+    if d1 > 0.0:
+        b = x
+    else:
+        a = x
+    if d2 > 0.0:
+        xn = x - d1 / d2
+        if not (a < xn < b):
+            xn = 0.5 * (a + b)
+    else:
+        xn = 0.5 * (a + b)
+    return xn, a, b, abs(xn - x) < 1e-10
+
+
 @nb.njit(cache=True)
 def _newton_rate(y, t, a, b, x):
     """Minimiser of the reduced rss of ``y ≈ c exp(-t r)`` (``c >= 0``) over ``θ = log r`` in
@@ -210,18 +230,7 @@ def _newton_rate(y, t, a, b, x):
             d2 = -r * g_r - r * r * g_rr
         if d1 == 0.0:
             break
-        if d1 > 0.0:
-            b = x
-        else:
-            a = x
-        if d2 > 0.0:
-            xn = x - d1 / d2
-            if not (a < xn < b):
-                xn = 0.5 * (a + b)
-        else:
-            xn = 0.5 * (a + b)
-        done = abs(xn - x) < 1e-10
-        x = xn
+        x, a, b, done = _newton_bracket(x, d1, d2, a, b)
         if done:
             break
     return x, phi
@@ -285,18 +294,7 @@ def _newton_time2(y, t, a, b, x):
             d2 = -q2
         if d1 == 0.0:
             break
-        if d1 > 0.0:
-            b = x
-        else:
-            a = x
-        if d2 > 0.0:
-            xn = x - d1 / d2
-            if not (a < xn < b):
-                xn = 0.5 * (a + b)
-        else:
-            xn = 0.5 * (a + b)
-        done = abs(xn - x) < 1e-10
-        x = xn
+        x, a, b, done = _newton_bracket(x, d1, d2, a, b)
         if done:
             break
     return x, phi
