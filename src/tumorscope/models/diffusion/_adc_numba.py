@@ -329,6 +329,18 @@ _DOC = """Fused (weighted) log-linear ADC fit of voxels ``lo:hi``, written in pl
     """
 
 
+@nb.njit(inline="always")
+def _put_voxel(o0, o1, o2, o3, o4, o5, j, inm, s0, adc, se0, se1, r, st, nan):
+    """Voxel ``j``'s results into the tile's outputs (S0, ADC, their standard errors, rss,
+    status), or NaN and :data:`_NOT_FITTED` outside the mask; branch-free selects."""
+    o0[j] = s0 if inm else nan
+    o1[j] = adc if inm else nan
+    o2[j] = se0 if inm else nan
+    o3[j] = se1 if inm else nan
+    o4[j] = r if inm else nan
+    o5[j] = st if inm else _NOT_FITTED
+
+
 @nb.njit(nogil=True, cache=True, fastmath={"contract"}, error_model="numpy")
 def adc_fit_range_small(
     src, c_order, mask, use_mask, lo, hi, b, b_t, kw, isb, weighted, adc_lo, adc_hi,
@@ -353,13 +365,7 @@ def adc_fit_range_small(
             s0, adc, se0, se1, r, st = _fit_voxel(
                 yt, np.uint64(j), step, b, b_t, kw, isb, weighted, adc_lo, adc_hi, zero, one, inf
             )
-            inm = mt[j]
-            o0[j] = s0 if inm else nan
-            o1[j] = adc if inm else nan
-            o2[j] = se0 if inm else nan
-            o3[j] = se1 if inm else nan
-            o4[j] = r if inm else nan
-            o5[j] = st if inm else _NOT_FITTED
+            _put_voxel(o0, o1, o2, o3, o4, o5, j, mt[j], s0, adc, se0, se1, r, st, nan)
         counts[_NOT_FITTED] += (t1 - t0) - nin
         _tile_out(o0, o1, o2, o3, o4, o5, mask, idx, t0, nt, use_mask and not dense, counts)
 
@@ -436,13 +442,7 @@ def adc_fit_range(
                 sw[j], swb[j], swbb[j], npos[j], bad[j], base[j], icpt[j], slope[j], rss[j],
                 adc_lo, adc_hi, zero,
             )  # fmt: skip
-            inm = mt[j]
-            o0[j] = s0 if inm else nan
-            o1[j] = adc if inm else nan
-            o2[j] = se0 if inm else nan
-            o3[j] = se1 if inm else nan
-            o4[j] = r if inm else nan
-            o5[j] = st if inm else _NOT_FITTED
+            _put_voxel(o0, o1, o2, o3, o4, o5, j, mt[j], s0, adc, se0, se1, r, st, nan)
         counts[_NOT_FITTED] += (t1 - t0) - nin
         _tile_out(o0, o1, o2, o3, o4, o5, mask, idx, t0, nt, use_mask and not dense, counts)
 
