@@ -100,6 +100,31 @@ def _simulated_spectrum(t1_ms: float, t2_ms: float, amide_f: float, mt_f: float)
     return z
 
 
+def _b0_field(
+    x: np.ndarray, y: np.ndarray, cache: dict[Any, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The B0 field (ppm) per voxel, its distinct values and the index of each voxel's."""
+    with _SPECTRUM_LOCK:
+        if "b0" not in cache:
+            b0 = 0.25 * x / max(float(np.abs(x).max()), 1e-9) + 0.1 * y / max(
+                float(np.abs(y).max()), 1e-9
+            )
+            levels, level_of = np.unique(b0, return_inverse=True)
+            cache["b0"] = (b0, levels, level_of.reshape(b0.shape))
+        return cache["b0"]  # type: ignore[no-any-return]
+
+
+def _z_table(
+    key: tuple[float, float, float, float], levels: np.ndarray, cache: dict[Any, Any]
+) -> np.ndarray:
+    """The Z-spectrum of a tissue ``key`` at the acquired offsets for each B0 level."""
+    spec = _spectrum(*key)
+    with _SPECTRUM_LOCK:
+        if key not in cache:
+            cache[key] = _lagrange4(spec, CEST_OFFSETS_PPM[None, :] - levels[:, None])
+        return cache[key]  # type: ignore[no-any-return]
+
+
 def cest_series(
     trajectory: str,
     vi: int,
@@ -110,6 +135,7 @@ def cest_series(
     params: dict[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
+    cache: dict[Any, Any] | None = None,
 ) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
     """The CEST series of one visit, or nothing for other trajectories.
 
@@ -128,6 +154,10 @@ def cest_series(
         Per-voxel truth (``T1``, ``T2`` in ms).
     x, y : ndarray
         World coordinates (mm) per voxel, for the smooth B0 field.
+    cache : dict, optional
+        What every visit of a study shares (the B0 field and each tissue's interpolated
+        spectra at its distinct B0 values): a dict per study (with the same ``x``, ``y``),
+        filled here. Without it nothing is kept.
 
     Returns
     -------
@@ -138,7 +168,8 @@ def cest_series(
         return {}
     rng = np.random.default_rng([zlib.crc32(trajectory.encode()), vi, 19])
     shape = tissue.shape
-    b0 = 0.25 * x / max(float(np.abs(x).max()), 1e-9) + 0.1 * y / max(float(np.abs(y).max()), 1e-9)
+    cache = {} if cache is None else cache
+    b0, levels, level_of = _b0_field(x, y, cache)
     pd = np.where(body, m0 / 30.0, 0.0)
     z = np.ones((*shape, CEST_OFFSETS_PPM.size))
     amide = np.full(shape, np.nan)
@@ -147,16 +178,21 @@ def cest_series(
         sel = body & (tissue == t)
         f = AMIDE_FRACTION.get(name, 6e-4)
         amide[sel] = f
-        # one spectrum per distinct (T1, T2) of the state (heterogeneity is in D and Ktrans only)
+        # one spectrum per distinct (T1, T2) of the state (heterogeneity is in D and Ktrans
+        # only), interpolated once per distinct B0 value of the study: a voxel's Z values are
+        # those of its B0 level (the same arithmetic on the same numbers)
         t1 = np.round(params["T1"][sel], 1)
         t2 = np.round(params["T2"][sel], 1)
-        pairs, inv = np.unique(np.c_[t1, t2], axis=0, return_inverse=True)
+        if t1.min() == t1.max() and t2.min() == t2.max():  # a uniform state: one pair
+            pairs, inv = np.array([[t1[0], t2[0]]]), np.zeros(t1.size, np.intp)
+        else:
+            pairs, inv = np.unique(np.c_[t1, t2], axis=0, return_inverse=True)
         zs = np.empty((int(sel.sum()), CEST_OFFSETS_PPM.size))
-        q = CEST_OFFSETS_PPM[None, :] - b0[sel][:, None]
+        lv = level_of[sel]
         for k, (a, b) in enumerate(pairs):
             rows = inv.ravel() == k
-            spec = _spectrum(float(a), float(b), f, _MT_FRACTION.get(name, 0.05))
-            zs[rows] = _lagrange4(spec, q[rows])
+            key = (float(a), float(b), f, _MT_FRACTION.get(name, 0.05))
+            zs[rows] = _z_table(key, levels, cache)[lv[rows]]
         z[sel] = zs
     tumour_pd = 30000.0 / 30.0
     img = np.concatenate([pd[..., None], pd[..., None] * z], axis=-1)

@@ -357,11 +357,13 @@ def _write_study(
             rng = np.random.default_rng([seed, s_index, vi])
             jobs.append((sid, vids[vi], vi, sc, cb_fine, cp_fine, hetero_d, hetero_k, rng, []))
 
+    cest_cache: dict[Any, Any] = {}  # what the CEST series of every visit share
+
     def visit(job: tuple[Any, ...]) -> None:
         sid, vid, vi, sc, cb_fine, cp_fine, hetero_d, hetero_k, rng, rows = job
         _write_visit(
             root, cfg, aff, sid, vid, vi, sc, x, y, z, body, art_frac, t, t_fine, dt_fine,
-            cb_fine, cp_fine, hetero_d, hetero_k, rng, rows,
+            cb_fine, cp_fine, hetero_d, hetero_k, rng, rows, cest_cache,
         )  # fmt: skip
 
     # Visits are independent (each has its own random generator): a thread per core writes
@@ -495,6 +497,7 @@ def _write_visit(
     hetero_k: np.ndarray,
     rng: np.random.Generator,
     lesion_rows: list[str],
+    cest_cache: dict[Any, Any],
 ) -> None:
     shape = cfg.shape
     prefix = f"sub-{sid}_ses-{vid}"
@@ -637,7 +640,7 @@ def _write_visit(
     )
     organ_map = org.pop("organs", None)  # organ-watch series (phantom/organs.py)
     extra.update(org)
-    extra.update(cest_series(sc.trajectory, vi, names, tissue_nobl, body, m0, p, x, y))
+    extra.update(cest_series(sc.trajectory, vi, names, tissue_nobl, body, m0, p, x, y, cest_cache))
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}
