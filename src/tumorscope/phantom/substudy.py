@@ -15,7 +15,9 @@ if TYPE_CHECKING:
 
 
 def _to_int16(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(a), 0, 32767).astype(np.int16)
+    r = np.rint(a)
+    np.clip(r, 0, 32767, out=r)  # in place: the same numbers without a temporary
+    return r.astype(np.int16)
 
 
 def _substudy_series(
