@@ -610,7 +610,8 @@ def _write_visit(
     # --- multi-echo gradient echo (T2*): S = M0/30 exp(-TE/T2*)
     te = np.asarray(cfg.megre_te_ms)
     t2s = np.where(body, p["T2star"], 1.0)
-    megre = np.where(body[..., None], m0[..., None] / 30.0 * np.exp(-te / t2s[..., None]), 0.0)
+    megre = np.zeros((*shape, te.size))  # 0 outside the body
+    megre[inb] = (m0r / 30.0 * np.exp(-te / t2s[inb][rows][:, None]))[which]
     if artery.any():
         mb = blood.M0 / 30.0 * np.exp(-te / T2STAR_MS["blood"])
         fr = art_frac[artery][:, None]
@@ -634,6 +635,7 @@ def _write_visit(
         rng,
         x,
         y,
+        (rows, which),
     )
     org = organ_series(
         sc.trajectory, vi, x, y, body, labels, p["T1"], p["T2"], m0, cfg.hematocrit, sig["ir"], rng

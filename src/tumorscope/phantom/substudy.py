@@ -38,8 +38,12 @@ def _substudy_series(
     rng: np.random.Generator,
     x: np.ndarray,
     y: np.ndarray,
+    rows_which: tuple[np.ndarray, np.ndarray],
 ) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
     """IR T1, multi-echo T2, ferumoxytol pre/post GRE and 19F for the immune substudy.
+
+    ``rows_which`` are the distinct body voxels and each body voxel's row
+    (``generate._distinct_rows``): the signal curves are computed once per row.
 
     Returns ``{"datatype/suffix": (int16 image, sidecar)}`` and ``{"truth:<name>": (map, None)}``.
     """
@@ -50,6 +54,13 @@ def _substudy_series(
     t1 = np.where(body, p["T1"], 1.0)
     t2 = np.where(body, p["T2"], 1.0)
     pd = np.where(body, m0 / 30.0, 0.0)
+    rows, which = rows_which
+    t1r, t2r, pdr = (v[body][rows][:, None] for v in (t1, t2, pd))
+
+    def per_voxel(curves: np.ndarray) -> np.ndarray:  # the rows' curves, 0 outside the body
+        img = np.zeros((*body.shape, curves.shape[-1]))
+        img[body] = curves[which]
+        return img
 
     def with_artery(img: np.ndarray, blood_curve: np.ndarray) -> np.ndarray:
         if artery.any():
@@ -59,10 +70,7 @@ def _substudy_series(
 
     # inversion recovery (magnitude, ideal inversion): |PD (1 - 2 exp(-TI/T1) + exp(-TR/T1))|
     ti = np.asarray(cfg.ir_ti_ms)
-    ir = np.abs(
-        pd[..., None]
-        * (1 - 2 * np.exp(-ti / t1[..., None]) + np.exp(-cfg.ir_tr_ms / t1[..., None]))
-    )
+    ir = per_voxel(np.abs(pdr * (1 - 2 * np.exp(-ti / t1r) + np.exp(-cfg.ir_tr_ms / t1r))))
     ir = with_artery(
         ir,
         np.abs(blood.M0 / 30 * (1 - 2 * np.exp(-ti / blood.T1) + np.exp(-cfg.ir_tr_ms / blood.T1))),
@@ -73,7 +81,7 @@ def _substudy_series(
     )
     # multi-echo spin echo: PD exp(-TE/T2)
     te2 = np.asarray(cfg.mese_te_ms)
-    mese = pd[..., None] * np.exp(-te2 / t2[..., None])
+    mese = per_voxel(pdr * np.exp(-te2 / t2r))
     mese = with_artery(mese, blood.M0 / 30 * np.exp(-te2 / blood.T2))
     out["anat/MESE"] = (
         _to_int16(rician(mese, sig["mese"], rng)),
@@ -84,7 +92,7 @@ def _substudy_series(
     dr = np.where(body, dr, 0.0)
     te = np.asarray(cfg.megre_te_ms)
     r2s_post = np.where(body, 1e3 / np.where(body, p["T2star"], 1.0) + dr, 0.0)
-    post = np.where(body[..., None], pd[..., None] * np.exp(-te * 1e-3 * r2s_post[..., None]), 0.0)
+    post = per_voxel(pdr * np.exp(-te * 1e-3 * r2s_post[body][rows][:, None]))
     post = with_artery(
         post,
         blood.M0
