@@ -111,7 +111,7 @@ def _b0_field(
             )
             levels, level_of = np.unique(b0, return_inverse=True)
             cache["b0"] = (b0, levels, level_of.reshape(b0.shape))
-        return cache["b0"]  # type: ignore[no-any-return]
+        return cache["b0"]
 
 
 def _z_table(
@@ -122,7 +122,7 @@ def _z_table(
     with _SPECTRUM_LOCK:
         if key not in cache:
             cache[key] = _lagrange4(spec, CEST_OFFSETS_PPM[None, :] - levels[:, None])
-        return cache[key]  # type: ignore[no-any-return]
+        return cache[key]
 
 
 def cest_series(
