@@ -171,7 +171,8 @@ def cest_series(
     cache = {} if cache is None else cache
     b0, levels, level_of = _b0_field(x, y, cache)
     pd = np.where(body, m0 / 30.0, 0.0)
-    z = np.ones((*shape, CEST_OFFSETS_PPM.size))
+    tables = [np.ones((levels.size, CEST_OFFSETS_PPM.size))]  # Z per B0 level per spectrum
+    table_of = np.zeros(shape, np.intp)  # each voxel's table
     amide = np.full(shape, np.nan)
     for t in np.unique(tissue[body]):
         name = names[int(t)] if 0 <= int(t) < len(names) else "background"
@@ -187,16 +188,22 @@ def cest_series(
             pairs, inv = np.array([[t1[0], t2[0]]]), np.zeros(t1.size, np.intp)
         else:
             pairs, inv = np.unique(np.c_[t1, t2], axis=0, return_inverse=True)
-        zs = np.empty((int(sel.sum()), CEST_OFFSETS_PPM.size))
-        lv = level_of[sel]
+        ids = np.empty(t1.size, np.intp)
         for k, (a, b) in enumerate(pairs):
-            rows = inv.ravel() == k
             key = (float(a), float(b), f, _MT_FRACTION.get(name, 0.05))
-            zs[rows] = _z_table(key, levels, cache)[lv[rows]]
-        z[sel] = zs
+            tables.append(_z_table(key, levels, cache))
+            ids[inv.ravel() == k] = len(tables) - 1
+        table_of[sel] = ids
+    # one gather: Z of each voxel's table at its B0 level (table 0: Z = 1 outside the body)
+    z = np.stack(tables)[table_of, level_of]
     tumour_pd = 30000.0 / 30.0
-    img = np.concatenate([pd[..., None], pd[..., None] * z], axis=-1)
+    img = np.empty((*shape, CEST_OFFSETS_PPM.size + 1))  # the M0 image, then PD * Z
+    img[..., 0] = pd
+    np.multiply(pd[..., None], z, out=img[..., 1:])
+    del z
     img = rician(img, tumour_pd / _SNR, rng)
+    np.rint(img, out=img)  # in place: the same numbers as np.clip(np.rint(img), ...)
+    np.clip(img, 0, 32767, out=img)
     side = {
         "SaturationOffsets": [-300.0, *CEST_OFFSETS_PPM.tolist()],
         "SaturationOffsetsUnit": "ppm",
@@ -207,7 +214,7 @@ def cest_series(
         "SaturationPulseShape": "block",
     }
     return {
-        "anat/cest": (np.clip(np.rint(img), 0, 32767).astype(np.int16), side),
+        "anat/cest": (img.astype(np.int16), side),
         "truth:cest_B0": (np.where(body, b0, np.nan).astype(np.float32), None),
         "truth:cest_amide_fraction": (amide.astype(np.float32), None),
     }

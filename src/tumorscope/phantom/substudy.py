@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 
 
 def _to_int16(a: np.ndarray) -> np.ndarray:
-    r = np.rint(a)
-    np.clip(r, 0, 32767, out=r)  # in place: the same numbers without a temporary
-    return r.astype(np.int16)
+    """``a`` rounded and clipped to int16 like scanner data; ``a`` (a float array the caller
+    no longer needs) is overwritten on the way: the same numbers without two temporaries."""
+    np.rint(a, out=a)
+    np.clip(a, 0, 32767, out=a)
+    return a.astype(np.int16)
 
 
 def _substudy_series(
