@@ -100,6 +100,31 @@ def _simulated_spectrum(t1_ms: float, t2_ms: float, amide_f: float, mt_f: float)
     return z
 
 
+def _b0_field(
+    x: np.ndarray, y: np.ndarray, cache: dict[Any, Any]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The B0 field (ppm) per voxel, its distinct values and the index of each voxel's."""
+    with _SPECTRUM_LOCK:
+        if "b0" not in cache:
+            b0 = 0.25 * x / max(float(np.abs(x).max()), 1e-9) + 0.1 * y / max(
+                float(np.abs(y).max()), 1e-9
+            )
+            levels, level_of = np.unique(b0, return_inverse=True)
+            cache["b0"] = (b0, levels, level_of.reshape(b0.shape))
+        return cache["b0"]
+
+
+def _z_table(
+    key: tuple[float, float, float, float], levels: np.ndarray, cache: dict[Any, Any]
+) -> np.ndarray:
+    """The Z-spectrum of a tissue ``key`` at the acquired offsets for each B0 level."""
+    spec = _spectrum(*key)
+    with _SPECTRUM_LOCK:
+        if key not in cache:
+            cache[key] = _lagrange4(spec, CEST_OFFSETS_PPM[None, :] - levels[:, None])
+        return cache[key]
+
+
 def cest_series(
     trajectory: str,
     vi: int,
@@ -110,6 +135,7 @@ def cest_series(
     params: dict[str, np.ndarray],
     x: np.ndarray,
     y: np.ndarray,
+    cache: dict[Any, Any] | None = None,
 ) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
     """The CEST series of one visit, or nothing for other trajectories.
 
@@ -128,6 +154,10 @@ def cest_series(
         Per-voxel truth (``T1``, ``T2`` in ms).
     x, y : ndarray
         World coordinates (mm) per voxel, for the smooth B0 field.
+    cache : dict, optional
+        What every visit of a study shares (the B0 field and each tissue's interpolated
+        spectra at its distinct B0 values): a dict per study (with the same ``x``, ``y``),
+        filled here. Without it nothing is kept.
 
     Returns
     -------
@@ -138,29 +168,42 @@ def cest_series(
         return {}
     rng = np.random.default_rng([zlib.crc32(trajectory.encode()), vi, 19])
     shape = tissue.shape
-    b0 = 0.25 * x / max(float(np.abs(x).max()), 1e-9) + 0.1 * y / max(float(np.abs(y).max()), 1e-9)
+    cache = {} if cache is None else cache
+    b0, levels, level_of = _b0_field(x, y, cache)
     pd = np.where(body, m0 / 30.0, 0.0)
-    z = np.ones((*shape, CEST_OFFSETS_PPM.size))
+    tables = [np.ones((levels.size, CEST_OFFSETS_PPM.size))]  # Z per B0 level per spectrum
+    table_of = np.zeros(shape, np.intp)  # each voxel's table
     amide = np.full(shape, np.nan)
     for t in np.unique(tissue[body]):
         name = names[int(t)] if 0 <= int(t) < len(names) else "background"
         sel = body & (tissue == t)
         f = AMIDE_FRACTION.get(name, 6e-4)
         amide[sel] = f
-        # one spectrum per distinct (T1, T2) of the state (heterogeneity is in D and Ktrans only)
+        # one spectrum per distinct (T1, T2) of the state (heterogeneity is in D and Ktrans
+        # only), interpolated once per distinct B0 value of the study: a voxel's Z values are
+        # those of its B0 level (the same arithmetic on the same numbers)
         t1 = np.round(params["T1"][sel], 1)
         t2 = np.round(params["T2"][sel], 1)
-        pairs, inv = np.unique(np.c_[t1, t2], axis=0, return_inverse=True)
-        zs = np.empty((int(sel.sum()), CEST_OFFSETS_PPM.size))
-        q = CEST_OFFSETS_PPM[None, :] - b0[sel][:, None]
+        if t1.min() == t1.max() and t2.min() == t2.max():  # a uniform state: one pair
+            pairs, inv = np.array([[t1[0], t2[0]]]), np.zeros(t1.size, np.intp)
+        else:
+            pairs, inv = np.unique(np.c_[t1, t2], axis=0, return_inverse=True)
+        ids = np.empty(t1.size, np.intp)
         for k, (a, b) in enumerate(pairs):
-            rows = inv.ravel() == k
-            spec = _spectrum(float(a), float(b), f, _MT_FRACTION.get(name, 0.05))
-            zs[rows] = _lagrange4(spec, q[rows])
-        z[sel] = zs
+            key = (float(a), float(b), f, _MT_FRACTION.get(name, 0.05))
+            tables.append(_z_table(key, levels, cache))
+            ids[inv.ravel() == k] = len(tables) - 1
+        table_of[sel] = ids
+    # one gather: Z of each voxel's table at its B0 level (table 0: Z = 1 outside the body)
+    z = np.stack(tables)[table_of, level_of]
     tumour_pd = 30000.0 / 30.0
-    img = np.concatenate([pd[..., None], pd[..., None] * z], axis=-1)
+    img = np.empty((*shape, CEST_OFFSETS_PPM.size + 1))  # the M0 image, then PD * Z
+    img[..., 0] = pd
+    np.multiply(pd[..., None], z, out=img[..., 1:])
+    del z
     img = rician(img, tumour_pd / _SNR, rng)
+    np.rint(img, out=img)  # in place: the same numbers as np.clip(np.rint(img), ...)
+    np.clip(img, 0, 32767, out=img)
     side = {
         "SaturationOffsets": [-300.0, *CEST_OFFSETS_PPM.tolist()],
         "SaturationOffsetsUnit": "ppm",
@@ -171,7 +214,7 @@ def cest_series(
         "SaturationPulseShape": "block",
     }
     return {
-        "anat/cest": (np.clip(np.rint(img), 0, 32767).astype(np.int16), side),
+        "anat/cest": (img.astype(np.int16), side),
         "truth:cest_B0": (np.where(body, b0, np.nan).astype(np.float32), None),
         "truth:cest_amide_fraction": (amide.astype(np.float32), None),
     }

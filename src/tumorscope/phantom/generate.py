@@ -13,6 +13,7 @@ and ``large`` (benchmarks: 4× more subjects, 1 × 1 × 2 mm voxels).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -34,8 +35,6 @@ from .metabolic import write_metabolic_visit
 from .organs import ORGAN_REFERENCE, organ_series, write_organ_map
 from .pet import PET_TRAJECTORIES, write_pet_visit
 from .scenarios import (
-    FERUMOXYTOL_DR2STAR,
-    FLUORINE,
     SCENARIOS,
     T2STAR_MS,
     TISSUES,
@@ -50,6 +49,7 @@ from .signals import (
     rician,
     spgr_signal,
 )
+from .substudy import _substudy_series, _to_int16
 
 __all__ = ["SIZES", "PhantomConfig", "make_study"]
 
@@ -233,7 +233,8 @@ def make_study(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        _write_study(tmp, cfg, n, seed, size, int(brain_subjects))
+        with _one_blas_thread():
+            _write_study(tmp, cfg, n, seed, size, int(brain_subjects))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -356,11 +357,13 @@ def _write_study(
             rng = np.random.default_rng([seed, s_index, vi])
             jobs.append((sid, vids[vi], vi, sc, cb_fine, cp_fine, hetero_d, hetero_k, rng, []))
 
+    cest_cache: dict[Any, Any] = {}  # what the CEST series of every visit share
+
     def visit(job: tuple[Any, ...]) -> None:
         sid, vid, vi, sc, cb_fine, cp_fine, hetero_d, hetero_k, rng, rows = job
         _write_visit(
             root, cfg, aff, sid, vid, vi, sc, x, y, z, body, art_frac, t, t_fine, dt_fine,
-            cb_fine, cp_fine, hetero_d, hetero_k, rng, rows,
+            cb_fine, cp_fine, hetero_d, hetero_k, rng, rows, cest_cache,
         )  # fmt: skip
 
     # Visits are independent (each has its own random generator): a thread per core writes
@@ -421,15 +424,55 @@ def _write_study(
     _write_json(truth / "phantom.json", cfg_dict)
 
 
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """One BLAS thread while the study is written.
+
+    The phantom's only BLAS work is small: the Bloch–McConnell propagators of the CEST
+    spectra (14 × 14 matrix exponentials, :mod:`tumorscope.phantom.cest`) and the 3 × 3 ones
+    of the 13C dynamics. A threaded OpenBLAS on a busy machine spends 10–100× longer waiting
+    for its threads than computing them (measured on two shared cores: 0.4–1.1 s per CEST
+    spectrum against 0.005–0.06 s on one thread); the visits already run on a thread per core.
+    The limit is process-wide (threadpoolctl), lifted when the study is written; without
+    threadpoolctl (installed with scikit-learn) nothing is limited. The bytes are the same.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _distinct_rows(tissue: np.ndarray, viable: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels whose signals differ, and the row of each voxel.
+
+    Parameters
+    ----------
+    tissue : ndarray of int, shape (n,)
+        Tissue index per voxel (its parameters are the tissue's outside ``viable``).
+    viable : ndarray of bool, shape (n,)
+        Voxels with parameters of their own (the heterogeneous viable tumour).
+
+    Returns
+    -------
+    rows : ndarray of int
+        Positions of one voxel per tissue index outside ``viable``, then of every viable voxel.
+    which : ndarray of int, shape (n,)
+        For each voxel, its row: ``signal(params[rows])[which]`` equals ``signal(params)``.
+    """
+    which = np.empty(tissue.size, np.intp)
+    plain = np.flatnonzero(~viable)
+    kinds, first, inverse = np.unique(tissue[plain], return_index=True, return_inverse=True)
+    which[plain] = inverse.ravel()
+    own = np.flatnonzero(viable)
+    which[own] = kinds.size + np.arange(own.size)
+    return np.concatenate([plain[first], own]), which
+
+
 def _cores() -> int:
     """Cores this process may use."""
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _to_int16(a: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(a), 0, 32767).astype(np.int16)
 
 
 def _write_visit(
@@ -454,6 +497,7 @@ def _write_visit(
     hetero_k: np.ndarray,
     rng: np.random.Generator,
     lesion_rows: list[str],
+    cest_cache: dict[Any, Any],
 ) -> None:
     shape = cfg.shape
     prefix = f"sub-{sid}_ses-{vid}"
@@ -508,13 +552,16 @@ def _write_visit(
     blood = TISSUES["blood"]
     sig = noise_sigmas(cfg)
 
+    # The signal curves of each distinct voxel once: outside the viable tumour every tissue is
+    # uniform (one row per tissue index), inside it each voxel has its own D and Ktrans. The
+    # equations are elementwise, so a voxel's numbers do not depend on the rows beside it.
+    inb = body
+    rows, which = _distinct_rows(tissue_nobl[inb], viable[inb])
+    pr = {k: v[inb][rows] for k, v in p.items()}  # parameters per row
     # --- DWI
     bvals = np.asarray(cfg.bvalues, float)
-    inb = body
     dwi = np.zeros((*shape, bvals.size))
-    dwi[inb] = dwi_signal(
-        bvals, p["S0"][inb], p["D"][inb], p["f"][inb], p["D_star"][inb], p["K"][inb]
-    )
+    dwi[inb] = dwi_signal(bvals, pr["S0"], pr["D"], pr["f"], pr["D_star"], pr["K"])[which]
     if artery.any():
         bl = dwi_signal(
             bvals,
@@ -531,25 +578,21 @@ def _write_visit(
     r1 = np.where(body, 1e3 / np.where(body, p["T1"], 1.0), 0.0)
     m0 = np.where(body, p["M0"], 0.0)
     fa = np.asarray(cfg.vfa_flip_deg)
-    vfa = spgr_signal(m0[..., None], r1[..., None], fa, cfg.vfa_tr_ms)
+    m0r, r1r = m0[inb][rows][:, None], r1[inb][rows][:, None]
+    vfa = np.zeros((*shape, fa.size))  # 0 outside the body, as the equation gives for M0 = 0
+    vfa[inb] = spgr_signal(m0r, r1r, fa, cfg.vfa_tr_ms)[which]
     if artery.any():
         fr = art_frac[artery][:, None]
         vb = spgr_signal(blood.M0, 1e3 / blood.T1, fa, cfg.vfa_tr_ms)
         vfa[artery] = fr * vb + (1 - fr) * vfa[artery]
     vfa = rician(vfa, sig["vfa"], rng)
     # --- DCE: concentration, then SPGR signal
-    conc = np.zeros((*shape, t.size))
-    # the curve of each distinct (Ktrans, ve, vp) once: outside the viable tumour the tissues
-    # are uniform (the same values per voxel, computed alone)
-    kinetic = np.stack([p["Ktrans"][inb], p["ve"][inb], p["vp"][inb]], axis=1)
-    distinct, which = np.unique(kinetic, axis=0, return_inverse=True)
-    conc[inb] = etofts_concentration(
-        t, cp_fine, dt_fine, distinct[:, 0], distinct[:, 1], distinct[:, 2]
-    )[which.ravel()]
+    conc = etofts_concentration(t, cp_fine, dt_fine, pr["Ktrans"], pr["ve"], pr["vp"])
     cb_t = np.interp(t, t_fine, cb_fine)
-    s_dce = spgr_signal(
-        m0[..., None], r1[..., None] + cfg.relaxivity * conc, cfg.dce_flip_deg, cfg.dce_tr_ms
-    )
+    s_dce = np.zeros((*shape, t.size))  # no contrast outside the body: M0 = 0, signal 0
+    s_dce[inb] = spgr_signal(m0r, r1r + cfg.relaxivity * conc, cfg.dce_flip_deg, cfg.dce_tr_ms)[
+        which
+    ]
     if artery.any():
         fr = art_frac[artery][:, None]
         sb = spgr_signal(
@@ -567,7 +610,8 @@ def _write_visit(
     # --- multi-echo gradient echo (T2*): S = M0/30 exp(-TE/T2*)
     te = np.asarray(cfg.megre_te_ms)
     t2s = np.where(body, p["T2star"], 1.0)
-    megre = np.where(body[..., None], m0[..., None] / 30.0 * np.exp(-te / t2s[..., None]), 0.0)
+    megre = np.zeros((*shape, te.size))  # 0 outside the body
+    megre[inb] = (m0r / 30.0 * np.exp(-te / t2s[inb][rows][:, None]))[which]
     if artery.any():
         mb = blood.M0 / 30.0 * np.exp(-te / T2STAR_MS["blood"])
         fr = art_frac[artery][:, None]
@@ -591,13 +635,14 @@ def _write_visit(
         rng,
         x,
         y,
+        (rows, which),
     )
     org = organ_series(
         sc.trajectory, vi, x, y, body, labels, p["T1"], p["T2"], m0, cfg.hematocrit, sig["ir"], rng
     )
     organ_map = org.pop("organs", None)  # organ-watch series (phantom/organs.py)
     extra.update(org)
-    extra.update(cest_series(sc.trajectory, vi, names, tissue_nobl, body, m0, p, x, y))
+    extra.update(cest_series(sc.trajectory, vi, names, tissue_nobl, body, m0, p, x, y, cest_cache))
 
     # --- write images and sidecars
     common = {"MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom"}
@@ -678,123 +723,3 @@ def _write_visit(
     Volume(np.where(body, 1, 0).astype(np.uint8), aff).to_nifti(
         tdir / f"{prefix}_desc-body_mask.nii.gz"
     )
-
-
-def _substudy_series(
-    cfg: PhantomConfig,
-    sc: Scenario,
-    vi: int,
-    names: list[str],
-    tissue_nobl: np.ndarray,
-    tissue: np.ndarray,
-    blood_idx: int,
-    body: np.ndarray,
-    artery: np.ndarray,
-    art_frac: np.ndarray,
-    m0: np.ndarray,
-    p: dict[str, np.ndarray],
-    labels: np.ndarray,
-    sig: dict[str, float],
-    rng: np.random.Generator,
-    x: np.ndarray,
-    y: np.ndarray,
-) -> dict[str, tuple[np.ndarray, dict[str, Any] | None]]:
-    """IR T1, multi-echo T2, ferumoxytol pre/post GRE and 19F for the immune substudy.
-
-    Returns ``{"datatype/suffix": (int16 image, sidecar)}`` and ``{"truth:<name>": (map, None)}``.
-    """
-    out: dict[str, tuple[np.ndarray, dict[str, Any] | None]] = {}
-    if sc.trajectory not in cfg.substudy:
-        return out
-    blood = TISSUES["blood"]
-    t1 = np.where(body, p["T1"], 1.0)
-    t2 = np.where(body, p["T2"], 1.0)
-    pd = np.where(body, m0 / 30.0, 0.0)
-
-    def with_artery(img: np.ndarray, blood_curve: np.ndarray) -> np.ndarray:
-        if artery.any():
-            fr = art_frac[artery][:, None]
-            img[artery] = fr * blood_curve[None, :] + (1 - fr) * img[artery]
-        return img
-
-    # inversion recovery (magnitude, ideal inversion): |PD (1 - 2 exp(-TI/T1) + exp(-TR/T1))|
-    ti = np.asarray(cfg.ir_ti_ms)
-    ir = np.abs(
-        pd[..., None]
-        * (1 - 2 * np.exp(-ti / t1[..., None]) + np.exp(-cfg.ir_tr_ms / t1[..., None]))
-    )
-    ir = with_artery(
-        ir,
-        np.abs(blood.M0 / 30 * (1 - 2 * np.exp(-ti / blood.T1) + np.exp(-cfg.ir_tr_ms / blood.T1))),
-    )
-    out["anat/IRT1"] = (
-        _to_int16(rician(ir, sig["ir"], rng)),
-        {"InversionTime": [v / 1e3 for v in cfg.ir_ti_ms], "RepetitionTime": cfg.ir_tr_ms / 1e3},
-    )
-    # multi-echo spin echo: PD exp(-TE/T2)
-    te2 = np.asarray(cfg.mese_te_ms)
-    mese = pd[..., None] * np.exp(-te2 / t2[..., None])
-    mese = with_artery(mese, blood.M0 / 30 * np.exp(-te2 / blood.T2))
-    out["anat/MESE"] = (
-        _to_int16(rician(mese, sig["mese"], rng)),
-        {"EchoTime": [v / 1e3 for v in cfg.mese_te_ms], "RepetitionTime": cfg.mese_tr_ms / 1e3},
-    )
-    # ferumoxytol 24 h: R2*_post = R2* + dR2*
-    dr = np.array([FERUMOXYTOL_DR2STAR[n] if n else np.nan for n in names])[tissue_nobl]
-    dr = np.where(body, dr, 0.0)
-    te = np.asarray(cfg.megre_te_ms)
-    r2s_post = np.where(body, 1e3 / np.where(body, p["T2star"], 1.0) + dr, 0.0)
-    post = np.where(body[..., None], pd[..., None] * np.exp(-te * 1e-3 * r2s_post[..., None]), 0.0)
-    post = with_artery(
-        post,
-        blood.M0
-        / 30
-        * np.exp(-te * 1e-3 * (1e3 / T2STAR_MS["blood"] + FERUMOXYTOL_DR2STAR["blood"])),
-    )
-    out["anat/ce-ferumoxytol_MEGRE"] = (
-        _to_int16(rician(post, sig["megre"], rng)),
-        {
-            "EchoTime": [v / 1e3 for v in cfg.megre_te_ms],
-            "RepetitionTime": cfg.megre_tr_ms / 1e3,
-            "FlipAngle": cfg.megre_flip_deg,
-            "ContrastBolusIngredient": "ferumoxytol",
-            "ContrastBolusTotalDose": 5.0,
-            "ContrastBolusTotalDoseUnits": "mg Fe/kg",
-            "HoursAfterContrast": 24.0,
-        },
-    )
-    truth_dr = np.where(body, dr, np.nan).astype(np.float32)
-    truth_dr[tissue == blood_idx] = np.nan
-    out["truth:dR2star_ferumoxytol"] = (truth_dr, None)
-    # 19F: one visit of one scenario
-    fl = FLUORINE
-    if sc.trajectory == fl.trajectory and vi == fl.visit_index:
-        vox_ml = float(np.prod(cfg.voxel_mm)) / 1000.0
-        n_avogadro = 6.02214076e23
-        cells = np.zeros(cfg.shape)
-        for li, les in enumerate(sc.lesions):
-            if les.lesion_id in fl.cells_per_ml:
-                cells[labels == li + 1] = fl.cells_per_ml[les.lesion_id] * vox_ml
-        # 19F atoms per voxel -> equivalent concentration (mM) -> signal
-        atoms = cells * fl.fluorine_per_cell
-        tube_labels = np.zeros(cfg.shape, np.int16)
-        tube_conc: dict[str, float] = {}
-        for k, (cx, cy, r, mm) in enumerate(fl.tubes, start=1):
-            inside = (x - cx) ** 2 + (y - cy) ** 2 <= r**2
-            tube_labels[inside] = k
-            tube_conc[str(k)] = mm
-            atoms[inside] = mm * 1e-3 * vox_ml * 1e-3 * n_avogadro
-        conc_mM = atoms / (vox_ml * 1e-3 * n_avogadro) * 1e3
-        img = rician(fl.signal_per_mM * conc_mM, sig["fluorine"], rng)
-        out["fluorine/19F"] = (
-            _to_int16(img),
-            {
-                "ResonantNucleus": "19F",
-                "FluorinePerCell": fl.fluorine_per_cell,
-                "ReferenceTubes": tube_conc,
-                "ReferenceTubesUnits": "mM 19F atoms",
-            },
-        )
-        out["fluorine/19Ftubes"] = (tube_labels, None)
-        out["truth:cells19F"] = (cells.astype(np.float32), None)
-    return out

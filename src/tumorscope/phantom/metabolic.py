@@ -137,16 +137,20 @@ def write_metabolic_visit(
     tdir = root / "derivatives" / "truth" / sub / ses
     rng = _rng(prefix)
     t = np.arange(HP13C_FRAMES) * HP13C_TR_S
-    state = np.array(names, dtype=object)[tissue]
-    kpl = np.zeros(tissue.shape, np.float32)
-    sig = np.zeros((*tissue.shape, 2, t.size))
-    for st in set(names) - {""}:
-        sel = state == st
-        kpl[sel] = KPL_PER_S.get(st, 0.0)
-        curve = hp13c_curves(t, HP13C_FLIPS_DEG, KPL_PER_S.get(st, 0.0), DELIVERY.get(st, 0.0))
-        sig[sel] = curve
-    sig += rng.normal(0.0, HP13C_SIGMA, sig.shape)
-    kpl[state == ""] = np.nan
+    # per tissue index, then looked up per voxel (no per-voxel strings): "" is outside the body
+    kpl = np.array([KPL_PER_S.get(st, 0.0) if st else np.nan for st in names], np.float32)[tissue]
+    curves = np.zeros((len(names), 2, t.size))
+    for i, st in enumerate(names):
+        if st:
+            curves[i] = hp13c_curves(
+                t, HP13C_FLIPS_DEG, KPL_PER_S.get(st, 0.0), DELIVERY.get(st, 0.0)
+            )
+    sig = curves[tissue]
+    # rng.normal(0, sigma) is 0 + sigma * z of the same stream: the same numbers, in bulk
+    noise = rng.standard_normal(sig.shape)
+    noise *= HP13C_SIGMA
+    sig += noise
+    del noise
     side = {
         "MagneticFieldStrength": 3.0, "Manufacturer": "tumorscope phantom",
         "ResonantNucleus": "13C", "FrameTimes": t.tolist(), "RepetitionTime": HP13C_TR_S,
@@ -159,6 +163,7 @@ def write_metabolic_visit(
         base.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     Volume(kpl, aff).to_nifti(tdir / f"{prefix}_desc-kPL_truth.nii.gz")
     if vi < _MRS_VISITS and lesion_centres_mm:
+        state = np.array(names, dtype=object)[tissue]
         _write_svs(sdir, tdir, prefix, state, labels, aff, lesion_centres_mm[0], rng)
 
 

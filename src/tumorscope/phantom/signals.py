@@ -156,9 +156,13 @@ def etofts_concentration(
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Magnitude of the signal plus complex Gaussian noise of SD ``sigma`` per channel."""
     # in place: the same operations in the same order as ``sqrt((signal + n1)**2 + n2**2)``
-    # (the same bits), without its four temporaries
-    out = rng.normal(0.0, sigma, signal.shape)
-    n2 = rng.normal(0.0, sigma, signal.shape)
+    # (the same bits), without its four temporaries. ``rng.normal(0, sigma)`` draws
+    # ``0 + sigma * z`` from the same standard normal stream: drawing ``z`` in bulk and
+    # scaling it gives the same numbers (up to the sign of a zero, squared away) ~1.3× faster
+    out = rng.standard_normal(signal.shape)
+    out *= sigma
+    n2 = rng.standard_normal(signal.shape)
+    n2 *= sigma
     out += signal
     np.square(out, out=out)
     np.square(n2, out=n2)
