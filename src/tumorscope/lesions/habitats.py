@@ -32,6 +32,7 @@ References
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -280,12 +281,28 @@ def _one_thread() -> contextlib.AbstractContextManager[Any]:
     thread k-means took 3-8x longer whenever the other core was busy (a shared machine, the
     pipeline's other worker; ``docs/performance.md``), and the centroids agree to 1e-15
     either way. Without threadpoolctl (installed with scikit-learn) nothing is limited.
+
+    The thread pools are found once per process (:func:`_pools`), not at every call.
     """
     try:
-        from threadpoolctl import threadpool_limits
+        import threadpoolctl  # noqa: F401
     except ImportError:  # pragma: no cover - a dependency of scikit-learn
         return contextlib.nullcontext()
-    return threadpool_limits(limits=1)
+    return _pools().limit(limits=1)
+
+
+@functools.cache
+def _pools() -> Any:
+    """threadpoolctl's controller of the process's thread pools, made once.
+
+    ``threadpool_limits`` makes a new one at each call, which reads ``/proc/self/maps`` and
+    inspects every loaded library: ~5 ms, half the ``features`` step's CPU time when every
+    lesion's prediction was limited on its own. It is first made after scikit-learn is
+    imported (a fit or a prediction), so its OpenMP and BLAS libraries are among those found.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def _mask_array(mask: Volume | npt.ArrayLike) -> np.ndarray:

@@ -82,8 +82,9 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     assessed = assess_all(table, crits)
     rows = assessment_rows(table, crits, assessed=assessed)
     main = "irecist" if "irecist" in crits else crits[0]
-    prows, notes = pattern_rows(s, table, response.assess(table, criteria=main))
-    prows += response_rows(s, assessed, response.assess(table, criteria=main))
+    immune = response.assess(table, criteria=main)
+    prows, notes = pattern_rows(s, table, immune)
+    prows += response_rows(s, assessed, immune)
     crows, cnotes = candidate_rows(ctx, s, lesions, baseline, rt_end)
     prows += crows
     notes += cnotes
@@ -171,10 +172,24 @@ def pattern_rows(
     hyperprogression without a pre-baseline scan, Kato's without the time to treatment
     failure) gets ``flag=None`` with the reason.
     """
+    import functools
+
     import pandas as pd
 
     from ..errors import ResponseError
     from ..response import patterns as pat
+
+    # every hyperprogression definition from one validation and RECIST assessment
+    each = functools.cache(lambda: pat.hyperprogression_each(table))
+
+    def hyper(definition: str) -> pd.DataFrame:
+        try:
+            result = each()[definition]
+        except ResponseError as exc:  # the table breaks a rule: no definition is evaluated
+            result = exc
+        if isinstance(result, ResponseError):
+            raise result
+        return result
 
     calls = (
         (
@@ -185,11 +200,11 @@ def pattern_rows(
         ),
         ("durable response", lambda: pat.durable_response(assessment), "durable", "response_start"),
         ("mixed response", lambda: pat.mixed_response(table), "mixed", "visit"),
-        ("hyperprogression", lambda: pat.hyperprogression(table), "hyperprogression", None),
+        ("hyperprogression", lambda: hyper("champiat"), "hyperprogression", None),
         *(
             (
                 f"hyperprogression {d}",
-                lambda d=d: pat.hyperprogression(table, definition=d),
+                lambda d=d: hyper(d),
                 "hyperprogression",
                 None,
             )

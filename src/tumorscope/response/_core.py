@@ -70,24 +70,41 @@ class Subject:
 
 
 def subjects_from_table(df: pd.DataFrame) -> list[Subject]:
-    """Group a validated table (:func:`validate_table`) into subjects and visits."""
+    """Group a validated table (:func:`validate_table`) into subjects and visits.
+
+    Subjects, lesions and visits come in the order of a sorted ``groupby`` (subject; lesion
+    id; date, then visit id) and the rows of a lesion or visit in table order; the table is
+    read once as records (a ``groupby`` per subject, lesion and visit cost ~7 ms a subject).
+    """
+    records = df.to_dict("records")
+    by_subject: dict[Any, list[dict[str, Any]]] = {}
+    for rec in records:
+        by_subject.setdefault(rec["subject"], []).append(rec)
     out = []
-    for subject, sub in df.groupby("subject", sort=True):
+    for subject in sorted(by_subject):
+        sub = by_subject[subject]
+        by_lesion: dict[Any, list[dict[str, Any]]] = {}
+        by_visit: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+        for rec in sub:
+            by_lesion.setdefault(rec["lesion_id"], []).append(rec)
+            by_visit.setdefault((rec["date"], rec["visit"]), []).append(rec)
         lesions: dict[str, Lesion] = {}
-        for lid, rows in sub.groupby("lesion_id", sort=True):
-            r = rows.iloc[0]
+        for lid in sorted(by_lesion):
+            rows = by_lesion[lid]
+            r = rows[0]
             lesions[str(lid)] = Lesion(
                 str(lid),
                 str(r["kind"]),
                 bool(r["nodal"]),
                 None if r["organ"] is None else str(r["organ"]),
                 bool(r["enhancing"]),
-                int(rows["visit_index"].min()),
+                int(min(x["visit_index"] for x in rows)),
             )
         visits = []
-        for (_, visit), rows in sub.groupby(["date", "visit"], sort=True):
-            v = Visit(str(visit), rows["date"].iloc[0], int(rows["visit_index"].iloc[0]))
-            for rec in rows.to_dict("records"):
+        for date, visit in sorted(by_visit):
+            rows = by_visit[(date, visit)]
+            v = Visit(str(visit), rows[0]["date"], int(rows[0]["visit_index"]))
+            for rec in rows:
                 v.obs[str(rec["lesion_id"])] = Obs(
                     float(rec["diameter_mm"]),
                     float(rec["perpendicular_mm"]),
@@ -95,9 +112,9 @@ def subjects_from_table(df: pd.DataFrame) -> list[Subject]:
                     str(rec["row"]),
                     float(rec.get("density_hu", math.nan)),
                 )
-            doses = [x for x in rows["steroid_dose_mg"] if np.isfinite(x)]
+            doses = [x["steroid_dose_mg"] for x in rows if np.isfinite(x["steroid_dose_mg"])]
             v.steroid_dose_mg = doses[0] if doses else math.nan
-            cs = [x for x in rows["clinical_status"] if x is not None]
+            cs = [x["clinical_status"] for x in rows if x["clinical_status"] is not None]
             v.clinical_status = cs[0] if cs else None
             visits.append(v)
         out.append(Subject(str(subject), lesions, visits))

@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ResponseError
-from ._core import subjects_from_table
+from ._core import Subject, subjects_from_table
 from .table import read_table, validate_table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CRITERIA", "assess", "from_lesion_table"]
+__all__ = ["CRITERIA", "assess", "assess_validated", "from_lesion_table"]
 
 #: Criterion names accepted by :func:`assess`.
 CRITERIA: tuple[str, ...] = (
@@ -136,7 +136,32 @@ def assess(
         df = read_table(table, target_limits=limits)
     else:
         df = validate_table(table, target_limits=limits)
-    subjects = subjects_from_table(df)
+    return assess_validated(
+        df,
+        name,
+        check_measurability=check_measurability,
+        confirm_window_days=confirm_window_days,
+        radiotherapy_end=radiotherapy_end,
+    )
+
+
+def assess_validated(
+    df: pd.DataFrame,
+    name: str,
+    *,
+    subjects: list[Subject] | None = None,
+    check_measurability: bool = True,
+    confirm_window_days: int | None = None,
+    radiotherapy_end: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """:func:`assess` of a table :func:`validate_table` returned (with the target limits of
+    criterion ``name``, a key of :data:`CRITERIA` but PERCIST's), and its
+    :func:`subjects_from_table` if already grouped: for callers that validated the table
+    themselves (nothing is checked twice)."""
+    import pandas as pd
+
+    if subjects is None:
+        subjects = subjects_from_table(df)
     if name == "recist1.1":
         from .recist import COLUMNS, assess_recist
 

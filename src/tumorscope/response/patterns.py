@@ -9,7 +9,7 @@ several definitions (hyperprogression), each is available by name.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -25,6 +25,7 @@ __all__ = [
     "HYPERPROGRESSION_DEFINITIONS",
     "durable_response",
     "hyperprogression",
+    "hyperprogression_each",
     "mixed_response",
     "pseudoprogression",
     "pseudoprogression_candidates",
@@ -386,26 +387,81 @@ def hyperprogression(
         ``tgr_ratio``, ``tgk_pre_mm_per_month``, ``tgk_on_mm_per_month``, ``tgk_ratio``,
         ``first_response`` (RECIST 1.1 at the first evaluation), ``reason``.
     """
-    import pandas as pd
+    (result,) = hyperprogression_each(
+        table,
+        definitions=(definition,),
+        time_to_treatment_failure_days=time_to_treatment_failure_days,
+        clinical_deterioration=clinical_deterioration,
+    ).values()
+    if isinstance(result, ResponseError):
+        raise result
+    return result
 
-    from .assessment import assess
 
-    name = definition.strip().lower().replace("_", "-").replace("â", "a")
-    if name not in HYPERPROGRESSION_DEFINITIONS:
-        raise ResponseError(
-            f"unknown definition {definition!r}; expected one of {list(HYPERPROGRESSION_DEFINITIONS)}",
-            field="definition",
-        )
+def hyperprogression_each(
+    table: pd.DataFrame,
+    *,
+    definitions: Sequence[str] = HYPERPROGRESSION_DEFINITIONS,
+    time_to_treatment_failure_days: Mapping[str, float] | None = None,
+    clinical_deterioration: Mapping[str, bool] | None = None,
+) -> dict[str, pd.DataFrame | ResponseError]:
+    """:func:`hyperprogression` under each of ``definitions``, from one validation of the
+    table and one RECIST 1.1 assessment (what every definition reads).
+
+    Returns
+    -------
+    dict
+        Per definition (as given), its table, or the :class:`~tumorscope.errors.
+        ResponseError` that :func:`hyperprogression` raises for it (an unknown name, Kato
+        without ``time_to_treatment_failure_days``).
+
+    Raises
+    ------
+    ResponseError
+        If a definition can be evaluated and the table breaks a rule (as
+        :func:`hyperprogression`).
+    """
+    from .assessment import assess_validated
+
     ttf = dict(time_to_treatment_failure_days or {})
     clin = dict(clinical_deterioration or {})
-    if name == "kato" and not ttf:
-        raise ResponseError(
-            "the Kato definition needs time_to_treatment_failure_days", field="definition"
-        )
-    df = validate_table(table)
-    recist = assess(df, criteria="recist1.1", check_measurability=False)
+    out: dict[str, pd.DataFrame | ResponseError] = {}
+    names: dict[str, str] = {}
+    for definition in definitions:
+        name = definition.strip().lower().replace("_", "-").replace("â", "a")
+        if name not in HYPERPROGRESSION_DEFINITIONS:
+            out[definition] = ResponseError(
+                f"unknown definition {definition!r}; expected one of {list(HYPERPROGRESSION_DEFINITIONS)}",
+                field="definition",
+            )
+        elif name == "kato" and not ttf:
+            out[definition] = ResponseError(
+                "the Kato definition needs time_to_treatment_failure_days", field="definition"
+            )
+        else:
+            names[definition] = name
+    if names:
+        df = validate_table(table)  # with RECIST 1.1's target limits, as assess checks them
+        subjects = subjects_from_table(df)
+        recist = assess_validated(df, "recist1.1", subjects=subjects, check_measurability=False)
+        for definition, name in names.items():
+            out[definition] = _hyperprogression(name, subjects, recist, ttf, clin)
+    return {d: out[d] for d in definitions}
+
+
+def _hyperprogression(
+    name: str,
+    subjects: list[Any],
+    recist: pd.DataFrame,
+    ttf: dict[str, float],
+    clin: dict[str, bool],
+) -> pd.DataFrame:
+    """Hyperprogression under the definition ``name`` (:func:`hyperprogression`) of the
+    subjects of a validated table, with their RECIST 1.1 assessment ``recist``."""
+    import pandas as pd
+
     out = []
-    for s in subjects_from_table(df):
+    for s in subjects:
         targets = s.of_kind("target")
         idx = {v.index: v for v in s.visits}
 

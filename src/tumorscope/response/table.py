@@ -251,8 +251,12 @@ def validate_table(
     df["enhancing"] = _bools(df, "enhancing", default=True, fail=fail)
     has_baseline_col = "baseline" in df.columns
     df["baseline"] = _bools(df, "baseline", default=False, fail=fail)
-    for col in ("diameter_mm", "perpendicular_mm", "viable_diameter_mm"):
-        df[col] = _floats(df, col, fail=fail, upper=MAX_DIAMETER_MM)
+    sizes = {
+        col: _floats(df, col, fail=fail, upper=MAX_DIAMETER_MM)
+        for col in ("diameter_mm", "perpendicular_mm", "viable_diameter_mm")
+    }
+    for col, values in sizes.items():
+        df[col] = values
     df["steroid_dose_mg"] = _floats(df, "steroid_dose_mg", fail=fail)
     df["density_hu"] = _floats(df, "density_hu", fail=fail, allow_negative=True)
 
@@ -268,8 +272,10 @@ def validate_table(
             )
         statuses.append(s)
     df["status"] = statuses
-    for i in range(len(df)):
-        s, kind = _at(df, i, "status"), _at(df, i, "kind")
+    # the rows as lists (the per-cell ``df.at`` of old cost most of the check)
+    for i, (s, kind, diameter) in enumerate(
+        zip(statuses, kinds, sizes["diameter_mm"], strict=True)
+    ):
         if s == "equivocal" and kind != "new":
             raise fail(i, "status", "'equivocal' applies to new lesions only")
         if s == "too small to measure" and kind != "target":
@@ -280,11 +286,7 @@ def validate_table(
                 "status",
                 f"{s!r} applies to non-target and new lesions; target lesions are measured",
             )
-        if (
-            s == "absent"
-            and np.isfinite(_at(df, i, "diameter_mm"))
-            and _at(df, i, "diameter_mm") > 0
-        ):
+        if s == "absent" and np.isfinite(diameter) and diameter > 0:
             raise fail(i, "status", "status 'absent' with a positive diameter_mm")
 
     df["organ"] = [(_text(v) or None) for v in df["organ"]] if "organ" in df.columns else None
@@ -323,10 +325,12 @@ def validate_table(
 def _check_subject(
     subject: str, sub: pd.DataFrame, has_baseline_col: bool, fail: Any, target_limits: bool
 ) -> pd.DataFrame:
+    # the subject's rows as lists, in table order: ``index[k]`` names row ``k`` in messages
+    index = list(sub.index)
+    visits, lesion_ids = list(sub["visit"]), list(sub["lesion_id"])
     # one date per visit, one visit per date
     visit_dates: dict[str, Any] = {}
-    for i in sub.index:
-        v, d = _at(sub, i, "visit"), _at(sub, i, "date")
+    for i, v, d in zip(index, visits, sub["date"], strict=True):
         if v in visit_dates and visit_dates[v] != d:
             raise fail(
                 i,
@@ -338,7 +342,7 @@ def _check_subject(
     by_date: dict[Any, str] = {}
     for v, d in visit_dates.items():
         if d in by_date:
-            i = int(sub.index[(sub["visit"] == v).to_numpy()][0])
+            i = int(next(i for i, x in zip(index, visits, strict=True) if x == v))
             raise fail(
                 i,
                 "date",
@@ -361,17 +365,23 @@ def _check_subject(
             raise fail(i, "baseline", f"visit {base} is the baseline: mark all its rows true")
     else:
         base = ordered[0]
-    index = {v: k - ordered.index(base) for k, v in enumerate(ordered)}
+    number = {v: k - ordered.index(base) for k, v in enumerate(ordered)}
+    visit_index = [number[v] for v in visits]
     sub = sub.copy()
-    sub["visit_index"] = [index[v] for v in sub["visit"]]
+    sub["visit_index"] = visit_index
     sub["baseline"] = sub["visit_index"] == 0
 
     # lesions keep their kind, organ and nodal-ness
+    rows_of: dict[str, list[int]] = {}  # lesion -> its rows (positions), in table order
+    for k, lid in enumerate(lesion_ids):
+        rows_of.setdefault(lid, []).append(k)
     for col in ("kind", "nodal", "organ"):
-        for lesion, rows in sub.groupby("lesion_id"):
-            vals = {x for x in rows[col] if x is not None}
+        values = list(sub[col])
+        for lesion in sorted(rows_of):
+            rows = rows_of[lesion]
+            vals = {values[k] for k in rows if values[k] is not None}
             if len(vals) > 1:
-                i = int(rows.index[-1])
+                i = int(index[rows[-1]])
                 raise fail(
                     i,
                     col,
@@ -379,12 +389,14 @@ def _check_subject(
                     f"({sorted(map(str, vals))}); a lesion keeps its {col}",
                 )
 
-    at_base = sub[sub["visit_index"] == 0]
-    after = sub[sub["visit_index"] != 0]
-    base_ids = set(at_base["lesion_id"])
-    for i in after.index:
-        lid, kind = _at(sub, i, "lesion_id"), _at(sub, i, "kind")
-        if _at(sub, i, "visit_index") < 0 and kind == "new":
+    kinds, statuses = list(sub["kind"]), list(sub["status"])
+    diameters = list(sub["diameter_mm"])
+    at_base = [k for k, x in enumerate(visit_index) if x == 0]
+    after = [k for k, x in enumerate(visit_index) if x != 0]
+    base_ids = {lesion_ids[k] for k in at_base}
+    for k in after:
+        i, lid, kind = index[k], lesion_ids[k], kinds[k]
+        if visit_index[k] < 0 and kind == "new":
             raise fail(
                 i,
                 "kind",
@@ -398,24 +410,23 @@ def _check_subject(
                 f"{base}; target and non-target lesions are chosen at baseline, a lesion first "
                 "seen later is 'new'",
             )
-    for i in at_base.index:
-        if _at(sub, i, "kind") == "new":
+    for k in at_base:
+        i, lid, kind = index[k], lesion_ids[k], kinds[k]
+        if kind == "new":
             raise fail(
                 i,
                 "kind",
-                f"lesion {_at(sub, i, 'lesion_id')} is 'new' at the baseline visit {base} of "
+                f"lesion {lid} is 'new' at the baseline visit {base} of "
                 f"subject {subject}; a lesion seen at baseline is target or non-target",
             )
-        if _at(sub, i, "kind") == "target" and not (
-            np.isfinite(_at(sub, i, "diameter_mm")) and _at(sub, i, "diameter_mm") > 0
-        ):
+        if kind == "target" and not (np.isfinite(diameters[k]) and diameters[k] > 0):
             raise fail(
                 i,
                 "diameter_mm",
-                f"target lesion {_at(sub, i, 'lesion_id')} of subject {subject} has no baseline "
+                f"target lesion {lid} of subject {subject} has no baseline "
                 "diameter; every target lesion is measured at baseline",
             )
-        if _at(sub, i, "kind") == "non-target" and _at(sub, i, "status") in (
+        if kind == "non-target" and statuses[k] in (
             "absent",
             "unequivocal progression",
             "further progression",
@@ -423,21 +434,26 @@ def _check_subject(
             raise fail(
                 i,
                 "status",
-                f"non-target lesion {_at(sub, i, 'lesion_id')} has status "
-                f"{_at(sub, i, 'status')!r} at baseline; expected 'present' or empty",
+                f"non-target lesion {lid} has status "
+                f"{statuses[k]!r} at baseline; expected 'present' or empty",
             )
-    targets = at_base[at_base["kind"] == "target"]
+    targets = [k for k in at_base if kinds[k] == "target"]
     groups = [("kind", "", MAX_TARGETS, targets)] if target_limits else []
-    if target_limits and targets["organ"].notna().any():
+    organs = list(sub["organ"])
+    if target_limits and any(not _missing(organs[k]) for k in targets):
+        per_organ: dict[str, list[int]] = {}
+        for k in targets:
+            if not _missing(organs[k]):
+                per_organ.setdefault(organs[k], []).append(k)
         groups += [
-            ("organ", f" in {organ}", MAX_TARGETS_PER_ORGAN, rows)
-            for organ, rows in targets.groupby("organ")
+            ("organ", f" in {organ}", MAX_TARGETS_PER_ORGAN, per_organ[organ])
+            for organ in sorted(per_organ)
         ]
     for fld, where, limit, rows in groups:
         if len(rows) > limit:
             per = " per organ" if fld == "organ" else ""
             raise fail(
-                int(rows.index[limit]),
+                int(index[rows[limit]]),
                 fld,
                 f"subject {subject} has {len(rows)} target lesions{where} at baseline; "
                 f"RECIST 1.1 allows at most {limit}{per}",
@@ -452,13 +468,21 @@ def _check_subject(
             f"{sorted(f'{x:%Y-%m-%d}' for x in ends)}",
         )
     # visit-level fields have one value per visit
+    rows_at: dict[str, list[int]] = {}  # visit -> its rows (positions), in table order
+    for k, v in enumerate(visits):
+        rows_at.setdefault(v, []).append(k)
     for col in ("steroid_dose_mg", "clinical_status"):
-        for visit, rows in sub.groupby("visit"):
+        values = list(sub[col])
+        for visit in sorted(rows_at):
+            rows = rows_at[visit]
             vals = {
-                x for x in rows[col] if x is not None and not (isinstance(x, float) and np.isnan(x))
+                values[k]
+                for k in rows
+                if values[k] is not None
+                and not (isinstance(values[k], float) and np.isnan(values[k]))
             }
             if len(vals) > 1:
-                i = int(rows.index[-1])
+                i = int(index[rows[-1]])
                 raise fail(
                     i,
                     col,
@@ -489,6 +513,11 @@ def _check_visit_numbers(
 
 def _at(df: pd.DataFrame, i: Any, col: str) -> Any:
     return df.at[i, col]
+
+
+def _missing(v: Any) -> bool:
+    """``None`` or NaN (an empty cell of a text column)."""
+    return v is None or (isinstance(v, float) and np.isnan(v))
 
 
 def _text(v: Any) -> str:
