@@ -216,3 +216,29 @@ def test_hyperprogression_tumour_shrinking_before_treatment():
     assert hyperprogression(t, definition="ferrara")["hyperprogression"].tolist() == [True]
     # a negative call stays negative: no RECIST PD at the first evaluation (33 -> 30 mm)
     assert hyperprogression(_hpd_table(40, 33, 30))["hyperprogression"].tolist() == [False]
+
+
+def test_lo_russo_does_not_count_a_missing_organ_as_a_new_organ():
+    """New lesions whose organ the table leaves empty (NaN in a column other rows fill) are
+    not "spread to a new organ": a missing organ once became the organ ``"nan"``."""
+    les = {"L1": lesion("target", 30, 33, 50, organ="liver")}
+    for k in range(2):
+        les[f"X{k}"] = lesion("new", None, None, 12)  # no organ
+    t = table(les, weeks=(-6, 0, 6), baseline_visit=1)
+    assert t["organ"].isna().sum() == 2
+    reason = hyperprogression(t, definition="lo-russo")["reason"].iloc[0]
+    assert "nan" not in reason
+    named = _hpd_table(30, 33, 50, new=0)
+    named_new = table(
+        {
+            "L1": lesion("target", 30, 33, 50, organ="liver"),
+            **{f"X{k}": lesion("new", None, None, 12, organ="lung") for k in range(2)},
+        },
+        weeks=(-6, 0, 6),
+        baseline_visit=1,
+    )
+    # a named new organ is counted; the same lesions without an organ are not
+    n_named = int(hyperprogression(named_new, definition="lo-russo")["reason"].iloc[0][0])
+    n_missing = int(reason[0])
+    assert n_named == n_missing + 1
+    assert hyperprogression(named, definition="lo-russo")["reason"].iloc[0][0] == reason[0]

@@ -69,6 +69,20 @@ class Subject:
         return [les for les in self.lesions.values() if les.kind == kind]
 
 
+def _organ(value: Any) -> str | None:
+    """A lesion's organ, or None when the table leaves it empty (None, NaN, pandas' NA or "").
+
+    A missing organ read from a table is NaN or NA, not None: ``str()`` of it was the organ
+    ``"nan"``, which Lo Russo's "spread to a new organ" counted as an organ.
+    """
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if type(value).__name__ == "NAType":  # pandas.NA, without importing pandas here
+        return None
+    text = str(value).strip()
+    return text or None
+
+
 def subjects_from_table(df: pd.DataFrame) -> list[Subject]:
     """Group a validated table (:func:`validate_table`) into subjects and visits.
 
@@ -96,7 +110,7 @@ def subjects_from_table(df: pd.DataFrame) -> list[Subject]:
                 str(lid),
                 str(r["kind"]),
                 bool(r["nodal"]),
-                None if r["organ"] is None else str(r["organ"]),
+                _organ(r["organ"]),
                 bool(r["enhancing"]),
                 int(min(x["visit_index"] for x in rows)),
             )
