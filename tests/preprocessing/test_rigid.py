@@ -65,21 +65,24 @@ def _err(matrix, truth):
 
 @pytest.mark.parametrize("preset", [{}, FUNCTIONAL], ids=["align", "functional"])
 def test_known_motions_recovered_as_well_as_simpleitk(preset):
-    """Eight known motions, both pipeline presets: every one recovered within 0.6 mm (the
-    bound the ITK back-end's own test has; ITK's worst case here is 0.36 mm) and, on
-    average, within 0.05 mm of ITK's mean error (ITK's mean over these eight cases moves
-    by about that between sampling seeds: the two back-ends draw different samples)."""
+    """Eight known motions × three sampling seeds, both pipeline presets: every one
+    recovered within 0.65 mm (ITK's worst here is 0.62 mm; the ITK back-end's own test asks
+    0.6 mm of one motion) and, on average, within 0.05 mm of ITK's mean error: the two
+    back-ends draw different samples, and 0.05 mm is about the standard error of the
+    difference of two 24-registration means (errors spread by ~0.15 mm between seeds)."""
     from tumorscope.pipeline.functional import _REGISTRATION
 
     assert not preset or preset == _REGISTRATION
     ours, itk = [], []
-    for fixed, moving, truth in _cases():
-        reg = register_quick(fixed, moving, backend="numba", **preset)
-        assert reg.stop_condition.startswith("numba")
-        ours.append(_err(reg.matrix, truth))
-        itk.append(_err(register_quick(fixed, moving, backend="itk", **preset).matrix, truth))
-    assert max(ours) < 0.6, ours
-    assert np.mean(ours) <= np.mean(itk) + 0.05, (ours, itk)
+    for seed in (1234, 1, 2):
+        for fixed, moving, truth in _cases():
+            reg = register_quick(fixed, moving, backend="numba", seed=seed, **preset)
+            assert reg.stop_condition.startswith("numba")
+            ours.append(_err(reg.matrix, truth))
+            other = register_quick(fixed, moving, backend="itk", seed=seed, **preset)
+            itk.append(_err(other.matrix, truth))
+    assert max(ours) < 0.65, ours
+    assert np.mean(ours) <= np.mean(itk) + 0.05, (np.mean(ours), np.mean(itk))
 
 
 def test_deterministic_and_the_default_backend():
@@ -139,38 +142,32 @@ def test_the_mattes_gradient_is_the_derivative_of_its_value():
     np.testing.assert_allclose(grad, num, rtol=0.05, atol=1e-3 * np.abs(num).max())
 
 
-@pytest.fixture(scope="module")
-def default_visit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tumorscope.phantom import make_study
-
-    return make_study(tmp_path_factory.mktemp("rigid") / "s", size="default", n_subjects=1, seed=0)
-
-
-def test_agrees_with_simpleitk_on_the_phantoms_contrasts(default_visit: Path) -> None:
-    """Real-contrast pairs (every registrable series of a default-size phantom visit against
-    its T2w, as the align step registers them): the truth is no motion. Both back-ends find
-    the series within a quarter of the align tolerance (0.5 voxel = 1 mm) on average and
-    within 1 mm (the align tolerance) of each other at the lesion."""
+def test_agrees_with_simpleitk_on_the_phantoms_contrasts(tiny_study: Path) -> None:
+    """Real-contrast pairs (every registrable series of the tiny phantom's first two visits against
+    their T2w, as the align step registers them): the truth is no motion. Both back-ends find
+    the series within 0.25 mm on average (a quarter of the align tolerance of half a 2 mm
+    voxel; measured: numba 0.05, ITK 0.10) and within 0.5 mm of each other at the lesion
+    voxels (measured: 0.28 at most; the two differ by their random samples)."""
     from tumorscope.io import open_study
     from tumorscope.pipeline.align import _NOT_REGISTRABLE, _lesion_points, representative_frame
 
-    visit = next(iter(open_study(default_visit).visits()))
-    ref = representative_frame(visit.series["anatomical"].load())
-    assert visit.lesions is not None
-    pts = _lesion_points(visit.lesions.load_labels())
     ours, itk, apart = [], [], []
-    for role, series in visit.series.items():
-        if role == "anatomical" or role.startswith(_NOT_REGISTRABLE):
-            continue
-        moving = representative_frame(series.load())
-        a = register_quick(ref, moving, backend="numba").matrix
-        b = register_quick(ref, moving, backend="itk").matrix
-        ours.append(np.linalg.norm((pts @ a.T - pts)[:, :3], axis=1).mean())
-        itk.append(np.linalg.norm((pts @ b.T - pts)[:, :3], axis=1).mean())
-        apart.append(np.linalg.norm((pts @ a.T - pts @ b.T)[:, :3], axis=1).max())
-    assert len(ours) >= 8
+    for visit in list(open_study(tiny_study).visits())[:2]:
+        ref = representative_frame(visit.series["anatomical"].load())
+        assert visit.lesions is not None
+        pts = _lesion_points(visit.lesions.load_labels())
+        for role, series in visit.series.items():
+            if role == "anatomical" or role.startswith(_NOT_REGISTRABLE):
+                continue
+            moving = representative_frame(series.load())
+            a = register_quick(ref, moving, backend="numba").matrix
+            b = register_quick(ref, moving, backend="itk").matrix
+            ours.append(np.linalg.norm((pts @ a.T - pts)[:, :3], axis=1).mean())
+            itk.append(np.linalg.norm((pts @ b.T - pts)[:, :3], axis=1).mean())
+            apart.append(np.linalg.norm((pts @ a.T - pts @ b.T)[:, :3], axis=1).max())
+    assert len(ours) >= 16
     assert np.mean(ours) < 0.25 and np.mean(itk) < 0.25, (ours, itk)
-    assert max(apart) < 1.0, apart
+    assert max(apart) < 0.5, apart
 
 
 def test_bad_inputs_raise_data_errors():

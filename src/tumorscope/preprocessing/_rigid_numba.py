@@ -18,8 +18,13 @@ Pyramid (``ImageRegistrationMethodv4``)
     replicated) and the samples drawn on the fixed grid shrunk by 2 (the *virtual domain*;
     the images themselves are not shrunk); level 2: the images as given, the full fixed grid.
     The number of samples at a level is the sampling fraction times the level's virtual
-    voxels; each sample is a random virtual voxel (seeded, without repetition) jittered
-    uniformly within ±½ voxel, as ITK's ``RANDOM`` strategy does.
+    voxels; each sample is a random virtual voxel (seeded, without repetition) moved by a
+    normal jitter of σ = ⅓ voxel along each axis, as ITK's ``RANDOM`` strategy does ("randomly
+    perturb the point within a voxel"). The jitter matters: without it the samples sit on the
+    fixed grid, and on images that share a grid (the series of a visit) linear
+    interpolation's artefacts pull the optimum off the identity by up to a voxel (median
+    0.5 mm on the phantom's pairs instead of 0.08 mm); a uniform ±½-voxel jitter gave
+    0.08 mm too, with more registrations beyond 0.25 mm (29 against 11 of 328).
 Metric (``MattesMutualInformationImageToImageMetricv4``, B = 50 bins)
     Bins of width ``w = (max − min) / (B − 4)`` (two padding bins each side) over each level
     image's range. Sample ``s`` with fixed value ``f_s`` (linear interpolation at the sample
@@ -428,7 +433,7 @@ def register_rigid(
         count = max(1, int(sampling * nvox))
         pick = np.sort(rng.choice(nvox, size=count, replace=False))
         vidx = np.stack(np.unravel_index(pick, tuple(vshape)), axis=1).astype(np.float64)
-        vidx += rng.uniform(-0.5, 0.5, size=vidx.shape)
+        vidx += rng.standard_normal(vidx.shape) / 3.0  # ITK: N(0, 1) / 3 voxel
         fidx = vidx * shrink + offset
         fvals = ndimage.map_coordinates(f_img, fidx.T, order=1, mode="nearest")
         fmin, fmax = float(f_img.min()), float(f_img.max())
