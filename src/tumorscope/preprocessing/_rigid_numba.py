@@ -115,6 +115,17 @@ def _bspline3_deriv(x: float) -> float:
 
 
 @nb.njit(cache=True)
+def _mm3(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """3×3 matrix product (loops: no BLAS call to compile)."""
+    out = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            for k in range(3):
+                out[i, j] += a[i, k] * b[k, j]
+    return out
+
+
+@nb.njit(cache=True)
 def euler_matrices(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``R = Rz Rx Ry`` of ``p[:3]`` and its three partial derivatives ``dR[k]``."""
     ca, sa = math.cos(p[0]), math.sin(p[0])
@@ -127,13 +138,13 @@ def euler_matrices(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     dry = np.array([[-sb, 0.0, cb], [0.0, 0.0, 0.0], [-cb, 0.0, -sb]])
     drz = np.array([[-sg, -cg, 0.0], [cg, -sg, 0.0], [0.0, 0.0, 0.0]])
     d = np.empty((3, 3, 3))
-    d[0] = rz @ drx @ ry
-    d[1] = rz @ rx @ dry
-    d[2] = drz @ rx @ ry
-    return rz @ rx @ ry, d
+    d[0] = _mm3(_mm3(rz, drx), ry)
+    d[1] = _mm3(_mm3(rz, rx), dry)
+    d[2] = _mm3(_mm3(drz, rx), ry)
+    return _mm3(_mm3(rz, rx), ry), d
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True)
 def _cd(m: np.ndarray, i: int, j: int, k: int, axis: int) -> float:
     """Central difference of ``m`` along ``axis`` at a voxel (zero on the edge voxels)."""
     if axis == 0:
@@ -149,7 +160,7 @@ def _cd(m: np.ndarray, i: int, j: int, k: int, axis: int) -> float:
     return 0.5 * (float(m[i, j, k + 1]) - float(m[i, j, k - 1]))
 
 
-@nb.njit(cache=True, inline="always")
+@nb.njit(cache=True)
 def _trilinear_cd(
     m: np.ndarray,
     i0: int,
