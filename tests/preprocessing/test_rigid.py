@@ -92,6 +92,15 @@ def test_deterministic_and_the_default_backend():
     np.testing.assert_array_equal(a.matrix, b.matrix)  # the default is the compiled one
     np.testing.assert_array_equal(register_quick(fixed, moving).matrix, a.matrix)
     assert a.metric_value < 0  # -MI
+    # two at once in threads (the kernels release the GIL): the same transforms
+    from concurrent.futures import ThreadPoolExecutor
+
+    f2, m2, _ = _cases(2)[1]
+    alone = register_quick(f2, m2).matrix
+    with ThreadPoolExecutor(2) as pool:
+        both = list(pool.map(lambda fm: register_quick(*fm).matrix, [(fixed, moving), (f2, m2)]))
+    np.testing.assert_array_equal(both[0], a.matrix)
+    np.testing.assert_array_equal(both[1], alone)
     # another seed: another sample, nearly the same answer
     c = register_quick(fixed, moving, seed=7)
     assert not np.array_equal(c.matrix, a.matrix)

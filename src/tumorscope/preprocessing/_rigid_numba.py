@@ -62,7 +62,9 @@ implemented (it cannot stop a 40-iteration level). Known motions are recovered a
 by ITK; on the phantom's pairs of series (truth: no motion) the typical residual is ~0.02 mm
 larger than ITK's and the worst case smaller.
 
-Imported only when numba is installed.
+The kernels release the GIL (two units of a subject run side by side in a worker's
+threads, :mod:`tumorscope.pipeline.execute`); each call owns its arrays, so the results do
+not depend on what runs beside it. Imported only when numba is installed.
 
 References
 ----------
@@ -166,7 +168,7 @@ def _cd(m: np.ndarray, i: int, j: int, k: int, axis: int) -> float:
     return 0.5 * (float(m[i, j, k + 1]) - float(m[i, j, k - 1]))
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def with_gradient(m: np.ndarray) -> np.ndarray:
     """The image and its central-difference index gradient (zero on the edge voxels) on a
     last axis of 4 (value, ∂i, ∂j, ∂k; float32, C order): read at each sample with the
@@ -183,7 +185,7 @@ def with_gradient(m: np.ndarray) -> np.ndarray:
     return out
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def mattes(
     p: np.ndarray,
     centre: np.ndarray,
@@ -317,7 +319,7 @@ def mattes(
     return -mi, nvalid
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, nogil=True)
 def optimise_level(
     p: np.ndarray,
     centre: np.ndarray,
