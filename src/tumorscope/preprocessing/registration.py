@@ -213,7 +213,7 @@ def register_quick(
 
     The default back-end (numba installed) is a compiled implementation of the same
     algorithm, :mod:`tumorscope.preprocessing._rigid_numba` (its docstring gives the
-    equations and the ITK classes they follow), about 5–6× faster than SimpleITK on one thread
+    equations and the ITK classes they follow), about 4–6× faster than SimpleITK on one thread
     and as accurate against known motions; the two differ by their random samples, i.e. by
     the sampling noise of either (a few tenths of a millimetre at most on the phantom).
     ``backend="itk"`` runs :func:`register` (SimpleITK) instead. ``benchmarks/bench_align.py``
