@@ -14,6 +14,16 @@ Sections (``--sections``, comma-separated):
     baseline (the phantom does not move between visits: displacement of points ±20 mm around
     the centre, against 0). Best time of ``--repeats`` rounds (the presets alternate), ratio to
     the former preset, errors.
+    Both presets run on SimpleITK here (``backend="itk"``), as when they were chosen.
+``backends``
+    :func:`tumorscope.preprocessing.registration.register_quick` on its compiled back-end
+    (numba, the default) against SimpleITK (``backend="itk"``, one thread), same settings,
+    same pairs, alternated, best of ``--repeats``: (a) the eight known motions above with the
+    ``align`` and the ``functional`` presets (error against the truth); (b) every registrable
+    series of the phantom's visits against their T2w, as the ``align`` step registers them,
+    at the default size (64×64×10, the demo's) and at the large size (128×128×30): mean lesion
+    displacement (truth 0: the phantom does not move within a visit) and the largest
+    distance between the two back-ends' transforms at the lesion. Prints the time ratio.
 ``validate``
     :func:`tumorscope.io.study.validate_visit` on one visit of the large phantom: every series
     streamed (the way it checks them now) against every series loaded as float32 (the way it
@@ -131,8 +141,8 @@ def bench_registration(study: Path, repeats: int) -> None:
 
     presets = {
         "functional before (25 %, 200 it)": before,
-        "functional now": lambda f, m: register_quick(f, m, **_REGISTRATION),
-        "align (5 000, 40 it)": lambda f, m: register_quick(f, m),
+        "functional now": lambda f, m: register_quick(f, m, backend="itk", **_REGISTRATION),
+        "align (5 000, 40 it)": lambda f, m: register_quick(f, m, backend="itk"),
     }
     print(
         f"{'preset':<34} {'known (s)':>9} {'x before':>8} {'err med/max mm':>15} "
@@ -166,6 +176,74 @@ def bench_registration(study: Path, repeats: int) -> None:
             f"{np.median(e2):>8.2f}/{max(e2):.2f}"
         )
     print(f"({len(cases)} known motions, {len(pairs)} phantom follow-ups; {_load()})\n")
+
+
+def _visit_pairs(study: Path, visits: int) -> list[tuple[Volume, Volume, np.ndarray]]:
+    """(T2w, series, lesion points) of every registrable series of the first visits."""
+    from tumorscope.pipeline.align import _NOT_REGISTRABLE, _lesion_points, representative_frame
+
+    out = []
+    for visit in list(open_study(study).visits())[:visits]:
+        ref = representative_frame(visit.series["anatomical"].load())
+        assert visit.lesions is not None
+        pts = _lesion_points(visit.lesions.load_labels())
+        for role, series in visit.series.items():
+            if role != "anatomical" and not role.startswith(_NOT_REGISTRABLE):
+                out.append((ref, representative_frame(series.load()), pts))
+    return out
+
+
+def bench_backends(study: Path, large: Path, repeats: int) -> None:
+    print(f"register_quick: compiled (numba) against SimpleITK, same settings ({_load()})")
+    pts4 = np.array([[0, 0, 0, 1], [15, 10, 5, 1], [-15, 10, -5, 1], [10, -15, 0, 1.0]])
+    cases = _cases()
+    register_quick(cases[0][0], cases[0][1], backend="numba")  # compile / load the kernels
+    print(
+        f"{'pairs':<34} {'itk (s)':>8} {'numba (s)':>9} {'ratio':>6} "
+        f"{'itk err med/max':>16} {'numba err med/max':>18} {'apart max':>9}"
+    )
+    sets: list[tuple[str, list[tuple[Volume, Volume, np.ndarray]], dict[str, Any], str]] = [
+        ("8 known motions, align preset", cases, {}, "truth"),
+        ("8 known motions, functional", cases, dict(_REGISTRATION), "truth"),
+        ("phantom visits 64x64x10, align", _visit_pairs(study, 4), {}, "still"),
+        ("phantom visit 128x128x30, align", _visit_pairs(large, 1), {}, "still"),
+    ]
+    for name, pairs, preset, kind in sets:
+        best = {"itk": np.inf, "numba": np.inf}
+        mats: dict[str, list[np.ndarray]] = {}
+        for _ in range(repeats):
+            for backend in ("itk", "numba"):
+                t = time.perf_counter()
+                mats[backend] = [
+                    register_quick(f, m, backend=backend, **preset).matrix  # type: ignore[arg-type]
+                    for f, m, _ in pairs
+                ]
+                best[backend] = min(best[backend], time.perf_counter() - t)
+        errs: dict[str, list[float]] = {}
+        apart = []
+        for backend in ("itk", "numba"):
+            errs[backend] = []
+            for (_, _, ref), mat, other in zip(pairs, mats[backend], mats["itk"], strict=True):
+                p = pts4 if kind == "truth" else ref
+                want = p @ ref.T if kind == "truth" else p
+                d = np.linalg.norm((p @ mat.T - want)[:, :3], axis=1)
+                errs[backend].append(float(d.max() if kind == "truth" else d.mean()))
+                if backend == "numba":
+                    apart.append(
+                        float(np.linalg.norm((p @ mat.T - p @ other.T)[:, :3], axis=1).max())
+                    )
+        e_i, e_n = errs["itk"], errs["numba"]
+        print(
+            f"{name:<34} {best['itk']:>8.3f} {best['numba']:>9.3f} "
+            f"{best['itk'] / best['numba']:>5.1f}x "
+            f"{np.median(e_i):>8.3f}/{max(e_i):.3f} {np.median(e_n):>10.3f}/{max(e_n):.3f} "
+            f"{max(apart):>9.3f}"
+        )
+    print(
+        "(err: known motions, largest error at 4 points 15-20 mm from the centre against the "
+        "truth; phantom, mean lesion displacement, truth 0; apart: largest distance between "
+        f"the two back-ends' transforms at those points, mm; {_load()})\n"
+    )
 
 
 def bench_validate(large: Path, repeats: int) -> None:
@@ -216,17 +294,21 @@ def main() -> None:
     ap.add_argument("--study", type=Path, help="a default-size phantom written before")
     ap.add_argument("--large", type=Path, help="a large phantom written before")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sections", default="registration,validate,align")
+    ap.add_argument("--sections", default="registration,backends,validate,align")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         from tumorscope.phantom import make_study
 
-        if "registration" in sections:
+        if sections & {"registration", "backends"}:
             study = args.study or make_study(Path(tmp) / "default", size="default")
-            bench_registration(study, args.repeats)
-        if sections & {"validate", "align"}:
+        if sections & {"backends", "validate", "align"}:
             large = args.large or make_study(Path(tmp) / "large", size="large", n_subjects=1)
+        if "registration" in sections:
+            bench_registration(study, args.repeats)
+        if "backends" in sections:
+            bench_backends(study, large, args.repeats)
+        if sections & {"validate", "align"}:
             if "validate" in sections:
                 bench_validate(large, args.repeats)
             if "align" in sections:
