@@ -141,10 +141,13 @@ class Executor:
         the tasks queue ahead of the subjects). On an empty numba cache the workers share the
         compilation (each kernel compiled by one worker, loaded from the cache by the others)
         instead of each compiling all of them at their first call; on a warm cache each worker
-        loads them from the cache."""
+        loads them from the cache. ``TUMORSCOPE_KERNEL_WARM_UP=0`` turns the kernel warm-up
+        off (``benchmarks/bench_first_run.py`` compares the two)."""
         if self.client is None:
             return
         self.client.run(_import_all, modules)
+        if os.environ.get("TUMORSCOPE_KERNEL_WARM_UP", "1") == "0":  # benchmarks' baseline
+            kernels = False
         if kernels is not False:
             table = None if kernels is True else tuple(kernels)
             token = uuid.uuid4().hex[:8]
