@@ -19,9 +19,11 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import tumorscope
 from tumorscope._compile import KERNELS, Kernel, lock_dir, parse_signature, warm_kernels
 
 pytest.importorskip("numba")
@@ -44,7 +46,7 @@ print(json.dumps({"warmed": sorted(r.warmed), "compiled": r.compiled, "failed": 
 def _env(cache: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["NUMBA_CACHE_DIR"] = str(cache)
-    src = str(Path(importlib.util.find_spec("tumorscope").origin).parents[1])  # type: ignore[arg-type]
+    src = str(Path(tumorscope.__file__).parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     return env
 
@@ -59,10 +61,11 @@ def _warm_in_process(cache: Path, names: tuple[str, ...], start: int = 0) -> sub
     )
 
 
-def _result(proc: subprocess.Popen[str]) -> dict:  # type: ignore[type-arg]
+def _result(proc: subprocess.Popen[str]) -> dict[str, Any]:
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
 
 
 def test_the_table_names_real_kernels_with_signatures_of_their_arity() -> None:

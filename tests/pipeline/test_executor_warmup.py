@@ -1,0 +1,72 @@
+"""``Executor.warm_up`` on a local Dask cluster: the workers share the kernels' compilation.
+
+Two worker processes on a private, empty ``NUMBA_CACHE_DIR`` (a fresh install) warm up two
+cheap kernels of the table: each kernel is compiled by exactly one worker and loaded from the
+cache by the other (before, each worker compiled every kernel at its first call). A serial
+executor has no workers to warm up; ``TUMORSCOPE_KERNEL_WARM_UP=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tumorscope._compile import KERNELS
+from tumorscope.pipeline.executor import Executor
+
+pytest.importorskip("numba")
+pytest.importorskip("distributed")
+
+SUBSET = tuple(k for k in KERNELS if k.name in ("fixed_point_normal", "peak_signal"))
+
+
+def test_two_workers_compile_each_kernel_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # inherited by the workers
+    monkeypatch.delenv("TUMORSCOPE_KERNEL_WARM_UP", raising=False)
+    ex = Executor(workers=2, scheduler=None)
+    try:
+        ex.warm_up(modules=(), kernels=SUBSET)
+        reports = ex.warm_reports()
+    finally:
+        ex.close()
+    assert len(reports) == 2
+    keys = sorted(k.key for k in SUBSET)
+    for r in reports:
+        assert r.failed == {}
+        assert sorted(r.warmed) == keys  # every worker has every kernel, compiled or loaded
+    compiled = sorted(key for r in reports for key in r.compiled)
+    assert compiled == keys  # each compiled once, by one worker
+    assert (tmp_path / "numba" / "tumorscope-warm-up-locks").is_dir()
+
+
+def test_no_warm_up_without_workers_or_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    serial = Executor(workers=None, scheduler=None)
+    serial.warm_up()
+    assert serial.warming == []
+
+    class _Client:
+        def __init__(self) -> None:
+            self.ran: list[object] = []
+            self.submitted: list[object] = []
+
+        def run(self, fn: object, *args: object) -> None:
+            self.ran.append(fn)
+
+        def submit(self, *args: object, **kwargs: object) -> None:
+            self.submitted.append(args)
+
+        def scheduler_info(self) -> dict[str, dict[str, object]]:
+            return {"workers": {"tcp://a": {}, "tcp://b": {}}}
+
+    ex = Executor(workers=None, scheduler=None)
+    ex.client = _Client()
+    monkeypatch.setenv("TUMORSCOPE_KERNEL_WARM_UP", "0")
+    ex.warm_up()
+    assert ex.client.ran and ex.client.submitted == []  # modules imported, no kernel task
+    monkeypatch.delenv("TUMORSCOPE_KERNEL_WARM_UP")
+    ex.warm_up()
+    assert [a[1] for a in ex.client.submitted] == [0, 1]  # one task per worker, its index
+    ex.client = None
