@@ -210,3 +210,24 @@ def test_lock_dir_follows_numba_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert lock_dir() == tmp_path / "tumorscope-warm-up-locks"
     monkeypatch.setattr(numba.config, "CACHE_DIR", "", raising=False)
     assert lock_dir().parent == Path(__import__("tempfile").gettempdir())
+
+
+def test_a_kernel_waits_for_the_modules_its_import_compiles() -> None:
+    """Read from the sources: the kernel modules import ``fitting._lm_numba`` (compiled at
+    import), ``dce._varpro`` also ``dce._kernels``; a kernel of a module compiled at import
+    needs that module; the metabolic kernels need none (no module of theirs compiles)."""
+    from tumorscope._compile import _needs
+
+    by_key = {k.key: k for k in KERNELS}
+    root = "tumorscope.fitting._lm_numba"
+    assert _needs(by_key[root], KERNELS) == set()
+    assert _needs(by_key["tumorscope.models.dce._kernels"], KERNELS) == {root}
+    assert _needs(by_key["tumorscope.models.dce._varpro.tofts_varpro"], KERNELS) == {
+        root,
+        "tumorscope.models.dce._kernels",
+    }
+    assert _needs(by_key["tumorscope.models.cest._numba.lorentzian_lm"], KERNELS) == {
+        root,
+        "tumorscope.models.cest._numba",
+    }
+    assert _needs(SUBSET[0], KERNELS) == set()

@@ -116,6 +116,51 @@ def lock_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"tumorscope-warm-up-locks-{uid}"
 
 
+def _imports(module: str) -> set[str]:
+    """The modules ``module`` imports at its top level (read from its source, not imported)."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return set()
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return set()
+    parts = module.split(".")
+    found: set[str] = set()
+    for node in ast.parse(Path(spec.origin).read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(parts[: len(parts) - node.level]) if node.level else ""
+            name = ".".join(x for x in (base, node.module or "") if x)
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)  # from . import x
+    return found
+
+
+def _needs(kernel: Kernel, table: Sequence[Kernel]) -> set[str]:
+    """The modules of ``table`` that compile at import and that importing ``kernel``'s module
+    imports (through the top-level imports of its source): ``fitting._lm_numba`` for every
+    module that takes its model signature, ``dce._kernels`` for ``dce._varpro``, ... A process
+    takes a kernel only once these are imported here, so that it never compiles them outside
+    their own lock (an import this misses costs a compilation twice, not a wrong result)."""
+    eager = {k.module for k in table if not k.name}
+    seen: set[str] = set()
+    todo = [kernel.module]
+    while todo:
+        for name in _imports(todo.pop()):
+            if name.startswith("tumorscope.") and name not in seen:
+                seen.add(name)
+                todo.append(name)
+    if kernel.name:
+        seen.add(kernel.module)  # a kernel of a module that compiles at import
+    else:
+        seen.discard(kernel.module)
+    return seen & eager
+
+
 def _warm(kernel: Kernel) -> bool:
     """Import the kernel's module (compiling its import-time kernels) and compile (or load)
     each signature; whether a signature was compiled (not found in the cache)."""
@@ -174,29 +219,41 @@ def warm_kernels(
         return report
     n = len(kernels)
     order = [kernels[(start + i) % n] for i in range(n)]
-    # modules that compile at import first, all of them (the others import them: a kernel
-    # taken while another process still compiles its module would compile that again)
-    for group in ([k for k in order if not k.name], [k for k in order if k.name]):
-        pending, blocking = group, False  # first only free kernels, then wait for the others
-        while pending:
-            held = []
-            for kernel in pending:
-                wait = timeout if blocking else 0
+    needs = {k.key: _needs(k, kernels) for k in order}
+    done: set[str] = set()  # warmed, failed or given up here
+    tried: set[str] = set()  # found held by another process once
+
+    def attempt(kernel: Kernel, wait: float) -> bool:
+        """Warm ``kernel`` under its lock; False if another process holds it (``wait`` s)."""
+        try:
+            with FileLock(str(folder / f"{kernel.key}.lock"), timeout=wait):
+                t = time.perf_counter()
                 try:
-                    with FileLock(str(folder / f"{kernel.key}.lock"), timeout=wait):
-                        t = time.perf_counter()
-                        try:
-                            if _warm(kernel):
-                                report.compiled.append(kernel.key)
-                            report.warmed[kernel.key] = time.perf_counter() - t
-                        except Exception as exc:  # left to its first call
-                            report.failed[kernel.key] = f"{type(exc).__name__}: {exc}"
-                except Timeout:
-                    if blocking:
-                        report.failed[kernel.key] = f"lock held elsewhere for {timeout} s"
-                    else:
-                        held.append(kernel)
-                        report.waited.append(kernel.key)
-            pending, blocking = held, True
+                    if _warm(kernel):
+                        report.compiled.append(kernel.key)
+                    report.warmed[kernel.key] = time.perf_counter() - t
+                except Exception as exc:  # left to its first call
+                    report.failed[kernel.key] = f"{type(exc).__name__}: {exc}"
+        except Timeout:
+            if wait > 0:
+                report.failed[kernel.key] = f"lock held elsewhere for {timeout} s"
+                return True
+            if kernel.key not in tried:
+                tried.add(kernel.key)
+                report.waited.append(kernel.key)
+            return False
+        return True
+
+    pending = list(order)
+    while pending:
+        # the longest free kernel whose modules are imported here; if every ready one is
+        # held by another process, wait for the first (then load what that process wrote)
+        ready = [k for k in pending if needs[k.key] <= done]
+        taken = next((k for k in ready if attempt(k, 0)), None)
+        if taken is None:
+            taken = ready[0]
+            attempt(taken, timeout)
+        pending.remove(taken)
+        done.add(taken.key)
     report.seconds = time.perf_counter() - t0
     return report
