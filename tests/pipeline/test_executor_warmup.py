@@ -9,6 +9,7 @@ executor has no workers to warm up; ``TUMORSCOPE_KERNEL_WARM_UP=0`` turns it off
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -70,3 +71,43 @@ def test_no_warm_up_without_workers_or_when_turned_off(monkeypatch: pytest.Monke
     ex.warm_up()
     assert [a[1] for a in ex.client.submitted] == [0, 1]  # one task per worker, its index
     ex.client = None
+
+
+class _FakeExecutor:
+    """A serial executor that records what ``tumorscope run --workers`` does with it."""
+
+    made: ClassVar[list[_FakeExecutor]] = []
+
+    def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
+        self.workers, self.warmed, self.closed = workers, 0, 0
+        self.client, self.cluster, self.threads, self.n_workers = None, None, None, 1
+        self.description = "fake"
+        _FakeExecutor.made.append(self)
+
+    def warm_up(self) -> None:
+        self.warmed += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_run_with_workers_warms_its_cluster_up_and_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tumorscope.cli import app
+    from tumorscope.phantom import make_study
+    from tumorscope.pipeline import executor as executor_mod
+
+    study = make_study(tmp_path / "s", size="tiny", seed=0, n_subjects=1)
+    _FakeExecutor.made.clear()
+    monkeypatch.setattr(executor_mod, "Executor", _FakeExecutor)
+    args = ["run", str(study), "--out", str(tmp_path / "o"), "--steps", "register", "--no-report"]
+    res = CliRunner().invoke(app, [*args, "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    [ex] = _FakeExecutor.made
+    assert ex.workers == 2 and ex.warmed == 1 and ex.closed == 1  # used by the run, closed
+    res = CliRunner().invoke(app, args)  # serial: run_study's own executor, not warmed up
+    assert res.exit_code == 0, res.output
+    assert [(e.workers, e.warmed) for e in _FakeExecutor.made[1:]] == [(None, 0)]
