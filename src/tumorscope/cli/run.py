@@ -156,22 +156,35 @@ def run(
         "perfusion_rcbv_threshold": rcbv_threshold,
     }
     options = {k: v for k, v in given.items() if v is not None}
-    with user_errors():
-        summary = run_study(
-            study,
-            out,
-            db_url=db,
-            workers=workers,
-            scheduler=scheduler,
-            force=tuple(force),
-            steps=None if steps is None else tuple(x.strip() for x in steps.split(",") if x),
-            options=options,
-            report=not no_report,
-            progress=True,
-            console=console,
-            adopt_folder=adopt_folder,
-            lock_timeout=lock_timeout,
-        )
+    executor = None
+    try:
+        with user_errors():
+            if workers and not scheduler:
+                # a local cluster: its workers share the compilation of the numba kernels
+                # (Executor.warm_up) instead of each compiling them at first call
+                from ..pipeline.executor import Executor
+
+                executor = Executor(workers=workers, scheduler=None)
+                executor.warm_up()
+            summary = run_study(
+                study,
+                out,
+                db_url=db,
+                workers=workers,
+                scheduler=scheduler,
+                force=tuple(force),
+                steps=None if steps is None else tuple(x.strip() for x in steps.split(",") if x),
+                options=options,
+                report=not no_report,
+                progress=True,
+                console=console,
+                adopt_folder=adopt_folder,
+                lock_timeout=lock_timeout,
+                executor=executor,
+            )
+    finally:
+        if executor is not None:
+            executor.close()
     print_summary(summary, console)
     raise typer.Exit(code=summary.exit_code)
 

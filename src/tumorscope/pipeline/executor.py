@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
@@ -18,6 +18,7 @@ from .step import Context, Step, Unit
 from .summary import Outcome
 
 if TYPE_CHECKING:
+    from .._compile import Kernel
     from ..study import Store
     from .progress import Bars
     from .record import Recorder
@@ -75,6 +76,17 @@ def _import_all(modules: tuple[str, ...]) -> int:
     return n
 
 
+def _warm_worker(index: int, kernels: Any) -> Any:
+    """The kernel warm-up of worker ``index`` (a task): its
+    :class:`~tumorscope._compile.WarmReport`."""
+    from .._compile import KERNELS, WarmReport, warm_kernels
+
+    try:
+        return warm_kernels(KERNELS if kernels is None else kernels, start=index)
+    except Exception as exc:  # never fails the run: the kernels compile at first call
+        return WarmReport(failed={"warm-up": f"{type(exc).__name__}: {exc}"})
+
+
 class Executor:
     """Runs :func:`execute_unit` in-process, or on a Dask cluster."""
 
@@ -83,6 +95,7 @@ class Executor:
         self.cluster: Any = None
         self.n_workers = 1
         self.threads: int | None = None
+        self.warming: list[Any] = []  # futures of the kernel warm-up (warm_up)
         if scheduler or workers:
             try:
                 import dask
@@ -116,12 +129,46 @@ class Executor:
                 self.client = Client(self.cluster)
                 self.n_workers = workers
 
-    def warm_up(self, modules: tuple[str, ...] = WARM_MODULES) -> None:
+    def warm_up(
+        self, modules: tuple[str, ...] = WARM_MODULES, *, kernels: bool | Sequence[Kernel] = True
+    ) -> None:
         """Import ``modules`` on every worker now (a worker imports each once; done while the
         client does something else, the first subjects do not wait for it). A module that
-        cannot be imported is skipped: its step reports that when it runs."""
-        if self.client is not None:
-            self.client.run(_import_all, modules)
+        cannot be imported is skipped: its step reports that when it runs.
+
+        With ``kernels`` (True: :data:`~tumorscope._compile.KERNELS`, or a table), each worker
+        then runs one task of :func:`~tumorscope._compile.warm_kernels` (this returns at once:
+        the tasks queue ahead of the subjects). On an empty numba cache the workers share the
+        compilation (each kernel compiled by one worker, loaded from the cache by the others)
+        instead of each compiling all of them at their first call; on a warm cache each worker
+        loads them from the cache. ``TUMORSCOPE_KERNEL_WARM_UP=0`` turns the kernel warm-up
+        off (``benchmarks/bench_first_run.py`` compares the two)."""
+        if self.client is None:
+            return
+        self.client.run(_import_all, modules)
+        if os.environ.get("TUMORSCOPE_KERNEL_WARM_UP", "1") == "0":  # benchmarks' baseline
+            kernels = False
+        if kernels is not False:
+            table = None if kernels is True else tuple(kernels)
+            token = uuid.uuid4().hex[:8]
+            addresses = sorted(self.client.scheduler_info()["workers"])
+            self.warming = [
+                self.client.submit(
+                    _warm_worker,
+                    i,
+                    table,
+                    key=f"warm-up-kernels-{i}-{token}",
+                    workers=[address],
+                    allow_other_workers=False,
+                    pure=False,
+                )
+                for i, address in enumerate(addresses)
+            ]
+
+    def warm_reports(self) -> list[Any]:
+        """The :class:`~tumorscope._compile.WarmReport` of each worker's kernel warm-up (waits
+        for them)."""
+        return [f.result() for f in self.warming]
 
     def slots(self) -> int:
         """Subjects that can run at once: the worker threads of the cluster (1 in-process)."""
@@ -142,6 +189,7 @@ class Executor:
         """Close the client and the local cluster (idempotent)."""
         client, cluster = self.client, self.cluster
         self.client = self.cluster = None
+        self.warming = []
         if client is not None:
             client.close()
         if cluster is not None:

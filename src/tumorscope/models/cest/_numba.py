@@ -382,10 +382,12 @@ def _lm_voxel(
 @nb.njit(cache=True, parallel=True)
 def lorentzian_lm(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, nit):
     """Bounded LM of every row of ``y`` (``p`` in: start, out: solution), voxels in parallel."""
+    # ``np.int64(v)``: the parallel loop's index is unsigned, its typing pass's signed: passed
+    # as is, _lm_voxel was compiled twice per model (about 6 s each on a fresh cache)
     for v in nb.prange(y.shape[0]):
         nit[v] = _lm_voxel(
             _LORENTZIAN, _LAM_DOWN, off, n_extra, y[v], p[v], lo, hi, scale,
-            max_iter, ftol, xtol, st, rss, se[v], v,
+            max_iter, ftol, xtol, st, rss, se[v], np.int64(v),
         )  # fmt: skip
 
 
@@ -476,5 +478,5 @@ def lorentz_slope_lm(g, y, p, lo, hi, scale, max_iter, ftol, xtol, st, rss, se, 
     for v in nb.prange(y.shape[0]):
         nit[v] = _lm_voxel(
             _LORENTZ_SLOPE, 10.0, g, 0, y[v], p[v], lo, hi, scale,
-            max_iter, ftol, xtol, st, rss, se[v], v,
+            max_iter, ftol, xtol, st, rss, se[v], np.int64(v),
         )  # fmt: skip

@@ -1,0 +1,113 @@
+"""``Executor.warm_up`` on a local Dask cluster: the workers share the kernels' compilation.
+
+Two worker processes on a private, empty ``NUMBA_CACHE_DIR`` (a fresh install) warm up two
+cheap kernels of the table: each kernel is compiled by exactly one worker and loaded from the
+cache by the other (before, each worker compiled every kernel at its first call). A serial
+executor has no workers to warm up; ``TUMORSCOPE_KERNEL_WARM_UP=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from tumorscope._compile import KERNELS
+from tumorscope.pipeline.executor import Executor
+
+pytest.importorskip("numba")
+pytest.importorskip("distributed")
+
+SUBSET = tuple(k for k in KERNELS if k.name in ("fixed_point_normal", "peak_signal"))
+
+
+def test_two_workers_compile_each_kernel_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))  # inherited by the workers
+    monkeypatch.delenv("TUMORSCOPE_KERNEL_WARM_UP", raising=False)
+    ex = Executor(workers=2, scheduler=None)
+    try:
+        ex.warm_up(modules=(), kernels=SUBSET)
+        reports = ex.warm_reports()
+    finally:
+        ex.close()
+    assert len(reports) == 2
+    keys = sorted(k.key for k in SUBSET)
+    for r in reports:
+        assert r.failed == {}
+        assert sorted(r.warmed) == keys  # every worker has every kernel, compiled or loaded
+    compiled = sorted(key for r in reports for key in r.compiled)
+    assert compiled == keys  # each compiled once, by one worker
+    assert (tmp_path / "numba" / "tumorscope-warm-up-locks").is_dir()
+
+
+def test_no_warm_up_without_workers_or_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    serial = Executor(workers=None, scheduler=None)
+    serial.warm_up()
+    assert serial.warming == []
+
+    class _Client:
+        def __init__(self) -> None:
+            self.ran: list[object] = []
+            self.submitted: list[object] = []
+
+        def run(self, fn: object, *args: object) -> None:
+            self.ran.append(fn)
+
+        def submit(self, *args: object, **kwargs: object) -> None:
+            self.submitted.append(args)
+
+        def scheduler_info(self) -> dict[str, dict[str, object]]:
+            return {"workers": {"tcp://a": {}, "tcp://b": {}}}
+
+    ex = Executor(workers=None, scheduler=None)
+    ex.client = _Client()
+    monkeypatch.setenv("TUMORSCOPE_KERNEL_WARM_UP", "0")
+    ex.warm_up()
+    assert ex.client.ran and ex.client.submitted == []  # modules imported, no kernel task
+    monkeypatch.delenv("TUMORSCOPE_KERNEL_WARM_UP")
+    ex.warm_up()
+    assert [a[1] for a in ex.client.submitted] == [0, 1]  # one task per worker, its index
+    ex.client = None
+
+
+class _FakeExecutor:
+    """A serial executor that records what ``tumorscope run --workers`` does with it."""
+
+    made: ClassVar[list[_FakeExecutor]] = []
+
+    def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
+        self.workers, self.warmed, self.closed = workers, 0, 0
+        self.client, self.cluster, self.threads, self.n_workers = None, None, None, 1
+        self.description = "fake"
+        _FakeExecutor.made.append(self)
+
+    def warm_up(self) -> None:
+        self.warmed += 1
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_run_with_workers_warms_its_cluster_up_and_closes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from tumorscope.cli import app
+    from tumorscope.phantom import make_study
+    from tumorscope.pipeline import executor as executor_mod
+
+    study = make_study(tmp_path / "s", size="tiny", seed=0, n_subjects=1)
+    _FakeExecutor.made.clear()
+    monkeypatch.setattr(executor_mod, "Executor", _FakeExecutor)
+    args = ["run", str(study), "--out", str(tmp_path / "o"), "--steps", "register", "--no-report"]
+    res = CliRunner().invoke(app, [*args, "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    [ex] = _FakeExecutor.made
+    assert ex.workers == 2 and ex.warmed == 1 and ex.closed == 1  # used by the run, closed
+    res = CliRunner().invoke(app, args)  # serial: run_study's own executor, not warmed up
+    assert res.exit_code == 0, res.output
+    assert [(e.workers, e.warmed) for e in _FakeExecutor.made[1:]] == [(None, 0)]
