@@ -99,10 +99,13 @@ def test_run_with_workers_warms_its_cluster_up_and_closes_it(
     from tumorscope.cli import app
     from tumorscope.phantom import make_study
     from tumorscope.pipeline import executor as executor_mod
+    from tumorscope.pipeline import runner as runner_mod
 
     study = make_study(tmp_path / "s", size="tiny", seed=0, n_subjects=1)
     _FakeExecutor.made.clear()
+    # the CLI imports the class from its module when it runs; run_study bound it at import
     monkeypatch.setattr(executor_mod, "Executor", _FakeExecutor)
+    monkeypatch.setattr(runner_mod, "Executor", _FakeExecutor)
     args = ["run", str(study), "--out", str(tmp_path / "o"), "--steps", "register", "--no-report"]
     res = CliRunner().invoke(app, [*args, "--workers", "2"])
     assert res.exit_code == 0, res.output
