@@ -266,7 +266,7 @@ def _run_plan(
     A unit starts once every unit of the steps it requires (``Step.requires``, within this
     run) has finished, earliest in plan order first; its upstream hashes are then complete,
     as in the one-at-a-time order, so input hashes and outputs are the same. A unit of a
-    step that holds something exclusively (``Step.exclusive``: ``"memory"`` for DCE,
+    step that holds something exclusively (``Step.exclusive``: ``"memory"`` for DWI, DCE,
     relaxometry, CEST, metabolic and measure, so that the visit's peak memory stays that of
     one such step plus a light one) does not start while another unit holding the same
     runs. Outcomes are

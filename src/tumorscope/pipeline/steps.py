@@ -515,6 +515,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dwi"),
         missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
         option_keys=("dwi_models", "dwi_region"),
+        exclusive=("memory",),
     ),
     Step(
         "fit_dce",
