@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from _known_motions import cases as _cases  # benchmarks/, beside this script
 from tumorscope.io import open_study
 from tumorscope.io.study import MRS_SUFFIXES, _loaded_scan, validate_visit
 from tumorscope.pipeline.align import align_visit
@@ -60,47 +60,9 @@ from tumorscope.pipeline.functional import _REGISTRATION
 from tumorscope.preprocessing.registration import register, register_quick
 from tumorscope.volume import Volume
 
-CENTRES = np.array([[0.0, 0.0, 0.0], [14.0, -6.0, 4.0], [-10.0, 12.0, -6.0], [4.0, 16.0, 8.0]])
-WIDTHS = np.array([10.0, 5.0, 7.0, 4.0])
-HEIGHTS = np.array([1.0, 0.8, -0.6, 1.2])
-
 
 def _load() -> str:
     return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
-
-
-def _scene(shape: tuple[int, int, int], affine: np.ndarray, world: np.ndarray) -> np.ndarray:
-    ijk = np.indices(shape).reshape(3, -1).T.astype(float)
-    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
-    xyz = xyz @ world[:3, :3].T + world[:3, 3]
-    d2 = ((xyz[:, None, :] - CENTRES[None]) ** 2).sum(-1)
-    return ((HEIGHTS * np.exp(-d2 / (2 * WIDTHS**2))).sum(-1) * 1000.0).reshape(shape)
-
-
-def _affine(shape: tuple[int, int, int], rot: np.ndarray) -> np.ndarray:
-    a = np.eye(4)
-    a[:3, :3] = rot @ np.diag((2.0, 2.0, 4.0))
-    a[:3, 3] = -(a[:3, :3] @ ((np.asarray(shape) - 1) / 2))
-    return a
-
-
-def _cases(n: int = 8) -> list[tuple[Volume, Volume, np.ndarray]]:
-    shape = (48, 48, 16)
-    rng = np.random.default_rng(0)
-    fixed_aff = _affine(shape, np.eye(3))
-    moving_aff = _affine(shape, Rotation.from_euler("z", 5, degrees=True).as_matrix())
-    out = []
-    for k in range(n):
-        truth = np.eye(4)
-        angles = rng.uniform(-6, 6, 3) if k % 2 == 0 else np.zeros(3)
-        truth[:3, :3] = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
-        truth[:3, 3] = rng.uniform(-6, 6, 3)
-        fixed = Volume(_scene(shape, fixed_aff, np.eye(4)).astype(np.float32), fixed_aff)
-        moving = Volume(
-            _scene(shape, moving_aff, np.linalg.inv(truth)).astype(np.float32), moving_aff
-        )
-        out.append((fixed, moving, truth))
-    return out
 
 
 def _pairs(study: Path) -> list[tuple[Volume, Volume]]:

@@ -4,7 +4,9 @@ derivative."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,47 +18,22 @@ from tumorscope.volume import Volume
 
 pytest.importorskip("numba")
 
-CENTRES = np.array([[0.0, 0.0, 0.0], [14.0, -6.0, 4.0], [-10.0, 12.0, -6.0], [4.0, 16.0, 8.0]])
-WIDTHS = np.array([10.0, 5.0, 7.0, 4.0])
-HEIGHTS = np.array([1.0, 0.8, -0.6, 1.2])
 PTS = np.array([[0, 0, 0, 1], [15, 10, 5, 1], [-15, 10, -5, 1], [10, -15, 0, 1.0]])
 FUNCTIONAL = {"samples": 10_000, "iterations": 100, "min_step": 1e-3, "relaxation": 0.7}
 
 
-def _scene(shape, affine, world):
-    ijk = np.indices(shape).reshape(3, -1).T.astype(float)
-    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
-    xyz = xyz @ world[:3, :3].T + world[:3, 3]
-    d2 = ((xyz[:, None, :] - CENTRES[None]) ** 2).sum(-1)
-    return ((HEIGHTS * np.exp(-d2 / (2 * WIDTHS**2))).sum(-1) * 1000.0).reshape(shape)
+def _load_motions() -> Any:
+    """``benchmarks/_known_motions.py``: the known answers the benchmark uses too (one copy)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "_known_motions.py"
+    spec = importlib.util.spec_from_file_location("_known_motions", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _affine(shape, rot):
-    a = np.eye(4)
-    a[:3, :3] = rot @ np.diag((2.0, 2.0, 4.0))
-    a[:3, 3] = -(a[:3, :3] @ ((np.asarray(shape) - 1) / 2))
-    return a
-
-
-def _cases(n=8):
-    """The eight seeded motions of ``benchmarks/bench_align.py`` (±6° about each axis on
-    every other case, ±6 mm) of a smooth scene, moving image on an oblique grid."""
-    shape = (48, 48, 16)
-    rng = np.random.default_rng(0)
-    fixed_aff = _affine(shape, np.eye(3))
-    moving_aff = _affine(shape, Rotation.from_euler("z", 5, degrees=True).as_matrix())
-    out = []
-    for k in range(n):
-        truth = np.eye(4)
-        angles = rng.uniform(-6, 6, 3) if k % 2 == 0 else np.zeros(3)
-        truth[:3, :3] = Rotation.from_euler("xyz", angles, degrees=True).as_matrix()
-        truth[:3, 3] = rng.uniform(-6, 6, 3)
-        fixed = Volume(_scene(shape, fixed_aff, np.eye(4)).astype(np.float32), fixed_aff)
-        moving = Volume(
-            _scene(shape, moving_aff, np.linalg.inv(truth)).astype(np.float32), moving_aff
-        )
-        out.append((fixed, moving, truth))
-    return out
+_motions = _load_motions()
+_scene, _cases = _motions.scene, _motions.cases
 
 
 def _err(matrix, truth):
