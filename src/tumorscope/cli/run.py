@@ -181,6 +181,7 @@ def run(
                 adopt_folder=adopt_folder,
                 lock_timeout=lock_timeout,
                 executor=executor,
+                close_executor=True,
             )
     finally:
         if executor is not None:

@@ -133,6 +133,7 @@ def demo(
                 progress=True,
                 console=console,
                 executor=executor,
+                close_executor=True,
             )
     finally:
         _stop_workers(starting)

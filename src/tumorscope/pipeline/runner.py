@@ -131,6 +131,7 @@ def run_study(
     adopt_folder: bool = False,
     lock_timeout: float = 0.0,
     executor: Executor | None = None,
+    close_executor: bool = False,
 ) -> RunSummary:
     """Run the whole analysis of a study: fits, lesion measurements, response, report.
 
@@ -171,7 +172,12 @@ def run_study(
         Seconds to wait for another run that holds ``out_dir`` (0: fail at once).
     executor : Executor, optional
         An executor started by the caller (``tumorscope demo`` starts its workers while it
-        writes the phantom); used instead of ``workers`` and ``scheduler``, and left open.
+        writes the phantom); used instead of ``workers`` and ``scheduler``, and left open
+        unless ``close_executor``.
+    close_executor : bool, default False
+        Close the given ``executor`` too: as for one started here, its workers are stopped
+        as soon as the subjects are done, while the tables and the study report are written
+        (:meth:`~.executor.Executor.close_soon`), and the run returns when they have stopped.
 
     Returns
     -------
@@ -254,6 +260,8 @@ def run_study(
                     )
                 finally:
                     _plan_order(summary, plan)
+            if executor is not given or close_executor:
+                executor.close_soon()  # the workers stop while the client publishes
             summary.report = publish(
                 ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
             )
@@ -261,8 +269,8 @@ def run_study(
         finally:
             summary.duration_s = time.perf_counter() - t0
             _record_end(store, summary, status)
-            if executor is not None and executor is not given:
-                executor.close()
+            if executor is not None and (executor is not given or close_executor):
+                executor.close()  # or waits for close_soon's thread
             store.close()
             detach_log(handler)
     finally:
