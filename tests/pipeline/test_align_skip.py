@@ -46,3 +46,17 @@ def test_the_option_is_a_flag() -> None:
     assert RunOptions.from_mapping({"align_skip_same_geometry": True}).align_skip_same_geometry
     with pytest.raises(DataError, match="align_skip_same_geometry"):
         RunOptions.from_mapping({"align_skip_same_geometry": "yes"})
+
+
+def test_the_mre_wave_phase_is_not_registered(tiny_study: Path) -> None:
+    """The MRE series is the wave's phase: no anatomy to register. Registered, it was moved
+    by 1.7–6.5 mm on a motionless phantom (the demo's 8 MRE visits, 4 applied)."""
+    study = open_study(tiny_study)
+    visits = [v for s in study.subjects.values() for v in s.visits.values() if "mre" in v.series]
+    assert visits  # the phantom's hepatitis subject has MRE at every visit
+    for visit in visits[:2]:
+        out = {a.series: a for a in align_visit(visit)}
+        row = out["mre"]
+        assert row.status == "skipped" and not row.applied
+        assert "MRE wave phase" in (row.reason or "")
+        assert not any(a.applied for a in out.values())  # the phantom does not move

@@ -29,8 +29,9 @@ it moves the lesion voxels:
    voxel for voxel, so a well-aligned study gives exactly the numbers it gave without this
    step (registration noise on a motionless series is ~0.1–0.4 mm on the phantom).
 
-Series without anatomical contrast (19F images and their reference tubes) are not
-registered (``status="skipped"``; their lesion masks are used as given).
+Series without anatomical contrast (19F images and their reference tubes, hyperpolarised
+13C, spectroscopy, the PET's reference masks, the MRE wave phase) are not registered
+(``status="skipped"``; their lesion masks are used as given).
 
 Maps keep their own grid: nothing is resampled before fitting (interpolating raw signals
 biases fitted parameters); only the lesion masks move.
@@ -64,8 +65,11 @@ __all__ = [
 ALIGN_REFERENCE = "anatomical"
 
 #: Roles without anatomical contrast: not registered (the PET's reference masks are drawn on
-#: the PET grid; the PET itself is registered).
-_NOT_REGISTRABLE = ("fluorine", "hp13c", "mrs", "pet_")
+#: the PET grid; the PET itself is registered). The MRE series is the wave's phase (rad): a
+#: shear-wave pattern, no anatomy. Registered, it moved the masks by a wrong transform: on
+#: the demo's 8 MRE visits (phantom truth: no motion) the registration found 1.7–6.5 mm and
+#: 4 of the 8 were applied, with the ITK and the compiled back-ends alike.
+_NOT_REGISTRABLE = ("fluorine", "hp13c", "mrs", "pet_", "mre")
 
 
 @dataclass(frozen=True)
@@ -199,7 +203,8 @@ def align_visit(
                         role,
                         ALIGN_REFERENCE,
                         "skipped",
-                        "no anatomical contrast to register (19F, 13C, MRS, PET reference masks); masks used as given",
+                        "no anatomical contrast to register (19F, 13C, MRS, PET reference "
+                        "masks, MRE wave phase); masks used as given",
                     )
                 )
                 continue
