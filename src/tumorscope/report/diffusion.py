@@ -41,22 +41,20 @@ def _rgb(vmaps: Mapping[str, VisitMap]) -> np.ndarray | None:
 
 
 def tensor_rgb_figure(maps: Mapping[str, Mapping[str, VisitMap]]) -> str | None:
-    """A ``data:`` PNG with the RGB map of every visit that has one, or None if none has.
+    """A ``data:`` SVG figure (:func:`tumorscope.report.figures.image_panels`) with the RGB map of every visit that has one, or None if none has.
 
     Parameters
     ----------
     maps : mapping of visit id to mapping of map name to VisitMap
         As :func:`tumorscope.report.html.write_subject_report` receives them.
     """
-    from .figures import _figure, to_data_uri
+    from .figures import image_panels
 
-    panels = [(v, rgb) for v, vm in maps.items() if (rgb := _rgb(vm)) is not None]
+    panels = [
+        (np.round(rgb * 255).astype(np.uint8), f"visit {v}")
+        for v, vm in maps.items()
+        if (rgb := _rgb(vm)) is not None
+    ]
     if not panels:
         return None
-    fig = _figure(2.4 * len(panels), 2.6)
-    for i, (visit, rgb) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower", interpolation="nearest")
-        ax.set_title(f"visit {visit}", fontsize=9, y=1.0)
-        ax.set_axis_off()
-    return to_data_uri(fig)
+    return image_panels(panels, w_in=2.4, h_in=2.6)

@@ -4,7 +4,7 @@ The subject report is written by the pipeline's ``report_subject`` step on a wor
 files the earlier steps wrote (maps, lesion and assessment tables), so it never needs the
 database. The study report is written by the client at the end of a run from the database.
 
-Design: Jinja2 templates (``templates/``), matplotlib figures embedded as base64 PNG, tables
+Design: Jinja2 templates (``templates/``), figures embedded as SVG ``data:`` URIs, tables
 sortable by a few lines of inline JavaScript, no external resource at all (the file opens
 from disk, offline). Numbers are shown with their units in the column names.
 """

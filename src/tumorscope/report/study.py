@@ -37,7 +37,7 @@ def _software() -> pd.DataFrame:
     import pandas as pd
 
     rows = [("python", platform.python_version())]
-    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas", "matplotlib"):
+    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas"):
         try:
             rows.append((name, md.version(name)))
         except md.PackageNotFoundError:
