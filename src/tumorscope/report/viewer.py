@@ -318,8 +318,11 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return (mask & ~inner).astype(np.float32)
 
 
-def _limits(a: np.ndarray, labels: np.ndarray | None) -> tuple[float, float]:
-    ref = a[labels > 0] if labels is not None and labels.shape == a.shape and labels.any() else a
+def _limits(a: np.ndarray, inside: np.ndarray | None) -> tuple[float, float]:
+    """Display range of a map: its 1st-99th percentile in the lesions (``inside``, the mask of
+    the visit's labels, computed once per visit; None without a lesion), else in the whole
+    map, widened by half."""
+    ref = a[inside] if inside is not None and inside.shape == a.shape else a
     ref = ref[np.isfinite(ref)]
     if not ref.size:
         return 0.0, 1.0
@@ -382,6 +385,9 @@ def _visit_volumes(
             cal_min=float(lo),
             cal_max=float(hi),
         )
+    inside = None if labels is None else np.asarray(labels.data) > 0  # once per visit
+    if inside is not None and not inside.any():
+        inside = None
     for name in sorted(vmaps):
         path, _status, unit = vmaps[name]
         m = (loaded or {}).get(name)
@@ -390,9 +396,8 @@ def _visit_volumes(
         a = np.asarray(m.data, dtype=np.float32)
         if a.ndim != 3:
             continue
-        lab = None if labels is None else np.asarray(labels.data)
         if name not in limits:
-            limits[name] = _limits(a, lab)
+            limits[name] = _limits(a, inside)
         lo, hi = limits[name]
         param = name.split(".")[-1]
         add(
