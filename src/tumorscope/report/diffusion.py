@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..layout import VisitMap
+from . import reads
 
 __all__ = ["TENSOR_NOTE", "tensor_rgb_figure"]
 
@@ -25,12 +26,11 @@ _MODELS = ("dti", "dki_tensor")
 
 def _rgb(vmaps: Mapping[str, VisitMap]) -> np.ndarray | None:
     """``(x, y, 3)`` RGB of the middle slice, or None without the tensor maps."""
-    from ..volume import Volume
 
     for model in _MODELS:
         names = [f"{model}.{k}" for k in ("FA", "V1_x", "V1_y", "V1_z")]
         if all(n in vmaps for n in names):
-            fa, vx, vy, vz = (np.asarray(Volume.from_nifti(vmaps[n].path).data) for n in names)
+            fa, vx, vy, vz = (np.asarray(reads.volume(vmaps[n].path).data) for n in names)
             if fa.ndim == 2:
                 fa, vx, vy, vz = (a[..., None] for a in (fa, vx, vy, vz))
             z = fa.shape[2] // 2

@@ -52,6 +52,7 @@ import numpy as np
 
 from .. import _gzip, layout
 from ..volume import atomic_write
+from . import reads
 
 if TYPE_CHECKING:
     import os
@@ -132,7 +133,7 @@ def write_viewer(
 
     out_dir = Path(out_dir)
     subj = study.subjects[subject]
-    labels = {v.id: v.lesions.load_labels() for v in subj if v.lesions is not None}
+    labels = {v.id: lab for v in subj if (lab := reads.labels(v)) is not None}
     box = _lesion_box(labels.values())
     visits: list[dict[str, Any]] = []
     notes: set[str] = set()
@@ -347,7 +348,6 @@ def _visit_volumes(
 ) -> dict[str, Any] | None:
     """The volumes of one visit for the viewer: anatomical, maps, outline (``labels``: the
     visit's lesion labels; ``loaded``: maps already read)."""
-    from ..volume import Volume
 
     vols: list[dict[str, Any]] = []
     headers: dict[bytes, bytes] = {}
@@ -369,8 +369,8 @@ def _visit_volumes(
             | extra
         )
 
-    if "anatomical" in v.series:
-        anat = v.series["anatomical"].load()
+    anat = reads.anatomical(v)
+    if anat is not None:
         a = np.asarray(anat.data, dtype=np.float32)
         if a.ndim == 4:
             a = a[..., 0]
@@ -392,7 +392,7 @@ def _visit_volumes(
         path, _status, unit = vmaps[name]
         m = (loaded or {}).get(name)
         if m is None:
-            m = Volume.from_nifti(path)
+            m = reads.volume(path)
         a = np.asarray(m.data, dtype=np.float32)
         if a.ndim != 3:
             continue
