@@ -41,6 +41,7 @@ Design decisions
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import shutil
@@ -259,11 +260,11 @@ def shrink(
     data = np.asarray(data)
     origin, step, how = [0, 0, 0], 1, []
     if box is not None and (crop or data.size > MAX_VOXELS):
-        inv = np.linalg.inv(affine)
-        corners = np.array(np.meshgrid(*np.array(box).T, indexing="ij")).reshape(3, -1).T
-        ijk = corners @ inv[:3, :3].T + inv[:3, 3]
-        start = np.clip(np.floor(ijk.min(0)).astype(int), 0, np.array(data.shape[:3]) - 1)
-        stop = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, start + 1, data.shape[:3])
+        start, stop = _crop_range(
+            tuple(data.shape[:3]),
+            np.asarray(affine, dtype=np.float64).tobytes(),
+            np.asarray(box, dtype=np.float64).tobytes(),
+        )
         if (start > 0).any() or (stop < data.shape[:3]).any():
             data = data[start[0] : stop[0], start[1] : stop[1], start[2] : stop[2]]
             affine = affine.copy()
@@ -277,6 +278,20 @@ def shrink(
         affine[:3, :3] = affine[:3, :3] * step
         how.append(f"one voxel in {step} kept along each axis")
     return data, affine, ", ".join(how), origin, step
+
+
+@functools.lru_cache(maxsize=64)
+def _crop_range(shape: tuple[int, ...], affine: bytes, box: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """First and last + 1 voxel of a grid (``shape``, 4×4 ``affine``) inside a world box
+    (2×3 corners), as bytes so that the maps of one grid share it (computed once a grid)."""
+    inv = np.linalg.inv(np.frombuffer(affine).reshape(4, 4))
+    corners = np.array(np.meshgrid(*np.frombuffer(box).reshape(2, 3).T, indexing="ij"))
+    ijk = corners.reshape(3, -1).T @ inv[:3, :3].T + inv[:3, 3]
+    start = np.clip(np.floor(ijk.min(0)).astype(int), 0, np.array(shape) - 1)
+    stop = np.clip(np.ceil(ijk.max(0)).astype(int) + 1, start + 1, shape)
+    start.flags.writeable = False
+    stop.flags.writeable = False
+    return start, stop
 
 
 def _nifti_b64(
