@@ -410,3 +410,18 @@ def test_raster_matches_matplotlib_and_pil() -> None:
         np.testing.assert_array_equal(colour(x, -1.0, 1.0, lut(name)), np.round(m[..., :3] * 255))
     img = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(img)))), img)
+
+
+def test_small_values_are_labelled_with_a_multiplier() -> None:
+    """ADC-sized values (1e-3 mm²/s) read as ``0.6 0.9 1.2`` with ``1e-3`` once on the axis
+    (matplotlib's ScalarFormatter), and the points stay where the data put them."""
+    from tumorscope.report.svg import axis_labels
+
+    assert axis_labels([6e-4, 9e-4, 1.2e-3]) == (["0.6", "0.9", "1.2"], "1e-3")
+    assert axis_labels([0.0, 20.0, 40.0]) == (["0", "20", "40"], "")
+    frame = pd.DataFrame({"lesion_id": ["L1", "L1"], "days": [0, 21], "value": [6e-4, 1.2e-3]})
+    (ax,) = _axes(figures.trajectories({"adc.ADC mean (mm2/s)": frame}))
+    texts = ax.texts()
+    assert "1e-3" in texts and "adc.ADC mean (mm2/s)" in texts
+    assert not any("e-0" in t for t in texts)  # no tick label in exponent notation
+    np.testing.assert_allclose(ax.lines()["L1"][1], ax.px([0, 21], [6e-4, 1.2e-3]), atol=0.01)

@@ -361,22 +361,28 @@ class Axes:
                 svg.text(tx, y0 + h + 5, name, size=f, ha="right", va="center", rotate=90)
         else:
             xt = _ticks(xlo, xhi, w / (f * 6.5))
-            for t in xt:
+            xl, xoff = axis_labels(xt)
+            for t, label in zip(xt, xl, strict=True):
                 tx = float(px(t))
                 svg.line(tx, y0 + h, tx, y0 + h + 3.5, width=0.8)
-                svg.text(tx, y0 + h + 5, tick_label(t, xt), size=f, va="top")
+                svg.text(tx, y0 + h + 5, label, size=f, va="top")
+            if xoff:
+                svg.text(x0 + w, y0 + h + 7 + f, xoff, size=f, ha="right", va="top")
         yt = _ticks(ylo, yhi, h / (f * 3))
-        for t in yt:
+        yl, yoff = axis_labels(yt)
+        for t, label in zip(yt, yl, strict=True):
             ty = float(py(t))
             svg.line(x0 - 3.5, ty, x0, ty, width=0.8)
-            svg.text(x0 - 5, ty, tick_label(t, yt), size=f, ha="right", va="center")
+            svg.text(x0 - 5, ty, label, size=f, ha="right", va="center")
+        if yoff:
+            svg.text(x0, y0 - 2, yoff, size=f, ha="left", va="bottom")
         if self.title:
             svg.text(x0 + w / 2, y0 - 6, self.title, size=f * 1.2, va="bottom")
         if self.xlabel:
             below = 5 + f + 4 if self.categories is None else 5 + _longest(self.categories, f) + 4
             svg.text(x0 + w / 2, y0 + h + below, self.xlabel, size=f * 1.1, va="top")
         if self.ylabel:
-            left = 5 + max((text_width(tick_label(t, yt), f) for t in yt), default=0) + 5
+            left = 5 + max((text_width(label, f) for label in yl), default=0) + 5
             svg.text(x0 - left, y0 + h / 2, self.ylabel, size=f * 1.1, va="bottom", rotate=90)
         labelled = [
             it for it in self.items if it.label is not None and it.kind in ("line", "scatter")
@@ -461,6 +467,18 @@ def _span(arrays: list[np.ndarray], *, margin: float) -> tuple[float, float]:
         return lo - d, hi + d
     d = (hi - lo) * margin
     return lo - d, hi + d
+
+
+def axis_labels(ticks: Sequence[float]) -> tuple[list[str], str]:
+    """Tick labels of an axis and its multiplier text: as matplotlib's ``ScalarFormatter``,
+    values below 1e-2 or from 1e5 up are shown as multiples of a power of ten written once at
+    the end of the axis (``0.6 0.9 1.2`` and ``1e-3``)."""
+    big = max((abs(t) for t in ticks), default=0.0)
+    if not big or 1e-2 <= big < 1e5:
+        return [tick_label(t, ticks) for t in ticks], ""
+    k = math.floor(math.log10(big))
+    scaled = [t / 10**k for t in ticks]
+    return [tick_label(t, scaled) for t in scaled], f"1e{k}"
 
 
 def _ticks(lo: float, hi: float, room: float) -> list[float]:
