@@ -242,10 +242,10 @@ class Axes:
     def _limits(self) -> tuple[tuple[float, float], tuple[float, float]]:
         xs = [it.x for it in self.items if it.kind not in ("hline",)]
         ys = [it.y for it in self.items if it.kind not in ("vline",)]
-        bars = any(it.kind == "bars" for it in self.items)
-        if bars:
+        bars = [it for it in self.items if it.kind == "bars"]
+        for it in bars:  # the bars whole, from zero
             ys.append(np.zeros(1))
-            xs.append(np.array([-0.5, len(self.items[0].x) - 0.5]) if self.items else np.zeros(1))
+            xs.append(np.array([-0.5, len(it.x) - 0.5]))
         return _span(xs, margin=0.0 if bars else 0.05), _span(ys, margin=0.05)
 
     def draw(
