@@ -161,14 +161,6 @@ def _subject_page(
     align = _alignment_frame(alignments)
     fdm, fdm_table, fdm_note = _functional_section(functional, days)
     t = subj.treatment
-    viewer = write_viewer(
-        out_dir,
-        study,
-        subject,
-        maps=maps,
-        registrations=_registrations(functional),
-        loaded=mf.volumes,
-    )
     ctx = SubjectContext(
         out_dir,
         study,
@@ -177,6 +169,16 @@ def _subject_page(
         days,
         {"fluorine": list(cells19f)},
         options={"perfusion_rcbv_threshold": perfusion_rcbv_threshold},
+    )
+    # the sections before the viewer: the maps they read (CEST, DSC) are kept for it
+    sections = [Markup(b) for b in subject_sections(ctx)]
+    viewer = write_viewer(
+        out_dir,
+        study,
+        subject,
+        maps=maps,
+        registrations=_registrations(functional),
+        loaded=mf.volumes,
     )
     html = render(
         "subject.html.j2",
@@ -204,7 +206,7 @@ def _subject_page(
         fdm_table=frame_of(fdm_table),
         methods=methods_text(mf.provenances) or ["No model was fitted."],
         viewer=viewer.name if viewer is not None else None,
-        sections=[Markup(b) for b in subject_sections(ctx)],
+        sections=sections,
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 

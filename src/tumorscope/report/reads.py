@@ -41,21 +41,27 @@ def once() -> Iterator[None]:
         _CACHE.reset(token)
 
 
-def _cached(kind: str, key: str, read: Callable[[], T]) -> T:
+def _cached(kind: str, key: str, read: Callable[[], T], *, keep: bool = True) -> T:
     cache = _CACHE.get()
     if cache is None:
         return read()
     k = (kind, key)
-    if k not in cache:
-        cache[k] = read()
-    return cache[k]
+    if k in cache:
+        return cache[k]
+    value = read()
+    if keep:
+        cache[k] = value
+    return value
 
 
-def volume(path: str | os.PathLike[str]) -> Volume:
-    """A map (``Volume.from_nifti``)."""
+def volume(path: str | os.PathLike[str], *, keep: bool = True) -> Volume:
+    """A map (``Volume.from_nifti``); ``keep=False``: taken from the cache if another block
+    kept it, else read and not kept (the viewer reads every map once: keeping them all would
+    hold a subject's maps in memory until the page is written)."""
     from ..volume import Volume
 
-    return _cached("nifti", str(Path(path).resolve()), lambda: Volume.from_nifti(path))
+    key = str(Path(path).resolve())
+    return _cached("nifti", key, lambda: Volume.from_nifti(path), keep=keep)
 
 
 def labels(visit: Any) -> Volume | None:

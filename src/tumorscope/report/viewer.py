@@ -407,7 +407,7 @@ def _visit_volumes(
         path, _status, unit = vmaps[name]
         m = (loaded or {}).get(name)
         if m is None:
-            m = reads.volume(path)
+            m = reads.volume(path, keep=False)  # read once here: not held for the page
         a = np.asarray(m.data, dtype=np.float32)
         if a.ndim != 3:
             continue
