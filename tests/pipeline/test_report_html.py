@@ -54,8 +54,11 @@ def _check_images(page: _Page) -> None:
     assert page.imgs
     for img in page.imgs:
         src = str(img["src"])
-        assert src.startswith("data:image/png;base64,")
-        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+        # figures are self-contained SVG (report.figures); images inside them are PNG data
+        assert src.startswith("data:image/svg+xml;base64,")
+        svg = base64.b64decode(src.split(",", 1)[1]).decode()
+        assert svg.startswith("<svg ") and svg.endswith("</svg>")
+        assert not re.search(r'href="(?!data:image/png;base64,)', svg)
         assert img.get("alt")
 
 

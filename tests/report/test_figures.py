@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import xml.etree.ElementTree as ET
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,11 +16,27 @@ from tumorscope.report import figures
 from tumorscope.report.blocks import cell, frame_of, methods_text, render, shown_maps, spider_points
 
 
-def _png(uri: str) -> np.ndarray:
-    import matplotlib.image as mpimg
+def _svg(uri: str) -> ET.Element:
+    """The SVG of a figure's ``data:`` URI (namespaces dropped from the tags)."""
+    assert uri.startswith("data:image/svg+xml;base64,")
+    root = ET.fromstring(base64.b64decode(uri.split(",", 1)[1]))
+    for el in root.iter():
+        el.tag = el.tag.split("}")[-1]
+    assert root.tag == "svg"
+    return root
 
-    assert uri.startswith("data:image/png;base64,")
-    return mpimg.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")
+
+def _png(uri: str) -> np.ndarray:
+    """The pixels (floats 0-1, rows top-down) of the image of an image figure: the one PNG
+    inside its SVG, placed at the origin at one screen pixel per pixel (PIL decodes it)."""
+    from PIL import Image
+
+    (image,) = _svg(uri).iter("image")
+    assert float(image.get("x", 0)) == 0 and float(image.get("y", 0)) == 0
+    href = image.get("href", "")
+    assert href.startswith("data:image/png;base64,")
+    png = Image.open(io.BytesIO(base64.b64decode(href.split(",", 1)[1])))
+    return np.asarray(png.convert("RGB"), dtype=float) / 255
 
 
 def _rgb(hex_colour: str) -> np.ndarray:
@@ -37,11 +55,50 @@ def _centre(mask: np.ndarray) -> tuple[float, float]:
     return float(rows.mean()), float(cols.mean())
 
 
-def _blue_and_orange(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of matplotlib's first two cycle colours (C0 blue, C1 orange), antialiased lines
-    included; text, axes and the white background are grey and match neither."""
-    r, b = img[..., 0], img[..., 2]
-    return b - r > 0.3, r - b > 0.3
+class _Axes:
+    """An axes of an SVG figure with its data -> pixel mapping (``report.svg``)."""
+
+    def __init__(self, g: ET.Element) -> None:
+        self.g = g
+        self.x0, self.y0, self.w, self.h = (float(v) for v in g.get("data-box", "").split())
+        self.xlim = [float(v) for v in g.get("data-xlim", "").split()]
+        self.ylim = [float(v) for v in g.get("data-ylim", "").split()]
+
+    def px(self, x: Any, y: Any) -> np.ndarray:
+        (xlo, xhi), (ylo, yhi) = self.xlim, self.ylim
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        return np.stack(
+            [
+                self.x0 + (x - xlo) / (xhi - xlo) * self.w,
+                self.y0 + self.h - (y - ylo) / (yhi - ylo) * self.h,
+            ],
+            axis=-1,
+        )
+
+    def lines(self, cls: str = "line") -> dict[str, tuple[str, np.ndarray]]:
+        """Label -> (colour, points (n, 2)) of the polylines."""
+        out = {}
+        for el in self.g.iter("polyline"):
+            if el.get("class") == cls:
+                pts = np.array(
+                    [[float(v) for v in p.split(",")] for p in el.get("points", "").split()]
+                )
+                out[el.get("data-label", "")] = (el.get("stroke", ""), pts)
+        return out
+
+    def markers(self) -> list[tuple[str, float, float]]:
+        return [
+            (el.get("fill", ""), float(el.get("cx", 0)), float(el.get("cy", 0)))
+            for el in self.g.iter("circle")
+            if el.get("class") == "marker"
+        ]
+
+    def texts(self) -> list[str]:
+        return [el.text or "" for el in self.g.iter("text")]
+
+
+def _axes(uri: str) -> list[_Axes]:
+    return [_Axes(g) for g in _svg(uri).iter("g") if g.get("class") == "axes"]
 
 
 def test_spider_and_waterfall_draw_every_subject() -> None:
@@ -53,39 +110,57 @@ def test_spider_and_waterfall_draw_every_subject() -> None:
             "response": ["baseline", "SD", "PR", "baseline", "PD", "SD"],
         }
     )
-    img = _png(figures.spider_plot(sums))
-    assert img.ndim == 3 and img.shape[0] > 200
-    # one line per subject, in the first two cycle colours
-    blue, orange = _blue_and_orange(img)
-    assert blue.sum() > 100 and orange.sum() > 100
-    # markers in their response colour, where the data put them: the PD point (+30 % at day
-    # 21) above and left of the PR point (-40 % at day 42); two SD markers
+    (ax,) = _axes(figures.spider_plot(sums, title="T"))
+    # one line per subject, in the first two cycle colours (matplotlib's C0, C1), through
+    # the data scaled to the axes
+    lines = ax.lines()
+    assert set(lines) == {"001", "002"}
+    assert lines["001"][0] == "#1f77b4" and lines["002"][0] == "#ff7f0e"
+    for sid, g in sums.groupby("subject"):
+        np.testing.assert_allclose(lines[str(sid)][1], ax.px(g["days"], g["change_pct"]), atol=0.01)
+    # the axes hold every point and the +20 % / -30 % lines
+    assert ax.ylim[0] < -40 and ax.ylim[1] > 30 and ax.xlim[0] < 0 and ax.xlim[1] > 42
+    # markers in their response colour, where the data put them
     colour = figures.RESPONSE_COLOURS
-    pd_row, pd_col = _centre(_where(img, colour["PD"]))
-    pr_row, pr_col = _centre(_where(img, colour["PR"]))
-    assert pd_row < pr_row - 100 and pd_col < pr_col - 100
-    assert _where(img, colour["SD"]).sum() > 1.5 * _where(img, colour["PR"]).sum()
+    marks = ax.markers()
+    assert len(marks) == 6
+
+    def at(day: float, pct: float) -> list[str]:
+        x, y = ax.px(day, pct)
+        return [c for c, mx, my in marks if abs(mx - x) < 0.01 and abs(my - y) < 0.01]
+
+    assert at(21, 30.0) == [colour["PD"]] and at(42, -40.0) == [colour["PR"]]
+    assert at(0, 0.0) == ["#1f77b4", "#ff7f0e"]  # baseline: no response, the line's colour
+    assert [c for c, _, _ in marks].count(colour["SD"]) == 2
+    # axis labels, title, the legend's title and subjects are text
+    texts = ax.texts()
+    for t in ("days on treatment", "target sum, change from baseline (%)", "T", "subject"):
+        assert t in texts
     # different data, different figure: subject 002 responding instead of progressing
     better = sums.assign(change_pct=[0.0, -20.0, -40.0, 0.0, -35.0, -10.0])
     better.loc[4, "response"] = "PR"
-    img2 = _png(figures.spider_plot(better))
-    assert not _where(img2, colour["PD"]).any()
-    assert _where(img2, colour["PR"]).sum() > 1.5 * _where(img, colour["PR"]).sum()
+    (ax2,) = _axes(figures.spider_plot(better))
+    cols = [c for c, _, _ in ax2.markers()]
+    assert colour["PD"] not in cols and cols.count(colour["PR"]) == 2
 
     best = pd.DataFrame(
         {"subject": ["001", "002"], "best_change_pct": [-40.0, -10.0], "response": ["PR", "SD"]}
     )
-    w = _png(figures.waterfall_plot(best))
+    (w,) = _axes(figures.waterfall_plot(best))
     # each bar in its response colour, sorted (SD -10 % left of PR -40 %), both hanging from
     # the zero line, the PR bar four times as long as the SD bar
-    pr_bar, sd_bar = _where(w, colour["PR"]), _where(w, colour["SD"])
-    assert pr_bar.sum() > 100 and sd_bar.sum() > 100
-    assert _centre(sd_bar)[1] < _centre(pr_bar)[1]
-    pr_rows, sd_rows = np.nonzero(pr_bar.any(axis=1))[0], np.nonzero(sd_bar.any(axis=1))[0]
-    assert abs(int(pr_rows[0]) - int(sd_rows[0])) <= 1  # same top: the zero line
-    assert (pr_rows[-1] - pr_rows[0] + 1) / (sd_rows[-1] - sd_rows[0] + 1) == pytest.approx(
-        4.0, rel=0.15
-    )
+    bars = {
+        r.get("fill"): [float(r.get(k, 0)) for k in ("x", "y", "width", "height")]
+        for r in w.g.iter("rect")
+        if r.get("class") == "bar"
+    }
+    pr, sd = bars[colour["PR"]], bars[colour["SD"]]
+    assert sd[0] < pr[0]
+    zero = float(w.px(0, 0.0)[1])
+    assert pr[1] == pytest.approx(zero, abs=0.01) and sd[1] == pytest.approx(zero, abs=0.01)
+    assert pr[3] / sd[3] == pytest.approx(4.0, rel=1e-3)
+    assert pr[3] == pytest.approx(float(w.px(0, -40.0)[1]) - zero, abs=0.02)
+    assert {"001", "002"} <= set(w.texts())
 
 
 def test_map_grid_outlines_lesions_and_handles_missing_maps() -> None:
@@ -101,7 +176,8 @@ def test_map_grid_outlines_lesions_and_handles_missing_maps() -> None:
         },
         {"label": "visit 02", "anatomical": None, "maps": {}, "labels": None},
     ]
-    img = _png(figures.map_grid(rows, units={"adc.ADC": "mm2/s"}))
+    uri = figures.map_grid(rows, units={"adc.ADC": "mm2/s"})
+    img = _png(uri)
 
     def red(img: np.ndarray) -> np.ndarray:
         return (img[..., 0] > 0.9) & (img[..., 1] < 0.4) & (img[..., 2] < 0.4)
@@ -113,27 +189,82 @@ def test_map_grid_outlines_lesions_and_handles_missing_maps() -> None:
     assert (cols < half).sum() > 10 and (cols > half).sum() > 10
     # the map is drawn in colour (viridis), the anatomical in grey
     assert (np.ptp(img[..., :3], axis=-1) > 0.3).sum() > 1000
+    # titles, row labels, the unit and the colour bar's ticks are text
+    texts = [el.text for el in _svg(uri).iter("text")]
+    assert {"anatomical", "adc.ADC", "visit 01", "visit 02", "mm2/s"} <= set(texts)
     # no labels, no outline: the red comes from the data
     rows[0]["labels"] = None
     assert red(_png(figures.map_grid(rows, units={"adc.ADC": "mm2/s"}))).sum() == 0
+
+
+def test_map_grid_pixels_are_matplotlibs_colour_map_of_the_values() -> None:
+    """Peer: matplotlib's ``viridis`` / ``gray`` through ``Normalize`` (what the grid used to
+    draw with): every voxel's block of pixels has the colour matplotlib gives its value, the
+    colour bar's ticks are ``MaxNLocator(3)``'s."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+
+    rng = np.random.default_rng(3)
+    adc = rng.random((12, 9)) * 2e-3
+    adc[2, 3] = np.nan  # white
+    adc[5, 5] = 5e-3  # above the range: the last colour
+    anat = rng.random((12, 9)) * 100
+    lims = {"adc.ADC": (0.2e-3, 1.8e-3), "anatomical": (-10.0, 110.0)}  # no black voxel
+    rows = [{"label": "v", "anatomical": anat, "maps": {"adc.ADC": adc}, "labels": None}]
+    uri = figures.map_grid(rows, limits=lims)
+    img = np.round(_png(uri) * 255)
+    # each panel's black frame: the runs of columns holding black pixels, left to right; its
+    # rows are those black in its left column (x right, y up)
+    black = (img == 0).all(axis=-1)
+    cols = np.nonzero(black.any(axis=0))[0]
+    runs = np.split(cols, np.nonzero(np.diff(cols) > 1)[0] + 1)
+    assert len(runs) == 2
+    for (name, data), run in zip((("anatomical", anat), ("adc.ADC", adc)), runs, strict=True):
+        cmap = colormaps["gray" if name == "anatomical" else "viridis"]
+        rgba = cmap(Normalize(*lims[name])(np.ma.masked_invalid(data)))
+        rgba[rgba[..., 3] == 0] = 1.0
+        want = np.round(rgba[..., :3] * 255)
+        left, right = int(run[0]), int(run[-1])
+        frame_rows = np.nonzero(black[:, left])[0]
+        top, bottom = int(frame_rows[0]), int(frame_rows[-1])
+        nx, ny = data.shape
+        ph, pw = bottom - top + 1, right - left + 1
+        # the centre pixel of every voxel's block
+        for ix in range(nx):
+            for iy in range(ny):
+                c = left + int((ix + 0.5) * pw / nx)
+                r = bottom - int((iy + 0.5) * ph / ny)
+                np.testing.assert_array_equal(img[r, c], want[ix, iy], err_msg=f"{name} {ix} {iy}")
+    texts = [el.text for el in _svg(uri).iter("text")]
+    lo, hi = lims["adc.ADC"]
+    ticks = [t for t in MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi]
+    assert [figures._tick_label(t, ticks) for t in ticks] == [
+        t for t in texts if t and t[0].isdigit()
+    ]
 
 
 def test_histograms_draw_one_curve_per_visit_where_its_values_are() -> None:
     rng = np.random.default_rng(0)
     v1 = rng.normal(1.0e-3, 1e-4, 400)
     # visit 01 blue (C0), visit 02 orange (C1): visit 02 higher, then lower than visit 01
-    cols = []
     for centre in (1.6e-3, 0.6e-3):
         v2 = rng.normal(centre, 1e-4, 400)
-        blue, orange = _blue_and_orange(_png(figures.histograms({"adc.ADC": {"01": v1, "02": v2}})))
-        assert blue.sum() > 300 and orange.sum() > 300
-        cols.append((np.median(np.nonzero(blue)[1]), np.median(np.nonzero(orange)[1])))
-    (b_hi, o_hi), (b_lo, o_lo) = cols
-    assert o_hi > b_hi + 20 and o_lo < b_lo - 20
+        (ax,) = _axes(figures.histograms({"adc.ADC": {"01": v1, "02": v2}}))
+        lines = ax.lines("steps")
+        assert set(lines) == {"visit 01", "visit 02"}
+        assert lines["visit 01"][0] == "#1f77b4" and lines["visit 02"][0] == "#ff7f0e"
+        # the outline is numpy's histogram on the common bins (1st-99th percentile, 30 bins)
+        pooled = np.concatenate([v1, v2])
+        edges = np.linspace(*np.percentile(pooled, [1, 99]), 31)
+        for label, v in (("visit 01", v1), ("visit 02", v2)):
+            counts, _ = np.histogram(v, edges)
+            x = np.repeat(edges, 2)
+            y = np.concatenate([[0], np.repeat(counts, 2), [0]])
+            np.testing.assert_allclose(lines[label][1], ax.px(x, y), atol=0.01)
     # a visit without a finite value draws no curve (and breaks nothing)
-    h = figures.histograms({"adc.ADC": {"01": v1, "02": [np.nan, np.nan]}})
-    blue, orange = _blue_and_orange(_png(h))
-    assert blue.sum() > 300 and orange.sum() == 0
+    (ax,) = _axes(figures.histograms({"adc.ADC": {"01": v1, "02": [np.nan, np.nan]}}))
+    assert set(ax.lines("steps")) == {"visit 01"}
 
 
 def test_fdm_panels_colour_the_changed_voxels() -> None:
@@ -221,16 +352,21 @@ def test_trajectories_accept_any_number_of_panels(n: int) -> None:
     frame = pd.DataFrame(
         {"lesion_id": ["L1", "L1", "L2", "L2"], "days": [0, 21, 0, 21], "value": [1, 2, 3, 1.0]}
     )
-    img = _png(figures.trajectories({f"q{i}": frame for i in range(n)}))
-    blue, orange = _blue_and_orange(img)
+    uri = figures.trajectories({f"q{i}": frame for i in range(n)})
+    axes = _axes(uri)
     if n == 0:  # nothing to show: a blank figure
-        assert np.ptp(img[..., :3]) == 0
+        assert axes == [] and not list(_svg(uri).iter("polyline"))
         return
-    # one curve per lesion (L1 blue, L2 orange) in every panel, panels side by side
-    width = img.shape[1] / n
-    for i in range(n):
-        panel = slice(int(i * width), int((i + 1) * width))
-        assert blue[:, panel].sum() > 100 and orange[:, panel].sum() > 100
+    # one curve per lesion (L1 blue, L2 orange) in every panel, panels side by side, each
+    # through its points
+    assert len(axes) == n
+    for i, ax in enumerate(axes):
+        lines = ax.lines()
+        assert lines["L1"][0] == "#1f77b4" and lines["L2"][0] == "#ff7f0e"
+        np.testing.assert_allclose(lines["L2"][1], ax.px([0, 21], [3, 1.0]), atol=0.01)
+        assert f"q{i}" in ax.texts()
+        if i:
+            assert ax.x0 > axes[i - 1].x0 + axes[i - 1].w
 
 
 def test_colour_bar_tick_labels_show_the_step() -> None:
@@ -244,3 +380,48 @@ def test_colour_bar_tick_labels_show_the_step() -> None:
     mask[1:4, 0:3] = True
     edge = _boundary(mask)
     assert edge.sum() == 8 and not edge[2, 1] and edge[2, 0]  # the centre is inside
+
+
+def test_raster_matches_matplotlib_and_pil() -> None:
+    """Peers: matplotlib's ``MaxNLocator`` (ticks) and colour maps, PIL (PNG decoding)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+    from matplotlib.ticker import MaxNLocator
+    from PIL import Image
+
+    from tumorscope.report.raster import colour, lut, max_n_ticks, png_bytes
+
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        lo = rng.normal() * 10 ** rng.uniform(-5, 4)
+        hi = lo + 10 ** rng.uniform(-6, 4) * rng.uniform(0.01, 3)
+        for n in (3, 6):
+            want = MaxNLocator(n).tick_values(lo, hi)
+            got = max_n_ticks(lo, hi, n)
+            assert len(got) == len(want)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * max(abs(lo), abs(hi)))
+    for name in ("viridis", "gray"):
+        table = np.round(colormaps[name](np.arange(256))[:, :3] * 255)
+        np.testing.assert_array_equal(lut(name), table)
+        x = rng.normal(size=(40, 30))
+        x[0, :4] = [np.nan, -1.0, 1.0, 7.0]  # bad, both ends, above
+        m = colormaps[name](Normalize(-1.0, 1.0)(np.ma.masked_invalid(x)))
+        m[m[..., 3] == 0] = 1.0
+        np.testing.assert_array_equal(colour(x, -1.0, 1.0, lut(name)), np.round(m[..., :3] * 255))
+    img = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png_bytes(img)))), img)
+
+
+def test_small_values_are_labelled_with_a_multiplier() -> None:
+    """ADC-sized values (1e-3 mm²/s) read as ``0.6 0.9 1.2`` with ``1e-3`` once on the axis
+    (matplotlib's ScalarFormatter), and the points stay where the data put them."""
+    from tumorscope.report.svg import axis_labels
+
+    assert axis_labels([6e-4, 9e-4, 1.2e-3]) == (["0.6", "0.9", "1.2"], "1e-3")
+    assert axis_labels([0.0, 20.0, 40.0]) == (["0", "20", "40"], "")
+    frame = pd.DataFrame({"lesion_id": ["L1", "L1"], "days": [0, 21], "value": [6e-4, 1.2e-3]})
+    (ax,) = _axes(figures.trajectories({"adc.ADC mean (mm2/s)": frame}))
+    texts = ax.texts()
+    assert "1e-3" in texts and "adc.ADC mean (mm2/s)" in texts
+    assert not any("e-0" in t for t in texts)  # no tick label in exponent notation
+    np.testing.assert_allclose(ax.lines()["L1"][1], ax.px([0, 21], [6e-4, 1.2e-3]), atol=0.01)

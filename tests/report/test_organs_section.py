@@ -28,4 +28,4 @@ def test_organ_section_shows_flags_table_and_trajectories(tmp_path: Path) -> Non
     assert "FLAG" in html and "not evaluable" in html
     assert "T2 &lt;b&gt; met" in html  # reasons are escaped
     assert "<td>3.3</td>" in html and "<td>21</td>" in html
-    assert "data:image/png;base64," in html
+    assert "data:image/svg+xml;base64," in html  # the trajectories

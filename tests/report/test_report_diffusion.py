@@ -31,9 +31,18 @@ def test_rgb_panels_per_visit(tmp_path: Path) -> None:
     np.testing.assert_allclose(rgb[..., 0], 0.8)  # |V1_x| · FA in red
     np.testing.assert_allclose(rgb[..., 1:], 0.0)
     uri = tensor_rgb_figure(maps)
-    assert uri is not None and uri.startswith("data:image/png;base64,")
-    from matplotlib.image import imread
+    assert uri is not None and uri.startswith("data:image/svg+xml;base64,")
+    from PIL import Image
 
-    img = imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    svg = base64.b64decode(uri.split(",", 1)[1]).decode()
+    assert "visit 01" in svg and "visit 03" in svg and "visit 02" not in svg
+    png = svg.split('href="data:image/png;base64,', 1)[1].split('"', 1)[0]
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(png))).convert("RGB"))
     assert img.shape[1] > img.shape[0]  # two panels side by side
+    # each panel's pixels are the RGB map (x: red 0.8 · 255, then 0.4 · 255), nothing else
+    left, right = img[:, : img.shape[1] // 2], img[:, img.shape[1] // 2 :]
+    for half, fa in ((left, 0.8), (right, 0.4)):
+        coloured = half[(half != 255).any(axis=-1)]
+        assert len(coloured) > 100
+        assert (coloured == [round(fa * 255), 0, 0]).all()
     assert tensor_rgb_figure({"01": {}}) is None

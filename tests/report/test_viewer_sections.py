@@ -108,3 +108,31 @@ def test_maps_are_cropped_around_the_lesions_whatever_their_size() -> None:
     assert np.allclose(aff[:3, 3], [10, 12, 2])
     same, _, how2, _, _ = shrink(a, np.eye(4), box)  # small and not a map: whole
     assert same is a and how2 == ""
+
+
+def test_viewer_data_is_jsons_own_text() -> None:
+    """The volumes script is written without JSON's escaping scan of the base64 data: the
+    text must be ``json.dumps``'s, whatever else the payload holds (quotes, non-ASCII)."""
+    import io
+    import json
+
+    from tumorscope.report.viewer import _dump_volumes
+
+    payload = {
+        "subject": 'a"b',
+        "visits": [
+            {
+                "id": "01",
+                "label": "visit 01, day −3 é",
+                "volumes": [
+                    {"name": "adc.ADC", "data": "QUJD+/0=", "shape": [2, 3, 4], "unit": None},
+                    {"name": "x", "data": "", "cal_min": 0.5},
+                ],
+            },
+            {"id": "02", "label": "", "volumes": []},
+        ],
+    }
+    out = io.StringIO()
+    _dump_volumes(payload, out)
+    assert out.getvalue() == json.dumps(payload, separators=(",", ":"))
+    assert json.loads(out.getvalue()) == payload

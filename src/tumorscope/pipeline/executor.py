@@ -58,7 +58,6 @@ WARM_MODULES: tuple[str, ...] = (
     "tumorscope.stages.dce",
     "tumorscope.stages.relaxometry",
     "tumorscope.report.html",
-    "matplotlib.figure",
     "SimpleITK",
 )
 

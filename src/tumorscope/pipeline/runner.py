@@ -81,7 +81,6 @@ __all__ = [
 _STUDY_REPORT_MODULES = (
     "tumorscope.report.study",
     "tumorscope.report.figures",
-    "matplotlib.figure",
 )
 
 

@@ -1,4 +1,4 @@
-"""Self-contained HTML reports (study and subject) with embedded matplotlib figures.
+"""Self-contained HTML reports (study and subject) with embedded SVG figures.
 
 :func:`write_study_report` (from the database) and :func:`write_subject_report` (from the
 files of a run) are called by the pipeline; :mod:`tumorscope.report.figures` holds the plots.

@@ -42,8 +42,7 @@ def cest_section(
     import pandas as pd
 
     from ..files import read_sidecar
-    from ..volume import Volume
-    from . import figures
+    from . import figures, reads
 
     rows: list[dict[str, Any]] = []
     units: dict[str, str] = {}
@@ -53,10 +52,11 @@ def cest_section(
         names = [k for k in CEST_SHOWN if k in vmaps]
         if not names:
             continue
-        arrays = {k: Volume.from_nifti(vmaps[k][0]).data for k in names}
+        arrays = {k: reads.volume(vmaps[k][0]).data for k in names}
         for k in names:
             units[k] = str((read_sidecar(vmaps[k][0]) or {}).get("Units", ""))
-        labels = v.lesions.load_labels().data if v.lesions is not None else None
+        lab = reads.labels(v)
+        labels = None if lab is None else lab.data
         z = arrays[names[0]].shape[2] // 2
         if labels is not None and labels.any():
             z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
@@ -102,13 +102,12 @@ def cest_section(
 
 def section(ctx: SubjectContext) -> str | None:
     """The CEST section of the subject page (:mod:`tumorscope.report.sections`)."""
-    import pandas as pd
-
     from .. import layout
+    from . import reads
     from .blocks import frame_of, render
 
     path = layout.measurements_path(ctx.out_dir, ctx.subject)
-    tidy = pd.read_parquet(path) if path.exists() else None
+    tidy = reads.parquet(path)
     cest = cest_section(ctx.study.subjects[ctx.subject], ctx.maps, tidy)
     if cest is None:
         return None

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..layout import VisitMap
+from . import reads
 
 __all__ = ["TENSOR_NOTE", "tensor_rgb_figure"]
 
@@ -25,12 +26,11 @@ _MODELS = ("dti", "dki_tensor")
 
 def _rgb(vmaps: Mapping[str, VisitMap]) -> np.ndarray | None:
     """``(x, y, 3)`` RGB of the middle slice, or None without the tensor maps."""
-    from ..volume import Volume
 
     for model in _MODELS:
         names = [f"{model}.{k}" for k in ("FA", "V1_x", "V1_y", "V1_z")]
         if all(n in vmaps for n in names):
-            fa, vx, vy, vz = (np.asarray(Volume.from_nifti(vmaps[n].path).data) for n in names)
+            fa, vx, vy, vz = (np.asarray(reads.volume(vmaps[n].path).data) for n in names)
             if fa.ndim == 2:
                 fa, vx, vy, vz = (a[..., None] for a in (fa, vx, vy, vz))
             z = fa.shape[2] // 2
@@ -41,22 +41,20 @@ def _rgb(vmaps: Mapping[str, VisitMap]) -> np.ndarray | None:
 
 
 def tensor_rgb_figure(maps: Mapping[str, Mapping[str, VisitMap]]) -> str | None:
-    """A ``data:`` PNG with the RGB map of every visit that has one, or None if none has.
+    """A ``data:`` SVG figure (:func:`tumorscope.report.figures.image_panels`) with the RGB map of every visit that has one, or None if none has.
 
     Parameters
     ----------
     maps : mapping of visit id to mapping of map name to VisitMap
         As :func:`tumorscope.report.html.write_subject_report` receives them.
     """
-    from .figures import _figure, to_data_uri
+    from .figures import image_panels
 
-    panels = [(v, rgb) for v, vm in maps.items() if (rgb := _rgb(vm)) is not None]
+    panels = [
+        (np.round(rgb * 255).astype(np.uint8), f"visit {v}")
+        for v, vm in maps.items()
+        if (rgb := _rgb(vm)) is not None
+    ]
     if not panels:
         return None
-    fig = _figure(2.4 * len(panels), 2.6)
-    for i, (visit, rgb) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        ax.imshow(np.transpose(rgb, (1, 0, 2)), origin="lower", interpolation="nearest")
-        ax.set_title(f"visit {visit}", fontsize=9, y=1.0)
-        ax.set_axis_off()
-    return to_data_uri(fig)
+    return image_panels(panels, w_in=2.4, h_in=2.6)

@@ -46,8 +46,7 @@ def dsc_section(
     """
     import pandas as pd
 
-    from ..volume import Volume
-    from . import figures
+    from . import figures, reads
 
     rows: list[dict[str, Any]] = []
     limits: dict[str, tuple[float, float]] = {}
@@ -56,8 +55,9 @@ def dsc_section(
         vmaps: dict[str, Any] = {k: index[k] for k in _SHOWN if index.get(k) is not None}
         if "dsc.rCBV" not in vmaps:
             continue
-        arrays = {k: Volume.from_nifti(p[0]).data for k, p in vmaps.items()}
-        labels = v.lesions.load_labels().data if v.lesions is not None else None
+        arrays = {k: reads.volume(p[0]).data for k, p in vmaps.items()}
+        lab = reads.labels(v)
+        labels = None if lab is None else lab.data
         z = arrays["dsc.rCBV"].shape[2] // 2
         if labels is not None and labels.any():
             z = int(np.argmax((labels > 0).sum(axis=(0, 1))))
@@ -68,7 +68,8 @@ def dsc_section(
             ref = ref[np.isfinite(ref)]
             hi = float(np.percentile(np.abs(ref), 99)) if ref.size else 0.01
             limits.setdefault("dsc.K2", (-hi, hi))
-        anat = v.series["anatomical"].load().data if "anatomical" in v.series else None
+        anat_vol = reads.anatomical(v)
+        anat = None if anat_vol is None else anat_vol.data
         rows.append(
             {
                 "label": f"visit {v.id}, z={z}",
@@ -114,14 +115,13 @@ def dsc_section(
 def section(ctx: SubjectContext) -> str | None:
     """The DSC section of the subject page (:mod:`tumorscope.report.sections`), None without
     DSC maps; the threshold drawn is the run's ``perfusion_rcbv_threshold``."""
-    import pandas as pd
-
     from .. import layout
     from ..response.perfusion import DEFAULT_RCBV_THRESHOLD
+    from . import reads
     from .blocks import render
 
     path = layout.measurements_path(ctx.out_dir, ctx.subject)
-    tidy = pd.read_parquet(path) if path.exists() else None
+    tidy = reads.parquet(path)
     threshold = float(ctx.options.get("perfusion_rcbv_threshold", DEFAULT_RCBV_THRESHOLD))
     dsc = dsc_section(
         ctx.study.subjects[ctx.subject], ctx.maps, tidy, ctx.days, threshold=threshold

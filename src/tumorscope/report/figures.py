@@ -1,32 +1,35 @@
-"""Figures of the report: matplotlib (Agg), returned as base64 PNG data URIs.
+"""Figures of the report, as ``data:`` URIs of self-contained SVG: drawn from the data with
+no matplotlib (:mod:`tumorscope.report.svg`, :mod:`tumorscope.report.raster`).
 
-Every function takes plain tables or arrays and returns a ``data:image/png;base64,…`` string,
-so the HTML opens from disk with no server and no side files. Figures are small (about 100 dpi)
-to keep a report of many subjects light.
+Line figures (spider, waterfall, trajectories, histograms) are vector drawings whose texts
+stay text; image figures (map grids, functional maps, tensor colours) are one PNG of the
+panels' pixels (each voxel a block of screen pixels, colour maps as matplotlib's) inside an
+SVG that holds their titles, labels and colour-bar ticks. Every figure opens from disk in an
+``<img>`` with no server and no side file. Why and what changed: ``docs/report.md`` ("What the
+report costs").
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import itertools
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .raster import colour, lut, max_n_ticks, tick_label
+from .svg import CYCLE, Axes, Svg, text_width
+
 if TYPE_CHECKING:
     import pandas as pd
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
 
 __all__ = [
     "RESPONSE_COLOURS",
+    "fdm_panels",
     "histograms",
+    "image_panels",
     "map_grid",
     "spider_plot",
-    "to_data_uri",
     "trajectories",
     "waterfall_plot",
 ]
@@ -46,27 +49,12 @@ RESPONSE_COLOURS: dict[str, str] = {
     "after PD": "#d9d9d9",
 }
 
+#: Pixels per inch of the figures (their sizes are given in inches, as before at 90 dpi).
+DPI = 90
+#: Font size of tick labels (px; matplotlib's 10 pt at 90 dpi is 12.5 px).
+FONT = 11.0
 
-def _figure(w: float, h: float, *, layout: Literal["tight"] | None = "tight") -> Figure:
-    from matplotlib.figure import Figure
-
-    # constrained layout doubles the drawing time of image grids; they are laid out by hand
-    return Figure(figsize=(w, h), dpi=90, layout=layout)
-
-
-def _margins(fig: Figure, *, left: float, bottom: float, top: float, right: float = 0.15) -> None:
-    """Fixed margins in inches (instead of the tight layout, which measures every text at
-    each draw: 1.6× the drawing time of a row of histograms)."""
-    w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=left / w, right=1 - right / w, bottom=bottom / h, top=1 - top / h)
-
-
-def to_data_uri(fig: Figure) -> str:
-    """PNG of a figure as a ``data:`` URI (zlib level 1: 2.5× faster to encode than PIL's
-    default 6 for ~6 % more bytes on a map grid)."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", pil_kwargs={"compress_level": 1})
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+_tick_label = tick_label  # the colour bars' tick text (tests)
 
 
 def spider_plot(sums: pd.DataFrame, *, title: str = "Change of the target sum") -> str:
@@ -78,31 +66,28 @@ def spider_plot(sums: pd.DataFrame, *, title: str = "Change of the target sum") 
         Columns ``subject``, ``days`` (days on treatment), ``change_pct``; optional
         ``response`` (colours the markers).
     """
-    fig = _figure(6.4, 4.0, layout=None)
-    _margins(fig, left=0.75, bottom=0.5, top=0.35)
-    ax = fig.add_subplot()
-    for subject, g in sums.groupby("subject", sort=True):
+    svg = Svg(6.4 * DPI, 4.0 * DPI)
+    ax = Axes(svg, 0.75 * DPI, 0.35 * DPI, (6.4 - 0.9) * DPI, (4.0 - 0.85) * DPI)
+    ax.font = FONT
+    for k, (subject, g) in enumerate(sums.groupby("subject", sort=True)):
         g = g.sort_values("days")
-        (line,) = ax.plot(g["days"], g["change_pct"], "-", lw=1.5, label=str(subject))
-        colours = [
-            RESPONSE_COLOURS.get(str(r), line.get_color())
-            for r in g.get("response", [None] * len(g))
-        ]
-        ax.scatter(g["days"], g["change_pct"], c=colours, s=28, zorder=3, edgecolors="k")
+        c = CYCLE[k % len(CYCLE)]
+        ax.plot(g["days"], g["change_pct"], colour=c, label=str(subject))
+        colours = [RESPONSE_COLOURS.get(str(r), c) for r in g.get("response", [None] * len(g))]
+        ax.scatter(g["days"], g["change_pct"], colours=colours, radius=3.5)
     _recist_lines(ax)
-    ax.set_xlabel("days on treatment")
-    ax.set_ylabel("target sum, change from baseline (%)")
-    ax.set_title(title, y=1.0)
-    if len(sums):
-        ax.legend(fontsize=7, ncols=2, title="subject", title_fontsize=7)
-    return to_data_uri(fig)
+    ax.xlabel = "days on treatment"
+    ax.ylabel = "target sum, change from baseline (%)"
+    ax.title = title
+    ax.draw(legend="best" if len(sums) else None, legend_title="subject", legend_cols=2)
+    return svg.data_uri()
 
 
-def _recist_lines(ax: Any) -> None:
+def _recist_lines(ax: Axes) -> None:
     """RECIST 1.1 thresholds on a change-from-baseline axis: +20 % (PD), -30 % (PR), 0."""
-    for y, style in ((20, "--"), (-30, ":")):
-        ax.axhline(y, color="grey", lw=0.8, ls=style)
-    ax.axhline(0, color="k", lw=0.6)
+    ax.hline(20, colour="#808080", width=0.8, dash="4 2")
+    ax.hline(-30, colour="#808080", width=0.8, dash="1 2")
+    ax.hline(0, colour="#000", width=0.6)
 
 
 def waterfall_plot(best: pd.DataFrame, *, title: str = "Best change of the target sum") -> str:
@@ -113,17 +98,44 @@ def waterfall_plot(best: pd.DataFrame, *, title: str = "Best change of the targe
     best : DataFrame
         Columns ``subject``, ``best_change_pct``; optional ``response`` (bar colour).
     """
-    fig = _figure(6.4, 3.6)
-    ax = fig.add_subplot()
     b = best.sort_values("best_change_pct", ascending=False).reset_index(drop=True)
+    names = [str(s) for s in b["subject"]]
+    below = 5 + max((text_width(n, FONT * 0.85) for n in names), default=0) + 22
+    w, h = 6.4 * DPI, 3.6 * DPI
+    svg = Svg(w, h + max(0.0, below - 0.5 * DPI))
+    ax = Axes(svg, 0.8 * DPI, 0.35 * DPI, w - 0.95 * DPI, h - 0.85 * DPI)
+    ax.font = FONT
     colours = [RESPONSE_COLOURS.get(str(r), "#4575b4") for r in b.get("response", [None] * len(b))]
-    ax.bar(np.arange(len(b)), b["best_change_pct"], color=colours, edgecolor="k")
-    ax.set_xticks(np.arange(len(b)), [str(s) for s in b["subject"]], rotation=90, fontsize=8)
+    ax.bars(b["best_change_pct"], colours=colours)
+    ax.categories = names
     _recist_lines(ax)
-    ax.set_ylabel("best change from baseline (%)")
-    ax.set_xlabel("subject")
-    ax.set_title(title, y=1.0)
-    return to_data_uri(fig)
+    ax.ylabel = "best change from baseline (%)"
+    ax.xlabel = "subject"
+    ax.title = title
+    ax.draw(legend=None)
+    return svg.data_uri()
+
+
+def _panel_grid(n: int, w_in: float, h_in: float) -> tuple[Svg, list[Axes]]:
+    """An SVG of ``n`` axes in rows of at most three, each ``w_in`` × ``h_in`` inches."""
+    n = max(1, n)
+    ncols = min(3, n)
+    nrows = (n + ncols - 1) // ncols
+    cw, ch = w_in * DPI, h_in * DPI
+    svg = Svg(ncols * cw, nrows * ch)
+    axes = [
+        Axes(
+            svg,
+            (i % ncols) * cw + 0.62 * DPI,
+            (i // ncols) * ch + 0.3 * DPI,
+            cw - 0.75 * DPI,
+            ch - 0.8 * DPI,
+        )
+        for i in range(n)
+    ]
+    for ax in axes:
+        ax.font = 9.0
+    return svg, axes
 
 
 def trajectories(
@@ -138,24 +150,16 @@ def trajectories(
     ylabels : mapping, optional
         Axis label per quantity.
     """
-    n = max(1, len(series))
-    ncols = min(3, n)
-    nrows = (n + ncols - 1) // ncols
-    fig = _figure(3.3 * ncols, 2.6 * nrows, layout=None)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.1, top=0.93, wspace=0.35, hspace=0.45)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    svg, axes = _panel_grid(len(series), 3.3, 2.6)
     for ax, (name, df) in zip(axes, series.items(), strict=False):
-        for lid, g in df.groupby("lesion_id", sort=True):
+        for k, (lid, g) in enumerate(df.groupby("lesion_id", sort=True)):
             g = g.sort_values("days")
-            ax.plot(g["days"], g["value"], "o-", ms=4, label=str(lid))
-        ax.set_title(name, fontsize=9, y=1.0)  # y: no search for overlapping ticks
-        ax.set_xlabel("days on treatment", fontsize=8)
-        ax.set_ylabel((ylabels or {}).get(name, name), fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    for ax in axes[len(series) :]:
-        ax.set_axis_off()
-    return to_data_uri(fig)
+            ax.plot(g["days"], g["value"], colour=CYCLE[k % len(CYCLE)], label=str(lid), marker=2.5)
+        ax.title = name
+        ax.xlabel = "days on treatment"
+        ax.ylabel = (ylabels or {}).get(name, name)
+        ax.draw()
+    return svg.data_uri()
 
 
 def map_grid(
@@ -179,41 +183,32 @@ def map_grid(
 
     Notes
     -----
-    The figure is one image pasted pixel for pixel on Agg's buffer plus its texts, with no
-    matplotlib axes: each slice is coloured here (its map's colour map and range) and scaled
-    to its panel by whole-voxel nearest-neighbour repetition (square voxels, as ``imshow``),
-    framed in black; the lesion outline is the boundary of the scaled mask (the voxel edges,
-    in red); each map's colour bar is drawn the same way with three ticks
-    (``MaxNLocator(3)``). A grid of 4 visits × 9 maps was 36 axes, 8 colour-bar axes and 28
-    contours, whose creation and drawing cost ~10× the pixels (issue 21).
+    The panels are one image (:func:`tumorscope.report.raster.colour`: each slice through
+    its map's colour table — viridis, the anatomical grey — over its range; NaN white),
+    scaled to its panel by whole-voxel nearest-neighbour repetition (square voxels, as
+    ``imshow``), framed in black; the lesion outline is the boundary of the scaled mask (the
+    voxel edges, in red); each map's colour bar is drawn the same way with the ticks of
+    ``MaxNLocator(3)``. Titles, row labels, tick labels and units are SVG text.
     """
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.colors import Normalize
-    from matplotlib.ticker import MaxNLocator
-
     columns: list[str] = []
     if any(r.get("anatomical") is not None for r in rows):
         columns.append("anatomical")
     for r in rows:
         columns += [k for k in r["maps"] if k not in columns]
     nr, nc = max(1, len(rows)), max(1, len(columns))
-    dpi = 90
     w_in, h_in = 1.9 * nc, 1.9 * nr + 0.7
-    fig = _figure(w_in, h_in, layout=None)
-    agg = FigureCanvasAgg(fig)
-    renderer = agg.get_renderer()
-    FW, FH = int(renderer.width), int(renderer.height)  # Agg's pixels
+    FW, FH = round(w_in * DPI), round(h_in * DPI)
     # panel area: 6 % of the width on the left (row labels), 0.3 in on top (titles), 0.55 in
     # at the bottom (colour bars); pixel rows grow upwards (origin="lower")
-    x0, y0 = round(0.06 * w_in * dpi), round(0.55 * dpi)
-    W, H = round(0.99 * w_in * dpi) - x0, FH - round(0.3 * dpi) - y0
+    x0, y0 = round(0.06 * w_in * DPI), round(0.55 * DPI)
+    W, H = round(0.99 * w_in * DPI) - x0, FH - round(0.3 * DPI) - y0
     cw, ch = W / nc, H / nr
     gap = 3  # pixels between panels
     canvas = np.full((FH, FW, 3), 255, dtype=np.uint8)  # the whole figure, white
-    red = np.array([1.0, 0x3B / 255, 0x3B / 255])
+    red = np.array([255, 0x3B, 0x3B], dtype=np.uint8)
     lims = dict(limits or {})
     shown: set[str] = set()
+    viridis, grey = lut("viridis"), lut("gray")
     for i, r in enumerate(rows):
         row_bottom = y0 + H - (i + 1) * ch  # row 0 on top
         for j, name in enumerate(columns):
@@ -230,7 +225,6 @@ def map_grid(
                 )
                 lims[name] = (lo, hi if hi > lo else lo + 1.0)
             lo, hi = lims[name]
-            cmap = colormaps["gray" if name == "anatomical" else "viridis"]
             shown.add(name)
             # the panel: square voxels, as large as the cell allows, centred
             ny, nx = data.shape
@@ -240,64 +234,89 @@ def map_grid(
             py0 = int(row_bottom + (ch - ph) / 2)
             iy = np.minimum((np.arange(ph) + 0.5) * ny / ph, ny - 1).astype(int)
             ix = np.minimum((np.arange(pw) + 0.5) * nx / pw, nx - 1).astype(int)
-            rgba = cmap(Normalize(lo, hi)(np.ma.masked_invalid(data)))
-            block = rgba[iy[:, None], ix[None, :]]
-            block[block[..., 3] == 0] = 1.0  # NaN: the white background
-            block = block[..., :3]
+            table = grey if name == "anatomical" else viridis
+            block = colour(data, lo, hi, table)[iy[:, None], ix[None, :]]
             lab = r.get("labels")
             if lab is not None and np.any(lab):
                 inside = (np.asarray(lab) > 0).T
                 if inside.shape == data.shape:
                     block[_boundary(inside[iy[:, None], ix[None, :]])] = red
-            block[[0, -1], :] = 0.0  # a black frame, as an axes' spines
-            block[:, [0, -1]] = 0.0
-            canvas[py0 : py0 + ph, px0 : px0 + pw] = np.round(block * 255)
+            block[[0, -1], :] = 0  # a black frame, as an axes' spines
+            block[:, [0, -1]] = 0
+            canvas[py0 : py0 + ph, px0 : px0 + pw] = block
+    svg = Svg(FW, FH)
     texts: list[tuple[float, float, str, dict[str, Any]]] = []
     for j, name in enumerate(columns):
-        texts.append((x0 + (j + 0.5) * cw, y0 + H + 4, name, {"fontsize": 8, "va": "bottom"}))
+        texts.append((x0 + (j + 0.5) * cw, y0 + H + 4, name, {"size": 10, "va": "bottom"}))
     for i, r in enumerate(rows):
         label = str(r.get("label", ""))
         at = (x0 - 4, y0 + H - (i + 0.5) * ch)
-        texts.append((*at, label, {"fontsize": 7, "rotation": 90, "ha": "right"}))
+        texts.append((*at, label, {"size": 9, "rotate": 90, "va": "baseline"}))
     bar_w, bar_h = round(0.8 * cw), max(4, round(0.8 * cw / 12))
-    bar_y = y0 - round(0.12 * dpi) - bar_h
-    ramp = colormaps["viridis"](np.linspace(0.0, 1.0, bar_w))[:, :3]
+    bar_y = y0 - round(0.12 * DPI) - bar_h
+    ramp = colour(np.linspace(0.0, 1.0, bar_w), 0.0, 1.0, viridis)
     for j, name in enumerate(columns):
         if name == "anatomical" or name not in shown:
             continue
         bx = round(x0 + (j + 0.1) * cw)
         bar = np.repeat(ramp[None], bar_h, axis=0)
-        bar[[0, -1], :] = 0.0
-        bar[:, [0, -1]] = 0.0
-        canvas[bar_y : bar_y + bar_h, bx : bx + bar_w] = np.round(bar * 255)
+        bar[[0, -1], :] = 0
+        bar[:, [0, -1]] = 0
+        canvas[bar_y : bar_y + bar_h, bx : bx + bar_w] = bar
         lo, hi = lims[name]
-        ticks = [t for t in MaxNLocator(3).tick_values(lo, hi) if lo <= t <= hi]
+        ticks = [t for t in max_n_ticks(lo, hi, 3) if lo <= t <= hi]
         for t in ticks:
             tx = bx + round((t - lo) / (hi - lo) * (bar_w - 1))
             canvas[bar_y - 4 : bar_y, tx] = 0
-            texts.append((tx, bar_y - 5, _tick_label(t, ticks), {"fontsize": 6, "va": "top"}))
+            texts.append((tx, bar_y - 5, tick_label(t, ticks), {"size": 8, "va": "top"}))
         if units and units.get(name):
-            kw: dict[str, Any] = {"fontsize": 6, "va": "top"}
-            texts.append((bx + bar_w / 2, bar_y - 15, units[name], kw))
+            texts.append((bx + bar_w / 2, bar_y - 17, units[name], {"size": 8, "va": "top"}))
+    svg.image(0, 0, canvas[::-1])
     for x, y, text, kw in texts:
-        fig.text(x / FW, y / FH, text, **({"ha": "center", "va": "center"} | kw))
-    return _with_canvas(agg, canvas)
+        svg.text(x, FH - y, text, **kw)
+    return svg.data_uri()
 
 
-def _with_canvas(agg: FigureCanvasAgg, canvas: np.ndarray) -> str:
-    """PNG data URI of a figure's texts (drawn by Agg) with ``canvas`` (uint8 RGB, rows
-    upwards) pasted where it is not white. Not ``figimage``: matplotlib converts the whole
-    image to float for it, ~130 MB for a 1,540 × 750 grid against ~10 MB here."""
-    from PIL import Image
+def image_panels(
+    panels: Sequence[tuple[np.ndarray, str]], *, w_in: float, h_in: float, frame: bool = False
+) -> str:
+    """RGB images side by side, each under its title (square voxels, nearest neighbour,
+    upright: axis 0 of each ``(X, Y, 3)`` uint8 image is x, left to right; y grows upwards).
 
-    agg.draw()
-    img = np.array(agg.buffer_rgba())[..., :3]
-    top_down = canvas[::-1]
-    drawn = (top_down != 255).any(axis=-1)
-    img[drawn] = top_down[drawn]
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="png", compress_level=1)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    Parameters
+    ----------
+    panels : sequence of (ndarray, str)
+        Image ``(X, Y, 3)`` uint8 and its title.
+    w_in, h_in : float
+        Size of one panel (inches), title included.
+    frame : bool
+        A black frame around each image.
+    """
+    n = max(1, len(panels))
+    cw, ch = round(w_in * DPI), round(h_in * DPI)
+    top = 22
+    FW, FH = n * cw, ch
+    canvas = np.full((FH, FW, 3), 255, dtype=np.uint8)  # rows top-down
+    svg = Svg(FW, FH)
+    titles = []
+    for k, (rgb, title) in enumerate(panels):
+        img = np.asarray(rgb, dtype=np.uint8).transpose(1, 0, 2)[::-1]  # (Y, X), y upwards
+        ny, nx = img.shape[:2]
+        scale = min((cw - 6) / nx, (ch - top - 4) / ny)
+        pw, ph = max(1, int(nx * scale)), max(1, int(ny * scale))
+        px0, py0 = k * cw + (cw - pw) // 2, top + (ch - top - ph) // 2
+        iy = np.minimum((np.arange(ph) + 0.5) * ny / ph, ny - 1).astype(int)
+        ix = np.minimum((np.arange(pw) + 0.5) * nx / pw, nx - 1).astype(int)
+        block = img[iy[:, None], ix[None, :]]
+        if frame:
+            block[[0, -1], :] = 0
+            block[:, [0, -1]] = 0
+        canvas[py0 : py0 + ph, px0 : px0 + pw] = block
+        titles.append((k * cw + cw / 2, top - 5, title))
+    svg.image(0, 0, canvas)
+    for x, y, title in titles:
+        svg.text(x, y, title, size=10, va="bottom")
+    return svg.data_uri()
 
 
 def _boundary(mask: np.ndarray) -> np.ndarray:
@@ -307,17 +326,6 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
     return mask & ~inner
 
 
-def _tick_label(t: float, ticks: Sequence[float]) -> str:
-    """A colour-bar tick's text: as many decimals as the tick step needs (``0.5``, ``1.5e-03``
-    for small or large values)."""
-    span = max((abs(x) for x in ticks), default=0.0)
-    if span and (span < 1e-2 or span >= 1e5):
-        return f"{t:.1e}"
-    step = min((b - a for a, b in itertools.pairwise(ticks)), default=1.0)
-    decimals = max(0, -int(np.floor(np.log10(step))) if step > 0 else 0)
-    return f"{t:.{decimals}f}"
-
-
 def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str = "") -> str:
     """Histograms of one map's values inside the lesions, one curve per visit.
 
@@ -325,30 +333,32 @@ def histograms(values: Mapping[str, Mapping[str, npt.ArrayLike]], *, unit: str =
     ----------
     values : mapping of str to mapping of str to sequence
         Map name -> visit -> voxel values (all lesions of the visit).
+    unit : str
+        The x axis' label (default: the map's name).
     """
-    n = max(1, len(values))
-    fig = _figure(3.3 * n, 2.6, layout=None)
-    _margins(fig, left=0.45, bottom=0.45, top=0.3, right=0.1)
-    fig.subplots_adjust(wspace=0.3)
-    axes = fig.subplots(1, n, squeeze=False).ravel()
-    for ax, (name, by_visit) in zip(axes, values.items(), strict=True):
+    svg, axes = _panel_grid(len(values), 3.3, 2.6)
+    for ax, (name, by_visit) in zip(axes, values.items(), strict=False):
         parts = [np.asarray(v, float).ravel() for v in by_visit.values()]
         pooled = np.concatenate(parts) if parts else np.zeros(0)
         pooled = pooled[np.isfinite(pooled)]
-        edges: Any = 30
+        edges = np.linspace(0.0, 1.0, 31)
         if pooled.size:
             lo, hi = np.percentile(pooled, [1, 99])
             edges = np.linspace(lo, hi if hi > lo else lo + 1e-9, 31)
-        for visit, vals in by_visit.items():
+        for k, (visit, vals) in enumerate(by_visit.items()):
             v = np.asarray(vals, float)
             v = v[np.isfinite(v)]
             if v.size:
-                ax.hist(v, bins=edges, histtype="step", lw=1.3, label=f"visit {visit}")
-        ax.set_title(name, fontsize=9, y=1.0)  # y: no search for overlapping ticks
-        ax.set_xlabel(unit or name, fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(fontsize=7)
-    return to_data_uri(fig)
+                counts, _ = np.histogram(v, bins=edges)
+                ax.steps(edges, counts, colour=CYCLE[k % len(CYCLE)], label=f"visit {visit}")
+        ax.title = name
+        ax.xlabel = unit or name
+        ax.draw()
+    return svg.data_uri()
+
+
+#: Colours of the functional maps: fall, unchanged, rise.
+FDM_COLOURS = ("#2166ac", "#dddddd", "#b2182b")
 
 
 def fdm_panels(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], *, threshold: float) -> str:
@@ -361,23 +371,16 @@ def fdm_panels(panels: Sequence[tuple[np.ndarray, np.ndarray, str]], *, threshol
         shape (X, Y); the voxels inside the lesion at both visits (bool, (X, Y)); a title.
     threshold : float
         Change (mm²/s) beyond which a voxel counts as changed (red: rise, blue: fall,
-        grey: unchanged).
+        grey: unchanged; outside the lesion white).
     """
-    from matplotlib.colors import ListedColormap
-
-    n = max(1, len(panels))
-    fig = _figure(2.2 * n, 2.4, layout=None)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.88, wspace=0.05)
-    axes = fig.subplots(1, n, squeeze=False).ravel()
-    cmap = ListedColormap(["#2166ac", "#dddddd", "#b2182b"])
-    for ax, (delta, inside, title) in zip(axes, panels, strict=False):
-        cls = np.full(delta.shape, np.nan)
-        cls[inside] = 0.0
-        cls[inside & (delta > threshold)] = 1.0
-        cls[inside & (delta < -threshold)] = -1.0
-        ax.imshow(cls.T, cmap=cmap, vmin=-1, vmax=1, origin="lower")
-        ax.set_title(title, fontsize=8, y=1.0)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return to_data_uri(fig)
+    fall, same, rise = (
+        np.array([int(c[i : i + 2], 16) for i in (1, 3, 5)], np.uint8) for c in FDM_COLOURS
+    )
+    out = []
+    for delta, inside, title in panels:
+        rgb = np.full((*delta.shape, 3), 255, dtype=np.uint8)
+        rgb[inside] = same
+        rgb[inside & (delta > threshold)] = rise
+        rgb[inside & (delta < -threshold)] = fall
+        out.append((rgb, title))
+    return image_panels(out, w_in=2.2, h_in=2.4, frame=True)

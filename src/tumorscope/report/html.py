@@ -4,7 +4,7 @@ The subject report is written by the pipeline's ``report_subject`` step on a wor
 files the earlier steps wrote (maps, lesion and assessment tables), so it never needs the
 database. The study report is written by the client at the end of a run from the database.
 
-Design: Jinja2 templates (``templates/``), matplotlib figures embedded as base64 PNG, tables
+Design: Jinja2 templates (``templates/``), figures embedded as SVG ``data:`` URIs, tables
 sortable by a few lines of inline JavaScript, no external resource at all (the file opens
 from disk, offline). Numbers are shown with their units in the column names.
 """
@@ -22,6 +22,7 @@ from markupsafe import Markup
 
 from .. import layout
 from ..volume import atomic_write
+from . import reads
 from .blocks import (
     BEST_PREFIX,
     DISAGREEMENT_PREFIX,
@@ -78,9 +79,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _read_parquet(path: Path) -> pd.DataFrame | None:
-    import pandas as pd
-
-    return pd.read_parquet(path) if path.exists() else None
+    return reads.parquet(path)
 
 
 def write_subject_report(
@@ -119,10 +118,33 @@ def write_subject_report(
     Path
     """
 
+    with reads.once():  # the maps, labels and tables several blocks show: read once
+        return _subject_page(
+            Path(out_dir),
+            study,
+            subject,
+            maps=maps,
+            alignments=alignments,
+            cells19f=cells19f,
+            functional=functional,
+            perfusion_rcbv_threshold=perfusion_rcbv_threshold,
+        )
+
+
+def _subject_page(
+    out_dir: Path,
+    study: Study,
+    subject: str,
+    *,
+    maps: Mapping[str, Mapping[str, VisitMap]],
+    alignments: Sequence[str | os.PathLike[str]],
+    cells19f: Sequence[str | os.PathLike[str]],
+    functional: Sequence[str | os.PathLike[str]],
+    perfusion_rcbv_threshold: float,
+) -> Path:
     from . import figures
     from .diffusion import TENSOR_NOTE, tensor_rgb_figure
 
-    out_dir = Path(out_dir)
     subj = study.subjects[subject]
     days = {v.id: v.days_on_treatment for v in subj}
     lesions = _read_parquet(layout.lesion_table_path(out_dir, subject))
@@ -139,14 +161,6 @@ def write_subject_report(
     align = _alignment_frame(alignments)
     fdm, fdm_table, fdm_note = _functional_section(functional, days)
     t = subj.treatment
-    viewer = write_viewer(
-        out_dir,
-        study,
-        subject,
-        maps=maps,
-        registrations=_registrations(functional),
-        loaded=mf.volumes,
-    )
     ctx = SubjectContext(
         out_dir,
         study,
@@ -155,6 +169,16 @@ def write_subject_report(
         days,
         {"fluorine": list(cells19f)},
         options={"perfusion_rcbv_threshold": perfusion_rcbv_threshold},
+    )
+    # the sections before the viewer: the maps they read (CEST, DSC) are kept for it
+    sections = [Markup(b) for b in subject_sections(ctx)]
+    viewer = write_viewer(
+        out_dir,
+        study,
+        subject,
+        maps=maps,
+        registrations=_registrations(functional),
+        loaded=mf.volumes,
     )
     html = render(
         "subject.html.j2",
@@ -182,7 +206,7 @@ def write_subject_report(
         fdm_table=frame_of(fdm_table),
         methods=methods_text(mf.provenances) or ["No model was fitted."],
         viewer=viewer.name if viewer is not None else None,
-        sections=[Markup(b) for b in subject_sections(ctx)],
+        sections=sections,
     )
     return _write(layout.subject_report_path(out_dir, subject), html)
 
@@ -360,15 +384,15 @@ class _MapFigures:
 
     def _add_visit(self, v: Any, vmaps: Mapping[str, VisitMap]) -> None:
         from ..files import read_sidecar
-        from ..volume import Volume
 
         main_names = shown_maps(vmaps)
         relax_names = [k for k in RELAX_SHOWN if k in vmaps]
         shown = {k: vmaps[k][0] for k in [*main_names, *relax_names]}
         if not shown:
             return
-        labels = v.lesions.load_labels().data if v.lesions is not None else None
-        volumes = {k: Volume.from_nifti(p) for k, p in shown.items()}
+        lab = reads.labels(v)
+        labels = None if lab is None else lab.data
+        volumes = {k: reads.volume(p) for k, p in shown.items()}
         self.volumes[v.id] = volumes  # the viewer shows them too: read once
         arrays = {k: vol.data for k, vol in volumes.items()}
         for k, p in shown.items():
@@ -376,7 +400,8 @@ class _MapFigures:
             if meta:
                 self.units[k] = str(meta.get("Units", ""))
                 self.provenances.append(meta.get("Provenance") or {})
-        anat = v.series["anatomical"].load().data if "anatomical" in v.series else None
+        anat_vol = reads.anatomical(v)
+        anat = None if anat_vol is None else anat_vol.data
         z = arrays[next(iter(arrays))].shape[2] // 2
         if labels is not None and labels.any():
             z = int(np.argmax((labels > 0).sum(axis=(0, 1))))

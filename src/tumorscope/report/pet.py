@@ -57,7 +57,8 @@ def _table(out_dir: Path, study: Study, subject: str) -> pd.DataFrame | None:
 
 def _scatter(t: pd.DataFrame, baseline: str) -> str | None:
     """ΔTLG41 (%) against ΔADCmean (%) per lesion and follow-up visit."""
-    from .figures import _figure, to_data_uri
+    from .figures import DPI
+    from .svg import CYCLE, Axes, Svg
 
     if "ADC_mean" not in t.columns:
         return None
@@ -74,18 +75,27 @@ def _scatter(t: pd.DataFrame, baseline: str) -> str | None:
         pts.setdefault(str(r.visit), []).append((dt, da, str(r.lesion_id)))
     if not pts:
         return None
-    fig = _figure(4.6, 3.6)
-    ax = fig.add_subplot(1, 1, 1)
-    for visit, p in sorted(pts.items()):
-        ax.scatter([x for x, _, _ in p], [y for _, y, _ in p], label=f"visit {visit}", s=28)
+    svg = Svg(4.6 * DPI, 3.6 * DPI)
+    ax = Axes(svg, 0.75 * DPI, 0.2 * DPI, 3.7 * DPI, 2.85 * DPI)
+    ax.font = 10.0
+    for k, (visit, p) in enumerate(sorted(pts.items())):
+        c = CYCLE[k % len(CYCLE)]
+        ax.scatter(
+            [x for x, _, _ in p],
+            [y for _, y, _ in p],
+            colours=c,
+            edge=None,
+            radius=3.0,
+            label=f"visit {visit}",
+        )
         for x, y, lid in p:
-            ax.annotate(lid, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axhline(0, color="0.6", lw=0.8)
-    ax.axvline(0, color="0.6", lw=0.8)
-    ax.set_xlabel("ΔTLG41 from baseline (%)")
-    ax.set_ylabel("ΔADCmean from baseline (%)")
-    ax.legend(fontsize=7, frameon=False)
-    return to_data_uri(fig)
+            ax.note(x, y, lid)
+    ax.hline(0, colour="#999", width=0.8)
+    ax.vline(0, colour="#999", width=0.8)
+    ax.xlabel = "ΔTLG41 from baseline (%)"
+    ax.ylabel = "ΔADCmean from baseline (%)"
+    ax.draw()
+    return svg.data_uri()
 
 
 def pet_section(out_dir: str | os.PathLike[str], study: Study, subject: str) -> PetSection | None:

@@ -37,7 +37,7 @@ def _software() -> pd.DataFrame:
     import pandas as pd
 
     rows = [("python", platform.python_version())]
-    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas", "matplotlib"):
+    for name in ("tumorscope", "numpy", "scipy", "nibabel", "numba", "pandas"):
         try:
             rows.append((name, md.version(name)))
         except md.PackageNotFoundError:
@@ -45,12 +45,24 @@ def _software() -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["software", "version"])
 
 
-def target_sums(store: Store, criteria: str) -> pd.DataFrame:
-    """Per subject and visit: days on treatment, change of the target sum, response."""
+def target_sums(
+    store: Store,
+    criteria: str,
+    *,
+    assessments: pd.DataFrame | None = None,
+    visits: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Per subject and visit: days on treatment, change of the target sum, response
+    (``assessments``, ``visits``: the tables already read, else read from ``store``)."""
     import pandas as pd
 
-    a = store.read_table("assessments", criteria=criteria)
-    v = store.read_table("visits")[["subject", "visit", "days_on_treatment"]]
+    if assessments is None:
+        a = store.read_table("assessments", criteria=criteria)
+    else:
+        a = assessments[assessments["criteria"] == criteria]
+    v = (store.read_table("visits") if visits is None else visits)[
+        ["subject", "visit", "days_on_treatment"]
+    ]
     if a.empty:
         return pd.DataFrame(columns=["subject", "visit", "days", "change_pct", "response"])
     m = a.merge(v, on=["subject", "visit"], how="left")
@@ -77,12 +89,12 @@ def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Sto
     visits = store.read_table("visits")
     lesions = store.read_table("lesions")
     maps = store.read_table("maps")
-    steps = store.read_table("step_runs")
+    failed = store.read_table("step_runs", status="failed")
     assessments = store.read_table("assessments")
 
-    spider, waterfall, best = _response_figures(target_sums(store, main), visits, main)
-    failed = steps[steps["status"] == "failed"] if len(steps) else steps
-    srows = _subject_rows(study, store, main, best, failed)
+    sums = target_sums(store, main, assessments=assessments, visits=visits)
+    spider, waterfall, best = _response_figures(sums, visits, main)
+    srows = _subject_rows(study, store, main, best, failed, visits=visits, lesions=lesions)
     atable = None
     if len(assessments):
         atable = assessments[
@@ -166,13 +178,18 @@ def _response_figures(
 
 
 def _subject_rows(
-    study: Study, store: Store, main: str, best: pd.DataFrame, failed: pd.DataFrame
+    study: Study,
+    store: Store,
+    main: str,
+    best: pd.DataFrame,
+    failed: pd.DataFrame,
+    *,
+    visits: pd.DataFrame,
+    lesions: pd.DataFrame,
 ) -> list[dict[str, Any]]:
     """One row per subject of the study page: best overall response under each criterion,
     the disagreement of conventional and immune criteria, best change, patterns, failures."""
     subjects = store.read_table("subjects")
-    visits = store.read_table("visits")
-    lesions = store.read_table("lesions")
     best_by = dict(zip(best["subject"], best["best_change_pct"], strict=True))
     pats = store.read_table("patterns")
     flagged: dict[str, set[str]] = {}
