@@ -216,19 +216,24 @@ class Volume:
         p = Path(path)
         if not p.exists():
             raise DataError("file not found", file=p)
-        _check_declared_size(p, np.dtype(dtype))
+        hdr = _check_declared_size(p, np.dtype(dtype))
         try:
-            if p.name.endswith(".gz"):  # the stream decompressed by our gzip back-end
+            plain = _read_plain(hdr, p, np.dtype(dtype))
+            if plain is not None:
+                arr, affine = plain
+            elif p.name.endswith(".gz"):  # the stream decompressed by our gzip back-end
                 with _gzip.open_read(p) as fh:
-                    img: Any = _image_class(p).from_stream(fh)
+                    img: Any = _image_class(p, hdr).from_stream(fh)
                     arr = _read_frames(img, p, np.dtype(dtype), fh)
                     if arr is None:
                         arr = np.asanyarray(img.dataobj)
+                affine = img.affine
             else:
                 img = nib.load(str(p))
                 arr = _read_frames(img, p, np.dtype(dtype), None)
                 if arr is None:
                     arr = np.asanyarray(img.dataobj)
+                affine = img.affine
         except Exception as exc:  # nibabel and gzip raise many types for corrupt files
             raise DataError(
                 f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p
@@ -246,7 +251,7 @@ class Volume:
             data = data[..., 0]
         if data.ndim == 2:
             data = data[..., None]
-        return cls(data, img.affine, tuple(axes) if axes else (), dict(meta or {}), str(p))
+        return cls(data, affine, tuple(axes) if axes else (), dict(meta or {}), str(p))
 
     def to_nifti(self, path: str | os.PathLike[str], *, dtype: npt.DTypeLike | None = None) -> Path:
         """Write a NIfTI-1 file atomically (temporary name, then rename).
@@ -291,11 +296,67 @@ class Volume:
         return p
 
 
-def _image_class(p: Path) -> Any:
-    """nibabel's NIfTI-1 or NIfTI-2 image class for the file ``p`` (from its header size)."""
+def _image_class(p: Path, header: Any = None) -> Any:
+    """nibabel's NIfTI-1 or NIfTI-2 image class for the file ``p`` (from its header size;
+    ``header``: its header when already read)."""
     import nibabel as nib
 
-    return nib.Nifti2Image if isinstance(_read_header(p), nib.Nifti2Header) else nib.Nifti1Image
+    hdr = _read_header(p) if header is None else header
+    return nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+
+
+def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stored array (F-ordered, as nibabel returns it) and the affine of a gzip-compressed
+    NIfTI image without scale factors, read straight from the decompressed stream into its
+    array; None for any other image (read by nibabel).
+
+    The data of such an image are its bytes after the header, in the stored dtype, and its
+    affine is the header's best affine (sform, else qform, else the voxel sizes): what
+    nibabel returns, without a second opening of the stream, nibabel's image object, or an
+    intermediate buffer. A stored dtype other than a float ``target`` is converted one frame
+    (3-D) or one slab (a slice of the last axis of a 3-D image) at a time, as
+    :func:`_read_frames` does, so that no whole copy in the stored dtype is held beside the
+    result.
+    """
+    if not p.name.endswith(".gz"):
+        return None
+    stored = np.dtype(hdr.get_data_dtype())
+    shape = tuple(int(n) for n in hdr.get_data_shape())
+    slope, inter = hdr.get_slope_inter()
+    if (
+        stored.kind not in "iuf"
+        or not shape
+        or min(shape) < 1
+        or (slope, inter) not in ((None, None), (1.0, 0.0))
+    ):
+        return None
+    affine = hdr.get_best_affine()
+    convert = stored != target and np.issubdtype(target, np.floating)
+    with _gzip.open_read(p) as fh:
+        fh.seek(int(hdr.get_data_offset()))
+        if not convert or len(shape) < 3:
+            flat = np.empty(int(np.prod(shape)), stored)
+            _fill(fh, flat)
+            return flat.reshape(shape, order="F"), affine
+        out = np.empty(shape, target, order="F")
+        n_last = shape[-1]
+        # one frame of a 4-D image (or higher), one z-slab of a 3-D one
+        part = np.empty(int(np.prod(shape[:-1])), stored)
+        for k in range(n_last):
+            _fill(fh, part)
+            out[..., k] = part.reshape(shape[:-1], order="F")
+        return out, affine
+
+
+def _fill(fh: Any, buf: np.ndarray) -> None:
+    """Fill ``buf`` (C-contiguous) from the stream ``fh``, or raise on a short stream."""
+    view = memoryview(buf).cast("B")
+    done = 0
+    while done < len(view):
+        got = fh.readinto(view[done:])
+        if not got:
+            raise ValueError(f"image data end {len(view) - done} bytes early")
+        done += got
 
 
 def _read_frames(img: Any, p: Path, target: np.dtype, stream: Any) -> np.ndarray | None:
@@ -399,9 +460,9 @@ def _read_header(p: Path) -> Any:
     )
 
 
-def _check_declared_size(p: Path, target: np.dtype) -> None:
+def _check_declared_size(p: Path, target: np.dtype) -> Any:
     """Refuse, before reading any data, an image that declares more than its file holds or
-    more than :func:`max_image_bytes`."""
+    more than :func:`max_image_bytes`; return its header (:func:`_read_header`)."""
     hdr = _read_header(p)
     try:
         shape = tuple(int(n) for n in hdr.get_data_shape())
@@ -438,6 +499,7 @@ def _check_declared_size(p: Path, target: np.dtype) -> None:
             file=p,
             field="dim",
         )
+    return hdr
 
 
 def _compressed(p: Path) -> bool:
