@@ -217,6 +217,7 @@ class Volume:
         if not p.exists():
             raise DataError("file not found", file=p)
         hdr = _check_declared_size(p, np.dtype(dtype))
+        arr: np.ndarray | None
         try:
             plain = _read_plain(hdr, p, np.dtype(dtype))
             if plain is not None:
@@ -238,6 +239,7 @@ class Volume:
             raise DataError(
                 f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p
             ) from exc
+        assert arr is not None
         target = np.dtype(dtype)
         if np.issubdtype(target, np.integer):
             if np.issubdtype(arr.dtype, np.floating):
@@ -350,7 +352,7 @@ def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.nda
 
 def _fill(fh: Any, buf: np.ndarray) -> None:
     """Fill ``buf`` (C-contiguous) from the stream ``fh``, or raise on a short stream."""
-    view = memoryview(buf).cast("B")
+    view = memoryview(buf).cast("B")  # type: ignore[arg-type]
     done = 0
     while done < len(view):
         got = fh.readinto(view[done:])
