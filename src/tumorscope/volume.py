@@ -12,8 +12,10 @@ measurements (b-values, frames, echoes, flip angles) and is named accordingly.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,10 +264,17 @@ class Volume:
         header's ``scl_slope`` is left unset. The affine is written as both sform and qform.
 
         A float image written as another float dtype (a float64 map stored as float32) is
-        converted slab by slab as it is written (nibabel casts each slice), not copied whole
-        first: the same bytes, without a second copy of the image in memory. Other
-        conversions (to an integer dtype) are done on the whole array first, so that nibabel
-        never chooses a scale factor.
+        not copied whole in the stored dtype first when it is 4-D: it is converted frame by
+        frame as it is written. A 3-D image is converted (and put in the file's Fortran
+        order) in one pass, one copy of a map. Other conversions (to an integer dtype) are
+        done on the whole array first, so that nibabel never chooses a scale factor.
+
+        A ``.nii.gz`` file of numeric data is written as nibabel writes it — the same header
+        bytes, made by nibabel for the image's shape, dtypes and affine and remembered for
+        the next image with the same ones, then the data in Fortran order, cast as nibabel
+        casts them — so that the file is byte for byte nibabel's (``tests/test_volume.py``
+        compares them), without nibabel's image object and its slice-by-slice writes for
+        every map.
         """
         import nibabel as nib
 
@@ -279,13 +288,18 @@ class Volume:
             data = data.astype(target)
         if data.dtype == np.bool_:
             data = data.astype(np.uint8)
-        img = nib.Nifti1Image(data, self.affine)
-        if lazy:
-            img.set_data_dtype(target)
-        img.header.set_xyzt_units("mm", "sec")
-        img.header.set_slope_inter(1.0, 0.0)
-        img.set_sform(self.affine, code=1)
-        img.set_qform(self.affine, code=1)
+        stored = target if lazy else data.dtype
+        if p.name.endswith(".gz") and _plain_dtype(data.dtype) and _plain_dtype(stored):
+            head = _header_bytes(data.shape, data.dtype, stored, self.affine)
+
+            def _write_plain(tmp: Path) -> None:
+                with _gzip.open_write(tmp) as fh:
+                    fh.write(head)
+                    _write_fortran(fh, data, stored)
+
+            atomic_write(p, _write_plain)
+            return p
+        img = _nifti_image(data, stored, self.affine)
 
         def _write(tmp: Path) -> None:
             if p.name.endswith(".gz"):  # our gzip back-end (deterministic, see _gzip)
@@ -296,6 +310,109 @@ class Volume:
 
         atomic_write(p, _write)
         return p
+
+
+def _nifti_image(data: Any, stored: np.dtype, affine: np.ndarray) -> Any:
+    """The nibabel image :meth:`Volume.to_nifti` writes: ``stored`` dtype, no scaling, the
+    affine as sform and qform, millimetres and seconds."""
+    import nibabel as nib
+
+    img = nib.Nifti1Image(data, affine)
+    if np.dtype(stored) != np.asarray(data).dtype:
+        img.set_data_dtype(stored)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_slope_inter(1.0, 0.0)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    return img
+
+
+def _plain_dtype(dt: np.dtype) -> bool:
+    """A native-order integer or float dtype (no complex, structured or swapped data)."""
+    return dt.kind in "iuf" and dt.isnative
+
+
+#: Header bytes (up to the data) by shape, dtypes and affine: see :func:`_header_bytes`.
+_HEADERS: dict[tuple[Any, ...], bytes] = {}
+_HEADERS_MAX = 256
+_HEADERS_LOCK = threading.Lock()
+
+
+class _HeadSink(io.RawIOBase):
+    """A write-only stream that keeps the first ``keep`` bytes written and counts the rest."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        n = memoryview(b).nbytes
+        if len(self.head) < self.keep:
+            self.head += bytes(memoryview(b).cast("B")[: self.keep - len(self.head)])
+        self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset + (self.size if whence == os.SEEK_CUR else 0)
+        if target < self.size or whence == os.SEEK_END:
+            raise OSError("forward seeks only")
+        self.write(bytes(target - self.size))
+        return self.size
+
+
+def _header_bytes(
+    shape: tuple[int, ...], dtype: np.dtype, stored: np.dtype, affine: np.ndarray
+) -> bytes:
+    """The bytes nibabel writes before the data of the image :meth:`Volume.to_nifti` makes
+    (the header, its extension flag and any padding up to ``vox_offset``).
+
+    They depend on the shape, the dtypes and the affine only (no scaling is ever computed:
+    the slope and intercept are set), so nibabel writes them once for an image of zeros of
+    that shape (a broadcast scalar: no memory) and they are remembered (a bounded table).
+    """
+    key = (tuple(shape), dtype.str, np.dtype(stored).str, np.asarray(affine).tobytes())
+    with _HEADERS_LOCK:
+        known = _HEADERS.get(key)
+    if known is not None:
+        return known
+    zeros = np.broadcast_to(np.zeros((), dtype), shape)
+    sink = _HeadSink(1 << 16)
+    _nifti_image(zeros, stored, affine).to_stream(sink)
+    offset = sink.size - int(np.prod(shape, dtype=np.int64)) * np.dtype(stored).itemsize
+    if not 0 < offset <= len(sink.head):
+        raise RuntimeError(f"unexpected NIfTI header size {offset}")
+    head = bytes(sink.head[:offset])
+    with _HEADERS_LOCK:
+        if len(_HEADERS) >= _HEADERS_MAX:
+            del _HEADERS[next(iter(_HEADERS))]
+        _HEADERS[key] = head
+    return head
+
+
+def _write_fortran(fh: Any, data: np.ndarray, stored: np.dtype) -> None:
+    """Write ``data`` cast to ``stored`` in Fortran order (as nibabel's array writer casts and
+    orders it: ``astype`` then the bytes): a 3-D array in one pass (no copy when it is
+    already Fortran-ordered in that dtype), a 4-D one frame by frame."""
+
+    def put(a: np.ndarray) -> None:
+        f = np.asfortranarray(a, dtype=stored)
+        fh.write(memoryview(f.reshape(-1, order="F")).cast("B"))  # type: ignore[arg-type]
+
+    if data.ndim <= 3:
+        put(data)
+    else:
+        for frame in np.moveaxis(data.reshape(*data.shape[:3], -1, order="F"), -1, 0):
+            put(frame)
 
 
 def _image_class(p: Path, header: Any = None) -> Any:
