@@ -198,3 +198,39 @@ def test_gz_written_byte_for_byte_as_nibabel_writes_it(
             with _gzip.open_write(ref) as fh:
                 img.to_stream(fh)
         assert new.read_bytes() == ref.read_bytes(), (shape, dtype, order, to, k)
+
+
+def test_plain_reader_fixes_the_header_as_nibabel_does(tmp_path: Path) -> None:
+    """Headers other writers make — ``pixdim[0]`` (qfac) 0, a negative voxel size, only a
+    qform, ``vox_offset`` 0 — give the affine and data nibabel's image reader gives (the
+    peer: ``nibabel.load``), through the direct reader as through nibabel's."""
+    import nibabel as nib
+
+    from tumorscope import _gzip
+
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(6, 5, 4)).astype(np.float32)
+    cases = {"qfac0": {"pixdim0": 0.0}, "negative": {"pixdim2": -2.0}, "offset0": {"off": 0}}
+    for name, change in cases.items():
+        img = nib.Nifti1Image(data, _oblique_affine())
+        img.set_sform(None, code=0)
+        img.set_qform(_oblique_affine(), code=1)
+        p = tmp_path / f"{name}.nii.gz"
+        with _gzip.open_write(p) as fh:
+            img.to_stream(fh)
+        with _gzip.open_read(p) as fh:
+            raw = bytearray(fh.read())
+        hdr = np.frombuffer(raw[:348], dtype=img.header.structarr.dtype).copy()
+        if "pixdim0" in change:
+            hdr["pixdim"][0][0] = change["pixdim0"]
+        if "pixdim2" in change:
+            hdr["pixdim"][0][2] = change["pixdim2"]
+        if "off" in change:
+            hdr["vox_offset"] = change["off"]
+        raw[:348] = hdr.tobytes()
+        with _gzip.open_write(p) as fh:
+            fh.write(bytes(raw))
+        ref = nib.load(p)
+        got = Volume.from_nifti(p)
+        np.testing.assert_array_equal(got.data, np.asanyarray(ref.dataobj))
+        np.testing.assert_array_equal(got.affine, ref.affine)

@@ -439,6 +439,11 @@ def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.nda
     """
     if not p.name.endswith(".gz"):
         return None
+    # the header as nibabel reads it for an image: its checks applied and their fixes made
+    # (``pixdim[0]`` of 0 taken as 1, negative voxel sizes...), which the affine depends on
+    hdr = type(hdr)(hdr.binaryblock, check=True)
+    if hdr.get_data_offset() == 0:  # unset: nibabel places the data after the extensions
+        return None
     stored = np.dtype(hdr.get_data_dtype())
     shape = tuple(int(n) for n in hdr.get_data_shape())
     slope, inter = hdr.get_slope_inter()
