@@ -207,7 +207,8 @@ def _statistics_of(
     else:
         mean = float(x.mean())
         dev = x - mean
-        m2 = float((dev**2).mean())
+        dev2 = dev * dev  # what ``dev**2`` computes (numpy squares); **3 and **4 call pow()
+        m2 = float(dev2.mean())
         stats["mean"] = mean
         stats["median"] = float(np.median(x))
         stats["sd"] = float(np.sqrt(m2))
@@ -216,8 +217,10 @@ def _statistics_of(
         stats["min"] = float(x.min())
         stats["max"] = float(x.max())
         if m2 > 0:
-            stats["skewness"] = float((dev**3).mean() / m2**1.5)
-            stats["kurtosis"] = float((dev**4).mean() / m2**2 - 3.0)
+            # products instead of ``dev**3``, ``dev**4`` (pow per voxel: 200x slower, most
+            # of the statistics' time); each term within an ulp or two of pow's
+            stats["skewness"] = float((dev2 * dev).mean() / m2**1.5)
+            stats["kurtosis"] = float((dev2 * dev2).mean() / m2**2 - 3.0)
         else:
             stats["skewness"] = stats["kurtosis"] = np.nan
             note = "constant values: skewness and kurtosis undefined"
