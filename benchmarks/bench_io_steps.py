@@ -162,11 +162,11 @@ def _same_outputs(a: Path, b: Path) -> list[str]:
                 continue
             rest = [c for c in x.columns if c != "value"]
             if "value" in x.columns and list(x.columns) == list(y.columns) and len(x) == len(y):
-                a, b = x["value"].to_numpy(float), y["value"].to_numpy(float)
-                same_nan = bool(np.array_equal(np.isnan(a), np.isnan(b)))
+                va, vb = x["value"].to_numpy(float), y["value"].to_numpy(float)
+                same_nan = bool(np.array_equal(np.isnan(va), np.isnan(vb)))
                 if x[rest].equals(y[rest]) and same_nan:
-                    ok = ~np.isnan(a)
-                    rel_diff = np.abs(a[ok] - b[ok]) / np.maximum(np.abs(a[ok]), 1e-300)
+                    ok = ~np.isnan(va)
+                    rel_diff = np.abs(va[ok] - vb[ok]) / np.maximum(np.abs(va[ok]), 1e-300)
                     worst = int(np.argmax(rel_diff)) if rel_diff.size else 0
                     stat = x.loc[np.flatnonzero(ok)[worst], "statistic"] if ok.any() else ""
                     diff.append(
