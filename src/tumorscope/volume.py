@@ -12,8 +12,10 @@ measurements (b-values, frames, echoes, flip angles) and is named accordingly.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,23 +218,30 @@ class Volume:
         p = Path(path)
         if not p.exists():
             raise DataError("file not found", file=p)
-        _check_declared_size(p, np.dtype(dtype))
+        hdr = _check_declared_size(p, np.dtype(dtype))
+        arr: np.ndarray | None
         try:
-            if p.name.endswith(".gz"):  # the stream decompressed by our gzip back-end
+            plain = _read_plain(hdr, p, np.dtype(dtype))
+            if plain is not None:
+                arr, affine = plain
+            elif p.name.endswith(".gz"):  # the stream decompressed by our gzip back-end
                 with _gzip.open_read(p) as fh:
-                    img: Any = _image_class(p).from_stream(fh)
+                    img: Any = _image_class(p, hdr).from_stream(fh)
                     arr = _read_frames(img, p, np.dtype(dtype), fh)
                     if arr is None:
                         arr = np.asanyarray(img.dataobj)
+                affine = img.affine
             else:
                 img = nib.load(str(p))
                 arr = _read_frames(img, p, np.dtype(dtype), None)
                 if arr is None:
                     arr = np.asanyarray(img.dataobj)
+                affine = img.affine
         except Exception as exc:  # nibabel and gzip raise many types for corrupt files
             raise DataError(
                 f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p
             ) from exc
+        assert arr is not None
         target = np.dtype(dtype)
         if np.issubdtype(target, np.integer):
             if np.issubdtype(arr.dtype, np.floating):
@@ -246,7 +255,7 @@ class Volume:
             data = data[..., 0]
         if data.ndim == 2:
             data = data[..., None]
-        return cls(data, img.affine, tuple(axes) if axes else (), dict(meta or {}), str(p))
+        return cls(data, affine, tuple(axes) if axes else (), dict(meta or {}), str(p))
 
     def to_nifti(self, path: str | os.PathLike[str], *, dtype: npt.DTypeLike | None = None) -> Path:
         """Write a NIfTI-1 file atomically (temporary name, then rename).
@@ -255,10 +264,17 @@ class Volume:
         header's ``scl_slope`` is left unset. The affine is written as both sform and qform.
 
         A float image written as another float dtype (a float64 map stored as float32) is
-        converted slab by slab as it is written (nibabel casts each slice), not copied whole
-        first: the same bytes, without a second copy of the image in memory. Other
-        conversions (to an integer dtype) are done on the whole array first, so that nibabel
-        never chooses a scale factor.
+        not copied whole in the stored dtype first when it is 4-D: it is converted frame by
+        frame as it is written. A 3-D image is converted (and put in the file's Fortran
+        order) in one pass, one copy of a map. Other conversions (to an integer dtype) are
+        done on the whole array first, so that nibabel never chooses a scale factor.
+
+        A ``.nii.gz`` file of numeric data is written as nibabel writes it — the same header
+        bytes, made by nibabel for the image's shape, dtypes and affine and remembered for
+        the next image with the same ones, then the data in Fortran order, cast as nibabel
+        casts them — so that the file is byte for byte nibabel's (``tests/test_volume.py``
+        compares them), without nibabel's image object and its slice-by-slice writes for
+        every map.
         """
         import nibabel as nib
 
@@ -272,13 +288,18 @@ class Volume:
             data = data.astype(target)
         if data.dtype == np.bool_:
             data = data.astype(np.uint8)
-        img = nib.Nifti1Image(data, self.affine)
-        if lazy:
-            img.set_data_dtype(target)
-        img.header.set_xyzt_units("mm", "sec")
-        img.header.set_slope_inter(1.0, 0.0)
-        img.set_sform(self.affine, code=1)
-        img.set_qform(self.affine, code=1)
+        stored = target if lazy else data.dtype
+        if p.name.endswith(".gz") and _plain_dtype(data.dtype) and _plain_dtype(stored):
+            head = _header_bytes(data.shape, data.dtype, stored, self.affine)
+
+            def _write_plain(tmp: Path) -> None:
+                with _gzip.open_write(tmp) as fh:
+                    fh.write(head)
+                    _write_fortran(fh, data, stored)
+
+            atomic_write(p, _write_plain)
+            return p
+        img = _nifti_image(data, stored, self.affine)
 
         def _write(tmp: Path) -> None:
             if p.name.endswith(".gz"):  # our gzip back-end (deterministic, see _gzip)
@@ -291,11 +312,175 @@ class Volume:
         return p
 
 
-def _image_class(p: Path) -> Any:
-    """nibabel's NIfTI-1 or NIfTI-2 image class for the file ``p`` (from its header size)."""
+def _nifti_image(data: Any, stored: np.dtype, affine: np.ndarray) -> Any:
+    """The nibabel image :meth:`Volume.to_nifti` writes: ``stored`` dtype, no scaling, the
+    affine as sform and qform, millimetres and seconds."""
     import nibabel as nib
 
-    return nib.Nifti2Image if isinstance(_read_header(p), nib.Nifti2Header) else nib.Nifti1Image
+    img = nib.Nifti1Image(data, affine)
+    if np.dtype(stored) != np.asarray(data).dtype:
+        img.set_data_dtype(stored)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header.set_slope_inter(1.0, 0.0)
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    return img
+
+
+def _plain_dtype(dt: np.dtype) -> bool:
+    """A native-order integer or float dtype (no complex, structured or swapped data)."""
+    return dt.kind in "iuf" and dt.isnative
+
+
+#: Header bytes (up to the data) by shape, dtypes and affine: see :func:`_header_bytes`.
+_HEADERS: dict[tuple[Any, ...], bytes] = {}
+_HEADERS_MAX = 256
+_HEADERS_LOCK = threading.Lock()
+
+
+class _HeadSink(io.RawIOBase):
+    """A write-only stream that keeps the first ``keep`` bytes written and counts the rest."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        n = memoryview(b).nbytes
+        if len(self.head) < self.keep:
+            self.head += bytes(memoryview(b).cast("B")[: self.keep - len(self.head)])
+        self.size += n
+        return n
+
+    def tell(self) -> int:
+        return self.size
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        target = offset + (self.size if whence == os.SEEK_CUR else 0)
+        if target < self.size or whence == os.SEEK_END:
+            raise OSError("forward seeks only")
+        self.write(bytes(target - self.size))
+        return self.size
+
+
+def _header_bytes(
+    shape: tuple[int, ...], dtype: np.dtype, stored: np.dtype, affine: np.ndarray
+) -> bytes:
+    """The bytes nibabel writes before the data of the image :meth:`Volume.to_nifti` makes
+    (the header, its extension flag and any padding up to ``vox_offset``).
+
+    They depend on the shape, the dtypes and the affine only (no scaling is ever computed:
+    the slope and intercept are set), so nibabel writes them once for an image of zeros of
+    that shape (a broadcast scalar: no memory) and they are remembered (a bounded table).
+    """
+    key = (tuple(shape), dtype.str, np.dtype(stored).str, np.asarray(affine).tobytes())
+    with _HEADERS_LOCK:
+        known = _HEADERS.get(key)
+    if known is not None:
+        return known
+    zeros = np.broadcast_to(np.zeros((), dtype), shape)
+    sink = _HeadSink(1 << 16)
+    _nifti_image(zeros, stored, affine).to_stream(sink)
+    offset = sink.size - int(np.prod(shape, dtype=np.int64)) * np.dtype(stored).itemsize
+    if not 0 < offset <= len(sink.head):
+        raise RuntimeError(f"unexpected NIfTI header size {offset}")
+    head = bytes(sink.head[:offset])
+    with _HEADERS_LOCK:
+        if len(_HEADERS) >= _HEADERS_MAX:
+            del _HEADERS[next(iter(_HEADERS))]
+        _HEADERS[key] = head
+    return head
+
+
+def _write_fortran(fh: Any, data: np.ndarray, stored: np.dtype) -> None:
+    """Write ``data`` cast to ``stored`` in Fortran order (as nibabel's array writer casts and
+    orders it: ``astype`` then the bytes): a 3-D array in one pass (no copy when it is
+    already Fortran-ordered in that dtype), a 4-D one frame by frame."""
+
+    def put(a: np.ndarray) -> None:
+        f = np.asfortranarray(a, dtype=stored)
+        fh.write(memoryview(f.reshape(-1, order="F")).cast("B"))  # type: ignore[arg-type]
+
+    if data.ndim <= 3:
+        put(data)
+    else:
+        for frame in np.moveaxis(data.reshape(*data.shape[:3], -1, order="F"), -1, 0):
+            put(frame)
+
+
+def _image_class(p: Path, header: Any = None) -> Any:
+    """nibabel's NIfTI-1 or NIfTI-2 image class for the file ``p`` (from its header size;
+    ``header``: its header when already read)."""
+    import nibabel as nib
+
+    hdr = _read_header(p) if header is None else header
+    return nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
+
+
+def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stored array (F-ordered, as nibabel returns it) and the affine of a gzip-compressed
+    NIfTI image without scale factors, read straight from the decompressed stream into its
+    array; None for any other image (read by nibabel).
+
+    The data of such an image are its bytes after the header, in the stored dtype, and its
+    affine is the header's best affine (sform, else qform, else the voxel sizes): what
+    nibabel returns, without a second opening of the stream, nibabel's image object, or an
+    intermediate buffer. A stored dtype other than a float ``target`` is converted one frame
+    (3-D) or one slab (a slice of the last axis of a 3-D image) at a time, as
+    :func:`_read_frames` does, so that no whole copy in the stored dtype is held beside the
+    result.
+    """
+    if not p.name.endswith(".gz"):
+        return None
+    # the header as nibabel reads it for an image: its checks applied and their fixes made
+    # (``pixdim[0]`` of 0 taken as 1, negative voxel sizes...), which the affine depends on
+    hdr = type(hdr)(hdr.binaryblock, check=True)
+    if hdr.get_data_offset() == 0:  # unset: nibabel places the data after the extensions
+        return None
+    stored = np.dtype(hdr.get_data_dtype())
+    shape = tuple(int(n) for n in hdr.get_data_shape())
+    slope, inter = hdr.get_slope_inter()
+    if (
+        stored.kind not in "iuf"
+        or not shape
+        or min(shape) < 1
+        or (slope, inter) not in ((None, None), (1.0, 0.0))
+    ):
+        return None
+    affine = hdr.get_best_affine()
+    convert = stored != target and np.issubdtype(target, np.floating)
+    with _gzip.open_read(p) as fh:
+        fh.seek(int(hdr.get_data_offset()))
+        if not convert or len(shape) < 3:
+            flat = np.empty(int(np.prod(shape)), stored)
+            _fill(fh, flat)
+            return flat.reshape(shape, order="F"), affine
+        out = np.empty(shape, target, order="F")
+        n_last = shape[-1]
+        # one frame of a 4-D image (or higher), one z-slab of a 3-D one
+        part = np.empty(int(np.prod(shape[:-1])), stored)
+        for k in range(n_last):
+            _fill(fh, part)
+            out[..., k] = part.reshape(shape[:-1], order="F")
+        return out, affine
+
+
+def _fill(fh: Any, buf: np.ndarray) -> None:
+    """Fill ``buf`` (C-contiguous) from the stream ``fh``, or raise on a short stream."""
+    view = memoryview(buf).cast("B")  # type: ignore[arg-type]
+    done = 0
+    while done < len(view):
+        got = fh.readinto(view[done:])
+        if not got:
+            raise ValueError(f"image data end {len(view) - done} bytes early")
+        done += got
 
 
 def _read_frames(img: Any, p: Path, target: np.dtype, stream: Any) -> np.ndarray | None:
@@ -399,9 +584,9 @@ def _read_header(p: Path) -> Any:
     )
 
 
-def _check_declared_size(p: Path, target: np.dtype) -> None:
+def _check_declared_size(p: Path, target: np.dtype) -> Any:
     """Refuse, before reading any data, an image that declares more than its file holds or
-    more than :func:`max_image_bytes`."""
+    more than :func:`max_image_bytes`; return its header (:func:`_read_header`)."""
     hdr = _read_header(p)
     try:
         shape = tuple(int(n) for n in hdr.get_data_shape())
@@ -438,6 +623,7 @@ def _check_declared_size(p: Path, target: np.dtype) -> None:
             file=p,
             field="dim",
         )
+    return hdr
 
 
 def _compressed(p: Path) -> bool:

@@ -196,3 +196,27 @@ def test_nearest_lookup_moves_maps_as_resample_does() -> None:
         ref = resample(native.with_data(arr), onto, interpolation="nearest").data
         ours = np.where(lookup >= 0, arr.reshape(-1)[np.maximum(lookup, 0)], np.nan)
         np.testing.assert_array_equal(ours.astype(np.float32), ref)
+
+
+@pytest.mark.parametrize(
+    ("shape", "affine"),
+    [
+        ((1, 1, 1), np.diag([20.0, 20.0, 20.0, 1.0])),  # a single-voxel spectrum (SVS)
+        ((40, 36, 12), np.diag([2.0, 2.0, 3.0, 1.0])),  # the target grid itself
+        ((20, 18, 4), np.diag([4.0, 4.0, 9.0, 1.0])),  # coarser, voxel edges on centres
+    ],
+)
+def test_nearest_lookup_equals_resample_of_the_index_image(
+    shape: tuple[int, int, int], affine: np.ndarray
+) -> None:
+    # the lookup against resample (nearest) of the image of flat indices, which is what it
+    # computed before: grid-aligned points, half-voxel boundaries and one voxel included
+    from tumorscope.preprocessing.registration import resample
+    from tumorscope.stages.metabolic import _nearest_lookup
+
+    native = Volume(np.zeros(shape, np.float32), affine)
+    onto = Volume(np.zeros((40, 36, 12), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
+    index = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+    moved = resample(native.with_data(index), onto, interpolation="nearest").data
+    ref = np.where(np.isfinite(moved), moved, -1).astype(np.int64)
+    np.testing.assert_array_equal(_nearest_lookup(native, onto), ref)

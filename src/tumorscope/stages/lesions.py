@@ -671,7 +671,6 @@ def _map_statistics(
     """
     import pandas as pd
 
-    from ..fitting.status import FitStatus
     from ..lesions.stats import statistics_table
 
     maps = vin.maps
@@ -687,8 +686,7 @@ def _map_statistics(
         status = {}
         for k in names:
             st_path = maps[k][1]
-            if st_path is None:
-                status[k] = np.full(values[k].shape, int(FitStatus.CONVERGED), np.uint8)
+            if st_path is None:  # every voxel converged: no status array to compare
                 continue
             if st_path not in read:
                 read[st_path] = Volume.from_nifti(st_path, dtype=np.uint8).data

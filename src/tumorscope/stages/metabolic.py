@@ -164,9 +164,13 @@ def fit_hp13c(
     )
     # (..., 2, n) float64 filled in place: no float32 stack beside it, and the two series'
     # arrays are let go once copied (only their grid is used below)
+    # slab by slab (z): the series are Fortran-ordered, the stack C-ordered; one assignment
+    # of the whole series walks the source across the whole volume for every voxel's frames
+    # (4x slower on the large visit), a slab stays in cache
     signals = np.empty((*pv.spatial_shape, 2, pv.shape[-1]), dtype=np.float64)
-    signals[..., 0, :] = pv.data
-    signals[..., 1, :] = lv.data
+    for c, series in enumerate((pv.data, lv.data)):
+        for z in range(series.shape[2]):
+            signals[:, :, z, c, :] = series[:, :, z, :]
     affine = pv.affine
     pv_spatial = pv.spatial_shape
     del pv, lv
@@ -275,16 +279,26 @@ def _nearest_lookup(native: Volume, onto: Volume) -> np.ndarray | None:
     moved by a gather: the same values as :func:`~tumorscope.preprocessing.registration.
     resample` with ``interpolation="nearest"`` map by map (which computes the coordinates of
     the whole target grid each time: a quarter of a second per map on a 128 × 128 × 30 grid).
-    None when the grid is too large for the indices to be exact in float32 (then map by map).
-    """
-    from ..preprocessing.registration import resample
 
-    n = int(np.prod(native.spatial_shape))
-    if n >= 2**24:
+    The source coordinates of the target voxels are ``resample``'s own (its
+    ``_source_index_of_target``), rounded as it rounds them for nearest neighbour
+    (``np.rint``); a voxel is inside where they lie within half a voxel of the outer voxel
+    centres, i.e. where the rounded index is in range: what ``resample`` of an image of the
+    flat indices returned (``tests/stages/test_metabolic.py`` compares the two), without
+    its interpolation pass over the target grid. None when the grid is too large for the
+    indices to be exact in float32 (then map by map, as before).
+    """
+    from ..preprocessing.registration import _source_index_of_target
+
+    shape = native.spatial_shape
+    if int(np.prod(shape)) >= 2**24:
         return None
-    index = np.arange(n, dtype=np.float32).reshape(native.spatial_shape)
-    moved = resample(native.with_data(index), onto, interpolation="nearest").data
-    return np.where(np.isfinite(moved), moved, -1).astype(np.int64)
+    idx = np.rint(_source_index_of_target(onto, native, None).reshape(-1, 3))
+    inside = np.all((idx >= 0) & (idx <= np.array(shape, dtype=float) - 1), axis=1)
+    out = np.full(idx.shape[0], -1, np.int64)
+    ijk = idx[inside].astype(np.int64)
+    out[inside] = np.ravel_multi_index((ijk[:, 0], ijk[:, 1], ijk[:, 2]), shape)
+    return out.reshape(onto.spatial_shape)
 
 
 def fit_mrs(

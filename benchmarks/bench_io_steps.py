@@ -1,0 +1,241 @@
+"""Map I/O and the light visit steps, this tree against another one, in one run.
+
+Issue 21's large visit (128 × 128 × 30, every modality): the steps ``metabolic``,
+``measure``, ``iron``, ``pet`` and ``register``, and the reading (``Volume.from_nifti``) and
+writing (``files.write_map``) of every image of a visit. Each side runs in its own Python
+process, serially on one thread (``os.sched_setaffinity`` on one core, numba, BLAS and the
+fitting engine on one thread, ``TUMORSCOPE_STEP_CONCURRENCY=1``), with
+``PYTHONPATH=<src>`` of its tree: ``--old`` (default ``/work/main/src``) and ``--new``
+(default: the ``src`` of the tree holding this file). The two sides alternate, ``--repeats``
+times each, and the ratio old / new is printed per figure (> 1: the new tree is faster).
+
+* I/O: every ``.nii.gz`` of the visit's series and of a finished run's maps read with
+  ``Volume.from_nifti`` (float32, as the steps read them), then every map written again with
+  ``write_map`` (into a fresh folder) from arrays of the dtype and memory order the fits hand
+  it (C-ordered float32; the maps' own values). Best of three passes inside the process.
+* Steps: on a copy of the finished run's output folder, each step forced twice in one
+  process (``run_study(force=[step])``: every other step is up to date and skipped, and
+  the step's inputs are those of the whole run); the second run's duration from the
+  ``step_runs`` table (warm: imports made, compiled kernels loaded), and its CPU seconds:
+  the process's CPU time of that run less that of a run with nothing forced.
+
+Wall and CPU seconds are both printed: on a shared machine the CPU time of the one-thread
+process is the steadier figure (another process on the core lengthens the wall time, not
+the CPU time).
+
+The finished run (``--out``) is made first if missing: the whole pipeline on ``--study``
+(default ``/work/s3/visit1``, a one-visit copy of the large phantom) with the new tree.
+Outputs are compared as well: each step's measurement table (``DataFrame.equals``) and its
+maps (decompressed contents) between the two sides.
+
+Run::
+
+    python benchmarks/bench_io_steps.py [--repeats 2] [--study DIR] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+STEPS = ("metabolic", "measure", "iron", "pet", "register")
+
+_SERIAL = r"""
+import os, sys
+os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+os.environ["TUMORSCOPE_STEP_CONCURRENCY"] = "1"
+os.cpu_count = lambda: 1
+import numba
+numba.set_num_threads(1)
+from threadpoolctl import threadpool_limits
+threadpool_limits(1)
+"""
+
+_IO = r"""
+import glob, json, shutil, sys, time
+from pathlib import Path
+import numpy as np
+from tumorscope.files import write_map
+from tumorscope.volume import Volume
+study, out, scratch = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+series = [f for f in sorted(glob.glob(study + "/sub-*/**/*.nii.gz", recursive=True))
+          if "/mrs/" not in f]
+maps = sorted(glob.glob(out + "/sub-*/**/maps/*.nii.gz", recursive=True))
+vols = [Volume.from_nifti(f) for f in maps]
+arrays = [(np.ascontiguousarray(v.data), v.affine) for v in vols if v.data.ndim == 3]
+del vols
+def write():
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for i, (a, aff) in enumerate(arrays):
+        write_map(scratch / f"m{i:03d}.nii.gz", a, aff, units="1", description="bench",
+                  provenance={"bench": True})
+def best(fn):  # (wall, CPU) seconds, best of three
+    wall, cpu = [], []
+    for _ in range(3):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return min(wall), min(cpu)
+res = {}
+for key, fn in (("read_series", lambda: [Volume.from_nifti(f) for f in series]),
+                ("read_maps", lambda: [Volume.from_nifti(f) for f in maps]),
+                ("write_maps", write)):
+    res[key], res[key + "_cpu"] = best(fn)
+print(json.dumps({**res, "n_series": len(series), "n_maps": len(maps),
+                  "n_written": len(arrays)}))
+"""
+
+_STEPS = r"""
+import json, shutil, sys, time
+from pathlib import Path
+from tumorscope.pipeline import run_study
+from tumorscope.study import default_url, open_store
+study, src, dst = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+steps = sys.argv[4].split(",")
+shutil.rmtree(dst, ignore_errors=True)
+shutil.copytree(src, dst)
+def cpu_of(force):
+    c = time.process_time()
+    run_study(Path(study), dst, force=force, report=False)
+    return time.process_time() - c
+noop = min(cpu_of([]) for _ in range(3))  # every step up to date: the run's own cost
+res = {"noop_cpu": noop}
+for step in steps:
+    cpu = [cpu_of([step]) for _ in range(2)]
+    store = open_store(default_url(dst))
+    runs = store.read_table("step_runs")
+    store.close()
+    mine = runs[runs.step == step]
+    assert (mine.status.iloc[-1] == "done"), mine.iloc[-1].to_dict()
+    res[step] = float(mine.duration_s.iloc[-1])
+    res[step + "_cpu"] = cpu[-1] - noop
+print(json.dumps(res))
+"""
+
+
+def _run(src: Path, code: str, *args: str) -> dict:  # type: ignore[type-arg]
+    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SERIAL + code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"child failed ({src}):\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _same_outputs(a: Path, b: Path) -> list[str]:
+    """Maps (decompressed bytes) and tables (``DataFrame.equals``) that differ."""
+    import numpy as np
+    import pandas as pd
+
+    from tumorscope import _gzip
+
+    diff = []
+    for fa in sorted(a.rglob("*")):
+        rel = fa.relative_to(a)
+        fb = b / rel
+        if not fb.is_file() or "logs" in rel.parts:
+            continue
+        if fa.name.endswith(".nii.gz"):
+            with _gzip.open_read(fa) as x, _gzip.open_read(fb) as y:
+                if x.read() != y.read():
+                    diff.append(str(rel))
+        elif fa.suffix == ".parquet" and rel.parts[0] != "tables":
+            x, y = pd.read_parquet(fa), pd.read_parquet(fb)
+            if x.equals(y):
+                continue
+            rest = [c for c in x.columns if c != "value"]
+            if "value" in x.columns and list(x.columns) == list(y.columns) and len(x) == len(y):
+                va, vb = x["value"].to_numpy(float), y["value"].to_numpy(float)
+                same_nan = bool(np.array_equal(np.isnan(va), np.isnan(vb)))
+                if x[rest].equals(y[rest]) and same_nan:
+                    ok = ~np.isnan(va)
+                    rel_diff = np.abs(va[ok] - vb[ok]) / np.maximum(np.abs(va[ok]), 1e-300)
+                    worst = int(np.argmax(rel_diff)) if rel_diff.size else 0
+                    stat = x.loc[np.flatnonzero(ok)[worst], "statistic"] if ok.any() else ""
+                    diff.append(
+                        f"{rel}: values within {rel_diff.max():.1e} relative "
+                        f"({int((rel_diff > 0).sum())} of {int(ok.sum())} differ; worst: {stat})"
+                    )
+                    continue
+            diff.append(str(rel))
+    return diff
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parents[1] / "src"
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--old", type=Path, default=Path("/work/main/src"))
+    ap.add_argument("--new", type=Path, default=here)
+    ap.add_argument("--study", type=Path, default=Path("/work/s3/visit1"))
+    ap.add_argument("--out", type=Path, default=None, help="a finished run of --study")
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--steps", default=",".join(STEPS))
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-io-steps-"))
+    out = args.out
+    if out is None:
+        out = tmp / "run"
+        code = "import sys\nfrom pathlib import Path\nfrom tumorscope.pipeline import run_study\n"
+        code += "run_study(Path(sys.argv[1]), Path(sys.argv[2]), report=False)\nprint('{}')\n"
+        _run(args.new, code, str(args.study), str(out))
+    results: dict[str, list[dict]] = {"old": [], "new": []}  # type: ignore[type-arg]
+    try:
+        for rep in range(args.repeats):
+            for side in ("old", "new"):
+                src = args.old if side == "old" else args.new
+                load = _load()
+                io = _run(src, _IO, str(args.study), str(out), str(tmp / f"w-{side}"))
+                st = _run(src, _STEPS, str(args.study), str(out), str(tmp / side), args.steps)
+                results[side].append({**io, **st, "load": load})
+                print(f"repeat {rep + 1} {side}: load {load} {json.dumps({**io, **st})}")
+        print(f"\nOld {args.old} / new {args.new}: seconds (best of the repeats), ratio old/new")
+        print("  wall: the step's own duration (step_runs); CPU: the process's CPU seconds")
+        keys = ["read_series", "read_maps", "write_maps", *args.steps.split(",")]
+        for key in keys:
+            for kind in ("", "_cpu"):
+                o = min(r[key + kind] for r in results["old"])
+                n = min(r[key + kind] for r in results["new"])
+                per = [
+                    f"{a[key + kind] / b[key + kind]:.2f}"
+                    for a, b in zip(results["old"], results["new"], strict=True)
+                ]
+                label = f"{key} ({'CPU' if kind else 'wall'})"
+                print(f"  {label:20s} old {o:7.3f}  new {n:7.3f}  ratio {o / n:5.2f}  {per}")
+        for kind in ("", "_cpu"):
+            io = {
+                side: min(
+                    r["read_maps" + kind] + r["read_series" + kind] + r["write_maps" + kind]
+                    for r in results[side]
+                )
+                for side in results
+            }
+            label = f"I/O ({'CPU' if kind else 'wall'})"
+            print(
+                f"  {label:20s} old {io['old']:7.3f}  new {io['new']:7.3f}  ratio "
+                f"{io['old'] / io['new']:5.2f}"
+            )
+        diff = _same_outputs(tmp / "old", tmp / "new")
+        print("  outputs of the steps:", "identical" if not diff else f"DIFFER: {diff}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
