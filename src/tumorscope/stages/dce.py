@@ -304,8 +304,15 @@ def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
 def _population_delay(name: str, t: np.ndarray, c: _Concentration) -> float:
     """Delay (s) that aligns the population AIF's onset with the fitted voxels' onset."""
     where = c.fit_region & c.valid
-    # frame by frame: a 3-D temporary each, not a copy of every fitted curve
-    med = np.array([np.median(c.conc[..., j][where]) for j in range(c.conc.shape[-1])])
+    # frame by frame, the fitted voxels found once (not a scan of the whole mask per frame),
+    # in the concentration's own memory order (a view): a 1-D temporary per frame
+    n = c.conc.shape[-1]
+    order: Literal["C", "F"] = "F" if c.conc.flags.f_contiguous and c.conc.ndim > 1 else "C"
+    if order == "F" and c.conc.flags.c_contiguous:
+        order = "C"
+    frames = c.conc.reshape(-1, n, order=order)
+    idx = np.flatnonzero(where.ravel(order=order))
+    med = np.array([np.median(frames[idx, j]) for j in range(n)])
     fine = np.arange(0.0, 120.0, 0.1)
     onset_pop = _onset(fine, aifmod.population_aif(name, fine))  # type: ignore[arg-type]
     delay = _onset(t, med) - onset_pop
