@@ -588,11 +588,13 @@ class Model(abc.ABC):
         (:meth:`_fit_engine`), then the :class:`FitResult`. A model that fits otherwise (a
         fused compiled pass, several passes, a noise level estimated first) overrides this
         hook, not :meth:`fit`."""
-        return self._result(given.data, self._fit_engine(given))
+        flat = self._fit_engine(given)
+        return self._result(given.data, flat, order=flat.order)
 
     def _fit_engine(self, given: FitInput) -> FlatFit:
         """The engine (:func:`~tumorscope.fitting.engine.fit_blocks`) on checked input with
-        this model's block solver, invalid-voxel test, workers and dtype policy."""
+        this model's block solver, invalid-voxel test, workers and dtype policy (the flat results
+        are in the data's memory order: :attr:`FlatFit.order`)."""
         return fit_blocks(
             self.fit_block,
             given.data,
@@ -603,6 +605,7 @@ class Model(abc.ABC):
             n_workers=self._n_workers(),
             native_dtype=self.native_dtype,
             voxel_inputs=given.voxel_inputs,
+            order="auto",  # Fortran-ordered images (NIfTI) are not copied
         )
 
     def _check_voxel_input_shapes(

@@ -259,10 +259,11 @@ def _concentration(
     inp: Inputs, t1_map: np.ndarray, prov: dict[str, Any], w: _Writer
 ) -> _Concentration:
     """Step 3: the concentration (4-D map, mM) and its status map; the voxels to fit."""
-    from ..models.dce import signal_to_concentration
+    from ..models.dce import signal_to_concentration_valid
 
     vol, proto = inp.vol, inp.proto
-    conc, cstatus = signal_to_concentration(
+    # the voxels whose whole curve is finite come from the same compiled pass
+    conc, cstatus, valid = signal_to_concentration_valid(
         vol.data,
         t1_ms=t1_map,
         flip_angle_deg=proto.flip_angle_deg,
@@ -272,7 +273,6 @@ def _concentration(
         b1=inp.b1_map,
         dtype=np.float32,  # the 4-D result: the maps are float32, the fits convert blocks
     )
-    valid = _all_finite(conc)
     # voxels with signal: baseline above 10% of the 99th percentile (background is noise,
     # whose T1 and concentration are meaningless)
     baseline = vol.data[..., : proto.n_baseline].mean(axis=-1)
@@ -287,16 +287,6 @@ def _concentration(
     w.map("concentration", conc, "mM", "contrast agent concentration", prov)
     w.map("concentration_status", cstatus, "1", _CONCENTRATION_STATUS, prov)
     return _Concentration(conc, valid, signal_mask, fit_region)
-
-
-def _all_finite(conc: np.ndarray) -> np.ndarray:
-    """Voxels whose whole curve is finite, slab by slab (no 4-D boolean temporary)."""
-    if conc.ndim < 3:
-        return np.all(np.isfinite(conc), axis=-1)
-    out = np.empty(conc.shape[:-1], dtype=bool)
-    for i in range(conc.shape[0]):
-        out[i] = np.all(np.isfinite(conc[i]), axis=-1)
-    return out
 
 
 def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
@@ -314,8 +304,15 @@ def _onset(t: np.ndarray, curve: np.ndarray, fraction: float = 0.1) -> float:
 def _population_delay(name: str, t: np.ndarray, c: _Concentration) -> float:
     """Delay (s) that aligns the population AIF's onset with the fitted voxels' onset."""
     where = c.fit_region & c.valid
-    # frame by frame: a 3-D temporary each, not a copy of every fitted curve
-    med = np.array([np.median(c.conc[..., j][where]) for j in range(c.conc.shape[-1])])
+    # frame by frame, the fitted voxels found once (not a scan of the whole mask per frame),
+    # in the concentration's own memory order (a view): a 1-D temporary per frame
+    n = c.conc.shape[-1]
+    order: Literal["C", "F"] = "F" if c.conc.flags.f_contiguous and c.conc.ndim > 1 else "C"
+    if order == "F" and c.conc.flags.c_contiguous:
+        order = "C"
+    frames = c.conc.reshape(-1, n, order=order)
+    idx = np.flatnonzero(where.ravel(order=order))
+    med = np.array([np.median(frames[idx, j]) for j in range(n)])
     fine = np.arange(0.0, 120.0, 0.1)
     onset_pop = _onset(fine, aifmod.population_aif(name, fine))  # type: ignore[arg-type]
     delay = _onset(t, med) - onset_pop

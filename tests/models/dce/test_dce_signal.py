@@ -130,3 +130,13 @@ def test_compiled_path_matches_numpy_path(dtype: type, monkeypatch: pytest.Monke
         tol = 1e-12 if dtype is np.float64 else 2e-7
         np.testing.assert_allclose(fast, ref, rtol=tol, atol=tol)
         assert fast.flags.f_contiguous == data.flags.f_contiguous
+        # the whole-curve finiteness of the same pass (the DCE stage's fitted voxels): the
+        # finiteness of the returned curves, on both paths
+        for engine in ("auto", "numpy"):
+            monkeypatch.setattr(sig, "ENGINE", engine)
+            c, st, valid = sig.signal_to_concentration_valid(data, n_baseline=10, dtype=dtype, **kw)
+            np.testing.assert_array_equal(c, fast if engine == "auto" else ref)
+            np.testing.assert_array_equal(st, st_fast)
+            np.testing.assert_array_equal(valid, np.all(np.isfinite(c), axis=-1))
+            assert 0 < valid.sum() < valid.size
+        monkeypatch.setattr(sig, "ENGINE", "auto")

@@ -24,7 +24,12 @@ from __future__ import annotations
 
 from .models import ExtendedTofts, Patlak, Tofts, TwoCUM, TwoCXM
 from .semiquant import CURVE_TYPES, SEMIQUANT_UNITS, semi_quantitative
-from .signal import ConcentrationStatus, concentration_to_signal, signal_to_concentration
+from .signal import (
+    ConcentrationStatus,
+    concentration_to_signal,
+    signal_to_concentration,
+    signal_to_concentration_valid,
+)
 
 __all__ = [
     "CURVE_TYPES",
@@ -38,6 +43,7 @@ __all__ = [
     "concentration_to_signal",
     "semi_quantitative",
     "signal_to_concentration",
+    "signal_to_concentration_valid",
 ]
 
 # The public path of the models is this package: their provenance (``model_class`` in every

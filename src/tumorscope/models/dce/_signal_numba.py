@@ -6,7 +6,9 @@ mean baseline, ``M0``, then each frame's ``y``, ``E``, ``R1`` and concentration,
 whatever the stored dtype, written straight into the result (no float64 copy of the series,
 no temporaries of a block). Frames are the outer loop of a chunk, so a series stored frame
 after frame (NIfTI's order, which nibabel returns as a Fortran-ordered array) is read and
-written contiguously. Status codes and NaN exactly as the numpy path; values within an ulp
+written contiguously. The same pass says which voxels' whole curve is finite as stored
+(``finite``: the DCE stage's fitted voxels), instead of a second pass over the 4-D result.
+Status codes and NaN exactly as the numpy path; values within an ulp
 or two of it (the baseline mean is summed in order, numpy sums pairwise; the elementary
 functions are libm's instead of numpy's), which the tests check.
 
@@ -29,10 +31,11 @@ _OK, _ABOVE, _BAD_T1, _BAD_BASELINE, _NEGATIVE = 0, 1, 2, 3, 4
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
-def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status):
-    """Concentration ``conc2 (N, n)`` and status ``status (N,)`` of the signal rows
-    ``s2 (N, n)`` with pre-contrast T1 ``t1 (N,)`` (ms) and flip angle ``alpha (N,)`` (rad);
-    baseline frames ``[b0, nb_)``; ``tr_s`` (s), ``r1`` (1/(mM s))."""
+def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status, finite):
+    """Concentration ``conc2 (N, n)``, status ``status (N,)`` and whether the whole stored
+    curve is finite ``finite (N,)`` of the signal rows ``s2 (N, n)`` with pre-contrast T1
+    ``t1 (N,)`` (ms) and flip angle ``alpha (N,)`` (rad); baseline frames ``[b0, nb_)``;
+    ``tr_s`` (s), ``r1`` (1/(mM s))."""
     n_vox, n = s2.shape
     n_chunks = (n_vox + _CHUNK - 1) // _CHUNK
     for c in nb.prange(n_chunks):
@@ -47,6 +50,7 @@ def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status):
         den = np.empty(m)
         ca = np.empty(m)
         dead = np.empty(m, dtype=np.bool_)
+        fin = np.ones(m, dtype=np.bool_)
         code = np.empty(m, dtype=np.uint8)
         count = np.float64(nb_ - b0)
         for j in range(m):
@@ -72,9 +76,12 @@ def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status):
                 e = (1.0 - y) / (1.0 - y * ca[j])
                 val = (-math.log(e) / tr_s - r10[j]) / r1
                 conc2[lo + j, t] = np.nan if (neg or above or dead[j]) else val
+                # as stored (a float32 result may overflow where the float64 value did not)
+                fin[j] = fin[j] and math.isfinite(conc2[lo + j, t])
                 if code[j] == _OK and above:
                     code[j] = _ABOVE
                 if neg and code[j] < _BAD_T1:  # negative outranks above, not a bad T1/baseline
                     code[j] = _NEGATIVE
         for j in range(m):
             status[lo + j] = code[j]
+            finite[lo + j] = fin[j]

@@ -15,7 +15,12 @@ import numpy.typing as npt
 
 from ...errors import DataError, ProtocolError
 
-__all__ = ["ConcentrationStatus", "concentration_to_signal", "signal_to_concentration"]
+__all__ = [
+    "ConcentrationStatus",
+    "concentration_to_signal",
+    "signal_to_concentration",
+    "signal_to_concentration_valid",
+]
 
 
 class ConcentrationStatus(IntEnum):
@@ -134,6 +139,45 @@ def signal_to_concentration(
         A flip angle outside (0, 180), TR or r1 <= 0, a baseline of zero frames or not
         before the last frame, or a T1 / B1 map of the wrong shape.
     """
+    conc, status, _ = signal_to_concentration_valid(
+        signal,
+        t1_ms=t1_ms,
+        flip_angle_deg=flip_angle_deg,
+        tr_ms=tr_ms,
+        relaxivity=relaxivity,
+        n_baseline=n_baseline,
+        baseline_start=baseline_start,
+        b1=b1,
+        dtype=dtype,
+    )
+    return conc, status
+
+
+def signal_to_concentration_valid(
+    signal: npt.ArrayLike,
+    *,
+    t1_ms: npt.ArrayLike,
+    flip_angle_deg: float,
+    tr_ms: float,
+    relaxivity: float,
+    n_baseline: int,
+    baseline_start: int = 0,
+    b1: npt.ArrayLike | None = None,
+    dtype: npt.DTypeLike = np.float64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`signal_to_concentration`, and which voxels' whole curve is finite.
+
+    Parameters are those of :func:`signal_to_concentration`.
+
+    Returns
+    -------
+    concentration_mM : ndarray, shape (..., n), ``dtype``
+    status : ndarray of uint8, shape (...)
+    valid : ndarray of bool, shape (...)
+        Every frame of the voxel's concentration is finite as returned (in ``dtype``):
+        ``np.all(np.isfinite(concentration_mM), axis=-1)``, found in the same pass by the
+        compiled kernel (no second pass over a 4-D result).
+    """
     a, tr_s, r1 = _check_spgr(flip_angle_deg, tr_ms, relaxivity)
     s = np.asarray(signal)
     if not np.issubdtype(s.dtype, np.floating):
@@ -169,6 +213,7 @@ def signal_to_concentration(
         return _signal_to_concentration_compiled(s, t1, alpha, b0, nb, tr_s, r1, out_dtype)
     conc = np.empty(s.shape, dtype=out_dtype)
     status = np.zeros(lead, dtype=np.uint8)
+    valid = np.empty(lead, dtype=bool)
     # slabs along the first axis of an image (any memory order), else the rows themselves
     slabs: Any = range(s.shape[0]) if s.ndim >= 3 else [Ellipsis]
     for i in slabs:
@@ -183,7 +228,8 @@ def signal_to_concentration(
             )
         conc[i] = c_out.reshape(conc[i].shape)
         status[i] = st_out.reshape(status[i].shape)
-    return conc, status
+        valid[i] = np.all(np.isfinite(conc[i]), axis=-1)
+    return conc, status, valid
 
 
 #: Voxels per block of :func:`signal_to_concentration`.
@@ -214,8 +260,9 @@ def _signal_to_concentration_compiled(
     tr_s: float,
     r1: float,
     out_dtype: np.dtype,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`signal_to_concentration` by the compiled kernel, on the series as it is stored.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`signal_to_concentration_valid` by the compiled kernel, on the series as it is
+    stored.
 
     The voxels are taken in the series' own memory order (a Fortran-ordered NIfTI series as
     nibabel returns it stays so: no copy) and the result has the same order.
@@ -231,7 +278,7 @@ def _signal_to_concentration_compiled(
     rows = s.reshape(-1, n, order=order)  # a view
     conc = np.empty(s.shape, dtype=out_dtype, order=order)
     status = np.empty(lead, dtype=np.uint8, order=order)
-    flat = status.reshape(-1, order=order)  # a view
+    valid = np.empty(lead, dtype=bool, order=order)
     _compiled()(
         rows,
         np.ascontiguousarray(t1.reshape(-1, order=order), dtype=np.float64),
@@ -241,9 +288,10 @@ def _signal_to_concentration_compiled(
         float(tr_s),
         float(r1),
         conc.reshape(-1, n, order=order),
-        flat,
+        status.reshape(-1, order=order),  # views
+        valid.reshape(-1, order=order),
     )
-    return conc, status
+    return conc, status, valid
 
 
 def _concentration_rows(

@@ -398,7 +398,8 @@ class IVIM(DiffusionModel):
         flat = variant("segmented")._fit_engine(given)
         second = variant("bayes", _empirical_prior(flat.params, flat.status, flat.rss, self.b.size))
         second.lm_options = self.lm_options
-        res = second._result(given.data, second._fit_engine(given))
+        flat2 = second._fit_engine(given)
+        res = second._result(given.data, flat2, order=flat2.order)
         res.provenance["options"]["prior_source"] = "empirical (segmented first pass)"
         return res
 

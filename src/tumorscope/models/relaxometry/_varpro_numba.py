@@ -302,7 +302,8 @@ def _newton_time2(y, t, a, b, x):
 
 @nb.njit(cache=True)
 def _search(y, t, grid, E, S, rate, two, nonneg, e):
-    """Grid then Brent: ``(θ, at_bound)``, never worse than the best grid point.
+    """Grid then Brent: ``(θ, at_bound)``, never worse than the best grid point. On return
+    ``e`` holds the basis function at ``θ`` (the callers need not compute it again).
 
     On the grid the sums of the basis (``S``, :func:`_grid_stats`) are shared by every voxel,
     so each point costs one dot product ``e·y`` (same arithmetic as :func:`_proj1` /
@@ -348,18 +349,19 @@ def _search(y, t, grid, E, S, rate, two, nonneg, e):
             g_best = g
     at_bound = g_best == 0 or g_best == n_grid - 1
     kc = min(max(g_best, 1), n_grid - 2)
+    # the grid point's rss as Brent computes it (the expanded form above rounds differently
+    # near a zero residual), to compare the refined point with
+    r_grid = _rss_at(y, t, grid[g_best], rate, two, nonneg, e)
     if rate and not two and nonneg:
-        th, r = _newton_rate(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])
-        r = _rss_at(y, t, th, rate, two, nonneg, e)
+        th = _newton_rate(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])[0]
     elif two and not rate:
-        th, r = _newton_time2(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])
-        r = _rss_at(y, t, th, rate, two, nonneg, e)
+        th = _newton_time2(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])[0]
     else:
-        th, r = _brent(y, t, grid[kc - 1], grid[kc + 1], rate, two, nonneg, e)
-    # compared with the grid point's rss as Brent computes it (the expanded form above
-    # rounds differently near a zero residual)
-    if not (r <= _rss_at(y, t, grid[g_best], rate, two, nonneg, e)):
+        th = _brent(y, t, grid[kc - 1], grid[kc + 1], rate, two, nonneg, e)[0]
+    r = _rss_at(y, t, th, rate, two, nonneg, e)
+    if not (r <= r_grid):
         th = grid[g_best]
+        _rss_at(y, t, th, rate, two, nonneg, e)  # rare: e back at the grid point
     return th, at_bound
 
 
@@ -595,10 +597,8 @@ def _monoexp_block(y, te_s, grid, time_mode, params, rss, at_bound, stderr):
     H, dd, A, inv = np.empty((2, 2)), np.empty(2), np.empty((2, 2)), np.empty((2, 2))
     for v in range(n):
         yv = y[v]
-        th, ab = _search(yv, te_s, grid, E, S, True, False, True, e)
+        th, ab = _search(yv, te_s, grid, E, S, True, False, True, e)  # e at θ
         r = math.exp(th)
-        for k in range(m):
-            e[k] = math.exp(-te_s[k] * r)
         c = _proj1(yv, e, True)[1]
         p[0] = c
         p[1] = r
@@ -679,6 +679,7 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
     for i in range(m):
         rank[order[i]] = i
     e = np.empty(m)
+    e_best = np.empty(m)
     ys = np.empty(m)
     J = np.empty((m, 3))
     p = np.empty(3)
@@ -703,23 +704,20 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
             j = kmin + extra
             for k in range(m):
                 ys[k] = -yv[k] if (magnitude and rank[k] < j) else yv[k]
-            th, ab = _search(ys, ti, grid, E, S, False, True, False, e)
-            t1 = math.exp(th)
-            for k in range(m):
-                e[k] = math.exp(-ti[k] / t1)
+            th, ab = _search(ys, ti, grid, E, S, False, True, False, e)  # e at θ
             rv = _proj2(ys, e)[0]
             if extra == 0 or rv < best_rss:
                 best_rss = rv
                 best_th = th
                 best_ab = ab
                 best_extra = extra
+                for k in range(m):
+                    e_best[k] = e[k]
         j = kmin + best_extra
         for k in range(m):
             ys[k] = -yv[k] if (magnitude and rank[k] < j) else yv[k]
         t1 = math.exp(best_th)
-        for k in range(m):
-            e[k] = math.exp(-ti[k] / t1)
-        rv, c0, c1 = _proj2(ys, e)
+        rv, c0, c1 = _proj2(ys, e_best)
         p[0] = c0
         p[1] = t1
         p[2] = -c1 / c0 if c0 != 0.0 else np.nan
@@ -728,6 +726,7 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
             if not math.isfinite(p[i]):
                 free = False
         if free:
+            # leaves J at the final p (a rejected step does not touch it)
             rv = _polish(ys, ti, p, rv, True, J, W)
         params[v, 0] = p[0]
         params[v, 1] = p[1]
@@ -735,7 +734,8 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
         rss[v] = rv
         at_bound[v] = best_ab
         if math.isfinite(p[0]) and math.isfinite(p[1]) and math.isfinite(p[2]):
-            _residual(ys, ti, p, True, e, J)
+            if not free:  # after the polish J is already the Jacobian at p
+                _residual(ys, ti, p, True, e, J)
             _stderr(J, rv, 1.0, stderr[v], H, dd, A, inv)
         else:
             stderr[v, 0] = stderr[v, 1] = stderr[v, 2] = np.nan
