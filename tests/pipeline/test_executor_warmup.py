@@ -55,6 +55,61 @@ def test_close_soon_stops_the_workers_in_the_background_and_close_waits() -> Non
     ex.close()  # idempotent
 
 
+def test_a_background_start_returns_at_once_and_the_client_waits_for_it() -> None:
+    ex = Executor(workers=1, scheduler=None, background=True)
+    try:
+        assert ex._starting is not None  # returned before the cluster is up
+        assert ex.distributed and ex.description.startswith("local Dask cluster")
+        assert ex.client.submit(pow, 2, 5).result() == 32  # waits for the start
+        assert ex._starting is None and ex.cluster is not None
+    finally:
+        ex.close()
+    assert ex.client is None and not ex.distributed
+
+
+def test_a_failed_background_start_is_raised_where_the_cluster_is_needed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dask.distributed
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("no free port")
+
+    monkeypatch.setattr(dask.distributed, "LocalCluster", broken)
+    ex = Executor(workers=1, scheduler=None, background=True)
+    with pytest.raises(OSError, match="no free port"):
+        _ = ex.client
+    assert ex.client is None  # raised once; nothing left open
+    ex.close()
+
+
+def test_run_study_closes_the_cluster_it_started_when_the_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tumorscope.errors import DataError
+    from tumorscope.phantom import make_study
+    from tumorscope.pipeline import run_study
+    from tumorscope.pipeline import runner as runner_mod
+
+    made: list[Executor] = []
+
+    class _Recording(Executor):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(**kwargs)  # type: ignore[arg-type]
+            made.append(self)
+
+    monkeypatch.setattr(runner_mod, "Executor", _Recording)
+    study = make_study(tmp_path / "s", size="tiny", seed=0, n_subjects=1)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("somebody's file")
+    with pytest.raises(DataError):
+        run_study(study, theirs, workers=1)
+    [ex] = made
+    assert ex._starting is None and ex._client is None and ex._cluster is None
+    assert (theirs / "notes.txt").read_text() == "somebody's file"
+
+
 def test_no_warm_up_without_workers_or_when_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     serial = Executor(workers=None, scheduler=None)
     serial.warm_up()
@@ -91,10 +146,18 @@ class _FakeExecutor:
     made: ClassVar[list[_FakeExecutor]] = []
     events: ClassVar[list[str]] = []
 
-    def __init__(self, *, workers: int | None, scheduler: str | None) -> None:
-        self.workers, self.warmed, self.closed = workers, 0, 0
+    def __init__(
+        self,
+        *,
+        workers: int | None,
+        scheduler: str | None,
+        background: bool = False,
+        warm: bool = False,
+    ) -> None:
+        self.workers, self.warmed, self.closed = workers, int(warm), 0
+        self.background = background
         self.client, self.cluster, self.threads, self.n_workers = None, None, None, 1
-        self.description = "fake"
+        self.description, self.distributed = "fake", False
         _FakeExecutor.made.append(self)
 
     def warm_up(self) -> None:
@@ -136,6 +199,7 @@ def test_run_with_workers_warms_its_cluster_up_and_closes_it(
     assert res.exit_code == 0, res.output
     [ex] = _FakeExecutor.made
     assert ex.workers == 2 and ex.warmed == 1 and ex.closed >= 1  # used by the run, closed
+    assert ex.background  # started while the run claims its folder and plans
     # the workers are let go before the tables are published, waited for before the end
     assert _FakeExecutor.events[:3] == ["close_soon", "publish", "close"]
     res = CliRunner().invoke(app, args)  # serial: run_study's own executor, not warmed up

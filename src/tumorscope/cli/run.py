@@ -160,12 +160,13 @@ def run(
     try:
         with user_errors():
             if workers and not scheduler:
-                # a local cluster: its workers share the compilation of the numba kernels
-                # (Executor.warm_up) instead of each compiling them at first call
+                # a local cluster, started and warmed up in the background while the run
+                # claims its folder and plans the study: its workers share the compilation of
+                # the numba kernels (Executor.warm_up) instead of each compiling them at first
+                # call
                 from ..pipeline.executor import Executor
 
-                executor = Executor(workers=workers, scheduler=None)
-                executor.warm_up()
+                executor = Executor(workers=workers, scheduler=None, background=True, warm=True)
             summary = run_study(
                 study,
                 out,

@@ -197,7 +197,7 @@ def run_study(
         If the database cannot be opened.
     """
     from ..io import open_study
-    from ..study import check_url, default_url, open_store
+    from ..study import check_url
 
     root = Path(study).resolve()
     if db_url is not None:
@@ -209,6 +209,55 @@ def run_study(
     ctx = Context(root, out, opts)
     step_concurrency(None)  # a bad TUMORSCOPE_STEP_CONCURRENCY stops the run here
 
+    given = executor
+    if executor is None:
+        # a local cluster starts in the background while this process claims the folder,
+        # opens the database, imports the steps and plans the study (~1 s on 24 subjects)
+        executor = Executor(workers=workers, scheduler=scheduler, background=True)
+    try:
+        return _run(
+            study_obj,
+            out,
+            ctx,
+            wanted,
+            opts,
+            db_url=db_url,
+            executor=executor,
+            owned=executor is not given or close_executor,
+            run_options={"workers": workers, "scheduler": scheduler, "force": list(force)},
+            force=force,
+            progress=progress,
+            console=console,
+            adopt_folder=adopt_folder,
+            lock_timeout=lock_timeout,
+        )
+    finally:
+        if executor is not given or close_executor:
+            executor.close()  # (idempotent) also when the folder could not be claimed
+
+
+def _run(
+    study_obj: Study,
+    out: Path,
+    ctx: Context,
+    wanted: set[str],
+    opts: RunOptions,
+    *,
+    db_url: str | None,
+    executor: Executor,
+    owned: bool,
+    run_options: dict[str, Any],
+    force: Sequence[str],
+    progress: bool,
+    console: Console | None,
+    adopt_folder: bool,
+    lock_timeout: float,
+) -> RunSummary:
+    """:func:`run_study` once its arguments are checked and its executor is starting: the
+    folder claimed, the database opened, the subjects run, the tables published."""
+    from ..study import default_url, open_store
+
+    root = ctx.study_root
     run_id = dt.datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
     notes: list[str] = []
     folder = claim_output_folder(
@@ -230,7 +279,6 @@ def run_study(
         except BaseException:
             detach_log(handler)
             raise
-        given = executor
         status = "interrupted"
         try:
             log.info("tumorscope %s: run %s of %s into %s", __version__, run_id, root, out)
@@ -240,10 +288,7 @@ def run_study(
             if n_tmp:
                 log.info("removed %d temporary file(s) of an interrupted run", n_tmp)
             active_steps = _active_steps(wanted, summary)
-            if executor is None:
-                executor = Executor(workers=workers, scheduler=scheduler)
             log.info("executor: %s", executor.description)
-            run_options = {"workers": workers, "scheduler": scheduler, "force": list(force)}
             _record_start(store, run_id, log_file, opts, run_options)
             plan = _plan(study_obj, active_steps)
             recorder = Recorder(store, summary, run_id)
@@ -251,7 +296,7 @@ def run_study(
             bars = Bars(progress, console, len(plan), n_units)
             active = frozenset(s.name for s in active_steps)
             with bars:
-                if executor.client is not None and "report" in wanted:
+                if executor.distributed and "report" in wanted:
                     _preload(_STUDY_REPORT_MODULES)  # while the workers run the subjects
                 try:
                     run_subjects(
@@ -259,7 +304,7 @@ def run_study(
                     )
                 finally:
                     _plan_order(summary, plan)
-            if executor is not given or close_executor:
+            if owned:
                 executor.close_soon()  # the workers stop while the client publishes
             summary.report = publish(
                 ctx, study_obj, store, recorder, force="report" in force, html="report" in wanted
@@ -268,7 +313,7 @@ def run_study(
         finally:
             summary.duration_s = time.perf_counter() - t0
             _record_end(store, summary, status)
-            if executor is not None and (executor is not given or close_executor):
+            if owned:
                 executor.close()  # or waits for close_soon's thread
             store.close()
             detach_log(handler)
