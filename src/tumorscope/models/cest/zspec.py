@@ -370,6 +370,47 @@ def wassr_b0(
             field="offsets_ppm",
         )
     g = np.linspace(-window_ppm, window_ppm, int(n_grid))
+    varpro = _compiled_varpro() if backend == "auto" else None
+    if backend == "numba":
+        varpro = _compiled_varpro()
+        if varpro is None:  # pragma: no cover - numba is in 'fast'
+            raise DataError("backend 'numba' needs numba installed", field="backend")
+    if varpro is not None:
+        # the compiled variable-projection fit (the same least-squares problem, see
+        # _b0_numba); the voxels it leaves to the bounded 5-parameter fit are refitted below
+        z = np.ascontiguousarray(flat if rows.size == V else flat[rows])
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        shift = np.empty(rows.size)
+        flag = np.empty(rows.size, dtype=np.uint8)
+        D = np.ascontiguousarray(_slope_operator(tuple(float(v) for v in x)))
+        varpro(x, D, z, k0, g, float(window_ppm), 200, 1e-12, 1e-10, shift, flag)
+        out[rows] = x[k0] + shift
+        left = np.flatnonzero(flag != 0)
+        rows, k0 = rows[left], k0[left]
+    _fit_lines(flat, rows, k0, x, g, float(window_ppm), backend, out)
+    return out.reshape(spatial)
+
+
+def _compiled_varpro() -> Any:
+    try:
+        from ._b0_numba import wassr_varpro
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return wassr_varpro
+
+
+def _fit_lines(
+    flat: np.ndarray,
+    rows: np.ndarray,
+    k0: np.ndarray,
+    x: np.ndarray,
+    g: np.ndarray,
+    window_ppm: float,
+    backend: str,
+    out: np.ndarray,
+) -> None:
+    """Step (3) of :func:`wassr_b0` on the bounded 5-parameter solver, into ``out[rows]``."""
     lo = np.array([-np.inf, -np.inf, 0.0, 1e-3, -window_ppm])
     hi = np.array([np.inf, np.inf, np.inf, 20.0, window_ppm])
     scale = np.array([1.0, 1.0, 1.0, 1.0, 0.1])
@@ -429,7 +470,6 @@ def wassr_b0(
         shift = params[:, 4]
         good = (status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
         out[r] = x[kb] + np.where(good, shift, g[j])
-    return out.reshape(spatial)
 
 
 def mtr_asym(
