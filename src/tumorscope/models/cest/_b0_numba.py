@@ -110,11 +110,7 @@ def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
     n = g.shape[0]
     for a in range(K):
         yk[a] = zrow[a]
-    for a in range(K):
-        s = 0.0
-        for b in range(K):
-            s += D[a, b] * yk[b]
-        m[a] = s
+        m[a] = np.nan  # the knot derivatives (D @ y), computed for the knots the grid needs
     # the spline on the grid x[k] + g (NaN outside the knots: the row's largest value)
     xk = x[k]
     yv = np.empty(n)
@@ -129,6 +125,12 @@ def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
             continue
         while iv < K - 2 and x[iv + 1] <= qv:
             iv += 1
+        for a in range(iv, iv + 2):
+            if np.isnan(m[a]):
+                s = 0.0
+                for b in range(K):
+                    s += D[a, b] * yk[b]
+                m[a] = s
         h = x[iv + 1] - x[iv]
         t = (qv - x[iv]) / h
         t1 = 1.0 - t
@@ -241,3 +243,53 @@ def wassr_varpro(x, D, z, k0, g, window, max_iter, ftol, xtol, shift, flag):
         s, f = _voxel(x, D, z[v], k0[v], g, window, max_iter, ftol, xtol, yk, m, out)
         shift[v] = s
         flag[v] = f
+
+
+@nb.njit(cache=True, parallel=True)
+def spline_rows(x, D, z, q, out):
+    """``zspec._spline_at`` compiled: the not-a-knot cubic spline of each row of ``z`` (knots
+    ``x``, knot derivatives ``D @ z[v]``, only those of the knots around a point) at the row's
+    points ``q[v]``, in Hermite form; NaN outside ``[x[0], x[-1]]`` and on rows with a
+    non-finite value."""
+    K = x.shape[0]
+    Q = q.shape[1]
+    for v in nb.prange(z.shape[0]):
+        y = np.empty(K)
+        m = np.empty(K)
+        fin = True
+        for a in range(K):
+            y[a] = z[v, a]
+            if not np.isfinite(y[a]):
+                fin = False
+        if not fin:
+            for c in range(Q):
+                out[v, c] = np.nan
+            continue
+        for a in range(K):
+            m[a] = np.nan  # the knot derivatives, computed when a point needs them
+        for c in range(Q):
+            qv = q[v, c]
+            if not (qv >= x[0] and qv <= x[K - 1]):
+                out[v, c] = np.nan
+                continue
+            lo = 0
+            hi = K - 1  # x[lo] <= qv, the interval [lo, lo + 1] (the last one at x[-1])
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if x[mid] <= qv:
+                    lo = mid
+                else:
+                    hi = mid
+            i = min(lo, K - 2)
+            for a in range(i, i + 2):
+                if np.isnan(m[a]):
+                    s = 0.0
+                    for b in range(K):
+                        s += D[a, b] * y[b]
+                    m[a] = s
+            h = x[i + 1] - x[i]
+            t = (qv - x[i]) / h
+            t1 = 1.0 - t
+            out[v, c] = (t1 * t1) * ((1.0 + 2.0 * t) * y[i] + (t * h) * m[i]) + (t * t) * (
+                (3.0 - 2.0 * t) * y[i + 1] - (t1 * h) * m[i + 1]
+            )

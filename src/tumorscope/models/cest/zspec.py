@@ -188,13 +188,28 @@ def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
     The not-a-knot spline of ``scipy.interpolate.CubicSpline``, evaluated in its Hermite form
     from the values and the knot derivatives (``flat @ Dᵀ``, one matrix product for all rows,
     :func:`_slope_operator`): the same numbers to rounding, without a spline object per call.
-    Rows with a non-finite value give NaN. Works in blocks of :data:`_BLOCK_ROWS` rows.
+    Rows with a non-finite value give NaN. From :data:`_COMPILED_MIN_ROWS` rows with numba
+    installed, one compiled loop over the rows (:func:`._b0_numba.spline_rows`, the same
+    formulas); else numpy in blocks of :data:`_BLOCK_ROWS` rows.
     """
     V = flat.shape[0]
     out = np.full(q.shape, np.nan)
     if V == 0:
         return out
     D = _slope_operator(tuple(float(v) for v in x))
+    kernel = _compiled_spline()
+    if kernel is not None and V >= _COMPILED_MIN_ROWS:
+        z = np.ascontiguousarray(flat)
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        kernel(
+            np.ascontiguousarray(x, dtype=np.float64),
+            np.ascontiguousarray(D),
+            z,
+            np.ascontiguousarray(q, dtype=np.float64),
+            out,
+        )
+        return out
     h_all = np.diff(x)
     for a in range(0, V, _BLOCK_ROWS):
         b = min(a + _BLOCK_ROWS, V)
@@ -217,6 +232,18 @@ def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
         )
         out[a:b] = np.where(inside, val, np.nan)
     return out
+
+
+#: From this many rows :func:`_spline_at` runs compiled (:func:`._b0_numba.spline_rows`).
+_COMPILED_MIN_ROWS = 64
+
+
+def _compiled_spline() -> Any:
+    try:
+        from ._b0_numba import spline_rows
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return spline_rows
 
 
 def _spline_on_grids(flat: np.ndarray, x: np.ndarray, k0: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -504,8 +531,8 @@ def mtr_asym(
         raise DataError("offsets for MTRasym must be finite", field="at_ppm")
     a = np.abs(at.reshape(1, -1))
     bb = np.asarray(b0).reshape(-1, 1)
-    neg = _spline_at(flat, x, -a + bb)
-    pos = _spline_at(flat, x, a + bb)
+    both = _spline_at(flat, x, np.concatenate([-a + bb, a + bb], axis=1))  # one pass
+    neg, pos = both[:, : a.shape[1]], both[:, a.shape[1] :]
     return (neg - pos).reshape(spatial + at.shape)
 
 
