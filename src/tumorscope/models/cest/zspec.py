@@ -204,7 +204,7 @@ def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
             z = z.astype(np.float64)
         kernel(
             np.ascontiguousarray(x, dtype=np.float64),
-            np.ascontiguousarray(D),
+            np.array(D),  # writable (the cached operator is not): one compiled signature
             z,
             np.ascontiguousarray(q, dtype=np.float64),
             out,
@@ -410,7 +410,7 @@ def wassr_b0(
             z = z.astype(np.float64)
         shift = np.empty(rows.size)
         flag = np.empty(rows.size, dtype=np.uint8)
-        D = np.ascontiguousarray(_slope_operator(tuple(float(v) for v in x)))
+        D = np.array(_slope_operator(tuple(float(v) for v in x)))  # writable: one signature
         varpro(x, D, z, k0, g, float(window_ppm), 200, 1e-12, 1e-10, shift, flag)
         out[rows] = x[k0] + shift
         left = np.flatnonzero(flag != 0)
