@@ -163,8 +163,18 @@ def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
     L = np.empty(n)
     for i in range(n):
         yt[i] = yv[i] - yb - cy * g[i]
-    tg = window
+    # start: the grid minimum, the width at half depth on the grid (else the window)
     tx = g[j]
+    half = 0.5 * (top + yv[j])
+    il = j
+    while il > 0 and yv[il] < half:
+        il -= 1
+    ir = j
+    while ir < n - 1 and yv[ir] < half:
+        ir += 1
+    tg = window
+    if yv[il] >= half and yv[ir] >= half and ir > il:
+        tg = min(max(g[ir] - g[il], 1e-2), 20.0)
     rss = _rss(tg, tx, g, yt, n, G, L, out)
     if not np.isfinite(rss):
         return 0.0, 1
@@ -214,6 +224,12 @@ def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
                 converged = True
                 break
         else:
+            if ok and abs(d1) <= xtol * (abs(tg) + 1.0) and abs(d2) <= xtol * (abs(tx) + 0.1):
+                # the step the rejected trial proposed is below the step tolerance: at the
+                # minimum to within xtol (rounding makes the RSS no smaller; raising the
+                # damping to 1e10 would end here too, a dozen trials later)
+                converged = True
+                break
             lam *= 10.0
             if lam > 1e10:
                 converged = True
