@@ -10,9 +10,10 @@ of ``[1, g, L(θ)]`` (Golub & Pereyra 1973, doi:10.1137/0710036): the same minim
 
 One compiled loop per voxel does all of it: the knot derivatives of the not-a-knot cubic
 spline (``D @ y``, ``D`` from :func:`tumorscope.models.cest.zspec._slope_operator`), the
-spline on the grid (Hermite form, as ``zspec._spline_at``), the start (the grid minimum, the
-width ``window``, as the 5-parameter solver), the fit. The algebra works on sums over the grid
-only: with ``P0`` the projector off ``[1, g]`` (``Σ g = 0`` on the symmetric grid),
+spline on the grid (Hermite form, as ``zspec._spline_at``), the start (the grid minimum; the
+width of the dip at half depth on the grid, else ``window``), the fit. The algebra works on
+sums over the grid only: with ``P0`` the projector off ``[1, g]`` (``Σ g = 0`` on the
+symmetric grid),
 ``P0 u · P0 v = u·v - n ū v̄ - (u·g)(v·g) / (g·g)``.
 
 A voxel whose solution leaves the 5-parameter problem's bounds (``A < 0``, ``Γ`` outside
@@ -103,9 +104,9 @@ def _derivs(tg, tx, g, yt, n, G, L, out):
 
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
 def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
-    """The water line of one spectrum; returns ``(shift, flag)``, flag 0 = solved here,
-    1 = to be solved by the bounded 5-parameter fit, 2 = fall back to the grid minimum
-    (non-finite spline values everywhere)."""
+    """The water line of one spectrum; returns ``(shift, flag)``: flag 0 = solved here,
+    1 = outside the bounded problem or not converged, 2 = no finite spline value on the grid
+    (``wassr_b0`` hands both to the bounded 5-parameter fit)."""
     K = x.shape[0]
     n = g.shape[0]
     for a in range(K):

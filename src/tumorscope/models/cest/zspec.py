@@ -349,10 +349,13 @@ def wassr_b0(
     adaptive : bool, keyword-only
         Widen the window to the dip's half width (broad lines of strong saturation).
     backend : {"auto", "numba", "numpy"}, keyword-only
-        The solver of step (3): the bounded LM of :mod:`tumorscope.fitting.lm` compiled with
-        the model inlined (:func:`._numba.lorentz_slope_lm`; ``"auto"`` when numba is
-        installed), or the numpy one; the same algorithm and tolerances (the two agree to
-        1e-8 ppm, tested).
+        The solver of steps (2)–(3): with numba (``"auto"`` when installed) one compiled loop
+        per voxel that solves the same least-squares problem by variable projection over
+        (width, centre) (:func:`._b0_numba.wassr_varpro`), handing the voxels outside the
+        bounds of the 5-parameter problem to the bounded LM of :mod:`tumorscope.fitting.lm`
+        compiled with the model inlined (:func:`._numba.lorentz_slope_lm`); or the numpy
+        bounded LM for every voxel. The same tolerances and minima (the two agree to 1e-7
+        ppm, tested).
 
     Returns
     -------
