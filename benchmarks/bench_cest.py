@@ -26,11 +26,23 @@ default) and on the whole body, against reading the CEST series, in one run.
 ``--accuracy`` prints instead the error tables of ``docs/cest.md`` (B0 from WASSR and from
 the CEST spectra, WASABI, MTRasym and the Lorentzian amide amplitude against amide
 concentration and exchange rate under B0 shifts).
+``--compare STUDY`` times the ``fit_cest`` stage of this tree against another source tree
+(``--old-src``, default ``/work/main/src``) on the first visit of ``STUDY``: each in a child
+process (``PYTHONPATH`` = the tree), serial on one thread (``os.cpu_count = 1``,
+``numba.set_num_threads(1)``), a warm-up run then ``--repeats`` timed runs, the two trees
+alternated ``--rounds`` times, with the load average next to each figure; then it compares
+their maps (B0, MTRasym, the Lorentzian in the fit region: median / 99th percentile of
+|new - old|) and both against the phantom's truths (``derivatives/truth``: the B0 map, and the
+amide fraction for the amide amplitude: rank correlation in the fit region).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -265,6 +277,139 @@ def bench_stage(study: str, repeats: int) -> None:
     print(f"last region recorded: {side['Provenance']['fit_region']}")
 
 
+def stage_child(study: str, out: str, repeats: int) -> None:
+    """In a child: ``fit_cest`` of the first visit, serial on one thread; prints JSON."""
+    os.cpu_count = lambda: 1  # type: ignore[assignment]
+    import numba
+
+    numba.set_num_threads(1)
+    from tumorscope.io import open_study
+    from tumorscope.stages.base import SeriesInput
+    from tumorscope.stages.cest import CESTOptions, fit_cest
+
+    visit = next(iter(open_study(study).visits()))
+    labels = visit.lesions.load_labels() if visit.lesions is not None else None
+    inputs = {
+        r: SeriesInput.of(s)
+        for r, s in visit.series.items()
+        if r in ("cest", "wassr", "wasabi") or r.startswith("cest_")
+    }
+
+    def run() -> object:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_cest(inputs, out_dir=out, prefix="b_", options=CESTOptions(), lesions=labels)
+
+    run()  # compiled code loaded, caches warm
+    load = [_timed(lambda: [s.load() for s in inputs.values()])[1] for _ in range(repeats)]
+    runs = [_timed(run)[1] for _ in range(repeats)]
+    print(json.dumps({"load": load, "runs": runs, "visit": visit.id}))
+
+
+def _load_avg() -> float:
+    return os.getloadavg()[0]
+
+
+def compare(study: str, old_src: str, rounds: int, repeats: int) -> None:
+    """``fit_cest`` of this tree vs ``old_src``: times (alternated children) and maps."""
+    import tempfile
+
+    import nibabel as nib
+
+    new_src = str(Path(__file__).resolve().parents[1] / "src")
+    with tempfile.TemporaryDirectory() as tmp:
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        loads: dict[str, list[float]] = {"old": [], "new": []}
+        print(f"fit_cest, {study} first visit, serial one thread; old = {old_src}")
+        print(
+            f"{'round':<6}{'tree':<6}{'wall s (each run)':<26}{'CPU s':>8}{'load':>7}{'/ read':>8}"
+        )
+        for r in range(rounds):
+            for name, src in (("old", old_src), ("new", new_src)):
+                env = {**os.environ, "PYTHONPATH": src, "TUMORSCOPE_STEP_CONCURRENCY": "1"}
+                la = _load_avg()
+                res = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--stage-child",
+                        study,
+                        "--out",
+                        f"{tmp}/{name}",
+                        "--repeats",
+                        str(repeats),
+                    ],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                d = json.loads(res.stdout.strip().splitlines()[-1])
+                walls = [w for w, _ in d["runs"]]
+                times[name] += walls
+                loads[name].append(la)
+                rd = min(w for w, _ in d["load"])
+                print(
+                    f"{r:<6}{name:<6}{', '.join(f'{w:.2f}' for w in walls):<26}"
+                    f"{min(c for _, c in d['runs']):8.2f}{la:7.2f}{min(walls) / rd:7.1f}x"
+                )
+        bo, bn = min(times["old"]), min(times["new"])
+        mo, mn = float(np.median(times["old"])), float(np.median(times["new"]))
+        print(
+            f"best old {bo:.2f} s, new {bn:.2f} s: {bo / bn:.2f}x; median old {mo:.2f}, "
+            f"new {mn:.2f}: {mo / mn:.2f}x"
+        )
+        _compare_maps(Path(tmp), study, nib)
+
+
+def _compare_maps(tmp: Path, study: str, nib: object) -> None:
+    from tumorscope.io import open_study
+
+    def img(tree: str, name: str) -> np.ndarray:
+        return np.asarray(nib.load(str(tmp / tree / f"b_cest_{name}.nii.gz")).dataobj, float)  # type: ignore[attr-defined]
+
+    status = img("new", "lorentzian_status")
+    region = status != 255
+    print(f"\nmaps, new vs old (fit region: {int(region.sum())} voxels)")
+    print(f"{'map':<28}{'voxels':>8}{'median |d|':>12}{'p99 |d|':>10}{'max |d|':>10}")
+    names = ["B0", "MTRasym_3p5ppm", "MTRasym_2ppm"]
+    amps = [f"lorentzian_{p}_amp" for p in ("water", "mt", "amide", "amine", "noe")]
+    for name in [*names, "lorentzian_B0", *amps]:
+        a, b = img("old", name), img("new", name)
+        both = np.isfinite(a) & np.isfinite(b)
+        if name.startswith("lorentzian"):
+            both &= region
+        same_nan = np.array_equal(np.isnan(a), np.isnan(b))
+        d = np.abs(a - b)[both]
+        print(
+            f"{name:<28}{int(both.sum()):8d}{np.median(d):12.2e}{np.percentile(d, 99):10.2e}"
+            f"{d.max():10.2e}" + ("" if same_nan else "  (NaN masks differ)")
+        )
+    visit = next(iter(open_study(study).visits()))
+    sub, ses = visit.subject_id, visit.id
+    truth = Path(study) / "derivatives" / "truth" / f"sub-{sub}" / f"ses-{ses}"
+    b0_t = truth / f"sub-{sub}_ses-{ses}_desc-cest_B0_truth.nii.gz"
+    amide_t = truth / f"sub-{sub}_ses-{ses}_desc-cest_amide_fraction_truth.nii.gz"
+    if b0_t.exists():
+        t = np.asarray(nib.load(str(b0_t)).dataobj, float)  # type: ignore[attr-defined]
+        print("\nB0 against the phantom's truth (ppm, body voxels)")
+        for tree in ("old", "new"):
+            e = (img(tree, "B0") - t)[np.isfinite(img(tree, "B0"))]
+            print(
+                f"  {tree}: bias {np.mean(e):+.4f}, RMS {np.sqrt(np.mean(e**2)):.4f}, "
+                f"median |e| {np.median(np.abs(e)):.4f}, p99 |e| {np.percentile(np.abs(e), 99):.4f}"
+            )
+    if amide_t.exists():
+        from scipy.stats import spearmanr
+
+        t = np.asarray(nib.load(str(amide_t)).dataobj, float)  # type: ignore[attr-defined]
+        print("amide amplitude vs the amide fraction truth (fit region): Spearman rho")
+        for tree in ("old", "new"):
+            a = img(tree, "lorentzian_amide_amp")
+            ok = region & np.isfinite(a) & np.isfinite(t)
+            print(f"  {tree}: {spearmanr(a[ok], t[ok]).statistic:.4f} ({int(ok.sum())} voxels)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=20000)
@@ -274,7 +419,18 @@ def main() -> None:
     ap.add_argument("--b0", action="store_true")
     ap.add_argument("--stage", metavar="STUDY", default=None)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--compare", metavar="STUDY", default=None)
+    ap.add_argument("--old-src", default="/work/main/src")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--stage-child", metavar="STUDY", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.stage_child is not None:
+        stage_child(a.stage_child, a.out, a.repeats)
+        return
+    if a.compare is not None:
+        compare(a.compare, a.old_src, a.rounds, a.repeats)
+        return
     if a.accuracy:
         accuracy(a.seed)
         return

