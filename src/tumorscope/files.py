@@ -219,6 +219,26 @@ def csv_cell(value: Any) -> Any:
     return value  # a signed number ("-12.5") is data, not a formula
 
 
+def _escaped(values: pd.Series) -> pd.Series:
+    """:func:`csv_cell` of every cell of an object column, computed once per distinct value
+    (identifiers, names and units repeat over thousands of rows; most columns need none)."""
+    import pandas as pd
+
+    try:
+        distinct = pd.unique(values)
+    except TypeError:  # unhashable cells (lists): one by one
+        return values.map(csv_cell)
+    changed = {}
+    for v in distinct:
+        if isinstance(v, str):
+            safe = csv_cell(v)
+            if safe != v:
+                changed[v] = safe
+    if not changed:
+        return values
+    return values.map(lambda v: changed.get(v, v) if isinstance(v, str) else v)
+
+
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str], *, sep: str = ",") -> Path:
     """Write a table as CSV (``sep="\\t"``: TSV) atomically, text cells and column names
     escaped with :func:`csv_cell`. Every CSV tumorscope writes from user text goes through it.
@@ -228,8 +248,12 @@ def write_csv(frame: pd.DataFrame, path: str | os.PathLike[str], *, sep: str = "
     safe = frame.rename(columns=lambda c: csv_cell(str(c)))
     for col in range(safe.shape[1]):
         values = safe.iloc[:, col]
-        if pd.api.types.is_string_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype):
-            safe.isetitem(col, values.astype(object).map(csv_cell))
+        if (
+            values.dtype == object
+            or pd.api.types.is_string_dtype(values)
+            or isinstance(values.dtype, pd.CategoricalDtype)
+        ):  # (an object column of text and numbers is not a "string dtype": escaped too)
+            safe.isetitem(col, _escaped(values.astype(object)))
     out = Path(path)
     atomic_write(out, lambda tmp: safe.to_csv(tmp, index=False, sep=sep))
     return out

@@ -383,3 +383,28 @@ def test_the_shared_csv_writer_escapes_text_not_numbers(tmp_path: Path) -> None:
     )
     text = write_csv(frame, tmp_path / "t.csv").read_text().splitlines()
     assert text == ["'=name,value", "'=1+1,-1.0", "-3.5,2.0", "'\tx,3.0", "L1,4.0", ",5.0"]
+
+
+def test_the_csv_writer_escapes_every_cell_of_long_and_odd_columns(tmp_path: Path) -> None:
+    """Escaping is computed once per distinct value: every occurrence of a formula is still
+    escaped, in string, categorical and object columns, NaN and non-text cells left alone,
+    and a column of unhashable cells (lists) escaped cell by cell."""
+    import pandas as pd
+
+    from tumorscope.files import csv_cell, write_csv
+
+    cells = ["=A1", "L1", "@SUM(B:B)", "-2", None, "+cmd|x", "L1"] * 500
+    frame = pd.DataFrame(
+        {
+            "text": pd.Series(cells, dtype="string"),
+            "category": pd.Series(cells, dtype="category"),
+            "mixed": pd.Series([*cells[:-2], 3.5, float("nan")], dtype=object),
+            "lists": pd.Series([["=x"], ["y"]] * (len(cells) // 2) + [["z"]], dtype=object),
+        }
+    )
+    got = pd.read_csv(write_csv(frame, tmp_path / "t.csv"), dtype=str, keep_default_na=False)
+    for col in ("text", "category", "mixed"):
+        want = ["" if pd.isna(v) else str(csv_cell(v)) for v in frame[col]]
+        assert got[col].tolist() == want
+    assert got["text"].tolist().count("'=A1") == 500
+    assert got["lists"].tolist()[:2] == ["['=x']", "['y']"]  # not text cells: unchanged

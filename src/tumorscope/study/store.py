@@ -353,8 +353,11 @@ class Store:
         stmt = stmt.order_by(*t.primary_key.columns)
         with self.engine.connect() as conn:
             result = conn.execute(stmt)
-            frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-        return frame
+            columns = list(result.keys())
+            # plain tuples: given SQLAlchemy's Row objects, pandas probes every row for
+            # attributes (a caught exception each: 1.1 s of the 152,000 measurements)
+            rows = [tuple(r) for r in result.fetchall()]
+        return pd.DataFrame(rows, columns=columns)
 
     def counts(self) -> dict[str, int]:
         """Number of rows per table."""
