@@ -102,6 +102,25 @@ def _derivs(tg, tx, g, yt, n, G, L, out):
     out[8] = s12 - n * b1 * b2 - s1g * s2g / G
 
 
+@nb.njit(cache=True, inline="always")
+def _hermite(x, D, y, m, i, qv):
+    """The cubic Hermite spline through the knots ``(x, y)`` at ``qv`` in ``[x[i], x[i + 1]]``;
+    the knot derivatives ``m = D @ y`` are computed for the two knots it needs (NaN: not yet)
+    and kept in ``m`` for the next points."""
+    for a in range(i, i + 2):
+        if np.isnan(m[a]):
+            s = 0.0
+            for b in range(x.shape[0]):
+                s += D[a, b] * y[b]
+            m[a] = s
+    h = x[i + 1] - x[i]
+    t = (qv - x[i]) / h
+    t1 = 1.0 - t
+    return (t1 * t1) * ((1.0 + 2.0 * t) * y[i] + (t * h) * m[i]) + (t * t) * (
+        (3.0 - 2.0 * t) * y[i + 1] - (t1 * h) * m[i + 1]
+    )
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
 def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
     """The water line of one spectrum; returns ``(shift, flag)``: flag 0 = solved here,
@@ -126,18 +145,7 @@ def _voxel(x, D, zrow, k, g, window, max_iter, ftol, xtol, yk, m, out):
             continue
         while iv < K - 2 and x[iv + 1] <= qv:
             iv += 1
-        for a in range(iv, iv + 2):
-            if np.isnan(m[a]):
-                s = 0.0
-                for b in range(K):
-                    s += D[a, b] * yk[b]
-                m[a] = s
-        h = x[iv + 1] - x[iv]
-        t = (qv - x[iv]) / h
-        t1 = 1.0 - t
-        val = (t1 * t1) * ((1.0 + 2.0 * t) * yk[iv] + (t * h) * m[iv]) + (t * t) * (
-            (3.0 - 2.0 * t) * yk[iv + 1] - (t1 * h) * m[iv + 1]
-        )
+        val = _hermite(x, D, yk, m, iv, qv)
         yv[i] = val
         if val > top:
             top = val
@@ -298,15 +306,4 @@ def spline_rows(x, D, z, q, out):
                 else:
                     hi = mid
             i = min(lo, K - 2)
-            for a in range(i, i + 2):
-                if np.isnan(m[a]):
-                    s = 0.0
-                    for b in range(K):
-                        s += D[a, b] * y[b]
-                    m[a] = s
-            h = x[i + 1] - x[i]
-            t = (qv - x[i]) / h
-            t1 = 1.0 - t
-            out[v, c] = (t1 * t1) * ((1.0 + 2.0 * t) * y[i] + (t * h) * m[i]) + (t * t) * (
-                (3.0 - 2.0 * t) * y[i + 1] - (t1 * h) * m[i + 1]
-            )
+            out[v, c] = _hermite(x, D, y, m, i, qv)
