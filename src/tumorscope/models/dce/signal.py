@@ -279,10 +279,12 @@ def _signal_to_concentration_compiled(
     conc = np.empty(s.shape, dtype=out_dtype, order=order)
     status = np.empty(lead, dtype=np.uint8, order=order)
     valid = np.empty(lead, dtype=bool, order=order)
+    # writable C-ordered float64 vectors whatever T1 map and angles come in (a read-only map
+    # would be another type to numba: a second compilation, not in the warm-up table)
     _compiled()(
         rows,
-        np.ascontiguousarray(t1.reshape(-1, order=order), dtype=np.float64),
-        np.ascontiguousarray(alpha.reshape(-1, order=order), dtype=np.float64),
+        np.require(t1.reshape(-1, order=order), np.float64, ["C", "W"]),
+        np.require(alpha.reshape(-1, order=order), np.float64, ["C", "W"]),
         b0,
         nb,
         float(tr_s),
