@@ -174,12 +174,11 @@ def test_mrsi_grid_is_resampled_onto_the_tumour_grid(tmp_path) -> None:
     np.testing.assert_allclose(native, cho, rtol=0.02)
 
 
-def test_nearest_lookup_moves_maps_as_resample_does() -> None:
+def test_nearest_index_moves_maps_as_resample_does() -> None:
     # the gather through one index map against preprocessing.registration.resample (nearest)
     # map by map: the same float32 values, NaN outside the spectroscopic grid and where the
     # source is NaN (an oblique, shifted, coarser grid onto a finer one)
-    from tumorscope.preprocessing.registration import resample
-    from tumorscope.stages.metabolic import _nearest_lookup
+    from tumorscope.preprocessing.registration import nearest_index, resample
 
     rng = np.random.default_rng(0)
     c, s = np.cos(0.3), np.sin(0.3)
@@ -188,7 +187,7 @@ def test_nearest_lookup_moves_maps_as_resample_does() -> None:
     )
     native = Volume(np.zeros((6, 5, 3), np.float32), src_aff)
     onto = Volume(np.zeros((40, 36, 12), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
-    lookup = _nearest_lookup(native, onto)
+    lookup = nearest_index(native, onto)
     assert lookup is not None and (lookup >= 0).any() and (lookup < 0).any()
     for _ in range(3):
         arr = rng.normal(size=native.shape).astype(np.float32)
@@ -206,17 +205,16 @@ def test_nearest_lookup_moves_maps_as_resample_does() -> None:
         ((20, 18, 4), np.diag([4.0, 4.0, 9.0, 1.0])),  # coarser, voxel edges on centres
     ],
 )
-def test_nearest_lookup_equals_resample_of_the_index_image(
+def test_nearest_index_equals_resample_of_the_index_image(
     shape: tuple[int, int, int], affine: np.ndarray
 ) -> None:
     # the lookup against resample (nearest) of the image of flat indices, which is what it
     # computed before: grid-aligned points, half-voxel boundaries and one voxel included
-    from tumorscope.preprocessing.registration import resample
-    from tumorscope.stages.metabolic import _nearest_lookup
+    from tumorscope.preprocessing.registration import nearest_index, resample
 
     native = Volume(np.zeros(shape, np.float32), affine)
     onto = Volume(np.zeros((40, 36, 12), np.float32), np.diag([2.0, 2.0, 3.0, 1.0]))
     index = np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
     moved = resample(native.with_data(index), onto, interpolation="nearest").data
     ref = np.where(np.isfinite(moved), moved, -1).astype(np.int64)
-    np.testing.assert_array_equal(_nearest_lookup(native, onto), ref)
+    np.testing.assert_array_equal(nearest_index(native, onto), ref)

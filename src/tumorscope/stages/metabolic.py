@@ -273,34 +273,6 @@ def _prepare(mrs: Any, data: np.ndarray, weights: np.ndarray | None = None) -> n
     return x
 
 
-def _nearest_lookup(native: Volume, onto: Volume) -> np.ndarray | None:
-    """Flat index into ``native`` of the voxel each ``onto`` voxel takes by nearest-neighbour
-    resampling (-1 where it falls outside), so that every map of the spectroscopic grid is
-    moved by a gather: the same values as :func:`~tumorscope.preprocessing.registration.
-    resample` with ``interpolation="nearest"`` map by map (which computes the coordinates of
-    the whole target grid each time: a quarter of a second per map on a 128 × 128 × 30 grid).
-
-    The source coordinates of the target voxels are ``resample``'s own (its
-    ``_source_index_of_target``), rounded as it rounds them for nearest neighbour
-    (``np.rint``); a voxel is inside where they lie within half a voxel of the outer voxel
-    centres, i.e. where the rounded index is in range: what ``resample`` of an image of the
-    flat indices returned (``tests/stages/test_metabolic.py`` compares the two), without
-    its interpolation pass over the target grid. None when the grid is too large for the
-    indices to be exact in float32 (then map by map, as before).
-    """
-    from ..preprocessing.registration import _source_index_of_target
-
-    shape = native.spatial_shape
-    if int(np.prod(shape)) >= 2**24:
-        return None
-    idx = np.rint(_source_index_of_target(onto, native, None).reshape(-1, 3))
-    inside = np.all((idx >= 0) & (idx <= np.array(shape, dtype=float) - 1), axis=1)
-    out = np.full(idx.shape[0], -1, np.int64)
-    ijk = idx[inside].astype(np.int64)
-    out[inside] = np.ravel_multi_index((ijk[:, 0], ijk[:, 1], ijk[:, 2]), shape)
-    return out.reshape(onto.spatial_shape)
-
-
 def fit_mrs(
     spectra: str | os.PathLike[str],
     *,
@@ -331,7 +303,7 @@ def fit_mrs(
         water_amplitude,
         water_scaled,
     )
-    from ..preprocessing.registration import resample
+    from ..preprocessing.registration import nearest_index, resample
 
     src = Path(spectra)
     mrs = read_nifti_mrs(src)
@@ -422,7 +394,7 @@ def fit_mrs(
     lab = None if labels is None else np.asarray(labels.data).astype(np.int64)
     lesions = {} if lab is None else {v: lab == v for v in _lesion_names(lab, lesion_ids)}
     names = {} if lab is None else _lesion_names(lab, lesion_ids)
-    lookup = None if onto is None else _nearest_lookup(native, onto)
+    lookup = None if onto is None else nearest_index(native, onto)
     lead = dict(keys or {})
     rows: list[dict[str, Any]] = []
     model = "dmi" if is_2h else "mrs"
