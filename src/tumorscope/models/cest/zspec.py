@@ -238,12 +238,19 @@ def _spline_at(flat: np.ndarray, x: np.ndarray, q: np.ndarray) -> np.ndarray:
 _COMPILED_MIN_ROWS = 64
 
 
-def _compiled_spline() -> Any:
+def _kernel(module: str, name: str) -> Any:
+    """The compiled kernel ``name`` of this package's ``module`` (imported at first use), or
+    None without numba."""
+    import importlib
+
     try:
-        from ._b0_numba import spline_rows
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
     except ImportError:  # pragma: no cover - numba is in the 'fast' extra
         return None
-    return spline_rows
+
+
+def _compiled_spline() -> Any:
+    return _kernel("_b0_numba", "spline_rows")
 
 
 def _spline_on_grids(flat: np.ndarray, x: np.ndarray, k0: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -310,11 +317,7 @@ def _lorentz_slope(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _compiled_solver() -> Any:
-    try:
-        from ._numba import lorentz_slope_lm
-    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
-        return None
-    return lorentz_slope_lm
+    return _kernel("_numba", "lorentz_slope_lm")
 
 
 def wassr_b0(
@@ -423,11 +426,7 @@ def wassr_b0(
 
 
 def _compiled_varpro() -> Any:
-    try:
-        from ._b0_numba import wassr_varpro
-    except ImportError:  # pragma: no cover - numba is in the 'fast' extra
-        return None
-    return wassr_varpro
+    return _kernel("_b0_numba", "wassr_varpro")
 
 
 def _fit_lines(
