@@ -87,3 +87,44 @@ def test_a_rescaled_image_is_loaded_whole(study_copy: Path) -> None:
     n = int(np.count_nonzero(~np.isfinite(series.load().data)))
     assert n > 0
     assert _scan_series(series)[1] == n
+
+
+def test_scans_on_threads_find_the_same_problems_in_the_same_order(study_copy: Path) -> None:
+    """``validate_visit(pool=...)`` (the register step reads a visit's images on the unit's
+    threads): the problems of a visit with a corrupt series, a truncated one, non-finite
+    values and a wrong volume count are those of the one-thread scan, in its order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tumorscope.io import validate_visit
+
+    ses = study_copy / "sub-001/ses-01"
+    dce = ses / "perf/sub-001_ses-01_dce.nii.gz"
+    packed = bytearray(gzip.compress(gzip.decompress(dce.read_bytes()), 0, mtime=0))
+    packed[len(packed) // 2 : len(packed) // 2 + 64] = b"\xff" * 64
+    dce.write_bytes(bytes(packed))
+    t2w = ses / "anat/sub-001_ses-01_T2w.nii.gz"
+    t2w.write_bytes(t2w.read_bytes()[: t2w.stat().st_size // 2])
+    dwi = ses / "dwi/sub-001_ses-01_dwi.nii.gz"
+    img: Any = nib.load(str(dwi))
+    data = np.asarray(img.dataobj).astype(np.float32)
+    data[2, 2, 1, :] = np.nan
+    nib.save(nib.Nifti1Image(data[..., :-1], img.affine), str(dwi))  # one volume short
+    vfa = next(ses.glob("anat/*VFA.nii.gz"), None)
+    if vfa is not None:
+        img = nib.load(str(vfa))
+        data = np.asarray(img.dataobj).astype(np.float32)
+        data[1, 1, 1, 0] = np.inf
+        nib.save(nib.Nifti1Image(data, img.affine), str(vfa))
+
+    def problems(pool: Any) -> list[tuple[str, str, str, str]]:
+        study = open_study(study_copy)
+        visit = study.subjects["001"].visits["01"]
+        found = validate_visit(study, visit, pool=pool)
+        return [(p.severity, p.file, p.field, p.message) for p in found]
+
+    alone = problems(None)
+    with ThreadPoolExecutor(3) as pool:
+        threaded = problems(pool)
+    assert threaded == alone
+    files = {f for s, f, _, _ in alone if s == "error"}
+    assert {dce.name, t2w.name, dwi.name} <= {Path(f).name for f in files}

@@ -136,3 +136,37 @@ def test_viewer_data_is_jsons_own_text() -> None:
     _dump_volumes(payload, out)
     assert out.getvalue() == json.dumps(payload, separators=(",", ":"))
     assert json.loads(out.getvalue()) == payload
+
+
+def test_viewer_volumes_are_the_same_on_one_thread_and_on_three(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The viewer reads, ranges and encodes a visit's maps on the caller's share of the cores:
+    its volumes script is byte for byte the one-thread script (same maps, order, ranges)."""
+    import nibabel as nib
+
+    from tumorscope.io import open_study
+    from tumorscope.layout import VisitMap
+    from tumorscope.report import viewer
+
+    study = open_study(tiny_study)
+    subj = study.subjects["002"]
+    rng = np.random.default_rng(7)
+    maps: dict[str, dict[str, VisitMap]] = {}
+    for v in subj:
+        anat = v.series["anatomical"].load()
+        maps[v.id] = {}
+        for k, name in enumerate(["adc.ADC", "adc.S0", "extended_tofts.Ktrans", "t2.T2"]):
+            a = rng.gamma(2.0 + k, 1.0, anat.data.shape[:3]).astype(np.float32)
+            a[rng.random(a.shape) < 0.05] = np.nan
+            p = tmp_path / f"{name}_{v.id}.nii.gz"
+            nib.save(nib.Nifti1Image(a, anat.affine), p)
+            maps[v.id][name] = VisitMap(p, None, "x")
+    written = []
+    for threads in (1, 3):
+        monkeypatch.setattr(viewer, "_threads", lambda n=threads: n)
+        out = tmp_path / f"out{threads}"
+        assert viewer.write_viewer(out, study, "002", maps=maps) is not None
+        written.append(viewer.viewer_data_path(out, "002").read_bytes())
+    assert written[0] == written[1]
+    assert written[0].count(b'"kind":"map"') == 4 * len(list(subj))

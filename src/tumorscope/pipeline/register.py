@@ -7,6 +7,7 @@ match its table) stops the subject's other steps.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,12 @@ def run_register(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> 
     from ..io.study import validate_visit
 
     subject = study.subjects[unit.subject]
-    problems = [p for visit in subject for p in validate_visit(study, visit)]
+    threads = _threads()
+    if threads > 1:  # the images decompressed on the unit's share of the cores
+        with ThreadPoolExecutor(threads, thread_name_prefix="tumorscope-scan") as pool:
+            problems = [p for visit in subject for p in validate_visit(study, visit, pool=pool)]
+    else:
+        problems = [p for visit in subject for p in validate_visit(study, visit)]
     errors = [p for p in problems if p.severity == "error"]
     if errors:
         raise _problems_error(errors, f"subject {unit.subject}")
@@ -62,6 +68,17 @@ def run_register(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> 
         Write("lesions", {"subject": s}, _lesion_rows(s, subject)),
     ]
     return StepOutput(files=[], writes=writes, notes=[str(p) for p in problems])
+
+
+def _threads() -> int:
+    """This thread's share of the cores: numba's thread count, which the executor sets per
+    unit (one in a serial run); one without numba (the ``fast`` extra), which says nothing
+    of the share."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - the fast extra is installed wherever tests run
+        return 1
+    return max(1, int(numba.get_num_threads()))
 
 
 def _visit_row(s: str, visit: Visit) -> dict[str, Any]:

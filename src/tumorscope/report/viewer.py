@@ -41,11 +41,14 @@ Design decisions
 from __future__ import annotations
 
 import base64
+import contextvars
 import functools
 import json
 import math
 import shutil
+import sys
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -334,6 +337,15 @@ def _outline(labels: np.ndarray) -> np.ndarray:
     return (mask & ~inner).astype(np.float32)
 
 
+def _threads() -> int:
+    """The caller's share of the cores: numba's thread count in this thread when numba is
+    loaded (the pipeline's executor sets it per unit: one in a serial run), else one."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return 1
+    return max(1, int(numba.get_num_threads()))
+
+
 def _limits(a: np.ndarray, inside: np.ndarray | None) -> tuple[float, float]:
     """Display range of a map: its 1st-99th percentile in the lesions (``inside``, the mask of
     the visit's labels, computed once per visit; None without a lesion), else in the whole
@@ -362,27 +374,27 @@ def _visit_volumes(
     loaded: Mapping[str, Volume] | None = None,
 ) -> dict[str, Any] | None:
     """The volumes of one visit for the viewer: anatomical, maps, outline (``labels``: the
-    visit's lesion labels; ``loaded``: maps already read)."""
+    visit's lesion labels; ``loaded``: maps already read).
+
+    The maps are read, ranged and encoded on the caller's share of the cores
+    (:func:`_threads`), each independent of the others (decompression, compression and most
+    of numpy's work release the GIL); the page is the same, in the same order.
+    """
 
     vols: list[dict[str, Any]] = []
     headers: dict[bytes, bytes] = {}
 
-    def add(name: str, kind: str, data: np.ndarray, affine: np.ndarray, **extra: Any) -> None:
+    def entry(name: str, kind: str, data: np.ndarray, affine: np.ndarray, **extra: Any) -> Any:
         data, aff, how, origin, step = shrink(data, affine, box, crop=kind != "anat")
-        if how and kind == "anat":
-            notes.add(f"anatomical image {how}")
         if to_base is not None:
             aff = to_base @ aff
-        vols.append(
-            {
-                "name": name,
-                "kind": kind,
-                "shape": list(data.shape),
-                "data": _nifti_b64(data, aff, headers),
-            }
-            | {"origin": origin, "step": step}
-            | extra
-        )
+        volume = {
+            "name": name,
+            "kind": kind,
+            "shape": list(data.shape),
+            "data": _nifti_b64(data, aff, headers),
+        }
+        return volume | {"origin": origin, "step": step} | extra, how
 
     anat = reads.anatomical(v)
     if anat is not None:
@@ -390,7 +402,7 @@ def _visit_volumes(
         if a.ndim == 4:
             a = a[..., 0]
         lo, hi = np.nanpercentile(a, [0.5, 99.5])
-        add(
+        volume, how = entry(
             "anatomical",
             "anat",
             a,
@@ -400,22 +412,24 @@ def _visit_volumes(
             cal_min=float(lo),
             cal_max=float(hi),
         )
+        if how:
+            notes.add(f"anatomical image {how}")
+        vols.append(volume)
     inside = None if labels is None else np.asarray(labels.data) > 0  # once per visit
     if inside is not None and not inside.any():
         inside = None
-    for name in sorted(vmaps):
+
+    def one_map(name: str) -> tuple[tuple[float, float], dict[str, Any]] | None:
         path, _status, unit = vmaps[name]
         m = (loaded or {}).get(name)
         if m is None:
             m = reads.volume(path, keep=False)  # read once here: not held for the page
         a = np.asarray(m.data, dtype=np.float32)
         if a.ndim != 3:
-            continue
-        if name not in limits:
-            limits[name] = _limits(a, inside)
-        lo, hi = limits[name]
+            return None
+        lo, hi = limits[name] if name in limits else _limits(a, inside)
         param = name.split(".")[-1]
-        add(
+        volume, _ = entry(
             name,
             "map",
             a,
@@ -425,12 +439,26 @@ def _visit_volumes(
             cal_min=lo,
             cal_max=hi,
         )
+        return (lo, hi), volume
+
+    names = sorted(vmaps)
+    threads = min(_threads(), len(names))
+    if threads > 1:  # each task in a copy of this context: the page's read cache (reads)
+        with ThreadPoolExecutor(threads, thread_name_prefix="tumorscope-viewer") as pool:
+            tasks = [pool.submit(contextvars.copy_context().run, one_map, n) for n in names]
+            done = [t.result() for t in tasks]
+    else:
+        done = [one_map(n) for n in names]
+    for name, got in zip(names, done, strict=True):
+        if got is not None:
+            limits.setdefault(name, got[0])
+            vols.append(got[1])
     if not vols:
         return None
     if vols[0]["kind"] != "anat":  # no anatomical image: the first map is the background
         vols[0] = {**vols[0], "kind": "anat"}
     if labels is not None:
-        add(
+        volume, _ = entry(
             "lesion outline",
             "outline",
             _outline(np.asarray(labels.data)),
@@ -440,6 +468,7 @@ def _visit_volumes(
             cal_min=0.5,
             cal_max=1.0,
         )
+        vols.append(volume)
     days = v.days_on_treatment
     label = f"visit {v.id}" + ("" if days is None else f", day {days}")
     if to_base is not None:
