@@ -4,6 +4,7 @@ order the steps' requirements impose, failures, outcomes and warnings per unit."
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 import warnings
@@ -152,9 +153,9 @@ def test_step_concurrency_setting(monkeypatch: pytest.MonkeyPatch) -> None:
         step_concurrency(None)
 
 
-def test_heavy_units_never_run_together(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """b and c both hold "memory": none of their four units overlaps another; e (holding
-    nothing) may."""
+def test_exclusive_units_never_run_together(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """b and c both hold "memory" exclusively: none of their four units overlaps another; e
+    (holding nothing) may."""
     _run(ctx, 2, monkeypatch)
     spans = {}
     for k, ev, at in EVENTS:
@@ -211,3 +212,88 @@ def test_one_at_a_time_runs_in_the_calling_thread_in_plan_order(
     order = [k for k, ev, _ in EVENTS if ev == "start"]
     assert order == [f"sub-001/ses-{v}:{n}" for n in "abcde" for v in ("01", "02")]
     assert [ev for _, ev, _ in sorted(EVENTS, key=lambda e: e[2])] == ["start", "end"] * 10
+
+
+def _image(path: Path, shape: tuple[int, ...]) -> Path:
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(np.zeros(shape, np.int16), np.eye(4)), str(path))
+    return path
+
+
+def _spans() -> dict[str, dict[str, float]]:
+    spans: dict[str, dict[str, float]] = {}
+    for k, ev, at in EVENTS:
+        spans.setdefault(k, {})[ev] = at
+    return spans
+
+
+def _overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a["start"] < b["end"] and b["start"] < a["end"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "memory", "together"),
+    [
+        ("3", (1.0, 1.0), True),  # 1 + 1 ≤ 3 times the largest image
+        ("1.5", (1.0, 1.0), False),  # 2 > 1.5
+        ("3", (2.5, 1.0), False),  # 3.5 > 3
+        ("0", (0.1, 0.1), False),  # no budget: one counted unit at a time
+        ("3", (math.inf, 0.1), False),  # not bounded by its inputs: beside no counted unit
+    ],
+)
+def test_memory_budget_decides_which_heavy_units_run_together(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, budget: str, memory: Any, together: bool
+) -> None:
+    """Two steps with memory estimates (``Step.memory`` × the largest image of the unit's
+    inputs, float32, from the headers) run at once only if the estimates fit the subject's
+    budget (``TUMORSCOPE_MEMORY_BUDGET`` × the subject's largest image)."""
+    from types import SimpleNamespace
+
+    big = _image(ctx.study_root / "big.nii.gz", (8, 8, 4, 10))  # the subject's largest
+    small = _image(ctx.study_root / "small.nii.gz", (8, 8, 4))  # a tenth of it
+
+    def step(name: str, factor: float) -> Step:
+        s = _step(name, sleep=0.3, check=False)
+        return Step(name, "visit", "1", name, s.run, lambda c, st, u: [big], memory=factor)
+
+    table = (step("h1", memory[0]), step("h2", memory[1]))
+    monkeypatch.setattr(steps, "STEPS", table)
+    visit = SimpleNamespace(
+        series={"a": SimpleNamespace(path=big), "b": SimpleNamespace(path=small)}
+    )
+    monkeypatch.setattr(execute, "_study", lambda c: SimpleNamespace(subjects={"001": [visit]}))
+    monkeypatch.setenv(CONCURRENCY_ENV, "2")
+    monkeypatch.setenv(execute.MEMORY_ENV, budget)
+    items = [("h1", [Unit("h1", "001", "01")]), ("h2", [Unit("h2", "001", "01")])]
+    out = execute_subject(ctx, items, {}, frozenset(), frozenset(["h1", "h2"]), 2)
+    assert [o.status for o in out] == ["done", "done"]
+    spans = _spans()
+    assert _overlap(spans["sub-001/ses-01:h1"], spans["sub-001/ses-01:h2"]) is together
+
+
+def test_image_bytes_and_budget_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _image(tmp_path / "a.nii.gz", (5, 6, 7, 3))
+    b = _image(tmp_path / "b.nii", (5, 6, 7))
+    bad = tmp_path / "c.nii.gz"
+    bad.write_bytes(b"not an image")
+    assert execute._image_bytes([b, tmp_path / "x.json", bad]) == 4 * 5 * 6 * 7
+    assert execute._image_bytes([a, b]) == 4 * 5 * 6 * 7 * 3  # float32, the largest
+    assert execute._image_bytes([]) == 0
+    monkeypatch.delenv(execute.MEMORY_ENV, raising=False)
+    assert execute.memory_budget() == execute.MEMORY_BUDGET
+    monkeypatch.setenv(execute.MEMORY_ENV, "2.5")
+    assert execute.memory_budget() == 2.5
+    for text in ("-1", "lots", "inf", "nan"):
+        monkeypatch.setenv(execute.MEMORY_ENV, text)
+        with pytest.raises(DataError, match=execute.MEMORY_ENV):
+            execute.memory_budget()
+
+
+def test_the_pipelines_heavy_steps_carry_estimates() -> None:
+    """The six steps that were one-at-a-time before the budget carry an estimate; every
+    factor is positive (0 would not count the step)."""
+    heavy = {s.name: s.memory for s in steps.STEPS if s.memory}
+    assert set(heavy) == {"fit_dwi", "fit_dce", "fit_relax", "metabolic", "fit_cest", "measure"}
+    assert all(f > 0 for f in heavy.values())

@@ -189,3 +189,44 @@ def test_reports_load_in_headless_chromium(full_run: Any, tmp_path: Path, page: 
         check=True,
     )
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
+
+
+def test_the_viewer_is_its_own_step_and_the_page_embeds_it(
+    full_run: Any, small_study: Path, tmp_path: Path
+) -> None:
+    """``report_viewer`` writes the viewer (its page and volumes are its outputs, not the
+    subject page's) so that it runs beside ``measure`` and ``assess``; the subject page
+    embeds it. A run of ``report_subject`` without ``report_viewer`` writes the viewer
+    itself, with the same volumes."""
+    import json
+    import sqlite3
+
+    from tumorscope.pipeline import run_study
+
+    out = full_run.out_dir
+    with sqlite3.connect(out / "tumorscope.sqlite") as db:
+        rows = dict(
+            db.execute(
+                "select step, outputs from step_runs where unit = 'sub-002' and step like 'report%'"
+            ).fetchall()
+        )
+    assert set(rows) == {"report_viewer", "report_subject"}
+    viewer_outputs = sorted(json.loads(rows["report_viewer"]))
+    assert viewer_outputs == ["report/sub-002_viewer.html", "report/viewer/sub-002.js"]
+    assert sorted(json.loads(rows["report_subject"])) == ["report/sub-002.html"]
+    assert 'src="sub-002_viewer.html"' in (out / "report" / "sub-002.html").read_text()
+
+    alone = tmp_path / "alone"
+    shutil.copytree(out, alone)
+    for p in ("report/sub-002_viewer.html", "report/viewer/sub-002.js", "report/sub-002.html"):
+        (alone / p).unlink()
+    run_study(small_study, alone, steps=[s for s in _steps() if s != "report_viewer"])
+    assert 'src="sub-002_viewer.html"' in (alone / "report" / "sub-002.html").read_text()
+    same = (out / "report/viewer/sub-002.js").read_bytes()
+    assert (alone / "report/viewer/sub-002.js").read_bytes() == same
+
+
+def _steps() -> list[str]:
+    from tumorscope.pipeline.steps import STEPS
+
+    return [s.name for s in STEPS] + ["report"]

@@ -25,7 +25,15 @@ from .summary import Outcome
 if TYPE_CHECKING:
     from ..io import Study
 
-__all__ = ["CONCURRENCY_ENV", "execute_subject", "execute_unit", "step_concurrency", "up_to_date"]
+__all__ = [
+    "CONCURRENCY_ENV",
+    "MEMORY_ENV",
+    "execute_subject",
+    "execute_unit",
+    "memory_budget",
+    "step_concurrency",
+    "up_to_date",
+]
 
 
 def _study(ctx: Context) -> Study:
@@ -231,6 +239,61 @@ def step_concurrency(threads: int | None) -> int:
     return 2
 
 
+#: Environment variable: the memory budget of a subject's units running at once, as a multiple
+#: of the subject's largest image held as float32 (``0``: one counted unit at a time).
+MEMORY_ENV = "TUMORSCOPE_MEMORY_BUDGET"
+
+#: The default budget: two counted units whose estimates (``Step.memory``) add up to at most
+#: this many times the subject's largest image run at once. 3 keeps a visit's numpy peak
+#: under 4× its largest series (issue 21, target 6) with room for what the steps keep
+#: between them and for the estimates' error.
+MEMORY_BUDGET = 3.0
+
+
+def memory_budget() -> float:
+    """The memory budget of a subject's units (:data:`MEMORY_BUDGET`, or
+    ``TUMORSCOPE_MEMORY_BUDGET``), as a multiple of the subject's largest image (float32).
+
+    Two units of steps with a memory estimate (``Step.memory``) run at once only if their
+    estimates add up to at most the budget; ``0`` runs them one at a time (the rule before
+    issue 21's last stop). Units without an estimate are not counted.
+    """
+    text = os.environ.get(MEMORY_ENV, "").strip()
+    if not text:
+        return MEMORY_BUDGET
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise DataError(
+            f"expected a non-negative number (times the largest image), got {text!r}",
+            field=MEMORY_ENV,
+        )
+    return value
+
+
+def _image_bytes(paths: Sequence[Any]) -> int:
+    """Bytes of the largest NIfTI image of ``paths`` held as float32 (headers only; 0 for
+    none, or an image whose header cannot be read: the step itself reports it)."""
+    from ..volume import _read_header
+
+    largest = 0
+    for p in paths:
+        name = str(getattr(p, "name", p))
+        if not name.endswith((".nii", ".nii.gz")):
+            continue
+        try:
+            shape = _read_header(p).get_data_shape()
+        except (DataError, OSError):
+            continue
+        n = 1
+        for k in shape:
+            n *= int(k)
+        largest = max(largest, 4 * n)
+    return largest
+
+
 def _numba_threads_reentrant() -> bool:
     """Whether compiled parallel kernels may be launched from two threads at once."""
     try:
@@ -266,16 +329,35 @@ def _run_plan(
     A unit starts once every unit of the steps it requires (``Step.requires``, within this
     run) has finished, earliest in plan order first; its upstream hashes are then complete,
     as in the one-at-a-time order, so input hashes and outputs are the same. A unit of a
-    step that holds something exclusively (``Step.exclusive``: ``"memory"`` for DWI, DCE,
-    relaxometry, CEST, metabolic and measure, so that the visit's peak memory stays that of
-    one such step plus a light one) does not start while another unit holding the same
-    runs. Outcomes are
+    step that holds something exclusively (``Step.exclusive``) does not start while another
+    unit holding the same runs. Units of steps with a memory estimate (``Step.memory``: DWI,
+    DCE, relaxometry, CEST, metabolic, measure) run two at once only if their estimates
+    (the factor times the largest image of the unit's inputs, float32) add up to at most
+    the subject's budget (:func:`memory_budget` times its largest image), so that the
+    visit's numpy peak stays bounded by its largest series. Outcomes are
     passed to ``on_outcome`` in this (the calling) thread as they finish, and returned in
     plan order. After a failure no further unit starts (the rest are ``blocked``, as one at
     a time); units already running finish and keep their outcome.
     """
     plan = [(step_name, u) for step_name, units in items for u in units]
     left = {step_name: len(units) for step_name, units in items}  # units not yet finished
+    budget = _subject_budget(ctx, plan, study) if width > 1 else 0.0
+    need: dict[int, float] = {}  # each counted unit's estimate (bytes), when first asked
+
+    def estimate(i: int) -> float:
+        if i not in need:
+            step, u = _step(plan[i][0]), plan[i][1]
+            try:
+                assert study is not None  # else no budget (_subject_budget)
+                need[i] = (
+                    step.memory
+                    if step.memory == float("inf")
+                    else step.memory * _image_bytes(step.inputs(ctx, study, u))
+                )
+            except Exception:  # inputs that cannot be listed: the unit reports it itself
+                need[i] = float("inf")
+        return need[i]
+
     upstream_all: Upstream = {}
     failed: list[str] = []
     results: dict[int, Outcome] = {}
@@ -286,7 +368,13 @@ def _run_plan(
         step = _step(plan[i][0])
         held = {g for j in running.values() for g in _step(plan[j][0]).exclusive}
         if held.intersection(step.exclusive):
-            return False  # e.g. two memory-heavy units at once would hold both their peaks
+            return False
+        if step.memory:
+            counted = [j for j in running.values() if _step(plan[j][0]).memory]
+            if counted and (
+                budget <= 0 or sum(estimate(j) for j in counted) + estimate(i) > budget
+            ):
+                return False  # both peaks at once would pass the subject's budget
         return all(left.get(r, 0) == 0 for r in step.requires if r in active)
 
     def finish(i: int, o: Outcome) -> None:
@@ -341,6 +429,21 @@ def _run_plan(
                 left[step_name] -= 1
                 finish(i, o)
     return [results[i] for i in range(len(plan))]
+
+
+def _subject_budget(ctx: Context, plan: Sequence[tuple[str, Unit]], study: Study | None) -> float:
+    """The memory budget (bytes) of one subject's units: :func:`memory_budget` times the
+    subject's largest image (float32, from the headers); 0 when the study cannot be read
+    (one counted unit at a time)."""
+    factor = memory_budget()
+    if not factor or study is None or not plan:
+        return 0.0
+    try:
+        subject = study.subjects[plan[0][1].subject]
+        paths = [ser.path for visit in subject for ser in visit.series.values()]
+    except Exception:  # a broken study: each unit reports its own error
+        return 0.0
+    return factor * _image_bytes(paths)
 
 
 class _InThisThread:

@@ -20,7 +20,13 @@ from .step import Context, StepOutput, Unit, Upstream, _lesion_files, _manifest_
 if TYPE_CHECKING:
     from ..io import Study
 
-__all__ = ["report_inputs", "run_report_subject", "subject_report", "write_reports"]
+__all__ = [
+    "report_inputs",
+    "run_report_subject",
+    "run_report_viewer",
+    "subject_report",
+    "write_reports",
+]
 
 
 def report_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
@@ -34,19 +40,49 @@ def report_inputs(ctx: Context, study: Study, unit: Unit) -> list[Path]:
     return files
 
 
-def run_report_subject(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
-    """The subject's HTML report (:func:`tumorscope.report.write_subject_report`) and its
-    viewer (:mod:`tumorscope.report.viewer`; the NiiVue bundle it copies into
+def _viewer_files(ctx: Context, subject: str) -> list[Path]:
+    """The viewer's page and volumes script that exist (the NiiVue bundle it copies into
     ``report/static`` is shared by all subjects and not an output of one)."""
     from ..report.viewer import viewer_data_path, viewer_path
 
-    page = subject_report(ctx, study, unit.subject, upstream)
-    viewer = [viewer_path(ctx.out_dir, unit.subject), viewer_data_path(ctx.out_dir, unit.subject)]
-    return StepOutput(files=[page, *(p for p in viewer if p.exists())])
+    files = [viewer_path(ctx.out_dir, subject), viewer_data_path(ctx.out_dir, subject)]
+    return [p for p in files if p.exists()]
 
 
-def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream) -> Path:
-    """Write a subject's report from the outputs of its earlier steps (``upstream``)."""
+def _functional_files(ctx: Context, upstream: Upstream) -> list[Path]:
+    rels = sorted(rel for outputs in upstream.get("functional", {}).values() for rel in outputs)
+    return [ctx.out_dir / rel for rel in rels]
+
+
+def run_report_viewer(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """The subject's interactive viewer (:func:`tumorscope.report.write_subject_viewer`):
+    every map of every visit, placed by the ``functional`` step's registrations. A step of
+    its own so that it runs beside ``measure`` and ``assess``, which the subject page
+    waits for."""
+    from ..report import write_subject_viewer
+
+    s = unit.subject
+    maps = {v.id: maps_of_visit(ctx, upstream, s, v.id) for v in study.subjects[s]}
+    write_subject_viewer(
+        ctx.out_dir, study, s, maps=maps, functional=_functional_files(ctx, upstream)
+    )
+    return StepOutput(files=_viewer_files(ctx, s))
+
+
+def run_report_subject(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
+    """The subject's HTML report (:func:`tumorscope.report.write_subject_report`), embedding
+    the viewer of the ``report_viewer`` step; without that step in the run (``--steps``)
+    the page writes the viewer itself, and the viewer's files are its outputs."""
+    own_viewer = "report_viewer" not in upstream
+    page = subject_report(ctx, study, unit.subject, upstream, viewer=own_viewer)
+    return StepOutput(files=[page, *(_viewer_files(ctx, unit.subject) if own_viewer else [])])
+
+
+def subject_report(
+    ctx: Context, study: Study, subject: str, upstream: Upstream, *, viewer: bool = True
+) -> Path:
+    """Write a subject's report from the outputs of its earlier steps (``upstream``);
+    ``viewer``: write the viewer too (False: the ``report_viewer`` step wrote it)."""
     from ..report import write_subject_report
 
     maps = {v.id: maps_of_visit(ctx, upstream, subject, v.id) for v in study.subjects[subject]}
@@ -62,9 +98,6 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         for rel in outputs
         if rel.endswith("_cells19F.parquet")
     )
-    functional = sorted(
-        rel for outputs in upstream.get("functional", {}).values() for rel in outputs
-    )
     return write_subject_report(
         ctx.out_dir,
         study,
@@ -72,8 +105,9 @@ def subject_report(ctx: Context, study: Study, subject: str, upstream: Upstream)
         maps=maps,
         alignments=alignments,
         cells19f=[ctx.out_dir / rel for rel in cells],
-        functional=[ctx.out_dir / rel for rel in functional],
+        functional=_functional_files(ctx, upstream),
         perfusion_rcbv_threshold=ctx.options.perfusion_rcbv_threshold,
+        viewer=viewer,
     )
 
 

@@ -348,7 +348,7 @@ def _wanted_steps(force: Sequence[str], steps: Sequence[str] | None, report: boo
             )
     wanted = set(names if steps is None else steps)
     if not report:
-        wanted -= {"report", "report_subject"}
+        wanted -= {"report", "report_subject", "report_viewer"}
     return wanted
 
 

@@ -157,9 +157,14 @@ class Step:
     #: option names that change this step's results
     option_keys: tuple[str, ...] = ()
     #: what the step's units hold that no two units may hold at once when a subject's units
-    #: run two at a time (``execute_subject``): ``"memory"`` (its peak is several times its
-    #: largest series: two such peaks together would double the visit's)
+    #: run two at a time (``execute_subject``), e.g. a library that is not thread-safe
     exclusive: tuple[str, ...] = ()
+    #: the numpy peak of one unit, as a multiple of the largest image among its inputs held
+    #: as float32 (measured on the large phantom by ``benchmarks/bench_visit.py``, rounded
+    #: up); 0: small beside the images (not counted), ``inf``: not bounded by its inputs (it
+    #: runs beside no other counted unit). Two counted units run at once only when their
+    #: estimates fit the subject's memory budget (:func:`.execute.memory_budget`)
+    memory: float = 0.0
 
 
 # ---------------------------------------------------------------------------- inputs

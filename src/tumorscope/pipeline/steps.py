@@ -35,6 +35,7 @@ step               scope    where, and the code it calls
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,7 +65,7 @@ from .organs import (
     run_organ_watch,
 )
 from .register import register_inputs, run_register
-from .reporting import report_inputs, run_report_subject
+from .reporting import report_inputs, run_report_subject, run_report_viewer
 from .step import (
     MAP_STEPS,
     Context,
@@ -515,7 +516,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dwi"),
         missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
         option_keys=("dwi_models", "dwi_region"),
-        exclusive=("memory",),
+        memory=5.0,
     ),
     Step(
         "fit_dce",
@@ -530,7 +531,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
-        exclusive=("memory",),
+        memory=3.0,
     ),
     Step(
         "fit_relax",
@@ -545,7 +546,7 @@ STEPS: tuple[Step, ...] = (
         applies=_relax_applies,
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
         option_keys=("relax_region",),
-        exclusive=("memory",),
+        memory=7.5,
     ),
     Step(
         "fit_dsc",
@@ -638,7 +639,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_metabolic_applies,
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
-        exclusive=("memory",),
+        memory=10.0,
     ),
     Step(
         "pet",
@@ -684,7 +685,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("cest"),
         missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
         option_keys=("cest_mtr_asym_ppm", "cest_fit_region"),
-        exclusive=("memory",),
+        memory=3.5,
     ),
     Step(
         "measure",
@@ -697,7 +698,7 @@ STEPS: tuple[Step, ...] = (
         measure_inputs,
         requires=("register", "align", *MAP_STEPS),
         missing=lambda: _has_module("tumorscope.lesions.stats"),
-        exclusive=("memory",),
+        memory=math.inf,
     ),
     Step(
         "assess",
@@ -715,11 +716,21 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.response", "assess"),
     ),
     Step(
+        "report_viewer",
+        "subject",
+        "1",
+        "the subject's interactive viewer (every map of every visit)",
+        run_report_viewer,
+        report_inputs,
+        # the maps and the follow-ups' registrations only: it runs beside measure and assess
+        requires=("register", "align", *MAP_STEPS, "functional", "hypoxia", "metabolic"),
+    ),
+    Step(
         "report_subject",
         "subject",
         # 2: the alignment table; 3: viewer, best response, registered fDM (#22), the
-        # metabolic, PET and organ-watch sections
-        "3",
+        # metabolic, PET and organ-watch sections; 4: the viewer is report_viewer's
+        "4",
         "the subject's HTML report",
         run_report_subject,
         report_inputs,
@@ -734,6 +745,7 @@ STEPS: tuple[Step, ...] = (
             "hypoxia",
             "organ_watch",
             "metabolic",
+            "report_viewer",
         ),
     ),
 )

@@ -36,7 +36,7 @@ from .blocks import (
 )
 from .sections import SubjectContext, subject_sections
 from .study import write_study_report
-from .viewer import write_viewer
+from .viewer import viewer_path, write_viewer
 
 if TYPE_CHECKING:
     import os
@@ -92,6 +92,7 @@ def write_subject_report(
     cells19f: Sequence[str | os.PathLike[str]] = (),
     functional: Sequence[str | os.PathLike[str]] = (),
     perfusion_rcbv_threshold: float = 1.75,
+    viewer: bool = True,
 ) -> Path:
     """Write ``report/sub-<id>.html`` from the files of the earlier steps.
 
@@ -112,6 +113,10 @@ def write_subject_report(
         The files of the ``functional`` step (its table, thresholds and label maps).
     perfusion_rcbv_threshold : float, keyword-only
         The rCBV threshold shown in the DSC section (:mod:`tumorscope.report.dsc`).
+    viewer : bool, default True, keyword-only
+        Write the subject's viewer too. False: it was written by
+        :func:`write_subject_viewer` (the pipeline's ``report_viewer`` step, which runs
+        beside ``measure`` and ``assess``); the page embeds it if it exists.
 
     Returns
     -------
@@ -128,6 +133,28 @@ def write_subject_report(
             cells19f=cells19f,
             functional=functional,
             perfusion_rcbv_threshold=perfusion_rcbv_threshold,
+            own_viewer=viewer,
+        )
+
+
+def write_subject_viewer(
+    out_dir: str | os.PathLike[str],
+    study: Study,
+    subject: str,
+    *,
+    maps: Mapping[str, Mapping[str, VisitMap]],
+    functional: Sequence[str | os.PathLike[str]] = (),
+) -> Path | None:
+    """Write the subject's viewer alone (:func:`tumorscope.report.viewer.write_viewer`): what
+    the subject page would write, from the maps and the ``functional`` step's
+    registrations only, so that it can be written before the response is assessed.
+
+    Parameters are those of :func:`write_subject_report`. Returns the viewer page, or None
+    when no visit has an image to show.
+    """
+    with reads.once():
+        return write_viewer(
+            Path(out_dir), study, subject, maps=maps, registrations=_registrations(functional)
         )
 
 
@@ -141,6 +168,7 @@ def _subject_page(
     cells19f: Sequence[str | os.PathLike[str]],
     functional: Sequence[str | os.PathLike[str]],
     perfusion_rcbv_threshold: float,
+    own_viewer: bool = True,
 ) -> Path:
     from . import figures
     from .diffusion import TENSOR_NOTE, tensor_rgb_figure
@@ -172,14 +200,18 @@ def _subject_page(
     )
     # the sections before the viewer: the maps they read (CEST, DSC) are kept for it
     sections = [Markup(b) for b in subject_sections(ctx)]
-    viewer = write_viewer(
-        out_dir,
-        study,
-        subject,
-        maps=maps,
-        registrations=_registrations(functional),
-        loaded=mf.volumes,
-    )
+    if own_viewer:
+        viewer = write_viewer(
+            out_dir,
+            study,
+            subject,
+            maps=maps,
+            registrations=_registrations(functional),
+            loaded=mf.volumes,
+        )
+    else:  # written beforehand (write_subject_viewer)
+        written = viewer_path(out_dir, subject)
+        viewer = written if written.exists() else None
     html = render(
         "subject.html.j2",
         title=f"{study.name}: subject {subject}",
