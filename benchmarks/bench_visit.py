@@ -60,7 +60,6 @@ if mode == "serial":
     os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
 import numpy as np
 import SimpleITK  # noqa: F401  (imported before the baseline: libraries are not the visit's)
-import matplotlib.pyplot  # noqa: F401
 import tumorscope.stages.relaxometry, tumorscope.stages.dce, tumorscope.stages.diffusion  # noqa
 import tumorscope.report  # noqa: F401
 from tumorscope.io import open_study
