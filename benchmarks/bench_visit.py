@@ -195,6 +195,10 @@ def _child(mode: str, study: Path, out: Path, repeats: int) -> dict:  # type: ig
     for suffix in ("", "-cold", "-warm"):
         shutil.rmtree(f"{out}{suffix}", ignore_errors=True)
     env = dict(os.environ)
+    # Python's compiled modules written and reused as on any install: a machine that sets
+    # PYTHONDONTWRITEBYTECODE recompiles every module from source in every process (~0.2 s
+    # of each cold run here); the untimed warm-up run writes them
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     if mode == "serial":
         for k in (
             "NUMBA_NUM_THREADS",
