@@ -297,3 +297,33 @@ def test_the_pipelines_heavy_steps_carry_estimates() -> None:
     heavy = {s.name: s.memory for s in steps.STEPS if s.memory}
     assert set(heavy) == {"fit_dwi", "fit_dce", "fit_relax", "metabolic", "fit_cest", "measure"}
     assert all(f > 0 for f in heavy.values())
+
+
+def test_units_made_ready_start_before_the_outcome_is_recorded(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two at a time, the outcome of a unit (a database transaction on the client) is passed
+    on once the units it made ready have started, so recording does not delay them; one at
+    a time, each outcome is passed on as soon as its unit returns, before the next starts."""
+    table = (_step("a", sleep=0.05), _step("b", ("a",), sleep=0.05))
+    monkeypatch.setattr(steps, "STEPS", table)
+    items = [(n, [Unit(n, "001", v) for v in ("01", "02")]) for n in "ab"]
+
+    def on_outcome(o: Any) -> None:  # a slow record: the next units start meanwhile, or after
+        time.sleep(0.1)
+        with _lock:
+            EVENTS.append((o.unit.key + ":" + o.unit.step, "recorded", time.perf_counter()))
+
+    for width in ("2", "1"):
+        EVENTS.clear()
+        monkeypatch.setenv(CONCURRENCY_ENV, width)
+        out = execute_subject(ctx, items, {}, frozenset(), frozenset("ab"), 2, on_outcome)
+        assert [o.status for o in out] == ["done"] * 4
+        t = {(k, ev): at for k, ev, at in EVENTS}
+        last_a = max(("sub-001/ses-01:a", "sub-001/ses-02:a"), key=lambda k: t[k, "end"])
+        first_b = min(t["sub-001/ses-01:b", "start"], t["sub-001/ses-02:b", "start"])
+        if width == "2":
+            assert t[last_a, "recorded"] > first_b
+        else:
+            assert t[last_a, "recorded"] < first_b
+        assert sum(ev == "recorded" for _, ev, _ in EVENTS) == 4

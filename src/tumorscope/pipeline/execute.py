@@ -334,10 +334,11 @@ def _run_plan(
     DCE, relaxometry, CEST, metabolic, measure) run two at once only if their estimates
     (the factor times the largest image of the unit's inputs, float32) add up to at most
     the subject's budget (:func:`memory_budget` times its largest image), so that the
-    visit's numpy peak stays bounded by its largest series. Outcomes are
-    passed to ``on_outcome`` in this (the calling) thread as they finish, and returned in
-    plan order. After a failure no further unit starts (the rest are ``blocked``, as one at
-    a time); units already running finish and keep their outcome.
+    visit's numpy peak stays bounded by its largest series. Outcomes are passed to
+    ``on_outcome`` in this (the calling) thread as they finish (two at a time: once the
+    units they made ready have started), and returned in plan order. After a failure no
+    further unit starts (the rest are ``blocked``, as one at a time); units already running
+    finish and keep their outcome.
     """
     plan = [(step_name, u) for step_name, units in items for u in units]
     left = {step_name: len(units) for step_name, units in items}  # units not yet finished
@@ -387,8 +388,12 @@ def _run_plan(
         if width > 1
         else _InThisThread()
     )
+    # Units that finished, passed to on_outcome (recorded) once the units they made ready
+    # have been started: recording a unit (a database transaction) does not delay the next.
+    # One at a time, a unit runs inside submit: each is passed on as soon as it returns.
+    finished: list[tuple[int, Outcome]] = []
     with pool:
-        while waiting or running:
+        while waiting or running or finished:
             if failed:
                 for i in waiting:
                     finish(i, Outcome(plan[i][1], "blocked", error=f"{', '.join(failed)} failed"))
@@ -415,6 +420,9 @@ def _run_plan(
                 )
                 running[fut] = i
                 waiting.remove(i)
+            for i, o in finished:
+                finish(i, o)
+            finished = []
             if not running:  # every unit has finished (or was blocked)
                 continue
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -427,7 +435,10 @@ def _run_plan(
                 else:
                     upstream_all.setdefault(step_name, {})[u.key] = o.outputs
                 left[step_name] -= 1
-                finish(i, o)
+                if width > 1:
+                    finished.append((i, o))
+                else:
+                    finish(i, o)
     return [results[i] for i in range(len(plan))]
 
 
