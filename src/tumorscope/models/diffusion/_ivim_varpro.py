@@ -56,7 +56,14 @@ def constraints(s0_lo: float, s0_hi: float, f_lo: float, f_hi: float) -> np.ndar
     return rows
 
 
-def _qp_np(s11, s12, s22, q1, q2, cons):  # type: ignore[no-untyped-def]
+def _qp_np(
+    s11: np.ndarray,
+    s12: np.ndarray,
+    s22: np.ndarray,
+    q1: np.ndarray,
+    q2: np.ndarray,
+    cons: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """:func:`._ivim_varpro_numba._qp` vectorised over the voxels (arrays ``(n,)``; the
     polygon's edges and their segments do not depend on the voxel)."""
     det = s11 * s22 - s12 * s12
@@ -113,7 +120,15 @@ def _qp_np(s11, s12, s22, q1, q2, cons):  # type: ignore[no-untyped-def]
     return a, c, kind, e1, e2, best
 
 
-def _eval_np(theta, y, b, v, yv, svv, cons):  # type: ignore[no-untyped-def]
+def _eval_np(
+    theta: np.ndarray,
+    y: np.ndarray,
+    b: np.ndarray,
+    v: np.ndarray,
+    yv: np.ndarray,
+    svv: np.ndarray,
+    cons: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """:func:`._ivim_varpro_numba._eval` vectorised: ``obj, d1, d2, a, c``."""
     u = np.exp(-theta[:, None] * b)
     bu = b * u
@@ -140,7 +155,15 @@ def _eval_np(theta, y, b, v, yv, svv, cons):  # type: ignore[no-untyped-def]
     return obj, 2.0 * a * h, 2.0 * da * h + 2.0 * a * dh, a, c
 
 
-def _amplitudes_np(theta, y, b, v, yv, svv, cons):  # type: ignore[no-untyped-def]
+def _amplitudes_np(
+    theta: np.ndarray,
+    y: np.ndarray,
+    b: np.ndarray,
+    v: np.ndarray,
+    yv: np.ndarray,
+    svv: np.ndarray,
+    cons: np.ndarray,
+) -> tuple[np.ndarray, ...]:
     """:func:`._ivim_varpro_numba._amplitudes` vectorised: ``a, c, obj, u``."""
     u = np.exp(-theta[:, None] * b)
     suu, suv, yu = (np.einsum("nm,nm->n", p, q) for p, q in ((u, u), (u, v), (y, u)))
@@ -148,7 +171,16 @@ def _amplitudes_np(theta, y, b, v, yv, svv, cons):  # type: ignore[no-untyped-de
     return a, c, obj, u
 
 
-def fixed_d_varpro_numpy(y, b, d, grid, e2, cons, lo3, hi3):  # type: ignore[no-untyped-def]
+def fixed_d_varpro_numpy(
+    y: np.ndarray,
+    b: np.ndarray,
+    d: np.ndarray,
+    grid: np.ndarray,
+    e2: np.ndarray,
+    cons: np.ndarray,
+    lo3: float,
+    hi3: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """The kernel's algorithm vectorised over the voxels (rows of ``y``): returns ``out
     (n, 6) = (S0, D, f, D*, rss, status)`` and ``se (n, 4)``."""
     n = y.shape[0]
@@ -222,7 +254,9 @@ def fixed_d_varpro_numpy(y, b, d, grid, e2, cons, lo3, hi3):  # type: ignore[no-
     return out, _stderr_np(b, u, v, s0, f, rss)
 
 
-def _stderr_np(b, u, v, s0, f, rss):  # type: ignore[no-untyped-def]
+def _stderr_np(
+    b: np.ndarray, u: np.ndarray, v: np.ndarray, s0: np.ndarray, f: np.ndarray, rss: np.ndarray
+) -> np.ndarray:
     """:func:`._ivim_varpro_numba._stderr` vectorised."""
     n, m = u.shape
     se = np.full((n, 4), np.nan)

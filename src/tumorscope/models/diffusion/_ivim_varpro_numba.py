@@ -150,7 +150,7 @@ def _amplitudes(theta, y, b, v, yv, svv, cons, u):
 
 
 @nb.njit(cache=True, fastmath=_FAST)
-def _voxel(y, b, d, grid, e2, suu_grid, cons, lo3, hi3, max_iter, xtol, out, se, u, v):
+def _voxel(y, b, d, grid, e2, suu_grid, cons, lo3, hi3, max_iter, xtol, out, se, u, v, h, inv):
     """Fit one voxel: ``out = (S0, D, f, D*, rss, status)``, ``se`` the four standard errors."""
     m = b.shape[0]
     n_grid = grid.shape[0]
@@ -236,19 +236,20 @@ def _voxel(y, b, d, grid, e2, suu_grid, cons, lo3, hi3, max_iter, xtol, out, se,
     out[3] = theta
     out[4] = rss
     out[5] = status
-    _stderr(b, u, v, s0, f, rss, se)
+    _stderr(b, u, v, s0, f, rss, se, h, inv)
 
 
 @nb.njit(cache=True)
-def _stderr(b, u, v, s0, f, rss, se):
+def _stderr(b, u, v, s0, f, rss, se, h, inv):
     """``sqrt(s² diag((JᵀJ)⁻¹))`` of the four IVIM parameters (S0, D, f, D*), ``s² = rss /
-    (m - 4)``, as the bounded LM reports them; NaN where ``JᵀJ`` is singular or m <= 4."""
+    (m - 4)``, as the bounded LM reports them; NaN where ``JᵀJ`` is singular or m <= 4.
+    ``h`` and ``inv``: ``(4, 4)`` scratch arrays."""
     m = b.shape[0]
     for i in range(4):
         se[i] = np.nan
     if m <= 4 or not np.isfinite(rss):
         return
-    h = np.zeros((4, 4))
+    h[:] = 0.0
     for k in range(m):
         j0 = f * u[k] + (1.0 - f) * v[k]
         j1 = -s0 * (1.0 - f) * b[k] * v[k]
@@ -278,7 +279,7 @@ def _stderr(b, u, v, s0, f, rss, se):
                 t -= h[i, k] * h[j, k]
             h[i, j] = t / h[j, j]
     s2 = rss / (m - 4)
-    inv = np.zeros((4, 4))  # L⁻¹, lower triangular
+    inv[:] = 0.0  # L⁻¹, lower triangular
     for j in range(4):
         inv[j, j] = 1.0 / h[j, j]
         for i in range(j + 1, 4):
@@ -303,6 +304,8 @@ def fixed_d_varpro(y, b, d, grid, e2, cons, lo3, hi3, max_iter, xtol, out, se):
     u = np.empty(m)
     v = np.empty(m)
     suu_grid = np.empty(grid.shape[0])
+    h = np.empty((4, 4))
+    inv = np.empty((4, 4))
     for g in range(grid.shape[0]):
         t = 0.0
         for k in range(m):
@@ -310,5 +313,21 @@ def fixed_d_varpro(y, b, d, grid, e2, cons, lo3, hi3, max_iter, xtol, out, se):
         suu_grid[g] = t
     for i in range(y.shape[0]):
         _voxel(
-            y[i], b, d[i], grid, e2, suu_grid, cons, lo3, hi3, max_iter, xtol, out[i], se[i], u, v
+            y[i],
+            b,
+            d[i],
+            grid,
+            e2,
+            suu_grid,
+            cons,
+            lo3,
+            hi3,
+            max_iter,
+            xtol,
+            out[i],
+            se[i],
+            u,
+            v,
+            h,
+            inv,
         )
