@@ -6,7 +6,8 @@ Which IVIM method when
 * ``"segmented"`` (default; the usual clinical way, e.g. Gurney-Champion et al. 2018,
   doi:10.1371/journal.pone.0194590): D and the perfusion-free intercept from a weighted
   log-linear fit of ``b >= b_threshold`` (200 s/mm², the threshold: settable), then
-  ``S0, f, D*`` with D fixed. **Perfusion correction**: at ``b = 200`` a slow pseudo-diffusion
+  ``S0, f, D*`` with D fixed, by variable projection (closed-form amplitudes, a grid and a
+  safeguarded Newton search in D*: :mod:`._ivim_varpro`). **Perfusion correction**: at ``b = 200`` a slow pseudo-diffusion
   (D* ~ 0.01 mm²/s) still leaves ``f exp(-200 D*)`` ~ 15 % of the perfusion signal, which
   biases D up and D* with it (DIPY's noise-free test voxel, D* = 0.00885: 0.0110 without
   correction). The fit therefore subtracts the current perfusion estimate
@@ -316,13 +317,15 @@ class IVIM(DiffusionModel):
         ok = np.isfinite(d)
         lo, hi = self.bounds()
         n = y.shape[0]
-        params = np.empty((n, 4))
-        res_status = np.empty(n, dtype=np.uint8)
-        rss = np.empty(n)
-        stderr = np.full((n, 4), np.nan)
-        if ok.any():
-            params[ok], res_status[ok], rss[ok], stderr[ok] = self._varpro(y[ok], d[ok])
-        if not ok.all():
+        if ok.all():  # the usual case: no copies of the block
+            params, res_status, rss, stderr = self._varpro(y, d)
+        else:
+            params = np.empty((n, 4))
+            res_status = np.empty(n, dtype=np.uint8)
+            rss = np.empty(n)
+            stderr = np.full((n, 4), np.nan)
+            if ok.any():
+                params[ok], res_status[ok], rss[ok], stderr[ok] = self._varpro(y[ok], d[ok])
             free = BlockFit(lin.params[~ok], lin.status[~ok], lin.rss[~ok], None)
             res = self.solve_nonlinear(y[~ok], self._grid_init(y[~ok], free))
             params[~ok], res_status[~ok], rss[~ok] = res.params, res.status, res.rss
