@@ -3,7 +3,7 @@
 With ``D`` fixed, the signal ``S0 (f exp(-b D*) + (1 - f) exp(-b D)) = a u + c v`` is linear in
 the amplitudes ``a = S0 f`` and ``c = S0 (1 - f)`` (``u = exp(-b D*)``, ``v = exp(-b D)``):
 for each ``D*`` the best amplitudes are a 2 × 2 least-squares problem over the polygon the
-bounds on ``S0`` and ``f`` make in the ``(a, c)`` plane (:func:`qp`: the unconstrained
+bounds on ``S0`` and ``f`` make in the ``(a, c)`` plane (``_qp``: the unconstrained
 solution when it is feasible, else the best point of the polygon's edges). What is left is a
 one-dimensional minimisation of the projected residual ``phi(D*)``:
 
@@ -18,8 +18,9 @@ one-dimensional minimisation of the projected residual ``phi(D*)``:
 
 The standard errors are those the bounded LM reported (its Jacobian of the four parameters
 at the solution, ``s² (JᵀJ)⁻¹`` with ``s² = rss / (m - 4)``), so the perfusion correction's
-selection and the maps' ``*_stderr`` keep their meaning. :func:`fixed_d_varpro` is the
-compiled kernel (one voxel per loop iteration, GIL-free, for the engine's block threads);
+selection and the maps' ``*_stderr`` keep their meaning.
+:func:`._ivim_varpro_numba.fixed_d_varpro` (loaded by :func:`kernel`) is the compiled
+kernel (one voxel per loop iteration, GIL-free, for the engine's block threads);
 :func:`fixed_d_varpro_numpy` the same algorithm vectorised over the voxels (the numpy
 backend, which the tests compare with the kernel).
 """
