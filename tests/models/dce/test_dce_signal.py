@@ -114,6 +114,9 @@ def test_compiled_path_matches_numpy_path(dtype: type, monkeypatch: pytest.Monke
     t1 = rng.random(shape[:3]) * 1500 + 300
     t1[4, 0, 0] = -1.0
     t1[5, 0, 0] = np.inf
+    # a negative sample where the T1 is bad: the voxel's status stays "bad T1" (the compiled
+    # path converts no sample of such voxels)
+    s[5, 0, 0, 12] = -2.0
     b1 = rng.random(shape[:3]) * 0.4 + 0.8
     kw = {"t1_ms": t1, "flip_angle_deg": 15.0, "tr_ms": 4.0, "relaxivity": 4.5, "b1": b1}
     for data in (s, np.ascontiguousarray(s)):
@@ -122,6 +125,7 @@ def test_compiled_path_matches_numpy_path(dtype: type, monkeypatch: pytest.Monke
         ref, st_ref = sig.signal_to_concentration(data, n_baseline=10, dtype=dtype, **kw)
         monkeypatch.setattr(sig, "ENGINE", "auto")
         assert set(np.unique(st_ref)) == {0, 1, 2, 3, 4}
+        assert st_ref[5, 0, 0] == 2 and np.isnan(ref[5, 0, 0]).all()
         np.testing.assert_array_equal(st_fast, st_ref)
         np.testing.assert_array_equal(np.isnan(fast), np.isnan(ref))
         # rounding only (the baseline summed in another order, libm's log and exp): relative

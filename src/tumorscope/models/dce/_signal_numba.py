@@ -8,6 +8,9 @@ no temporaries of a block). Frames are the outer loop of a chunk, so a series st
 after frame (NIfTI's order, which nibabel returns as a Fortran-ordered array) is read and
 written contiguously. The same pass says which voxels' whole curve is finite as stored
 (``finite``: the DCE stage's fitted voxels), instead of a second pass over the 4-D result.
+Voxels without a valid T1 or baseline (status 2 or 3: outside the VFA fit's region, the
+background) get NaN curves without a sample being converted: on the large phantom 98 % of
+the voxels, whose logarithms were most of the kernel's time.
 Status codes and NaN exactly as the numpy path; values within an ulp
 or two of it (the baseline mean is summed in order, numpy sums pairwise; the elementary
 functions are libm's instead of numpy's), which the tests check.
@@ -67,15 +70,28 @@ def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status, finite):
             den[j] = m0 * sa
             dead[j] = bad_t1 or bad_base
             code[j] = _BAD_T1 if bad_t1 else (_BAD_BASELINE if bad_base else _OK)
+        # the voxels with a T1 and a baseline: the others' curves are NaN, their status set
+        live = np.empty(m, dtype=np.int64)
+        n_live = 0
+        for j in range(m):
+            if dead[j]:
+                fin[j] = False
+            else:
+                live[n_live] = j
+                n_live += 1
         for t in range(n):
-            for j in range(m):
+            if n_live < m:
+                for j in range(m):
+                    conc2[lo + j, t] = np.nan
+            for k in range(n_live):
+                j = live[k]
                 sv = np.float64(s2[lo + j, t])
                 y = sv / den[j]
                 neg = not (math.isfinite(sv) and sv >= 0.0)
                 above = y >= 1.0 and not neg
                 e = (1.0 - y) / (1.0 - y * ca[j])
                 val = (-math.log(e) / tr_s - r10[j]) / r1
-                conc2[lo + j, t] = np.nan if (neg or above or dead[j]) else val
+                conc2[lo + j, t] = np.nan if (neg or above) else val
                 # as stored (a float32 result may overflow where the float64 value did not)
                 fin[j] = fin[j] and math.isfinite(conc2[lo + j, t])
                 if code[j] == _OK and above:

@@ -6,7 +6,8 @@ Which IVIM method when
 * ``"segmented"`` (default; the usual clinical way, e.g. Gurney-Champion et al. 2018,
   doi:10.1371/journal.pone.0194590): D and the perfusion-free intercept from a weighted
   log-linear fit of ``b >= b_threshold`` (200 s/mm², the threshold: settable), then
-  ``S0, f, D*`` with D fixed. **Perfusion correction**: at ``b = 200`` a slow pseudo-diffusion
+  ``S0, f, D*`` with D fixed, by variable projection (closed-form amplitudes, a grid and a
+  safeguarded Newton search in D*: :mod:`._ivim_varpro`). **Perfusion correction**: at ``b = 200`` a slow pseudo-diffusion
   (D* ~ 0.01 mm²/s) still leaves ``f exp(-200 D*)`` ~ 15 % of the perfusion signal, which
   biases D up and D* with it (DIPY's noise-free test voxel, D* = 0.00885: 0.0110 without
   correction). The fit therefore subtracts the current perfusion estimate
@@ -46,6 +47,7 @@ from ...fitting.engine import BlockFit
 from ...fitting.lm import LMOptions
 from ...fitting.status import FitStatus
 from ..base import FitInput, FitResult, ParameterSpec, register_model
+from . import _ivim_varpro
 from ._common import D_MAX, S0_SPEC, BValues, DiffusionModel, diffusivity, kernels, loglinear
 from .equations import _ivim_jac, ivim_signal
 
@@ -195,10 +197,16 @@ class IVIM(DiffusionModel):
         non-negative 2×2 least squares per grid point (variable projection)."""
         return self._grid_init(y, self._segmented_D(y))
 
+    def _dstar_grid(self) -> np.ndarray:
+        """The D* grid of the start values (16 geometric points inside the bounds)."""
+        lo, hi = self.bounds()
+        grid = np.geomspace(max(lo[3], 1e-3) * 1.1, min(hi[3], 1.0) * 0.95, _N_DSTAR_GRID)
+        return np.clip(np.sort(grid), lo[3], hi[3])
+
     def _grid_init(self, y: np.ndarray, lin: BlockFit) -> np.ndarray:
         d = np.where(np.isfinite(lin.params[:, 1]), lin.params[:, 1], 1e-3)
         lo, hi = self.bounds()
-        grid = np.geomspace(max(lo[3], 1e-3) * 1.1, min(hi[3], 1.0) * 0.95, _N_DSTAR_GRID)
+        grid = self._dstar_grid()
         e2 = np.exp(-np.outer(grid, self.b))  # (G, m)
         out = np.empty((y.shape[0], 4))
         if self._backend() == "numba":
@@ -246,16 +254,14 @@ class IVIM(DiffusionModel):
                 )
             return self._map_block(y, self.prior)
         lin = self._segmented_D(y)
-        p0 = self._grid_init(y, lin)
         if self.method == "full":
-            res = self.solve_nonlinear(y, p0)
+            res = self.solve_nonlinear(y, self._grid_init(y, lin))
             return self._flag_unidentified(BlockFit(res.params, res.status, res.rss, res.stderr))
-        # segmented: D fixed at the high-b estimate, then S0, f, D* with per-voxel bounds
-        fit = self._fixed_D(y, p0, lin)
+        # segmented: D fixed at the high-b estimate, then S0, f, D* (variable projection)
+        fit = self._fixed_D(y, lin)
         # perfusion correction: the b >= b_threshold signal still holds S0 f exp(-b D*);
         # subtract the current estimate of it, refit D, refit S0, f, D* (see the class notes)
         sel = self.b >= self.b_threshold
-        lo, hi = self.bounds()
         act = np.arange(y.shape[0])  # voxels still being corrected
         for _ in range(self.perfusion_correction):
             ok = fit.status[act] <= FitStatus.AT_BOUND
@@ -282,9 +288,7 @@ class IVIM(DiffusionModel):
                 )
             if act.size == 0:
                 break
-            p1 = pf.copy()
-            p1[:, 1] = lin2.params[:, 1]
-            new = self._fixed_D(y[act], np.clip(p1, lo, hi), lin2)
+            new = self._fixed_D(y[act], lin2)
             step = np.abs(new.params[:, 1] - fit.params[act, 1])
             fit.params[act] = new.params
             fit.status[act] = new.status
@@ -304,17 +308,30 @@ class IVIM(DiffusionModel):
         be = self._backend()
         return loglinear(yy, self.b[sel], weighted=True, adc_lo=0.0, adc_hi=D_MAX, backend=be)
 
-    def _fixed_D(self, y: np.ndarray, p0: np.ndarray, lin: BlockFit) -> BlockFit:
-        """S0, f, D* by bounded LM with D fixed at ``lin``'s estimate (free where that failed)."""
+    def _fixed_D(self, y: np.ndarray, lin: BlockFit) -> BlockFit:
+        """S0, f, D* with D fixed at ``lin``'s estimate: variable projection (the amplitudes
+        ``S0 f`` and ``S0 (1 - f)`` in closed form, a grid and a safeguarded Newton search in
+        D*, :mod:`._ivim_varpro`); where that estimate failed, all four by bounded LM from the
+        grid start."""
         d = lin.params[:, 1]
         ok = np.isfinite(d)
         lo, hi = self.bounds()
-        lower = np.tile(lo, (y.shape[0], 1))
-        upper = np.tile(hi, (y.shape[0], 1))
-        lower[ok, 1] = upper[ok, 1] = d[ok]
-        p0 = p0.copy()
-        p0[ok, 1] = d[ok]
-        res = self.solve_nonlinear(y, p0, lower=lower, upper=upper)
+        n = y.shape[0]
+        if ok.all():  # the usual case: no copies of the block
+            params, res_status, rss, stderr = self._varpro(y, d)
+        else:
+            params = np.empty((n, 4))
+            res_status = np.empty(n, dtype=np.uint8)
+            rss = np.empty(n)
+            stderr = np.full((n, 4), np.nan)
+            if ok.any():
+                params[ok], res_status[ok], rss[ok], stderr[ok] = self._varpro(y[ok], d[ok])
+            free = BlockFit(lin.params[~ok], lin.status[~ok], lin.rss[~ok], None)
+            res = self.solve_nonlinear(y[~ok], self._grid_init(y[~ok], free))
+            params[~ok], res_status[~ok], rss[~ok] = res.params, res.status, res.rss
+            if res.stderr is not None:
+                stderr[~ok] = res.stderr
+        res = BlockFit(params, res_status, rss, stderr)
         status = res.status.copy()
         # D sits on its (degenerate) bound by construction: re-derive AT_BOUND from f, D*
         sc = self.scales()
@@ -325,9 +342,31 @@ class IVIM(DiffusionModel):
         conv = (status == FitStatus.AT_BOUND) | (status == FitStatus.CONVERGED)
         status[conv] = np.where(free_at_bound[conv], FitStatus.AT_BOUND, FitStatus.CONVERGED)
         status[ok & (lin.status == FitStatus.AT_BOUND) & conv] = FitStatus.AT_BOUND
-        stderr = res.stderr.copy() if res.stderr is not None else np.full((y.shape[0], 4), np.nan)
         stderr[ok, 1] = lin.stderr[ok, 1] if lin.stderr is not None else np.nan
         return BlockFit(res.params, status, res.rss, stderr)
+
+    def _varpro(
+        self, y: np.ndarray, d: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Params ``(n, 4)``, status, rss and standard errors of the fixed-D fit of the rows
+        ``y`` with the finite D ``d``, by :mod:`._ivim_varpro` (compiled or numpy)."""
+        lo, hi = self.bounds()
+        grid = self._dstar_grid()
+        e2 = np.exp(-np.outer(grid, self.b))
+        cons = _ivim_varpro.constraints(lo[0], hi[0], lo[2], hi[2])
+        yy = np.ascontiguousarray(y, dtype=np.float64)
+        dd = np.ascontiguousarray(d, dtype=np.float64)
+        kernel = _ivim_varpro.kernel() if self._backend() == "numba" else None
+        if kernel is not None:
+            out = np.empty((y.shape[0], 6))
+            se = np.empty((y.shape[0], 4))
+            args = (float(lo[3]), float(hi[3]), _ivim_varpro.MAX_NEWTON, _ivim_varpro.XTOL)
+            kernel(yy, self.b, dd, grid, e2, cons, *args, out, se)
+        else:
+            out, se = _ivim_varpro.fixed_d_varpro_numpy(
+                yy, self.b, dd, grid, e2, cons, float(lo[3]), float(hi[3])
+            )
+        return out[:, :4], out[:, 5].astype(np.uint8), out[:, 4], se
 
     def _flag_unidentified(self, fit: BlockFit) -> BlockFit:
         """Status AT_BOUND where D or D* is not identifiable (:func:`unidentified`)."""
