@@ -233,6 +233,8 @@ class _DecayModel(RelaxometryModel):
             # start: log-linear fit of floor-corrected magnitudes (Gudbjartsson & Patz 1995:
             # A ≈ sqrt(M² - σ²)) weighted by A² (the delta-method variance of log A), then the
             # Rician-mean model by LM
+            if self._compiled():
+                return self._fit_block_rician_compiled(y, sigma)
             yc = np.sqrt(np.maximum(y**2 - sigma**2, 0.0))
             pr0 = _loglinear_start(yc, self.echo_times_ms, y)
             lo_r, hi_r = self._rate_bounds
@@ -261,6 +263,29 @@ class _DecayModel(RelaxometryModel):
         with np.errstate(divide="ignore", invalid="ignore"):
             params[:, 1] = self._from_rate(pr[:, 1])
         return compiled_block(params, rss, at_bound, stderr)
+
+    def _fit_block_rician_compiled(self, y: np.ndarray, sigma: float) -> BlockFit:
+        """The Rician-floor fit compiled (:func:`._rician_numba.rician_decay_fit`): the
+        log-linear start and the LM of :meth:`solve_nonlinear` in one pass per voxel, the
+        model inlined (same estimator, statuses and standard errors)."""
+        from ._rician_numba import rician_decay_fit
+
+        lo, hi = self.bounds()
+        opts = self.lm_options
+        params, status, rss, stderr = rician_decay_fit(
+            y,
+            self.echo_times_ms * 1e-3,
+            sigma,
+            time_mode=self._time_parameter,
+            rate_bounds=self._rate_bounds,
+            lower=lo,
+            upper=hi,
+            scale=self.scales(),
+            max_iter=opts.max_iter,
+            ftol=opts.ftol,
+            xtol=opts.xtol,
+        )
+        return BlockFit(params, status, rss, stderr)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:
         """Fit with a per-voxel σ: ``E[M](A, σ) = σ E[M](A/σ, 1)``, so each voxel is divided

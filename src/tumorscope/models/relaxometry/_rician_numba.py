@@ -1,0 +1,334 @@
+"""Compiled Rician-floor fit of the mono-exponential decay (T2*, T2 with ``floor="rician"``).
+
+One voxel per loop iteration, compiled by numba with the GIL released (``nogil``; the
+engine runs blocks in a thread pool), scratch arrays allocated once per block. For each voxel:
+
+1. the start of :func:`tumorscope.models.relaxometry.decay._loglinear_start`: a log-linear
+   fit of the floor-corrected magnitudes ``A = sqrt(max(M² - σ², 0))`` weighted by ``A²``
+   (Gudbjartsson & Patz 1995, doi:10.1002/mrm.1910340618), ``S0 = max(M)``, ``R = 0`` where
+   fewer than two amplitudes are positive, the rate clipped to the model's rate bounds;
+2. the bounded Levenberg–Marquardt of :mod:`tumorscope.fitting._lm_numba` (the same
+   algorithm, damping schedule, stopping rules, statuses and standard errors: see
+   :mod:`tumorscope.fitting.lm`) on the Rician expected magnitude
+   ``E[M] = R_σ(S0 exp(-TE R))`` of :func:`._numba.rician_decay_kernel`, the model inlined
+   instead of called through a function pointer per evaluation.
+
+The generic path (``_loglinear_start`` in numpy, then :meth:`Model.solve_nonlinear`) is
+what the tests compare it with; the two agree to rounding (the start's sums are taken in
+another order).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from ...fitting.status import FitStatus
+from ._numba import _SQRT_PI_2, _i0e_i1e
+
+__all__ = ["rician_decay_fit"]
+
+_CONVERGED = np.uint8(FitStatus.CONVERGED)
+_MAX_ITER = np.uint8(FitStatus.MAX_ITER)
+_AT_BOUND = np.uint8(FitStatus.AT_BOUND)
+_FAILED = np.uint8(FitStatus.FAILED)
+
+
+@nb.njit(cache=True, inline="always")
+def _model(s0, q, te_s, sigma, mode, f, J):
+    """:func:`._numba.rician_decay_kernel` at ``(S0, q)`` (``q`` = R in 1/s, or T in ms
+    with ``mode`` 1), into ``f (m,)`` and ``J (m, 2)``: the same arithmetic."""
+    if mode == 0.0:
+        r = q
+        drdq = 1.0
+    else:
+        r = 1000.0 / q
+        drdq = -1000.0 / (q * q)
+    for k in range(te_s.shape[0]):
+        te = te_s[k]
+        e = math.exp(-te * r)
+        a = s0 * e
+        if sigma <= 0.0:
+            val = abs(a)
+            g = 1.0
+        else:
+            u = a * a / (4.0 * sigma * sigma)
+            if u > 1e6:
+                val = a + sigma * sigma / (2.0 * a)
+                g = 1.0 - sigma * sigma / (2.0 * a * a)
+            else:
+                i0e, i1e = _i0e_i1e(u)
+                val = sigma * _SQRT_PI_2 * ((1.0 + 2.0 * u) * i0e + 2.0 * u * i1e)
+                g = a / (2.0 * sigma) * _SQRT_PI_2 * (i0e + i1e)
+        f[k] = val
+        J[k, 0] = g * e
+        J[k, 1] = -g * te * s0 * e * drdq
+
+
+@nb.njit(cache=True, inline="always")
+def _start(y, x, sigma, w, z):
+    """``(S0, R)`` of the weighted log-linear fit of the floor-corrected magnitudes (the
+    numpy ``_loglinear_start``; ``w``, ``z`` (m,) are scratch). Returns ``(S0, R, ok)``."""
+    m = y.shape[0]
+    npos = 0
+    ymax = y[0]
+    sw = 0.0
+    for k in range(m):
+        if y[k] > ymax:
+            ymax = y[k]
+        a = math.sqrt(max(y[k] * y[k] - sigma * sigma, 0.0))
+        if a > 0.0:
+            npos += 1
+            w[k] = a * a
+            z[k] = math.log(a)
+        else:
+            w[k] = 0.0
+            z[k] = 0.0
+        sw += w[k]
+    swx = 0.0
+    swz = 0.0
+    for k in range(m):
+        swx += w[k] * x[k]
+        swz += w[k] * z[k]
+    xm = swx / sw if sw != 0.0 else np.nan
+    zm = swz / sw if sw != 0.0 else np.nan
+    sxx = 0.0
+    sxz = 0.0
+    for k in range(m):
+        dx = x[k] - xm
+        sxx += w[k] * dx * dx
+        sxz += w[k] * dx * (z[k] - zm)
+    r = -(sxz / sxx) if sxx != 0.0 else np.nan
+    s0 = math.exp(zm + r * xm) if math.isfinite(r) and math.isfinite(zm) else np.nan
+    ok = npos >= 2 and math.isfinite(r) and math.isfinite(s0) and sxx > 0.0
+    if ok:
+        return s0, r
+    return ymax, 0.0
+
+
+@nb.njit(cache=True, inline="always")
+def _chol2(A, b, x, L):
+    """``A x = b`` for a 2 × 2 symmetric ``A`` by Cholesky (:func:`_lm_numba._chol_solve`
+    with ``P = 2``, the same operations); False if not positive definite."""
+    s = A[0, 0]
+    if not (s > 0.0):
+        return False
+    d = np.sqrt(s)
+    L[0, 0] = d
+    L[1, 0] = A[1, 0] / d
+    s = A[1, 1] - L[1, 0] * L[1, 0]
+    if not (s > 0.0):
+        return False
+    L[1, 1] = np.sqrt(s)
+    x[0] = b[0] / L[0, 0]
+    x[1] = (b[1] - L[1, 0] * x[0]) / L[1, 1]
+    x[1] = x[1] / L[1, 1]
+    x[0] = (x[0] - L[1, 0] * x[1]) / L[0, 0]
+    return True
+
+
+@nb.njit(cache=True, inline="always")
+def _jtj2(J, H, m):
+    for i in range(2):
+        for j in range(i + 1):
+            h = 0.0
+            for k in range(m):
+                h += J[k, i] * J[k, j]
+            H[i, j] = h
+            H[j, i] = h
+
+
+@nb.njit(cache=True, nogil=True)
+def _rician_block(
+    y, te_s, sigma, mode, rate_lo, rate_hi, lo, hi, scale, max_iter, ftol, xtol,
+    params, status, rss_out, stderr,
+):  # fmt: skip
+    n, m = y.shape
+    x = np.empty(m)
+    for k in range(m):
+        x[k] = te_s[k]
+    w = np.empty(m)
+    z = np.empty(m)
+    f = np.empty(m)
+    J = np.empty((m, 2))
+    ft = np.empty(m)
+    Jt = np.empty((m, 2))
+    p = np.empty(2)
+    pt = np.empty(2)
+    g = np.empty(2)
+    H = np.empty((2, 2))
+    A = np.empty((2, 2))
+    L = np.zeros((2, 2))
+    delta = np.empty(2)
+    frozen = np.zeros(2, dtype=np.bool_)
+    for v in range(n):
+        yv = y[v]
+        s0, r0 = _start(yv, x, sigma, w, z)
+        r0 = min(max(r0, rate_lo), rate_hi)
+        p[0] = s0
+        p[1] = r0 if mode == 0.0 else (1000.0 / r0 if r0 > 0.0 else np.nan)
+        # -- the LM of _lm_numba._lm_voxel, P = 2 --
+        _model(p[0], p[1], te_s, sigma, mode, f, J)
+        rss = 0.0
+        for k in range(m):
+            rss += (yv[k] - f[k]) ** 2
+        st = _MAX_ITER
+        lam = 1e-3
+        it = 0
+        if not np.isfinite(rss):
+            st = _FAILED
+        elif rss == 0.0:
+            st = _CONVERGED
+        else:
+            build = True
+            while it < max_iter:
+                if build:
+                    _jtj2(J, H, m)
+                    for i in range(2):
+                        s = 0.0
+                        for k in range(m):
+                            s += J[k, i] * (yv[k] - f[k])
+                        g[i] = s
+                        frozen[i] = (p[i] <= lo[i] and g[i] < 0.0) or (p[i] >= hi[i] and g[i] > 0.0)
+                    build = False
+                for i in range(2):
+                    for j in range(2):
+                        A[i, j] = 0.0 if (frozen[i] or frozen[j]) else H[i, j]
+                    if frozen[i]:
+                        A[i, i] = 1.0
+                        pt[i] = 0.0
+                    else:
+                        A[i, i] += lam * max(H[i, i], 1e-30)
+                        pt[i] = g[i]
+                it += 1
+                ok = _chol2(A, pt, delta, L)
+                if ok:
+                    for i in range(2):
+                        val = p[i] + delta[i]
+                        if val < lo[i]:
+                            val = lo[i]
+                        elif val > hi[i]:
+                            val = hi[i]
+                        pt[i] = val
+                    _model(pt[0], pt[1], te_s, sigma, mode, ft, Jt)
+                    rss_t = 0.0
+                    for k in range(m):
+                        rss_t += (yv[k] - ft[k]) ** 2
+                else:
+                    rss_t = np.inf
+                if ok and np.isfinite(rss_t) and rss_t < rss:
+                    small_step = True
+                    for i in range(2):
+                        if abs(pt[i] - p[i]) > xtol * (abs(p[i]) + scale[i]):
+                            small_step = False
+                    small_gain = (rss - rss_t) <= ftol * rss
+                    for i in range(2):
+                        p[i] = pt[i]
+                    for k in range(m):
+                        f[k] = ft[k]
+                        J[k, 0] = Jt[k, 0]
+                        J[k, 1] = Jt[k, 1]
+                    rss = rss_t
+                    lam = max(lam / 10.0, 1e-12)
+                    build = True
+                    if small_step or small_gain or rss == 0.0:
+                        st = _CONVERGED
+                        break
+                else:
+                    lam *= 10.0
+                    if lam > 1e10:
+                        st = _CONVERGED
+                        break
+        se = stderr[v]
+        se[0] = np.nan
+        se[1] = np.nan
+        if m > 2 and np.isfinite(rss):
+            _jtj2(J, H, m)
+            s2 = rss / (m - 2)
+            for j in range(2):
+                for i in range(2):
+                    g[i] = 1.0 if i == j else 0.0
+                if _chol2(H, g, delta, L):
+                    var = delta[j] * s2
+                    se[j] = np.sqrt(var) if var >= 0.0 else np.nan
+        finite = np.isfinite(rss) and np.isfinite(p[0]) and np.isfinite(p[1])
+        if not finite:
+            st = _FAILED
+        elif st == _CONVERGED:
+            for i in range(2):
+                if abs(p[i] - lo[i]) <= 1e-12 * scale[i] or abs(hi[i] - p[i]) <= 1e-12 * scale[i]:
+                    st = _AT_BOUND
+        params[v, 0] = p[0]
+        params[v, 1] = p[1]
+        status[v] = st
+        rss_out[v] = rss
+
+
+def rician_decay_fit(
+    y: np.ndarray,
+    te_s: np.ndarray,
+    sigma: float,
+    *,
+    time_mode: bool,
+    rate_bounds: tuple[float, float],
+    lower: np.ndarray,
+    upper: np.ndarray,
+    scale: np.ndarray,
+    max_iter: int,
+    ftol: float,
+    xtol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The Rician-floor mono-exponential of every voxel: log-linear start, then LM.
+
+    Parameters
+    ----------
+    y : ndarray, shape (n, m)
+        Valid magnitudes.
+    te_s : ndarray, shape (m,)
+        Echo times in s.
+    sigma : float
+        Rician noise level (> 0).
+    time_mode : bool, keyword-only
+        Parameters ``(S0, T)`` with ``T = 1000 / R`` in ms (T2) instead of ``(S0, R)``.
+    rate_bounds : (float, float), keyword-only
+        Clip of the start's rate (1/s).
+    lower, upper, scale : ndarray, shape (2,), keyword-only
+        The model's bounds and typical scales (in its parameters).
+    max_iter : int, keyword-only
+    ftol, xtol : float, keyword-only
+        The LM's options (:class:`tumorscope.fitting.lm.LMOptions`).
+
+    Returns
+    -------
+    params : ndarray, shape (n, 2)
+    status : ndarray of uint8, shape (n,)
+    rss : ndarray, shape (n,)
+    stderr : ndarray, shape (n, 2)
+    """
+    n = y.shape[0]
+    params = np.empty((n, 2))
+    status = np.empty(n, dtype=np.uint8)
+    rss = np.empty(n)
+    stderr = np.empty((n, 2))
+    f8 = np.float64
+    _rician_block(
+        np.ascontiguousarray(y, dtype=f8),
+        np.ascontiguousarray(te_s, dtype=f8),
+        float(sigma),
+        1.0 if time_mode else 0.0,
+        float(rate_bounds[0]),
+        float(rate_bounds[1]),
+        np.ascontiguousarray(lower, dtype=f8),
+        np.ascontiguousarray(upper, dtype=f8),
+        np.ascontiguousarray(scale, dtype=f8),
+        int(max_iter),
+        float(ftol),
+        float(xtol),
+        params,
+        status,
+        rss,
+        stderr,
+    )
+    return params, status, rss, stderr
