@@ -68,7 +68,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("tumorscope.models.relaxometry._numba", "", (), 0.7),
     Kernel("tumorscope.models.cest._numba", "lorentzian_lm", ("(float64[::1], int64, float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], int64, float64, float64, uint8[::1], float64[::1], float64[:, ::1], int32[::1])",), 16.4),
     Kernel("tumorscope.models.cest._numba", "lorentz_slope_lm", ("(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], int64, float64, float64, uint8[::1], float64[::1], float64[:, ::1], int32[::1])",), 15.9),
-    Kernel("tumorscope.models.relaxometry._varpro_numba", "_ir_block", ("(float64[:, ::1], float64[::1], int64[::1], float64[::1], boolean, float64[:, ::1], float64[::1], boolean[::1], float64[:, ::1])",), 12.7),
+    Kernel("tumorscope.models.relaxometry._ir_numba", "_ir_block", ("(float64[:, ::1], float64[::1], int64[::1], float64[::1], boolean, float64[:, ::1], float64[::1], boolean[::1], float64[:, ::1])",), 12.7),
     Kernel("tumorscope.models.relaxometry._varpro_numba", "_monoexp_block", ("(float64[:, ::1], float64[::1], float64[::1], boolean, float64[:, ::1], float64[::1], boolean[::1], float64[:, ::1])",), 9.8),
     Kernel("tumorscope.models.cest._b0_numba", "wassr_varpro", ("(float64[::1], float64[:, ::1], float32[:, ::1], int64[::1], float64[::1], float64, int64, float64, float64, float64[::1], uint8[::1])",), 6.7),
     Kernel("tumorscope.models.dce._varpro", "tofts_varpro", ("(Array(float64, 1, 'C', True, aligned=True), Array(float64, 1, 'C', True, aligned=True), float64[:, ::1], boolean, float64[::1], float64[::1], omitted(1e-05))",), 6.7),

@@ -37,15 +37,66 @@ _FAILED = np.uint8(FitStatus.FAILED)
 
 
 @nb.njit(cache=True, inline="always")
+def _poly_i0e(t):
+    """``sqrt(u) i0e(u)`` for ``u > 3.75``, ``t = 3.75 / u`` (Abramowitz & Stegun 9.8.2)."""
+    return 0.39894228 + t * (
+        0.01328592
+        + t
+        * (
+            0.00225319
+            + t
+            * (
+                -0.00157565
+                + t
+                * (
+                    0.00916281
+                    + t * (-0.02057706 + t * (0.02635537 + t * (-0.01647633 + t * 0.00392377)))
+                )
+            )
+        )
+    )
+
+
+@nb.njit(cache=True, inline="always")
+def _poly_i1e(t):
+    """``sqrt(u) i1e(u)`` for ``u > 3.75``, ``t = 3.75 / u`` (Abramowitz & Stegun 9.8.4)."""
+    return 0.39894228 + t * (
+        -0.03988024
+        + t
+        * (
+            -0.00362018
+            + t
+            * (
+                0.00163801
+                + t
+                * (
+                    -0.01031555
+                    + t * (0.02282967 + t * (-0.02895312 + t * (0.01787654 - t * 0.00420059)))
+                )
+            )
+        )
+    )
+
+
+@nb.njit(cache=True, inline="always")
 def _model(s0, q, te_s, sigma, mode, f, J):
     """:func:`._numba.rician_decay_kernel` at ``(S0, q)`` (``q`` = R in 1/s, or T in ms
-    with ``mode`` 1), into ``f (m,)`` and ``J (m, 2)``: the same arithmetic."""
+    with ``mode`` 1), into ``f (m,)`` and ``J (m, 2)``: the same approximations, with the
+    divisions of the usual regime ``3.75 < u <= 1e6`` (``u = A² / 4σ²``, the amplitude above
+    the noise: tissue) folded into one. There ``i0e(u) = P0(t) / sqrt(u)`` and
+    ``i1e(u) = P1(t) / sqrt(u)`` with ``t = 3.75 / u`` and ``sqrt(u) = |A| / 2σ``, so
+    ``E[M] = 2σ² sqrt(π/2) ((1 + 2u) P0 + 2u P1) / |A|`` and
+    ``dE[M]/dA = sign(A) sqrt(π/2) (P0 + P1)``: equal to the kernel's values to rounding."""
     if mode == 0.0:
         r = q
         drdq = 1.0
     else:
         r = 1000.0 / q
         drdq = -1000.0 / (q * q)
+    s2 = sigma * sigma
+    c_u = 1.0 / (4.0 * s2)
+    c_t = 15.0 * s2  # 3.75 × 4σ²
+    c_v = 2.0 * s2 * _SQRT_PI_2
     for k in range(te_s.shape[0]):
         te = te_s[k]
         e = math.exp(-te * r)
@@ -54,10 +105,19 @@ def _model(s0, q, te_s, sigma, mode, f, J):
             val = abs(a)
             g = 1.0
         else:
-            u = a * a / (4.0 * sigma * sigma)
+            u = a * a * c_u
             if u > 1e6:
-                val = a + sigma * sigma / (2.0 * a)
-                g = 1.0 - sigma * sigma / (2.0 * a * a)
+                val = a + s2 / (2.0 * a)
+                g = 1.0 - s2 / (2.0 * a * a)
+            elif u > 3.75:
+                ia = 1.0 / abs(a)
+                t = c_t * ia * ia
+                p0 = _poly_i0e(t)
+                p1 = _poly_i1e(t)
+                val = c_v * ia * ((1.0 + 2.0 * u) * p0 + 2.0 * u * p1)
+                g = _SQRT_PI_2 * (p0 + p1)
+                if a < 0.0:
+                    g = -g
             else:
                 i0e, i1e = _i0e_i1e(u)
                 val = sigma * _SQRT_PI_2 * ((1.0 + 2.0 * u) * i0e + 2.0 * u * i1e)

@@ -35,10 +35,11 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["ir_varpro", "monoexp_varpro"]
+__all__ = ["monoexp_varpro"]
 
-_GOLD_C = 0.5 * (3.0 - math.sqrt(5.0))  # 0.381966...
-_TOL = 1e-6  # absolute tolerance in θ = log x
+#: A Newton step shorter than this ends the search (the next would be ~1e-14: the
+#: convergence is quadratic); any step (bisection included) shorter than 1e-10 does too.
+_NEWTON_DONE = 1e-7
 
 
 @nb.njit(cache=True, inline="always")
@@ -86,103 +87,30 @@ def _proj2(y, e):
     return rss, c0, c1
 
 
-@nb.njit(cache=True, inline="always")
-def _rss_at(y, t, th, rate, two, nonneg, e):
-    """Reduced rss at ``θ``: basis ``exp(-t x)`` (rate) or ``exp(-t / x)`` (time)."""
-    x = math.exp(th)
-    for k in range(t.shape[0]):
-        e[k] = math.exp(-t[k] * x) if rate else math.exp(-t[k] / x)
-    if two:
-        return _proj2(y, e)[0]
-    return _proj1(y, e, nonneg)[0]
-
-
-@nb.njit(cache=True)
-def _brent(y, t, a, b, rate, two, nonneg, e):
-    """Brent's minimiser of the reduced rss on ``[a, b]`` (θ); returns ``(θ, rss)``."""
-    x = w = v = a + _GOLD_C * (b - a)
-    fx = fw = fv = _rss_at(y, t, x, rate, two, nonneg, e)
-    d = 0.0
-    step = 0.0
-    for _ in range(60):
-        xm = 0.5 * (a + b)
-        tol1 = _TOL
-        tol2 = 2.0 * tol1
-        if abs(x - xm) <= tol2 - 0.5 * (b - a):
-            break
-        use_golden = True
-        if abs(step) > tol1:
-            r = (x - w) * (fx - fv)
-            q = (x - v) * (fx - fw)
-            p = (x - v) * q - (x - w) * r
-            q = 2.0 * (q - r)
-            if q > 0.0:
-                p = -p
-            q = abs(q)
-            old = step
-            step = d
-            if abs(p) < abs(0.5 * q * old) and p > q * (a - x) and p < q * (b - x):
-                d = p / q
-                u = x + d
-                if (u - a) < tol2 or (b - u) < tol2:
-                    d = tol1 if xm >= x else -tol1
-                use_golden = False
-        if use_golden:
-            step = (a - x) if x >= xm else (b - x)
-            d = _GOLD_C * step
-        u = x + (d if abs(d) >= tol1 else (tol1 if d > 0 else -tol1))
-        fu = _rss_at(y, t, u, rate, two, nonneg, e)
-        if fu <= fx:
-            if u >= x:
-                a = x
-            else:
-                b = x
-            v, w, x = w, x, u
-            fv, fw, fx = fw, fx, fu
-        else:
-            if u < x:
-                a = u
-            else:
-                b = u
-            if fu <= fw or w == x:
-                v, w = w, u
-                fv, fw = fw, fu
-            elif fu <= fv or v == x or v == w:
-                v = u
-                fv = fu
-    return x, fx
-
-
-@nb.njit(cache=True)
-def _grid_stats(E):
-    """Per grid point: ``sum e²`` and ``sum e`` of its basis function."""
-    n_grid, m = E.shape
-    S = np.zeros((n_grid, 2))
-    for g in range(n_grid):
-        for k in range(m):
-            S[g, 0] += E[g, k] * E[g, k]
-            S[g, 1] += E[g, k]
-    return S
-
-
 @nb.njit(inline="always")
 def _newton_bracket(x, d1, d2, a, b):
     """One safeguarded Newton step on ``dφ/dθ = 0`` at ``x`` (``d1``, ``d2``: the first and
     second derivatives there) inside the bracket ``[a, b]``: the bracket shrinks to the side
     where the derivative changes sign; the Newton point, or the bracket's midpoint when the
     curvature is not positive or the point falls outside. Returns ``(next x, a, b,
-    converged)``, converged when the step is below 1e-10."""
+    converged)``: converged when a Newton step is below :data:`_NEWTON_DONE` (quadratic
+    convergence: the next point is already the minimiser to ~1e-14) or any step below 1e-10.
+    """
     if d1 > 0.0:
         b = x
     else:
         a = x
+    newton = False
     if d2 > 0.0:
         xn = x - d1 / d2
-        if not (a < xn < b):
+        if a < xn < b:
+            newton = True
+        else:
             xn = 0.5 * (a + b)
     else:
         xn = 0.5 * (a + b)
-    return xn, a, b, abs(xn - x) < 1e-10
+    step = abs(xn - x)
+    return xn, a, b, step < 1e-10 or (newton and step < _NEWTON_DONE)
 
 
 @nb.njit(cache=True)
@@ -191,13 +119,16 @@ def _newton_rate(y, t, a, b, x):
     ``[a, b]``, from ``x``: Newton's method on ``dφ/dθ = 0`` with the analytic first and second
     derivatives of ``φ = Σy² - (Σ f y)² / Σ f²``, kept inside a bracket that shrinks with the
     sign of the derivative (bisection when a step leaves it or the curvature is not positive;
-    as ``rtsafe``, Press et al., *Numerical Recipes*, 3rd ed., 9.4). Converges quadratically,
-    to ``|Δθ| < 1e-10``; about 4 evaluations from a grid point. Returns ``(θ, rss)``."""
+    as ``rtsafe``, Press et al., *Numerical Recipes*, 3rd ed., 9.4). Converges quadratically
+    (:func:`_newton_bracket`); 2–4 evaluations from the vertex of the grid's parabola.
+    Returns ``(θ, φ, converged)``; ``φ`` is that of the last point evaluated (the caller
+    recomputes the rss at ``θ``), converged False if 60 steps did not get there."""
     m = t.shape[0]
     yy = 0.0
     for k in range(m):
         yy += y[k] * y[k]
     phi = yy
+    done = False
     for _ in range(60):
         r = math.exp(x)
         A = Ar = Arr = B = Br = Brr = 0.0
@@ -229,11 +160,12 @@ def _newton_rate(y, t, a, b, x):
             d1 = -r * g_r
             d2 = -r * g_r - r * r * g_rr
         if d1 == 0.0:
+            done = True
             break
         x, a, b, done = _newton_bracket(x, d1, d2, a, b)
         if done:
             break
-    return x, phi
+    return x, phi, done
 
 
 @nb.njit(cache=True)
@@ -242,10 +174,9 @@ def _newton_time2(y, t, a, b, x):
     ``θ = log T`` in ``[a, b]``, from ``x``: the safeguarded Newton of :func:`_newton_rate`
     on ``dφ/dθ = 0`` with the analytic derivatives of ``φ = Σy² - N / D``, where for the
     basis ``(1, e)``, ``D = m Σe² - (Σe)²`` and ``N = Σe² (Σy)² - 2 Σe Σy Σey + m (Σey)²``;
-    ``de/dθ = e u`` and ``d²e/dθ² = e (u² - u)`` with ``u = t / T``. Converges to
-    ``|Δθ| < 1e-10`` in a few evaluations where Brent needs ~20 for 1e-6 (the inversion
-    recovery search of every voxel and polarity candidate). Returns ``(θ, φ)``; ``φ`` is that
-    of the last point evaluated (the caller recomputes the rss at ``θ``)."""
+    ``de/dθ = e u`` and ``d²e/dθ² = e (u² - u)`` with ``u = t / T``. Converges in a few
+    evaluations where Brent needed ~20 for 1e-6 (the inversion recovery search of every
+    voxel and polarity candidate). Returns ``(θ, φ, converged)`` as :func:`_newton_rate`."""
     m = t.shape[0]
     yy = 0.0
     sy = 0.0
@@ -254,6 +185,7 @@ def _newton_time2(y, t, a, b, x):
         sy += y[k]
     fm = float(m)
     phi = yy
+    done = False
     for _ in range(60):
         inv = math.exp(-x)
         se = se1 = se2 = 0.0  # Σe and its θ-derivatives
@@ -293,76 +225,12 @@ def _newton_time2(y, t, a, b, x):
             d1 = -q1
             d2 = -q2
         if d1 == 0.0:
+            done = True
             break
         x, a, b, done = _newton_bracket(x, d1, d2, a, b)
         if done:
             break
-    return x, phi
-
-
-@nb.njit(cache=True)
-def _search(y, t, grid, E, S, rate, two, nonneg, e):
-    """Grid then Brent: ``(θ, at_bound)``, never worse than the best grid point. On return
-    ``e`` holds the basis function at ``θ`` (the callers need not compute it again).
-
-    On the grid the sums of the basis (``S``, :func:`_grid_stats`) are shared by every voxel,
-    so each point costs one dot product ``e·y`` (same arithmetic as :func:`_proj1` /
-    :func:`_proj2`)."""
-    n_grid, m = E.shape
-    yy = 0.0
-    fy = 0.0
-    for k in range(m):
-        yy += y[k] * y[k]
-        fy += y[k]
-    best = np.inf
-    g_best = 0
-    for g in range(n_grid):
-        ey = 0.0
-        for k in range(m):
-            ey += E[g, k] * y[k]
-        gg = S[g, 0]
-        if two:
-            ff = float(m)
-            fg = S[g, 1]
-            det = ff * gg - fg * fg
-            if det > 1e-12 * max(ff * gg, 1e-300):
-                c0 = (gg * fy - fg * ey) / det
-                c1 = (ff * ey - fg * fy) / det
-                # |y - c0 - c1 e|² expanded
-                r = (
-                    yy
-                    - 2.0 * (c0 * fy + c1 * ey)
-                    + c0 * c0 * ff
-                    + 2.0 * c0 * c1 * fg
-                    + c1 * c1 * gg
-                )
-            else:
-                r = yy
-        else:
-            c = ey / gg if gg > 0.0 else 0.0
-            if nonneg and c < 0.0:
-                c = 0.0
-            r = yy - 2.0 * c * ey + c * c * gg
-        r = max(r, 0.0)
-        if r < best:
-            best = r
-            g_best = g
-    at_bound = g_best == 0 or g_best == n_grid - 1
-    kc = min(max(g_best, 1), n_grid - 2)
-    # the grid point's rss as Brent computes it (the expanded form above rounds differently
-    # near a zero residual), to compare the refined point with
-    r_grid = _rss_at(y, t, grid[g_best], rate, two, nonneg, e)
-    if rate and not two and nonneg:
-        th = _newton_rate(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])[0]
-    elif two and not rate:
-        th = _newton_time2(y, t, grid[kc - 1], grid[kc + 1], grid[g_best])[0]
-    else:
-        th = _brent(y, t, grid[kc - 1], grid[kc + 1], rate, two, nonneg, e)[0]
-    r = _rss_at(y, t, th, rate, two, nonneg, e)
-    if not (r <= r_grid):
-        th = grid[g_best]
-        _rss_at(y, t, th, rate, two, nonneg, e)  # rare: e back at the grid point
-    return th, at_bound
+    return x, phi, done
 
 
 @nb.njit(cache=True, inline="always")
@@ -410,28 +278,35 @@ def _solve_small(H, g, P, out, d, A):
 
 
 @nb.njit(cache=True, inline="always")
-def _residual(y, t, p, ir, r, J):
-    """Residual ``y - f(p)`` into ``r``, Jacobian of ``f`` into ``J``; returns the rss.
-
-    ``f = S0 exp(-t R)`` with ``p = (S0, R)``, or (``ir``) ``M0 (1 - k exp(-t/T1))`` with
-    ``p = (M0, T1, k)``."""
+def _exp_residual(y, t, p, e, r, J):
+    """Residual ``y - S0 e`` into ``r`` and the Jacobian of ``S0 exp(-t R)`` w.r.t.
+    ``(S0, R)`` into ``J``, given the basis ``e = exp(-t R)`` at ``p = (S0, R)``; the rss."""
     rss = 0.0
     for i in range(t.shape[0]):
-        if ir:
-            e = math.exp(-t[i] / p[1])
-            f = p[0] * (1.0 - p[2] * e)
-            J[i, 0] = 1.0 - p[2] * e
-            J[i, 1] = -p[0] * p[2] * e * t[i] / (p[1] * p[1])
-            J[i, 2] = -p[0] * e
-        else:
-            e = math.exp(-t[i] * p[1])
-            f = p[0] * e
-            J[i, 0] = e
-            J[i, 1] = -t[i] * f
+        f = p[0] * e[i]
+        J[i, 0] = e[i]
+        J[i, 1] = -t[i] * f
         d = y[i] - f
         r[i] = d
         rss += d * d
     return rss
+
+
+@nb.njit(cache=True, inline="always")
+def vertex(grid, q, g_best, kc):
+    """Start of a search in the bracket ``grid[kc - 1], grid[kc + 1]``: the vertex of the
+    parabola through ``-q`` (the reduced residual up to a constant) at ``kc - 1, kc, kc + 1``
+    if it is a minimum inside the bracket, else the best grid point ``g_best``."""
+    h = grid[kc + 1] - grid[kc]
+    a = -q[kc - 1]
+    b = -q[kc]
+    c = -q[kc + 1]
+    den = a - 2.0 * b + c
+    if den > 0.0:
+        x = grid[kc] + 0.5 * h * (a - c) / den
+        if grid[kc - 1] < x < grid[kc + 1]:
+            return x
+    return grid[g_best]
 
 
 @nb.njit(cache=True)
@@ -448,47 +323,6 @@ def _workspace(m, P):
         np.empty(P),
         np.empty((P, P + 1)),
     )
-
-
-@nb.njit(cache=True, inline="always")
-def _polish(y, t, p, rss, ir, J, W):
-    """Two Gauss–Newton steps, each kept only where it lowers the rss; returns the rss.
-
-    As :func:`tumorscope.fitting.polish.gauss_newton_polish`: normal equations scaled to a
-    unit diagonal with a 1e-12 ridge, no step where they are not finite or their determinant
-    is below 1e-14. ``W`` is a :func:`_workspace`."""
-    m, P = J.shape
-    H, g, step, trial, r, rt, Jt, d, A = W
-    _residual(y, t, p, ir, r, J)
-    for _ in range(2):
-        for i in range(P):
-            g[i] = 0.0
-            for j in range(P):
-                H[i, j] = 0.0
-        for k in range(m):
-            for i in range(P):
-                g[i] += J[k, i] * r[k]
-                for j in range(P):
-                    H[i, j] += J[k, i] * J[k, j]
-        if not _solve_small(H, g, P, step, d, A):
-            break
-        ok = True
-        for i in range(P):
-            trial[i] = p[i] + step[i]
-            ok = ok and math.isfinite(trial[i])
-        if not ok:
-            break
-        rss_t = _residual(y, t, trial, ir, rt, Jt)
-        if not (math.isfinite(rss_t) and rss_t < rss):
-            break  # the next step would be the same one
-        rss = rss_t
-        for i in range(P):
-            p[i] = trial[i]
-        for k in range(m):
-            r[k] = rt[k]
-            for i in range(P):
-                J[k, i] = Jt[k, i]
-    return rss
 
 
 @nb.njit(cache=True, inline="always")
@@ -586,24 +420,48 @@ def _monoexp_block(y, te_s, grid, time_mode, params, rss, at_bound, stderr):
     n, m = y.shape
     n_grid = grid.shape[0]
     E = np.empty((n_grid, m))
+    inv_gg = np.empty(n_grid)
     for gi in range(n_grid):
         x = math.exp(grid[gi])
+        gg = 0.0
         for k in range(m):
             E[gi, k] = math.exp(-te_s[k] * x)
-    S = _grid_stats(E)
+            gg += E[gi, k] * E[gi, k]
+        inv_gg[gi] = 1.0 / gg if gg > 0.0 else 0.0
+    q = np.empty(n_grid)
     e = np.empty(m)
+    res = np.empty(m)
     J = np.empty((m, 2))
     p = np.empty(2)
     H, dd, A, inv = np.empty((2, 2)), np.empty(2), np.empty((2, 2)), np.empty((2, 2))
     for v in range(n):
         yv = y[v]
-        th, ab = _search(yv, te_s, grid, E, S, True, False, True, e)  # e at θ
+        # the grid: rss = Σy² - q with q = (Σey)² / Σe² where Σey > 0 (c >= 0), else 0
+        g_best = 0
+        for g in range(n_grid):
+            ey = 0.0
+            for k in range(m):
+                ey += E[g, k] * yv[k]
+            q[g] = ey * ey * inv_gg[g] if ey > 0.0 else 0.0
+            if q[g] > q[g_best]:
+                g_best = g
+        ab = g_best == 0 or g_best == n_grid - 1
+        kc = min(max(g_best, 1), n_grid - 2)
+        r_grid = _proj1(yv, E[g_best], True)[0]
+        th = _newton_rate(yv, te_s, grid[kc - 1], grid[kc + 1], vertex(grid, q, g_best, kc))[0]
         r = math.exp(th)
-        c = _proj1(yv, e, True)[1]
+        for k in range(m):
+            e[k] = math.exp(-te_s[k] * r)
+        rv, c = _proj1(yv, e, True)
+        if not (rv <= r_grid):  # rare: never worse than the best grid point
+            r = math.exp(grid[g_best])
+            for k in range(m):
+                e[k] = E[g_best, k]
+            c = _proj1(yv, e, True)[1]
         p[0] = c
         p[1] = r
         # the rss as a sum of squared residuals (the projected form cancels near zero)
-        rv = _residual(yv, te_s, p, False, e, J)
+        rv = _exp_residual(yv, te_s, p, e, res, J)
         params[v, 0] = p[0]
         params[v, 1] = p[1]
         rss[v] = rv
@@ -657,121 +515,6 @@ def monoexp_varpro(
         np.ascontiguousarray(te_s, dtype=np.float64),
         _grid(lo, hi, n_grid),
         bool(time_mode),
-        params,
-        rss,
-        at_bound,
-        stderr,
-    )
-    return params, rss, at_bound, stderr
-
-
-@nb.njit(cache=True, nogil=True)
-def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
-    n, m = y.shape
-    n_grid = grid.shape[0]
-    E = np.empty((n_grid, m))
-    for gi in range(n_grid):
-        x = math.exp(grid[gi])
-        for k in range(m):
-            E[gi, k] = math.exp(-ti[k] / x)
-    S = _grid_stats(E)
-    rank = np.empty(m, dtype=np.int64)
-    for i in range(m):
-        rank[order[i]] = i
-    e = np.empty(m)
-    e_best = np.empty(m)
-    ys = np.empty(m)
-    J = np.empty((m, 3))
-    p = np.empty(3)
-    H, dd, A, inv = np.empty((3, 3)), np.empty(3), np.empty((3, 3)), np.empty((3, 3))
-    W = _workspace(m, 3)
-    for v in range(n):
-        yv = y[v]
-        if magnitude:
-            kmin = 0
-            for i in range(1, m):
-                if yv[order[i]] < yv[order[kmin]]:
-                    kmin = i
-            n_cand = 2
-        else:
-            kmin = 0
-            n_cand = 1
-        best_rss = np.inf
-        best_th = 0.0
-        best_ab = False
-        best_extra = 0
-        for extra in range(n_cand):
-            j = kmin + extra
-            for k in range(m):
-                ys[k] = -yv[k] if (magnitude and rank[k] < j) else yv[k]
-            th, ab = _search(ys, ti, grid, E, S, False, True, False, e)  # e at θ
-            rv = _proj2(ys, e)[0]
-            if extra == 0 or rv < best_rss:
-                best_rss = rv
-                best_th = th
-                best_ab = ab
-                best_extra = extra
-                for k in range(m):
-                    e_best[k] = e[k]
-        j = kmin + best_extra
-        for k in range(m):
-            ys[k] = -yv[k] if (magnitude and rank[k] < j) else yv[k]
-        t1 = math.exp(best_th)
-        rv, c0, c1 = _proj2(ys, e_best)
-        p[0] = c0
-        p[1] = t1
-        p[2] = -c1 / c0 if c0 != 0.0 else np.nan
-        free = not best_ab
-        for i in range(3):
-            if not math.isfinite(p[i]):
-                free = False
-        if free:
-            # leaves J at the final p (a rejected step does not touch it)
-            rv = _polish(ys, ti, p, rv, True, J, W)
-        params[v, 0] = p[0]
-        params[v, 1] = p[1]
-        params[v, 2] = p[2]
-        rss[v] = rv
-        at_bound[v] = best_ab
-        if math.isfinite(p[0]) and math.isfinite(p[1]) and math.isfinite(p[2]):
-            if not free:  # after the polish J is already the Jacobian at p
-                _residual(ys, ti, p, True, e, J)
-            _stderr(J, rv, 1.0, stderr[v], H, dd, A, inv)
-        else:
-            stderr[v, 0] = stderr[v, 1] = stderr[v, 2] = np.nan
-
-
-def ir_varpro(
-    y: np.ndarray, ti_ms: np.ndarray, lo: float, hi: float, *, magnitude: bool, n_grid: int = 48
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``M0 (1 - k exp(-TI/T1))`` by exact least squares with polarity restoration.
-
-    The candidates of :class:`~tumorscope.models.relaxometry.IRT1` (points up to the minimum
-    magnitude negated, with and without the minimum; the one with the smaller rss kept, the
-    first on a tie), each by grid and Brent search over ``T1`` in ``[lo, hi]`` (ms), then two
-    Gauss–Newton steps in ``(M0, T1, k)``.
-
-    Returns
-    -------
-    params : ndarray, shape (n, 3)
-        ``(M0, T1, k)``; ``k`` NaN where ``M0 = 0``.
-    rss : ndarray, shape (n,)
-    at_bound : ndarray of bool, shape (n,)
-    stderr : ndarray, shape (n, 3)
-        Of ``(M0, T1, k)`` (:func:`_stderr`).
-    """
-    n = y.shape[0]
-    params = np.empty((n, 3))
-    rss = np.empty(n)
-    at_bound = np.empty(n, dtype=np.bool_)
-    stderr = np.empty((n, 3))
-    ti = np.ascontiguousarray(ti_ms, dtype=np.float64)
-    _ir_block(
-        np.ascontiguousarray(y, dtype=np.float64),
-        ti,
-        np.argsort(ti, kind="stable").astype(np.int64),
-        _grid(lo, hi, n_grid),
-        bool(magnitude),
         params,
         rss,
         at_bound,

@@ -26,7 +26,7 @@ from .equations import (
     t2star_rician_jacobian,
     t2star_rician_signal,
 )
-from .noise import background_sigma, decay_sigma
+from .noise import background_sigma_rows, decay_sigma, valid_rows
 
 __all__ = ["T2", "T2Offset", "T2Star"]
 
@@ -425,16 +425,22 @@ class _DecayModel(RelaxometryModel):
                 f"{self.echo_times_ms.size}; pass noise_sigma",
                 field="noise_sigma",
             )
-        flat = arr.reshape(-1, arr.shape[-1])
-        if m is not None:
-            flat = flat[m.reshape(-1)]
-        y = np.asarray(flat, dtype=np.float64)
-        y = y[np.all(np.isfinite(y), axis=1) & np.all(y >= 0, axis=1)]
-        if y.shape[0] == 0:
+        # rows of voxels as a view in the data's memory order (a NIfTI series is Fortran-
+        # ordered: each echo contiguous), read one echo at a time: no copy of the series
+        order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        flat = arr.reshape(-1, arr.shape[-1], order=order)
+        keep = valid_rows(flat, None if m is None else m.reshape(-1, order=order))
+        if not keep.any():
             return 0.0, "none"
-        bg = background_sigma(y)
+        bg = background_sigma_rows(flat, None if keep.all() else keep)
         if bg is not None:
             return bg, "background"
+        # the voxels in C order (as the subsample below has always taken them)
+        rows = arr.reshape(-1, arr.shape[-1])
+        if m is not None:
+            rows = rows[m.reshape(-1)]
+        y = np.asarray(rows, dtype=np.float64)
+        y = y[np.all(np.isfinite(y), axis=1) & np.all(y >= 0, axis=1)]
         y = y[np.any(y > 0, axis=1)]
         if y.shape[0] > max_voxels:
             y = y[np.linspace(0, y.shape[0] - 1, max_voxels).astype(np.int64)]

@@ -41,7 +41,7 @@ class IRT1(T1Model):
         False for phase-corrected real (signed) data: no polarity restoration.
     backend : {"auto", "numba", "numpy"}, keyword-only
         ``"numba"`` (the default when numba is installed) runs the same estimator compiled,
-        voxel by voxel (:func:`._varpro_numba.ir_varpro`); ``"numpy"`` vectorised.
+        voxel by voxel (:func:`._ir_numba.ir_varpro`); ``"numpy"`` vectorised.
 
     Notes
     -----
@@ -124,7 +124,7 @@ class IRT1(T1Model):
         ti = self.inversion_times_ms
         lo, hi = self.parameters[1].lower, self.parameters[1].upper
         if resolve_backend(self.backend, has_kernel=self.kernel() is not None) == "numba":
-            from ._varpro_numba import ir_varpro
+            from ._ir_numba import ir_varpro
 
             params, rss, at_bound, stderr = ir_varpro(y, ti, lo, hi, magnitude=self.magnitude)
             return compiled_block(params, rss, at_bound, stderr)
