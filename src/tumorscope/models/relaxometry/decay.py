@@ -427,7 +427,9 @@ class _DecayModel(RelaxometryModel):
             )
         # rows of voxels as a view in the data's memory order (a NIfTI series is Fortran-
         # ordered: each echo contiguous), read one echo at a time: no copy of the series
-        order = "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        order: Literal["C", "F"] = (
+            "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        )
         flat = arr.reshape(-1, arr.shape[-1], order=order)
         keep = valid_rows(flat, None if m is None else m.reshape(-1, order=order))
         if not keep.any():
