@@ -27,6 +27,7 @@ import numpy as np
 
 from ...fitting.status import FitStatus
 from ._numba import _SQRT_PI_2, _i0e_i1e
+from ._varpro_numba import exp_basis, exp_plan
 
 __all__ = ["rician_decay_fit"]
 
@@ -37,49 +38,38 @@ _FAILED = np.uint8(FitStatus.FAILED)
 
 
 @nb.njit(cache=True, inline="always")
+def _poly8(t, c0, c1, c2, c3, c4, c5, c6, c7, c8):
+    """``c0 + c1 t + ... + c8 t⁸`` by Estrin's scheme (independent pairs, then powers of
+    ``t``: a dependency chain of 4 multiply-adds instead of Horner's 8)."""
+    t2 = t * t
+    t4 = t2 * t2
+    a = c0 + c1 * t
+    b = c2 + c3 * t
+    c = c4 + c5 * t
+    d = c6 + c7 * t
+    return (a + b * t2) + (c + d * t2) * t4 + c8 * (t4 * t4)
+
+
+@nb.njit(cache=True, inline="always")
 def _poly_i0e(t):
     """``sqrt(u) i0e(u)`` for ``u > 3.75``, ``t = 3.75 / u`` (Abramowitz & Stegun 9.8.2)."""
-    return 0.39894228 + t * (
-        0.01328592
-        + t
-        * (
-            0.00225319
-            + t
-            * (
-                -0.00157565
-                + t
-                * (
-                    0.00916281
-                    + t * (-0.02057706 + t * (0.02635537 + t * (-0.01647633 + t * 0.00392377)))
-                )
-            )
-        )
-    )
+    return _poly8(
+        t, 0.39894228, 0.01328592, 0.00225319, -0.00157565, 0.00916281, -0.02057706,
+        0.02635537, -0.01647633, 0.00392377,
+    )  # fmt: skip
 
 
 @nb.njit(cache=True, inline="always")
 def _poly_i1e(t):
     """``sqrt(u) i1e(u)`` for ``u > 3.75``, ``t = 3.75 / u`` (Abramowitz & Stegun 9.8.4)."""
-    return 0.39894228 + t * (
-        -0.03988024
-        + t
-        * (
-            -0.00362018
-            + t
-            * (
-                0.00163801
-                + t
-                * (
-                    -0.01031555
-                    + t * (0.02282967 + t * (-0.02895312 + t * (0.01787654 - t * 0.00420059)))
-                )
-            )
-        )
-    )
+    return _poly8(
+        t, 0.39894228, -0.03988024, -0.00362018, 0.00163801, -0.01031555, 0.02282967,
+        -0.02895312, 0.01787654, -0.00420059,
+    )  # fmt: skip
 
 
 @nb.njit(cache=True, inline="always")
-def _model(s0, q, te_s, sigma, mode, f, J):
+def _model(s0, q, te_s, sigma, mode, f, J, steps, which, ex, xs):
     """:func:`._numba.rician_decay_kernel` at ``(S0, q)`` (``q`` = R in 1/s, or T in ms
     with ``mode`` 1), into ``f (m,)`` and ``J (m, 2)``: the same approximations, with the
     divisions of the usual regime ``3.75 < u <= 1e6`` (``u = A² / 4σ²``, the amplitude above
@@ -97,9 +87,10 @@ def _model(s0, q, te_s, sigma, mode, f, J):
     c_u = 1.0 / (4.0 * s2)
     c_t = 15.0 * s2  # 3.75 × 4σ²
     c_v = 2.0 * s2 * _SQRT_PI_2
+    exp_basis(steps, which, r, ex, xs)
     for k in range(te_s.shape[0]):
         te = te_s[k]
-        e = math.exp(-te * r)
+        e = ex[k]
         a = s0 * e
         if sigma <= 0.0:
             val = abs(a)
@@ -223,6 +214,9 @@ def _rician_block(
     L = np.zeros((2, 2))
     delta = np.empty(2)
     frozen = np.zeros(2, dtype=np.bool_)
+    steps, which = exp_plan(te_s)
+    ex = np.empty(m)
+    xs = np.empty(steps.shape[0])
     for v in range(n):
         yv = y[v]
         s0, r0 = _start(yv, x, sigma, w, z)
@@ -230,7 +224,7 @@ def _rician_block(
         p[0] = s0
         p[1] = r0 if mode == 0.0 else (1000.0 / r0 if r0 > 0.0 else np.nan)
         # -- the LM of _lm_numba._lm_voxel, P = 2 --
-        _model(p[0], p[1], te_s, sigma, mode, f, J)
+        _model(p[0], p[1], te_s, sigma, mode, f, J, steps, which, ex, xs)
         rss = 0.0
         for k in range(m):
             rss += (yv[k] - f[k]) ** 2
@@ -272,7 +266,7 @@ def _rician_block(
                         elif val > hi[i]:
                             val = hi[i]
                         pt[i] = val
-                    _model(pt[0], pt[1], te_s, sigma, mode, ft, Jt)
+                    _model(pt[0], pt[1], te_s, sigma, mode, ft, Jt, steps, which, ex, xs)
                     rss_t = 0.0
                     for k in range(m):
                         rss_t += (yv[k] - ft[k]) ** 2
