@@ -407,33 +407,6 @@ def _stderr(J, rss, dcol1, se, H, d, A, inv):
         inv[0, 0] = A[1, 1] / det
         inv[1, 1] = A[0, 0] / det
     else:
-        p1 = A[0, 1] ** 2 + A[0, 2] ** 2 + A[1, 2] ** 2
-        q = (A[0, 0] + A[1, 1] + A[2, 2]) / 3.0
-        if p1 == 0.0:
-            a0, a1, a2 = abs(A[0, 0]), abs(A[1, 1]), abs(A[2, 2])
-            lmax = max(a0, max(a1, a2))
-            lmin = min(a0, min(a1, a2))
-        else:
-            p2 = (A[0, 0] - q) ** 2 + (A[1, 1] - q) ** 2 + (A[2, 2] - q) ** 2 + 2.0 * p1
-            pp = math.sqrt(p2 / 6.0)
-            b00 = (A[0, 0] - q) / pp
-            b11 = (A[1, 1] - q) / pp
-            b22 = (A[2, 2] - q) / pp
-            b01 = A[0, 1] / pp
-            b02 = A[0, 2] / pp
-            b12 = A[1, 2] / pp
-            r = 0.5 * (
-                b00 * (b11 * b22 - b12 * b12)
-                - b01 * (b01 * b22 - b12 * b02)
-                + b02 * (b01 * b12 - b11 * b02)
-            )
-            r = min(1.0, max(-1.0, r))
-            phi = math.acos(r) / 3.0
-            e1 = q + 2.0 * pp * math.cos(phi)
-            e3 = q + 2.0 * pp * math.cos(phi + 2.0 * math.pi / 3.0)
-            e2 = 3.0 * q - e1 - e3
-            lmax = max(abs(e1), max(abs(e2), abs(e3)))
-            lmin = min(abs(e1), min(abs(e2), abs(e3)))
         c00 = A[1, 1] * A[2, 2] - A[1, 2] * A[2, 1]
         c11 = A[0, 0] * A[2, 2] - A[0, 2] * A[2, 0]
         c22 = A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0]
@@ -442,6 +415,41 @@ def _stderr(J, rss, dcol1, se, H, d, A, inv):
             - A[0, 1] * (A[1, 0] * A[2, 2] - A[1, 2] * A[2, 0])
             + A[0, 2] * (A[1, 0] * A[2, 1] - A[1, 1] * A[2, 0])
         )
+        # the eigenvalues (of a positive semi-definite matrix) are needed only near
+        # singularity: lmax <= tr and lmin >= det / tr², so lmax / lmin <= tr³ / det, below
+        # 1e11 when det > 1e-11 tr³, and the test below passes whatever they are
+        tr = A[0, 0] + A[1, 1] + A[2, 2]
+        if det > 1e-11 * tr * tr * tr:
+            lmax = 1.0
+            lmin = 1.0
+        else:
+            p1 = A[0, 1] ** 2 + A[0, 2] ** 2 + A[1, 2] ** 2
+            q = (A[0, 0] + A[1, 1] + A[2, 2]) / 3.0
+            if p1 == 0.0:
+                a0, a1, a2 = abs(A[0, 0]), abs(A[1, 1]), abs(A[2, 2])
+                lmax = max(a0, max(a1, a2))
+                lmin = min(a0, min(a1, a2))
+            else:
+                p2 = (A[0, 0] - q) ** 2 + (A[1, 1] - q) ** 2 + (A[2, 2] - q) ** 2 + 2.0 * p1
+                pp = math.sqrt(p2 / 6.0)
+                b00 = (A[0, 0] - q) / pp
+                b11 = (A[1, 1] - q) / pp
+                b22 = (A[2, 2] - q) / pp
+                b01 = A[0, 1] / pp
+                b02 = A[0, 2] / pp
+                b12 = A[1, 2] / pp
+                r = 0.5 * (
+                    b00 * (b11 * b22 - b12 * b12)
+                    - b01 * (b01 * b22 - b12 * b02)
+                    + b02 * (b01 * b12 - b11 * b02)
+                )
+                r = min(1.0, max(-1.0, r))
+                phi = math.acos(r) / 3.0
+                e1 = q + 2.0 * pp * math.cos(phi)
+                e3 = q + 2.0 * pp * math.cos(phi + 2.0 * math.pi / 3.0)
+                e2 = 3.0 * q - e1 - e3
+                lmax = max(abs(e1), max(abs(e2), abs(e3)))
+                lmin = min(abs(e1), min(abs(e2), abs(e3)))
         if not (lmin > 0.0 and lmax / lmin < 1e12) or det == 0.0:
             return
         inv[0, 0] = c00 / det
