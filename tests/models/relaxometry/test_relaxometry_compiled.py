@@ -129,21 +129,29 @@ def test_compiled_rician_matches_generic_lm(make, rates):  # type: ignore[no-unt
 
 
 def test_exp_plan_running_product():
-    """One exponential per distinct echo spacing, multiplied along the train, equals the
-    direct exponentials (to rounding), for repeated and all-distinct spacings."""
+    """One exponential per echo train when the spacings are multiples of a common step
+    (powers of it), else one per distinct spacing, multiplied along the train: equal to the
+    direct exponentials to rounding, down to the deepest decays."""
     from tumorscope.models.relaxometry._varpro_numba import exp_basis, exp_plan
 
-    for t_ms in (
-        [10, 20, 30, 45, 60, 80, 100, 130, 160],
-        [2, 5, 8, 12, 16, 20, 25, 30],
-        [100, 250, 500, 900, 1500, 2500, 4000],
-        [1.0],
+    for t_ms, common in (
+        ([10, 20, 30, 45, 60, 80, 100, 130, 160], 5.0),
+        ([2, 5, 8, 12, 16, 20, 25, 30], 1.0),
+        ([100, 250, 500, 900, 1500, 2500, 4000], 50.0),
+        ([1.0], 1.0),
+        ([1.0, 2.0, 2.0 + np.sqrt(2.0), 7.1], None),  # no common step: an exponential each
     ):
         t = np.asarray(t_ms, dtype=float) * 1e-3
-        steps, which = exp_plan(t)
+        plan = exp_plan(t)
+        steps, _which, powers, g = plan
         assert steps.size == len(set(np.round(np.diff(np.r_[0.0, t_ms]), 9)))
+        if common is None:
+            assert np.all(powers == 0)
+        else:
+            assert g == pytest.approx(common * 1e-3, rel=1e-12)
+            np.testing.assert_allclose(powers * g, steps, rtol=1e-12)
         e = np.empty(t.size)
         xs = np.empty(steps.size)
-        for r in (0.2, 37.0, 1000.0, 5000.0):
-            exp_basis(steps, which, r, e, xs)
-            np.testing.assert_allclose(e, np.exp(-t * r), rtol=1e-13, atol=1e-300)
+        for r in (0.2, 37.0, 1000.0, 5000.0, 1e5):
+            exp_basis(plan, r, e, xs)
+            np.testing.assert_allclose(e, np.exp(-t * r), rtol=1e-12, atol=1e-300)

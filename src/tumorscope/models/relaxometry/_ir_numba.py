@@ -39,6 +39,9 @@ from ._varpro_numba import (
     _solve_small,
     _stderr,
     _workspace,
+    exp_basis,
+    exp_plan,
+    increasing,
     vertex,
 )
 
@@ -46,11 +49,9 @@ __all__ = ["ir_varpro"]
 
 
 @nb.njit(cache=True, inline="always")
-def _basis_at(t, th, e):
-    """``e_k = exp(-t_k / T)`` at ``θ = log T`` (the arithmetic of ``_rss_at``)."""
-    x = math.exp(th)
-    for k in range(t.shape[0]):
-        e[k] = math.exp(-t[k] / x)
+def _basis_at(plan, th, e, xs):
+    """``e_k = exp(-t_k / T)`` at ``θ = log T`` (:func:`._varpro_numba.exp_basis`)."""
+    exp_basis(plan, math.exp(-th), e, xs)
 
 
 @nb.njit(cache=True, inline="always")
@@ -71,7 +72,7 @@ def _ir_residual(y, t, p, e, r, J):
 
 
 @nb.njit(cache=True, inline="always")
-def _polish_ir(y, t, p, rss, e, et, J, W):
+def _polish_ir(y, t, p, rss, e, et, J, W, plan, xs):
     """Two Gauss–Newton steps (``_varpro_numba._polish`` with ``ir``: the same steps and
     acceptance), starting from the basis ``e`` at ``p``; leaves ``J`` at the final ``p``
     and returns the rss."""
@@ -96,8 +97,7 @@ def _polish_ir(y, t, p, rss, e, et, J, W):
             ok = ok and math.isfinite(trial[i])
         if not ok:
             break
-        for k in range(m):
-            et[k] = math.exp(-t[k] / trial[1])
+        exp_basis(plan, 1.0 / trial[1], et, xs)
         rss_t = _ir_residual(y, t, trial, et, rt, Jt)
         if not (math.isfinite(rss_t) and rss_t < rss):
             break  # the next step would be the same one
@@ -148,6 +148,8 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
     p = np.empty(3)
     H, dd, A, inv = np.empty((3, 3)), np.empty(3), np.empty((3, 3)), np.empty((3, 3))
     W = _workspace(m, 3)
+    plan = exp_plan(ti)  # ti increasing (ir_varpro)
+    xs = np.empty(plan[0].shape[0])
     for v in range(n):
         yv = y[v]
         kmin = 0
@@ -193,8 +195,8 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
             # the grid point's rss as the search computes it (E's row is its basis)
             r_grid = _proj2(yc, E[g_best])[0]
             x0 = vertex(grid, q[c], g_best, kc)
-            th, _, conv = _newton_time2(yc, ti, grid[kc - 1], grid[kc + 1], x0)
-            _basis_at(ti, th, e)
+            th, _, conv = _newton_time2(yc, ti, grid[kc - 1], grid[kc + 1], x0, plan, e, xs)
+            _basis_at(plan, th, e, xs)
             r = _proj2(yc, e)[0]
             if not (r <= r_grid):
                 conv = False
@@ -223,7 +225,7 @@ def _ir_block(y, ti, order, grid, magnitude, params, rss, at_bound, stderr):
         polished = free and not best_conv
         if polished:
             # leaves J at the final p (a rejected step does not touch it)
-            rv = _polish_ir(yc, ti, p, rv, eb, et, J, W)
+            rv = _polish_ir(yc, ti, p, rv, eb, et, J, W, plan, xs)
         params[v, 0] = p[0]
         params[v, 1] = p[1]
         params[v, 2] = p[2]
@@ -261,11 +263,11 @@ def ir_varpro(
     rss = np.empty(n)
     at_bound = np.empty(n, dtype=np.bool_)
     stderr = np.empty((n, 3))
-    ti = np.ascontiguousarray(ti_ms, dtype=np.float64)
+    y, ti = increasing(y, ti_ms)  # the candidates follow TI order: now the columns' order
     _ir_block(
-        np.ascontiguousarray(y, dtype=np.float64),
+        y,
         ti,
-        np.argsort(ti, kind="stable").astype(np.int64),
+        np.arange(ti.size, dtype=np.int64),
         _grid(lo, hi, n_grid),
         bool(magnitude),
         params,

@@ -27,7 +27,7 @@ import numpy as np
 
 from ...fitting.status import FitStatus
 from ._numba import _SQRT_PI_2, _i0e_i1e
-from ._varpro_numba import exp_basis, exp_plan
+from ._varpro_numba import exp_basis, exp_plan, increasing
 
 __all__ = ["rician_decay_fit"]
 
@@ -69,7 +69,7 @@ def _poly_i1e(t):
 
 
 @nb.njit(cache=True, inline="always")
-def _model(s0, q, te_s, sigma, mode, f, J, steps, which, ex, xs):
+def _model(s0, q, te_s, sigma, mode, f, J, plan, ex, xs):
     """:func:`._numba.rician_decay_kernel` at ``(S0, q)`` (``q`` = R in 1/s, or T in ms
     with ``mode`` 1), into ``f (m,)`` and ``J (m, 2)``: the same approximations, with the
     divisions of the usual regime ``3.75 < u <= 1e6`` (``u = A² / 4σ²``, the amplitude above
@@ -87,7 +87,7 @@ def _model(s0, q, te_s, sigma, mode, f, J, steps, which, ex, xs):
     c_u = 1.0 / (4.0 * s2)
     c_t = 15.0 * s2  # 3.75 × 4σ²
     c_v = 2.0 * s2 * _SQRT_PI_2
-    exp_basis(steps, which, r, ex, xs)
+    exp_basis(plan, r, ex, xs)
     for k in range(te_s.shape[0]):
         te = te_s[k]
         e = ex[k]
@@ -214,9 +214,9 @@ def _rician_block(
     L = np.zeros((2, 2))
     delta = np.empty(2)
     frozen = np.zeros(2, dtype=np.bool_)
-    steps, which = exp_plan(te_s)
+    plan = exp_plan(te_s)
     ex = np.empty(m)
-    xs = np.empty(steps.shape[0])
+    xs = np.empty(plan[0].shape[0])
     for v in range(n):
         yv = y[v]
         s0, r0 = _start(yv, x, sigma, w, z)
@@ -224,7 +224,7 @@ def _rician_block(
         p[0] = s0
         p[1] = r0 if mode == 0.0 else (1000.0 / r0 if r0 > 0.0 else np.nan)
         # -- the LM of _lm_numba._lm_voxel, P = 2 --
-        _model(p[0], p[1], te_s, sigma, mode, f, J, steps, which, ex, xs)
+        _model(p[0], p[1], te_s, sigma, mode, f, J, plan, ex, xs)
         rss = 0.0
         for k in range(m):
             rss += (yv[k] - f[k]) ** 2
@@ -266,7 +266,7 @@ def _rician_block(
                         elif val > hi[i]:
                             val = hi[i]
                         pt[i] = val
-                    _model(pt[0], pt[1], te_s, sigma, mode, ft, Jt, steps, which, ex, xs)
+                    _model(pt[0], pt[1], te_s, sigma, mode, ft, Jt, plan, ex, xs)
                     rss_t = 0.0
                     for k in range(m):
                         rss_t += (yv[k] - ft[k]) ** 2
@@ -367,9 +367,10 @@ def rician_decay_fit(
     rss = np.empty(n)
     stderr = np.empty((n, 2))
     f8 = np.float64
+    y, te_s = increasing(y, te_s)
     _rician_block(
-        np.ascontiguousarray(y, dtype=f8),
-        np.ascontiguousarray(te_s, dtype=f8),
+        y,
+        te_s,
         float(sigma),
         1.0 if time_mode else 0.0,
         float(rate_bounds[0]),
