@@ -129,11 +129,12 @@ def _start(y, x, sigma, w, z):
     for k in range(m):
         if y[k] > ymax:
             ymax = y[k]
-        a = math.sqrt(max(y[k] * y[k] - sigma * sigma, 0.0))
-        if a > 0.0:
+        # A² = max(M² - σ², 0) and log A = log(A²) / 2: no square root
+        a2 = max(y[k] * y[k] - sigma * sigma, 0.0)
+        if a2 > 0.0:
             npos += 1
-            w[k] = a * a
-            z[k] = math.log(a)
+            w[k] = a2
+            z[k] = 0.5 * math.log(a2)
         else:
             w[k] = 0.0
             z[k] = 0.0
@@ -160,35 +161,39 @@ def _start(y, x, sigma, w, z):
 
 
 @nb.njit(cache=True, inline="always")
-def _chol2(A, b, x, L):
-    """``A x = b`` for a 2 × 2 symmetric ``A`` by Cholesky (:func:`_lm_numba._chol_solve`
-    with ``P = 2``, the same operations); False if not positive definite."""
-    s = A[0, 0]
+def _solve2(a00, a01, a11, b0, b1):
+    """``A x = b`` for a symmetric 2 × 2 ``A`` by its Cholesky factor (the operations of
+    :func:`_lm_numba._chol_solve` with ``P = 2``); ``(ok, x0, x1)``, ok False if ``A`` is not
+    positive definite."""
+    if not (a00 > 0.0):
+        return False, 0.0, 0.0
+    l00 = np.sqrt(a00)
+    l10 = a01 / l00
+    s = a11 - l10 * l10
     if not (s > 0.0):
-        return False
-    d = np.sqrt(s)
-    L[0, 0] = d
-    L[1, 0] = A[1, 0] / d
-    s = A[1, 1] - L[1, 0] * L[1, 0]
-    if not (s > 0.0):
-        return False
-    L[1, 1] = np.sqrt(s)
-    x[0] = b[0] / L[0, 0]
-    x[1] = (b[1] - L[1, 0] * x[0]) / L[1, 1]
-    x[1] = x[1] / L[1, 1]
-    x[0] = (x[0] - L[1, 0] * x[1]) / L[0, 0]
-    return True
+        return False, 0.0, 0.0
+    l11 = np.sqrt(s)
+    x0 = b0 / l00
+    x1 = (b1 - l10 * x0) / l11
+    x1 = x1 / l11
+    x0 = (x0 - l10 * x1) / l00
+    return True, x0, x1
 
 
 @nb.njit(cache=True, inline="always")
-def _jtj2(J, H, m):
-    for i in range(2):
-        for j in range(i + 1):
-            h = 0.0
-            for k in range(m):
-                h += J[k, i] * J[k, j]
-            H[i, j] = h
-            H[j, i] = h
+def _normal(y, f, J, m):
+    """``JᵀJ`` (its three entries) and ``Jᵀ(y - f)``."""
+    h00 = h01 = h11 = g0 = g1 = 0.0
+    for k in range(m):
+        j0 = J[k, 0]
+        j1 = J[k, 1]
+        h00 += j0 * j0
+        h01 += j1 * j0
+        h11 += j1 * j1
+        d = y[k] - f[k]
+        g0 += j0 * d
+        g1 += j1 * d
+    return h00, h01, h11, g0, g1
 
 
 @nb.njit(cache=True, nogil=True)
@@ -197,40 +202,34 @@ def _rician_block(
     params, status, rss_out, stderr,
 ):  # fmt: skip
     n, m = y.shape
-    x = np.empty(m)
-    for k in range(m):
-        x[k] = te_s[k]
     w = np.empty(m)
     z = np.empty(m)
-    f = np.empty(m)
-    J = np.empty((m, 2))
-    ft = np.empty(m)
-    Jt = np.empty((m, 2))
-    p = np.empty(2)
-    pt = np.empty(2)
-    g = np.empty(2)
-    H = np.empty((2, 2))
-    A = np.empty((2, 2))
-    L = np.zeros((2, 2))
-    delta = np.empty(2)
-    frozen = np.zeros(2, dtype=np.bool_)
+    fa = np.empty(m)
+    Ja = np.empty((m, 2))
+    fb = np.empty(m)
+    Jb = np.empty((m, 2))
     plan = exp_plan(te_s)
     ex = np.empty(m)
     xs = np.empty(plan[0].shape[0])
+    lo0, lo1, hi0, hi1 = lo[0], lo[1], hi[0], hi[1]
+    sc0, sc1 = scale[0], scale[1]
     for v in range(n):
         yv = y[v]
-        s0, r0 = _start(yv, x, sigma, w, z)
+        f, J, ft, Jt = fa, Ja, fb, Jb
+        s0, r0 = _start(yv, te_s, sigma, w, z)
         r0 = min(max(r0, rate_lo), rate_hi)
-        p[0] = s0
-        p[1] = r0 if mode == 0.0 else (1000.0 / r0 if r0 > 0.0 else np.nan)
-        # -- the LM of _lm_numba._lm_voxel, P = 2 --
-        _model(p[0], p[1], te_s, sigma, mode, f, J, plan, ex, xs)
+        p0 = s0
+        p1 = r0 if mode == 0.0 else (1000.0 / r0 if r0 > 0.0 else np.nan)
+        # -- the LM of _lm_numba._lm_voxel with P = 2, on scalars --
+        _model(p0, p1, te_s, sigma, mode, f, J, plan, ex, xs)
         rss = 0.0
         for k in range(m):
             rss += (yv[k] - f[k]) ** 2
         st = _MAX_ITER
         lam = 1e-3
         it = 0
+        h00 = h01 = h11 = g0 = g1 = 0.0
+        fr0 = fr1 = False
         if not np.isfinite(rss):
             st = _FAILED
         elif rss == 0.0:
@@ -239,51 +238,33 @@ def _rician_block(
             build = True
             while it < max_iter:
                 if build:
-                    _jtj2(J, H, m)
-                    for i in range(2):
-                        s = 0.0
-                        for k in range(m):
-                            s += J[k, i] * (yv[k] - f[k])
-                        g[i] = s
-                        frozen[i] = (p[i] <= lo[i] and g[i] < 0.0) or (p[i] >= hi[i] and g[i] > 0.0)
+                    h00, h01, h11, g0, g1 = _normal(yv, f, J, m)
+                    fr0 = (p0 <= lo0 and g0 < 0.0) or (p0 >= hi0 and g0 > 0.0)
+                    fr1 = (p1 <= lo1 and g1 < 0.0) or (p1 >= hi1 and g1 > 0.0)
                     build = False
-                for i in range(2):
-                    for j in range(2):
-                        A[i, j] = 0.0 if (frozen[i] or frozen[j]) else H[i, j]
-                    if frozen[i]:
-                        A[i, i] = 1.0
-                        pt[i] = 0.0
-                    else:
-                        A[i, i] += lam * max(H[i, i], 1e-30)
-                        pt[i] = g[i]
+                a01 = 0.0 if (fr0 or fr1) else h01
+                a00 = 1.0 if fr0 else h00 + lam * max(h00, 1e-30)
+                a11 = 1.0 if fr1 else h11 + lam * max(h11, 1e-30)
                 it += 1
-                ok = _chol2(A, pt, delta, L)
+                ok, d0, d1 = _solve2(a00, a01, a11, 0.0 if fr0 else g0, 0.0 if fr1 else g1)
+                rss_t = np.inf
+                t0 = t1 = 0.0
                 if ok:
-                    for i in range(2):
-                        val = p[i] + delta[i]
-                        if val < lo[i]:
-                            val = lo[i]
-                        elif val > hi[i]:
-                            val = hi[i]
-                        pt[i] = val
-                    _model(pt[0], pt[1], te_s, sigma, mode, ft, Jt, plan, ex, xs)
+                    t0 = min(max(p0 + d0, lo0), hi0)
+                    t1 = min(max(p1 + d1, lo1), hi1)
+                    _model(t0, t1, te_s, sigma, mode, ft, Jt, plan, ex, xs)
                     rss_t = 0.0
                     for k in range(m):
                         rss_t += (yv[k] - ft[k]) ** 2
-                else:
-                    rss_t = np.inf
                 if ok and np.isfinite(rss_t) and rss_t < rss:
-                    small_step = True
-                    for i in range(2):
-                        if abs(pt[i] - p[i]) > xtol * (abs(p[i]) + scale[i]):
-                            small_step = False
+                    small_step = abs(t0 - p0) <= xtol * (abs(p0) + sc0) and abs(t1 - p1) <= xtol * (
+                        abs(p1) + sc1
+                    )
                     small_gain = (rss - rss_t) <= ftol * rss
-                    for i in range(2):
-                        p[i] = pt[i]
-                    for k in range(m):
-                        f[k] = ft[k]
-                        J[k, 0] = Jt[k, 0]
-                        J[k, 1] = Jt[k, 1]
+                    p0 = t0
+                    p1 = t1
+                    f, ft = ft, f
+                    J, Jt = Jt, J
                     rss = rss_t
                     lam = max(lam / 10.0, 1e-12)
                     build = True
@@ -295,27 +276,34 @@ def _rician_block(
                     if lam > 1e10:
                         st = _CONVERGED
                         break
+        # standard errors from J at the solution: the diagonal of (JᵀJ)⁻¹ as _lm_voxel
+        # obtains it (a Cholesky solve per unit vector)
         se = stderr[v]
         se[0] = np.nan
         se[1] = np.nan
         if m > 2 and np.isfinite(rss):
-            _jtj2(J, H, m)
+            h00, h01, h11, _, _ = _normal(yv, f, J, m)
             s2 = rss / (m - 2)
-            for j in range(2):
-                for i in range(2):
-                    g[i] = 1.0 if i == j else 0.0
-                if _chol2(H, g, delta, L):
-                    var = delta[j] * s2
-                    se[j] = np.sqrt(var) if var >= 0.0 else np.nan
-        finite = np.isfinite(rss) and np.isfinite(p[0]) and np.isfinite(p[1])
-        if not finite:
+            ok, d0, _ = _solve2(h00, h01, h11, 1.0, 0.0)
+            if ok:
+                var = d0 * s2
+                se[0] = np.sqrt(var) if var >= 0.0 else np.nan
+            ok, _, d1 = _solve2(h00, h01, h11, 0.0, 1.0)
+            if ok:
+                var = d1 * s2
+                se[1] = np.sqrt(var) if var >= 0.0 else np.nan
+        if not (np.isfinite(rss) and np.isfinite(p0) and np.isfinite(p1)):
             st = _FAILED
         elif st == _CONVERGED:
-            for i in range(2):
-                if abs(p[i] - lo[i]) <= 1e-12 * scale[i] or abs(hi[i] - p[i]) <= 1e-12 * scale[i]:
-                    st = _AT_BOUND
-        params[v, 0] = p[0]
-        params[v, 1] = p[1]
+            if (
+                abs(p0 - lo0) <= 1e-12 * sc0
+                or abs(hi0 - p0) <= 1e-12 * sc0
+                or abs(p1 - lo1) <= 1e-12 * sc1
+                or abs(hi1 - p1) <= 1e-12 * sc1
+            ):
+                st = _AT_BOUND
+        params[v, 0] = p0
+        params[v, 1] = p1
         status[v] = st
         rss_out[v] = rss
 
