@@ -1,28 +1,27 @@
-"""Compiled variable projection of the plain exponential models (T2, T2*, inversion recovery).
+"""Compiled variable projection of the plain exponential (T2, T2*), and the pieces the
+inversion recovery kernel (:mod:`._ir_numba`) and the Rician-floor kernel
+(:mod:`._rician_numba`) share.
 
 The same estimator as the numpy path (:func:`tumorscope.fitting.varpro.varpro_log` then
 :func:`tumorscope.fitting.polish.gauss_newton_polish`), one voxel per loop iteration, compiled
 by numba with the GIL released (``nogil``) so that the engine runs blocks in a thread pool:
 
-1. the reduced residual ``rss(θ)`` (amplitudes solved in closed form, ``θ = log x``) on the
-   same log-spaced grid of ``n_grid`` points: the grid's basis functions are the same for
-   every voxel, so they are computed once per block and each grid point costs one dot
-   product per basis column;
-2. in the bracket of the two neighbours of the best grid point: for the plain exponential
-   (one amplitude, >= 0), Newton's method on the derivative of the reduced residual with its
-   analytic first and second derivatives, safeguarded by bisection (:func:`_newton_rate`), to
-   ``|Δθ| < 1e-10`` (the exact minimiser: no polish needed); for inversion recovery (two free
-   amplitudes) Brent's minimiser (parabolic interpolation with golden-section fallback;
-   Brent, *Algorithms for Minimization without Derivatives*, 1973, ch. 5) to ``|Δθ| ≈ 1e-6``
-   (the numpy path uses 24 golden steps to about 5e-6), never worse than the best grid
-   point, then
-3. two Gauss–Newton steps on all parameters (columns scaled to unit norm, tiny ridge,
-   step kept only where it lowers the RSS) as :func:`gauss_newton_polish`.
-4. Standard errors from the Jacobian at the solution (:func:`_stderr`, the ``"scaled"``
+1. the reduced residual ``rss(θ) = Σy² - (Σey)² / Σe²`` (the amplitude solved in closed
+   form, ``>= 0``, ``θ = log R``) on the same log-spaced grid of ``n_grid`` points: the
+   grid's basis functions and ``1 / Σe²`` are the same for every voxel, computed once per
+   block, so each grid point costs one dot product;
+2. in the bracket of the two neighbours of the best grid point, Newton's method on the
+   derivative of the reduced residual with its analytic first and second derivatives,
+   safeguarded by bisection (:func:`_newton_rate`), started at the vertex of the parabola
+   through the three grid points (:func:`vertex`) and ended by a Newton step below
+   :data:`_NEWTON_DONE` (the exact minimiser to ~1e-10: no polish needed), never worse than
+   the best grid point;
+3. standard errors from the Jacobian at the solution (:func:`_stderr`, the ``"scaled"``
    inverse of :func:`tumorscope.fitting.uncertainty.stderr_from_jacobian`).
 
-Scratch arrays are allocated once per block (an allocation per voxel cost a third of the
-time).
+The exponentials of an echo train are the running product of one exponential's powers
+(:func:`exp_plan`, :func:`exp_basis`). Scratch arrays are allocated once per block (an
+allocation per voxel cost a third of the time).
 
 Status and bounds are those of the numpy path (``at_bound``: the best grid point is the first
 or last). The two paths agree to about 1e-6 relative (tested).
@@ -401,7 +400,7 @@ def vertex(grid, q, g_best, kc):
 
 @nb.njit(cache=True)
 def _workspace(m, P):
-    """Scratch arrays of :func:`_polish` (allocated once per block)."""
+    """Scratch arrays of the IR kernel's polish (allocated once per block)."""
     return (
         np.empty((P, P)),
         np.empty(P),

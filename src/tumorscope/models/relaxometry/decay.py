@@ -481,8 +481,9 @@ class T2Star(_DecayModel):
     floor : {"rician", "none"}, default "rician", keyword-only
         ``"none"`` fits a plain exponential (exact least squares, variable projection).
     backend : {"auto", "numba", "numpy"}, keyword-only
-        Solver of the Rician model: the compiled per-voxel LM (``"numba"``, the default when
-        numba is installed) or the vectorised numpy LM. The plain fit is exact least squares
+        Solver of the Rician model: the compiled per-voxel start and LM in one pass
+        (``"numba"``, the default when numba is installed; :mod:`._rician_numba`) or the
+        vectorised numpy LM. The plain fit is exact least squares
         (variable projection), compiled with numba and vectorised with numpy (same estimates).
 
     Notes

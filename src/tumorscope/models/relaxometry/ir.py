@@ -29,8 +29,9 @@ class IRT1(T1Model):
     minimum magnitude are negated (two candidates: with and without the minimum itself), each
     candidate is fitted and the one with the smaller residual is kept. Every fit is exact least
     squares: ``M0`` and ``M0·k`` are linear and solved in closed form for each ``T1``, ``T1``
-    by a global log-grid and golden-section search (variable projection), then polished by
-    Gauss–Newton.
+    by a global log-grid and a 1-D search (variable projection: golden section in numpy, a
+    safeguarded Newton compiled), then polished by Gauss–Newton (compiled: only where the
+    Newton search did not converge, since it already ends at the minimiser).
 
     Parameters
     ----------
