@@ -179,7 +179,7 @@ def _newton_bracket(x, d1, d2, a, b):
     where the derivative changes sign; the Newton point, or the bracket's midpoint when the
     curvature is not positive or the point falls outside. Returns ``(next x, a, b,
     converged)``: converged when a Newton step is below :data:`_NEWTON_DONE` (quadratic
-    convergence: the next point is already the minimiser to ~1e-14) or any step below 1e-10.
+    convergence: the next point is already the minimiser to ~1e-10) or any step below 1e-10.
     """
     if d1 > 0.0:
         b = x
