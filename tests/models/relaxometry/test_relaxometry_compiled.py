@@ -79,3 +79,79 @@ def test_block_threads_follow_numba_threads():
     finally:
         numba.set_num_threads(before)
     assert m._n_workers() == min(before, __import__("os").cpu_count() or 1)
+
+
+def _generic_rician(model, y):  # type: ignore[no-untyped-def]
+    """The Rician-floor fit as it ran before its compiled kernel: the numpy log-linear start,
+    then the generic compiled LM (``solve_nonlinear`` with the model's per-voxel kernel)."""
+    from tumorscope.models.relaxometry.decay import _loglinear_start
+
+    sigma = model.noise_sigma
+    pr0 = _loglinear_start(np.sqrt(np.maximum(y**2 - sigma**2, 0.0)), model.echo_times_ms, y)
+    pr0[:, 1] = np.clip(pr0[:, 1], *model._rate_bounds)
+    p0 = pr0.copy()
+    p0[:, 1] = model._from_rate(pr0[:, 1])
+    return model.solve_nonlinear(y, p0, backend="numba")
+
+
+@pytest.mark.parametrize(
+    ("make", "rates"),
+    [
+        # T2*: from slow decays to the noise floor within two echoes (R2* up to 1000 /s)
+        (lambda: T2Star(T2Star.example().echo_times_ms, noise_sigma=20.0), (5.0, 1000.0)),
+        (lambda: T2(T2.example().echo_times_ms, floor="rician", noise_sigma=20.0), (3.0, 40.0)),
+    ],
+)
+def test_compiled_rician_matches_generic_lm(make, rates):  # type: ignore[no-untyped-def]
+    """The compiled Rician-floor pass (start + LM in one kernel, the model inlined) against
+    the generic LM it replaced: the same estimator, so the same statuses and the same
+    estimates to the LM's own tolerance (it stops at a relative gain of 1e-8, and the start's
+    sums are rounded in another order)."""
+    from tumorscope.models.relaxometry.equations import t2star_rician_signal
+
+    model = make()
+    rng = np.random.default_rng(11)
+    n = 4000
+    r = np.exp(rng.uniform(np.log(rates[0]), np.log(rates[1]), n))
+    s0 = rng.uniform(100.0, 3000.0, n)  # S0/σ from 5 to 150
+    a = t2star_rician_signal(np.c_[s0, r], model.echo_times_ms, 0.0)
+    y = np.abs(a + rng.normal(0, 20.0, a.shape) + 1j * rng.normal(0, 20.0, a.shape))
+    y[:3] = np.abs(rng.normal(0, 20.0, (3, y.shape[1])))  # pure noise
+    new = model.fit_block(y)
+    old = _generic_rician(model, y)
+    same = new.status == old.status
+    assert same.mean() > 0.999
+    ok = same & (old.status == 0)
+    assert ok.mean() > 0.9
+    np.testing.assert_allclose(new.params[ok], old.params[ok], rtol=1e-6)
+    np.testing.assert_allclose(new.rss[ok], old.rss[ok], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(new.stderr[ok], old.stderr[ok], rtol=1e-5)
+
+
+def test_exp_plan_running_product():
+    """One exponential per echo train when the spacings are multiples of a common step
+    (powers of it), else one per distinct spacing, multiplied along the train: equal to the
+    direct exponentials to rounding, down to the deepest decays."""
+    from tumorscope.models.relaxometry._varpro_numba import exp_basis, exp_plan
+
+    for t_ms, common in (
+        ([10, 20, 30, 45, 60, 80, 100, 130, 160], 5.0),
+        ([2, 5, 8, 12, 16, 20, 25, 30], 1.0),
+        ([100, 250, 500, 900, 1500, 2500, 4000], 50.0),
+        ([1.0], 1.0),
+        ([1.0, 2.0, 2.0 + np.sqrt(2.0), 7.1], None),  # no common step: an exponential each
+    ):
+        t = np.asarray(t_ms, dtype=float) * 1e-3
+        plan = exp_plan(t)
+        steps, _which, powers, g = plan
+        assert steps.size == len(set(np.round(np.diff(np.r_[0.0, t_ms]), 9)))
+        if common is None:
+            assert np.all(powers == 0)
+        else:
+            assert g == pytest.approx(common * 1e-3, rel=1e-12)
+            np.testing.assert_allclose(powers * g, steps, rtol=1e-12)
+        e = np.empty(t.size)
+        xs = np.empty(steps.size)
+        for r in (0.2, 37.0, 1000.0, 5000.0, 1e5):
+            exp_basis(plan, r, e, xs)
+            np.testing.assert_allclose(e, np.exp(-t * r), rtol=1e-12, atol=1e-300)

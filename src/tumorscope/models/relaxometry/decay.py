@@ -26,7 +26,7 @@ from .equations import (
     t2star_rician_jacobian,
     t2star_rician_signal,
 )
-from .noise import background_sigma, decay_sigma
+from .noise import background_sigma_rows, decay_sigma, valid_rows
 
 __all__ = ["T2", "T2Offset", "T2Star"]
 
@@ -233,6 +233,8 @@ class _DecayModel(RelaxometryModel):
             # start: log-linear fit of floor-corrected magnitudes (Gudbjartsson & Patz 1995:
             # A ≈ sqrt(M² - σ²)) weighted by A² (the delta-method variance of log A), then the
             # Rician-mean model by LM
+            if self._compiled():
+                return self._fit_block_rician_compiled(y, sigma)
             yc = np.sqrt(np.maximum(y**2 - sigma**2, 0.0))
             pr0 = _loglinear_start(yc, self.echo_times_ms, y)
             lo_r, hi_r = self._rate_bounds
@@ -261,6 +263,29 @@ class _DecayModel(RelaxometryModel):
         with np.errstate(divide="ignore", invalid="ignore"):
             params[:, 1] = self._from_rate(pr[:, 1])
         return compiled_block(params, rss, at_bound, stderr)
+
+    def _fit_block_rician_compiled(self, y: np.ndarray, sigma: float) -> BlockFit:
+        """The Rician-floor fit compiled (:func:`._rician_numba.rician_decay_fit`): the
+        log-linear start and the LM of :meth:`solve_nonlinear` in one pass per voxel, the
+        model inlined (same estimator, statuses and standard errors)."""
+        from ._rician_numba import rician_decay_fit
+
+        lo, hi = self.bounds()
+        opts = self.lm_options
+        params, status, rss, stderr = rician_decay_fit(
+            y,
+            self.echo_times_ms * 1e-3,
+            sigma,
+            time_mode=self._time_parameter,
+            rate_bounds=self._rate_bounds,
+            lower=lo,
+            upper=hi,
+            scale=self.scales(),
+            max_iter=opts.max_iter,
+            ftol=opts.ftol,
+            xtol=opts.xtol,
+        )
+        return BlockFit(params, status, rss, stderr)
 
     def _fit_block_sigma_map(self, y: np.ndarray, sigma: np.ndarray) -> BlockFit:
         """Fit with a per-voxel σ: ``E[M](A, σ) = σ E[M](A/σ, 1)``, so each voxel is divided
@@ -400,16 +425,24 @@ class _DecayModel(RelaxometryModel):
                 f"{self.echo_times_ms.size}; pass noise_sigma",
                 field="noise_sigma",
             )
-        flat = arr.reshape(-1, arr.shape[-1])
-        if m is not None:
-            flat = flat[m.reshape(-1)]
-        y = np.asarray(flat, dtype=np.float64)
-        y = y[np.all(np.isfinite(y), axis=1) & np.all(y >= 0, axis=1)]
-        if y.shape[0] == 0:
+        # rows of voxels as a view in the data's memory order (a NIfTI series is Fortran-
+        # ordered: each echo contiguous), read one echo at a time: no copy of the series
+        order: Literal["C", "F"] = (
+            "F" if arr.flags.f_contiguous and not arr.flags.c_contiguous else "C"
+        )
+        flat = arr.reshape(-1, arr.shape[-1], order=order)
+        keep = valid_rows(flat, None if m is None else m.reshape(-1, order=order))
+        if not keep.any():
             return 0.0, "none"
-        bg = background_sigma(y)
+        bg = background_sigma_rows(flat, None if keep.all() else keep)
         if bg is not None:
             return bg, "background"
+        # the voxels in C order (as the subsample below has always taken them)
+        rows = arr.reshape(-1, arr.shape[-1])
+        if m is not None:
+            rows = rows[m.reshape(-1)]
+        y = np.asarray(rows, dtype=np.float64)
+        y = y[np.all(np.isfinite(y), axis=1) & np.all(y >= 0, axis=1)]
         y = y[np.any(y > 0, axis=1)]
         if y.shape[0] > max_voxels:
             y = y[np.linspace(0, y.shape[0] - 1, max_voxels).astype(np.int64)]
@@ -448,8 +481,9 @@ class T2Star(_DecayModel):
     floor : {"rician", "none"}, default "rician", keyword-only
         ``"none"`` fits a plain exponential (exact least squares, variable projection).
     backend : {"auto", "numba", "numpy"}, keyword-only
-        Solver of the Rician model: the compiled per-voxel LM (``"numba"``, the default when
-        numba is installed) or the vectorised numpy LM. The plain fit is exact least squares
+        Solver of the Rician model: the compiled per-voxel start and LM in one pass
+        (``"numba"``, the default when numba is installed; :mod:`._rician_numba`) or the
+        vectorised numpy LM. The plain fit is exact least squares
         (variable projection), compiled with numba and vectorised with numpy (same estimates).
 
     Notes

@@ -29,8 +29,9 @@ class IRT1(T1Model):
     minimum magnitude are negated (two candidates: with and without the minimum itself), each
     candidate is fitted and the one with the smaller residual is kept. Every fit is exact least
     squares: ``M0`` and ``M0·k`` are linear and solved in closed form for each ``T1``, ``T1``
-    by a global log-grid and golden-section search (variable projection), then polished by
-    Gauss–Newton.
+    by a global log-grid and a 1-D search (variable projection: golden section in numpy, a
+    safeguarded Newton compiled), then polished by Gauss–Newton (compiled: only where the
+    Newton search did not converge, since it already ends at the minimiser).
 
     Parameters
     ----------
@@ -41,7 +42,7 @@ class IRT1(T1Model):
         False for phase-corrected real (signed) data: no polarity restoration.
     backend : {"auto", "numba", "numpy"}, keyword-only
         ``"numba"`` (the default when numba is installed) runs the same estimator compiled,
-        voxel by voxel (:func:`._varpro_numba.ir_varpro`); ``"numpy"`` vectorised.
+        voxel by voxel (:func:`._ir_numba.ir_varpro`); ``"numpy"`` vectorised.
 
     Notes
     -----
@@ -124,7 +125,7 @@ class IRT1(T1Model):
         ti = self.inversion_times_ms
         lo, hi = self.parameters[1].lower, self.parameters[1].upper
         if resolve_backend(self.backend, has_kernel=self.kernel() is not None) == "numba":
-            from ._varpro_numba import ir_varpro
+            from ._ir_numba import ir_varpro
 
             params, rss, at_bound, stderr = ir_varpro(y, ti, lo, hi, magnitude=self.magnitude)
             return compiled_block(params, rss, at_bound, stderr)

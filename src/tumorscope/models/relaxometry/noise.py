@@ -18,7 +18,7 @@ from .equations import (
     t2star_rician_signal,
 )
 
-__all__ = ["background_sigma", "decay_sigma"]
+__all__ = ["background_sigma", "background_sigma_rows", "decay_sigma", "valid_rows"]
 
 
 def background_sigma(y: np.ndarray) -> float | None:
@@ -37,10 +37,44 @@ def background_sigma(y: np.ndarray) -> float | None:
     y : ndarray, shape (n, m)
         Finite, non-negative magnitudes, echoes on the last axis.
     """
-    n = y.shape[0]
-    if n < 200 or y.shape[1] < 3:
+    return background_sigma_rows(y, None)
+
+
+def valid_rows(flat: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    """Rows of ``flat (n, m)`` (within ``keep``) whose values are all finite and >= 0, one
+    echo (a column) at a time: no copy of the rows, no float64 temporary of the series."""
+    ok = np.ones(flat.shape[0], dtype=bool) if keep is None else np.array(keep, dtype=bool)
+    for k in range(flat.shape[1]):
+        col = flat[:, k]
+        if col.dtype.kind == "f":
+            ok &= np.isfinite(col)
+        ok &= col >= 0
+    return ok
+
+
+def background_sigma_rows(flat: np.ndarray, rows: np.ndarray | None) -> float | None:
+    """:func:`background_sigma` of the rows ``flat[rows]`` (all rows if None), read one echo
+    (a column) at a time: ``flat`` can be a view of a Fortran-ordered series (a NIfTI volume's
+    ``data.reshape(-1, m, order="F")``, whose echoes are contiguous), in any number type.
+
+    The Rayleigh estimate over the selection needs each voxel's sum of squares over the later
+    echoes, computed once (float64) instead of gathering the selected rows at every step.
+    """
+    n_all, m = flat.shape
+    idx = None if rows is None else np.flatnonzero(rows)
+    n = n_all if idx is None else idx.size
+    if n < 200 or m < 3:
         return None
-    m1 = y[:, 0]
+
+    def col(k: int) -> np.ndarray:
+        c = flat[:, k] if idx is None else flat[idx, k]
+        return np.asarray(c, dtype=np.float64)
+
+    m1 = col(0)
+    ss = np.zeros(n)
+    for k in range(1, m):
+        c = col(k)
+        ss += c * c
     q = 0.05
     s = float(np.quantile(m1, q)) / float(np.sqrt(-2.0 * np.log(1.0 - q)))
     if not s > 0:
@@ -48,14 +82,16 @@ def background_sigma(y: np.ndarray) -> float | None:
     sel = np.zeros(n, dtype=bool)
     for _ in range(20):
         sel = m1 < 3.0 * s
-        if sel.sum() < max(50, 0.02 * n):
+        count = int(sel.sum())
+        if count < max(50, 0.02 * n):
             return None
-        s_new = float(np.sqrt(np.mean(y[sel, 1:] ** 2) / 2.0))
+        s_new = float(np.sqrt(ss[sel].sum() / (count * (m - 1)) / 2.0))
         done = abs(s_new / s - 1.0) < 1e-4
         s = s_new
         if done:
             break
-    mu = y[sel, 1:].mean(axis=0)
+    where = np.flatnonzero(sel) if idx is None else idx[sel]
+    mu = np.array([np.mean(flat[where, k], dtype=np.float64) for k in range(1, m)])
     if mu.min() < 0.9 * mu.max():
         return None  # the selection decays: tissue, not background
     return s
