@@ -158,12 +158,106 @@ def inputless_basis_decay(pyr, dts, sin_p, cos_p, sin_l, cos_l, r1l, decay):  # 
 
 
 @nb.njit(cache=True, nogil=True)
+def _uniform(dts):  # pragma: no cover - compiled
+    """All intervals equal (bit for bit): the rate factors are then the same for every
+    interval, and the product basis splits into two decay-independent parts."""
+    for j in range(1, dts.shape[0]):
+        if dts[j] != dts[0]:
+            return False
+    return dts.shape[0] > 0
+
+
+@nb.njit(cache=True, inline="always")
+def _weights(a, rl, dt, eb, rel_l):  # pragma: no cover - compiled
+    """``(c1, c2)`` of one interval at pyruvate loss rate ``a``: the product gained over it
+    is ``c1 P_after + c2 P_next`` (``_basis_row``'s ``q``, with ``u`` substituted)."""
+    ea = math.exp(-a * dt)
+    ra = _relax_input(a, dt)
+    d = rl - a
+    if abs(d * dt) < 1e-6:
+        phi = dt * ea * (1.0 - 0.5 * d * dt)
+    else:
+        phi = (ea - eb) / d
+    a_safe = 1.0 if a == 0.0 else a
+    c2 = (rel_l - phi) / ra / a_safe
+    return phi - ea * c2, c2
+
+
+@nb.njit(cache=True, nogil=True)
+def _fixed_point_uniform(
+    pz, y, dt, cos_p, sin_l, cos_l, rl, eb, rel_l, r1p, n_it, A, U, W, B
+):  # pragma: no cover - compiled
+    """One voxel's fixed point when every interval is ``dt``.
+
+    With equal intervals the product basis is ``B = c1(a) U + c2(a) W``: ``U`` and ``W``
+    (the lactate-relaxed sums of the pyruvate before and after each interval) do not depend
+    on the loss rate ``a = k + R1P``, so they and their inner products with ``A``, ``y`` and
+    each other are formed once; each iteration but the last is then a 2 × 2 solve from those
+    sums (two ``exp`` instead of six plus three passes over the frames). The last iteration
+    forms ``B`` and solves as :func:`fixed_point_normal` does (its residual and normal matrix
+    summed directly). ``eb`` and ``rel_l``: ``exp(-rl dt)`` and ``_relax_input(rl, dt)``.
+    Returns (l0, k, rss); ``A`` and ``B`` hold the last basis.
+    """
+    n = pz.shape[0]
+    a_mz = 1.0
+    u_mz = 0.0
+    w_mz = 0.0
+    for j in range(n):
+        A[j] = a_mz * sin_l[j]
+        U[j] = u_mz * sin_l[j]
+        W[j] = w_mz * sin_l[j]
+        if j + 1 == n:
+            break
+        g = cos_l[j] * eb
+        a_mz = a_mz * g
+        u_mz = u_mz * g + pz[j] * cos_p[j]
+        w_mz = w_mz * g + pz[j + 1]
+    aa = au = aw = uu = uw = ww = ay = uy = wy = 0.0
+    for j in range(n):
+        aa += A[j] * A[j]
+        au += A[j] * U[j]
+        aw += A[j] * W[j]
+        uu += U[j] * U[j]
+        uw += U[j] * W[j]
+        ww += W[j] * W[j]
+        ay += A[j] * y[j]
+        uy += U[j] * y[j]
+        wy += W[j] * y[j]
+    kk = 0.05
+    for _ in range(n_it - 1):
+        c1, c2 = _weights(_decay_of(kk, r1p), rl, dt, eb, rel_l)
+        bb = c1 * c1 * uu + 2.0 * c1 * c2 * uw + c2 * c2 * ww
+        ab = c1 * au + c2 * aw
+        by = c1 * uy + c2 * wy
+        det = aa * bb - ab * ab
+        k_only = (max(by, 0.0) / bb) if bb > 0 else 0.0
+        if det != 0.0:
+            l0 = (bb * ay - ab * by) / det
+            k = (aa * by - ab * ay) / det
+        else:
+            l0 = k = math.nan
+        bad = (not (det > 1e-300 * aa * bb)) or not math.isfinite(l0) or not math.isfinite(k)
+        if (k < 0) or bad:
+            kk = 0.0
+        elif l0 < 0:
+            kk = k_only
+        else:
+            kk = k
+    c1, c2 = _weights(_decay_of(kk, r1p), rl, dt, eb, rel_l)
+    for j in range(n):
+        B[j] = c1 * U[j] + c2 * W[j]
+    return _solve2(A, B, y)
+
+
+@nb.njit(cache=True, nogil=True)
 def fixed_point_normal(
     pyr, lac, dts, sin_p, cos_p, sin_l, cos_l, r1l, r1p, n_it
 ):  # pragma: no cover
     """:func:`fixed_point` returning, instead of the bases, the entries of the normal matrix
     ``JᵀJ`` of the Jacobian ``[B, A]`` (kPL, L0) at the last basis: (l0, k, rss, bb, ab, aa).
-    No ``(voxels, frames)`` array is written."""
+    No ``(voxels, frames)`` array is written. Equal intervals (the usual protocol) take
+    :func:`_fixed_point_uniform` (the same iteration, summed in another order: results
+    agree to rounding)."""
     v, n = pyr.shape
     l0 = np.empty(v)
     k = np.empty(v)
@@ -174,15 +268,26 @@ def fixed_point_normal(
     pz = np.empty(n)
     A = np.empty(n)
     B = np.empty(n)
+    U = np.empty(n)
+    W = np.empty(n)
+    uniform = _uniform(dts) and n_it >= 1
     for i in range(v):
         for j in range(n):
             pz[j] = pyr[i, j] / sin_p[j]
-        kk = 0.05
-        li = 0.0
-        ri = 0.0
-        for _ in range(n_it):
-            _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l[i], _decay_of(kk, r1p), A, B)
-            li, kk, ri = _solve2(A, B, lac[i])
+        if uniform:
+            rl = r1l[i]
+            eb = math.exp(-rl * dts[0])
+            rel_l = _relax_input(rl, dts[0])
+            li, kk, ri = _fixed_point_uniform(
+                pz, lac[i], dts[0], cos_p, sin_l, cos_l, rl, eb, rel_l, r1p, n_it, A, U, W, B
+            )
+        else:
+            kk = 0.05
+            li = 0.0
+            ri = 0.0
+            for _ in range(n_it):
+                _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l[i], _decay_of(kk, r1p), A, B)
+                li, kk, ri = _solve2(A, B, lac[i])
         l0[i] = li
         k[i] = kk
         rss[i] = ri
@@ -220,3 +325,112 @@ def peak_signal(pyr, dts, sin_p, cos_p, sin_l, cos_l, r1l, decay, l0, k):  # pra
                 m = val
         out[i] = m
     return out
+
+
+@nb.njit(cache=True, nogil=True)
+def fit_range(
+    y,
+    fit_mask,
+    lo,
+    hi,
+    dts,
+    sin_p,
+    cos_p,
+    sin_l,
+    cos_l,
+    r1l,
+    r1p,
+    n_it,
+    dof,
+    params,
+    stderr,
+    rss,
+    status,
+    peak,
+):  # pragma: no cover - compiled
+    """The whole voxel fit of ``PyruvateLactate`` (lactate T1 fixed) for voxels ``lo:hi``.
+
+    ``y`` (V, 2n): pyruvate frames then lactate frames; ``fit_mask`` (V,): voxels to fit.
+    Written in place, as ``fit_blocks`` + ``PyruvateLactate._block`` + ``_peak`` would: a
+    voxel with a non-finite value gets status 3 (``INVALID_INPUT``), NaN numbers; a fitted
+    voxel its (kPL, L0) in ``params`` (float32), their standard errors in ``stderr`` (float32,
+    from the closed-form inverse of the 2 × 2 normal matrix; NaN and ``peak`` NaN — the caller
+    uses the pseudo-inverse — where that matrix is near-singular), the residual sum of squares
+    in ``rss`` (float32), status 0 (``CONVERGED``), 2 (``AT_BOUND``: kPL or L0 at 0) or 4
+    (``FAILED``: non-finite parameters, NaN numbers), and the peak of the absolute fitted
+    lactate signal at the float32 parameters in ``peak`` (float64). Voxels outside the mask
+    are left as they are.
+    """
+    n = y.shape[1] // 2
+    pz = np.empty(n)
+    A = np.empty(n)
+    B = np.empty(n)
+    U = np.empty(n)
+    W = np.empty(n)
+    uniform = _uniform(dts) and n_it >= 1
+    eb = math.exp(-r1l * dts[0]) if uniform else 0.0
+    rel_l = _relax_input(r1l, dts[0]) if uniform else 0.0
+    for i in range(lo, hi):
+        if not fit_mask[i]:
+            continue
+        finite = True
+        for j in range(2 * n):
+            if not math.isfinite(y[i, j]):
+                finite = False
+        if not finite:
+            status[i] = 3  # FitStatus.INVALID_INPUT
+            continue
+        for j in range(n):
+            pz[j] = y[i, j] / sin_p[j]
+        lac = y[i, n:]
+        if uniform:
+            li, kk, ri = _fixed_point_uniform(
+                pz, lac, dts[0], cos_p, sin_l, cos_l, r1l, eb, rel_l, r1p, n_it, A, U, W, B
+            )
+        else:
+            kk = 0.05
+            li = 0.0
+            ri = 0.0
+            for _ in range(n_it):
+                _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l, _decay_of(kk, r1p), A, B)
+                li, kk, ri = _solve2(A, B, lac)
+        rss[i] = ri
+        if not (math.isfinite(kk) and math.isfinite(li)):
+            status[i] = 4  # FitStatus.FAILED
+            continue
+        k32 = np.float32(kk)
+        l32 = np.float32(li)
+        params[i, 0] = k32
+        params[i, 1] = l32
+        status[i] = 2 if (kk <= 0 or li <= 0) else 0  # AT_BOUND, CONVERGED
+        # the normal matrix [[bb, ab], [ab, aa]] of the Jacobian [B, A] at the last basis
+        bb = ab = aa = 0.0
+        for j in range(n):
+            bb += B[j] * B[j]
+            ab += A[j] * B[j]
+            aa += A[j] * A[j]
+        det = bb * aa - ab * ab
+        if math.isfinite(det) and det > 1e-8 * bb * aa and bb > 0 and aa > 0:
+            s2 = ri / dof
+            vk = aa / det
+            vl = bb / det
+            stderr[i, 0] = np.float32(math.sqrt((vk if vk > 0 else 0.0) * s2))
+            stderr[i, 1] = np.float32(math.sqrt((vl if vl > 0 else 0.0) * s2))
+        # the peak at the stored (float32) parameters, the basis at their decay
+        kp = float(k32)
+        lp = float(l32)
+        if uniform:
+            c1, c2 = _weights(_decay_of(kp, r1p), r1l, dts[0], eb, rel_l)
+            for j in range(n):
+                B[j] = c1 * U[j] + c2 * W[j]
+        else:
+            _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l, _decay_of(kp, r1p), A, B)
+        m = 0.0
+        for j in range(n):
+            val = abs(lp * A[j] + kp * B[j])
+            if math.isnan(val):
+                m = math.nan
+                break
+            if j == 0 or val > m:
+                m = val
+        peak[i] = m
