@@ -88,6 +88,17 @@ _SCREEN_TOL = 1e-8
 _EXACT_BLOCK = 256
 
 
+def _bbox(m: np.ndarray, margin: int) -> tuple[list[int], tuple[slice, ...]]:
+    """Lower corner and slices of a non-empty mask's bounding box widened by ``margin``
+    voxels, cut at the volume's edges."""
+    lo, hi = [], []
+    for ax, n in enumerate(m.shape):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != ax)))
+        lo.append(max(int(hit[0]) - margin, 0))
+        hi.append(min(int(hit[-1]) + margin + 1, n))
+    return lo, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
 def _sphere_cv(w: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
     """Coefficient of variation from the sphere sums (inf where it is not defined)."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -252,10 +263,18 @@ def liver_reference(
         r = diameter_mm / 2.0
         from scipy import ndimage
 
+        # the search on the liver's bounding box widened by one voxel (cut at the volume's
+        # edges): every voxel outside the box is background, and the nearest background
+        # voxel of a liver voxel is never outside it (clamping a point outside the box onto
+        # it brings it nearer and keeps it in the background layer), so the distances, and
+        # all that follows, are those of the whole volume
+        lo, box = _bbox(m, 1)
+        full_m = m
+        img, m = img[box], m[box]
         dist = ndimage.distance_transform_edt(m, sampling=vox)
         cand = dist >= r
         if world_x_mm is not None:
-            wx = np.broadcast_to(np.asarray(world_x_mm, dtype=np.float64), m.shape)
+            wx = np.broadcast_to(np.asarray(world_x_mm, dtype=np.float64), full_m.shape)[box]
             cand &= wx >= float(np.median(wx[m]))
         if not cand.any():
             problems.append(
@@ -271,9 +290,9 @@ def liver_reference(
             vox,
         )
         at = _most_homogeneous(img, m, cand, ball)
-        centre = (int(at[0]), int(at[1]), int(at[2]))
-        region = sphere_mask(m.shape, centre, r, vox) & m
+        region = sphere_mask(m.shape, at, r, vox) & m
         vals = img[region]
+        centre = (int(at[0] + lo[0]), int(at[1] + lo[1]), int(at[2] + lo[2]))
         method = f"automatic {diameter_mm:g} mm sphere"
     vals = vals[np.isfinite(vals)]
     if vals.size < 2:
