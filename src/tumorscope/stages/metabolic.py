@@ -220,7 +220,7 @@ def fit_hp13c(
         path = out / f"{prefix}hp13c_{name}.nii.gz"
         result.files += write_map(
             path,
-            fit[name].astype(np.float32),
+            fit[name].astype(np.float32, order="F"),  # as stored: no transposed copy to write
             affine,
             units=fit.units[name],
             description=f"hyperpolarised 13C {name}",
@@ -412,7 +412,7 @@ def fit_mrs(
     lookup = None if onto is None else nearest_index(native, onto)
     if lookup is not None:  # the gathers every map takes, formed once
         covered = lookup >= 0
-        source = np.where(covered, lookup, 0)
+        source_f = np.where(covered, lookup, 0).ravel(order="F")
         in_lesion = {v: lookup.reshape(-1)[sel] for v, (_, sel) in lesions.items()}
         in_lesion = {v: lk[lk >= 0] for v, lk in in_lesion.items()}
     lead = dict(keys or {})
@@ -429,8 +429,9 @@ def fit_mrs(
             q = out_path / f"{prefix}{model}_{safe}_space-tumour.nii.gz"
             if lookup is None:
                 on = resample(native.with_data(arr), onto, interpolation="nearest").data
-            else:  # float32 gathered as float32: the values of the float64 np.where, cast
-                on = arr.reshape(-1)[source]
+            else:  # float32 gathered as float32: the values of the float64 np.where, cast;
+                # in Fortran order, as the writer stores it (no transposed copy to write)
+                on = arr.reshape(-1)[source_f].reshape(onto.spatial_shape, order="F")
                 on[~covered] = np.nan
             result.files += write_map(
                 q,
