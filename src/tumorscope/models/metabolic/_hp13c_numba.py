@@ -185,7 +185,7 @@ def _weights(a, rl, dt, eb, rel_l):  # pragma: no cover - compiled
 
 @nb.njit(cache=True, nogil=True)
 def _fixed_point_uniform(
-    pz, y, dt, cos_p, sin_l, cos_l, rl, eb, rel_l, r1p, n_it, A, U, W, B
+    pz, y, dt, cos_p, sin_l, cos_l, rl, eb, rel_l, c_start, r1p, n_it, A, U, W, B
 ):  # pragma: no cover - compiled
     """One voxel's fixed point when every interval is ``dt``.
 
@@ -195,7 +195,8 @@ def _fixed_point_uniform(
     each other are formed once; each iteration but the last is then a 2 × 2 solve from those
     sums (two ``exp`` instead of six plus three passes over the frames). The last iteration
     forms ``B`` and solves as :func:`fixed_point_normal` does (its residual and normal matrix
-    summed directly). ``eb`` and ``rel_l``: ``exp(-rl dt)`` and ``_relax_input(rl, dt)``.
+    summed directly). ``eb`` and ``rel_l``: ``exp(-rl dt)`` and ``_relax_input(rl, dt)``;
+    ``c_start``: the ``_weights`` of the starting ``k = 0.05`` (the same for every voxel).
     Returns (l0, k, rss); ``A`` and ``B`` hold the last basis.
     """
     n = pz.shape[0]
@@ -224,8 +225,8 @@ def _fixed_point_uniform(
         uy += U[j] * y[j]
         wy += W[j] * y[j]
     kk = 0.05
-    for _ in range(n_it - 1):
-        c1, c2 = _weights(_decay_of(kk, r1p), rl, dt, eb, rel_l)
+    for it in range(n_it - 1):
+        c1, c2 = c_start if it == 0 else _weights(_decay_of(kk, r1p), rl, dt, eb, rel_l)
         bb = c1 * c1 * uu + 2.0 * c1 * c2 * uw + c2 * c2 * ww
         ab = c1 * au + c2 * aw
         by = c1 * uy + c2 * wy
@@ -243,7 +244,7 @@ def _fixed_point_uniform(
             kk = k_only
         else:
             kk = k
-    c1, c2 = _weights(_decay_of(kk, r1p), rl, dt, eb, rel_l)
+    c1, c2 = c_start if n_it == 1 else _weights(_decay_of(kk, r1p), rl, dt, eb, rel_l)
     for j in range(n):
         B[j] = c1 * U[j] + c2 * W[j]
     return _solve2(A, B, y)
@@ -278,8 +279,24 @@ def fixed_point_normal(
             rl = r1l[i]
             eb = math.exp(-rl * dts[0])
             rel_l = _relax_input(rl, dts[0])
+            c_start = _weights(_decay_of(0.05, r1p), rl, dts[0], eb, rel_l)
             li, kk, ri = _fixed_point_uniform(
-                pz, lac[i], dts[0], cos_p, sin_l, cos_l, rl, eb, rel_l, r1p, n_it, A, U, W, B
+                pz,
+                lac[i],
+                dts[0],
+                cos_p,
+                sin_l,
+                cos_l,
+                rl,
+                eb,
+                rel_l,
+                c_start,
+                r1p,
+                n_it,
+                A,
+                U,
+                W,
+                B,
             )
         else:
             kk = 0.05
@@ -370,6 +387,7 @@ def fit_range(
     uniform = _uniform(dts) and n_it >= 1
     eb = math.exp(-r1l * dts[0]) if uniform else 0.0
     rel_l = _relax_input(r1l, dts[0]) if uniform else 0.0
+    c_start = _weights(_decay_of(0.05, r1p), r1l, dts[0], eb, rel_l) if uniform else (0.0, 0.0)
     for i in range(lo, hi):
         if not fit_mask[i]:
             continue
@@ -385,7 +403,7 @@ def fit_range(
         lac = y[i, n:]
         if uniform:
             li, kk, ri = _fixed_point_uniform(
-                pz, lac, dts[0], cos_p, sin_l, cos_l, r1l, eb, rel_l, r1p, n_it, A, U, W, B
+                pz, lac, dts[0], cos_p, sin_l, cos_l, r1l, eb, rel_l, c_start, r1p, n_it, A, U, W, B
             )
         else:
             kk = 0.05
