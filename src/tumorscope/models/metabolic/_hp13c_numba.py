@@ -379,15 +379,15 @@ def fit_range(
     are left as they are.
     """
     n = y.shape[1] // 2
+    if _uniform(dts) and n_it >= 1:
+        _fit_uniform(
+            y, fit_mask, lo, hi, dts[0], sin_p, cos_p, sin_l, cos_l, r1l, r1p, n_it, dof,
+            params, stderr, rss, status, peak,
+        )  # fmt: skip
+        return
     pz = np.empty(n)
     A = np.empty(n)
     B = np.empty(n)
-    U = np.empty(n)
-    W = np.empty(n)
-    uniform = _uniform(dts) and n_it >= 1
-    eb = math.exp(-r1l * dts[0]) if uniform else 0.0
-    rel_l = _relax_input(r1l, dts[0]) if uniform else 0.0
-    c_start = _weights(_decay_of(0.05, r1p), r1l, dts[0], eb, rel_l) if uniform else (0.0, 0.0)
     for i in range(lo, hi):
         if not fit_mask[i]:
             continue
@@ -401,17 +401,12 @@ def fit_range(
         for j in range(n):
             pz[j] = y[i, j] / sin_p[j]
         lac = y[i, n:]
-        if uniform:
-            li, kk, ri = _fixed_point_uniform(
-                pz, lac, dts[0], cos_p, sin_l, cos_l, r1l, eb, rel_l, c_start, r1p, n_it, A, U, W, B
-            )
-        else:
-            kk = 0.05
-            li = 0.0
-            ri = 0.0
-            for _ in range(n_it):
-                _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l, _decay_of(kk, r1p), A, B)
-                li, kk, ri = _solve2(A, B, lac)
+        kk = 0.05
+        li = 0.0
+        ri = 0.0
+        for _ in range(n_it):
+            _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l, _decay_of(kk, r1p), A, B)
+            li, kk, ri = _solve2(A, B, lac)
         rss[i] = ri
         if not (math.isfinite(kk) and math.isfinite(li)):
             status[i] = 4  # FitStatus.FAILED
@@ -437,12 +432,7 @@ def fit_range(
         # the peak at the stored (float32) parameters, the basis at their decay
         kp = float(k32)
         lp = float(l32)
-        if uniform:
-            c1, c2 = _weights(_decay_of(kp, r1p), r1l, dts[0], eb, rel_l)
-            for j in range(n):
-                B[j] = c1 * U[j] + c2 * W[j]
-        else:
-            _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l, _decay_of(kp, r1p), A, B)
+        _basis_row(pz, dts, cos_p, sin_l, cos_l, r1l, _decay_of(kp, r1p), A, B)
         m = 0.0
         for j in range(n):
             val = abs(lp * A[j] + kp * B[j])
@@ -452,3 +442,168 @@ def fit_range(
             if j == 0 or val > m:
                 m = val
         peak[i] = m
+
+
+#: Voxels whose fixed points are iterated side by side (independent dependency chains the
+#: processor overlaps: each iteration of one voxel is a chain of exp, divisions and a solve).
+_BATCH = 16
+
+
+@nb.njit(cache=True, nogil=True)
+def _fit_uniform(
+    y, fit_mask, lo, hi, dt, sin_p, cos_p, sin_l, cos_l, r1l, r1p, n_it, dof,
+    params, stderr, rss, status, peak,
+):  # fmt: skip  # pragma: no cover - compiled
+    """:func:`fit_range` when every interval is ``dt`` (and ``n_it >= 1``): the operations of
+    :func:`_fixed_point_uniform` and of :func:`fit_range`'s outputs, in the same order for
+    each voxel (the same numbers), voxels taken :data:`_BATCH` at a time so that their
+    iterations interleave; the lactate basis ``A`` (one lactate T1) is formed once."""
+    n = y.shape[1] // 2
+    eb = math.exp(-r1l * dt)
+    rel_l = _relax_input(r1l, dt)
+    c_start = _weights(_decay_of(0.05, r1p), r1l, dt, eb, rel_l)
+    A = np.empty(n)
+    a_mz = 1.0
+    for j in range(n):
+        A[j] = a_mz * sin_l[j]
+        if j + 1 == n:
+            break
+        a_mz = a_mz * (cos_l[j] * eb)
+    aa = 0.0
+    for j in range(n):
+        aa += A[j] * A[j]
+    idx = np.empty(_BATCH, np.int64)
+    U = np.empty((_BATCH, n))
+    W = np.empty((_BATCH, n))
+    S = np.empty((8, _BATCH))  # au, aw, uu, uw, ww, ay, uy, wy
+    kk = np.empty(_BATCH)
+    c1s = np.empty(_BATCH)
+    c2s = np.empty(_BATCH)
+    B = np.empty(n)
+    i = lo
+    while i < hi:
+        nv = 0
+        while i < hi and nv < _BATCH:
+            if fit_mask[i]:
+                finite = True
+                for j in range(2 * n):
+                    if not math.isfinite(y[i, j]):
+                        finite = False
+                if not finite:
+                    status[i] = 3  # FitStatus.INVALID_INPUT
+                else:
+                    idx[nv] = i
+                    u_mz = 0.0
+                    w_mz = 0.0
+                    for j in range(n):
+                        U[nv, j] = u_mz * sin_l[j]
+                        W[nv, j] = w_mz * sin_l[j]
+                        if j + 1 == n:
+                            break
+                        g = cos_l[j] * eb
+                        u_mz = u_mz * g + (y[i, j] / sin_p[j]) * cos_p[j]
+                        w_mz = w_mz * g + y[i, j + 1] / sin_p[j + 1]
+                    au = aw = uu = uw = ww = ay = uy = wy = 0.0
+                    for j in range(n):
+                        uj = U[nv, j]
+                        wj = W[nv, j]
+                        yj = y[i, n + j]
+                        au += A[j] * uj
+                        aw += A[j] * wj
+                        uu += uj * uj
+                        uw += uj * wj
+                        ww += wj * wj
+                        ay += A[j] * yj
+                        uy += uj * yj
+                        wy += wj * yj
+                    S[0, nv] = au
+                    S[1, nv] = aw
+                    S[2, nv] = uu
+                    S[3, nv] = uw
+                    S[4, nv] = ww
+                    S[5, nv] = ay
+                    S[6, nv] = uy
+                    S[7, nv] = wy
+                    kk[nv] = 0.05
+                    nv += 1
+            i += 1
+        for it in range(n_it - 1):
+            for v in range(nv):
+                if it == 0:
+                    c1, c2 = c_start
+                else:
+                    c1, c2 = _weights(_decay_of(kk[v], r1p), r1l, dt, eb, rel_l)
+                uu, uw, ww = S[2, v], S[3, v], S[4, v]
+                bb = c1 * c1 * uu + 2.0 * c1 * c2 * uw + c2 * c2 * ww
+                ab = c1 * S[0, v] + c2 * S[1, v]
+                by = c1 * S[6, v] + c2 * S[7, v]
+                ay = S[5, v]
+                det = aa * bb - ab * ab
+                k_only = (max(by, 0.0) / bb) if bb > 0 else 0.0
+                if det != 0.0:
+                    l0 = (bb * ay - ab * by) / det
+                    k = (aa * by - ab * ay) / det
+                else:
+                    l0 = k = math.nan
+                bad = (
+                    (not (det > 1e-300 * aa * bb)) or not math.isfinite(l0) or not math.isfinite(k)
+                )
+                if (k < 0) or bad:
+                    kk[v] = 0.0
+                elif l0 < 0:
+                    kk[v] = k_only
+                else:
+                    kk[v] = k
+        for v in range(nv):
+            if n_it == 1:
+                c1s[v], c2s[v] = c_start
+            else:
+                c1s[v], c2s[v] = _weights(_decay_of(kk[v], r1p), r1l, dt, eb, rel_l)
+        for v in range(nv):
+            i_v = idx[v]
+            c1 = c1s[v]
+            c2 = c2s[v]
+            for j in range(n):
+                B[j] = c1 * U[v, j] + c2 * W[v, j]
+            li, kv, ri = _solve2(A, B, y[i_v, n:])
+            rss[i_v] = ri
+            kk[v] = math.nan  # no peak unless fitted
+            if not (math.isfinite(kv) and math.isfinite(li)):
+                status[i_v] = 4  # FitStatus.FAILED
+                continue
+            k32 = np.float32(kv)
+            l32 = np.float32(li)
+            params[i_v, 0] = k32
+            params[i_v, 1] = l32
+            status[i_v] = 2 if (kv <= 0 or li <= 0) else 0  # AT_BOUND, CONVERGED
+            bb = ab = a2 = 0.0
+            for j in range(n):
+                bb += B[j] * B[j]
+                ab += A[j] * B[j]
+                a2 += A[j] * A[j]
+            det = bb * a2 - ab * ab
+            if math.isfinite(det) and det > 1e-8 * bb * a2 and bb > 0 and a2 > 0:
+                s2 = ri / dof
+                vk = a2 / det
+                vl = bb / det
+                stderr[i_v, 0] = np.float32(math.sqrt((vk if vk > 0 else 0.0) * s2))
+                stderr[i_v, 1] = np.float32(math.sqrt((vl if vl > 0 else 0.0) * s2))
+            kk[v] = float(k32)
+            S[0, v] = float(l32)
+        for v in range(nv):
+            if not math.isnan(kk[v]):
+                c1s[v], c2s[v] = _weights(_decay_of(kk[v], r1p), r1l, dt, eb, rel_l)
+        for v in range(nv):
+            if math.isnan(kk[v]):
+                continue
+            kp = kk[v]
+            lp = S[0, v]
+            m = 0.0
+            for j in range(n):
+                val = abs(lp * A[j] + kp * (c1s[v] * U[v, j] + c2s[v] * W[v, j]))
+                if math.isnan(val):
+                    m = math.nan
+                    break
+                if j == 0 or val > m:
+                    m = val
+            peak[idx[v]] = m
