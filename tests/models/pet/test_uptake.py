@@ -149,6 +149,8 @@ def _search_case(seed: int, kind: str):
     img = np.full(shape, 1.3) if kind == "uniform" else 1.0 + 0.1 * rng.standard_normal(shape)
     m = np.zeros(shape, bool)
     m[4:36, 3:33, 1:13] = True
+    if kind == "edge":  # cut by five faces of the volume: the candidates' box is cut too
+        m[:, 3:, :] = True
     if kind == "nan":
         img[10, 10, 5] = np.nan
         img[20:23, 12:15, 6] = np.nan
@@ -164,7 +166,7 @@ def _search_case(seed: int, kind: str):
     return img, m, cand, ball
 
 
-@pytest.mark.parametrize("kind", ["noisy", "uniform", "nan", "hot"])
+@pytest.mark.parametrize("kind", ["noisy", "uniform", "nan", "hot", "edge"])
 def test_liver_search_picks_the_centre_of_the_whole_volume_correlation(kind):
     # the FFT-screened search against the search as first written (scipy.ndimage.correlate
     # of the three sums over the whole volume, argmin in C order): the same voxel, ties in a

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -126,14 +127,20 @@ def _exact_sums(arrays: list[np.ndarray], centres: np.ndarray, ball: np.ndarray)
     return out
 
 
-def _fft_sums(a: np.ndarray, ball_f: np.ndarray, fshape: list[int], ball_shape: tuple[int, ...]):
+def _fft_sums(
+    a: np.ndarray, ball_f: np.ndarray, fshape: list[int], ball_shape: tuple[int, ...], at: Any
+) -> np.ndarray:
     """``scipy.ndimage.correlate(a, ball, mode="constant")`` of a centrally symmetric ball by
-    FFT (equal to it up to rounding, ~1e-13 relative)."""
+    FFT (equal to it up to rounding, ~1e-13 relative), at the voxel indices ``at`` (a tuple
+    of index arrays). A circular convolution of length ``fshape`` per axis: it is the linear
+    one at every centre whose ball, wrapped, reaches no voxel of ``a`` it should not — where
+    the transform is at least ``a.shape + ball_shape - 1`` long, or the centres lie at least
+    the ball's half-width from both ends of the axis (:func:`_most_homogeneous` chooses)."""
     from scipy import fft
 
     full = fft.irfftn(fft.rfftn(a, fshape) * ball_f, fshape)
     h = [b // 2 for b in ball_shape]
-    return full[tuple(slice(hh, hh + n) for hh, n in zip(h, a.shape, strict=True))]
+    return np.asarray(full[tuple((c + hh) % f for c, hh, f in zip(at, h, fshape, strict=True))])
 
 
 def _most_homogeneous_reference(
@@ -188,11 +195,19 @@ def _most_homogeneous(
         np.where(mb, x * x, 0.0),
     ]
     centres = np.argwhere(cand[box])  # C order, as argmin over the volume scans it
-    shape = [n + b - 1 for n, b in zip(x.shape, ball.shape, strict=True)]
+    # along an axis where the box was not cut by the volume's edges, every candidate lies at
+    # least the ball's half-width from both ends of the box: a circular convolution of the
+    # box's own length wraps no voxel into a candidate's sum (zero padding needed only along
+    # cut axes, where a ball may reach past the box)
+    cut = [
+        int(i.min()) - h < 0 or int(i.max()) + h + 1 > n
+        for i, h, n in zip(idx, half, img.shape, strict=True)
+    ]
+    shape = [n + (b - 1 if c else 0) for n, b, c in zip(x.shape, ball.shape, cut, strict=True)]
     fshape = [fft.next_fast_len(n, True) for n in shape]
     ball_f = fft.rfftn(ball.astype(np.float64), fshape)
     sel = tuple(centres.T)
-    w, s1, s2 = (_fft_sums(a, ball_f, fshape, ball.shape)[sel] for a in arrays)
+    w, s1, s2 = (_fft_sums(a, ball_f, fshape, ball.shape, sel) for a in arrays)
     wr = np.rint(w)  # the weights are counts
     scale1 = max(float(np.abs(s1).max()), 1e-300)
     clear = (wr > 0) & (s1 > 1e-9 * scale1)
