@@ -84,7 +84,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("tumorscope.models.diffusion._numba", "loglinear_block_serial", ("(float64[:, ::1], float64[:, ::1], float64[::1], int64[::1], boolean, float64, float64, float64[:, ::1], float64[:, ::1], float64[::1], uint8[::1])",), 0.6),
     Kernel("tumorscope.models.diffusion._numba", "ivim_grid_init_serial", ("(float64[:, ::1], float64[::1], float64[::1], float64[:, ::1], float64[::1], float64[:, ::1])",), 0.4),
     Kernel("tumorscope.models.metabolic._hp13c_numba", "peak_signal", ("(float64[:, ::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], Array(float64, 1, 'C', True, aligned=True), float64[::1], float64[::1], float64[::1])",), 0.4),
-    Kernel("tumorscope.models.metabolic._hp13c_numba", "fit_range", ("(float64[:, ::1], boolean[::1], int64, int64, float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64, float64, int64, float64, float32[:, ::1], float32[:, ::1], float32[::1], uint8[::1], float64[::1])",), 1.5),
+    Kernel("tumorscope.models.metabolic._hp13c_numba", "fit_range", ("(float64[:, ::1], boolean[::1], int64, int64, float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64, float64, int64, float64, float32[:, ::1], float32[:, ::1], float32[::1], uint8[::1], float64[::1], float32[::1])",), 2.0),
 )
 # fmt: on
 

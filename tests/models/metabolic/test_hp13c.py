@@ -232,3 +232,21 @@ def test_compiled_whole_fit_agrees_with_the_numpy_path_on_even_frames(chunk) -> 
         np.testing.assert_allclose(fits[0][name], fits[1][name], rtol=1e-6, atol=1e-12)
     for name in fits[1].stderr:
         np.testing.assert_allclose(fits[0].stderr[name], fits[1].stderr[name], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 7, 8, 12, 17, 130])
+def test_compiled_auc_ratio_is_numpys_bit_for_bit(n) -> None:
+    # the compiled fit sums the frames as numpy's pairwise summation does (up to 128 frames;
+    # beyond, numpy's sums): the AUC ratio map equals auc_ratio's, cast to float32, exactly
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(n)
+    sig = rng.gamma(2.0, 1.0, (300, 2, n)) * rng.uniform(1, 1e4, (300, 1, 1))
+    sig[:5, 0] *= -1.0  # pyruvate sum <= 0: NaN
+    fit = PyruvateLactate(np.arange(n) * 2.0, [20, 20], min_snr=0).fit(sig)
+    np.testing.assert_array_equal(fit["AUC_ratio"], auc_ratio(sig).astype(np.float32))
+    if n <= 128:  # the float64 sums themselves (the float32 map would hide an ulp)
+        from tumorscope.models.metabolic._hp13c_numba import _frame_sum
+
+        y = np.ascontiguousarray(sig.reshape(300, 2 * n))
+        sums = np.array([[_frame_sum(y, i, c * n, n) for c in (0, 1)] for i in range(300)])
+        np.testing.assert_array_equal(sums, sig.sum(axis=-1))

@@ -345,6 +345,53 @@ def peak_signal(pyr, dts, sin_p, cos_p, sin_l, cos_l, r1l, decay, l0, k):  # pra
 
 
 @nb.njit(cache=True, nogil=True)
+def _frame_sum(y, i, start, n):  # pragma: no cover - compiled
+    """``y[i, start:start + n].sum()`` as numpy adds a contiguous row of up to 128 values:
+    from 0, one by one below 8 values, else 8 partial sums (combined as a tree) and the
+    rest one by one (numpy's pairwise summation; the same numbers, tested)."""
+    if n < 8:
+        res = 0.0
+        for j in range(n):
+            res += y[i, start + j]
+        return res
+    r0 = y[i, start]
+    r1 = y[i, start + 1]
+    r2 = y[i, start + 2]
+    r3 = y[i, start + 3]
+    r4 = y[i, start + 4]
+    r5 = y[i, start + 5]
+    r6 = y[i, start + 6]
+    r7 = y[i, start + 7]
+    j = 8
+    while j < n - (n % 8):
+        r0 += y[i, start + j]
+        r1 += y[i, start + j + 1]
+        r2 += y[i, start + j + 2]
+        r3 += y[i, start + j + 3]
+        r4 += y[i, start + j + 4]
+        r5 += y[i, start + j + 5]
+        r6 += y[i, start + j + 6]
+        r7 += y[i, start + j + 7]
+        j += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while j < n:
+        res += y[i, start + j]
+        j += 1
+    return 0.0 + res
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _auc(y, i, n, auc):  # pragma: no cover - compiled
+    """``auc_ratio`` of voxel ``i`` into ``auc[i]`` (float32; NaN unless the pyruvate sum is
+    > 0); nothing for more than 128 frames (numpy then sums by halves: the caller sums)."""
+    if n > 128:
+        return
+    num = _frame_sum(y, i, n, n)
+    den = _frame_sum(y, i, 0, n)
+    auc[i] = np.float32(num / den) if den > 0 else np.float32(np.nan)
+
+
+@nb.njit(cache=True, nogil=True)
 def fit_range(
     y,
     fit_mask,
@@ -364,6 +411,7 @@ def fit_range(
     rss,
     status,
     peak,
+    auc,
 ):  # pragma: no cover - compiled
     """The whole voxel fit of ``PyruvateLactate`` (lactate T1 fixed) for voxels ``lo:hi``.
 
@@ -371,18 +419,19 @@ def fit_range(
     Written in place, as ``fit_blocks`` + ``PyruvateLactate._block`` + ``_peak`` would: a
     voxel with a non-finite value gets status 3 (``INVALID_INPUT``), NaN numbers; a fitted
     voxel its (kPL, L0) in ``params`` (float32), their standard errors in ``stderr`` (float32,
-    from the closed-form inverse of the 2 × 2 normal matrix; NaN and ``peak`` NaN — the caller
-    uses the pseudo-inverse — where that matrix is near-singular), the residual sum of squares
+    from the closed-form inverse of the 2 × 2 normal matrix; left NaN where that matrix is
+    near-singular: the caller takes the pseudo-inverse there), the residual sum of squares
     in ``rss`` (float32), status 0 (``CONVERGED``), 2 (``AT_BOUND``: kPL or L0 at 0) or 4
     (``FAILED``: non-finite parameters, NaN numbers), and the peak of the absolute fitted
-    lactate signal at the float32 parameters in ``peak`` (float64). Voxels outside the mask
-    are left as they are.
+    lactate signal at the float32 parameters in ``peak`` (float64); every finite voxel its
+    AUC ratio in ``auc`` (float32; :func:`_frame_sum`: ``hp13c.auc_ratio``'s numbers) when
+    ``2n <= 256``. Voxels outside the mask are left as they are.
     """
     n = y.shape[1] // 2
     if _uniform(dts) and n_it >= 1:
         _fit_uniform(
             y, fit_mask, lo, hi, dts[0], sin_p, cos_p, sin_l, cos_l, r1l, r1p, n_it, dof,
-            params, stderr, rss, status, peak,
+            params, stderr, rss, status, peak, auc,
         )  # fmt: skip
         return
     pz = np.empty(n)
@@ -398,6 +447,7 @@ def fit_range(
         if not finite:
             status[i] = 3  # FitStatus.INVALID_INPUT
             continue
+        _auc(y, i, n, auc)
         for j in range(n):
             pz[j] = y[i, j] / sin_p[j]
         lac = y[i, n:]
@@ -452,7 +502,7 @@ _BATCH = 16
 @nb.njit(cache=True, nogil=True)
 def _fit_uniform(
     y, fit_mask, lo, hi, dt, sin_p, cos_p, sin_l, cos_l, r1l, r1p, n_it, dof,
-    params, stderr, rss, status, peak,
+    params, stderr, rss, status, peak, auc,
 ):  # fmt: skip  # pragma: no cover - compiled
     """:func:`fit_range` when every interval is ``dt`` (and ``n_it >= 1``): the operations of
     :func:`_fixed_point_uniform` and of :func:`fit_range`'s outputs, in the same order for
@@ -492,6 +542,7 @@ def _fit_uniform(
                 if not finite:
                     status[i] = 3  # FitStatus.INVALID_INPUT
                 else:
+                    _auc(y, i, n, auc)
                     idx[nv] = i
                     u_mz = 0.0
                     w_mz = 0.0

@@ -36,15 +36,13 @@ interface.
 from __future__ import annotations
 
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from ...errors import FitError, ProtocolError, TumorscopeWarning
-from ...fitting import progress
-from ...fitting.engine import BlockFit, FlatFit, fit_blocks, validate_inputs
+from ...fitting.engine import BlockFit, fit_blocks, validate_inputs
 from ...fitting.status import FitStatus
 from ..base import FitResult, Model, ParameterSpec, register_model
 from .kinetics import inputless_basis, two_site_signals
@@ -174,16 +172,6 @@ def _n_workers() -> int:
     except ImportError:  # pragma: no cover - numba is optional
         return 1
     return max(1, n)
-
-
-def _chunk(n_voxels: int, workers: int) -> int:
-    """Voxels per block of the compiled fit: as ``fit_blocks`` chooses them (at least 4
-    blocks per worker, never tiny ones, at most the engine's default)."""
-    from ...fitting.engine import DEFAULT_CHUNK_VOXELS
-
-    if workers > 1:
-        return min(DEFAULT_CHUNK_VOXELS, max(1024, -(-n_voxels // (4 * workers))))
-    return DEFAULT_CHUNK_VOXELS
 
 
 def _compiled() -> Any:
@@ -485,66 +473,6 @@ class PyruvateLactate:
             )
         return 0.5 * (a + b)
 
-    def _fit_compiled(
-        self, y: np.ndarray, mask: np.ndarray | None, chunk_voxels: int | None
-    ) -> tuple[FlatFit, np.ndarray]:
-        """The voxel fit with the lactate T1 fixed, in one compiled pass per block
-        (:func:`._hp13c_numba.fit_range`: validation, fixed point, standard errors, status and
-        the fitted lactate peak), blocks on threads. The same numbers as ``fit_blocks`` over
-        :meth:`_block` then :meth:`_peak` (which the other paths still take), without their
-        copies of the signals: the voxels whose 2 × 2 normal matrix is near-singular get their
-        standard errors from the pseudo-inverse here, as :func:`_pinv_diagonal` gives them.
-        Returns the flat fit and the peak (NaN where not fitted)."""
-        kernels = self._kernels()
-        assert self.t1_pyruvate_s is not None and kernels is not None
-        y = np.ascontiguousarray(y, dtype=np.float64)
-        V, n = y.shape[0], self.n_frames
-        fmask = np.ones(V, bool) if mask is None else np.ascontiguousarray(mask.reshape(-1))
-        params = np.full((V, 2), np.nan, np.float32)
-        stderr = np.full((V, 2), np.nan, np.float32)
-        rss = np.full(V, np.nan, np.float32)
-        status = np.full(V, FitStatus.NOT_FITTED, np.uint8)
-        peak = np.full(V, np.nan)
-        schedule = self._schedule()
-        r1l, r1p = 1.0 / self.t1_lactate_s, 1.0 / self.t1_pyruvate_s
-        dof = float(max(n - len(self.parameters), 1))
-        workers = _n_workers()
-        chunk = int(chunk_voxels) if chunk_voxels else _chunk(V, workers)
-        if chunk < 1:
-            raise FitError(f"must be >= 1, got {chunk_voxels}", field="chunk_voxels")
-        starts = range(0, V, chunk)
-        progress.report("planned", len(starts))
-
-        def one(lo: int) -> None:
-            kernels.fit_range(
-                y, fmask, lo, min(lo + chunk, V), *schedule, r1l, r1p,
-                _FIXED_POINT_ITERATIONS, dof, params, stderr, rss, status, peak,
-            )  # fmt: skip
-            progress.report("done", 1)
-
-        if workers == 1 or len(starts) <= 1:
-            for lo in starts:
-                one(lo)
-        else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(one, starts))
-        fitted = status <= FitStatus.AT_BOUND
-        redo = np.flatnonzero(fitted & np.isnan(stderr[:, 0]))
-        if redo.size:  # near-singular normal matrices: their pseudo-inverse, as _block takes it
-            pyr = np.ascontiguousarray(y[redo, :n])
-            lac = np.ascontiguousarray(y[redo, n:])
-            out = kernels.fixed_point_normal(
-                pyr, lac, *schedule, self._per_voxel(r1l, redo.size), r1p,
-                _FIXED_POINT_ITERATIONS,
-            )  # fmt: skip
-            _, _, rss_r, bb, ab, aa = out
-            normal = np.stack([np.stack([bb, ab], 1), np.stack([ab, aa], 1)], 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                var = _pinv_diagonal(normal)
-                stderr[redo] = np.sqrt(np.clip(var, 0, None) * (rss_r / dof)[:, None])
-        counts = np.bincount(status, minlength=256)
-        return FlatFit(params, stderr, status, rss, fmask, counts), peak
-
     # ------------------------------------------------------------------ the fit
     def _as_flat(self, signals: npt.ArrayLike) -> np.ndarray:
         arr = np.asarray(signals)
@@ -593,8 +521,11 @@ class PyruvateLactate:
                 raise FitError("noise_sigma must be > 0 everywhere", field="noise_sigma")
         n = self.n_frames
         flat_y = np.asarray(arr.reshape(-1, 2 * n), dtype=float)  # no copy of float64 data
+        auc = None
         if self._kernels() is not None and not self.fit_t1_lactate:
-            fl, peak = self._fit_compiled(flat_y, m, chunk_voxels)
+            from ._hp13c_compiled import fit_compiled
+
+            fl, peak, auc = fit_compiled(self, flat_y, m, chunk_voxels)
             fitted = fl.status <= FitStatus.AT_BOUND
         else:
             fl = fit_blocks(
@@ -613,7 +544,8 @@ class PyruvateLactate:
                     t1 = np.full((p_all.shape[0], 1), self.t1_lactate_s)
                     p_all = np.concatenate([p_all, t1], 1)
                 peak[fitted] = self._peak(flat_y[fitted, :n], p_all)
-        auc = auc_ratio(flat_y.reshape(-1, 2, n)).astype(np.float32)
+        if auc is None:
+            auc = auc_ratio(flat_y.reshape(-1, 2, n)).astype(np.float32)
         if sig is None:
             noise = np.sqrt(fl.rss.astype(float) / max(n - len(self.parameters), 1))
         else:
