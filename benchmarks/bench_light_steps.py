@@ -117,12 +117,14 @@ def compare_outputs(a: Path, b: Path, stamp_after: float) -> list[str]:
     from tumorscope.volume import Volume
 
     lines = []
+    counts = {"maps": 0, "tables": 0}
     for fa in sorted(a.rglob("*")):
         rel = fa.relative_to(a)
         fb = b / rel
         if not fb.is_file() or "logs" in rel.parts or fa.stat().st_mtime < stamp_after:
             continue
         if fa.name.endswith(".nii.gz"):
+            counts["maps"] += 1
             x = Volume.from_nifti(fa, dtype=np.float64).data
             y = Volume.from_nifti(fb, dtype=np.float64).data
             if np.array_equal(x, y, equal_nan=True):
@@ -136,6 +138,7 @@ def compare_outputs(a: Path, b: Path, stamp_after: float) -> list[str]:
                 f"({int((d > 0).sum())} differ; NaN pattern {'same' if nan_same else 'DIFFERS'})"
             )
         elif fa.suffix == ".parquet" and rel.parts[0] != "tables":
+            counts["tables"] += 1
             x, y = pd.read_parquet(fa), pd.read_parquet(fb)
             if x.equals(y):
                 continue
@@ -151,6 +154,9 @@ def compare_outputs(a: Path, b: Path, stamp_after: float) -> list[str]:
                 )
             else:
                 lines.append(f"{rel.name}: rows or columns DIFFER")
+    lines.append(
+        f"({counts['maps']} maps and {counts['tables']} tables written by the steps compared)"
+    )
     return lines
 
 
@@ -208,7 +214,7 @@ def main() -> None:
                 label = f"{key} ({'CPU' if kind else 'wall'})"
                 print(f"  {label:18s} old {o:7.3f}  new {n:7.3f}  ratio {o / n:5.2f}  {per}")
         diff = compare_outputs(tmp / "old", tmp / "new", stamp)
-        print("  outputs of the steps:", "identical" if not diff else "")
+        print("  outputs of the steps:", "identical" if len(diff) == 1 else "")
         for line in diff:
             print("   ", line)
     finally:
