@@ -74,6 +74,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("tumorscope.models.dce._varpro", "tofts_varpro", ("(Array(float64, 1, 'C', True, aligned=True), Array(float64, 1, 'C', True, aligned=True), float64[:, ::1], boolean, float64[::1], float64[::1], omitted(1e-05))",), 6.7),
     Kernel("tumorscope.preprocessing._rigid_numba", "euler_matrices", ("(float64[::1],)",), 5.4),
     Kernel("tumorscope.preprocessing._rigid_numba", "optimise_level", ("(float64[::1], float64[::1], float64[:, ::1], int64[::1], float32[:, :, :, ::1], float64[:, ::1], float64, float64, float64[::1], float64, float64, int64, float64)",), 4.9),
+    Kernel("tumorscope.models.metabolic._hp13c_numba", "fit_range", ("(float64[:, ::1], boolean[::1], int64, int64, float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64, float64, int64, float64, float32[:, ::1], float32[:, ::1], float32[::1], uint8[::1], float64[::1], float32[::1])",), 4.5),
     Kernel("tumorscope.models.diffusion._adc_numba", "adc_fit_range", ("(float32[::1], boolean, boolean[::1], boolean, int64, int64, float64[::1], float32[::1], float32[::1], float32[::1], boolean, float64, float64, float32[::1], float32[::1], float32[::1], float32[::1], float32[::1], uint8[::1], int64[::1])",), 4.2),
     Kernel("tumorscope.models.cest._numba", "lorentzian_start", ("(float64[::1], int64, float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1])",), 3.3),
     Kernel("tumorscope.models.cest._b0_numba", "spline_rows", ("(float64[::1], float64[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1])",), 2.8),
@@ -84,7 +85,6 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("tumorscope.models.diffusion._numba", "loglinear_block_serial", ("(float64[:, ::1], float64[:, ::1], float64[::1], int64[::1], boolean, float64, float64, float64[:, ::1], float64[:, ::1], float64[::1], uint8[::1])",), 0.6),
     Kernel("tumorscope.models.diffusion._numba", "ivim_grid_init_serial", ("(float64[:, ::1], float64[::1], float64[::1], float64[:, ::1], float64[::1], float64[:, ::1])",), 0.4),
     Kernel("tumorscope.models.metabolic._hp13c_numba", "peak_signal", ("(float64[:, ::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], Array(float64, 1, 'C', True, aligned=True), float64[::1], float64[::1], float64[::1])",), 0.4),
-    Kernel("tumorscope.models.metabolic._hp13c_numba", "fit_range", ("(float64[:, ::1], boolean[::1], int64, int64, float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], float64, float64, int64, float64, float32[:, ::1], float32[:, ::1], float32[::1], uint8[::1], float64[::1], float32[::1])",), 2.0),
 )
 # fmt: on
 

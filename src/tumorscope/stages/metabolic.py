@@ -444,8 +444,9 @@ def fit_mrs(
             result.maps.append(MapFile(model, safe, q, None, onto_role))
             if lab is not None and not name.endswith("_percent"):
                 for value, (lesion, sel) in lesions.items():
-                    # on[lab == value]: the gather of `on` at the lesion's voxels, taken from
-                    # the spectroscopic map (the lesion voxels outside its grid are NaN there)
+                    # on[lab == value] without `on`: the spectroscopic map at the lesion
+                    # voxels' indices, in their order (those outside its grid, NaN in `on`,
+                    # are left out, as the finite filter below leaves them out)
                     vals = (
                         arr.reshape(-1)[in_lesion[value]]
                         if lookup is not None
