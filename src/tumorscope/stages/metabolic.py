@@ -122,6 +122,22 @@ def _lesion_names(lab: np.ndarray, lesion_ids: Mapping[int, str] | None) -> dict
     return {int(v): names.get(int(v), str(int(v))) for v in np.unique(lab) if v > 0}
 
 
+def _lesion_voxels(
+    lab: np.ndarray, lesion_ids: Mapping[int, str] | None
+) -> dict[int, tuple[str, np.ndarray]]:
+    """Each lesion's name and the C-order flat indices of its voxels, by label value.
+
+    The voxels of ``lab == value`` in the order boolean indexing lists them, from one pass
+    over the label map (a boolean mask per lesion and map would walk the whole volume for
+    every lesion and every map): gathering a map at them gives ``map[lab == value]``.
+    """
+    flat = lab.reshape(-1)
+    where = np.flatnonzero(flat > 0)
+    vals = flat[where]
+    names = _lesion_names(vals, lesion_ids)
+    return {v: (name, where[vals == v]) for v, name in names.items()}
+
+
 def fit_hp13c(
     pyruvate: str | os.PathLike[str],
     lactate: str | os.PathLike[str],
@@ -204,7 +220,7 @@ def fit_hp13c(
         path = out / f"{prefix}hp13c_{name}.nii.gz"
         result.files += write_map(
             path,
-            fit[name].astype(np.float32),
+            fit[name].astype(np.float32, order="F"),  # as stored: no transposed copy to write
             affine,
             units=fit.units[name],
             description=f"hyperpolarised 13C {name}",
@@ -214,15 +230,15 @@ def fit_hp13c(
     rows: list[dict[str, Any]] = []
     lead = dict(keys or {})
     if lab is not None:
-        for value, lesion in _lesion_names(lab, lesion_ids).items():
-            sel = lab == value
+        flat_signals = signals.reshape(-1, *signals.shape[3:])
+        for lesion, sel in _lesion_voxels(lab, lesion_ids).values():
             for name, unit in (("kPL", "1/s"), ("AUC_ratio", "1")):
-                vals = fit[name][sel]
+                vals = fit[name].reshape(-1)[sel]
                 vals = vals[np.isfinite(vals)]
                 for stat, fn in (("mean", np.mean), ("median", np.median)):
                     v = float(fn(vals)) if vals.size else None
                     rows.append(measurement_row(lead, lesion, f"hp13c.{name}", stat, v, unit))
-            curve = signals[sel].mean(axis=0)
+            curve = flat_signals[sel].mean(axis=0)
             with capture_warnings() as roi_caught:  # the voxel fit's warnings stand
                 roi = model.fit(curve[None])
             for w in roi_caught:  # others than the model's summary warnings go on
@@ -392,9 +408,13 @@ def fit_mrs(
     out_path = Path(out_dir)
     native = Volume(np.zeros(shape, np.float32), mrs.affine)
     lab = None if labels is None else np.asarray(labels.data).astype(np.int64)
-    lesions = {} if lab is None else {v: lab == v for v in _lesion_names(lab, lesion_ids)}
-    names = {} if lab is None else _lesion_names(lab, lesion_ids)
+    lesions = {} if lab is None else _lesion_voxels(lab, lesion_ids)
     lookup = None if onto is None else nearest_index(native, onto)
+    if lookup is not None:  # the gathers every map takes, formed once
+        covered = lookup >= 0
+        source_f = np.where(covered, lookup, 0).ravel(order="F")
+        in_lesion = {v: lookup.reshape(-1)[sel] for v, (_, sel) in lesions.items()}
+        in_lesion = {v: lk[lk >= 0] for v, lk in in_lesion.items()}
     lead = dict(keys or {})
     rows: list[dict[str, Any]] = []
     model = "dmi" if is_2h else "mrs"
@@ -409,9 +429,10 @@ def fit_mrs(
             q = out_path / f"{prefix}{model}_{safe}_space-tumour.nii.gz"
             if lookup is None:
                 on = resample(native.with_data(arr), onto, interpolation="nearest").data
-            else:
-                on = np.where(lookup >= 0, arr.reshape(-1)[np.maximum(lookup, 0)], np.nan)
-                on = on.astype(np.float32)
+            else:  # float32 gathered as float32: the values of the float64 np.where, cast;
+                # in Fortran order, as the writer stores it (no transposed copy to write)
+                on = arr.reshape(-1)[source_f].reshape(onto.spatial_shape, order="F")
+                on[~covered] = np.nan
             result.files += write_map(
                 q,
                 on,
@@ -422,8 +443,15 @@ def fit_mrs(
             )
             result.maps.append(MapFile(model, safe, q, None, onto_role))
             if lab is not None and not name.endswith("_percent"):
-                for value, lesion in names.items():
-                    vals = on[lesions[value]]
+                for value, (lesion, sel) in lesions.items():
+                    # on[lab == value] without `on`: the spectroscopic map at the lesion
+                    # voxels' indices, in their order (those outside its grid, NaN in `on`,
+                    # are left out, as the finite filter below leaves them out)
+                    vals = (
+                        arr.reshape(-1)[in_lesion[value]]
+                        if lookup is not None
+                        else on.reshape(-1)[sel]
+                    )
                     vals = vals[np.isfinite(vals)]
                     if not vals.size:  # the spectroscopic grid does not cover this lesion
                         continue

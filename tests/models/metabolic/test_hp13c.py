@@ -189,3 +189,64 @@ def test_closed_form_covariance_diagonal_is_the_pseudo_inverse() -> None:
     np.testing.assert_allclose(_pinv_diagonal(m3), np.einsum("vii->vi", np.linalg.pinv(m3)))
     with pytest.raises(FitError, match="engine"):
         PyruvateLactate(T, [20, 20], engine="cuda")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_compiled_whole_fit_agrees_with_the_numpy_path_on_even_frames(chunk) -> None:
+    # the one-pass compiled voxel fit (_hp13c_numba.fit_range: validation, the fixed point on
+    # evenly spaced frames by its decay-independent basis parts, standard errors, status,
+    # the lactate peak of the SNR gate) against fit_blocks over the numpy block solver:
+    # noisy curves, noise-only voxels, a non-finite voxel, a voxel without pyruvate (singular
+    # normal matrix: the pseudo-inverse), a mask, blocks of 7 voxels on two threads
+    pytest.importorskip("numba")
+    import numba
+
+    rng = np.random.default_rng(11)
+    t = np.arange(12) * 4.0
+    flips = np.vstack([np.full(12, 10.0), np.full(12, 30.0)])
+    k = rng.uniform(0.0, 0.3, 200)
+    clean = _sim(k, flips=np.deg2rad(flips), t=t)
+    noisy = clean + rng.normal(0, 0.03 * clean[:, 1].max(), clean.shape)
+    noisy[:20] = rng.normal(0, 5.0, noisy[:20].shape)  # background: noise only
+    noisy[20, 1, 4] = np.inf
+    noisy[21, 0] = 0.0
+    noisy[21, 1] = 1e3 * np.exp(-t / 10)  # lactate decaying from L0 only
+    mask = np.ones(200, bool)
+    mask[30:40] = False
+    before = numba.get_num_threads()
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        fits = [
+            PyruvateLactate(t, flips, engine=e, min_snr=3).fit(noisy, mask, chunk_voxels=chunk)
+            for e in ("numba", "numpy")
+        ]
+    finally:
+        numba.set_num_threads(before)
+    assert fits[0].status[20] == FitStatus.INVALID_INPUT
+    assert np.isfinite(fits[0].stderr["L0"][21]) and fits[0].status[21] != FitStatus.FAILED
+    assert np.all(fits[0].status[30:40] == FitStatus.NOT_FITTED)
+    np.testing.assert_array_equal(fits[0].status, fits[1].status)
+    np.testing.assert_array_equal(fits[0].mask, fits[1].mask)
+    np.testing.assert_allclose(fits[0].rss, fits[1].rss, rtol=1e-6)  # float32 maps
+    for name in fits[1].maps:
+        np.testing.assert_allclose(fits[0][name], fits[1][name], rtol=1e-6, atol=1e-12)
+    for name in fits[1].stderr:
+        np.testing.assert_allclose(fits[0].stderr[name], fits[1].stderr[name], rtol=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 7, 8, 12, 17, 130])
+def test_compiled_auc_ratio_is_numpys_bit_for_bit(n) -> None:
+    # the compiled fit sums the frames as numpy's pairwise summation does (up to 128 frames;
+    # beyond, numpy's sums): the AUC ratio map equals auc_ratio's, cast to float32, exactly
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(n)
+    sig = rng.gamma(2.0, 1.0, (300, 2, n)) * rng.uniform(1, 1e4, (300, 1, 1))
+    sig[:5, 0] *= -1.0  # pyruvate sum <= 0: NaN
+    fit = PyruvateLactate(np.arange(n) * 2.0, [20, 20], min_snr=0).fit(sig)
+    np.testing.assert_array_equal(fit["AUC_ratio"], auc_ratio(sig).astype(np.float32))
+    if n <= 128:  # the float64 sums themselves (the float32 map would hide an ulp)
+        from tumorscope.models.metabolic._hp13c_numba import _frame_sum
+
+        y = np.ascontiguousarray(sig.reshape(300, 2 * n))
+        sums = np.array([[_frame_sum(y, i, c * n, n) for c in (0, 1)] for i in range(300)])
+        np.testing.assert_array_equal(sums, sig.sum(axis=-1))

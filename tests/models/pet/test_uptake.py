@@ -149,6 +149,8 @@ def _search_case(seed: int, kind: str):
     img = np.full(shape, 1.3) if kind == "uniform" else 1.0 + 0.1 * rng.standard_normal(shape)
     m = np.zeros(shape, bool)
     m[4:36, 3:33, 1:13] = True
+    if kind == "edge":  # cut by five faces of the volume: the candidates' box is cut too
+        m[:, 3:, :] = True
     if kind == "nan":
         img[10, 10, 5] = np.nan
         img[20:23, 12:15, 6] = np.nan
@@ -164,7 +166,7 @@ def _search_case(seed: int, kind: str):
     return img, m, cand, ball
 
 
-@pytest.mark.parametrize("kind", ["noisy", "uniform", "nan", "hot"])
+@pytest.mark.parametrize("kind", ["noisy", "uniform", "nan", "hot", "edge"])
 def test_liver_search_picks_the_centre_of_the_whole_volume_correlation(kind):
     # the FFT-screened search against the search as first written (scipy.ndimage.correlate
     # of the three sums over the whole volume, argmin in C order): the same voxel, ties in a
@@ -204,3 +206,57 @@ def test_fft_convolution_is_scipy_signal_fftconvolve_bit_for_bit():
     for shape in [(20, 17, 9), (33, 40, 12), (5, 6, 7)]:
         a = rng.random(shape)
         np.testing.assert_array_equal(_fftconvolve_same(a, k), signal.fftconvolve(a, k, "same"))
+
+
+def test_lesion_uptake_on_its_box_equals_each_measure_on_the_whole_volume():
+    # lesion_uptake measures on the lesion's box (+ the peak sphere's half-width): the same
+    # numbers as each measure called on the whole volume, also for a lesion at the image edge
+    rng = np.random.default_rng(3)
+    img = rng.gamma(4.0, 0.5, (40, 36, 20))
+    vox = (2.0, 2.5, 3.0)
+    for centre in ((20, 18, 10), (1, 30, 18)):  # inside; cut by two edges
+        m = sphere_mask(img.shape, centre, 9.0, vox)
+        img[m] += 5.0 * rng.random(int(m.sum()))
+        u = lesion_uptake(img, m, vox, percist_threshold=3.0)
+        smax = float(img[m].max())
+        assert u.suv_max == smax and u.suv_mean == float(img[m].mean())
+        assert (u.suv_peak, u.peak_truncated) == (
+            sul_peak(img, m, vox)[0],
+            sul_peak(img, m, vox)[2],
+        )
+        assert u.mtv41_ml == mtv_ml(img, m, vox, 0.41 * smax)[0]
+        assert u.tlg41_g == tlg(img, m, vox, 0.41 * smax)
+        assert (u.mtv25_ml, u.tlg25_g) == (mtv_ml(img, m, vox, 2.5)[0], tlg(img, m, vox, 2.5))
+        assert (u.mtv_percist_ml, u.tlg_percist_g) == (
+            mtv_ml(img, m, vox, 3.0)[0],
+            tlg(img, m, vox, 3.0),
+        )
+    assert peak_kernel(vox) is not peak_kernel(vox)  # callers get their own array
+
+
+@pytest.mark.parametrize("world_x", [False, True])
+@pytest.mark.parametrize("edge", [False, True])
+def test_liver_reference_on_the_mask_box_equals_it_on_the_whole_volume(world_x, edge, monkeypatch):
+    # the search runs on the liver's bounding box + 1 voxel: the same reference as on the
+    # whole volume (the box widened to it), for a liver inside the volume and one cut by
+    # three of its faces (beyond which nothing is background)
+    from tumorscope.models.pet import reference
+
+    rng = np.random.default_rng(5)
+    img = rng.normal(2.0, 0.3, (30, 28, 16))
+    vox = (4.0, 4.0, 3.0)
+    liver = np.zeros(img.shape, bool)
+    liver[
+        (slice(0, 24), slice(4, 28), slice(2, 16))
+        if edge
+        else (slice(3, 24), slice(4, 25), slice(2, 14))
+    ] = True
+    img[10:14, 10:14, 6:10] += 4.0  # a metastasis to avoid
+    wx = None
+    if world_x:
+        wx = np.broadcast_to(-4.0 * np.arange(img.shape[0])[:, None, None], img.shape)
+    a = liver_reference(img, liver, vox, world_x_mm=wx, diameter_mm=20.0)
+    whole = (slice(None),) * 3
+    monkeypatch.setattr(reference, "_bbox", lambda m, margin: ([0, 0, 0], whole))
+    b = liver_reference(img, liver, vox, world_x_mm=wx, diameter_mm=20.0)
+    assert a == b and a.centre is not None

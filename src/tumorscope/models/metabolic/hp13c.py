@@ -519,24 +519,33 @@ class PyruvateLactate:
             sig = np.broadcast_to(np.asarray(sigma_in, dtype=float), shape)
             if np.any(~(sig > 0)):
                 raise FitError("noise_sigma must be > 0 everywhere", field="noise_sigma")
-        fl = fit_blocks(
-            self._block,
-            arr,
-            m,
-            n_params=len(self.parameters),
-            chunk_voxels=chunk_voxels,
-            n_workers=_n_workers() if self._kernels() is not None else 1,
-        )
         n = self.n_frames
         flat_y = np.asarray(arr.reshape(-1, 2 * n), dtype=float)  # no copy of float64 data
-        auc = auc_ratio(flat_y.reshape(-1, 2, n)).astype(np.float32)
-        fitted = fl.status <= FitStatus.AT_BOUND
-        peak = np.full(flat_y.shape[0], np.nan)
-        if fitted.any():
-            p_all = fl.params[fitted].astype(float)
-            if not self.fit_t1_lactate:
-                p_all = np.concatenate([p_all, np.full((p_all.shape[0], 1), self.t1_lactate_s)], 1)
-            peak[fitted] = self._peak(flat_y[fitted, :n], p_all)
+        auc = None
+        if self._kernels() is not None and not self.fit_t1_lactate:
+            from ._hp13c_compiled import fit_compiled
+
+            fl, peak, auc = fit_compiled(self, flat_y, m, chunk_voxels)
+            fitted = fl.status <= FitStatus.AT_BOUND
+        else:
+            fl = fit_blocks(
+                self._block,
+                arr,
+                m,
+                n_params=len(self.parameters),
+                chunk_voxels=chunk_voxels,
+                n_workers=_n_workers() if self._kernels() is not None else 1,
+            )
+            fitted = fl.status <= FitStatus.AT_BOUND
+            peak = np.full(flat_y.shape[0], np.nan)
+            if fitted.any():
+                p_all = fl.params[fitted].astype(float)
+                if not self.fit_t1_lactate:
+                    t1 = np.full((p_all.shape[0], 1), self.t1_lactate_s)
+                    p_all = np.concatenate([p_all, t1], 1)
+                peak[fitted] = self._peak(flat_y[fitted, :n], p_all)
+        if auc is None:
+            auc = auc_ratio(flat_y.reshape(-1, 2, n)).astype(np.float32)
         if sig is None:
             noise = np.sqrt(fl.rss.astype(float) / max(n - len(self.parameters), 1))
         else:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -88,6 +89,17 @@ _SCREEN_TOL = 1e-8
 _EXACT_BLOCK = 256
 
 
+def _bbox(m: np.ndarray, margin: int) -> tuple[list[int], tuple[slice, ...]]:
+    """Lower corner and slices of a non-empty mask's bounding box widened by ``margin``
+    voxels, cut at the volume's edges."""
+    lo, hi = [], []
+    for ax, n in enumerate(m.shape):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != ax)))
+        lo.append(max(int(hit[0]) - margin, 0))
+        hi.append(min(int(hit[-1]) + margin + 1, n))
+    return lo, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
 def _sphere_cv(w: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
     """Coefficient of variation from the sphere sums (inf where it is not defined)."""
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -115,14 +127,20 @@ def _exact_sums(arrays: list[np.ndarray], centres: np.ndarray, ball: np.ndarray)
     return out
 
 
-def _fft_sums(a: np.ndarray, ball_f: np.ndarray, fshape: list[int], ball_shape: tuple[int, ...]):
+def _fft_sums(
+    a: np.ndarray, ball_f: np.ndarray, fshape: list[int], ball_shape: tuple[int, ...], at: Any
+) -> np.ndarray:
     """``scipy.ndimage.correlate(a, ball, mode="constant")`` of a centrally symmetric ball by
-    FFT (equal to it up to rounding, ~1e-13 relative)."""
+    FFT (equal to it up to rounding, ~1e-13 relative), at the voxel indices ``at`` (a tuple
+    of index arrays). A circular convolution of length ``fshape`` per axis: it is the linear
+    one at every centre whose ball, wrapped, reaches no voxel of ``a`` it should not — where
+    the transform is at least ``a.shape + ball_shape - 1`` long, or the centres lie at least
+    the ball's half-width from both ends of the axis (:func:`_most_homogeneous` chooses)."""
     from scipy import fft
 
     full = fft.irfftn(fft.rfftn(a, fshape) * ball_f, fshape)
     h = [b // 2 for b in ball_shape]
-    return full[tuple(slice(hh, hh + n) for hh, n in zip(h, a.shape, strict=True))]
+    return np.asarray(full[tuple((c + hh) % f for c, hh, f in zip(at, h, fshape, strict=True))])
 
 
 def _most_homogeneous_reference(
@@ -177,11 +195,19 @@ def _most_homogeneous(
         np.where(mb, x * x, 0.0),
     ]
     centres = np.argwhere(cand[box])  # C order, as argmin over the volume scans it
-    shape = [n + b - 1 for n, b in zip(x.shape, ball.shape, strict=True)]
+    # along an axis where the box was not cut by the volume's edges, every candidate lies at
+    # least the ball's half-width from both ends of the box: a circular convolution of the
+    # box's own length wraps no voxel into a candidate's sum (zero padding needed only along
+    # cut axes, where a ball may reach past the box)
+    cut = [
+        int(i.min()) - h < 0 or int(i.max()) + h + 1 > n
+        for i, h, n in zip(idx, half, img.shape, strict=True)
+    ]
+    shape = [n + (b - 1 if c else 0) for n, b, c in zip(x.shape, ball.shape, cut, strict=True)]
     fshape = [fft.next_fast_len(n, True) for n in shape]
     ball_f = fft.rfftn(ball.astype(np.float64), fshape)
     sel = tuple(centres.T)
-    w, s1, s2 = (_fft_sums(a, ball_f, fshape, ball.shape)[sel] for a in arrays)
+    w, s1, s2 = (_fft_sums(a, ball_f, fshape, ball.shape, sel) for a in arrays)
     wr = np.rint(w)  # the weights are counts
     scale1 = max(float(np.abs(s1).max()), 1e-300)
     clear = (wr > 0) & (s1 > 1e-9 * scale1)
@@ -252,10 +278,18 @@ def liver_reference(
         r = diameter_mm / 2.0
         from scipy import ndimage
 
+        # the search on the liver's bounding box widened by one voxel (cut at the volume's
+        # edges): every voxel outside the box is background, and the nearest background
+        # voxel of a liver voxel is never outside it (clamping a point outside the box onto
+        # it brings it nearer and keeps it in the background layer), so the distances, and
+        # all that follows, are those of the whole volume
+        lo, box = _bbox(m, 1)
+        full_m = m
+        img, m = img[box], m[box]
         dist = ndimage.distance_transform_edt(m, sampling=vox)
         cand = dist >= r
         if world_x_mm is not None:
-            wx = np.broadcast_to(np.asarray(world_x_mm, dtype=np.float64), m.shape)
+            wx = np.broadcast_to(np.asarray(world_x_mm, dtype=np.float64), full_m.shape)[box]
             cand &= wx >= float(np.median(wx[m]))
         if not cand.any():
             problems.append(
@@ -271,9 +305,9 @@ def liver_reference(
             vox,
         )
         at = _most_homogeneous(img, m, cand, ball)
-        centre = (int(at[0]), int(at[1]), int(at[2]))
-        region = sphere_mask(m.shape, centre, r, vox) & m
+        region = sphere_mask(m.shape, at, r, vox) & m
         vals = img[region]
+        centre = (int(at[0] + lo[0]), int(at[1] + lo[1]), int(at[2] + lo[2]))
         method = f"automatic {diameter_mm:g} mm sphere"
     vals = vals[np.isfinite(vals)]
     if vals.size < 2:

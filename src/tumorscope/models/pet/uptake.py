@@ -20,6 +20,7 @@ and the voxel size in mm; they read no files.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Final
@@ -70,6 +71,14 @@ def peak_kernel(voxel_mm: tuple[float, float, float], volume_ml: float = PEAK_VO
     Returns an odd-sized 3-D array whose entries are the fraction of each voxel inside the
     sphere centred on the middle voxel (sum × voxel volume ≈ the sphere volume).
     """
+    vox = tuple(float(v) for v in voxel_mm)
+    return _peak_kernel((vox[0], vox[1], vox[2]), float(volume_ml)).copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _peak_kernel(voxel_mm: tuple[float, float, float], volume_ml: float) -> np.ndarray:
+    """:func:`peak_kernel`, remembered (read-only): a visit's lesions share one (its 5³
+    sub-samples per voxel cost a few milliseconds a call)."""
     r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
     half = [math.ceil(r / v + 0.5) for v in voxel_mm]
     offs = (np.arange(_SUB) + 0.5) / _SUB - 0.5
@@ -81,7 +90,9 @@ def peak_kernel(voxel_mm: tuple[float, float, float], volume_ml: float = PEAK_VO
     inside = (x * x + y * y + z * z <= r * r).astype(np.float64)
     shape = [2 * h + 1 for h in half]
     inside = inside.reshape(shape[0], _SUB, shape[1], _SUB, shape[2], _SUB)
-    return inside.mean(axis=(1, 3, 5))
+    out = inside.mean(axis=(1, 3, 5))
+    out.setflags(write=False)
+    return out
 
 
 def _fftconvolve_same(a: np.ndarray, k: np.ndarray) -> np.ndarray:
@@ -96,6 +107,17 @@ def _fftconvolve_same(a: np.ndarray, k: np.ndarray) -> np.ndarray:
     full = full[tuple(slice(n) for n in shape)]
     start = [(f - n) // 2 for f, n in zip(shape, a.shape, strict=True)]
     return full[tuple(slice(s, s + n) for s, n in zip(start, a.shape, strict=True))]
+
+
+def _box(m: np.ndarray, margin: list[int]) -> tuple[list[int], tuple[slice, ...]]:
+    """The bounding box of a (non-empty) mask widened by ``margin`` voxels per axis, cut at
+    the volume's edges: its lower corner and slices."""
+    lo, hi = [], []
+    for ax, (h, n) in enumerate(zip(margin, m.shape, strict=True)):
+        hit = np.flatnonzero(m.any(axis=tuple(a for a in range(m.ndim) if a != ax)))
+        lo.append(max(int(hit[0]) - h, 0))
+        hi.append(min(int(hit[-1]) + h + 1, n))
+    return lo, tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
 
 
 def sul_peak(
@@ -117,12 +139,9 @@ def sul_peak(
         True when that sphere reached outside the image (its mean is over the part inside).
     """
     img, m, vox = _check(image, mask, voxel_mm)
-    k = peak_kernel(vox, volume_ml)
+    k = _peak_kernel((vox[0], vox[1], vox[2]), float(volume_ml))
     half = [s // 2 for s in k.shape]
-    idx = np.nonzero(m)
-    lo = [max(int(i.min()) - h, 0) for i, h in zip(idx, half, strict=True)]
-    hi = [min(int(i.max()) + h + 1, n) for i, h, n in zip(idx, half, img.shape, strict=True)]
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    lo, box = _box(m, half)
     sub = img[box]
     valid = np.isfinite(sub).astype(np.float64)  # NaN outside the lesion: missing, not 0
     sub = np.where(valid > 0, sub, 0.0)
@@ -201,6 +220,11 @@ def lesion_uptake(
     PERCIST MTV/TLG; without it they are NaN. ``suv_mean`` is over the whole lesion mask.
     """
     img, m, vox = _check(image, mask, voxel_mm)
+    # every measure reads the lesion's voxels and, for the peak, the image within the
+    # sphere's half-width of them: the box holding those (the same numbers as on the whole
+    # volume, where each measure would walk every voxel)
+    _, box = _box(m, [s // 2 for s in _peak_kernel((vox[0], vox[1], vox[2]), PEAK_VOLUME_ML).shape])
+    img, m = img[box], m[box]
     vals = img[m]
     smax = float(vals.max())
     peak, _, trunc = sul_peak(img, m, vox)
