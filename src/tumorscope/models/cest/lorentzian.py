@@ -274,9 +274,10 @@ class CESTLorentzian(Model):
         return res
 
     def _solve_compiled(self, y: np.ndarray, p0: np.ndarray) -> BlockFit:
-        """The LM of :mod:`tumorscope.fitting.lm` with this model inlined (one compiled loop
-        over voxels and iterations, :func:`._numba.lorentzian_lm`)."""
-        from ._numba import lorentzian_lm
+        """The bounded fit by variable projection (one compiled loop over voxels and
+        iterations, :func:`._varpro.lorentzian_varpro`: an LM over the ten widths, offsets and
+        B0 with the six amplitudes from a bounded linear solve per trial)."""
+        from ._varpro import lorentzian_varpro
 
         lo, hi = self.bounds()
         y = np.ascontiguousarray(y, dtype=np.float64)
@@ -287,7 +288,7 @@ class CESTLorentzian(Model):
         stderr = np.empty((n, npar))
         n_iter = np.empty(n, dtype=np.int32)
         opts = self.lm_options
-        lorentzian_lm(
+        lorentzian_varpro(
             np.ascontiguousarray(self.offsets_ppm, dtype=np.float64),
             len(POOLS),
             y,
