@@ -144,10 +144,11 @@ def test_gradient_and_exact_hessian_of_the_reduced_problem() -> None:
 def test_variable_projection_reaches_minima_as_low_as_the_16_parameter_lm() -> None:
     """The same bounded problem: the fit is feasible, its RSS is that of its parameters, and
     against the 16-parameter LM (generic driver, numpy backend, the compiled LM it replaced)
-    the RSS is the same (within 1 %) in most voxels; the others are other local minima of the
-    sloppy 16-parameter landscape (MT width/offset against Z0), lower about as often for
-    either solver (measured on 1200 BM spectra: lower by > 1 % for the variable projection in
-    8.3 %, for the 16-parameter LM in 9.8 %)."""
+    the RSS is the same (within 1 %) in more than 90 % of voxels, as the compiled LM's was;
+    where not, ours is lower more often (the LM stops on ``ftol`` in the slow, sloppy valley of
+    MT width/offset against Z0; measured on 1200 BM spectra: lower by > 1 % for ours in 2.7 %,
+    for the generic LM in 1.6 %). The first trial steps are the 16-parameter LM's
+    (``_varpro._LM_FIRST``), so the minima are the same ones."""
     from tumorscope.models.cest._numba import lorentzian_lm
 
     ys = np.concatenate([_noisy(300, s) for s in (1, 2)])
@@ -174,10 +175,10 @@ def test_variable_projection_reaches_minima_as_low_as_the_16_parameter_lm() -> N
     )  # fmt: skip
     for other in (generic.rss, numpy_fit.rss, old_rss):
         close = np.abs(ours.rss - other) <= 0.01 * other
-        assert np.mean(close) > 0.75
+        assert np.mean(close) > 0.9
         ours_lower = np.mean(ours.rss < 0.99 * other)
         other_lower = np.mean(other < 0.99 * ours.rss)
-        assert other_lower < ours_lower + 0.05
+        assert other_lower <= ours_lower
         assert np.median(ours.rss / other) < 1.0 + 1e-6
     # the standard errors of the generic formula at our solution (here: one Cholesky factor;
     # rtol for the rounding of an ill-conditioned JᵀJ)
