@@ -66,7 +66,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("tumorscope.models.diffusion._numba", "", (), 2.2),
     Kernel("tumorscope.models.cest._numba", "", (), 0.7),
     Kernel("tumorscope.models.relaxometry._numba", "", (), 0.7),
-    Kernel("tumorscope.models.cest._varpro", "lorentzian_varpro", ("(float64[::1], int64, float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], int64, float64, float64, uint8[::1], float64[::1], float64[:, ::1], int32[::1])",), 19.7),
+    Kernel("tumorscope.models.cest._varpro", "lorentzian_varpro", ("(float64[::1], int64, float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], int64, float64, float64, uint8[::1], float64[::1], float64[:, ::1], int32[::1])",), 31.4),
     Kernel("tumorscope.models.cest._numba", "lorentz_slope_lm", ("(float64[::1], float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], int64, float64, float64, uint8[::1], float64[::1], float64[:, ::1], int32[::1])",), 15.9),
     Kernel("tumorscope.models.relaxometry._varpro_numba", "_ir_block", ("(float64[:, ::1], float64[::1], int64[::1], float64[::1], boolean, float64[:, ::1], float64[::1], boolean[::1], float64[:, ::1])",), 12.7),
     Kernel("tumorscope.models.relaxometry._varpro_numba", "_monoexp_block", ("(float64[:, ::1], float64[::1], float64[::1], boolean, float64[:, ::1], float64[::1], boolean[::1], float64[:, ::1])",), 9.8),
