@@ -620,7 +620,7 @@ def lorentzian_varpro(off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol, s
         if first > 0:
             n = _lm_voxel(
                 _LORENTZIAN, _LAM_DOWN, off, n_extra, y[v], p[v], lo, hi, scale,
-                first, ftol, xtol, st, rss, se[v], np.int64(v),
+                first, ftol, xtol, st, rss, se[v], np.int64(v), False,
             )  # fmt: skip
         nit[v] = n + _vp_voxel(
             off, n_extra, y[v], p[v], lo, hi, scale, max_iter - n, ftol, xtol, st, rss, se[v],
