@@ -126,9 +126,12 @@ class CESTLorentzian(Model):
     Such a fit is reported ``CONVERGED``, and the derived map ``n_at_bound`` counts the
     parameters on a bound per voxel so that they can be excluded where it matters.
     ``MAX_ITER`` and ``FAILED`` keep their meaning. Solver tolerances: 300 trial steps,
-    ``ftol = xtol = 1e-6``. With numba the LM runs as one compiled loop with the model inlined
-    (:func:`._numba.lorentzian_lm`; the damping is divided by 5, not 10, after an accepted
-    step); the numpy backend uses the generic solver.
+    ``ftol = xtol = 1e-6``. With numba the fit is one compiled loop with the model inlined: 12
+    trial steps of the 16-parameter LM (the damping divided by 5, not 10, after an accepted
+    step), then the same bounded problem by variable projection — the amplitudes and ``Z0``
+    from a bounded linear solve per trial, Newton/Gauss–Newton steps over B0, the widths and
+    the offsets (:func:`._varpro.lorentzian_varpro`); the numpy backend uses the generic
+    solver.
 
     Start values: ``Z0`` the largest Z, ``B0`` the per-voxel input ``b0`` when given, else the
     offset of the sampled minimum within ±2 ppm; water amplitude ``Z0 - min Z``; the other
