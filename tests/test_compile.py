@@ -226,7 +226,7 @@ def test_a_kernel_waits_for_the_modules_its_import_compiles() -> None:
         root,
         "tumorscope.models.dce._kernels",
     }
-    assert _needs(by_key["tumorscope.models.cest._numba.lorentzian_lm"], KERNELS) == {
+    assert _needs(by_key["tumorscope.models.cest._varpro.lorentzian_varpro"], KERNELS) == {
         root,
         "tumorscope.models.cest._numba",
     }

@@ -307,3 +307,34 @@ def spline_rows(x, D, z, q, out):
                     hi = mid
             i = min(lo, K - 2)
             out[v, c] = _hermite(x, D, y, m, i, qv)
+
+
+@nb.njit(cache=True, parallel=True)
+def minimum_and_half(z, x, cand, k0, half):
+    """Per row of ``z`` (finite rows): ``k0``, the index in ``cand`` of the smallest value
+    (the first on ties, as ``np.argmin``) mapped to an offset index, and ``half``, the largest
+    ``|x - x[k0]|`` over the offsets whose value lies at or below half depth (midway between
+    the row's largest value and its minimum): the numpy loop of ``wassr_b0``, one pass."""
+    K = x.shape[0]
+    for v in nb.prange(z.shape[0]):
+        k = cand[0]
+        best = np.float64(z[v, k])
+        for c in range(1, cand.shape[0]):
+            val = np.float64(z[v, cand[c]])
+            if val < best:
+                best = val
+                k = cand[c]
+        top = np.float64(z[v, 0])
+        for a in range(1, K):
+            val = np.float64(z[v, a])
+            if val > top:
+                top = val
+        depth = 0.5 * (top + best)
+        h = 0.0
+        for a in range(K):
+            if np.float64(z[v, a]) <= depth:
+                d = abs(x[a] - x[k])
+                if d > h:
+                    h = d
+        k0[v] = k
+        half[v] = h

@@ -255,7 +255,7 @@ def _model_jac(model, p, off, n_extra, f, J):
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
 def _lm_voxel(
     model, lam_down, off, n_extra, y, p, lo, hi, scale, max_iter, ftol, xtol,
-    out_st, out_rss, se, v,
+    out_st, out_rss, se, v, with_se=True,
 ):  # fmt: skip
     """The bounded LM of one voxel for the model ``model`` (:data:`_LORENTZIAN` or
     :data:`_LORENTZ_SLOPE`, see :func:`_model`; the Jacobian transposed, ``(P, m)``).
@@ -339,7 +339,7 @@ def _lm_voxel(
                     break
     for i in range(P):
         se[i] = np.nan
-    if m > P and np.isfinite(rss):
+    if with_se and m > P and np.isfinite(rss):
         _normal(J, y, f, H, g, P, m)
         if _chol(H, L, P):
             s2 = rss / (m - P)

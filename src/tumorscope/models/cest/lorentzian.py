@@ -126,9 +126,12 @@ class CESTLorentzian(Model):
     Such a fit is reported ``CONVERGED``, and the derived map ``n_at_bound`` counts the
     parameters on a bound per voxel so that they can be excluded where it matters.
     ``MAX_ITER`` and ``FAILED`` keep their meaning. Solver tolerances: 300 trial steps,
-    ``ftol = xtol = 1e-6``. With numba the LM runs as one compiled loop with the model inlined
-    (:func:`._numba.lorentzian_lm`; the damping is divided by 5, not 10, after an accepted
-    step); the numpy backend uses the generic solver.
+    ``ftol = xtol = 1e-6``. With numba the fit is one compiled loop with the model inlined: 12
+    trial steps of the 16-parameter LM (the damping divided by 5, not 10, after an accepted
+    step), then the same bounded problem by variable projection — the amplitudes and ``Z0``
+    from a bounded linear solve per trial, Newton/Gauss–Newton steps over B0, the widths and
+    the offsets (:func:`._varpro.lorentzian_varpro`); the numpy backend uses the generic
+    solver.
 
     Start values: ``Z0`` the largest Z, ``B0`` the per-voxel input ``b0`` when given, else the
     offset of the sampled minimum within ±2 ppm; water amplitude ``Z0 - min Z``; the other
@@ -274,9 +277,10 @@ class CESTLorentzian(Model):
         return res
 
     def _solve_compiled(self, y: np.ndarray, p0: np.ndarray) -> BlockFit:
-        """The LM of :mod:`tumorscope.fitting.lm` with this model inlined (one compiled loop
-        over voxels and iterations, :func:`._numba.lorentzian_lm`)."""
-        from ._numba import lorentzian_lm
+        """The bounded fit by variable projection (one compiled loop over voxels and
+        iterations, :func:`._varpro.lorentzian_varpro`: an LM over the ten widths, offsets and
+        B0 with the six amplitudes from a bounded linear solve per trial)."""
+        from ._varpro import lorentzian_varpro
 
         lo, hi = self.bounds()
         y = np.ascontiguousarray(y, dtype=np.float64)
@@ -287,7 +291,7 @@ class CESTLorentzian(Model):
         stderr = np.empty((n, npar))
         n_iter = np.empty(n, dtype=np.int32)
         opts = self.lm_options
-        lorentzian_lm(
+        lorentzian_varpro(
             np.ascontiguousarray(self.offsets_ppm, dtype=np.float64),
             len(POOLS),
             y,

@@ -325,7 +325,7 @@ def wassr_b0(
     offsets_ppm: npt.ArrayLike,
     *,
     window_ppm: float = 1.0,
-    n_grid: int = 41,
+    n_grid: int = 21,
     adaptive: bool = True,
     backend: str = "auto",
 ) -> np.ndarray:
@@ -381,7 +381,15 @@ def wassr_b0(
     # per row, in blocks (bounded temporaries): the sampled minimum, and the dip's half width
     k0 = np.empty(rows.size, dtype=np.intp)
     half = np.empty(rows.size)
-    for a in range(0, rows.size, _BLOCK_ROWS):
+    compiled = (
+        _kernel("_b0_numba", "minimum_and_half")
+        if backend != "numpy" and rows.size == V and flat.flags.c_contiguous
+        else None
+    )
+    if compiled is not None:
+        # the same numbers in one compiled pass over the rows (no float64 block copies)
+        compiled(flat, x, cand.astype(np.int64), k0, half)
+    for a in range(0, rows.size if compiled is None else 0, _BLOCK_ROWS):
         fl = np.asarray(flat[rows[a : a + _BLOCK_ROWS]], dtype=np.float64)
         k = cand[np.argmin(fl[:, cand], axis=1)]
         k0[a : a + k.size] = k
