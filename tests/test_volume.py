@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -234,3 +236,59 @@ def test_plain_reader_fixes_the_header_as_nibabel_does(tmp_path: Path) -> None:
         got = Volume.from_nifti(p)
         np.testing.assert_array_equal(got.data, np.asanyarray(ref.dataobj))
         np.testing.assert_array_equal(got.affine, ref.affine)
+
+
+@pytest.mark.parametrize(
+    ("name", "stored", "shape", "slope"),
+    [
+        ("a.nii.gz", np.int16, (5, 4, 3, 6), None),  # streamed frame by frame
+        ("b.nii.gz", np.float32, (5, 4, 3, 2), None),  # streamed
+        ("c.nii.gz", np.int16, (5, 4, 3, 3), 2.5),  # scale factors: read whole
+        ("d.nii", np.uint8, (5, 4, 3, 2), None),  # not compressed: read whole
+        ("e.nii.gz", np.float32, (5, 4, 3), None),  # 3-D: its own frame
+    ],
+)
+def test_frames_from_nifti_are_the_loaded_frames(
+    tmp_path: Path, name: str, stored: Any, shape: tuple[int, ...], slope: float | None
+) -> None:
+    """``Volume.frames_from_nifti`` (align reads series one frame at a time) yields exactly
+    ``Volume.from_nifti(p).frame(k)``: values, dtype, order, affine."""
+    rng = np.random.default_rng(3)
+    data = (rng.random(shape) * 100).astype(stored)
+    if data.dtype.kind == "f":
+        data.flat[7] = np.nan
+    affine = np.diag([1.5, 2.0, 3.0, 1.0])
+    affine[:3, 3] = [4.0, -5.0, 6.0]
+    img = nib.Nifti1Image(data, affine)
+    if slope is not None:
+        img.header.set_slope_inter(slope, 1.0)
+    p = tmp_path / name
+    nib.save(img, str(p))
+    whole = Volume.from_nifti(p)
+    frames = list(Volume.frames_from_nifti(p))
+    expected = [whole] if whole.data.ndim == 3 else [whole.frame(k) for k in range(shape[3])]
+    assert len(frames) == len(expected)
+    for got, want in zip(frames, expected, strict=True):
+        assert got.data.dtype == np.float32 and got.data.shape == want.data.shape
+        np.testing.assert_array_equal(got.data, want.data)
+        np.testing.assert_array_equal(got.affine, want.affine)
+        assert got.source == want.source
+
+
+def test_frames_from_nifti_refuse_a_corrupt_or_short_stream(tmp_path: Path) -> None:
+    p = tmp_path / "s.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 4, 5), np.int16), np.eye(4)), str(p))
+    raw = gzip.decompress(p.read_bytes())
+    bad = bytearray(gzip.compress(raw, 0, mtime=0))
+    bad[len(bad) // 2 : len(bad) // 2 + 64] = b"\xff" * 64
+    p.write_bytes(bytes(bad))
+    with pytest.raises(DataError, match="cannot read NIfTI image") as err:
+        list(Volume.frames_from_nifti(p))
+    assert Path(str(err.value.file)) == p
+    short = tmp_path / "t.nii.gz"  # refused from its header, as from_nifti refuses it
+    short.write_bytes(gzip.compress(raw[: len(raw) - 100], mtime=0))
+    with pytest.raises(DataError, match="truncated; the header declares") as err:
+        next(Volume.frames_from_nifti(short))
+    assert Path(str(err.value.file)) == short
+    with pytest.raises(DataError, match="not found"):
+        list(Volume.frames_from_nifti(tmp_path / "missing.nii.gz"))

@@ -16,7 +16,7 @@ import io
 import os
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -257,6 +257,44 @@ class Volume:
             data = data[..., None]
         return cls(data, affine, tuple(axes) if axes else (), dict(meta or {}), str(p))
 
+    @classmethod
+    def frames_from_nifti(
+        cls, path: str | os.PathLike[str], *, meta: Mapping[str, Any] | None = None
+    ) -> Iterator[Volume]:
+        """The 3-D frames (float32) of a NIfTI image, one after the other: of a 4-D
+        gzip-compressed image without scale factors, each frame read from the stream as it
+        is reached, so that the whole series is never held (a 98 MB DCE series: one 2 MB
+        frame at a time); of any other image, the frames of :meth:`from_nifti` (a 3-D image
+        is its own single frame).
+
+        Each frame equals ``Volume.from_nifti(path).frame(k)`` (values, affine, source),
+        and the same errors are raised, naming the file, before any frame is returned for a
+        header that declares more data than the file holds.
+        """
+        p = Path(path)
+        if not p.exists():
+            raise DataError("file not found", file=p)
+        hdr = _check_declared_size(p, np.dtype(np.float32))
+        streamed = _stream_frames(hdr, p)
+        if streamed is None:
+            vol = cls.from_nifti(p, meta=meta)
+            if vol.data.ndim == 3:
+                yield vol
+                return
+            for k in range(vol.data.shape[-1]):
+                yield vol.frame(k)
+            return
+        affine, frames = streamed
+        try:
+            for frame in frames:
+                yield cls(frame, affine.copy(), SPATIAL_AXES, dict(meta or {}), str(p))
+        except DataError:
+            raise
+        except Exception as exc:  # gzip raises several types for a corrupt stream
+            raise DataError(
+                f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p
+            ) from exc
+
     def to_nifti(self, path: str | os.PathLike[str], *, dtype: npt.DTypeLike | None = None) -> Path:
         """Write a NIfTI-1 file atomically (temporary name, then rename).
 
@@ -470,6 +508,39 @@ def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.nda
             _fill(fh, part)
             out[..., k] = part.reshape(shape[:-1], order="F")
         return out, affine
+
+
+def _stream_frames(hdr: Any, p: Path) -> tuple[np.ndarray, Iterator[np.ndarray]] | None:
+    """The affine and a generator of the float32 frames (F-ordered) of a 4-D image that
+    :func:`_read_plain` reads (gzip, no scale factors, an integer or float dtype), read one
+    frame at a time from the stream; None for any other image."""
+    if not p.name.endswith(".gz"):
+        return None
+    hdr = type(hdr)(hdr.binaryblock, check=True)  # as _read_plain: nibabel's checks and fixes
+    if hdr.get_data_offset() == 0:
+        return None
+    stored = np.dtype(hdr.get_data_dtype())
+    shape = tuple(int(n) for n in hdr.get_data_shape())
+    slope, inter = hdr.get_slope_inter()
+    if (
+        stored.kind not in "iuf"
+        or len(shape) != 4
+        or min(shape) < 1
+        or (slope, inter) not in ((None, None), (1.0, 0.0))
+    ):
+        return None
+
+    def frames() -> Iterator[np.ndarray]:
+        with _gzip.open_read(p) as fh:
+            fh.seek(int(hdr.get_data_offset()))
+            part = np.empty(int(np.prod(shape[:3])), stored)
+            for _ in range(shape[3]):
+                _fill(fh, part)
+                out = np.empty(shape[:3], np.float32, order="F")
+                out[...] = part.reshape(shape[:3], order="F")
+                yield out
+
+    return hdr.get_best_affine(), frames()
 
 
 def _fill(fh: Any, buf: np.ndarray) -> None:

@@ -119,3 +119,23 @@ def test_representative_frame_is_the_brightest(small_study: Path) -> None:
     frame = representative_frame(dwi)
     means = np.nanmean(np.asarray(dwi.data, dtype=np.float64).reshape(-1, dwi.shape[-1]), axis=0)
     np.testing.assert_array_equal(frame.data, dwi.frame(int(np.argmax(means))).data)
+
+
+def test_series_representative_frame_is_the_loaded_series_one(small_study: Path) -> None:
+    """align reads each series one frame at a time: the frame, its values and affine are
+    those of ``representative_frame(series.load())`` for every series of a visit."""
+    from tumorscope.io.study import MRS_SUFFIXES
+    from tumorscope.pipeline.align import series_representative_frame
+
+    visit = open_study(small_study).subjects["001"].visits["01"]
+    seen = 0
+    for series in visit.series.values():
+        if series.suffix in MRS_SUFFIXES:
+            continue
+        streamed = series_representative_frame(series)
+        loaded = representative_frame(series.load())
+        np.testing.assert_array_equal(streamed.data, loaded.data, err_msg=series.role)
+        np.testing.assert_array_equal(streamed.affine, loaded.affine)
+        assert streamed.data.shape == loaded.data.shape and streamed.data.dtype == np.float32
+        seen += 1
+    assert seen >= 8

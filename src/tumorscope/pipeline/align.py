@@ -45,11 +45,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import DataError
+from ..volume import Volume
 from .step import Context, StepOutput, Unit, Upstream, Write, _lesion_files, _series_files, _visit
 
 if TYPE_CHECKING:
     from ..io import Study, Visit
-    from ..volume import Volume
+    from ..io.study import Series
 
 __all__ = [
     "ALIGN_REFERENCE",
@@ -59,6 +61,7 @@ __all__ = [
     "align_visit",
     "representative_frame",
     "run_align",
+    "series_representative_frame",
 ]
 
 #: Role of the image the other series are aligned to (the one lesions are drawn on).
@@ -113,14 +116,30 @@ def representative_frame(vol: Volume) -> Volume:
         return vol
     # frame by frame (each frame is contiguous in a NIfTI-ordered array): no float64 copy of
     # the series; the mean of the finite voxels, accumulated in float64
-    means = np.full(vol.data.shape[-1], -np.inf)
-    for k in range(vol.data.shape[-1]):
-        f = vol.data[..., k]
-        fin = np.isfinite(f)
-        n = int(np.count_nonzero(fin))
-        if n:
-            means[k] = float(np.sum(f, where=fin, dtype=np.float64)) / n
+    means = [_frame_mean(vol.data[..., k]) for k in range(vol.data.shape[-1])]
     return vol.frame(int(np.argmax(means)))
+
+
+def _frame_mean(f: np.ndarray) -> float:
+    """The mean of a frame's finite voxels, accumulated in float64 (-inf if none)."""
+    fin = np.isfinite(f)
+    n = int(np.count_nonzero(fin))
+    return float(np.sum(f, where=fin, dtype=np.float64)) / n if n else -np.inf
+
+
+def series_representative_frame(series: Series) -> Volume:
+    """:func:`representative_frame` of a series, read one frame at a time
+    (:meth:`Volume.frames_from_nifti`): the same frame, without holding the whole series
+    (align's memory was that of the visit's largest series, beside the DCE fit)."""
+    best: Volume | None = None
+    best_mean = -np.inf
+    for frame in Volume.frames_from_nifti(series.path, meta={"role": series.role}):
+        mean = _frame_mean(frame.data)
+        if best is None or mean > best_mean:  # the first of equal means, as argmax
+            best, best_mean = frame, mean
+    if best is None:  # pragma: no cover - a NIfTI image has at least one frame
+        raise DataError("image has no frame", file=series.path)
+    return best
 
 
 def _lesion_points(labels: Volume) -> np.ndarray:
@@ -180,7 +199,6 @@ def align_visit(
         One per series other than the reference, in the visit's series order.
     """
 
-    from ..errors import DataError
     from ..preprocessing.registration import QUICK_SAMPLES, itk_one_thread, register_quick
 
     if tolerance_vox <= 0 or not np.isfinite(tolerance_vox):
@@ -189,7 +207,7 @@ def align_visit(
             field="align_tolerance_vox",
         )
     ref_series = visit.series[ALIGN_REFERENCE]
-    reference = representative_frame(ref_series.load())
+    reference = series_representative_frame(ref_series)
     assert visit.lesions is not None
     points = _lesion_points(visit.lesions.load_labels())
     out: list[SeriesAlignment] = []
@@ -208,7 +226,7 @@ def align_visit(
                     )
                 )
                 continue
-            moving = representative_frame(series.load())
+            moving = series_representative_frame(series)
             if skip_same_geometry and moving.same_grid(reference):
                 out.append(
                     SeriesAlignment(

@@ -546,7 +546,7 @@ STEPS: tuple[Step, ...] = (
         applies=_relax_applies,
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
         option_keys=("relax_region",),
-        memory=7.5,
+        memory=6.0,
     ),
     Step(
         "fit_dsc",
@@ -639,7 +639,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_metabolic_applies,
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
-        memory=10.0,
+        memory=7.0,
     ),
     Step(
         "pet",
