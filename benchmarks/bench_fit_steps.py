@@ -1,27 +1,37 @@
-"""``fit_relax``, ``fit_dce`` and ``fit_dwi`` of one visit: this code against a peer checkout.
+"""The fit steps of one visit (``fit_relax``, ``iron``, ``fit_dce``, ``fit_dwi``): this code
+against a peer checkout, maps compared with each other and with the phantom's truth.
 
-Runs the three stage functions the pipeline's steps call (``fit_relaxometry``,
-``fit_dce_visit``, ``fit_dwi_series``, with the pipeline's default options) on one visit,
-serially on one core and one thread (the process pinned to one core, numba and the fitting
-engine's thread pools on one thread, as ``bench_visit.py``'s serial mode), in fresh Python
-processes that alternate between a peer source tree (``--peer-src``, e.g. a checkout of
-``main``) and this one (``--src``, default the tree this script belongs to). Each process
-runs every step once untimed (imports, kernels loaded from numba's cache), then
-``--warm`` times, recording wall-clock and CPU time (``time.process_time``) per step. CPU
-time is the figure to compare on a shared machine: with one thread it is the work done,
-while the wall clock also counts the time the process waited for a core (recorded with the
-load average beside each run).
+Runs the stage functions the pipeline's steps call, with the pipeline's default options, on
+one visit: ``fit_relaxometry`` (``region="body"``), ``iron_maps`` on the post-ferumoxytol
+MEGRE with the pre-contrast R2* and status maps ``fit_relax`` has just written (as
+``pipeline/steps.py`` does), ``fit_dce_visit``, ``fit_dwi_series`` (``--steps`` picks some;
+``iron`` brings ``fit_relax`` along). Each runs in fresh Python processes that alternate
+between a peer source tree (``--peer-src``, e.g. a checkout of ``main``) and this one
+(``--src``, default the tree this script belongs to). Each process runs every step once
+untimed (imports, kernels loaded from numba's cache), then ``--warm`` times, recording
+wall-clock and CPU time (``time.process_time``) per step.
 
-It then compares the maps the two trees wrote (last run of each): per map, the largest and
-the 99th percentile absolute difference over the voxels finite in both, relative to the
-peer map's 99th percentile magnitude, and the voxels finite in only one of them.
+``--threads 1`` (default) pins each process to one core with numba and the fitting engine's
+thread pools on one thread (``bench_visit.py``'s serial mode): CPU time is then the work
+done, the figure to compare on a shared machine (the wall clock also counts the time the
+process waited for a core; the load average is printed beside each run). ``--threads 2``
+lets the fits use two threads (the pipeline's default mode runs the heavy steps alone on the
+machine's cores): compare the wall time.
+
+It then compares the maps the two trees wrote (last run of each), per map over the voxels
+finite in both: the median, 99th percentile and largest absolute difference, the voxels
+finite in only one, and for status maps the voxels whose status differs; and each tree's
+maps against the phantom's truth where it has one (T1, T2, T2*, ΔR2*: median and 90th
+percentile relative error over the converged voxels of the truth's body mask).
 
 Run::
 
     python benchmarks/bench_fit_steps.py --study /path/to/one-visit-study --peer-src /work/main/src
 
 ``--study``: any study (e.g. a one-visit copy of the large phantom, ``tumorscope phantom
---size large``); its first visit (or ``--subject`` / ``--visit``) is fitted.
+--size large``); its first visit (or ``--subject`` / ``--visit``) is fitted. Session 6's
+``bench_relax_steps.py`` (``fit_relax`` and ``iron``) is this script with ``--steps
+fit_relax,iron``.
 """
 
 from __future__ import annotations
@@ -35,23 +45,25 @@ import sys
 import tempfile
 from pathlib import Path
 
+#: The steps, in the order a process runs them (``iron`` reads ``fit_relax``'s maps).
+STEPS = ("fit_relax", "iron", "fit_dce", "fit_dwi")
+
 _CHILD = r"""
 import json, os, shutil, sys, time
-os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+study_path, out, subject, visit_id, warm, threads, wanted = sys.argv[1:8]
+threads = int(threads)
+if threads == 1:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    os.cpu_count = lambda: 1
 os.environ["TUMORSCOPE_STEP_CONCURRENCY"] = "1"
-os.cpu_count = lambda: 1
 import numba
-numba.set_num_threads(1)
+numba.set_num_threads(threads)
 import warnings
 warnings.simplefilter("ignore")
 from pathlib import Path
 from tumorscope.io.study import open_study
 from tumorscope.stages.base import SeriesInput
-from tumorscope.stages.dce import DCEOptions, fit_dce_visit
-from tumorscope.stages.diffusion import DWIOptions, fit_dwi_series
-from tumorscope.stages.relaxometry import RELAXOMETRY_ROLES, RelaxometryOptions, fit_relaxometry
 
-study_path, out, subject, visit_id, warm = sys.argv[1:6]
 study = open_study(study_path)
 visit = next(
     v for v in study.visits()
@@ -60,27 +72,44 @@ visit = next(
 prefix = f"sub-{visit.subject_id}_ses-{visit.id}_"
 
 
-def relax(d):
+def fit_relax(d):
+    from tumorscope.stages.relaxometry import (
+        RELAXOMETRY_ROLES, RelaxometryOptions, fit_relaxometry)
     series = {r: SeriesInput.of(s) for r, s in visit.series.items() if r in RELAXOMETRY_ROLES}
     fit_relaxometry(series, out_dir=d, prefix=prefix, options=RelaxometryOptions(region="body"))
 
 
-def dce(d):
+def iron(d):  # into fit_relax's folder: its pre-contrast R2* and status maps
+    from tumorscope.stages.iron import iron_maps
+    d = d.parent / "fit_relax"
+    iron_maps(
+        SeriesInput.of(visit.series["t2star_ferumoxytol"]),
+        d / f"{prefix}t2star_R2star.nii.gz",
+        d / f"{prefix}t2star_status.nii.gz",
+        out_dir=d,
+        prefix=prefix,
+    )
+
+
+def fit_dce(d):
+    from tumorscope.stages.dce import DCEOptions, fit_dce_visit
     fit_dce_visit(visit, out_dir=d, options=DCEOptions(model="extended_tofts", aif="parker"))
 
 
-def dwi(d):
+def fit_dwi(d):
+    from tumorscope.stages.diffusion import DWIOptions, fit_dwi_series
     fit_dwi_series(SeriesInput.of(visit.series["dwi"]), out_dir=d, models=("adc", "ivim"),
                    prefix=prefix, options=DWIOptions(region="body"))
 
 
-steps = {"fit_relax": relax, "fit_dce": dce, "fit_dwi": dwi}
+steps = {name: globals()[name] for name in wanted.split(",")}
 res = {k: {"wall": [], "cpu": []} for k in steps}
 for rep in range(1 + int(warm)):
     for name, fn in steps.items():
         d = Path(out) / name
-        shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
+        if name != "iron":  # iron writes beside fit_relax's maps (removed with them)
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
         t, c = time.perf_counter(), time.process_time()
         fn(d)
         if rep:
@@ -88,6 +117,14 @@ for rep in range(1 + int(warm)):
             res[name]["cpu"].append(time.process_time() - c)
 print(json.dumps(res))
 """
+
+#: Truth maps of the phantom and the maps they check: (truth desc, map suffix, status suffix).
+_TRUTH = (
+    ("T1", "irt1_T1", "irt1_status"),
+    ("T2", "t2_T2", "t2_status"),
+    ("T2star", "t2star_T2star", "t2star_status"),
+    ("dR2star_ferumoxytol", "iron_dR2star", "iron_status"),
+)
 
 
 def _load() -> str:
@@ -98,38 +135,78 @@ def _run(src: Path, study: Path, out: Path, args: argparse.Namespace) -> dict:  
     env = {**os.environ, "PYTHONPATH": str(src)}
     cmd = [sys.executable, "-c", _CHILD, str(study), str(out), args.subject, args.visit]
     proc = subprocess.run(
-        [*cmd, str(args.warm)], env=env, capture_output=True, text=True, check=True
+        [*cmd, str(args.warm), str(args.threads), ",".join(args.steps)],
+        env=env,
+        capture_output=True,
+        text=True,
     )
+    if proc.returncode:
+        raise SystemExit(proc.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _compare_maps(peer: Path, this: Path) -> list[tuple[str, float, float, int]]:
-    """Per map written by both: max and 99th percentile |difference| / the peer's 99th
-    percentile |value|, and the voxels finite in only one of the two."""
+def _read(path: Path):  # type: ignore[no-untyped-def]
     import nibabel as nib
     import numpy as np
 
-    rows = []
+    return np.asarray(nib.load(path).dataobj, dtype=np.float64)
+
+
+def _compare_maps(peer: Path, this: Path) -> None:
+    import numpy as np
+
+    same = 0
     for a in sorted(peer.rglob("*.nii.gz")):
         b = this / a.relative_to(peer)
+        name = str(a.relative_to(peer)).removesuffix(".nii.gz")
         if not b.exists():
-            rows.append((str(a.relative_to(peer)), np.nan, np.nan, -1))
+            print(f"  {name}: only in the peer's output")
             continue
-        x = np.asarray(nib.load(a).dataobj, dtype=np.float64)
-        y = np.asarray(nib.load(b).dataobj, dtype=np.float64)
+        x, y = _read(a), _read(b)
+        if name.endswith("status"):
+            n = int((x != y).sum())
+            same += n == 0
+            if n:
+                print(f"  {name}: {n} voxels of another status")
+            continue
         fx, fy = np.isfinite(x), np.isfinite(y)
         both = fx & fy
-        scale = float(np.percentile(np.abs(x[both]), 99)) if both.any() else 1.0
-        d = np.abs(x[both] - y[both]) / (scale if scale > 0 else 1.0)
-        rows.append(
-            (
-                str(a.relative_to(peer)),
-                float(d.max()) if d.size else 0.0,
-                float(np.percentile(d, 99)) if d.size else 0.0,
-                int((fx != fy).sum()),
-            )
+        d = np.abs(x[both] - y[both])
+        nf = int((fx != fy).sum())
+        if not d.size or (d.max() == 0 and nf == 0):
+            same += 1
+            continue
+        mag = float(np.median(np.abs(x[both])))
+        print(
+            f"  {name}: |diff| median {np.median(d):.2e} p99 {np.percentile(d, 99):.2e} "
+            f"max {d.max():.2e} (median |value| {mag:.3g}); finite in one only: {nf}"
         )
-    return rows
+    print(f"  ({same} maps identical)")
+
+
+def _truth(study: Path, out: Path, subject: str, visit: str) -> dict[str, tuple[float, float]]:
+    import numpy as np
+
+    found = sorted(
+        (study / "derivatives" / "truth").glob(f"sub-{subject or '*'}/ses-{visit or '*'}")
+    )
+    if not found:
+        return {}
+    tdir = found[0]
+    stem = "_".join(tdir.parts[-2:]) + "_"
+    body = _read(tdir / f"{stem}desc-body_mask.nii.gz") > 0
+    res = {}
+    for desc, mp, st in _TRUTH:
+        t = tdir / f"{stem}desc-{desc}_truth.nii.gz"
+        m = out / "fit_relax" / f"{stem}{mp}.nii.gz"
+        if not (t.exists() and m.exists()):
+            continue
+        truth, est = _read(t), _read(m)
+        status = _read(out / "fit_relax" / f"{stem}{st}.nii.gz")
+        sel = body & (status == 0) & np.isfinite(est) & (truth > 0)
+        rel = np.abs(est[sel] / truth[sel] - 1)
+        res[mp] = (float(np.median(rel)), float(np.percentile(rel, 90)))
+    return res
 
 
 def main() -> None:
@@ -139,10 +216,18 @@ def main() -> None:
     ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     ap.add_argument("--subject", default="")
     ap.add_argument("--visit", default="")
+    ap.add_argument("--steps", default="fit_relax,fit_dce,fit_dwi", help=f"of {','.join(STEPS)}")
     ap.add_argument("--repeats", type=int, default=2, help="processes per tree, alternated")
     ap.add_argument("--warm", type=int, default=2, help="timed runs of each step per process")
+    ap.add_argument("--threads", type=int, default=1, choices=(1, 2))
     ap.add_argument("--out", type=Path, help="keep the maps here (default: a temporary folder)")
     args = ap.parse_args()
+    wanted = set(args.steps.split(","))
+    if wanted - set(STEPS):
+        ap.error(f"unknown step(s) {sorted(wanted - set(STEPS))}; expected {', '.join(STEPS)}")
+    if "iron" in wanted:
+        wanted.add("fit_relax")
+    args.steps = [s for s in STEPS if s in wanted]
     base = args.out or Path(tempfile.mkdtemp(prefix="bench_fit_steps_"))
     trees = {"peer": args.peer_src, "this": args.src}
     results: dict[str, list[dict]] = {"peer": [], "this": []}  # type: ignore[type-arg]
@@ -157,7 +242,10 @@ def main() -> None:
                 for s, v in res.items()
             )
             print(f"run {r + 1} {name:4s} (load {load}): {cells}", flush=True)
-    print(f"\nmedian over {args.repeats} processes x {args.warm} warm runs (s), peer / this:")
+    print(
+        f"\nmedian over {args.repeats} processes x {args.warm} warm runs (s), "
+        f"{args.threads} thread(s), peer / this:"
+    )
     print(
         f"{'step':10s} {'peer cpu':>9s} {'this cpu':>9s} {'ratio':>6s}   "
         f"{'peer wall':>9s} {'this wall':>9s} {'ratio':>6s}"
@@ -173,15 +261,13 @@ def main() -> None:
             f"{med['peer', 'cpu'] / med['this', 'cpu']:5.2f}x   {med['peer', 'wall']:9.2f} "
             f"{med['this', 'wall']:9.2f} {med['peer', 'wall'] / med['this', 'wall']:5.2f}x"
         )
-    print("\nmaps (|this - peer| / 99th percentile |peer|; voxels finite in one only):")
-    rows = _compare_maps(base / "peer", base / "this")
-    for name, mx, p99, nf in rows:
-        if nf < 0:
-            print(f"  {name}: only in the peer's output")
-        elif mx > 0 or nf:
-            print(f"  {name}: max {mx:.2e}  p99 {p99:.2e}  finite-mismatch {nf}")
-    same = sum(1 for _, mx, _, nf in rows if mx == 0 and nf == 0)
-    print(f"  ({same} maps identical)")
+    print("\nmaps, this against the peer (absolute differences, over voxels finite in both):")
+    _compare_maps(base / "peer", base / "this")
+    if "fit_relax" in args.steps:
+        print("\nagainst the phantom's truth (|relative error| median / p90, converged body):")
+        for tree in trees:
+            acc = _truth(args.study, base / tree, args.subject, args.visit)
+            print(f"  {tree}: " + "  ".join(f"{k} {a:.4f}/{b:.4f}" for k, (a, b) in acc.items()))
     print(f"outputs: {base}")
 
 
