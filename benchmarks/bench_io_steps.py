@@ -13,11 +13,12 @@ times each, and the ratio old / new is printed per figure (> 1: the new tree is 
   ``Volume.from_nifti`` (float32, as the steps read them), then every map written again with
   ``write_map`` (into a fresh folder) from arrays of the dtype and memory order the fits hand
   it (C-ordered float32; the maps' own values). Best of three passes inside the process.
-* Steps: on a copy of the finished run's output folder, each step forced twice in one
-  process (``run_study(force=[step])``: every other step is up to date and skipped, and
-  the step's inputs are those of the whole run); the second run's duration from the
-  ``step_runs`` table (warm: imports made, compiled kernels loaded), and its CPU seconds:
-  the process's CPU time of that run less that of a run with nothing forced.
+* Steps: on a copy of the finished run's output folder, each step forced three times in
+  one process (``run_study(force=[step])``: every other step is up to date and skipped, and
+  the step's inputs are those of the whole run; the child of ``bench_light_steps.py``); the
+  best of the last two runs' durations from the ``step_runs`` table (warm: imports made,
+  compiled kernels loaded), and of their CPU seconds: the process's CPU time of a run less
+  that of a run with nothing forced.
 
 Wall and CPU seconds are both printed: on a shared machine the CPU time of the one-thread
 process is the steadier figure (another process on the core lengthens the wall time, not
@@ -37,25 +38,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-STEPS = ("metabolic", "measure", "iron", "pet", "register")
+from bench_light_steps import _SERIAL, _STEPS, _load
+from bench_light_steps import _run as _run_light
 
-_SERIAL = r"""
-import os, sys
-os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
-os.environ["TUMORSCOPE_STEP_CONCURRENCY"] = "1"
-os.cpu_count = lambda: 1
-import numba
-numba.set_num_threads(1)
-from threadpoolctl import threadpool_limits
-threadpool_limits(1)
-"""
+STEPS = ("metabolic", "measure", "iron", "pet", "register")
 
 _IO = r"""
 import glob, json, shutil, sys, time
@@ -93,50 +83,11 @@ print(json.dumps({**res, "n_series": len(series), "n_maps": len(maps),
                   "n_written": len(arrays)}))
 """
 
-_STEPS = r"""
-import json, shutil, sys, time
-from pathlib import Path
-from tumorscope.pipeline import run_study
-from tumorscope.study import default_url, open_store
-study, src, dst = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-steps = sys.argv[4].split(",")
-shutil.rmtree(dst, ignore_errors=True)
-shutil.copytree(src, dst)
-def cpu_of(force):
-    c = time.process_time()
-    run_study(Path(study), dst, force=force, report=False)
-    return time.process_time() - c
-noop = min(cpu_of([]) for _ in range(3))  # every step up to date: the run's own cost
-res = {"noop_cpu": noop}
-for step in steps:
-    cpu = [cpu_of([step]) for _ in range(2)]
-    store = open_store(default_url(dst))
-    runs = store.read_table("step_runs")
-    store.close()
-    mine = runs[runs.step == step]
-    assert (mine.status.iloc[-1] == "done"), mine.iloc[-1].to_dict()
-    res[step] = float(mine.duration_s.iloc[-1])
-    res[step + "_cpu"] = cpu[-1] - noop
-print(json.dumps(res))
-"""
-
 
 def _run(src: Path, code: str, *args: str) -> dict:  # type: ignore[type-arg]
-    env = {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SERIAL + code, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"child failed ({src}):\n{proc.stderr[-3000:]}")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    """``code`` in a fresh serial one-thread process of the tree ``src`` (the child runner
+    and prelude of ``bench_light_steps.py``, which also forces the steps)."""
+    return _run_light(src, _SERIAL, *args, code=code)
 
 
 def _same_outputs(a: Path, b: Path) -> list[str]:

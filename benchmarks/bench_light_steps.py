@@ -88,12 +88,14 @@ print(json.dumps(res))
 """
 
 
-def _run(src: Path, prelude: str, *args: str) -> dict:  # type: ignore[type-arg]
+def _run(src: Path, prelude: str, *args: str, code: str = _STEPS) -> dict:  # type: ignore[type-arg]
+    """Run ``prelude + code`` (default: the forced steps) in a fresh process with
+    ``PYTHONPATH=src``; its last output line, JSON. Shared with ``bench_io_steps.py``."""
     env = {**os.environ, "PYTHONPATH": str(src)}
     if prelude is _SERIAL:
         env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-c", prelude + _STEPS, *args],
+        [sys.executable, "-c", prelude + code, *args],
         env=env,
         capture_output=True,
         text=True,
