@@ -26,8 +26,8 @@ the CPU time).
 
 The finished run (``--out``) is made first if missing: the whole pipeline on ``--study``
 (default ``/work/s3/visit1``, a one-visit copy of the large phantom) with the new tree.
-Outputs are compared as well: each step's measurement table (``DataFrame.equals``) and its
-maps (decompressed contents) between the two sides.
+Outputs are compared as well (``bench_light_steps.compare_outputs``): each map (values,
+NaN pattern) and table (rows, columns, values) of the two sides' folders.
 
 Run::
 
@@ -42,7 +42,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench_light_steps import _SERIAL, _STEPS, _load
+from bench_light_steps import _SERIAL, _STEPS, _load, compare_outputs, print_ratios
 from bench_light_steps import _run as _run_light
 
 STEPS = ("metabolic", "measure", "iron", "pet", "register")
@@ -90,45 +90,6 @@ def _run(src: Path, code: str, *args: str) -> dict:  # type: ignore[type-arg]
     return _run_light(src, _SERIAL, *args, code=code)
 
 
-def _same_outputs(a: Path, b: Path) -> list[str]:
-    """Maps (decompressed bytes) and tables (``DataFrame.equals``) that differ."""
-    import numpy as np
-    import pandas as pd
-
-    from tumorscope import _gzip
-
-    diff = []
-    for fa in sorted(a.rglob("*")):
-        rel = fa.relative_to(a)
-        fb = b / rel
-        if not fb.is_file() or "logs" in rel.parts:
-            continue
-        if fa.name.endswith(".nii.gz"):
-            with _gzip.open_read(fa) as x, _gzip.open_read(fb) as y:
-                if x.read() != y.read():
-                    diff.append(str(rel))
-        elif fa.suffix == ".parquet" and rel.parts[0] != "tables":
-            x, y = pd.read_parquet(fa), pd.read_parquet(fb)
-            if x.equals(y):
-                continue
-            rest = [c for c in x.columns if c != "value"]
-            if "value" in x.columns and list(x.columns) == list(y.columns) and len(x) == len(y):
-                va, vb = x["value"].to_numpy(float), y["value"].to_numpy(float)
-                same_nan = bool(np.array_equal(np.isnan(va), np.isnan(vb)))
-                if x[rest].equals(y[rest]) and same_nan:
-                    ok = ~np.isnan(va)
-                    rel_diff = np.abs(va[ok] - vb[ok]) / np.maximum(np.abs(va[ok]), 1e-300)
-                    worst = int(np.argmax(rel_diff)) if rel_diff.size else 0
-                    stat = x.loc[np.flatnonzero(ok)[worst], "statistic"] if ok.any() else ""
-                    diff.append(
-                        f"{rel}: values within {rel_diff.max():.1e} relative "
-                        f"({int((rel_diff > 0).sum())} of {int(ok.sum())} differ; worst: {stat})"
-                    )
-                    continue
-            diff.append(str(rel))
-    return diff
-
-
 def main() -> None:
     here = Path(__file__).resolve().parents[1] / "src"
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -158,17 +119,7 @@ def main() -> None:
                 print(f"repeat {rep + 1} {side}: load {load} {json.dumps({**io, **st})}")
         print(f"\nOld {args.old} / new {args.new}: seconds (best of the repeats), ratio old/new")
         print("  wall: the step's own duration (step_runs); CPU: the process's CPU seconds")
-        keys = ["read_series", "read_maps", "write_maps", *args.steps.split(",")]
-        for key in keys:
-            for kind in ("", "_cpu"):
-                o = min(r[key + kind] for r in results["old"])
-                n = min(r[key + kind] for r in results["new"])
-                per = [
-                    f"{a[key + kind] / b[key + kind]:.2f}"
-                    for a, b in zip(results["old"], results["new"], strict=True)
-                ]
-                label = f"{key} ({'CPU' if kind else 'wall'})"
-                print(f"  {label:20s} old {o:7.3f}  new {n:7.3f}  ratio {o / n:5.2f}  {per}")
+        print_ratios(results, ["read_series", "read_maps", "write_maps", *args.steps.split(",")])
         for kind in ("", "_cpu"):
             io = {
                 side: min(
@@ -182,8 +133,11 @@ def main() -> None:
                 f"  {label:20s} old {io['old']:7.3f}  new {io['new']:7.3f}  ratio "
                 f"{io['old'] / io['new']:5.2f}"
             )
-        diff = _same_outputs(tmp / "old", tmp / "new")
-        print("  outputs of the steps:", "identical" if not diff else f"DIFFER: {diff}")
+        # the maps and tables of the whole folders (bench_light_steps's comparison)
+        lines = compare_outputs(tmp / "old", tmp / "new", 0.0)
+        print("  outputs of the steps:", "identical" if len(lines) == 1 else "DIFFER:")
+        for line in lines:
+            print(f"    {line}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 STEPS = ("metabolic", "pet", "measure")
@@ -108,6 +109,21 @@ def _run(src: Path, prelude: str, *args: str, code: str = _STEPS) -> dict:  # ty
 
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def print_ratios(results: dict[str, list[dict]], keys: Sequence[str]) -> None:  # type: ignore[type-arg]
+    """Per key, wall and CPU: the best of the repeats of each side, old / new, and the ratio
+    of each repeat (shared with ``bench_io_steps.py``)."""
+    for key in keys:
+        for kind in ("", "_cpu"):
+            o = min(r[key + kind] for r in results["old"])
+            n = min(r[key + kind] for r in results["new"])
+            per = [
+                f"{a[key + kind] / b[key + kind]:.2f}"
+                for a, b in zip(results["old"], results["new"], strict=True)
+            ]
+            label = f"{key} ({'CPU' if kind else 'wall'})"
+            print(f"  {label:20s} old {o:7.3f}  new {n:7.3f}  ratio {o / n:5.2f}  {per}")
 
 
 def compare_outputs(a: Path, b: Path, stamp_after: float) -> list[str]:
@@ -205,16 +221,7 @@ def main() -> None:
             "repeats), ratio old/new per repeat"
         )
         print("  wall: the step's own duration (step_runs); CPU: the process's CPU seconds")
-        for key in steps:
-            for kind in ("", "_cpu"):
-                o = min(r[key + kind] for r in results["old"])
-                n = min(r[key + kind] for r in results["new"])
-                per = [
-                    f"{a[key + kind] / b[key + kind]:.2f}"
-                    for a, b in zip(results["old"], results["new"], strict=True)
-                ]
-                label = f"{key} ({'CPU' if kind else 'wall'})"
-                print(f"  {label:18s} old {o:7.3f}  new {n:7.3f}  ratio {o / n:5.2f}  {per}")
+        print_ratios(results, steps)
         diff = compare_outputs(tmp / "old", tmp / "new", stamp)
         print("  outputs of the steps:", "identical" if len(diff) == 1 else "")
         for line in diff:
