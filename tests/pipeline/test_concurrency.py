@@ -327,3 +327,16 @@ def test_units_made_ready_start_before_the_outcome_is_recorded(
         else:
             assert t[last_a, "recorded"] < first_b
         assert sum(ev == "recorded" for _, ev, _ in EVENTS) == 4
+
+
+@pytest.mark.parametrize("env", [CONCURRENCY_ENV, "TUMORSCOPE_MEMORY_BUDGET"])
+def test_a_bad_setting_stops_the_run_before_anything_is_written(
+    tiny_study: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str
+) -> None:
+    from tumorscope.pipeline import run_study
+
+    monkeypatch.setenv(env, "lots")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match=env):
+        run_study(tiny_study, out, steps=("register",), report=False)
+    assert not out.exists()

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, layout
 from ..errors import DataError, TumorscopeError
-from .execute import execute_subject, execute_unit, step_concurrency
+from .execute import execute_subject, execute_unit, memory_budget, step_concurrency
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
 from .options import RunOptions, resolve_options
@@ -208,6 +208,7 @@ def run_study(
     opts = resolve_options(options, study_obj.manifest.options)
     ctx = Context(root, out, opts)
     step_concurrency(None)  # a bad TUMORSCOPE_STEP_CONCURRENCY stops the run here
+    memory_budget()  # and a bad TUMORSCOPE_MEMORY_BUDGET, before anything is written
 
     given = executor
     if executor is None:
