@@ -303,30 +303,46 @@ def test_units_made_ready_start_before_the_outcome_is_recorded(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two at a time, the outcome of a unit (a database transaction on the client) is passed
-    on once the units it made ready have started, so recording does not delay them; one at
-    a time, each outcome is passed on as soon as its unit returns, before the next starts."""
+    on once the units it made ready have been started, so recording does not delay them;
+    one at a time, each outcome is passed on as soon as its unit returns, before the next
+    starts. Checked on the submissions themselves (in the calling thread), not on clocks."""
+    from concurrent.futures import ThreadPoolExecutor
+
     table = (_step("a", sleep=0.05), _step("b", ("a",), sleep=0.05))
     monkeypatch.setattr(steps, "STEPS", table)
     items = [(n, [Unit(n, "001", v) for v in ("01", "02")]) for n in "ab"]
+    submitted: list[str] = []  # step names, in the order the units were started
 
-    def on_outcome(o: Any) -> None:  # a slow record: the next units start meanwhile, or after
-        time.sleep(0.1)
-        with _lock:
-            EVENTS.append((o.unit.key + ":" + o.unit.step, "recorded", time.perf_counter()))
+    class Pool(ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(args[0])
+            return super().submit(fn, *args, **kwargs)
 
-    for width in ("2", "1"):
-        EVENTS.clear()
+    one = execute._InThisThread.submit
+
+    def one_submit(self: Any, fn: Any, *args: Any) -> Any:
+        submitted.append(args[0])
+        return one(self, fn, *args)
+
+    monkeypatch.setattr(execute, "ThreadPoolExecutor", Pool)
+    monkeypatch.setattr(execute._InThisThread, "submit", one_submit)
+    for width, b_started in (("2", 2), ("1", 0)):
+        submitted.clear()
+        recorded: list[tuple[str, int]] = []  # (step, units of b started by then)
         monkeypatch.setenv(CONCURRENCY_ENV, width)
-        out = execute_subject(ctx, items, {}, frozenset(), frozenset("ab"), 2, on_outcome)
+        out = execute_subject(
+            ctx,
+            items,
+            {},
+            frozenset(),
+            frozenset("ab"),
+            2,
+            lambda o, rec=recorded: rec.append((o.unit.step, submitted.count("b"))),
+        )
         assert [o.status for o in out] == ["done"] * 4
-        t = {(k, ev): at for k, ev, at in EVENTS}
-        last_a = max(("sub-001/ses-01:a", "sub-001/ses-02:a"), key=lambda k: t[k, "end"])
-        first_b = min(t["sub-001/ses-01:b", "start"], t["sub-001/ses-02:b", "start"])
-        if width == "2":
-            assert t[last_a, "recorded"] > first_b
-        else:
-            assert t[last_a, "recorded"] < first_b
-        assert sum(ev == "recorded" for _, ev, _ in EVENTS) == 4
+        assert sorted(submitted) == ["a", "a", "b", "b"]
+        last_a = [n for step, n in recorded if step == "a"][-1]
+        assert last_a == b_started, (width, recorded)
 
 
 @pytest.mark.parametrize("env", [CONCURRENCY_ENV, "TUMORSCOPE_MEMORY_BUDGET"])
