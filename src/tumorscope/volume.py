@@ -462,19 +462,10 @@ def _image_class(p: Path, header: Any = None) -> Any:
     return nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image
 
 
-def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
-    """The stored array (F-ordered, as nibabel returns it) and the affine of a gzip-compressed
-    NIfTI image without scale factors, read straight from the decompressed stream into its
-    array; None for any other image (read by nibabel).
-
-    The data of such an image are its bytes after the header, in the stored dtype, and its
-    affine is the header's best affine (sform, else qform, else the voxel sizes): what
-    nibabel returns, without a second opening of the stream, nibabel's image object, or an
-    intermediate buffer. A stored dtype other than a float ``target`` is converted one frame
-    (3-D) or one slab (a slice of the last axis of a 3-D image) at a time, as
-    :func:`_read_frames` does, so that no whole copy in the stored dtype is held beside the
-    result.
-    """
+def _plain_layout(hdr: Any, p: Path) -> tuple[Any, np.dtype, tuple[int, ...]] | None:
+    """The header (as nibabel reads it for an image), stored dtype and shape of an image
+    whose data are its plain bytes after the header: gzip-compressed, the data offset set, an
+    integer or float dtype, no scale factors; None for any other image."""
     if not p.name.endswith(".gz"):
         return None
     # the header as nibabel reads it for an image: its checks applied and their fixes made
@@ -492,6 +483,26 @@ def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.nda
         or (slope, inter) not in ((None, None), (1.0, 0.0))
     ):
         return None
+    return hdr, stored, shape
+
+
+def _read_plain(hdr: Any, p: Path, target: np.dtype) -> tuple[np.ndarray, np.ndarray] | None:
+    """The stored array (F-ordered, as nibabel returns it) and the affine of a gzip-compressed
+    NIfTI image without scale factors, read straight from the decompressed stream into its
+    array; None for any other image (read by nibabel).
+
+    The data of such an image are its bytes after the header, in the stored dtype, and its
+    affine is the header's best affine (sform, else qform, else the voxel sizes): what
+    nibabel returns, without a second opening of the stream, nibabel's image object, or an
+    intermediate buffer. A stored dtype other than a float ``target`` is converted one frame
+    (3-D) or one slab (a slice of the last axis of a 3-D image) at a time, as
+    :func:`_read_frames` does, so that no whole copy in the stored dtype is held beside the
+    result.
+    """
+    plain = _plain_layout(hdr, p)
+    if plain is None:
+        return None
+    hdr, stored, shape = plain
     affine = hdr.get_best_affine()
     convert = stored != target and np.issubdtype(target, np.floating)
     with _gzip.open_read(p) as fh:
@@ -514,21 +525,10 @@ def _stream_frames(hdr: Any, p: Path) -> tuple[np.ndarray, Iterator[np.ndarray]]
     """The affine and a generator of the float32 frames (F-ordered) of a 4-D image that
     :func:`_read_plain` reads (gzip, no scale factors, an integer or float dtype), read one
     frame at a time from the stream; None for any other image."""
-    if not p.name.endswith(".gz"):
+    plain = _plain_layout(hdr, p)
+    if plain is None or len(plain[2]) != 4:
         return None
-    hdr = type(hdr)(hdr.binaryblock, check=True)  # as _read_plain: nibabel's checks and fixes
-    if hdr.get_data_offset() == 0:
-        return None
-    stored = np.dtype(hdr.get_data_dtype())
-    shape = tuple(int(n) for n in hdr.get_data_shape())
-    slope, inter = hdr.get_slope_inter()
-    if (
-        stored.kind not in "iuf"
-        or len(shape) != 4
-        or min(shape) < 1
-        or (slope, inter) not in ((None, None), (1.0, 0.0))
-    ):
-        return None
+    hdr, stored, shape = plain
 
     def frames() -> Iterator[np.ndarray]:
         with _gzip.open_read(p) as fh:
