@@ -29,6 +29,7 @@ def _step(
     sleep: float = 0.05,
     exclusive: tuple[str, ...] = (),
     check: bool = True,
+    cost: float = 0.1,
 ) -> Step:
     def run(ctx: Context, study: Any, unit: Unit, upstream: Any) -> StepOutput:
         with _lock:
@@ -54,6 +55,7 @@ def _step(
         lambda ctx, study, unit: [],
         requires=requires,
         exclusive=exclusive,
+        cost=cost,
     )
 
 
@@ -356,3 +358,30 @@ def test_a_bad_setting_stops_the_run_before_anything_is_written(
     with pytest.raises(DataError, match=env):
         run_study(tiny_study, out, steps=("register",), report=False)
     assert not out.exists()
+
+
+def test_longest_chain_starts_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two at a time, the units of the long chain (r → c) start before the short steps that
+    come first in the plan (``pipeline.schedule``); one at a time, plan order."""
+    table = (
+        _step("s", sleep=0.02),
+        _step("t", sleep=0.02),
+        _step("r", cost=1.0),
+        _step("c", ("r",), cost=2.0),
+    )
+    monkeypatch.setattr(steps, "STEPS", table)
+    monkeypatch.setattr(execute, "_study", lambda ctx: object())
+    for d in ("study", "out"):
+        (tmp_path / d).mkdir(exist_ok=True)
+    ctx = Context(tmp_path / "study", tmp_path / "out")
+    items = [(n, [Unit(n, "001", v) for v in ("01", "02")]) for n in "strc"]
+    for width, first in ((2, {"r"}), (1, {"s"})):
+        EVENTS.clear()
+        monkeypatch.setenv(CONCURRENCY_ENV, str(width))
+        out = execute_subject(ctx, items, {}, frozenset("strc"), frozenset("strc"), 2)
+        assert [o.status for o in out] == ["done"] * 8
+        starts = [
+            k.split(":")[1] for k, ev, _ in sorted(EVENTS, key=lambda e: e[2]) if ev == "start"
+        ]
+        assert set(starts[:2]) == first, starts
+        assert starts.index("c") > max(i for i, n in enumerate(starts) if n == "r")

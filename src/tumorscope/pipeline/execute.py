@@ -327,7 +327,8 @@ def _run_plan(
     at a time in the calling thread, in plan order, as a Dask task or a serial run runs them).
 
     A unit starts once every unit of the steps it requires (``Step.requires``, within this
-    run) has finished, earliest in plan order first; its upstream hashes are then complete,
+    run) has finished, in the order of :func:`.schedule.plan_order` (two at a time) or of the plan
+    (one at a time); its upstream hashes are then complete,
     as in the one-at-a-time order, so input hashes and outputs are the same. A unit of a
     step that holds something exclusively (``Step.exclusive``) does not start while another
     unit holding the same runs. Units of steps with a memory estimate (``Step.memory``: DWI,
@@ -363,6 +364,8 @@ def _run_plan(
     failed: list[str] = []
     results: dict[int, Outcome] = {}
     waiting = list(range(len(plan)))
+    if width > 1:  # the order that shortens the run (.schedule): longest chain first
+        waiting = _order(plan, active, estimate, budget, width)
     running: dict[Future[Outcome], int] = {}
 
     def ready(i: int) -> bool:
@@ -402,7 +405,7 @@ def _run_plan(
                 # nothing running and nothing ready (a step requiring one later in the plan):
                 # the earliest waiting unit runs, as one at a time would run it
                 stuck = not running and not any(ready(j) for j in waiting)
-                if len(running) >= width or not (stuck or ready(i)):
+                if len(running) >= width or not (ready(i) or (stuck and i == min(waiting))):
                     continue
                 step_name, u = plan[i]
                 step = _step(step_name)
@@ -440,6 +443,32 @@ def _run_plan(
                 else:
                     finish(i, o)
     return [results[i] for i in range(len(plan))]
+
+
+def _order(
+    plan: Sequence[tuple[str, Unit]],
+    active: frozenset[str],
+    estimate: Callable[[int], float],
+    budget: float,
+    width: int,
+) -> list[int]:
+    """The order in which :func:`_run_plan` starts the plan's units two at a time
+    (:func:`.schedule.plan_order`, on the steps' ``cost`` and the units' memory estimates)."""
+    from .schedule import Job, plan_order
+
+    jobs = []
+    for i, (name, _) in enumerate(plan):
+        step = _step(name)
+        jobs.append(
+            Job(
+                name,
+                step.cost,
+                estimate(i) if step.memory else 0.0,
+                tuple(r for r in step.requires if r in active),
+                step.exclusive,
+            )
+        )
+    return plan_order(jobs, budget, width)
 
 
 def _subject_budget(ctx: Context, plan: Sequence[tuple[str, Unit]], study: Study | None) -> float:

@@ -165,6 +165,10 @@ class Step:
     #: runs beside no other counted unit). Two counted units run at once only when their
     #: estimates fit the subject's memory budget (:func:`.execute.memory_budget`)
     memory: float = 0.0
+    #: the seconds one unit takes, roughly (serial, warm, on the large phantom's visit or the
+    #: demo's; ``benchmarks/bench_visit.py``): the default mode starts the ready unit on the
+    #: longest chain of steps first (:func:`.execute.step_ranks`); 0.1 for a small step
+    cost: float = 0.1
 
 
 # ---------------------------------------------------------------------------- inputs

@@ -492,6 +492,7 @@ STEPS: tuple[Step, ...] = (
         "read and check every series and lesion map; record subject, visits, series, lesions",
         run_register,
         register_inputs,
+        cost=0.3,
     ),
     Step(
         "align",
@@ -504,6 +505,7 @@ STEPS: tuple[Step, ...] = (
         applies=align_applies,
         missing=lambda: _has_module("SimpleITK"),
         option_keys=("align_tolerance_vox", "align_skip_same_geometry"),
+        cost=0.75,
     ),
     Step(
         "fit_dwi",
@@ -517,6 +519,7 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
         option_keys=("dwi_models", "dwi_region"),
         memory=5.0,
+        cost=0.45,
     ),
     Step(
         "fit_dce",
@@ -532,6 +535,7 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
         memory=3.0,
+        cost=0.45,
     ),
     Step(
         "fit_relax",
@@ -547,6 +551,7 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.relaxometry", "fit_relaxometry"),
         option_keys=("relax_region",),
         memory=6.0,
+        cost=0.85,
     ),
     Step(
         "fit_dsc",
@@ -559,6 +564,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dsc"),
         missing=lambda: _has_module("tumorscope.stages.dsc", "fit_dsc"),
         option_keys=("dsc_method", "dsc_leakage"),
+        cost=0.45,
     ),
     Step(
         "iron",
@@ -571,6 +577,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register", "fit_relax"),
         applies=_has_roles("t2star_ferumoxytol", "t2star"),
         missing=lambda: _has_module("tumorscope.stages.iron", "iron_maps"),
+        cost=0.3,
     ),
     Step(
         "fluorine",
@@ -582,6 +589,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_has_roles("fluorine", "fluorine_tubes"),
         missing=lambda: _has_module("tumorscope.stages.fluorine", "count_cells_19f"),
+        cost=0.5,
     ),
     Step(
         "hypoxia",
@@ -594,6 +602,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("t2star", "dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.hypoxia", "classify_hypoxia"),
         option_keys=("hypoxia_r2star_per_s", "hypoxia_ktrans_per_min"),
+        cost=0.01,
     ),
     Step(
         "fit_mre",
@@ -605,6 +614,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register",),
         applies=_has_roles("mre"),
         missing=lambda: _has_module("tumorscope.stages.mre", "fit_mre_series"),
+        cost=0.2,
     ),
     Step(
         "fit_cardiac",
@@ -617,6 +627,7 @@ STEPS: tuple[Step, ...] = (
         applies=cardiac_applies,
         missing=lambda: _has_module("tumorscope.stages.cardiac", "fit_cardiac_visit"),
         option_keys=("relax_region",),
+        cost=0.8,
     ),
     Step(
         "organ_watch",
@@ -628,6 +639,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register", "fit_mre", "fit_cardiac"),
         applies=organ_watch_applies,
         missing=lambda: _has_module("tumorscope.response.organs", "organ_watch"),
+        cost=0.25,
     ),
     Step(
         "metabolic",
@@ -640,6 +652,7 @@ STEPS: tuple[Step, ...] = (
         applies=_metabolic_applies,
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
         memory=7.0,
+        cost=0.6,
     ),
     Step(
         "pet",
@@ -651,6 +664,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register", "align"),
         applies=_has_roles("pet"),
         missing=lambda: _has_module("tumorscope.stages.pet", "pet_uptake"),
+        cost=0.15,
     ),
     Step(
         "functional",
@@ -660,6 +674,7 @@ STEPS: tuple[Step, ...] = (
         run_functional,
         functional_inputs,
         requires=("register", *MAP_STEPS),
+        cost=0.6,
     ),
     Step(
         "features",
@@ -670,6 +685,7 @@ STEPS: tuple[Step, ...] = (
         features_inputs,
         requires=("register", *MAP_STEPS),
         option_keys=("radiomics",),
+        cost=0.2,
     ),
     Step(
         "fit_cest",
@@ -686,6 +702,7 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
         option_keys=("cest_mtr_asym_ppm", "cest_fit_region"),
         memory=3.5,
+        cost=1.75,
     ),
     Step(
         "measure",
@@ -699,6 +716,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register", "align", *MAP_STEPS),
         missing=lambda: _has_module("tumorscope.lesions.stats"),
         memory=math.inf,
+        cost=0.3,
     ),
     Step(
         "assess",
@@ -714,6 +732,7 @@ STEPS: tuple[Step, ...] = (
         requires=("measure", "pet", "functional"),  # pet: the PET tables of PERCIST
         option_keys=("perfusion_rcbv_threshold",),
         missing=lambda: _has_module("tumorscope.response", "assess"),
+        cost=0.2,
     ),
     Step(
         "report_viewer",
@@ -724,6 +743,7 @@ STEPS: tuple[Step, ...] = (
         report_inputs,
         # the maps and the follow-ups' registrations only: it runs beside measure and assess
         requires=("register", "align", *MAP_STEPS, "functional", "hypoxia", "metabolic"),
+        cost=0.45,
     ),
     Step(
         "report_subject",
@@ -747,5 +767,6 @@ STEPS: tuple[Step, ...] = (
             "metabolic",
             "report_viewer",
         ),
+        cost=0.2,
     ),
 )
