@@ -46,7 +46,6 @@ import functools
 import json
 import math
 import shutil
-import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -338,12 +337,11 @@ def _outline(labels: np.ndarray) -> np.ndarray:
 
 
 def _threads() -> int:
-    """The caller's share of the cores: numba's thread count in this thread when numba is
-    loaded (the pipeline's executor sets it per unit: one in a serial run), else one."""
-    numba = sys.modules.get("numba")
-    if numba is None:
-        return 1
-    return max(1, int(numba.get_num_threads()))
+    """The caller's share of the cores (:func:`tumorscope._threads.share_of_cores`: the
+    pipeline's executor sets it per unit, one in a serial run)."""
+    from .._threads import share_of_cores
+
+    return share_of_cores()
 
 
 def _limits(a: np.ndarray, inside: np.ndarray | None) -> tuple[float, float]:

@@ -671,6 +671,7 @@ def _map_statistics(
     """
     import pandas as pd
 
+    from .._threads import map_threads
     from ..lesions.stats import statistics_table
 
     maps = vin.maps
@@ -678,18 +679,23 @@ def _map_statistics(
     for k in maps:
         role = vin.series.get(k)
         groups.setdefault(role if role in vin.alignments else None, []).append(k)
+    # every map and status map read at once, on the unit's share of the cores
+    # (decompression releases the GIL); status maps by path: a model's maps share one
+    status_paths = list(dict.fromkeys(p for _, p, _ in maps.values() if p is not None))
+    todo: list[tuple[Any, Any]] = [(maps[k][0], np.float32) for k in maps]
+    todo += [(p, np.uint8) for p in status_paths]
+    got = map_threads(lambda a: Volume.from_nifti(a[0], dtype=a[1]), todo, name="tumorscope-maps")
+    read_map = dict(zip(maps, got[: len(maps)], strict=True))
+    read = {p: v.data for p, v in zip(status_paths, got[len(maps) :], strict=True)}
     parts = []
-    read: dict[Any, np.ndarray] = {}  # status maps by path: a model's maps share one
     for role, names in groups.items():
-        vols = {k: Volume.from_nifti(maps[k][0]) for k in names}
+        vols = {k: read_map[k] for k in names}
         values = {k: v.data for k, v in vols.items()}
         status = {}
         for k in names:
             st_path = maps[k][1]
             if st_path is None:  # every voxel converged: no status array to compare
                 continue
-            if st_path not in read:
-                read[st_path] = Volume.from_nifti(st_path, dtype=np.uint8).data
             status[k] = read[st_path]
         unit_of = {k: maps[k][2] for k in names}
         group_masks = masks
