@@ -124,3 +124,41 @@ def test_factor_from_the_bids_fields_matches_the_hand_value() -> None:
         "DecayCorrection": "START",
     }
     assert suv_factor_of(side, 0, "x") == pytest.approx(70000 / 253.3142e6, rel=1e-6)
+
+
+def test_mri_beside_picks_adc_and_ktrans_from_the_long_table(tmp_path) -> None:
+    """The report's PET table shows ADCmean/ADCmin and Ktrans mean per visit and lesion from
+    ``measure``'s long table; other maps and statistics (e.g. the ADC's standard error map)
+    are not taken."""
+    import pandas as pd
+
+    from tumorscope.stages.pet import mri_beside
+
+    rows = []
+    for visit, base in (("01", 1.0), ("02", 2.0)):
+        for lesion in ("L1", "L2"):
+            for mp, stat, v in (
+                ("dwi.adc.ADC", "mean", base),
+                ("dwi.adc.ADC", "min", base / 2),
+                ("dwi.adc.ADC_se", "mean", 99.0),
+                ("dce.etofts.Ktrans", "mean", base / 10),
+                ("dce.etofts.Ktrans", "max", 99.0),
+            ):
+                rows.append(
+                    {
+                        "visit": visit,
+                        "lesion_id": lesion,
+                        "map": mp,
+                        "statistic": stat,
+                        "value": v + (lesion == "L2"),
+                        "unit": "x",
+                    }
+                )
+    path = tmp_path / "m.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    out = mri_beside(path).sort_values(["visit", "lesion_id"]).reset_index(drop=True)
+    assert list(out.columns) == ["visit", "lesion_id", "ADC_mean", "ADC_min", "Ktrans_mean"]
+    assert out["ADC_mean"].tolist() == [1.0, 2.0, 2.0, 3.0]
+    assert out["ADC_min"].tolist() == [0.5, 1.5, 1.0, 2.0]
+    assert out["Ktrans_mean"].tolist() == pytest.approx([0.1, 1.1, 0.2, 1.2])
+    assert mri_beside(tmp_path / "missing.parquet") is None

@@ -338,10 +338,12 @@ def mri_beside(measurements: Path) -> Any:
 
     if not measurements.exists():
         return None
-    m = pd.read_parquet(measurements)
+    m = pd.read_parquet(measurements, columns=["visit", "lesion_id", "map", "statistic", "value"])
+    names = m["map"].astype(str)
     parts = []
     for col, ending, stat in _BESIDE:
-        sel = m[m["map"].astype(str).str.endswith(ending) & (m["statistic"] == stat)]
+        ends = {n for n in names.unique() if n.endswith(ending)}  # a few dozen maps
+        sel = m[names.isin(ends) & (m["statistic"] == stat)]
         if sel.empty:
             continue
         sel = sel.drop_duplicates(["visit", "lesion_id"])[["visit", "lesion_id", "value"]]
