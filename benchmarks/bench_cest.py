@@ -29,7 +29,7 @@ concentration and exchange rate under B0 shifts).
 ``--compare STUDY`` times the ``fit_cest`` stage of this tree against another source tree
 (``--old-src``, default ``/work/main/src``) on the first visit of ``STUDY``: each in a child
 process (``PYTHONPATH`` = the tree), serial on one thread (``os.cpu_count = 1``,
-``numba.set_num_threads(1)``), a warm-up run then ``--repeats`` timed runs, the two trees
+``numba.set_num_threads(1)``; ``--threads N``: on N), a warm-up run then ``--repeats`` timed runs, the two trees
 alternated ``--rounds`` times, with the load average next to each figure; then it compares
 their maps (B0, MTRasym, the Lorentzian in the fit region: median / 99th percentile of
 |new - old|) and both against the phantom's truths (``derivatives/truth``: the B0 map, and the
@@ -277,12 +277,13 @@ def bench_stage(study: str, repeats: int) -> None:
     print(f"last region recorded: {side['Provenance']['fit_region']}")
 
 
-def stage_child(study: str, out: str, repeats: int) -> None:
-    """In a child: ``fit_cest`` of the first visit, serial on one thread; prints JSON."""
-    os.cpu_count = lambda: 1  # type: ignore[assignment]
+def stage_child(study: str, out: str, repeats: int, threads: int = 1) -> None:
+    """In a child: ``fit_cest`` of the first visit on ``threads`` threads (numba and the
+    fitting engine; 1: serial); prints JSON."""
+    os.cpu_count = lambda: threads  # type: ignore[assignment]
     import numba
 
-    numba.set_num_threads(1)
+    numba.set_num_threads(threads)
     from tumorscope.io import open_study
     from tumorscope.stages.base import SeriesInput
     from tumorscope.stages.cest import CESTOptions, fit_cest
@@ -310,7 +311,7 @@ def _load_avg() -> float:
     return os.getloadavg()[0]
 
 
-def compare(study: str, old_src: str, rounds: int, repeats: int) -> None:
+def compare(study: str, old_src: str, rounds: int, repeats: int, threads: int = 1) -> None:
     """``fit_cest`` of this tree vs ``old_src``: times (alternated children) and maps."""
     import tempfile
 
@@ -320,7 +321,8 @@ def compare(study: str, old_src: str, rounds: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         times: dict[str, list[float]] = {"old": [], "new": []}
         loads: dict[str, list[float]] = {"old": [], "new": []}
-        print(f"fit_cest, {study} first visit, serial one thread; old = {old_src}")
+        how = "serial one thread" if threads == 1 else f"{threads} threads"
+        print(f"fit_cest, {study} first visit, {how}; old = {old_src}")
         print(
             f"{'round':<6}{'tree':<6}{'wall s (each run)':<26}{'CPU s':>8}{'load':>7}{'/ read':>8}"
         )
@@ -338,6 +340,8 @@ def compare(study: str, old_src: str, rounds: int, repeats: int) -> None:
                         f"{tmp}/{name}",
                         "--repeats",
                         str(repeats),
+                        "--threads",
+                        str(threads),
                     ],
                     env=env,
                     capture_output=True,
@@ -422,14 +426,15 @@ def main() -> None:
     ap.add_argument("--compare", metavar="STUDY", default=None)
     ap.add_argument("--old-src", default="/work/main/src")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="--compare: numba threads (1)")
     ap.add_argument("--stage-child", metavar="STUDY", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.stage_child is not None:
-        stage_child(a.stage_child, a.out, a.repeats)
+        stage_child(a.stage_child, a.out, a.repeats, a.threads)
         return
     if a.compare is not None:
-        compare(a.compare, a.old_src, a.rounds, a.repeats)
+        compare(a.compare, a.old_src, a.rounds, a.repeats, a.threads)
         return
     if a.accuracy:
         accuracy(a.seed)

@@ -82,6 +82,7 @@ KERNELS: tuple[Kernel, ...] = (
     Kernel("tumorscope.models.cest._b0_numba", "spline_rows", ("(float64[::1], float64[:, ::1], float32[:, ::1], float64[:, ::1], float64[:, ::1])",), 2.8),
     Kernel("tumorscope.models.dce._signal_numba", "concentration_rows", ("(float32[::1, :], float64[::1], float64[::1], int64, int64, float64, float64, float32[::1, :], uint8[::1], boolean[::1])",), 2.7),
     Kernel("tumorscope.models.dce._kernels", "murase_many", ("(float64[::1], float64[::1], float64[:, ::1], boolean)",), 2.2),
+    Kernel("tumorscope.models.cest._b0_numba", "normalised_rows", ("(float32[::1, :], int64[::1], int64[::1], int64[::1], float32[:, ::1], float64, float32[:, ::1])",), 1.0),
     Kernel("tumorscope.models.cest._b0_numba", "minimum_and_half", ("(float32[:, ::1], float64[::1], int64[::1], int64[::1], float64[::1])",), 1.0),
     Kernel("tumorscope.preprocessing._rigid_numba", "with_gradient", ("(float32[:, :, ::1],)",), 1.0),
     Kernel("tumorscope.models.metabolic._hp13c_numba", "fixed_point_normal", ("(float64[:, ::1], float64[:, ::1], float64[::1], float64[::1], float64[::1], float64[::1], float64[::1], Array(float64, 1, 'C', True, aligned=True), float64, int64)",), 1.0),

@@ -38,7 +38,14 @@ from ..errors import DataError, FitError, TumorscopeWarning
 from ..files import sidecar_of, write_map
 from ..fitting.status import FitStatus
 from ..models.base import FitResult
-from ..models.cest import WASABI, CESTLorentzian, b1_correct, mtr_asym, mtr_rex, normalise
+from ..models.cest import (
+    WASABI,
+    CESTLorentzian,
+    b1_correct,
+    mtr_asym,
+    mtr_rex,
+    normalise_rows,
+)
 from ..models.cest import arex as arex_of
 from ..models.cest import wassr_b0 as wassr_b0_of
 from ..models.cest.lorentzian import POOLS
@@ -214,8 +221,9 @@ class _Voxels:
 
 
 def _rows(vol: Volume, p: CESTProtocol, vox: _Voxels, floor: float) -> np.ndarray:
-    """Z of a series at the voxels ``vox`` (float32 rows; NaN where M0 is below ``floor``)."""
-    return normalise(vox.rows(vol.data), p.m0_mask, m0_floor=floor, dtype=np.float32)
+    """Z of a series at the voxels ``vox`` (float32 rows, C-ordered: what the compiled B0,
+    spline and Lorentzian loops take without a copy; NaN where M0 is below ``floor``)."""
+    return normalise_rows(vol.data, vox.idx, p.m0_mask, m0_floor=floor)
 
 
 def lesion_region(

@@ -78,3 +78,48 @@ def test_float32_normalisation_and_mtrasym_agree_with_float64() -> None:
     a64 = mtr_asym(z64[5:], OFFSETS, [3.5, 2.0], b0_ppm=b)
     a32 = mtr_asym(z32[5:], OFFSETS, [3.5, 2.0], b0_ppm=b)
     np.testing.assert_allclose(a32, a64, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("m0_volumes", [[0], [0, 7, -1]])
+def test_normalise_rows_equals_normalise_of_the_gathered_voxels(m0_volumes: list[int]) -> None:
+    """The compiled one-pass rows (a float32 series in NIfTI order, as read) against
+    ``normalise`` of the same voxels gathered in numpy (the reference path), with background
+    voxels, a drifting signal between several M0 volumes, and the fallbacks (C order,
+    float64)."""
+    from tumorscope.models.cest import normalise_rows
+
+    rng = np.random.default_rng(5)
+    z = _noisy(6 * 5 * 4, 6).reshape(6, 5, 4, -1)
+    n_vol = z.shape[-1] + len(m0_volumes)
+    idx = [i % n_vol for i in m0_volumes]
+    sat = np.setdiff1d(np.arange(n_vol), idx)
+    raw = np.empty((6, 5, 4, n_vol))
+    drift = np.linspace(1.0, 1.03, n_vol)  # a linear drift: removed by the interpolated M0
+    raw[..., sat] = 1000.0 * z[..., : sat.size] * drift[sat]
+    raw[..., idx] = 1000.0 * drift[idx]
+    raw[0, 0, :] = rng.normal(0, 3.0, (4, n_vol))  # background
+    if len(idx) == 1:
+        raw[1, 2, 3, idx[0]] = 100.0  # M0 exactly at the floor: background (not above it)
+    series = np.asfortranarray(raw.astype(np.float32))
+    mask = np.ones(raw.shape[:3], bool)
+    mask[2, 1, :] = False
+    vox = np.flatnonzero(mask.ravel(order="F"))
+    flat = series.reshape(-1, n_vol, order="F")[vox]
+    want = normalise(flat, idx, m0_floor=100.0, dtype=np.float32)
+    got = normalise_rows(series, vox, idx, m0_floor=100.0)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == want.shape
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    if len(idx) == 1:
+        at_floor = vox == np.ravel_multi_index((1, 2, 3), mask.shape, order="F")
+        assert np.isnan(got[at_floor]).all()
+        np.testing.assert_array_equal(got, want)  # the same float32 operations
+    else:  # the interpolated M0: float32 sums in another order than numpy's matrix product
+        np.testing.assert_allclose(got, want, rtol=2e-7, equal_nan=True)
+        # and the linear drift is gone: Z as simulated
+        fg = ~np.isnan(got[:, 0])
+        zv = z[np.unravel_index(vox, mask.shape, order="F")]
+        np.testing.assert_allclose(got[fg], zv[fg], rtol=1e-5)
+    for other in (np.ascontiguousarray(series), series.astype(np.float64, order="F")):
+        back = normalise_rows(other, vox, idx, m0_floor=100.0)  # the numpy path
+        assert back.dtype == np.float32 and back.flags.c_contiguous
+        np.testing.assert_allclose(back, want, rtol=2e-7, equal_nan=True)

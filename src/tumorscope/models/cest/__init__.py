@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = lazy_attributes(
         "mtr_asym",
         "mtr_rex",
         "normalise",
+        "normalise_rows",
         "ppm_from_hz",
         "wassr_b0",
     ),

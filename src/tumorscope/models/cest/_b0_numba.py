@@ -338,3 +338,35 @@ def minimum_and_half(z, x, cand, k0, half):
                     h = d
         k0[v] = k
         half[v] = h
+
+
+@nb.njit(cache=True, parallel=True, nogil=True)
+def normalised_rows(flat, vox, m0i, sat, w, floor, out):
+    """:func:`tumorscope.models.cest.normalise` of some voxels of a series, as rows: ``flat``
+    the series ``(V, N)`` in NIfTI (Fortran) order (each volume contiguous), ``vox`` the rows
+    to take (increasing), ``m0i``/``sat`` the M0 and saturated volumes, ``w (M, S)`` the M0
+    interpolation weights (float32, as ``normalise``); ``out (n, S)`` float32, C-ordered: the
+    saturated signal divided by M0 (one M0 volume: by it; several: ``Σ_j M0_j w[j, s]``), NaN
+    where that M0 is not above ``floor``. One pass over the voxels' values, in blocks of
+    consecutive voxels (each volume read near-sequentially), float32 arithmetic as ``normalise``.
+    """
+    n = vox.shape[0]
+    S = sat.shape[0]
+    M = m0i.shape[0]
+    bs = 512
+    for b in nb.prange((n + bs - 1) // bs):
+        m0 = np.empty(M, np.float32)
+        for i in range(b * bs, min(n, (b + 1) * bs)):
+            v = vox[i]
+            for j in range(M):
+                m0[j] = flat[v, m0i[j]]
+            for s in range(S):
+                d = m0[0]
+                if M > 1:
+                    d = np.float32(0.0)
+                    for j in range(M):
+                        d += m0[j] * w[j, s]
+                if d > floor:
+                    out[i, s] = flat[v, sat[s]] / d
+                else:
+                    out[i, s] = np.nan

@@ -5,7 +5,7 @@ offsets in ppm (``(K,)``, any order, repeats allowed: repeated offsets are avera
 ``z`` is normalised (unsaturated signal = 1).
 
 * :func:`ppm_from_hz` — offsets in Hz and the field → ppm.
-* :func:`normalise` — raw series with one or more unsaturated (M0) volumes → Z, the M0
+* :func:`normalise` (:func:`normalise_rows`: of some voxels, as rows) — raw series with one or more unsaturated (M0) volumes → Z, the M0
   interpolated linearly in acquisition order between M0 volumes (signal drift), held
   constant beyond the first and last.
 * :func:`wassr_b0` — the B0 shift per voxel: the offset of the direct-saturation minimum,
@@ -43,6 +43,7 @@ __all__ = [
     "mtr_asym",
     "mtr_rex",
     "normalise",
+    "normalise_rows",
     "ppm_from_hz",
     "wassr_b0",
 ]
@@ -107,6 +108,27 @@ def normalise(
     """
     s = np.asarray(series, dtype=dtype)
     n = s.shape[-1] if s.ndim else 0
+    idx, sat, w = _m0_weights(n, m0_index, s.dtype)
+    m0 = s[..., idx]
+    if idx.size == 1:
+        m0_at = m0  # broadcast over the saturated volumes
+    else:
+        m0_at = m0 @ w
+    z = s[..., sat]  # a copy (advanced indexing)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(z, m0_at, out=z)
+    bad = ~(m0_at > m0_floor)
+    if bad.shape != z.shape:
+        bad = np.broadcast_to(bad, z.shape)
+    z[bad] = np.nan
+    return z
+
+
+def _m0_weights(
+    n: int, m0_index: npt.ArrayLike, dtype: npt.DTypeLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The M0 volumes, the saturated volumes and the weights ``w (M, S)`` of M0 interpolated
+    linearly in acquisition index at each saturated volume (constant beyond the ends)."""
     idx = np.asarray(m0_index)
     if idx.dtype == bool:
         if idx.shape != (n,):
@@ -120,25 +142,69 @@ def normalise(
     sat = np.setdiff1d(np.arange(n), idx)
     if sat.size == 0:
         raise DataError("every volume is an M0 volume: no saturated image", field="m0_index")
-    m0 = s[..., idx]
-    if idx.size == 1:
-        m0_at = m0  # broadcast over the saturated volumes
-    else:
-        # linear weights in acquisition index (np.interp per sat position)
-        w = np.empty((idx.size, sat.size), dtype=s.dtype)
-        for j in range(idx.size):
-            e = np.zeros(idx.size)
-            e[j] = 1.0
-            w[j] = np.interp(sat, idx, e)
-        m0_at = m0 @ w
-    z = s[..., sat]  # a copy (advanced indexing)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.divide(z, m0_at, out=z)
-    bad = ~(m0_at > m0_floor)
-    if bad.shape != z.shape:
-        bad = np.broadcast_to(bad, z.shape)
-    z[bad] = np.nan
-    return z
+    # linear weights in acquisition index (np.interp per sat position)
+    w = np.empty((idx.size, sat.size), dtype=dtype)
+    for j in range(idx.size):
+        e = np.zeros(idx.size)
+        e[j] = 1.0
+        w[j] = np.interp(sat, idx, e)
+    return idx, sat, w
+
+
+def normalise_rows(
+    series: np.ndarray,
+    voxels: npt.ArrayLike,
+    m0_index: npt.ArrayLike,
+    *,
+    m0_floor: float = 0.0,
+) -> np.ndarray:
+    """:func:`normalise` (float32) of some voxels of a series, as C-ordered rows.
+
+    Parameters
+    ----------
+    series : ndarray, shape (..., N)
+        Raw signal, volumes on the last axis, in acquisition order.
+    voxels : array_like of int, shape (n,)
+        Increasing flat indices of the voxels in the series' Fortran (NIfTI) order.
+    m0_index, m0_floor
+        As :func:`normalise`.
+
+    Returns
+    -------
+    ndarray, float32, shape (n, N - M), C-ordered
+        ``normalise(series, m0_index, m0_floor=m0_floor, dtype=np.float32)`` at the voxels.
+        With numba and a float32 series in Fortran order (as read from NIfTI) one compiled
+        pass over the voxels' values (:func:`._b0_numba.normalised_rows`; the same float32
+        numbers, the interpolated M0 of several M0 volumes to float32 rounding); otherwise a
+        gather of the voxels volume by volume, then :func:`normalise`.
+    """
+    data = np.asarray(series)
+    n = data.shape[-1] if data.ndim else 0
+    vox = np.asarray(voxels, dtype=np.int64)
+    kernel = _kernel("_b0_numba", "normalised_rows")
+    if (
+        kernel is not None
+        and data.dtype == np.float32
+        and data.ndim >= 2
+        and data.flags.f_contiguous
+    ):
+        idx, sat, w = _m0_weights(n, m0_index, np.float32)
+        out = np.empty((vox.size, sat.size), np.float32)
+        kernel(
+            data.reshape(-1, n, order="F"),  # a view
+            vox,
+            idx.astype(np.int64),
+            sat.astype(np.int64),
+            w,
+            float(np.float32(m0_floor)),  # compared as normalise does, in float32
+            out,
+        )
+        return out
+    flat = data.reshape(-1, n, order="F")
+    rows = np.empty((vox.size, n), np.float32)
+    for k in range(n):
+        rows[:, k] = flat[:, k][vox]
+    return np.ascontiguousarray(normalise(rows, m0_index, m0_floor=m0_floor, dtype=np.float32))
 
 
 def _prepare(
