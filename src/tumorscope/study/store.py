@@ -281,6 +281,16 @@ def _check_owned(
             )
 
 
+@functools.lru_cache(maxsize=64)
+def _required(table: Any) -> frozenset[str]:
+    """The columns an insert into ``table`` must give: NOT NULL, without a default."""
+    return frozenset(
+        c.name
+        for c in table.columns
+        if not c.nullable and c.default is None and c.server_default is None
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def _upsert_statement(dialect: str, table: Any, keys: tuple[str, ...]) -> Any:
     """``INSERT … ON CONFLICT (primary key) DO UPDATE`` the columns ``keys`` give (built once
@@ -438,13 +448,19 @@ class Store:
 
     def upsert(self, session: Session, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
         """Insert rows, or update the existing rows with the same primary key (the columns
-        a row gives; the others keep their values)."""
+        a row gives; the others keep their values).
+
+        ``INSERT … ON CONFLICT DO UPDATE`` (one statement per write) for rows that give every
+        column an insert needs, else the ORM's merge (a select, then an update or insert)."""
         model = _model(table)
         t = model.__table__
         dialect = session.get_bind().dialect.name
         for keys, _, columns in _columns(model, rows):
             values = [_clean_column(c) for c in columns]
-            if dialect not in ("sqlite", "postgresql"):  # pragma: no cover - only these two
+            if dialect not in ("sqlite", "postgresql") or not _required(t) <= set(keys):
+                # (a row that leaves out a NOT NULL column updates an existing row: the
+                # databases check the insert's constraints before the conflict; the end of
+                # a run in ``runs``)
                 for row in zip(*values, strict=True):
                     session.merge(model(**dict(zip(keys, row, strict=True))))
                 continue
