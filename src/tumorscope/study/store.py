@@ -458,9 +458,9 @@ class Store:
         for keys, _, columns in _columns(model, rows):
             values = [_clean_column(c) for c in columns]
             if dialect not in ("sqlite", "postgresql") or not _required(t) <= set(keys):
-                # (a row that leaves out a NOT NULL column updates an existing row: the
-                # databases check the insert's constraints before the conflict; the end of
-                # a run in ``runs``)
+                # (a row that leaves out a NOT NULL column updates an existing row: SQLite
+                # checks the insert's NOT NULL before the conflict, tested; the end of a run
+                # in ``runs``)
                 for row in zip(*values, strict=True):
                     session.merge(model(**dict(zip(keys, row, strict=True))))
                 continue
