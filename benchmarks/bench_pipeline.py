@@ -11,9 +11,16 @@ is measured from outside its process (interpreter start and imports included). P
 run, the median of each, the speed-up of the medians, and checks that the runs gave identical
 tables (the database tables, row by row) and identical map files.
 
+Each run also reports its CPU seconds: the client's process (imports, planning, recording,
+publishing and, in a Dask run, the scheduler and nannies on its event loop) and its child
+processes (the Dask workers). With ``--peer-src DIR`` the same runs are made with the
+``tumorscope`` of another source tree (``PYTHONPATH=DIR``, e.g. ``/work/main/src``),
+alternated with this tree's, and its tables are checked against this tree's too.
+
 Run::
 
     python benchmarks/bench_pipeline.py [--subjects 24] [--size tiny] [--workers 2] [--repeats 3]
+        [--peer-src /work/main/src]
 """
 
 from __future__ import annotations
@@ -36,12 +43,16 @@ from tumorscope.study import default_url, open_store
 TABLES = ("subjects", "visits", "series", "lesions", "maps", "measurements", "assessments")
 
 _RUN = """
+import resource
 import sys
 from tumorscope.pipeline import run_study
 if __name__ == "__main__":
     workers = int(sys.argv[3]) or None
     s = run_study(sys.argv[1], sys.argv[2], workers=workers, report=sys.argv[4] == "1")
-    print(len(s.done), len(s.failed))
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (me.ru_utime + me.ru_stime, ch.ru_utime + ch.ru_stime)
+    print(len(s.done), len(s.failed), f"{cpu[0]:.2f}", f"{cpu[1]:.2f}")
 """
 
 
@@ -54,10 +65,18 @@ def _tables(out: Path) -> dict[str, pd.DataFrame]:
 
 
 def _run(
-    script: Path, study: Path, out: Path, workers: int, report: bool, one_unit: bool = False
+    script: Path,
+    study: Path,
+    out: Path,
+    workers: int,
+    report: bool,
+    one_unit: bool = False,
+    src: str | None = None,
 ) -> tuple[float, str]:
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ)
+    if src is not None:  # another source tree's tumorscope
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     if one_unit:  # the serial baseline: one unit at a time (no two-at-a-time units)
         env["TUMORSCOPE_STEP_CONCURRENCY"] = "1"
     t0 = time.perf_counter()
@@ -71,8 +90,8 @@ def _run(
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"run failed ({workers} workers):\n{proc.stderr[-3000:]}")
-    done, failed = proc.stdout.split()[-2:]
-    return wall, f"{done} units, {failed} failed"
+    done, failed, client, children = proc.stdout.split()[-4:]
+    return wall, f"{done} units, {failed} failed; CPU s: client {client}, workers {children}"
 
 
 def main() -> None:
@@ -82,6 +101,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-report", action="store_true", help="leave the HTML reports out")
+    ap.add_argument("--peer-src", help="also run the tumorscope of this source tree (alternated)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -98,30 +118,52 @@ def main() -> None:
             f"load average {load:.2f}"
         )
         label_d = f"dask x{args.workers}"
-        walls: dict[str, list[float]] = {"serial": [], label_d: []}
-        outs = {"serial": root / "serial", label_d: root / "dask"}
+        trees: list[tuple[str, str | None]] = [("", None)]
+        if args.peer_src:
+            trees.append(("peer ", args.peer_src))
+        walls: dict[str, list[float]] = {}
+        outs: dict[str, Path] = {}
         for i in range(args.repeats):
-            for label, workers in (("serial", 0), (label_d, args.workers)):
-                wall, what = _run(
-                    script, study, outs[label], workers, not args.no_report, label == "serial"
-                )
-                walls[label].append(wall)
-                print(f"  run {i + 1} {label:>8}: {wall:6.1f} s  ({what})", flush=True)
-        med = {k: statistics.median(v) for k, v in walls.items()}
-        ratios = [a / b for a, b in zip(walls["serial"], walls[label_d], strict=True)]
-        print(
-            f"median serial {med['serial']:.1f} s, {label_d} {med[label_d]:.1f} s: "
-            f"speed-up {med['serial'] / med[label_d]:.2f}x with {args.workers} workers "
-            f"(pairwise {min(ratios):.2f}-{max(ratios):.2f}x); "
-            f"load average now {os.getloadavg()[0]:.2f}"
-        )
-        a, b = _tables(outs["serial"]), _tables(outs[label_d])
-        same = all(a[t].equals(b[t]) for t in TABLES)
-        same_files = all(
-            (outs["serial"] / p).read_bytes() == (outs[label_d] / p).read_bytes()
-            for p in a["maps"]["path"]
-        )
-        print(f"identical tables: {same}; identical map files: {same_files}")
+            for tree, src in trees:
+                for mode, workers in (("serial", 0), (label_d, args.workers)):
+                    label = tree + mode
+                    outs[label] = root / label.replace(" ", "_")
+                    wall, what = _run(
+                        script,
+                        study,
+                        outs[label],
+                        workers,
+                        not args.no_report,
+                        mode == "serial",
+                        src,
+                    )
+                    walls.setdefault(label, []).append(wall)
+                    print(
+                        f"  run {i + 1} {label:>13}: {wall:6.1f} s  ({what}); "
+                        f"load {os.getloadavg()[0]:.2f}",
+                        flush=True,
+                    )
+        for tree, _ in trees:
+            ser, dsk = walls[tree + "serial"], walls[tree + label_d]
+            med_s, med_d = statistics.median(ser), statistics.median(dsk)
+            ratios = [a / b for a, b in zip(ser, dsk, strict=True)]
+            print(
+                f"{tree or 'this '}tree: median serial {med_s:.1f} s, {label_d} {med_d:.1f} s: "
+                f"speed-up {med_s / med_d:.2f}x with {args.workers} workers "
+                f"(pairwise {min(ratios):.2f}-{max(ratios):.2f}x); "
+                f"load average now {os.getloadavg()[0]:.2f}"
+            )
+        ref = _tables(outs["serial"])
+        for label, out in outs.items():
+            if label == "serial":
+                continue
+            other = _tables(out)
+            same = all(ref[t].equals(other[t]) for t in TABLES)
+            same_files = all(
+                (outs["serial"] / p).read_bytes() == (out / p).read_bytes()
+                for p in ref["maps"]["path"]
+            )
+            print(f"{label} vs serial: identical tables: {same}; identical map files: {same_files}")
 
 
 if __name__ == "__main__":

@@ -205,3 +205,23 @@ def test_run_with_workers_warms_its_cluster_up_and_closes_it(
     res = CliRunner().invoke(app, args)  # serial: run_study's own executor, not warmed up
     assert res.exit_code == 0, res.output
     assert [(e.workers, e.warmed) for e in _FakeExecutor.made[1:]] == [(None, 0)]
+
+
+def test_the_local_cluster_runs_with_fewer_periodic_callbacks() -> None:
+    """The scheduler and nannies of a local cluster share the client's event loop (and its
+    cores) with the recording: no work stealing (a subject is sent only to a free worker),
+    ticks every 500 ms, the nannies' memory monitors every 500 ms (``local_worker_config``)."""
+    ex = Executor(workers=1, scheduler=None)
+    try:
+        scheduler = ex.cluster.scheduler
+        assert "stealing" not in scheduler.extensions
+        assert scheduler.periodic_callbacks["tick"].callback_time == 500
+        (nanny,) = ex.cluster.workers.values()
+        assert nanny.periodic_callbacks["memory_monitor"].callback_time == 500
+        # and the worker process (its settings come with it from the nanny)
+        ticks = ex.client.run(
+            lambda dask_worker: dask_worker.periodic_callbacks["tick"].callback_time
+        )
+        assert list(ticks.values()) == [500]
+    finally:
+        ex.close()

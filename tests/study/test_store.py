@@ -198,3 +198,63 @@ def test_bad_urls_are_reported() -> None:
     with pytest.raises(ExportError, match="cannot open or migrate") as info:
         open_store("postgresql://nobody:secret@127.0.0.1:1/none")
     assert "secret" not in str(info.value)
+
+
+def test_columns_are_cleaned_as_each_value_would_be() -> None:
+    """``_clean_column`` (whole columns at once) against the per-value ``_clean`` it
+    replaces on the write path: NaN and ±inf to None, numpy scalars unwrapped, nested JSON."""
+    import numpy as np
+
+    from tumorscope.study.store import _clean, _clean_column
+
+    inf, nan = float("inf"), float("nan")
+    columns = [
+        ["a", "b", None],
+        [1.0, 2.5, None, 0.0, 3],
+        [1.0, nan, None, 2.0],
+        [1.0, -inf, 0.0],
+        [1e308, 1e308],  # a finite column whose sum overflows: the slow path, same values
+        [True, False, None, 7],
+        [np.float64(1.5), np.float32(nan), np.int64(3), np.bool_(True)],
+        [{"a": np.float32(2.0), 1: [nan, (1, 2)], "b": {"c": inf}}, [np.int64(1), "x"], None],
+        [dt.date(2026, 1, 5), None],
+    ]
+    for col in columns:
+        got = _clean_column(list(col))
+        want = [_clean(v) for v in col]
+        assert repr(got) == repr(want), col  # (repr: NaN != NaN)
+        assert [type(v) for v in got] == [type(v) for v in want], col
+
+
+def test_rows_with_different_columns_and_upserts_of_some_columns(db_url: str) -> None:
+    """Rows of one write need not give the same columns (they are inserted in groups, the
+    missing columns NULL); an upsert updates the columns it gives and keeps the others (as
+    the ORM merge did)."""
+    store = open_store(db_url)
+    _visit(store)
+    rows = _rows(1.0)
+    rows[1] = {k: v for k, v in rows[1].items() if k != "value"}  # no value: NULL
+    rows[2] = dict(reversed(list(rows[2].items())))  # the same columns, in another order
+    with store.transaction() as s:
+        store.replace(s, "measurements", {"subject": "001", "step": "measure"}, rows)
+    table = store.read_table("measurements")
+    assert table["lesion_id"].tolist() == ["L0", "L1", "L2"]
+    assert table["value"].isna().tolist() == [False, True, False]
+    assert table["value"][2] == 3.0
+    # a row outside the owned slice is named by its index in the rows given
+    bad = [*_rows(1.0), {**_rows(1.0)[0], "lesion_id": "L9", "step": "other"}]
+    with pytest.raises(ExportError, match="row 3 has step='other'"):
+        with store.transaction() as s:
+            store.replace(s, "measurements", {"subject": "001", "step": "measure"}, bad)
+    # upsert: a new row, then only some of its columns
+    with store.transaction() as s:
+        store.upsert(s, "subjects", [{"subject": "002", "n_visits": 3}])
+    with store.transaction() as s:
+        store.upsert(s, "subjects", [{"subject": "002", "treatment_start": dt.date(2026, 2, 1)}])
+    got = store.get("subjects", subject="002")
+    assert got is not None
+    assert got["n_visits"] == 3 and got["treatment_start"] == dt.date(2026, 2, 1)
+    with store.transaction() as s:  # the primary key alone: nothing to update, no error
+        store.upsert(s, "subjects", [{"subject": "002"}])
+    assert store.get("subjects", subject="002") == got
+    store.close()
