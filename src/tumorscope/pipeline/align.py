@@ -17,7 +17,13 @@ it moves the lesion voxels:
    gradient taken at the sampled points (no gradient image per level: ~0.4 s per series at
    128×128×30), SimpleITK on one thread so that a serial and a Dask run give the same
    numbers). With ``align_skip_same_geometry`` a series on the anatomical grid is not
-   registered (``status="skipped"``, with the reason; off by default).
+   registered (``status="skipped"``, with the reason; off by default). The anatomical
+   image's share of the registrations (its samples, bins, centre of mass) is prepared once
+   for the visit (:class:`~tumorscope.preprocessing.registration.QuickRegistration`), and the
+   series are read and registered on a pool of as many threads as the unit's share of the
+   cores (numba's thread count), the longest first: gzip decompression and the compiled
+   registration release the GIL, and every series' result is independent of the others'
+   and of the thread count (bit for bit).
 3. The transform moves each lesion voxel centre ``x`` to ``T x``; the mean and maximum of
    ``|T x - x|`` over the lesion voxels of the visit (mm) are the motion that matters here.
 4. If the mean displacement exceeds ``tolerance_vox`` times the smallest voxel size of the
