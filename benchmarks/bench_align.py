@@ -32,10 +32,22 @@ Sections (``--sections``, comma-separated):
 ``align``
     :func:`tumorscope.pipeline.align.align_visit` on one visit of the large phantom: time per
     registered series, best of ``--repeats``, and its largest lesion displacement.
+``peer``
+    :func:`tumorscope.pipeline.align.align_visit` on the first visit of ``--large``, this tree
+    against a peer source tree (``--peer-src``, e.g. ``/work/main/src``), in fresh processes
+    that alternate between the two trees, ``--repeats`` rounds, with one thread (the process
+    pinned to one core, numba on one thread: CPU time is the work done) and with two (numba's
+    thread count 2, the pipeline's share of the cores for a unit run alone; compare the wall
+    clock). Each process runs the step once untimed (imports, cached kernels), then
+    ``--warm`` times. Prints the best and median wall and CPU seconds, the ratios peer ÷
+    this, the load average, and compares the two trees' alignments (every transform and
+    displacement: identical, or the largest difference).
 
 Run::
 
     python benchmarks/bench_align.py [--study DEFAULT_STUDY] [--large LARGE_STUDY]
+    python benchmarks/bench_align.py --sections peer --large /work/s3/visit1 \
+        --peer-src /work/main/src --repeats 3
 
 Without ``--study`` / ``--large`` the phantoms are written to a temporary folder first
 (default size, 6 subjects; large size, 1 subject).
@@ -44,7 +56,11 @@ Without ``--study`` / ``--large`` the phantoms are written to a temporary folder
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -251,12 +267,97 @@ def bench_align(large: Path, repeats: int) -> None:
     print(f"  ({_load()})\n")
 
 
+_PEER_CHILD = r"""
+import json, os, sys, time
+large, threads, warm = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if threads == 1:
+    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+import numba
+numba.set_num_threads(threads)
+from tumorscope.io import open_study
+from tumorscope.pipeline.align import align_visit
+visit = next(iter(open_study(large).visits()))
+align_visit(visit)
+wall, cpu = [], []
+for _ in range(warm):
+    t, c = time.perf_counter(), time.process_time()
+    rows = align_visit(visit)
+    wall.append(time.perf_counter() - t)
+    cpu.append(time.process_time() - c)
+out = [a.row("s", "v") | {"matrix": None if a.matrix is None else a.matrix.tolist()}
+       for a in rows]
+print(json.dumps({"wall": wall, "cpu": cpu, "rows": out}))
+"""
+
+
+def _peer_run(src: Path, large: Path, threads: int, warm: int) -> dict[str, Any]:
+    env = dict(os.environ, PYTHONPATH=str(src), TUMORSCOPE_STEP_CONCURRENCY="1")
+    res = subprocess.run(
+        [sys.executable, "-c", _PEER_CHILD, str(large), str(threads), str(warm)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(res.stdout.strip().splitlines()[-1]))
+
+
+def _rows_apart(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
+    if a == b:
+        return "identical (every row, every transform bit for bit)"
+    worst_m, worst_d = 0.0, 0.0
+    for ra, rb in zip(a, b, strict=True):
+        if ra["matrix"] is not None and rb["matrix"] is not None:
+            diff = np.abs(np.asarray(ra["matrix"]) - np.asarray(rb["matrix"])).max()
+            worst_m = max(worst_m, float(diff))
+        for key in ("mean_displacement_mm", "max_displacement_mm"):
+            if ra[key] is not None and rb[key] is not None:
+                worst_d = max(worst_d, abs(ra[key] - rb[key]))
+    flips = sum(ra["applied"] != rb["applied"] for ra, rb in zip(a, b, strict=True))
+    return (
+        f"differ: matrices by at most {worst_m:.2e}, displacements by at most "
+        f"{worst_d:.4f} mm, {flips} applied decisions changed"
+    )
+
+
+def bench_peer(large: Path, peer: Path, repeats: int, warm: int) -> None:
+    here = Path(__file__).resolve().parents[1] / "src"
+    print(f"align_visit, {large}: {here} against {peer} (fresh processes, alternated)")
+    for threads in (1, 2):
+        runs: dict[str, list[dict[str, Any]]] = {"peer": [], "this": []}
+        loads = []
+        for _ in range(repeats):
+            for name, src in (("peer", peer), ("this", here)):
+                loads.append(os.getloadavg()[0])
+                runs[name].append(_peer_run(src, large, threads, warm))
+        stats = {}
+        for name, rs in runs.items():
+            wall = [w for r in rs for w in r["wall"]]
+            cpu = [c for r in rs for c in r["cpu"]]
+            stats[name] = (min(wall), statistics.median(wall), min(cpu), statistics.median(cpu))
+            print(
+                f"  {threads} thread(s) {name:<4}: wall best {stats[name][0]:.3f} / median "
+                f"{stats[name][1]:.3f} s, CPU best {stats[name][2]:.3f} / median "
+                f"{stats[name][3]:.3f} s"
+            )
+        p, t = stats["peer"], stats["this"]
+        print(
+            f"  {threads} thread(s) peer / this: wall {p[0] / t[0]:.2f}x (median "
+            f"{p[1] / t[1]:.2f}x), CPU {p[2] / t[2]:.2f}x (median {p[3] / t[3]:.2f}x); load "
+            f"{min(loads):.1f}-{max(loads):.1f}"
+        )
+        print(f"  alignments: {_rows_apart(runs['peer'][-1]['rows'], runs['this'][-1]['rows'])}")
+    print(f"  ({_load()})\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", type=Path, help="a default-size phantom written before")
     ap.add_argument("--large", type=Path, help="a large phantom written before")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sections", default="registration,backends,validate,align")
+    ap.add_argument("--peer-src", type=Path, help="the peer source tree of the peer section")
+    ap.add_argument("--warm", type=int, default=3, help="timed runs per process (peer)")
     args = ap.parse_args()
     sections = set(args.sections.split(","))
     with tempfile.TemporaryDirectory() as tmp:
@@ -264,7 +365,7 @@ def main() -> None:
 
         if sections & {"registration", "backends"}:
             study = args.study or make_study(Path(tmp) / "default", size="default")
-        if sections & {"backends", "validate", "align"}:
+        if sections & {"backends", "validate", "align", "peer"}:
             large = args.large or make_study(Path(tmp) / "large", size="large", n_subjects=1)
         if "registration" in sections:
             bench_registration(study, args.repeats)
@@ -275,6 +376,10 @@ def main() -> None:
                 bench_validate(large, args.repeats)
             if "align" in sections:
                 bench_align(large, args.repeats)
+        if "peer" in sections:
+            if args.peer_src is None:
+                ap.error("the peer section needs --peer-src")
+            bench_peer(large, args.peer_src, args.repeats, args.warm)
 
 
 if __name__ == "__main__":

@@ -139,3 +139,36 @@ def test_series_representative_frame_is_the_loaded_series_one(small_study: Path)
         assert streamed.data.shape == loaded.data.shape and streamed.data.dtype == np.float32
         seen += 1
     assert seen >= 8
+
+
+def test_align_visit_is_the_same_on_any_number_of_threads(study2: Path) -> None:
+    """The series of a visit are read and registered on a thread pool (longest first): the
+    alignments, their order and every transform are those of one thread, bit for bit
+    (serial and Dask runs compare their tables byte for byte), also with a moved series."""
+    _shift_dwi(study2, "001", "02", 2)
+    visit = open_study(study2).subjects["001"].visits["02"]
+    one = align_visit(visit, threads=1)
+    assert any(a.applied for a in one)  # the moved DWI: the metric check runs in the pool too
+    for n in (2, 3):
+        other = align_visit(visit, threads=n)
+        assert [a.series for a in other] == [a.series for a in one]
+        for a, b in zip(one, other, strict=True):
+            assert a.row("001", "02") == b.row("001", "02")
+            if a.matrix is not None:
+                assert b.matrix is not None
+                np.testing.assert_array_equal(a.matrix, b.matrix)
+
+
+def test_the_frame_mean_counts_only_finite_voxels() -> None:
+    """The mean of a frame's finite voxels: the all-finite shortcut (one float64 sum) and the
+    masked path agree with numpy's nanmean; a frame without finite voxels ranks last."""
+    from tumorscope.pipeline.align import _frame_mean
+
+    rng = np.random.default_rng(0)
+    f = rng.normal(100.0, 10.0, (8, 9, 5)).astype(np.float32)
+    assert _frame_mean(f) == pytest.approx(float(np.mean(f, dtype=np.float64)), rel=1e-12)
+    g = f.copy()
+    g[0, 0, 0], g[1, 2, 3], g[2, 2, 2] = np.nan, np.inf, -np.inf
+    expect = float(np.mean(g[np.isfinite(g)], dtype=np.float64))
+    assert _frame_mean(g) == pytest.approx(expect, rel=1e-12)
+    assert _frame_mean(np.full((2, 2, 2), np.nan, np.float32)) == -np.inf

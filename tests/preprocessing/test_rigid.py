@@ -84,6 +84,43 @@ def test_deterministic_and_the_default_backend():
     assert _err(c.matrix, a.matrix) < 0.5
 
 
+def test_a_prepared_reference_registers_as_register_quick():
+    """``QuickRegistration`` (the fixed image's samples, bins and centre prepared once, as
+    ``align`` does for the series of a visit) gives ``register_quick``'s transforms bit for
+    bit, for several moving images in turn and in threads, on both back-ends' presets."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tumorscope.preprocessing.registration import QuickRegistration
+
+    cases = _cases(3)
+    fixed = cases[0][0]
+    for preset in ({}, FUNCTIONAL):
+        quick = QuickRegistration(fixed, **preset)
+        alone = [register_quick(fixed, moving, **preset) for _, moving, _ in cases]
+        for (_, moving, _), ref in zip(cases, alone, strict=True):
+            got = quick.register(moving)
+            np.testing.assert_array_equal(got.matrix, ref.matrix)
+            assert got.metric_value == ref.metric_value
+            assert got.stop_condition == ref.stop_condition
+        with ThreadPoolExecutor(2) as pool:
+            both = list(pool.map(quick.register, [c[1] for c in cases]))
+        for got, ref in zip(both, alone, strict=True):
+            np.testing.assert_array_equal(got.matrix, ref.matrix)
+    # the ITK back-end through the same object: register_quick's ITK result
+    fixed, moving, _ = cases[1]
+    np.testing.assert_array_equal(
+        QuickRegistration(fixed, backend="itk").register(moving).matrix,
+        register_quick(fixed, moving, backend="itk").matrix,
+    )
+    with pytest.raises(DataError, match="backend"):
+        QuickRegistration(fixed, backend="gpu")  # type: ignore[arg-type]
+    flat = Volume(np.ones((8, 8, 8), np.float32), np.eye(4))
+    with pytest.raises(DataError, match="fixed image is constant"):
+        QuickRegistration(flat)
+    with pytest.raises(DataError, match="moving image is constant"):
+        QuickRegistration(fixed).register(flat)
+
+
 def test_the_mattes_gradient_is_the_derivative_of_its_value():
     """The analytic ∂MI/∂p of the kernel against central differences of its own value. The
     kernel's image gradient is ITK's central difference over ± one voxel, not the exact

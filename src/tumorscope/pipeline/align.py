@@ -17,7 +17,13 @@ it moves the lesion voxels:
    gradient taken at the sampled points (no gradient image per level: ~0.4 s per series at
    128×128×30), SimpleITK on one thread so that a serial and a Dask run give the same
    numbers). With ``align_skip_same_geometry`` a series on the anatomical grid is not
-   registered (``status="skipped"``, with the reason; off by default).
+   registered (``status="skipped"``, with the reason; off by default). The anatomical
+   image's share of the registrations (its samples, bins, centre of mass) is prepared once
+   for the visit (:class:`~tumorscope.preprocessing.registration.QuickRegistration`), and the
+   series are read and registered on a pool of as many threads as the unit's share of the
+   cores (numba's thread count), the longest first: gzip decompression and the compiled
+   registration release the GIL, and every series' result is independent of the others'
+   and of the thread count (bit for bit).
 3. The transform moves each lesion voxel centre ``x`` to ``T x``; the mean and maximum of
    ``|T x - x|`` over the lesion voxels of the visit (mm) are the motion that matters here.
 4. If the mean displacement exceeds ``tolerance_vox`` times the smallest voxel size of the
@@ -39,6 +45,8 @@ biases fitted parameters); only the lesion masks move.
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +130,9 @@ def representative_frame(vol: Volume) -> Volume:
 
 def _frame_mean(f: np.ndarray) -> float:
     """The mean of a frame's finite voxels, accumulated in float64 (-inf if none)."""
+    total = float(np.sum(f, dtype=np.float64))
+    if np.isfinite(total):  # every voxel finite (one NaN or infinity would show in the sum)
+        return total / f.size if f.size else -np.inf
     fin = np.isfinite(f)
     n = int(np.count_nonzero(fin))
     return float(np.sum(f, where=fin, dtype=np.float64)) / n if n else -np.inf
@@ -176,7 +187,11 @@ def _metric(reference: Volume, moving: Volume, matrix: np.ndarray, sampling: flo
 
 
 def align_visit(
-    visit: Visit, *, tolerance_vox: float = 0.5, skip_same_geometry: bool = False
+    visit: Visit,
+    *,
+    tolerance_vox: float = 0.5,
+    skip_same_geometry: bool = False,
+    threads: int | None = None,
 ) -> list[SeriesAlignment]:
     """Align every series of a visit to its anatomical image.
 
@@ -192,6 +207,12 @@ def align_visit(
         1e-3 mm): recorded as ``skipped`` with the reason, masks used as given. Only for
         studies whose series share one session geometry *and* position (one breath-hold):
         an identical affine alone does not prove that the patient kept still.
+    threads : int, optional
+        Series read and registered at once, on a thread pool (reading a gzip stream and the
+        compiled registration release the GIL). Default: this thread's share of the cores,
+        numba's thread count (which the pipeline's executor sets per unit; one without
+        numba). Each series' work is independent of the others' and of the thread it runs
+        on: the result is the same, bit for bit, whatever the count.
 
     Returns
     -------
@@ -199,7 +220,7 @@ def align_visit(
         One per series other than the reference, in the visit's series order.
     """
 
-    from ..preprocessing.registration import QUICK_SAMPLES, itk_one_thread, register_quick
+    from ..preprocessing.registration import QuickRegistration, itk_one_thread
 
     if tolerance_vox <= 0 or not np.isfinite(tolerance_vox):
         raise DataError(
@@ -210,69 +231,102 @@ def align_visit(
     reference = series_representative_frame(ref_series)
     assert visit.lesions is not None
     points = _lesion_points(visit.lesions.load_labels())
-    out: list[SeriesAlignment] = []
+    todo = [
+        (role, series)
+        for role, series in visit.series.items()
+        if role != ALIGN_REFERENCE and not role.startswith(_NOT_REGISTRABLE)
+    ]
+    # the reference's share of the registrations (samples, bins, centre), once for the visit
+    quick = QuickRegistration(reference) if todo else None
+
+    def one(role: str, series: Series) -> SeriesAlignment:
+        assert quick is not None
+        moving = series_representative_frame(series)
+        if skip_same_geometry and moving.same_grid(reference):
+            return SeriesAlignment(
+                role,
+                ALIGN_REFERENCE,
+                "skipped",
+                "same grid and affine as the anatomical image (one session "
+                "geometry, option align_skip_same_geometry); masks used as given",
+            )
+        reg = quick.register(moving)
+        moved = points @ reg.matrix.T
+        d = np.linalg.norm(moved[:, :3] - points[:, :3], axis=1)
+        tol = float(tolerance_vox) * float(min(moving.voxel_sizes))
+        mean_d = float(d.mean())
+        reason = None
+        applied = mean_d > tol
+        if applied:
+            # a registration that wandered off (low contrast, little overlap) must not
+            # move the masks: keep it only if it matches better than no motion at all
+            at_identity = _metric(reference, moving, np.eye(4), quick.sampling)
+            at_solution = _metric(reference, moving, reg.matrix, quick.sampling)
+            if not at_solution < at_identity:
+                applied = False
+                reason = (
+                    f"registration did not match better than no motion (metric "
+                    f"{at_solution:.4f} vs {at_identity:.4f}); masks used as given"
+                )
+        return SeriesAlignment(
+            role,
+            ALIGN_REFERENCE,
+            "registered",
+            reason,
+            reg.matrix,
+            round(mean_d, 4),
+            round(float(d.max()), 4),
+            round(reg.rotation_deg(), 4),
+            round(tol, 4),
+            bool(applied),
+            float(reg.metric_value),
+        )
+
+    n = min(_threads() if threads is None else max(1, int(threads)), len(todo))
     with itk_one_thread():
-        for role, series in visit.series.items():
-            if role == ALIGN_REFERENCE:
-                continue
-            if role.startswith(_NOT_REGISTRABLE):
-                out.append(
-                    SeriesAlignment(
-                        role,
-                        ALIGN_REFERENCE,
-                        "skipped",
-                        "no anatomical contrast to register (19F, 13C, MRS, PET reference "
-                        "masks, MRE wave phase); masks used as given",
-                    )
-                )
-                continue
-            moving = series_representative_frame(series)
-            if skip_same_geometry and moving.same_grid(reference):
-                out.append(
-                    SeriesAlignment(
-                        role,
-                        ALIGN_REFERENCE,
-                        "skipped",
-                        "same grid and affine as the anatomical image (one session "
-                        "geometry, option align_skip_same_geometry); masks used as given",
-                    )
-                )
-                continue
-            sampling = min(1.0, QUICK_SAMPLES / reference.data.size)
-            reg = register_quick(reference, moving)
-            moved = points @ reg.matrix.T
-            d = np.linalg.norm(moved[:, :3] - points[:, :3], axis=1)
-            tol = float(tolerance_vox) * float(min(moving.voxel_sizes))
-            mean_d = float(d.mean())
-            reason = None
-            applied = mean_d > tol
-            if applied:
-                # a registration that wandered off (low contrast, little overlap) must not
-                # move the masks: keep it only if it matches better than no motion at all
-                at_identity = _metric(reference, moving, np.eye(4), sampling)
-                at_solution = _metric(reference, moving, reg.matrix, sampling)
-                if not at_solution < at_identity:
-                    applied = False
-                    reason = (
-                        f"registration did not match better than no motion (metric "
-                        f"{at_solution:.4f} vs {at_identity:.4f}); masks used as given"
-                    )
+        if n > 1:
+            # the longest series first (file size: its frames to decompress), so that the
+            # last to finish is a short one; the results are taken back in series order
+            order = sorted(todo, key=lambda rs: -_file_size(rs[1].path))
+            with ThreadPoolExecutor(n, thread_name_prefix="tumorscope-align") as pool:
+                futures = {rs[0]: pool.submit(one, *rs) for rs in order}
+                done = {role: futures[role].result() for role, _ in todo}
+        else:
+            done = {role: one(role, series) for role, series in todo}
+    out: list[SeriesAlignment] = []
+    for role in visit.series:
+        if role == ALIGN_REFERENCE:
+            continue
+        if role in done:
+            out.append(done[role])
+        else:
             out.append(
                 SeriesAlignment(
                     role,
                     ALIGN_REFERENCE,
-                    "registered",
-                    reason,
-                    reg.matrix,
-                    round(mean_d, 4),
-                    round(float(d.max()), 4),
-                    round(reg.rotation_deg(), 4),
-                    round(tol, 4),
-                    bool(applied),
-                    float(reg.metric_value),
+                    "skipped",
+                    "no anatomical contrast to register (19F, 13C, MRS, PET reference "
+                    "masks, MRE wave phase); masks used as given",
                 )
             )
     return out
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # reading it will say what is wrong, in its turn
+        return 0
+
+
+def _threads() -> int:
+    """This thread's share of the cores: numba's thread count, which the executor sets per
+    unit; one without numba (the ``fast`` extra), which says nothing of the share."""
+    try:
+        import numba
+    except ImportError:  # pragma: no cover - the fast extra is installed wherever tests run
+        return 1
+    return max(1, int(numba.get_num_threads()))
 
 
 # ---------------------------------------------------------------------------- the step

@@ -81,6 +81,7 @@ References
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba as nb
 import numpy as np
@@ -372,6 +373,19 @@ def optimise_level(
 # ------------------------------------------------------------------------- the driver
 
 
+#: The pyramid: (shrink factor of the virtual domain, Gaussian σ in voxels) per level.
+_LEVELS = ((2, 1.0), (1, 0.0))
+
+
+def _smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+    """The level image: Gaussian of σ voxels on every axis, edges replicated (σ = 0: as is)."""
+    if not sigma:
+        return img
+    from scipy import ndimage
+
+    return np.asarray(ndimage.gaussian_filter(img, sigma, mode="nearest"))
+
+
 def _centre_of_mass(data: np.ndarray, affine: np.ndarray, name: str) -> np.ndarray:
     from ..errors import DataError
 
@@ -411,40 +425,44 @@ def _scales(p: np.ndarray, centre: np.ndarray, corners: np.ndarray) -> np.ndarra
     return np.asarray((shifts / _DELTA) ** 2)
 
 
-def register_rigid(
-    fixed: np.ndarray,
-    fixed_affine: np.ndarray,
-    moving: np.ndarray,
-    moving_affine: np.ndarray,
-    *,
-    sampling: float,
-    iterations: int,
-    min_step: float,
-    relaxation: float,
-    seed: int,
-    learning_rate: float = 1.0,
-) -> tuple[np.ndarray, float, str]:
-    """Rigid Mattes registration (module docstring) of 3-D float arrays on their affines.
+@dataclass(frozen=True)
+class FixedLevel:
+    """What one pyramid level needs of the fixed image: the sample points minus the centre
+    (world, mm), their fixed bins and the virtual domain's corners (world, mm)."""
 
-    Returns the fixed-world → moving-world 4×4 matrix, the final metric value (−MI) and
-    the stop condition of the last level.
-    """
+    rel: np.ndarray
+    fbin: np.ndarray
+    corners: np.ndarray
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """The fixed image prepared once for any number of moving images (:func:`prepare_fixed`):
+    its centre of mass (the transform's centre) and, per level, its samples. Everything here
+    depends on the fixed image, the sampling fraction and the seed only (the random draws
+    included), so registering a moving image against it gives the transform
+    :func:`register_rigid` gives, bit for bit."""
+
+    centre: np.ndarray
+    levels: tuple[FixedLevel, ...]
+
+
+def prepare_fixed(
+    fixed: np.ndarray, fixed_affine: np.ndarray, *, sampling: float, seed: int
+) -> Fixed:
+    """The fixed image's share of :func:`register_rigid` (module docstring: the pyramid's
+    virtual domains, the random samples with their jitter, the fixed bins)."""
     from scipy import ndimage
 
     # float32 like SimpleITK's images, non-finite values 0 (as ``_to_sitk``)
     f_full = np.nan_to_num(np.asarray(fixed, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    m_full = np.nan_to_num(np.asarray(moving, np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     fa = np.asarray(fixed_affine, np.float64)
-    minv = np.ascontiguousarray(np.linalg.inv(np.asarray(moving_affine, np.float64))[:3])
     centre = _centre_of_mass(f_full, fa, "fixed")
-    p = np.zeros(6)
-    p[3:] = _centre_of_mass(m_full, np.asarray(moving_affine, np.float64), "moving") - centre
     rng = np.random.default_rng(seed)
     shape = np.array(f_full.shape)
-    value, stop = 0.0, ""
-    for shrink, sigma in ((2, 1.0), (1, 0.0)):
-        f_img = ndimage.gaussian_filter(f_full, sigma, mode="nearest") if sigma else f_full
-        m_img = ndimage.gaussian_filter(m_full, sigma, mode="nearest") if sigma else m_full
+    levels = []
+    for shrink, sigma in _LEVELS:
+        f_img = _smooth(f_full, sigma)
         # the virtual domain: the fixed grid shrunk, centred on the same physical point
         vshape = np.maximum(shape // shrink, 1)
         offset = (shape - 1) / 2.0 - shrink * (vshape - 1) / 2.0
@@ -459,9 +477,6 @@ def register_rigid(
         fwidth = (fmax - fmin) / (BINS - 2 * _PAD) if fmax > fmin else 1.0
         fbin = np.clip(((fvals - fmin) / fwidth + _PAD).astype(np.int64), _PAD, BINS - _PAD - 1)
         world = fidx @ fa[:3, :3].T + fa[:3, 3]
-        rel = np.ascontiguousarray(world - centre)
-        mmin, mmax = float(m_img.min()), float(m_img.max())
-        mwidth = (mmax - mmin) / (BINS - 2 * _PAD) if mmax > mmin else 1.0
         corners_v = np.array(
             [
                 [x, y, z]
@@ -471,13 +486,47 @@ def register_rigid(
             ],
             dtype=np.float64,
         )
-        corners = (corners_v * shrink + offset) @ fa[:3, :3].T + fa[:3, 3]
-        scales = _scales(p, centre, corners)
+        levels.append(
+            FixedLevel(
+                rel=np.ascontiguousarray(world - centre),
+                fbin=fbin,
+                corners=(corners_v * shrink + offset) @ fa[:3, :3].T + fa[:3, 3],
+            )
+        )
+    return Fixed(centre=centre, levels=tuple(levels))
+
+
+def register_prepared(
+    fixed: Fixed,
+    moving: np.ndarray,
+    moving_affine: np.ndarray,
+    *,
+    iterations: int,
+    min_step: float,
+    relaxation: float,
+    learning_rate: float = 1.0,
+) -> tuple[np.ndarray, float, str]:
+    """:func:`register_rigid` of a moving image against a prepared fixed image."""
+    # float32 like SimpleITK's images, non-finite values 0; a C-ordered copy (a NIfTI frame
+    # is Fortran-ordered): every level image is then C-ordered, as the kernels read them
+    m_full = np.array(moving, dtype=np.float32, order="C", copy=True)
+    np.nan_to_num(m_full, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+    ma = np.asarray(moving_affine, np.float64)
+    minv = np.ascontiguousarray(np.linalg.inv(ma)[:3])
+    centre = fixed.centre
+    p = np.zeros(6)
+    p[3:] = _centre_of_mass(m_full, ma, "moving") - centre
+    value, stop = 0.0, ""
+    for (_, sigma), level in zip(_LEVELS, fixed.levels, strict=True):
+        m_img = _smooth(m_full, sigma)
+        mmin, mmax = float(m_img.min()), float(m_img.max())
+        mwidth = (mmax - mmin) / (BINS - 2 * _PAD) if mmax > mmin else 1.0
+        scales = _scales(p, centre, level.corners)
         value, _, code = optimise_level(
             p,
             centre,
-            rel,
-            fbin,
+            level.rel,
+            level.fbin,
             with_gradient(np.ascontiguousarray(m_img, dtype=np.float32)),
             minv,
             mmin,
@@ -494,3 +543,34 @@ def register_rigid(
     matrix[:3, :3] = r
     matrix[:3, 3] = centre + p[3:] - r @ centre
     return matrix, float(value), stop
+
+
+def register_rigid(
+    fixed: np.ndarray,
+    fixed_affine: np.ndarray,
+    moving: np.ndarray,
+    moving_affine: np.ndarray,
+    *,
+    sampling: float,
+    iterations: int,
+    min_step: float,
+    relaxation: float,
+    seed: int,
+    learning_rate: float = 1.0,
+) -> tuple[np.ndarray, float, str]:
+    """Rigid Mattes registration (module docstring) of 3-D float arrays on their affines.
+
+    Returns the fixed-world → moving-world 4×4 matrix, the final metric value (−MI) and
+    the stop condition of the last level. (:func:`prepare_fixed` then
+    :func:`register_prepared`: a fixed image registered with many moving ones is prepared
+    once.)
+    """
+    return register_prepared(
+        prepare_fixed(fixed, fixed_affine, sampling=sampling, seed=seed),
+        moving,
+        moving_affine,
+        iterations=iterations,
+        min_step=min_step,
+        relaxation=relaxation,
+        learning_rate=learning_rate,
+    )

@@ -35,6 +35,7 @@ from ..volume import Volume
 
 __all__ = [
     "QUICK_SAMPLES",
+    "QuickRegistration",
     "Registration",
     "nearest_index",
     "register",
@@ -238,44 +239,106 @@ def register_quick(
     DataError
         As :func:`register`; or an unknown ``backend``, or ``"numba"`` without numba.
     """
-    if backend not in ("auto", "numba", "itk"):
-        raise DataError(
-            f"backend must be 'auto', 'numba' or 'itk', got {backend!r}", field="backend"
-        )
-    sampling = min(1.0, samples / fixed.data.size)
-    if backend != "itk":
-        try:
-            from . import _rigid_numba
-        except ImportError as exc:
-            if backend == "numba":
-                raise DataError("backend 'numba' needs numba installed", field="backend") from exc
-        else:
-            _check_pair(fixed, moving)
-            matrix, value, stop = _rigid_numba.register_rigid(
-                np.asarray(fixed.data),
-                np.asarray(fixed.affine, dtype=np.float64),
+    return QuickRegistration(
+        fixed,
+        samples=samples,
+        iterations=iterations,
+        min_step=min_step,
+        relaxation=relaxation,
+        seed=seed,
+        backend=backend,
+    ).register(moving)
+
+
+class QuickRegistration:
+    """:func:`register_quick` of one fixed image against any number of moving images.
+
+    The fixed image's share of the work (its checks; with the compiled back-end its centre
+    of mass, the pyramid's smoothed image, the random samples and their bins) is done once
+    here, not once per moving image: ``QuickRegistration(fixed, **kw).register(moving)`` is
+    ``register_quick(fixed, moving, **kw)``, bit for bit (``tests/preprocessing/test_rigid.py``).
+    The object is read-only after construction: :meth:`register` may run in several
+    threads at once (the compiled kernels release the GIL).
+
+    Parameters
+    ----------
+    fixed : Volume, 3-D
+    samples, iterations, min_step, relaxation, seed, backend
+        As :func:`register_quick`.
+
+    Raises
+    ------
+    DataError
+        As :func:`register_quick` (for the fixed image and the back-end).
+    """
+
+    def __init__(
+        self,
+        fixed: Volume,
+        *,
+        samples: int = QUICK_SAMPLES,
+        iterations: int = 40,
+        min_step: float = 1e-4,
+        relaxation: float = 0.5,
+        seed: int = 1234,
+        backend: Literal["auto", "numba", "itk"] = "auto",
+    ) -> None:
+        if backend not in ("auto", "numba", "itk"):
+            raise DataError(
+                f"backend must be 'auto', 'numba' or 'itk', got {backend!r}", field="backend"
+            )
+        self.fixed = fixed
+        self.sampling = min(1.0, samples / fixed.data.size)
+        self.iterations = int(iterations)
+        self.min_step = float(min_step)
+        self.relaxation = float(relaxation)
+        self.seed = int(seed)
+        self._prepared: Any = None
+        self._numba: Any = None
+        if backend != "itk":
+            try:
+                from . import _rigid_numba
+            except ImportError as exc:
+                if backend == "numba":
+                    raise DataError(
+                        "backend 'numba' needs numba installed", field="backend"
+                    ) from exc
+            else:
+                _check_image("fixed", fixed)
+                self._numba = _rigid_numba
+                self._prepared = _rigid_numba.prepare_fixed(
+                    np.asarray(fixed.data),
+                    np.asarray(fixed.affine, dtype=np.float64),
+                    sampling=self.sampling,
+                    seed=self.seed,
+                )
+
+    def register(self, moving: Volume) -> Registration:
+        """Register ``moving`` onto the fixed image (:func:`register_quick`)."""
+        if self._numba is not None:
+            _check_image("moving", moving)
+            matrix, value, stop = self._numba.register_prepared(
+                self._prepared,
                 np.asarray(moving.data),
                 np.asarray(moving.affine, dtype=np.float64),
-                sampling=sampling,
-                iterations=iterations,
-                min_step=min_step,
-                relaxation=relaxation,
-                seed=seed,
+                iterations=self.iterations,
+                min_step=self.min_step,
+                relaxation=self.relaxation,
             )
             return Registration(
                 matrix=matrix, kind="rigid", metric_value=value, stop_condition=f"numba: {stop}"
             )
-    with itk_one_thread():
-        return register(
-            fixed,
-            moving,
-            kind="rigid",
-            sampling=sampling,
-            iterations=iterations,
-            seed=seed,
-            min_step=min_step,
-            relaxation=relaxation,
-        )
+        with itk_one_thread():
+            return register(
+                self.fixed,
+                moving,
+                kind="rigid",
+                sampling=self.sampling,
+                iterations=self.iterations,
+                seed=self.seed,
+                min_step=self.min_step,
+                relaxation=self.relaxation,
+            )
 
 
 _itk_lock = threading.Lock()
@@ -489,23 +552,32 @@ def _check_matrix(m: npt.ArrayLike) -> np.ndarray:
 
 def _check_pair(fixed: Volume, moving: Volume) -> None:
     """The checks of :func:`register`'s inputs shared by both back-ends."""
-    for name, vol in (("fixed", fixed), ("moving", moving)):
-        if vol.data.ndim != 3:
-            raise DataError(
-                f"{name} image must be 3-D, got shape {vol.shape}; pass one frame",
-                file=vol.source,
-            )
-        finite = vol.data[np.isfinite(vol.data)]
-        if finite.size == 0 or float(finite.max()) == float(finite.min()):
-            raise DataError(f"{name} image is constant: nothing to register", file=vol.source)
-        lin = np.asarray(vol.affine, dtype=float)[:3, :3]
-        direction = lin / np.linalg.norm(lin, axis=0)
-        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
-            raise DataError(
-                "sheared affines cannot be registered (axes not orthogonal)",
-                file=vol.source,
-                field="affine",
-            )
+    _check_image("fixed", fixed)
+    _check_image("moving", moving)
+
+
+def _check_image(name: str, vol: Volume) -> None:
+    """One image of a pair: 3-D, not constant over its finite voxels, axes orthogonal."""
+    if vol.data.ndim != 3:
+        raise DataError(
+            f"{name} image must be 3-D, got shape {vol.shape}; pass one frame",
+            file=vol.source,
+        )
+    data = np.asarray(vol.data)
+    lo, hi = float(data.min()), float(data.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or infinities: the finite voxels'
+        finite = data[np.isfinite(data)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    if lo == hi:
+        raise DataError(f"{name} image is constant: nothing to register", file=vol.source)
+    lin = np.asarray(vol.affine, dtype=float)[:3, :3]
+    direction = lin / np.linalg.norm(lin, axis=0)
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise DataError(
+            "sheared affines cannot be registered (axes not orthogonal)",
+            file=vol.source,
+            field="affine",
+        )
 
 
 def nearest_index(source: Volume, onto: Volume) -> np.ndarray | None:
