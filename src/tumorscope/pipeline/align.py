@@ -320,13 +320,11 @@ def _file_size(path: Path) -> int:
 
 
 def _threads() -> int:
-    """This thread's share of the cores: numba's thread count, which the executor sets per
-    unit; one without numba (the ``fast`` extra), which says nothing of the share."""
-    try:
-        import numba
-    except ImportError:  # pragma: no cover - the fast extra is installed wherever tests run
-        return 1
-    return max(1, int(numba.get_num_threads()))
+    """This thread's share of the cores (:func:`tumorscope._threads.share_of_cores`: the
+    executor sets it per unit, one in a serial run)."""
+    from .._threads import share_of_cores
+
+    return share_of_cores(load=True)
 
 
 # ---------------------------------------------------------------------------- the step
