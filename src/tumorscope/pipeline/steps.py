@@ -505,7 +505,7 @@ STEPS: tuple[Step, ...] = (
         applies=align_applies,
         missing=lambda: _has_module("SimpleITK"),
         option_keys=("align_tolerance_vox", "align_skip_same_geometry"),
-        cost=0.75,
+        cost=0.55,
     ),
     Step(
         "fit_dwi",
@@ -519,7 +519,7 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.diffusion", "fit_dwi"),
         option_keys=("dwi_models", "dwi_region"),
         memory=5.0,
-        cost=0.45,
+        cost=0.4,
     ),
     Step(
         "fit_dce",
@@ -652,7 +652,7 @@ STEPS: tuple[Step, ...] = (
         applies=_metabolic_applies,
         missing=lambda: _has_module("tumorscope.stages.metabolic", "fit_hp13c"),
         memory=7.0,
-        cost=0.6,
+        cost=0.55,
     ),
     Step(
         "pet",
@@ -664,7 +664,7 @@ STEPS: tuple[Step, ...] = (
         requires=("register", "align"),
         applies=_has_roles("pet"),
         missing=lambda: _has_module("tumorscope.stages.pet", "pet_uptake"),
-        cost=0.15,
+        cost=0.12,
     ),
     Step(
         "functional",
@@ -702,7 +702,7 @@ STEPS: tuple[Step, ...] = (
         missing=lambda: _has_module("tumorscope.stages.cest", "fit_cest"),
         option_keys=("cest_mtr_asym_ppm", "cest_fit_region"),
         memory=3.5,
-        cost=1.75,
+        cost=1.65,
     ),
     Step(
         "measure",
@@ -732,7 +732,7 @@ STEPS: tuple[Step, ...] = (
         requires=("measure", "pet", "functional"),  # pet: the PET tables of PERCIST
         option_keys=("perfusion_rcbv_threshold",),
         missing=lambda: _has_module("tumorscope.response", "assess"),
-        cost=0.2,
+        cost=0.17,
     ),
     Step(
         "report_viewer",
@@ -743,7 +743,7 @@ STEPS: tuple[Step, ...] = (
         report_inputs,
         # the maps and the follow-ups' registrations only: it runs beside measure and assess
         requires=("register", "align", *MAP_STEPS, "functional", "hypoxia", "metabolic"),
-        cost=0.45,
+        cost=0.43,
     ),
     Step(
         "report_subject",
@@ -767,6 +767,6 @@ STEPS: tuple[Step, ...] = (
             "metabolic",
             "report_viewer",
         ),
-        cost=0.2,
+        cost=0.17,
     ),
 )
