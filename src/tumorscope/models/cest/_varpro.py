@@ -109,20 +109,24 @@ def _nl_index(n_extra, j):
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
+def _pool(p, c):
+    """Pool ``c``'s amplitude, width, centre (ppm) and the row of its width in the
+    nonlinear Jacobian (0: water, at ``B0``; then each extra pool at ``B0`` + its offset)."""
+    b0 = p[1]
+    if c == 0:
+        return p[2], p[3], b0, 1
+    ja = 4 + 3 * (c - 1)
+    return p[ja], p[ja + 1], b0 + p[ja + 2], 2 + 2 * (c - 1)
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
 def _columns(p, off, n_extra, Phi):
     """``Φ (na, m)`` at the nonlinear parameters held in ``p``."""
     m = off.shape[0]
-    b0 = p[1]
     for k in range(m):
         Phi[0, k] = 1.0
     for c in range(n_extra + 1):
-        if c == 0:
-            g = p[3]
-            d = b0
-        else:
-            ja = 4 + 3 * (c - 1)
-            g = p[ja + 1]
-            d = b0 + p[ja + 2]
+        _, g, d, _ = _pool(p, c)
         q = 0.25 * g * g
         for k in range(m):
             x = off[k] - d
@@ -263,21 +267,10 @@ def _residual(Phi, a, y, na, m, r):
 def _nl_jacobian(p, off, n_extra, Jn):
     """``∂f/∂θ (nn, m)`` at ``p`` (amplitudes included)."""
     m = off.shape[0]
-    b0 = p[1]
     for k in range(m):
         Jn[0, k] = 0.0
     for c in range(n_extra + 1):
-        if c == 0:
-            a = p[2]
-            g = p[3]
-            d = b0
-            jg = 1
-        else:
-            ja = 4 + 3 * (c - 1)
-            a = p[ja]
-            g = p[ja + 1]
-            d = b0 + p[ja + 2]
-            jg = 2 + 2 * (c - 1)
+        a, g, d, jg = _pool(p, c)
         q = 0.25 * g * g
         hg = 0.5 * a * g
         tq = 2.0 * a * q
@@ -305,19 +298,8 @@ def _second_order(p, off, n_extra, r, m, S, T):
     for i in range(nn):
         for j in range(nn):
             T[i, j] = 0.0
-    b0 = p[1]
     for c in range(n_extra + 1):
-        if c == 0:
-            a = p[2]
-            g = p[3]
-            d = b0
-            jg = 1
-        else:
-            ja = 4 + 3 * (c - 1)
-            a = p[ja]
-            g = p[ja + 1]
-            d = b0 + p[ja + 2]
-            jg = 2 + 2 * (c - 1)
+        a, g, d, jg = _pool(p, c)
         q = 0.25 * g * g
         s_g = s_x = s_gg = s_gx = s_xx = 0.0
         for k in range(m):
