@@ -231,3 +231,57 @@ def test_a_kernel_waits_for_the_modules_its_import_compiles() -> None:
         "tumorscope.models.cest._numba",
     }
     assert _needs(SUBSET[0], KERNELS) == set()
+
+
+def _ast_imports(module: str, source: str) -> set[str]:
+    """What the regular expressions of ``_source_imports`` stand for: the top-level
+    ``Import``/``ImportFrom`` nodes of ``ast.parse`` (how ``_imports`` read them before)."""
+    parts = module.split(".")
+    found: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(parts[: len(parts) - node.level]) if node.level else ""
+            name = ".".join(x for x in (base, node.module or "") if x)
+            found.add(name)
+            found.update(f"{name}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_source_imports_read_the_top_level_imports_as_ast_does() -> None:
+    from tumorscope._compile import _source_imports
+
+    root = Path(tumorscope.__file__).parent
+    n = 0
+    for path in sorted(root.rglob("*.py")):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        source = path.read_text(encoding="utf-8")
+        assert _source_imports(module, source) == _ast_imports(module, source), module
+        n += 1
+    assert n > 200
+    tricky = textwrap.dedent(
+        '''\
+        """Docstring.
+        import → analyse → export, from the start
+        """
+        import os, sys as system  # comment
+        import numpy.linalg
+        from . import a, b as c
+        from ..pkg.mod import (
+            x,  # one
+            y as z,
+        )
+        from .sub import *
+        try:
+            import indented
+        except ImportError:
+            pass
+        def f():
+            from inside import no
+        '''
+    )
+    got = _source_imports("tumorscope.models.m", tricky)
+    assert got == _ast_imports("tumorscope.models.m", tricky)
+    assert "tumorscope.pkg.mod.x" in got and "indented" not in got and "inside" not in got

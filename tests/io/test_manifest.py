@@ -131,3 +131,34 @@ def test_an_empty_subjects_section_is_a_problem(tmp_path: Path) -> None:
     assert [(p.field, p.message) for p in problems] == [
         ("subjects", "expected a non-empty mapping of subjects")
     ]
+
+
+def test_a_manifest_read_again_is_parsed_once_and_each_reader_gets_its_own_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tumorscope.io import _yaml, manifest
+
+    calls: list[str] = []
+    real = _yaml.load_yaml
+
+    def counted(text: str) -> object:
+        calls.append(text)
+        return real(text)
+
+    monkeypatch.setattr(_yaml, "load_yaml", counted)
+    monkeypatch.setattr(manifest, "_PARSED", {})
+    a, _ = _read(tmp_path, GOOD)
+    b, _ = _read(tmp_path, GOOD)
+    assert len(calls) == 1 and a == b
+    a.raw["subjects"]["001"]["visits"].clear()  # a reader changing its copy
+    a.roles["anatomical"] = "changed"
+    c, problems = _read(tmp_path, GOOD)
+    assert problems == [] and c == b and len(calls) == 1
+    # an edited manifest is parsed again, and what it says is read
+    d, _ = _read(tmp_path, GOOD.replace("name: trial", "name: other"))
+    assert len(calls) == 2 and d.name == "other"
+    # a text that fails is not kept: it fails again, with its problem
+    for _ in range(2):
+        m, problems = _read(tmp_path, "subjects: [unclosed")
+        assert m is None and "cannot parse YAML" in problems[0].message
+    assert len(calls) == 4

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,37 @@ def _parse_date(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.
         return None
 
 
+#: The last manifests parsed in this process, by their text (:func:`_parsed`).
+_PARSED: dict[str, Any] = {}
+_PARSED_LOCK = threading.Lock()
+
+
+def _parsed(text: str) -> Any:
+    """``load_yaml(text)``, a copy of it if the same text was parsed before in this process.
+
+    Every task of a run opens the study (a Dask worker or the serial loop, once per subject:
+    :func:`tumorscope.pipeline.execute.execute_subject`), and parsing the manifest grows
+    with the number of subjects (17 ms at 24 subjects, pure-Python YAML): per subject, a run
+    cost grew with the square of the cohort. The same text gives the same document, so the
+    last four texts' documents are kept (the text is the key: an edited manifest is parsed
+    again) and each caller gets its own deep copy (they are plain dicts, lists, dates).
+    Errors are not kept: a text that fails is parsed (and fails) again.
+    """
+    import copy
+
+    from ._yaml import load_yaml
+
+    with _PARSED_LOCK:
+        raw = _PARSED.get(text)
+    if raw is None:
+        raw = load_yaml(text)
+        with _PARSED_LOCK:
+            _PARSED[text] = raw
+            while len(_PARSED) > 4:
+                del _PARSED[next(iter(_PARSED))]
+    return copy.deepcopy(raw)
+
+
 def read_manifest(
     path: Path, *, display_name: str = "study.yaml"
 ) -> tuple[Manifest | None, list[Problem]]:
@@ -158,7 +190,7 @@ def read_manifest(
     """
     import yaml
 
-    from ._yaml import MAX_YAML_BYTES, YamlLimitError, load_yaml
+    from ._yaml import MAX_YAML_BYTES, YamlLimitError
 
     f = display_name
     problems: list[Problem] = []
@@ -167,7 +199,7 @@ def read_manifest(
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise YamlLimitError(f"the document is longer than {MAX_YAML_BYTES} bytes")
-        raw = load_yaml(path.read_text(encoding="utf-8"))
+        raw = _parsed(path.read_text(encoding="utf-8"))
     except YamlLimitError as exc:
         return None, [Problem("error", f, exc.field, exc.message)]
     except UnicodeDecodeError as exc:
