@@ -332,6 +332,29 @@ class Executor:
         self._closing.start()
 
 
+def _subject_task(**kwargs: Any) -> list[Outcome]:
+    """:func:`execute_subject` as a Dask task (looked up at call time: a test may replace it)."""
+    return execute_subject(**kwargs)
+
+
+def _worker_threads(client: Any, slots: int) -> list[str]:
+    """One name per worker thread of the cluster, ``"<worker address>#<thread>"``, the
+    workers' threads interleaved (``slots`` unnamed ``"?<i>"`` if the cluster does not list
+    its workers)."""
+    try:
+        workers = client.scheduler_info().get("workers", {})
+    except Exception:  # pragma: no cover - a scheduler that does not answer: no placement
+        workers = {}
+    names = [
+        (k, f"{address}#{k}")
+        for address, w in sorted(workers.items())
+        for k in range(max(1, int(w.get("nthreads", 1))))
+    ]
+    if not names:
+        return [f"?{i}" for i in range(max(1, slots))]
+    return [name for _, name in sorted(names, key=lambda x: x[0])]
+
+
 def _close(client: Any, cluster: Any) -> None:
     """Close a Dask client, then its local cluster (either may be None)."""
     if client is not None:
@@ -394,34 +417,59 @@ def run_subjects(
     # run does not end with one worker busy on a big subject while the others idle; the
     # order of the plan among equals.
     queue = sorted(plan, key=lambda sid: -sum(len(units) for _, units in plan[sid]))
-    # At most one subject per worker thread is on the cluster at a time; the next leaves
-    # the client when one returns. Submitted all at once, each subject was a task group of
-    # its own (not "root-ish" to Dask's scheduler, hence never queued): every task was
-    # assigned to a worker at submission, and a worker that finished early sat idle until
-    # work stealing moved a task to it — one of the demo's two workers idled 8–12 s of a
-    # 79 s run (task stream, 2026-12-05).
-    slots = max(1, executor.slots())
+    # Each subject is sent to a chosen worker (Dask's work stealing is off: nothing moves a
+    # task once placed). Submitted all at once, each subject was a task group of its own
+    # (not "root-ish" to Dask's scheduler, hence never queued): every task was assigned at
+    # submission, and a worker that finished early sat idle — one of the demo's two workers
+    # idled 8–12 s of a 79 s run (task stream, 2026-12-05). So a worker thread holds at most
+    # two subjects: the one it runs and the next, sent ahead so that it starts the moment
+    # the first returns (sent on return, a subject reached its worker 40–60 ms later, 0.3–0.9
+    # s per worker over 24 tiny subjects; 2026-12-06). The last ``slots`` subjects are not
+    # sent ahead: each goes to a worker thread that has nothing left, so that the run does
+    # not end with one worker on two subjects while another idles.
+    threads = _worker_threads(executor.client, executor.slots())
+    slots = len(threads)
 
-    def submit(sid: str) -> Any:
+    def submit(sid: str, where: str | None) -> Any:
         return executor.client.submit(
-            execute_subject,
+            _subject_task,
             **args(sid),
             pure=False,
             key=f"{sid}-{token}",
             chunk_events=bars.progress is not None,
+            workers=None if where is None else [where],
+            allow_other_workers=True,  # (a worker that is gone: another takes it)
         )
 
-    running = {submit(sid) for sid in queue[:slots]}
-    waiting = iter(queue[slots:])
-    done = as_completed(list(running))
+    waiting = list(reversed(queue))  # popped from the end: queue order
+    held: dict[str, int] = {}  # subjects sent to each worker thread slot, not yet returned
+    slot_of: dict[Any, str] = {}  # future -> the slot it was sent to
+    running: set[Any] = set()
+    done = as_completed([])
+
+    def send(slot: str) -> None:
+        fut = submit(waiting.pop(), None if slot.startswith("?") else slot.split("#")[0])
+        held[slot] = held.get(slot, 0) + 1
+        slot_of[fut] = slot
+        running.add(fut)
+        done.add(fut)
+
+    def fill() -> None:
+        """One subject to every slot that has none; then, while more than ``slots``
+        subjects are waiting, one ahead to every slot that has one."""
+        for slot in threads:
+            if waiting and not held.get(slot):
+                send(slot)
+        for slot in threads:
+            if len(waiting) > slots and held.get(slot, 0) < 2:
+                send(slot)
+
+    fill()
     try:
         for fut in done:
             running.discard(fut)  # its result is released once recorded
-            nxt = next(waiting, None)
-            if nxt is not None:  # before recording: the freed worker does not wait for it
-                fut_next = submit(nxt)
-                running.add(fut_next)
-                done.add(fut_next)
+            held[slot_of.pop(fut)] -= 1
+            fill()  # before recording: a freed worker does not wait for it
             for o in fut.result():
                 record(o)
             bars.advance_subject()
