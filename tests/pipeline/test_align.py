@@ -15,6 +15,7 @@ from tumorscope.io import open_study
 from tumorscope.pipeline import run_study
 from tumorscope.pipeline.align import align_visit, representative_frame
 from tumorscope.study import default_url, open_store
+from tumorscope.volume import Volume
 
 STEPS = ("register", "align", "fit_dwi", "measure")
 OPTIONS = {"dwi_models": ("adc",)}
@@ -141,6 +142,69 @@ def test_series_representative_frame_is_the_loaded_series_one(small_study: Path)
     assert seen >= 8
 
 
+def test_the_check_of_the_images_keeps_each_series_representative_frame_for_align(
+    small_study: Path,
+) -> None:
+    """``register``'s check reads every series frame by frame and keeps the representative
+    frame it finds: the very frame (values, affine, role, source) that reading the series
+    again gives, taken once; a series changed since is read again."""
+    import shutil
+
+    from tumorscope import volume as vol_mod
+    from tumorscope.io.study import MRS_SUFFIXES, _scan_series
+    from tumorscope.pipeline.align import series_representative_frame
+
+    visit = open_study(small_study).subjects["001"].visits["01"]
+    series = [
+        s
+        for s in visit.series.values()
+        if s.suffix not in MRS_SUFFIXES and s.path.name.endswith(".gz")
+    ]
+    four_d = [s for s in series if s.load().data.ndim == 4]
+    assert len(four_d) >= 5
+    with vol_mod._KEPT_LOCK:
+        vol_mod._KEPT.clear()
+    for s in series:
+        _scan_series(s)
+    for s in four_d:
+        kept = vol_mod.take_frame(s.path)
+        assert kept is not None, s.role
+        vol_mod.keep_frame(s.path, kept)  # (put back for align)
+        fresh = representative_frame(s.load())
+        np.testing.assert_array_equal(kept.data, fresh.data, err_msg=s.role)
+        np.testing.assert_array_equal(kept.affine, fresh.affine)
+        assert kept.data.dtype == np.float32 and kept.data.flags.f_contiguous
+        assert kept.meta == {"role": s.role} and kept.source == str(s.path)
+        assert kept.axes == ("x", "y", "z")
+        # align takes it (no second read), and only once
+        assert series_representative_frame(s) is kept
+        assert vol_mod.take_frame(s.path) is None
+    # a series rewritten after the check is read again, not taken from the check
+    s = four_d[0]
+    _scan_series(s)
+    copy = s.path.with_name("copy.nii.gz")
+    shutil.copy2(s.path, copy)
+    copy.replace(s.path)  # same bytes, another file
+    assert vol_mod.take_frame(s.path) is None
+    with vol_mod._KEPT_LOCK:
+        vol_mod._KEPT.clear()
+
+
+def test_kept_frames_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tumorscope import volume as vol_mod
+
+    monkeypatch.setattr(vol_mod, "_KEPT", {})
+    monkeypatch.setattr(vol_mod, "KEPT_FRAME_BYTES", 3 * 4000)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"s{i}.nii.gz"
+        p.write_bytes(b"x" * (i + 1))
+        paths.append(p)
+        vol_mod.keep_frame(p, Volume(np.zeros((10, 10, 10), np.float32), np.eye(4)))
+    # the three newest are kept, the oldest dropped
+    assert [vol_mod.take_frame(p) is not None for p in paths] == [False, False, True, True, True]
+
+
 def test_align_visit_is_the_same_on_any_number_of_threads(study2: Path) -> None:
     """The series of a visit are read and registered on a thread pool (longest first): the
     alignments, their order and every transform are those of one thread, bit for bit
@@ -172,3 +236,28 @@ def test_the_frame_mean_counts_only_finite_voxels() -> None:
     expect = float(np.mean(g[np.isfinite(g)], dtype=np.float64))
     assert _frame_mean(g) == pytest.approx(expect, rel=1e-12)
     assert _frame_mean(np.full((2, 2, 2), np.nan, np.float32)) == -np.inf
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.uint8, np.int8, np.int32, np.float64])
+def test_a_frame_measured_by_its_stored_integers_is_the_float32_one(dtype: Any) -> None:
+    """``BrightestFrame.offer_stored``: the frame mean of small integers from their integer
+    sum equals ``frame_mean`` of the float32 frame bit for bit (ties: the first)."""
+    from tumorscope.volume import BrightestFrame, frame_mean
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None
+    lo, hi = (info.min, info.max) if info is not None else (-1e3, 1e3)
+    frames = [rng.uniform(lo, hi, (17, 13, 11)).astype(dtype) for _ in range(6)]
+    frames.insert(3, frames[1].copy())  # a tie: the first of the two wins
+    a, b = BrightestFrame(), BrightestFrame()
+    made = []
+    for f in frames:
+        as32 = f.astype(np.float32)
+        a.offer(as32, as32)
+        b.offer_stored(f, lambda as32=as32: made.append(1) or as32)
+        if np.dtype(dtype).itemsize <= 2 and np.dtype(dtype).kind in "iu":
+            exact = float(np.sum(f, dtype=np.int64)) / f.size
+            assert exact == frame_mean(as32)
+    assert a.frame is b.frame and a.mean == b.mean  # the same frame: the first of a tie
+    if np.dtype(dtype).itemsize <= 2 and np.dtype(dtype).kind in "iu":
+        assert len(made) < len(frames)  # only the brightest so far are made

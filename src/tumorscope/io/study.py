@@ -489,7 +489,11 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
     ceiling), then every declared byte of image data decompressed, ``_SCAN_CHUNK`` bytes at a
     time, so that a truncated or corrupt stream is refused as ``load`` refuses it. An integer
     image cannot hold a non-finite value: its bytes are only decompressed; a float image's are
-    converted to float32 one chunk at a time and counted. The geometry and the protocol are
+    converted to float32 one chunk at a time and counted. A 4-D image that
+    :meth:`~tumorscope.volume.Volume.frames_from_nifti` streams is read one frame at a time
+    instead, converted to float32 as that method converts it: its representative frame (the
+    one ``align`` registers) is found on the way and kept for ``align``
+    (:func:`tumorscope.volume.keep_frame`), which then does not read the series again. The geometry and the protocol are
     checked as ``load`` checks them (4-D, as many volumes as the protocol lists). Any other
     image (uncompressed, rescaled, complex) is loaded by ``load`` itself.
 
@@ -499,12 +503,20 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
         As :meth:`Series.load` would, naming the file and the field.
     """
     from .. import _gzip
-    from ..volume import _check_declared_size, _image_class
+    from ..volume import (
+        KEPT_FRAME_BYTES,
+        SPATIAL_AXES,
+        BrightestFrame,
+        _check_declared_size,
+        _image_class,
+        _plain_layout,
+        keep_frame,
+    )
 
     p = series.path
     if not p.name.endswith(".gz") or not p.exists():
         return _loaded_scan(series)
-    _check_declared_size(p, np.dtype(np.float32))
+    header = _check_declared_size(p, np.dtype(np.float32))
     try:
         with _gzip.open_read(p) as fh:
             img: Any = _image_class(p).from_stream(fh)
@@ -519,17 +531,50 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
             shape = tuple(int(n) for n in img.header.get_data_shape())
             need = int(np.prod(shape, dtype=np.int64)) * stored.itemsize
             fh.seek(int(proxy.offset))
-            step = max(stored.itemsize, _SCAN_CHUNK - _SCAN_CHUNK % stored.itemsize)
-            buf = bytearray(step)
-            view = memoryview(buf)
+            plain = _plain_layout(header, p)
+            frame_shape = shape[:3]
+            frame_bytes = int(np.prod(frame_shape, dtype=np.int64)) * stored.itemsize
+            if (
+                plain is not None
+                and len(plain[2]) == 4
+                and int(plain[0].get_data_offset()) == int(proxy.offset)
+                and 4 * frame_bytes // stored.itemsize <= KEPT_FRAME_BYTES
+            ):
+                # frame by frame, as align reads it (Volume.frames_from_nifti): its
+                # representative frame is found here and kept for it (keep_frame)
+                step = frame_bytes
+                best = BrightestFrame()
+                affine = plain[0].get_best_affine()
+            else:
+                step = max(stored.itemsize, _SCAN_CHUNK - _SCAN_CHUNK % stored.itemsize)
+                best = None
+            buf = np.empty(step // stored.itemsize, stored)
+            view = memoryview(buf).cast("B")  # type: ignore[arg-type]
             done, n_bad = 0, 0
             while done < need:
                 want = min(step, need - done)
-                got = fh.readinto(view[:want])
-                if got != want:
-                    raise ValueError(f"image data end at byte {done + got} of {need}")
-                if stored.kind == "f":
-                    chunk = np.frombuffer(buf, stored, count=want // stored.itemsize)
+                got = 0
+                while got < want:
+                    n = fh.readinto(view[got:want])
+                    if not n:
+                        raise ValueError(f"image data end at byte {done + got} of {need}")
+                    got += n
+                if best is not None:
+
+                    def make(buf: np.ndarray = buf) -> np.ndarray:
+                        frame = np.empty(frame_shape, np.float32, order="F")
+                        with np.errstate(over="ignore"):  # beyond float32: inf, as load
+                            frame[...] = buf.reshape(frame_shape, order="F")
+                        return frame
+
+                    if stored.kind == "f":
+                        frame = make()
+                        n_bad += int(np.count_nonzero(~np.isfinite(frame)))
+                        best.offer(frame, frame)
+                    else:
+                        best.offer_stored(buf, make)
+                elif stored.kind == "f":
+                    chunk = buf[: want // stored.itemsize]
                     with np.errstate(over="ignore"):  # beyond float32: inf, as load reads it
                         n_bad += int(np.count_nonzero(~np.isfinite(chunk.astype(np.float32))))
                 done += want
@@ -543,6 +588,10 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
         shape = (*shape, 1)
     grid = Volume(np.broadcast_to(np.zeros((), np.uint8), shape), img.affine, source=str(p))
     _check_measurements(grid, series.protocol, series.relpath)
+    if best is not None and best.frame is not None:
+        keep_frame(
+            p, Volume(best.frame, affine.copy(), SPATIAL_AXES, {"role": series.role}, str(p))
+        )
     return grid, n_bad
 
 
