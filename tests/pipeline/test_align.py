@@ -150,7 +150,7 @@ def test_the_check_of_the_images_keeps_each_series_representative_frame_for_alig
     again gives, taken once; a series changed since is read again."""
     import shutil
 
-    from tumorscope import volume as vol_mod
+    from tumorscope import _frames as vol_mod
     from tumorscope.io.study import MRS_SUFFIXES, _scan_series
     from tumorscope.pipeline.align import series_representative_frame
 
@@ -191,7 +191,7 @@ def test_the_check_of_the_images_keeps_each_series_representative_frame_for_alig
 
 
 def test_kept_frames_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tumorscope import volume as vol_mod
+    from tumorscope import _frames as vol_mod
 
     monkeypatch.setattr(vol_mod, "_KEPT", {})
     monkeypatch.setattr(vol_mod, "KEPT_FRAME_BYTES", 3 * 4000)
@@ -242,7 +242,7 @@ def test_the_frame_mean_counts_only_finite_voxels() -> None:
 def test_a_frame_measured_by_its_stored_integers_is_the_float32_one(dtype: Any) -> None:
     """``BrightestFrame.offer_stored``: the frame mean of small integers from their integer
     sum equals ``frame_mean`` of the float32 frame bit for bit (ties: the first)."""
-    from tumorscope.volume import BrightestFrame, frame_mean
+    from tumorscope._frames import BrightestFrame, frame_mean
 
     rng = np.random.default_rng(3)
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "iu" else None

@@ -493,9 +493,10 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
     :meth:`~tumorscope.volume.Volume.frames_from_nifti` streams is read one frame at a time
     instead, converted to float32 as that method converts it: its representative frame (the
     one ``align`` registers) is found on the way and kept for ``align``
-    (:func:`tumorscope.volume.keep_frame`), which then does not read the series again. The geometry and the protocol are
-    checked as ``load`` checks them (4-D, as many volumes as the protocol lists). Any other
-    image (uncompressed, rescaled, complex) is loaded by ``load`` itself.
+    (:func:`tumorscope._frames.keep_frame`), which then does not read the series again.
+    The geometry and the protocol are checked as ``load`` checks them (4-D, as many volumes
+    as the protocol lists). Any other image (uncompressed, rescaled, complex) is loaded by
+    ``load`` itself.
 
     Raises
     ------
@@ -503,15 +504,8 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
         As :meth:`Series.load` would, naming the file and the field.
     """
     from .. import _gzip
-    from ..volume import (
-        KEPT_FRAME_BYTES,
-        SPATIAL_AXES,
-        BrightestFrame,
-        _check_declared_size,
-        _image_class,
-        _plain_layout,
-        keep_frame,
-    )
+    from .._frames import KEPT_FRAME_BYTES, BrightestFrame, keep_frame
+    from ..volume import SPATIAL_AXES, _check_declared_size, _image_class, _plain_layout
 
     p = series.path
     if not p.name.endswith(".gz") or not p.exists():

@@ -53,8 +53,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._frames import BrightestFrame, frame_mean, take_frame
 from ..errors import DataError
-from ..volume import BrightestFrame, Volume, frame_mean, take_frame
+from ..volume import Volume
 from .step import Context, StepOutput, Unit, Upstream, Write, _lesion_files, _series_files, _visit
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ def series_representative_frame(series: Series) -> Volume:
 
     The check of a run's images (``register``: :func:`tumorscope.io.study.validate_visit`)
     reads every series whole, frame by frame, and keeps the frame it finds the same way
-    (:func:`tumorscope.volume.keep_frame`): taken from there, the series is not read a
+    (:func:`tumorscope._frames.keep_frame`): taken from there, the series is not read a
     second time (0.24 of the large visit's 0.62 CPU-s of ``align``, serial, 2026-12-06).
     """
     kept = take_frame(series.path)

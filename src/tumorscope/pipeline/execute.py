@@ -40,7 +40,9 @@ def _study(ctx: Context) -> Study:
     """The study, opened afresh (once per subject task, see :func:`execute_subject`).
 
     Never cached beyond one task: ``Study`` caches sidecars and protocols, and a worker
-    process outlives a run, so a study kept across tasks would hide a repaired file.
+    process outlives a run, so a study kept across tasks would hide a repaired file. Only
+    the parse of ``study.yaml`` is reused, by its text (:func:`tumorscope.io.manifest.
+    read_manifest`): an edited manifest is parsed again.
     """
     from ..io import open_study
 
