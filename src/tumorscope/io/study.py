@@ -544,6 +544,14 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
                 best = None
             buf = np.empty(step // stored.itemsize, stored)
             view = memoryview(buf).cast("B")  # type: ignore[arg-type]
+
+            def make() -> np.ndarray:
+                """The frame in ``buf`` as float32, F-ordered (as frames_from_nifti gives)."""
+                frame = np.empty(frame_shape, np.float32, order="F")
+                with np.errstate(over="ignore"):  # beyond float32: inf, as load reads it
+                    frame[...] = buf.reshape(frame_shape, order="F")
+                return frame
+
             done, n_bad = 0, 0
             while done < need:
                 want = min(step, need - done)
@@ -554,13 +562,6 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
                         raise ValueError(f"image data end at byte {done + got} of {need}")
                     got += n
                 if best is not None:
-
-                    def make(buf: np.ndarray = buf) -> np.ndarray:
-                        frame = np.empty(frame_shape, np.float32, order="F")
-                        with np.errstate(over="ignore"):  # beyond float32: inf, as load
-                            frame[...] = buf.reshape(frame_shape, order="F")
-                        return frame
-
                     if stored.kind == "f":
                         frame = make()
                         n_bad += int(np.count_nonzero(~np.isfinite(frame)))
