@@ -339,11 +339,6 @@ class Executor:
         self._closing.start()
 
 
-def _subject_task(**kwargs: Any) -> list[Outcome]:
-    """:func:`execute_subject` as a Dask task (looked up at call time: a test may replace it)."""
-    return execute_subject(**kwargs)
-
-
 def _worker_threads(client: Any, slots: int) -> list[str]:
     """One name per worker thread of the cluster, ``"<worker address>#<thread>"``, the
     workers' threads interleaved (``slots`` unnamed ``"?<i>"`` if the cluster does not list
@@ -439,7 +434,7 @@ def run_subjects(
 
     def submit(sid: str, where: str | None) -> Any:
         return executor.client.submit(
-            _subject_task,
+            execute_subject,
             **args(sid),
             pure=False,
             key=f"{sid}-{token}",
@@ -455,7 +450,7 @@ def run_subjects(
     done = as_completed([])
 
     def send(slot: str) -> None:
-        fut = submit(waiting.pop(), None if slot.startswith("?") else slot.split("#")[0])
+        fut = submit(waiting.pop(), None if slot.startswith("?") else slot.rsplit("#", 1)[0])
         held[slot] = held.get(slot, 0) + 1
         slot_of[fut] = slot
         running.add(fut)
