@@ -536,11 +536,19 @@ def _stream_frames(hdr: Any, p: Path) -> tuple[np.ndarray, Iterator[np.ndarray]]
             part = np.empty(int(np.prod(shape[:3])), stored)
             for _ in range(shape[3]):
                 _fill(fh, part)
-                out = np.empty(shape[:3], np.float32, order="F")
-                out[...] = part.reshape(shape[:3], order="F")
-                yield out
+                yield _float32_frame(part, shape[:3])
 
     return hdr.get_best_affine(), frames()
+
+
+def _float32_frame(part: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """One 3-D frame of an image's stored values (``part``: the frame's values in file order,
+    any dtype) as a new float32 array of ``shape``, F-ordered as nibabel returns it: how
+    :meth:`Volume.frames_from_nifti` makes each frame (and the check of a run's images the
+    frame it keeps for ``align``, :mod:`tumorscope._frames`)."""
+    out = np.empty(shape, np.float32, order="F")
+    out[...] = part.reshape(shape, order="F")
+    return out
 
 
 def _fill(fh: Any, buf: np.ndarray) -> None:

@@ -261,3 +261,46 @@ def test_a_frame_measured_by_its_stored_integers_is_the_float32_one(dtype: Any) 
     assert a.frame is b.frame and a.mean == b.mean  # the same frame: the first of a tie
     if np.dtype(dtype).itemsize <= 2 and np.dtype(dtype).kind in "iu":
         assert len(made) < len(frames)  # only the brightest so far are made
+
+
+_REAL = Path(__file__).resolve().parents[1] / "data" / "dicom-real"
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "dcm_qa_mosaic/Ref/10_ep2d_Asc_HF.nii.gz",  # Siemens mosaic EPI, 6 volumes
+        "dcm_qa_nih/Ref/DCM2NIIX_regression_test_4.nii.gz",  # GE EPI, 10 volumes
+        "dcm_qa_nih/Ref/EPI_PE=AP_3.nii.gz",  # Siemens EPI, 2 volumes
+    ],
+)
+def test_the_kept_frame_of_a_real_scanner_series_is_the_one_align_reads(
+    rel: str, tmp_path: Path
+) -> None:
+    """Real scanner series (dcm2niix's reference conversions of its public validation sets,
+    int16 as scanners store them; ``tests/data/dicom-real/README.md``): the frame the check
+    of the images keeps is the brightest frame of the loaded series, found independently
+    with numpy here, and the one align reads when nothing was kept."""
+    import shutil
+
+    from tumorscope import _frames
+    from tumorscope.io.study import Series, _scan_series
+    from tumorscope.pipeline.align import series_representative_frame
+
+    path = tmp_path / "sub-001_ses-01_bold.nii.gz"
+    shutil.copy(_REAL / rel, path)
+    series = Series("bold", "bold", path, tmp_path)
+    with _frames._KEPT_LOCK:
+        _frames._KEPT.clear()
+    grid, n_bad = _scan_series(series)
+    assert n_bad == 0 and grid.data.ndim == 4
+    kept = _frames.take_frame(path)
+    assert kept is not None
+    data = np.asarray(nib.load(path).dataobj, dtype=np.float64)  # independent of tumorscope
+    means = data.reshape(-1, data.shape[-1], order="F").mean(axis=0)
+    np.testing.assert_array_equal(kept.data, data[..., int(np.argmax(means))].astype(np.float32))
+    np.testing.assert_allclose(kept.affine, nib.load(path).affine, atol=1e-5)
+    read = series_representative_frame(series)  # nothing kept any more: read from the file
+    assert read is not kept
+    np.testing.assert_array_equal(read.data, kept.data)
+    np.testing.assert_array_equal(read.affine, kept.affine)

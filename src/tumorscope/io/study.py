@@ -505,7 +505,13 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
     """
     from .. import _gzip
     from .._frames import KEPT_FRAME_BYTES, BrightestFrame, keep_frame
-    from ..volume import SPATIAL_AXES, _check_declared_size, _image_class, _plain_layout
+    from ..volume import (
+        SPATIAL_AXES,
+        _check_declared_size,
+        _float32_frame,
+        _image_class,
+        _plain_layout,
+    )
 
     p = series.path
     if not p.name.endswith(".gz") or not p.exists():
@@ -546,11 +552,9 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
             view = memoryview(buf).cast("B")  # type: ignore[arg-type]
 
             def make() -> np.ndarray:
-                """The frame in ``buf`` as float32, F-ordered (as frames_from_nifti gives)."""
-                frame = np.empty(frame_shape, np.float32, order="F")
+                """The frame in ``buf`` as frames_from_nifti makes it."""
                 with np.errstate(over="ignore"):  # beyond float32: inf, as load reads it
-                    frame[...] = buf.reshape(frame_shape, order="F")
-                return frame
+                    return _float32_frame(buf, frame_shape)
 
             done, n_bad = 0, 0
             while done < need:
