@@ -43,6 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from _machine import describe
 from tumorscope.phantom import make_study
 from tumorscope.study import default_url, open_store
 
@@ -142,6 +143,7 @@ def main() -> None:
             f"(written in {time.perf_counter() - t0:.1f} s); {os.cpu_count()} cores; "
             f"load average {load:.2f}"
         )
+        print(describe())
         for src in (None, args.peer_src) if args.peer_src else (None,):
             _byte_compile(src)
         label_d = f"dask x{args.workers}"

@@ -53,6 +53,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import describe
+
 _CHILD = r"""
 import json, os, resource, sys, time, tracemalloc
 mode, study, out, repeats = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -236,6 +238,7 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = ap.parse_args()
 
+    print(describe())
     tmp = Path(tempfile.mkdtemp(prefix="bench_visit_"))
     try:
         src = args.study

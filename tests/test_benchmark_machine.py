@@ -1,0 +1,59 @@
+"""``benchmarks/_machine.py``: the machine line the speed benchmarks print first."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+
+def _load() -> Any:
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_machine.py"
+    spec = importlib.util.spec_from_file_location("_machine", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_machine = _load()
+
+_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+cpu MHz\t\t: 2445.422
+flags\t\t: fpu sse2
+
+processor\t: 1
+model name\t: AMD EPYC 7B13
+cpu MHz\t\t: 3100.000
+"""
+
+
+def test_cpu_model_is_the_first_processors_model_and_clock(tmp_path):
+    f = tmp_path / "cpuinfo"
+    f.write_text(_CPUINFO)
+    assert _machine.cpu_model(f) == "AMD EPYC 7B13, 2445 MHz"
+
+
+def test_cpu_model_without_cpuinfo_or_clock(tmp_path):
+    assert _machine.cpu_model(tmp_path / "missing") == "unknown"
+    f = tmp_path / "cpuinfo"
+    f.write_text("processor\t: 0\nmodel name\t: Some CPU\n")
+    assert _machine.cpu_model(f) == "Some CPU"
+    f.write_text("processor\t: 0\n")
+    assert _machine.cpu_model(f) == "unknown"
+
+
+def test_describe_names_the_cores_and_both_yardsticks(monkeypatch):
+    monkeypatch.setattr(_machine, "yardsticks", lambda: {"python": 0.25, "numpy": 0.125})
+    line = _machine.describe()
+    assert line.startswith("machine: ")
+    assert "cores;" in line
+    assert "python 0.250, numpy 0.125" in line
+
+
+def test_yardsticks_are_positive_seconds():
+    y = _machine.yardsticks(repeats=1)
+    assert set(y) == {"python", "numpy"}
+    assert all(0.0 < v < 60.0 for v in y.values())
