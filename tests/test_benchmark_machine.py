@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from typing import Any
+from _bench_modules import load_benchmark_module
 
-
-def _load() -> Any:
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "_machine.py"
-    spec = importlib.util.spec_from_file_location("_machine", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_machine = _load()
+_machine = load_benchmark_module("_machine")
 
 _CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD

@@ -4,14 +4,13 @@ derivative."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from _bench_modules import load_benchmark_module
 from tumorscope.errors import DataError
 from tumorscope.preprocessing.registration import register_quick
 from tumorscope.volume import Volume
@@ -22,17 +21,8 @@ PTS = np.array([[0, 0, 0, 1], [15, 10, 5, 1], [-15, 10, -5, 1], [10, -15, 0, 1.0
 FUNCTIONAL = {"samples": 10_000, "iterations": 100, "min_step": 1e-3, "relaxation": 0.7}
 
 
-def _load_motions() -> Any:
-    """``benchmarks/_known_motions.py``: the known answers the benchmark uses too (one copy)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "_known_motions.py"
-    spec = importlib.util.spec_from_file_location("_known_motions", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_motions = _load_motions()
+# benchmarks/_known_motions.py: the known answers the benchmark uses too (one copy)
+_motions = load_benchmark_module("_known_motions")
 _scene, _cases = _motions.scene, _motions.cases
 
 
