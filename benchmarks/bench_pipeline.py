@@ -8,8 +8,11 @@ fresh Python process into its own output folder, as a user would run ``tumorscop
 and ``tumorscope run STUDY --workers N``. The two are run alternately ``--repeats`` times
 (alternation spreads a slow spell of a shared machine over both); the wall time of each run
 is measured from outside its process (interpreter start and imports included). Prints every
-run, the median of each, the speed-up of the medians, and checks that the runs gave identical
-tables (the database tables, row by row) and identical map files.
+run, the median of each, the speed-up of the medians, and checks every run against the first
+serial run, right after it (its output folder is reused by the next run of its mode): identical
+tables (the database tables, row by row) and identical map files, and where they are not,
+which tables, columns and rows and which map files differ (session 9 saw one Dask run of 24
+differ and could not tell how: only each mode's last output was compared then).
 
 Each run also reports its CPU seconds: the client's process (imports, planning, recording,
 publishing and, in a Dask run, the scheduler and nannies on its event loop) and its child
@@ -69,6 +72,28 @@ def _tables(out: Path) -> dict[str, pd.DataFrame]:
         return {t: store.read_table(t) for t in TABLES}
     finally:
         store.close()
+
+
+def _differences(ref_out: Path, ref: dict[str, pd.DataFrame], out: Path) -> list[str]:
+    """What differs between a run's output and the reference run's: per table the columns
+    and the number of rows that differ (or the shapes), and the map files whose bytes
+    differ (the first three named)."""
+    found = []
+    other = _tables(out)
+    for t in TABLES:
+        a, b = ref[t], other[t]
+        if a.equals(b):
+            continue
+        if a.shape != b.shape or list(a.columns) != list(b.columns):
+            found.append(f"table {t}: shape {a.shape} vs {b.shape}")
+            continue
+        diff = a.compare(b)
+        cols = sorted({c[0] for c in diff.columns})
+        found.append(f"table {t}: {len(diff)} rows differ in {', '.join(map(str, cols))}")
+    files = [p for p in ref["maps"]["path"] if (ref_out / p).read_bytes() != (out / p).read_bytes()]
+    if files:
+        found.append(f"{len(files)} map files differ ({', '.join(files[:3])})")
+    return found
 
 
 def _run(
@@ -152,11 +177,14 @@ def main() -> None:
             trees.append(("peer ", args.peer_src))
         walls: dict[str, list[float]] = {}
         outs: dict[str, Path] = {}
+        reference: tuple[Path, dict[str, pd.DataFrame]] | None = None  # the first serial run
+        differing: list[str] = []
         for i in range(args.repeats):
             for tree, src in trees:
                 for mode, workers in (("serial", 0), (label_d, args.workers)):
                     label = tree + mode
-                    outs[label] = root / label.replace(" ", "_")
+                    first = reference is None
+                    outs[label] = root / ("reference" if first else label.replace(" ", "_"))
                     wall, what = _run(
                         script,
                         study,
@@ -172,6 +200,14 @@ def main() -> None:
                         f"load {os.getloadavg()[0]:.2f}",
                         flush=True,
                     )
+                    if reference is None:
+                        reference = (outs[label], _tables(outs[label]))
+                        continue
+                    # every run against the first serial one, while its output still exists
+                    found = _differences(reference[0], reference[1], outs[label])
+                    if found:
+                        differing.append(f"run {i + 1} {label}")
+                        print(f"    differs from the first serial run: {'; '.join(found)}")
         for tree, _ in trees:
             ser, dsk = walls[tree + "serial"], walls[tree + label_d]
             med_s, med_d = statistics.median(ser), statistics.median(dsk)
@@ -182,17 +218,12 @@ def main() -> None:
                 f"(pairwise {min(ratios):.2f}-{max(ratios):.2f}x); "
                 f"load average now {os.getloadavg()[0]:.2f}"
             )
-        ref = _tables(outs["serial"])
-        for label, out in outs.items():
-            if label == "serial":
-                continue
-            other = _tables(out)
-            same = all(ref[t].equals(other[t]) for t in TABLES)
-            same_files = all(
-                (outs["serial"] / p).read_bytes() == (out / p).read_bytes()
-                for p in ref["maps"]["path"]
-            )
-            print(f"{label} vs serial: identical tables: {same}; identical map files: {same_files}")
+        n_runs = sum(len(w) for w in walls.values()) - 1
+        print(
+            f"identical tables and map files to the first serial run: "
+            f"{n_runs - len(differing)} of {n_runs} runs"
+            + (f" (differing: {', '.join(differing)})" if differing else "")
+        )
 
 
 if __name__ == "__main__":
