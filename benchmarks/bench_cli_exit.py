@@ -25,10 +25,8 @@ import time
 from pathlib import Path
 
 from _machine import describe
+from bench_pipeline import TABLES, _tables
 from tumorscope.phantom import make_study
-from tumorscope.study import default_url, open_store
-
-TABLES = ("subjects", "visits", "series", "lesions", "maps", "measurements", "assessments")
 
 
 def _stamp(line: str) -> float:
@@ -51,14 +49,6 @@ def _run(study: Path, out: Path, workers: int, exit_gc: bool) -> dict[str, float
         "teardown": end - _stamp(log[-1]),
         "export": _stamp(exported) - _stamp(units[-1]),
     }
-
-
-def _tables(out: Path) -> dict[str, object]:
-    store = open_store(default_url(out))
-    try:
-        return {t: store.read_table(t) for t in TABLES}
-    finally:
-        store.close()
 
 
 def main() -> None:

@@ -226,7 +226,7 @@ def test_align_visit_is_the_same_on_any_number_of_threads(study2: Path) -> None:
 def test_the_frame_mean_counts_only_finite_voxels() -> None:
     """The mean of a frame's finite voxels: the all-finite shortcut (one float64 sum) and the
     masked path agree with numpy's nanmean; a frame without finite voxels ranks last."""
-    from tumorscope.pipeline.align import _frame_mean
+    from tumorscope._frames import frame_mean as _frame_mean
 
     rng = np.random.default_rng(0)
     f = rng.normal(100.0, 10.0, (8, 9, 5)).astype(np.float32)

@@ -125,11 +125,8 @@ def representative_frame(vol: Volume) -> Volume:
         return vol
     # frame by frame (each frame is contiguous in a NIfTI-ordered array): no float64 copy of
     # the series; the mean of the finite voxels, accumulated in float64
-    means = [_frame_mean(vol.data[..., k]) for k in range(vol.data.shape[-1])]
+    means = [frame_mean(vol.data[..., k]) for k in range(vol.data.shape[-1])]
     return vol.frame(int(np.argmax(means)))
-
-
-_frame_mean = frame_mean  # (the name the tests know)
 
 
 def series_representative_frame(series: Series) -> Volume:

@@ -77,16 +77,10 @@ WARM_MODULES: tuple[str, ...] = (
 )
 
 
-def _import_all(modules: tuple[str, ...], quick_exit: bool = False) -> int:
-    """Import every module it can (on a worker); the number imported. ``quick_exit``: the
-    worker process (one of a local cluster started here) exits without the collector's
-    passes over what it holds (:func:`tumorscope._exit.skip_collection_at_exit`)."""
+def _import_all(modules: tuple[str, ...]) -> int:
+    """Import every module it can (on a worker); the number imported."""
     import importlib
 
-    if quick_exit:
-        from .._exit import skip_collection_at_exit
-
-        skip_collection_at_exit()
     n = 0
     for name in modules:
         try:
@@ -267,7 +261,13 @@ class Executor:
 
     def _warm_up(self, modules: tuple[str, ...], kernels: bool | Sequence[Kernel]) -> None:
         """:meth:`warm_up` on the started client (also from the background start)."""
-        self._client.run(_import_all, modules, self._cluster is not None)
+        if self._cluster is not None:  # workers started here (not a --scheduler's) exit
+            # without the collector's passes over what they hold (~1 s each, beside the
+            # client's export of the tables)
+            from .._exit import skip_collection_at_exit
+
+            self._client.run(skip_collection_at_exit)
+        self._client.run(_import_all, modules)
         if os.environ.get("TUMORSCOPE_KERNEL_WARM_UP", "1") == "0":  # benchmarks' baseline
             kernels = False
         if kernels is not False:
