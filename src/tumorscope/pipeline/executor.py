@@ -74,6 +74,11 @@ WARM_MODULES: tuple[str, ...] = (
     "tumorscope.stages.relaxometry",
     "tumorscope.report.html",
     "SimpleITK",
+    # imported by the steps at their first call: the habitats' k-means (scikit-learn, which
+    # imports scipy.stats), the fluorine detection limit (scipy.stats), the fits' scipy.optimize
+    "scipy.optimize",
+    "scipy.stats",
+    "sklearn.cluster",
 )
 
 
