@@ -367,37 +367,3 @@ def test_visit_reads_the_b1_map_named_by_the_vfa_sidecar(phantom: Path, tmp_path
             "inputs"
         ]
     )
-
-
-def test_the_series_becomes_the_concentration_only_when_the_stage_read_it(
-    visit, tmp_path: Path
-) -> None:
-    """A series the stage reads from its file (a study's series) is converted to the
-    concentration in place (one 4-D array held, not two); a series a caller hands in
-    memory (a ``loader`` of its own) is left as it was. The maps are the same, file for file,
-    either way."""
-    import gzip
-
-    series = SeriesInput.of(visit.series["dce"])
-    assert series.fresh_loads  # a study's Series.load reads the file at each call
-    vol = visit.series["dce"].load()
-    held = vol.data.copy()
-    given = SeriesInput(
-        series.path, "dce", series.protocol, series.sidecar, series.files, series.label,
-        loader=lambda: vol,
-    )  # fmt: skip
-    assert not given.fresh_loads
-    vfa = SeriesInput.of(visit.series["t1_vfa"])
-    kw = {"prefix": "p_", "mask": visit.lesions.load_labels().data != 0}
-    kw["options"] = DCEOptions(defaults=dict(visit.study.manifest.dce))
-    a = _quiet(fit_dce, series, vfa, out_dir=tmp_path / "read", **kw)
-    b = _quiet(fit_dce, given, vfa, out_dir=tmp_path / "given", **kw)
-    np.testing.assert_array_equal(vol.data, held)  # the caller's array is untouched
-    names = sorted(p.name for p in (tmp_path / "read").iterdir())
-    assert names == sorted(p.name for p in (tmp_path / "given").iterdir())
-    for name in names:
-        if name.endswith(".nii.gz"):
-            one = gzip.decompress((tmp_path / "read" / name).read_bytes())
-            two = gzip.decompress((tmp_path / "given" / name).read_bytes())
-            assert one == two, name
-    assert np.array_equal(a.fit["Ktrans"], b.fit["Ktrans"], equal_nan=True)

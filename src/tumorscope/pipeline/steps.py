@@ -534,7 +534,7 @@ STEPS: tuple[Step, ...] = (
         applies=_has_roles("dce", "t1_vfa"),
         missing=lambda: _has_module("tumorscope.stages.dce", "fit_dce_visit"),
         option_keys=("dce_model", "dce_aif"),
-        memory=1.75,  # the series becomes the concentration in place (3.0 before, two 4-D arrays)
+        memory=3.0,
         cost=0.45,
     ),
     Step(

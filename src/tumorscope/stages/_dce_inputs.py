@@ -54,9 +54,6 @@ class Inputs:
     b1_map: np.ndarray | None
     b1_path: Path | None
     model_cls: Callable[..., Model]  # the registered class
-    #: The DCE series was read from its file here (no caller holds its array): the
-    #: concentration may replace it in place (:func:`~tumorscope.stages.dce.fit_dce`, step 3).
-    series_owned: bool = False
 
     @property
     def empty_mask(self) -> bool:
@@ -232,5 +229,5 @@ def check_inputs(
     model_cls(proto, np.zeros(proto.n_measurements), method=options.method)  # checks the method
     return Inputs(
         vol, proto, dce_path, r1, hct, aif_file, vfa_vol, vfa_proto, vfa_path,
-        fit_mask, search_mask, b1_map, b1_path, model_cls, dce.fresh_loads,
+        fit_mask, search_mask, b1_map, b1_path, model_cls,
     )  # fmt: skip

@@ -73,9 +73,6 @@ class SeriesInput:
     files: Mapping[str, Path] = field(default_factory=dict)
     label: str = ""
     loader: Callable[[], Volume] | None = field(default=None, repr=False, compare=False)
-    #: ``loader`` reads the file anew at every call (a study's ``Series.load``), as
-    #: :meth:`load` does without one: see :attr:`fresh_loads`.
-    loader_reads_file: bool = field(default=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, series: Any) -> SeriesInput:
@@ -91,15 +88,7 @@ class SeriesInput:
             files=files,
             label=str(series.relpath),
             loader=series.load,
-            loader_reads_file=True,
         )
-
-    @property
-    def fresh_loads(self) -> bool:
-        """Whether :meth:`load` returns an array nobody else holds (read from the file at
-        each call): a stage may then overwrite it (the DCE stage turns the series into the
-        concentration in place). False for a ``loader`` that may hand out a caller's array."""
-        return self.loader is None or self.loader_reads_file
 
     def load(self) -> Volume:
         """The image as a float32 :class:`~tumorscope.volume.Volume`."""

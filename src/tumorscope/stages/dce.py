@@ -258,22 +258,10 @@ class _Concentration:
 def _concentration(
     inp: Inputs, t1_map: np.ndarray, prov: dict[str, Any], w: _Writer
 ) -> _Concentration:
-    """Step 3: the concentration (4-D map, mM) and its status map; the voxels to fit.
-
-    A series this stage read from its file (``inp.series_owned``) becomes the concentration
-    where it lies (``overwrite_signal``): the stage then holds one 4-D array, not two (its
-    memory peak, and so its estimate in the pipeline's schedule, ``pipeline.steps``), and
-    ``inp.vol.data`` is the concentration from here on. A series given in memory is left
-    as it is.
-    """
+    """Step 3: the concentration (4-D map, mM) and its status map; the voxels to fit."""
     from ..models.dce import signal_to_concentration_valid
 
     vol, proto = inp.vol, inp.proto
-    # voxels with signal: baseline above 10% of the 99th percentile (background is noise,
-    # whose T1 and concentration are meaningless); taken before the series is overwritten
-    baseline = vol.data[..., : proto.n_baseline].mean(axis=-1)
-    signal_mask = baseline >= 0.1 * np.percentile(baseline, 99.0)
-    del baseline
     # the voxels whose whole curve is finite come from the same compiled pass
     conc, cstatus, valid = signal_to_concentration_valid(
         vol.data,
@@ -284,8 +272,11 @@ def _concentration(
         n_baseline=proto.n_baseline,
         b1=inp.b1_map,
         dtype=np.float32,  # the 4-D result: the maps are float32, the fits convert blocks
-        overwrite_signal=inp.series_owned,
     )
+    # voxels with signal: baseline above 10% of the 99th percentile (background is noise,
+    # whose T1 and concentration are meaningless)
+    baseline = vol.data[..., : proto.n_baseline].mean(axis=-1)
+    signal_mask = baseline >= 0.1 * np.percentile(baseline, 99.0)
     fit_region = (valid & signal_mask) if inp.fit_mask is None else inp.fit_mask
     if not inp.empty_mask and not np.any(fit_region & valid):
         raise DataError(

@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -146,52 +144,3 @@ def test_compiled_path_matches_numpy_path(dtype: type, monkeypatch: pytest.Monke
             np.testing.assert_array_equal(valid, np.all(np.isfinite(c), axis=-1))
             assert 0 < valid.sum() < valid.size
         monkeypatch.setattr(sig, "ENGINE", "auto")
-
-
-@pytest.mark.parametrize("engine", ["auto", "numpy"])
-def test_overwrite_signal_gives_the_separate_result_in_the_signal_array(
-    engine: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """``overwrite_signal``: the concentration is written into the signal's own array (the
-    same object is returned) with the values, status and finiteness of a separate result,
-    bit for bit — with dead voxels (a bad T1, a zero baseline) in the same chunk as live
-    ones, whose NaN rows the compiled kernel writes (it first wrote NaN over whole frames
-    and then read the live voxels' samples back: NaN everywhere, caught by this test), in
-    Fortran and C order, on both paths. A signal that cannot hold the result (another dtype,
-    read-only, not contiguous, a memory map of a file) is left untouched and a new array
-    returned."""
-    import tumorscope.models.dce.signal as sig
-
-    if engine == "auto":
-        pytest.importorskip("numba")
-    monkeypatch.setattr(sig, "ENGINE", engine)
-    rng = np.random.default_rng(1)
-    shape = (9, 8, 5, 30)
-    base = (rng.random(shape) * 100 + 50).astype(np.float32)
-    base[2, 0, 0, :] = 0.0  # zero baseline
-    base[1, 1, 1, 20] = 1e9  # above the SPGR maximum
-    t1 = rng.random(shape[:3]) * 1500 + 300
-    t1[4, 0, 0] = -1.0  # bad T1
-    kw = {"t1_ms": t1, "n_baseline": 10, "dtype": np.float32, **KW}
-    for s in (np.asfortranarray(base), np.ascontiguousarray(base)):
-        ref, st_ref, valid_ref = sig.signal_to_concentration_valid(s, **kw)
-        work = s.copy(order="K")
-        c, st, valid = sig.signal_to_concentration_valid(work, overwrite_signal=True, **kw)
-        assert c is work
-        assert np.array_equal(c, ref, equal_nan=True)
-        np.testing.assert_array_equal(st, st_ref)
-        np.testing.assert_array_equal(valid, valid_ref)
-        assert 0 < valid.sum() < valid.size
-    # arrays that cannot hold it: left as they are
-    f64 = base.astype(np.float64)
-    ro = base.copy()
-    ro.flags.writeable = False
-    strided = np.asfortranarray(np.concatenate([base, base], axis=-1))[..., ::2]
-    path = tmp_path / "series.f32"
-    base.tofile(path)
-    mapped = np.memmap(path, dtype=np.float32, mode="r+", shape=shape)
-    for s in (f64, ro, strided, mapped):
-        before = np.array(s, copy=True)
-        c, _, _ = sig.signal_to_concentration_valid(s, overwrite_signal=True, **kw)
-        assert not np.shares_memory(c, s)
-        np.testing.assert_array_equal(np.asarray(s), before)

@@ -38,11 +38,7 @@ def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status, finite):
     """Concentration ``conc2 (N, n)``, status ``status (N,)`` and whether the whole stored
     curve is finite ``finite (N,)`` of the signal rows ``s2 (N, n)`` with pre-contrast T1
     ``t1 (N,)`` (ms) and flip angle ``alpha (N,)`` (rad); baseline frames ``[b0, nb_)``;
-    ``tr_s`` (s), ``r1`` (1/(mM s)).
-
-    ``conc2`` may be ``s2`` itself (the DCE stage converts its series in place): a chunk's
-    baselines are summed before any of its values is written, and each value ``s2[i, t]`` is
-    read just before ``conc2[i, t]`` is written, never after."""
+    ``tr_s`` (s), ``r1`` (1/(mM s))."""
     n_vox, n = s2.shape
     n_chunks = (n_vox + _CHUNK - 1) // _CHUNK
     for c in nb.prange(n_chunks):
@@ -86,8 +82,7 @@ def concentration_rows(s2, t1, alpha, b0, nb_, tr_s, r1, conc2, status, finite):
         for t in range(n):
             if n_live < m:
                 for j in range(m):
-                    if dead[j]:
-                        conc2[lo + j, t] = np.nan
+                    conc2[lo + j, t] = np.nan
             for k in range(n_live):
                 j = live[k]
                 sv = np.float64(s2[lo + j, t])

@@ -164,20 +164,10 @@ def signal_to_concentration_valid(
     baseline_start: int = 0,
     b1: npt.ArrayLike | None = None,
     dtype: npt.DTypeLike = np.float64,
-    overwrite_signal: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`signal_to_concentration`, and which voxels' whole curve is finite.
 
-    Parameters are those of :func:`signal_to_concentration`, and:
-
-    overwrite_signal : bool, default False
-        Write the concentration into ``signal``'s own array when it can hold it (a writable
-        ndarray of ``dtype``, C- or Fortran-contiguous, not a memory map): the returned
-        concentration is then ``signal`` itself, and no second array of the series' size is
-        made (the DCE stage: a 98 MB float32 series is converted where it lies). Each
-        voxel's baseline is summed before any of its frames is overwritten, and each frame
-        is read once before it is written, so the values are those of a separate result.
-        Otherwise (or when the array cannot hold it) a new array, as without the option.
+    Parameters are those of :func:`signal_to_concentration`.
 
     Returns
     -------
@@ -219,13 +209,9 @@ def signal_to_concentration_valid(
     out_dtype = np.dtype(dtype)
     if out_dtype not in (np.float32, np.float64):
         raise DataError(f"expected float32 or float64, got {out_dtype}", field="dtype")
-    # the caller's own array (``np.asarray`` gives a view of a memory map: not that)
-    in_place = overwrite_signal and s is signal and _can_hold(s, out_dtype)
     if _compiled() is not None:
-        return _signal_to_concentration_compiled(
-            s, t1, alpha, b0, nb, tr_s, r1, out_dtype, in_place
-        )
-    conc = s if in_place else np.empty(s.shape, dtype=out_dtype)
+        return _signal_to_concentration_compiled(s, t1, alpha, b0, nb, tr_s, r1, out_dtype)
+    conc = np.empty(s.shape, dtype=out_dtype)
     status = np.zeros(lead, dtype=np.uint8)
     valid = np.empty(lead, dtype=bool)
     # slabs along the first axis of an image (any memory order), else the rows themselves
@@ -244,18 +230,6 @@ def signal_to_concentration_valid(
         status[i] = st_out.reshape(status[i].shape)
         valid[i] = np.all(np.isfinite(conc[i]), axis=-1)
     return conc, status, valid
-
-
-def _can_hold(s: np.ndarray, dtype: np.dtype) -> bool:
-    """Whether the concentration may be written into the signal array ``s`` itself: a
-    writable ndarray of ``dtype`` (not a subclass such as a memory map of a file),
-    contiguous in C or Fortran order."""
-    return (
-        type(s) is np.ndarray
-        and s.dtype == dtype
-        and bool(s.flags.writeable)
-        and (bool(s.flags.c_contiguous) or bool(s.flags.f_contiguous))
-    )
 
 
 #: Voxels per block of :func:`signal_to_concentration`.
@@ -286,16 +260,12 @@ def _signal_to_concentration_compiled(
     tr_s: float,
     r1: float,
     out_dtype: np.dtype,
-    in_place: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`signal_to_concentration_valid` by the compiled kernel, on the series as it is
     stored.
 
     The voxels are taken in the series' own memory order (a Fortran-ordered NIfTI series as
-    nibabel returns it stays so: no copy) and the result has the same order; ``in_place``
-    (:func:`_can_hold` checked): the result is written into ``s`` (the kernel sums a chunk's
-    baselines before it writes any frame of it, and reads each value once, just before
-    writing it).
+    nibabel returns it stays so: no copy) and the result has the same order.
     """
     n = s.shape[-1]
     lead = s.shape[:-1]
@@ -306,7 +276,7 @@ def _signal_to_concentration_compiled(
     if s.dtype not in (np.float32, np.float64):
         s = s.astype(np.float64)
     rows = s.reshape(-1, n, order=order)  # a view
-    conc = s if in_place else np.empty(s.shape, dtype=out_dtype, order=order)
+    conc = np.empty(s.shape, dtype=out_dtype, order=order)
     status = np.empty(lead, dtype=np.uint8, order=order)
     valid = np.empty(lead, dtype=bool, order=order)
     # writable C-ordered float64 vectors whatever T1 map and angles come in (a read-only map
