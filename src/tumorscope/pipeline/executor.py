@@ -75,7 +75,8 @@ WARM_MODULES: tuple[str, ...] = (
     "tumorscope.report.html",
     "SimpleITK",
     # imported by the steps at their first call: the habitats' k-means (scikit-learn, which
-    # imports scipy.stats), the fluorine detection limit (scipy.stats), the fits' scipy.optimize
+    # imports scipy.stats), the fluorine detection limit (scipy.stats and scipy.optimize), the
+    # lesion tracking's assignment and the MRS fits (scipy.optimize)
     "scipy.optimize",
     "scipy.stats",
     "sklearn.cluster",
