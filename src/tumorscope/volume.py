@@ -12,6 +12,7 @@ measurements (b-values, frames, echoes, flip angles) and is named accordingly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import tempfile
@@ -468,9 +469,17 @@ def _plain_layout(hdr: Any, p: Path) -> tuple[Any, np.dtype, tuple[int, ...]] | 
     integer or float dtype, no scale factors; None for any other image."""
     if not p.name.endswith(".gz"):
         return None
+    return _checked_layout(type(hdr), hdr.binaryblock)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_layout(klass: Any, block: bytes) -> tuple[Any, np.dtype, tuple[int, ...]] | None:
+    """:func:`_plain_layout` of a header's bytes (a function of them alone: the maps of a run
+    share a handful of headers, and nibabel's checks cost more than reading a small map's
+    header). The header returned is shared by the callers: read it, never change it."""
     # the header as nibabel reads it for an image: its checks applied and their fixes made
     # (``pixdim[0]`` of 0 taken as 1, negative voxel sizes...), which the affine depends on
-    hdr = type(hdr)(hdr.binaryblock, check=True)
+    hdr = klass(block, check=True)
     if hdr.get_data_offset() == 0:  # unset: nibabel places the data after the extensions
         return None
     stored = np.dtype(hdr.get_data_dtype())

@@ -21,6 +21,7 @@ content hashes decide what is up to date. The steps themselves are listed in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,11 +106,41 @@ class Context:
 
     def out_rel(self, path: Path) -> str:
         """Path relative to the output folder (how outputs are named in the database)."""
-        return Path(path).resolve().relative_to(self.out_dir.resolve()).as_posix()
+        return self._resolved(path).relative_to(self._resolved_dir(self.out_dir)).as_posix()
 
     def in_rel(self, path: Path) -> str:
         """Path relative to the study root (how inputs are named in hashes and tables)."""
-        return Path(path).resolve().relative_to(self.study_root.resolve()).as_posix()
+        return self._resolved(path).relative_to(self._resolved_dir(self.study_root)).as_posix()
+
+    # ``Path.resolve`` walks every component of a path with ``lstat`` (~50 µs here); a unit
+    # names hundreds of files in a few folders. The folders' resolved paths are kept for the
+    # life of this object (not pickled: a worker resolves them on its own machine), and a
+    # file's is its folder's plus its name unless the name itself is a link (checked: one
+    # ``lstat``), so the result is ``Path(path).resolve()`` (tests/pipeline/test_step_paths.py)
+    # as long as no folder of the run is replaced by a link while the run goes on.
+
+    def _resolved_dir(self, folder: Path) -> Path:
+        cache: dict[str, Path] | None = self.__dict__.get("_dirs")
+        if cache is None:
+            cache = {}
+            object.__setattr__(self, "_dirs", cache)
+        key = os.fspath(folder)
+        got = cache.get(key)
+        if got is None:
+            got = cache[key] = Path(folder).resolve()
+        return got
+
+    def _resolved(self, path: Path) -> Path:
+        p = Path(path)
+        name = p.name
+        if not p.is_absolute() or name in ("", ".", "..") or os.path.islink(p):
+            return p.resolve()
+        return self._resolved_dir(p.parent) / name
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_dirs", None)
+        return state
 
 
 @dataclass
