@@ -79,10 +79,11 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     # PERCIST reads the PET tables (assess_pet.py), the other criteria the MRI lesion table
     crits = [c for c in (study.criteria or ("recist1.1",)) if c not in PET_CRITERIA]
     crits = crits or ["recist1.1"]
-    assessed = assess_all(table, crits)
+    raw = {c: response.assess(table, criteria=c) for c in crits}
+    assessed = assess_all(table, crits, raw=raw)
     rows = assessment_rows(table, crits, assessed=assessed)
     main = "irecist" if "irecist" in crits else crits[0]
-    immune = response.assess(table, criteria=main)
+    immune = raw[main]  # as assessed above, before the visits after PD are relabelled
     prows, notes = pattern_rows(s, table, immune)
     prows += response_rows(s, assessed, immune)
     crows, cnotes = candidate_rows(ctx, s, lesions, baseline, rt_end)
@@ -114,14 +115,23 @@ def run_assess(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
     )
 
 
-def assess_all(table: pd.DataFrame, criteria: list[str]) -> dict[str, pd.DataFrame]:
+def assess_all(
+    table: pd.DataFrame,
+    criteria: list[str],
+    *,
+    raw: Mapping[str, pd.DataFrame] | None = None,
+) -> dict[str, pd.DataFrame]:
     """Every visit under every criterion, the visits after a conventional criterion's
     progression labelled ``"after PD"`` (:func:`tumorscope.response.best.
-    stop_at_progression`)."""
+    stop_at_progression`, which returns a copy). ``raw``: the criteria's
+    :func:`tumorscope.response.assess` of ``table`` when the caller has them already."""
     from .. import response
     from ..response.best import stop_at_progression
 
-    return {c: stop_at_progression(response.assess(table, criteria=c)) for c in criteria}
+    def of(c: str) -> pd.DataFrame:
+        return raw[c] if raw is not None else response.assess(table, criteria=c)
+
+    return {c: stop_at_progression(of(c)) for c in criteria}
 
 
 def assessment_rows(
