@@ -7,11 +7,19 @@ two workers'. The same tree measured 11.4× (target 1) on the machine of session
 14.6–15.9× on that of session 9, whose CPU ran the compiled fits 1.6–1.9× slower and the
 reads only 1.2–1.5× slower. Printing the machine (and a fixed workload's seconds) with each
 run makes the figures of two sessions comparable.
+
+A third yardstick is the filesystem's: the CPU a new file costs in the folder a benchmark
+writes to (:func:`file_creation_ms`). On a journal-less ext4 (this project's build machines'
+root filesystem) creating a file within minutes of a mass deletion scans past the recently
+freed inodes: ~1 ms of kernel CPU per file instead of ~0.04 (docs/performance.md, session
+11), and a run writes thousands of files.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -61,12 +69,32 @@ def yardsticks(repeats: int = 3) -> dict[str, float]:
     return out
 
 
-def describe() -> str:
-    """One line: CPU model, cores, load, yardsticks (s, lower is faster)."""
+def file_creation_ms(folder: str | os.PathLike[str] | None = None, n: int = 200) -> float:
+    """CPU milliseconds (the process's, kernel included) per file written as tumorscope
+    writes its outputs (``mkstemp``, 4 kB, ``rename``) in a new folder under ``folder``
+    (default: the temporary folder), which is removed afterwards."""
+    where = tempfile.mkdtemp(prefix="tumorscope-yardstick-", dir=folder)
+    data = bytes(4096)
+    try:
+        t = time.process_time()
+        for i in range(n):
+            fd, tmp = tempfile.mkstemp(dir=where, suffix=".tmp")
+            os.write(fd, data)
+            os.close(fd)
+            os.replace(tmp, os.path.join(where, f"f{i}.bin"))
+        return 1e3 * (time.process_time() - t) / n
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+
+
+def describe(folder: str | os.PathLike[str] | None = None) -> str:
+    """One line: CPU model, cores, load, yardsticks (s, lower is faster) and the CPU of a new
+    file in ``folder`` (default: the temporary folder)."""
     y = yardsticks()
     return (
         f"machine: {cpu_model()}; {os.cpu_count()} cores; load {os.getloadavg()[0]:.2f}; "
-        f"yardsticks (one core, s): python {y['python']:.3f}, numpy {y['numpy']:.3f}"
+        f"yardsticks (one core, s): python {y['python']:.3f}, numpy {y['numpy']:.3f}; "
+        f"a new file {file_creation_ms(folder):.3f} ms CPU"
     )
 
 

@@ -9,7 +9,8 @@ and ``tumorscope run STUDY --workers N``. The two are run alternately ``--repeat
 (alternation spreads a slow spell of a shared machine over both); the wall time of each run
 is measured from outside its process (interpreter start and imports included). Prints every
 run, the median of each, the speed-up of the medians, and checks every run against the first
-serial run, right after it (its output folder is reused by the next run of its mode): identical
+serial run, right after it (every run writes a new folder, all kept until the end: see
+``_run``): identical
 tables (the database tables, row by row) and identical map files, and where they are not,
 which tables, columns and rows and which map files differ (session 9 saw one Dask run of 24
 differ and could not tell how: only each mode's last output was compared then).
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -105,7 +105,11 @@ def _run(
     one_unit: bool = False,
     src: str | None = None,
 ) -> tuple[float, str]:
-    shutil.rmtree(out, ignore_errors=True)
+    # a new folder for every run, nothing deleted before the end: on a journal-less ext4
+    # (this project's build machines) files created within minutes of a mass deletion cost
+    # ~1 ms of kernel CPU each instead of ~0.04 (docs/performance.md, session 11), which
+    # deleting the previous run's few thousand files right before this one would add to it
+    assert not out.exists(), out
     env = dict(os.environ)
     if src is not None:  # another source tree's tumorscope
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
@@ -184,7 +188,9 @@ def main() -> None:
                 for mode, workers in (("serial", 0), (label_d, args.workers)):
                     label = tree + mode
                     first = reference is None
-                    outs[label] = root / ("reference" if first else label.replace(" ", "_"))
+                    outs[label] = root / (
+                        "reference" if first else f"{label.replace(' ', '_')}-{i + 1}"
+                    )
                     wall, what = _run(
                         script,
                         study,

@@ -45,3 +45,15 @@ def test_yardsticks_are_positive_seconds():
     y = _machine.yardsticks(repeats=1)
     assert set(y) == {"python", "numpy"}
     assert all(0.0 < v < 60.0 for v in y.values())
+
+
+def test_file_creation_yardstick_writes_in_the_folder_and_leaves_nothing(tmp_path):
+    ms = _machine.file_creation_ms(tmp_path, n=20)
+    assert 0.0 <= ms < 1000.0
+    assert list(tmp_path.iterdir()) == []  # its folder removed
+
+
+def test_describe_names_the_file_yardstick(monkeypatch, tmp_path):
+    monkeypatch.setattr(_machine, "yardsticks", lambda: {"python": 0.25, "numpy": 0.125})
+    monkeypatch.setattr(_machine, "file_creation_ms", lambda folder=None, n=200: 0.0425)
+    assert _machine.describe(tmp_path).endswith("; a new file 0.043 ms CPU")
