@@ -469,7 +469,8 @@ def _plain_layout(hdr: Any, p: Path) -> tuple[Any, np.dtype, tuple[int, ...]] | 
     integer or float dtype, no scale factors; None for any other image."""
     if not p.name.endswith(".gz"):
         return None
-    return _checked_layout(type(hdr), hdr.binaryblock)
+    klass: Any = type(hdr)  # NIfTI-1 or NIfTI-2
+    return _checked_layout(klass, bytes(hdr.binaryblock))
 
 
 @functools.lru_cache(maxsize=64)

@@ -50,6 +50,10 @@ def test_names_are_those_of_resolve(tree: Path, out: str, study: str) -> None:
         tree / out / "sub-001" / "maps" / "not-yet-written.nii.gz",
         tree / out / "sub-001" / "maps" / ".." / "maps" / "a.nii.gz",
         tree / out / "sub-001" / "maps" / "..",
+        tree / out,  # the folder itself: "."
+        f"{tree}/{out}//sub-001/./maps/a.nii.gz",  # a str with // and ./
+        f"{tree}/{out}/sub-001/maps/",  # a folder, trailing slash
+        f"{tree}/{out}/sub-001/maps/b.nii.gz",  # a str, not a Path
     ]
     for _ in range(2):  # the second time from the kept folders
         for p in outputs:

@@ -106,36 +106,47 @@ class Context:
 
     def out_rel(self, path: Path) -> str:
         """Path relative to the output folder (how outputs are named in the database)."""
-        return self._resolved(path).relative_to(self._resolved_dir(self.out_dir)).as_posix()
+        return self._relative(path, self.out_dir)
 
     def in_rel(self, path: Path) -> str:
         """Path relative to the study root (how inputs are named in hashes and tables)."""
-        return self._resolved(path).relative_to(self._resolved_dir(self.study_root)).as_posix()
+        return self._relative(path, self.study_root)
 
-    # ``Path.resolve`` walks every component of a path with ``lstat`` (~50 µs here); a unit
-    # names hundreds of files in a few folders. The folders' resolved paths are kept for the
-    # life of this object (not pickled: a worker resolves them on its own machine), and a
-    # file's is its folder's plus its name unless the name itself is a link (checked: one
-    # ``lstat``), so the result is ``Path(path).resolve()`` (tests/pipeline/test_step_paths.py)
-    # as long as no folder of the run is replaced by a link while the run goes on.
+    # ``Path(path).resolve().relative_to(root.resolve()).as_posix()``, which walked every
+    # component of both paths with ``lstat`` (~50 µs here) for each of the hundreds of files
+    # a unit names in a few folders. The folders' resolved paths are kept for the life of
+    # this object (not pickled: a worker resolves them on its own machine), and a file's is
+    # its folder's plus its name unless the name itself is a link (checked: one ``lstat``);
+    # the names are those of the expression above (tests/pipeline/test_step_paths.py) as
+    # long as no folder of the run is replaced by a link while the run goes on.
 
-    def _resolved_dir(self, folder: Path) -> Path:
-        cache: dict[str, Path] | None = self.__dict__.get("_dirs")
+    def _relative(self, path: Path, root: Path) -> str:
+        full = self._resolved(os.fspath(path))
+        base = self._resolved_dir(os.fspath(root))
+        if os.sep != "/":  # pragma: no cover - POSIX here; elsewhere pathlib's rules
+            return Path(full).relative_to(base).as_posix()
+        if full == base:
+            return "."
+        prefix = base if base.endswith("/") else base + "/"
+        if not full.startswith(prefix):
+            raise ValueError(f"{full!r} is not in the subpath of {base!r}")
+        return full[len(prefix) :]
+
+    def _resolved_dir(self, folder: str) -> str:
+        cache: dict[str, str] | None = self.__dict__.get("_dirs")
         if cache is None:
             cache = {}
             object.__setattr__(self, "_dirs", cache)
-        key = os.fspath(folder)
-        got = cache.get(key)
+        got = cache.get(folder)
         if got is None:
-            got = cache[key] = Path(folder).resolve()
+            got = cache[folder] = str(Path(folder).resolve())
         return got
 
-    def _resolved(self, path: Path) -> Path:
-        p = Path(path)
-        name = p.name
-        if not p.is_absolute() or name in ("", ".", "..") or os.path.islink(p):
-            return p.resolve()
-        return self._resolved_dir(p.parent) / name
+    def _resolved(self, path: str) -> str:
+        folder, name = os.path.split(path)
+        if not os.path.isabs(path) or name in ("", ".", "..") or os.path.islink(path):
+            return str(Path(path).resolve())
+        return os.path.join(self._resolved_dir(folder), name)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
