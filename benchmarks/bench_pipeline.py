@@ -109,7 +109,8 @@ def _run(
     # (this project's build machines) files created within minutes of a mass deletion cost
     # ~1 ms of kernel CPU each instead of ~0.04 (docs/performance.md, session 11), which
     # deleting the previous run's few thousand files right before this one would add to it
-    assert not out.exists(), out
+    if out.exists():
+        raise SystemExit(f"{out} exists: every run writes a new folder")
     env = dict(os.environ)
     if src is not None:  # another source tree's tumorscope
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])

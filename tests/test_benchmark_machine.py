@@ -47,9 +47,20 @@ def test_yardsticks_are_positive_seconds():
     assert all(0.0 < v < 60.0 for v in y.values())
 
 
-def test_file_creation_yardstick_writes_in_the_folder_and_leaves_nothing(tmp_path):
+def test_file_creation_yardstick_writes_in_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    import tumorscope.volume as volume
+
+    written = []
+    real = volume.atomic_write
+
+    def spy(path, writer):
+        real(path, writer)
+        written.append((path.parent.parent, path.stat().st_size))
+
+    monkeypatch.setattr(volume, "atomic_write", spy)
     ms = _machine.file_creation_ms(tmp_path, n=20)
     assert 0.0 <= ms < 1000.0
+    assert written == [(tmp_path, 4096)] * 20  # tumorscope's writer, 4 kB, in the folder
     assert list(tmp_path.iterdir()) == []  # its folder removed
 
 

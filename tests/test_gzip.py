@@ -108,6 +108,29 @@ def test_reads_real_scanner_conversions_as_nibabel_does() -> None:
         np.testing.assert_allclose(got.affine, img.affine, atol=1e-6, err_msg=p.name)
 
 
+def test_header_checks_kept_by_bytes_give_nibabels_affine_on_real_conversions() -> None:
+    """The checked header layout is kept by the header's bytes (``volume._checked_layout``):
+    on the vendored dcm2niix conversions of real scanner series, a second read (taken from
+    what the first kept) still gives nibabel's values and affine, and each file's header
+    was checked once."""
+    from tumorscope import volume
+
+    root = Path(__file__).parent / "data" / "dicom-real"
+    refs = sorted(root.glob("*/Ref/*.nii.gz"))
+    volume._checked_layout.cache_clear()
+    for p in refs:
+        img = nib.load(p)
+        for _ in range(2):
+            got = Volume.from_nifti(p)
+            np.testing.assert_allclose(got.affine, img.affine, atol=1e-6, err_msg=p.name)
+            want = np.asanyarray(img.dataobj).astype(np.float32).reshape(got.data.shape)
+            np.testing.assert_array_equal(got.data, want, err_msg=p.name)
+    info = volume._checked_layout.cache_info()
+    distinct = len({volume._read_header(p).binaryblock for p in refs})
+    assert info.misses == distinct
+    assert info.hits == 2 * len(refs) - distinct
+
+
 def test_frames_of_real_scanner_conversions_are_nibabels() -> None:
     """``Volume.frames_from_nifti`` (align reads series one frame at a time) on the vendored
     dcm2niix conversions of real scanner series: every frame is nibabel's, with its affine."""
