@@ -30,6 +30,9 @@ Inside each process, in this order:
 4. the load of all the visit's images (every series as the pipeline reads it,
    ``Series.load``: float32, plus the lesion map), best of ``--load-repeats``.
 
+Every process writes its own new folders, all kept until the benchmark ends (no deletion
+between the timed runs: see ``_child``).
+
 It prints the per-step durations of the cold and warm runs, the ratio processing / load of
 each (target 1 of issue 21: ≤ 10), the serial / default speed-up, and the peak memory
 against the largest series held in memory (float32; target 6: < 4×).
@@ -194,8 +197,14 @@ def _one_visit_study(src: Path, dst: Path, visit: str) -> Path:
 
 
 def _child(mode: str, study: Path, out: Path, repeats: int) -> dict:  # type: ignore[type-arg]
+    # new folders for every child, nothing deleted before the end (as bench_pipeline.py): on
+    # a journal-less ext4 (this project's build machines) files created within minutes of a
+    # mass deletion cost ~1 ms of kernel CPU each instead of ~0.04 (docs/performance.md,
+    # session 11); deleting the last child's ~1,100 files right before this one added that
+    # to its visits
     for suffix in ("", "-cold", "-warm"):
-        shutil.rmtree(f"{out}{suffix}", ignore_errors=True)
+        if Path(f"{out}{suffix}").exists():
+            raise SystemExit(f"{out}{suffix} exists: every child writes new folders")
     env = dict(os.environ)
     # Python's compiled modules written and reused as on any install: a machine that sets
     # PYTHONDONTWRITEBYTECODE recompiles every module from source in every process (~0.2 s
@@ -262,7 +271,7 @@ def main() -> None:
         results: dict[str, list[dict]] = {m: [] for m in modes}  # type: ignore[type-arg]
         for r in range(args.repeats):
             for mode in modes if r % 2 == 0 else modes[::-1]:
-                res = _child(mode, study, tmp / f"out-{mode}", args.load_repeats)
+                res = _child(mode, study, tmp / f"out-{mode}-{r + 1}", args.load_repeats)
                 results[mode].append(res)
                 print(
                     f"run {r + 1} {mode:<8} processing cold {res['run_s']:6.2f} s, warm "
