@@ -30,7 +30,7 @@ SHARED = HERE.parents[2] / "shared" / "dicom-real"
 SUBSET = [
     ("dcm_qa_nih", "In/20180918Si/mr_0003", "EPI_PE=AP_3", None),
     ("dcm_qa_nih", "In/20180918GE/mr_0004", "DCM2NIIX_regression_test_4", [0]),
-    ("dcm_qa_mosaic", "In/ep2d_Asc_HF_10", "10_ep2d_Asc_HF", [0]),
+    ("dcm_qa_mosaic", "In/ep2d_Asc_HF_10", "10_ep2d_Asc_HF", [0, 1, 2]),
 ]
 TRANSFER_SYNTAX_FILES = ["1.dcm", "2.dcm", "4.dcm", "5.dcm", "7.dcm", "9.dcm"]
 
@@ -242,39 +242,78 @@ def test_import_of_the_copied_sets_writes_every_series_with_its_vendor_fields(
     assert len(rep.series) == len(TRANSFER_SYNTAX_FILES)
 
 
-#: (set folder, image series it holds): the copy always, the whole shared sets when there.
+#: (set folder, image series imported, BOLD series left out, roles given): the copy always,
+#: the whole shared sets when there. The GE "Axial EPI-FMRI" time series of dcm_qa_nih are
+#: BOLD (named so; the copy holds its first volume only: a distortion reference); the Siemens
+#: mosaics of dcm_qa_mosaic are EPI time series at TR 3.2 s without a contrast agent (BOLD
+#: test acquisitions; the copy: 3 of the 6 volumes of one): left out unless given a role, here
+#: ``dsc`` for all of them (test_a_real_bold_series_is_left_out: without it).
 IMPORT_CASES = [
-    pytest.param(DATA / name, n, id=f"copy-{name}")
-    for name, n in (
-        ("dcm_qa_nih", 2),
-        ("dcm_qa_mosaic", 1),
-        ("dcm_qa_ts", 6),
-        ("dcm_qa_deident", 1),
+    pytest.param(DATA / name, n, 0, roles, id=f"copy-{name}")
+    for name, n, roles in (
+        ("dcm_qa_nih", 2, None),
+        ("dcm_qa_mosaic", 1, {"*": "dsc"}),
+        ("dcm_qa_ts", 6, None),
+        ("dcm_qa_deident", 1, None),
     )
 ] + [
-    pytest.param(SHARED / name, n, id=f"shared-{name}")
-    for name, n in (
-        ("dcm_qa_nih", 8),
-        ("dcm_qa_mosaic", 8),
-        ("dcm_qa_ts", 9),
-        ("dcm_qa_deident", 1),
+    pytest.param(SHARED / name, n, n_bold, roles, id=f"shared-{name}")
+    for name, n, n_bold, roles in (
+        ("dcm_qa_nih", 4, 4, None),
+        ("dcm_qa_mosaic", 8, 0, {"*": "dsc"}),
+        ("dcm_qa_ts", 9, 0, None),
+        ("dcm_qa_deident", 1, 0, None),
     )
     if SHARED.is_dir()
 ]
 
 
-@pytest.mark.parametrize(("root", "n_series"), IMPORT_CASES)
-def test_every_real_set_imports(tmp_path: Path, root: Path, n_series: int) -> None:
+@pytest.mark.parametrize(("root", "n_series", "n_bold", "roles"), IMPORT_CASES)
+def test_every_real_set_imports(
+    tmp_path: Path, root: Path, n_series: int, n_bold: int, roles: dict[str, str] | None
+) -> None:
     from tumorscope.io.dicom import import_dicom
 
     name = root.name
-    rep = import_dicom(root / "In", tmp_path / "study")
+    rep = import_dicom(root / "In", tmp_path / "study", roles=roles)
     assert not [p for p in rep.problems if p.severity == "error"], rep.problems
     assert len(rep.series) == n_series
+    bold = [p for p in rep.problems if "BOLD fMRI" in p.message and "not imported" in p.message]
+    assert len(bold) == n_bold, rep.problems
+    assert "dce" not in {r["suffix"] for r in rep.series}  # no set holds a DCE acquisition
+    if roles:  # every series forced to DSC: its sidecar has what the DSC step reads
+        images = sorted((tmp_path / "study").glob("sub-*/ses-*/perf/*_dsc.nii.gz"))
+        assert len(images) == n_series
+        for image in images:
+            side = json.loads(image.with_name(image.name[:-7] + ".json").read_text())
+            assert side["SeriesRoleGuess"].startswith("set by the user (guess was bold")
+            assert len(side["FrameTimes"]) == nib.load(image).shape[3] >= 3
+            assert side["FrameTimesSource"] == "AcquisitionTime"
+            assert side["EchoTime"] in (0.03, 0.034) and "FlipAngle" in side
+            assert "BaselineFrames" not in side  # the DSC step finds the bolus onset
     if name == "dcm_qa_deident":  # the site's own de-identification is kept as provenance
         (side,) = (tmp_path / "study").glob("sub-*/ses-*/anat/*.json")
         codes = json.loads(side.read_text())["SourceDeidentificationMethodCodes"]
         assert "DCM 113100 Basic Application Confidentiality Profile" in codes
+
+
+def test_a_real_bold_series_is_left_out(tmp_path: Path) -> None:
+    """A Siemens EPI time series at TR 3.2 s with no contrast agent (3 volumes of
+    dcm_qa_mosaic's ep2d_Asc_HF, real data) is BOLD: read_series says so before reading the
+    pixels, the importer leaves it out with a warning naming the series and the way to import
+    it anyway, and with nothing else to import writes nothing."""
+    from tumorscope.errors import DataError
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.io.dicom.series import NotImported
+
+    folder = DATA / "dcm_qa_mosaic" / "In"
+    (s,) = scan_dicom(folder).series
+    with pytest.raises(NotImported, match=r"3 repeated EPI volumes, TR 3200 ms .* BOLD fMRI"):
+        read_series(s, refuse_not_imported=True)
+    assert read_series(s).suffix == "bold"  # read when asked for: never imported as such
+    with pytest.raises(DataError, match="no importable MR series"):
+        import_dicom(folder, tmp_path / "study")
+    assert not (tmp_path / "study").exists()
 
 
 # --------------------------------------------------------------------------- vendor behaviour
@@ -444,7 +483,7 @@ def _dynamic_without_frame_times(folder: Path, *, epi: bool) -> None:
         Volume(data, oblique_affine()),
         folder,
         suffix="dce",
-        protocol=DynamicProtocol((0.0, 2.0, 4.0, 6.0), 60.0, tr, 1),
+        protocol=DynamicProtocol((0.0, 2.0, 4.0, 6.0), 60.0, tr, 1, te_ms=30.0 if epi else None),
         vendor="ge",
         repetition_time_ms=tr,
     )
@@ -462,14 +501,17 @@ def _dynamic_without_frame_times(folder: Path, *, epi: bool) -> None:
 
 def test_ge_epi_time_series_without_image_times_is_timed_by_tr(tmp_path: Path) -> None:
     """GE EPI images share one AcquisitionTime and have no TriggerTime (dcm_qa_nih GE series):
-    the frames are one TR apart, and the sidecar says where the times came from."""
+    the frames are one TR apart, and the sidecar says where the times came from. A dynamic EPI
+    at TR 2 s with a neutral name is taken as DSC perfusion (T2*-weighted, never DCE)."""
     from tumorscope.io.dicom import import_dicom
 
     _dynamic_without_frame_times(tmp_path / "dicom", epi=True)
-    rep = import_dicom(tmp_path / "dicom", tmp_path / "study", dce_baseline_frames=1)
-    assert [r["suffix"] for r in rep.series] == ["dce"]
-    (side,) = (tmp_path / "study").glob("sub-*/ses-*/perf/*_dce.json")
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["suffix"] for r in rep.series] == ["dsc"]
+    assert rep.series[0]["reason"].startswith("4 repeated EPI volumes, TR 2000 ms, no contrast")
+    (side,) = (tmp_path / "study").glob("sub-*/ses-*/perf/*_dsc.json")
     got = json.loads(side.read_text())
+    assert got["EchoTime"] == 0.03 and "BaselineFrames" not in got
     assert got["FrameTimes"] == [0.0, 2.0, 4.0, 6.0]
     assert got["FrameTimesSource"].startswith("RepetitionTime")
     assert got["ScanningSequence"] == "EP\\GR"

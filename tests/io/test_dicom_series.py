@@ -148,6 +148,98 @@ def test_dynamic_series_running_past_midnight(tmp_path: Path, enhanced: bool) ->
     assert read_one(tmp_path, dce_baseline_frames=1).protocol.frame_times_s == times
 
 
+def _dynamic_epi(
+    folder: Path,
+    description: str,
+    tr_ms: float,
+    *,
+    agent: str = "",
+    te_ms: float | None = 30.0,
+    number: int = 1,
+) -> None:
+    """A 4-frame 2-D EPI time series (GE-EPI, frames one TR apart) named ``description`` (in
+    SeriesDescription and ProtocolName), with ``agent`` in ContrastBolusAgent when given."""
+    times = tuple(i * tr_ms / 1000.0 for i in range(4))
+    proto = DynamicProtocol(times, 90.0, tr_ms, 1, te_ms=te_ms)
+    files = write_series(
+        volume(4),
+        folder,
+        suffix="dsc",
+        protocol=proto,
+        series_description=description,
+        series_number=number,
+    )
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.ProtocolName = description
+        if agent:
+            ds.ContrastBolusAgent = agent
+        ds.save_as(f)
+
+
+@pytest.mark.parametrize(
+    ("description", "tr_ms", "agent", "kind"),
+    [
+        ("ep2d_perf", 1500.0, "", "dsc"),  # named perfusion
+        ("DSC brain", 2900.0, "", "dsc"),  # named so, even at a long TR
+        ("ax epi", 3000.0, "GADOBUTROL", "dsc"),  # a contrast agent, whatever the TR and name
+        ("rest fMRI", 800.0, "", "bold"),  # named BOLD, at a multiband TR
+        ("ep2d_bold_moco", 2000.0, "", "bold"),
+        ("ax epi dynamic", 1500.0, "", "dsc"),  # neutral: a TR that samples a first pass
+        ("ax epi dynamic", 3000.0, "", "bold"),  # neutral: too slow for a first pass
+    ],
+)
+def test_a_dynamic_epi_is_dsc_or_bold_never_dce(
+    tmp_path: Path, description: str, tr_ms: float, agent: str, kind: str
+) -> None:
+    """A dynamic EPI is T2*-weighted: DSC perfusion or BOLD fMRI (the importer leaves BOLD
+    out), decided by the contrast agent, the name, then the TR; never DCE."""
+    from tumorscope.io.dicom.kinds import DSC_MAX_TR_MS, NotImported
+
+    _dynamic_epi(tmp_path, description, tr_ms, agent=agent)
+    sd = read_one(tmp_path)
+    assert sd.suffix == kind, sd.reason
+    assert sd.sidecar["FrameTimes"] == pytest.approx([i * tr_ms / 1000.0 for i in range(4)])
+    assert "BaselineFrames" not in sd.sidecar  # DSC: the DSC step finds the bolus onset
+    if kind == "bold":
+        with pytest.raises(NotImported, match="BOLD fMRI"):
+            read_one(tmp_path, refuse_not_imported=True)
+    else:
+        assert sd.sidecar["EchoTime"] == pytest.approx(0.03)
+        assert read_one(tmp_path, refuse_not_imported=True).suffix == "dsc"
+    if not agent and description == "ax epi dynamic":  # the TR rule, at its bound
+        assert (tr_ms <= DSC_MAX_TR_MS) == (kind == "dsc")
+
+
+def test_a_dsc_series_without_echo_time_is_rejected_naming_the_tag(tmp_path: Path) -> None:
+    from tumorscope.errors import ProtocolError
+
+    _dynamic_epi(tmp_path, "ep2d_perf", 1500.0, te_ms=None)
+    with pytest.raises(ProtocolError, match=r"needs its EchoTime \(0018,0081\)") as err:
+        read_one(tmp_path)
+    assert err.value.field == "EchoTime"
+
+
+def test_a_dynamic_epi_imports_as_dsc_into_perf_and_bold_is_left_out(tmp_path: Path) -> None:
+    """The importer: a DSC series in ``perf/`` with the sidecar the study format reads (its
+    protocol read back), a BOLD series of the same patient left out with a warning that says
+    how to import it anyway."""
+    from tumorscope.io import open_study
+    from tumorscope.io.dicom import import_dicom
+
+    _dynamic_epi(tmp_path / "dicom" / "a", "ep2d_perf", 1500.0, agent="GADOBUTROL")
+    _dynamic_epi(tmp_path / "dicom" / "b", "rest fMRI", 800.0, number=2)
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["suffix"] for r in rep.series] == ["dsc"]
+    assert rep.series[0]["file"].endswith("/perf/sub-001_ses-01_dsc.nii.gz")
+    (warn,) = [p for p in rep.problems if "not imported" in p.message]
+    assert warn.severity == "warning" and "--role 'rest fMRI=dsc'" in warn.message
+    (visit,) = open_study(tmp_path / "study").subjects["001"]
+    (series,) = visit.series.values()
+    assert series.role == "dsc" and series.protocol.te_ms == pytest.approx(30.0)
+    assert series.protocol.frame_times_s == pytest.approx((0.0, 1.5, 3.0, 4.5))
+
+
 # ------------------------------------------------------------------ cross-check with dcm2niix
 def test_geometry_agrees_with_dcm2niix(tmp_path: Path) -> None:
     """dcm2niix is an independent implementation: same voxels at the same world positions."""

@@ -36,11 +36,13 @@ def import_dicom(
         [],
         "--role",
         help="Override a series kind: 'DESCRIPTION_GLOB=SUFFIX' (SUFFIX: T2w, dwi, VFA, dce, "
-        "MEGRE, MESE, IRT1, T1w, optionally with BIDS entities as in ce-ferumoxytol_MEGRE, "
+        "dsc, MEGRE, MESE, IRT1, T1w, optionally with BIDS entities as in ce-ferumoxytol_MEGRE, "
         "or skip). Repeatable.",
     ),
     dce_baseline_frames: int = typer.Option(
-        None, help="Pre-contrast frames of DCE series (estimated if not given)."
+        None,
+        help="Pre-contrast frames of DCE series (estimated if not given; DSC series: "
+        "the DSC step finds the bolus onset).",
     ),
     name: str = typer.Option(None, help="Study name written to study.yaml."),
     overwrite: bool = typer.Option(False, help="Replace the study folder if it exists."),

@@ -54,7 +54,7 @@ from .pet import is_pet, read_pet_series
 from .profile import deidentify_sidecar
 from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
 from .seg import read_rtstruct, read_segmentation
-from .series import SeriesData, merge_split_series, read_series
+from .series import NotImported, SeriesData, merge_split_series, read_series
 
 __all__ = ["ImportReport", "import_dicom"]
 
@@ -62,6 +62,7 @@ __all__ = ["ImportReport", "import_dicom"]
 _FOLDER = {
     "dwi": "dwi",
     "dce": "perf",
+    "dsc": "perf",
     "epi": "fmap",
     "pet": "pet",
 }
@@ -148,8 +149,8 @@ def import_dicom(
         study folder.
     roles : mapping, optional
         Series kind overrides: SeriesDescription glob pattern (case-insensitive) or Series
-        Instance UID → suffix (``T2w``, ``dwi``, ``VFA``, ``dce``, ``MEGRE``, ``MESE``,
-        ``IRT1``, ``T1w``), optionally with BIDS entities before it (``ce-ferumoxytol_MEGRE``
+        Instance UID → suffix (``T2w``, ``dwi``, ``VFA``, ``dce``, ``dsc``, ``MEGRE``,
+        ``MESE``, ``IRT1``, ``T1w``), optionally with BIDS entities before it (``ce-ferumoxytol_MEGRE``
         names the file ``sub-…_ses-…_ce-ferumoxytol_MEGRE``), or ``skip``. When
         ``study_dir/study.yaml`` exists, its ``dicom.roles`` are used too (the argument wins).
     dce_baseline_frames : int, optional
@@ -392,11 +393,23 @@ def _read_all(
                     suffix=kind or None,
                     dce_baseline_frames=dce_baseline_frames,
                     keep_identifiers=keep_identifiers,
+                    refuse_not_imported=True,
                 )
             sd.entities = entities
             read.append((s, sd))
             for note in sd.notes:
                 problems.append(_problem("warning", s.files[0], "ImageType", note))
+        except NotImported as exc:  # BOLD fMRI: a kind tumorscope does not fit
+            problems.append(
+                _problem(
+                    "warning",
+                    s.files[0],
+                    "SeriesDescription",
+                    f"{exc.reason}; series {s.description!r} (number {s.text('SeriesNumber')}) "
+                    f"not imported (--role '{s.description or s.uid}=dsc' imports it as DSC "
+                    "perfusion)",
+                )
+            )
         except (DataError, ProtocolError) as exc:
             problems.append(
                 _problem(
@@ -575,7 +588,7 @@ def _write_manifest(
     text = yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True)
     (root / "study.yaml").write_text(
         f"{_IMPORT_HEADER}; series kinds can be overridden with\n"
-        "# dicom: {roles: {'<SeriesDescription glob>': T2w|dwi|VFA|dce|MEGRE|MESE|IRT1|skip}}\n"
+        "# dicom: {roles: {'<SeriesDescription glob>': T2w|dwi|VFA|dce|dsc|MEGRE|MESE|IRT1|skip}}\n"
         + text,
         encoding="utf-8",
     )

@@ -15,7 +15,7 @@ __all__ = ["pipeline_results", "with_run_results"]
 
 
 #: the source series of the maps each pipeline fit step writes
-_STEP_SOURCE = {"fit_dwi": "dwi", "fit_dce": "dce"}
+_STEP_SOURCE = {"fit_dwi": "dwi", "fit_dce": "dce", "fit_dsc": "dsc"}
 
 
 def pipeline_results(
@@ -37,7 +37,7 @@ def pipeline_results(
     maps : dict
         ``{"adc.ADC": (path, unit, source role)}`` from the visit's map indexes
         (``sub-S/ses-V/maps/*_index.json``); the source role follows the fit step (``fit_dwi``
-        → ``dwi``, ``fit_dce`` → ``dce``).
+        → ``dwi``, ``fit_dce`` → ``dce``, ``fit_dsc`` → ``dsc``).
     response, criteria : str or None
         From ``sub-S/sub-S_assessments.parquet`` (None when absent).
     """

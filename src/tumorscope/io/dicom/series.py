@@ -13,11 +13,9 @@ Design decisions
   consecutive slice positions (non-uniform steps, i.e. a missing slice, are an error).
 * **Measurements.** Within a slice position, images are ordered by temporal position, b-value,
   echo time, inversion time, flip angle and time of acquisition; every slice position must hold
-  the same number of images with the same parameters. The parameter that varies decides the
-  series kind (b → ``dwi``, flip angle → ``VFA``, TE → ``MEGRE``/``MESE``, TI → ``IRT1``,
-  time → ``dce``, a dynamic EPI too; an EPI of 1–2 volumes → ``epi``); a single volume is
-  ``T2w`` when TE ≥ 60 ms or the description says T2, and ``T1w`` otherwise. The guess can be
-  overridden (``suffix``).
+  the same number of images with the same parameters. What varies decides the series kind
+  (:mod:`.kinds`: ``dwi``, ``VFA``, ``MEGRE``/``MESE``, ``IRT1``, ``dce``, ``dsc`` or ``bold``
+  for a dynamic EPI, ``epi``, ``T2w``/``T1w``); the guess can be overridden (``suffix``).
 * **Values.** Stored pixel values are kept unless the file defines a scaling that is not the
   identity (then float32): the Real World Value Mapping, else Philips' private scale slope
   ``(2005,100E)``, else the rescale slope/intercept; the sidecar names it
@@ -26,9 +24,12 @@ Design decisions
   earliest ``AcquisitionTime`` (``FrameAcquisitionDateTime`` in enhanced objects) of each
   frame, relative to the first frame; a 2-D EPI whose images share one time (GE) is timed by
   TR (``FrameTimesSource`` says which). DICOM does not record how many frames precede the
-  contrast injection: ``BaselineFrames`` is taken from the caller or estimated by
-  :func:`tumorscope.preprocessing.dynamic.baseline_frames` (the sidecar says which, in
-  ``BaselineFramesSource``).
+  contrast injection: a DCE series' ``BaselineFrames`` is taken from the caller or estimated
+  by :func:`tumorscope.preprocessing.dynamic.baseline_frames` (the sidecar says which, in
+  ``BaselineFramesSource``); a DSC series gets none, the DSC step finding the bolus onset on
+  the signal drop itself (:mod:`tumorscope.stages.dsc`). A DSC series needs its echo time
+  (ΔR2* = −ln(S/S0)/TE) and flip angle (the study format's DSC sidecar): without them it is
+  rejected.
 * **Magnitude and phase** saved in one series (multi-echo GRE often is): the magnitude images
   are read, the others are left out and noted; so is a scanner's derived isotropic (trace)
   volume inside a DTI series (``DiffusionDirectionality`` ISOTROPIC, as Philips writes it).
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -59,9 +59,10 @@ from ...preprocessing.dynamic import baseline_frames
 from ...volume import Volume
 from ..bids import SUFFIX_AXES
 from .convert import vendor_fields as vendor_fields_of
+from .kinds import NOT_IMPORTED, NotImported, distinct, guess_kind, is_epi
 from .scan import LPS_TO_RAS, DicomFrame, DicomSeries, _float, _problem
 
-__all__ = ["SeriesData", "affine_from_frames", "merge_split_series", "read_series"]
+__all__ = ["NotImported", "SeriesData", "affine_from_frames", "merge_split_series", "read_series"]
 
 _POS_TOL_MM = 0.01
 _ORI_TOL = 1e-4
@@ -158,11 +159,6 @@ def _sort_key(f: DicomFrame) -> tuple[float, ...]:
         k(f.acq_s),
         float(f.instance),
     )
-
-
-def _distinct(values: Sequence[float | None]) -> list[float]:
-    """Distinct values (to 1e-6), None ignored."""
-    return sorted({round(float(v), 6) for v in values if v is not None})
 
 
 def _layout(series: DicomSeries) -> tuple[list[list[DicomFrame]], np.ndarray]:
@@ -291,54 +287,16 @@ def _read_pixels(volumes: list[list[DicomFrame]]) -> np.ndarray:
     return out
 
 
-def _guess(
-    series: DicomSeries, volumes: list[list[DicomFrame]]
-) -> tuple[str, str, dict[str, list[float | None]]]:
-    """(suffix, reason, per-volume parameters)."""
-    first = [v[0] for v in volumes]
-    params: dict[str, list[float | None]] = {
-        "b": [f.b for f in first],
-        "te": [f.te_ms for f in first],
-        "ti": [f.ti_ms for f in first],
-        "fa": [f.flip_deg for f in first],
-    }
-    n = len(volumes)
-    desc = series.description.lower()
-    scanning = series.text("ScanningSequence").upper()
-    if n < 3 and _is_epi(series) and len(_distinct(params["b"])) < 2:
-        # too short for a time series: a reference (pair) for distortion correction
-        return "epi", f"{n} EPI volume(s) (distortion-correction reference)", params
-    if n > 1:
-        if len(_distinct(params["b"])) >= 2:
-            return "dwi", f"{len(_distinct(params['b']))} distinct b-values", params
-        if len(_distinct(params["te"])) >= 2:
-            if "SE" in scanning and "GR" not in scanning:
-                return "MESE", "several echo times, spin echo", params
-            return "MEGRE", "several echo times, gradient echo", params
-        if len(_distinct(params["ti"])) >= 2:
-            return "IRT1", "several inversion times", params
-        if len(_distinct(params["fa"])) >= 2:
-            return "VFA", "several flip angles", params
-        if _is_epi(series):
-            # a dynamic EPI (DSC perfusion or BOLD) is a time series like DCE: imported as one
-            return "dce", f"{n} repeated EPI volumes (dynamic series: DSC or BOLD)", params
-        return "dce", f"{n} repeated volumes (dynamic series)", params
-    te = first[0].te_ms
-    if "t2" in desc or (te is not None and te >= 60):
-        return "T2w", f"single volume, TE {te} ms", params
-    return "T1w", f"single volume, TE {te} ms", params
-
-
 def _frame_times(volumes: list[list[DicomFrame]], epi: bool) -> tuple[list[float], str]:
     """Frame times (s from the first frame) and where they came from (``epi``: a 2-D EPI
     series, whose every volume takes one TR)."""
     trig = [v[0].trigger_ms for v in volumes]
-    if all(t is not None for t in trig) and len(_distinct(trig)) == len(trig):
+    if all(t is not None for t in trig) and len(distinct(trig)) == len(trig):
         t0 = float(trig[0])  # type: ignore[arg-type]
         return [(float(t) - t0) / 1e3 for t in trig], "TriggerTime"  # type: ignore[arg-type]
     times = _acquisition_times(volumes)
     tr = volumes[0][0].tr_ms
-    if epi and len(_distinct(times)) == 1 and len(times) > 1 and tr:
+    if epi and len(distinct(times)) == 1 and len(times) > 1 and tr:
         # GE EPI time series carry one AcquisitionTime for all images and no TriggerTime:
         # a 2-D EPI volume is acquired every TR (as dcm2niix assumes for its slice timing); a
         # 3-D or non-EPI series takes longer than a TR per frame, so it stays an error
@@ -376,6 +334,7 @@ def read_series(
     dce_baseline_frames: int | None = None,
     keep_identifiers: bool = False,
     vendor_fields: bool = True,
+    refuse_not_imported: bool = False,
 ) -> SeriesData:
     """Read one series: sorted voxel data, RAS+ affine, protocol and BIDS sidecar.
 
@@ -384,8 +343,8 @@ def read_series(
     series : DicomSeries
         From :func:`~tumorscope.io.dicom.scan.scan_dicom`.
     suffix : str, optional
-        Force the series kind (``T2w``, ``dwi``, ``VFA``, ``dce``, ``MEGRE``, ``MESE``,
-        ``IRT1``, ``T1w``) instead of guessing it.
+        Force the series kind (``T2w``, ``dwi``, ``VFA``, ``dce``, ``dsc``, ``MEGRE``,
+        ``MESE``, ``IRT1``, ``T1w``) instead of guessing it.
     dce_baseline_frames : int, optional
         Pre-contrast frames of a dynamic series (estimated when not given).
     keep_identifiers : bool
@@ -394,6 +353,9 @@ def read_series(
     vendor_fields : bool
         For DWI and EPI series, add phase-encoding direction, slice timing, readout time and
         gradient directions read by dcm2niix (:func:`~tumorscope.io.dicom.convert.vendor_fields`).
+    refuse_not_imported : bool
+        Raise :class:`NotImported` (before reading the pixels) when no ``suffix`` is given and
+        the series is guessed to be of a kind in :data:`NOT_IMPORTED` (BOLD fMRI).
 
     Raises
     ------
@@ -401,12 +363,17 @@ def read_series(
         Inconsistent series (orientation, spacing, missing slice or measurement), naming a file
         and tag.
     ProtocolError
-        The header values make an impossible protocol (e.g. one b-value only).
+        The header values make an impossible protocol (e.g. one b-value only, a DSC series
+        without its echo time).
+    NotImported
+        With ``refuse_not_imported``: a BOLD series.
     """
     series, notes = _magnitude_only(series)
     series = _without_isotropic(series, notes)
     volumes, affine = _layout(series)
-    guessed, reason, params = _guess(series, volumes)
+    guessed, reason, params = guess_kind(series, volumes)
+    if refuse_not_imported and suffix is None and guessed in NOT_IMPORTED:
+        raise NotImported(guessed, reason)
     if suffix is not None and suffix != guessed:
         reason = f"set by the user (guess was {guessed}: {reason})"
     suffix = suffix or guessed
@@ -414,7 +381,7 @@ def read_series(
     where = str(series.files[0])
     side = _header_fields(series, reason)
     try:
-        epi = _is_epi(series) and series.text("MRAcquisitionType").upper() != "3D"
+        epi = is_epi(series) and series.text("MRAcquisitionType").upper() != "3D"
         protocol = _protocol(
             suffix, volumes, params, data, dce_baseline_frames, where, side, epi=epi
         )
@@ -424,7 +391,7 @@ def read_series(
             file=where,
             field=exc.field,
         ) from exc
-    if vendor_fields and (suffix in ("dwi", "epi") or _is_epi(series)):
+    if vendor_fields and (suffix in ("dwi", "epi") or is_epi(series)):
         protocol = _add_vendor_fields(series, protocol, data, affine, side, notes)
     _add_acquisition_fields(side, volumes[0][0], params["te"][0])
     if keep_identifiers:
@@ -438,10 +405,6 @@ def read_series(
     else:
         vol = Volume(data, affine, ("x", "y", "z", axis), source=where)
     return SeriesData(vol, protocol, suffix, side, reason, notes=notes)
-
-
-def _is_epi(series: DicomSeries) -> bool:
-    return "EP" in re.findall(r"[A-Z]+", series.text("ScanningSequence").upper())
 
 
 def _add_vendor_fields(
@@ -603,6 +566,23 @@ def _protocol(
         ir = proto.InversionRecoveryProtocol(inversions, tr_ms=tr, source=where)
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
+    if suffix in ("dsc", "bold"):
+        times, source = _frame_times(volumes, epi)
+        side["FrameTimesSource"] = source
+        if suffix == "dsc":
+            for value, tag in (
+                (te[0], "EchoTime (0018,0081)"),
+                (first[0].flip_deg, "FlipAngle (0018,1314)"),
+            ):
+                if value is None:
+                    raise ProtocolError(
+                        f"a DSC series needs its {tag}: not in the header", field=tag.split()[0]
+                    )
+        dyn = proto.DynamicProtocol(
+            tuple(times), first[0].flip_deg or 0.0, tr or 0.0, 1, te_ms=te[0], source=where
+        )
+        side["FrameTimes"] = list(dyn.frame_times_s)
+        return dyn
     if suffix == "dce":
         times, source = _frame_times(volumes, epi)
         side["FrameTimesSource"] = source

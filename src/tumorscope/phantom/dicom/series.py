@@ -63,6 +63,7 @@ _SERIES_TEXT = {
     "dwi": ("ep2d_diff_tra", "EP", "Diffusion weighted"),
     "VFA": ("t1_vibe_vfa", "GR", "Variable flip angle"),
     "dce": ("t1_vibe_dyn", "GR", "DCE dynamic"),
+    "dsc": ("ep2d_perf", "EP", "DSC perfusion"),
     "MEGRE": ("gre_me_t2star", "GR", "Multi-echo GRE"),
     "MESE": ("se_mc_t2", "SE", "Multi-echo SE"),
     "IRT1": ("tse_ir_t1map", "IR", "Inversion recovery"),

@@ -1,0 +1,124 @@
+"""What kind of series a DICOM series is: :func:`guess_kind`.
+
+The parameter that varies between the volumes of a series names it: b → ``dwi``, flip angle →
+``VFA``, TE → ``MEGRE``/``MESE`` (spin echo from ``ScanningSequence``), TI → ``IRT1``, time →
+``dce``; an EPI of 1–2 volumes → ``epi`` (a distortion-correction reference); a single volume
+is ``T2w`` when TE ≥ 60 ms or the description says T2, and ``T1w`` otherwise.
+
+**Dynamic EPI** (≥ 3 volumes in time, nothing else varying) is T2*-weighted: DSC perfusion
+or BOLD fMRI, never DCE (a T1-weighted spoiled gradient echo). It is ``dsc`` when the header
+names a contrast agent (``ContrastBolusAgent``), when its description or protocol name says
+perfusion (perf, DSC, PWI, CBV, bolus), or when its TR is short enough to sample a first
+pass (≤ :data:`DSC_MAX_TR_MS`); it is ``bold`` (not a series tumorscope fits: the importer
+leaves it out with a warning, :data:`NOT_IMPORTED`) when the name says BOLD, fMRI, resting
+state or task without a contrast agent, or when its TR is longer. The reason is in the
+sidecar and the importer's output; ``--role`` overrides it either way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .scan import DicomFrame, DicomSeries
+
+__all__ = ["DSC_MAX_TR_MS", "NOT_IMPORTED", "NotImported", "distinct", "guess_kind", "is_epi"]
+
+#: The longest TR (ms) of a dynamic EPI taken as DSC perfusion when nothing else says what it
+#: is: a first pass lasts ~10–15 s, and the consensus protocols sample it every 1–1.5 s
+#: (Boxerman et al. 2020, doi:10.1093/neuonc/noaa141); BOLD fMRI runs at 2–3 s or, with
+#: multiband, below 1 s, so a short TR alone cannot exclude BOLD (the reason says so).
+DSC_MAX_TR_MS = 2500.0
+
+#: Series kinds that :func:`.series.read_series` recognises but tumorscope does not fit: the importer
+#: leaves them out with a warning (``--role`` imports them as another kind).
+NOT_IMPORTED: frozenset[str] = frozenset({"bold"})
+
+_BOLD_WORDS = re.compile(r"bold|f-?mri|resting|rest[-_ ]?state|\btask", re.IGNORECASE)
+_PERFUSION_WORDS = re.compile(r"perf|dsc|pwi|cbv|bolus|susceptibility", re.IGNORECASE)
+
+
+class NotImported(Exception):
+    """A series of a kind in :data:`NOT_IMPORTED` (raised by :func:`read_series` when asked to
+    refuse it before reading its pixels); ``kind`` and ``reason`` say what it was taken for."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def distinct(values: Sequence[float | None]) -> list[float]:
+    """Distinct values (to 1e-6), None ignored."""
+    return sorted({round(float(v), 6) for v in values if v is not None})
+
+
+def is_epi(series: DicomSeries) -> bool:
+    """``ScanningSequence`` holds ``EP`` (echo planar)."""
+    return "EP" in re.findall(r"[A-Z]+", series.text("ScanningSequence").upper())
+
+
+def guess_kind(
+    series: DicomSeries, volumes: list[list[DicomFrame]]
+) -> tuple[str, str, dict[str, list[float | None]]]:
+    """The series kind (a study-format suffix, or a kind of :data:`NOT_IMPORTED`), why, and
+    the per-volume parameters (``b``, ``te``, ``ti``, ``fa``: the first image of each volume
+    in ``volumes``, as :func:`.series.read_series` arranges them)."""
+    first = [v[0] for v in volumes]
+    params: dict[str, list[float | None]] = {
+        "b": [f.b for f in first],
+        "te": [f.te_ms for f in first],
+        "ti": [f.ti_ms for f in first],
+        "fa": [f.flip_deg for f in first],
+    }
+    n = len(volumes)
+    desc = series.description.lower()
+    scanning = series.text("ScanningSequence").upper()
+    if n < 3 and is_epi(series) and len(distinct(params["b"])) < 2:
+        # too short for a time series: a reference (pair) for distortion correction
+        return "epi", f"{n} EPI volume(s) (distortion-correction reference)", params
+    if n > 1:
+        if len(distinct(params["b"])) >= 2:
+            return "dwi", f"{len(distinct(params['b']))} distinct b-values", params
+        if len(distinct(params["te"])) >= 2:
+            if "SE" in scanning and "GR" not in scanning:
+                return "MESE", "several echo times, spin echo", params
+            return "MEGRE", "several echo times, gradient echo", params
+        if len(distinct(params["ti"])) >= 2:
+            return "IRT1", "several inversion times", params
+        if len(distinct(params["fa"])) >= 2:
+            return "VFA", "several flip angles", params
+        if is_epi(series):
+            kind, why = _dynamic_epi(series, first[0].tr_ms)
+            return kind, f"{n} repeated EPI volumes, {why}", params
+        return "dce", f"{n} repeated volumes (dynamic series)", params
+    te = first[0].te_ms
+    if "t2" in desc or (te is not None and te >= 60):
+        return "T2w", f"single volume, TE {te} ms", params
+    return "T1w", f"single volume, TE {te} ms", params
+
+
+def _dynamic_epi(series: DicomSeries, tr_ms: float | None) -> tuple[str, str]:
+    """``dsc`` or ``bold`` for a dynamic EPI, and why (see the module docstring)."""
+    agent = series.text("ContrastBolusAgent").strip()
+    names = " ".join(
+        dict.fromkeys(t for t in (series.description, series.text("ProtocolName")) if t)
+    )
+    tr = "no TR" if tr_ms is None else f"TR {tr_ms:g} ms"
+    if agent:
+        return "dsc", f"contrast agent {agent!r}: DSC perfusion"
+    bold = _BOLD_WORDS.search(names)
+    if bold:
+        return "bold", f"named {names!r} ({bold.group(0)}), no contrast agent: BOLD fMRI"
+    perf = _PERFUSION_WORDS.search(names)
+    if perf:
+        return "dsc", f"named {names!r} ({perf.group(0)}): DSC perfusion"
+    if tr_ms is not None and tr_ms <= DSC_MAX_TR_MS:
+        return "dsc", (
+            f"{tr}, no contrast agent in the header: taken as DSC perfusion (a BOLD series "
+            "looks the same: --role '<description>=skip' leaves it out)"
+        )
+    return "bold", (
+        f"{tr} (a first pass needs ≤ {DSC_MAX_TR_MS:g} ms) and no contrast agent in the "
+        "header: BOLD fMRI"
+    )
