@@ -177,6 +177,22 @@ def test_one_broken_subject_does_not_stop_the_others(
     assert s.ok and redone == {"sub-002"}
 
 
+def test_a_subject_without_lesion_segmentations_gets_its_maps_and_no_failure(
+    study2: Path, tmp_path: Path, quick: dict[str, Any]
+) -> None:
+    """Maps only (no segmentation at any visit of subject 002): ``assess`` is not planned for
+    it (it failed the subject before), the run succeeds, and register says why."""
+    shutil.rmtree(study2 / "derivatives" / "lesions" / "sub-002")
+    out = tmp_path / "out"
+    s = run_study(study2, out, **{**quick, "report": True})
+    assert s.ok and s.exit_code == 0, (s.failed, s.blocked)
+    assert _units(s.done, "assess") == ["sub-001"]
+    assert "sub-002/ses-01" in _units(s.done, "fit_dwi")
+    assert any(lab.startswith("report ") for lab in s.done)
+    (log,) = (out / "logs").glob("run-*.log")
+    assert "register sub-002: WARNING sub-002/ses-01: no lesion segmentation" in log.read_text()
+
+
 def test_bad_arguments_are_refused_before_anything_is_written(study2: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(DataError, match="--force"):

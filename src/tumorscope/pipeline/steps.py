@@ -124,6 +124,11 @@ def _has_roles(*roles: str) -> Callable[[Study, Unit], bool]:
     return applies
 
 
+def _has_lesion_maps(study: Study, unit: Unit) -> bool:
+    """Some visit of the unit's subject has a lesion segmentation."""
+    return any(v.lesions is not None for v in study.subjects[unit.subject])
+
+
 def _files_of(
     *roles: str, optional: tuple[str, ...] = (), manifest: bool = False, lesions: bool = False
 ) -> Callable[[Context, Study, Unit], list[Path]]:
@@ -730,6 +735,10 @@ STEPS: tuple[Step, ...] = (
         run_assess,
         assess_inputs,
         requires=("measure", "pet", "functional"),  # pet: the PET tables of PERCIST
+        # a subject without a lesion segmentation at any visit (maps only) has nothing to
+        # assess: the step is not planned (register warns of each such visit); segmentations
+        # that hold no lesion at all stay an error of assess
+        applies=_has_lesion_maps,
         option_keys=("perfusion_rcbv_threshold",),
         missing=lambda: _has_module("tumorscope.response", "assess"),
         cost=0.17,
