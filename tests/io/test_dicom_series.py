@@ -185,6 +185,8 @@ def _dynamic_epi(
         ("ax epi", 3000.0, "GADOBUTROL", "dsc"),  # a contrast agent, whatever the TR and name
         ("rest fMRI", 800.0, "", "bold"),  # named BOLD, at a multiband TR
         ("ep2d_bold_moco", 2000.0, "", "bold"),
+        ("MB_rest_AP", 720.0, "", "bold"),  # "rest" as a word of its own
+        ("restricted perf", 1500.0, "", "dsc"),  # not inside a word
         ("ax epi dynamic", 1500.0, "", "dsc"),  # neutral: a TR that samples a first pass
         ("ax epi dynamic", 3000.0, "", "bold"),  # neutral: too slow for a first pass
     ],

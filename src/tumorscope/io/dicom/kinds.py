@@ -34,7 +34,8 @@ DSC_MAX_TR_MS = 2500.0
 #: leaves them out with a warning (``--role`` imports them as another kind).
 NOT_IMPORTED: frozenset[str] = frozenset({"bold"})
 
-_BOLD_WORDS = re.compile(r"bold|f-?mri|resting|rest[-_ ]?state|\btask", re.IGNORECASE)
+#: "rest" as a word of its own (``MB_rest_AP``), not inside one (``interest``, ``restricted``)
+_BOLD_WORDS = re.compile(r"bold|f-?mri|resting|(?<![a-z])rest(?![a-z])|\btask", re.IGNORECASE)
 _PERFUSION_WORDS = re.compile(r"perf|dsc|pwi|cbv|bolus|susceptibility", re.IGNORECASE)
 
 
