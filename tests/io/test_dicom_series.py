@@ -229,11 +229,15 @@ def test_a_dynamic_epi_imports_as_dsc_into_perf_and_bold_is_left_out(tmp_path: P
     from tumorscope.io import open_study
     from tumorscope.io.dicom import import_dicom
 
-    _dynamic_epi(tmp_path / "dicom" / "a", "ep2d_perf", 1500.0, agent="GADOBUTROL")
+    # the patient's name in the free text the reason quotes: scrubbed from what is written
+    _dynamic_epi(tmp_path / "dicom" / "a", "ep2d_perf DOE JANE", 1500.0, agent="GADOBUTROL")
     _dynamic_epi(tmp_path / "dicom" / "b", "rest fMRI", 800.0, number=2)
     rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
     assert [r["suffix"] for r in rep.series] == ["dsc"]
     assert rep.series[0]["file"].endswith("/perf/sub-001_ses-01_dsc.nii.gz")
+    (side,) = (tmp_path / "study").glob("sub-001/ses-01/perf/*_dsc.json")
+    assert "DOE" not in side.read_text() and "JANE" not in side.read_text()
+    assert "contrast agent 'GADOBUTROL'" in rep.series[0]["reason"]
     (warn,) = [p for p in rep.problems if "not imported" in p.message]
     assert warn.severity == "warning" and "--role 'rest fMRI=dsc'" in warn.message
     (visit,) = open_study(tmp_path / "study").subjects["001"]
