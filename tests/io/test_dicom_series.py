@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -211,6 +212,27 @@ def test_a_dynamic_epi_is_dsc_or_bold_never_dce(
         assert read_one(tmp_path, refuse_not_imported=True).suffix == "dsc"
     if not agent and description == "ax epi dynamic":  # the TR rule, at its bound
         assert (tr_ms <= DSC_MAX_TR_MS) == (kind == "dsc")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "protocol"),
+    [
+        ("dsc", DynamicProtocol((0.0, 1.5, 3.0, 4.5), 90.0, 1500.0, 1, te_ms=30.0)),
+        ("MESE", MultiEchoProtocol((10.0, 20.0, 30.0, 40.0), tr_ms=2000.0)),
+        ("MEGRE", MultiEchoProtocol((3.0, 6.0, 9.0, 12.0), tr_ms=40.0)),
+    ],
+)
+def test_enhanced_objects_are_read_by_their_pulse_sequence_module(
+    tmp_path: Path, suffix: str, protocol: Any
+) -> None:
+    """Enhanced MR objects have no ScanningSequence: EPI and the echo type come from
+    EchoPlanarPulseSequence and EchoPulseSequence (a DSC series is not DCE, a spin-echo train
+    is MESE)."""
+    files = write_series(volume(4), tmp_path, suffix=suffix, protocol=protocol, enhanced=True)
+    ds = pydicom.dcmread(files[0])
+    assert "ScanningSequence" not in ds and ds.EchoPulseSequence in ("SPIN", "GRADIENT")
+    sd = read_one(tmp_path)
+    assert sd.suffix == suffix, sd.reason
 
 
 def test_a_dsc_series_without_echo_time_is_rejected_naming_the_tag(tmp_path: Path) -> None:

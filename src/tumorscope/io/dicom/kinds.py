@@ -1,7 +1,8 @@
 """What kind of series a DICOM series is: :func:`guess_kind`.
 
 The parameter that varies between the volumes of a series names it: b → ``dwi``, flip angle →
-``VFA``, TE → ``MEGRE``/``MESE`` (spin echo from ``ScanningSequence``), TI → ``IRT1``, time →
+``VFA``, TE → ``MEGRE``/``MESE`` (spin echo from ``ScanningSequence``, or ``EchoPulseSequence`` in
+Enhanced MR objects), TI → ``IRT1``, time →
 ``dce``; an EPI of 1–2 volumes → ``epi`` (a distortion-correction reference); a single volume
 is ``T2w`` when TE ≥ 60 ms or the description says T2, and ``T1w`` otherwise.
 
@@ -55,8 +56,21 @@ def distinct(values: Sequence[float | None]) -> list[float]:
 
 
 def is_epi(series: DicomSeries) -> bool:
-    """``ScanningSequence`` holds ``EP`` (echo planar)."""
-    return "EP" in re.findall(r"[A-Z]+", series.text("ScanningSequence").upper())
+    """Echo planar: ``ScanningSequence`` holds ``EP`` (classic MR images), or
+    ``EchoPlanarPulseSequence`` (0018,9018) is ``YES`` (Enhanced MR images, whose MR Pulse
+    Sequence module replaces ``ScanningSequence``)."""
+    if "EP" in re.findall(r"[A-Z]+", series.text("ScanningSequence").upper()):
+        return True
+    return series.text("EchoPlanarPulseSequence").strip().upper() == "YES"
+
+
+def _spin_echo(series: DicomSeries) -> bool:
+    """A spin echo, not a gradient echo: ``ScanningSequence`` has ``SE`` and no ``GR`` (classic
+    images), else ``EchoPulseSequence`` (0018,9008) is ``SPIN`` (Enhanced MR images)."""
+    scanning = series.text("ScanningSequence").upper()
+    if scanning:
+        return "SE" in scanning and "GR" not in scanning
+    return series.text("EchoPulseSequence").strip().upper() == "SPIN"
 
 
 def guess_kind(
@@ -74,7 +88,6 @@ def guess_kind(
     }
     n = len(volumes)
     desc = series.description.lower()
-    scanning = series.text("ScanningSequence").upper()
     if n < 3 and is_epi(series) and len(distinct(params["b"])) < 2:
         # too short for a time series: a reference (pair) for distortion correction
         return "epi", f"{n} EPI volume(s) (distortion-correction reference)", params
@@ -82,7 +95,7 @@ def guess_kind(
         if len(distinct(params["b"])) >= 2:
             return "dwi", f"{len(distinct(params['b']))} distinct b-values", params
         if len(distinct(params["te"])) >= 2:
-            if "SE" in scanning and "GR" not in scanning:
+            if _spin_echo(series):
                 return "MESE", "several echo times, spin echo", params
             return "MEGRE", "several echo times, gradient echo", params
         if len(distinct(params["ti"])) >= 2:

@@ -579,6 +579,13 @@ def _enhanced_modules(ds: Any, series: _Series) -> None:
     ds.KSpaceFiltering = "NONE"
     ds.MagneticFieldStrength = base.MagneticFieldStrength
     ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    # the MR Pulse Sequence module: Enhanced MR objects have no ScanningSequence /
+    # SequenceVariant (the importer reads the echo type and EPI from these)
+    scanning = str(base.ScanningSequence)
+    del ds.ScanningSequence, ds.SequenceVariant
+    ds.PulseSequenceName = base.SequenceName
+    ds.EchoPulseSequence = "GRADIENT" if scanning in ("GR", "EP") else "SPIN"
+    ds.EchoPlanarPulseSequence = "YES" if scanning == "EP" else "NO"
     ds.PixelPresentation = "MONOCHROME"
     ds.VolumetricProperties = "VOLUME"
     ds.VolumeBasedCalculationTechnique = "NONE"
