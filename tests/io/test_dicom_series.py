@@ -235,6 +235,42 @@ def test_enhanced_objects_are_read_by_their_pulse_sequence_module(
     assert sd.suffix == suffix, sd.reason
 
 
+@pytest.mark.parametrize(
+    ("description", "kind"),
+    [
+        ("APT_CEST_3D", "cest"),
+        ("apt weighted", "cest"),
+        ("Zspectrum tse", "cest"),
+        ("WASSR", "cest"),
+        ("t1_vibe_dyn adapted", "dce"),  # "apt" inside a word is not APT
+    ],
+)
+def test_a_cest_time_series_is_left_out_not_read_as_dce(
+    tmp_path: Path, description: str, kind: str
+) -> None:
+    """A non-EPI time series named CEST/APT/Z-spectrum/WASSR would be DCE by its parameters;
+    its saturation offsets are in no standard attribute, so it is left out with a warning that
+    says how to bring it in (a NIfTI with its SaturationOffsets)."""
+    from tumorscope.io.dicom import import_dicom
+
+    proto = DynamicProtocol(tuple(float(i) for i in range(5)), 10.0, 5.0, 1)
+    write_series(
+        volume(5), tmp_path / "dicom", suffix="dce", protocol=proto, series_description=description
+    )
+    sd = read_one(tmp_path / "dicom", dce_baseline_frames=1)
+    assert sd.suffix == kind, sd.reason
+    if kind == "dce":
+        return
+    with pytest.raises(DataError, match="no importable MR series"):
+        import_dicom(tmp_path / "dicom", tmp_path / "study")
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90.0, series_number=2)
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["suffix"] for r in rep.series] == ["T2w"]
+    (warn,) = [p for p in rep.problems if "not imported" in p.message]
+    assert "CEST, whose saturation offsets no standard DICOM attribute holds" in warn.message
+    assert "SaturationOffsets (docs/cest.md)" in warn.message
+
+
 def test_a_dsc_series_without_echo_time_is_rejected_naming_the_tag(tmp_path: Path) -> None:
     from tumorscope.errors import ProtocolError
 

@@ -50,6 +50,7 @@ from ..deid import (
     check_no_identifiers,
     identifiers_of,
 )
+from .kinds import NOT_IMPORTED_HINT
 from .pet import is_pet, read_pet_series
 from .profile import deidentify_sidecar
 from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
@@ -399,15 +400,15 @@ def _read_all(
             read.append((s, sd))
             for note in sd.notes:
                 problems.append(_problem("warning", s.files[0], "ImageType", note))
-        except NotImported as exc:  # BOLD fMRI: a kind tumorscope does not fit
+        except NotImported as exc:  # BOLD fMRI, CEST: kinds tumorscope cannot take from DICOM
+            hint = NOT_IMPORTED_HINT[exc.kind].format(series=s.description or s.uid)
             problems.append(
                 _problem(
                     "warning",
                     s.files[0],
                     "SeriesDescription",
                     f"{exc.reason}; series {s.description!r} (number {s.text('SeriesNumber')}) "
-                    f"not imported (--role '{s.description or s.uid}=dsc' imports it as DSC "
-                    "perfusion)",
+                    f"not imported ({hint})",
                 )
             )
         except (DataError, ProtocolError) as exc:

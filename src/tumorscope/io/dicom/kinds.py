@@ -14,6 +14,10 @@ pass (≤ :data:`DSC_MAX_TR_MS`); it is ``bold`` (not a series tumorscope fits: 
 leaves it out with a warning, :data:`NOT_IMPORTED`) when the name says BOLD, fMRI, resting
 state or task without a contrast agent, or when its TR is longer. The reason is in the
 sidecar and the importer's output; ``--role`` overrides it either way.
+
+**CEST** (a time series named CEST, APT, Z-spectrum, WASSR, WASABI or saturation transfer) is
+``cest``, not imported: its saturation offsets are in no standard DICOM attribute (vendors
+keep them in private sequence parameters), and without them it would have been read as DCE.
 """
 
 from __future__ import annotations
@@ -23,7 +27,15 @@ from collections.abc import Sequence
 
 from .scan import DicomFrame, DicomSeries
 
-__all__ = ["DSC_MAX_TR_MS", "NOT_IMPORTED", "NotImported", "distinct", "guess_kind", "is_epi"]
+__all__ = [
+    "DSC_MAX_TR_MS",
+    "NOT_IMPORTED",
+    "NOT_IMPORTED_HINT",
+    "NotImported",
+    "distinct",
+    "guess_kind",
+    "is_epi",
+]
 
 #: The longest TR (ms) of a dynamic EPI taken as DSC perfusion when nothing else says what it
 #: is: a first pass lasts ~10–15 s, and the consensus protocols sample it every 1–1.5 s
@@ -33,11 +45,20 @@ DSC_MAX_TR_MS = 2500.0
 
 #: Series kinds that :func:`.series.read_series` recognises but tumorscope does not fit: the importer
 #: leaves them out with a warning (``--role`` imports them as another kind).
-NOT_IMPORTED: frozenset[str] = frozenset({"bold"})
+NOT_IMPORTED: frozenset[str] = frozenset({"bold", "cest"})
+
+#: How to import a series of a kind in :data:`NOT_IMPORTED` anyway (the importer's warning).
+NOT_IMPORTED_HINT = {
+    "bold": "--role '{series}=dsc' imports it as DSC perfusion",
+    "cest": "convert it to NIfTI with a sidecar listing its SaturationOffsets (docs/cest.md)",
+}
 
 #: "rest" as a word of its own (``MB_rest_AP``), not inside one (``interest``, ``restricted``)
 _BOLD_WORDS = re.compile(r"bold|f-?mri|resting|(?<![a-z])rest(?![a-z])|\btask", re.IGNORECASE)
 _PERFUSION_WORDS = re.compile(r"perf|dsc|pwi|cbv|bolus|susceptibility", re.IGNORECASE)
+_CEST_WORDS = re.compile(
+    r"cest|(?<![a-z])apt(?![a-z])|z-?spec|wassr|wasabi|saturation transfer", re.IGNORECASE
+)
 
 
 class NotImported(Exception):
@@ -102,6 +123,16 @@ def guess_kind(
             return "IRT1", "several inversion times", params
         if len(distinct(params["fa"])) >= 2:
             return "VFA", "several flip angles", params
+        cest = _CEST_WORDS.search(_names(series))
+        if cest:
+            return (
+                "cest",
+                (
+                    f"{n} repeated volumes named {_names(series)!r} ({cest.group(0)}): CEST, whose "
+                    "saturation offsets no standard DICOM attribute holds"
+                ),
+                params,
+            )
         if is_epi(series):
             kind, why = _dynamic_epi(series, first[0].tr_ms)
             return kind, f"{n} repeated EPI volumes, {why}", params
@@ -112,12 +143,17 @@ def guess_kind(
     return "T1w", f"single volume, TE {te} ms", params
 
 
+def _names(series: DicomSeries) -> str:
+    """SeriesDescription and ProtocolName (once if equal): the free text the rules read."""
+    return " ".join(
+        dict.fromkeys(t for t in (series.description, series.text("ProtocolName")) if t)
+    )
+
+
 def _dynamic_epi(series: DicomSeries, tr_ms: float | None) -> tuple[str, str]:
     """``dsc`` or ``bold`` for a dynamic EPI, and why (see the module docstring)."""
     agent = series.text("ContrastBolusAgent").strip()
-    names = " ".join(
-        dict.fromkeys(t for t in (series.description, series.text("ProtocolName")) if t)
-    )
+    names = _names(series)
     tr = "no TR" if tr_ms is None else f"TR {tr_ms:g} ms"
     if agent:
         return "dsc", f"contrast agent {agent!r}: DSC perfusion"

@@ -32,8 +32,9 @@ from .series import (
 
 __all__ = ["study_to_dicom", "write_rtstruct"]
 
-#: Roles of the phantom's series that are not made into DICOM (spectroscopy, 13C).
-_NOT_DICOM = ("mrs", "hp13c")
+#: Roles of the phantom's series that are not made into DICOM: spectroscopy, 13C, and CEST
+#: (its saturation offsets have no standard DICOM attribute; the importer leaves CEST out).
+_NOT_DICOM = ("mrs", "hp13c", "cest", "wassr", "wasabi")
 
 
 def study_to_dicom(
