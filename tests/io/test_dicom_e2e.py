@@ -15,6 +15,7 @@ import pytest
 pytest.importorskip("highdicom")
 
 import highdicom as hd
+import nibabel as nib
 import pydicom
 import yaml
 
@@ -26,6 +27,7 @@ from tumorscope.io.dicom.export import export_visit
 from tumorscope.io.dicom.profile import pseudonymous_uid
 from tumorscope.phantom import make_study
 from tumorscope.phantom.dicom import study_to_dicom
+from tumorscope.pipeline import run_study
 
 CORE = {"T2w", "dwi", "VFA", "dce", "MEGRE", "MESE", "IRT1"}
 
@@ -276,3 +278,44 @@ def test_export_of_pipeline_results(chain: dict[str, Path]) -> None:
     group = sr.content.get_volumetric_roi_measurement_groups()[0]
     means = [m.value for m in group.get_measurements() if m.derivation is not None]
     assert means == [pytest.approx(1.5e-3), pytest.approx(1.5e-3)]
+
+
+@pytest.mark.filterwarnings("ignore::tumorscope.errors.TumorscopeWarning")
+def test_export_of_a_whole_run_maps_each_fit_to_its_source(
+    chain: dict[str, Path], tmp_path: Path
+) -> None:
+    """``export-dicom --results`` of a real run (every step on the imported visit): every 3-D
+    map of the run's indexes becomes a Parametric Map referencing the series it was fitted
+    from (the index's ``series``: relaxometry, PET and the DCE's T1 from VFA included; until
+    2026-12-06 any run with relaxometry or PET maps stopped the export, and the PET and
+    metabolic maps' units had no UCUM code)."""
+    import json
+
+    study = tmp_path / "study"
+    shutil.copytree(chain["imported"], study)
+    shutil.copy(chain["tmp"] / "imported-identifiers.tsv", tmp_path / "study-identifiers.tsv")
+    manifest = yaml.safe_load((study / "study.yaml").read_text())
+    manifest["dce"] = {"relaxivity": 4.5, "hematocrit": 0.42}  # DICOM does not carry them
+    (study / "study.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    summary = run_study(study, tmp_path / "run", report=False)
+    assert summary.ok, summary.failed
+    files = export_visit(study, chain["dicom"], tmp_path / "export", subject="001", visit="01",
+                         results=tmp_path / "run")  # fmt: skip
+    pms = {f.name[len("sub-001_ses-01_") : -len("_pm.dcm")]: f for f in files if "_pm" in f.name}
+    entries = {}
+    for index in (tmp_path / "run" / "sub-001" / "ses-01" / "maps").glob("*_index.json"):
+        for name, e in json.loads(index.read_text()).items():
+            if nib.load(tmp_path / "run" / e["path"]).ndim == 3:
+                entries[name.replace(".", "-")] = e["series"]
+    assert set(pms) == set(entries) and {"irt1-T1", "t2star-T2star", "vfa-T1"} <= set(pms)
+    described = {
+        pseudonymous_uid(ds.SeriesInstanceUID): ds.SeriesDescription
+        for ds in (
+            pydicom.dcmread(f, stop_before_pixels=True) for f in chain["dicom"].rglob("*.dcm")
+        )
+        if "SeriesInstanceUID" in ds
+    }
+    visit = open_study(study).subjects["001"].visits["01"]
+    for name, path in pms.items():
+        source = described[pydicom.dcmread(path).ReferencedSeriesSequence[0].SeriesInstanceUID]
+        assert source == visit.series[entries[name]].sidecar["SeriesDescription"], name

@@ -271,3 +271,20 @@ def test_a_database_error_fails_the_unit_not_the_run(
     assert "ExportError" in s.failed[0].message
     t = _tables(out)
     assert set(t["measurements"]["subject"]) == {"001"}  # nothing of the failed unit
+
+
+def test_every_unit_of_a_full_run_s_maps_has_a_dicom_code(full_run: Any) -> None:
+    """``export-dicom --results`` writes each map's unit as a UCUM code: every unit in the map
+    indexes of a run of every step (PET's SUV by body surface area and the metabolic step's
+    percentages had none until 2026-12-06, which stopped the export of such runs)."""
+    import json
+
+    pytest.importorskip("highdicom")
+    from tumorscope.io.dicom.codes import unit_code
+
+    units = set()
+    for index in Path(full_run.out_dir).glob("sub-*/ses-*/maps/*_index.json"):
+        units |= {str(e.get("unit", "")) for e in json.loads(index.read_text()).values()}
+    assert {"cm2/mL", "%", "mm2/s", "1/min"} <= units
+    for unit in sorted(units):
+        assert unit_code(unit).value, unit

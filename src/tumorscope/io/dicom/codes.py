@@ -149,8 +149,12 @@ def code(value: str, scheme: str, meaning: str) -> Any:
     return CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
-#: UCUM codes of units the semi-quantitative DCE maps use beside :data:`tumorscope.units.UCUM`
-_MORE_UCUM = {"mM.s": "mmol.s/L", "mM/s": "mmol/(L.s)"}
+#: UCUM codes of the units the pipeline's maps use beside :data:`tumorscope.units.UCUM`: the
+#: semi-quantitative DCE maps, PET's SUV normalised to body surface area, and the metabolic
+#: step's percentages (every unit of a run's map indexes must have one, or ``export-dicom
+#: --results`` stops: every unit of a run of every step is tested in
+#: ``tests/pipeline/test_runner.py``)
+_MORE_UCUM = {"mM.s": "mmol.s/L", "mM/s": "mmol/(L.s)", "cm2/mL": "cm2/mL", "%": "%"}
 
 
 def unit_code(unit: str) -> Any:

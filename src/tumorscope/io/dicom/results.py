@@ -36,8 +36,10 @@ def pipeline_results(
     -------
     maps : dict
         ``{"adc.ADC": (path, unit, source role)}`` from the visit's map indexes
-        (``sub-S/ses-V/maps/*_index.json``); the source role follows the fit step (``fit_dwi``
-        → ``dwi``, ``fit_dce`` → ``dce``, ``fit_dsc`` → ``dsc``).
+        (``sub-S/ses-V/maps/*_index.json``); the source role is the entry's ``series`` (the
+        role of the series the map was fitted from, which every fit step records), else it
+        follows the fit step (``fit_dwi`` → ``dwi``, ``fit_dce`` → ``dce``, ``fit_dsc`` →
+        ``dsc``; an index written before the ``series`` field).
     response, criteria : str or None
         From ``sub-S/sub-S_assessments.parquet`` (None when absent).
     """
@@ -53,7 +55,8 @@ def pipeline_results(
         for name, e in sorted(entries.items()):
             if not isinstance(e, dict) or "path" not in e:
                 raise ExportError("map entry without a path", file=index, field=name)
-            maps[name] = (root / e["path"], str(e.get("unit", "")), _STEP_SOURCE.get(step, step))
+            source = e.get("series") or _STEP_SOURCE.get(step, step)
+            maps[name] = (root / e["path"], str(e.get("unit", "")), str(source))
     response = None
     table = layout.assessments_path(root, subject)
     if table.exists():
