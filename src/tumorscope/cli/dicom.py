@@ -141,6 +141,7 @@ def export_dicom(
     The objects are de-identified (PS3.15 Basic Profile, the study's pseudonyms) unless
     --reidentify is given.
     """
+    from .._warnings import capture_warnings
     from ..io.dicom.export import export_visit
 
     maps: dict[str, tuple[str | Path, str]] = {}
@@ -153,21 +154,24 @@ def export_dicom(
 
             check_url(to_pacs)
             credentials_from_env()
-        files = export_visit(
-            study_dir,
-            dicom_dir,
-            out_dir,
-            subject=subject,
-            visit=visit,
-            maps=maps,
-            reference=reference,
-            mapping_file=reidentify if reidentify is not None else mapping,
-            reidentify=reidentify is not None,
-            response=response,
-            criteria=criteria,
-            results=results,
-            sizes=_lesion_sizes(study_dir, subject, visit),
-        )
+        with capture_warnings() as caught:
+            files = export_visit(
+                study_dir,
+                dicom_dir,
+                out_dir,
+                subject=subject,
+                visit=visit,
+                maps=maps,
+                reference=reference,
+                mapping_file=reidentify if reidentify is not None else mapping,
+                reidentify=reidentify is not None,
+                response=response,
+                criteria=criteria,
+                results=results,
+                sizes=_lesion_sizes(study_dir, subject, visit),
+            )
+    for w in caught:
+        typer.echo(f"warning: {w.message}", err=True)
     for f in files:
         typer.echo(f"wrote {f}")
     if to_pacs is not None:

@@ -51,6 +51,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,7 +60,7 @@ from typing import Any
 import numpy as np
 
 from ... import __version__
-from ...errors import ExportError
+from ...errors import ExportError, TumorscopeWarning
 from ...volume import Volume, atomic_write
 from .codes import (
     ORGAN_CODES,
@@ -609,7 +610,9 @@ def export_visit(
         Name of the response criteria.
     results : path-like, optional
         Output folder of ``tumorscope run`` (see :func:`pipeline_results`): every 3-D map it
-        fitted for this visit is exported (4-D maps are skipped), and its response is used
+        fitted for this visit is exported (4-D maps are skipped, and so are maps of a series
+        that was not imported from DICOM, with a :class:`~tumorscope.errors.TumorscopeWarning`:
+        they have no source images), and its response is used
         unless ``response`` is given.
     units : mapping, optional
         Unit per map name for names without a default unit.
@@ -640,6 +643,26 @@ def export_visit(
             results, subject, visit, all_maps, all_units, response, criteria
         )
     loaded = _parameter_maps(all_maps, skippable)
+    # a run's map whose series did not come from DICOM (e.g. a CEST series added as NIfTI)
+    # has no source images to reference: left out with a warning, the rest exported
+    run_maps = set(all_maps) - set(maps or {})
+    not_dicom: dict[str, list[str]] = {}  # series file → its maps left out
+    for name in [n for n in loaded if n in run_maps]:
+        try:
+            sources(all_maps[name][1])
+        except ExportError as exc:
+            if exc.field != "SeriesInstanceUID" or "no Series Instance UID" not in exc.message:
+                raise
+            del loaded[name]
+            not_dicom.setdefault(str(exc.file), []).append(name)
+    for series_file, names in not_dicom.items():
+        warnings.warn(
+            f"{len(names)} map(s) of {series_file} not exported ({', '.join(names)}): the "
+            "series was not imported from DICOM (no Series Instance UID recorded), so there "
+            "are no source images to reference",
+            TumorscopeWarning,
+            stacklevel=2,
+        )
     out.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
     try:
