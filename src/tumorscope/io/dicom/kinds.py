@@ -43,12 +43,13 @@ __all__ = [
 #: multiband, below 1 s, so a short TR alone cannot exclude BOLD (the reason says so).
 DSC_MAX_TR_MS = 2500.0
 
-#: Series kinds that :func:`.series.read_series` recognises but tumorscope does not fit: the importer
-#: leaves them out with a warning (``--role`` imports them as another kind).
+#: Series kinds that :func:`.series.read_series` recognises but that are not imported: BOLD
+#: (not a read-out tumorscope fits) and CEST (fitted, but its offsets are not in DICOM); the
+#: importer leaves them out with a warning that says how to bring them in.
 NOT_IMPORTED: frozenset[str] = frozenset({"bold", "cest"})
 
 #: How to import a series of a kind in :data:`NOT_IMPORTED` anyway (the importer's warning).
-NOT_IMPORTED_HINT = {
+NOT_IMPORTED_HINT: dict[str, str] = {
     "bold": "--role '{series}=dsc' imports it as DSC perfusion",
     "cest": "convert it to NIfTI with a sidecar listing its SaturationOffsets (docs/cest.md)",
 }
@@ -62,8 +63,9 @@ _CEST_WORDS = re.compile(
 
 
 class NotImported(Exception):
-    """A series of a kind in :data:`NOT_IMPORTED` (raised by :func:`read_series` when asked to
-    refuse it before reading its pixels); ``kind`` and ``reason`` say what it was taken for."""
+    """A series of a kind in :data:`NOT_IMPORTED` (raised by :func:`.series.read_series` when
+    asked to refuse it, before reading its pixels); ``kind`` and ``reason`` say what it was
+    taken for."""
 
     def __init__(self, kind: str, reason: str) -> None:
         super().__init__(reason)
@@ -123,16 +125,11 @@ def guess_kind(
             return "IRT1", "several inversion times", params
         if len(distinct(params["fa"])) >= 2:
             return "VFA", "several flip angles", params
-        cest = _CEST_WORDS.search(_names(series))
+        names = _names(series)
+        cest = _CEST_WORDS.search(names)
         if cest:
-            return (
-                "cest",
-                (
-                    f"{n} repeated volumes named {_names(series)!r} ({cest.group(0)}): CEST, whose "
-                    "saturation offsets no standard DICOM attribute holds"
-                ),
-                params,
-            )
+            why = "CEST, whose saturation offsets no standard DICOM attribute holds"
+            return "cest", f"{n} repeated volumes named {names!r} ({cest.group(0)}): {why}", params
         if is_epi(series):
             kind, why = _dynamic_epi(series, first[0].tr_ms)
             return kind, f"{n} repeated EPI volumes, {why}", params
