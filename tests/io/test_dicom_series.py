@@ -271,6 +271,29 @@ def test_a_cest_time_series_is_left_out_not_read_as_dce(
     assert "SaturationOffsets (docs/cest.md)" in warn.message
 
 
+def test_a_three_plane_localizer_is_skipped_with_a_warning_not_rejected(tmp_path: Path) -> None:
+    """Every real exam starts with a localizer, often three orthogonal planes in one series:
+    by its orientations an error, so the import of every exam exited 1. It is left out by
+    name with a warning; the exam's other series are imported and the exit code is 0's."""
+    from tumorscope.io.dicom import import_dicom
+
+    files = write_series(volume(1), tmp_path / "dicom" / "loc", suffix="T2w", echo_time_ms=90.0,
+                         series_description="3-Plane Loc SSFSE")  # fmt: skip
+    ds = pydicom.dcmread(files[1])
+    ds.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]  # a sagittal plane
+    ds.save_as(files[1])
+    write_series(volume(1), tmp_path / "dicom" / "t2", suffix="T2w", echo_time_ms=90.0,
+                 series_number=2)  # fmt: skip
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["description"] for r in rep.series] == ["t2_tse_tra"]
+    assert rep.n_rejected == 0 and not [p for p in rep.problems if p.severity == "error"]
+    (warn,) = [p for p in rep.problems if "localizer" in p.message]
+    assert warn.severity == "warning" and "('3-Plane Loc' in '3-Plane Loc SSFSE')" in warn.message
+    # given a role, it is read, and its mixed orientations are the error they are
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "forced", roles={"3-Plane*": "T2w"})
+    assert rep.n_rejected == 1
+
+
 def test_a_dsc_series_without_echo_time_is_rejected_naming_the_tag(tmp_path: Path) -> None:
     from tumorscope.errors import ProtocolError
 

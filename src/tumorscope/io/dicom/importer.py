@@ -50,7 +50,7 @@ from ..deid import (
     check_no_identifiers,
     identifiers_of,
 )
-from .kinds import NOT_IMPORTED_HINT
+from .kinds import NOT_IMPORTED_HINT, localizer
 from .pet import is_pet, read_pet_series
 from .profile import deidentify_sidecar
 from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
@@ -433,9 +433,19 @@ def _excluded(
       FA, subtraction or MIP computed by the scanner) is never taken as an acquired series,
       unless the user names its role (``--role``), e.g. a Siemens trace-weighted DWI
       (``DERIVED\\PRIMARY\\DIFFUSION\\TRACEW``) to fit.
+    * A **localizer** (scout, survey: :func:`~tumorscope.io.dicom.kinds.localizer`, by name)
+      is planning images, often three planes in one series: skipped unless given a role.
     * **Burned-in annotation** (``BurnedInAnnotation = YES``: text in the pixels, which no
       header cleaning removes) is skipped unless ``allow_burned_in``.
     """
+    word = None if forced is not None else localizer(series)
+    if word is not None:
+        return (
+            "SeriesDescription",
+            f"a localizer ({word!r} in {series.description!r}): planning images, not a series to "
+            f"fit; series number {series.text('SeriesNumber')} skipped (give it a role with "
+            "--role to import it anyway)",
+        )
     image_type = derived_image_type(series.header)
     if image_type is not None and forced is None:
         return (

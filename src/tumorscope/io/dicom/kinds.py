@@ -15,6 +15,11 @@ leaves it out with a warning, :data:`NOT_IMPORTED`) when the name says BOLD, fMR
 state or task without a contrast agent, or when its TR is longer. The reason is in the
 sidecar and the importer's output; ``--role`` overrides it either way.
 
+**Localizers** (a SeriesDescription or ProtocolName saying localizer, scout, survey,
+tri-pilot, "loc" or "pilot": :func:`localizer`) are planning images, often three orthogonal
+planes in one series; the importer leaves them out with a warning instead of rejecting them as
+a series of mixed orientation (which made every real exam's import exit 1).
+
 **CEST** (a time series named CEST, APT, Z-spectrum, WASSR, WASABI or saturation transfer) is
 ``cest``, not imported: its saturation offsets are in no standard DICOM attribute (vendors
 keep them in private sequence parameters), and without them it would have been read as DCE.
@@ -35,6 +40,7 @@ __all__ = [
     "distinct",
     "guess_kind",
     "is_epi",
+    "localizer",
 ]
 
 #: The longest TR (ms) of a dynamic EPI taken as DSC perfusion when nothing else says what it
@@ -60,6 +66,23 @@ _PERFUSION_WORDS = re.compile(r"perf|dsc|pwi|cbv|bolus|susceptibility", re.IGNOR
 _CEST_WORDS = re.compile(
     r"cest|(?<![a-z])apt(?![a-z])|z-?spec|wassr|wasabi|saturation transfer", re.IGNORECASE
 )
+
+
+#: Names of localizer (scout) series: planning images, often three orthogonal planes in one
+#: series, never a series to fit. GE "3-Plane Loc" / "Tri-Pilot", Siemens "localizer" /
+#: "AAHead_Scout", Philips "Survey"; "loc" and "pilot" only as words of their own.
+_LOCALIZER_WORDS = re.compile(
+    r"locali[sz]er|scout|survey|tri-?pilot|(?<![a-z])(?:3-?pl(?:ane)?[ _-]?)?loc(?![a-z])"
+    r"|(?<![a-z])pilot(?![a-z])",
+    re.IGNORECASE,
+)
+
+
+def localizer(series: DicomSeries) -> str | None:
+    """The word that names ``series`` a localizer (scout, survey) in its SeriesDescription or
+    ProtocolName, else None."""
+    m = _LOCALIZER_WORDS.search(_names(series))
+    return None if m is None else m.group(0)
 
 
 class NotImported(Exception):
