@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import subprocess
 import tempfile
@@ -318,6 +319,7 @@ def test_a_dynamic_epi_imports_as_dsc_into_perf_and_bold_is_left_out(tmp_path: P
     assert rep.series[0]["file"].endswith("/perf/sub-001_ses-01_dsc.nii.gz")
     (side,) = (tmp_path / "study").glob("sub-001/ses-01/perf/*_dsc.json")
     assert "DOE" not in side.read_text() and "JANE" not in side.read_text()
+    assert json.loads(side.read_text())["SeriesDescription"] == "ep2d_perf [removed]"
     assert "contrast agent 'GADOBUTROL'" in rep.series[0]["reason"]
     (warn,) = [p for p in rep.problems if "not imported" in p.message]
     assert warn.severity == "warning" and "--role 'rest fMRI=dsc'" in warn.message

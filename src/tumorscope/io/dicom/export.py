@@ -75,7 +75,7 @@ from .codes import (
 from .profile import carry_deid_marks, check_exported
 from .results import pipeline_results, with_run_results
 from .scan import LPS_TO_RAS
-from .sources import _check_grid, _SourceImages, _sources
+from .sources import NotFromDicom, _check_grid, _SourceImages, _sources
 
 __all__ = [
     "LesionMeasurement",
@@ -647,14 +647,17 @@ def export_visit(
     # has no source images to reference: left out with a warning, the rest exported
     run_maps = set(all_maps) - set(maps or {})
     not_dicom: dict[str, list[str]] = {}  # series file → its maps left out
+    no_source: dict[str, str] = {}  # role → its series file (each role looked up once)
     for name in [n for n in loaded if n in run_maps]:
-        try:
-            sources(all_maps[name][1])
-        except ExportError as exc:
-            if exc.field != "SeriesInstanceUID" or "no Series Instance UID" not in exc.message:
-                raise
-            del loaded[name]
-            not_dicom.setdefault(str(exc.file), []).append(name)
+        role = all_maps[name][1]
+        if role not in no_source:
+            try:
+                sources(role)  # read once, kept for the maps below
+                continue
+            except NotFromDicom as exc:
+                no_source[role] = str(exc.file)
+        del loaded[name]
+        not_dicom.setdefault(no_source[role], []).append(name)
     for series_file, names in not_dicom.items():
         warnings.warn(
             f"{len(names)} map(s) of {series_file} not exported ({', '.join(names)}): the "

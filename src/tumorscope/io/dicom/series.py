@@ -355,7 +355,8 @@ def read_series(
         gradient directions read by dcm2niix (:func:`~tumorscope.io.dicom.convert.vendor_fields`).
     refuse_not_imported : bool
         Raise :class:`NotImported` (before reading the pixels) when no ``suffix`` is given and
-        the series is guessed to be of a kind in :data:`NOT_IMPORTED` (BOLD fMRI).
+        the series is guessed to be of a kind in :data:`~.kinds.NOT_IMPORTED` (BOLD fMRI,
+        CEST).
 
     Raises
     ------
@@ -366,7 +367,7 @@ def read_series(
         The header values make an impossible protocol (e.g. one b-value only, a DSC series
         without its echo time).
     NotImported
-        With ``refuse_not_imported``: a BOLD series.
+        With ``refuse_not_imported``: a BOLD or CEST series.
     """
     series, notes = _magnitude_only(series)
     series = _without_isotropic(series, notes)
@@ -566,9 +567,10 @@ def _protocol(
         ir = proto.InversionRecoveryProtocol(inversions, tr_ms=tr, source=where)
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
-    if suffix in ("dsc", "bold"):
+    if suffix in ("dce", "dsc", "bold"):
         times, source = _frame_times(volumes, epi)
         side["FrameTimesSource"] = source
+        nb = 1  # DSC: the DSC step finds the bolus onset; no BaselineFrames written
         if suffix == "dsc":
             for value, tag in (
                 (te[0], "EchoTime (0018,0081)"),
@@ -578,25 +580,19 @@ def _protocol(
                     raise ProtocolError(
                         f"a DSC series needs its {tag}: not in the header", field=tag.split()[0]
                     )
-        dyn = proto.DynamicProtocol(
-            tuple(times), first[0].flip_deg or 0.0, tr or 0.0, 1, te_ms=te[0], source=where
-        )
-        side["FrameTimes"] = list(dyn.frame_times_s)
-        return dyn
-    if suffix == "dce":
-        times, source = _frame_times(volumes, epi)
-        side["FrameTimesSource"] = source
-        if dce_baseline_frames is None:
-            nb = baseline_frames(data)
-            side["BaselineFramesSource"] = "estimated from the enhancement onset"
-        else:
-            nb = int(dce_baseline_frames)
-            side["BaselineFramesSource"] = "given at import"
+        elif suffix == "dce":
+            if dce_baseline_frames is None:
+                nb = baseline_frames(data)
+                side["BaselineFramesSource"] = "estimated from the enhancement onset"
+            else:
+                nb = int(dce_baseline_frames)
+                side["BaselineFramesSource"] = "given at import"
         dyn = proto.DynamicProtocol(
             tuple(times), first[0].flip_deg or 0.0, tr or 0.0, nb, te_ms=te[0], source=where
         )
         side["FrameTimes"] = list(dyn.frame_times_s)
-        side["BaselineFrames"] = nb
+        if suffix == "dce":
+            side["BaselineFrames"] = nb
         return dyn
     return None
 

@@ -18,7 +18,13 @@ from ...errors import ExportError
 from ...volume import Volume
 from .scan import LPS_TO_RAS, _frames_from_dataset, index_series
 
-__all__ = ["load_source_images", "source_series_files"]
+__all__ = ["NotFromDicom", "load_source_images", "source_series_files"]
+
+
+class NotFromDicom(ExportError):
+    """The series has no Series Instance UID recorded (in its sidecar or the identifier
+    mapping file): it was not imported from DICOM (e.g. added as NIfTI), so it has no source
+    images."""
 
 
 def load_source_images(files: Sequence[str | Path]) -> list[Any]:
@@ -247,7 +253,7 @@ def source_series_files(
             )
         uid = Pseudonymizer(mf).series_uid(subject, ser.relpath)
     if not uid:
-        raise ExportError(
+        raise NotFromDicom(
             "no Series Instance UID recorded for this file",
             file=ser.relpath,
             field="SeriesInstanceUID",
