@@ -272,6 +272,55 @@ def test_a_cest_time_series_is_left_out_not_read_as_dce(
     assert "SaturationOffsets (docs/cest.md)" in warn.message
 
 
+def _dual_echo(folder: Path, description: str, *, epi: bool, number: int = 1) -> None:
+    """A dual-echo time series as Siemens writes it: 4 time points × echoes of 20 and 45 ms,
+    each image with its own EchoTime / EchoNumbers, timed by AcquisitionTime only."""
+    proto = DynamicProtocol(tuple(0.75 * i for i in range(8)), 90.0 if epi else 12.0,
+                            1500.0 if epi else 5.0, 1, te_ms=20.0)  # fmt: skip
+    files = write_series(volume(8), folder, suffix="dsc" if epi else "dce", protocol=proto,
+                         series_description=description, series_number=number)  # fmt: skip
+    nz = volume(1).data.shape[2]
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        echo = (i // nz) % 2  # the volumes alternate echo 1, echo 2
+        ds.EchoTime = (20.0, 45.0)[echo]
+        ds.EchoNumbers = echo + 1
+        if not epi:
+            ds.ScanningSequence = "GR"
+        ds.save_as(f)
+
+
+@pytest.mark.parametrize(("epi", "what"), [(True, "dual-echo DSC"), (False, "dual-echo DCE")])
+def test_a_multi_echo_time_series_is_left_out_not_read_as_megre(
+    tmp_path: Path, epi: bool, what: str
+) -> None:
+    """A dual-echo DSC (the brain-tumour consensus allows it), a multi-echo BOLD or a dual-echo
+    DCE varies its echo time: by the rule of the varying parameter it was one MEGRE of all its
+    volumes, a silent wrong series. It is left out with a warning (the fits take one echo),
+    and a dynamic role given to it is refused naming EchoTime."""
+    from tumorscope.errors import ProtocolError
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.io.dicom.kinds import NotImported
+
+    _dual_echo(tmp_path / "dicom" / "a", "ep2d_perf_2echo" if epi else "dyn_2echo", epi=epi)
+    sd = read_one(tmp_path / "dicom" / "a")
+    assert sd.suffix == "multiecho_dynamic", sd.reason
+    assert "8 volumes at 2 echo times (20, 45 ms), each repeated" in sd.reason and what in sd.reason
+    with pytest.raises(NotImported):
+        read_one(tmp_path / "dicom" / "a", refuse_not_imported=True)
+    with pytest.raises(ProtocolError, match=r"2 echo times \(20, 45 ms\)") as err:
+        read_one(tmp_path / "dicom" / "a", suffix="dsc" if epi else "dce")
+    assert err.value.field == "EchoTime"
+    with pytest.raises(ProtocolError, match="strictly increasing"):
+        read_one(tmp_path / "dicom" / "a", suffix="MEGRE")
+    write_series(volume(1), tmp_path / "dicom" / "b", suffix="T2w", echo_time_ms=90.0,
+                 series_number=2)  # fmt: skip
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["suffix"] for r in rep.series] == ["T2w"]
+    (warn,) = [p for p in rep.problems if "not imported" in p.message]
+    assert warn.severity == "warning" and "the DCE and DSC fits take one echo" in warn.message
+
+
 def test_a_three_plane_localizer_is_skipped_with_a_warning_not_rejected(tmp_path: Path) -> None:
     """Every real exam starts with a localizer, often three orthogonal planes in one series:
     by its orientations an error, so the import of every exam exited 1. It is left out by

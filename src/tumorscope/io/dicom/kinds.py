@@ -23,6 +23,12 @@ a series of mixed orientation (which made every real exam's import exit 1).
 **CEST** (a time series named CEST, APT, Z-spectrum, WASSR, WASABI or saturation transfer) is
 ``cest``, not imported: its saturation offsets are in no standard DICOM attribute (vendors
 keep them in private sequence parameters), and without them it would have been read as DCE.
+
+**Multi-echo time series** (several echo times, each of them repeated: a dual-echo DSC, a
+multi-echo BOLD, a dual-echo DCE) are ``multiecho_dynamic``, not imported: tumorscope's DCE
+and DSC fits take one echo, and by the rule of the varying parameter the series was read as
+one ``MEGRE`` of every volume (until 2026-12-06), a silent wrong series. Given a dynamic role
+(``--role``), it is refused naming ``EchoTime`` (:func:`.series.read_series`).
 """
 
 from __future__ import annotations
@@ -50,14 +56,19 @@ __all__ = [
 DSC_MAX_TR_MS = 2500.0
 
 #: Series kinds that :func:`.series.read_series` recognises but that are not imported: BOLD
-#: (not a read-out tumorscope fits) and CEST (fitted, but its offsets are not in DICOM); the
-#: importer leaves them out with a warning that says how to bring them in.
-NOT_IMPORTED: frozenset[str] = frozenset({"bold", "cest"})
+#: (not a read-out tumorscope fits), CEST (fitted, but its offsets are not in DICOM) and
+#: multi-echo time series (the dynamic fits take one echo); the importer leaves them out with
+#: a warning that says how to bring them in.
+NOT_IMPORTED: frozenset[str] = frozenset({"bold", "cest", "multiecho_dynamic"})
 
 #: How to import a series of a kind in :data:`NOT_IMPORTED` anyway (the importer's warning).
 NOT_IMPORTED_HINT: dict[str, str] = {
     "bold": "--role '{series}=dsc' imports it as DSC perfusion",
     "cest": "convert it to NIfTI with a sidecar listing its SaturationOffsets (docs/cest.md)",
+    "multiecho_dynamic": (
+        "the DCE and DSC fits take one echo: convert the echo to fit to NIfTI with a sidecar "
+        "giving its FrameTimes and EchoTime (docs/study-format.md)"
+    ),
 }
 
 #: "rest" as a word of its own (``MB_rest_AP``), not inside one (``interest``, ``restricted``)
@@ -140,7 +151,20 @@ def guess_kind(
     if n > 1:
         if len(distinct(params["b"])) >= 2:
             return "dwi", f"{len(distinct(params['b']))} distinct b-values", params
-        if len(distinct(params["te"])) >= 2:
+        echoes = distinct(params["te"])
+        if len(echoes) >= 2 and n > len(echoes):
+            what = (
+                "a dual-echo DSC or a multi-echo BOLD" if is_epi(series) else "e.g. a dual-echo DCE"
+            )
+            return (
+                "multiecho_dynamic",
+                (
+                    f"{n} volumes at {len(echoes)} echo times ({', '.join(f'{t:g}' for t in echoes)} "
+                    f"ms), each repeated: a multi-echo time series ({what})"
+                ),
+                params,
+            )
+        if len(echoes) >= 2:
             if _spin_echo(series):
                 return "MESE", "several echo times, spin echo", params
             return "MEGRE", "several echo times, gradient echo", params

@@ -356,7 +356,7 @@ def read_series(
     refuse_not_imported : bool
         Raise :class:`NotImported` (before reading the pixels) when no ``suffix`` is given and
         the series is guessed to be of a kind in :data:`~.kinds.NOT_IMPORTED` (BOLD fMRI,
-        CEST).
+        CEST, a multi-echo time series).
 
     Raises
     ------
@@ -365,9 +365,9 @@ def read_series(
         and tag.
     ProtocolError
         The header values make an impossible protocol (e.g. one b-value only, a DSC series
-        without its echo time).
+        without its echo time, a dynamic role given to a multi-echo time series).
     NotImported
-        With ``refuse_not_imported``: a BOLD or CEST series.
+        With ``refuse_not_imported``: a BOLD, CEST or multi-echo time series.
     """
     series, notes = _magnitude_only(series)
     series = _without_isotropic(series, notes)
@@ -568,6 +568,14 @@ def _protocol(
         side["InversionTime"] = [t / 1e3 for t in ir.inversion_times_ms]
         return ir
     if suffix in ("dce", "dsc", "bold"):
+        echoes = distinct(te)
+        if len(echoes) > 1:  # a multi-echo time series (kinds.py): the fits take one echo
+            raise ProtocolError(
+                f"the volumes have {len(echoes)} echo times "
+                f"({', '.join(f'{t:g}' for t in echoes)} ms): a multi-echo time series, and "
+                "the DCE and DSC fits take one echo",
+                field="EchoTime",
+            )
         times, source = _frame_times(volumes, epi)
         side["FrameTimesSource"] = source
         nb = 1  # DSC: the DSC step finds the bolus onset; no BaselineFrames written
