@@ -174,15 +174,6 @@ class Visit:
                 if suffix == want_suffix and extra == want and role not in found:
                     found[role] = Series(role, suffix, p, self.study.root)
         return found
-        by_suffix = {v: k for k, v in self.study.manifest.roles.items()}
-        for p in sorted(self.path.glob("*/*")):
-            if not p.name.endswith(NIFTI_SUFFIXES):
-                continue
-            _, suffix = split_entities(p)
-            role = by_suffix.get(suffix)
-            if role is not None and role not in found:
-                found[role] = Series(role, suffix, p, self.study.root)
-        return found
 
     @cached_property
     def lesions(self) -> Lesions | None:
