@@ -87,3 +87,22 @@ def test_run_study_uses_a_given_executor_and_leaves_it_open(tmp_path) -> None:  
     summary = run_study(study, tmp_path / "out", steps=["register"], executor=ex, report=False)
     assert summary.ok and "register sub-001" in summary.done
     assert closed == []  # the caller's to close
+
+
+@pytest.mark.parametrize("users", ["study", "results"])
+def test_demo_refuses_a_users_folder_before_writing_anything(tmp_path, users: str) -> None:  # type: ignore[no-untyped-def]
+    """Found by the sweep of 2026-12-06: a user's ``OUT/results`` was refused only after the
+    phantom study had been written beside it; a user's ``OUT/study`` was validated as if it
+    were the demo's (exit 1). Both: exit 2, naming the folder, nothing written."""
+    from tumorscope.cli import app
+
+    out = tmp_path / "d"
+    (out / users).mkdir(parents=True)
+    (out / users / "mine.txt").write_text("the user's\n")
+    res = CliRunner().invoke(app, ["demo", "--out", str(out), "--size", "tiny", "--workers", "1"])
+    assert res.exit_code == 2, res.output
+    assert users in res.output and "Traceback" not in res.output
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        users,
+        f"{users}/mine.txt",
+    ]

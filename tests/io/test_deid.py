@@ -158,3 +158,22 @@ def test_scrub_fields_leaves_numbers_alone() -> None:
         "SeriesNumber": 3,
         "EchoTime": 0.09,
     }
+
+
+def test_a_study_named_after_the_institution_says_to_give_a_name(tmp_path: Path) -> None:
+    """The sweep of 2026-12-06 imported dcm_qa_nih into a folder whose name held the
+    institution's: refused (right), with a message that did not say why; it now points at
+    --name, and with a name the import goes through."""
+    pytest.importorskip("pydicom")
+    from tumorscope.io.dicom import import_dicom
+    from tumorscope.phantom.dicom import write_series
+    from tumorscope.volume import Volume
+
+    vol = Volume(np.arange(24, dtype=np.float32).reshape(4, 3, 2), np.eye(4))
+    write_series(vol, tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    study = tmp_path / "Synthetic General Hospital"
+    with pytest.raises(DataError, match="--name") as err:
+        import_dicom(tmp_path / "dicom", study)
+    assert err.value.file == "study.yaml" and not study.exists()
+    import_dicom(tmp_path / "dicom", study, name="trial")
+    assert (study / "study.yaml").is_file()

@@ -109,7 +109,10 @@ def test_messy_folder_reports_and_imports_the_rest(tmp_path: Path) -> None:
     errors = [p for p in validate_study(tmp_path / "study") if p.severity == "error"]
     assert not errors
     assert rep.log_file == tmp_path / "study-import-dicom.log"
-    assert rep.log_file.read_text().count("\n") == len(rep.problems)
+    log = rep.log_file.read_text()
+    assert (
+        log.startswith("# tumorscope-import-dicom\n") and log.count("\n") == len(rep.problems) + 1
+    )
 
 
 def test_nothing_written_when_nothing_imports(tmp_path: Path) -> None:
@@ -126,6 +129,62 @@ def test_existing_study_is_not_replaced_without_overwrite(tmp_path: Path) -> Non
     (tmp_path / "study").mkdir()
     with pytest.raises(DataError, match="exists"):
         import_dicom(tmp_path / "dicom", tmp_path / "study")
+
+
+@pytest.mark.parametrize(
+    "added",
+    [
+        "sub-001/ses-01/my_notes.txt",
+        "derivatives/lesions/sub-001/ses-01/sub-001_ses-01_lesions.nii.gz",  # drawn by a reader
+        "derivatives/tumorscope/tables/subjects.csv",  # a run's results
+    ],
+)
+def test_overwrite_keeps_a_study_holding_files_the_import_did_not_write(
+    tmp_path: Path, added: str
+) -> None:
+    """Found by the sweep of 2026-12-06: a re-import with --overwrite deleted the user's
+    notes and lesion segmentation inside the study it had imported (it only looked at the
+    names at the top). What the import did not write is never deleted: nothing is replaced."""
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    import_dicom(tmp_path / "dicom", tmp_path / "study")
+    user = tmp_path / "study" / added
+    new = next(p for p in [*reversed(user.parents), user] if not p.exists())  # the user's
+    user.parent.mkdir(parents=True, exist_ok=True)
+    user.write_bytes(b"the user's")
+    with pytest.raises(DataError, match="nothing was replaced") as err:
+        import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True)
+    assert added in str(err.value) and err.value.field == "--overwrite"
+    assert user.read_bytes() == b"the user's"
+    shutil.rmtree(new) if new.is_dir() else new.unlink()  # without them: its own study
+
+    import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True)
+    assert (tmp_path / "study/sub-001/ses-01/anat/sub-001_ses-01_T2w.nii.gz").is_file()
+
+
+def test_a_study_inside_the_dicom_folder_is_refused(tmp_path: Path) -> None:
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    before = sorted(p.name for p in (tmp_path / "dicom").rglob("*"))
+    with pytest.raises(DataError, match="inside the DICOM folder"):
+        import_dicom(tmp_path / "dicom", tmp_path / "dicom" / "study")
+    assert sorted(p.name for p in (tmp_path / "dicom").rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom"]
+
+
+def test_a_users_file_at_the_log_name_is_not_overwritten(tmp_path: Path) -> None:
+    """The import writes ``<STUDY>-import-dicom.log`` beside the study: a user's file of that
+    name was truncated (sweep of 2026-12-06). It is refused before anything is written; a log
+    an import wrote is replaced."""
+    write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
+    log = tmp_path / "study-import-dicom.log"
+    log.write_text("USER LOG, precious\n")
+    with pytest.raises(DataError, match="not one it wrote") as err:
+        import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert err.value.file == str(log)
+    assert log.read_text() == "USER LOG, precious\n" and not (tmp_path / "study").exists()
+    log.unlink()
+    import_dicom(tmp_path / "dicom", tmp_path / "study")
+    import_dicom(tmp_path / "dicom", tmp_path / "study", overwrite=True)  # its own log: replaced
+    assert log.read_text().startswith("# tumorscope-import-dicom\n")
 
 
 def test_role_override_argument_and_study_yaml(tmp_path: Path) -> None:

@@ -23,10 +23,14 @@ from tumorscope.volume import Volume
 
 
 def _digest(root: Path) -> dict[str, str]:
+    """Every file's SHA-256 but the record of what was written (tumorscope.owned: it holds
+    the files' modification times, the bookkeeping of --overwrite, not the study)."""
+    from tumorscope.owned import RECORD_NAME
+
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.name != RECORD_NAME
     }
 
 

@@ -122,6 +122,46 @@ def test_run_refuses_a_folder_that_is_not_a_tumorscope_output(study: Path, tmp_p
     assert _listing(out) == before  # nothing written
 
 
+@pytest.mark.parametrize(
+    ("inside", "adopt"),
+    [(".", True), ("sub-002", False), ("derivatives", True), ("derivatives/lesions/out", False)],
+)
+def test_run_refuses_an_output_folder_inside_the_study(
+    study: Path, inside: str, adopt: bool
+) -> None:
+    """Found by the sweep of 2026-12-06: ``--out STUDY/sub-002`` made a subject folder the
+    manifest does not list (the study no longer validated), ``--out STUDY --adopt-folder``
+    mixed 1,142 files into it. Only a folder below ``derivatives/`` (not the segmentations)
+    may hold a run's output inside the study."""
+    before = _listing(study)
+    out = study / inside
+    res = _run(study, out, *REGISTER, *(["--adopt-folder"] if adopt else []))
+    assert res.exit_code == 2, res.output
+    assert "inside it" in res.output and "--out" in res.output and "Traceback" not in res.output
+    assert _listing(study) == before and (inside in (".", "derivatives") or not out.exists())
+
+
+def test_run_does_not_write_through_a_linked_folder(study: Path, tmp_path: Path) -> None:
+    """Found by the sweep of 2026-12-06: a folder of the output replaced by a link to a
+    user's folder had the run write its tables into it (the user's ``subjects.csv``
+    replaced) before it failed. A linked folder anywhere in the output: exit 2, nothing
+    written."""
+    out = tmp_path / "out"
+    assert _run(study, out, *REGISTER).exit_code == 0
+    users = tmp_path / "user_tables"
+    users.mkdir()
+    (users / "subjects.csv").write_text("the user's own list\n")
+    (out / "tables").rename(tmp_path / "old-tables")
+    (out / "tables").symlink_to(users, target_is_directory=True)
+    before = _listing(out)
+    res = _run(study, out, *REGISTER, "--force", "register")
+    assert res.exit_code == 2, res.output
+    assert "symbolic link" in res.output and "tables" in res.output
+    assert (users / "subjects.csv").read_text() == "the user's own list\n"
+    assert sorted(p.name for p in users.iterdir()) == ["subjects.csv"]
+    assert _listing(out) == before
+
+
 def test_run_adopts_a_folder_when_told_and_keeps_its_files(study: Path, tmp_path: Path) -> None:
     out = tmp_path / "mine"
     out.mkdir()
@@ -254,12 +294,49 @@ def test_phantom_overwrite_refuses_a_folder_that_is_not_a_phantom(tmp_path: Path
 
 def test_phantom_overwrite_replaces_a_phantom(tmp_path: Path) -> None:
     folder = make_study(tmp_path / "phantom", size="tiny", n_subjects=1)
-    (folder / "stale.txt").write_text("from an older phantom\n")
+    (folder / "sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz").unlink()  # ours: may go
     res = runner.invoke(
         app, ["phantom", str(folder), "--overwrite", "--size", "tiny", "--subjects", "1"]
     )
     assert res.exit_code == 0, res.output
-    assert (folder / "study.yaml").is_file() and not (folder / "stale.txt").exists()
+    assert (folder / "sub-001/ses-01/dwi/sub-001_ses-01_dwi.nii.gz").is_file()
+
+
+@pytest.mark.parametrize(
+    "added",
+    ["NOTES.md", "derivatives/mine.txt", "derivatives/tumorscope/tables/subjects.csv", "empty/"],
+)
+def test_phantom_overwrite_keeps_a_phantom_that_holds_the_users_files(
+    tmp_path: Path, added: str
+) -> None:
+    """A user's notes, a run's results under derivatives/, even an empty folder: what the
+    phantom did not write is never deleted by --overwrite (found by the sweep of
+    2026-12-06: NOTES.md and derivatives/mine.txt were deleted, exit 0)."""
+    folder = make_study(tmp_path / "phantom", size="tiny", n_subjects=1)
+    target = folder / added
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if added.endswith("/"):
+        target.mkdir()
+    else:
+        target.write_text("the user's\n")
+    before = _listing(folder)
+    res = runner.invoke(
+        app, ["phantom", str(folder), "--overwrite", "--size", "tiny", "--subjects", "1"]
+    )
+    assert res.exit_code == 2, res.output
+    assert added.rstrip("/") in res.output and "nothing was replaced" in res.output
+    assert _listing(folder) == before
+
+
+def test_phantom_overwrite_keeps_a_phantom_file_the_user_changed(tmp_path: Path) -> None:
+    folder = make_study(tmp_path / "phantom", size="tiny", n_subjects=1)
+    edited = folder / "derivatives/lesions/sub-001/ses-01/sub-001_ses-01_lesions.tsv"
+    edited.write_text(edited.read_text() + "# reviewed by the reader\n")
+    res = runner.invoke(
+        app, ["phantom", str(folder), "--overwrite", "--size", "tiny", "--subjects", "1"]
+    )
+    assert res.exit_code == 2 and "sub-001_ses-01_lesions.tsv" in res.output, res.output
+    assert edited.read_text().endswith("# reviewed by the reader\n")
 
 
 # ------------------------------------------------------------------ battery: killed runs

@@ -97,6 +97,8 @@ def demo(
 
     from ..io import open_study, validate_study
     from ..phantom import make_study
+    from ..phantom.generate import is_phantom_study
+    from ..pipeline.outdir import check_output_folder
 
     console = Console()
     n = default_workers() if workers is None else workers
@@ -108,6 +110,17 @@ def demo(
     starting = _start_workers(n)
     try:
         with user_errors():
+            # both folders are checked before anything is written (sweep of 2026-12-06: a
+            # user's results/ was refused only after the phantom had been written, and a
+            # user's study/ was taken for the demo's and validated)
+            check_output_folder(out / "results")
+            if study_dir.exists() and not is_phantom_study(study_dir):
+                raise DataError(
+                    "the demo writes its synthetic study here, and this folder is not one "
+                    "tumorscope wrote; nothing was written: choose another --out",
+                    file=study_dir,
+                    field="--out",
+                )
             if study_dir.exists():
                 console.print(f"using the existing synthetic study in {study_dir}")
                 problems = validate_study(study_dir)

@@ -506,8 +506,14 @@ def check_no_identifiers(
     hits = find_identifiers(folder, ids, image_headers_only=True)
     if hits:
         path, value = hits[0]
+        hint = (
+            " (the study's name is the folder's unless --name gives one: a folder named after"
+            " the institution or the patient puts it there)"
+            if path.name == "study.yaml"
+            else ""
+        )
         raise DataError(
-            f"an identifier ({len(value)} characters) appears in the de-identified study; "
+            f"an identifier ({len(value)} characters) appears in the de-identified study{hint}; "
             "nothing was written",
             file=path.relative_to(folder),
             field="de-identification",

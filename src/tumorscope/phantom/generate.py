@@ -29,6 +29,7 @@ from scipy import ndimage
 from .. import __version__
 from ..errors import DataError
 from ..files import write_json
+from ..owned import check_replaceable, record_files
 from ..volume import Volume
 from .cest import cest_series
 from .metabolic import write_metabolic_visit
@@ -235,6 +236,7 @@ def make_study(
     try:
         with _one_blas_thread():
             _write_study(tmp, cfg, n, seed, size, int(brain_subjects))
+        record_files(tmp, command="phantom")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -266,7 +268,8 @@ def is_phantom_study(folder: str | Path) -> bool:
 
 
 def _check_replaceable(out: Path, overwrite: bool) -> None:
-    """Refuse to replace ``out`` unless asked to and it is a phantom study or empty."""
+    """Refuse to replace ``out`` unless asked to and it is empty, or a phantom study holding
+    nothing but the files the phantom wrote (:mod:`tumorscope.owned`)."""
     if not overwrite:
         raise DataError("output folder exists (use overwrite=True / --overwrite)", file=out)
     if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
@@ -278,6 +281,9 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
             "yourself or choose another folder",
             file=out,
         )
+    # a phantom study, but a user may have added to it (notes, a run's results under
+    # derivatives/): replaced only if it holds nothing but what the phantom wrote
+    check_replaceable(out, what="a phantom study", option="--overwrite")
 
 
 def _subject_plan(n: int, seed: int) -> list[tuple[str, Scenario, dt.date]]:

@@ -80,7 +80,17 @@ def check_output_folder(out: Path, *, adopt: bool = False) -> str | None:
     """
     if out.exists() and not out.is_dir():
         raise DataError("the output folder is a file, not a folder", file=out)
-    if not out.exists() or (out / MARKER_NAME).is_file():
+    if not out.exists():
+        return None
+    linked = _linked_folders(out)
+    if linked:
+        raise DataError(
+            f"a folder inside the output folder is a symbolic link ({linked[0]} → "
+            f"{os.readlink(out / linked[0])}): the run would write through it into a folder "
+            "it does not own; nothing was written. Remove the link or choose another folder",
+            file=out / linked[0],
+        )
+    if (out / MARKER_NAME).is_file():
         return None
     foreign = sorted(
         p.name
@@ -105,6 +115,21 @@ def check_output_folder(out: Path, *, adopt: bool = False) -> str | None:
         "--adopt-folder to write into this one (tumorscope removes none of its files)",
         file=out,
     )
+
+
+def _linked_folders(out: Path) -> list[str]:
+    """Folders below ``out`` that are symbolic links (relative paths, sorted; links are not
+    followed). A run writes only through real folders: through a link it would replace the
+    files of a folder elsewhere (found by the sweep of 2026-12-06: ``tables`` linked to a
+    user's folder, whose ``subjects.csv`` the run replaced). A link to a file is harmless:
+    files are written to a temporary name and renamed, which replaces the link, not its
+    target."""
+    linked = []
+    for top, dirs, _ in os.walk(out, followlinks=False):
+        for name in dirs:
+            if os.path.islink(os.path.join(top, name)):
+                linked.append(os.path.relpath(os.path.join(top, name), out))
+    return sorted(linked)
 
 
 def sweep_temporaries(out: Path) -> int:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError, Problem, ProtocolError
+from ...owned import check_replaceable, record_files
 from ...protocol import DiffusionProtocol
 from ...volume import Volume, atomic_write
 from ..deid import (
@@ -179,6 +180,15 @@ def import_dicom(
     """
     src = Path(dicom_dir)
     out = Path(study_dir)
+    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
+        # the study, its log and the identifier mapping would land among the source files
+        # (sweep of 2026-12-06), and the next scan of that folder would read the study
+        raise DataError(
+            "the study folder is inside the DICOM folder; nothing was written: choose a "
+            "folder outside it",
+            file=out,
+            field="STUDY_DIR",
+        )
     previous = _previous_manifest(out)
     config = dict(previous.get("dicom") or {})
     if out.exists() and not overwrite:
@@ -197,6 +207,7 @@ def import_dicom(
     mapping_path = _mapping_path(mapping_file, out, keep_identifiers)
     pseudo = Pseudonymizer(None if keep_identifiers else mapping_path)
     log_path = out.parent / f"{out.name}-import-dicom.log"
+    _check_log_replaceable(log_path)
     # read every series first: nothing is written before all inputs are checked
     read = _read_all(
         series, all_roles, dce_baseline_frames, keep_identifiers, problems, allow_burned_in
@@ -268,7 +279,7 @@ def _write_study(
         # the log names source files, whose paths often hold patient IDs or accession
         # numbers: it stays beside the study, with the site's mapping, not inside it (and is
         # cleaned of the identifiers too)
-        log = "".join(f"{p}\n" for p in problems)
+        log = _LOG_HEADER + "".join(f"{p}\n" for p in problems)
         if ids is not None:
             printed = "\n".join(" ".join(map(str, r.values())) for r in report.series)
             check_no_identifiers(
@@ -279,6 +290,7 @@ def _write_study(
         atomic_write(report.log_file, lambda t: t.write_text(log, encoding="utf-8"))
         if ids is not None:
             pseudo.write()
+        record_files(tmp, command="import-dicom")
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -305,38 +317,51 @@ def _mapping_path(mapping_file: str | Path | None, out: Path, keep_identifiers: 
     return path
 
 
-#: What an import writes at the top of a study folder; ``overwrite`` replaces nothing else.
-_IMPORT_TOP_LEVEL = ("study.yaml", "derivatives")
-#: First line of the ``study.yaml`` an import writes (how ``overwrite`` recognises one).
+#: First line of the ``study.yaml`` an import writes.
 _IMPORT_HEADER = "# written by tumorscope import-dicom"
 
 
-def _check_replaceable(out: Path) -> None:
-    """``overwrite`` replaces only an empty folder or a study an earlier import wrote —
-    recognised by the importer's header line atop ``study.yaml``, its ``dicom:`` section, or
-    the import log beside the folder — that holds nothing but ``study.yaml``, ``sub-*`` and
-    ``derivatives``: never a folder with other files in it."""
-    if not out.is_dir():
-        raise DataError("not a folder; nothing was replaced", file=out, field="--overwrite")
-    entries = sorted(p.name for p in out.iterdir())
-    if not entries:
+#: First line of the log an import writes beside the study (how the next import knows the
+#: file at that name is its own to replace). No ordinary words: the log is searched for the
+#: patients' names before it is written (a patient ONE^ALICE stopped "one a line").
+_LOG_HEADER = "# tumorscope-import-dicom\n"
+
+
+def _check_log_replaceable(path: Path) -> None:
+    """The import's log beside the study replaces only a log an import wrote (its first line
+    :data:`_LOG_HEADER`), never a user's file of that name (DataError, nothing written)."""
+    if not (path.exists() or path.is_symlink()):
         return
-    foreign = [n for n in entries if n not in _IMPORT_TOP_LEVEL and not n.startswith("sub-")]
-    manifest = out / "study.yaml"
-    text = manifest.read_text("utf-8", "replace") if manifest.is_file() else ""
-    ours = (
-        text.startswith(_IMPORT_HEADER)
-        or "\ndicom:" in f"\n{text}"
-        or (out.parent / f"{out.name}-import-dicom.log").is_file()
-    )
-    if not ours or foreign:
-        what = ", ".join(foreign[:5]) if foreign else "no study.yaml of an import"
+    try:
+        with open(path, "rb") as fh:
+            ours = (
+                path.is_file()
+                and not path.is_symlink()
+                and fh.read(len(_LOG_HEADER)) == (_LOG_HEADER.encode())
+            )
+    except OSError:
+        ours = False
+    if not ours:
         raise DataError(
-            f"--overwrite replaces only a study written by import-dicom (found {what}); "
-            "nothing was replaced: choose a new folder",
-            file=out,
-            field="--overwrite",
+            "the import writes its log here and this file is not one it wrote; nothing was "
+            "written: move it or import into a folder of another name",
+            file=path,
         )
+
+
+def _check_replaceable(out: Path) -> None:
+    """``overwrite`` replaces only an empty folder or a study an earlier import wrote and
+    recorded (:mod:`tumorscope.owned`), with nothing added or changed in it since: never a
+    folder holding a file the import did not write (a user's lesion segmentation, notes, the
+    results of a run under ``derivatives/``). ``study.yaml`` may have changed: what the user
+    added to it is carried over (:func:`_carry_over`)."""
+    if not out.is_dir() or out.is_symlink():
+        raise DataError("not a folder; nothing was replaced", file=out, field="--overwrite")
+    if not any(out.iterdir()):
+        return
+    check_replaceable(
+        out, what="a study written by import-dicom", option="--overwrite", taken_over={"study.yaml"}
+    )
 
 
 def _previous_manifest(out: Path) -> dict[str, Any]:
@@ -400,7 +425,9 @@ def _read_all(
             read.append((s, sd))
             for note in sd.notes:
                 problems.append(_problem("warning", s.files[0], "ImageType", note))
-        except NotImported as exc:  # BOLD, CEST, multi-echo time series: kinds tumorscope cannot take from DICOM
+        except (
+            NotImported
+        ) as exc:  # BOLD, CEST, multi-echo time series: kinds tumorscope cannot take from DICOM
             hint = NOT_IMPORTED_HINT[exc.kind].format(series=s.description or s.uid)
             problems.append(
                 _problem(
