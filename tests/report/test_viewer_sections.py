@@ -170,3 +170,37 @@ def test_viewer_volumes_are_the_same_on_one_thread_and_on_three(
         written.append(viewer.viewer_data_path(out, "002").read_bytes())
     assert written[0] == written[1]
     assert written[0].count(b'"kind":"map"') == 4 * len(list(subj))
+
+
+def test_a_visit_without_its_anatomical_image_is_said_on_the_page(
+    tiny_study: Path, tmp_path: Path
+) -> None:
+    """Sweep of 2026-12-06: a T2w removed after the run was left out of the re-rendered
+    viewer without a word. The page now says which visit has no anatomical image."""
+    import shutil
+
+    import nibabel as nib
+
+    from tumorscope.io import open_study
+    from tumorscope.layout import VisitMap
+    from tumorscope.report import viewer
+
+    study_dir = tmp_path / "study"
+    shutil.copytree(tiny_study, study_dir)
+    study = open_study(study_dir)
+    subj = study.subjects["002"]
+    maps: dict[str, dict[str, VisitMap]] = {}
+    for v in subj:
+        anat = v.series["anatomical"].load()
+        p = tmp_path / f"adc_{v.id}.nii.gz"
+        nib.save(nib.Nifti1Image(np.ones(anat.data.shape[:3], np.float32), anat.affine), p)
+        maps[v.id] = {"adc.ADC": VisitMap(p, None, "x")}
+    gone = next(iter(subj))
+    gone.series["anatomical"].path.unlink()
+    study = open_study(study_dir)  # read again: the series is no longer there
+    page = viewer.write_viewer(tmp_path / "out", study, "002", maps=maps)
+    assert page is not None
+    html = page.read_text()
+    assert f"visit {gone.id}: no anatomical image in the study" in html
+    others = [v.id for v in subj if v.id != gone.id]
+    assert all(f"visit {i}: no anatomical" not in html for i in others)

@@ -455,6 +455,12 @@ def _visit_volumes(
         return None
     if vols[0]["kind"] != "anat":  # no anatomical image: the first map is the background
         vols[0] = {**vols[0], "kind": "anat"}
+        # said on the page (sweep of 2026-12-06: a T2w deleted after the run was dropped
+        # from the re-rendered report without a word)
+        notes.add(
+            f"visit {v.id}: no anatomical image in the study (its series is missing); "
+            f"{vols[0]['name']} is the background"
+        )
     if labels is not None:
         volume, _ = entry(
             "lesion outline",
