@@ -17,13 +17,23 @@ file, which the run's provenance and the serial/Dask comparisons rely on. The co
 image differ between the two back-ends (ISA-L level 1 and zlib level 1 choose different
 matches); the decompressed bytes are identical.
 
-One exception seen, not explained: in one CI run (2026-12-05, fresh clone, 2 cores) one
+Exceptions seen, not explained: in one CI run (2026-12-05, fresh clone, 2 cores) one
 mostly-zero phantom image of 24 KB (``arteryfraction_truth``, written by 4 visits in two
-threads) got other compressed bytes once than the 7 other writes of the same array. Not
-reproduced here in 16 phantom studies, 400 writes from 4 threads, or 300 writes after
-compressors had left random data on the heap. Tests that mean "the same data" compare
-decompressed contents; the provenance uses file hashes only to decide whether an input
-changed (another stream of the same data costs a recomputation, never a wrong result).
+threads) got other compressed bytes once than the 7 other writes of the same array; and
+the tiny phantom's 4-D ``concentration`` map (1.2 MB, five blocks) now and then, which made
+``test_two_output_folders_give_identical_files_and_hashes`` fail in a few runs. On
+2026-12-06 it was caught 5 times in ~190 runs of the tiny study (two to four processes at
+once on 2 busy cores; never on a quiet machine): every block handed to ISA-L had the same
+length and SHA (traced), the streams the same CRC and decompressed bytes, and they differed
+by one token — a 94-byte match at distance 6,556 in one stream where the other has
+literals, 727 kB into the data. The same blocks compressed again, in one thread or beside
+two compressing threads, after heap garbage in 300 patterns, at 64 buffer alignments or with
+garbage after each block, always gave the usual stream, and valgrind finds no read of
+uninitialised memory in ISA-L (AVX2 path; this CPU has no AVX-512). So a run under load
+can, rarely, get another valid stream of the same bytes from ISA-L; the cause is below this
+package. Tests that mean "the same data" compare decompressed contents; the provenance uses
+file hashes only to decide whether an input changed (another stream of the same data costs
+a recomputation, never a wrong result).
 """
 
 from __future__ import annotations
