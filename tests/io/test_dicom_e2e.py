@@ -213,6 +213,7 @@ def test_cli_import_and_export(chain: dict[str, Path]) -> None:
     )
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (chain["tmp"] / "cli-export").iterdir()) == [
+        ".tumorscope-export.json",  # the folder's marker: which files the export may replace
         "sub-001_ses-01_lesions_seg.dcm",
         "sub-001_ses-01_measurements_sr.dcm",
     ]

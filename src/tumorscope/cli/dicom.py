@@ -99,7 +99,11 @@ def import_dicom(
 def export_dicom(
     study_dir: Path = typer.Argument(..., help="The imported study."),
     dicom_dir: Path = typer.Argument(..., help="The DICOM folder the study was imported from."),
-    out_dir: Path = typer.Argument(..., help="Folder for the DICOM objects written."),
+    out_dir: Path = typer.Argument(
+        ...,
+        help="Folder for the DICOM objects written: new, empty, or one export-dicom wrote "
+        "(only files it wrote are replaced); created once every object is written.",
+    ),
     subject: str = typer.Option(..., help="Subject id (as in the study)."),
     visit: str = typer.Option(..., help="Visit id (as in the study)."),
     map_: list[str] = typer.Option(
@@ -109,7 +113,10 @@ def export_dicom(
         "it was computed from, default the reference series). Repeatable.",
     ),
     reference: str = typer.Option(
-        "anatomical", help="Role or suffix of the series the lesions were drawn on."
+        None,
+        help="Role or suffix of the series the lesions were drawn on (default: anatomical); "
+        "when given, the visit must have it.",
+        show_default=False,
     ),
     mapping: Path = typer.Option(None, help="Identifier mapping TSV of a de-identified study."),
     reidentify: Path = typer.Option(
@@ -120,7 +127,11 @@ def export_dicom(
         "site's PACS), checked against this mapping file of the import. By default they carry "
         "the study's pseudonymous identity and no free text of the source.",
     ),
-    response: str = typer.Option(None, help="Overall response at this visit: CR, PR, SD or PD."),
+    response: str = typer.Option(
+        None,
+        help="Overall response at this visit, written into the SR: CR, PR, SD, PD (or another "
+        "category of the criteria, e.g. non-CR/non-PD, iUPD); an unknown one is refused.",
+    ),
     criteria: str = typer.Option("RECIST 1.1", help="Criteria the response was assessed with."),
     results: Path = typer.Option(
         None,
@@ -147,7 +158,7 @@ def export_dicom(
     maps: dict[str, tuple[str | Path, str]] = {}
     for name, spec in _pairs(map_, "NAME=PATH[:SOURCE]").items():
         path, _, source = spec.partition(":")
-        maps[name] = (Path(path), source or reference)
+        maps[name] = (Path(path), source or reference or "anatomical")
     with user_errors():
         if to_pacs is not None:  # a bad URL or credentials stop before anything is written
             from ..io.pacs import check_url, credentials_from_env

@@ -47,10 +47,8 @@ Design decisions
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,10 +70,11 @@ from .codes import (
     response_code,
     unit_code,
 )
+from .outfolder import check_export_folder, deliver, staging_folder
 from .profile import carry_deid_marks, check_exported
-from .results import pipeline_results, with_run_results
-from .scan import LPS_TO_RAS
-from .sources import NotFromDicom, _check_grid, _SourceImages, _sources
+from .results import _parameter_maps, drop_maps_without_sources, pipeline_results, with_run_results
+from .scan import LPS_TO_RAS, DicomFrame
+from .sources import _check_grid, _SourceImages, _sources, checked_visit
 
 __all__ = [
     "LesionMeasurement",
@@ -141,6 +140,7 @@ def write_parametric_map(
     unit: str | None = None,
     series_number: int = 900,
     series_description: str | None = None,
+    source_geometry: Sequence[DicomFrame] | None = None,
 ) -> Path:
     """Write one parameter map as a DICOM Parametric Map.
 
@@ -162,6 +162,11 @@ def write_parametric_map(
         Series number of the new series.
     series_description : str, optional
         Default ``"<name> map (tumorscope)"``.
+    source_geometry : sequence of DicomFrame, optional
+        The slices of the source images (:func:`~tumorscope.io.dicom.sources.source_frames`
+        of the originals) when ``source_images`` cannot tell them: de-identified copies of a
+        Siemens mosaic lack the private header that places its tiles. Default: read from
+        ``source_images``.
 
     Returns
     -------
@@ -180,7 +185,7 @@ def write_parametric_map(
     if unit is None:
         raise ExportError(f"no unit known for map {name!r}; pass unit=", field="unit")
     sources = _sources(source_images)
-    _check_grid(volume, sources)
+    _check_grid(volume, sources, source_geometry)
     data = volume.data.astype(np.float32)
     finite = data[np.isfinite(data)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
@@ -255,6 +260,7 @@ def write_seg(
     *,
     series_number: int = 901,
     series_description: str = "Lesions (tumorscope)",
+    source_geometry: Sequence[DicomFrame] | None = None,
 ) -> Path:
     """Write a lesion label map as a binary DICOM Segmentation, one segment per lesion.
 
@@ -270,6 +276,8 @@ def write_seg(
         Images of the series the lesions were drawn on.
     out : path-like
         File to write.
+    source_geometry : sequence of DicomFrame, optional
+        As for :func:`write_parametric_map`.
 
     Returns
     -------
@@ -300,7 +308,7 @@ def write_seg(
     if not rows:
         raise ExportError("the label map holds no lesion", file=labels.source, field="label")
     sources = _sources(source_images)
-    _check_grid(labels, sources)
+    _check_grid(labels, sources, source_geometry)
     seg_array = np.zeros(data.shape, dtype=np.uint8)
     descriptions = []
     for n, r in enumerate(rows, start=1):
@@ -570,7 +578,7 @@ def export_visit(
     subject: str,
     visit: str,
     maps: Mapping[str, tuple[str | Path | Volume, str]] | None = None,
-    reference: str = "anatomical",
+    reference: str | None = None,
     mapping_file: str | Path | None = None,
     response: str | None = None,
     criteria: str = "RECIST 1.1",
@@ -594,18 +602,23 @@ def export_visit(
     study_dir, dicom_dir : path-like
         The imported study and the DICOM folder it was imported from.
     out_dir : path-like
-        Folder for the new DICOM files (``<subject>_<visit>_<what>.dcm``).
+        Folder for the new DICOM files (``<subject>_<visit>_<what>.dcm``): new, empty or
+        written by an earlier export; only files an export wrote there are replaced
+        (:mod:`~tumorscope.io.dicom.outfolder`). Created once every object is written.
     subject, visit : str
         Ids as in the study.
     maps : mapping, optional
         ``{name: (NIfTI path or Volume, source role or suffix)}``, e.g.
         ``{"ADC": ("fits/adc.nii.gz", "dwi")}``; each map references its source series.
-    reference : str
-        Role or suffix of the series the lesions were drawn on (SEG and SR reference it).
+    reference : str, optional
+        Role or suffix of the series the lesions were drawn on (SEG and SR reference it);
+        when given, the visit must have it. Default ``anatomical``, needed only by lesions.
     mapping_file : path-like, optional
         Identifier mapping of a de-identified study.
     response : {"CR", "PR", "SD", "PD"}, optional
-        Overall response at this visit, written into the SR.
+        Overall response at this visit, written into the SR (a category other than those of
+        :func:`~tumorscope.io.dicom.codes.response_code` is refused; without lesions there
+        is no SR: a warning says so).
     criteria : str
         Name of the response criteria.
     results : path-like, optional
@@ -629,10 +642,17 @@ def export_visit(
     list of Path
         The files written.
     """
-    from ..study import open_study
-
     out = Path(out_dir)
-    v = open_study(study_dir).subjects[subject].visits[visit]
+    v = checked_visit(study_dir, subject, visit, reference=reference)
+    if response is not None:
+        _check_response(response, "--response")
+        if v.lesions is None:
+            warnings.warn(
+                f"--response {response} not exported: the visit has no lesion map, so no SR "
+                "is written",
+                TumorscopeWarning,
+                stacklevel=2,
+            )
     sources = _SourceImages(
         study_dir, dicom_dir, subject, visit, mapping_file, reidentify=reidentify
     )
@@ -645,100 +665,76 @@ def export_visit(
     loaded = _parameter_maps(all_maps, skippable)
     # a run's map whose series did not come from DICOM (e.g. a CEST series added as NIfTI)
     # has no source images to reference: left out with a warning, the rest exported
-    run_maps = set(all_maps) - set(maps or {})
-    not_dicom: dict[str, list[str]] = {}  # series file → its maps left out
-    no_source: dict[str, str] = {}  # role → its series file (each role looked up once)
-    for name in [n for n in loaded if n in run_maps]:
-        role = all_maps[name][1]
-        if role not in no_source:
-            try:
-                sources(role)  # read once, kept for the maps below
-                continue
-            except NotFromDicom as exc:
-                no_source[role] = str(exc.file)
-        del loaded[name]
-        not_dicom.setdefault(no_source[role], []).append(name)
-    for series_file, names in not_dicom.items():
-        warnings.warn(
-            f"{len(names)} map(s) of {series_file} not exported ({', '.join(names)}): the "
-            "series was not imported from DICOM (no Series Instance UID recorded), so there "
-            "are no source images to reference",
-            TumorscopeWarning,
-            stacklevel=2,
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=out))
+    drop_maps_without_sources(loaded, all_maps, set(all_maps) - set(maps or {}), sources)
+    names = {name: f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm" for name in loaded}
+    lesion_names = [
+        f"sub-{subject}_ses-{visit}_{k}.dcm" for k in ("lesions_seg", "measurements_sr")
+    ]
+    check_export_folder(out, [*names.values(), *(lesion_names if v.lesions is not None else [])])
+    tmp = staging_folder(out)  # OUT_DIR itself is made only when everything was written
     try:
         written = [
             write_parametric_map(
                 vol,
                 sources(all_maps[name][1]),
-                tmp / f"sub-{subject}_ses-{visit}_{name.replace('.', '-')}_pm.dcm",
+                tmp / names[name],
                 name=name,
                 unit=all_units.get(name) or None,
                 series_number=900 + n,
+                source_geometry=sources.frames[all_maps[name][1]],
             )
             for n, (name, vol) in enumerate(loaded.items())
         ]
         if v.lesions is not None:
+            ref = reference or "anatomical"
             written += _lesion_objects(
-                tmp, subject, visit, v.lesions, sources(reference), loaded, all_units,
-                sizes or {}, response=response, criteria=criteria,
+                [tmp / n for n in lesion_names], v.lesions, sources(ref), sources.frames[ref],
+                loaded, all_units, sizes or {}, visit=visit, response=response,
+                criteria=criteria,
             )  # fmt: skip
         if not reidentify:
             check_exported(written, sources.originals)
-        final = []
-        for f in written:
-            os.replace(f, out / f.name)
-            final.append(out / f.name)
+        return deliver(written, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return final
+
+
+def _check_response(response: str, option: str) -> None:
+    """An unknown response category is refused naming the option, before anything is written."""
+    try:
+        response_code(response)
+    except ExportError as exc:
+        raise ExportError(exc.message, field=option) from None
 
 
 def _lesion_objects(
-    out: Path,
-    subject: str,
-    visit: str,
+    paths: Sequence[Path],
     lesions: Any,
     sources: list[Any],
+    geometry: Sequence[DicomFrame],
     loaded: Mapping[str, Volume],
     units: Mapping[str, str],
     sizes: Mapping[str, Mapping[str, Any]],
     *,
+    visit: str,
     response: str | None,
     criteria: str,
 ) -> list[Path]:
-    """The visit's lesion SEG and measurement SR, written into ``out``."""
+    """The visit's lesion SEG and measurement SR, written to ``paths``."""
     labels = lesions.load_labels()
     table = lesions.table
-    seg_path = write_seg(labels, table, sources, out / f"sub-{subject}_ses-{visit}_lesions_seg.dcm")
+    seg_path = write_seg(labels, table, sources, paths[0], source_geometry=geometry)
     measurements = _measurements(labels, table, loaded, units, sizes)
     sr_path = write_sr(
         measurements,
         sources,
         seg_path,
-        out / f"sub-{subject}_ses-{visit}_measurements_sr.dcm",
+        paths[1],
         response=response,
         criteria=criteria,
         time_point=visit,
     )
     return [seg_path, sr_path]
-
-
-def _parameter_maps(
-    maps: Mapping[str, tuple[str | Path | Volume, str]], skippable: set[str]
-) -> dict[str, Volume]:
-    """The 3-D maps, loaded; a map that is not 3-D is left out if skippable, else an error."""
-    loaded: dict[str, Volume] = {}
-    for name, (img, _) in maps.items():
-        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
-        if vol.data.ndim != 3:
-            if name in skippable:
-                continue
-            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
-        loaded[name] = vol
-    return loaded
 
 
 def _measurements(

@@ -289,11 +289,28 @@ def removed_identity(originals: Sequence[Any]) -> tuple[Any, set[str]]:
     -------
     ids : tumorscope.io.deid.Identifiers
         The patient's identifiers (names, IDs, birth date, other persons, institution) and the
-        text of every attribute that the profile removes, empties or replaces (study
+        text of every standard attribute that the profile removes, empties or replaces (study
         description, patient history, station name, device serial number …), series
         descriptors excepted (they are cleaned, not identity).
     uids : set of str
         The UIDs the profile replaces.
+
+    Notes
+    -----
+    The text of a removed attribute is searched for whole (its words in order, any
+    separator), as institution names are: a ``^`` in it does not make it a person's name
+    whose every part is an identifier (Siemens writes the study description as
+    ``Region^Protocol``: ``Research^Rorden_Prisma`` made ``Prisma`` an identifier and refused
+    the model name ``Prisma_fit``). Persons' names are PN attributes, taken by
+    :meth:`~tumorscope.io.deid.Identifiers.of_headers` (every part of the patient's name).
+    Private attributes are not searched for: the profile removes all of them because their
+    content is unknown, not because it is identity (most hold vendor parameters: GE's Product
+    id ``SIGNA`` (0009,1004), pulse sequence names, private creators), and taking their text
+    for identifiers refuses what the profile keeps on purpose (Manufacturer's Model Name
+    ``Signa HDxt``, copied by highdicom into the Contributing Equipment Sequence). Nothing
+    private reaches an object (built on copies without private attributes; ``originals``
+    keep them for the geometry of a mosaic), and the patient's identity is taken from the
+    standard attributes, where the standard puts it.
     """
     from ..deid import Identifiers
 
@@ -302,12 +319,12 @@ def removed_identity(originals: Sequence[Any]) -> tuple[Any, set[str]]:
     for ds in originals:
         for elem in _elements(ds):
             code = action(int(elem.tag))
-            if code == "K" or elem.keyword in CLEANED_DESCRIPTORS:
+            if code == "K" or elem.keyword in CLEANED_DESCRIPTORS or elem.tag.is_private:
                 continue
             if elem.VR == "UI":
                 uids.update(_strings(elem))
-            elif elem.VR in _TEXT_VRS and elem.VR != "PN":
-                values += _strings(elem)
+            elif elem.VR in _TEXT_VRS and elem.VR != "PN":  # a phrase: ^ separates words
+                values += [v.replace("^", " ") for v in _strings(elem)]
     ids = Identifiers.of_headers(originals, check=True) | Identifiers.of_values(values, check=True)
     return ids, uids
 

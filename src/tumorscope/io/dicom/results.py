@@ -4,14 +4,16 @@ indexes, through :mod:`tumorscope.layout`) and its response."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from ... import layout
-from ...errors import ExportError
+from ...errors import ExportError, TumorscopeWarning
 from ...volume import Volume
+from .sources import NotFromDicom
 
-__all__ = ["pipeline_results", "with_run_results"]
+__all__ = ["drop_maps_without_sources", "pipeline_results", "with_run_results"]
 
 
 #: the source series of the maps each pipeline fit step writes
@@ -95,3 +97,49 @@ def with_run_results(
     if response is None and run_response not in (None, "baseline"):
         response, criteria = run_response, run_criteria or criteria
     return all_maps, all_units, set(found) - set(maps), response, criteria
+
+
+def _parameter_maps(
+    maps: Mapping[str, tuple[str | Path | Volume, str]], skippable: set[str]
+) -> dict[str, Volume]:
+    """The 3-D maps, loaded; a map that is not 3-D is left out if skippable, else an error."""
+    loaded: dict[str, Volume] = {}
+    for name, (img, _) in maps.items():
+        vol = img if isinstance(img, Volume) else Volume.from_nifti(img)
+        if vol.data.ndim != 3:
+            if name in skippable:
+                continue
+            raise ExportError(f"map {name} is not 3-D (shape {vol.shape})", file=vol.source)
+        loaded[name] = vol
+    return loaded
+
+
+def drop_maps_without_sources(
+    loaded: dict[str, Volume],
+    maps: Mapping[str, tuple[object, str]],
+    run_maps: set[str],
+    sources: Callable[[str], object],
+) -> None:
+    """Leave out of ``loaded`` a run's maps (``run_maps``) whose series was not imported from
+    DICOM (``sources(role)`` raises :class:`~tumorscope.io.dicom.sources.NotFromDicom`), with
+    one warning per series; maps the caller named stay an error."""
+    not_dicom: dict[str, list[str]] = {}  # series file → its maps left out
+    no_source: dict[str, str] = {}  # role → its series file (each role looked up once)
+    for name in [n for n in loaded if n in run_maps]:
+        role = maps[name][1]
+        if role not in no_source:
+            try:
+                sources(role)  # read once, kept for the maps below
+                continue
+            except NotFromDicom as exc:
+                no_source[role] = str(exc.file)
+        del loaded[name]
+        not_dicom.setdefault(no_source[role], []).append(name)
+    for series_file, names in not_dicom.items():
+        warnings.warn(
+            f"{len(names)} map(s) of {series_file} not exported ({', '.join(names)}): the "
+            "series was not imported from DICOM (no Series Instance UID recorded), so there "
+            "are no source images to reference",
+            TumorscopeWarning,
+            stacklevel=3,
+        )

@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import ExportError
 from ...volume import Volume
-from .scan import LPS_TO_RAS, _frames_from_dataset, index_series
+from .scan import LPS_TO_RAS, DicomFrame, _frames_from_dataset, index_series
 
 __all__ = ["NotFromDicom", "load_source_images", "source_series_files"]
 
@@ -163,19 +163,36 @@ def _group_numbers(frame: Any, keyword: str) -> np.ndarray | None:
     return np.array(numbers)
 
 
-def _check_grid(volume: Volume, sources: Sequence[Any]) -> None:
-    """The image must lie in the source frame of reference, on the source slices' planes."""
-    ref = sources[0]
+def source_frames(images: Sequence[Any]) -> list[DicomFrame]:
+    """The slices of source images, each with its position and orientation (the tiles of a
+    Siemens mosaic placed by its private CSA image header, which de-identified copies lack:
+    take the geometry of the originals).
+
+    Raises
+    ------
+    ExportError
+        An image without the geometry (naming the file and the tag).
+    """
     try:
-        frames = [
+        return [
             f
-            for ds in sources
+            for ds in images
             for f in _frames_from_dataset(ds, Path(str(getattr(ds, "filename", "") or "source")))
         ]
     except Exception as exc:
         raise ExportError(
             f"source image lacks geometry: {exc}", field="ImagePositionPatient"
         ) from exc
+
+
+def _check_grid(
+    volume: Volume, sources: Sequence[Any], frames: Sequence[DicomFrame] | None = None
+) -> None:
+    """The image must lie in the source frame of reference, on the source slices' planes
+    (``frames``: the slices of ``sources``, default :func:`source_frames` of them)."""
+    ref = sources[0]
+    if frames is None:
+        frames = source_frames(sources)
     a = LPS_TO_RAS @ volume.affine  # the same flip maps RAS to LPS
     row_dir = a[:3, 0] / np.linalg.norm(a[:3, 0])
     if not np.allclose(row_dir, frames[0].orientation[:3], atol=1e-3):
@@ -266,6 +283,48 @@ def source_series_files(
     )
 
 
+def checked_visit(
+    study_dir: str | Path, subject: str, visit: str, *, reference: str | None = None
+) -> Any:
+    """The study's visit ``subject``/``visit`` to export, checked before anything is written.
+
+    Raises
+    ------
+    ExportError
+        An unknown subject or visit (naming the option, ``--subject`` or ``--visit``, and
+        listing what the study has), or a ``reference`` series the visit does not have
+        (``--reference``, listing its series).
+    """
+    from ..study import open_study
+
+    root = Path(study_dir)
+    subjects = open_study(root).subjects
+    if subject not in subjects:
+        raise ExportError(
+            f"no subject {subject!r} in the study (subjects: {', '.join(subjects) or 'none'})",
+            file=root,
+            field="--subject",
+        )
+    visits = subjects[subject].visits
+    if visit not in visits:
+        raise ExportError(
+            f"no visit {visit!r} for subject {subject} (visits: {', '.join(visits) or 'none'})",
+            file=root,
+            field="--visit",
+        )
+    v = visits[visit]
+    series = v.series
+    if reference is not None and reference not in {*series, *(s.suffix for s in series.values())}:
+        raise ExportError(
+            f"visit {subject}/{visit} has no series {reference!r} to reference (roles: "
+            f"{', '.join(series) or 'none'}; suffixes: "
+            f"{', '.join(sorted({s.suffix for s in series.values()})) or 'none'})",
+            file=root,
+            field="--reference",
+        )
+    return v
+
+
 def _mapping_file(study_dir: str | Path, mapping_file: str | Path | None) -> Path:
     root = Path(study_dir)
     return (
@@ -282,7 +341,9 @@ class _SourceImages:
     pseudonymous subject as patient, see :func:`~tumorscope.io.dicom.profile.deidentify_dataset`),
     so that objects built on them carry no identity of the source. With ``reidentify`` they are
     the originals, whose patient must be the one the mapping file names for the subject.
-    ``originals`` keeps every original read (for the check of what was written).
+    ``originals`` keeps every original read (for the check of what was written), ``frames``
+    the geometry of each role's originals (:func:`source_frames`: a de-identified copy of a
+    Siemens mosaic has lost the private header that places its tiles).
     """
 
     def __init__(
@@ -300,6 +361,7 @@ class _SourceImages:
         self.reidentify = reidentify
         self.index = index_series(dicom_dir)
         self.cache: dict[str, list[Any]] = {}
+        self.frames: dict[str, list[DicomFrame]] = {}
         self.originals: list[Any] = []
         self.patient_ids: set[str] | None = None
         if reidentify:
@@ -336,6 +398,7 @@ class _SourceImages:
                 index=self.index,
             )
             images = load_source_images(files)
+            self.frames[role] = source_frames(images)
             self.originals += images
             if self.patient_ids is not None:
                 found = str(getattr(images[0], "PatientID", "") or "")
