@@ -22,7 +22,7 @@ from typing import Any
 from . import __version__
 from .errors import DataError
 
-__all__ = ["RECORD_NAME", "check_replaceable", "foreign_entries", "record_files"]
+__all__ = ["RECORD_NAME", "check_outside", "check_replaceable", "foreign_entries", "record_files"]
 
 #: The record of what a command wrote, at the top of the folder it wrote.
 RECORD_NAME = ".tumorscope-files.json"
@@ -117,3 +117,32 @@ def check_replaceable(
             file=root,
             field=option,
         )
+
+
+def check_outside(
+    out: str | os.PathLike[str], inputs: Path | str, *, what: str, option: str, study: bool = False
+) -> None:
+    """Refuse (DataError, nothing written) an output folder ``out`` that is the input folder
+    ``inputs`` or inside it: a command's files mixed with its inputs leave the inputs invalid
+    or read again as inputs (sweep of 2026-12-06: ``run --out STUDY/sub-002``, an export into
+    a subject folder, an import into the DICOM folder).
+
+    With ``study`` (``inputs`` is a study), a folder strictly below the study's
+    ``derivatives/`` is allowed (a run's default output, ``derivatives/tumorscope``), except
+    in its lesion segmentations (``derivatives/lesions``), which the study reads.
+    """
+    o, root = Path(out).resolve(), Path(inputs).resolve()
+    if not (o == root or o.is_relative_to(root)):
+        return
+    derivatives = root / "derivatives"
+    if study and o.is_relative_to(derivatives) and o != derivatives:
+        if not o.is_relative_to(derivatives / "lesions"):
+            return
+    where = f"below {derivatives} (not its lesions/)" if study else f"outside {root}"
+    raise DataError(
+        f"the output folder is {what} or inside it: its files would mix with the inputs; "
+        f"nothing was written. Choose a folder {where}"
+        + ("" if not study else " or outside the study"),
+        file=Path(out),
+        field=option,
+    )

@@ -212,3 +212,18 @@ def test_a_valid_response_without_lesions_is_said_to_be_unused(real: dict[str, A
     res = export(real, "mosaic", "resp", "--map", mosaic_map(real), "--response", "PR")
     assert res.exit_code == 0, res.output
     assert "--response PR not exported: the visit has no lesion map" in res.output
+
+
+@pytest.mark.parametrize("inside", ["mosaic/sub-002", "mosaic", "mosaic/derivatives/lesions/x"])
+def test_an_export_into_the_study_is_refused(real: dict[str, Any], inside: str) -> None:
+    """Sweep of 2026-12-06: an export into a folder inside the study made a subject folder the
+    manifest does not list (the study no longer validated). Inside the study only a folder
+    below ``derivatives/`` (not the segmentations) may take it; nothing is written."""
+    study = real["tmp"] / "mosaic"
+    before = sorted(p.relative_to(study).as_posix() for p in study.rglob("*"))
+    res = export(real, "mosaic", inside, "--map", mosaic_map(real))
+    assert res.exit_code == 2, res.output
+    assert "the study or inside it" in res.output and "OUT_DIR" in res.output
+    assert sorted(p.relative_to(study).as_posix() for p in study.rglob("*")) == before
+    ok = export(real, "mosaic", "mosaic/derivatives/dicom-out", "--map", mosaic_map(real))
+    assert ok.exit_code == 0, ok.output

@@ -164,7 +164,7 @@ def test_overwrite_keeps_a_study_holding_files_the_import_did_not_write(
 def test_a_study_inside_the_dicom_folder_is_refused(tmp_path: Path) -> None:
     write_series(volume(1), tmp_path / "dicom", suffix="T2w", echo_time_ms=90)
     before = sorted(p.name for p in (tmp_path / "dicom").rglob("*"))
-    with pytest.raises(DataError, match="inside the DICOM folder"):
+    with pytest.raises(DataError, match="the DICOM folder or inside it"):
         import_dicom(tmp_path / "dicom", tmp_path / "dicom" / "study")
     assert sorted(p.name for p in (tmp_path / "dicom").rglob("*")) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom"]

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__, layout
 from ..errors import DataError, TumorscopeError
+from ..owned import check_outside
 from .execute import execute_subject, execute_unit, memory_budget, step_concurrency
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
@@ -204,7 +205,8 @@ def run_study(
         check_url(db_url)  # an unsupported database stops the run before anything is written
     study_obj = open_study(root)
     out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
-    _check_not_in_study(out, root)
+    # not the study, nor inside it but below derivatives/ (tumorscope.owned.check_outside)
+    check_outside(out, root, what="the study", option="--out", study=True)
     wanted = _wanted_steps(force, steps, report)
     opts = resolve_options(options, study_obj.manifest.options)
     ctx = Context(root, out, opts)
@@ -239,26 +241,6 @@ def run_study(
     finally:
         if executor is not given or close_executor:
             executor.close()  # (idempotent) also when the folder could not be claimed
-
-
-def _check_not_in_study(out: Path, root: Path) -> None:
-    """Refuse an output folder that is the study, or inside it but not below its
-    ``derivatives/`` (the default, ``derivatives/tumorscope``, is), or inside the study's
-    lesion segmentations: the run would mix its files with the study's and leave it invalid
-    (found by the sweep of 2026-12-06: ``--out STUDY/sub-002`` made a subject folder that
-    ``study.yaml`` does not list; ``--out STUDY --adopt-folder`` put 1,142 files in it)."""
-    derivatives = root / "derivatives"
-    inside = out == root or out.is_relative_to(root)
-    allowed = out.is_relative_to(derivatives) and out != derivatives
-    reserved = out.is_relative_to(derivatives / "lesions")
-    if inside and (not allowed or reserved):
-        raise DataError(
-            "the output folder is the study or inside it (outside its derivatives/ folder, or "
-            "in its lesion segmentations): the run would mix its files with the study's; "
-            f"nothing was written. Choose a folder outside the study, or below {derivatives}",
-            file=out,
-            field="--out",
-        )
 
 
 def _run(

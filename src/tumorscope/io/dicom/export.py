@@ -59,6 +59,7 @@ import numpy as np
 
 from ... import __version__
 from ...errors import ExportError, TumorscopeWarning
+from ...owned import check_outside
 from ...volume import Volume, atomic_write
 from .codes import (
     ORGAN_CODES,
@@ -643,6 +644,8 @@ def export_visit(
         The files written.
     """
     out = Path(out_dir)
+    check_outside(out, study_dir, what="the study", option="OUT_DIR", study=True)
+    check_outside(out, dicom_dir, what="the DICOM folder", option="OUT_DIR")
     v = checked_visit(study_dir, subject, visit, reference=reference)
     if response is not None:
         _check_response(response, "--response")

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError, Problem, ProtocolError
-from ...owned import check_replaceable, record_files
+from ...owned import check_outside, check_replaceable, record_files
 from ...protocol import DiffusionProtocol
 from ...volume import Volume, atomic_write
 from ..deid import (
@@ -180,15 +180,9 @@ def import_dicom(
     """
     src = Path(dicom_dir)
     out = Path(study_dir)
-    if out.resolve() == src.resolve() or out.resolve().is_relative_to(src.resolve()):
-        # the study, its log and the identifier mapping would land among the source files
-        # (sweep of 2026-12-06), and the next scan of that folder would read the study
-        raise DataError(
-            "the study folder is inside the DICOM folder; nothing was written: choose a "
-            "folder outside it",
-            file=out,
-            field="STUDY_DIR",
-        )
+    # the study, its log and the mapping would land among the source files, read again by the
+    # next scan of that folder (sweep of 2026-12-06)
+    check_outside(out, src, what="the DICOM folder", option="STUDY_DIR")
     previous = _previous_manifest(out)
     config = dict(previous.get("dicom") or {})
     if out.exists() and not overwrite:
