@@ -648,10 +648,14 @@ def _size(n: int) -> str:
 
 
 def _read_header(p: Path) -> Any:
-    """The fixed NIfTI-1/2 header of ``p`` (extensions not read), or a DataError."""
+    """The fixed NIfTI-1/2 header of ``p`` (extensions not read), or a DataError (also for a
+    file that is not a regular one: a named pipe is never opened)."""
     import nibabel as nib
     from nibabel.openers import Opener
 
+    from .files import regular_file
+
+    regular_file(p)
     try:
         with _gzip.open_read(p) if p.name.endswith(".gz") else Opener(str(p)) as fh:
             block = fh.read(540)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, ProtocolError
-from ..files import sidecar_of
+from ..files import regular_file, sidecar_of
 from ..protocol import (
     CESTProtocol,
     DiffusionProtocol,
@@ -86,10 +86,18 @@ def sidecar_path(image: Path) -> Path:
 
 
 def read_sidecar(image: Path) -> dict[str, Any]:
-    """Read the JSON sidecar of an image; a missing sidecar is an empty dict."""
+    """Read the JSON sidecar of an image; a missing sidecar is an empty dict.
+
+    Raises
+    ------
+    DataError
+        The sidecar is not a regular file (a named pipe is never opened), is not JSON, or
+        is not a JSON object (naming the file).
+    """
     p = sidecar_path(image)
     if not p.exists():
         return {}
+    regular_file(p)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
@@ -110,6 +118,7 @@ def file_beside(path: str | os.PathLike[str], extension: str) -> Path:
 
 def _numbers(p: Path, what: str, field: str) -> list[list[float]]:
     """The rows of numbers of a whitespace-separated text file (DataError naming file, field)."""
+    regular_file(p, field=field)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -154,7 +163,7 @@ def read_bval(path: str | os.PathLike[str]) -> np.ndarray:
     [0.0, 500.0, 1000.0]
     """
     p = file_beside(path, ".bval")
-    if not p.is_file():
+    if not p.exists():
         raise DataError(
             "b-value file is missing (expected one b-value per volume)", file=p, field="bval"
         )
@@ -184,7 +193,7 @@ def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
         ``bvec``).
     """
     p = file_beside(path, ".bvec")
-    if not p.is_file():
+    if not p.exists():
         if p == Path(path):
             raise DataError("gradient direction file is missing", file=p, field="bvec")
         return None

@@ -190,12 +190,18 @@ def read_manifest(
     """
     import yaml
 
+    from ..errors import DataError
+    from ..files import regular_file
     from ._yaml import MAX_YAML_BYTES, YamlLimitError
 
     f = display_name
     problems: list[Problem] = []
     if not path.exists():
         return None, [Problem("error", f, "", "study manifest is missing")]
+    try:
+        regular_file(path)
+    except DataError as exc:
+        return None, [Problem("error", f, "", exc.message)]
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise YamlLimitError(f"the document is longer than {MAX_YAML_BYTES} bytes")

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, Problem, ProtocolError, StudyError
+from ..files import regular_file
 from ..protocol import Protocol
 from ..volume import Volume
 from .bids import NIFTI_SUFFIXES, SUFFIX_AXES, protocol_from_sidecar, read_sidecar, split_entities
@@ -370,6 +371,10 @@ def _read_lesion_table(path: Path, display: str) -> tuple[list[LesionInfo], list
         return [], [
             Problem("error", display, "", "lesion table is missing (expected beside the label map)")
         ]
+    try:
+        regular_file(path)
+    except DataError as exc:
+        return [], [Problem("error", display, "", exc.message)]
     try:
         return _parse_lesion_table(path, display)
     except UnicodeDecodeError as exc:

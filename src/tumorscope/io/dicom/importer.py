@@ -400,7 +400,9 @@ def _read_all(
             read.append((s, sd))
             for note in sd.notes:
                 problems.append(_problem("warning", s.files[0], "ImageType", note))
-        except NotImported as exc:  # BOLD, CEST, multi-echo time series: kinds tumorscope cannot take from DICOM
+        except (
+            NotImported
+        ) as exc:  # BOLD, CEST, multi-echo time series: kinds tumorscope cannot take from DICOM
             hint = NOT_IMPORTED_HINT[exc.kind].format(series=s.description or s.uid)
             problems.append(
                 _problem(
