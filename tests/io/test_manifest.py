@@ -162,3 +162,25 @@ def test_a_manifest_read_again_is_parsed_once_and_each_reader_gets_its_own_copy(
         m, problems = _read(tmp_path, "subjects: [unclosed")
         assert m is None and "cannot parse YAML" in problems[0].message
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize(
+    ("date", "message"),
+    [
+        ("20260126", "expected an ISO date string YYYY-MM-DD (e.g. 2026-01-26), got the int"),
+        ("2026.5", "got the float 2026.5"),
+        ("true", "got the bool True"),
+        ('"20260126"', "'20260126' is not a real date in ISO form YYYY-MM-DD"),
+    ],
+)
+def test_a_date_that_is_not_an_iso_date_is_never_guessed(
+    tmp_path: Path, date: str, message: str
+) -> None:
+    """An integer ``20260126`` was read as 2026-01-26; an ISO date, unquoted (a YAML date) or
+    quoted (text), is still read."""
+    text = 'subjects: {"1": {visits: {"1": {date: 2026-01-05}, "2": {date: DATE}}}}'
+    m, problems = _read(tmp_path, text.replace("DATE", date))
+    assert [p.field for p in problems] == ["subjects.1.visits.2.date"]
+    assert message in problems[0].message
+    m, problems = _read(tmp_path, text.replace("DATE", '"2026-01-26"'))
+    assert problems == [] and m.subjects["1"].visits[1].date == dt.date(2026, 1, 26)

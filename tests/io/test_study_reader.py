@@ -110,6 +110,22 @@ def test_impossible_sidecar_value_names_sidecar_field(study_copy: Path) -> None:
         _ = series.protocol
 
 
+def test_wrong_types_and_implausible_times_in_sidecars(study_copy: Path) -> None:
+    """A VFA TR of ``true`` was read as 1 s (T1 at its bound everywhere); an IR TR written in
+    ms is possible but implausible: a warning naming the sidecar and field."""
+    vfa = study_copy / "sub-001/ses-02/anat/sub-001_ses-02_VFA.json"
+    vfa.write_text(json.dumps({**json.loads(vfa.read_text()), "RepetitionTime": True}))
+    ir = study_copy / "sub-001/ses-03/anat/sub-001_ses-03_IRT1.json"
+    ir.write_text(json.dumps({**json.loads(ir.read_text()), "RepetitionTime": 8000}))
+    problems = validate_study(study_copy)
+    assert [(p.severity, p.file, p.field) for p in problems] == [
+        ("error", "sub-001/ses-02/anat/sub-001_ses-02_VFA.json", "RepetitionTime"),
+        ("warning", "sub-001/ses-03/anat/sub-001_ses-03_IRT1.json", "RepetitionTime"),
+    ]
+    assert "expected a number, got True" in problems[0].message
+    assert "8000 s is implausible" in problems[1].message
+
+
 def test_wrong_bvalue_count(study_copy: Path) -> None:
     bval = study_copy / "sub-003/ses-01/dwi/sub-003_ses-01_dwi.bval"
     bval.write_text("0 50 100 200 400 600 800\n")

@@ -122,6 +122,10 @@ class Manifest:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
+#: A date as the manifest writes it (``fromisoformat`` alone also takes ``20260126``).
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _parse_date(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.date | None:
     if value is None:
         problems.append(Problem("error", file, fld, "date is missing (expected YYYY-MM-DD)"))
@@ -130,8 +134,21 @@ def _parse_date(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.
         return value.date()
     if isinstance(value, dt.date):
         return value
+    if not isinstance(value, str):  # 20260126 is a number to YAML, never read as a date
+        problems.append(
+            Problem(
+                "error",
+                file,
+                fld,
+                f"expected an ISO date string YYYY-MM-DD (e.g. 2026-01-26), got the "
+                f"{type(value).__name__} {value!r}",
+            )
+        )
+        return None
     try:
-        return dt.date.fromisoformat(str(value))
+        if not _ISO_DATE.fullmatch(value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
     except ValueError:
         problems.append(
             Problem("error", file, fld, f"{value!r} is not a real date in ISO form YYYY-MM-DD")

@@ -29,7 +29,15 @@ from ..errors import DataError, Problem, ProtocolError, StudyError
 from ..files import regular_file
 from ..protocol import Protocol
 from ..volume import Volume
-from .bids import NIFTI_SUFFIXES, SUFFIX_AXES, protocol_from_sidecar, read_sidecar, split_entities
+from .bids import (
+    NIFTI_SUFFIXES,
+    SUFFIX_AXES,
+    implausible_fields,
+    protocol_from_sidecar,
+    read_sidecar,
+    sidecar_path,
+    split_entities,
+)
 from .manifest import Manifest, SubjectEntry, Treatment, read_manifest
 
 __all__ = [
@@ -636,6 +644,9 @@ def validate_visit(study: Study, visit: Visit, *, pool: Executor | None = None) 
                 )
             )
             continue
+        side_rel = _rel(sidecar_path(series.path), study.root)
+        for fld, message in implausible_fields(series.sidecar):
+            problems.append(Problem("warning", side_rel, fld, message))
         try:
             grid, n_bad = scans[role].result() if role in scans else _scan_series(series)
         except DataError as exc:
