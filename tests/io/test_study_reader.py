@@ -126,6 +126,33 @@ def test_wrong_types_and_implausible_times_in_sidecars(study_copy: Path) -> None
     assert "8000 s is implausible" in problems[1].message
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"SUVbwFactor": None, "BodyWeight": "70kg"}, "BodyWeight", "expected a number"),
+        ({"BodyWeight": "70kg"}, "BodyWeight", "expected a number"),  # crashed the SUL
+        ({"SUVbwFactor": None, "BodyWeight": None}, "BodyWeight", "required sidecar field"),
+        ({"SUVbwFactor": None, "InjectedRadioactivity": 0}, "InjectedRadioactivity", "positive"),
+        ({"SUVbwFactor": [0.0]}, "SUVbwFactor", "positive"),
+        ({"SUVbwFactor": None, "ScanStart": None}, "ScanStart", "required sidecar field"),
+        ({"SUVbwFactor": None, "DecayCorrection": "LATE"}, "DecayCorrection", "START, ADMIN"),
+        ({"Units": "kBq/mL"}, "Units", "expected 'Bq/mL'"),
+    ],
+)
+def test_validate_checks_what_the_pet_step_reads(
+    study_copy: Path, change: dict, field: str, message: str
+) -> None:
+    """Each failed only in ``run`` (one as an internal error, one naming the DICOM field)."""
+    js = study_copy / "sub-001/ses-02/pet/sub-001_ses-02_pet.json"
+    side = {k: v for k, v in {**json.loads(js.read_text()), **change}.items() if v is not None}
+    js.write_text(json.dumps(side))
+    errs = _errors(validate_study(study_copy))
+    assert [(e.file, e.field) for e in errs] == [
+        ("sub-001/ses-02/pet/sub-001_ses-02_pet.json", field)
+    ]
+    assert message in errs[0].message
+
+
 def test_wrong_bvalue_count(study_copy: Path) -> None:
     bval = study_copy / "sub-003/ses-01/dwi/sub-003_ses-01_dwi.bval"
     bval.write_text("0 50 100 200 400 600 800\n")

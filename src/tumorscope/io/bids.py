@@ -31,6 +31,7 @@ from ..units import s_to_ms
 __all__ = [
     "NIFTI_SUFFIXES",
     "SUFFIX_AXES",
+    "check_pet_sidecar",
     "file_beside",
     "implausible_fields",
     "protocol_from_sidecar",
@@ -450,6 +451,8 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             )
         if suffix in CEST_SUFFIXES:
             return _cest_protocol(sidecar, js, CEST_SUFFIXES[suffix])
+        if suffix == "pet":  # no protocol object: the fields the PET step reads, checked
+            check_pet_sidecar(sidecar, js)
     except ProtocolError as exc:
         # map protocol field names back to the sidecar's where they differ
         fields = {
@@ -477,6 +480,73 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
             raise ProtocolError(exc.message, file=exc.file, field=fields[exc.field]) from exc
         raise
     return None
+
+
+#: BIDS-PET fields that are positive numbers when given (``InjectedRadioactivity`` in MBq,
+#: ``RadionuclideHalfLife`` s, ``BodyWeight`` kg, ``BodyHeight`` m).
+PET_POSITIVE = ("InjectedRadioactivity", "RadionuclideHalfLife", "BodyWeight", "BodyHeight")
+
+
+def check_pet_sidecar(sidecar: dict[str, Any], js: str | os.PathLike[str]) -> None:
+    """Check what the PET step (:func:`tumorscope.stages.pet.suv_factor_of`, ``pet_uptake``)
+    reads of a BIDS-PET sidecar, so that ``validate`` finds it before a run.
+
+    ``Units`` is ``Bq/mL``; ``SUVbwFactor`` (one number or one per frame) is positive; the
+    fields of :data:`PET_POSITIVE`, when given, are positive numbers. Without a factor for
+    every frame, the SUV is computed from ``InjectedRadioactivity``, ``RadionuclideHalfLife``
+    and ``BodyWeight`` (required then), ``DecayCorrection`` (``START``, ``ADMIN`` or
+    ``NONE``; default from ``ImageDecayCorrected``), ``ScanStart`` (s; for NONE the frame
+    starts ``FrameTimesStart`` may stand in) and ``InjectionStart`` (s, default 0).
+
+    Raises
+    ------
+    DataError
+        Naming the sidecar file and the field.
+    """
+    js = Path(js)
+    units = sidecar.get("Units")
+    if not isinstance(units, str) or units.replace(" ", "") not in ("Bq/mL", "Bq/ml"):
+        raise DataError(
+            f"expected 'Bq/mL' (activity concentration), got {units!r}", file=js, field="Units"
+        )
+
+    def positive(key: str, value: Any) -> float:
+        x = _number(value, key, js)
+        if not (math.isfinite(x) and x > 0):
+            raise DataError(f"expected a positive number, got {value!r}", file=js, field=key)
+        return x
+
+    for key in PET_POSITIVE:
+        if sidecar.get(key) is not None:
+            positive(key, sidecar[key])
+    factor = sidecar.get("SUVbwFactor")
+    factors = factor if isinstance(factor, list) else [factor]
+    for f in factors:
+        if f is not None:
+            positive("SUVbwFactor", f)
+    if factor is not None and factors and None not in factors:
+        return
+    why = "needed for the SUV without SUVbwFactor"
+    for key in ("InjectedRadioactivity", "RadionuclideHalfLife", "BodyWeight"):
+        if sidecar.get(key) is None:
+            raise DataError(f"required sidecar field is missing ({why})", file=js, field=key)
+    decay = sidecar.get("DecayCorrection")
+    if decay is not None and decay not in ("START", "ADMIN", "NONE"):
+        raise DataError(
+            f"expected START, ADMIN or NONE, got {decay!r}", file=js, field="DecayCorrection"
+        )
+    for key in ("ScanStart", "InjectionStart"):
+        if sidecar.get(key) is not None:
+            _number(sidecar[key], key, js)
+    for key in ("FrameTimesStart", "FrameDuration"):
+        value = sidecar.get(key)
+        if value is not None and not (
+            isinstance(value, list) and all(v is None or _is_number(v) for v in value)
+        ):
+            raise DataError(f"expected a list of numbers, got {value!r}", file=js, field=key)
+    none = (decay or ("START" if sidecar.get("ImageDecayCorrected") else "NONE")) == "NONE"
+    if sidecar.get("ScanStart") is None and not (none and sidecar.get("FrameTimesStart")):
+        raise DataError(f"required sidecar field is missing ({why})", file=js, field="ScanStart")
 
 
 def _cest_protocol(sidecar: dict[str, Any], js: Path, purpose: str) -> CESTProtocol:
