@@ -30,6 +30,7 @@ from ..units import s_to_ms
 
 __all__ = [
     "NIFTI_SUFFIXES",
+    "SINGLE_VOLUME_SUFFIXES",
     "SUFFIX_AXES",
     "check_pet_sidecar",
     "file_beside",
@@ -81,6 +82,10 @@ TIME_BOUNDS_S: dict[str, tuple[float, float]] = {
 #: Series whose T1 comes from the spoiled gradient-echo equation (VFA, DCE): a RepetitionTime
 #: over this (s) is no such protocol (they use 2–20 ms); 5.0 is a TR of 5 ms written in ms.
 SPGR_MAX_TR_S = 0.1
+
+#: Suffixes of single-volume images: 3-D (a 4th axis of length 1 is accepted). The BIDS
+#: anatomical images, the 19F image and its tube map, and masks. Any other series may be 4-D.
+SINGLE_VOLUME_SUFFIXES = ("T1w", "T2w", "PDw", "T2starw", "FLAIR", "19F", "19Ftubes", "mask")
 
 #: BIDS suffix → purpose of a saturation-transfer series (:class:`CESTProtocol`).
 CEST_SUFFIXES: dict[str, str] = {"cest": "cest", "wassr": "wassr", "WASABI": "wasabi"}

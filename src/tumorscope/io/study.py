@@ -31,6 +31,7 @@ from ..protocol import Protocol
 from ..volume import Volume
 from .bids import (
     NIFTI_SUFFIXES,
+    SINGLE_VOLUME_SUFFIXES,
     SUFFIX_AXES,
     implausible_fields,
     protocol_from_sidecar,
@@ -84,8 +85,8 @@ class Series:
         """Read the image as float32, checking it against its protocol."""
         vol = Volume.from_nifti(self.path, meta={"role": self.role, "sidecar": self.sidecar})
         proto = self.protocol
+        _check_measurements(vol, proto, self.relpath, self.suffix)
         if proto is not None:
-            _check_measurements(vol, proto, self.relpath)
             vol = Volume(
                 vol.data,
                 vol.affine,
@@ -96,8 +97,19 @@ class Series:
         return vol
 
 
-def _check_measurements(vol: Volume, proto: Protocol | None, relpath: str) -> None:
-    """A series with a protocol is 4-D with as many volumes as the protocol lists."""
+def _check_measurements(
+    vol: Volume, proto: Protocol | None, relpath: str, suffix: str | None = None
+) -> None:
+    """A series with a protocol is 4-D with as many volumes as the protocol lists; a series
+    of :data:`~tumorscope.io.bids.SINGLE_VOLUME_SUFFIXES` is one volume (3-D, or 4-D with a
+    4th axis of length 1)."""
+    if suffix in SINGLE_VOLUME_SUFFIXES and vol.data.ndim == 4 and vol.data.shape[3] != 1:
+        raise DataError(
+            f"a {suffix} image is a single 3-D volume, this one has {vol.data.shape[3]} "
+            f"volumes along its 4th axis (shape {vol.data.shape})",
+            file=relpath,
+            field="dim[4]",
+        )
     if proto is not None and (vol.data.ndim != 4 or vol.n_measurements != proto.n_measurements):
         raise DataError(
             f"image has {vol.n_measurements} volume(s) along its 4th axis but the protocol "
@@ -590,7 +602,7 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
     if len(shape) == 2:
         shape = (*shape, 1)
     grid = Volume(np.broadcast_to(np.zeros((), np.uint8), shape), img.affine, source=str(p))
-    _check_measurements(grid, series.protocol, series.relpath)
+    _check_measurements(grid, series.protocol, series.relpath, series.suffix)
     if best is not None and best.frame is not None:
         keep_frame(
             p, Volume(best.frame, affine.copy(), SPATIAL_AXES, {"role": series.role}, str(p))
