@@ -246,3 +246,21 @@ def test_long_but_possible_times_are_accepted_and_implausible_ones_flagged(tmp_p
     assert [f for f, _ in implausible_fields(slip)] == ["RepetitionTime", "InversionTime"]
     vfa = {**VFA_OK, "RepetitionTime": 0.1}  # the bound itself is still a VFA
     assert protocol_from_sidecar(image, "VFA", vfa) == VFAProtocol((2, 10, 15), 100.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"Hematocrit": 42}, "Hematocrit", "a fraction between 0 and 1"),
+        ({"Hematocrit": "0.42"}, "Hematocrit", "expected a number"),  # float() took it
+        ({"Relaxivity": 0}, "Relaxivity", "> 0"),
+    ],
+)
+def test_dce_sidecar_hematocrit_and_relaxivity(
+    tmp_path: Path, fields: dict, field: str, message: str
+) -> None:
+    side = {**DCE_OK, **fields}
+    image = _series(tmp_path, "a_dce.nii.gz", side)
+    with pytest.raises((DataError, ProtocolError), match=message) as info:
+        protocol_from_sidecar(image, "dce", side)
+    assert info.value.field == field

@@ -61,13 +61,16 @@ SUFFIX_AXES: dict[str, str] = {
 }
 
 #: Sidecar fields that are numbers (one JSON number, or a list of them) in *every* series,
-#: checked whatever the series (a T2w's or a DWI's ``EchoTime`` too, though no fit reads it).
+#: checked whatever the series (a T2w's or a DWI's ``EchoTime`` too, though no fit reads it);
+#: ``Hematocrit`` is a fraction in (0, 1) and ``Relaxivity`` (1/(mM·s)) > 0 as well.
 NUMERIC_FIELDS = (
     "EchoTime",
     "RepetitionTime",
     "InversionTime",
     "FlipAngle",
     "MagneticFieldStrength",
+    "Hematocrit",
+    "Relaxivity",
 )
 #: Time fields (s) that are finite and >= 0 in every series, with the bound (s) beyond which a
 #: value is impossible (an error) and the one beyond which it is implausible (a warning of
@@ -310,6 +313,16 @@ def _check_common(sidecar: dict[str, Any], js: Path) -> None:
         if value is None:
             continue
         values = _as_list(value, key, js) if isinstance(value, list) else [_number(value, key, js)]
+        if key == "Hematocrit" and not all(0.0 < v < 1.0 for v in values):
+            raise ProtocolError(
+                f"expected a fraction between 0 and 1 (e.g. 0.42), got {value!r}",
+                file=js,
+                field=key,
+            )
+        if key == "Relaxivity" and not all(math.isfinite(v) and v > 0 for v in values):
+            raise ProtocolError(
+                f"expected a number > 0 (1/(mM·s)), got {value!r}", file=js, field=key
+            )
         if key not in TIME_BOUNDS_S:
             continue
         most = TIME_BOUNDS_S[key][0]
