@@ -50,3 +50,20 @@ def test_validate_reports_the_run_options_problem_run_stops_on(
     ran = runner.invoke(app, ["run", str(study), "--out", str(out)])
     assert ran.exit_code == 2 and not out.exists()
     assert " ".join(ran.output.split()) == f"error: {line.removeprefix('ERROR ')}"
+
+
+def test_validate_of_a_missing_folder_exits_2(tmp_path: Path) -> None:
+    """It exited 1 ("problems found"), though its help says 2 when it cannot check."""
+    res = runner.invoke(app, ["validate", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "study folder does not exist" in res.output
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize("workers", ["0"])
+def test_run_refuses_fewer_than_one_worker(study: Path, tmp_path: Path, workers: str) -> None:
+    """``--workers 0`` ran serially while -3 was refused; 0 has no documented meaning."""
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(study), "--out", str(out), "--workers", workers])
+    assert res.exit_code == 2, res.output
+    assert f"--workers: expected at least 1 worker, got {workers}" in res.output
+    assert not out.exists()

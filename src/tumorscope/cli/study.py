@@ -86,6 +86,8 @@ def validate(
 ) -> None:
     """List every problem in a study; exit 1 if any is an error (2 if it cannot be checked)."""
     with user_errors():
+        if not study.is_dir():  # nothing to check: a usage error, as for every other command
+            raise DataError("study folder does not exist", file=study)
         problems = study_problems(study)
     n_err = print_problems(problems, study)
     if n_err:
