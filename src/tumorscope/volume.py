@@ -212,9 +212,8 @@ class Volume:
             If the file is missing, truncated or not a NIfTI image (the message names it), or
             if its header declares more data than the file holds or than the ceiling
             :func:`max_image_bytes` allows. Both are checked from the header before any image
-            data are read, and no more than the declared bytes are ever decompressed. A
-            complex image read with a real ``dtype`` is refused (field ``datatype``): its
-            imaginary part would be lost; magnitude images are expected.
+            data are read, and no more than the declared bytes are ever decompressed. So is a
+            complex image read with a real ``dtype`` (field ``datatype``).
         """
         import nibabel as nib
 

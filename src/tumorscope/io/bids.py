@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +361,7 @@ def implausible_fields(sidecar: dict[str, Any]) -> list[tuple[str, str]]:
     for key, (_, plausible) in TIME_BOUNDS_S.items():
         value = sidecar.get(key)
         values = value if isinstance(value, list) else [value]
-        big = [v for v in values if _is_number(v) and v > plausible]
+        big = [v for v in values if isinstance(v, int | float) and _is_number(v) and v > plausible]
         if big:
             found.append(
                 (
@@ -505,7 +506,7 @@ def protocol_from_sidecar(image: Path, suffix: str, sidecar: dict[str, Any]) -> 
 PET_POSITIVE = ("InjectedRadioactivity", "RadionuclideHalfLife", "BodyWeight", "BodyHeight")
 
 
-def check_pet_sidecar(sidecar: dict[str, Any], js: str | os.PathLike[str]) -> None:
+def check_pet_sidecar(sidecar: Mapping[str, Any], js: str | os.PathLike[str]) -> None:
     """Check what the PET step (:func:`tumorscope.stages.pet.suv_factor_of`, ``pet_uptake``)
     reads of a BIDS-PET sidecar, so that ``validate`` finds it before a run.
 
