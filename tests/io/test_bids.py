@@ -195,6 +195,7 @@ DCE_OK = {"FrameTimes": [0, 5, 10], "FlipAngle": 15, "RepetitionTime": 0.005, "B
         ("dwi", {"EchoTime": "70ms"}, "EchoTime"),  # no fit reads it: checked all the same
         ("T2w", {"RepetitionTime": "2.5"}, "RepetitionTime"),
         ("T2w", {"MagneticFieldStrength": "3T"}, "MagneticFieldStrength"),
+        ("hp13c", {"FrameTimes": ["0", "3", "6"], "FlipAngle": 10}, "FrameTimes"),  # numpy took it
     ],
 )
 def test_numbers_must_be_json_numbers_not_bools_or_text(

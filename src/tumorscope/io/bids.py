@@ -70,6 +70,7 @@ NUMERIC_FIELDS = (
     "InversionTime",
     "FlipAngle",
     "MagneticFieldStrength",
+    "FrameTimes",
     "Hematocrit",
     "Relaxivity",
 )
