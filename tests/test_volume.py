@@ -292,3 +292,16 @@ def test_frames_from_nifti_refuse_a_corrupt_or_short_stream(tmp_path: Path) -> N
     assert Path(str(err.value.file)) == short
     with pytest.raises(DataError, match="not found"):
         list(Volume.frames_from_nifti(tmp_path / "missing.nii.gz"))
+
+
+@pytest.mark.parametrize("name", ["c.nii.gz", "c.nii"])
+def test_a_complex_image_is_refused_where_real_values_are_read(tmp_path: Path, name: str) -> None:
+    """Read as float32 the imaginary part was dropped with a ComplexWarning only."""
+    data = (np.arange(24, dtype=np.float32) * (1 + 1j)).astype(np.complex64).reshape(2, 3, 2, 2)
+    p = tmp_path / name
+    nib.save(nib.Nifti1Image(data, np.eye(4)), p)
+    for read in (lambda: Volume.from_nifti(p), lambda: list(Volume.frames_from_nifti(p))):
+        with pytest.raises(DataError, match=r"complex values \(complex64\); a magnitude") as e:
+            read()
+        assert (e.value.file, e.value.field) == (str(p), "datatype")
+    assert np.array_equal(Volume.from_nifti(p, dtype=np.complex64).data, data)  # asked for

@@ -20,6 +20,7 @@ import enum
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from .errors import DataError
 from .volume import Volume, atomic_write
 
 if TYPE_CHECKING:
@@ -40,6 +42,7 @@ __all__ = [
     "file_sha256",
     "json_default",
     "read_sidecar",
+    "regular_file",
     "sidecar_of",
     "to_json",
     "write_csv",
@@ -66,6 +69,63 @@ def _identity(st: os.stat_result) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+#: What a file that is not a regular one is, by its ``stat`` mode test (for the message).
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def regular_file(path: str | os.PathLike[str], *, field: str | None = None) -> Path:
+    """``path`` when it is a regular file (or a symbolic link to one), checked without
+    opening it.
+
+    Every input tumorscope reads (sidecars, images, ``.bval``/``.bvec``, lesion tables, the
+    manifest) and every file it hashes goes through this check first: opening a named pipe
+    (FIFO) waits for a writer forever, and a socket or device is no input either. The check
+    is a ``stat``, which never blocks on such a file.
+
+    Parameters
+    ----------
+    path : path-like
+    field : str, optional
+        The field named in the error (e.g. ``bval``).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    DataError
+        The file is missing, cannot be looked at, or is not a regular file (naming what it
+        is: a folder, a named pipe, a socket, a device).
+    """
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise DataError("file not found", file=p, field=field) from None
+    except OSError as exc:
+        raise DataError(
+            f"cannot read the file: {exc.strerror or exc}", file=p, field=field
+        ) from exc
+    _refuse_special(p, mode, field)
+    return p
+
+
+def _refuse_special(p: Path, mode: int, field: str | None = None) -> None:
+    """A DataError naming ``p`` when ``mode`` (its ``st_mode``) is not a regular file's."""
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+        raise DataError(
+            f"not a regular file but {kind}; expected a file of data", file=p, field=field
+        )
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """SHA-256 of a file's bytes (hex), read in 1 MiB blocks.
 
@@ -76,9 +136,18 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     a file rewritten within the same tick could keep its key: only files last changed
     :data:`_SETTLED_S` or more before they are hashed are remembered (a later change then has
     a later time), and a file that changes while it is being hashed is not remembered.
+
+    Raises
+    ------
+    OSError
+        The file is missing or cannot be read.
+    DataError
+        It is not a regular file (a named pipe, socket, device or folder): never opened.
     """
     p = Path(path)
-    before = _identity(p.stat())
+    st = p.stat()
+    _refuse_special(p, st.st_mode)  # a named pipe would block the read below forever
+    before = _identity(st)
     with _HASHES_LOCK:
         known = _HASHES.get(before)
     if known is not None:
@@ -151,8 +220,8 @@ def read_sidecar(image: str | os.PathLike[str]) -> dict[str, Any]:
     sidecar as an error naming the file.
     """
     try:
-        return dict(json.loads(sidecar_of(image).read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):
+        return dict(json.loads(regular_file(sidecar_of(image)).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):  # DataError (not a regular file) is a ValueError
         return {}
 
 

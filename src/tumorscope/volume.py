@@ -212,7 +212,8 @@ class Volume:
             If the file is missing, truncated or not a NIfTI image (the message names it), or
             if its header declares more data than the file holds or than the ceiling
             :func:`max_image_bytes` allows. Both are checked from the header before any image
-            data are read, and no more than the declared bytes are ever decompressed.
+            data are read, and no more than the declared bytes are ever decompressed. So is a
+            complex image read with a real ``dtype`` (field ``datatype``).
         """
         import nibabel as nib
 
@@ -648,10 +649,14 @@ def _size(n: int) -> str:
 
 
 def _read_header(p: Path) -> Any:
-    """The fixed NIfTI-1/2 header of ``p`` (extensions not read), or a DataError."""
+    """The fixed NIfTI-1/2 header of ``p`` (extensions not read), or a DataError (also for a
+    file that is not a regular one: a named pipe is never opened)."""
     import nibabel as nib
     from nibabel.openers import Opener
 
+    from .files import regular_file
+
+    regular_file(p)
     try:
         with _gzip.open_read(p) if p.name.endswith(".gz") else Opener(str(p)) as fh:
             block = fh.read(540)
@@ -675,7 +680,8 @@ def _read_header(p: Path) -> Any:
 
 def _check_declared_size(p: Path, target: np.dtype) -> Any:
     """Refuse, before reading any data, an image that declares more than its file holds or
-    more than :func:`max_image_bytes`; return its header (:func:`_read_header`)."""
+    more than :func:`max_image_bytes`, or complex values to be read as real ones; return its
+    header (:func:`_read_header`)."""
     hdr = _read_header(p)
     try:
         shape = tuple(int(n) for n in hdr.get_data_shape())
@@ -688,6 +694,14 @@ def _check_declared_size(p: Path, target: np.dtype) -> Any:
     if any(n < 0 for n in shape) or offset < 0:
         raise DataError(
             f"cannot read NIfTI image: invalid header (shape {shape}, offset {offset})", file=p
+        )
+    if stored.kind == "c" and target.kind != "c":
+        # read as real numbers, the imaginary part would be dropped silently
+        raise DataError(
+            f"the image holds complex values ({stored}); a magnitude image is expected "
+            "(save the magnitude, e.g. abs(), of a complex reconstruction)",
+            file=p,
+            field="datatype",
         )
     n_vox = int(np.prod(shape, dtype=object)) if shape else 0
     data_bytes = n_vox * stored.itemsize

@@ -10,6 +10,7 @@ import pytest
 
 from tumorscope.errors import DataError, ProtocolError
 from tumorscope.io.bids import (
+    implausible_fields,
     protocol_from_sidecar,
     read_bval,
     read_bvec,
@@ -175,3 +176,92 @@ def test_read_bvec_errors_name_file_and_field(
     if text is not None:  # found beside the image too
         with pytest.raises(DataError, match=message):
             read_bvec(tmp_path / "s_dwi.nii.gz")
+
+
+VFA_OK = {"FlipAngle": [2, 10, 15], "RepetitionTime": 0.005}
+DCE_OK = {"FrameTimes": [0, 5, 10], "FlipAngle": 15, "RepetitionTime": 0.005, "BaselineFrames": 1}
+
+
+@pytest.mark.parametrize(
+    ("suffix", "sidecar", "field"),
+    [
+        ("VFA", {**VFA_OK, "RepetitionTime": True}, "RepetitionTime"),  # was read as TR = 1 s
+        ("VFA", {**VFA_OK, "RepetitionTime": "0.005"}, "RepetitionTime"),
+        ("VFA", {**VFA_OK, "FlipAngle": ["2", "10", "15"]}, "FlipAngle"),
+        ("VFA", {**VFA_OK, "FlipAngle": [2, True, 15]}, "FlipAngle"),
+        ("dce", {**DCE_OK, "FlipAngle": "15"}, "FlipAngle"),
+        ("dce", {**DCE_OK, "EchoTime": False}, "EchoTime"),
+        ("MEGRE", {"EchoTime": ["0.002", "0.005"]}, "EchoTime"),
+        ("dwi", {"EchoTime": "70ms"}, "EchoTime"),  # no fit reads it: checked all the same
+        ("T2w", {"RepetitionTime": "2.5"}, "RepetitionTime"),
+        ("T2w", {"MagneticFieldStrength": "3T"}, "MagneticFieldStrength"),
+        ("hp13c", {"FrameTimes": ["0", "3", "6"], "FlipAngle": 10}, "FrameTimes"),  # numpy took it
+    ],
+)
+def test_numbers_must_be_json_numbers_not_bools_or_text(
+    tmp_path: Path, suffix: str, sidecar: dict, field: str
+) -> None:
+    image = _series(tmp_path, f"a_{suffix}.nii.gz", sidecar, bval="0 500 1000\n")
+    with pytest.raises(DataError, match=r"expected a (list of )?number") as info:
+        protocol_from_sidecar(image, suffix, read_sidecar(image))
+    assert (info.value.file, info.value.field) == (str(sidecar_path(image)), field)
+
+
+def test_a_key_listed_twice_in_a_sidecar_is_an_error_naming_it(tmp_path: Path) -> None:
+    text = '{"FlipAngle": [2, 5], "RepetitionTime": 0.005, "RepetitionTime": 0.5}'
+    image = _series(tmp_path, "a_VFA.nii.gz", text)
+    with pytest.raises(DataError, match="'RepetitionTime' is listed twice") as info:
+        read_sidecar(image)
+    assert (info.value.file, info.value.field) == (str(sidecar_path(image)), "RepetitionTime")
+    _series(tmp_path, "a_VFA.nii.gz", '{"B1map": {"x": 1, "x": 2}}')  # nested objects too
+    with pytest.raises(DataError, match="'x' is listed twice"):
+        read_sidecar(image)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "sidecar", "field", "message"),
+    [
+        ("VFA", {**VFA_OK, "RepetitionTime": 5.0}, "RepetitionTime", "no VFA"),  # 5 ms in ms
+        ("dce", {**DCE_OK, "RepetitionTime": 4.0}, "RepetitionTime", "no dce"),
+        ("MEGRE", {"EchoTime": [2.0, 5.0]}, "EchoTime", "impossible"),
+        ("dwi", {"EchoTime": 70}, "EchoTime", "impossible"),
+        ("T2w", {"EchoTime": 0.08, "RepetitionTime": -2.5}, "RepetitionTime", ">= 0"),
+    ],
+)
+def test_impossible_times_are_errors_naming_the_field(
+    tmp_path: Path, suffix: str, sidecar: dict, field: str, message: str
+) -> None:
+    image = _series(tmp_path, f"a_{suffix}.nii.gz", sidecar, bval="0 500 1000\n")
+    with pytest.raises(ProtocolError, match=message) as info:
+        protocol_from_sidecar(image, suffix, sidecar)
+    assert (info.value.file, info.value.field) == (str(sidecar_path(image)), field)
+
+
+def test_long_but_possible_times_are_accepted_and_implausible_ones_flagged(tmp_path: Path) -> None:
+    ir = {"InversionTime": [0.1, 1.5, 4.0], "RepetitionTime": 10.0, "EchoTime": 0.3}
+    image = _series(tmp_path, "a_IRT1.nii.gz", ir)
+    assert protocol_from_sidecar(image, "IRT1", ir) is not None  # a 10 s TR is normal for IR
+    assert implausible_fields(ir) == []
+    slip = {"InversionTime": [100, 1500, 4000], "RepetitionTime": 8000}  # written in ms
+    assert protocol_from_sidecar(image, "IRT1", slip) is not None  # possible: a warning only
+    assert [f for f, _ in implausible_fields(slip)] == ["RepetitionTime", "InversionTime"]
+    vfa = {**VFA_OK, "RepetitionTime": 0.1}  # the bound itself is still a VFA
+    assert protocol_from_sidecar(image, "VFA", vfa) == VFAProtocol((2, 10, 15), 100.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"Hematocrit": 42}, "Hematocrit", "a fraction between 0 and 1"),
+        ({"Hematocrit": "0.42"}, "Hematocrit", "expected a number"),  # float() took it
+        ({"Relaxivity": 0}, "Relaxivity", "> 0"),
+    ],
+)
+def test_dce_sidecar_hematocrit_and_relaxivity(
+    tmp_path: Path, fields: dict, field: str, message: str
+) -> None:
+    side = {**DCE_OK, **fields}
+    image = _series(tmp_path, "a_dce.nii.gz", side)
+    with pytest.raises((DataError, ProtocolError), match=message) as info:
+        protocol_from_sidecar(image, "dce", side)
+    assert info.value.field == field

@@ -162,3 +162,69 @@ def test_a_manifest_read_again_is_parsed_once_and_each_reader_gets_its_own_copy(
         m, problems = _read(tmp_path, "subjects: [unclosed")
         assert m is None and "cannot parse YAML" in problems[0].message
     assert len(calls) == 4
+
+
+@pytest.mark.parametrize(
+    ("date", "message"),
+    [
+        ("20260126", "expected an ISO date string YYYY-MM-DD (e.g. 2026-01-26), got the int"),
+        ("2026.5", "got the float 2026.5"),
+        ("true", "got the bool True"),
+        ('"20260126"', "'20260126' is not a real date in ISO form YYYY-MM-DD"),
+    ],
+)
+def test_a_date_that_is_not_an_iso_date_is_never_guessed(
+    tmp_path: Path, date: str, message: str
+) -> None:
+    """An integer ``20260126`` was read as 2026-01-26; an ISO date, unquoted (a YAML date) or
+    quoted (text), is still read."""
+    text = 'subjects: {"1": {visits: {"1": {date: 2026-01-05}, "2": {date: DATE}}}}'
+    m, problems = _read(tmp_path, text.replace("DATE", date))
+    assert [p.field for p in problems] == ["subjects.1.visits.2.date"]
+    assert message in problems[0].message
+    m, problems = _read(tmp_path, text.replace("DATE", '"2026-01-26"'))
+    assert problems == [] and m.subjects["1"].visits[1].date == dt.date(2026, 1, 26)
+
+
+def test_visit_dates_after_today_or_before_1971_are_errors(tmp_path: Path) -> None:
+    """2099-03-30 and 1850-01-05 were accepted (validate 0, run 0)."""
+    today = dt.date.today()
+    text = f"""
+subjects:
+  "1":
+    treatment: {{start_date: 1850-01-09}}
+    visits:
+      "1": {{date: 1850-01-05}}
+      "2": {{date: {today.isoformat()}}}
+      "3": {{date: 2099-03-30}}
+"""
+    m, problems = _read(tmp_path, text)
+    got = {p.field: p.message for p in problems}
+    assert set(got) == {
+        "subjects.1.treatment.start_date",
+        "subjects.1.visits.1.date",
+        "subjects.1.visits.3.date",
+    }
+    assert "before 1971-01-01" in got["subjects.1.visits.1.date"]
+    assert "before 1971-01-01" in got["subjects.1.treatment.start_date"]
+    assert f"2099-03-30 is in the future (today is {today})" in got["subjects.1.visits.3.date"]
+    assert m.subjects["1"].visits[1].date == today  # today itself is a visit date
+
+
+@pytest.mark.parametrize(
+    ("dce", "field", "message"),
+    [
+        ("{hematocrit: 4.2}", "dce.hematocrit", "a fraction between 0 and 1"),  # was accepted
+        ("{hematocrit: 0}", "dce.hematocrit", "a fraction between 0 and 1"),
+        ("{hematocrit: true}", "dce.hematocrit", "expected a number, got True"),
+        ('{hematocrit: "0.42"}', "dce.hematocrit", "expected a number, got '0.42'"),
+        ("{relaxivity: -4.5}", "dce.relaxivity", "expected a number > 0"),
+    ],
+)
+def test_dce_defaults_are_numbers_in_range(
+    tmp_path: Path, dce: str, field: str, message: str
+) -> None:
+    m, problems = _read(tmp_path, GOOD.replace("dce: {hematocrit: 0.42}", f"dce: {dce}"))
+    assert [p.field for p in problems] == [field]
+    assert message in problems[0].message
+    assert m.dce == {}

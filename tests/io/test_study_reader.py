@@ -110,6 +110,78 @@ def test_impossible_sidecar_value_names_sidecar_field(study_copy: Path) -> None:
         _ = series.protocol
 
 
+def test_wrong_types_and_implausible_times_in_sidecars(study_copy: Path) -> None:
+    """A VFA TR of ``true`` was read as 1 s (T1 at its bound everywhere); an IR TR written in
+    ms is possible but implausible: a warning naming the sidecar and field."""
+    vfa = study_copy / "sub-001/ses-02/anat/sub-001_ses-02_VFA.json"
+    vfa.write_text(json.dumps({**json.loads(vfa.read_text()), "RepetitionTime": True}))
+    ir = study_copy / "sub-001/ses-03/anat/sub-001_ses-03_IRT1.json"
+    ir.write_text(json.dumps({**json.loads(ir.read_text()), "RepetitionTime": 8000}))
+    problems = validate_study(study_copy)
+    assert [(p.severity, p.file, p.field) for p in problems] == [
+        ("error", "sub-001/ses-02/anat/sub-001_ses-02_VFA.json", "RepetitionTime"),
+        ("warning", "sub-001/ses-03/anat/sub-001_ses-03_IRT1.json", "RepetitionTime"),
+    ]
+    assert "expected a number, got True" in problems[0].message
+    assert "8000 s is implausible" in problems[1].message
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"SUVbwFactor": None, "BodyWeight": "70kg"}, "BodyWeight", "expected a number"),
+        ({"BodyWeight": "70kg"}, "BodyWeight", "expected a number"),  # crashed the SUL
+        ({"SUVbwFactor": None, "BodyWeight": None}, "BodyWeight", "required sidecar field"),
+        ({"SUVbwFactor": None, "InjectedRadioactivity": 0}, "InjectedRadioactivity", "positive"),
+        ({"SUVbwFactor": [0.0]}, "SUVbwFactor", "positive"),
+        ({"SUVbwFactor": None, "ScanStart": None}, "ScanStart", "required sidecar field"),
+        ({"SUVbwFactor": None, "DecayCorrection": "LATE"}, "DecayCorrection", "START, ADMIN"),
+        ({"Units": "kBq/mL"}, "Units", "expected 'Bq/mL'"),
+    ],
+)
+def test_validate_checks_what_the_pet_step_reads(
+    study_copy: Path, change: dict, field: str, message: str
+) -> None:
+    """Each failed only in ``run`` (one as an internal error, one naming the DICOM field)."""
+    js = study_copy / "sub-001/ses-02/pet/sub-001_ses-02_pet.json"
+    side = {k: v for k, v in {**json.loads(js.read_text()), **change}.items() if v is not None}
+    js.write_text(json.dumps(side))
+    errs = _errors(validate_study(study_copy))
+    assert [(e.file, e.field) for e in errs] == [
+        ("sub-001/ses-02/pet/sub-001_ses-02_pet.json", field)
+    ]
+    assert message in errs[0].message
+
+
+def test_a_single_volume_image_must_be_3d(study_copy: Path) -> None:
+    """A 4-D T2w (two volumes) was accepted by validate and run."""
+    import nibabel as nib
+
+    t2w = study_copy / "sub-001/ses-02/anat/sub-001_ses-02_T2w.nii.gz"
+    img = nib.load(t2w)
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(np.stack([data, data], -1), img.affine), t2w)
+    errs = _errors(validate_study(study_copy))
+    assert [(e.file, e.field) for e in errs] == [(str(t2w.relative_to(study_copy)), "dim[4]")]
+    assert "a T2w image is a single 3-D volume, this one has 2 volumes" in errs[0].message
+    series = open_study(study_copy).subjects["001"].visits["02"].series["anatomical"]
+    with pytest.raises(DataError, match="single 3-D volume"):
+        series.load()
+    nib.save(nib.Nifti1Image(data[..., None], img.affine), t2w)  # a 4th axis of length 1
+    assert _errors(validate_study(study_copy)) == []
+
+
+def test_a_complex_series_is_refused_naming_the_datatype(study_copy: Path) -> None:
+    import nibabel as nib
+
+    dwi = study_copy / "sub-001/ses-02/dwi/sub-001_ses-02_dwi.nii.gz"
+    img = nib.load(dwi)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj).astype(np.complex64), img.affine), dwi)
+    errs = _errors(validate_study(study_copy))
+    assert [(e.file, e.field) for e in errs] == [(str(dwi.relative_to(study_copy)), "datatype")]
+    assert "a magnitude image is expected" in errs[0].message
+
+
 def test_wrong_bvalue_count(study_copy: Path) -> None:
     bval = study_copy / "sub-003/ses-01/dwi/sub-003_ses-01_dwi.bval"
     bval.write_text("0 50 100 200 400 600 800\n")

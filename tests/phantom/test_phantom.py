@@ -284,3 +284,16 @@ def test_fluorine_cells_recovered(tiny_study: Path) -> None:
     cells, se = float(res["cells"][i]), float(res["cells_se"][i])
     assert np.isfinite(cells) and se > 0
     assert abs(cells - true_cells) <= 3 * se, (cells, se, true_cells)
+
+
+def test_no_phantom_visit_is_dated_in_the_future_however_many_subjects() -> None:
+    """``validate`` refuses a visit after today: subject 40's baseline was 2026-10-05."""
+    import datetime as dt
+
+    from tumorscope.phantom.generate import _subject_plan
+
+    plan = _subject_plan(200, seed=0)
+    last = max(bl + dt.timedelta(days=max(sc.visit_days)) for _, sc, bl in plan)
+    assert last <= dt.date(2026, 9, 30)
+    assert [bl for _, _, bl in plan[:3]] == [dt.date(2026, 1, 5), dt.date(2026, 1, 12),
+                                              dt.date(2026, 1, 19)]  # fmt: skip

@@ -162,3 +162,33 @@ def test_mri_beside_picks_adc_and_ktrans_from_the_long_table(tmp_path) -> None:
     assert out["ADC_min"].tolist() == [0.5, 1.5, 1.0, 2.0]
     assert out["Ktrans_mean"].tolist() == pytest.approx([0.1, 1.1, 0.2, 1.2])
     assert mri_beside(tmp_path / "missing.parquet") is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"InjectedRadioactivity": 0}, "InjectedRadioactivity"),  # was: RadionuclideTotalDose
+        ({"BodyWeight": "70kg"}, "BodyWeight"),  # was: internal error ValueError
+        ({"RadionuclideHalfLife": True}, "RadionuclideHalfLife"),
+    ],
+)
+def test_the_factor_names_the_sidecar_field(fields: dict, field: str) -> None:
+    side = {
+        "InjectedRadioactivity": 370.0,
+        "ScanStart": 3600.0,
+        "RadionuclideHalfLife": 6586.2,
+        "BodyWeight": 70.0,
+        "DecayCorrection": "START",
+    }
+    with pytest.raises(DataError, match="expected a positive number") as e:
+        suv_factor_of({**side, **fields}, 0, "pet.json")
+    assert (e.value.file, e.value.field) == ("pet.json", field)
+
+
+def test_a_weight_in_text_beside_a_factor_is_refused_naming_the_sidecar(tmp_path: Path) -> None:
+    """With an SUVbwFactor the weight only scales SUL: a text weight crashed there."""
+    suv, _, _ = _phantom()
+    pet = _series(tmp_path, suv, BodyWeight="70kg")
+    with pytest.raises(DataError, match="expected a number, got '70kg'") as e:
+        pet_uptake(pet, labels=None, lesion_ids=None, out_dir=tmp_path)
+    assert e.value.field == "BodyWeight" and e.value.file.endswith(".json")

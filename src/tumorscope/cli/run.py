@@ -75,7 +75,9 @@ def run(
         None, "--db", help="Database URL (default: sqlite:///OUT/tumorscope.sqlite)."
     ),
     workers: int = typer.Option(
-        None, "--workers", help="Run on a local Dask cluster of N worker processes."
+        None,
+        "--workers",
+        help="Run on a local Dask cluster of N worker processes (N >= 1; default: serially).",
     ),
     scheduler: str = typer.Option(
         None, "--scheduler", help="Run on an existing Dask cluster, e.g. tcp://host:8786."

@@ -66,14 +66,29 @@ def print_problems(problems: list, root: Path) -> int:
     return len(errors)
 
 
+def study_problems(study: Path) -> list:
+    """Every problem of a study (:func:`tumorscope.io.validate_study`) and of its run options
+    (``options:`` of ``study.yaml``, checked as ``run`` checks them: the io layer does not
+    know the pipeline's options)."""
+    from ..io import validate_study
+    from ..io.manifest import read_manifest
+    from ..pipeline.options import option_problems
+
+    problems = validate_study(study)
+    manifest, _ = read_manifest(study / "study.yaml") if study.is_dir() else (None, [])
+    if manifest is not None:
+        problems += option_problems(manifest.options)
+    return problems
+
+
 def validate(
     study: StudyDir,
 ) -> None:
     """List every problem in a study; exit 1 if any is an error (2 if it cannot be checked)."""
-    from ..io import validate_study
-
     with user_errors():
-        problems = validate_study(study)
+        if not study.is_dir():  # nothing to check: a usage error, as for every other command
+            raise DataError("study folder does not exist", file=study)
+        problems = study_problems(study)
     n_err = print_problems(problems, study)
     if n_err:
         raise typer.Exit(code=1)
@@ -95,7 +110,7 @@ def demo(
     """Write the built-in synthetic study and run the analysis on it (on every core)."""
     from rich.console import Console
 
-    from ..io import open_study, validate_study
+    from ..io import open_study
     from ..phantom import make_study
     from ..phantom.generate import is_phantom_study
     from ..pipeline.outdir import check_output_folder
@@ -123,7 +138,7 @@ def demo(
                 )
             if study_dir.exists():
                 console.print(f"using the existing synthetic study in {study_dir}")
-                problems = validate_study(study_dir)
+                problems = study_problems(study_dir)
                 if print_problems(problems, study_dir):
                     raise typer.Exit(code=1)
             else:

@@ -9,6 +9,7 @@ problem too.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import threading
 from collections.abc import Iterator
@@ -122,7 +123,50 @@ class Manifest:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
-def _parse_date(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.date | None:
+#: A date as the manifest writes it (``fromisoformat`` alone also takes ``20260126``).
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+#: The earliest date a manifest may hold: clinical cross-sectional imaging began with CT in
+#: 1971 (MRI in the late 1970s), so an earlier visit or treatment date is a typing error.
+EARLIEST_DATE = dt.date(1971, 1, 1)
+
+
+def _parse_date(
+    value: Any, file: str, fld: str, problems: list[Problem], *, acquired: bool = False
+) -> dt.date | None:
+    """The date of a manifest field, or None with a problem: an ISO date (a YAML date or
+    ``YYYY-MM-DD`` text), real, not before :data:`EARLIEST_DATE` and, for an ``acquired``
+    date (a visit: its images exist), not after today (one day of margin for time zones)."""
+    d = _date_of(value, file, fld, problems)
+    if d is None:
+        return None
+    if d < EARLIEST_DATE:
+        problems.append(
+            Problem(
+                "error",
+                file,
+                fld,
+                f"{d} is before {EARLIEST_DATE} (before clinical CT and MRI); check the year",
+            )
+        )
+        return None
+    latest = dt.date.today() + dt.timedelta(days=1)
+    if acquired and d > latest:
+        problems.append(
+            Problem(
+                "error",
+                file,
+                fld,
+                f"{d} is in the future (today is {dt.date.today()}): a visit's images have "
+                "been acquired; check the year",
+            )
+        )
+        return None
+    return d
+
+
+def _date_of(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.date | None:
     if value is None:
         problems.append(Problem("error", file, fld, "date is missing (expected YYYY-MM-DD)"))
         return None
@@ -130,8 +174,21 @@ def _parse_date(value: Any, file: str, fld: str, problems: list[Problem]) -> dt.
         return value.date()
     if isinstance(value, dt.date):
         return value
+    if not isinstance(value, str):  # 20260126 is a number to YAML, never read as a date
+        problems.append(
+            Problem(
+                "error",
+                file,
+                fld,
+                f"expected an ISO date string YYYY-MM-DD (e.g. 2026-01-26), got the "
+                f"{type(value).__name__} {value!r}",
+            )
+        )
+        return None
     try:
-        return dt.date.fromisoformat(str(value))
+        if not _ISO_DATE.fullmatch(value):
+            raise ValueError(value)
+        return dt.date.fromisoformat(value)
     except ValueError:
         problems.append(
             Problem("error", file, fld, f"{value!r} is not a real date in ISO form YYYY-MM-DD")
@@ -190,12 +247,18 @@ def read_manifest(
     """
     import yaml
 
+    from ..errors import DataError
+    from ..files import regular_file
     from ._yaml import MAX_YAML_BYTES, YamlLimitError
 
     f = display_name
     problems: list[Problem] = []
     if not path.exists():
         return None, [Problem("error", f, "", "study manifest is missing")]
+    try:
+        regular_file(path)
+    except DataError as exc:
+        return None, [Problem("error", f, "", exc.message)]
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise YamlLimitError(f"the document is longer than {MAX_YAML_BYTES} bytes")
@@ -225,10 +288,9 @@ def read_manifest(
         problems.append(Problem("error", f, "dce", "expected a mapping field -> number"))
     else:
         for k, v in dce_raw.items():
-            try:
-                dce[str(k)] = float(v)
-            except (TypeError, ValueError, OverflowError):
-                problems.append(Problem("error", f, f"dce.{k}", f"expected a number, got {v!r}"))
+            number = _dce_default(str(k), v, f, problems)
+            if number is not None:
+                dce[str(k)] = number
 
     options_raw = raw.get("options") or {}
     options: dict[str, Any] = {}
@@ -255,6 +317,36 @@ def read_manifest(
         if subj is not None:
             subjects[sid] = subj
     return Manifest(name, tuple(criteria), roles, subjects, dce, options, raw), problems
+
+
+def _dce_default(key: str, value: Any, f: str, problems: list[Problem]) -> float | None:
+    """One ``dce:`` default: a number (not ``true``, not text); ``hematocrit`` a fraction in
+    (0, 1), ``relaxivity`` (1/(mM·s)) > 0. None (and a problem) when it is not."""
+    where = f"dce.{key}"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(Problem("error", f, where, f"expected a number, got {value!r}"))
+        return None
+    try:
+        x = float(value)
+    except OverflowError:
+        x = math.inf
+    if key == "hematocrit" and not 0.0 < x < 1.0:
+        problems.append(
+            Problem(
+                "error",
+                f,
+                where,
+                f"expected a fraction between 0 and 1 (e.g. 0.42), got {value!r}",
+            )
+        )
+        return None
+    if key == "relaxivity" and not (math.isfinite(x) and x > 0):
+        problems.append(Problem("error", f, where, f"expected a number > 0, got {value!r}"))
+        return None
+    if not math.isfinite(x):
+        problems.append(Problem("error", f, where, f"expected a finite number, got {value!r}"))
+        return None
+    return x
 
 
 def _valid_id(key: str, what: str, where: str, f: str, problems: list[Problem]) -> bool:
@@ -344,7 +436,7 @@ def _subject(
     for vid, vfield, ventry in _entries(visits_raw, f"{base}.visits", expected, f, problems):
         if not _valid_id(vid, "visit", vfield, f, problems):
             continue
-        d = _parse_date(ventry.get("date"), f, f"{vfield}.date", problems)
+        d = _parse_date(ventry.get("date"), f, f"{vfield}.date", problems, acquired=True)
         visits.append(
             VisitEntry(
                 vid,

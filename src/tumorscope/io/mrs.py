@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import DataError
+from ..files import regular_file
 
 __all__ = [
     "MRSData",
@@ -99,8 +100,9 @@ def read_nifti_mrs(path: str | os.PathLike[str], *, nucleus: str | None = None) 
     import nibabel as nib
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError("no such file", file=p)
+    regular_file(p)
     try:
         img: Any = nib.load(str(p))
     except Exception as exc:

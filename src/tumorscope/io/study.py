@@ -26,9 +26,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, Problem, ProtocolError, StudyError
+from ..files import regular_file
 from ..protocol import Protocol
 from ..volume import Volume
-from .bids import NIFTI_SUFFIXES, SUFFIX_AXES, protocol_from_sidecar, read_sidecar, split_entities
+from .bids import (
+    NIFTI_SUFFIXES,
+    SINGLE_VOLUME_SUFFIXES,
+    SUFFIX_AXES,
+    implausible_fields,
+    protocol_from_sidecar,
+    read_sidecar,
+    sidecar_path,
+    split_entities,
+)
 from .manifest import Manifest, SubjectEntry, Treatment, read_manifest
 
 __all__ = [
@@ -75,8 +85,8 @@ class Series:
         """Read the image as float32, checking it against its protocol."""
         vol = Volume.from_nifti(self.path, meta={"role": self.role, "sidecar": self.sidecar})
         proto = self.protocol
+        _check_measurements(vol, proto, self.relpath, self.suffix)
         if proto is not None:
-            _check_measurements(vol, proto, self.relpath)
             vol = Volume(
                 vol.data,
                 vol.affine,
@@ -87,8 +97,19 @@ class Series:
         return vol
 
 
-def _check_measurements(vol: Volume, proto: Protocol | None, relpath: str) -> None:
-    """A series with a protocol is 4-D with as many volumes as the protocol lists."""
+def _check_measurements(
+    vol: Volume, proto: Protocol | None, relpath: str, suffix: str | None = None
+) -> None:
+    """A series with a protocol is 4-D with as many volumes as the protocol lists; a series
+    of :data:`~tumorscope.io.bids.SINGLE_VOLUME_SUFFIXES` is one volume (3-D, or 4-D with a
+    4th axis of length 1)."""
+    if suffix in SINGLE_VOLUME_SUFFIXES and vol.data.ndim == 4 and vol.data.shape[3] != 1:
+        raise DataError(
+            f"a {suffix} image is a single 3-D volume, this one has {vol.data.shape[3]} "
+            f"volumes along its 4th axis (shape {vol.data.shape})",
+            file=relpath,
+            field="dim[4]",
+        )
     if proto is not None and (vol.data.ndim != 4 or vol.n_measurements != proto.n_measurements):
         raise DataError(
             f"image has {vol.n_measurements} volume(s) along its 4th axis but the protocol "
@@ -371,6 +392,10 @@ def _read_lesion_table(path: Path, display: str) -> tuple[list[LesionInfo], list
             Problem("error", display, "", "lesion table is missing (expected beside the label map)")
         ]
     try:
+        regular_file(path)
+    except DataError as exc:
+        return [], [Problem("error", display, "", exc.message)]
+    try:
         return _parse_lesion_table(path, display)
     except UnicodeDecodeError as exc:
         where = f"byte {exc.start}" if exc.start is not None else "somewhere"
@@ -577,7 +602,7 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
     if len(shape) == 2:
         shape = (*shape, 1)
     grid = Volume(np.broadcast_to(np.zeros((), np.uint8), shape), img.affine, source=str(p))
-    _check_measurements(grid, series.protocol, series.relpath)
+    _check_measurements(grid, series.protocol, series.relpath, series.suffix)
     if best is not None and best.frame is not None:
         keep_frame(
             p, Volume(best.frame, affine.copy(), SPATIAL_AXES, {"role": series.role}, str(p))
@@ -631,6 +656,9 @@ def validate_visit(study: Study, visit: Visit, *, pool: Executor | None = None) 
                 )
             )
             continue
+        side_rel = _rel(sidecar_path(series.path), study.root)
+        for fld, message in implausible_fields(series.sidecar):
+            problems.append(Problem("warning", side_rel, fld, message))
         try:
             grid, n_bad = scans[role].result() if role in scans else _scan_series(series)
         except DataError as exc:

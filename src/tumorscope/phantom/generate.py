@@ -286,12 +286,18 @@ def _check_replaceable(out: Path, overwrite: bool) -> None:
     check_replaceable(out, what="a phantom study", option="--overwrite")
 
 
+#: Subjects' baselines are a week apart, in cycles of this many weeks: a visit date may not be
+#: in the future (``validate``), and the last visit of the cycle (2026-06-29 + 12 weeks) is
+#: not, however many subjects are asked for.
+_BASELINE_WEEKS = 26
+
+
 def _subject_plan(n: int, seed: int) -> list[tuple[str, Scenario, dt.date]]:
     plan = []
     base = dt.date(2026, 1, 5)
     for i in range(n):
         sc = SCENARIOS[i % len(SCENARIOS)]
-        plan.append((f"{i + 1:03d}", sc, base + dt.timedelta(days=7 * i)))
+        plan.append((f"{i + 1:03d}", sc, base + dt.timedelta(days=7 * (i % _BASELINE_WEEKS))))
     return plan
 
 

@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import DataError, Problem
 
 __all__ = [
     "DCE_AIFS",
     "DCE_MODELS",
     "DWI_MODELS",
     "RunOptions",
+    "option_problems",
     "resolve_options",
 ]
 
@@ -230,6 +231,19 @@ def resolve_options(
         return given
     from_study = RunOptions.from_mapping(study_yaml, source=manifest_name)
     return RunOptions.from_mapping(given, base=from_study)
+
+
+def option_problems(
+    study_yaml: Mapping[str, Any] | None, *, manifest_name: str = "study.yaml"
+) -> list[Problem]:
+    """The problem of the ``options:`` of ``study.yaml`` that a run would stop on, for
+    ``tumorscope validate``: the same check as the run's (:func:`resolve_options`), so both
+    report the same message. Empty when the options are usable."""
+    try:
+        RunOptions.from_mapping(study_yaml, source=manifest_name)
+    except DataError as exc:
+        return [Problem("error", exc.file or manifest_name, exc.field or "options", exc.message)]
+    return []
 
 
 # ---------------------------------------------------------------------------- checks

@@ -144,7 +144,8 @@ def run_study(
     db_url : str, optional
         Database URL (default: ``sqlite:///<out_dir>/tumorscope.sqlite``).
     workers : int, optional
-        Run on a local Dask cluster of this many worker processes.
+        Run on a local Dask cluster of this many worker processes (at least 1; None: serially,
+        in this process).
     scheduler : str, optional
         Run on an existing Dask cluster (``tcp://host:port``); overrides ``workers``.
     force : sequence of str
@@ -201,6 +202,8 @@ def run_study(
     from ..study import check_url
 
     root = Path(study).resolve()
+    if workers is not None and workers < 1:  # 0 is no "serial": that is workers=None
+        raise DataError(f"expected at least 1 worker, got {workers}", field="--workers")
     if db_url is not None:
         check_url(db_url)  # an unsupported database stops the run before anything is written
     study_obj = open_study(root)

@@ -126,6 +126,18 @@ def suv_factor_of(side: Mapping[str, Any], frame: int, label: str) -> float:
             )
         return v
 
+    def positive(key: str) -> float:
+        """A positive number of the sidecar, named by its sidecar field (not the DICOM one
+        :func:`tumorscope.units.suvbw_factor` would name)."""
+        v = need(key)
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, int | float)
+            or not (math.isfinite(v) and v > 0)
+        ):
+            raise DataError(f"expected a positive number, got {v!r}", file=label, field=key)
+        return float(v)
+
     t0 = dt.datetime(2000, 1, 1)
     decay = str(
         side.get("DecayCorrection") or ("START" if side.get("ImageDecayCorrected") else "NONE")
@@ -134,11 +146,11 @@ def suv_factor_of(side: Mapping[str, Any], frame: int, label: str) -> float:
     durs = side.get("FrameDuration") or [None]
     scan = float(starts[frame]) if decay == "NONE" else float(need("ScanStart"))
     return suv_factor(
-        injected_activity_bq=float(need("InjectedRadioactivity")) * 1e6,
+        injected_activity_bq=positive("InjectedRadioactivity") * 1e6,
         injection_time=t0 + dt.timedelta(seconds=float(side.get("InjectionStart") or 0.0)),
         scan_time=t0 + dt.timedelta(seconds=scan),
-        half_life_s=float(need("RadionuclideHalfLife")),
-        weight_kg=float(need("BodyWeight")),
+        half_life_s=positive("RadionuclideHalfLife"),
+        weight_kg=positive("BodyWeight"),
         decay_correction=decay,
         frame_duration_s=None if decay != "NONE" or durs[frame] is None else float(durs[frame]),
     )
@@ -176,6 +188,7 @@ def pet_uptake(
         The sidecar's unit is not Bq/mL, the SUV factor cannot be formed, or the image has
         NaN/negative values inside a lesion (naming the file and field).
     """
+    from ..io.bids import check_pet_sidecar, sidecar_path
     from ..models.pet import (
         body_surface_area_m2,
         lean_body_mass_kg,
@@ -186,12 +199,8 @@ def pet_uptake(
 
     keys = dict(keys or {})
     side = pet.sidecar
-    if str(side.get("Units", "")).replace(" ", "") not in ("Bq/mL", "Bq/ml"):
-        raise DataError(
-            f"PET image must be in Bq/mL, the sidecar says {side.get('Units')!r}",
-            file=pet.label,
-            field="Units",
-        )
+    # Units, the factor or what forms it, weight and height: as validate checks them
+    check_pet_sidecar(side, sidecar_path(pet.path))
     vol = pet.load()
     warnings: list[str] = []
     frame = 0
