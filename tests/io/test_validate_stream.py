@@ -53,6 +53,19 @@ def test_non_finite_values_of_a_float_image_are_counted(study_copy: Path, dtype:
     ]
 
 
+def test_an_image_without_a_finite_value_is_an_error(study_copy: Path) -> None:
+    """A few NaN are a warning (a scanner's masked voxels: the fits leave them out); an image
+    with no finite value at all is an error naming it (sweep of 2026-12-06: validate and run
+    exited 0 on an all-NaN T2w, and align then failed on "a constant image")."""
+    path = study_copy / "sub-001/ses-01/anat/sub-001_ses-01_T2w.nii.gz"
+    img: Any = nib.load(str(path))
+    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine), str(path))
+    found = [p for p in validate_study(study_copy) if p.file.endswith("01_T2w.nii.gz")]
+    assert [(p.severity, p.field, p.message) for p in found] == [
+        ("error", "data", "every voxel value is non-finite (NaN or inf)")
+    ]
+
+
 def test_a_corrupt_stream_is_refused_naming_the_file(study_copy: Path) -> None:
     """Damage inside the compressed image data (the header and the size trailer intact) is
     found only by decompressing every byte, as loading the series does."""

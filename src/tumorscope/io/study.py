@@ -664,7 +664,12 @@ def validate_visit(study: Study, visit: Visit, *, pool: Executor | None = None) 
         except DataError as exc:
             problems.append(Problem("error", rel, exc.field or "", exc.message))
             continue
-        if n_bad:
+        if n_bad and n_bad >= grid.data.size:  # nothing to fit or show: an error, not a note
+            problems.append(
+                Problem("error", rel, "data", "every voxel value is non-finite (NaN or inf)")
+            )
+            continue
+        if n_bad:  # a few NaN (a scanner's masked voxels): those voxels are left out
             problems.append(Problem("warning", rel, "data", f"{n_bad} non-finite voxel value(s)"))
         grids.append((rel, grid))  # the grid, not the data
     lesions = visit.lesions
