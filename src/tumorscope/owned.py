@@ -97,8 +97,6 @@ def check_replaceable(
     ``study.yaml``, whose user additions the next import keeps).
     """
     foreign = foreign_entries(root)
-    if foreign is not None:
-        foreign = [f for f in foreign if f not in taken_over]
     if foreign is None:
         raise DataError(
             f"{option} replaces only {what} whose files tumorscope recorded ({RECORD_NAME}, "
@@ -107,6 +105,7 @@ def check_replaceable(
             file=root,
             field=option,
         )
+    foreign = [f for f in foreign if f not in taken_over]
     if foreign:
         shown = ", ".join(foreign[:5]) + (
             f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
@@ -138,11 +137,14 @@ def check_outside(
     if study and o.is_relative_to(derivatives) and o != derivatives:
         if not o.is_relative_to(derivatives / "lesions"):
             return
-    where = f"below {derivatives} (not its lesions/)" if study else f"outside {root}"
+    where = (
+        f"outside the study or below {derivatives} (not its lesions/)"
+        if study
+        else (f"outside {root}")
+    )
     raise DataError(
         f"the output folder is {what} or inside it: its files would mix with the inputs; "
-        f"nothing was written. Choose a folder {where}"
-        + ("" if not study else " or outside the study"),
+        f"nothing was written. Choose a folder {where}",
         file=Path(out),
         field=option,
     )

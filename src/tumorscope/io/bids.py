@@ -362,7 +362,11 @@ def implausible_fields(sidecar: dict[str, Any]) -> list[tuple[str, str]]:
     for key, (_, plausible) in TIME_BOUNDS_S.items():
         value = sidecar.get(key)
         values = value if isinstance(value, list) else [value]
-        big = [v for v in values if isinstance(v, int | float) and _is_number(v) and v > plausible]
+        big = [
+            v
+            for v in values
+            if isinstance(v, int | float) and not isinstance(v, bool) and v > plausible
+        ]
         if big:
             found.append(
                 (
