@@ -297,6 +297,31 @@ def test_every_real_set_imports(
         assert "DCM 113100 Basic Application Confidentiality Profile" in codes
 
 
+def test_a_real_over_long_value_imports_without_pydicom_warning(tmp_path: Path) -> None:
+    """dcm_qa_deident (a real site-de-identified GE series) holds the 20-character Code Value
+    ``replace_recognizable`` (VR SH: at most 16) in its De-identification Method Code
+    Sequence. pydicom warned about it in the middle of the import's output (its own file and
+    line, not the DICOM file's); the value is now read as written without the warning, and
+    pydicom's reading validation is what it was after the import."""
+    import warnings
+
+    from pydicom import config
+
+    from tumorscope.io.dicom import import_dicom
+
+    before = config.settings.reading_validation_mode
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import_dicom(DATA / "dcm_qa_deident" / "In", tmp_path / "study")
+    assert not [w for w in caught if "exceeds the maximum length" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
+    assert config.settings.reading_validation_mode == before
+    (side,) = (tmp_path / "study").glob("sub-*/ses-*/anat/*.json")
+    codes = json.loads(side.read_text())["SourceDeidentificationMethodCodes"]
+    assert any(c.startswith("mri_reface replace_recognizable ") for c in codes), codes
+
+
 def test_a_real_bold_series_is_left_out(tmp_path: Path) -> None:
     """A Siemens EPI time series at TR 3.2 s with no contrast agent (3 volumes of
     dcm_qa_mosaic's ep2d_Asc_HF, real data) is BOLD: read_series says so before reading the

@@ -54,7 +54,14 @@ from ..deid import (
 from .kinds import NOT_IMPORTED_HINT, localizer
 from .pet import is_pet, read_pet_series
 from .profile import deidentify_sidecar
-from .scan import SEG_STORAGE, DicomSeries, _problem, derived_image_type, scan_dicom
+from .scan import (
+    SEG_STORAGE,
+    DicomSeries,
+    _problem,
+    derived_image_type,
+    lenient_values,
+    scan_dicom,
+)
 from .seg import read_rtstruct, read_segmentation
 from .series import NotImported, SeriesData, merge_split_series, read_series
 
@@ -120,6 +127,7 @@ def _study_date(series: DicomSeries) -> dt.date | None:
         return None
 
 
+@lenient_values()
 def import_dicom(
     dicom_dir: str | Path,
     study_dir: str | Path,

@@ -29,7 +29,8 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
     "ScanResult",
     "derived_image_type",
     "index_series",
+    "lenient_values",
     "scan_dicom",
 ]
 
@@ -412,6 +414,29 @@ def _scaling(ds: Any, rescale: Any | None, rwvm: Any | None) -> dict[str, Any]:
 def _text(ds: Any, keyword: str) -> str | None:
     value = str(getattr(ds, keyword, "") or "").strip().upper()
     return value or None
+
+
+@contextmanager
+def lenient_values() -> Iterator[None]:
+    """Read DICOM values that break their VR's rules as they are, without pydicom's warning.
+
+    Real headers do: a site-de-identified GE series (``dcm_qa_deident``) holds a 20-character
+    Code Value (VR SH: at most 16) in its De-identification Method Code Sequence, and pydicom
+    printed a ``UserWarning`` (its file and line, not the DICOM file) in the middle of the
+    import's output. A value too long or with characters outside its VR's repertoire changes
+    nothing tumorscope reads (it is kept as written), so the import turns pydicom's reading
+    validation off while it runs (:data:`pydicom.config.settings.reading_validation_mode`,
+    restored afterwards; the writing validation of the objects ``export-dicom`` writes stays
+    on). Also a decorator.
+    """
+    from pydicom import config
+
+    before = config.settings.reading_validation_mode
+    config.settings.reading_validation_mode = config.IGNORE
+    try:
+        yield
+    finally:
+        config.settings.reading_validation_mode = before
 
 
 def _csareader() -> Any:
