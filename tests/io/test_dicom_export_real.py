@@ -22,7 +22,7 @@ pytest.importorskip("highdicom")
 
 from tumorscope.cli import app  # noqa: E402
 from tumorscope.io.dicom import import_dicom  # noqa: E402
-from tumorscope.io.dicom.outfolder import MARKER_NAME  # noqa: E402
+from tumorscope.io.dicom.outfolder import LOCK_NAME, MARKER_NAME  # noqa: E402
 from tumorscope.io.dicom.profile import pseudonymous_uid, removed_identity  # noqa: E402
 from tumorscope.io.dicom.scan import LPS_TO_RAS, _frames_from_dataset  # noqa: E402
 from tumorscope.volume import Volume  # noqa: E402
@@ -168,7 +168,7 @@ def test_an_export_replaces_its_own_files_only(real: dict[str, Any]) -> None:
     res = export(real, "mosaic", out, "--map", mosaic_map(real))
     assert res.exit_code == 2 and pm.name in res.output
     assert pm.read_bytes() == before + b"edited"
-    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER_NAME, pm.name])
+    assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_NAME, MARKER_NAME, pm.name])
 
 
 @pytest.mark.parametrize(

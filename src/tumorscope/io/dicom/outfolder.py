@@ -10,10 +10,18 @@ overwritten. Nothing is written, not even the folder, before these checks pass
 (:func:`check_export_folder`); the objects are written in a temporary folder and moved into
 place together (:func:`deliver`).
 
+Two exports into one folder at once: the delivery (the second check, the marker's update and
+the moves) holds an OS lock, ``.tumorscope-export.lock`` (filelock: released when its process
+dies), so that one export's record of its files is never lost to the other's; the second waits
+for the first's delivery (at most :data:`DELIVER_WAIT_S` seconds), then checks the folder again.
+The lock is short (moves on one file system), so waiting is the right default, unlike a run's
+lock, which is held for the whole run.
+
 ::
 
     OUT_DIR/
       .tumorscope-export.json   format, tumorscope version, creation time, {file: sha256}
+      .tumorscope-export.lock   the delivery's lock (empty)
       sub-001_ses-01_ADC_pm.dcm …
 """
 
@@ -32,10 +40,23 @@ from ...errors import DataError
 from ...files import write_json
 from ...volume import ATOMIC_TEMP_PREFIX
 
-__all__ = ["MARKER_NAME", "check_export_folder", "deliver", "staging_folder"]
+__all__ = [
+    "DELIVER_WAIT_S",
+    "LOCK_NAME",
+    "MARKER_NAME",
+    "check_export_folder",
+    "deliver",
+    "staging_folder",
+]
 
 #: The marker of a folder written by ``export-dicom`` (JSON: format, version, files written).
 MARKER_NAME = ".tumorscope-export.json"
+
+#: The lock held while an export delivers its objects into the folder.
+LOCK_NAME = ".tumorscope-export.lock"
+
+#: Seconds an export waits for another one's delivery into the same folder.
+DELIVER_WAIT_S = 120.0
 
 
 def _sha256(path: Path) -> str:
@@ -84,7 +105,11 @@ def check_export_folder(out: Path, names: Iterable[str]) -> dict[str, str]:
     if not out.exists():
         return {}
     if not (out / MARKER_NAME).is_file():
-        foreign = sorted(p.name for p in out.iterdir() if not p.name.startswith(ATOMIC_TEMP_PREFIX))
+        foreign = sorted(
+            p.name
+            for p in out.iterdir()
+            if not p.name.startswith(ATOMIC_TEMP_PREFIX) and p.name != LOCK_NAME
+        )
         if foreign:
             shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
             raise DataError(
@@ -126,10 +151,33 @@ def staging_folder(out: Path) -> Path:
 def deliver(written: Sequence[Path], out: Path) -> list[Path]:
     """Move the objects written in a staging folder into ``out``, recording them as its own.
 
-    The folder is checked again (:func:`check_export_folder`), created if new, and its marker
-    updated *before* the files are moved, so a file in ``out`` never lacks its record.
+    The folder is checked (:func:`check_export_folder`), created if new, locked
+    (:data:`LOCK_NAME`), checked again under the lock (another export may have delivered in
+    the meantime), and its marker updated *before* the files are moved, so a file in ``out``
+    never lacks its record.
+
+    Raises
+    ------
+    DataError
+        A check fails, or another export holds the folder's lock past :data:`DELIVER_WAIT_S`.
     """
+    from filelock import FileLock, Timeout
+
     names = [f.name for f in written]
+    check_export_folder(out, names)  # nothing is written unless it passes
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(out / LOCK_NAME), timeout=DELIVER_WAIT_S):
+            return _deliver_locked(written, names, out)
+    except Timeout:
+        raise DataError(
+            f"another export has been writing into this folder for over {DELIVER_WAIT_S:g} s "
+            "(its lock is held); nothing was written. Try again when it has finished",
+            file=out / LOCK_NAME,
+        ) from None
+
+
+def _deliver_locked(written: Sequence[Path], names: Sequence[str], out: Path) -> list[Path]:
     files = check_export_folder(out, names)
     marker = out / MARKER_NAME
     record: dict[str, object] = {
@@ -139,7 +187,6 @@ def deliver(written: Sequence[Path], out: Path) -> list[Path]:
     }
     if marker.is_file():
         record["created"] = _read_marker(out).get("created", record["created"])
-    out.mkdir(parents=True, exist_ok=True)
     files.update({f.name: _sha256(f) for f in written})
     record["files"] = dict(sorted(files.items()))
     write_json(marker, record)
