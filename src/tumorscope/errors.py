@@ -118,9 +118,9 @@ class Problem:
 class StudyError(DataError):
     """A study is inconsistent; ``problems`` lists everything found at once."""
 
-    def __init__(self, problems: list[Problem], *, file: object = None):
+    def __init__(self, problems: list[Problem], *, file: object = None, note: str = ""):
         self.problems = list(problems)
         errors = [p for p in self.problems if p.severity == "error"]
-        head = f"{len(errors)} error(s) in study"
+        head = f"{len(errors)} error(s) in study" + (f"; {note}" if note else "")
         body = "\n".join(f"  {p}" for p in errors)
         super().__init__(f"{head}\n{body}" if body else head, file=file)

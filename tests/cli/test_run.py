@@ -30,10 +30,20 @@ def study2(small_study: Path, tmp_path: Path) -> Path:
 
 def test_run_exit_codes_and_summary(study2: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    (study2 / "sub-002/ses-02/dwi/sub-002_ses-02_dwi.json").write_text("{not json")
+    sidecar = study2 / "sub-002/ses-02/dwi/sub-002_ses-02_dwi.json"
+    good = sidecar.read_text()
+    sidecar.write_text("{not json")  # bad input: exit 2, nothing written
+    res = runner.invoke(app, ["run", str(study2), "--out", str(out), *QUICK])
+    assert res.exit_code == 2, res.output
+    assert "sub-002_ses-02_dwi.json" in res.output and "nothing was written" in res.output
+    assert "Traceback" not in res.output and not out.exists()
+    # a fault only the image data show (register's read): the subject fails, exit 1
+    sidecar.write_text(good)
+    image = study2 / "sub-002/ses-02/dwi/sub-002_ses-02_dwi.nii.gz"
+    image.write_bytes(image.read_bytes()[: image.stat().st_size // 2])  # the header stays readable
     res = runner.invoke(app, ["run", str(study2), "--out", str(out), *QUICK])
     assert res.exit_code == 1, res.output
-    assert "failures" in res.output and "sub-002_ses-02_dwi.json" in res.output
+    assert "failures" in res.output and "sub-002_ses-02_dwi.nii.gz" in res.output
     assert "failed subjects: 002" in res.output
     assert f"database: sqlite:///{out.resolve()}" in res.output
     assert list((out / "tables").glob("*.parquet"))

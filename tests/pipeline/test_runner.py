@@ -153,17 +153,35 @@ def test_force_redoes_one_step_and_deleted_outputs_are_rebuilt(
     assert open_store(default_url(out)).counts() == {**n_rows, "runs": n_rows["runs"] + 2}
 
 
+def _all_nan(image: Path) -> bytes:
+    """Replace an image's values by NaN (its header, sidecar and grid unchanged: the run's
+    pre-flight check passes, the ``register`` step's read of the data does not); returns the
+    original bytes."""
+    import nibabel as nib
+    import numpy as np
+
+    original = image.read_bytes()
+    img = nib.load(image)
+    header = img.header.copy()
+    header.set_data_dtype(np.float32)  # stored as integers, NaN would be written as 0
+    nib.save(nib.Nifti1Image(np.full(img.shape, np.nan, np.float32), img.affine, header), image)
+    return original
+
+
 def test_one_broken_subject_does_not_stop_the_others(
     study2: Path, tmp_path: Path, quick: dict[str, Any]
 ) -> None:
-    bad = study2 / "sub-002/ses-03/dwi/sub-002_ses-03_dwi.bval"
-    bad.write_text("0 50 100\n")  # 3 b-values for an 8-volume series
+    """A fault found only in the image data (every value NaN) fails its subject in
+    ``register``; the others run (a fault of a sidecar or header stops the run before
+    anything is written: test_a_bad_sidecar_stops_the_run_before_anything_is_written)."""
+    bad = study2 / "sub-002/ses-03/dwi/sub-002_ses-03_dwi.nii.gz"
+    original = _all_nan(bad)
     out = tmp_path / "out"
     s = run_study(study2, out, **quick)
     assert s.exit_code == 1 and s.failed_subjects == ["002"]
     (f,) = s.failed
     assert f.step == "register" and f.file is not None and "sub-002_ses-03_dwi" in f.file
-    assert f.field
+    assert f.field == "data"
     assert sorted(s.blocked)[0].startswith("assess sub-002")
     t = _tables(out)
     assert set(t["measurements"]["subject"]) == {"001"}
@@ -171,10 +189,31 @@ def test_one_broken_subject_does_not_stop_the_others(
     row = store.get("step_runs", step="register", unit="sub-002")
     assert row is not None and row["status"] == "failed" and row["error_file"] == f.file
     # once repaired, only the broken subject runs
-    shutil.copy(study2 / "sub-002/ses-02/dwi/sub-002_ses-02_dwi.bval", bad)
+    bad.write_bytes(original)
     s = run_study(study2, out, **quick)
     redone = {lab.split(" ")[1][:7] for lab in s.done if not lab.startswith("report ")}
     assert s.ok and redone == {"sub-002"}
+
+
+def test_a_bad_sidecar_stops_the_run_before_anything_is_written(
+    study2: Path, tmp_path: Path, quick: dict[str, Any]
+) -> None:
+    """Faults of sidecars, headers and lesion tables, in any subject, are found before the
+    output folder is touched (io/preflight.py), all of them listed: the run wrote subject
+    001's results and exited 1 when subject 002's b-values did not match its image."""
+    (study2 / "sub-002/ses-03/dwi/sub-002_ses-03_dwi.bval").write_text("0 50 100\n")
+    (study2 / "sub-001/ses-02/dwi/sub-001_ses-02_dwi.json").write_text("{not json")
+    out = tmp_path / "out"
+    with pytest.raises(StudyError) as err:
+        run_study(study2, out, **quick)
+    assert not out.exists()
+    found = {(p.file, p.field) for p in err.value.problems}
+    assert found == {
+        ("sub-001/ses-02/dwi/sub-001_ses-02_dwi.json", ""),
+        ("sub-002/ses-03/dwi/sub-002_ses-03_dwi.nii.gz", "dim[4]"),
+    }, err.value.problems
+    assert "nothing was written" in str(err.value)
+    assert "tumorscope validate" in str(err.value)
 
 
 def test_a_subject_without_lesion_segmentations_gets_its_maps_and_no_failure(

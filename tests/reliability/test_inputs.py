@@ -159,6 +159,25 @@ def test_a_lesion_table_in_latin1_is_named(study: Path) -> None:
     assert line.startswith(f"ERROR {rel}: not UTF-8 text") and "save the table as UTF-8" in line
 
 
+def test_run_refuses_a_lesion_map_off_grid_and_an_unreadable_table_before_writing(
+    study: Path, tmp_path: Path
+) -> None:
+    """The run's pre-flight (io/preflight.py) reads headers and tables only: a lesion map
+    moved off its visit's grid (its affine shifted by a voxel) and a lesion table that is not
+    UTF-8, at two visits, are both named and nothing is written."""
+    (lesion_map,) = study.glob("derivatives/lesions/sub-001/ses-02/*_lesions.nii.gz")
+    img = nib.load(lesion_map)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += shifted[:3, 0]
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj), shifted, img.header), lesion_map)
+    (table,) = study.glob("derivatives/lesions/sub-001/ses-01/*.tsv")
+    table.write_bytes(table.read_text().replace("liver", "foie (côté droit)", 1).encode("latin-1"))
+    message = _run_refused(study, tmp_path)
+    assert f"{lesion_map.relative_to(study)}: affine: grid" in message
+    assert f"{table.relative_to(study)}: not UTF-8 text" in message
+    assert "2 error(s) in study; nothing was written" in message
+
+
 def test_an_unsupported_database_says_which_are(study: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["run", str(study), "--out", str(tmp_path / "out"), "--db", "mysql://u@h/db"]

@@ -162,6 +162,7 @@ def demo(
                 console=console,
                 executor=executor,
                 close_executor=True,
+                preflight=False,  # a study the demo has just written or validated
             )
     finally:
         _stop_workers(starting)

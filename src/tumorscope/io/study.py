@@ -48,6 +48,7 @@ __all__ = [
     "Study",
     "Subject",
     "Visit",
+    "grid_problems",
     "open_study",
     "validate_study",
     "validate_visit",
@@ -712,17 +713,23 @@ def validate_visit(study: Study, visit: Visit, *, pool: Executor | None = None) 
                         )
                     )
             grids.append((lrel, _geometry(labels)))
-    if grids:
-        ref_name, ref = grids[0]
-        for name, vol in grids[1:]:
-            if not ref.same_grid(vol):
-                problems.append(
-                    Problem(
-                        "error",
-                        name,
-                        "affine",
-                        f"grid {vol.spatial_shape} differs from {ref_name} {ref.spatial_shape}; "
-                        "series of a visit must be co-registered",
-                    )
-                )
-    return problems
+    return problems + grid_problems(grids)
+
+
+def grid_problems(grids: list[tuple[str, Volume]]) -> list[Problem]:
+    """An error for each image (name, grid) not on the grid of the first: the series and the
+    lesion map of a visit must be co-registered."""
+    if not grids:
+        return []
+    ref_name, ref = grids[0]
+    return [
+        Problem(
+            "error",
+            name,
+            "affine",
+            f"grid {vol.spatial_shape} differs from {ref_name} {ref.spatial_shape}; "
+            "series of a visit must be co-registered",
+        )
+        for name, vol in grids[1:]
+        if not ref.same_grid(vol)
+    ]

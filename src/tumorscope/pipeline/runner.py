@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__, layout
-from ..errors import DataError, TumorscopeError
+from ..errors import DataError, StudyError, TumorscopeError
 from ..owned import check_outside
 from .execute import execute_subject, execute_unit, memory_budget, step_concurrency
 from .executor import Executor, run_subjects
@@ -132,6 +132,7 @@ def run_study(
     lock_timeout: float = 0.0,
     executor: Executor | None = None,
     close_executor: bool = False,
+    preflight: bool = True,
 ) -> RunSummary:
     """Run the whole analysis of a study: fits, lesion measurements, response, report.
 
@@ -179,6 +180,11 @@ def run_study(
         Close the given ``executor`` too: as for one started here, its workers are stopped
         as soon as the subjects are done, while the tables and the study report are written
         (:meth:`~.executor.Executor.close_soon`), and the run returns when they have stopped.
+    preflight : bool, default True
+        Check every visit's sidecars, lesion tables and image headers before anything is
+        written (:func:`tumorscope.io.preflight.metadata_problems`; the image data are
+        checked per subject by the ``register`` step). ``tumorscope demo`` turns it off for
+        a study it has just written or validated.
 
     Returns
     -------
@@ -189,7 +195,8 @@ def run_study(
     Raises
     ------
     StudyError
-        If the manifest or folder structure is broken (nothing is written).
+        If the manifest or folder structure is broken, or (``preflight``) a sidecar, lesion
+        table or image header of any visit is (every such error listed; nothing is written).
     DataError
         If ``out_dir`` is not empty and not a tumorscope output (without ``adopt_folder``),
         or another run holds it past ``lock_timeout`` (naming the holder): nothing is
@@ -215,6 +222,8 @@ def run_study(
     ctx = Context(root, out, opts)
     step_concurrency(None)  # a bad TUMORSCOPE_STEP_CONCURRENCY stops the run here
     memory_budget()  # and a bad TUMORSCOPE_MEMORY_BUDGET, before anything is written
+    if preflight:
+        _preflight(study_obj)
 
     given = executor
     if executor is None:
@@ -244,6 +253,21 @@ def run_study(
     finally:
         if executor is not given or close_executor:
             executor.close()  # (idempotent) also when the folder could not be claimed
+
+
+def _preflight(study_obj: Study) -> None:
+    """Every error of the study's sidecars, lesion tables and image headers, before the
+    output folder is touched (:mod:`tumorscope.io.preflight`): exit 2, nothing written."""
+    from ..io.preflight import metadata_problems
+
+    errors = metadata_problems(study_obj)
+    if errors:
+        raise StudyError(
+            errors,
+            file=study_obj.root / "study.yaml",
+            note="nothing was written (`tumorscope validate STUDY` lists every problem, "
+            "the image data's too)",
+        )
 
 
 def _run(
