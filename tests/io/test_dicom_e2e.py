@@ -214,6 +214,7 @@ def test_cli_import_and_export(chain: dict[str, Path]) -> None:
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (chain["tmp"] / "cli-export").iterdir()) == [
         ".tumorscope-export.json",  # the folder's marker: which files the export may replace
+        ".tumorscope-export.lock",  # the delivery's lock (two exports into one folder)
         "sub-001_ses-01_lesions_seg.dcm",
         "sub-001_ses-01_measurements_sr.dcm",
     ]
