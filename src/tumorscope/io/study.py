@@ -757,8 +757,9 @@ def _echo_pair_problems(study: Study, visit: Visit, grids: dict[str, Volume]) ->
         return []
     if DSC_ROLE in grids and ECHO2_ROLE in grids:
         a, b = grids[DSC_ROLE], grids[ECHO2_ROLE]
+        n = 3 if any(fld == "FrameTimes" for _, fld, _ in found) else 4  # frames: said once
         found += grid_pair_problems(
-            a.data.shape, a.affine, b.data.shape, b.affine,
+            a.data.shape[:n], a.affine, b.data.shape[:n], b.affine,
             first_name=first.relpath, second_name=second.relpath,
         )  # fmt: skip
     return [Problem("error", f, fld, msg) for f, fld, msg in found]
