@@ -80,6 +80,7 @@ PARAMETER_UNITS: Final[dict[str, str]] = {
     "CBV": "mL/100mL",
     "Tmax": "s",
     "K2": "1/s",
+    "T1effect": "1",
     "SUV": "g/mL",
     "T1star": "ms",
     "A": "a.u.",

@@ -272,44 +272,58 @@ def test_a_cest_time_series_is_left_out_not_read_as_dce(
     assert "SaturationOffsets (docs/cest.md)" in warn.message
 
 
-def _dual_echo(folder: Path, description: str, *, epi: bool, number: int = 1) -> None:
-    """A dual-echo time series as Siemens writes it: 4 time points × echoes of 20 and 45 ms,
-    each image with its own EchoTime / EchoNumbers, timed by AcquisitionTime only."""
-    proto = DynamicProtocol(tuple(0.75 * i for i in range(8)), 90.0 if epi else 12.0,
+def _dual_echo(
+    folder: Path, description: str, *, epi: bool, number: int = 1, echoes: int = 2
+) -> Volume:
+    """A dual-echo time series as Siemens writes it: 4 time points × echoes of 20 and 45 ms
+    (``echoes`` 3: and 70 ms), each image with its own EchoTime / EchoNumbers, timed by
+    AcquisitionTime only. Returns the volumes written, in acquisition order."""
+    n = 4 * echoes
+    proto = DynamicProtocol(tuple(0.75 * i for i in range(n)), 90.0 if epi else 12.0,
                             1500.0 if epi else 5.0, 1, te_ms=20.0)  # fmt: skip
-    files = write_series(volume(8), folder, suffix="dsc" if epi else "dce", protocol=proto,
+    vol = volume(n)
+    files = write_series(vol, folder, suffix="dsc" if epi else "dce", protocol=proto,
                          series_description=description, series_number=number)  # fmt: skip
     nz = volume(1).data.shape[2]
     for i, f in enumerate(files):
         ds = pydicom.dcmread(f)
-        echo = (i // nz) % 2  # the volumes alternate echo 1, echo 2
-        ds.EchoTime = (20.0, 45.0)[echo]
+        echo = (i // nz) % echoes  # the volumes alternate echo 1, echo 2 (, echo 3)
+        ds.EchoTime = (20.0, 45.0, 70.0)[echo]
         ds.EchoNumbers = echo + 1
         if not epi:
             ds.ScanningSequence = "GR"
         ds.save_as(f)
+    return vol
 
 
-@pytest.mark.parametrize(("epi", "what"), [(True, "dual-echo DSC"), (False, "dual-echo DCE")])
-def test_a_multi_echo_time_series_is_left_out_not_read_as_megre(
-    tmp_path: Path, epi: bool, what: str
+@pytest.mark.parametrize(
+    ("description", "epi", "echoes", "what"),
+    [
+        ("dyn_2echo", False, 2, "e.g. a dual-echo DCE"),
+        ("rest_bold_2echo", True, 2, "e.g. a multi-echo BOLD"),
+        ("ep2d_perf_3echo", True, 3, "e.g. a multi-echo BOLD"),
+    ],
+)
+def test_a_multi_echo_time_series_other_than_dual_echo_dsc_is_left_out(
+    tmp_path: Path, description: str, epi: bool, echoes: int, what: str
 ) -> None:
-    """A dual-echo DSC (the brain-tumour consensus allows it), a multi-echo BOLD or a dual-echo
-    DCE varies its echo time: by the rule of the varying parameter it was one MEGRE of all its
-    volumes, a silent wrong series. It is left out with a warning (the fits take one echo),
-    and a dynamic role given to it is refused naming EchoTime."""
+    """A dual-echo DCE, a multi-echo BOLD or a three-echo EPI varies its echo time: by the
+    rule of the varying parameter it was one MEGRE of all its volumes, a silent wrong series.
+    It is left out with a warning, and the role dce given to it is refused naming EchoTime."""
     from tumorscope.errors import ProtocolError
     from tumorscope.io.dicom import import_dicom
     from tumorscope.io.dicom.kinds import NotImported
 
-    _dual_echo(tmp_path / "dicom" / "a", "ep2d_perf_2echo" if epi else "dyn_2echo", epi=epi)
+    _dual_echo(tmp_path / "dicom" / "a", description, epi=epi, echoes=echoes)
     sd = read_one(tmp_path / "dicom" / "a")
     assert sd.suffix == "multiecho_dynamic", sd.reason
-    assert "8 volumes at 2 echo times (20, 45 ms), each repeated" in sd.reason and what in sd.reason
+    times = "20, 45 ms" if echoes == 2 else "20, 45, 70 ms"
+    assert f"{4 * echoes} volumes at {echoes} echo times ({times}), each repeated" in sd.reason
+    assert what in sd.reason
     with pytest.raises(NotImported):
         read_one(tmp_path / "dicom" / "a", refuse_not_imported=True)
-    with pytest.raises(ProtocolError, match=r"2 echo times \(20, 45 ms\)") as err:
-        read_one(tmp_path / "dicom" / "a", suffix="dsc" if epi else "dce")
+    with pytest.raises(ProtocolError, match=rf"{echoes} echo times \({times}\)") as err:
+        read_one(tmp_path / "dicom" / "a", suffix="dce")
     assert err.value.field == "EchoTime"
     with pytest.raises(ProtocolError, match="strictly increasing"):
         read_one(tmp_path / "dicom" / "a", suffix="MEGRE")
@@ -318,7 +332,41 @@ def test_a_multi_echo_time_series_is_left_out_not_read_as_megre(
     rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
     assert [r["suffix"] for r in rep.series] == ["T2w"]
     (warn,) = [p for p in rep.problems if "not imported" in p.message]
-    assert warn.severity == "warning" and "the DCE and DSC fits take one echo" in warn.message
+    assert warn.severity == "warning" and "the DCE fit takes one echo" in warn.message
+
+
+def test_a_dual_echo_dsc_imports_as_the_two_echo_files_of_the_study(tmp_path: Path) -> None:
+    """A dual-echo DSC EPI (two echo times, each repeated, named perfusion) is imported as
+    ``perf/*_echo-1_dsc`` and ``*_echo-2_dsc``, each with its scalar EchoTime and the same
+    FrameTimes, read by the study as the roles ``dsc`` and ``dsc_echo2`` and clean for
+    validate. Synthetic DICOM: /work/shared/dicom-real (and tests/data/dicom-real) hold no real
+    dual-echo DSC series."""
+    from tumorscope.io import open_study, validate_study
+    from tumorscope.io.dicom import import_dicom
+
+    vol = _dual_echo(tmp_path / "dicom" / "a", "ep2d_perf_2echo", epi=True)
+    sd = read_one(tmp_path / "dicom" / "a")
+    assert sd.suffix == "dsc" and sd.entities == "echo-1" and len(sd.more) == 1, sd.reason
+    assert "4 repeated EPI volumes at 2 echo times (20, 45 ms)" in sd.reason
+    assert sd.reason.endswith("(perf): DSC perfusion: dual-echo DSC")
+    second = sd.more[0]
+    assert second.entities == "echo-2" and second.suffix == "dsc"
+    np.testing.assert_array_equal(sd.volume.data, vol.data[..., 0::2])
+    np.testing.assert_array_equal(second.volume.data, vol.data[..., 1::2])
+    assert (sd.sidecar["EchoTime"], second.sidecar["EchoTime"]) == (0.02, 0.045)
+    assert sd.sidecar["FrameTimes"] == second.sidecar["FrameTimes"] == [0.0, 1.5, 3.0, 4.5]
+    forced = read_one(tmp_path / "dicom" / "a", suffix="dsc")  # --role '...=dsc': the same
+    assert forced.entities == "echo-1" and len(forced.more) == 1
+    rep = import_dicom(tmp_path / "dicom", tmp_path / "study")
+    assert [r["file"].rsplit("/", 1)[1] for r in rep.series] == [
+        "sub-001_ses-01_echo-1_dsc.nii.gz",
+        "sub-001_ses-01_echo-2_dsc.nii.gz",
+    ]
+    assert not [p for p in rep.problems if "not imported" in p.message]
+    (visit,) = open_study(tmp_path / "study").subjects["001"]
+    assert visit.series["dsc"].protocol.te_ms == pytest.approx(20.0)
+    assert visit.series["dsc_echo2"].protocol.te_ms == pytest.approx(45.0)
+    assert not [p for p in validate_study(tmp_path / "study") if p.severity == "error"]
 
 
 def test_a_three_plane_localizer_is_skipped_with_a_warning_not_rejected(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """``tumorscope fit dsc``: a DSC series (+ lesion labels) to CBF, CBV, MTT, Tmax, K2, rCBV maps.
 
+``--echo2 FILE``: the second echo of a dual-echo DSC (``SERIES`` its first echo).
+
 A thin adapter over :func:`tumorscope.stages.dsc.fit_dsc`, the function the pipeline's
 ``fit_dsc`` step also calls: with the same series, labels and options both write the same
 files. The command joins the ``fit`` group of :mod:`tumorscope.cli.fit` when this module is
@@ -27,9 +29,20 @@ def _opt(flag: str, text: str) -> typer.models.OptionInfo:
 def dsc(
     series: Annotated[
         Path,
-        typer.Argument(help="4-D DSC NIfTI series with its JSON sidecar (FrameTimes, EchoTime)."),
+        typer.Argument(
+            help="4-D DSC NIfTI series with its JSON sidecar (FrameTimes, EchoTime); the first "
+            "echo of a dual-echo DSC."
+        ),
     ],
     out: OutDir,
+    echo2: Annotated[
+        Path | None,
+        _opt(
+            "--echo2",
+            "Second echo of a dual-echo DSC (same frames and grid, longer EchoTime): ΔR2* from "
+            "the echo ratio, free of T1 leakage; writes the T1effect map.",
+        ),
+    ] = None,
     lesions: Annotated[
         Path | None,
         _opt("--lesions", "Lesion label map NIfTI on the series grid (for rCBV and leakage)."),
@@ -87,10 +100,14 @@ def dsc(
             options=options,
             aif_mask=aif_mask,
             vof_mask=vof_mask,
+            echo2=None if echo2 is None else read_series(echo2, "dsc", role="dsc_echo2"),
         )
     n = int(res.maps[0].fit.mask.sum()) if res.maps and res.maps[0].fit is not None else 0
     files = {p.name.removesuffix(".nii.gz"): p for p in res.files if not p.name.endswith(".json")}
-    print_outputs(f"fitted DSC ({method}, leakage {leakage}) to {n:,} voxels", res.warnings, files)
+    echoes = "dual echo, " if echo2 is not None else ""
+    print_outputs(
+        f"fitted DSC ({echoes}{method}, leakage {leakage}) to {n:,} voxels", res.warnings, files
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,11 @@ def phantom(
     brain_subjects: int = typer.Option(
         0, help="Brain subjects with DSC perfusion (glioma progression, pseudoprogression)."
     ),
+    dsc_dual_echo: bool = typer.Option(
+        False,
+        "--dsc-dual-echo",
+        help="The brain subjects' DSC as a dual-echo pair (perf/*_echo-1_dsc, *_echo-2_dsc).",
+    ),
     overwrite: bool = typer.Option(
         False,
         help="Replace the folder if it is a phantom study written by tumorscope (study.yaml "
@@ -41,6 +46,7 @@ def phantom(
             n_subjects=subjects,
             overwrite=overwrite,
             brain_subjects=brain_subjects,
+            dsc_dual_echo=dsc_dual_echo,
         )
     typer.echo(f"wrote synthetic study to {root}")
 

@@ -31,13 +31,15 @@ __all__ = [
 #: role -> file pattern: the BIDS suffix (last ``_`` part of the name before the extension),
 #: optionally preceded by the entities the file must carry besides ``sub`` and ``ses``
 #: (``ce-ferumoxytol_MEGRE``). A file matches when its suffix and its other entities are
-#: exactly those of the pattern.
+#: exactly those of the pattern; ``|`` separates alternatives (a dual-echo DSC's first echo is
+#: ``echo-1_dsc``, a single echo ``dsc``: :mod:`tumorscope.io.dual_echo`).
 DEFAULT_ROLES: dict[str, str] = {
     "anatomical": "T2w",
     "dwi": "dwi",
     "t1_vfa": "VFA",
     "dce": "dce",
-    "dsc": "dsc",
+    "dsc": "dsc|echo-1_dsc",
+    "dsc_echo2": "echo-2_dsc",
     "t2star": "MEGRE",
     "t2star_ferumoxytol": "ce-ferumoxytol_MEGRE",
     "t2": "MESE",

@@ -29,7 +29,14 @@ import numpy as np
 
 from ..errors import DataError, Problem, ProtocolError
 from ..volume import Volume, _read_header
-from .study import MRS_SUFFIXES, _check_measurements, _read_lesion_table, _rel, grid_problems
+from .study import (
+    MRS_SUFFIXES,
+    _check_measurements,
+    _read_lesion_table,
+    _rel,
+    echo_pair_problems,
+    grid_problems,
+)
 
 if TYPE_CHECKING:
     from .study import Series, Study, Visit
@@ -80,7 +87,8 @@ def _series_grid(study: Study, series: Series) -> tuple[Volume | None, Problem |
 def _visit_errors(study: Study, visit: Visit) -> list[Problem]:
     problems: list[Problem] = []
     grids: list[tuple[str, Volume]] = []
-    for series in visit.series.values():
+    by_role: dict[str, Volume] = {}
+    for role, series in visit.series.items():
         if series.suffix in MRS_SUFFIXES:  # spectroscopy: its own grid, checked by register
             continue
         grid, problem = _series_grid(study, series)
@@ -88,6 +96,8 @@ def _visit_errors(study: Study, visit: Visit) -> list[Problem]:
             problems.append(problem)
         elif grid is not None:
             grids.append((series.relpath, grid))
+            by_role[role] = grid
+    problems += echo_pair_problems(study, visit, by_role)
     lesions = visit.lesions
     if lesions is not None:
         trel = _rel(lesions.table_path, study.root)

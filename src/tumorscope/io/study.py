@@ -48,6 +48,7 @@ __all__ = [
     "Study",
     "Subject",
     "Visit",
+    "echo_pair_problems",
     "grid_problems",
     "open_study",
     "validate_study",
@@ -192,8 +193,8 @@ class Visit:
                 continue
             entities, suffix = split_entities(p)
             extra = {k: v for k, v in entities.items() if k not in ("sub", "ses")}
-            for role, (want, want_suffix) in patterns.items():
-                if suffix == want_suffix and extra == want and role not in found:
+            for role, alternatives in patterns.items():
+                if role not in found and (extra, suffix) in alternatives:
                     found[role] = Series(role, suffix, p, self.study.root)
         return found
 
@@ -280,11 +281,14 @@ class Study:
         return f"Study({str(self.root)!r}, {len(self)} subjects, {n} visits)"
 
 
-def _parse_pattern(spec: str) -> tuple[dict[str, str], str]:
-    """``"ce-ferumoxytol_MEGRE"`` → ({"ce": "ferumoxytol"}, "MEGRE")."""
-    parts = spec.split("_")
-    ents = dict(p.split("-", 1) for p in parts[:-1] if "-" in p)
-    return ents, parts[-1]
+def _parse_pattern(spec: str) -> list[tuple[dict[str, str], str]]:
+    """``"ce-ferumoxytol_MEGRE"`` → [({"ce": "ferumoxytol"}, "MEGRE")]; alternatives are
+    separated by ``|`` (``"dsc|echo-1_dsc"``: a file of either pattern)."""
+    out = []
+    for alt in spec.split("|"):
+        parts = alt.strip().split("_")
+        out.append((dict(p.split("-", 1) for p in parts[:-1] if "-" in p), parts[-1]))
+    return out
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -626,6 +630,7 @@ def validate_visit(study: Study, visit: Visit, *, pool: Executor | None = None) 
     """
     problems: list[Problem] = []
     grids: list[tuple[str, Volume]] = []
+    by_role: dict[str, Volume] = {}
     scans: dict[str, Future[tuple[Volume, int]]] = {}
     if pool is not None:
         for role, series in visit.series.items():
@@ -673,6 +678,8 @@ def validate_visit(study: Study, visit: Visit, *, pool: Executor | None = None) 
         if n_bad:  # a few NaN (a scanner's masked voxels): those voxels are left out
             problems.append(Problem("warning", rel, "data", f"{n_bad} non-finite voxel value(s)"))
         grids.append((rel, grid))  # the grid, not the data
+        by_role[role] = grid
+    problems += echo_pair_problems(study, visit, by_role)
     lesions = visit.lesions
     if lesions is None:
         problems.append(
@@ -733,3 +740,34 @@ def grid_problems(grids: list[tuple[str, Volume]]) -> list[Problem]:
         for name, vol in grids[1:]
         if not ref.same_grid(vol)
     ]
+
+
+def echo_pair_problems(study: Study, visit: Visit, grids: dict[str, Volume]) -> list[Problem]:
+    """Errors of a dual-echo DSC pair (:mod:`tumorscope.io.dual_echo`): a second echo without
+    the first, protocols or grids (``grids``: those read without error) that differ."""
+    from .dual_echo import DSC_ROLE, ECHO2_ROLE, grid_pair_problems, protocol_pair_problems
+
+    second = visit.series.get(ECHO2_ROLE)
+    if second is None:
+        return []
+    first = visit.series.get(DSC_ROLE)
+    if first is None:
+        why = "a second DSC echo without the first (role dsc: *_dsc or *_echo-1_dsc)"
+        return [Problem("error", second.relpath, "echo", why)]
+    try:
+        found = protocol_pair_problems(
+            first.protocol,
+            second.protocol,
+            first_name=first.relpath,
+            second_name=_rel(sidecar_path(second.path), study.root),
+        )
+    except (DataError, ProtocolError):  # a sidecar that cannot be read: reported above
+        return []
+    if DSC_ROLE in grids and ECHO2_ROLE in grids:
+        a, b = grids[DSC_ROLE], grids[ECHO2_ROLE]
+        n = 3 if any(fld == "FrameTimes" for _, fld, _ in found) else 4  # frames: said once
+        found += grid_pair_problems(
+            a.data.shape[:n], a.affine, b.data.shape[:n], b.affine,
+            first_name=first.relpath, second_name=second.relpath,
+        )  # fmt: skip
+    return [Problem("error", f, fld, msg) for f, fld, msg in found]

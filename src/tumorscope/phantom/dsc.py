@@ -9,6 +9,15 @@ the same MTT) and a BSW leakage term ``K2`` (1/s, T1-dominant when > 0): the tis
 the correction inverts). Signal ``S = S0·exp(−TE·ΔR2*)`` with Gaussian noise of SD
 ``S0/snr``; 60 frames of 1.5 s, bolus at 10 s, TE 30 ms; residue exponential; the gamma-variate
 AIF of :func:`tumorscope.models.dsc.simulate.reference_aif`.
+
+**Dual echo** (:func:`brain_dsc_dual_echo`, ``tumorscope phantom --dsc-dual-echo``): the same
+tissue with a second echo at ``TE2`` (default 60 ms). A T1-dominant ``K2 > 0`` is then what it
+is physically, a T1 effect common to both echoes: ``S_i = S0_i·exp(−TE_i·ΔR2*_T2*)·f_T1`` with
+``f_T1 = exp(TE·K2·∫ref)`` (``TE`` = 30 ms: the first echo is the single-echo series, the same
+numbers) and ``ΔR2*_T2* = ΔR2*_vascular − min(K2, 0)·∫ref`` (a T2*-dominant leak stays in
+ΔR2*, at both echoes); ``S0_2 = S0·exp(−(TE2 − TE)·R2*0)``, ``R2*0 = 20 /s``. The second
+echo's noise comes from its own random stream, so the first echo and everything else are
+unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import numpy as np
 from ..models.dsc.leakage import _exp_conv
 from ..models.dsc.simulate import tissue_curves
 
-__all__ = ["NAWM_CBF", "NAWM_CBV", "DSCLesion", "brain_dsc_series"]
+__all__ = ["NAWM_CBF", "NAWM_CBV", "DSCLesion", "brain_dsc_dual_echo", "brain_dsc_series"]
 
 NAWM_CBF = 22.0
 NAWM_CBV = 2.0
@@ -32,6 +41,8 @@ TE_MS = 30.0
 DT_S = 1.5
 N_FRAMES = 60
 S0 = 1000.0
+TE2_MS = 60.0  # the second echo of the dual-echo option
+R2STAR0 = 20.0  # 1/s, baseline tissue R2* (the second echo's lower S0)
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,60 @@ def brain_dsc_series(
     truth : dict of str to ndarray
         ``CBV`` (mL/100 mL, default kH and ρ), ``CBF``, ``rCBV``, ``K2`` (NaN outside the brain).
     """
+    d, _t1, truth = _curves(brain, labels, lesions, artery)
+    sig = S0 * np.exp(-d * TE_MS * 1e-3)
+    sig = np.where(brain[..., None], sig, 0.0) + rng.normal(0.0, S0 / snr, (*brain.shape, N_FRAMES))
+    sig = np.abs(sig)  # magnitude
+    return sig.astype(np.float32), _sidecar(TE_MS), truth
+
+
+def brain_dsc_dual_echo(
+    brain: np.ndarray,
+    labels: np.ndarray,
+    lesions: Mapping[int, DSCLesion],
+    *,
+    rng: np.random.Generator,
+    rng2: np.random.Generator,
+    snr: float = 100.0,
+    artery: np.ndarray | None = None,
+    te2_ms: float = TE2_MS,
+) -> tuple[np.ndarray, np.ndarray, dict[str, object], dict[str, object], dict[str, np.ndarray]]:
+    """The two echoes of a dual-echo DSC series of a brain (see the module docstring).
+
+    The first echo (TE 30 ms, noise from ``rng``) is :func:`brain_dsc_series` with the same
+    arguments, to the bit; the second (``te2_ms``, noise from ``rng2``, SD ``S0/snr``) shares
+    its T1 effect. Returns ``(signal1, signal2, sidecar1, sidecar2, truth)``; ``truth`` also
+    holds ``T1effect``, ``f_T1 − 1`` at the last frame.
+    """
+    sig1, side1, truth = brain_dsc_series(brain, labels, lesions, rng=rng, snr=snr, artery=artery)
+    d, t1, _ = _curves(brain, labels, lesions, artery)
+    s02 = S0 * np.exp(-(te2_ms - TE_MS) * 1e-3 * R2STAR0)
+    # the T1-dominant part of the leak out of ΔR2* into the common factor f_T1
+    sig2 = s02 * np.exp(-(d + t1 / (TE_MS * 1e-3)) * te2_ms * 1e-3 + t1)
+    sig2 = np.where(brain[..., None], sig2, 0.0)
+    sig2 = np.abs(sig2 + rng2.normal(0.0, S0 / snr, sig2.shape))
+    truth = {**truth, "T1effect": np.where(brain, np.expm1(t1[..., -1]), np.nan).astype(np.float32)}
+    return sig1, sig2.astype(np.float32), side1, _sidecar(te2_ms), truth
+
+
+def _sidecar(te_ms: float) -> dict[str, object]:
+    return {
+        "FrameTimes": [float(v) for v in np.arange(N_FRAMES) * DT_S],
+        "EchoTime": te_ms / 1e3,
+        "RepetitionTime": 1.5,
+        "FlipAngle": 90.0,
+        "PulseSequenceType": "gradient-echo EPI (DSC)",
+    }
+
+
+def _curves(
+    brain: np.ndarray,
+    labels: np.ndarray,
+    lesions: Mapping[int, DSCLesion],
+    artery: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """ΔR2* (1/s, K2 of every sign in it, as a single echo at 30 ms sees it), the log of the
+    T1 factor ``TE·max(K2, 0)·∫ref`` (shape (X, Y, Z, N)) and the truth maps."""
     t = np.arange(N_FRAMES) * DT_S
     shape = brain.shape
     if artery is None:
@@ -99,24 +164,15 @@ def brain_dsc_series(
     curves = curves - uniq[:, 1:2] * conv[None, :]
     d[inside] = curves[inv.ravel()]
     d[artery] = aif
-    sig = S0 * np.exp(-d * TE_MS * 1e-3)
-    sig = np.where(brain[..., None], sig, 0.0) + rng.normal(0.0, S0 / snr, (*shape, N_FRAMES))
-    sig = np.abs(sig)  # magnitude
-    cbv_true = np.where(brain, NAWM_CBV * rcbv, np.nan)
+    t1 = np.zeros_like(d)
+    t1[inside] = (TE_MS * 1e-3) * np.maximum(uniq[:, 1:2], 0.0)[inv.ravel()] * conv[None, :]
     truth = {
-        "CBV": cbv_true.astype(np.float32),
+        "CBV": np.where(brain, NAWM_CBV * rcbv, np.nan).astype(np.float32),
         "CBF": np.where(brain, NAWM_CBF * rcbv, np.nan).astype(np.float32),
         "rCBV": rcbv.astype(np.float32),
         "K2": k2.astype(np.float32),
     }
-    sidecar: dict[str, object] = {
-        "FrameTimes": [float(v) for v in t],
-        "EchoTime": TE_MS / 1e3,
-        "RepetitionTime": 1.5,
-        "FlipAngle": 90.0,
-        "PulseSequenceType": "gradient-echo EPI (DSC)",
-    }
-    return sig.astype(np.float32), sidecar, truth
+    return d, t1, truth
 
 
 # ---------------------------------------------------------------------------- brain subjects
@@ -158,12 +214,15 @@ def write_brain_subjects(
     manifest: dict[str, Any],
     traj_rows: list[str],
     lesion_rows: list[str],
+    dual_echo: bool = False,
 ) -> None:
     """Write ``count`` brain subjects (ids after ``first_index``) with a T2w image, a DSC
     series, lesion labels and the truth (rCBV, CBV, CBF, K2), cycling the brain scenarios.
 
     Random numbers come from ``default_rng([seed, subject index, visit, 7])``: the body
-    subjects' streams are untouched.
+    subjects' streams are untouched. ``dual_echo``: the DSC as two echoes
+    (:func:`brain_dsc_dual_echo`, the second echo's noise from ``[seed, subject, visit, 8]``),
+    ``perf/*_echo-1_dsc`` (the single echo's numbers) and ``perf/*_echo-2_dsc``.
     """
     from ..files import write_json
     from ..volume import Volume
@@ -216,7 +275,16 @@ def write_brain_subjects(
                     f"{sid}\t{vid}\t{les.lesion_id}\ttrue\t{scale:g}\t{les.states[vi]}\t"
                     f"{4.0 / 3.0 * np.pi * ax * bx * cx / 1000.0:.4f}\t{int(inside.sum())}"
                 )
-            sig, side, truth = brain_dsc_series(brain, labels, truth_les, rng=rng)
+            if dual_echo:
+                sig, sig2, side, side2, truth = brain_dsc_dual_echo(
+                    brain,
+                    labels,
+                    truth_les,
+                    rng=rng,
+                    rng2=np.random.default_rng([seed, s_index, vi, 8]),
+                )
+            else:
+                sig, side, truth = brain_dsc_series(brain, labels, truth_les, rng=rng)
             t2w = np.where(brain, 600.0, 0.0) + np.where(labels > 0, 300.0, 0.0)
             t2w = np.abs(t2w + rng.normal(0.0, 6.0, shape))
             sdir = root / f"sub-{sid}" / f"ses-{vid}"
@@ -228,10 +296,14 @@ def write_brain_subjects(
                 {**common, "EchoTime": 0.09, "RepetitionTime": 4.0},
                 sort_keys=True,
             )
-            Volume(np.round(sig).astype(np.int16), affine).to_nifti(
-                sdir / "perf" / f"{prefix}_dsc.nii.gz"
-            )
-            write_json(sdir / "perf" / f"{prefix}_dsc.json", {**common, **side}, sort_keys=True)
+            echoes = [("echo-1_", sig, side), ("echo-2_", sig2, side2)] if dual_echo else []
+            for ent, data, car in echoes or [("", sig, side)]:
+                Volume(np.round(data).astype(np.int16), affine).to_nifti(
+                    sdir / "perf" / f"{prefix}_{ent}dsc.nii.gz"
+                )
+                write_json(
+                    sdir / "perf" / f"{prefix}_{ent}dsc.json", {**common, **car}, sort_keys=True
+                )
             ldir = root / "derivatives" / "lesions" / f"sub-{sid}" / f"ses-{vid}"
             Volume(labels, affine).to_nifti(ldir / f"{prefix}_lesions.nii.gz")
             (ldir / f"{prefix}_lesions.tsv").write_text("\n".join(table) + "\n", encoding="utf-8")

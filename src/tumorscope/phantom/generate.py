@@ -187,6 +187,7 @@ def make_study(
     n_subjects: int | None = None,
     overwrite: bool = False,
     brain_subjects: int = 0,
+    dsc_dual_echo: bool = False,
 ) -> Path:
     """Write the synthetic study with its ground truth.
 
@@ -202,6 +203,9 @@ def make_study(
         Number of subjects (scenarios are cycled; default from ``size``).
     brain_subjects : int
         Brain subjects with a DSC series (:mod:`tumorscope.phantom.dsc`), after the others.
+    dsc_dual_echo : bool
+        Their DSC as a dual-echo pair (``perf/*_echo-1_dsc``, ``*_echo-2_dsc``) instead of one
+        ``*_dsc`` (default False: the single echo, the files of earlier versions).
     overwrite : bool
         Replace an existing folder, but only if it is a phantom study that tumorscope wrote
         (:func:`is_phantom_study`) or an empty folder; anything else is refused.
@@ -235,7 +239,7 @@ def make_study(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         with _one_blas_thread():
-            _write_study(tmp, cfg, n, seed, size, int(brain_subjects))
+            _write_study(tmp, cfg, n, seed, size, int(brain_subjects), bool(dsc_dual_echo))
         record_files(tmp, command="phantom")
         if out.exists():
             shutil.rmtree(out)
@@ -311,7 +315,13 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 def _write_study(
-    root: Path, cfg: PhantomConfig, n: int, seed: int, size: str, n_brain: int = 0
+    root: Path,
+    cfg: PhantomConfig,
+    n: int,
+    seed: int,
+    size: str,
+    n_brain: int = 0,
+    dual_echo: bool = False,
 ) -> None:
     aff = _affine(cfg)
     x, y, z = _world(cfg)
@@ -393,7 +403,7 @@ def _write_study(
         write_brain_subjects(
             root, shape=cfg.shape, affine=aff, world=(x, y, z), first_index=n, count=n_brain,
             seed=seed, base_date=plan[0][2], manifest=manifest, traj_rows=traj_rows,
-            lesion_rows=lesion_rows,
+            lesion_rows=lesion_rows, dual_echo=dual_echo,
         )  # fmt: skip
     import yaml
 
@@ -413,6 +423,7 @@ def _write_study(
         seed=seed,
         n_subjects=n,
         **({"brain_subjects": n_brain} if n_brain else {}),
+        **({"dsc_dual_echo": True} if n_brain and dual_echo else {}),
         voxel_mm=list(cfg.voxel_mm),
         frame_times_s=list(cfg.frame_times_s),
         tumorscope_version=__version__,

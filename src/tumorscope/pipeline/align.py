@@ -82,6 +82,9 @@ ALIGN_REFERENCE = "anatomical"
 #: the demo's 8 MRE visits (phantom truth: no motion) the registration found 1.7–6.5 mm and
 #: 4 of the 8 were applied, with the ITK and the compiled back-ends alike.
 _NOT_REGISTRABLE = ("fluorine", "hp13c", "mrs", "pet_", "mre")
+#: The second echo of a dual-echo DSC is acquired with the first (role ``dsc``), whose
+#: alignment the DSC maps use: it is not registered on its own.
+_WITH_FIRST_ECHO = "dsc_echo2"
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ def align_visit(
     todo = [
         (role, series)
         for role, series in visit.series.items()
-        if role != ALIGN_REFERENCE and not role.startswith(_NOT_REGISTRABLE)
+        if role not in (ALIGN_REFERENCE, _WITH_FIRST_ECHO) and not role.startswith(_NOT_REGISTRABLE)
     ]
     # the reference's share of the registrations (samples, bins, centre), once for the visit
     quick = QuickRegistration(reference) if todo else None
@@ -305,7 +308,10 @@ def align_visit(
                     role,
                     ALIGN_REFERENCE,
                     "skipped",
-                    "no anatomical contrast to register (19F, 13C, MRS, PET reference "
+                    "the second echo of a dual-echo DSC: acquired with the first (role dsc), "
+                    "whose alignment the DSC maps use"
+                    if role == _WITH_FIRST_ECHO
+                    else "no anatomical contrast to register (19F, 13C, MRS, PET reference "
                     "masks, MRE wave phase); masks used as given",
                 )
             )

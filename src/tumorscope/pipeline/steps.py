@@ -220,7 +220,8 @@ def _fit_relax(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> St
 
 def _fit_dsc(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> StepOutput:
     """DSC deconvolution, leakage correction and rCBV (normalised to the contralateral mirror
-    of the lesions), with the options ``dsc_method`` and ``dsc_leakage``."""
+    of the lesions), with the options ``dsc_method`` and ``dsc_leakage``; with the second echo
+    of a dual-echo DSC (role ``dsc_echo2``) when the visit has it."""
     from ..stages.base import SeriesInput
     from ..stages.dsc import DSCOptions, fit_dsc
 
@@ -233,6 +234,7 @@ def _fit_dsc(ctx: Context, study: Study, unit: Unit, upstream: Upstream) -> Step
         out_dir=_maps_dir(ctx, unit),
         prefix=_prefix(unit),
         options=DSCOptions(method=ctx.options.dsc_method, leakage=ctx.options.dsc_leakage),
+        echo2=SeriesInput.of(visit.series["dsc_echo2"]) if "dsc_echo2" in visit.series else None,
     )
     return _recorded(ctx, "fit_dsc", unit, res)
 
@@ -561,10 +563,10 @@ STEPS: tuple[Step, ...] = (
     Step(
         "fit_dsc",
         "visit",
-        "1",
+        "2",  # 2: dual-echo DSC (role dsc_echo2): T1effect map, dual_echo in dsc_stage.json
         "DSC perfusion: CBF, CBV, MTT, Tmax, leakage K2 and rCBV",
         _fit_dsc,
-        _files_of("dsc", lesions=True),
+        _files_of("dsc", optional=("dsc_echo2",), lesions=True),
         requires=("register",),
         applies=_has_roles("dsc"),
         missing=lambda: _has_module("tumorscope.stages.dsc", "fit_dsc"),

@@ -12,7 +12,13 @@ Steps (every input is checked before anything is written; files are written atom
    percentile of the baseline signal (background and air excluded), with finite signal;
 3. **baseline**: ``BaselineFrames`` of the sidecar, else the bolus onset detected on the
    brain's mean signal (:func:`~tumorscope.models.dsc.bolus_onset`);
-4. **ΔR2*** ``= −ln(S/S0)/TE`` (:func:`~tumorscope.models.dsc.delta_r2star`);
+4. **ΔR2*** ``= −ln(S/S0)/TE`` (:func:`~tumorscope.models.dsc.delta_r2star`); with a second
+   echo (``echo2``, dual-echo DSC: the same acquisition at a longer TE, checked by
+   :mod:`tumorscope.io.dual_echo`) ``ΔR2* = ln[(S1/S1,0)/(S2/S2,0)]/(TE2 − TE1)``
+   (:func:`~tumorscope.models.dsc.delta_r2star_dual_echo`), free of T1 leakage effects, and the
+   apparent S0 change common to both echoes is written as ``dsc_T1effect``: the mean of
+   ``S0(t)/S0,pre − 1`` over the frames after the first pass (> 0 where leaked contrast
+   shortens T1; :func:`~tumorscope.models.dsc.apparent_s0_change`);
 5. **AIF**: the mean ΔR2* of the AIF mask if given, else automatic selection in the brain
    (:func:`~tumorscope.models.dsc.select_aif`), scaled to a venous outflow region when one is
    given; written as ``<prefix>dsc_aif.tsv``; the first-pass window is recorded;
@@ -27,7 +33,9 @@ Steps (every input is checked before anything is written; files are written atom
    by default, the contralateral mirror of all lesions (axis 0, the left–right axis of
    RAS/LAS-ordered NIfTI) inside the brain → ``dsc_rCBV``, ``dsc_rCBF``;
 9. ``<prefix>dsc_stage.json``: what was chosen (baseline, AIF voxels, reference region, leakage
-   method and median K2 in the lesions, options, input files with their SHA-256).
+   method and median K2 in the lesions, options, input files with their SHA-256; ``dual_echo``:
+   None for one echo, else both echo times and the median T1 effect in the lesions and the
+   brain).
 
 Every map carries the DSC fit's status map (``dsc_status``: 0 fitted, 3 invalid input, 255
 outside the brain).
@@ -128,6 +136,7 @@ def fit_dsc(
     options: DSCOptions = DSCOptions(),
     aif_mask: Volume | str | os.PathLike[str] | None = None,
     vof_mask: Volume | str | os.PathLike[str] | None = None,
+    echo2: SeriesInput | None = None,
 ) -> StageResult:
     """Fit a DSC series and write its maps (see the module docstring).
 
@@ -149,12 +158,16 @@ def fit_dsc(
         A venous outflow region (e.g. the superior sagittal sinus): the AIF is scaled to the
         area of its mean curve (partial-volume correction, :func:`~tumorscope.models.dsc.
         scale_to_vof`).
+    echo2 : SeriesInput, keyword-only, optional
+        The second echo of a dual-echo DSC (``series`` its first echo): same shape, grid,
+        ``FrameTimes`` and ``RepetitionTime``, a longer ``EchoTime``.
 
     Returns
     -------
     StageResult
         ``maps``: model ``"dsc"``, parameters CBF, CBV, MTT, Tmax, K2 (unless
-        ``leakage="none"``), rCBV and rCBF (when a reference exists); ``files``; ``warnings``.
+        ``leakage="none"``), rCBV and rCBF (when a reference exists), T1effect (with
+        ``echo2``); ``files``; ``warnings``.
 
     Raises
     ------
@@ -173,6 +186,7 @@ def fit_dsc(
             field="dim",
         )
     sig = np.asarray(vol.data, dtype=float)
+    sig2, te2_ms = (None, None) if echo2 is None else _second_echo(series, echo2, vol)
     t = np.asarray(proto.frame_times_s, dtype=float)
     lab = None if labels is None else load_mask_labels(labels, vol)
     roi = load_mask(aif_mask, vol) if aif_mask is not None else None
@@ -194,7 +208,11 @@ def fit_dsc(
     brain = _brain_mask(sig, n_base if n_base else 3)
     if n_base == 0:
         n_base = m.bolus_onset(sig, brain)
-    d = m.delta_r2star(sig, te_ms, n_baseline=n_base)
+    if sig2 is None:
+        d = m.delta_r2star(sig, te_ms, n_baseline=n_base)
+    else:
+        assert te2_ms is not None
+        d = m.delta_r2star_dual_echo(sig, sig2, te_ms, te2_ms, n_baseline=n_base)
     brain &= np.all(np.isfinite(d), axis=-1)
     lesion = np.zeros(brain.shape, bool) if lab is None else (lab > 0)
     if ref_label is not None:
@@ -212,6 +230,13 @@ def fit_dsc(
         aif, factor = m.scale_to_vof(aif, m.roi_aif(d, vof_roi), t)
         aif_info["vof_scale"] = factor
     first_pass = m.first_pass_window(d, brain, onset=n_base)
+    t1_effect = None
+    if sig2 is not None:
+        assert te2_ms is not None
+        s0 = m.apparent_s0_change(sig, sig2, te_ms, te2_ms, n_baseline=n_base)
+        after = s0[..., min(first_pass[1], t.size - 1) :]
+        with np.errstate(invalid="ignore"):
+            t1_effect = np.where(brain, after.mean(axis=-1) - 1.0, np.nan).astype(np.float32)
     # ---- leakage
     k2 = None
     if options.leakage != "none":
@@ -250,6 +275,10 @@ def fit_dsc(
     out = Path(out_dir)
     prov = dict(fit.provenance)
     prov["inputs"] = {k: input_record(p) for k, p in series.files.items() if Path(p).is_file()}
+    if echo2 is not None:
+        prov["inputs"] |= {
+            f"echo2_{k}": input_record(p) for k, p in echo2.files.items() if Path(p).is_file()
+        }
     result = StageResult()
     status_path = out / f"{prefix}dsc_status.nii.gz"
     result.files += write_map(
@@ -269,6 +298,9 @@ def fit_dsc(
         items.append(("K2", k2.astype(np.float32), "1/s", f"leakage term K2 ({options.leakage})"))
     for k, v in rel.items():
         items.append((k, v, "1", f"{k} normalised to the {ref_how}"))
+    if t1_effect is not None:
+        what = "T1 effect: mean S0(t)/S0,pre - 1 after the first pass (dual echo)"
+        items.append(("T1effect", t1_effect, "1", what))
     for name, arr, unit, desc in items:
         path = out / f"{prefix}dsc_{name}.nii.gz"
         files = write_map(path, arr, vol.affine, units=unit, description=desc, provenance=prov)
@@ -291,6 +323,16 @@ def fit_dsc(
             "tissue_density": options.tissue_density,
         },
         "echo_time_ms": te_ms,
+        "dual_echo": (
+            None
+            if te2_ms is None
+            else {
+                "echo_times_ms": [te_ms, te2_ms],
+                "delta_r2star": "ln[(S1/S1,0)/(S2/S2,0)]/(TE2 - TE1) (Vonken 1999)",
+                "T1effect_median_in_lesions": _median(t1_effect, lesion & brain),
+                "T1effect_median_in_brain": _median(t1_effect, brain),
+            }
+        ),
         "baseline_frames": n_base,
         "baseline_from": "sidecar" if n_base_given is not None else "bolus onset",
         "first_pass_frames": list(first_pass),
@@ -312,6 +354,40 @@ def fit_dsc(
     result.files = list(dict.fromkeys(result.files))
     result.warnings += warnings
     return result
+
+
+def _second_echo(first: SeriesInput, echo2: SeriesInput, vol: Volume) -> tuple[np.ndarray, float]:
+    """The second echo's signal and echo time (ms), checked against the first echo
+    (:mod:`tumorscope.io.dual_echo`: ProtocolError / DataError naming its file and field)."""
+    from ..io.dual_echo import grid_pair_problems, protocol_pair_problems
+
+    _, te2 = _protocol(echo2)
+    js = echo2.label or str(echo2.path)
+    for suffix in (".nii.gz", ".nii"):
+        if js.endswith(suffix):
+            js = js[: -len(suffix)] + ".json"  # the problems are the sidecar's fields
+            break
+    first_name = first.label or str(first.path)
+    for f, fld, msg in protocol_pair_problems(
+        first.protocol, echo2.protocol, first_name=first_name, second_name=js
+    ):
+        raise ProtocolError(msg, file=f, field=fld)
+    vol2 = echo2.load()
+    for f, fld, msg in grid_pair_problems(
+        vol.data.shape, vol.affine, vol2.data.shape, vol2.affine,
+        first_name=first_name, second_name=echo2.label or str(echo2.path),
+    ):  # fmt: skip
+        raise DataError(msg, file=f, field=fld)
+    return np.asarray(vol2.data, dtype=float), te2
+
+
+def _median(values: np.ndarray | None, where: np.ndarray) -> float | None:
+    """The median of the finite ``values`` in ``where`` (None if there are none)."""
+    if values is None:
+        return None
+    v = values[where]
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else None
 
 
 def load_mask_labels(labels: Volume, like: Volume) -> np.ndarray:

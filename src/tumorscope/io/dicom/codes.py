@@ -139,6 +139,8 @@ PRIVATE_PARAMETERS: dict[str, str] = {
     "G_storage": "storage modulus G' (MRE): no code",
     "G_loss": "loss modulus G'' (MRE): no code",
     "K2": "DSC leakage term of the Boxerman-Schmainda-Weisskoff correction: no code",
+    "T1effect": "apparent S0 change common to both echoes of a dual-echo DSC (T1 effect of "
+    "leaked contrast): no code",
 }
 
 

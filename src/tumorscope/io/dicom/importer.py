@@ -423,12 +423,12 @@ def _read_all(
                     keep_identifiers=keep_identifiers,
                     refuse_not_imported=True,
                 )
-            sd.entities = entities
-            read.append((s, sd))
+            for part in (sd, *sd.more):  # a dual-echo DSC: one file per echo
+                part.entities = "_".join(e for e in (entities, part.entities) if e)
+                read.append((s, part))
             for note in sd.notes:
                 problems.append(_problem("warning", s.files[0], "ImageType", note))
-        except NotImported as exc:
-            # BOLD, CEST, multi-echo time series: kinds tumorscope cannot take from DICOM
+        except NotImported as exc:  # BOLD, CEST, other multi-echo time series
             hint = NOT_IMPORTED_HINT[exc.kind].format(series=s.description or s.uid)
             problems.append(
                 _problem(

@@ -24,11 +24,15 @@ a series of mixed orientation (which made every real exam's import exit 1).
 ``cest``, not imported: its saturation offsets are in no standard DICOM attribute (vendors
 keep them in private sequence parameters), and without them it would have been read as DCE.
 
-**Multi-echo time series** (several echo times, each of them repeated: a dual-echo DSC, a
-multi-echo BOLD, a dual-echo DCE) are ``multiecho_dynamic``, not imported: tumorscope's DCE
-and DSC fits take one echo, and by the rule of the varying parameter the series was read as
-one ``MEGRE`` of every volume (until 2026-12-06), a silent wrong series. Given a dynamic role
-(``--role``), it is refused naming ``EchoTime`` (:func:`.series.read_series`).
+**Multi-echo time series** (several echo times, each of them repeated) with exactly two echo
+times, as many volumes at each, that are EPI and DSC by the rules of a single-echo dynamic EPI
+(contrast agent, perfusion words, short TR) are a **dual-echo DSC** (``dsc``):
+:func:`.series.read_series` splits them into the two echoes (``echo-1``, ``echo-2``;
+:mod:`tumorscope.io.dual_echo`). Any other (a multi-echo BOLD, a dual-echo DCE, three or more
+echoes) is ``multiecho_dynamic``, not imported: the DCE fit takes one echo, and by the rule of
+the varying parameter the series was read as one ``MEGRE`` of every volume (until
+2026-12-06), a silent wrong series. Given the role ``dce`` (``--role``), it is refused naming
+``EchoTime``.
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ NOT_IMPORTED_HINT: dict[str, str] = {
     "bold": "--role '{series}=dsc' imports it as DSC perfusion",
     "cest": "convert it to NIfTI with a sidecar listing its SaturationOffsets (docs/cest.md)",
     "multiecho_dynamic": (
-        "the DCE and DSC fits take one echo: convert the echo to fit to NIfTI with a sidecar "
-        "giving its FrameTimes and EchoTime (docs/study-format.md)"
+        "the DCE fit takes one echo, DSC one or two: convert the echo to fit to NIfTI with a "
+        "sidecar giving its FrameTimes and EchoTime (docs/study-format.md)"
     ),
 }
 
@@ -153,9 +157,15 @@ def guess_kind(
             return "dwi", f"{len(distinct(params['b']))} distinct b-values", params
         echoes = distinct(params["te"])
         if len(echoes) >= 2 and n > len(echoes):
-            what = (
-                "a dual-echo DSC or a multi-echo BOLD" if is_epi(series) else "e.g. a dual-echo DCE"
-            )
+            n_each = [sum(abs(float(t or 0) - e) < 1e-3 for t in params["te"]) for e in echoes]
+            if len(echoes) == 2 and n_each[0] == n_each[1] and is_epi(series):
+                kind, why = _dynamic_epi(series, first[0].tr_ms)
+                if kind == "dsc":
+                    return "dsc", (
+                        f"{n_each[0]} repeated EPI volumes at 2 echo times ({echoes[0]:g}, "
+                        f"{echoes[1]:g} ms), {why}: dual-echo DSC"
+                    ), params  # fmt: skip
+            what = "e.g. a multi-echo BOLD" if is_epi(series) else "e.g. a dual-echo DCE"
             return (
                 "multiecho_dynamic",
                 (

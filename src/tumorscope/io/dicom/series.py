@@ -79,6 +79,8 @@ class SeriesData:
     reason: str
     entities: str = ""  # BIDS entities before the suffix in the file name, e.g. "ce-ferumoxytol"
     notes: list[str] = field(default_factory=list)  # what was left out, for the import report
+    #: further files of the same series: the second echo of a dual-echo DSC (this one the first)
+    more: list[SeriesData] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -368,6 +370,12 @@ def read_series(
         without its echo time, a dynamic role given to a multi-echo time series).
     NotImported
         With ``refuse_not_imported``: a BOLD, CEST or multi-echo time series.
+
+    Returns
+    -------
+    SeriesData
+        A dual-echo DSC (:mod:`.kinds`) is its first echo (``entities`` ``echo-1``) with the
+        second in ``more`` (``echo-2``): two files of the study.
     """
     series, notes = _magnitude_only(series)
     series = _without_isotropic(series, notes)
@@ -379,6 +387,46 @@ def read_series(
         reason = f"set by the user (guess was {guessed}: {reason})"
     suffix = suffix or guessed
     data = _read_pixels(volumes)
+    opts = (dce_baseline_frames, keep_identifiers, vendor_fields)
+    echoes = distinct(params["te"]) if suffix == "dsc" else []
+    if len(echoes) != 2:
+        return _series_data(series, volumes, params, data, affine, suffix, reason, notes, *opts)
+    # a dual-echo DSC (kinds.py): one file per echo, BIDS multi-echo (io/dual_echo.py)
+    at = [[v for v, t in enumerate(params["te"]) if t is not None and abs(t - te) < 1e-3]
+          for te in echoes]  # fmt: skip
+    if len(at[0]) != len(at[1]):
+        raise DataError(
+            f"series {series.description!r}: {len(at[1])} volumes at echo time {echoes[1]:g} "
+            f"ms, {len(at[0])} at {echoes[0]:g} ms (missing volume?)",
+            file=series.files[0],
+            field="EchoTime",
+        )
+    parts = []
+    for i, idx in enumerate(at):
+        part = _series_data(
+            series, [volumes[v] for v in idx], {k: [p[v] for v in idx] for k, p in params.items()},
+            data[..., idx], affine, suffix, reason, notes if i == 0 else [], *opts,
+        )  # fmt: skip
+        part.entities = f"echo-{i + 1}"
+        parts.append(part)
+    parts[0].more = parts[1:]
+    return parts[0]
+
+
+def _series_data(
+    series: DicomSeries,
+    volumes: list[list[DicomFrame]],
+    params: dict[str, list[float | None]],
+    data: np.ndarray,
+    affine: np.ndarray,
+    suffix: str,
+    reason: str,
+    notes: list[str],
+    dce_baseline_frames: int | None,
+    keep_identifiers: bool,
+    vendor_fields: bool,
+) -> SeriesData:
+    """The protocol, sidecar and volume of the (already sorted and read) ``volumes``."""
     where = str(series.files[0])
     side = _header_fields(series, reason)
     try:
@@ -573,7 +621,7 @@ def _protocol(
             raise ProtocolError(
                 f"the volumes have {len(echoes)} echo times "
                 f"({', '.join(f'{t:g}' for t in echoes)} ms): a multi-echo time series, and "
-                "the DCE and DSC fits take one echo",
+                "the DCE fit takes one echo, DSC one or two",
                 field="EchoTime",
             )
         times, source = _frame_times(volumes, epi)

@@ -1,6 +1,6 @@
 """DSC perfusion: ΔR2*, AIF, deconvolution (sSVD, cSVD, oSVD, Tikhonov), leakage, rCBV.
 
-* :mod:`.signal`: ``ΔR2*(t) = −ln(S/S0)/TE``, bolus onset, first-pass window, gamma variate;
+* :mod:`.signal`: ``ΔR2*(t) = −ln(S/S0)/TE`` (one echo) or the dual-echo ratio, bolus onset, first-pass window, gamma variate;
 * :mod:`.aif`: manual ROI, automatic selection (criteria + cluster step), VOF scaling;
 * :mod:`.deconvolution`: :class:`DSC` (CBF, CBV, MTT, Tmax), the AIF matrix factorised once;
 * :mod:`.leakage`: Boxerman–Schmainda–Weisskoff (K2) and bidirectional (Bjørnerud) correction;
@@ -21,7 +21,14 @@ from .deconvolution import (
 )
 from .leakage import LeakageCorrection, correct_leakage, reference_curve
 from .rcbv import mirror_reference, normalise_cbv, reference_mean
-from .signal import bolus_onset, delta_r2star, first_pass_window, gamma_variate
+from .signal import (
+    apparent_s0_change,
+    bolus_onset,
+    delta_r2star,
+    delta_r2star_dual_echo,
+    first_pass_window,
+    gamma_variate,
+)
 
 DSC.__module__ = __name__
 
@@ -30,10 +37,12 @@ __all__ = [
     "DEFAULT_TISSUE_DENSITY",
     "DSC",
     "LeakageCorrection",
+    "apparent_s0_change",
     "bolus_onset",
     "convolution_matrix",
     "correct_leakage",
     "delta_r2star",
+    "delta_r2star_dual_echo",
     "first_pass_window",
     "gamma_variate",
     "mirror_reference",
