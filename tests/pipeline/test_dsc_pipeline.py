@@ -119,9 +119,10 @@ def test_the_fit_dsc_step_uses_the_second_echo_of_a_dual_echo_visit(tmp_path: Pa
     tidy = pd.read_parquet(next(out.glob("sub-002/sub-002_measurements.parquet")))
     rcbv = tidy[(tidy["map"] == "dsc.rCBV") & (tidy["statistic"] == "mean")]
     got = {r.visit: r.value for r in rcbv.itertuples()}
-    # glioma_progression, rCBV 3: measured 2.00, 2.56, 2.23. At the phantom's S0/σ = 100 the
-    # dual-echo ΔR2* is about twice as noisy as one echo's, 12-15 % of the reference voxels'
-    # CBV are <= 0, and the reference mean of the positive ones (rcbv.reference_mean) reads
-    # 20-25 % high (with all of them: 2.43, 3.25, 2.74): docs/dsc.md, "Dual echo"
+    # glioma_progression, rCBV 3: measured 2.43, 3.25, 2.74, the single echo's tolerance
+    # (test_pipeline_flags_pseudoprogression_by_perfusion). At the phantom's S0/σ = 100 the dual-echo ΔR2* is about
+    # twice as noisy as one echo's and 12-15 % of the reference voxels' CBV are <= 0: averaged
+    # with the others (rcbv.reference_mean); the mean of the positive ones alone read 20-25 %
+    # high (2.00, 2.56, 2.23): docs/dsc.md, "Dual echo"
     for v in ("01", "02", "03"):
-        assert 0.6 * 3.0 < got[v] < 1.2 * 3.0, got
+        assert got[v] == pytest.approx(3.0, rel=0.2), got

@@ -94,8 +94,10 @@ def test_rcbv_of_progression_and_treatment_effect(
         k2 = Volume.from_nifti(tmp_path / "s_dsc_K2.nii.gz").data
         assert np.nanmedian(k2[labels == 1]) == pytest.approx(0.004, abs=0.001)
         assert np.nanmedian(k2[labels == 2]) == pytest.approx(0.006, abs=0.001)
-    else:  # T1 leakage lowers CBV: both lesions under-read by more than 15 %
-        assert r1 < 0.85 * 3.0 and r2 < 0.85 * 0.9
+    else:  # T1 leakage lowers CBV: both lesions under-read (measured 2.56 and 0.43, -15 % and
+        # -52 %, with every reference voxel averaged; 2.26 and 0.38 when only the positive
+        # reference voxels were, a reference mean biased upward: rcbv.reference_mean)
+        assert r1 < 0.9 * 3.0 and r2 < 0.6 * 0.9
     stage = json.loads((tmp_path / "s_dsc_stage.json").read_text())
     assert stage["baseline_from"] == "bolus onset"
     assert stage["reference_region"]["how"].startswith("contralateral mirror")

@@ -3,8 +3,9 @@
 :func:`metadata_problems` finds, for every visit of the study, the errors that need no image
 data: a sidecar that does not give its series' protocol (a missing field, text where a number
 is needed, a list of the wrong length), an image header that cannot be read, a 4th dimension
-that does not match the protocol, a lesion table that cannot be read, and series or lesion
-maps of one visit on different grids (all from the headers). These are the checks of
+that does not match the protocol, a lesion table that cannot be read, series or lesion maps
+of one visit on different grids, and the two echoes of a dual-echo DSC that do not pair
+(:mod:`tumorscope.io.dual_echo`), all from the headers. These are the checks of
 :func:`~tumorscope.io.study.validate_visit` less its reading of the voxel values.
 
 Why ``run`` checks them first: a run used to find a bad sidecar only in the ``register``

@@ -203,7 +203,7 @@ def delta_r2star_dual_echo(
     n_baseline: int,
     n_skip: int = 2,
 ) -> np.ndarray:
-    """``ΔR2*(t) = ln[(S1(t)/S1,0)/(S2(t)/S2,0)]/(TE2 − TE1)`` in 1/s (Vonken 1999 eq. 3).
+    """``ΔR2*(t) = ln[(S1(t)/S1,0)/(S2(t)/S2,0)]/(TE2 − TE1)`` in 1/s (Vonken et al. 1999).
 
     With ``S_i(t) = S0(t)·exp(−TE_i·R2*(t))`` at both echoes, ``S0(t)`` (which leaked
     contrast raises by T1 shortening) cancels: the result is free of T1 effects, not of T2*
