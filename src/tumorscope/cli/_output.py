@@ -163,7 +163,14 @@ def staged_output(
     anchor = out.absolute()
     while not anchor.is_dir():
         anchor = anchor.parent
-    folder = Path(tempfile.mkdtemp(prefix=f"{ATOMIC_TEMP_PREFIX}out-", dir=anchor))
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f"{ATOMIC_TEMP_PREFIX}out-", dir=anchor))
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the outputs here ({exc.strerror or exc} in {anchor}); nothing was "
+            "written",
+            file=out,
+        ) from exc
     stage = Staging(out, folder)
     try:
         try:
