@@ -281,3 +281,43 @@ def test_cli_output_name_too_long_names_the_output(tmp_path: Path) -> None:
     assert "too long" in text and ".tumorscope-tmp" not in text
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_swallowed_ctrl_c_stops_the_command_with_exit_130_and_nothing_delivered(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C whose KeyboardInterrupt code below tumorscope swallows (llvmlite's ctypes
+    callback during numba's first compilation did: the fit ran on and exited 0 with every map
+    written) still stops the command: exit 130, the output folder not created
+    (tumorscope._interrupt). The process sends itself SIGINT inside the fit and drops the
+    exception, as the callback did."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    series, _ = _write_series(tmp_path)
+    out = tmp_path / "out"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        import tumorscope.stages.diffusion as d
+        original = d.fit_dwi
+        def swallowing(*a, **k):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass  # dropped, as ctypes drops an exception raised in a callback
+            return original(*a, **k)
+        d.fit_dwi = swallowing
+        sys.argv = ["tumorscope", "fit", "dwi", {str(series)!r}, "-m", "adc", "-o", {str(out)!r}]
+        from tumorscope.cli import main
+        main()
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 130, (res.returncode, res.stdout, res.stderr)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".tumorscope-tmp-*"))

@@ -18,7 +18,7 @@ not asked to replace, and writes nothing when it stops with an error:
    one file system).
 
 On any error (a bad input found half-way, a full disk, a name too long for the file system,
-Ctrl-C) the staging folder is removed and the output folder is as it was. Only a killed
+Ctrl-C, also one that code below swallowed: :mod:`tumorscope._interrupt`) the staging folder is removed and the output folder is as it was. Only a killed
 process (SIGKILL, power loss) leaves a ``.tumorscope-tmp-out-*`` folder behind; it holds only
 tumorscope's temporary files and may be deleted. Two commands writing the same names into the
 same folder at the same moment are not locked against each other: the later one's files win
@@ -46,6 +46,7 @@ from typing import Annotated
 
 import typer
 
+from .. import _interrupt
 from ..errors import DataError, FitError
 from ..volume import ATOMIC_TEMP_PREFIX
 
@@ -177,6 +178,7 @@ def staged_output(
             yield stage
         except OSError as exc:
             raise stage._named(exc) from exc
+        _interrupt.check()  # a Ctrl-C swallowed while the command ran: nothing delivered
         _deliver(stage, overwrite=overwrite)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
