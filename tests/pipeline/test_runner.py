@@ -327,3 +327,21 @@ def test_every_unit_of_a_full_run_s_maps_has_a_dicom_code(full_run: Any) -> None
     assert {"cm2/mL", "%", "mm2/s", "1/min"} <= units
     for unit in sorted(units):
         assert unit_code(unit).value, unit
+
+
+def test_a_ctrl_c_swallowed_inside_a_unit_starts_no_other_unit(
+    study2: Path, tmp_path: Path, quick: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line's SIGINT handler remembers a Ctrl-C (tumorscope._interrupt); if the
+    KeyboardInterrupt was swallowed inside a unit (numba's first compilation), the executor
+    starts no further unit and the run stops as for a Ctrl-C."""
+    import threading
+
+    from tumorscope import _interrupt
+
+    seen = threading.Event()
+    seen.set()
+    monkeypatch.setattr(_interrupt, "_seen", seen)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study2, tmp_path / "out", **quick)
+    assert not list((tmp_path / "out").glob("sub-*/ses-*/maps/*.nii.gz"))
