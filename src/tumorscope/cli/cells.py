@@ -301,7 +301,9 @@ def _lesion_ids(path: Path) -> dict[int, str]:
     import csv
 
     from ..errors import DataError
+    from ..files import regular_file
 
+    regular_file(path, field="--lesion-table")  # a named pipe would block the open
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             return {
