@@ -267,8 +267,10 @@ def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
 
 
 def _need(sidecar: dict[str, Any], key: str, file: Path) -> Any:
-    if key not in sidecar or sidecar[key] is None:
+    if key not in sidecar:
         raise DataError("required sidecar field is missing", file=file, field=key)
+    if sidecar[key] is None:
+        raise DataError("required sidecar field is null (expected a value)", file=file, field=key)
     return sidecar[key]
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "MapFile",
     "SeriesInput",
     "StageResult",
+    "check_has_data",
     "check_region",
     "read_series",
     "signal_mask",
@@ -91,10 +92,10 @@ class SeriesInput:
         )
 
     def load(self) -> Volume:
-        """The image as a float32 :class:`~tumorscope.volume.Volume`."""
-        if self.loader is not None:
-            return self.loader()
-        return Volume.from_nifti(self.path)
+        """The image as a float32 :class:`~tumorscope.volume.Volume`, refused
+        (:func:`check_has_data`) when it holds no finite non-zero value."""
+        vol = self.loader() if self.loader is not None else Volume.from_nifti(self.path)
+        return check_has_data(vol, self.label or str(self.path))
 
     def need(self, key: str) -> Any:
         """A sidecar field that must be there (:class:`DataError` naming file and field)."""
@@ -102,6 +103,34 @@ class SeriesInput:
         if value is None:
             raise DataError(f"{key} is missing from the sidecar", file=self.label, field=key)
         return value
+
+
+def check_has_data(volume: Volume, label: str) -> Volume:
+    """``volume`` when at least one of its voxel values is finite and non-zero.
+
+    An image of NaN or inf only, or of zeros only, is bad input (an export or conversion
+    gone wrong), not an image to fit: a fit of it would write maps of nothing.
+
+    Raises
+    ------
+    DataError
+        Naming ``label`` and the field ``data``.
+    """
+    data = np.asarray(volume.data)
+    if data.size and np.issubdtype(data.dtype, np.floating):
+        ok = np.isfinite(data)
+        if not ok.any():
+            raise DataError(
+                "every voxel value is non-finite (NaN or inf)", file=label, field="data"
+            )
+        np.logical_and(ok, data != 0, out=ok)
+    else:
+        ok = data != 0
+    if not ok.any():
+        raise DataError(
+            "every voxel value is zero (an empty image, nothing to fit)", file=label, field="data"
+        )
+    return volume
 
 
 def _beside(image: Path) -> dict[str, Path]:
