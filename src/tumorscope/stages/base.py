@@ -101,7 +101,8 @@ class SeriesInput:
         """A sidecar field that must be there (:class:`DataError` naming file and field)."""
         value = self.sidecar.get(key)
         if value is None:
-            raise DataError(f"{key} is missing from the sidecar", file=self.label, field=key)
+            state = "null in" if key in self.sidecar else "missing from"
+            raise DataError(f"{key} is {state} the sidecar", file=self.label, field=key)
         return value
 
 
