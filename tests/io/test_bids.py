@@ -143,6 +143,19 @@ def test_read_bval_errors_name_file_and_field(
         assert (info.value.file, info.value.field) == (str(bval), "bval")
 
 
+def test_a_bval_given_as_a_folder_or_another_name_is_read_as_given(tmp_path: Path) -> None:
+    folder = tmp_path / "dwi"
+    folder.mkdir()
+    with pytest.raises(DataError, match="not a regular file but a folder") as info:
+        read_bval(folder)  # not "dwi.bval", a path the user never gave
+    assert (info.value.file, info.value.field) == (str(folder), "bval")
+    (tmp_path / "bvals.txt").write_text("0 1000\n")
+    np.testing.assert_array_equal(read_bval(tmp_path / "bvals.txt"), [0.0, 1000.0])
+    with pytest.raises(DataError, match="gradient direction file is missing") as info:
+        read_bvec(tmp_path / "bvecs.txt")
+    assert info.value.file == str(tmp_path / "bvecs.txt")
+
+
 def test_read_bvec_layouts(tmp_path: Path) -> None:
     rows = "1 0 0 0.6\n0 1 0 0.8\n0 0 1 0\n"  # FSL/BIDS: x, y and z rows
     image = _series(tmp_path, "s_dwi.nii.gz", bvec=rows)

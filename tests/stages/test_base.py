@@ -45,6 +45,11 @@ def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="series file not found") as err:
         read_series(tmp_path / "none.nii.gz", "dwi")
     assert err.value.field == "series" and "none.nii.gz" in str(err.value)
+    folder = tmp_path / "a_dwi.nii.gz"
+    folder.mkdir()
+    with pytest.raises(DataError, match="not a regular file but a folder") as err:
+        read_series(folder, "dwi")
+    assert err.value.field == "series" and err.value.file == str(folder)
 
 
 def test_results_add_up(tmp_path: Path) -> None:

@@ -165,6 +165,16 @@ def file_beside(path: str | os.PathLike[str], extension: str) -> Path:
     return p if p.name.endswith(extension) else p.with_name(stem(p) + extension)
 
 
+def _given_or_beside(path: str | os.PathLike[str], extension: str) -> Path:
+    """The file beside ``path`` when ``path`` is a NIfTI image, else ``path`` itself (a
+    ``--bval`` given as ``bvals.txt`` or as a folder is read, or refused, as given: never a
+    file the user did not name)."""
+    p = Path(path)
+    if p.name.endswith((".nii", ".nii.gz")) and not p.name.endswith(extension):
+        return file_beside(p, extension)
+    return p
+
+
 def _numbers(p: Path, what: str, field: str) -> list[list[float]]:
     """The rows of numbers of a whitespace-separated text file (DataError naming file, field)."""
     regular_file(p, field=field)
@@ -211,7 +221,7 @@ def read_bval(path: str | os.PathLike[str]) -> np.ndarray:
     >>> read_bval(d / "sub-01_dwi.nii.gz").tolist()
     [0.0, 500.0, 1000.0]
     """
-    p = file_beside(path, ".bval")
+    p = _given_or_beside(path, ".bval")
     if not p.exists():
         raise DataError(
             "b-value file is missing (expected one b-value per volume)", file=p, field="bval"
@@ -241,7 +251,7 @@ def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
         three columns, or values that are not finite numbers (naming the file and the field
         ``bvec``).
     """
-    p = file_beside(path, ".bvec")
+    p = _given_or_beside(path, ".bvec")
     if not p.exists():
         if p == Path(path):
             raise DataError("gradient direction file is missing", file=p, field="bvec")

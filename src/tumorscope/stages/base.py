@@ -171,11 +171,13 @@ def read_series(
     DataError
         A missing image or a sidecar/``.bval`` that cannot be read (naming the file).
     """
+    from ..files import regular_file
     from ..io.bids import protocol_from_sidecar, read_sidecar
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError("series file not found", file=p, field="series")
+    regular_file(p, field="series")  # a folder or a named pipe: say what it is
     side = read_sidecar(p)
     proto = protocol if protocol is not None else protocol_from_sidecar(p, suffix, side)
     files: dict[str, Path] = {"series": p, **_beside(p)}
