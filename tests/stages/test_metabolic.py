@@ -122,6 +122,15 @@ def test_malformed_hp13c_sidecar_values_name_the_file_and_field(
     assert not list(tmp_path.iterdir())
 
 
+def test_labels_off_the_13c_grid_are_named(visit, tmp_path) -> None:
+    f = _files(visit[0])
+    lab = visit[1]
+    path = Volume(np.stack([lab.data, lab.data], -1), lab.affine).to_nifti(tmp_path / "l.nii.gz")
+    with pytest.raises(DataError, match="not on the 13C grid") as e:
+        fit_hp13c(f["pyr"], f["lac"], out_dir=tmp_path / "o", labels=Volume.from_nifti(path))
+    assert e.value.file == str(path) and e.value.field == "labels"
+
+
 def test_an_all_nan_13c_series_is_refused(visit, tmp_path) -> None:
     f = _files(visit[0])
     lac = Volume.from_nifti(f["lac"])

@@ -210,7 +210,11 @@ def fit_hp13c(
     del pv, lv
     lab = None if labels is None else np.asarray(labels.data).astype(np.int64)
     if lab is not None and lab.shape != pv_spatial:
-        raise DataError(f"labels {lab.shape} are not on the 13C grid {pv_spatial}", field="labels")
+        raise DataError(
+            f"labels {lab.shape} are not on the 13C grid {pv_spatial}",
+            file=labels.source if labels is not None else None,
+            field="labels",
+        )
     result = StageResult()
     with capture_warnings() as caught:
         fit = model.fit(signals)
