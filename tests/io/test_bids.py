@@ -220,6 +220,22 @@ def test_numbers_must_be_json_numbers_not_bools_or_text(
     assert (info.value.file, info.value.field) == (str(sidecar_path(image)), field)
 
 
+def test_a_huge_count_or_time_is_shown_as_written_without_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    side = {"dce": {"FrameTimes": [0, 5, 10], "FlipAngle": 15, "RepetitionTime": 0.005,
+                    "BaselineFrames": 1e308},
+            "IRT1": {"InversionTime": [1e308, 1e308], "RepetitionTime": 5.0}}  # fmt: skip
+    for suffix, sidecar in side.items():
+        image = _series(tmp_path, f"a_{suffix}.nii.gz", sidecar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning of an overflow on the way
+            with pytest.raises((DataError, ProtocolError)) as info:
+                protocol_from_sidecar(image, suffix, sidecar)
+        assert len(str(info.value)) < 300 and info.value.file == str(sidecar_path(image))
+    assert "got 1e+308" in str(info.value) or "inf" in str(info.value)
+
+
 def test_a_key_listed_twice_in_a_sidecar_is_an_error_naming_it(tmp_path: Path) -> None:
     text = '{"FlipAngle": [2, 5], "RepetitionTime": 0.005, "RepetitionTime": 0.5}'
     image = _series(tmp_path, "a_VFA.nii.gz", text)

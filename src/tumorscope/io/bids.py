@@ -310,12 +310,22 @@ def _number(value: Any, key: str, file: Path) -> float:
         raise DataError(f"expected a number, got {value!r}", file=file, field=key) from exc
 
 
+#: The largest whole number a sidecar count (directions, offsets, …) may hold.
+_WHOLE_MAX = 1_000_000
+
+
 def _whole(value: Any, key: str, file: Path) -> int:
     """A whole number of the sidecar (JSON number without a fraction; not a list or text)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DataError(f"expected a whole number, got {value!r}", file=file, field=key)
     if isinstance(value, float) and not value.is_integer():
         raise DataError(f"expected a whole number, got {value!r}", file=file, field=key)
+    if abs(value) > _WHOLE_MAX:  # a count of a protocol: 1e308 is shown as written, not as
+        # its 309 digits
+        shown = f"{value:g}" if isinstance(value, float) else f"{len(str(abs(value)))} digits"
+        raise DataError(
+            f"expected a whole number of at most {_WHOLE_MAX:,}, got {shown}", file=file, field=key
+        )
     return int(value)
 
 
