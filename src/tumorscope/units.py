@@ -116,8 +116,10 @@ ArrayLike = npt.ArrayLike
 
 
 def s_to_ms(x: ArrayLike) -> np.ndarray:
-    """Seconds to milliseconds."""
-    return np.asarray(x, dtype=float) * 1e3
+    """Seconds to milliseconds (a time beyond the float range becomes inf, which the protocol
+    checks then refuse, naming the field: no overflow warning on the way)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(x, dtype=float) * 1e3
 
 
 def ms_to_s(x: ArrayLike) -> np.ndarray:

@@ -169,3 +169,16 @@ def test_commands_write_the_pipeline_files_byte_for_byte(tmp_path: Path) -> None
                 assert a.read_bytes() == b.read_bytes(), a.name
                 checked += 1
     assert checked >= 3 * 14  # T2*, T2 and IR T1 maps (images and sidecars) at least once
+
+
+@pytest.mark.parametrize(("value", "message"), [(np.nan, "non-finite"), (0.0, "zero")])
+def test_an_all_nan_or_all_zero_series_exits_2_and_writes_nothing(
+    tmp_path: Path, value: float, message: str
+) -> None:
+    y = np.full((4, 3, 2, 3), value)
+    series = _write(tmp_path / "sub-1_MEGRE.nii.gz", y, {"EchoTime": [0.005, 0.01, 0.02]})
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["fit", "t2star", str(series), "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "sub-1_MEGRE.nii.gz: data: every voxel value is" in res.output and message in res.output
+    assert not out.exists()

@@ -143,6 +143,19 @@ def test_read_bval_errors_name_file_and_field(
         assert (info.value.file, info.value.field) == (str(bval), "bval")
 
 
+def test_a_bval_given_as_a_folder_or_another_name_is_read_as_given(tmp_path: Path) -> None:
+    folder = tmp_path / "dwi"
+    folder.mkdir()
+    with pytest.raises(DataError, match="not a regular file but a folder") as info:
+        read_bval(folder)  # not "dwi.bval", a path the user never gave
+    assert (info.value.file, info.value.field) == (str(folder), "bval")
+    (tmp_path / "bvals.txt").write_text("0 1000\n")
+    np.testing.assert_array_equal(read_bval(tmp_path / "bvals.txt"), [0.0, 1000.0])
+    with pytest.raises(DataError, match="gradient direction file is missing") as info:
+        read_bvec(tmp_path / "bvecs.txt")
+    assert info.value.file == str(tmp_path / "bvecs.txt")
+
+
 def test_read_bvec_layouts(tmp_path: Path) -> None:
     rows = "1 0 0 0.6\n0 1 0 0.8\n0 0 1 0\n"  # FSL/BIDS: x, y and z rows
     image = _series(tmp_path, "s_dwi.nii.gz", bvec=rows)
@@ -205,6 +218,22 @@ def test_numbers_must_be_json_numbers_not_bools_or_text(
     with pytest.raises(DataError, match=r"expected a (list of )?number") as info:
         protocol_from_sidecar(image, suffix, read_sidecar(image))
     assert (info.value.file, info.value.field) == (str(sidecar_path(image)), field)
+
+
+def test_a_huge_count_or_time_is_shown_as_written_without_warnings(tmp_path: Path) -> None:
+    import warnings
+
+    side = {"dce": {"FrameTimes": [0, 5, 10], "FlipAngle": 15, "RepetitionTime": 0.005,
+                    "BaselineFrames": 1e308},
+            "IRT1": {"InversionTime": [1e308, 1e308], "RepetitionTime": 5.0}}  # fmt: skip
+    for suffix, sidecar in side.items():
+        image = _series(tmp_path, f"a_{suffix}.nii.gz", sidecar)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no RuntimeWarning of an overflow on the way
+            with pytest.raises((DataError, ProtocolError)) as info:
+                protocol_from_sidecar(image, suffix, sidecar)
+        assert len(str(info.value)) < 300 and info.value.file == str(sidecar_path(image))
+    assert "got 1e+308" in str(info.value) or "inf" in str(info.value)
 
 
 def test_a_key_listed_twice_in_a_sidecar_is_an_error_naming_it(tmp_path: Path) -> None:

@@ -76,6 +76,22 @@ def test_bad_spectra_name_the_file(tmp_path) -> None:
     json.dumps({"ok": True})
 
 
+def test_zero_real_valued_or_truncated_spectra_are_refused(tmp_path) -> None:
+    p = _broken(tmp_path, "zero.nii.gz", data=np.zeros_like(_fid()))
+    with pytest.raises(DataError, match="every point is zero") as e:
+        read_nifti_mrs(p)
+    assert e.value.file == str(p) and e.value.field == "data"
+    p = _broken(tmp_path, "real.nii.gz", data=np.abs(_fid()).astype(np.complex64))
+    with pytest.raises(DataError, match="real-valued") as e:
+        read_nifti_mrs(p)
+    assert e.value.file == str(p) and e.value.field == "datatype"
+    p = _broken(tmp_path, "cut.nii.gz", data=np.tile(_fid(4096), (2, 2, 2, 1)))
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    with pytest.raises(DataError, match="truncated") as e:
+        read_nifti_mrs(p)
+    assert e.value.file == str(p) and e.value.field == "data"
+
+
 def test_spec2nii_is_asked_to_leave_identifiers_out(tmp_path, monkeypatch) -> None:
     """spec2nii copies the patient's name and birth date from vendor headers into the NIfTI-MRS
     header extension; tumorscope passes its ``--anon`` (a subcommand option in spec2nii 0.8)

@@ -130,3 +130,39 @@ def test_validate_lists_a_named_pipe_in_place_of_a_sidecar_or_table(study_copy: 
         ("sub-001/ses-02/anat/sub-001_ses-02_VFA.json", pipe),
         (str(table.relative_to(study_copy)), pipe),
     }
+
+
+def test_a_named_pipe_among_dicom_files_is_skipped_with_a_warning(
+    fifo: Callable[[str], Path],
+) -> None:
+    from tumorscope.io.dicom.scan import index_series, scan_dicom
+
+    p = fifo("x.dcm")
+    result = _within_deadline(p, lambda: scan_dicom(p.parent))
+    assert result.series == []
+    (problem,) = result.problems
+    assert problem.severity == "warning" and problem.file == str(p)
+    assert "not a regular file but a named pipe" in problem.message
+    assert _within_deadline(p, lambda: index_series(p.parent)) == {}
+
+
+def test_a_pacs_configuration_that_is_a_named_pipe_or_binary_is_refused(
+    tmp_path: Path, fifo: Callable[[str], Path]
+) -> None:
+    from tumorscope.io.pacs import credentials_from_env
+
+    p = fifo("pacs.json")
+    env = {"TUMORSCOPE_PACS_CONFIG": str(p)}
+    assert _refused(p, lambda: credentials_from_env(env)).field == "TUMORSCOPE_PACS_CONFIG"
+    binary = tmp_path / "pacs.yaml"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(DataError, match="not a text file") as info:
+        credentials_from_env({"TUMORSCOPE_PACS_CONFIG": str(binary)})
+    assert info.value.file == str(binary) and info.value.field == "TUMORSCOPE_PACS_CONFIG"
+
+
+def test_a_lesion_table_that_is_a_named_pipe_is_refused(fifo: Callable[[str], Path]) -> None:
+    from tumorscope.cli.cells import _lesion_ids
+
+    p = fifo("lesions.tsv")
+    assert _refused(p, lambda: _lesion_ids(p)).field == "--lesion-table"

@@ -95,6 +95,16 @@ def test_missing_sidecar_field(study_copy: Path) -> None:
         _ = series.protocol
 
 
+def test_a_null_sidecar_field_is_said_to_be_null_not_missing(study_copy: Path) -> None:
+    js = study_copy / "sub-001/ses-02/anat/sub-001_ses-02_VFA.json"
+    d = json.loads(js.read_text())
+    d["FlipAngle"] = None
+    js.write_text(json.dumps(d))
+    series = open_study(study_copy).subjects["001"].visits["02"].series["t1_vfa"]
+    with pytest.raises(DataError, match="FlipAngle: required sidecar field is null"):
+        _ = series.protocol
+
+
 def test_impossible_sidecar_value_names_sidecar_field(study_copy: Path) -> None:
     js = study_copy / "sub-002/ses-01/perf/sub-002_ses-01_dce.json"
     d = json.loads(js.read_text())

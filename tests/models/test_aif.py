@@ -103,6 +103,17 @@ def test_load_aif_csv_missing_file(tmp_path) -> None:
         aif.load_aif_csv(tmp_path / "nope.csv")
 
 
+def test_load_aif_csv_binary_file_or_folder(tmp_path) -> None:
+    p = tmp_path / "binary.csv"
+    p.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="not a text table") as info:
+        aif.load_aif_csv(p)
+    assert info.value.file == str(p) and info.value.field == "aif"
+    with pytest.raises(DataError, match="not a regular file but a folder") as info:
+        aif.load_aif_csv(tmp_path)
+    assert info.value.file == str(tmp_path)
+
+
 # ----------------------------------------------------------------------------- automatic
 def _phantom(rng: np.random.Generator):
     """12×12×2 volume: 4 pure artery voxels, 6 partial-volume artery voxels (30-60% blood,

@@ -45,6 +45,11 @@ def test_a_missing_file_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="series file not found") as err:
         read_series(tmp_path / "none.nii.gz", "dwi")
     assert err.value.field == "series" and "none.nii.gz" in str(err.value)
+    folder = tmp_path / "a_dwi.nii.gz"
+    folder.mkdir()
+    with pytest.raises(DataError, match="not a regular file but a folder") as err:
+        read_series(folder, "dwi")
+    assert err.value.field == "series" and err.value.file == str(folder)
 
 
 def test_results_add_up(tmp_path: Path) -> None:
@@ -64,3 +69,24 @@ def test_results_add_up(tmp_path: Path) -> None:
     assert [m.name for m in a.maps] == ["adc.ADC", "ivim.D"]
     assert a.rows == {"measurements": [{"v": 1}, {"v": 2}], "cells19f": [{"c": 3}]}
     assert a.files == [tmp_path / "a.nii.gz", tmp_path / "d.nii.gz"] and a.warnings == ["w1", "w2"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(np.nan, "every voxel value is non-finite"), (0.0, "every voxel value is zero")],
+)
+def test_a_series_without_one_finite_non_zero_value_is_refused_at_load(
+    tmp_path: Path, value: float, message: str
+) -> None:
+    from tumorscope.volume import Volume
+
+    path = tmp_path / "a_MEGRE.nii.gz"
+    Volume(np.full((4, 4, 2, 3), value, np.float32), np.eye(4)).to_nifti(path)
+    s = SeriesInput(path, "t2star", None, {}, {"series": path}, "a_MEGRE.nii.gz")
+    with pytest.raises(DataError, match=message) as err:
+        s.load()
+    assert err.value.file == "a_MEGRE.nii.gz" and err.value.field == "data"
+    data = np.zeros((4, 4, 2, 3), np.float32)
+    data[0, 0, 0, 0], data[1, 0, 0, 0] = np.nan, 5.0  # one finite non-zero value is enough
+    Volume(data, np.eye(4)).to_nifti(path)
+    assert s.load().shape == (4, 4, 2, 3)

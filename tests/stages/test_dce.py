@@ -185,6 +185,15 @@ def test_bad_input_is_rejected_before_writing(visit, tmp_path: Path) -> None:
         "or an existing CSV/TSV file",
         field="aif",
     )
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(128, 256)) * 8)
+    _raises(
+        DataError,
+        lambda: run(t1_ms=1000.0, aif=binary),
+        message="not a text table (expected CSV or TSV with time_s and a concentration column)",
+        field="aif",
+        file=binary,
+    )
     short = tmp_path / "short.csv"
     short.write_text("time_s,cb_mM\n0,0\n10,1\n20,2\n")
     last = visit.series["dce"].protocol.t[-1]

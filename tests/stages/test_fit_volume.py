@@ -38,3 +38,15 @@ def test_fit_volume_generic_and_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="mask shape"):
         fit_volume(model, vol, out_dir=tmp_path / "x", mask=np.ones((3, 2, 1)))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_mask_with_nan_is_refused_naming_its_file(tmp_path: Path) -> None:
+    from tumorscope.stages.fit import load_mask
+
+    like = Volume(np.ones((4, 4, 2, 3), np.float32), np.eye(4))
+    data = np.ones((4, 4, 2), np.float32)
+    data[0, 0, 0] = np.nan
+    path = Volume(data, np.eye(4)).to_nifti(tmp_path / "mask.nii.gz")
+    with pytest.raises(DataError, match="NaN or infinite") as err:
+        load_mask(path, like)
+    assert err.value.file == str(path) and err.value.field == "mask"

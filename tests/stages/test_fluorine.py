@@ -149,6 +149,37 @@ def test_missing_inputs_are_named(scene: dict, tmp_path: Path) -> None:
         count_cells_19f(img, scene["tubes"], scene["anatomical"], moved)
 
 
+@pytest.mark.parametrize(
+    ("side", "field", "message"),
+    [
+        ({"ReferenceTubes": {"a": {"1": 5}}}, "ReferenceTubes", "tube label 'a' .* not a label"),
+        ({"ReferenceTubes": {"1": {"a": 5}}}, "ReferenceTubes", "tube 1: expected a conc"),
+        ({"ReferenceTubes": {"1": -5.0}}, "ReferenceTubes", "tube 1: expected a finite number"),
+        ({"ReferenceTubes": "abc"}, "ReferenceTubes", "must be an object .* got 'abc'"),
+        ({"ReferenceTubes": 0}, "ReferenceTubes", "must be an object"),
+        ({"ReferenceTubes": {}}, "ReferenceTubes", "is empty"),
+        ({"ReferenceTubes": None}, "ReferenceTubes", "is null"),
+        ({"FluorinePerCell": -2e12}, "FluorinePerCell", "finite number > 0, got -2000000000000.0"),
+        ({"FluorinePerCell": None}, "FluorinePerCell", "is null in the sidecar"),
+    ],
+)
+def test_malformed_sidecar_fields_name_the_file_and_field(
+    scene: dict, side: dict, field: str, message: str
+) -> None:
+    img = scene["image"]
+    sidecar = {"ReferenceTubes": {"1": 20.0}, "FluorinePerCell": 1e12, **side}
+    bad = SeriesInput(img.path, img.role, None, sidecar, img.files, "f19")
+    with pytest.raises(DataError, match=message) as err:
+        count_cells_19f(bad, scene["tubes"], scene["anatomical"], scene["labels"])
+    assert err.value.file == "f19" and err.value.field == field
+
+
+def test_a_bad_tube_concentration_option_is_named_by_its_tube_label(scene: dict) -> None:
+    opts = FluorineOptions(tubes_mM={1: np.float64(-5.0)})
+    with pytest.raises(DataError, match=r"tube 1: expected a finite number > 0, got -5.0$"):
+        count_cells_19f(scene["image"], scene["tubes"], scene["anatomical"], None, options=opts)
+
+
 def test_background_is_outside_the_body_and_away_from_tubes_and_lesions() -> None:
     anat = np.full((10, 10, 3), 500.0)
     anat[:2] = 2.0

@@ -103,6 +103,45 @@ def test_bad_metabolic_input_names_the_file(visit, tmp_path) -> None:
     assert "pyruvate" in str(e.value)
 
 
+@pytest.mark.parametrize(
+    ("side", "field", "message"),
+    [
+        ({"FrameTimes": ["abc"] * 12, "FlipAngle": 10}, "FrameTimes", "list of numbers"),
+        ({"FrameTimes": {"a": [0.0, 4.0]}, "FlipAngle": 10}, "FrameTimes", "list of numbers"),
+        ({"FrameTimes": None, "FlipAngle": 10}, "FrameTimes", "is null"),
+        ({"FrameTimes": [4.0 * i for i in range(12)], "FlipAngle": "x"}, "FlipAngle", "a number"),
+    ],
+)
+def test_malformed_hp13c_sidecar_values_name_the_file_and_field(
+    visit, tmp_path, side, field, message
+) -> None:
+    f = _files(visit[0])
+    with pytest.raises(DataError, match=message) as e:
+        fit_hp13c(f["pyr"], f["lac"], out_dir=tmp_path, lactate_sidecar=side)
+    assert e.value.field == field and e.value.file == str(f["lac"])
+    assert not list(tmp_path.iterdir())
+
+
+def test_labels_off_the_13c_grid_are_named(visit, tmp_path) -> None:
+    f = _files(visit[0])
+    lab = visit[1]
+    path = Volume(np.stack([lab.data, lab.data], -1), lab.affine).to_nifti(tmp_path / "l.nii.gz")
+    with pytest.raises(DataError, match="not on the 13C grid") as e:
+        fit_hp13c(f["pyr"], f["lac"], out_dir=tmp_path / "o", labels=Volume.from_nifti(path))
+    assert e.value.file == str(path) and e.value.field == "labels"
+
+
+def test_an_all_nan_13c_series_is_refused(visit, tmp_path) -> None:
+    f = _files(visit[0])
+    lac = Volume.from_nifti(f["lac"])
+    bad = tmp_path / "in" / f["lac"].name
+    bad.parent.mkdir()
+    Volume(np.full(lac.shape, np.nan, np.float32), lac.affine).to_nifti(bad)
+    with pytest.raises(DataError, match="non-finite") as e:
+        fit_hp13c(f["pyr"], bad, out_dir=tmp_path / "o", lactate_sidecar={})
+    assert e.value.file == str(bad) and e.value.field == "data"
+
+
 def test_commands(visit, tmp_path) -> None:
     root, labels = visit
     f = _files(root)

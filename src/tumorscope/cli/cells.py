@@ -262,12 +262,11 @@ def cells19f(
 
 def _series(path: Path, role: str) -> Any:
     """An image given on the command line as a stage input (sidecar read if present)."""
-    from ..errors import DataError
+    from ..files import regular_file
     from ..io.bids import read_sidecar
     from ..stages.base import SeriesInput
 
-    if not path.is_file():
-        raise DataError("file not found", file=path, field=role)
+    regular_file(path, field=role)  # missing, a folder or a named pipe: say which
     resolved = path.resolve()
     return SeriesInput(
         resolved, role, None, read_sidecar(resolved), {"series": resolved}, str(path)
@@ -305,7 +304,9 @@ def _lesion_ids(path: Path) -> dict[int, str]:
     import csv
 
     from ..errors import DataError
+    from ..files import regular_file
 
+    regular_file(path, field="--lesion-table")  # a named pipe would block the open
     try:
         with path.open(newline="", encoding="utf-8") as fh:
             return {

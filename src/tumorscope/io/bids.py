@@ -165,6 +165,16 @@ def file_beside(path: str | os.PathLike[str], extension: str) -> Path:
     return p if p.name.endswith(extension) else p.with_name(stem(p) + extension)
 
 
+def _given_or_beside(path: str | os.PathLike[str], extension: str) -> Path:
+    """The file beside ``path`` when ``path`` is a NIfTI image, else ``path`` itself (a
+    ``--bval`` given as ``bvals.txt`` or as a folder is read, or refused, as given: never a
+    file the user did not name)."""
+    p = Path(path)
+    if p.name.endswith((".nii", ".nii.gz")) and not p.name.endswith(extension):
+        return file_beside(p, extension)
+    return p
+
+
 def _numbers(p: Path, what: str, field: str) -> list[list[float]]:
     """The rows of numbers of a whitespace-separated text file (DataError naming file, field)."""
     regular_file(p, field=field)
@@ -211,7 +221,7 @@ def read_bval(path: str | os.PathLike[str]) -> np.ndarray:
     >>> read_bval(d / "sub-01_dwi.nii.gz").tolist()
     [0.0, 500.0, 1000.0]
     """
-    p = file_beside(path, ".bval")
+    p = _given_or_beside(path, ".bval")
     if not p.exists():
         raise DataError(
             "b-value file is missing (expected one b-value per volume)", file=p, field="bval"
@@ -241,7 +251,7 @@ def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
         three columns, or values that are not finite numbers (naming the file and the field
         ``bvec``).
     """
-    p = file_beside(path, ".bvec")
+    p = _given_or_beside(path, ".bvec")
     if not p.exists():
         if p == Path(path):
             raise DataError("gradient direction file is missing", file=p, field="bvec")
@@ -267,8 +277,10 @@ def read_bvec(path: str | os.PathLike[str]) -> np.ndarray | None:
 
 
 def _need(sidecar: dict[str, Any], key: str, file: Path) -> Any:
-    if key not in sidecar or sidecar[key] is None:
+    if key not in sidecar:
         raise DataError("required sidecar field is missing", file=file, field=key)
+    if sidecar[key] is None:
+        raise DataError("required sidecar field is null (expected a value)", file=file, field=key)
     return sidecar[key]
 
 
@@ -298,12 +310,22 @@ def _number(value: Any, key: str, file: Path) -> float:
         raise DataError(f"expected a number, got {value!r}", file=file, field=key) from exc
 
 
+#: The largest whole number a sidecar count (directions, offsets, …) may hold.
+_WHOLE_MAX = 1_000_000
+
+
 def _whole(value: Any, key: str, file: Path) -> int:
     """A whole number of the sidecar (JSON number without a fraction; not a list or text)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise DataError(f"expected a whole number, got {value!r}", file=file, field=key)
     if isinstance(value, float) and not value.is_integer():
         raise DataError(f"expected a whole number, got {value!r}", file=file, field=key)
+    if abs(value) > _WHOLE_MAX:  # a count of a protocol: 1e308 is shown as written, not as
+        # its 309 digits
+        shown = f"{value:g}" if isinstance(value, float) else f"{len(str(abs(value)))} digits"
+        raise DataError(
+            f"expected a whole number of at most {_WHOLE_MAX:,}, got {shown}", file=file, field=key
+        )
     return int(value)
 
 

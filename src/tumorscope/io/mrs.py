@@ -166,7 +166,15 @@ def read_nifti_mrs(path: str | os.PathLike[str], *, nucleus: str | None = None) 
                 file=p,
                 field="dwell_time",
             )
-    data = np.asarray(img.dataobj)
+    try:
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # gzip and nibabel raise several types for a cut or corrupt file
+        raise DataError(
+            f"cannot read the spectra, the file is truncated or corrupt ({type(exc).__name__}: "
+            f"{exc})",
+            file=p,
+            field="data",
+        ) from None
     if not np.iscomplexobj(data):
         raise DataError(
             f"NIfTI-MRS data must be complex, got {data.dtype}", file=p, field="datatype"
@@ -176,6 +184,16 @@ def read_nifti_mrs(path: str | os.PathLike[str], *, nucleus: str | None = None) 
     if not np.all(np.isfinite(data)):
         bad = int(np.sum(~np.isfinite(data)))
         raise DataError(f"{bad} NaN or infinite points", file=p, field="data")
+    if data.size and not np.any(data):
+        raise DataError("every point is zero (no signal to fit)", file=p, field="data")
+    if data.size and not np.any(data.imag):
+        raise DataError(
+            f"the FIDs are real-valued ({data.dtype} with every imaginary part zero): "
+            "NIfTI-MRS holds complex time-domain data; magnitude or real spectra give wrong "
+            "numbers (convert the raw data with spec2nii)",
+            file=p,
+            field="datatype",
+        )
     tags = tuple(str(meta.get(f"dim_{d}", "")) for d in range(5, data.ndim + 1))
     return MRSData(
         data=np.conj(data).astype(np.complex128),

@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from ..errors import TumorscopeError
+from ..errors import DataError, TumorscopeError
+from ..files import regular_file
 
 if TYPE_CHECKING:
     from dicomweb_client.api import DICOMwebClient
@@ -108,9 +109,18 @@ def _read_config(path: Path) -> tuple[str | None, str | None, str | None]:
 
     where = f"TUMORSCOPE_PACS_CONFIG={path}"
     try:
+        if path.exists():
+            # a named pipe would block the read forever; a folder is no configuration
+            regular_file(path, field="TUMORSCOPE_PACS_CONFIG")
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise PacsError(f"{where}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise DataError(
+            "not a text file (expected YAML or JSON with 'user' and 'password', or 'token')",
+            file=path,
+            field="TUMORSCOPE_PACS_CONFIG",
+        ) from None
     except yaml.YAMLError:
         raise PacsError(f"{where}: not a YAML or JSON mapping") from None
     if not isinstance(data, dict) or not set(data) <= {"user", "password", "token"}:

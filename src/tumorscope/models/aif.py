@@ -55,6 +55,7 @@ from ..errors import DataError, FitError, ProtocolError
 
 __all__ = [
     "AutomaticAIF",
+    "aif_text",
     "automatic_aif",
     "blood_to_plasma",
     "georgiou",
@@ -285,6 +286,28 @@ def shift(times_s: npt.ArrayLike, curve: npt.ArrayLike, delay_s: float) -> np.nd
     return np.interp(t - _delay(delay_s), t, c, left=0.0, right=c[-1])
 
 
+def aif_text(path: Path) -> str:
+    """The text of an AIF table, or a :class:`DataError` naming the file (field ``aif``) when
+    it is missing, not a regular file (a folder, a named pipe) or not text."""
+    from ..files import regular_file
+
+    if not path.exists():
+        raise DataError("AIF file not found", file=path, field="aif")
+    regular_file(path, field="aif")  # a folder or a named pipe: say what it is
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(
+            "not a text table (expected CSV or TSV with time_s and a concentration column)",
+            file=path,
+            field="aif",
+        ) from None
+    except OSError as exc:
+        raise DataError(
+            f"cannot read the file: {exc.strerror or exc}", file=path, field="aif"
+        ) from None
+
+
 def load_aif_csv(
     path: str | os.PathLike[str],
     *,
@@ -315,9 +338,7 @@ def load_aif_csv(
         the message names the file, the column and the row.
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError("AIF file not found", file=p)
-    text = p.read_text(encoding="utf-8-sig")
+    text = aif_text(p)
     try:
         dialect = csv.Sniffer().sniff(text.splitlines()[0] if text else "", delimiters=",\t;")
         delim = dialect.delimiter

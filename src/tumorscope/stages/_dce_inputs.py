@@ -105,9 +105,7 @@ def _resolve(
 
 def _read_aif_file(path: Path, times_s: np.ndarray, hematocrit: float) -> tuple[np.ndarray, str]:
     """Plasma AIF at the frame times from a CSV/TSV with ``time_s`` and ``cp_mM`` or ``cb_mM``."""
-    if not path.is_file():
-        raise DataError("AIF file not found", file=path, field="aif")
-    head = path.read_text(encoding="utf-8-sig").splitlines()[:1]
+    head = aifmod.aif_text(path).splitlines()[:1]
     cols = next(csv.reader(head, delimiter="\t" if head and "\t" in head[0] else ","), [])
     cols = [c.strip() for c in cols]
     if "cp_mM" in cols:
@@ -142,7 +140,7 @@ def _aif_file(
     if name.lower() in (*POPULATION_AIFS, "auto"):
         return None
     path = Path(name)
-    if not path.is_file():
+    if not path.exists():
         raise FitError(
             f"unknown AIF {name!r}: expected one of {(*POPULATION_AIFS, 'auto')} or an "
             "existing CSV/TSV file",

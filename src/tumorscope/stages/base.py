@@ -38,6 +38,7 @@ __all__ = [
     "MapFile",
     "SeriesInput",
     "StageResult",
+    "check_has_data",
     "check_region",
     "read_series",
     "signal_mask",
@@ -91,17 +92,46 @@ class SeriesInput:
         )
 
     def load(self) -> Volume:
-        """The image as a float32 :class:`~tumorscope.volume.Volume`."""
-        if self.loader is not None:
-            return self.loader()
-        return Volume.from_nifti(self.path)
+        """The image as a float32 :class:`~tumorscope.volume.Volume`, refused
+        (:func:`check_has_data`) when it holds no finite non-zero value."""
+        vol = self.loader() if self.loader is not None else Volume.from_nifti(self.path)
+        return check_has_data(vol, self.label or str(self.path))
 
     def need(self, key: str) -> Any:
         """A sidecar field that must be there (:class:`DataError` naming file and field)."""
         value = self.sidecar.get(key)
         if value is None:
-            raise DataError(f"{key} is missing from the sidecar", file=self.label, field=key)
+            state = "null in" if key in self.sidecar else "missing from"
+            raise DataError(f"{key} is {state} the sidecar", file=self.label, field=key)
         return value
+
+
+def check_has_data(volume: Volume, label: str) -> Volume:
+    """``volume`` when at least one of its voxel values is finite and non-zero.
+
+    An image of NaN or inf only, or of zeros only, is bad input (an export or conversion
+    gone wrong), not an image to fit: a fit of it would write maps of nothing.
+
+    Raises
+    ------
+    DataError
+        Naming ``label`` and the field ``data``.
+    """
+    data = np.asarray(volume.data)
+    if data.size and np.issubdtype(data.dtype, np.floating):
+        ok = np.isfinite(data)
+        if not ok.any():
+            raise DataError(
+                "every voxel value is non-finite (NaN or inf)", file=label, field="data"
+            )
+        np.logical_and(ok, data != 0, out=ok)
+    else:
+        ok = data != 0
+    if not ok.any():
+        raise DataError(
+            "every voxel value is zero (an empty image, nothing to fit)", file=label, field="data"
+        )
+    return volume
 
 
 def _beside(image: Path) -> dict[str, Path]:
@@ -141,11 +171,13 @@ def read_series(
     DataError
         A missing image or a sidecar/``.bval`` that cannot be read (naming the file).
     """
+    from ..files import regular_file
     from ..io.bids import protocol_from_sidecar, read_sidecar
 
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise DataError("series file not found", file=p, field="series")
+    regular_file(p, field="series")  # a folder or a named pipe: say what it is
     side = read_sidecar(p)
     proto = protocol if protocol is not None else protocol_from_sidecar(p, suffix, side)
     files: dict[str, Path] = {"series": p, **_beside(p)}

@@ -115,6 +115,7 @@ def load_mask(
                 field="affine",
             )
         arr = data
+        where = mask.source
     else:
         arr = np.asarray(mask)
         if arr.shape != like.spatial_shape:
@@ -123,8 +124,9 @@ def load_mask(
                 file=like.source,
                 field="mask",
             )
+        where = None
     if not np.all(np.isfinite(arr)):
-        raise DataError("mask holds NaN or infinite values", field="mask")
+        raise DataError("mask holds NaN or infinite values", file=where, field="mask")
     return np.asarray(arr) != 0
 
 

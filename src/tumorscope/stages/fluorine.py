@@ -104,21 +104,54 @@ def fluorine_background(anatomical: npt.ArrayLike, exclude: npt.ArrayLike) -> np
     return low & ~ndimage.binary_dilation(np.asarray(exclude, bool), iterations=1)
 
 
+def _short(value: object) -> str:
+    """A sidecar value for a message (numpy scalars as plain numbers), cut to 80 characters."""
+    text = repr(value.item() if isinstance(value, np.generic) else value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _tubes(
     image: SeriesInput, tubes: SeriesInput, tube_map: np.ndarray, options: FluorineOptions
 ) -> tuple[list[np.ndarray], list[float]]:
     """Masks and concentrations of the reference tubes, in label order."""
     given = options.tubes_mM
     tubes_mM = image.sidecar.get("ReferenceTubes") if given is None else given
-    if not isinstance(tubes_mM, Mapping) or not tubes_mM:
+    if tubes_mM is None or (isinstance(tubes_mM, Mapping) and not tubes_mM):
+        state = "null" if "ReferenceTubes" in image.sidecar else "missing"
         raise DataError(
-            "ReferenceTubes ({tube label: mM of 19F}) is missing or empty",
+            "ReferenceTubes ({tube label: mM of 19F}) is "
+            + ("empty" if tubes_mM is not None else state),
             file=image.label,
             field="ReferenceTubes",
         )
+    if not isinstance(tubes_mM, Mapping):
+        raise DataError(
+            "ReferenceTubes must be an object {tube label: mM of 19F}, got " + _short(tubes_mM),
+            file=image.label,
+            field="ReferenceTubes",
+        )
+    checked = {}
+    for label, mm in tubes_mM.items():
+        try:
+            number = int(label)
+        except (TypeError, ValueError):
+            number = None
+        if number is None or str(number) != str(label).strip() or number <= 0:
+            raise DataError(
+                f"tube label {label!r} of ReferenceTubes is not a label number (1, 2, …)",
+                file=image.label,
+                field="ReferenceTubes",
+            )
+        if isinstance(mm, bool) or not isinstance(mm, int | float):
+            raise DataError(
+                f"tube {number}: expected a concentration in mM, got {_short(mm)}",
+                file=image.label,
+                field="ReferenceTubes",
+            )
+        checked[number] = mm
     masks, conc = [], []
-    for label, mm in sorted(tubes_mM.items(), key=lambda kv: int(kv[0])):
-        m = tube_map == int(label)
+    for label, mm in sorted(checked.items()):
+        m = tube_map == label
         if not m.any():
             raise DataError(
                 f"reference tube {label} of ReferenceTubes is not in the tube label map",
@@ -126,8 +159,30 @@ def _tubes(
                 field="ReferenceTubes",
             )
         masks.append(m)
-        conc.append(float(mm))
+        conc.append(
+            _positive(
+                mm,
+                image.label,
+                "ReferenceTubes" if given is None else "tubes_mM",
+                f"tube {label}: ",
+            )
+        )
     return masks, conc
+
+
+def _positive(value: object, label: str, field: str, what: str = "") -> float:
+    """A finite number > 0 of the sidecar (or options), else a DataError naming file and field."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        number = float("nan")
+    if isinstance(value, bool) or not np.isfinite(number) or number <= 0:
+        raise DataError(
+            f"{what}expected a finite number > 0, got {_short(value)}",
+            file=label or None,
+            field=field,
+        )
+    return number
 
 
 def _noise_region(
@@ -218,7 +273,7 @@ def count_cells_19f(
 
     per_cell = options.fluorine_per_cell
     if per_cell is None:
-        per_cell = image.need("FluorinePerCell")
+        per_cell = _positive(image.need("FluorinePerCell"), image.label, "FluorinePerCell")
     img, voxel_ml, tube_map, lab, bg_mask = _inputs(image, tubes, labels, background)
     masks, conc = _tubes(image, tubes, tube_map, options)
     exclude = (tube_map > 0) | (lab > 0)

@@ -36,7 +36,7 @@ from ..errors import DataError, TumorscopeWarning
 from ..files import write_map
 from ..volume import Volume
 from ._tables import measurement_row
-from .base import MapFile, StageResult
+from .base import MapFile, StageResult, check_has_data
 
 __all__ = ["HP13COptions", "MRSOptions", "fit_hp13c", "fit_mrs", "read_hp13c_protocol"]
 
@@ -75,6 +75,20 @@ class MRSOptions:
     baseline_order: int = 3
 
 
+def _numbers(value: Any, label: str, field: str) -> np.ndarray:
+    """A sidecar number or list of numbers as floats; text, objects and nested lists are
+    refused (naming the file and field) rather than failing inside numpy."""
+    items = value if isinstance(value, list | tuple) else [value]
+    if not items or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
+        raise DataError(
+            f"expected a number or a list of numbers, got {value!r}", file=label, field=field
+        )
+    try:
+        return np.asarray(items, dtype=float)
+    except OverflowError as exc:  # an integer beyond float range
+        raise DataError(f"expected numbers, got {value!r}", file=label, field=field) from exc
+
+
 def read_hp13c_protocol(
     series: Volume, sidecar: Mapping[str, Any], label: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +101,12 @@ def read_hp13c_protocol(
     times = sidecar.get("FrameTimes")
     if times is None:
         raise DataError(
-            "FrameTimes (s, one per frame) is missing from the sidecar",
+            "FrameTimes (s, one per frame) is "
+            + ("null" if "FrameTimes" in sidecar else "missing from the sidecar"),
             file=label,
             field="FrameTimes",
         )
-    t = np.asarray(times, dtype=float).ravel()
+    t = _numbers(times, label, "FrameTimes").ravel()
     if t.size != n or not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
         raise DataError(
             f"needs {n} increasing times (s), got {list(times)[:5]}…",
@@ -101,10 +116,13 @@ def read_hp13c_protocol(
     fa_raw = sidecar.get("FlipAngle")
     if fa_raw is None:
         raise DataError(
-            "FlipAngle (degrees) is missing from the sidecar", file=label, field="FlipAngle"
+            "FlipAngle (degrees) is "
+            + ("null" if "FlipAngle" in sidecar else "missing from the sidecar"),
+            file=label,
+            field="FlipAngle",
         )
     fa = (
-        np.broadcast_to(np.asarray(fa_raw, dtype=float).ravel(), (n,))
+        np.broadcast_to(_numbers(fa_raw, label, "FlipAngle").ravel(), (n,))
         if np.size(fa_raw) in (1, n)
         else None
     )
@@ -160,8 +178,8 @@ def fit_hp13c(
     from ..models.metabolic import PyruvateLactate
 
     pp, lp = Path(pyruvate), Path(lactate)
-    pv = Volume.from_nifti(pp)
-    lv = Volume.from_nifti(lp)
+    pv = check_has_data(Volume.from_nifti(pp), str(pp))
+    lv = check_has_data(Volume.from_nifti(lp), str(lp))
     if not pv.same_grid(lv) or pv.shape != lv.shape:
         raise DataError(
             f"lactate series {lv.shape} is not on the pyruvate grid {pv.shape}", file=lp
@@ -192,7 +210,11 @@ def fit_hp13c(
     del pv, lv
     lab = None if labels is None else np.asarray(labels.data).astype(np.int64)
     if lab is not None and lab.shape != pv_spatial:
-        raise DataError(f"labels {lab.shape} are not on the 13C grid {pv_spatial}", field="labels")
+        raise DataError(
+            f"labels {lab.shape} are not on the 13C grid {pv_spatial}",
+            file=labels.source if labels is not None else None,
+            field="labels",
+        )
     result = StageResult()
     with capture_warnings() as caught:
         fit = model.fit(signals)

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DataError, Problem
+from ...files import regular_file
 
 __all__ = [
     "GE_BVALUE_OFFSET",
@@ -708,7 +709,11 @@ def _read_file(path: Path, problems: list[Problem]) -> Any | None:
     from pydicom.errors import InvalidDicomError
 
     try:
+        # a named pipe among the files would block the open below forever
+        regular_file(path)
         return pydicom.dcmread(path)
+    except DataError as exc:
+        problems.append(_problem("warning", path, "", f"{exc.message}; skipped"))
     except InvalidDicomError:
         problems.append(
             _problem("warning", path, "", "not a DICOM file (no DICM preamble); skipped")
@@ -736,6 +741,7 @@ def index_series(folder: str | Path) -> dict[str, list[Path]]:
     index: dict[str, list[Path]] = defaultdict(list)
     for path in _walk(Path(folder)):
         try:
+            regular_file(path)
             ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
             uid = str(ds.SeriesInstanceUID)
         except Exception:

@@ -242,8 +242,8 @@ def calibrate_fluorine(
     bad = np.flatnonzero(~np.isfinite(conc) | (conc <= 0))
     if bad.size:
         raise FitError(
-            f"tube concentrations must be finite and > 0 mM, got {conc[bad[0]]!r} for tube "
-            f"{bad[0]}",
+            f"tube concentrations must be finite and > 0 mM, got {float(conc[bad[0]]):g} for "
+            f"tube {bad[0] + 1} (in label order)",
             field="fluorine_mM",
         )
     if not np.isfinite(voxel_volume_ml) or voxel_volume_ml <= 0:
