@@ -247,3 +247,25 @@ def test_cells19f_command_writes_the_table_of_the_fluorine_step(
     res = runner.invoke(app, [*args[: args.index("--anatomical")], "-o", str(tmp_path / "x.tsv")])
     assert res.exit_code == 2 and "anatomical" in res.output
     assert not (tmp_path / "x.tsv").exists()
+
+
+def test_iron_prints_the_fits_warnings_as_lines(tiny_study: Path, tmp_path: Path) -> None:
+    """The post-contrast T2* fit's summary (voxels at bounds) is one ``warning:`` line, as the
+    fit commands print it; it reached stderr as a raw Python warning with its source line."""
+    anat = tiny_study / "sub-002" / "ses-01" / "anat"
+    pre = runner.invoke(app, ["fit", "t2star", str(anat / "sub-002_ses-01_MEGRE.nii.gz"),
+                              "-o", str(tmp_path / "pre")])  # fmt: skip
+    assert pre.exit_code == 0, pre.output
+    res = runner.invoke(
+        app,
+        [
+            "iron",
+            str(tmp_path / "pre" / "sub-002_ses-01_MEGRE_t2star_R2star.nii.gz"),
+            str(anat / "sub-002_ses-01_ce-ferumoxytol_MEGRE.nii.gz"),
+            "-o",
+            str(tmp_path / "o"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "warning: t2star:" in res.output
+    assert "TumorscopeWarning" not in res.output and "model.fit(" not in res.output

@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from ._common import parse_floats, user_errors
+from ._common import parse_floats, quiet_warnings, user_errors
 from ._output import Overwrite, staged_output
 
 __all__ = ["register"]
@@ -100,7 +100,11 @@ def iron(
     from ..stages.iron import iron_from_rates, iron_maps
     from ..volume import Volume
 
-    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
+    with (
+        user_errors(),
+        quiet_warnings(),  # the fits' warnings are printed as lines below, with the maps
+        staged_output(out, overwrite=overwrite, prefix=prefix) as stage,
+    ):
         options = _iron_options(relaxivity, field_strength, rate)
         pre_vol = Volume.from_nifti(pre)
         lab = None if labels is None else _labels_on(labels, pre_vol, "map")
@@ -122,6 +126,8 @@ def iron(
         typer.echo(f"  {m.name:<20} {stage.final(m.path)}")
     if lab is not None:
         typer.echo(f"  {'table':<20} {stage.final(tp)}")
+    for msg in res.warnings:
+        typer.secho(f"warning: {msg}", fg=typer.colors.YELLOW, err=True)
 
 
 def _usage(message: str, option: str) -> Exception:
