@@ -106,6 +106,10 @@ class SeriesInput:
         return value
 
 
+#: Values looked at a time by :func:`check_has_data`.
+_DATA_CHUNK = 1 << 20
+
+
 def check_has_data(volume: Volume, label: str) -> Volume:
     """``volume`` when at least one of its voxel values is finite and non-zero.
 
@@ -118,20 +122,20 @@ def check_has_data(volume: Volume, label: str) -> Volume:
         Naming ``label`` and the field ``data``.
     """
     data = np.asarray(volume.data)
-    if data.size and np.issubdtype(data.dtype, np.floating):
-        ok = np.isfinite(data)
-        if not ok.any():
-            raise DataError(
-                "every voxel value is non-finite (NaN or inf)", file=label, field="data"
-            )
-        np.logical_and(ok, data != 0, out=ok)
-    else:
-        ok = data != 0
-    if not ok.any():
-        raise DataError(
-            "every voxel value is zero (an empty image, nothing to fit)", file=label, field="data"
-        )
-    return volume
+    flat = np.ravel(data, order="K")  # a view of a C- or F-ordered image
+    floating = np.issubdtype(data.dtype, np.floating)
+    for start in range(0, flat.size, _DATA_CHUNK):  # a real image stops in its first chunks
+        chunk = flat[start : start + _DATA_CHUNK]
+        ok = chunk != 0
+        if floating:
+            ok &= np.isfinite(chunk)
+        if ok.any():
+            return volume
+    if flat.size and floating and not np.isfinite(flat).any():
+        raise DataError("every voxel value is non-finite (NaN or inf)", file=label, field="data")
+    raise DataError(
+        "every voxel value is zero (an empty image, nothing to fit)", file=label, field="data"
+    )
 
 
 def _beside(image: Path) -> dict[str, Path]:
