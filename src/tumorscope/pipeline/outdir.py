@@ -473,6 +473,8 @@ def claim_output_folder(
         raise DataError(f"cannot create or lock the output folder: {exc}", file=out) from exc
     try:
         _write_holder(out, run_id)
+        if study_name is not None:  # again under the lock: another study's run may have
+            check_output_study(out, study, study_name)  # marked a new folder meanwhile
         marker = read_marker(out)
         if marker is None:
             if adopted:
