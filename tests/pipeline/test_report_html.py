@@ -193,9 +193,7 @@ def test_reports_load_in_headless_chromium(full_run: Any, tmp_path: Path, page: 
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
 
 
-def test_the_viewer_is_its_own_step_and_the_page_embeds_it(
-    full_run: Any, small_study: Path, tmp_path: Path
-) -> None:
+def test_the_viewer_is_its_own_step_and_the_page_embeds_it(full_run: Any, tmp_path: Path) -> None:
     """``report_viewer`` writes the viewer (its page and volumes are its outputs, not the
     subject page's) so that it runs beside ``measure`` and ``assess``; the subject page
     embeds it. A run of ``report_subject`` without ``report_viewer`` writes the viewer
@@ -222,7 +220,8 @@ def test_the_viewer_is_its_own_step_and_the_page_embeds_it(
     shutil.copytree(out, alone)
     for p in ("report/sub-002_viewer.html", "report/viewer/sub-002.js", "report/sub-002.html"):
         (alone / p).unlink()
-    run_study(small_study, alone, steps=[s for s in _steps() if s != "report_viewer"])
+    study = out.parent / "study"  # the study that was run (a copy of it is another study)
+    run_study(study, alone, steps=[s for s in _steps() if s != "report_viewer"])
     assert 'src="sub-002_viewer.html"' in (alone / "report" / "sub-002.html").read_text()
     same = (out / "report/viewer/sub-002.js").read_bytes()
     assert (alone / "report/viewer/sub-002.js").read_bytes() == same
