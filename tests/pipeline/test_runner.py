@@ -339,8 +339,8 @@ def test_a_full_disk_is_one_error_naming_the_file(
     import logging
 
     from tumorscope.errors import ExportError
+    from tumorscope.pipeline.checks import disk_errors
     from tumorscope.pipeline.logs import attach_log, detach_log, log
-    from tumorscope.pipeline.runner import _disk_errors
     from tumorscope.volume import atomic_write
 
     def full(tmp: Path) -> None:
@@ -355,7 +355,7 @@ def test_a_full_disk_is_one_error_naming_the_file(
         atomic_write(target, full)
 
     with pytest.raises(DataError, match="no space left on device") as err:
-        _disk_errors(tmp_path, run)()
+        disk_errors(tmp_path, run)()
     assert err.value.file == str(target)
 
     def db() -> None:
@@ -364,7 +364,7 @@ def test_a_full_disk_is_one_error_naming_the_file(
         )
 
     with pytest.raises(DataError, match="no space left on device"):
-        _disk_errors(tmp_path, db)()
+        disk_errors(tmp_path, db)()
 
     # a log record that cannot be written is dropped, not printed with its traceback
     handler = attach_log(tmp_path / "logs" / "run.log")

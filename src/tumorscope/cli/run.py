@@ -161,7 +161,7 @@ def run(
     executor = None
     try:
         with user_errors():
-            from ..pipeline.runner import check_workers
+            from ..pipeline.checks import check_workers
 
             check_workers(workers)  # before a local cluster of that many workers starts
             if workers and not scheduler:

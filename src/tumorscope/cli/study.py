@@ -124,7 +124,7 @@ def demo(
     console = Console()
     n = default_workers() if workers is None else workers
     with user_errors():
-        from ..pipeline.runner import check_workers
+        from ..pipeline.checks import check_workers
 
         check_workers(n)  # at least 1, at most 4 per core: before any worker starts
     study_dir = out / "study"

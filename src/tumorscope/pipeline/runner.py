@@ -47,10 +47,11 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, layout
 from ..errors import DataError, StudyError, TumorscopeError
 from ..owned import check_outside
+from .checks import check_aif_file, check_not_in_memory, check_scheduler, check_workers, disk_errors
 from .execute import execute_subject, execute_unit, memory_budget, step_concurrency
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
-from .options import DCE_AIFS, RunOptions, resolve_options
+from .options import RunOptions, resolve_options
 from .outdir import (
     check_lock_timeout,
     check_output_study,
@@ -217,11 +218,11 @@ def run_study(
     root = Path(study).resolve()
     check_workers(workers)
     if scheduler is not None:
-        _check_scheduler(scheduler)
+        check_scheduler(scheduler)
     check_lock_timeout(lock_timeout)
     if db_url is not None:
         check_url(db_url)  # an unsupported database stops the run before anything is written
-        _check_not_in_memory(db_url)
+        check_not_in_memory(db_url)
     study_obj = open_study(root)
     out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
     # not the study, nor inside it but below derivatives/ (tumorscope.owned.check_outside)
@@ -229,7 +230,7 @@ def run_study(
     wanted = _wanted_steps(force, steps, report)
     implied = _implied_register(wanted, steps)
     opts = resolve_options(options, study_obj.manifest.options)
-    _check_aif_file(opts.dce_aif)
+    check_aif_file(opts.dce_aif)
     ctx = Context(root, out, opts)
     step_concurrency(None)  # a bad TUMORSCOPE_STEP_CONCURRENCY stops the run here
     memory_budget()  # and a bad TUMORSCOPE_MEMORY_BUDGET, before anything is written
@@ -248,7 +249,7 @@ def run_study(
         local = bool(workers) and not scheduler
         executor = Executor(workers=workers, scheduler=scheduler, background=True, warm=local)
     try:
-        return _disk_errors(out, _run)(
+        return disk_errors(out, _run)(
             study_obj,
             out,
             ctx,
@@ -268,37 +269,6 @@ def run_study(
     finally:
         if executor is not given or close_executor:
             executor.close()  # (idempotent) also when the folder could not be claimed
-
-
-def _disk_errors(out: Path, fn: Any) -> Any:
-    """``fn`` with a full disk (or quota) turned into one :class:`DataError` naming the file
-    that could not be written (else the output folder), no traceback."""
-    import errno
-    import functools
-
-    @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            where = Path(exc.filename) if exc.filename else out
-            raise DataError(
-                f"could not write this file: {os.strerror(exc.errno).lower()}; free some "
-                "space and run again (what was done is kept)",
-                file=where,
-            ) from exc
-        except TumorscopeError as exc:
-            if "database or disk is full" not in str(exc):
-                raise
-            raise DataError(
-                "could not write the database: no space left on device; free some space and "
-                "run again (what was done is kept)",
-                file=exc.file or out,
-            ) from exc
-
-    return wrapped
 
 
 def _preflight(study_obj: Study) -> None:
@@ -455,90 +425,6 @@ def _implied_register(wanted: set[str], steps: Sequence[str] | None) -> str | No
         f"--steps: added register, which {', '.join(needing)} need(s) "
         "(skipped when it is up to date)"
     )
-
-
-#: ``--workers`` is at most this many worker processes per core of the machine.
-WORKERS_PER_CORE = 4
-
-
-def check_workers(workers: int | None) -> None:
-    """``--workers``: at least 1, at most :data:`WORKERS_PER_CORE` per core (each worker is
-    a process that holds a subject's images: more cannot run faster, and a huge count would
-    start processes until the machine is out of memory)."""
-    if workers is None:
-        return
-    if workers < 1:  # 0 is no "serial": that is workers=None
-        raise DataError(f"expected at least 1 worker, got {workers}", field="--workers")
-    cores = os.cpu_count() or 1
-    limit = WORKERS_PER_CORE * cores
-    if workers > limit:
-        raise DataError(
-            f"expected at most {limit} workers ({WORKERS_PER_CORE} per core, {cores} core(s) "
-            f"here), got {workers}",
-            field="--workers",
-        )
-
-
-def _check_scheduler(address: str) -> None:
-    """``--scheduler``: the address of a Dask scheduler, ``[protocol://]host:port``."""
-    import re
-
-    m = re.fullmatch(
-        r"(?:(tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):(\d+)/?", address
-    )
-    if m is None or not 0 < int(m.group(3)) < 65536:
-        raise DataError(
-            f"expected the address of a Dask scheduler, tcp://host:port, got {address!r}",
-            field="--scheduler",
-        )
-
-
-def _check_not_in_memory(url: str) -> None:
-    """``--db``: not an in-memory SQLite database (its results would be lost at the end)."""
-    scheme, _, rest = url.partition("://")
-    if not scheme.lower().startswith("sqlite"):
-        return
-    path = rest[1:] if rest.startswith("/") else rest
-    path, _, query = path.partition("?")
-    if path in ("", ":memory:") or path.startswith("file::memory:") or "mode=memory" in query:
-        raise DataError(
-            f"{url!r} is an in-memory database: the results would be lost when the run ends; "
-            "give a database file, e.g. sqlite:///path/tumorscope.sqlite",
-            field="--db",
-        )
-
-
-def _check_aif_file(aif: str) -> None:
-    """``--dce-aif`` naming a file: a readable AIF table (``time_s`` and ``cp_mM`` or
-    ``cb_mM``), checked before anything is written rather than in every DCE unit."""
-    from ..models.aif import load_aif_csv
-
-    if aif.lower() in DCE_AIFS:
-        return
-    path = Path(aif)
-    try:
-        head = path.read_text(encoding="utf-8-sig").splitlines()[:1]
-    except UnicodeDecodeError:
-        raise DataError(
-            "not a text file: expected an AIF table (CSV or TSV with the columns time_s and "
-            "cp_mM or cb_mM)",
-            file=path,
-            field="--dce-aif",
-        ) from None
-    except OSError as exc:
-        raise DataError(
-            f"cannot read the AIF file: {exc.strerror or exc}", file=path, field="--dce-aif"
-        ) from None
-    cols = [c.strip() for c in (head[0].replace("\t", ",").split(",") if head else [])]
-    column = next((c for c in ("cp_mM", "cb_mM") if c in cols), None)
-    if column is None or "time_s" not in cols:
-        raise DataError(
-            f"not an AIF table: expected the columns time_s and cp_mM (plasma) or cb_mM "
-            f"(whole blood); the first line holds {cols[:6]}",
-            file=path,
-            field="--dce-aif",
-        )
-    load_aif_csv(path, concentration_column=column)
 
 
 def _active_steps(wanted: set[str], summary: RunSummary) -> list[Step]:
