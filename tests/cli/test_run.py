@@ -66,6 +66,7 @@ def test_run_refuses_bad_arguments(study2: Path, tmp_path: Path) -> None:
         (["--scheduler", "tcp://host:99999"], {}, "--scheduler"),
         (["--db", "sqlite:///"], {}, "--db"),
         (["--db", "sqlite:///:memory:"], {}, "--db"),
+        (["--db", "sqlite:////nonexistent/dir/x.sqlite"], {}, "--db"),
         (["--lock-timeout", "nan"], {}, "--lock-timeout"),
         (["--steps", ""], {}, "--steps"),
         (["--steps", ",,,"], {}, "--steps"),

@@ -16,8 +16,8 @@ from .options import DCE_AIFS
 __all__ = [
     "WORKERS_PER_CORE",
     "check_aif_file",
-    "check_not_in_memory",
     "check_scheduler",
+    "check_sqlite_url",
     "check_workers",
     "disk_errors",
 ]
@@ -59,8 +59,9 @@ def check_scheduler(address: str) -> None:
         )
 
 
-def check_not_in_memory(url: str) -> None:
-    """``--db``: not an in-memory SQLite database (its results would be lost at the end)."""
+def check_sqlite_url(url: str, out: Path) -> None:
+    """``--db`` of SQLite: a database file (an in-memory database would lose the results at
+    the end) in a folder that exists or is the output folder ``out`` (created by the run)."""
     scheme, _, rest = url.partition("://")
     if not scheme.lower().startswith("sqlite"):
         return
@@ -70,6 +71,12 @@ def check_not_in_memory(url: str) -> None:
         raise DataError(
             f"{url!r} is an in-memory database: the results would be lost when the run ends; "
             "give a database file, e.g. sqlite:///path/tumorscope.sqlite",
+            field="--db",
+        )
+    folder = Path(path.removeprefix("file:")).parent.resolve()
+    if not folder.is_dir() and folder != out:
+        raise DataError(
+            f"the folder of the database file does not exist ({folder}); nothing was written",
             field="--db",
         )
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, layout
 from ..errors import DataError, StudyError, TumorscopeError
 from ..owned import check_outside
-from .checks import check_aif_file, check_not_in_memory, check_scheduler, check_workers, disk_errors
+from .checks import check_aif_file, check_scheduler, check_sqlite_url, check_workers, disk_errors
 from .execute import execute_subject, execute_unit, memory_budget, step_concurrency
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
@@ -222,11 +222,12 @@ def run_study(
     check_lock_timeout(lock_timeout)
     if db_url is not None:
         check_url(db_url)  # an unsupported database stops the run before anything is written
-        check_not_in_memory(db_url)
     study_obj = open_study(root)
     out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
     # not the study, nor inside it but below derivatives/ (tumorscope.owned.check_outside)
     check_outside(out, root, what="the study", option="--out", study=True)
+    if db_url is not None:
+        check_sqlite_url(db_url, out)  # a file, in a folder that exists (or is out)
     wanted = _wanted_steps(force, steps, report)
     implied = _implied_register(wanted, steps)
     opts = resolve_options(options, study_obj.manifest.options)
