@@ -146,7 +146,9 @@ def read_table(path: str | os.PathLike[str], *, target_limits: bool = True) -> p
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ResponseError(f"cannot read the table: {exc}", file=p) from None
     _check_columns([str(c) for c in header], source=str(p))
-    return validate_table(df, source=str(p), first_line=2, target_limits=target_limits)
+    return validate_table(
+        df, source=str(p), first_line=2, target_limits=target_limits, real_dates=True
+    )
 
 
 def validate_table(
@@ -155,6 +157,7 @@ def validate_table(
     source: str | None = None,
     first_line: int | None = None,
     target_limits: bool = True,
+    real_dates: bool = False,
 ) -> pd.DataFrame:
     """Check a measurement table against the rules every criterion relies on.
 
@@ -173,6 +176,11 @@ def validate_table(
         lesions per organ)" at baseline. False for criteria with limits of their own (RANO,
         iRANO: :mod:`tumorscope.response.rano` checks them) and for a table not yet tied to a
         criterion (:func:`tumorscope.response.from_lesion_table`).
+    real_dates : bool, default False
+        Dates of measured visits: from :data:`EARLIEST_DATE` (1971-01-01, as the study
+        manifest's) to tomorrow. :func:`read_table` (a user's file, ``tumorscope assess``)
+        checks them; tables built in code (the pipeline's, from a checked manifest; made-up
+        schedules) need not.
 
     Returns
     -------
@@ -254,11 +262,11 @@ def validate_table(
         if not pd.Timestamp.min <= stamp <= pd.Timestamp.max:
             raise fail(i, "date", f"date {s!r} is outside the years 1678 to 2261")
         latest = dt.date.today() + dt.timedelta(days=1)
-        if stamp.date() < EARLIEST_DATE:
+        if real_dates and stamp.date() < EARLIEST_DATE:
             raise fail(
                 i, "date", f"date {s} is before {EARLIEST_DATE} (before clinical CT and MRI)"
             )
-        if stamp.date() > latest:
+        if real_dates and stamp.date() > latest:
             raise fail(
                 i,
                 "date",
@@ -280,7 +288,7 @@ def validate_table(
             rt_end.append(pd.Timestamp(text))
         except (ValueError, OverflowError):
             raise fail(i, "radiotherapy_end", f"date {text!r} does not exist") from None
-        if rt_end[-1].date() < EARLIEST_DATE:
+        if real_dates and rt_end[-1].date() < EARLIEST_DATE:
             raise fail(
                 i,
                 "radiotherapy_end",
