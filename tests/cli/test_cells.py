@@ -54,6 +54,51 @@ def test_iron_command(tmp_path: Path) -> None:
     )
     res = runner.invoke(app, ["iron", str(a), str(b), "-o", str(tmp_path / "o5")])
     assert res.exit_code == 2 and "relaxivity" in res.output
+    assert not (tmp_path / "o5").exists()
+
+
+def test_iron_and_cells19f_keep_the_user_files(tmp_path: Path) -> None:
+    """``--prefix`` stays in ``-o``; a file of the same name is replaced only with --overwrite."""
+    pre = np.full((4, 4, 2), 25.0)
+    a = _write(tmp_path / "pre.nii.gz", pre)
+    b = _write(tmp_path / "post.nii.gz", pre + 10)
+    lp = _write(tmp_path / "lab.nii.gz", np.ones((4, 4, 2)))
+    out = tmp_path / "o"
+    iron = ["iron", str(a), str(b), "-o", str(out), "--labels", str(lp), "--field-strength", "3"]
+    mine = tmp_path / "my_iron_Fe.nii.gz"
+    mine.write_text("user data")
+    res = runner.invoke(app, [*iron, "--prefix", "../my_"])
+    assert res.exit_code == 2 and "--prefix" in res.output
+    assert mine.read_text() == "user data" and not out.exists()
+    out.mkdir()
+    (out / "iron_uptake.tsv").write_text("user data")
+    res = runner.invoke(app, iron)
+    assert res.exit_code == 2 and "iron_uptake.tsv" in res.output and "--overwrite" in res.output
+    assert [p.name for p in out.iterdir()] == ["iron_uptake.tsv"]
+    assert (out / "iron_uptake.tsv").read_text() == "user data"
+    res = runner.invoke(app, [*iron, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert (out / "iron_uptake.tsv").read_text().startswith("label")
+    assert f"{out / 'iron_Fe.nii.gz'}" in " ".join(res.output.split())
+    # cells19f: -o is the table itself
+    tubes = np.zeros((6, 6, 4))
+    tubes[:2, :2] = 1
+    ip = _write(tmp_path / "f19.nii.gz", np.random.default_rng(0).random((6, 6, 4)) + 50 * tubes)
+    tp = _write(tmp_path / "tubes.nii.gz", tubes)
+    regions = np.zeros((6, 6, 4))
+    regions[3:, 3:] = 1
+    rp = _write(tmp_path / "regions.nii.gz", regions)
+    table = tmp_path / "cells.tsv"
+    table.write_text("user data")
+    cells = ["cells19f", str(ip), "--tubes", str(tp), "--tube-mM", "20", "--regions", str(rp)]
+    cells += ["--fluorine-per-cell", "1e12", "--noise-sigma", "1", "-o", str(table)]
+    res = runner.invoke(app, cells)
+    assert res.exit_code == 2 and "cells.tsv" in res.output and "--overwrite" in res.output
+    assert table.read_text() == "user data"
+    res = runner.invoke(app, [*cells, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert table.read_text().startswith("label")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_cells19f_command(tmp_path: Path) -> None:

@@ -60,6 +60,19 @@ def test_fit_with_one_t1_and_a_population_aif(visit, tmp_path: Path) -> None:
             "'auto') or an existing CSV/TSV file",
         ),
         (
+            ["--t1-ms", "1000", "--aif-delay", "nan"],
+            "error: --aif-delay: must be a finite delay within ±600 s, got nan",
+        ),
+        (
+            ["--t1-ms", "1e300"],
+            "error: --t1-ms: must be a T1 of 5 to 50000 ms, got 1e+300",
+        ),
+        (
+            ["--t1-ms", "1000", "--prefix", "../x_"],
+            "error: --prefix: must be a file-name prefix (no folder, no '/', not '..'), got "
+            "'../x_'; choose the folder with --out",
+        ),
+        (
             ["--t1-ms", "1000", "--model", "ivim"],
             "error: model: unknown DCE model 'ivim'; expected one of ('tofts', "
             "'extended_tofts', 'patlak', '2cxm', '2cum')",
@@ -70,8 +83,9 @@ def test_bad_options_exit_2_with_one_error(visit, tmp_path: Path, args, error: s
     out = tmp_path / "never"
     res = _invoke(str(visit.series["dce"].path), "--out", str(out), *args)
     assert res.exit_code == 2
-    assert res.output.strip() == error
+    assert " ".join(res.output.split()) == error
     assert not out.exists()
+    assert list(tmp_path.iterdir()) == []  # no staging folder left
 
 
 def test_command_and_pipeline_step_write_identical_files(visit, tmp_path: Path) -> None:

@@ -77,9 +77,12 @@ def test_cli_fit_dwi_ivim_writes_maps(tmp_path: Path) -> None:
     assert "bval" in prov["inputs"] and "mask" in prov["inputs"]
     status = np.asarray(nib.load(str(out / "sub-001_ses-01_dwi_ivim_status.nii.gz")).dataobj)
     assert np.all(status[~m] == 255) and np.all(status[m] == 0)
-    # a re-run replaces the outputs (no duplicates, no temporary files left)
+    # a re-run replaces the outputs only with --overwrite (no duplicates, no temporary files)
     before = sorted(p.name for p in out.iterdir())
     res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    assert sorted(p.name for p in out.iterdir()) == before
+    res = CliRunner().invoke(app, [*args, "--overwrite"])
     assert res.exit_code == 0
     assert sorted(p.name for p in out.iterdir()) == before
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
@@ -196,3 +199,125 @@ def test_cli_region_body_fits_the_voxels_with_signal(tmp_path: Path) -> None:
         assert ("region" in side["Provenance"]) == (region == "body")
     assert np.all(np.isnan(maps["body"][0])) and np.all(np.isfinite(maps["all"][0]))
     np.testing.assert_array_equal(maps["body"][1:], maps["all"][1:])
+
+
+@pytest.mark.parametrize("prefix", ["../my_", "/tmp/abs_", "sub/x_", "..", ".tumorscope-tmp-x"])
+def test_cli_prefix_is_a_file_name_prefix(tmp_path: Path, prefix: str) -> None:
+    series, _ = _write_series(tmp_path)
+    victim = tmp_path / "my_ADC.nii.gz"
+    victim.write_text("user data")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = tmp_path / "out"
+    args = ["fit", "dwi", str(series), "-m", "adc", "-o", str(out), "--prefix", prefix]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "--prefix" in res.output
+    assert victim.read_text() == "user data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # not even the folder
+
+
+def test_cli_existing_file_is_replaced_only_with_overwrite(tmp_path: Path) -> None:
+    series, _ = _write_series(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    mine = out / "sub-001_ses-01_dwi_adc_ADC.nii.gz"
+    mine.write_text("user data")
+    args = ["fit", "dwi", str(series), "-m", "adc", "-o", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert "sub-001_ses-01_dwi_adc_ADC.nii.gz" in res.output and "--overwrite" in res.output
+    assert mine.read_text() == "user data"
+    assert [p.name for p in out.iterdir()] == [mine.name]  # nothing else written, no temp left
+    res = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert nib.load(str(mine)).shape == (4, 3, 2)
+    assert str(mine) in res.output  # the printed paths are the final ones
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_fit_failing_half_way_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    import tumorscope.volume as volume
+
+    series, _ = _write_series(tmp_path)
+    out = tmp_path / "out"
+    calls = []
+    real = volume.atomic_write
+
+    def full_disk(path, writer):  # the third map hits a full disk, half written
+        calls.append(path)
+        if len(calls) != 3:
+            return real(path, writer)
+
+        def half(tmp):
+            tmp.write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+        return real(path, half)
+
+    monkeypatch.setattr(volume, "atomic_write", full_disk)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    res = CliRunner().invoke(app, ["fit", "dwi", str(series), "-m", "adc", "-o", str(out)])
+    assert len(calls) == 3
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "No space left on device" in text and ".tumorscope-tmp" not in text
+    assert str(out / calls[2].name) in text  # the output's name, not a temporary one
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no folder, no staging left
+
+
+def test_cli_output_name_too_long_names_the_output(tmp_path: Path) -> None:
+    series, _ = _write_series(tmp_path)
+    long = tmp_path / ("x" * 200 + series.name)
+    series.rename(long)
+    (tmp_path / "sub-001_ses-01_dwi.bval").rename(
+        tmp_path / ("x" * 200 + "sub-001_ses-01_dwi.bval")
+    )
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["fit", "dwi", str(long), "-m", "adc", "-o", str(out)])
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "too long" in text and ".tumorscope-tmp" not in text
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_swallowed_ctrl_c_stops_the_command_with_exit_130_and_nothing_delivered(
+    tmp_path: Path,
+) -> None:
+    """A Ctrl-C whose KeyboardInterrupt code below tumorscope swallows (llvmlite's ctypes
+    callback during numba's first compilation did: the fit ran on and exited 0 with every map
+    written) still stops the command: exit 130, the output folder not created
+    (tumorscope._interrupt). The process sends itself SIGINT inside the fit and drops the
+    exception, as the callback did."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    series, _ = _write_series(tmp_path)
+    out = tmp_path / "out"
+    script = textwrap.dedent(
+        f"""
+        import os, signal, sys, time
+        import tumorscope.stages.diffusion as d
+        original = d.fit_dwi
+        def swallowing(*a, **k):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass  # dropped, as ctypes drops an exception raised in a callback
+            return original(*a, **k)
+        d.fit_dwi = swallowing
+        sys.argv = ["tumorscope", "fit", "dwi", {str(series)!r}, "-m", "adc", "-o", {str(out)!r}]
+        from tumorscope.cli import main
+        main()
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert res.returncode == 130, (res.returncode, res.stdout, res.stderr)
+    assert not out.exists()
+    assert not list(tmp_path.glob(".tumorscope-tmp-*"))

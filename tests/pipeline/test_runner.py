@@ -383,3 +383,21 @@ def test_a_full_disk_is_one_error_naming_the_file(
     finally:
         detach_log(handler)
     assert "Logging error" not in capsys.readouterr().err
+
+
+def test_a_ctrl_c_swallowed_inside_a_unit_starts_no_other_unit(
+    study2: Path, tmp_path: Path, quick: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command line's SIGINT handler remembers a Ctrl-C (tumorscope._interrupt); if the
+    KeyboardInterrupt was swallowed inside a unit (numba's first compilation), the executor
+    starts no further unit and the run stops as for a Ctrl-C."""
+    import threading
+
+    from tumorscope import _interrupt
+
+    seen = threading.Event()
+    seen.set()
+    monkeypatch.setattr(_interrupt, "_seen", seen)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(study2, tmp_path / "out", **quick)
+    assert not list((tmp_path / "out").glob("sub-*/ses-*/maps/*.nii.gz"))

@@ -194,6 +194,25 @@ def test_assess_command_writes_csv_and_json(tmp_path):
     assert payload["best_overall_response"][0]["best_response"] == "iPR"
 
 
+def test_assess_command_replaces_a_file_only_with_overwrite(tmp_path):
+    """Beside the table (the default folder) a file of the same name may be the user's."""
+    from tumorscope.cli import app
+
+    src = _write(tmp_path, CSV)
+    mine = tmp_path / "m_recist1.1.csv"
+    mine.write_text("my precious notes")
+    res = CliRunner().invoke(app, ["assess", str(src)])
+    assert res.exit_code == 2
+    assert "m_recist1.1.csv" in res.output and "--overwrite" in res.output
+    assert mine.read_text() == "my precious notes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, mine.name])
+    res = CliRunner().invoke(app, ["assess", str(src), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert pd.read_csv(mine)["response"].tolist()[0] == "baseline"
+    assert (tmp_path / "m_recist1.1.json").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
 def test_assess_command_bad_table_exits_2_and_writes_nothing(tmp_path):
     from tumorscope.cli import app
 

@@ -229,6 +229,13 @@ def test_cli_measure(study_copy, truth_maps, tmp_path):
     present = df[df["present"]]
     fr = present[[c for c in df.columns if c.endswith("_fraction")]].sum(axis=1)
     assert np.allclose(fr, 1.0)
+    # the table is replaced only with --overwrite (it may be the user's file)
+    (out / "lesions.csv").write_text("user data")
+    again = runner.invoke(app, ["measure", str(study_copy), "--maps", str(truth_maps), "--out",
+                                str(out), "--format", "csv"])  # fmt: skip
+    assert again.exit_code == 2 and "lesions.csv" in again.output and "--overwrite" in again.output
+    assert (out / "lesions.csv").read_text() == "user data"
+    assert sorted(p.name for p in out.iterdir()) == ["lesions.csv"]
     bad = runner.invoke(
         app, ["measure", str(study_copy), "--out", str(tmp_path / "bad"), "--format", "xlsx"]
     )

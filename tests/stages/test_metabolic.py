@@ -118,6 +118,34 @@ def test_commands(visit, tmp_path) -> None:
     assert res.exit_code == 2 and "no water reference" in res.output
 
 
+def test_commands_keep_the_user_files(visit, tmp_path) -> None:
+    """``--prefix`` stays in ``-o``; a file of the same name is replaced only with --overwrite."""
+    root, _ = visit
+    f = _files(root)
+    runner = CliRunner()
+    victim = tmp_path / "esc_hp13c_kPL.nii.gz"
+    victim.write_text("user data")
+    out = tmp_path / "out"
+    hp = ["hp13c", str(f["pyr"]), str(f["lac"]), "-o", str(out)]
+    res = runner.invoke(app, [*hp, "--prefix", "../esc_"])
+    assert res.exit_code == 2 and "--prefix" in res.output
+    mrs = ["mrs", str(f["svs"]), "--water", str(f["ref"]), "-o", str(out)]
+    res = runner.invoke(app, [*mrs, "--prefix", "/abs_"])
+    assert res.exit_code == 2 and "--prefix" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [victim.name]
+    out.mkdir()
+    for args, name in ((hp, "hp13c_kPL.nii.gz"), (mrs, "mrs_NAA.nii.gz")):
+        (out / name).write_text("user data")
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2 and name in res.output and "--overwrite" in res.output
+        assert (out / name).read_text() == "user data"
+        res = runner.invoke(app, [*args, "--overwrite"])
+        assert res.exit_code == 0, res.output
+        assert Volume.from_nifti(out / name).data.ndim == 3
+    assert victim.read_text() == "user data"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
 def test_deuterium_file_gives_lactate_ratios(tmp_path) -> None:
     from tumorscope.io.mrs import write_nifti_mrs
     from tumorscope.models.metabolic.basis import DEUTERIUM_SHIFTS_PPM, singlet_basis

@@ -59,16 +59,30 @@ def main() -> None:
     """Entry point of the console script: every command, and whatever runs outside a
     command's own error handling (printing, option parsing callbacks), under
     :func:`~tumorscope.cli._common.user_errors`, so a crash exits 2 with a message, never 1
-    with a traceback (1 means "the job ran and found problems"). The process then exits
+    with a traceback (1 means "the job ran and found problems"); a Ctrl-C exits 130, also one
+    that code below swallowed (:mod:`tumorscope._interrupt`). The process then exits
     without the collector's passes over what the command left
     (:func:`tumorscope._exit.skip_collection_at_exit`: ~1 s less per command).
     """
+    from .. import _interrupt
     from .._exit import skip_collection_at_exit
     from ._common import user_errors
 
     skip_collection_at_exit()
+    _interrupt.install()
     try:
         with user_errors():
             app()
     except typer.Exit as stop:  # raised by user_errors outside Click's own handling
-        raise SystemExit(stop.exit_code) from None
+        raise SystemExit(_interrupted_or(stop.exit_code)) from None
+    except SystemExit as stop:  # Click's: "Aborted!" and 1 for a Ctrl-C
+        raise SystemExit(_interrupted_or(stop.code)) from None
+    if _interrupt.seen():  # a Ctrl-C that code below swallowed (tumorscope._interrupt)
+        raise SystemExit(_interrupt.EXIT_CODE)
+
+
+def _interrupted_or(code: object) -> object:
+    """Exit 130 after a Ctrl-C (:mod:`tumorscope._interrupt`), else ``code``."""
+    from .. import _interrupt
+
+    return _interrupt.EXIT_CODE if _interrupt.seen() else code

@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from ._common import user_errors
+from ._output import Overwrite, staged_output
 
 
 def assess(
@@ -38,6 +39,7 @@ def assess(
     min_sd_days: int = typer.Option(
         0, help="Minimum days from baseline for stable disease to count."
     ),
+    overwrite: Overwrite = False,
 ) -> None:
     """Score every visit of every subject and print the responses with their reasons."""
     import json
@@ -66,9 +68,6 @@ def assess(
             else best_overall_response(result, confirm=confirm, min_sd_days=min_sd_days)
         )
         stem = f"{stem_base}_{name}"
-        if table.is_dir():
-            measured = source.drop(columns=["row"])
-            write_csv(measured, folder / "measurements.csv")
         csv_path = folder / f"{stem}.csv"
         json_path = folder / f"{stem}.json"
         printable = result.assign(date=result["date"].dt.strftime("%Y-%m-%d"))
@@ -78,8 +77,12 @@ def assess(
             "visits": json.loads(printable.to_json(orient="records")),
             "best_overall_response": json.loads(bor.to_json(orient="records")),
         }
-        write_csv(printable, csv_path)
-        write_json(json_path, payload)
+        with staged_output(folder, overwrite=overwrite) as stage:
+            if table.is_dir():
+                measured = source.drop(columns=["row"])
+                write_csv(measured, stage.folder / "measurements.csv")
+            write_csv(printable, stage.folder / csv_path.name)
+            write_json(stage.folder / json_path.name, payload)
 
     view = Table(title=_plain(f"{name} responses: {table.name}")[0], show_lines=False)
     for col in ("subject", "visit", "date", "response", "sum", "Δbase", "Δnadir"):

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from ._common import parse_floats, user_errors
+from ._output import Overwrite, staged_output
 
 __all__ = ["register"]
 
@@ -81,6 +82,7 @@ def iron(
         None, "--post-status", help="Status map of the POST fit (a fitted series has its own)."
     ),
     prefix: str = typer.Option("", "--prefix", help="File name prefix."),
+    overwrite: Overwrite = False,
 ) -> None:
     """ΔR2* → apparent iron concentration (mM Fe) maps and a per-label uptake table.
 
@@ -98,12 +100,12 @@ def iron(
     from ..stages.iron import iron_from_rates, iron_maps
     from ..volume import Volume
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         options = _iron_options(relaxivity, field_strength, rate)
         pre_vol = Volume.from_nifti(pre)
         lab = None if labels is None else _labels_on(labels, pre_vol, "map")
         series = _post_series(post, options)
-        kw: dict[str, Any] = {"out_dir": out, "prefix": prefix, "options": options}
+        kw: dict[str, Any] = {"out_dir": stage.folder, "prefix": prefix, "options": options}
         if series.protocol is not None:
             if post_status is not None:
                 raise _usage("a fitted post-contrast series has its own status", "--post-status")
@@ -114,12 +116,12 @@ def iron(
                                   post_status=post_status, pre_label=str(pre), **kw)  # fmt: skip
             post_map = series.path
         if lab is not None:
-            tp = Path(out) / f"{prefix}iron_uptake.tsv"
+            tp = stage.folder / f"{prefix}iron_uptake.tsv"
             _write_table(tp, _uptake_rows(pre_vol, post_map, lab, res))
     for m in res.maps:
-        typer.echo(f"  {m.name:<20} {m.path}")
+        typer.echo(f"  {m.name:<20} {stage.final(m.path)}")
     if lab is not None:
-        typer.echo(f"  {'table':<20} {tp}")
+        typer.echo(f"  {'table':<20} {stage.final(tp)}")
 
 
 def _usage(message: str, option: str) -> Exception:
@@ -214,6 +216,7 @@ def cells19f(
     ),
     subject: str = typer.Option(None, "--subject", help="Subject column of a .parquet table."),
     visit: str = typer.Option(None, "--visit", help="Visit column of a .parquet table."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Count 19F-labelled cells per region (below-detection regions are reported as such).
 
@@ -223,7 +226,8 @@ def cells19f(
     """
     from ..stages.fluorine import FluorineOptions, count_cells_19f
 
-    with user_errors():
+    with user_errors(), staged_output(out.parent, overwrite=overwrite) as stage:
+        table = stage.folder / out.name
         img = _series(image, "fluorine")
         tube = _series(tubes, "fluorine_tubes")
         conc = None if tube_mm is None else _tube_concentrations(tube_mm, tubes)
@@ -236,13 +240,13 @@ def cells19f(
             None if anatomical is None else _series(anatomical, "anatomical"),
             _volume(regions),
             None if lesion_table is None else _lesion_ids(lesion_table),
-            table_path=out if parquet else None,
+            table_path=table if parquet else None,
             options=options,
             keys=keys,
             background=None if background is None else _volume(background),
         )
         if not parquet:
-            _write_table(out, res.rows["counts"])
+            _write_table(table, res.rows["counts"])
     for note in res.warnings:
         typer.echo(note)
     for r in res.rows["cells19f"]:

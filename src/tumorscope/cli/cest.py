@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from ._common import ChunkVoxels, MaskFile, OutDir, PrefixOrDefault, parse_floats, user_errors
+from ._output import Overwrite, staged_output
 from .fit import fit_app
 
 __all__: list[str] = []
@@ -67,6 +68,7 @@ def cest(
     ] = 3.0,
     prefix: PrefixOrDefault = None,
     chunk_voxels: ChunkVoxels = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Z-spectra normalised by their M0 images; B0 (WASABI, WASSR or the spectrum itself);
     MTRasym, 5-pool Lorentzian amplitudes, widths and positions; AREX with a T1 map."""
@@ -74,7 +76,7 @@ def cest(
     from ..stages.base import read_series
     from ..stages.cest import CESTOptions, fit_cest
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         opts = CESTOptions(
             mtr_asym_ppm=tuple(parse_floats(mtr_asym, "--mtr-asym")),
             lorentzian=not no_lorentzian,
@@ -92,7 +94,7 @@ def cest(
             inputs[f"cest_{i}"] = read_series(p, "cest", role=f"cest_{i}")
         res = fit_cest(
             inputs,
-            out_dir=out,
+            out_dir=stage.folder,
             prefix=prefix if prefix is not None else f"{stem(series)}_",
             options=opts,
             mask=mask,
@@ -103,4 +105,4 @@ def cest(
         typer.echo(f"note: {note}")
     for path in res.files:
         if path.name.endswith(".nii.gz"):
-            typer.echo(f"  {path}")
+            typer.echo(f"  {stage.final(path)}")

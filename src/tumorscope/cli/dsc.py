@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from ._common import ChunkVoxels, OutDir, Prefix, print_outputs, quiet_warnings, user_errors
+from ._output import Overwrite, staged_output
 from .fit import fit_app
 
 __all__ = ["dsc", "register"]
@@ -72,13 +73,18 @@ def dsc(
     tissue_density: Annotated[float, _opt("--tissue-density", "g/mL.")] = 1.04,
     prefix: Prefix = "",
     chunk_voxels: ChunkVoxels = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Deconvolve a DSC series (sSVD, cSVD, oSVD, Tikhonov) with leakage correction and rCBV."""
     from ..stages.base import read_series
     from ..stages.dsc import DSCOptions, fit_dsc
     from ..volume import Volume
 
-    with user_errors(), quiet_warnings():
+    with (
+        user_errors(),
+        quiet_warnings(),
+        staged_output(out, overwrite=overwrite, prefix=prefix) as stage,
+    ):
         labels = None if lesions is None else Volume.from_nifti(lesions)
         ids = None
         if reference is not None:
@@ -95,7 +101,7 @@ def dsc(
             read_series(series, "dsc"),
             labels,
             ids,
-            out_dir=out,
+            out_dir=stage.folder,
             prefix=prefix,
             options=options,
             aif_mask=aif_mask,
@@ -103,7 +109,11 @@ def dsc(
             echo2=None if echo2 is None else read_series(echo2, "dsc", role="dsc_echo2"),
         )
     n = int(res.maps[0].fit.mask.sum()) if res.maps and res.maps[0].fit is not None else 0
-    files = {p.name.removesuffix(".nii.gz"): p for p in res.files if not p.name.endswith(".json")}
+    files = {
+        p.name.removesuffix(".nii.gz"): stage.final(p)
+        for p in res.files
+        if not p.name.endswith(".json")
+    }
     echoes = "dual echo, " if echo2 is not None else ""
     print_outputs(
         f"fitted DSC ({echoes}{method}, leakage {leakage}) to {n:,} voxels", res.warnings, files

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ._common import print_outputs, user_errors
+from ._output import Overwrite, Staging, staged_output
 
 if TYPE_CHECKING:
     from ..stages.fit import FitOutputs
@@ -67,6 +68,7 @@ def dwi(
         help="Without --mask: 'all' voxels, or 'body' (lowest-b signal >= 10% of its 99th "
         "percentile; the pipeline's default).",
     ),
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit a diffusion model (ADC, IVIM, DKI, DTI, tensor DKI) to a DWI series."""
     import warnings
@@ -85,7 +87,7 @@ def dwi(
         "dti": set(),
         "dki_tensor": set(),
     }
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         key = model.lower()
         if key not in allowed:
             raise FitError(
@@ -102,7 +104,7 @@ def dwi(
             warnings.simplefilter("ignore", TumorscopeWarning)
             res = fit_dwi(
                 series,
-                out_dir=out,
+                out_dir=stage.folder,
                 model=key,
                 mask=mask,
                 bval=bval,
@@ -112,16 +114,18 @@ def dwi(
                 region=region.lower(),
             )
     method = res.fit.provenance["options"].get("method")
-    print_fit_outputs(res, f"fitted {key} ({method}) to {int(res.fit.mask.sum()):,} voxels")
+    summary = f"fitted {key} ({method}) to {int(res.fit.mask.sum()):,} voxels"
+    print_fit_outputs(res, summary, stage)
 
 
-def print_fit_outputs(res: FitOutputs, summary: str) -> None:
+def print_fit_outputs(res: FitOutputs, summary: str, stage: Staging | None = None) -> None:
     """Print the summary line, the fit's warnings (stderr) and one line per written map.
 
     For every ``tumorscope fit ...`` command (``res`` from
-    :func:`tumorscope.stages.fit.fit_volume`).
+    :func:`tumorscope.stages.fit.fit_volume`); with ``stage``, the paths after delivery.
     """
-    print_outputs(summary, res.warnings, res.files)
+    files = res.files if stage is None else {k: stage.final(p) for k, p in res.files.items()}
+    print_outputs(summary, res.warnings, files)
 
 
 def register(app: typer.Typer) -> None:

@@ -25,6 +25,7 @@ from ._common import (
     quiet_warnings,
     user_errors,
 )
+from ._output import Overwrite, staged_output
 from .fit import fit_app
 
 __all__ = ["dce", "register"]
@@ -80,12 +81,19 @@ def dce(
     ] = True,
     prefix: Prefix = "",
     chunk_voxels: ChunkVoxels = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit a DCE model (Tofts family, 2CXM, 2CUM) and write maps with units and provenance."""
     from ..stages.base import read_series
     from ..stages.dce import DCEOptions, fit_dce
 
     with user_errors(), quiet_warnings():
+        _check_numbers(aif_delay, t1_ms, relaxivity, hematocrit)
+    with (
+        user_errors(),
+        quiet_warnings(),
+        staged_output(out, overwrite=overwrite, prefix=prefix) as staging,
+    ):
         options = DCEOptions(
             model=model,
             aif=aif,
@@ -101,7 +109,7 @@ def dce(
         res = fit_dce(
             read_series(series, "dce"),
             None if vfa is None else read_series(vfa, "VFA"),
-            out_dir=out,
+            out_dir=staging.folder,
             prefix=prefix,
             mask=mask,
             aif_mask=aif_mask,
@@ -111,7 +119,34 @@ def dce(
     info = res.aif_info
     extra = f", delay {info['delay_s']:.1f} s" if "delay_s" in info else ""
     summary = f"fitted {options.model} to {int(res.fit.mask.sum()):,} voxels"
-    print_outputs(f"{summary} (AIF: {info.get('source')}{extra})", res.warnings, res.outputs)
+    files = {k: staging.final(p) for k, p in res.outputs.items()}
+    print_outputs(f"{summary} (AIF: {info.get('source')}{extra})", res.warnings, files)
+
+
+#: The pre-contrast T1 a voxel may have (ms): the bounds of the T1 fits
+#: (``tumorscope.models.relaxometry._common.T1_SPEC``).
+T1_RANGE_MS = (5.0, 50000.0)
+
+
+def _check_numbers(
+    aif_delay: float | None, t1_ms: float | None, relaxivity: float | None, hematocrit: float | None
+) -> None:
+    """The numeric options, refused (naming the option) before anything is computed or written."""
+    import math
+
+    from ..errors import FitError
+
+    if aif_delay is not None and not (math.isfinite(aif_delay) and abs(aif_delay) <= 600):
+        raise FitError(
+            f"must be a finite delay within ±600 s, got {aif_delay!r}", field="--aif-delay"
+        )
+    lo, hi = T1_RANGE_MS
+    if t1_ms is not None and not (math.isfinite(t1_ms) and lo <= t1_ms <= hi):
+        raise FitError(f"must be a T1 of {lo:g} to {hi:g} ms, got {t1_ms!r}", field="--t1-ms")
+    if relaxivity is not None and not (math.isfinite(relaxivity) and relaxivity > 0):
+        raise FitError(f"must be > 0 1/(mM s), got {relaxivity!r}", field="--relaxivity")
+    if hematocrit is not None and not (math.isfinite(hematocrit) and 0 <= hematocrit < 1):
+        raise FitError(f"must be from 0 to below 1, got {hematocrit!r}", field="--hematocrit")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import typer
 
 from ._common import OutDir, PrefixOrDefault, parse_floats, user_errors
+from ._output import Overwrite, Staging, staged_output
 from .fit import fit_app
 
 __all__: list[str] = []
@@ -48,8 +49,8 @@ def _echoes(te: list[float] | None) -> Any:
     return None if te is None else MultiEchoProtocol(echo_times_ms=te)  # type: ignore[arg-type]
 
 
-def _report(res: Any) -> Any:
-    """Print what was fitted and written; return the fit."""
+def _report(res: Any, stage: Staging) -> Any:
+    """Print what was fitted and written (the paths after delivery); return the fit."""
     import numpy as np
 
     first = res.maps[0]
@@ -60,7 +61,7 @@ def _report(res: Any) -> Any:
     pre = first.status.name[: -len("status.nii.gz")]
     for path in res.files:
         if path.name.endswith(".nii.gz"):
-            typer.echo(f"  {path.name[len(pre) : -len('.nii.gz')]:<16} {path}")
+            typer.echo(f"  {path.name[len(pre) : -len('.nii.gz')]:<16} {stage.final(path)}")
     return fit
 
 
@@ -115,13 +116,14 @@ def t1(
     prefix: PrefixOrDefault = None,
     chunk_voxels: _Chunk = None,
     region: _Region = "all",
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit T1 (VFA spoiled gradient echo or inversion recovery) and write M0, T1, R1 maps."""
     from ..errors import FitError
     from ..protocol import InversionRecoveryProtocol, VFAProtocol
     from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         fa = _floats(flip_angles, "--flip-angles")
         ti = _floats(inversion_times, "--inversion-times")
         seq = sequence.lower() if sequence else None
@@ -154,7 +156,7 @@ def t1(
             s = _series(series, "IRT1", "t1_ir", ir)
         res = fit_relaxometry_series(
             s,
-            out_dir=out,
+            out_dir=stage.folder,
             prefix=prefix,
             options=RelaxometryOptions(
                 vfa_method=method,  # type: ignore[arg-type]
@@ -164,7 +166,7 @@ def t1(
             mask=mask,
             voxel_maps=None if b1 is None else {"b1": b1},
         )
-    _report(res)
+    _report(res, stage)
 
 
 @fit_app.command("t2")
@@ -178,12 +180,13 @@ def t2(
     prefix: PrefixOrDefault = None,
     chunk_voxels: _Chunk = None,
     region: _Region = "all",
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit mono-exponential T2 and write S0, T2, R2 (and offset) maps."""
     from ..errors import FitError
     from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         te = _floats(echo_times, "--echo-times")
         if floor not in ("none", "offset", "rician"):
             raise FitError(f"expected none, offset or rician, got {floor!r}", field="--floor")
@@ -196,8 +199,10 @@ def t2(
             region=region.lower(),
         )
         s = _series(series, "MESE", "t2", _echoes(te))
-        res = fit_relaxometry_series(s, out_dir=out, prefix=prefix, options=opts, mask=mask)
-    _report(res)
+        res = fit_relaxometry_series(
+            s, out_dir=stage.folder, prefix=prefix, options=opts, mask=mask
+        )
+    _report(res, stage)
 
 
 @fit_app.command("t2star")
@@ -215,11 +220,12 @@ def t2star(
     prefix: PrefixOrDefault = None,
     chunk_voxels: _Chunk = None,
     region: _Region = "all",
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit T2*/R2* (noise-floor aware) and write S0, R2star, T2star maps."""
     from ..stages.relaxometry import RelaxometryOptions, fit_relaxometry_series
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         te = _floats(echo_times, "--echo-times")
         opts = RelaxometryOptions(
             t2star_floor=floor,  # type: ignore[arg-type]
@@ -229,13 +235,13 @@ def t2star(
         )
         res = fit_relaxometry_series(
             _series(series, "MEGRE", "t2star", _echoes(te)),
-            out_dir=out,
+            out_dir=stage.folder,
             prefix=prefix,
             options=opts,
             mask=mask,
             voxel_maps=None if noise_map is None else {"noise_sigma_map": noise_map},
         )
-    fit = _report(res)
+    fit = _report(res, stage)
     sigma = fit.provenance["options"].get("noise_sigma")
     if isinstance(sigma, int | float):
         typer.echo(f"  noise sigma      {sigma:g}")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import typer
 
 from ._common import ResultsDir, StudyDir, user_errors
+from ._output import Overwrite, staged_output
 
 
 def measure(
@@ -31,6 +32,7 @@ def measure(
         help="Resample lesion maps onto maps on another grid (world coordinates trusted) "
         "instead of stopping with an error.",
     ),
+    overwrite: Overwrite = False,
 ) -> None:
     """Measure every lesion at every visit: size, map statistics, tracking, habitats."""
     with user_errors():
@@ -49,9 +51,11 @@ def measure(
         )
         rad = study_radiomics(study, maps, on_grid_mismatch=policy) if radiomics else None
         folder = Path(out) if out is not None else default_out_dir(study)
-        written = [_write(table, folder / f"lesions.{fmt}", fmt, atomic_write)]
-        if rad is not None:
-            written.append(_write(rad, folder / f"radiomics.{fmt}", fmt, atomic_write))
+        with staged_output(folder, overwrite=overwrite) as stage:
+            written = [_write(table, stage.folder / f"lesions.{fmt}", fmt, atomic_write)]
+            if rad is not None:
+                written.append(_write(rad, stage.folder / f"radiomics.{fmt}", fmt, atomic_write))
+        written = [stage.final(p) for p in written]
     n_les = table[["subject", "lesion_id"]].drop_duplicates().shape[0] if len(table) else 0
     typer.echo(f"{len(table)} rows ({n_les} lesions) -> " + ", ".join(str(p) for p in written))
 

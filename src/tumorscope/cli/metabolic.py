@@ -20,6 +20,7 @@ from typing import Any
 import typer
 
 from ._common import user_errors
+from ._output import Overwrite, staged_output
 
 __all__ = ["register"]
 
@@ -40,6 +41,7 @@ def hp13c(
     fit_t1: bool = typer.Option(False, "--fit-t1-lactate", help="Fit the lactate T1."),
     min_snr: float = typer.Option(5.0, "--min-snr", help="Lactate SNR below which no kPL."),
     prefix: str = typer.Option("", "--prefix", help="File name prefix."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Input-less kPL (Larson 2018), AUC ratio and lactate SNR maps."""
     import numpy as np
@@ -48,18 +50,18 @@ def hp13c(
     from ..stages.metabolic import HP13COptions, fit_hp13c
     from ..volume import Volume
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         lab = None if labels is None else Volume.from_nifti(labels, dtype=np.int32)
         if lab is not None and not lab.same_grid(Volume.from_nifti(pyruvate)):
             raise DataError("label map is not on the 13C grid", file=labels, field="affine")
         res = fit_hp13c(
-            pyruvate, lactate, out_dir=out, prefix=prefix, labels=lab,
+            pyruvate, lactate, out_dir=stage.folder, prefix=prefix, labels=lab,
             options=HP13COptions(t1_lactate_s=t1_lactate, fit_t1_lactate=fit_t1, min_snr=min_snr),
         )  # fmt: skip
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
     for m in res.maps:
-        typer.echo(f"  {m.name:<20} {m.path}")
+        typer.echo(f"  {m.name:<20} {stage.final(m.path)}")
     _print_rows(res.rows.get("measurements", []))
 
 
@@ -73,6 +75,7 @@ def mrs(
     onto: Path = typer.Option(None, "--onto", help="Image defining the tumour grid."),
     labels: Path = typer.Option(None, "--labels", help="Lesion labels on the --onto grid."),
     prefix: str = typer.Option("", "--prefix", help="File name prefix."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Linear-combination fit with CRLBs, concentrations and ratios (tCho/Cr, tCho/NAA,
     (Cho+Cr)/Cit, Lac/Cr); 2H spectra: lactate/Glx and lactate/glucose."""
@@ -82,17 +85,17 @@ def mrs(
     from ..stages.metabolic import MRSOptions, fit_mrs
     from ..volume import Volume
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         grid = None if onto is None else Volume.from_nifti(onto)
         lab = None if labels is None else Volume.from_nifti(labels, dtype=np.int32)
         if lab is not None and (grid is None or not lab.same_grid(grid)):
             raise DataError("--labels needs --onto, on the same grid", file=labels, field="affine")
         res = fit_mrs(
-            spectra, out_dir=out, water=water, prefix=prefix, onto=grid, labels=lab,
+            spectra, out_dir=stage.folder, water=water, prefix=prefix, onto=grid, labels=lab,
             options=MRSOptions(require_water=require_water),
         )  # fmt: skip
     for m in res.maps:
-        typer.echo(f"  {m.name:<28} {m.path}")
+        typer.echo(f"  {m.name:<28} {stage.final(m.path)}")
     _print_rows(res.rows.get("measurements", []))
 
 

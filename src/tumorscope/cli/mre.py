@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from ._common import MaskFile, OutDir, PrefixOrDefault, user_errors
+from ._output import Overwrite, staged_output
 from .fit import fit_app
 
 __all__: list[str] = []
@@ -38,6 +39,7 @@ def mre(
         str, typer.Option("--laplacian", help="auto, 3d, or 2d (in-plane, thick slices).")
     ] = "auto",
     prefix: PrefixOrDefault = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Invert an MRE series and write |G*| (kPa), phase angle (rad) and confidence maps."""
     import numpy as np
@@ -48,7 +50,7 @@ def mre(
     from ..stages.mre import MREOptions, fit_mre_series
     from ..volume import Volume
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         if unwrap not in ("laplacian", "skimage"):
             raise FitError(f"expected laplacian or skimage, got {unwrap!r}", field="--unwrap")
         if laplacian not in ("auto", "3d", "2d"):
@@ -60,13 +62,13 @@ def mre(
             m = np.asarray(mv.data).reshape(mv.spatial_shape) != 0
         res = fit_mre_series(
             s,
-            out_dir=out,
+            out_dir=stage.folder,
             prefix=prefix if prefix is not None else f"{stem(series)}_",
             options=MREOptions(unwrap=unwrap, smooth_mm=smooth_mm, laplacian=laplacian),  # type: ignore[arg-type]
             mask=m,
         )
     g = res.maps[0]
-    data = Volume.from_nifti(g.path).data
+    data = Volume.from_nifti(stage.final(g.path)).data
     finite = data[np.isfinite(data)]
     med = f", median {np.median(finite):.2f} kPa" if finite.size else ""
     typer.echo(f"inverted {finite.size:,} voxels{med}")
@@ -74,7 +76,7 @@ def mre(
         typer.echo(f"warning: {w}", err=True)
     for path in res.files:
         if path.name.endswith(".nii.gz"):
-            typer.echo(f"  {path}")
+            typer.echo(f"  {stage.final(path)}")
 
 
 @fit_app.command("molli")
@@ -83,16 +85,17 @@ def molli(
     out: OutDir,
     mask: MaskFile = None,
     prefix: PrefixOrDefault = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Fit MOLLI T1 (A - B exp(-TI/T1*), T1 = T1*(B/A - 1)) and write its maps."""
     from ..stages.base import read_series
     from ..stages.cardiac import fit_molli_series
 
-    with user_errors():
+    with user_errors(), staged_output(out, overwrite=overwrite, prefix=prefix) as stage:
         s = read_series(series, "MOLLI", role="t1_molli")
-        res = fit_molli_series(s, out_dir=out, prefix=prefix, mask=mask)
+        res = fit_molli_series(s, out_dir=stage.folder, prefix=prefix, mask=mask)
     for w in res.warnings:
         typer.echo(f"warning: {w}", err=True)
     for path in res.files:
         if path.name.endswith(".nii.gz"):
-            typer.echo(f"  {path}")
+            typer.echo(f"  {stage.final(path)}")

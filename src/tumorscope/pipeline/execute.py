@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from .. import _interrupt
 from .._warnings import capture_warnings
 from ..errors import DataError, TumorscopeError
 from .hashing import file_sha256, inputs_hash
@@ -402,6 +403,7 @@ def _run_plan(
     finished: list[tuple[int, Outcome]] = []
     with pool:
         while waiting or running or finished:
+            _interrupt.check()  # a Ctrl-C swallowed inside the last unit: start no other
             if failed:
                 for i in waiting:
                     finish(i, Outcome(plan[i][1], "blocked", error=f"{', '.join(failed)} failed"))
