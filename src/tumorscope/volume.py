@@ -775,12 +775,10 @@ ATOMIC_TEMP_PREFIX = ".tumorscope-tmp-"
 def atomic_write(path: Path, writer: Any) -> None:
     """Call ``writer(tmp_path)`` then rename the temporary file to ``path``.
 
-    The temporary file sits in the same folder, is named
-    ``.tumorscope-tmp-<name>-<random><suffixes>`` (:data:`ATOMIC_TEMP_PREFIX`: recognisably
-    tumorscope's, so that a clean-up never touches anybody else's file) and keeps the final
-    suffixes (so that libraries choosing a format by extension, like nibabel with ``.nii.gz``,
-    behave). Nothing is left behind if ``writer`` raises.
-    """
+    The temporary file, in the same folder, is ``.tumorscope-tmp-<name>-<random><suffixes>``
+    (:data:`ATOMIC_TEMP_PREFIX`: a clean-up never touches anybody else's file; nibabel picks
+    the format by the suffixes). Nothing is left behind if ``writer`` raises; an OSError naming
+    no file (a full disk) is raised naming ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes) or ".tmp"
     fd, tmpname = tempfile.mkstemp(
@@ -791,8 +789,10 @@ def atomic_write(path: Path, writer: Any) -> None:
     try:
         writer(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno:  # full disk: no file
+            raise OSError(exc.errno, os.strerror(exc.errno), str(path)) from exc
         raise
 
 

@@ -56,3 +56,45 @@ def test_run_refuses_bad_arguments(study2: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "study folder does not exist" in res.output
     res = runner.invoke(app, ["report", str(study2), "--out", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "tumorscope run" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--workers", "99999999999"], {}, "--workers"),
+        (["--scheduler", "junk"], {}, "--scheduler"),
+        (["--scheduler", "tcp://host:99999"], {}, "--scheduler"),
+        (["--db", "sqlite:///"], {}, "--db"),
+        (["--db", "sqlite:///:memory:"], {}, "--db"),
+        (["--db", "sqlite:////nonexistent/dir/x.sqlite"], {}, "--db"),
+        (["--lock-timeout", "nan"], {}, "--lock-timeout"),
+        (["--steps", ""], {}, "--steps"),
+        (["--steps", ",,,"], {}, "--steps"),
+        ([], {"TUMORSCOPE_STEP_CONCURRENCY": "0"}, "TUMORSCOPE_STEP_CONCURRENCY"),
+        ([], {"TUMORSCOPE_STEP_CONCURRENCY": "-1"}, "TUMORSCOPE_STEP_CONCURRENCY"),
+        ([], {"TUMORSCOPE_MAX_IMAGE_BYTES": "abc"}, "TUMORSCOPE_MAX_IMAGE_BYTES"),
+        ([], {"TUMORSCOPE_MAX_IMAGE_BYTES": "-1"}, "TUMORSCOPE_MAX_IMAGE_BYTES"),
+        (["--dce-aif", "STUDY/study.yaml"], {}, "--dce-aif"),
+        (["--dce-aif", "BINARY"], {}, "--dce-aif"),
+    ],
+)
+def test_run_refuses_bad_options_before_anything_is_written(
+    small_study: Path, tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    binary = tmp_path / "aif.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    args = [a.replace("STUDY", str(small_study)).replace("BINARY", str(binary)) for a in args]
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["run", str(small_study), "--out", str(out), *args], env=env)
+    assert res.exit_code == 2, res.output
+    assert named in res.output and "internal error" not in res.output
+    assert not out.exists()
+
+
+def test_steps_without_register_run_it_first(small_study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--steps", "fit_dwi", "--dwi-models", "adc", "--no-report"]
+    res = runner.invoke(app, ["run", str(small_study), "--out", str(out), *args])
+    assert res.exit_code == 0, res.output
+    assert "added register" in res.output and "FOREIGN KEY" not in res.output
+    assert "units failed           0" in res.output or "FAILED" not in res.output

@@ -150,9 +150,10 @@ def test_step_concurrency_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert step_concurrency(4) in (1, 2)  # 1 only where numba's threads are not re-entrant
     monkeypatch.setenv(CONCURRENCY_ENV, "3")
     assert step_concurrency(1) == 3
-    monkeypatch.setenv(CONCURRENCY_ENV, "two")
-    with pytest.raises(DataError, match=CONCURRENCY_ENV):
-        step_concurrency(None)
+    for bad in ("two", "0", "-1"):  # 0 and -1 were clamped to 1 without a word
+        monkeypatch.setenv(CONCURRENCY_ENV, bad)
+        with pytest.raises(DataError, match=CONCURRENCY_ENV):
+            step_concurrency(None)
 
 
 def test_exclusive_units_never_run_together(ctx: Context, monkeypatch: pytest.MonkeyPatch) -> None:

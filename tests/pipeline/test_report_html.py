@@ -104,23 +104,24 @@ def test_subject_report_structure(full_run: Any) -> None:
 
 
 def test_reports_can_be_rewritten_from_the_results(
-    full_run_copy: Path, small_study: Path, tmp_path: Path
+    full_run: Any, full_run_copy: Path, tmp_path: Path
 ) -> None:
     from tumorscope.errors import DataError
     from tumorscope.pipeline.runner import write_reports
 
     out = full_run_copy  # a private copy: the session's run may be open on another worker
+    study = full_run.out_dir.parent / "study"  # the study that was run (not a copy of it)
     (out / "report" / "sub-001.html").unlink()
-    index = write_reports(small_study, out)
-    assert index == out / "report" / "index.html"
+    index = write_reports(study, out)
+    assert index == out / "report" / "index.html" and index.incomplete is None
     assert (out / "report" / "sub-001.html").is_file()
     with pytest.raises(DataError, match="tumorscope run"):
-        write_reports(small_study, tmp_path / "nothing")
+        write_reports(study, tmp_path / "nothing")
     assert not (out / ".tumorscope.lock.json").exists()  # the report's lock was released
 
 
 def test_reports_are_not_rewritten_while_a_run_holds_the_folder(
-    full_run_copy: Path, small_study: Path
+    full_run: Any, full_run_copy: Path
 ) -> None:
     """`tumorscope report` takes the run's lock: a run writing into the folder blocks it."""
     from filelock import FileLock
@@ -129,6 +130,7 @@ def test_reports_are_not_rewritten_while_a_run_holds_the_folder(
     from tumorscope.pipeline.runner import write_reports
 
     out = full_run_copy
+    small_study = full_run.out_dir.parent / "study"  # the study that was run
     (out / "report" / "sub-001.html").unlink()
     held = FileLock(str(out / ".tumorscope.lock"))
     held.acquire()
@@ -191,9 +193,7 @@ def test_reports_load_in_headless_chromium(full_run: Any, tmp_path: Path, page: 
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 50_000
 
 
-def test_the_viewer_is_its_own_step_and_the_page_embeds_it(
-    full_run: Any, small_study: Path, tmp_path: Path
-) -> None:
+def test_the_viewer_is_its_own_step_and_the_page_embeds_it(full_run: Any, tmp_path: Path) -> None:
     """``report_viewer`` writes the viewer (its page and volumes are its outputs, not the
     subject page's) so that it runs beside ``measure`` and ``assess``; the subject page
     embeds it. A run of ``report_subject`` without ``report_viewer`` writes the viewer
@@ -220,7 +220,8 @@ def test_the_viewer_is_its_own_step_and_the_page_embeds_it(
     shutil.copytree(out, alone)
     for p in ("report/sub-002_viewer.html", "report/viewer/sub-002.js", "report/sub-002.html"):
         (alone / p).unlink()
-    run_study(small_study, alone, steps=[s for s in _steps() if s != "report_viewer"])
+    study = out.parent / "study"  # the study that was run (a copy of it is another study)
+    run_study(study, alone, steps=[s for s in _steps() if s != "report_viewer"])
     assert 'src="sub-002_viewer.html"' in (alone / "report" / "sub-002.html").read_text()
     same = (out / "report/viewer/sub-002.js").read_bytes()
     assert (alone / "report/viewer/sub-002.js").read_bytes() == same

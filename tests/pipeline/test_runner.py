@@ -98,11 +98,12 @@ def test_responses_follow_the_phantom_trajectories(full_run: Any) -> None:
 
 
 def test_a_second_run_skips_everything_and_changes_nothing(
-    full_run: Any, full_run_copy: Path, small_study: Path
+    full_run: Any, full_run_copy: Path
 ) -> None:
     out = full_run_copy  # a private copy: the session's run may be open on another worker
     before = _tables(out)
-    s = run_study(small_study, out)
+    # the study that was run (a copy of it would be another study: its output is refused)
+    s = run_study(full_run.out_dir.parent / "study", out)
     assert s.done == [] and s.failed == []
     assert len(s.skipped) == len(full_run.done)
     after = _tables(out)
@@ -327,6 +328,61 @@ def test_every_unit_of_a_full_run_s_maps_has_a_dicom_code(full_run: Any) -> None
     assert {"cm2/mL", "%", "mm2/s", "1/min"} <= units
     for unit in sorted(units):
         assert unit_code(unit).value, unit
+
+
+def test_a_full_disk_is_one_error_naming_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sweep s14 H4: a full disk printed 300+ lines of logging tracebacks on stderr and
+    ended in "No space left on device" naming no file."""
+    import errno
+    import logging
+
+    from tumorscope.errors import ExportError
+    from tumorscope.pipeline.checks import disk_errors
+    from tumorscope.pipeline.logs import attach_log, detach_log, log
+    from tumorscope.volume import atomic_write
+
+    def full(tmp: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a close() that fails
+
+    target = tmp_path / "sub-001" / "map.nii.gz"
+    with pytest.raises(OSError) as caught:
+        atomic_write(target, full)
+    assert caught.value.filename == str(target) and not list(target.parent.iterdir())
+
+    def run() -> None:
+        atomic_write(target, full)
+
+    with pytest.raises(DataError, match="no space left on device") as err:
+        disk_errors(tmp_path, run)()
+    assert err.value.file == str(target)
+
+    def db() -> None:
+        raise ExportError(
+            "database write failed (OperationalError: database or disk is full)", file="sqlite:///x"
+        )
+
+    with pytest.raises(DataError, match="no space left on device"):
+        disk_errors(tmp_path, db)()
+
+    # a log record that cannot be written is dropped, not printed with its traceback
+    handler = attach_log(tmp_path / "logs" / "run.log")
+    try:
+        assert isinstance(handler, logging.StreamHandler)
+
+        class Full:
+            def write(self, text: str) -> None:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            flush = close = lambda self: full(tmp_path)
+
+        handler.stream.close()
+        handler.stream = Full()  # every write now fails, as on a full disk
+        log.info("a line that cannot be written")
+    finally:
+        detach_log(handler)
+    assert "Logging error" not in capsys.readouterr().err
 
 
 def test_a_ctrl_c_swallowed_inside_a_unit_starts_no_other_unit(

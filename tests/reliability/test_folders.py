@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -275,6 +276,90 @@ def test_lock_timeout_must_not_be_negative(study: Path, tmp_path: Path) -> None:
     res = _run(study, tmp_path / "out", *REGISTER, "--lock-timeout", "-1")
     assert res.exit_code == 2 and "--lock-timeout" in res.output
     assert not (tmp_path / "out").exists()
+
+
+def test_lock_timeout_must_be_a_finite_number(study: Path, tmp_path: Path) -> None:
+    res = _run(study, tmp_path / "out", *REGISTER, "--lock-timeout", "nan")
+    assert res.exit_code == 2 and "--lock-timeout" in res.output, res.output
+    assert not (tmp_path / "out").exists()
+    res = runner.invoke(
+        app, ["report", str(study), "--out", str(tmp_path), "--lock-timeout", "nan"]
+    )
+    assert res.exit_code == 2 and "--lock-timeout" in res.output, res.output
+
+
+# ------------------------------------------------------------------ 2b. one study per folder
+
+
+@pytest.fixture(scope="module")
+def other_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another one-subject phantom (same subject ids, another seed). Read-only."""
+    root = tmp_path_factory.mktemp("folders-other") / "other"
+    return make_study(root, size="tiny", n_subjects=1, seed=5)
+
+
+def test_run_or_report_of_another_study_into_an_output_folder_is_refused(
+    study: Path, other_study: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert _run(study, out, *REGISTER).exit_code == 0
+    before = _listing(out)
+    res = _run(other_study, out, *REGISTER)
+    assert res.exit_code == 2, res.output
+    assert str(study) in res.output and str(other_study) in res.output
+    assert "--out" in res.output and "nothing was written" in res.output
+    assert _listing(out) == before  # marker, database and logs untouched
+    res = runner.invoke(app, ["report", str(other_study), "--out", str(out)])
+    assert res.exit_code == 2 and str(study) in res.output, res.output
+    assert _listing(out) == before
+
+
+def test_a_moved_study_is_still_the_owner_of_its_output(study: Path, tmp_path: Path) -> None:
+    first = Path(shutil.copytree(study, tmp_path / "first"))
+    out = tmp_path / "out"
+    assert _run(first, out, *REGISTER).exit_code == 0
+    moved = first.rename(tmp_path / "moved")
+    res = _run(moved, out, *REGISTER)
+    assert res.exit_code == 0, res.output
+    assert "moved" in res.output
+    assert json.loads((out / MARKER).read_text())["study"] == str(moved.resolve())
+
+
+def test_report_refuses_an_empty_database_and_a_later_format(study: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run(study, out, *REGISTER).exit_code == 0
+    marker = (out / MARKER).read_text()
+    (out / MARKER).write_text(
+        json.dumps({**json.loads(marker), "tumorscope_output": 99, "tumorscope_version": "9.9"})
+    )
+    for cmd in (["report", str(study), "--out", str(out)], ["run", str(study), "--out", str(out)]):
+        res = runner.invoke(app, cmd)
+        assert res.exit_code == 2, res.output
+        assert "format 99" in res.output and "9.9" in res.output and MARKER in res.output
+    (out / MARKER).write_text("{garbage")
+    res = runner.invoke(app, ["report", str(study), "--out", str(out)])
+    assert res.exit_code == 2 and "damaged" in res.output, res.output
+    (out / MARKER).write_text(marker)
+    (out / "tumorscope.sqlite").write_bytes(b"")
+    before = _listing(out)
+    res = runner.invoke(app, ["report", str(study), "--out", str(out)])
+    assert res.exit_code == 2 and "tumorscope.sqlite" in res.output, res.output
+    assert "not the database of a run" in res.output
+    assert _listing(out) == before and not (out / "report").exists()
+
+
+def test_report_after_an_unfinished_run_says_so(study: Path, tmp_path: Path) -> None:
+    import sqlite3
+
+    out = tmp_path / "out"
+    assert _run(study, out, *REGISTER).exit_code == 0
+    with sqlite3.connect(out / "tumorscope.sqlite") as con:  # as a run killed with SIGKILL
+        con.execute("UPDATE runs SET status = 'running', finished_at = NULL")
+    res = runner.invoke(app, ["report", str(study), "--out", str(out)])
+    assert res.exit_code == 1, res.output
+    assert "did not finish" in res.output or "never recorded its end" in res.output
+    page = (out / "report" / "index.html").read_text()
+    assert 'id="run-incomplete"' in page and "incomplete" in page
 
 
 # ------------------------------------------------------------------ 3. phantom --overwrite

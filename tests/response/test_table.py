@@ -66,6 +66,13 @@ def test_read_valid_csv_normalises_types(tmp_path):
          r"line 2.*applies to non-target and new lesions"),
         (lambda s: s.replace("NT1,non-target,false,,present,lung\n001,02", "NT1,non-target,false,,too small to measure,lung\n001,02"),
          r"line 4.*applies to target lesions only"),
+        # sweep s14 W9: impossible dates and a repeated column; C: a NUL in an identifier
+        (lambda s: s.replace("2026-01-05", "1800-01-05"), r"line 2.*1800-01-05 is before 1971-01-01"),
+        (lambda s: s.replace("2026-02-16", "2099-02-16"), r"line 5.*2099-02-16 is in the future"),
+        (lambda s: s.replace("organ\n", "organ,diameter_mm\n").replace("\n0", ",5\n0")
+         .rstrip("\n") + ",5\n", r"column 'diameter_mm' appears more than once"),
+        (lambda s: s.replace("NT1,non-target,false,,present,lung\n001,02", "N\x00T1,non-target,false,,present,lung\n001,02"),
+         r"line 4.*control character"),
     ],
 )  # fmt: skip
 def test_broken_tables_are_rejected_with_row_and_rule(tmp_path, edit, match):
@@ -230,3 +237,27 @@ def test_lesions_before_baseline_must_be_at_baseline():
         ResponseError, match=r"row 1: lesion X1 .*'new' before the baseline visit V2"
     ):
         validate_table(t)
+
+
+def test_earliest_date_is_the_manifests():
+    from tumorscope.io.manifest import EARLIEST_DATE
+    from tumorscope.response.table import EARLIEST_DATE as TABLE_EARLIEST
+
+    assert TABLE_EARLIEST == EARLIEST_DATE
+
+
+def test_assess_output_escapes_formula_identifiers(tmp_path):
+    """Sweep s14 C4: a lesion id that a spreadsheet would run as a formula is written with
+    a leading ' wherever it lands in the output CSV (new_lesion_ids at the start of a cell)."""
+    from tumorscope.cli import app
+
+    text = CSV + '001,02,2026-02-16,"=HYPERLINK(""http://evil"")",new,false,10,,liver\n'
+    src = _write(tmp_path, text)
+    res = CliRunner().invoke(app, ["assess", str(src), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    out = (tmp_path / "o" / "m_recist1.1.csv").read_text()
+    assert "HYPERLINK" in out
+    import csv
+
+    cells = [c for row in csv.reader(out.splitlines()) for c in row]
+    assert not [c for c in cells if c.startswith(("=", "+", "@"))], cells

@@ -161,6 +161,9 @@ def run(
     executor = None
     try:
         with user_errors():
+            from ..pipeline.checks import check_workers
+
+            check_workers(workers)  # before a local cluster of that many workers starts
             if workers and not scheduler:
                 # a local cluster, started and warmed up in the background while the run
                 # claims its folder and plans the study: its workers share the compilation of
@@ -176,7 +179,9 @@ def run(
                 workers=workers,
                 scheduler=scheduler,
                 force=tuple(force),
-                steps=None if steps is None else tuple(x.strip() for x in steps.split(",") if x),
+                steps=None
+                if steps is None
+                else tuple(x for x in (y.strip() for y in steps.split(",")) if x),
                 options=options,
                 report=not no_report,
                 progress=True,
@@ -211,6 +216,9 @@ def report(
     with user_errors():
         path = write_reports(study, out, db_url=db, lock_timeout=lock_timeout)
     typer.echo(f"report: {path}")
+    if path.incomplete:
+        typer.secho(f"warning: {path.incomplete}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=1)
 
 
 def register(app: typer.Typer) -> None:

@@ -123,9 +123,10 @@ def demo(
 
     console = Console()
     n = default_workers() if workers is None else workers
-    if n < 1:
-        with user_errors():
-            raise DataError(f"expected at least 1 worker, got {n}", field="--workers")
+    with user_errors():
+        from ..pipeline.checks import check_workers
+
+        check_workers(n)  # at least 1, at most 4 per core: before any worker starts
     study_dir = out / "study"
     # the workers start (and import what a visit needs) while the phantom is written
     starting = _start_workers(n)

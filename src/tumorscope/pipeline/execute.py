@@ -231,11 +231,14 @@ def step_concurrency(threads: int | None) -> int:
     text = os.environ.get(CONCURRENCY_ENV, "").strip()
     if text:
         try:
-            return max(1, int(text))
+            value = int(text)
         except ValueError:
+            value = 0
+        if value < 1:
             raise DataError(
-                f"expected a whole number of units, got {text!r}", field=CONCURRENCY_ENV
-            ) from None
+                f"expected a whole number of units >= 1, got {text!r}", field=CONCURRENCY_ENV
+            )
+        return value
     cores = threads if threads else (os.cpu_count() or 1)
     if cores < 2 or not _numba_threads_reentrant():
         return 1

@@ -3,7 +3,8 @@
 A run writes into a folder only if it is new or empty, marked as a tumorscope output, an
 output of an older tumorscope (it holds ``tumorscope.sqlite`` or ``logs/run-*.log``), or the
 user said so (``adopt=True``, ``--adopt-folder``). Otherwise nothing is written and the run
-stops with exit code 2. While it runs, the folder is locked: a second run on the same folder
+stops with exit code 2. A folder holds the results of one study: a run or a report of
+another study stops with exit code 2, nothing written (:func:`check_output_study`). While it runs, the folder is locked: a second run on the same folder
 exits at once naming the holder, or waits for it (``lock_timeout``). At the start, under the
 lock, the temporary files that a killed run left are removed: only tumorscope's own
 (:data:`tumorscope.volume.ATOMIC_TEMP_PREFIX`), and only in the folders of the output layout.
@@ -12,6 +13,7 @@ lock, the temporary files that a killed run left are removed: only tumorscope's 
 
     OUT/
       .tumorscope-output.json    the marker: format, tumorscope version, creation time, study
+                                 (its folder, resolved, and the ``name`` of its study.yaml)
       .tumorscope.lock           the lock (filelock, an OS lock: released when its process dies)
       .tumorscope.lock.json      who holds it: pid, host, start time, command, run id
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import shlex
 import socket
@@ -38,10 +41,14 @@ __all__ = [
     "HOLDER_NAME",
     "LOCK_NAME",
     "MARKER_NAME",
+    "OUTPUT_FORMAT",
     "OutputFolder",
+    "check_lock_timeout",
     "check_output_folder",
+    "check_output_study",
     "claim_output_folder",
     "lock_output_folder",
+    "read_marker",
     "sweep_temporaries",
 ]
 
@@ -54,6 +61,10 @@ HOLDER_NAME = ".tumorscope.lock.json"
 
 _BOOKKEEPING = frozenset({MARKER_NAME, LOCK_NAME, HOLDER_NAME})
 
+#: The format of the output folder this tumorscope writes (the marker's ``tumorscope_output``):
+#: a folder of a later format is refused, not written into or reported from.
+OUTPUT_FORMAT = 1
+
 #: Seconds a holder record naming a dead process must stay unchanged before a held lock is
 #: taken over (a run that has just taken the lock writes its own record within milliseconds).
 _GRACE_S = 1.0
@@ -61,6 +72,103 @@ _GRACE_S = 1.0
 
 def _utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def check_lock_timeout(seconds: float) -> None:
+    """``--lock-timeout``: seconds >= 0, a finite number (NaN would mean "never wait")."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise DataError(
+            f"expected a finite number of seconds >= 0, got {seconds:g}", field="--lock-timeout"
+        )
+
+
+def read_marker(out: Path) -> dict[str, Any] | None:
+    """The marker of ``out`` (None if there is none).
+
+    Raises
+    ------
+    DataError
+        If the marker is not a JSON object, or names a later output format than this
+        tumorscope's (:data:`OUTPUT_FORMAT`): nothing is written into such a folder.
+    """
+    path = out / MARKER_NAME
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        marker = exc
+    if not isinstance(marker, dict):
+        raise DataError(
+            "the output folder's marker is damaged (not a JSON object); nothing was written. "
+            "Choose another --out, or remove the marker if this folder holds only the "
+            "results of this study",
+            file=path,
+        )
+    fmt = marker.get("tumorscope_output")
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise DataError(
+            f"the output folder's marker has no valid format (tumorscope_output: {fmt!r}); "
+            "nothing was written. Choose another --out",
+            file=path,
+            field="tumorscope_output",
+        )
+    if fmt > OUTPUT_FORMAT:
+        raise DataError(
+            f"the output folder was written by tumorscope "
+            f"{marker.get('tumorscope_version', '?')} in output format {fmt}; this tumorscope "
+            f"({__version__}) reads and writes format {OUTPUT_FORMAT} only; nothing was "
+            "written. Use that tumorscope version, or choose another --out",
+            file=path,
+            field="tumorscope_output",
+        )
+    return marker
+
+
+def check_output_study(out: Path, study: Path, name: str) -> str | None:
+    """Whether ``out`` holds the results of the study at ``study`` (resolved) named ``name``
+    (its study.yaml's ``name``); writes nothing.
+
+    The same study means: the marker records the same folder (or one that is the same file
+    on disk). A study that was moved is recognised too: the folder the marker records no
+    longer holds a study.yaml and the recorded name is ``name``; the run then records the new
+    place. A copy of a study is another study (both folders exist). A marker that records no
+    study (an older tumorscope) or no marker at all is accepted.
+
+    Returns
+    -------
+    str or None
+        A message when the study was moved, else None.
+
+    Raises
+    ------
+    DataError
+        If the folder holds another study's results (naming both), or its marker is damaged
+        or of a later format (:func:`read_marker`).
+    """
+    marker = read_marker(out)
+    if marker is None or not isinstance(marker.get("study"), str):
+        return None
+    recorded = Path(marker["study"])
+    if recorded == study or _same_folder(recorded, study):
+        return None
+    recorded_name = marker.get("study_name")
+    if not (recorded / "study.yaml").is_file() and recorded_name == name:
+        return f"the study was moved from {recorded} to {study}: recorded in {MARKER_NAME}"
+    named = f" ({recorded_name!r})" if isinstance(recorded_name, str) else ""
+    raise DataError(
+        f"this output folder holds the results of the study {recorded}{named}, not of "
+        f"{study} ({name!r}); nothing was written. Choose another --out for this study "
+        "(one output folder per study)",
+        file=out,
+    )
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def check_output_folder(out: Path, *, adopt: bool = False) -> str | None:
@@ -303,8 +411,7 @@ def lock_output_folder(
         If the folder is not a tumorscope output, or another process holds it (naming the
         holder). Nothing is written then.
     """
-    if lock_timeout < 0:
-        raise DataError(f"expected seconds >= 0, got {lock_timeout:g}", field="--lock-timeout")
+    check_lock_timeout(lock_timeout)
     check_output_folder(out, adopt=False)
     if not out.is_dir():
         raise DataError("no such output folder: run `tumorscope run` first", file=out)
@@ -325,6 +432,7 @@ def claim_output_folder(
     *,
     run_id: str,
     study: Path,
+    study_name: str | None = None,
     adopt: bool = False,
     lock_timeout: float = 0.0,
     say: Callable[[str], None] = lambda _msg: None,
@@ -339,6 +447,9 @@ def claim_output_folder(
         The run's id (recorded as the holder of the lock).
     study : Path
         The study folder (recorded in the marker).
+    study_name : str, optional
+        The ``name`` of its study.yaml (recorded in the marker: a study that was moved is
+        recognised by it, :func:`check_output_study`).
     adopt : bool, default False
         Write into a non-empty folder that is not a tumorscope output.
     lock_timeout : float, default 0
@@ -353,8 +464,7 @@ def claim_output_folder(
         it (naming the holder and since when). Nothing is written then, except the folder
         itself and its lock file when the folder was not there.
     """
-    if lock_timeout < 0:
-        raise DataError(f"expected seconds >= 0, got {lock_timeout:g}", field="--lock-timeout")
+    check_lock_timeout(lock_timeout)
     adopted = check_output_folder(out, adopt=adopt)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -363,17 +473,27 @@ def claim_output_folder(
         raise DataError(f"cannot create or lock the output folder: {exc}", file=out) from exc
     try:
         _write_holder(out, run_id)
-        if not (out / MARKER_NAME).is_file():
+        if study_name is not None:  # again under the lock: another study's run may have
+            check_output_study(out, study, study_name)  # marked a new folder meanwhile
+        marker = read_marker(out)
+        if marker is None:
             if adopted:
                 say(adopted)
             marker = {
-                "tumorscope_output": 1,
+                "tumorscope_output": OUTPUT_FORMAT,
                 "tumorscope_version": __version__,
                 "created": _utcnow(),
                 "adopted": adopted is not None,
                 "study": str(study),
+                "study_name": study_name,
             }
             write_json(out / MARKER_NAME, marker)
+        elif marker.get("study") != str(study) or (
+            study_name is not None and marker.get("study_name") != study_name
+        ):
+            # a study that was moved (check_output_study), or a marker of an older tumorscope
+            # that did not record the study's name
+            write_json(out / MARKER_NAME, {**marker, "study": str(study), "study_name": study_name})
     except BaseException:
         OutputFolder(out, lock).release()
         raise

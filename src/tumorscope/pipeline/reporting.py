@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 
 from .. import layout
 from ..errors import DataError
-from .outdir import lock_output_folder
+from .outdir import check_lock_timeout, check_output_study, lock_output_folder
 from .step import Context, StepOutput, Unit, Upstream, _lesion_files, _manifest_file, maps_of_visit
 
 if TYPE_CHECKING:
     from ..io import Study
+    from ..study import Store
 
 __all__ = [
     "report_inputs",
@@ -111,13 +112,41 @@ def subject_report(
     )
 
 
+class ReportResult(type(Path())):  # type: ignore[misc]
+    """The study report's path, with ``incomplete``: why its results are incomplete."""
+
+    incomplete: str | None
+
+    def __new__(cls, path: Path, incomplete: str | None = None) -> ReportResult:
+        self = super().__new__(cls, path)
+        self.incomplete = incomplete
+        return self
+
+
+def last_run_unfinished(store: Store) -> str | None:
+    """Why the results are incomplete when the last run recorded did not finish (killed,
+    interrupted: its ``runs`` row says ``running`` or ``interrupted``), else None."""
+    runs = store.read_table("runs")
+    if not len(runs):
+        return None
+    last = runs.sort_values("started_at").iloc[-1]
+    status = str(last["status"])
+    if status in ("ok", "failed"):
+        return None
+    how = "was interrupted" if status == "interrupted" else "never recorded its end (killed?)"
+    return (
+        f"run {last['run_id']} (started {last['started_at']}) {how}: its results are "
+        "incomplete; run `tumorscope run` again to finish it"
+    )
+
+
 def write_reports(
     study: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     *,
     db_url: str | None = None,
     lock_timeout: float = 0.0,
-) -> Path:
+) -> ReportResult:
     """Write the HTML reports again from the results of earlier runs (nothing is refitted).
 
     Subject reports are written for the subjects whose ``measure`` step is recorded as done.
@@ -131,32 +160,46 @@ def write_reports(
 
     Returns
     -------
-    Path
-        The study report, ``<out_dir>/report/index.html``.
+    ReportResult
+        The study report, ``<out_dir>/report/index.html`` (a :class:`~pathlib.Path`), and
+        ``incomplete``: why the results are incomplete (the last run did not finish, also
+        shown on the page), else None.
 
     Raises
     ------
     DataError
-        If the output folder holds no results of a run.
+        If the output folder holds no results of a run (no database, or an empty file), the
+        results of another study, or results of a later output format. Nothing is written.
     """
     from ..io import open_study
     from ..report import write_study_report
     from ..study import default_url, open_store
 
     root = Path(study).resolve()
+    check_lock_timeout(lock_timeout)
     study_obj = open_study(root)
     out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
     url = db_url or default_url(out)
-    if db_url is None and not layout.database_path(out).exists():
+    database = layout.database_path(out)
+    if db_url is None and not database.exists():
         raise DataError(
             f"no results here: run `tumorscope run` first ({layout.DATABASE_NAME} is missing)",
             file=out,
         )
+    if db_url is None and database.is_file() and database.stat().st_size == 0:
+        raise DataError(
+            "not the database of a run (an empty file); nothing was written. Run "
+            "`tumorscope run` into this folder again to rebuild it",
+            file=database,
+        )
+    # another study's results (or a marker of a later tumorscope): nothing is written
+    check_output_study(out, root, study_obj.manifest.name)
     ctx = Context(root, out)
     run_id = "report-" + dt.datetime.now().strftime("%Y%m%dT%H%M%S")
     folder = lock_output_folder(out, run_id=run_id, lock_timeout=lock_timeout)
     store = open_store(url)
     try:
+        incomplete = last_run_unfinished(store)
         runs = store.read_table("step_runs", status="done")
         for sid in study_obj.subjects:
             mine = runs[runs["subject"] == sid]
@@ -166,7 +209,9 @@ def write_reports(
             for r in mine.to_dict("records"):
                 upstream.setdefault(str(r["step"]), {})[str(r["unit"])] = dict(r["outputs"])
             subject_report(ctx, study_obj, sid, upstream)
-        return write_study_report(out, study_obj, store)
+        return ReportResult(
+            write_study_report(out, study_obj, store, incomplete=incomplete), incomplete
+        )
     finally:
         store.close()
         folder.release()

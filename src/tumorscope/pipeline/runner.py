@@ -47,11 +47,17 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__, layout
 from ..errors import DataError, StudyError, TumorscopeError
 from ..owned import check_outside
+from .checks import check_aif_file, check_scheduler, check_sqlite_url, check_workers, disk_errors
 from .execute import execute_subject, execute_unit, memory_budget, step_concurrency
 from .executor import Executor, run_subjects
 from .logs import attach_log, detach_log, log
 from .options import RunOptions, resolve_options
-from .outdir import claim_output_folder, sweep_temporaries
+from .outdir import (
+    check_lock_timeout,
+    check_output_study,
+    claim_output_folder,
+    sweep_temporaries,
+)
 from .progress import Bars
 from .record import Recorder, publish
 from .reporting import write_reports
@@ -207,21 +213,31 @@ def run_study(
     """
     from ..io import open_study
     from ..study import check_url
+    from ..volume import max_image_bytes
 
     root = Path(study).resolve()
-    if workers is not None and workers < 1:  # 0 is no "serial": that is workers=None
-        raise DataError(f"expected at least 1 worker, got {workers}", field="--workers")
+    check_workers(workers)
+    if scheduler is not None:
+        check_scheduler(scheduler)
+    check_lock_timeout(lock_timeout)
     if db_url is not None:
         check_url(db_url)  # an unsupported database stops the run before anything is written
     study_obj = open_study(root)
     out = (Path(out_dir) if out_dir is not None else layout.default_out_dir(root)).resolve()
     # not the study, nor inside it but below derivatives/ (tumorscope.owned.check_outside)
     check_outside(out, root, what="the study", option="--out", study=True)
+    if db_url is not None:
+        check_sqlite_url(db_url, out)  # a file, in a folder that exists (or is out)
     wanted = _wanted_steps(force, steps, report)
+    implied = _implied_register(wanted, steps)
     opts = resolve_options(options, study_obj.manifest.options)
+    check_aif_file(opts.dce_aif)
     ctx = Context(root, out, opts)
     step_concurrency(None)  # a bad TUMORSCOPE_STEP_CONCURRENCY stops the run here
     memory_budget()  # and a bad TUMORSCOPE_MEMORY_BUDGET, before anything is written
+    max_image_bytes()  # and a bad TUMORSCOPE_MAX_IMAGE_BYTES
+    # another study's results: stop (a moved study is recognised by its name)
+    moved = check_output_study(out, root, study_obj.manifest.name)
     if preflight:
         _preflight(study_obj)
 
@@ -234,7 +250,7 @@ def run_study(
         local = bool(workers) and not scheduler
         executor = Executor(workers=workers, scheduler=scheduler, background=True, warm=local)
     try:
-        return _run(
+        return disk_errors(out, _run)(
             study_obj,
             out,
             ctx,
@@ -244,6 +260,7 @@ def run_study(
             executor=executor,
             owned=executor is not given or close_executor,
             run_options={"workers": workers, "scheduler": scheduler, "force": list(force)},
+            notes=[m for m in (moved, implied) if m],
             force=force,
             progress=progress,
             console=console,
@@ -286,6 +303,7 @@ def _run(
     console: Console | None,
     adopt_folder: bool,
     lock_timeout: float,
+    notes: Sequence[str] = (),
 ) -> RunSummary:
     """:func:`run_study` once its arguments are checked and its executor is starting: the
     folder claimed, the database opened, the subjects run, the tables published."""
@@ -293,14 +311,17 @@ def _run(
 
     root = ctx.study_root
     run_id = dt.datetime.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-    notes: list[str] = []
+    said: list[str] = []
+    for msg in notes:
+        _say(msg, said, console)
     folder = claim_output_folder(
         out,
         run_id=run_id,
         study=root,
+        study_name=study_obj.manifest.name,
         adopt=adopt_folder,
         lock_timeout=lock_timeout,
-        say=lambda msg: _say(msg, notes, console),
+        say=lambda msg: _say(msg, said, console),
     )
     try:
         log_file = layout.log_path(out, run_id)
@@ -316,7 +337,7 @@ def _run(
         status = "interrupted"
         try:
             log.info("tumorscope %s: run %s of %s into %s", __version__, run_id, root, out)
-            for msg in notes:
+            for msg in said:
                 log.info("%s", msg)
             n_tmp = sweep_temporaries(out)
             if n_tmp:
@@ -377,10 +398,34 @@ def _wanted_steps(force: Sequence[str], steps: Sequence[str] | None, report: boo
                 f"unknown step(s) {unknown}; expected one of {', '.join(sorted(names))}",
                 field=what,
             )
+    if steps is not None and not steps:
+        raise DataError(
+            f"expected at least one step name; expected names of {', '.join(sorted(names))}",
+            field="--steps",
+        )
     wanted = set(names if steps is None else steps)
     if not report:
         wanted -= {"report", "report_subject", "report_viewer"}
     return wanted
+
+
+def _implied_register(wanted: set[str], steps: Sequence[str] | None) -> str | None:
+    """Add ``register`` to a run's ``--steps`` that need it (returns the note to show).
+
+    Every step's rows in the database hang on the subjects, visits and series ``register``
+    records (a fresh folder would fail every unit on the database's foreign keys); it is
+    skipped when up to date, so running it costs the hashing of the inputs.
+    """
+    if steps is None or "register" in wanted:
+        return None
+    needing = sorted(s.name for s in STEPS if s.name in wanted and "register" in s.requires)
+    if not needing:
+        return None
+    wanted.add("register")
+    return (
+        f"--steps: added register, which {', '.join(needing)} need(s) "
+        "(skipped when it is up to date)"
+    )
 
 
 def _active_steps(wanted: set[str], summary: RunSummary) -> list[Step]:

@@ -69,7 +69,9 @@ def target_sums(
     return spider_points(m["subject"], m["visit"], m["days_on_treatment"], m)
 
 
-def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Store) -> Path:
+def write_study_report(
+    out_dir: str | os.PathLike[str], study: Study, store: Store, *, incomplete: str | None = None
+) -> Path:
     """Write ``report/index.html`` from the database.
 
     Parameters
@@ -78,6 +80,8 @@ def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Sto
         The output folder of the run.
     study : tumorscope.io.Study
     store : tumorscope.study.Store
+    incomplete : str, optional
+        Why the results are incomplete (the last run did not finish), shown at the top.
 
     Returns
     -------
@@ -141,6 +145,7 @@ def write_study_report(out_dir: str | os.PathLike[str], study: Study, store: Sto
         not_wired=not_wired,
         assessments=frame_of(atable),
         failures=frame_of(ftable),
+        incomplete=incomplete,
         methods=methods,
         software=frame_of(_software()),
     )

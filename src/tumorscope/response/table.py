@@ -49,6 +49,7 @@ line 1; or the 0-based position for a DataFrame), the column and the rule.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Mapping
@@ -131,9 +132,23 @@ def read_table(path: str | os.PathLike[str], *, target_limits: bool = True) -> p
         df = pd.read_csv(
             p, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", comment=None
         )
+        # pandas renames a repeated column ("diameter_mm.1"): look at the header as written
+        header = pd.read_csv(
+            p,
+            sep=sep,
+            dtype=str,
+            header=None,
+            nrows=1,
+            keep_default_na=False,
+            encoding="utf-8-sig",
+            comment=None,
+        ).iloc[0]
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise ResponseError(f"cannot read the table: {exc}", file=p) from None
-    return validate_table(df, source=str(p), first_line=2, target_limits=target_limits)
+    _check_columns([str(c) for c in header], source=str(p))
+    return validate_table(
+        df, source=str(p), first_line=2, target_limits=target_limits, real_dates=True
+    )
 
 
 def validate_table(
@@ -142,6 +157,7 @@ def validate_table(
     source: str | None = None,
     first_line: int | None = None,
     target_limits: bool = True,
+    real_dates: bool = False,
 ) -> pd.DataFrame:
     """Check a measurement table against the rules every criterion relies on.
 
@@ -160,6 +176,11 @@ def validate_table(
         lesions per organ)" at baseline. False for criteria with limits of their own (RANO,
         iRANO: :mod:`tumorscope.response.rano` checks them) and for a table not yet tied to a
         criterion (:func:`tumorscope.response.from_lesion_table`).
+    real_dates : bool, default False
+        Dates of measured visits: from :data:`EARLIEST_DATE` (1971-01-01, as the study
+        manifest's) to tomorrow. :func:`read_table` (a user's file, ``tumorscope assess``)
+        checks them; tables built in code (the pipeline's, from a checked manifest; made-up
+        schedules) need not.
 
     Returns
     -------
@@ -186,6 +207,7 @@ def validate_table(
 
     df = table.copy() if isinstance(table, pd.DataFrame) else pd.DataFrame(dict(table))
     df = df.reset_index(drop=True)
+    _check_columns([str(c) for c in df.columns], source=source)
     df.columns = [str(c).strip() for c in df.columns]
     if first_line is None:
         df["row"] = [f"row {i}" for i in range(len(df))]
@@ -209,6 +231,14 @@ def validate_table(
         for i, v in enumerate(df[col]):
             if v == "":
                 raise fail(i, col, f"'{col}' is empty; every row needs one")
+            bad = _CONTROL.search(v)
+            if bad:
+                raise fail(
+                    i,
+                    col,
+                    f"'{col}' holds the control character {bad.group()!r} ({v!r}); an "
+                    "identifier is printable text",
+                )
 
     kinds = []
     for i, v in enumerate(df["kind"]):
@@ -231,6 +261,18 @@ def validate_table(
             raise fail(i, "date", f"date {s!r} does not exist") from None
         if not pd.Timestamp.min <= stamp <= pd.Timestamp.max:
             raise fail(i, "date", f"date {s!r} is outside the years 1678 to 2261")
+        latest = dt.date.today() + dt.timedelta(days=1)
+        if real_dates and stamp.date() < EARLIEST_DATE:
+            raise fail(
+                i, "date", f"date {s} is before {EARLIEST_DATE} (before clinical CT and MRI)"
+            )
+        if real_dates and stamp.date() > latest:
+            raise fail(
+                i,
+                "date",
+                f"date {s} is in the future (today is {dt.date.today()}): a measured visit "
+                "has happened; check the year",
+            )
         dates.append(stamp)
     df["date"] = pd.to_datetime(pd.Series(dates, dtype="datetime64[ns]"))
 
@@ -246,6 +288,12 @@ def validate_table(
             rt_end.append(pd.Timestamp(text))
         except (ValueError, OverflowError):
             raise fail(i, "radiotherapy_end", f"date {text!r} does not exist") from None
+        if real_dates and rt_end[-1].date() < EARLIEST_DATE:
+            raise fail(
+                i,
+                "radiotherapy_end",
+                f"date {text} is before {EARLIEST_DATE} (before clinical CT and MRI)",
+            )
     df["radiotherapy_end"] = rt_end if rt_end else None
     df["nodal"] = _bools(df, "nodal", default=False, fail=fail)
     df["enhancing"] = _bools(df, "enhancing", default=True, fail=fail)
@@ -489,6 +537,28 @@ def _check_subject(
                     f"visit {visit} of subject {subject} has several {col} values {sorted(map(str, vals))}",
                 )
     return sub.sort_values(["date", "lesion_id"], kind="stable")
+
+
+#: The earliest date of a measurement: as the study manifest's
+#: (:data:`tumorscope.io.manifest.EARLIEST_DATE`; the response layer imports no ``io``). A
+#: visit may not be dated after tomorrow (today, with a day of margin for time zones).
+EARLIEST_DATE = dt.date(1971, 1, 1)
+
+#: Control characters (NUL, newlines, escapes …) that have no place in an identifier.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_columns(columns: list[str], *, source: str | None) -> None:
+    """Column names: each once (a repeated column was used silently, its first copy)."""
+    seen: set[str] = set()
+    for name in (c.strip() for c in columns):
+        if name in seen:
+            raise ResponseError(
+                f"the column {name!r} appears more than once in the header; keep one",
+                file=source,
+                field=name,
+            )
+        seen.add(name)
 
 
 def _check_visit_numbers(
