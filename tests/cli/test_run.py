@@ -98,3 +98,16 @@ def test_steps_without_register_run_it_first(small_study: Path, tmp_path: Path) 
     assert res.exit_code == 0, res.output
     assert "added register" in res.output and "FOREIGN KEY" not in res.output
     assert "units failed           0" in res.output or "FAILED" not in res.output
+
+
+def test_scheduler_addresses_dask_uses_are_accepted() -> None:
+    """Every protocol a Dask scheduler listens on, and an in-process cluster's ``inproc://``
+    address (what tests/pipeline/test_distributed.py gives): the check refuses junk only."""
+    from tumorscope.errors import DataError
+    from tumorscope.pipeline.checks import check_scheduler
+
+    for ok in ("tcp://127.0.0.1:8786", "tls://host:8786", "[::1]:8786", "inproc://10.0.0.2/31/4"):
+        check_scheduler(ok)
+    for bad in ("junk", "tcp://host", "tcp://host:0", "inproc://"):
+        with pytest.raises(DataError, match="--scheduler"):
+            check_scheduler(bad)

@@ -46,9 +46,12 @@ def check_workers(workers: int | None) -> None:
 
 
 def check_scheduler(address: str) -> None:
-    """``--scheduler``: the address of a Dask scheduler, ``[protocol://]host:port``."""
+    """``--scheduler``: the address of a Dask scheduler, ``[protocol://]host:port``, or the
+    ``inproc://`` address of a scheduler in this process (Dask's in-process clusters)."""
     import re
 
+    if re.fullmatch(r"inproc://\S+", address):
+        return
     m = re.fullmatch(
         r"(?:(tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):(\d+)/?", address
     )
