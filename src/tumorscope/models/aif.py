@@ -286,25 +286,26 @@ def shift(times_s: npt.ArrayLike, curve: npt.ArrayLike, delay_s: float) -> np.nd
     return np.interp(t - _delay(delay_s), t, c, left=0.0, right=c[-1])
 
 
-def aif_text(path: Path) -> str:
-    """The text of an AIF table, or a :class:`DataError` naming the file (field ``aif``) when
-    it is missing, not a regular file (a folder, a named pipe) or not text."""
+def aif_text(path: Path, field: str = "aif") -> str:
+    """The text of an AIF table, or a :class:`DataError` naming the file and ``field`` (the
+    option that gave it) when it is missing, not a regular file (a folder, a named pipe) or
+    not text."""
     from ..files import regular_file
 
     if not path.exists():
-        raise DataError("AIF file not found", file=path, field="aif")
-    regular_file(path, field="aif")  # a folder or a named pipe: say what it is
+        raise DataError("AIF file not found", file=path, field=field)
+    regular_file(path, field=field)  # a folder or a named pipe: say what it is
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise DataError(
             "not a text table (expected CSV or TSV with time_s and a concentration column)",
             file=path,
-            field="aif",
+            field=field,
         ) from None
     except OSError as exc:
         raise DataError(
-            f"cannot read the file: {exc.strerror or exc}", file=path, field="aif"
+            f"cannot read the file: {exc.strerror or exc}", file=path, field=field
         ) from None
 
 

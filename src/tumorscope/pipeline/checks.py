@@ -87,24 +87,12 @@ def check_sqlite_url(url: str, out: Path) -> None:
 def check_aif_file(aif: str) -> None:
     """``--dce-aif`` naming a file: a readable AIF table (``time_s`` and ``cp_mM`` or
     ``cb_mM``), checked before anything is written rather than in every DCE unit."""
-    from ..models.aif import load_aif_csv
+    from ..models.aif import aif_text, load_aif_csv
 
     if aif.lower() in DCE_AIFS:
         return
     path = Path(aif)
-    try:
-        head = path.read_text(encoding="utf-8-sig").splitlines()[:1]
-    except UnicodeDecodeError:
-        raise DataError(
-            "not a text file: expected an AIF table (CSV or TSV with the columns time_s and "
-            "cp_mM or cb_mM)",
-            file=path,
-            field="--dce-aif",
-        ) from None
-    except OSError as exc:
-        raise DataError(
-            f"cannot read the AIF file: {exc.strerror or exc}", file=path, field="--dce-aif"
-        ) from None
+    head = aif_text(path, field="--dce-aif").splitlines()[:1]
     cols = [c.strip() for c in (head[0].replace("\t", ",").split(",") if head else [])]
     column = next((c for c in ("cp_mM", "cb_mM") if c in cols), None)
     if column is None or "time_s" not in cols:
