@@ -35,6 +35,7 @@ from .study import (
     _check_measurements,
     _read_lesion_table,
     _rel,
+    data_shape,
     echo_pair_problems,
     grid_problems,
 )
@@ -60,11 +61,7 @@ def _header_grid(path: Path) -> Volume:
     """The grid an image's header declares (shape as :meth:`Volume.from_nifti` shapes it,
     the header's best affine), without its data."""
     header = _read_header(path)
-    shape = tuple(int(n) for n in header.get_data_shape())
-    while len(shape) > 4 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) == 2:
-        shape = (*shape, 1)
+    shape = data_shape(header.get_data_shape())
     if not 3 <= len(shape) <= 4:
         raise DataError(f"expected a 3-D or 4-D image, got shape {shape}", file=path, field="dim")
     return Volume(np.broadcast_to(np.zeros((), np.uint8), shape), header.get_best_affine())

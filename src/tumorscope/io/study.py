@@ -48,6 +48,7 @@ __all__ = [
     "Study",
     "Subject",
     "Visit",
+    "data_shape",
     "echo_pair_problems",
     "grid_problems",
     "open_study",
@@ -490,6 +491,15 @@ def validate_study(path: str | Path) -> list[Problem]:
     return problems
 
 
+def data_shape(header_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of an image's data as :meth:`Volume.from_nifti` shapes it from its header's
+    (trailing axes of length 1 beyond the 4th dropped, a 2-D image one slice deep)."""
+    shape = tuple(int(n) for n in header_shape)
+    while len(shape) > 4 and shape[-1] == 1:
+        shape = shape[:-1]
+    return (*shape, 1) if len(shape) == 2 else shape
+
+
 def _geometry(vol: Volume) -> Volume:
     """The grid of ``vol`` without its data (a zero-stride array of its shape)."""
     return Volume(np.broadcast_to(np.zeros((), np.uint8), vol.data.shape), vol.affine)
@@ -602,10 +612,7 @@ def _scan_series(series: Series) -> tuple[Volume, int]:
         raise
     except Exception as exc:  # nibabel and gzip raise many types for corrupt files
         raise DataError(f"cannot read NIfTI image ({type(exc).__name__}: {exc})", file=p) from exc
-    while len(shape) > 4 and shape[-1] == 1:  # as Volume.from_nifti shapes the data
-        shape = shape[:-1]
-    if len(shape) == 2:
-        shape = (*shape, 1)
+    shape = data_shape(shape)
     grid = Volume(np.broadcast_to(np.zeros((), np.uint8), shape), img.affine, source=str(p))
     _check_measurements(grid, series.protocol, series.relpath, series.suffix)
     if best is not None and best.frame is not None:
